@@ -1,0 +1,229 @@
+//! `ActorRef<M>`: the handle through which everything talks to an actor.
+//!
+//! One thin pointer with one reference count. The same type is meant to address remote
+//! actors too: a remote ref will point at a proxy cell, owned by the transport's shard,
+//! whose "actor" encodes messages onto the connection. Senders never branch on locality;
+//! the cell behind the pointer decides (see `DESIGN.md`, location transparency).
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use super::cell::{ErasedRef, Header, Shared, SysMsg};
+use super::ActorId;
+use crate::ask::{wait_blocking, AskFuture, ReplyTo};
+use crate::error::{AskError, SendError, TellError, Undelivered};
+use crate::queue::ring::Full;
+use crate::runtime::dead_letters::DeadLetterReason;
+use crate::shard::{self, ShardLocal};
+use crate::sync::Arc;
+
+/// A handle to an actor accepting messages of type `M`.
+///
+/// `Clone` costs one atomic increment; `Send + Sync`; equality and hashing are by actor
+/// identity. Keeping a ref does not keep a stopped actor running; it only keeps its
+/// (small) cell allocated so that sends fail cleanly with `Closed`.
+#[repr(transparent)]
+pub struct ActorRef<M> {
+    raw: ErasedRef,
+    _msg: PhantomData<fn(M) -> M>,
+}
+
+impl<M> ActorRef<M> {
+    /// Adopts one count of a cell whose message type is `M`.
+    ///
+    /// # Safety
+    /// `h` is a live cell for messages `M`, and the caller owns one count.
+    pub(crate) unsafe fn from_raw(h: NonNull<Header>) -> Self {
+        // SAFETY: forwarded contract.
+        ActorRef { raw: unsafe { ErasedRef::from_raw(h) }, _msg: PhantomData }
+    }
+
+    pub(crate) fn erased(&self) -> &ErasedRef {
+        &self.raw
+    }
+
+    #[inline]
+    pub(crate) fn shared(&self) -> &Shared<M> {
+        // SAFETY: `Shared<M>` is the `repr(C)` prefix of the cell this ref points to, and the
+        // constructor's contract guarantees the cell's message type is `M`.
+        unsafe { self.raw.as_ptr().cast::<Shared<M>>().as_ref() }
+    }
+
+    #[inline]
+    fn header(&self) -> &Header {
+        self.raw.header()
+    }
+
+    /// The actor's id.
+    pub fn id(&self) -> ActorId {
+        self.header().id
+    }
+
+    /// The shard that owns the actor.
+    pub fn shard(&self) -> usize {
+        self.header().shard as usize
+    }
+
+    /// Whether the actor has stopped accepting messages (stopping or stopped).
+    pub fn is_closed(&self) -> bool {
+        self.header().state.is_closed()
+    }
+
+    /// The actor's path, e.g. `percore://bench/user/$3/$17`.
+    pub fn path(&self) -> String {
+        Path(self.header()).to_string()
+    }
+
+    /// Stops the actor: its children stop first, its `stopped` hook runs, and messages left
+    /// in its mailbox go to dead letters. Travels on the system path, so a full mailbox does
+    /// not delay it. Returns `false` if the actor had already terminated.
+    pub fn stop(&self) -> bool {
+        self.raw.send_sys(SysMsg::Stop)
+    }
+}
+
+impl<M: Send + 'static> ActorRef<M> {
+    /// Enqueues `msg`, or gives it back: `Full` if the mailbox is at capacity, `Closed` if
+    /// the actor has stopped. Never blocks; callable from any thread.
+    #[inline]
+    pub fn try_tell(&self, msg: M) -> Result<(), TellError<M>> {
+        let shared = self.shared();
+        let header = &shared.header;
+        if header.state.is_closed() {
+            return Err(TellError::Closed(msg));
+        }
+        if let Some(shard) = ShardLocal::current_owner_of(header) {
+            // SAFETY: `current_owner_of` returned the shard running on this thread, and it
+            // owns the actor.
+            return unsafe { shared.push_local(msg, shard) }.map_err(TellError::Full);
+        }
+        if let Err(Full(msg)) = shared.ring.push(msg) {
+            return Err(TellError::Full(msg));
+        }
+        if header.state.after_push() {
+            shard::notify(self.raw.as_ptr());
+        }
+        Ok(())
+    }
+
+    /// Fire-and-forget: enqueues `msg`; if it cannot (full or stopped), the message goes to
+    /// dead letters (counted, and reported to the dead-letter hook) and the reason is
+    /// returned. Use [`ActorRef::try_tell`] to get the message back instead.
+    #[inline]
+    pub fn tell(&self, msg: M) -> Result<(), Undelivered> {
+        match self.try_tell(msg) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let (reason, undelivered) = match e {
+                    TellError::Full(_) => (DeadLetterReason::MailboxFull, Undelivered::Full),
+                    TellError::Closed(_) => (DeadLetterReason::Stopped, Undelivered::Closed),
+                };
+                drop(e);
+                self.header().runtime.dead_letters.record(self.id(), std::any::type_name::<M>(), reason, 1);
+                Err(undelivered)
+            }
+        }
+    }
+
+    /// Blocking send for foreign (non-shard) threads: waits for room until `timeout`
+    /// (spinning, then backing off, then parking briefly), honouring back-pressure.
+    ///
+    /// On a shard thread it never blocks: it tries once and returns `WouldBlock` if full.
+    pub fn send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        let mut msg = match self.try_tell(msg) {
+            Ok(()) => return Ok(()),
+            Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
+            Err(TellError::Full(m)) => m,
+        };
+        if shard::on_shard_thread() {
+            return Err(SendError::WouldBlock(msg));
+        }
+        let deadline = Instant::now() + timeout;
+        let mut backoff = crate::ask::Backoff::new();
+        loop {
+            if !backoff.wait_until(deadline) {
+                return Err(SendError::Timeout(msg));
+            }
+            msg = match self.try_tell(msg) {
+                Ok(()) => return Ok(()),
+                Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
+                Err(TellError::Full(m)) => m,
+            };
+        }
+    }
+
+    /// Request/reply from a foreign thread: builds the request around a [`ReplyTo`], sends
+    /// it, and blocks until the reply or `timeout`. A reply that arrives after the timeout
+    /// is counted as a dead letter. On a shard thread it returns `WouldBlock`; inside an
+    /// actor use [`crate::Context::ask`].
+    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+        if shard::on_shard_thread() {
+            return Err(AskError::WouldBlock);
+        }
+        let deadline = Instant::now() + timeout;
+        let (reply_to, slot) = ReplyTo::blocking(self.header().runtime.clone());
+        self.try_tell(make(reply_to)).map_err(|e| if e.is_full() { AskError::Full } else { AskError::Closed })?;
+        wait_blocking(&slot, deadline, &self.header().runtime)
+    }
+
+    /// Request/reply as a `Future`, for async code (tokio or any executor). Resolves to the
+    /// reply, or `Err(Timeout)` after `timeout`. Dropping the future abandons the ask.
+    pub fn ask_async<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> AskFuture<R> {
+        let runtime: Arc<_> = self.header().runtime.clone();
+        let deadline = Instant::now() + timeout;
+        let (reply_to, slot) = ReplyTo::blocking(runtime.clone());
+        match self.try_tell(make(reply_to)) {
+            Ok(()) => AskFuture::waiting(slot, deadline, runtime),
+            Err(e) => AskFuture::failed(if e.is_full() { AskError::Full } else { AskError::Closed }),
+        }
+    }
+}
+
+impl<M> Clone for ActorRef<M> {
+    #[inline]
+    fn clone(&self) -> Self {
+        ActorRef { raw: self.raw.clone(), _msg: PhantomData }
+    }
+}
+
+impl<M> PartialEq for ActorRef<M> {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw.as_ptr() == other.raw.as_ptr()
+    }
+}
+
+impl<M> Eq for ActorRef<M> {}
+
+impl<M> Hash for ActorRef<M> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.header().id.hash(state);
+    }
+}
+
+impl<M> fmt::Debug for ActorRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorRef({} {})", Path(self.header()), self.id())
+    }
+}
+
+/// Displays an actor's path by walking its (immutable) parent chain.
+pub(crate) struct Path<'a>(pub(crate) &'a Header);
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut chain = vec![self.0.id];
+        let mut cur = self.0;
+        while let Some(p) = &cur.parent {
+            cur = p.header();
+            chain.push(cur.id);
+        }
+        write!(f, "percore://{}/user", self.0.runtime.name())?;
+        for id in chain.iter().rev() {
+            write!(f, "/{id}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! `Context`: what an actor can do while it handles a message.
+
+use std::fmt;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use super::cell::{link_child, Cell, Header, Lifecycle, Meta};
+use super::{Actor, ActorId, ActorRef};
+use crate::ask::{ActorReply, ReplyTo};
+use crate::error::{AskError, SpawnError};
+use crate::runtime::{RuntimeHandle, SpawnOptions};
+use crate::shard::ShardLocal;
+use crate::sync::Arc;
+
+/// The actor's view of itself and of the runtime, passed to every handler call.
+pub struct Context<'a, A: Actor> {
+    cell: &'a Cell<A>,
+    pub(crate) meta: &'a mut Meta,
+    shard: &'a ShardLocal,
+    /// A ref to this actor that borrows the shard's ownership count (never dropped).
+    myself: ManuallyDrop<ActorRef<A::Msg>>,
+}
+
+impl<'a, A: Actor> Context<'a, A> {
+    pub(crate) fn new(cell: &'a Cell<A>, meta: &'a mut Meta, shard: &'a ShardLocal) -> Self {
+        let h = NonNull::from(&cell.shared().header);
+        // SAFETY: the cell is alive for 'a (the shard holds its ownership count) and its
+        // message type is `A::Msg`; ManuallyDrop ensures we never give back a count we did
+        // not take.
+        let myself = ManuallyDrop::new(unsafe { ActorRef::from_raw(h) });
+        Context { cell, meta, shard, myself }
+    }
+
+    fn header(&self) -> &Header {
+        &self.cell.shared().header
+    }
+
+    /// This actor's own ref (clone it to hand it out).
+    #[inline]
+    pub fn myself(&self) -> &ActorRef<A::Msg> {
+        &self.myself
+    }
+
+    /// This actor's id.
+    pub fn id(&self) -> ActorId {
+        self.header().id
+    }
+
+    /// The shard this actor runs on.
+    #[inline]
+    pub fn shard(&self) -> usize {
+        self.shard.index()
+    }
+
+    /// How many shards the runtime has.
+    pub fn num_shards(&self) -> usize {
+        self.header().runtime.num_shards()
+    }
+
+    /// A handle to the runtime (spawn top-level actors, dead-letter count, …).
+    pub fn runtime(&self) -> RuntimeHandle {
+        RuntimeHandle::from_shared(self.header().runtime.clone())
+    }
+
+    /// How many children are alive (not yet terminated).
+    pub fn children(&self) -> usize {
+        self.meta.children.len()
+    }
+
+    /// Spawns a child on this actor's shard. No thread, no syscall: one allocation.
+    pub fn spawn<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.spawn_with(SpawnOptions::new(), actor)
+    }
+
+    /// Spawns a child on shard `shard`.
+    pub fn spawn_on<B: Actor>(&mut self, shard: usize, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.spawn_with(SpawnOptions::new().shard(shard), actor)
+    }
+
+    /// Spawns a child with options (shard, mailbox capacity). The child is placed on this
+    /// actor's shard unless `opts` names another.
+    pub fn spawn_with<B: Actor>(&mut self, opts: SpawnOptions, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        if self.meta.lifecycle >= Lifecycle::Stopping || self.meta.stop_requested {
+            return Err(SpawnError::ParentStopping);
+        }
+        let runtime = &self.header().runtime;
+        let shard = opts.shard_or(self.shard.index());
+        let (shard, capacity) = runtime.validate_spawn(shard, opts.capacity_or(runtime.default_capacity()))?;
+        runtime.begin_spawn()?;
+        let id = self.shard.next_actor_id();
+        let parent = Some(self.myself.erased().clone());
+        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor);
+        // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
+        // other travels with the Scheduled token through `notify`.
+        let child = unsafe { ActorRef::from_raw(h) };
+        link_child(&mut self.meta.children, child.erased().clone());
+        crate::shard::notify(h);
+        Ok(child)
+    }
+
+    /// Stops this actor after the current message: children stop first, then `stopped`
+    /// runs; messages left in the mailbox go to dead letters.
+    pub fn stop_self(&mut self) {
+        self.meta.stop_requested = true;
+    }
+
+    /// Stops another actor (typically a child); see [`ActorRef::stop`].
+    pub fn stop<M>(&mut self, actor: &ActorRef<M>) {
+        if actor.erased().as_ptr() == self.myself.erased().as_ptr() {
+            self.stop_self();
+        } else {
+            actor.stop();
+        }
+    }
+
+    /// Asks `target` from inside an actor, without blocking the shard: the reply (or
+    /// `Err(Timeout)` after `timeout`, or the reason the request could not be sent) comes
+    /// back to this actor as a message, built by `map`. Exactly one such message arrives;
+    /// a reply after the timeout is counted as a dead letter.
+    pub fn ask<R, B, F>(&mut self, target: &ActorRef<B>, make: impl FnOnce(ReplyTo<R>) -> B, timeout: Duration, map: F)
+    where
+        R: Send + 'static,
+        B: Send + 'static,
+        F: FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
+    {
+        let adapter = Arc::new(ActorReply::new((*self.myself).clone(), map));
+        let reply_to = ReplyTo::to_actor(adapter.clone());
+        match target.try_tell(make(reply_to)) {
+            Ok(()) => {
+                self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
+            }
+            Err(e) => {
+                adapter.fail(if e.is_full() { AskError::Full } else { AskError::Closed });
+                drop(e);
+            }
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Context<'_, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("actor", &*self.myself).field("shard", &self.shard()).finish()
+    }
+}

@@ -1,0 +1,114 @@
+//! Actors: the [`Actor`] trait, the typed [`ActorRef`], the [`Context`] a handler runs with,
+//! and the cell that holds an actor's state and mailbox.
+//!
+//! ## Memory layout of one actor (one allocation)
+//! ```text
+//!  ActorRef<M> ──► ┌ Header ──────────────┐  refcount, scheduling word, shard, vtable,
+//!  (thin pointer)  │                      │  runtime, id, parent, system inbox, link
+//!                  ├ Ring<M> ─────────────┤  MPSC mailbox for other threads (lazy slots)
+//!                  ├ LocalQueue<M> ───────┤  mailbox for senders on the owner shard
+//!                  └ Inner<A> ────────────┘  the actor value, children, lifecycle
+//! ```
+//! `ActorRef<M>` knows the message type but not the actor type: it points at the prefix
+//! `Header + Ring<M> + LocalQueue<M>`, and the header's vtable knows the rest. This is the
+//! tokio task layout: one refcount, no double indirection, no `dyn` per message.
+//!
+//! ## Two paths into a mailbox
+//! * **Same shard** (the common case of thread-per-core): the sender runs on the owner
+//!   shard's thread, so it appends to the shard-local queue and, if the actor is not queued,
+//!   pushes it on the local run queue. No atomic read-modify-write, no fence.
+//! * **Other threads** (other shards, foreign threads): push into the MPSC ring, then the
+//!   scheduling protocol of [`state`] decides who notifies the owner shard.
+//!
+//! Each sender uses exactly one path to a given actor, so per-sender FIFO holds. The
+//! mailbox capacity bounds each path.
+
+pub(crate) mod actor_ref;
+pub(crate) mod cell;
+pub(crate) mod context;
+pub mod state;
+
+use std::fmt;
+
+pub use actor_ref::ActorRef;
+pub use context::Context;
+
+use crate::error::ActorError;
+
+/// A unique actor id within a process: the shard that spawned it and a sequence number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub(crate) u64);
+
+impl ActorId {
+    /// Origin of actors spawned from outside any shard.
+    pub(crate) const FOREIGN: u16 = u16::MAX;
+
+    pub(crate) fn new(seq: u64, origin: u16) -> Self {
+        ActorId(seq << 16 | origin as u64)
+    }
+
+    /// The raw id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seq, origin) = (self.0 >> 16, (self.0 & 0xffff) as u16);
+        if origin == Self::FOREIGN {
+            write!(f, "${seq}")
+        } else {
+            write!(f, "${seq}@{origin}")
+        }
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// An actor: private state plus a handler for one message type.
+///
+/// The shard that owns the actor calls `handle` for one message at a time, never
+/// concurrently, so `&mut self` is all the synchronisation an actor needs.
+///
+/// A handler that returns `Err` or panics has **failed**: the shard catches it, and the
+/// actor's supervisor decides what happens (see the crate docs; until supervision is
+/// configured, a failed actor is stopped and the failure is logged and counted). The shard
+/// and every other actor keep running either way.
+///
+/// ```
+/// use percore::{Actor, Context, ActorError};
+///
+/// struct Counter { n: u64 }
+///
+/// impl Actor for Counter {
+///     type Msg = u64;
+///     fn handle(&mut self, _ctx: &mut Context<Self>, by: u64) -> Result<(), ActorError> {
+///         self.n += by;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Actor: Send + Sized + 'static {
+    /// The messages this actor accepts.
+    type Msg: Send + 'static;
+
+    /// Handles one message.
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError>;
+
+    /// Called on the owner shard before the first message. An `Err` is a failure.
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Called once when the actor stops, after all its children have stopped. Messages
+    /// still in the mailbox go to dead letters afterwards.
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        let _ = ctx;
+    }
+}

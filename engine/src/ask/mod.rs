@@ -1,0 +1,306 @@
+//! Request/reply (`ask`) on top of one-way messages.
+//!
+//! A request carries a [`ReplyTo<R>`]; the target answers with [`ReplyTo::reply`]. Three
+//! kinds of asker wait for the reply:
+//! * a **foreign thread** blocks on a [`slot::ReplySlot`] (`ActorRef::ask`);
+//! * an **async task** awaits an [`AskFuture`] over the same slot (`ActorRef::ask_async`);
+//!   a runtime-wide timekeeper thread wakes it at its deadline;
+//! * an **actor** gets the reply as a message of its own type (`Context::ask`), with the
+//!   timeout driven by its shard's timers; it never blocks.
+//!
+//! In every case the reply is delivered at most once; a reply that loses the race against
+//! the timeout is counted as a dead letter ([`crate::DeadLetterReason::AskExpired`]). A `ReplyTo`
+//! dropped without a reply (say, the target stopped with the request in its mailbox)
+//! completes the ask at once with [`AskError::NoReply`].
+
+pub mod slot;
+mod timekeeper;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use slot::{ReplySlot, Waiter};
+pub(crate) use timekeeper::Timekeeper;
+
+use crate::actor::ActorRef;
+use crate::error::AskError;
+use crate::runtime::RuntimeShared;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
+
+type Slot<R> = ReplySlot<Result<R, AskError>>;
+
+/// The reply handle carried inside a request. Send it the answer with [`ReplyTo::reply`].
+pub struct ReplyTo<R: Send + 'static> {
+    target: Option<Target<R>>,
+}
+
+enum Target<R: Send + 'static> {
+    Slot { slot: Arc<Slot<R>>, runtime: Arc<RuntimeShared> },
+    Actor(Arc<dyn Deliver<R>>),
+}
+
+/// Delivery of an actor-side ask's outcome, type-erased over the asker's message type.
+trait Deliver<R>: Send + Sync {
+    /// Delivers `outcome` unless an outcome was already delivered; returns whether it did.
+    fn deliver(&self, outcome: Result<R, AskError>) -> bool;
+    fn runtime(&self) -> &Arc<RuntimeShared>;
+}
+
+impl<R: Send + 'static> ReplyTo<R> {
+    pub(crate) fn blocking(runtime: Arc<RuntimeShared>) -> (Self, Arc<Slot<R>>) {
+        let slot = Arc::new(ReplySlot::new());
+        (ReplyTo { target: Some(Target::Slot { slot: slot.clone(), runtime }) }, slot)
+    }
+
+    pub(crate) fn to_actor<M: Send + 'static, F>(adapter: Arc<ActorReply<R, M, F>>) -> Self
+    where
+        F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
+    {
+        ReplyTo { target: Some(Target::Actor(adapter)) }
+    }
+
+    /// Answers the ask. Returns `false` if the asker is gone (timed out or dropped), in which
+    /// case the reply is counted as a dead letter.
+    pub fn reply(mut self, value: R) -> bool {
+        match self.target.take() {
+            Some(Target::Slot { slot, runtime }) => match slot.complete(Ok(value)) {
+                Ok(()) => true,
+                Err(late) => {
+                    drop(late);
+                    runtime.dead_letters.record_ask_expired::<R>();
+                    false
+                }
+            },
+            Some(Target::Actor(a)) => {
+                if a.deliver(Ok(value)) {
+                    true
+                } else {
+                    a.runtime().dead_letters.record_ask_expired::<R>();
+                    false
+                }
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the asker has given up already (replying would only make a dead letter).
+    pub fn is_expired(&self) -> bool {
+        match &self.target {
+            Some(Target::Slot { slot, .. }) => slot.is_closed(),
+            Some(Target::Actor(_)) | None => false,
+        }
+    }
+}
+
+impl<R: Send + 'static> Drop for ReplyTo<R> {
+    fn drop(&mut self) {
+        match self.target.take() {
+            Some(Target::Slot { slot, .. }) => drop(slot.complete(Err(AskError::NoReply))),
+            Some(Target::Actor(a)) => drop(a.deliver(Err(AskError::NoReply))),
+            None => {}
+        }
+    }
+}
+
+impl<R: Send + 'static> fmt::Debug for ReplyTo<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo").field("expired", &self.is_expired()).finish()
+    }
+}
+
+/// The asker side of `Context::ask`: maps the outcome into the asker's message and tells it.
+pub(crate) struct ActorReply<R, M, F> {
+    done: AtomicBool,
+    asker: ActorRef<M>,
+    map: UnsafeCell<Option<F>>,
+    _r: std::marker::PhantomData<fn(R)>,
+}
+
+// SAFETY: `map` (Send) is taken exactly once, by the thread that wins `done`; everything else
+// is Sync.
+unsafe impl<R, M: Send, F: Send> Sync for ActorReply<R, M, F> {}
+// SAFETY: as above; all fields are Send.
+unsafe impl<R, M: Send, F: Send> Send for ActorReply<R, M, F> {}
+
+impl<R: Send + 'static, M: Send + 'static, F> ActorReply<R, M, F>
+where
+    F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
+{
+    pub(crate) fn new(asker: ActorRef<M>, map: F) -> Self {
+        ActorReply { done: AtomicBool::new(false), asker, map: UnsafeCell::new(Some(map)), _r: std::marker::PhantomData }
+    }
+
+    /// The shard timer fired.
+    pub(crate) fn expire(&self) {
+        self.deliver(Err(AskError::Timeout));
+    }
+
+    /// The request could not be sent.
+    pub(crate) fn fail(&self, why: AskError) {
+        self.deliver(Err(why));
+    }
+}
+
+impl<R: Send + 'static, M: Send + 'static, F> Deliver<R> for ActorReply<R, M, F>
+where
+    F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
+{
+    fn deliver(&self, outcome: Result<R, AskError>) -> bool {
+        // ORDERING: AcqRel: the winner's Acquire sees `map` as constructed (Release by the
+        // Arc publication); the swap elects exactly one deliverer.
+        if self.done.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        // SAFETY: we won `done`, so no other thread touches `map`, now or later.
+        let map = self.map.with_mut(|p| unsafe { (*p).take() });
+        if let Some(map) = map {
+            // Fire-and-forget: a full or stopped asker turns the outcome into a dead letter.
+            let _ = self.asker.tell(map(outcome));
+        }
+        true
+    }
+
+    fn runtime(&self) -> &Arc<RuntimeShared> {
+        &self.asker.erased().header().runtime
+    }
+}
+
+/// Blocks the calling (foreign) thread until the slot has a reply or `deadline` passes.
+pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant, runtime: &RuntimeShared) -> Result<R, AskError> {
+    let registered = slot.register(Waiter::Thread(thread::current()));
+    let mut backoff = Backoff::new();
+    loop {
+        if let Some(outcome) = slot.try_take() {
+            return outcome;
+        }
+        if !registered {
+            // The slot completed between `register` and `try_take`: it is there now.
+            if let Some(outcome) = slot.try_take() {
+                return outcome;
+            }
+        }
+        if !backoff.wait_until(deadline) {
+            return match slot.close() {
+                Some(outcome) => outcome,
+                None => {
+                    let _ = runtime;
+                    Err(AskError::Timeout)
+                }
+            };
+        }
+    }
+}
+
+/// Spin, then yield, then park with growing timeouts: the waiting strategy of foreign
+/// threads (blocking `send` and `ask`). Shard threads never use it.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    step: u32,
+}
+
+impl Backoff {
+    const SPIN_STEPS: u32 = 6;
+    const YIELD_STEPS: u32 = 10;
+
+    pub(crate) fn new() -> Self {
+        Backoff { step: 0 }
+    }
+
+    /// Waits a little (longer each call). Returns `false` once `deadline` has passed.
+    pub(crate) fn wait_until(&mut self, deadline: Instant) -> bool {
+        if self.step < Self::SPIN_STEPS {
+            for _ in 0..(1u32 << self.step) {
+                spin_loop();
+            }
+        } else if self.step < Self::YIELD_STEPS {
+            thread::yield_now();
+        } else {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let nap = Duration::from_micros(10u64 << (self.step - Self::YIELD_STEPS).min(7));
+            thread::park_timeout(nap.min(deadline - now));
+        }
+        self.step = self.step.saturating_add(1);
+        Instant::now() < deadline || self.step <= Self::YIELD_STEPS
+    }
+}
+
+/// The future of [`ActorRef::ask_async`].
+#[must_use = "an ask future does nothing useful unless awaited"]
+pub struct AskFuture<R: Send + 'static> {
+    state: FutureState<R>,
+}
+
+enum FutureState<R: Send + 'static> {
+    Failed(AskError),
+    Waiting { slot: Arc<Slot<R>>, deadline: Instant, timer_set: bool, runtime: Arc<RuntimeShared> },
+    Done,
+}
+
+impl<R: Send + 'static> AskFuture<R> {
+    pub(crate) fn waiting(slot: Arc<Slot<R>>, deadline: Instant, runtime: Arc<RuntimeShared>) -> Self {
+        AskFuture { state: FutureState::Waiting { slot, deadline, timer_set: false, runtime } }
+    }
+
+    pub(crate) fn failed(why: AskError) -> Self {
+        AskFuture { state: FutureState::Failed(why) }
+    }
+}
+
+impl<R: Send + 'static> Future for AskFuture<R> {
+    type Output = Result<R, AskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let out = match &mut this.state {
+            FutureState::Done => panic!("AskFuture polled after completion"),
+            FutureState::Failed(why) => Err(*why),
+            FutureState::Waiting { slot, deadline, timer_set, runtime } => {
+                if let Some(outcome) = slot.try_take() {
+                    outcome
+                } else if Instant::now() >= *deadline {
+                    slot.close().unwrap_or(Err(AskError::Timeout))
+                } else if !slot.register(Waiter::Task(cx.waker().clone())) {
+                    slot.try_take().unwrap_or(Err(AskError::Timeout))
+                } else {
+                    if !*timer_set {
+                        runtime.timekeeper().wake_at(*deadline, cx.waker().clone());
+                        *timer_set = true;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        };
+        this.state = FutureState::Done;
+        Poll::Ready(out)
+    }
+}
+
+impl<R: Send + 'static> Drop for AskFuture<R> {
+    fn drop(&mut self) {
+        if let FutureState::Waiting { slot, runtime, .. } = &self.state {
+            // Abandoned: a reply that already arrived (or arrives later) is a dead letter.
+            if let Some(Ok(late)) = slot.close() {
+                drop(late);
+                runtime.dead_letters.record_ask_expired::<R>();
+            }
+        }
+    }
+}
+
+impl<R: Send + 'static> fmt::Debug for AskFuture<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            FutureState::Failed(_) => "failed",
+            FutureState::Waiting { .. } => "waiting",
+            FutureState::Done => "done",
+        };
+        f.debug_struct("AskFuture").field("state", &state).finish()
+    }
+}

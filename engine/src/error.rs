@@ -1,0 +1,148 @@
+//! Typed errors. Nothing in percore panics on caller misuse; every refusal says what went
+//! wrong and, where a message was involved, gives it back.
+
+use std::fmt;
+
+/// The error type of an actor's `handle`/`started`: any error, boxed. Returning `Err` is a
+/// failure of the actor, handled like a panic (see [`crate::Actor`]).
+pub type ActorError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A `try_tell` that could not enqueue: the message comes back.
+#[derive(thiserror::Error, PartialEq, Eq)]
+pub enum TellError<M> {
+    /// The mailbox is at capacity. Retry later, shed load, or use a blocking `send`.
+    #[error("mailbox full: the actor is not keeping up; retry later or shed load")]
+    Full(M),
+    /// The actor has stopped (or is stopping) and accepts no more messages.
+    #[error("actor stopped: its mailbox is closed")]
+    Closed(M),
+}
+
+impl<M> TellError<M> {
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        match self {
+            TellError::Full(m) | TellError::Closed(m) => m,
+        }
+    }
+
+    /// Whether the mailbox was full (as opposed to closed).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TellError::Full(_))
+    }
+}
+
+impl<M> fmt::Debug for TellError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TellError::Full(_) => f.write_str("Full(..)"),
+            TellError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+/// A fire-and-forget `tell` could not enqueue; the message went to dead letters (counted).
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The mailbox was full.
+    #[error("mailbox full: the message went to dead letters")]
+    Full,
+    /// The actor had stopped.
+    #[error("actor stopped: the message went to dead letters")]
+    Closed,
+}
+
+/// A blocking `send` that did not complete: the message comes back.
+#[derive(thiserror::Error, PartialEq, Eq)]
+pub enum SendError<M> {
+    /// The mailbox stayed full until the deadline.
+    #[error("mailbox stayed full until the deadline")]
+    Timeout(M),
+    /// The actor has stopped.
+    #[error("actor stopped: its mailbox is closed")]
+    Closed(M),
+    /// Called on a shard thread, which must never block: use `try_tell` there.
+    #[error("blocking send called on a shard thread; shards never block, use try_tell")]
+    WouldBlock(M),
+}
+
+impl<M> SendError<M> {
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Timeout(m) | SendError::Closed(m) | SendError::WouldBlock(m) => m,
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Timeout(_) => f.write_str("Timeout(..)"),
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::WouldBlock(_) => f.write_str("WouldBlock(..)"),
+        }
+    }
+}
+
+/// Why an `ask` produced no reply.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskError {
+    /// No reply before the deadline. A reply that arrives later is counted as a dead letter.
+    #[error("no reply before the deadline")]
+    Timeout,
+    /// The target's mailbox was full; the request was not sent.
+    #[error("the target's mailbox is full; the request was not sent")]
+    Full,
+    /// The target has stopped; the request was not sent.
+    #[error("the target has stopped")]
+    Closed,
+    /// The target dropped the reply handle without replying (e.g. it stopped or failed).
+    #[error("the target dropped the request without replying")]
+    NoReply,
+    /// A blocking `ask` was called on a shard thread; use `Context::ask` or `ask_async` there.
+    #[error("blocking ask called on a shard thread; use Context::ask inside actors")]
+    WouldBlock,
+}
+
+/// Why a spawn was refused.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// The runtime is shutting down (or has shut down).
+    #[error("the runtime is shutting down; no new actors")]
+    ShuttingDown,
+    /// The requested shard does not exist.
+    #[error("no shard {shard}: the runtime has {shards} shards (0..{shards})")]
+    NoSuchShard {
+        /// The shard asked for.
+        shard: usize,
+        /// How many shards the runtime has.
+        shards: usize,
+    },
+    /// A mailbox capacity of 0 (or above 2^31) was requested.
+    #[error("mailbox capacity {0} out of range: use 1..=2^31")]
+    InvalidCapacity(usize),
+    /// The spawning actor is stopping and may not create children.
+    #[error("the parent actor is stopping and cannot spawn children")]
+    ParentStopping,
+}
+
+/// An invalid runtime configuration.
+#[derive(thiserror::Error, Debug)]
+pub enum BuildError {
+    /// `shards(0)`.
+    #[error("a runtime needs at least one shard")]
+    ZeroShards,
+    /// More shards than the engine supports.
+    #[error("{0} shards requested; at most {max} are supported", max = crate::runtime::MAX_SHARDS)]
+    TooManyShards(usize),
+    /// `mailbox_capacity(0)` or above 2^31.
+    #[error("mailbox capacity {0} out of range: use 1..=2^31")]
+    InvalidCapacity(usize),
+    /// `throughput(0)`: an activation must be allowed at least one message.
+    #[error("throughput budget must be at least 1 message per activation")]
+    ZeroThroughput,
+    /// The OS refused to start a shard thread.
+    #[error("could not start shard thread: {0}")]
+    Thread(#[source] std::io::Error),
+}

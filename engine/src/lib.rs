@@ -1,0 +1,94 @@
+//! # percore: a thread-per-core, lock-free actor engine
+//!
+//! Each core runs one **shard**: a pinned thread that owns a set of actors and runs them
+//! one message at a time. Actors are small (one allocation, ~200 bytes when idle), cost no
+//! thread and no syscall to spawn, and talk only through asynchronous messages to an
+//! [`ActorRef`].
+//!
+//! ```
+//! use percore::{Actor, ActorError, Context, ReplyTo, Runtime};
+//! use std::time::Duration;
+//!
+//! enum Msg { Add(u64), Get(ReplyTo<u64>) }
+//!
+//! struct Counter(u64);
+//!
+//! impl Actor for Counter {
+//!     type Msg = Msg;
+//!     fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+//!         match msg {
+//!             Msg::Add(n) => self.0 += n,
+//!             Msg::Get(reply) => { reply.reply(self.0); }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let rt = Runtime::builder().shards(2).build()?;
+//! let counter = rt.spawn(Counter(0))?;
+//! for i in 1..=10 {
+//!     counter.send(Msg::Add(i), Duration::from_secs(1))?;    // waits if the mailbox is full
+//! }
+//! assert_eq!(counter.ask(Msg::Get, Duration::from_secs(5))?, 55);
+//! rt.shutdown();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## The message path
+//! ```text
+//!  sender ──push──► [ the actor's mailbox ]
+//!     │  if the actor was idle (atomic IDLE→SCHEDULED, won by exactly one party)
+//!     ├─ same shard ........ local queue + local run queue: no atomic RMW at all
+//!     ├─ other shard ....... SPSC lane sender-shard → owner-shard, wake if it sleeps
+//!     └─ foreign thread .... the owner's injector, wake if it sleeps
+//! ```
+//! * **Mailboxes** are bounded: a lock-free MPSC ring of typed slots for other threads
+//!   (allocated on first use) and a shard-local queue for senders on the owner shard.
+//!   A full mailbox never blocks a shard and never drops silently: [`ActorRef::try_tell`]
+//!   returns the message, [`ActorRef::tell`] counts it as a dead letter.
+//! * **Scheduling**: each activation handles at most `throughput` messages, so a flood to
+//!   one actor cannot starve its neighbours.
+//! * **Park/wake**: an idle shard spins briefly, then announces that it sleeps and parks;
+//!   only a sender that sees the announcement pays for the wake-up syscall.
+//! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor stops and
+//!   the failure is logged and counted (supervision strategies build on this).
+//!
+//! ## Where things live
+//! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word),
+//! `shard/` (the loop, park/wake), `ask/` (reply slots, futures), `runtime/` (builder,
+//! dead letters, shutdown), `sync/` (the std/loom shim).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
+
+pub(crate) mod actor;
+pub(crate) mod ask;
+pub mod error;
+pub(crate) mod queue;
+pub(crate) mod runtime;
+pub(crate) mod shard;
+pub(crate) mod sync;
+
+pub use actor::{Actor, ActorId, ActorRef, Context};
+pub use ask::{AskFuture, ReplyTo};
+pub use error::{ActorError, AskError, BuildError, SendError, SpawnError, TellError, Undelivered};
+pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
+pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
+pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
+
+/// Internals exposed only for the criterion benches and the perf program's raw baselines.
+/// Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::actor::state::SchedState;
+    pub use crate::ask::slot::ReplySlot;
+    pub use crate::queue::ring::{Full, Ring};
+    pub use crate::queue::spsc::{Lane, Outbox};
+    pub use crate::shard::parker::Parker;
+
+    /// Bytes of one actor cell for actor type `A` (header, mailboxes, actor value),
+    /// excluding lazily allocated buffers.
+    pub fn cell_size<A: crate::Actor>() -> usize {
+        crate::actor::cell::cell_size::<A>()
+    }
+}

@@ -1,0 +1,344 @@
+//! The mailbox ring: a bounded, lock-free, multi-producer / single-consumer queue of typed
+//! slots, used for every message that reaches an actor from *another* thread.
+//!
+//! ```text
+//!              producers (any thread)                      consumer (owner shard only)
+//!   tail ──CAS──► claim slot ─► write value ─► stamp = pos+1      stamp == head+1 ? read : empty
+//!   slot i: [ stamp | value ]   stamp = pos        free for the producer of `pos`
+//!                               stamp = pos + 1    holds the value written at `pos`
+//! ```
+//!
+//! This is Vyukov's bounded queue with crossbeam's lap encoding (so the capacity is exact,
+//! not rounded to a power of two), specialised to one consumer:
+//! * **The consumer index is private.** Producers decide "full" from the stamp of the slot
+//!   they want, never from `head`, so `head` is a plain field only the owner shard touches.
+//!   The only index two threads write is `tail`. Padding `tail` onto its own cache line would
+//!   cost 128 bytes per actor (the whole idle-actor budget); the lanes between shards, where a
+//!   single queue carries a core's whole traffic, are padded instead (see `spsc.rs`).
+//! * **Slots are allocated lazily**, by the first producer, so an actor that is only ever
+//!   messaged from its own shard never pays for a ring.
+//! * A full ring gives the value back (`Full(value)`); nothing is dropped here.
+
+use std::mem::MaybeUninit;
+use std::ptr;
+
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{spin_loop, UnsafeCell};
+
+/// The ring was full; the value comes back to the caller.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Full<T>(pub T);
+
+struct Slot<T> {
+    /// `pos` when the slot is free for the producer of position `pos`, `pos + 1` once the
+    /// value written at `pos` is published.
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A bounded MPSC ring of `T` with exact capacity.
+pub struct Ring<T> {
+    /// Next position producers claim (index in the low bits, lap in the high bits).
+    tail: AtomicUsize,
+    /// The slot array, allocated by the first push; null until then.
+    slots: AtomicPtr<Slot<T>>,
+    /// Next position the consumer reads. Consumer-private: only `pop` and `has_pending`
+    /// (both consumer-only) touch it.
+    head: UnsafeCell<usize>,
+    cap: u32,
+    /// `(cap + 1).next_power_of_two()`: one lap of positions.
+    one_lap: u32,
+}
+
+// SAFETY: values of `T` move between threads through the ring, so `T: Send` is required and
+// sufficient; all shared state is atomic or guarded by the single-consumer contract of `pop`.
+unsafe impl<T: Send> Send for Ring<T> {}
+// SAFETY: as above; `&Ring` only allows `push` (multi-producer safe) and the `unsafe`
+// consumer-side functions whose contract demands a single consumer.
+unsafe impl<T: Send> Sync for Ring<T> {}
+
+impl<T> Ring<T> {
+    /// Creates an empty ring that holds at most `cap` values. No memory is allocated until
+    /// the first push.
+    ///
+    /// # Panics
+    /// If `cap` is 0 or above `u32::MAX / 2`; callers validate capacities first.
+    pub fn new(cap: usize) -> Self {
+        assert!(cap > 0 && cap <= (u32::MAX / 2) as usize, "ring capacity out of range");
+        let one_lap = (cap + 1).next_power_of_two();
+        Ring {
+            tail: AtomicUsize::new(0),
+            slots: AtomicPtr::new(ptr::null_mut()),
+            head: UnsafeCell::new(0),
+            cap: cap as u32,
+            one_lap: one_lap as u32,
+        }
+    }
+
+    /// The capacity given at construction.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap as usize
+    }
+
+    /// Bytes this ring has allocated on the heap (0 until the first push).
+    pub fn heap_bytes(&self) -> usize {
+        // ORDERING: Relaxed: a statistic, no memory is read through the pointer.
+        if self.slots.load(Ordering::Relaxed).is_null() {
+            0
+        } else {
+            self.capacity() * std::mem::size_of::<Slot<T>>()
+        }
+    }
+
+    #[inline]
+    fn slots(&self) -> *mut Slot<T> {
+        // ORDERING: Acquire pairs with the AcqRel compare_exchange in `alloc_slots`, so the
+        // initialised stamps are visible before we use the slots.
+        let p = self.slots.load(Ordering::Acquire);
+        if p.is_null() {
+            self.alloc_slots()
+        } else {
+            p
+        }
+    }
+
+    #[cold]
+    fn alloc_slots(&self) -> *mut Slot<T> {
+        let fresh: Box<[Slot<T>]> = (0..self.capacity())
+            .map(|i| Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) })
+            .collect();
+        let fresh = Box::into_raw(fresh) as *mut Slot<T>;
+        // ORDERING: AcqRel: Release publishes the initialised slots to the Acquire load in
+        // `slots`/`pop`; Acquire (also on failure) makes a competitor's slots visible to us.
+        match self.slots.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => fresh,
+            Err(installed) => {
+                // SAFETY: `fresh` came from `Box::into_raw` of a slice of `cap` slots just above
+                // and was never shared (the exchange failed).
+                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, self.capacity())) });
+                installed
+            }
+        }
+    }
+
+    /// Appends `value`, or gives it back if the ring is full.
+    ///
+    /// Safe from any number of threads at once. Lock-free: a producer retries only when
+    /// another producer claimed the same position first.
+    pub fn push(&self, value: T) -> Result<(), Full<T>> {
+        let slots = self.slots();
+        let one_lap = self.one_lap as usize;
+        // ORDERING: Relaxed: `tail` only arbitrates positions among producers; the value is
+        // published through the slot's stamp.
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let index = tail & (one_lap - 1);
+            let lap = tail & !(one_lap - 1);
+            // SAFETY: `index < cap`, because positions are built so that the index part
+            // wraps to 0 (next lap) when it reaches `cap`; `slots` holds `cap` slots.
+            let slot = unsafe { &*slots.add(index) };
+            // ORDERING: Acquire pairs with the Release store of the stamp in `pop`: the
+            // consumer's read of the previous lap's value happens-before our write below.
+            let stamp = slot.stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                let next = if index + 1 < self.capacity() { tail + 1 } else { lap.wrapping_add(one_lap) };
+                // ORDERING: Relaxed on both paths: the exchange only decides which producer
+                // owns position `tail`; the data is published by the stamp store below.
+                match self.tail.compare_exchange_weak(tail, next, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        // SAFETY: we own position `tail` (the exchange succeeded) and the
+                        // stamp says the slot is free, so no other thread reads or writes it.
+                        slot.value.with_mut(|p| unsafe { (*p).write(value) });
+                        // ORDERING: Release pairs with the Acquire stamp load in `pop`, which
+                        // then sees the value written above.
+                        slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(current) => {
+                        tail = current;
+                        spin_loop();
+                    }
+                }
+            } else if stamp.wrapping_add(one_lap) == tail.wrapping_add(1) {
+                // The slot still holds the value of the previous lap: the consumer has not
+                // taken it, so `cap` values are queued. Full, exactly.
+                return Err(Full(value));
+            } else {
+                // Another producer took `tail` before us (stamp is ahead): reload.
+                spin_loop();
+                // ORDERING: Relaxed, as the first load.
+                tail = self.tail.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes the oldest published value, if any.
+    ///
+    /// Returns `None` when the ring is empty *or* when the oldest claimed position is not
+    /// published yet (its producer is between its claim and its write); `has_pending` tells
+    /// the two apart.
+    ///
+    /// # Safety
+    /// Only one thread, the consumer, may call `pop`, `has_pending` and `drain` at a time.
+    pub unsafe fn pop(&self) -> Option<T> {
+        // ORDERING: Acquire pairs with the AcqRel exchange in `alloc_slots`.
+        let slots = self.slots.load(Ordering::Acquire);
+        if slots.is_null() {
+            return None;
+        }
+        let one_lap = self.one_lap as usize;
+        // SAFETY: the consumer contract makes `head` ours.
+        let head = self.head.with(|h| unsafe { *h });
+        let index = head & (one_lap - 1);
+        let lap = head & !(one_lap - 1);
+        // SAFETY: `index < cap` by construction of positions; `slots` holds `cap` slots.
+        let slot = unsafe { &*slots.add(index) };
+        // ORDERING: Acquire pairs with the Release stamp store in `push`: the value is visible.
+        let stamp = slot.stamp.load(Ordering::Acquire);
+        if stamp != head.wrapping_add(1) {
+            return None;
+        }
+        // SAFETY: the stamp says position `head` is published and we are the only reader.
+        let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
+        // ORDERING: Release pairs with the Acquire stamp load in `push`: our read above
+        // happens-before the producer of the next lap overwrites the slot.
+        slot.stamp.store(head.wrapping_add(one_lap), Ordering::Release);
+        let next = if index + 1 < self.capacity() { head + 1 } else { lap.wrapping_add(one_lap) };
+        // SAFETY: the consumer contract makes `head` ours.
+        self.head.with_mut(|h| unsafe { *h = next });
+        Some(value)
+    }
+
+    /// Whether a producer has claimed a position the consumer has not taken yet (published
+    /// or not). This is the check the scheduler makes after announcing "idle", behind a
+    /// `SeqCst` fence that pairs with the producers' fence (see `actor/state.rs`).
+    ///
+    /// # Safety
+    /// Consumer only, as `pop`.
+    #[inline]
+    pub unsafe fn has_pending(&self) -> bool {
+        // SAFETY: the consumer contract makes `head` ours.
+        let head = self.head.with(|h| unsafe { *h });
+        // ORDERING: Relaxed: callers order this load with a SeqCst fence (Dekker pattern
+        // against the fence in `SchedState::after_push`).
+        self.tail.load(Ordering::Relaxed) != head
+    }
+}
+
+impl<T> Drop for Ring<T> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no producer or consumer is active, so we are the consumer.
+        while unsafe { self.pop() }.is_some() {}
+        // ORDERING: Relaxed: `&mut self` already synchronised with every other user.
+        let slots = self.slots.load(Ordering::Relaxed);
+        if !slots.is_null() {
+            // SAFETY: allocated in `alloc_slots` as a boxed slice of `cap` slots, published
+            // once, freed only here.
+            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(slots, self.capacity())) });
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Ring<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring").field("capacity", &self.cap).finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(percore_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_capacity_and_fifo_across_laps() {
+        for cap in [1usize, 2, 3, 5, 8, 13] {
+            let ring = Ring::new(cap);
+            let mut next_in = 0u32;
+            let mut next_out = 0u32;
+            for _round in 0..7 {
+                while ring.push(next_in).is_ok() {
+                    next_in += 1;
+                }
+                assert_eq!(next_in - next_out, cap as u32, "full exactly at capacity {cap}");
+                assert_eq!(ring.push(999), Err(Full(999)));
+                // Drain part of it, so positions wrap at different offsets each round.
+                for _ in 0..(cap + 1) / 2 {
+                    // SAFETY: single-threaded test: we are the only consumer.
+                    assert_eq!(unsafe { ring.pop() }, Some(next_out));
+                    next_out += 1;
+                }
+            }
+            // SAFETY: as above.
+            while let Some(v) = unsafe { ring.pop() } {
+                assert_eq!(v, next_out);
+                next_out += 1;
+            }
+            assert_eq!(next_in, next_out);
+        }
+    }
+
+    #[test]
+    fn lazy_allocation() {
+        let ring: Ring<u64> = Ring::new(16);
+        assert_eq!(ring.heap_bytes(), 0);
+        // SAFETY: single-threaded: we are the consumer.
+        assert!(unsafe { ring.pop() }.is_none());
+        ring.push(1).unwrap();
+        assert_eq!(ring.heap_bytes(), 16 * 16);
+    }
+
+    #[test]
+    fn drop_runs_each_destructor_once() {
+        let counter = std::sync::Arc::new(());
+        {
+            let ring = Ring::new(4);
+            for _ in 0..3 {
+                ring.push(counter.clone()).unwrap();
+            }
+            // SAFETY: single-threaded: we are the consumer.
+            drop(unsafe { ring.pop() });
+            assert_eq!(std::sync::Arc::strong_count(&counter), 3);
+        }
+        assert_eq!(std::sync::Arc::strong_count(&counter), 1);
+    }
+
+    #[test]
+    fn many_producers_no_loss_fifo_per_producer() {
+        let ring = std::sync::Arc::new(Ring::new(64));
+        let producers = 4u64;
+        let per = 50_000u64;
+        let handles: Vec<_> = (0..producers)
+            .map(|p| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per {
+                        let mut v = (p << 32) | i;
+                        while let Err(Full(back)) = ring.push(v) {
+                            v = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = vec![0u64; producers as usize];
+        let mut got = 0;
+        while got < producers * per {
+            // SAFETY: this thread is the only consumer.
+            if let Some(v) = unsafe { ring.pop() } {
+                let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                assert_eq!(i, next[p], "FIFO per producer");
+                next[p] += 1;
+                got += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        for h in handles {
+            h.join().unwrap();
+        }
+        // SAFETY: as above.
+        assert!(unsafe { ring.pop() }.is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! `RuntimeBuilder`: validated configuration, then shard threads.
+
+use std::fmt;
+
+use super::dead_letters::{DeadLetter, DeadLetterHook};
+use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_SHARDS};
+use crate::error::BuildError;
+use crate::queue::spsc::Lane;
+use crate::shard::{self, ShardShared};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{thread, Arc};
+
+/// Default mailbox capacity (per path). Small, because the ring is only allocated when a
+/// message arrives from another thread; raise it per actor with `SpawnOptions::capacity`.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
+/// Default messages per activation before the shard moves to the next actor.
+pub const DEFAULT_THROUGHPUT: usize = 64;
+/// Capacity of each shard-to-shard lane, in notifications.
+const LANE_CAPACITY: usize = 1024;
+
+/// Configures and starts a [`Runtime`].
+///
+/// ```
+/// let rt = percore::Runtime::builder().shards(2).pin_to_cores(false).name("demo").build()?;
+/// assert_eq!(rt.num_shards(), 2);
+/// rt.shutdown();
+/// # Ok::<(), percore::BuildError>(())
+/// ```
+pub struct RuntimeBuilder {
+    shards: Option<usize>,
+    pin: bool,
+    capacity: usize,
+    throughput: usize,
+    name: String,
+    idle_spins: u32,
+    hook: Option<DeadLetterHook>,
+}
+
+impl RuntimeBuilder {
+    pub(crate) fn new() -> Self {
+        RuntimeBuilder {
+            shards: None,
+            pin: true,
+            capacity: DEFAULT_MAILBOX_CAPACITY,
+            throughput: DEFAULT_THROUGHPUT,
+            name: "percore".to_string(),
+            idle_spins: 256,
+            hook: None,
+        }
+    }
+
+    /// Number of shards (threads). Default: the number of available cores.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = Some(n);
+        self
+    }
+
+    /// Pin shard `i` to core `i` (modulo the core count). Default: on. If pinning fails the
+    /// runtime says so once (log warning) and runs unpinned.
+    pub fn pin_to_cores(mut self, pin: bool) -> Self {
+        self.pin = pin;
+        self
+    }
+
+    /// Default mailbox capacity for actors spawned without an explicit one.
+    pub fn mailbox_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Messages an actor may process per activation before others on its shard get a turn.
+    pub fn throughput(mut self, messages: usize) -> Self {
+        self.throughput = messages;
+        self
+    }
+
+    /// The runtime's name (thread names, actor paths).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// How many empty polls a shard spins through before it yields and then parks.
+    pub fn idle_spins(mut self, polls: u32) -> Self {
+        self.idle_spins = polls;
+        self
+    }
+
+    /// Called for every dead letter, on the thread that found it. Keep it quick.
+    pub fn on_dead_letter(mut self, hook: impl Fn(&DeadLetter) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Validates the configuration and starts the shard threads.
+    pub fn build(self) -> Result<Runtime, BuildError> {
+        let n = match self.shards {
+            Some(0) => return Err(BuildError::ZeroShards),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        if n > MAX_SHARDS {
+            return Err(BuildError::TooManyShards(n));
+        }
+        if self.capacity == 0 || self.capacity > (u32::MAX / 2) as usize {
+            return Err(BuildError::InvalidCapacity(self.capacity));
+        }
+        if self.throughput == 0 {
+            return Err(BuildError::ZeroThroughput);
+        }
+        let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
+        let shared = Arc::new(RuntimeShared {
+            name: self.name,
+            shards: (0..n).map(|_| ShardShared::default()).collect(),
+            lanes: (0..n * n).map(|_| Lane::new(lane_cap)).collect(),
+            live: AtomicU64::new(0),
+            accepting: AtomicBool::new(true),
+            shutdown: AtomicBool::new(false),
+            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook },
+            failures: AtomicU64::new(0),
+            foreign_ids: AtomicU64::new(0),
+            round_robin: AtomicUsize::new(0),
+            default_capacity: self.capacity,
+            throughput: self.throughput,
+            idle_spins: self.idle_spins,
+            timekeeper: Default::default(),
+        });
+
+        let cores = if self.pin { core_affinity::get_core_ids().filter(|c| !c.is_empty()) } else { None };
+        if self.pin && cores.is_none() {
+            log::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
+        }
+        let pin_failed = Arc::new(AtomicBool::new(false));
+        let pin_attempts = Arc::new(AtomicUsize::new(0));
+        let warned = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = shared.clone();
+            let core = cores.as_ref().map(|c| c[i % c.len()]);
+            let (pin_failed, warned, attempts) = (pin_failed.clone(), warned.clone(), pin_attempts.clone());
+            let spawned = thread::Builder::new().name(format!("{}-shard-{i}", rt.name)).spawn(move || {
+                if let Some(core) = core {
+                    if !core_affinity::set_for_current(core) {
+                        // ORDERING: Relaxed: flags for a one-time warning and a report.
+                        pin_failed.store(true, Ordering::Relaxed);
+                        // ORDERING: Relaxed: as above; swap elects the one warner.
+                        if !warned.swap(true, Ordering::Relaxed) {
+                            log::warn!("runtime {}: pinning to cores failed; running unpinned", rt.name);
+                        }
+                    }
+                }
+                // ORDERING: Release pairs with the Acquire load in `build`: our pin outcome
+                // is visible once the count includes us.
+                attempts.fetch_add(1, Ordering::Release);
+                shard::run_shard(i, rt);
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // Stop the shards already started before reporting.
+                    let mut partial = Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned: false };
+                    partial.shutdown_and_join();
+                    return Err(BuildError::Thread(e));
+                }
+            }
+        }
+        // Wait (briefly: thread start-up) until every shard has tried to pin itself, so that
+        // `pinned()` is exact.
+        // ORDERING: Acquire pairs with the Release increment in each shard thread.
+        while pin_attempts.load(Ordering::Acquire) < n {
+            thread::yield_now();
+        }
+        // ORDERING: Relaxed: ordered by the Acquire above.
+        let pinned = cores.is_some() && !pin_failed.load(Ordering::Relaxed);
+        Ok(Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned })
+    }
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("shards", &self.shards)
+            .field("pin", &self.pin)
+            .field("capacity", &self.capacity)
+            .field("throughput", &self.throughput)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}

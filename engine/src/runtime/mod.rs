@@ -1,0 +1,375 @@
+//! The runtime: shards, their threads and lanes, spawning, dead letters, shutdown.
+//!
+//! A [`Runtime`] owns the shard threads; [`RuntimeHandle`] (cheap to clone, `Send + Sync`)
+//! spawns actors and reads counters from anywhere. Dropping the `Runtime` (or calling
+//! [`Runtime::shutdown`]) stops every actor, children before parents, counts what was left
+//! in their mailboxes as dead letters, and joins the threads. A process may build and shut
+//! down any number of runtimes.
+
+pub(crate) mod builder;
+pub mod dead_letters;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+pub use builder::RuntimeBuilder;
+use dead_letters::{DeadLetter, DeadLetterHook, DeadLetterReason};
+
+use crate::actor::cell::Cell;
+use crate::actor::{Actor, ActorId, ActorRef};
+use crate::ask::Timekeeper;
+use crate::error::SpawnError;
+use crate::queue::spsc::Lane;
+use crate::shard::{self, Notification, ShardShared};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::thread::JoinHandle;
+use crate::sync::Arc;
+
+/// Most shards a runtime may have (ids keep 16 bits for the shard).
+pub const MAX_SHARDS: usize = 4096;
+
+/// Where and how to spawn an actor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    shard: Option<usize>,
+    capacity: Option<usize>,
+}
+
+impl SpawnOptions {
+    /// Defaults: round-robin shard (or the parent's, inside an actor), the runtime's
+    /// default mailbox capacity.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Place the actor on `shard`.
+    pub fn shard(mut self, shard: usize) -> Self {
+        self.shard = Some(shard);
+        self
+    }
+
+    /// Mailbox capacity of this actor (per path: from its own shard, and from elsewhere).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    pub(crate) fn shard_or(&self, default: usize) -> usize {
+        self.shard.unwrap_or(default)
+    }
+
+    pub(crate) fn capacity_or(&self, default: usize) -> usize {
+        self.capacity.unwrap_or(default)
+    }
+}
+
+/// Dead-letter counter plus the optional subscriber.
+pub(crate) struct DeadLetters {
+    count: AtomicU64,
+    hook: Option<DeadLetterHook>,
+}
+
+impl DeadLetters {
+    /// Counts `n` dead letters of one kind and reports each to the hook.
+    pub(crate) fn record(&self, recipient: ActorId, message_type: &'static str, reason: DeadLetterReason, n: u64) {
+        // ORDERING: Relaxed: a statistic; readers need no other data through it.
+        self.count.fetch_add(n, Ordering::Relaxed);
+        if let Some(hook) = &self.hook {
+            let letter = DeadLetter { recipient: Some(recipient), message_type, reason };
+            for _ in 0..n {
+                hook(&letter);
+            }
+        }
+    }
+
+    /// Counts a reply that arrived after its ask expired.
+    pub(crate) fn record_ask_expired<R>(&self) {
+        // ORDERING: Relaxed: a statistic.
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &self.hook {
+            hook(&DeadLetter { recipient: None, message_type: std::any::type_name::<R>(), reason: DeadLetterReason::AskExpired });
+        }
+    }
+
+    fn get(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// State shared by the shards, every actor cell and every handle of one runtime.
+pub(crate) struct RuntimeShared {
+    name: String,
+    shards: Box<[ShardShared]>,
+    /// `lanes[from * n + to]`: written by shard `from`, read by shard `to`.
+    lanes: Box<[Lane<Notification>]>,
+    /// Actors spawned and not yet released (including ones still on their way to a shard).
+    live: AtomicU64,
+    accepting: AtomicBool,
+    shutdown: AtomicBool,
+    pub(crate) dead_letters: DeadLetters,
+    failures: AtomicU64,
+    foreign_ids: AtomicU64,
+    round_robin: AtomicUsize,
+    default_capacity: usize,
+    throughput: usize,
+    idle_spins: u32,
+    timekeeper: OnceLock<Timekeeper>,
+}
+
+impl RuntimeShared {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[inline]
+    pub(crate) fn num_shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    #[inline]
+    pub(crate) fn shard(&self, i: usize) -> &ShardShared {
+        &self.shards[i]
+    }
+
+    #[inline]
+    pub(crate) fn lane(&self, from: usize, to: usize) -> &Lane<Notification> {
+        &self.lanes[from * self.shards.len() + to]
+    }
+
+    pub(crate) fn throughput(&self) -> usize {
+        self.throughput
+    }
+
+    pub(crate) fn default_capacity(&self) -> usize {
+        self.default_capacity
+    }
+
+    pub(crate) fn idle_spins(&self) -> u32 {
+        self.idle_spins
+    }
+
+    pub(crate) fn timekeeper(&self) -> &Timekeeper {
+        self.timekeeper.get_or_init(|| Timekeeper::start(&self.name))
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn live_actors(&self) -> u64 {
+        // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
+        self.live.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record_failure(&self) {
+        // ORDERING: Relaxed: a statistic.
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Checks a spawn request: the shard exists and the capacity is valid.
+    pub(crate) fn validate_spawn(&self, shard: usize, capacity: usize) -> Result<(usize, usize), SpawnError> {
+        if shard >= self.num_shards() {
+            return Err(SpawnError::NoSuchShard { shard, shards: self.num_shards() });
+        }
+        if capacity == 0 || capacity > (u32::MAX / 2) as usize {
+            return Err(SpawnError::InvalidCapacity(capacity));
+        }
+        Ok((shard, capacity))
+    }
+
+    /// Counts a new actor as live, unless the runtime is shutting down.
+    ///
+    /// Handshake with shard exit: a shard exits only after it saw `shutdown` and then
+    /// `live == 0`. Spawners increment `live` and *then* re-check `accepting`; with all four
+    /// accesses SeqCst, either the shard sees our increment (and stays to run the actor),
+    /// or we see `accepting == false` (and undo). So no actor is sent to an exited shard.
+    pub(crate) fn begin_spawn(&self) -> Result<(), SpawnError> {
+        // ORDERING: SeqCst: see the handshake above.
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(SpawnError::ShuttingDown);
+        }
+        // ORDERING: SeqCst: see the handshake above.
+        self.live.fetch_add(1, Ordering::SeqCst);
+        // ORDERING: SeqCst: see the handshake above.
+        if !self.accepting.load(Ordering::SeqCst) {
+            self.actor_released();
+            return Err(SpawnError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// One actor fewer. The last one during shutdown wakes every shard so they can exit.
+    pub(crate) fn actor_released(&self) {
+        // ORDERING: SeqCst: see `begin_spawn`.
+        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutting_down() {
+            self.wake_all();
+        }
+    }
+
+    fn wake_all(&self) {
+        for s in self.shards.iter() {
+            s.parker.wake();
+        }
+    }
+
+    fn foreign_id(&self) -> ActorId {
+        // ORDERING: Relaxed: only uniqueness matters.
+        ActorId::new(self.foreign_ids.fetch_add(1, Ordering::Relaxed), ActorId::FOREIGN)
+    }
+}
+
+/// A cheap, cloneable handle to a runtime: spawn actors and read counters from any thread.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    shared: Arc<RuntimeShared>,
+}
+
+impl RuntimeHandle {
+    pub(crate) fn from_shared(shared: Arc<RuntimeShared>) -> Self {
+        RuntimeHandle { shared }
+    }
+
+    /// Spawns a top-level actor on the next shard in round-robin order.
+    pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.spawn_with(SpawnOptions::new(), actor)
+    }
+
+    /// Spawns a top-level actor on shard `shard`.
+    pub fn spawn_on<A: Actor>(&self, shard: usize, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.spawn_with(SpawnOptions::new().shard(shard), actor)
+    }
+
+    /// Spawns a top-level actor with options. Costs one allocation and, if the target shard
+    /// sleeps, one wake-up; never a thread.
+    pub fn spawn_with<A: Actor>(&self, opts: SpawnOptions, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let rt = &self.shared;
+        let shard = match opts.shard {
+            Some(s) => s,
+            // ORDERING: Relaxed: only spreads placement.
+            None => rt.round_robin.fetch_add(1, Ordering::Relaxed) % rt.num_shards(),
+        };
+        let (shard, capacity) = rt.validate_spawn(shard, opts.capacity_or(rt.default_capacity))?;
+        rt.begin_spawn()?;
+        let id = rt.foreign_id();
+        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor);
+        // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
+        // other travels with the Scheduled token.
+        let r = unsafe { ActorRef::from_raw(h) };
+        shard::notify(h);
+        Ok(r)
+    }
+
+    /// The runtime's name.
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    /// Number of shards.
+    pub fn num_shards(&self) -> usize {
+        self.shared.num_shards()
+    }
+
+    /// Messages that could not be delivered so far (see [`DeadLetterReason`]).
+    pub fn dead_letters(&self) -> u64 {
+        self.shared.dead_letters.get()
+    }
+
+    /// Actor failures (errors and panics in handlers and hooks) so far.
+    pub fn failures(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Actors spawned and not yet fully stopped and released.
+    pub fn live_actors(&self) -> u64 {
+        self.shared.live_actors()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.is_shutting_down()
+    }
+}
+
+impl fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("name", &self.name())
+            .field("shards", &self.num_shards())
+            .field("live_actors", &self.live_actors())
+            .finish()
+    }
+}
+
+/// A running percore runtime: one thread per shard. See the [crate docs](crate).
+pub struct Runtime {
+    handle: RuntimeHandle,
+    threads: Vec<JoinHandle<()>>,
+    pinned: bool,
+}
+
+impl Runtime {
+    /// Starts configuring a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
+    }
+
+    /// A cloneable handle for spawning from other threads.
+    pub fn handle(&self) -> RuntimeHandle {
+        self.handle.clone()
+    }
+
+    /// Whether every shard thread was pinned to its core.
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Graceful shutdown: stops every actor (children before parents, `stopped` hooks run),
+    /// counts undelivered messages as dead letters, and joins the shard threads.
+    pub fn shutdown(mut self) {
+        self.shutdown_and_join();
+    }
+
+    fn shutdown_and_join(&mut self) {
+        let rt = &self.handle.shared;
+        // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
+        rt.accepting.store(false, Ordering::SeqCst);
+        // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
+        rt.shutdown.store(true, Ordering::SeqCst);
+        rt.wake_all();
+        let me = std::thread::current().id();
+        for t in self.threads.drain(..) {
+            if t.thread().id() == me {
+                log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
+                continue;
+            }
+            if t.join().is_err() {
+                log::error!("a shard thread of runtime {} panicked", rt.name());
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = RuntimeHandle;
+
+    fn deref(&self) -> &RuntimeHandle {
+        &self.handle
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.shutdown_and_join();
+        }
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime").field("handle", &self.handle).field("pinned", &self.pinned).finish()
+    }
+}

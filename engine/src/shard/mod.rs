@@ -1,0 +1,472 @@
+//! Shards: one pinned thread per core, each owning a set of actors.
+//!
+//! ```text
+//!            ┌──────────── shard j (one thread) ────────────┐
+//!  lanes i→j ─┤ poll inbound ─► run queue ─► activations ───┼─► lanes j→k, local queue
+//!  injector  ─┤  (batch)        (VecDeque,   (≤ throughput  │
+//!             │                  no atomics)   per actor)   │
+//!             │ timers ─► due callbacks                      │
+//!             │ idle: spin ─► yield ─► announce sleep ─► re-check ─► park │
+//!            └───────────────────────────────────────────────┘
+//! ```
+//! Everything in [`ShardLocal`] belongs to the shard's thread (`!Send`, no atomics). What
+//! other threads touch lives in [`ShardShared`] (the injector and the parker) and in the
+//! runtime's lane matrix.
+//!
+//! A run-queue [`Entry`] is a tagged cell pointer: *remote* entries carry the actor's
+//! SCHEDULED token (see `actor/state.rs`), *local* entries its shard-local "queued" flag.
+
+pub mod parker;
+
+use std::cell::Cell as StdCell;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::ptr::{self, NonNull};
+use std::time::{Duration, Instant};
+
+use crate::actor::cell::{ErasedRef, Header, Outcome, SysMsg};
+use crate::actor::ActorId;
+use crate::queue::spsc::Outbox;
+use crate::queue::stack::BatchStack;
+use crate::runtime::RuntimeShared;
+use crate::sync::atomic::Ordering;
+use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
+use parker::Parker;
+
+/// The part of a shard that other threads reach.
+#[derive(Debug, Default)]
+pub(crate) struct ShardShared {
+    pub(crate) parker: Parker,
+    /// Actors scheduled by foreign threads (and spawned from them).
+    pub(crate) injector: BatchStack<Header>,
+}
+
+/// A cell pointer travelling through a lane to the owner shard (carries the token).
+#[derive(Debug)]
+pub(crate) struct Notification(pub(crate) NonNull<Header>);
+
+// SAFETY: a notification moves the SCHEDULED token (and the cell it covers) to the owner
+// shard's thread; cells are Send + Sync where it matters (see `ErasedRef`).
+unsafe impl Send for Notification {}
+
+/// A run-queue entry: a cell pointer, tagged in bit 0 with its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry(usize);
+
+impl Entry {
+    const LOCAL: usize = 1;
+
+    /// An entry that holds the actor's SCHEDULED token.
+    #[inline]
+    pub(crate) fn remote(h: NonNull<Header>) -> Self {
+        Entry(h.as_ptr() as usize)
+    }
+
+    /// An entry for the shard-local queue (the "queued" flag).
+    #[inline]
+    pub(crate) fn local(h: NonNull<Header>) -> Self {
+        Entry(h.as_ptr() as usize | Self::LOCAL)
+    }
+
+    #[inline]
+    pub(crate) fn is_local(self) -> bool {
+        self.0 & Self::LOCAL != 0
+    }
+
+    #[inline]
+    fn header(self) -> NonNull<Header> {
+        // SAFETY: built from a non-null, 8-aligned pointer with only bit 0 possibly set.
+        unsafe { NonNull::new_unchecked((self.0 & !Self::LOCAL) as *mut Header) }
+    }
+}
+
+struct Timer {
+    at: Instant,
+    seq: u64,
+    action: Box<dyn FnOnce()>,
+}
+
+impl PartialEq for Timer {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+thread_local! {
+    /// The shard running on this thread, if any (null on foreign threads).
+    static CURRENT: StdCell<*const ShardLocal> = const { StdCell::new(ptr::null()) };
+}
+
+/// Whether the calling thread is a shard thread (of any runtime).
+pub(crate) fn on_shard_thread() -> bool {
+    !CURRENT.with(|c| c.get()).is_null()
+}
+
+/// The state owned by one shard's thread.
+pub(crate) struct ShardLocal {
+    index: usize,
+    rt: Arc<RuntimeShared>,
+    throughput: usize,
+    run_queue: UnsafeCell<VecDeque<Entry>>,
+    /// Per target shard: notifications waiting for room in lane `index → target`.
+    outboxes: UnsafeCell<Box<[Outbox<Notification>]>>,
+    outbox_pending: StdCell<bool>,
+    /// Actors without a parent that live here (stopped first at shutdown).
+    top_level: UnsafeCell<Vec<NonNull<Header>>>,
+    timers: UnsafeCell<BinaryHeap<Reverse<Timer>>>,
+    timer_seq: StdCell<u64>,
+    next_id: StdCell<u64>,
+    shutdown_seen: StdCell<bool>,
+}
+
+impl ShardLocal {
+    fn new(index: usize, rt: Arc<RuntimeShared>) -> Self {
+        let n = rt.num_shards();
+        ShardLocal {
+            index,
+            throughput: rt.throughput(),
+            run_queue: UnsafeCell::new(VecDeque::with_capacity(1024)),
+            outboxes: UnsafeCell::new((0..n).map(|_| Outbox::default()).collect()),
+            outbox_pending: StdCell::new(false),
+            top_level: UnsafeCell::new(Vec::new()),
+            timers: UnsafeCell::new(BinaryHeap::new()),
+            timer_seq: StdCell::new(0),
+            next_id: StdCell::new(0),
+            shutdown_seen: StdCell::new(false),
+            rt,
+        }
+    }
+
+    /// The shard on this thread, if it owns `h`.
+    #[inline]
+    pub(crate) fn current_owner_of(h: &Header) -> Option<&ShardLocal> {
+        let p = CURRENT.with(|c| c.get());
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: CURRENT is non-null only while this thread runs the shard loop, whose
+        // `ShardLocal` outlives every call made from inside it (and callers use the result
+        // immediately, within that call).
+        let s = unsafe { &*p };
+        (s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime)).then_some(s)
+    }
+
+    #[inline]
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    #[inline]
+    pub(crate) fn throughput(&self) -> usize {
+        self.throughput
+    }
+
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.rt.is_shutting_down()
+    }
+
+    /// A fresh actor id for an actor spawned from this shard.
+    pub(crate) fn next_actor_id(&self) -> ActorId {
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        ActorId::new(n, self.index as u16)
+    }
+
+    #[inline]
+    pub(crate) fn push_run(&self, e: Entry) {
+        // SAFETY: shard-thread only (`ShardLocal` is !Sync and never leaves its thread);
+        // the borrow is confined to this call.
+        self.run_queue.with_mut(|q| unsafe { (*q).push_back(e) });
+    }
+
+    #[inline]
+    fn pop_run(&self) -> Option<Entry> {
+        // SAFETY: as `push_run`.
+        self.run_queue.with_mut(|q| unsafe { (*q).pop_front() })
+    }
+
+    #[inline]
+    fn run_queue_len(&self) -> usize {
+        // SAFETY: as `push_run`.
+        self.run_queue.with(|q| unsafe { (*q).len() })
+    }
+
+    pub(crate) fn add_top_level(&self, h: NonNull<Header>) {
+        // SAFETY: as `push_run`.
+        self.top_level.with_mut(|l| {
+            // SAFETY: shard-thread only; `h` is a live cell owned by this shard.
+            let (list, header) = unsafe { (&mut *l, h.as_ref()) };
+            // ORDERING: Relaxed: only this shard's thread uses this field for this list.
+            header.sibling_idx.store(list.len() as u32, Ordering::Relaxed);
+            list.push(h);
+        });
+    }
+
+    pub(crate) fn remove_top_level(&self, h: NonNull<Header>) {
+        // SAFETY: as `push_run`.
+        self.top_level.with_mut(|l| {
+            // SAFETY: shard-thread only; `h` and the listed cells are live (owned here).
+            let (list, header) = unsafe { (&mut *l, h.as_ref()) };
+            // ORDERING: Relaxed: only this shard's thread uses these fields for this list.
+            let idx = header.sibling_idx.load(Ordering::Relaxed) as usize;
+            if idx < list.len() && list[idx] == h {
+                list.swap_remove(idx);
+                if let Some(moved) = list.get(idx) {
+                    // SAFETY: listed cells are live.
+                    unsafe { moved.as_ref() }.sibling_idx.store(idx as u32, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Runs `action` on this shard at `at` (used for in-actor ask timeouts).
+    pub(crate) fn schedule(&self, at: Instant, action: Box<dyn FnOnce()>) {
+        let seq = self.timer_seq.get();
+        self.timer_seq.set(seq + 1);
+        // SAFETY: as `push_run`.
+        self.timers.with_mut(|t| unsafe { (*t).push(Reverse(Timer { at, seq, action })) });
+    }
+
+    /// Sends a notification to shard `target` through lane `self → target`.
+    fn send_to_shard(&self, target: usize, h: NonNull<Header>) {
+        let lane = self.rt.lane(self.index, target);
+        // SAFETY: shard-thread only; this shard is the only producer of lane `index → target`.
+        let pending = self.outboxes.with_mut(|o| unsafe {
+            let out = &mut (*o)[target];
+            out.send(lane, Notification(h));
+            out.is_pending()
+        });
+        if pending {
+            self.outbox_pending.set(true);
+        }
+    }
+
+    fn flush_outboxes(&self) {
+        if !self.outbox_pending.get() {
+            return;
+        }
+        let mut still = false;
+        for target in 0..self.rt.num_shards() {
+            let lane = self.rt.lane(self.index, target);
+            // SAFETY: shard-thread only; sole producer of the lane.
+            let pending = self.outboxes.with_mut(|o| unsafe { (*o)[target].flush(lane) });
+            if pending {
+                still = true;
+            }
+            self.rt.shard(target).parker.wake();
+        }
+        self.outbox_pending.set(still);
+    }
+
+    /// Moves notifications from every inbound lane and the injector to the run queue.
+    fn poll_inbound(&self) -> usize {
+        let mut n = 0;
+        for from in 0..self.rt.num_shards() {
+            if from != self.index {
+                // SAFETY: this shard is the only consumer of lane `from → index`.
+                n += unsafe { self.rt.lane(from, self.index).pop_batch(|Notification(h)| self.push_run(Entry::remote(h))) };
+            }
+        }
+        for h in self.rt.shard(self.index).injector.take_all() {
+            self.push_run(Entry::remote(h));
+            n += 1;
+        }
+        n
+    }
+
+    /// After announcing sleep: is anything visible that we would miss by parking?
+    fn has_inbound(&self) -> bool {
+        let me = self.rt.shard(self.index);
+        if !me.injector.is_empty() || self.run_queue_len() > 0 {
+            return true;
+        }
+        (0..self.rt.num_shards())
+            // SAFETY: this shard is the only consumer of its inbound lanes.
+            .any(|from| from != self.index && !unsafe { self.rt.lane(from, self.index).is_empty() })
+    }
+
+    /// Runs the entries queued at the start of this turn (later ones wait: fairness).
+    fn run_ready(&self) -> usize {
+        let n = self.run_queue_len();
+        for _ in 0..n {
+            let Some(e) = self.pop_run() else { break };
+            let h = e.header();
+            // SAFETY: entries point to live cells owned by this shard (a cell is released
+            // only when no entry for it remains).
+            let run = unsafe { h.as_ref() }.vtable.run;
+            // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
+            // are on this shard's thread consuming entry `e`.
+            if unsafe { run(h, self, e) } == Outcome::Release {
+                self.release(h);
+            }
+        }
+        n
+    }
+
+    /// Drops the shard's ownership reference of a dead actor.
+    fn release(&self, h: NonNull<Header>) {
+        // SAFETY: the shard owned one count of `h` since spawn; we give it back exactly once.
+        drop(unsafe { ErasedRef::from_raw(h) });
+        self.rt.actor_released();
+    }
+
+    /// Fires due timers; returns the time until the next one.
+    fn fire_timers(&self) -> (usize, Option<Duration>) {
+        // SAFETY: as `push_run`.
+        if self.timers.with(|t| unsafe { (*t).is_empty() }) {
+            return (0, None);
+        }
+        let now = Instant::now();
+        let mut fired = 0;
+        loop {
+            // SAFETY: as `push_run`; the borrow ends before the action runs.
+            let due = self.timers.with_mut(|t| unsafe {
+                let t = &mut *t;
+                if t.peek().is_some_and(|d| d.0.at <= now) {
+                    t.pop()
+                } else {
+                    None
+                }
+            });
+            match due {
+                Some(Reverse(timer)) => {
+                    (timer.action)();
+                    fired += 1;
+                }
+                None => break,
+            }
+        }
+        // SAFETY: as `push_run`.
+        let next = self.timers.with(|t| unsafe { (*t).peek().map(|d| d.0.at.saturating_duration_since(now)) });
+        (fired, next)
+    }
+
+    fn begin_shutdown(&self) {
+        self.shutdown_seen.set(true);
+        // SAFETY: as `push_run`; copy the list, since stopping mutates it later.
+        let tops: Vec<NonNull<Header>> = self.top_level.with(|l| unsafe { (*l).clone() });
+        for h in tops {
+            // SAFETY: listed cells are live and owned here; we mint a temporary count
+            // covered by the ownership reference and forget it afterwards.
+            let r = std::mem::ManuallyDrop::new(unsafe { ErasedRef::from_raw(h) });
+            r.send_sys(SysMsg::Stop);
+        }
+    }
+
+    /// The shard loop. Returns when the runtime shuts down and every actor is released.
+    fn run_loop(&self) {
+        let me = self.rt.shard(self.index);
+        me.parker.register_current();
+        let spins = self.rt.idle_spins();
+        let mut idle = 0u32;
+        loop {
+            let mut work = self.poll_inbound();
+            self.flush_outboxes();
+            work += self.run_ready();
+            let (fired, next_timer) = self.fire_timers();
+            work += fired;
+            if !self.shutdown_seen.get() && self.rt.is_shutting_down() {
+                self.begin_shutdown();
+                work += 1;
+            }
+            if work > 0 {
+                idle = 0;
+                continue;
+            }
+            if self.shutdown_seen.get() && self.rt.live_actors() == 0 && !self.outbox_pending.get() {
+                break;
+            }
+            idle += 1;
+            if idle <= spins {
+                spin_loop();
+                continue;
+            }
+            if idle <= spins + 4 {
+                thread::yield_now();
+                continue;
+            }
+            me.parker.announce_sleep();
+            let exit_ready = self.shutdown_seen.get() && self.rt.live_actors() == 0;
+            let shutdown_news = !self.shutdown_seen.get() && self.rt.is_shutting_down();
+            if self.has_inbound() || exit_ready || shutdown_news {
+                me.parker.cancel_sleep();
+                continue;
+            }
+            let timeout = match (next_timer, self.outbox_pending.get()) {
+                (t, true) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_micros(50))),
+                (t, false) => t,
+            };
+            me.parker.park(timeout);
+            idle = 0;
+        }
+        // Every actor is released; nothing can be scheduled here any more. Close the
+        // injector so a straggler fails loudly instead of being stranded.
+        for h in me.injector.close() {
+            log::error!("shard {}: notification after shutdown; releasing it", self.index);
+            // SAFETY: a notification carries the ownership count; give it back.
+            drop(unsafe { ErasedRef::from_raw(h) });
+        }
+    }
+}
+
+/// Entry point of a shard thread.
+pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>) {
+    let shard = ShardLocal::new(index, rt);
+    CURRENT.with(|c| c.set(&shard));
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CURRENT.with(|c| c.set(ptr::null()));
+        }
+    }
+    let _reset = Reset;
+    shard.run_loop();
+}
+
+/// Delivers the SCHEDULED token of `h` to its owner shard, from wherever we are:
+/// the owner itself (local run queue), another shard of the runtime (lane, then wake), or
+/// a foreign thread (injector, then wake).
+pub(crate) fn notify(h: NonNull<Header>) {
+    // SAFETY: the caller holds the token, which keeps the cell alive.
+    let header = unsafe { h.as_ref() };
+    let rt = &header.runtime;
+    let target = header.shard as usize;
+    let cur = CURRENT.with(|c| c.get());
+    if !cur.is_null() {
+        // SAFETY: non-null CURRENT is the live shard of this thread (see `current_owner_of`).
+        let s = unsafe { &*cur };
+        if Arc::ptr_eq(&s.rt, rt) {
+            if s.index == target {
+                s.push_run(Entry::remote(h));
+            } else {
+                s.send_to_shard(target, h);
+                rt.shard(target).parker.wake();
+            }
+            return;
+        }
+    }
+    let shard = rt.shard(target);
+    // SAFETY: the token keeps `h` valid until the shard takes it; a cell is in at most one
+    // run queue, so its link is free.
+    match unsafe { shard.injector.push(h) } {
+        Ok(()) => shard.parker.wake(),
+        Err(h) => {
+            // Only possible for an uncounted cell after the shard exited (see
+            // `RuntimeShared::begin_spawn`); give the ownership count back.
+            log::error!("shard {target} has exited; dropping a late notification");
+            // SAFETY: the notification carried the ownership count.
+            drop(unsafe { ErasedRef::from_raw(h) });
+        }
+    }
+}

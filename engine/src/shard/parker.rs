@@ -1,0 +1,137 @@
+//! Park and wake: how a shard with nothing to do goes to sleep without ever missing work.
+//!
+//! ```text
+//!  shard (consumer)                          sender (any thread)
+//!  sleeping = true                           publish work (lane/injector/ring)
+//!  fence(SeqCst)  ◄──── Dekker pair ────►    fence(SeqCst)
+//!  re-check every queue                      if sleeping && swap(sleeping, false): unpark
+//!  nothing? park until sleeping == false
+//! ```
+//! Either the shard's re-check sees the work, or the sender sees `sleeping` (both fences are
+//! in the single `SeqCst` order, so they cannot both miss). Only a sender that flips
+//! `sleeping` from true to false issues the wake syscall, so a burst of messages to a sleeping
+//! shard costs one `unpark`, and messages to an awake shard cost none. `std::thread::park`
+//! keeps an unpark token, so an `unpark` that lands before the `park` is not lost either.
+
+use std::time::Duration;
+
+use crate::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
+use crate::sync::thread::{self, Thread};
+
+/// The sleep flag and thread handle of one shard.
+pub struct Parker {
+    sleeping: AtomicBool,
+    /// The shard thread, registered once by the shard itself before it first sleeps.
+    thread: AtomicPtr<Thread>,
+}
+
+impl Default for Parker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Parker {
+    /// A parker with no thread registered yet.
+    pub fn new() -> Self {
+        Parker { sleeping: AtomicBool::new(false), thread: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    /// Registers the calling thread as the one to wake. Called once by the shard thread.
+    pub fn register_current(&self) {
+        let t = Box::into_raw(Box::new(thread::current()));
+        // ORDERING: Release pairs with the Acquire load in `wake`; a waker only gets there
+        // after seeing `sleeping`, which the shard sets after this store (program order +
+        // the Release in `announce_sleep`).
+        let old = self.thread.swap(t, Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: `old` came from `Box::into_raw` above, in an earlier call; wakers only
+            // dereference it while the shard sleeps, and the shard (us) is awake.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+
+    /// Shard side, step 1: announce the intent to sleep. The caller must then re-check every
+    /// queue it consumes and call [`Parker::cancel_sleep`] if it finds work, or
+    /// [`Parker::park`] if not.
+    #[inline]
+    pub fn announce_sleep(&self) {
+        // ORDERING: Release pairs with the Acquire swap in `wake` (publishes the thread
+        // handle). The fence pairs with the fence in `wake`: Dekker, see the module doc.
+        self.sleeping.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Shard side: found work after announcing; stay awake.
+    #[inline]
+    pub fn cancel_sleep(&self) {
+        // ORDERING: Relaxed: only the shard reads this to decide to park; a racing waker's
+        // swap may also set it to false, which is the same value.
+        self.sleeping.store(false, Ordering::Relaxed);
+    }
+
+    /// Shard side, step 2: sleep until a sender wakes us (or `timeout` passes). Spurious
+    /// wake-ups loop back to sleep; the flag is clear when this returns.
+    pub fn park(&self, timeout: Option<Duration>) {
+        // ORDERING: Acquire pairs with the swap in `wake`: work published before the wake
+        // is visible after we return (the queues' own Acquire loads also guarantee this).
+        while self.sleeping.load(Ordering::Acquire) {
+            match timeout {
+                None => thread::park(),
+                Some(d) => {
+                    #[cfg(not(percore_loom))]
+                    thread::park_timeout(d);
+                    #[cfg(percore_loom)]
+                    {
+                        let _ = d;
+                        thread::park();
+                    }
+                    self.cancel_sleep();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sender side: call after publishing work for this shard. Issues the wake syscall only
+    /// if the shard announced that it sleeps, and only once per sleep.
+    #[inline]
+    pub fn wake(&self) {
+        // ORDERING: the fence pairs with the fence in `announce_sleep` (Dekker).
+        fence(Ordering::SeqCst);
+        // ORDERING: Relaxed pre-check keeps the common (awake) case free of writes.
+        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Acquire) {
+            // ORDERING: Acquire pairs with the AcqRel swap in `register_current`.
+            let t = self.thread.load(Ordering::Acquire);
+            if !t.is_null() {
+                // SAFETY: non-null means registered; the handle is freed only on drop or
+                // re-registration by the shard, neither of which happens while it sleeps
+                // (and the runtime outlives every sender through its Arc).
+                unsafe { &*t }.unpark();
+            }
+        }
+    }
+
+    /// Whether the shard has announced that it sleeps (diagnostics, tests).
+    pub fn is_sleeping(&self) -> bool {
+        // ORDERING: Relaxed: a snapshot for diagnostics only.
+        self.sleeping.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Parker {
+    fn drop(&mut self) {
+        // ORDERING: Relaxed: `&mut self`, no other user.
+        let t = self.thread.load(Ordering::Relaxed);
+        if !t.is_null() {
+            // SAFETY: from `Box::into_raw` in `register_current`; no one else uses it now.
+            drop(unsafe { Box::from_raw(t) });
+        }
+    }
+}
+
+impl std::fmt::Debug for Parker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parker").field("sleeping", &self.is_sleeping()).finish()
+    }
+}

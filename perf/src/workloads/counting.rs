@@ -1,0 +1,42 @@
+//! `counting`: a foreign (non-shard) thread sends `n` messages to one counter actor with
+//! a blocking send that honours back-pressure, then asks for the total.
+//!
+//! This is the path of a program feeding an actor system from outside, e.g. from an
+//! acceptor thread: one producer thread, one consumer shard, a bounded mailbox between.
+
+use std::time::Instant;
+
+use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
+use super::engine::{self, fail, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::{checked_record, each_peer, Outcome, Params};
+use crate::error::{BenchError, Result};
+use crate::report::{Results, PERCORE};
+
+const NAME: &str = "counting";
+const UNIT: &str = "msgs";
+
+/// `n` blocking sends from this thread to a counter on a one-shard runtime.
+fn percore(n: u64, pin: bool) -> Result<Outcome> {
+    let rt = engine::runtime(1, pin)?;
+    let counter = rt
+        .spawn_with(percore::SpawnOptions::new().shard(0).capacity(COUNTER_CAPACITY), Counter::default())
+        .map_err(fail("spawning the counter"))?;
+
+    let t0 = Instant::now();
+    for _ in 0..n {
+        counter
+            .send(CountMsg::Add(1), SEND_TIMEOUT)
+            .map_err(|_| BenchError::system(PERCORE, "sending to the counter", "send failed (closed or timed out)"))?;
+    }
+    let total = counter.ask(CountMsg::Get, ASK_TIMEOUT).map_err(fail("asking the total"))?;
+    let secs = t0.elapsed().as_secs_f64();
+
+    engine::finish(rt, NAME)?;
+    Ok(Outcome { secs, count: total, ..Outcome::default() })
+}
+
+/// The `counting` workload.
+pub fn run(params: &Params, n: u64, results: &mut Results) {
+    results.add(percore(n, params.pin).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
+    each_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.counting(n)?, n, n, UNIT));
+}

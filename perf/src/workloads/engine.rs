@@ -1,0 +1,53 @@
+//! Thin helpers around the percore engine, shared by the percore side of every workload:
+//! building a runtime, mapping the engine's errors, and the checks every run ends with.
+
+use std::fmt::Display;
+use std::time::Duration;
+
+use percore::{ActorError, ActorRef, Runtime, TellError};
+
+use crate::error::{BenchError, Result};
+use crate::report::PERCORE;
+
+/// Deadline for a foreign thread's blocking `ask`: generous, it only turns a hang into
+/// an error.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deadline for a foreign thread's blocking `send` into a full mailbox.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A fresh runtime with `shards` shards for one run of one workload.
+pub fn runtime(shards: usize, pin: bool) -> Result<Runtime> {
+    Runtime::builder()
+        .shards(shards)
+        .pin_to_cores(pin)
+        .name("percore-perf")
+        .build()
+        .map_err(fail("building the runtime"))
+}
+
+/// Maps an engine error into a [`BenchError`] naming the operation.
+pub fn fail<E: Display>(what: &'static str) -> impl FnOnce(E) -> BenchError {
+    crate::error::fail(PERCORE, what)
+}
+
+/// An actor failure with a message: used when a handler meets a condition the workload
+/// rules out (a full mailbox where capacity was sized to never fill, a closed actor).
+pub fn actor_error(what: impl Into<String>) -> ActorError {
+    ActorError::new(what.into())
+}
+
+/// `try_tell` where the workload guarantees room: a `Full` or `Closed` is an actor failure
+/// (the engine's supervision sees it, and the foreign thread's ask then times out).
+pub fn tell_sized<M: Send + 'static>(to: &ActorRef<M>, msg: M, what: &str) -> Result<(), ActorError> {
+    to.try_tell(msg).map_err(|e| match e {
+        TellError::Full(_) => actor_error(format!("{what}: mailbox full although sized to fit")),
+        TellError::Closed(_) => actor_error(format!("{what}: actor closed")),
+    })
+}
+
+/// Ends a run: checks that no message went to dead letters during it, then shuts down.
+pub fn finish(rt: Runtime, workload: &str) -> Result<()> {
+    let dead = rt.dead_letters();
+    rt.shutdown();
+    BenchError::check_eq(workload, PERCORE, "dead letters", dead, 0)
+}

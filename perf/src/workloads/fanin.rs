@@ -1,0 +1,113 @@
+//! `fanin`: one producer actor per shard, `n / S` messages each, into one counter actor.
+//!
+//! Producers run on shards, so they must never block: on `Full` a producer keeps the
+//! message count where it is, sends itself a `Continue` and returns, letting the shard run
+//! the counter (or anything else) before it retries. The counter replies once the total
+//! reaches `n`, which is then checked exactly.
+
+use std::time::Instant;
+
+use percore::{Actor, ActorError, ActorRef, Context, SpawnOptions, TellError};
+
+use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
+use super::engine::{self, fail, tell_sized, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::{checked_record, each_peer, Outcome, Params};
+use crate::error::{BenchError, Result};
+use crate::report::{Results, PERCORE};
+
+const NAME: &str = "fanin";
+const UNIT: &str = "msgs";
+/// Messages a producer sends per turn before yielding its shard to other actors.
+const BATCH: u64 = 256;
+
+/// The producer's one message: go on sending.
+#[derive(Debug)]
+struct Continue;
+
+/// Sends `left` messages to the counter, a batch per turn, backing off on `Full`.
+#[derive(Debug)]
+struct Producer {
+    counter: ActorRef<CountMsg>,
+    left: u64,
+}
+
+impl Actor for Producer {
+    type Msg = Continue;
+
+    fn handle(&mut self, ctx: &mut Context<Self>, _msg: Continue) -> Result<(), ActorError> {
+        let mut budget = BATCH;
+        while self.left > 0 && budget > 0 {
+            match self.counter.try_tell(CountMsg::Add(1)) {
+                Ok(()) => {
+                    self.left -= 1;
+                    budget -= 1;
+                }
+                Err(TellError::Full(_)) => break,
+                Err(TellError::Closed(_)) => return Err(engine::actor_error("counter closed")),
+            }
+        }
+        if self.left > 0 {
+            // Our own mailbox only ever holds this one message, so there is room.
+            tell_sized(ctx.myself(), Continue, "producer continue")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs fan-in on a fresh `shards`-shard runtime: the counter on shard 0, one producer on
+/// every shard; returns the counter's total.
+pub fn percore(total: u64, shards: usize, pin: bool) -> Result<Outcome> {
+    let rt = engine::runtime(shards, pin)?;
+    let counter = rt
+        .spawn_with(SpawnOptions::new().shard(0).capacity(COUNTER_CAPACITY), Counter::default())
+        .map_err(fail("spawning the counter"))?;
+    let producers = (0..shards)
+        .map(|shard| {
+            let left = share(total, shards, shard);
+            rt.spawn_on(shard, Producer { counter: counter.clone(), left }).map_err(fail("spawning a producer"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let t0 = Instant::now();
+    for producer in &producers {
+        producer
+            .send(Continue, SEND_TIMEOUT)
+            .map_err(|_| BenchError::system(PERCORE, "starting a producer", "send failed"))?;
+    }
+    let reached = counter
+        .ask(|reply| CountMsg::WaitFor { target: total, reply }, ASK_TIMEOUT)
+        .map_err(fail("waiting for the total"))?;
+    let secs = t0.elapsed().as_secs_f64();
+
+    // Nothing may arrive after the target either.
+    let after = counter.ask(CountMsg::Get, ASK_TIMEOUT).map_err(fail("asking the total"))?;
+    BenchError::check_eq(NAME, PERCORE, "count when the target was reached", reached, total)?;
+    engine::finish(rt, NAME)?;
+    Ok(Outcome { secs, count: after, ..Outcome::default() })
+}
+
+/// Producer `index`'s share of `total` over `producers` (the first ones take the rest).
+pub fn share(total: u64, producers: usize, index: usize) -> u64 {
+    let producers = producers.max(1) as u64;
+    total / producers + u64::from((index as u64) < total % producers)
+}
+
+/// The `fanin` workload.
+pub fn run(params: &Params, n: u64, results: &mut Results) {
+    let shards = params.shards;
+    results.add(percore(n, shards, params.pin).and_then(|o| checked_record(PERCORE, NAME, shards, o, n, n, UNIT)));
+    each_peer(params, results, |peer| checked_record(peer.name(), NAME, shards, peer.fanin(n, shards)?, n, n, UNIT));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up() {
+        for (total, producers) in [(10, 3), (0, 2), (7, 7), (5, 8), (1_000_001, 2)] {
+            let sum: u64 = (0..producers).map(|i| share(total, producers, i)).sum();
+            assert_eq!(sum, total, "{total} over {producers}");
+        }
+    }
+}

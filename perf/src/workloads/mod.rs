@@ -1,0 +1,199 @@
+//! The workload table: one entry per workload name, each a function that runs the
+//! workload on percore and on every peer, validates every result and adds the records.
+//!
+//! Adding a workload (`persist`, `recover`, `remote-*` are planned) is one module with a
+//! `run` function and one line in [`TABLE`].
+//!
+//! Each module holds the percore implementation of its workload; the peers' versions of
+//! the same workload live in `crate::peers::{actix, ractor, kameo}` behind the [`Peer`]
+//! trait, so one module shows what is measured and the peers show how each maps it.
+
+pub mod counter;
+pub mod counting;
+pub mod engine;
+pub mod fanin;
+pub mod latency;
+pub mod pingpong;
+pub mod ring;
+pub mod scaling;
+pub mod skynet;
+pub mod spawn;
+
+use crate::error::{BenchError, Result};
+use crate::peers::{self, Peer};
+use crate::report::{Record, Results};
+
+/// What a run was asked to do, from the command line.
+#[derive(Debug, Clone)]
+pub struct Params {
+    /// `--n`: overrides each workload's default size.
+    pub n: Option<u64>,
+    /// Shards for percore, worker threads for the peers.
+    pub shards: usize,
+    /// Pin shard threads to cores.
+    pub pin: bool,
+    /// Run the peers too.
+    pub peers: bool,
+}
+
+impl Params {
+    /// Shards for the cross-shard workloads: at least two, or they would not cross.
+    pub fn cross_shards(&self) -> usize {
+        self.shards.max(2)
+    }
+}
+
+/// What one system reports back from one run of a workload, before validation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    /// Seconds of the measured part.
+    pub secs: f64,
+    /// The count or sum the system computed; the workload checks it against the expected one.
+    pub count: u64,
+    /// Resident set size before the measured part (workloads that measure memory).
+    pub rss_before: Option<u64>,
+    /// Resident set size after it, with the actors still alive.
+    pub rss_after: Option<u64>,
+}
+
+/// A workload: its name on the command line and the function that runs it.
+#[derive(Debug)]
+pub struct Workload {
+    /// The command-line name.
+    pub name: &'static str,
+    /// One line on what it measures.
+    pub summary: &'static str,
+    /// `n` when `--n` is not given, chosen so that `all` stays near two minutes on two cores.
+    pub default_n: u64,
+    /// Whether `all` runs it.
+    pub in_all: bool,
+    /// Runs the workload with size `n`, adding records and failures to the results.
+    pub run: fn(&Params, u64, &mut Results),
+}
+
+/// Every workload, in the order `all` runs them. `raw-spsc` comes first so that later
+/// lines can be compared with the hardware limit.
+pub static TABLE: &[Workload] = &[
+    Workload {
+        name: "raw-spsc",
+        summary: "bare SPSC ring between two pinned threads: streamed items and busy-spin round trips",
+        default_n: 20_000_000,
+        in_all: true,
+        run: crate::raw_spsc::run,
+    },
+    Workload {
+        name: "pingpong",
+        summary: "two actors on one shard, n round trips",
+        default_n: 1_000_000,
+        in_all: true,
+        run: pingpong::run_local,
+    },
+    Workload {
+        name: "pingpong-xshard",
+        summary: "two actors on two shards, n round trips",
+        default_n: 100_000,
+        in_all: true,
+        run: pingpong::run_cross,
+    },
+    Workload {
+        name: "counting",
+        summary: "a foreign thread sends n messages (blocking, with back-pressure) to one counter",
+        default_n: 2_000_000,
+        in_all: true,
+        run: counting::run,
+    },
+    Workload {
+        name: "fanin",
+        summary: "one producer per shard, n messages in all to one counter, producers honour Full",
+        default_n: 2_000_000,
+        in_all: true,
+        run: fanin::run,
+    },
+    Workload {
+        name: "ring",
+        summary: "1000 actors on one shard pass a token n hops",
+        default_n: 1_000_000,
+        in_all: true,
+        run: ring::run_local,
+    },
+    Workload {
+        name: "ring-xshard",
+        summary: "1000 actors spread round-robin over all shards pass a token n hops",
+        default_n: 200_000,
+        in_all: true,
+        run: ring::run_cross,
+    },
+    Workload {
+        name: "spawn",
+        summary: "spawn n actors over the shards, one message each; actors/s and bytes per actor",
+        default_n: 200_000,
+        in_all: true,
+        run: spawn::run,
+    },
+    Workload {
+        name: "skynet",
+        summary: "a tree of actors, 10 children each, n leaves (a power of 10); sums flow back up",
+        default_n: 100_000,
+        in_all: true,
+        run: skynet::run,
+    },
+    Workload {
+        name: "latency",
+        summary: "open-loop requests at half the measured maximum rate; p50/p99/p999",
+        default_n: 20_000,
+        in_all: true,
+        run: latency::run,
+    },
+    Workload {
+        name: "scaling",
+        summary: "fanin and ring-xshard on 1..=S shards (percore)",
+        default_n: 1_000_000,
+        in_all: true,
+        run: scaling::run,
+    },
+];
+
+/// The workload called `name`.
+pub fn find(name: &str) -> Option<&'static Workload> {
+    TABLE.iter().find(|w| w.name == name)
+}
+
+/// Runs `each` for every peer when peers are enabled, adding each outcome to `results`.
+pub fn each_peer(params: &Params, results: &mut Results, mut each: impl FnMut(&dyn Peer) -> Result<Record>) {
+    if !params.peers {
+        return;
+    }
+    for &peer in peers::all() {
+        results.add(each(peer));
+    }
+}
+
+/// Checks an outcome's count against the expected one, then turns it into a record whose
+/// rate is `work / secs`.
+pub fn checked_record(
+    system: &str,
+    workload: &str,
+    shards: usize,
+    outcome: Outcome,
+    expected: u64,
+    work: u64,
+    unit: &'static str,
+) -> Result<Record> {
+    BenchError::check_eq(workload, system, "count", outcome.count, expected)?;
+    Ok(Record::throughput(system, workload, shards, work, work, outcome.secs, unit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_findable() {
+        for w in TABLE {
+            assert_eq!(TABLE.iter().filter(|o| o.name == w.name).count(), 1, "{}", w.name);
+            assert!(find(w.name).is_some());
+            assert!(w.default_n > 0);
+        }
+        assert!(find("nosuch").is_none());
+    }
+}

@@ -1,0 +1,132 @@
+//! `pingpong` and `pingpong-xshard`: two actors bounce a message `n` times.
+//!
+//! The pinger sends `Ping`, the ponger answers `Pong`; one message is in flight at a time,
+//! so this measures the latency of one hop (same shard) or one cross-shard wake-up and
+//! hand-off (two shards), not bulk throughput.
+
+use std::time::Instant;
+
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
+
+use super::engine::{self, fail, tell_sized, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::{checked_record, each_peer, Outcome, Params};
+use crate::error::{BenchError, Result};
+use crate::report::{Results, PERCORE};
+
+const UNIT: &str = "round_trips";
+
+/// Messages to the pinger.
+#[derive(Debug)]
+enum PingMsg {
+    /// Play `n` round trips, then reply with the number of pongs received.
+    Start { n: u64, reply: ReplyTo<u64> },
+    Pong,
+}
+
+/// Messages to the ponger.
+#[derive(Debug)]
+enum PongMsg {
+    /// Where to send pongs (set once, before the game).
+    Link(ActorRef<PingMsg>),
+    Ping,
+    /// Reply with the number of pings received.
+    Count(ReplyTo<u64>),
+}
+
+#[derive(Debug)]
+struct Pinger {
+    ponger: ActorRef<PongMsg>,
+    target: u64,
+    pongs: u64,
+    reply: Option<ReplyTo<u64>>,
+}
+
+impl Actor for Pinger {
+    type Msg = PingMsg;
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: PingMsg) -> Result<(), ActorError> {
+        match msg {
+            PingMsg::Start { n, reply } => {
+                self.target = n;
+                self.pongs = 0;
+                if n == 0 {
+                    reply.reply(0);
+                } else {
+                    self.reply = Some(reply);
+                    tell_sized(&self.ponger, PongMsg::Ping, "ping")?;
+                }
+            }
+            PingMsg::Pong => {
+                self.pongs += 1;
+                if self.pongs < self.target {
+                    tell_sized(&self.ponger, PongMsg::Ping, "ping")?;
+                } else if let Some(reply) = self.reply.take() {
+                    reply.reply(self.pongs);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ponger {
+    pinger: Option<ActorRef<PingMsg>>,
+    pings: u64,
+}
+
+impl Actor for Ponger {
+    type Msg = PongMsg;
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: PongMsg) -> Result<(), ActorError> {
+        match msg {
+            PongMsg::Link(pinger) => self.pinger = Some(pinger),
+            PongMsg::Ping => {
+                self.pings += 1;
+                let pinger = self.pinger.as_ref().ok_or_else(|| engine::actor_error("ping before link"))?;
+                tell_sized(pinger, PingMsg::Pong, "pong")?;
+            }
+            PongMsg::Count(reply) => reply.reply(self.pings),
+        }
+        Ok(())
+    }
+}
+
+/// `n` round trips on percore, the ponger on shard `ponger_shard` of `shards`. The
+/// outcome's count is the pings the ponger saw; the pinger's reply is checked too.
+fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str) -> Result<Outcome> {
+    let rt = engine::runtime(shards, pin)?;
+    let ponger = rt.spawn_on(ponger_shard, Ponger::default()).map_err(fail("spawning the ponger"))?;
+    let pinger = rt
+        .spawn_on(0, Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None })
+        .map_err(fail("spawning the pinger"))?;
+    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(|_| BenchError::system(PERCORE, "linking", "send failed"))?;
+
+    let t0 = Instant::now();
+    let pongs = pinger.ask(|reply| PingMsg::Start { n, reply }, ASK_TIMEOUT).map_err(fail("the game"))?;
+    let secs = t0.elapsed().as_secs_f64();
+
+    BenchError::check_eq(workload, PERCORE, "pongs", pongs, n)?;
+    let pings = ponger.ask(PongMsg::Count, ASK_TIMEOUT).map_err(fail("counting pings"))?;
+    engine::finish(rt, workload)?;
+    Ok(Outcome { secs, count: pings, ..Outcome::default() })
+}
+
+/// The `pingpong` workload: both actors on one shard (peers: on one thread).
+pub fn run_local(params: &Params, n: u64, results: &mut Results) {
+    const NAME: &str = "pingpong";
+    results.add(percore(n, 1, 0, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
+    each_peer(params, results, |peer| {
+        checked_record(peer.name(), NAME, 1, peer.pingpong(n, false)?, n, n, UNIT)
+    });
+}
+
+/// The `pingpong-xshard` workload: the actors on shards 0 and 1 of a two-shard runtime
+/// (peers: a two-worker multi-threaded runtime, or two arbiters for actix).
+pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
+    const NAME: &str = "pingpong-xshard";
+    results.add(percore(n, 2, 1, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 2, o, n, n, UNIT)));
+    each_peer(params, results, |peer| {
+        checked_record(peer.name(), NAME, 2, peer.pingpong(n, true)?, n, n, UNIT)
+    });
+}

@@ -1,0 +1,27 @@
+//! `scaling`: `fanin` and `ring-xshard` on percore with 1, 2, … S shards, to show how
+//! throughput follows the shard count. Records are named `scaling:fanin` and
+//! `scaling:ring-xshard`; their `shards` field is the x axis of the scaling chart.
+//! (With one shard, "ring-xshard" is the plain ring: the curve's starting point.)
+
+use super::{checked_record, fanin, ring, Params};
+use crate::report::{Results, PERCORE};
+
+/// Prefix of the scaling records' workload names.
+pub const PREFIX: &str = "scaling:";
+
+/// The `scaling` workload: `n` messages of fan-in and `n / 4` ring hops per shard count.
+pub fn run(params: &Params, n: u64, results: &mut Results) {
+    let hops = (n / 4).max(1);
+    for shards in 1..=params.shards {
+        let name = format!("{PREFIX}fanin");
+        results.add(
+            fanin::percore(n, shards, params.pin)
+                .and_then(|o| checked_record(PERCORE, &name, shards, o, n, n, "msgs")),
+        );
+        let name = format!("{PREFIX}ring-xshard");
+        results.add(
+            ring::percore(hops, shards, params.pin, &name)
+                .and_then(|o| checked_record(PERCORE, &name, shards, o, hops, hops, "hops")),
+        );
+    }
+}
