@@ -1,0 +1,197 @@
+//! Spawning children, stopping (children before parents), failures, shutdown.
+
+use std::sync::{Arc, Mutex};
+
+use percore::{Actor, ActorError, ActorRef, Context, SpawnError};
+
+use crate::common::*;
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Builds a tree: each node spawns `fanout` children (alternating shards) down to `depth`.
+struct Node {
+    name: String,
+    depth: u32,
+    fanout: u32,
+    log: Log,
+    started: Count,
+}
+
+impl Actor for Node {
+    type Msg = ();
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.started.add(1);
+        if self.depth > 0 {
+            for i in 0..self.fanout {
+                let shard = (ctx.shard() + i as usize) % ctx.num_shards();
+                ctx.spawn_on(
+                    shard,
+                    Node {
+                        name: format!("{}/{i}", self.name),
+                        depth: self.depth - 1,
+                        fanout: self.fanout,
+                        log: self.log.clone(),
+                        started: self.started.clone(),
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        assert_eq!(ctx.children(), 0, "children are gone before the parent's stopped hook");
+        self.log.lock().unwrap().push(self.name.clone());
+    }
+}
+
+fn check_children_before_parents(log: &[String]) {
+    for (i, name) in log.iter().enumerate() {
+        for later in &log[i + 1..] {
+            assert!(!later.starts_with(&format!("{name}/")), "{later} stopped after its ancestor {name}");
+        }
+    }
+}
+
+#[test]
+fn stop_stops_children_first_across_shards() {
+    let rt = runtime(2);
+    let log: Log = Default::default();
+    let started = Count::default();
+    let root = rt.spawn(Node { name: "r".into(), depth: 3, fanout: 3, log: log.clone(), started: started.clone() }).unwrap();
+    let total = 1 + 3 + 9 + 27;
+    assert!(eventually(|| started.get() == total));
+    assert_eq!(rt.live_actors(), total);
+    root.stop();
+    assert!(eventually(|| rt.live_actors() == 0));
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len() as u64, total);
+    assert_eq!(log.last().unwrap(), "r");
+    check_children_before_parents(&log);
+    rt.shutdown();
+}
+
+#[test]
+fn shutdown_stops_every_tree_children_first() {
+    let rt = runtime(2);
+    let log: Log = Default::default();
+    let started = Count::default();
+    for t in 0..4 {
+        rt.spawn(Node { name: format!("t{t}"), depth: 2, fanout: 4, log: log.clone(), started: started.clone() }).unwrap();
+    }
+    let total = 4 * (1 + 4 + 16);
+    assert!(eventually(|| started.get() == total));
+    rt.shutdown();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len() as u64, total, "every stopped hook ran");
+    check_children_before_parents(&log);
+}
+
+#[test]
+fn shutdown_counts_pending_messages_as_dead_letters() {
+    let rt = runtime(1);
+    let gate = Gate::default();
+    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let count = Count::default();
+    let counter = rt.spawn_with(percore::SpawnOptions::new().shard(0).capacity(100), Counter(count.clone())).unwrap();
+    // Make sure the counter has started and is idle before the shard is held.
+    counter.send(1, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 1));
+    blocker.tell(()).unwrap();
+    gate.wait_entered();
+    for i in 1..=50 {
+        counter.try_tell(i).unwrap();
+    }
+    let handle = rt.handle();
+    std::thread::scope(|s| {
+        let shut = s.spawn(move || rt.shutdown());
+        assert!(eventually(|| handle.is_shutting_down()));
+        gate.release();
+        shut.join().unwrap();
+    });
+    assert_eq!(count.get(), 1, "no message was processed after shutdown began");
+    assert_eq!(handle.dead_letters(), 50, "every pending message is a dead letter");
+    assert_eq!(handle.live_actors(), 0);
+}
+
+enum Crashy {
+    Panic,
+    Fail,
+    Add(u64),
+}
+
+struct CrashyActor(Count);
+
+impl Actor for CrashyActor {
+    type Msg = Crashy;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: Crashy) -> Result<(), ActorError> {
+        match msg {
+            Crashy::Panic => panic!("boom"),
+            Crashy::Fail => Err("failed on purpose".into()),
+            Crashy::Add(n) => {
+                self.0.add(n);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failing_actor_stops_and_the_shard_keeps_running() {
+    let rt = runtime(1);
+    let bystander_count = Count::default();
+    let bystander = rt.spawn_on(0, Counter(bystander_count.clone())).unwrap();
+    for kind in [Crashy::Panic, Crashy::Fail] {
+        let c = Count::default();
+        let a = rt.spawn_on(0, CrashyActor(c.clone())).unwrap();
+        a.tell(Crashy::Add(1)).unwrap();
+        a.tell(kind).unwrap();
+        assert!(eventually(|| a.is_closed()));
+        assert_eq!(c.get(), 1);
+        assert!(matches!(a.try_tell(Crashy::Add(1)), Err(percore::TellError::Closed(_))));
+    }
+    assert_eq!(rt.failures(), 2);
+    bystander.send(5, DEADLINE).unwrap();
+    assert!(eventually(|| bystander_count.get() == 5), "the shard survived");
+    rt.shutdown();
+}
+
+struct SelfStopper(Count);
+
+impl Actor for SelfStopper {
+    type Msg = u64;
+    fn handle(&mut self, ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        self.0.add(1);
+        if n == 3 {
+            ctx.stop_self();
+            assert_eq!(ctx.spawn(Counter(Count::default())).unwrap_err(), SpawnError::ParentStopping);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn stop_self_drops_the_rest_into_dead_letters() {
+    let rt = runtime(1);
+    let gate = Gate::default();
+    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let c = Count::default();
+    let a: ActorRef<u64> = rt.spawn_on(0, SelfStopper(c.clone())).unwrap();
+    a.send(0, DEADLINE).unwrap();
+    assert!(eventually(|| c.get() == 1));
+    blocker.tell(()).unwrap();
+    gate.wait_entered();
+    for i in 1..=10 {
+        a.try_tell(i).unwrap();
+    }
+    gate.release();
+    assert!(eventually(|| rt.live_actors() == 1));
+    assert_eq!(c.get(), 4, "messages 0..=3 were handled");
+    assert_eq!(rt.dead_letters(), 7, "messages 4..=10 went to dead letters");
+    assert_eq!(rt.failures(), 0);
+    rt.shutdown();
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the engine (one binary, modules per area).
+
+mod common;
+mod ask;
+mod lifecycle;
+mod messaging;
+mod stress;

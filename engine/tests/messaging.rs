@@ -1,0 +1,386 @@
+//! tell / try_tell / send: delivery, FIFO, back-pressure, closed mailboxes, placement.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use percore::{Actor, ActorError, ActorRef, BuildError, Context, Runtime, SpawnError, SpawnOptions, TellError, Undelivered};
+
+use crate::common::*;
+
+/// Checks per-sender FIFO: each message is (sender, seq); seqs from one sender must be
+/// consecutive.
+struct FifoChecker {
+    next: Vec<u64>,
+    total: Count,
+    violations: Count,
+}
+
+impl Actor for FifoChecker {
+    type Msg = (usize, u64);
+    fn handle(&mut self, _ctx: &mut Context<Self>, (sender, seq): (usize, u64)) -> Result<(), ActorError> {
+        if self.next[sender] != seq {
+            self.violations.add(1);
+        }
+        self.next[sender] = seq + 1;
+        self.total.add(1);
+        Ok(())
+    }
+}
+
+#[test]
+fn hello_tell_and_ask() {
+    let rt = runtime(2);
+    let count = Count::default();
+    let a = rt.spawn(Counter(count.clone())).unwrap();
+    a.tell(41).unwrap();
+    a.try_tell(1).unwrap();
+    assert!(eventually(|| count.get() == 42));
+    rt.shutdown();
+}
+
+#[test]
+fn fifo_per_sender_from_foreign_threads_no_loss_no_duplication() {
+    let rt = runtime(2);
+    let senders = 4;
+    let per = 20_000u64;
+    let total = Count::default();
+    let violations = Count::default();
+    let checker = rt
+        .spawn_with(
+            SpawnOptions::new().capacity(256),
+            FifoChecker { next: vec![0; senders], total: total.clone(), violations: violations.clone() },
+        )
+        .unwrap();
+    std::thread::scope(|s| {
+        for sender in 0..senders {
+            let checker = checker.clone();
+            s.spawn(move || {
+                for seq in 0..per {
+                    checker.send((sender, seq), DEADLINE).unwrap();
+                }
+            });
+        }
+    });
+    assert!(eventually(|| total.get() == senders as u64 * per), "got {} of {}", total.get(), senders as u64 * per);
+    assert_eq!(violations.get(), 0, "FIFO per sender violated");
+    assert_eq!(rt.dead_letters(), 0);
+    rt.shutdown();
+}
+
+/// Actors on every shard send to one checker each (so some are same-shard, some cross-shard).
+struct Producer {
+    me: usize,
+    n: u64,
+    target: ActorRef<(usize, u64)>,
+    sent: u64,
+}
+
+enum ProducerMsg {
+    Go,
+}
+
+impl Actor for Producer {
+    type Msg = ProducerMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, _: ProducerMsg) -> Result<(), ActorError> {
+        // Send in slices, honouring Full without blocking the shard: re-enqueue ourselves.
+        let mut budget = 64;
+        while self.sent < self.n && budget > 0 {
+            match self.target.try_tell((self.me, self.sent)) {
+                Ok(()) => self.sent += 1,
+                Err(TellError::Full(_)) => break,
+                Err(TellError::Closed(_)) => return Err("target closed".into()),
+            }
+            budget -= 1;
+        }
+        if self.sent < self.n {
+            ctx.myself().try_tell(ProducerMsg::Go).map_err(|_| "cannot re-schedule")?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn fifo_and_exact_totals_with_actors_on_all_shards() {
+    let shards = 3;
+    let rt = runtime(shards);
+    let per = 10_000u64;
+    let producers_per_checker = 4;
+    let mut checkers = vec![];
+    for c in 0..shards {
+        let total = Count::default();
+        let violations = Count::default();
+        let checker = rt
+            .spawn_with(
+                SpawnOptions::new().shard(c).capacity(128),
+                FifoChecker { next: vec![0; producers_per_checker], total: total.clone(), violations: violations.clone() },
+            )
+            .unwrap();
+        checkers.push((checker, total, violations));
+    }
+    for (c, (checker, _, _)) in checkers.iter().enumerate() {
+        for p in 0..producers_per_checker {
+            let shard = (c + p) % shards;
+            let prod = rt
+                .spawn_on(shard, Producer { me: p, n: per, target: checker.clone(), sent: 0 })
+                .unwrap();
+            prod.tell(ProducerMsg::Go).unwrap();
+        }
+    }
+    for (_, total, violations) in &checkers {
+        assert!(eventually(|| total.get() == producers_per_checker as u64 * per), "total {}", total.get());
+        assert_eq!(violations.get(), 0);
+    }
+    assert_eq!(rt.dead_letters(), 0);
+    assert_eq!(rt.failures(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
+    let rt = runtime(1);
+    let gate = Gate::default();
+    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let count = Count::default();
+    let counter = rt.spawn_with(SpawnOptions::new().shard(0).capacity(4), Counter(count.clone())).unwrap();
+    blocker.tell(()).unwrap();
+    gate.wait_entered();
+    // The shard is held: the counter cannot drain. Exactly `capacity` messages fit.
+    for i in 0..4 {
+        counter.try_tell(i).unwrap();
+    }
+    match counter.try_tell(100) {
+        Err(TellError::Full(m)) => assert_eq!(m, 100, "the very message comes back"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(counter.tell(7), Err(Undelivered::Full));
+    assert_eq!(rt.dead_letters(), 1, "fire-and-forget overflow is counted");
+    // A blocking send times out while full, giving the message back...
+    let err = counter.send(5, Duration::from_millis(20)).unwrap_err();
+    assert_eq!(err.into_inner(), 5);
+    // ...and completes once room frees up.
+    std::thread::scope(|s| {
+        let c = counter.clone();
+        let sender = s.spawn(move || c.send(1000, DEADLINE));
+        gate.release();
+        sender.join().unwrap().unwrap();
+    });
+    assert!(eventually(|| count.get() == 1 + 2 + 3 + 1000));
+    rt.shutdown();
+}
+
+/// Sends `cap + extra` messages to a same-shard peer inside one handler (the peer cannot
+/// run meanwhile), recording which were refused.
+struct LocalFlooder {
+    target: ActorRef<u64>,
+    cap: u64,
+    refused: Count,
+}
+
+impl Actor for LocalFlooder {
+    type Msg = ();
+    fn handle(&mut self, _ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        for i in 0..self.cap + 3 {
+            if let Err(TellError::Full(m)) = self.target.try_tell(i) {
+                assert!(m >= self.cap, "message {m} refused before the mailbox was full");
+                self.refused.add(1);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn full_mailbox_on_the_same_shard_path() {
+    let rt = runtime(1);
+    let count = Count::default();
+    let target = rt.spawn_with(SpawnOptions::new().shard(0).capacity(8), Counter(count.clone())).unwrap();
+    let refused = Count::default();
+    let flooder = rt.spawn_on(0, LocalFlooder { target, cap: 8, refused: refused.clone() }).unwrap();
+    flooder.tell(()).unwrap();
+    assert!(eventually(|| refused.get() == 3));
+    assert!(eventually(|| count.get() == (0..8).sum::<u64>()));
+    assert_eq!(rt.failures(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn stopped_actor_returns_closed_and_counts_dead_letters() {
+    let rt = runtime(2);
+    let count = Count::default();
+    let a = rt.spawn(Counter(count.clone())).unwrap();
+    assert!(a.stop());
+    assert!(eventually(|| a.is_closed()));
+    assert!(eventually(|| rt.live_actors() == 0));
+    assert_eq!(a.try_tell(3), Err(TellError::Closed(3)));
+    assert_eq!(a.tell(4), Err(Undelivered::Closed));
+    assert_eq!(rt.dead_letters(), 1);
+    assert!(!a.stop(), "stopping a dead actor reports false");
+    rt.shutdown();
+}
+
+#[test]
+fn dead_letter_hook_sees_each_letter() {
+    let seen = Count::default();
+    let seen2 = seen.clone();
+    let rt = Runtime::builder()
+        .shards(1)
+        .pin_to_cores(false)
+        .on_dead_letter(move |d| {
+            assert_eq!(d.reason, percore::DeadLetterReason::Stopped);
+            assert!(d.message_type.contains("u64"));
+            seen2.add(1);
+        })
+        .build()
+        .unwrap();
+    let a = rt.spawn(Counter(Count::default())).unwrap();
+    a.stop();
+    assert!(eventually(|| a.is_closed()));
+    for i in 0..5 {
+        let _ = a.tell(i);
+    }
+    assert_eq!(seen.get(), 5);
+    assert_eq!(rt.dead_letters(), 5);
+    rt.shutdown();
+}
+
+/// One hop of a chain: forward the token to `next`, or count it at the end.
+struct Hop {
+    next: Option<ActorRef<u64>>,
+    done: Count,
+    shards_seen: Vec<Count>,
+}
+
+impl Actor for Hop {
+    type Msg = u64;
+    fn handle(&mut self, ctx: &mut Context<Self>, token: u64) -> Result<(), ActorError> {
+        self.shards_seen[ctx.shard()].add(1);
+        match &self.next {
+            Some(n) => n.try_tell(token + 1).map_err(|_| "hop full".into()),
+            None => {
+                self.done.add(token);
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn cross_shard_chains() {
+    let shards = 3;
+    let rt = runtime(shards);
+    let len = 30usize;
+    let done = Count::default();
+    let seen: Vec<Count> = (0..shards).map(|_| Count::default()).collect();
+    let mut next: Option<ActorRef<u64>> = None;
+    for i in (0..len).rev() {
+        // Room for every token at every hop, so a hop never sees Full.
+        let opts = SpawnOptions::new().shard(i % shards).capacity(256);
+        let a = rt.spawn_with(opts, Hop { next: next.clone(), done: done.clone(), shards_seen: seen.clone() }).unwrap();
+        next = Some(a);
+    }
+    let head = next.unwrap();
+    let tokens = 200u64;
+    for _ in 0..tokens {
+        head.send(0, DEADLINE).unwrap();
+    }
+    // Each token arrives at the tail with value len - 1.
+    assert!(eventually(|| done.get() == tokens * (len as u64 - 1)), "done {}", done.get());
+    let per_shard = tokens * (len / shards) as u64;
+    for (s, c) in seen.iter().enumerate() {
+        assert_eq!(c.get(), per_shard, "shard {s} ran its share of hops");
+    }
+    rt.shutdown();
+}
+
+struct Reporter(ActorRef<u64>);
+
+impl Actor for Reporter {
+    type Msg = u64;
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        self.0.tell(n).map_err(|e| e.into())
+    }
+}
+
+#[test]
+fn hundred_thousand_actors_each_messaged() {
+    let rt = runtime(2);
+    let total = Count::default();
+    let sink = rt.spawn_with(SpawnOptions::new().capacity(1 << 16), Counter(total.clone())).unwrap();
+    let n = 100_000u64;
+    let mut refs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        refs.push(rt.spawn(Reporter(sink.clone())).unwrap());
+    }
+    for (i, r) in refs.iter().enumerate() {
+        r.send(i as u64, DEADLINE).unwrap();
+    }
+    assert!(eventually(|| total.get() == n * (n - 1) / 2), "sum {}", total.get());
+    assert_eq!(rt.live_actors(), n + 1);
+    let ids: HashSet<_> = refs.iter().map(|r| r.id()).collect();
+    assert_eq!(ids.len(), n as usize, "ids are unique");
+    assert_eq!(rt.dead_letters(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn placement_round_robin_and_explicit() {
+    let rt = runtime(3);
+    let shards: Vec<usize> = (0..6).map(|_| rt.spawn(Counter(Count::default())).unwrap().shard()).collect();
+    assert_eq!(shards, [0, 1, 2, 0, 1, 2]);
+    assert_eq!(rt.spawn_on(2, Counter(Count::default())).unwrap().shard(), 2);
+    assert_eq!(
+        rt.spawn_on(3, Counter(Count::default())).unwrap_err(),
+        SpawnError::NoSuchShard { shard: 3, shards: 3 }
+    );
+    assert_eq!(
+        rt.spawn_with(SpawnOptions::new().capacity(0), Counter(Count::default())).unwrap_err(),
+        SpawnError::InvalidCapacity(0)
+    );
+    rt.shutdown();
+}
+
+#[test]
+fn builder_rejects_invalid_values() {
+    assert!(matches!(Runtime::builder().shards(0).build(), Err(BuildError::ZeroShards)));
+    assert!(matches!(Runtime::builder().shards(1).mailbox_capacity(0).build(), Err(BuildError::InvalidCapacity(0))));
+    assert!(matches!(Runtime::builder().shards(1).throughput(0).build(), Err(BuildError::ZeroThroughput)));
+    assert!(matches!(Runtime::builder().shards(1_000_000).build(), Err(BuildError::TooManyShards(_))));
+}
+
+#[test]
+fn refs_are_eq_hash_and_debug_with_path_and_id() {
+    let rt = runtime(1);
+    let a = rt.spawn(Counter(Count::default())).unwrap();
+    let b = rt.spawn(Counter(Count::default())).unwrap();
+    let a2 = a.clone();
+    assert_eq!(a, a2);
+    assert_ne!(a, b);
+    let set: HashSet<_> = [a.clone(), a2.clone(), b.clone()].into_iter().collect();
+    assert_eq!(set.len(), 2);
+    let dbg = format!("{a:?}");
+    assert!(dbg.contains("percore://test/user/"), "{dbg}");
+    assert!(dbg.contains(&a.id().to_string()), "{dbg}");
+    rt.shutdown();
+}
+
+#[test]
+fn many_runtimes_in_one_process() {
+    for round in 0..20 {
+        let rt = runtime(2);
+        let count = Count::default();
+        let a = rt.spawn(Counter(count.clone())).unwrap();
+        a.send(round, DEADLINE).unwrap();
+        assert!(eventually(|| count.get() == round));
+        drop(rt); // Drop shuts down like `shutdown()`.
+        assert!(a.is_closed());
+    }
+}
+
+#[test]
+fn spawn_after_shutdown_is_refused() {
+    let rt = runtime(1);
+    let h = rt.handle();
+    rt.shutdown();
+    assert_eq!(h.spawn(Counter(Count::default())).unwrap_err(), SpawnError::ShuttingDown);
+    assert_eq!(h.live_actors(), 0);
+}
