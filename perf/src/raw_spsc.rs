@@ -192,7 +192,7 @@ impl<'a> Spin<'a> {
         if self.spins == 1 {
             self.since = Instant::now();
         }
-        if self.spins % 1024 == 0 {
+        if self.spins.is_multiple_of(1024) {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(BenchError::system(RAW_SYSTEM, "spinning", "the other side gave up"));
             }

@@ -203,29 +203,27 @@ pub fn table(records: &[Record]) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
+    let line = |cells: &[String]| {
+        let mut text = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             // Text columns align left, numbers right.
             if i < 3 || i == 4 {
-                let _ = write!(out, "{cell:<w$}  ");
+                let _ = write!(text, "{cell:<w$}  ");
             } else {
-                let _ = write!(out, "{cell:>w$}  ");
+                let _ = write!(text, "{cell:>w$}  ");
             }
         }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
-        out.push('\n');
+        format!("{}\n", text.trim_end())
     };
-    line(&HEAD.map(String::from));
-    line(&widths.map(|w| "-".repeat(w)));
+    let mut out = line(&HEAD.map(String::from));
+    out.push_str(&line(&widths.map(|w| "-".repeat(w))));
     let mut last_workload: Option<&str> = None;
     for (row, r) in rows.iter().zip(records) {
         if last_workload.is_some_and(|w| w != r.workload) {
             out.push('\n');
         }
         last_workload = Some(&r.workload);
-        line(row);
+        out.push_str(&line(row));
     }
     out
 }

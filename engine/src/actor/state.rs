@@ -75,8 +75,12 @@ impl SchedState {
     #[inline]
     pub fn finish_activation(&self, closed: bool, pending: impl FnOnce() -> bool) -> bool {
         // ORDERING: Relaxed: ordered before the pending-check by the fence below. Only the
-        // shard clears SCHEDULED and sets CLOSED, so a plain store cannot lose a bit.
-        self.0.store(if closed { CLOSED } else { 0 }, Ordering::Relaxed);
+        // shard clears SCHEDULED and sets CLOSED, so a plain store would not lose a bit; it
+        // is a `swap` anyway because loom 0.7 lets a plain store slip between the read and
+        // the write of a concurrent RMW (tokio-rs/loom#254), which made this model report a
+        // history the C++ model forbids. The swap costs one locked instruction per idle
+        // transition (cross-thread path only) and keeps the model exact.
+        self.0.swap(if closed { CLOSED } else { 0 }, Ordering::Relaxed);
         // ORDERING: pairs with the fence in `after_push` (Dekker).
         fence(Ordering::SeqCst);
         if !pending() {

@@ -44,7 +44,9 @@ impl Actor for Counter {
                     }
                 }
             }
-            CountMsg::Get(reply) => reply.reply(self.count),
+            CountMsg::Get(reply) => {
+                reply.reply(self.count);
+            }
             CountMsg::WaitFor { target, reply } => {
                 if self.count >= target {
                     reply.reply(self.count);

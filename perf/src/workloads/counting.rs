@@ -7,9 +7,9 @@
 use std::time::Instant;
 
 use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
-use super::engine::{self, fail, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::engine::{self, fail, SEND_TIMEOUT};
 use super::{checked_record, each_peer, Outcome, Params};
-use crate::error::{BenchError, Result};
+use crate::error::Result;
 use crate::report::{Results, PERCORE};
 
 const NAME: &str = "counting";
@@ -26,9 +26,9 @@ fn percore(n: u64, pin: bool) -> Result<Outcome> {
     for _ in 0..n {
         counter
             .send(CountMsg::Add(1), SEND_TIMEOUT)
-            .map_err(|_| BenchError::system(PERCORE, "sending to the counter", "send failed (closed or timed out)"))?;
+            .map_err(fail("sending to the counter"))?;
     }
-    let total = counter.ask(CountMsg::Get, ASK_TIMEOUT).map_err(fail("asking the total"))?;
+    let total = engine::ask(&counter, "asking the total", CountMsg::Get)?;
     let secs = t0.elapsed().as_secs_f64();
 
     engine::finish(rt, NAME)?;

@@ -2,9 +2,10 @@
 //! building a runtime, mapping the engine's errors, and the checks every run ends with.
 
 use std::fmt::Display;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use percore::{ActorError, ActorRef, Runtime, TellError};
+use percore::{ActorError, ActorRef, AskError, ReplyTo, Runtime, TellError};
 
 use crate::error::{BenchError, Result};
 use crate::report::PERCORE;
@@ -33,7 +34,27 @@ pub fn fail<E: Display>(what: &'static str) -> impl FnOnce(E) -> BenchError {
 /// An actor failure with a message: used when a handler meets a condition the workload
 /// rules out (a full mailbox where capacity was sized to never fill, a closed actor).
 pub fn actor_error(what: impl Into<String>) -> ActorError {
-    ActorError::new(what.into())
+    what.into().into()
+}
+
+/// A blocking `ask` from this (foreign) thread that waits for mailbox room.
+///
+/// percore's `ask` does not wait when the target's mailbox is full (it returns
+/// `AskError::Full` at once); after a burst of sends the counter's mailbox may well be
+/// full, so retry with a short pause until [`ASK_TIMEOUT`].
+pub fn ask<M, R>(to: &ActorRef<M>, what: &'static str, make: impl Fn(ReplyTo<R>) -> M) -> Result<R>
+where
+    M: Send + 'static,
+    R: Send + 'static,
+{
+    let deadline = Instant::now() + ASK_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match to.ask(&make, left) {
+            Err(AskError::Full) if !left.is_zero() => thread::sleep(Duration::from_micros(20)),
+            outcome => return outcome.map_err(fail(what)),
+        }
+    }
 }
 
 /// `try_tell` where the workload guarantees room: a `Full` or `Closed` is an actor failure
@@ -45,9 +66,12 @@ pub fn tell_sized<M: Send + 'static>(to: &ActorRef<M>, msg: M, what: &str) -> Re
     })
 }
 
-/// Ends a run: checks that no message went to dead letters during it, then shuts down.
+/// Ends a run: checks that no message went to dead letters and no actor failed during
+/// it, then shuts down.
 pub fn finish(rt: Runtime, workload: &str) -> Result<()> {
     let dead = rt.dead_letters();
+    let failures = rt.failures();
     rt.shutdown();
-    BenchError::check_eq(workload, PERCORE, "dead letters", dead, 0)
+    BenchError::check_eq(workload, PERCORE, "dead letters", dead, 0)?;
+    BenchError::check_eq(workload, PERCORE, "failed actors", failures, 0)
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use percore::{Actor, ActorError, ActorRef, Context, SpawnOptions, TellError};
 
 use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
-use super::engine::{self, fail, tell_sized, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::engine::{self, fail, tell_sized, SEND_TIMEOUT};
 use super::{checked_record, each_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::report::{Results, PERCORE};
@@ -72,15 +72,13 @@ pub fn percore(total: u64, shards: usize, pin: bool) -> Result<Outcome> {
     for producer in &producers {
         producer
             .send(Continue, SEND_TIMEOUT)
-            .map_err(|_| BenchError::system(PERCORE, "starting a producer", "send failed"))?;
+            .map_err(fail("starting a producer"))?;
     }
-    let reached = counter
-        .ask(|reply| CountMsg::WaitFor { target: total, reply }, ASK_TIMEOUT)
-        .map_err(fail("waiting for the total"))?;
+    let reached = engine::ask(&counter, "waiting for the total", |reply| CountMsg::WaitFor { target: total, reply })?;
     let secs = t0.elapsed().as_secs_f64();
 
     // Nothing may arrive after the target either.
-    let after = counter.ask(CountMsg::Get, ASK_TIMEOUT).map_err(fail("asking the total"))?;
+    let after = engine::ask(&counter, "asking the total", CountMsg::Get)?;
     BenchError::check_eq(NAME, PERCORE, "count when the target was reached", reached, total)?;
     engine::finish(rt, NAME)?;
     Ok(Outcome { secs, count: after, ..Outcome::default() })

@@ -196,4 +196,37 @@ mod tests {
         }
         assert!(find("nosuch").is_none());
     }
+
+    /// Small sizes that still exercise every path (waves, batches, several tree levels).
+    fn small_n(name: &str) -> u64 {
+        match name {
+            "skynet" => 1_000,
+            "latency" => 200,
+            _ => 5_000,
+        }
+    }
+
+    fn run_small(peers: bool) {
+        let params = Params { n: None, shards: 2, pin: false, peers };
+        for workload in TABLE {
+            let mut results = Results::default();
+            (workload.run)(&params, small_n(workload.name), &mut results);
+            assert!(results.failures.is_empty(), "{}: {:?}", workload.name, results.failures);
+            assert!(!results.records.is_empty(), "{}: no records", workload.name);
+            for record in &results.records {
+                assert!(record.per_sec > 0.0 && record.secs >= 0.0, "{record:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_workload_validates_on_percore() {
+        run_small(false);
+    }
+
+    #[cfg(feature = "peers")]
+    #[test]
+    fn every_workload_validates_on_every_peer() {
+        run_small(true);
+    }
 }

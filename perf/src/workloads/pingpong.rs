@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
 
-use super::engine::{self, fail, tell_sized, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::engine::{self, fail, tell_sized, SEND_TIMEOUT};
 use super::{checked_record, each_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::report::{Results, PERCORE};
@@ -86,7 +86,9 @@ impl Actor for Ponger {
                 let pinger = self.pinger.as_ref().ok_or_else(|| engine::actor_error("ping before link"))?;
                 tell_sized(pinger, PingMsg::Pong, "pong")?;
             }
-            PongMsg::Count(reply) => reply.reply(self.pings),
+            PongMsg::Count(reply) => {
+                reply.reply(self.pings);
+            }
         }
         Ok(())
     }
@@ -100,14 +102,14 @@ fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str
     let pinger = rt
         .spawn_on(0, Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None })
         .map_err(fail("spawning the pinger"))?;
-    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(|_| BenchError::system(PERCORE, "linking", "send failed"))?;
+    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
 
     let t0 = Instant::now();
-    let pongs = pinger.ask(|reply| PingMsg::Start { n, reply }, ASK_TIMEOUT).map_err(fail("the game"))?;
+    let pongs = engine::ask(&pinger, "the game", |reply| PingMsg::Start { n, reply })?;
     let secs = t0.elapsed().as_secs_f64();
 
     BenchError::check_eq(workload, PERCORE, "pongs", pongs, n)?;
-    let pings = ponger.ask(PongMsg::Count, ASK_TIMEOUT).map_err(fail("counting pings"))?;
+    let pings = engine::ask(&ponger, "counting pings", PongMsg::Count)?;
     engine::finish(rt, workload)?;
     Ok(Outcome { secs, count: pings, ..Outcome::default() })
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
 
-use super::engine::{self, fail, tell_sized, ASK_TIMEOUT, SEND_TIMEOUT};
+use super::engine::{self, fail, tell_sized, SEND_TIMEOUT};
 use super::{checked_record, each_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::report::{Results, PERCORE};
@@ -81,7 +81,9 @@ impl Actor for Member {
                     reply.reply(hops);
                 }
             }
-            RingMsg::Count(reply) => reply.reply(self.received),
+            RingMsg::Count(reply) => {
+                reply.reply(self.received);
+            }
         }
         Ok(())
     }
@@ -97,17 +99,17 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
     let leader = &members[0];
     for (i, member) in members.iter().enumerate() {
         let link = RingMsg::Link { next: members[(i + 1) % RING_SIZE].clone(), leader: leader.clone() };
-        member.send(link, SEND_TIMEOUT).map_err(|_| BenchError::system(PERCORE, "linking the ring", "send failed"))?;
+        member.send(link, SEND_TIMEOUT).map_err(fail("linking the ring"))?;
     }
 
     let t0 = Instant::now();
-    let done = leader.ask(|reply| RingMsg::Start { hops, reply }, ASK_TIMEOUT).map_err(fail("running the ring"))?;
+    let done = engine::ask(&leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
     let secs = t0.elapsed().as_secs_f64();
 
     BenchError::check_eq(workload, PERCORE, "hops reported by the leader", done, hops)?;
     let mut received = 0;
     for member in &members {
-        received += member.ask(RingMsg::Count, ASK_TIMEOUT).map_err(fail("counting hops"))?;
+        received += engine::ask(&member, "counting hops", RingMsg::Count)?;
     }
     engine::finish(rt, workload)?;
     Ok(Outcome { secs, count: received, ..Outcome::default() })

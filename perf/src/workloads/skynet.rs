@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions};
 
-use super::engine::{self, fail, tell_sized, ASK_TIMEOUT};
+use super::engine::{self, fail, tell_sized};
 use super::{each_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::report::{Record, Results, PERCORE};
@@ -153,7 +153,7 @@ fn percore(leaves: u64, shards: usize, pin: bool) -> Result<Outcome> {
         .spawn_with(SpawnOptions::new().shard(0).capacity(NODE_CAPACITY), Node::new(0, leaves, None))
         .map_err(fail("spawning the root"))?;
     let t0 = Instant::now();
-    let sum = root.ask(SkyMsg::Run, ASK_TIMEOUT).map_err(fail("running the tree"))?;
+    let sum = engine::ask(&root, "running the tree", SkyMsg::Run)?;
     let secs = t0.elapsed().as_secs_f64();
     engine::finish(rt, NAME)?;
     Ok(Outcome { secs, count: sum, ..Outcome::default() })

@@ -66,7 +66,6 @@ struct Spawner {
     outstanding: u64,
     reported: u64,
     waiter: Option<ReplyTo<u64>>,
-    children: Vec<ActorRef<ChildMsg>>,
 }
 
 impl Spawner {
@@ -77,7 +76,6 @@ impl Spawner {
                 .spawn(Child { spawner: ctx.myself().clone() })
                 .map_err(|e| engine::actor_error(format!("spawning a child: {e}")))?;
             tell_sized(&child, ChildMsg::Hello, "hello")?;
-            self.children.push(child);
         }
         self.left -= wave;
         self.outstanding = wave;
@@ -92,7 +90,6 @@ impl Actor for Spawner {
         match msg {
             SpawnerMsg::Spawn { count, reply } => {
                 self.left = count;
-                self.children.reserve_exact(count as usize);
                 if count == 0 {
                     reply.reply(0);
                 } else {

@@ -1,0 +1,3 @@
+//! The engine's reply slot, compiled from `engine/src/ask/slot.rs`.
+#[path = "../../engine/src/ask/slot.rs"]
+pub mod slot;
