@@ -1,0 +1,77 @@
+//! Two actors bounce a counter back and forth, first on one shard, then across shards.
+//!
+//! `cargo run --release --example pingpong -- [ROUND_TRIPS]`
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use percore::{Actor, ActorError, ActorRef, Context, Runtime};
+
+enum Ball {
+    /// Introduces the partner, then serves.
+    Serve(ActorRef<Ball>, u64),
+    Hit(u64),
+}
+
+struct Player {
+    partner: Option<ActorRef<Ball>>,
+    done: Option<mpsc::Sender<u64>>,
+}
+
+impl Actor for Player {
+    type Msg = Ball;
+
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: Ball) -> Result<(), ActorError> {
+        match msg {
+            Ball::Serve(partner, n) => {
+                partner.try_tell(Ball::Serve(ctx.myself().clone(), 0)).ok();
+                self.partner = Some(partner);
+                if n > 0 {
+                    self.hit(n)?;
+                }
+            }
+            Ball::Hit(0) => {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(0);
+                }
+            }
+            Ball::Hit(n) => self.hit(n - 1)?,
+        }
+        Ok(())
+    }
+}
+
+impl Player {
+    fn hit(&mut self, n: u64) -> Result<(), ActorError> {
+        let partner = self.partner.as_ref().ok_or("no partner yet")?;
+        partner.try_tell(Ball::Hit(n)).map_err(|e| format!("partner refused the ball: {e}").into())
+    }
+}
+
+fn run(rt: &Runtime, shards: (usize, usize), round_trips: u64) -> Result<Duration, Box<dyn std::error::Error>> {
+    let (tx, rx) = mpsc::channel();
+    let a = rt.spawn_on(shards.0, Player { partner: None, done: Some(tx.clone()) })?;
+    let b = rt.spawn_on(shards.1, Player { partner: None, done: Some(tx) })?;
+    let start = Instant::now();
+    // Each round trip is two hits; the count reaches 0 at whichever player.
+    a.tell(Ball::Serve(b.clone(), 2 * round_trips))?;
+    rx.recv_timeout(Duration::from_secs(120))?;
+    let took = start.elapsed();
+    a.stop();
+    b.stop();
+    Ok(took)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let rt = Runtime::builder().shards(2).name("pingpong").build()?;
+    for (label, shards) in [("same shard", (0, 0)), ("across shards", (0, 1))] {
+        let took = run(&rt, shards, n)?;
+        println!(
+            "{label:>14}: {n} round trips in {took:?} = {:.1} M round trips/s",
+            n as f64 / took.as_secs_f64() / 1e6
+        );
+    }
+    rt.shutdown();
+    Ok(())
+}
