@@ -1,6 +1,7 @@
 //! Two actors bounce a counter back and forth, first on one shard, then across shards.
 //!
-//! `cargo run --release --example pingpong -- [ROUND_TRIPS]`
+//! `cargo run --release --example pingpong -- [ROUND_TRIPS] [SHARDS]` (with one shard, only
+//! the same-shard run happens).
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,10 @@ impl Actor for Player {
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Ball) -> Result<(), ActorError> {
         match msg {
             Ball::Serve(partner, n) => {
-                partner.try_tell(Ball::Serve(ctx.myself().clone(), 0)).ok();
+                if n > 0 {
+                    // Introduce ourselves to the receiver (who then knows where to hit back).
+                    partner.try_tell(Ball::Serve(ctx.myself().clone(), 0)).map_err(|_| "partner refused the serve")?;
+                }
                 self.partner = Some(partner);
                 if n > 0 {
                     self.hit(n)?;
@@ -64,8 +68,9 @@ fn run(rt: &Runtime, shards: (usize, usize), round_trips: u64) -> Result<Duratio
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
-    let rt = Runtime::builder().shards(2).name("pingpong").build()?;
-    for (label, shards) in [("same shard", (0, 0)), ("across shards", (0, 1))] {
+    let shards: usize = std::env::args().nth(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
+    let rt = Runtime::builder().shards(shards).name("pingpong").build()?;
+    for (label, shards) in [("same shard", (0, 0)), ("across shards", (0, 1))].into_iter().take(shards.min(2)) {
         let took = run(&rt, shards, n)?;
         println!(
             "{label:>14}: {n} round trips in {took:?} = {:.1} M round trips/s",

@@ -100,10 +100,17 @@ impl<M: Send + 'static> ActorRef<M> {
             // owns the actor.
             return unsafe { shared.push_local(msg, shard) }.map_err(TellError::Full);
         }
+        self.tell_from_other_thread(msg)
+    }
+
+    /// The cross-thread path, kept out of line so the same-shard path inlines into callers.
+    #[inline(never)]
+    fn tell_from_other_thread(&self, msg: M) -> Result<(), TellError<M>> {
+        let shared = self.shared();
         if let Err(Full(msg)) = shared.ring.push(msg) {
             return Err(TellError::Full(msg));
         }
-        if header.state.after_push() {
+        if shared.header.state.after_push() {
             shard::notify(self.raw.as_ptr());
         }
         Ok(())

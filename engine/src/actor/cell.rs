@@ -52,6 +52,9 @@ pub(crate) struct Header {
     /// Position in the parent's children list (or the shard's top-level list). Written and
     /// read only by the thread of the shard that owns that list.
     pub(crate) sibling_idx: AtomicU32,
+    /// An `Entry::Local` for this actor sits in the owner's run queue. Owner-shard thread
+    /// only (it lives here, in the header's padding, to keep the cell small).
+    queued: UnsafeCell<bool>,
     pub(crate) vtable: &'static VTable,
     pub(crate) runtime: Arc<RuntimeShared>,
     pub(crate) id: ActorId,
@@ -99,10 +102,39 @@ pub(crate) struct Shared<M> {
     local: UnsafeCell<LocalQueue<M>>,
 }
 
+/// The owner shard's queue into this actor. Most actors hold at most one message at a time,
+/// so the oldest message sits inline (no allocation) and only a backlog spills into a
+/// heap queue, allocated the first time two messages wait at once.
 struct LocalQueue<M> {
-    queue: VecDeque<M>,
-    /// A `Entry::Local` for this actor sits in the owner's run queue.
-    queued: bool,
+    first: Option<M>,
+    rest: Option<Box<VecDeque<M>>>,
+}
+
+impl<M> LocalQueue<M> {
+    #[inline]
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
+    }
+
+    #[inline]
+    fn push(&mut self, msg: M) {
+        // FIFO: the inline slot holds the oldest message, so it is refilled only when the
+        // backlog is empty.
+        match &mut self.rest {
+            Some(rest) if !rest.is_empty() => rest.push_back(msg),
+            _ if self.first.is_none() => self.first = Some(msg),
+            Some(rest) => rest.push_back(msg),
+            None => self.rest = Some(Box::new(VecDeque::from([msg]))),
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<M> {
+        match self.first.take() {
+            Some(m) => Some(m),
+            None => self.rest.as_mut().and_then(|r| r.pop_front()),
+        }
+    }
 }
 
 /// The full cell.
@@ -133,7 +165,53 @@ pub(crate) struct Meta {
     /// Run-queue entries still to come for a Dead actor.
     pending: u8,
     prefer_ring: bool,
-    pub(crate) children: Vec<ErasedRef>,
+    pub(crate) children: Children,
+}
+
+/// An actor's children. Most actors have none, so the list is allocated on first use.
+#[derive(Default)]
+pub(crate) struct Children(Option<Box<Vec<ErasedRef>>>);
+
+impl Children {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ErasedRef> {
+        self.0.iter().flat_map(|v| v.iter())
+    }
+
+    /// Appends `child`, recording its index in its header (only this shard's thread uses
+    /// that field for this list).
+    pub(crate) fn link(&mut self, child: ErasedRef) {
+        let list = self.0.get_or_insert_with(Default::default);
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        child.header().sibling_idx.store(list.len() as u32, Ordering::Relaxed);
+        list.push(child);
+    }
+
+    /// Removes `child` in O(1), using and maintaining the children's `sibling_idx`.
+    pub(crate) fn unlink(&mut self, child: &ErasedRef) {
+        let Some(list) = self.0.as_mut() else { return };
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
+        debug_assert!(idx < list.len() && list[idx].as_ptr() == child.as_ptr(), "sibling index out of sync");
+        if idx >= list.len() || list[idx].as_ptr() != child.as_ptr() {
+            return;
+        }
+        list.swap_remove(idx);
+        if let Some(moved) = list.get(idx) {
+            // ORDERING: Relaxed: as above.
+            moved.header().sibling_idx.store(idx as u32, Ordering::Relaxed);
+        }
+        if list.is_empty() {
+            self.0 = None;
+        }
+    }
 }
 
 /// A reference-counted, type-erased pointer to a cell.
@@ -228,12 +306,14 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.queue.len() >= self.ring.capacity() {
+        if local.len() >= self.ring.capacity() {
             return Err(msg);
         }
-        local.queue.push_back(msg);
-        if !local.queued {
-            local.queued = true;
+        local.push(msg);
+        // SAFETY: owner-shard thread only (contract).
+        let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
+        if !*queued {
+            *queued = true;
             shard.push_run(Entry::local(NonNull::from(&self.header)));
         }
         Ok(())
@@ -244,7 +324,7 @@ impl<M: Send + 'static> Shared<M> {
     #[inline]
     unsafe fn pop_local(&self) -> Option<M> {
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
-        self.local.with_mut(|p| unsafe { (*p).queue.pop_front() })
+        self.local.with_mut(|p| unsafe { (*p).pop() })
     }
 
     /// # Safety
@@ -252,7 +332,9 @@ impl<M: Send + 'static> Shared<M> {
     #[inline]
     unsafe fn local_state(&self) -> (bool, bool) {
         // SAFETY: owner-shard thread only (contract).
-        self.local.with(|p| unsafe { (!(*p).queue.is_empty(), (*p).queued) })
+        let left = self.local.with(|p| unsafe { (*p).len() > 0 });
+        // SAFETY: owner-shard thread only (contract).
+        (left, self.header.queued.with(|q| unsafe { *q }))
     }
 
     /// # Safety
@@ -260,7 +342,7 @@ impl<M: Send + 'static> Shared<M> {
     #[inline]
     unsafe fn set_queued(&self, queued: bool) {
         // SAFETY: owner-shard thread only (contract).
-        self.local.with_mut(|p| unsafe { (*p).queued = queued });
+        self.header.queued.with_mut(|q| unsafe { *q = queued });
     }
 
     /// Next message, alternating between the local queue and the ring so that neither
@@ -270,6 +352,11 @@ impl<M: Send + 'static> Shared<M> {
     /// Owner-shard thread only (it is the ring's consumer).
     #[inline]
     unsafe fn next_message(&self, prefer_ring: &mut bool) -> Option<M> {
+        if !self.ring.is_allocated() {
+            // Only ever messaged from its own shard (the common case): one queue to look at.
+            // SAFETY: forwarded contract.
+            return unsafe { self.pop_local() };
+        }
         *prefer_ring = !*prefer_ring;
         // SAFETY: forwarded contract: we are the owner shard, the single ring consumer.
         unsafe {
@@ -319,6 +406,7 @@ impl<A: Actor> Cell<A> {
                     state: SchedState::new_scheduled(),
                     shard: shard as u32,
                     sibling_idx: AtomicU32::new(0),
+                    queued: UnsafeCell::new(false),
                     vtable: &Self::VTABLE,
                     runtime,
                     id,
@@ -327,7 +415,7 @@ impl<A: Actor> Cell<A> {
                     link: AtomicPtr::new(ptr::null_mut()),
                 },
                 ring: Ring::new(capacity),
-                local: UnsafeCell::new(LocalQueue { queue: VecDeque::new(), queued: false }),
+                local: UnsafeCell::new(LocalQueue { first: None, rest: None }),
             },
             inner: UnsafeCell::new(Inner {
                 actor: Some(actor),
@@ -337,7 +425,7 @@ impl<A: Actor> Cell<A> {
                     stop_requested: false,
                     pending: 0,
                     prefer_ring: false,
-                    children: Vec::new(),
+                    children: Children::default(),
                 },
             }),
         });
@@ -409,7 +497,9 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     if inner.meta.lifecycle == Lifecycle::New {
         start(h, cell, inner, shard);
     }
-    process_system_messages(h, cell, inner, shard, holds_token);
+    if !cell.shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
+        process_system_messages(h, cell, inner, shard, holds_token);
+    }
 
     if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.stop_requested {
         if let Err(failure) = process_user_messages(cell, inner, shard) {
@@ -453,6 +543,8 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     Outcome::Done
 }
 
+#[cold]
+#[inline(never)]
 fn start<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) {
     inner.meta.lifecycle = Lifecycle::Running;
     let header = &cell.shared.header;
@@ -505,12 +597,16 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
     }
 }
 
+#[cold]
+#[inline(never)]
 fn on_failure<A: Actor>(cell: &Cell<A>, failure: Failure) {
     let header = &cell.shared.header;
     header.runtime.record_failure();
     log::error!("actor {} failed and is stopped: {failure}", crate::actor::actor_ref::Path(header));
 }
 
+#[cold]
+#[inline(never)]
 fn process_system_messages<A: Actor>(
     h: NonNull<Header>,
     cell: &Cell<A>,
@@ -524,7 +620,7 @@ fn process_system_messages<A: Actor>(
         let node = unsafe { Box::from_raw(node.as_ptr()) };
         match node.msg {
             SysMsg::Stop => inner.meta.stop_requested = true,
-            SysMsg::ChildTerminated(child) => unlink_child(&mut inner.meta.children, &child),
+            SysMsg::ChildTerminated(child) => inner.meta.children.unlink(&child),
         }
     }
     if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
@@ -534,29 +630,8 @@ fn process_system_messages<A: Actor>(
     }
 }
 
-/// Removes `child` from `list` in O(1), using and maintaining the children's
-/// `sibling_idx` (only this shard's thread touches those fields for this list).
-pub(crate) fn unlink_child(list: &mut Vec<ErasedRef>, child: &ErasedRef) {
-    // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
-    let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
-    debug_assert!(idx < list.len() && list[idx].as_ptr() == child.as_ptr(), "sibling index out of sync");
-    if idx >= list.len() || list[idx].as_ptr() != child.as_ptr() {
-        return;
-    }
-    list.swap_remove(idx);
-    if let Some(moved) = list.get(idx) {
-        // ORDERING: Relaxed: as above.
-        moved.header().sibling_idx.store(idx as u32, Ordering::Relaxed);
-    }
-}
-
-/// Appends `child` to `list`, recording its index.
-pub(crate) fn link_child(list: &mut Vec<ErasedRef>, child: ErasedRef) {
-    // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
-    child.header().sibling_idx.store(list.len() as u32, Ordering::Relaxed);
-    list.push(child);
-}
-
+#[cold]
+#[inline(never)]
 fn begin_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, holds_token: bool) {
     if inner.meta.lifecycle >= Lifecycle::Stopping {
         return;
@@ -566,7 +641,7 @@ fn begin_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>
     shared.header.state.close();
     // SAFETY: owner-shard thread (caller's contract).
     unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
-    for child in &inner.meta.children {
+    for child in inner.meta.children.iter() {
         child.send_sys(SysMsg::Stop);
     }
     if inner.meta.children.is_empty() {
@@ -574,6 +649,8 @@ fn begin_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>
     }
 }
 
+#[cold]
+#[inline(never)]
 fn finish_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, holds_token: bool) {
     debug_assert_eq!(inner.meta.lifecycle, Lifecycle::Stopping);
     let shared = &cell.shared;

@@ -5,7 +5,7 @@ use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{link_child, Cell, Header, Lifecycle, Meta};
+use super::cell::{Cell, Header, Lifecycle, Meta};
 use super::{Actor, ActorId, ActorRef};
 use crate::ask::{ActorReply, ReplyTo};
 use crate::error::{AskError, SpawnError};
@@ -94,7 +94,7 @@ impl<'a, A: Actor> Context<'a, A> {
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };
-        link_child(&mut self.meta.children, child.erased().clone());
+        self.meta.children.link(child.erased().clone());
         crate::shard::notify(h);
         Ok(child)
     }

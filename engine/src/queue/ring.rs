@@ -81,6 +81,13 @@ impl<T> Ring<T> {
         self.cap as usize
     }
 
+    /// Whether the first push has happened (slots allocated). A hint: Relaxed.
+    #[inline]
+    pub fn is_allocated(&self) -> bool {
+        // ORDERING: Relaxed: a hint; `pop` re-loads the pointer with Acquire before use.
+        !self.slots.load(Ordering::Relaxed).is_null()
+    }
+
     /// Bytes this ring has allocated on the heap (0 until the first push).
     pub fn heap_bytes(&self) -> usize {
         // ORDERING: Relaxed: a statistic, no memory is read through the pointer.

@@ -44,7 +44,7 @@ impl RuntimeBuilder {
             capacity: DEFAULT_MAILBOX_CAPACITY,
             throughput: DEFAULT_THROUGHPUT,
             name: "percore".to_string(),
-            idle_spins: 256,
+            idle_spins: 4096,
             hook: None,
         }
     }

@@ -103,6 +103,9 @@ impl Ord for Timer {
     }
 }
 
+/// Activations between two polls of the inbound lanes, injector and timers.
+const ACTIVATIONS_PER_TURN: usize = 256;
+
 thread_local! {
     /// The shard running on this thread, if any (null on foreign threads).
     static CURRENT: StdCell<*const ShardLocal> = const { StdCell::new(ptr::null()) };
@@ -296,11 +299,14 @@ impl ShardLocal {
             .any(|from| from != self.index && !unsafe { self.rt.lane(from, self.index).is_empty() })
     }
 
-    /// Runs the entries queued at the start of this turn (later ones wait: fairness).
+    /// Runs queued actors, up to [`ACTIVATIONS_PER_TURN`] activations, so that inbound
+    /// lanes, timers and shutdown are polled at least that often while local work lasts
+    /// (polling once per activation would cost more than a same-shard message).
     fn run_ready(&self) -> usize {
-        let n = self.run_queue_len();
-        for _ in 0..n {
+        let mut n = 0;
+        while n < ACTIVATIONS_PER_TURN {
             let Some(e) = self.pop_run() else { break };
+            n += 1;
             let h = e.header();
             // SAFETY: entries point to live cells owned by this shard (a cell is released
             // only when no entry for it remains).

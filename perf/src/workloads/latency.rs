@@ -29,7 +29,7 @@ pub const LOAD: f64 = 0.5;
 const CALIBRATION: Duration = Duration::from_millis(250);
 /// The open loop stops after this long even if fewer than `n` requests were sent, so a
 /// slow system cannot stretch the run; the record's `n` says how many were sent.
-const MAX_OPEN_LOOP: Duration = Duration::from_secs(3);
+const MAX_OPEN_LOOP: Duration = Duration::from_secs(2);
 /// Waits longer than this sleep (minus the margin); shorter ones spin.
 const SPIN_BELOW: Duration = Duration::from_micros(200);
 

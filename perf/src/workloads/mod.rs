@@ -140,7 +140,7 @@ pub static TABLE: &[Workload] = &[
     Workload {
         name: "latency",
         summary: "open-loop requests at half the measured maximum rate; p50/p99/p999",
-        default_n: 20_000,
+        default_n: 500_000,
         in_all: true,
         run: latency::run,
     },

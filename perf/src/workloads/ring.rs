@@ -103,13 +103,13 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
     }
 
     let t0 = Instant::now();
-    let done = engine::ask(&leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
+    let done = engine::ask(leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
     let secs = t0.elapsed().as_secs_f64();
 
     BenchError::check_eq(workload, PERCORE, "hops reported by the leader", done, hops)?;
     let mut received = 0;
     for member in &members {
-        received += engine::ask(&member, "counting hops", RingMsg::Count)?;
+        received += engine::ask(member, "counting hops", RingMsg::Count)?;
     }
     engine::finish(rt, workload)?;
     Ok(Outcome { secs, count: received, ..Outcome::default() })
