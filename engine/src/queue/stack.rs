@@ -114,12 +114,6 @@ impl<T: Linked> BatchStack<T> {
         }
         Batch::from_lifo(&mut top)
     }
-
-    /// Whether the stack was closed.
-    pub fn is_closed(&self) -> bool {
-        // ORDERING: Relaxed: only a hint; `push` re-checks on every attempt.
-        self.head.load(Ordering::Relaxed) == closed()
-    }
 }
 
 impl<T: Linked> std::fmt::Debug for BatchStack<T> {
@@ -222,7 +216,6 @@ mod tests {
         // SAFETY: as above.
         unsafe { s.push(node(7)).unwrap() };
         assert_eq!(s.close().map(free).collect::<Vec<_>>(), [7]);
-        assert!(s.is_closed());
         // SAFETY: as above; the node comes back on failure.
         let back = unsafe { s.push(node(8)) }.unwrap_err();
         assert_eq!(free(back), 8);
