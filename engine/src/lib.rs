@@ -50,8 +50,9 @@
 //!   one actor cannot starve its neighbours.
 //! * **Park/wake**: an idle shard spins briefly, then announces that it sleeps and parks;
 //!   only a sender that sees the announcement pays for the wake-up syscall.
-//! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor stops and
-//!   the failure is logged and counted (supervision strategies build on this).
+//! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor is
+//!   suspended and its supervisor resumes, restarts, stops or escalates
+//!   ([`supervision`]); death-watch tells other actors when it stops.
 //!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word),
@@ -67,6 +68,7 @@ pub mod error;
 pub(crate) mod queue;
 pub(crate) mod runtime;
 pub(crate) mod shard;
+pub mod supervision;
 pub(crate) mod sync;
 
 pub use actor::{Actor, ActorId, ActorRef, Context};
@@ -74,7 +76,8 @@ pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
-pub use runtime::{Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
+pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
+pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.
 /// Not a stable API.

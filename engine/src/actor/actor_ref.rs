@@ -81,7 +81,7 @@ impl<M> ActorRef<M> {
     /// in its mailbox go to dead letters. Travels on the system path, so a full mailbox does
     /// not delay it. Returns `false` if the actor had already terminated.
     pub fn stop(&self) -> bool {
-        self.raw.send_sys(SysMsg::Stop)
+        self.raw.send_sys(SysMsg::Stop(crate::supervision::StopReason::Normal))
     }
 }
 

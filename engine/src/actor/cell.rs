@@ -10,13 +10,17 @@
 //! pointers covered by that ownership reference: a Dead actor is released only when no
 //! entry for it is left anywhere (`Meta::pending`), so an entry never outlives its cell.
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::context::Context;
-use super::state::{SchedState, SCHEDULED};
+use super::lifecycle;
+use super::state::SchedState;
 use super::{Actor, ActorId};
+use crate::supervision::{Failure, FailurePhase, StopReason, Terminated};
 use crate::queue::ring::Ring;
 use crate::queue::stack::{BatchStack, Linked};
 use crate::runtime::dead_letters::DeadLetterReason;
@@ -72,17 +76,43 @@ unsafe impl Linked for Header {
     }
 }
 
-/// A system message.
+/// A system message: travels on the system inbox, which a full mailbox cannot block.
 pub(crate) enum SysMsg {
     /// Stop now: pending user messages go to dead letters.
-    Stop,
+    Stop(StopReason),
     /// A child has terminated (it holds a reference so the parent can unlink it).
     ChildTerminated(ErasedRef),
+    /// A child failed and is suspended until this supervisor decides.
+    Failed { child: ErasedRef, failure: Failure },
+    /// Supervisor's decision: go on with the same state.
+    Resume,
+    /// Supervisor's decision: rebuild from the factory (within the restart limit).
+    Restart { failure: Failure, limit: Option<(u32, Duration)> },
+    /// Someone watches this actor.
+    Watch(WatchEntry),
+    /// A watcher no longer does.
+    Unwatch(ActorId),
+    /// A watched actor terminated: the watcher's own message, built by its `map`.
+    Terminated { from: ActorId, msg: Box<dyn Any + Send> },
+}
+
+/// A death-watch registration held by the watched actor.
+pub(crate) struct WatchEntry {
+    pub(crate) watcher: ErasedRef,
+    pub(crate) deliver: Box<dyn FnOnce(Terminated) -> Box<dyn Any + Send> + Send>,
+}
+
+impl WatchEntry {
+    /// Sends the watcher its Terminated message (through its system inbox).
+    pub(crate) fn fire(self, from: ActorId, reason: StopReason) {
+        let msg = (self.deliver)(Terminated { id: from, reason });
+        let _ = self.watcher.send_sys(SysMsg::Terminated { from, msg });
+    }
 }
 
 pub(crate) struct SysNode {
     link: AtomicPtr<SysNode>,
-    msg: SysMsg,
+    pub(crate) msg: SysMsg,
 }
 
 // SAFETY: `link` is dedicated; `SysNode` is 8-aligned.
@@ -141,13 +171,18 @@ impl<M> LocalQueue<M> {
 #[repr(C)]
 pub(crate) struct Cell<A: Actor> {
     shared: Shared<A::Msg>,
-    inner: UnsafeCell<Inner<A>>,
+    pub(crate) inner: UnsafeCell<Inner<A>>,
 }
 
-struct Inner<A> {
-    actor: Option<A>,
-    meta: Meta,
+pub(crate) struct Inner<A> {
+    pub(crate) actor: Option<A>,
+    /// Builds a fresh instance for Restart (spawned with `Props`); thin box: 8 bytes.
+    pub(crate) factory: Option<Box<Factory<A>>>,
+    pub(crate) meta: Meta,
 }
+
+/// An actor factory (`Props`).
+pub(crate) struct Factory<A>(pub(crate) Box<dyn Fn() -> A + Send>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Lifecycle {
@@ -160,12 +195,47 @@ pub(crate) enum Lifecycle {
 /// Shard-owned bookkeeping of one actor.
 pub(crate) struct Meta {
     pub(crate) lifecycle: Lifecycle,
-    started: bool,
+    pub(crate) started: bool,
     pub(crate) stop_requested: bool,
+    /// Failed and waiting for the supervisor: no user messages are processed.
+    pub(crate) suspended: bool,
     /// Run-queue entries still to come for a Dead actor.
-    pending: u8,
-    prefer_ring: bool,
+    pub(crate) pending: u8,
+    pub(crate) prefer_ring: bool,
     pub(crate) children: Children,
+    /// Supervision and death-watch state, allocated by the first actor that needs it.
+    pub(crate) sup: Option<Box<SupState>>,
+}
+
+/// Rarely needed per-actor state, kept out of line so an idle actor stays small.
+#[derive(Default)]
+pub(crate) struct SupState {
+    /// When this actor was restarted, within the current restart window.
+    pub(crate) restarts: VecDeque<std::time::Instant>,
+    /// Who watches this actor.
+    pub(crate) watchers: Vec<WatchEntry>,
+    /// Whom this actor watches (a Terminated from anyone else is dropped: unwatched).
+    pub(crate) watching: Vec<ActorId>,
+    /// Why it is stopping (None: normal).
+    pub(crate) stop_reason: Option<StopReason>,
+}
+
+impl Meta {
+    pub(crate) fn sup(&mut self) -> &mut SupState {
+        self.sup.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn stop_reason(&self) -> StopReason {
+        self.sup.as_ref().and_then(|s| s.stop_reason.clone()).unwrap_or(StopReason::Normal)
+    }
+
+    /// Requests a stop for `reason`, keeping the first non-normal reason given.
+    pub(crate) fn request_stop(&mut self, reason: StopReason) {
+        self.stop_requested = true;
+        if !matches!(reason, StopReason::Normal) && self.sup.as_ref().is_none_or(|s| s.stop_reason.is_none()) {
+            self.sup().stop_reason = Some(reason);
+        }
+    }
 }
 
 /// An actor's children. Most actors have none, so the list is allocated on first use.
@@ -183,6 +253,13 @@ impl Children {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &ErasedRef> {
         self.0.iter().flat_map(|v| v.iter())
+    }
+
+    /// Whether `child` is in this list (O(1), through its sibling index).
+    pub(crate) fn contains(&self, child: &ErasedRef) -> bool {
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
+        self.0.as_ref().is_some_and(|v| v.get(idx).is_some_and(|c| c.as_ptr() == child.as_ptr()))
     }
 
     /// Appends `child`, recording its index in its header (only this shard's thread uses
@@ -244,9 +321,20 @@ impl ErasedRef {
         unsafe { self.0.as_ref() }
     }
 
-    /// Posts a system message. Returns `false` if the actor is already dead (the message is
-    /// dropped: stop and child-terminated are meaningless for a dead actor).
+    /// Posts a system message. Returns `false` if the actor is already dead; the message is
+    /// then handled as for a dead actor (watches fire `AlreadyDead`, the rest is dropped).
     pub(crate) fn send_sys(&self, msg: SysMsg) -> bool {
+        match self.try_send_sys(msg) {
+            Ok(()) => true,
+            Err(msg) => {
+                lifecycle::sys_to_dead(self.header().id, msg);
+                false
+            }
+        }
+    }
+
+    /// Posts a system message, or gives it back if the actor is already dead.
+    pub(crate) fn try_send_sys(&self, msg: SysMsg) -> Result<(), SysMsg> {
         let node = Box::new(SysNode { link: AtomicPtr::new(ptr::null_mut()), msg });
         let node = NonNull::from(Box::leak(node));
         let h = self.header();
@@ -256,12 +344,11 @@ impl ErasedRef {
                 if h.state.after_push() {
                     shard::notify(self.0);
                 }
-                true
+                Ok(())
             }
             Err(node) => {
                 // SAFETY: the push failed, so the node is still ours; it came from Box::leak.
-                drop(unsafe { Box::from_raw(node.as_ptr()) });
-                false
+                Err(unsafe { Box::from_raw(node.as_ptr()) }.msg)
             }
         }
     }
@@ -330,7 +417,7 @@ impl<M: Send + 'static> Shared<M> {
     /// # Safety
     /// Owner-shard thread only.
     #[inline]
-    unsafe fn local_state(&self) -> (bool, bool) {
+    pub(crate) unsafe fn local_state(&self) -> (bool, bool) {
         // SAFETY: owner-shard thread only (contract).
         let left = self.local.with(|p| unsafe { (*p).len() > 0 });
         // SAFETY: owner-shard thread only (contract).
@@ -372,7 +459,7 @@ impl<M: Send + 'static> Shared<M> {
     ///
     /// # Safety
     /// Owner-shard thread only, or exclusive access (drop).
-    unsafe fn drain_to_dead_letters(&self, reason: DeadLetterReason) -> u64 {
+    pub(crate) unsafe fn drain_to_dead_letters(&self, reason: DeadLetterReason) -> u64 {
         let mut n = 0;
         // SAFETY: forwarded contract.
         while let Some(m) = unsafe { self.pop_local().or_else(|| self.ring.pop()) } {
@@ -398,6 +485,7 @@ impl<A: Actor> Cell<A> {
         capacity: usize,
         parent: Option<ErasedRef>,
         actor: A,
+        factory: Option<Box<dyn Fn() -> A + Send>>,
     ) -> NonNull<Header> {
         let cell = Box::new(Cell {
             shared: Shared {
@@ -419,13 +507,16 @@ impl<A: Actor> Cell<A> {
             },
             inner: UnsafeCell::new(Inner {
                 actor: Some(actor),
+                factory: factory.map(|f| Box::new(Factory(f))),
                 meta: Meta {
                     lifecycle: Lifecycle::New,
                     started: false,
                     stop_requested: false,
+                    suspended: false,
                     pending: 0,
                     prefer_ring: false,
                     children: Children::default(),
+                    sup: None,
                 },
             }),
         });
@@ -434,6 +525,10 @@ impl<A: Actor> Cell<A> {
 
     pub(crate) fn shared(&self) -> &Shared<A::Msg> {
         &self.shared
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.shared.header
     }
 }
 
@@ -452,24 +547,6 @@ unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
     drop(unsafe { Box::from_raw(h.cast::<Cell<A>>().as_ptr()) });
 }
 
-/// Why an actor failed.
-pub(crate) enum Failure {
-    Error(crate::ActorError),
-    Panic(Box<dyn std::any::Any + Send>),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Error(e) => write!(f, "error: {e}"),
-            Failure::Panic(p) => match (p.downcast_ref::<&str>(), p.downcast_ref::<String>()) {
-                (Some(s), _) => write!(f, "panic: {s}"),
-                (_, Some(s)) => write!(f, "panic: {s}"),
-                _ => f.write_str("panic (non-string payload)"),
-            },
-        }
-    }
-}
 
 /// One activation of the actor behind `h`, on its owner shard.
 ///
@@ -494,21 +571,20 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
         inner.meta.pending -= 1;
         return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
     }
+    let act = lifecycle::Activation { h, cell, shard, holds_token };
     if inner.meta.lifecycle == Lifecycle::New {
-        start(h, cell, inner, shard);
+        act.start(inner);
     }
-    if !cell.shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
-        process_system_messages(h, cell, inner, shard, holds_token);
+    if !shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
+        act.process_system_messages(inner);
     }
-
-    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.stop_requested {
+    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
         if let Err(failure) = process_user_messages(cell, inner, shard) {
-            on_failure(cell, failure);
-            inner.meta.stop_requested = true;
+            act.fail(inner, failure);
         }
     }
     if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
-        begin_stop(h, cell, inner, shard, holds_token);
+        act.begin_stop(inner);
     }
     match inner.meta.lifecycle {
         Lifecycle::Dead => {
@@ -521,18 +597,20 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
         _ => {}
     }
 
-    // Re-queue decisions for a live actor.
+    // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
+    // system message), not for its mailbox.
+    let suspended = inner.meta.suspended;
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
-    if local_left && !queued {
+    if local_left && !queued && !suspended {
         // SAFETY: owner-shard thread (contract).
         unsafe { shared.set_queued(true) };
         shard.push_run(Entry::local(h));
     }
     if holds_token {
         let header = &shared.header;
-        // SAFETY (both closures and the call): owner-shard thread, the ring's consumer.
-        let pending = || unsafe { shared.ring.has_pending() } || !header.sys.is_empty();
+        // SAFETY (the closure): owner-shard thread, the ring's consumer.
+        let pending = || (!suspended && unsafe { shared.ring.has_pending() }) || !header.sys.is_empty();
         if pending() {
             // More work already visible: keep the token, skip the fence.
             shard.push_run(Entry::remote(h));
@@ -543,38 +621,11 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     Outcome::Done
 }
 
-#[cold]
-#[inline(never)]
-fn start<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) {
-    inner.meta.lifecycle = Lifecycle::Running;
-    let header = &cell.shared.header;
-    if header.parent.is_none() {
-        shard.add_top_level(h);
-    }
-    if shard.is_shutting_down() {
-        // Arrived as the runtime shuts down: never started, so no `stopped` hook either.
-        inner.meta.stop_requested = true;
-        return;
-    }
-    inner.meta.started = true;
-    let Inner { actor, meta } = inner;
-    let actor = actor.as_mut().expect("a running actor has its value");
-    let mut ctx = Context::new(cell, meta, shard);
-    let result = catch_unwind(AssertUnwindSafe(|| actor.started(&mut ctx)));
-    let failure = match result {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(Failure::Error(e)),
-        Err(p) => Some(Failure::Panic(p)),
-    };
-    if let Some(f) = failure {
-        on_failure(cell, f);
-        inner.meta.stop_requested = true;
-    }
-}
-
+/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`.
 fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) -> Result<(), Failure> {
     let budget = shard.throughput();
-    let Inner { actor, meta } = inner;
+    let id = cell.header().id;
+    let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
@@ -592,116 +643,8 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
     }));
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure::Error(e)),
-        Err(p) => Err(Failure::Panic(p)),
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn on_failure<A: Actor>(cell: &Cell<A>, failure: Failure) {
-    let header = &cell.shared.header;
-    header.runtime.record_failure();
-    log::error!("actor {} failed and is stopped: {failure}", crate::actor::actor_ref::Path(header));
-}
-
-#[cold]
-#[inline(never)]
-fn process_system_messages<A: Actor>(
-    h: NonNull<Header>,
-    cell: &Cell<A>,
-    inner: &mut Inner<A>,
-    shard: &ShardLocal,
-    holds_token: bool,
-) {
-    let header = &cell.shared.header;
-    for node in header.sys.take_all() {
-        // SAFETY: nodes come from `send_sys` (Box::leak) and the batch hands each out once.
-        let node = unsafe { Box::from_raw(node.as_ptr()) };
-        match node.msg {
-            SysMsg::Stop => inner.meta.stop_requested = true,
-            SysMsg::ChildTerminated(child) => inner.meta.children.unlink(&child),
-        }
-    }
-    if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
-        begin_stop(h, cell, inner, shard, holds_token);
-    } else if inner.meta.lifecycle == Lifecycle::Stopping && inner.meta.children.is_empty() {
-        finish_stop(h, cell, inner, shard, holds_token);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn begin_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, holds_token: bool) {
-    if inner.meta.lifecycle >= Lifecycle::Stopping {
-        return;
-    }
-    inner.meta.lifecycle = Lifecycle::Stopping;
-    let shared = &cell.shared;
-    shared.header.state.close();
-    // SAFETY: owner-shard thread (caller's contract).
-    unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
-    for child in inner.meta.children.iter() {
-        child.send_sys(SysMsg::Stop);
-    }
-    if inner.meta.children.is_empty() {
-        finish_stop(h, cell, inner, shard, holds_token);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn finish_stop<A: Actor>(h: NonNull<Header>, cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, holds_token: bool) {
-    debug_assert_eq!(inner.meta.lifecycle, Lifecycle::Stopping);
-    let shared = &cell.shared;
-    let header = &shared.header;
-    {
-        let Inner { actor, meta } = &mut *inner;
-        if let Some(mut a) = actor.take() {
-            let started = meta.started;
-            let mut ctx = Context::new(cell, meta, shard);
-            let r = catch_unwind(AssertUnwindSafe(move || {
-                if started {
-                    a.stopped(&mut ctx);
-                }
-                drop(a);
-            }));
-            if let Err(p) = r {
-                header.runtime.record_failure();
-                log::error!("actor {} panicked while stopping: {}", crate::actor::actor_ref::Path(header), Failure::Panic(p));
-            }
-        }
-    }
-    // SAFETY: owner-shard thread (caller's contract).
-    unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
-    inner.meta.lifecycle = Lifecycle::Dead;
-    let prev = header.state.terminate();
-    for node in header.sys.close() {
-        // SAFETY: nodes come from `send_sys` (Box::leak); the batch hands each out once.
-        // Stop and ChildTerminated mean nothing to a dead actor (it has no children left).
-        drop(unsafe { Box::from_raw(node.as_ptr()) });
-    }
-    // SAFETY: owner-shard thread (caller's contract).
-    let (_, local_queued) = unsafe { shared.local_state() };
-    let remote_pending = prev & SCHEDULED != 0 && !holds_token;
-    inner.meta.pending = remote_pending as u8 + local_queued as u8;
-    match &header.parent {
-        Some(parent) => {
-            // SAFETY: we hold the ownership reference: the count is valid to share.
-            let me = unsafe { ErasedRef::from_raw(h) }.clone_and_forget_self();
-            parent.send_sys(SysMsg::ChildTerminated(me));
-        }
-        None => shard.remove_top_level(h),
-    }
-}
-
-impl ErasedRef {
-    /// Clones `self` and forgets `self` (used to mint a counted reference from a raw
-    /// pointer covered by a count someone else owns).
-    fn clone_and_forget_self(self) -> ErasedRef {
-        let c = self.clone();
-        std::mem::forget(self);
-        c
+        Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
     }
 }
 

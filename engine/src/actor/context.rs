@@ -5,11 +5,12 @@ use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{Cell, Header, Lifecycle, Meta};
+use super::cell::{Cell, Header, Lifecycle, Meta, SysMsg, WatchEntry};
 use super::{Actor, ActorId, ActorRef};
 use crate::ask::{ActorReply, ReplyTo};
 use crate::error::{AskError, SpawnError};
-use crate::runtime::{RuntimeHandle, SpawnOptions};
+use crate::runtime::{Props, RuntimeHandle, SpawnOptions};
+use crate::supervision::{StopReason, Terminated};
 use crate::shard::ShardLocal;
 use crate::sync::Arc;
 
@@ -81,6 +82,21 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Spawns a child with options (shard, mailbox capacity). The child is placed on this
     /// actor's shard unless `opts` names another.
     pub fn spawn_with<B: Actor>(&mut self, opts: SpawnOptions, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
+        self.spawn_inner(opts, actor, None)
+    }
+
+    /// Spawns a child from a factory, so its supervisor can restart it (see [`Props`]).
+    pub fn spawn_props<B: Actor>(&mut self, props: Props<B>) -> Result<ActorRef<B::Msg>, SpawnError> {
+        let (opts, actor, factory) = props.build();
+        self.spawn_inner(opts, actor, Some(factory))
+    }
+
+    fn spawn_inner<B: Actor>(
+        &mut self,
+        opts: SpawnOptions,
+        actor: B,
+        factory: Option<Box<dyn Fn() -> B + Send>>,
+    ) -> Result<ActorRef<B::Msg>, SpawnError> {
         if self.meta.lifecycle >= Lifecycle::Stopping || self.meta.stop_requested {
             return Err(SpawnError::ParentStopping);
         }
@@ -90,7 +106,7 @@ impl<'a, A: Actor> Context<'a, A> {
         runtime.begin_spawn()?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor);
+        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory);
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };
@@ -101,8 +117,58 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Stops this actor after the current message: children stop first, then `stopped`
     /// runs; messages left in the mailbox go to dead letters.
+    ///
+    /// For a graceful, in-order stop (Akka's poison pill), send the actor a message of its
+    /// own, e.g. `Msg::Stop`, and call `stop_self` when handling it: everything sent before
+    /// is handled first, everything after goes to dead letters.
     pub fn stop_self(&mut self) {
-        self.meta.stop_requested = true;
+        self.meta.request_stop(StopReason::Normal);
+    }
+
+    /// Stops every child (asynchronously; each stops its own children first).
+    pub fn stop_children(&mut self) {
+        for child in self.meta.children.iter() {
+            child.send_sys(SysMsg::Stop(StopReason::Normal));
+        }
+    }
+
+    /// Death-watch: when `target` stops (or if it already has), `map(Terminated)` is
+    /// delivered to this actor exactly once, as a message handled like any other, but on
+    /// the system path (a full mailbox cannot lose it). Watching twice is watching once.
+    pub fn watch<M, F>(&mut self, target: &ActorRef<M>, map: F)
+    where
+        F: FnOnce(Terminated) -> A::Msg + Send + 'static,
+    {
+        let id = target.id();
+        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.contains(&id)) {
+            return;
+        }
+        self.meta.sup().watching.push(id);
+        let entry = WatchEntry {
+            watcher: self.myself.erased().clone(),
+            deliver: Box::new(move |t| Box::new(map(t)) as Box<dyn std::any::Any + Send>),
+        };
+        // A dead target fires the entry at once (through our own system inbox).
+        target.erased().send_sys(SysMsg::Watch(entry));
+    }
+
+    /// Cancels a [`Context::watch`]: no Terminated for `target` is delivered after this.
+    pub fn unwatch<M>(&mut self, target: &ActorRef<M>) {
+        let id = target.id();
+        if let Some(sup) = self.meta.sup.as_mut() {
+            sup.watching.retain(|w| *w != id);
+        }
+        target.erased().send_sys(SysMsg::Unwatch(self.id()));
+    }
+
+    /// Delivers `msg` to this actor after `delay` (through its mailbox; if the actor has
+    /// stopped by then, the message is a dead letter). Uses the shard's timers: no thread,
+    /// no syscall.
+    pub fn schedule_once(&mut self, delay: Duration, msg: A::Msg) {
+        let me = (*self.myself).clone();
+        self.shard.schedule(Instant::now() + delay, Box::new(move || {
+            let _ = me.tell(msg);
+        }));
     }
 
     /// Stops another actor (typically a child); see [`ActorRef::stop`].

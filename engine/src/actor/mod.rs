@@ -26,6 +26,7 @@
 pub(crate) mod actor_ref;
 pub(crate) mod cell;
 pub(crate) mod context;
+pub(crate) mod lifecycle;
 pub mod state;
 
 use std::fmt;
@@ -34,6 +35,7 @@ pub use actor_ref::ActorRef;
 pub use context::Context;
 
 use crate::error::ActorError;
+use crate::supervision::{Failure, SupervisorStrategy};
 
 /// A unique actor id within a process: the shard that spawned it and a sequence number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -75,10 +77,9 @@ impl fmt::Debug for ActorId {
 /// The shard that owns the actor calls `handle` for one message at a time, never
 /// concurrently, so `&mut self` is all the synchronisation an actor needs.
 ///
-/// A handler that returns `Err` or panics has **failed**: the shard catches it, and the
-/// actor's supervisor decides what happens (see the crate docs; until supervision is
-/// configured, a failed actor is stopped and the failure is logged and counted). The shard
-/// and every other actor keep running either way.
+/// A handler that returns `Err` or panics has **failed**: the shard catches it, suspends the
+/// actor and its supervisor decides (resume, restart, stop or escalate; see
+/// [`crate::supervision`]). The shard and every other actor keep running either way.
 ///
 /// ```
 /// use percore::{Actor, Context, ActorError};
@@ -110,5 +111,25 @@ pub trait Actor: Send + Sized + 'static {
     /// still in the mailbox go to dead letters afterwards.
     fn stopped(&mut self, ctx: &mut Context<Self>) {
         let _ = ctx;
+    }
+
+    /// How this actor supervises its children. Called when a child fails. Default:
+    /// [`SupervisorStrategy::default`] (one-for-one restart, limited).
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        SupervisorStrategy::default()
+    }
+
+    /// Called on the failed instance before it is replaced. Default: stop all children
+    /// (the fresh instance starts without them, as in Akka).
+    fn pre_restart(&mut self, ctx: &mut Context<Self>, failure: &Failure) {
+        let _ = failure;
+        ctx.stop_children();
+    }
+
+    /// Called on the fresh instance after a restart, instead of `started`. Default: calls
+    /// `started`. An `Err` is a failure while starting.
+    fn post_restart(&mut self, ctx: &mut Context<Self>, failure: &Failure) -> Result<(), ActorError> {
+        let _ = failure;
+        self.started(ctx)
     }
 }

@@ -7,6 +7,7 @@ use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_SHARDS};
 use crate::error::BuildError;
 use crate::queue::spsc::Lane;
 use crate::shard::{self, ShardShared};
+use crate::supervision::SupervisorStrategy;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread, Arc};
 
@@ -34,6 +35,7 @@ pub struct RuntimeBuilder {
     name: String,
     idle_spins: u32,
     hook: Option<DeadLetterHook>,
+    guardian: SupervisorStrategy,
 }
 
 impl RuntimeBuilder {
@@ -46,6 +48,7 @@ impl RuntimeBuilder {
             name: "percore".to_string(),
             idle_spins: 4096,
             hook: None,
+            guardian: SupervisorStrategy::default(),
         }
     }
 
@@ -92,6 +95,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The user guardian's strategy, which supervises top-level actors. Default:
+    /// [`SupervisorStrategy::default`].
+    pub fn guardian_strategy(mut self, strategy: SupervisorStrategy) -> Self {
+        self.guardian = strategy;
+        self
+    }
+
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.shards {
@@ -118,6 +128,8 @@ impl RuntimeBuilder {
             shutdown: AtomicBool::new(false),
             dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook },
             failures: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+            guardian: self.guardian,
             foreign_ids: AtomicU64::new(0),
             round_robin: AtomicUsize::new(0),
             default_capacity: self.capacity,

@@ -21,6 +21,7 @@ use crate::ask::Timekeeper;
 use crate::error::SpawnError;
 use crate::queue::spsc::Lane;
 use crate::shard::{self, Notification, ShardShared};
+use crate::supervision::SupervisorStrategy;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
@@ -60,6 +61,55 @@ impl SpawnOptions {
 
     pub(crate) fn capacity_or(&self, default: usize) -> usize {
         self.capacity.unwrap_or(default)
+    }
+}
+
+/// How to build an actor: a factory plus spawn options. Spawning from `Props` (rather than a
+/// value) lets a supervisor **restart** the actor: the factory builds the fresh instance.
+///
+/// ```
+/// # use percore::{Actor, ActorError, Context, Props};
+/// struct Worker { done: u64 }
+/// impl Actor for Worker {
+///     type Msg = u64;
+///     fn handle(&mut self, _: &mut Context<Self>, n: u64) -> Result<(), ActorError> { self.done += n; Ok(()) }
+/// }
+/// let props = Props::new(|| Worker { done: 0 }).shard(0).capacity(256);
+/// # let _ = props;
+/// ```
+pub struct Props<A> {
+    factory: Box<dyn Fn() -> A + Send>,
+    opts: SpawnOptions,
+}
+
+impl<A: Actor> Props<A> {
+    /// Props that build actors with `factory`.
+    pub fn new(factory: impl Fn() -> A + Send + 'static) -> Self {
+        Props { factory: Box::new(factory), opts: SpawnOptions::new() }
+    }
+
+    /// Place the actor on `shard`.
+    pub fn shard(mut self, shard: usize) -> Self {
+        self.opts = self.opts.shard(shard);
+        self
+    }
+
+    /// Mailbox capacity of this actor.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.opts = self.opts.capacity(capacity);
+        self
+    }
+
+    /// Splits into options, the first instance and the factory.
+    pub(crate) fn build(self) -> (SpawnOptions, A, Box<dyn Fn() -> A + Send>) {
+        let first = (self.factory)();
+        (self.opts, first, self.factory)
+    }
+}
+
+impl<A> fmt::Debug for Props<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Props").field("opts", &self.opts).finish_non_exhaustive()
     }
 }
 
@@ -109,6 +159,8 @@ pub(crate) struct RuntimeShared {
     shutdown: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
     failures: AtomicU64,
+    restarts: AtomicU64,
+    guardian: SupervisorStrategy,
     foreign_ids: AtomicU64,
     round_robin: AtomicUsize,
     default_capacity: usize,
@@ -161,6 +213,16 @@ impl RuntimeShared {
     pub(crate) fn live_actors(&self) -> u64 {
         // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
         self.live.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn record_restart(&self) {
+        // ORDERING: Relaxed: a statistic.
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The user guardian's strategy (supervises top-level actors).
+    pub(crate) fn guardian_strategy(&self) -> SupervisorStrategy {
+        self.guardian.clone()
     }
 
     pub(crate) fn record_failure(&self) {
@@ -244,6 +306,21 @@ impl RuntimeHandle {
     /// Spawns a top-level actor with options. Costs one allocation and, if the target shard
     /// sleeps, one wake-up; never a thread.
     pub fn spawn_with<A: Actor>(&self, opts: SpawnOptions, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
+        self.spawn_inner(opts, actor, None)
+    }
+
+    /// Spawns a top-level actor from a factory, so the guardian can restart it.
+    pub fn spawn_props<A: Actor>(&self, props: Props<A>) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let (opts, actor, factory) = props.build();
+        self.spawn_inner(opts, actor, Some(factory))
+    }
+
+    fn spawn_inner<A: Actor>(
+        &self,
+        opts: SpawnOptions,
+        actor: A,
+        factory: Option<Box<dyn Fn() -> A + Send>>,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
         let rt = &self.shared;
         let shard = match opts.shard {
             Some(s) => s,
@@ -253,7 +330,7 @@ impl RuntimeHandle {
         let (shard, capacity) = rt.validate_spawn(shard, opts.capacity_or(rt.default_capacity))?;
         rt.begin_spawn()?;
         let id = rt.foreign_id();
-        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor);
+        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory);
         // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
         // other travels with the Scheduled token.
         let r = unsafe { ActorRef::from_raw(h) };
@@ -280,6 +357,12 @@ impl RuntimeHandle {
     pub fn failures(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
         self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Restarts performed by supervisors so far.
+    pub fn restarts(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.shared.restarts.load(Ordering::Relaxed)
     }
 
     /// Actors spawned and not yet fully stopped and released.

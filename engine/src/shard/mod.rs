@@ -366,7 +366,7 @@ impl ShardLocal {
             // SAFETY: listed cells are live and owned here; we mint a temporary count
             // covered by the ownership reference and forget it afterwards.
             let r = std::mem::ManuallyDrop::new(unsafe { ErasedRef::from_raw(h) });
-            r.send_sys(SysMsg::Stop);
+            r.send_sys(SysMsg::Stop(crate::supervision::StopReason::Normal));
         }
     }
 

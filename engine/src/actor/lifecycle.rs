@@ -1,0 +1,328 @@
+//! The shard side of an actor's life: start, system messages, failure and supervision,
+//! restart, stop and death-watch. Everything here runs on the actor's owner shard, inside
+//! an activation (see `cell::run`); user code (hooks, deciders, factories) runs under
+//! `catch_unwind`, so a panic is a failure of the actor, never of the shard.
+
+use std::any::Any;
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use super::actor_ref::Path;
+use super::cell::{Cell, ErasedRef, Header, Inner, Lifecycle, SysMsg};
+use super::context::Context;
+use super::state::SCHEDULED;
+use super::{Actor, ActorId};
+use crate::runtime::dead_letters::DeadLetterReason;
+use crate::shard::ShardLocal;
+use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyKind, SupervisorStrategy};
+
+/// A system message that reached an actor after it died.
+pub(crate) fn sys_to_dead(id: ActorId, msg: SysMsg) {
+    match msg {
+        // Watching a dead actor: Terminated at once, exactly once.
+        SysMsg::Watch(entry) => entry.fire(id, StopReason::AlreadyDead),
+        // A dead parent cannot supervise: the child is stopped when its parent stops anyway.
+        SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
+        _ => {}
+    }
+}
+
+/// One activation's view of the actor it runs.
+pub(crate) struct Activation<'a, A: Actor> {
+    pub(crate) h: NonNull<Header>,
+    pub(crate) cell: &'a Cell<A>,
+    pub(crate) shard: &'a ShardLocal,
+    /// Whether this activation holds the actor's SCHEDULED token.
+    pub(crate) holds_token: bool,
+}
+
+impl<A: Actor> Activation<'_, A> {
+    fn header(&self) -> &Header {
+        self.cell.header()
+    }
+
+    /// A counted reference to this actor.
+    fn my_ref(&self) -> ErasedRef {
+        // SAFETY: the shard's ownership count keeps the cell alive; ManuallyDrop means we
+        // only borrow that count to clone it.
+        let borrowed = ManuallyDrop::new(unsafe { ErasedRef::from_raw(self.h) });
+        (*borrowed).clone()
+    }
+
+    /// Runs user code on the actor with a context, catching panics; maps both panics and
+    /// errors to a `Failure` of `phase`.
+    fn call(
+        &self,
+        inner: &mut Inner<A>,
+        phase: FailurePhase,
+        f: impl FnOnce(&mut A, &mut Context<'_, A>) -> Result<(), crate::ActorError>,
+    ) -> Result<(), Failure> {
+        let id = self.header().id;
+        let Inner { actor, meta, .. } = inner;
+        let Some(actor) = actor.as_mut() else { return Ok(()) };
+        let mut ctx = Context::new(self.cell, meta, self.shard);
+        match catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::from_error(id, phase, e)),
+            Err(p) => Err(Failure::from_panic(id, phase, p)),
+        }
+    }
+
+    pub(crate) fn start(&self, inner: &mut Inner<A>) {
+        inner.meta.lifecycle = Lifecycle::Running;
+        if self.header().parent.is_none() {
+            self.shard.add_top_level(self.h);
+        }
+        if self.shard.is_shutting_down() {
+            // Arrived as the runtime shuts down: never started, so no `stopped` hook either.
+            inner.meta.stop_requested = true;
+            return;
+        }
+        inner.meta.started = true;
+        if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.started(ctx)) {
+            self.fail(inner, f);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn process_system_messages(&self, inner: &mut Inner<A>) {
+        let mut terminated: Vec<(ActorId, Box<dyn Any + Send>)> = Vec::new();
+        for node in self.header().sys.take_all() {
+            // SAFETY: nodes come from `send_sys` (Box::leak) and the batch hands each out once.
+            let node = unsafe { Box::from_raw(node.as_ptr()) };
+            match node.msg {
+                SysMsg::Stop(reason) => inner.meta.request_stop(reason),
+                SysMsg::ChildTerminated(child) => inner.meta.children.unlink(&child),
+                SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
+                SysMsg::Resume => {
+                    if inner.actor.is_some() {
+                        inner.meta.suspended = false;
+                    }
+                }
+                SysMsg::Restart { failure, limit } => self.restart(inner, failure, limit),
+                SysMsg::Watch(entry) => inner.meta.sup().watchers.push(entry),
+                SysMsg::Unwatch(id) => {
+                    if let Some(sup) = inner.meta.sup.as_mut() {
+                        sup.watchers.retain(|w| w.watcher.header().id != id);
+                    }
+                }
+                SysMsg::Terminated { from, msg } => terminated.push((from, msg)),
+            }
+        }
+        for (from, msg) in terminated {
+            self.deliver_terminated(inner, from, msg);
+        }
+        if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
+            self.begin_stop(inner);
+        } else if inner.meta.lifecycle == Lifecycle::Stopping && inner.meta.children.is_empty() {
+            self.finish_stop(inner);
+        }
+    }
+
+    /// The actor failed: log, count, suspend, and let its supervisor decide.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn fail(&self, inner: &mut Inner<A>, failure: Failure) {
+        let header = self.header();
+        header.runtime.record_failure();
+        log::error!("actor {} failed: {failure}", Path(header));
+        inner.meta.suspended = true;
+        match &header.parent {
+            Some(parent) => {
+                let failed = SysMsg::Failed { child: self.my_ref(), failure: failure.clone() };
+                if parent.try_send_sys(failed).is_err() {
+                    inner.meta.request_stop(StopReason::Failed(failure));
+                }
+            }
+            None => {
+                // The user guardian supervises top-level actors with the runtime's strategy.
+                let strategy = header.runtime.guardian_strategy();
+                match decide(&strategy, &failure) {
+                    Directive::Resume => inner.meta.suspended = inner.actor.is_none(),
+                    Directive::Restart => self.restart(inner, failure, strategy.max_restarts()),
+                    Directive::Stop | Directive::Escalate => inner.meta.request_stop(StopReason::Failed(failure)),
+                }
+            }
+        }
+    }
+
+    /// A child failed: apply this actor's strategy.
+    fn supervise(&self, inner: &mut Inner<A>, child: ErasedRef, failure: Failure) {
+        if !inner.meta.children.contains(&child) {
+            return; // already gone (stopped meanwhile)
+        }
+        if inner.meta.lifecycle >= Lifecycle::Stopping || inner.actor.is_none() {
+            child.send_sys(SysMsg::Stop(StopReason::Failed(failure)));
+            return;
+        }
+        let strategy = match catch_unwind(AssertUnwindSafe(|| inner.actor.as_ref().map(Actor::supervisor_strategy))) {
+            Ok(s) => s.unwrap_or_default(),
+            Err(_) => SupervisorStrategy::default(),
+        };
+        let directive = decide(&strategy, &failure);
+        log::debug!("actor {} decides {directive:?} for {failure:?}", Path(self.header()));
+        let targets: Vec<ErasedRef> = match strategy.kind() {
+            StrategyKind::OneForOne => vec![child.clone()],
+            StrategyKind::AllForOne => inner.meta.children.iter().cloned().collect(),
+        };
+        match directive {
+            Directive::Resume => drop(child.send_sys(SysMsg::Resume)),
+            Directive::Restart => {
+                for t in targets {
+                    t.send_sys(SysMsg::Restart { failure: failure.clone(), limit: strategy.max_restarts() });
+                }
+            }
+            Directive::Stop => {
+                for t in targets {
+                    t.send_sys(SysMsg::Stop(StopReason::Failed(failure.clone())));
+                }
+            }
+            Directive::Escalate => self.fail(inner, Failure::escalated(self.header().id, &failure)),
+        }
+    }
+
+    /// Replaces the actor by a fresh instance from its factory, within the restart limit.
+    fn restart(&self, inner: &mut Inner<A>, failure: Failure, limit: Option<(u32, Duration)>) {
+        if inner.meta.lifecycle != Lifecycle::Running {
+            return;
+        }
+        let header = self.header();
+        if let Some((max, within)) = limit {
+            let now = Instant::now();
+            let restarts = &mut inner.meta.sup().restarts;
+            while restarts.front().is_some_and(|t| now.duration_since(*t) > within) {
+                restarts.pop_front();
+            }
+            if restarts.len() as u64 >= u64::from(max) {
+                log::error!("actor {} failed more than {max} times within {within:?}; stopping it", Path(header));
+                inner.meta.request_stop(StopReason::RestartLimitExceeded(failure));
+                return;
+            }
+            restarts.push_back(now);
+        }
+        if inner.factory.is_none() {
+            log::error!("actor {} cannot be restarted: it was spawned from a value (spawn it from Props); stopping it", Path(header));
+            inner.meta.request_stop(StopReason::Failed(failure));
+            return;
+        }
+        header.runtime.record_restart();
+        if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| {
+            a.pre_restart(ctx, &failure);
+            Ok(())
+        }) {
+            log::error!("actor {} panicked in pre_restart: {f}", Path(header));
+        }
+        let old = inner.actor.take();
+        let factory = inner.factory.as_ref().expect("checked above");
+        let fresh = catch_unwind(AssertUnwindSafe(|| {
+            drop(old);
+            (factory.0)()
+        }));
+        match fresh {
+            Ok(a) => inner.actor = Some(a),
+            Err(p) => {
+                // No instance: a failure while starting; the supervisor decides again.
+                return self.fail(inner, Failure::from_panic(header.id, FailurePhase::Start, p));
+            }
+        }
+        inner.meta.suspended = false;
+        if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.post_restart(ctx, &failure)) {
+            self.fail(inner, f);
+        }
+    }
+
+    /// Delivers a watched actor's Terminated (mapped into our message type) unless we
+    /// unwatched it meanwhile.
+    fn deliver_terminated(&self, inner: &mut Inner<A>, from: ActorId, msg: Box<dyn Any + Send>) {
+        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        let Some(pos) = sup.watching.iter().position(|w| *w == from) else { return };
+        sup.watching.swap_remove(pos);
+        if inner.meta.lifecycle != Lifecycle::Running || inner.actor.is_none() {
+            return;
+        }
+        let Ok(msg) = msg.downcast::<A::Msg>() else {
+            log::error!("actor {}: Terminated message of the wrong type dropped", Path(self.header()));
+            return;
+        };
+        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, *msg)) {
+            self.fail(inner, f);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn begin_stop(&self, inner: &mut Inner<A>) {
+        if inner.meta.lifecycle >= Lifecycle::Stopping {
+            return;
+        }
+        inner.meta.lifecycle = Lifecycle::Stopping;
+        let shared = self.cell.shared();
+        shared.header.state.close();
+        // SAFETY: owner-shard thread (activation contract).
+        unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
+        for child in inner.meta.children.iter() {
+            child.send_sys(SysMsg::Stop(StopReason::Normal));
+        }
+        if inner.meta.children.is_empty() {
+            self.finish_stop(inner);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn finish_stop(&self, inner: &mut Inner<A>) {
+        debug_assert_eq!(inner.meta.lifecycle, Lifecycle::Stopping);
+        let shared = self.cell.shared();
+        let header = &shared.header;
+        if inner.meta.started {
+            if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| {
+                a.stopped(ctx);
+                Ok(())
+            }) {
+                header.runtime.record_failure();
+                log::error!("actor {} panicked while stopping: {f}", Path(header));
+            }
+        }
+        if let Some(a) = inner.actor.take() {
+            if catch_unwind(AssertUnwindSafe(move || drop(a))).is_err() {
+                log::error!("actor {} panicked in Drop", Path(header));
+            }
+        }
+        inner.factory = None;
+        // SAFETY: owner-shard thread (activation contract).
+        unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
+        inner.meta.lifecycle = Lifecycle::Dead;
+        let prev = header.state.terminate();
+        let reason = inner.meta.stop_reason();
+        for node in header.sys.close() {
+            // SAFETY: nodes come from `send_sys` (Box::leak); the batch hands each out once.
+            let node = unsafe { Box::from_raw(node.as_ptr()) };
+            sys_to_dead(header.id, node.msg);
+        }
+        if let Some(sup) = inner.meta.sup.as_mut() {
+            for entry in sup.watchers.drain(..) {
+                entry.fire(header.id, reason.clone());
+            }
+            sup.watching.clear();
+        }
+        // SAFETY: owner-shard thread (activation contract).
+        let (_, local_queued) = unsafe { shared.local_state() };
+        let remote_pending = prev & SCHEDULED != 0 && !self.holds_token;
+        inner.meta.pending = remote_pending as u8 + local_queued as u8;
+        match &header.parent {
+            Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
+            None => self.shard.remove_top_level(self.h),
+        }
+    }
+}
+
+/// Runs a decider, treating a panicking decider as Stop.
+fn decide(strategy: &SupervisorStrategy, failure: &Failure) -> Directive {
+    catch_unwind(AssertUnwindSafe(|| strategy.decide(failure))).unwrap_or_else(|_| {
+        log::error!("a supervisor's decider panicked on {failure:?}; stopping the child");
+        Directive::Stop
+    })
+}
