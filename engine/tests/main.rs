@@ -5,3 +5,4 @@ mod ask;
 mod lifecycle;
 mod messaging;
 mod stress;
+mod supervision;

@@ -161,6 +161,14 @@ impl<'a, A: Actor> Context<'a, A> {
         target.erased().send_sys(SysMsg::Unwatch(self.id()));
     }
 
+    /// Counts `msg` as a dead letter addressed to this actor (for actors that route or
+    /// forward and have nowhere to put a message).
+    pub fn dead_letter<M>(&self, msg: M) {
+        drop(msg);
+        let h = self.header();
+        h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), crate::DeadLetterReason::Undelivered, 1);
+    }
+
     /// Delivers `msg` to this actor after `delay` (through its mailbox; if the actor has
     /// stopped by then, the message is a dead letter). Uses the shard's timers: no thread,
     /// no syscall.

@@ -1,0 +1,483 @@
+//! Supervision: restart/resume/stop/escalate, all-for-one, limits, death-watch, backoff.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use percore::supervision::backoff::{Backoff, BackoffOptions, BackoffSupervisor};
+use percore::supervision::StrategyKind;
+use percore::{
+    Actor, ActorError, ActorRef, Context, Directive, Props, ReplyTo, StopReason, SupervisorStrategy, Terminated,
+};
+
+use crate::common::*;
+
+/// A worker with state that fails on demand.
+enum Work {
+    Add(u64),
+    Panic,
+    Fail,
+    Get(ReplyTo<u64>),
+}
+
+struct Worker {
+    sum: u64,
+}
+
+impl Actor for Worker {
+    type Msg = Work;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: Work) -> Result<(), ActorError> {
+        match msg {
+            Work::Add(n) => self.sum += n,
+            Work::Panic => panic!("worker told to panic"),
+            Work::Fail => return Err("worker told to fail".into()),
+            Work::Get(r) => {
+                r.reply(self.sum);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parent with a configurable strategy that spawns `n` workers and hands out their refs.
+enum ParentMsg {
+    Children(ReplyTo<Vec<ActorRef<Work>>>),
+    ChildDown(Terminated),
+    Spawn(ReplyTo<ActorRef<Work>>),
+}
+
+struct Parent {
+    strategy: SupervisorStrategy,
+    n: usize,
+    kids: Vec<ActorRef<Work>>,
+    created: Count,
+    downs: Arc<Mutex<Vec<Terminated>>>,
+}
+
+impl Parent {
+    fn new(strategy: SupervisorStrategy, n: usize) -> (Self, Count, Arc<Mutex<Vec<Terminated>>>) {
+        let created = Count::default();
+        let downs = Arc::new(Mutex::new(vec![]));
+        (Parent { strategy, n, kids: vec![], created: created.clone(), downs: downs.clone() }, created, downs)
+    }
+}
+
+impl Actor for Parent {
+    type Msg = ParentMsg;
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        for _ in 0..self.n {
+            let created = self.created.clone();
+            let kid = ctx.spawn_props(Props::new(move || {
+                created.add(1);
+                Worker { sum: 0 }
+            }))?;
+            ctx.watch(&kid, ParentMsg::ChildDown);
+            self.kids.push(kid);
+        }
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: ParentMsg) -> Result<(), ActorError> {
+        match msg {
+            ParentMsg::Children(r) => {
+                r.reply(self.kids.clone());
+            }
+            ParentMsg::ChildDown(t) => self.downs.lock().unwrap().push(t),
+            ParentMsg::Spawn(r) => {
+                let kid = ctx.spawn_props(Props::new(|| Worker { sum: 0 }))?;
+                r.reply(kid);
+            }
+        }
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        self.strategy.clone()
+    }
+}
+
+fn kids(parent: &ActorRef<ParentMsg>) -> Vec<ActorRef<Work>> {
+    parent.ask(ParentMsg::Children, DEADLINE).unwrap()
+}
+
+fn sum(w: &ActorRef<Work>) -> u64 {
+    w.ask(Work::Get, DEADLINE).unwrap()
+}
+
+#[test]
+fn restart_gives_fresh_state_and_continues_with_the_next_message() {
+    let rt = runtime(2);
+    let (p, created, _) = Parent::new(SupervisorStrategy::default(), 1);
+    let parent = rt.spawn(p).unwrap();
+    let w = kids(&parent).remove(0);
+    w.tell(Work::Add(5)).unwrap();
+    w.tell(Work::Add(5)).unwrap();
+    w.tell(Work::Panic).unwrap();
+    w.tell(Work::Add(1)).unwrap();
+    assert_eq!(sum(&w), 1, "fresh state after restart, and the next message was handled");
+    assert_eq!(created.get(), 2, "the factory built a second instance");
+    assert_eq!(rt.restarts(), 1);
+    assert_eq!(rt.failures(), 1);
+    w.tell(Work::Fail).unwrap();
+    w.tell(Work::Add(2)).unwrap();
+    assert_eq!(sum(&w), 2, "an Err is a failure too");
+    assert_eq!(rt.restarts(), 2);
+    rt.shutdown();
+}
+
+#[test]
+fn resume_keeps_state() {
+    let rt = runtime(1);
+    let (p, created, _) = Parent::new(SupervisorStrategy::one_for_one(|_| Directive::Resume), 1);
+    let parent = rt.spawn(p).unwrap();
+    let w = kids(&parent).remove(0);
+    w.tell(Work::Add(2)).unwrap();
+    w.tell(Work::Panic).unwrap();
+    w.tell(Work::Add(1)).unwrap();
+    assert_eq!(sum(&w), 3);
+    assert_eq!(created.get(), 1);
+    assert_eq!(rt.restarts(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn stop_closes_the_child_and_watchers_see_terminated_once() {
+    let rt = runtime(2);
+    let (p, _, downs) = Parent::new(SupervisorStrategy::one_for_one(|_| Directive::Stop), 1);
+    let parent = rt.spawn(p).unwrap();
+    let w = kids(&parent).remove(0);
+    w.tell(Work::Panic).unwrap();
+    assert!(eventually(|| downs.lock().unwrap().len() == 1));
+    assert!(matches!(w.try_tell(Work::Add(1)), Err(percore::TellError::Closed(_))));
+    let t = downs.lock().unwrap()[0].clone();
+    assert_eq!(t.id, w.id());
+    assert!(matches!(t.reason, StopReason::Failed(ref f) if f.is_panic() && f.message().contains("told to panic")));
+    // Exactly once: nothing more arrives (the parent is still alive and answering).
+    let _ = kids(&parent);
+    assert_eq!(downs.lock().unwrap().len(), 1);
+    rt.shutdown();
+}
+
+#[test]
+fn all_for_one_restarts_every_sibling() {
+    let rt = runtime(2);
+    let (p, created, _) = Parent::new(SupervisorStrategy::all_for_one(|_| Directive::Restart), 3);
+    assert_eq!(SupervisorStrategy::all_for_one(|_| Directive::Restart).kind(), StrategyKind::AllForOne);
+    let parent = rt.spawn(p).unwrap();
+    let ws = kids(&parent);
+    for w in &ws {
+        w.tell(Work::Add(10)).unwrap();
+    }
+    for w in &ws {
+        assert_eq!(sum(w), 10);
+    }
+    ws[1].tell(Work::Panic).unwrap();
+    assert!(eventually(|| created.get() == 6), "three more instances: {}", created.get());
+    for w in &ws {
+        assert_eq!(sum(w), 0, "every sibling restarted with fresh state");
+    }
+    assert_eq!(rt.restarts(), 3);
+    rt.shutdown();
+}
+
+#[test]
+fn restart_limit_exceeded_stops_the_child_and_notifies_the_parent() {
+    let rt = runtime(1);
+    let strategy = SupervisorStrategy::one_for_one(|_| Directive::Restart).with_max_restarts(3, Duration::from_secs(3600));
+    let (p, created, downs) = Parent::new(strategy, 1);
+    let parent = rt.spawn(p).unwrap();
+    let w = kids(&parent).remove(0);
+    for _ in 0..4 {
+        w.tell(Work::Panic).unwrap();
+    }
+    assert!(eventually(|| downs.lock().unwrap().len() == 1));
+    assert!(matches!(downs.lock().unwrap()[0].reason, StopReason::RestartLimitExceeded(_)));
+    assert_eq!(created.get(), 4, "first instance + 3 restarts");
+    assert_eq!(rt.restarts(), 3);
+    assert!(w.is_closed());
+    rt.shutdown();
+}
+
+/// Grandparent ← middle (escalates) ← leaf (fails).
+struct Grandparent {
+    seen: Arc<Mutex<Vec<String>>>,
+    middle: Option<ActorRef<MiddleMsg>>,
+}
+
+enum MiddleMsg {
+    Leaf(ReplyTo<ActorRef<Work>>),
+}
+
+struct Middle {
+    leaf: Option<ActorRef<Work>>,
+}
+
+impl Actor for Middle {
+    type Msg = MiddleMsg;
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.leaf = Some(ctx.spawn_props(Props::new(|| Worker { sum: 0 }))?);
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, MiddleMsg::Leaf(r): MiddleMsg) -> Result<(), ActorError> {
+        r.reply(self.leaf.clone().ok_or("no leaf")?);
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        SupervisorStrategy::one_for_one(|_| Directive::Escalate)
+    }
+}
+
+impl Actor for Grandparent {
+    type Msg = ReplyTo<ActorRef<MiddleMsg>>;
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.middle = Some(ctx.spawn_props(Props::new(|| Middle { leaf: None }))?);
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, r: Self::Msg) -> Result<(), ActorError> {
+        r.reply(self.middle.clone().ok_or("no middle")?);
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        let seen = self.seen.clone();
+        SupervisorStrategy::one_for_one(move |f| {
+            seen.lock().unwrap().push(f.message().to_string());
+            Directive::Restart
+        })
+    }
+}
+
+#[test]
+fn escalate_reaches_the_grandparent() {
+    let rt = runtime(2);
+    let seen = Arc::new(Mutex::new(vec![]));
+    let gp = rt.spawn(Grandparent { seen: seen.clone(), middle: None }).unwrap();
+    let middle: ActorRef<MiddleMsg> = gp.ask(|r| r, DEADLINE).unwrap();
+    let leaf = middle.ask(MiddleMsg::Leaf, DEADLINE).unwrap();
+    leaf.tell(Work::Fail).unwrap();
+    assert!(eventually(|| seen.lock().unwrap().len() == 1));
+    let msg = seen.lock().unwrap()[0].clone();
+    assert!(msg.contains("escalated from") && msg.contains("worker told to fail"), "{msg}");
+    // The grandparent restarted the middle actor, which stopped the old leaf and made a new one.
+    assert!(eventually(|| leaf.is_closed()));
+    let new_leaf = middle.ask(MiddleMsg::Leaf, DEADLINE).unwrap();
+    assert_ne!(new_leaf, leaf);
+    assert_eq!(sum(&new_leaf), 0);
+    rt.shutdown();
+}
+
+/// A supervisor and its workers on shard 0 fail a thousand times while a counter on shard 1
+/// counts: shard 1 loses nothing.
+#[test]
+fn failures_on_shard_0_do_not_disturb_shard_1() {
+    let rt = runtime(2);
+    let count = Count::default();
+    let counter = rt.spawn_on(1, Counter(count.clone())).unwrap();
+    let (p, _, _) = Parent::new(SupervisorStrategy::default().with_max_restarts(u32::MAX, Duration::from_secs(1)), 8);
+    let parent = rt.spawn_on(0, p).unwrap();
+    let ws = kids(&parent);
+    assert!(ws.iter().all(|w| w.shard() == 0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..2000 {
+                ws[i % ws.len()].send(if i % 2 == 0 { Work::Panic } else { Work::Add(1) }, DEADLINE).unwrap();
+            }
+        });
+        for _ in 0..20_000 {
+            counter.send(1, DEADLINE).unwrap();
+        }
+    });
+    assert!(eventually(|| count.get() == 20_000));
+    assert!(eventually(|| rt.failures() == 1000), "failures {}", rt.failures());
+    assert!(eventually(|| rt.restarts() == 1000));
+    rt.shutdown();
+}
+
+/// A parent that restarts (unlimited) a child failing on every other message.
+#[test]
+fn thousands_of_failures_no_leak_no_lost_supervision_message() {
+    let rt = runtime(2);
+    let strategy = SupervisorStrategy::one_for_one(|_| Directive::Restart);
+    let (p, created, _) = Parent::new(strategy, 4);
+    let parent = rt.spawn(p).unwrap();
+    let ws = kids(&parent);
+    let n = 4000;
+    for i in 0..n {
+        ws[i % 4].send(Work::Panic, DEADLINE).unwrap();
+    }
+    assert!(eventually(|| rt.restarts() == n as u64), "restarts {}", rt.restarts());
+    assert_eq!(created.get(), 4 + n as u64);
+    for w in &ws {
+        assert_eq!(sum(w), 0);
+    }
+    assert_eq!(rt.live_actors(), 5, "parent + 4 children, no leaked cells");
+    // Spawn and kill short-lived children in a loop: live count returns to the baseline.
+    for _ in 0..500 {
+        let kid = parent.ask(ParentMsg::Spawn, DEADLINE).unwrap();
+        kid.stop();
+    }
+    assert!(eventually(|| rt.live_actors() == 5), "live {}", rt.live_actors());
+    rt.shutdown();
+}
+
+/// Watches any actor; records what it sees.
+enum WatcherMsg {
+    Watch(ActorRef<Work>),
+    Unwatch(ActorRef<Work>),
+    Down(Terminated),
+}
+
+struct Watcher(Arc<Mutex<Vec<Terminated>>>);
+
+impl Actor for Watcher {
+    type Msg = WatcherMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: WatcherMsg) -> Result<(), ActorError> {
+        match msg {
+            WatcherMsg::Watch(r) => ctx.watch(&r, WatcherMsg::Down),
+            WatcherMsg::Unwatch(r) => ctx.unwatch(&r),
+            WatcherMsg::Down(t) => self.0.lock().unwrap().push(t),
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn watch_across_shards_already_dead_and_unwatch() {
+    let rt = runtime(2);
+    let seen = Arc::new(Mutex::new(vec![]));
+    let watcher = rt.spawn_on(0, Watcher(seen.clone())).unwrap();
+    // Another shard, stopped normally.
+    let a = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    watcher.tell(WatcherMsg::Watch(a.clone())).unwrap();
+    watcher.tell(WatcherMsg::Watch(a.clone())).unwrap(); // watching twice = once
+    // Make sure the watch is registered before stopping (a later watch would see AlreadyDead).
+    let _ = sum(&a);
+    assert!(eventually(|| rt.live_actors() == 2));
+    a.stop();
+    assert!(eventually(|| seen.lock().unwrap().len() == 1));
+    // Already dead.
+    watcher.tell(WatcherMsg::Watch(a.clone())).unwrap();
+    assert!(eventually(|| seen.lock().unwrap().len() == 2));
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].id, a.id());
+        assert!(matches!(seen[0].reason, StopReason::Normal | StopReason::AlreadyDead));
+        assert!(matches!(seen[1].reason, StopReason::AlreadyDead));
+    }
+    // Unwatch: no Terminated afterwards.
+    let b = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    watcher.tell(WatcherMsg::Watch(b.clone())).unwrap();
+    watcher.tell(WatcherMsg::Unwatch(b.clone())).unwrap();
+    let c = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    watcher.tell(WatcherMsg::Watch(c.clone())).unwrap();
+    b.stop();
+    let _ = sum(&c);
+    c.stop();
+    assert!(eventually(|| seen.lock().unwrap().len() == 3));
+    assert_eq!(seen.lock().unwrap()[2].id, c.id(), "only c's Terminated arrived, not b's");
+    assert!(eventually(|| rt.live_actors() == 1));
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    rt.shutdown();
+}
+
+/// A child that always fails while starting.
+struct Flaky(Count);
+
+impl Actor for Flaky {
+    type Msg = u64;
+    fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.0.add(1);
+        Err("cannot connect".into())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, _: u64) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn backoff_delays_grow_cap_and_give_up() {
+    let rt = runtime(1);
+    let starts = Count::default();
+    let delays = Arc::new(Mutex::new(vec![]));
+    let d2 = delays.clone();
+    let opts = BackoffOptions::new(Duration::from_millis(1), Duration::from_millis(8))
+        .jitter(0.0)
+        .reset_after(Duration::from_secs(3600))
+        .max_restarts(6)
+        .observe(move |attempt, delay| d2.lock().unwrap().push((attempt, delay)));
+    let s2 = starts.clone();
+    let sup = rt.spawn(BackoffSupervisor::new(move || Flaky(s2.clone()), opts)).unwrap();
+    assert!(eventually(|| sup.is_closed()), "gives up after max_restarts");
+    let ms = |m| Duration::from_millis(m);
+    assert_eq!(
+        *delays.lock().unwrap(),
+        [(0, ms(1)), (1, ms(2)), (2, ms(4)), (3, ms(8)), (4, ms(8)), (5, ms(8))],
+        "delays double from min and cap at max"
+    );
+    assert_eq!(starts.get(), 7, "first start + 6 restarts");
+    rt.shutdown();
+}
+
+/// A child that fails once `fail_after` messages arrived; lives long enough to reset.
+struct Fragile;
+
+impl Actor for Fragile {
+    type Msg = bool;
+    fn handle(&mut self, _ctx: &mut Context<Self>, fail: bool) -> Result<(), ActorError> {
+        if fail {
+            Err("fragile".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn backoff_resets_after_a_stable_period_and_forwards_messages() {
+    let rt = runtime(1);
+    let delays = Arc::new(Mutex::new(vec![]));
+    let d2 = delays.clone();
+    let opts = BackoffOptions::new(Duration::from_millis(1), Duration::from_secs(1))
+        .jitter(0.5)
+        .reset_after(Duration::from_millis(50))
+        .observe(move |attempt, delay| d2.lock().unwrap().push((attempt, delay)));
+    let sup = rt.spawn(BackoffSupervisor::new(|| Fragile, opts)).unwrap();
+    // Fail quickly twice: attempts 0 then 1.
+    for expected in 1..=2 {
+        sup.tell(Backoff::Msg(true)).unwrap();
+        assert!(eventually(|| delays.lock().unwrap().len() == expected));
+        assert!(eventually(|| rt.live_actors() == 2), "child respawned");
+    }
+    // Live stably past reset_after (waiting on a condition, not sleeping to synchronise).
+    let since = std::time::Instant::now();
+    assert!(eventually(|| since.elapsed() >= Duration::from_millis(60)));
+    sup.tell(Backoff::Msg(true)).unwrap();
+    assert!(eventually(|| delays.lock().unwrap().len() == 3));
+    let d = delays.lock().unwrap().clone();
+    assert_eq!(d.iter().map(|x| x.0).collect::<Vec<_>>(), [0, 1, 0], "attempts grow, then reset");
+    for (attempt, delay) in d {
+        let base = Duration::from_millis(1 << attempt);
+        assert!(delay >= base && delay <= base.mul_f64(1.5), "jitter within 50%: {delay:?}");
+    }
+    rt.shutdown();
+}
+
+#[test]
+fn top_level_actor_from_props_is_restarted_by_the_guardian() {
+    let rt = runtime(1);
+    let created = Arc::new(AtomicU64::new(0));
+    let c2 = created.clone();
+    let w = rt
+        .spawn_props(Props::new(move || {
+            c2.fetch_add(1, Ordering::SeqCst);
+            Worker { sum: 0 }
+        }))
+        .unwrap();
+    w.tell(Work::Add(3)).unwrap();
+    w.tell(Work::Panic).unwrap();
+    w.tell(Work::Add(4)).unwrap();
+    assert_eq!(sum(&w), 4);
+    assert_eq!(created.load(Ordering::SeqCst), 2);
+    // A value-spawned actor cannot be rebuilt: it is stopped.
+    let v = rt.spawn(Worker { sum: 0 }).unwrap();
+    v.tell(Work::Panic).unwrap();
+    assert!(eventually(|| v.is_closed()));
+    rt.shutdown();
+}
