@@ -70,6 +70,7 @@ pub(crate) mod runtime;
 pub(crate) mod shard;
 pub mod supervision;
 pub(crate) mod sync;
+pub mod timer;
 
 pub use actor::{Actor, ActorId, ActorRef, Context};
 pub use ask::{AskFuture, ReplyTo};
@@ -78,6 +79,7 @@ pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
 pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
+pub use timer::{Cancellable, TimerHandle, TimerKey};
 
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.
 /// Not a stable API.

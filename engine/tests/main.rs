@@ -6,3 +6,4 @@ mod lifecycle;
 mod messaging;
 mod stress;
 mod supervision;
+mod timers;

@@ -94,6 +94,13 @@ pub(crate) enum SysMsg {
     Unwatch(ActorId),
     /// A watched actor terminated: the watcher's own message, built by its `map`.
     Terminated { from: ActorId, msg: Box<dyn Any + Send> },
+    /// The receive-timeout timer fired (checked against the last activity).
+    ReceiveTimeout,
+    /// A keyed timer fired: delivered only if the key still maps to this timer, so a
+    /// cancelled or replaced timer's message is never received.
+    TimerFired { key: crate::timer::TimerKey, id: crate::shard::TimerId, msg: Box<dyn Any + Send> },
+    /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
+    OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
 }
 
 /// A death-watch registration held by the watched actor.
@@ -218,6 +225,19 @@ pub(crate) struct SupState {
     pub(crate) watching: Vec<ActorId>,
     /// Why it is stopping (None: normal).
     pub(crate) stop_reason: Option<StopReason>,
+    /// Keyed timers (`Context::start_timer`).
+    pub(crate) timers: std::collections::HashMap<crate::timer::TimerKey, crate::shard::TimerId>,
+    /// `Context::set_receive_timeout`.
+    pub(crate) receive_timeout: Option<ReceiveTimeout>,
+}
+
+/// An armed receive timeout: fires `make()` once per idle period of `after`.
+pub(crate) struct ReceiveTimeout {
+    pub(crate) after: Duration,
+    pub(crate) last_activity: std::time::Instant,
+    pub(crate) timer: Option<crate::shard::TimerId>,
+    /// `Box<dyn FnMut() -> A::Msg>`, type-erased (the actor type is not known here).
+    pub(crate) make: Box<dyn Any>,
 }
 
 impl Meta {
@@ -628,12 +648,14 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
     let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
+    let mut handled = 0;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
-        for _ in 0..budget {
+        while handled < budget {
             // SAFETY: owner-shard thread (the caller's contract).
             let Some(msg) = (unsafe { cell.shared.next_message(&mut ctx.meta.prefer_ring) }) else {
                 break;
             };
+            handled += 1;
             actor.handle(&mut ctx, msg)?;
             if ctx.meta.stop_requested {
                 break;
@@ -641,6 +663,11 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
         }
         Ok(())
     }));
+    if handled > 0 {
+        if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+            lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
+        }
+    }
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),

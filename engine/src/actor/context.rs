@@ -5,12 +5,13 @@ use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{Cell, Header, Lifecycle, Meta, SysMsg, WatchEntry};
+use super::cell::{Cell, Header, Lifecycle, Meta, ReceiveTimeout, SysMsg, WatchEntry};
 use super::{Actor, ActorId, ActorRef};
 use crate::ask::{ActorReply, ReplyTo};
 use crate::error::{AskError, SpawnError};
 use crate::runtime::{Props, RuntimeHandle, SpawnOptions};
 use crate::supervision::{StopReason, Terminated};
+use crate::timer::{TimerHandle, TimerKey};
 use crate::shard::ShardLocal;
 use crate::sync::Arc;
 
@@ -170,13 +171,107 @@ impl<'a, A: Actor> Context<'a, A> {
     }
 
     /// Delivers `msg` to this actor after `delay` (through its mailbox; if the actor has
-    /// stopped by then, the message is a dead letter). Uses the shard's timers: no thread,
-    /// no syscall.
-    pub fn schedule_once(&mut self, delay: Duration, msg: A::Msg) {
+    /// stopped by then, the message is a dead letter). Uses the shard's timer wheel: no
+    /// thread, no syscall.
+    pub fn schedule_once(&mut self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        TimerHandle(self.shard.schedule_timer(Instant::now() + delay, Duration::ZERO, self.one_shot(msg)))
+    }
+
+    /// Delivers `make()` to this actor every `interval` until cancelled or the actor stops.
+    pub fn schedule_repeated(&mut self, interval: Duration, make: impl FnMut() -> A::Msg + 'static) -> TimerHandle {
+        TimerHandle(self.shard.schedule_timer(Instant::now() + interval, interval, self.repeating(make)))
+    }
+
+    /// Cancels a timer from `schedule_once`/`schedule_repeated`; returns whether it was
+    /// pending. A cancelled timer never delivers.
+    pub fn cancel(&mut self, timer: TimerHandle) -> bool {
+        self.shard.cancel_timer(timer.0)
+    }
+
+    /// Starts a one-shot timer under `key`, replacing (cancelling) any timer with that key.
+    ///
+    /// Keyed timers deliver on the system path and are checked against the key when they
+    /// arrive: once `cancel_timer` or a replacing `start_timer` has returned, the old timer's
+    /// message is never received, even if it had already fired (Akka's guarantee).
+    pub fn start_timer(&mut self, key: impl Into<TimerKey>, delay: Duration, msg: A::Msg) {
+        let mut msg = Some(msg);
+        self.start_keyed(key.into(), delay, Duration::ZERO, move || msg.take());
+    }
+
+    /// Starts a repeating timer under `key`, replacing any timer with that key.
+    pub fn start_repeated_timer(&mut self, key: impl Into<TimerKey>, interval: Duration, mut make: impl FnMut() -> A::Msg + 'static) {
+        self.start_keyed(key.into(), interval, interval, move || Some(make()));
+    }
+
+    fn start_keyed(&mut self, key: TimerKey, delay: Duration, period: Duration, mut make: impl FnMut() -> Option<A::Msg> + 'static) {
+        let me = self.myself.erased().clone();
+        let id_cell = std::rc::Rc::new(std::cell::Cell::new(None));
+        let id_for_action = id_cell.clone();
+        let key2 = key.clone();
+        let action: Box<dyn FnMut() -> bool> = Box::new(move || {
+            let (Some(id), Some(msg)) = (id_for_action.get(), make()) else { return false };
+            let fired = SysMsg::TimerFired { key: key2.clone(), id, msg: Box::new(msg) };
+            me.send_sys(fired)
+        });
+        let id = self.shard.schedule_timer(Instant::now() + delay, period, action);
+        id_cell.set(Some(id));
+        self.replace_keyed(key, id);
+    }
+
+    /// Cancels the timer under `key`; returns whether one was pending.
+    pub fn cancel_timer(&mut self, key: impl Into<TimerKey>) -> bool {
+        let key = key.into();
+        match self.meta.sup.as_mut().and_then(|s| s.timers.remove(&key)) {
+            Some(id) => self.shard.cancel_timer(id),
+            None => false,
+        }
+    }
+
+    /// Whether a timer under `key` is pending.
+    pub fn is_timer_active(&self, key: impl Into<TimerKey>) -> bool {
+        let key = key.into();
+        self.meta.sup.as_ref().and_then(|s| s.timers.get(&key)).is_some_and(|id| self.shard.timer_pending(*id))
+    }
+
+    /// Delivers `make()` when no message has arrived for `after`; once per idle period (the
+    /// timeout message itself does not count as activity). Replaces an earlier setting.
+    pub fn set_receive_timeout(&mut self, after: Duration, make: impl FnMut() -> A::Msg + 'static) {
+        self.cancel_receive_timeout();
+        let now = Instant::now();
+        let make: Box<dyn FnMut() -> A::Msg> = Box::new(make);
+        let timer = crate::actor::lifecycle::arm_receive_timeout(self.shard, self.myself.erased().clone(), now + after);
+        self.meta.sup().receive_timeout =
+            Some(ReceiveTimeout { after, last_activity: now, timer: Some(timer), make: Box::new(make) });
+    }
+
+    /// Turns the receive timeout off.
+    pub fn cancel_receive_timeout(&mut self) {
+        if let Some(id) = self.meta.sup.as_mut().and_then(|s| s.receive_timeout.take()).and_then(|rt| rt.timer) {
+            self.shard.cancel_timer(id);
+        }
+    }
+
+    fn replace_keyed(&mut self, key: TimerKey, id: crate::shard::TimerId) {
+        if let Some(old) = self.meta.sup().timers.insert(key, id) {
+            self.shard.cancel_timer(old);
+        }
+    }
+
+    fn one_shot(&self, msg: A::Msg) -> Box<dyn FnMut() -> bool> {
         let me = (*self.myself).clone();
-        self.shard.schedule(Instant::now() + delay, Box::new(move || {
-            let _ = me.tell(msg);
-        }));
+        let mut msg = Some(msg);
+        Box::new(move || {
+            if let Some(m) = msg.take() {
+                let _ = me.tell(m);
+            }
+            false
+        })
+    }
+
+    fn repeating(&self, mut make: impl FnMut() -> A::Msg + 'static) -> Box<dyn FnMut() -> bool> {
+        let me = (*self.myself).clone();
+        // Stops repeating once the actor is gone (its mailbox refuses the message).
+        Box::new(move || me.try_tell(make()).is_ok() || !me.is_closed())
     }
 
     /// Stops another actor (typically a child); see [`ActorRef::stop`].

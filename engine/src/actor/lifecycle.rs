@@ -110,6 +110,9 @@ impl<A: Actor> Activation<'_, A> {
                     }
                 }
                 SysMsg::Terminated { from, msg } => terminated.push((from, msg)),
+                SysMsg::ReceiveTimeout => self.receive_timeout_fired(inner),
+                SysMsg::TimerFired { key, id, msg } => self.keyed_timer_fired(inner, key, id, msg),
+                SysMsg::OnShard(job) => job(self.shard),
             }
         }
         for (from, msg) in terminated {
@@ -252,6 +255,47 @@ impl<A: Actor> Activation<'_, A> {
         }
     }
 
+    /// A keyed timer fired: deliver its message unless the key was cancelled or replaced
+    /// since (Akka's guarantee: no message from a cancelled timer is received).
+    fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::TimerId, msg: Box<dyn Any + Send>) {
+        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        if sup.timers.get(&key) != Some(&id) {
+            return;
+        }
+        if !self.shard.timer_pending(id) {
+            sup.timers.remove(&key); // a one-shot that has fired
+        }
+        let Ok(msg) = msg.downcast::<A::Msg>() else { return };
+        if inner.meta.lifecycle != Lifecycle::Running || inner.meta.suspended {
+            return;
+        }
+        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, *msg)) {
+            self.fail(inner, f);
+        }
+    }
+
+    /// The receive-timeout timer fired: deliver the timeout message if the actor has really
+    /// been idle for the whole period, else re-arm for the rest of it.
+    fn receive_timeout_fired(&self, inner: &mut Inner<A>) {
+        let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) else { return };
+        rt.timer = None;
+        let idle = rt.last_activity.elapsed();
+        if idle < rt.after {
+            let at = rt.last_activity + rt.after;
+            rt.timer = Some(arm_receive_timeout(self.shard, self.my_ref(), at));
+            return;
+        }
+        let Some(make) = rt.make.downcast_mut::<Box<dyn FnMut() -> A::Msg>>() else { return };
+        let msg = make();
+        if inner.meta.lifecycle != Lifecycle::Running || inner.meta.suspended {
+            return;
+        }
+        // Not an activity: the timeout stays disarmed until the next real message.
+        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, msg)) {
+            self.fail(inner, f);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     pub(crate) fn begin_stop(&self, inner: &mut Inner<A>) {
@@ -307,6 +351,12 @@ impl<A: Actor> Activation<'_, A> {
                 entry.fire(header.id, reason.clone());
             }
             sup.watching.clear();
+            for (_, id) in sup.timers.drain() {
+                self.shard.cancel_timer(id);
+            }
+            if let Some(id) = sup.receive_timeout.take().and_then(|rt| rt.timer) {
+                self.shard.cancel_timer(id);
+            }
         }
         // SAFETY: owner-shard thread (activation contract).
         let (_, local_queued) = unsafe { shared.local_state() };
@@ -316,6 +366,29 @@ impl<A: Actor> Activation<'_, A> {
             Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
             None => self.shard.remove_top_level(self.h),
         }
+    }
+}
+
+/// Arms the receive-timeout timer of the actor behind `me`, due at `at`.
+pub(crate) fn arm_receive_timeout(shard: &ShardLocal, me: ErasedRef, at: Instant) -> crate::shard::TimerId {
+    shard.schedule(
+        at,
+        Box::new(move || {
+            me.send_sys(SysMsg::ReceiveTimeout);
+        }),
+    )
+}
+
+/// Records activity for the receive timeout (after an activation handled messages) and
+/// arms its timer if it is not armed.
+pub(crate) fn note_activity(shard: &ShardLocal, h: NonNull<Header>, sup: &mut super::cell::SupState) {
+    let Some(rt) = sup.receive_timeout.as_mut() else { return };
+    let now = Instant::now();
+    rt.last_activity = now;
+    if rt.timer.is_none() {
+        // SAFETY: the shard's ownership count keeps the cell alive while it runs.
+        let me = (*ManuallyDrop::new(unsafe { ErasedRef::from_raw(h) })).clone();
+        rt.timer = Some(arm_receive_timeout(shard, me, now + rt.after));
     }
 }
 

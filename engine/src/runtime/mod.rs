@@ -11,6 +11,7 @@ pub mod dead_letters;
 
 use std::fmt;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 pub use builder::RuntimeBuilder;
 use dead_letters::{DeadLetter, DeadLetterHook, DeadLetterReason};
@@ -22,6 +23,7 @@ use crate::error::SpawnError;
 use crate::queue::spsc::Lane;
 use crate::shard::{self, Notification, ShardShared};
 use crate::supervision::SupervisorStrategy;
+use crate::timer::Cancellable;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
@@ -357,6 +359,35 @@ impl RuntimeHandle {
     pub fn failures(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
         self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Delivers `msg` to `target` after `delay`, from any thread: the timer lives on the
+    /// target's shard (its wheel), so no thread or syscall per timer. Cancel it with the
+    /// returned handle. If the target has stopped, the message is a dead letter.
+    pub fn schedule_once<M: Send + 'static>(&self, delay: Duration, target: &ActorRef<M>, msg: M) -> Cancellable {
+        let cancel = Cancellable::new();
+        let at = Instant::now() + delay;
+        let (to, flag) = (target.clone(), cancel.clone());
+        let job: Box<dyn FnOnce(&crate::shard::ShardLocal) + Send> = Box::new(move |shard| {
+            shard.schedule(
+                at,
+                Box::new(move || {
+                    if !flag.is_cancelled() {
+                        let _ = to.tell(msg);
+                    }
+                }),
+            );
+        });
+        if !target.erased().send_sys(crate::actor::cell::SysMsg::OnShard(job)) {
+            self.shared.dead_letters.record(target.id(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
+        }
+        cancel
+    }
+
+    /// Timers pending on all shards.
+    pub fn pending_timers(&self) -> u64 {
+        // ORDERING: Relaxed: statistics published by each shard.
+        self.shared.shards.iter().map(|s| s.timers.load(Ordering::Relaxed)).sum()
     }
 
     /// Restarts performed by supervisors so far.

@@ -17,10 +17,10 @@
 //! SCHEDULED token (see `actor/state.rs`), *local* entries its shard-local "queued" flag.
 
 pub mod parker;
+pub(crate) mod timers;
 
 use std::cell::Cell as StdCell;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
 use parker::Parker;
+pub(crate) use timers::TimerId;
+use timers::{TimerAction, TimerWheel};
 
 /// The part of a shard that other threads reach.
 #[derive(Debug, Default)]
@@ -39,6 +41,8 @@ pub(crate) struct ShardShared {
     pub(crate) parker: Parker,
     /// Actors scheduled by foreign threads (and spawned from them).
     pub(crate) injector: BatchStack<Header>,
+    /// Pending timers on this shard (published by the shard, read by statistics).
+    pub(crate) timers: crate::sync::atomic::AtomicU64,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -80,29 +84,6 @@ impl Entry {
     }
 }
 
-struct Timer {
-    at: Instant,
-    seq: u64,
-    action: Box<dyn FnOnce()>,
-}
-
-impl PartialEq for Timer {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Timer {}
-impl PartialOrd for Timer {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Timer {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
 /// Activations between two polls of the inbound lanes, injector and timers.
 const ACTIVATIONS_PER_TURN: usize = 256;
 
@@ -127,8 +108,7 @@ pub(crate) struct ShardLocal {
     outbox_pending: StdCell<bool>,
     /// Actors without a parent that live here (stopped first at shutdown).
     top_level: UnsafeCell<Vec<NonNull<Header>>>,
-    timers: UnsafeCell<BinaryHeap<Reverse<Timer>>>,
-    timer_seq: StdCell<u64>,
+    timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
 }
@@ -143,8 +123,7 @@ impl ShardLocal {
             outboxes: UnsafeCell::new((0..n).map(|_| Outbox::default()).collect()),
             outbox_pending: StdCell::new(false),
             top_level: UnsafeCell::new(Vec::new()),
-            timers: UnsafeCell::new(BinaryHeap::new()),
-            timer_seq: StdCell::new(0),
+            timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             rt,
@@ -233,12 +212,50 @@ impl ShardLocal {
         });
     }
 
-    /// Runs `action` on this shard at `at` (used for in-actor ask timeouts).
-    pub(crate) fn schedule(&self, at: Instant, action: Box<dyn FnOnce()>) {
-        let seq = self.timer_seq.get();
-        self.timer_seq.set(seq + 1);
+    /// Runs `action` once on this shard at `at`.
+    pub(crate) fn schedule(&self, at: Instant, action: Box<dyn FnOnce()>) -> TimerId {
+        let mut action = Some(action);
+        self.schedule_timer(
+            at,
+            Duration::ZERO,
+            Box::new(move || {
+                if let Some(a) = action.take() {
+                    a();
+                }
+                false
+            }),
+        )
+    }
+
+    /// Runs `action` on this shard at `at`, then every `period` (if non-zero) for as long
+    /// as it returns `true`.
+    pub(crate) fn schedule_timer(&self, at: Instant, period: Duration, action: TimerAction) -> TimerId {
+        // SAFETY: as `push_run`; the borrow ends before anything else runs.
+        let (id, len) = self.timers.with_mut(|t| unsafe {
+            let id = (*t).insert(at, period, action);
+            (id, (*t).len())
+        });
+        self.publish_timer_count(len);
+        id
+    }
+
+    /// Cancels a timer of this shard; stale ids are ignored.
+    pub(crate) fn cancel_timer(&self, id: TimerId) -> bool {
         // SAFETY: as `push_run`.
-        self.timers.with_mut(|t| unsafe { (*t).push(Reverse(Timer { at, seq, action })) });
+        let (hit, len) = self.timers.with_mut(|t| unsafe { ((*t).cancel(id), (*t).len()) });
+        self.publish_timer_count(len);
+        hit
+    }
+
+    /// Whether a timer of this shard is still pending.
+    pub(crate) fn timer_pending(&self, id: TimerId) -> bool {
+        // SAFETY: as `push_run`.
+        self.timers.with(|t| unsafe { (*t).is_pending(id) })
+    }
+
+    fn publish_timer_count(&self, len: usize) {
+        // ORDERING: Relaxed: a statistic with a single writer (this shard).
+        self.rt.shard(self.index).timers.store(len as u64, Ordering::Relaxed);
     }
 
     /// Sends a notification to shard `target` through lane `self → target`.
@@ -327,34 +344,26 @@ impl ShardLocal {
         self.rt.actor_released();
     }
 
-    /// Fires due timers; returns the time until the next one.
-    fn fire_timers(&self) -> (usize, Option<Duration>) {
+    /// Fires due timers; returns how many fired and when the next one is due.
+    fn fire_timers(&self) -> (usize, Option<Instant>) {
         // SAFETY: as `push_run`.
-        if self.timers.with(|t| unsafe { (*t).is_empty() }) {
+        if self.timers.with(|t| unsafe { (*t).len() == 0 }) {
             return (0, None);
         }
-        let now = Instant::now();
-        let mut fired = 0;
-        loop {
-            // SAFETY: as `push_run`; the borrow ends before the action runs.
-            let due = self.timers.with_mut(|t| unsafe {
-                let t = &mut *t;
-                if t.peek().is_some_and(|d| d.0.at <= now) {
-                    t.pop()
-                } else {
-                    None
-                }
-            });
-            match due {
-                Some(Reverse(timer)) => {
-                    (timer.action)();
-                    fired += 1;
-                }
-                None => break,
-            }
+        // SAFETY: as `push_run`; the borrow ends before the actions run.
+        let due = self.timers.with_mut(|t| unsafe { (*t).expire(Instant::now()) });
+        let fired = due.len();
+        for (id, mut action, period) in due {
+            // The wheel is not borrowed here: an action may schedule or cancel timers.
+            let again = action();
+            // SAFETY: as `push_run`.
+            self.timers.with_mut(|t| unsafe { (*t).finish(id, action, period, again) });
         }
         // SAFETY: as `push_run`.
-        let next = self.timers.with(|t| unsafe { (*t).peek().map(|d| d.0.at.saturating_duration_since(now)) });
+        let (next, len) = self.timers.with(|t| unsafe { ((*t).next_deadline(), (*t).len()) });
+        if fired > 0 {
+            self.publish_timer_count(len);
+        }
         (fired, next)
     }
 
@@ -409,6 +418,7 @@ impl ShardLocal {
                 me.parker.cancel_sleep();
                 continue;
             }
+            let next_timer = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
             let timeout = match (next_timer, self.outbox_pending.get()) {
                 (t, true) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_micros(50))),
                 (t, false) => t,
