@@ -72,7 +72,7 @@ pub mod supervision;
 pub(crate) mod sync;
 pub mod timer;
 
-pub use actor::{Actor, ActorId, ActorRef, Context};
+pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};
 pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};

@@ -7,3 +7,4 @@ mod messaging;
 mod stress;
 mod supervision;
 mod timers;
+mod toolkit;

@@ -165,6 +165,20 @@ impl<M> LocalQueue<M> {
         }
     }
 
+    /// Puts `front` (in order) ahead of everything queued.
+    fn push_front_all(&mut self, front: VecDeque<M>) {
+        if front.is_empty() {
+            return;
+        }
+        let mut all = front;
+        all.extend(self.first.take());
+        if let Some(rest) = self.rest.as_mut() {
+            all.extend(rest.drain(..));
+        }
+        self.first = all.pop_front();
+        self.rest = Some(Box::new(all));
+    }
+
     #[inline]
     fn pop(&mut self) -> Option<M> {
         match self.first.take() {
@@ -209,6 +223,8 @@ pub(crate) struct Meta {
     /// Run-queue entries still to come for a Dead actor.
     pub(crate) pending: u8,
     pub(crate) prefer_ring: bool,
+    /// Unstashed messages wait at the front of the local queue: take them before the ring.
+    pub(crate) unstashed: bool,
     pub(crate) children: Children,
     /// Supervision and death-watch state, allocated by the first actor that needs it.
     pub(crate) sup: Option<Box<SupState>>,
@@ -229,6 +245,8 @@ pub(crate) struct SupState {
     pub(crate) timers: std::collections::HashMap<crate::timer::TimerKey, crate::shard::TimerId>,
     /// `Context::set_receive_timeout`.
     pub(crate) receive_timeout: Option<ReceiveTimeout>,
+    /// How many unstashed messages are still ahead in the local queue.
+    pub(crate) unstashed: usize,
 }
 
 /// An armed receive timeout: fires `make()` once per idle period of `after`.
@@ -434,6 +452,23 @@ impl<M: Send + 'static> Shared<M> {
         self.local.with_mut(|p| unsafe { (*p).pop() })
     }
 
+    /// Puts `msgs` (in order) ahead of everything in the local queue.
+    ///
+    /// # Safety
+    /// Owner-shard thread only.
+    pub(crate) unsafe fn unstash(&self, msgs: VecDeque<M>) {
+        // SAFETY: owner-shard thread only (contract); short-lived borrow.
+        self.local.with_mut(|p| unsafe { (*p).push_front_all(msgs) });
+    }
+
+    /// # Safety
+    /// Owner-shard thread only.
+    #[inline]
+    pub(crate) unsafe fn pop_local_first(&self) -> Option<M> {
+        // SAFETY: forwarded contract.
+        unsafe { self.pop_local() }
+    }
+
     /// # Safety
     /// Owner-shard thread only.
     #[inline]
@@ -535,6 +570,7 @@ impl<A: Actor> Cell<A> {
                     suspended: false,
                     pending: 0,
                     prefer_ring: false,
+                    unstashed: false,
                     children: Children::default(),
                     sup: None,
                 },
@@ -651,10 +687,18 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
     let mut handled = 0;
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
-            // SAFETY: owner-shard thread (the caller's contract).
-            let Some(msg) = (unsafe { cell.shared.next_message(&mut ctx.meta.prefer_ring) }) else {
-                break;
+            let msg = if ctx.meta.unstashed {
+                // Unstashed messages first, in order, before anything newer.
+                let sup = ctx.meta.sup();
+                sup.unstashed = sup.unstashed.saturating_sub(1);
+                ctx.meta.unstashed = ctx.meta.sup().unstashed > 0;
+                // SAFETY: owner-shard thread (the caller's contract).
+                unsafe { cell.shared.pop_local_first() }
+            } else {
+                // SAFETY: owner-shard thread (the caller's contract).
+                unsafe { cell.shared.next_message(&mut ctx.meta.prefer_ring) }
             };
+            let Some(msg) = msg else { break };
             handled += 1;
             actor.handle(&mut ctx, msg)?;
             if ctx.meta.stop_requested {

@@ -126,6 +126,21 @@ impl<'a, A: Actor> Context<'a, A> {
         self.meta.request_stop(StopReason::Normal);
     }
 
+    /// Takes every stashed message back, in the order stashed, ahead of all messages that
+    /// arrived since (they are handled after this handler returns).
+    pub fn unstash_all(&mut self, stash: &mut crate::Stash<A::Msg>) {
+        let msgs = stash.take_all();
+        if msgs.is_empty() {
+            return;
+        }
+        let n = msgs.len();
+        // SAFETY: a `Context` exists only on the actor's owner shard, inside an activation.
+        unsafe { self.cell.shared().unstash(msgs) };
+        let sup = self.meta.sup();
+        sup.unstashed += n;
+        self.meta.unstashed = true;
+    }
+
     /// Stops every child (asynchronously; each stops its own children first).
     pub fn stop_children(&mut self) {
         for child in self.meta.children.iter() {

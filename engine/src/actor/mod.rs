@@ -27,12 +27,14 @@ pub(crate) mod actor_ref;
 pub(crate) mod cell;
 pub(crate) mod context;
 pub(crate) mod lifecycle;
+pub mod stash;
 pub mod state;
 
 use std::fmt;
 
 pub use actor_ref::ActorRef;
 pub use context::Context;
+pub use stash::{Stash, StashFull};
 
 use crate::error::ActorError;
 use crate::supervision::{Failure, SupervisorStrategy};
