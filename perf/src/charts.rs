@@ -72,10 +72,8 @@ fn log_bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 /// Grouped bars: one group per workload (and unit), one bar per system.
 fn throughput(path: &Path, records: &[Record]) -> Option<Drawn> {
-    let bars: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.p99_ns.is_none() && !r.workload.starts_with(scaling::PREFIX))
-        .collect();
+    let bars: Vec<&Record> =
+        records.iter().filter(|r| r.p99_ns.is_none() && !r.workload.starts_with(scaling::PREFIX)).collect();
     let (lo, hi) = log_bounds(bars.iter().map(|r| r.per_sec))?;
     let groups = distinct(&bars, |r| format!("{} ({})", r.workload, r.unit));
     let systems = distinct(&bars, |r| r.system.clone());
@@ -140,17 +138,15 @@ fn nines(p: f64) -> f64 {
 fn latency(path: &Path, records: &[Record]) -> Option<Drawn> {
     let curves: Vec<&Record> = records.iter().filter(|r| !r.latency_curve.is_empty()).collect();
     let (lo, hi) = log_bounds(curves.iter().flat_map(|r| r.latency_curve.iter().map(|&(_, ns)| ns as f64 / 1e3)))?;
-    let max_x = curves
-        .iter()
-        .flat_map(|r| r.latency_curve.iter().map(|&(p, _)| nines(p)))
-        .fold(3.0f64, f64::max)
-        .ceil();
+    let max_x =
+        curves.iter().flat_map(|r| r.latency_curve.iter().map(|&(p, _)| nines(p))).fold(3.0f64, f64::max).ceil();
     Some((|| -> Drawn {
         let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption("Request latency by percentile, open loop at half of max rate (lower is better)", (FONT, 20))
             .margin(12)
+            .margin_right(40)
             .x_label_area_size(40)
             .y_label_area_size(80)
             .build_cartesian_2d(0f64..max_x, (lo..hi).log_scale())?;

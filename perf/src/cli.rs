@@ -90,12 +90,7 @@ impl Cli {
         if self.n == Some(0) {
             return Err(BenchError::Usage("--n must be at least 1".into()));
         }
-        Ok(Params {
-            n: self.n,
-            shards,
-            pin: !self.no_pin,
-            peers: !self.no_peers && cfg!(feature = "peers"),
-        })
+        Ok(Params { n: self.n, shards, pin: !self.no_pin, peers: !self.no_peers && cfg!(feature = "peers") })
     }
 }
 
@@ -104,8 +99,7 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("percore-perf").chain(args.iter().copied()))
-            .expect("valid command line")
+        Cli::try_parse_from(std::iter::once("percore-perf").chain(args.iter().copied())).expect("valid command line")
     }
 
     #[test]

@@ -77,8 +77,8 @@ fn main() -> ExitCode {
         println!("{}", report::table(&results.records));
     }
     if let Some(dir) = &cli.out {
-        let written = report::write_files(dir, &results.records)
-            .and_then(|()| charts::write_all(dir, &results.records));
+        let written =
+            report::write_files(dir, &results.records).and_then(|()| charts::write_all(dir, &results.records));
         match written {
             Ok(()) => eprintln!("wrote results and charts to {}", dir.display()),
             Err(e) => results.failures.push(e),
@@ -90,10 +90,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let wrong = results.failures.iter().filter(|f| f.is_wrong_result()).count();
-    eprintln!(
-        "percore-perf: {} failure(s), {wrong} of them wrong results:",
-        results.failures.len()
-    );
+    eprintln!("percore-perf: {} failure(s), {wrong} of them wrong results:", results.failures.len());
     for failure in &results.failures {
         eprintln!("  {failure}");
     }

@@ -148,10 +148,7 @@ fn is_latency(record: &Record) -> bool {
 /// Throughput workloads compare rates; the latency workload compares p99.
 pub fn ratio_to_best_peer(record: &Record, all: &[Record]) -> Option<f64> {
     let peers = all.iter().filter(|r| {
-        r.workload == record.workload
-            && r.unit == record.unit
-            && r.system != PERCORE
-            && r.system != RAW_SYSTEM
+        r.workload == record.workload && r.unit == record.unit && r.system != PERCORE && r.system != RAW_SYSTEM
     });
     if is_latency(record) {
         let best = peers.filter_map(|r| r.p99_ns).min()?;
@@ -171,9 +168,8 @@ pub fn ratio_to_raw(record: &Record, all: &[Record]) -> Option<f64> {
 
 /// Renders the readable table printed at the end of a run.
 pub fn table(records: &[Record]) -> String {
-    const HEAD: [&str; 10] = [
-        "workload", "system", "shards", "throughput", "unit", "p50", "p99", "p999", "B/actor", "vs best peer",
-    ];
+    const HEAD: [&str; 10] =
+        ["workload", "system", "shards", "throughput", "unit", "p50", "p99", "p999", "B/actor", "vs best peer"];
     let mut rows: Vec<[String; 10]> = Vec::with_capacity(records.len());
     for r in records {
         let opt_ns = |v: Option<u64>| v.map(ns).unwrap_or_else(|| "-".into());
@@ -239,9 +235,7 @@ fn csv_field(s: &str) -> String {
 
 /// Renders all records as CSV with a header line.
 pub fn csv(records: &[Record]) -> String {
-    let mut out = String::from(
-        "system,workload,n,shards,secs,per_sec,unit,p50_ns,p99_ns,p999_ns,bytes_per_actor\n",
-    );
+    let mut out = String::from("system,workload,n,shards,secs,per_sec,unit,p50_ns,p99_ns,p999_ns,bytes_per_actor\n");
     let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for r in records {
         let _ = writeln!(

@@ -639,14 +639,8 @@ impl Peer for Actix {
     fn skynet(&self, leaves: u64, threads: usize) -> Result<Outcome> {
         let pool = Threads::new(threads)?;
         let (done, rx) = oneshot::channel();
-        let root = Node {
-            offset: 0,
-            span: leaves,
-            parent: Err(Some(done)),
-            arbiters: pool.handles(),
-            sum: 0,
-            pending: 0,
-        };
+        let root =
+            Node { offset: 0, span: leaves, parent: Err(Some(done)), arbiters: pool.handles(), sum: 0, pending: 0 };
         let t0 = Instant::now();
         let _root = Node::start_in_arbiter(&pool.arbiter(0), move |_| root);
         let sum = pool.recv("running the tree", rx)?;

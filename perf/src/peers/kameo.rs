@@ -326,7 +326,11 @@ struct Spawner {
 impl Message<SpawnChildren> for Spawner {
     type Reply = DelegatedReply<u64>;
 
-    async fn handle(&mut self, SpawnChildren(count): SpawnChildren, ctx: &mut Context<Self, Self::Reply>) -> Self::Reply {
+    async fn handle(
+        &mut self,
+        SpawnChildren(count): SpawnChildren,
+        ctx: &mut Context<Self, Self::Reply>,
+    ) -> Self::Reply {
         let (delegated, reply) = ctx.reply_sender();
         self.expected = count;
         if count == 0 {
@@ -552,7 +556,8 @@ impl Peer for Kameo {
         let rss_before = proc_status::resident_bytes();
         let t0 = Instant::now();
         let reported = rt.block_on(async {
-            let asks = spawners.iter().enumerate().map(|(i, s)| s.ask(SpawnChildren(share(n, threads, i))).into_future());
+            let asks =
+                spawners.iter().enumerate().map(|(i, s)| s.ask(SpawnChildren(share(n, threads, i))).into_future());
             let all = tokio::time::timeout(WAIT, futures::future::join_all(asks))
                 .await
                 .map_err(|_| BenchError::system(NAME, "waiting for the spawners", "timed out"))?;
@@ -577,6 +582,8 @@ impl Peer for Kameo {
     fn latency(&self, driver: &mut dyn FnMut(&mut Request<'_>) -> Result<LatencyRun>) -> Result<LatencyRun> {
         let rt = runtime(1)?;
         let echo = spawn(&rt, Echoer);
-        driver(&mut |i| echo.ask(Echo(i)).blocking_send().map_err(|e| BenchError::system(NAME, "echo", format!("{e:?}"))))
+        driver(&mut |i| {
+            echo.ask(Echo(i)).blocking_send().map_err(|e| BenchError::system(NAME, "echo", format!("{e:?}")))
+        })
     }
 }

@@ -95,11 +95,20 @@ impl Actor for Pinger {
     type State = PingerState;
     type Arguments = ActorRef<PongMsg>;
 
-    async fn pre_start(&self, _: ActorRef<PingMsg>, ponger: ActorRef<PongMsg>) -> Result<PingerState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<PingMsg>,
+        ponger: ActorRef<PongMsg>,
+    ) -> Result<PingerState, ActorProcessingErr> {
         Ok(PingerState { ponger, target: 0, pongs: 0, reply: None })
     }
 
-    async fn handle(&self, _: ActorRef<PingMsg>, msg: PingMsg, state: &mut PingerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<PingMsg>,
+        msg: PingMsg,
+        state: &mut PingerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PingMsg::Start(n, reply) => {
                 state.target = n;
@@ -134,7 +143,12 @@ impl Actor for Ponger {
         Ok((None, 0))
     }
 
-    async fn handle(&self, _: ActorRef<PongMsg>, msg: PongMsg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<PongMsg>,
+        msg: PongMsg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             PongMsg::Link(pinger) => state.0 = Some(pinger),
             PongMsg::Ping => {
@@ -175,7 +189,12 @@ impl Actor for Counter {
         Ok(CounterState::default())
     }
 
-    async fn handle(&self, _: ActorRef<CountMsg>, msg: CountMsg, state: &mut CounterState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<CountMsg>,
+        msg: CountMsg,
+        state: &mut CounterState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             CountMsg::Add(k) => {
                 state.count += k;
@@ -256,7 +275,12 @@ impl Actor for Member {
         Ok(MemberState::default())
     }
 
-    async fn handle(&self, _: ActorRef<RingMsg>, msg: RingMsg, state: &mut MemberState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<RingMsg>,
+        msg: RingMsg,
+        state: &mut MemberState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             RingMsg::Link(next, leader) => {
                 state.next = Some(next);
@@ -316,7 +340,12 @@ impl Actor for Spawner {
         Ok(SpawnerState::default())
     }
 
-    async fn handle(&self, myself: ActorRef<SpawnerMsg>, msg: SpawnerMsg, state: &mut SpawnerState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SpawnerMsg>,
+        msg: SpawnerMsg,
+        state: &mut SpawnerState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SpawnerMsg::Spawn(0, reply) => {
                 let _ = reply.send(0);
@@ -351,7 +380,11 @@ impl Actor for Child {
     type State = ActorRef<SpawnerMsg>;
     type Arguments = ActorRef<SpawnerMsg>;
 
-    async fn pre_start(&self, _: ActorRef<()>, spawner: ActorRef<SpawnerMsg>) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<()>,
+        spawner: ActorRef<SpawnerMsg>,
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(spawner)
     }
 
@@ -414,7 +447,11 @@ impl Actor for Node {
     type State = NodeState;
     type Arguments = (u64, u64, Option<ActorRef<SkyMsg>>);
 
-    async fn pre_start(&self, _: ActorRef<SkyMsg>, (offset, span, parent): Self::Arguments) -> Result<NodeState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<SkyMsg>,
+        (offset, span, parent): Self::Arguments,
+    ) -> Result<NodeState, ActorProcessingErr> {
         Ok(NodeState { offset, span, parent, waiter: None, sum: 0, pending: 0 })
     }
 
@@ -425,7 +462,12 @@ impl Actor for Node {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SkyMsg>, msg: SkyMsg, state: &mut NodeState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SkyMsg>,
+        msg: SkyMsg,
+        state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SkyMsg::Run(reply) => {
                 state.waiter = Some(reply);
@@ -456,7 +498,12 @@ impl Actor for Echoer {
         Ok(())
     }
 
-    async fn handle(&self, _: ActorRef<Self::Msg>, (value, reply): Self::Msg, (): &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        (value, reply): Self::Msg,
+        (): &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         let _ = reply.send(value);
         Ok(())
     }

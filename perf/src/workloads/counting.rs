@@ -24,9 +24,7 @@ fn percore(n: u64, pin: bool) -> Result<Outcome> {
 
     let t0 = Instant::now();
     for _ in 0..n {
-        counter
-            .send(CountMsg::Add(1), SEND_TIMEOUT)
-            .map_err(fail("sending to the counter"))?;
+        counter.send(CountMsg::Add(1), SEND_TIMEOUT).map_err(fail("sending to the counter"))?;
     }
     let total = engine::ask(&counter, "asking the total", CountMsg::Get)?;
     let secs = t0.elapsed().as_secs_f64();

@@ -70,9 +70,7 @@ pub fn percore(total: u64, shards: usize, pin: bool) -> Result<Outcome> {
 
     let t0 = Instant::now();
     for producer in &producers {
-        producer
-            .send(Continue, SEND_TIMEOUT)
-            .map_err(fail("starting a producer"))?;
+        producer.send(Continue, SEND_TIMEOUT).map_err(fail("starting a producer"))?;
     }
     let reached = engine::ask(&counter, "waiting for the total", |reply| CountMsg::WaitFor { target: total, reply })?;
     let secs = t0.elapsed().as_secs_f64();

@@ -19,7 +19,10 @@ const UNIT: &str = "round_trips";
 #[derive(Debug)]
 enum PingMsg {
     /// Play `n` round trips, then reply with the number of pongs received.
-    Start { n: u64, reply: ReplyTo<u64> },
+    Start {
+        n: u64,
+        reply: ReplyTo<u64>,
+    },
     Pong,
 }
 
@@ -118,9 +121,7 @@ fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str
 pub fn run_local(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "pingpong";
     results.add(percore(n, 1, 0, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
-    each_peer(params, results, |peer| {
-        checked_record(peer.name(), NAME, 1, peer.pingpong(n, false)?, n, n, UNIT)
-    });
+    each_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.pingpong(n, false)?, n, n, UNIT));
 }
 
 /// The `pingpong-xshard` workload: the actors on shards 0 and 1 of a two-shard runtime
@@ -128,7 +129,5 @@ pub fn run_local(params: &Params, n: u64, results: &mut Results) {
 pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "pingpong-xshard";
     results.add(percore(n, 2, 1, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 2, o, n, n, UNIT)));
-    each_peer(params, results, |peer| {
-        checked_record(peer.name(), NAME, 2, peer.pingpong(n, true)?, n, n, UNIT)
-    });
+    each_peer(params, results, |peer| checked_record(peer.name(), NAME, 2, peer.pingpong(n, true)?, n, n, UNIT));
 }

@@ -119,9 +119,7 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
 pub fn run_local(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "ring";
     results.add(percore(n, 1, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
-    each_peer(params, results, |peer| {
-        checked_record(peer.name(), NAME, 1, peer.ring(RING_SIZE, n, 1)?, n, n, UNIT)
-    });
+    each_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.ring(RING_SIZE, n, 1)?, n, n, UNIT));
 }
 
 /// The `ring-xshard` workload: members round-robin over all shards (peers: as many
@@ -129,9 +127,8 @@ pub fn run_local(params: &Params, n: u64, results: &mut Results) {
 pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "ring-xshard";
     let shards = params.cross_shards();
-    results.add(
-        percore(n, shards, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, shards, o, n, n, UNIT)),
-    );
+    results
+        .add(percore(n, shards, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, shards, o, n, n, UNIT)));
     each_peer(params, results, |peer| {
         checked_record(peer.name(), NAME, shards, peer.ring(RING_SIZE, n, shards)?, n, n, UNIT)
     });

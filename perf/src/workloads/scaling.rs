@@ -11,17 +11,20 @@ pub const PREFIX: &str = "scaling:";
 
 /// The `scaling` workload: `n` messages of fan-in and `n / 4` ring hops per shard count.
 pub fn run(params: &Params, n: u64, results: &mut Results) {
-    let hops = (n / 4).max(1);
+    // One workload at a time over all shard counts, so each curve's records are adjacent.
+    let fanin = format!("{PREFIX}fanin");
     for shards in 1..=params.shards {
-        let name = format!("{PREFIX}fanin");
         results.add(
             fanin::percore(n, shards, params.pin)
-                .and_then(|o| checked_record(PERCORE, &name, shards, o, n, n, "msgs")),
+                .and_then(|o| checked_record(PERCORE, &fanin, shards, o, n, n, "msgs")),
         );
-        let name = format!("{PREFIX}ring-xshard");
+    }
+    let ring = format!("{PREFIX}ring-xshard");
+    let hops = (n / 4).max(1);
+    for shards in 1..=params.shards {
         results.add(
-            ring::percore(hops, shards, params.pin, &name)
-                .and_then(|o| checked_record(PERCORE, &name, shards, o, hops, hops, "hops")),
+            ring::percore(hops, shards, params.pin, &ring)
+                .and_then(|o| checked_record(PERCORE, &ring, shards, o, hops, hops, "hops")),
         );
     }
 }

@@ -60,11 +60,7 @@ impl Node {
         for i in 0..FAN_OUT {
             let child = Node::new(self.offset + i * child_span, child_span, Some(ctx.myself().clone()));
             let mut options = SpawnOptions::new().capacity(NODE_CAPACITY);
-            options = if is_root {
-                options.shard(i as usize % ctx.num_shards())
-            } else {
-                options.shard(ctx.shard())
-            };
+            options = if is_root { options.shard(i as usize % ctx.num_shards()) } else { options.shard(ctx.shard()) };
             ctx.spawn_with(options, child).map_err(|e| engine::actor_error(format!("spawning a node: {e}")))?;
         }
         Ok(())

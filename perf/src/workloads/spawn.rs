@@ -142,7 +142,11 @@ fn percore(n: u64, shards: usize, pin: bool) -> Result<Outcome> {
 
     let live = rt.live_actors();
     if live < n + shards as u64 {
-        return Err(BenchError::wrong(NAME, PERCORE, format!("{live} live actors, expected at least {}", n + shards as u64)));
+        return Err(BenchError::wrong(
+            NAME,
+            PERCORE,
+            format!("{live} live actors, expected at least {}", n + shards as u64),
+        ));
     }
     engine::finish(rt, NAME)?;
     Ok(Outcome { secs, count: reported, rss_before, rss_after })
