@@ -125,6 +125,56 @@ pub enum SpawnError {
     /// The spawning actor is stopping and may not create children.
     #[error("the parent actor is stopping and cannot spawn children")]
     ParentStopping,
+    /// A sibling (or, at the top level, another actor) already has this name.
+    #[error("an actor named {0:?} already exists among its siblings")]
+    DuplicateName(String),
+    /// Names must be non-empty, without `/` or `*`, and not start with `$`.
+    #[error("invalid actor name {0:?}: use a non-empty name without '/', '*' or a leading '$'")]
+    InvalidName(String),
+}
+
+/// Why a path lookup or registry operation failed.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// No (live) actor at that path or name.
+    #[error("no actor at {0}")]
+    NotFound(String),
+    /// `resolve` found several actors (use `select` for wildcards).
+    #[error("{path} matches {count} actors; use select for wildcards")]
+    Ambiguous {
+        /// The path.
+        path: String,
+        /// How many matched.
+        count: usize,
+    },
+    /// The actor exists but takes another message type.
+    #[error("the actor at {path} takes {actual}, not the requested message type")]
+    WrongType {
+        /// The path or name.
+        path: String,
+        /// Its message type.
+        actual: &'static str,
+    },
+    /// Not a path under `/user`.
+    #[error("invalid path {0:?}: expected percore://<runtime>/user/<name>/..., or /user/<name>/...")]
+    InvalidPath(String),
+    /// The path names another runtime (remote lookup comes with the transport).
+    #[error("{path} is not in runtime {runtime}")]
+    OtherRuntime {
+        /// The path.
+        path: String,
+        /// This runtime's name.
+        runtime: String,
+    },
+    /// A parent did not answer in time.
+    #[error("lookup timed out")]
+    Timeout,
+    /// Blocking lookup on a shard thread; use the registry (`whereis`) inside actors.
+    #[error("blocking lookup called on a shard thread; use whereis inside actors")]
+    WouldBlock,
+    /// `register` with a name already held by a live actor.
+    #[error("the name {0:?} is already registered")]
+    NameTaken(String),
 }
 
 /// An invalid runtime configuration.

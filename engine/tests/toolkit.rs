@@ -72,3 +72,75 @@ fn stash_comes_back_in_order_before_newer_messages_and_overflow_is_an_error() {
     assert_eq!(*overflow.lock().unwrap(), [5, 6], "stash overflow hands the message back");
     rt.shutdown();
 }
+
+mod names {
+    use std::time::Duration;
+
+    use percore::{Actor, ActorError, ActorRef, Context, LookupError, SpawnError, SpawnOptions};
+
+    use crate::common::*;
+
+    /// Spawns named children on request.
+    struct Dir;
+
+    enum DirMsg {
+        Spawn(&'static str, percore::ReplyTo<Result<ActorRef<u64>, SpawnError>>),
+    }
+
+    impl Actor for Dir {
+        type Msg = DirMsg;
+        fn handle(&mut self, ctx: &mut Context<Self>, DirMsg::Spawn(name, r): DirMsg) -> Result<(), ActorError> {
+            let shard = ctx.num_shards() - 1; // children may live on another shard
+            r.reply(ctx.spawn_with(SpawnOptions::new().name(name).shard(shard), Counter(Count::default())));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn names_paths_selection_registry() {
+        let rt = runtime(2);
+        let t = Duration::from_secs(30);
+        let dir = rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap();
+        assert_eq!(
+            rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap_err(),
+            SpawnError::DuplicateName("dir".into())
+        );
+        assert_eq!(rt.spawn_with(SpawnOptions::new().name("a/b"), Dir).unwrap_err(), SpawnError::InvalidName("a/b".into()));
+        let a = dir.ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap();
+        let b = dir.ask(|r| DirMsg::Spawn("beta", r), DEADLINE).unwrap().unwrap();
+        assert_eq!(dir.ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap_err(), SpawnError::DuplicateName("alpha".into()));
+        assert_eq!(a.path(), "percore://test/user/dir/alpha");
+        assert!(format!("{b:?}").contains("/user/dir/beta"));
+
+        let found: ActorRef<u64> = rt.resolve("/user/dir/alpha", t).unwrap();
+        assert_eq!(found, a);
+        assert_eq!(rt.resolve::<u64>("percore://test/user/dir/beta", t).unwrap(), b);
+        let mut all: Vec<ActorRef<u64>> = rt.select("/user/dir/*", t).unwrap();
+        all.sort_by_key(|r| r.id());
+        let mut expect = vec![a.clone(), b.clone()];
+        expect.sort_by_key(|r| r.id());
+        assert_eq!(all, expect, "the wildcard finds exactly the children");
+        assert!(matches!(rt.resolve::<u64>("/user/dir/*", t), Err(LookupError::Ambiguous { count: 2, .. })));
+        assert!(matches!(rt.resolve::<String>("/user/dir/alpha", t), Err(LookupError::WrongType { .. })));
+        assert!(matches!(rt.resolve::<u64>("percore://other/user/dir", t), Err(LookupError::OtherRuntime { .. })));
+        assert!(matches!(rt.resolve::<u64>("/system/x", t), Err(LookupError::InvalidPath(_))));
+
+        // A stopped actor cannot be found any more.
+        a.stop();
+        assert!(eventually(|| matches!(rt.resolve::<u64>("/user/dir/alpha", t), Err(LookupError::NotFound(_)))));
+        assert_eq!(rt.select::<u64>("/user/dir/*", t).unwrap(), [b.clone()]);
+
+        // Registry (Erlang's register/whereis).
+        rt.register("the-b", &b).unwrap();
+        assert_eq!(rt.register("the-b", &b).unwrap_err(), LookupError::NameTaken("the-b".into()));
+        assert_eq!(rt.whereis::<u64>("the-b").unwrap(), b);
+        b.stop();
+        assert!(eventually(|| rt.whereis::<u64>("the-b").is_err()));
+        assert!(!rt.unregister("the-b"));
+        dir.stop();
+        assert!(eventually(|| matches!(rt.resolve::<DirMsg>("/user/dir", t), Err(LookupError::NotFound(_)))));
+        // The name is free again.
+        let _again = rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap();
+        rt.shutdown();
+    }
+}

@@ -221,15 +221,18 @@ pub(crate) struct Path<'a>(pub(crate) &'a Header);
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut chain = vec![self.0.id];
+        let mut chain = vec![self.0];
         let mut cur = self.0;
         while let Some(p) = &cur.parent {
             cur = p.header();
-            chain.push(cur.id);
+            chain.push(cur);
         }
         write!(f, "percore://{}/user", self.0.runtime.name())?;
-        for id in chain.iter().rev() {
-            write!(f, "/{id}")?;
+        for h in chain.iter().rev() {
+            match &h.name {
+                Some(n) => write!(f, "/{}", n.0)?,
+                None => write!(f, "/{}", h.id)?,
+            }
         }
         Ok(())
     }

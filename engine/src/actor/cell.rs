@@ -35,6 +35,10 @@ pub(crate) struct VTable {
     pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry) -> Outcome,
     /// Frees the cell (last reference gone).
     pub(crate) drop_cell: unsafe fn(NonNull<Header>),
+    /// `TypeId` of the actor's message type (typed lookup checks it).
+    pub(crate) msg_type: fn() -> std::any::TypeId,
+    /// `type_name` of the message type (for errors).
+    pub(crate) msg_type_name: fn() -> &'static str,
 }
 
 /// What the shard must do after an activation.
@@ -63,6 +67,8 @@ pub(crate) struct Header {
     pub(crate) runtime: Arc<RuntimeShared>,
     pub(crate) id: ActorId,
     pub(crate) parent: Option<ErasedRef>,
+    /// The name given at spawn, if any (immutable; part of the path).
+    pub(crate) name: Option<Box<Name>>,
     /// System messages: a path a full user mailbox cannot block.
     pub(crate) sys: BatchStack<SysNode>,
     /// Intrusive link for the owner shard's injector.
@@ -75,6 +81,9 @@ unsafe impl Linked for Header {
         &self.link
     }
 }
+
+/// An actor's name (a thin box keeps the header small for the many unnamed actors).
+pub(crate) struct Name(pub(crate) Box<str>);
 
 /// A system message: travels on the system inbox, which a full mailbox cannot block.
 pub(crate) enum SysMsg {
@@ -99,6 +108,8 @@ pub(crate) enum SysMsg {
     /// A keyed timer fired: delivered only if the key still maps to this timer, so a
     /// cancelled or replaced timer's message is never received.
     TimerFired { key: crate::timer::TimerKey, id: crate::shard::TimerId, msg: Box<dyn Any + Send> },
+    /// Path lookup: the children matching one segment.
+    ResolveChild { pattern: Box<str>, reply: Arc<crate::ask::slot::ReplySlot<Result<Vec<ErasedRef>, crate::AskError>>> },
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
 }
@@ -197,12 +208,10 @@ pub(crate) struct Cell<A: Actor> {
 
 pub(crate) struct Inner<A> {
     pub(crate) actor: Option<A>,
-    /// Builds a fresh instance for Restart (spawned with `Props`); thin box: 8 bytes.
-    pub(crate) factory: Option<Box<Factory<A>>>,
     pub(crate) meta: Meta,
 }
 
-/// An actor factory (`Props`).
+/// An actor factory (`Props`), kept type-erased in `SupState::factory`.
 pub(crate) struct Factory<A>(pub(crate) Box<dyn Fn() -> A + Send>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -247,6 +256,10 @@ pub(crate) struct SupState {
     pub(crate) receive_timeout: Option<ReceiveTimeout>,
     /// How many unstashed messages are still ahead in the local queue.
     pub(crate) unstashed: usize,
+    /// `Factory<A>` for Restart (spawned with `Props`), type-erased.
+    pub(crate) factory: Option<Box<dyn Any + Send>>,
+    /// Named children, for lookup by path and for unique names among siblings.
+    pub(crate) names: std::collections::HashMap<Box<str>, ErasedRef>,
 }
 
 /// An armed receive timeout: fires `make()` once per idle period of `after`.
@@ -529,7 +542,12 @@ impl<M: Send + 'static> Shared<M> {
 }
 
 impl<A: Actor> Cell<A> {
-    const VTABLE: VTable = VTable { run: run::<A>, drop_cell: drop_cell::<A> };
+    const VTABLE: VTable = VTable {
+        run: run::<A>,
+        drop_cell: drop_cell::<A>,
+        msg_type: std::any::TypeId::of::<A::Msg>,
+        msg_type_name: std::any::type_name::<A::Msg>,
+    };
 
     /// Allocates a cell for `actor`, Scheduled, with two references: one returned, one (the
     /// ownership reference) travelling with the Scheduled token to the owner shard.
@@ -541,7 +559,11 @@ impl<A: Actor> Cell<A> {
         parent: Option<ErasedRef>,
         actor: A,
         factory: Option<Box<dyn Fn() -> A + Send>>,
+        name: Option<Box<str>>,
     ) -> NonNull<Header> {
+        let sup = factory.map(|f| {
+            Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
+        });
         let cell = Box::new(Cell {
             shared: Shared {
                 header: Header {
@@ -554,6 +576,7 @@ impl<A: Actor> Cell<A> {
                     runtime,
                     id,
                     parent,
+                    name: name.map(|n| Box::new(Name(n))),
                     sys: BatchStack::new(),
                     link: AtomicPtr::new(ptr::null_mut()),
                 },
@@ -562,7 +585,6 @@ impl<A: Actor> Cell<A> {
             },
             inner: UnsafeCell::new(Inner {
                 actor: Some(actor),
-                factory: factory.map(|f| Box::new(Factory(f))),
                 meta: Meta {
                     lifecycle: Lifecycle::New,
                     started: false,
@@ -572,7 +594,7 @@ impl<A: Actor> Cell<A> {
                     prefer_ring: false,
                     unstashed: false,
                     children: Children::default(),
-                    sup: None,
+                    sup,
                 },
             }),
         });

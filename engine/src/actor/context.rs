@@ -94,10 +94,17 @@ impl<'a, A: Actor> Context<'a, A> {
 
     fn spawn_inner<B: Actor>(
         &mut self,
-        opts: SpawnOptions,
+        mut opts: SpawnOptions,
         actor: B,
         factory: Option<Box<dyn Fn() -> B + Send>>,
     ) -> Result<ActorRef<B::Msg>, SpawnError> {
+        let name = opts.take_name();
+        if let Some(n) = &name {
+            crate::runtime::names::validate_name(n)?;
+            if self.meta.sup.as_ref().is_some_and(|s| s.names.contains_key(n.as_str())) {
+                return Err(SpawnError::DuplicateName(n.clone()));
+            }
+        }
         if self.meta.lifecycle >= Lifecycle::Stopping || self.meta.stop_requested {
             return Err(SpawnError::ParentStopping);
         }
@@ -107,11 +114,14 @@ impl<'a, A: Actor> Context<'a, A> {
         runtime.begin_spawn()?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory);
+        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory, name.as_deref().map(Into::into));
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };
         self.meta.children.link(child.erased().clone());
+        if let Some(n) = name {
+            self.meta.sup().names.insert(n.into_boxed_str(), child.erased().clone());
+        }
         crate::shard::notify(h);
         Ok(child)
     }

@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use super::actor_ref::Path;
-use super::cell::{Cell, ErasedRef, Header, Inner, Lifecycle, SysMsg};
+use super::cell::{Cell, ErasedRef, Factory, Header, Inner, Lifecycle, SysMsg};
 use super::context::Context;
 use super::state::SCHEDULED;
 use super::{Actor, ActorId};
@@ -25,6 +25,8 @@ pub(crate) fn sys_to_dead(id: ActorId, msg: SysMsg) {
         SysMsg::Watch(entry) => entry.fire(id, StopReason::AlreadyDead),
         // A dead parent cannot supervise: the child is stopped when its parent stops anyway.
         SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
+        // A lookup through a dead actor finds nothing (and does not wait for a timeout).
+        SysMsg::ResolveChild { reply, .. } => drop(reply.complete(Ok(vec![]))),
         _ => {}
     }
 }
@@ -95,7 +97,15 @@ impl<A: Actor> Activation<'_, A> {
             let node = unsafe { Box::from_raw(node.as_ptr()) };
             match node.msg {
                 SysMsg::Stop(reason) => inner.meta.request_stop(reason),
-                SysMsg::ChildTerminated(child) => inner.meta.children.unlink(&child),
+                SysMsg::ChildTerminated(child) => {
+                    if let (Some(name), Some(sup)) = (child.header().name.as_ref(), inner.meta.sup.as_mut()) {
+                        sup.names.remove(&name.0);
+                    }
+                    inner.meta.children.unlink(&child);
+                }
+                SysMsg::ResolveChild { pattern, reply } => {
+                    let _ = reply.complete(Ok(self.resolve_child(inner, &pattern)));
+                }
                 SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
                 SysMsg::Resume => {
                     if inner.actor.is_some() {
@@ -206,7 +216,7 @@ impl<A: Actor> Activation<'_, A> {
             }
             restarts.push_back(now);
         }
-        if inner.factory.is_none() {
+        if inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).is_none() {
             log::error!("actor {} cannot be restarted: it was spawned from a value (spawn it from Props); stopping it", Path(header));
             inner.meta.request_stop(StopReason::Failed(failure));
             return;
@@ -219,7 +229,11 @@ impl<A: Actor> Activation<'_, A> {
             log::error!("actor {} panicked in pre_restart: {f}", Path(header));
         }
         let old = inner.actor.take();
-        let factory = inner.factory.as_ref().expect("checked above");
+        let factory = inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).and_then(|f| f.downcast_ref::<Factory<A>>());
+        let Some(factory) = factory else {
+            inner.meta.request_stop(StopReason::Failed(failure));
+            return;
+        };
         let fresh = catch_unwind(AssertUnwindSafe(|| {
             drop(old);
             (factory.0)()
@@ -253,6 +267,20 @@ impl<A: Actor> Activation<'_, A> {
         if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, *msg)) {
             self.fail(inner, f);
         }
+    }
+
+    /// Children matching one path segment: a name, `$id`, or `*` (all children).
+    fn resolve_child(&self, inner: &Inner<A>, pattern: &str) -> Vec<ErasedRef> {
+        if inner.meta.lifecycle != Lifecycle::Running {
+            return vec![];
+        }
+        if pattern == "*" {
+            return inner.meta.children.iter().cloned().collect();
+        }
+        if pattern.starts_with('$') {
+            return inner.meta.children.iter().filter(|c| c.header().id.to_string() == pattern).cloned().collect();
+        }
+        inner.meta.sup.as_ref().and_then(|s| s.names.get(pattern)).cloned().into_iter().collect()
     }
 
     /// A keyed timer fired: deliver its message unless the key was cancelled or replaced
@@ -335,7 +363,10 @@ impl<A: Actor> Activation<'_, A> {
                 log::error!("actor {} panicked in Drop", Path(header));
             }
         }
-        inner.factory = None;
+        if let Some(sup) = inner.meta.sup.as_mut() {
+            sup.factory = None;
+            sup.names.clear();
+        }
         // SAFETY: owner-shard thread (activation contract).
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         inner.meta.lifecycle = Lifecycle::Dead;
@@ -364,7 +395,12 @@ impl<A: Actor> Activation<'_, A> {
         inner.meta.pending = remote_pending as u8 + local_queued as u8;
         match &header.parent {
             Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
-            None => self.shard.remove_top_level(self.h),
+            None => {
+                self.shard.remove_top_level(self.h);
+                if let Some(name) = &header.name {
+                    header.runtime.names().release_top_level(&name.0, header.id);
+                }
+            }
         }
     }
 }

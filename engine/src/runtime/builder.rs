@@ -127,6 +127,7 @@ impl RuntimeBuilder {
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
             dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook },
+            names: Default::default(),
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             guardian: self.guardian,

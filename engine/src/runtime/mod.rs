@@ -7,6 +7,7 @@
 //! down any number of runtimes.
 
 pub(crate) mod builder;
+pub(crate) mod names;
 pub mod dead_letters;
 
 use std::fmt;
@@ -19,7 +20,7 @@ use dead_letters::{DeadLetter, DeadLetterHook, DeadLetterReason};
 use crate::actor::cell::Cell;
 use crate::actor::{Actor, ActorId, ActorRef};
 use crate::ask::Timekeeper;
-use crate::error::SpawnError;
+use crate::error::{LookupError, SpawnError};
 use crate::queue::spsc::Lane;
 use crate::shard::{self, Notification, ShardShared};
 use crate::supervision::SupervisorStrategy;
@@ -32,10 +33,11 @@ use crate::sync::Arc;
 pub const MAX_SHARDS: usize = 4096;
 
 /// Where and how to spawn an actor.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpawnOptions {
     shard: Option<usize>,
     capacity: Option<usize>,
+    name: Option<String>,
 }
 
 impl SpawnOptions {
@@ -55,6 +57,17 @@ impl SpawnOptions {
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = Some(capacity);
         self
+    }
+
+    /// Name the actor: unique among its siblings, it becomes its path segment
+    /// (`/user/parent/<name>`) and makes it findable with `resolve`/`select`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub(crate) fn take_name(&mut self) -> Option<String> {
+        self.name.take()
     }
 
     pub(crate) fn shard_or(&self, default: usize) -> usize {
@@ -99,6 +112,12 @@ impl<A: Actor> Props<A> {
     /// Mailbox capacity of this actor.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.opts = self.opts.capacity(capacity);
+        self
+    }
+
+    /// Name of the actor (see [`SpawnOptions::name`]).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.opts = self.opts.name(name);
         self
     }
 
@@ -160,6 +179,7 @@ pub(crate) struct RuntimeShared {
     accepting: AtomicBool,
     shutdown: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
+    names: names::Names,
     failures: AtomicU64,
     restarts: AtomicU64,
     guardian: SupervisorStrategy,
@@ -215,6 +235,10 @@ impl RuntimeShared {
     pub(crate) fn live_actors(&self) -> u64 {
         // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
         self.live.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn names(&self) -> &names::Names {
+        &self.names
     }
 
     pub(crate) fn record_restart(&self) {
@@ -319,9 +343,31 @@ impl RuntimeHandle {
 
     fn spawn_inner<A: Actor>(
         &self,
+        mut opts: SpawnOptions,
+        actor: A,
+        factory: Option<Box<dyn Fn() -> A + Send>>,
+    ) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let name = opts.take_name();
+        if let Some(n) = &name {
+            names::validate_name(n)?;
+            self.shared.names.claim_top_level(n)?;
+        }
+        let r = self.spawn_top_level(opts, actor, factory, name.as_deref());
+        if let Some(n) = &name {
+            match &r {
+                Ok(r) => self.shared.names.fill_top_level(n, r.erased().clone()),
+                Err(_) => self.shared.names.abandon_top_level(n),
+            }
+        }
+        r
+    }
+
+    fn spawn_top_level<A: Actor>(
+        &self,
         opts: SpawnOptions,
         actor: A,
         factory: Option<Box<dyn Fn() -> A + Send>>,
+        name: Option<&str>,
     ) -> Result<ActorRef<A::Msg>, SpawnError> {
         let rt = &self.shared;
         let shard = match opts.shard {
@@ -332,7 +378,7 @@ impl RuntimeHandle {
         let (shard, capacity) = rt.validate_spawn(shard, opts.capacity_or(rt.default_capacity))?;
         rt.begin_spawn()?;
         let id = rt.foreign_id();
-        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory);
+        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory, name.map(Into::into));
         // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
         // other travels with the Scheduled token.
         let r = unsafe { ActorRef::from_raw(h) };
@@ -382,6 +428,67 @@ impl RuntimeHandle {
             self.shared.dead_letters.record(target.id(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
         }
         cancel
+    }
+
+    /// Finds the one actor at `path` (`/user/a/b`, `percore://<runtime>/user/a/b`; a segment
+    /// may be `$<id>` for unnamed children). Blocking: for foreign threads. The result is an
+    /// ordinary ref: sending through it is as fast as through any ref.
+    pub fn resolve<M: 'static>(&self, path: &str, timeout: Duration) -> Result<ActorRef<M>, LookupError> {
+        let mut found = self.select_erased(path, timeout)?;
+        match found.len() {
+            0 => Err(LookupError::NotFound(path.to_string())),
+            1 => names::typed(found.remove(0), path),
+            count => Err(LookupError::Ambiguous { path: path.to_string(), count }),
+        }
+    }
+
+    /// Finds every actor matching `pattern`, where a segment may be `*` (all children; at
+    /// the top level, all named actors). Actors of another message type are skipped.
+    pub fn select<M: 'static>(&self, pattern: &str, timeout: Duration) -> Result<Vec<ActorRef<M>>, LookupError> {
+        Ok(self.select_erased(pattern, timeout)?.into_iter().filter_map(|r| names::typed(r, pattern).ok()).collect())
+    }
+
+    fn select_erased(&self, path: &str, timeout: Duration) -> Result<Vec<crate::actor::cell::ErasedRef>, LookupError> {
+        if shard::on_shard_thread() {
+            return Err(LookupError::WouldBlock);
+        }
+        let deadline = Instant::now() + timeout;
+        let segs = names::parse_path(path, self.name())?;
+        let mut current = self.shared.names.top_level(segs[0]);
+        for seg in &segs[1..] {
+            let mut next = Vec::new();
+            for parent in current {
+                // Answered directly by the parent, on its shard (system path).
+                let slot = Arc::new(crate::ask::slot::ReplySlot::new());
+                let msg = crate::actor::cell::SysMsg::ResolveChild { pattern: (*seg).into(), reply: slot.clone() };
+                parent.send_sys(msg);
+                match crate::ask::wait_blocking(&slot, deadline, &self.shared) {
+                    Ok(mut found) => next.append(&mut found),
+                    Err(_) => return Err(LookupError::Timeout),
+                }
+            }
+            current = next;
+        }
+        current.retain(|r| !r.header().state.is_closed());
+        Ok(current)
+    }
+
+    /// Registers `actor` under a well-known `name` (Erlang's `register`). Fails if a live
+    /// actor holds the name; a stopped one's registration is replaced.
+    pub fn register<M>(&self, name: &str, actor: &ActorRef<M>) -> Result<(), LookupError> {
+        self.shared.names.register(name, actor.erased().clone())
+    }
+
+    /// Removes a registration; returns whether there was one.
+    pub fn unregister(&self, name: &str) -> bool {
+        self.shared.names.unregister(name)
+    }
+
+    /// The live actor registered as `name`, if its message type is `M`. Non-blocking:
+    /// usable inside actors.
+    pub fn whereis<M: 'static>(&self, name: &str) -> Result<ActorRef<M>, LookupError> {
+        let r = self.shared.names.whereis(name).ok_or_else(|| LookupError::NotFound(name.to_string()))?;
+        names::typed(r, name)
     }
 
     /// Timers pending on all shards.
