@@ -65,7 +65,9 @@
 pub(crate) mod actor;
 pub(crate) mod ask;
 pub mod error;
+pub mod event_stream;
 pub(crate) mod queue;
+pub mod routing;
 pub(crate) mod runtime;
 pub(crate) mod shard;
 pub mod supervision;
@@ -80,6 +82,8 @@ pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
 pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 pub use timer::{Cancellable, TimerHandle, TimerKey};
+pub use event_stream::{EventStream, LifecycleEvent};
+pub use routing::{Router, RoutingLogic};
 
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.
 /// Not a stable API.

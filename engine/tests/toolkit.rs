@@ -144,3 +144,227 @@ mod names {
         rt.shutdown();
     }
 }
+
+mod events {
+    use percore::{DeadLetter, LifecycleEvent};
+
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Price(u32);
+
+    struct Collect<E>(Arc<Mutex<Vec<E>>>);
+
+    impl<E: Send + 'static> Actor for Collect<E> {
+        type Msg = E;
+        fn handle(&mut self, _ctx: &mut Context<Self>, e: E) -> Result<(), ActorError> {
+            self.0.lock().unwrap().push(e);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn subscribers_get_exactly_the_published_events_until_unsubscribed() {
+        let rt = runtime(2);
+        let (a_log, b_log) = (Arc::new(Mutex::new(vec![])), Arc::new(Mutex::new(vec![])));
+        let a = rt.spawn_on(0, Collect::<Price>(a_log.clone())).unwrap();
+        let b = rt.spawn_on(1, Collect::<Price>(b_log.clone())).unwrap();
+        let other = Arc::new(Mutex::new(vec![]));
+        let o = rt.spawn(Collect::<String>(other.clone())).unwrap();
+        let es = rt.event_stream();
+        es.subscribe(&a);
+        es.subscribe(&a); // twice = once
+        es.subscribe(&b);
+        es.subscribe(&o);
+        for p in 0..10 {
+            assert_eq!(es.publish(Price(p)), 2);
+        }
+        assert!(eventually(|| a_log.lock().unwrap().len() == 10 && b_log.lock().unwrap().len() == 10));
+        assert_eq!(*a_log.lock().unwrap(), (0..10).map(Price).collect::<Vec<_>>(), "in publish order");
+        es.unsubscribe(&a);
+        assert_eq!(es.publish(Price(99)), 1);
+        assert!(eventually(|| b_log.lock().unwrap().len() == 11));
+        assert_eq!(a_log.lock().unwrap().len(), 10, "unsubscribe stops delivery");
+        assert!(other.lock().unwrap().is_empty(), "subscribers by type only get their type");
+        assert_eq!(es.publish("hello".to_string()), 1);
+        assert!(eventually(|| other.lock().unwrap().len() == 1));
+        rt.shutdown();
+    }
+
+    #[test]
+    fn dead_letters_and_lifecycle_events_are_published() {
+        let rt = runtime(1);
+        let dl = Arc::new(Mutex::new(vec![]));
+        let lc = Arc::new(Mutex::new(vec![]));
+        let d = rt.spawn(Collect::<DeadLetter>(dl.clone())).unwrap();
+        let l = rt.spawn(Collect::<LifecycleEvent>(lc.clone())).unwrap();
+        rt.event_stream().subscribe(&d);
+        rt.event_stream().subscribe(&l);
+        let victim = rt.spawn(Counter(Count::default())).unwrap();
+        let id = victim.id();
+        victim.stop();
+        assert!(eventually(|| victim.is_closed()));
+        let _ = victim.tell(1);
+        assert!(eventually(|| dl.lock().unwrap().len() == 1));
+        assert_eq!(dl.lock().unwrap()[0].recipient, Some(id));
+        assert!(eventually(|| lc.lock().unwrap().iter().any(|e| matches!(e, LifecycleEvent::Stopped { id: i, .. } if *i == id))));
+        rt.shutdown();
+    }
+}
+
+mod routers {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use percore::{ActorRef, ReplyTo, Router, RoutingLogic, SpawnOptions};
+
+    use super::*;
+
+    /// Records which routee got what.
+    struct Routee {
+        me: usize,
+        log: Arc<Mutex<Vec<(usize, u64)>>>,
+    }
+
+    enum R {
+        Work(u64),
+        Who(ReplyTo<usize>),
+    }
+
+    impl Clone for R {
+        fn clone(&self) -> Self {
+            match self {
+                R::Work(n) => R::Work(*n),
+                R::Who(_) => unreachable!("asks are not broadcast"),
+            }
+        }
+    }
+
+    impl Actor for Routee {
+        type Msg = R;
+        fn handle(&mut self, _ctx: &mut Context<Self>, msg: R) -> Result<(), ActorError> {
+            match msg {
+                R::Work(n) => self.log.lock().unwrap().push((self.me, n)),
+                R::Who(r) => {
+                    r.reply(self.me);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn group(rt: &percore::Runtime, n: usize) -> (Vec<ActorRef<R>>, Arc<Mutex<Vec<(usize, u64)>>>) {
+        let log = Arc::new(Mutex::new(vec![]));
+        let refs = (0..n).map(|i| rt.spawn_on(i % rt.num_shards(), Routee { me: i, log: log.clone() }).unwrap()).collect();
+        (refs, log)
+    }
+
+    fn counts(log: &Mutex<Vec<(usize, u64)>>) -> HashMap<usize, usize> {
+        let mut c = HashMap::new();
+        for (who, _) in log.lock().unwrap().iter() {
+            *c.entry(*who).or_default() += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_and_broadcast_exact_counts() {
+        let rt = runtime(2);
+        let (refs, log) = group(&rt, 4);
+        let rr = Router::group(refs.clone(), RoutingLogic::RoundRobin);
+        for n in 0..40 {
+            rr.send(R::Work(n), DEADLINE).unwrap();
+        }
+        assert!(eventually(|| log.lock().unwrap().len() == 40));
+        assert_eq!(counts(&log), (0..4).map(|i| (i, 10)).collect());
+        log.lock().unwrap().clear();
+        let bc = Router::group(refs, RoutingLogic::Broadcast);
+        for n in 0..5 {
+            assert_eq!(bc.broadcast(R::Work(n)), 4);
+        }
+        assert!(eventually(|| log.lock().unwrap().len() == 20));
+        assert_eq!(counts(&log), (0..4).map(|i| (i, 5)).collect());
+        rt.shutdown();
+    }
+
+    #[test]
+    fn consistent_hashing_same_key_same_routee_and_random_spreads() {
+        let rt = runtime(2);
+        let (refs, log) = group(&rt, 5);
+        let ch = Router::group(refs.clone(), RoutingLogic::consistent_hashing(|m: &R| match m {
+            R::Work(n) => n % 7,
+            R::Who(_) => 0,
+        }));
+        for n in 0..700 {
+            ch.send(R::Work(n), DEADLINE).unwrap();
+        }
+        assert!(eventually(|| log.lock().unwrap().len() == 700));
+        let mut by_key: HashMap<u64, std::collections::HashSet<usize>> = HashMap::new();
+        for (who, n) in log.lock().unwrap().iter() {
+            by_key.entry(n % 7).or_default().insert(*who);
+        }
+        assert_eq!(by_key.len(), 7);
+        assert!(by_key.values().all(|s| s.len() == 1), "same key → same routee: {by_key:?}");
+        log.lock().unwrap().clear();
+        let random = Router::group(refs, RoutingLogic::Random);
+        for n in 0..500 {
+            random.send(R::Work(n), DEADLINE).unwrap();
+        }
+        assert!(eventually(|| log.lock().unwrap().len() == 500));
+        assert_eq!(counts(&log).len(), 5, "random reaches every routee");
+        rt.shutdown();
+    }
+
+    #[test]
+    fn smallest_mailbox_prefers_the_idle_routee() {
+        let rt = runtime(2);
+        let gate = Gate::default();
+        // Routee 0 on shard 0 is busy (held in a handler); routee 1 on shard 1 is idle.
+        let busy = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+        let count = Count::default();
+        let idle = rt.spawn_on(1, Counter(count.clone())).unwrap();
+        let stuck = Count::default();
+        let held = rt.spawn_with(SpawnOptions::new().shard(0), Counter(stuck.clone())).unwrap();
+        busy.tell(()).unwrap();
+        gate.wait_entered();
+        // `held` cannot run (its shard is held) once it has mail: it is not idle.
+        held.tell(0).unwrap();
+        let router = Router::group(vec![held.clone(), idle.clone()], RoutingLogic::SmallestMailbox);
+        for i in 1..=10 {
+            router.tell(1).unwrap();
+            assert!(eventually(|| count.get() == i), "message {i} went to the idle routee");
+        }
+        gate.release();
+        assert!(eventually(|| stuck.get() == 0 && held.is_idle_hint()));
+        rt.shutdown();
+    }
+
+    #[test]
+    fn pool_spreads_routees_over_shards_stops_them_and_scatter_gathers() {
+        let rt = runtime(2);
+        let log = Arc::new(Mutex::new(vec![]));
+        let l2 = log.clone();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let pool = Router::pool(
+            &rt.handle(),
+            4,
+            move || Routee { me: next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 4, log: l2.clone() },
+            RoutingLogic::ShardLocal,
+        )
+        .unwrap();
+        let shards: Vec<usize> = pool.routees().iter().map(|r| r.shard()).collect();
+        assert_eq!(shards, [0, 1, 0, 1], "one per shard, round-robin");
+        let who = pool.ask_first(R::Who, Duration::from_secs(30)).unwrap();
+        assert!(who < 4);
+        // From a foreign thread ShardLocal falls back to round-robin.
+        for n in 0..8 {
+            pool.tell(R::Work(n)).unwrap();
+        }
+        assert!(eventually(|| log.lock().unwrap().len() == 8));
+        pool.stop();
+        assert!(eventually(|| pool.routees().iter().all(|r| r.is_closed())));
+        assert!(eventually(|| rt.live_actors() == 0));
+        assert!(eventually(|| rt.dead_letters() == 3), "the three late scatter-gather replies: {}", rt.dead_letters());
+        rt.shutdown();
+    }
+}

@@ -72,6 +72,12 @@ impl<M> ActorRef<M> {
         self.header().state.is_closed()
     }
 
+    /// Whether the actor looks idle: not running, and nothing queued for it from other
+    /// threads. A hint (racy by nature), used by the smallest-mailbox router.
+    pub fn is_idle_hint(&self) -> bool {
+        self.header().state.bits() & crate::actor::state::SCHEDULED == 0
+    }
+
     /// The actor's path, e.g. `percore://bench/user/$3/$17`.
     pub fn path(&self) -> String {
         Path(self.header()).to_string()

@@ -318,7 +318,31 @@ impl<'a, A: Actor> Context<'a, A> {
         B: Send + 'static,
         F: FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
     {
-        let adapter = Arc::new(ActorReply::new((*self.myself).clone(), map));
+        let me = (*self.myself).clone();
+        self.pipe_ask(target, make, timeout, &me, map);
+    }
+
+    /// Asks `target` and pipes the outcome to `recipient` (any actor) as a message built by
+    /// `map`: Akka's `ask(...).pipeTo(recipient)`. Exactly one message reaches `recipient`
+    /// (the reply, or the timeout/refusal); a reply after the timeout is a dead letter.
+    ///
+    /// *Forwarding* needs no special call in percore: a request carries its own
+    /// [`ReplyTo`], so telling the request on to another actor keeps the original reply
+    /// target.
+    pub fn pipe_ask<R, B, N, F>(
+        &mut self,
+        target: &ActorRef<B>,
+        make: impl FnOnce(ReplyTo<R>) -> B,
+        timeout: Duration,
+        recipient: &ActorRef<N>,
+        map: F,
+    ) where
+        R: Send + 'static,
+        B: Send + 'static,
+        N: Send + 'static,
+        F: FnOnce(Result<R, AskError>) -> N + Send + 'static,
+    {
+        let adapter = Arc::new(ActorReply::new(recipient.clone(), map));
         let reply_to = ReplyTo::to_actor(adapter.clone());
         match target.try_tell(make(reply_to)) {
             Ok(()) => {

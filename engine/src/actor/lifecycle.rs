@@ -14,6 +14,7 @@ use super::cell::{Cell, ErasedRef, Factory, Header, Inner, Lifecycle, SysMsg};
 use super::context::Context;
 use super::state::SCHEDULED;
 use super::{Actor, ActorId};
+use crate::event_stream::LifecycleEvent;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::ShardLocal;
 use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyKind, SupervisorStrategy};
@@ -142,6 +143,10 @@ impl<A: Actor> Activation<'_, A> {
         let header = self.header();
         header.runtime.record_failure();
         log::error!("actor {} failed: {failure}", Path(header));
+        let events = &header.runtime.events;
+        if events.has_subscribers::<LifecycleEvent>() {
+            events.publish(LifecycleEvent::Failed(failure.clone()));
+        }
         inner.meta.suspended = true;
         match &header.parent {
             Some(parent) => {
@@ -372,6 +377,9 @@ impl<A: Actor> Activation<'_, A> {
         inner.meta.lifecycle = Lifecycle::Dead;
         let prev = header.state.terminate();
         let reason = inner.meta.stop_reason();
+        if header.runtime.events.has_subscribers::<LifecycleEvent>() {
+            header.runtime.events.publish(LifecycleEvent::Stopped { id: header.id, reason: reason.clone() });
+        }
         for node in header.sys.close() {
             // SAFETY: nodes come from `send_sys` (Box::leak); the batch hands each out once.
             let node = unsafe { Box::from_raw(node.as_ptr()) };

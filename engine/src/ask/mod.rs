@@ -40,6 +40,8 @@ pub struct ReplyTo<R: Send + 'static> {
 
 enum Target<R: Send + 'static> {
     Slot { slot: Arc<Slot<R>>, runtime: Arc<RuntimeShared> },
+    /// One of several handles to a slot (scatter-gather): dropping it says nothing.
+    Shared { slot: Arc<Slot<R>>, runtime: Arc<RuntimeShared> },
     Actor(Arc<dyn Deliver<R>>),
 }
 
@@ -67,7 +69,7 @@ impl<R: Send + 'static> ReplyTo<R> {
     /// case the reply is counted as a dead letter.
     pub fn reply(mut self, value: R) -> bool {
         match self.target.take() {
-            Some(Target::Slot { slot, runtime }) => match slot.complete(Ok(value)) {
+            Some(Target::Slot { slot, runtime } | Target::Shared { slot, runtime }) => match slot.complete(Ok(value)) {
                 Ok(()) => true,
                 Err(late) => {
                     drop(late);
@@ -87,10 +89,31 @@ impl<R: Send + 'static> ReplyTo<R> {
         }
     }
 
+    /// Another handle to the same reply slot (scatter-gather: first reply wins). A shared
+    /// copy that is dropped without replying does not end the ask.
+    pub(crate) fn shared_copy(&self) -> Self {
+        match &self.target {
+            Some(Target::Slot { slot, runtime }) => {
+                ReplyTo { target: Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() }) }
+            }
+            Some(Target::Shared { slot, runtime }) => {
+                ReplyTo { target: Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() }) }
+            }
+            Some(Target::Actor(a)) => ReplyTo { target: Some(Target::Actor(a.clone())) },
+            None => ReplyTo { target: None },
+        }
+    }
+
+    /// Disarms this handle (no NoReply on drop).
+    pub(crate) fn detach(mut self) -> Self {
+        self.target = None;
+        self
+    }
+
     /// Whether the asker has given up already (replying would only make a dead letter).
     pub fn is_expired(&self) -> bool {
         match &self.target {
-            Some(Target::Slot { slot, .. }) => slot.is_closed(),
+            Some(Target::Slot { slot, .. } | Target::Shared { slot, .. }) => slot.is_closed(),
             Some(Target::Actor(_)) | None => false,
         }
     }
@@ -101,7 +124,7 @@ impl<R: Send + 'static> Drop for ReplyTo<R> {
         match self.target.take() {
             Some(Target::Slot { slot, .. }) => drop(slot.complete(Err(AskError::NoReply))),
             Some(Target::Actor(a)) => drop(a.deliver(Err(AskError::NoReply))),
-            None => {}
+            Some(Target::Shared { .. }) | None => {}
         }
     }
 }

@@ -22,6 +22,8 @@ use crate::sync::UnsafeCell;
 const VALUE: usize = 1;
 const CLOSED: usize = 2;
 const WAITER: usize = 4;
+/// A replier has claimed the slot (several repliers may race: scatter-gather).
+const CLAIMED: usize = 8;
 
 /// Who to wake when the reply arrives.
 #[derive(Debug)]
@@ -74,15 +76,20 @@ impl<T> ReplySlot<T> {
         ReplySlot { state: AtomicUsize::new(0), value: UnsafeCell::new(None), waiter: UnsafeCell::new(None) }
     }
 
-    /// Replier side: delivers `value`, or gives it back if the asker already gave up.
-    /// Must be called at most once per slot.
+    /// Replier side: delivers `value`, or gives it back if the asker already gave up or
+    /// another replier got there first (only the first of racing repliers wins).
     pub fn complete(&self, value: T) -> Result<(), T> {
         // ORDERING: Acquire pairs with the AcqRel fetch_or in `close`; a cheap early out.
-        if self.state.load(Ordering::Acquire) & CLOSED != 0 {
+        if self.state.load(Ordering::Acquire) & (CLOSED | CLAIMED) != 0 {
             return Err(value);
         }
-        // SAFETY: only the (single) replier writes `value`, and the asker reads it only after
-        // seeing VALUE, which we set below.
+        // ORDERING: Relaxed: CLAIMED only elects the one replier that may write `value`;
+        // publication to the asker is by the AcqRel fetch_or of VALUE below.
+        if self.state.fetch_or(CLAIMED, Ordering::Relaxed) & CLAIMED != 0 {
+            return Err(value);
+        }
+        // SAFETY: only the replier that won CLAIMED writes `value`, and the asker reads it
+        // only after seeing VALUE, which we set below.
         self.value.with_mut(|p| unsafe { *p = Some(value) });
         // ORDERING: AcqRel: Release publishes the value to the asker's Acquire loads;
         // Acquire pairs with the Release exchange in `register`, making the waker visible.

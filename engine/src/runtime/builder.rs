@@ -119,6 +119,7 @@ impl RuntimeBuilder {
             return Err(BuildError::ZeroThroughput);
         }
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
+        let events = Arc::new(crate::event_stream::EventStream::default());
         let shared = Arc::new(RuntimeShared {
             name: self.name,
             shards: (0..n).map(|_| ShardShared::default()).collect(),
@@ -126,8 +127,9 @@ impl RuntimeBuilder {
             live: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
-            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook },
+            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone() },
             names: Default::default(),
+            events,
             failures: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             guardian: self.guardian,

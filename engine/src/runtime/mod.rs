@@ -138,19 +138,39 @@ impl<A> fmt::Debug for Props<A> {
 pub(crate) struct DeadLetters {
     count: AtomicU64,
     hook: Option<DeadLetterHook>,
+    /// The runtime's event stream (shared with `RuntimeShared::events`).
+    events: Arc<crate::event_stream::EventStream>,
 }
 
 impl DeadLetters {
-    /// Counts `n` dead letters of one kind and reports each to the hook.
+    /// Counts `n` dead letters of one kind and reports each to the hook and to event
+    /// stream subscribers of `DeadLetter`.
     pub(crate) fn record(&self, recipient: ActorId, message_type: &'static str, reason: DeadLetterReason, n: u64) {
         // ORDERING: Relaxed: a statistic; readers need no other data through it.
         self.count.fetch_add(n, Ordering::Relaxed);
+        let letter = DeadLetter { recipient: Some(recipient), message_type, reason };
         if let Some(hook) = &self.hook {
-            let letter = DeadLetter { recipient: Some(recipient), message_type, reason };
             for _ in 0..n {
                 hook(&letter);
             }
         }
+        self.publish(&letter, n);
+    }
+
+    fn publish(&self, letter: &DeadLetter, n: u64) {
+        if let Some(events) = self.events() {
+            if events.has_subscribers::<DeadLetter>() {
+                for _ in 0..n {
+                    // A dead letter to a dead-letter subscriber must not recurse forever:
+                    // `publish` skips stopped subscribers and a full one just misses it.
+                    events.publish(letter.clone());
+                }
+            }
+        }
+    }
+
+    fn events(&self) -> Option<&crate::event_stream::EventStream> {
+        Some(&self.events)
     }
 
     /// Counts a reply that arrived after its ask expired.
@@ -179,6 +199,7 @@ pub(crate) struct RuntimeShared {
     accepting: AtomicBool,
     shutdown: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
+    pub(crate) events: Arc<crate::event_stream::EventStream>,
     names: names::Names,
     failures: AtomicU64,
     restarts: AtomicU64,
@@ -489,6 +510,11 @@ impl RuntimeHandle {
     pub fn whereis<M: 'static>(&self, name: &str) -> Result<ActorRef<M>, LookupError> {
         let r = self.shared.names.whereis(name).ok_or_else(|| LookupError::NotFound(name.to_string()))?;
         names::typed(r, name)
+    }
+
+    /// The runtime's event stream (publish/subscribe by message type).
+    pub fn event_stream(&self) -> &crate::event_stream::EventStream {
+        &self.shared.events
     }
 
     /// Timers pending on all shards.

@@ -92,6 +92,13 @@ thread_local! {
     static CURRENT: StdCell<*const ShardLocal> = const { StdCell::new(ptr::null()) };
 }
 
+/// The index of the shard running on this thread, if any.
+pub(crate) fn current_shard_index() -> Option<usize> {
+    let p = CURRENT.with(|c| c.get());
+    // SAFETY: non-null CURRENT is this thread's live shard (see `current_owner_of`).
+    (!p.is_null()).then(|| unsafe { (*p).index })
+}
+
 /// Whether the calling thread is a shard thread (of any runtime).
 pub(crate) fn on_shard_thread() -> bool {
     !CURRENT.with(|c| c.get()).is_null()
