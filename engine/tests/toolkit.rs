@@ -330,9 +330,13 @@ mod routers {
         // `held` cannot run (its shard is held) once it has mail: it is not idle.
         held.tell(0).unwrap();
         let router = Router::group(vec![held.clone(), idle.clone()], RoutingLogic::SmallestMailbox);
+        assert!(eventually(|| idle.is_idle_hint()), "the idle routee has started and gone idle");
+        assert!(!held.is_idle_hint());
         for i in 1..=10 {
             router.tell(1).unwrap();
             assert!(eventually(|| count.get() == i), "message {i} went to the idle routee");
+            // Handled, and back to idle (the activation has finished) before the next one.
+            assert!(eventually(|| idle.is_idle_hint()));
         }
         gate.release();
         assert!(eventually(|| stuck.get() == 0 && held.is_idle_hint()));

@@ -130,28 +130,42 @@ impl<T> ReplySlot<T> {
     pub fn register(&self, waiter: Waiter) -> bool {
         // ORDERING: Acquire pairs with `complete`'s fetch_or (see the value when VALUE).
         let mut cur = self.state.load(Ordering::Acquire);
-        if cur & (VALUE | CLOSED) != 0 {
-            return false;
-        }
-        if cur & WAITER != 0 {
+        loop {
+            if cur & (VALUE | CLOSED) != 0 {
+                return false;
+            }
+            if cur & WAITER == 0 {
+                break;
+            }
             // SAFETY: only the asker writes the waiter; reading it here is fine even while
             // the replier may read it too (shared reads).
             let same = self.waiter.with(|w| unsafe { (*w).as_ref() }.is_some_and(|w| w.will_wake(&waiter)));
             if same {
                 return true;
             }
-            // Take WAITER back before rewriting the waiter; fails if VALUE arrived meanwhile.
+            // Take WAITER back before rewriting the waiter; retried if only CLAIMED changed,
+            // fails once VALUE arrived.
             // ORDERING: Acquire on both paths pairs with `complete`'s fetch_or.
             match self.state.compare_exchange(cur, cur & !WAITER, Ordering::Acquire, Ordering::Acquire) {
-                Ok(_) => cur &= !WAITER,
-                Err(_) => return false,
+                Ok(_) => {
+                    cur &= !WAITER;
+                    break;
+                }
+                Err(actual) => cur = actual,
             }
         }
         // SAFETY: WAITER is clear, so the replier will not read the waiter until we set it.
         self.waiter.with_mut(|w| unsafe { *w = Some(waiter) });
-        // ORDERING: Release pairs with the AcqRel fetch_or in `complete`, which then sees the
-        // waiter we wrote; Acquire on failure pairs with it too (VALUE arrived).
-        self.state.compare_exchange(cur, cur | WAITER, Ordering::Release, Ordering::Acquire).is_ok()
+        loop {
+            // ORDERING: Release pairs with the AcqRel fetch_or in `complete`, which then sees
+            // the waiter we wrote; Acquire on failure pairs with it too.
+            match self.state.compare_exchange(cur, cur | WAITER, Ordering::Release, Ordering::Acquire) {
+                Ok(_) => return true,
+                // VALUE or CLOSED arrived: do not wait. Only CLAIMED changed: try again.
+                Err(actual) if actual & (VALUE | CLOSED) != 0 => return false,
+                Err(actual) => cur = actual,
+            }
+        }
     }
 
     /// Asker side: gives up (timeout or drop). If the reply won the race it is returned
