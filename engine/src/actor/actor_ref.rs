@@ -169,7 +169,8 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Request/reply from a foreign thread: builds the request around a [`ReplyTo`], sends
-    /// it, and blocks until the reply or `timeout`. A reply that arrives after the timeout
+    /// it (waiting for room if the mailbox is full, as [`ActorRef::send`] does), and blocks
+    /// until the reply or `timeout`; `Full` if the mailbox stayed full all that time. A reply that arrives after the timeout
     /// is counted as a dead letter. On a shard thread it returns `WouldBlock`; inside an
     /// actor use [`crate::Context::ask`].
     pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
@@ -178,8 +179,12 @@ impl<M: Send + 'static> ActorRef<M> {
         }
         let deadline = Instant::now() + timeout;
         let (reply_to, slot) = ReplyTo::blocking(self.header().runtime.clone());
-        self.try_tell(make(reply_to)).map_err(|e| if e.is_full() { AskError::Full } else { AskError::Closed })?;
-        wait_blocking(&slot, deadline, &self.header().runtime)
+        // Like `send`, a blocking ask waits for room in a full mailbox (within the deadline).
+        match self.send(make(reply_to), timeout) {
+            Ok(()) => wait_blocking(&slot, deadline, &self.header().runtime),
+            Err(SendError::Closed(_)) => Err(AskError::Closed),
+            Err(SendError::Timeout(_) | SendError::WouldBlock(_)) => Err(AskError::Full),
+        }
     }
 
     /// Request/reply as a `Future`, for async code (tokio or any executor). Resolves to the
