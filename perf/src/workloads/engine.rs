@@ -39,9 +39,8 @@ pub fn actor_error(what: impl Into<String>) -> ActorError {
 
 /// A blocking `ask` from this (foreign) thread that waits for mailbox room.
 ///
-/// percore's `ask` does not wait when the target's mailbox is full (it returns
-/// `AskError::Full` at once); after a burst of sends the counter's mailbox may well be
-/// full, so retry with a short pause until [`ASK_TIMEOUT`].
+/// percore's blocking `ask` itself waits for room within its timeout; the retry on `Full`
+/// stays as a belt-and-braces for very long bursts, until [`ASK_TIMEOUT`].
 pub fn ask<M, R>(to: &ActorRef<M>, what: &'static str, make: impl Fn(ReplyTo<R>) -> M) -> Result<R>
 where
     M: Send + 'static,

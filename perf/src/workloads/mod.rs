@@ -18,6 +18,7 @@ pub mod ring;
 pub mod scaling;
 pub mod skynet;
 pub mod spawn;
+pub mod timers;
 
 use crate::error::{BenchError, Result};
 use crate::peers::{self, Peer};
@@ -143,6 +144,13 @@ pub static TABLE: &[Workload] = &[
         default_n: 500_000,
         in_all: true,
         run: latency::run,
+    },
+    Workload {
+        name: "timers",
+        summary: "one actor schedules n one-shot timers on its shard's wheel; insert and fire rates, bytes per timer",
+        default_n: 1_000_000,
+        in_all: true,
+        run: timers::run,
     },
     Workload {
         name: "scaling",
