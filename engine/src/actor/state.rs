@@ -19,7 +19,8 @@
 //! When an actor terminates, the shard sets `CLOSED | SCHEDULED` for good: no sender can win
 //! the transition again, so no notification can outlive the actor.
 
-use crate::sync::atomic::{fence, AtomicU32, Ordering};
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::fence_after_seqcst_rmw;
 
 /// In a run queue or running; its setter owes the shard a notification.
 pub const SCHEDULED: u32 = 1;
@@ -53,11 +54,14 @@ impl SchedState {
     /// Sender side, after a successful push from a thread other than the owner shard's
     /// local path. Returns `true` if the caller won the IDLE→SCHEDULED transition and must
     /// notify the owner shard.
+    ///
+    /// Precondition: the push ended with a `SeqCst` read-modify-write (the ring's tail CAS,
+    /// the system inbox's CAS), which is what makes the fence below free on x86.
     #[inline]
     pub fn after_push(&self) -> bool {
         // ORDERING: pairs with the fence in `finish_activation` (Dekker): either the shard's
         // pending-check sees our push, or our load below sees its IDLE store.
-        fence(Ordering::SeqCst);
+        fence_after_seqcst_rmw();
         // ORDERING: Relaxed: ordered by the fence above; a stale SCHEDULED is fine because
         // then the shard's re-check after its fence sees our push.
         if self.0.load(Ordering::Relaxed) & SCHEDULED != 0 {
@@ -74,15 +78,16 @@ impl SchedState {
     /// Returns `true` if the actor must be queued again (the shard kept the token).
     #[inline]
     pub fn finish_activation(&self, closed: bool, pending: impl FnOnce() -> bool) -> bool {
-        // ORDERING: Relaxed: ordered before the pending-check by the fence below. Only the
-        // shard clears SCHEDULED and sets CLOSED, so a plain store would not lose a bit; it
-        // is a `swap` anyway because loom 0.7 lets a plain store slip between the read and
+        // Only the shard clears SCHEDULED and sets CLOSED, so a plain store would not lose a
+        // bit; it is a `swap` anyway because loom 0.7 lets a plain store slip between the read and
         // the write of a concurrent RMW (tokio-rs/loom#254), which made this model report a
         // history the C++ model forbids. The swap costs one locked instruction per idle
         // transition (cross-thread path only) and keeps the model exact.
-        self.0.swap(if closed { CLOSED } else { 0 }, Ordering::Relaxed);
+        // ORDERING: SeqCst so that, on x86, this locked swap is the fence below (see
+        // `fence_after_seqcst_rmw`); the protocol itself needs only the fence.
+        self.0.swap(if closed { CLOSED } else { 0 }, Ordering::SeqCst);
         // ORDERING: pairs with the fence in `after_push` (Dekker).
-        fence(Ordering::SeqCst);
+        fence_after_seqcst_rmw();
         if !pending() {
             return false;
         }

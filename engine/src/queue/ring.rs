@@ -150,9 +150,11 @@ impl<T> Ring<T> {
             let stamp = slot.stamp.load(Ordering::Acquire);
             if stamp == tail {
                 let next = if index + 1 < self.capacity() { tail + 1 } else { lap.wrapping_add(one_lap) };
-                // ORDERING: Relaxed on both paths: the exchange only decides which producer
-                // owns position `tail`; the data is published by the stamp store below.
-                match self.tail.compare_exchange_weak(tail, next, Ordering::Relaxed, Ordering::Relaxed) {
+                // ORDERING: the exchange decides which producer owns position `tail` (the data
+                // is published by the stamp store below). SeqCst on success because it is the
+                // "store" of the scheduling protocol's Dekker pair: `SchedState::after_push`
+                // follows it with `fence_after_seqcst_rmw`. Failure: Relaxed, we retry.
+                match self.tail.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
                     Ok(_) => {
                         // SAFETY: we own position `tail` (the exchange succeeded) and the
                         // stamp says the slot is free, so no other thread reads or writes it.

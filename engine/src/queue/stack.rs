@@ -71,8 +71,10 @@ impl<T: Linked> BatchStack<T> {
             // SAFETY: the caller gives us the node; its link is ours while it is here.
             unsafe { node.as_ref() }.link().store(head, Ordering::Relaxed);
             // ORDERING: Release pairs with the Acquire swap in `take_all`/`close`: the node's
-            // contents and link are visible to the consumer. Failure: Relaxed, we retry.
-            match self.head.compare_exchange_weak(head, node.as_ptr(), Ordering::Release, Ordering::Relaxed) {
+            // contents and link are visible to the consumer. SeqCst (⊇ Release) because a
+            // system-message push is the "store" of the scheduling Dekker pair, followed by
+            // `fence_after_seqcst_rmw` in `SchedState::after_push`. Failure: Relaxed, retry.
+            match self.head.compare_exchange_weak(head, node.as_ptr(), Ordering::SeqCst, Ordering::Relaxed) {
                 Ok(_) => return Ok(()),
                 Err(h) => head = h,
             }
