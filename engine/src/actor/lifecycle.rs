@@ -383,7 +383,12 @@ impl<A: Actor> Activation<'_, A> {
         for node in header.sys.close() {
             // SAFETY: nodes come from `send_sys` (Box::leak); the batch hands each out once.
             let node = unsafe { Box::from_raw(node.as_ptr()) };
-            sys_to_dead(header.id, node.msg);
+            match node.msg {
+                // Still on the shard: run it (a scheduled message then meets a closed
+                // mailbox and is counted as a dead letter, rather than vanishing).
+                SysMsg::OnShard(job) => job(self.shard),
+                other => sys_to_dead(header.id, other),
+            }
         }
         if let Some(sup) = inner.meta.sup.as_mut() {
             for entry in sup.watchers.drain(..) {
