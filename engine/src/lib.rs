@@ -54,10 +54,27 @@
 //!   suspended and its supervisor resumes, restarts, stops or escalates
 //!   ([`supervision`]); death-watch tells other actors when it stops.
 //!
+//! ## The toolkit
+//! * [`supervision`]: one-for-one / all-for-one strategies, restart limits, backoff,
+//!   death-watch ([`Context::watch`]).
+//! * [`timer`]: per-shard timer wheel; `schedule_once`, keyed and repeating timers,
+//!   receive timeout, and [`RuntimeHandle::schedule_once`] for foreign threads.
+//! * [`Stash`] for messages that must wait; "become" is an enum state matched in `handle`
+//!   (see `examples/stash_become.rs`).
+//! * [`routing`]: pool and group routers (round-robin, random, broadcast, smallest-mailbox,
+//!   consistent hashing, shard-local) and scatter-gather asks.
+//! * [`event_stream`]: publish/subscribe by type; dead letters and lifecycle events too.
+//! * Names and paths: [`SpawnOptions::name`], [`RuntimeHandle::resolve`] /
+//!   [`RuntimeHandle::select`] (with `*`), and a registry ([`RuntimeHandle::register`],
+//!   [`RuntimeHandle::whereis`]).
+//! * Forwarding keeps the reply target (it travels in the message); [`Context::pipe_ask`]
+//!   pipes an ask's outcome to any actor.
+//!
 //! ## Where things live
-//! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word),
-//! `shard/` (the loop, park/wake), `ask/` (reply slots, futures), `runtime/` (builder,
-//! dead letters, shutdown), `sync/` (the std/loom shim).
+//! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word,
+//! lifecycle, stash), `shard/` (the loop, park/wake, timer wheel), `ask/` (reply slots,
+//! futures), `supervision/`, `runtime/` (builder, names, dead letters, shutdown),
+//! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
