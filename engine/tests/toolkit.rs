@@ -128,7 +128,7 @@ mod names {
         // A stopped actor cannot be found any more.
         a.stop();
         assert!(eventually(|| matches!(rt.resolve::<u64>("/user/dir/alpha", t), Err(LookupError::NotFound(_)))));
-        assert_eq!(rt.select::<u64>("/user/dir/*", t).unwrap(), [b.clone()]);
+        assert_eq!(rt.select::<u64>("/user/dir/*", t).unwrap(), std::slice::from_ref(&b));
 
         // Registry (Erlang's register/whereis).
         rt.register("the-b", &b).unwrap();
@@ -253,7 +253,9 @@ mod routers {
         }
     }
 
-    fn group(rt: &percore::Runtime, n: usize) -> (Vec<ActorRef<R>>, Arc<Mutex<Vec<(usize, u64)>>>) {
+    type Log = Arc<Mutex<Vec<(usize, u64)>>>;
+
+    fn group(rt: &percore::Runtime, n: usize) -> (Vec<ActorRef<R>>, Log) {
         let log = Arc::new(Mutex::new(vec![]));
         let refs = (0..n).map(|i| rt.spawn_on(i % rt.num_shards(), Routee { me: i, log: log.clone() }).unwrap()).collect();
         (refs, log)

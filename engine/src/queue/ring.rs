@@ -272,7 +272,7 @@ mod tests {
                 assert_eq!(next_in - next_out, cap as u32, "full exactly at capacity {cap}");
                 assert_eq!(ring.push(999), Err(Full(999)));
                 // Drain part of it, so positions wrap at different offsets each round.
-                for _ in 0..(cap + 1) / 2 {
+                for _ in 0..cap.div_ceil(2) {
                     // SAFETY: single-threaded test: we are the only consumer.
                     assert_eq!(unsafe { ring.pop() }, Some(next_out));
                     next_out += 1;
