@@ -55,6 +55,7 @@ mod imp {
 }
 
 #[cfg(percore_loom)]
+#[allow(unused_imports)] // the models use a subset of the shim
 mod imp {
     pub(crate) mod atomic {
         pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};

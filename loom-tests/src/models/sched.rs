@@ -52,9 +52,13 @@ fn queued_at_most_once_never_idle_with_mail() {
                     log.push(format!("pop {m}"));
                     consumed += 1;
                 }
-                // SAFETY: as above.
                 let mut pend = None;
-                let r = state.finish_activation(false, || { let p = unsafe { ring.has_pending() }; pend = Some(p); p });
+                let r = state.finish_activation(false, || {
+                    // SAFETY: as above.
+                    let p = unsafe { ring.has_pending() };
+                    pend = Some(p);
+                    p
+                });
                 log.push(format!("finish -> {r} pending={pend:?} state={}", state.bits()));
                 if r {
                     // The shard re-won the token: it queues the actor again itself.
