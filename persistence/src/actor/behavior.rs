@@ -1,0 +1,517 @@
+//! `PersistentBehavior<P>`: the percore actor that runs a [`PersistentActor`].
+//!
+//! ```text
+//!            ┌──────────── Recovering ────────────┐         ┌──────── Running ────────┐
+//!  started ─►│ apply snapshot + replayed chunks   │─ Done ─►│ command ─► handler      │
+//!            │ (≤ budget per activation)          │         │ persist ─► in flight    │
+//!            │ commands ─► stash                  │         │   blocking: stash cmds  │
+//!            └────────────────────────────────────┘         │ Written ─► apply, then  │
+//!                                                           │ unstash in order        │
+//!                                                           └─────────────────────────┘
+//! ```
+//! Every activation first drains the actor's completion queue (journal acknowledgements,
+//! snapshot outcomes) and, once nothing blocking is in flight, the stash; only then does it
+//! look at the message that woke it. Completions are handled in submission order, so events
+//! are applied in sequence-number order whatever mix of `persist` and `persist_async` made
+//! them.
+//!
+//! A failed persist leaves the actor's sequence numbers ahead of the journal, so the actor
+//! is **broken** from then on: every later message fails it again with the same error until
+//! its supervisor restarts it (recovering what was stored) or stops it. Resuming cannot help.
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use percore::{Actor, ActorError, ActorRef, Context, SupervisorStrategy};
+
+use super::context::{PersistentContext, Then};
+use super::envelope::{Envelope, Payload};
+use super::recovery::{self, Replayed};
+use super::{PersistentActor, Signal};
+use crate::codec::{self, EventBatch};
+use crate::error::{InvalidPersistenceId, PersistenceFailure, RecoveryError};
+use crate::id::PersistenceId;
+use crate::journal::AtomicWrite;
+use crate::persistence::Persistence;
+use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
+use crate::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+
+/// The percore [`Actor`] that runs the persistent actor `P`: recovery, stash, persist,
+/// snapshots. Build it with [`Persistence::behavior`] or [`Persistence::props`].
+pub struct PersistentBehavior<P: PersistentActor> {
+    actor: P,
+    state: P::State,
+    core: Core<P>,
+}
+
+/// A `persist*` call not yet submitted (the handler is still running).
+pub(crate) struct Pending<P: PersistentActor> {
+    pub(crate) events: Vec<P::Event>,
+    pub(crate) then: Then<P>,
+    pub(crate) stash: bool,
+}
+
+/// A write submitted to the journal, waiting for its acknowledgement.
+struct InFlight<P: PersistentActor> {
+    write_id: u64,
+    first_seq: u64,
+    events: Vec<P::Event>,
+    then: Then<P>,
+    stash: bool,
+}
+
+/// Background outcomes, pushed onto the actor's completion queue by other threads.
+pub(crate) enum Notice {
+    Written(u64, Result<(), crate::error::JournalError>),
+    SnapshotSaved(SnapshotMetadata),
+    Signal(Signal),
+}
+
+enum Phase<P: PersistentActor> {
+    Created,
+    Recovering { rx: Receiver<Replayed<P>>, replayed: u64 },
+    Running,
+}
+
+/// Everything but the actor and its state, so handlers can borrow the three separately.
+pub(crate) struct Core<P: PersistentActor> {
+    persistence: Persistence,
+    pub(crate) id: PersistenceId,
+    invalid_id: Option<InvalidPersistenceId>,
+    policy: SnapshotPolicy,
+    phase: Phase<P>,
+    /// Sequence number of the last event in the state.
+    pub(crate) applied_seq: u64,
+    /// Sequence number the next persisted event gets.
+    next_seq: u64,
+    inbox_tx: Sender<Notice>,
+    inbox_rx: Receiver<Notice>,
+    in_flight: VecDeque<InFlight<P>>,
+    pub(crate) pending: Vec<Pending<P>>,
+    stash: VecDeque<P::Command>,
+    /// Non-async writes in flight: while above 0, commands are stashed.
+    blocking: usize,
+    next_write_id: u64,
+    pub(crate) snapshot_requested: bool,
+    snapshot_in_flight: bool,
+    /// Set by a failed persist; see the module docs.
+    broken: Option<PersistenceFailure>,
+    overflow_warned: bool,
+}
+
+impl<P: PersistentActor> PersistentBehavior<P> {
+    pub(crate) fn new(persistence: Persistence, actor: P) -> Self {
+        let (id, invalid_id) = match PersistenceId::new(actor.persistence_id()) {
+            Ok(id) => (id, None),
+            // Never used: `started` fails first with the reason.
+            Err(e) => (PersistenceId::from_shared("<invalid>".into()), Some(e)),
+        };
+        let (inbox_tx, inbox_rx) = mpsc::channel();
+        let state = actor.initial_state();
+        let policy = actor.snapshot_policy();
+        PersistentBehavior {
+            actor,
+            state,
+            core: Core {
+                persistence,
+                id,
+                invalid_id,
+                policy,
+                phase: Phase::Created,
+                applied_seq: 0,
+                next_seq: 1,
+                inbox_tx,
+                inbox_rx,
+                in_flight: VecDeque::new(),
+                pending: vec![],
+                stash: VecDeque::new(),
+                blocking: 0,
+                next_write_id: 0,
+                snapshot_requested: false,
+                snapshot_in_flight: false,
+                broken: None,
+                overflow_warned: false,
+            },
+        }
+    }
+
+    /// The persistent actor.
+    pub fn actor(&self) -> &P {
+        &self.actor
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &P::State {
+        &self.state
+    }
+
+    /// Drains recovery, completions and the stash, in that order.
+    fn pump(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        if let Some(f) = &self.core.broken {
+            return Err(f.clone().into());
+        }
+        if matches!(self.core.phase, Phase::Recovering { .. }) && !self.recover_some(ctx)? {
+            return Ok(());
+        }
+        if !matches!(self.core.phase, Phase::Running) {
+            return Ok(());
+        }
+        loop {
+            while let Ok(notice) = self.core.inbox_rx.try_recv() {
+                self.on_notice(ctx, notice)?;
+            }
+            if self.core.blocking > 0 {
+                return Ok(());
+            }
+            let Some(cmd) = self.core.stash.pop_front() else { return Ok(()) };
+            self.run_command(ctx, cmd)?;
+        }
+    }
+
+    /// Applies replayed items within the budget; `Ok(true)` once recovery is complete.
+    fn recover_some(&mut self, ctx: &mut Context<Self>) -> Result<bool, ActorError> {
+        let budget = self.core.persistence.settings().replay_budget;
+        let mut applied = 0;
+        loop {
+            let Phase::Recovering { rx, replayed } = &mut self.core.phase else { return Ok(true) };
+            let item = match rx.try_recv() {
+                Ok(item) => item,
+                Err(TryRecvError::Empty) => return Ok(false),
+                Err(TryRecvError::Disconnected) => return Err(self.core.recovery_failed(RecoveryError::Interrupted)),
+            };
+            match item {
+                Replayed::Snapshot(meta, state) => {
+                    self.state = state;
+                    self.core.applied_seq = meta.seq;
+                }
+                Replayed::Events(events) => {
+                    for (seq, event) in events {
+                        // After a deleted prefix the first event may start above; after
+                        // that, every event must follow the previous one.
+                        let contiguous = seq == self.core.applied_seq + 1;
+                        if !contiguous && (*replayed > 0 || seq <= self.core.applied_seq) {
+                            let gap = RecoveryError::Gap { expected: self.core.applied_seq + 1, found: seq };
+                            return Err(self.core.recovery_failed(gap));
+                        }
+                        self.actor.apply_event(&mut self.state, &event);
+                        self.core.applied_seq = seq;
+                        *replayed += 1;
+                        applied += 1;
+                    }
+                }
+                Replayed::Done { highest } => {
+                    let replayed = *replayed;
+                    self.finish_recovery(ctx, replayed, highest)?;
+                    return Ok(true);
+                }
+                Replayed::Failed(e) => return Err(self.core.recovery_failed(e)),
+            }
+            if applied >= budget {
+                // Yield the shard; the wake-up brings us back for the rest.
+                let _ = ctx.myself().try_tell(Envelope::wake());
+                return Ok(false);
+            }
+        }
+    }
+
+    fn finish_recovery(&mut self, ctx: &mut Context<Self>, replayed: u64, highest: u64) -> Result<(), ActorError> {
+        let applied = self.core.applied_seq;
+        if highest < applied {
+            let e = RecoveryError::JournalBehind { applied, highest };
+            return Err(self.core.recovery_failed(e));
+        }
+        if replayed > 0 && applied < highest {
+            return Err(self.core.recovery_failed(RecoveryError::Missing { replayed_to: applied, highest }));
+        }
+        // Nothing replayed but a higher number stored: the events were deleted; numbering
+        // continues after them.
+        self.core.applied_seq = highest;
+        self.core.next_seq = highest + 1;
+        self.core.phase = Phase::Running;
+        let mut pctx = PersistentContext { ctx, core: &mut self.core };
+        if let Err(e) = self.actor.on_recovery_completed(&self.state, &mut pctx) {
+            self.core.pending.clear();
+            return Err(e);
+        }
+        self.after_handler(ctx)
+    }
+
+    fn run_command(&mut self, ctx: &mut Context<Self>, cmd: P::Command) -> Result<(), ActorError> {
+        let mut pctx = PersistentContext { ctx, core: &mut self.core };
+        if let Err(e) = self.actor.handle_command(&self.state, &mut pctx, cmd) {
+            self.core.pending.clear();
+            return Err(e);
+        }
+        self.after_handler(ctx)
+    }
+
+    /// Submits the handler's persists, then a snapshot if one was asked for.
+    fn after_handler(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.core.submit(ctx.myself())?;
+        self.maybe_snapshot(ctx)
+    }
+
+    fn on_notice(&mut self, ctx: &mut Context<Self>, notice: Notice) -> Result<(), ActorError> {
+        match notice {
+            Notice::Written(write_id, result) => self.on_written(ctx, write_id, result),
+            Notice::SnapshotSaved(meta) => {
+                self.core.snapshot_in_flight = false;
+                self.core.apply_retention(ctx.myself(), &meta);
+                self.signal(ctx, Signal::SnapshotSaved(meta))?;
+                self.maybe_snapshot(ctx)
+            }
+            Notice::Signal(signal) => {
+                if matches!(signal, Signal::SnapshotFailed { .. }) {
+                    self.core.snapshot_in_flight = false;
+                }
+                self.signal(ctx, signal)?;
+                self.maybe_snapshot(ctx)
+            }
+        }
+    }
+
+    fn on_written(
+        &mut self,
+        ctx: &mut Context<Self>,
+        write_id: u64,
+        result: Result<(), crate::error::JournalError>,
+    ) -> Result<(), ActorError> {
+        let Some(w) = self.core.in_flight.pop_front() else {
+            log::error!("persistent actor {}: acknowledgement of unknown write {write_id} ignored", self.core.id);
+            return Ok(());
+        };
+        if w.write_id != write_id {
+            let f = PersistenceFailure::Persist {
+                persistence_id: self.core.id.clone(),
+                first_seq: w.first_seq,
+                last_seq: w.first_seq + w.events.len() as u64 - 1,
+                source: crate::error::JournalError::Failed("the journal acknowledged writes out of order".into()),
+            };
+            self.core.broken = Some(f.clone());
+            return Err(f.into());
+        }
+        if w.stash {
+            self.core.blocking -= 1;
+        }
+        // first_seq >= 1, so an empty write ends at first_seq - 1 without underflow.
+        let last_seq = w.first_seq + w.events.len() as u64 - 1;
+        if let Err(source) = result {
+            let f = PersistenceFailure::Persist {
+                persistence_id: self.core.id.clone(),
+                first_seq: w.first_seq,
+                last_seq,
+                source,
+            };
+            self.core.broken = Some(f.clone());
+            return Err(f.into());
+        }
+        let before = self.core.applied_seq;
+        for event in &w.events {
+            self.actor.apply_event(&mut self.state, event);
+        }
+        self.core.applied_seq = last_seq;
+        if self.core.policy.crossed(before, last_seq) {
+            self.core.snapshot_requested = true;
+        }
+        let mut pctx = PersistentContext { ctx, core: &mut self.core };
+        if let Err(e) = (w.then)(&mut self.actor, &self.state, &mut pctx) {
+            self.core.pending.clear();
+            return Err(e);
+        }
+        self.after_handler(ctx)
+    }
+
+    fn signal(&mut self, ctx: &mut Context<Self>, signal: Signal) -> Result<(), ActorError> {
+        let mut pctx = PersistentContext { ctx, core: &mut self.core };
+        if let Err(e) = self.actor.on_signal(&self.state, &mut pctx, signal) {
+            self.core.pending.clear();
+            return Err(e);
+        }
+        self.core.submit(ctx.myself())
+    }
+
+    /// Serialises the state on the shard and stores it on an I/O thread.
+    fn maybe_snapshot(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let core = &mut self.core;
+        if !core.snapshot_requested || core.snapshot_in_flight || !matches!(core.phase, Phase::Running) {
+            return Ok(());
+        }
+        core.snapshot_requested = false;
+        let mut bytes = vec![];
+        codec::encode_into(&self.state, &mut bytes).map_err(|reason| PersistenceFailure::Encode {
+            persistence_id: core.id.clone(),
+            what: "the state",
+            reason,
+        })?;
+        core.snapshot_in_flight = true;
+        let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let meta = SnapshotMetadata { persistence_id: core.id.clone(), seq: core.applied_seq, timestamp_ms };
+        let store = core.persistence.snapshot_store().clone();
+        let notify = core.notifier(ctx.myself());
+        core.persistence.io().execute(move || {
+            let seq = meta.seq;
+            notify(match store.save(&meta, &bytes) {
+                Ok(()) => Notice::SnapshotSaved(meta),
+                Err(error) => Notice::Signal(Signal::SnapshotFailed { seq, error }),
+            });
+        });
+        Ok(())
+    }
+
+    fn stash(&mut self, ctx: &mut Context<Self>, cmd: P::Command) {
+        if self.core.stash.len() >= self.core.persistence.settings().stash_capacity {
+            if !std::mem::replace(&mut self.core.overflow_warned, true) {
+                log::warn!(
+                    "persistent actor {}: stash full ({} commands); further commands go to dead letters",
+                    self.core.id,
+                    self.core.stash.len()
+                );
+            }
+            ctx.dead_letter(cmd);
+            return;
+        }
+        self.core.overflow_warned = false;
+        self.core.stash.push_back(cmd);
+    }
+}
+
+impl<P: PersistentActor> Core<P> {
+    fn recovery_failed(&mut self, source: RecoveryError) -> ActorError {
+        let f = PersistenceFailure::Recovery { persistence_id: self.id.clone(), source };
+        self.broken = Some(f.clone());
+        f.into()
+    }
+
+    /// A callback for other threads: push a notice, then wake the actor.
+    fn notifier<C: Send + 'static>(&self, me: &ActorRef<Envelope<C>>) -> impl Fn(Notice) + Send + 'static {
+        let tx = self.inbox_tx.clone();
+        let me = me.clone();
+        move |notice| {
+            if tx.send(notice).is_ok() {
+                let _ = me.try_tell(Envelope::wake());
+            }
+        }
+    }
+
+    /// Turns the pending persists into journal writes, in call order.
+    fn submit<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>) -> Result<(), ActorError> {
+        for p in std::mem::take(&mut self.pending) {
+            let mut batch = EventBatch::new();
+            for event in &p.events {
+                batch.push_serialized(event).map_err(|reason| PersistenceFailure::Encode {
+                    persistence_id: self.id.clone(),
+                    what: "an event",
+                    reason,
+                })?;
+            }
+            let first_seq = self.next_seq;
+            self.next_seq += p.events.len() as u64;
+            let write_id = self.next_write_id;
+            self.next_write_id += 1;
+            if p.stash {
+                self.blocking += 1;
+            }
+            self.in_flight.push_back(InFlight { write_id, first_seq, events: p.events, then: p.then, stash: p.stash });
+            let notify = self.notifier(me);
+            let write = AtomicWrite { persistence_id: self.id.clone(), first_seq, events: batch };
+            self.persistence.journal().append(write, Box::new(move |r| notify(Notice::Written(write_id, r))));
+        }
+        Ok(())
+    }
+
+    /// After a snapshot is stored: delete what the policy says it makes redundant.
+    fn apply_retention<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, meta: &SnapshotMetadata) {
+        if self.policy.deletes_events() {
+            self.delete_events_to(me, meta.seq);
+        }
+        if let Some(keep) = self.policy.keep() {
+            let store = self.persistence.snapshot_store().clone();
+            let (id, notify) = (self.id.clone(), self.notifier(me));
+            self.persistence.io().execute(move || {
+                let listed = match store.list(&id) {
+                    Ok(l) => l,
+                    Err(error) => return notify(Notice::Signal(Signal::SnapshotsDeleteFailed { to_seq: 0, error })),
+                };
+                let Some(cut) = listed.len().checked_sub(keep as usize + 1).map(|i| listed[i].seq) else { return };
+                notify(Notice::Signal(match store.delete_to(&id, cut) {
+                    Ok(count) => Signal::SnapshotsDeleted { to_seq: cut, count },
+                    Err(error) => Signal::SnapshotsDeleteFailed { to_seq: cut, error },
+                }));
+            });
+        }
+    }
+
+    pub(crate) fn delete_events_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+        let notify = self.notifier(me);
+        self.persistence.journal().delete_to(
+            &self.id,
+            to_seq,
+            Box::new(move |r| {
+                notify(Notice::Signal(match r {
+                    Ok(()) => Signal::EventsDeleted { to_seq },
+                    Err(error) => Signal::EventsDeleteFailed { to_seq, error },
+                }))
+            }),
+        );
+    }
+
+    pub(crate) fn delete_snapshots_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+        let store = self.persistence.snapshot_store().clone();
+        let (id, notify) = (self.id.clone(), self.notifier(me));
+        self.persistence.io().execute(move || {
+            notify(Notice::Signal(match store.delete_to(&id, to_seq) {
+                Ok(count) => Signal::SnapshotsDeleted { to_seq, count },
+                Err(error) => Signal::SnapshotsDeleteFailed { to_seq, error },
+            }));
+        });
+    }
+}
+
+impl<P: PersistentActor> Actor for PersistentBehavior<P> {
+    type Msg = Envelope<P::Command>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        if let Some(e) = self.core.invalid_id.take() {
+            return Err(PersistenceFailure::InvalidId(e).into());
+        }
+        if matches!(self.core.phase, Phase::Created) {
+            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone());
+            self.core.phase = Phase::Recovering { rx, replayed: 0 };
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError> {
+        self.pump(ctx)?;
+        if let Payload::Command(cmd) = msg.0 {
+            if matches!(self.core.phase, Phase::Running) && self.core.blocking == 0 {
+                self.run_command(ctx, cmd)?;
+            } else {
+                self.stash(ctx, cmd);
+            }
+        }
+        Ok(())
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.actor.stopped(&self.state);
+        for cmd in self.core.stash.drain(..) {
+            ctx.dead_letter(cmd);
+        }
+    }
+
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        self.actor.supervisor_strategy()
+    }
+}
+
+impl<P: PersistentActor> std::fmt::Debug for PersistentBehavior<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistentBehavior")
+            .field("persistence_id", &self.core.id)
+            .field("last_sequence_nr", &self.core.applied_seq)
+            .field("in_flight", &self.core.in_flight.len())
+            .field("stashed", &self.core.stash.len())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,511 @@
+//! [`FileJournal`]: the embedded journal, a directory of segment files.
+//!
+//! ```text
+//!  journal-dir/
+//!    LOCK                         flock(2)ed while open: one journal per directory
+//!    00000000000000000001.seg     sealed segment (full, synced)
+//!    00000000000000000002.seg     sealed segment
+//!    00000000000000000003.seg     active segment: the writer appends here
+//! ```
+//! Opening scans every segment once (sequentially, 1 MiB reads, every CRC checked) to build
+//! the index, truncates a torn tail of the newest segment and reports it in [`OpenReport`],
+//! and refuses to open on corruption anywhere else. Writes go through the group-commit
+//! writer thread (see `writer.rs`); replays read segments with positional reads on the
+//! caller's thread, concurrently with the writer.
+//!
+//! This is the plain-file backend (`pwrite` + `fdatasync` on a dedicated thread). An
+//! io_uring backend (linked write + fsync) would save the thread hand-off, not the fsync,
+//! which dominates; it is left for later.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::index::{Index, RecordPos, Segment};
+use super::record::{self, Body, SEGMENT_HEADER_LEN};
+use super::segment::{self, list_segments, segment_path, RecordReader, ScanEnd, READ_THROUGH_GAP};
+use super::writer::{Done, Op, Writer};
+use super::{AtomicWrite, Completion, Journal};
+use crate::codec::Payloads;
+use crate::error::{CorruptKind, JournalError};
+use crate::id::PersistenceId;
+use crate::sync::mpsc::{self, Sender};
+use crate::sync::thread::{self, JoinHandle};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// Configuration of a [`FileJournal`]; `open` validates it and opens the journal.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    pub(crate) segment_bytes: u64,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) max_record_bytes: u32,
+    pub(crate) fsync: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { segment_bytes: 64 << 20, max_batch_bytes: 4 << 20, max_record_bytes: 16 << 20, fsync: true }
+    }
+}
+
+impl JournalOptions {
+    /// Defaults: 64 MiB segments, group commits of up to 4 MiB, records up to 16 MiB,
+    /// `fdatasync` on every group commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Size after which the writer starts a new segment (at least 1 KiB). A record larger
+    /// than this gets a segment of its own.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes;
+        self
+    }
+
+    /// Most bytes one group commit gathers before it writes (at least 1).
+    pub fn max_batch_bytes(mut self, bytes: usize) -> Self {
+        self.max_batch_bytes = bytes;
+        self
+    }
+
+    /// Largest record body (one atomic write), 64 B ..= 1 GiB.
+    pub fn max_record_bytes(mut self, bytes: u32) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Whether each group commit is followed by `fdatasync` (default: yes). Without it a
+    /// process crash loses nothing, but a machine crash may lose acknowledged writes: only
+    /// for tests and benchmarks that say so.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// Opens (or creates) the journal in `dir`.
+    pub fn open(self, dir: impl AsRef<Path>) -> Result<FileJournal, JournalError> {
+        FileJournal::open_with(dir.as_ref(), self)
+    }
+
+    fn validate(&self) -> Result<(), JournalError> {
+        if self.segment_bytes < 1024 {
+            return Err(JournalError::InvalidConfig(format!("segment_bytes {} is below 1024", self.segment_bytes)));
+        }
+        if self.max_batch_bytes == 0 {
+            return Err(JournalError::InvalidConfig("max_batch_bytes must be at least 1".into()));
+        }
+        if !(64..=1 << 30).contains(&self.max_record_bytes) {
+            return Err(JournalError::InvalidConfig(format!(
+                "max_record_bytes {} outside 64..=1 GiB",
+                self.max_record_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A torn tail found and cut off when the journal was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailTruncation {
+    /// The (newest) segment it was in.
+    pub segment: PathBuf,
+    /// Where the bad record started; the file now ends here.
+    pub offset: u64,
+    /// Bytes removed.
+    pub dropped_bytes: u64,
+    /// What was wrong with the first bad record.
+    pub kind: CorruptKind,
+}
+
+impl fmt::Display for TailTruncation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "torn tail in {} at byte offset {} ({}); truncated {} bytes of unacknowledged writes",
+            self.segment.display(),
+            self.offset,
+            self.kind,
+            self.dropped_bytes
+        )
+    }
+}
+
+/// What opening the journal found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Segment files.
+    pub segments: usize,
+    /// Valid records scanned (atomic writes and deletion markers).
+    pub records: u64,
+    /// Persistence ids with a stream.
+    pub streams: usize,
+    /// The torn tail that was truncated, if there was one.
+    pub truncated: Option<TailTruncation>,
+}
+
+/// Counters of a [`FileJournal`], for tests and monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Atomic writes stored since open.
+    pub appends: u64,
+    /// Group commits (each one `write` + one `fdatasync`).
+    pub batches: u64,
+    /// Bytes written by group commits.
+    pub bytes: u64,
+    /// Segment files deleted because all their events were deleted.
+    pub segments_deleted: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    appends: AtomicU64,
+    batches: AtomicU64,
+    bytes: AtomicU64,
+    segments_deleted: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn record_batch(&self, bytes: u64) {
+        // ORDERING: Relaxed: statistics; nothing is published through them. A test that
+        // reads them exactly first receives a completion, and the channel hand-off of that
+        // completion orders the read after these increments.
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        // ORDERING: Relaxed: a statistic (see above).
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+    pub(crate) fn record_appends(&self, n: u64) {
+        // ORDERING: Relaxed: a statistic (see `record_batch`).
+        self.appends.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn record_segments_deleted(&self, n: u64) {
+        // ORDERING: Relaxed: a statistic (see `record_batch`).
+        self.segments_deleted.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(&self) -> JournalStats {
+        // ORDERING: Relaxed loads of statistics, paired with nothing (see `record_batch`).
+        JournalStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            segments_deleted: self.segments_deleted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// State shared by the journal handle, its writer thread and replays.
+pub(crate) struct Shared {
+    pub(crate) dir: PathBuf,
+    pub(crate) opts: JournalOptions,
+    index: RwLock<Index>,
+    pub(crate) stats: Stats,
+}
+
+impl Shared {
+    pub(crate) fn read_index(&self) -> Result<RwLockReadGuard<'_, Index>, JournalError> {
+        self.index.read().map_err(|_| JournalError::Failed("the journal index lock was poisoned by a panic".into()))
+    }
+
+    pub(crate) fn write_index(&self) -> Result<RwLockWriteGuard<'_, Index>, JournalError> {
+        self.index.write().map_err(|_| JournalError::Failed("the journal index lock was poisoned by a panic".into()))
+    }
+
+    pub(crate) fn sync_dir(&self) -> Result<(), JournalError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| JournalError::io("syncing directory", &self.dir, e))
+    }
+}
+
+/// The embedded journal: segmented, CRC-checked, append-only files with group commit.
+/// See the [crate docs](crate#the-journal-on-disk) for the format.
+pub struct FileJournal {
+    shared: Arc<Shared>,
+    /// The writer's queue. `send` is a lock-free push (plus a futex wake when the writer
+    /// sleeps), so shards may submit to it.
+    tx: Sender<Op>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    report: OpenReport,
+    /// Holds the directory's flock until the journal is dropped (after the writer stopped).
+    _lock: File,
+}
+
+impl FileJournal {
+    /// Opens (or creates) the journal in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileJournal, JournalError> {
+        JournalOptions::default().open(dir)
+    }
+
+    /// Options to open a journal with.
+    pub fn options() -> JournalOptions {
+        JournalOptions::default()
+    }
+
+    fn open_with(dir: &Path, opts: JournalOptions) -> Result<FileJournal, JournalError> {
+        opts.validate()?;
+        std::fs::create_dir_all(dir).map_err(|e| JournalError::io("creating", dir, e))?;
+        let lock = lock_dir(dir)?;
+        let mut index = Index::default();
+        let mut report = OpenReport::default();
+        let segments = list_segments(dir)?;
+        let newest = segments.last().map(|(id, _)| *id);
+        for (id, path) in &segments {
+            let is_newest = Some(*id) == newest;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(is_newest)
+                .open(path)
+                .map_err(|e| JournalError::io("opening", path, e))?;
+            let file = Arc::new(file);
+            index.segments.insert(*id, Segment { path: path.clone(), file: file.clone(), streams: Default::default() });
+            let end = segment::scan(&file, path, is_newest, opts.max_record_bytes, |offset, len, body| {
+                report.records += 1;
+                match body {
+                    Body::Events { id: sid, first_seq, count, .. } => {
+                        let key = intern(&index, sid);
+                        index.add_events(&key, RecordPos { segment: *id, offset, len, count, first_seq });
+                    }
+                    Body::Delete { id: sid, to_seq } => {
+                        let key = intern(&index, sid);
+                        index.add_delete(&key, to_seq, *id);
+                    }
+                }
+                Ok(())
+            })?;
+            if let ScanEnd::Torn { offset, kind } = end {
+                let len = file.metadata().map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
+                truncate(&file, path, offset, *id, opts.fsync)?;
+                let t = TailTruncation { segment: path.clone(), offset, dropped_bytes: len - offset, kind };
+                log::warn!("journal {}: {t}", dir.display());
+                report.truncated = Some(t);
+            }
+        }
+        index.validate()?;
+        report.segments = segments.len().max(1);
+        report.streams = index.streams.len();
+
+        let (active, file) = match segments.last() {
+            Some((id, path)) => {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| JournalError::io("opening", path, e))?;
+                (*id, f)
+            }
+            None => {
+                let path = segment_path(dir, 1);
+                let f = create_segment(&path, 1, opts.fsync)?;
+                let reader = Arc::new(f.try_clone().map_err(|e| JournalError::io("opening", &path, e))?);
+                index.segments.insert(1, Segment { path, file: reader, streams: Default::default() });
+                (1, f)
+            }
+        };
+        let active_len = file.metadata().map_err(|e| JournalError::io("reading metadata of", dir, e))?.len();
+        let shared =
+            Arc::new(Shared { dir: dir.to_path_buf(), opts, index: RwLock::new(index), stats: Stats::default() });
+        if shared.opts.fsync {
+            shared.sync_dir()?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer::new(shared.clone(), rx, file, active, active_len);
+        let handle = thread::Builder::new()
+            .name("percore-journal-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| JournalError::io("starting the writer thread for", dir, e))?;
+        Ok(FileJournal { shared, tx, writer: Mutex::new(Some(handle)), report, _lock: lock })
+    }
+
+    /// What opening found (segments, records, a truncated torn tail).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> JournalStats {
+        self.shared.stats.get()
+    }
+
+    /// The journal's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Segment files currently in use, oldest first.
+    pub fn segment_files(&self) -> Vec<PathBuf> {
+        self.shared.read_index().map(|ix| ix.segments.values().map(|s| s.path.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Stops accepting work, lets the writer finish what was submitted, and waits for it.
+    /// Later submissions complete with [`JournalError::Closed`]. Called by `Drop` too.
+    pub fn close(&self) {
+        // The writer stops after the batch that holds `Close`; ops queued behind it (or sent
+        // after it stopped) are dropped with the queue and complete with `Closed`.
+        let _ = self.tx.send(Op::Close);
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            if h.thread().id() == thread::current().id() {
+                // Dropped from a completion callback: the writer exits on its own.
+                return;
+            }
+            if h.join().is_err() {
+                log::error!("journal {}: the writer thread panicked", self.shared.dir.display());
+            }
+        }
+    }
+
+    fn submit(&self, op: Op) {
+        // If the writer has stopped, the op comes back and drops here: its `Done` completes
+        // with `Closed` on this thread.
+        drop(self.tx.send(op));
+    }
+}
+
+/// Reuses the index's `Arc<str>` for a known id.
+fn intern(index: &Index, id: &str) -> Arc<str> {
+    match index.streams.get_key_value(id) {
+        Some((k, _)) => k.clone(),
+        None => Arc::from(id),
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| JournalError::io("opening", &path, e))?;
+    // SAFETY: `flock` only reads the descriptor, which `file` keeps open for this call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Err(JournalError::Locked { dir: dir.to_path_buf() });
+        }
+        return Err(JournalError::io("locking", &path, err));
+    }
+    Ok(file)
+}
+
+fn create_segment(path: &Path, id: u64, fsync: bool) -> Result<File, JournalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| JournalError::io("creating", path, e))?;
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(&record::segment_header(id), 0).map_err(|e| JournalError::io("writing", path, e))?;
+    if fsync {
+        file.sync_data().map_err(|e| JournalError::io("syncing", path, e))?;
+    }
+    Ok(file)
+}
+
+/// Cuts a torn tail off; a segment torn inside its header gets a fresh header.
+fn truncate(file: &File, path: &Path, offset: u64, id: u64, fsync: bool) -> Result<(), JournalError> {
+    use std::os::unix::fs::FileExt;
+    file.set_len(offset).map_err(|e| JournalError::io("truncating", path, e))?;
+    if offset < SEGMENT_HEADER_LEN {
+        file.set_len(0).map_err(|e| JournalError::io("truncating", path, e))?;
+        file.write_all_at(&record::segment_header(id), 0).map_err(|e| JournalError::io("writing", path, e))?;
+    }
+    if fsync {
+        file.sync_all().map_err(|e| JournalError::io("syncing", path, e))?;
+    }
+    Ok(())
+}
+
+impl Journal for FileJournal {
+    fn append(&self, write: AtomicWrite, done: Completion) {
+        self.submit(Op::Append(write, Done::new(done)));
+    }
+
+    fn delete_to(&self, id: &PersistenceId, to_seq: u64, done: Completion) {
+        self.submit(Op::Delete(id.clone(), to_seq, Done::new(done)));
+    }
+
+    fn barrier(&self, done: Completion) {
+        self.submit(Op::Barrier(Done::new(done)));
+    }
+
+    fn highest_sequence_nr(&self, id: &PersistenceId) -> Result<u64, JournalError> {
+        Ok(self.shared.read_index()?.highest(id.as_str()))
+    }
+
+    fn replay(
+        &self,
+        id: &PersistenceId,
+        from: u64,
+        to: u64,
+        visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+    ) -> Result<u64, JournalError> {
+        let (highest, positions) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
+        let max = self.shared.opts.max_record_bytes;
+        let mut i = 0;
+        while i < positions.len() {
+            let (first, file, path) = &positions[i];
+            let mut reader = RecordReader::new(file, path, max)?;
+            let group_end = i + positions[i..].iter().take_while(|p| p.0.segment == first.segment).count();
+            // Where each record's run of nearby needed records ends: one read covers a run.
+            let mut run_end = vec![0u64; group_end - i];
+            for k in (i..group_end).rev() {
+                let p = positions[k].0;
+                let end = p.offset + u64::from(p.len);
+                run_end[k - i] = match positions.get(k + 1).filter(|_| k + 1 < group_end) {
+                    Some(next) if next.0.offset.saturating_sub(end) <= READ_THROUGH_GAP => run_end[k + 1 - i],
+                    _ => end,
+                };
+            }
+            let group_start = i;
+            while i < group_end {
+                let pos = positions[i].0;
+                let ahead_end = run_end[i - group_start];
+                i += 1;
+                let body = reader.body_at(pos.offset, ahead_end)?;
+                let malformed = |what| JournalError::Corrupt {
+                    segment: path.clone(),
+                    offset: pos.offset,
+                    kind: CorruptKind::Malformed(what),
+                };
+                let (first_seq, count, framed) = match record::parse_body(body) {
+                    Ok(Body::Events { id: rid, first_seq, count, framed })
+                        if rid == id.as_str() && first_seq == pos.first_seq && count == pos.count =>
+                    {
+                        (first_seq, count, framed)
+                    }
+                    Ok(_) => return Err(malformed("record differs from the index (was the file replaced?)")),
+                    Err(kind) => return Err(JournalError::Corrupt { segment: path.clone(), offset: pos.offset, kind }),
+                };
+                for (k, payload) in Payloads::new(count, framed).enumerate() {
+                    let seq = first_seq + k as u64;
+                    let payload = payload.map_err(malformed)?;
+                    if seq < from {
+                        continue;
+                    }
+                    if seq > to || !visit(seq, payload) {
+                        return Ok(highest);
+                    }
+                }
+            }
+        }
+        Ok(highest)
+    }
+}
+
+impl Drop for FileJournal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl fmt::Debug for FileJournal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileJournal")
+            .field("dir", &self.shared.dir)
+            .field("report", &self.report)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of percore-persistence (one binary, modules per area).
+
+mod support;
+
+mod corruption;
+mod crash;
+mod journal;
+mod recovery;
+mod stash;
+mod supervision;

@@ -1,0 +1,155 @@
+//! Commands that arrive while the actor recovers or waits for a persist are handled
+//! afterwards, in arrival order; `persist_async` does not stash.
+//!
+//! To know that the actor has *handled* (stashed) some commands without sleeping, these
+//! tests give it a mailbox of capacity 1 and send from one thread with the blocking `send`:
+//! a send returns only once the ring has room, i.e. once the message before it was taken
+//! out, which happens only after the one before that was fully handled. So after sending
+//! `a, b, c, filler1, filler2`, the actor has finished handling `a`, `b` and `c`.
+
+use percore_persistence::{AtomicWrite, EventBatch, Journal, PersistenceId, PersistentRef};
+
+use crate::support::*;
+
+fn send_all(r: &PersistentRef<Cmd>, cmds: Vec<Cmd>) {
+    for c in cmds {
+        r.send(c, T).unwrap_or_else(|_| panic!("send timed out"));
+    }
+}
+
+/// Stores `values` for `id` straight into the journal (as another process once did).
+fn seed(journal: &dyn Journal, id: &str, values: &[u64]) {
+    let mut events = EventBatch::new();
+    for v in values {
+        events.push_serialized(&Appended(*v)).unwrap();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let write = AtomicWrite { persistence_id: PersistenceId::new(id).unwrap(), first_seq: 1, events };
+    journal.append(write, Box::new(move |r| tx.send(r).unwrap()));
+    rx.recv_timeout(T).unwrap().unwrap();
+}
+
+#[test]
+fn commands_during_recovery_wait_and_keep_their_order() {
+    let rt = runtime(2);
+    let (persistence, journal, _) = memory_persistence();
+    seed(&*journal, "rec", &[1, 2, 3]);
+    journal.hold_replays();
+    let log = Log::default();
+    let l = log.clone();
+    let r = PersistentRef::new(
+        rt.spawn_props(persistence.props(move || Ledger::new("rec").with_log(&l)).capacity(1)).unwrap(),
+    );
+    journal.wait_for_held_replays(1);
+    send_all(&r, vec![Cmd::Put(10), Cmd::Note(11), Cmd::Put(12), Cmd::Note(13), Cmd::Note(14)]);
+    assert_eq!(log_of(&log), Vec::<String>::new(), "nothing ran before recovery");
+
+    journal.release_replays();
+    assert_eq!(get(&r), View { values: vec![1, 2, 3, 10, 12], last_seq: 5 });
+    assert_eq!(
+        log_of(&log),
+        vec![
+            "recovered 3 at 3",
+            "cmd 10 sees 3",
+            "then 10",
+            "note 11 sees 4",
+            "cmd 12 sees 4",
+            "then 12",
+            "note 13 sees 5",
+            "note 14 sees 5"
+        ]
+    );
+    assert_eq!(
+        journal.appends(),
+        vec![("rec".to_string(), 1, 3), ("rec".to_string(), 4, 1), ("rec".to_string(), 5, 1)]
+    );
+    rt.shutdown();
+}
+
+#[test]
+fn commands_during_an_in_flight_persist_wait_and_keep_their_order() {
+    let rt = runtime(2);
+    let (persistence, journal, _) = memory_persistence();
+    let log = Log::default();
+    let l = log.clone();
+    let r = PersistentRef::new(
+        rt.spawn_props(persistence.props(move || Ledger::new("fl").with_log(&l)).capacity(1)).unwrap(),
+    );
+    assert_eq!(get(&r).last_seq, 0, "recovered (empty)");
+    journal.hold_appends();
+    send_all(&r, vec![Cmd::Put(1), Cmd::Note(2), Cmd::Put(3), Cmd::Note(4), Cmd::Note(5), Cmd::Note(6)]);
+    assert_eq!(journal.appends(), vec![("fl".to_string(), 1, 1)], "only the first write was submitted");
+    assert_eq!(log_of(&log), vec!["recovered 0 at 0", "cmd 1 sees 0"]);
+
+    journal.release_appends();
+    assert_eq!(get(&r), View { values: vec![1, 3], last_seq: 2 });
+    assert_eq!(
+        log_of(&log),
+        vec![
+            "recovered 0 at 0",
+            "cmd 1 sees 0",
+            "then 1",
+            "note 2 sees 1",
+            "cmd 3 sees 1",
+            "then 3",
+            "note 4 sees 2",
+            "note 5 sees 2",
+            "note 6 sees 2"
+        ]
+    );
+    assert_eq!(journal.appends(), vec![("fl".to_string(), 1, 1), ("fl".to_string(), 2, 1)]);
+    rt.shutdown();
+}
+
+#[test]
+fn persist_async_keeps_commands_flowing_and_applies_in_order() {
+    let rt = runtime(1);
+    let (persistence, journal, _) = memory_persistence();
+    let log = Log::default();
+    let l = log.clone();
+    let r = persistence.spawn(&rt, move || Ledger::new("async").with_log(&l)).unwrap();
+    assert_eq!(get(&r).last_seq, 0);
+    journal.hold_appends();
+    for c in [Cmd::PutAsync(1), Cmd::Note(2), Cmd::PutAsync(3), Cmd::Note(4)] {
+        r.tell(c).unwrap();
+    }
+    // `Get` is not stashed either, so its reply proves the four commands ran.
+    assert_eq!(get(&r), View { values: vec![], last_seq: 0 }, "nothing applied before durable");
+    assert_eq!(
+        log_of(&log),
+        vec!["recovered 0 at 0", "cmd 1 sees 0", "note 2 sees 0", "cmd 3 sees 0", "note 4 sees 0"]
+    );
+    assert_eq!(journal.appends(), vec![("async".to_string(), 1, 1), ("async".to_string(), 2, 1)]);
+
+    journal.release_appends();
+    // A blocking persist after the async ones: its reply comes after both applied.
+    assert_eq!(append(&r, 5), 3);
+    assert_eq!(get(&r), View { values: vec![1, 3, 5], last_seq: 3 });
+    assert_eq!(&log_of(&log)[5..], ["then 1", "then 3", "cmd 5 sees 2", "then 5"]);
+    rt.shutdown();
+}
+
+#[test]
+fn many_actors_on_all_shards_persist_concurrently_and_exactly() {
+    let dir = TempDir::new("many");
+    let rt = runtime(2);
+    let (persistence, journal) = file_persistence(dir.path());
+    let actors: Vec<_> =
+        (0..16).map(|i| persistence.spawn_on(&rt, i % 2, move || Ledger::new(&format!("m-{i}"))).unwrap()).collect();
+    std::thread::scope(|s| {
+        for (i, a) in actors.iter().enumerate() {
+            s.spawn(move || {
+                for k in 1..=25u64 {
+                    assert_eq!(append(a, i as u64 * 1000 + k), k);
+                }
+            });
+        }
+    });
+    for (i, a) in actors.iter().enumerate() {
+        assert_eq!(get(a).values, (1..=25).map(|k| i as u64 * 1000 + k).collect::<Vec<_>>());
+    }
+    let stats = journal.stats();
+    assert_eq!(stats.appends, 16 * 25);
+    eprintln!("16 actors x 25 persists: {} group commits for {} appends", stats.batches, stats.appends);
+    rt.shutdown();
+}
