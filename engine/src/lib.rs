@@ -102,6 +102,13 @@ pub use timer::{Cancellable, TimerHandle, TimerKey};
 pub use event_stream::{EventStream, LifecycleEvent};
 pub use routing::{Router, RoutingLogic};
 
+/// Whether the calling thread is a shard thread (of any runtime). Code that may run both
+/// inside actors and on foreign threads uses it to avoid blocking a shard (a shard thread
+/// must never block: no blocking `send`/`ask`, no joins, no blocking I/O).
+pub fn on_shard_thread() -> bool {
+    shard::on_shard_thread()
+}
+
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.
 /// Not a stable API.
 #[doc(hidden)]
