@@ -68,7 +68,7 @@
 //!   [`RuntimeHandle::select`] (with `*`), and a registry ([`RuntimeHandle::register`],
 //!   [`RuntimeHandle::whereis`]).
 //! * Forwarding keeps the reply target (it travels in the message); [`Context::pipe_ask`]
-//!   pipes an ask's outcome to any actor.
+//!   pipes an ask's outcome to any actor, and [`pipe_to`] any `Future`'s output.
 //!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word,
@@ -84,6 +84,7 @@ pub(crate) mod ask;
 pub mod error;
 pub mod event_stream;
 pub(crate) mod queue;
+mod pipe;
 pub mod routing;
 pub(crate) mod runtime;
 pub(crate) mod shard;
@@ -100,6 +101,7 @@ pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, M
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 pub use timer::{Cancellable, TimerHandle, TimerKey};
 pub use event_stream::{EventStream, LifecycleEvent};
+pub use pipe::pipe_to;
 pub use routing::{Router, RoutingLogic};
 
 /// Whether the calling thread is a shard thread (of any runtime). Code that may run both

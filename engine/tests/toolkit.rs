@@ -374,3 +374,65 @@ mod routers {
         rt.shutdown();
     }
 }
+
+mod pipe {
+    use std::time::Duration;
+
+    use percore::{pipe_to, AskError};
+
+    use super::*;
+
+    struct Doubler;
+
+    impl Actor for Doubler {
+        type Msg = (u64, ReplyTo<u64>);
+        fn handle(&mut self, _ctx: &mut Context<Self>, (n, r): (u64, ReplyTo<u64>)) -> Result<(), ActorError> {
+            r.reply(2 * n);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn pipe_to_delivers_a_futures_output_as_a_message() {
+        let rt = runtime(2);
+        let got = Arc::new(Mutex::new(vec![]));
+        let sink = rt.spawn_on(1, super::events_support::Collect::<Result<u64, AskError>>(got.clone())).unwrap();
+        let d = rt.spawn_on(0, Doubler).unwrap();
+        for n in 0..20 {
+            pipe_to(d.ask_async(move |r| (n, r), DEADLINE), &sink, |res| res);
+        }
+        assert!(eventually(|| got.lock().unwrap().len() == 20));
+        let mut vals: Vec<u64> = got.lock().unwrap().iter().map(|r| *r.as_ref().unwrap()).collect();
+        vals.sort();
+        assert_eq!(vals, (0..20).map(|n| 2 * n).collect::<Vec<_>>());
+        // An ask that times out is piped as its error.
+        struct Mute;
+        impl Actor for Mute {
+            type Msg = ReplyTo<u64>;
+            fn handle(&mut self, _ctx: &mut Context<Self>, r: ReplyTo<u64>) -> Result<(), ActorError> {
+                std::mem::forget(r); // never answers (and never says so)
+                Ok(())
+            }
+        }
+        let m = rt.spawn(Mute).unwrap();
+        pipe_to(m.ask_async(|r| r, Duration::from_millis(20)), &sink, |res| res);
+        assert!(eventually(|| got.lock().unwrap().len() == 21));
+        assert_eq!(got.lock().unwrap()[20], Err(AskError::Timeout));
+        rt.shutdown();
+    }
+}
+
+mod events_support {
+    use super::*;
+
+    /// Collects every message it gets.
+    pub struct Collect<E>(pub Arc<Mutex<Vec<E>>>);
+
+    impl<E: Send + 'static> Actor for Collect<E> {
+        type Msg = E;
+        fn handle(&mut self, _ctx: &mut Context<Self>, e: E) -> Result<(), ActorError> {
+            self.0.lock().unwrap().push(e);
+            Ok(())
+        }
+    }
+}
