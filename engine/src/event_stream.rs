@@ -16,11 +16,12 @@ use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::actor::{ActorId, ActorRef};
 use crate::supervision::{Failure, StopReason};
 use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::Arc;
 
 /// Lifecycle events published by the runtime (subscribe to `LifecycleEvent`).
 #[derive(Debug, Clone)]
@@ -41,6 +42,8 @@ type Subscribers = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 /// The runtime's event stream.
 pub struct EventStream {
     id: u64,
+    /// Lock, off the message path: taken to change subscriptions, and by a publisher only
+    /// when its cached snapshot is stale (the version moved). `tell` never takes it.
     registry: Mutex<Arc<Subscribers>>,
     version: AtomicU64,
 }
@@ -50,13 +53,13 @@ thread_local! {
     static CACHE: RefCell<HashMap<u64, (u64, Arc<Subscribers>)>> = RefCell::new(HashMap::new());
 }
 
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Default for EventStream {
     fn default() -> Self {
         EventStream {
             // ORDERING: Relaxed: only uniqueness matters.
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry: Mutex::new(Arc::new(HashMap::new())),
             version: AtomicU64::new(0),
         }

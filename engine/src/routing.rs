@@ -20,8 +20,8 @@
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::actor::{Actor, ActorRef, Context};

@@ -107,7 +107,7 @@ impl RuntimeBuilder {
         let n = match self.shards {
             Some(0) => return Err(BuildError::ZeroShards),
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         if n > MAX_SHARDS {
             return Err(BuildError::TooManyShards(n));

@@ -586,7 +586,7 @@ impl Runtime {
         // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
         rt.shutdown.store(true, Ordering::SeqCst);
         rt.wake_all();
-        let me = std::thread::current().id();
+        let me = crate::sync::thread::current().id();
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
                 log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());

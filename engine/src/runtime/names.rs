@@ -26,8 +26,9 @@ pub(crate) fn validate_name(name: &str) -> Result<(), SpawnError> {
 #[derive(Default)]
 pub(crate) struct Names {
     /// Named top-level actors; `None` while a spawn has claimed the name but not finished.
+    /// Lock, off the message path: named top-level spawn/stop and lookups only.
     top: Mutex<HashMap<Box<str>, Option<ErasedRef>>>,
-    /// `register`ed well-known names.
+    /// `register`ed well-known names. Lock, off the message path: register/whereis only.
     registry: Mutex<HashMap<String, ErasedRef>>,
 }
 

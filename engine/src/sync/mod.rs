@@ -18,7 +18,9 @@ mod imp {
     pub(crate) use std::sync::Arc;
 
     pub(crate) mod thread {
-        pub(crate) use std::thread::{current, park, park_timeout, yield_now, Builder, JoinHandle, Thread};
+        pub(crate) use std::thread::{
+            available_parallelism, current, park, park_timeout, yield_now, Builder, JoinHandle, Thread,
+        };
     }
 
     /// Busy-wait hint: a `pause` instruction on x86, a yield under loom.
