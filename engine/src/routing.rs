@@ -242,7 +242,7 @@ impl<M: Send + 'static> Router<M> {
         if sent == 0 {
             return Err(AskError::Closed);
         }
-        crate::ask::wait_blocking(&slot, deadline, &rt)
+        crate::ask::wait_blocking(&slot, deadline)
     }
 }
 

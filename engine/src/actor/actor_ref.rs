@@ -181,7 +181,7 @@ impl<M: Send + 'static> ActorRef<M> {
         let (reply_to, slot) = ReplyTo::blocking(self.header().runtime.clone());
         // Like `send`, a blocking ask waits for room in a full mailbox (within the deadline).
         match self.send(make(reply_to), timeout) {
-            Ok(()) => wait_blocking(&slot, deadline, &self.header().runtime),
+            Ok(()) => wait_blocking(&slot, deadline),
             Err(SendError::Closed(_)) => Err(AskError::Closed),
             Err(SendError::Timeout(_) | SendError::WouldBlock(_)) => Err(AskError::Full),
         }

@@ -193,7 +193,7 @@ where
 }
 
 /// Blocks the calling (foreign) thread until the slot has a reply or `deadline` passes.
-pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant, runtime: &RuntimeShared) -> Result<R, AskError> {
+pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant) -> Result<R, AskError> {
     let registered = slot.register(Waiter::Thread(thread::current()));
     let mut backoff = Backoff::new();
     loop {
@@ -207,13 +207,7 @@ pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant, runtime: 
             }
         }
         if !backoff.wait_until(deadline) {
-            return match slot.close() {
-                Some(outcome) => outcome,
-                None => {
-                    let _ = runtime;
-                    Err(AskError::Timeout)
-                }
-            };
+            return slot.close().unwrap_or(Err(AskError::Timeout));
         }
     }
 }

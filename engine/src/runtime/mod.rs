@@ -483,7 +483,7 @@ impl RuntimeHandle {
                 let slot = Arc::new(crate::ask::slot::ReplySlot::new());
                 let msg = crate::actor::cell::SysMsg::ResolveChild { pattern: (*seg).into(), reply: slot.clone() };
                 parent.send_sys(msg);
-                match crate::ask::wait_blocking(&slot, deadline, &self.shared) {
+                match crate::ask::wait_blocking(&slot, deadline) {
                     Ok(mut found) => next.append(&mut found),
                     Err(_) => return Err(LookupError::Timeout),
                 }

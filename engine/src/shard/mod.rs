@@ -287,11 +287,15 @@ impl ShardLocal {
         for target in 0..self.rt.num_shards() {
             let lane = self.rt.lane(self.index, target);
             // SAFETY: shard-thread only; sole producer of the lane.
-            let pending = self.outboxes.with_mut(|o| unsafe { (*o)[target].flush(lane) });
-            if pending {
-                still = true;
+            let (before, pending) = self.outboxes.with_mut(|o| unsafe {
+                let out = &mut (*o)[target];
+                (out.len(), out.flush(lane))
+            });
+            still |= pending;
+            if before > 0 {
+                // Only targets that just received notifications need a wake-up check.
+                self.rt.shard(target).parker.wake();
             }
-            self.rt.shard(target).parker.wake();
         }
         self.outbox_pending.set(still);
     }
