@@ -128,6 +128,10 @@ pub enum SpawnError {
     /// A sibling (or, at the top level, another actor) already has this name.
     #[error("an actor named {0:?} already exists among its siblings")]
     DuplicateName(String),
+    /// A spawn that must wait for the new actor was called on a shard thread (which never
+    /// blocks); inside actors, spawn children and build a group router over them.
+    #[error("this spawn waits for the new actor and cannot run on a shard thread; spawn children with ctx.spawn_props and use Router::group")]
+    WouldBlock,
     /// Names must be non-empty, without `/` or `*`, and not start with `$`.
     #[error("invalid actor name {0:?}: use a non-empty name without '/', '*' or a leading '$'")]
     InvalidName(String),

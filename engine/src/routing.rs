@@ -125,12 +125,18 @@ impl<M: Send + 'static> Router<M> {
     /// A pool router: spawns `n` routees from `props`, spread round-robin over the shards
     /// (one per shard when `n` equals the shard count), under a supervisor actor that
     /// restarts them when they fail. Stopping the router ([`Router::stop`]) stops them.
+    /// Waits for the routees, so it is for foreign threads (`WouldBlock` on a shard).
     pub fn pool<A: Actor<Msg = M>>(
         rt: &RuntimeHandle,
         n: usize,
         props: impl Fn() -> A + Send + Sync + 'static,
         logic: RoutingLogic<M>,
     ) -> Result<Self, SpawnError> {
+        if crate::shard::on_shard_thread() {
+            // The routees are created by the pool's supervisor on its shard; waiting for
+            // them here would block this shard (and deadlock if it is the same one).
+            return Err(SpawnError::WouldBlock);
+        }
         let factory: Arc<dyn Fn() -> A + Send + Sync> = Arc::new(props);
         let (tx, rx) = std::sync::mpsc::channel();
         let head = rt.spawn(PoolHead::<A> { n, factory, reply: Some(tx) })?;

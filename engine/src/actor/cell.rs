@@ -651,7 +651,8 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
 
     if inner.meta.lifecycle == Lifecycle::Dead {
         // A stale entry for a dead actor: account for it and release with the last one.
-        inner.meta.pending -= 1;
+        debug_assert!(inner.meta.pending > 0, "entry for a released actor");
+        inner.meta.pending = inner.meta.pending.saturating_sub(1);
         return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
     }
     let act = lifecycle::Activation { h, cell, shard, holds_token };
