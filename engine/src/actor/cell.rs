@@ -233,7 +233,6 @@ pub(crate) struct Meta {
     pub(crate) suspended: bool,
     /// Run-queue entries still to come for a Dead actor.
     pub(crate) pending: u8,
-    pub(crate) prefer_ring: bool,
     /// Unstashed messages wait at the front of the local queue: take them before the ring.
     pub(crate) unstashed: bool,
     pub(crate) children: Children,
@@ -504,25 +503,20 @@ impl<M: Send + 'static> Shared<M> {
         self.header.queued.with_mut(|q| unsafe { *q = queued });
     }
 
-    /// Next message, alternating between the local queue and the ring so that neither
-    /// source can starve the other.
+    /// Next message of the queue this activation serves: each queue has its own run-queue
+    /// entry (a local entry for the shard-local queue, the SCHEDULED token for the ring), so
+    /// an activation looks at one queue only, and the run queue interleaves the two fairly.
     ///
     /// # Safety
     /// Owner-shard thread only (it is the ring's consumer).
     #[inline]
-    unsafe fn next_message(&self, prefer_ring: &mut bool) -> Option<M> {
-        if !self.ring.is_allocated() {
-            // Only ever messaged from its own shard (the common case): one queue to look at.
-            // SAFETY: forwarded contract.
-            return unsafe { self.pop_local() };
-        }
-        *prefer_ring = !*prefer_ring;
+    unsafe fn next_message(&self, from_ring: bool) -> Option<M> {
         // SAFETY: forwarded contract: we are the owner shard, the single ring consumer.
         unsafe {
-            if *prefer_ring {
-                self.ring.pop().or_else(|| self.pop_local())
+            if from_ring {
+                self.ring.pop()
             } else {
-                self.pop_local().or_else(|| self.ring.pop())
+                self.pop_local()
             }
         }
     }
@@ -596,7 +590,6 @@ impl<A: Actor> Cell<A> {
                     stop_requested: false,
                     suspended: false,
                     pending: 0,
-                    prefer_ring: false,
                     unstashed: false,
                     children: Children::default(),
                     sup,
@@ -663,7 +656,7 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
         act.process_system_messages(inner);
     }
     if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
-        if let Err(failure) = process_user_messages(cell, inner, shard) {
+        if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
     }
@@ -708,7 +701,12 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`.
-fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) -> Result<(), Failure> {
+fn process_user_messages<A: Actor>(
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+    from_ring: bool,
+) -> Result<(), Failure> {
     let budget = shard.throughput();
     let id = cell.header().id;
     let Inner { actor, meta, .. } = inner;
@@ -726,7 +724,7 @@ fn process_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: 
                 unsafe { cell.shared.pop_local_first() }
             } else {
                 // SAFETY: owner-shard thread (the caller's contract).
-                unsafe { cell.shared.next_message(&mut ctx.meta.prefer_ring) }
+                unsafe { cell.shared.next_message(from_ring) }
             };
             let Some(msg) = msg else { break };
             handled += 1;
