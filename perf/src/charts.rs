@@ -29,7 +29,7 @@ fn colour(system: &str, index: usize) -> RGBColor {
         "actix" => RGBColor(31, 119, 180),
         "ractor" => RGBColor(44, 160, 44),
         "kameo" => RGBColor(255, 127, 14),
-        "raw-spsc" => RGBColor(110, 110, 110),
+        "raw-spsc" | "raw-disk" => RGBColor(110, 110, 110),
         _ => {
             let c = Palette99::pick(index).to_rgba();
             RGBColor(c.0, c.1, c.2)
@@ -73,7 +73,7 @@ fn log_bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 /// Grouped bars: one group per workload (and unit), one bar per system.
 fn throughput(path: &Path, records: &[Record]) -> Option<Drawn> {
     let bars: Vec<&Record> =
-        records.iter().filter(|r| r.p99_ns.is_none() && !r.workload.starts_with(scaling::PREFIX)).collect();
+        records.iter().filter(|r| r.latency_curve.is_empty() && !r.workload.starts_with(scaling::PREFIX)).collect();
     let (lo, hi) = log_bounds(bars.iter().map(|r| r.per_sec))?;
     let groups = distinct(&bars, |r| format!("{} ({})", r.workload, r.unit));
     let systems = distinct(&bars, |r| r.system.clone());

@@ -15,6 +15,7 @@
 
 mod charts;
 mod cli;
+mod disk;
 mod error;
 mod peers;
 mod proc_status;
@@ -57,9 +58,13 @@ fn main() -> ExitCode {
         let t0 = Instant::now();
         let first_record = results.records.len();
         let first_failure = results.failures.len();
+        let first_note = results.notes.len();
         (workload.run)(&params, n, &mut results);
         let new = &results.records[first_record..];
         eprintln!(" {:.1}s: {}", t0.elapsed().as_secs_f64(), progress_summary(new));
+        for note in &results.notes[first_note..] {
+            eprintln!("    {note}");
+        }
         for failure in &results.failures[first_failure..] {
             eprintln!("    FAILED: {failure}");
         }

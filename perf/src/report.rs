@@ -16,6 +16,8 @@ use crate::error::{BenchError, Result};
 
 /// The system name under which the bare SPSC ring reports.
 pub const RAW_SYSTEM: &str = "raw-spsc";
+/// The system name under which the raw disk (`write` + `fdatasync`, see `disk.rs`) reports.
+pub const RAW_DISK: &str = "raw-disk";
 /// The system name of the engine under test.
 pub const PERCORE: &str = "percore";
 
@@ -36,7 +38,7 @@ pub struct Record {
     pub per_sec: f64,
     /// What one unit of work is.
     pub unit: &'static str,
-    /// Median latency, nanoseconds (latency workload only).
+    /// Median latency, nanoseconds (`latency`, `persist`, `fsync`).
     pub p50_ns: Option<u64>,
     /// 99th percentile latency, nanoseconds.
     pub p99_ns: Option<u64>,
@@ -91,6 +93,9 @@ pub struct Results {
     pub records: Vec<Record>,
     /// Every measurement that failed or returned a wrong result.
     pub failures: Vec<BenchError>,
+    /// Context a workload measured beside its records (the disk under the journal, events
+    /// per group commit), printed on stderr after its progress line.
+    pub notes: Vec<String>,
 }
 
 impl Results {
@@ -139,6 +144,11 @@ fn raw_reference(workload: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether `system` is a hardware limit rather than an actor system.
+pub fn is_raw(system: &str) -> bool {
+    system == RAW_SYSTEM || system == RAW_DISK
+}
+
 /// Workloads where lower is better and the figure of merit is the p99 latency.
 fn is_latency(record: &Record) -> bool {
     record.p99_ns.is_some()
@@ -148,7 +158,7 @@ fn is_latency(record: &Record) -> bool {
 /// Throughput workloads compare rates; the latency workload compares p99.
 pub fn ratio_to_best_peer(record: &Record, all: &[Record]) -> Option<f64> {
     let peers = all.iter().filter(|r| {
-        r.workload == record.workload && r.unit == record.unit && r.system != PERCORE && r.system != RAW_SYSTEM
+        r.workload == record.workload && r.unit == record.unit && r.system != PERCORE && !is_raw(&r.system)
     });
     if is_latency(record) {
         let best = peers.filter_map(|r| r.p99_ns).min()?;
@@ -174,7 +184,7 @@ pub fn table(records: &[Record]) -> String {
     for r in records {
         let opt_ns = |v: Option<u64>| v.map(ns).unwrap_or_else(|| "-".into());
         let mut ratio = match ratio_to_best_peer(r, records) {
-            Some(x) if r.system != RAW_SYSTEM => format!("{x:.2}x"),
+            Some(x) if !is_raw(&r.system) => format!("{x:.2}x"),
             _ => "-".into(),
         };
         if let Some(raw) = ratio_to_raw(r, records) {
@@ -302,6 +312,19 @@ mod tests {
         let r = ratio_to_best_peer(&all[0], &all).expect("peers present");
         assert!((r - 2.0).abs() < 1e-9, "{r}");
         assert!(ratio_to_best_peer(&rec("percore", "skynet", 1.0), &all).is_none());
+    }
+
+    #[test]
+    fn raw_lines_are_neither_peers_nor_compared() {
+        let mut fsync = rec(RAW_DISK, "fsync", 5_000.0);
+        fsync.p99_ns = Some(400_000);
+        let all = vec![fsync, rec("percore", "persist", 400_000.0)];
+        assert!(ratio_to_best_peer(&all[0], &all).is_none());
+        assert!(ratio_to_best_peer(&all[1], &all).is_none());
+        // Both rows end in "-", the empty ratio column.
+        let rows: Vec<String> = table(&all).lines().skip(2).filter(|l| !l.is_empty()).map(String::from).collect();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|l| l.ends_with(" -")), "{rows:?}");
     }
 
     #[test]

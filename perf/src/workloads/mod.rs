@@ -1,8 +1,8 @@
 //! The workload table: one entry per workload name, each a function that runs the
 //! workload on percore and on every peer, validates every result and adds the records.
 //!
-//! Adding a workload (`persist`, `recover`, `remote-*` are planned) is one module with a
-//! `run` function and one line in [`TABLE`].
+//! Adding a workload (`remote-*` are planned) is one module with a `run` function and one
+//! line in [`TABLE`].
 //!
 //! Each module holds the percore implementation of its workload; the peers' versions of
 //! the same workload live in `crate::peers::{actix, ractor, kameo}` behind the [`Peer`]
@@ -13,7 +13,9 @@ pub mod counting;
 pub mod engine;
 pub mod fanin;
 pub mod latency;
+pub mod persist;
 pub mod pingpong;
+pub mod recover;
 pub mod ring;
 pub mod scaling;
 pub mod skynet;
@@ -153,6 +155,20 @@ pub static TABLE: &[Workload] = &[
         run: timers::run,
     },
     Workload {
+        name: "persist",
+        summary: "1000 persistent actors over all shards persist n small events, fdatasync per group commit; events/s, persist p50/p99/p999, raw fdatasync beside",
+        default_n: 400_000,
+        in_all: true,
+        run: persist::run,
+    },
+    Workload {
+        name: "recover",
+        summary: "100 persistent actors write n events (untimed), then a fresh runtime replays them all; events/s",
+        default_n: 1_000_000,
+        in_all: true,
+        run: recover::run,
+    },
+    Workload {
         name: "scaling",
         summary: "fanin and ring-xshard on 1..=S shards (percore)",
         default_n: 4_000_000,
@@ -210,6 +226,8 @@ mod tests {
         match name {
             "skynet" => 1_000,
             "latency" => 200,
+            // Tiny: each actor persists a few events (an fsync per group commit).
+            "persist" | "recover" => 2_000,
             _ => 5_000,
         }
     }
