@@ -369,6 +369,9 @@ fn intern(index: &Index, id: &str) -> Arc<str> {
     }
 }
 
+/// How long `open` waits for another holder of the directory lock to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
@@ -377,16 +380,28 @@ fn lock_dir(dir: &Path) -> Result<File, JournalError> {
         .write(true)
         .open(&path)
         .map_err(|e| JournalError::io("opening", &path, e))?;
-    // SAFETY: `flock` only reads the descriptor, which `file` keeps open for this call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    // A lock held only for a moment is waited out: a journal closed just now by this process
+    // can still be locked by a child between its fork and its exec (the forked descriptor
+    // shares the lock until exec closes it), and a previous process may be exiting.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut nap = std::time::Duration::from_millis(1);
+    loop {
+        // SAFETY: `flock` only reads the descriptor, which `file` keeps open for this call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(file);
+        }
         let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
+        if err.kind() != std::io::ErrorKind::WouldBlock {
+            return Err(JournalError::io("locking", &path, err));
+        }
+        if std::time::Instant::now() >= deadline {
             return Err(JournalError::Locked { dir: dir.to_path_buf() });
         }
-        return Err(JournalError::io("locking", &path, err));
+        // Opening a journal is set-up work on a foreign thread, never on a shard.
+        crate::sync::thread::sleep(nap);
+        nap = (nap * 2).min(std::time::Duration::from_millis(50));
     }
-    Ok(file)
 }
 
 fn create_segment(path: &Path, id: u64, fsync: bool) -> Result<File, JournalError> {
