@@ -127,3 +127,8 @@ pub mod __private {
         crate::actor::cell::cell_size::<A>()
     }
 }
+
+/// The README's example, compiled and run as a doc test so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
