@@ -22,6 +22,7 @@ mod file;
 mod index;
 pub(crate) mod record;
 mod segment;
+mod uring;
 mod writer;
 
 pub use file::{FileJournal, JournalOptions, JournalStats, OpenReport, TailTruncation};

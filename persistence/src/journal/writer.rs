@@ -98,10 +98,19 @@ pub(crate) struct Writer {
     updates: Vec<Update>,
     deleted: bool,
     failed: Option<String>,
+    /// io_uring (linked write + fdatasync) or plain syscalls.
+    commit: super::uring::CommitPath,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, rx: Receiver<Op>, file: File, active: u64, active_len: u64) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: Receiver<Op>,
+        file: File,
+        active: u64,
+        active_len: u64,
+        commit: super::uring::CommitPath,
+    ) -> Self {
         Writer {
             shared,
             rx,
@@ -114,6 +123,7 @@ impl Writer {
             updates: vec![],
             deleted: false,
             failed: None,
+            commit,
         }
     }
 
@@ -244,10 +254,9 @@ impl Writer {
             return Ok(());
         }
         let path = segment_path(&self.shared.dir, self.active);
-        self.file.write_all_at(&self.buf, self.active_len).map_err(|e| JournalError::io("writing", &path, e))?;
-        if self.shared.opts.fsync {
-            self.file.sync_data().map_err(|e| JournalError::io("syncing", &path, e))?;
-        }
+        self.commit
+            .write_and_sync(&self.file, &self.buf, self.active_len, self.shared.opts.fsync)
+            .map_err(|e| JournalError::io("writing and syncing", &path, e))?;
         self.active_len += self.buf.len() as u64;
         self.shared.stats.record_batch(self.buf.len() as u64);
         self.buf.clear();
