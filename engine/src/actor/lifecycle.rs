@@ -76,7 +76,7 @@ impl<A: Actor> Activation<'_, A> {
     pub(crate) fn start(&self, inner: &mut Inner<A>) {
         inner.meta.lifecycle = Lifecycle::Running;
         if self.header().parent.is_none() {
-            self.shard.add_top_level(self.h);
+            self.shard.add_top_level(self.my_ref());
         }
         if self.shard.is_shutting_down() {
             // Arrived as the runtime shuts down: never started, so no `stopped` hook either.
@@ -409,7 +409,7 @@ impl<A: Actor> Activation<'_, A> {
         match &header.parent {
             Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
             None => {
-                self.shard.remove_top_level(self.h);
+                self.shard.remove_top_level(&self.my_ref());
                 if let Some(name) = &header.name {
                     header.runtime.names().release_top_level(&name.0, header.id);
                 }

@@ -199,11 +199,6 @@ impl<T> Outbox<T> {
         false
     }
 
-    /// Whether values are waiting for room in the lane.
-    pub fn is_pending(&self) -> bool {
-        !self.overflow.is_empty()
-    }
-
     /// Number of values waiting.
     pub fn len(&self) -> usize {
         self.overflow.len()

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
-use crate::actor::cell::{ErasedRef, Header, Outcome, SysMsg};
+use crate::actor::cell::{Children, ErasedRef, Header, Outcome, SysMsg};
 use crate::actor::ActorId;
 use crate::queue::spsc::Outbox;
 use crate::queue::stack::BatchStack;
@@ -114,7 +114,7 @@ pub(crate) struct ShardLocal {
     outboxes: UnsafeCell<Box<[Outbox<Notification>]>>,
     outbox_pending: StdCell<bool>,
     /// Actors without a parent that live here (stopped first at shutdown).
-    top_level: UnsafeCell<Vec<NonNull<Header>>>,
+    top_level: UnsafeCell<Children>,
     timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
@@ -129,7 +129,7 @@ impl ShardLocal {
             run_queue: UnsafeCell::new(VecDeque::with_capacity(1024)),
             outboxes: UnsafeCell::new((0..n).map(|_| Outbox::default()).collect()),
             outbox_pending: StdCell::new(false),
-            top_level: UnsafeCell::new(Vec::new()),
+            top_level: UnsafeCell::new(Children::default()),
             timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
@@ -191,32 +191,16 @@ impl ShardLocal {
         self.run_queue.with(|q| unsafe { (*q).len() })
     }
 
-    pub(crate) fn add_top_level(&self, h: NonNull<Header>) {
+    /// Lists a top-level actor of this shard (the same O(1) sibling-index list a parent
+    /// keeps of its children).
+    pub(crate) fn add_top_level(&self, actor: ErasedRef) {
         // SAFETY: as `push_run`.
-        self.top_level.with_mut(|l| {
-            // SAFETY: shard-thread only; `h` is a live cell owned by this shard.
-            let (list, header) = unsafe { (&mut *l, h.as_ref()) };
-            // ORDERING: Relaxed: only this shard's thread uses this field for this list.
-            header.sibling_idx.store(list.len() as u32, Ordering::Relaxed);
-            list.push(h);
-        });
+        self.top_level.with_mut(|l| unsafe { (*l).link(actor) });
     }
 
-    pub(crate) fn remove_top_level(&self, h: NonNull<Header>) {
+    pub(crate) fn remove_top_level(&self, actor: &ErasedRef) {
         // SAFETY: as `push_run`.
-        self.top_level.with_mut(|l| {
-            // SAFETY: shard-thread only; `h` and the listed cells are live (owned here).
-            let (list, header) = unsafe { (&mut *l, h.as_ref()) };
-            // ORDERING: Relaxed: only this shard's thread uses these fields for this list.
-            let idx = header.sibling_idx.load(Ordering::Relaxed) as usize;
-            if idx < list.len() && list[idx] == h {
-                list.swap_remove(idx);
-                if let Some(moved) = list.get(idx) {
-                    // SAFETY: listed cells are live.
-                    unsafe { moved.as_ref() }.sibling_idx.store(idx as u32, Ordering::Relaxed);
-                }
-            }
-        });
+        self.top_level.with_mut(|l| unsafe { (*l).unlink(actor) });
     }
 
     /// Runs `action` once on this shard at `at`.
@@ -272,7 +256,7 @@ impl ShardLocal {
         let pending = self.outboxes.with_mut(|o| unsafe {
             let out = &mut (*o)[target];
             out.send(lane, Notification(h));
-            out.is_pending()
+            !out.is_empty()
         });
         if pending {
             self.outbox_pending.set(true);
@@ -381,11 +365,8 @@ impl ShardLocal {
     fn begin_shutdown(&self) {
         self.shutdown_seen.set(true);
         // SAFETY: as `push_run`; copy the list, since stopping mutates it later.
-        let tops: Vec<NonNull<Header>> = self.top_level.with(|l| unsafe { (*l).clone() });
-        for h in tops {
-            // SAFETY: listed cells are live and owned here; we mint a temporary count
-            // covered by the ownership reference and forget it afterwards.
-            let r = std::mem::ManuallyDrop::new(unsafe { ErasedRef::from_raw(h) });
+        let tops: Vec<ErasedRef> = self.top_level.with(|l| unsafe { (*l).iter().cloned().collect() });
+        for r in tops {
             r.send_sys(SysMsg::Stop(crate::supervision::StopReason::Normal));
         }
     }
