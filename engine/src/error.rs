@@ -200,3 +200,14 @@ pub enum BuildError {
     #[error("could not start shard thread: {0}")]
     Thread(#[source] std::io::Error),
 }
+
+/// Why a [`crate::driver::ShardDriver`] could not be installed.
+#[derive(thiserror::Error, Debug, PartialEq, Eq)]
+pub enum DriverError {
+    /// Called from a thread that is not a shard.
+    #[error("install_driver must be called on a shard thread (from an actor)")]
+    NotOnShard,
+    /// The shard already has a driver.
+    #[error("shard {0} already has a driver")]
+    AlreadyInstalled(usize),
+}

@@ -81,6 +81,7 @@
 
 pub(crate) mod actor;
 pub(crate) mod ask;
+pub mod driver;
 pub mod error;
 pub mod event_stream;
 pub(crate) mod queue;
@@ -94,7 +95,7 @@ pub mod timer;
 
 pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};
 pub use ask::{AskFuture, ReplyTo};
-pub use error::{ActorError, AskError, BuildError, LookupError, SendError, SpawnError, TellError, Undelivered};
+pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
 pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};

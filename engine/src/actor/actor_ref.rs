@@ -57,6 +57,13 @@ impl<M> ActorRef<M> {
         self.raw.header()
     }
 
+    /// Ends a [`Context::pause_messages`](crate::Context::pause_messages): the actor takes
+    /// user messages again (through the system inbox, so a full mailbox cannot block this).
+    /// Returns `false` if the actor is dead. Resuming an actor that is not paused is a no-op.
+    pub fn resume_messages(&self) -> bool {
+        self.raw.send_sys(SysMsg::ResumeMessages)
+    }
+
     /// The actor's id.
     pub fn id(&self) -> ActorId {
         self.header().id

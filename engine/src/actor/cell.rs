@@ -95,6 +95,8 @@ pub(crate) enum SysMsg {
     Failed { child: ErasedRef, failure: Failure },
     /// Supervisor's decision: go on with the same state.
     Resume,
+    /// End a `Context::pause_messages`.
+    ResumeMessages,
     /// Supervisor's decision: rebuild from the factory (within the restart limit).
     Restart { failure: Failure, limit: Option<(u32, Duration)> },
     /// Someone watches this actor.
@@ -231,6 +233,8 @@ pub(crate) struct Meta {
     pub(crate) stop_requested: bool,
     /// Failed and waiting for the supervisor: no user messages are processed.
     pub(crate) suspended: bool,
+    /// Paused by the actor itself (`Context::pause_messages`) until a `ResumeMessages`.
+    pub(crate) paused: bool,
     /// Run-queue entries still to come for a Dead actor.
     pub(crate) pending: u8,
     /// Unstashed messages wait at the front of the local queue: take them before the ring.
@@ -589,6 +593,7 @@ impl<A: Actor> Cell<A> {
                     started: false,
                     stop_requested: false,
                     suspended: false,
+                    paused: false,
                     pending: 0,
                     unstashed: false,
                     children: Children::default(),
@@ -655,7 +660,7 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     if !shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
         act.process_system_messages(inner);
     }
-    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
+    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.paused && !inner.meta.stop_requested {
         if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
@@ -675,8 +680,8 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     }
 
     // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
-    // system message), not for its mailbox.
-    let suspended = inner.meta.suspended;
+    // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
+    let suspended = inner.meta.suspended || inner.meta.paused;
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
     if local_left && !queued && !suspended {
@@ -729,7 +734,7 @@ fn process_user_messages<A: Actor>(
             let Some(msg) = msg else { break };
             handled += 1;
             actor.handle(&mut ctx, msg)?;
-            if ctx.meta.stop_requested {
+            if ctx.meta.stop_requested || ctx.meta.paused {
                 break;
             }
         }

@@ -136,6 +136,20 @@ impl<'a, A: Actor> Context<'a, A> {
         self.meta.request_stop(StopReason::Normal);
     }
 
+    /// Stops taking user messages after the current one, leaving them in the (bounded)
+    /// mailbox, until someone calls [`ActorRef::resume_messages`]. Senders see the mailbox
+    /// fill and get `Full`, as with a slow actor: this is how an actor that waits for a
+    /// resource (a socket buffer, a journal write) pushes back on its senders. System
+    /// messages (stop, watch, timers' Terminated) are still handled while paused.
+    pub fn pause_messages(&mut self) {
+        self.meta.paused = true;
+    }
+
+    /// Whether [`Context::pause_messages`] is in effect.
+    pub fn is_paused(&self) -> bool {
+        self.meta.paused
+    }
+
     /// Takes every stashed message back, in the order stashed, ahead of all messages that
     /// arrived since (they are handled after this handler returns).
     pub fn unstash_all(&mut self, stash: &mut crate::Stash<A::Msg>) {

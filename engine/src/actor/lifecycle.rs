@@ -113,6 +113,7 @@ impl<A: Actor> Activation<'_, A> {
                         inner.meta.suspended = false;
                     }
                 }
+                SysMsg::ResumeMessages => inner.meta.paused = false,
                 SysMsg::Restart { failure, limit } => self.restart(inner, failure, limit),
                 SysMsg::Watch(entry) => inner.meta.sup().watchers.push(entry),
                 SysMsg::Unwatch(id) => {

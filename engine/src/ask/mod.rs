@@ -43,6 +43,8 @@ enum Target<R: Send + 'static> {
     /// One of several handles to a slot (scatter-gather): dropping it says nothing.
     Shared { slot: Arc<Slot<R>>, runtime: Arc<RuntimeShared> },
     Actor(Arc<dyn Deliver<R>>),
+    /// A reply that travels elsewhere (e.g. over a transport connection).
+    Func(Box<dyn FnOnce(Result<R, AskError>) -> bool + Send>),
 }
 
 /// Delivery of an actor-side ask's outcome, type-erased over the asker's message type.
@@ -65,6 +67,33 @@ impl<R: Send + 'static> ReplyTo<R> {
         ReplyTo { target: Some(Target::Actor(adapter)) }
     }
 
+    /// A reply handle that calls `f` with the outcome: `Ok(value)` on [`ReplyTo::reply`],
+    /// `Err(AskError::NoReply)` if dropped unanswered. `f` returns whether the outcome was
+    /// delivered. This is how a transport hands a remote asker's handle to a local actor.
+    pub fn from_fn(f: impl FnOnce(Result<R, AskError>) -> bool + Send + 'static) -> Self {
+        ReplyTo { target: Some(Target::Func(Box::new(f))) }
+    }
+
+    /// Takes the outcome in place of the target: the counterpart of [`ReplyTo::from_fn`]
+    /// on the asking side. `f` receives the ask's outcome; this handle is disarmed.
+    /// Returns a function that completes this handle (consuming it).
+    pub fn into_fn(mut self) -> impl FnOnce(Result<R, AskError>) -> bool + Send + 'static {
+        let target = self.target.take();
+        move |outcome| ReplyTo { target }.complete(outcome)
+    }
+
+    fn complete(mut self, outcome: Result<R, AskError>) -> bool {
+        match outcome {
+            Ok(v) => self.reply(v),
+            Err(e) => match self.target.take() {
+                Some(Target::Slot { slot, .. }) => slot.complete(Err(e)).is_ok(),
+                Some(Target::Actor(a)) => a.deliver(Err(e)),
+                Some(Target::Func(f)) => f(Err(e)),
+                Some(Target::Shared { .. }) | None => false,
+            },
+        }
+    }
+
     /// Answers the ask. Returns `false` if the asker is gone (timed out or dropped), in which
     /// case the reply is counted as a dead letter.
     pub fn reply(mut self, value: R) -> bool {
@@ -85,6 +114,7 @@ impl<R: Send + 'static> ReplyTo<R> {
                     false
                 }
             }
+            Some(Target::Func(f)) => f(Ok(value)),
             None => false,
         }
     }
@@ -100,7 +130,8 @@ impl<R: Send + 'static> ReplyTo<R> {
                 ReplyTo { target: Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() }) }
             }
             Some(Target::Actor(a)) => ReplyTo { target: Some(Target::Actor(a.clone())) },
-            None => ReplyTo { target: None },
+            // A forwarding function runs once: the copy answers nothing.
+            Some(Target::Func(_)) | None => ReplyTo { target: None },
         }
     }
 
@@ -114,7 +145,7 @@ impl<R: Send + 'static> ReplyTo<R> {
     pub fn is_expired(&self) -> bool {
         match &self.target {
             Some(Target::Slot { slot, .. } | Target::Shared { slot, .. }) => slot.is_closed(),
-            Some(Target::Actor(_)) | None => false,
+            Some(Target::Actor(_) | Target::Func(_)) | None => false,
         }
     }
 }
@@ -124,6 +155,7 @@ impl<R: Send + 'static> Drop for ReplyTo<R> {
         match self.target.take() {
             Some(Target::Slot { slot, .. }) => drop(slot.complete(Err(AskError::NoReply))),
             Some(Target::Actor(a)) => drop(a.deliver(Err(AskError::NoReply))),
+            Some(Target::Func(f)) => drop(f(Err(AskError::NoReply))),
             Some(Target::Shared { .. }) | None => {}
         }
     }

@@ -512,6 +512,20 @@ impl RuntimeHandle {
         names::typed(r, name)
     }
 
+    /// The named top-level actor `name` (spawned with [`SpawnOptions::name`] and no parent),
+    /// if its message type is `M`. Non-blocking: usable inside actors and transports.
+    pub fn top_level<M: 'static>(&self, name: &str) -> Result<ActorRef<M>, LookupError> {
+        if name.contains('*') {
+            return Err(LookupError::NotFound(name.to_string()));
+        }
+        let mut found = self.shared.names.top_level(name);
+        found.retain(|r| !r.header().state.is_closed());
+        match found.len() {
+            0 => Err(LookupError::NotFound(name.to_string())),
+            _ => names::typed(found.remove(0), name),
+        }
+    }
+
     /// The runtime's event stream (publish/subscribe by message type).
     pub fn event_stream(&self) -> &crate::event_stream::EventStream {
         &self.shared.events

@@ -118,6 +118,8 @@ pub(crate) struct ShardLocal {
     timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
+    /// I/O polled every turn and parked on when idle (see `crate::driver`).
+    driver: std::cell::RefCell<Option<Box<dyn crate::driver::ShardDriver>>>,
 }
 
 impl ShardLocal {
@@ -133,6 +135,7 @@ impl ShardLocal {
             timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
+            driver: std::cell::RefCell::new(None),
             rt,
         }
     }
@@ -339,6 +342,14 @@ impl ShardLocal {
         self.rt.actor_released();
     }
 
+    /// Polls the shard's driver, if any (a driver busy elsewhere on the stack is skipped).
+    fn poll_driver(&self) -> usize {
+        match self.driver.try_borrow_mut() {
+            Ok(mut d) => d.as_mut().map_or(0, |d| d.poll()),
+            Err(_) => 0,
+        }
+    }
+
     /// Fires due timers; returns how many fired and when the next one is due.
     fn fire_timers(&self) -> (usize, Option<Instant>) {
         // SAFETY: as `push_run`.
@@ -379,6 +390,7 @@ impl ShardLocal {
         let mut idle = 0u32;
         loop {
             let mut work = self.poll_inbound();
+            work += self.poll_driver();
             self.flush_outboxes();
             work += self.run_ready();
             let (fired, next_timer) = self.fire_timers();
@@ -415,9 +427,21 @@ impl ShardLocal {
                 (t, true) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_micros(50))),
                 (t, false) => t,
             };
-            me.parker.park(timeout);
+            match self.driver.try_borrow_mut() {
+                Ok(mut d) if d.is_some() => {
+                    if let Some(d) = d.as_mut() {
+                        d.park(timeout);
+                    }
+                    // Woken by I/O, by the driver's waker, or by the timeout: either way
+                    // the shard is awake now (a racing waker's swap writes the same value).
+                    me.parker.cancel_sleep();
+                }
+                _ => me.parker.park(timeout),
+            }
             idle = 0;
         }
+        // The driver goes first (its sockets and buffers), on this thread.
+        drop(self.driver.borrow_mut().take());
         // Every actor is released; nothing can be scheduled here any more. Close the
         // injector so a straggler fails loudly instead of being stranded.
         for h in me.injector.close() {
@@ -426,6 +450,25 @@ impl ShardLocal {
             drop(unsafe { ErasedRef::from_raw(h) });
         }
     }
+}
+
+/// Installs a driver on the calling shard (see `crate::driver::install_driver`).
+pub(crate) fn install_driver(
+    driver: Box<dyn crate::driver::ShardDriver>,
+    waker: std::sync::Arc<dyn crate::driver::DriverWaker>,
+) -> Result<(), crate::error::DriverError> {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        return Err(crate::error::DriverError::NotOnShard);
+    }
+    // SAFETY: non-null CURRENT is this thread's live shard (see `current_owner_of`).
+    let s = unsafe { &*p };
+    let mut slot = s.driver.try_borrow_mut().map_err(|_| crate::error::DriverError::AlreadyInstalled(s.index))?;
+    if slot.is_some() || !s.rt.shard(s.index).parker.set_driver_waker(waker) {
+        return Err(crate::error::DriverError::AlreadyInstalled(s.index));
+    }
+    *slot = Some(driver);
+    Ok(())
 }
 
 /// Entry point of a shard thread.

@@ -16,6 +16,8 @@
 use std::time::Duration;
 
 use crate::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
+#[cfg(not(percore_loom))]
+use crate::driver::DriverWaker;
 use crate::sync::thread::{self, Thread};
 
 /// The sleep flag and thread handle of one shard.
@@ -23,6 +25,11 @@ pub struct Parker {
     sleeping: AtomicBool,
     /// The shard thread, registered once by the shard itself before it first sleeps.
     thread: AtomicPtr<Thread>,
+    /// Set once when a shard driver is installed: the shard then parks in the driver, and a
+    /// wake goes through this instead of `unpark`. Freed only on drop (a waker may still be
+    /// using it while the shard wakes up).
+    #[cfg(not(percore_loom))]
+    driver_waker: AtomicPtr<std::sync::Arc<dyn DriverWaker>>,
 }
 
 impl Default for Parker {
@@ -34,7 +41,29 @@ impl Default for Parker {
 impl Parker {
     /// A parker with no thread registered yet.
     pub fn new() -> Self {
-        Parker { sleeping: AtomicBool::new(false), thread: AtomicPtr::new(std::ptr::null_mut()) }
+        Parker {
+            sleeping: AtomicBool::new(false),
+            thread: AtomicPtr::new(std::ptr::null_mut()),
+            #[cfg(not(percore_loom))]
+            driver_waker: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Routes wakes to a shard driver's waker from now on. Called by the shard thread while
+    /// awake; returns `false` (and changes nothing) if a waker is already set.
+    #[cfg(not(percore_loom))]
+    pub(crate) fn set_driver_waker(&self, waker: std::sync::Arc<dyn DriverWaker>) -> bool {
+        let b = Box::into_raw(Box::new(waker));
+        // ORDERING: Release pairs with the Acquire load in `wake`: a waker that sees the
+        // pointer sees the boxed Arc. AcqRel/Acquire on failure: we only read null/non-null.
+        match self.driver_waker.compare_exchange(std::ptr::null_mut(), b, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => true,
+            Err(_) => {
+                // SAFETY: `b` came from `Box::into_raw` above and was never shared.
+                drop(unsafe { Box::from_raw(b) });
+                false
+            }
+        }
     }
 
     /// Registers the calling thread as the one to wake. Called once by the shard thread.
@@ -101,6 +130,16 @@ impl Parker {
         fence(Ordering::SeqCst);
         // ORDERING: Relaxed pre-check keeps the common (awake) case free of writes.
         if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::Acquire) {
+            #[cfg(not(percore_loom))]
+            {
+                // ORDERING: Acquire pairs with the Release in `set_driver_waker`.
+                let w = self.driver_waker.load(Ordering::Acquire);
+                if !w.is_null() {
+                    // SAFETY: set once, freed only in `drop` (`&mut self`: no waker left).
+                    unsafe { &*w }.wake();
+                    return;
+                }
+            }
             // ORDERING: Acquire pairs with the AcqRel swap in `register_current`.
             let t = self.thread.load(Ordering::Acquire);
             if !t.is_null() {
@@ -126,6 +165,15 @@ impl Drop for Parker {
         if !t.is_null() {
             // SAFETY: from `Box::into_raw` in `register_current`; no one else uses it now.
             drop(unsafe { Box::from_raw(t) });
+        }
+        #[cfg(not(percore_loom))]
+        {
+            // ORDERING: Relaxed: `&mut self`, no other user.
+            let w = self.driver_waker.load(Ordering::Relaxed);
+            if !w.is_null() {
+                // SAFETY: from `Box::into_raw` in `set_driver_waker`; no one else uses it now.
+                drop(unsafe { Box::from_raw(w) });
+            }
         }
     }
 }

@@ -1,0 +1,1096 @@
+//! The per-shard endpoint: connections, peers and the protocol, without sockets.
+//!
+//! Each shard runs one `Endpoint` actor and owns one [`EndpointState`] (shard-local: `Rc`,
+//! `RefCell`, no atomics) plus a socket backend, polled by the shard loop as its driver:
+//!
+//! ```text
+//!   proxies on this shard ──encode──► Peer.pending (one buffer per peer node, FIFO)
+//!                                          │ flush at the end of a turn (swap, no copy)
+//!   Io backend ◄───────────────────────────┘ one send per connection in flight
+//!   Io backend ──on_data──► frames ──► inbound bindings ──tell──► local actors
+//! ```
+//! Outbound connections (to peers whose address hashes to this shard) carry this node's
+//! messages; inbound connections (accepted here through the shard's `SO_REUSEPORT`
+//! listener) carry the peer's, and answer on the same socket with handshake, heartbeat and
+//! Terminated frames. A peer's pending buffer, and its aliases (which actor each number
+//! means), outlive connections: after a reconnect every alias is bound again before the
+//! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
+//! handed to the kernel.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percore::driver::ShardDriver;
+use percore::{Actor, ActorError, ActorId, AskError, Context, ReplyTo};
+
+use crate::error::TransportError;
+use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
+use crate::handshake::{self, Identity, Nonce};
+use crate::io::{CloseReason, ConnId, Io, IoSink};
+use crate::node::{NodeShared, Target};
+use crate::wire::{Decoder, Encoder, RemoteMessage, Wire, WireError, WireRef};
+
+thread_local! {
+    /// This shard's endpoint state (set by the endpoint actor when it installs the driver).
+    static STATE: RefCell<Option<Rc<RefCell<EndpointState>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on this shard's endpoint state; `None` if there is none (not a node's shard,
+/// or the endpoint is busy further up the stack, which the design rules out).
+pub(crate) fn with_state<R>(f: impl FnOnce(&mut EndpointState) -> R) -> Option<R> {
+    let rc = STATE.with(|s| s.borrow().clone())?;
+    let mut st = rc.try_borrow_mut().ok()?;
+    Some(f(&mut st))
+}
+
+/// What the endpoint can do to a proxy (type-erased over its message type).
+pub(crate) trait ProxyCtl {
+    fn stop(&self);
+    fn resume(&self);
+}
+
+/// Outcome of a proxy's send.
+pub(crate) enum Sent {
+    Queued,
+    /// Queued, and the peer's buffer is above the high-water mark: pause the proxy.
+    QueuedPause,
+}
+
+/// Reply handles sent to other nodes, waiting for the answer (shard-local).
+pub(crate) struct ReplyTable {
+    shard: u16,
+    next: u64,
+    map: HashMap<u64, (Instant, Box<dyn FnOnce(Option<&mut Decoder<'_>>)>)>,
+}
+
+impl ReplyTable {
+    /// Keeps `reply` until the answer comes; returns its (shard, sequence) address.
+    pub(crate) fn insert<R: Wire + Send + 'static>(&mut self, reply: ReplyTo<R>) -> (u16, u64) {
+        self.next += 1;
+        let seq = self.next;
+        let complete = reply.into_fn();
+        let f = move |d: Option<&mut Decoder<'_>>| {
+            let outcome = match d.map(|d| R::decode(d)) {
+                Some(Ok(v)) => Ok(v),
+                Some(Err(e)) => {
+                    log::warn!("undecodable reply: {e}");
+                    Err(AskError::NoReply)
+                }
+                None => Err(AskError::NoReply),
+            };
+            complete(outcome);
+        };
+        self.map.insert(seq, (Instant::now(), Box::new(f)));
+        (self.shard, seq)
+    }
+
+    fn complete(&mut self, seq: u64, d: Option<&mut Decoder<'_>>) {
+        if let Some((_, f)) = self.map.remove(&seq) {
+            f(d);
+        }
+    }
+
+    /// Answers with NoReply every handle older than `ttl` (its ask has long timed out).
+    fn sweep(&mut self, ttl: Duration) {
+        let now = Instant::now();
+        let old: Vec<u64> = self.map.iter().filter(|(_, (t, _))| now.duration_since(*t) > ttl).map(|(k, _)| *k).collect();
+        for k in old {
+            self.complete(k, None);
+        }
+    }
+}
+
+/// A local actor bound to an alias of an inbound connection.
+pub(crate) struct Binding {
+    target: ActorId,
+    /// Decodes one message and offers it to the actor.
+    deliver: Box<dyn Fn(&mut Decoder<'_>) -> Result<Delivery, WireError>>,
+    watch: Option<WatchJob>,
+}
+
+/// What became of an inbound message.
+pub(crate) enum Delivery {
+    /// In the mailbox (or counted as a dead letter because the actor has stopped).
+    Done,
+    /// The mailbox is full: the connection stops reading until this retry succeeds (it
+    /// holds the decoded message; `true` once delivered or dead-lettered).
+    Stalled(Box<dyn FnMut() -> bool>),
+}
+
+type WatchJob = Box<dyn for<'a> FnOnce(&mut Context<'a, Endpoint>)>;
+
+/// The binder registered for `M` (see `Node::register`).
+pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target) -> Result<Binding, WireError> {
+    let r = node.local_target::<M>(t)?;
+    let target = r.id();
+    let w = r.clone();
+    Ok(Binding {
+        target,
+        deliver: Box::new(move |d| {
+            let m = M::decode(d)?;
+            d.finish()?;
+            Ok(match r.try_tell(m) {
+                Ok(()) => Delivery::Done,
+                Err(percore::TellError::Full(m)) => {
+                    let (r, mut m) = (r.clone(), Some(m));
+                    Delivery::Stalled(Box::new(move || match m.take().map(|x| r.try_tell(x)) {
+                        Some(Err(percore::TellError::Full(back))) => {
+                            m = Some(back);
+                            false
+                        }
+                        Some(Err(percore::TellError::Closed(back))) => {
+                            let _ = r.tell(back); // counted as a dead letter by the runtime
+                            true
+                        }
+                        _ => true,
+                    }))
+                }
+                Err(percore::TellError::Closed(m)) => {
+                    let _ = r.tell(m);
+                    Delivery::Done
+                }
+            })
+        }),
+        watch: Some(Box::new(move |ctx: &mut Context<'_, Endpoint>| {
+            ctx.watch(&w, move |_| EndpointMsg::LocalTerminated(target));
+        })),
+    })
+}
+
+enum InState {
+    AwaitHello,
+    AwaitResponse { client: Identity, cn: Nonce, sn: Nonce },
+    Open { peer: Identity },
+}
+
+enum Role {
+    /// Accepted here: the peer's messages come in; we answer control frames.
+    Inbound { state: InState, bindings: Vec<Option<Binding>> },
+    /// Ours, to `peer`: our messages go out.
+    Outbound { peer: usize, cn: Nonce, open: bool },
+}
+
+struct Conn {
+    role: Role,
+    inbuf: Vec<u8>,
+    /// Control frames on this socket (handshake, heartbeat, acks, Terminated); sent before
+    /// the peer's pending buffer.
+    out: Vec<u8>,
+    sending: bool,
+    closing: bool,
+    /// An outbound connection's TCP connect has completed (inbound: always).
+    connected: bool,
+    last_heard: Instant,
+    /// A message the target's full mailbox refused; reading is paused until it goes in.
+    stalled: Option<Box<dyn FnMut() -> bool>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    Idle,
+    Connecting(ConnId),
+    Open(ConnId),
+    Backoff(Instant),
+}
+
+struct AliasEntry {
+    bind: Vec<u8>,
+    ctl: Box<dyn ProxyCtl>,
+}
+
+/// A remote node this shard sends to.
+struct Peer {
+    addr: SocketAddr,
+    state: PeerState,
+    incarnation: Option<u64>,
+    pending: Vec<u8>,
+    pending_msgs: u64,
+    aliases: HashMap<u32, AliasEntry>,
+    next_alias: u32,
+    paused: Vec<u32>,
+    last_heard: Instant,
+    down_since: Option<Instant>,
+    backoff: Duration,
+    hb_seq: u64,
+    /// Already on the dirty list this turn.
+    dirty: bool,
+}
+
+/// Per-shard protocol state. See the module docs.
+pub(crate) struct EndpointState {
+    node: Arc<NodeShared>,
+    shard: usize,
+    me: Identity,
+    key: Vec<u8>,
+    conns: HashMap<ConnId, Conn>,
+    peers: Vec<Peer>,
+    peer_index: HashMap<SocketAddr, usize>,
+    replies: ReplyTable,
+    to_connect: Vec<usize>,
+    to_close: Vec<ConnId>,
+    /// Connections whose reading must be paused (true) or resumed (false).
+    to_pause: Vec<(ConnId, bool)>,
+    /// Connections with a stalled message (retried every turn).
+    stalled: Vec<ConnId>,
+    dirty: Vec<ConnId>,
+    watch_jobs: Vec<WatchJob>,
+    /// Local actors watched for inbound bindings: who to tell when they stop.
+    watched: HashMap<ActorId, Vec<(ConnId, u32)>>,
+    myself: Option<percore::ActorRef<EndpointMsg>>,
+    sent: u64,
+    received: u64,
+    undelivered: u64,
+}
+
+impl EndpointState {
+    fn new(node: Arc<NodeShared>, shard: usize) -> Self {
+        let me = Identity { system: node.cfg.system.clone(), addr: node.addr, incarnation: node.incarnation };
+        let key = node.cfg.secret.clone().unwrap_or_default();
+        EndpointState {
+            me,
+            key,
+            shard,
+            conns: HashMap::new(),
+            peers: Vec::new(),
+            peer_index: HashMap::new(),
+            replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
+            to_connect: Vec::new(),
+            to_close: Vec::new(),
+            to_pause: Vec::new(),
+            stalled: Vec::new(),
+            dirty: Vec::new(),
+            watch_jobs: Vec::new(),
+            watched: HashMap::new(),
+            myself: None,
+            sent: 0,
+            received: 0,
+            undelivered: 0,
+            node,
+        }
+    }
+
+    fn peer_for(&mut self, addr: SocketAddr) -> usize {
+        if let Some(&i) = self.peer_index.get(&addr) {
+            return i;
+        }
+        let i = self.peers.len();
+        self.peers.push(Peer {
+            addr,
+            state: PeerState::Idle,
+            incarnation: None,
+            pending: Vec::with_capacity(64 * 1024),
+            pending_msgs: 0,
+            aliases: HashMap::new(),
+            next_alias: 1,
+            paused: Vec::new(),
+            last_heard: Instant::now(),
+            down_since: None,
+            backoff: self.node.cfg.reconnect_min,
+            hb_seq: 0,
+            dirty: false,
+        });
+        self.peer_index.insert(addr, i);
+        i
+    }
+
+    fn ensure_connecting(&mut self, p: usize) {
+        if self.peers[p].state == PeerState::Idle {
+            self.peers[p].down_since.get_or_insert_with(Instant::now);
+            self.to_connect.push(p);
+        }
+    }
+
+    /// Schedules a flush of peer `p`'s buffer (once per turn, however many messages).
+    #[inline]
+    fn mark_dirty(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        if let (PeerState::Open(c), false) = (peer.state, peer.dirty) {
+            peer.dirty = true;
+            self.dirty.push(c);
+        }
+    }
+
+    /// A proxy starts: give it an alias at its peer. `None`: the ref points at an earlier
+    /// incarnation of the peer (the actor is gone).
+    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>) -> Option<(usize, u32)> {
+        let p = self.peer_for(wr.node);
+        let peer = &mut self.peers[p];
+        if wr.incarnation != 0 && peer.incarnation.is_some_and(|i| i != wr.incarnation)
+            || self.node.is_quarantined(wr.node, wr.incarnation)
+        {
+            return None;
+        }
+        let alias = peer.next_alias;
+        peer.next_alias += 1;
+        let mut bind = Vec::new();
+        let s = begin_frame(&mut bind, kind::BIND);
+        {
+            let mut w = Encoder::plain(&mut bind);
+            w.put_u32(alias);
+            w.put_u32(type_id);
+            match &wr.target {
+                Target::Name(n) => {
+                    w.put_u8(0);
+                    w.put_str(n);
+                }
+                Target::Uid(u) => {
+                    w.put_u8(1);
+                    w.put_u64(*u);
+                }
+            }
+        }
+        let _ = end_frame(&mut bind, s, usize::MAX);
+        if matches!(peer.state, PeerState::Open(_)) {
+            peer.pending.extend_from_slice(&bind);
+        }
+        peer.aliases.insert(alias, AliasEntry { bind, ctl });
+        self.ensure_connecting(p);
+        self.mark_dirty(p);
+        Some((p, alias))
+    }
+
+    pub(crate) fn unbind_proxy(&mut self, p: usize, alias: u32) {
+        let Some(peer) = self.peers.get_mut(p) else { return };
+        if peer.aliases.remove(&alias).is_some() && matches!(peer.state, PeerState::Open(_)) {
+            let s = begin_frame(&mut peer.pending, kind::UNBIND);
+            peer.pending.extend_from_slice(&alias.to_le_bytes());
+            let _ = end_frame(&mut peer.pending, s, usize::MAX);
+            self.mark_dirty(p);
+        }
+    }
+
+    /// The hot path: a proxy encodes one message into its peer's buffer.
+    #[inline]
+    pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
+        let max = self.node.cfg.max_frame;
+        let EndpointState { peers, replies, node, .. } = self;
+        let peer = &mut peers[p];
+        let start = begin_frame(&mut peer.pending, kind::MSG);
+        peer.pending.extend_from_slice(&alias.to_le_bytes());
+        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies) });
+        if let Err(len) = end_frame(&mut peer.pending, start, max) {
+            log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
+            self.undelivered += 1;
+            return Sent::Queued;
+        }
+        peer.pending_msgs += 1;
+        self.sent += 1;
+        let over = peer.pending.len() > self.node.cfg.high_water;
+        if over {
+            peer.paused.push(alias);
+        }
+        self.mark_dirty(p);
+        if over {
+            Sent::QueuedPause
+        } else {
+            Sent::Queued
+        }
+    }
+
+    /// A control frame from another thread or shard (replies, spawn requests).
+    fn queue_control(&mut self, addr: SocketAddr, incarnation: u64, k: u8, body: &[u8]) {
+        let p = self.peer_for(addr);
+        let peer = &mut self.peers[p];
+        if incarnation != 0 && peer.incarnation.is_some_and(|i| i != incarnation) {
+            self.undelivered += 1;
+            return;
+        }
+        let s = begin_frame(&mut peer.pending, k);
+        peer.pending.extend_from_slice(body);
+        if end_frame(&mut peer.pending, s, self.node.cfg.max_frame).is_err() {
+            self.undelivered += 1;
+            return;
+        }
+        self.ensure_connecting(p);
+        self.mark_dirty(p);
+    }
+
+    fn reject(&mut self, c: ConnId, why: &FrameError) {
+        if let Some(conn) = self.conns.get_mut(&c) {
+            if !conn.closing {
+                conn.closing = true;
+                let who = match &conn.role {
+                    Role::Inbound { state: InState::Open { peer }, .. } => format!("{} ({})", peer.addr, peer.system),
+                    Role::Outbound { peer, .. } => self.peers[*peer].addr.to_string(),
+                    Role::Inbound { .. } => "unauthenticated peer".to_string(),
+                };
+                log::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
+                self.node.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.to_close.push(c);
+            }
+        }
+    }
+
+    fn input(&mut self, c: ConnId, data: &[u8]) -> Result<usize, FrameError> {
+        let mut used = 0;
+        loop {
+            let Some(conn) = self.conns.get(&c) else { return Ok(used) };
+            if conn.closing {
+                return Ok(data.len());
+            }
+            if conn.stalled.is_some() {
+                return Ok(used);
+            }
+            let authed = match &conn.role {
+                Role::Inbound { state, .. } => matches!(state, InState::Open { .. }),
+                Role::Outbound { open, .. } => *open,
+            };
+            let max = if authed { self.node.cfg.max_frame } else { MAX_HANDSHAKE_FRAME };
+            match next_frame(&data[used..], max)? {
+                None => return Ok(used),
+                Some((k, body, n)) => {
+                    used += n;
+                    self.frame(c, k, body)?;
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, c: ConnId, k: u8, body: &[u8]) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let conn = self.conns.get_mut(&c).expect("caller checked");
+        conn.last_heard = Instant::now();
+        match &mut conn.role {
+            Role::Inbound { state, bindings } => match state {
+                InState::AwaitHello => {
+                    if k != kind::HELLO {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
+                    }
+                    let (client, cn) = handshake::read_hello(body)?;
+                    if node.is_quarantined(client.addr, client.incarnation) {
+                        return Err(FrameError::Quarantined(client.incarnation));
+                    }
+                    let sn = handshake::random_bytes::<16>();
+                    let s = begin_frame(&mut conn.out, kind::CHALLENGE);
+                    handshake::challenge(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
+                    let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    *state = InState::AwaitResponse { client, cn, sn };
+                    self.dirty.push(c);
+                }
+                InState::AwaitResponse { client, cn, sn } => {
+                    if k != kind::RESPONSE {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
+                    }
+                    handshake::check_response(body, &self.key, client, cn, sn)?;
+                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
+                    node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *state = InState::Open { peer: client.clone() };
+                }
+                InState::Open { .. } => match k {
+                    kind::MSG => {
+                        let mut d = Decoder::plain(body);
+                        let alias = d.get_u32()? as usize;
+                        match bindings.get(alias).and_then(Option::as_ref) {
+                            Some(b) => {
+                                let mut d = Decoder::with_node(&body[4..], &node);
+                                if let Delivery::Stalled(retry) = (b.deliver)(&mut d)? {
+                                    conn.stalled = Some(retry);
+                                    self.stalled.push(c);
+                                    self.to_pause.push((c, true));
+                                }
+                                self.received += 1;
+                            }
+                            None => self.undelivered += 1,
+                        }
+                    }
+                    kind::BIND => {
+                        let mut d = Decoder::plain(body);
+                        let alias = d.get_u32()?;
+                        let type_id = d.get_u32()?;
+                        let target = match d.get_u8()? {
+                            0 => Target::Name(d.get_str()?.to_owned()),
+                            1 => Target::Uid(d.get_u64()?),
+                            tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
+                        };
+                        d.finish()?;
+                        if alias as usize > 1 << 22 {
+                            return Err(WireError::BadLength(alias as usize).into());
+                        }
+                        let binder = node.binder(type_id)?;
+                        if bindings.len() <= alias as usize {
+                            bindings.resize_with(alias as usize + 1, || None);
+                        }
+                        match binder(&node, &target) {
+                            Ok(mut b) => {
+                                let id = b.target;
+                                let job = b.watch.take();
+                                bindings[alias as usize] = Some(b);
+                                let w = self.watched.entry(id).or_default();
+                                w.push((c, alias));
+                                if w.len() == 1 {
+                                    if let Some(job) = job {
+                                        self.watch_jobs.push(job);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                log::info!(
+                                    "node {}: binding {:?} as {} failed: {e}",
+                                    node.addr,
+                                    target,
+                                    node.type_name(type_id)
+                                );
+                                bindings[alias as usize] = None;
+                                Self::terminated_frame(&mut conn.out, alias);
+                                self.dirty.push(c);
+                            }
+                        }
+                    }
+                    kind::UNBIND => {
+                        let mut d = Decoder::plain(body);
+                        let alias = d.get_u32()? as usize;
+                        if let Some(slot) = bindings.get_mut(alias) {
+                            *slot = None;
+                        }
+                    }
+                    kind::HEARTBEAT => {
+                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
+                        conn.out.extend_from_slice(body.get(..8).unwrap_or(&[0; 8]));
+                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                        self.dirty.push(c);
+                    }
+                    kind::REPLY => {
+                        let mut d = Decoder::plain(body);
+                        let shard = d.get_u16()? as usize;
+                        let seq = d.get_u64()?;
+                        let ok = d.get_u8()? == 0;
+                        if shard == self.shard {
+                            let mut d = Decoder::with_node(&body[11..], &node);
+                            self.replies.complete(seq, if ok { Some(&mut d) } else { None });
+                        } else if let Some(e) = node.endpoint(shard) {
+                            let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
+                        }
+                    }
+                    other => return Err(FrameError::UnexpectedKind { kind: other, state: "inbound connection" }),
+                },
+            },
+            Role::Outbound { peer: p, cn, open } => {
+                let p = *p;
+                if !*open {
+                    if k != kind::CHALLENGE {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected challenge" });
+                    }
+                    let (server, sn) = handshake::read_challenge(body, &self.key, cn)?;
+                    let cn = *cn;
+                    *open = true;
+                    let s = begin_frame(&mut conn.out, kind::RESPONSE);
+                    handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
+                    let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    return self.peer_opened(c, p, server);
+                }
+                match k {
+                    kind::HEARTBEAT_ACK => self.peers[p].last_heard = Instant::now(),
+                    kind::TERMINATED => {
+                        let alias = Decoder::plain(body).get_u32()?;
+                        if let Some(a) = self.peers[p].aliases.remove(&alias) {
+                            a.ctl.stop();
+                        }
+                    }
+                    other => return Err(FrameError::UnexpectedKind { kind: other, state: "outbound connection" }),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn terminated_frame(out: &mut Vec<u8>, alias: u32) {
+        let s = begin_frame(out, kind::TERMINATED);
+        out.extend_from_slice(&alias.to_le_bytes());
+        let _ = end_frame(out, s, usize::MAX);
+    }
+
+    fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let peer = &mut self.peers[p];
+        if server.addr != peer.addr {
+            return Err(FrameError::Auth("peer announced a different address than the one dialled"));
+        }
+        if node.is_quarantined(server.addr, server.incarnation) {
+            return Err(FrameError::Quarantined(server.incarnation));
+        }
+        if let Some(old) = peer.incarnation.filter(|&i| i != server.incarnation) {
+            // The peer restarted: its actors are gone. Everything addressed to them is
+            // undeliverable, and every proxy stops (Terminated to its watchers).
+            node.quarantine(peer.addr, old);
+            self.undelivered += peer.pending_msgs;
+            peer.pending.clear();
+            peer.pending_msgs = 0;
+            for (_, a) in peer.aliases.drain() {
+                a.ctl.stop();
+            }
+            for a in peer.paused.drain(..) {
+                let _ = a;
+            }
+        }
+        peer.incarnation = Some(server.incarnation);
+        peer.state = PeerState::Open(c);
+        peer.last_heard = Instant::now();
+        peer.down_since = None;
+        peer.backoff = node.cfg.reconnect_min;
+        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
+        // Bind every alias again before the buffered frames (the peer's bindings died with
+        // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
+        let conn = self.conns.get_mut(&c).expect("open conn");
+        let mut aliases: Vec<_> = peer.aliases.iter().collect();
+        aliases.sort_by_key(|(a, _)| **a);
+        for (_, a) in aliases {
+            conn.out.extend_from_slice(&a.bind);
+        }
+        self.dirty.push(c);
+        Ok(())
+    }
+
+    /// The peer is unreachable: give up on what is buffered and stop its proxies.
+    fn unreachable(&mut self, p: usize, why: &str) {
+        let node = self.node.clone();
+        let peer = &mut self.peers[p];
+        log::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
+        node.stats.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.undelivered += peer.pending_msgs;
+        peer.pending.clear();
+        peer.pending_msgs = 0;
+        peer.paused.clear();
+        for (_, a) in peer.aliases.drain() {
+            a.ctl.stop();
+        }
+        if let PeerState::Open(c) | PeerState::Connecting(c) = peer.state {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.closing = true;
+            }
+            self.to_close.push(c);
+        }
+        peer.state = PeerState::Idle;
+        peer.down_since = None;
+        peer.backoff = node.cfg.reconnect_min;
+    }
+
+    /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let timeout = self.node.cfg.failure_timeout;
+        for p in 0..self.peers.len() {
+            let peer = &mut self.peers[p];
+            match peer.state {
+                PeerState::Open(c) => {
+                    if now.duration_since(peer.last_heard) > timeout {
+                        self.unreachable(p, "no heartbeat reply");
+                        continue;
+                    }
+                    peer.hb_seq += 1;
+                    let seq = peer.hb_seq;
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
+                        conn.out.extend_from_slice(&seq.to_le_bytes());
+                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                        self.dirty.push(c);
+                    }
+                }
+                PeerState::Idle => {
+                    if !peer.aliases.is_empty() || !peer.pending.is_empty() {
+                        self.ensure_connecting(p);
+                    }
+                }
+                PeerState::Connecting(_) | PeerState::Backoff(_) => {
+                    if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
+                        self.unreachable(p, "cannot connect");
+                    } else if let PeerState::Backoff(at) = peer.state {
+                        if now >= at {
+                            peer.state = PeerState::Idle;
+                            self.to_connect.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        // Inbound connections whose client went silent (a vanished process, a cut cable).
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Inbound { .. }) && !c.closing && now.duration_since(c.last_heard) > timeout * 2)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in silent {
+            log::info!("node {}: closing a silent inbound connection", self.node.addr);
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.closing = true;
+            }
+            self.to_close.push(c);
+        }
+        self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
+        if self.shard == 0 {
+            self.node.sweep_exports();
+        }
+    }
+
+    /// A local actor some peers watch has stopped: tell them.
+    fn local_terminated(&mut self, id: ActorId) {
+        for (c, alias) in self.watched.remove(&id).unwrap_or_default() {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                if let Role::Inbound { bindings, .. } = &mut conn.role {
+                    if let Some(slot) = bindings.get_mut(alias as usize) {
+                        *slot = None;
+                    }
+                }
+                Self::terminated_frame(&mut conn.out, alias);
+                self.dirty.push(c);
+            }
+        }
+    }
+
+    /// Offers stalled messages again; a connection whose message went in resumes parsing
+    /// what it buffered, and reading.
+    fn retry_stalled(&mut self) -> usize {
+        if self.stalled.is_empty() {
+            return 0;
+        }
+        let mut progressed = 0;
+        for c in std::mem::take(&mut self.stalled) {
+            let Some(conn) = self.conns.get_mut(&c) else { continue };
+            let Some(retry) = conn.stalled.as_mut() else { continue };
+            if !retry() {
+                self.stalled.push(c);
+                continue;
+            }
+            progressed += 1;
+            conn.stalled = None;
+            let buf = std::mem::take(&mut conn.inbuf);
+            match self.input(c, &buf) {
+                Ok(used) => {
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        conn.inbuf = buf[used..].to_vec();
+                        if conn.stalled.is_none() {
+                            self.to_pause.push((c, false));
+                        }
+                    }
+                }
+                Err(e) => self.reject(c, &e),
+            }
+        }
+        progressed
+    }
+
+    /// Applies what the protocol decided: connects, closes, sends; publishes counters.
+    fn flush(&mut self, io: &mut dyn Io) {
+        for p in std::mem::take(&mut self.to_connect) {
+            if self.peers[p].state != PeerState::Idle {
+                continue;
+            }
+            let c = io.connect(self.peers[p].addr);
+            self.node.stats.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let cn = handshake::random_bytes::<16>();
+            let mut conn = Conn::new(Role::Outbound { peer: p, cn, open: false });
+            let s = begin_frame(&mut conn.out, kind::HELLO);
+            handshake::hello(&mut Encoder::plain(&mut conn.out), &self.me, &cn);
+            let _ = end_frame(&mut conn.out, s, usize::MAX);
+            self.conns.insert(c, conn);
+            self.peers[p].state = PeerState::Connecting(c);
+            self.peers[p].down_since.get_or_insert_with(Instant::now);
+        }
+        for (c, paused) in self.to_pause.drain(..) {
+            io.pause_reads(c, paused);
+        }
+        for c in std::mem::take(&mut self.to_close) {
+            io.close(c);
+        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for c in dirty.drain(..) {
+            self.try_send(io, c);
+        }
+        self.dirty = dirty;
+        if !self.watch_jobs.is_empty() {
+            if let Some(me) = &self.myself {
+                let _ = me.tell(EndpointMsg::RunWatches);
+            }
+        }
+        let s = &self.node.stats;
+        for (local, global) in [(&mut self.sent, &s.sent), (&mut self.received, &s.received), (&mut self.undelivered, &s.undelivered)] {
+            if *local > 0 {
+                global.fetch_add(std::mem::take(local), std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn try_send(&mut self, io: &mut dyn Io, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else { return };
+        if let Role::Outbound { peer: p, .. } = conn.role {
+            self.peers[p].dirty = false;
+        }
+        if conn.sending || conn.closing || !conn.connected {
+            return;
+        }
+        if !conn.out.is_empty() {
+            conn.sending = io.send(c, &mut conn.out);
+            return;
+        }
+        if let Role::Outbound { peer: p, open: true, .. } = conn.role {
+            let peer = &mut self.peers[p];
+            if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
+                conn.sending = io.send(c, &mut peer.pending);
+                if conn.sending {
+                    peer.pending_msgs = 0;
+                    for alias in peer.paused.drain(..) {
+                        if let Some(a) = peer.aliases.get(&alias) {
+                            a.ctl.resume();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+}
+
+impl Conn {
+    fn new(role: Role) -> Self {
+        let connected = matches!(role, Role::Inbound { .. });
+        Conn {
+            role,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            sending: false,
+            closing: false,
+            connected,
+            last_heard: Instant::now(),
+            stalled: None,
+        }
+    }
+}
+
+impl IoSink for EndpointState {
+    fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
+        log::debug!("node {}: accepted {peer}", self.node.addr);
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: Vec::new() }));
+    }
+
+    fn on_connected(&mut self, conn: ConnId) {
+        // The peer stays "connecting" until the handshake completes; the hello may go now.
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.connected = true;
+            c.last_heard = Instant::now();
+            self.dirty.push(conn);
+        }
+    }
+
+    fn on_data(&mut self, c: ConnId, data: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&c) else { return };
+        if conn.closing {
+            return;
+        }
+        if conn.stalled.is_some() {
+            conn.inbuf.extend_from_slice(data); // at most the reads already in flight
+            return;
+        }
+        let result = if conn.inbuf.is_empty() {
+            match self.input(c, data) {
+                Ok(used) => {
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        conn.inbuf.extend_from_slice(&data[used..]);
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        } else {
+            let mut buf = std::mem::take(&mut conn.inbuf);
+            buf.extend_from_slice(data);
+            match self.input(c, &buf) {
+                Ok(used) => {
+                    buf.drain(..used);
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        conn.inbuf = buf;
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        };
+        if let Err(e) = result {
+            self.reject(c, &e);
+        }
+    }
+
+    fn on_sent(&mut self, c: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&c) {
+            conn.sending = false;
+            self.dirty.push(c);
+        }
+    }
+
+    fn on_closed(&mut self, c: ConnId, why: CloseReason) {
+        let Some(conn) = self.conns.remove(&c) else { return };
+        if let Role::Outbound { peer: p, .. } = conn.role {
+            let node = self.node.clone();
+            let peer = &mut self.peers[p];
+            if matches!(peer.state, PeerState::Open(x) | PeerState::Connecting(x) if x == c) {
+                log::debug!("node {}: connection to {} lost: {why}; retrying in {:?}", node.addr, peer.addr, peer.backoff);
+                peer.state = PeerState::Backoff(Instant::now() + peer.backoff);
+                peer.backoff = (peer.backoff * 2).min(node.cfg.reconnect_max);
+                peer.down_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// Messages to a shard's endpoint.
+pub(crate) enum EndpointMsg {
+    /// Heartbeats, failure detection, reconnects.
+    Tick,
+    /// A control frame for `peer` (from another thread or shard).
+    Frame { peer: SocketAddr, incarnation: u64, kind: u8, body: Vec<u8> },
+    /// An ask's answer that arrived on another shard.
+    ReplyBytes { seq: u64, ok: bool, body: Vec<u8> },
+    /// Watch the local actors that inbound bindings asked for.
+    RunWatches,
+    /// A watched local actor stopped.
+    LocalTerminated(ActorId),
+}
+
+/// The actor that owns a shard's transport: installs the driver, runs timers.
+pub(crate) struct Endpoint {
+    node: Arc<NodeShared>,
+    shard: usize,
+    listener: Option<std::net::TcpListener>,
+    ready: Option<Sender<Result<(), TransportError>>>,
+    state: Option<Rc<RefCell<EndpointState>>>,
+}
+
+// SAFETY: the only non-Send field, `state`, is None until `started` runs on the owner shard,
+// and the actor (with its state) stays on that shard until it is dropped there.
+unsafe impl Send for Endpoint {}
+
+impl Endpoint {
+    pub(crate) fn new(
+        node: Arc<NodeShared>,
+        shard: usize,
+        listener: std::net::TcpListener,
+        ready: Sender<Result<(), TransportError>>,
+    ) -> Self {
+        Endpoint { node, shard, listener: Some(listener), ready: Some(ready), state: None }
+    }
+
+    fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), TransportError> {
+        let (io, why) = crate::io::open(self.node.cfg.backend, self.listener.take()).map_err(|e| TransportError::Backend(e.to_string()))?;
+        if let Some(why) = why {
+            if self.shard == 0 {
+                log::warn!("io_uring unavailable ({why}); using the mio (epoll) backend");
+            }
+        }
+        let _ = self.node.backend.set(io.kind());
+        let mut st = EndpointState::new(self.node.clone(), self.shard);
+        st.myself = Some(ctx.myself().clone());
+        let st = Rc::new(RefCell::new(st));
+        let waker = io.waker();
+        percore::driver::install_driver(Box::new(Driver { io, st: st.clone() }), waker)?;
+        STATE.with(|s| *s.borrow_mut() = Some(st.clone()));
+        self.state = Some(st);
+        let hb = self.node.cfg.heartbeat_interval;
+        ctx.schedule_repeated(hb, || EndpointMsg::Tick);
+        Ok(())
+    }
+}
+
+impl Actor for Endpoint {
+    type Msg = EndpointMsg;
+
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let r = self.start(ctx);
+        let failed = r.is_err();
+        if let Some(tx) = self.ready.take() {
+            let _ = tx.send(r);
+        }
+        if failed {
+            ctx.stop_self();
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: EndpointMsg) -> Result<(), ActorError> {
+        let Some(st) = self.state.clone() else { return Ok(()) };
+        match msg {
+            EndpointMsg::Tick => st.borrow_mut().tick(),
+            EndpointMsg::Frame { peer, incarnation, kind, body } => st.borrow_mut().queue_control(peer, incarnation, kind, &body),
+            EndpointMsg::ReplyBytes { seq, ok, body } => {
+                let node = self.node.clone();
+                let mut d = Decoder::with_node(&body, &node);
+                st.borrow_mut().replies.complete(seq, if ok { Some(&mut d) } else { None });
+            }
+            EndpointMsg::RunWatches => {
+                let jobs = std::mem::take(&mut st.borrow_mut().watch_jobs);
+                for job in jobs {
+                    job(ctx);
+                }
+            }
+            EndpointMsg::LocalTerminated(id) => st.borrow_mut().local_terminated(id),
+        }
+        Ok(())
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        STATE.with(|s| s.borrow_mut().take());
+        if let Some(st) = self.state.take() {
+            let mut st = st.borrow_mut();
+            let mut lost = 0;
+            for peer in &mut st.peers {
+                lost += std::mem::take(&mut peer.pending_msgs);
+                for (_, a) in std::mem::take(&mut peer.aliases) {
+                    a.ctl.stop();
+                }
+            }
+            st.undelivered += lost;
+            let ids: Vec<ConnId> = st.conns.keys().copied().collect();
+            st.to_close.extend(ids);
+            st.watched.clear();
+        }
+    }
+}
+
+/// How often a connection stalled on a full mailbox retries while its shard is idle.
+const STALL_RETRY: Duration = Duration::from_micros(100);
+
+/// The shard driver: the backend plus the protocol state it reports to.
+struct Driver {
+    io: Box<dyn Io>,
+    st: Rc<RefCell<EndpointState>>,
+}
+
+impl ShardDriver for Driver {
+    fn poll(&mut self) -> usize {
+        let Ok(mut st) = self.st.try_borrow_mut() else { return 0 };
+        let n = st.retry_stalled() + self.io.poll(&mut *st);
+        st.flush(&mut *self.io);
+        n
+    }
+
+    fn park(&mut self, timeout: Option<Duration>) {
+        let mut timeout = timeout;
+        if let Ok(mut st) = self.st.try_borrow_mut() {
+            st.flush(&mut *self.io);
+            if !st.stalled.is_empty() {
+                // A full local mailbox drains without telling us: look again soon.
+                timeout = Some(timeout.map_or(STALL_RETRY, |t| t.min(STALL_RETRY)));
+            }
+        }
+        self.io.wait(timeout);
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // Close what is left and let the backend reap it (its own Drop waits for the
+        // kernel to release our buffers).
+        if let Ok(mut st) = self.st.try_borrow_mut() {
+            let ids: Vec<ConnId> = st.conns.keys().copied().collect();
+            for c in ids {
+                self.io.close(c);
+            }
+            let _ = self.io.poll(&mut *st);
+        }
+    }
+}
+

@@ -1,0 +1,46 @@
+//! Errors of the transport's API (wire and frame errors are in `wire.rs` and `frame.rs`).
+
+use std::net::SocketAddr;
+
+/// Why a node could not start, or a remote ref could not be made.
+#[derive(thiserror::Error, Debug)]
+pub enum TransportError {
+    /// Listening beyond loopback needs the cluster secret.
+    #[error("refusing to listen on {0} without a secret: set NodeConfig::secret (only loopback may run without one)")]
+    SecretRequired(SocketAddr),
+    /// The listener could not be opened.
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, #[source] std::io::Error),
+    /// The requested backend cannot run here (e.g. io_uring disabled).
+    #[error("socket backend unavailable: {0}")]
+    Backend(String),
+    /// `Node::start` on a shard thread (it blocks until the shards are ready).
+    #[error("Node::start blocks; call it from outside actors")]
+    OnShardThread,
+    /// A shard did not report ready in time.
+    #[error("a shard did not start its transport in time")]
+    StartTimeout,
+    /// The runtime already has a node (one per runtime), or installing the driver failed.
+    #[error("cannot install the transport on the shard: {0}")]
+    Driver(#[from] percore::DriverError),
+    /// Spawning a proxy or endpoint failed (e.g. the runtime is shutting down).
+    #[error("spawn failed: {0}")]
+    Spawn(#[source] percore::SpawnError),
+    /// Not a path of the form `percore://system@host:port/user/name`.
+    #[error("bad actor path {0:?}: expected percore://system@host:port/user/name")]
+    BadPath(String),
+    /// A local lookup failed.
+    #[error("lookup failed: {0}")]
+    Lookup(String),
+    /// Two types registered with the same wire id.
+    #[error("type id {id:#x} is already registered by {by}")]
+    TypeIdTaken {
+        /// The id.
+        id: u32,
+        /// The type holding it.
+        by: &'static str,
+    },
+    /// No factory registered under that name on the target node, or it failed to spawn.
+    #[error("remote spawn failed: {0}")]
+    Deploy(String),
+}

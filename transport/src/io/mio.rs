@@ -1,0 +1,546 @@
+//! The mio (epoll) backend: the fallback when io_uring is unavailable.
+//!
+//! One `MioIo` per shard thread. Connections live in a slab; a connection's epoll token is its
+//! slab index and its [`ConnId`] adds the slot's generation, which is bumped when the slot is
+//! freed, so stale ids are ignored. Two tokens are reserved: the listener and the waker (the
+//! shard's [`EventFd`], drained whenever it fires).
+//!
+//! Sockets are registered edge-triggered for reading and writing. Readiness is never acted on
+//! where it is seen: it is stored in the connection (`readable`/`writable` flags) and the
+//! connection goes on a ready list; `poll` services that list. So the events `wait` collects
+//! are kept for the next `poll`, and a connection whose reads were capped (16 chunks per turn,
+//! so one busy peer cannot starve the shard) simply stays on the list for the next turn.
+//!
+//! `send`, `close` and a failed `connect` have no sink to report to: their `on_sent` and
+//! `on_closed` are queued and reported by the next `poll` (and `wait` returns at once while
+//! anything is queued). A closed slot is freed only when its `on_closed` is reported, so no
+//! callback can name a connection after it.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::mio::net::{TcpListener, TcpStream};
+use ::mio::unix::SourceFd;
+use ::mio::{Events, Interest, Poll, Registry, Token};
+use percore::driver::DriverWaker;
+
+use super::{set_nodelay, CloseReason, ConnId, EventFd, Io, IoSink};
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the waker's eventfd.
+const WAKER: Token = Token(usize::MAX - 2);
+/// Size of the shared receive buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Reads per connection per `poll` before it yields to the others.
+const READS_PER_TURN: usize = 16;
+/// Accepts per `poll` before other work gets a turn.
+const ACCEPTS_PER_TURN: usize = 64;
+/// Capacity of the reusable event list.
+const EVENTS: usize = 1024;
+
+/// Where a connection's current send stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendState {
+    /// No send in flight; `out` is the empty spare buffer.
+    Idle,
+    /// `out[written..]` is still to be written (waiting for a writable edge).
+    Writing,
+    /// Everything is written; `on_sent` is queued.
+    Done,
+}
+
+/// An open (or connecting) connection.
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    /// Accepted, or outbound and the connect completed.
+    connected: bool,
+    /// Readable edge seen and not yet read to `WouldBlock`.
+    readable: bool,
+    /// Writable edge seen since the last `WouldBlock`.
+    writable: bool,
+    /// Error or hang-up seen (decides a connect that reports neither success nor error).
+    hup: bool,
+    /// On the ready list.
+    queued: bool,
+    /// The receiver asked us to stop reading (backpressure).
+    read_paused: bool,
+    send: SendState,
+    /// The bytes of the send in flight, or the empty spare (keeps its capacity).
+    out: Vec<u8>,
+    written: usize,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, connected: bool) -> Self {
+        Conn {
+            stream,
+            connected,
+            readable: false,
+            writable: false,
+            hup: false,
+            queued: false,
+            read_paused: false,
+            send: SendState::Idle,
+            out: Vec::new(),
+            written: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// On the free list.
+    Free,
+    Open(Conn),
+    /// Closed; its `on_closed` is queued. Freed when that is reported.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Slot {
+    generation: u32,
+    state: State,
+}
+
+/// A report queued by a call that has no sink.
+#[derive(Debug)]
+enum Deferred {
+    Sent(ConnId),
+    Closed(ConnId, CloseReason),
+}
+
+/// The epoll backend. See the [module docs](self).
+pub(crate) struct MioIo {
+    poll: Poll,
+    events: Events,
+    waker: Arc<EventFd>,
+    listener: Option<TcpListener>,
+    /// The listener had a readable edge and may have more to accept.
+    listener_ready: bool,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Connections with readiness to service (may hold stale ids).
+    ready: Vec<ConnId>,
+    /// The list being serviced (kept to reuse its allocation).
+    servicing: Vec<ConnId>,
+    deferred: Vec<Deferred>,
+    /// Reused for draining `deferred`.
+    reporting: Vec<Deferred>,
+    rbuf: Box<[u8]>,
+}
+
+impl fmt::Debug for MioIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MioIo")
+            .field("listener", &self.listener.as_ref().and_then(|l| l.local_addr().ok()))
+            .field("slots", &self.slots.len())
+            .field("free", &self.free.len())
+            .field("ready", &self.ready.len())
+            .field("deferred", &self.deferred.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MioIo {
+    /// Creates the poller, registers the waker and, if given, the (non-blocking) listener.
+    pub(crate) fn new(listener: Option<std::net::TcpListener>) -> io::Result<MioIo> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(EventFd::new()?);
+        poll.registry().register(&mut SourceFd(&waker.fd()), WAKER, Interest::READABLE)?;
+        let listener = match listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                let mut l = TcpListener::from_std(l);
+                poll.registry().register(&mut l, LISTENER, Interest::READABLE)?;
+                Some(l)
+            }
+            None => None,
+        };
+        Ok(MioIo {
+            poll,
+            events: Events::with_capacity(EVENTS),
+            waker,
+            listener,
+            // A connection may already be waiting before registration: look once.
+            listener_ready: true,
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready: Vec::new(),
+            servicing: Vec::new(),
+            deferred: Vec::new(),
+            reporting: Vec::new(),
+            rbuf: vec![0; READ_BUF].into_boxed_slice(),
+        })
+    }
+
+    /// Takes a free slot (or grows the slab); returns its id. The caller fills the state.
+    fn alloc(&mut self) -> ConnId {
+        match self.free.pop() {
+            Some(index) => ConnId::new(index, self.slots[index as usize].generation),
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("more than 2^32 connections");
+                self.slots.push(Slot { generation: 0, state: State::Free });
+                ConnId::new(index, 0)
+            }
+        }
+    }
+
+    /// The open connection `id` names, if it is current.
+    fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
+        match self.slots.get_mut(id.index()) {
+            Some(Slot { generation, state: State::Open(c) }) if *generation == id.generation() => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Whether anything is queued that the next `poll` would report or service.
+    fn has_pending(&self) -> bool {
+        !self.deferred.is_empty() || !self.ready.is_empty() || (self.listener.is_some() && self.listener_ready)
+    }
+
+    /// Moves the readiness in `events` into the connections and the ready list.
+    fn absorb(&mut self) {
+        for ev in self.events.iter() {
+            match ev.token() {
+                WAKER => self.waker.drain(),
+                LISTENER => self.listener_ready = true,
+                Token(index) => {
+                    let Some(Slot { generation, state: State::Open(c) }) = self.slots.get_mut(index) else {
+                        continue;
+                    };
+                    let failed = ev.is_error() || (ev.is_read_closed() && ev.is_write_closed());
+                    // Errors and hang-ups surface through the next read, write or connect check.
+                    c.readable |= ev.is_readable() || ev.is_read_closed() || failed;
+                    c.writable |= ev.is_writable() || ev.is_write_closed() || failed;
+                    c.hup |= failed;
+                    if !c.queued {
+                        c.queued = true;
+                        // `index` came from our own token, so it fits in u32.
+                        self.ready.push(ConnId::new(index as u32, *generation));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepts until `WouldBlock` (or the per-turn cap); reports each connection.
+    fn accept(&mut self, sink: &mut dyn IoSink) -> usize {
+        let mut reported = 0;
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = &self.listener else { return reported };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    set_nodelay(stream.as_raw_fd());
+                    let id = self.alloc();
+                    let token = Token(id.index());
+                    if let Err(e) =
+                        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    {
+                        log::warn!("mio: cannot register accepted connection from {peer}: {e}");
+                        self.release(id);
+                        continue;
+                    }
+                    self.slots[id.index()].state = State::Open(Conn::new(stream, true));
+                    sink.on_accepted(id, peer);
+                    reported += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return reported;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // ECONNABORTED and friends concern one connection; EMFILE and the like would
+                // spin: wait for the next edge (a later connection) and say why.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    log::warn!("mio: accept failed: {e}");
+                    self.listener_ready = false;
+                    return reported;
+                }
+            }
+        }
+        // Capped: more may be waiting, look again next turn.
+        reported
+    }
+
+    /// Frees slot `id` (its `on_closed` has been reported, or it never got a connection).
+    fn release(&mut self, id: ConnId) {
+        let slot = &mut self.slots[id.index()];
+        slot.state = State::Free;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index() as u32);
+    }
+
+    /// Services one connection from the ready list: connect completion, writes, reads.
+    fn service(&mut self, id: ConnId, sink: &mut dyn IoSink) -> usize {
+        let mut reported = 0;
+        let Some(Slot { generation, state }) = self.slots.get_mut(id.index()) else { return 0 };
+        if *generation != id.generation() {
+            return 0;
+        }
+        let State::Open(c) = state else { return 0 };
+        c.queued = false;
+
+        if !c.connected {
+            match connect_result(c) {
+                None => {
+                    // Not yet: the completion brings another edge.
+                    c.readable = false;
+                    c.writable = false;
+                    return 0;
+                }
+                Some(Ok(())) => {
+                    c.connected = true;
+                    sink.on_connected(id);
+                    reported += 1;
+                }
+                Some(Err(e)) => {
+                    shut(self.poll.registry(), state, id, CloseReason::Error(e), &mut self.deferred);
+                    return reported;
+                }
+            }
+        }
+
+        if c.writable {
+            if c.send == SendState::Writing {
+                match flush(c) {
+                    Ok(true) => {
+                        c.send = SendState::Idle;
+                        sink.on_sent(id);
+                        reported += 1;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        shut(self.poll.registry(), state, id, CloseReason::Error(e), &mut self.deferred);
+                        return reported;
+                    }
+                }
+            } else {
+                // Nothing to write: `send` tries at once anyway, so forget it.
+                c.writable = false;
+            }
+        }
+
+        if c.readable && !c.read_paused {
+            for _ in 0..READS_PER_TURN {
+                match c.stream.read(&mut self.rbuf) {
+                    Ok(0) => {
+                        shut(self.poll.registry(), state, id, CloseReason::Eof, &mut self.deferred);
+                        return reported;
+                    }
+                    Ok(n) => {
+                        sink.on_data(id, &self.rbuf[..n]);
+                        reported += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        c.readable = false;
+                        return reported;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        shut(self.poll.registry(), state, id, CloseReason::Error(e), &mut self.deferred);
+                        return reported;
+                    }
+                }
+            }
+            // Capped with data possibly left: the edge will not come again, so stay ready.
+            c.queued = true;
+            self.ready.push(id);
+        }
+        reported
+    }
+
+    /// Reports what calls without a sink queued, freeing the slots of closed connections.
+    fn report_deferred(&mut self, sink: &mut dyn IoSink) -> usize {
+        if self.deferred.is_empty() {
+            return 0;
+        }
+        let mut list = std::mem::replace(&mut self.deferred, std::mem::take(&mut self.reporting));
+        let mut reported = 0;
+        for d in list.drain(..) {
+            match d {
+                Deferred::Sent(id) => {
+                    // A connection closed meanwhile gets only its `on_closed`.
+                    if let Some(c) = self.conn(id) {
+                        if c.send == SendState::Done {
+                            c.send = SendState::Idle;
+                            sink.on_sent(id);
+                            reported += 1;
+                        }
+                    }
+                }
+                Deferred::Closed(id, why) => {
+                    self.release(id);
+                    sink.on_closed(id, why);
+                    reported += 1;
+                }
+            }
+        }
+        self.reporting = list;
+        reported
+    }
+
+    /// Collects readiness; `Interrupted` is a normal (empty) return.
+    fn poll_events(&mut self, timeout: Option<Duration>) {
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => self.absorb(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => log::warn!("mio: epoll_wait failed: {e}"),
+        }
+    }
+}
+
+impl Io for MioIo {
+    fn kind(&self) -> crate::Backend {
+        crate::Backend::Mio
+    }
+
+    fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
+        let mut reported = self.report_deferred(sink);
+        self.poll_events(Some(Duration::ZERO));
+        if self.listener_ready && self.listener.is_some() {
+            reported += self.accept(sink);
+        }
+        let mut list = std::mem::replace(&mut self.ready, std::mem::take(&mut self.servicing));
+        for id in list.drain(..) {
+            reported += self.service(id, sink);
+        }
+        self.servicing = list;
+        reported + self.report_deferred(sink)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) {
+        if self.has_pending() {
+            return;
+        }
+        self.poll_events(timeout);
+    }
+
+    fn pause_reads(&mut self, id: ConnId, paused: bool) {
+        let Some(Slot { generation, state: State::Open(c) }) = self.slots.get_mut(id.index()) else { return };
+        if *generation != id.generation() {
+            return;
+        }
+        c.read_paused = paused;
+        if !paused && c.readable && !c.queued {
+            // The edge was seen while paused: service it on the next poll.
+            c.queued = true;
+            self.ready.push(id);
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> ConnId {
+        let id = self.alloc();
+        let result = TcpStream::connect(addr).and_then(|mut stream| {
+            set_nodelay(stream.as_raw_fd());
+            self.poll.registry().register(&mut stream, Token(id.index()), Interest::READABLE | Interest::WRITABLE)?;
+            Ok(stream)
+        });
+        match result {
+            Ok(stream) => self.slots[id.index()].state = State::Open(Conn::new(stream, false)),
+            Err(e) => {
+                log::debug!("mio: connect to {addr} failed: {e}");
+                self.slots[id.index()].state = State::Closed;
+                self.deferred.push(Deferred::Closed(id, CloseReason::Error(e)));
+            }
+        }
+        id
+    }
+
+    fn send(&mut self, conn: ConnId, buf: &mut Vec<u8>) -> bool {
+        let Some(Slot { generation, state }) = self.slots.get_mut(conn.index()) else { return false };
+        if *generation != conn.generation() {
+            return false;
+        }
+        let State::Open(c) = state else { return false };
+        if !c.connected || c.send != SendState::Idle {
+            return false;
+        }
+        debug_assert!(c.out.is_empty() && c.written == 0);
+        std::mem::swap(&mut c.out, buf);
+        match flush(c) {
+            Ok(true) => {
+                c.send = SendState::Done;
+                self.deferred.push(Deferred::Sent(conn));
+            }
+            Ok(false) => c.send = SendState::Writing,
+            Err(e) => shut(self.poll.registry(), state, conn, CloseReason::Error(e), &mut self.deferred),
+        }
+        true
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let Some(Slot { generation, state }) = self.slots.get_mut(conn.index()) else { return };
+        if *generation == conn.generation() && matches!(state, State::Open(_)) {
+            shut(self.poll.registry(), state, conn, CloseReason::Local, &mut self.deferred);
+        }
+    }
+
+    fn waker(&self) -> Arc<dyn DriverWaker> {
+        self.waker.clone()
+    }
+}
+
+/// Closes the connection in `state` (which must be `Open`): shuts the socket down,
+/// deregisters and drops it, and queues `on_closed` with `why`.
+fn shut(registry: &Registry, state: &mut State, id: ConnId, why: CloseReason, deferred: &mut Vec<Deferred>) {
+    if let State::Open(mut c) = std::mem::replace(state, State::Closed) {
+        match &why {
+            CloseReason::Error(e) => log::debug!("mio: connection {id:?} failed: {e}"),
+            CloseReason::Eof => log::debug!("mio: connection {id:?} closed by peer"),
+            CloseReason::Local => {}
+        }
+        // NotConnected (connect still pending, or peer already gone) is expected here.
+        let _ = c.stream.shutdown(Shutdown::Both);
+        if let Err(e) = registry.deregister(&mut c.stream) {
+            log::debug!("mio: deregister of {id:?} failed: {e}");
+        }
+        drop(c);
+        deferred.push(Deferred::Closed(id, why));
+    }
+}
+
+/// Writes `c.out[c.written..]` until done (`Ok(true)`, and `out` is cleared for reuse as
+/// the spare) or `WouldBlock` (`Ok(false)`, waiting for the next writable edge).
+fn flush(c: &mut Conn) -> io::Result<bool> {
+    while c.written < c.out.len() {
+        match c.stream.write(&c.out[c.written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.writable = false;
+                return Ok(false);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    c.out.clear();
+    c.written = 0;
+    Ok(true)
+}
+
+/// Whether an outbound connect finished: `None` while it is still in progress.
+fn connect_result(c: &Conn) -> Option<io::Result<()>> {
+    match c.stream.take_error() {
+        Ok(Some(e)) | Err(e) => return Some(Err(e)),
+        Ok(None) => {}
+    }
+    match c.stream.peer_addr() {
+        Ok(_) => Some(Ok(())),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+            if c.hup {
+                Some(Err(io::Error::new(io::ErrorKind::ConnectionRefused, "connect failed (hang-up)")))
+            } else {
+                None
+            }
+        }
+        Err(e) => Some(Err(e)),
+    }
+}

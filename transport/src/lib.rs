@@ -1,0 +1,83 @@
+//! # percore-transport: location-transparent actors over TCP
+//!
+//! Makes a percore runtime a **node**: `ActorRef`s to actors on other nodes look and behave
+//! like local ones (`tell`, `try_tell`, `ask`, `watch`, refs inside messages), over TCP
+//! driven by **io_uring, one ring per shard**, with a **mio (epoll) fallback** probed at start.
+//!
+//! ```text
+//!  node A                                             node B
+//!  actor ─tell─► ActorRef<M> = Proxy<M> (shard s)     endpoint (shard t) ─tell─► actor
+//!                 │ encode into peer buffer            ▲ decode, bind alias → ActorRef<M>
+//!                 ▼ flush once per shard turn          │
+//!           io_uring / epoll on shard s ══ TCP ═══► io_uring / epoll on shard t
+//! ```
+//! * [`Node::start`] binds one `SO_REUSEPORT` listener per shard and installs a socket
+//!   driver in each shard's loop (`percore::driver`): shards reap completions between
+//!   activations and park on the ring (an eventfd wakes them), so remote traffic wakes a
+//!   shard exactly like local traffic.
+//! * Messages that cross nodes implement [`RemoteMessage`] (a stable type id and a
+//!   [`Wire`] codec) and are registered on the receiving node ([`Node::register`]).
+//! * Connections authenticate with a challenge–response HMAC over fresh nonces (the
+//!   cluster's secret never crosses the wire); heartbeats detect failures; reconnects back
+//!   off exponentially; a restarted peer (new incarnation) is quarantined.
+//! * Watching a remote ref delivers `Terminated` when the actor stops or its node becomes
+//!   unreachable or restarts, exactly once (the proxy stops; the engine's death-watch does
+//!   the rest).
+//!
+//! ```no_run
+//! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
+//! use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
+//!
+//! struct Greet(String);
+//! impl Wire for Greet {
+//!     fn encode(self, w: &mut Encoder<'_>) { w.put_str(&self.0) }
+//!     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> { Ok(Greet(r.get_str()?.into())) }
+//! }
+//! impl RemoteMessage for Greet { const TYPE_ID: u32 = 1; }
+//!
+//! struct Greeter;
+//! impl Actor for Greeter {
+//!     type Msg = Greet;
+//!     fn handle(&mut self, _: &mut Context<Self>, m: Greet) -> Result<(), ActorError> {
+//!         println!("hello, {}", m.0);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let a = Runtime::builder().shards(1).build().unwrap();
+//! let b = Runtime::builder().shards(1).build().unwrap();
+//! let node_a = Node::start(&a.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
+//! let node_b = Node::start(&b.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
+//! node_b.register::<Greet>().unwrap();
+//! b.handle().spawn_with(SpawnOptions::new().name("greeter"), Greeter).unwrap();
+//! let greeter = node_a.remote_ref::<Greet>(&format!("{}/user/greeter", node_b.address())).unwrap();
+//! greeter.tell(Greet("node A".into())).unwrap();
+//! ```
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
+
+mod endpoint;
+mod error;
+mod frame;
+mod handshake;
+pub(crate) mod io;
+mod node;
+mod proxy;
+mod wire;
+
+pub use error::TransportError;
+pub use frame::{FrameError, PROTOCOL_VERSION};
+pub use node::{Node, NodeConfig, NodeStats};
+pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+/// Which socket backend a node uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Backend {
+    /// io_uring if the kernel has it (probed at start), else mio.
+    #[default]
+    Auto,
+    /// io_uring only: starting fails if it is unavailable.
+    IoUring,
+    /// mio (epoll).
+    Mio,
+}

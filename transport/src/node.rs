@@ -1,0 +1,536 @@
+//! A node: a runtime reachable over the network, and what all of its shards share.
+//!
+//! [`Node::start`] binds one `SO_REUSEPORT` listener per shard on the same address, starts
+//! one endpoint actor per shard (which installs the shard's socket driver, see
+//! `endpoint.rs`), and hands out refs to remote actors ([`Node::remote_ref`]). The tables
+//! here (registered types, exported actors, proxies) are taken only when a binding or a ref
+//! is created or decoded, never per message.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use percore::{ActorId, ActorRef, AskError, RuntimeHandle, SpawnOptions};
+
+use crate::endpoint::{Binding, Endpoint, EndpointMsg};
+use crate::error::TransportError;
+use crate::proxy::Proxy;
+use crate::wire::{Decoder, Encoder, RemoteMessage, Wire, WireError, WireRef};
+use crate::{frame, Backend};
+
+/// How a node listens, authenticates and detects failures.
+#[derive(Clone)]
+pub struct NodeConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) system: String,
+    pub(crate) secret: Option<Vec<u8>>,
+    pub(crate) backend: Backend,
+    pub(crate) max_frame: usize,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) failure_timeout: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) high_water: usize,
+    pub(crate) proxy_capacity: usize,
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("listen", &self.listen)
+            .field("system", &self.system)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("backend", &self.backend)
+            .field("max_frame", &self.max_frame)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("failure_timeout", &self.failure_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeConfig {
+    /// Listen on `addr` (`127.0.0.1:0` picks a free port). Defaults: system `"percore"`,
+    /// no secret (loopback only), backend from `PERCORE_TRANSPORT` (`mio`, `io_uring`) or
+    /// auto, 1 MiB frames, heartbeat every 500 ms, unreachable after 5 s of silence,
+    /// reconnect backoff 50 ms doubling to 2 s, 4 MiB of unsent frames per peer.
+    pub fn new(addr: impl Into<SocketAddr>) -> Self {
+        let backend = match std::env::var("PERCORE_TRANSPORT").as_deref() {
+            Ok("mio") | Ok("epoll") => Backend::Mio,
+            Ok("io_uring") | Ok("uring") => Backend::IoUring,
+            _ => Backend::Auto,
+        };
+        NodeConfig {
+            listen: addr.into(),
+            system: "percore".into(),
+            secret: None,
+            backend,
+            max_frame: 1 << 20,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(5),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            high_water: 4 << 20,
+            proxy_capacity: 4096,
+        }
+    }
+    /// The actor system's name (the `system` in `percore://system@host:port/...`).
+    pub fn system(mut self, name: impl Into<String>) -> Self {
+        self.system = name.into();
+        self
+    }
+    /// The cluster's shared secret (Erlang's cookie). Required to listen beyond loopback.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+    /// Which socket backend to use (default: auto, or `PERCORE_TRANSPORT`).
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Largest frame accepted or sent (a bigger message is refused and counted).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes.clamp(64, u32::MAX as usize);
+        self
+    }
+    /// Heartbeat interval and the silence after which a peer is unreachable (also the
+    /// longest time a peer may stay disconnected before it is declared unreachable).
+    pub fn failure_detector(mut self, heartbeat: Duration, timeout: Duration) -> Self {
+        self.heartbeat_interval = heartbeat.max(Duration::from_millis(1));
+        self.failure_timeout = timeout.max(heartbeat);
+        self
+    }
+    /// Reconnect backoff: first delay and cap (doubling in between).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+    /// Bytes of unsent frames per peer above which proxies stop taking messages (their
+    /// mailboxes fill and senders see `Full`) until the connection drains.
+    pub fn outbound_high_water(mut self, bytes: usize) -> Self {
+        self.high_water = bytes.max(1024);
+        self
+    }
+    /// Mailbox capacity of each remote ref's proxy.
+    pub fn proxy_capacity(mut self, n: usize) -> Self {
+        self.proxy_capacity = n.max(1);
+        self
+    }
+}
+
+/// The actor behind a remote ref: by registered name, or by export id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Name(String),
+    Uid(u64),
+}
+
+/// Counters of a node's transport (monotonic).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) undelivered: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) connects: AtomicU64,
+    pub(crate) handshakes: AtomicU64,
+    pub(crate) unreachable: AtomicU64,
+    pub(crate) quarantined: AtomicU64,
+}
+
+/// A snapshot of a node's transport counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeStats {
+    /// Messages encoded onto connections.
+    pub sent: u64,
+    /// Messages received and handed to local actors.
+    pub received: u64,
+    /// Messages that could not be delivered (peer unreachable or quarantined, unknown
+    /// target, undecodable, oversized): transport dead letters. (A full local mailbox is
+    /// counted by the runtime's own dead letters.)
+    pub undelivered: u64,
+    /// Connections closed for bad input: failed authentication, wrong protocol, garbage.
+    pub rejected: u64,
+    /// Outbound connection attempts.
+    pub connects: u64,
+    /// Completed handshakes (both directions).
+    pub handshakes: u64,
+    /// Times a peer was declared unreachable.
+    pub unreachable: u64,
+    /// Peer incarnations quarantined (a peer restarted).
+    pub quarantined: u64,
+}
+
+pub(crate) type Binder = fn(&Arc<NodeShared>, &Target) -> Result<Binding, WireError>;
+
+struct TypeEntry {
+    name: &'static str,
+    bind: Binder,
+}
+
+/// What every shard of a node shares.
+pub(crate) struct NodeShared {
+    pub(crate) rt: RuntimeHandle,
+    pub(crate) addr: SocketAddr,
+    pub(crate) incarnation: u64,
+    pub(crate) cfg: NodeConfig,
+    pub(crate) backend: OnceLock<Backend>,
+    pub(crate) stats: Stats,
+    types: Mutex<HashMap<u32, TypeEntry>>,
+    /// Local actors reachable by id (refs that were sent to other nodes).
+    exports: Mutex<HashMap<u64, Export>>,
+    /// Live proxies, by remote actor and message type: (proxy id, `ActorRef<M>`).
+    proxies: Mutex<HashMap<(SocketAddr, Target, TypeId), (ActorId, Box<dyn Any + Send>)>>,
+    /// What each proxy stands for (to encode a proxy's ref).
+    proxy_targets: Mutex<HashMap<ActorId, WireRef>>,
+    /// Incarnations of peers that restarted: their connections are refused.
+    quarantined: Mutex<HashMap<SocketAddr, Vec<u64>>>,
+    pub(crate) endpoints: OnceLock<Vec<ActorRef<EndpointMsg>>>,
+}
+
+/// A local actor made reachable by id: the typed ref, and whether it still lives.
+struct Export {
+    any: Box<dyn Any + Send>,
+    closed: Box<dyn Fn() -> bool + Send>,
+}
+
+impl fmt::Debug for NodeShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeShared").field("addr", &self.addr).field("incarnation", &self.incarnation).finish()
+    }
+}
+
+impl NodeShared {
+    /// The shard that owns connections to `peer` (and its proxies).
+    pub(crate) fn owner_shard(&self, peer: SocketAddr) -> usize {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in peer.to_string().bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+        (h % self.rt.num_shards() as u64) as usize
+    }
+
+    pub(crate) fn endpoint(&self, shard: usize) -> Option<&ActorRef<EndpointMsg>> {
+        self.endpoints.get().and_then(|e| e.get(shard))
+    }
+
+    pub(crate) fn binder(&self, type_id: u32) -> Result<Binder, WireError> {
+        self.types.lock().expect("types lock").get(&type_id).map(|e| e.bind).ok_or(WireError::UnknownType(type_id))
+    }
+
+    pub(crate) fn type_name(&self, type_id: u32) -> &'static str {
+        self.types.lock().expect("types lock").get(&type_id).map_or("<unregistered>", |e| e.name)
+    }
+
+    pub(crate) fn is_quarantined(&self, addr: SocketAddr, incarnation: u64) -> bool {
+        self.quarantined.lock().expect("quarantine lock").get(&addr).is_some_and(|v| v.contains(&incarnation))
+    }
+
+    pub(crate) fn quarantine(&self, addr: SocketAddr, incarnation: u64) {
+        let mut q = self.quarantined.lock().expect("quarantine lock");
+        let v = q.entry(addr).or_default();
+        if !v.contains(&incarnation) {
+            v.push(incarnation);
+            self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
+            log::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
+        }
+    }
+
+    /// The wire form of `r`: a proxy's remote actor, or this node's actor (exported, so
+    /// the peer can address it by id).
+    pub(crate) fn wire_ref_of<M: RemoteMessage>(&self, r: &ActorRef<M>) -> WireRef {
+        if let Some(w) = self.proxy_targets.lock().expect("proxy lock").get(&r.id()) {
+            return w.clone();
+        }
+        let uid = r.id().as_u64();
+        self.exports.lock().expect("exports lock").entry(uid).or_insert_with(|| {
+            let probe = r.clone();
+            Export { any: Box::new(r.clone()), closed: Box::new(move || probe.is_closed()) }
+        });
+        WireRef { node: self.addr, incarnation: self.incarnation, target: Target::Uid(uid) }
+    }
+
+    /// A local actor addressed from the wire.
+    pub(crate) fn local_target<M: RemoteMessage>(&self, target: &Target) -> Result<ActorRef<M>, WireError> {
+        match target {
+            Target::Uid(uid) => {
+                let ex = self.exports.lock().expect("exports lock");
+                let any = ex.get(uid).ok_or_else(|| WireError::NoSuchActor(format!("exported actor {uid:#x}")))?;
+                let r = any
+                    .any
+                    .downcast_ref::<ActorRef<M>>()
+                    .ok_or(WireError::TypeMismatch { expected: M::TYPE_ID, got: 0 })?;
+                if r.is_closed() {
+                    return Err(WireError::NoSuchActor(format!("actor {uid:#x} has stopped")));
+                }
+                Ok(r.clone())
+            }
+            Target::Name(name) => match self.rt.whereis::<M>(name) {
+                Ok(r) => Ok(r),
+                Err(percore::LookupError::WrongType { .. }) => Err(WireError::TypeMismatch { expected: 0, got: M::TYPE_ID }),
+                Err(_) => self.rt.top_level::<M>(name).map_err(|e| match e {
+                    percore::LookupError::WrongType { .. } => WireError::TypeMismatch { expected: 0, got: M::TYPE_ID },
+                    _ => WireError::NoSuchActor(format!("/user/{name}")),
+                }),
+            },
+        }
+    }
+
+    /// Turns a decoded ref into an `ActorRef<M>`: local, or a proxy.
+    pub(crate) fn ref_from_wire<M: RemoteMessage>(this: &Arc<Self>, wr: WireRef) -> Result<ActorRef<M>, WireError> {
+        if wr.node == this.addr {
+            if wr.incarnation != this.incarnation && wr.incarnation != 0 {
+                return Err(WireError::NoSuchActor(format!("a ref into an earlier incarnation of {}", this.addr)));
+            }
+            return this.local_target::<M>(&wr.target);
+        }
+        Self::proxy_for::<M>(this, wr).map_err(|e| WireError::NoSuchActor(e.to_string()))
+    }
+
+    /// The proxy standing for `wr` (one per remote actor and message type, while it lives).
+    pub(crate) fn proxy_for<M: RemoteMessage>(this: &Arc<Self>, wr: WireRef) -> Result<ActorRef<M>, TransportError> {
+        let key = (wr.node, wr.target.clone(), TypeId::of::<M>());
+        let mut proxies = this.proxies.lock().expect("proxy lock");
+        if let Some(r) = proxies.get(&key).and_then(|(_, a)| a.downcast_ref::<ActorRef<M>>()) {
+            if !r.is_closed() {
+                return Ok(r.clone());
+            }
+        }
+        let shard = this.owner_shard(wr.node);
+        let opts = SpawnOptions::new().shard(shard).capacity(this.cfg.proxy_capacity);
+        let r = this.rt.spawn_with(opts, Proxy::<M>::new(this.clone(), wr.clone())).map_err(TransportError::Spawn)?;
+        proxies.insert(key, (r.id(), Box::new(r.clone())));
+        drop(proxies);
+        this.proxy_targets.lock().expect("proxy lock").insert(r.id(), wr);
+        Ok(r)
+    }
+
+    /// A proxy stopped: forget it (a later ref to the same actor makes a fresh one).
+    pub(crate) fn forget_proxy(&self, id: ActorId, wr: &WireRef, type_id: TypeId) {
+        self.proxy_targets.lock().expect("proxy lock").remove(&id);
+        let mut proxies = self.proxies.lock().expect("proxy lock");
+        let key = (wr.node, wr.target.clone(), type_id);
+        // Only remove the entry if it is this proxy (a newer one may have replaced it).
+        if proxies.get(&key).is_some_and(|(pid, _)| *pid == id) {
+            proxies.remove(&key);
+        }
+    }
+
+    /// Drops exports of stopped actors (called periodically).
+    pub(crate) fn sweep_exports(&self) {
+        self.exports.lock().expect("exports lock").retain(|_, e| !(e.closed)());
+    }
+
+    /// Sends an ask's outcome back to the asking node (any thread).
+    pub(crate) fn send_reply<R: Wire>(&self, addr: SocketAddr, incarnation: u64, shard: u16, seq: u64, outcome: Result<R, AskError>) -> bool {
+        let mut body = Vec::new();
+        {
+            let mut w = Encoder { buf: &mut body, node: Some(self), replies: None };
+            w.put_u16(shard);
+            w.put_u64(seq);
+            match outcome {
+                Ok(v) => {
+                    w.put_u8(0);
+                    v.encode(&mut w);
+                }
+                Err(_) => w.put_u8(1),
+            }
+        }
+        self.send_control(addr, incarnation, frame::kind::REPLY, body)
+    }
+
+    /// Queues a control frame to `addr` on the shard that owns its connection.
+    pub(crate) fn send_control(&self, addr: SocketAddr, incarnation: u64, kind: u8, body: Vec<u8>) -> bool {
+        match self.endpoint(self.owner_shard(addr)) {
+            Some(e) => e.tell(EndpointMsg::Frame { peer: addr, incarnation, kind, body }).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// This runtime as a node of a cluster. Dropping the handle leaves the node running until
+/// the runtime shuts down.
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) shared: Arc<NodeShared>,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("addr", &self.shared.addr)
+            .field("incarnation", &format_args!("{:#x}", self.shared.incarnation))
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
+
+impl Node {
+    /// Makes `rt` a node listening on `cfg`'s address: one listener and one socket driver
+    /// per shard. Blocks until every shard is ready; call it from outside actors.
+    pub fn start(rt: &RuntimeHandle, cfg: NodeConfig) -> Result<Node, TransportError> {
+        if percore::on_shard_thread() {
+            return Err(TransportError::OnShardThread);
+        }
+        if cfg.secret.is_none() && !cfg.listen.ip().is_loopback() {
+            return Err(TransportError::SecretRequired(cfg.listen));
+        }
+        let first = crate::io::reuseport_listener(cfg.listen).map_err(|e| TransportError::Listen(cfg.listen, e))?;
+        let addr = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;
+        let mut listeners = vec![first];
+        for _ in 1..rt.num_shards() {
+            listeners.push(crate::io::reuseport_listener(addr).map_err(|e| TransportError::Listen(addr, e))?);
+        }
+        let incarnation = u64::from_le_bytes(crate::handshake::random_bytes::<8>()) | 1;
+        let shared = Arc::new(NodeShared {
+            rt: rt.clone(),
+            addr,
+            incarnation,
+            cfg,
+            backend: OnceLock::new(),
+            stats: Stats::default(),
+            types: Mutex::new(HashMap::new()),
+            exports: Mutex::new(HashMap::new()),
+            proxies: Mutex::new(HashMap::new()),
+            proxy_targets: Mutex::new(HashMap::new()),
+            quarantined: Mutex::new(HashMap::new()),
+            endpoints: OnceLock::new(),
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut endpoints = Vec::new();
+        for (shard, listener) in listeners.into_iter().enumerate() {
+            let ep = Endpoint::new(shared.clone(), shard, listener, tx.clone());
+            let opts = SpawnOptions::new().shard(shard).capacity(1 << 16);
+            endpoints.push(rt.spawn_with(opts, ep).map_err(TransportError::Spawn)?);
+        }
+        drop(tx);
+        let _ = shared.endpoints.set(endpoints);
+        for _ in 0..rt.num_shards() {
+            match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(TransportError::StartTimeout),
+            }
+        }
+        log::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
+        Ok(Node { shared })
+    }
+
+    /// The address peers connect to.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// This node's incarnation: random per start, so a restarted node is a new incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.shared.incarnation
+    }
+
+    /// The backend in use (io_uring, or mio if io_uring is unavailable or was not wanted).
+    pub fn backend(&self) -> Backend {
+        self.shared.backend.get().copied().unwrap_or_default()
+    }
+
+    /// The runtime this node serves.
+    pub fn runtime(&self) -> &RuntimeHandle {
+        &self.shared.rt
+    }
+
+    /// This node's path prefix: `percore://system@host:port`.
+    pub fn address(&self) -> String {
+        format!("percore://{}@{}", self.shared.cfg.system, self.shared.addr)
+    }
+
+    /// Lets messages of type `M` arrive here (Akka's serialization bindings): a peer's
+    /// binding to an actor of this type, and `M` inside other messages, need it.
+    pub fn register<M: RemoteMessage>(&self) -> Result<(), TransportError> {
+        let mut types = self.shared.types.lock().expect("types lock");
+        let name = std::any::type_name::<M>();
+        if let Some(e) = types.get(&M::TYPE_ID) {
+            if e.name != name {
+                return Err(TransportError::TypeIdTaken { id: M::TYPE_ID, by: e.name });
+            }
+            return Ok(());
+        }
+        types.insert(M::TYPE_ID, TypeEntry { name, bind: crate::endpoint::bind_typed::<M> });
+        Ok(())
+    }
+
+    /// A ref to the actor at `path` (`percore://system@host:port/user/name`, where `name`
+    /// is a registered name or a named top-level actor there). Sends through it go over the
+    /// transport; it can be watched (Terminated when the actor stops or its node becomes
+    /// unreachable) and passed inside messages. A path on this node gives the local actor.
+    pub fn remote_ref<M: RemoteMessage>(&self, path: &str) -> Result<ActorRef<M>, TransportError> {
+        let (addr, name) = parse_path(path)?;
+        let wr = WireRef { node: addr, incarnation: 0, target: Target::Name(name) };
+        if addr == self.shared.addr {
+            return self.shared.local_target::<M>(&wr.target).map_err(|e| TransportError::Lookup(e.to_string()));
+        }
+        NodeShared::proxy_for::<M>(&self.shared, wr)
+    }
+
+    /// The transport's counters.
+    pub fn stats(&self) -> NodeStats {
+        let s = &self.shared.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        NodeStats {
+            sent: l(&s.sent),
+            received: l(&s.received),
+            undelivered: l(&s.undelivered),
+            rejected: l(&s.rejected),
+            connects: l(&s.connects),
+            handshakes: l(&s.handshakes),
+            unreachable: l(&s.unreachable),
+            quarantined: l(&s.quarantined),
+        }
+    }
+
+    /// Encodes `msg` as the body of a message frame would carry it (for tests and tools).
+    pub fn encode_plain<M: RemoteMessage>(msg: M) -> Vec<u8> {
+        let mut v = Vec::new();
+        msg.encode(&mut Encoder::plain(&mut v));
+        v
+    }
+
+    /// Decodes plain bytes as `M` (for tests and tools).
+    pub fn decode_plain<M: RemoteMessage>(bytes: &[u8]) -> Result<M, WireError> {
+        let mut d = Decoder::plain(bytes);
+        let m = M::decode(&mut d)?;
+        d.finish()?;
+        Ok(m)
+    }
+}
+
+/// Splits `percore://system@host:port/user/name` into the address and the name.
+pub(crate) fn parse_path(path: &str) -> Result<(SocketAddr, String), TransportError> {
+    let bad = || TransportError::BadPath(path.to_string());
+    let rest = path.strip_prefix("percore://").ok_or_else(bad)?;
+    let (authority, tail) = rest.split_once('/').ok_or_else(bad)?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let addr: SocketAddr = hostport.parse().map_err(|_| bad())?;
+    let name = tail.strip_prefix("user/").ok_or_else(bad)?;
+    if name.is_empty() || name.contains('/') {
+        return Err(bad());
+    }
+    Ok((addr, name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        let (a, n) = parse_path("percore://sys@127.0.0.1:4000/user/echo").unwrap();
+        assert_eq!((a, n.as_str()), ("127.0.0.1:4000".parse().unwrap(), "echo"));
+        assert!(parse_path("percore://127.0.0.1:4000/user/echo").is_ok());
+        for bad in ["http://x/user/a", "percore://sys@nohost/user/a", "percore://sys@127.0.0.1:1/a", "percore://s@127.0.0.1:1/user/a/b"] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+}

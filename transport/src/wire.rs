@@ -1,0 +1,467 @@
+//! The message codec: what crosses a connection, and how.
+//!
+//! A message type that may travel between nodes implements [`RemoteMessage`]: a stable
+//! [`RemoteMessage::TYPE_ID`] (the same on every node, independent of compiler and build) and
+//! [`Wire`] encode/decode. The format is little-endian and length-checked: integers as fixed
+//! width, strings and byte vectors with a `u32` length, options and enums with a tag byte.
+//! Hand-written codecs keep hot types allocation-free; [`ActorRef`] and [`ReplyTo`] encode
+//! themselves (a ref received in a message points back at the right node; a reply handle
+//! sends the answer back over the wire).
+//!
+//! Decoding never panics: truncated input, a bad tag or an over-long length is a
+//! [`WireError`], and the frame it came in is dropped and counted.
+//!
+//! ```
+//! use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+//! #[derive(Debug, PartialEq)]
+//! enum Counter { Add(u64), Reset }
+//! impl Wire for Counter {
+//!     fn encode(self, w: &mut Encoder<'_>) {
+//!         match self {
+//!             Counter::Add(n) => { w.put_u8(0); w.put_u64(n) }
+//!             Counter::Reset => w.put_u8(1),
+//!         }
+//!     }
+//!     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+//!         match r.get_u8()? {
+//!             0 => Ok(Counter::Add(r.get_u64()?)),
+//!             1 => Ok(Counter::Reset),
+//!             t => Err(WireError::BadTag { what: "Counter", tag: t }),
+//!         }
+//!     }
+//! }
+//! impl RemoteMessage for Counter { const TYPE_ID: u32 = 0x434e_5401; }
+//! ```
+
+use percore::{ActorRef, AskError, ReplyTo};
+
+use crate::node::{NodeShared, Target};
+use crate::endpoint::ReplyTable;
+
+/// A message type that may be sent to a remote actor.
+pub trait RemoteMessage: Wire + Send + 'static {
+    /// This type's id on the wire: unique among the types a node registers, identical on
+    /// every node. Pick a constant (e.g. a hash of the type's name fixed at design time).
+    const TYPE_ID: u32;
+}
+
+/// Encode/decode for values inside remote messages.
+pub trait Wire: Sized {
+    /// Appends `self` (consumed: a reply handle moves into the transport).
+    fn encode(self, w: &mut Encoder<'_>);
+    /// Reads a value, validating everything it reads.
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError>;
+}
+
+/// Why bytes could not be decoded (or a frame not be accepted).
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum WireError {
+    /// The input ended inside a value.
+    #[error("truncated: needed {needed} more bytes")]
+    Truncated {
+        /// Bytes missing.
+        needed: usize,
+    },
+    /// An enum or option tag that the type does not have.
+    #[error("bad tag {tag} for {what}")]
+    BadTag {
+        /// The type being decoded.
+        what: &'static str,
+        /// The tag read.
+        tag: u8,
+    },
+    /// A string that is not UTF-8.
+    #[error("string is not valid UTF-8")]
+    BadUtf8,
+    /// A length beyond what the frame can hold.
+    #[error("length {0} exceeds the frame")]
+    BadLength(usize),
+    /// A message type id no registered type has.
+    #[error("unknown message type id {0:#x}")]
+    UnknownType(u32),
+    /// A ref or binding for a different message type than the one expected.
+    #[error("type mismatch: expected type id {expected:#x}, got {got:#x}")]
+    TypeMismatch {
+        /// The type id the receiver has.
+        expected: u32,
+        /// The type id on the wire.
+        got: u32,
+    },
+    /// A ref to a local actor that is not (or no longer) exported, or to an earlier
+    /// incarnation of this node.
+    #[error("no such actor: {0}")]
+    NoSuchActor(String),
+    /// Bytes left over after the message.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    /// A ref or reply handle outside a node (no transport to send through).
+    #[error("refs and reply handles can only be decoded by a node")]
+    NoNode,
+}
+
+/// Writes values into a frame being built.
+pub struct Encoder<'a> {
+    pub(crate) buf: &'a mut Vec<u8>,
+    pub(crate) node: Option<&'a NodeShared>,
+    pub(crate) replies: Option<&'a mut ReplyTable>,
+}
+
+impl std::fmt::Debug for Encoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("len", &self.buf.len()).finish()
+    }
+}
+
+impl<'a> Encoder<'a> {
+    /// An encoder without a node: plain values only (refs and reply handles panic-free
+    /// encode as "no actor"). For tests and codecs of plain data.
+    pub fn plain(buf: &'a mut Vec<u8>) -> Self {
+        Encoder { buf, node: None, replies: None }
+    }
+    /// Appends one byte.
+    #[inline]
+    pub fn put_u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+    /// Appends a little-endian `u16`.
+    #[inline]
+    pub fn put_u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// Appends a little-endian `u32`.
+    #[inline]
+    pub fn put_u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// Appends a little-endian `u64`.
+    #[inline]
+    pub fn put_u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+    /// Appends raw bytes (no length).
+    #[inline]
+    pub fn put_raw(&mut self, b: &[u8]) {
+        self.buf.extend_from_slice(b);
+    }
+    /// Appends a `u32` length and the bytes.
+    #[inline]
+    pub fn put_bytes(&mut self, b: &[u8]) {
+        self.put_u32(b.len() as u32);
+        self.put_raw(b);
+    }
+    /// Appends a string (length-prefixed UTF-8).
+    #[inline]
+    pub fn put_str(&mut self, s: &str) {
+        self.put_bytes(s.as_bytes());
+    }
+    /// Appends any [`Wire`] value.
+    #[inline]
+    pub fn put<T: Wire>(&mut self, v: T) {
+        v.encode(self);
+    }
+}
+
+/// Reads values out of a received frame.
+pub struct Decoder<'a> {
+    data: &'a [u8],
+    pos: usize,
+    pub(crate) node: Option<&'a std::sync::Arc<NodeShared>>,
+}
+
+impl std::fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder").field("pos", &self.pos).field("len", &self.data.len()).finish()
+    }
+}
+
+impl<'a> Decoder<'a> {
+    /// A decoder for plain values (refs and reply handles fail with [`WireError::NoNode`]).
+    pub fn plain(data: &'a [u8]) -> Self {
+        Decoder { data, pos: 0, node: None }
+    }
+
+    pub(crate) fn with_node(data: &'a [u8], node: &'a std::sync::Arc<NodeShared>) -> Self {
+        Decoder { data, pos: 0, node: Some(node) }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// Fails unless every byte was read.
+    pub fn finish(&self) -> Result<(), WireError> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+
+    /// The next `n` bytes.
+    #[inline]
+    pub fn get_raw(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let left = self.remaining();
+        if n > left {
+            return Err(WireError::Truncated { needed: n - left });
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    /// Reads one byte.
+    #[inline]
+    pub fn get_u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.get_raw(1)?[0])
+    }
+    /// Reads a little-endian `u16`.
+    #[inline]
+    pub fn get_u16(&mut self) -> Result<u16, WireError> {
+        Ok(u16::from_le_bytes(self.get_raw(2)?.try_into().expect("2 bytes")))
+    }
+    /// Reads a little-endian `u32`.
+    #[inline]
+    pub fn get_u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.get_raw(4)?.try_into().expect("4 bytes")))
+    }
+    /// Reads a little-endian `u64`.
+    #[inline]
+    pub fn get_u64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.get_raw(8)?.try_into().expect("8 bytes")))
+    }
+    /// Reads a `u32` length and that many bytes (the length is checked against the input
+    /// before anything is allocated).
+    #[inline]
+    pub fn get_bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let n = self.get_u32()? as usize;
+        if n > self.remaining() {
+            return Err(WireError::BadLength(n));
+        }
+        self.get_raw(n)
+    }
+    /// Reads a length-prefixed UTF-8 string.
+    #[inline]
+    pub fn get_str(&mut self) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.get_bytes()?).map_err(|_| WireError::BadUtf8)
+    }
+    /// Reads any [`Wire`] value.
+    #[inline]
+    pub fn get<T: Wire>(&mut self) -> Result<T, WireError> {
+        T::decode(self)
+    }
+}
+
+macro_rules! wire_int {
+    ($($t:ty => $put:ident, $get:ident as $via:ty;)*) => {$(
+        impl Wire for $t {
+            #[inline]
+            fn encode(self, w: &mut Encoder<'_>) { w.$put(self as $via) }
+            #[inline]
+            fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> { Ok(r.$get()? as $t) }
+        }
+    )*};
+}
+wire_int! {
+    u8 => put_u8, get_u8 as u8;
+    i8 => put_u8, get_u8 as u8;
+    u16 => put_u16, get_u16 as u16;
+    i16 => put_u16, get_u16 as u16;
+    u32 => put_u32, get_u32 as u32;
+    i32 => put_u32, get_u32 as u32;
+    u64 => put_u64, get_u64 as u64;
+    i64 => put_u64, get_u64 as u64;
+    usize => put_u64, get_u64 as u64;
+}
+
+impl Wire for bool {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_u8(self as u8)
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        match r.get_u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            tag => Err(WireError::BadTag { what: "bool", tag }),
+        }
+    }
+}
+
+impl Wire for f64 {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_u64(self.to_bits())
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(f64::from_bits(r.get_u64()?))
+    }
+}
+
+impl Wire for () {
+    fn encode(self, _: &mut Encoder<'_>) {}
+    fn decode(_: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(())
+    }
+}
+
+impl Wire for String {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_str(&self)
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(r.get_str()?.to_owned())
+    }
+}
+
+impl<const N: usize> Wire for [u8; N] {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_raw(&self)
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(r.get_raw(N)?.try_into().expect("N bytes"))
+    }
+}
+
+impl<T: Wire> Wire for Vec<T> {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_u32(self.len() as u32);
+        for v in self {
+            v.encode(w);
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let n = r.get_u32()? as usize;
+        // Every element takes at least... nothing (unit); cap the pre-allocation by the input.
+        let mut v = Vec::with_capacity(n.min(r.remaining()));
+        for _ in 0..n {
+            v.push(T::decode(r)?);
+        }
+        Ok(v)
+    }
+}
+
+impl<T: Wire> Wire for Option<T> {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match self {
+            None => w.put_u8(0),
+            Some(v) => {
+                w.put_u8(1);
+                v.encode(w)
+            }
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        match r.get_u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(T::decode(r)?)),
+            tag => Err(WireError::BadTag { what: "Option", tag }),
+        }
+    }
+}
+
+impl<A: Wire, B: Wire> Wire for (A, B) {
+    fn encode(self, w: &mut Encoder<'_>) {
+        self.0.encode(w);
+        self.1.encode(w);
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok((A::decode(r)?, B::decode(r)?))
+    }
+}
+
+impl<A: Wire, B: Wire, C: Wire> Wire for (A, B, C) {
+    fn encode(self, w: &mut Encoder<'_>) {
+        self.0.encode(w);
+        self.1.encode(w);
+        self.2.encode(w);
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok((A::decode(r)?, B::decode(r)?, C::decode(r)?))
+    }
+}
+
+/// A ref on the wire: the node it lives on, that node's incarnation, and the actor there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct WireRef {
+    pub(crate) node: std::net::SocketAddr,
+    pub(crate) incarnation: u64,
+    pub(crate) target: Target,
+}
+
+impl WireRef {
+    pub(crate) fn put(&self, w: &mut Encoder<'_>) {
+        w.put_str(&self.node.to_string());
+        w.put_u64(self.incarnation);
+        match &self.target {
+            Target::Name(n) => {
+                w.put_u8(0);
+                w.put_str(n)
+            }
+            Target::Uid(u) => {
+                w.put_u8(1);
+                w.put_u64(*u)
+            }
+        }
+    }
+
+    pub(crate) fn get(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let node = r.get_str()?.parse().map_err(|_| WireError::BadTag { what: "node address", tag: 0 })?;
+        let incarnation = r.get_u64()?;
+        let target = match r.get_u8()? {
+            0 => Target::Name(r.get_str()?.to_owned()),
+            1 => Target::Uid(r.get_u64()?),
+            tag => return Err(WireError::BadTag { what: "actor target", tag }),
+        };
+        Ok(WireRef { node, incarnation, target })
+    }
+}
+
+/// A ref travels as the node, incarnation and actor it points at; the receiving node turns
+/// it into a local ref (if it points there) or a proxy for the remote actor.
+impl<M: RemoteMessage> Wire for ActorRef<M> {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match w.node {
+            Some(node) => node.wire_ref_of(&self).put(w),
+            None => {
+                // No node: nobody could reach it; encode an unreachable ref.
+                WireRef { node: ([0, 0, 0, 0], 0).into(), incarnation: 0, target: Target::Uid(0) }.put(w)
+            }
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let wr = WireRef::get(r)?;
+        let node = r.node.ok_or(WireError::NoNode)?;
+        NodeShared::ref_from_wire::<M>(node, wr)
+    }
+}
+
+/// A reply handle travels as (node, incarnation, shard, sequence); the receiving node makes
+/// a [`ReplyTo`] whose `reply` encodes the answer and sends it back over the wire.
+impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match (w.node, w.replies.as_deref_mut()) {
+            (Some(node), Some(table)) => {
+                let (shard, seq) = table.insert(self);
+                w.put_str(&node.addr.to_string());
+                w.put_u64(node.incarnation);
+                w.put_u16(shard);
+                w.put_u64(seq);
+            }
+            _ => {
+                drop(self); // the asker gets NoReply at once
+                w.put_str("0.0.0.0:0");
+                w.put_u64(0);
+                w.put_u16(0);
+                w.put_u64(0);
+            }
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let addr: std::net::SocketAddr =
+            r.get_str()?.parse().map_err(|_| WireError::BadTag { what: "node address", tag: 0 })?;
+        let incarnation = r.get_u64()?;
+        let shard = r.get_u16()?;
+        let seq = r.get_u64()?;
+        let node = r.node.ok_or(WireError::NoNode)?.clone();
+        Ok(ReplyTo::from_fn(move |outcome: Result<R, AskError>| {
+            node.send_reply(addr, incarnation, shard, seq, outcome)
+        }))
+    }
+}

@@ -1,0 +1,110 @@
+//! tell / ask / refs in messages / FIFO / death-watch across two nodes.
+
+use std::time::Duration;
+
+use percore::SpawnOptions;
+use percore_transport::Backend;
+
+use crate::common::*;
+
+both_backends! {
+    tell_and_ask => tell_and_ask;
+    fifo_exact_counts_from_many_senders => fifo_exact_counts_from_many_senders;
+    refs_inside_messages_point_back => refs_inside_messages_point_back;
+    watch_remote_actor_stop => watch_remote_actor_stop;
+    unknown_actor_terminates_watchers => unknown_actor_terminates_watchers;
+}
+
+fn tell_and_ask(backend: Backend) {
+    let (ra, rb) = (runtime("a", 2), runtime("b", 2));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    assert_eq!(na.backend(), backend, "the backend asked for runs (io_uring is available on CI machines)");
+    spawn_counter(&rb, "counter");
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    for seq in 0..1000 {
+        c.tell(Counter::Hit { from: 0, seq }).unwrap();
+    }
+    let r = c.ask(Counter::Get, LONG).unwrap();
+    assert_eq!(r, Reply { total: 1000, in_order: true });
+    assert_eq!(na.stats().sent, 1001);
+    eventually("receiver counted", || nb.stats().received == 1001);
+    assert_eq!(na.stats().undelivered + nb.stats().undelivered, 0);
+    drop((ra, rb));
+}
+
+fn fifo_exact_counts_from_many_senders(backend: Backend) {
+    const SENDERS: u32 = 4;
+    const PER: u64 = 250_000; // 1M messages in all
+    let (ra, rb) = (runtime("a", 2), runtime("b", 2));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    spawn_counter(&rb, "counter");
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    let threads: Vec<_> = (0..SENDERS)
+        .map(|from| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for seq in 0..PER {
+                    // Blocking send: waits while the proxy pushes back (full mailbox).
+                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = c.ask(Counter::Get, LONG).unwrap();
+    assert_eq!(r, Reply { total: SENDERS as u64 * PER, in_order: true });
+    assert_eq!(ra.handle().dead_letters() + rb.handle().dead_letters(), 0);
+}
+
+fn refs_inside_messages_point_back(backend: Backend) {
+    let (ra, rb) = (runtime("a", 2), runtime("b", 1));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    spawn_counter(&rb, "counter");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = ra.handle().spawn(Sink { tx }).unwrap();
+    let fwd = ra.handle().spawn_on(1, ReplyForwarder(sink)).unwrap();
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    c.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    // B receives a ref to A's local actor and answers through it.
+    c.tell(Counter::Report(fwd.clone())).unwrap();
+    match rx.recv_timeout(LONG).unwrap() {
+        SinkEvent::Reply(r) => assert_eq!(r, Reply { total: 1, in_order: true }),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The same ref sent again is the same exported actor.
+    c.tell(Counter::Report(fwd)).unwrap();
+    assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Reply(Reply { total: 1, .. })));
+}
+
+fn watch_remote_actor_stop(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    spawn_counter(&rb, "counter");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = ra.handle().spawn(Sink { tx }).unwrap();
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    // Make sure it is bound before watching (an ask round trip).
+    assert_eq!(c.ask(Counter::Get, LONG).unwrap().total, 0);
+    sink.tell(SinkMsg::Watch(c.clone())).unwrap();
+    c.tell(Counter::Stop).unwrap();
+    assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
+    // Exactly once: nothing else arrives.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    eventually("proxy closed", || c.is_closed());
+    // A new ref to the same path finds nothing now.
+    let again = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    eventually("fresh proxy learns the actor is gone", || again.is_closed());
+}
+
+fn unknown_actor_terminates_watchers(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = ra.handle().spawn(Sink { tx }).unwrap();
+    let c = na.remote_ref::<Counter>(&format!("{}/user/nobody", nb.address())).unwrap();
+    sink.tell(SinkMsg::Watch(c.clone())).unwrap();
+    assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
+    let _ = SpawnOptions::new();
+}
