@@ -1,11 +1,865 @@
-//! Temporary stub (replaced by the io_uring backend).
-#![allow(missing_docs, dead_code)]
-pub(crate) struct UringIo;
-impl UringIo {
-    pub(crate) fn probe() -> Result<(), String> {
-        Err("io_uring backend not built yet".into())
+//! The io_uring backend: one ring per shard, completion-based.
+//!
+//! Every submitted operation has an entry in an op slab; its `user_data` is that entry's index
+//! (low 32 bits) and a generation (high 32 bits), so a completion or an `AsyncCancel` never
+//! reaches a reused entry. What the kernel reads or writes lives either in the op entry itself
+//! (the waker's 8-byte counter, a fallback timeout) or in the connection the entry names (its
+//! boxed 64 KiB receive buffer, its send `Vec`, its boxed connect address), and a connection
+//! is only dropped (closing its fd) once none of its operations is in flight. Per connection
+//! at most one receive, one send and one connect are in flight.
+//!
+//! - The listener keeps a multishot accept armed (single-shot, re-armed, where the kernel
+//!   rejects multishot), the waker's eventfd keeps an 8-byte read armed.
+//! - `close`, EOF and errors only *start* closing: `shutdown(SHUT_RDWR)` (plus a cancel for a
+//!   pending connect) makes the in-flight operations complete; when the last one has, the
+//!   connection is dropped and `on_closed` is reported (with the first reason) from `poll`.
+//! - SQEs are queued by `connect`/`send`/re-arms and submitted in one `io_uring_enter` by the
+//!   next `poll` or `wait`; `poll` skips the syscall when nothing is queued. `new` submits
+//!   nothing, so every request belongs to the thread that polls (the kernel cancels a thread's
+//!   requests when it exits).
+//! - On drop, all sockets are shut down and all operations cancelled, and the drop waits (1 s
+//!   at most) for their completions; whatever is still in flight then is leaked on purpose.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use percore::driver::DriverWaker;
+
+use super::{set_nodelay, sockaddr, CloseReason, ConnId, EventFd, Io, IoSink};
+
+/// Submission queue size (the completion queue gets twice as many).
+const RING_ENTRIES: u32 = 1024;
+/// Receive buffer per connection.
+const RECV_BUF_LEN: usize = 64 * 1024;
+/// How long the accept stays disarmed after an unexpected error (EMFILE, ...), so a failing
+/// accept does not spin the shard.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long `drop` waits for in-flight operations before leaking their memory.
+const DROP_DRAIN: Duration = Duration::from_secs(1);
+
+/// An in-flight operation (an op slab entry). Connection ops name the connection's slot,
+/// which cannot be freed (or reused) while the op is in flight.
+#[derive(Debug)]
+enum Op {
+    /// Accept on the listener; `multishot` says which flavour was submitted.
+    Accept { multishot: bool },
+    /// 8-byte read of the waker's eventfd into the boxed counter.
+    Wake(Box<u64>),
+    /// Receive into the connection's buffer.
+    Recv(u32),
+    /// Send from the connection's send buffer.
+    Send(u32),
+    /// Connect to the connection's boxed address.
+    Connect(u32),
+    /// An `AsyncCancel` of another op.
+    Cancel,
+    /// A timeout bounding `wait` on kernels without `IORING_FEAT_EXT_ARG` (the kernel reads
+    /// the boxed timespec; we never do).
+    Timeout(#[allow(dead_code)] Box<types::Timespec>),
+}
+
+#[derive(Debug)]
+struct OpSlot {
+    generation: u32,
+    op: Option<Op>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Open,
+    Closing,
+}
+
+#[derive(Debug)]
+struct Conn {
+    sock: TcpStream,
+    state: State,
+    /// The first reason a close started for (`Some` once `state` is `Closing`).
+    reason: Option<CloseReason>,
+    recv_buf: Box<[u8]>,
+    recv_op: Option<u64>,
+    /// The receiver asked us to stop reading (backpressure): no recv is re-armed.
+    read_paused: bool,
+    /// The caller's bytes while `sending`, else the empty spare handed out by the next `send`.
+    send_buf: Vec<u8>,
+    send_off: usize,
+    /// `send_buf` holds bytes not yet all written (in flight, or waiting for the connect).
+    sending: bool,
+    send_op: Option<u64>,
+    connect_addr: Option<Box<(libc::sockaddr_storage, libc::socklen_t)>>,
+    connect_op: Option<u64>,
+}
+
+impl Conn {
+    fn new(sock: TcpStream, state: State) -> Self {
+        Conn {
+            sock,
+            state,
+            reason: None,
+            recv_buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
+            recv_op: None,
+            read_paused: false,
+            send_buf: Vec::new(),
+            send_off: 0,
+            sending: false,
+            send_op: None,
+            connect_addr: None,
+            connect_op: None,
+        }
     }
-    pub(crate) fn new(_l: Option<std::net::TcpListener>) -> std::io::Result<super::mio::MioIo> {
-        unreachable!()
+
+    fn in_flight(&self) -> bool {
+        self.recv_op.is_some() || self.send_op.is_some() || self.connect_op.is_some()
+    }
+
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+#[derive(Debug)]
+struct ConnSlot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+/// Reports that do not come straight from a completion.
+#[derive(Debug)]
+enum Deferred {
+    /// An empty `send`: nothing to write, report at once.
+    Sent(ConnId),
+    /// The connection is gone (or never came to be: `socket()` failed).
+    Closed(ConnId, CloseReason),
+}
+
+/// The io_uring [`Io`] backend of one shard. See the [module docs](self).
+pub(crate) struct UringIo {
+    ring: IoUring,
+    /// The kernel takes a timeout in `io_uring_enter` (5.11+); else `wait` submits a timeout op.
+    ext_arg: bool,
+    ops: Vec<OpSlot>,
+    op_free: Vec<u32>,
+    ops_live: usize,
+    conns: Vec<ConnSlot>,
+    conn_free: Vec<u32>,
+    /// SQEs that did not fit into the submission queue, oldest first.
+    backlog: VecDeque<squeue::Entry>,
+    deferred: VecDeque<Deferred>,
+    /// Reused buffer of (user_data, result, flags) reaped from the completion queue.
+    cqes: Vec<(u64, i32, u32)>,
+    listener: Option<TcpListener>,
+    accept_armed: bool,
+    /// Multishot accept is tried first and dropped for good if the kernel rejects it.
+    accept_multishot: bool,
+    /// A multishot accept has produced a connection, so an EINVAL means something else.
+    accept_multishot_worked: bool,
+    accept_paused_until: Option<Instant>,
+    waker: Arc<EventFd>,
+}
+
+impl std::fmt::Debug for UringIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringIo")
+            .field("ops_in_flight", &self.ops_live)
+            .field("connections", &(self.conns.len() - self.conn_free.len()))
+            .field("backlog", &self.backlog.len())
+            .field("listening", &self.listener.is_some())
+            .field("accept_multishot", &self.accept_multishot)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_retry(errno: i32) -> bool {
+    errno == libc::EINTR || errno == libc::EAGAIN
+}
+
+impl UringIo {
+    /// Checks that a ring can be created here and supports every opcode this backend uses.
+    pub(crate) fn probe() -> Result<(), String> {
+        let ring = IoUring::new(8).map_err(|e| format!("io_uring unavailable: {e}"))?;
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring opcode probe failed: {e}"))?;
+        let needed = [
+            ("accept", opcode::Accept::CODE),
+            ("recv", opcode::Recv::CODE),
+            ("send", opcode::Send::CODE),
+            ("connect", opcode::Connect::CODE),
+            ("read", opcode::Read::CODE),
+            ("async_cancel", opcode::AsyncCancel::CODE),
+        ];
+        for (name, code) in needed {
+            if !probe.is_supported(code) {
+                return Err(format!("io_uring lacks the {name} opcode"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A ring with the waker's read armed and, given a listener (non-blocking, listening),
+    /// an accept armed on it.
+    pub(crate) fn new(listener: Option<TcpListener>) -> io::Result<UringIo> {
+        let ring = IoUring::new(RING_ENTRIES)?;
+        let ext_arg = ring.params().is_feature_ext_arg();
+        let waker = Arc::new(EventFd::new()?);
+        // The waker's fd is ours alone: make it blocking, so kernels that complete a read of
+        // an O_NONBLOCK file with EAGAIN instead of waiting still park the read. io_uring
+        // tries it non-blocking first anyway, and a wake's write cannot block (the counter
+        // would have to reach u64::MAX - 1).
+        // SAFETY: fcntl on a descriptor owned by `waker`, which outlives the call.
+        let flags = unsafe { libc::fcntl(waker.fd(), libc::F_GETFL) };
+        if flags >= 0 {
+            // SAFETY: as above.
+            unsafe { libc::fcntl(waker.fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
+        }
+        let mut io = UringIo {
+            ring,
+            ext_arg,
+            ops: Vec::new(),
+            op_free: Vec::new(),
+            ops_live: 0,
+            conns: Vec::new(),
+            conn_free: Vec::new(),
+            backlog: VecDeque::new(),
+            deferred: VecDeque::new(),
+            cqes: Vec::with_capacity(RING_ENTRIES as usize * 2),
+            listener,
+            accept_armed: false,
+            accept_multishot: true,
+            accept_multishot_worked: false,
+            accept_paused_until: None,
+            waker,
+        };
+        io.arm_wake();
+        io.arm_accept();
+        Ok(io)
+    }
+
+    // ---- op slab ------------------------------------------------------------------------
+
+    /// Stores `op` and returns the `user_data` naming it.
+    fn op_insert(&mut self, op: Op) -> u64 {
+        let index = match self.op_free.pop() {
+            Some(i) => i as usize,
+            None => {
+                self.ops.push(OpSlot { generation: 0, op: None });
+                self.ops.len() - 1
+            }
+        };
+        let slot = &mut self.ops[index];
+        slot.op = Some(op);
+        self.ops_live += 1;
+        (slot.generation as u64) << 32 | index as u64
+    }
+
+    fn op_slot(&mut self, user_data: u64) -> Option<&mut OpSlot> {
+        let slot = self.ops.get_mut((user_data & 0xffff_ffff) as usize)?;
+        (slot.generation == (user_data >> 32) as u32 && slot.op.is_some()).then_some(slot)
+    }
+
+    /// Takes the op named by `user_data` out of the slab (its final completion arrived).
+    fn op_remove(&mut self, user_data: u64) -> Option<Op> {
+        let slot = self.op_slot(user_data)?;
+        let op = slot.op.take();
+        slot.generation = slot.generation.wrapping_add(1);
+        self.op_free.push((user_data & 0xffff_ffff) as u32);
+        self.ops_live -= 1;
+        op
+    }
+
+    // ---- connection slab ----------------------------------------------------------------
+
+    fn conn_insert(&mut self, conn: Conn) -> (u32, ConnId) {
+        let index = match self.conn_free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(ConnSlot { generation: 0, conn: None });
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let slot = &mut self.conns[index as usize];
+        slot.conn = Some(conn);
+        (index, ConnId::new(index, slot.generation))
+    }
+
+    /// An id for a connection that never came to be (its slot is released at once).
+    fn burn_id(&mut self) -> ConnId {
+        let (index, id) = match self.conn_free.pop() {
+            Some(i) => (i, ConnId::new(i, self.conns[i as usize].generation)),
+            None => {
+                self.conns.push(ConnSlot { generation: 0, conn: None });
+                let i = (self.conns.len() - 1) as u32;
+                (i, ConnId::new(i, 0))
+            }
+        };
+        let slot = &mut self.conns[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        self.conn_free.push(index);
+        id
+    }
+
+    /// The slot index of a live connection named by `id`.
+    fn lookup(&self, id: ConnId) -> Option<u32> {
+        let slot = self.conns.get(id.index())?;
+        (slot.generation == id.generation() && slot.conn.is_some()).then_some(id.index() as u32)
+    }
+
+    fn conn(&mut self, index: u32) -> Option<&mut Conn> {
+        self.conns.get_mut(index as usize)?.conn.as_mut()
+    }
+
+    fn conn_id(&self, index: u32) -> ConnId {
+        ConnId::new(index, self.conns[index as usize].generation)
+    }
+
+    // ---- submission -----------------------------------------------------------------------
+
+    /// Queues `sqe` (submitted by the next `poll`/`wait`, or now if the queue is full).
+    fn push(&mut self, sqe: squeue::Entry) {
+        if self.backlog.is_empty() {
+            // SAFETY: every SQE built in this file points only at memory owned by the op slab
+            // entry its user_data names (boxed) or by the connection that entry names (boxed
+            // receive buffer and connect address; the send Vec, which is neither touched nor
+            // resized while its send is in flight). Both stay alive and in place until the
+            // op's final completion is reaped; `drop` leaks them if that never comes.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            // Full: hand the queued entries to the kernel and try once more.
+            self.enter_submit();
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(sqe);
+    }
+
+    /// Moves backlogged SQEs into the submission queue while it has room.
+    fn drain_backlog(&mut self) {
+        let mut sq = self.ring.submission();
+        while let Some(sqe) = self.backlog.front() {
+            // SAFETY: backlogged entries were built under the rules stated in `push`; their
+            // memory is owned the same way from the moment they were built.
+            if unsafe { sq.push(sqe) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// One `io_uring_enter` submitting what is queued (no waiting).
+    fn enter_submit(&mut self) -> usize {
+        match self.ring.submit() {
+            Ok(n) => n,
+            Err(e) => {
+                match e.raw_os_error() {
+                    // EBUSY: the completion queue is overflowing; reaping completions fixes it.
+                    Some(libc::EBUSY) | Some(libc::EINTR) | Some(libc::EAGAIN) => {}
+                    _ => log::warn!("io_uring submit failed: {e}"),
+                }
+                0
+            }
+        }
+    }
+
+    /// Submits everything queued (backlog included), skipping the syscall when there is
+    /// nothing to submit and no overflowed completions to flush.
+    fn flush(&mut self) {
+        loop {
+            self.drain_backlog();
+            let needed = {
+                let sq = self.ring.submission();
+                !sq.is_empty() || sq.cq_overflow()
+            };
+            if !needed {
+                return;
+            }
+            let submitted = self.enter_submit();
+            if self.backlog.is_empty() || submitted == 0 {
+                return;
+            }
+        }
+    }
+
+    // ---- arming -------------------------------------------------------------------------
+
+    fn arm_wake(&mut self) {
+        let mut counter = Box::new(0u64);
+        let buf: *mut u8 = (&mut *counter as *mut u64).cast();
+        let fd = self.waker.fd();
+        let ud = self.op_insert(Op::Wake(counter));
+        self.push(opcode::Read::new(types::Fd(fd), buf, 8).build().user_data(ud));
+    }
+
+    fn arm_accept(&mut self) {
+        let Some(listener) = &self.listener else { return };
+        if self.accept_armed {
+            return;
+        }
+        if let Some(until) = self.accept_paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        let fd = types::Fd(listener.as_raw_fd());
+        let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+        let multishot = self.accept_multishot;
+        let ud = self.op_insert(Op::Accept { multishot });
+        let sqe = if multishot {
+            opcode::AcceptMulti::new(fd).flags(flags).build()
+        } else {
+            opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut()).flags(flags).build()
+        };
+        self.push(sqe.user_data(ud));
+        self.accept_armed = true;
+    }
+
+    fn arm_recv(&mut self, index: u32) {
+        let Some(conn) = self.conn(index) else { return };
+        if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused {
+            return;
+        }
+        let (fd, buf, len) = (conn.fd(), conn.recv_buf.as_mut_ptr(), conn.recv_buf.len() as u32);
+        let ud = self.op_insert(Op::Recv(index));
+        if let Some(conn) = self.conn(index) {
+            conn.recv_op = Some(ud);
+        }
+        self.push(opcode::Recv::new(types::Fd(fd), buf, len).build().user_data(ud));
+    }
+
+    /// Submits the unwritten rest of the connection's send buffer.
+    fn arm_send(&mut self, index: u32) {
+        let Some(conn) = self.conn(index) else { return };
+        if conn.state != State::Open || !conn.sending || conn.send_op.is_some() {
+            return;
+        }
+        let rest = &conn.send_buf[conn.send_off..];
+        let (fd, buf, len) = (conn.fd(), rest.as_ptr(), rest.len().min(u32::MAX as usize) as u32);
+        let ud = self.op_insert(Op::Send(index));
+        if let Some(conn) = self.conn(index) {
+            conn.send_op = Some(ud);
+        }
+        self.push(opcode::Send::new(types::Fd(fd), buf, len).flags(libc::MSG_NOSIGNAL).build().user_data(ud));
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let ud = self.op_insert(Op::Cancel);
+        self.push(opcode::AsyncCancel::new(target).build().user_data(ud));
+    }
+
+    // ---- closing ------------------------------------------------------------------------
+
+    /// Starts closing (first reason wins): shutdown makes the in-flight receive and send
+    /// complete; a pending connect is cancelled.
+    fn begin_close(&mut self, index: u32, why: CloseReason) {
+        let Some(conn) = self.conn(index) else { return };
+        if conn.state == State::Closing {
+            return;
+        }
+        conn.state = State::Closing;
+        conn.reason = Some(why);
+        // ENOTCONN (never connected, or already reset) is fine: nothing left to wake then.
+        let _ = conn.sock.shutdown(Shutdown::Both);
+        if let Some(connect) = conn.connect_op {
+            self.cancel(connect);
+        }
+        self.maybe_finish(index);
+    }
+
+    /// Drops a closing connection once nothing of it is in flight; `on_closed` follows.
+    fn maybe_finish(&mut self, index: u32) {
+        let slot = &mut self.conns[index as usize];
+        match &slot.conn {
+            Some(conn) if conn.state == State::Closing && !conn.in_flight() => {}
+            _ => return,
+        }
+        let id = ConnId::new(index, slot.generation);
+        let conn = slot.conn.take();
+        slot.generation = slot.generation.wrapping_add(1);
+        self.conn_free.push(index);
+        let why = conn.and_then(|c| c.reason).unwrap_or(CloseReason::Local);
+        self.deferred.push_back(Deferred::Closed(id, why));
+    }
+
+    // ---- completions --------------------------------------------------------------------
+
+    /// Reaps the completion queue into `self.cqes`.
+    fn reap(&mut self) {
+        self.cqes.clear();
+        for cqe in self.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+    }
+
+    fn deliver_deferred(&mut self, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        while let Some(d) = self.deferred.pop_front() {
+            match d {
+                Deferred::Sent(id) => {
+                    let open = self.lookup(id).and_then(|i| self.conn(i)).is_some_and(|c| c.state != State::Closing);
+                    if open {
+                        sink.on_sent(id);
+                        events += 1;
+                    }
+                }
+                Deferred::Closed(id, why) => {
+                    sink.on_closed(id, why);
+                    events += 1;
+                }
+            }
+        }
+        events
+    }
+
+    /// Handles one completion; returns how many events it reported.
+    fn complete(&mut self, user_data: u64, res: i32, flags: u32, sink: &mut dyn IoSink) -> usize {
+        let more = cqueue::more(flags);
+        let op = if more {
+            // Only a multishot accept keeps its entry across completions.
+            match self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
+                Some(Op::Accept { multishot }) => Op::Accept { multishot: *multishot },
+                other => {
+                    log::warn!("io_uring: unexpected multishot completion for {other:?}");
+                    return 0;
+                }
+            }
+        } else {
+            match self.op_remove(user_data) {
+                Some(op) => op,
+                None => {
+                    log::warn!("io_uring: completion for unknown op {user_data:#x} (res {res})");
+                    return 0;
+                }
+            }
+        };
+        match op {
+            Op::Accept { multishot } => self.on_accept(res, multishot, more, sink),
+            Op::Wake(count) => {
+                // The read emptied the counter (or failed, e.g. EINTR): either way, re-arm.
+                if res == 8 {
+                    log::trace!("io_uring: woken ({} wakes)", *count);
+                } else if res < 0 && !is_retry(-res) && res != -libc::ECANCELED {
+                    log::warn!("io_uring: waker read failed: {}", io::Error::from_raw_os_error(-res));
+                }
+                self.arm_wake();
+                0
+            }
+            Op::Recv(index) => self.on_recv(index, res, sink),
+            Op::Send(index) => self.on_send(index, res, sink),
+            Op::Connect(index) => self.on_connect(index, res, sink),
+            Op::Cancel | Op::Timeout(_) => 0,
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, multishot: bool, more: bool, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        if res >= 0 {
+            if multishot {
+                self.accept_multishot_worked = true;
+            }
+            // SAFETY: a successful accept completion carries a new descriptor that nothing
+            // else owns.
+            let sock = TcpStream::from(unsafe { OwnedFd::from_raw_fd(res) });
+            match sock.peer_addr() {
+                Ok(peer) => {
+                    set_nodelay(sock.as_raw_fd());
+                    let (index, id) = self.conn_insert(Conn::new(sock, State::Open));
+                    sink.on_accepted(id, peer);
+                    events += 1;
+                    self.arm_recv(index);
+                }
+                // Reset before we looked: drop it, nobody has heard of it.
+                Err(e) => log::debug!("io_uring: accepted socket gone at once: {e}"),
+            }
+        } else {
+            let errno = -res;
+            if multishot && errno == libc::EINVAL && !self.accept_multishot_worked {
+                log::debug!("io_uring: multishot accept unsupported, using single-shot accepts");
+                self.accept_multishot = false;
+            } else if !is_retry(errno) && errno != libc::ECANCELED {
+                let e = io::Error::from_raw_os_error(errno);
+                log::warn!("io_uring: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+            }
+        }
+        if !more {
+            self.accept_armed = false;
+            self.arm_accept();
+        }
+        events
+    }
+
+    fn on_recv(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        let id = self.conn_id(index);
+        let Some(conn) = self.conn(index) else { return 0 };
+        conn.recv_op = None;
+        let closing = conn.state == State::Closing;
+        if res > 0 {
+            if !closing {
+                sink.on_data(id, &conn.recv_buf[..res as usize]);
+                events += 1;
+                self.arm_recv(index);
+            }
+        } else if res == 0 {
+            self.begin_close(index, CloseReason::Eof);
+        } else if is_retry(-res) {
+            self.arm_recv(index);
+        } else if !closing {
+            self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(-res)));
+        }
+        self.maybe_finish(index);
+        events
+    }
+
+    fn on_send(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        let id = self.conn_id(index);
+        let Some(conn) = self.conn(index) else { return 0 };
+        conn.send_op = None;
+        let closing = conn.state == State::Closing;
+        if res > 0 {
+            conn.send_off += res as usize;
+            if conn.send_off >= conn.send_buf.len() {
+                conn.send_buf.clear();
+                conn.send_off = 0;
+                conn.sending = false;
+                if !closing {
+                    sink.on_sent(id);
+                    events += 1;
+                }
+            } else {
+                self.arm_send(index);
+            }
+        } else if res < 0 && is_retry(-res) {
+            self.arm_send(index);
+        } else if !closing {
+            let e = if res == 0 {
+                io::Error::new(io::ErrorKind::WriteZero, "send wrote nothing")
+            } else {
+                io::Error::from_raw_os_error(-res)
+            };
+            self.begin_close(index, CloseReason::Error(e));
+        }
+        self.maybe_finish(index);
+        events
+    }
+
+    fn on_connect(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        let id = self.conn_id(index);
+        let Some(conn) = self.conn(index) else { return 0 };
+        conn.connect_op = None;
+        conn.connect_addr = None;
+        if conn.state == State::Closing {
+            // Closed while connecting: the reason is already set.
+        } else if res >= 0 {
+            conn.state = State::Open;
+            sink.on_connected(id);
+            events += 1;
+            self.arm_recv(index);
+            // A send handed over while connecting goes out now.
+            self.arm_send(index);
+        } else {
+            self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(-res)));
+        }
+        self.maybe_finish(index);
+        events
+    }
+
+    /// How long `wait` may block at most given a paused accept.
+    fn cap_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
+        let Some(until) = self.accept_paused_until else { return timeout };
+        let left = until.saturating_duration_since(Instant::now());
+        Some(timeout.map_or(left, |t| t.min(left)))
+    }
+}
+
+impl Io for UringIo {
+    fn kind(&self) -> crate::Backend {
+        crate::Backend::IoUring
+    }
+
+    fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
+        if self.accept_paused_until.is_some() {
+            self.arm_accept();
+        }
+        self.flush();
+        let mut events = self.deliver_deferred(sink);
+        self.reap();
+        let cqes = mem::take(&mut self.cqes);
+        for &(user_data, res, flags) in &cqes {
+            events += self.complete(user_data, res, flags, sink);
+        }
+        self.cqes = cqes;
+        events + self.deliver_deferred(sink)
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>) {
+        self.drain_backlog();
+        if !self.deferred.is_empty() || !self.ring.completion().is_empty() {
+            self.flush();
+            return;
+        }
+        let res = match self.cap_timeout(timeout) {
+            None => self.ring.submit_and_wait(1),
+            Some(t) if self.ext_arg => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+            Some(t) => {
+                let ts = Box::new(types::Timespec::from(t));
+                let ptr: *const types::Timespec = &*ts;
+                let ud = self.op_insert(Op::Timeout(ts));
+                self.push(opcode::Timeout::new(ptr).build().user_data(ud));
+                self.drain_backlog();
+                self.ring.submit_and_wait(1)
+            }
+        };
+        if let Err(e) = res {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => log::warn!("io_uring wait failed: {e}"),
+            }
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr) -> ConnId {
+        let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+        if fd < 0 {
+            let id = self.burn_id();
+            self.deferred.push_back(Deferred::Closed(id, CloseReason::Error(io::Error::last_os_error())));
+            return id;
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let sock = TcpStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        set_nodelay(fd);
+        let mut conn = Conn::new(sock, State::Connecting);
+        let target = Box::new(sockaddr(addr));
+        let (addr_ptr, addr_len) = ((&target.0 as *const libc::sockaddr_storage).cast::<libc::sockaddr>(), target.1);
+        conn.connect_addr = Some(target);
+        let (index, id) = self.conn_insert(conn);
+        let ud = self.op_insert(Op::Connect(index));
+        if let Some(conn) = self.conn(index) {
+            conn.connect_op = Some(ud);
+        }
+        self.push(opcode::Connect::new(types::Fd(fd), addr_ptr, addr_len).build().user_data(ud));
+        id
+    }
+
+    fn send(&mut self, id: ConnId, buf: &mut Vec<u8>) -> bool {
+        let Some(index) = self.lookup(id) else { return false };
+        let Some(conn) = self.conn(index) else { return false };
+        if conn.state == State::Closing || conn.sending {
+            return false;
+        }
+        if buf.is_empty() {
+            self.deferred.push_back(Deferred::Sent(id));
+            return true;
+        }
+        mem::swap(buf, &mut conn.send_buf);
+        conn.send_off = 0;
+        conn.sending = true;
+        // While connecting, the bytes wait in the connection; `on_connect` submits them.
+        self.arm_send(index);
+        true
+    }
+
+    fn pause_reads(&mut self, id: ConnId, paused: bool) {
+        if let Some(index) = self.lookup(id) {
+            if let Some(conn) = self.conn(index) {
+                conn.read_paused = paused;
+            }
+            if !paused {
+                self.arm_recv(index);
+            }
+        }
+    }
+
+    fn close(&mut self, id: ConnId) {
+        if let Some(index) = self.lookup(id) {
+            self.begin_close(index, CloseReason::Local);
+        }
+    }
+
+    fn waker(&self) -> Arc<dyn DriverWaker> {
+        self.waker.clone()
+    }
+}
+
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        // Stop everything: shut the sockets down, cancel every op (accept and waker read
+        // included), then wait for the completions so no buffer is freed under the kernel.
+        for slot in &self.conns {
+            if let Some(conn) = &slot.conn {
+                let _ = conn.sock.shutdown(Shutdown::Both);
+            }
+        }
+        let targets: Vec<u64> = (self.ops.iter().enumerate())
+            .filter(|(_, s)| matches!(&s.op, Some(op) if !matches!(op, Op::Cancel)))
+            .map(|(i, s)| (s.generation as u64) << 32 | i as u64)
+            .collect();
+        for target in targets {
+            self.cancel(target);
+        }
+        let deadline = Instant::now() + DROP_DRAIN;
+        while self.ops_live > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.drain_backlog();
+            let ts = types::Timespec::from((deadline - now).min(Duration::from_millis(50)));
+            let res = if self.ext_arg {
+                self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&ts))
+            } else {
+                // Without a timed wait, only submit and poll (sleeping a little in between).
+                let r = self.ring.submit();
+                std::thread::sleep(Duration::from_millis(1));
+                r
+            };
+            if let Err(e) = res {
+                if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) {
+                    log::warn!("io_uring: wait while dropping failed: {e}");
+                    break;
+                }
+            }
+            self.reap();
+            for i in 0..self.cqes.len() {
+                let (user_data, res, flags) = self.cqes[i];
+                if let Some(Op::Accept { .. }) = self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
+                    if res >= 0 {
+                        // SAFETY: an accepted descriptor nobody owns yet; closing it is all
+                        // that is left to do with it.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
+                }
+                if !cqueue::more(flags) {
+                    self.op_remove(user_data);
+                }
+            }
+        }
+        if self.ops_live > 0 {
+            log::warn!(
+                "io_uring: {} operations still in flight after {DROP_DRAIN:?}; leaking their buffers and sockets",
+                self.ops_live
+            );
+            mem::forget(mem::take(&mut self.ops));
+            mem::forget(mem::take(&mut self.conns));
+            mem::forget(self.listener.take());
+            mem::forget(self.waker.clone());
+        }
     }
 }
