@@ -201,6 +201,8 @@ enum PeerState {
 struct AliasEntry {
     bind: Vec<u8>,
     ctl: Box<dyn ProxyCtl>,
+    /// The peer incarnation this alias was made for (None: whichever answers next).
+    incarnation: Option<u64>,
 }
 
 /// A remote node this shard sends to.
@@ -208,6 +210,9 @@ struct Peer {
     addr: SocketAddr,
     state: PeerState,
     incarnation: Option<u64>,
+    /// The incarnation last seen before the peer was declared unreachable (to quarantine it
+    /// if a different one answers later).
+    last_incarnation: Option<u64>,
     pending: Vec<u8>,
     pending_msgs: u64,
     aliases: HashMap<u32, AliasEntry>,
@@ -283,6 +288,7 @@ impl EndpointState {
             addr,
             state: PeerState::Idle,
             incarnation: None,
+            last_incarnation: None,
             pending: Vec::with_capacity(64 * 1024),
             pending_msgs: 0,
             aliases: HashMap::new(),
@@ -348,7 +354,8 @@ impl EndpointState {
         if matches!(peer.state, PeerState::Open(_)) {
             peer.pending.extend_from_slice(&bind);
         }
-        peer.aliases.insert(alias, AliasEntry { bind, ctl });
+        let incarnation = if wr.incarnation != 0 { Some(wr.incarnation) } else { peer.incarnation };
+        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation });
         self.ensure_connecting(p);
         self.mark_dirty(p);
         Some((p, alias))
@@ -613,19 +620,27 @@ impl EndpointState {
         if node.is_quarantined(server.addr, server.incarnation) {
             return Err(FrameError::Quarantined(server.incarnation));
         }
-        if let Some(old) = peer.incarnation.filter(|&i| i != server.incarnation) {
-            // The peer restarted: its actors are gone. Everything addressed to them is
-            // undeliverable, and every proxy stops (Terminated to its watchers).
+        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
+            // The peer restarted: its actors are gone. The old incarnation is quarantined;
+            // proxies made for it stop (Terminated to their watchers), and what is buffered
+            // for it is undeliverable. Proxies made since it was given up address whichever
+            // incarnation answers, i.e. this one.
             node.quarantine(peer.addr, old);
-            self.undelivered += peer.pending_msgs;
-            peer.pending.clear();
-            peer.pending_msgs = 0;
-            for (_, a) in peer.aliases.drain() {
-                a.ctl.stop();
+            if peer.incarnation == Some(old) {
+                self.undelivered += peer.pending_msgs;
+                peer.pending.clear();
+                peer.pending_msgs = 0;
             }
-            for a in peer.paused.drain(..) {
-                let _ = a;
+            let stale: Vec<u32> = peer.aliases.iter().filter(|(_, a)| a.incarnation == Some(old)).map(|(k, _)| *k).collect();
+            for k in stale {
+                if let Some(a) = peer.aliases.remove(&k) {
+                    a.ctl.stop();
+                }
             }
+            peer.paused.retain(|k| peer.aliases.contains_key(k));
+        }
+        for a in peer.aliases.values_mut() {
+            a.incarnation.get_or_insert(server.incarnation);
         }
         peer.incarnation = Some(server.incarnation);
         peer.state = PeerState::Open(c);
@@ -668,6 +683,7 @@ impl EndpointState {
         peer.state = PeerState::Idle;
         peer.down_since = None;
         peer.backoff = node.cfg.reconnect_min;
+        peer.last_incarnation = peer.incarnation.take().or(peer.last_incarnation);
     }
 
     /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
@@ -678,7 +694,12 @@ impl EndpointState {
             let peer = &mut self.peers[p];
             match peer.state {
                 PeerState::Open(c) => {
-                    if now.duration_since(peer.last_heard) > timeout {
+                    let sending = self.conns.get(&c).is_some_and(|conn| conn.sending);
+                    if sending {
+                        // A send is in flight: the kernel's TCP_USER_TIMEOUT watches it
+                        // (heartbeat replies wait behind what a busy receiver has not read).
+                        peer.last_heard = peer.last_heard.max(now - timeout / 2);
+                    } else if now.duration_since(peer.last_heard) > timeout {
                         self.unreachable(p, "no heartbeat reply");
                         continue;
                     }
@@ -919,6 +940,12 @@ impl IoSink for EndpointState {
         if let Some(conn) = self.conns.get_mut(&c) {
             conn.sending = false;
             self.dirty.push(c);
+            // The peer's kernel took our bytes, so its side is reading: that is a sign of
+            // life too. Heartbeat replies queue behind the data a slow (backpressuring)
+            // receiver has not read yet, so they alone would call a busy peer dead.
+            if let Role::Outbound { peer, open: true, .. } = conn.role {
+                self.peers[peer].last_heard = Instant::now();
+            }
         }
     }
 

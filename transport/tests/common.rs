@@ -169,9 +169,10 @@ impl Actor for CounterActor {
     }
 }
 
-/// Spawns the counter as the named top-level actor `name`.
+/// Spawns the counter as the named top-level actor `name` (a mailbox sized for a target
+/// fed from the network: a full one pauses the connection, which is slow in debug builds).
 pub fn spawn_counter(rt: &Runtime, name: &str) -> ActorRef<Counter> {
-    rt.handle().spawn_with(SpawnOptions::new().name(name), CounterActor::new()).unwrap()
+    rt.handle().spawn_with(SpawnOptions::new().name(name).capacity(4096), CounterActor::new()).unwrap()
 }
 
 /// Collects Replies and Terminated notices for assertions from the test thread.
@@ -189,7 +190,7 @@ pub enum SinkEvent {
 pub enum SinkMsg {
     Reply(Reply),
     Watch(ActorRef<Counter>),
-    Terminated(Terminated),
+    Terminated(#[allow(dead_code)] Terminated),
 }
 
 impl Actor for Sink {

@@ -207,13 +207,22 @@ pub(crate) fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::sockl
     (storage, len as libc::socklen_t)
 }
 
+/// How long sent data may stay unacknowledged by the peer's kernel before the kernel drops
+/// the connection (`TCP_USER_TIMEOUT`). This is the failure detector while a send is in
+/// flight: heartbeat replies then queue behind data a slow receiver has not read, but a live
+/// peer's kernel still acknowledges (or answers zero-window probes), a dead host does not.
+pub(crate) const TCP_USER_TIMEOUT_MS: libc::c_int = 10_000;
+
 /// Sets `TCP_NODELAY` (frames are batched by the shard loop already; Nagle would only add
-/// latency).
+/// latency) and [`TCP_USER_TIMEOUT_MS`].
 pub(crate) fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
-    // SAFETY: valid fd, pointer to a local int; failure only costs latency.
+    let size = std::mem::size_of::<libc::c_int>() as u32;
+    // SAFETY: valid fd, pointers to local ints of `size` bytes; failure only costs latency
+    // (or leaves the kernel's default retransmission timeout in charge).
     unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&one as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&one as *const libc::c_int).cast(), size);
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, (&TCP_USER_TIMEOUT_MS as *const libc::c_int).cast(), size);
     };
 }
 
