@@ -65,8 +65,13 @@ pub(crate) enum Sent {
 pub(crate) struct ReplyTable {
     shard: u16,
     next: u64,
-    map: HashMap<u64, (Instant, Box<dyn FnOnce(Option<&mut Decoder<'_>>)>)>,
+    map: HashMap<u64, (Instant, PendingReply)>,
 }
+
+/// Completes a remote ask with the decoded answer (`None`: no answer).
+type PendingReply = Box<dyn FnOnce(Option<&mut Decoder<'_>>)>;
+/// Decodes one inbound message and offers it to the bound actor.
+type Deliver = Box<dyn Fn(&mut Decoder<'_>) -> Result<Delivery, WireError>>;
 
 impl ReplyTable {
     /// Keeps `reply` until the answer comes; returns its (shard, sequence) address.
@@ -109,7 +114,7 @@ impl ReplyTable {
 pub(crate) struct Binding {
     target: ActorId,
     /// Decodes one message and offers it to the actor.
-    deliver: Box<dyn Fn(&mut Decoder<'_>) -> Result<Delivery, WireError>>,
+    deliver: Deliver,
     watch: Option<WatchJob>,
 }
 

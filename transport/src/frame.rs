@@ -90,10 +90,13 @@ pub enum FrameError {
     Wire(#[from] WireError),
 }
 
+/// A complete frame: (kind, body, bytes consumed).
+pub(crate) type Frame<'a> = (u8, &'a [u8], usize);
+
 /// Splits the next complete frame off `buf`: `Ok(Some((kind, body, consumed)))`, `Ok(None)`
 /// if more bytes are needed, `Err` if the length is invalid.
 #[inline]
-pub(crate) fn next_frame(buf: &[u8], max: usize) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
+pub(crate) fn next_frame(buf: &[u8], max: usize) -> Result<Option<Frame<'_>>, FrameError> {
     if buf.len() < 4 {
         return Ok(None);
     }

@@ -173,6 +173,11 @@ struct TypeEntry {
     bind: Binder,
 }
 
+/// A remote actor as seen through one message type.
+type ProxyKey = (SocketAddr, Target, TypeId);
+/// A proxy's id and its `ActorRef<M>`.
+type LiveProxy = (ActorId, Box<dyn Any + Send>);
+
 /// What every shard of a node shares.
 pub(crate) struct NodeShared {
     pub(crate) rt: RuntimeHandle,
@@ -185,7 +190,7 @@ pub(crate) struct NodeShared {
     /// Local actors reachable by id (refs that were sent to other nodes).
     exports: Mutex<HashMap<u64, Export>>,
     /// Live proxies, by remote actor and message type: (proxy id, `ActorRef<M>`).
-    proxies: Mutex<HashMap<(SocketAddr, Target, TypeId), (ActorId, Box<dyn Any + Send>)>>,
+    proxies: Mutex<HashMap<ProxyKey, LiveProxy>>,
     /// What each proxy stands for (to encode a proxy's ref).
     proxy_targets: Mutex<HashMap<ActorId, WireRef>>,
     /// Incarnations of peers that restarted: their connections are refused.

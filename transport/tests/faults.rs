@@ -169,7 +169,8 @@ fn bad_frames_after_auth_close_the_connection(backend: Backend) {
     good.hit(1, 0);
     eventually("raw hit delivered", || total_via(&na, &nb) == 1);
 
-    let bad: Vec<(&str, Box<dyn Fn(&mut Raw)>)> = vec![
+    type Act = Box<dyn Fn(&mut Raw)>;
+    let bad: Vec<(&str, Act)> = vec![
         ("unknown type id", Box::new(|r: &mut Raw| r.bind(1, 0xdead_beef, "counter"))),
         ("truncated message body", Box::new(|r: &mut Raw| {
             r.bind(1, 0x7e57_0001, "counter");
