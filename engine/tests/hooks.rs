@@ -182,3 +182,95 @@ fn shard_driver_is_polled_parked_on_and_woken_by_senders() {
     drop(a);
     rt.shutdown(); // the driver is dropped on its shard, the runtime exits
 }
+
+/// A child that counts; its `resumed` hook counts too.
+struct Worker {
+    n: u64,
+    resumed: Count,
+}
+
+enum W {
+    Inc,
+    Get(ReplyTo<u64>),
+}
+
+impl Actor for Worker {
+    type Msg = W;
+    fn handle(&mut self, _: &mut Context<Self>, m: W) -> Result<(), ActorError> {
+        match m {
+            W::Inc => self.n += 1,
+            W::Get(r) => drop(r.reply(self.n)),
+        }
+        Ok(())
+    }
+    fn resumed(&mut self, _: &mut Context<Self>) {
+        self.resumed.add(1);
+    }
+}
+
+/// Defers every decision; decides when told.
+struct Deferrer {
+    failures: Count,
+    child: Option<percore::ActorRef<W>>,
+    resumed: Count,
+}
+
+enum D {
+    Spawn(ReplyTo<percore::ActorRef<W>>),
+    Decide(percore::Directive),
+}
+
+impl Actor for Deferrer {
+    type Msg = D;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: D) -> Result<(), ActorError> {
+        match m {
+            D::Spawn(r) => {
+                let resumed = self.resumed.clone();
+                let c = ctx.spawn_props(percore::Props::new(move || Worker { n: 0, resumed: resumed.clone() }))?;
+                self.child = Some(c.clone());
+                r.reply(c);
+            }
+            D::Decide(d) => {
+                let c = self.child.clone().unwrap();
+                match d {
+                    percore::Directive::Resume => assert!(ctx.resume_child(&c)),
+                    percore::Directive::Restart => assert!(ctx.restart_child(&c)),
+                    _ => ctx.stop(&c),
+                }
+            }
+        }
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> percore::SupervisorStrategy {
+        let failures = self.failures.clone();
+        percore::SupervisorStrategy::one_for_one(move |_| {
+            failures.add(1);
+            percore::Directive::Defer
+        })
+    }
+}
+
+#[test]
+fn deferred_supervision_and_injected_failures() {
+    let rt = runtime(2);
+    let failures = Count::default();
+    let resumed = Count::default();
+    let p = rt.handle().spawn(Deferrer { failures: failures.clone(), child: None, resumed: resumed.clone() }).unwrap();
+    let c = p.ask(D::Spawn, DEADLINE).unwrap();
+    c.tell(W::Inc).unwrap();
+    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 1);
+    // An injected failure suspends the child until the supervisor decides.
+    assert!(c.fail("told to fail"));
+    assert!(eventually(|| failures.get() == 1));
+    c.tell(W::Inc).unwrap();
+    assert!(matches!(c.ask(W::Get, Duration::from_millis(200)), Err(AskError::Timeout)), "suspended: no answer");
+    p.tell(D::Decide(percore::Directive::Resume)).unwrap();
+    assert!(eventually(|| resumed.get() == 1), "resumed hook ran");
+    // State kept; the Inc sent while suspended was handled after the resume.
+    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 2);
+    assert!(c.fail("again"));
+    assert!(eventually(|| failures.get() == 2));
+    p.tell(D::Decide(percore::Directive::Restart)).unwrap();
+    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 0, "fresh instance after restart_child");
+    assert_eq!(rt.handle().restarts(), 1);
+}

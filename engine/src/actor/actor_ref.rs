@@ -64,6 +64,14 @@ impl<M> ActorRef<M> {
         self.raw.send_sys(SysMsg::ResumeMessages)
     }
 
+    /// Makes the actor fail with `reason`, as if its handler had returned that error
+    /// (Erlang's `exit(Pid, Reason)`): it is suspended and its supervisor decides. Goes
+    /// through the system inbox, after the message being handled. Ignored by an actor that
+    /// is already suspended or stopping. Returns `false` if the actor is dead.
+    pub fn fail(&self, reason: impl Into<String>) -> bool {
+        self.raw.send_sys(SysMsg::Fail(reason.into()))
+    }
+
     /// The actor's id.
     pub fn id(&self) -> ActorId {
         self.header().id

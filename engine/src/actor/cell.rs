@@ -97,6 +97,8 @@ pub(crate) enum SysMsg {
     Resume,
     /// End a `Context::pause_messages`.
     ResumeMessages,
+    /// Fail now with this reason, as if a handler had (Erlang's `exit(Pid, Reason)`).
+    Fail(String),
     /// Supervisor's decision: rebuild from the factory (within the restart limit).
     Restart { failure: Failure, limit: Option<(u32, Duration)> },
     /// Someone watches this actor.

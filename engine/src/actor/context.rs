@@ -192,6 +192,23 @@ impl<'a, A: Actor> Context<'a, A> {
         target.erased().send_sys(SysMsg::Watch(entry));
     }
 
+    /// Resumes a child left suspended by [`crate::Directive::Defer`] (keeps its state; the
+    /// failing message is dropped). Returns `false` if `child` is not a child of this actor.
+    pub fn resume_child<M>(&mut self, child: &ActorRef<M>) -> bool {
+        self.meta.children.contains(child.erased()) && child.erased().send_sys(SysMsg::Resume)
+    }
+
+    /// Restarts a child left suspended by [`crate::Directive::Defer`] (a fresh instance from
+    /// its factory; mailbox and ref stay). Returns `false` if `child` is not a child of this
+    /// actor. No restart limit applies: the deciding supervisor counts.
+    pub fn restart_child<M>(&mut self, child: &ActorRef<M>) -> bool {
+        if !self.meta.children.contains(child.erased()) {
+            return false;
+        }
+        let failure = crate::Failure::from_error(child.id(), crate::supervision::FailurePhase::Message, "restart requested by the supervisor".into());
+        child.erased().send_sys(SysMsg::Restart { failure, limit: None })
+    }
+
     /// Cancels a [`Context::watch`]: no Terminated for `target` is delivered after this.
     pub fn unwatch<M>(&mut self, target: &ActorRef<M>) {
         let id = target.id();

@@ -93,6 +93,8 @@ impl<A: Actor> Activation<'_, A> {
     #[inline(never)]
     pub(crate) fn process_system_messages(&self, inner: &mut Inner<A>) {
         let mut terminated: Vec<(ActorId, Box<dyn Any + Send>)> = Vec::new();
+        let mut injected: Option<String> = None;
+        let mut resumed = false;
         for node in self.header().sys.take_all() {
             // SAFETY: nodes come from `send_sys` (Box::leak) and the batch hands each out once.
             let node = unsafe { Box::from_raw(node.as_ptr()) };
@@ -109,10 +111,12 @@ impl<A: Actor> Activation<'_, A> {
                 }
                 SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
                 SysMsg::Resume => {
-                    if inner.actor.is_some() {
+                    if inner.actor.is_some() && inner.meta.suspended {
                         inner.meta.suspended = false;
+                        resumed = true;
                     }
                 }
+                SysMsg::Fail(reason) => injected = Some(reason),
                 SysMsg::ResumeMessages => inner.meta.paused = false,
                 SysMsg::Restart { failure, limit } => self.restart(inner, failure, limit),
                 SysMsg::Watch(entry) => inner.meta.sup().watchers.push(entry),
@@ -129,6 +133,20 @@ impl<A: Actor> Activation<'_, A> {
         }
         for (from, msg) in terminated {
             self.deliver_terminated(inner, from, msg);
+        }
+        if resumed && inner.meta.lifecycle == Lifecycle::Running {
+            if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| {
+                a.resumed(ctx);
+                Ok(())
+            }) {
+                self.fail(inner, f);
+            }
+        }
+        if let Some(reason) = injected {
+            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
+                let id = self.header().id;
+                self.fail(inner, Failure::from_error(id, FailurePhase::Message, reason.into()));
+            }
         }
         if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
             self.begin_stop(inner);
@@ -162,7 +180,9 @@ impl<A: Actor> Activation<'_, A> {
                 match decide(&strategy, &failure) {
                     Directive::Resume => inner.meta.suspended = inner.actor.is_none(),
                     Directive::Restart => self.restart(inner, failure, strategy.max_restarts()),
-                    Directive::Stop | Directive::Escalate => inner.meta.request_stop(StopReason::Failed(failure)),
+                    Directive::Stop | Directive::Escalate | Directive::Defer => {
+                        inner.meta.request_stop(StopReason::Failed(failure))
+                    }
                 }
             }
         }
@@ -200,6 +220,7 @@ impl<A: Actor> Activation<'_, A> {
                 }
             }
             Directive::Escalate => self.fail(inner, Failure::escalated(self.header().id, &failure)),
+            Directive::Defer => {} // the child waits, suspended, for resume_child/restart_child/stop
         }
     }
 

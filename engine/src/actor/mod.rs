@@ -128,6 +128,12 @@ pub trait Actor: Send + Sized + 'static {
         ctx.stop_children();
     }
 
+    /// Called when the supervisor resumed this actor after a failure (the failing message
+    /// is dropped; the state is kept). Default: nothing.
+    fn resumed(&mut self, ctx: &mut Context<Self>) {
+        let _ = ctx;
+    }
+
     /// Called on the fresh instance after a restart, instead of `started`. Default: calls
     /// `started`. An `Err` is a failure while starting.
     fn post_restart(&mut self, ctx: &mut Context<Self>, failure: &Failure) -> Result<(), ActorError> {

@@ -49,6 +49,12 @@ pub enum Directive {
     Stop,
     /// Fail the supervisor itself with this failure; its own supervisor decides.
     Escalate,
+    /// Decide later: the child stays suspended (its mailbox keeps filling) until the
+    /// supervisor calls [`crate::Context::resume_child`], [`crate::Context::restart_child`]
+    /// or [`crate::Context::stop`]. For supervisors that must ask elsewhere first (a
+    /// transport's stand-in for a remote parent). One-for-one only; for the user guardian
+    /// (no one to decide later) it means Stop.
+    Defer,
 }
 
 /// Whether a directive applies to the failed child only, or to all its siblings too.
