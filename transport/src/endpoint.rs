@@ -52,6 +52,8 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&mut EndpointState) -> R) -> Option<R
 pub(crate) trait ProxyCtl {
     fn stop(&self);
     fn resume(&self);
+    /// The remote actor it stands for failed (deployments): fail locally too.
+    fn fail(&self, reason: String);
 }
 
 /// Outcome of a proxy's send.
@@ -112,7 +114,8 @@ impl ReplyTable {
 
 /// A local actor bound to an alias of an inbound connection.
 pub(crate) struct Binding {
-    target: ActorId,
+    /// The bound actor (None while a deployment is being spawned; its guard watches it).
+    target: Option<ActorId>,
     /// Decodes one message and offers it to the actor.
     deliver: Deliver,
     watch: Option<WatchJob>,
@@ -129,37 +132,76 @@ pub(crate) enum Delivery {
 
 type WatchJob = Box<dyn for<'a> FnOnce(&mut Context<'a, Endpoint>)>;
 
+/// Offers `m` to `r`: in, dead-lettered (stopped actor), or a retry that holds it.
+fn offer<M: Send + 'static>(r: &percore::ActorRef<M>, m: M) -> Delivery {
+    match r.try_tell(m) {
+        Ok(()) => Delivery::Done,
+        Err(percore::TellError::Full(m)) => {
+            let (r, mut m) = (r.clone(), Some(m));
+            Delivery::Stalled(Box::new(move || match m.take().map(|x| r.try_tell(x)) {
+                Some(Err(percore::TellError::Full(back))) => {
+                    m = Some(back);
+                    false
+                }
+                Some(Err(percore::TellError::Closed(back))) => {
+                    let _ = r.tell(back); // counted as a dead letter by the runtime
+                    true
+                }
+                _ => true,
+            }))
+        }
+        Err(percore::TellError::Closed(m)) => {
+            let _ = r.tell(m);
+            Delivery::Done
+        }
+    }
+}
+
+impl Binding {
+    /// A binding to an actor that is being spawned (a deployment): messages wait, with
+    /// the connection paused, until `slot` is filled.
+    pub(crate) fn pending<M: RemoteMessage>(slot: Arc<std::sync::OnceLock<percore::ActorRef<M>>>) -> Binding {
+        Binding {
+            target: None,
+            deliver: Box::new(move |d| {
+                let m = M::decode(d)?;
+                d.finish()?;
+                Ok(match slot.get() {
+                    Some(r) => offer(r, m),
+                    None => {
+                        let (slot, mut m, mut inner) = (slot.clone(), Some(m), None::<Box<dyn FnMut() -> bool>>);
+                        Delivery::Stalled(Box::new(move || {
+                            if let Some(retry) = inner.as_mut() {
+                                return retry();
+                            }
+                            let Some(r) = slot.get() else { return false };
+                            match offer(r, m.take().expect("offered once")) {
+                                Delivery::Done => true,
+                                Delivery::Stalled(retry) => {
+                                    inner = Some(retry);
+                                    false
+                                }
+                            }
+                        }))
+                    }
+                })
+            }),
+            watch: None,
+        }
+    }
+}
+
 /// The binder registered for `M` (see `Node::register`).
 pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target) -> Result<Binding, WireError> {
     let r = node.local_target::<M>(t)?;
     let target = r.id();
     let w = r.clone();
     Ok(Binding {
-        target,
+        target: Some(target),
         deliver: Box::new(move |d| {
             let m = M::decode(d)?;
             d.finish()?;
-            Ok(match r.try_tell(m) {
-                Ok(()) => Delivery::Done,
-                Err(percore::TellError::Full(m)) => {
-                    let (r, mut m) = (r.clone(), Some(m));
-                    Delivery::Stalled(Box::new(move || match m.take().map(|x| r.try_tell(x)) {
-                        Some(Err(percore::TellError::Full(back))) => {
-                            m = Some(back);
-                            false
-                        }
-                        Some(Err(percore::TellError::Closed(back))) => {
-                            let _ = r.tell(back); // counted as a dead letter by the runtime
-                            true
-                        }
-                        _ => true,
-                    }))
-                }
-                Err(percore::TellError::Closed(m)) => {
-                    let _ = r.tell(m);
-                    Delivery::Done
-                }
-            })
+            Ok(offer(&r, m))
         }),
         watch: Some(Box::new(move |ctx: &mut Context<'_, Endpoint>| {
             ctx.watch(&w, move |_| EndpointMsg::LocalTerminated(target));
@@ -175,7 +217,7 @@ enum InState {
 
 enum Role {
     /// Accepted here: the peer's messages come in; we answer control frames.
-    Inbound { state: InState, bindings: Vec<Option<Binding>> },
+    Inbound { state: InState, bindings: Vec<Option<Binding>>, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
     /// Ours, to `peer`: our messages go out.
     Outbound { peer: usize, cn: Nonce, open: bool },
 }
@@ -205,6 +247,9 @@ enum PeerState {
 
 struct AliasEntry {
     bind: Vec<u8>,
+    /// Its first frame (BIND or SPAWN) has been handed to a connection: a new connection
+    /// must bind it again. (Until then that frame waits in `pending`, in order.)
+    announced: bool,
     ctl: Box<dyn ProxyCtl>,
     /// The peer incarnation this alias was made for (None: whichever answers next).
     incarnation: Option<u64>,
@@ -229,6 +274,8 @@ struct Peer {
     hb_seq: u64,
     /// Already on the dirty list this turn.
     dirty: bool,
+    /// Aliases whose first frame is still in `pending`.
+    unannounced: Vec<u32>,
 }
 
 /// Per-shard protocol state. See the module docs.
@@ -304,6 +351,7 @@ impl EndpointState {
             backoff: self.node.cfg.reconnect_min,
             hb_seq: 0,
             dirty: false,
+            unannounced: Vec::new(),
         });
         self.peer_index.insert(addr, i);
         i
@@ -328,7 +376,7 @@ impl EndpointState {
 
     /// A proxy starts: give it an alias at its peer. `None`: the ref points at an earlier
     /// incarnation of the peer (the actor is gone).
-    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>) -> Option<(usize, u32)> {
+    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>, deploy: Option<&str>) -> Option<(usize, u32)> {
         let p = self.peer_for(wr.node);
         let peer = &mut self.peers[p];
         if wr.incarnation != 0 && peer.incarnation.is_some_and(|i| i != wr.incarnation)
@@ -356,14 +404,52 @@ impl EndpointState {
             }
         }
         let _ = end_frame(&mut bind, s, usize::MAX);
-        if matches!(peer.state, PeerState::Open(_)) {
-            peer.pending.extend_from_slice(&bind);
-        }
+        // A deployment's first frame spawns; later connections re-bind it by its name.
+        let first = match (deploy, &wr.target) {
+            (Some(factory), Target::Name(name)) => {
+                let mut f = Vec::new();
+                let s = begin_frame(&mut f, kind::SPAWN);
+                let mut w = Encoder::plain(&mut f);
+                w.put_u32(alias);
+                w.put_u32(type_id);
+                w.put_str(factory);
+                w.put_str(name);
+                let _ = end_frame(&mut f, s, usize::MAX);
+                f
+            }
+            _ => bind.clone(),
+        };
+        // Through the FIFO buffer, so it precedes every message of this alias (a connection
+        // opening later re-binds known aliases first, and the spawn still comes in order).
+        peer.pending.extend_from_slice(&first);
         let incarnation = if wr.incarnation != 0 { Some(wr.incarnation) } else { peer.incarnation };
-        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation });
+        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation, announced: false });
+        peer.unannounced.push(alias);
         self.ensure_connecting(p);
         self.mark_dirty(p);
         Some((p, alias))
+    }
+
+    /// A deployed child failed: tell its spawner (on the connection it was deployed on).
+    pub(crate) fn child_failed(&mut self, c: ConnId, alias: u32, reason: &str) {
+        if let Some(conn) = self.conns.get_mut(&c) {
+            let s = begin_frame(&mut conn.out, kind::CHILD_FAILED);
+            let mut w = Encoder::plain(&mut conn.out);
+            w.put_u32(alias);
+            w.put_str(reason);
+            let _ = end_frame(&mut conn.out, s, usize::MAX);
+            self.dirty.push(c);
+        }
+    }
+
+    /// A deployment proxy carries its parent's decision to the remote guard.
+    pub(crate) fn send_supervise(&mut self, p: usize, alias: u32, code: u8) {
+        let Some(peer) = self.peers.get_mut(p) else { return };
+        let s = begin_frame(&mut peer.pending, kind::SUPERVISE);
+        peer.pending.extend_from_slice(&alias.to_le_bytes());
+        peer.pending.push(code);
+        let _ = end_frame(&mut peer.pending, s, usize::MAX);
+        self.mark_dirty(p);
     }
 
     pub(crate) fn unbind_proxy(&mut self, p: usize, alias: u32) {
@@ -468,7 +554,7 @@ impl EndpointState {
         let conn = self.conns.get_mut(&c).expect("caller checked");
         conn.last_heard = Instant::now();
         match &mut conn.role {
-            Role::Inbound { state, bindings } => match state {
+            Role::Inbound { state, bindings, deployed } => match state {
                 InState::AwaitHello => {
                     if k != kind::HELLO {
                         return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
@@ -529,16 +615,17 @@ impl EndpointState {
                         }
                         match binder(&node, &target) {
                             Ok(mut b) => {
-                                let id = b.target;
                                 let job = b.watch.take();
-                                bindings[alias as usize] = Some(b);
-                                let w = self.watched.entry(id).or_default();
-                                w.push((c, alias));
-                                if w.len() == 1 {
-                                    if let Some(job) = job {
-                                        self.watch_jobs.push(job);
+                                if let Some(id) = b.target {
+                                    let w = self.watched.entry(id).or_default();
+                                    w.push((c, alias));
+                                    if w.len() == 1 {
+                                        if let Some(job) = job {
+                                            self.watch_jobs.push(job);
+                                        }
                                     }
                                 }
+                                bindings[alias as usize] = Some(b);
                             }
                             Err(e) => {
                                 log::info!(
@@ -578,6 +665,40 @@ impl EndpointState {
                             let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
                         }
                     }
+                    kind::SPAWN => {
+                        let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
+                        if alias as usize > 1 << 22 {
+                            return Err(WireError::BadLength(alias as usize).into());
+                        }
+                        if bindings.len() <= alias as usize {
+                            bindings.resize_with(alias as usize + 1, || None);
+                        }
+                        let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
+                        let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
+                            None => Err(format!("no factory {factory:?} registered")),
+                            Some(f) if f.type_id != type_id => Err(format!("factory {factory:?} makes another message type")),
+                            Some(f) => (f.spawn)(&node, req),
+                        };
+                        match outcome {
+                            Ok(dep) => {
+                                bindings[alias as usize] = Some(dep.binding);
+                                deployed.insert(alias, dep.guard);
+                            }
+                            Err(why) => {
+                                log::warn!("node {}: deployment refused: {why}", node.addr);
+                                bindings[alias as usize] = None;
+                                Self::terminated_frame(&mut conn.out, alias);
+                                self.dirty.push(c);
+                            }
+                        }
+                    }
+                    kind::SUPERVISE => {
+                        let mut d = Decoder::plain(body);
+                        let (alias, code) = (d.get_u32()?, d.get_u8()?);
+                        if let Some(g) = deployed.get(&alias) {
+                            let _ = g.tell(crate::deploy::GuardMsg::Decide(code));
+                        }
+                    }
                     other => return Err(FrameError::UnexpectedKind { kind: other, state: "inbound connection" }),
                 },
             },
@@ -601,6 +722,14 @@ impl EndpointState {
                         let alias = Decoder::plain(body).get_u32()?;
                         if let Some(a) = self.peers[p].aliases.remove(&alias) {
                             a.ctl.stop();
+                        }
+                    }
+                    kind::CHILD_FAILED => {
+                        let mut d = Decoder::plain(body);
+                        let alias = d.get_u32()?;
+                        let reason = d.get_str()?;
+                        if let Some(a) = self.peers[p].aliases.get(&alias) {
+                            a.ctl.fail(format!("remote child failed: {reason}"));
                         }
                     }
                     other => return Err(FrameError::UnexpectedKind { kind: other, state: "outbound connection" }),
@@ -657,7 +786,7 @@ impl EndpointState {
         // Bind every alias again before the buffered frames (the peer's bindings died with
         // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
         let conn = self.conns.get_mut(&c).expect("open conn");
-        let mut aliases: Vec<_> = peer.aliases.iter().collect();
+        let mut aliases: Vec<_> = peer.aliases.iter().filter(|(_, a)| a.announced).collect();
         aliases.sort_by_key(|(a, _)| **a);
         for (_, a) in aliases {
             conn.out.extend_from_slice(&a.bind);
@@ -860,6 +989,11 @@ impl EndpointState {
                 conn.sending = io.send(c, &mut peer.pending);
                 if conn.sending {
                     peer.pending_msgs = 0;
+                    for alias in peer.unannounced.drain(..) {
+                        if let Some(a) = peer.aliases.get_mut(&alias) {
+                            a.announced = true;
+                        }
+                    }
                     for alias in peer.paused.drain(..) {
                         if let Some(a) = peer.aliases.get(&alias) {
                             a.ctl.resume();
@@ -891,7 +1025,7 @@ impl Conn {
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         log::debug!("node {}: accepted {peer}", self.node.addr);
-        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: Vec::new() }));
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: Vec::new(), deployed: HashMap::new() }));
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -956,6 +1090,11 @@ impl IoSink for EndpointState {
 
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
+        if let Role::Inbound { deployed, .. } = &conn.role {
+            for g in deployed.values() {
+                let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
+            }
+        }
         if let Role::Outbound { peer: p, .. } = conn.role {
             let node = self.node.clone();
             let peer = &mut self.peers[p];

@@ -43,6 +43,12 @@ pub(crate) mod kind {
     pub(crate) const TERMINATED: u8 = 14;
     /// Client → server: the answer to an ask (shard, sequence, outcome).
     pub(crate) const REPLY: u8 = 15;
+    /// Client → server: deploy an actor from a registered factory under alias N.
+    pub(crate) const SPAWN: u8 = 16;
+    /// Server → client: the deployed actor behind alias N failed (reason).
+    pub(crate) const CHILD_FAILED: u8 = 18;
+    /// Client → server: the spawner's decision for alias N (resume, restart, stop).
+    pub(crate) const SUPERVISE: u8 = 19;
 }
 
 /// Why a connection's input was rejected. The connection is closed and the reason logged;

@@ -56,6 +56,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
+mod deploy;
 mod endpoint;
 mod error;
 mod frame;
@@ -65,6 +66,7 @@ mod node;
 mod proxy;
 mod wire;
 
+pub use deploy::spawn_remote;
 pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};

@@ -196,6 +196,10 @@ pub(crate) struct NodeShared {
     /// Incarnations of peers that restarted: their connections are refused.
     quarantined: Mutex<HashMap<SocketAddr, Vec<u64>>>,
     pub(crate) endpoints: OnceLock<Vec<ActorRef<EndpointMsg>>>,
+    /// Factories peers may deploy, by name.
+    pub(crate) factories: Mutex<HashMap<String, crate::deploy::DeployFactory>>,
+    /// Makes deployment names unique.
+    pub(crate) deploy_seq: AtomicU64,
 }
 
 /// A local actor made reachable by id: the typed ref, and whether it still lives.
@@ -315,6 +319,11 @@ impl NodeShared {
         Ok(r)
     }
 
+    /// Records what a proxy spawned elsewhere (a deployment) stands for.
+    pub(crate) fn note_proxy<M>(&self, r: &ActorRef<M>, wr: WireRef) {
+        self.proxy_targets.lock().expect("proxy lock").insert(r.id(), wr);
+    }
+
     /// A proxy stopped: forget it (a later ref to the same actor makes a fresh one).
     pub(crate) fn forget_proxy(&self, id: ActorId, wr: &WireRef, type_id: TypeId) {
         self.proxy_targets.lock().expect("proxy lock").remove(&id);
@@ -405,6 +414,8 @@ impl Node {
             proxy_targets: Mutex::new(HashMap::new()),
             quarantined: Mutex::new(HashMap::new()),
             endpoints: OnceLock::new(),
+            factories: Mutex::new(HashMap::new()),
+            deploy_seq: AtomicU64::new(1),
         });
         let (tx, rx) = std::sync::mpsc::channel();
         let mut endpoints = Vec::new();

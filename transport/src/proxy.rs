@@ -14,6 +14,7 @@
 
 use std::any::TypeId;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use percore::{Actor, ActorError, ActorRef, Context, SupervisorStrategy};
@@ -28,12 +29,25 @@ pub(crate) struct Proxy<M> {
     wr: WireRef,
     /// (peer index, alias) on this shard's endpoint once bound.
     link: Option<(usize, u32)>,
+    /// For a deployment (see `deploy.rs`): the factory name, and the link shared by the
+    /// instances a restart creates (the remote actor stays bound to the same alias).
+    deploy: Option<(String, Arc<AtomicU64>)>,
     _m: PhantomData<fn(M)>,
 }
 
 impl<M> Proxy<M> {
     pub(crate) fn new(node: Arc<NodeShared>, wr: WireRef) -> Self {
-        Proxy { node, wr, link: None, _m: PhantomData }
+        Proxy { node, wr, link: None, deploy: None, _m: PhantomData }
+    }
+
+    pub(crate) fn deployed(node: Arc<NodeShared>, wr: WireRef, factory: String, link: Arc<AtomicU64>) -> Self {
+        Proxy { node, wr, link: None, deploy: Some((factory, link)), _m: PhantomData }
+    }
+
+    fn supervise(&self, code: u8) {
+        if let (Some((peer, alias)), Some(_)) = (self.link, &self.deploy) {
+            with_state(|st| st.send_supervise(peer, alias, code));
+        }
     }
 }
 
@@ -44,6 +58,9 @@ impl<M: RemoteMessage> ProxyCtl for ActorRef<M> {
     fn resume(&self) {
         self.resume_messages();
     }
+    fn fail(&self, reason: String) {
+        ActorRef::fail(self, reason);
+    }
 }
 
 impl<M: RemoteMessage> Actor for Proxy<M> {
@@ -51,8 +68,14 @@ impl<M: RemoteMessage> Actor for Proxy<M> {
 
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         let ctl: Box<dyn ProxyCtl> = Box::new(ctx.myself().clone());
-        match with_state(|st| st.bind_proxy(&self.wr, M::TYPE_ID, ctl)).flatten() {
-            Some(link) => self.link = Some(link),
+        let deploy = self.deploy.as_ref().map(|(f, _)| f.as_str());
+        match with_state(|st| st.bind_proxy(&self.wr, M::TYPE_ID, ctl, deploy)).flatten() {
+            Some(link) => {
+                self.link = Some(link);
+                if let Some((_, shared)) = &self.deploy {
+                    shared.store((link.0 as u64) << 32 | link.1 as u64, Ordering::Relaxed);
+                }
+            }
             None => {
                 log::debug!("proxy for {:?}: peer incarnation gone or no transport here; stopping", self.wr);
                 ctx.stop_self();
@@ -76,7 +99,28 @@ impl<M: RemoteMessage> Actor for Proxy<M> {
         Ok(())
     }
 
+    fn resumed(&mut self, _ctx: &mut Context<Self>) {
+        self.supervise(crate::deploy::directive_code(percore::Directive::Resume));
+    }
+
+    fn pre_restart(&mut self, _ctx: &mut Context<Self>, _failure: &percore::Failure) {
+        self.supervise(crate::deploy::directive_code(percore::Directive::Restart));
+    }
+
+    fn post_restart(&mut self, ctx: &mut Context<Self>, _failure: &percore::Failure) -> Result<(), ActorError> {
+        match &self.deploy {
+            // The remote actor restarts under the same alias: take over the link.
+            Some((_, shared)) => {
+                let l = shared.load(Ordering::Relaxed);
+                self.link = (l != 0).then_some(((l >> 32) as usize, l as u32));
+                Ok(())
+            }
+            None => self.started(ctx),
+        }
+    }
+
     fn stopped(&mut self, ctx: &mut Context<Self>) {
+        self.supervise(crate::deploy::directive_code(percore::Directive::Stop));
         if let Some((peer, alias)) = self.link.take() {
             with_state(|st| st.unbind_proxy(peer, alias));
         }

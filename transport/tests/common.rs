@@ -73,6 +73,8 @@ pub enum Counter {
     Report(ActorRef<Reply>),
     /// Stop.
     Stop,
+    /// Fail (return an error from the handler).
+    Crash,
 }
 
 /// Answers.
@@ -112,6 +114,7 @@ impl Wire for Counter {
                 w.put(r);
             }
             Counter::Stop => w.put_u8(3),
+            Counter::Crash => w.put_u8(4),
         }
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
@@ -120,6 +123,7 @@ impl Wire for Counter {
             1 => Counter::Get(r.get()?),
             2 => Counter::Report(r.get()?),
             3 => Counter::Stop,
+            4 => Counter::Crash,
             tag => return Err(WireError::BadTag { what: "Counter", tag }),
         })
     }
@@ -164,6 +168,7 @@ impl Actor for CounterActor {
                 let _ = to.tell(Reply { total: self.total, in_order: self.in_order });
             }
             Counter::Stop => ctx.stop_self(),
+            Counter::Crash => return Err("crash requested".into()),
         }
         Ok(())
     }

@@ -4,3 +4,4 @@
 mod common;
 mod remote;
 mod faults;
+mod deploy;
