@@ -149,6 +149,12 @@ pub fn is_raw(system: &str) -> bool {
     system == RAW_SYSTEM || system == RAW_DISK
 }
 
+/// Whether `system` is percore itself, including a variant row such as `percore (mio)`
+/// (the remote workloads report one row per socket backend): never a peer.
+pub fn is_percore(system: &str) -> bool {
+    system == PERCORE || system.strip_prefix(PERCORE).is_some_and(|rest| rest.starts_with(" ("))
+}
+
 /// Workloads where lower is better and the figure of merit is the p99 latency.
 fn is_latency(record: &Record) -> bool {
     record.p99_ns.is_some()
@@ -158,7 +164,7 @@ fn is_latency(record: &Record) -> bool {
 /// Throughput workloads compare rates; the latency workload compares p99.
 pub fn ratio_to_best_peer(record: &Record, all: &[Record]) -> Option<f64> {
     let peers = all.iter().filter(|r| {
-        r.workload == record.workload && r.unit == record.unit && r.system != PERCORE && !is_raw(&r.system)
+        r.workload == record.workload && r.unit == record.unit && !is_percore(&r.system) && !is_raw(&r.system)
     });
     if is_latency(record) {
         let best = peers.filter_map(|r| r.p99_ns).min()?;
@@ -325,6 +331,14 @@ mod tests {
         let rows: Vec<String> = table(&all).lines().skip(2).filter(|l| !l.is_empty()).map(String::from).collect();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|l| l.ends_with(" -")), "{rows:?}");
+    }
+
+    #[test]
+    fn backend_rows_of_percore_are_not_peers() {
+        let all = vec![rec("percore (io_uring)", "remote-stream", 300.0), rec("percore (mio)", "remote-stream", 100.0)];
+        assert!(is_percore("percore (mio)") && is_percore(PERCORE) && !is_percore("percoreX") && !is_percore("kameo"));
+        assert!(ratio_to_best_peer(&all[0], &all).is_none());
+        assert!(ratio_to_best_peer(&all[1], &all).is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The workload table: one entry per workload name, each a function that runs the
 //! workload on percore and on every peer, validates every result and adds the records.
 //!
-//! Adding a workload (`remote-*` are planned) is one module with a `run` function and one
+//! Adding a workload is one module with a `run` function and one
 //! line in [`TABLE`].
 //!
 //! Each module holds the percore implementation of its workload; the peers' versions of
@@ -16,6 +16,7 @@ pub mod latency;
 pub mod persist;
 pub mod pingpong;
 pub mod recover;
+pub mod remote;
 pub mod ring;
 pub mod scaling;
 pub mod skynet;
@@ -169,6 +170,20 @@ pub static TABLE: &[Workload] = &[
         run: recover::run,
     },
     Workload {
+        name: "remote-pingpong",
+        summary: "two nodes (one-shard runtimes) over loopback TCP, n round trips, per backend (io_uring, mio); p50/p99/p999 per round trip",
+        default_n: 40_000,
+        in_all: true,
+        run: remote::run_pingpong,
+    },
+    Workload {
+        name: "remote-stream",
+        summary: "a sender actor streams n 64-byte messages to an actor on another node over loopback TCP, with back-pressure, per backend",
+        default_n: 8_000_000,
+        in_all: true,
+        run: remote::run_stream,
+    },
+    Workload {
         name: "scaling",
         summary: "fanin and ring-xshard on 1..=S shards (percore)",
         default_n: 4_000_000,
@@ -228,6 +243,8 @@ mod tests {
             "latency" => 200,
             // Tiny: each actor persists a few events (an fsync per group commit).
             "persist" | "recover" => 2_000,
+            // Loopback TCP round trips: tens of microseconds each, unoptimised.
+            "remote-pingpong" => 300,
             _ => 5_000,
         }
     }

@@ -1,0 +1,524 @@
+//! `remote-pingpong` and `remote-stream`: two nodes of `percore-transport` in one process,
+//! talking over loopback TCP, once per socket backend (io_uring, then mio).
+//!
+//! Each node is its own runtime with one shard: node A (shard pinned to the first core when
+//! pinning) and node B (its shard pinned to the second core). The runtimes share nothing but
+//! the TCP connections between them, so every message is encoded, written, read, decoded and
+//! delivered exactly as between two machines, minus the wire.
+//!
+//! * `remote-pingpong`: a pinger on A and a ponger on B (a named top-level actor that A
+//!   resolves with `Node::remote_ref`), one message in flight. The pinger's ref crosses once,
+//!   inside `Link`; each ping and pong carries only its count, which the pinger checks. Every
+//!   round trip's time goes into an HDR histogram (p50/p99/p999).
+//! * `remote-stream`: a sender actor on A streams `n` messages with a 64-byte payload to a
+//!   receiver on B, which checks their order and payload and counts them. The sender honours
+//!   back-pressure: the remote ref's proxy pauses its mailbox while the connection's
+//!   outbound buffer is above the high-water mark, the sender's `try_tell` then returns
+//!   `Full`, and the sender keeps the message and yields (a `Continue` to itself) so the
+//!   shard can write. The rate is `n` over the time from the start signal until the
+//!   receiver has the `n`-th message.
+//!
+//! Both runs first play a short untimed warm-up (which also connects and authenticates).
+//! Afterwards both nodes must report no undelivered or rejected messages, and both runtimes
+//! no dead letters and no failed actors. The peers (actix, ractor, kameo) have no remote
+//! actors without their cluster crates, which are not dependencies here: no peer rows.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions};
+use percore_transport::{Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
+
+use super::engine::{self, actor_error, fail, tell_sized, SEND_TIMEOUT};
+use super::Params;
+use crate::error::{BenchError, Result};
+use crate::report::{Record, Results};
+
+/// The backends measured, and the system name of their rows.
+const BACKENDS: [(Backend, &str); 2] = [(Backend::IoUring, "percore (io_uring)"), (Backend::Mio, "percore (mio)")];
+/// The cluster secret both nodes share.
+const SECRET: &str = "percore-perf";
+/// How long the benchmark thread waits for a game or a stream to finish.
+const WAIT: Duration = Duration::from_secs(120);
+/// Untimed round trips before the measured game.
+const PINGPONG_WARM_UP: u64 = 300;
+/// Untimed messages before the measured stream.
+const STREAM_WARM_UP: u64 = 2_000;
+/// Shards reported for these rows: one per node.
+const SHARDS: usize = 2;
+/// The note printed once per workload in place of peer rows.
+const NO_PEERS: &str =
+    "peers: actix, ractor and kameo need their cluster crates for remote actors; those are not dependencies, so no peer rows";
+
+// ---------------------------------------------------------------------------------------
+// Two nodes
+
+/// Two one-shard runtimes, each a node.
+struct Pair {
+    a: Runtime,
+    b: Runtime,
+    node_a: Node,
+    node_b: Node,
+}
+
+/// Why a pair could not be set up.
+enum Setup {
+    /// The backend is not available here (io_uring on an old or restricted kernel).
+    Unavailable(String),
+    Failed(BenchError),
+}
+
+impl From<BenchError> for Setup {
+    fn from(e: BenchError) -> Self {
+        Setup::Failed(e)
+    }
+}
+
+/// Moves the calling shard's thread to one core (used for node B's shard, which the engine
+/// would pin to the first core, where node A's shard is).
+#[derive(Debug)]
+struct PinHere(Option<core_affinity::CoreId>);
+
+impl Actor for PinHere {
+    type Msg = ReplyTo<bool>;
+
+    fn handle(&mut self, ctx: &mut Context<Self>, reply: ReplyTo<bool>) -> Result<(), ActorError> {
+        reply.reply(self.0.is_some_and(core_affinity::set_for_current));
+        ctx.stop_self();
+        Ok(())
+    }
+}
+
+fn config(backend: Backend) -> NodeConfig {
+    NodeConfig::new(([127, 0, 0, 1], 0)).backend(backend).secret(SECRET)
+}
+
+impl Pair {
+    fn start(system: &str, backend: Backend, pin: bool) -> Result<Pair, Setup> {
+        let a = engine::runtime(1, pin)?;
+        let b = engine::runtime(1, false)?;
+        if pin {
+            let second = core_affinity::get_core_ids().and_then(|ids| ids.get(1).copied());
+            let pinner = b.spawn_on(0, PinHere(second)).map_err(fail("spawning the pinner"))?;
+            engine::ask(&pinner, "pinning node B's shard", |reply| reply)?;
+        }
+        let node_a = match Node::start(&a.handle(), config(backend)) {
+            Ok(node) => node,
+            Err(e) if backend == Backend::IoUring => return Err(Setup::Unavailable(e.to_string())),
+            Err(e) => return Err(BenchError::system(system, "starting node A", e).into()),
+        };
+        let node_b =
+            Node::start(&b.handle(), config(backend)).map_err(|e| BenchError::system(system, "starting node B", e))?;
+        for node in [&node_a, &node_b] {
+            let registered = node.register::<PongMsg>().and_then(|()| node.register::<PingMsg>());
+            registered
+                .and_then(|()| node.register::<Data>())
+                .map_err(|e| BenchError::system(system, "registering", e))?;
+        }
+        Ok(Pair { a, b, node_a, node_b })
+    }
+
+    /// A ref on node A to the top-level actor `name` on node B.
+    fn remote<M: RemoteMessage>(&self, system: &str, name: &str) -> Result<ActorRef<M>> {
+        let path = format!("{}/user/{name}", self.node_b.address());
+        self.node_a.remote_ref::<M>(&path).map_err(|e| BenchError::system(system, format!("resolving {path}"), e))
+    }
+
+    /// Checks the transport's and the runtimes' counters, then shuts both runtimes down.
+    fn finish(self, system: &str, workload: &str) -> Result<()> {
+        for (which, node) in [("node A", &self.node_a), ("node B", &self.node_b)] {
+            let s = node.stats();
+            BenchError::check_eq(workload, system, &format!("{which} undelivered"), s.undelivered, 0)?;
+            BenchError::check_eq(workload, system, &format!("{which} rejected connections"), s.rejected, 0)?;
+        }
+        let Pair { a, b, node_a, node_b } = self;
+        drop((node_a, node_b));
+        // Read both runtimes' counters before either shuts down (a closing peer is not an
+        // error of the run).
+        let (dead, failures) = (a.dead_letters() + b.dead_letters(), a.failures() + b.failures());
+        a.shutdown();
+        b.shutdown();
+        BenchError::check_eq(workload, system, "dead letters", dead, 0)?;
+        BenchError::check_eq(workload, system, "failed actors", failures, 0)
+    }
+}
+
+/// Runs `measure` on each backend; an unavailable io_uring is a note, not a failure.
+fn each_backend(
+    params: &Params,
+    results: &mut Results,
+    measure: impl Fn(&str, Backend, bool) -> Result<Record, Setup>,
+) {
+    for (backend, system) in BACKENDS {
+        match measure(system, backend, params.pin) {
+            Ok(record) => results.records.push(record),
+            Err(Setup::Unavailable(why)) => results.notes.push(format!("io_uring backend unavailable: {why}")),
+            Err(Setup::Failed(e)) => results.failures.push(e),
+        }
+    }
+    if params.peers {
+        results.notes.push(NO_PEERS.into());
+    }
+}
+
+fn histogram(system: &str) -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| BenchError::system(system, "creating the histogram", e))
+}
+
+// ---------------------------------------------------------------------------------------
+// remote-pingpong
+
+/// Messages to the ponger (node B).
+#[derive(Debug)]
+enum PongMsg {
+    /// Where to send pongs: the pinger on node A (a ref inside a message, sent once).
+    Link(ActorRef<PingMsg>),
+    /// Round trip `k`: answer `Pong(k)`.
+    Ping(u64),
+    /// Reply with the number of pings seen.
+    Count(ReplyTo<u64>),
+}
+
+impl Wire for PongMsg {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match self {
+            PongMsg::Link(r) => {
+                w.put_u8(0);
+                w.put(r);
+            }
+            PongMsg::Ping(k) => {
+                w.put_u8(1);
+                w.put_u64(k);
+            }
+            PongMsg::Count(reply) => {
+                w.put_u8(2);
+                w.put(reply);
+            }
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(match r.get_u8()? {
+            0 => PongMsg::Link(r.get()?),
+            1 => PongMsg::Ping(r.get_u64()?),
+            2 => PongMsg::Count(r.get()?),
+            tag => return Err(WireError::BadTag { what: "PongMsg", tag }),
+        })
+    }
+}
+
+impl RemoteMessage for PongMsg {
+    const TYPE_ID: u32 = 0x7065_7201;
+}
+
+/// Messages to the pinger (node A).
+#[derive(Debug)]
+enum PingMsg {
+    /// Play `n` round trips (sent locally by the benchmark thread).
+    Go(u64),
+    /// The answer to round trip `k`.
+    Pong(u64),
+}
+
+impl Wire for PingMsg {
+    fn encode(self, w: &mut Encoder<'_>) {
+        let (tag, v) = match self {
+            PingMsg::Go(n) => (0, n),
+            PingMsg::Pong(k) => (1, k),
+        };
+        w.put_u8(tag);
+        w.put_u64(v);
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(match r.get_u8()? {
+            0 => PingMsg::Go(r.get_u64()?),
+            1 => PingMsg::Pong(r.get_u64()?),
+            tag => return Err(WireError::BadTag { what: "PingMsg", tag }),
+        })
+    }
+}
+
+impl RemoteMessage for PingMsg {
+    const TYPE_ID: u32 = 0x7065_7202;
+}
+
+/// One game's result, from the pinger.
+#[derive(Debug)]
+struct Game {
+    pongs: u64,
+    secs: f64,
+    /// Round-trip times, ns.
+    hist: Histogram<u64>,
+}
+
+#[derive(Debug)]
+struct Pinger {
+    ponger: ActorRef<PongMsg>,
+    target: u64,
+    next: u64,
+    started: Instant,
+    sent_at: Instant,
+    hist: Histogram<u64>,
+    out: mpsc::Sender<Result<Game, String>>,
+}
+
+impl Pinger {
+    fn ping(&mut self, k: u64) -> Result<(), ActorError> {
+        self.next = k;
+        self.sent_at = Instant::now();
+        tell_sized(&self.ponger, PongMsg::Ping(k), "ping")
+    }
+}
+
+impl Actor for Pinger {
+    type Msg = PingMsg;
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: PingMsg) -> Result<(), ActorError> {
+        match msg {
+            PingMsg::Go(n) => {
+                self.target = n;
+                self.hist.reset();
+                self.started = Instant::now();
+                self.ping(1)
+            }
+            PingMsg::Pong(k) => {
+                let rtt = self.sent_at.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+                if k != self.next {
+                    let _ = self.out.send(Err(format!("got pong {k}, expected {}", self.next)));
+                    return Err(actor_error("pong out of order"));
+                }
+                self.hist.saturating_record(rtt.max(1));
+                if k < self.target {
+                    return self.ping(k + 1);
+                }
+                let game = Game { pongs: k, secs: self.started.elapsed().as_secs_f64(), hist: self.hist.clone() };
+                let _ = self.out.send(Ok(game));
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ponger {
+    pinger: Option<ActorRef<PingMsg>>,
+    pings: u64,
+}
+
+impl Actor for Ponger {
+    type Msg = PongMsg;
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: PongMsg) -> Result<(), ActorError> {
+        match msg {
+            PongMsg::Link(pinger) => self.pinger = Some(pinger),
+            PongMsg::Ping(k) => {
+                self.pings += 1;
+                let pinger = self.pinger.as_ref().ok_or_else(|| actor_error("ping before link"))?;
+                tell_sized(pinger, PingMsg::Pong(k), "pong")?;
+            }
+            PongMsg::Count(reply) => {
+                reply.reply(self.pings);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn pingpong(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record, Setup> {
+    const NAME: &str = "remote-pingpong";
+    let pair = Pair::start(system, backend, pin)?;
+    let ponger_local = pair
+        .b
+        .spawn_with(SpawnOptions::new().shard(0).name("remote-pong"), Ponger::default())
+        .map_err(fail("spawning the ponger"))?;
+    let ponger = pair.remote::<PongMsg>(system, "remote-pong")?;
+    let (tx, rx) = mpsc::channel();
+    let pinger = Pinger {
+        ponger: ponger.clone(),
+        target: 0,
+        next: 0,
+        started: Instant::now(),
+        sent_at: Instant::now(),
+        hist: histogram(system)?,
+        out: tx,
+    };
+    let pinger = pair.a.spawn_on(0, pinger).map_err(fail("spawning the pinger"))?;
+    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+
+    let play = |rounds: u64| -> Result<Game> {
+        pinger.send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
+        match rx.recv_timeout(WAIT) {
+            Ok(Ok(game)) => Ok(game),
+            Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
+            Err(_) => Err(BenchError::system(system, "waiting for the game", "no result in time")),
+        }
+    };
+    play(PINGPONG_WARM_UP)?;
+    let game = play(n)?;
+    BenchError::check_eq(NAME, system, "pongs", game.pongs, n)?;
+    let pings = engine::ask(&ponger_local, "counting pings", PongMsg::Count)?;
+    BenchError::check_eq(NAME, system, "pings", pings, PINGPONG_WARM_UP + n)?;
+    BenchError::check_eq(NAME, system, "round trips timed", game.hist.len(), n)?;
+    drop((ponger, pinger, ponger_local));
+    pair.finish(system, NAME)?;
+
+    let mut record = Record::throughput(system, NAME, SHARDS, n, n, game.secs, "round_trips");
+    record.p50_ns = Some(game.hist.value_at_quantile(0.50));
+    record.p99_ns = Some(game.hist.value_at_quantile(0.99));
+    record.p999_ns = Some(game.hist.value_at_quantile(0.999));
+    Ok(record)
+}
+
+/// The `remote-pingpong` workload.
+pub fn run_pingpong(params: &Params, n: u64, results: &mut Results) {
+    each_backend(params, results, |system, backend, pin| pingpong(system, backend, pin, n));
+}
+
+// ---------------------------------------------------------------------------------------
+// remote-stream
+
+/// Payload bytes per streamed message.
+const PAYLOAD: usize = 64;
+/// Messages the sender offers per activation before it yields.
+const BATCH: u64 = 1024;
+/// The receiver's mailbox (a full one pauses reading from the connection; nothing is lost).
+const RECEIVER_CAPACITY: usize = 8192;
+
+/// One streamed message: its sequence number and 64 bytes derived from it.
+#[derive(Debug)]
+struct Data {
+    seq: u64,
+    payload: [u8; PAYLOAD],
+}
+
+impl Data {
+    fn new(seq: u64) -> Self {
+        let mut payload = [seq as u8; PAYLOAD];
+        payload[..8].copy_from_slice(&seq.to_le_bytes());
+        Data { seq, payload }
+    }
+
+    fn is_intact(&self) -> bool {
+        self.payload[..8] == self.seq.to_le_bytes() && self.payload[8..].iter().all(|&b| b == self.seq as u8)
+    }
+}
+
+impl Wire for Data {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_u64(self.seq);
+        w.put_raw(&self.payload);
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(Data { seq: r.get_u64()?, payload: r.get()? })
+    }
+}
+
+impl RemoteMessage for Data {
+    const TYPE_ID: u32 = 0x7065_7203;
+}
+
+/// Counts what arrives; reports (count, when) at each milestone, or the first wrong message.
+#[derive(Debug)]
+struct Receiver {
+    count: u64,
+    milestones: Vec<u64>,
+    out: mpsc::Sender<Result<(u64, Instant), String>>,
+}
+
+impl Actor for Receiver {
+    type Msg = Data;
+
+    fn handle(&mut self, _ctx: &mut Context<Self>, data: Data) -> Result<(), ActorError> {
+        if data.seq != self.count || !data.is_intact() {
+            let _ = self.out.send(Err(format!(
+                "message {} arrived as seq {} (intact: {})",
+                self.count,
+                data.seq,
+                data.is_intact()
+            )));
+            return Err(actor_error("stream out of order or corrupt"));
+        }
+        self.count += 1;
+        if self.milestones.first() == Some(&self.count) {
+            self.milestones.remove(0);
+            let _ = self.out.send(Ok((self.count, Instant::now())));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum SendMsg {
+    /// Send `k` more messages.
+    Go(u64),
+    /// Go on sending (after a batch, or after the remote ref was full).
+    Continue,
+}
+
+/// Streams to `to`, keeping a refused (`Full`) message for the next turn.
+#[derive(Debug)]
+struct Sender {
+    to: ActorRef<Data>,
+    next: u64,
+    end: u64,
+}
+
+impl Actor for Sender {
+    type Msg = SendMsg;
+
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: SendMsg) -> Result<(), ActorError> {
+        if let SendMsg::Go(k) = msg {
+            self.end = self.next + k;
+        }
+        let batch_end = self.end.min(self.next + BATCH);
+        while self.next < batch_end {
+            match self.to.try_tell(Data::new(self.next)) {
+                Ok(()) => self.next += 1,
+                // The proxy is paused or its mailbox full: yield so the shard writes.
+                Err(percore::TellError::Full(_)) => break,
+                Err(percore::TellError::Closed(_)) => return Err(actor_error("the receiver's proxy stopped")),
+            }
+        }
+        if self.next < self.end {
+            tell_sized(ctx.myself(), SendMsg::Continue, "continue")?;
+        }
+        Ok(())
+    }
+}
+
+fn stream(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record, Setup> {
+    const NAME: &str = "remote-stream";
+    let pair = Pair::start(system, backend, pin)?;
+    let (tx, rx) = mpsc::channel();
+    let receiver = Receiver { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx };
+    let opts = SpawnOptions::new().shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
+    pair.b.spawn_with(opts, receiver).map_err(fail("spawning the receiver"))?;
+    let to = pair.remote::<Data>(system, "remote-sink")?;
+    let sender = pair.a.spawn_on(0, Sender { to, next: 0, end: 0 }).map_err(fail("spawning the sender"))?;
+
+    let reach = |k: u64| -> Result<Instant> {
+        match rx.recv_timeout(WAIT) {
+            Ok(Ok((count, at))) if count == k => Ok(at),
+            Ok(Ok((count, _))) => Err(BenchError::wrong(NAME, system, format!("milestone {count}, expected {k}"))),
+            Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
+            Err(_) => {
+                Err(BenchError::system(system, "waiting for the stream", format!("{k} messages not received in time")))
+            }
+        }
+    };
+    sender.send(SendMsg::Go(STREAM_WARM_UP), SEND_TIMEOUT).map_err(fail("starting the warm-up"))?;
+    reach(STREAM_WARM_UP)?;
+    let t0 = Instant::now();
+    sender.send(SendMsg::Go(n), SEND_TIMEOUT).map_err(fail("starting the stream"))?;
+    let done = reach(STREAM_WARM_UP + n)?;
+    let secs = done.duration_since(t0).as_secs_f64();
+    drop(sender);
+    pair.finish(system, NAME)?;
+    Ok(Record::throughput(system, NAME, SHARDS, n, n, secs, "msgs"))
+}
+
+/// The `remote-stream` workload.
+pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
+    each_backend(params, results, |system, backend, pin| stream(system, backend, pin, n));
+}
