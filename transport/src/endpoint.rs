@@ -1233,6 +1233,10 @@ struct Driver {
 impl ShardDriver for Driver {
     fn poll(&mut self) -> usize {
         let Ok(mut st) = self.st.try_borrow_mut() else { return 0 };
+        // Hand the backend what the actors wrote since the last turn first, so that one
+        // `poll` (one io_uring_enter) submits those sends and reaps completions together;
+        // then queue what reaping produced (handshake replies, acks) for the next turn.
+        st.flush(&mut *self.io);
         let n = st.retry_stalled() + self.io.poll(&mut *st);
         st.flush(&mut *self.io);
         n
