@@ -17,27 +17,30 @@
 //! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
 //! handed to the kernel.
 
+mod actor;
+mod binding;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use percore::driver::ShardDriver;
-use percore::{Actor, ActorError, ActorId, AskError, Context, ReplyTo};
+use percore::ActorId;
 
-use crate::error::TransportError;
+pub(crate) use actor::{Endpoint, EndpointMsg};
+pub(crate) use binding::{bind_typed, Binding, Delivery, ReplyTable};
+use binding::WatchJob;
 use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::handshake::{self, Identity, Nonce};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
 use crate::node::{NodeShared, Target};
-use crate::wire::{Decoder, Encoder, RemoteMessage, Wire, WireError, WireRef};
+use crate::wire::{Decoder, Encoder, RemoteMessage, WireError, WireRef};
 
 thread_local! {
     /// This shard's endpoint state (set by the endpoint actor when it installs the driver).
-    static STATE: RefCell<Option<Rc<RefCell<EndpointState>>>> = const { RefCell::new(None) };
+    pub(super) static STATE: RefCell<Option<Rc<RefCell<EndpointState>>>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` on this shard's endpoint state; `None` if there is none (not a node's shard,
@@ -61,152 +64,6 @@ pub(crate) enum Sent {
     Queued,
     /// Queued, and the peer's buffer is above the high-water mark: pause the proxy.
     QueuedPause,
-}
-
-/// Reply handles sent to other nodes, waiting for the answer (shard-local).
-pub(crate) struct ReplyTable {
-    shard: u16,
-    next: u64,
-    map: HashMap<u64, (Instant, PendingReply)>,
-}
-
-/// Completes a remote ask with the decoded answer (`None`: no answer).
-type PendingReply = Box<dyn FnOnce(Option<&mut Decoder<'_>>)>;
-/// Decodes one inbound message and offers it to the bound actor.
-type Deliver = Box<dyn Fn(&mut Decoder<'_>) -> Result<Delivery, WireError>>;
-
-impl ReplyTable {
-    /// Keeps `reply` until the answer comes; returns its (shard, sequence) address.
-    pub(crate) fn insert<R: Wire + Send + 'static>(&mut self, reply: ReplyTo<R>) -> (u16, u64) {
-        self.next += 1;
-        let seq = self.next;
-        let complete = reply.into_fn();
-        let f = move |d: Option<&mut Decoder<'_>>| {
-            let outcome = match d.map(|d| R::decode(d)) {
-                Some(Ok(v)) => Ok(v),
-                Some(Err(e)) => {
-                    log::warn!("undecodable reply: {e}");
-                    Err(AskError::NoReply)
-                }
-                None => Err(AskError::NoReply),
-            };
-            complete(outcome);
-        };
-        self.map.insert(seq, (Instant::now(), Box::new(f)));
-        (self.shard, seq)
-    }
-
-    fn complete(&mut self, seq: u64, d: Option<&mut Decoder<'_>>) {
-        if let Some((_, f)) = self.map.remove(&seq) {
-            f(d);
-        }
-    }
-
-    /// Answers with NoReply every handle older than `ttl` (its ask has long timed out).
-    fn sweep(&mut self, ttl: Duration) {
-        let now = Instant::now();
-        let old: Vec<u64> = self.map.iter().filter(|(_, (t, _))| now.duration_since(*t) > ttl).map(|(k, _)| *k).collect();
-        for k in old {
-            self.complete(k, None);
-        }
-    }
-}
-
-/// A local actor bound to an alias of an inbound connection.
-pub(crate) struct Binding {
-    /// The bound actor (None while a deployment is being spawned; its guard watches it).
-    target: Option<ActorId>,
-    /// Decodes one message and offers it to the actor.
-    deliver: Deliver,
-    watch: Option<WatchJob>,
-}
-
-/// What became of an inbound message.
-pub(crate) enum Delivery {
-    /// In the mailbox (or counted as a dead letter because the actor has stopped).
-    Done,
-    /// The mailbox is full: the connection stops reading until this retry succeeds (it
-    /// holds the decoded message; `true` once delivered or dead-lettered).
-    Stalled(Box<dyn FnMut() -> bool>),
-}
-
-type WatchJob = Box<dyn for<'a> FnOnce(&mut Context<'a, Endpoint>)>;
-
-/// Offers `m` to `r`: in, dead-lettered (stopped actor), or a retry that holds it.
-fn offer<M: Send + 'static>(r: &percore::ActorRef<M>, m: M) -> Delivery {
-    match r.try_tell(m) {
-        Ok(()) => Delivery::Done,
-        Err(percore::TellError::Full(m)) => {
-            let (r, mut m) = (r.clone(), Some(m));
-            Delivery::Stalled(Box::new(move || match m.take().map(|x| r.try_tell(x)) {
-                Some(Err(percore::TellError::Full(back))) => {
-                    m = Some(back);
-                    false
-                }
-                Some(Err(percore::TellError::Closed(back))) => {
-                    let _ = r.tell(back); // counted as a dead letter by the runtime
-                    true
-                }
-                _ => true,
-            }))
-        }
-        Err(percore::TellError::Closed(m)) => {
-            let _ = r.tell(m);
-            Delivery::Done
-        }
-    }
-}
-
-impl Binding {
-    /// A binding to an actor that is being spawned (a deployment): messages wait, with
-    /// the connection paused, until `slot` is filled.
-    pub(crate) fn pending<M: RemoteMessage>(slot: Arc<std::sync::OnceLock<percore::ActorRef<M>>>) -> Binding {
-        Binding {
-            target: None,
-            deliver: Box::new(move |d| {
-                let m = M::decode(d)?;
-                d.finish()?;
-                Ok(match slot.get() {
-                    Some(r) => offer(r, m),
-                    None => {
-                        let (slot, mut m, mut inner) = (slot.clone(), Some(m), None::<Box<dyn FnMut() -> bool>>);
-                        Delivery::Stalled(Box::new(move || {
-                            if let Some(retry) = inner.as_mut() {
-                                return retry();
-                            }
-                            let Some(r) = slot.get() else { return false };
-                            match offer(r, m.take().expect("offered once")) {
-                                Delivery::Done => true,
-                                Delivery::Stalled(retry) => {
-                                    inner = Some(retry);
-                                    false
-                                }
-                            }
-                        }))
-                    }
-                })
-            }),
-            watch: None,
-        }
-    }
-}
-
-/// The binder registered for `M` (see `Node::register`).
-pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target) -> Result<Binding, WireError> {
-    let r = node.local_target::<M>(t)?;
-    let target = r.id();
-    let w = r.clone();
-    Ok(Binding {
-        target: Some(target),
-        deliver: Box::new(move |d| {
-            let m = M::decode(d)?;
-            d.finish()?;
-            Ok(offer(&r, m))
-        }),
-        watch: Some(Box::new(move |ctx: &mut Context<'_, Endpoint>| {
-            ctx.watch(&w, move |_| EndpointMsg::LocalTerminated(target));
-        })),
-    })
 }
 
 enum InState {
@@ -1139,165 +996,3 @@ impl IoSink for EndpointState {
         }
     }
 }
-
-/// Messages to a shard's endpoint.
-pub(crate) enum EndpointMsg {
-    /// Heartbeats, failure detection, reconnects.
-    Tick,
-    /// A control frame for `peer` (from another thread or shard).
-    Frame { peer: SocketAddr, incarnation: u64, kind: u8, body: Vec<u8> },
-    /// An ask's answer that arrived on another shard.
-    ReplyBytes { seq: u64, ok: bool, body: Vec<u8> },
-    /// Watch the local actors that inbound bindings asked for.
-    RunWatches,
-    /// A watched local actor stopped.
-    LocalTerminated(ActorId),
-}
-
-/// The actor that owns a shard's transport: installs the driver, runs timers.
-pub(crate) struct Endpoint {
-    node: Arc<NodeShared>,
-    shard: usize,
-    listener: Option<std::net::TcpListener>,
-    ready: Option<Sender<Result<(), TransportError>>>,
-    state: Option<Rc<RefCell<EndpointState>>>,
-}
-
-// SAFETY: the only non-Send field, `state`, is None until `started` runs on the owner shard,
-// and the actor (with its state) stays on that shard until it is dropped there.
-unsafe impl Send for Endpoint {}
-
-impl Endpoint {
-    pub(crate) fn new(
-        node: Arc<NodeShared>,
-        shard: usize,
-        listener: std::net::TcpListener,
-        ready: Sender<Result<(), TransportError>>,
-    ) -> Self {
-        Endpoint { node, shard, listener: Some(listener), ready: Some(ready), state: None }
-    }
-
-    fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), TransportError> {
-        let (io, why) = crate::io::open(self.node.cfg.backend, self.listener.take()).map_err(|e| TransportError::Backend(e.to_string()))?;
-        if let Some(why) = why {
-            if self.shard == 0 {
-                log::warn!("io_uring unavailable ({why}); using the mio (epoll) backend");
-            }
-        }
-        let _ = self.node.backend.set(io.kind());
-        let mut st = EndpointState::new(self.node.clone(), self.shard);
-        st.myself = Some(ctx.myself().clone());
-        let st = Rc::new(RefCell::new(st));
-        let waker = io.waker();
-        percore::driver::install_driver(Box::new(Driver { io, st: st.clone() }), waker)?;
-        STATE.with(|s| *s.borrow_mut() = Some(st.clone()));
-        self.state = Some(st);
-        let hb = self.node.cfg.heartbeat_interval;
-        ctx.schedule_repeated(hb, || EndpointMsg::Tick);
-        Ok(())
-    }
-}
-
-impl Actor for Endpoint {
-    type Msg = EndpointMsg;
-
-    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        let r = self.start(ctx);
-        let failed = r.is_err();
-        if let Some(tx) = self.ready.take() {
-            let _ = tx.send(r);
-        }
-        if failed {
-            ctx.stop_self();
-        }
-        Ok(())
-    }
-
-    fn handle(&mut self, ctx: &mut Context<Self>, msg: EndpointMsg) -> Result<(), ActorError> {
-        let Some(st) = self.state.clone() else { return Ok(()) };
-        match msg {
-            EndpointMsg::Tick => st.borrow_mut().tick(),
-            EndpointMsg::Frame { peer, incarnation, kind, body } => st.borrow_mut().queue_control(peer, incarnation, kind, &body),
-            EndpointMsg::ReplyBytes { seq, ok, body } => {
-                let node = self.node.clone();
-                let mut d = Decoder::with_node(&body, &node);
-                st.borrow_mut().replies.complete(seq, if ok { Some(&mut d) } else { None });
-            }
-            EndpointMsg::RunWatches => {
-                let jobs = std::mem::take(&mut st.borrow_mut().watch_jobs);
-                for job in jobs {
-                    job(ctx);
-                }
-            }
-            EndpointMsg::LocalTerminated(id) => st.borrow_mut().local_terminated(id),
-        }
-        Ok(())
-    }
-
-    fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        STATE.with(|s| s.borrow_mut().take());
-        if let Some(st) = self.state.take() {
-            let mut st = st.borrow_mut();
-            let mut lost = 0;
-            for peer in &mut st.peers {
-                lost += std::mem::take(&mut peer.pending_msgs);
-                for (_, a) in std::mem::take(&mut peer.aliases) {
-                    a.ctl.stop();
-                }
-            }
-            st.undelivered += lost;
-            let ids: Vec<ConnId> = st.conns.keys().copied().collect();
-            st.to_close.extend(ids);
-            st.watched.clear();
-        }
-    }
-}
-
-/// How often a connection stalled on a full mailbox retries while its shard is idle.
-const STALL_RETRY: Duration = Duration::from_micros(100);
-
-/// The shard driver: the backend plus the protocol state it reports to.
-struct Driver {
-    io: Box<dyn Io>,
-    st: Rc<RefCell<EndpointState>>,
-}
-
-impl ShardDriver for Driver {
-    fn poll(&mut self) -> usize {
-        let Ok(mut st) = self.st.try_borrow_mut() else { return 0 };
-        // Hand the backend what the actors wrote since the last turn first, so that one
-        // `poll` (one io_uring_enter) submits those sends and reaps completions together;
-        // then queue what reaping produced (handshake replies, acks) for the next turn.
-        st.flush(&mut *self.io);
-        let n = st.retry_stalled() + self.io.poll(&mut *st);
-        st.flush(&mut *self.io);
-        n
-    }
-
-    fn park(&mut self, timeout: Option<Duration>) {
-        let mut timeout = timeout;
-        if let Ok(mut st) = self.st.try_borrow_mut() {
-            st.flush(&mut *self.io);
-            if !st.stalled.is_empty() {
-                // A full local mailbox drains without telling us: look again soon.
-                timeout = Some(timeout.map_or(STALL_RETRY, |t| t.min(STALL_RETRY)));
-            }
-        }
-        self.io.wait(timeout);
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // Close what is left and let the backend reap it (its own Drop waits for the
-        // kernel to release our buffers).
-        if let Ok(mut st) = self.st.try_borrow_mut() {
-            let ids: Vec<ConnId> = st.conns.keys().copied().collect();
-            for c in ids {
-                self.io.close(c);
-            }
-            let _ = self.io.poll(&mut *st);
-        }
-    }
-}
-
