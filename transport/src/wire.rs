@@ -385,9 +385,34 @@ pub(crate) struct WireRef {
     pub(crate) target: Target,
 }
 
+/// A socket address in binary: family tag, address bytes, port (no text to format or parse).
+pub(crate) fn put_addr(w: &mut Encoder<'_>, a: std::net::SocketAddr) {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            w.put_u8(4);
+            w.put_raw(&v4.ip().octets());
+        }
+        std::net::SocketAddr::V6(v6) => {
+            w.put_u8(6);
+            w.put_raw(&v6.ip().octets());
+        }
+    }
+    w.put_u16(a.port());
+}
+
+/// Reads what [`put_addr`] wrote.
+pub(crate) fn get_addr(r: &mut Decoder<'_>) -> Result<std::net::SocketAddr, WireError> {
+    let ip: std::net::IpAddr = match r.get_u8()? {
+        4 => <[u8; 4]>::decode(r)?.into(),
+        6 => <[u8; 16]>::decode(r)?.into(),
+        tag => return Err(WireError::BadTag { what: "address family", tag }),
+    };
+    Ok((ip, r.get_u16()?).into())
+}
+
 impl WireRef {
     pub(crate) fn put(&self, w: &mut Encoder<'_>) {
-        w.put_str(&self.node.to_string());
+        put_addr(w, self.node);
         w.put_u64(self.incarnation);
         match &self.target {
             Target::Name(n) => {
@@ -402,7 +427,7 @@ impl WireRef {
     }
 
     pub(crate) fn get(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        let node = r.get_str()?.parse().map_err(|_| WireError::BadTag { what: "node address", tag: 0 })?;
+        let node = get_addr(r)?;
         let incarnation = r.get_u64()?;
         let target = match r.get_u8()? {
             0 => Target::Name(r.get_str()?.to_owned()),
@@ -439,14 +464,14 @@ impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
         match (w.node, w.replies.as_deref_mut()) {
             (Some(node), Some(table)) => {
                 let (shard, seq) = table.insert(self);
-                w.put_str(&node.addr.to_string());
+                put_addr(w, node.addr);
                 w.put_u64(node.incarnation);
                 w.put_u16(shard);
                 w.put_u64(seq);
             }
             _ => {
                 drop(self); // the asker gets NoReply at once
-                w.put_str("0.0.0.0:0");
+                put_addr(w, ([0, 0, 0, 0], 0).into());
                 w.put_u64(0);
                 w.put_u16(0);
                 w.put_u64(0);
@@ -454,8 +479,7 @@ impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
         }
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        let addr: std::net::SocketAddr =
-            r.get_str()?.parse().map_err(|_| WireError::BadTag { what: "node address", tag: 0 })?;
+        let addr = get_addr(r)?;
         let incarnation = r.get_u64()?;
         let shard = r.get_u16()?;
         let seq = r.get_u64()?;
@@ -463,5 +487,34 @@ impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
         Ok(ReplyTo::from_fn(move |outcome: Result<R, AskError>| {
             node.send_reply(addr, incarnation, shard, seq, outcome)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_and_bad_input_is_an_error() {
+        for a in ["127.0.0.1:4000", "[::1]:9", "10.1.2.3:65535"] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let mut b = Vec::new();
+            put_addr(&mut Encoder::plain(&mut b), a);
+            assert_eq!(get_addr(&mut Decoder::plain(&b)).unwrap(), a);
+            assert!(get_addr(&mut Decoder::plain(&b[..b.len() - 1])).is_err(), "truncated");
+        }
+        assert_eq!(get_addr(&mut Decoder::plain(&[5, 0, 0])), Err(WireError::BadTag { what: "address family", tag: 5 }));
+    }
+
+    #[test]
+    fn plain_values_round_trip() {
+        let mut b = Vec::new();
+        let v = (7u64, (String::from("x"), vec![Some(1u32), None]));
+        v.clone().encode(&mut Encoder::plain(&mut b));
+        let mut d = Decoder::plain(&b);
+        assert_eq!(<(u64, (String, Vec<Option<u32>>))>::decode(&mut d).unwrap(), v);
+        d.finish().unwrap();
+        // A length beyond the input is refused before allocating.
+        assert_eq!(Decoder::plain(&[255, 255, 255, 255]).get_bytes(), Err(WireError::BadLength(u32::MAX as usize)));
     }
 }
