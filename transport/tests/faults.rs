@@ -336,7 +336,7 @@ fn killed_process_then_restarted_peer(backend: Backend) {
             seq
         })
     };
-    std::thread::sleep(Duration::from_millis(100)); // let the stream run (not synchronisation)
+    eventually("the stream is flowing", || na.stats().sent >= 1000);
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated), "watcher learns of the death");
