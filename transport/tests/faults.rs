@@ -137,6 +137,16 @@ fn total_via(na: &Node, nb: &Node) -> u64 {
     c.ask(Counter::Get, LONG).unwrap().total
 }
 
+#[test]
+fn listening_beyond_loopback_needs_a_secret() {
+    let rt = runtime("open", 1);
+    let err = Node::start(&rt.handle(), percore_transport::NodeConfig::new(([0, 0, 0, 0], 0))).unwrap_err();
+    assert!(matches!(err, percore_transport::TransportError::SecretRequired(_)), "{err}");
+    assert!(err.to_string().contains("secret"));
+    // With a secret it starts (still only reachable as the tests use it, on 127.0.0.1).
+    Node::start(&rt.handle(), percore_transport::NodeConfig::new(([0, 0, 0, 0], 0)).secret("s")).unwrap();
+}
+
 fn garbage_is_rejected_and_node_keeps_serving(backend: Backend) {
     let (ra, rb) = (runtime("a", 1), runtime("b", 2));
     let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
@@ -192,6 +202,8 @@ fn bad_frames_after_auth_close_the_connection(backend: Backend) {
     }
     eventually("rejections counted", || nb.stats().rejected >= before + bad.len() as u64);
     assert_eq!(total_via(&na, &nb), 1, "nothing from the bad frames was delivered");
+    // The two undecodable messages (truncated body, bad tag) are counted as undelivered.
+    eventually("lost messages counted", || nb.stats().undelivered == 2);
 }
 
 fn replayed_handshake_is_rejected(backend: Backend) {

@@ -409,7 +409,12 @@ impl EndpointState {
                                 Some(b) => {
                                     let mut d = Decoder::with_node(&body[4..], &self.node);
                                     self.received += 1;
-                                    if let Delivery::Stalled(retry) = (b.deliver)(&mut d)? {
+                                    let delivery = (b.deliver)(&mut d).inspect_err(|_| {
+                                        // The message is lost with the connection: count it.
+                                        self.received -= 1;
+                                        self.undelivered += 1;
+                                    })?;
+                                    if let Delivery::Stalled(retry) = delivery {
                                         conn.stalled = Some(retry);
                                         self.stalled.push(c);
                                         self.to_pause.push((c, true));
