@@ -30,6 +30,7 @@ const LANE_CAPACITY: usize = 1024;
 pub struct RuntimeBuilder {
     shards: Option<usize>,
     pin: bool,
+    first_core: usize,
     capacity: usize,
     throughput: usize,
     name: String,
@@ -43,6 +44,7 @@ impl RuntimeBuilder {
         RuntimeBuilder {
             shards: None,
             pin: true,
+            first_core: 0,
             capacity: DEFAULT_MAILBOX_CAPACITY,
             throughput: DEFAULT_THROUGHPUT,
             name: "percore".to_string(),
@@ -62,6 +64,13 @@ impl RuntimeBuilder {
     /// runtime says so once (log warning) and runs unpinned.
     pub fn pin_to_cores(mut self, pin: bool) -> Self {
         self.pin = pin;
+        self
+    }
+
+    /// Pin shard `i` to core `first + i` (modulo the core count) instead of core `i`: for
+    /// several runtimes (or processes) on one machine, each on its own cores. Default 0.
+    pub fn first_core(mut self, first: usize) -> Self {
+        self.first_core = first;
         self
     }
 
@@ -151,7 +160,7 @@ impl RuntimeBuilder {
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let rt = shared.clone();
-            let core = cores.as_ref().map(|c| c[i % c.len()]);
+            let core = cores.as_ref().map(|c| c[(self.first_core + i) % c.len()]);
             let (pin_failed, warned, attempts) = (pin_failed.clone(), warned.clone(), pin_attempts.clone());
             let spawned = thread::Builder::new().name(format!("{}-shard-{i}", rt.name)).spawn(move || {
                 if let Some(core) = core {

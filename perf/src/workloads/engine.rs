@@ -18,9 +18,16 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A fresh runtime with `shards` shards for one run of one workload.
 pub fn runtime(shards: usize, pin: bool) -> Result<Runtime> {
+    runtime_from(shards, pin, 0)
+}
+
+/// As [`runtime`], with shard `i` pinned to core `first_core + i` (a second runtime in the
+/// same process gets cores of its own).
+pub fn runtime_from(shards: usize, pin: bool, first_core: usize) -> Result<Runtime> {
     Runtime::builder()
         .shards(shards)
         .pin_to_cores(pin)
+        .first_core(first_core)
         .name("percore-perf")
         .build()
         .map_err(fail("building the runtime"))

@@ -75,34 +75,15 @@ impl From<BenchError> for Setup {
     }
 }
 
-/// Moves the calling shard's thread to one core (used for node B's shard, which the engine
-/// would pin to the first core, where node A's shard is).
-#[derive(Debug)]
-struct PinHere(Option<core_affinity::CoreId>);
-
-impl Actor for PinHere {
-    type Msg = ReplyTo<bool>;
-
-    fn handle(&mut self, ctx: &mut Context<Self>, reply: ReplyTo<bool>) -> Result<(), ActorError> {
-        reply.reply(self.0.is_some_and(core_affinity::set_for_current));
-        ctx.stop_self();
-        Ok(())
-    }
-}
-
 fn config(backend: Backend) -> NodeConfig {
     NodeConfig::new(([127, 0, 0, 1], 0)).backend(backend).secret(SECRET)
 }
 
 impl Pair {
     fn start(system: &str, backend: Backend, pin: bool) -> Result<Pair, Setup> {
+        // Node A's shard on the first core, node B's on the second.
         let a = engine::runtime(1, pin)?;
-        let b = engine::runtime(1, false)?;
-        if pin {
-            let second = core_affinity::get_core_ids().and_then(|ids| ids.get(1).copied());
-            let pinner = b.spawn_on(0, PinHere(second)).map_err(fail("spawning the pinner"))?;
-            engine::ask(&pinner, "pinning node B's shard", |reply| reply)?;
-        }
+        let b = engine::runtime_from(1, pin, 1)?;
         let node_a = match Node::start(&a.handle(), config(backend)) {
             Ok(node) => node,
             Err(e) if backend == Backend::IoUring => return Err(Setup::Unavailable(e.to_string())),
