@@ -23,6 +23,16 @@
 //! * Watching a remote ref delivers `Terminated` when the actor stops or its node becomes
 //!   unreachable or restarts, exactly once (the proxy stops; the engine's death-watch does
 //!   the rest).
+//! * [`spawn_remote`] deploys an actor on another node from a factory registered there
+//!   ([`Node::register_factory`]) as a child of the calling actor: the local parent's
+//!   strategy decides about the remote child's failures.
+//! * Backpressure end to end: a full receiving mailbox pauses reading its connection (TCP
+//!   flow control does the rest); a peer's send buffer above the high-water mark pauses the
+//!   proxies feeding it, whose bounded mailboxes then fill (`try_tell` → `Full`).
+//! * Bad input (garbage, truncated or oversized frames, unknown type ids, wrong versions,
+//!   failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
+//!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
+//!   keeps running.
 //!
 //! ```no_run
 //! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};

@@ -23,6 +23,7 @@ both_backends! {
     wrong_secret_never_reaches_an_actor => wrong_secret_never_reaches_an_actor;
     peer_shutdown_terminates_watchers_once => peer_shutdown_terminates_watchers_once;
     killed_process_then_restarted_peer => killed_process_then_restarted_peer;
+    two_processes_refs_fifo_exact_counts => two_processes_refs_fifo_exact_counts;
 }
 
 const SECRET: &[u8] = b"test-cookie";
@@ -371,4 +372,41 @@ fn killed_process_then_restarted_peer(backend: Backend) {
     eventually("old incarnation quarantined", || na.stats().quarantined >= 1);
     child2.kill().unwrap();
     child2.wait().unwrap();
+}
+
+fn two_processes_refs_fifo_exact_counts(backend: Backend) {
+    const SENDERS: u32 = 4;
+    const PER: u64 = 250_000; // 1M messages across the process boundary
+    let port = free_port();
+    let (mut child, _) = spawn_child(port, backend);
+    let ra = runtime("parent", 2);
+    let na = node(&ra, config(backend));
+    let c = na.remote_ref::<Counter>(&format!("percore://percore@127.0.0.1:{port}/user/counter")).unwrap();
+    let threads: Vec<_> = (0..SENDERS)
+        .map(|from| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for seq in 0..PER {
+                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: SENDERS as u64 * PER, in_order: true });
+    // A ref to a local actor, sent to the other process, which answers through it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = ra.handle().spawn(Sink { tx }).unwrap();
+    let fwd = ra.handle().spawn_on(1, ReplyForwarder(sink)).unwrap();
+    c.tell(Counter::Report(fwd)).unwrap();
+    match rx.recv_timeout(LONG).unwrap() {
+        SinkEvent::Reply(r) => assert_eq!(r.total, SENDERS as u64 * PER),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(na.stats().undelivered, 0);
+    assert_eq!(ra.handle().dead_letters(), 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
