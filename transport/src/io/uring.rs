@@ -3,28 +3,49 @@
 //! Every submitted operation has an entry in an op slab; its `user_data` is that entry's index
 //! (low 32 bits) and a generation (high 32 bits), so a completion or an `AsyncCancel` never
 //! reaches a reused entry. What the kernel reads or writes lives either in the op entry itself
-//! (the waker's 8-byte counter, a fallback timeout) or in the connection the entry names (its
-//! boxed 64 KiB receive buffer, its send `Vec`, its boxed connect address), and a connection
-//! is only dropped (closing its fd) once none of its operations is in flight. Per connection
-//! at most one receive, one send and one connect are in flight.
+//! (the waker's 8-byte counter, a fallback timeout), in the connection the entry names (its
+//! single-shot receive buffer, its send `Vec`, its boxed connect address), or in the shard's
+//! provided-buffer ring (owned by the backend, see below), and a connection is only dropped
+//! (closing its fd) once none of its operations is in flight. Per connection at most one
+//! receive, one send and one connect are in flight.
 //!
 //! - The listener keeps a multishot accept armed (single-shot, re-armed, where the kernel
 //!   rejects multishot), the waker's eventfd keeps an 8-byte read armed.
+//! - Receiving: where the kernel has provided-buffer rings (`IORING_REGISTER_PBUF_RING`, 5.19)
+//!   and multishot receive (6.0), `new` registers one buffer ring per backend
+//!   ([`PBUF_COUNT`] × [`PBUF_LEN`], group [`PBUF_GROUP`]) and each open connection keeps one
+//!   multishot `Recv` armed: every completion names the buffer the kernel filled, which is
+//!   reported by `on_data` and handed back to the ring right after (so the ring only runs
+//!   dry, `ENOBUFS`, within one batch of completions; the receive is then simply re-armed).
+//!   A completion without `IORING_CQE_F_MORE` ends the multishot; it is re-armed while the
+//!   connection is open and not paused. `pause_reads` cancels the multishot (completions
+//!   already posted are still reported), resuming re-arms it once the old one has ended.
+//! - Fallback: if registering the buffer ring fails, or the first multishot receive fails with
+//!   `EINVAL` (the kernel does not know the flag), the backend uses single-shot `Recv`s into a
+//!   64 KiB buffer per connection (allocated on first use), re-armed after each completion;
+//!   `pause_reads` then just stops re-arming. `PERCORE_URING_RECV=single` forces the fallback
+//!   (for measurements).
 //! - `close`, EOF and errors only *start* closing: `shutdown(SHUT_RDWR)` (plus a cancel for a
-//!   pending connect) makes the in-flight operations complete; when the last one has, the
-//!   connection is dropped and `on_closed` is reported (with the first reason) from `poll`.
+//!   pending connect) makes the in-flight operations complete (a multishot receive with its
+//!   final completion); when the last one has, the connection is dropped and `on_closed` is
+//!   reported (with the first reason) from `poll`.
 //! - SQEs are queued by `connect`/`send`/re-arms and submitted in one `io_uring_enter` by the
 //!   next `poll` or `wait`; `poll` skips the syscall when nothing is queued. `new` submits
 //!   nothing, so every request belongs to the thread that polls (the kernel cancels a thread's
 //!   requests when it exits).
 //! - On drop, all sockets are shut down and all operations cancelled, and the drop waits (1 s
-//!   at most) for their completions; whatever is still in flight then is leaked on purpose.
+//!   at most) for their completions; whatever is still in flight then is leaked on purpose
+//!   (the buffer ring included). Only with nothing in flight is the buffer ring unregistered
+//!   and its memory freed.
 
+use std::alloc::{self, Layout};
 use std::collections::VecDeque;
 use std::io;
 use std::mem;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,8 +56,21 @@ use super::{set_nodelay, sockaddr, CloseReason, ConnId, EventFd, Io, IoSink};
 
 /// Submission queue size (the completion queue gets twice as many).
 const RING_ENTRIES: u32 = 1024;
-/// Receive buffer per connection.
+/// Receive buffer per connection (single-shot fallback only).
 const RECV_BUF_LEN: usize = 64 * 1024;
+/// Buffers in the shard's provided-buffer ring (a power of two, at most 32768). Every buffer
+/// goes back to the ring right after its `on_data`, so the ring only has to cover the
+/// completions of one reap (the completion queue holds 2 × [`RING_ENTRIES`]); when it runs dry
+/// the affected receives end with `ENOBUFS` and are re-armed, nothing is lost.
+const PBUF_COUNT: u16 = 256;
+/// Size of each provided buffer: one multishot completion carries at most this much.
+/// 32 KiB × 256 = 8 MiB of address space per shard, zero-mapped until first used (a shard
+/// only touches as many buffers as completions it had outstanding at once), against 64 KiB
+/// per connection for the single-shot path. Half of a loopback TCP read's usual 64 KiB, so a
+/// large burst costs at most twice the completions while the ring stays small.
+const PBUF_LEN: usize = 32 * 1024;
+/// Buffer group id of the shard's ring (each backend has its own io_uring instance).
+const PBUF_GROUP: u16 = 0;
 /// How long the accept stays disarmed after an unexpected error (EMFILE, ...), so a failing
 /// accept does not spin the shard.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -51,8 +85,11 @@ enum Op {
     Accept { multishot: bool },
     /// 8-byte read of the waker's eventfd into the boxed counter.
     Wake(Box<u64>),
-    /// Receive into the connection's buffer.
+    /// Single-shot receive into the connection's buffer.
     Recv(u32),
+    /// Multishot receive into the shard's provided buffers (keeps its entry until a
+    /// completion without `IORING_CQE_F_MORE`).
+    RecvMulti(u32),
     /// Send from the connection's send buffer.
     Send(u32),
     /// Connect to the connection's boxed address.
@@ -83,8 +120,11 @@ struct Conn {
     state: State,
     /// The first reason a close started for (`Some` once `state` is `Closing`).
     reason: Option<CloseReason>,
+    /// Single-shot receive buffer: empty until the first single-shot receive.
     recv_buf: Box<[u8]>,
     recv_op: Option<u64>,
+    /// An `AsyncCancel` for the multishot `recv_op` was queued (reads were paused).
+    recv_cancelling: bool,
     /// The receiver asked us to stop reading (backpressure): no recv is re-armed.
     read_paused: bool,
     /// The caller's bytes while `sending`, else the empty spare handed out by the next `send`.
@@ -103,8 +143,9 @@ impl Conn {
             sock,
             state,
             reason: None,
-            recv_buf: vec![0u8; RECV_BUF_LEN].into_boxed_slice(),
+            recv_buf: Box::default(),
             recv_op: None,
+            recv_cancelling: false,
             read_paused: false,
             send_buf: Vec::new(),
             send_off: 0,
@@ -139,9 +180,117 @@ enum Deferred {
     Closed(ConnId, CloseReason),
 }
 
+/// The shard's provided-buffer ring: [`PBUF_COUNT`] ring entries (page-aligned, as the
+/// kernel requires) and [`PBUF_COUNT`] × [`PBUF_LEN`] bytes of buffers, both raw allocations
+/// that only this struct frees. The kernel reads the entries and writes into the buffers while
+/// the ring is registered, so the owner ([`UringIo`]) unregisters it before dropping it, and
+/// leaks it if that cannot be done safely.
+struct BufRing {
+    entries: NonNull<types::BufRingEntry>,
+    entries_layout: Layout,
+    bufs: NonNull<u8>,
+    bufs_layout: Layout,
+    /// Our copy of the ring's tail (the kernel only reads the shared one).
+    tail: u16,
+}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing").field("buffers", &PBUF_COUNT).field("len", &PBUF_LEN).finish_non_exhaustive()
+    }
+}
+
+impl BufRing {
+    /// Allocates the entries and buffers and hands every buffer to the ring (not registered).
+    fn new() -> io::Result<BufRing> {
+        // SAFETY: plain libc query.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
+        let entries_size = (PBUF_COUNT as usize * mem::size_of::<types::BufRingEntry>()).max(page);
+        let bad = |_| io::Error::new(io::ErrorKind::InvalidInput, "bad buffer ring layout");
+        let entries_layout = Layout::from_size_align(entries_size, page).map_err(bad)?;
+        let bufs_layout = Layout::from_size_align(PBUF_COUNT as usize * PBUF_LEN, page).map_err(bad)?;
+        // SAFETY: both layouts have a non-zero size.
+        let entries = NonNull::new(unsafe { alloc::alloc_zeroed(entries_layout) }.cast::<types::BufRingEntry>());
+        let Some(entries) = entries else { alloc::handle_alloc_error(entries_layout) };
+        // SAFETY: as above.
+        let Some(bufs) = NonNull::new(unsafe { alloc::alloc_zeroed(bufs_layout) }) else {
+            // SAFETY: allocated just above with this layout, never shared.
+            unsafe { alloc::dealloc(entries.as_ptr().cast(), entries_layout) };
+            alloc::handle_alloc_error(bufs_layout)
+        };
+        let mut ring = BufRing { entries, entries_layout, bufs, bufs_layout, tail: 0 };
+        for bid in 0..PBUF_COUNT {
+            ring.recycle(bid);
+        }
+        Ok(ring)
+    }
+
+    /// Registers the ring with `ring` as group [`PBUF_GROUP`].
+    fn register(&self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the entries are page-aligned, `PBUF_COUNT` long and filled with buffers of
+        // `self.bufs`; both allocations stay valid and in place until `UringIo::drop` has
+        // unregistered the group (or forever: it leaks them if it cannot), since only that
+        // drop frees a registered `BufRing`.
+        unsafe { ring.submitter().register_buf_ring_with_flags(self.entries.as_ptr() as u64, PBUF_COUNT, PBUF_GROUP, 0) }
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion just reported filled.
+    fn data(&self, bid: u16, len: usize) -> &[u8] {
+        let len = len.min(PBUF_LEN);
+        let bid = (bid % PBUF_COUNT) as usize;
+        // SAFETY: in bounds of the buffer allocation; the kernel wrote these bytes before
+        // posting the completion (reaping it synchronised with that), and does not touch the
+        // buffer again until `recycle` hands it back, which needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(bid * PBUF_LEN), len) }
+    }
+
+    /// Hands buffer `bid` back to the kernel: writes it into the entry at our tail, then
+    /// publishes the new tail.
+    fn recycle(&mut self, bid: u16) {
+        let bid = bid % PBUF_COUNT;
+        let slot = (self.tail & (PBUF_COUNT - 1)) as usize;
+        // SAFETY: `slot` < PBUF_COUNT, inside the entries allocation. Entries between the
+        // kernel's head and our tail are the kernel's; there are never more than PBUF_COUNT
+        // buffers out, so the entry at our tail is free for us to fill (its `resv` field, the
+        // shared tail in entry 0, is not written here). `addr` stays inside `self.bufs`.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(slot);
+            entry.set_addr(self.bufs.as_ptr().add(bid as usize * PBUF_LEN) as u64);
+            entry.set_len(PBUF_LEN as u32);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail field is a properly aligned u16 inside entry 0 of our allocation,
+        // which the kernel reads concurrently: every access of ours is atomic; the release
+        // store publishes the entry written above before the kernel can see the new tail.
+        unsafe {
+            let tail = types::BufRingEntry::tail(self.entries.as_ptr()).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; a `BufRing` is only dropped while
+        // not registered (see `UringIo::drop`).
+        unsafe {
+            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            alloc::dealloc(self.bufs.as_ptr(), self.bufs_layout);
+        }
+    }
+}
+
 /// The io_uring [`Io`] backend of one shard. See the [module docs](self).
 pub(crate) struct UringIo {
+    /// Declared first: dropped (closed) before `bufs` is freed.
     ring: IoUring,
+    /// The registered provided-buffer ring, if the kernel took it.
+    bufs: Option<BufRing>,
+    /// Receives are multishot (into `bufs`); cleared for good if the kernel rejects that.
+    recv_multishot: bool,
+    /// A multishot receive has delivered data, so an EINVAL means something else.
+    recv_multishot_worked: bool,
     /// The kernel takes a timeout in `io_uring_enter` (5.11+); else `wait` submits a timeout op.
     ext_arg: bool,
     ops: Vec<OpSlot>,
@@ -172,6 +321,7 @@ impl std::fmt::Debug for UringIo {
             .field("backlog", &self.backlog.len())
             .field("listening", &self.listener.is_some())
             .field("accept_multishot", &self.accept_multishot)
+            .field("recv_multishot", &self.recv_multishot)
             .finish_non_exhaustive()
     }
 }
@@ -243,7 +393,22 @@ impl UringIo {
             // SAFETY: as above.
             unsafe { libc::fcntl(waker.fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) };
         }
+        let bufs = if std::env::var("PERCORE_URING_RECV").is_ok_and(|v| v == "single") {
+            None
+        } else {
+            match BufRing::new().and_then(|b| b.register(&ring).map(|()| b)) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    // A failed registration leaves nothing registered: dropping frees it.
+                    log::debug!("io_uring: no provided-buffer ring ({e}); using single-shot receives");
+                    None
+                }
+            }
+        };
         let mut io = UringIo {
+            recv_multishot: bufs.is_some(),
+            recv_multishot_worked: false,
+            bufs,
             ring,
             ext_arg,
             ops: Vec::new(),
@@ -352,7 +517,10 @@ impl UringIo {
             // entry its user_data names (boxed) or by the connection that entry names (boxed
             // receive buffer and connect address; the send Vec, which is neither touched nor
             // resized while its send is in flight). Both stay alive and in place until the
-            // op's final completion is reaped; `drop` leaks them if that never comes.
+            // op's final completion is reaped; `drop` leaks them if that never comes. A
+            // multishot receive names no memory, only the buffer group, whose ring and
+            // buffers (`self.bufs`) stay registered and allocated until `drop` has reaped
+            // every op (or are leaked).
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 return;
             }
@@ -463,17 +631,29 @@ impl UringIo {
         self.accept_armed = true;
     }
 
+    /// Arms the connection's receive (multishot where available) unless one is in flight,
+    /// the connection is not open, or its reads are paused.
     fn arm_recv(&mut self, index: u32) {
+        let multishot = self.recv_multishot;
         let Some(conn) = self.conn(index) else { return };
         if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused {
             return;
         }
-        let (fd, buf, len) = (conn.fd(), conn.recv_buf.as_mut_ptr(), conn.recv_buf.len() as u32);
-        let ud = self.op_insert(Op::Recv(index));
+        let fd = types::Fd(conn.fd());
+        let sqe = if multishot {
+            opcode::RecvMulti::new(fd, PBUF_GROUP).build()
+        } else {
+            if conn.recv_buf.is_empty() {
+                conn.recv_buf = vec![0u8; RECV_BUF_LEN].into_boxed_slice();
+            }
+            opcode::Recv::new(fd, conn.recv_buf.as_mut_ptr(), conn.recv_buf.len() as u32).build()
+        };
+        let ud = self.op_insert(if multishot { Op::RecvMulti(index) } else { Op::Recv(index) });
         if let Some(conn) = self.conn(index) {
             conn.recv_op = Some(ud);
+            conn.recv_cancelling = false;
         }
-        self.push(opcode::Recv::new(types::Fd(fd), buf, len).build().user_data(ud));
+        self.push(sqe.user_data(ud));
     }
 
     /// Submits the unwritten rest of the connection's send buffer.
@@ -563,10 +743,21 @@ impl UringIo {
     /// Handles one completion; returns how many events it reported.
     fn complete(&mut self, user_data: u64, res: i32, flags: u32, sink: &mut dyn IoSink) -> usize {
         let more = cqueue::more(flags);
+        // A completion that used a provided buffer: report it (below), then hand it back.
+        let bid = cqueue::buffer_select(flags);
+        let events = self.complete_op(user_data, res, more, bid, sink);
+        if let (Some(bid), Some(bufs)) = (bid, self.bufs.as_mut()) {
+            bufs.recycle(bid);
+        }
+        events
+    }
+
+    fn complete_op(&mut self, user_data: u64, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
         let op = if more {
-            // Only a multishot accept keeps its entry across completions.
+            // Only multishot accepts and receives keep their entries across completions.
             match self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
                 Some(Op::Accept { multishot }) => Op::Accept { multishot: *multishot },
+                Some(Op::RecvMulti(index)) => Op::RecvMulti(*index),
                 other => {
                     log::warn!("io_uring: unexpected multishot completion for {other:?}");
                     return 0;
@@ -594,6 +785,7 @@ impl UringIo {
                 0
             }
             Op::Recv(index) => self.on_recv(index, res, sink),
+            Op::RecvMulti(index) => self.on_recv_multi(index, res, more, bid, sink),
             Op::Send(index) => self.on_send(index, res, sink),
             Op::Connect(index) => self.on_connect(index, res, sink),
             Op::Cancel | Op::Timeout(_) => 0,
@@ -656,6 +848,54 @@ impl UringIo {
             self.arm_recv(index);
         } else if !closing {
             self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(-res)));
+        }
+        self.maybe_finish(index);
+        events
+    }
+
+    /// A multishot receive's completion; `bid` (the buffer it filled) goes back to the ring
+    /// after this returns.
+    fn on_recv_multi(&mut self, index: u32, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
+        let mut events = 0;
+        let id = self.conn_id(index);
+        let Some(conn) = self.conn(index) else { return 0 };
+        if !more {
+            conn.recv_op = None;
+            conn.recv_cancelling = false;
+        }
+        let closing = conn.state == State::Closing;
+        if res > 0 {
+            self.recv_multishot_worked = true;
+            match (bid, &self.bufs) {
+                (Some(bid), Some(bufs)) => {
+                    if !closing {
+                        sink.on_data(id, bufs.data(bid, res as usize));
+                        events += 1;
+                    }
+                }
+                _ => log::warn!("io_uring: multishot receive of {res} bytes without a buffer"),
+            }
+            if !more {
+                self.arm_recv(index);
+            }
+        } else if res == 0 {
+            self.begin_close(index, CloseReason::Eof);
+        } else {
+            let errno = -res;
+            if errno == libc::EINVAL && !self.recv_multishot_worked && self.recv_multishot {
+                log::debug!("io_uring: multishot receive unsupported, using single-shot receives");
+                self.recv_multishot = false;
+                self.arm_recv(index);
+            } else if is_retry(errno) || errno == libc::ENOBUFS || errno == libc::ECANCELED {
+                if errno == libc::ENOBUFS {
+                    log::trace!("io_uring: buffer ring ran dry; re-arming the receive");
+                }
+                // Ran out of buffers (they are back in the ring by now), or cancelled by
+                // `pause_reads` (re-armed only if resumed since): continue if still wanted.
+                self.arm_recv(index);
+            } else if !closing {
+                self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(errno)));
+            }
         }
         self.maybe_finish(index);
         events
@@ -818,12 +1058,24 @@ impl Io for UringIo {
     }
 
     fn pause_reads(&mut self, id: ConnId, paused: bool) {
-        if let Some(index) = self.lookup(id) {
-            if let Some(conn) = self.conn(index) {
-                conn.read_paused = paused;
-            }
-            if !paused {
-                self.arm_recv(index);
+        let Some(index) = self.lookup(id) else { return };
+        let Some(conn) = self.conn(index) else { return };
+        conn.read_paused = paused;
+        if !paused {
+            // Re-armed only if no receive is in flight (a cancelled multishot re-arms itself
+            // when its final completion comes).
+            self.arm_recv(index);
+            return;
+        }
+        // A single-shot receive just completes and is not re-armed; a multishot one would go
+        // on reading, so cancel it (what it has posted already is still reported).
+        let (recv_op, cancelling) = (conn.recv_op, conn.recv_cancelling);
+        if let Some(ud) = recv_op.filter(|_| !cancelling) {
+            if matches!(self.op_slot(ud).and_then(|s| s.op.as_ref()), Some(Op::RecvMulti(_))) {
+                if let Some(conn) = self.conn(index) {
+                    conn.recv_cancelling = true;
+                }
+                self.cancel(ud);
             }
         }
     }
@@ -901,6 +1153,15 @@ impl Drop for UringIo {
             mem::forget(mem::take(&mut self.conns));
             mem::forget(self.listener.take());
             mem::forget(self.waker.clone());
+            mem::forget(self.bufs.take());
+        } else if self.bufs.is_some() {
+            // Nothing in flight: no receive can pick a buffer any more. Unregister, so the
+            // kernel lets go of the ring, before the memory is freed (after the ring itself
+            // is closed: field order).
+            if let Err(e) = self.ring.submitter().unregister_buf_ring(PBUF_GROUP) {
+                log::debug!("io_uring: unregistering the buffer ring failed ({e}); leaking it");
+                mem::forget(self.bufs.take());
+            }
         }
     }
 }
