@@ -289,17 +289,30 @@ fn child_node() {
     let n = node(&rt, cfg);
     spawn_counter(&rt, "counter");
     println!("READY {}", n.incarnation());
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
+    // Serve until the parent kills us, or until it is gone (its end of our stdin closes),
+    // so a failed test never leaves a child running.
+    let mut buf = [0u8; 64];
+    while std::io::stdin().read(&mut buf).is_ok_and(|n| n > 0) {}
+    std::process::exit(0);
+}
+
+/// Kills the child process when dropped (also when a test fails half-way).
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-fn spawn_child(port: u16, backend: Backend) -> (Child, u64) {
+fn spawn_child(port: u16, backend: Backend) -> (ChildGuard, u64) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
         .args(["--ignored", "--exact", "faults::child_node", "--nocapture", "--test-threads=1"])
         .env("PERCORE_CHILD_PORT", port.to_string())
         .env("PERCORE_CHILD_BACKEND", if backend == Backend::Mio { "mio" } else { "io_uring" })
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -318,7 +331,7 @@ fn spawn_child(port: u16, backend: Backend) -> (Child, u64) {
     }
     let s = String::from_utf8_lossy(&line);
     let inc = s.trim().rsplit(' ').next().unwrap().parse().unwrap();
-    (child, inc)
+    (ChildGuard(child), inc)
 }
 
 fn free_port() -> u16 {
@@ -350,8 +363,8 @@ fn killed_process_then_restarted_peer(backend: Backend) {
         })
     };
     eventually("the stream is flowing", || na.stats().sent >= 1000);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated), "watcher learns of the death");
     let sent = sender.join().unwrap();
     assert!(sent > 0);
@@ -362,7 +375,7 @@ fn killed_process_then_restarted_peer(backend: Backend) {
     assert_eq!(local.ask(Counter::Get, LONG).unwrap().total, 1);
 
     // Restart the peer on the same address: a new incarnation; traffic resumes.
-    let (mut child2, inc2) = spawn_child(port, backend);
+    let (child2, inc2) = spawn_child(port, backend);
     assert_ne!(inc1, inc2);
     let c2 = na.remote_ref::<Counter>(&path).unwrap();
     for seq in 0..1000 {
@@ -370,15 +383,14 @@ fn killed_process_then_restarted_peer(backend: Backend) {
     }
     assert_eq!(c2.ask(Counter::Get, LONG).unwrap(), Reply { total: 1000, in_order: true });
     eventually("old incarnation quarantined", || na.stats().quarantined >= 1);
-    child2.kill().unwrap();
-    child2.wait().unwrap();
+    drop(child2);
 }
 
 fn two_processes_refs_fifo_exact_counts(backend: Backend) {
     const SENDERS: u32 = 4;
     const PER: u64 = 250_000; // 1M messages across the process boundary
     let port = free_port();
-    let (mut child, _) = spawn_child(port, backend);
+    let (child, _) = spawn_child(port, backend);
     let ra = runtime("parent", 2);
     let na = node(&ra, config(backend));
     let c = na.remote_ref::<Counter>(&format!("percore://percore@127.0.0.1:{port}/user/counter")).unwrap();
@@ -407,6 +419,5 @@ fn two_processes_refs_fifo_exact_counts(backend: Backend) {
     }
     assert_eq!(na.stats().undelivered, 0);
     assert_eq!(ra.handle().dead_letters(), 0);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
 }
