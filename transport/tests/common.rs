@@ -174,6 +174,24 @@ impl Actor for CounterActor {
     }
 }
 
+/// `senders` foreign threads each send `per` numbered hits to `c` (blocking `send`: each
+/// waits while the transport pushes back), then join.
+pub fn hits_from_threads(c: &ActorRef<Counter>, senders: u32, per: u64) {
+    let threads: Vec<_> = (0..senders)
+        .map(|from| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for seq in 0..per {
+                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 /// Spawns the counter as the named top-level actor `name` (a mailbox sized for a target
 /// fed from the network: a full one pauses the connection, which is slow in debug builds).
 pub fn spawn_counter(rt: &Runtime, name: &str) -> ActorRef<Counter> {

@@ -394,19 +394,7 @@ fn two_processes_refs_fifo_exact_counts(backend: Backend) {
     let ra = runtime("parent", 2);
     let na = node(&ra, config(backend));
     let c = na.remote_ref::<Counter>(&format!("percore://percore@127.0.0.1:{port}/user/counter")).unwrap();
-    let threads: Vec<_> = (0..SENDERS)
-        .map(|from| {
-            let c = c.clone();
-            std::thread::spawn(move || {
-                for seq in 0..PER {
-                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    hits_from_threads(&c, SENDERS, PER);
     assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: SENDERS as u64 * PER, in_order: true });
     // A ref to a local actor, sent to the other process, which answers through it.
     let (tx, rx) = std::sync::mpsc::channel();

@@ -39,20 +39,7 @@ fn fifo_exact_counts_from_many_senders(backend: Backend) {
     let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
     spawn_counter(&rb, "counter");
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
-    let threads: Vec<_> = (0..SENDERS)
-        .map(|from| {
-            let c = c.clone();
-            std::thread::spawn(move || {
-                for seq in 0..PER {
-                    // Blocking send: waits while the proxy pushes back (full mailbox).
-                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    hits_from_threads(&c, SENDERS, PER);
     let r = c.ask(Counter::Get, LONG).unwrap();
     assert_eq!(r, Reply { total: SENDERS as u64 * PER, in_order: true });
     assert_eq!(ra.handle().dead_letters() + rb.handle().dead_letters(), 0);
