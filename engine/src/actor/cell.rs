@@ -662,7 +662,8 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
     if !shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
         act.process_system_messages(inner);
     }
-    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.paused && !inner.meta.stop_requested {
+    // `|` on the flags: one branch instead of three on this per-activation path.
+    if inner.meta.lifecycle == Lifecycle::Running && !(inner.meta.suspended | inner.meta.paused | inner.meta.stop_requested) {
         if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
@@ -683,7 +684,7 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
 
     // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
     // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
-    let suspended = inner.meta.suspended || inner.meta.paused;
+    let suspended = inner.meta.suspended | inner.meta.paused;
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
     if local_left && !queued && !suspended {
@@ -736,7 +737,7 @@ fn process_user_messages<A: Actor>(
             let Some(msg) = msg else { break };
             handled += 1;
             actor.handle(&mut ctx, msg)?;
-            if ctx.meta.stop_requested || ctx.meta.paused {
+            if ctx.meta.stop_requested | ctx.meta.paused {
                 break;
             }
         }
