@@ -344,7 +344,7 @@ impl NodeShared {
     pub(crate) fn send_reply<R: Wire>(&self, addr: SocketAddr, incarnation: u64, shard: u16, seq: u64, outcome: Result<R, AskError>) -> bool {
         let mut body = Vec::new();
         {
-            let mut w = Encoder { buf: &mut body, node: Some(self), replies: None };
+            let mut w = Encoder { buf: &mut body, node: Some(self), replies: None, refs: None };
             w.put_u16(shard);
             w.put_u64(seq);
             match outcome {

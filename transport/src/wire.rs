@@ -35,8 +35,8 @@
 
 use percore::{ActorRef, AskError, ReplyTo};
 
+use crate::endpoint::{RefCache, ReplyTable};
 use crate::node::{NodeShared, Target};
-use crate::endpoint::ReplyTable;
 
 /// A message type that may be sent to a remote actor.
 pub trait RemoteMessage: Wire + Send + 'static {
@@ -104,6 +104,8 @@ pub struct Encoder<'a> {
     pub(crate) buf: &'a mut Vec<u8>,
     pub(crate) node: Option<&'a NodeShared>,
     pub(crate) replies: Option<&'a mut ReplyTable>,
+    /// The encoding shard's ref cache (absent off-shard: the node's tables are used).
+    pub(crate) refs: Option<&'a mut RefCache>,
 }
 
 impl std::fmt::Debug for Encoder<'_> {
@@ -116,7 +118,7 @@ impl<'a> Encoder<'a> {
     /// An encoder without a node: plain values only (refs and reply handles panic-free
     /// encode as "no actor"). For tests and codecs of plain data.
     pub fn plain(buf: &'a mut Vec<u8>) -> Self {
-        Encoder { buf, node: None, replies: None }
+        Encoder { buf, node: None, replies: None, refs: None }
     }
     /// Appends one byte.
     #[inline]
@@ -166,6 +168,8 @@ pub struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
     pub(crate) node: Option<&'a std::sync::Arc<NodeShared>>,
+    /// The decoding shard's ref cache (absent off-shard).
+    pub(crate) refs: Option<&'a mut RefCache>,
 }
 
 impl std::fmt::Debug for Decoder<'_> {
@@ -177,11 +181,16 @@ impl std::fmt::Debug for Decoder<'_> {
 impl<'a> Decoder<'a> {
     /// A decoder for plain values (refs and reply handles fail with [`WireError::NoNode`]).
     pub fn plain(data: &'a [u8]) -> Self {
-        Decoder { data, pos: 0, node: None }
+        Decoder { data, pos: 0, node: None, refs: None }
     }
 
     pub(crate) fn with_node(data: &'a [u8], node: &'a std::sync::Arc<NodeShared>) -> Self {
-        Decoder { data, pos: 0, node: Some(node) }
+        Decoder { data, pos: 0, node: Some(node), refs: None }
+    }
+
+    /// A decoder on a shard: refs are resolved through the shard's cache.
+    pub(crate) fn on_shard(data: &'a [u8], node: &'a std::sync::Arc<NodeShared>, refs: &'a mut RefCache) -> Self {
+        Decoder { data, pos: 0, node: Some(node), refs: Some(refs) }
     }
 
     /// Bytes not read yet.
@@ -426,6 +435,28 @@ impl WireRef {
         }
     }
 
+    /// The bytes of the next wire ref (consumed), without decoding it.
+    pub(crate) fn span<'b>(r: &mut Decoder<'b>) -> Result<&'b [u8], WireError> {
+        let start = r.pos;
+        let family = r.get_u8()?;
+        let ip = match family {
+            4 => 4,
+            6 => 16,
+            tag => return Err(WireError::BadTag { what: "address family", tag }),
+        };
+        r.get_raw(ip + 2 + 8)?; // address, port, incarnation
+        match r.get_u8()? {
+            0 => {
+                r.get_bytes()?;
+            }
+            1 => {
+                r.get_u64()?;
+            }
+            tag => return Err(WireError::BadTag { what: "actor target", tag }),
+        }
+        Ok(&r.data[start..r.pos])
+    }
+
     pub(crate) fn get(r: &mut Decoder<'_>) -> Result<Self, WireError> {
         let node = get_addr(r)?;
         let incarnation = r.get_u64()?;
@@ -442,17 +473,23 @@ impl WireRef {
 /// it into a local ref (if it points there) or a proxy for the remote actor.
 impl<M: RemoteMessage> Wire for ActorRef<M> {
     fn encode(self, w: &mut Encoder<'_>) {
-        match w.node {
-            Some(node) => node.wire_ref_of(&self).put(w),
-            None => {
+        match (w.node, w.refs.as_deref_mut()) {
+            (Some(node), Some(cache)) => cache.encode(node, &self, w.buf),
+            (Some(node), None) => node.wire_ref_of(&self).put(w),
+            (None, _) => {
                 // No node: nobody could reach it; encode an unreachable ref.
                 WireRef { node: ([0, 0, 0, 0], 0).into(), incarnation: 0, target: Target::Uid(0) }.put(w)
             }
         }
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        let wr = WireRef::get(r)?;
         let node = r.node.ok_or(WireError::NoNode)?;
+        if let Some(cache) = r.refs.take() {
+            let out = cache.decode::<M>(node, r);
+            r.refs = Some(cache);
+            return out;
+        }
+        let wr = WireRef::get(r)?;
         NodeShared::ref_from_wire::<M>(node, wr)
     }
 }

@@ -11,6 +11,7 @@ both_backends! {
     tell_and_ask => tell_and_ask;
     fifo_exact_counts_from_many_senders => fifo_exact_counts_from_many_senders;
     refs_inside_messages_point_back => refs_inside_messages_point_back;
+    a_ref_in_every_message => a_ref_in_every_message;
     watch_remote_actor_stop => watch_remote_actor_stop;
     unknown_actor_terminates_watchers => unknown_actor_terminates_watchers;
 }
@@ -94,4 +95,31 @@ fn unknown_actor_terminates_watchers(backend: Backend) {
     sink.tell(SinkMsg::Watch(c.clone())).unwrap();
     assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
     let _ = SpawnOptions::new();
+}
+
+fn a_ref_in_every_message(backend: Backend) {
+    const N: u64 = 2000;
+    let (ra, rb) = (runtime("a", 2), runtime("b", 2));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    spawn_counter(&rb, "counter");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Room for every answer: the forwarder's `tell` into the sink must not overflow.
+    let big = |shard| SpawnOptions::new().shard(shard).capacity(N as usize);
+    let sink = ra.handle().spawn_with(big(0), Sink { tx }).unwrap();
+    let fwd = ra.handle().spawn_with(big(1), ReplyForwarder(sink)).unwrap();
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    // The same ref encoded and decoded N times (the shards' ref caches answer after the
+    // first); every answer comes back through it, in order.
+    for seq in 0..N {
+        c.send(Counter::Hit { from: 0, seq }, LONG).unwrap();
+        c.send(Counter::Report(fwd.clone()), LONG).unwrap();
+    }
+    for expect in 1..=N {
+        match rx.recv_timeout(LONG).unwrap() {
+            SinkEvent::Reply(r) => assert_eq!(r, Reply { total: expect, in_order: true }),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(na.stats().undelivered + nb.stats().undelivered, 0);
+    assert_eq!(ra.handle().dead_letters() + rb.handle().dead_letters(), 0);
 }

@@ -19,6 +19,7 @@
 
 mod actor;
 mod binding;
+mod refcache;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ use percore::ActorId;
 
 pub(crate) use actor::{Endpoint, EndpointMsg};
 pub(crate) use binding::{bind_typed, Binding, Delivery, ReplyTable};
+pub(crate) use refcache::RefCache;
 use binding::WatchJob;
 use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::handshake::{self, Identity, Nonce};
@@ -145,6 +147,7 @@ pub(crate) struct EndpointState {
     peers: Vec<Peer>,
     peer_index: HashMap<SocketAddr, usize>,
     replies: ReplyTable,
+    refs: RefCache,
     to_connect: Vec<usize>,
     to_close: Vec<ConnId>,
     /// Connections whose reading must be paused (true) or resumed (false).
@@ -173,6 +176,7 @@ impl EndpointState {
             peers: Vec::new(),
             peer_index: HashMap::new(),
             replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
+            refs: RefCache::default(),
             to_connect: Vec::new(),
             to_close: Vec::new(),
             to_pause: Vec::new(),
@@ -323,11 +327,11 @@ impl EndpointState {
     #[inline]
     pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
         let max = self.node.cfg.max_frame;
-        let EndpointState { peers, replies, node, .. } = self;
+        let EndpointState { peers, replies, refs, node, .. } = self;
         let peer = &mut peers[p];
         let start = begin_frame(&mut peer.pending, kind::MSG);
         peer.pending.extend_from_slice(&alias.to_le_bytes());
-        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies) });
+        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies), refs: Some(refs) });
         if let Err(len) = end_frame(&mut peer.pending, start, max) {
             log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
             self.undelivered += 1;
@@ -407,7 +411,7 @@ impl EndpointState {
                             let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes")) as usize;
                             match bindings.get(alias).and_then(Option::as_ref) {
                                 Some(b) => {
-                                    let mut d = Decoder::with_node(&body[4..], &self.node);
+                                    let mut d = Decoder::on_shard(&body[4..], &self.node, &mut self.refs);
                                     self.received += 1;
                                     let delivery = (b.deliver)(&mut d).inspect_err(|_| {
                                         // The message is lost with the connection: count it.
