@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use percore::driver::DriverWaker;
 
+mod bufring;
 pub(crate) mod mio;
 pub(crate) mod uring;
 
