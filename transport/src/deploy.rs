@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use percore::{Actor, ActorError, ActorRef, Context, Directive, Props, SpawnOptions, SupervisorStrategy, Terminated};
 
-use crate::endpoint::{with_state, Binding};
+use crate::endpoint::{with_state, Binding, PendingTarget};
 use crate::error::TransportError;
 use crate::io::ConnId;
 use crate::node::{Node, NodeShared, Target};
@@ -68,7 +68,7 @@ impl Node {
         self.register::<A::Msg>()?;
         let factory = Arc::new(factory);
         let spawn = move |node: &Arc<NodeShared>, req: SpawnRequest| -> Result<Deployed, String> {
-            let slot: Arc<OnceLock<ActorRef<A::Msg>>> = Arc::new(OnceLock::new());
+            let slot: PendingTarget<A::Msg> = Arc::new(OnceLock::new());
             let f = factory.clone();
             let guard = DeployGuard::<A> {
                 factory: Box::new(move || f()),
@@ -84,7 +84,7 @@ impl Node {
                 .rt
                 .spawn_with(SpawnOptions::new().shard(req.shard).capacity(1024), guard)
                 .map_err(|e| e.to_string())?;
-            Ok(Deployed { binding: Binding::pending(slot), guard })
+            Ok(Deployed { binding: Binding::pending(slot, node.clone()), guard })
         };
         self.shared
             .factories
@@ -136,7 +136,7 @@ pub(crate) enum GuardMsg {
 /// Parent of a deployed actor on the target node: defers decisions to the spawner.
 pub(crate) struct DeployGuard<A: Actor> {
     factory: Box<dyn Fn() -> A + Send + Sync>,
-    slot: Arc<OnceLock<ActorRef<A::Msg>>>,
+    slot: PendingTarget<A::Msg>,
     child: Option<ActorRef<A::Msg>>,
     conn: ConnId,
     alias: u32,
@@ -156,10 +156,16 @@ where
         let f = std::mem::replace(&mut self.factory, Box::new(|| unreachable!("factory moved")));
         let f: Arc<dyn Fn() -> A + Send + Sync> = Arc::from(f);
         let props = Props::new(move || f()).capacity(self.node.cfg.proxy_capacity);
-        let child = ctx.spawn_props(props)?;
+        let child = match ctx.spawn_props(props) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = self.slot.set(None); // messages already bound to it are undelivered
+                return Err(e.into());
+            }
+        };
         let _ = self.node.rt.register(&self.name, &child);
         ctx.watch(&child, |_: Terminated| GuardMsg::ChildGone);
-        let _ = self.slot.set(child.clone());
+        let _ = self.slot.set(Some(child.clone()));
         self.child = Some(child);
         Ok(())
     }
@@ -185,6 +191,7 @@ where
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        let _ = self.slot.set(None); // never started a child: release waiting messages
         self.node.rt.unregister(&self.name);
     }
 

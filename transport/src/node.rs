@@ -166,7 +166,7 @@ pub struct NodeStats {
     pub quarantined: u64,
 }
 
-pub(crate) type Binder = fn(&Arc<NodeShared>, &Target) -> Result<Binding, WireError>;
+pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
 
 struct TypeEntry {
     name: &'static str,
@@ -278,6 +278,16 @@ impl NodeShared {
                     return Err(WireError::NoSuchActor(format!("actor {uid:#x} has stopped")));
                 }
                 Ok(r.clone())
+            }
+            Target::Name(path) if path.contains('/') => {
+                // Nested: the engine asks each parent in turn, which blocks.
+                if percore::on_shard_thread() {
+                    return Err(WireError::NoSuchActor(format!("/user/{path} (nested paths are resolved off the shards)")));
+                }
+                self.rt.resolve::<M>(&format!("/user/{path}"), self.cfg.failure_timeout).map_err(|e| match e {
+                    percore::LookupError::WrongType { .. } => WireError::TypeMismatch { expected: 0, got: M::TYPE_ID },
+                    _ => WireError::NoSuchActor(format!("/user/{path}")),
+                })
             }
             Target::Name(name) => match self.rt.whereis::<M>(name) {
                 Ok(r) => Ok(r),
@@ -477,8 +487,9 @@ impl Node {
         Ok(())
     }
 
-    /// A ref to the actor at `path` (`percore://system@host:port/user/name`, where `name`
-    /// is a registered name or a named top-level actor there). Sends through it go over the
+    /// A ref to the actor at `path`: `percore://system@host:port/user/name`, where `name` is
+    /// a registered name or a named top-level actor there, or a nested path
+    /// (`/user/parent/child`, named actors; resolved by the remote node off its shards). Sends through it go over the
     /// transport; it can be watched (Terminated when the actor stops or its node becomes
     /// unreachable) and passed inside messages. A path on this node gives the local actor.
     pub fn remote_ref<M: RemoteMessage>(&self, path: &str) -> Result<ActorRef<M>, TransportError> {
@@ -530,7 +541,7 @@ pub(crate) fn parse_path(path: &str) -> Result<(SocketAddr, String), TransportEr
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let addr: SocketAddr = hostport.parse().map_err(|_| bad())?;
     let name = tail.strip_prefix("user/").ok_or_else(bad)?;
-    if name.is_empty() || name.contains('/') {
+    if name.split('/').any(|seg| seg.is_empty() || seg == "*") {
         return Err(bad());
     }
     Ok((addr, name.to_string()))
@@ -545,7 +556,9 @@ mod tests {
         let (a, n) = parse_path("percore://sys@127.0.0.1:4000/user/echo").unwrap();
         assert_eq!((a, n.as_str()), ("127.0.0.1:4000".parse().unwrap(), "echo"));
         assert!(parse_path("percore://127.0.0.1:4000/user/echo").is_ok());
-        for bad in ["http://x/user/a", "percore://sys@nohost/user/a", "percore://sys@127.0.0.1:1/a", "percore://s@127.0.0.1:1/user/a/b"] {
+        let (_, nested) = parse_path("percore://sys@127.0.0.1:4000/user/a/b").unwrap();
+        assert_eq!(nested, "a/b");
+        for bad in ["http://x/user/a", "percore://sys@nohost/user/a", "percore://sys@127.0.0.1:1/a", "percore://s@127.0.0.1:1/user/a//b", "percore://s@127.0.0.1:1/user/a/*"] {
             assert!(parse_path(bad).is_err(), "{bad}");
         }
     }

@@ -12,6 +12,7 @@ both_backends! {
     fifo_exact_counts_from_many_senders => fifo_exact_counts_from_many_senders;
     refs_inside_messages_point_back => refs_inside_messages_point_back;
     a_ref_in_every_message => a_ref_in_every_message;
+    nested_paths_resolve_on_the_remote_node => nested_paths;
     watch_remote_actor_stop => watch_remote_actor_stop;
     unknown_actor_terminates_watchers => unknown_actor_terminates_watchers;
 }
@@ -122,4 +123,45 @@ fn a_ref_in_every_message(backend: Backend) {
     }
     assert_eq!(na.stats().undelivered + nb.stats().undelivered, 0);
     assert_eq!(ra.handle().dead_letters() + rb.handle().dead_letters(), 0);
+}
+
+/// A parent with one named child, `counter`.
+struct Parent;
+
+impl percore::Actor for Parent {
+    type Msg = percore::ReplyTo<percore::ActorRef<Counter>>;
+    fn handle(
+        &mut self,
+        ctx: &mut percore::Context<Self>,
+        r: percore::ReplyTo<percore::ActorRef<Counter>>,
+    ) -> Result<(), percore::ActorError> {
+        let child = ctx.spawn_with(SpawnOptions::new().name("counter").capacity(4096), CounterActor::new())?;
+        r.reply(child);
+        Ok(())
+    }
+}
+
+fn nested_paths(backend: Backend) {
+    let (ra, rb) = (runtime("a", 2), runtime("b", 2));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    let parent = rb.handle().spawn_with(SpawnOptions::new().name("parent"), Parent).unwrap();
+    let child = parent.ask(|r| r, LONG).unwrap();
+    let c = na.remote_ref::<Counter>(&format!("{}/user/parent/counter", nb.address())).unwrap();
+    for seq in 0..100 {
+        c.tell(Counter::Hit { from: 0, seq }).unwrap();
+    }
+    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
+    // Watched through the nested path: stopping the child reaches the remote watcher once.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = ra.handle().spawn(Sink { tx }).unwrap();
+    sink.tell(SinkMsg::Watch(c.clone())).unwrap();
+    child.tell(Counter::Stop).unwrap();
+    assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    // A nested path that does not exist: the stand-in learns it and closes; what was sent
+    // to it is counted.
+    let missing = na.remote_ref::<Counter>(&format!("{}/user/parent/nobody", nb.address())).unwrap();
+    missing.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    eventually("stand-in closed", || missing.is_closed());
+    eventually("lost message counted", || na.stats().undelivered + nb.stats().undelivered + ra.handle().dead_letters() >= 1);
 }

@@ -28,6 +28,10 @@ pub(crate) enum EndpointMsg {
     RunWatches,
     /// A watched local actor stopped.
     LocalTerminated(ActorId),
+    /// A nested path bound at `at` resolved to `target`: watch it for the peer.
+    PathBound { at: super::binding::BindAt, target: ActorId, watch: super::binding::WatchJob },
+    /// A nested path bound at `at` does not exist: tell the peer.
+    PathFailed { at: super::binding::BindAt, why: String },
 }
 
 /// The actor that owns a shard's transport: installs the driver, runs timers.
@@ -106,6 +110,15 @@ impl Actor for Endpoint {
                 }
             }
             EndpointMsg::LocalTerminated(id) => st.borrow_mut().local_terminated(id),
+            EndpointMsg::PathBound { at, target, watch } => {
+                if st.borrow_mut().watch_for_peer(at.conn, at.alias, target) {
+                    watch(ctx);
+                }
+            }
+            EndpointMsg::PathFailed { at, why } => {
+                log::info!("node {}: binding failed: {why}", self.node.addr);
+                st.borrow_mut().binding_failed(at.conn, at.alias);
+            }
         }
         Ok(())
     }

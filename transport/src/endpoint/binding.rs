@@ -77,7 +77,7 @@ pub(crate) enum Delivery {
     Stalled(Box<dyn FnMut() -> bool>),
 }
 
-pub(super) type WatchJob = Box<dyn for<'a> FnOnce(&mut Context<'a, Endpoint>)>;
+pub(crate) type WatchJob = Box<dyn for<'a> FnOnce(&mut Context<'a, Endpoint>) + Send>;
 
 /// Offers `m` to `r`: in, dead-lettered (stopped actor), or a retry that holds it.
 fn offer<M: Send + 'static>(r: &percore::ActorRef<M>, m: M) -> Delivery {
@@ -105,29 +105,41 @@ fn offer<M: Send + 'static>(r: &percore::ActorRef<M>, m: M) -> Delivery {
 }
 
 impl Binding {
-    /// A binding to an actor that is being spawned (a deployment): messages wait, with
-    /// the connection paused, until `slot` is filled.
-    pub(crate) fn pending<M: RemoteMessage>(slot: Arc<std::sync::OnceLock<percore::ActorRef<M>>>) -> Binding {
+    /// A binding to an actor that is not known yet (a deployment being spawned, a path
+    /// being resolved): messages wait, with the connection paused, until `slot` is filled:
+    /// `Some(actor)`, or `None` if it will never exist (its messages are then counted as
+    /// undelivered).
+    pub(crate) fn pending<M: RemoteMessage>(slot: PendingTarget<M>, node: Arc<NodeShared>) -> Binding {
         Binding {
             target: None,
             deliver: Box::new(move |d| {
                 let m = M::decode(d)?;
                 d.finish()?;
                 Ok(match slot.get() {
-                    Some(r) => offer(r, m),
+                    Some(Some(r)) => offer(r, m),
+                    Some(None) => {
+                        node.stats.undelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Delivery::Done
+                    }
                     None => {
-                        let (slot, mut m, mut inner) = (slot.clone(), Some(m), None::<Box<dyn FnMut() -> bool>>);
+                        let (slot, node, mut m, mut inner) = (slot.clone(), node.clone(), Some(m), None::<Box<dyn FnMut() -> bool>>);
                         Delivery::Stalled(Box::new(move || {
                             if let Some(retry) = inner.as_mut() {
                                 return retry();
                             }
-                            let Some(r) = slot.get() else { return false };
-                            match offer(r, m.take().expect("offered once")) {
-                                Delivery::Done => true,
-                                Delivery::Stalled(retry) => {
-                                    inner = Some(retry);
-                                    false
+                            match slot.get() {
+                                None => false,
+                                Some(None) => {
+                                    node.stats.undelivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    true
                                 }
+                                Some(Some(r)) => match offer(r, m.take().expect("offered once")) {
+                                    Delivery::Done => true,
+                                    Delivery::Stalled(retry) => {
+                                        inner = Some(retry);
+                                        false
+                                    }
+                                },
                             }
                         }))
                     }
@@ -138,8 +150,24 @@ impl Binding {
     }
 }
 
+/// Where a pending binding's actor will appear (`None`: it never will).
+pub(crate) type PendingTarget<M> = Arc<std::sync::OnceLock<Option<percore::ActorRef<M>>>>;
+
+/// Where an inbound binding is made: its connection, alias and shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BindAt {
+    pub(crate) conn: crate::io::ConnId,
+    pub(crate) alias: u32,
+    pub(crate) shard: usize,
+}
+
 /// The binder registered for `M` (see `Node::register`).
-pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target) -> Result<Binding, WireError> {
+pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target, at: BindAt) -> Result<Binding, WireError> {
+    if let Target::Name(path) = t {
+        if path.contains('/') {
+            return Ok(resolve_path::<M>(node, path, at));
+        }
+    }
     let r = node.local_target::<M>(t)?;
     let target = r.id();
     let w = r.clone();
@@ -154,4 +182,41 @@ pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target) -
             ctx.watch(&w, move |_| EndpointMsg::LocalTerminated(target));
         })),
     })
+}
+
+/// Binds a nested path (`/user/a/b`): the engine resolves it by asking each parent in turn,
+/// which blocks, so a short-lived thread does it off the shard while the connection waits;
+/// the endpoint then watches the actor (or tells the peer it does not exist).
+fn resolve_path<M: RemoteMessage>(node: &Arc<NodeShared>, path: &str, at: BindAt) -> Binding {
+    let slot: PendingTarget<M> = Arc::new(std::sync::OnceLock::new());
+    let (n, p, s) = (node.clone(), format!("/user/{path}"), slot.clone());
+    let spawned = std::thread::Builder::new().name("percore-resolve".into()).spawn(move || {
+        let msg = match n.rt.resolve::<M>(&p, n.cfg.failure_timeout) {
+            Ok(actor) => {
+                let (id, w) = (actor.id(), actor.clone());
+                let _ = s.set(Some(actor));
+                EndpointMsg::PathBound {
+                    at,
+                    target: id,
+                    watch: Box::new(move |ctx: &mut Context<'_, Endpoint>| {
+                        ctx.watch(&w, move |_| EndpointMsg::LocalTerminated(id));
+                    }),
+                }
+            }
+            Err(e) => {
+                let _ = s.set(None);
+                EndpointMsg::PathFailed { at, why: format!("{p}: {e}") }
+            }
+        };
+        if let Some(ep) = n.endpoint(at.shard) {
+            let _ = ep.tell(msg);
+        }
+    });
+    if spawned.is_err() {
+        let _ = slot.set(None);
+        if let Some(ep) = node.endpoint(at.shard) {
+            let _ = ep.tell(EndpointMsg::PathFailed { at, why: format!("{path}: cannot start a lookup thread") });
+        }
+    }
+    Binding::pending(slot, node.clone())
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use percore::ActorId;
 
 pub(crate) use actor::{Endpoint, EndpointMsg};
-pub(crate) use binding::{bind_typed, Binding, Delivery, ReplyTable};
+pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, ReplyTable};
 pub(crate) use refcache::RefCache;
 use binding::WatchJob;
 use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
@@ -510,7 +510,7 @@ impl EndpointState {
                         if bindings.len() <= alias as usize {
                             bindings.resize_with(alias as usize + 1, || None);
                         }
-                        match binder(&node, &target) {
+                        match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
                             Ok(mut b) => {
                                 let job = b.watch.take();
                                 if let Some(id) = b.target {
@@ -777,6 +777,27 @@ impl EndpointState {
         self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
         if self.shard == 0 {
             self.node.sweep_exports();
+        }
+    }
+
+    /// Records that the peer on `c` watches `target` through `alias`; returns whether this
+    /// shard must start watching it (first watcher).
+    fn watch_for_peer(&mut self, c: ConnId, alias: u32, target: ActorId) -> bool {
+        let w = self.watched.entry(target).or_default();
+        w.push((c, alias));
+        w.len() == 1
+    }
+
+    /// A pending binding will never have an actor: drop it and tell the peer.
+    fn binding_failed(&mut self, c: ConnId, alias: u32) {
+        if let Some(conn) = self.conns.get_mut(&c) {
+            if let Role::Inbound { bindings, .. } = &mut conn.role {
+                if let Some(slot) = bindings.get_mut(alias as usize) {
+                    *slot = None;
+                }
+            }
+            Self::terminated_frame(&mut conn.out, alias);
+            self.dirty.push(c);
         }
     }
 
