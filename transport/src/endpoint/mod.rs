@@ -19,6 +19,7 @@
 
 mod actor;
 mod binding;
+mod frames;
 mod refcache;
 
 use std::cell::RefCell;
@@ -34,11 +35,11 @@ pub(crate) use actor::{Endpoint, EndpointMsg};
 pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, ReplyTable};
 pub(crate) use refcache::RefCache;
 use binding::WatchJob;
-use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
+use crate::frame::{begin_frame, end_frame, kind, FrameError};
 use crate::handshake::{self, Identity, Nonce};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
 use crate::node::{NodeShared, Target};
-use crate::wire::{Decoder, Encoder, RemoteMessage, WireError, WireRef};
+use crate::wire::{Encoder, RemoteMessage, WireRef};
 
 thread_local! {
     /// This shard's endpoint state (set by the endpoint actor when it installs the driver).
@@ -385,264 +386,13 @@ impl EndpointState {
         }
     }
 
-    fn input(&mut self, c: ConnId, data: &[u8]) -> Result<usize, FrameError> {
-        let mut used = 0;
-        loop {
-            let Some(conn) = self.conns.get_mut(&c) else { return Ok(used) };
-            if conn.closing {
-                return Ok(data.len());
-            }
-            if conn.stalled.is_some() {
-                return Ok(used);
-            }
-            // The hot path: messages on an authenticated inbound connection, decoded and
-            // delivered in one loop (one connection lookup per batch, no clock read, no
-            // reference counting).
-            if let Role::Inbound { state: InState::Open { .. }, bindings, .. } = &mut conn.role {
-                let max = self.node.cfg.max_frame;
-                loop {
-                    match next_frame(&data[used..], max)? {
-                        None => return Ok(used),
-                        Some((kind::MSG, body, n)) => {
-                            used += n;
-                            let Some(alias) = body.get(..4) else {
-                                return Err(WireError::Truncated { needed: 4 - body.len() }.into());
-                            };
-                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes")) as usize;
-                            match bindings.get(alias).and_then(Option::as_ref) {
-                                Some(b) => {
-                                    let mut d = Decoder::on_shard(&body[4..], &self.node, &mut self.refs);
-                                    self.received += 1;
-                                    let delivery = (b.deliver)(&mut d).inspect_err(|_| {
-                                        // The message is lost with the connection: count it.
-                                        self.received -= 1;
-                                        self.undelivered += 1;
-                                    })?;
-                                    if let Delivery::Stalled(retry) = delivery {
-                                        conn.stalled = Some(retry);
-                                        self.stalled.push(c);
-                                        self.to_pause.push((c, true));
-                                        return Ok(used);
-                                    }
-                                }
-                                None => self.undelivered += 1,
-                            }
-                        }
-                        Some(_) => break, // any other kind: the general path below
-                    }
-                }
-            }
-            let authed = match &conn.role {
-                Role::Inbound { state, .. } => matches!(state, InState::Open { .. }),
-                Role::Outbound { open, .. } => *open,
-            };
-            let max = if authed { self.node.cfg.max_frame } else { MAX_HANDSHAKE_FRAME };
-            match next_frame(&data[used..], max)? {
-                None => return Ok(used),
-                Some((k, body, n)) => {
-                    used += n;
-                    self.frame(c, k, body)?;
-                }
-            }
-        }
-    }
-
-    fn frame(&mut self, c: ConnId, k: u8, body: &[u8]) -> Result<(), FrameError> {
-        let node = self.node.clone();
-        let conn = self.conns.get_mut(&c).expect("caller checked");
-        match &mut conn.role {
-            Role::Inbound { state, bindings, deployed } => match state {
-                InState::AwaitHello => {
-                    if k != kind::HELLO {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
-                    }
-                    let (client, cn) = handshake::read_hello(body)?;
-                    if node.is_quarantined(client.addr, client.incarnation) {
-                        return Err(FrameError::Quarantined(client.incarnation));
-                    }
-                    let sn = handshake::random_bytes::<16>();
-                    let s = begin_frame(&mut conn.out, kind::CHALLENGE);
-                    handshake::challenge(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    *state = InState::AwaitResponse { client, cn, sn };
-                    self.dirty.push(c);
-                }
-                InState::AwaitResponse { client, cn, sn } => {
-                    if k != kind::RESPONSE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
-                    }
-                    handshake::check_response(body, &self.key, client, cn, sn)?;
-                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
-                    node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    *state = InState::Open { peer: client.clone() };
-                }
-                InState::Open { .. } => match k {
-                    kind::MSG => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()? as usize;
-                        match bindings.get(alias).and_then(Option::as_ref) {
-                            Some(b) => {
-                                let mut d = Decoder::with_node(&body[4..], &node);
-                                if let Delivery::Stalled(retry) = (b.deliver)(&mut d)? {
-                                    conn.stalled = Some(retry);
-                                    self.stalled.push(c);
-                                    self.to_pause.push((c, true));
-                                }
-                                self.received += 1;
-                            }
-                            None => self.undelivered += 1,
-                        }
-                    }
-                    kind::BIND => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()?;
-                        let type_id = d.get_u32()?;
-                        let target = match d.get_u8()? {
-                            0 => Target::Name(d.get_str()?.to_owned()),
-                            1 => Target::Uid(d.get_u64()?),
-                            tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
-                        };
-                        d.finish()?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
-                        }
-                        let binder = node.binder(type_id)?;
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
-                        }
-                        match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
-                            Ok(mut b) => {
-                                let job = b.watch.take();
-                                if let Some(id) = b.target {
-                                    let w = self.watched.entry(id).or_default();
-                                    w.push((c, alias));
-                                    if w.len() == 1 {
-                                        if let Some(job) = job {
-                                            self.watch_jobs.push(job);
-                                        }
-                                    }
-                                }
-                                bindings[alias as usize] = Some(b);
-                            }
-                            Err(e) => {
-                                log::info!(
-                                    "node {}: binding {:?} as {} failed: {e}",
-                                    node.addr,
-                                    target,
-                                    node.type_name(type_id)
-                                );
-                                bindings[alias as usize] = None;
-                                Self::terminated_frame(&mut conn.out, alias);
-                                self.dirty.push(c);
-                            }
-                        }
-                    }
-                    kind::UNBIND => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()? as usize;
-                        if let Some(slot) = bindings.get_mut(alias) {
-                            *slot = None;
-                        }
-                    }
-                    kind::HEARTBEAT => {
-                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
-                        conn.out.extend_from_slice(body.get(..8).unwrap_or(&[0; 8]));
-                        let _ = end_frame(&mut conn.out, s, usize::MAX);
-                        self.dirty.push(c);
-                    }
-                    kind::REPLY => {
-                        let mut d = Decoder::plain(body);
-                        let shard = d.get_u16()? as usize;
-                        let seq = d.get_u64()?;
-                        let ok = d.get_u8()? == 0;
-                        if shard == self.shard {
-                            let mut d = Decoder::with_node(&body[11..], &node);
-                            self.replies.complete(seq, if ok { Some(&mut d) } else { None });
-                        } else if let Some(e) = node.endpoint(shard) {
-                            let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
-                        }
-                    }
-                    kind::SPAWN => {
-                        let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
-                        }
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
-                        }
-                        let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
-                        let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
-                            None => Err(format!("no factory {factory:?} registered")),
-                            Some(f) if f.type_id != type_id => Err(format!("factory {factory:?} makes another message type")),
-                            Some(f) => (f.spawn)(&node, req),
-                        };
-                        match outcome {
-                            Ok(dep) => {
-                                bindings[alias as usize] = Some(dep.binding);
-                                deployed.insert(alias, dep.guard);
-                            }
-                            Err(why) => {
-                                log::warn!("node {}: deployment refused: {why}", node.addr);
-                                bindings[alias as usize] = None;
-                                Self::terminated_frame(&mut conn.out, alias);
-                                self.dirty.push(c);
-                            }
-                        }
-                    }
-                    kind::SUPERVISE => {
-                        let mut d = Decoder::plain(body);
-                        let (alias, code) = (d.get_u32()?, d.get_u8()?);
-                        if let Some(g) = deployed.get(&alias) {
-                            let _ = g.tell(crate::deploy::GuardMsg::Decide(code));
-                        }
-                    }
-                    other => return Err(FrameError::UnexpectedKind { kind: other, state: "inbound connection" }),
-                },
-            },
-            Role::Outbound { peer: p, cn, open } => {
-                let p = *p;
-                if !*open {
-                    if k != kind::CHALLENGE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected challenge" });
-                    }
-                    let (server, sn) = handshake::read_challenge(body, &self.key, cn)?;
-                    let cn = *cn;
-                    *open = true;
-                    let s = begin_frame(&mut conn.out, kind::RESPONSE);
-                    handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    return self.peer_opened(c, p, server);
-                }
-                match k {
-                    kind::HEARTBEAT_ACK => self.peers[p].last_heard = Instant::now(),
-                    kind::TERMINATED => {
-                        let alias = Decoder::plain(body).get_u32()?;
-                        if let Some(a) = self.peers[p].aliases.remove(&alias) {
-                            a.ctl.stop();
-                        }
-                    }
-                    kind::CHILD_FAILED => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()?;
-                        let reason = d.get_str()?;
-                        if let Some(a) = self.peers[p].aliases.get(&alias) {
-                            a.ctl.fail(format!("remote child failed: {reason}"));
-                        }
-                    }
-                    other => return Err(FrameError::UnexpectedKind { kind: other, state: "outbound connection" }),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn terminated_frame(out: &mut Vec<u8>, alias: u32) {
+    pub(super) fn terminated_frame(out: &mut Vec<u8>, alias: u32) {
         let s = begin_frame(out, kind::TERMINATED);
         out.extend_from_slice(&alias.to_le_bytes());
         let _ = end_frame(out, s, usize::MAX);
     }
 
-    fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
+    pub(super) fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
         let node = self.node.clone();
         let peer = &mut self.peers[p];
         if server.addr != peer.addr {
