@@ -8,4 +8,5 @@ mod messaging;
 mod stress;
 mod supervision;
 mod timers;
+mod seams;
 mod toolkit;

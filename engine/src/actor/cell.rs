@@ -14,6 +14,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::time::Duration;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
 use super::context::Context;
@@ -105,30 +106,37 @@ pub(crate) enum SysMsg {
     Watch(WatchEntry),
     /// A watcher no longer does.
     Unwatch(ActorId),
-    /// A watched actor terminated: the watcher's own message, built by its `map`.
-    Terminated { from: ActorId, msg: Box<dyn Any + Send> },
+    /// A watched actor terminated. A plain value: the watcher maps it into its own message
+    /// with the closure it gave `Context::watch`, inside its own activation.
+    Terminated(Terminated),
     /// The receive-timeout timer fired (checked against the last activity).
     ReceiveTimeout,
     /// A keyed timer fired: delivered only if the key still maps to this timer, so a
-    /// cancelled or replaced timer's message is never received.
-    TimerFired { key: crate::timer::TimerKey, id: crate::shard::TimerId, msg: Box<dyn Any + Send> },
+    /// cancelled or replaced timer's message is never received. The message factory stays
+    /// with the actor (`SupState::timers`) and runs in its activation.
+    TimerFired { key: crate::timer::TimerKey, id: crate::shard::TimerId },
+    /// A `Context::schedule_repeated` timer ticked (its factory is in `SupState::ticks`).
+    Tick(crate::shard::TimerId),
+    /// The outcome of an in-actor ask: a boxed `Result<R, AskError>`, delivered exactly once
+    /// on this path, outside the user-mailbox bound (see `ask::ActorReply`). The asker's
+    /// `map` stays in `SupState::asks` and runs in its activation.
+    AskOutcome { ask: u64, outcome: Box<dyn Any + Send> },
     /// Path lookup: the children matching one segment.
     ResolveChild { pattern: Box<str>, reply: Arc<crate::ask::slot::ReplySlot<Result<Vec<ErasedRef>, crate::AskError>>> },
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
 }
 
-/// A death-watch registration held by the watched actor.
+/// A death-watch registration held by the watched actor: only whom to tell. The watcher's
+/// `map` stays with the watcher (`SupState::watching`).
 pub(crate) struct WatchEntry {
     pub(crate) watcher: ErasedRef,
-    pub(crate) deliver: Box<dyn FnOnce(Terminated) -> Box<dyn Any + Send> + Send>,
 }
 
 impl WatchEntry {
-    /// Sends the watcher its Terminated message (through its system inbox).
+    /// Sends the watcher its `Terminated` (through its system inbox).
     pub(crate) fn fire(self, from: ActorId, reason: StopReason) {
-        let msg = (self.deliver)(Terminated { id: from, reason });
-        let _ = self.watcher.send_sys(SysMsg::Terminated { from, msg });
+        let _ = self.watcher.send_sys(SysMsg::Terminated(Terminated { id: from, reason }));
     }
 }
 
@@ -247,18 +255,39 @@ pub(crate) struct Meta {
 }
 
 /// Rarely needed per-actor state, kept out of line so an idle actor stays small.
+///
+/// The closures an actor hands the engine (timer factories, watch and ask maps) live here,
+/// with the actor that supplied them, and run only inside its activation under the same
+/// `catch_unwind` as `handle`: what crosses between actors and shards is plain values
+/// (`Terminated`, an ask's outcome, a timer tick). They are type-erased over the actor type
+/// (`Box<dyn Any>` holding e.g. `Box<dyn FnMut() -> A::Msg>`), need not be `Send`, and are
+/// therefore dropped at stop, on the owner shard (`Activation::finish_stop`).
 #[derive(Default)]
 pub(crate) struct SupState {
     /// When this actor was restarted, within the current restart window.
     pub(crate) restarts: VecDeque<std::time::Instant>,
     /// Who watches this actor.
     pub(crate) watchers: Vec<WatchEntry>,
-    /// Whom this actor watches (a Terminated from anyone else is dropped: unwatched).
-    pub(crate) watching: Vec<ActorId>,
+    /// Whom this actor watches, with the map for its `Terminated` (a Terminated from anyone
+    /// else is dropped: unwatched). `Box<dyn FnOnce(Terminated) -> A::Msg>`.
+    pub(crate) watching: Vec<(ActorId, Box<dyn Any>)>,
     /// Why it is stopping (None: normal).
     pub(crate) stop_reason: Option<StopReason>,
-    /// Keyed timers (`Context::start_timer`).
-    pub(crate) timers: std::collections::HashMap<crate::timer::TimerKey, crate::shard::TimerId>,
+    /// Keyed timers (`Context::start_timer`) and their message factories
+    /// (`Box<dyn FnMut() -> Option<A::Msg>>`).
+    pub(crate) timers: std::collections::HashMap<crate::timer::TimerKey, (crate::shard::TimerId, Option<Box<dyn Any>>)>,
+    /// `Context::schedule_repeated` timers and their factories (`Box<dyn FnMut() -> A::Msg>`).
+    /// A factory is taken out (`None`) while it runs; the timer's entry stays, so the handler
+    /// sees its timer as active and can cancel it.
+    pub(crate) ticks: std::collections::HashMap<crate::shard::TimerId, Option<Box<dyn Any>>>,
+    /// In-actor asks awaiting their outcome, by ask number.
+    pub(crate) asks: std::collections::HashMap<u64, PendingAsk>,
+    /// The next ask number.
+    pub(crate) next_ask: u64,
+    /// Plain values whose user code must wait while the actor is suspended (a failed actor
+    /// handles nothing until its supervisor decides): run, in order, once it resumes or
+    /// restarts. `Box<dyn FnOnce(&mut A, &mut Context<A>) -> Result<(), ActorError>>`.
+    pub(crate) deferred: VecDeque<Box<dyn Any>>,
     /// `Context::set_receive_timeout`.
     pub(crate) receive_timeout: Option<ReceiveTimeout>,
     /// How many unstashed messages are still ahead in the local queue.
@@ -269,13 +298,23 @@ pub(crate) struct SupState {
     pub(crate) names: std::collections::HashMap<Box<str>, ErasedRef>,
 }
 
+/// An in-actor ask waiting for its outcome.
+pub(crate) struct PendingAsk {
+    /// The timeout timer, cancelled when the outcome arrives first.
+    pub(crate) timer: Option<crate::shard::TimerId>,
+    /// Turns the boxed outcome into a message for this actor (`Some`) or delivers it
+    /// elsewhere (`None`, `pipe_ask`): `Box<dyn FnOnce(Box<dyn Any + Send>) -> Option<A::Msg>>`.
+    pub(crate) on_outcome: Box<dyn Any>,
+}
+
 /// An armed receive timeout: fires `make()` once per idle period of `after`.
 pub(crate) struct ReceiveTimeout {
     pub(crate) after: Duration,
     pub(crate) last_activity: std::time::Instant,
     pub(crate) timer: Option<crate::shard::TimerId>,
-    /// `Box<dyn FnMut() -> A::Msg>`, type-erased (the actor type is not known here).
-    pub(crate) make: Box<dyn Any>,
+    /// `Box<dyn FnMut() -> A::Msg>`, type-erased (the actor type is not known here); taken
+    /// out while it runs.
+    pub(crate) make: Option<Box<dyn Any>>,
 }
 
 impl Meta {
@@ -387,7 +426,7 @@ impl ErasedRef {
         match self.try_send_sys(msg) {
             Ok(()) => true,
             Err(msg) => {
-                lifecycle::sys_to_dead(self.header().id, msg);
+                lifecycle::sys_to_dead(self.header(), msg);
                 false
             }
         }
@@ -535,7 +574,12 @@ impl<M: Send + 'static> Shared<M> {
         let mut n = 0;
         // SAFETY: forwarded contract.
         while let Some(m) = unsafe { self.pop_local().or_else(|| self.ring.pop()) } {
-            drop(m);
+            // A message's `Drop` is user code: a panic there must not unwind the shard, nor
+            // leave the rest of the mailbox behind.
+            if catch_unwind(AssertUnwindSafe(move || drop(m))).is_err() {
+                self.header.runtime.record_escaped_panic();
+                log::error!("actor {}: a message's Drop panicked while its mailbox was drained", super::actor_ref::Path(&self.header));
+            }
             n += 1;
         }
         if n > 0 {
@@ -753,6 +797,30 @@ fn process_user_messages<A: Actor>(
         Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
         Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
     }
+}
+
+/// The shard's backstop after a panic escaped an activation of `e`'s actor (which no user
+/// code should reach: it runs under the activation's own guards). The queue decisions come
+/// last in `run` and cannot panic, so the entry still holds what it held: put it back (for
+/// a local entry, with its "queued" flag) and fail the actor, so its supervisor decides.
+///
+/// # Safety
+/// Owner-shard thread of the live cell `h`, with `e` the entry whose activation panicked.
+pub(crate) unsafe fn recover_from_escaped_panic(h: NonNull<Header>, shard: &ShardLocal, e: Entry) {
+    // SAFETY: contract: a live cell; the shard's ownership count keeps it so.
+    let header = unsafe { h.as_ref() };
+    header.runtime.record_escaped_panic();
+    log::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
+    if e.is_local() {
+        // SAFETY: owner-shard thread (contract).
+        header.queued.with_mut(|q| unsafe { *q = true });
+    }
+    shard.push_run(e);
+    let me = ManuallyDrop::new(
+        // SAFETY: borrows the shard's ownership count (ManuallyDrop: never given back).
+        unsafe { ErasedRef::from_raw(h) },
+    );
+    let _ = me.try_send_sys(SysMsg::Fail("a panic escaped the activation".into()));
 }
 
 /// Size of a cell for actor type `A` (see `__private::cell_size`).

@@ -5,7 +5,7 @@ use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{Cell, Header, Lifecycle, Meta, ReceiveTimeout, SysMsg, WatchEntry};
+use super::cell::{Cell, Header, Lifecycle, Meta, PendingAsk, ReceiveTimeout, SysMsg, WatchEntry};
 use super::{Actor, ActorId, ActorRef};
 use crate::ask::{ActorReply, ReplyTo};
 use crate::error::{AskError, SpawnError};
@@ -180,14 +180,12 @@ impl<'a, A: Actor> Context<'a, A> {
         F: FnOnce(Terminated) -> A::Msg + Send + 'static,
     {
         let id = target.id();
-        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.contains(&id)) {
+        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.iter().any(|(w, _)| *w == id)) {
             return;
         }
-        self.meta.sup().watching.push(id);
-        let entry = WatchEntry {
-            watcher: self.myself.erased().clone(),
-            deliver: Box::new(move |t| Box::new(map(t)) as Box<dyn std::any::Any + Send>),
-        };
+        let map: crate::actor::lifecycle::WatchMap<A> = Box::new(map);
+        self.meta.sup().watching.push((id, Box::new(map)));
+        let entry = WatchEntry { watcher: self.myself.erased().clone() };
         // A dead target fires the entry at once (through our own system inbox).
         target.erased().send_sys(SysMsg::Watch(entry));
     }
@@ -213,7 +211,7 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn unwatch<M>(&mut self, target: &ActorRef<M>) {
         let id = target.id();
         if let Some(sup) = self.meta.sup.as_mut() {
-            sup.watching.retain(|w| *w != id);
+            sup.watching.retain(|(w, _)| *w != id);
         }
         target.erased().send_sys(SysMsg::Unwatch(self.id()));
     }
@@ -234,13 +232,30 @@ impl<'a, A: Actor> Context<'a, A> {
     }
 
     /// Delivers `make()` to this actor every `interval` until cancelled or the actor stops.
+    /// `make` stays with the actor and runs in its activation: a panic there is the actor's
+    /// failure. Ticks that come while the actor is suspended (failed) are skipped.
     pub fn schedule_repeated(&mut self, interval: Duration, make: impl FnMut() -> A::Msg + 'static) -> TimerHandle {
-        TimerHandle(self.shard.schedule_timer(Instant::now() + interval, interval, self.repeating(make)))
+        let me = self.myself.erased().clone();
+        let id_cell = std::rc::Rc::new(std::cell::Cell::new(None));
+        let id_for_action = id_cell.clone();
+        // Stops repeating once the actor is gone (its system inbox refuses the tick).
+        let action: Box<dyn FnMut() -> bool> = Box::new(move || match id_for_action.get() {
+            Some(id) => me.send_sys(SysMsg::Tick(id)),
+            None => false,
+        });
+        let id = self.shard.schedule_timer(Instant::now() + interval, interval, action);
+        id_cell.set(Some(id));
+        let make: crate::actor::lifecycle::RepeatMake<A> = Box::new(make);
+        self.meta.sup().ticks.insert(id, Some(Box::new(make)));
+        TimerHandle(id)
     }
 
     /// Cancels a timer from `schedule_once`/`schedule_repeated`; returns whether it was
     /// pending. A cancelled timer never delivers.
     pub fn cancel(&mut self, timer: TimerHandle) -> bool {
+        if let Some(sup) = self.meta.sup.as_mut() {
+            sup.ticks.remove(&timer.0);
+        }
         self.shard.cancel_timer(timer.0)
     }
 
@@ -259,26 +274,29 @@ impl<'a, A: Actor> Context<'a, A> {
         self.start_keyed(key.into(), interval, interval, move || Some(make()));
     }
 
-    fn start_keyed(&mut self, key: TimerKey, delay: Duration, period: Duration, mut make: impl FnMut() -> Option<A::Msg> + 'static) {
+    fn start_keyed(&mut self, key: TimerKey, delay: Duration, period: Duration, make: impl FnMut() -> Option<A::Msg> + 'static) {
         let me = self.myself.erased().clone();
         let id_cell = std::rc::Rc::new(std::cell::Cell::new(None));
         let id_for_action = id_cell.clone();
         let key2 = key.clone();
-        let action: Box<dyn FnMut() -> bool> = Box::new(move || {
-            let (Some(id), Some(msg)) = (id_for_action.get(), make()) else { return false };
-            let fired = SysMsg::TimerFired { key: key2.clone(), id, msg: Box::new(msg) };
-            me.send_sys(fired)
+        // The timer carries only its key and id; the factory stays with the actor.
+        let action: Box<dyn FnMut() -> bool> = Box::new(move || match id_for_action.get() {
+            Some(id) => me.send_sys(SysMsg::TimerFired { key: key2.clone(), id }),
+            None => false,
         });
         let id = self.shard.schedule_timer(Instant::now() + delay, period, action);
         id_cell.set(Some(id));
-        self.replace_keyed(key, id);
+        let make: crate::actor::lifecycle::TimerMake<A> = Box::new(make);
+        if let Some((old, _)) = self.meta.sup().timers.insert(key, (id, Some(Box::new(make)))) {
+            self.shard.cancel_timer(old);
+        }
     }
 
     /// Cancels the timer under `key`; returns whether one was pending.
     pub fn cancel_timer(&mut self, key: impl Into<TimerKey>) -> bool {
         let key = key.into();
         match self.meta.sup.as_mut().and_then(|s| s.timers.remove(&key)) {
-            Some(id) => self.shard.cancel_timer(id),
+            Some((id, _)) => self.shard.cancel_timer(id),
             None => false,
         }
     }
@@ -286,7 +304,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Whether a timer under `key` is pending.
     pub fn is_timer_active(&self, key: impl Into<TimerKey>) -> bool {
         let key = key.into();
-        self.meta.sup.as_ref().and_then(|s| s.timers.get(&key)).is_some_and(|id| self.shard.timer_pending(*id))
+        self.meta.sup.as_ref().and_then(|s| s.timers.get(&key)).is_some_and(|(id, _)| self.shard.timer_pending(*id))
     }
 
     /// Delivers `make()` when no message has arrived for `after`; once per idle period (the
@@ -294,22 +312,16 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn set_receive_timeout(&mut self, after: Duration, make: impl FnMut() -> A::Msg + 'static) {
         self.cancel_receive_timeout();
         let now = Instant::now();
-        let make: Box<dyn FnMut() -> A::Msg> = Box::new(make);
+        let make: crate::actor::lifecycle::RepeatMake<A> = Box::new(make);
         let timer = crate::actor::lifecycle::arm_receive_timeout(self.shard, self.myself.erased().clone(), now + after);
         self.meta.sup().receive_timeout =
-            Some(ReceiveTimeout { after, last_activity: now, timer: Some(timer), make: Box::new(make) });
+            Some(ReceiveTimeout { after, last_activity: now, timer: Some(timer), make: Some(Box::new(make)) });
     }
 
     /// Turns the receive timeout off.
     pub fn cancel_receive_timeout(&mut self) {
         if let Some(id) = self.meta.sup.as_mut().and_then(|s| s.receive_timeout.take()).and_then(|rt| rt.timer) {
             self.shard.cancel_timer(id);
-        }
-    }
-
-    fn replace_keyed(&mut self, key: TimerKey, id: crate::shard::TimerId) {
-        if let Some(old) = self.meta.sup().timers.insert(key, id) {
-            self.shard.cancel_timer(old);
         }
     }
 
@@ -324,12 +336,6 @@ impl<'a, A: Actor> Context<'a, A> {
         })
     }
 
-    fn repeating(&self, mut make: impl FnMut() -> A::Msg + 'static) -> Box<dyn FnMut() -> bool> {
-        let me = (*self.myself).clone();
-        // Stops repeating once the actor is gone (its mailbox refuses the message).
-        Box::new(move || me.try_tell(make()).is_ok() || !me.is_closed())
-    }
-
     /// Stops another actor (typically a child); see [`ActorRef::stop`].
     pub fn stop<M>(&mut self, actor: &ActorRef<M>) {
         if actor.erased().as_ptr() == self.myself.erased().as_ptr() {
@@ -339,23 +345,27 @@ impl<'a, A: Actor> Context<'a, A> {
         }
     }
 
-    /// Asks `target` from inside an actor, without blocking the shard: the reply (or
-    /// `Err(Timeout)` after `timeout`, or the reason the request could not be sent) comes
-    /// back to this actor as a message, built by `map`. Exactly one such message arrives;
-    /// a reply after the timeout is counted as a dead letter.
+    /// Asks `target` from inside an actor, without blocking the shard: the outcome (the
+    /// reply, `Err(Timeout)` after `timeout`, or why the request could not be sent) comes
+    /// back to this actor as a message built by `map`. Exactly one outcome arrives, on the
+    /// system path: a full mailbox cannot lose it, and it is handled even while the actor
+    /// pauses its messages. `map` stays with this actor and runs in its activation (a panic
+    /// there is this actor's failure). A reply after the timeout is a counted dead letter;
+    /// a reply that wins cancels the timeout's timer.
     pub fn ask<R, B, F>(&mut self, target: &ActorRef<B>, make: impl FnOnce(ReplyTo<R>) -> B, timeout: Duration, map: F)
     where
         R: Send + 'static,
         B: Send + 'static,
         F: FnOnce(Result<R, AskError>) -> A::Msg + Send + 'static,
     {
-        let me = (*self.myself).clone();
-        self.pipe_ask(target, make, timeout, &me, map);
+        self.ask_inner(target, make, timeout, move |outcome| Some(map(outcome)));
     }
 
     /// Asks `target` and pipes the outcome to `recipient` (any actor) as a message built by
-    /// `map`: Akka's `ask(...).pipeTo(recipient)`. Exactly one message reaches `recipient`
-    /// (the reply, or the timeout/refusal); a reply after the timeout is a dead letter.
+    /// `map`: Akka's `ask(...).pipeTo(recipient)`. The outcome comes back to *this* actor
+    /// first (exactly once, as for [`Context::ask`]); `map` runs in this actor's activation
+    /// and its result is told to `recipient` (a full or stopped recipient turns it into a
+    /// counted dead letter). A reply after the timeout is a dead letter.
     ///
     /// *Forwarding* needs no special call in percore: a request carries its own
     /// [`ReplyTo`], so telling the request on to another actor keeps the original reply
@@ -373,11 +383,39 @@ impl<'a, A: Actor> Context<'a, A> {
         N: Send + 'static,
         F: FnOnce(Result<R, AskError>) -> N + Send + 'static,
     {
-        let adapter = Arc::new(ActorReply::new(recipient.clone(), map));
+        let recipient = recipient.clone();
+        self.ask_inner(target, make, timeout, move |outcome| {
+            let _ = recipient.tell(map(outcome));
+            None
+        });
+    }
+
+    fn ask_inner<R, B>(
+        &mut self,
+        target: &ActorRef<B>,
+        make: impl FnOnce(ReplyTo<R>) -> B,
+        timeout: Duration,
+        on_outcome: impl FnOnce(Result<R, AskError>) -> Option<A::Msg> + 'static,
+    ) where
+        R: Send + 'static,
+        B: Send + 'static,
+    {
+        let sup = self.meta.sup();
+        let ask = sup.next_ask;
+        sup.next_ask += 1;
+        let on_outcome: crate::actor::lifecycle::AskMap<A> = Box::new(move |outcome| {
+            let outcome = outcome.downcast::<Result<R, AskError>>().map_or(Err(AskError::NoReply), |o| *o);
+            on_outcome(outcome)
+        });
+        sup.asks.insert(ask, PendingAsk { timer: None, on_outcome: Box::new(on_outcome) });
+        let adapter = Arc::new(ActorReply::<R>::new(self.myself.erased().clone(), ask));
         let reply_to = ReplyTo::to_actor(adapter.clone());
         match target.try_tell(make(reply_to)) {
             Ok(()) => {
-                self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
+                let timer = self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
+                if let Some(pending) = self.meta.sup().asks.get_mut(&ask) {
+                    pending.timer = Some(timer);
+                }
             }
             Err(e) => {
                 adapter.fail(if e.is_full() { AskError::Full } else { AskError::Closed });

@@ -13,14 +13,26 @@ use super::actor_ref::Path;
 use super::cell::{Cell, ErasedRef, Factory, Header, Inner, Lifecycle, SysMsg};
 use super::context::Context;
 use super::state::SCHEDULED;
-use super::{Actor, ActorId};
+use super::Actor;
 use crate::event_stream::LifecycleEvent;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::ShardLocal;
-use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyKind, SupervisorStrategy};
+use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyKind, SupervisorStrategy, Terminated};
+
+/// User code that a plain value brought, to run as a message of actor `A`.
+pub(crate) type UserJob<A> = Box<dyn for<'c> FnOnce(&mut A, &mut Context<'c, A>) -> Result<(), crate::ActorError>>;
+/// A watcher's map of `Terminated` into its message (kept in `SupState::watching`).
+pub(crate) type WatchMap<A> = Box<dyn FnOnce(Terminated) -> <A as Actor>::Msg>;
+/// An asker's handling of its ask's boxed outcome (kept in `SupState::asks`).
+pub(crate) type AskMap<A> = Box<dyn FnOnce(Box<dyn Any + Send>) -> Option<<A as Actor>::Msg>>;
+/// A keyed timer's message factory (`None`: a one-shot whose message was taken).
+pub(crate) type TimerMake<A> = Box<dyn FnMut() -> Option<<A as Actor>::Msg>>;
+/// A repeating timer's or receive timeout's message factory.
+pub(crate) type RepeatMake<A> = Box<dyn FnMut() -> <A as Actor>::Msg>;
 
 /// A system message that reached an actor after it died.
-pub(crate) fn sys_to_dead(id: ActorId, msg: SysMsg) {
+pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
+    let id = header.id;
     match msg {
         // Watching a dead actor: Terminated at once, exactly once.
         SysMsg::Watch(entry) => entry.fire(id, StopReason::AlreadyDead),
@@ -28,6 +40,8 @@ pub(crate) fn sys_to_dead(id: ActorId, msg: SysMsg) {
         SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
         // A lookup through a dead actor finds nothing (and does not wait for a timeout).
         SysMsg::ResolveChild { reply, .. } => drop(reply.complete(Ok(vec![]))),
+        // An ask's outcome for an asker that has stopped: counted, never silently dropped.
+        SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
         _ => {}
     }
 }
@@ -92,7 +106,8 @@ impl<A: Actor> Activation<'_, A> {
     #[cold]
     #[inline(never)]
     pub(crate) fn process_system_messages(&self, inner: &mut Inner<A>) {
-        let mut terminated: Vec<(ActorId, Box<dyn Any + Send>)> = Vec::new();
+        let mut terminated: Vec<Terminated> = Vec::new();
+        let mut outcomes: Vec<(u64, Box<dyn Any + Send>)> = Vec::new();
         let mut injected: Option<String> = None;
         let mut resumed = false;
         for node in self.header().sys.take_all() {
@@ -125,14 +140,19 @@ impl<A: Actor> Activation<'_, A> {
                         sup.watchers.retain(|w| w.watcher.header().id != id);
                     }
                 }
-                SysMsg::Terminated { from, msg } => terminated.push((from, msg)),
+                SysMsg::Terminated(t) => terminated.push(t),
+                SysMsg::AskOutcome { ask, outcome } => outcomes.push((ask, outcome)),
                 SysMsg::ReceiveTimeout => self.receive_timeout_fired(inner),
-                SysMsg::TimerFired { key, id, msg } => self.keyed_timer_fired(inner, key, id, msg),
-                SysMsg::OnShard(job) => job(self.shard),
+                SysMsg::TimerFired { key, id } => self.keyed_timer_fired(inner, key, id),
+                SysMsg::Tick(id) => self.tick(inner, id),
+                SysMsg::OnShard(job) => self.run_job(inner, job),
             }
         }
-        for (from, msg) in terminated {
-            self.deliver_terminated(inner, from, msg);
+        for t in terminated {
+            self.deliver_terminated(inner, t);
+        }
+        for (ask, outcome) in outcomes {
+            self.ask_outcome(inner, ask, outcome);
         }
         if resumed && inner.meta.lifecycle == Lifecycle::Running {
             if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| {
@@ -141,6 +161,9 @@ impl<A: Actor> Activation<'_, A> {
             }) {
                 self.fail(inner, f);
             }
+        }
+        if inner.meta.sup.as_ref().is_some_and(|s| !s.deferred.is_empty()) {
+            self.run_deferred(inner);
         }
         if let Some(reason) = injected {
             if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
@@ -278,22 +301,75 @@ impl<A: Actor> Activation<'_, A> {
         }
     }
 
-    /// Delivers a watched actor's Terminated (mapped into our message type) unless we
-    /// unwatched it meanwhile.
-    fn deliver_terminated(&self, inner: &mut Inner<A>, from: ActorId, msg: Box<dyn Any + Send>) {
+    /// Runs user code that a plain value brought (a mapped `Terminated`, an ask's outcome)
+    /// as a message of this actor, under the activation's guard. While the actor is
+    /// suspended (failed, its supervisor deciding) it waits, in order, until the actor
+    /// resumes or restarts; a stopping actor drops it (counted as a dead letter).
+    fn run_user(&self, inner: &mut Inner<A>, job: UserJob<A>) {
+        match inner.meta.lifecycle {
+            Lifecycle::Running if inner.actor.is_some() && !inner.meta.suspended => {
+                if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| job(a, ctx)) {
+                    self.fail(inner, f);
+                }
+            }
+            Lifecycle::Running => inner.meta.sup().deferred.push_back(Box::new(job)),
+            _ => {
+                let h = self.header();
+                h.runtime.dead_letters.record(h.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
+            }
+        }
+    }
+
+    /// Runs what waited while the actor was suspended, in arrival order, until it is
+    /// suspended again.
+    fn run_deferred(&self, inner: &mut Inner<A>) {
+        while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && inner.actor.is_some() {
+            let Some(job) = inner.meta.sup.as_mut().and_then(|s| s.deferred.pop_front()) else { break };
+            let Ok(job) = job.downcast::<UserJob<A>>() else { continue };
+            self.run_user(inner, *job);
+        }
+    }
+
+    /// A system job (a `pipe_to` future's poll, a timer armed from a foreign thread). It may
+    /// run user code (the future, its map), so a panic is this actor's failure.
+    fn run_job(&self, inner: &mut Inner<A>, job: Box<dyn FnOnce(&ShardLocal) + Send>) {
+        let shard = self.shard;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(move || job(shard))) {
+            let failure = Failure::from_panic(self.header().id, FailurePhase::Message, p);
+            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
+                self.fail(inner, failure);
+            } else {
+                self.header().runtime.record_failure();
+                log::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
+            }
+        }
+    }
+
+    /// A watched actor terminated: map it with the watcher's closure and handle it, unless
+    /// we unwatched it meanwhile.
+    fn deliver_terminated(&self, inner: &mut Inner<A>, t: Terminated) {
         let Some(sup) = inner.meta.sup.as_mut() else { return };
-        let Some(pos) = sup.watching.iter().position(|w| *w == from) else { return };
-        sup.watching.swap_remove(pos);
-        if inner.meta.lifecycle != Lifecycle::Running || inner.actor.is_none() {
-            return;
+        let Some(pos) = sup.watching.iter().position(|(w, _)| *w == t.id) else { return };
+        let (_, map) = sup.watching.swap_remove(pos);
+        let Ok(map) = map.downcast::<WatchMap<A>>() else { return };
+        self.run_user(inner, Box::new(move |a, ctx| a.handle(ctx, map(t))));
+    }
+
+    /// An in-actor ask's outcome (exactly one per ask): cancel its timer, map it with the
+    /// asker's closure, and handle it (or, for `pipe_ask`, the closure delivers it).
+    fn ask_outcome(&self, inner: &mut Inner<A>, ask: u64, outcome: Box<dyn Any + Send>) {
+        let Some(pending) = inner.meta.sup.as_mut().and_then(|s| s.asks.remove(&ask)) else { return };
+        if let Some(timer) = pending.timer {
+            self.shard.cancel_timer(timer);
         }
-        let Ok(msg) = msg.downcast::<A::Msg>() else {
-            log::error!("actor {}: Terminated message of the wrong type dropped", Path(self.header()));
-            return;
-        };
-        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, *msg)) {
-            self.fail(inner, f);
-        }
+        let Ok(on_outcome) = pending.on_outcome.downcast::<AskMap<A>>() else { return };
+        self.run_user(
+            inner,
+            Box::new(move |a, ctx| match on_outcome(outcome) {
+                Some(msg) => a.handle(ctx, msg),
+                None => Ok(()),
+            }),
+        );
     }
 
     /// Children matching one path segment: a name, `$id`, or `*` (all children).
@@ -310,22 +386,43 @@ impl<A: Actor> Activation<'_, A> {
         inner.meta.sup.as_ref().and_then(|s| s.names.get(pattern)).cloned().into_iter().collect()
     }
 
-    /// A keyed timer fired: deliver its message unless the key was cancelled or replaced
-    /// since (Akka's guarantee: no message from a cancelled timer is received).
-    fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::TimerId, msg: Box<dyn Any + Send>) {
+    /// A keyed timer fired: make its message and handle it, unless the key was cancelled or
+    /// replaced since (Akka's guarantee: no message from a cancelled timer is received).
+    fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::TimerId) {
         let Some(sup) = inner.meta.sup.as_mut() else { return };
-        if sup.timers.get(&key) != Some(&id) {
-            return;
-        }
+        let Some((_, slot)) = sup.timers.get_mut(&key).filter(|(t, _)| *t == id) else { return };
+        let Some(make) = slot.take() else { return };
         if !self.shard.timer_pending(id) {
             sup.timers.remove(&key); // a one-shot that has fired
         }
-        let Ok(msg) = msg.downcast::<A::Msg>() else { return };
-        if inner.meta.lifecycle != Lifecycle::Running || inner.meta.suspended {
-            return;
+        let Ok(mut make) = make.downcast::<TimerMake<A>>() else { return };
+        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
+            let result = self.call(inner, FailurePhase::Message, |a, ctx| match make() {
+                Some(msg) => a.handle(ctx, msg),
+                None => Ok(()),
+            });
+            if let Err(f) = result {
+                self.fail(inner, f);
+            }
         }
-        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, *msg)) {
-            self.fail(inner, f);
+        // A repeating timer gets its factory back, unless the handler cancelled or replaced it.
+        if let Some((_, slot @ None)) = inner.meta.sup.as_mut().and_then(|s| s.timers.get_mut(&key)).filter(|(t, _)| *t == id) {
+            *slot = Some(make);
+        }
+    }
+
+    /// A `schedule_repeated` timer ticked: make the message and handle it.
+    fn tick(&self, inner: &mut Inner<A>, id: crate::shard::TimerId) {
+        let Some(make) = inner.meta.sup.as_mut().and_then(|s| s.ticks.get_mut(&id)).and_then(Option::take) else { return };
+        let Ok(mut make) = make.downcast::<RepeatMake<A>>() else { return };
+        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
+            if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, make())) {
+                self.fail(inner, f);
+            }
+        }
+        // Unless the handler cancelled it, the factory stays for the next tick.
+        if let Some(slot @ None) = inner.meta.sup.as_mut().and_then(|s| s.ticks.get_mut(&id)) {
+            *slot = Some(make);
         }
     }
 
@@ -340,13 +437,20 @@ impl<A: Actor> Activation<'_, A> {
             rt.timer = Some(arm_receive_timeout(self.shard, self.my_ref(), at));
             return;
         }
-        let Some(make) = rt.make.downcast_mut::<Box<dyn FnMut() -> A::Msg>>() else { return };
-        let msg = make();
         if inner.meta.lifecycle != Lifecycle::Running || inner.meta.suspended {
             return;
         }
+        let Some(make) = rt.make.take() else { return };
+        let Ok(mut make) = make.downcast::<RepeatMake<A>>() else { return };
         // Not an activity: the timeout stays disarmed until the next real message.
-        if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, msg)) {
+        let result = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, make()));
+        // Put the factory back unless the handler set a new timeout or cancelled it.
+        if let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) {
+            if rt.make.is_none() {
+                rt.make = Some(make);
+            }
+        }
+        if let Err(f) = result {
             self.fail(inner, f);
         }
     }
@@ -408,26 +512,20 @@ impl<A: Actor> Activation<'_, A> {
             match node.msg {
                 // Still on the shard: run it (a scheduled message then meets a closed
                 // mailbox and is counted as a dead letter, rather than vanishing).
-                SysMsg::OnShard(job) => job(self.shard),
-                other => sys_to_dead(header.id, other),
+                SysMsg::OnShard(job) => {
+                    let shard = self.shard;
+                    if catch_unwind(AssertUnwindSafe(move || job(shard))).is_err() {
+                        header.runtime.record_escaped_panic();
+                        log::error!("actor {}: a system job panicked after it stopped", Path(header));
+                    }
+                }
+                other => sys_to_dead(header, other),
             }
         }
-        if let Some(sup) = inner.meta.sup.as_mut() {
-            for entry in sup.watchers.drain(..) {
-                entry.fire(header.id, reason.clone());
-            }
-            sup.watching.clear();
-            for (_, id) in sup.timers.drain() {
-                self.shard.cancel_timer(id);
-            }
-            if let Some(id) = sup.receive_timeout.take().and_then(|rt| rt.timer) {
-                self.shard.cancel_timer(id);
-            }
-        }
-        // SAFETY: owner-shard thread (activation contract).
-        let (_, local_queued) = unsafe { shared.local_state() };
-        let remote_pending = prev & SCHEDULED != 0 && !self.holds_token;
-        inner.meta.pending = remote_pending as u8 + local_queued as u8;
+        // The parent forgets the child before anyone hears `Terminated`: a watcher that
+        // respawns under the same name (Akka's pattern) must find the name free. Both go
+        // through system inboxes, so a parent that watches its child takes ChildTerminated
+        // no later than the Terminated (they may share a batch: Terminated is handled last).
         match &header.parent {
             Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
             None => {
@@ -437,6 +535,30 @@ impl<A: Actor> Activation<'_, A> {
                 }
             }
         }
+        if let Some(sup) = inner.meta.sup.as_mut() {
+            for entry in sup.watchers.drain(..) {
+                entry.fire(header.id, reason.clone());
+            }
+            // The closures this actor handed the engine die with it, here on its shard
+            // (they need not be `Send`), and their timers with them.
+            let timers = sup.timers.drain().map(|(_, (id, _))| id);
+            let timers = timers.chain(sup.ticks.drain().map(|(id, _)| id));
+            let timers = timers.chain(sup.asks.drain().filter_map(|(_, a)| a.timer));
+            let timers = timers.chain(sup.receive_timeout.take().and_then(|rt| rt.timer));
+            for id in timers {
+                self.shard.cancel_timer(id);
+            }
+            sup.watching.clear();
+            let left = sup.deferred.len() as u64;
+            sup.deferred.clear();
+            if left > 0 {
+                header.runtime.dead_letters.record(header.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, left);
+            }
+        }
+        // SAFETY: owner-shard thread (activation contract).
+        let (_, local_queued) = unsafe { shared.local_state() };
+        let remote_pending = prev & SCHEDULED != 0 && !self.holds_token;
+        inner.meta.pending = remote_pending as u8 + local_queued as u8;
     }
 }
 

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 use slot::{ReplySlot, Waiter};
 pub(crate) use timekeeper::Timekeeper;
 
-use crate::actor::ActorRef;
+use crate::actor::cell::{ErasedRef, SysMsg};
 use crate::error::AskError;
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::{AtomicBool, Ordering};
-use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
+use crate::sync::{spin_loop, thread, Arc};
 
 type Slot<R> = ReplySlot<Result<R, AskError>>;
 
@@ -60,10 +60,7 @@ impl<R: Send + 'static> ReplyTo<R> {
         (ReplyTo { target: Some(Target::Slot { slot: slot.clone(), runtime }) }, slot)
     }
 
-    pub(crate) fn to_actor<M: Send + 'static, F>(adapter: Arc<ActorReply<R, M, F>>) -> Self
-    where
-        F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
-    {
+    pub(crate) fn to_actor(adapter: Arc<ActorReply<R>>) -> Self {
         ReplyTo { target: Some(Target::Actor(adapter)) }
     }
 
@@ -167,26 +164,21 @@ impl<R: Send + 'static> fmt::Debug for ReplyTo<R> {
     }
 }
 
-/// The asker side of `Context::ask`: maps the outcome into the asker's message and tells it.
-pub(crate) struct ActorReply<R, M, F> {
+/// The asker side of `Context::ask`: elects the one outcome (reply, refusal or timeout) and
+/// posts it to the asker's system inbox as a plain value. The asker's `map` never leaves
+/// the asker: it runs in the asker's activation (`SysMsg::AskOutcome`), so a panic there is
+/// the asker's failure, and a full mailbox cannot lose the outcome.
+pub(crate) struct ActorReply<R> {
     done: AtomicBool,
-    asker: ActorRef<M>,
-    map: UnsafeCell<Option<F>>,
+    asker: ErasedRef,
+    /// The asker's number for this ask (`SupState::asks`).
+    ask: u64,
     _r: std::marker::PhantomData<fn(R)>,
 }
 
-// SAFETY: `map` (Send) is taken exactly once, by the thread that wins `done`; everything else
-// is Sync.
-unsafe impl<R, M: Send, F: Send> Sync for ActorReply<R, M, F> {}
-// SAFETY: as above; all fields are Send.
-unsafe impl<R, M: Send, F: Send> Send for ActorReply<R, M, F> {}
-
-impl<R: Send + 'static, M: Send + 'static, F> ActorReply<R, M, F>
-where
-    F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
-{
-    pub(crate) fn new(asker: ActorRef<M>, map: F) -> Self {
-        ActorReply { done: AtomicBool::new(false), asker, map: UnsafeCell::new(Some(map)), _r: std::marker::PhantomData }
+impl<R: Send + 'static> ActorReply<R> {
+    pub(crate) fn new(asker: ErasedRef, ask: u64) -> Self {
+        ActorReply { done: AtomicBool::new(false), asker, ask, _r: std::marker::PhantomData }
     }
 
     /// The shard timer fired.
@@ -200,27 +192,20 @@ where
     }
 }
 
-impl<R: Send + 'static, M: Send + 'static, F> Deliver<R> for ActorReply<R, M, F>
-where
-    F: FnOnce(Result<R, AskError>) -> M + Send + 'static,
-{
+impl<R: Send + 'static> Deliver<R> for ActorReply<R> {
     fn deliver(&self, outcome: Result<R, AskError>) -> bool {
-        // ORDERING: AcqRel: the winner's Acquire sees `map` as constructed (Release by the
-        // Arc publication); the swap elects exactly one deliverer.
-        if self.done.swap(true, Ordering::AcqRel) {
+        // ORDERING: Relaxed suffices: the swap only elects one deliverer (no data is
+        // published through `done`; the outcome travels through the system inbox, whose
+        // push/take pair synchronises).
+        if self.done.swap(true, Ordering::Relaxed) {
             return false;
         }
-        // SAFETY: we won `done`, so no other thread touches `map`, now or later.
-        let map = self.map.with_mut(|p| unsafe { (*p).take() });
-        if let Some(map) = map {
-            // Fire-and-forget: a full or stopped asker turns the outcome into a dead letter.
-            let _ = self.asker.tell(map(outcome));
-        }
-        true
+        // A stopped asker refuses it: the caller counts the reply as a dead letter.
+        self.asker.try_send_sys(SysMsg::AskOutcome { ask: self.ask, outcome: Box::new(outcome) }).is_ok()
     }
 
     fn runtime(&self) -> &Arc<RuntimeShared> {
-        &self.asker.erased().header().runtime
+        &self.asker.header().runtime
     }
 }
 

@@ -140,6 +140,7 @@ impl RuntimeBuilder {
             names: Default::default(),
             events,
             failures: AtomicU64::new(0),
+            escaped_panics: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             guardian: self.guardian,
             foreign_ids: AtomicU64::new(0),

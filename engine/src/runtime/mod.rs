@@ -202,6 +202,8 @@ pub(crate) struct RuntimeShared {
     pub(crate) events: Arc<crate::event_stream::EventStream>,
     names: names::Names,
     failures: AtomicU64,
+    /// Panics caught by a shard's backstop, outside any actor's own guard.
+    escaped_panics: AtomicU64,
     restarts: AtomicU64,
     guardian: SupervisorStrategy,
     foreign_ids: AtomicU64,
@@ -270,6 +272,12 @@ impl RuntimeShared {
     /// The user guardian's strategy (supervises top-level actors).
     pub(crate) fn guardian_strategy(&self) -> SupervisorStrategy {
         self.guardian.clone()
+    }
+
+    /// Counts a panic that escaped every actor-level guard and was caught by the shard.
+    pub(crate) fn record_escaped_panic(&self) {
+        // ORDERING: Relaxed: a statistic.
+        self.escaped_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn record_failure(&self) {
@@ -426,6 +434,15 @@ impl RuntimeHandle {
     pub fn failures(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
         self.shared.failures.load(Ordering::Relaxed)
+    }
+
+    /// Panics that escaped user code's own guards (a message's `Drop` run while a stopping
+    /// actor's mailbox is drained, a shard driver's poll, an engine bug) and were caught by
+    /// the shard's backstop. A shard thread never dies of a panic: each one is logged with
+    /// the actor's path where there is one, counted here, and that actor is failed.
+    pub fn escaped_panics(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.shared.escaped_panics.load(Ordering::Relaxed)
     }
 
     /// Delivers `msg` to `target` after `delay`, from any thread: the timer lives on the

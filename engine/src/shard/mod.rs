@@ -21,6 +21,7 @@ pub(crate) mod timers;
 
 use std::cell::Cell as StdCell;
 use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
@@ -329,10 +330,15 @@ impl ShardLocal {
             // SAFETY: entries point to live cells owned by this shard (a cell is released
             // only when no entry for it remains).
             let run = unsafe { h.as_ref() }.vtable.run;
+            // The backstop: user code runs under its actor's own guards, so nothing should
+            // unwind out of `run`; if anything does, the shard lives and the actor fails.
             // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
             // are on this shard's thread consuming entry `e`.
-            if unsafe { run(h, self, e) } == Outcome::Release {
-                self.release(h);
+            match catch_unwind(AssertUnwindSafe(|| unsafe { run(h, self, e) })) {
+                Ok(Outcome::Release) => self.release(h),
+                Ok(Outcome::Done) => {}
+                // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
+                Err(_) => unsafe { crate::actor::cell::recover_from_escaped_panic(h, self, e) },
             }
         }
         n
@@ -348,7 +354,14 @@ impl ShardLocal {
     /// Polls the shard's driver, if any (a driver busy elsewhere on the stack is skipped).
     fn poll_driver(&self) -> usize {
         match self.driver.try_borrow_mut() {
-            Ok(mut d) => d.as_mut().map_or(0, |d| d.poll()),
+            Ok(mut d) => match d.as_mut() {
+                Some(d) => catch_unwind(AssertUnwindSafe(|| d.poll())).unwrap_or_else(|_| {
+                    self.rt.record_escaped_panic();
+                    log::error!("shard {}: its driver panicked while polled", self.index);
+                    1
+                }),
+                None => 0,
+            },
             Err(_) => 0,
         }
     }
@@ -364,7 +377,13 @@ impl ShardLocal {
         let fired = due.len();
         for (id, mut action, period) in due {
             // The wheel is not borrowed here: an action may schedule or cancel timers.
-            let again = action();
+            // Actions are the engine's (user factories run in their actor's activation), but
+            // a panic here must not take the shard down either.
+            let again = catch_unwind(AssertUnwindSafe(&mut action)).unwrap_or_else(|_| {
+                self.rt.record_escaped_panic();
+                log::error!("shard {}: a timer action panicked; the timer is dropped", self.index);
+                false
+            });
             // SAFETY: as `push_run`.
             self.timers.with_mut(|t| unsafe { (*t).finish(id, action, period, again) });
         }
