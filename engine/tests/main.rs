@@ -3,6 +3,7 @@
 mod common;
 mod hooks;
 mod ask;
+mod backpressure;
 mod lifecycle;
 mod messaging;
 mod stress;

@@ -123,6 +123,10 @@ pub(crate) enum SysMsg {
     AskOutcome { ask: u64, outcome: Box<dyn Any + Send> },
     /// Path lookup: the children matching one segment.
     ResolveChild { pattern: Box<str>, reply: Arc<crate::ask::slot::ReplySlot<Result<Vec<ErasedRef>, crate::AskError>>> },
+    /// A sender waits for room in this actor's mailbox (`Context::send`; see `backpressure`).
+    Waiter(ErasedRef),
+    /// The actor with this id has room again (or has stopped): re-send what is parked for it.
+    Room(ActorId),
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
 }
@@ -245,6 +249,10 @@ pub(crate) struct Meta {
     pub(crate) suspended: bool,
     /// Paused by the actor itself (`Context::pause_messages`) until a `ResumeMessages`.
     pub(crate) paused: bool,
+    /// Waiting for room in a full target (`Context::send`; see `backpressure`).
+    pub(crate) muted: bool,
+    /// Some sender waits for room in this actor's mailbox.
+    pub(crate) waited_on: bool,
     /// Run-queue entries still to come for a Dead actor.
     pub(crate) pending: u8,
     /// Unstashed messages wait at the front of the local queue: take them before the ring.
@@ -290,6 +298,10 @@ pub(crate) struct SupState {
     pub(crate) deferred: VecDeque<Box<dyn Any>>,
     /// `Context::set_receive_timeout`.
     pub(crate) receive_timeout: Option<ReceiveTimeout>,
+    /// Messages this actor sent with `Context::send` that wait for room, per target.
+    pub(crate) parked: Vec<super::backpressure::ParkedQueue>,
+    /// Senders that wait for room in this actor's mailbox.
+    pub(crate) waiters: Vec<ErasedRef>,
     /// How many unstashed messages are still ahead in the local queue.
     pub(crate) unstashed: usize,
     /// `Factory<A>` for Restart (spawned with `Props`), type-erased.
@@ -540,6 +552,20 @@ impl<M: Send + 'static> Shared<M> {
         (left, self.header.queued.with(|q| unsafe { *q }))
     }
 
+    /// Messages waiting in the shard-local queue (`local`) or the MPSC ring.
+    ///
+    /// # Safety
+    /// Owner-shard thread only (the ring's consumer).
+    pub(crate) unsafe fn queue_len(&self, local: bool) -> usize {
+        if local {
+            // SAFETY: owner-shard thread only (contract).
+            self.local.with(|p| unsafe { (*p).len() })
+        } else {
+            // SAFETY: forwarded contract: the ring's consumer.
+            unsafe { self.ring.len() }
+        }
+    }
+
     /// # Safety
     /// Owner-shard thread only.
     #[inline]
@@ -640,6 +666,8 @@ impl<A: Actor> Cell<A> {
                     stop_requested: false,
                     suspended: false,
                     paused: false,
+                    muted: false,
+                    waited_on: false,
                     pending: 0,
                     unstashed: false,
                     children: Children::default(),
@@ -707,10 +735,14 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
         act.process_system_messages(inner);
     }
     // `|` on the flags: one branch instead of three on this per-activation path.
-    if inner.meta.lifecycle == Lifecycle::Running && !(inner.meta.suspended | inner.meta.paused | inner.meta.stop_requested) {
+    let meta = &inner.meta;
+    if meta.lifecycle == Lifecycle::Running && !(meta.suspended | meta.paused | meta.muted | meta.stop_requested) {
         if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
+    }
+    if inner.meta.waited_on {
+        super::backpressure::give_room(inner, cell);
     }
     if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
         act.begin_stop(inner);
@@ -728,7 +760,7 @@ unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) ->
 
     // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
     // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
-    let suspended = inner.meta.suspended | inner.meta.paused;
+    let suspended = inner.meta.suspended | inner.meta.paused | inner.meta.muted;
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
     if local_left && !queued && !suspended {
@@ -781,7 +813,7 @@ fn process_user_messages<A: Actor>(
             let Some(msg) = msg else { break };
             handled += 1;
             actor.handle(&mut ctx, msg)?;
-            if ctx.meta.stop_requested | ctx.meta.paused {
+            if ctx.meta.stop_requested | ctx.meta.paused | ctx.meta.muted {
                 break;
             }
         }

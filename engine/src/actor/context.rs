@@ -136,6 +136,25 @@ impl<'a, A: Actor> Context<'a, A> {
         self.meta.request_stop(StopReason::Normal);
     }
 
+    /// Sends `msg` to `target`, waiting for room if its mailbox is full, without blocking
+    /// the shard and without losing the message: the message is parked with this actor,
+    /// and this actor is *muted* (its user messages wait; system messages still run) until
+    /// the target has drained to half its capacity. Then parked messages go out in order.
+    /// Per sender–receiver FIFO holds among `send`s. If the target stops, parked messages
+    /// are counted dead letters. Actors that wait on each other in a cycle do not deadlock:
+    /// an actor that others wait on is never muted (see the `backpressure` design notes in
+    /// the crate docs). This is back-pressure between actors; `tell` (dead letter when
+    /// full) and `try_tell` (message back) stay for senders that would rather shed load.
+    pub fn send<M: Send + 'static>(&mut self, target: &ActorRef<M>, msg: M) {
+        super::backpressure::send(self.meta, self.myself.erased(), target, msg);
+    }
+
+    /// Whether this actor is muted: it has messages parked for a full target (see
+    /// [`Context::send`]) and handles no user messages until they are delivered.
+    pub fn is_muted(&self) -> bool {
+        self.meta.muted
+    }
+
     /// Stops taking user messages after the current one, leaving them in the (bounded)
     /// mailbox, until someone calls [`ActorRef::resume_messages`]. Senders see the mailbox
     /// fill and get `Full`, as with a slow actor: this is how an actor that waits for a

@@ -40,6 +40,8 @@ pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
         SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
         // A lookup through a dead actor finds nothing (and does not wait for a timeout).
         SysMsg::ResolveChild { reply, .. } => drop(reply.complete(Ok(vec![]))),
+        // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
+        SysMsg::Waiter(w) => drop(w.send_sys(SysMsg::Room(id))),
         // An ask's outcome for an asker that has stopped: counted, never silently dropped.
         SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
         _ => {}
@@ -146,6 +148,8 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::TimerFired { key, id } => self.keyed_timer_fired(inner, key, id),
                 SysMsg::Tick(id) => self.tick(inner, id),
                 SysMsg::OnShard(job) => self.run_job(inner, job),
+                SysMsg::Waiter(w) => super::backpressure::on_waiter(&mut inner.meta, w),
+                SysMsg::Room(target) => super::backpressure::on_room(&mut inner.meta, &self.my_ref(), target),
             }
         }
         for t in terminated {
@@ -535,6 +539,7 @@ impl<A: Actor> Activation<'_, A> {
                 }
             }
         }
+        super::backpressure::on_stop(&mut inner.meta, header.id);
         if let Some(sup) = inner.meta.sup.as_mut() {
             for entry in sup.watchers.drain(..) {
                 entry.fire(header.id, reason.clone());

@@ -24,6 +24,7 @@
 //! mailbox capacity bounds each path.
 
 pub(crate) mod actor_ref;
+pub(crate) mod backpressure;
 pub(crate) mod cell;
 pub(crate) mod context;
 pub(crate) mod lifecycle;

@@ -219,6 +219,21 @@ impl<T> Ring<T> {
         Some(value)
     }
 
+    /// How many positions producers have claimed that the consumer has not taken yet: a
+    /// snapshot (producers may claim more at any time), used for low-water checks.
+    ///
+    /// # Safety
+    /// Consumer only, as `pop`.
+    pub unsafe fn len(&self) -> usize {
+        let one_lap = self.one_lap as usize;
+        let linear = |pos: usize| (pos / one_lap) * self.capacity() + (pos & (one_lap - 1));
+        // SAFETY: the consumer contract makes `head` ours.
+        let head = self.head.with(|h| unsafe { *h });
+        // ORDERING: Relaxed: a snapshot; nothing is read through it.
+        let tail = self.tail.load(Ordering::Relaxed);
+        linear(tail).wrapping_sub(linear(head)).min(self.capacity())
+    }
+
     /// Whether a producer has claimed a position the consumer has not taken yet (published
     /// or not). This is the check the scheduler makes after announcing "idle", behind a
     /// `SeqCst` fence that pairs with the producers' fence (see `actor/state.rs`).

@@ -1,0 +1,204 @@
+//! `Context::send`: an actor waits for room in a full mailbox without blocking its shard and
+//! without losing or reordering messages; actors that wait on each other do not deadlock.
+
+use std::time::Duration;
+
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions};
+
+use crate::common::*;
+
+/// Checks per-sender FIFO and counts what it handles.
+struct Sink {
+    next: u64,
+    out_of_order: u64,
+}
+enum SinkMsg {
+    Item(u64),
+    Report(ReplyTo<(u64, u64)>),
+}
+impl Actor for Sink {
+    type Msg = SinkMsg;
+    fn handle(&mut self, _: &mut Context<Self>, m: SinkMsg) -> Result<(), ActorError> {
+        match m {
+            SinkMsg::Item(i) => {
+                if i != self.next {
+                    self.out_of_order += 1;
+                }
+                self.next = i + 1;
+            }
+            SinkMsg::Report(r) => drop(r.reply((self.next, self.out_of_order))),
+        }
+        Ok(())
+    }
+}
+
+/// Floods a sink with `send`, a batch per activation, then relays a report request behind
+/// the last item (the marker: everything before it has been handled when it is answered).
+struct Producer {
+    sink: ActorRef<SinkMsg>,
+    sent: u64,
+    total: u64,
+    muted_seen: bool,
+}
+enum ProdMsg {
+    Go(u64, ReplyTo<(u64, u64)>),
+    More(Option<ReplyTo<(u64, u64)>>),
+    WasMuted(ReplyTo<bool>),
+}
+impl Actor for Producer {
+    type Msg = ProdMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: ProdMsg) -> Result<(), ActorError> {
+        match m {
+            ProdMsg::Go(total, report) => {
+                self.total = total;
+                ctx.myself().tell(ProdMsg::More(Some(report))).map_err(|_| "self full")?;
+            }
+            ProdMsg::More(report) => {
+                let end = (self.sent + 1000).min(self.total);
+                while self.sent < end {
+                    ctx.send(&self.sink, SinkMsg::Item(self.sent));
+                    self.sent += 1;
+                }
+                self.muted_seen |= ctx.is_muted();
+                if self.sent < self.total {
+                    ctx.myself().tell(ProdMsg::More(report)).map_err(|_| "self full")?;
+                } else if let Some(r) = report {
+                    ctx.send(&self.sink, SinkMsg::Report(r));
+                }
+            }
+            ProdMsg::WasMuted(r) => drop(r.reply(self.muted_seen)),
+        }
+        Ok(())
+    }
+}
+
+fn flood(producer_shard: usize, sink_shard: usize) {
+    const N: u64 = 100_000;
+    let rt = runtime(2);
+    let sink = rt.spawn_with(SpawnOptions::new().shard(sink_shard).capacity(16), Sink { next: 0, out_of_order: 0 }).unwrap();
+    let producer =
+        rt.spawn_on(producer_shard, Producer { sink, sent: 0, total: 0, muted_seen: false }).unwrap();
+    assert_eq!(producer.ask(|r| ProdMsg::Go(N, r), DEADLINE), Ok((N, 0)), "every item, in order");
+    assert_eq!(producer.ask(ProdMsg::WasMuted, DEADLINE), Ok(true), "the sink's bound was reached");
+    assert_eq!(rt.dead_letters(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn send_waits_for_room_on_the_same_shard() {
+    flood(0, 0);
+}
+
+#[test]
+fn send_waits_for_room_across_shards() {
+    flood(0, 1);
+}
+
+/// Each peer sends `n` items to the other in one handler: both mailboxes (capacity 8) fill
+/// at once and each waits on the other.
+struct Peer {
+    other: Option<ActorRef<PeerMsg>>,
+    got: u64,
+}
+enum PeerMsg {
+    Meet(ActorRef<PeerMsg>),
+    Start(u64),
+    Item,
+    Got(ReplyTo<u64>),
+}
+impl Actor for Peer {
+    type Msg = PeerMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: PeerMsg) -> Result<(), ActorError> {
+        match m {
+            PeerMsg::Meet(o) => self.other = Some(o),
+            PeerMsg::Start(n) => {
+                let other = self.other.clone().ok_or("no peer")?;
+                for _ in 0..n {
+                    ctx.send(&other, PeerMsg::Item);
+                }
+            }
+            PeerMsg::Item => self.got += 1,
+            PeerMsg::Got(r) => drop(r.reply(self.got)),
+        }
+        Ok(())
+    }
+}
+
+fn cycle(shard_a: usize, shard_b: usize) {
+    const N: u64 = 10_000;
+    let rt = runtime(2);
+    let spawn = |shard| rt.spawn_with(SpawnOptions::new().shard(shard).capacity(8), Peer { other: None, got: 0 }).unwrap();
+    let (a, b) = (spawn(shard_a), spawn(shard_b));
+    a.send(PeerMsg::Meet(b.clone()), DEADLINE).unwrap();
+    b.send(PeerMsg::Meet(a.clone()), DEADLINE).unwrap();
+    a.send(PeerMsg::Start(N), DEADLINE).unwrap();
+    b.send(PeerMsg::Start(N), DEADLINE).unwrap();
+    // No silent deadlock: both drain everything the other sent.
+    assert!(eventually(|| a.ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "a is stuck");
+    assert!(eventually(|| b.ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "b is stuck");
+    assert_eq!(rt.dead_letters(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn actors_that_wait_on_each_other_do_not_deadlock_across_shards() {
+    cycle(0, 1);
+}
+
+#[test]
+fn actors_that_wait_on_each_other_do_not_deadlock_on_one_shard() {
+    cycle(0, 0);
+}
+
+/// Blocks on its first message until the gate opens; counts every message.
+struct GatedSink(Gate, Count);
+impl Actor for GatedSink {
+    type Msg = ();
+    fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        if self.1.get() == 0 {
+            self.0.entered.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert!(eventually(|| self.0.open.load(std::sync::atomic::Ordering::SeqCst)));
+        }
+        self.1.add(1);
+        Ok(())
+    }
+}
+
+/// A stopped target turns everything parked for it into counted dead letters.
+#[test]
+fn parked_messages_to_a_stopped_target_are_counted() {
+    const N: u64 = 1000;
+    let rt = runtime(2);
+    let (gate, handled) = (Gate::default(), Count::default());
+    let sink = rt.spawn_with(SpawnOptions::new().shard(1).capacity(4), GatedSink(gate.clone(), handled.clone())).unwrap();
+    sink.tell(()).unwrap();
+    gate.wait_entered();
+    struct Pusher(ActorRef<()>);
+    impl Actor for Pusher {
+        type Msg = ReplyTo<bool>;
+        fn handle(&mut self, ctx: &mut Context<Self>, r: ReplyTo<bool>) -> Result<(), ActorError> {
+            for _ in 0..N {
+                ctx.send(&self.0, ());
+            }
+            r.reply(ctx.is_muted());
+            Ok(())
+        }
+    }
+    let pusher = rt.spawn_on(0, Pusher(sink.clone())).unwrap();
+    assert_eq!(pusher.ask(|r| r, DEADLINE), Ok(true), "the pusher is muted with messages parked");
+    // The sink stops while blocked: what it had not handled, queued or parked, is counted.
+    sink.stop();
+    gate.release();
+    assert!(eventually(|| sink.is_closed()));
+    assert!(
+        eventually(|| handled.get() + rt.dead_letters() == N + 1),
+        "handled {} + dead letters {} != {}",
+        handled.get(),
+        rt.dead_letters(),
+        N + 1
+    );
+    assert!(rt.dead_letters() > 0);
+    // And the pusher is not muted any more: it answers.
+    assert_eq!(pusher.ask(|r| r, DEADLINE), Ok(false));
+    rt.shutdown();
+}
