@@ -408,3 +408,56 @@ fn respawn_under_the_same_name_on_terminated() {
     assert_eq!(parent.ask(|r| RMsg::Go(1000, r), DEADLINE), Ok(Ok(1000)));
     rt.shutdown();
 }
+
+/// Resolves paths from inside an actor; each outcome comes back as a message.
+struct Resolver;
+enum RMsg2 {
+    Find(String, ReplyTo<String>),
+    Found(ReplyTo<String>, Result<ActorRef<ReplyTo<u64>>, percore::LookupError>),
+    Answer(ReplyTo<String>, Result<u64, AskError>),
+}
+impl Actor for Resolver {
+    type Msg = RMsg2;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: RMsg2) -> Result<(), ActorError> {
+        match m {
+            RMsg2::Find(path, reply) => ctx.resolve(&path, DEADLINE, move |found| RMsg2::Found(reply, found)),
+            // The ref it found works (an in-actor ask: blocking is not allowed here).
+            RMsg2::Found(reply, Ok(echo)) => ctx.ask(&echo, |r| r, DEADLINE, move |v| RMsg2::Answer(reply, v)),
+            RMsg2::Found(reply, Err(e)) => drop(reply.reply(format!("error: {e}"))),
+            RMsg2::Answer(reply, v) => drop(reply.reply(format!("{v:?}"))),
+        }
+        Ok(())
+    }
+}
+
+/// `Context::resolve` walks a nested path across shards without blocking the shard, and
+/// answers every lookup exactly once (found, not found, invalid).
+#[test]
+fn context_resolve_answers_as_a_message() {
+    let rt = runtime(2);
+    struct Parent;
+    impl Actor for Parent {
+        type Msg = ();
+        fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+            ctx.spawn_with(SpawnOptions::new().shard(1).name("child"), Echo)?;
+            Ok(())
+        }
+        fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+    rt.spawn_with(SpawnOptions::new().shard(0).name("parent"), Parent).unwrap();
+    // The child is spawned in the parent's `started`: wait until a blocking lookup sees it.
+    assert!(eventually(|| rt.handle().resolve::<ReplyTo<u64>>("/user/parent/child", DEADLINE).is_ok()));
+    let resolver = rt.spawn_on(0, Resolver).unwrap();
+    let find = |path: &str| resolver.ask(|r| RMsg2::Find(path.to_string(), r), DEADLINE).unwrap();
+    assert_eq!(find("/user/parent/child"), "Ok(7)");
+    assert!(find("/user/parent/nobody").starts_with("error: "), "{}", find("/user/parent/nobody"));
+    assert!(find("/user/nobody/child").starts_with("error: "));
+    assert!(find("no-user-prefix").starts_with("error: "));
+    // The same walk, from a thread, without blocking it: a callback.
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.handle().resolve_then::<ReplyTo<u64>>("/user/parent/child", move |r| tx.send(r.is_ok()).unwrap());
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(true));
+    rt.shutdown();
+}

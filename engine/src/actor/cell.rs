@@ -122,7 +122,7 @@ pub(crate) enum SysMsg {
     /// `map` stays in `SupState::asks` and runs in its activation.
     AskOutcome { ask: u64, outcome: Box<dyn Any + Send> },
     /// Path lookup: the children matching one segment.
-    ResolveChild { pattern: Box<str>, reply: Arc<crate::ask::slot::ReplySlot<Result<Vec<ErasedRef>, crate::AskError>>> },
+    ResolveChild { pattern: Box<str>, reply: crate::runtime::resolve::Done },
     /// A sender waits for room in this actor's mailbox (`Context::send`; see `backpressure`).
     Waiter(ErasedRef),
     /// The actor with this id has room again (or has stopped): re-send what is parked for it.

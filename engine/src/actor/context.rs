@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::cell::{Cell, Header, Lifecycle, Meta, PendingAsk, ReceiveTimeout, SysMsg, WatchEntry};
 use super::{Actor, ActorId, ActorRef};
 use crate::ask::{ActorReply, ReplyTo};
-use crate::error::{AskError, SpawnError};
+use crate::error::{AskError, LookupError, SpawnError};
 use crate::runtime::{Props, RuntimeHandle, SpawnOptions};
 use crate::supervision::{StopReason, Terminated};
 use crate::timer::{TimerHandle, TimerKey};
@@ -409,6 +409,56 @@ impl<'a, A: Actor> Context<'a, A> {
         });
     }
 
+    /// Resolves `path` (as [`RuntimeHandle::resolve`]) without blocking the shard: the
+    /// outcome comes back to this actor as a message built by `map`, exactly once, on the
+    /// system path (as for [`Context::ask`]); `Err(LookupError::Timeout)` if the walk has
+    /// not finished within `timeout`.
+    pub fn resolve<M, F>(&mut self, path: &str, timeout: Duration, map: F)
+    where
+        M: Send + 'static,
+        F: FnOnce(Result<ActorRef<M>, LookupError>) -> A::Msg + Send + 'static,
+    {
+        let owned = path.to_string();
+        let (adapter, ask) = self.pending_ask(move |outcome: Result<Result<ActorRef<M>, LookupError>, AskError>| {
+            Some(map(outcome.unwrap_or_else(|e| Err(match e {
+                AskError::Timeout => LookupError::Timeout,
+                _ => LookupError::NotFound(owned),
+            }))))
+        });
+        let reply = ReplyTo::to_actor(adapter.clone());
+        self.runtime().resolve_then(path, move |found| {
+            reply.reply(found);
+        });
+        self.arm_ask_timer(ask, adapter, timeout);
+    }
+
+    /// Records a pending ask whose outcome `on_outcome` will handle in this actor's
+    /// activation; returns the outcome's deliverer and the ask's number.
+    fn pending_ask<R: Send + 'static>(
+        &mut self,
+        on_outcome: impl FnOnce(Result<R, AskError>) -> Option<A::Msg> + 'static,
+    ) -> (Arc<ActorReply<R>>, u64) {
+        let sup = self.meta.sup();
+        let ask = sup.next_ask;
+        sup.next_ask += 1;
+        let on_outcome: crate::actor::lifecycle::AskMap<A> = Box::new(move |outcome| {
+            let outcome = outcome.downcast::<Result<R, AskError>>().map_or(Err(AskError::NoReply), |o| *o);
+            on_outcome(outcome)
+        });
+        sup.asks.insert(ask, PendingAsk { timer: None, on_outcome: Box::new(on_outcome) });
+        (Arc::new(ActorReply::<R>::new(self.myself.erased().clone(), ask)), ask)
+    }
+
+    /// Arms the timeout of pending ask `ask` (cancelled when its outcome arrives first).
+    fn arm_ask_timer<R: Send + 'static>(&mut self, ask: u64, adapter: Arc<ActorReply<R>>, timeout: Duration) {
+        let timer = self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
+        match self.meta.sup().asks.get_mut(&ask) {
+            Some(pending) => pending.timer = Some(timer),
+            // Already answered (a lookup can finish before we get here): no timer needed.
+            None => drop(self.shard.cancel_timer(timer)),
+        }
+    }
+
     fn ask_inner<R, B>(
         &mut self,
         target: &ActorRef<B>,
@@ -419,23 +469,10 @@ impl<'a, A: Actor> Context<'a, A> {
         R: Send + 'static,
         B: Send + 'static,
     {
-        let sup = self.meta.sup();
-        let ask = sup.next_ask;
-        sup.next_ask += 1;
-        let on_outcome: crate::actor::lifecycle::AskMap<A> = Box::new(move |outcome| {
-            let outcome = outcome.downcast::<Result<R, AskError>>().map_or(Err(AskError::NoReply), |o| *o);
-            on_outcome(outcome)
-        });
-        sup.asks.insert(ask, PendingAsk { timer: None, on_outcome: Box::new(on_outcome) });
-        let adapter = Arc::new(ActorReply::<R>::new(self.myself.erased().clone(), ask));
+        let (adapter, ask) = self.pending_ask(on_outcome);
         let reply_to = ReplyTo::to_actor(adapter.clone());
         match target.try_tell(make(reply_to)) {
-            Ok(()) => {
-                let timer = self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
-                if let Some(pending) = self.meta.sup().asks.get_mut(&ask) {
-                    pending.timer = Some(timer);
-                }
-            }
+            Ok(()) => self.arm_ask_timer(ask, adapter, timeout),
             Err(e) => {
                 adapter.fail(if e.is_full() { AskError::Full } else { AskError::Closed });
                 drop(e);

@@ -39,7 +39,7 @@ pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
         // A dead parent cannot supervise: the child is stopped when its parent stops anyway.
         SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
         // A lookup through a dead actor finds nothing (and does not wait for a timeout).
-        SysMsg::ResolveChild { reply, .. } => drop(reply.complete(Ok(vec![]))),
+        SysMsg::ResolveChild { reply, .. } => reply(vec![]),
         // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
         SysMsg::Waiter(w) => drop(w.send_sys(SysMsg::Room(id))),
         // An ask's outcome for an asker that has stopped: counted, never silently dropped.
@@ -123,9 +123,7 @@ impl<A: Actor> Activation<'_, A> {
                     }
                     inner.meta.children.unlink(&child);
                 }
-                SysMsg::ResolveChild { pattern, reply } => {
-                    let _ = reply.complete(Ok(self.resolve_child(inner, &pattern)));
-                }
+                SysMsg::ResolveChild { pattern, reply } => reply(self.resolve_child(inner, &pattern)),
                 SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
                 SysMsg::Resume => {
                     if inner.actor.is_some() && inner.meta.suspended {

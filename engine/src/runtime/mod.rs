@@ -8,6 +8,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod names;
+pub(crate) mod resolve;
 pub mod dead_letters;
 
 use std::fmt;
@@ -472,12 +473,7 @@ impl RuntimeHandle {
     /// may be `$<id>` for unnamed children). Blocking: for foreign threads. The result is an
     /// ordinary ref: sending through it is as fast as through any ref.
     pub fn resolve<M: 'static>(&self, path: &str, timeout: Duration) -> Result<ActorRef<M>, LookupError> {
-        let mut found = self.select_erased(path, timeout)?;
-        match found.len() {
-            0 => Err(LookupError::NotFound(path.to_string())),
-            1 => names::typed(found.remove(0), path),
-            count => Err(LookupError::Ambiguous { path: path.to_string(), count }),
-        }
+        names::the_one(self.select_erased(path, timeout)?, path)
     }
 
     /// Finds every actor matching `pattern`, where a segment may be `*` (all children; at
@@ -492,23 +488,32 @@ impl RuntimeHandle {
         }
         let deadline = Instant::now() + timeout;
         let segs = names::parse_path(path, self.name())?;
-        let mut current = self.shared.names.top_level(segs[0]);
-        for seg in &segs[1..] {
-            let mut next = Vec::new();
-            for parent in current {
-                // Answered directly by the parent, on its shard (system path).
-                let slot = Arc::new(crate::ask::slot::ReplySlot::new());
-                let msg = crate::actor::cell::SysMsg::ResolveChild { pattern: (*seg).into(), reply: slot.clone() };
-                parent.send_sys(msg);
-                match crate::ask::wait_blocking(&slot, deadline) {
-                    Ok(mut found) => next.append(&mut found),
-                    Err(_) => return Err(LookupError::Timeout),
-                }
-            }
-            current = next;
-        }
-        current.retain(|r| !r.header().state.is_closed());
-        Ok(current)
+        let slot = Arc::new(crate::ask::slot::ReplySlot::new());
+        let filled = slot.clone();
+        let done = Box::new(move |found| drop(filled.complete(Ok(found))));
+        resolve::Walk::start(self.shared.names.top_level(segs[0]), &segs[1..], done);
+        crate::ask::wait_blocking(&slot, deadline).map_err(|_| LookupError::Timeout)
+    }
+
+    /// Resolves `path` as [`RuntimeHandle::resolve`] does, without blocking: `done` gets the
+    /// outcome (exactly once) when every parent on the path has answered, each on its own
+    /// shard. For code that runs on a shard outside any actor (a transport's driver); actors
+    /// use [`crate::Context::resolve`], which delivers the outcome as a message. `done` runs
+    /// on the shard that answered last (or here, for an invalid path), so it must be quick
+    /// and never block. No timeout is needed: a parent always answers (a dead one at once,
+    /// with nothing).
+    pub fn resolve_then<M: 'static>(
+        &self,
+        path: &str,
+        done: impl FnOnce(Result<ActorRef<M>, LookupError>) + Send + 'static,
+    ) {
+        let segs = match names::parse_path(path, self.name()) {
+            Ok(segs) => segs,
+            Err(e) => return done(Err(e)),
+        };
+        let owned = path.to_string();
+        let typed = move |found| done(names::the_one(found, &owned));
+        resolve::Walk::start(self.shared.names.top_level(segs[0]), &segs[1..], Box::new(typed));
     }
 
     /// Registers `actor` under a well-known `name` (Erlang's `register`). Fails if a live

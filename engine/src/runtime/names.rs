@@ -127,6 +127,15 @@ pub(crate) fn typed<M: 'static>(r: ErasedRef, path: &str) -> Result<ActorRef<M>,
     Ok(unsafe { ActorRef::from_raw(h) })
 }
 
+/// The single actor a lookup of `path` found, typed.
+pub(crate) fn the_one<M: 'static>(mut found: Vec<ErasedRef>, path: &str) -> Result<ActorRef<M>, LookupError> {
+    match found.len() {
+        0 => Err(LookupError::NotFound(path.to_string())),
+        1 => typed(found.remove(0), path),
+        count => Err(LookupError::Ambiguous { path: path.to_string(), count }),
+    }
+}
+
 /// Splits `percore://<runtime>/user/a/b`, `/user/a/b` or `user/a/b` into the segments
 /// after `user`, checking the runtime name when one is given.
 pub(crate) fn parse_path<'p>(path: &'p str, runtime: &str) -> Result<Vec<&'p str>, LookupError> {

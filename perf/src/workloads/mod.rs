@@ -12,6 +12,7 @@ pub mod counter;
 pub mod counting;
 pub mod engine;
 pub mod fanin;
+pub mod flood;
 pub mod latency;
 pub mod persist;
 pub mod pingpong;
@@ -112,6 +113,20 @@ pub static TABLE: &[Workload] = &[
         default_n: 4_000_000,
         in_all: true,
         run: fanin::run,
+    },
+    Workload {
+        name: "flood",
+        summary: "an actor floods an actor (capacity 64) on its shard with Context::send, which waits for room; n msgs, 0 dead letters",
+        default_n: 4_000_000,
+        in_all: true,
+        run: flood::run_local,
+    },
+    Workload {
+        name: "flood-xshard",
+        summary: "as flood, producer and consumer on two shards",
+        default_n: 4_000_000,
+        in_all: true,
+        run: flood::run_cross,
     },
     Workload {
         name: "ring",
