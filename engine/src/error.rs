@@ -9,6 +9,8 @@ pub type ActorError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A `try_tell` that could not enqueue: the message comes back.
 #[derive(thiserror::Error, PartialEq, Eq)]
+// Exhaustive on purpose (as tokio's `TrySendError`): it gives the message back, and
+// wrappers must map every variant to re-type the message (`Full(m) => Full(unwrap(m))`).
 pub enum TellError<M> {
     /// The mailbox is at capacity. Retry later, shed load, or use a blocking `send`.
     #[error("mailbox full: the actor is not keeping up; retry later or shed load")]
@@ -43,6 +45,7 @@ impl<M> fmt::Debug for TellError<M> {
 
 /// A fire-and-forget `tell` could not enqueue; the message went to dead letters (counted).
 #[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Undelivered {
     /// The mailbox was full.
     #[error("mailbox full: the message went to dead letters")]
@@ -54,6 +57,7 @@ pub enum Undelivered {
 
 /// A blocking `send` that did not complete: the message comes back.
 #[derive(thiserror::Error, PartialEq, Eq)]
+// Exhaustive on purpose, as `TellError`: it gives the message back.
 pub enum SendError<M> {
     /// The mailbox stayed full until the deadline.
     #[error("mailbox stayed full until the deadline")]
@@ -87,6 +91,7 @@ impl<M> fmt::Debug for SendError<M> {
 
 /// Why an `ask` produced no reply.
 #[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AskError {
     /// No reply before the deadline. A reply that arrives later is counted as a dead letter.
     #[error("no reply before the deadline")]
@@ -107,6 +112,7 @@ pub enum AskError {
 
 /// Why a spawn was refused.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SpawnError {
     /// The runtime is shutting down (or has shut down).
     #[error("the runtime is shutting down; no new actors")]
@@ -139,6 +145,7 @@ pub enum SpawnError {
 
 /// Why a path lookup or registry operation failed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LookupError {
     /// No (live) actor at that path or name.
     #[error("no actor at {0}")]
@@ -162,7 +169,8 @@ pub enum LookupError {
     /// Not a path under `/user`.
     #[error("invalid path {0:?}: expected percore://<runtime>/user/<name>/..., or /user/<name>/...")]
     InvalidPath(String),
-    /// The path names another runtime (remote lookup comes with the transport).
+    /// The path names another runtime (a remote node's actors are reached through
+    /// `percore-transport`'s `Node::remote_ref`).
     #[error("{path} is not in runtime {runtime}")]
     OtherRuntime {
         /// The path.
@@ -183,6 +191,7 @@ pub enum LookupError {
 
 /// An invalid runtime configuration.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum BuildError {
     /// `shards(0)`.
     #[error("a runtime needs at least one shard")]
@@ -203,6 +212,7 @@ pub enum BuildError {
 
 /// Why a [`crate::driver::ShardDriver`] could not be installed.
 #[derive(thiserror::Error, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DriverError {
     /// Called from a thread that is not a shard.
     #[error("install_driver must be called on a shard thread (from an actor)")]

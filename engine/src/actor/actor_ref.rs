@@ -1,9 +1,9 @@
 //! `ActorRef<M>`: the handle through which everything talks to an actor.
 //!
-//! One thin pointer with one reference count. The same type is meant to address remote
-//! actors too: a remote ref will point at a proxy cell, owned by the transport's shard,
-//! whose "actor" encodes messages onto the connection. Senders never branch on locality;
-//! the cell behind the pointer decides (see `DESIGN.md`, location transparency).
+//! One thin pointer with one reference count. The same type addresses remote actors: a
+//! remote ref (from `percore-transport`) points at a proxy cell on a shard of this node,
+//! whose actor encodes messages onto the connection to the peer. Senders never branch on
+//! locality; the cell behind the pointer decides (location transparency).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
