@@ -197,7 +197,7 @@ pub enum BuildError {
     #[error("a runtime needs at least one shard")]
     ZeroShards,
     /// More shards than the engine supports.
-    #[error("{0} shards requested; at most {max} are supported", max = crate::runtime::MAX_SHARDS)]
+    #[error("{0} shards requested; at most {max} are supported", max = crate::id::MAX_SHARDS)]
     TooManyShards(usize),
     /// `mailbox_capacity(0)` or above 2^31.
     #[error("mailbox capacity {0} out of range: use 1..=2^31")]

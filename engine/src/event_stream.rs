@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
 
-use crate::actor::{ActorId, ActorRef};
+use crate::actor::ActorRef;
+use crate::id::ActorId;
 use crate::supervision::{Failure, StopReason};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Arc;

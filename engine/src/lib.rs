@@ -81,9 +81,19 @@
 
 pub(crate) mod actor;
 pub(crate) mod ask;
-pub mod driver;
+/// Shard drivers: I/O that a shard polls between activations and parks on when idle. The
+/// traits live in a leaf module and the installation with the shard (`shard/`), so neither
+/// depends on the other's internals.
+pub mod driver {
+    #[doc(inline)]
+    pub use crate::driver_api::*;
+    #[doc(inline)]
+    pub use crate::shard::install_driver;
+}
+mod driver_api;
 pub mod error;
 pub mod event_stream;
+pub(crate) mod id;
 pub(crate) mod queue;
 mod pipe;
 pub mod routing;

@@ -9,7 +9,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Wake, Waker};
 
-use crate::actor::cell::{ErasedRef, SysMsg};
+use crate::actor::header::ErasedRef;
+use crate::actor::sys::SysMsg;
 use crate::actor::ActorRef;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::sync::atomic::{AtomicBool, Ordering};

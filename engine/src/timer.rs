@@ -33,7 +33,7 @@ use std::fmt;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
 
-use crate::shard::TimerId;
+use crate::shard::timers::TimerId;
 
 /// Names a timer of an actor; starting a timer with a key that exists replaces it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

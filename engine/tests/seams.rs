@@ -384,7 +384,8 @@ impl Actor for Respawner {
                 self.done = Some(done);
                 self.spawn_worker(ctx);
             }
-            RMsg::Down(_) => {
+            RMsg::Down(t) => {
+                assert_eq!(t.reason, percore::StopReason::Normal);
                 self.cycles += 1;
                 if self.cycles == self.target {
                     if let Some(d) = self.done.take() {

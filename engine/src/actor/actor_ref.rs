@@ -11,7 +11,9 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{ErasedRef, Header, Shared, SysMsg};
+use super::cell::Shared;
+use super::header::{ErasedRef, Header};
+use super::sys::SysMsg;
 use super::ActorId;
 use crate::ask::{wait_blocking, AskFuture, ReplyTo};
 use crate::error::{AskError, SendError, TellError, Undelivered};

@@ -36,8 +36,13 @@
 
 use std::collections::VecDeque;
 
-use super::cell::{ErasedRef, Inner, Meta, SysMsg};
-use super::{Actor, ActorId, ActorRef};
+use super::meta::Flags;
+use super::cell::Inner;
+use super::header::ErasedRef;
+use super::meta::Meta;
+use super::sys::SysMsg;
+use super::{Actor, ActorRef};
+use crate::id::ActorId;
 use crate::runtime::dead_letters::DeadLetterReason;
 
 /// A message parked for a full target, type-erased over the target's message type.
@@ -100,7 +105,7 @@ pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &Acto
     let target = to.id();
     // Something is parked only if this actor is muted or waited on (`update_muted`): the
     // common case pays two flag tests.
-    let maybe_parked = meta.muted | meta.waited_on;
+    let maybe_parked = meta.is(Flags::MUTED) | meta.is(Flags::WAITED_ON);
     if let Some(q) = meta.sup.as_mut().filter(|_| maybe_parked).and_then(|s| s.parked.iter_mut().find(|q| q.target == target)) {
         // Behind earlier parked messages (FIFO); already registered as a waiter.
         q.msgs.push_back(Box::new(Parked { to: to.clone(), msg }));
@@ -144,8 +149,8 @@ fn drop_queue(meta: &mut Meta, target: ActorId) {
 /// Muted: something is parked and nobody waits on this actor (see the module doc on cycles).
 fn update_muted(meta: &mut Meta) {
     let (parked, waited_on) = meta.sup.as_ref().map_or((false, false), |s| (!s.parked.is_empty(), !s.waiters.is_empty()));
-    meta.muted = parked && !waited_on;
-    meta.waited_on = waited_on;
+    meta.set(Flags::MUTED, parked && !waited_on);
+    meta.set(Flags::WAITED_ON, waited_on);
 }
 
 /// `Room(target)` arrived: re-send what is parked for it, in order, until it is full again.

@@ -5,8 +5,13 @@ use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-use super::cell::{Cell, Header, Lifecycle, Meta, PendingAsk, ReceiveTimeout, SysMsg, WatchEntry};
-use super::{Actor, ActorId, ActorRef};
+use super::meta::Flags;
+use super::cell::Cell;
+use super::header::Header;
+use super::meta::{Lifecycle, Meta, PendingAsk, ReceiveTimeout};
+use super::sys::{SysMsg, WatchEntry};
+use super::{Actor, ActorRef};
+use crate::id::ActorId;
 use crate::ask::{ActorReply, ReplyTo};
 use crate::error::{AskError, LookupError, SpawnError};
 use crate::runtime::{Props, RuntimeHandle, SpawnOptions};
@@ -105,7 +110,7 @@ impl<'a, A: Actor> Context<'a, A> {
                 return Err(SpawnError::DuplicateName(n.clone()));
             }
         }
-        if self.meta.lifecycle >= Lifecycle::Stopping || self.meta.stop_requested {
+        if self.meta.lifecycle >= Lifecycle::Stopping || self.meta.is(Flags::STOP_REQUESTED) {
             return Err(SpawnError::ParentStopping);
         }
         let runtime = &self.header().runtime;
@@ -152,7 +157,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Whether this actor is muted: it has messages parked for a full target (see
     /// [`Context::send`]) and handles no user messages until they are delivered.
     pub fn is_muted(&self) -> bool {
-        self.meta.muted
+        self.meta.is(Flags::MUTED)
     }
 
     /// Stops taking user messages after the current one, leaving them in the (bounded)
@@ -161,12 +166,12 @@ impl<'a, A: Actor> Context<'a, A> {
     /// resource (a socket buffer, a journal write) pushes back on its senders. System
     /// messages (stop, watch, timers' Terminated) are still handled while paused.
     pub fn pause_messages(&mut self) {
-        self.meta.paused = true;
+        self.meta.set(Flags::PAUSED, true);
     }
 
     /// Whether [`Context::pause_messages`] is in effect.
     pub fn is_paused(&self) -> bool {
-        self.meta.paused
+        self.meta.is(Flags::PAUSED)
     }
 
     /// Takes every stashed message back, in the order stashed, ahead of all messages that
@@ -181,7 +186,7 @@ impl<'a, A: Actor> Context<'a, A> {
         unsafe { self.cell.shared().unstash(msgs) };
         let sup = self.meta.sup();
         sup.unstashed += n;
-        self.meta.unstashed = true;
+        self.meta.set(Flags::UNSTASHED, true);
     }
 
     /// Stops every child (asynchronously; each stops its own children first).
@@ -202,7 +207,7 @@ impl<'a, A: Actor> Context<'a, A> {
         if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.iter().any(|(w, _)| *w == id)) {
             return;
         }
-        let map: crate::actor::lifecycle::WatchMap<A> = Box::new(map);
+        let map: crate::actor::meta::WatchMap<A> = Box::new(map);
         self.meta.sup().watching.push((id, Box::new(map)));
         let entry = WatchEntry { watcher: self.myself.erased().clone() };
         // A dead target fires the entry at once (through our own system inbox).
@@ -264,7 +269,7 @@ impl<'a, A: Actor> Context<'a, A> {
         });
         let id = self.shard.schedule_timer(Instant::now() + interval, interval, action);
         id_cell.set(Some(id));
-        let make: crate::actor::lifecycle::RepeatMake<A> = Box::new(make);
+        let make: crate::actor::meta::RepeatMake<A> = Box::new(make);
         self.meta.sup().ticks.insert(id, Some(Box::new(make)));
         TimerHandle(id)
     }
@@ -305,7 +310,7 @@ impl<'a, A: Actor> Context<'a, A> {
         });
         let id = self.shard.schedule_timer(Instant::now() + delay, period, action);
         id_cell.set(Some(id));
-        let make: crate::actor::lifecycle::TimerMake<A> = Box::new(make);
+        let make: crate::actor::meta::TimerMake<A> = Box::new(make);
         if let Some((old, _)) = self.meta.sup().timers.insert(key, (id, Some(Box::new(make)))) {
             self.shard.cancel_timer(old);
         }
@@ -331,7 +336,7 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn set_receive_timeout(&mut self, after: Duration, make: impl FnMut() -> A::Msg + 'static) {
         self.cancel_receive_timeout();
         let now = Instant::now();
-        let make: crate::actor::lifecycle::RepeatMake<A> = Box::new(make);
+        let make: crate::actor::meta::RepeatMake<A> = Box::new(make);
         let timer = crate::actor::lifecycle::arm_receive_timeout(self.shard, self.myself.erased().clone(), now + after);
         self.meta.sup().receive_timeout =
             Some(ReceiveTimeout { after, last_activity: now, timer: Some(timer), make: Some(Box::new(make)) });
@@ -441,7 +446,7 @@ impl<'a, A: Actor> Context<'a, A> {
         let sup = self.meta.sup();
         let ask = sup.next_ask;
         sup.next_ask += 1;
-        let on_outcome: crate::actor::lifecycle::AskMap<A> = Box::new(move |outcome| {
+        let on_outcome: crate::actor::meta::AskMap<A> = Box::new(move |outcome| {
             let outcome = outcome.downcast::<Result<R, AskError>>().map_or(Err(AskError::NoReply), |o| *o);
             on_outcome(outcome)
         });

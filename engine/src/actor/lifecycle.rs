@@ -1,7 +1,8 @@
 //! The shard side of an actor's life: start, system messages, failure and supervision,
 //! restart, stop and death-watch. Everything here runs on the actor's owner shard, inside
-//! an activation (see `cell::run`); user code (hooks, deciders, factories) runs under
-//! `catch_unwind`, so a panic is a failure of the actor, never of the shard.
+//! an activation (see `activation.rs`); user code (hooks, deciders, factories, the
+//! closures an actor gave the engine) runs through `Activation::call`, so a panic is a
+//! failure of the actor, never of the shard.
 
 use std::any::Any;
 use std::mem::ManuallyDrop;
@@ -9,9 +10,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
+use super::meta::Flags;
 use super::actor_ref::Path;
-use super::cell::{Cell, ErasedRef, Factory, Header, Inner, Lifecycle, SysMsg};
-use super::context::Context;
+use super::activation::Activation;
+use super::cell::Inner;
+use super::header::{ErasedRef, Header};
+use super::cell::Factory;
+use super::meta::{AskMap, Lifecycle, RepeatMake, TimerMake, WatchMap};
+use super::sys::{sys_to_dead, SysMsg};
 use super::state::SCHEDULED;
 use super::Actor;
 use crate::event_stream::LifecycleEvent;
@@ -19,76 +25,7 @@ use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::ShardLocal;
 use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyKind, SupervisorStrategy, Terminated};
 
-/// User code that a plain value brought, to run as a message of actor `A`.
-pub(crate) type UserJob<A> = Box<dyn for<'c> FnOnce(&mut A, &mut Context<'c, A>) -> Result<(), crate::ActorError>>;
-/// A watcher's map of `Terminated` into its message (kept in `SupState::watching`).
-pub(crate) type WatchMap<A> = Box<dyn FnOnce(Terminated) -> <A as Actor>::Msg>;
-/// An asker's handling of its ask's boxed outcome (kept in `SupState::asks`).
-pub(crate) type AskMap<A> = Box<dyn FnOnce(Box<dyn Any + Send>) -> Option<<A as Actor>::Msg>>;
-/// A keyed timer's message factory (`None`: a one-shot whose message was taken).
-pub(crate) type TimerMake<A> = Box<dyn FnMut() -> Option<<A as Actor>::Msg>>;
-/// A repeating timer's or receive timeout's message factory.
-pub(crate) type RepeatMake<A> = Box<dyn FnMut() -> <A as Actor>::Msg>;
-
-/// A system message that reached an actor after it died.
-pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
-    let id = header.id;
-    match msg {
-        // Watching a dead actor: Terminated at once, exactly once.
-        SysMsg::Watch(entry) => entry.fire(id, StopReason::AlreadyDead),
-        // A dead parent cannot supervise: the child is stopped when its parent stops anyway.
-        SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
-        // A lookup through a dead actor finds nothing (and does not wait for a timeout).
-        SysMsg::ResolveChild { reply, .. } => reply(vec![]),
-        // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
-        SysMsg::Waiter(w) => drop(w.send_sys(SysMsg::Room(id))),
-        // An ask's outcome for an asker that has stopped: counted, never silently dropped.
-        SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
-        _ => {}
-    }
-}
-
-/// One activation's view of the actor it runs.
-pub(crate) struct Activation<'a, A: Actor> {
-    pub(crate) h: NonNull<Header>,
-    pub(crate) cell: &'a Cell<A>,
-    pub(crate) shard: &'a ShardLocal,
-    /// Whether this activation holds the actor's SCHEDULED token.
-    pub(crate) holds_token: bool,
-}
-
 impl<A: Actor> Activation<'_, A> {
-    fn header(&self) -> &Header {
-        self.cell.header()
-    }
-
-    /// A counted reference to this actor.
-    fn my_ref(&self) -> ErasedRef {
-        // SAFETY: the shard's ownership count keeps the cell alive; ManuallyDrop means we
-        // only borrow that count to clone it.
-        let borrowed = ManuallyDrop::new(unsafe { ErasedRef::from_raw(self.h) });
-        (*borrowed).clone()
-    }
-
-    /// Runs user code on the actor with a context, catching panics; maps both panics and
-    /// errors to a `Failure` of `phase`.
-    fn call(
-        &self,
-        inner: &mut Inner<A>,
-        phase: FailurePhase,
-        f: impl FnOnce(&mut A, &mut Context<'_, A>) -> Result<(), crate::ActorError>,
-    ) -> Result<(), Failure> {
-        let id = self.header().id;
-        let Inner { actor, meta, .. } = inner;
-        let Some(actor) = actor.as_mut() else { return Ok(()) };
-        let mut ctx = Context::new(self.cell, meta, self.shard);
-        match catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx))) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Failure::from_error(id, phase, e)),
-            Err(p) => Err(Failure::from_panic(id, phase, p)),
-        }
-    }
-
     pub(crate) fn start(&self, inner: &mut Inner<A>) {
         inner.meta.lifecycle = Lifecycle::Running;
         if self.header().parent.is_none() {
@@ -96,10 +33,10 @@ impl<A: Actor> Activation<'_, A> {
         }
         if self.shard.is_shutting_down() {
             // Arrived as the runtime shuts down: never started, so no `stopped` hook either.
-            inner.meta.stop_requested = true;
+            inner.meta.set(Flags::STOP_REQUESTED, true);
             return;
         }
-        inner.meta.started = true;
+        inner.meta.set(Flags::STARTED, true);
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.started(ctx)) {
             self.fail(inner, f);
         }
@@ -126,13 +63,13 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::ResolveChild { pattern, reply } => reply(self.resolve_child(inner, &pattern)),
                 SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
                 SysMsg::Resume => {
-                    if inner.actor.is_some() && inner.meta.suspended {
-                        inner.meta.suspended = false;
+                    if inner.actor.is_some() && inner.meta.is(Flags::SUSPENDED) {
+                        inner.meta.set(Flags::SUSPENDED, false);
                         resumed = true;
                     }
                 }
                 SysMsg::Fail(reason) => injected = Some(reason),
-                SysMsg::ResumeMessages => inner.meta.paused = false,
+                SysMsg::ResumeMessages => inner.meta.set(Flags::PAUSED, false),
                 SysMsg::Restart { failure, limit } => self.restart(inner, failure, limit),
                 SysMsg::Watch(entry) => inner.meta.sup().watchers.push(entry),
                 SysMsg::Unwatch(id) => {
@@ -168,12 +105,12 @@ impl<A: Actor> Activation<'_, A> {
             self.run_deferred(inner);
         }
         if let Some(reason) = injected {
-            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && !inner.meta.stop_requested {
+            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) && !inner.meta.is(Flags::STOP_REQUESTED) {
                 let id = self.header().id;
                 self.fail(inner, Failure::from_error(id, FailurePhase::Message, reason.into()));
             }
         }
-        if inner.meta.stop_requested && inner.meta.lifecycle < Lifecycle::Stopping {
+        if inner.meta.is(Flags::STOP_REQUESTED) && inner.meta.lifecycle < Lifecycle::Stopping {
             self.begin_stop(inner);
         } else if inner.meta.lifecycle == Lifecycle::Stopping && inner.meta.children.is_empty() {
             self.finish_stop(inner);
@@ -191,7 +128,7 @@ impl<A: Actor> Activation<'_, A> {
         if events.has_subscribers::<LifecycleEvent>() {
             events.publish(LifecycleEvent::Failed(failure.clone()));
         }
-        inner.meta.suspended = true;
+        inner.meta.set(Flags::SUSPENDED, true);
         match &header.parent {
             Some(parent) => {
                 let failed = SysMsg::Failed { child: self.my_ref(), failure: failure.clone() };
@@ -203,7 +140,7 @@ impl<A: Actor> Activation<'_, A> {
                 // The user guardian supervises top-level actors with the runtime's strategy.
                 let strategy = header.runtime.guardian_strategy();
                 match decide(&strategy, &failure) {
-                    Directive::Resume => inner.meta.suspended = inner.actor.is_none(),
+                    Directive::Resume => inner.meta.set(Flags::SUSPENDED, inner.actor.is_none()),
                     Directive::Restart => self.restart(inner, failure, strategy.max_restarts()),
                     Directive::Stop | Directive::Escalate | Directive::Defer => {
                         inner.meta.request_stop(StopReason::Failed(failure))
@@ -297,53 +234,9 @@ impl<A: Actor> Activation<'_, A> {
                 return self.fail(inner, Failure::from_panic(header.id, FailurePhase::Start, p));
             }
         }
-        inner.meta.suspended = false;
+        inner.meta.set(Flags::SUSPENDED, false);
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.post_restart(ctx, &failure)) {
             self.fail(inner, f);
-        }
-    }
-
-    /// Runs user code that a plain value brought (a mapped `Terminated`, an ask's outcome)
-    /// as a message of this actor, under the activation's guard. While the actor is
-    /// suspended (failed, its supervisor deciding) it waits, in order, until the actor
-    /// resumes or restarts; a stopping actor drops it (counted as a dead letter).
-    fn run_user(&self, inner: &mut Inner<A>, job: UserJob<A>) {
-        match inner.meta.lifecycle {
-            Lifecycle::Running if inner.actor.is_some() && !inner.meta.suspended => {
-                if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| job(a, ctx)) {
-                    self.fail(inner, f);
-                }
-            }
-            Lifecycle::Running => inner.meta.sup().deferred.push_back(Box::new(job)),
-            _ => {
-                let h = self.header();
-                h.runtime.dead_letters.record(h.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
-            }
-        }
-    }
-
-    /// Runs what waited while the actor was suspended, in arrival order, until it is
-    /// suspended again.
-    fn run_deferred(&self, inner: &mut Inner<A>) {
-        while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended && inner.actor.is_some() {
-            let Some(job) = inner.meta.sup.as_mut().and_then(|s| s.deferred.pop_front()) else { break };
-            let Ok(job) = job.downcast::<UserJob<A>>() else { continue };
-            self.run_user(inner, *job);
-        }
-    }
-
-    /// A system job (a `pipe_to` future's poll, a timer armed from a foreign thread). It may
-    /// run user code (the future, its map), so a panic is this actor's failure.
-    fn run_job(&self, inner: &mut Inner<A>, job: Box<dyn FnOnce(&ShardLocal) + Send>) {
-        let shard = self.shard;
-        if let Err(p) = catch_unwind(AssertUnwindSafe(move || job(shard))) {
-            let failure = Failure::from_panic(self.header().id, FailurePhase::Message, p);
-            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
-                self.fail(inner, failure);
-            } else {
-                self.header().runtime.record_failure();
-                log::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
-            }
         }
     }
 
@@ -390,7 +283,7 @@ impl<A: Actor> Activation<'_, A> {
 
     /// A keyed timer fired: make its message and handle it, unless the key was cancelled or
     /// replaced since (Akka's guarantee: no message from a cancelled timer is received).
-    fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::TimerId) {
+    fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::timers::TimerId) {
         let Some(sup) = inner.meta.sup.as_mut() else { return };
         let Some((_, slot)) = sup.timers.get_mut(&key).filter(|(t, _)| *t == id) else { return };
         let Some(make) = slot.take() else { return };
@@ -398,7 +291,7 @@ impl<A: Actor> Activation<'_, A> {
             sup.timers.remove(&key); // a one-shot that has fired
         }
         let Ok(mut make) = make.downcast::<TimerMake<A>>() else { return };
-        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
+        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) {
             let result = self.call(inner, FailurePhase::Message, |a, ctx| match make() {
                 Some(msg) => a.handle(ctx, msg),
                 None => Ok(()),
@@ -414,10 +307,10 @@ impl<A: Actor> Activation<'_, A> {
     }
 
     /// A `schedule_repeated` timer ticked: make the message and handle it.
-    fn tick(&self, inner: &mut Inner<A>, id: crate::shard::TimerId) {
+    fn tick(&self, inner: &mut Inner<A>, id: crate::shard::timers::TimerId) {
         let Some(make) = inner.meta.sup.as_mut().and_then(|s| s.ticks.get_mut(&id)).and_then(Option::take) else { return };
         let Ok(mut make) = make.downcast::<RepeatMake<A>>() else { return };
-        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.suspended {
+        if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) {
             if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, make())) {
                 self.fail(inner, f);
             }
@@ -431,6 +324,7 @@ impl<A: Actor> Activation<'_, A> {
     /// The receive-timeout timer fired: deliver the timeout message if the actor has really
     /// been idle for the whole period, else re-arm for the rest of it.
     fn receive_timeout_fired(&self, inner: &mut Inner<A>) {
+        let held = inner.meta.lifecycle != Lifecycle::Running || inner.meta.is(Flags::SUSPENDED);
         let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) else { return };
         rt.timer = None;
         let idle = rt.last_activity.elapsed();
@@ -439,7 +333,7 @@ impl<A: Actor> Activation<'_, A> {
             rt.timer = Some(arm_receive_timeout(self.shard, self.my_ref(), at));
             return;
         }
-        if inner.meta.lifecycle != Lifecycle::Running || inner.meta.suspended {
+        if held {
             return;
         }
         let Some(make) = rt.make.take() else { return };
@@ -482,7 +376,7 @@ impl<A: Actor> Activation<'_, A> {
         debug_assert_eq!(inner.meta.lifecycle, Lifecycle::Stopping);
         let shared = self.cell.shared();
         let header = &shared.header;
-        if inner.meta.started {
+        if inner.meta.is(Flags::STARTED) {
             if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| {
                 a.stopped(ctx);
                 Ok(())
@@ -566,7 +460,7 @@ impl<A: Actor> Activation<'_, A> {
 }
 
 /// Arms the receive-timeout timer of the actor behind `me`, due at `at`.
-pub(crate) fn arm_receive_timeout(shard: &ShardLocal, me: ErasedRef, at: Instant) -> crate::shard::TimerId {
+pub(crate) fn arm_receive_timeout(shard: &ShardLocal, me: ErasedRef, at: Instant) -> crate::shard::timers::TimerId {
     shard.schedule(
         at,
         Box::new(move || {
@@ -577,7 +471,7 @@ pub(crate) fn arm_receive_timeout(shard: &ShardLocal, me: ErasedRef, at: Instant
 
 /// Records activity for the receive timeout (after an activation handled messages) and
 /// arms its timer if it is not armed.
-pub(crate) fn note_activity(shard: &ShardLocal, h: NonNull<Header>, sup: &mut super::cell::SupState) {
+pub(crate) fn note_activity(shard: &ShardLocal, h: NonNull<Header>, sup: &mut super::meta::SupState) {
     let Some(rt) = sup.receive_timeout.as_mut() else { return };
     let now = Instant::now();
     rt.last_activity = now;

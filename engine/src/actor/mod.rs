@@ -23,57 +23,26 @@
 //! Each sender uses exactly one path to a given actor, so per-sender FIFO holds. The
 //! mailbox capacity bounds each path.
 
+pub(crate) mod activation;
 pub(crate) mod actor_ref;
 pub(crate) mod backpressure;
 pub(crate) mod cell;
 pub(crate) mod context;
+pub(crate) mod header;
 pub(crate) mod lifecycle;
+pub(crate) mod meta;
+pub(crate) mod sys;
 pub mod stash;
 pub mod state;
 
-use std::fmt;
 
+pub use crate::id::ActorId;
 pub use actor_ref::ActorRef;
 pub use context::Context;
 pub use stash::{Stash, StashFull};
 
 use crate::error::ActorError;
 use crate::supervision::{Failure, SupervisorStrategy};
-
-/// A unique actor id within a process: the shard that spawned it and a sequence number.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ActorId(pub(crate) u64);
-
-impl ActorId {
-    /// Origin of actors spawned from outside any shard.
-    pub(crate) const FOREIGN: u16 = u16::MAX;
-
-    pub(crate) fn new(seq: u64, origin: u16) -> Self {
-        ActorId(seq << 16 | origin as u64)
-    }
-
-    /// The raw id.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ActorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (seq, origin) = (self.0 >> 16, (self.0 & 0xffff) as u16);
-        if origin == Self::FOREIGN {
-            write!(f, "${seq}")
-        } else {
-            write!(f, "${seq}@{origin}")
-        }
-    }
-}
-
-impl fmt::Debug for ActorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
 
 /// An actor: private state plus a handler for one message type.
 ///

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use slot::{ReplySlot, Waiter};
 pub(crate) use timekeeper::Timekeeper;
 
-use crate::actor::cell::{ErasedRef, SysMsg};
+use crate::actor::header::ErasedRef;
+use crate::actor::sys::SysMsg;
 use crate::error::AskError;
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::{AtomicBool, Ordering};

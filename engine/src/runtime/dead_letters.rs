@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::actor::ActorId;
+use crate::id::ActorId;
 
 /// Why a message became a dead letter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

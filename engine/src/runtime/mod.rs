@@ -9,6 +9,8 @@
 pub(crate) mod builder;
 pub(crate) mod names;
 pub(crate) mod resolve;
+
+pub use crate::id::MAX_SHARDS;
 pub mod dead_letters;
 
 use std::fmt;
@@ -31,7 +33,7 @@ use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
 
 /// Most shards a runtime may have (ids keep 16 bits for the shard).
-pub const MAX_SHARDS: usize = 4096;
+
 
 /// Where and how to spawn an actor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -463,7 +465,7 @@ impl RuntimeHandle {
                 }),
             );
         });
-        if !target.erased().send_sys(crate::actor::cell::SysMsg::OnShard(job)) {
+        if !target.erased().send_sys(crate::actor::sys::SysMsg::OnShard(job)) {
             self.shared.dead_letters.record(target.id(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
         }
         cancel
@@ -482,7 +484,7 @@ impl RuntimeHandle {
         Ok(self.select_erased(pattern, timeout)?.into_iter().filter_map(|r| names::typed(r, pattern).ok()).collect())
     }
 
-    fn select_erased(&self, path: &str, timeout: Duration) -> Result<Vec<crate::actor::cell::ErasedRef>, LookupError> {
+    fn select_erased(&self, path: &str, timeout: Duration) -> Result<Vec<crate::actor::header::ErasedRef>, LookupError> {
         if shard::on_shard_thread() {
             return Err(LookupError::WouldBlock);
         }

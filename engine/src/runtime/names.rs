@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::actor::cell::ErasedRef;
-use crate::actor::{ActorId, ActorRef};
+use crate::actor::header::ErasedRef;
+use crate::actor::ActorRef;
+use crate::id::ActorId;
 use crate::error::{LookupError, SpawnError};
 
 /// Checks a name given at spawn: non-empty, no `/`, not starting with `$` (reserved for

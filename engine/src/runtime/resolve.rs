@@ -15,7 +15,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::actor::cell::{ErasedRef, SysMsg};
+use crate::actor::header::ErasedRef;
+use crate::actor::sys::SysMsg;
 
 /// Called with what a walk found (closed actors already left out).
 pub(crate) type Done = Box<dyn FnOnce(Vec<ErasedRef>) + Send>;

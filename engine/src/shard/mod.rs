@@ -25,8 +25,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
-use crate::actor::cell::{Children, ErasedRef, Header, Outcome, SysMsg};
-use crate::actor::ActorId;
+use crate::actor::header::{ErasedRef, Header, Outcome};
+use crate::actor::meta::Children;
+use crate::actor::sys::SysMsg;
+use crate::id::ActorId;
 use crate::queue::spsc::Outbox;
 use crate::queue::stack::BatchStack;
 use crate::runtime::RuntimeShared;
@@ -122,8 +124,8 @@ pub(crate) struct ShardLocal {
     timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
-    /// I/O polled every turn and parked on when idle (see `crate::driver`).
-    driver: std::cell::RefCell<Option<Box<dyn crate::driver::ShardDriver>>>,
+    /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
+    driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
 }
 
 impl ShardLocal {
@@ -338,7 +340,7 @@ impl ShardLocal {
                 Ok(Outcome::Release) => self.release(h),
                 Ok(Outcome::Done) => {}
                 // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
-                Err(_) => unsafe { crate::actor::cell::recover_from_escaped_panic(h, self, e) },
+                Err(_) => unsafe { crate::actor::activation::recover_from_escaped_panic(h, self, e) },
             }
         }
         n
@@ -478,10 +480,14 @@ impl ShardLocal {
     }
 }
 
-/// Installs a driver on the calling shard (see `crate::driver::install_driver`).
-pub(crate) fn install_driver(
-    driver: Box<dyn crate::driver::ShardDriver>,
-    waker: std::sync::Arc<dyn crate::driver::DriverWaker>,
+/// Installs `driver` on the shard running the calling thread; from then on the shard polls it
+/// every turn and parks in it (senders wake it through `waker`).
+///
+/// Call it from an actor running on the shard (for instance in `started` of an actor spawned
+/// with [`crate::SpawnOptions::shard`]). One driver per shard.
+pub fn install_driver(
+    driver: Box<dyn crate::driver_api::ShardDriver>,
+    waker: std::sync::Arc<dyn crate::driver_api::DriverWaker>,
 ) -> Result<(), crate::error::DriverError> {
     let p = CURRENT.with(|c| c.get());
     if p.is_null() {

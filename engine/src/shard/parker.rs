@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::sync::atomic::{fence, AtomicBool, AtomicPtr, Ordering};
 #[cfg(not(percore_loom))]
-use crate::driver::DriverWaker;
+use crate::driver_api::DriverWaker;
 use crate::sync::thread::{self, Thread};
 
 /// The sleep flag and thread handle of one shard.

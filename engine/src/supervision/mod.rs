@@ -36,7 +36,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actor::ActorId;
+use crate::id::ActorId;
 
 /// What a supervisor does with a failed child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

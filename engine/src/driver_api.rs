@@ -3,7 +3,7 @@
 //! A thread-per-core runtime must not hand I/O to other threads: the shard that owns a
 //! connection submits its writes and reaps its completions itself, in the same loop that runs
 //! its actors. A [`ShardDriver`] is that hook. Once installed on a shard (from an actor running
-//! there, see [`install_driver`]):
+//! there, see [`install_driver`](crate::driver::install_driver)):
 //!
 //! ```text
 //!  loop: poll lanes/injector ─► driver.poll() ─► run actors ─► timers
@@ -21,9 +21,8 @@
 
 use std::time::Duration;
 
-use crate::error::DriverError;
 
-/// Per-shard I/O polled by the shard loop. See the [module docs](self).
+/// Per-shard I/O polled by the shard loop. See the [module docs](crate::driver).
 pub trait ShardDriver: 'static {
     /// Reaps ready I/O and submits queued I/O, without blocking. Returns how many events it
     /// handled (zero lets the shard go idle).
@@ -39,13 +38,4 @@ pub trait ShardDriver: 'static {
 pub trait DriverWaker: Send + Sync + 'static {
     /// Makes the driver's current or next `park` return.
     fn wake(&self);
-}
-
-/// Installs `driver` on the shard running the calling thread; from then on the shard polls it
-/// every turn and parks in it (senders wake it through `waker`).
-///
-/// Call it from an actor running on the shard (for instance in `started` of an actor spawned
-/// with [`crate::SpawnOptions::shard`]). One driver per shard.
-pub fn install_driver(driver: Box<dyn ShardDriver>, waker: std::sync::Arc<dyn DriverWaker>) -> Result<(), DriverError> {
-    crate::shard::install_driver(driver, waker)
 }

@@ -1,0 +1,264 @@
+//! An activation: the one place where an actor's user code runs.
+//!
+//! The shard calls [`run`] for a run-queue entry; it takes system messages, then up to the
+//! throughput budget of user messages, then decides whether the actor goes back on the run
+//! queue. Every call into user code (handlers, hooks, the closures an actor gave the engine)
+//! goes through [`Activation::call`], under `catch_unwind`, so a panic is a failure of that
+//! actor, handled by its supervisor, never of the shard (tokio's `harness.rs`). The rest of
+//! an actor's life (supervision, restart, stop) is in `lifecycle.rs`.
+
+use std::mem::ManuallyDrop;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr::NonNull;
+
+use super::meta::Flags;
+use super::actor_ref::Path;
+use super::cell::{Cell, Inner};
+use super::context::Context;
+use super::header::{ErasedRef, Header, Outcome};
+use super::meta::{Lifecycle, UserJob};
+use super::sys::SysMsg;
+use super::Actor;
+use crate::runtime::dead_letters::DeadLetterReason;
+use crate::shard::{Entry, ShardLocal};
+use crate::supervision::{Failure, FailurePhase};
+
+/// One activation's view of the actor it runs.
+pub(crate) struct Activation<'a, A: Actor> {
+    pub(crate) h: NonNull<Header>,
+    pub(crate) cell: &'a Cell<A>,
+    pub(crate) shard: &'a ShardLocal,
+    /// Whether this activation holds the actor's SCHEDULED token.
+    pub(crate) holds_token: bool,
+}
+
+impl<A: Actor> Activation<'_, A> {
+    pub(super) fn header(&self) -> &Header {
+        self.cell.header()
+    }
+
+    /// A counted reference to this actor.
+    pub(super) fn my_ref(&self) -> ErasedRef {
+        // SAFETY: the shard's ownership count keeps the cell alive; ManuallyDrop means we
+        // only borrow that count to clone it.
+        let borrowed = ManuallyDrop::new(unsafe { ErasedRef::from_raw(self.h) });
+        (*borrowed).clone()
+    }
+
+    /// Runs user code on the actor with a context, catching panics; maps both panics and
+    /// errors to a `Failure` of `phase`.
+    pub(super) fn call(
+        &self,
+        inner: &mut Inner<A>,
+        phase: FailurePhase,
+        f: impl FnOnce(&mut A, &mut Context<'_, A>) -> Result<(), crate::ActorError>,
+    ) -> Result<(), Failure> {
+        let id = self.header().id;
+        let Inner { actor, meta, .. } = inner;
+        let Some(actor) = actor.as_mut() else { return Ok(()) };
+        let mut ctx = Context::new(self.cell, meta, self.shard);
+        match catch_unwind(AssertUnwindSafe(|| f(actor, &mut ctx))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Failure::from_error(id, phase, e)),
+            Err(p) => Err(Failure::from_panic(id, phase, p)),
+        }
+    }
+
+    /// Runs user code that a plain value brought (a mapped `Terminated`, an ask's outcome)
+    /// as a message of this actor, under the activation's guard. While the actor is
+    /// suspended (failed, its supervisor deciding) it waits, in order, until the actor
+    /// resumes or restarts; a stopping actor drops it (counted as a dead letter).
+    pub(super) fn run_user(&self, inner: &mut Inner<A>, job: UserJob<A>) {
+        match inner.meta.lifecycle {
+            Lifecycle::Running if inner.actor.is_some() && !inner.meta.is(Flags::SUSPENDED) => {
+                if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| job(a, ctx)) {
+                    self.fail(inner, f);
+                }
+            }
+            Lifecycle::Running => inner.meta.sup().deferred.push_back(Box::new(job)),
+            _ => {
+                let h = self.header();
+                h.runtime.dead_letters.record(h.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
+            }
+        }
+    }
+
+    /// Runs what waited while the actor was suspended, in arrival order, until it is
+    /// suspended again.
+    pub(super) fn run_deferred(&self, inner: &mut Inner<A>) {
+        while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) && inner.actor.is_some() {
+            let Some(job) = inner.meta.sup.as_mut().and_then(|s| s.deferred.pop_front()) else { break };
+            let Ok(job) = job.downcast::<UserJob<A>>() else { continue };
+            self.run_user(inner, *job);
+        }
+    }
+
+    /// A system job (a `pipe_to` future's poll, a timer armed from a foreign thread). It may
+    /// run user code (the future, its map), so a panic is this actor's failure.
+    pub(super) fn run_job(&self, inner: &mut Inner<A>, job: Box<dyn FnOnce(&ShardLocal) + Send>) {
+        let shard = self.shard;
+        if let Err(p) = catch_unwind(AssertUnwindSafe(move || job(shard))) {
+            let failure = Failure::from_panic(self.header().id, FailurePhase::Message, p);
+            if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) {
+                self.fail(inner, failure);
+            } else {
+                self.header().runtime.record_failure();
+                log::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
+            }
+        }
+    }
+}
+
+/// One activation of the actor behind `h`, on its owner shard.
+///
+/// # Safety
+/// `h` is a live cell of actor type `A` owned by `shard`, called on `shard`'s thread, and
+/// `entry` is the run-queue entry being consumed (it carries `h`).
+pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    let shared = cell.shared();
+    let holds_token = !entry.is_local();
+    if entry.is_local() {
+        // SAFETY: owner-shard thread (contract).
+        unsafe { shared.set_queued(false) };
+    }
+    // SAFETY: owner-shard thread (contract): nothing else borrows `inner` during this
+    // activation (tells to this actor touch only `shared`).
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+
+    if inner.meta.lifecycle == Lifecycle::Dead {
+        // A stale entry for a dead actor: account for it and release with the last one.
+        debug_assert!(inner.meta.pending > 0, "entry for a released actor");
+        inner.meta.pending = inner.meta.pending.saturating_sub(1);
+        return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+    }
+    let act = Activation { h, cell, shard, holds_token };
+    if inner.meta.lifecycle == Lifecycle::New {
+        act.start(inner);
+    }
+    if !shared.header.sys.is_empty() || inner.meta.lifecycle == Lifecycle::Stopping {
+        act.process_system_messages(inner);
+    }
+    // `|` on the flags: one branch instead of three on this per-activation path.
+    let meta = &inner.meta;
+    if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
+        if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
+            act.fail(inner, failure);
+        }
+    }
+    if inner.meta.is(Flags::WAITED_ON) {
+        super::backpressure::give_room(inner, cell);
+    }
+    if inner.meta.is(Flags::STOP_REQUESTED) && inner.meta.lifecycle < Lifecycle::Stopping {
+        act.begin_stop(inner);
+    }
+    match inner.meta.lifecycle {
+        Lifecycle::Dead => {
+            return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+        }
+        Lifecycle::Stopping => {
+            // SAFETY: owner-shard thread (contract).
+            unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
+        }
+        _ => {}
+    }
+
+    // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
+    // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
+    let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED);
+    // SAFETY: owner-shard thread (contract).
+    let (local_left, queued) = unsafe { shared.local_state() };
+    if local_left && !queued && !suspended {
+        // SAFETY: owner-shard thread (contract).
+        unsafe { shared.set_queued(true) };
+        shard.push_run(Entry::local(h));
+    }
+    if holds_token {
+        let header = &shared.header;
+        let pending = || {
+            // SAFETY: owner-shard thread (contract): the ring's single consumer.
+            (!suspended && unsafe { shared.ring.has_pending() }) || !header.sys.is_empty()
+        };
+        if pending() {
+            // More work already visible: keep the token, skip the fence.
+            shard.push_run(Entry::remote(h));
+        } else if header.state.finish_activation(inner.meta.lifecycle == Lifecycle::Stopping, pending) {
+            shard.push_run(Entry::remote(h));
+        }
+    }
+    Outcome::Done
+}
+
+/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`.
+fn process_user_messages<A: Actor>(
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+    from_ring: bool,
+) -> Result<(), Failure> {
+    let budget = shard.throughput();
+    let id = cell.header().id;
+    let Inner { actor, meta, .. } = inner;
+    let actor = actor.as_mut().expect("a running actor has its value");
+    let mut ctx = Context::new(cell, meta, shard);
+    let mut handled = 0;
+    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
+        while handled < budget {
+            let msg = if ctx.meta.is(Flags::UNSTASHED) {
+                // Unstashed messages first, in order, before anything newer.
+                let sup = ctx.meta.sup();
+                sup.unstashed = sup.unstashed.saturating_sub(1);
+                let more = sup.unstashed > 0;
+                ctx.meta.set(Flags::UNSTASHED, more);
+                // SAFETY: owner-shard thread (the caller's contract).
+                unsafe { cell.shared().pop_local_first() }
+            } else {
+                // SAFETY: owner-shard thread (the caller's contract).
+                unsafe { cell.shared().next_message(from_ring) }
+            };
+            let Some(msg) = msg else { break };
+            handled += 1;
+            actor.handle(&mut ctx, msg)?;
+            if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED) {
+                break;
+            }
+        }
+        Ok(())
+    }));
+    if handled > 0 {
+        if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+            super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
+        }
+    }
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
+    }
+}
+
+/// The shard's backstop after a panic escaped an activation of `e`'s actor (which no user
+/// code should reach: it runs under the activation's own guards). The queue decisions come
+/// last in `run` and cannot panic, so the entry still holds what it held: put it back (for
+/// a local entry, with its "queued" flag) and fail the actor, so its supervisor decides.
+///
+/// # Safety
+/// Owner-shard thread of the live cell `h`, with `e` the entry whose activation panicked.
+pub(crate) unsafe fn recover_from_escaped_panic(h: NonNull<Header>, shard: &ShardLocal, e: Entry) {
+    // SAFETY: contract: a live cell; the shard's ownership count keeps it so.
+    let header = unsafe { h.as_ref() };
+    header.runtime.record_escaped_panic();
+    log::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
+    if e.is_local() {
+        // SAFETY: owner-shard thread (contract).
+        header.queued.with_mut(|q| unsafe { *q = true });
+    }
+    shard.push_run(e);
+    let me = ManuallyDrop::new(
+        // SAFETY: borrows the shard's ownership count (ManuallyDrop: never given back).
+        unsafe { ErasedRef::from_raw(h) },
+    );
+    let _ = me.try_send_sys(SysMsg::Fail("a panic escaped the activation".into()));
+}
+

@@ -1,0 +1,166 @@
+//! The type-erased face of every actor cell: the [`Header`] (reference count, scheduling
+//! word, identity, system inbox), its per-actor-type [`VTable`], and [`ErasedRef`], the
+//! counted pointer that everything outside a cell holds (tokio's `RawTask` + `Header`).
+//!
+//! The reference count covers every `ActorRef` plus one *ownership* reference held by the
+//! owner shard from spawn until the actor is **released** (see `cell.rs`).
+
+use std::ptr::{self, NonNull};
+
+use super::state::SchedState;
+use super::sys::{SysMsg, SysNode};
+use crate::id::ActorId;
+use crate::queue::stack::{BatchStack, Linked};
+use crate::runtime::RuntimeShared;
+use crate::shard::{self, Entry, ShardLocal};
+use crate::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{Arc, UnsafeCell};
+
+/// Per-actor-type functions, reached from a type-erased header.
+pub(crate) struct VTable {
+    /// Runs one activation. See [`activation::run`].
+    pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry) -> Outcome,
+    /// Frees the cell (last reference gone).
+    pub(crate) drop_cell: unsafe fn(NonNull<Header>),
+    /// `TypeId` of the actor's message type (typed lookup checks it).
+    pub(crate) msg_type: fn() -> std::any::TypeId,
+    /// `type_name` of the message type (for errors).
+    pub(crate) msg_type_name: fn() -> &'static str,
+}
+
+/// What the shard must do after an activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Nothing: the actor is idle, re-queued, or waits for a pending entry.
+    Done,
+    /// The actor is Dead and no entry for it remains: drop the ownership reference.
+    Release,
+}
+
+/// The type-erased prefix of every cell.
+#[repr(C)]
+pub(crate) struct Header {
+    pub(super) refs: AtomicUsize,
+    pub(crate) state: SchedState,
+    /// Owner shard index.
+    pub(crate) shard: u32,
+    /// Position in the parent's children list (or the shard's top-level list). Written and
+    /// read only by the thread of the shard that owns that list.
+    pub(crate) sibling_idx: AtomicU32,
+    /// An `Entry::Local` for this actor sits in the owner's run queue. Owner-shard thread
+    /// only (it lives here, in the header's padding, to keep the cell small).
+    pub(crate) queued: UnsafeCell<bool>,
+    pub(crate) vtable: &'static VTable,
+    pub(crate) runtime: Arc<RuntimeShared>,
+    pub(crate) id: ActorId,
+    pub(crate) parent: Option<ErasedRef>,
+    /// The name given at spawn, if any (immutable; part of the path).
+    pub(crate) name: Option<Box<Name>>,
+    /// System messages: a path a full user mailbox cannot block.
+    pub(crate) sys: BatchStack<SysNode>,
+    /// Intrusive link for the owner shard's injector.
+    pub(super) link: AtomicPtr<Header>,
+}
+
+// SAFETY: `link` is the dedicated injector link; `Header` is 8-aligned.
+unsafe impl Linked for Header {
+    fn link(&self) -> &AtomicPtr<Header> {
+        &self.link
+    }
+}
+
+/// An actor's name (a thin box keeps the header small for the many unnamed actors).
+pub(crate) struct Name(pub(crate) Box<str>);
+
+/// A reference-counted, type-erased pointer to a cell.
+#[repr(transparent)]
+pub(crate) struct ErasedRef(NonNull<Header>);
+
+// SAFETY: the header is Sync (atomics, immutable fields, owner-only fields accessed under the
+// owner-shard contract) and cells are freed by the last reference on any thread, which is
+// sound because actors and messages are Send.
+unsafe impl Send for ErasedRef {}
+// SAFETY: as above.
+unsafe impl Sync for ErasedRef {}
+
+impl ErasedRef {
+    /// Adopts one reference count.
+    ///
+    /// # Safety
+    /// `p` points to a live cell and the caller owns one count, which moves into the result.
+    pub(crate) unsafe fn from_raw(p: NonNull<Header>) -> Self {
+        ErasedRef(p)
+    }
+
+    pub(crate) fn as_ptr(&self) -> NonNull<Header> {
+        self.0
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: we hold a count, so the cell is alive.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Posts a system message. Returns `false` if the actor is already dead; the message is
+    /// then handled as for a dead actor (watches fire `AlreadyDead`, the rest is dropped).
+    pub(crate) fn send_sys(&self, msg: SysMsg) -> bool {
+        match self.try_send_sys(msg) {
+            Ok(()) => true,
+            Err(msg) => {
+                super::sys::sys_to_dead(self.header(), msg);
+                false
+            }
+        }
+    }
+
+    /// Posts a system message, or gives it back if the actor is already dead.
+    pub(crate) fn try_send_sys(&self, msg: SysMsg) -> Result<(), SysMsg> {
+        let node = Box::new(SysNode { link: AtomicPtr::new(ptr::null_mut()), msg });
+        let node = NonNull::from(Box::leak(node));
+        let h = self.header();
+        // SAFETY: the node is fresh and stays valid until the owner takes it (or we free it).
+        match unsafe { h.sys.push(node) } {
+            Ok(()) => {
+                if h.state.after_push() {
+                    shard::notify(self.0);
+                }
+                Ok(())
+            }
+            Err(node) => {
+                // SAFETY: the push failed, so the node is still ours; it came from Box::leak.
+                Err(unsafe { Box::from_raw(node.as_ptr()) }.msg)
+            }
+        }
+    }
+}
+
+impl Clone for ErasedRef {
+    #[inline]
+    fn clone(&self) -> Self {
+        // ORDERING: Relaxed: a new reference can only be made from an existing one, which
+        // already keeps the cell alive (as `Arc::clone`).
+        let old = self.header().refs.fetch_add(1, Ordering::Relaxed);
+        if old > isize::MAX as usize {
+            std::process::abort();
+        }
+        ErasedRef(self.0)
+    }
+}
+
+impl Drop for ErasedRef {
+    #[inline]
+    fn drop(&mut self) {
+        // ORDERING: Release pairs with the Acquire fence below, taken by whichever thread
+        // drops the last reference: every use of the cell happens-before it is freed.
+        if self.header().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // ORDERING: Acquire pairs with the Release decrements of all other references.
+        fence(Ordering::Acquire);
+        let drop_cell = self.header().vtable.drop_cell;
+        // SAFETY: we dropped the last reference: nobody else can reach the cell.
+        unsafe { drop_cell(self.0) };
+    }
+}
+

@@ -1,0 +1,238 @@
+//! Shard-local bookkeeping of one actor: its lifecycle, its flags, its children, and the
+//! rarely needed state kept out of line ([`SupState`]). Owned by the owner shard's thread
+//! only: no atomics, and `!Send` by construction ([`Meta`] holds a `PhantomData` of a raw
+//! pointer), so it cannot be handed to another thread by accident.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::time::{Duration, Instant};
+
+use super::context::Context;
+use super::header::ErasedRef;
+use super::Actor;
+use crate::id::ActorId;
+use crate::shard::timers::TimerId;
+use crate::supervision::{StopReason, Terminated};
+use crate::sync::atomic::Ordering;
+use crate::timer::TimerKey;
+use super::sys::WatchEntry;
+
+/// User code that a plain value brought, to run as a message of actor `A`.
+pub(crate) type UserJob<A> = Box<dyn for<'c> FnOnce(&mut A, &mut Context<'c, A>) -> Result<(), crate::ActorError>>;
+/// A watcher's map of `Terminated` into its message (kept in `SupState::watching`).
+pub(crate) type WatchMap<A> = Box<dyn FnOnce(Terminated) -> <A as Actor>::Msg>;
+/// An asker's handling of its ask's boxed outcome (kept in `SupState::asks`).
+pub(crate) type AskMap<A> = Box<dyn FnOnce(Box<dyn Any + Send>) -> Option<<A as Actor>::Msg>>;
+/// A keyed timer's message factory (`None`: a one-shot whose message was taken).
+pub(crate) type TimerMake<A> = Box<dyn FnMut() -> Option<<A as Actor>::Msg>>;
+/// A repeating timer's or receive timeout's message factory.
+pub(crate) type RepeatMake<A> = Box<dyn FnMut() -> <A as Actor>::Msg>;
+
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Lifecycle {
+    New,
+    Running,
+    Stopping,
+    Dead,
+}
+
+/// An actor's boolean state, one bit each, so the activation tests "may it take user
+/// messages?" with one branch ([`Flags::HOLD`]).
+pub(crate) struct Flags;
+
+impl Flags {
+    /// `started` ran (so `stopped` will).
+    pub(crate) const STARTED: u8 = 1 << 0;
+    /// Stop after the current message.
+    pub(crate) const STOP_REQUESTED: u8 = 1 << 1;
+    /// Failed and waiting for the supervisor: no user messages are processed.
+    pub(crate) const SUSPENDED: u8 = 1 << 2;
+    /// Paused by the actor itself (`Context::pause_messages`) until a `ResumeMessages`.
+    pub(crate) const PAUSED: u8 = 1 << 3;
+    /// Waiting for room in a full target (`Context::send`; see `backpressure`).
+    pub(crate) const MUTED: u8 = 1 << 4;
+    /// Some sender waits for room in this actor's mailbox.
+    pub(crate) const WAITED_ON: u8 = 1 << 5;
+    /// Unstashed messages wait at the front of the local queue: take them before the ring.
+    pub(crate) const UNSTASHED: u8 = 1 << 6;
+    /// Any of these holds user messages back.
+    pub(crate) const HOLD: u8 = Self::STOP_REQUESTED | Self::SUSPENDED | Self::PAUSED | Self::MUTED;
+}
+
+/// Shard-owned bookkeeping of one actor.
+pub(crate) struct Meta {
+    pub(crate) lifecycle: Lifecycle,
+    /// [`Flags`] bits.
+    flags: u8,
+    /// Run-queue entries still to come for a Dead actor.
+    pub(crate) pending: u8,
+    pub(crate) children: Children,
+    /// Supervision and death-watch state, allocated by the first actor that needs it.
+    pub(crate) sup: Option<Box<SupState>>,
+    /// Only the owner shard's thread touches `Meta` (its closures need not be `Send`), so it
+    /// is `!Send` on purpose, not by accident of a field.
+    _owner_thread: PhantomData<*const ()>,
+}
+
+/// Rarely needed per-actor state, kept out of line so an idle actor stays small.
+///
+/// The closures an actor hands the engine (timer factories, watch and ask maps) live here,
+/// with the actor that supplied them, and run only inside its activation under the same
+/// `catch_unwind` as `handle`: what crosses between actors and shards is plain values
+/// (`Terminated`, an ask's outcome, a timer tick). They are type-erased over the actor type
+/// (`Box<dyn Any>` holding e.g. `Box<dyn FnMut() -> A::Msg>`), need not be `Send`, and are
+/// therefore dropped at stop, on the owner shard (`Activation::finish_stop`).
+#[derive(Default)]
+pub(crate) struct SupState {
+    /// When this actor was restarted, within the current restart window.
+    pub(crate) restarts: VecDeque<Instant>,
+    /// Who watches this actor.
+    pub(crate) watchers: Vec<WatchEntry>,
+    /// Whom this actor watches, with the map for its `Terminated` (a Terminated from anyone
+    /// else is dropped: unwatched). `Box<dyn FnOnce(Terminated) -> A::Msg>`.
+    pub(crate) watching: Vec<(ActorId, Box<dyn Any>)>,
+    /// Why it is stopping (None: normal).
+    pub(crate) stop_reason: Option<StopReason>,
+    /// Keyed timers (`Context::start_timer`) and their message factories
+    /// (`Box<dyn FnMut() -> Option<A::Msg>>`).
+    pub(crate) timers: HashMap<TimerKey, (TimerId, Option<Box<dyn Any>>)>,
+    /// `Context::schedule_repeated` timers and their factories (`Box<dyn FnMut() -> A::Msg>`).
+    /// A factory is taken out (`None`) while it runs; the timer's entry stays, so the handler
+    /// sees its timer as active and can cancel it.
+    pub(crate) ticks: HashMap<TimerId, Option<Box<dyn Any>>>,
+    /// In-actor asks awaiting their outcome, by ask number.
+    pub(crate) asks: HashMap<u64, PendingAsk>,
+    /// The next ask number.
+    pub(crate) next_ask: u64,
+    /// Plain values whose user code must wait while the actor is suspended (a failed actor
+    /// handles nothing until its supervisor decides): run, in order, once it resumes or
+    /// restarts. `Box<dyn FnOnce(&mut A, &mut Context<A>) -> Result<(), ActorError>>`.
+    pub(crate) deferred: VecDeque<Box<dyn Any>>,
+    /// `Context::set_receive_timeout`.
+    pub(crate) receive_timeout: Option<ReceiveTimeout>,
+    /// Messages this actor sent with `Context::send` that wait for room, per target.
+    pub(crate) parked: Vec<super::backpressure::ParkedQueue>,
+    /// Senders that wait for room in this actor's mailbox.
+    pub(crate) waiters: Vec<ErasedRef>,
+    /// How many unstashed messages are still ahead in the local queue.
+    pub(crate) unstashed: usize,
+    /// `Factory<A>` for Restart (spawned with `Props`), type-erased.
+    pub(crate) factory: Option<Box<dyn Any + Send>>,
+    /// Named children, for lookup by path and for unique names among siblings.
+    pub(crate) names: HashMap<Box<str>, ErasedRef>,
+}
+
+/// An in-actor ask waiting for its outcome.
+pub(crate) struct PendingAsk {
+    /// The timeout timer, cancelled when the outcome arrives first.
+    pub(crate) timer: Option<TimerId>,
+    /// Turns the boxed outcome into a message for this actor (`Some`) or delivers it
+    /// elsewhere (`None`, `pipe_ask`): `Box<dyn FnOnce(Box<dyn Any + Send>) -> Option<A::Msg>>`.
+    pub(crate) on_outcome: Box<dyn Any>,
+}
+
+/// An armed receive timeout: fires `make()` once per idle period of `after`.
+pub(crate) struct ReceiveTimeout {
+    pub(crate) after: Duration,
+    pub(crate) last_activity: Instant,
+    pub(crate) timer: Option<TimerId>,
+    /// `Box<dyn FnMut() -> A::Msg>`, type-erased (the actor type is not known here); taken
+    /// out while it runs.
+    pub(crate) make: Option<Box<dyn Any>>,
+}
+
+impl Meta {
+    pub(crate) fn new(sup: Option<Box<SupState>>) -> Self {
+        Meta { lifecycle: Lifecycle::New, flags: 0, pending: 0, children: Children::default(), sup, _owner_thread: PhantomData }
+    }
+
+    /// Whether any of the `flags` bits is set.
+    #[inline]
+    pub(crate) fn is(&self, flags: u8) -> bool {
+        self.flags & flags != 0
+    }
+
+    /// Sets or clears the `flags` bits.
+    #[inline]
+    pub(crate) fn set(&mut self, flags: u8, on: bool) {
+        if on {
+            self.flags |= flags;
+        } else {
+            self.flags &= !flags;
+        }
+    }
+
+    pub(crate) fn sup(&mut self) -> &mut SupState {
+        self.sup.get_or_insert_with(Default::default)
+    }
+
+    pub(crate) fn stop_reason(&self) -> StopReason {
+        self.sup.as_ref().and_then(|s| s.stop_reason.clone()).unwrap_or(StopReason::Normal)
+    }
+
+    /// Requests a stop for `reason`, keeping the first non-normal reason given.
+    pub(crate) fn request_stop(&mut self, reason: StopReason) {
+        self.set(Flags::STOP_REQUESTED, true);
+        if !matches!(reason, StopReason::Normal) && self.sup.as_ref().is_none_or(|s| s.stop_reason.is_none()) {
+            self.sup().stop_reason = Some(reason);
+        }
+    }
+}
+
+/// An actor's children. Most actors have none, so the list is allocated on first use.
+#[derive(Default)]
+// A thin box on purpose: 8 bytes in every cell instead of a 24-byte `Vec`.
+#[allow(clippy::box_collection)]
+pub(crate) struct Children(Option<Box<Vec<ErasedRef>>>);
+
+impl Children {
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |v| v.len())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ErasedRef> {
+        self.0.iter().flat_map(|v| v.iter())
+    }
+
+    /// Whether `child` is in this list (O(1), through its sibling index).
+    pub(crate) fn contains(&self, child: &ErasedRef) -> bool {
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
+        self.0.as_ref().is_some_and(|v| v.get(idx).is_some_and(|c| c.as_ptr() == child.as_ptr()))
+    }
+
+    /// Appends `child`, recording its index in its header (only this shard's thread uses
+    /// that field for this list).
+    pub(crate) fn link(&mut self, child: ErasedRef) {
+        let list = self.0.get_or_insert_with(Default::default);
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        child.header().sibling_idx.store(list.len() as u32, Ordering::Relaxed);
+        list.push(child);
+    }
+
+    /// Removes `child` in O(1), using and maintaining the children's `sibling_idx`.
+    pub(crate) fn unlink(&mut self, child: &ErasedRef) {
+        let Some(list) = self.0.as_mut() else { return };
+        // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
+        let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
+        debug_assert!(idx < list.len() && list[idx].as_ptr() == child.as_ptr(), "sibling index out of sync");
+        if idx >= list.len() || list[idx].as_ptr() != child.as_ptr() {
+            return;
+        }
+        list.swap_remove(idx);
+        if let Some(moved) = list.get(idx) {
+            // ORDERING: Relaxed: as above.
+            moved.header().sibling_idx.store(idx as u32, Ordering::Relaxed);
+        }
+        if list.is_empty() {
+            self.0 = None;
+        }
+    }
+}
+

@@ -1,0 +1,107 @@
+//! System messages: the path into an actor that a full user mailbox cannot block (stop,
+//! supervision, watch, timers' ticks, ask outcomes, jobs), and what becomes of one that
+//! reaches an actor after it died.
+//!
+//! Between actors travel plain values (`Terminated`, an ask's boxed outcome, a timer's key):
+//! the closures that turn them into messages stay with the actor that supplied them
+//! (`meta::SupState`) and run in its activation.
+
+use std::any::Any;
+
+use super::header::{ErasedRef, Header};
+use crate::id::ActorId;
+use crate::queue::stack::Linked;
+use crate::runtime::dead_letters::DeadLetterReason;
+use crate::shard::ShardLocal;
+use crate::supervision::{Failure, StopReason, Terminated};
+use crate::sync::atomic::AtomicPtr;
+use std::time::Duration;
+
+/// A system message: travels on the system inbox, which a full mailbox cannot block.
+pub(crate) enum SysMsg {
+    /// Stop now: pending user messages go to dead letters.
+    Stop(StopReason),
+    /// A child has terminated (it holds a reference so the parent can unlink it).
+    ChildTerminated(ErasedRef),
+    /// A child failed and is suspended until this supervisor decides.
+    Failed { child: ErasedRef, failure: Failure },
+    /// Supervisor's decision: go on with the same state.
+    Resume,
+    /// End a `Context::pause_messages`.
+    ResumeMessages,
+    /// Fail now with this reason, as if a handler had (Erlang's `exit(Pid, Reason)`).
+    Fail(String),
+    /// Supervisor's decision: rebuild from the factory (within the restart limit).
+    Restart { failure: Failure, limit: Option<(u32, Duration)> },
+    /// Someone watches this actor.
+    Watch(WatchEntry),
+    /// A watcher no longer does.
+    Unwatch(ActorId),
+    /// A watched actor terminated. A plain value: the watcher maps it into its own message
+    /// with the closure it gave `Context::watch`, inside its own activation.
+    Terminated(Terminated),
+    /// The receive-timeout timer fired (checked against the last activity).
+    ReceiveTimeout,
+    /// A keyed timer fired: delivered only if the key still maps to this timer, so a
+    /// cancelled or replaced timer's message is never received. The message factory stays
+    /// with the actor (`SupState::timers`) and runs in its activation.
+    TimerFired { key: crate::timer::TimerKey, id: crate::shard::timers::TimerId },
+    /// A `Context::schedule_repeated` timer ticked (its factory is in `SupState::ticks`).
+    Tick(crate::shard::timers::TimerId),
+    /// The outcome of an in-actor ask: a boxed `Result<R, AskError>`, delivered exactly once
+    /// on this path, outside the user-mailbox bound (see `ask::ActorReply`). The asker's
+    /// `map` stays in `SupState::asks` and runs in its activation.
+    AskOutcome { ask: u64, outcome: Box<dyn Any + Send> },
+    /// Path lookup: the children matching one segment.
+    ResolveChild { pattern: Box<str>, reply: crate::runtime::resolve::Done },
+    /// A sender waits for room in this actor's mailbox (`Context::send`; see `backpressure`).
+    Waiter(ErasedRef),
+    /// The actor with this id has room again (or has stopped): re-send what is parked for it.
+    Room(ActorId),
+    /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
+    OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
+}
+
+/// A death-watch registration held by the watched actor: only whom to tell. The watcher's
+/// `map` stays with the watcher (`SupState::watching`).
+pub(crate) struct WatchEntry {
+    pub(crate) watcher: ErasedRef,
+}
+
+impl WatchEntry {
+    /// Sends the watcher its `Terminated` (through its system inbox).
+    pub(crate) fn fire(self, from: ActorId, reason: StopReason) {
+        let _ = self.watcher.send_sys(SysMsg::Terminated(Terminated { id: from, reason }));
+    }
+}
+
+pub(crate) struct SysNode {
+    pub(super) link: AtomicPtr<SysNode>,
+    pub(crate) msg: SysMsg,
+}
+
+// SAFETY: `link` is dedicated; `SysNode` is 8-aligned.
+unsafe impl Linked for SysNode {
+    fn link(&self) -> &AtomicPtr<SysNode> {
+        &self.link
+    }
+}
+
+/// A system message that reached an actor after it died.
+pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
+    let id = header.id;
+    match msg {
+        // Watching a dead actor: Terminated at once, exactly once.
+        SysMsg::Watch(entry) => entry.fire(id, StopReason::AlreadyDead),
+        // A dead parent cannot supervise: the child is stopped when its parent stops anyway.
+        SysMsg::Failed { child, failure } => drop(child.send_sys(SysMsg::Stop(StopReason::Failed(failure)))),
+        // A lookup through a dead actor finds nothing (and does not wait for a timeout).
+        SysMsg::ResolveChild { reply, .. } => reply(vec![]),
+        // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
+        SysMsg::Waiter(w) => drop(w.send_sys(SysMsg::Room(id))),
+        // An ask's outcome for an asker that has stopped: counted, never silently dropped.
+        SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
+        _ => {}
+    }
+}
+

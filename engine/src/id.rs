@@ -1,0 +1,42 @@
+//! Identities and limits that every part of the engine names: a leaf module (it imports
+//! nothing from the crate), so naming an actor id never pulls in the actor machinery.
+
+use std::fmt;
+
+/// The most shards one runtime may have.
+pub const MAX_SHARDS: usize = 4096;
+
+/// A unique actor id within a process: the shard that spawned it and a sequence number.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub(crate) u64);
+
+impl ActorId {
+    /// Origin of actors spawned from outside any shard.
+    pub(crate) const FOREIGN: u16 = u16::MAX;
+
+    pub(crate) fn new(seq: u64, origin: u16) -> Self {
+        ActorId(seq << 16 | origin as u64)
+    }
+
+    /// The raw id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (seq, origin) = (self.0 >> 16, (self.0 & 0xffff) as u16);
+        if origin == Self::FOREIGN {
+            write!(f, "${seq}")
+        } else {
+            write!(f, "${seq}@{origin}")
+        }
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
