@@ -385,7 +385,7 @@ impl Actor for Respawner {
                 self.spawn_worker(ctx);
             }
             RMsg::Down(t) => {
-                assert_eq!(t.reason, percore::StopReason::Normal);
+                assert!(!t.reason.is_failure(), "{:?}", t.reason);
                 self.cycles += 1;
                 if self.cycles == self.target {
                     if let Some(d) = self.done.take() {
