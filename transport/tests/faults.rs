@@ -19,6 +19,7 @@ use crate::common::*;
 both_backends! {
     garbage_is_rejected_and_node_keeps_serving => garbage_is_rejected_and_node_keeps_serving;
     bad_frames_after_auth_close_the_connection => bad_frames_after_auth_close_the_connection;
+    nested_binds_cost_no_threads => nested_binds_cost_no_threads;
     replayed_handshake_is_rejected => replayed_handshake_is_rejected;
     wrong_secret_never_reaches_an_actor => wrong_secret_never_reaches_an_actor;
     peer_shutdown_terminates_watchers_once => peer_shutdown_terminates_watchers_once;
@@ -167,6 +168,61 @@ fn garbage_is_rejected_and_node_keeps_serving(backend: Backend) {
     }
     eventually("rejections counted", || nb.stats().rejected >= inputs.len() as u64);
     assert_eq!(total_via(&na, &nb), 0, "no garbage reached the actor; the node still serves");
+}
+
+/// Lookup threads of this process now (the node once started one per nested BIND, named
+/// `percore-resolve`). Counted by name: other tests run their runtimes in this process.
+fn request_threads() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("percore-resolve"))
+        .count()
+}
+
+/// A peer's BIND of a nested path (`counter/nobody`) is resolved on the shards, without a
+/// thread per lookup: 10,000 of them leave the thread count where it was (it was sampled
+/// all along, counting the threads a lookup would start), and each is answered
+/// (TERMINATED: no such actor).
+fn nested_binds_cost_no_threads(backend: Backend) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const BINDS: u32 = 10_000;
+    let rb = runtime("b", 1);
+    let nb = node(&rb, config(backend));
+    spawn_counter(&rb, "counter");
+    let mut r = Raw::connect(nb.addr());
+    assert!(r.handshake(SECRET));
+    let base = request_threads();
+    let (stop, peak) = (std::sync::Arc::new(AtomicBool::new(false)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(request_threads(), Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let mut binds = Vec::new();
+    for alias in 1..=BINDS {
+        let mut b = alias.to_le_bytes().to_vec();
+        b.extend_from_slice(&0x7e57_0001u32.to_le_bytes());
+        b.push(0);
+        put_str(&mut b, "counter/nobody");
+        binds.extend_from_slice(&frame(10, &b));
+    }
+    r.send(&binds);
+    let mut answered = 0;
+    while answered < BINDS {
+        match r.read_frame() {
+            Some((14, _)) => answered += 1,
+            Some(_) => {}
+            None => panic!("connection closed after {answered} answers"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    assert_eq!(peak.load(Ordering::Relaxed), base, "lookup threads: {base} before, peak {}", peak.load(Ordering::Relaxed));
 }
 
 fn bad_frames_after_auth_close_the_connection(backend: Backend) {

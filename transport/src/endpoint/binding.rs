@@ -184,14 +184,16 @@ pub(crate) fn bind_typed<M: RemoteMessage>(node: &Arc<NodeShared>, t: &Target, a
     })
 }
 
-/// Binds a nested path (`/user/a/b`): the engine resolves it by asking each parent in turn,
-/// which blocks, so a short-lived thread does it off the shard while the connection waits;
-/// the endpoint then watches the actor (or tells the peer it does not exist).
+/// Binds a nested path (`/user/a/b`): the engine resolves it without blocking, by asking
+/// each parent in turn on its own shard (`RuntimeHandle::resolve_then`), while the
+/// connection waits on the pending binding; the endpoint then watches the actor (or tells
+/// the peer it does not exist). No thread per lookup: a peer's BINDs cost messages, not
+/// threads.
 fn resolve_path<M: RemoteMessage>(node: &Arc<NodeShared>, path: &str, at: BindAt) -> Binding {
     let slot: PendingTarget<M> = Arc::new(std::sync::OnceLock::new());
     let (n, p, s) = (node.clone(), format!("/user/{path}"), slot.clone());
-    let spawned = std::thread::Builder::new().name("percore-resolve".into()).spawn(move || {
-        let msg = match n.rt.resolve::<M>(&p, n.cfg.failure_timeout) {
+    node.rt.resolve_then::<M>(&p.clone(), move |found| {
+        let msg = match found {
             Ok(actor) => {
                 let (id, w) = (actor.id(), actor.clone());
                 let _ = s.set(Some(actor));
@@ -212,11 +214,5 @@ fn resolve_path<M: RemoteMessage>(node: &Arc<NodeShared>, path: &str, at: BindAt
             let _ = ep.tell(msg);
         }
     });
-    if spawned.is_err() {
-        let _ = slot.set(None);
-        if let Some(ep) = node.endpoint(at.shard) {
-            let _ = ep.tell(EndpointMsg::PathFailed { at, why: format!("{path}: cannot start a lookup thread") });
-        }
-    }
     Binding::pending(slot, node.clone())
 }
