@@ -45,71 +45,94 @@ use super::{Actor, ActorRef};
 use crate::id::ActorId;
 use crate::runtime::dead_letters::DeadLetterReason;
 
-/// A message parked for a full target, type-erased over the target's message type.
-pub(crate) trait ParkedSend {
-    /// Tries the target again.
-    fn retry(self: Box<Self>) -> Retry;
-    /// The sender stops with this message still parked: count it.
-    fn dead_letter(self: Box<Self>);
+/// The messages one sender has parked for one target, oldest first: one typed queue per
+/// target (no allocation per parked message), type-erased over the target's message type.
+pub(crate) struct ParkedQueue {
+    target: ActorId,
+    msgs: Box<dyn Parked>,
+}
+
+/// A typed queue of parked messages, seen through its target-independent face.
+trait Parked {
+    /// Re-sends in order until the target is full again or the queue is empty.
+    fn flush(&mut self) -> Flush;
+    /// Counts every message still parked as a dead letter (`reason`) and drops it.
+    fn dead_letter_all(&mut self, reason: DeadLetterReason);
     /// The target.
     fn target(&self) -> &ErasedRef;
+    /// For the typed push of `send`.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
-/// The outcome of re-sending a parked message.
-pub(crate) enum Retry {
-    Delivered,
-    /// Still full: the message comes back.
-    Full(Box<dyn ParkedSend>),
-    /// The target has stopped; the message was counted as a dead letter.
-    Closed,
+/// What a flush left behind.
+#[derive(PartialEq, Eq)]
+enum Flush {
+    Empty,
+    /// The target is full again: wait for the next `Room`.
+    Full,
 }
 
-struct Parked<M: Send + 'static> {
+struct Typed<M: Send + 'static> {
     to: ActorRef<M>,
-    msg: M,
+    msgs: VecDeque<M>,
 }
 
-impl<M: Send + 'static> ParkedSend for Parked<M> {
-    fn retry(self: Box<Self>) -> Retry {
-        let Parked { to, msg } = *self;
-        match to.try_tell(msg) {
-            Ok(()) => Retry::Delivered,
-            Err(e) if e.is_full() => Retry::Full(Box::new(Parked { to, msg: e.into_inner() })),
-            Err(e) => {
-                drop(e);
-                let h = to.erased().header();
-                h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
-                Retry::Closed
+impl<M: Send + 'static> Parked for Typed<M> {
+    fn flush(&mut self) -> Flush {
+        while let Some(msg) = self.msgs.pop_front() {
+            match self.to.try_tell(msg) {
+                Ok(()) => {}
+                Err(e) if e.is_full() => {
+                    self.msgs.push_front(e.into_inner());
+                    return Flush::Full;
+                }
+                Err(e) => {
+                    // Stopped: this and everything behind it meet the same closed mailbox.
+                    drop(e);
+                    self.record(DeadLetterReason::Stopped, 1);
+                    self.dead_letter_all(DeadLetterReason::Stopped);
+                }
             }
         }
+        Flush::Empty
     }
 
-    fn dead_letter(self: Box<Self>) {
-        let h = self.to.erased().header();
-        h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), DeadLetterReason::Undelivered, 1);
+    fn dead_letter_all(&mut self, reason: DeadLetterReason) {
+        let n = self.msgs.len() as u64;
+        self.msgs.clear();
+        self.record(reason, n);
     }
 
     fn target(&self) -> &ErasedRef {
         self.to.erased()
     }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
-/// The messages one sender has parked for one target, oldest first.
-pub(crate) struct ParkedQueue {
-    target: ActorId,
-    msgs: VecDeque<Box<dyn ParkedSend>>,
+impl<M: Send + 'static> Typed<M> {
+    fn record(&self, reason: DeadLetterReason, n: u64) {
+        if n > 0 {
+            let h = self.to.erased().header();
+            h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), reason, n);
+        }
+    }
 }
 
 /// The sender side of `Context::send`.
 pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &ActorRef<M>, msg: M) {
     let target = to.id();
     // Something is parked only if this actor is muted or waited on (`update_muted`): the
-    // common case pays two flag tests.
-    let maybe_parked = meta.is(Flags::MUTED) | meta.is(Flags::WAITED_ON);
-    if let Some(q) = meta.sup.as_mut().filter(|_| maybe_parked).and_then(|s| s.parked.iter_mut().find(|q| q.target == target)) {
-        // Behind earlier parked messages (FIFO); already registered as a waiter.
-        q.msgs.push_back(Box::new(Parked { to: to.clone(), msg }));
-        return;
+    // common case pays one flag test.
+    if meta.is(Flags::MUTED | Flags::WAITED_ON) {
+        let queue = meta.sup.as_mut().and_then(|s| s.parked.iter_mut().find(|q| q.target == target));
+        if let Some(typed) = queue.and_then(|q| q.msgs.as_any().downcast_mut::<Typed<M>>()) {
+            // Behind earlier parked messages (FIFO); already registered as a waiter.
+            typed.msgs.push_back(msg);
+            return;
+        }
     }
     let msg = match to.try_tell(msg) {
         Ok(()) => return,
@@ -122,8 +145,8 @@ pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &Acto
             return;
         }
     };
-    let parked: Box<dyn ParkedSend> = Box::new(Parked { to: to.clone(), msg });
-    meta.sup().parked.push(ParkedQueue { target, msgs: VecDeque::from([parked]) });
+    let typed = Typed { to: to.clone(), msgs: VecDeque::from([msg]) };
+    meta.sup().parked.push(ParkedQueue { target, msgs: Box::new(typed) });
     register(meta, me, to.erased(), target);
     update_muted(meta);
 }
@@ -140,9 +163,7 @@ fn register(meta: &mut Meta, me: &ErasedRef, target: &ErasedRef, target_id: Acto
 fn drop_queue(meta: &mut Meta, target: ActorId) {
     let Some(sup) = meta.sup.as_mut() else { return };
     if let Some(pos) = sup.parked.iter().position(|q| q.target == target) {
-        for m in sup.parked.swap_remove(pos).msgs {
-            m.dead_letter();
-        }
+        sup.parked.swap_remove(pos).msgs.dead_letter_all(DeadLetterReason::Stopped);
     }
 }
 
@@ -157,29 +178,12 @@ fn update_muted(meta: &mut Meta) {
 pub(crate) fn on_room(meta: &mut Meta, me: &ErasedRef, target: ActorId) {
     let Some(sup) = meta.sup.as_mut() else { return };
     let Some(pos) = sup.parked.iter().position(|q| q.target == target) else { return };
-    let q = &mut sup.parked[pos];
-    while let Some(m) = q.msgs.pop_front() {
-        match m.retry() {
-            Retry::Delivered => {}
-            Retry::Full(m) => {
-                q.msgs.push_front(m);
-                break;
-            }
-            Retry::Closed => {
-                // Everything else parked for it would meet the same closed mailbox.
-                for m in q.msgs.drain(..) {
-                    m.dead_letter();
-                }
-            }
-        }
-    }
-    match q.msgs.front() {
-        None => drop(sup.parked.swap_remove(pos)),
-        Some(oldest) => {
-            // Still full: wait for the next `Room`.
-            let target_ref = oldest.target().clone();
-            register(meta, me, &target_ref, target);
-        }
+    if sup.parked[pos].msgs.flush() == Flush::Empty {
+        sup.parked.swap_remove(pos);
+    } else {
+        // Still full: wait for the next `Room`.
+        let target_ref = sup.parked[pos].msgs.target().clone();
+        register(meta, me, &target_ref, target);
     }
     update_muted(meta);
 }
@@ -219,10 +223,8 @@ pub(crate) fn on_stop(meta: &mut Meta, me: ActorId) {
     for w in sup.waiters.drain(..) {
         let _ = w.send_sys(SysMsg::Room(me));
     }
-    for q in sup.parked.drain(..) {
-        for m in q.msgs {
-            m.dead_letter();
-        }
+    for mut q in sup.parked.drain(..) {
+        q.msgs.dead_letter_all(DeadLetterReason::Undelivered);
     }
     update_muted(meta);
 }
