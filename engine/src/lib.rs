@@ -45,7 +45,11 @@
 //! * **Mailboxes** are bounded: a lock-free MPSC ring of typed slots for other threads
 //!   (allocated on first use) and a shard-local queue for senders on the owner shard.
 //!   A full mailbox never blocks a shard and never drops silently: [`ActorRef::try_tell`]
-//!   returns the message, [`ActorRef::tell`] counts it as a dead letter.
+//!   returns the message, [`ActorRef::tell`] counts it as a dead letter, and an actor that
+//!   would rather wait uses [`Context::send`]: the message is parked with the sender, which
+//!   is *muted* (Pony's back-pressure) until the target has drained to half its capacity.
+//!   Actors that wait on each other in a cycle keep draining (an actor others wait on is
+//!   never muted), so back-pressure never deadlocks silently.
 //! * **Scheduling**: each activation handles at most `throughput` messages, so a flood to
 //!   one actor cannot starve its neighbours.
 //! * **Park/wake**: an idle shard spins briefly, then announces that it sleeps and parks;
@@ -53,6 +57,14 @@
 //! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor is
 //!   suspended and its supervisor resumes, restarts, stops or escalates
 //!   ([`supervision`]); death-watch tells other actors when it stops.
+//! * **User code runs only in its own actor's activation.** The closures an actor hands the
+//!   engine (timer factories, the receive timeout, death-watch and ask maps, a `pipe_to`
+//!   future) stay with that actor and run under the same guard as `handle`: a panic in any
+//!   of them is that actor's failure. Between actors travel plain values (`Terminated`, an
+//!   ask's outcome, a timer tick). An in-actor ask's outcome travels the system path,
+//!   outside the mailbox bound: exactly one arrives. As a backstop, a shard thread never
+//!   dies of a panic: one that escapes anyway is logged, counted
+//!   ([`RuntimeHandle::escaped_panics`]) and fails the actor involved.
 //!
 //! ## The toolkit
 //! * [`supervision`]: one-for-one / all-for-one strategies, restart limits, backoff,
@@ -65,14 +77,15 @@
 //!   consistent hashing, shard-local) and scatter-gather asks.
 //! * [`event_stream`]: publish/subscribe by type; dead letters and lifecycle events too.
 //! * Names and paths: [`SpawnOptions::name`], [`RuntimeHandle::resolve`] /
-//!   [`RuntimeHandle::select`] (with `*`), and a registry ([`RuntimeHandle::register`],
+//!   [`RuntimeHandle::select`] (with `*`), [`Context::resolve`] (the answer as a message,
+//!   without blocking the shard), and a registry ([`RuntimeHandle::register`],
 //!   [`RuntimeHandle::whereis`]).
 //! * Forwarding keeps the reply target (it travels in the message); [`Context::pipe_ask`]
 //!   pipes an ask's outcome to any actor, and [`pipe_to`] any `Future`'s output.
 //!
 //! ## Where things live
-//! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word,
-//! lifecycle, stash), `shard/` (the loop, park/wake, timer wheel), `ask/` (reply slots,
+//! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, `header` / `cell` / `meta` /
+//! `sys` of the cell, `activation` where user code runs, `lifecycle`, `backpressure`, stash), `shard/` (the loop, park/wake, timer wheel), `ask/` (reply slots,
 //! futures), `supervision/`, `runtime/` (builder, names, dead letters, shutdown),
 //! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
 

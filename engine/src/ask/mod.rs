@@ -266,7 +266,7 @@ impl Backoff {
     }
 }
 
-/// The future of [`ActorRef::ask_async`].
+/// The future of [`ActorRef::ask_async`](crate::ActorRef::ask_async).
 #[must_use = "an ask future does nothing useful unless awaited"]
 pub struct AskFuture<R: Send + 'static> {
     state: FutureState<R>,
