@@ -74,12 +74,14 @@ mod handshake;
 pub(crate) mod io;
 mod node;
 mod proxy;
+mod tls;
 mod wire;
 
 pub use deploy::spawn_remote;
 pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};
+pub use tls::{TlsConfig, TlsError};
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 /// Which socket backend a node uses.
