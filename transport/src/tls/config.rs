@@ -111,3 +111,49 @@ pub(crate) fn names_ip(cert: &CertificateDer<'_>, ip: IpAddr) -> bool {
     rustls::client::verify_server_name(&parsed, &ServerName::IpAddress(ip.into())).is_ok()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(ips: &[&str], signer: Option<(&rcgen::Certificate, &rcgen::KeyPair)>) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(ips.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = match signer {
+            Some((ca, ca_key)) => p.signed_by(&key, ca, ca_key).unwrap(),
+            None => {
+                p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                p.self_signed(&key).unwrap()
+            }
+        };
+        (cert, key)
+    }
+
+    #[test]
+    fn bad_credentials_are_typed_errors() {
+        let (ca, ca_key) = cert(&[], None);
+        let (node, key) = cert(&["127.0.0.1"], Some((&ca, &ca_key)));
+        assert!(TlsConfig::from_pem(node.pem(), key.serialize_pem(), ca.pem()).is_ok());
+        let e = TlsConfig::from_pem("not pem", key.serialize_pem(), ca.pem()).unwrap_err();
+        assert!(matches!(e, TlsError::Pem { what: "certificate", .. }), "{e}");
+        let e = TlsConfig::from_pem(node.pem(), "not pem", ca.pem()).unwrap_err();
+        assert!(matches!(e, TlsError::Pem { what: "private key", .. }), "{e}");
+        let e = TlsConfig::from_pem(node.pem(), key.serialize_pem(), "").unwrap_err();
+        assert!(matches!(e, TlsError::Pem { what: "CA certificate", .. }), "{e}");
+        // A key that is not the certificate's.
+        let other = rcgen::KeyPair::generate().unwrap();
+        let e = TlsConfig::from_pem(node.pem(), other.serialize_pem(), ca.pem()).unwrap_err();
+        assert!(matches!(e, TlsError::Config(_)), "{e}");
+    }
+
+    #[test]
+    fn names_ip_matches_ip_sans_only() {
+        let (ca, ca_key) = cert(&[], None);
+        let (node, _) = cert(&["127.0.0.1", "10.0.0.2"], Some((&ca, &ca_key)));
+        let der = node.der();
+        assert!(names_ip(der, [127, 0, 0, 1].into()));
+        assert!(names_ip(der, [10, 0, 0, 2].into()));
+        assert!(!names_ip(der, [10, 0, 0, 3].into()));
+        assert!(!names_ip(&CertificateDer::from(vec![1, 2, 3]), [127, 0, 0, 1].into()));
+    }
+}
