@@ -75,8 +75,8 @@
 //! * **Refused peers.** A peer whose certificate does not chain to the CA, or is expired or
 //!   not yet valid, fails the TLS handshake: it gets a TLS alert and is closed, and none of
 //!   its bytes reach the frame decoder (no plaintext exists before the handshake succeeded).
-//!   Each refusal counts in [`NodeStats::rejected`]. There is no session resumption: every
-//!   connection verifies the certificates afresh.
+//!   Each refusal counts in the refusing node's [`NodeStats::rejected`]. There is no session
+//!   resumption: every connection verifies the certificates afresh.
 //! * **Identity.** A node's certificate names, as an IP subject alternative name, the IP
 //!   address it announces (its listen address), which is the address peers dial. Dialling
 //!   out, the server's certificate must name the dialled IP (and, as without TLS, the server

@@ -26,10 +26,15 @@ pub enum TlsError {
     /// CA that is not a valid certificate).
     #[error("TLS configuration rejected: {0}")]
     Config(String),
-    /// A peer failed the TLS handshake: its certificate does not chain to the CA, has
-    /// expired, or it spoke something other than TLS 1.3.
+    /// A peer failed the TLS handshake or broke the TLS session: its certificate does not
+    /// chain to the CA or is not valid now, it spoke something other than TLS 1.3, or a
+    /// record did not decrypt.
     #[error("TLS handshake with the peer failed: {0}")]
     Handshake(String),
+    /// The peer refused us: it sent a TLS alert (e.g. our certificate is not from its CA,
+    /// or has expired). Not counted as a rejection here; the refusing node counts it.
+    #[error("the peer refused the TLS handshake: {0}")]
+    RefusedByPeer(String),
     /// A peer's certificate does not name the address it announced.
     #[error("the peer's certificate does not name its announced address {0}")]
     Identity(IpAddr),

@@ -136,14 +136,17 @@ impl LayerState {
         }
     }
 
-    /// The session failed: count it, send the alert rustls queued, then close.
+    /// The session failed: count it (unless the peer refused us: the refusing side counts),
+    /// send the alert rustls queued, then close.
     fn fail(&mut self, c: ConnId, err: TlsError) {
         let Some(conn) = self.conns.get_mut(&c) else { return };
         if conn.failed.is_some() {
             return;
         }
         log::warn!("node {}: closing a TLS connection: {err}", self.node.addr);
-        self.node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        if !matches!(err, TlsError::RefusedByPeer(_)) {
+            self.node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
         conn.drain();
         conn.failed = Some(err);
         self.to_flush.push(c);
@@ -178,7 +181,10 @@ fn decrypt(conn: &mut TlsConn, c: ConnId, mut data: &[u8], sink: &mut dyn IoSink
             Err(e) => return Err(TlsError::Handshake(e.to_string())),
         }
         // The peer's certificate is verified in here; until that succeeded no plaintext exists.
-        tls.process_new_packets().map_err(|e| TlsError::Handshake(e.to_string()))?;
+        tls.process_new_packets().map_err(|e| match e {
+            rustls::Error::AlertReceived(alert) => TlsError::RefusedByPeer(format!("{alert:?}")),
+            e => TlsError::Handshake(e.to_string()),
+        })?;
         loop {
             let mut rd = tls.reader();
             let chunk = match rd.fill_buf() {
