@@ -42,7 +42,10 @@ impl std::fmt::Debug for TlsLayer {
 /// Everything but the backend (so that the backend's `poll` can report into it).
 struct LayerState {
     cfg: TlsConfig,
-    node: Arc<NodeShared>,
+    /// This node's address (for logs).
+    addr: SocketAddr,
+    /// Counts a connection this node refused (`NodeStats::rejected`).
+    count_rejection: Box<dyn Fn()>,
     conns: HashMap<ConnId, TlsConn>,
     /// Connections whose ciphertext (or close) must be handed to the backend.
     to_flush: Vec<ConnId>,
@@ -97,7 +100,16 @@ impl TlsConn {
 impl TlsLayer {
     /// Wraps `inner`: every connection it accepts or makes speaks TLS with `cfg`'s credentials.
     pub(crate) fn new(inner: Box<dyn Io>, cfg: TlsConfig, node: Arc<NodeShared>) -> Self {
-        TlsLayer { inner, st: LayerState { cfg, node, conns: HashMap::new(), to_flush: Vec::new(), to_close: Vec::new(), owed: Vec::new() } }
+        let addr = node.addr;
+        Self::with_counter(inner, cfg, addr, Box::new(move || {
+            node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+
+    /// As [`new`](Self::new), with the node's address and its rejection counter given apart.
+    fn with_counter(inner: Box<dyn Io>, cfg: TlsConfig, addr: SocketAddr, count_rejection: Box<dyn Fn()>) -> Self {
+        let st = LayerState { cfg, addr, count_rejection, conns: HashMap::new(), to_flush: Vec::new(), to_close: Vec::new(), owed: Vec::new() };
+        TlsLayer { inner, st }
     }
 
     /// Hands queued ciphertext and closes to the backend.
@@ -143,9 +155,9 @@ impl LayerState {
         if conn.failed.is_some() {
             return;
         }
-        log::warn!("node {}: closing a TLS connection: {err}", self.node.addr);
+        log::warn!("node {}: closing a TLS connection: {err}", self.addr);
         if !matches!(err, TlsError::RefusedByPeer(_)) {
-            self.node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            (self.count_rejection)();
         }
         conn.drain();
         conn.failed = Some(err);
@@ -254,7 +266,7 @@ impl IoSink for Layer<'_> {
                 self.st.conns.insert(c, TlsConn::new(Connection::Server(tls), true));
             }
             Err(e) => {
-                log::warn!("node {}: no TLS session for {peer}: {e}", self.st.node.addr);
+                log::warn!("node {}: no TLS session for {peer}: {e}", self.st.addr);
                 self.st.to_close.push(c);
             }
         }
@@ -317,7 +329,7 @@ impl Io for TlsLayer {
                 self.st.conns.insert(c, TlsConn::new(Connection::Client(tls), false));
             }
             Err(e) => {
-                log::warn!("node {}: no TLS session for {addr}: {e}", self.st.node.addr);
+                log::warn!("node {}: no TLS session for {addr}: {e}", self.st.addr);
                 self.inner.close(c);
             }
         }
@@ -353,5 +365,169 @@ impl Io for TlsLayer {
 
     fn waker(&self) -> Arc<dyn DriverWaker> {
         self.inner.waker()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The layer between two in-memory backends: any split of the ciphertext into reads
+    //! gives the same plaintext, and `on_sent` keeps the backend contract.
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::frame::{begin_frame, end_frame};
+    use crate::handshake::Identity;
+    use crate::wire::Encoder;
+
+    /// Bytes in flight each way: [to the server, to the client].
+    type Pipes = Rc<RefCell<[Vec<u8>; 2]>>;
+
+    /// One connection over a pipe, delivered in reads of `chunk` bytes.
+    struct PipeIo {
+        server: bool,
+        pipes: Pipes,
+        chunk: usize,
+        opened: bool,
+        /// A send waiting for its `on_sent` (the bytes are already in the pipe).
+        sent: bool,
+    }
+
+    const CONN: ConnId = ConnId(7);
+
+    impl Io for PipeIo {
+        fn kind(&self) -> crate::Backend {
+            crate::Backend::Mio
+        }
+        fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
+            let mut n = 0;
+            if !self.opened {
+                self.opened = true;
+                if self.server {
+                    sink.on_accepted(CONN, "127.0.0.1:1".parse().unwrap());
+                } else {
+                    sink.on_connected(CONN);
+                }
+                n += 1;
+            }
+            if std::mem::take(&mut self.sent) {
+                sink.on_sent(CONN);
+                n += 1;
+            }
+            let incoming = std::mem::take(&mut self.pipes.borrow_mut()[usize::from(!self.server)]);
+            for piece in incoming.chunks(self.chunk) {
+                sink.on_data(CONN, piece);
+                n += 1;
+            }
+            n
+        }
+        fn wait(&mut self, _: Option<Duration>) {}
+        fn connect(&mut self, _: SocketAddr) -> ConnId {
+            CONN
+        }
+        fn send(&mut self, _: ConnId, buf: &mut Vec<u8>) -> bool {
+            if self.sent || !self.opened {
+                return false;
+            }
+            self.pipes.borrow_mut()[usize::from(self.server)].append(buf);
+            self.sent = true;
+            true
+        }
+        fn pause_reads(&mut self, _: ConnId, _: bool) {}
+        fn close(&mut self, _: ConnId) {}
+        fn waker(&self) -> Arc<dyn DriverWaker> {
+            unreachable!("not parked in these tests")
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorder {
+        connected: bool,
+        data: Vec<u8>,
+        sent: usize,
+    }
+
+    impl IoSink for Recorder {
+        fn on_accepted(&mut self, _: ConnId, _: SocketAddr) {
+            self.connected = true;
+        }
+        fn on_connected(&mut self, _: ConnId) {
+            self.connected = true;
+        }
+        fn on_data(&mut self, _: ConnId, data: &[u8]) {
+            self.data.extend_from_slice(data);
+        }
+        fn on_sent(&mut self, _: ConnId) {
+            self.sent += 1;
+        }
+        fn on_closed(&mut self, _: ConnId, _: CloseReason) {}
+    }
+
+    fn credentials() -> TlsConfig {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        TlsConfig::from_pem(cert.pem(), key.serialize_pem(), ca.pem()).unwrap()
+    }
+
+    /// The client's HELLO (announcing 127.0.0.1, which its certificate names) and then
+    /// `extra` bytes of arbitrary plaintext, sent as two `send`s; returns what the server's
+    /// endpoint received, the client's `on_sent` count, and rejections.
+    fn exchange(chunk: usize, extra: usize) -> (Vec<u8>, Vec<u8>, usize, u64) {
+        let tls = credentials();
+        let pipes: Pipes = Rc::default();
+        let rejected = Arc::new(AtomicU64::new(0));
+        let layer = |server: bool| {
+            let io = PipeIo { server, pipes: pipes.clone(), chunk, opened: false, sent: false };
+            let r = rejected.clone();
+            TlsLayer::with_counter(Box::new(io), tls.clone(), "127.0.0.1:1".parse().unwrap(), Box::new(move || {
+                r.fetch_add(1, Ordering::Relaxed);
+            }))
+        };
+        let (mut client, mut server) = (layer(false), layer(true));
+        assert_eq!(client.connect("127.0.0.1:1".parse().unwrap()), CONN);
+        let mut hello = Vec::new();
+        let s = begin_frame(&mut hello, kind::HELLO);
+        let me = Identity { system: "t".into(), addr: "127.0.0.1:1".parse().unwrap(), incarnation: 1 };
+        crate::handshake::hello(&mut Encoder::plain(&mut hello), &me, &[3; 16]);
+        end_frame(&mut hello, s, usize::MAX).unwrap();
+        let body: Vec<u8> = (0..extra).map(|i| (i * 31 % 251) as u8).collect();
+        let mut want = hello.clone();
+        want.extend_from_slice(&body);
+
+        let (mut cs, mut ss) = (Recorder::default(), Recorder::default());
+        let mut queue = vec![hello, body];
+        for _ in 0..100_000 {
+            client.poll(&mut cs);
+            server.poll(&mut ss);
+            if cs.connected && !queue.is_empty() {
+                let mut next = queue[0].clone();
+                if client.send(CONN, &mut next) {
+                    assert!(next.is_empty(), "send takes all of the buffer");
+                    queue.remove(0);
+                    // One send at a time until its on_sent.
+                    assert!(!client.send(CONN, &mut vec![1]));
+                }
+            }
+            if queue.is_empty() && ss.data.len() >= want.len() && cs.sent == 2 {
+                break;
+            }
+        }
+        (ss.data, want, cs.sent, rejected.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn any_split_of_the_ciphertext_gives_the_same_plaintext() {
+        for (chunk, extra) in [(1, 3000), (7, 40_000), (4096, 200_000), (1 << 20, 200_000)] {
+            let (got, want, sent, rejected) = exchange(chunk, extra);
+            assert_eq!(got.len(), want.len(), "reads of {chunk} bytes");
+            assert!(got == want, "reads of {chunk} bytes: the plaintext differs");
+            assert_eq!((sent, rejected), (2, 0), "reads of {chunk} bytes");
+        }
     }
 }
