@@ -19,6 +19,7 @@ both_backends! {
     an_expired_certificate_is_rejected => expired_rejected;
     a_client_certificate_naming_another_address_is_rejected => client_identity_mismatch;
     a_server_certificate_naming_another_address_is_rejected => server_identity_mismatch;
+    with_tls_a_secret_is_still_required_of_peers => tls_and_wrong_secret;
     no_frame_of_an_untrusted_peer_is_decoded => no_frame_of_untrusted_peer_decoded;
 }
 
@@ -103,9 +104,14 @@ fn tls_without_a_secret_may_listen_beyond_loopback() {
 /// `b_rejects`, else A) has refused three connections, then checks that nothing got through:
 /// no percore handshake completed, no message arrived.
 fn assert_refused(backend: Backend, a_tls: TlsConfig, b_tls: TlsConfig, b_rejects: bool) {
+    assert_refused_with(config(backend).tls(a_tls), config(backend).tls(b_tls), b_rejects);
+}
+
+/// As [`assert_refused`], with whole configurations.
+fn assert_refused_with(a: NodeConfig, b: NodeConfig, b_rejects: bool) {
     let (ra, rb) = (runtime("a", 1), runtime("b", 1));
-    let na = node(&ra, config(backend).tls(a_tls));
-    let nb = node(&rb, config(backend).tls(b_tls));
+    let na = node(&ra, a);
+    let nb = node(&rb, b);
     spawn_counter(&rb, "counter");
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     c.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
@@ -151,6 +157,15 @@ fn server_identity_mismatch(backend: Backend) {
     let a = ca.node_tls(LOCAL, false, &ca.pem());
     let b = ca.node_tls(&["10.9.8.7"], false, &ca.pem());
     assert_refused(backend, a, b, false);
+}
+
+fn tls_and_wrong_secret(backend: Backend) {
+    let ca = Ca::new("cluster CA");
+    // Good certificates, different secrets: the percore handshake inside TLS fails (A finds
+    // that B's proof of the secret is wrong).
+    let a = config(backend).tls(ca.node_tls(LOCAL, false, &ca.pem()));
+    let b = config(backend).secret("another-cookie").tls(ca.node_tls(LOCAL, false, &ca.pem()));
+    assert_refused_with(a, b, false);
 }
 
 /// A hand-made TLS client: completes its side of the TLS handshake with `chain`/`key`, sends
