@@ -20,6 +20,7 @@ both_backends! {
     a_client_certificate_naming_another_address_is_rejected => client_identity_mismatch;
     a_server_certificate_naming_another_address_is_rejected => server_identity_mismatch;
     with_tls_a_secret_is_still_required_of_peers => tls_and_wrong_secret;
+    a_plaintext_peer_is_rejected_by_a_tls_node => plaintext_peer_rejected;
     no_frame_of_an_untrusted_peer_is_decoded => no_frame_of_untrusted_peer_decoded;
 }
 
@@ -166,6 +167,21 @@ fn tls_and_wrong_secret(backend: Backend) {
     let a = config(backend).tls(ca.node_tls(LOCAL, false, &ca.pem()));
     let b = config(backend).secret("another-cookie").tls(ca.node_tls(LOCAL, false, &ca.pem()));
     assert_refused_with(a, b, false);
+}
+
+fn plaintext_peer_rejected(backend: Backend) {
+    let ca = Ca::new("cluster CA");
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let na = node(&ra, config(backend));
+    let nb = node(&rb, config(backend).tls(ca.node_tls(LOCAL, false, &ca.pem())));
+    spawn_counter(&rb, "counter");
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    c.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    // A's plaintext HELLO is not TLS: B refuses it every time A retries.
+    eventually("B refuses the plaintext peer three times", || nb.stats().rejected >= 3);
+    assert_eq!((na.stats().handshakes, nb.stats().handshakes), (0, 0));
+    assert_eq!(nb.stats().received, 0);
+    drop((ra, rb));
 }
 
 /// A hand-made TLS client: completes its side of the TLS handshake with `chain`/`key`, sends
