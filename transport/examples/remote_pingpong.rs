@@ -10,6 +10,10 @@
 //!
 //! # the mio (epoll) backend instead of io_uring (read by NodeConfig::new)
 //! PERCORE_TRANSPORT=mio cargo run --release -p percore-transport --example remote_pingpong
+//!
+//! # mutual TLS: DIR holds node.pem (certificate chain, naming the node's IP), node.key and
+//! # ca.pem; each process may use its own DIR (same CA)
+//! cargo run --release -p percore-transport --example remote_pingpong -- --tls DIR [...]
 //! ```
 //!
 //! The protocol, on top of the transport:
@@ -27,7 +31,7 @@
 //!   and checks that `pong` saw exactly `rounds` pings; a listener started with `--listen`
 //!   exits after answering it.
 //!
-//! Both nodes use the fixed demo secret `percore-demo`.
+//! Both nodes use the fixed demo secret `percore-demo` (inside TLS with `--tls`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -35,7 +39,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions};
-use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
+use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, TlsConfig, Wire, WireError};
 
 const SECRET: &str = "percore-demo";
 const DEFAULT_ROUNDS: u64 = 100_000;
@@ -177,9 +181,12 @@ fn runtime(name: &str) -> Result<Runtime, String> {
     Runtime::builder().name(name).shards(1).pin_to_cores(false).build().map_err(|e| format!("runtime: {e}"))
 }
 
-fn start_node(rt: &Runtime, addr: SocketAddr) -> Result<Node, String> {
-    let node =
-        Node::start(&rt.handle(), NodeConfig::new(addr).secret(SECRET)).map_err(|e| format!("node on {addr}: {e}"))?;
+fn start_node(rt: &Runtime, addr: SocketAddr, tls: Option<&TlsConfig>) -> Result<Node, String> {
+    let mut cfg = NodeConfig::new(addr).secret(SECRET);
+    if let Some(tls) = tls {
+        cfg = cfg.tls(tls.clone());
+    }
+    let node = Node::start(&rt.handle(), cfg).map_err(|e| format!("node on {addr}: {e}"))?;
     node.register::<ToPong>().map_err(|e| e.to_string())?;
     node.register::<Pong>().map_err(|e| e.to_string())?;
     Ok(node)
@@ -192,9 +199,9 @@ fn spawn_pong(rt: &Runtime, done: Option<mpsc::Sender<u64>>) -> Result<ActorRef<
 }
 
 /// Plays the game from a fresh client node against the `pong` at `server`.
-fn play(server: SocketAddr, rounds: u64) -> Result<(), String> {
+fn play(server: SocketAddr, rounds: u64, tls: Option<&TlsConfig>) -> Result<(), String> {
     let rt = runtime("ping")?;
-    let node = start_node(&rt, ([127, 0, 0, 1], 0).into())?;
+    let node = start_node(&rt, ([127, 0, 0, 1], 0).into(), tls)?;
     let path = format!("percore://percore@{server}/user/pong");
     let pong = node.remote_ref::<ToPong>(&path).map_err(|e| format!("remote_ref {path}: {e}"))?;
     let (tx, rx) = mpsc::channel();
@@ -236,9 +243,9 @@ fn play(server: SocketAddr, rounds: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn listen(addr: SocketAddr) -> Result<(), String> {
+fn listen(addr: SocketAddr, tls: Option<&TlsConfig>) -> Result<(), String> {
     let rt = runtime("pong")?;
-    let node = start_node(&rt, addr)?;
+    let node = start_node(&rt, addr, tls)?;
     let (tx, rx) = mpsc::channel();
     spawn_pong(&rt, Some(tx))?;
     println!("serving {}/user/pong ({:?}); stop with Ctrl-C or a client's Done", node.address(), node.backend());
@@ -254,25 +261,31 @@ fn listen(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-fn in_process(rounds: u64) -> Result<(), String> {
+fn in_process(rounds: u64, tls: Option<&TlsConfig>) -> Result<(), String> {
     let server_rt = runtime("pong")?;
-    let server = start_node(&server_rt, ([127, 0, 0, 1], 0).into())?;
+    let server = start_node(&server_rt, ([127, 0, 0, 1], 0).into(), tls)?;
     spawn_pong(&server_rt, None)?;
     println!("in-process server {}/user/pong ({:?})", server.address(), server.backend());
-    let played = play(server.addr(), rounds);
+    let played = play(server.addr(), rounds, tls);
     server_rt.shutdown();
     played
 }
 
+/// TLS credentials from `dir`: node.pem (chain), node.key, ca.pem.
+fn load_tls(dir: &std::path::Path) -> Result<TlsConfig, String> {
+    let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{}: {e}", dir.join(name).display()));
+    TlsConfig::from_pem(read("node.pem")?, read("node.key")?, read("ca.pem")?).map_err(|e| e.to_string())
+}
+
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: remote_pingpong [--listen ADDR | --connect ADDR] [--rounds N]   (PERCORE_TRANSPORT=mio for epoll)"
+        "usage: remote_pingpong [--listen ADDR | --connect ADDR] [--rounds N] [--tls DIR]   (PERCORE_TRANSPORT=mio for epoll)"
     );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
-    let (mut listen_on, mut connect_to, mut rounds) = (None, None, DEFAULT_ROUNDS);
+    let (mut listen_on, mut connect_to, mut rounds, mut tls) = (None, None, DEFAULT_ROUNDS, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let Some(value) = args.next() else { return usage() };
@@ -281,6 +294,13 @@ fn main() -> ExitCode {
                 let Ok(addr) = value.parse::<SocketAddr>() else { return usage() };
                 *(if arg == "--listen" { &mut listen_on } else { &mut connect_to }) = Some(addr);
             }
+            "--tls" => match load_tls(std::path::Path::new(&value)) {
+                Ok(t) => tls = Some(t),
+                Err(e) => {
+                    eprintln!("remote_pingpong: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
             "--rounds" => match value.parse() {
                 Ok(n) if n > 0 => rounds = n,
                 _ => return usage(),
@@ -289,9 +309,9 @@ fn main() -> ExitCode {
         }
     }
     let outcome = match (listen_on, connect_to) {
-        (Some(addr), None) => listen(addr),
-        (None, Some(addr)) => play(addr, rounds),
-        (None, None) => in_process(rounds),
+        (Some(addr), None) => listen(addr, tls.as_ref()),
+        (None, Some(addr)) => play(addr, rounds, tls.as_ref()),
+        (None, None) => in_process(rounds, tls.as_ref()),
         (Some(_), Some(_)) => return usage(),
     };
     match outcome {

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 /// Why a node could not start, or a remote ref could not be made.
 #[derive(thiserror::Error, Debug)]
 pub enum TransportError {
-    /// Listening beyond loopback needs the cluster secret.
-    #[error("refusing to listen on {0} without a secret: set NodeConfig::secret (only loopback may run without one)")]
+    /// Listening beyond loopback needs the cluster secret (or TLS).
+    #[error("refusing to listen on {0} without a secret: set NodeConfig::secret or NodeConfig::tls (only loopback may run without either)")]
     SecretRequired(SocketAddr),
     /// The listener could not be opened.
     #[error("cannot listen on {0}: {1}")]

@@ -18,8 +18,9 @@
 //! * Messages that cross nodes implement [`RemoteMessage`] (a stable type id and a
 //!   [`Wire`] codec) and are registered on the receiving node ([`Node::register`]).
 //! * Connections authenticate with a challenge–response HMAC over fresh nonces (the
-//!   cluster's secret never crosses the wire); heartbeats detect failures; reconnects back
-//!   off exponentially; a restarted peer (new incarnation) is quarantined.
+//!   cluster's secret never crosses the wire), and optionally with mutual TLS (see
+//!   [below](#mutual-tls)); heartbeats detect failures; reconnects back off exponentially;
+//!   a restarted peer (new incarnation) is quarantined.
 //! * Watching a remote ref delivers `Terminated` when the actor stops or its node becomes
 //!   unreachable or restarts, exactly once (the proxy stops; the engine's death-watch does
 //!   the rest).
@@ -63,6 +64,28 @@
 //! let greeter = node_a.remote_ref::<Greet>(&format!("{}/user/greeter", node_b.address())).unwrap();
 //! greeter.tell(Greet("node A".into())).unwrap();
 //! ```
+//!
+//! # Mutual TLS
+//!
+//! [`NodeConfig::tls`] with a [`TlsConfig`] (this node's certificate chain, its private key,
+//! the CA peers must chain to) puts every connection of the node, on either backend, inside
+//! TLS 1.3 (rustls with the `ring` provider). TLS is a layer between the socket backend and
+//! the sans-io endpoint: ciphertext to and from the socket, plaintext frames to and from
+//! the endpoint. Both nodes of a connection must use it.
+//! * **Refused peers.** A peer whose certificate does not chain to the CA, or is expired or
+//!   not yet valid, fails the TLS handshake: it gets a TLS alert and is closed, and none of
+//!   its bytes reach the frame decoder (no plaintext exists before the handshake succeeded).
+//!   Each refusal counts in the refusing node's [`NodeStats::rejected`]. There is no session
+//!   resumption: every connection verifies the certificates afresh.
+//! * **Identity.** A node's certificate names, as an IP subject alternative name, the IP
+//!   address it announces (its listen address), which is the address peers dial. Dialling
+//!   out, the server's certificate must name the dialled IP (and, as without TLS, the server
+//!   must announce the dialled address); accepting, the client's certificate must name the IP
+//!   its HELLO announces. Ports are not checked.
+//! * **TLS and the secret.** The percore handshake (which carries identity and incarnation)
+//!   still runs inside TLS. With a secret set, peers must know it as well (both factors);
+//!   without one it proves nothing and the certificate alone authenticates. So a node with TLS
+//!   may listen beyond loopback without a secret; without TLS it needs one.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
@@ -74,12 +97,14 @@ mod handshake;
 pub(crate) mod io;
 mod node;
 mod proxy;
+mod tls;
 mod wire;
 
 pub use deploy::spawn_remote;
 pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};
+pub use tls::{TlsConfig, TlsError};
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 /// Which socket backend a node uses.

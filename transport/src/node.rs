@@ -28,6 +28,7 @@ pub struct NodeConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) system: String,
     pub(crate) secret: Option<Vec<u8>>,
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
     pub(crate) backend: Backend,
     pub(crate) max_frame: usize,
     pub(crate) heartbeat_interval: Duration,
@@ -44,6 +45,7 @@ impl fmt::Debug for NodeConfig {
             .field("listen", &self.listen)
             .field("system", &self.system)
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls.is_some())
             .field("backend", &self.backend)
             .field("max_frame", &self.max_frame)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -67,6 +69,7 @@ impl NodeConfig {
             listen: addr.into(),
             system: "percore".into(),
             secret: None,
+            tls: None,
             backend,
             max_frame: 1 << 20,
             heartbeat_interval: Duration::from_millis(500),
@@ -82,9 +85,19 @@ impl NodeConfig {
         self.system = name.into();
         self
     }
-    /// The cluster's shared secret (Erlang's cookie). Required to listen beyond loopback.
+    /// The cluster's shared secret (Erlang's cookie). Required to listen beyond loopback,
+    /// unless [`tls`](Self::tls) is set.
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(secret.as_ref().to_vec());
+        self
+    }
+    /// Mutual TLS on every connection, with this node's certificate, key and trusted CA
+    /// (both backends). Peers must use TLS too. The percore handshake still runs inside TLS,
+    /// and a secret set as well is still required of peers; with TLS a node may listen
+    /// beyond loopback without a secret (the certificate is the credential). See the
+    /// [crate docs](crate#mutual-tls).
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
     /// Which socket backend to use (default: auto, or `PERCORE_TRANSPORT`).
@@ -401,7 +414,7 @@ impl Node {
         if percore::on_shard_thread() {
             return Err(TransportError::OnShardThread);
         }
-        if cfg.secret.is_none() && !cfg.listen.ip().is_loopback() {
+        if cfg.secret.is_none() && cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
             return Err(TransportError::SecretRequired(cfg.listen));
         }
         let first = crate::io::reuseport_listener(cfg.listen).map_err(|e| TransportError::Listen(cfg.listen, e))?;

@@ -5,3 +5,4 @@ mod common;
 mod remote;
 mod faults;
 mod deploy;
+mod tls;

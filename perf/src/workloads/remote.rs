@@ -18,6 +18,11 @@
 //!   shard can write. The rate is `n` over the time from the start signal until the
 //!   receiver has the `n`-th message.
 //!
+//! Each workload runs four times: plaintext and mutual TLS (`NodeConfig::tls`, rustls with
+//! the ring provider, certificates made at run time by rcgen), on each backend. The TLS rows
+//! (`percore (io_uring, TLS)`, `percore (mio, TLS)`) sit beside the plaintext ones, and a
+//! note gives each TLS row's rate as a share of its backend's plaintext rate.
+//!
 //! Both runs first play a short untimed warm-up (which also connects and authenticates).
 //! Afterwards both nodes must report no undelivered or rejected messages, and both runtimes
 //! no dead letters and no failed actors. The peers (actix, ractor, kameo) have no remote
@@ -28,15 +33,20 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions};
-use percore_transport::{Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
+use percore_transport::{Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, TlsConfig, Wire, WireError};
 
 use super::engine::{self, actor_error, fail, tell_sized, SEND_TIMEOUT};
 use super::Params;
 use crate::error::{BenchError, Result};
 use crate::report::{Record, Results};
 
-/// The backends measured, and the system name of their rows.
-const BACKENDS: [(Backend, &str); 2] = [(Backend::IoUring, "percore (io_uring)"), (Backend::Mio, "percore (mio)")];
+/// The runs measured: backend, whether over TLS, and the system name of their rows.
+const RUNS: [(Backend, bool, &str); 4] = [
+    (Backend::IoUring, false, "percore (io_uring)"),
+    (Backend::IoUring, true, "percore (io_uring, TLS)"),
+    (Backend::Mio, false, "percore (mio)"),
+    (Backend::Mio, true, "percore (mio, TLS)"),
+];
 /// The cluster secret both nodes share.
 const SECRET: &str = "percore-perf";
 /// How long the benchmark thread waits for a game or a stream to finish.
@@ -79,18 +89,40 @@ fn config(backend: Backend) -> NodeConfig {
     NodeConfig::new(([127, 0, 0, 1], 0)).backend(backend).secret(SECRET)
 }
 
+/// TLS credentials for two nodes on 127.0.0.1: one CA (made now), a certificate each.
+fn tls_pair(system: &str) -> Result<(TlsConfig, TlsConfig)> {
+    let err = |what: &'static str| move |e: rcgen::Error| BenchError::system(system, what, e);
+    let ca_key = rcgen::KeyPair::generate().map_err(err("making the CA key"))?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(err("making the CA"))?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).map_err(err("signing the CA"))?;
+    let node = || -> Result<TlsConfig> {
+        let key = rcgen::KeyPair::generate().map_err(err("making a node key"))?;
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).map_err(err("making a node certificate"))?;
+        let cert = params.signed_by(&key, &ca, &ca_key).map_err(err("signing a node certificate"))?;
+        TlsConfig::from_pem(cert.pem(), key.serialize_pem(), ca.pem()).map_err(|e| BenchError::system(system, "loading TLS credentials", e))
+    };
+    Ok((node()?, node()?))
+}
+
 impl Pair {
-    fn start(system: &str, backend: Backend, pin: bool) -> Result<Pair, Setup> {
+    fn start(system: &str, backend: Backend, tls: bool, pin: bool) -> Result<Pair, Setup> {
         // Node A's shard on the first core, node B's on the second.
         let a = engine::runtime(1, pin)?;
         let b = engine::runtime_from(1, pin, 1)?;
-        let node_a = match Node::start(&a.handle(), config(backend)) {
+        let (config_a, config_b) = if tls {
+            let (ta, tb) = tls_pair(system)?;
+            (config(backend).tls(ta), config(backend).tls(tb))
+        } else {
+            (config(backend), config(backend))
+        };
+        let node_a = match Node::start(&a.handle(), config_a) {
             Ok(node) => node,
             Err(e) if backend == Backend::IoUring => return Err(Setup::Unavailable(e.to_string())),
             Err(e) => return Err(BenchError::system(system, "starting node A", e).into()),
         };
         let node_b =
-            Node::start(&b.handle(), config(backend)).map_err(|e| BenchError::system(system, "starting node B", e))?;
+            Node::start(&b.handle(), config_b).map_err(|e| BenchError::system(system, "starting node B", e))?;
         for node in [&node_a, &node_b] {
             let registered = node.register::<PongMsg>().and_then(|()| node.register::<PingMsg>());
             registered
@@ -125,17 +157,39 @@ impl Pair {
     }
 }
 
-/// Runs `measure` on each backend; an unavailable io_uring is a note, not a failure.
+/// Runs `measure(system, backend, tls, pin)` for each of [`RUNS`]; an unavailable io_uring
+/// is a note, not a failure. Notes each TLS rate as a share of its backend's plaintext rate.
 fn each_backend(
     params: &Params,
     results: &mut Results,
-    measure: impl Fn(&str, Backend, bool) -> Result<Record, Setup>,
+    measure: impl Fn(&str, Backend, bool, bool) -> Result<Record, Setup>,
 ) {
-    for (backend, system) in BACKENDS {
-        match measure(system, backend, params.pin) {
-            Ok(record) => results.records.push(record),
-            Err(Setup::Unavailable(why)) => results.notes.push(format!("io_uring backend unavailable: {why}")),
+    let mut plain_rate = None;
+    for (backend, tls, system) in RUNS {
+        match measure(system, backend, tls, params.pin) {
+            Ok(record) => {
+                match (tls, plain_rate) {
+                    (false, _) => plain_rate = Some(record.per_sec),
+                    (true, Some(plain)) => results.notes.push(format!(
+                        "{}: {system} at {:.0}% of plaintext ({:.0} vs {plain:.0} {}/s)",
+                        record.workload,
+                        100.0 * record.per_sec / plain,
+                        record.per_sec,
+                        record.unit
+                    )),
+                    (true, None) => {}
+                }
+                results.records.push(record);
+            }
+            Err(Setup::Unavailable(why)) => {
+                if !tls {
+                    results.notes.push(format!("io_uring backend unavailable: {why}"));
+                }
+            }
             Err(Setup::Failed(e)) => results.failures.push(e),
+        }
+        if tls {
+            plain_rate = None;
         }
     }
     if params.peers {
@@ -306,9 +360,9 @@ impl Actor for Ponger {
     }
 }
 
-fn pingpong(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record, Setup> {
+fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
     const NAME: &str = "remote-pingpong";
-    let pair = Pair::start(system, backend, pin)?;
+    let pair = Pair::start(system, backend, tls, pin)?;
     let ponger_local = pair
         .b
         .spawn_with(SpawnOptions::new().shard(0).name("remote-pong"), Ponger::default())
@@ -353,7 +407,7 @@ fn pingpong(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record,
 
 /// The `remote-pingpong` workload.
 pub fn run_pingpong(params: &Params, n: u64, results: &mut Results) {
-    each_backend(params, results, |system, backend, pin| pingpong(system, backend, pin, n));
+    each_backend(params, results, |system, backend, tls, pin| pingpong(system, backend, tls, pin, n));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -468,9 +522,9 @@ impl Actor for Sender {
     }
 }
 
-fn stream(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record, Setup> {
+fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
     const NAME: &str = "remote-stream";
-    let pair = Pair::start(system, backend, pin)?;
+    let pair = Pair::start(system, backend, tls, pin)?;
     let (tx, rx) = mpsc::channel();
     let receiver = Receiver { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx };
     let opts = SpawnOptions::new().shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
@@ -501,5 +555,5 @@ fn stream(system: &str, backend: Backend, pin: bool, n: u64) -> Result<Record, S
 
 /// The `remote-stream` workload.
 pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
-    each_backend(params, results, |system, backend, pin| stream(system, backend, pin, n));
+    each_backend(params, results, |system, backend, tls, pin| stream(system, backend, tls, pin, n));
 }

@@ -64,6 +64,11 @@ impl Endpoint {
                 log::warn!("io_uring unavailable ({why}); using the mio (epoll) backend");
             }
         }
+        // TLS (if configured) is a layer over either backend; the endpoint sees plaintext.
+        let io: Box<dyn Io> = match &self.node.cfg.tls {
+            Some(tls) => Box::new(crate::tls::TlsLayer::new(io, tls.clone(), self.node.clone())),
+            None => io,
+        };
         let _ = self.node.backend.set(io.kind());
         let mut st = EndpointState::new(self.node.clone(), self.shard);
         st.myself = Some(ctx.myself().clone());

@@ -14,6 +14,9 @@
 //!   send(conn, &mut Vec)      ──►  takes the coalesced frames (swap, no copy), writes them all
 //!   connect / close           ──►
 //! ```
+//! With TLS configured, a `TlsLayer` (`tls/layer.rs`) implements `Io` over a backend and sits
+//! between the two, so the endpoint still sees plaintext only.
+//!
 //! A backend owns each connection's fd and buffers until the last operation on it has
 //! completed (STYLE.md): `close` only starts a shutdown; `on_closed` comes when the kernel
 //! holds nothing of ours any more.
