@@ -98,7 +98,7 @@ pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
-pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
+pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 pub use timer::{Cancellable, TimerHandle, TimerKey};
 pub use event_stream::{EventStream, LifecycleEvent};

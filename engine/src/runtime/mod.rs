@@ -7,6 +7,7 @@
 //! down any number of runtimes.
 
 pub(crate) mod builder;
+pub(crate) mod cores;
 pub(crate) mod names;
 pub mod dead_letters;
 
@@ -21,7 +22,7 @@ use crate::actor::cell::Cell;
 use crate::actor::{Actor, ActorId, ActorRef};
 use crate::ask::Timekeeper;
 use crate::error::{LookupError, SpawnError};
-use crate::queue::spsc::Lane;
+use crate::queue::lanes::LaneTable;
 use crate::shard::{self, Notification, ShardShared};
 use crate::supervision::SupervisorStrategy;
 use crate::timer::Cancellable;
@@ -29,8 +30,15 @@ use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
 
-/// Most shards a runtime may have (ids keep 16 bits for the shard).
-pub const MAX_SHARDS: usize = 4096;
+/// Most shards a runtime may have: one thread each, meant one per core. The lanes between
+/// shards are allocated per pair that talks, but the table of them costs 8 bytes per pair
+/// up front (8 MiB at this limit), and every shard has its thread and run queue.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Largest mailbox capacity an actor may have (2^20 messages). An actor's ring is allocated
+/// whole when the first message from another thread arrives: at this limit that is 16 MiB
+/// for an 8-byte message. Larger bounds are not back-pressure any more.
+pub const MAX_MAILBOX_CAPACITY: usize = 1 << 20;
 
 /// Where and how to spawn an actor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,8 +200,9 @@ impl DeadLetters {
 pub(crate) struct RuntimeShared {
     name: String,
     shards: Box<[ShardShared]>,
-    /// `lanes[from * n + to]`: written by shard `from`, read by shard `to`.
-    lanes: Box<[Lane<Notification>]>,
+    /// Lane `from → to`: written by shard `from`, read by shard `to`; allocated by `from`
+    /// on its first send to `to`.
+    lanes: LaneTable<Notification>,
     /// Actors spawned and not yet released (including ones still on their way to a shard).
     live: AtomicU64,
     accepting: AtomicBool,
@@ -228,8 +237,8 @@ impl RuntimeShared {
     }
 
     #[inline]
-    pub(crate) fn lane(&self, from: usize, to: usize) -> &Lane<Notification> {
-        &self.lanes[from * self.shards.len() + to]
+    pub(crate) fn lanes(&self) -> &LaneTable<Notification> {
+        &self.lanes
     }
 
     pub(crate) fn throughput(&self) -> usize {
@@ -282,7 +291,7 @@ impl RuntimeShared {
         if shard >= self.num_shards() {
             return Err(SpawnError::NoSuchShard { shard, shards: self.num_shards() });
         }
-        if capacity == 0 || capacity > (u32::MAX / 2) as usize {
+        if capacity == 0 || capacity > MAX_MAILBOX_CAPACITY {
             return Err(SpawnError::InvalidCapacity(capacity));
         }
         Ok((shard, capacity))
@@ -552,6 +561,12 @@ impl RuntimeHandle {
     pub fn is_shutting_down(&self) -> bool {
         self.shared.is_shutting_down()
     }
+
+    /// Lanes allocated between shards so far: one per ordered pair of shards that has sent
+    /// a notification, so memory grows with the pairs that talk, not with shards².
+    pub fn lanes_allocated(&self) -> usize {
+        self.shared.lanes.installed()
+    }
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -569,6 +584,8 @@ pub struct Runtime {
     handle: RuntimeHandle,
     threads: Vec<JoinHandle<()>>,
     pinned: bool,
+    /// The cores this runtime's shards hold (process-wide), given back on shutdown.
+    cores: cores::Reservation,
 }
 
 impl Runtime {
@@ -585,6 +602,12 @@ impl Runtime {
     /// Whether every shard thread was pinned to its core.
     pub fn pinned(&self) -> bool {
         self.pinned
+    }
+
+    /// The core each shard is pinned to (shard `i` on `cores()[i]`), or `None` if the
+    /// shards are not pinned. See [`RuntimeBuilder::first_core`] for how they are chosen.
+    pub fn cores(&self) -> Option<&[usize]> {
+        (self.pinned && !self.cores.cores().is_empty()).then(|| self.cores.cores())
     }
 
     /// Graceful shutdown: stops every actor (children before parents, `stopped` hooks run),
@@ -610,6 +633,8 @@ impl Runtime {
                 log::error!("a shard thread of runtime {} panicked", rt.name());
             }
         }
+        // The shards are gone: their cores are free for the next runtime.
+        drop(std::mem::take(&mut self.cores));
     }
 }
 
