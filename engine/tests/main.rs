@@ -4,6 +4,7 @@ mod common;
 mod hooks;
 mod ask;
 mod lifecycle;
+mod limits;
 mod messaging;
 mod stress;
 mod supervision;

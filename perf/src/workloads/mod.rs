@@ -100,6 +100,13 @@ pub static TABLE: &[Workload] = &[
         run: pingpong::run_cross,
     },
     Workload {
+        name: "pingpong-2rt",
+        summary: "two one-shard runtimes in one process, n round trips between them: default placement vs first_core",
+        default_n: 200_000,
+        in_all: false,
+        run: pingpong::run_two_runtimes,
+    },
+    Workload {
         name: "counting",
         summary: "a foreign thread sends n messages (blocking, with back-pressure) to one counter",
         default_n: 4_000_000,
