@@ -48,8 +48,13 @@
 //!   returns the message, [`ActorRef::tell`] counts it as a dead letter.
 //! * **Scheduling**: each activation handles at most `throughput` messages, so a flood to
 //!   one actor cannot starve its neighbours.
-//! * **Park/wake**: an idle shard spins briefly, then announces that it sleeps and parks;
-//!   only a sender that sees the announcement pays for the wake-up syscall.
+//! * **Cross-core**: one SPSC lane per ordered pair of shards that talk, allocated by the
+//!   sender on its first message to that shard (memory grows with use, not shards²).
+//! * **Park/wake**: an idle shard spins briefly (50 µs at most), then announces that it
+//!   sleeps and parks; only a sender that sees the announcement pays for the wake-up
+//!   syscall. A shard that shares its core with another shard yields instead of spinning.
+//! * **Placement**: each runtime's shards are pinned to cores that no other live runtime of
+//!   the process holds, unless [`RuntimeBuilder::first_core`] places them explicitly.
 //! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor is
 //!   suspended and its supervisor resumes, restarts, stops or escalates
 //!   ([`supervision`]); death-watch tells other actors when it stops.

@@ -7,7 +7,7 @@
 //!   news[to].summary     : one bit per word of `senders` that may hold such a bit
 //!
 //!   sender `from` (first send to `to`)          receiver `to` (every poll)
-//!   slot ← Box<Lane>           (Release)        summary == 0 ? done      (one load)
+//!   slot ← Box<Lane>                          summary == 0 ? done      (one load)
 //!   senders[from/64] |= bit    (Release)        w ← swap(summary, 0)     (Acquire)
 //!   summary |= 1 << from/64    (Release)        bits ← swap(senders[w], 0) (Acquire)
 //!   push on the lane, wake the receiver         load each slot, poll that lane from now on
@@ -116,12 +116,14 @@ impl<T> LaneTable<T> {
     #[inline(never)]
     unsafe fn install(&self, from: usize, to: usize) -> &Lane<T> {
         let lane = Box::into_raw(Box::new(Lane::new(self.lane_capacity)));
-        // ORDERING: Release pairs with the Acquire load of the slot in `discover`: a receiver
-        // that reads the pointer sees an initialised lane.
-        self.slots[from * self.n + to].store(lane, Ordering::Release);
+        // ORDERING: Relaxed: the Release `fetch_or` of the word below publishes this store and
+        // the lane behind it; the receiver reads the slot only after its Acquire swap of that
+        // word. (Loom checks this: the model passes with Relaxed here, and fails when the
+        // summary bit is set before the word's bit.)
+        self.slots[from * self.n + to].store(lane, Ordering::Relaxed);
         let news = &self.news[to];
         // ORDERING: Release pairs with the Acquire swap of this word in `discover`: the
-        // receiver that takes the bit also sees the slot store above.
+        // receiver that takes the bit also sees the slot store above and the lane's contents.
         news.senders[from / 64].fetch_or(1 << (from % 64), Ordering::Release);
         // ORDERING: Release pairs with the Acquire swap of `summary` in `discover`; set after
         // the word's bit, so a receiver that sees this bit finds the word's bit (or took it
@@ -139,7 +141,7 @@ impl<T> LaneTable<T> {
     /// # Safety
     /// Only shard `to`'s thread (the consumer of every lane `* → to`) may call this.
     #[inline]
-    pub unsafe fn discover(&self, to: usize, mut f: impl FnMut(usize, &Lane<T>)) -> usize {
+    pub unsafe fn discover<'a>(&'a self, to: usize, mut f: impl FnMut(usize, &'a Lane<T>)) -> usize {
         let news = &self.news[to];
         // ORDERING: Relaxed pre-check: nothing new is the common case and must stay a plain
         // load; a bit set concurrently is seen by the next poll (or by the park re-check).
@@ -157,8 +159,9 @@ impl<T> LaneTable<T> {
             while bits != 0 {
                 let from = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                // ORDERING: Acquire pairs with the Release store of the slot in `install`.
-                let p = self.slots[from * self.n + to].load(Ordering::Acquire);
+                // ORDERING: Relaxed: ordered by the Acquire swap of the word above, which took
+                // the bit that `install` set after storing the slot.
+                let p = self.slots[from * self.n + to].load(Ordering::Relaxed);
                 debug_assert!(!p.is_null(), "a lane is announced only after its slot is set");
                 if !p.is_null() {
                     found += 1;
@@ -170,8 +173,10 @@ impl<T> LaneTable<T> {
         found
     }
 
-    /// Whether lanes to `to` were installed and not yet discovered. For the park protocol
-    /// (after its `SeqCst` fence, which orders this Relaxed load), and for diagnostics.
+    /// Whether lanes to `to` may have been installed and not yet discovered. For the park
+    /// protocol (after its `SeqCst` fence, which orders this Relaxed load). It can be stale
+    /// `true` (a summary bit set after the receiver already took its word's bits: loom finds
+    /// this), which costs one more poll that finds nothing; never stale `false`.
     #[inline]
     pub fn has_news(&self, to: usize) -> bool {
         // ORDERING: Relaxed: the caller orders it with the SeqCst fence of `announce_sleep`,
