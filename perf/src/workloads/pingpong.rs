@@ -156,12 +156,19 @@ pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
 /// The `pingpong-2rt` workload: two one-shard runtimes in one process, pinger on one,
 /// ponger on the other; once with the default placement (`percore`: the second runtime
 /// takes a core the first does not hold) and once with `first_core` 0 and 1
-/// (`percore (first_core)`). The two rows should match: default placement costs nothing.
+/// (`percore (first_core)`), and once with both on core 0 (`percore (both on core 0)`, the
+/// placement a second default runtime used to get). The first two rows should match:
+/// default placement costs nothing; the third shows what sharing a core costs.
 pub fn run_two_runtimes(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "pingpong-2rt";
     results.add(two_runtimes(n, params.pin, None, NAME).and_then(|o| checked_record(PERCORE, NAME, 2, o, n, n, UNIT)));
     let explicit = format!("{PERCORE} (first_core)");
     results.add(
         two_runtimes(n, params.pin, Some((0, 1)), NAME).and_then(|o| checked_record(&explicit, NAME, 2, o, n, n, UNIT)),
+    );
+    // The old default: both runtimes on core 0, each shard sharing its core with the other.
+    let shared = format!("{PERCORE} (both on core 0)");
+    results.add(
+        two_runtimes(n, params.pin, Some((0, 0)), NAME).and_then(|o| checked_record(&shared, NAME, 2, o, n, n, UNIT)),
     );
 }
