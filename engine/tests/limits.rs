@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, BuildError, Context, Runtime, SpawnError, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
+use percore::{
+    Actor, ActorError, BuildError, Context, Runtime, SpawnError, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS,
+};
 
 use crate::common::*;
 

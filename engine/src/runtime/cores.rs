@@ -143,7 +143,10 @@ pub(crate) fn shares_core(core: Option<usize>) -> bool {
     let unpinned = UNPINNED.load(Ordering::Relaxed);
     match core {
         // ORDERING: Relaxed: as above.
-        Some(c) => holders(c).load(Ordering::Relaxed) > 1 || (unpinned > 0 && unpinned + PINNED.load(Ordering::Relaxed) > available_cores()),
+        Some(c) => {
+            holders(c).load(Ordering::Relaxed) > 1
+                || (unpinned > 0 && unpinned + PINNED.load(Ordering::Relaxed) > available_cores())
+        }
         // ORDERING: Relaxed: as above.
         None => unpinned + PINNED.load(Ordering::Relaxed) > available_cores(),
     }

@@ -53,7 +53,8 @@ fn percore(shards: usize) -> Result<(Record, String)> {
     let built = t0.elapsed();
     let got = Arc::new(AtomicU64::new(0));
     for i in 0..shards {
-        let relay = rt.spawn_on(i, Relay { next: (i + 1) % shards, got: got.clone() }).map_err(fail("spawning a relay"))?;
+        let relay =
+            rt.spawn_on(i, Relay { next: (i + 1) % shards, got: got.clone() }).map_err(fail("spawning a relay"))?;
         relay.tell(1).map_err(fail("telling a relay"))?;
     }
     let deadline = Instant::now() + engine::ASK_TIMEOUT;
