@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::dead_letters::{DeadLetter, DeadLetterHook};
 use super::cores::Reservation;
+use super::dead_letters::{DeadLetter, DeadLetterHook};
 use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 use crate::error::BuildError;
 use crate::queue::lanes::LaneTable;
