@@ -125,8 +125,11 @@ pub enum SpawnError {
         /// How many shards the runtime has.
         shards: usize,
     },
-    /// A mailbox capacity of 0 (or above 2^31) was requested.
-    #[error("mailbox capacity {0} out of range: use 1..=2^31")]
+    /// A mailbox capacity of 0 (or above [`crate::MAX_MAILBOX_CAPACITY`]) was requested.
+    #[error(
+        "mailbox capacity {0} out of range: use 1..={max} (the ring is allocated whole on the first message from another thread)",
+        max = crate::id::MAX_MAILBOX_CAPACITY
+    )]
     InvalidCapacity(usize),
     /// The spawning actor is stopping and may not create children.
     #[error("the parent actor is stopping and cannot spawn children")]
@@ -196,11 +199,19 @@ pub enum BuildError {
     /// `shards(0)`.
     #[error("a runtime needs at least one shard")]
     ZeroShards,
-    /// More shards than the engine supports.
-    #[error("{0} shards requested; at most {max} are supported", max = crate::id::MAX_SHARDS)]
-    TooManyShards(usize),
-    /// `mailbox_capacity(0)` or above 2^31.
-    #[error("mailbox capacity {0} out of range: use 1..=2^31")]
+    /// More shards than the engine supports ([`crate::MAX_SHARDS`]).
+    #[error("{requested} shards requested; at most {max} are supported (one thread per shard; use at most one per core)")]
+    TooManyShards {
+        /// The number asked for.
+        requested: usize,
+        /// The most a runtime may have.
+        max: usize,
+    },
+    /// `mailbox_capacity(0)` or above [`crate::MAX_MAILBOX_CAPACITY`].
+    #[error(
+        "mailbox capacity {0} out of range: use 1..={max} (the ring is allocated whole on the first message from another thread)",
+        max = crate::id::MAX_MAILBOX_CAPACITY
+    )]
     InvalidCapacity(usize),
     /// `throughput(0)`: an activation must be allowed at least one message.
     #[error("throughput budget must be at least 1 message per activation")]

@@ -3,8 +3,15 @@
 
 use std::fmt;
 
-/// The most shards one runtime may have.
-pub const MAX_SHARDS: usize = 4096;
+/// Most shards a runtime may have: one thread each, meant one per core. The lanes between
+/// shards are allocated per pair that talks, but the table of them costs 8 bytes per pair
+/// up front (8 MiB at this limit), and every shard has its thread and run queue.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Largest mailbox capacity an actor may have (2^20 messages). An actor's ring is allocated
+/// whole when the first message from another thread arrives: at this limit that is 16 MiB
+/// for an 8-byte message. Larger bounds are not back-pressure any more.
+pub const MAX_MAILBOX_CAPACITY: usize = 1 << 20;
 
 /// A unique actor id within a process: the shard that spawned it and a sequence number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -52,8 +52,13 @@
 //!   never muted), so back-pressure never deadlocks silently.
 //! * **Scheduling**: each activation handles at most `throughput` messages, so a flood to
 //!   one actor cannot starve its neighbours.
-//! * **Park/wake**: an idle shard spins briefly, then announces that it sleeps and parks;
-//!   only a sender that sees the announcement pays for the wake-up syscall.
+//! * **Cross-core**: one SPSC lane per ordered pair of shards that talk, allocated by the
+//!   sender on its first message to that shard (memory grows with use, not shards²).
+//! * **Park/wake**: an idle shard spins briefly (50 µs at most), then announces that it
+//!   sleeps and parks; only a sender that sees the announcement pays for the wake-up
+//!   syscall. A shard that shares its core with another shard yields instead of spinning.
+//! * **Placement**: each runtime's shards are pinned to cores that no other live runtime of
+//!   the process holds, unless [`RuntimeBuilder::first_core`] places them explicitly.
 //! * **Failures**: a panic or `Err` in a handler is caught at the shard; the actor is
 //!   suspended and its supervisor resumes, restarts, stops or escalates
 //!   ([`supervision`]); death-watch tells other actors when it stops.
@@ -121,7 +126,7 @@ pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
-pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
+pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 pub use timer::{Cancellable, TimerHandle, TimerKey};
 pub use event_stream::{EventStream, LifecycleEvent};

@@ -5,6 +5,7 @@ mod hooks;
 mod ask;
 mod backpressure;
 mod lifecycle;
+mod limits;
 mod messaging;
 mod stress;
 mod supervision;

@@ -1,6 +1,7 @@
 //! The lane: a bounded, wait-free single-producer / single-consumer ring between two shards.
 //!
-//! The runtime keeps an N×N matrix of lanes, one per ordered pair of shards; lane `i → j` is
+//! The runtime keeps one lane per ordered pair of shards that talk (allocated on first use,
+//! see `lanes.rs`); lane `i → j` is
 //! written only by shard `i` and read only by shard `j`, so neither side ever executes a
 //! read-modify-write. In the style of `rtrb`:
 //! * `head` and `tail` sit on their own cache lines, and each side keeps a private copy of

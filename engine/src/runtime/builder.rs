@@ -2,10 +2,11 @@
 
 use std::fmt;
 
+use super::cores::Reservation;
 use super::dead_letters::{DeadLetter, DeadLetterHook};
-use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_SHARDS};
+use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 use crate::error::BuildError;
-use crate::queue::spsc::Lane;
+use crate::queue::lanes::LaneTable;
 use crate::shard::{self, ShardShared};
 use crate::supervision::SupervisorStrategy;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -18,6 +19,8 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 pub const DEFAULT_THROUGHPUT: usize = 64;
 /// Capacity of each shard-to-shard lane, in notifications.
 const LANE_CAPACITY: usize = 1024;
+/// Longest a shard busy-spins (or, sharing its core, keeps yielding) before it parks.
+pub(crate) const MAX_IDLE_SPIN: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Configures and starts a [`Runtime`].
 ///
@@ -30,7 +33,7 @@ const LANE_CAPACITY: usize = 1024;
 pub struct RuntimeBuilder {
     shards: Option<usize>,
     pin: bool,
-    first_core: usize,
+    first_core: Option<usize>,
     capacity: usize,
     throughput: usize,
     name: String,
@@ -44,7 +47,7 @@ impl RuntimeBuilder {
         RuntimeBuilder {
             shards: None,
             pin: true,
-            first_core: 0,
+            first_core: None,
             capacity: DEFAULT_MAILBOX_CAPACITY,
             throughput: DEFAULT_THROUGHPUT,
             name: "percore".to_string(),
@@ -60,17 +63,21 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Pin shard `i` to core `i` (modulo the core count). Default: on. If pinning fails the
-    /// runtime says so once (log warning) and runs unpinned.
+    /// Pin each shard to a core of the process's affinity mask. Default: on. The first
+    /// runtime of a process gets cores 0, 1, … (modulo the core count); each further one
+    /// gets the cores no live runtime holds yet (then the least-held ones), unless
+    /// [`RuntimeBuilder::first_core`] says otherwise. If pinning fails the runtime says so
+    /// once (log warning) and runs unpinned.
     pub fn pin_to_cores(mut self, pin: bool) -> Self {
         self.pin = pin;
         self
     }
 
-    /// Pin shard `i` to core `first + i` (modulo the core count) instead of core `i`: for
-    /// several runtimes (or processes) on one machine, each on its own cores. Default 0.
+    /// Pin shard `i` to core `first + i` (modulo the core count), whatever other runtimes
+    /// of the process hold: for several processes on one machine, each on its own cores.
+    /// Default: the cores this process's live runtimes do not hold (see `pin_to_cores`).
     pub fn first_core(mut self, first: usize) -> Self {
-        self.first_core = first;
+        self.first_core = Some(first);
         self
     }
 
@@ -92,7 +99,11 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How many empty polls a shard spins through before it yields and then parks.
+    /// How many empty polls a shard spins through before it yields and then parks; the
+    /// spin also ends after 50 µs whatever the count. Default 4096. A shard
+    /// that shares its core with another shard (two pinned to one core, or more shard
+    /// threads than cores) does not spin: it yields the core on each empty poll, for the
+    /// same time at most, then parks.
     pub fn idle_spins(mut self, polls: u32) -> Self {
         self.idle_spins = polls;
         self
@@ -119,20 +130,21 @@ impl RuntimeBuilder {
             None => thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         if n > MAX_SHARDS {
-            return Err(BuildError::TooManyShards(n));
+            return Err(BuildError::TooManyShards { requested: n, max: MAX_SHARDS });
         }
-        if self.capacity == 0 || self.capacity > (u32::MAX / 2) as usize {
+        if self.capacity == 0 || self.capacity > MAX_MAILBOX_CAPACITY {
             return Err(BuildError::InvalidCapacity(self.capacity));
         }
         if self.throughput == 0 {
             return Err(BuildError::ZeroThroughput);
         }
+        // Lanes are allocated per pair that talks; with many shards each carries less.
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
         let events = Arc::new(crate::event_stream::EventStream::default());
         let shared = Arc::new(RuntimeShared {
             name: self.name,
             shards: (0..n).map(|_| ShardShared::default()).collect(),
-            lanes: (0..n * n).map(|_| Lane::new(lane_cap)).collect(),
+            lanes: LaneTable::new(n, lane_cap),
             live: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
@@ -151,21 +163,32 @@ impl RuntimeBuilder {
             timekeeper: Default::default(),
         });
 
-        let cores = if self.pin { core_affinity::get_core_ids().filter(|c| !c.is_empty()) } else { None };
-        if self.pin && cores.is_none() {
+        let mask: Option<Vec<usize>> = if self.pin {
+            core_affinity::get_core_ids().filter(|c| !c.is_empty()).map(|c| c.iter().map(|c| c.id).collect())
+        } else {
+            None
+        };
+        if self.pin && mask.is_none() {
             log::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
         }
+        let reservation = match &mask {
+            Some(mask) => Reservation::pinned(n, mask, self.first_core),
+            None => Reservation::unpinned(n),
+        };
         let pin_failed = Arc::new(AtomicBool::new(false));
         let pin_attempts = Arc::new(AtomicUsize::new(0));
         let warned = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let rt = shared.clone();
-            let core = cores.as_ref().map(|c| c[(self.first_core + i) % c.len()]);
+            let core = reservation.cores().get(i).copied();
             let (pin_failed, warned, attempts) = (pin_failed.clone(), warned.clone(), pin_attempts.clone());
             let spawned = thread::Builder::new().name(format!("{}-shard-{i}", rt.name)).spawn(move || {
+                let mut pinned = None;
                 if let Some(core) = core {
-                    if !core_affinity::set_for_current(core) {
+                    if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        pinned = Some(core);
+                    } else {
                         // ORDERING: Relaxed: flags for a one-time warning and a report.
                         pin_failed.store(true, Ordering::Relaxed);
                         // ORDERING: Relaxed: as above; swap elects the one warner.
@@ -177,13 +200,18 @@ impl RuntimeBuilder {
                 // ORDERING: Release pairs with the Acquire load in `build`: our pin outcome
                 // is visible once the count includes us.
                 attempts.fetch_add(1, Ordering::Release);
-                shard::run_shard(i, rt);
+                shard::run_shard(i, rt, pinned);
             });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     // Stop the shards already started before reporting.
-                    let mut partial = Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned: false };
+                    let mut partial = Runtime {
+                        handle: RuntimeHandle::from_shared(shared),
+                        threads,
+                        pinned: false,
+                        cores: reservation,
+                    };
                     partial.shutdown_and_join();
                     return Err(BuildError::Thread(e));
                 }
@@ -196,8 +224,9 @@ impl RuntimeBuilder {
             thread::yield_now();
         }
         // ORDERING: Relaxed: ordered by the Acquire above.
-        let pinned = cores.is_some() && !pin_failed.load(Ordering::Relaxed);
-        Ok(Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned })
+        let pinned = mask.is_some() && !pin_failed.load(Ordering::Relaxed);
+        let reservation = if pinned { reservation } else { reservation.into_unpinned() };
+        Ok(Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned, cores: reservation })
     }
 }
 

@@ -7,10 +7,11 @@
 //! down any number of runtimes.
 
 pub(crate) mod builder;
+pub(crate) mod cores;
 pub(crate) mod names;
 pub(crate) mod resolve;
 
-pub use crate::id::MAX_SHARDS;
+pub use crate::id::{MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 pub mod dead_letters;
 
 use std::fmt;
@@ -24,15 +25,13 @@ use crate::actor::cell::Cell;
 use crate::actor::{Actor, ActorId, ActorRef};
 use crate::ask::Timekeeper;
 use crate::error::{LookupError, SpawnError};
-use crate::queue::spsc::Lane;
+use crate::queue::lanes::LaneTable;
 use crate::shard::{self, Notification, ShardShared};
 use crate::supervision::SupervisorStrategy;
 use crate::timer::Cancellable;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
-
-/// Most shards a runtime may have (ids keep 16 bits for the shard).
 
 
 /// Where and how to spawn an actor.
@@ -195,8 +194,9 @@ impl DeadLetters {
 pub(crate) struct RuntimeShared {
     name: String,
     shards: Box<[ShardShared]>,
-    /// `lanes[from * n + to]`: written by shard `from`, read by shard `to`.
-    lanes: Box<[Lane<Notification>]>,
+    /// Lane `from → to`: written by shard `from`, read by shard `to`; allocated by `from`
+    /// on its first send to `to`.
+    lanes: LaneTable<Notification>,
     /// Actors spawned and not yet released (including ones still on their way to a shard).
     live: AtomicU64,
     accepting: AtomicBool,
@@ -233,8 +233,8 @@ impl RuntimeShared {
     }
 
     #[inline]
-    pub(crate) fn lane(&self, from: usize, to: usize) -> &Lane<Notification> {
-        &self.lanes[from * self.shards.len() + to]
+    pub(crate) fn lanes(&self) -> &LaneTable<Notification> {
+        &self.lanes
     }
 
     pub(crate) fn throughput(&self) -> usize {
@@ -293,7 +293,7 @@ impl RuntimeShared {
         if shard >= self.num_shards() {
             return Err(SpawnError::NoSuchShard { shard, shards: self.num_shards() });
         }
-        if capacity == 0 || capacity > (u32::MAX / 2) as usize {
+        if capacity == 0 || capacity > MAX_MAILBOX_CAPACITY {
             return Err(SpawnError::InvalidCapacity(capacity));
         }
         Ok((shard, capacity))
@@ -576,6 +576,12 @@ impl RuntimeHandle {
     pub fn is_shutting_down(&self) -> bool {
         self.shared.is_shutting_down()
     }
+
+    /// Lanes allocated between shards so far: one per ordered pair of shards that has sent
+    /// a notification, so memory grows with the pairs that talk, not with shards².
+    pub fn lanes_allocated(&self) -> usize {
+        self.shared.lanes.installed()
+    }
 }
 
 impl fmt::Debug for RuntimeHandle {
@@ -593,6 +599,8 @@ pub struct Runtime {
     handle: RuntimeHandle,
     threads: Vec<JoinHandle<()>>,
     pinned: bool,
+    /// The cores this runtime's shards hold (process-wide), given back on shutdown.
+    cores: cores::Reservation,
 }
 
 impl Runtime {
@@ -609,6 +617,12 @@ impl Runtime {
     /// Whether every shard thread was pinned to its core.
     pub fn pinned(&self) -> bool {
         self.pinned
+    }
+
+    /// The core each shard is pinned to (shard `i` on `cores()[i]`), or `None` if the
+    /// shards are not pinned. See [`RuntimeBuilder::first_core`] for how they are chosen.
+    pub fn cores(&self) -> Option<&[usize]> {
+        (self.pinned && !self.cores.cores().is_empty()).then(|| self.cores.cores())
     }
 
     /// Graceful shutdown: stops every actor (children before parents, `stopped` hooks run),
@@ -634,6 +648,8 @@ impl Runtime {
                 log::error!("a shard thread of runtime {} panicked", rt.name());
             }
         }
+        // The shards are gone: their cores are free for the next runtime.
+        drop(std::mem::take(&mut self.cores));
     }
 }
 

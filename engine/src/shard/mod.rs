@@ -11,7 +11,8 @@
 //! ```
 //! Everything in [`ShardLocal`] belongs to the shard's thread (`!Send`, no atomics). What
 //! other threads touch lives in [`ShardShared`] (the injector and the parker) and in the
-//! runtime's lane matrix.
+//! runtime's lane table (`queue/lanes.rs`): a shard allocates its lane to another shard the
+//! first time it sends there, and polls only the inbound lanes it has discovered.
 //!
 //! A run-queue [`Entry`] is a tagged cell pointer: *remote* entries carry the actor's
 //! SCHEDULED token (see `actor/state.rs`), *local* entries its shard-local "queued" flag.
@@ -29,8 +30,10 @@ use crate::actor::header::{ErasedRef, Header, Outcome};
 use crate::actor::meta::Children;
 use crate::actor::sys::SysMsg;
 use crate::id::ActorId;
-use crate::queue::spsc::Outbox;
+use crate::queue::ring::Full;
+use crate::queue::spsc::{Lane, Outbox};
 use crate::queue::stack::BatchStack;
+use crate::runtime::builder::MAX_IDLE_SPIN;
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
@@ -90,6 +93,10 @@ impl Entry {
 /// While a shard spins idle, it polls its driver on every this-many-th spin.
 const DRIVER_IDLE_STRIDE: u32 = 32;
 
+/// While a shard spins idle, it reads the clock on every this-many-th spin (to bound the
+/// spin by [`MAX_IDLE_SPIN`]).
+const IDLE_CLOCK_STRIDE: u32 = 16;
+
 /// Activations between two polls of the inbound lanes, injector and timers.
 const ACTIVATIONS_PER_TURN: usize = 256;
 
@@ -116,9 +123,16 @@ pub(crate) struct ShardLocal {
     rt: Arc<RuntimeShared>,
     throughput: usize,
     run_queue: UnsafeCell<VecDeque<Entry>>,
-    /// Per target shard: notifications waiting for room in lane `index → target`.
-    outboxes: UnsafeCell<Box<[Outbox<Notification>]>>,
+    /// Notifications waiting for room in lane `index → target`, only for the targets whose
+    /// lane was full (rare): `(target, waiting)`, none of them empty.
+    overflow: UnsafeCell<Vec<(usize, Outbox<Notification>)>>,
+    /// `!overflow.is_empty()`, readable without borrowing the list.
     outbox_pending: StdCell<bool>,
+    /// The inbound lanes discovered so far (see `LaneTable::discover`); they live as long
+    /// as the runtime, which `rt` keeps alive.
+    inbound: UnsafeCell<Vec<NonNull<Lane<Notification>>>>,
+    /// The core this shard is pinned to, if any (to tell whether it shares that core).
+    core: Option<usize>,
     /// Actors without a parent that live here (stopped first at shutdown).
     top_level: UnsafeCell<Children>,
     timers: UnsafeCell<TimerWheel>,
@@ -129,14 +143,15 @@ pub(crate) struct ShardLocal {
 }
 
 impl ShardLocal {
-    fn new(index: usize, rt: Arc<RuntimeShared>) -> Self {
-        let n = rt.num_shards();
+    fn new(index: usize, rt: Arc<RuntimeShared>, core: Option<usize>) -> Self {
         ShardLocal {
             index,
             throughput: rt.throughput(),
             run_queue: UnsafeCell::new(VecDeque::with_capacity(1024)),
-            outboxes: UnsafeCell::new((0..n).map(|_| Outbox::default()).collect()),
+            overflow: UnsafeCell::new(Vec::new()),
             outbox_pending: StdCell::new(false),
+            inbound: UnsafeCell::new(Vec::new()),
+            core,
             top_level: UnsafeCell::new(Children::default()),
             timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
@@ -258,17 +273,42 @@ impl ShardLocal {
         self.rt.shard(self.index).timers.store(len as u64, Ordering::Relaxed);
     }
 
-    /// Sends a notification to shard `target` through lane `self → target`.
+    /// Sends a notification to shard `target` through lane `self → target` (installed on
+    /// the first send to that shard). If the lane is full, or older notifications for it
+    /// still wait, it waits too, in order, and `flush_outboxes` moves it later.
     fn send_to_shard(&self, target: usize, h: NonNull<Header>) {
-        let lane = self.rt.lane(self.index, target);
-        // SAFETY: shard-thread only; this shard is the only producer of lane `index → target`.
-        let pending = self.outboxes.with_mut(|o| unsafe {
-            let out = &mut (*o)[target];
-            out.send(lane, Notification(h));
-            !out.is_empty()
-        });
-        if pending {
-            self.outbox_pending.set(true);
+        // SAFETY: shard-thread only; this shard is the only producer of lanes `index → *`.
+        let lane = unsafe { self.rt.lanes().lane(self.index, target) };
+        let n = Notification(h);
+        let n = if self.outbox_pending.get() {
+            // SAFETY: as `push_run`; the borrow is confined to this block.
+            let waiting = self.overflow.with_mut(|o| unsafe {
+                match (*o).iter_mut().find(|(t, _)| *t == target) {
+                    // Behind older waiting ones (FIFO per pair); sole producer, as above.
+                    Some((_, out)) => {
+                        out.send(lane, n);
+                        None
+                    }
+                    None => Some(n),
+                }
+            });
+            match waiting {
+                Some(n) => n,
+                None => return,
+            }
+        } else {
+            n
+        };
+        // SAFETY: sole producer of the lane, as above.
+        if let Err(Full(n)) = unsafe { lane.push(n) } {
+            let mut out = Outbox::default();
+            // SAFETY: sole producer; a full lane parks the value in `out`.
+            unsafe { out.send(lane, n) };
+            if !out.is_empty() {
+                // SAFETY: as `push_run`.
+                self.overflow.with_mut(|o| unsafe { (*o).push((target, out)) });
+                self.outbox_pending.set(true);
+            }
         }
     }
 
@@ -276,32 +316,43 @@ impl ShardLocal {
         if !self.outbox_pending.get() {
             return;
         }
-        let mut still = false;
-        for target in 0..self.rt.num_shards() {
-            let lane = self.rt.lane(self.index, target);
-            // SAFETY: shard-thread only; sole producer of the lane.
-            let (before, pending) = self.outboxes.with_mut(|o| unsafe {
-                let out = &mut (*o)[target];
-                (out.len(), out.flush(lane))
-            });
-            still |= pending;
-            if before > 0 {
+        let lanes = self.rt.lanes();
+        // SAFETY: as `push_run`; nothing in the loop re-enters this shard's overflow list;
+        // this shard is the only producer of lanes `index → *`.
+        let still = self.overflow.with_mut(|o| unsafe {
+            (*o).retain_mut(|(target, out)| {
+                // Sole producer of lanes `index → *` (covered by the block's SAFETY above and
+                // the producer contract of `LaneTable::lane`); the lane exists (it was full).
+                let pending = out.flush(lanes.lane(self.index, *target));
                 // Only targets that just received notifications need a wake-up check.
-                self.rt.shard(target).parker.wake();
-            }
-        }
+                self.rt.shard(*target).parker.wake();
+                pending
+            });
+            !(*o).is_empty()
+        });
         self.outbox_pending.set(still);
     }
 
     /// Moves notifications from every inbound lane and the injector to the run queue.
     fn poll_inbound(&self) -> usize {
-        let mut n = 0;
-        for from in 0..self.rt.num_shards() {
-            if from != self.index {
-                // SAFETY: this shard is the only consumer of lane `from → index`.
-                n += unsafe { self.rt.lane(from, self.index).pop_batch(|Notification(h)| self.push_run(Entry::remote(h))) };
-            }
+        let lanes = self.rt.lanes();
+        // SAFETY: this shard is the only consumer of lanes `* → index`; as `push_run` for
+        // the list, whose borrow ends with the call.
+        unsafe {
+            lanes.discover(self.index, |_, lane| self.inbound.with_mut(|l| (*l).push(NonNull::from(lane))));
         }
+        // SAFETY: as `push_run`: the list is only mutated by `discover` above, not while
+        // this borrow lasts (`push_run` touches the run queue, a different cell).
+        let n = self.inbound.with(|l| unsafe {
+            let mut n = 0;
+            for lane in (*l).iter() {
+                // SAFETY: lanes live as long as the runtime (`self.rt`); this shard is the
+                // only consumer of lane `from → index`.
+                n += lane.as_ref().pop_batch(|Notification(h)| self.push_run(Entry::remote(h)));
+            }
+            n
+        });
+        let mut n = n;
         for h in self.rt.shard(self.index).injector.take_all() {
             self.push_run(Entry::remote(h));
             n += 1;
@@ -315,9 +366,12 @@ impl ShardLocal {
         if !me.injector.is_empty() || self.run_queue_len() > 0 {
             return true;
         }
-        (0..self.rt.num_shards())
-            // SAFETY: this shard is the only consumer of its inbound lanes.
-            .any(|from| from != self.index && !unsafe { self.rt.lane(from, self.index).is_empty() })
+        if self.rt.lanes().has_news(self.index) {
+            return true;
+        }
+        // SAFETY: as `push_run` for the list; lanes live as long as the runtime and this
+        // shard is the only consumer of its inbound lanes.
+        self.inbound.with(|l| unsafe { (*l).iter().any(|lane| !lane.as_ref().is_empty()) })
     }
 
     /// Runs queued actors, up to [`ACTIVATIONS_PER_TURN`] activations, so that inbound
@@ -407,11 +461,19 @@ impl ShardLocal {
     }
 
     /// The shard loop. Returns when the runtime shuts down and every actor is released.
+    ///
+    /// Idle policy: after a turn with no work the shard polls again for up to
+    /// `idle_spins` polls and [`MAX_IDLE_SPIN`] at most (time, not count, bounds it: a poll's
+    /// cost varies), then yields a few times, then parks. A shard that shares its core with
+    /// another shard thread (`runtime/cores.rs`) yields on every empty poll instead of
+    /// spinning: a spin would hold the very core the other shard needs to send it work.
     fn run_loop(&self) {
         let me = self.rt.shard(self.index);
         me.parker.register_current();
         let spins = self.rt.idle_spins();
         let mut idle = 0u32;
+        let mut idle_since = Instant::now();
+        let mut shared_core = false;
         loop {
             let mut work = self.poll_inbound();
             // While busy the driver is polled every turn; while spinning idle, every
@@ -435,8 +497,25 @@ impl ShardLocal {
                 break;
             }
             idle += 1;
+            if idle == 1 {
+                idle_since = Instant::now();
+                shared_core = crate::runtime::cores::shares_core(self.core);
+            }
             if idle <= spins {
-                spin_loop();
+                // Sharing, every poll is a yield that may last a time slice: read the clock
+                // each time. Spinning alone, every few polls (a clock read costs a spin).
+                let check = shared_core || idle % IDLE_CLOCK_STRIDE == 0;
+                let out_of_time = check && idle_since.elapsed() >= MAX_IDLE_SPIN;
+                if !out_of_time {
+                    if shared_core {
+                        thread::yield_now();
+                    } else {
+                        spin_loop();
+                    }
+                    continue;
+                }
+                // Spun long enough: go on to the few yields before parking.
+                idle = spins.max(1);
                 continue;
             }
             if idle <= spins + 4 {
@@ -504,8 +583,8 @@ pub fn install_driver(
 }
 
 /// Entry point of a shard thread.
-pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>) {
-    let shard = ShardLocal::new(index, rt);
+pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize>) {
+    let shard = ShardLocal::new(index, rt, core);
     CURRENT.with(|c| c.set(&shard));
     struct Reset;
     impl Drop for Reset {

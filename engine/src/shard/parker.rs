@@ -85,18 +85,24 @@ impl Parker {
     /// [`Parker::park`] if not.
     #[inline]
     pub fn announce_sleep(&self) {
+        // A `swap`, not a plain store, because loom 0.7 lets a plain store slip between the
+        // read and the write of a concurrent RMW (tokio-rs/loom#254): with two wakers, a
+        // waker's `swap(false)` that read an earlier `cancel_sleep` could land after this
+        // announcement and hide it from the next waker, a history the C++ model forbids
+        // (found by the lane-table model). Idle path only, once per park attempt.
         // ORDERING: Release pairs with the Acquire swap in `wake` (publishes the thread
         // handle). The fence pairs with the fence in `wake`: Dekker, see the module doc.
-        self.sleeping.store(true, Ordering::Release);
+        self.sleeping.swap(true, Ordering::Release);
         fence(Ordering::SeqCst);
     }
 
     /// Shard side: found work after announcing; stay awake.
     #[inline]
     pub fn cancel_sleep(&self) {
+        // A `swap` for the reason given in `announce_sleep` (loom#254).
         // ORDERING: Relaxed: only the shard reads this to decide to park; a racing waker's
         // swap may also set it to false, which is the same value.
-        self.sleeping.store(false, Ordering::Relaxed);
+        self.sleeping.swap(false, Ordering::Relaxed);
     }
 
     /// Shard side, step 2: sleep until a sender wakes us (or `timeout` passes). Spurious

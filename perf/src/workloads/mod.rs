@@ -23,6 +23,7 @@ pub mod scaling;
 pub mod skynet;
 pub mod spawn;
 pub mod timers;
+pub mod wide;
 
 use crate::error::{BenchError, Result};
 use crate::peers::{self, Peer};
@@ -99,6 +100,20 @@ pub static TABLE: &[Workload] = &[
         default_n: 200_000,
         in_all: true,
         run: pingpong::run_cross,
+    },
+    Workload {
+        name: "pingpong-2rt",
+        summary: "two one-shard runtimes in one process, n round trips between them: default placement vs first_core",
+        default_n: 200_000,
+        in_all: false,
+        run: pingpong::run_two_runtimes,
+    },
+    Workload {
+        name: "wide",
+        summary: "a runtime of n shards (unpinned), each shard messages the next: build time and RSS per shard",
+        default_n: 256,
+        in_all: false,
+        run: wide::run,
     },
     Workload {
         name: "counting",
@@ -260,6 +275,8 @@ mod tests {
             "persist" | "recover" => 2_000,
             // Loopback TCP round trips: tens of microseconds each, unoptimised.
             "remote-pingpong" => 300,
+            // Shards (threads), not messages.
+            "wide" => 64,
             _ => 5_000,
         }
     }

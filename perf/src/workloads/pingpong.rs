@@ -1,4 +1,4 @@
-//! `pingpong` and `pingpong-xshard`: two actors bounce a message `n` times.
+//! `pingpong`, `pingpong-xshard` and `pingpong-2rt`: two actors bounce a message `n` times.
 //!
 //! The pinger sends `Ping`, the ponger answers `Pong`; one message is in flight at a time,
 //! so this measures the latency of one hop (same shard) or one cross-shard wake-up and
@@ -102,6 +102,13 @@ impl Actor for Ponger {
 fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let ponger = rt.spawn_on(ponger_shard, Ponger::default()).map_err(fail("spawning the ponger"))?;
+    let outcome = play(n, &rt, ponger, workload)?;
+    engine::finish(rt, workload)?;
+    Ok(outcome)
+}
+
+/// `n` round trips between a pinger on shard 0 of `rt` and `ponger` (anywhere).
+fn play(n: u64, rt: &percore::Runtime, ponger: ActorRef<PongMsg>, workload: &str) -> Result<Outcome> {
     let pinger = rt
         .spawn_on(0, Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None })
         .map_err(fail("spawning the pinger"))?;
@@ -113,8 +120,22 @@ fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str
 
     BenchError::check_eq(workload, PERCORE, "pongs", pongs, n)?;
     let pings = engine::ask(&ponger, "counting pings", PongMsg::Count)?;
-    engine::finish(rt, workload)?;
     Ok(Outcome { secs, count: pings, ..Outcome::default() })
+}
+
+/// `n` round trips between two one-shard runtimes of this process (the pinger on one, the
+/// ponger on the other): each hop crosses runtimes through the target shard's injector.
+/// `first_cores`: pin them to these cores explicitly; `None`: default placement.
+fn two_runtimes(n: u64, pin: bool, first_cores: Option<(usize, usize)>, workload: &str) -> Result<Outcome> {
+    let (a, b) = match first_cores {
+        Some((ca, cb)) => (engine::runtime_from(1, pin, ca)?, engine::runtime_from(1, pin, cb)?),
+        None => (engine::runtime(1, pin)?, engine::runtime(1, pin)?),
+    };
+    let ponger = b.spawn_on(0, Ponger::default()).map_err(fail("spawning the ponger"))?;
+    let outcome = play(n, &a, ponger, workload)?;
+    engine::finish(a, workload)?;
+    engine::finish(b, workload)?;
+    Ok(outcome)
 }
 
 /// The `pingpong` workload: both actors on one shard (peers: on one thread).
@@ -130,4 +151,24 @@ pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "pingpong-xshard";
     results.add(percore(n, 2, 1, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 2, o, n, n, UNIT)));
     each_peer(params, results, |peer| checked_record(peer.name(), NAME, 2, peer.pingpong(n, true)?, n, n, UNIT));
+}
+
+/// The `pingpong-2rt` workload: two one-shard runtimes in one process, pinger on one,
+/// ponger on the other; once with the default placement (`percore`: the second runtime
+/// takes a core the first does not hold) and once with `first_core` 0 and 1
+/// (`percore (first_core)`), and once with both on core 0 (`percore (both on core 0)`, the
+/// placement a second default runtime used to get). The first two rows should match:
+/// default placement costs nothing; the third shows what sharing a core costs.
+pub fn run_two_runtimes(params: &Params, n: u64, results: &mut Results) {
+    const NAME: &str = "pingpong-2rt";
+    results.add(two_runtimes(n, params.pin, None, NAME).and_then(|o| checked_record(PERCORE, NAME, 2, o, n, n, UNIT)));
+    let explicit = format!("{PERCORE} (first_core)");
+    results.add(
+        two_runtimes(n, params.pin, Some((0, 1)), NAME).and_then(|o| checked_record(&explicit, NAME, 2, o, n, n, UNIT)),
+    );
+    // The old default: both runtimes on core 0, each shard sharing its core with the other.
+    let shared = format!("{PERCORE} (both on core 0)");
+    results.add(
+        two_runtimes(n, params.pin, Some((0, 0)), NAME).and_then(|o| checked_record(&shared, NAME, 2, o, n, n, UNIT)),
+    );
 }
