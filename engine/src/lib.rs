@@ -127,6 +127,12 @@ pub mod __private {
     pub fn cell_size<A: crate::Actor>() -> usize {
         crate::actor::cell::cell_size::<A>()
     }
+
+    /// Strong references to the runtime's shared state: its handles, its shard threads and
+    /// one per actor cell still allocated. Tests use it to show that cells are freed.
+    pub fn runtime_refs(rt: &crate::RuntimeHandle) -> usize {
+        rt.shared_strong_count()
+    }
 }
 
 /// The README's example, compiled and run as a doc test so it cannot rot.

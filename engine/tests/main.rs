@@ -5,6 +5,7 @@ mod hooks;
 mod ask;
 mod lifecycle;
 mod messaging;
+mod registry;
 mod stress;
 mod supervision;
 mod timers;

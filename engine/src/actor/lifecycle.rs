@@ -398,6 +398,8 @@ impl<A: Actor> Activation<'_, A> {
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         inner.meta.lifecycle = Lifecycle::Dead;
         let prev = header.state.terminate();
+        // A registered actor lets its well-known names go as it dies (issue 13, item 9).
+        crate::runtime::names::release_on_stop(header);
         let reason = inner.meta.stop_reason();
         if header.runtime.events.has_subscribers::<LifecycleEvent>() {
             header.runtime.events.publish(LifecycleEvent::Stopped { id: header.id, reason: reason.clone() });

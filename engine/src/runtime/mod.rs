@@ -340,6 +340,11 @@ impl RuntimeHandle {
         RuntimeHandle { shared }
     }
 
+    /// See `__private::runtime_refs`.
+    pub(crate) fn shared_strong_count(&self) -> usize {
+        Arc::strong_count(&self.shared)
+    }
+
     /// Spawns a top-level actor on the next shard in round-robin order.
     pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
         self.spawn_with(SpawnOptions::new(), actor)
@@ -495,9 +500,17 @@ impl RuntimeHandle {
     }
 
     /// Registers `actor` under a well-known `name` (Erlang's `register`). Fails if a live
-    /// actor holds the name; a stopped one's registration is replaced.
+    /// actor holds the name; a stopped one's registration is replaced. The registration
+    /// ends when the actor stops (registering an actor that has already stopped succeeds
+    /// and lapses at once), so the registry never keeps a stopped actor's memory alive.
     pub fn register<M>(&self, name: &str, actor: &ActorRef<M>) -> Result<(), LookupError> {
         self.shared.names.register(name, actor.erased().clone())
+    }
+
+    /// Names currently registered (see [`RuntimeHandle::register`]). A registered actor's
+    /// names are removed when it stops, so this counts live (or just-stopping) actors only.
+    pub fn registered(&self) -> usize {
+        self.shared.names.registered()
     }
 
     /// Removes a registration; returns whether there was one.
