@@ -97,6 +97,7 @@ pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};
 pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
+pub use shard::watchdog::DEFAULT_STALL_THRESHOLD;
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
 pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};

@@ -1,6 +1,7 @@
 //! Integration tests of the engine (one binary, modules per area).
 
 mod common;
+mod blocking;
 mod hooks;
 mod ask;
 mod lifecycle;

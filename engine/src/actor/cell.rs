@@ -120,6 +120,8 @@ pub(crate) enum SysMsg {
     ResolveChild { pattern: Box<str>, reply: Arc<crate::ask::slot::ReplySlot<Result<Vec<ErasedRef>, crate::AskError>>> },
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
+    /// A `Context::spawn_blocking` job finished (see `runtime/blocking.rs`).
+    Blocking(crate::runtime::blocking::Done),
 }
 
 /// A death-watch registration held by the watched actor.
@@ -468,6 +470,23 @@ impl<M: Send + 'static> Shared<M> {
             shard.push_run(Entry::local(NonNull::from(&self.header)));
         }
         Ok(())
+    }
+
+    /// Owner-shard push that ignores the mailbox bound, for a message the actor asked for
+    /// itself and must not lose to a full mailbox (a `spawn_blocking` result; see
+    /// `runtime/blocking.rs`). Queues the actor on the shard if it is not queued yet.
+    ///
+    /// # Safety
+    /// The calling thread runs `shard`, which is this actor's owner shard.
+    pub(crate) unsafe fn push_local_unbounded(&self, msg: M, shard: &ShardLocal) {
+        // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
+        self.local.with_mut(|p| unsafe { (*p).push(msg) });
+        // SAFETY: owner-shard thread only (contract).
+        let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
+        if !*queued {
+            *queued = true;
+            shard.push_run(Entry::local(NonNull::from(&self.header)));
+        }
     }
 
     /// # Safety

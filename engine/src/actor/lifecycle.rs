@@ -129,6 +129,7 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::ReceiveTimeout => self.receive_timeout_fired(inner),
                 SysMsg::TimerFired { key, id, msg } => self.keyed_timer_fired(inner, key, id, msg),
                 SysMsg::OnShard(job) => job(self.shard),
+                SysMsg::Blocking(done) => self.blocking_done(inner, done),
             }
         }
         for (from, msg) in terminated {
@@ -411,6 +412,7 @@ impl<A: Actor> Activation<'_, A> {
                 // Still on the shard: run it (a scheduled message then meets a closed
                 // mailbox and is counted as a dead letter, rather than vanishing).
                 SysMsg::OnShard(job) => job(self.shard),
+                SysMsg::Blocking(done) => done.undelivered(header),
                 other => sys_to_dead(header.id, other),
             }
         }

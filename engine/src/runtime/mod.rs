@@ -6,6 +6,7 @@
 //! in their mailboxes as dead letters, and joins the threads. A process may build and shut
 //! down any number of runtimes.
 
+pub(crate) mod blocking;
 pub(crate) mod builder;
 pub(crate) mod names;
 pub mod dead_letters;
@@ -210,6 +211,10 @@ pub(crate) struct RuntimeShared {
     throughput: usize,
     idle_spins: u32,
     timekeeper: OnceLock<Timekeeper>,
+    /// The stall watchdog's configuration and counter (see `shard::watchdog`).
+    watchdog: crate::shard::watchdog::Watchdog,
+    /// Helper threads for `Context::spawn_blocking`, started on first use.
+    blocking: blocking::BlockingPool,
 }
 
 impl RuntimeShared {
@@ -242,6 +247,14 @@ impl RuntimeShared {
 
     pub(crate) fn idle_spins(&self) -> u32 {
         self.idle_spins
+    }
+
+    pub(crate) fn blocking(&self) -> &blocking::BlockingPool {
+        &self.blocking
+    }
+
+    pub(crate) fn watchdog(&self) -> &crate::shard::watchdog::Watchdog {
+        &self.watchdog
     }
 
     pub(crate) fn timekeeper(&self) -> &Timekeeper {
@@ -550,6 +563,13 @@ impl RuntimeHandle {
         self.shared.shards.iter().map(|s| s.timers.load(Ordering::Relaxed)).sum()
     }
 
+    /// Activations that ran longer than the stall threshold so far (see
+    /// [`RuntimeBuilder::stall_threshold`]). Each long activation counts once, while it is
+    /// still running; 0 if the watchdog is off.
+    pub fn stalls(&self) -> u64 {
+        self.shared.watchdog.stalls()
+    }
+
     /// Restarts performed by supervisors so far.
     pub fn restarts(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
@@ -581,6 +601,8 @@ impl fmt::Debug for RuntimeHandle {
 pub struct Runtime {
     handle: RuntimeHandle,
     threads: Vec<JoinHandle<()>>,
+    /// The stall watchdog's thread, if the watchdog is on.
+    watchdog: Option<JoinHandle<()>>,
     pinned: bool,
 }
 
@@ -606,21 +628,38 @@ impl Runtime {
         self.shutdown_and_join();
     }
 
-    fn shutdown_and_join(&mut self) {
+    pub(crate) fn shutdown_and_join(&mut self) {
         let rt = &self.handle.shared;
+        // Queued spawn_blocking jobs are dropped (and counted) from now on.
+        rt.blocking.close();
         // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
         rt.accepting.store(false, Ordering::SeqCst);
         // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
         rt.shutdown.store(true, Ordering::SeqCst);
         rt.wake_all();
         let me = crate::sync::thread::current().id();
+        let mut on_own_shard = false;
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
                 log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
+                on_own_shard = true;
                 continue;
             }
             if t.join().is_err() {
                 log::error!("a shard thread of runtime {} panicked", rt.name());
+            }
+        }
+        // No shard is left to submit blocking jobs: let the helpers finish and join them
+        // (not from a shard of ours, which would wait for itself).
+        if !on_own_shard {
+            rt.blocking.join();
+        }
+        // The watchdog last: it watches the shards until they are gone.
+        if let Some(w) = self.watchdog.take() {
+            rt.watchdog.request_stop();
+            w.thread().unpark();
+            if w.join().is_err() {
+                log::error!("the stall watchdog of runtime {} panicked", rt.name());
             }
         }
     }
@@ -636,7 +675,7 @@ impl std::ops::Deref for Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || self.watchdog.is_some() {
             self.shutdown_and_join();
         }
     }

@@ -18,6 +18,7 @@
 
 pub mod parker;
 pub(crate) mod timers;
+pub(crate) mod watchdog;
 
 use std::cell::Cell as StdCell;
 use std::collections::VecDeque;
@@ -43,6 +44,8 @@ pub(crate) struct ShardShared {
     pub(crate) injector: BatchStack<Header>,
     /// Pending timers on this shard (published by the shard, read by statistics).
     pub(crate) timers: crate::sync::atomic::AtomicU64,
+    /// The running activation, for the stall watchdog (see `watchdog`).
+    pub(crate) stall: watchdog::StallWord,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -123,6 +126,8 @@ pub(crate) struct ShardLocal {
     shutdown_seen: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver::ShardDriver>>>,
+    /// This shard's half of the stall watchdog.
+    stall: watchdog::ShardStall,
 }
 
 impl ShardLocal {
@@ -139,6 +144,7 @@ impl ShardLocal {
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
+            stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             rt,
         }
     }
@@ -321,19 +327,28 @@ impl ShardLocal {
     /// lanes, timers and shutdown are polled at least that often while local work lasts
     /// (polling once per activation would cost more than a same-shard message).
     fn run_ready(&self) -> usize {
+        let stall = &self.rt.shard(self.index).stall;
         let mut n = 0;
         while n < ACTIVATIONS_PER_TURN {
             let Some(e) = self.pop_run() else { break };
             n += 1;
             let h = e.header();
             // SAFETY: entries point to live cells owned by this shard (a cell is released
-            // only when no entry for it remains).
-            let run = unsafe { h.as_ref() }.vtable.run;
+            // only when no entry for it remains, below).
+            let header = unsafe { h.as_ref() };
+            let run = header.vtable.run;
+            let epoch = self.stall.begin(stall, header);
             // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
             // are on this shard's thread consuming entry `e`.
-            if unsafe { run(h, self, e) } == Outcome::Release {
+            let outcome = unsafe { run(h, self, e) };
+            // The cell is still alive here: only `release` below may free it.
+            self.stall.end(stall, epoch, header, self.rt.watchdog());
+            if outcome == Outcome::Release {
                 self.release(h);
             }
+        }
+        if n > 0 {
+            self.stall.idle(stall);
         }
         n
     }
