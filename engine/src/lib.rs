@@ -69,11 +69,16 @@
 //!   [`RuntimeHandle::whereis`]).
 //! * Forwarding keeps the reply target (it travels in the message); [`Context::pipe_ask`]
 //!   pipes an ask's outcome to any actor, and [`pipe_to`] any `Future`'s output.
+//! * Blocking or CPU-heavy work leaves the shard: [`Context::spawn_blocking`] runs it on a
+//!   small helper pool and sends the result back as a message. A stall watchdog reports
+//!   (log + [`RuntimeHandle::stalls`]) any activation that holds its shard longer than
+//!   [`RuntimeBuilder::stall_threshold`], while it still runs.
 //!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, cells, scheduling word,
-//! lifecycle, stash), `shard/` (the loop, park/wake, timer wheel), `ask/` (reply slots,
-//! futures), `supervision/`, `runtime/` (builder, names, dead letters, shutdown),
+//! lifecycle, stash), `shard/` (the loop, park/wake, timer wheel, stall watchdog), `ask/`
+//! (reply slots, futures), `supervision/`, `runtime/` (builder, names, dead letters,
+//! blocking pool, shutdown),
 //! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -3,8 +3,10 @@
 //! A [`Runtime`] owns the shard threads; [`RuntimeHandle`] (cheap to clone, `Send + Sync`)
 //! spawns actors and reads counters from anywhere. Dropping the `Runtime` (or calling
 //! [`Runtime::shutdown`]) stops every actor, children before parents, counts what was left
-//! in their mailboxes as dead letters, and joins the threads. A process may build and shut
-//! down any number of runtimes.
+//! in their mailboxes as dead letters, and joins the threads: the shards, then the blocking
+//! pool's helpers (queued `spawn_blocking` jobs are dropped and counted, running ones are
+//! waited for; see `blocking.rs`), then the stall watchdog (`shard/watchdog.rs`). A process
+//! may build and shut down any number of runtimes.
 
 pub(crate) mod blocking;
 pub(crate) mod builder;
