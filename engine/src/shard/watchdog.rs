@@ -18,7 +18,9 @@
 //!   activation, and a predictable branch; no clock read (`Instant::now` is ~20 ns, more
 //!   than a same-shard message), no atomic read-modify-write, no syscall. The watchdog
 //!   reads the line a few times per threshold, which costs the shard one cache miss per
-//!   sample, not per message.
+//!   sample, not per message. Measured: callgrind, `pingpong` example, one shard, shard
+//!   thread, (Ir at 400k − Ir at 200k round trips) / 200k: 560 instructions per same-shard
+//!   round trip before the watchdog, 566 with it on (two activations per round trip).
 //! * **Reported while it happens.** A clock read at the end of an activation can only say
 //!   afterwards that it was long, and says nothing at all about one that never ends; the
 //!   watchdog warns while the shard is still stuck, which is what an operator needs.
