@@ -177,16 +177,37 @@ fn a_panic_in_blocking_work_fails_its_actor_once() {
 
 enum Slow {
     Block { entered: Arc<AtomicBool>, open: Arc<AtomicBool>, ran: Count },
+    /// One blocking job, then `n` quick ones, submitted together.
+    BlockThenQuick { entered: Arc<AtomicBool>, open: Arc<AtomicBool>, n: u32 },
     Done(u32),
+    Quick,
     Get(ReplyTo<Option<u32>>),
+    Quicks(ReplyTo<u32>),
 }
 
-struct SlowActor(Option<u32>);
+struct SlowActor(Option<u32>, u32);
 
 impl Actor for SlowActor {
     type Msg = Slow;
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Slow) -> Result<(), ActorError> {
         match msg {
+            Slow::BlockThenQuick { entered, open, n } => {
+                ctx.spawn_blocking(
+                    move || {
+                        entered.store(true, Ordering::SeqCst);
+                        assert!(wait_for(&open), "the test never opened the latch");
+                        1u32
+                    },
+                    Slow::Done,
+                );
+                for _ in 0..n {
+                    ctx.spawn_blocking(|| (), |()| Slow::Quick);
+                }
+            }
+            Slow::Quick => self.1 += 1,
+            Slow::Quicks(r) => {
+                r.reply(self.1);
+            }
             Slow::Block { entered, open, ran } => ctx.spawn_blocking(
                 move || {
                     entered.store(true, Ordering::SeqCst);
@@ -220,7 +241,7 @@ impl Actor for Echo {
 #[test]
 fn the_shard_keeps_running_while_blocking_work_waits() {
     let rt = builder(1).blocking_threads(1).build().unwrap();
-    let slow = rt.spawn_on(0, SlowActor(None)).unwrap();
+    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
     let echo = rt.spawn_on(0, Echo).unwrap();
     let (entered, open, ran) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Count::default());
     slow.tell(Slow::Block { entered: entered.clone(), open: open.clone(), ran: ran.clone() }).unwrap();
@@ -241,7 +262,7 @@ fn the_shard_keeps_running_while_blocking_work_waits() {
 fn shutdown_drops_queued_blocking_jobs_and_counts_them() {
     let rt = builder(1).blocking_threads(1).build().unwrap();
     let handle = rt.handle();
-    let slow = rt.spawn_on(0, SlowActor(None)).unwrap();
+    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
     let (entered, open, ran) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Count::default());
     for _ in 0..5 {
         slow.tell(Slow::Block { entered: entered.clone(), open: open.clone(), ran: ran.clone() }).unwrap();
@@ -262,4 +283,29 @@ fn shutdown_drops_queued_blocking_jobs_and_counts_them() {
     assert_eq!(ran.get(), 1, "only the running job ran");
     // 4 queued jobs dropped + 1 result for an actor that had stopped.
     assert_eq!(handle.dead_letters(), 5);
+}
+
+/// A helper stuck in a long job does not hold up the jobs queued behind it: an idle helper
+/// takes them (from the injector, or by stealing the batch the busy helper had taken).
+#[test]
+fn queued_jobs_do_not_wait_behind_a_blocked_helper() {
+    let rt = builder(1).blocking_threads(2).build().unwrap();
+    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
+    let (entered, open) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    for round in 1..=20 {
+        entered.store(false, Ordering::SeqCst);
+        open.store(false, Ordering::SeqCst);
+        slow.tell(Slow::BlockThenQuick { entered: entered.clone(), open: open.clone(), n: 50 }).unwrap();
+        assert!(wait_for(&entered));
+        // Every quick job finishes while the first one is still blocked.
+        assert!(
+            eventually(|| slow.ask(Slow::Quicks, DEADLINE).unwrap() == 50 * round),
+            "round {round}: {} quick jobs done",
+            slow.ask(Slow::Quicks, DEADLINE).unwrap()
+        );
+        open.store(true, Ordering::SeqCst);
+        assert!(eventually(|| slow.ask(Slow::Get, DEADLINE).unwrap() == Some(1)));
+        slow.tell(Slow::Done(0)).unwrap();
+    }
+    rt.shutdown();
 }

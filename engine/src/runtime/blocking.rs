@@ -256,7 +256,13 @@ impl BlockingPool {
         w.exit.store(true, Ordering::SeqCst);
         w.wake_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        let me = thread::current().id();
         for h in handles {
+            if h.thread().id() == me {
+                // The runtime was dropped inside one of its own blocking jobs: this helper
+                // leaves on its own when the job returns.
+                continue;
+            }
             if h.join().is_err() {
                 log::error!("a blocking helper thread panicked");
             }
