@@ -17,8 +17,8 @@
 //!   a sleeping sibling to share it.
 //! * **Threads** start on the first `spawn_blocking` of the runtime (never, for runtimes
 //!   that do not use it); how many is `RuntimeBuilder::blocking_threads`. Idle helpers
-//!   sleep (park) without a timeout; a submitter wakes one only if one sleeps (the same
-//!   Dekker pair as the shards' parker).
+//!   sleep (park) without a timeout; a submitter wakes one only if one sleeps
+//!   (`sleepers.rs`: the shards' Dekker pair, loom-checked with helpers that block).
 //! * **Delivery**: the outcome travels as a system message, so a full mailbox cannot refuse
 //!   it, and the actor's activation turns it into a user message at the back of its
 //!   shard-local queue, *outside the mailbox bound* (the overshoot is at most the number
@@ -43,8 +43,9 @@ use crate::actor::Actor;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::runtime::RuntimeShared;
 use crate::supervision::{Failure, FailurePhase};
-use crate::sync::atomic::{fence, AtomicBool, Ordering};
-use crate::sync::thread::{self, JoinHandle, Thread};
+use super::sleepers::Sleepers;
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::thread::{self, JoinHandle};
 use crate::sync::Arc;
 
 /// The type-erased work of a job: runs `f`, then boxes `move || map(r)` (a
@@ -170,19 +171,11 @@ pub(crate) struct BlockingPool {
 struct Workers {
     injector: Injector<Job>,
     stealers: Box<[Stealer<Job>]>,
-    sleepers: Box<[Sleeper]>,
+    sleepers: Sleepers,
     /// Shutdown began: drop jobs (counted) instead of running them.
     closed: AtomicBool,
     /// No submitter is left (the shards have exited): leave once out of jobs.
     exit: AtomicBool,
-}
-
-/// A helper's sleep flag (the Dekker pair of `shard/parker.rs`, with a wake that reports
-/// whether it woke someone).
-#[derive(Default)]
-struct Sleeper {
-    sleeping: AtomicBool,
-    thread: OnceLock<Thread>,
 }
 
 impl BlockingPool {
@@ -201,7 +194,7 @@ impl BlockingPool {
         match self.workers.get_or_init(|| self.start(runtime)) {
             Ok(w) => {
                 w.injector.push(job);
-                w.wake_one();
+                w.sleepers.wake_one();
                 Ok(())
             }
             Err(reason) => Err((job, reason.clone())),
@@ -213,7 +206,7 @@ impl BlockingPool {
         let workers = Arc::new(Workers {
             injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
-            sleepers: (0..self.threads).map(|_| Sleeper::default()).collect(),
+            sleepers: Sleepers::new(self.threads),
             // ORDERING: Acquire pairs with the Release store in `close`.
             closed: AtomicBool::new(self.closed.load(Ordering::Acquire)),
             exit: AtomicBool::new(false),
@@ -242,7 +235,7 @@ impl BlockingPool {
         if let Some(Ok(w)) = self.workers.get() {
             // ORDERING: Release pairs with the Acquire load in `Workers::work`.
             w.closed.store(true, Ordering::Release);
-            w.wake_all();
+            w.sleepers.wake_all();
         }
     }
 
@@ -254,7 +247,7 @@ impl BlockingPool {
         w.closed.store(true, Ordering::Release);
         // ORDERING: SeqCst: the exit flag is re-checked after `announce_sleep`'s fence.
         w.exit.store(true, Ordering::SeqCst);
-        w.wake_all();
+        w.sleepers.wake_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
         let me = thread::current().id();
         for h in handles {
@@ -282,14 +275,13 @@ impl BlockingPool {
 impl Workers {
     /// A helper thread's loop.
     fn work(&self, me: usize, local: Worker<Job>) {
-        let sleeper = &self.sleepers[me];
-        let _ = sleeper.thread.set(thread::current());
+        self.sleepers.register_current(me);
         loop {
             if let Some(job) = self.find_job(me, &local) {
                 if !local.is_empty() {
                     // We took a batch: let a sleeping sibling steal part of it, so that a
                     // long job of ours does not hold up the rest.
-                    self.wake_one();
+                    self.sleepers.wake_one();
                 }
                 // ORDERING: Acquire pairs with the Release stores in `close`/`join`.
                 if self.closed.load(Ordering::Acquire) {
@@ -303,23 +295,13 @@ impl Workers {
             if self.exit.load(Ordering::Acquire) {
                 return;
             }
-            // ORDERING: Release pairs with the Acquire swap in `wake_one` (publishes our
-            // thread handle); the fence below is the Dekker pair with `wake_one`'s fence.
-            sleeper.sleeping.store(true, Ordering::Release);
-            fence(Ordering::SeqCst);
-            // ORDERING: SeqCst: after the fence, as `announce_sleep` in the shard parker.
+            self.sleepers.announce_sleep(me);
+            // ORDERING: SeqCst: read after the fence of `announce_sleep` (Dekker with `join`).
             if self.has_jobs() || self.exit.load(Ordering::SeqCst) {
-                // ORDERING: Acquire: if a waker cleared the flag first, its wake was meant
-                // for an idle helper: pass it on, so that no job waits for us.
-                if !sleeper.sleeping.swap(false, Ordering::Acquire) {
-                    self.wake_one();
-                }
+                self.sleepers.cancel_sleep(me);
                 continue;
             }
-            // ORDERING: Acquire pairs with the swap in `wake_one`.
-            while sleeper.sleeping.load(Ordering::Acquire) {
-                thread::park();
-            }
+            self.sleepers.park(me);
         }
     }
 
@@ -338,35 +320,6 @@ impl Workers {
 
     fn has_jobs(&self) -> bool {
         !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
-    }
-
-    /// Wakes one sleeping helper, if any sleeps (after a job was published).
-    fn wake_one(&self) {
-        // ORDERING: pairs with the fence in `work` (Dekker): either that helper's re-check
-        // sees the published job, or we see its flag.
-        fence(Ordering::SeqCst);
-        for s in self.sleepers.iter() {
-            // ORDERING: Relaxed pre-check; the Acquire swap elects one waker per sleep.
-            if s.sleeping.load(Ordering::Relaxed) && s.sleeping.swap(false, Ordering::Acquire) {
-                if let Some(t) = s.thread.get() {
-                    t.unpark();
-                }
-                return;
-            }
-        }
-    }
-
-    fn wake_all(&self) {
-        // ORDERING: as in `wake_one`.
-        fence(Ordering::SeqCst);
-        for s in self.sleepers.iter() {
-            // ORDERING: as in `wake_one`.
-            if s.sleeping.swap(false, Ordering::Acquire) {
-                if let Some(t) = s.thread.get() {
-                    t.unpark();
-                }
-            }
-        }
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub(crate) mod blocking;
 pub(crate) mod builder;
+pub(crate) mod sleepers;
 pub(crate) mod names;
 pub mod dead_letters;
 

@@ -5,6 +5,7 @@ mod park;
 mod reply;
 mod ring;
 mod sched;
+mod sleepers;
 mod spsc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
