@@ -72,3 +72,31 @@ fn stopped_registered_actors_leave_the_registry_and_free_their_cells() {
     assert_eq!(rt.whereis::<()>("worker-7").unwrap(), again);
     rt.shutdown();
 }
+
+/// `register` racing the actor's stop (the Dekker pair in `runtime/names.rs`): whichever
+/// side comes second removes the registration, so none is left behind.
+#[test]
+fn register_racing_stop_leaves_no_registration() {
+    const ROUNDS: u64 = 2_000;
+    let rt = runtime(2);
+    let drops = Count::default();
+    let base_refs = percore::__private::runtime_refs(&rt);
+    let refs: Vec<_> = (0..ROUNDS).map(|_| rt.spawn(Dropper(drops.clone())).unwrap()).collect();
+    let registrar = {
+        let (rt, refs) = (rt.handle(), refs.clone());
+        std::thread::spawn(move || {
+            for (i, r) in refs.iter().enumerate() {
+                rt.register(&format!("racer-{i}"), r).unwrap();
+            }
+        })
+    };
+    for r in &refs {
+        r.stop();
+    }
+    registrar.join().unwrap();
+    drop(refs);
+    assert!(eventually(|| drops.get() == ROUNDS));
+    assert!(eventually(|| rt.registered() == 0), "registrations left behind: {}", rt.registered());
+    assert!(eventually(|| percore::__private::runtime_refs(&rt) == base_refs));
+    rt.shutdown();
+}
