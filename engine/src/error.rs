@@ -219,6 +219,13 @@ pub enum BuildError {
     /// The OS refused to start a shard thread.
     #[error("could not start shard thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// `stall_threshold(Duration::ZERO)`: every activation would be a stall. Use `None` to
+    /// turn the watchdog off.
+    #[error("stall threshold must be above zero (use None to turn the stall watchdog off)")]
+    ZeroStallThreshold,
+    /// `blocking_threads(0)`: `spawn_blocking` work would never run.
+    #[error("the blocking pool needs at least one thread")]
+    ZeroBlockingThreads,
 }
 
 /// Why a [`crate::driver::ShardDriver`] could not be installed.

@@ -87,11 +87,16 @@
 //!   [`RuntimeHandle::whereis`]).
 //! * Forwarding keeps the reply target (it travels in the message); [`Context::pipe_ask`]
 //!   pipes an ask's outcome to any actor, and [`pipe_to`] any `Future`'s output.
+//! * Blocking or CPU-heavy work leaves the shard: [`Context::spawn_blocking`] runs it on a
+//!   small helper pool and sends the result back as a message. A stall watchdog reports
+//!   (log + [`RuntimeHandle::stalls`]) any activation that holds its shard longer than
+//!   [`RuntimeBuilder::stall_threshold`], while it still runs.
 //!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, `header` / `cell` / `meta` /
-//! `sys` of the cell, `activation` where user code runs, `lifecycle`, `backpressure`, stash), `shard/` (the loop, park/wake, timer wheel), `ask/` (reply slots,
-//! futures), `supervision/`, `runtime/` (builder, names, dead letters, shutdown),
+//! `sys` of the cell, `activation` where user code runs, `lifecycle`, `backpressure`, stash),
+//! `shard/` (the loop, park/wake, timer wheel, stall watchdog), `ask/` (reply slots,
+//! futures), `supervision/`, `runtime/` (builder, names, dead letters, blocking pool, shutdown),
 //! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -125,6 +130,7 @@ pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};
 pub use ask::{AskFuture, ReplyTo};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
+pub use shard::watchdog::DEFAULT_STALL_THRESHOLD;
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
 pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
@@ -154,6 +160,12 @@ pub mod __private {
     /// excluding lazily allocated buffers.
     pub fn cell_size<A: crate::Actor>() -> usize {
         crate::actor::cell::cell_size::<A>()
+    }
+
+    /// Strong references to the runtime's shared state: its handles, its shard threads and
+    /// one per actor cell still allocated. Tests use it to show that cells are freed.
+    pub fn runtime_refs(rt: &crate::RuntimeHandle) -> usize {
+        rt.shared_strong_count()
     }
 }
 

@@ -1,12 +1,14 @@
 //! Integration tests of the engine (one binary, modules per area).
 
 mod common;
+mod blocking;
 mod hooks;
 mod ask;
 mod backpressure;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod registry;
 mod stress;
 mod supervision;
 mod timers;

@@ -109,6 +109,44 @@ impl<A: Actor> Activation<'_, A> {
     }
 }
 
+impl<A: Actor> Activation<'_, A> {
+    /// A `spawn_blocking` job of this actor finished: hand its result to the actor as a user
+    /// message (after its own `map`, under `catch_unwind`), or fail the actor if it panicked.
+    pub(super) fn blocking_done(&self, inner: &mut Inner<A>, done: crate::runtime::blocking::Done) {
+        let header = self.cell.header();
+        if inner.meta.lifecycle >= Lifecycle::Stopping {
+            return done.undelivered(header);
+        }
+        let id = header.id;
+        let failure = match done.outcome {
+            Ok(make) => {
+                let Ok(make) = make.downcast::<Box<dyn FnOnce() -> A::Msg + Send>>() else {
+                    // Unreachable: the job was built for this actor's message type.
+                    log::error!("actor {id}: spawn_blocking result of the wrong type dropped");
+                    return;
+                };
+                match catch_unwind(AssertUnwindSafe(move || (*make)())) {
+                    Ok(msg) => {
+                        // SAFETY: an activation runs on the actor's owner shard.
+                        unsafe { self.cell.shared().push_local_unbounded(msg, self.shard) };
+                        return;
+                    }
+                    Err(p) => Failure::from_panic(id, FailurePhase::Message, p),
+                }
+            }
+            Err(p) => Failure::from_panic(id, FailurePhase::Message, p),
+        };
+        if inner.meta.is(Flags::SUSPENDED | Flags::STOP_REQUESTED) {
+            // Already failed (its supervisor is deciding) or stopping: one failure at a time.
+            header.runtime.record_failure();
+            log::error!("actor {id}: a spawn_blocking job failed while the actor was already failing or stopping: {failure}");
+        } else {
+            self.fail(inner, failure);
+        }
+    }
+}
+
+
 /// One activation of the actor behind `h`, on its owner shard.
 ///
 /// # Safety

@@ -25,7 +25,7 @@ use crate::queue::stack::BatchStack;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::runtime::RuntimeShared;
 use crate::shard::{Entry, ShardLocal};
-use crate::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
 
 /// The message-typed prefix: what an `ActorRef<M>` can reach.
@@ -125,6 +125,23 @@ impl<M: Send + 'static> Shared<M> {
             shard.push_run(Entry::local(NonNull::from(&self.header)));
         }
         Ok(())
+    }
+
+    /// Owner-shard push that ignores the mailbox bound, for a message the actor asked for
+    /// itself and must not lose to a full mailbox (a `spawn_blocking` result; see
+    /// `runtime/blocking.rs`). Queues the actor on the shard if it is not queued yet.
+    ///
+    /// # Safety
+    /// The calling thread runs `shard`, which is this actor's owner shard.
+    pub(crate) unsafe fn push_local_unbounded(&self, msg: M, shard: &ShardLocal) {
+        // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
+        self.local.with_mut(|p| unsafe { (*p).push(msg) });
+        // SAFETY: owner-shard thread only (contract).
+        let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
+        if !*queued {
+            *queued = true;
+            shard.push_run(Entry::local(NonNull::from(&self.header)));
+        }
     }
 
     /// # Safety
@@ -257,6 +274,7 @@ impl<A: Actor> Cell<A> {
                     shard: shard as u32,
                     sibling_idx: AtomicU32::new(0),
                     queued: UnsafeCell::new(false),
+                    registered: AtomicBool::new(false),
                     vtable: &Self::VTABLE,
                     runtime,
                     id,

@@ -360,6 +360,57 @@ impl<'a, A: Actor> Context<'a, A> {
         })
     }
 
+    /// Runs blocking or CPU-heavy `f` on the runtime's blocking pool (a few helper threads,
+    /// never a shard) and delivers `map(f())` to this actor as a message: tokio's
+    /// `spawn_blocking` with the result piped back, as Akka's `pipeTo` does.
+    ///
+    /// * The result arrives exactly once. It travels on the system path and joins this
+    ///   actor's own queue *outside* the mailbox bound, so a full mailbox cannot lose it;
+    ///   it is handled after the messages already queued from this shard. If the actor
+    ///   stops first, it is counted as a dead letter.
+    /// * `map` runs later on this actor's shard, inside its activation: a panic in `f` or
+    ///   in `map` is a failure of this actor (its supervisor decides), like a panic in
+    ///   `handle`. A restarted actor receives results of jobs its previous instance started.
+    /// * The shard goes on running its other actors while `f` runs. The pool's threads
+    ///   start on the first call ([`crate::RuntimeBuilder::blocking_threads`]). At
+    ///   shutdown, jobs not yet started are dropped (counted as dead letters) and running
+    ///   ones are waited for.
+    ///
+    /// ```
+    /// # use percore::{Actor, ActorError, Context, ReplyTo, Runtime};
+    /// # use std::time::Duration;
+    /// enum Msg { Hash(Vec<u8>, ReplyTo<u64>), Hashed(u64, ReplyTo<u64>) }
+    /// struct Hasher;
+    /// impl Actor for Hasher {
+    ///     type Msg = Msg;
+    ///     fn handle(&mut self, ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
+    ///         match msg {
+    ///             // Too slow for a shard: hash on the blocking pool, answer when it is done.
+    ///             Msg::Hash(data, reply) => ctx.spawn_blocking(
+    ///                 move || data.iter().fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(*b)),
+    ///                 move |h| Msg::Hashed(h, reply),
+    ///             ),
+    ///             Msg::Hashed(h, reply) => { reply.reply(h); }
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let rt = Runtime::builder().shards(1).pin_to_cores(false).build()?;
+    /// let hasher = rt.spawn(Hasher)?;
+    /// let h = hasher.ask(|r| Msg::Hash(vec![1, 2, 3], r), Duration::from_secs(10))?;
+    /// # let _ = h;
+    /// rt.shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spawn_blocking<R, F, Map>(&mut self, f: F, map: Map)
+    where
+        R: Send + 'static,
+        F: FnOnce() -> R + Send + 'static,
+        Map: FnOnce(R) -> A::Msg + Send + 'static,
+    {
+        crate::runtime::blocking::spawn::<A, R, F, Map>(self.myself.erased(), &self.header().runtime, f, map);
+    }
+
     /// Stops another actor (typically a child); see [`ActorRef::stop`].
     pub fn stop<M>(&mut self, actor: &ActorRef<M>) {
         if actor.erased().as_ptr() == self.myself.erased().as_ptr() {

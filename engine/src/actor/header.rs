@@ -13,7 +13,7 @@ use crate::id::ActorId;
 use crate::queue::stack::{BatchStack, Linked};
 use crate::runtime::RuntimeShared;
 use crate::shard::{self, Entry, ShardLocal};
-use crate::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::{Arc, UnsafeCell};
 
 /// Per-actor-type functions, reached from a type-erased header.
@@ -50,6 +50,10 @@ pub(crate) struct Header {
     /// An `Entry::Local` for this actor sits in the owner's run queue. Owner-shard thread
     /// only (it lives here, in the header's padding, to keep the cell small).
     pub(crate) queued: UnsafeCell<bool>,
+    /// Set (never cleared) once the actor is `register`ed under a well-known name, so its
+    /// stop removes the registration (see `runtime::names::release_on_stop`). Sits in the
+    /// header's padding: no size cost.
+    pub(crate) registered: AtomicBool,
     pub(crate) vtable: &'static VTable,
     pub(crate) runtime: Arc<RuntimeShared>,
     pub(crate) id: ActorId,

@@ -85,6 +85,7 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::OnShard(job) => self.run_job(inner, job),
                 SysMsg::Waiter(w) => super::backpressure::on_waiter(&mut inner.meta, w),
                 SysMsg::Room(target) => super::backpressure::on_room(&mut inner.meta, &self.my_ref(), target),
+                SysMsg::Blocking(done) => self.blocking_done(inner, done),
             }
         }
         for t in terminated {
@@ -398,6 +399,8 @@ impl<A: Actor> Activation<'_, A> {
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         inner.meta.lifecycle = Lifecycle::Dead;
         let prev = header.state.terminate();
+        // A registered actor lets its well-known names go as it dies (issue 13, item 9).
+        crate::runtime::names::release_on_stop(header);
         let reason = inner.meta.stop_reason();
         if header.runtime.events.has_subscribers::<LifecycleEvent>() {
             header.runtime.events.publish(LifecycleEvent::Stopped { id: header.id, reason: reason.clone() });
@@ -415,6 +418,7 @@ impl<A: Actor> Activation<'_, A> {
                         log::error!("actor {}: a system job panicked after it stopped", Path(header));
                     }
                 }
+                SysMsg::Blocking(done) => done.undelivered(header),
                 other => sys_to_dead(header, other),
             }
         }

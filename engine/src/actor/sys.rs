@@ -60,6 +60,8 @@ pub(crate) enum SysMsg {
     Room(ActorId),
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
+    /// A `Context::spawn_blocking` job finished (see `runtime/blocking.rs`).
+    Blocking(crate::runtime::blocking::Done),
 }
 
 /// A death-watch registration held by the watched actor: only whom to tell. The watcher's

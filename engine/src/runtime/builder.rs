@@ -1,12 +1,15 @@
 //! `RuntimeBuilder`: validated configuration, then shard threads.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::cores::Reservation;
 use super::dead_letters::{DeadLetter, DeadLetterHook};
+use super::blocking::BlockingPool;
 use super::{DeadLetters, Runtime, RuntimeHandle, RuntimeShared, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 use crate::error::BuildError;
 use crate::queue::lanes::LaneTable;
+use crate::shard::watchdog::{self, Watchdog, DEFAULT_STALL_THRESHOLD};
 use crate::shard::{self, ShardShared};
 use crate::supervision::SupervisorStrategy;
 use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -40,6 +43,8 @@ pub struct RuntimeBuilder {
     idle_spins: u32,
     hook: Option<DeadLetterHook>,
     guardian: SupervisorStrategy,
+    stall_threshold: Option<Duration>,
+    blocking_threads: Option<usize>,
 }
 
 impl RuntimeBuilder {
@@ -54,6 +59,8 @@ impl RuntimeBuilder {
             idle_spins: 4096,
             hook: None,
             guardian: SupervisorStrategy::default(),
+            stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
+            blocking_threads: None,
         }
     }
 
@@ -122,6 +129,37 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The stall watchdog: an activation (one actor handling its messages) that holds its
+    /// shard for longer than `threshold` is logged (`warn`: the actor and the time so far,
+    /// while it still runs; then its path and total duration when it returns) and counted
+    /// ([`RuntimeHandle::stalls`]). `None` turns the watchdog off. Default: 100 ms.
+    ///
+    /// The shard pays two plain stores per activation for it, no clock read; one watchdog
+    /// thread per runtime samples the shards every `threshold / 4` (see the module doc of
+    /// `shard/watchdog.rs`). A threshold of zero is refused by [`RuntimeBuilder::build`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rt = percore::Runtime::builder().shards(1).stall_threshold(Duration::from_millis(20)).build()?;
+    /// assert_eq!(rt.stalls(), 0);
+    /// let quiet = percore::Runtime::builder().shards(1).stall_threshold(None).build()?;
+    /// # rt.shutdown(); quiet.shutdown();
+    /// # Ok::<(), percore::BuildError>(())
+    /// ```
+    pub fn stall_threshold(mut self, threshold: impl Into<Option<Duration>>) -> Self {
+        self.stall_threshold = threshold.into();
+        self
+    }
+
+    /// Helper threads for [`Context::spawn_blocking`](crate::Context::spawn_blocking): they
+    /// start on the runtime's first `spawn_blocking` (a runtime that never calls it starts
+    /// none). Default: the number of available cores, at least 2. Zero is refused by
+    /// [`RuntimeBuilder::build`].
+    pub fn blocking_threads(mut self, threads: usize) -> Self {
+        self.blocking_threads = Some(threads);
+        self
+    }
+
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.shards {
@@ -138,6 +176,14 @@ impl RuntimeBuilder {
         if self.throughput == 0 {
             return Err(BuildError::ZeroThroughput);
         }
+        if self.stall_threshold == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroStallThreshold);
+        }
+        let blocking_threads = match self.blocking_threads {
+            Some(0) => return Err(BuildError::ZeroBlockingThreads),
+            Some(t) => t,
+            None => thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+        };
         // Lanes are allocated per pair that talks; with many shards each carries less.
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
         let events = Arc::new(crate::event_stream::EventStream::default());
@@ -161,6 +207,8 @@ impl RuntimeBuilder {
             throughput: self.throughput,
             idle_spins: self.idle_spins,
             timekeeper: Default::default(),
+            watchdog: Watchdog::new(self.stall_threshold),
+            blocking: BlockingPool::new(blocking_threads),
         });
 
         let mask: Option<Vec<usize>> = if self.pin {
@@ -209,6 +257,7 @@ impl RuntimeBuilder {
                     let mut partial = Runtime {
                         handle: RuntimeHandle::from_shared(shared),
                         threads,
+                        watchdog: None,
                         pinned: false,
                         cores: reservation,
                     };
@@ -226,7 +275,21 @@ impl RuntimeBuilder {
         // ORDERING: Relaxed: ordered by the Acquire above.
         let pinned = mask.is_some() && !pin_failed.load(Ordering::Relaxed);
         let reservation = if pinned { reservation } else { reservation.into_unpinned() };
-        Ok(Runtime { handle: RuntimeHandle::from_shared(shared), threads, pinned, cores: reservation })
+        let mut rt =
+            Runtime { handle: RuntimeHandle::from_shared(shared.clone()), threads, watchdog: None, pinned, cores: reservation };
+        if let Some(threshold) = self.stall_threshold {
+            let spawned = thread::Builder::new()
+                .name(format!("{}-watchdog", shared.name))
+                .spawn(move || watchdog::run_watchdog(shared, threshold));
+            match spawned {
+                Ok(t) => rt.watchdog = Some(t),
+                Err(e) => {
+                    rt.shutdown_and_join();
+                    return Err(BuildError::Thread(e));
+                }
+            }
+        }
+        Ok(rt)
     }
 }
 
@@ -238,6 +301,7 @@ impl fmt::Debug for RuntimeBuilder {
             .field("capacity", &self.capacity)
             .field("throughput", &self.throughput)
             .field("name", &self.name)
+            .field("stall_threshold", &self.stall_threshold)
             .finish_non_exhaustive()
     }
 }

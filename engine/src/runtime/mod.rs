@@ -3,11 +3,15 @@
 //! A [`Runtime`] owns the shard threads; [`RuntimeHandle`] (cheap to clone, `Send + Sync`)
 //! spawns actors and reads counters from anywhere. Dropping the `Runtime` (or calling
 //! [`Runtime::shutdown`]) stops every actor, children before parents, counts what was left
-//! in their mailboxes as dead letters, and joins the threads. A process may build and shut
-//! down any number of runtimes.
+//! in their mailboxes as dead letters, and joins the threads: the shards, then the blocking
+//! pool's helpers (queued `spawn_blocking` jobs are dropped and counted, running ones are
+//! waited for; see `blocking.rs`), then the stall watchdog (`shard/watchdog.rs`). A process
+//! may build and shut down any number of runtimes.
 
+pub(crate) mod blocking;
 pub(crate) mod builder;
 pub(crate) mod cores;
+pub(crate) mod sleepers;
 pub(crate) mod names;
 pub(crate) mod resolve;
 
@@ -215,6 +219,10 @@ pub(crate) struct RuntimeShared {
     throughput: usize,
     idle_spins: u32,
     timekeeper: OnceLock<Timekeeper>,
+    /// The stall watchdog's configuration and counter (see `shard::watchdog`).
+    watchdog: crate::shard::watchdog::Watchdog,
+    /// Helper threads for `Context::spawn_blocking`, started on first use.
+    blocking: blocking::BlockingPool,
 }
 
 impl RuntimeShared {
@@ -247,6 +255,14 @@ impl RuntimeShared {
 
     pub(crate) fn idle_spins(&self) -> u32 {
         self.idle_spins
+    }
+
+    pub(crate) fn blocking(&self) -> &blocking::BlockingPool {
+        &self.blocking
+    }
+
+    pub(crate) fn watchdog(&self) -> &crate::shard::watchdog::Watchdog {
+        &self.watchdog
     }
 
     pub(crate) fn timekeeper(&self) -> &Timekeeper {
@@ -349,6 +365,11 @@ pub struct RuntimeHandle {
 impl RuntimeHandle {
     pub(crate) fn from_shared(shared: Arc<RuntimeShared>) -> Self {
         RuntimeHandle { shared }
+    }
+
+    /// See `__private::runtime_refs`.
+    pub(crate) fn shared_strong_count(&self) -> usize {
+        Arc::strong_count(&self.shared)
     }
 
     /// Spawns a top-level actor on the next shard in round-robin order.
@@ -519,9 +540,17 @@ impl RuntimeHandle {
     }
 
     /// Registers `actor` under a well-known `name` (Erlang's `register`). Fails if a live
-    /// actor holds the name; a stopped one's registration is replaced.
+    /// actor holds the name; a stopped one's registration is replaced. The registration
+    /// ends when the actor stops (registering an actor that has already stopped succeeds
+    /// and lapses at once), so the registry never keeps a stopped actor's memory alive.
     pub fn register<M>(&self, name: &str, actor: &ActorRef<M>) -> Result<(), LookupError> {
         self.shared.names.register(name, actor.erased().clone())
+    }
+
+    /// Names currently registered (see [`RuntimeHandle::register`]). A registered actor's
+    /// names are removed when it stops, so this counts live (or just-stopping) actors only.
+    pub fn registered(&self) -> usize {
+        self.shared.names.registered()
     }
 
     /// Removes a registration; returns whether there was one.
@@ -561,6 +590,13 @@ impl RuntimeHandle {
         self.shared.shards.iter().map(|s| s.timers.load(Ordering::Relaxed)).sum()
     }
 
+    /// Activations that ran longer than the stall threshold so far (see
+    /// [`RuntimeBuilder::stall_threshold`]). Each long activation counts once, while it is
+    /// still running; 0 if the watchdog is off.
+    pub fn stalls(&self) -> u64 {
+        self.shared.watchdog.stalls()
+    }
+
     /// Restarts performed by supervisors so far.
     pub fn restarts(&self) -> u64 {
         // ORDERING: Relaxed: a statistic.
@@ -598,6 +634,8 @@ impl fmt::Debug for RuntimeHandle {
 pub struct Runtime {
     handle: RuntimeHandle,
     threads: Vec<JoinHandle<()>>,
+    /// The stall watchdog's thread, if the watchdog is on.
+    watchdog: Option<JoinHandle<()>>,
     pinned: bool,
     /// The cores this runtime's shards hold (process-wide), given back on shutdown.
     cores: cores::Reservation,
@@ -631,21 +669,38 @@ impl Runtime {
         self.shutdown_and_join();
     }
 
-    fn shutdown_and_join(&mut self) {
+    pub(crate) fn shutdown_and_join(&mut self) {
         let rt = &self.handle.shared;
+        // Queued spawn_blocking jobs are dropped (and counted) from now on.
+        rt.blocking.close();
         // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
         rt.accepting.store(false, Ordering::SeqCst);
         // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
         rt.shutdown.store(true, Ordering::SeqCst);
         rt.wake_all();
         let me = crate::sync::thread::current().id();
+        let mut on_own_shard = false;
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
                 log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
+                on_own_shard = true;
                 continue;
             }
             if t.join().is_err() {
                 log::error!("a shard thread of runtime {} panicked", rt.name());
+            }
+        }
+        // No shard is left to submit blocking jobs: let the helpers finish and join them
+        // (not from a shard of ours, which would wait for itself).
+        if !on_own_shard {
+            rt.blocking.join();
+        }
+        // The watchdog last: it watches the shards until they are gone.
+        if let Some(w) = self.watchdog.take() {
+            rt.watchdog.request_stop();
+            w.thread().unpark();
+            if w.join().is_err() {
+                log::error!("the stall watchdog of runtime {} panicked", rt.name());
             }
         }
         // The shards are gone: their cores are free for the next runtime.
@@ -663,7 +718,7 @@ impl std::ops::Deref for Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
+        if !self.threads.is_empty() || self.watchdog.is_some() {
             self.shutdown_and_join();
         }
     }

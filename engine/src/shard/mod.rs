@@ -19,6 +19,7 @@
 
 pub mod parker;
 pub(crate) mod timers;
+pub(crate) mod watchdog;
 
 use std::cell::Cell as StdCell;
 use std::collections::VecDeque;
@@ -49,6 +50,8 @@ pub(crate) struct ShardShared {
     pub(crate) injector: BatchStack<Header>,
     /// Pending timers on this shard (published by the shard, read by statistics).
     pub(crate) timers: crate::sync::atomic::AtomicU64,
+    /// The running activation, for the stall watchdog (see `watchdog`).
+    pub(crate) stall: watchdog::StallWord,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -140,6 +143,8 @@ pub(crate) struct ShardLocal {
     shutdown_seen: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
+    /// This shard's half of the stall watchdog.
+    stall: watchdog::ShardStall,
 }
 
 impl ShardLocal {
@@ -157,6 +162,7 @@ impl ShardLocal {
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
+            stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             rt,
         }
     }
@@ -378,24 +384,33 @@ impl ShardLocal {
     /// lanes, timers and shutdown are polled at least that often while local work lasts
     /// (polling once per activation would cost more than a same-shard message).
     fn run_ready(&self) -> usize {
+        let stall = &self.rt.shard(self.index).stall;
         let mut n = 0;
         while n < ACTIVATIONS_PER_TURN {
             let Some(e) = self.pop_run() else { break };
             n += 1;
             let h = e.header();
             // SAFETY: entries point to live cells owned by this shard (a cell is released
-            // only when no entry for it remains).
-            let run = unsafe { h.as_ref() }.vtable.run;
+            // only when no entry for it remains, below).
+            let header = unsafe { h.as_ref() };
+            let run = header.vtable.run;
+            let epoch = self.stall.begin(stall, header);
             // The backstop: user code runs under its actor's own guards, so nothing should
             // unwind out of `run`; if anything does, the shard lives and the actor fails.
             // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
             // are on this shard's thread consuming entry `e`.
-            match catch_unwind(AssertUnwindSafe(|| unsafe { run(h, self, e) })) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { run(h, self, e) }));
+            // The cell is still alive here: only `release` below may free it.
+            self.stall.end(stall, epoch, header, self.rt.watchdog());
+            match outcome {
                 Ok(Outcome::Release) => self.release(h),
                 Ok(Outcome::Done) => {}
                 // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
                 Err(_) => unsafe { crate::actor::activation::recover_from_escaped_panic(h, self, e) },
             }
+        }
+        if n > 0 {
+            self.stall.idle(stall);
         }
         n
     }

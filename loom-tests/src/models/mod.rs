@@ -6,6 +6,7 @@ mod park;
 mod reply;
 mod ring;
 mod sched;
+mod sleepers;
 mod spsc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
