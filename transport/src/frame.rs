@@ -54,6 +54,7 @@ pub(crate) mod kind {
 /// Why a connection's input was rejected. The connection is closed and the reason logged;
 /// the node keeps running.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// A length prefix beyond the configured maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]

@@ -18,7 +18,8 @@
 //! * Messages that cross nodes implement [`RemoteMessage`] (a stable type id and a
 //!   [`Wire`] codec) and are registered on the receiving node ([`Node::register`]).
 //! * Connections authenticate with a challenge–response HMAC over fresh nonces (the
-//!   cluster's secret never crosses the wire); heartbeats detect failures; reconnects back
+//!   cluster's secret never crosses the wire; an empty secret is refused, and we recommend
+//!   at least [`RECOMMENDED_SECRET_LEN`] random bytes); heartbeats detect failures; reconnects back
 //!   off exponentially; a restarted peer (new incarnation) is quarantined.
 //! * Watching a remote ref delivers `Terminated` when the actor stops or its node becomes
 //!   unreachable or restarts, exactly once (the proxy stops; the engine's death-watch does
@@ -81,6 +82,12 @@ pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+/// The shortest cluster secret we recommend (bytes): a secret is an HMAC key, and a short or
+/// guessable one can be brute-forced offline from one recorded handshake. `Node::start`
+/// refuses an empty secret and logs a warning for one shorter than this. Generate it, e.g.
+/// `head -c 32 /dev/urandom | base64`.
+pub const RECOMMENDED_SECRET_LEN: usize = 16;
 
 /// Which socket backend a node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

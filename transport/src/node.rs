@@ -83,6 +83,9 @@ impl NodeConfig {
         self
     }
     /// The cluster's shared secret (Erlang's cookie). Required to listen beyond loopback.
+    /// Must not be empty ([`Node::start`] refuses it with [`TransportError::EmptySecret`]);
+    /// use at least [`crate::RECOMMENDED_SECRET_LEN`] random bytes (a shorter one is
+    /// accepted with a warning).
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(secret.as_ref().to_vec());
         self
@@ -401,8 +404,16 @@ impl Node {
         if percore::on_shard_thread() {
             return Err(TransportError::OnShardThread);
         }
-        if cfg.secret.is_none() && !cfg.listen.ip().is_loopback() {
-            return Err(TransportError::SecretRequired(cfg.listen));
+        match &cfg.secret {
+            None if !cfg.listen.ip().is_loopback() => return Err(TransportError::SecretRequired(cfg.listen)),
+            None => {}
+            Some(s) if s.is_empty() => return Err(TransportError::EmptySecret),
+            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => log::warn!(
+                "the cluster secret has only {} bytes; use at least {} random bytes",
+                s.len(),
+                crate::RECOMMENDED_SECRET_LEN
+            ),
+            Some(_) => {}
         }
         let first = crate::io::reuseport_listener(cfg.listen).map_err(|e| TransportError::Listen(cfg.listen, e))?;
         let addr = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;

@@ -148,6 +148,17 @@ fn listening_beyond_loopback_needs_a_secret() {
     Node::start(&rt.handle(), percore_transport::NodeConfig::new(([0, 0, 0, 0], 0)).secret("s")).unwrap();
 }
 
+#[test]
+fn empty_secret_is_refused_everywhere() {
+    let rt = runtime("empty", 1);
+    // Beyond loopback (the attack of issue 14: "" counted as a secret) and on loopback alike.
+    for addr in [([0, 0, 0, 0], 0), ([127, 0, 0, 1], 0)] {
+        let err = Node::start(&rt.handle(), percore_transport::NodeConfig::new(addr).secret("")).unwrap_err();
+        assert!(matches!(err, percore_transport::TransportError::EmptySecret), "{addr:?}: {err}");
+    }
+    assert!(percore_transport::RECOMMENDED_SECRET_LEN >= 16);
+}
+
 fn garbage_is_rejected_and_node_keeps_serving(backend: Backend) {
     let (ra, rb) = (runtime("a", 1), runtime("b", 2));
     let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));

@@ -168,7 +168,15 @@ pub(crate) struct EndpointState {
 impl EndpointState {
     fn new(node: Arc<NodeShared>, shard: usize) -> Self {
         let me = Identity { system: node.cfg.system.clone(), addr: node.addr, incarnation: node.incarnation };
-        let key = node.cfg.secret.clone().unwrap_or_default();
+        // `Node::start` refused an empty secret, so the empty key means "no secret", which
+        // only a loopback node may run with.
+        let key = match &node.cfg.secret {
+            Some(s) => {
+                debug_assert!(!s.is_empty(), "Node::start refuses empty secrets");
+                s.clone()
+            }
+            None => Vec::new(),
+        };
         EndpointState {
             me,
             key,
