@@ -36,6 +36,7 @@ pub struct NodeConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) high_water: usize,
     pub(crate) proxy_capacity: usize,
+    pub(crate) max_aliases: usize,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -75,6 +76,7 @@ impl NodeConfig {
             reconnect_max: Duration::from_secs(2),
             high_water: 4 << 20,
             proxy_capacity: 4096,
+            max_aliases: 1 << 16,
         }
     }
     /// The actor system's name (the `system` in `percore://system@host:port/...`).
@@ -117,6 +119,13 @@ impl NodeConfig {
     /// mailboxes fill and senders see `Full`) until the connection drains.
     pub fn outbound_high_water(mut self, bytes: usize) -> Self {
         self.high_water = bytes.max(1024);
+        self
+    }
+    /// Most aliases (remote refs in use) a peer may bind on one connection (default 65536);
+    /// a BIND or SPAWN beyond closes the connection ([`crate::FrameError::Limit`]). Each
+    /// binding costs about 200 bytes, so this bounds a connection's alias table.
+    pub fn max_aliases(mut self, n: usize) -> Self {
+        self.max_aliases = n.max(1);
         self
     }
     /// Mailbox capacity of each remote ref's proxy.
@@ -218,6 +227,26 @@ impl fmt::Debug for NodeShared {
 }
 
 impl NodeShared {
+    /// A node's shared state (no listener, no endpoints yet).
+    pub(crate) fn new(rt: RuntimeHandle, addr: SocketAddr, incarnation: u64, cfg: NodeConfig) -> Arc<NodeShared> {
+        Arc::new(NodeShared {
+            rt,
+            addr,
+            incarnation,
+            cfg,
+            backend: OnceLock::new(),
+            stats: Stats::default(),
+            types: Mutex::new(HashMap::new()),
+            exports: Mutex::new(HashMap::new()),
+            proxies: Mutex::new(HashMap::new()),
+            proxy_targets: Mutex::new(HashMap::new()),
+            quarantined: Mutex::new(HashMap::new()),
+            endpoints: OnceLock::new(),
+            factories: Mutex::new(HashMap::new()),
+            deploy_seq: AtomicU64::new(1),
+        })
+    }
+
     /// The shard that owns connections to `peer` (and its proxies).
     pub(crate) fn owner_shard(&self, peer: SocketAddr) -> usize {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -422,22 +451,7 @@ impl Node {
             listeners.push(crate::io::reuseport_listener(addr).map_err(|e| TransportError::Listen(addr, e))?);
         }
         let incarnation = u64::from_le_bytes(crate::handshake::random_bytes::<8>()) | 1;
-        let shared = Arc::new(NodeShared {
-            rt: rt.clone(),
-            addr,
-            incarnation,
-            cfg,
-            backend: OnceLock::new(),
-            stats: Stats::default(),
-            types: Mutex::new(HashMap::new()),
-            exports: Mutex::new(HashMap::new()),
-            proxies: Mutex::new(HashMap::new()),
-            proxy_targets: Mutex::new(HashMap::new()),
-            quarantined: Mutex::new(HashMap::new()),
-            endpoints: OnceLock::new(),
-            factories: Mutex::new(HashMap::new()),
-            deploy_seq: AtomicU64::new(1),
-        });
+        let shared = NodeShared::new(rt.clone(), addr, incarnation, cfg);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut endpoints = Vec::new();
         for (shard, listener) in listeners.into_iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{BindAt, Delivery, EndpointMsg, EndpointState, InState, Role};
+use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role, MAX_ANSWERS_BUFFERED};
 use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::handshake;
 use crate::io::ConnId;
@@ -18,7 +18,7 @@ impl EndpointState {
             if conn.closing {
                 return Ok(data.len());
             }
-            if conn.stalled.is_some() {
+            if conn.stalled.is_some() || conn.answers_blocked {
                 return Ok(used);
             }
             // The hot path: messages on an authenticated inbound connection, decoded and
@@ -34,8 +34,8 @@ impl EndpointState {
                             let Some(alias) = body.get(..4) else {
                                 return Err(WireError::Truncated { needed: 4 - body.len() }.into());
                             };
-                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes")) as usize;
-                            match bindings.get(alias).and_then(Option::as_ref) {
+                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes"));
+                            match bindings.get(&alias) {
                                 Some(b) => {
                                     let mut d = Decoder::on_shard(&body[4..], &self.node, &mut self.refs);
                                     self.received += 1;
@@ -68,6 +68,15 @@ impl EndpointState {
                 Some((k, body, n)) => {
                     used += n;
                     self.frame(c, k, body)?;
+                    // A peer that does not read its answers stops being read (it cannot
+                    // grow them): resumed by `on_sent` once they drain.
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        if conn.out.len() > MAX_ANSWERS_BUFFERED && !conn.answers_blocked {
+                            conn.answers_blocked = true;
+                            self.to_pause.push((c, true));
+                            self.dirty.push(c);
+                        }
+                    }
                 }
             }
         }
@@ -114,12 +123,13 @@ impl EndpointState {
                             tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
                         };
                         d.finish()?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
-                        }
                         let binder = node.binder(type_id)?;
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
+                        // Re-binding an alias replaces its binding (and its watch).
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
+                        }
+                        if bindings.len() >= node.cfg.max_aliases {
+                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
                         }
                         match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
                             Ok(mut b) => {
@@ -133,7 +143,7 @@ impl EndpointState {
                                         }
                                     }
                                 }
-                                bindings[alias as usize] = Some(b);
+                                bindings.insert(alias, b);
                             }
                             Err(e) => {
                                 log::info!(
@@ -142,7 +152,6 @@ impl EndpointState {
                                     target,
                                     node.type_name(type_id)
                                 );
-                                bindings[alias as usize] = None;
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }
@@ -150,15 +159,19 @@ impl EndpointState {
                     }
                     kind::UNBIND => {
                         let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()? as usize;
-                        if let Some(slot) = bindings.get_mut(alias) {
-                            *slot = None;
+                        let alias = d.get_u32()?;
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
                         }
                     }
                     kind::HEARTBEAT => {
-                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
-                        conn.out.extend_from_slice(body.get(..8).unwrap_or(&[0; 8]));
-                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                        // Coalesced: only the latest sequence number is acknowledged, once
+                        // per send (see `try_send`).
+                        let mut seq = [0u8; 8];
+                        if let Some(b) = body.get(..8) {
+                            seq.copy_from_slice(b);
+                        }
+                        conn.ack = Some(seq);
                         self.dirty.push(c);
                     }
                     kind::REPLY => {
@@ -175,11 +188,11 @@ impl EndpointState {
                     }
                     kind::SPAWN => {
                         let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
                         }
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
+                        if bindings.len() >= node.cfg.max_aliases || deployed.len() >= node.cfg.max_aliases {
+                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
                         }
                         let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
                         let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
@@ -189,12 +202,11 @@ impl EndpointState {
                         };
                         match outcome {
                             Ok(dep) => {
-                                bindings[alias as usize] = Some(dep.binding);
+                                bindings.insert(alias, dep.binding);
                                 deployed.insert(alias, dep.guard);
                             }
                             Err(why) => {
                                 log::warn!("node {}: deployment refused: {why}", node.addr);
-                                bindings[alias as usize] = None;
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }

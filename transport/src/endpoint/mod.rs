@@ -16,11 +16,28 @@
 //! means), outlive connections: after a reconnect every alias is bound again before the
 //! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
 //! handed to the kernel.
+//!
+//! ## What a peer can make a connection cost
+//! Nothing a peer sends sizes an allocation. Per connection the endpoint holds at most:
+//! * the input buffer: one partial frame (≤ `max_frame`, ≤ [`MAX_HANDSHAKE_FRAME`] before
+//!   authentication) plus what the backend had already read when reading was paused (one
+//!   read batch: ≤ 1 MiB on mio, the shard's provided-buffer ring on io_uring);
+//! * control answers not yet taken by the kernel: ≤ [`MAX_ANSWERS_BUFFERED`] plus one
+//!   answer. Heartbeat acks are coalesced (one pending ack, the latest sequence number), and a
+//!   connection whose peer does not read its answers stops being read until they drain;
+//! * its alias table: at most `NodeConfig::max_aliases` bindings, in a hash map keyed by
+//!   the peer's alias numbers (never a table indexed by them); a refused BIND or SPAWN
+//!   stores nothing.
+//!
+//! So a connection costs at most `max_frame` + [`PER_CONNECTION_BOUND`] + one read batch
+//! + `max_aliases` × the size of a binding (~200 bytes).
 
 mod actor;
 mod binding;
 mod frames;
 mod refcache;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -36,6 +53,8 @@ pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, R
 pub(crate) use refcache::RefCache;
 use binding::WatchJob;
 use crate::frame::{begin_frame, end_frame, kind, FrameError};
+#[allow(unused_imports)] // named by the module docs
+use crate::frame::MAX_HANDSHAKE_FRAME;
 use crate::handshake::{self, Identity, Nonce};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
 use crate::node::{NodeShared, Target};
@@ -52,6 +71,55 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&mut EndpointState) -> R) -> Option<R
     let rc = STATE.with(|s| s.borrow().clone())?;
     let mut st = rc.try_borrow_mut().ok()?;
     Some(f(&mut st))
+}
+
+/// Control answers (handshake, acks, Terminated, child failures) a connection may hold
+/// unsent before it stops reading its peer (a peer that never reads cannot grow them).
+pub(crate) const MAX_ANSWERS_BUFFERED: usize = 64 * 1024;
+/// Per-connection bytes beyond `max_frame`, the read batch and the alias table: the answer
+/// buffer plus the largest single answer (a CHILD_FAILED reason is cut to fit).
+#[cfg_attr(not(test), allow(dead_code))] // the documented bound; tests check it
+pub(crate) const PER_CONNECTION_BOUND: usize = MAX_ANSWERS_BUFFERED + MAX_ANSWER;
+/// The largest single control answer.
+pub(crate) const MAX_ANSWER: usize = 4096;
+
+/// Inbound aliases: the peer's numbers to local bindings. A hash map (the peer picks the
+/// numbers, so they never index a table); hashed by one multiplication (they are not
+/// secret: a peer that makes them collide only slows its own connection, whose table size
+/// is capped).
+pub(crate) type AliasTable = HashMap<u32, Binding, std::hash::BuildHasherDefault<AliasHasher>>;
+
+/// Fibonacci hashing of a `u32` alias (see [`AliasTable`]).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct AliasHasher(u64);
+
+impl std::hash::Hasher for AliasHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64 ^ 0x5555_5555).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Removes `(c, alias)` from the watchers of `id` (the binding went away).
+pub(super) fn unwatch(watched: &mut HashMap<ActorId, Vec<(ConnId, u32)>>, id: ActorId, c: ConnId, alias: u32) {
+    if let Some(w) = watched.get_mut(&id) {
+        if let Some(i) = w.iter().position(|&x| x == (c, alias)) {
+            w.swap_remove(i);
+        }
+        if w.is_empty() {
+            watched.remove(&id);
+        }
+    }
 }
 
 /// What the endpoint can do to a proxy (type-erased over its message type).
@@ -77,7 +145,7 @@ enum InState {
 
 enum Role {
     /// Accepted here: the peer's messages come in; we answer control frames.
-    Inbound { state: InState, bindings: Vec<Option<Binding>>, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
+    Inbound { state: InState, bindings: AliasTable, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
     /// Ours, to `peer`: our messages go out.
     Outbound { peer: usize, cn: Nonce, open: bool },
 }
@@ -90,6 +158,11 @@ struct Conn {
     out: Vec<u8>,
     sending: bool,
     closing: bool,
+    /// A heartbeat ack owed to the peer (its latest sequence number): coalesced, so a flood
+    /// of heartbeats from a peer that never reads costs one ack.
+    ack: Option<[u8; 8]>,
+    /// `out` passed [`MAX_ANSWERS_BUFFERED`]: parsing and reading stop until it drains.
+    answers_blocked: bool,
     /// An outbound connection's TCP connect has completed (inbound: always).
     connected: bool,
     last_heard: Instant,
@@ -306,7 +379,11 @@ impl EndpointState {
             let s = begin_frame(&mut conn.out, kind::CHILD_FAILED);
             let mut w = Encoder::plain(&mut conn.out);
             w.put_u32(alias);
-            w.put_str(reason);
+            let mut cut = reason.len().min(MAX_ANSWER - 64);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            w.put_str(&reason[..cut]);
             let _ = end_frame(&mut conn.out, s, usize::MAX);
             self.dirty.push(c);
         }
@@ -541,6 +618,14 @@ impl EndpointState {
     /// Records that the peer on `c` watches `target` through `alias`; returns whether this
     /// shard must start watching it (first watcher).
     fn watch_for_peer(&mut self, c: ConnId, alias: u32, target: ActorId) -> bool {
+        // The binding learns its actor, so that closing the connection unwatches it.
+        match self.conns.get_mut(&c).map(|conn| &mut conn.role) {
+            Some(Role::Inbound { bindings, .. }) => match bindings.get_mut(&alias) {
+                Some(b) if b.target.is_none() => b.target = Some(target),
+                _ => return false, // unbound (or re-bound) meanwhile
+            },
+            _ => return false, // the connection is gone
+        }
         let w = self.watched.entry(target).or_default();
         w.push((c, alias));
         w.len() == 1
@@ -550,8 +635,8 @@ impl EndpointState {
     fn binding_failed(&mut self, c: ConnId, alias: u32) {
         if let Some(conn) = self.conns.get_mut(&c) {
             if let Role::Inbound { bindings, .. } = &mut conn.role {
-                if let Some(slot) = bindings.get_mut(alias as usize) {
-                    *slot = None;
+                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                    unwatch(&mut self.watched, id, c, alias);
                 }
             }
             Self::terminated_frame(&mut conn.out, alias);
@@ -564,8 +649,9 @@ impl EndpointState {
         for (c, alias) in self.watched.remove(&id).unwrap_or_default() {
             if let Some(conn) = self.conns.get_mut(&c) {
                 if let Role::Inbound { bindings, .. } = &mut conn.role {
-                    if let Some(slot) = bindings.get_mut(alias as usize) {
-                        *slot = None;
+                    // Only if the alias still means this actor (it may have been re-bound).
+                    if bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
+                        bindings.remove(&alias);
                     }
                 }
                 Self::terminated_frame(&mut conn.out, alias);
@@ -590,20 +676,27 @@ impl EndpointState {
             }
             progressed += 1;
             conn.stalled = None;
-            let buf = std::mem::take(&mut conn.inbuf);
-            match self.input(c, &buf) {
-                Ok(used) => {
-                    if let Some(conn) = self.conns.get_mut(&c) {
-                        conn.inbuf = buf[used..].to_vec();
-                        if conn.stalled.is_none() {
-                            self.to_pause.push((c, false));
-                        }
-                    }
-                }
-                Err(e) => self.reject(c, &e),
-            }
+            self.resume_input(c);
         }
         progressed
+    }
+
+    /// Parses what `c` buffered while it was paused; resumes reading unless it pauses again.
+    fn resume_input(&mut self, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else { return };
+        let mut buf = std::mem::take(&mut conn.inbuf);
+        match self.input(c, &buf) {
+            Ok(used) => {
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    buf.drain(..used);
+                    conn.inbuf = buf;
+                    if conn.stalled.is_none() && !conn.answers_blocked {
+                        self.to_pause.push((c, false));
+                    }
+                }
+            }
+            Err(e) => self.reject(c, &e),
+        }
     }
 
     /// Applies what the protocol decided: connects, closes, sends; publishes counters.
@@ -655,6 +748,11 @@ impl EndpointState {
         if conn.sending || conn.closing || !conn.connected {
             return;
         }
+        if let Some(seq) = conn.ack.take() {
+            let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
+            conn.out.extend_from_slice(&seq);
+            let _ = end_frame(&mut conn.out, s, usize::MAX);
+        }
         if !conn.out.is_empty() {
             conn.sending = io.send(c, &mut conn.out);
             return;
@@ -691,6 +789,8 @@ impl Conn {
             out: Vec::new(),
             sending: false,
             closing: false,
+            ack: None,
+            answers_blocked: false,
             connected,
             last_heard: Instant::now(),
             stalled: None,
@@ -701,7 +801,7 @@ impl Conn {
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         log::debug!("node {}: accepted {peer}", self.node.addr);
-        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: Vec::new(), deployed: HashMap::new() }));
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -719,7 +819,7 @@ impl IoSink for EndpointState {
             return;
         }
         conn.last_heard = Instant::now();
-        if conn.stalled.is_some() {
+        if conn.stalled.is_some() || conn.answers_blocked {
             conn.inbuf.extend_from_slice(data); // at most the reads already in flight
             return;
         }
@@ -756,6 +856,13 @@ impl IoSink for EndpointState {
         if let Some(conn) = self.conns.get_mut(&c) {
             conn.sending = false;
             self.dirty.push(c);
+            if conn.answers_blocked && conn.out.len() <= MAX_ANSWERS_BUFFERED {
+                // The peer reads its answers again: parse what waited, then read on.
+                conn.answers_blocked = false;
+                self.resume_input(c);
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(&c) else { return };
             // The peer's kernel took our bytes, so its side is reading: that is a sign of
             // life too. Heartbeat replies queue behind the data a slow (backpressuring)
             // receiver has not read yet, so they alone would call a busy peer dead.
@@ -767,6 +874,13 @@ impl IoSink for EndpointState {
 
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
+        if let Role::Inbound { bindings, .. } = &conn.role {
+            for (&alias, b) in bindings {
+                if let Some(id) = b.target {
+                    unwatch(&mut self.watched, id, c, alias);
+                }
+            }
+        }
         if let Role::Inbound { deployed, .. } = &conn.role {
             for g in deployed.values() {
                 let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
