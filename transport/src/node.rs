@@ -37,6 +37,8 @@ pub struct NodeConfig {
     pub(crate) high_water: usize,
     pub(crate) proxy_capacity: usize,
     pub(crate) max_aliases: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_unauthenticated: (usize, usize),
 }
 
 impl fmt::Debug for NodeConfig {
@@ -77,6 +79,8 @@ impl NodeConfig {
             high_water: 4 << 20,
             proxy_capacity: 4096,
             max_aliases: 1 << 16,
+            handshake_timeout: Duration::from_secs(5),
+            max_unauthenticated: (default_unauthenticated_cap(), 32),
         }
     }
     /// The actor system's name (the `system` in `percore://system@host:port/...`).
@@ -128,11 +132,39 @@ impl NodeConfig {
         self.max_aliases = n.max(1);
         self
     }
+    /// How long an accepted connection may take to complete its handshake (default 5 s),
+    /// counted from the accept: traffic does not extend it, so a client trickling bytes
+    /// (slowloris) is closed like a silent one (counted in [`NodeStats::handshake_timeouts`]).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t.max(Duration::from_millis(10));
+        self
+    }
+    /// Caps on connections still in their handshake: `per_node` in all (default 256, or a
+    /// quarter of the process's descriptor limit if that is lower) and
+    /// `per_source` from one IP address (default 32). At a cap the oldest such connection is
+    /// closed (counted in [`NodeStats::evicted`]), so a flood of connections costs at most
+    /// that many file descriptors and cannot starve a genuine peer's handshake. Each shard
+    /// enforces its share (the cap divided by the shard count, rounded up): the kernel
+    /// spreads connections over the shards' listeners.
+    pub fn max_unauthenticated(mut self, per_node: usize, per_source: usize) -> Self {
+        self.max_unauthenticated = (per_node.max(1), per_source.max(1));
+        self
+    }
     /// Mailbox capacity of each remote ref's proxy.
     pub fn proxy_capacity(mut self, n: usize) -> Self {
         self.proxy_capacity = n.max(1);
         self
     }
+}
+
+/// 256, or a quarter of the soft `RLIMIT_NOFILE` if that is lower: a flood of handshakes
+/// must leave descriptors for genuine connections.
+fn default_unauthenticated_cap() -> usize {
+    // SAFETY: all-zero is a valid rlimit; getrlimit writes it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a local rlimit.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+    (nofile / 4).clamp(1, 256) as usize
 }
 
 /// The actor behind a remote ref: by registered name, or by export id.
@@ -153,10 +185,13 @@ pub(crate) struct Stats {
     pub(crate) handshakes: AtomicU64,
     pub(crate) unreachable: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) evicted: AtomicU64,
 }
 
 /// A snapshot of a node's transport counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// Messages encoded onto connections.
     pub sent: u64,
@@ -176,6 +211,10 @@ pub struct NodeStats {
     pub unreachable: u64,
     /// Peer incarnations quarantined (a peer restarted).
     pub quarantined: u64,
+    /// Accepted connections closed because their handshake did not complete in time.
+    pub handshake_timeouts: u64,
+    /// Unauthenticated connections closed to stay within `NodeConfig::max_unauthenticated`.
+    pub evicted: u64,
 }
 
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
@@ -539,6 +578,8 @@ impl Node {
             handshakes: l(&s.handshakes),
             unreachable: l(&s.unreachable),
             quarantined: l(&s.quarantined),
+            handshake_timeouts: l(&s.handshake_timeouts),
+            evicted: l(&s.evicted),
         }
     }
 

@@ -24,6 +24,8 @@ both_backends! {
     peer_shutdown_terminates_watchers_once => peer_shutdown_terminates_watchers_once;
     killed_process_then_restarted_peer => killed_process_then_restarted_peer;
     two_processes_refs_fifo_exact_counts => two_processes_refs_fifo_exact_counts;
+    slowloris_handshake_is_closed => slowloris_handshake_is_closed;
+    genuine_peer_served_during_slowloris_with_low_fd_limit => genuine_peer_served_during_slowloris_with_low_fd_limit;
 }
 
 const SECRET: &[u8] = b"test-cookie";
@@ -292,6 +294,11 @@ fn child_node() {
         _ => Backend::IoUring,
     };
     let port: u16 = port.parse().unwrap();
+    if let Some(n) = std::env::var("PERCORE_CHILD_NOFILE").ok().and_then(|v| v.parse::<u64>().ok()) {
+        let lim = libc::rlimit { rlim_cur: n, rlim_max: n };
+        // SAFETY: valid pointer to a local rlimit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0, "setrlimit");
+    }
     let cfg = percore_transport::NodeConfig::new(([127, 0, 0, 1], port))
         .backend(backend)
         .secret("test-cookie")
@@ -318,8 +325,13 @@ impl Drop for ChildGuard {
 }
 
 fn spawn_child(port: u16, backend: Backend) -> (ChildGuard, u64) {
+    spawn_child_with(port, backend, &[])
+}
+
+fn spawn_child_with(port: u16, backend: Backend, env: &[(&str, &str)]) -> (ChildGuard, u64) {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
+        .envs(env.iter().copied())
         .args(["--ignored", "--exact", "faults::child_node", "--nocapture", "--test-threads=1"])
         .env("PERCORE_CHILD_PORT", port.to_string())
         .env("PERCORE_CHILD_BACKEND", if backend == Backend::Mio { "mio" } else { "io_uring" })
@@ -418,5 +430,140 @@ fn two_processes_refs_fifo_exact_counts(backend: Backend) {
     }
     assert_eq!(na.stats().undelivered, 0);
     assert_eq!(ra.handle().dead_letters(), 0);
+    drop(child);
+}
+
+/// Issue 14, defect 3: a client trickling its hello (a byte every 50 ms, so the old silence
+/// timer never fired) is closed at the handshake deadline, counted from the accept.
+fn slowloris_handshake_is_closed(backend: Backend) {
+    let rb = runtime("b", 1);
+    let nb = node(&rb, config(backend).handshake_timeout(Duration::from_secs(1)));
+    let mut raw = Raw::connect(nb.addr());
+    raw.s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let mut hello = 1000u32.to_le_bytes().to_vec(); // a 1000-byte hello: 50 s at this pace
+    hello.push(1);
+    hello.extend_from_slice(b"PCOR");
+    hello.resize(1004, b'x');
+    let deadline = std::time::Instant::now() + LONG;
+    let mut closed = false;
+    for b in hello {
+        if raw.s.write_all(&[b]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match raw.s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(closed, "a slowloris handshake must be closed");
+    eventually("the timeout is counted", || nb.stats().handshake_timeouts == 1);
+}
+
+/// A slowloris attacker: `conns` connections from the loopback addresses 127.0.0.2.. (`per_ip`
+/// each), each trickling a hello a byte at a time every 100 ms and reconnecting when the
+/// node closes it, until `stop` is set. Returns how many connections it made.
+fn slowloris(port: u16, conns: usize, per_ip: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    use std::os::fd::FromRawFd;
+    fn dial(ip: u8, port: u16) -> Option<TcpStream> {
+        // SAFETY: plain syscalls on a fresh descriptor that the TcpStream then owns.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return None;
+            }
+            let s = TcpStream::from_raw_fd(fd);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, ip]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
+                return None;
+            }
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            sa.sin_port = port.to_be();
+            if libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), len) != 0 {
+                return None;
+            }
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        }
+    }
+    std::thread::spawn(move || {
+        let mut made = 0u64;
+        let mut socks: Vec<Option<TcpStream>> = (0..conns).map(|_| None).collect();
+        let mut round = 0usize;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for (i, slot) in socks.iter_mut().enumerate() {
+                let ip = 2 + (i / per_ip) as u8;
+                if slot.is_none() {
+                    *slot = dial(ip, port);
+                    made += slot.is_some() as u64;
+                    if let Some(s) = slot.as_mut() {
+                        let _ = s.write_all(&[0xe8, 0x03, 0, 0]); // a 1000-byte frame, then a byte a round
+                    }
+                    continue;
+                }
+                let s = slot.as_mut().unwrap();
+                let mut buf = [0u8; 256];
+                let gone = match s.read(&mut buf) {
+                    Ok(0) => true,
+                    Ok(_) => false,
+                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                } || s.write(&[if round == 0 { 1 } else { b'x' }]).is_err();
+                if gone {
+                    *slot = None;
+                }
+            }
+            round += 1;
+            std::thread::sleep(Duration::from_millis(100)); // the attack's pace, not synchronisation
+        }
+        made
+    })
+}
+
+/// Issue 14, defect 3: with a descriptor limit of 256 in the node's process, 400 slowloris
+/// connections (20 source addresses) left a genuine peer 0 of 200 asks answered. Now the
+/// caps and the handshake deadline keep it served: at least 95%.
+fn genuine_peer_served_during_slowloris_with_low_fd_limit(backend: Backend) {
+    const ASKS: u32 = 200;
+    let port = free_port();
+    let (child, _) = spawn_child_with(port, backend, &[("PERCORE_CHILD_NOFILE", "256")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = slowloris(port, 400, 20, stop.clone());
+    // Let the attack take hold (its connections fill the node's accept queue) before the
+    // genuine peer arrives.
+    std::thread::sleep(Duration::from_millis(1500));
+    let ra = runtime("genuine", 1);
+    let na = node(&ra, config(backend));
+    let path = format!("percore://percore@127.0.0.1:{port}/user/counter");
+    let (mut answered, mut failed) = (0u32, 0u32);
+    for seq in 0..ASKS {
+        let c = na.remote_ref::<Counter>(&path).unwrap();
+        let _ = c.tell(Counter::Hit { from: 0, seq: seq as u64 });
+        match c.ask(Counter::Get, Duration::from_secs(5)) {
+            Ok(_) => answered += 1,
+            Err(_) => failed += 1,
+        }
+        if failed > ASKS / 20 {
+            break; // the 95% target is missed already
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let made = attacker.join().unwrap();
+    eprintln!("slowloris ({backend:?}): {answered}/{ASKS} asks answered; attacker made {made} connections");
+    assert!(made >= 400, "the attack ran ({made} connections)");
+    assert!(answered * 100 >= ASKS * 95, "{answered} of {ASKS} asks answered during the attack");
     drop(child);
 }

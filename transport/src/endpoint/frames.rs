@@ -110,6 +110,7 @@ impl EndpointState {
                     log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
                     node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     *state = InState::Open { peer: client.clone() };
+                    self.forget_unauthenticated(c);
                 }
                 InState::Open { .. } => match k {
                     // MSG frames never get here: `input` delivers them on its hot path.

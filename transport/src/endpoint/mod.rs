@@ -29,6 +29,15 @@
 //!   the peer's alias numbers (never a table indexed by them); a refused BIND or SPAWN
 //!   stores nothing.
 //!
+//! ## Unauthenticated connections
+//! A connection that has not completed its handshake holds a file descriptor and nothing
+//! else, and only for a while: the whole handshake must finish within
+//! `NodeConfig::handshake_timeout` of the accept (traffic does not extend it, so a
+//! slowloris sending a byte a second is closed like a silent one), and each shard keeps at
+//! most its share of `NodeConfig::max_unauthenticated` (per node, and per source address);
+//! at a cap the oldest such connection is closed first, so a flood of new connections
+//! cannot keep a genuine peer's fresh one from completing its handshake.
+//!
 //! So a connection costs at most `max_frame` + [`PER_CONNECTION_BOUND`] + one read batch
 //! + `max_aliases` × the size of a binding (~200 bytes).
 
@@ -40,7 +49,7 @@ mod refcache;
 mod tests;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -122,6 +131,10 @@ pub(super) fn unwatch(watched: &mut HashMap<ActorId, Vec<(ConnId, u32)>>, id: Ac
     }
 }
 
+/// Unauthenticated connections closed (oldest first) when accepting fails for want of
+/// descriptors.
+const EVICT_ON_EXHAUSTION: usize = 8;
+
 /// What the endpoint can do to a proxy (type-erased over its message type).
 pub(crate) trait ProxyCtl {
     fn stop(&self);
@@ -166,6 +179,8 @@ struct Conn {
     /// An outbound connection's TCP connect has completed (inbound: always).
     connected: bool,
     last_heard: Instant,
+    /// When it was accepted (or dialled): the handshake's deadline counts from here.
+    born: Instant,
     /// A message the target's full mailbox refused; reading is paused until it goes in.
     stalled: Option<Box<dyn FnMut() -> bool>>,
 }
@@ -233,6 +248,10 @@ pub(crate) struct EndpointState {
     /// Local actors watched for inbound bindings: who to tell when they stop.
     watched: HashMap<ActorId, Vec<(ConnId, u32)>>,
     myself: Option<percore::ActorRef<EndpointMsg>>,
+    /// Inbound connections still in their handshake, oldest first, with their source.
+    unauthenticated: VecDeque<(ConnId, std::net::IpAddr)>,
+    /// How many of `unauthenticated` each source address holds.
+    unauthenticated_from: HashMap<std::net::IpAddr, usize>,
     sent: u64,
     received: u64,
     undelivered: u64,
@@ -267,6 +286,8 @@ impl EndpointState {
             watch_jobs: Vec::new(),
             watched: HashMap::new(),
             myself: None,
+            unauthenticated: VecDeque::new(),
+            unauthenticated_from: HashMap::new(),
             sent: 0,
             received: 0,
             undelivered: 0,
@@ -467,6 +488,7 @@ impl EndpointState {
                 log::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
                 self.node.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.to_close.push(c);
+                self.forget_unauthenticated(c);
             }
         }
     }
@@ -552,9 +574,58 @@ impl EndpointState {
         peer.last_incarnation = peer.incarnation.take().or(peer.last_incarnation);
     }
 
+    /// `c` is no longer an unauthenticated connection (authenticated, closing or gone).
+    pub(super) fn forget_unauthenticated(&mut self, c: ConnId) {
+        let Some(i) = self.unauthenticated.iter().position(|&(x, _)| x == c) else { return };
+        let (_, ip) = self.unauthenticated.remove(i).expect("found");
+        if let Some(n) = self.unauthenticated_from.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.unauthenticated_from.remove(&ip);
+            }
+        }
+    }
+
+    /// This shard's share of the caps on unauthenticated connections: (per node, per source).
+    fn unauthenticated_caps(&self) -> (usize, usize) {
+        let shards = self.node.rt.num_shards().max(1);
+        let (node, source) = self.node.cfg.max_unauthenticated;
+        (node.div_ceil(shards).max(1), source.div_ceil(shards).max(1))
+    }
+
+    /// Closes unauthenticated connection `c` (a cap or the handshake deadline).
+    fn drop_unauthenticated(&mut self, c: ConnId, timed_out: bool) {
+        self.forget_unauthenticated(c);
+        if let Some(conn) = self.conns.get_mut(&c) {
+            if !conn.closing {
+                conn.closing = true;
+                self.to_close.push(c);
+                let counter = if timed_out { &self.node.stats.handshake_timeouts } else { &self.node.stats.evicted };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Closes handshakes past their deadline (counted from the accept, whatever the
+    /// connection sent since).
+    fn expire_handshakes(&mut self, now: Instant) {
+        let limit = self.node.cfg.handshake_timeout;
+        while let Some(&(c, _)) = self.unauthenticated.front() {
+            match self.conns.get(&c) {
+                Some(conn) if now.duration_since(conn.born) <= limit => break,
+                Some(_) => {
+                    log::debug!("node {}: handshake not completed within {limit:?}; closing", self.node.addr);
+                    self.drop_unauthenticated(c, true);
+                }
+                None => self.forget_unauthenticated(c),
+            }
+        }
+    }
+
     /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
     fn tick(&mut self) {
         let now = Instant::now();
+        self.expire_handshakes(now);
         let timeout = self.node.cfg.failure_timeout;
         for p in 0..self.peers.len() {
             let peer = &mut self.peers[p];
@@ -793,6 +864,7 @@ impl Conn {
             answers_blocked: false,
             connected,
             last_heard: Instant::now(),
+            born: Instant::now(),
             stalled: None,
         }
     }
@@ -802,6 +874,32 @@ impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         log::debug!("node {}: accepted {peer}", self.node.addr);
         self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
+        // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
+        let ip = peer.ip();
+        self.unauthenticated.push_back((conn, ip));
+        *self.unauthenticated_from.entry(ip).or_default() += 1;
+        let (per_node, per_source) = self.unauthenticated_caps();
+        if self.unauthenticated_from[&ip] > per_source {
+            if let Some(&(oldest, _)) = self.unauthenticated.iter().find(|(_, from)| *from == ip) {
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
+        if self.unauthenticated.len() > per_node {
+            if let Some(&(oldest, _)) = self.unauthenticated.front() {
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
+    }
+
+    fn on_accept_failed(&mut self, err: &std::io::Error) {
+        if crate::io::is_exhaustion(err) {
+            // Out of descriptors: the oldest handshakes make room for the connections
+            // waiting in the backlog (a genuine peer among them).
+            for _ in 0..EVICT_ON_EXHAUSTION {
+                let Some(&(oldest, _)) = self.unauthenticated.front() else { break };
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -874,6 +972,7 @@ impl IoSink for EndpointState {
 
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
+        self.forget_unauthenticated(c);
         if let Role::Inbound { bindings, .. } = &conn.role {
             for (&alias, b) in bindings {
                 if let Some(id) = b.target {

@@ -314,3 +314,50 @@ fn too_many_aliases_close_the_connection() {
     assert!(h.io.closed.contains(&c));
     assert_eq!(h.node.stats.rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// Issue 14, defect 3: caps on unauthenticated connections, per source and per node; the
+/// oldest goes first, and an authenticated connection no longer counts.
+#[test]
+fn unauthenticated_caps_close_the_oldest_first() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_unauthenticated(4, 3));
+    let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.2:1".parse().unwrap(), "127.0.0.3:1".parse().unwrap());
+    let c: Vec<ConnId> = (1..=3).map(|i| h.accept(i, a)).collect();
+    assert!(h.handshake(c[1], SECRET), "an authenticated connection leaves the count");
+    let c4 = h.accept(4, a);
+    assert!(h.io.closed.is_empty(), "A holds 3 handshakes (c0, c2, c4)");
+    let c5 = h.accept(5, a);
+    assert_eq!(h.io.closed, vec![c[0]], "per source: A's oldest goes");
+    let c6 = h.accept(6, b);
+    assert_eq!(h.io.closed, vec![c[0]], "4 handshakes in all: c2, c4, c5, c6");
+    h.accept(7, b);
+    assert_eq!(h.io.closed, vec![c[0], c[2]], "per node: the oldest of all goes");
+    assert!(h.is_open(c[1]));
+    assert_eq!(h.node.stats.evicted.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let _ = (c4, c5, c6);
+}
+
+/// Issue 14, defect 3: the handshake deadline counts from the accept; traffic (a slowloris
+/// trickling a hello) does not extend it.
+#[test]
+fn handshake_deadline_is_not_reset_by_traffic() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).handshake_timeout(Duration::from_secs(2)));
+    let c = h.accept(1, from());
+    let hello = frame(kind::HELLO, |w| {
+        let me = Identity { system: "slow".into(), addr: "127.0.0.1:9".parse().unwrap(), incarnation: 5 };
+        handshake::hello(w, &me, &[1; 16]);
+    });
+    let start = std::time::Instant::now();
+    for (i, b) in hello[..hello.len() - 1].iter().enumerate() {
+        h.feed(c, &[*b]);
+        // As if a byte came every 100 ms: the deadline passes while bytes still come.
+        h.st.expire_handshakes(start + Duration::from_millis(100) * i as u32);
+        h.st.flush(&mut h.io);
+    }
+    assert!(h.io.closed.contains(&c), "closed {}s into a hello trickled over {}s", 2, hello.len() / 10);
+    assert_eq!(h.node.stats.handshake_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A handshake completed in time is left alone.
+    let c2 = h.accept(2, from());
+    assert!(h.handshake(c2, SECRET));
+    h.st.expire_handshakes(start + Duration::from_secs(60));
+    assert!(h.is_open(c2));
+}

@@ -40,6 +40,8 @@ const READ_BUF: usize = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 /// Accepts per `poll` before other work gets a turn.
 const ACCEPTS_PER_TURN: usize = 64;
+/// How long accepting pauses after an error such as EMFILE (out of descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Capacity of the reusable event list.
 const EVENTS: usize = 1024;
 
@@ -123,6 +125,9 @@ pub(crate) struct MioIo {
     listener: Option<TcpListener>,
     /// The listener had a readable edge and may have more to accept.
     listener_ready: bool,
+    /// Accepting failed for want of descriptors (EMFILE, ENFILE, ...): retried at this time
+    /// (the connections waiting in the backlog bring no new edge).
+    accept_paused_until: Option<std::time::Instant>,
     slots: Vec<Slot>,
     free: Vec<u32>,
     /// Connections with readiness to service (may hold stale ids).
@@ -169,6 +174,7 @@ impl MioIo {
             listener,
             // A connection may already be waiting before registration: look once.
             listener_ready: true,
+            accept_paused_until: None,
             slots: Vec::new(),
             free: Vec::new(),
             ready: Vec::new(),
@@ -256,11 +262,14 @@ impl MioIo {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ECONNABORTED and friends concern one connection; EMFILE and the like would
-                // spin: wait for the next edge (a later connection) and say why.
+                // spin: retry after a pause (closing connections frees descriptors, but
+                // brings no edge on the listener), and say why.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    log::warn!("mio: accept failed: {e}");
+                    log::warn!("mio: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    sink.on_accept_failed(&e);
                     self.listener_ready = false;
+                    self.accept_paused_until = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
                     return reported;
                 }
             }
@@ -404,6 +413,10 @@ impl Io for MioIo {
     fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
         let mut reported = self.report_deferred(sink);
         self.poll_events(Some(Duration::ZERO));
+        if self.accept_paused_until.is_some_and(|t| std::time::Instant::now() >= t) {
+            self.accept_paused_until = None;
+            self.listener_ready = true;
+        }
         if self.listener_ready && self.listener.is_some() {
             reported += self.accept(sink);
         }
@@ -419,6 +432,13 @@ impl Io for MioIo {
         if self.has_pending() {
             return;
         }
+        let timeout = match self.accept_paused_until {
+            Some(t) => {
+                let left = t.saturating_duration_since(std::time::Instant::now());
+                Some(timeout.map_or(left, |d| d.min(left)))
+            }
+            None => timeout,
+        };
         self.poll_events(timeout);
     }
 

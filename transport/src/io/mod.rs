@@ -82,6 +82,17 @@ pub(crate) trait IoSink {
     /// `conn` is gone (EOF, error, failed connect, or after `close`). Reported exactly once
     /// per connection, after its last operation completed. No callback names it afterwards.
     fn on_closed(&mut self, conn: ConnId, why: CloseReason);
+    /// Accepting failed with `err` (e.g. EMFILE: out of descriptors); the backend retries
+    /// after a short pause. The protocol may free descriptors (close idle handshakes).
+    fn on_accept_failed(&mut self, err: &io::Error) {
+        let _ = err;
+    }
+}
+
+/// Whether an accept error means the process or system ran out of descriptors or memory
+/// (transient, unlike an error of one connection).
+pub(crate) fn is_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// A per-shard socket backend. See the [module docs](self).

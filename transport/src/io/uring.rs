@@ -705,6 +705,7 @@ impl UringIo {
             } else if !is_retry(errno) && errno != libc::ECANCELED {
                 let e = io::Error::from_raw_os_error(errno);
                 log::warn!("io_uring: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                sink.on_accept_failed(&e);
                 self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
             }
         }
