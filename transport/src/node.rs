@@ -26,6 +26,7 @@ use crate::{frame, Backend};
 #[derive(Clone)]
 pub struct NodeConfig {
     pub(crate) listen: SocketAddr,
+    pub(crate) advertise: Option<SocketAddr>,
     pub(crate) system: String,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) backend: Backend,
@@ -68,6 +69,7 @@ impl NodeConfig {
         };
         NodeConfig {
             listen: addr.into(),
+            advertise: None,
             system: "percore".into(),
             secret: None,
             backend,
@@ -82,6 +84,17 @@ impl NodeConfig {
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: (default_unauthenticated_cap(), 32),
         }
+    }
+    /// The address peers know this node by (its identity in handshakes, refs and reply
+    /// handles), when it differs from the listening address: a node listening on
+    /// `0.0.0.0:4210` behind the name `10.0.0.5:4210`, or behind NAT. Port 0 means the
+    /// port actually bound. Without it the identity is the bound address; a node bound to a
+    /// wildcard address (`0.0.0.0`, `::`) then accepts peers that dialled any of its
+    /// addresses, but refs it hands out name the wildcard, which other hosts cannot dial:
+    /// set `advertise` for a multi-host cluster.
+    pub fn advertise(mut self, addr: impl Into<SocketAddr>) -> Self {
+        self.advertise = Some(addr.into());
+        self
     }
     /// The actor system's name (the `system` in `percore://system@host:port/...`).
     pub fn system(mut self, name: impl Into<String>) -> Self {
@@ -484,11 +497,21 @@ impl Node {
             Some(_) => {}
         }
         let first = crate::io::reuseport_listener(cfg.listen).map_err(|e| TransportError::Listen(cfg.listen, e))?;
-        let addr = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;
+        let bound = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;
         let mut listeners = vec![first];
         for _ in 1..rt.num_shards() {
-            listeners.push(crate::io::reuseport_listener(addr).map_err(|e| TransportError::Listen(addr, e))?);
+            listeners.push(crate::io::reuseport_listener(bound).map_err(|e| TransportError::Listen(bound, e))?);
         }
+        let addr = match cfg.advertise {
+            Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), bound.port()),
+            Some(a) => a,
+            None => {
+                if bound.ip().is_unspecified() {
+                    log::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
+                }
+                bound
+            }
+        };
         let incarnation = u64::from_le_bytes(crate::handshake::random_bytes::<8>()) | 1;
         let shared = NodeShared::new(rt.clone(), addr, incarnation, cfg);
         let (tx, rx) = std::sync::mpsc::channel();

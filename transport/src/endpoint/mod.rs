@@ -502,10 +502,13 @@ impl EndpointState {
     pub(super) fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
         let node = self.node.clone();
         let peer = &mut self.peers[p];
-        if server.addr != peer.addr {
+        // A node bound to a wildcard address (without `advertise`) announces it: any of its
+        // addresses may have been dialled, so the port must match.
+        let wildcard = server.addr.ip().is_unspecified() && server.addr.port() == peer.addr.port();
+        if server.addr != peer.addr && !wildcard {
             return Err(FrameError::Auth("peer announced a different address than the one dialled"));
         }
-        if node.is_quarantined(server.addr, server.incarnation) {
+        if node.is_quarantined(peer.addr, server.incarnation) {
             return Err(FrameError::Quarantined(server.incarnation));
         }
         if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
