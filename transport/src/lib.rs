@@ -100,3 +100,13 @@ pub enum Backend {
     /// mio (epoll).
     Mio,
 }
+
+impl Backend {
+    /// Whether io_uring can run here: a ring can be created and has every opcode the backend
+    /// uses. `Err` says why not (an old kernel, a container whose seccomp profile blocks
+    /// io_uring, as Docker's default does, or `PERCORE_IO_URING=off`). [`Backend::Auto`]
+    /// falls back to mio then; [`Backend::IoUring`] makes `Node::start` fail.
+    pub fn probe_io_uring() -> Result<(), String> {
+        io::uring::UringIo::probe()
+    }
+}

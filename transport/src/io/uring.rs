@@ -217,7 +217,12 @@ fn is_retry(errno: i32) -> bool {
 
 impl UringIo {
     /// Checks that a ring can be created here and supports every opcode this backend uses.
+    /// `PERCORE_IO_URING=off` makes it fail (to test the fallback on a machine that has
+    /// io_uring).
     pub(crate) fn probe() -> Result<(), String> {
+        if std::env::var("PERCORE_IO_URING").is_ok_and(|v| v == "off" || v == "0") {
+            return Err("io_uring disabled by PERCORE_IO_URING".into());
+        }
         let ring = IoUring::new(8).map_err(|e| format!("io_uring unavailable: {e}"))?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring opcode probe failed: {e}"))?;
