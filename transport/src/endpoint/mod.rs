@@ -46,6 +46,8 @@ mod binding;
 mod frames;
 mod refcache;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::cell::RefCell;

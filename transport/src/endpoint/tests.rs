@@ -115,6 +115,16 @@ impl Harness {
         Harness { rt, node, st, io: FakeIo::default(), hits }
     }
 
+    /// A fresh endpoint (no connections) on the same node and runtime.
+    pub(super) fn reset(&mut self) {
+        self.st = EndpointState::new(self.node.clone(), 0);
+        self.io = FakeIo::default();
+    }
+
+    pub(super) fn rejected(&self) -> u64 {
+        self.node.stats.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn default() -> Harness {
         Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)))
     }
