@@ -50,6 +50,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use percore::driver::DriverWaker;
 
 use super::bufring::{BufRing, PBUF_GROUP};
+use super::slab::{self, Slab};
 use super::{set_nodelay, sockaddr, CloseReason, ConnId, EventFd, Io, IoSink};
 
 /// Submission queue size (the completion queue gets twice as many).
@@ -84,12 +85,6 @@ enum Op {
     /// A timeout bounding `wait` on kernels without `IORING_FEAT_EXT_ARG` (the kernel reads
     /// the boxed timespec; we never do).
     Timeout(#[allow(dead_code)] Box<types::Timespec>),
-}
-
-#[derive(Debug)]
-struct OpSlot {
-    generation: u32,
-    op: Option<Op>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,12 +145,6 @@ impl Conn {
     }
 }
 
-#[derive(Debug)]
-struct ConnSlot {
-    generation: u32,
-    conn: Option<Conn>,
-}
-
 /// Reports that do not come straight from a completion.
 #[derive(Debug)]
 enum Deferred {
@@ -178,11 +167,11 @@ pub(crate) struct UringIo {
     recv_multishot_worked: bool,
     /// The kernel takes a timeout in `io_uring_enter` (5.11+); else `wait` submits a timeout op.
     ext_arg: bool,
-    ops: Vec<OpSlot>,
-    op_free: Vec<u32>,
-    ops_live: usize,
-    conns: Vec<ConnSlot>,
-    conn_free: Vec<u32>,
+    /// In-flight operations; a key is the SQE's `user_data`.
+    ops: Slab<Op>,
+    /// Connections; a key is the [`ConnId`]. An op names its connection by slot index: the
+    /// slot is not freed while any op of it is in flight.
+    conns: Slab<Conn>,
     /// SQEs that did not fit into the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
     deferred: VecDeque<Deferred>,
@@ -201,8 +190,8 @@ pub(crate) struct UringIo {
 impl std::fmt::Debug for UringIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringIo")
-            .field("ops_in_flight", &self.ops_live)
-            .field("connections", &(self.conns.len() - self.conn_free.len()))
+            .field("ops_in_flight", &self.ops.len())
+            .field("connections", &self.conns.len())
             .field("backlog", &self.backlog.len())
             .field("listening", &self.listener.is_some())
             .field("accept_multishot", &self.accept_multishot)
@@ -301,11 +290,8 @@ impl UringIo {
             bufs,
             ring,
             ext_arg,
-            ops: Vec::new(),
-            op_free: Vec::new(),
-            ops_live: 0,
-            conns: Vec::new(),
-            conn_free: Vec::new(),
+            ops: Slab::default(),
+            conns: Slab::default(),
             backlog: VecDeque::new(),
             deferred: VecDeque::new(),
             cqes: Vec::with_capacity(RING_ENTRIES as usize * 2),
@@ -321,81 +307,34 @@ impl UringIo {
         Ok(io)
     }
 
-    // ---- op slab ------------------------------------------------------------------------
+    // ---- slabs ------------------------------------------------------------------------
 
     /// Stores `op` and returns the `user_data` naming it.
     fn op_insert(&mut self, op: Op) -> u64 {
-        let index = match self.op_free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.ops.push(OpSlot { generation: 0, op: None });
-                self.ops.len() - 1
-            }
-        };
-        let slot = &mut self.ops[index];
-        slot.op = Some(op);
-        self.ops_live += 1;
-        (slot.generation as u64) << 32 | index as u64
-    }
-
-    fn op_slot(&mut self, user_data: u64) -> Option<&mut OpSlot> {
-        let slot = self.ops.get_mut((user_data & 0xffff_ffff) as usize)?;
-        (slot.generation == (user_data >> 32) as u32 && slot.op.is_some()).then_some(slot)
+        self.ops.insert(op)
     }
 
     /// Takes the op named by `user_data` out of the slab (its final completion arrived).
     fn op_remove(&mut self, user_data: u64) -> Option<Op> {
-        let slot = self.op_slot(user_data)?;
-        let op = slot.op.take();
-        slot.generation = slot.generation.wrapping_add(1);
-        self.op_free.push((user_data & 0xffff_ffff) as u32);
-        self.ops_live -= 1;
-        op
+        self.ops.remove(user_data)
     }
-
-    // ---- connection slab ----------------------------------------------------------------
 
     fn conn_insert(&mut self, conn: Conn) -> (u32, ConnId) {
-        let index = match self.conn_free.pop() {
-            Some(i) => i,
-            None => {
-                self.conns.push(ConnSlot { generation: 0, conn: None });
-                (self.conns.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.conns[index as usize];
-        slot.conn = Some(conn);
-        (index, ConnId::new(index, slot.generation))
-    }
-
-    /// An id for a connection that never came to be (its slot is released at once).
-    fn burn_id(&mut self) -> ConnId {
-        let (index, id) = match self.conn_free.pop() {
-            Some(i) => (i, ConnId::new(i, self.conns[i as usize].generation)),
-            None => {
-                self.conns.push(ConnSlot { generation: 0, conn: None });
-                let i = (self.conns.len() - 1) as u32;
-                (i, ConnId::new(i, 0))
-            }
-        };
-        let slot = &mut self.conns[index as usize];
-        slot.generation = slot.generation.wrapping_add(1);
-        self.conn_free.push(index);
-        id
+        let k = self.conns.insert(conn);
+        (slab::index(k), ConnId(k))
     }
 
     /// The slot index of a live connection named by `id`.
     fn lookup(&self, id: ConnId) -> Option<u32> {
-        let slot = self.conns.get(id.index())?;
-        (slot.generation == id.generation() && slot.conn.is_some()).then_some(id.index() as u32)
+        self.conns.get(id.0).map(|_| slab::index(id.0))
     }
 
     fn conn(&mut self, index: u32) -> Option<&mut Conn> {
-        self.conns.get_mut(index as usize)?.conn.as_mut()
+        self.conns.at_mut(index)
     }
 
     fn conn_id(&self, index: u32) -> ConnId {
-        ConnId::new(index, self.conns[index as usize].generation)
+        ConnId(self.conns.key_at(index))
     }
 
     // ---- submission -----------------------------------------------------------------------
@@ -587,15 +526,12 @@ impl UringIo {
 
     /// Drops a closing connection once nothing of it is in flight; `on_closed` follows.
     fn maybe_finish(&mut self, index: u32) {
-        let slot = &mut self.conns[index as usize];
-        match &slot.conn {
+        match self.conns.at_mut(index) {
             Some(conn) if conn.state == State::Closing && !conn.in_flight() => {}
             _ => return,
         }
-        let id = ConnId::new(index, slot.generation);
-        let conn = slot.conn.take();
-        slot.generation = slot.generation.wrapping_add(1);
-        self.conn_free.push(index);
+        let id = self.conn_id(index);
+        let conn = self.conns.remove(id.0);
         let why = conn.and_then(|c| c.reason).unwrap_or(CloseReason::Local);
         self.deferred.push_back(Deferred::Closed(id, why));
     }
@@ -645,7 +581,7 @@ impl UringIo {
     fn complete_op(&mut self, user_data: u64, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
         let op = if more {
             // Only multishot accepts and receives keep their entries across completions.
-            match self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
+            match self.ops.get(user_data) {
                 Some(Op::Accept { multishot }) => Op::Accept { multishot: *multishot },
                 Some(Op::RecvMulti(index)) => Op::RecvMulti(*index),
                 other => {
@@ -910,7 +846,7 @@ impl Io for UringIo {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
         if fd < 0 {
-            let id = self.burn_id();
+            let id = ConnId(self.conns.burn());
             self.deferred.push_back(Deferred::Closed(id, CloseReason::Error(io::Error::last_os_error())));
             return id;
         }
@@ -962,7 +898,7 @@ impl Io for UringIo {
         // on reading, so cancel it (what it has posted already is still reported).
         let (recv_op, cancelling) = (conn.recv_op, conn.recv_cancelling);
         if let Some(ud) = recv_op.filter(|_| !cancelling) {
-            if matches!(self.op_slot(ud).and_then(|s| s.op.as_ref()), Some(Op::RecvMulti(_))) {
+            if matches!(self.ops.get(ud), Some(Op::RecvMulti(_))) {
                 if let Some(conn) = self.conn(index) {
                     conn.recv_cancelling = true;
                 }
@@ -986,20 +922,15 @@ impl Drop for UringIo {
     fn drop(&mut self) {
         // Stop everything: shut the sockets down, cancel every op (accept and waker read
         // included), then wait for the completions so no buffer is freed under the kernel.
-        for slot in &self.conns {
-            if let Some(conn) = &slot.conn {
-                let _ = conn.sock.shutdown(Shutdown::Both);
-            }
+        for (_, conn) in self.conns.iter() {
+            let _ = conn.sock.shutdown(Shutdown::Both);
         }
-        let targets: Vec<u64> = (self.ops.iter().enumerate())
-            .filter(|(_, s)| matches!(&s.op, Some(op) if !matches!(op, Op::Cancel)))
-            .map(|(i, s)| (s.generation as u64) << 32 | i as u64)
-            .collect();
+        let targets: Vec<u64> = self.ops.iter().filter(|(_, op)| !matches!(op, Op::Cancel)).map(|(k, _)| k).collect();
         for target in targets {
             self.cancel(target);
         }
         let deadline = Instant::now() + DROP_DRAIN;
-        while self.ops_live > 0 {
+        while !self.ops.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -1023,7 +954,7 @@ impl Drop for UringIo {
             self.reap();
             for i in 0..self.cqes.len() {
                 let (user_data, res, flags) = self.cqes[i];
-                if let Some(Op::Accept { .. }) = self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
+                if let Some(Op::Accept { .. }) = self.ops.get(user_data) {
                     if res >= 0 {
                         // SAFETY: an accepted descriptor nobody owns yet; closing it is all
                         // that is left to do with it.
@@ -1035,10 +966,10 @@ impl Drop for UringIo {
                 }
             }
         }
-        if self.ops_live > 0 {
+        if !self.ops.is_empty() {
             log::warn!(
                 "io_uring: {} operations still in flight after {DROP_DRAIN:?}; leaking their buffers and sockets",
-                self.ops_live
+                self.ops.len()
             );
             mem::forget(mem::take(&mut self.ops));
             mem::forget(mem::take(&mut self.conns));
