@@ -4,11 +4,10 @@
 use std::time::Instant;
 
 use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role, MAX_ANSWERS_BUFFERED};
-use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
-use crate::handshake;
+use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::io::ConnId;
 use crate::node::Target;
-use crate::wire::{Decoder, Encoder, WireError};
+use crate::wire::{Decoder, WireError};
 
 impl EndpointState {
     pub(super) fn input(&mut self, c: ConnId, data: &[u8]) -> Result<usize, FrameError> {
@@ -87,31 +86,7 @@ impl EndpointState {
         let conn = self.conns.get_mut(&c).expect("caller checked");
         match &mut conn.role {
             Role::Inbound { state, bindings, deployed } => match state {
-                InState::AwaitHello => {
-                    if k != kind::HELLO {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
-                    }
-                    let (client, cn) = handshake::read_hello(body)?;
-                    if node.is_quarantined(client.addr, client.incarnation) {
-                        return Err(FrameError::Quarantined(client.incarnation));
-                    }
-                    let sn = handshake::random_bytes::<16>();
-                    let s = begin_frame(&mut conn.out, kind::CHALLENGE);
-                    handshake::challenge(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    *state = InState::AwaitResponse { client, cn, sn };
-                    self.dirty.push(c);
-                }
-                InState::AwaitResponse { client, cn, sn } => {
-                    if k != kind::RESPONSE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
-                    }
-                    handshake::check_response(body, &self.key, client, cn, sn)?;
-                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
-                    node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    *state = InState::Open { peer: client.clone() };
-                    self.forget_unauthenticated(c);
-                }
+                InState::AwaitHello | InState::AwaitResponse { .. } => return self.handshake_frame(c, k, body),
                 InState::Open { .. } => match k {
                     // MSG frames never get here: `input` delivers them on its hot path.
                     kind::BIND => {
@@ -223,19 +198,10 @@ impl EndpointState {
                     other => return Err(FrameError::UnexpectedKind { kind: other, state: "inbound connection" }),
                 },
             },
-            Role::Outbound { peer: p, cn, open } => {
+            Role::Outbound { peer: p, open, .. } => {
                 let p = *p;
                 if !*open {
-                    if k != kind::CHALLENGE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected challenge" });
-                    }
-                    let (server, sn) = handshake::read_challenge(body, &self.key, cn)?;
-                    let cn = *cn;
-                    *open = true;
-                    let s = begin_frame(&mut conn.out, kind::RESPONSE);
-                    handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    return self.peer_opened(c, p, server);
+                    return self.handshake_frame(c, k, body);
                 }
                 match k {
                     kind::HEARTBEAT_ACK => self.peers[p].last_heard = Instant::now(),

@@ -17,6 +17,13 @@
 //! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
 //! handed to the kernel.
 //!
+//! Files: `conn.rs` (one connection: its role, the handshake state machine, the limits on
+//! unauthenticated connections), `frames.rs` (what an authenticated connection carries, the
+//! message hot path first), `peer.rs` (remote nodes: aliases, pending buffers, heartbeats and
+//! the failure detector), `binding.rs` (inbound aliases' targets, reply handles),
+//! `refcache.rs`, `actor.rs` (the endpoint actor and the shard driver); this file holds the
+//! shard's state, the flush to the backend, and the backend's callbacks.
+//!
 //! ## What a peer can make a connection cost
 //! Nothing a peer sends sizes an allocation. Per connection the endpoint holds at most:
 //! * the input buffer: one partial frame (≤ `max_frame`, ≤ [`MAX_HANDSHAKE_FRAME`] before
@@ -43,7 +50,9 @@
 
 mod actor;
 mod binding;
+mod conn;
 mod frames;
+mod peer;
 mod refcache;
 #[cfg(test)]
 mod fuzz;
@@ -55,7 +64,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use percore::ActorId;
 
@@ -63,13 +72,15 @@ pub(crate) use actor::{Endpoint, EndpointMsg};
 pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, ReplyTable};
 pub(crate) use refcache::RefCache;
 use binding::WatchJob;
+use conn::{Conn, InState, Role};
+use peer::{Peer, PeerState};
 use crate::frame::{begin_frame, end_frame, kind, FrameError};
 #[allow(unused_imports)] // named by the module docs
 use crate::frame::MAX_HANDSHAKE_FRAME;
-use crate::handshake::{self, Identity, Nonce};
+use crate::handshake::{self, Identity};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
-use crate::node::{NodeShared, Target};
-use crate::wire::{Encoder, RemoteMessage, WireRef};
+use crate::node::NodeShared;
+use crate::wire::Encoder;
 
 thread_local! {
     /// This shard's endpoint state (set by the endpoint actor when it installs the driver).
@@ -152,82 +163,6 @@ pub(crate) enum Sent {
     QueuedPause,
 }
 
-enum InState {
-    AwaitHello,
-    AwaitResponse { client: Identity, cn: Nonce, sn: Nonce },
-    Open { peer: Identity },
-}
-
-enum Role {
-    /// Accepted here: the peer's messages come in; we answer control frames.
-    Inbound { state: InState, bindings: AliasTable, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
-    /// Ours, to `peer`: our messages go out.
-    Outbound { peer: usize, cn: Nonce, open: bool },
-}
-
-struct Conn {
-    role: Role,
-    inbuf: Vec<u8>,
-    /// Control frames on this socket (handshake, heartbeat, acks, Terminated); sent before
-    /// the peer's pending buffer.
-    out: Vec<u8>,
-    sending: bool,
-    closing: bool,
-    /// A heartbeat ack owed to the peer (its latest sequence number): coalesced, so a flood
-    /// of heartbeats from a peer that never reads costs one ack.
-    ack: Option<[u8; 8]>,
-    /// `out` passed [`MAX_ANSWERS_BUFFERED`]: parsing and reading stop until it drains.
-    answers_blocked: bool,
-    /// An outbound connection's TCP connect has completed (inbound: always).
-    connected: bool,
-    last_heard: Instant,
-    /// When it was accepted (or dialled): the handshake's deadline counts from here.
-    born: Instant,
-    /// A message the target's full mailbox refused; reading is paused until it goes in.
-    stalled: Option<Box<dyn FnMut() -> bool>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerState {
-    Idle,
-    Connecting(ConnId),
-    Open(ConnId),
-    Backoff(Instant),
-}
-
-struct AliasEntry {
-    bind: Vec<u8>,
-    /// Its first frame (BIND or SPAWN) has been handed to a connection: a new connection
-    /// must bind it again. (Until then that frame waits in `pending`, in order.)
-    announced: bool,
-    ctl: Box<dyn ProxyCtl>,
-    /// The peer incarnation this alias was made for (None: whichever answers next).
-    incarnation: Option<u64>,
-}
-
-/// A remote node this shard sends to.
-struct Peer {
-    addr: SocketAddr,
-    state: PeerState,
-    incarnation: Option<u64>,
-    /// The incarnation last seen before the peer was declared unreachable (to quarantine it
-    /// if a different one answers later).
-    last_incarnation: Option<u64>,
-    pending: Vec<u8>,
-    pending_msgs: u64,
-    aliases: HashMap<u32, AliasEntry>,
-    next_alias: u32,
-    paused: Vec<u32>,
-    last_heard: Instant,
-    down_since: Option<Instant>,
-    backoff: Duration,
-    hb_seq: u64,
-    /// Already on the dirty list this turn.
-    dirty: bool,
-    /// Aliases whose first frame is still in `pending`.
-    unannounced: Vec<u32>,
-}
-
 /// Per-shard protocol state. See the module docs.
 pub(crate) struct EndpointState {
     node: Arc<NodeShared>,
@@ -297,105 +232,6 @@ impl EndpointState {
         }
     }
 
-    fn peer_for(&mut self, addr: SocketAddr) -> usize {
-        if let Some(&i) = self.peer_index.get(&addr) {
-            return i;
-        }
-        let i = self.peers.len();
-        self.peers.push(Peer {
-            addr,
-            state: PeerState::Idle,
-            incarnation: None,
-            last_incarnation: None,
-            pending: Vec::with_capacity(64 * 1024),
-            pending_msgs: 0,
-            aliases: HashMap::new(),
-            next_alias: 1,
-            paused: Vec::new(),
-            last_heard: Instant::now(),
-            down_since: None,
-            backoff: self.node.cfg.reconnect_min,
-            hb_seq: 0,
-            dirty: false,
-            unannounced: Vec::new(),
-        });
-        self.peer_index.insert(addr, i);
-        i
-    }
-
-    fn ensure_connecting(&mut self, p: usize) {
-        if self.peers[p].state == PeerState::Idle {
-            self.peers[p].down_since.get_or_insert_with(Instant::now);
-            self.to_connect.push(p);
-        }
-    }
-
-    /// Schedules a flush of peer `p`'s buffer (once per turn, however many messages).
-    #[inline]
-    fn mark_dirty(&mut self, p: usize) {
-        let peer = &mut self.peers[p];
-        if let (PeerState::Open(c), false) = (peer.state, peer.dirty) {
-            peer.dirty = true;
-            self.dirty.push(c);
-        }
-    }
-
-    /// A proxy starts: give it an alias at its peer. `None`: the ref points at an earlier
-    /// incarnation of the peer (the actor is gone).
-    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>, deploy: Option<&str>) -> Option<(usize, u32)> {
-        let p = self.peer_for(wr.node);
-        let peer = &mut self.peers[p];
-        if wr.incarnation != 0 && peer.incarnation.is_some_and(|i| i != wr.incarnation)
-            || self.node.is_quarantined(wr.node, wr.incarnation)
-        {
-            return None;
-        }
-        let alias = peer.next_alias;
-        peer.next_alias += 1;
-        let mut bind = Vec::new();
-        let s = begin_frame(&mut bind, kind::BIND);
-        {
-            let mut w = Encoder::plain(&mut bind);
-            w.put_u32(alias);
-            w.put_u32(type_id);
-            match &wr.target {
-                Target::Name(n) => {
-                    w.put_u8(0);
-                    w.put_str(n);
-                }
-                Target::Uid(u) => {
-                    w.put_u8(1);
-                    w.put_u64(*u);
-                }
-            }
-        }
-        let _ = end_frame(&mut bind, s, usize::MAX);
-        // A deployment's first frame spawns; later connections re-bind it by its name.
-        let first = match (deploy, &wr.target) {
-            (Some(factory), Target::Name(name)) => {
-                let mut f = Vec::new();
-                let s = begin_frame(&mut f, kind::SPAWN);
-                let mut w = Encoder::plain(&mut f);
-                w.put_u32(alias);
-                w.put_u32(type_id);
-                w.put_str(factory);
-                w.put_str(name);
-                let _ = end_frame(&mut f, s, usize::MAX);
-                f
-            }
-            _ => bind.clone(),
-        };
-        // Through the FIFO buffer, so it precedes every message of this alias (a connection
-        // opening later re-binds known aliases first, and the spawn still comes in order).
-        peer.pending.extend_from_slice(&first);
-        let incarnation = if wr.incarnation != 0 { Some(wr.incarnation) } else { peer.incarnation };
-        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation, announced: false });
-        peer.unannounced.push(alias);
-        self.ensure_connecting(p);
-        self.mark_dirty(p);
-        Some((p, alias))
-    }
-
     /// A deployed child failed: tell its spawner (on the connection it was deployed on).
     pub(crate) fn child_failed(&mut self, c: ConnId, alias: u32, reason: &str) {
         if let Some(conn) = self.conns.get_mut(&c) {
@@ -410,72 +246,6 @@ impl EndpointState {
             let _ = end_frame(&mut conn.out, s, usize::MAX);
             self.dirty.push(c);
         }
-    }
-
-    /// A deployment proxy carries its parent's decision to the remote guard.
-    pub(crate) fn send_supervise(&mut self, p: usize, alias: u32, code: u8) {
-        let Some(peer) = self.peers.get_mut(p) else { return };
-        let s = begin_frame(&mut peer.pending, kind::SUPERVISE);
-        peer.pending.extend_from_slice(&alias.to_le_bytes());
-        peer.pending.push(code);
-        let _ = end_frame(&mut peer.pending, s, usize::MAX);
-        self.mark_dirty(p);
-    }
-
-    pub(crate) fn unbind_proxy(&mut self, p: usize, alias: u32) {
-        let Some(peer) = self.peers.get_mut(p) else { return };
-        if peer.aliases.remove(&alias).is_some() && matches!(peer.state, PeerState::Open(_)) {
-            let s = begin_frame(&mut peer.pending, kind::UNBIND);
-            peer.pending.extend_from_slice(&alias.to_le_bytes());
-            let _ = end_frame(&mut peer.pending, s, usize::MAX);
-            self.mark_dirty(p);
-        }
-    }
-
-    /// The hot path: a proxy encodes one message into its peer's buffer.
-    #[inline]
-    pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
-        let max = self.node.cfg.max_frame;
-        let EndpointState { peers, replies, refs, node, .. } = self;
-        let peer = &mut peers[p];
-        let start = begin_frame(&mut peer.pending, kind::MSG);
-        peer.pending.extend_from_slice(&alias.to_le_bytes());
-        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies), refs: Some(refs) });
-        if let Err(len) = end_frame(&mut peer.pending, start, max) {
-            log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
-            self.undelivered += 1;
-            return Sent::Queued;
-        }
-        peer.pending_msgs += 1;
-        self.sent += 1;
-        let over = peer.pending.len() > self.node.cfg.high_water;
-        if over {
-            peer.paused.push(alias);
-        }
-        self.mark_dirty(p);
-        if over {
-            Sent::QueuedPause
-        } else {
-            Sent::Queued
-        }
-    }
-
-    /// A control frame from another thread or shard (replies, spawn requests).
-    fn queue_control(&mut self, addr: SocketAddr, incarnation: u64, k: u8, body: &[u8]) {
-        let p = self.peer_for(addr);
-        let peer = &mut self.peers[p];
-        if incarnation != 0 && peer.incarnation.is_some_and(|i| i != incarnation) {
-            self.undelivered += 1;
-            return;
-        }
-        let s = begin_frame(&mut peer.pending, k);
-        peer.pending.extend_from_slice(body);
-        if end_frame(&mut peer.pending, s, self.node.cfg.max_frame).is_err() {
-            self.undelivered += 1;
-            return;
-        }
-        self.ensure_connecting(p);
-        self.mark_dirty(p);
     }
 
     fn reject(&mut self, c: ConnId, why: &FrameError) {
@@ -499,196 +269,6 @@ impl EndpointState {
         let s = begin_frame(out, kind::TERMINATED);
         out.extend_from_slice(&alias.to_le_bytes());
         let _ = end_frame(out, s, usize::MAX);
-    }
-
-    pub(super) fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
-        let node = self.node.clone();
-        let peer = &mut self.peers[p];
-        // A node bound to a wildcard address (without `advertise`) announces it: any of its
-        // addresses may have been dialled, so the port must match.
-        let wildcard = server.addr.ip().is_unspecified() && server.addr.port() == peer.addr.port();
-        if server.addr != peer.addr && !wildcard {
-            return Err(FrameError::Auth("peer announced a different address than the one dialled"));
-        }
-        if node.is_quarantined(peer.addr, server.incarnation) {
-            return Err(FrameError::Quarantined(server.incarnation));
-        }
-        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
-            // The peer restarted: its actors are gone. The old incarnation is quarantined;
-            // proxies made for it stop (Terminated to their watchers), and what is buffered
-            // for it is undeliverable. Proxies made since it was given up address whichever
-            // incarnation answers, i.e. this one.
-            node.quarantine(peer.addr, old);
-            if peer.incarnation == Some(old) {
-                self.undelivered += peer.pending_msgs;
-                peer.pending.clear();
-                peer.pending_msgs = 0;
-            }
-            let stale: Vec<u32> = peer.aliases.iter().filter(|(_, a)| a.incarnation == Some(old)).map(|(k, _)| *k).collect();
-            for k in stale {
-                if let Some(a) = peer.aliases.remove(&k) {
-                    a.ctl.stop();
-                }
-            }
-            peer.paused.retain(|k| peer.aliases.contains_key(k));
-        }
-        for a in peer.aliases.values_mut() {
-            a.incarnation.get_or_insert(server.incarnation);
-        }
-        peer.incarnation = Some(server.incarnation);
-        peer.state = PeerState::Open(c);
-        peer.last_heard = Instant::now();
-        peer.down_since = None;
-        peer.backoff = node.cfg.reconnect_min;
-        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
-        // Bind every alias again before the buffered frames (the peer's bindings died with
-        // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
-        let conn = self.conns.get_mut(&c).expect("open conn");
-        let mut aliases: Vec<_> = peer.aliases.iter().filter(|(_, a)| a.announced).collect();
-        aliases.sort_by_key(|(a, _)| **a);
-        for (_, a) in aliases {
-            conn.out.extend_from_slice(&a.bind);
-        }
-        self.dirty.push(c);
-        Ok(())
-    }
-
-    /// The peer is unreachable: give up on what is buffered and stop its proxies.
-    fn unreachable(&mut self, p: usize, why: &str) {
-        let node = self.node.clone();
-        let peer = &mut self.peers[p];
-        log::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
-        node.stats.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.undelivered += peer.pending_msgs;
-        peer.pending.clear();
-        peer.pending_msgs = 0;
-        peer.paused.clear();
-        for (_, a) in peer.aliases.drain() {
-            a.ctl.stop();
-        }
-        if let PeerState::Open(c) | PeerState::Connecting(c) = peer.state {
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.closing = true;
-            }
-            self.to_close.push(c);
-        }
-        peer.state = PeerState::Idle;
-        peer.down_since = None;
-        peer.backoff = node.cfg.reconnect_min;
-        peer.last_incarnation = peer.incarnation.take().or(peer.last_incarnation);
-    }
-
-    /// `c` is no longer an unauthenticated connection (authenticated, closing or gone).
-    pub(super) fn forget_unauthenticated(&mut self, c: ConnId) {
-        let Some(i) = self.unauthenticated.iter().position(|&(x, _)| x == c) else { return };
-        let (_, ip) = self.unauthenticated.remove(i).expect("found");
-        if let Some(n) = self.unauthenticated_from.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.unauthenticated_from.remove(&ip);
-            }
-        }
-    }
-
-    /// This shard's share of the caps on unauthenticated connections: (per node, per source).
-    fn unauthenticated_caps(&self) -> (usize, usize) {
-        let shards = self.node.rt.num_shards().max(1);
-        let (node, source) = self.node.cfg.max_unauthenticated;
-        (node.div_ceil(shards).max(1), source.div_ceil(shards).max(1))
-    }
-
-    /// Closes unauthenticated connection `c` (a cap or the handshake deadline).
-    fn drop_unauthenticated(&mut self, c: ConnId, timed_out: bool) {
-        self.forget_unauthenticated(c);
-        if let Some(conn) = self.conns.get_mut(&c) {
-            if !conn.closing {
-                conn.closing = true;
-                self.to_close.push(c);
-                let counter = if timed_out { &self.node.stats.handshake_timeouts } else { &self.node.stats.evicted };
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Closes handshakes past their deadline (counted from the accept, whatever the
-    /// connection sent since).
-    fn expire_handshakes(&mut self, now: Instant) {
-        let limit = self.node.cfg.handshake_timeout;
-        while let Some(&(c, _)) = self.unauthenticated.front() {
-            match self.conns.get(&c) {
-                Some(conn) if now.duration_since(conn.born) <= limit => break,
-                Some(_) => {
-                    log::debug!("node {}: handshake not completed within {limit:?}; closing", self.node.addr);
-                    self.drop_unauthenticated(c, true);
-                }
-                None => self.forget_unauthenticated(c),
-            }
-        }
-    }
-
-    /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
-    fn tick(&mut self) {
-        let now = Instant::now();
-        self.expire_handshakes(now);
-        let timeout = self.node.cfg.failure_timeout;
-        for p in 0..self.peers.len() {
-            let peer = &mut self.peers[p];
-            match peer.state {
-                PeerState::Open(c) => {
-                    let sending = self.conns.get(&c).is_some_and(|conn| conn.sending);
-                    if sending {
-                        // A send is in flight: the kernel's TCP_USER_TIMEOUT watches it
-                        // (heartbeat replies wait behind what a busy receiver has not read).
-                        peer.last_heard = peer.last_heard.max(now - timeout / 2);
-                    } else if now.duration_since(peer.last_heard) > timeout {
-                        self.unreachable(p, "no heartbeat reply");
-                        continue;
-                    }
-                    peer.hb_seq += 1;
-                    let seq = peer.hb_seq;
-                    if let Some(conn) = self.conns.get_mut(&c) {
-                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
-                        conn.out.extend_from_slice(&seq.to_le_bytes());
-                        let _ = end_frame(&mut conn.out, s, usize::MAX);
-                        self.dirty.push(c);
-                    }
-                }
-                PeerState::Idle => {
-                    if !peer.aliases.is_empty() || !peer.pending.is_empty() {
-                        self.ensure_connecting(p);
-                    }
-                }
-                PeerState::Connecting(_) | PeerState::Backoff(_) => {
-                    if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
-                        self.unreachable(p, "cannot connect");
-                    } else if let PeerState::Backoff(at) = peer.state {
-                        if now >= at {
-                            peer.state = PeerState::Idle;
-                            self.to_connect.push(p);
-                        }
-                    }
-                }
-            }
-        }
-        // Inbound connections whose client went silent (a vanished process, a cut cable).
-        let silent: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Inbound { .. }) && !c.closing && now.duration_since(c.last_heard) > timeout * 2)
-            .map(|(id, _)| *id)
-            .collect();
-        for c in silent {
-            log::info!("node {}: closing a silent inbound connection", self.node.addr);
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.closing = true;
-            }
-            self.to_close.push(c);
-        }
-        self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
-        if self.shard == 0 {
-            self.node.sweep_exports();
-        }
     }
 
     /// Records that the peer on `c` watches `target` through `alias`; returns whether this
@@ -854,25 +434,6 @@ impl EndpointState {
         }
     }
 
-}
-
-impl Conn {
-    fn new(role: Role) -> Self {
-        let connected = matches!(role, Role::Inbound { .. });
-        Conn {
-            role,
-            inbuf: Vec::new(),
-            out: Vec::new(),
-            sending: false,
-            closing: false,
-            ack: None,
-            answers_blocked: false,
-            connected,
-            last_heard: Instant::now(),
-            born: Instant::now(),
-            stalled: None,
-        }
-    }
 }
 
 impl IoSink for EndpointState {
