@@ -567,3 +567,118 @@ fn genuine_peer_served_during_slowloris_with_low_fd_limit(backend: Backend) {
     assert!(answered * 100 >= ASKS * 95, "{answered} of {ASKS} asks answered during the attack");
     drop(child);
 }
+
+/// (VmRSS, VmHWM) of process `pid`, in kB.
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 14's attacks on a node in a child process (descriptor limit 256), each with a
+/// genuine peer asking during the attack; prints the node's RSS growth and the genuine
+/// peer's success rate. A measurement, not a test: `cargo test -p percore-transport --test
+/// main attack_measurements -- --ignored --nocapture` (`PERCORE_ATTACK_BACKEND=mio|io_uring`
+/// for one backend; `PERCORE_FLOOD_MIB` sizes the heartbeat flood, default 512).
+#[test]
+#[ignore = "measurement: prints RSS growth and a genuine peer's success rate under attack"]
+fn attack_measurements() {
+    let backends: Vec<Backend> = match std::env::var("PERCORE_ATTACK_BACKEND").as_deref() {
+        Ok("mio") => vec![Backend::Mio],
+        Ok("io_uring") => vec![Backend::IoUring],
+        _ => vec![Backend::Mio, Backend::IoUring],
+    };
+    let flood_mib: usize = std::env::var("PERCORE_FLOOD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(512);
+    for backend in backends {
+        let only = std::env::var("PERCORE_ATTACK").unwrap_or_default();
+        for attack in ["heartbeat flood", "huge alias", "slowloris"].into_iter().filter(|a| only.is_empty() || a.starts_with(only.as_str())) {
+            let port = free_port();
+            let (child, _) = spawn_child_with(port, backend, &[("PERCORE_CHILD_NOFILE", "256")]);
+            let pid = child.0.id();
+            let (rss0, _) = rss_kb(pid);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let attacker: std::thread::JoinHandle<u64> = match attack {
+                "heartbeat flood" => {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut raw = Raw::connect(addr);
+                        assert!(raw.handshake(SECRET));
+                        raw.s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+                        let chunk: Vec<u8> = (0..(1 << 20) / 13).flat_map(|i: u64| frame(4, &i.to_le_bytes())).collect();
+                        let mut sent = 0u64;
+                        while sent < (flood_mib as u64) << 20 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if raw.s.write_all(&chunk).is_err() {
+                                break;
+                            }
+                            sent += chunk.len() as u64;
+                        }
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        sent >> 20
+                    })
+                }
+                "huge alias" => {
+                    let stop = stop.clone();
+                    std::thread::spawn(move || {
+                        let mut held = Vec::new();
+                        for i in 0..10u32 {
+                            let mut raw = Raw::connect(addr);
+                            assert!(raw.handshake(SECRET));
+                            if i % 2 == 0 {
+                                raw.bind(1 << 22, 0x7e57_0001, "counter");
+                            } else {
+                                let mut b = (1u32 << 22).to_le_bytes().to_vec();
+                                b.extend_from_slice(&0x7e57_0001u32.to_le_bytes());
+                                put_str(&mut b, "no-such-factory");
+                                put_str(&mut b, "x");
+                                raw.send(&frame(16, &b));
+                            }
+                            held.push(raw);
+                        }
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        held.len() as u64
+                    })
+                }
+                _ => slowloris(port, 400, 20, stop.clone()),
+            };
+            std::thread::sleep(Duration::from_millis(1500)); // let the attack take hold
+            let ra = runtime("genuine", 1);
+            let na = node(&ra, config(backend));
+            let path = format!("percore://percore@127.0.0.1:{port}/user/counter");
+            let (mut answered, mut tried) = (0u32, 0u32);
+            for _ in 0..100 {
+                tried += 1;
+                let c = na.remote_ref::<Counter>(&path).unwrap();
+                if c.ask(Counter::Get, Duration::from_secs(2)).is_ok() {
+                    answered += 1;
+                }
+                if tried - answered >= 10 {
+                    break; // enough to know
+                }
+            }
+            let (rss1, hwm) = rss_kb(pid);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let size = attacker.join().unwrap_or(0);
+            let size = match attack {
+                "heartbeat flood" => format!("{size} MiB sent"),
+                "huge alias" => format!("{size} connections"),
+                _ => format!("{size} connections made"),
+            };
+            println!(
+                "ATTACK {backend:?} {attack} ({size}): node RSS {} -> {} MiB (peak {} MiB, +{} MiB); genuine peer {answered}/{tried} asks answered",
+                rss0 >> 10,
+                rss1 >> 10,
+                hwm >> 10,
+                hwm.saturating_sub(rss0) >> 10
+            );
+            drop(ra);
+            drop(child);
+        }
+    }
+}

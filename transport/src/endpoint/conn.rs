@@ -37,6 +37,8 @@ pub(super) struct Conn {
     /// A heartbeat ack owed to the peer (its latest sequence number): coalesced, so a flood
     /// of heartbeats from a peer that never reads costs one ack.
     pub(super) ack: Option<[u8; 8]>,
+    /// Heartbeats received since the last tick (a peer sends one per heartbeat interval).
+    pub(super) heartbeats: u32,
     /// `out` passed [`MAX_ANSWERS_BUFFERED`]: parsing and reading stop until it drains.
     pub(super) answers_blocked: bool,
     /// An outbound connection's TCP connect has completed (inbound: always).
@@ -58,6 +60,7 @@ impl Conn {
             sending: false,
             closing: false,
             ack: None,
+            heartbeats: 0,
             answers_blocked: false,
             connected,
             last_heard: Instant::now(),

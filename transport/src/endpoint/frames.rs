@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role, MAX_ANSWERS_BUFFERED};
+use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, MAX_HEARTBEATS_PER_TICK};
 use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::io::ConnId;
 use crate::node::Target;
@@ -148,6 +148,11 @@ impl EndpointState {
                             seq.copy_from_slice(b);
                         }
                         conn.ack = Some(seq);
+                        conn.heartbeats += 1;
+                        if conn.heartbeats > MAX_HEARTBEATS_PER_TICK {
+                            // Not a heartbeat any more but a flood, which costs this shard's time.
+                            return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: MAX_HEARTBEATS_PER_TICK as usize });
+                        }
                         self.dirty.push(c);
                     }
                     kind::REPLY => {

@@ -305,6 +305,9 @@ impl EndpointState {
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
         self.expire_handshakes(now);
+        for conn in self.conns.values_mut() {
+            conn.heartbeats = 0;
+        }
         let timeout = self.node.cfg.failure_timeout;
         for p in 0..self.peers.len() {
             let peer = &mut self.peers[p];

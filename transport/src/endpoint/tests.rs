@@ -235,10 +235,11 @@ fn heartbeat_flood_from_a_peer_that_never_reads_is_bounded() {
     let mut h = Harness::default();
     let c = h.accept(1, from());
     assert!(h.handshake(c, SECRET));
-    let hb: Vec<u8> = (0..5000u64).flat_map(|i| frame(kind::HEARTBEAT, |w| w.put_u64(i))).collect();
+    let hb: Vec<u8> = (0..1000u64).flat_map(|i| frame(kind::HEARTBEAT, |w| w.put_u64(i))).collect();
     let mut fed = 0;
     while fed < 2 << 20 {
         h.feed(c, &hb); // the peer never drains: no `drained(c)`
+        h.st.tick(); // at most MAX_HEARTBEATS_PER_TICK per tick
         fed += hb.len();
     }
     let (inbuf, out, _) = h.held(c);
@@ -248,7 +249,12 @@ fn heartbeat_flood_from_a_peer_that_never_reads_is_bounded() {
     h.io.wire.remove(&c);
     h.drained(c);
     let sent = h.io.wire.remove(&c).unwrap_or_default();
-    assert_eq!(next_frame(&sent, 64).unwrap(), Some((kind::HEARTBEAT_ACK, &4999u64.to_le_bytes()[..], sent.len())));
+    assert_eq!(next_frame(&sent, 64).unwrap(), Some((kind::HEARTBEAT_ACK, &999u64.to_le_bytes()[..], sent.len())));
+    // More heartbeats than any heartbeat interval explains is a flood: closed, counted.
+    let flood: Vec<u8> = (0..=super::MAX_HEARTBEATS_PER_TICK as u64).flat_map(|i| frame(kind::HEARTBEAT, |w| w.put_u64(i))).collect();
+    h.feed(c, &flood);
+    assert!(!h.is_open(c));
+    assert_eq!(h.rejected(), 1);
 }
 
 /// Issue 14, defect 2: alias numbers come from the peer. Before the fix one BIND with alias

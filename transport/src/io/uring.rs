@@ -60,6 +60,11 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// How long the accept stays disarmed after an unexpected error (EMFILE, ...), so a failing
 /// accept does not spin the shard.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Receive completions per connection per `poll` before its multishot receive is paused
+/// until the next one (mio's backend reads 16 chunks per connection per turn likewise).
+const RECVS_PER_TURN: u32 = 16;
+/// Completions handled per `poll` (at most ~2 MiB of received data with 32 KiB buffers).
+const CQES_PER_POLL: usize = 64;
 /// How long `drop` waits for in-flight operations before leaking their memory.
 const DROP_DRAIN: Duration = Duration::from_secs(1);
 
@@ -107,6 +112,13 @@ struct Conn {
     recv_cancelling: bool,
     /// The receiver asked us to stop reading (backpressure): no recv is re-armed.
     read_paused: bool,
+    /// Receive completions this poll; past [`RECVS_PER_TURN`] its multishot is cancelled and
+    /// re-armed at the next poll (`throttled`), so one connection streaming data cannot take
+    /// every provided buffer and starve the others.
+    turn_recvs: u32,
+    /// The poll `turn_recvs` counts for.
+    recv_epoch: u64,
+    throttled: bool,
     /// The caller's bytes while `sending`, else the empty spare handed out by the next `send`.
     send_buf: Vec<u8>,
     send_off: usize,
@@ -127,6 +139,9 @@ impl Conn {
             recv_op: None,
             recv_cancelling: false,
             read_paused: false,
+            turn_recvs: 0,
+            recv_epoch: 0,
+            throttled: false,
             send_buf: Vec::new(),
             send_off: 0,
             sending: false,
@@ -175,6 +190,10 @@ pub(crate) struct UringIo {
     /// SQEs that did not fit into the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
     deferred: VecDeque<Deferred>,
+    /// Connections whose receive waits for the next poll (see `Conn::throttled`).
+    throttled: Vec<u32>,
+    /// Counts polls (see `Conn::recv_epoch`).
+    epoch: u64,
     /// Reused buffer of (user_data, result, flags) reaped from the completion queue.
     cqes: Vec<(u64, i32, u32)>,
     listener: Option<TcpListener>,
@@ -294,6 +313,8 @@ impl UringIo {
             conns: Slab::default(),
             backlog: VecDeque::new(),
             deferred: VecDeque::new(),
+            throttled: Vec::new(),
+            epoch: 0,
             cqes: Vec::with_capacity(RING_ENTRIES as usize * 2),
             listener,
             accept_armed: false,
@@ -465,7 +486,7 @@ impl UringIo {
     fn arm_recv(&mut self, index: u32) {
         let multishot = self.recv_multishot;
         let Some(conn) = self.conn(index) else { return };
-        if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused {
+        if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused || conn.throttled {
             return;
         }
         let fd = types::Fd(conn.fd());
@@ -541,7 +562,10 @@ impl UringIo {
     /// Reaps the completion queue into `self.cqes`.
     fn reap(&mut self) {
         self.cqes.clear();
-        for cqe in self.ring.completion() {
+        // A budget per poll: one connection streaming into the provided buffers cannot make a
+        // shard turn long (the rest stay queued for the next poll, and the buffers they hold
+        // make the kernel wait), so the shard's actors and other connections get their turn.
+        for cqe in self.ring.completion().take(CQES_PER_POLL) {
             self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
         }
     }
@@ -684,12 +708,30 @@ impl UringIo {
     /// after this returns.
     fn on_recv_multi(&mut self, index: u32, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
         let mut events = 0;
+        let epoch = self.epoch;
         let id = self.conn_id(index);
         let Some(conn) = self.conn(index) else { return 0 };
         if !more {
             conn.recv_op = None;
             conn.recv_cancelling = false;
         }
+        if conn.recv_epoch != epoch {
+            conn.recv_epoch = epoch;
+            conn.turn_recvs = 0;
+        }
+        conn.turn_recvs += 1;
+        if conn.turn_recvs == RECVS_PER_TURN && !conn.throttled && conn.state == State::Open {
+            conn.throttled = true;
+            let cancel = conn.recv_op.filter(|_| !conn.recv_cancelling);
+            if cancel.is_some() {
+                conn.recv_cancelling = true;
+            }
+            self.throttled.push(index);
+            if let Some(ud) = cancel {
+                self.cancel(ud);
+            }
+        }
+        let Some(conn) = self.conn(index) else { return 0 };
         let closing = conn.state == State::Closing;
         if res > 0 {
             self.recv_multishot_worked = true;
@@ -799,6 +841,13 @@ impl Io for UringIo {
     fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
         if self.accept_paused_until.is_some() {
             self.arm_accept();
+        }
+        self.epoch += 1;
+        for index in mem::take(&mut self.throttled) {
+            if let Some(conn) = self.conn(index) {
+                conn.throttled = false;
+            }
+            self.arm_recv(index);
         }
         self.flush();
         let mut events = self.deliver_deferred(sink);
