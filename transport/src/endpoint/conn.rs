@@ -153,7 +153,7 @@ impl EndpointState {
                     self.forget_unauthenticated(c);
                     Ok(())
                 }
-                InState::Open { .. } => return Err(FrameError::UnexpectedKind { kind: k, state: "handshake already complete" }),
+                InState::Open { .. } => Err(FrameError::UnexpectedKind { kind: k, state: "handshake already complete" }),
             },
             Role::Outbound { peer: p, cn, open } => {
                 let p = *p;
