@@ -34,6 +34,15 @@
 //!   failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
 //!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
 //!   keeps running.
+//! * Hostile peers and networks: nothing a peer sends sizes an allocation or holds a slot
+//!   without a deadline. A connection costs at most `max_frame` plus a documented constant
+//!   (control answers are bounded and a peer that does not read them stops being read; alias
+//!   tables are capped by [`NodeConfig::max_aliases`]; heartbeat floods are closed); a
+//!   handshake must complete within [`NodeConfig::handshake_timeout`] of the accept; at most
+//!   [`NodeConfig::max_unauthenticated`] connections (per node and per source address) may
+//!   be in their handshake, the oldest closed first; running out of descriptors on accept
+//!   is survived. A node bound to a wildcard address is reachable on any of its addresses;
+//!   [`NodeConfig::advertise`] names the address peers should use.
 //!
 //! ```no_run
 //! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
