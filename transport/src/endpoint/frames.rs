@@ -149,9 +149,12 @@ impl EndpointState {
                         }
                         conn.ack = Some(seq);
                         conn.heartbeats += 1;
-                        if conn.heartbeats > MAX_HEARTBEATS_PER_TICK {
+                        // A peer's heartbeat interval is at least 1 ms: twice that rate over
+                        // our interval, or MAX_HEARTBEATS_PER_TICK, whichever is more.
+                        let max = MAX_HEARTBEATS_PER_TICK.max(u32::try_from(node.cfg.heartbeat_interval.as_millis() * 2).unwrap_or(u32::MAX));
+                        if conn.heartbeats > max {
                             // Not a heartbeat any more but a flood, which costs this shard's time.
-                            return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: MAX_HEARTBEATS_PER_TICK as usize });
+                            return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: max as usize });
                         }
                         self.dirty.push(c);
                     }

@@ -144,9 +144,10 @@ pub(super) fn unwatch(watched: &mut HashMap<ActorId, Vec<(ConnId, u32)>>, id: Ac
     }
 }
 
-/// Heartbeats a connection may send per tick of this node's heartbeat interval (a peer sends
-/// one per its own interval; this allows intervals a thousand times shorter than ours). More
-/// is a flood: the connection is closed ([`FrameError::Limit`]).
+/// Heartbeats a connection may send per tick of this node's heartbeat interval, at least (a
+/// peer sends one per its own interval, which is at least 1 ms: the limit is the larger of
+/// this and two per millisecond of our interval). More is a flood: the connection is closed
+/// ([`FrameError::Limit`]).
 pub(crate) const MAX_HEARTBEATS_PER_TICK: u32 = 1024;
 
 /// Unauthenticated connections closed (oldest first) when accepting fails for want of
