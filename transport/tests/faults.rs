@@ -26,6 +26,7 @@ both_backends! {
     two_processes_refs_fifo_exact_counts => two_processes_refs_fifo_exact_counts;
     slowloris_handshake_is_closed => slowloris_handshake_is_closed;
     genuine_peer_served_during_slowloris_with_low_fd_limit => genuine_peer_served_during_slowloris_with_low_fd_limit;
+    accept_survives_descriptor_exhaustion => accept_survives_descriptor_exhaustion;
 }
 
 const SECRET: &[u8] = b"test-cookie";
@@ -300,10 +301,14 @@ fn child_node() {
         // SAFETY: valid pointer to a local rlimit.
         assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0, "setrlimit");
     }
-    let cfg = percore_transport::NodeConfig::new(([127, 0, 0, 1], port))
+    let mut cfg = percore_transport::NodeConfig::new(([127, 0, 0, 1], port))
         .backend(backend)
         .secret("test-cookie")
         .failure_detector(Duration::from_millis(100), Duration::from_secs(3));
+    if std::env::var("PERCORE_CHILD_NO_CAPS").is_ok() {
+        // Caps above the descriptor limit: accepting runs out of descriptors first.
+        cfg = cfg.max_unauthenticated(100_000, 100_000);
+    }
     let rt = runtime("child", 1);
     let n = node(&rt, cfg);
     spawn_counter(&rt, "counter");
@@ -682,4 +687,32 @@ fn attack_measurements() {
             drop(child);
         }
     }
+}
+
+/// Issue 14, defect 3: accepting survives EMFILE. The node's caps are set above its
+/// descriptor limit (64), so 200 slowloris connections exhaust its descriptors; accepting
+/// pauses and retries, the oldest handshakes make room, and a genuine peer is served.
+fn accept_survives_descriptor_exhaustion(backend: Backend) {
+    let port = free_port();
+    let (child, _) = spawn_child_with(port, backend, &[("PERCORE_CHILD_NOFILE", "64"), ("PERCORE_CHILD_NO_CAPS", "1")]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attacker = slowloris(port, 200, 20, stop.clone());
+    std::thread::sleep(Duration::from_millis(1000)); // let the attack exhaust the descriptors
+    let ra = runtime("genuine", 1);
+    let na = node(&ra, config(backend));
+    let path = format!("percore://percore@127.0.0.1:{port}/user/counter");
+    let mut answered = 0;
+    for _ in 0..20 {
+        let c = na.remote_ref::<Counter>(&path).unwrap();
+        answered += c.ask(Counter::Get, Duration::from_secs(3)).is_ok() as u32;
+        if answered == 5 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let made = attacker.join().unwrap();
+    eprintln!("descriptor exhaustion ({backend:?}): {answered} asks answered during the attack; attacker made {made} connections");
+    assert!(made >= 200);
+    assert_eq!(answered, 5, "the genuine peer is served while descriptors run out");
+    drop(child);
 }
