@@ -28,7 +28,8 @@
 //! Nothing a peer sends sizes an allocation. Per connection the endpoint holds at most:
 //! * the input buffer: one partial frame (≤ `max_frame`, ≤ [`MAX_HANDSHAKE_FRAME`] before
 //!   authentication) plus what the backend had already read when reading was paused (one
-//!   read batch: ≤ 1 MiB on mio, the shard's provided-buffer ring on io_uring);
+//!   read batch: 1 MiB on mio; on io_uring 1 MiB plus completions the kernel had already
+//!   posted, at most the shard's provided-buffer ring, 8 MiB, shared by its connections);
 //! * control answers not yet taken by the kernel: ≤ [`MAX_ANSWERS_BUFFERED`] plus one
 //!   answer. Heartbeat acks are coalesced (one pending ack, the latest sequence number), and a
 //!   connection whose peer does not read its answers stops being read until they drain;
