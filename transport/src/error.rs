@@ -4,10 +4,15 @@ use std::net::SocketAddr;
 
 /// Why a node could not start, or a remote ref could not be made.
 #[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
 pub enum TransportError {
     /// Listening beyond loopback needs the cluster secret (or TLS).
     #[error("refusing to listen on {0} without a secret: set NodeConfig::secret or NodeConfig::tls (only loopback may run without either)")]
     SecretRequired(SocketAddr),
+    /// `NodeConfig::secret("")`: an empty secret is no secret (anyone can compute the
+    /// handshake's HMAC with the empty key), so it is refused on every address.
+    #[error("the cluster secret is empty: use at least {min} random bytes (NodeConfig::secret)", min = crate::RECOMMENDED_SECRET_LEN)]
+    EmptySecret,
     /// The listener could not be opened.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, #[source] std::io::Error),

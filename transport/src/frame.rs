@@ -54,6 +54,7 @@ pub(crate) mod kind {
 /// Why a connection's input was rejected. The connection is closed and the reason logged;
 /// the node keeps running.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FrameError {
     /// A length prefix beyond the configured maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
@@ -91,6 +92,14 @@ pub enum FrameError {
     /// The peer is a quarantined incarnation.
     #[error("peer incarnation {0:#x} is quarantined")]
     Quarantined(u64),
+    /// The peer went past a per-connection limit (e.g. too many aliases bound).
+    #[error("limit exceeded: at most {max} {what}")]
+    Limit {
+        /// What was limited.
+        what: &'static str,
+        /// The limit in force.
+        max: usize,
+    },
     /// A frame body that does not decode.
     #[error("malformed frame body: {0}")]
     Wire(#[from] WireError),

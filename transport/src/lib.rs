@@ -18,7 +18,8 @@
 //! * Messages that cross nodes implement [`RemoteMessage`] (a stable type id and a
 //!   [`Wire`] codec) and are registered on the receiving node ([`Node::register`]).
 //! * Connections authenticate with a challenge–response HMAC over fresh nonces (the
-//!   cluster's secret never crosses the wire), and optionally with mutual TLS (see
+//!   cluster's secret never crosses the wire; an empty secret is refused, and we recommend
+//!   at least [`RECOMMENDED_SECRET_LEN`] random bytes), and optionally with mutual TLS (see
 //!   [below](#mutual-tls)); heartbeats detect failures; reconnects back off exponentially;
 //!   a restarted peer (new incarnation) is quarantined.
 //! * Watching a remote ref delivers `Terminated` when the actor stops or its node becomes
@@ -34,6 +35,15 @@
 //!   failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
 //!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
 //!   keeps running.
+//! * Hostile peers and networks: nothing a peer sends sizes an allocation or holds a slot
+//!   without a deadline. A connection costs at most `max_frame` plus a documented constant
+//!   (control answers are bounded and a peer that does not read them stops being read; alias
+//!   tables are capped by [`NodeConfig::max_aliases`]; heartbeat floods are closed); a
+//!   handshake must complete within [`NodeConfig::handshake_timeout`] of the accept; at most
+//!   [`NodeConfig::max_unauthenticated`] connections (per node and per source address) may
+//!   be in their handshake, the oldest closed first; running out of descriptors on accept
+//!   is survived. A node bound to a wildcard address is reachable on any of its addresses;
+//!   [`NodeConfig::advertise`] names the address peers should use.
 //!
 //! ```no_run
 //! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
@@ -107,6 +117,12 @@ pub use node::{Node, NodeConfig, NodeStats};
 pub use tls::{TlsConfig, TlsError};
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
+/// The shortest cluster secret we recommend (bytes): a secret is an HMAC key, and a short or
+/// guessable one can be brute-forced offline from one recorded handshake. `Node::start`
+/// refuses an empty secret and logs a warning for one shorter than this. Generate it, e.g.
+/// `head -c 32 /dev/urandom | base64`.
+pub const RECOMMENDED_SECRET_LEN: usize = 16;
+
 /// Which socket backend a node uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Backend {
@@ -117,4 +133,14 @@ pub enum Backend {
     IoUring,
     /// mio (epoll).
     Mio,
+}
+
+impl Backend {
+    /// Whether io_uring can run here: a ring can be created and has every opcode the backend
+    /// uses. `Err` says why not (an old kernel, a container whose seccomp profile blocks
+    /// io_uring, as Docker's default does, or `PERCORE_IO_URING=off`). [`Backend::Auto`]
+    /// falls back to mio then; [`Backend::IoUring`] makes `Node::start` fail.
+    pub fn probe_io_uring() -> Result<(), String> {
+        io::uring::UringIo::probe()
+    }
 }

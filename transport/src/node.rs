@@ -26,6 +26,7 @@ use crate::{frame, Backend};
 #[derive(Clone)]
 pub struct NodeConfig {
     pub(crate) listen: SocketAddr,
+    pub(crate) advertise: Option<SocketAddr>,
     pub(crate) system: String,
     pub(crate) secret: Option<Vec<u8>>,
     pub(crate) tls: Option<crate::tls::TlsConfig>,
@@ -37,6 +38,9 @@ pub struct NodeConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) high_water: usize,
     pub(crate) proxy_capacity: usize,
+    pub(crate) max_aliases: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) max_unauthenticated: (usize, usize),
 }
 
 impl fmt::Debug for NodeConfig {
@@ -67,6 +71,7 @@ impl NodeConfig {
         };
         NodeConfig {
             listen: addr.into(),
+            advertise: None,
             system: "percore".into(),
             secret: None,
             tls: None,
@@ -78,7 +83,21 @@ impl NodeConfig {
             reconnect_max: Duration::from_secs(2),
             high_water: 4 << 20,
             proxy_capacity: 4096,
+            max_aliases: 1 << 16,
+            handshake_timeout: Duration::from_secs(5),
+            max_unauthenticated: (default_unauthenticated_cap(), 32),
         }
+    }
+    /// The address peers know this node by (its identity in handshakes, refs and reply
+    /// handles), when it differs from the listening address: a node listening on
+    /// `0.0.0.0:4210` behind the name `10.0.0.5:4210`, or behind NAT. Port 0 means the
+    /// port actually bound. Without it the identity is the bound address; a node bound to a
+    /// wildcard address (`0.0.0.0`, `::`) then accepts peers that dialled any of its
+    /// addresses, but refs it hands out name the wildcard, which other hosts cannot dial:
+    /// set `advertise` for a multi-host cluster.
+    pub fn advertise(mut self, addr: impl Into<SocketAddr>) -> Self {
+        self.advertise = Some(addr.into());
+        self
     }
     /// The actor system's name (the `system` in `percore://system@host:port/...`).
     pub fn system(mut self, name: impl Into<String>) -> Self {
@@ -86,7 +105,9 @@ impl NodeConfig {
         self
     }
     /// The cluster's shared secret (Erlang's cookie). Required to listen beyond loopback,
-    /// unless [`tls`](Self::tls) is set.
+    /// unless [`tls`](Self::tls) is set. Must not be empty ([`Node::start`] refuses it with
+    /// [`TransportError::EmptySecret`]); use at least [`crate::RECOMMENDED_SECRET_LEN`]
+    /// random bytes (a shorter one is accepted with a warning).
     pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.secret = Some(secret.as_ref().to_vec());
         self
@@ -129,11 +150,46 @@ impl NodeConfig {
         self.high_water = bytes.max(1024);
         self
     }
+    /// Most aliases (remote refs in use) a peer may bind on one connection (default 65536);
+    /// a BIND or SPAWN beyond closes the connection ([`crate::FrameError::Limit`]). Each
+    /// binding costs about 200 bytes, so this bounds a connection's alias table.
+    pub fn max_aliases(mut self, n: usize) -> Self {
+        self.max_aliases = n.max(1);
+        self
+    }
+    /// How long an accepted connection may take to complete its handshake (default 5 s),
+    /// counted from the accept: traffic does not extend it, so a client trickling bytes
+    /// (slowloris) is closed like a silent one (counted in [`NodeStats::handshake_timeouts`]).
+    pub fn handshake_timeout(mut self, t: Duration) -> Self {
+        self.handshake_timeout = t.max(Duration::from_millis(10));
+        self
+    }
+    /// Caps on connections still in their handshake: `per_node` in all (default 256, or a
+    /// quarter of the process's descriptor limit if that is lower) and
+    /// `per_source` from one IP address (default 32). At a cap the oldest such connection is
+    /// closed (counted in [`NodeStats::evicted`]), so a flood of connections costs at most
+    /// that many file descriptors and cannot starve a genuine peer's handshake. Each shard
+    /// enforces its share (the cap divided by the shard count, rounded up): the kernel
+    /// spreads connections over the shards' listeners.
+    pub fn max_unauthenticated(mut self, per_node: usize, per_source: usize) -> Self {
+        self.max_unauthenticated = (per_node.max(1), per_source.max(1));
+        self
+    }
     /// Mailbox capacity of each remote ref's proxy.
     pub fn proxy_capacity(mut self, n: usize) -> Self {
         self.proxy_capacity = n.max(1);
         self
     }
+}
+
+/// 256, or a quarter of the soft `RLIMIT_NOFILE` if that is lower: a flood of handshakes
+/// must leave descriptors for genuine connections.
+fn default_unauthenticated_cap() -> usize {
+    // SAFETY: all-zero is a valid rlimit; getrlimit writes it.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to a local rlimit.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 1024 };
+    (nofile / 4).clamp(1, 256) as usize
 }
 
 /// The actor behind a remote ref: by registered name, or by export id.
@@ -154,10 +210,13 @@ pub(crate) struct Stats {
     pub(crate) handshakes: AtomicU64,
     pub(crate) unreachable: AtomicU64,
     pub(crate) quarantined: AtomicU64,
+    pub(crate) handshake_timeouts: AtomicU64,
+    pub(crate) evicted: AtomicU64,
 }
 
 /// A snapshot of a node's transport counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// Messages encoded onto connections.
     pub sent: u64,
@@ -177,6 +236,10 @@ pub struct NodeStats {
     pub unreachable: u64,
     /// Peer incarnations quarantined (a peer restarted).
     pub quarantined: u64,
+    /// Accepted connections closed because their handshake did not complete in time.
+    pub handshake_timeouts: u64,
+    /// Unauthenticated connections closed to stay within `NodeConfig::max_unauthenticated`.
+    pub evicted: u64,
 }
 
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
@@ -228,6 +291,26 @@ impl fmt::Debug for NodeShared {
 }
 
 impl NodeShared {
+    /// A node's shared state (no listener, no endpoints yet).
+    pub(crate) fn new(rt: RuntimeHandle, addr: SocketAddr, incarnation: u64, cfg: NodeConfig) -> Arc<NodeShared> {
+        Arc::new(NodeShared {
+            rt,
+            addr,
+            incarnation,
+            cfg,
+            backend: OnceLock::new(),
+            stats: Stats::default(),
+            types: Mutex::new(HashMap::new()),
+            exports: Mutex::new(HashMap::new()),
+            proxies: Mutex::new(HashMap::new()),
+            proxy_targets: Mutex::new(HashMap::new()),
+            quarantined: Mutex::new(HashMap::new()),
+            endpoints: OnceLock::new(),
+            factories: Mutex::new(HashMap::new()),
+            deploy_seq: AtomicU64::new(1),
+        })
+    }
+
     /// The shard that owns connections to `peer` (and its proxies).
     pub(crate) fn owner_shard(&self, peer: SocketAddr) -> usize {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -414,32 +497,35 @@ impl Node {
         if percore::on_shard_thread() {
             return Err(TransportError::OnShardThread);
         }
-        if cfg.secret.is_none() && cfg.tls.is_none() && !cfg.listen.ip().is_loopback() {
-            return Err(TransportError::SecretRequired(cfg.listen));
+        match &cfg.secret {
+            None if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() => return Err(TransportError::SecretRequired(cfg.listen)),
+            None => {}
+            Some(s) if s.is_empty() => return Err(TransportError::EmptySecret),
+            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => log::warn!(
+                "the cluster secret has only {} bytes; use at least {} random bytes",
+                s.len(),
+                crate::RECOMMENDED_SECRET_LEN
+            ),
+            Some(_) => {}
         }
         let first = crate::io::reuseport_listener(cfg.listen).map_err(|e| TransportError::Listen(cfg.listen, e))?;
-        let addr = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;
+        let bound = first.local_addr().map_err(|e| TransportError::Listen(cfg.listen, e))?;
         let mut listeners = vec![first];
         for _ in 1..rt.num_shards() {
-            listeners.push(crate::io::reuseport_listener(addr).map_err(|e| TransportError::Listen(addr, e))?);
+            listeners.push(crate::io::reuseport_listener(bound).map_err(|e| TransportError::Listen(bound, e))?);
         }
+        let addr = match cfg.advertise {
+            Some(a) if a.port() == 0 => SocketAddr::new(a.ip(), bound.port()),
+            Some(a) => a,
+            None => {
+                if bound.ip().is_unspecified() {
+                    log::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
+                }
+                bound
+            }
+        };
         let incarnation = u64::from_le_bytes(crate::handshake::random_bytes::<8>()) | 1;
-        let shared = Arc::new(NodeShared {
-            rt: rt.clone(),
-            addr,
-            incarnation,
-            cfg,
-            backend: OnceLock::new(),
-            stats: Stats::default(),
-            types: Mutex::new(HashMap::new()),
-            exports: Mutex::new(HashMap::new()),
-            proxies: Mutex::new(HashMap::new()),
-            proxy_targets: Mutex::new(HashMap::new()),
-            quarantined: Mutex::new(HashMap::new()),
-            endpoints: OnceLock::new(),
-            factories: Mutex::new(HashMap::new()),
-            deploy_seq: AtomicU64::new(1),
-        });
+        let shared = NodeShared::new(rt.clone(), addr, incarnation, cfg);
         let (tx, rx) = std::sync::mpsc::channel();
         let mut endpoints = Vec::new();
         for (shard, listener) in listeners.into_iter().enumerate() {
@@ -527,6 +613,8 @@ impl Node {
             handshakes: l(&s.handshakes),
             unreachable: l(&s.unreachable),
             quarantined: l(&s.quarantined),
+            handshake_timeouts: l(&s.handshake_timeouts),
+            evicted: l(&s.evicted),
         }
     }
 

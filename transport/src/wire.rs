@@ -55,6 +55,7 @@ pub trait Wire: Sized {
 
 /// Why bytes could not be decoded (or a frame not be accepted).
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// The input ended inside a value.
     #[error("truncated: needed {needed} more bytes")]

@@ -15,6 +15,44 @@ both_backends! {
     nested_paths_resolve_on_the_remote_node => nested_paths;
     watch_remote_actor_stop => watch_remote_actor_stop;
     unknown_actor_terminates_watchers => unknown_actor_terminates_watchers;
+    wildcard_bind_is_reachable_on_loopback => wildcard_bind_is_reachable_on_loopback;
+    advertised_address_is_the_identity => advertised_address_is_the_identity;
+}
+
+fn wildcard_config(backend: Backend) -> percore_transport::NodeConfig {
+    percore_transport::NodeConfig::new(([0, 0, 0, 0], 0))
+        .backend(backend)
+        .secret("test-cookie")
+        .failure_detector(Duration::from_millis(100), Duration::from_secs(3))
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+}
+
+/// Issue 14, defect 4: a node bound to 0.0.0.0 announced `0.0.0.0:port`, and a peer that
+/// dialled 127.0.0.1 rejected the handshake. A wildcard bind is reachable on any address.
+fn wildcard_bind_is_reachable_on_loopback(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let nb = node(&rb, wildcard_config(backend));
+    assert!(nb.addr().ip().is_unspecified());
+    let na = node(&ra, config(backend));
+    spawn_counter(&rb, "counter");
+    let c = na.remote_ref::<Counter>(&format!("percore://percore@127.0.0.1:{}/user/counter", nb.addr().port())).unwrap();
+    for seq in 0..100 {
+        c.tell(Counter::Hit { from: 0, seq }).unwrap();
+    }
+    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
+    assert_eq!(nb.stats().rejected + na.stats().rejected, 0);
+}
+
+/// `NodeConfig::advertise`: the identity peers know (port 0: the bound port).
+fn advertised_address_is_the_identity(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let nb = node(&rb, wildcard_config(backend).advertise(([127, 0, 0, 1], 0)));
+    assert_eq!(nb.addr().ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+    assert_ne!(nb.addr().port(), 0);
+    let na = node(&ra, config(backend));
+    spawn_counter(&rb, "counter");
+    let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
+    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 0, in_order: true });
 }
 
 fn tell_and_ask(backend: Backend) {

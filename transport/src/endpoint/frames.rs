@@ -3,12 +3,11 @@
 
 use std::time::Instant;
 
-use super::{BindAt, Delivery, EndpointMsg, EndpointState, InState, Role};
-use crate::frame::{begin_frame, end_frame, kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
-use crate::handshake;
+use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, MAX_HEARTBEATS_PER_TICK};
+use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::io::ConnId;
 use crate::node::Target;
-use crate::wire::{Decoder, Encoder, WireError};
+use crate::wire::{Decoder, WireError};
 
 impl EndpointState {
     pub(super) fn input(&mut self, c: ConnId, data: &[u8]) -> Result<usize, FrameError> {
@@ -18,7 +17,7 @@ impl EndpointState {
             if conn.closing {
                 return Ok(data.len());
             }
-            if conn.stalled.is_some() {
+            if conn.stalled.is_some() || conn.answers_blocked {
                 return Ok(used);
             }
             // The hot path: messages on an authenticated inbound connection, decoded and
@@ -34,8 +33,8 @@ impl EndpointState {
                             let Some(alias) = body.get(..4) else {
                                 return Err(WireError::Truncated { needed: 4 - body.len() }.into());
                             };
-                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes")) as usize;
-                            match bindings.get(alias).and_then(Option::as_ref) {
+                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes"));
+                            match bindings.get(&alias) {
                                 Some(b) => {
                                     let mut d = Decoder::on_shard(&body[4..], &self.node, &mut self.refs);
                                     self.received += 1;
@@ -68,6 +67,15 @@ impl EndpointState {
                 Some((k, body, n)) => {
                     used += n;
                     self.frame(c, k, body)?;
+                    // A peer that does not read its answers stops being read (it cannot
+                    // grow them): resumed by `on_sent` once they drain.
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        if conn.out.len() > MAX_ANSWERS_BUFFERED && !conn.answers_blocked {
+                            conn.answers_blocked = true;
+                            self.to_pause.push((c, true));
+                            self.dirty.push(c);
+                        }
+                    }
                 }
             }
         }
@@ -78,30 +86,7 @@ impl EndpointState {
         let conn = self.conns.get_mut(&c).expect("caller checked");
         match &mut conn.role {
             Role::Inbound { state, bindings, deployed } => match state {
-                InState::AwaitHello => {
-                    if k != kind::HELLO {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
-                    }
-                    let (client, cn) = handshake::read_hello(body)?;
-                    if node.is_quarantined(client.addr, client.incarnation) {
-                        return Err(FrameError::Quarantined(client.incarnation));
-                    }
-                    let sn = handshake::random_bytes::<16>();
-                    let s = begin_frame(&mut conn.out, kind::CHALLENGE);
-                    handshake::challenge(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    *state = InState::AwaitResponse { client, cn, sn };
-                    self.dirty.push(c);
-                }
-                InState::AwaitResponse { client, cn, sn } => {
-                    if k != kind::RESPONSE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
-                    }
-                    handshake::check_response(body, &self.key, client, cn, sn)?;
-                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
-                    node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    *state = InState::Open { peer: client.clone() };
-                }
+                InState::AwaitHello | InState::AwaitResponse { .. } => return self.handshake_frame(c, k, body),
                 InState::Open { .. } => match k {
                     // MSG frames never get here: `input` delivers them on its hot path.
                     kind::BIND => {
@@ -114,12 +99,13 @@ impl EndpointState {
                             tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
                         };
                         d.finish()?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
-                        }
                         let binder = node.binder(type_id)?;
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
+                        // Re-binding an alias replaces its binding (and its watch).
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
+                        }
+                        if bindings.len() >= node.cfg.max_aliases {
+                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
                         }
                         match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
                             Ok(mut b) => {
@@ -133,7 +119,7 @@ impl EndpointState {
                                         }
                                     }
                                 }
-                                bindings[alias as usize] = Some(b);
+                                bindings.insert(alias, b);
                             }
                             Err(e) => {
                                 log::info!(
@@ -142,7 +128,6 @@ impl EndpointState {
                                     target,
                                     node.type_name(type_id)
                                 );
-                                bindings[alias as usize] = None;
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }
@@ -150,15 +135,27 @@ impl EndpointState {
                     }
                     kind::UNBIND => {
                         let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()? as usize;
-                        if let Some(slot) = bindings.get_mut(alias) {
-                            *slot = None;
+                        let alias = d.get_u32()?;
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
                         }
                     }
                     kind::HEARTBEAT => {
-                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
-                        conn.out.extend_from_slice(body.get(..8).unwrap_or(&[0; 8]));
-                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                        // Coalesced: only the latest sequence number is acknowledged, once
+                        // per send (see `try_send`).
+                        let mut seq = [0u8; 8];
+                        if let Some(b) = body.get(..8) {
+                            seq.copy_from_slice(b);
+                        }
+                        conn.ack = Some(seq);
+                        conn.heartbeats += 1;
+                        // A peer's heartbeat interval is at least 1 ms: twice that rate over
+                        // our interval, or MAX_HEARTBEATS_PER_TICK, whichever is more.
+                        let max = MAX_HEARTBEATS_PER_TICK.max(u32::try_from(node.cfg.heartbeat_interval.as_millis() * 2).unwrap_or(u32::MAX));
+                        if conn.heartbeats > max {
+                            // Not a heartbeat any more but a flood, which costs this shard's time.
+                            return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: max as usize });
+                        }
                         self.dirty.push(c);
                     }
                     kind::REPLY => {
@@ -175,11 +172,11 @@ impl EndpointState {
                     }
                     kind::SPAWN => {
                         let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
-                        if alias as usize > 1 << 22 {
-                            return Err(WireError::BadLength(alias as usize).into());
+                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                            unwatch(&mut self.watched, id, c, alias);
                         }
-                        if bindings.len() <= alias as usize {
-                            bindings.resize_with(alias as usize + 1, || None);
+                        if bindings.len() >= node.cfg.max_aliases || deployed.len() >= node.cfg.max_aliases {
+                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
                         }
                         let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
                         let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
@@ -189,12 +186,11 @@ impl EndpointState {
                         };
                         match outcome {
                             Ok(dep) => {
-                                bindings[alias as usize] = Some(dep.binding);
+                                bindings.insert(alias, dep.binding);
                                 deployed.insert(alias, dep.guard);
                             }
                             Err(why) => {
                                 log::warn!("node {}: deployment refused: {why}", node.addr);
-                                bindings[alias as usize] = None;
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }
@@ -210,19 +206,10 @@ impl EndpointState {
                     other => return Err(FrameError::UnexpectedKind { kind: other, state: "inbound connection" }),
                 },
             },
-            Role::Outbound { peer: p, cn, open } => {
+            Role::Outbound { peer: p, open, .. } => {
                 let p = *p;
                 if !*open {
-                    if k != kind::CHALLENGE {
-                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected challenge" });
-                    }
-                    let (server, sn) = handshake::read_challenge(body, &self.key, cn)?;
-                    let cn = *cn;
-                    *open = true;
-                    let s = begin_frame(&mut conn.out, kind::RESPONSE);
-                    handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
-                    let _ = end_frame(&mut conn.out, s, usize::MAX);
-                    return self.peer_opened(c, p, server);
+                    return self.handshake_frame(c, k, body);
                 }
                 match k {
                     kind::HEARTBEAT_ACK => self.peers[p].last_heard = Instant::now(),

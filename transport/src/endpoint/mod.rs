@@ -16,18 +16,56 @@
 //! means), outlive connections: after a reconnect every alias is bound again before the
 //! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
 //! handed to the kernel.
+//!
+//! Files: `conn.rs` (one connection: its role, the handshake state machine, the limits on
+//! unauthenticated connections), `frames.rs` (what an authenticated connection carries, the
+//! message hot path first), `peer.rs` (remote nodes: aliases, pending buffers, heartbeats and
+//! the failure detector), `binding.rs` (inbound aliases' targets, reply handles),
+//! `refcache.rs`, `actor.rs` (the endpoint actor and the shard driver); this file holds the
+//! shard's state, the flush to the backend, and the backend's callbacks.
+//!
+//! ## What a peer can make a connection cost
+//! Nothing a peer sends sizes an allocation. Per connection the endpoint holds at most:
+//! * the input buffer: one partial frame (≤ `max_frame`, ≤ [`MAX_HANDSHAKE_FRAME`] before
+//!   authentication) plus what the backend had already read when reading was paused (one
+//!   read batch: 1 MiB on mio; on io_uring 1 MiB plus completions the kernel had already
+//!   posted, at most the shard's provided-buffer ring, 8 MiB, shared by its connections);
+//! * control answers not yet taken by the kernel: ≤ [`MAX_ANSWERS_BUFFERED`] plus one
+//!   answer. Heartbeat acks are coalesced (one pending ack, the latest sequence number), and a
+//!   connection whose peer does not read its answers stops being read until they drain;
+//! * its alias table: at most `NodeConfig::max_aliases` bindings, in a hash map keyed by
+//!   the peer's alias numbers (never a table indexed by them); a refused BIND or SPAWN
+//!   stores nothing.
+//!
+//! ## Unauthenticated connections
+//! A connection that has not completed its handshake holds a file descriptor and nothing
+//! else, and only for a while: the whole handshake must finish within
+//! `NodeConfig::handshake_timeout` of the accept (traffic does not extend it, so a
+//! slowloris sending a byte a second is closed like a silent one), and each shard keeps at
+//! most its share of `NodeConfig::max_unauthenticated` (per node, and per source address);
+//! at a cap the oldest such connection is closed first, so a flood of new connections
+//! cannot keep a genuine peer's fresh one from completing its handshake.
+//!
+//! So a connection costs at most `max_frame` + [`PER_CONNECTION_BOUND`] + one read batch
+//! + `max_aliases` × the size of a binding (~200 bytes).
 
 mod actor;
 mod binding;
+mod conn;
 mod frames;
+mod peer;
 mod refcache;
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use percore::ActorId;
 
@@ -35,11 +73,15 @@ pub(crate) use actor::{Endpoint, EndpointMsg};
 pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, ReplyTable};
 pub(crate) use refcache::RefCache;
 use binding::WatchJob;
+use conn::{Conn, InState, Role};
+use peer::{Peer, PeerState};
 use crate::frame::{begin_frame, end_frame, kind, FrameError};
-use crate::handshake::{self, Identity, Nonce};
+#[allow(unused_imports)] // named by the module docs
+use crate::frame::MAX_HANDSHAKE_FRAME;
+use crate::handshake::{self, Identity};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
-use crate::node::{NodeShared, Target};
-use crate::wire::{Encoder, RemoteMessage, WireRef};
+use crate::node::NodeShared;
+use crate::wire::Encoder;
 
 thread_local! {
     /// This shard's endpoint state (set by the endpoint actor when it installs the driver).
@@ -54,6 +96,65 @@ pub(crate) fn with_state<R>(f: impl FnOnce(&mut EndpointState) -> R) -> Option<R
     Some(f(&mut st))
 }
 
+/// Control answers (handshake, acks, Terminated, child failures) a connection may hold
+/// unsent before it stops reading its peer (a peer that never reads cannot grow them).
+pub(crate) const MAX_ANSWERS_BUFFERED: usize = 64 * 1024;
+/// Per-connection bytes beyond `max_frame`, the read batch and the alias table: the answer
+/// buffer plus the largest single answer (a CHILD_FAILED reason is cut to fit).
+#[cfg_attr(not(test), allow(dead_code))] // the documented bound; tests check it
+pub(crate) const PER_CONNECTION_BOUND: usize = MAX_ANSWERS_BUFFERED + MAX_ANSWER;
+/// The largest single control answer.
+pub(crate) const MAX_ANSWER: usize = 4096;
+
+/// Inbound aliases: the peer's numbers to local bindings. A hash map (the peer picks the
+/// numbers, so they never index a table); hashed by one multiplication (they are not
+/// secret: a peer that makes them collide only slows its own connection, whose table size
+/// is capped).
+pub(crate) type AliasTable = HashMap<u32, Binding, std::hash::BuildHasherDefault<AliasHasher>>;
+
+/// Fibonacci hashing of a `u32` alias (see [`AliasTable`]).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct AliasHasher(u64);
+
+impl std::hash::Hasher for AliasHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64 ^ 0x5555_5555).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Removes `(c, alias)` from the watchers of `id` (the binding went away).
+pub(super) fn unwatch(watched: &mut HashMap<ActorId, Vec<(ConnId, u32)>>, id: ActorId, c: ConnId, alias: u32) {
+    if let Some(w) = watched.get_mut(&id) {
+        if let Some(i) = w.iter().position(|&x| x == (c, alias)) {
+            w.swap_remove(i);
+        }
+        if w.is_empty() {
+            watched.remove(&id);
+        }
+    }
+}
+
+/// Heartbeats a connection may send per tick of this node's heartbeat interval, at least (a
+/// peer sends one per its own interval, which is at least 1 ms: the limit is the larger of
+/// this and two per millisecond of our interval). More is a flood: the connection is closed
+/// ([`FrameError::Limit`]).
+pub(crate) const MAX_HEARTBEATS_PER_TICK: u32 = 1024;
+
+/// Unauthenticated connections closed (oldest first) when accepting fails for want of
+/// descriptors.
+const EVICT_ON_EXHAUSTION: usize = 8;
+
 /// What the endpoint can do to a proxy (type-erased over its message type).
 pub(crate) trait ProxyCtl {
     fn stop(&self);
@@ -67,75 +168,6 @@ pub(crate) enum Sent {
     Queued,
     /// Queued, and the peer's buffer is above the high-water mark: pause the proxy.
     QueuedPause,
-}
-
-enum InState {
-    AwaitHello,
-    AwaitResponse { client: Identity, cn: Nonce, sn: Nonce },
-    Open { peer: Identity },
-}
-
-enum Role {
-    /// Accepted here: the peer's messages come in; we answer control frames.
-    Inbound { state: InState, bindings: Vec<Option<Binding>>, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
-    /// Ours, to `peer`: our messages go out.
-    Outbound { peer: usize, cn: Nonce, open: bool },
-}
-
-struct Conn {
-    role: Role,
-    inbuf: Vec<u8>,
-    /// Control frames on this socket (handshake, heartbeat, acks, Terminated); sent before
-    /// the peer's pending buffer.
-    out: Vec<u8>,
-    sending: bool,
-    closing: bool,
-    /// An outbound connection's TCP connect has completed (inbound: always).
-    connected: bool,
-    last_heard: Instant,
-    /// A message the target's full mailbox refused; reading is paused until it goes in.
-    stalled: Option<Box<dyn FnMut() -> bool>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PeerState {
-    Idle,
-    Connecting(ConnId),
-    Open(ConnId),
-    Backoff(Instant),
-}
-
-struct AliasEntry {
-    bind: Vec<u8>,
-    /// Its first frame (BIND or SPAWN) has been handed to a connection: a new connection
-    /// must bind it again. (Until then that frame waits in `pending`, in order.)
-    announced: bool,
-    ctl: Box<dyn ProxyCtl>,
-    /// The peer incarnation this alias was made for (None: whichever answers next).
-    incarnation: Option<u64>,
-}
-
-/// A remote node this shard sends to.
-struct Peer {
-    addr: SocketAddr,
-    state: PeerState,
-    incarnation: Option<u64>,
-    /// The incarnation last seen before the peer was declared unreachable (to quarantine it
-    /// if a different one answers later).
-    last_incarnation: Option<u64>,
-    pending: Vec<u8>,
-    pending_msgs: u64,
-    aliases: HashMap<u32, AliasEntry>,
-    next_alias: u32,
-    paused: Vec<u32>,
-    last_heard: Instant,
-    down_since: Option<Instant>,
-    backoff: Duration,
-    hb_seq: u64,
-    /// Already on the dirty list this turn.
-    dirty: bool,
-    /// Aliases whose first frame is still in `pending`.
-    unannounced: Vec<u32>,
 }
 
 /// Per-shard protocol state. See the module docs.
@@ -160,6 +192,10 @@ pub(crate) struct EndpointState {
     /// Local actors watched for inbound bindings: who to tell when they stop.
     watched: HashMap<ActorId, Vec<(ConnId, u32)>>,
     myself: Option<percore::ActorRef<EndpointMsg>>,
+    /// Inbound connections still in their handshake, oldest first, with their source.
+    unauthenticated: VecDeque<(ConnId, std::net::IpAddr)>,
+    /// How many of `unauthenticated` each source address holds.
+    unauthenticated_from: HashMap<std::net::IpAddr, usize>,
     sent: u64,
     received: u64,
     undelivered: u64,
@@ -168,7 +204,15 @@ pub(crate) struct EndpointState {
 impl EndpointState {
     fn new(node: Arc<NodeShared>, shard: usize) -> Self {
         let me = Identity { system: node.cfg.system.clone(), addr: node.addr, incarnation: node.incarnation };
-        let key = node.cfg.secret.clone().unwrap_or_default();
+        // `Node::start` refused an empty secret, so the empty key means "no secret", which
+        // only a loopback node may run with.
+        let key = match &node.cfg.secret {
+            Some(s) => {
+                debug_assert!(!s.is_empty(), "Node::start refuses empty secrets");
+                s.clone()
+            }
+            None => Vec::new(),
+        };
         EndpointState {
             me,
             key,
@@ -186,110 +230,13 @@ impl EndpointState {
             watch_jobs: Vec::new(),
             watched: HashMap::new(),
             myself: None,
+            unauthenticated: VecDeque::new(),
+            unauthenticated_from: HashMap::new(),
             sent: 0,
             received: 0,
             undelivered: 0,
             node,
         }
-    }
-
-    fn peer_for(&mut self, addr: SocketAddr) -> usize {
-        if let Some(&i) = self.peer_index.get(&addr) {
-            return i;
-        }
-        let i = self.peers.len();
-        self.peers.push(Peer {
-            addr,
-            state: PeerState::Idle,
-            incarnation: None,
-            last_incarnation: None,
-            pending: Vec::with_capacity(64 * 1024),
-            pending_msgs: 0,
-            aliases: HashMap::new(),
-            next_alias: 1,
-            paused: Vec::new(),
-            last_heard: Instant::now(),
-            down_since: None,
-            backoff: self.node.cfg.reconnect_min,
-            hb_seq: 0,
-            dirty: false,
-            unannounced: Vec::new(),
-        });
-        self.peer_index.insert(addr, i);
-        i
-    }
-
-    fn ensure_connecting(&mut self, p: usize) {
-        if self.peers[p].state == PeerState::Idle {
-            self.peers[p].down_since.get_or_insert_with(Instant::now);
-            self.to_connect.push(p);
-        }
-    }
-
-    /// Schedules a flush of peer `p`'s buffer (once per turn, however many messages).
-    #[inline]
-    fn mark_dirty(&mut self, p: usize) {
-        let peer = &mut self.peers[p];
-        if let (PeerState::Open(c), false) = (peer.state, peer.dirty) {
-            peer.dirty = true;
-            self.dirty.push(c);
-        }
-    }
-
-    /// A proxy starts: give it an alias at its peer. `None`: the ref points at an earlier
-    /// incarnation of the peer (the actor is gone).
-    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>, deploy: Option<&str>) -> Option<(usize, u32)> {
-        let p = self.peer_for(wr.node);
-        let peer = &mut self.peers[p];
-        if wr.incarnation != 0 && peer.incarnation.is_some_and(|i| i != wr.incarnation)
-            || self.node.is_quarantined(wr.node, wr.incarnation)
-        {
-            return None;
-        }
-        let alias = peer.next_alias;
-        peer.next_alias += 1;
-        let mut bind = Vec::new();
-        let s = begin_frame(&mut bind, kind::BIND);
-        {
-            let mut w = Encoder::plain(&mut bind);
-            w.put_u32(alias);
-            w.put_u32(type_id);
-            match &wr.target {
-                Target::Name(n) => {
-                    w.put_u8(0);
-                    w.put_str(n);
-                }
-                Target::Uid(u) => {
-                    w.put_u8(1);
-                    w.put_u64(*u);
-                }
-            }
-        }
-        let _ = end_frame(&mut bind, s, usize::MAX);
-        // A deployment's first frame spawns; later connections re-bind it by its name.
-        let first = match (deploy, &wr.target) {
-            (Some(factory), Target::Name(name)) => {
-                let mut f = Vec::new();
-                let s = begin_frame(&mut f, kind::SPAWN);
-                let mut w = Encoder::plain(&mut f);
-                w.put_u32(alias);
-                w.put_u32(type_id);
-                w.put_str(factory);
-                w.put_str(name);
-                let _ = end_frame(&mut f, s, usize::MAX);
-                f
-            }
-            _ => bind.clone(),
-        };
-        // Through the FIFO buffer, so it precedes every message of this alias (a connection
-        // opening later re-binds known aliases first, and the spawn still comes in order).
-        peer.pending.extend_from_slice(&first);
-        let incarnation = if wr.incarnation != 0 { Some(wr.incarnation) } else { peer.incarnation };
-        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation, announced: false });
-        peer.unannounced.push(alias);
-        self.ensure_connecting(p);
-        self.mark_dirty(p);
-        Some((p, alias))
     }
 
     /// A deployed child failed: tell its spawner (on the connection it was deployed on).
@@ -298,76 +245,14 @@ impl EndpointState {
             let s = begin_frame(&mut conn.out, kind::CHILD_FAILED);
             let mut w = Encoder::plain(&mut conn.out);
             w.put_u32(alias);
-            w.put_str(reason);
+            let mut cut = reason.len().min(MAX_ANSWER - 64);
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            w.put_str(&reason[..cut]);
             let _ = end_frame(&mut conn.out, s, usize::MAX);
             self.dirty.push(c);
         }
-    }
-
-    /// A deployment proxy carries its parent's decision to the remote guard.
-    pub(crate) fn send_supervise(&mut self, p: usize, alias: u32, code: u8) {
-        let Some(peer) = self.peers.get_mut(p) else { return };
-        let s = begin_frame(&mut peer.pending, kind::SUPERVISE);
-        peer.pending.extend_from_slice(&alias.to_le_bytes());
-        peer.pending.push(code);
-        let _ = end_frame(&mut peer.pending, s, usize::MAX);
-        self.mark_dirty(p);
-    }
-
-    pub(crate) fn unbind_proxy(&mut self, p: usize, alias: u32) {
-        let Some(peer) = self.peers.get_mut(p) else { return };
-        if peer.aliases.remove(&alias).is_some() && matches!(peer.state, PeerState::Open(_)) {
-            let s = begin_frame(&mut peer.pending, kind::UNBIND);
-            peer.pending.extend_from_slice(&alias.to_le_bytes());
-            let _ = end_frame(&mut peer.pending, s, usize::MAX);
-            self.mark_dirty(p);
-        }
-    }
-
-    /// The hot path: a proxy encodes one message into its peer's buffer.
-    #[inline]
-    pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
-        let max = self.node.cfg.max_frame;
-        let EndpointState { peers, replies, refs, node, .. } = self;
-        let peer = &mut peers[p];
-        let start = begin_frame(&mut peer.pending, kind::MSG);
-        peer.pending.extend_from_slice(&alias.to_le_bytes());
-        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies), refs: Some(refs) });
-        if let Err(len) = end_frame(&mut peer.pending, start, max) {
-            log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
-            self.undelivered += 1;
-            return Sent::Queued;
-        }
-        peer.pending_msgs += 1;
-        self.sent += 1;
-        let over = peer.pending.len() > self.node.cfg.high_water;
-        if over {
-            peer.paused.push(alias);
-        }
-        self.mark_dirty(p);
-        if over {
-            Sent::QueuedPause
-        } else {
-            Sent::Queued
-        }
-    }
-
-    /// A control frame from another thread or shard (replies, spawn requests).
-    fn queue_control(&mut self, addr: SocketAddr, incarnation: u64, k: u8, body: &[u8]) {
-        let p = self.peer_for(addr);
-        let peer = &mut self.peers[p];
-        if incarnation != 0 && peer.incarnation.is_some_and(|i| i != incarnation) {
-            self.undelivered += 1;
-            return;
-        }
-        let s = begin_frame(&mut peer.pending, k);
-        peer.pending.extend_from_slice(body);
-        if end_frame(&mut peer.pending, s, self.node.cfg.max_frame).is_err() {
-            self.undelivered += 1;
-            return;
-        }
-        self.ensure_connecting(p);
-        self.mark_dirty(p);
     }
 
     fn reject(&mut self, c: ConnId, why: &FrameError) {
@@ -382,6 +267,7 @@ impl EndpointState {
                 log::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
                 self.node.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.to_close.push(c);
+                self.forget_unauthenticated(c);
             }
         }
     }
@@ -392,147 +278,17 @@ impl EndpointState {
         let _ = end_frame(out, s, usize::MAX);
     }
 
-    pub(super) fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
-        let node = self.node.clone();
-        let peer = &mut self.peers[p];
-        if server.addr != peer.addr {
-            return Err(FrameError::Auth("peer announced a different address than the one dialled"));
-        }
-        if node.is_quarantined(server.addr, server.incarnation) {
-            return Err(FrameError::Quarantined(server.incarnation));
-        }
-        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
-            // The peer restarted: its actors are gone. The old incarnation is quarantined;
-            // proxies made for it stop (Terminated to their watchers), and what is buffered
-            // for it is undeliverable. Proxies made since it was given up address whichever
-            // incarnation answers, i.e. this one.
-            node.quarantine(peer.addr, old);
-            if peer.incarnation == Some(old) {
-                self.undelivered += peer.pending_msgs;
-                peer.pending.clear();
-                peer.pending_msgs = 0;
-            }
-            let stale: Vec<u32> = peer.aliases.iter().filter(|(_, a)| a.incarnation == Some(old)).map(|(k, _)| *k).collect();
-            for k in stale {
-                if let Some(a) = peer.aliases.remove(&k) {
-                    a.ctl.stop();
-                }
-            }
-            peer.paused.retain(|k| peer.aliases.contains_key(k));
-        }
-        for a in peer.aliases.values_mut() {
-            a.incarnation.get_or_insert(server.incarnation);
-        }
-        peer.incarnation = Some(server.incarnation);
-        peer.state = PeerState::Open(c);
-        peer.last_heard = Instant::now();
-        peer.down_since = None;
-        peer.backoff = node.cfg.reconnect_min;
-        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
-        // Bind every alias again before the buffered frames (the peer's bindings died with
-        // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
-        let conn = self.conns.get_mut(&c).expect("open conn");
-        let mut aliases: Vec<_> = peer.aliases.iter().filter(|(_, a)| a.announced).collect();
-        aliases.sort_by_key(|(a, _)| **a);
-        for (_, a) in aliases {
-            conn.out.extend_from_slice(&a.bind);
-        }
-        self.dirty.push(c);
-        Ok(())
-    }
-
-    /// The peer is unreachable: give up on what is buffered and stop its proxies.
-    fn unreachable(&mut self, p: usize, why: &str) {
-        let node = self.node.clone();
-        let peer = &mut self.peers[p];
-        log::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
-        node.stats.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.undelivered += peer.pending_msgs;
-        peer.pending.clear();
-        peer.pending_msgs = 0;
-        peer.paused.clear();
-        for (_, a) in peer.aliases.drain() {
-            a.ctl.stop();
-        }
-        if let PeerState::Open(c) | PeerState::Connecting(c) = peer.state {
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.closing = true;
-            }
-            self.to_close.push(c);
-        }
-        peer.state = PeerState::Idle;
-        peer.down_since = None;
-        peer.backoff = node.cfg.reconnect_min;
-        peer.last_incarnation = peer.incarnation.take().or(peer.last_incarnation);
-    }
-
-    /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
-    fn tick(&mut self) {
-        let now = Instant::now();
-        let timeout = self.node.cfg.failure_timeout;
-        for p in 0..self.peers.len() {
-            let peer = &mut self.peers[p];
-            match peer.state {
-                PeerState::Open(c) => {
-                    let sending = self.conns.get(&c).is_some_and(|conn| conn.sending);
-                    if sending {
-                        // A send is in flight: the kernel's TCP_USER_TIMEOUT watches it
-                        // (heartbeat replies wait behind what a busy receiver has not read).
-                        peer.last_heard = peer.last_heard.max(now - timeout / 2);
-                    } else if now.duration_since(peer.last_heard) > timeout {
-                        self.unreachable(p, "no heartbeat reply");
-                        continue;
-                    }
-                    peer.hb_seq += 1;
-                    let seq = peer.hb_seq;
-                    if let Some(conn) = self.conns.get_mut(&c) {
-                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
-                        conn.out.extend_from_slice(&seq.to_le_bytes());
-                        let _ = end_frame(&mut conn.out, s, usize::MAX);
-                        self.dirty.push(c);
-                    }
-                }
-                PeerState::Idle => {
-                    if !peer.aliases.is_empty() || !peer.pending.is_empty() {
-                        self.ensure_connecting(p);
-                    }
-                }
-                PeerState::Connecting(_) | PeerState::Backoff(_) => {
-                    if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
-                        self.unreachable(p, "cannot connect");
-                    } else if let PeerState::Backoff(at) = peer.state {
-                        if now >= at {
-                            peer.state = PeerState::Idle;
-                            self.to_connect.push(p);
-                        }
-                    }
-                }
-            }
-        }
-        // Inbound connections whose client went silent (a vanished process, a cut cable).
-        let silent: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Inbound { .. }) && !c.closing && now.duration_since(c.last_heard) > timeout * 2)
-            .map(|(id, _)| *id)
-            .collect();
-        for c in silent {
-            log::info!("node {}: closing a silent inbound connection", self.node.addr);
-            if let Some(conn) = self.conns.get_mut(&c) {
-                conn.closing = true;
-            }
-            self.to_close.push(c);
-        }
-        self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
-        if self.shard == 0 {
-            self.node.sweep_exports();
-        }
-    }
-
     /// Records that the peer on `c` watches `target` through `alias`; returns whether this
     /// shard must start watching it (first watcher).
     fn watch_for_peer(&mut self, c: ConnId, alias: u32, target: ActorId) -> bool {
+        // The binding learns its actor, so that closing the connection unwatches it.
+        match self.conns.get_mut(&c).map(|conn| &mut conn.role) {
+            Some(Role::Inbound { bindings, .. }) => match bindings.get_mut(&alias) {
+                Some(b) if b.target.is_none() => b.target = Some(target),
+                _ => return false, // unbound (or re-bound) meanwhile
+            },
+            _ => return false, // the connection is gone
+        }
         let w = self.watched.entry(target).or_default();
         w.push((c, alias));
         w.len() == 1
@@ -542,8 +298,8 @@ impl EndpointState {
     fn binding_failed(&mut self, c: ConnId, alias: u32) {
         if let Some(conn) = self.conns.get_mut(&c) {
             if let Role::Inbound { bindings, .. } = &mut conn.role {
-                if let Some(slot) = bindings.get_mut(alias as usize) {
-                    *slot = None;
+                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                    unwatch(&mut self.watched, id, c, alias);
                 }
             }
             Self::terminated_frame(&mut conn.out, alias);
@@ -556,8 +312,9 @@ impl EndpointState {
         for (c, alias) in self.watched.remove(&id).unwrap_or_default() {
             if let Some(conn) = self.conns.get_mut(&c) {
                 if let Role::Inbound { bindings, .. } = &mut conn.role {
-                    if let Some(slot) = bindings.get_mut(alias as usize) {
-                        *slot = None;
+                    // Only if the alias still means this actor (it may have been re-bound).
+                    if bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
+                        bindings.remove(&alias);
                     }
                 }
                 Self::terminated_frame(&mut conn.out, alias);
@@ -582,20 +339,27 @@ impl EndpointState {
             }
             progressed += 1;
             conn.stalled = None;
-            let buf = std::mem::take(&mut conn.inbuf);
-            match self.input(c, &buf) {
-                Ok(used) => {
-                    if let Some(conn) = self.conns.get_mut(&c) {
-                        conn.inbuf = buf[used..].to_vec();
-                        if conn.stalled.is_none() {
-                            self.to_pause.push((c, false));
-                        }
-                    }
-                }
-                Err(e) => self.reject(c, &e),
-            }
+            self.resume_input(c);
         }
         progressed
+    }
+
+    /// Parses what `c` buffered while it was paused; resumes reading unless it pauses again.
+    fn resume_input(&mut self, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else { return };
+        let mut buf = std::mem::take(&mut conn.inbuf);
+        match self.input(c, &buf) {
+            Ok(used) => {
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    buf.drain(..used);
+                    conn.inbuf = buf;
+                    if conn.stalled.is_none() && !conn.answers_blocked {
+                        self.to_pause.push((c, false));
+                    }
+                }
+            }
+            Err(e) => self.reject(c, &e),
+        }
     }
 
     /// Applies what the protocol decided: connects, closes, sends; publishes counters.
@@ -647,6 +411,11 @@ impl EndpointState {
         if conn.sending || conn.closing || !conn.connected {
             return;
         }
+        if let Some(seq) = conn.ack.take() {
+            let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
+            conn.out.extend_from_slice(&seq);
+            let _ = end_frame(&mut conn.out, s, usize::MAX);
+        }
         if !conn.out.is_empty() {
             conn.sending = io.send(c, &mut conn.out);
             return;
@@ -674,26 +443,36 @@ impl EndpointState {
 
 }
 
-impl Conn {
-    fn new(role: Role) -> Self {
-        let connected = matches!(role, Role::Inbound { .. });
-        Conn {
-            role,
-            inbuf: Vec::new(),
-            out: Vec::new(),
-            sending: false,
-            closing: false,
-            connected,
-            last_heard: Instant::now(),
-            stalled: None,
-        }
-    }
-}
-
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         log::debug!("node {}: accepted {peer}", self.node.addr);
-        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: Vec::new(), deployed: HashMap::new() }));
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
+        // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
+        let ip = peer.ip();
+        self.unauthenticated.push_back((conn, ip));
+        *self.unauthenticated_from.entry(ip).or_default() += 1;
+        let (per_node, per_source) = self.unauthenticated_caps();
+        if self.unauthenticated_from[&ip] > per_source {
+            if let Some(&(oldest, _)) = self.unauthenticated.iter().find(|(_, from)| *from == ip) {
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
+        if self.unauthenticated.len() > per_node {
+            if let Some(&(oldest, _)) = self.unauthenticated.front() {
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
+    }
+
+    fn on_accept_failed(&mut self, err: &std::io::Error) {
+        if crate::io::is_exhaustion(err) {
+            // Out of descriptors: the oldest handshakes make room for the connections
+            // waiting in the backlog (a genuine peer among them).
+            for _ in 0..EVICT_ON_EXHAUSTION {
+                let Some(&(oldest, _)) = self.unauthenticated.front() else { break };
+                self.drop_unauthenticated(oldest, false);
+            }
+        }
     }
 
     fn on_connected(&mut self, conn: ConnId) {
@@ -711,7 +490,7 @@ impl IoSink for EndpointState {
             return;
         }
         conn.last_heard = Instant::now();
-        if conn.stalled.is_some() {
+        if conn.stalled.is_some() || conn.answers_blocked {
             conn.inbuf.extend_from_slice(data); // at most the reads already in flight
             return;
         }
@@ -748,6 +527,13 @@ impl IoSink for EndpointState {
         if let Some(conn) = self.conns.get_mut(&c) {
             conn.sending = false;
             self.dirty.push(c);
+            if conn.answers_blocked && conn.out.len() <= MAX_ANSWERS_BUFFERED {
+                // The peer reads its answers again: parse what waited, then read on.
+                conn.answers_blocked = false;
+                self.resume_input(c);
+                return;
+            }
+            let Some(conn) = self.conns.get_mut(&c) else { return };
             // The peer's kernel took our bytes, so its side is reading: that is a sign of
             // life too. Heartbeat replies queue behind the data a slow (backpressuring)
             // receiver has not read yet, so they alone would call a busy peer dead.
@@ -759,6 +545,14 @@ impl IoSink for EndpointState {
 
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
+        self.forget_unauthenticated(c);
+        if let Role::Inbound { bindings, .. } = &conn.role {
+            for (&alias, b) in bindings {
+                if let Some(id) = b.target {
+                    unwatch(&mut self.watched, id, c, alias);
+                }
+            }
+        }
         if let Role::Inbound { deployed, .. } = &conn.role {
             for g in deployed.values() {
                 let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);

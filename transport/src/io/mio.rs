@@ -28,6 +28,7 @@ use ::mio::unix::SourceFd;
 use ::mio::{Events, Interest, Poll, Registry, Token};
 use percore::driver::DriverWaker;
 
+use super::slab::Slab;
 use super::{set_nodelay, CloseReason, ConnId, EventFd, Io, IoSink};
 
 /// Token of the listening socket.
@@ -40,6 +41,8 @@ const READ_BUF: usize = 64 * 1024;
 const READS_PER_TURN: usize = 16;
 /// Accepts per `poll` before other work gets a turn.
 const ACCEPTS_PER_TURN: usize = 64;
+/// How long accepting pauses after an error such as EMFILE (out of descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Capacity of the reusable event list.
 const EVENTS: usize = 1024;
 
@@ -95,17 +98,9 @@ impl Conn {
 
 #[derive(Debug)]
 enum State {
-    /// On the free list.
-    Free,
     Open(Conn),
-    /// Closed; its `on_closed` is queued. Freed when that is reported.
+    /// Closed (or being set up); its `on_closed` is queued. Freed when that is reported.
     Closed,
-}
-
-#[derive(Debug)]
-struct Slot {
-    generation: u32,
-    state: State,
 }
 
 /// A report queued by a call that has no sink.
@@ -123,8 +118,11 @@ pub(crate) struct MioIo {
     listener: Option<TcpListener>,
     /// The listener had a readable edge and may have more to accept.
     listener_ready: bool,
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// Accepting failed for want of descriptors (EMFILE, ENFILE, ...): retried at this time
+    /// (the connections waiting in the backlog bring no new edge).
+    accept_paused_until: Option<std::time::Instant>,
+    /// Connections by [`ConnId`] (a slab key; the epoll token is its index).
+    slots: Slab<State>,
     /// Connections with readiness to service (may hold stale ids).
     ready: Vec<ConnId>,
     /// The list being serviced (kept to reuse its allocation).
@@ -139,8 +137,7 @@ impl fmt::Debug for MioIo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MioIo")
             .field("listener", &self.listener.as_ref().and_then(|l| l.local_addr().ok()))
-            .field("slots", &self.slots.len())
-            .field("free", &self.free.len())
+            .field("connections", &self.slots.len())
             .field("ready", &self.ready.len())
             .field("deferred", &self.deferred.len())
             .finish_non_exhaustive()
@@ -169,8 +166,8 @@ impl MioIo {
             listener,
             // A connection may already be waiting before registration: look once.
             listener_ready: true,
-            slots: Vec::new(),
-            free: Vec::new(),
+            accept_paused_until: None,
+            slots: Slab::default(),
             ready: Vec::new(),
             servicing: Vec::new(),
             deferred: Vec::new(),
@@ -179,22 +176,15 @@ impl MioIo {
         })
     }
 
-    /// Takes a free slot (or grows the slab); returns its id. The caller fills the state.
+    /// Takes a free slot; returns its id. The caller fills the state.
     fn alloc(&mut self) -> ConnId {
-        match self.free.pop() {
-            Some(index) => ConnId::new(index, self.slots[index as usize].generation),
-            None => {
-                let index = u32::try_from(self.slots.len()).expect("more than 2^32 connections");
-                self.slots.push(Slot { generation: 0, state: State::Free });
-                ConnId::new(index, 0)
-            }
-        }
+        ConnId(self.slots.insert(State::Closed))
     }
 
     /// The open connection `id` names, if it is current.
     fn conn(&mut self, id: ConnId) -> Option<&mut Conn> {
-        match self.slots.get_mut(id.index()) {
-            Some(Slot { generation, state: State::Open(c) }) if *generation == id.generation() => Some(c),
+        match self.slots.get_mut(id.0) {
+            Some(State::Open(c)) => Some(c),
             _ => None,
         }
     }
@@ -211,7 +201,9 @@ impl MioIo {
                 WAKER => self.waker.drain(),
                 LISTENER => self.listener_ready = true,
                 Token(index) => {
-                    let Some(Slot { generation, state: State::Open(c) }) = self.slots.get_mut(index) else {
+                    // `index` came from our own token, so it fits in u32.
+                    let id = ConnId(self.slots.key_at(index as u32));
+                    let Some(State::Open(c)) = self.slots.get_mut(id.0) else {
                         continue;
                     };
                     let failed = ev.is_error() || (ev.is_read_closed() && ev.is_write_closed());
@@ -221,8 +213,7 @@ impl MioIo {
                     c.hup |= failed;
                     if !c.queued {
                         c.queued = true;
-                        // `index` came from our own token, so it fits in u32.
-                        self.ready.push(ConnId::new(index as u32, *generation));
+                        self.ready.push(id);
                     }
                 }
             }
@@ -246,7 +237,9 @@ impl MioIo {
                         self.release(id);
                         continue;
                     }
-                    self.slots[id.index()].state = State::Open(Conn::new(stream, true));
+                    if let Some(state) = self.slots.get_mut(id.0) {
+                        *state = State::Open(Conn::new(stream, true));
+                    }
                     sink.on_accepted(id, peer);
                     reported += 1;
                 }
@@ -256,11 +249,14 @@ impl MioIo {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // ECONNABORTED and friends concern one connection; EMFILE and the like would
-                // spin: wait for the next edge (a later connection) and say why.
+                // spin: retry after a pause (closing connections frees descriptors, but
+                // brings no edge on the listener), and say why.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    log::warn!("mio: accept failed: {e}");
+                    log::warn!("mio: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    sink.on_accept_failed(&e);
                     self.listener_ready = false;
+                    self.accept_paused_until = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
                     return reported;
                 }
             }
@@ -271,19 +267,13 @@ impl MioIo {
 
     /// Frees slot `id` (its `on_closed` has been reported, or it never got a connection).
     fn release(&mut self, id: ConnId) {
-        let slot = &mut self.slots[id.index()];
-        slot.state = State::Free;
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.index() as u32);
+        self.slots.remove(id.0);
     }
 
     /// Services one connection from the ready list: connect completion, writes, reads.
     fn service(&mut self, id: ConnId, sink: &mut dyn IoSink) -> usize {
         let mut reported = 0;
-        let Some(Slot { generation, state }) = self.slots.get_mut(id.index()) else { return 0 };
-        if *generation != id.generation() {
-            return 0;
-        }
+        let Some(state) = self.slots.get_mut(id.0) else { return 0 };
         let State::Open(c) = state else { return 0 };
         c.queued = false;
 
@@ -404,6 +394,10 @@ impl Io for MioIo {
     fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
         let mut reported = self.report_deferred(sink);
         self.poll_events(Some(Duration::ZERO));
+        if self.accept_paused_until.is_some_and(|t| std::time::Instant::now() >= t) {
+            self.accept_paused_until = None;
+            self.listener_ready = true;
+        }
         if self.listener_ready && self.listener.is_some() {
             reported += self.accept(sink);
         }
@@ -419,14 +413,18 @@ impl Io for MioIo {
         if self.has_pending() {
             return;
         }
+        let timeout = match self.accept_paused_until {
+            Some(t) => {
+                let left = t.saturating_duration_since(std::time::Instant::now());
+                Some(timeout.map_or(left, |d| d.min(left)))
+            }
+            None => timeout,
+        };
         self.poll_events(timeout);
     }
 
     fn pause_reads(&mut self, id: ConnId, paused: bool) {
-        let Some(Slot { generation, state: State::Open(c) }) = self.slots.get_mut(id.index()) else { return };
-        if *generation != id.generation() {
-            return;
-        }
+        let Some(State::Open(c)) = self.slots.get_mut(id.0) else { return };
         c.read_paused = paused;
         if !paused && c.readable && !c.queued {
             // The edge was seen while paused: service it on the next poll.
@@ -443,10 +441,13 @@ impl Io for MioIo {
             Ok(stream)
         });
         match result {
-            Ok(stream) => self.slots[id.index()].state = State::Open(Conn::new(stream, false)),
+            Ok(stream) => {
+                if let Some(state) = self.slots.get_mut(id.0) {
+                    *state = State::Open(Conn::new(stream, false));
+                }
+            }
             Err(e) => {
                 log::debug!("mio: connect to {addr} failed: {e}");
-                self.slots[id.index()].state = State::Closed;
                 self.deferred.push(Deferred::Closed(id, CloseReason::Error(e)));
             }
         }
@@ -454,10 +455,7 @@ impl Io for MioIo {
     }
 
     fn send(&mut self, conn: ConnId, buf: &mut Vec<u8>) -> bool {
-        let Some(Slot { generation, state }) = self.slots.get_mut(conn.index()) else { return false };
-        if *generation != conn.generation() {
-            return false;
-        }
+        let Some(state) = self.slots.get_mut(conn.0) else { return false };
         let State::Open(c) = state else { return false };
         if !c.connected || c.send != SendState::Idle {
             return false;
@@ -476,8 +474,8 @@ impl Io for MioIo {
     }
 
     fn close(&mut self, conn: ConnId) {
-        let Some(Slot { generation, state }) = self.slots.get_mut(conn.index()) else { return };
-        if *generation == conn.generation() && matches!(state, State::Open(_)) {
+        let Some(state) = self.slots.get_mut(conn.0) else { return };
+        if matches!(state, State::Open(_)) {
             shut(self.poll.registry(), state, conn, CloseReason::Local, &mut self.deferred);
         }
     }

@@ -32,22 +32,22 @@ use percore::driver::DriverWaker;
 
 mod bufring;
 pub(crate) mod mio;
+pub(crate) mod slab;
 pub(crate) mod uring;
 
-/// A connection handle: slab index in the low 32 bits, a generation above (so a stale id
-/// never reaches a reused slot).
+/// A connection handle: a key of the backend's [`slab::Slab`] (slot index in the low 32 bits,
+/// generation above, so a stale id never reaches a reused slot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ConnId(pub(crate) u64);
 
 impl ConnId {
+    /// The id of slot `index` at `generation` (tests name connections by hand).
+    #[cfg(test)]
     pub(crate) fn new(index: u32, generation: u32) -> Self {
-        ConnId((generation as u64) << 32 | index as u64)
+        ConnId(slab::key(index, generation))
     }
     pub(crate) fn index(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-    pub(crate) fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+        slab::index(self.0) as usize
     }
 }
 
@@ -85,6 +85,17 @@ pub(crate) trait IoSink {
     /// `conn` is gone (EOF, error, failed connect, or after `close`). Reported exactly once
     /// per connection, after its last operation completed. No callback names it afterwards.
     fn on_closed(&mut self, conn: ConnId, why: CloseReason);
+    /// Accepting failed with `err` (e.g. EMFILE: out of descriptors); the backend retries
+    /// after a short pause. The protocol may free descriptors (close idle handshakes).
+    fn on_accept_failed(&mut self, err: &io::Error) {
+        let _ = err;
+    }
+}
+
+/// Whether an accept error means the process or system ran out of descriptors or memory
+/// (transient, unlike an error of one connection).
+pub(crate) fn is_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// A per-shard socket backend. See the [module docs](self).

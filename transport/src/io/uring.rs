@@ -20,6 +20,11 @@
 //!   A completion without `IORING_CQE_F_MORE` ends the multishot; it is re-armed while the
 //!   connection is open and not paused. `pause_reads` cancels the multishot (completions
 //!   already posted are still reported), resuming re-arms it once the old one has ended.
+//! - Fairness: the buffer ring is shared, so one connection streaming data could take every
+//!   buffer and starve the others. A connection's multishot receive is cancelled after
+//!   `RECVS_PER_TURN` completions in one `poll` and re-armed by the next; and one `poll`
+//!   handles at most `CQES_PER_POLL` completions (the rest wait, holding their buffers, so
+//!   the kernel waits too), keeping a shard's turn short for its actors.
 //! - Fallback: if registering the buffer ring fails, or the first multishot receive fails with
 //!   `EINVAL` (the kernel does not know the flag), the backend uses single-shot `Recv`s into a
 //!   64 KiB buffer per connection (allocated on first use), re-armed after each completion;
@@ -49,7 +54,10 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use percore::driver::DriverWaker;
 
+mod completions;
+
 use super::bufring::{BufRing, PBUF_GROUP};
+use super::slab::{self, Slab};
 use super::{set_nodelay, sockaddr, CloseReason, ConnId, EventFd, Io, IoSink};
 
 /// Submission queue size (the completion queue gets twice as many).
@@ -59,6 +67,11 @@ const RECV_BUF_LEN: usize = 64 * 1024;
 /// How long the accept stays disarmed after an unexpected error (EMFILE, ...), so a failing
 /// accept does not spin the shard.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Receive completions per connection per `poll` before its multishot receive is paused
+/// until the next one: 1 MiB of 32 KiB buffers, as mio reads 16 × 64 KiB per connection per turn.
+const RECVS_PER_TURN: u32 = 32;
+/// Completions handled per `poll` (at most 4 MiB of received data with 32 KiB buffers).
+const CQES_PER_POLL: usize = 128;
 /// How long `drop` waits for in-flight operations before leaking their memory.
 const DROP_DRAIN: Duration = Duration::from_secs(1);
 
@@ -86,12 +99,6 @@ enum Op {
     Timeout(#[allow(dead_code)] Box<types::Timespec>),
 }
 
-#[derive(Debug)]
-struct OpSlot {
-    generation: u32,
-    op: Option<Op>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Connecting,
@@ -112,6 +119,13 @@ struct Conn {
     recv_cancelling: bool,
     /// The receiver asked us to stop reading (backpressure): no recv is re-armed.
     read_paused: bool,
+    /// Receive completions this poll; past [`RECVS_PER_TURN`] its multishot is cancelled and
+    /// re-armed at the next poll (`throttled`), so one connection streaming data cannot take
+    /// every provided buffer and starve the others.
+    turn_recvs: u32,
+    /// The poll `turn_recvs` counts for.
+    recv_epoch: u64,
+    throttled: bool,
     /// The caller's bytes while `sending`, else the empty spare handed out by the next `send`.
     send_buf: Vec<u8>,
     send_off: usize,
@@ -132,6 +146,9 @@ impl Conn {
             recv_op: None,
             recv_cancelling: false,
             read_paused: false,
+            turn_recvs: 0,
+            recv_epoch: 0,
+            throttled: false,
             send_buf: Vec::new(),
             send_off: 0,
             sending: false,
@@ -148,12 +165,6 @@ impl Conn {
     fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
     }
-}
-
-#[derive(Debug)]
-struct ConnSlot {
-    generation: u32,
-    conn: Option<Conn>,
 }
 
 /// Reports that do not come straight from a completion.
@@ -178,14 +189,18 @@ pub(crate) struct UringIo {
     recv_multishot_worked: bool,
     /// The kernel takes a timeout in `io_uring_enter` (5.11+); else `wait` submits a timeout op.
     ext_arg: bool,
-    ops: Vec<OpSlot>,
-    op_free: Vec<u32>,
-    ops_live: usize,
-    conns: Vec<ConnSlot>,
-    conn_free: Vec<u32>,
+    /// In-flight operations; a key is the SQE's `user_data`.
+    ops: Slab<Op>,
+    /// Connections; a key is the [`ConnId`]. An op names its connection by slot index: the
+    /// slot is not freed while any op of it is in flight.
+    conns: Slab<Conn>,
     /// SQEs that did not fit into the submission queue, oldest first.
     backlog: VecDeque<squeue::Entry>,
     deferred: VecDeque<Deferred>,
+    /// Connections whose receive waits for the next poll (see `Conn::throttled`).
+    throttled: Vec<u32>,
+    /// Counts polls (see `Conn::recv_epoch`).
+    epoch: u64,
     /// Reused buffer of (user_data, result, flags) reaped from the completion queue.
     cqes: Vec<(u64, i32, u32)>,
     listener: Option<TcpListener>,
@@ -201,8 +216,8 @@ pub(crate) struct UringIo {
 impl std::fmt::Debug for UringIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringIo")
-            .field("ops_in_flight", &self.ops_live)
-            .field("connections", &(self.conns.len() - self.conn_free.len()))
+            .field("ops_in_flight", &self.ops.len())
+            .field("connections", &self.conns.len())
             .field("backlog", &self.backlog.len())
             .field("listening", &self.listener.is_some())
             .field("accept_multishot", &self.accept_multishot)
@@ -217,7 +232,12 @@ fn is_retry(errno: i32) -> bool {
 
 impl UringIo {
     /// Checks that a ring can be created here and supports every opcode this backend uses.
+    /// `PERCORE_IO_URING=off` makes it fail (to test the fallback on a machine that has
+    /// io_uring).
     pub(crate) fn probe() -> Result<(), String> {
+        if std::env::var("PERCORE_IO_URING").is_ok_and(|v| v == "off" || v == "0") {
+            return Err("io_uring disabled by PERCORE_IO_URING".into());
+        }
         let ring = IoUring::new(8).map_err(|e| format!("io_uring unavailable: {e}"))?;
         let mut probe = Probe::new();
         ring.submitter().register_probe(&mut probe).map_err(|e| format!("io_uring opcode probe failed: {e}"))?;
@@ -296,13 +316,12 @@ impl UringIo {
             bufs,
             ring,
             ext_arg,
-            ops: Vec::new(),
-            op_free: Vec::new(),
-            ops_live: 0,
-            conns: Vec::new(),
-            conn_free: Vec::new(),
+            ops: Slab::default(),
+            conns: Slab::default(),
             backlog: VecDeque::new(),
             deferred: VecDeque::new(),
+            throttled: Vec::new(),
+            epoch: 0,
             cqes: Vec::with_capacity(RING_ENTRIES as usize * 2),
             listener,
             accept_armed: false,
@@ -316,81 +335,34 @@ impl UringIo {
         Ok(io)
     }
 
-    // ---- op slab ------------------------------------------------------------------------
+    // ---- slabs ------------------------------------------------------------------------
 
     /// Stores `op` and returns the `user_data` naming it.
     fn op_insert(&mut self, op: Op) -> u64 {
-        let index = match self.op_free.pop() {
-            Some(i) => i as usize,
-            None => {
-                self.ops.push(OpSlot { generation: 0, op: None });
-                self.ops.len() - 1
-            }
-        };
-        let slot = &mut self.ops[index];
-        slot.op = Some(op);
-        self.ops_live += 1;
-        (slot.generation as u64) << 32 | index as u64
-    }
-
-    fn op_slot(&mut self, user_data: u64) -> Option<&mut OpSlot> {
-        let slot = self.ops.get_mut((user_data & 0xffff_ffff) as usize)?;
-        (slot.generation == (user_data >> 32) as u32 && slot.op.is_some()).then_some(slot)
+        self.ops.insert(op)
     }
 
     /// Takes the op named by `user_data` out of the slab (its final completion arrived).
     fn op_remove(&mut self, user_data: u64) -> Option<Op> {
-        let slot = self.op_slot(user_data)?;
-        let op = slot.op.take();
-        slot.generation = slot.generation.wrapping_add(1);
-        self.op_free.push((user_data & 0xffff_ffff) as u32);
-        self.ops_live -= 1;
-        op
+        self.ops.remove(user_data)
     }
-
-    // ---- connection slab ----------------------------------------------------------------
 
     fn conn_insert(&mut self, conn: Conn) -> (u32, ConnId) {
-        let index = match self.conn_free.pop() {
-            Some(i) => i,
-            None => {
-                self.conns.push(ConnSlot { generation: 0, conn: None });
-                (self.conns.len() - 1) as u32
-            }
-        };
-        let slot = &mut self.conns[index as usize];
-        slot.conn = Some(conn);
-        (index, ConnId::new(index, slot.generation))
-    }
-
-    /// An id for a connection that never came to be (its slot is released at once).
-    fn burn_id(&mut self) -> ConnId {
-        let (index, id) = match self.conn_free.pop() {
-            Some(i) => (i, ConnId::new(i, self.conns[i as usize].generation)),
-            None => {
-                self.conns.push(ConnSlot { generation: 0, conn: None });
-                let i = (self.conns.len() - 1) as u32;
-                (i, ConnId::new(i, 0))
-            }
-        };
-        let slot = &mut self.conns[index as usize];
-        slot.generation = slot.generation.wrapping_add(1);
-        self.conn_free.push(index);
-        id
+        let k = self.conns.insert(conn);
+        (slab::index(k), ConnId(k))
     }
 
     /// The slot index of a live connection named by `id`.
     fn lookup(&self, id: ConnId) -> Option<u32> {
-        let slot = self.conns.get(id.index())?;
-        (slot.generation == id.generation() && slot.conn.is_some()).then_some(id.index() as u32)
+        self.conns.get(id.0).map(|_| slab::index(id.0))
     }
 
     fn conn(&mut self, index: u32) -> Option<&mut Conn> {
-        self.conns.get_mut(index as usize)?.conn.as_mut()
+        self.conns.at_mut(index)
     }
 
     fn conn_id(&self, index: u32) -> ConnId {
-        ConnId::new(index, self.conns[index as usize].generation)
+        ConnId(self.conns.key_at(index))
     }
 
     // ---- submission -----------------------------------------------------------------------
@@ -521,7 +493,7 @@ impl UringIo {
     fn arm_recv(&mut self, index: u32) {
         let multishot = self.recv_multishot;
         let Some(conn) = self.conn(index) else { return };
-        if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused {
+        if conn.state != State::Open || conn.recv_op.is_some() || conn.read_paused || conn.throttled {
             return;
         }
         let fd = types::Fd(conn.fd());
@@ -582,263 +554,14 @@ impl UringIo {
 
     /// Drops a closing connection once nothing of it is in flight; `on_closed` follows.
     fn maybe_finish(&mut self, index: u32) {
-        let slot = &mut self.conns[index as usize];
-        match &slot.conn {
+        match self.conns.at_mut(index) {
             Some(conn) if conn.state == State::Closing && !conn.in_flight() => {}
             _ => return,
         }
-        let id = ConnId::new(index, slot.generation);
-        let conn = slot.conn.take();
-        slot.generation = slot.generation.wrapping_add(1);
-        self.conn_free.push(index);
+        let id = self.conn_id(index);
+        let conn = self.conns.remove(id.0);
         let why = conn.and_then(|c| c.reason).unwrap_or(CloseReason::Local);
         self.deferred.push_back(Deferred::Closed(id, why));
-    }
-
-    // ---- completions --------------------------------------------------------------------
-
-    /// Reaps the completion queue into `self.cqes`.
-    fn reap(&mut self) {
-        self.cqes.clear();
-        for cqe in self.ring.completion() {
-            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
-    }
-
-    fn deliver_deferred(&mut self, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        while let Some(d) = self.deferred.pop_front() {
-            match d {
-                Deferred::Sent(id) => {
-                    let open = self.lookup(id).and_then(|i| self.conn(i)).is_some_and(|c| c.state != State::Closing);
-                    if open {
-                        sink.on_sent(id);
-                        events += 1;
-                    }
-                }
-                Deferred::Closed(id, why) => {
-                    sink.on_closed(id, why);
-                    events += 1;
-                }
-            }
-        }
-        events
-    }
-
-    /// Handles one completion; returns how many events it reported.
-    fn complete(&mut self, user_data: u64, res: i32, flags: u32, sink: &mut dyn IoSink) -> usize {
-        let more = cqueue::more(flags);
-        // A completion that used a provided buffer: report it (below), then hand it back.
-        let bid = cqueue::buffer_select(flags);
-        let events = self.complete_op(user_data, res, more, bid, sink);
-        if let (Some(bid), Some(bufs)) = (bid, self.bufs.as_mut()) {
-            bufs.recycle(bid);
-        }
-        events
-    }
-
-    fn complete_op(&mut self, user_data: u64, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
-        let op = if more {
-            // Only multishot accepts and receives keep their entries across completions.
-            match self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
-                Some(Op::Accept { multishot }) => Op::Accept { multishot: *multishot },
-                Some(Op::RecvMulti(index)) => Op::RecvMulti(*index),
-                other => {
-                    log::warn!("io_uring: unexpected multishot completion for {other:?}");
-                    return 0;
-                }
-            }
-        } else {
-            match self.op_remove(user_data) {
-                Some(op) => op,
-                None => {
-                    log::warn!("io_uring: completion for unknown op {user_data:#x} (res {res})");
-                    return 0;
-                }
-            }
-        };
-        match op {
-            Op::Accept { multishot } => self.on_accept(res, multishot, more, sink),
-            Op::Wake(count) => {
-                // The read emptied the counter (or failed, e.g. EINTR): either way, re-arm.
-                if res == 8 {
-                    log::trace!("io_uring: woken ({} wakes)", *count);
-                } else if res < 0 && !is_retry(-res) && res != -libc::ECANCELED {
-                    log::warn!("io_uring: waker read failed: {}", io::Error::from_raw_os_error(-res));
-                }
-                self.arm_wake();
-                0
-            }
-            Op::Recv(index) => self.on_recv(index, res, sink),
-            Op::RecvMulti(index) => self.on_recv_multi(index, res, more, bid, sink),
-            Op::Send(index) => self.on_send(index, res, sink),
-            Op::Connect(index) => self.on_connect(index, res, sink),
-            Op::Cancel | Op::Timeout(_) => 0,
-        }
-    }
-
-    fn on_accept(&mut self, res: i32, multishot: bool, more: bool, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        if res >= 0 {
-            if multishot {
-                self.accept_multishot_worked = true;
-            }
-            // SAFETY: a successful accept completion carries a new descriptor that nothing
-            // else owns.
-            let sock = TcpStream::from(unsafe { OwnedFd::from_raw_fd(res) });
-            match sock.peer_addr() {
-                Ok(peer) => {
-                    set_nodelay(sock.as_raw_fd());
-                    let (index, id) = self.conn_insert(Conn::new(sock, State::Open));
-                    sink.on_accepted(id, peer);
-                    events += 1;
-                    self.arm_recv(index);
-                }
-                // Reset before we looked: drop it, nobody has heard of it.
-                Err(e) => log::debug!("io_uring: accepted socket gone at once: {e}"),
-            }
-        } else {
-            let errno = -res;
-            if multishot && errno == libc::EINVAL && !self.accept_multishot_worked {
-                log::debug!("io_uring: multishot accept unsupported, using single-shot accepts");
-                self.accept_multishot = false;
-            } else if !is_retry(errno) && errno != libc::ECANCELED {
-                let e = io::Error::from_raw_os_error(errno);
-                log::warn!("io_uring: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
-                self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-            }
-        }
-        if !more {
-            self.accept_armed = false;
-            self.arm_accept();
-        }
-        events
-    }
-
-    fn on_recv(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        let id = self.conn_id(index);
-        let Some(conn) = self.conn(index) else { return 0 };
-        conn.recv_op = None;
-        let closing = conn.state == State::Closing;
-        if res > 0 {
-            if !closing {
-                sink.on_data(id, &conn.recv_buf[..res as usize]);
-                events += 1;
-                self.arm_recv(index);
-            }
-        } else if res == 0 {
-            self.begin_close(index, CloseReason::Eof);
-        } else if is_retry(-res) {
-            self.arm_recv(index);
-        } else if !closing {
-            self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(-res)));
-        }
-        self.maybe_finish(index);
-        events
-    }
-
-    /// A multishot receive's completion; `bid` (the buffer it filled) goes back to the ring
-    /// after this returns.
-    fn on_recv_multi(&mut self, index: u32, res: i32, more: bool, bid: Option<u16>, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        let id = self.conn_id(index);
-        let Some(conn) = self.conn(index) else { return 0 };
-        if !more {
-            conn.recv_op = None;
-            conn.recv_cancelling = false;
-        }
-        let closing = conn.state == State::Closing;
-        if res > 0 {
-            self.recv_multishot_worked = true;
-            match (bid, &self.bufs) {
-                (Some(bid), Some(bufs)) => {
-                    if !closing {
-                        sink.on_data(id, bufs.data(bid, res as usize));
-                        events += 1;
-                    }
-                }
-                _ => log::warn!("io_uring: multishot receive of {res} bytes without a buffer"),
-            }
-            if !more {
-                self.arm_recv(index);
-            }
-        } else if res == 0 {
-            self.begin_close(index, CloseReason::Eof);
-        } else {
-            let errno = -res;
-            if errno == libc::EINVAL && !self.recv_multishot_worked && self.recv_multishot {
-                log::debug!("io_uring: multishot receive unsupported, using single-shot receives");
-                self.recv_multishot = false;
-                self.arm_recv(index);
-            } else if is_retry(errno) || errno == libc::ENOBUFS || errno == libc::ECANCELED {
-                if errno == libc::ENOBUFS {
-                    log::trace!("io_uring: buffer ring ran dry; re-arming the receive");
-                }
-                // Ran out of buffers (they are back in the ring by now), or cancelled by
-                // `pause_reads` (re-armed only if resumed since): continue if still wanted.
-                self.arm_recv(index);
-            } else if !closing {
-                self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(errno)));
-            }
-        }
-        self.maybe_finish(index);
-        events
-    }
-
-    fn on_send(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        let id = self.conn_id(index);
-        let Some(conn) = self.conn(index) else { return 0 };
-        conn.send_op = None;
-        let closing = conn.state == State::Closing;
-        if res > 0 {
-            conn.send_off += res as usize;
-            if conn.send_off >= conn.send_buf.len() {
-                conn.send_buf.clear();
-                conn.send_off = 0;
-                conn.sending = false;
-                if !closing {
-                    sink.on_sent(id);
-                    events += 1;
-                }
-            } else {
-                self.arm_send(index);
-            }
-        } else if res < 0 && is_retry(-res) {
-            self.arm_send(index);
-        } else if !closing {
-            let e = if res == 0 {
-                io::Error::new(io::ErrorKind::WriteZero, "send wrote nothing")
-            } else {
-                io::Error::from_raw_os_error(-res)
-            };
-            self.begin_close(index, CloseReason::Error(e));
-        }
-        self.maybe_finish(index);
-        events
-    }
-
-    fn on_connect(&mut self, index: u32, res: i32, sink: &mut dyn IoSink) -> usize {
-        let mut events = 0;
-        let id = self.conn_id(index);
-        let Some(conn) = self.conn(index) else { return 0 };
-        conn.connect_op = None;
-        conn.connect_addr = None;
-        if conn.state == State::Closing {
-            // Closed while connecting: the reason is already set.
-        } else if res >= 0 {
-            conn.state = State::Open;
-            sink.on_connected(id);
-            events += 1;
-            self.arm_recv(index);
-            // A send handed over while connecting goes out now.
-            self.arm_send(index);
-        } else {
-            self.begin_close(index, CloseReason::Error(io::Error::from_raw_os_error(-res)));
-        }
-        self.maybe_finish(index);
-        events
     }
 
     /// How long `wait` may block at most given a paused accept.
@@ -857,6 +580,13 @@ impl Io for UringIo {
     fn poll(&mut self, sink: &mut dyn IoSink) -> usize {
         if self.accept_paused_until.is_some() {
             self.arm_accept();
+        }
+        self.epoch += 1;
+        for index in mem::take(&mut self.throttled) {
+            if let Some(conn) = self.conn(index) {
+                conn.throttled = false;
+            }
+            self.arm_recv(index);
         }
         self.flush();
         let mut events = self.deliver_deferred(sink);
@@ -904,7 +634,7 @@ impl Io for UringIo {
         // SAFETY: plain syscall; the result is checked before use.
         let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
         if fd < 0 {
-            let id = self.burn_id();
+            let id = ConnId(self.conns.burn());
             self.deferred.push_back(Deferred::Closed(id, CloseReason::Error(io::Error::last_os_error())));
             return id;
         }
@@ -956,7 +686,7 @@ impl Io for UringIo {
         // on reading, so cancel it (what it has posted already is still reported).
         let (recv_op, cancelling) = (conn.recv_op, conn.recv_cancelling);
         if let Some(ud) = recv_op.filter(|_| !cancelling) {
-            if matches!(self.op_slot(ud).and_then(|s| s.op.as_ref()), Some(Op::RecvMulti(_))) {
+            if matches!(self.ops.get(ud), Some(Op::RecvMulti(_))) {
                 if let Some(conn) = self.conn(index) {
                     conn.recv_cancelling = true;
                 }
@@ -980,20 +710,15 @@ impl Drop for UringIo {
     fn drop(&mut self) {
         // Stop everything: shut the sockets down, cancel every op (accept and waker read
         // included), then wait for the completions so no buffer is freed under the kernel.
-        for slot in &self.conns {
-            if let Some(conn) = &slot.conn {
-                let _ = conn.sock.shutdown(Shutdown::Both);
-            }
+        for (_, conn) in self.conns.iter() {
+            let _ = conn.sock.shutdown(Shutdown::Both);
         }
-        let targets: Vec<u64> = (self.ops.iter().enumerate())
-            .filter(|(_, s)| matches!(&s.op, Some(op) if !matches!(op, Op::Cancel)))
-            .map(|(i, s)| (s.generation as u64) << 32 | i as u64)
-            .collect();
+        let targets: Vec<u64> = self.ops.iter().filter(|(_, op)| !matches!(op, Op::Cancel)).map(|(k, _)| k).collect();
         for target in targets {
             self.cancel(target);
         }
         let deadline = Instant::now() + DROP_DRAIN;
-        while self.ops_live > 0 {
+        while !self.ops.is_empty() {
             let now = Instant::now();
             if now >= deadline {
                 break;
@@ -1017,7 +742,7 @@ impl Drop for UringIo {
             self.reap();
             for i in 0..self.cqes.len() {
                 let (user_data, res, flags) = self.cqes[i];
-                if let Some(Op::Accept { .. }) = self.op_slot(user_data).and_then(|s| s.op.as_ref()) {
+                if let Some(Op::Accept { .. }) = self.ops.get(user_data) {
                     if res >= 0 {
                         // SAFETY: an accepted descriptor nobody owns yet; closing it is all
                         // that is left to do with it.
@@ -1029,10 +754,10 @@ impl Drop for UringIo {
                 }
             }
         }
-        if self.ops_live > 0 {
+        if !self.ops.is_empty() {
             log::warn!(
                 "io_uring: {} operations still in flight after {DROP_DRAIN:?}; leaking their buffers and sockets",
-                self.ops_live
+                self.ops.len()
             );
             mem::forget(mem::take(&mut self.ops));
             mem::forget(mem::take(&mut self.conns));

@@ -1,0 +1,176 @@
+//! One connection of a shard's endpoint: its role (inbound or outbound), where its handshake
+//! stands, its buffers, and the limits on connections that have not authenticated yet (the
+//! handshake deadline, the caps per node and per source address; see the parent's docs).
+//! The handshake frames themselves are handled here too (`handshake_frame`); `frames.rs`
+//! handles what an authenticated connection carries.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{AliasTable, EndpointState};
+use crate::frame::{begin_frame, end_frame, kind, FrameError};
+use crate::handshake::{self, Identity, Nonce};
+use crate::io::ConnId;
+use crate::wire::Encoder;
+
+pub(super) enum InState {
+    AwaitHello,
+    AwaitResponse { client: Identity, cn: Nonce, sn: Nonce },
+    Open { peer: Identity },
+}
+
+pub(super) enum Role {
+    /// Accepted here: the peer's messages come in; we answer control frames.
+    Inbound { state: InState, bindings: AliasTable, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
+    /// Ours, to `peer`: our messages go out.
+    Outbound { peer: usize, cn: Nonce, open: bool },
+}
+
+pub(super) struct Conn {
+    pub(super) role: Role,
+    pub(super) inbuf: Vec<u8>,
+    /// Control frames on this socket (handshake, heartbeat, acks, Terminated); sent before
+    /// the peer's pending buffer.
+    pub(super) out: Vec<u8>,
+    pub(super) sending: bool,
+    pub(super) closing: bool,
+    /// A heartbeat ack owed to the peer (its latest sequence number): coalesced, so a flood
+    /// of heartbeats from a peer that never reads costs one ack.
+    pub(super) ack: Option<[u8; 8]>,
+    /// Heartbeats received since the last tick (a peer sends one per heartbeat interval).
+    pub(super) heartbeats: u32,
+    /// `out` passed [`MAX_ANSWERS_BUFFERED`]: parsing and reading stop until it drains.
+    pub(super) answers_blocked: bool,
+    /// An outbound connection's TCP connect has completed (inbound: always).
+    pub(super) connected: bool,
+    pub(super) last_heard: Instant,
+    /// When it was accepted (or dialled): the handshake's deadline counts from here.
+    pub(super) born: Instant,
+    /// A message the target's full mailbox refused; reading is paused until it goes in.
+    pub(super) stalled: Option<Box<dyn FnMut() -> bool>>,
+}
+
+impl Conn {
+    pub(super) fn new(role: Role) -> Self {
+        let connected = matches!(role, Role::Inbound { .. });
+        Conn {
+            role,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            sending: false,
+            closing: false,
+            ack: None,
+            heartbeats: 0,
+            answers_blocked: false,
+            connected,
+            last_heard: Instant::now(),
+            born: Instant::now(),
+            stalled: None,
+        }
+    }
+}
+
+impl EndpointState {
+    /// `c` is no longer an unauthenticated connection (authenticated, closing or gone).
+    pub(super) fn forget_unauthenticated(&mut self, c: ConnId) {
+        let Some(i) = self.unauthenticated.iter().position(|&(x, _)| x == c) else { return };
+        let (_, ip) = self.unauthenticated.remove(i).expect("found");
+        if let Some(n) = self.unauthenticated_from.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.unauthenticated_from.remove(&ip);
+            }
+        }
+    }
+
+    /// This shard's share of the caps on unauthenticated connections: (per node, per source).
+    pub(super) fn unauthenticated_caps(&self) -> (usize, usize) {
+        let shards = self.node.rt.num_shards().max(1);
+        let (node, source) = self.node.cfg.max_unauthenticated;
+        (node.div_ceil(shards).max(1), source.div_ceil(shards).max(1))
+    }
+
+    /// Closes unauthenticated connection `c` (a cap or the handshake deadline).
+    pub(super) fn drop_unauthenticated(&mut self, c: ConnId, timed_out: bool) {
+        self.forget_unauthenticated(c);
+        if let Some(conn) = self.conns.get_mut(&c) {
+            if !conn.closing {
+                conn.closing = true;
+                self.to_close.push(c);
+                let counter = if timed_out { &self.node.stats.handshake_timeouts } else { &self.node.stats.evicted };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Closes handshakes past their deadline (counted from the accept, whatever the
+    /// connection sent since).
+    pub(super) fn expire_handshakes(&mut self, now: Instant) {
+        let limit = self.node.cfg.handshake_timeout;
+        while let Some(&(c, _)) = self.unauthenticated.front() {
+            match self.conns.get(&c) {
+                Some(conn) if now.duration_since(conn.born) <= limit => break,
+                Some(_) => {
+                    log::debug!("node {}: handshake not completed within {limit:?}; closing", self.node.addr);
+                    self.drop_unauthenticated(c, true);
+                }
+                None => self.forget_unauthenticated(c),
+            }
+        }
+    }
+
+    /// A frame on a connection whose handshake is not complete: the server's HELLO →
+    /// CHALLENGE, RESPONSE → open; the client's CHALLENGE → RESPONSE → open.
+    pub(super) fn handshake_frame(&mut self, c: ConnId, k: u8, body: &[u8]) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let conn = self.conns.get_mut(&c).expect("caller checked");
+        match &mut conn.role {
+            Role::Inbound { state, .. } => match state {
+                InState::AwaitHello => {
+                    if k != kind::HELLO {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected hello" });
+                    }
+                    let (client, cn) = handshake::read_hello(body)?;
+                    if node.is_quarantined(client.addr, client.incarnation) {
+                        return Err(FrameError::Quarantined(client.incarnation));
+                    }
+                    let sn = handshake::random_bytes::<16>();
+                    let s = begin_frame(&mut conn.out, kind::CHALLENGE);
+                    handshake::challenge(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
+                    let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    *state = InState::AwaitResponse { client, cn, sn };
+                    self.dirty.push(c);
+                    Ok(())
+                }
+                InState::AwaitResponse { client, cn, sn } => {
+                    if k != kind::RESPONSE {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
+                    }
+                    handshake::check_response(body, &self.key, client, cn, sn)?;
+                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
+                    node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *state = InState::Open { peer: client.clone() };
+                    self.forget_unauthenticated(c);
+                    Ok(())
+                }
+                InState::Open { .. } => Err(FrameError::UnexpectedKind { kind: k, state: "handshake already complete" }),
+            },
+            Role::Outbound { peer: p, cn, open } => {
+                let p = *p;
+                if !*open {
+                    if k != kind::CHALLENGE {
+                        return Err(FrameError::UnexpectedKind { kind: k, state: "expected challenge" });
+                    }
+                    let (server, sn) = handshake::read_challenge(body, &self.key, cn)?;
+                    let cn = *cn;
+                    *open = true;
+                    let s = begin_frame(&mut conn.out, kind::RESPONSE);
+                    handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
+                    let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    return self.peer_opened(c, p, server);
+                }
+                Err(FrameError::UnexpectedKind { kind: k, state: "handshake already complete" })
+            }
+        }
+    }
+}

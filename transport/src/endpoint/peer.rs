@@ -1,0 +1,370 @@
+//! The peer side of a shard's endpoint: the remote nodes this shard sends to, their
+//! aliases (which remote actor each number means), the buffer of frames waiting for each,
+//! and the failure detector (heartbeats, reconnects with backoff, unreachable, quarantine).
+//!
+//! A peer's pending buffer and aliases outlive connections: after a reconnect every alias is
+//! bound again before the buffered frames (`peer_opened`), so per-sender FIFO order holds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{EndpointState, ProxyCtl, Role, Sent};
+use crate::frame::{begin_frame, end_frame, kind, FrameError};
+use crate::handshake::Identity;
+use crate::io::ConnId;
+use crate::node::Target;
+use crate::wire::{Encoder, RemoteMessage, WireRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerState {
+    Idle,
+    Connecting(ConnId),
+    Open(ConnId),
+    Backoff(Instant),
+}
+
+pub(super) struct AliasEntry {
+    pub(super) bind: Vec<u8>,
+    /// Its first frame (BIND or SPAWN) has been handed to a connection: a new connection
+    /// must bind it again. (Until then that frame waits in `pending`, in order.)
+    pub(super) announced: bool,
+    pub(super) ctl: Box<dyn ProxyCtl>,
+    /// The peer incarnation this alias was made for (None: whichever answers next).
+    pub(super) incarnation: Option<u64>,
+}
+
+/// A remote node this shard sends to.
+pub(super) struct Peer {
+    pub(super) addr: SocketAddr,
+    pub(super) state: PeerState,
+    pub(super) incarnation: Option<u64>,
+    /// The incarnation last seen before the peer was declared unreachable (to quarantine it
+    /// if a different one answers later).
+    pub(super) last_incarnation: Option<u64>,
+    pub(super) pending: Vec<u8>,
+    pub(super) pending_msgs: u64,
+    pub(super) aliases: HashMap<u32, AliasEntry>,
+    pub(super) next_alias: u32,
+    pub(super) paused: Vec<u32>,
+    pub(super) last_heard: Instant,
+    pub(super) down_since: Option<Instant>,
+    pub(super) backoff: Duration,
+    pub(super) hb_seq: u64,
+    /// Already on the dirty list this turn.
+    pub(super) dirty: bool,
+    /// Aliases whose first frame is still in `pending`.
+    pub(super) unannounced: Vec<u32>,
+}
+
+impl EndpointState {
+    pub(super) fn peer_for(&mut self, addr: SocketAddr) -> usize {
+        if let Some(&i) = self.peer_index.get(&addr) {
+            return i;
+        }
+        let i = self.peers.len();
+        self.peers.push(Peer {
+            addr,
+            state: PeerState::Idle,
+            incarnation: None,
+            last_incarnation: None,
+            pending: Vec::with_capacity(64 * 1024),
+            pending_msgs: 0,
+            aliases: HashMap::new(),
+            next_alias: 1,
+            paused: Vec::new(),
+            last_heard: Instant::now(),
+            down_since: None,
+            backoff: self.node.cfg.reconnect_min,
+            hb_seq: 0,
+            dirty: false,
+            unannounced: Vec::new(),
+        });
+        self.peer_index.insert(addr, i);
+        i
+    }
+
+    pub(super) fn ensure_connecting(&mut self, p: usize) {
+        if self.peers[p].state == PeerState::Idle {
+            self.peers[p].down_since.get_or_insert_with(Instant::now);
+            self.to_connect.push(p);
+        }
+    }
+
+    /// Schedules a flush of peer `p`'s buffer (once per turn, however many messages).
+    #[inline]
+    pub(super) fn mark_dirty(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        if let (PeerState::Open(c), false) = (peer.state, peer.dirty) {
+            peer.dirty = true;
+            self.dirty.push(c);
+        }
+    }
+
+    /// A proxy starts: give it an alias at its peer. `None`: the ref points at an earlier
+    /// incarnation of the peer (the actor is gone).
+    pub(crate) fn bind_proxy(&mut self, wr: &WireRef, type_id: u32, ctl: Box<dyn ProxyCtl>, deploy: Option<&str>) -> Option<(usize, u32)> {
+        let p = self.peer_for(wr.node);
+        let peer = &mut self.peers[p];
+        if wr.incarnation != 0 && peer.incarnation.is_some_and(|i| i != wr.incarnation)
+            || self.node.is_quarantined(wr.node, wr.incarnation)
+        {
+            return None;
+        }
+        let alias = peer.next_alias;
+        peer.next_alias += 1;
+        let mut bind = Vec::new();
+        let s = begin_frame(&mut bind, kind::BIND);
+        {
+            let mut w = Encoder::plain(&mut bind);
+            w.put_u32(alias);
+            w.put_u32(type_id);
+            match &wr.target {
+                Target::Name(n) => {
+                    w.put_u8(0);
+                    w.put_str(n);
+                }
+                Target::Uid(u) => {
+                    w.put_u8(1);
+                    w.put_u64(*u);
+                }
+            }
+        }
+        let _ = end_frame(&mut bind, s, usize::MAX);
+        // A deployment's first frame spawns; later connections re-bind it by its name.
+        let first = match (deploy, &wr.target) {
+            (Some(factory), Target::Name(name)) => {
+                let mut f = Vec::new();
+                let s = begin_frame(&mut f, kind::SPAWN);
+                let mut w = Encoder::plain(&mut f);
+                w.put_u32(alias);
+                w.put_u32(type_id);
+                w.put_str(factory);
+                w.put_str(name);
+                let _ = end_frame(&mut f, s, usize::MAX);
+                f
+            }
+            _ => bind.clone(),
+        };
+        // Through the FIFO buffer, so it precedes every message of this alias (a connection
+        // opening later re-binds known aliases first, and the spawn still comes in order).
+        peer.pending.extend_from_slice(&first);
+        let incarnation = if wr.incarnation != 0 { Some(wr.incarnation) } else { peer.incarnation };
+        peer.aliases.insert(alias, AliasEntry { bind, ctl, incarnation, announced: false });
+        peer.unannounced.push(alias);
+        self.ensure_connecting(p);
+        self.mark_dirty(p);
+        Some((p, alias))
+    }
+
+    /// A deployment proxy carries its parent's decision to the remote guard.
+    pub(crate) fn send_supervise(&mut self, p: usize, alias: u32, code: u8) {
+        let Some(peer) = self.peers.get_mut(p) else { return };
+        let s = begin_frame(&mut peer.pending, kind::SUPERVISE);
+        peer.pending.extend_from_slice(&alias.to_le_bytes());
+        peer.pending.push(code);
+        let _ = end_frame(&mut peer.pending, s, usize::MAX);
+        self.mark_dirty(p);
+    }
+
+    pub(crate) fn unbind_proxy(&mut self, p: usize, alias: u32) {
+        let Some(peer) = self.peers.get_mut(p) else { return };
+        if peer.aliases.remove(&alias).is_some() && matches!(peer.state, PeerState::Open(_)) {
+            let s = begin_frame(&mut peer.pending, kind::UNBIND);
+            peer.pending.extend_from_slice(&alias.to_le_bytes());
+            let _ = end_frame(&mut peer.pending, s, usize::MAX);
+            self.mark_dirty(p);
+        }
+    }
+
+    /// The hot path: a proxy encodes one message into its peer's buffer.
+    #[inline]
+    pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
+        let max = self.node.cfg.max_frame;
+        let EndpointState { peers, replies, refs, node, .. } = self;
+        let peer = &mut peers[p];
+        let start = begin_frame(&mut peer.pending, kind::MSG);
+        peer.pending.extend_from_slice(&alias.to_le_bytes());
+        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies), refs: Some(refs) });
+        if let Err(len) = end_frame(&mut peer.pending, start, max) {
+            log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
+            self.undelivered += 1;
+            return Sent::Queued;
+        }
+        peer.pending_msgs += 1;
+        self.sent += 1;
+        let over = peer.pending.len() > self.node.cfg.high_water;
+        if over {
+            peer.paused.push(alias);
+        }
+        self.mark_dirty(p);
+        if over {
+            Sent::QueuedPause
+        } else {
+            Sent::Queued
+        }
+    }
+
+    /// A control frame from another thread or shard (replies, spawn requests).
+    pub(super) fn queue_control(&mut self, addr: SocketAddr, incarnation: u64, k: u8, body: &[u8]) {
+        let p = self.peer_for(addr);
+        let peer = &mut self.peers[p];
+        if incarnation != 0 && peer.incarnation.is_some_and(|i| i != incarnation) {
+            self.undelivered += 1;
+            return;
+        }
+        let s = begin_frame(&mut peer.pending, k);
+        peer.pending.extend_from_slice(body);
+        if end_frame(&mut peer.pending, s, self.node.cfg.max_frame).is_err() {
+            self.undelivered += 1;
+            return;
+        }
+        self.ensure_connecting(p);
+        self.mark_dirty(p);
+    }
+
+    pub(super) fn peer_opened(&mut self, c: ConnId, p: usize, server: Identity) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let peer = &mut self.peers[p];
+        // A node bound to a wildcard address (without `advertise`) announces it: any of its
+        // addresses may have been dialled, so the port must match.
+        let wildcard = server.addr.ip().is_unspecified() && server.addr.port() == peer.addr.port();
+        if server.addr != peer.addr && !wildcard {
+            return Err(FrameError::Auth("peer announced a different address than the one dialled"));
+        }
+        if node.is_quarantined(peer.addr, server.incarnation) {
+            return Err(FrameError::Quarantined(server.incarnation));
+        }
+        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
+            // The peer restarted: its actors are gone. The old incarnation is quarantined;
+            // proxies made for it stop (Terminated to their watchers), and what is buffered
+            // for it is undeliverable. Proxies made since it was given up address whichever
+            // incarnation answers, i.e. this one.
+            node.quarantine(peer.addr, old);
+            if peer.incarnation == Some(old) {
+                self.undelivered += peer.pending_msgs;
+                peer.pending.clear();
+                peer.pending_msgs = 0;
+            }
+            let stale: Vec<u32> = peer.aliases.iter().filter(|(_, a)| a.incarnation == Some(old)).map(|(k, _)| *k).collect();
+            for k in stale {
+                if let Some(a) = peer.aliases.remove(&k) {
+                    a.ctl.stop();
+                }
+            }
+            peer.paused.retain(|k| peer.aliases.contains_key(k));
+        }
+        for a in peer.aliases.values_mut() {
+            a.incarnation.get_or_insert(server.incarnation);
+        }
+        peer.incarnation = Some(server.incarnation);
+        peer.state = PeerState::Open(c);
+        peer.last_heard = Instant::now();
+        peer.down_since = None;
+        peer.backoff = node.cfg.reconnect_min;
+        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
+        // Bind every alias again before the buffered frames (the peer's bindings died with
+        // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
+        let conn = self.conns.get_mut(&c).expect("open conn");
+        let mut aliases: Vec<_> = peer.aliases.iter().filter(|(_, a)| a.announced).collect();
+        aliases.sort_by_key(|(a, _)| **a);
+        for (_, a) in aliases {
+            conn.out.extend_from_slice(&a.bind);
+        }
+        self.dirty.push(c);
+        Ok(())
+    }
+
+    /// The peer is unreachable: give up on what is buffered and stop its proxies.
+    pub(super) fn unreachable(&mut self, p: usize, why: &str) {
+        let node = self.node.clone();
+        let peer = &mut self.peers[p];
+        log::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
+        node.stats.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.undelivered += peer.pending_msgs;
+        peer.pending.clear();
+        peer.pending_msgs = 0;
+        peer.paused.clear();
+        for (_, a) in peer.aliases.drain() {
+            a.ctl.stop();
+        }
+        if let PeerState::Open(c) | PeerState::Connecting(c) = peer.state {
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.closing = true;
+            }
+            self.to_close.push(c);
+        }
+        peer.state = PeerState::Idle;
+        peer.down_since = None;
+        peer.backoff = node.cfg.reconnect_min;
+        peer.last_incarnation = peer.incarnation.take().or(peer.last_incarnation);
+    }
+
+    /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
+    pub(super) fn tick(&mut self) {
+        let now = Instant::now();
+        self.expire_handshakes(now);
+        for conn in self.conns.values_mut() {
+            conn.heartbeats = 0;
+        }
+        let timeout = self.node.cfg.failure_timeout;
+        for p in 0..self.peers.len() {
+            let peer = &mut self.peers[p];
+            match peer.state {
+                PeerState::Open(c) => {
+                    let sending = self.conns.get(&c).is_some_and(|conn| conn.sending);
+                    if sending {
+                        // A send is in flight: the kernel's TCP_USER_TIMEOUT watches it
+                        // (heartbeat replies wait behind what a busy receiver has not read).
+                        peer.last_heard = peer.last_heard.max(now - timeout / 2);
+                    } else if now.duration_since(peer.last_heard) > timeout {
+                        self.unreachable(p, "no heartbeat reply");
+                        continue;
+                    }
+                    peer.hb_seq += 1;
+                    let seq = peer.hb_seq;
+                    if let Some(conn) = self.conns.get_mut(&c) {
+                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
+                        conn.out.extend_from_slice(&seq.to_le_bytes());
+                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                        self.dirty.push(c);
+                    }
+                }
+                PeerState::Idle => {
+                    if !peer.aliases.is_empty() || !peer.pending.is_empty() {
+                        self.ensure_connecting(p);
+                    }
+                }
+                PeerState::Connecting(_) | PeerState::Backoff(_) => {
+                    if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
+                        self.unreachable(p, "cannot connect");
+                    } else if let PeerState::Backoff(at) = peer.state {
+                        if now >= at {
+                            peer.state = PeerState::Idle;
+                            self.to_connect.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        // Inbound connections whose client went silent (a vanished process, a cut cable).
+        let silent: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Inbound { .. }) && !c.closing && now.duration_since(c.last_heard) > timeout * 2)
+            .map(|(id, _)| *id)
+            .collect();
+        for c in silent {
+            log::info!("node {}: closing a silent inbound connection", self.node.addr);
+            if let Some(conn) = self.conns.get_mut(&c) {
+                conn.closing = true;
+            }
+            self.to_close.push(c);
+        }
+        self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
+        if self.shard == 0 {
+            self.node.sweep_exports();
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! The endpoint without sockets: a [`Harness`] drives one shard's [`EndpointState`] through
+//! the very callbacks a backend makes (`on_accepted`, `on_data`, `on_sent`, ...) and a
+//! recording [`FakeIo`], so tests (and the property tests in `fuzz.rs`) can play a hostile
+//! peer byte by byte and look at what a connection holds.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percore::driver::DriverWaker;
+use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
+
+use super::{EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
+use crate::frame::{begin_frame, end_frame, kind, next_frame};
+use crate::handshake::{self, Identity};
+use crate::io::{ConnId, Io, IoSink};
+use crate::node::{Node, NodeConfig, NodeShared};
+use crate::wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+pub(super) const SECRET: &[u8] = b"harness-secret-0123456789";
+
+/// A message type the harness node registers.
+#[derive(Debug)]
+pub(super) struct Num(pub(super) u64);
+
+impl Wire for Num {
+    fn encode(self, w: &mut Encoder<'_>) {
+        w.put_u64(self.0)
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(Num(r.get_u64()?))
+    }
+}
+impl RemoteMessage for Num {
+    const TYPE_ID: u32 = 0x4e55_4d01;
+}
+
+/// Counts what it gets.
+pub(super) struct Sum(pub(super) Arc<std::sync::atomic::AtomicU64>);
+
+impl Actor for Sum {
+    type Msg = Num;
+    fn handle(&mut self, _: &mut Context<Self>, _: Num) -> Result<(), ActorError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct NoWake;
+impl DriverWaker for NoWake {
+    fn wake(&self) {}
+}
+
+/// Records what the endpoint asks of a backend. A send takes the bytes (onto the
+/// connection's `wire`) and stays in flight until the test calls `Harness::drained`.
+#[derive(Default)]
+pub(super) struct FakeIo {
+    pub(super) wire: HashMap<ConnId, Vec<u8>>,
+    pub(super) in_flight: HashMap<ConnId, bool>,
+    pub(super) paused: HashMap<ConnId, bool>,
+    pub(super) closed: Vec<ConnId>,
+    next: u32,
+}
+
+impl Io for FakeIo {
+    fn kind(&self) -> crate::Backend {
+        crate::Backend::Mio
+    }
+    fn poll(&mut self, _: &mut dyn IoSink) -> usize {
+        0
+    }
+    fn wait(&mut self, _: Option<Duration>) {}
+    fn connect(&mut self, _: SocketAddr) -> ConnId {
+        self.next += 1;
+        ConnId::new(1_000_000 + self.next, 0)
+    }
+    fn send(&mut self, c: ConnId, buf: &mut Vec<u8>) -> bool {
+        if self.in_flight.get(&c).copied().unwrap_or(false) || self.closed.contains(&c) {
+            return false;
+        }
+        self.wire.entry(c).or_default().append(buf);
+        self.in_flight.insert(c, true);
+        true
+    }
+    fn pause_reads(&mut self, c: ConnId, paused: bool) {
+        self.paused.insert(c, paused);
+    }
+    fn close(&mut self, c: ConnId) {
+        self.closed.push(c);
+    }
+    fn waker(&self) -> Arc<dyn DriverWaker> {
+        Arc::new(NoWake)
+    }
+}
+
+/// One node's shard endpoint, driven by hand.
+pub(super) struct Harness {
+    #[allow(dead_code)] // keeps the runtime alive
+    pub(super) rt: Runtime,
+    pub(super) node: Arc<NodeShared>,
+    pub(super) st: EndpointState,
+    pub(super) io: FakeIo,
+    pub(super) hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Harness {
+    pub(super) fn new(cfg: NodeConfig) -> Harness {
+        let rt = Runtime::builder().name("harness").shards(1).pin_to_cores(false).build().expect("runtime");
+        let node = NodeShared::new(rt.handle(), "127.0.0.1:7".parse().unwrap(), 0x77, cfg.secret(SECRET));
+        Node { shared: node.clone() }.register::<Num>().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        rt.handle().spawn_with(SpawnOptions::new().name("sum").capacity(1 << 16), Sum(hits.clone())).unwrap();
+        let st = EndpointState::new(node.clone(), 0);
+        Harness { rt, node, st, io: FakeIo::default(), hits }
+    }
+
+    /// A fresh endpoint (no connections) on the same node and runtime.
+    pub(super) fn reset(&mut self) {
+        self.st = EndpointState::new(self.node.clone(), 0);
+        self.io = FakeIo::default();
+    }
+
+    pub(super) fn rejected(&self) -> u64 {
+        self.node.stats.rejected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(super) fn default() -> Harness {
+        Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)))
+    }
+
+    /// Bytes arrive on `c`; then the shard's end-of-turn flush, as the driver does.
+    pub(super) fn feed(&mut self, c: ConnId, bytes: &[u8]) {
+        self.st.on_data(c, bytes);
+        self.st.flush(&mut self.io);
+    }
+
+    /// The peer's kernel took everything sent on `c`.
+    pub(super) fn drained(&mut self, c: ConnId) {
+        if self.io.in_flight.insert(c, false) == Some(true) {
+            self.st.on_sent(c);
+        }
+        self.st.flush(&mut self.io);
+    }
+
+    pub(super) fn accept(&mut self, index: u32, from: SocketAddr) -> ConnId {
+        let c = ConnId::new(index, 0);
+        self.st.on_accepted(c, from);
+        self.st.flush(&mut self.io);
+        c
+    }
+
+    /// Runs a client handshake on inbound `c` with `key`; the server's CHALLENGE is read
+    /// from what it sent. Returns whether the connection is open afterwards.
+    pub(super) fn handshake(&mut self, c: ConnId, key: &[u8]) -> bool {
+        let me = Identity { system: "peer".into(), addr: "127.0.0.1:9".parse().unwrap(), incarnation: 5 };
+        let cn = [3u8; 16];
+        self.feed(c, &frame(kind::HELLO, |w| handshake::hello(w, &me, &cn)));
+        let sent = self.io.wire.remove(&c).unwrap_or_default();
+        let Ok(Some((kind::CHALLENGE, body, _))) = next_frame(&sent, 4096) else { return false };
+        let Ok((_, sn)) = handshake::read_challenge(body, key, &cn) else { return false };
+        self.drained(c);
+        self.feed(c, &frame(kind::RESPONSE, |w| handshake::response(w, key, &me, &cn, &sn)));
+        self.is_open(c)
+    }
+
+    pub(super) fn is_open(&self, c: ConnId) -> bool {
+        self.st.conns.get(&c).is_some_and(|k| !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. }, .. }))
+    }
+
+    /// Bytes the endpoint holds for `c` (input, answers, and its alias table's slots).
+    pub(super) fn held(&self, c: ConnId) -> (usize, usize, usize) {
+        let Some(k) = self.st.conns.get(&c) else { return (0, 0, 0) };
+        let aliases = match &k.role {
+            Role::Inbound { bindings, .. } => bindings.capacity(),
+            Role::Outbound { .. } => 0,
+        };
+        (k.inbuf.capacity(), k.out.capacity(), aliases)
+    }
+}
+
+/// One whole frame of `kind` whose body `f` writes.
+pub(super) fn frame(k: u8, f: impl FnOnce(&mut Encoder<'_>)) -> Vec<u8> {
+    let mut b = Vec::new();
+    let s = begin_frame(&mut b, k);
+    f(&mut Encoder::plain(&mut b));
+    end_frame(&mut b, s, usize::MAX).unwrap();
+    b
+}
+
+pub(super) fn bind(alias: u32, type_id: u32, name: &str) -> Vec<u8> {
+    frame(kind::BIND, |w| {
+        w.put_u32(alias);
+        w.put_u32(type_id);
+        w.put_u8(0);
+        w.put_str(name);
+    })
+}
+
+pub(super) fn msg(alias: u32, n: u64) -> Vec<u8> {
+    frame(kind::MSG, |w| {
+        w.put_u32(alias);
+        w.put_u64(n);
+    })
+}
+
+fn from() -> SocketAddr {
+    "127.0.0.1:40000".parse().unwrap()
+}
+
+#[test]
+fn harness_delivers_after_a_real_handshake() {
+    let mut h = Harness::default();
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    h.feed(c, &bind(1, Num::TYPE_ID, "sum"));
+    for i in 0..10 {
+        h.feed(c, &msg(1, i));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.hits.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+        assert!(std::time::Instant::now() < deadline, "messages delivered");
+        std::thread::yield_now();
+    }
+    // A wrong key fails.
+    let c2 = h.accept(2, from());
+    assert!(!h.handshake(c2, b"wrong-secret-wrong-secret"));
+}
+
+/// Issue 14, defect 2: a peer that never reads sends a flood of heartbeats. Before the fix
+/// every heartbeat appended an ACK to the connection's answers (2 MiB of heartbeats: 2 MiB
+/// of answers held); now they are coalesced into one.
+#[test]
+fn heartbeat_flood_from_a_peer_that_never_reads_is_bounded() {
+    let mut h = Harness::default();
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    let hb: Vec<u8> = (0..1000u64).flat_map(|i| frame(kind::HEARTBEAT, |w| w.put_u64(i))).collect();
+    let mut fed = 0;
+    while fed < 2 << 20 {
+        h.feed(c, &hb); // the peer never drains: no `drained(c)`
+        h.st.tick(); // at most MAX_HEARTBEATS_PER_TICK per tick
+        fed += hb.len();
+    }
+    let (inbuf, out, _) = h.held(c);
+    assert!(h.is_open(c), "a heartbeat flood is not an error");
+    assert!(inbuf + out <= PER_CONNECTION_BOUND, "held {inbuf} + {out} bytes after {fed} bytes of heartbeats");
+    // Once it drains, it gets one ack, with the latest sequence number.
+    h.io.wire.remove(&c);
+    h.drained(c);
+    let sent = h.io.wire.remove(&c).unwrap_or_default();
+    assert_eq!(next_frame(&sent, 64).unwrap(), Some((kind::HEARTBEAT_ACK, &999u64.to_le_bytes()[..], sent.len())));
+    // More heartbeats than any heartbeat interval explains is a flood: closed, counted.
+    let flood: Vec<u8> = (0..=super::MAX_HEARTBEATS_PER_TICK as u64).flat_map(|i| frame(kind::HEARTBEAT, |w| w.put_u64(i))).collect();
+    h.feed(c, &flood);
+    assert!(!h.is_open(c));
+    assert_eq!(h.rejected(), 1);
+}
+
+/// Issue 14, defect 2: alias numbers come from the peer. Before the fix one BIND with alias
+/// 4,194,304 resized a dense table to 4M slots (192 MiB), and a SPAWN without any registered
+/// factory did the same.
+#[test]
+fn a_huge_alias_or_an_unknown_spawn_sizes_nothing() {
+    let mut h = Harness::default();
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    h.feed(c, &bind(1 << 22, Num::TYPE_ID, "no-such-actor"));
+    h.feed(c, &frame(kind::SPAWN, |w| {
+        w.put_u32(u32::MAX - 1);
+        w.put_u32(Num::TYPE_ID);
+        w.put_str("no-such-factory");
+        w.put_str("x");
+    }));
+    assert!(h.is_open(c), "refused bindings are answered, not errors");
+    let (_, _, slots) = h.held(c);
+    assert!(slots < 64, "alias table has {slots} slots after two refused huge aliases");
+    // A real binding under a huge alias costs one entry.
+    h.feed(c, &bind(u32::MAX, Num::TYPE_ID, "sum"));
+    let (_, _, slots) = h.held(c);
+    assert!(slots < 64, "alias table has {slots} slots for one binding");
+    assert!(h.is_open(c));
+}
+
+/// Issue 14, defect 2: answers a peer does not read stop its reading.
+#[test]
+fn unread_answers_pause_reading_until_they_drain() {
+    let mut h = Harness::default();
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    // Each refused BIND is answered with a Terminated frame (9 bytes).
+    let refused: Vec<u8> = (0..20_000u32).flat_map(|a| bind(a, Num::TYPE_ID, "nobody")).collect();
+    h.io.wire.remove(&c);
+    let first = bind(0, Num::TYPE_ID, "nobody").len();
+    h.feed(c, &refused[..first]); // its answer goes out and is never taken
+    h.feed(c, &refused[first..]);
+    let (_, out, _) = h.held(c);
+    let out_len = h.st.conns[&c].out.len();
+    assert!(out_len <= MAX_ANSWERS_BUFFERED + super::MAX_ANSWER, "answers held: {out_len} (capacity {out})");
+    assert_eq!(h.io.paused.get(&c), Some(&true), "reading is paused");
+    // Draining resumes parsing and reading; every BIND gets its answer in the end.
+    let mut answers = h.io.wire.remove(&c).unwrap_or_default().len() / 9;
+    for _ in 0..1000 {
+        h.drained(c);
+        let sent = h.io.wire.remove(&c).unwrap_or_default();
+        answers += sent.len() / 9;
+        if h.io.paused.get(&c) == Some(&false) && h.st.conns[&c].inbuf.is_empty() && !h.io.in_flight[&c] {
+            break;
+        }
+    }
+    h.drained(c);
+    answers += h.io.wire.remove(&c).unwrap_or_default().len() / 9;
+    assert_eq!(answers, 20_000);
+    assert_eq!(h.io.paused.get(&c), Some(&false), "reading resumed");
+}
+
+/// Issue 14, defect 2: a bounded number of aliases per connection.
+#[test]
+fn too_many_aliases_close_the_connection() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(4));
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    for a in 0..4 {
+        h.feed(c, &bind(a, Num::TYPE_ID, "sum"));
+    }
+    h.feed(c, &bind(2, Num::TYPE_ID, "sum")); // re-binding is not a new alias
+    assert!(h.is_open(c));
+    h.feed(c, &bind(4, Num::TYPE_ID, "sum"));
+    assert!(!h.is_open(c), "a fifth alias closes the connection");
+    assert!(h.io.closed.contains(&c));
+    assert_eq!(h.node.stats.rejected.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// Issue 14, defect 3: caps on unauthenticated connections, per source and per node; the
+/// oldest goes first, and an authenticated connection no longer counts.
+#[test]
+fn unauthenticated_caps_close_the_oldest_first() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_unauthenticated(4, 3));
+    let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.2:1".parse().unwrap(), "127.0.0.3:1".parse().unwrap());
+    let c: Vec<ConnId> = (1..=3).map(|i| h.accept(i, a)).collect();
+    assert!(h.handshake(c[1], SECRET), "an authenticated connection leaves the count");
+    let c4 = h.accept(4, a);
+    assert!(h.io.closed.is_empty(), "A holds 3 handshakes (c0, c2, c4)");
+    let c5 = h.accept(5, a);
+    assert_eq!(h.io.closed, vec![c[0]], "per source: A's oldest goes");
+    let c6 = h.accept(6, b);
+    assert_eq!(h.io.closed, vec![c[0]], "4 handshakes in all: c2, c4, c5, c6");
+    h.accept(7, b);
+    assert_eq!(h.io.closed, vec![c[0], c[2]], "per node: the oldest of all goes");
+    assert!(h.is_open(c[1]));
+    assert_eq!(h.node.stats.evicted.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let _ = (c4, c5, c6);
+}
+
+/// Issue 14, defect 3: the handshake deadline counts from the accept; traffic (a slowloris
+/// trickling a hello) does not extend it.
+#[test]
+fn handshake_deadline_is_not_reset_by_traffic() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).handshake_timeout(Duration::from_secs(2)));
+    let c = h.accept(1, from());
+    let hello = frame(kind::HELLO, |w| {
+        let me = Identity { system: "slow".into(), addr: "127.0.0.1:9".parse().unwrap(), incarnation: 5 };
+        handshake::hello(w, &me, &[1; 16]);
+    });
+    let start = std::time::Instant::now();
+    for (i, b) in hello[..hello.len() - 1].iter().enumerate() {
+        h.feed(c, &[*b]);
+        // As if a byte came every 100 ms: the deadline passes while bytes still come.
+        h.st.expire_handshakes(start + Duration::from_millis(100) * i as u32);
+        h.st.flush(&mut h.io);
+    }
+    assert!(h.io.closed.contains(&c), "closed {}s into a hello trickled over {}s", 2, hello.len() / 10);
+    assert_eq!(h.node.stats.handshake_timeouts.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A handshake completed in time is left alone.
+    let c2 = h.accept(2, from());
+    assert!(h.handshake(c2, SECRET));
+    h.st.expire_handshakes(start + Duration::from_secs(60));
+    assert!(h.is_open(c2));
+}
