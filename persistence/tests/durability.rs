@@ -156,7 +156,12 @@ fn corruption_matrix_every_damage_to_acknowledged_writes_is_a_clear_error() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of 16 cases lost acknowledged writes silently:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of 16 cases lost acknowledged writes silently:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -282,7 +287,10 @@ fn the_tool_verifies_dumps_and_repairs_a_damaged_journal() {
     flip(victim, at + 5, 0x5a);
     let (code, text) = tool(&["verify", &d]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains(&format!("CORRUPT: journal segment {} is corrupt at byte offset {at}", victim.display())), "{text}");
+    assert!(
+        text.contains(&format!("CORRUPT: journal segment {} is corrupt at byte offset {at}", victim.display())),
+        "{text}"
+    );
 
     let (code, text) = tool(&["dump", &d, "m"]);
     assert_eq!(code, 0, "{text}");
@@ -300,7 +308,10 @@ fn the_tool_verifies_dumps_and_repairs_a_damaged_journal() {
     let victim_len = len(victim);
     let (code, text) = tool(&["repair", &d, "--truncate-acknowledged"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("removed {} bytes of {} from byte offset {at} on", victim_len - at, victim.display())), "{text}");
+    assert!(
+        text.contains(&format!("removed {} bytes of {} from byte offset {at} on", victim_len - at, victim.display())),
+        "{text}"
+    );
     for later in &segs[2..] {
         assert!(text.contains(&format!("removed {} (the whole file", later.display())), "{text}");
     }
@@ -328,7 +339,10 @@ fn the_tool_repairs_a_missing_segment_and_checks_snapshots() {
     let (code, text) = tool(&["verify", d]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains(&format!("journal segment {} is missing", segs[1].display())), "{text}");
-    assert!(text.contains("1 snapshot files checked") && text.contains("snapshot") && text.contains("checksum mismatch"), "{text}");
+    assert!(
+        text.contains("1 snapshot files checked") && text.contains("snapshot") && text.contains("checksum mismatch"),
+        "{text}"
+    );
 
     let (code, text) = tool(&["repair", d, "--truncate-acknowledged"]);
     assert_eq!(code, 0, "{text}");
@@ -339,4 +353,23 @@ fn the_tool_repairs_a_missing_segment_and_checks_snapshots() {
 
 fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn a_roll_interrupted_before_the_manifest_listed_the_new_segment_is_undone() {
+    let dir = TempDir::new("half-roll");
+    let segs = journal(dir.path());
+    let newest = segs.last().unwrap();
+    let next_id: u64 = newest.file_stem().unwrap().to_str().unwrap().parse::<u64>().unwrap() + 1;
+    let next = dir.path().join(format!("{next_id:020}.seg"));
+    // The header a roll writes first: "PCJL", version 1, flags 0, the segment id.
+    let mut header = b"PCJL\x01\x00\x00\x00".to_vec();
+    header.extend_from_slice(&next_id.to_le_bytes());
+    std::fs::write(&next, header).unwrap();
+
+    let j = open(dir.path()).unwrap();
+    assert_eq!(j.open_report().removed_empty_segments, vec![next.clone()]);
+    assert!(!next.exists());
+    assert_eq!(read_all(&j, "m").1, WRITES);
+    append_sync(&j, "m", WRITES + 1, &[WRITES + 1]).unwrap();
 }

@@ -43,8 +43,13 @@ fn main() -> ExitCode {
             let _ = writeln!(out, "# {n} events");
             ExitCode::SUCCESS
         }),
-        ["repair", dir] => inspect::repair(dir, false, &mut out)
-            .map(|r| if r.removed.is_empty() && !r.rewrote_manifest { ExitCode::SUCCESS } else { ExitCode::from(1) }),
+        ["repair", dir] => inspect::repair(dir, false, &mut out).map(|r| {
+            if r.removed.is_empty() && !r.rewrote_manifest {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }),
         ["repair", dir, "--truncate-acknowledged"] | ["repair", "--truncate-acknowledged", dir] => {
             inspect::repair(dir, true, &mut out).map(|_| ExitCode::SUCCESS)
         }

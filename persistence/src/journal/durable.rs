@@ -193,11 +193,18 @@ impl DurableEnd {
         match (a, b) {
             (Some(a), Some(b)) => Ok(Some(if a.commit >= b.commit { a } else { b })),
             (Some(x), None) | (None, Some(x)) => Ok(Some(x)),
-            (None, None) => {
-                Err(JournalError::Manifest { path, reason: "neither durable-end slot is valid".into() })
-            }
+            (None, None) => Err(JournalError::Manifest { path, reason: "neither durable-end slot is valid".into() }),
         }
     }
+}
+
+/// What the writer keeps up to date besides the segments.
+#[derive(Debug)]
+pub(crate) struct Bookkeeping {
+    /// The segments in use (rewritten when one is started or removed).
+    pub(crate) manifest: Manifest,
+    /// Where acknowledged writes end; moved after every group commit's sync.
+    pub(crate) durable: DurableEndFile,
 }
 
 /// The writer's handle on `COMMITTED`.
@@ -243,7 +250,6 @@ impl DurableEndFile {
         self.last = next;
         Ok(())
     }
-
 }
 
 #[cfg(test)]

@@ -3,13 +3,16 @@
 //! ```text
 //!  journal-dir/
 //!    LOCK                         flock(2)ed while open: one journal per directory
+//!    MANIFEST                     the segments in use, sealed ones with their final length
+//!    COMMITTED                    the durable end: (segment, offset) acknowledged so far
 //!    00000000000000000001.seg     sealed segment (full, synced)
 //!    00000000000000000002.seg     sealed segment
 //!    00000000000000000003.seg     active segment: the writer appends here
 //! ```
-//! Opening scans every segment once (sequentially, 1 MiB reads, every CRC checked) to build
-//! the index, truncates a torn tail of the newest segment and reports it in [`OpenReport`],
-//! and refuses to open on corruption anywhere else. Writes go through the group-commit
+//! Opening surveys the directory (`survey.rs`: every segment scanned once, sequentially,
+//! 1 MiB reads, every CRC checked) to build the index, truncates a torn tail of the newest
+//! segment after its durable end and reports it in [`OpenReport`], and refuses to open on
+//! damage to acknowledged writes (see `durable.rs`). Writes go through the group-commit
 //! writer thread (see `writer.rs`); replays read segments with positional reads on the
 //! caller's thread, concurrently with the writer.
 //!
@@ -23,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::durable::{self, DurableEnd, DurableEndFile, Manifest};
+use super::durable::{self, Bookkeeping, DurableEnd, DurableEndFile, Manifest};
 use super::index::{Index, Segment};
 use super::record::{self, Body, SEGMENT_HEADER_LEN};
 use super::segment::{segment_path, RecordReader, READ_THROUGH_GAP};
@@ -303,7 +306,11 @@ impl FileJournal {
         }
         for path in unlisted_empty {
             std::fs::remove_file(&path).map_err(|e| JournalError::io("deleting", &path, e))?;
-            log::warn!("journal {}: removed {} (an empty segment a crash left unlisted)", dir.display(), path.display());
+            log::warn!(
+                "journal {}: removed {} (an empty segment a crash left unlisted)",
+                dir.display(),
+                path.display()
+            );
             report.removed_empty_segments.push(path);
         }
         for path in &report.stray_segments {
@@ -365,7 +372,15 @@ impl FileJournal {
             if shared.opts.io_uring { super::uring::CommitPath::probe() } else { super::uring::CommitPath::Plain };
         let io_path = commit_path.name();
         log::info!("journal {}: group commits via {io_path}", dir.display());
-        let writer = Writer::new(shared.clone(), rx, file, active, active_len, commit_path, manifest, durable_file);
+        let writer = Writer::new(
+            shared.clone(),
+            rx,
+            file,
+            active,
+            active_len,
+            commit_path,
+            Bookkeeping { manifest, durable: durable_file },
+        );
         let handle = thread::Builder::new()
             .name("percore-journal-writer".into())
             .spawn(move || writer.run())

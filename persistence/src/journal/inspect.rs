@@ -260,7 +260,8 @@ pub fn repair(dir: impl AsRef<Path>, confirmed: bool, out: &mut dyn Write) -> Re
     if s.problems.is_empty() {
         writeln!(out, "journal {}: nothing to repair", jdir.display()).map_err(io)?;
         if let Some(t) = &s.report.truncated {
-            writeln!(out, "torn tail of unacknowledged writes, which opening the journal truncates: {t}").map_err(io)?;
+            writeln!(out, "torn tail of unacknowledged writes, which opening the journal truncates: {t}")
+                .map_err(io)?;
         }
         return Ok(plan);
     }
@@ -338,7 +339,8 @@ pub fn repair(dir: impl AsRef<Path>, confirmed: bool, out: &mut dyn Write) -> Re
         Some(d) => drop(DurableEndFile::create(&jdir, d, true)?),
         None => {
             let p = jdir.join(durable::COMMITTED);
-            std::fs::remove_file(&p).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            std::fs::remove_file(&p)
+                .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
                 .map_err(|e| JournalError::io("deleting", &p, e))?;
             let p = jdir.join(durable::MANIFEST);
             std::fs::remove_file(&p).map_err(|e| JournalError::io("deleting", &p, e))?;

@@ -56,7 +56,14 @@ pub(crate) struct Survey {
 /// is opened writable if `writable`.
 pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -> Result<Survey, JournalError> {
     let mut problems = vec![];
-    let mut fail = |e: JournalError| if collect { problems.push(e); Ok(()) } else { Err(e) };
+    let mut fail = |e: JournalError| {
+        if collect {
+            problems.push(e);
+            Ok(())
+        } else {
+            Err(e)
+        }
+    };
     let files = list_segments(dir)?;
     let manifest = Manifest::read(dir).or_else(|e| fail(e).map(|()| None))?;
     let durable = DurableEnd::read(dir).or_else(|e| fail(e).map(|()| None))?;
@@ -89,7 +96,8 @@ pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -
                     continue;
                 }
                 if *id > newest_listed {
-                    let len = std::fs::metadata(path).map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
+                    let len =
+                        std::fs::metadata(path).map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
                     if len <= SEGMENT_HEADER_LEN {
                         unlisted_empty.push(path.clone());
                     } else {

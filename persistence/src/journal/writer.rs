@@ -23,7 +23,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::durable::{DurableEndFile, Manifest};
+use super::durable::Bookkeeping;
 use super::file::Shared;
 use super::index::{IdMap, RecordPos, Segment};
 use super::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -101,10 +101,8 @@ pub(crate) struct Writer {
     failed: Option<String>,
     /// io_uring (linked write + fdatasync) or plain syscalls.
     commit: super::uring::CommitPath,
-    /// The segments in use (rewritten when one is started or removed).
-    manifest: Manifest,
-    /// Where acknowledged writes end; moved after every group commit's sync.
-    durable: DurableEndFile,
+    /// The manifest and the durable end.
+    books: Bookkeeping,
 }
 
 impl Writer {
@@ -115,8 +113,7 @@ impl Writer {
         active: u64,
         active_len: u64,
         commit: super::uring::CommitPath,
-        manifest: Manifest,
-        durable: DurableEndFile,
+        books: Bookkeeping,
     ) -> Self {
         Writer {
             shared,
@@ -131,8 +128,7 @@ impl Writer {
             deleted: false,
             failed: None,
             commit,
-            manifest,
-            durable,
+            books,
         }
     }
 
@@ -268,7 +264,7 @@ impl Writer {
             .write_and_sync(&self.file, &self.buf, self.active_len, self.shared.opts.fsync)
             .map_err(|e| JournalError::io("writing and syncing", &path, e))?;
         self.active_len += self.buf.len() as u64;
-        self.durable.advance(self.active, self.active_len)?;
+        self.books.durable.advance(self.active, self.active_len)?;
         self.shared.stats.record_batch(self.buf.len() as u64);
         self.buf.clear();
         Ok(())
@@ -291,10 +287,10 @@ impl Writer {
             file.sync_data().map_err(|e| JournalError::io("syncing", &path, e))?;
             self.shared.sync_dir()?;
         }
-        let mut manifest = self.manifest.clone();
+        let mut manifest = self.books.manifest.clone();
         manifest.roll(self.active, self.active_len, id);
         manifest.write(&self.shared.dir, self.shared.opts.fsync)?;
-        self.manifest = manifest;
+        self.books.manifest = manifest;
         let reader = Arc::new(file.try_clone().map_err(|e| JournalError::io("opening", &path, e))?);
         self.shared.write_index()?.segments.insert(id, Segment { path, file: reader, streams: IdMap::default() });
         self.file = file;
@@ -383,10 +379,10 @@ impl Writer {
         }
         // The manifest forgets them first: a crash before the files are gone leaves strays
         // (reported and ignored on open), never a listed segment that is missing.
-        let mut manifest = self.manifest.clone();
+        let mut manifest = self.books.manifest.clone();
         manifest.segments.retain(|(id, _)| !obsolete.contains(id));
         manifest.write(&self.shared.dir, self.shared.opts.fsync)?;
-        self.manifest = manifest;
+        self.books.manifest = manifest;
         for path in &removed {
             std::fs::remove_file(path).map_err(|e| JournalError::io("deleting", path, e))?;
         }
