@@ -373,3 +373,19 @@ fn a_roll_interrupted_before_the_manifest_listed_the_new_segment_is_undone() {
     assert_eq!(read_all(&j, "m").1, WRITES);
     append_sync(&j, "m", WRITES + 1, &[WRITES + 1]).unwrap();
 }
+
+#[test]
+fn a_deleted_manifest_or_durable_end_is_an_error_not_a_silent_downgrade() {
+    for file in ["MANIFEST", "COMMITTED"] {
+        let dir = TempDir::new(&format!("no-{file}"));
+        journal(dir.path());
+        std::fs::remove_file(dir.path().join(file)).unwrap();
+        match open(dir.path()) {
+            Err(JournalError::Manifest { path, reason }) => {
+                assert_eq!(path.file_name().unwrap(), if file == "MANIFEST" { "MANIFEST" } else { "COMMITTED" });
+                assert!(reason.contains("missing"), "{reason}");
+            }
+            other => panic!("{file}: unexpected {other:?}"),
+        }
+    }
+}

@@ -73,10 +73,13 @@ pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -
     let mut listed: Vec<(u64, PathBuf, Option<u64>)> = vec![];
     match &manifest {
         None => {
-            if !files.is_empty() && durable.is_some() {
+            // A durable end at commit 0 was written by a first open (of a new journal, or
+            // of one from before the manifest) that stopped before writing the manifest;
+            // any later one means the manifest existed.
+            if !files.is_empty() && durable.is_some_and(|d| d.commit > 0) {
                 fail(JournalError::Manifest {
                     path: dir.join(MANIFEST),
-                    reason: "it is missing, but the durable-end file exists: this journal had a manifest".into(),
+                    reason: "it is missing, but the durable-end file shows this journal had one".into(),
                 })?;
             }
             listed.extend(files.iter().map(|(id, p)| (*id, p.clone(), None)));
