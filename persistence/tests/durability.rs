@@ -389,3 +389,30 @@ fn a_deleted_manifest_or_durable_end_is_an_error_not_a_silent_downgrade() {
         }
     }
 }
+
+#[test]
+fn a_bad_record_after_the_durable_end_followed_by_more_data_is_an_error() {
+    // After a machine crash the durable end may lag; a bad record that more data follows
+    // could be damage to an acknowledged write, so it is not taken for a torn tail.
+    let dir = TempDir::new("unacked-followed");
+    let seg = {
+        let j = open(dir.path()).unwrap();
+        for s in 1..=3 {
+            append_sync(&j, "m", s, &[s]).unwrap();
+        }
+        j.segment_files().pop().unwrap()
+    };
+    let bytes = std::fs::read(&seg).unwrap();
+    let (last, last_len) = *records(&seg).last().unwrap();
+    let copy = &bytes[last as usize..(last + last_len) as usize];
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(copy, bytes.len() as u64).unwrap();
+    f.write_all_at(copy, bytes.len() as u64 + last_len).unwrap();
+    flip(&seg, bytes.len() as u64 + 4, 0x5a);
+    match open(dir.path()) {
+        Err(JournalError::Corrupt { offset, kind: CorruptKind::ChecksumMismatch { .. }, .. }) => {
+            assert_eq!(offset, bytes.len() as u64)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}

@@ -7,15 +7,17 @@
 //! it, so a crash can damage only the newest segment after the durable end, and only records
 //! nobody was told were stored. The scan therefore treats a bad record in the newest segment
 //! as a *torn tail* (truncate it and everything after it, report, go on) only when it starts
-//! at or after the durable end. A bad record before it, a newest segment shorter than it, or
-//! a bad record in a sealed segment is corruption of acknowledged data:
-//! [`JournalError::Corrupt`] names the file and the byte offset, and the journal refuses to
-//! open rather than silently drop it.
+//! at or after the durable end, and only if nothing valid can follow it:
+//! * the header or the body runs past the end of the file (a short write), or
+//! * the CRC or the body is bad and the record ends exactly at the end of the file, or
+//! * everything from the bad record to the end of the file is zero bytes (a file system that
+//!   extended the file but had not written the data when the machine stopped).
 //!
-//! A journal written before the durable end was recorded (or whose durable end lags after a
-//! machine crash, see `durable.rs`) falls back to telling a torn tail by its shape: the
-//! header or the body runs past the end of the file, or the record ends exactly at the end
-//! of the file, or everything from it to the end of the file is zero bytes.
+//! A bad record before the durable end, a newest segment shorter than it, a bad record
+//! followed by more data, or a bad record in a sealed segment is corruption:
+//! [`JournalError::Corrupt`] names the file and the byte offset, and the journal refuses to
+//! open rather than silently drop it. A journal written before the durable end was recorded
+//! is judged by the shape alone.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -165,11 +167,12 @@ pub(crate) fn scan(
             Err(bad) => bad,
         };
         let (kind, end) = bad;
+        // Before the durable end nothing is torn. After it, a record is torn only if nothing
+        // valid can follow it: the durable end lags the disk after a machine crash, and a
+        // bad record followed by more data may be damage to an acknowledged write.
         let torn = newest
-            && match durable_end {
-                Some(durable_end) => offset >= durable_end,
-                None => end >= file_len || w.zeros_from(offset)?,
-            };
+            && durable_end.is_none_or(|durable_end| offset >= durable_end)
+            && (end >= file_len || w.zeros_from(offset)?);
         if torn {
             return Ok(ScanEnd::Torn { offset, kind });
         }
