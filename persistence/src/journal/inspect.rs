@@ -288,6 +288,15 @@ pub fn repair(dir: impl AsRef<Path>, confirmed: bool, out: &mut dyn Write) -> Re
             }
         }
     }
+    // A torn tail that no cut covers goes too (it is unacknowledged), so that the rewritten
+    // durable end does not lie past it.
+    if let Some(t) = &s.report.truncated {
+        let covered =
+            cut.is_some_and(|(id, off)| segment_id(&t.segment).is_some_and(|tid| (tid, t.offset) >= (id, off)));
+        if !covered {
+            plan.removed.push((t.segment.clone(), t.offset, t.dropped_bytes));
+        }
+    }
     plan.rewrote_manifest = true;
     for p in &s.problems {
         writeln!(out, "found: {p}").map_err(io)?;
