@@ -321,6 +321,7 @@ impl FileJournal {
             );
         }
 
+        let had_manifest = manifest.is_some();
         let (active, file, manifest) = match segments.last() {
             Some(newest) => {
                 let f = OpenOptions::new()
@@ -358,13 +359,16 @@ impl FileJournal {
             // before the durable end moves past them.
             file.sync_data().map_err(|e| JournalError::io("syncing", segment_path(dir, active), e))?;
         }
-        // COMMITTED before MANIFEST (whose rename syncs the directory, covering both names):
-        // a crash in between leaves a first-time COMMITTED (commit 0) without a manifest,
-        // which the next open takes for the interrupted first open it is.
+        // COMMITTED before a new MANIFEST (whose rename syncs the directory, covering both
+        // names): a crash in between leaves a first-time COMMITTED (commit 0) without a
+        // manifest, which the next open takes for the interrupted first open it is. An
+        // existing manifest is still right: open removes no listed segment.
         let commit = durable.map_or(0, |d| d.commit + 1);
         let durable_file =
             DurableEndFile::create(dir, DurableEnd { commit, segment: active, end: active_len }, opts.fsync)?;
-        manifest.write(dir, opts.fsync)?;
+        if !had_manifest {
+            manifest.write(dir, opts.fsync)?;
+        }
         let shared =
             Arc::new(Shared { dir: dir.to_path_buf(), opts, index: RwLock::new(index), stats: Stats::default() });
         if shared.opts.fsync {
