@@ -535,28 +535,23 @@ impl Journal for FileJournal {
         to: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, JournalError> {
-        let (highest, positions) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
+        let (highest, runs) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
         let max = self.shared.opts.max_record_bytes;
-        let mut i = 0;
-        while i < positions.len() {
-            let (first, file, path) = &positions[i];
+        for run in &runs {
+            let (file, path, records) = (&run.file, &run.path, &run.records);
             let mut reader = RecordReader::new(file, path, max)?;
-            let group_end = i + positions[i..].iter().take_while(|p| p.0.segment == first.segment).count();
             // Where each record's run of nearby needed records ends: one read covers a run.
-            let mut run_end = vec![0u64; group_end - i];
-            for k in (i..group_end).rev() {
-                let p = positions[k].0;
+            let mut run_end = vec![0u64; records.len()];
+            for k in (0..records.len()).rev() {
+                let p = records[k];
                 let end = p.offset + u64::from(p.len);
-                run_end[k - i] = match positions.get(k + 1).filter(|_| k + 1 < group_end) {
-                    Some(next) if next.0.offset.saturating_sub(end) <= READ_THROUGH_GAP => run_end[k + 1 - i],
+                run_end[k] = match records.get(k + 1) {
+                    Some(next) if next.offset.saturating_sub(end) <= READ_THROUGH_GAP => run_end[k + 1],
                     _ => end,
                 };
             }
-            let group_start = i;
-            while i < group_end {
-                let pos = positions[i].0;
-                let ahead_end = run_end[i - group_start];
-                i += 1;
+            for (pos, ahead_end) in records.iter().zip(&run_end) {
+                let (pos, ahead_end) = (*pos, *ahead_end);
                 let body = reader.body_at(pos.offset, ahead_end)?;
                 let malformed = |what| JournalError::Corrupt {
                     segment: path.clone(),

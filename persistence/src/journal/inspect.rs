@@ -209,8 +209,8 @@ pub fn dump(dir: impl AsRef<Path>, persistence_id: &str, out: &mut dyn Write) ->
     let (highest, positions) = s.index.positions(persistence_id, 1, u64::MAX);
     writeln!(out, "# {persistence_id}: highest sequence number {highest}, deleted up to {deleted_to}").map_err(io)?;
     let mut n = 0;
-    for (pos, file, path) in positions {
-        let mut reader = RecordReader::new(&file, &path, MAX_BODY)?;
+    for (run, pos) in positions.iter().flat_map(|run| run.records.iter().map(move |p| (run, *p))) {
+        let mut reader = RecordReader::new(&run.file, &run.path, MAX_BODY)?;
         let body = reader.body_at(pos.offset, pos.offset + u64::from(pos.len))?;
         let Ok(Body::Events { first_seq, framed, .. }) = record::parse_body(body) else { continue };
         let mut rest = framed;

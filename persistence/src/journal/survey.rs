@@ -211,8 +211,7 @@ fn scan_into(
         report.records += 1;
         match body {
             Body::Events { id: sid, first_seq, count, .. } => {
-                let key = intern(index, sid);
-                index.add_events(&key, RecordPos { segment: id, offset, len, count, first_seq });
+                index.add_events_str(sid, RecordPos { segment: id, offset, len, count, first_seq });
             }
             Body::Delete { id: sid, to_seq } => {
                 let key = intern(index, sid);
