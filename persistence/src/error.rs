@@ -52,6 +52,22 @@ pub enum CorruptKind {
         /// The one found.
         found: u64,
     },
+    /// A sealed segment's length differs from the one the manifest recorded when it was
+    /// sealed: it was cut short (or extended) after it was written.
+    LengthMismatch {
+        /// The length recorded in the manifest.
+        expected: u64,
+        /// The file's length.
+        found: u64,
+    },
+    /// The newest segment ends before the journal's durable end: acknowledged writes were
+    /// cut off.
+    EndsBeforeDurableEnd {
+        /// Where the acknowledged writes end.
+        durable_end: u64,
+        /// The file's length.
+        found: u64,
+    },
 }
 
 impl fmt::Display for CorruptKind {
@@ -72,6 +88,15 @@ impl fmt::Display for CorruptKind {
             CorruptKind::SequenceGap { persistence_id, expected, found } => {
                 write!(f, "sequence gap for {persistence_id:?}: expected {expected}, found {found}")
             }
+            CorruptKind::LengthMismatch { expected, found } => {
+                write!(f, "sealed segment is {found} bytes long but was sealed at {expected} bytes")
+            }
+            CorruptKind::EndsBeforeDurableEnd { durable_end, found } => write!(
+                f,
+                "the file is {found} bytes long but acknowledged writes reach byte {durable_end}: \
+                 {} bytes of acknowledged writes are missing",
+                durable_end.saturating_sub(*found)
+            ),
         }
     }
 }
@@ -93,8 +118,10 @@ pub enum JournalError {
     /// Corruption that is not a torn tail: the journal will not guess what was meant.
     #[error(
         "journal segment {} is corrupt at byte offset {offset}: {kind}; this is not a torn tail \
-         (it is in a sealed segment or valid data follows it), so the journal refuses to use it: \
-         restore the segment from a backup, or inspect it and truncate it at this offset",
+         (it is in a sealed segment, before the journal's durable end, or valid data follows it), \
+         so the journal refuses to use it: restore the segment from a backup, or run \
+         `percore-journal verify` on the journal directory and, to drop everything from this \
+         offset on (acknowledged writes included), `percore-journal repair --truncate-acknowledged`",
         segment.display()
     )]
     Corrupt {
@@ -104,6 +131,30 @@ pub enum JournalError {
         offset: u64,
         /// What was wrong.
         kind: CorruptKind,
+    },
+    /// A segment file that the journal's manifest lists is missing: acknowledged writes are
+    /// gone with it.
+    #[error(
+        "journal segment {} is missing (the journal's MANIFEST lists it): restore it from a backup, \
+         or run `percore-journal repair --truncate-acknowledged` on the journal directory to drop \
+         it and every later segment",
+        segment.display()
+    )]
+    MissingSegment {
+        /// The file that should be there.
+        segment: PathBuf,
+    },
+    /// The journal's manifest or durable-end file is missing or damaged.
+    #[error(
+        "journal file {} is unusable: {reason}; run `percore-journal verify` on the journal directory, \
+         and `percore-journal repair` to rebuild it from the segments",
+        path.display()
+    )]
+    Manifest {
+        /// `MANIFEST` or `COMMITTED` in the journal directory.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
     },
     /// A write did not continue the persistence id's sequence: another writer (a second live
     /// actor with the same persistence id) got there first.

@@ -72,11 +72,18 @@
 //!            │ count × ( event_len u32 │ event bytes ) │           (one atomic write)
 //!          | │ kind u8 = 2 │ id_len u16 │ persistence id │ to_seq u64 │  (deletion marker)
 //! ```
-//! Little endian throughout. On open the journal scans every segment once, checks every CRC
-//! and builds an in-memory index (persistence id → record positions). A **torn tail** (the
-//! end of the newest segment, unacknowledged by construction) is truncated and reported in
-//! [`OpenReport`]; damage anywhere else is [`JournalError::Corrupt`] naming the file and byte
-//! offset. Deleting events writes a deletion marker; a sealed segment whose events are all
+//! Little endian throughout. Beside the segments, a `MANIFEST` lists them (with each sealed
+//! one's final length; rewritten atomically when a segment starts or is removed) and
+//! `COMMITTED` holds the **durable end**: after each group commit's `fdatasync` returns, and
+//! before any of its writes is acknowledged, the writer records (segment, end offset) there.
+//! On open the journal scans every segment once, checks every CRC and builds an in-memory
+//! index (persistence id → record positions). A **torn tail** (a bad record in the newest
+//! segment at or after the durable end: unacknowledged by construction) is truncated and
+//! reported in [`OpenReport`] (also [`Persistence::open_report`]); damage before the durable
+//! end, in a sealed segment, a segment cut short, or one missing from the manifest is
+//! [`JournalError::Corrupt`] / [`JournalError::MissingSegment`] naming the file and byte
+//! offset, and the journal does not open. Dropping acknowledged writes takes the operator's
+//! `percore-journal repair --truncate-acknowledged` (see [`journal::inspect`]). Deleting events writes a deletion marker; a sealed segment whose events are all
 //! deleted is removed (its markers are written again first). Two writers are excluded twice:
 //! a process-wide `flock` on the directory, and per persistence id by sequence numbers (a
 //! write must continue the stream exactly, else [`JournalError::SequenceConflict`]).

@@ -23,7 +23,7 @@ use percore::{Props, RuntimeHandle, SpawnError};
 
 use crate::actor::{PersistentActor, PersistentBehavior, PersistentRef};
 use crate::error::{JournalError, SnapshotError};
-use crate::journal::{FileJournal, Journal};
+use crate::journal::{FileJournal, Journal, OpenReport};
 use crate::snapshot::{FileSnapshotStore, SnapshotStore};
 use crate::sync::mpsc::{self, Receiver, Sender};
 use crate::sync::thread::{self, JoinHandle};
@@ -130,6 +130,8 @@ struct Inner {
     journal: Arc<dyn Journal>,
     snapshots: Arc<dyn SnapshotStore>,
     settings: Settings,
+    /// What opening the file journal found (set by [`Persistence::open`]).
+    open_report: Option<OpenReport>,
 }
 
 /// The journal, snapshot store and I/O threads that persistent actors use. Cheap to clone;
@@ -152,14 +154,27 @@ pub struct Persistence {
 
 impl Persistence {
     /// Opens the embedded file journal in `dir/journal` and the file snapshot store in
-    /// `dir/snapshots`, with default options and two I/O threads. A torn journal tail is
-    /// truncated and logged; use [`Persistence::builder`] with a [`FileJournal`] you opened
-    /// yourself to inspect its [`crate::OpenReport`].
+    /// `dir/snapshots`, with default options and two I/O threads. What opening the journal
+    /// found (its durable end, a torn tail of unacknowledged writes that was truncated) is in
+    /// [`Persistence::open_report`]. Damage to acknowledged writes fails the open with
+    /// [`JournalError::Corrupt`] or [`JournalError::MissingSegment`], naming the file.
     pub fn open(dir: impl AsRef<Path>) -> Result<Persistence, OpenError> {
         let dir = dir.as_ref();
         let journal = FileJournal::open(dir.join("journal"))?;
+        let report = journal.open_report().clone();
         let snapshots = FileSnapshotStore::open(dir.join("snapshots"))?;
-        Persistence::builder(Arc::new(journal), Arc::new(snapshots)).build()
+        let mut p = Persistence::builder(Arc::new(journal), Arc::new(snapshots)).build()?;
+        if let Some(inner) = Arc::get_mut(&mut p.inner) {
+            inner.open_report = Some(report);
+        }
+        Ok(p)
+    }
+
+    /// What opening the journal found, for a `Persistence` from [`Persistence::open`]
+    /// (`None` for one built over a journal you opened yourself: ask that journal, e.g.
+    /// [`FileJournal::open_report`]).
+    pub fn open_report(&self) -> Option<&OpenReport> {
+        self.inner.open_report.as_ref()
     }
 
     /// A persistence over any journal and snapshot store.
@@ -271,7 +286,13 @@ impl PersistenceBuilder {
     pub fn build(self) -> Result<Persistence, OpenError> {
         let io = IoPool::start(self.io_threads).map_err(OpenError::Thread)?;
         Ok(Persistence {
-            inner: Arc::new(Inner { io, journal: self.journal, snapshots: self.snapshots, settings: self.settings }),
+            inner: Arc::new(Inner {
+                io,
+                journal: self.journal,
+                snapshots: self.snapshots,
+                settings: self.settings,
+                open_report: None,
+            }),
         })
     }
 }

@@ -40,10 +40,29 @@ fn len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// Like `five_records`, but the fifth write is left *unacknowledged*: the journal's
+/// durable end is put back to where it was before it, as if the process had died between
+/// the write and the acknowledgement.
+fn five_records_last_unacknowledged(dir: &Path) -> (PathBuf, u64, Vec<u64>) {
+    let j = FileJournal::open(dir).unwrap();
+    let seg = j.segment_files().pop().unwrap();
+    let start = std::fs::metadata(&seg).unwrap().len();
+    let mut ends = vec![];
+    let mut committed = vec![];
+    for s in 1..=5 {
+        committed = std::fs::read(dir.join("COMMITTED")).unwrap();
+        append_sync(&j, "c", s, &[s]).unwrap();
+        ends.push(std::fs::metadata(&seg).unwrap().len());
+    }
+    drop(j);
+    std::fs::write(dir.join("COMMITTED"), committed).unwrap();
+    (seg, start, ends)
+}
+
 #[test]
-fn a_short_last_record_is_truncated_and_reported() {
+fn a_short_unacknowledged_last_record_is_truncated_and_reported() {
     let dir = TempDir::new("torn-short");
-    let (seg, _, ends) = five_records(dir.path());
+    let (seg, _, ends) = five_records_last_unacknowledged(dir.path());
     let rec = ends[4] - ends[3];
     OpenOptions::new().write(true).open(&seg).unwrap().set_len(ends[4] - 3).unwrap();
 
@@ -55,6 +74,7 @@ fn a_short_last_record_is_truncated_and_reported() {
             offset: ends[3],
             dropped_bytes: rec - 3,
             kind: CorruptKind::TruncatedBody { needed: rec, available: rec - 3 },
+            durable_end: Some(ends[3]),
         })
     );
     assert_eq!(len(&seg), ends[3]);
@@ -64,9 +84,9 @@ fn a_short_last_record_is_truncated_and_reported() {
 }
 
 #[test]
-fn a_bad_checksum_in_the_last_record_is_truncated_and_reported() {
+fn a_bad_checksum_in_an_unacknowledged_last_record_is_truncated_and_reported() {
     let dir = TempDir::new("torn-crc");
-    let (seg, _, ends) = five_records(dir.path());
+    let (seg, _, ends) = five_records_last_unacknowledged(dir.path());
     flip(&seg, ends[3] + 4); // first byte of the last record's CRC
 
     let j = FileJournal::open(dir.path()).unwrap();
@@ -80,6 +100,21 @@ fn a_bad_checksum_in_the_last_record_is_truncated_and_reported() {
 }
 
 #[test]
+fn a_bad_checksum_in_the_last_acknowledged_record_is_an_error_and_nothing_is_changed() {
+    let dir = TempDir::new("last-acked-crc");
+    let (seg, _, ends) = five_records(dir.path());
+    flip(&seg, ends[3] + 4);
+    let before = std::fs::read(&seg).unwrap();
+    match FileJournal::open(dir.path()) {
+        Err(JournalError::Corrupt { segment, offset, kind: CorruptKind::ChecksumMismatch { .. } }) => {
+            assert_eq!((segment, offset), (seg.clone(), ends[3]));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(std::fs::read(&seg).unwrap(), before, "the acknowledged record was not truncated");
+}
+
+#[test]
 fn a_zero_filled_tail_is_truncated() {
     let dir = TempDir::new("torn-zeros");
     let (seg, _, ends) = five_records(dir.path());
@@ -87,7 +122,7 @@ fn a_zero_filled_tail_is_truncated() {
 
     let j = FileJournal::open(dir.path()).unwrap();
     let t = j.open_report().truncated.clone().expect("reported");
-    assert_eq!((t.offset, t.dropped_bytes), (ends[4], 100));
+    assert_eq!((t.offset, t.dropped_bytes, t.durable_end), (ends[4], 100, Some(ends[4])));
     assert!(matches!(t.kind, CorruptKind::BadLength { length: 0, .. }));
     assert_eq!(read_all(&j, "c").1, 5, "no acknowledged record was lost");
 }

@@ -4,6 +4,7 @@ mod support;
 
 mod corruption;
 mod crash;
+mod durability;
 mod journal;
 mod recovery;
 mod stash;

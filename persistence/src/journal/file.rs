@@ -3,13 +3,16 @@
 //! ```text
 //!  journal-dir/
 //!    LOCK                         flock(2)ed while open: one journal per directory
+//!    MANIFEST                     the segments in use, sealed ones with their final length
+//!    COMMITTED                    the durable end: (segment, offset) acknowledged so far
 //!    00000000000000000001.seg     sealed segment (full, synced)
 //!    00000000000000000002.seg     sealed segment
 //!    00000000000000000003.seg     active segment: the writer appends here
 //! ```
-//! Opening scans every segment once (sequentially, 1 MiB reads, every CRC checked) to build
-//! the index, truncates a torn tail of the newest segment and reports it in [`OpenReport`],
-//! and refuses to open on corruption anywhere else. Writes go through the group-commit
+//! Opening surveys the directory (`survey.rs`: every segment scanned once, sequentially,
+//! 1 MiB reads, every CRC checked) to build the index, truncates a torn tail of the newest
+//! segment after its durable end and reports it in [`OpenReport`], and refuses to open on
+//! damage to acknowledged writes (see `durable.rs`). Writes go through the group-commit
 //! writer thread (see `writer.rs`); replays read segments with positional reads on the
 //! caller's thread, concurrently with the writer.
 //!
@@ -23,9 +26,11 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use super::index::{Index, RecordPos, Segment};
+use super::durable::{self, Bookkeeping, DurableEnd, DurableEndFile, Manifest};
+use super::index::{Index, Segment};
 use super::record::{self, Body, SEGMENT_HEADER_LEN};
-use super::segment::{self, list_segments, segment_path, RecordReader, ScanEnd, READ_THROUGH_GAP};
+use super::segment::{segment_path, RecordReader, READ_THROUGH_GAP};
+use super::survey::{self, Survey};
 use super::writer::{Done, Op, Writer};
 use super::{AtomicWrite, Completion, Journal};
 use crate::codec::Payloads;
@@ -137,6 +142,10 @@ pub struct TailTruncation {
     pub dropped_bytes: u64,
     /// What was wrong with the first bad record.
     pub kind: CorruptKind,
+    /// Where the acknowledged writes ended (`offset` is at or after it, so everything
+    /// removed was unacknowledged); `None` for a journal written before durable ends were
+    /// recorded, where the tail was judged by its shape.
+    pub durable_end: Option<u64>,
 }
 
 impl fmt::Display for TailTruncation {
@@ -148,7 +157,11 @@ impl fmt::Display for TailTruncation {
             self.offset,
             self.kind,
             self.dropped_bytes
-        )
+        )?;
+        match self.durable_end {
+            Some(end) => write!(f, " (acknowledged writes end at byte {end})"),
+            None => f.write_str(" (no durable end recorded: judged by its shape)"),
+        }
     }
 }
 
@@ -161,8 +174,24 @@ pub struct OpenReport {
     pub records: u64,
     /// Persistence ids with a stream.
     pub streams: usize,
-    /// The torn tail that was truncated, if there was one.
+    /// The torn tail that was truncated, if there was one. It only ever holds
+    /// unacknowledged writes: damage before the durable end fails the open instead.
     pub truncated: Option<TailTruncation>,
+    /// Where the acknowledged writes ended when the journal was opened: the newest segment
+    /// and the byte offset. `None` for a new journal or one migrated from the format without
+    /// a durable end (see [`OpenReport::migrated`]).
+    pub durable_end: Option<(PathBuf, u64)>,
+    /// Segment files the manifest does not list, older than its newest (left behind when a
+    /// crash interrupted the removal of segments whose events were all deleted). They are
+    /// ignored; delete them once you have checked them.
+    pub stray_segments: Vec<PathBuf>,
+    /// Header-only segment files newer than the manifest's newest (a crash interrupted the
+    /// start of a new segment before the manifest listed it), which were removed.
+    pub removed_empty_segments: Vec<PathBuf>,
+    /// Whether the journal had no manifest yet (written by percore-persistence before the
+    /// manifest and durable end existed): open judged its tail by shape, as that version
+    /// did, then wrote the manifest and the durable end, so the next open checks them.
+    pub migrated: bool,
 }
 
 /// Counters of a [`FileJournal`], for tests and monitoring.
@@ -268,73 +297,97 @@ impl FileJournal {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io("creating", dir, e))?;
         let lock = lock_dir(dir)?;
-        let mut index = Index::default();
-        let mut report = OpenReport::default();
-        let segments = list_segments(dir)?;
-        let newest = segments.last().map(|(id, _)| *id);
-        for (id, path) in &segments {
-            let is_newest = Some(*id) == newest;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(is_newest)
-                .open(path)
-                .map_err(|e| JournalError::io("opening", path, e))?;
-            let file = Arc::new(file);
-            index.segments.insert(*id, Segment { path: path.clone(), file: file.clone(), streams: Default::default() });
-            let end = segment::scan(&file, path, is_newest, opts.max_record_bytes, |offset, len, body| {
-                report.records += 1;
-                match body {
-                    Body::Events { id: sid, first_seq, count, .. } => {
-                        let key = intern(&index, sid);
-                        index.add_events(&key, RecordPos { segment: *id, offset, len, count, first_seq });
-                    }
-                    Body::Delete { id: sid, to_seq } => {
-                        let key = intern(&index, sid);
-                        index.add_delete(&key, to_seq, *id);
-                    }
-                }
-                Ok(())
-            })?;
-            if let ScanEnd::Torn { offset, kind } = end {
-                let len = file.metadata().map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
-                truncate(&file, path, offset, *id, opts.fsync)?;
-                let t = TailTruncation { segment: path.clone(), offset, dropped_bytes: len - offset, kind };
-                log::warn!("journal {}: {t}", dir.display());
-                report.truncated = Some(t);
-            }
+        let survey = survey::survey(dir, opts.max_record_bytes, true, false)?;
+        let Survey { mut index, mut report, segments, manifest, durable, unlisted_empty, .. } = survey;
+        if let (Some(t), Some(newest)) = (&report.truncated, segments.last()) {
+            let file = &index.segments[&newest.id].file;
+            truncate(file, &t.segment, t.offset, newest.id, opts.fsync)?;
+            log::warn!("journal {}: {t}", dir.display());
         }
-        index.validate()?;
-        report.segments = segments.len().max(1);
-        report.streams = index.streams.len();
+        for path in unlisted_empty {
+            std::fs::remove_file(&path).map_err(|e| JournalError::io("deleting", &path, e))?;
+            log::warn!(
+                "journal {}: removed {} (an empty segment a crash left unlisted)",
+                dir.display(),
+                path.display()
+            );
+            report.removed_empty_segments.push(path);
+        }
+        for path in &report.stray_segments {
+            log::warn!(
+                "journal {}: {} is not in the manifest (left by an interrupted clean-up?); it is ignored",
+                dir.display(),
+                path.display()
+            );
+        }
 
-        let (active, file) = match segments.last() {
-            Some((id, path)) => {
+        let had_manifest = manifest.is_some();
+        let (active, file, manifest) = match segments.last() {
+            Some(newest) => {
                 let f = OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(path)
-                    .map_err(|e| JournalError::io("opening", path, e))?;
-                (*id, f)
+                    .open(&newest.path)
+                    .map_err(|e| JournalError::io("opening", &newest.path, e))?;
+                let manifest = match manifest {
+                    Some(m) => m,
+                    None => {
+                        // A journal of the format before the manifest: list what is there.
+                        report.migrated = true;
+                        log::info!("journal {}: no manifest (an earlier format); writing one", dir.display());
+                        let mut list: Vec<(u64, u64)> = segments.iter().map(|s| (s.id, s.len)).collect();
+                        if let Some(last) = list.last_mut() {
+                            last.1 = durable::ACTIVE;
+                        }
+                        Manifest { segments: list }
+                    }
+                };
+                (newest.id, f, manifest)
             }
             None => {
                 let path = segment_path(dir, 1);
                 let f = create_segment(&path, 1, opts.fsync)?;
                 let reader = Arc::new(f.try_clone().map_err(|e| JournalError::io("opening", &path, e))?);
                 index.segments.insert(1, Segment { path, file: reader, streams: Default::default() });
-                (1, f)
+                (1, f, Manifest { segments: vec![(1, durable::ACTIVE)] })
             }
         };
         let active_len = file.metadata().map_err(|e| JournalError::io("reading metadata of", dir, e))?.len();
+        if opts.fsync {
+            // Valid records past the recorded durable end (synced or not when the last
+            // process stopped) are part of the journal from now on: make them durable
+            // before the durable end moves past them.
+            file.sync_data().map_err(|e| JournalError::io("syncing", segment_path(dir, active), e))?;
+        }
+        // COMMITTED before a new MANIFEST (whose rename syncs the directory, covering both
+        // names): a crash in between leaves a first-time COMMITTED (commit 0) without a
+        // manifest, which the next open takes for the interrupted first open it is. An
+        // existing manifest is still right: open removes no listed segment.
+        let commit = durable.map_or(0, |d| d.commit + 1);
+        let durable_file =
+            DurableEndFile::create(dir, DurableEnd { commit, segment: active, end: active_len }, opts.fsync)?;
+        if !had_manifest {
+            manifest.write(dir, opts.fsync)?;
+        }
         let shared =
             Arc::new(Shared { dir: dir.to_path_buf(), opts, index: RwLock::new(index), stats: Stats::default() });
         if shared.opts.fsync {
             shared.sync_dir()?;
         }
         let (tx, rx) = mpsc::channel();
-        let commit = if shared.opts.io_uring { super::uring::CommitPath::probe() } else { super::uring::CommitPath::Plain };
-        let io_path = commit.name();
+        let commit_path =
+            if shared.opts.io_uring { super::uring::CommitPath::probe() } else { super::uring::CommitPath::Plain };
+        let io_path = commit_path.name();
         log::info!("journal {}: group commits via {io_path}", dir.display());
-        let writer = Writer::new(shared.clone(), rx, file, active, active_len, commit);
+        let writer = Writer::new(
+            shared.clone(),
+            rx,
+            file,
+            active,
+            active_len,
+            commit_path,
+            Bookkeeping { manifest, durable: durable_file },
+        );
         let handle = thread::Builder::new()
             .name("percore-journal-writer".into())
             .spawn(move || writer.run())
@@ -394,18 +447,10 @@ impl FileJournal {
     }
 }
 
-/// Reuses the index's `Arc<str>` for a known id.
-fn intern(index: &Index, id: &str) -> Arc<str> {
-    match index.streams.get_key_value(id) {
-        Some((k, _)) => k.clone(),
-        None => Arc::from(id),
-    }
-}
-
 /// How long `open` waits for another holder of the directory lock to let go.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn lock_dir(dir: &Path) -> Result<File, JournalError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, JournalError> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
         .create(true)
@@ -490,28 +535,23 @@ impl Journal for FileJournal {
         to: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, JournalError> {
-        let (highest, positions) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
+        let (highest, runs) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
         let max = self.shared.opts.max_record_bytes;
-        let mut i = 0;
-        while i < positions.len() {
-            let (first, file, path) = &positions[i];
+        for run in &runs {
+            let (file, path, records) = (&run.file, &run.path, &run.records);
             let mut reader = RecordReader::new(file, path, max)?;
-            let group_end = i + positions[i..].iter().take_while(|p| p.0.segment == first.segment).count();
             // Where each record's run of nearby needed records ends: one read covers a run.
-            let mut run_end = vec![0u64; group_end - i];
-            for k in (i..group_end).rev() {
-                let p = positions[k].0;
+            let mut run_end = vec![0u64; records.len()];
+            for k in (0..records.len()).rev() {
+                let p = records[k];
                 let end = p.offset + u64::from(p.len);
-                run_end[k - i] = match positions.get(k + 1).filter(|_| k + 1 < group_end) {
-                    Some(next) if next.0.offset.saturating_sub(end) <= READ_THROUGH_GAP => run_end[k + 1 - i],
+                run_end[k] = match records.get(k + 1) {
+                    Some(next) if next.offset.saturating_sub(end) <= READ_THROUGH_GAP => run_end[k + 1],
                     _ => end,
                 };
             }
-            let group_start = i;
-            while i < group_end {
-                let pos = positions[i].0;
-                let ahead_end = run_end[i - group_start];
-                i += 1;
+            for (pos, ahead_end) in records.iter().zip(&run_end) {
+                let (pos, ahead_end) = (*pos, *ahead_end);
                 let body = reader.body_at(pos.offset, ahead_end)?;
                 let malformed = |what| JournalError::Corrupt {
                     segment: path.clone(),

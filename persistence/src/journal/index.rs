@@ -59,6 +59,16 @@ impl RecordPos {
     }
 }
 
+/// The records of one stream in one segment, with the segment's file (see
+/// [`Index::positions`]).
+#[derive(Debug)]
+pub(crate) struct SegmentRun {
+    pub(crate) file: Arc<File>,
+    pub(crate) path: PathBuf,
+    /// In sequence order.
+    pub(crate) records: Vec<RecordPos>,
+}
+
 /// One persistence id's stream.
 #[derive(Debug, Default)]
 pub(crate) struct Stream {
@@ -130,6 +140,36 @@ impl Index {
         self.note_segment(pos.segment, id, last);
     }
 
+    /// [`Index::add_events`] for the open-time scan, which has the id only as `&str`: one
+    /// lookup per record, and the id's `Arc<str>` is allocated only for its first record.
+    pub(crate) fn add_events_str(&mut self, id: &str, pos: RecordPos) {
+        let last = pos.last_seq();
+        let push = |stream: &mut Stream| {
+            stream.highest = stream.highest.max(last);
+            if last > stream.deleted_to {
+                stream.records.push(pos);
+            }
+        };
+        match self.streams.get_mut(id) {
+            Some(stream) => push(stream),
+            None => {
+                let mut stream = Stream::default();
+                push(&mut stream);
+                self.streams.insert(Arc::from(id), stream);
+            }
+        }
+        if let Some(seg) = self.segments.get_mut(&pos.segment) {
+            match seg.streams.get_mut(id) {
+                Some(max) => *max = (*max).max(last),
+                None => {
+                    if let Some((key, _)) = self.streams.get_key_value(id) {
+                        seg.streams.insert(key.clone(), last);
+                    }
+                }
+            }
+        }
+    }
+
     /// Records a deletion marker found in (or written to) `segment`.
     pub(crate) fn add_delete(&mut self, id: &Arc<str>, to_seq: u64, segment: u64) {
         let stream = self.stream_mut(id);
@@ -168,16 +208,33 @@ impl Index {
         Ok(())
     }
 
-    /// The records of `id` that hold events in `from..=to`, with their segments' files.
-    pub(crate) fn positions(&self, id: &str, from: u64, to: u64) -> (u64, Vec<(RecordPos, Arc<File>, PathBuf)>) {
+    /// The records of `id` that hold events in `from..=to`, grouped by segment, each group
+    /// with its segment's file (one handle per segment, not per record: a replay of a long
+    /// stream copies out a million positions).
+    pub(crate) fn positions(&self, id: &str, from: u64, to: u64) -> (u64, Vec<SegmentRun>) {
         let Some(stream) = self.streams.get(id) else { return (0, vec![]) };
         let start = stream.records.partition_point(|r| r.last_seq() < from);
-        let out = stream.records[start..]
-            .iter()
-            .take_while(|r| r.first_seq <= to)
-            .filter_map(|r| self.segments.get(&r.segment).map(|s| (*r, s.file.clone(), s.path.clone())))
-            .collect();
-        (stream.highest, out)
+        let mut runs: Vec<SegmentRun> = vec![];
+        let mut current = None;
+        let mut present = false;
+        for r in stream.records[start..].iter().take_while(|r| r.first_seq <= to) {
+            if current != Some(r.segment) {
+                current = Some(r.segment);
+                present = match self.segments.get(&r.segment) {
+                    Some(s) => {
+                        runs.push(SegmentRun { file: s.file.clone(), path: s.path.clone(), records: vec![] });
+                        true
+                    }
+                    None => false,
+                };
+            }
+            if present {
+                if let Some(run) = runs.last_mut() {
+                    run.records.push(*r);
+                }
+            }
+        }
+        (stream.highest, runs)
     }
 
     /// Sealed segments (all but `active`) whose every record is deleted, oldest first.
@@ -236,7 +293,9 @@ mod tests {
         assert_eq!(ix.markers_in(3), vec![(a.clone(), 7)]);
         let (highest, found) = ix.positions("a", 8, 20);
         assert_eq!(highest, 11);
-        assert_eq!(found.iter().map(|p| p.0.first_seq).collect::<Vec<_>>(), vec![6, 11]);
+        let firsts: Vec<_> = found.iter().flat_map(|run| run.records.iter().map(|p| p.first_seq)).collect();
+        assert_eq!(firsts, vec![6, 11]);
+        assert_eq!(found.len(), 2, "one run per segment");
         assert!(ix.validate().is_ok());
     }
 

@@ -18,10 +18,13 @@
 //! every append names its first sequence number, and the journal refuses one that does not
 //! continue the stream with [`JournalError::SequenceConflict`].
 
+mod durable;
 mod file;
 mod index;
+pub mod inspect;
 pub(crate) mod record;
 mod segment;
+mod survey;
 mod uring;
 mod writer;
 

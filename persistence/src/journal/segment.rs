@@ -3,20 +3,21 @@
 //!
 //! ## Torn tail or corruption?
 //! A group commit is one `write` followed by `fdatasync`, and a batch is acknowledged only
-//! after its sync, so a crash can damage only the **end of the newest segment**, and only
-//! records nobody was told were stored. The scan therefore treats a bad record as a *torn
-//! tail* (truncate it and everything after it, report, go on) when it is in the newest
-//! segment and nothing valid can follow it:
+//! after its sync and after the journal's **durable end** (see `durable.rs`) was moved past
+//! it, so a crash can damage only the newest segment after the durable end, and only records
+//! nobody was told were stored. The scan therefore treats a bad record in the newest segment
+//! as a *torn tail* (truncate it and everything after it, report, go on) only when it starts
+//! at or after the durable end, and only if nothing valid can follow it:
 //! * the header or the body runs past the end of the file (a short write), or
 //! * the CRC or the body is bad and the record ends exactly at the end of the file, or
 //! * everything from the bad record to the end of the file is zero bytes (a file system that
 //!   extended the file but had not written the data when the machine stopped).
 //!
-//! Anything else (a bad record in a sealed segment, or one followed by more bytes) is
-//! corruption of data that was acknowledged: [`JournalError::Corrupt`] names the file and
-//! the byte offset, and the journal refuses to open rather than silently drop it. (A length
-//! field corrupted to point past the end of the newest segment cannot be told apart from a
-//! short write and is treated as one.)
+//! A bad record before the durable end, a newest segment shorter than it, a bad record
+//! followed by more data, or a bad record in a sealed segment is corruption:
+//! [`JournalError::Corrupt`] names the file and the byte offset, and the journal refuses to
+//! open rather than silently drop it. A journal written before the durable end was recorded
+//! is judged by the shape alone.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -112,17 +113,25 @@ impl<'f> Window<'f> {
 
 /// Scans segment `path` from its header to its end, calling `visit(offset, record_len, body)`
 /// for every valid record. In the newest segment (`newest`) a torn tail ends the scan with
-/// [`ScanEnd::Torn`]; any other bad record is [`JournalError::Corrupt`].
+/// [`ScanEnd::Torn`]; any other bad record is [`JournalError::Corrupt`]. `durable_end` is
+/// where the newest segment's acknowledged writes end (`None`: unknown, judge by shape).
 pub(crate) fn scan(
     file: &File,
     path: &Path,
     newest: bool,
+    durable_end: Option<u64>,
     max_body: u32,
     mut visit: impl FnMut(u64, u32, Body<'_>) -> Result<(), JournalError>,
 ) -> Result<ScanEnd, JournalError> {
     let file_len = file.metadata().map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
     let mut w = Window { file, path, file_len, buf: Vec::new(), start: 0, ahead_end: file_len };
     let corrupt = |offset, kind| JournalError::Corrupt { segment: path.to_path_buf(), offset, kind };
+    let durable_end = durable_end.filter(|_| newest);
+    if let Some(durable_end) = durable_end {
+        if file_len < durable_end {
+            return Err(corrupt(file_len, CorruptKind::EndsBeforeDurableEnd { durable_end, found: file_len }));
+        }
+    }
 
     match w.get(0, SEGMENT_HEADER_LEN as usize)? {
         None if newest => {
@@ -132,7 +141,7 @@ pub(crate) fn scan(
         Some(h) => {
             let h: &[u8; SEGMENT_HEADER_LEN as usize] = h.try_into().expect("exact length");
             if let Err(kind) = record::check_segment_header(h) {
-                if newest && w.zeros_from(0)? {
+                if newest && durable_end.is_none() && w.zeros_from(0)? {
                     return Ok(ScanEnd::Torn { offset: 0, kind });
                 }
                 return Err(corrupt(0, kind));
@@ -158,7 +167,12 @@ pub(crate) fn scan(
             Err(bad) => bad,
         };
         let (kind, end) = bad;
-        let torn = newest && (end >= file_len || w.zeros_from(offset)?);
+        // Before the durable end nothing is torn. After it, a record is torn only if nothing
+        // valid can follow it: the durable end lags the disk after a machine crash, and a
+        // bad record followed by more data may be damage to an acknowledged write.
+        let torn = newest
+            && durable_end.is_none_or(|durable_end| offset >= durable_end)
+            && (end >= file_len || w.zeros_from(offset)?);
         if torn {
             return Ok(ScanEnd::Torn { offset, kind });
         }

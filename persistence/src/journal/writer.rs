@@ -23,6 +23,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::durable::Bookkeeping;
 use super::file::Shared;
 use super::index::{IdMap, RecordPos, Segment};
 use super::record::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
@@ -100,6 +101,8 @@ pub(crate) struct Writer {
     failed: Option<String>,
     /// io_uring (linked write + fdatasync) or plain syscalls.
     commit: super::uring::CommitPath,
+    /// The manifest and the durable end.
+    books: Bookkeeping,
 }
 
 impl Writer {
@@ -110,6 +113,7 @@ impl Writer {
         active: u64,
         active_len: u64,
         commit: super::uring::CommitPath,
+        books: Bookkeeping,
     ) -> Self {
         Writer {
             shared,
@@ -124,6 +128,7 @@ impl Writer {
             deleted: false,
             failed: None,
             commit,
+            books,
         }
     }
 
@@ -248,7 +253,8 @@ impl Writer {
         self.flush().and_then(|()| self.roll()).inspect_err(|e| self.poison(e))
     }
 
-    /// Writes and syncs the buffered records to the active segment.
+    /// Writes and syncs the buffered records to the active segment, then moves the durable
+    /// end past them (before anything in them is acknowledged).
     fn flush(&mut self) -> Result<(), JournalError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -258,12 +264,15 @@ impl Writer {
             .write_and_sync(&self.file, &self.buf, self.active_len, self.shared.opts.fsync)
             .map_err(|e| JournalError::io("writing and syncing", &path, e))?;
         self.active_len += self.buf.len() as u64;
+        self.books.durable.advance(self.active, self.active_len)?;
         self.shared.stats.record_batch(self.buf.len() as u64);
         self.buf.clear();
         Ok(())
     }
 
-    /// Starts segment `active + 1`: header written and synced, directory synced, registered.
+    /// Starts segment `active + 1`: header written and synced, directory synced, listed in
+    /// the manifest (with the sealed segment's final length), registered. A crash before
+    /// the manifest lists it leaves a header-only file, which the next open removes.
     fn roll(&mut self) -> Result<(), JournalError> {
         let id = self.active + 1;
         let path = segment_path(&self.shared.dir, id);
@@ -278,6 +287,10 @@ impl Writer {
             file.sync_data().map_err(|e| JournalError::io("syncing", &path, e))?;
             self.shared.sync_dir()?;
         }
+        let mut manifest = self.books.manifest.clone();
+        manifest.roll(self.active, self.active_len, id);
+        manifest.write(&self.shared.dir, self.shared.opts.fsync)?;
+        self.books.manifest = manifest;
         let reader = Arc::new(file.try_clone().map_err(|e| JournalError::io("opening", &path, e))?);
         self.shared.write_index()?.segments.insert(id, Segment { path, file: reader, streams: IdMap::default() });
         self.file = file;
@@ -364,6 +377,12 @@ impl Writer {
                 }
             }
         }
+        // The manifest forgets them first: a crash before the files are gone leaves strays
+        // (reported and ignored on open), never a listed segment that is missing.
+        let mut manifest = self.books.manifest.clone();
+        manifest.segments.retain(|(id, _)| !obsolete.contains(id));
+        manifest.write(&self.shared.dir, self.shared.opts.fsync)?;
+        self.books.manifest = manifest;
         for path in &removed {
             std::fs::remove_file(path).map_err(|e| JournalError::io("deleting", path, e))?;
         }
