@@ -5,6 +5,7 @@ mod support;
 mod corruption;
 mod crash;
 mod journal;
+mod migration;
 mod recovery;
 mod stash;
 mod supervision;
