@@ -8,7 +8,7 @@
 //! * journal writer / I/O pool → actor: the actor's own `mpsc` queue, then a `Wake` message;
 //! * writer ↔ replays: the index behind an `RwLock`, never taken on a shard thread.
 
-pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 pub(crate) use std::sync::mpsc;
 pub(crate) use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub(crate) use std::thread;

@@ -22,10 +22,11 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use percore::{Actor, ActorError, ActorRef, Context, SupervisorStrategy};
+use percore::{Actor, ActorError, ActorRef, Context, Failure, SupervisorStrategy};
 
 use super::context::{PersistentContext, Then};
 use super::envelope::{Envelope, Payload};
+use super::gate::Gate;
 use super::recovery::{self, Replayed};
 use super::{PersistentActor, Signal};
 use crate::codec::{self, EventBatch};
@@ -35,6 +36,7 @@ use crate::journal::AtomicWrite;
 use crate::persistence::Persistence;
 use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
 use crate::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use crate::sync::Arc;
 
 /// The percore [`Actor`] that runs the persistent actor `P`: recovery, stash, persist,
 /// snapshots. Build it with [`Persistence::behavior`] or [`Persistence::props`].
@@ -69,7 +71,8 @@ pub(crate) enum Notice {
 
 enum Phase<P: PersistentActor> {
     Created,
-    Recovering { rx: Receiver<Replayed<P>>, replayed: u64 },
+    /// `peeked`: an item taken off `rx` by [`PersistentBehavior::work_queued`], not yet applied.
+    Recovering { rx: Receiver<Replayed<P>>, replayed: u64, peeked: Option<Replayed<P>> },
     Running,
 }
 
@@ -86,6 +89,10 @@ pub(crate) struct Core<P: PersistentActor> {
     next_seq: u64,
     inbox_tx: Sender<Notice>,
     inbox_rx: Receiver<Notice>,
+    /// A notice taken off `inbox_rx` by [`PersistentBehavior::work_queued`], handled first.
+    peeked: Option<Notice>,
+    /// Pauses the mailbox while the stash is full (see [`super::gate`]).
+    gate: Arc<Gate>,
     in_flight: VecDeque<InFlight<P>>,
     pub(crate) pending: Vec<Pending<P>>,
     stash: VecDeque<P::Command>,
@@ -96,7 +103,6 @@ pub(crate) struct Core<P: PersistentActor> {
     snapshot_in_flight: bool,
     /// Set by a failed persist; see the module docs.
     broken: Option<PersistenceFailure>,
-    overflow_warned: bool,
 }
 
 impl<P: PersistentActor> PersistentBehavior<P> {
@@ -122,6 +128,8 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 next_seq: 1,
                 inbox_tx,
                 inbox_rx,
+                peeked: None,
+                gate: Arc::default(),
                 in_flight: VecDeque::new(),
                 pending: vec![],
                 stash: VecDeque::new(),
@@ -130,7 +138,6 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 snapshot_requested: false,
                 snapshot_in_flight: false,
                 broken: None,
-                overflow_warned: false,
             },
         }
     }
@@ -157,7 +164,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
             return Ok(());
         }
         loop {
-            while let Ok(notice) = self.core.inbox_rx.try_recv() {
+            while let Some(notice) = self.core.peeked.take().or_else(|| self.core.inbox_rx.try_recv().ok()) {
                 self.on_notice(ctx, notice)?;
             }
             if self.core.blocking > 0 {
@@ -173,8 +180,8 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         let budget = self.core.persistence.settings().replay_budget;
         let mut applied = 0;
         loop {
-            let Phase::Recovering { rx, replayed } = &mut self.core.phase else { return Ok(true) };
-            let item = match rx.try_recv() {
+            let Phase::Recovering { rx, replayed, peeked } = &mut self.core.phase else { return Ok(true) };
+            let item = match peeked.take().map_or_else(|| rx.try_recv(), Ok) {
                 Ok(item) => item,
                 Err(TryRecvError::Empty) => return Ok(false),
                 Err(TryRecvError::Disconnected) => return Err(self.core.recovery_failed(RecoveryError::Interrupted)),
@@ -358,20 +365,40 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         Ok(())
     }
 
-    fn stash(&mut self, ctx: &mut Context<Self>, cmd: P::Command) {
-        if self.core.stash.len() >= self.core.persistence.settings().stash_capacity {
-            if !std::mem::replace(&mut self.core.overflow_warned, true) {
-                log::warn!(
-                    "persistent actor {}: stash full ({} commands); further commands go to dead letters",
-                    self.core.id,
-                    self.core.stash.len()
-                );
+    /// Whether a completion or a replayed item is queued for the actor (taking it off its
+    /// queue into the `peeked` slot, where the next activation finds it first).
+    fn work_queued(&mut self) -> bool {
+        if self.core.peeked.is_none() {
+            self.core.peeked = self.core.inbox_rx.try_recv().ok();
+        }
+        if self.core.peeked.is_some() {
+            return true;
+        }
+        match &mut self.core.phase {
+            Phase::Recovering { rx, peeked, .. } => {
+                if peeked.is_none() {
+                    match rx.try_recv() {
+                        Ok(item) => *peeked = Some(item),
+                        Err(TryRecvError::Empty) => return false,
+                        // The next activation reports `Interrupted`.
+                        Err(TryRecvError::Disconnected) => return true,
+                    }
+                }
+                true
             }
-            ctx.dead_letter(cmd);
+            _ => false,
+        }
+    }
+
+    /// The stash is full: stop taking messages until a completion or a replayed chunk
+    /// resumes the actor (see [`super::gate`]), unless one is already queued.
+    fn pause(&mut self, ctx: &mut Context<Self>) {
+        self.core.gate.close();
+        if self.work_queued() && self.core.gate.reopen() {
+            // Its poster put a `Wake` (or found the mailbox full): the actor runs again.
             return;
         }
-        self.core.overflow_warned = false;
-        self.core.stash.push_back(cmd);
+        ctx.pause_messages();
     }
 }
 
@@ -386,9 +413,10 @@ impl<P: PersistentActor> Core<P> {
     fn notifier<C: Send + 'static>(&self, me: &ActorRef<Envelope<C>>) -> impl Fn(Notice) + Send + 'static {
         let tx = self.inbox_tx.clone();
         let me = me.clone();
+        let gate = self.gate.clone();
         move |notice| {
             if tx.send(notice).is_ok() {
-                let _ = me.try_tell(Envelope::wake());
+                gate.wake(&me);
             }
         }
     }
@@ -475,8 +503,14 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             return Err(PersistenceFailure::InvalidId(e).into());
         }
         if matches!(self.core.phase, Phase::Created) {
-            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone());
-            self.core.phase = Phase::Recovering { rx, replayed: 0 };
+            let gate = self.core.gate.clone();
+            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone(), gate);
+            self.core.phase = Phase::Recovering { rx, replayed: 0, peeked: None };
+        }
+        if ctx.is_paused() {
+            // Restarted while its previous incarnation had paused the mailbox (the engine
+            // keeps the flag across restarts); this one has a fresh gate nobody will open.
+            ctx.myself().resume_messages();
         }
         Ok(())
     }
@@ -487,8 +521,11 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             if matches!(self.core.phase, Phase::Running) && self.core.blocking == 0 {
                 self.run_command(ctx, cmd)?;
             } else {
-                self.stash(ctx, cmd);
+                self.core.stash.push_back(cmd);
             }
+        }
+        if self.core.stash.len() >= self.core.persistence.settings().stash_capacity {
+            self.pause(ctx);
         }
         Ok(())
     }
@@ -498,6 +535,16 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
         for cmd in self.core.stash.drain(..) {
             ctx.dead_letter(cmd);
         }
+    }
+
+    fn pre_restart(&mut self, ctx: &mut Context<Self>, _failure: &Failure) {
+        // The fresh incarnation recovers before it takes commands; the ones this one stashed
+        // are not replayed into it (their order against newer ones could not be kept), but
+        // they are counted as dead letters rather than dropped unseen.
+        for cmd in self.core.stash.drain(..) {
+            ctx.dead_letter(cmd);
+        }
+        ctx.stop_children();
     }
 
     fn supervisor_strategy(&self) -> SupervisorStrategy {

@@ -13,6 +13,10 @@
 //!   handled afterwards, in arrival order (Akka's `persist`). `persist_async` does not stash.
 //! * **Recovery** runs before the first command, on every start and restart: the latest
 //!   snapshot, then the events after it. Commands that arrive meanwhile are stashed too.
+//! * **Back-pressure**: when the stash is full (see
+//!   [`crate::PersistenceBuilder::stash_capacity`]) the actor pauses its mailbox until the
+//!   persist or the replay it waits for makes progress, so senders see a full mailbox
+//!   (`Full`, or a blocking `send` that waits) instead of commands being dropped.
 //!   Reading and decoding happen on the persistence I/O threads; the shard only applies
 //!   events, a bounded number per activation so neighbours keep running.
 //! * **Failures** (a failed persist, a recovery that finds corrupt data, an `Err` from a
@@ -23,6 +27,7 @@
 mod behavior;
 mod context;
 mod envelope;
+mod gate;
 mod recovery;
 
 pub use behavior::PersistentBehavior;

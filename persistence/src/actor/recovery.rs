@@ -13,6 +13,7 @@
 
 use percore::ActorRef;
 
+use super::gate::Gate;
 use super::{Envelope, PersistentActor};
 use crate::codec;
 use crate::error::RecoveryError;
@@ -21,6 +22,7 @@ use crate::journal::Journal;
 use crate::persistence::Persistence;
 use crate::snapshot::{SnapshotMetadata, SnapshotStore};
 use crate::sync::mpsc::{self, Receiver, SyncSender};
+use crate::sync::Arc;
 
 /// What the I/O thread hands to the recovering actor, in this order.
 pub(crate) enum Replayed<P: PersistentActor> {
@@ -39,13 +41,14 @@ pub(crate) fn start<P: PersistentActor>(
     persistence: &Persistence,
     id: PersistenceId,
     me: ActorRef<Envelope<P::Command>>,
+    gate: Arc<Gate>,
 ) -> Receiver<Replayed<P>> {
     let (tx, rx) = mpsc::sync_channel(2);
     let journal = persistence.journal().clone();
     let store = persistence.snapshot_store().clone();
     let io = persistence.io();
     let chunk = persistence.settings().replay_chunk;
-    let feed = Feed { tx, me };
+    let feed = Feed { tx, me, gate };
     // Behind a barrier: writes of a previous incarnation still in flight land first.
     persistence.journal().barrier(Box::new(move |barrier| {
         io.execute(move || {
@@ -63,6 +66,7 @@ pub(crate) fn start<P: PersistentActor>(
 struct Feed<P: PersistentActor> {
     tx: SyncSender<Replayed<P>>,
     me: ActorRef<Envelope<P::Command>>,
+    gate: Arc<Gate>,
 }
 
 impl<P: PersistentActor> Feed<P> {
@@ -72,9 +76,9 @@ impl<P: PersistentActor> Feed<P> {
         if self.tx.send(item).is_err() {
             return false;
         }
-        // A full mailbox means the actor will run anyway and drain the channel; a closed one
-        // means it is gone, and the next send fails.
-        let _ = self.me.try_tell(Envelope::wake());
+        // A closed mailbox means the actor is gone, and the next send fails; a paused one is
+        // resumed (see `gate`).
+        self.gate.wake(&self.me);
         true
     }
 }
