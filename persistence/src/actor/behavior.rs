@@ -72,7 +72,7 @@ pub(crate) enum Notice {
 enum Phase<P: PersistentActor> {
     Created,
     /// `peeked`: an item taken off `rx` by [`PersistentBehavior::work_queued`], not yet applied.
-    Recovering { rx: Receiver<Replayed<P>>, replayed: u64, peeked: Option<Replayed<P>> },
+    Recovering { rx: Receiver<Replayed<P>>, peeked: Option<Replayed<P>> },
     Running,
 }
 
@@ -180,7 +180,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         let budget = self.core.persistence.settings().replay_budget;
         let mut applied = 0;
         loop {
-            let Phase::Recovering { rx, replayed, peeked } = &mut self.core.phase else { return Ok(true) };
+            let Phase::Recovering { rx, peeked } = &mut self.core.phase else { return Ok(true) };
             let item = match peeked.take().map_or_else(|| rx.try_recv(), Ok) {
                 Ok(item) => item,
                 Err(TryRecvError::Empty) => return Ok(false),
@@ -193,22 +193,19 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 }
                 Replayed::Events(events) => {
                     for (seq, event) in events {
-                        // After a deleted prefix the first event may start above; after
-                        // that, every event must follow the previous one.
-                        let contiguous = seq == self.core.applied_seq + 1;
-                        if !contiguous && (*replayed > 0 || seq <= self.core.applied_seq) {
+                        // Every event follows the snapshot or the one before (the I/O side
+                        // checked it already; this guards against a misbehaving journal).
+                        if seq != self.core.applied_seq + 1 {
                             let gap = RecoveryError::Gap { expected: self.core.applied_seq + 1, found: seq };
                             return Err(self.core.recovery_failed(gap));
                         }
                         self.actor.apply_event(&mut self.state, &event);
                         self.core.applied_seq = seq;
-                        *replayed += 1;
                         applied += 1;
                     }
                 }
                 Replayed::Done { highest } => {
-                    let replayed = *replayed;
-                    self.finish_recovery(ctx, replayed, highest)?;
+                    self.finish_recovery(ctx, highest)?;
                     return Ok(true);
                 }
                 Replayed::Failed(e) => return Err(self.core.recovery_failed(e)),
@@ -221,18 +218,15 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
     }
 
-    fn finish_recovery(&mut self, ctx: &mut Context<Self>, replayed: u64, highest: u64) -> Result<(), ActorError> {
+    fn finish_recovery(&mut self, ctx: &mut Context<Self>, highest: u64) -> Result<(), ActorError> {
         let applied = self.core.applied_seq;
         if highest < applied {
             let e = RecoveryError::JournalBehind { applied, highest };
             return Err(self.core.recovery_failed(e));
         }
-        if replayed > 0 && applied < highest {
+        if applied < highest {
             return Err(self.core.recovery_failed(RecoveryError::Missing { replayed_to: applied, highest }));
         }
-        // Nothing replayed but a higher number stored: the events were deleted; numbering
-        // continues after them.
-        self.core.applied_seq = highest;
         self.core.next_seq = highest + 1;
         self.core.phase = Phase::Running;
         let mut pctx = PersistentContext { ctx, core: &mut self.core };
@@ -505,7 +499,7 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
         if matches!(self.core.phase, Phase::Created) {
             let gate = self.core.gate.clone();
             let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone(), gate);
-            self.core.phase = Phase::Recovering { rx, replayed: 0, peeked: None };
+            self.core.phase = Phase::Recovering { rx, peeked: None };
         }
         if ctx.is_paused() {
             // Restarted while its previous incarnation had paused the mailbox (the engine

@@ -1,5 +1,14 @@
-//! The I/O side of recovery: load the latest snapshot, replay the events after it, decode
-//! everything, and feed it to the recovering actor in bounded chunks.
+//! The I/O side of recovery: load the newest usable snapshot, replay the events after it,
+//! decode everything, and feed it to the recovering actor in bounded chunks.
+//!
+//! Replay starts **exactly** at the snapshot's sequence number + 1 (or at 1 without a
+//! snapshot), and every event must follow the one before, up to the journal's highest
+//! sequence number; anything else fails the recovery ([`RecoveryError::MissingEvents`],
+//! [`RecoveryError::Gap`]). A damaged or undecodable newest snapshot is skipped for the next
+//! older one (or none), which is safe because that contiguity check still holds: if the
+//! events the older start needs were deleted, recovery fails with a clear error instead of
+//! rebuilding a state with a hole in it. Each actor recovers alone, so one failing stream
+//! never stops the others.
 //!
 //! ```text
 //!  actor started ──barrier──► journal writer ──(earlier writes done)──► I/O thread:
@@ -16,7 +25,7 @@ use percore::ActorRef;
 use super::gate::Gate;
 use super::{Envelope, PersistentActor};
 use crate::codec;
-use crate::error::RecoveryError;
+use crate::error::{RecoveryError, SnapshotError};
 use crate::id::PersistenceId;
 use crate::journal::Journal;
 use crate::persistence::Persistence;
@@ -83,6 +92,28 @@ impl<P: PersistentActor> Feed<P> {
     }
 }
 
+/// The newest snapshot that loads and decodes, newest first; the reasons newer ones were
+/// skipped. An I/O error (not damage) fails recovery: falling back past a snapshot that is
+/// merely unreadable right now would be guessing.
+fn newest_usable_snapshot<P: PersistentActor>(
+    store: &dyn SnapshotStore,
+    id: &PersistenceId,
+) -> Result<(Option<(SnapshotMetadata, P::State)>, Vec<String>), RecoveryError> {
+    let mut skipped = vec![];
+    for seq in store.seqs(id)?.into_iter().rev() {
+        match store.load(id, seq) {
+            Ok(Some((meta, bytes))) => match codec::decode::<P::State>(&bytes) {
+                Ok(state) => return Ok((Some((meta, state)), skipped)),
+                Err(reason) => skipped.push(RecoveryError::DecodeSnapshot { seq, reason }.to_string()),
+            },
+            Ok(None) => {}
+            Err(e @ SnapshotError::Corrupt { .. }) => skipped.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((None, skipped))
+}
+
 fn replay<P: PersistentActor>(
     journal: &dyn Journal,
     store: &dyn SnapshotStore,
@@ -90,23 +121,26 @@ fn replay<P: PersistentActor>(
     chunk: usize,
     feed: &Feed<P>,
 ) {
-    let mut from = 1;
-    match store.load_latest(id) {
-        Ok(Some((meta, bytes))) => match codec::decode::<P::State>(&bytes) {
-            Ok(state) => {
-                from = meta.seq + 1;
-                if !feed.send(Replayed::Snapshot(meta, state)) {
-                    return;
-                }
-            }
-            Err(reason) => {
-                feed.send(Replayed::Failed(RecoveryError::DecodeSnapshot { seq: meta.seq, reason }));
-                return;
-            }
-        },
-        Ok(None) => {}
+    let (snapshot, skipped) = match newest_usable_snapshot::<P>(store, id) {
+        Ok(found) => found,
         Err(e) => {
-            feed.send(Replayed::Failed(e.into()));
+            feed.send(Replayed::Failed(e));
+            return;
+        }
+    };
+    let snapshot_seq = snapshot.as_ref().map(|(meta, _)| meta.seq);
+    if !skipped.is_empty() {
+        log::warn!(
+            "persistent actor {id}: skipping damaged snapshots ({}); recovering from {}",
+            skipped.join("; "),
+            snapshot_seq.map_or("the first event".to_string(), |s| format!("the snapshot at {s}"))
+        );
+    }
+    // Replay starts exactly after the snapshot (or at 1): any other first event is a gap.
+    let from = snapshot_seq.map_or(1, |s| s + 1);
+    let missing = |to: u64| RecoveryError::MissingEvents { from, to, snapshot: snapshot_seq, skipped: skipped.clone() };
+    if let Some((meta, state)) = snapshot {
+        if !feed.send(Replayed::Snapshot(meta, state)) {
             return;
         }
     }
@@ -114,7 +148,13 @@ fn replay<P: PersistentActor>(
     let mut batch = Vec::with_capacity(chunk.min(1 << 16));
     let mut failed = None;
     let mut gone = false;
+    let mut expected = from;
     let replayed = journal.replay(id, from, u64::MAX, &mut |seq, bytes| {
+        if seq != expected {
+            failed = Some(if expected == from { missing(seq - 1) } else { RecoveryError::Gap { expected, found: seq } });
+            return false;
+        }
+        expected += 1;
         match codec::decode::<P::Event>(bytes) {
             Ok(event) => batch.push((seq, event)),
             Err(reason) => {
@@ -134,6 +174,8 @@ fn replay<P: PersistentActor>(
     let end = match (replayed, failed) {
         (_, Some(e)) => Replayed::Failed(e),
         (Err(e), None) => Replayed::Failed(e.into()),
+        // Nothing after the snapshot, yet the journal says there were events: deleted.
+        (Ok(highest), None) if expected == from && highest >= from => Replayed::Failed(missing(highest)),
         (Ok(highest), None) => {
             if !batch.is_empty() && !feed.send(Replayed::Events(batch)) {
                 return;

@@ -224,6 +224,11 @@ impl MemorySnapshotStore {
     pub fn seqs(&self, id: &str) -> Vec<u64> {
         self.snaps.lock().unwrap().get(id).map(|m| m.keys().copied().collect()).unwrap_or_default()
     }
+
+    /// Replaces the stored state of one snapshot (to simulate one the codec must refuse).
+    pub fn overwrite(&self, id: &str, seq: u64, state: Vec<u8>) {
+        self.snaps.lock().unwrap().get_mut(id).expect("snapshots exist").get_mut(&seq).expect("snapshot exists").1 = state;
+    }
 }
 
 impl SnapshotStore for MemorySnapshotStore {
@@ -235,6 +240,10 @@ impl SnapshotStore for MemorySnapshotStore {
 
     fn load_latest(&self, id: &PersistenceId) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
         Ok(self.snaps.lock().unwrap().get(id.as_str()).and_then(|m| m.values().next_back().cloned()))
+    }
+
+    fn load(&self, id: &PersistenceId, seq: u64) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
+        Ok(self.snaps.lock().unwrap().get(id.as_str()).and_then(|m| m.get(&seq).cloned()))
     }
 
     fn list(&self, id: &PersistenceId) -> Result<Vec<SnapshotMetadata>, SnapshotError> {
