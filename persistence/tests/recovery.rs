@@ -23,7 +23,7 @@ fn stored(journal: &dyn Journal, pid: &str) -> (Vec<(u64, u64)>, u64) {
     let mut out = vec![];
     let highest = journal
         .replay(&id(pid), 1, u64::MAX, &mut |seq, bytes| {
-            let v: Appended = bincode::Options::deserialize(bincode::DefaultOptions::new(), bytes).unwrap();
+            let v: Appended = percore_persistence::StoredPayload::parse(seq, bytes).decode().unwrap();
             out.push((seq, v.0));
             true
         })

@@ -339,7 +339,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
         core.snapshot_requested = false;
         let mut bytes = vec![];
-        codec::encode_into(&self.state, &mut bytes).map_err(|reason| PersistenceFailure::Encode {
+        codec::encode_into(&self.state, P::STATE_SCHEMA_VERSION, &mut bytes).map_err(|reason| PersistenceFailure::Encode {
             persistence_id: core.id.clone(),
             what: "the state",
             reason,
@@ -420,7 +420,7 @@ impl<P: PersistentActor> Core<P> {
         for p in std::mem::take(&mut self.pending) {
             let mut batch = EventBatch::new();
             for event in &p.events {
-                batch.push_serialized(event).map_err(|reason| PersistenceFailure::Encode {
+                batch.push_versioned(event, P::EVENT_SCHEMA_VERSION).map_err(|reason| PersistenceFailure::Encode {
                     persistence_id: self.id.clone(),
                     what: "an event",
                     reason,

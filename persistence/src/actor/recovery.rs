@@ -24,7 +24,7 @@ use percore::ActorRef;
 
 use super::gate::Gate;
 use super::{Envelope, PersistentActor};
-use crate::codec;
+use crate::codec::StoredPayload;
 use crate::error::{RecoveryError, SnapshotError};
 use crate::id::PersistenceId;
 use crate::journal::Journal;
@@ -92,19 +92,22 @@ impl<P: PersistentActor> Feed<P> {
     }
 }
 
+/// A decoded snapshot, and why newer ones were skipped.
+type UsableSnapshot<P> = (Option<(SnapshotMetadata, <P as PersistentActor>::State)>, Vec<String>);
+
 /// The newest snapshot that loads and decodes, newest first; the reasons newer ones were
 /// skipped. An I/O error (not damage) fails recovery: falling back past a snapshot that is
 /// merely unreadable right now would be guessing.
 fn newest_usable_snapshot<P: PersistentActor>(
     store: &dyn SnapshotStore,
     id: &PersistenceId,
-) -> Result<(Option<(SnapshotMetadata, P::State)>, Vec<String>), RecoveryError> {
+) -> Result<UsableSnapshot<P>, RecoveryError> {
     let mut skipped = vec![];
     for seq in store.seqs(id)?.into_iter().rev() {
         match store.load(id, seq) {
-            Ok(Some((meta, bytes))) => match codec::decode::<P::State>(&bytes) {
+            Ok(Some((meta, bytes))) => match P::adapt_snapshot(StoredPayload::parse(seq, &bytes)) {
                 Ok(state) => return Ok((Some((meta, state)), skipped)),
-                Err(reason) => skipped.push(RecoveryError::DecodeSnapshot { seq, reason }.to_string()),
+                Err(e) => skipped.push(RecoveryError::DecodeSnapshot { seq, reason: e.to_string() }.to_string()),
             },
             Ok(None) => {}
             Err(e @ SnapshotError::Corrupt { .. }) => skipped.push(e.to_string()),
@@ -155,10 +158,10 @@ fn replay<P: PersistentActor>(
             return false;
         }
         expected += 1;
-        match codec::decode::<P::Event>(bytes) {
+        match P::adapt_event(StoredPayload::parse(seq, bytes)) {
             Ok(event) => batch.push((seq, event)),
-            Err(reason) => {
-                failed = Some(RecoveryError::DecodeEvent { seq, reason });
+            Err(e) => {
+                failed = Some(RecoveryError::DecodeEvent { seq, reason: e.to_string() });
                 return false;
             }
         }
