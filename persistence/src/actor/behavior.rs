@@ -62,6 +62,28 @@ struct InFlight<P: PersistentActor> {
     stash: bool,
 }
 
+/// What other threads hold to reach a persistent actor: its notice queue, its ref and its
+/// back-pressure gate, in one `Arc` (one reference count per journal write, not three).
+pub(crate) struct Doorbell<C: Send + 'static> {
+    tx: Sender<Notice>,
+    me: ActorRef<Envelope<C>>,
+    pub(crate) gate: Gate,
+}
+
+impl<C: Send + 'static> Doorbell<C> {
+    /// Pushes `notice` onto the actor's queue, then wakes it.
+    pub(crate) fn ring(&self, notice: Notice) {
+        if self.tx.send(notice).is_ok() {
+            self.wake();
+        }
+    }
+
+    /// Wakes the actor after something was queued for it (see [`super::gate`]).
+    pub(crate) fn wake(&self) {
+        self.gate.wake(&self.me);
+    }
+}
+
 /// Background outcomes, pushed onto the actor's completion queue by other threads.
 pub(crate) enum Notice {
     Written(u64, Result<(), crate::error::JournalError>),
@@ -91,8 +113,8 @@ pub(crate) struct Core<P: PersistentActor> {
     inbox_rx: Receiver<Notice>,
     /// A notice taken off `inbox_rx` by [`PersistentBehavior::work_queued`], handled first.
     peeked: Option<Notice>,
-    /// Pauses the mailbox while the stash is full (see [`super::gate`]).
-    gate: Arc<Gate>,
+    /// How other threads reach the actor; made on first use (it needs the actor's ref).
+    doorbell: Option<Arc<Doorbell<P::Command>>>,
     in_flight: VecDeque<InFlight<P>>,
     pub(crate) pending: Vec<Pending<P>>,
     stash: VecDeque<P::Command>,
@@ -129,7 +151,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 inbox_tx,
                 inbox_rx,
                 peeked: None,
-                gate: Arc::default(),
+                doorbell: None,
                 in_flight: VecDeque::new(),
                 pending: vec![],
                 stash: VecDeque::new(),
@@ -387,8 +409,9 @@ impl<P: PersistentActor> PersistentBehavior<P> {
     /// The stash is full: stop taking messages until a completion or a replayed chunk
     /// resumes the actor (see [`super::gate`]), unless one is already queued.
     fn pause(&mut self, ctx: &mut Context<Self>) {
-        self.core.gate.close();
-        if self.work_queued() && self.core.gate.reopen() {
+        let bell = self.core.doorbell(ctx.myself());
+        bell.gate.close();
+        if self.work_queued() && bell.gate.reopen() {
             // Its poster put a `Wake` (or found the mailbox full): the actor runs again.
             return;
         }
@@ -403,21 +426,29 @@ impl<P: PersistentActor> Core<P> {
         f.into()
     }
 
+    /// The actor's doorbell (made on first use).
+    pub(crate) fn doorbell(&mut self, me: &ActorRef<Envelope<P::Command>>) -> Arc<Doorbell<P::Command>> {
+        let tx = &self.inbox_tx;
+        self.doorbell
+            .get_or_insert_with(|| Arc::new(Doorbell { tx: tx.clone(), me: me.clone(), gate: Gate::default() }))
+            .clone()
+    }
+
     /// A callback for other threads: push a notice, then wake the actor.
-    fn notifier<C: Send + 'static>(&self, me: &ActorRef<Envelope<C>>) -> impl Fn(Notice) + Send + 'static {
-        let tx = self.inbox_tx.clone();
-        let me = me.clone();
-        let gate = self.gate.clone();
-        move |notice| {
-            if tx.send(notice).is_ok() {
-                gate.wake(&me);
-            }
-        }
+    fn notifier(&mut self, me: &ActorRef<Envelope<P::Command>>) -> impl Fn(Notice) + Send + 'static {
+        let bell = self.doorbell(me);
+        move |notice| bell.ring(notice)
     }
 
     /// Turns the pending persists into journal writes, in call order.
-    fn submit<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>) -> Result<(), ActorError> {
-        for p in std::mem::take(&mut self.pending) {
+    fn submit(&mut self, me: &ActorRef<Envelope<P::Command>>) -> Result<(), ActorError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // Drained in place and put back, so the vector keeps its capacity (no allocation per
+        // handler); on an encode error the actor fails and the rest is dropped anyway.
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.drain(..) {
             let mut batch = EventBatch::new();
             for event in &p.events {
                 batch.push_versioned(event, P::EVENT_SCHEMA_VERSION).map_err(|reason| PersistenceFailure::Encode {
@@ -434,15 +465,16 @@ impl<P: PersistentActor> Core<P> {
                 self.blocking += 1;
             }
             self.in_flight.push_back(InFlight { write_id, first_seq, events: p.events, then: p.then, stash: p.stash });
-            let notify = self.notifier(me);
+            let bell = self.doorbell(me);
             let write = AtomicWrite { persistence_id: self.id.clone(), first_seq, events: batch };
-            self.persistence.journal().append(write, Box::new(move |r| notify(Notice::Written(write_id, r))));
+            self.persistence.journal().append(write, Box::new(move |r| bell.ring(Notice::Written(write_id, r))));
         }
+        self.pending = pending;
         Ok(())
     }
 
     /// After a snapshot is stored: delete what the policy says it makes redundant.
-    fn apply_retention<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, meta: &SnapshotMetadata) {
+    fn apply_retention(&mut self, me: &ActorRef<Envelope<P::Command>>, meta: &SnapshotMetadata) {
         if self.policy.deletes_events() {
             self.delete_events_to(me, meta.seq);
         }
@@ -463,7 +495,7 @@ impl<P: PersistentActor> Core<P> {
         }
     }
 
-    pub(crate) fn delete_events_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+    pub(crate) fn delete_events_to(&mut self, me: &ActorRef<Envelope<P::Command>>, to_seq: u64) {
         let notify = self.notifier(me);
         self.persistence.journal().delete_to(
             &self.id,
@@ -477,7 +509,7 @@ impl<P: PersistentActor> Core<P> {
         );
     }
 
-    pub(crate) fn delete_snapshots_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+    pub(crate) fn delete_snapshots_to(&mut self, me: &ActorRef<Envelope<P::Command>>, to_seq: u64) {
         let store = self.persistence.snapshot_store().clone();
         let (id, notify) = (self.id.clone(), self.notifier(me));
         self.persistence.io().execute(move || {
@@ -497,8 +529,8 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             return Err(PersistenceFailure::InvalidId(e).into());
         }
         if matches!(self.core.phase, Phase::Created) {
-            let gate = self.core.gate.clone();
-            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone(), gate);
+            let bell = self.core.doorbell(ctx.myself());
+            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), bell);
             self.core.phase = Phase::Recovering { rx, peeked: None };
         }
         if ctx.is_paused() {

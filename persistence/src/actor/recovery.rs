@@ -20,10 +20,8 @@
 //! a million-event recovery never holds a million decoded events. The I/O thread blocks on
 //! the full channel, never the shard.
 
-use percore::ActorRef;
-
-use super::gate::Gate;
-use super::{Envelope, PersistentActor};
+use super::behavior::Doorbell;
+use super::PersistentActor;
 use crate::codec::StoredPayload;
 use crate::error::{RecoveryError, SnapshotError};
 use crate::id::PersistenceId;
@@ -49,15 +47,14 @@ pub(crate) enum Replayed<P: PersistentActor> {
 pub(crate) fn start<P: PersistentActor>(
     persistence: &Persistence,
     id: PersistenceId,
-    me: ActorRef<Envelope<P::Command>>,
-    gate: Arc<Gate>,
+    bell: Arc<Doorbell<P::Command>>,
 ) -> Receiver<Replayed<P>> {
     let (tx, rx) = mpsc::sync_channel(2);
     let journal = persistence.journal().clone();
     let store = persistence.snapshot_store().clone();
     let io = persistence.io();
     let chunk = persistence.settings().replay_chunk;
-    let feed = Feed { tx, me, gate };
+    let feed = Feed { tx, bell };
     // Behind a barrier: writes of a previous incarnation still in flight land first.
     persistence.journal().barrier(Box::new(move |barrier| {
         io.execute(move || {
@@ -74,8 +71,7 @@ pub(crate) fn start<P: PersistentActor>(
 /// The sending side: a bounded channel plus a `Wake` after every item.
 struct Feed<P: PersistentActor> {
     tx: SyncSender<Replayed<P>>,
-    me: ActorRef<Envelope<P::Command>>,
-    gate: Arc<Gate>,
+    bell: Arc<Doorbell<P::Command>>,
 }
 
 impl<P: PersistentActor> Feed<P> {
@@ -87,7 +83,7 @@ impl<P: PersistentActor> Feed<P> {
         }
         // A closed mailbox means the actor is gone, and the next send fails; a paused one is
         // resumed (see `gate`).
-        self.gate.wake(&self.me);
+        self.bell.wake();
         true
     }
 }
