@@ -58,6 +58,10 @@ fn a_journal_and_snapshot_written_with_bincode_recover_and_continue_in_postcard(
         let (persistence, journal) = file_persistence(dir.path());
         let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
         assert_eq!(store.seqs(&PersistenceId::new("legacy-ledger").unwrap()).unwrap(), vec![3]);
+        // Without events 1..=3 the legacy snapshot is the only way to the state: it must decode.
+        let (tx, rx) = std::sync::mpsc::channel();
+        journal.delete_to(&PersistenceId::new("legacy-ledger").unwrap(), 3, Box::new(move |r| tx.send(r).unwrap()));
+        rx.recv_timeout(T).unwrap().unwrap();
         let log = Log::default();
         let l = log.clone();
         let acc = persistence.spawn(&rt, move || Ledger::new("legacy-ledger").with_log(&l)).unwrap();
@@ -66,14 +70,19 @@ fn a_journal_and_snapshot_written_with_bincode_recover_and_continue_in_postcard(
         assert_eq!(append(&acc, 60), 6);
         assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 6);
         rt.shutdown();
-        let mut want: Vec<_> = (1..=5).map(|seq| (seq, PayloadFormat::Bincode1, 0)).collect();
+        let mut want: Vec<_> = (4..=5).map(|seq| (seq, PayloadFormat::Bincode1, 0)).collect();
         want.push((6, PayloadFormat::Postcard1, 0));
         assert_eq!(formats(&*journal, "legacy-ledger"), want);
     }
-    // Again, from the new snapshot, and from the mixed events alone.
-    for without_snapshots in [false, true] {
-        if without_snapshots {
-            std::fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    // Again, from the new (postcard) snapshot; and with it damaged, from the legacy snapshot
+    // plus mixed legacy and new events.
+    for damaged in [false, true] {
+        if damaged {
+            let path = FileSnapshotStore::open(dir.path().join("snapshots"))
+                .unwrap()
+                .path_of(&PersistenceId::new("legacy-ledger").unwrap(), 6);
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         }
         let rt = runtime(1);
         let (persistence, _journal) = file_persistence(dir.path());
