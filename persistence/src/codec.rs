@@ -117,6 +117,11 @@ impl<'a> StoredPayload<'a> {
     /// fails: bytes without a valid envelope are legacy bincode data.
     pub fn parse(seq: u64, raw: &'a [u8]) -> Self {
         if let [MARKER, POSTCARD_1, rest @ ..] = raw {
+            // Fast path for the common case, a schema version below 128 (one varint byte).
+            if let [version @ 0..=0x7F, body @ ..] = rest {
+                let schema_version = u32::from(*version);
+                return StoredPayload { seq, format: PayloadFormat::Postcard1, schema_version, raw, body };
+            }
             if let Ok((schema_version, body)) = postcard::take_from_bytes::<u32>(rest) {
                 return StoredPayload { seq, format: PayloadFormat::Postcard1, schema_version, raw, body };
             }

@@ -15,6 +15,10 @@
 //! are applied in sequence-number order whatever mix of `persist` and `persist_async` made
 //! them.
 //!
+//! The stash is bounded: when it is full the actor pauses its mailbox, so senders feel
+//! back-pressure instead of losing commands; the journal writer and the I/O pool resume it
+//! when the write or replay it waits for makes progress (see [`super::gate`]).
+//!
 //! A failed persist leaves the actor's sequence numbers ahead of the journal, so the actor
 //! is **broken** from then on: every later message fails it again with the same error until
 //! its supervisor restarts it (recovering what was stored) or stops it. Resuming cannot help.
