@@ -177,12 +177,17 @@ fn flood_persistence() -> (percore_persistence::Persistence, std::sync::Arc<Memo
 /// the senders are about to feel back-pressure), calls `release`. Returns after every send
 /// returned.
 fn flood_then_release(r: &PersistentRef<Cmd>, release: impl FnOnce()) {
+    flood_sized(r, FLOOD, (FLOOD_STASH + FLOOD_MAILBOX / 2) as u64, release);
+}
+
+/// [`flood_then_release`] with `total` ticks, releasing once `threshold` were accepted.
+fn flood_sized(r: &PersistentRef<Cmd>, total: u64, threshold: u64, release: impl FnOnce()) {
     let sent = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
         for sender in 0..2u8 {
             let sent = &sent;
             s.spawn(move || {
-                for n in 0..FLOOD / 2 {
+                for n in 0..total / 2 {
                     // Generous: the actor may be held for as long as the test waits below.
                     r.send(Cmd::Tick(sender, n), 6 * T).unwrap_or_else(|_| panic!("send {n} of {sender} timed out"));
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -190,7 +195,7 @@ fn flood_then_release(r: &PersistentRef<Cmd>, release: impl FnOnce()) {
             });
         }
         let deadline = std::time::Instant::now() + T;
-        while sent.load(std::sync::atomic::Ordering::Relaxed) < (FLOOD_STASH + FLOOD_MAILBOX / 2) as u64 {
+        while sent.load(std::sync::atomic::Ordering::Relaxed) < threshold {
             assert!(std::time::Instant::now() < deadline, "the flood did not fill the stash");
             std::thread::yield_now();
         }
@@ -288,5 +293,42 @@ fn an_actor_restarted_while_its_mailbox_is_paused_takes_commands_again() {
     let handled = ticks.lock().unwrap().len() as u64;
     assert!(handled > 0, "the commands left in the mailbox were handled");
     assert_eq!(handled + rt.dead_letters(), sent, "the old stash went to dead letters, counted; nothing vanished");
+    rt.shutdown();
+}
+
+#[test]
+fn a_flood_during_a_long_chunked_recovery_with_a_tiny_stash_loses_nothing() {
+    // Many small replay chunks and budgets, a tiny stash and mailbox: the actor pauses and is
+    // resumed over and over while chunks arrive, the budget yields, and senders push.
+    const EVENTS: u64 = 20_000;
+    const TICKS: u64 = 20_000;
+    let rt = runtime(2);
+    let journal = std::sync::Arc::new(MemoryJournal::new());
+    let persistence =
+        percore_persistence::Persistence::builder(journal.clone(), std::sync::Arc::new(MemorySnapshotStore::new()))
+            .stash_capacity(16)
+            .replay_chunk(64)
+            .replay_budget(128)
+            .build()
+            .unwrap();
+    seed(&*journal, "long", &(1..=EVENTS).collect::<Vec<_>>());
+    journal.hold_replays();
+    let ticks = Ticks::default();
+    let t = ticks.clone();
+    let r = PersistentRef::new(
+        rt.spawn_props(persistence.props(move || Ledger::new("long").with_ticks(&t)).capacity(8)).unwrap(),
+    );
+    journal.wait_for_held_replays(1);
+    // Released once the stash (16) and half the mailbox (8) are full: the replay then runs
+    // while the senders keep pushing.
+    flood_sized(&r, TICKS, 20, || journal.release_replays());
+    assert_eq!(get(&r), View { values: (1..=EVENTS).collect(), last_seq: EVENTS });
+    let ticks = ticks.lock().unwrap();
+    assert_eq!(ticks.len() as u64, TICKS);
+    for sender in 0..2u8 {
+        let mine: Vec<u64> = ticks.iter().filter(|(s, _)| *s == sender).map(|(_, n)| *n).collect();
+        assert!(mine == (0..TICKS / 2).collect::<Vec<_>>(), "sender {sender}: lost, repeated or reordered");
+    }
+    assert_eq!(rt.dead_letters(), 0);
     rt.shutdown();
 }
