@@ -332,3 +332,28 @@ fn a_flood_during_a_long_chunked_recovery_with_a_tiny_stash_loses_nothing() {
     assert_eq!(rt.dead_letters(), 0);
     rt.shutdown();
 }
+
+#[test]
+fn acknowledgements_out_of_order_still_apply_events_and_callbacks_in_submission_order() {
+    let rt = runtime(1);
+    let (persistence, journal, _) = memory_persistence();
+    let log = Log::default();
+    let l = log.clone();
+    let r = persistence.spawn(&rt, move || Ledger::new("ooo").with_log(&l)).unwrap();
+    assert_eq!(get(&r).last_seq, 0);
+    journal.hold_appends();
+    for v in 1..=3 {
+        r.tell(Cmd::PutAsync(v)).unwrap();
+    }
+    assert_eq!(journal.wait_for_appends(3).len(), 3);
+    journal.release_appends_in_reverse();
+    // In order again afterwards (the fast path resumes after out-of-order acknowledgements).
+    assert_eq!(append(&r, 4), 4);
+    assert_eq!(append(&r, 5), 5);
+    assert_eq!(get(&r), View { values: vec![1, 2, 3, 4, 5], last_seq: 5 });
+    assert_eq!(
+        &log_of(&log)[4..],
+        ["then 1", "then 2", "then 3", "cmd 4 sees 3", "then 4", "cmd 5 sees 4", "then 5"]
+    );
+    rt.shutdown();
+}

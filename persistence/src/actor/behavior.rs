@@ -40,7 +40,7 @@ use crate::journal::AtomicWrite;
 use crate::persistence::Persistence;
 use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
 use crate::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// The percore [`Actor`] that runs the persistent actor `P`: recovery, stash, persist,
 /// snapshots. Build it with [`Persistence::behavior`] or [`Persistence::props`].
@@ -72,9 +72,28 @@ pub(crate) struct Doorbell<C: Send + 'static> {
     tx: Sender<Notice>,
     me: ActorRef<Envelope<C>>,
     pub(crate) gate: Gate,
+    /// Writes `0..acked` (by write id) are acknowledged as stored. The common case, a
+    /// successful write acknowledged in submission order, only advances this counter: no
+    /// queue push, no allocation on the journal's writer thread. Failures and out-of-order
+    /// acknowledgements travel as [`Notice::Written`] instead.
+    acked: AtomicU64,
 }
 
 impl<C: Send + 'static> Doorbell<C> {
+    /// The journal's completion of write `write_id`.
+    pub(crate) fn written(&self, write_id: u64, result: Result<(), crate::error::JournalError>) {
+        // ORDERING: Release pairs with the Acquire load in `Core::acked`: the actor that sees
+        // the new count sees everything this thread did before (nothing else to publish: the
+        // write's data lives in the actor's own in-flight queue).
+        let in_order = result.is_ok()
+            && self.acked.compare_exchange(write_id, write_id + 1, Ordering::Release, Ordering::Relaxed).is_ok();
+        if in_order {
+            self.wake();
+        } else {
+            self.ring(Notice::Written(write_id, result));
+        }
+    }
+
     /// Pushes `notice` onto the actor's queue, then wakes it.
     pub(crate) fn ring(&self, notice: Notice) {
         if self.tx.send(notice).is_ok() {
@@ -120,6 +139,9 @@ pub(crate) struct Core<P: PersistentActor> {
     /// How other threads reach the actor; made on first use (it needs the actor's ref).
     doorbell: Option<Arc<Doorbell<P::Command>>>,
     in_flight: VecDeque<InFlight<P>>,
+    /// Acknowledgements that came as notices (failures, out of order), by write id, until
+    /// their write is the oldest in flight.
+    acks: Vec<(u64, Result<(), crate::error::JournalError>)>,
     pub(crate) pending: Vec<Pending<P>>,
     stash: VecDeque<P::Command>,
     /// Non-async writes in flight: while above 0, commands are stashed.
@@ -157,6 +179,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 peeked: None,
                 doorbell: None,
                 in_flight: VecDeque::new(),
+                acks: vec![],
                 pending: vec![],
                 stash: VecDeque::new(),
                 blocking: 0,
@@ -193,6 +216,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
             while let Some(notice) = self.core.peeked.take().or_else(|| self.core.inbox_rx.try_recv().ok()) {
                 self.on_notice(ctx, notice)?;
             }
+            self.apply_acks(ctx)?;
             if self.core.blocking > 0 {
                 return Ok(());
             }
@@ -280,7 +304,10 @@ impl<P: PersistentActor> PersistentBehavior<P> {
 
     fn on_notice(&mut self, ctx: &mut Context<Self>, notice: Notice) -> Result<(), ActorError> {
         match notice {
-            Notice::Written(write_id, result) => self.on_written(ctx, write_id, result),
+            Notice::Written(write_id, result) => {
+                self.core.acks.push((write_id, result));
+                Ok(())
+            }
             Notice::SnapshotSaved(meta) => {
                 self.core.snapshot_in_flight = false;
                 self.core.apply_retention(ctx.myself(), &meta);
@@ -297,26 +324,36 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
     }
 
-    fn on_written(
-        &mut self,
-        ctx: &mut Context<Self>,
-        write_id: u64,
-        result: Result<(), crate::error::JournalError>,
-    ) -> Result<(), ActorError> {
-        let Some(w) = self.core.in_flight.pop_front() else {
-            log::error!("persistent actor {}: acknowledgement of unknown write {write_id} ignored", self.core.id);
-            return Ok(());
-        };
-        if w.write_id != write_id {
-            let f = PersistenceFailure::Persist {
-                persistence_id: self.core.id.clone(),
-                first_seq: w.first_seq,
-                last_seq: w.first_seq + w.events.len() as u64 - 1,
-                source: crate::error::JournalError::Failed("the journal acknowledged writes out of order".into()),
+    /// Completes the writes in flight, oldest first, as far as they are acknowledged (by the
+    /// counter, or by a notice): so events are applied in submission order whatever order
+    /// the acknowledgements arrive in.
+    fn apply_acks(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        while let Some(front) = self.core.in_flight.front() {
+            let id = front.write_id;
+            let result = if id < self.core.acked() {
+                Ok(())
+            } else if let Some(i) = self.core.acks.iter().position(|(w, _)| *w == id) {
+                let result = self.core.acks.swap_remove(i).1;
+                if result.is_ok() {
+                    // Came out of order: count it, so later in-order ones take the fast path.
+                    self.core.advance_acked(id);
+                }
+                result
+            } else {
+                return Ok(());
             };
-            self.core.broken = Some(f.clone());
-            return Err(f.into());
+            self.on_written(ctx, result)?;
         }
+        if !self.core.acks.is_empty() {
+            log::error!("persistent actor {}: acknowledgements of unknown writes ignored", self.core.id);
+            self.core.acks.clear();
+        }
+        Ok(())
+    }
+
+    /// Completes the oldest write in flight with `result`.
+    fn on_written(&mut self, ctx: &mut Context<Self>, result: Result<(), crate::error::JournalError>) -> Result<(), ActorError> {
+        let Some(w) = self.core.in_flight.pop_front() else { return Ok(()) };
         if w.stash {
             self.core.blocking -= 1;
         }
@@ -394,6 +431,9 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         if self.core.peeked.is_some() {
             return true;
         }
+        if self.core.in_flight.front().is_some_and(|w| w.write_id < self.core.acked()) {
+            return true;
+        }
         match &mut self.core.phase {
             Phase::Recovering { rx, peeked, .. } => {
                 if peeked.is_none() {
@@ -430,11 +470,26 @@ impl<P: PersistentActor> Core<P> {
         f.into()
     }
 
+    /// Writes `0..acked()` are acknowledged as stored (see [`Doorbell::acked`]).
+    fn acked(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release CAS in `Doorbell::written`.
+        self.doorbell.as_ref().map_or(0, |b| b.acked.load(Ordering::Acquire))
+    }
+
+    /// Counts write `id` as acknowledged if it is the next one.
+    fn advance_acked(&self, id: u64) {
+        if let Some(b) = &self.doorbell {
+            let _ = b.acked.compare_exchange(id, id + 1, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     /// The actor's doorbell (made on first use).
     pub(crate) fn doorbell(&mut self, me: &ActorRef<Envelope<P::Command>>) -> Arc<Doorbell<P::Command>> {
         let tx = &self.inbox_tx;
         self.doorbell
-            .get_or_insert_with(|| Arc::new(Doorbell { tx: tx.clone(), me: me.clone(), gate: Gate::default() }))
+            .get_or_insert_with(|| {
+                Arc::new(Doorbell { tx: tx.clone(), me: me.clone(), gate: Gate::default(), acked: AtomicU64::new(0) })
+            })
             .clone()
     }
 
@@ -471,7 +526,7 @@ impl<P: PersistentActor> Core<P> {
             self.in_flight.push_back(InFlight { write_id, first_seq, events: p.events, then: p.then, stash: p.stash });
             let bell = self.doorbell(me);
             let write = AtomicWrite { persistence_id: self.id.clone(), first_seq, events: batch };
-            self.persistence.journal().append(write, Box::new(move |r| bell.ring(Notice::Written(write_id, r))));
+            self.persistence.journal().append(write, Box::new(move |r| bell.written(write_id, r)));
         }
         self.pending = pending;
         Ok(())

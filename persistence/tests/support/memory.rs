@@ -75,6 +75,28 @@ impl MemoryJournal {
         }
     }
 
+    /// Stores every held append in order, but completes them newest first (as a journal
+    /// with several writer threads might), then stops holding.
+    pub fn release_appends_in_reverse(&self) {
+        let mut done = vec![];
+        {
+            let mut s = self.lock();
+            while let Some(h) = s.held.pop_front() {
+                match h {
+                    Held::Append(w, d) => {
+                        let r = store(&mut s, &w);
+                        done.push((d, r));
+                    }
+                    Held::Barrier(d) => done.push((d, Ok(()))),
+                }
+            }
+            s.hold_appends = false;
+        }
+        for (d, r) in done.into_iter().rev() {
+            d(r);
+        }
+    }
+
     /// From now on, replays wait until `release_replays`.
     pub fn hold_replays(&self) {
         self.lock().hold_replays = true;
