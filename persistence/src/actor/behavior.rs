@@ -10,7 +10,8 @@
 //!                                                           └─────────────────────────┘
 //! ```
 //! Every activation first drains the actor's completion queue (journal acknowledgements,
-//! snapshot outcomes) and, once nothing blocking is in flight, the stash; only then does it
+//! snapshot outcomes; a write acknowledged in order only advances a counter, see
+//! [`Doorbell`]) and, once nothing blocking is in flight, the stash; only then does it
 //! look at the message that woke it. Completions are handled in submission order, so events
 //! are applied in sequence-number order whatever mix of `persist` and `persist_async` made
 //! them.
