@@ -239,6 +239,7 @@ impl SnapshotError {
 
 /// Why a persistent actor could not recover.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecoveryError {
     /// The journal failed while replaying.
     #[error("replaying the journal failed: {0}")]
@@ -295,6 +296,36 @@ pub enum RecoveryError {
     /// The persistence I/O threads went away (the `Persistence` was shut down).
     #[error("the persistence I/O threads stopped before recovery finished")]
     Interrupted,
+    /// Events that recovery needs are not in the journal: it starts right after the newest
+    /// usable snapshot (or at 1 without one) and must replay every event from there on, but
+    /// `from..=to` are missing. Typically the snapshot that covered them was lost or damaged
+    /// after the events were deleted, or events were deleted without a snapshot.
+    #[error("{}", missing_events(*.from, *.to, *.snapshot, .skipped))]
+    MissingEvents {
+        /// The first missing sequence number (the usable snapshot's + 1, or 1).
+        from: u64,
+        /// The last missing one.
+        to: u64,
+        /// The snapshot recovery started from, if any.
+        snapshot: Option<u64>,
+        /// Newer snapshots that were skipped, with the reason (damaged, undecodable).
+        skipped: Vec<String>,
+    },
+}
+
+fn missing_events(from: u64, to: u64, snapshot: Option<u64>, skipped: &[String]) -> String {
+    let start = match snapshot {
+        Some(seq) => format!("the newest usable snapshot is at {seq}"),
+        None => "there is no usable snapshot".to_string(),
+    };
+    let mut s = format!(
+        "events {from}..={to} are missing from the journal and {start}, so the state cannot be rebuilt: \
+         restore the journal or a snapshot at {to} or later from a backup"
+    );
+    if !skipped.is_empty() {
+        s.push_str(&format!(" (unusable newer snapshots: {})", skipped.join("; ")));
+    }
+    s
 }
 
 /// The error a persistent actor fails with (its supervisor sees it in

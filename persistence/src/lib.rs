@@ -88,12 +88,14 @@
 //! a process-wide `flock` on the directory, and per persistence id by sequence numbers (a
 //! write must continue the stream exactly, else [`JournalError::SequenceConflict`]).
 //!
-//! Events and snapshots are encoded with `bincode` (compact varint form), see [`codec`].
+//! Events and snapshots are encoded with `postcard` inside a small **payload envelope**
+//! (marker, format, schema version), see [`codec`]; data written by older versions in bare
+//! `bincode` is still read. [`PersistentActor::adapt_event`] is the **event adapter** that
+//! upcasts old events to the current schema during replay.
 //!
 //! ## What is not here (yet)
 //! No io_uring backend (the plain-file writer thread does `pwrite` + `fdatasync`), no
-//! on-disk index checkpoints (open scans the segments), no event adapters for schema
-//! migration, no remote journals (the [`Journal`] trait is where a SQL backend would plug in).
+//! on-disk index checkpoints (open scans the segments), no remote journals (the [`Journal`] trait is where a SQL backend would plug in).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
@@ -110,7 +112,7 @@ mod sync;
 pub use actor::{
     stop_on_recovery_failure, Envelope, PersistentActor, PersistentBehavior, PersistentContext, PersistentRef, Signal,
 };
-pub use codec::EventBatch;
+pub use codec::{DecodeError, EventBatch, PayloadFormat, StoredPayload};
 pub use error::{CorruptKind, InvalidPersistenceId, JournalError, PersistenceFailure, RecoveryError, SnapshotError};
 pub use id::{PersistenceId, MAX_ID_LEN};
 pub use journal::{

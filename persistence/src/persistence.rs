@@ -120,7 +120,7 @@ pub(crate) struct Settings {
     pub(crate) replay_chunk: usize,
     /// Events a recovering actor applies per activation before it yields its shard.
     pub(crate) replay_budget: usize,
-    /// Commands a persistent actor stashes at most; more go to dead letters.
+    /// Commands a persistent actor stashes before it pauses its mailbox.
     pub(crate) stash_capacity: usize,
 }
 
@@ -275,8 +275,10 @@ impl PersistenceBuilder {
         self
     }
 
-    /// Commands an actor stashes at most while it recovers or waits for a persist (default
-    /// 10000); further commands go to dead letters, counted.
+    /// Commands an actor stashes while it recovers or waits for a persist before it pauses
+    /// its mailbox (default 10000): then the mailbox fills and senders feel back-pressure
+    /// (`Full`, or a blocking `send` waits) until the actor can make progress. Nothing is
+    /// dropped; the stash may exceed this by one command per wake-up while it is full.
     pub fn stash_capacity(mut self, commands: usize) -> Self {
         self.settings.stash_capacity = commands;
         self

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use percore::Directive;
 use percore_persistence::{
     CorruptKind, FileJournal, FileSnapshotStore, JournalError, PersistenceFailure, PersistenceId, RecoveryError,
-    SnapshotError, TailTruncation,
+    TailTruncation,
 };
 
 use crate::journal::{append_sync, read_all};
@@ -199,7 +199,7 @@ fn damage_after_open_fails_the_recovering_actor_with_the_position() {
 }
 
 #[test]
-fn a_damaged_snapshot_fails_recovery_with_its_path() {
+fn a_damaged_snapshot_is_skipped_for_the_events_when_they_were_kept() {
     let dir = TempDir::new("bad-snapshot");
     {
         let rt = runtime(1);
@@ -207,6 +207,34 @@ fn a_damaged_snapshot_fails_recovery_with_its_path() {
         let acc = persistence.spawn(&rt, || Ledger::new("snapped")).unwrap();
         append(&acc, 1);
         assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 1);
+        append(&acc, 2);
+        rt.shutdown();
+    }
+    let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
+    let path = store.path_of(&PersistenceId::new("snapped").unwrap(), 1);
+    flip(&path, len(&path) - 1);
+
+    let (rt, failures) = runtime_with_guardian(1, |_| Directive::Stop);
+    let (persistence, _journal) = file_persistence(dir.path());
+    let log = Log::default();
+    let l = log.clone();
+    let acc = persistence.spawn(&rt, move || Ledger::new("snapped").with_log(&l)).unwrap();
+    assert_eq!(get(&acc), View { values: vec![1, 2], last_seq: 2 });
+    assert_eq!(log_of(&log), vec!["recovered 2 at 2"]);
+    assert_eq!(failures.seen().len(), 0);
+    rt.shutdown();
+}
+
+#[test]
+fn a_damaged_snapshot_whose_events_were_deleted_fails_recovery_with_its_path() {
+    let dir = TempDir::new("bad-snapshot-deleted");
+    {
+        let rt = runtime(1);
+        let (persistence, _journal) = file_persistence(dir.path());
+        let acc = persistence.spawn(&rt, || Ledger::new("snapped")).unwrap();
+        append(&acc, 1);
+        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 1);
+        assert_eq!(acc.ask(|r| Cmd::DeleteTo(1, r), T).unwrap(), 1);
         rt.shutdown();
     }
     let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
@@ -219,11 +247,12 @@ fn a_damaged_snapshot_fails_recovery_with_its_path() {
     let seen = failures.wait_for(1);
     match seen[0].error::<PersistenceFailure>() {
         Some(PersistenceFailure::Recovery {
-            source: RecoveryError::Snapshot(SnapshotError::Corrupt { path: p, reason }),
+            source: RecoveryError::MissingEvents { from: 1, to: 1, snapshot: None, skipped },
             ..
         }) => {
-            assert_eq!(p, &path);
-            assert!(reason.starts_with("checksum mismatch"), "{reason}");
+            assert_eq!(skipped.len(), 1);
+            assert!(skipped[0].contains(&path.display().to_string()), "{skipped:?}");
+            assert!(skipped[0].contains("checksum mismatch"), "{skipped:?}");
         }
         other => panic!("unexpected failure {other:?}"),
     }

@@ -44,7 +44,7 @@ pub fn read_all(j: &dyn Journal, pid: &str) -> (Vec<(u64, u64)>, u64) {
     let mut out = vec![];
     let highest = j
         .replay(&id(pid), 1, u64::MAX, &mut |seq, bytes| {
-            out.push((seq, bincode::Options::deserialize(bincode::DefaultOptions::new(), bytes).unwrap()));
+            out.push((seq, percore_persistence::StoredPayload::parse(seq, bytes).decode().unwrap()));
             true
         })
         .unwrap();

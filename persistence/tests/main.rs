@@ -6,6 +6,7 @@ mod corruption;
 mod crash;
 mod durability;
 mod journal;
+mod migration;
 mod recovery;
 mod stash;
 mod supervision;

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use percore::Directive;
 use percore_persistence::{
-    FileSnapshotStore, Journal, JournalError, PersistenceFailure, PersistenceId, SnapshotPolicy, SnapshotStore,
+    FileSnapshotStore, Journal, JournalError, PersistenceFailure, PersistenceId, RecoveryError, SnapshotPolicy,
+    SnapshotStore,
 };
 
 use crate::support::*;
@@ -22,7 +23,7 @@ fn stored(journal: &dyn Journal, pid: &str) -> (Vec<(u64, u64)>, u64) {
     let mut out = vec![];
     let highest = journal
         .replay(&id(pid), 1, u64::MAX, &mut |seq, bytes| {
-            let v: Appended = bincode::Options::deserialize(bincode::DefaultOptions::new(), bytes).unwrap();
+            let v: Appended = percore_persistence::StoredPayload::parse(seq, bytes).decode().unwrap();
             out.push((seq, v.0));
             true
         })
@@ -201,5 +202,123 @@ fn a_million_events_recover() {
         "a_million_events_recover: open (scan) {opened:?}, open + recovery {recovered:?} ({:.2} M events/s, {build} build)",
         N as f64 / recovered.as_secs_f64() / 1e6
     );
+    rt.shutdown();
+}
+
+/// Persists `1..=n` for `pid`, taking a snapshot after each value in `snapshots_at`.
+fn fill(persistence: &percore_persistence::Persistence, rt: &percore::Runtime, pid: &str, n: u64, snapshots_at: &[u64]) {
+    let pid = pid.to_string();
+    let acc = persistence.spawn(rt, move || Ledger::new(&pid)).unwrap();
+    for v in 1..=n {
+        append(&acc, v);
+        if snapshots_at.contains(&v) {
+            assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), v);
+        }
+    }
+    assert!(acc.stop());
+}
+
+#[test]
+fn a_damaged_or_undecodable_newest_snapshot_falls_back_to_an_older_one() {
+    let rt = runtime(2);
+    let (persistence, journal, snapshots) = memory_persistence();
+    fill(&persistence, &rt, "fb", 15, &[5, 10]);
+    assert_eq!(snapshots.seqs("fb"), vec![5, 10]);
+    // Valid for the store, but not a `Vec<u64>`: a varint that claims more bytes than there are.
+    snapshots.overwrite("fb", 10, vec![0xff]);
+    journal.hold_replays();
+    let log = Log::default();
+    let l = log.clone();
+    let acc = persistence.spawn(&rt, move || Ledger::new("fb").with_log(&l)).unwrap();
+    journal.release_replays();
+    assert_eq!(get(&acc), View { values: (1..=15).collect(), last_seq: 15 });
+    assert_eq!(log_of(&log), vec!["recovered 15 at 15"]);
+    assert_eq!(append(&acc, 16), 16);
+    rt.shutdown();
+}
+
+#[test]
+fn a_lost_newest_snapshot_whose_events_were_deleted_fails_that_actor_alone() {
+    let dir = TempDir::new("lost-snapshot");
+    {
+        let rt = runtime(2);
+        let (persistence, _journal) = file_persistence(dir.path());
+        for pid in ["lost", "damaged", "bystander"] {
+            fill(&persistence, &rt, pid, 20, &[10, 20]);
+        }
+        // Delete the events the snapshots at 20 cover, then persist a few more.
+        for pid in ["lost", "damaged"] {
+            let p = pid.to_string();
+            let acc = persistence.spawn(&rt, move || Ledger::new(&p)).unwrap();
+            assert_eq!(acc.ask(|r| Cmd::DeleteTo(20, r), T).unwrap(), 20);
+            for v in 21..=23 {
+                append(&acc, v);
+            }
+        }
+        rt.shutdown();
+    }
+    let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
+    std::fs::remove_file(store.path_of(&id("lost"), 20)).unwrap();
+    let damaged = store.path_of(&id("damaged"), 20);
+    let bytes = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() - 1]).unwrap();
+
+    let (rt, failures) = runtime_with_guardian(2, |_| Directive::Stop);
+    let (persistence, _journal) = file_persistence(dir.path());
+    let _lost = persistence.spawn(&rt, || Ledger::new("lost")).unwrap();
+    let _damaged = persistence.spawn(&rt, || Ledger::new("damaged")).unwrap();
+    let bystander = persistence.spawn(&rt, || Ledger::new("bystander")).unwrap();
+    assert_eq!(get(&bystander), View { values: (1..=20).collect(), last_seq: 20 }, "other actors recover");
+
+    let mut seen = failures.wait_for(2);
+    assert_eq!(seen.len(), 2);
+    seen.sort_by_key(|f| f.message().to_string());
+    match seen[0].error::<PersistenceFailure>() {
+        Some(PersistenceFailure::Recovery {
+            persistence_id,
+            source: RecoveryError::MissingEvents { from: 11, to: 20, snapshot: Some(10), skipped },
+        }) if persistence_id.as_str() == "damaged" => {
+            assert_eq!(skipped.len(), 1, "{skipped:?}");
+            assert!(skipped[0].contains(&damaged.display().to_string()), "{skipped:?}");
+        }
+        other => panic!("unexpected failure {other:?}"),
+    }
+    match seen[1].error::<PersistenceFailure>() {
+        Some(PersistenceFailure::Recovery {
+            persistence_id,
+            source: RecoveryError::MissingEvents { from: 11, to: 20, snapshot: Some(10), skipped },
+        }) if persistence_id.as_str() == "lost" => assert!(skipped.is_empty()),
+        other => panic!("unexpected failure {other:?}"),
+    }
+    assert!(
+        seen[1].message().starts_with(
+            "recovery of lost failed: events 11..=20 are missing from the journal and the newest usable snapshot is at 10"
+        ),
+        "{}",
+        seen[1].message()
+    );
+    rt.shutdown();
+}
+
+#[test]
+fn events_deleted_without_a_snapshot_fail_recovery_instead_of_a_silent_gap() {
+    let (rt, failures) = runtime_with_guardian(1, |_| Directive::Stop);
+    let (persistence, _journal, _) = memory_persistence();
+    {
+        let acc = persistence.spawn(&rt, || Ledger::new("nosnap")).unwrap();
+        for v in 1..=5 {
+            append(&acc, v);
+        }
+        assert_eq!(acc.ask(|r| Cmd::DeleteTo(3, r), T).unwrap(), 3);
+        assert!(acc.stop());
+    }
+    let _again = persistence.spawn(&rt, || Ledger::new("nosnap")).unwrap();
+    let seen = failures.wait_for(1);
+    match seen[0].error::<PersistenceFailure>() {
+        Some(PersistenceFailure::Recovery {
+            source: RecoveryError::MissingEvents { from: 1, to: 3, snapshot: None, .. }, ..
+        }) => {}
+        other => panic!("unexpected failure {other:?}"),
+    }
     rt.shutdown();
 }

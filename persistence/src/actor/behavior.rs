@@ -10,10 +10,15 @@
 //!                                                           └─────────────────────────┘
 //! ```
 //! Every activation first drains the actor's completion queue (journal acknowledgements,
-//! snapshot outcomes) and, once nothing blocking is in flight, the stash; only then does it
+//! snapshot outcomes; a write acknowledged in order only advances a counter, see
+//! [`Doorbell`]) and, once nothing blocking is in flight, the stash; only then does it
 //! look at the message that woke it. Completions are handled in submission order, so events
 //! are applied in sequence-number order whatever mix of `persist` and `persist_async` made
 //! them.
+//!
+//! The stash is bounded: when it is full the actor pauses its mailbox, so senders feel
+//! back-pressure instead of losing commands; the journal writer and the I/O pool resume it
+//! when the write or replay it waits for makes progress (see [`super::gate`]).
 //!
 //! A failed persist leaves the actor's sequence numbers ahead of the journal, so the actor
 //! is **broken** from then on: every later message fails it again with the same error until
@@ -22,10 +27,11 @@
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use percore::{Actor, ActorError, ActorRef, Context, SupervisorStrategy};
+use percore::{Actor, ActorError, ActorRef, Context, Failure, SupervisorStrategy};
 
 use super::context::{PersistentContext, Then};
 use super::envelope::{Envelope, Payload};
+use super::gate::Gate;
 use super::recovery::{self, Replayed};
 use super::{PersistentActor, Signal};
 use crate::codec::{self, EventBatch};
@@ -35,6 +41,7 @@ use crate::journal::AtomicWrite;
 use crate::persistence::Persistence;
 use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
 use crate::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// The percore [`Actor`] that runs the persistent actor `P`: recovery, stash, persist,
 /// snapshots. Build it with [`Persistence::behavior`] or [`Persistence::props`].
@@ -60,6 +67,47 @@ struct InFlight<P: PersistentActor> {
     stash: bool,
 }
 
+/// What other threads hold to reach a persistent actor: its notice queue, its ref and its
+/// back-pressure gate, in one `Arc` (one reference count per journal write, not three).
+pub(crate) struct Doorbell<C: Send + 'static> {
+    tx: Sender<Notice>,
+    me: ActorRef<Envelope<C>>,
+    pub(crate) gate: Gate,
+    /// Writes `0..acked` (by write id) are acknowledged as stored. The common case, a
+    /// successful write acknowledged in submission order, only advances this counter: no
+    /// queue push, no allocation on the journal's writer thread. Failures and out-of-order
+    /// acknowledgements travel as [`Notice::Written`] instead.
+    acked: AtomicU64,
+}
+
+impl<C: Send + 'static> Doorbell<C> {
+    /// The journal's completion of write `write_id`.
+    pub(crate) fn written(&self, write_id: u64, result: Result<(), crate::error::JournalError>) {
+        // ORDERING: Release pairs with the Acquire load in `Core::acked`: the actor that sees
+        // the new count sees everything this thread did before (nothing else to publish: the
+        // write's data lives in the actor's own in-flight queue).
+        let in_order = result.is_ok()
+            && self.acked.compare_exchange(write_id, write_id + 1, Ordering::Release, Ordering::Relaxed).is_ok();
+        if in_order {
+            self.wake();
+        } else {
+            self.ring(Notice::Written(write_id, result));
+        }
+    }
+
+    /// Pushes `notice` onto the actor's queue, then wakes it.
+    pub(crate) fn ring(&self, notice: Notice) {
+        if self.tx.send(notice).is_ok() {
+            self.wake();
+        }
+    }
+
+    /// Wakes the actor after something was queued for it (see [`super::gate`]).
+    pub(crate) fn wake(&self) {
+        self.gate.wake(&self.me);
+    }
+}
+
 /// Background outcomes, pushed onto the actor's completion queue by other threads.
 pub(crate) enum Notice {
     Written(u64, Result<(), crate::error::JournalError>),
@@ -69,7 +117,8 @@ pub(crate) enum Notice {
 
 enum Phase<P: PersistentActor> {
     Created,
-    Recovering { rx: Receiver<Replayed<P>>, replayed: u64 },
+    /// `peeked`: an item taken off `rx` by [`PersistentBehavior::work_queued`], not yet applied.
+    Recovering { rx: Receiver<Replayed<P>>, peeked: Option<Replayed<P>> },
     Running,
 }
 
@@ -86,7 +135,14 @@ pub(crate) struct Core<P: PersistentActor> {
     next_seq: u64,
     inbox_tx: Sender<Notice>,
     inbox_rx: Receiver<Notice>,
+    /// A notice taken off `inbox_rx` by [`PersistentBehavior::work_queued`], handled first.
+    peeked: Option<Notice>,
+    /// How other threads reach the actor; made on first use (it needs the actor's ref).
+    doorbell: Option<Arc<Doorbell<P::Command>>>,
     in_flight: VecDeque<InFlight<P>>,
+    /// Acknowledgements that came as notices (failures, out of order), by write id, until
+    /// their write is the oldest in flight.
+    acks: Vec<(u64, Result<(), crate::error::JournalError>)>,
     pub(crate) pending: Vec<Pending<P>>,
     stash: VecDeque<P::Command>,
     /// Non-async writes in flight: while above 0, commands are stashed.
@@ -96,7 +152,6 @@ pub(crate) struct Core<P: PersistentActor> {
     snapshot_in_flight: bool,
     /// Set by a failed persist; see the module docs.
     broken: Option<PersistenceFailure>,
-    overflow_warned: bool,
 }
 
 impl<P: PersistentActor> PersistentBehavior<P> {
@@ -122,7 +177,10 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 next_seq: 1,
                 inbox_tx,
                 inbox_rx,
+                peeked: None,
+                doorbell: None,
                 in_flight: VecDeque::new(),
+                acks: vec![],
                 pending: vec![],
                 stash: VecDeque::new(),
                 blocking: 0,
@@ -130,7 +188,6 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 snapshot_requested: false,
                 snapshot_in_flight: false,
                 broken: None,
-                overflow_warned: false,
             },
         }
     }
@@ -157,9 +214,10 @@ impl<P: PersistentActor> PersistentBehavior<P> {
             return Ok(());
         }
         loop {
-            while let Ok(notice) = self.core.inbox_rx.try_recv() {
+            while let Some(notice) = self.core.peeked.take().or_else(|| self.core.inbox_rx.try_recv().ok()) {
                 self.on_notice(ctx, notice)?;
             }
+            self.apply_acks(ctx)?;
             if self.core.blocking > 0 {
                 return Ok(());
             }
@@ -173,8 +231,8 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         let budget = self.core.persistence.settings().replay_budget;
         let mut applied = 0;
         loop {
-            let Phase::Recovering { rx, replayed } = &mut self.core.phase else { return Ok(true) };
-            let item = match rx.try_recv() {
+            let Phase::Recovering { rx, peeked } = &mut self.core.phase else { return Ok(true) };
+            let item = match peeked.take().map_or_else(|| rx.try_recv(), Ok) {
                 Ok(item) => item,
                 Err(TryRecvError::Empty) => return Ok(false),
                 Err(TryRecvError::Disconnected) => return Err(self.core.recovery_failed(RecoveryError::Interrupted)),
@@ -186,22 +244,19 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 }
                 Replayed::Events(events) => {
                     for (seq, event) in events {
-                        // After a deleted prefix the first event may start above; after
-                        // that, every event must follow the previous one.
-                        let contiguous = seq == self.core.applied_seq + 1;
-                        if !contiguous && (*replayed > 0 || seq <= self.core.applied_seq) {
+                        // Every event follows the snapshot or the one before (the I/O side
+                        // checked it already; this guards against a misbehaving journal).
+                        if seq != self.core.applied_seq + 1 {
                             let gap = RecoveryError::Gap { expected: self.core.applied_seq + 1, found: seq };
                             return Err(self.core.recovery_failed(gap));
                         }
                         self.actor.apply_event(&mut self.state, &event);
                         self.core.applied_seq = seq;
-                        *replayed += 1;
                         applied += 1;
                     }
                 }
                 Replayed::Done { highest } => {
-                    let replayed = *replayed;
-                    self.finish_recovery(ctx, replayed, highest)?;
+                    self.finish_recovery(ctx, highest)?;
                     return Ok(true);
                 }
                 Replayed::Failed(e) => return Err(self.core.recovery_failed(e)),
@@ -214,18 +269,15 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
     }
 
-    fn finish_recovery(&mut self, ctx: &mut Context<Self>, replayed: u64, highest: u64) -> Result<(), ActorError> {
+    fn finish_recovery(&mut self, ctx: &mut Context<Self>, highest: u64) -> Result<(), ActorError> {
         let applied = self.core.applied_seq;
         if highest < applied {
             let e = RecoveryError::JournalBehind { applied, highest };
             return Err(self.core.recovery_failed(e));
         }
-        if replayed > 0 && applied < highest {
+        if applied < highest {
             return Err(self.core.recovery_failed(RecoveryError::Missing { replayed_to: applied, highest }));
         }
-        // Nothing replayed but a higher number stored: the events were deleted; numbering
-        // continues after them.
-        self.core.applied_seq = highest;
         self.core.next_seq = highest + 1;
         self.core.phase = Phase::Running;
         let mut pctx = PersistentContext { ctx, core: &mut self.core };
@@ -253,7 +305,10 @@ impl<P: PersistentActor> PersistentBehavior<P> {
 
     fn on_notice(&mut self, ctx: &mut Context<Self>, notice: Notice) -> Result<(), ActorError> {
         match notice {
-            Notice::Written(write_id, result) => self.on_written(ctx, write_id, result),
+            Notice::Written(write_id, result) => {
+                self.core.acks.push((write_id, result));
+                Ok(())
+            }
             Notice::SnapshotSaved(meta) => {
                 self.core.snapshot_in_flight = false;
                 self.core.apply_retention(ctx.myself(), &meta);
@@ -270,26 +325,36 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
     }
 
-    fn on_written(
-        &mut self,
-        ctx: &mut Context<Self>,
-        write_id: u64,
-        result: Result<(), crate::error::JournalError>,
-    ) -> Result<(), ActorError> {
-        let Some(w) = self.core.in_flight.pop_front() else {
-            log::error!("persistent actor {}: acknowledgement of unknown write {write_id} ignored", self.core.id);
-            return Ok(());
-        };
-        if w.write_id != write_id {
-            let f = PersistenceFailure::Persist {
-                persistence_id: self.core.id.clone(),
-                first_seq: w.first_seq,
-                last_seq: w.first_seq + w.events.len() as u64 - 1,
-                source: crate::error::JournalError::Failed("the journal acknowledged writes out of order".into()),
+    /// Completes the writes in flight, oldest first, as far as they are acknowledged (by the
+    /// counter, or by a notice): so events are applied in submission order whatever order
+    /// the acknowledgements arrive in.
+    fn apply_acks(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        while let Some(front) = self.core.in_flight.front() {
+            let id = front.write_id;
+            let result = if id < self.core.acked() {
+                Ok(())
+            } else if let Some(i) = self.core.acks.iter().position(|(w, _)| *w == id) {
+                let result = self.core.acks.swap_remove(i).1;
+                if result.is_ok() {
+                    // Came out of order: count it, so later in-order ones take the fast path.
+                    self.core.advance_acked(id);
+                }
+                result
+            } else {
+                return Ok(());
             };
-            self.core.broken = Some(f.clone());
-            return Err(f.into());
+            self.on_written(ctx, result)?;
         }
+        if !self.core.acks.is_empty() {
+            log::error!("persistent actor {}: acknowledgements of unknown writes ignored", self.core.id);
+            self.core.acks.clear();
+        }
+        Ok(())
+    }
+
+    /// Completes the oldest write in flight with `result`.
+    fn on_written(&mut self, ctx: &mut Context<Self>, result: Result<(), crate::error::JournalError>) -> Result<(), ActorError> {
+        let Some(w) = self.core.in_flight.pop_front() else { return Ok(()) };
         if w.stash {
             self.core.blocking -= 1;
         }
@@ -338,7 +403,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         }
         core.snapshot_requested = false;
         let mut bytes = vec![];
-        codec::encode_into(&self.state, &mut bytes).map_err(|reason| PersistenceFailure::Encode {
+        codec::encode_into(&self.state, P::STATE_SCHEMA_VERSION, &mut bytes).map_err(|reason| PersistenceFailure::Encode {
             persistence_id: core.id.clone(),
             what: "the state",
             reason,
@@ -358,20 +423,44 @@ impl<P: PersistentActor> PersistentBehavior<P> {
         Ok(())
     }
 
-    fn stash(&mut self, ctx: &mut Context<Self>, cmd: P::Command) {
-        if self.core.stash.len() >= self.core.persistence.settings().stash_capacity {
-            if !std::mem::replace(&mut self.core.overflow_warned, true) {
-                log::warn!(
-                    "persistent actor {}: stash full ({} commands); further commands go to dead letters",
-                    self.core.id,
-                    self.core.stash.len()
-                );
+    /// Whether a completion or a replayed item is queued for the actor (taking it off its
+    /// queue into the `peeked` slot, where the next activation finds it first).
+    fn work_queued(&mut self) -> bool {
+        if self.core.peeked.is_none() {
+            self.core.peeked = self.core.inbox_rx.try_recv().ok();
+        }
+        if self.core.peeked.is_some() {
+            return true;
+        }
+        if self.core.in_flight.front().is_some_and(|w| w.write_id < self.core.acked()) {
+            return true;
+        }
+        match &mut self.core.phase {
+            Phase::Recovering { rx, peeked, .. } => {
+                if peeked.is_none() {
+                    match rx.try_recv() {
+                        Ok(item) => *peeked = Some(item),
+                        Err(TryRecvError::Empty) => return false,
+                        // The next activation reports `Interrupted`.
+                        Err(TryRecvError::Disconnected) => return true,
+                    }
+                }
+                true
             }
-            ctx.dead_letter(cmd);
+            _ => false,
+        }
+    }
+
+    /// The stash is full: stop taking messages until a completion or a replayed chunk
+    /// resumes the actor (see [`super::gate`]), unless one is already queued.
+    fn pause(&mut self, ctx: &mut Context<Self>) {
+        let bell = self.core.doorbell(ctx.myself());
+        bell.gate.close();
+        if self.work_queued() && bell.gate.reopen() {
+            // Its poster put a `Wake` (or found the mailbox full): the actor runs again.
             return;
         }
-        self.core.overflow_warned = false;
-        self.core.stash.push_back(cmd);
+        ctx.pause_messages();
     }
 }
 
@@ -382,23 +471,47 @@ impl<P: PersistentActor> Core<P> {
         f.into()
     }
 
-    /// A callback for other threads: push a notice, then wake the actor.
-    fn notifier<C: Send + 'static>(&self, me: &ActorRef<Envelope<C>>) -> impl Fn(Notice) + Send + 'static {
-        let tx = self.inbox_tx.clone();
-        let me = me.clone();
-        move |notice| {
-            if tx.send(notice).is_ok() {
-                let _ = me.try_tell(Envelope::wake());
-            }
+    /// Writes `0..acked()` are acknowledged as stored (see [`Doorbell::acked`]).
+    fn acked(&self) -> u64 {
+        // ORDERING: Acquire pairs with the Release CAS in `Doorbell::written`.
+        self.doorbell.as_ref().map_or(0, |b| b.acked.load(Ordering::Acquire))
+    }
+
+    /// Counts write `id` as acknowledged if it is the next one.
+    fn advance_acked(&self, id: u64) {
+        if let Some(b) = &self.doorbell {
+            let _ = b.acked.compare_exchange(id, id + 1, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
+    /// The actor's doorbell (made on first use).
+    pub(crate) fn doorbell(&mut self, me: &ActorRef<Envelope<P::Command>>) -> Arc<Doorbell<P::Command>> {
+        let tx = &self.inbox_tx;
+        self.doorbell
+            .get_or_insert_with(|| {
+                Arc::new(Doorbell { tx: tx.clone(), me: me.clone(), gate: Gate::default(), acked: AtomicU64::new(0) })
+            })
+            .clone()
+    }
+
+    /// A callback for other threads: push a notice, then wake the actor.
+    fn notifier(&mut self, me: &ActorRef<Envelope<P::Command>>) -> impl Fn(Notice) + Send + 'static {
+        let bell = self.doorbell(me);
+        move |notice| bell.ring(notice)
+    }
+
     /// Turns the pending persists into journal writes, in call order.
-    fn submit<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>) -> Result<(), ActorError> {
-        for p in std::mem::take(&mut self.pending) {
+    fn submit(&mut self, me: &ActorRef<Envelope<P::Command>>) -> Result<(), ActorError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // Drained in place and put back, so the vector keeps its capacity (no allocation per
+        // handler); on an encode error the actor fails and the rest is dropped anyway.
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.drain(..) {
             let mut batch = EventBatch::new();
             for event in &p.events {
-                batch.push_serialized(event).map_err(|reason| PersistenceFailure::Encode {
+                batch.push_versioned(event, P::EVENT_SCHEMA_VERSION).map_err(|reason| PersistenceFailure::Encode {
                     persistence_id: self.id.clone(),
                     what: "an event",
                     reason,
@@ -412,15 +525,16 @@ impl<P: PersistentActor> Core<P> {
                 self.blocking += 1;
             }
             self.in_flight.push_back(InFlight { write_id, first_seq, events: p.events, then: p.then, stash: p.stash });
-            let notify = self.notifier(me);
+            let bell = self.doorbell(me);
             let write = AtomicWrite { persistence_id: self.id.clone(), first_seq, events: batch };
-            self.persistence.journal().append(write, Box::new(move |r| notify(Notice::Written(write_id, r))));
+            self.persistence.journal().append(write, Box::new(move |r| bell.written(write_id, r)));
         }
+        self.pending = pending;
         Ok(())
     }
 
     /// After a snapshot is stored: delete what the policy says it makes redundant.
-    fn apply_retention<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, meta: &SnapshotMetadata) {
+    fn apply_retention(&mut self, me: &ActorRef<Envelope<P::Command>>, meta: &SnapshotMetadata) {
         if self.policy.deletes_events() {
             self.delete_events_to(me, meta.seq);
         }
@@ -441,7 +555,7 @@ impl<P: PersistentActor> Core<P> {
         }
     }
 
-    pub(crate) fn delete_events_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+    pub(crate) fn delete_events_to(&mut self, me: &ActorRef<Envelope<P::Command>>, to_seq: u64) {
         let notify = self.notifier(me);
         self.persistence.journal().delete_to(
             &self.id,
@@ -455,7 +569,7 @@ impl<P: PersistentActor> Core<P> {
         );
     }
 
-    pub(crate) fn delete_snapshots_to<C: Send + 'static>(&mut self, me: &ActorRef<Envelope<C>>, to_seq: u64) {
+    pub(crate) fn delete_snapshots_to(&mut self, me: &ActorRef<Envelope<P::Command>>, to_seq: u64) {
         let store = self.persistence.snapshot_store().clone();
         let (id, notify) = (self.id.clone(), self.notifier(me));
         self.persistence.io().execute(move || {
@@ -475,8 +589,14 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             return Err(PersistenceFailure::InvalidId(e).into());
         }
         if matches!(self.core.phase, Phase::Created) {
-            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), ctx.myself().clone());
-            self.core.phase = Phase::Recovering { rx, replayed: 0 };
+            let bell = self.core.doorbell(ctx.myself());
+            let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), bell);
+            self.core.phase = Phase::Recovering { rx, peeked: None };
+        }
+        if ctx.is_paused() {
+            // Restarted while its previous incarnation had paused the mailbox (the engine
+            // keeps the flag across restarts); this one has a fresh gate nobody will open.
+            ctx.myself().resume_messages();
         }
         Ok(())
     }
@@ -487,8 +607,11 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             if matches!(self.core.phase, Phase::Running) && self.core.blocking == 0 {
                 self.run_command(ctx, cmd)?;
             } else {
-                self.stash(ctx, cmd);
+                self.core.stash.push_back(cmd);
             }
+        }
+        if self.core.stash.len() >= self.core.persistence.settings().stash_capacity {
+            self.pause(ctx);
         }
         Ok(())
     }
@@ -498,6 +621,16 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
         for cmd in self.core.stash.drain(..) {
             ctx.dead_letter(cmd);
         }
+    }
+
+    fn pre_restart(&mut self, ctx: &mut Context<Self>, _failure: &Failure) {
+        // The fresh incarnation recovers before it takes commands; the ones this one stashed
+        // are not replayed into it (their order against newer ones could not be kept), but
+        // they are counted as dead letters rather than dropped unseen.
+        for cmd in self.core.stash.drain(..) {
+            ctx.dead_letter(cmd);
+        }
+        ctx.stop_children();
     }
 
     fn supervisor_strategy(&self) -> SupervisorStrategy {

@@ -13,6 +13,10 @@
 //!   handled afterwards, in arrival order (Akka's `persist`). `persist_async` does not stash.
 //! * **Recovery** runs before the first command, on every start and restart: the latest
 //!   snapshot, then the events after it. Commands that arrive meanwhile are stashed too.
+//! * **Back-pressure**: when the stash is full (see
+//!   [`crate::PersistenceBuilder::stash_capacity`]) the actor pauses its mailbox until the
+//!   persist or the replay it waits for makes progress, so senders see a full mailbox
+//!   (`Full`, or a blocking `send` that waits) instead of commands being dropped.
 //!   Reading and decoding happen on the persistence I/O threads; the shard only applies
 //!   events, a bounded number per activation so neighbours keep running.
 //! * **Failures** (a failed persist, a recovery that finds corrupt data, an `Err` from a
@@ -23,6 +27,7 @@
 mod behavior;
 mod context;
 mod envelope;
+mod gate;
 mod recovery;
 
 pub use behavior::PersistentBehavior;
@@ -35,6 +40,7 @@ use percore::{ActorError, Directive, SupervisorStrategy};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::codec::{DecodeError, StoredPayload};
 use crate::error::{JournalError, PersistenceFailure, SnapshotError};
 use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
 
@@ -79,8 +85,54 @@ pub trait PersistentActor: Send + Sized + 'static {
     /// an invalid one fails the actor while starting). Asked once per incarnation.
     fn persistence_id(&self) -> String;
 
+    /// The schema version written with every new event (in the payload envelope, see
+    /// [`crate::codec`]). Raise it when `Event` changes incompatibly, and teach
+    /// [`PersistentActor::adapt_event`] to decode the older versions. Default 0; data written
+    /// before versions existed reads as 0.
+    const EVENT_SCHEMA_VERSION: u32 = 0;
+
+    /// The schema version written with every snapshot of `State`; see
+    /// [`PersistentActor::adapt_snapshot`]. Default 0.
+    const STATE_SCHEMA_VERSION: u32 = 0;
+
     /// The state before any event.
     fn initial_state(&self) -> Self::State;
+
+    /// **Event adapter**: turns a stored event into an `Event` during replay. The default
+    /// decodes it as the current type. Override it to **upcast** events stored in an older
+    /// schema: look at [`StoredPayload::schema_version`] (or the sequence number, or the
+    /// [`PayloadFormat`](crate::PayloadFormat)), decode into the old type, convert. Runs on a persistence I/O
+    /// thread while the actor recovers (hence no `self`); an `Err` fails the recovery with
+    /// [`crate::RecoveryError::DecodeEvent`].
+    ///
+    /// ```
+    /// # use percore_persistence::codec::{DecodeError, StoredPayload};
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Deserialize)]
+    /// enum EventV1 { Deposited(u32) }
+    /// #[derive(Serialize, Deserialize)]
+    /// enum Event { Deposited { cents: u64, memo: String } }
+    ///
+    /// // In `impl PersistentActor` (with `const EVENT_SCHEMA_VERSION: u32 = 2;`):
+    /// fn adapt_event(stored: StoredPayload<'_>) -> Result<Event, DecodeError> {
+    ///     match stored.schema_version() {
+    ///         0 | 1 => Ok(match stored.decode::<EventV1>()? {
+    ///             EventV1::Deposited(dollars) => Event::Deposited { cents: dollars as u64 * 100, memo: String::new() },
+    ///         }),
+    ///         _ => stored.decode(),
+    ///     }
+    /// }
+    /// ```
+    fn adapt_event(stored: StoredPayload<'_>) -> Result<Self::Event, DecodeError> {
+        stored.decode()
+    }
+
+    /// **Snapshot adapter**: turns a stored snapshot into a `State` (same idea as
+    /// [`PersistentActor::adapt_event`], keyed by [`PersistentActor::STATE_SCHEMA_VERSION`]).
+    /// An `Err` makes recovery skip this snapshot for an older one, or for the events alone.
+    fn adapt_snapshot(stored: StoredPayload<'_>) -> Result<Self::State, DecodeError> {
+        stored.decode()
+    }
 
     /// Handles one command: reply, `persist` events, or refuse. The state is read-only here.
     fn handle_command(

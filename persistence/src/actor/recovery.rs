@@ -1,5 +1,14 @@
-//! The I/O side of recovery: load the latest snapshot, replay the events after it, decode
-//! everything, and feed it to the recovering actor in bounded chunks.
+//! The I/O side of recovery: load the newest usable snapshot, replay the events after it,
+//! decode everything, and feed it to the recovering actor in bounded chunks.
+//!
+//! Replay starts **exactly** at the snapshot's sequence number + 1 (or at 1 without a
+//! snapshot), and every event must follow the one before, up to the journal's highest
+//! sequence number; anything else fails the recovery ([`RecoveryError::MissingEvents`],
+//! [`RecoveryError::Gap`]). A damaged or undecodable newest snapshot is skipped for the next
+//! older one (or none), which is safe because that contiguity check still holds: if the
+//! events the older start needs were deleted, recovery fails with a clear error instead of
+//! rebuilding a state with a hole in it. Each actor recovers alone, so one failing stream
+//! never stops the others.
 //!
 //! ```text
 //!  actor started ──barrier──► journal writer ──(earlier writes done)──► I/O thread:
@@ -11,16 +20,16 @@
 //! a million-event recovery never holds a million decoded events. The I/O thread blocks on
 //! the full channel, never the shard.
 
-use percore::ActorRef;
-
-use super::{Envelope, PersistentActor};
-use crate::codec;
-use crate::error::RecoveryError;
+use super::behavior::Doorbell;
+use super::PersistentActor;
+use crate::codec::StoredPayload;
+use crate::error::{RecoveryError, SnapshotError};
 use crate::id::PersistenceId;
 use crate::journal::Journal;
 use crate::persistence::Persistence;
 use crate::snapshot::{SnapshotMetadata, SnapshotStore};
 use crate::sync::mpsc::{self, Receiver, SyncSender};
+use crate::sync::Arc;
 
 /// What the I/O thread hands to the recovering actor, in this order.
 pub(crate) enum Replayed<P: PersistentActor> {
@@ -38,14 +47,14 @@ pub(crate) enum Replayed<P: PersistentActor> {
 pub(crate) fn start<P: PersistentActor>(
     persistence: &Persistence,
     id: PersistenceId,
-    me: ActorRef<Envelope<P::Command>>,
+    bell: Arc<Doorbell<P::Command>>,
 ) -> Receiver<Replayed<P>> {
     let (tx, rx) = mpsc::sync_channel(2);
     let journal = persistence.journal().clone();
     let store = persistence.snapshot_store().clone();
     let io = persistence.io();
     let chunk = persistence.settings().replay_chunk;
-    let feed = Feed { tx, me };
+    let feed = Feed { tx, bell };
     // Behind a barrier: writes of a previous incarnation still in flight land first.
     persistence.journal().barrier(Box::new(move |barrier| {
         io.execute(move || {
@@ -62,7 +71,7 @@ pub(crate) fn start<P: PersistentActor>(
 /// The sending side: a bounded channel plus a `Wake` after every item.
 struct Feed<P: PersistentActor> {
     tx: SyncSender<Replayed<P>>,
-    me: ActorRef<Envelope<P::Command>>,
+    bell: Arc<Doorbell<P::Command>>,
 }
 
 impl<P: PersistentActor> Feed<P> {
@@ -72,11 +81,36 @@ impl<P: PersistentActor> Feed<P> {
         if self.tx.send(item).is_err() {
             return false;
         }
-        // A full mailbox means the actor will run anyway and drain the channel; a closed one
-        // means it is gone, and the next send fails.
-        let _ = self.me.try_tell(Envelope::wake());
+        // A closed mailbox means the actor is gone, and the next send fails; a paused one is
+        // resumed (see `gate`).
+        self.bell.wake();
         true
     }
+}
+
+/// A decoded snapshot, and why newer ones were skipped.
+type UsableSnapshot<P> = (Option<(SnapshotMetadata, <P as PersistentActor>::State)>, Vec<String>);
+
+/// The newest snapshot that loads and decodes, newest first; the reasons newer ones were
+/// skipped. An I/O error (not damage) fails recovery: falling back past a snapshot that is
+/// merely unreadable right now would be guessing.
+fn newest_usable_snapshot<P: PersistentActor>(
+    store: &dyn SnapshotStore,
+    id: &PersistenceId,
+) -> Result<UsableSnapshot<P>, RecoveryError> {
+    let mut skipped = vec![];
+    for seq in store.seqs(id)?.into_iter().rev() {
+        match store.load(id, seq) {
+            Ok(Some((meta, bytes))) => match P::adapt_snapshot(StoredPayload::parse(seq, &bytes)) {
+                Ok(state) => return Ok((Some((meta, state)), skipped)),
+                Err(e) => skipped.push(RecoveryError::DecodeSnapshot { seq, reason: e.to_string() }.to_string()),
+            },
+            Ok(None) => {}
+            Err(e @ SnapshotError::Corrupt { .. }) => skipped.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((None, skipped))
 }
 
 fn replay<P: PersistentActor>(
@@ -86,23 +120,26 @@ fn replay<P: PersistentActor>(
     chunk: usize,
     feed: &Feed<P>,
 ) {
-    let mut from = 1;
-    match store.load_latest(id) {
-        Ok(Some((meta, bytes))) => match codec::decode::<P::State>(&bytes) {
-            Ok(state) => {
-                from = meta.seq + 1;
-                if !feed.send(Replayed::Snapshot(meta, state)) {
-                    return;
-                }
-            }
-            Err(reason) => {
-                feed.send(Replayed::Failed(RecoveryError::DecodeSnapshot { seq: meta.seq, reason }));
-                return;
-            }
-        },
-        Ok(None) => {}
+    let (snapshot, skipped) = match newest_usable_snapshot::<P>(store, id) {
+        Ok(found) => found,
         Err(e) => {
-            feed.send(Replayed::Failed(e.into()));
+            feed.send(Replayed::Failed(e));
+            return;
+        }
+    };
+    let snapshot_seq = snapshot.as_ref().map(|(meta, _)| meta.seq);
+    if !skipped.is_empty() {
+        log::warn!(
+            "persistent actor {id}: skipping damaged snapshots ({}); recovering from {}",
+            skipped.join("; "),
+            snapshot_seq.map_or("the first event".to_string(), |s| format!("the snapshot at {s}"))
+        );
+    }
+    // Replay starts exactly after the snapshot (or at 1): any other first event is a gap.
+    let from = snapshot_seq.map_or(1, |s| s + 1);
+    let missing = |to: u64| RecoveryError::MissingEvents { from, to, snapshot: snapshot_seq, skipped: skipped.clone() };
+    if let Some((meta, state)) = snapshot {
+        if !feed.send(Replayed::Snapshot(meta, state)) {
             return;
         }
     }
@@ -110,11 +147,17 @@ fn replay<P: PersistentActor>(
     let mut batch = Vec::with_capacity(chunk.min(1 << 16));
     let mut failed = None;
     let mut gone = false;
+    let mut expected = from;
     let replayed = journal.replay(id, from, u64::MAX, &mut |seq, bytes| {
-        match codec::decode::<P::Event>(bytes) {
+        if seq != expected {
+            failed = Some(if expected == from { missing(seq - 1) } else { RecoveryError::Gap { expected, found: seq } });
+            return false;
+        }
+        expected += 1;
+        match P::adapt_event(StoredPayload::parse(seq, bytes)) {
             Ok(event) => batch.push((seq, event)),
-            Err(reason) => {
-                failed = Some(RecoveryError::DecodeEvent { seq, reason });
+            Err(e) => {
+                failed = Some(RecoveryError::DecodeEvent { seq, reason: e.to_string() });
                 return false;
             }
         }
@@ -130,6 +173,8 @@ fn replay<P: PersistentActor>(
     let end = match (replayed, failed) {
         (_, Some(e)) => Replayed::Failed(e),
         (Err(e), None) => Replayed::Failed(e.into()),
+        // Nothing after the snapshot, yet the journal says there were events: deleted.
+        (Ok(highest), None) if expected == from && highest >= from => Replayed::Failed(missing(highest)),
         (Ok(highest), None) => {
             if !batch.is_empty() && !feed.send(Replayed::Events(batch)) {
                 return;

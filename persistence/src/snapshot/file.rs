@@ -133,6 +133,19 @@ impl SnapshotStore for FileSnapshotStore {
         self.seqs(id)?.into_iter().map(|seq| self.read(id, seq).map(|(m, _)| m)).collect()
     }
 
+    fn seqs(&self, id: &PersistenceId) -> Result<Vec<u64>, SnapshotError> {
+        FileSnapshotStore::seqs(self, id)
+    }
+
+    fn load(&self, id: &PersistenceId, seq: u64) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
+        match self.read(id, seq) {
+            Ok(s) => Ok(Some(s)),
+            // Deleted meanwhile (retention of a live incarnation, or an operator).
+            Err(SnapshotError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn delete_to(&self, id: &PersistenceId, max_seq: u64) -> Result<usize, SnapshotError> {
         let mut n = 0;
         for seq in self.seqs(id)?.into_iter().take_while(|s| *s <= max_seq) {

@@ -41,6 +41,24 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// The snapshots of `id`, oldest first.
     fn list(&self, id: &PersistenceId) -> Result<Vec<SnapshotMetadata>, SnapshotError>;
 
+    /// The sequence numbers of `id`'s snapshots, oldest first, ideally without reading them
+    /// (so that one damaged snapshot does not hide the others). Recovery walks them newest
+    /// first and falls back to an older snapshot when a newer one is damaged.
+    ///
+    /// Default: from [`SnapshotStore::list`].
+    fn seqs(&self, id: &PersistenceId) -> Result<Vec<u64>, SnapshotError> {
+        Ok(self.list(id)?.into_iter().map(|m| m.seq).collect())
+    }
+
+    /// The snapshot of `id` at exactly `seq`, if stored.
+    ///
+    /// Default: [`SnapshotStore::load_latest`] if that is the one, else `None`; a store that
+    /// keeps this default cannot fall back to older snapshots (recovery then replays the
+    /// events from the start, and fails if they were deleted).
+    fn load(&self, id: &PersistenceId, seq: u64) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
+        Ok(self.load_latest(id)?.filter(|(meta, _)| meta.seq == seq))
+    }
+
     /// Deletes the snapshots of `id` with `seq <= max_seq`; returns how many.
     fn delete_to(&self, id: &PersistenceId, max_seq: u64) -> Result<usize, SnapshotError>;
 }

@@ -75,6 +75,28 @@ impl MemoryJournal {
         }
     }
 
+    /// Stores every held append in order, but completes them newest first (as a journal
+    /// with several writer threads might), then stops holding.
+    pub fn release_appends_in_reverse(&self) {
+        let mut done = vec![];
+        {
+            let mut s = self.lock();
+            while let Some(h) = s.held.pop_front() {
+                match h {
+                    Held::Append(w, d) => {
+                        let r = store(&mut s, &w);
+                        done.push((d, r));
+                    }
+                    Held::Barrier(d) => done.push((d, Ok(()))),
+                }
+            }
+            s.hold_appends = false;
+        }
+        for (d, r) in done.into_iter().rev() {
+            d(r);
+        }
+    }
+
     /// From now on, replays wait until `release_replays`.
     pub fn hold_replays(&self) {
         self.lock().hold_replays = true;
@@ -224,6 +246,11 @@ impl MemorySnapshotStore {
     pub fn seqs(&self, id: &str) -> Vec<u64> {
         self.snaps.lock().unwrap().get(id).map(|m| m.keys().copied().collect()).unwrap_or_default()
     }
+
+    /// Replaces the stored state of one snapshot (to simulate one the codec must refuse).
+    pub fn overwrite(&self, id: &str, seq: u64, state: Vec<u8>) {
+        self.snaps.lock().unwrap().get_mut(id).expect("snapshots exist").get_mut(&seq).expect("snapshot exists").1 = state;
+    }
 }
 
 impl SnapshotStore for MemorySnapshotStore {
@@ -235,6 +262,10 @@ impl SnapshotStore for MemorySnapshotStore {
 
     fn load_latest(&self, id: &PersistenceId) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
         Ok(self.snaps.lock().unwrap().get(id.as_str()).and_then(|m| m.values().next_back().cloned()))
+    }
+
+    fn load(&self, id: &PersistenceId, seq: u64) -> Result<Option<(SnapshotMetadata, Vec<u8>)>, SnapshotError> {
+        Ok(self.snaps.lock().unwrap().get(id.as_str()).and_then(|m| m.get(&seq).cloned()))
     }
 
     fn list(&self, id: &PersistenceId) -> Result<Vec<SnapshotMetadata>, SnapshotError> {

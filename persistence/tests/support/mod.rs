@@ -137,6 +137,8 @@ pub enum Cmd {
     DeleteTo(u64, ReplyTo<u64>),
     /// Fail the handler.
     Fail,
+    /// Persist nothing; record (sender, n) in the ticks list (floods of commands).
+    Tick(u8, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +154,12 @@ pub struct Ledger {
     snapshot_replies: Vec<(u64, ReplyTo<u64>)>,
     /// Replies waiting for a deletion up to at least their sequence number.
     delete_replies: Vec<(u64, ReplyTo<u64>)>,
+    /// Every `Tick` handled, in order.
+    pub ticks: Ticks,
 }
+
+/// The `(sender, n)` of every `Cmd::Tick` an actor handled, in order.
+pub type Ticks = Arc<Mutex<Vec<(u8, u64)>>>;
 
 impl Ledger {
     pub fn new(id: &str) -> Self {
@@ -163,7 +170,13 @@ impl Ledger {
             policy: SnapshotPolicy::never(),
             snapshot_replies: vec![],
             delete_replies: vec![],
+            ticks: Ticks::default(),
         }
+    }
+
+    pub fn with_ticks(mut self, ticks: &Ticks) -> Self {
+        self.ticks = ticks.clone();
+        self
     }
 
     pub fn with_log(mut self, log: &Log) -> Self {
@@ -247,6 +260,7 @@ impl PersistentActor for Ledger {
                 ctx.delete_events_to(n);
             }
             Cmd::Fail => return Err("ledger told to fail".into()),
+            Cmd::Tick(sender, n) => self.ticks.lock().unwrap().push((sender, n)),
         }
         Ok(())
     }
