@@ -462,3 +462,40 @@ fn context_resolve_answers_as_a_message() {
     assert_eq!(rx.recv_timeout(DEADLINE), Ok(true));
     rt.shutdown();
 }
+
+/// Pauses its mailbox, then fails on the next system-path event; a restart must end the
+/// pause (the fresh instance never paused and nobody would resume it).
+struct Pauser(Count);
+enum PauseMsg {
+    PauseThenFail,
+    Hit(ReplyTo<u64>),
+}
+impl Actor for Pauser {
+    type Msg = PauseMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: PauseMsg) -> Result<(), ActorError> {
+        match m {
+            PauseMsg::PauseThenFail => {
+                ctx.pause_messages();
+                Err("paused, then failed".into())
+            }
+            PauseMsg::Hit(r) => {
+                self.0.add(1);
+                r.reply(self.0.get());
+                Ok(())
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restart_ends_a_pause() {
+    let rt = runtime(1);
+    let hits = Count::default();
+    let h = hits.clone();
+    let a = rt.spawn_props(Props::new(move || Pauser(h.clone()))).unwrap();
+    a.tell(PauseMsg::PauseThenFail).unwrap();
+    // The guardian restarts it; the restarted instance answers.
+    assert_eq!(a.ask(PauseMsg::Hit, DEADLINE), Ok(1));
+    assert_eq!(rt.handle().restarts(), 1);
+    rt.shutdown();
+}

@@ -94,8 +94,10 @@
 //! upcasts old events to the current schema during replay.
 //!
 //! ## What is not here (yet)
-//! No io_uring backend (the plain-file writer thread does `pwrite` + `fdatasync`), no
-//! on-disk index checkpoints (open scans the segments), no remote journals (the [`Journal`] trait is where a SQL backend would plug in).
+//! The writer thread does `pwrite` + `fdatasync`; an io_uring group commit (linked write +
+//! fdatasync) is optional and off by default, since it measured slower here. No on-disk
+//! index checkpoints (open scans the segments), no remote journals (the [`Journal`] trait
+//! is where a SQL backend would plug in).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]

@@ -164,7 +164,8 @@ impl<'a, A: Actor> Context<'a, A> {
     /// mailbox, until someone calls [`ActorRef::resume_messages`]. Senders see the mailbox
     /// fill and get `Full`, as with a slow actor: this is how an actor that waits for a
     /// resource (a socket buffer, a journal write) pushes back on its senders. System
-    /// messages (stop, watch, timers' Terminated) are still handled while paused.
+    /// messages (stop, watch, timers' Terminated) are still handled while paused. A restart
+    /// ends the pause: the fresh instance starts taking messages.
     pub fn pause_messages(&mut self) {
         self.meta.set(Flags::PAUSED, true);
     }

@@ -235,7 +235,9 @@ impl<A: Actor> Activation<'_, A> {
                 return self.fail(inner, Failure::from_panic(header.id, FailurePhase::Start, p));
             }
         }
-        inner.meta.set(Flags::SUSPENDED, false);
+        // A fresh instance starts taking messages: a pause was the old instance's (nobody
+        // would resume it for the new one).
+        inner.meta.set(Flags::SUSPENDED | Flags::PAUSED, false);
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.post_restart(ctx, &failure)) {
             self.fail(inner, f);
         }

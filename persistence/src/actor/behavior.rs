@@ -593,11 +593,6 @@ impl<P: PersistentActor> Actor for PersistentBehavior<P> {
             let rx = recovery::start::<P>(&self.core.persistence, self.core.id.clone(), bell);
             self.core.phase = Phase::Recovering { rx, peeked: None };
         }
-        if ctx.is_paused() {
-            // Restarted while its previous incarnation had paused the mailbox (the engine
-            // keeps the flag across restarts); this one has a fresh gate nobody will open.
-            ctx.myself().resume_messages();
-        }
         Ok(())
     }
 
