@@ -198,21 +198,32 @@ fn damage_after_open_fails_the_recovering_actor_with_the_position() {
     rt.shutdown();
 }
 
-#[test]
-fn a_damaged_snapshot_is_skipped_for_the_events_when_they_were_kept() {
-    let dir = TempDir::new("bad-snapshot");
+/// Writes "snapped": event 1, a snapshot at 1, then either event 2 or the deletion of event
+/// 1; then damages the snapshot's last byte. Returns the snapshot's path.
+fn damaged_snapshot(dir: &TempDir, delete_events: bool) -> std::path::PathBuf {
     {
         let rt = runtime(1);
         let (persistence, _journal) = file_persistence(dir.path());
         let acc = persistence.spawn(&rt, || Ledger::new("snapped")).unwrap();
         append(&acc, 1);
         assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 1);
-        append(&acc, 2);
+        if delete_events {
+            assert_eq!(acc.ask(|r| Cmd::DeleteTo(1, r), T).unwrap(), 1);
+        } else {
+            append(&acc, 2);
+        }
         rt.shutdown();
     }
     let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
     let path = store.path_of(&PersistenceId::new("snapped").unwrap(), 1);
     flip(&path, len(&path) - 1);
+    path
+}
+
+#[test]
+fn a_damaged_snapshot_is_skipped_for_the_events_when_they_were_kept() {
+    let dir = TempDir::new("bad-snapshot");
+    damaged_snapshot(&dir, false);
 
     let (rt, failures) = runtime_with_guardian(1, |_| Directive::Stop);
     let (persistence, _journal) = file_persistence(dir.path());
@@ -228,18 +239,7 @@ fn a_damaged_snapshot_is_skipped_for_the_events_when_they_were_kept() {
 #[test]
 fn a_damaged_snapshot_whose_events_were_deleted_fails_recovery_with_its_path() {
     let dir = TempDir::new("bad-snapshot-deleted");
-    {
-        let rt = runtime(1);
-        let (persistence, _journal) = file_persistence(dir.path());
-        let acc = persistence.spawn(&rt, || Ledger::new("snapped")).unwrap();
-        append(&acc, 1);
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 1);
-        assert_eq!(acc.ask(|r| Cmd::DeleteTo(1, r), T).unwrap(), 1);
-        rt.shutdown();
-    }
-    let store = FileSnapshotStore::open(dir.path().join("snapshots")).unwrap();
-    let path = store.path_of(&PersistenceId::new("snapped").unwrap(), 1);
-    flip(&path, len(&path) - 1);
+    let path = damaged_snapshot(&dir, true);
 
     let (rt, failures) = runtime_with_guardian(1, |_| Directive::Stop);
     let (persistence, _journal) = file_persistence(dir.path());

@@ -224,6 +224,8 @@ impl<T> Ring<T> {
     ///
     /// # Safety
     /// Consumer only, as `pop`.
+    // `has_pending` is the emptiness check (it must pair with the scheduler's fence).
+    #[allow(clippy::len_without_is_empty)]
     pub unsafe fn len(&self) -> usize {
         let one_lap = self.one_lap as usize;
         let linear = |pos: usize| (pos / one_lap) * self.capacity() + (pos & (one_lap - 1));
