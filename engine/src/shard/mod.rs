@@ -384,7 +384,7 @@ impl ShardLocal {
     /// lanes, timers and shutdown are polled at least that often while local work lasts
     /// (polling once per activation would cost more than a same-shard message).
     fn run_ready(&self) -> usize {
-        let stall = &self.rt.shard(self.index).stall;
+        let mut stall = self.stall.batch(&self.rt.shard(self.index).stall);
         let mut n = 0;
         while n < ACTIVATIONS_PER_TURN {
             let Some(e) = self.pop_run() else { break };
@@ -394,14 +394,14 @@ impl ShardLocal {
             // only when no entry for it remains, below).
             let header = unsafe { h.as_ref() };
             let run = header.vtable.run;
-            let epoch = self.stall.begin(stall, header);
+            let epoch = stall.begin(header);
             // The backstop: user code runs under its actor's own guards, so nothing should
             // unwind out of `run`; if anything does, the shard lives and the actor fails.
             // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
             // are on this shard's thread consuming entry `e`.
             let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { run(h, self, e) }));
             // The cell is still alive here: only `release` below may free it.
-            self.stall.end(stall, epoch, header, self.rt.watchdog());
+            stall.end(epoch, header);
             match outcome {
                 Ok(Outcome::Release) => self.release(h),
                 Ok(Outcome::Done) => {}
@@ -410,7 +410,7 @@ impl ShardLocal {
             }
         }
         if n > 0 {
-            self.stall.idle(stall);
+            self.stall.finish(stall);
         }
         n
     }

@@ -107,10 +107,22 @@ impl Watchdog {
 }
 
 /// The shard-local half: this shard's activation counter. `!Sync`, shard thread only.
+///
+/// The shard loop takes the counter into a local for a batch of activations
+/// ([`ShardStall::batch`]), so an activation costs two plain stores and one load (x86: `mov`s).
 #[derive(Debug)]
 pub(crate) struct ShardStall {
     on: bool,
     count: StdCell<u64>,
+}
+
+/// One batch of activations (see [`ShardStall::batch`]).
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    word: &'a Words,
+    /// Activations so far (0 when the watchdog is off).
+    k: u64,
+    on: bool,
 }
 
 impl ShardStall {
@@ -118,49 +130,58 @@ impl ShardStall {
         ShardStall { on, count: StdCell::new(0) }
     }
 
+    /// Starts a batch of activations, published through `word`.
+    #[inline]
+    pub(crate) fn batch<'a>(&self, word: &'a StallWord) -> Batch<'a> {
+        Batch { word: &word.0, k: self.count.get(), on: self.on }
+    }
+
+    /// Ends a batch: nothing of an actor runs now.
+    #[inline]
+    pub(crate) fn finish(&self, batch: Batch<'_>) {
+        if batch.on {
+            self.count.set(batch.k);
+            // ORDERING: Release: as in `begin` (the watchdog only compares values).
+            batch.word.epoch.store(2 * batch.k + 2, Ordering::Release);
+        }
+    }
+}
+
+impl Batch<'_> {
     /// Publishes the start of an activation of `h`; returns its epoch (0: not watched).
     #[inline]
-    pub(crate) fn begin(&self, word: &StallWord, h: &Header) -> u64 {
+    pub(crate) fn begin(&mut self, h: &Header) -> u64 {
         if !self.on {
             return 0;
         }
-        let k = self.count.get() + 1;
-        self.count.set(k);
-        let epoch = 2 * k + 1;
+        self.k += 1;
+        let epoch = 2 * self.k + 1;
         // ORDERING: Relaxed: published by the Release store of the epoch just below (see
         // the module doc for what the watchdog may read when the two race).
-        word.0.actor.store(h.id.as_u64(), Ordering::Relaxed);
+        self.word.actor.store(h.id.as_u64(), Ordering::Relaxed);
         // ORDERING: Release pairs with the Acquire load in `run_watchdog`.
-        word.0.epoch.store(epoch, Ordering::Release);
+        self.word.epoch.store(epoch, Ordering::Release);
         epoch
     }
 
     /// After the activation of `epoch` returned (the cell `h` is still alive): if the
     /// watchdog reported it, log its end with the actor's path and the total duration.
     #[inline]
-    pub(crate) fn end(&self, word: &StallWord, epoch: u64, h: &Header, wd: &Watchdog) {
+    pub(crate) fn end(&self, epoch: u64, h: &Header) {
         // ORDERING: Acquire pairs with the Release store in `run_watchdog`, so `since_ns`
         // written before it is visible.
-        if epoch != 0 && word.0.reported.load(Ordering::Acquire) == epoch {
-            stall_ended(word, h, wd);
-        }
-    }
-
-    /// The shard leaves a batch of activations: nothing of an actor runs now.
-    #[inline]
-    pub(crate) fn idle(&self, word: &StallWord) {
-        if self.on {
-            // ORDERING: Release: as in `begin` (the watchdog only compares values).
-            word.0.epoch.store(2 * self.count.get() + 2, Ordering::Release);
+        if epoch != 0 && self.word.reported.load(Ordering::Acquire) == epoch {
+            stall_ended(self.word, h);
         }
     }
 }
 
 #[cold]
 #[inline(never)]
-fn stall_ended(word: &StallWord, h: &Header, wd: &Watchdog) {
-    // ORDERING: Relaxed: ordered by the Acquire load of `reported` in `ShardStall::end`.
-    let since = wd.started + Duration::from_nanos(word.0.since_ns.load(Ordering::Relaxed));
+fn stall_ended(word: &Words, h: &Header) {
+    let wd = h.runtime.watchdog();
+    // ORDERING: Relaxed: ordered by the Acquire load of `reported` in `Batch::end`.
+    let since = wd.started + Duration::from_nanos(word.since_ns.load(Ordering::Relaxed));
     log::warn!(
         "actor {} held shard {} for {:?} in one activation (stall threshold {:?})",
         Path(h),

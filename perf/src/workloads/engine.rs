@@ -16,13 +16,13 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline for a foreign thread's blocking `send` into a full mailbox.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A fresh runtime with `shards` shards for one run of one workload.
+/// A fresh runtime with `shards` shards for one run of one workload, on the engine's default
+/// placement (cores no other live runtime holds; the first runtime starts at core 0).
 pub fn runtime(shards: usize, pin: bool) -> Result<Runtime> {
-    runtime_from(shards, pin, 0)
+    Runtime::builder().shards(shards).pin_to_cores(pin).name("percore-perf").build().map_err(fail("building the runtime"))
 }
 
-/// As [`runtime`], with shard `i` pinned to core `first_core + i` (a second runtime in the
-/// same process gets cores of its own).
+/// As [`runtime`], with shard `i` pinned to core `first_core + i` explicitly.
 pub fn runtime_from(shards: usize, pin: bool, first_core: usize) -> Result<Runtime> {
     Runtime::builder()
         .shards(shards)
