@@ -536,7 +536,14 @@ fn slowloris_handshake_is_closed(backend: Backend) {
 /// A slowloris attacker: `conns` connections from the loopback addresses 127.0.0.2.. (`per_ip`
 /// each), each trickling a hello a byte at a time every 100 ms and reconnecting when the
 /// node closes it, until `stop` is set. Returns how many connections it made.
-fn slowloris(port: u16, conns: usize, per_ip: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// Counts the connections the attacker has made so far (`made`), for a test to wait on.
+fn slowloris(
+    port: u16,
+    conns: usize,
+    per_ip: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    made_so_far: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> std::thread::JoinHandle<u64> {
     use std::os::fd::FromRawFd;
     fn dial(ip: u8, port: u16) -> Option<TcpStream> {
         // SAFETY: plain syscalls on a fresh descriptor that the TcpStream then owns.
@@ -572,6 +579,7 @@ fn slowloris(port: u16, conns: usize, per_ip: usize, stop: std::sync::Arc<std::s
                 if slot.is_none() {
                     *slot = dial(ip, port);
                     made += slot.is_some() as u64;
+                    made_so_far.store(made, std::sync::atomic::Ordering::Relaxed);
                     if let Some(s) = slot.as_mut() {
                         let _ = s.write_all(&[0xe8, 0x03, 0, 0]); // a 1000-byte frame, then a byte a round
                     }
@@ -603,10 +611,11 @@ fn genuine_peer_served_during_slowloris_with_low_fd_limit(backend: Backend) {
     let port = free_port();
     let (child, _) = spawn_child_with(port, backend, &[("PERCORE_CHILD_NOFILE", "256")]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let attacker = slowloris(port, 400, 20, stop.clone());
-    // Let the attack take hold (its connections fill the node's accept queue) before the
-    // genuine peer arrives.
-    std::thread::sleep(Duration::from_millis(1500));
+    let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let attacker = slowloris(port, 400, 20, stop.clone(), made.clone());
+    // Let the attack take hold (all 400 connections made, filling the node's descriptors
+    // and unauthenticated slots) before the genuine peer arrives.
+    eventually("the attack took hold", || made.load(std::sync::atomic::Ordering::Relaxed) >= 400);
     let ra = runtime("genuine", 1);
     let na = node(&ra, config(backend));
     let path = format!("percore://percore@127.0.0.1:{port}/user/counter");
@@ -707,7 +716,7 @@ fn attack_measurements() {
                         held.len() as u64
                     })
                 }
-                _ => slowloris(port, 400, 20, stop.clone()),
+                _ => slowloris(port, 400, 20, stop.clone(), Default::default()),
             };
             std::thread::sleep(Duration::from_millis(1500)); // let the attack take hold
             let ra = runtime("genuine", 1);
@@ -752,7 +761,7 @@ fn accept_survives_descriptor_exhaustion(backend: Backend) {
     let port = free_port();
     let (child, _) = spawn_child_with(port, backend, &[("PERCORE_CHILD_NOFILE", "64"), ("PERCORE_CHILD_NO_CAPS", "1")]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let attacker = slowloris(port, 200, 20, stop.clone());
+    let attacker = slowloris(port, 200, 20, stop.clone(), Default::default());
     std::thread::sleep(Duration::from_millis(1000)); // let the attack exhaust the descriptors
     let ra = runtime("genuine", 1);
     let na = node(&ra, config(backend));
