@@ -380,6 +380,10 @@ fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Res
     };
     let pinger = pair.a.spawn_on(0, pinger).map_err(fail("spawning the pinger"))?;
     ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+    // The pinger's pings come from another sender (the pinger's shard) than this link (this
+    // thread), so nothing orders them: wait until the ponger has the link. The count comes
+    // back through the same proxy and connection as the link, after it (one sender's FIFO).
+    engine::ask(&ponger, "linking", PongMsg::Count)?;
 
     let play = |rounds: u64| -> Result<Game> {
         pinger.send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
