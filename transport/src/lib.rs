@@ -107,6 +107,7 @@ mod handshake;
 pub(crate) mod io;
 mod node;
 mod proxy;
+mod refs;
 mod tls;
 mod wire;
 

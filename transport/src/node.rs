@@ -192,12 +192,7 @@ fn default_unauthenticated_cap() -> usize {
     (nofile / 4).clamp(1, 256) as usize
 }
 
-/// The actor behind a remote ref: by registered name, or by export id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Target {
-    Name(String),
-    Uid(u64),
-}
+pub(crate) use crate::wire::Target;
 
 /// Counters of a node's transport (monotonic).
 #[derive(Debug, Default)]
@@ -447,10 +442,18 @@ impl NodeShared {
     }
 
     /// Sends an ask's outcome back to the asking node (any thread).
-    pub(crate) fn send_reply<R: Wire>(&self, addr: SocketAddr, incarnation: u64, shard: u16, seq: u64, outcome: Result<R, AskError>) -> bool {
+    pub(crate) fn send_reply<R: Wire>(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        incarnation: u64,
+        shard: u16,
+        seq: u64,
+        outcome: Result<R, AskError>,
+    ) -> bool {
         let mut body = Vec::new();
         {
-            let mut w = Encoder { buf: &mut body, node: Some(self), replies: None, refs: None };
+            let mut ctx = crate::refs::NodeCtx(self.clone());
+            let mut w = Encoder::with_ctx(&mut body, &mut ctx);
             w.put_u16(shard);
             w.put_u64(seq);
             match outcome {

@@ -33,10 +33,8 @@
 //! impl RemoteMessage for Counter { const TYPE_ID: u32 = 0x434e_5401; }
 //! ```
 
-use percore::{ActorRef, AskError, ReplyTo};
 
-use crate::endpoint::{RefCache, ReplyTable};
-use crate::node::{NodeShared, Target};
+
 
 /// A message type that may be sent to a remote actor.
 pub trait RemoteMessage: Wire + Send + 'static {
@@ -100,13 +98,20 @@ pub enum WireError {
     NoNode,
 }
 
+/// What a node lends the codec so that refs and reply handles can cross the wire (the
+/// export tables, the shard's ref cache and reply table). The codec itself holds no node
+/// state and names none of its types: the node implements this trait, and only the ref and
+/// reply-handle codecs (`refs.rs`, on the node's side) look behind it.
+pub(crate) trait WireContext {
+    /// The concrete context, for the node-side codecs to downcast.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+}
+
 /// Writes values into a frame being built.
 pub struct Encoder<'a> {
     pub(crate) buf: &'a mut Vec<u8>,
-    pub(crate) node: Option<&'a NodeShared>,
-    pub(crate) replies: Option<&'a mut ReplyTable>,
-    /// The encoding shard's ref cache (absent off-shard: the node's tables are used).
-    pub(crate) refs: Option<&'a mut RefCache>,
+    /// The node's context, absent for plain values (see [`WireContext`]).
+    pub(crate) ctx: Option<&'a mut dyn WireContext>,
 }
 
 impl std::fmt::Debug for Encoder<'_> {
@@ -119,7 +124,12 @@ impl<'a> Encoder<'a> {
     /// An encoder without a node: plain values only (refs and reply handles panic-free
     /// encode as "no actor"). For tests and codecs of plain data.
     pub fn plain(buf: &'a mut Vec<u8>) -> Self {
-        Encoder { buf, node: None, replies: None, refs: None }
+        Encoder { buf, ctx: None }
+    }
+
+    /// An encoder that can carry refs and reply handles through the node's `ctx`.
+    pub(crate) fn with_ctx(buf: &'a mut Vec<u8>, ctx: &'a mut dyn WireContext) -> Self {
+        Encoder { buf, ctx: Some(ctx) }
     }
     /// Appends one byte.
     #[inline]
@@ -168,9 +178,8 @@ impl<'a> Encoder<'a> {
 pub struct Decoder<'a> {
     data: &'a [u8],
     pos: usize,
-    pub(crate) node: Option<&'a std::sync::Arc<NodeShared>>,
-    /// The decoding shard's ref cache (absent off-shard).
-    pub(crate) refs: Option<&'a mut RefCache>,
+    /// The node's context, absent for plain values (see [`WireContext`]).
+    pub(crate) ctx: Option<&'a mut dyn WireContext>,
 }
 
 impl std::fmt::Debug for Decoder<'_> {
@@ -182,16 +191,12 @@ impl std::fmt::Debug for Decoder<'_> {
 impl<'a> Decoder<'a> {
     /// A decoder for plain values (refs and reply handles fail with [`WireError::NoNode`]).
     pub fn plain(data: &'a [u8]) -> Self {
-        Decoder { data, pos: 0, node: None, refs: None }
+        Decoder { data, pos: 0, ctx: None }
     }
 
-    pub(crate) fn with_node(data: &'a [u8], node: &'a std::sync::Arc<NodeShared>) -> Self {
-        Decoder { data, pos: 0, node: Some(node), refs: None }
-    }
-
-    /// A decoder on a shard: refs are resolved through the shard's cache.
-    pub(crate) fn on_shard(data: &'a [u8], node: &'a std::sync::Arc<NodeShared>, refs: &'a mut RefCache) -> Self {
-        Decoder { data, pos: 0, node: Some(node), refs: Some(refs) }
+    /// A decoder that can make refs and reply handles through the node's `ctx`.
+    pub(crate) fn with_ctx(data: &'a [u8], ctx: &'a mut dyn WireContext) -> Self {
+        Decoder { data, pos: 0, ctx: Some(ctx) }
     }
 
     /// Bytes not read yet.
@@ -387,6 +392,13 @@ impl<A: Wire, B: Wire, C: Wire> Wire for (A, B, C) {
     }
 }
 
+/// The actor behind a remote ref: by registered name, or by export id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Name(String),
+    Uid(u64),
+}
+
 /// A ref on the wire: the node it lives on, that node's incarnation, and the actor there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct WireRef {
@@ -467,64 +479,6 @@ impl WireRef {
             tag => return Err(WireError::BadTag { what: "actor target", tag }),
         };
         Ok(WireRef { node, incarnation, target })
-    }
-}
-
-/// A ref travels as the node, incarnation and actor it points at; the receiving node turns
-/// it into a local ref (if it points there) or a proxy for the remote actor.
-impl<M: RemoteMessage> Wire for ActorRef<M> {
-    fn encode(self, w: &mut Encoder<'_>) {
-        match (w.node, w.refs.as_deref_mut()) {
-            (Some(node), Some(cache)) => cache.encode(node, &self, w.buf),
-            (Some(node), None) => node.wire_ref_of(&self).put(w),
-            (None, _) => {
-                // No node: nobody could reach it; encode an unreachable ref.
-                WireRef { node: ([0, 0, 0, 0], 0).into(), incarnation: 0, target: Target::Uid(0) }.put(w)
-            }
-        }
-    }
-    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        let node = r.node.ok_or(WireError::NoNode)?;
-        if let Some(cache) = r.refs.take() {
-            let out = cache.decode::<M>(node, r);
-            r.refs = Some(cache);
-            return out;
-        }
-        let wr = WireRef::get(r)?;
-        NodeShared::ref_from_wire::<M>(node, wr)
-    }
-}
-
-/// A reply handle travels as (node, incarnation, shard, sequence); the receiving node makes
-/// a [`ReplyTo`] whose `reply` encodes the answer and sends it back over the wire.
-impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
-    fn encode(self, w: &mut Encoder<'_>) {
-        match (w.node, w.replies.as_deref_mut()) {
-            (Some(node), Some(table)) => {
-                let (shard, seq) = table.insert(self);
-                put_addr(w, node.addr);
-                w.put_u64(node.incarnation);
-                w.put_u16(shard);
-                w.put_u64(seq);
-            }
-            _ => {
-                drop(self); // the asker gets NoReply at once
-                put_addr(w, ([0, 0, 0, 0], 0).into());
-                w.put_u64(0);
-                w.put_u16(0);
-                w.put_u64(0);
-            }
-        }
-    }
-    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        let addr = get_addr(r)?;
-        let incarnation = r.get_u64()?;
-        let shard = r.get_u16()?;
-        let seq = r.get_u64()?;
-        let node = r.node.ok_or(WireError::NoNode)?.clone();
-        Ok(ReplyTo::from_fn(move |outcome: Result<R, AskError>| {
-            node.send_reply(addr, incarnation, shard, seq, outcome)
-        }))
     }
 }
 

@@ -104,9 +104,9 @@ impl Actor for Endpoint {
             EndpointMsg::Tick => st.borrow_mut().tick(),
             EndpointMsg::Frame { peer, incarnation, kind, body } => st.borrow_mut().queue_control(peer, incarnation, kind, &body),
             EndpointMsg::ReplyBytes { seq, ok, body } => {
-                let node = self.node.clone();
-                let mut d = Decoder::with_node(&body, &node);
-                st.borrow_mut().replies.complete(seq, if ok { Some(&mut d) } else { None });
+                let mut ctx = crate::refs::NodeCtx(self.node.clone());
+                let mut d = Decoder::with_ctx(&body, &mut ctx);
+                st.borrow_mut().wire.replies.complete(seq, if ok { Some(&mut d) } else { None });
             }
             EndpointMsg::RunWatches => {
                 let jobs = std::mem::take(&mut st.borrow_mut().watch_jobs);

@@ -7,6 +7,7 @@ use super::{unwatch, BindAt, Delivery, EndpointMsg, EndpointState, InState, Role
 use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::io::ConnId;
 use crate::node::Target;
+use crate::refs::NodeCtx;
 use crate::wire::{Decoder, WireError};
 
 impl EndpointState {
@@ -36,7 +37,7 @@ impl EndpointState {
                             let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes"));
                             match bindings.get(&alias) {
                                 Some(b) => {
-                                    let mut d = Decoder::on_shard(&body[4..], &self.node, &mut self.refs);
+                                    let mut d = Decoder::with_ctx(&body[4..], &mut self.wire);
                                     self.received += 1;
                                     let delivery = (b.deliver)(&mut d).inspect_err(|_| {
                                         // The message is lost with the connection: count it.
@@ -164,8 +165,9 @@ impl EndpointState {
                         let seq = d.get_u64()?;
                         let ok = d.get_u8()? == 0;
                         if shard == self.shard {
-                            let mut d = Decoder::with_node(&body[11..], &node);
-                            self.replies.complete(seq, if ok { Some(&mut d) } else { None });
+                            let mut ctx = NodeCtx(node.clone());
+                            let mut d = Decoder::with_ctx(&body[11..], &mut ctx);
+                            self.wire.replies.complete(seq, if ok { Some(&mut d) } else { None });
                         } else if let Some(e) = node.endpoint(shard) {
                             let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
                         }

@@ -81,6 +81,7 @@ use crate::frame::MAX_HANDSHAKE_FRAME;
 use crate::handshake::{self, Identity};
 use crate::io::{CloseReason, ConnId, Io, IoSink};
 use crate::node::NodeShared;
+use crate::refs::ShardCtx;
 use crate::wire::Encoder;
 
 thread_local! {
@@ -179,8 +180,8 @@ pub(crate) struct EndpointState {
     conns: HashMap<ConnId, Conn>,
     peers: Vec<Peer>,
     peer_index: HashMap<SocketAddr, usize>,
-    replies: ReplyTable,
-    refs: RefCache,
+    /// What this shard lends the codec for refs and reply handles (ref cache, reply table).
+    wire: ShardCtx,
     to_connect: Vec<usize>,
     to_close: Vec<ConnId>,
     /// Connections whose reading must be paused (true) or resumed (false).
@@ -220,8 +221,11 @@ impl EndpointState {
             conns: HashMap::new(),
             peers: Vec::new(),
             peer_index: HashMap::new(),
-            replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
-            refs: RefCache::default(),
+            wire: ShardCtx {
+                node: node.clone(),
+                refs: RefCache::default(),
+                replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
+            },
             to_connect: Vec::new(),
             to_close: Vec::new(),
             to_pause: Vec::new(),

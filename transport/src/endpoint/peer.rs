@@ -181,11 +181,11 @@ impl EndpointState {
     #[inline]
     pub(crate) fn send_msg<M: RemoteMessage>(&mut self, p: usize, alias: u32, msg: M) -> Sent {
         let max = self.node.cfg.max_frame;
-        let EndpointState { peers, replies, refs, node, .. } = self;
+        let EndpointState { peers, wire, .. } = self;
         let peer = &mut peers[p];
         let start = begin_frame(&mut peer.pending, kind::MSG);
         peer.pending.extend_from_slice(&alias.to_le_bytes());
-        msg.encode(&mut Encoder { buf: &mut peer.pending, node: Some(node), replies: Some(replies), refs: Some(refs) });
+        msg.encode(&mut Encoder::with_ctx(&mut peer.pending, wire));
         if let Err(len) = end_frame(&mut peer.pending, start, max) {
             log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
             self.undelivered += 1;
@@ -362,7 +362,7 @@ impl EndpointState {
             }
             self.to_close.push(c);
         }
-        self.replies.sweep(Duration::from_secs(120).max(timeout * 4));
+        self.wire.replies.sweep(Duration::from_secs(120).max(timeout * 4));
         if self.shard == 0 {
             self.node.sweep_exports();
         }
