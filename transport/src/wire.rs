@@ -4,9 +4,11 @@
 //! [`RemoteMessage::TYPE_ID`] (the same on every node, independent of compiler and build) and
 //! [`Wire`] encode/decode. The format is little-endian and length-checked: integers as fixed
 //! width, strings and byte vectors with a `u32` length, options and enums with a tag byte.
-//! Hand-written codecs keep hot types allocation-free; [`ActorRef`] and [`ReplyTo`] encode
+//! Hand-written codecs keep hot types allocation-free; `ActorRef` and `ReplyTo` encode
 //! themselves (a ref received in a message points back at the right node; a reply handle
-//! sends the answer back over the wire).
+//! sends the answer back over the wire). This module holds no node state: for refs and
+//! reply handles an encoder or decoder carries a `WireContext` that the node lends it, and
+//! their codecs live on the node's side (`refs.rs`).
 //!
 //! Decoding never panics: truncated input, a bad tag or an over-long length is a
 //! [`WireError`], and the frame it came in is dropped and counted.
