@@ -12,6 +12,7 @@ use crate::sync::Arc;
 
 /// Why a stretch of a journal segment could not be read as records.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CorruptKind {
     /// Fewer bytes than a record header (8 bytes) are left in the file.
     TruncatedHeader {
@@ -103,6 +104,7 @@ impl fmt::Display for CorruptKind {
 
 /// An error of a [`crate::Journal`].
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum JournalError {
     /// An operating-system I/O error.
     #[error("journal I/O error while {op} {path}: {source}")]
@@ -206,6 +208,7 @@ impl JournalError {
 
 /// An error of a [`crate::SnapshotStore`].
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// An operating-system I/O error.
     #[error("snapshot I/O error while {op} {path}: {source}")]
@@ -331,6 +334,7 @@ fn missing_events(from: u64, to: u64, snapshot: Option<u64>, skipped: &[String])
 /// The error a persistent actor fails with (its supervisor sees it in
 /// [`percore::Failure::error`]): recovery, a persist, or a bad id.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum PersistenceFailure {
     /// The actor's `persistence_id` is not valid.
     #[error("invalid persistence id: {0}")]
@@ -379,6 +383,7 @@ impl PersistenceFailure {
 
 /// A persistence id that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidPersistenceId {
     /// The empty string.
     #[error("a persistence id must not be empty")]
