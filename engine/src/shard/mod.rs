@@ -34,7 +34,7 @@ use crate::id::ActorId;
 use crate::queue::ring::Full;
 use crate::queue::spsc::{Lane, Outbox};
 use crate::queue::stack::BatchStack;
-use crate::runtime::builder::MAX_IDLE_SPIN;
+use crate::runtime::builder::{IDLE_SPIN_PER_SHARD, MAX_IDLE_SPIN, MAX_IDLE_SPIN_ALONE};
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
@@ -478,14 +478,18 @@ impl ShardLocal {
     /// The shard loop. Returns when the runtime shuts down and every actor is released.
     ///
     /// Idle policy: after a turn with no work the shard polls again for up to
-    /// `idle_spins` polls and [`MAX_IDLE_SPIN`] at most (time, not count, bounds it: a poll's
-    /// cost varies), then yields a few times, then parks. A shard that shares its core with
+    /// `idle_spins` polls and about 25 µs per shard of its runtime at most (50 µs to 500 µs:
+    /// time bounds it too, since a poll's cost varies), then yields a few times, then parks. A shard that shares its core with
     /// another shard thread (`runtime/cores.rs`) yields on every empty poll instead of
-    /// spinning: a spin would hold the very core the other shard needs to send it work.
+    /// spinning, for [`MAX_IDLE_SPIN`] at most: a spin would hold the very core the other
+    /// shard needs to send it work.
     fn run_loop(&self) {
         let me = self.rt.shard(self.index);
         me.parker.register_current();
         let spins = self.rt.idle_spins();
+        // Alone on its core, a shard spins about one lap of a ring over its runtime's shards
+        // (at least MAX_IDLE_SPIN); sharing, MAX_IDLE_SPIN (see `runtime/builder.rs`).
+        let alone_bound = (IDLE_SPIN_PER_SHARD * self.rt.num_shards() as u32).clamp(MAX_IDLE_SPIN, MAX_IDLE_SPIN_ALONE);
         let mut idle = 0u32;
         let mut idle_since = Instant::now();
         let mut shared_core = false;
@@ -520,7 +524,8 @@ impl ShardLocal {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
                 // each time. Spinning alone, every few polls (a clock read costs a spin).
                 let check = shared_core || idle % IDLE_CLOCK_STRIDE == 0;
-                let out_of_time = check && idle_since.elapsed() >= MAX_IDLE_SPIN;
+                let bound = if shared_core { MAX_IDLE_SPIN } else { alone_bound };
+                let out_of_time = check && idle_since.elapsed() >= bound;
                 if !out_of_time {
                     if shared_core {
                         thread::yield_now();
