@@ -36,10 +36,9 @@
 
 use std::collections::VecDeque;
 
-use super::meta::Flags;
 use super::cell::Inner;
 use super::header::ErasedRef;
-use super::meta::Meta;
+use super::meta::{Flags, Meta};
 use super::sys::SysMsg;
 use super::{Actor, ActorRef};
 use crate::id::ActorId;
@@ -89,7 +88,7 @@ impl<M: Send + 'static> Parked for Typed<M> {
                 Err(e) => {
                     // Stopped: this and everything behind it meet the same closed mailbox.
                     drop(e);
-                    self.record(DeadLetterReason::Stopped, 1);
+                    count_dead(&self.to, DeadLetterReason::Stopped, 1);
                     self.dead_letter_all(DeadLetterReason::Stopped);
                 }
             }
@@ -100,7 +99,7 @@ impl<M: Send + 'static> Parked for Typed<M> {
     fn dead_letter_all(&mut self, reason: DeadLetterReason) {
         let n = self.msgs.len() as u64;
         self.msgs.clear();
-        self.record(reason, n);
+        count_dead(&self.to, reason, n);
     }
 
     fn target(&self) -> &ErasedRef {
@@ -112,12 +111,11 @@ impl<M: Send + 'static> Parked for Typed<M> {
     }
 }
 
-impl<M: Send + 'static> Typed<M> {
-    fn record(&self, reason: DeadLetterReason, n: u64) {
-        if n > 0 {
-            let h = self.to.erased().header();
-            h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), reason, n);
-        }
+/// Counts `n` messages for `to` as dead letters.
+fn count_dead<M: Send + 'static>(to: &ActorRef<M>, reason: DeadLetterReason, n: u64) {
+    if n > 0 {
+        let h = to.erased().header();
+        h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), reason, n);
     }
 }
 
@@ -140,9 +138,7 @@ pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &Acto
         Err(e) => {
             // Stopped: the same count as `tell` to a stopped actor.
             drop(e);
-            let h = to.erased().header();
-            h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
-            return;
+            return count_dead(to, DeadLetterReason::Stopped, 1);
         }
     };
     let typed = Typed { to: to.clone(), msgs: VecDeque::from([msg]) };

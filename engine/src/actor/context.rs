@@ -511,7 +511,8 @@ impl<'a, A: Actor> Context<'a, A> {
         let timer = self.shard.schedule(Instant::now() + timeout, Box::new(move || adapter.expire()));
         match self.meta.sup().asks.get_mut(&ask) {
             Some(pending) => pending.timer = Some(timer),
-            // Already answered (a lookup can finish before we get here): no timer needed.
+            // Not expected: an outcome is taken only in a later activation of this actor.
+            // Cancel rather than leave a timer nobody waits for.
             None => drop(self.shard.cancel_timer(timer)),
         }
     }
