@@ -54,8 +54,9 @@ pub trait RemoteCodec {
     /// Appends the wire form of `r`, an `&ActorRef<M>` whose id is `id` and whose message
     /// type is `msg`, to `out`.
     fn encode_ref(&mut self, id: ActorId, r: &dyn Any, msg: TypeInfo, out: &mut Vec<u8>) -> Result<(), String>;
-    /// The ref whose wire form is `bytes`, an `ActorRef<M>` (`M` = `msg`) behind `&dyn Any`.
-    fn decode_ref(&mut self, bytes: &[u8], msg: TypeInfo) -> Result<&dyn Any, String>;
+    /// Makes the ref whose wire form is `bytes` and stores it in `out` (an
+    /// `&mut Option<ActorRef<M>>`, `M` = `msg`).
+    fn decode_ref(&mut self, bytes: &[u8], msg: TypeInfo, out: &mut dyn Any) -> Result<(), String>;
     /// Takes the reply handle out of `reply` (an `&mut Option<ReplyTo<R>>`, `R` = `reply_type`)
     /// and appends its wire form to `out`. On error the handle must stay in `reply`.
     fn encode_reply(&mut self, reply: &mut dyn Any, reply_type: TypeInfo, out: &mut Vec<u8>) -> Result<(), String>;
@@ -138,10 +139,9 @@ impl<'de, M: Send + 'static> Deserialize<'de> for ActorRef<M> {
             fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
                 with_active(|codec, _| {
                     let codec = codec.ok_or_else(|| E::custom(no_transport("ActorRef", std::any::type_name::<M>())))?;
-                    let any = codec.decode_ref(bytes, TypeInfo::of::<M>()).map_err(E::custom)?;
-                    any.downcast_ref::<ActorRef<M>>()
-                        .cloned()
-                        .ok_or_else(|| E::custom(format!("the transport made a ref of another type than ActorRef<{}>", std::any::type_name::<M>())))
+                    let mut out: Option<ActorRef<M>> = None;
+                    codec.decode_ref(bytes, TypeInfo::of::<M>(), &mut out).map_err(E::custom)?;
+                    out.ok_or_else(|| E::custom(format!("the transport made no ActorRef<{}>", std::any::type_name::<M>())))
                 })
             }
         }

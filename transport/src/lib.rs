@@ -108,6 +108,7 @@ pub(crate) mod io;
 mod node;
 mod proxy;
 mod refs;
+pub mod serde_msg;
 mod tls;
 mod wire;
 
@@ -116,7 +117,14 @@ pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};
 pub use tls::{TlsConfig, TlsError};
+pub use serde_msg::type_id_of;
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+/// What [`remote_message!`] expands to; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::serde_msg::{serde_decode, serde_encode};
+}
 
 /// The shortest cluster secret we recommend (bytes): a secret is an HMAC key, and a short or
 /// guessable one can be brute-forced offline from one recorded handshake. `Node::start`
