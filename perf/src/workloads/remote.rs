@@ -127,6 +127,7 @@ impl Pair {
             let registered = node.register::<PongMsg>().and_then(|()| node.register::<PingMsg>());
             registered
                 .and_then(|()| node.register::<Data>())
+                .and_then(|()| node.register::<SerdeData>())
                 .map_err(|e| BenchError::system(system, "registering", e))?;
         }
         Ok(Pair { a, b, node_a, node_b })
@@ -457,23 +458,72 @@ impl RemoteMessage for Data {
     const TYPE_ID: u32 = 0x7065_7203;
 }
 
+/// `Data` with a serde codec (`remote_message!`, postcard): the same fields, the payload
+/// as two 32-byte arrays (serde derives arrays up to 32; postcard writes them without a
+/// length, so the frame carries the same 64 bytes, the sequence number as a varint).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SerdeData {
+    seq: u64,
+    payload: [[u8; PAYLOAD / 2]; 2],
+}
+percore_transport::remote_message!(SerdeData, "percore.perf.SerdeData.v1");
+
+/// A streamed message type (Wire or serde).
+trait Streamed: RemoteMessage + std::fmt::Debug {
+    fn make(seq: u64) -> Self;
+    fn seq(&self) -> u64;
+    fn is_intact(&self) -> bool;
+}
+
+impl Streamed for Data {
+    fn make(seq: u64) -> Self {
+        Data::new(seq)
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        Data::is_intact(self)
+    }
+}
+
+impl Streamed for SerdeData {
+    fn make(seq: u64) -> Self {
+        let d = Data::new(seq);
+        let mut payload = [[0; PAYLOAD / 2]; 2];
+        payload[0].copy_from_slice(&d.payload[..PAYLOAD / 2]);
+        payload[1].copy_from_slice(&d.payload[PAYLOAD / 2..]);
+        SerdeData { seq, payload }
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        let mut payload = [0; PAYLOAD];
+        payload[..PAYLOAD / 2].copy_from_slice(&self.payload[0]);
+        payload[PAYLOAD / 2..].copy_from_slice(&self.payload[1]);
+        Data { seq: self.seq, payload }.is_intact()
+    }
+}
+
 /// Counts what arrives; reports (count, when) at each milestone, or the first wrong message.
 #[derive(Debug)]
-struct Receiver {
+struct Receiver<D> {
     count: u64,
     milestones: Vec<u64>,
     out: mpsc::Sender<Result<(u64, Instant), String>>,
+    _d: std::marker::PhantomData<fn(D)>,
 }
 
-impl Actor for Receiver {
-    type Msg = Data;
+impl<D: Streamed> Actor for Receiver<D> {
+    type Msg = D;
 
-    fn handle(&mut self, _ctx: &mut Context<Self>, data: Data) -> Result<(), ActorError> {
-        if data.seq != self.count || !data.is_intact() {
+    fn handle(&mut self, _ctx: &mut Context<Self>, data: D) -> Result<(), ActorError> {
+        if data.seq() != self.count || !data.is_intact() {
             let _ = self.out.send(Err(format!(
                 "message {} arrived as seq {} (intact: {})",
                 self.count,
-                data.seq,
+                data.seq(),
                 data.is_intact()
             )));
             return Err(actor_error("stream out of order or corrupt"));
@@ -497,13 +547,13 @@ enum SendMsg {
 
 /// Streams to `to`, keeping a refused (`Full`) message for the next turn.
 #[derive(Debug)]
-struct Sender {
-    to: ActorRef<Data>,
+struct Sender<D> {
+    to: ActorRef<D>,
     next: u64,
     end: u64,
 }
 
-impl Actor for Sender {
+impl<D: Streamed> Actor for Sender<D> {
     type Msg = SendMsg;
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: SendMsg) -> Result<(), ActorError> {
@@ -512,7 +562,7 @@ impl Actor for Sender {
         }
         let batch_end = self.end.min(self.next + BATCH);
         while self.next < batch_end {
-            match self.to.try_tell(Data::new(self.next)) {
+            match self.to.try_tell(D::make(self.next)) {
                 Ok(()) => self.next += 1,
                 // The proxy is paused or its mailbox full: yield so the shard writes.
                 Err(percore::TellError::Full(_)) => break,
@@ -527,20 +577,25 @@ impl Actor for Sender {
 }
 
 fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
-    const NAME: &str = "remote-stream";
+    stream_of::<Data>("remote-stream", system, backend, tls, pin, n)
+}
+
+fn stream_of<D: Streamed>(workload: &'static str, system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
+    let name = workload;
     let pair = Pair::start(system, backend, tls, pin)?;
     let (tx, rx) = mpsc::channel();
-    let receiver = Receiver { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx };
+    let receiver =
+        Receiver::<D> { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx, _d: std::marker::PhantomData };
     let opts = SpawnOptions::new().shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
     pair.b.spawn_with(opts, receiver).map_err(fail("spawning the receiver"))?;
-    let to = pair.remote::<Data>(system, "remote-sink")?;
+    let to = pair.remote::<D>(system, "remote-sink")?;
     let sender = pair.a.spawn_on(0, Sender { to, next: 0, end: 0 }).map_err(fail("spawning the sender"))?;
 
     let reach = |k: u64| -> Result<Instant> {
         match rx.recv_timeout(WAIT) {
             Ok(Ok((count, at))) if count == k => Ok(at),
-            Ok(Ok((count, _))) => Err(BenchError::wrong(NAME, system, format!("milestone {count}, expected {k}"))),
-            Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
+            Ok(Ok((count, _))) => Err(BenchError::wrong(name, system, format!("milestone {count}, expected {k}"))),
+            Ok(Err(wrong)) => Err(BenchError::wrong(name, system, wrong)),
             Err(_) => {
                 Err(BenchError::system(system, "waiting for the stream", format!("{k} messages not received in time")))
             }
@@ -553,11 +608,42 @@ fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Resul
     let done = reach(STREAM_WARM_UP + n)?;
     let secs = done.duration_since(t0).as_secs_f64();
     drop(sender);
-    pair.finish(system, NAME)?;
-    Ok(Record::throughput(system, NAME, SHARDS, n, n, secs, "msgs"))
+    pair.finish(system, name)?;
+    Ok(Record::throughput(system, name, SHARDS, n, n, secs, "msgs"))
 }
 
 /// The `remote-stream` workload.
 pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
     each_backend(params, results, |system, backend, tls, pin| stream(system, backend, tls, pin, n));
+}
+
+/// The `remote-stream-serde` workload: `remote-stream` with the hand-written `Wire` message
+/// and with its serde twin (`remote_message!`, postcard), one after the other on each
+/// backend (plaintext), and the serde rate as a share of the Wire rate in the same run.
+pub fn run_stream_serde(params: &Params, n: u64, results: &mut Results) {
+    const NAME: &str = "remote-stream-serde";
+    let runs = [
+        (Backend::IoUring, "percore (io_uring, Wire)", "percore (io_uring, serde)"),
+        (Backend::Mio, "percore (mio, Wire)", "percore (mio, serde)"),
+    ];
+    for (backend, wire_system, serde_system) in runs {
+        let wire = stream_of::<Data>(NAME, wire_system, backend, false, params.pin, n);
+        // Same setup: the serde run only where the Wire run could start.
+        let serde = wire.is_ok().then(|| stream_of::<SerdeData>(NAME, serde_system, backend, false, params.pin, n));
+        match (wire, serde) {
+            (Ok(w), Some(Ok(s))) => {
+                results.notes.push(format!(
+                    "{NAME}: serde (postcard) at {:.0}% of Wire on {backend:?} ({:.0} vs {:.0} msgs/s)",
+                    100.0 * s.per_sec / w.per_sec,
+                    s.per_sec,
+                    w.per_sec
+                ));
+                results.records.push(w);
+                results.records.push(s);
+            }
+            (Err(Setup::Unavailable(why)), _) => results.notes.push(format!("io_uring backend unavailable: {why}")),
+            (Err(Setup::Failed(e)), _) | (Ok(_), Some(Err(Setup::Failed(e)))) => results.failures.push(e),
+            (Ok(_), _) => {}
+        }
+    }
 }
