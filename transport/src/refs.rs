@@ -131,14 +131,19 @@ impl<R: Wire + Send + 'static> Wire for ReplyTo<R> {
 /// Where a reply goes back to: the asking node, its incarnation, shard and sequence.
 pub(crate) type ReplyAddr = (SocketAddr, u64, u16, u64);
 
+/// Exports a local `ActorRef<M>` (behind `&dyn Any`): its wire form.
+type ExportFn = fn(&NodeShared, &dyn Any) -> Option<WireRef>;
+/// Makes the `ActorRef<M>` a wire ref stands for, boxed, with its cache operations.
+type MakeRefFn = fn(&Arc<NodeShared>, WireRef) -> Result<(Box<dyn Any>, RefOps), WireError>;
+
 /// What a node registered for one Rust type, to (de)serialize refs and reply handles of
 /// that type inside serde messages (`percore::remote_serde` knows types only by `TypeId`).
 #[derive(Clone, Copy)]
 pub(crate) struct SerdeVtable {
     /// For message types: the wire form of a local `ActorRef<M>` (exported) or a proxy.
-    pub(crate) export: Option<fn(&NodeShared, &dyn Any) -> Option<WireRef>>,
+    pub(crate) export: Option<ExportFn>,
     /// For message types: the `ActorRef<M>` a wire ref stands for here (local, or a proxy).
-    pub(crate) make_ref: Option<fn(&Arc<NodeShared>, WireRef) -> Result<(Box<dyn Any>, RefOps), WireError>>,
+    pub(crate) make_ref: Option<MakeRefFn>,
     /// Moves an `&mut Option<ReplyTo<R>>`'s handle into the shard's reply table.
     pub(crate) insert_reply: fn(&mut ReplyTable, &mut dyn Any) -> Option<(u16, u64)>,
     /// Makes a `ReplyTo<R>` that sends the answer back, into an `&mut Option<ReplyTo<R>>`.
