@@ -128,6 +128,7 @@ impl Pair {
             registered
                 .and_then(|()| node.register::<Data>())
                 .and_then(|()| node.register::<SerdeData>())
+                .and_then(|()| node.register::<SerdeArrays>())
                 .map_err(|e| BenchError::system(system, "registering", e))?;
         }
         Ok(Pair { a, b, node_a, node_b })
@@ -459,14 +460,25 @@ impl RemoteMessage for Data {
 }
 
 /// `Data` with a serde codec (`remote_message!`, postcard): the same fields, the payload
-/// as two 32-byte arrays (serde derives arrays up to 32; postcard writes them without a
-/// length, so the frame carries the same 64 bytes, the sequence number as a varint).
+/// as one byte string (`serde_msg::byte_array`: a length byte and a copy; the sequence
+/// number is a varint).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct SerdeData {
     seq: u64,
-    payload: [[u8; PAYLOAD / 2]; 2],
+    #[serde(with = "percore_transport::serde_msg::byte_array")]
+    payload: [u8; PAYLOAD],
 }
 percore_transport::remote_message!(SerdeData, "percore.perf.SerdeData.v1");
+
+/// `SerdeData` as a serde user writes it without a bytes attribute: serde derives arrays
+/// up to 32 elements and encodes them element by element (postcard writes the same 64
+/// bytes, one call per byte).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SerdeArrays {
+    seq: u64,
+    payload: [[u8; PAYLOAD / 2]; 2],
+}
+percore_transport::remote_message!(SerdeArrays, "percore.perf.SerdeArrays.v1");
 
 /// A streamed message type (Wire or serde).
 trait Streamed: RemoteMessage + std::fmt::Debug {
@@ -489,11 +501,23 @@ impl Streamed for Data {
 
 impl Streamed for SerdeData {
     fn make(seq: u64) -> Self {
+        SerdeData { seq, payload: Data::new(seq).payload }
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        Data { seq: self.seq, payload: self.payload }.is_intact()
+    }
+}
+
+impl Streamed for SerdeArrays {
+    fn make(seq: u64) -> Self {
         let d = Data::new(seq);
         let mut payload = [[0; PAYLOAD / 2]; 2];
         payload[0].copy_from_slice(&d.payload[..PAYLOAD / 2]);
         payload[1].copy_from_slice(&d.payload[PAYLOAD / 2..]);
-        SerdeData { seq, payload }
+        SerdeArrays { seq, payload }
     }
     fn seq(&self) -> u64 {
         self.seq
@@ -618,32 +642,48 @@ pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
 }
 
 /// The `remote-stream-serde` workload: `remote-stream` with the hand-written `Wire` message
-/// and with its serde twin (`remote_message!`, postcard), one after the other on each
-/// backend (plaintext), and the serde rate as a share of the Wire rate in the same run.
+/// and with its serde twins (`remote_message!`, postcard): the payload as a byte string
+/// (`serde_msg::byte_array`, the way to carry bytes), and as plain arrays (serde's default,
+/// element by element), one after the other on each backend (plaintext); notes give each
+/// serde rate as a share of the Wire rate of the same run.
 pub fn run_stream_serde(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "remote-stream-serde";
-    let runs = [
-        (Backend::IoUring, "percore (io_uring, Wire)", "percore (io_uring, serde)"),
-        (Backend::Mio, "percore (mio, Wire)", "percore (mio, serde)"),
-    ];
-    for (backend, wire_system, serde_system) in runs {
-        let wire = stream_of::<Data>(NAME, wire_system, backend, false, params.pin, n);
-        // Same setup: the serde run only where the Wire run could start.
-        let serde = wire.is_ok().then(|| stream_of::<SerdeData>(NAME, serde_system, backend, false, params.pin, n));
-        match (wire, serde) {
-            (Ok(w), Some(Ok(s))) => {
-                results.notes.push(format!(
-                    "{NAME}: serde (postcard) at {:.0}% of Wire on {backend:?} ({:.0} vs {:.0} msgs/s)",
-                    100.0 * s.per_sec / w.per_sec,
-                    s.per_sec,
-                    w.per_sec
-                ));
-                results.records.push(w);
-                results.records.push(s);
+    let runs = [(Backend::IoUring, "io_uring"), (Backend::Mio, "mio")];
+    for (backend, b) in runs {
+        let wire_system = format!("percore ({b}, Wire)");
+        let wire = match stream_of::<Data>(NAME, &wire_system, backend, false, params.pin, n) {
+            Ok(w) => w,
+            Err(Setup::Unavailable(why)) => {
+                results.notes.push(format!("io_uring backend unavailable: {why}"));
+                continue;
             }
-            (Err(Setup::Unavailable(why)), _) => results.notes.push(format!("io_uring backend unavailable: {why}")),
-            (Err(Setup::Failed(e)), _) | (Ok(_), Some(Err(Setup::Failed(e)))) => results.failures.push(e),
-            (Ok(_), _) => {}
+            Err(Setup::Failed(e)) => {
+                results.failures.push(e);
+                continue;
+            }
+        };
+        let serde_runs = [
+            (format!("percore ({b}, serde)"), "byte string" , stream_of::<SerdeData> as StreamFn),
+            (format!("percore ({b}, serde arrays)"), "u8 arrays", stream_of::<SerdeArrays> as StreamFn),
+        ];
+        let wire_rate = wire.per_sec;
+        results.records.push(wire);
+        for (system, what, run) in serde_runs {
+            match run(NAME, &system, backend, false, params.pin, n) {
+                Ok(s) => {
+                    results.notes.push(format!(
+                        "{NAME}: serde ({what}) at {:.0}% of Wire on {b} ({:.0} vs {wire_rate:.0} msgs/s)",
+                        100.0 * s.per_sec / wire_rate,
+                        s.per_sec,
+                    ));
+                    results.records.push(s);
+                }
+                Err(Setup::Unavailable(_)) => {}
+                Err(Setup::Failed(e)) => results.failures.push(e),
+            }
         }
     }
 }
+
+/// One stream run (`stream_of` for one message type).
+type StreamFn = fn(&'static str, &str, Backend, bool, bool, u64) -> Result<Record, Setup>;
