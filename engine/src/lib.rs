@@ -18,7 +18,7 @@
 //!     fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
 //!         match msg {
 //!             Msg::Add(n) => self.0 += n,
-//!             Msg::Get(reply) => { reply.reply(self.0); }
+//!             Msg::Get(reply) => reply.reply(self.0),
 //!         }
 //!         Ok(())
 //!     }

@@ -26,7 +26,7 @@ impl Actor for Sink {
                 }
                 self.next = i + 1;
             }
-            SinkMsg::Report(r) => drop(r.reply((self.next, self.out_of_order))),
+            SinkMsg::Report(r) => r.reply((self.next, self.out_of_order)),
         }
         Ok(())
     }
@@ -66,7 +66,7 @@ impl Actor for Producer {
                     ctx.send(&self.sink, SinkMsg::Report(r));
                 }
             }
-            ProdMsg::WasMuted(r) => drop(r.reply(self.muted_seen)),
+            ProdMsg::WasMuted(r) => r.reply(self.muted_seen),
         }
         Ok(())
     }
@@ -118,7 +118,7 @@ impl Actor for Peer {
                 }
             }
             PeerMsg::Item => self.got += 1,
-            PeerMsg::Got(r) => drop(r.reply(self.got)),
+            PeerMsg::Got(r) => r.reply(self.got),
         }
         Ok(())
     }

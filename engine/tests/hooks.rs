@@ -199,7 +199,7 @@ impl Actor for Worker {
     fn handle(&mut self, _: &mut Context<Self>, m: W) -> Result<(), ActorError> {
         match m {
             W::Inc => self.n += 1,
-            W::Get(r) => drop(r.reply(self.n)),
+            W::Get(r) => r.reply(self.n),
         }
         Ok(())
     }

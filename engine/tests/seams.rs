@@ -100,7 +100,7 @@ impl Actor for Neighbour {
     fn handle(&mut self, _: &mut Context<Self>, m: NMsg) -> Result<(), ActorError> {
         match m {
             NMsg::Hit => self.0 += 1,
-            NMsg::Get(r) => drop(r.reply(self.0)),
+            NMsg::Get(r) => r.reply(self.0),
         }
         Ok(())
     }
@@ -418,8 +418,8 @@ impl Actor for Resolver {
             RMsg2::Find(path, reply) => ctx.resolve(&path, DEADLINE, move |found| RMsg2::Found(reply, found)),
             // The ref it found works (an in-actor ask: blocking is not allowed here).
             RMsg2::Found(reply, Ok(echo)) => ctx.ask(&echo, |r| r, DEADLINE, move |v| RMsg2::Answer(reply, v)),
-            RMsg2::Found(reply, Err(e)) => drop(reply.reply(format!("error: {e}"))),
-            RMsg2::Answer(reply, v) => drop(reply.reply(format!("{v:?}"))),
+            RMsg2::Found(reply, Err(e)) => reply.reply(format!("error: {e}")),
+            RMsg2::Answer(reply, v) => reply.reply(format!("{v:?}")),
         }
         Ok(())
     }

@@ -27,7 +27,7 @@
 //!         match cmd {
 //!             // The reply goes out once the event is on disk and applied.
 //!             Cmd::Deposit(n, reply) => ctx.persist(Event::Deposited(n), move |_, balance, _| { reply.reply(*balance); Ok(()) }),
-//!             Cmd::Balance(reply) => { reply.reply(*balance); }
+//!             Cmd::Balance(reply) => reply.reply(*balance),
 //!         }
 //!         Ok(())
 //!     }

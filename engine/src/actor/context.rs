@@ -381,7 +381,7 @@ impl<'a, A: Actor> Context<'a, A> {
     ///                 move || data.iter().fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(*b)),
     ///                 move |h| Msg::Hashed(h, reply),
     ///             ),
-    ///             Msg::Hashed(h, reply) => { reply.reply(h); }
+    ///             Msg::Hashed(h, reply) => reply.reply(h),
     ///         }
     ///         Ok(())
     ///     }

@@ -38,7 +38,7 @@ impl Actor for Consumer {
             // In order, or the count is wrong and the workload fails validation.
             ConsumerMsg::Item(i) if i == self.next => self.next += 1,
             ConsumerMsg::Item(i) => return Err(actor_error(format!("item {i} out of order, expected {}", self.next))),
-            ConsumerMsg::Total(r) => drop(r.reply(self.next)),
+            ConsumerMsg::Total(r) => r.reply(self.next),
         }
         Ok(())
     }
