@@ -15,3 +15,4 @@ mod timers;
 mod seams;
 mod toolkit;
 mod async_actors;
+mod tokio_bridge;
