@@ -146,6 +146,11 @@ pub fn on_shard_thread() -> bool {
     shard::on_shard_thread()
 }
 
+/// The index of the shard running on the calling thread, if it is a shard thread.
+pub fn current_shard() -> Option<usize> {
+    shard::current_shard_index()
+}
+
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.
 /// Not a stable API.
 #[doc(hidden)]
