@@ -49,7 +49,7 @@
 //!   [`NodeConfig::advertise`] names the address peers should use.
 //!
 //! ```no_run
-//! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
+//! use percore::{Actor, ActorError, Context, Props, Runtime};
 //! use percore_transport::{remote_message, Node, NodeConfig};
 //! use serde::{Deserialize, Serialize};
 //!
@@ -73,7 +73,7 @@
 //! for node in [&node_a, &node_b] {
 //!     node.register::<Greet>().unwrap();
 //! }
-//! b.handle().spawn_with(SpawnOptions::new().name("greeter"), Greeter).unwrap();
+//! b.handle().spawn(Props::from(Greeter).name("greeter")).unwrap();
 //! let greeter = node_a.remote_ref::<Greet>(&format!("{}/user/greeter", node_b.address())).unwrap();
 //! greeter.tell(Greet("node A".into())).unwrap();
 //! ```

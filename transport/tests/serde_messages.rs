@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use percore::{Actor, ActorError, ActorRef, AskError, Context, ReplyTo, Runtime, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, AskError, Context, Props, ReplyTo, Runtime};
 use percore_transport::{remote_message, type_id_of, Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, TransportError, Wire, WireError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -82,10 +82,10 @@ impl Actor for BankActor {
                 self.cents += cents;
                 self.deposits += 1;
             }
-            Bank::Statement(r) => drop(r.reply(self.statement(String::new()))),
-            Bank::Cents(r) => drop(r.reply(self.cents)),
+            Bank::Statement(r) => r.reply(self.statement(String::new())),
+            Bank::Cents(r) => r.reply(self.cents),
             Bank::Subscribe { to, note } => drop(to.tell(self.statement(note))),
-            Bank::Odd(r) => drop(r.reply(Unregistered(1))),
+            Bank::Odd(r) => r.reply(Unregistered(1)),
             Bank::Forward(to) => drop(to.tell(Unregistered(2))),
         }
         Ok(())
@@ -104,7 +104,7 @@ impl Actor for Subscriber {
 }
 
 fn spawn_bank(rt: &Runtime) {
-    rt.handle().spawn_with(SpawnOptions::new().name("bank").capacity(4096), BankActor::default()).unwrap();
+    rt.handle().spawn(Props::from(BankActor::default()).name("bank").capacity(4096)).unwrap();
 }
 
 fn serde_enum_with_refs_and_reply_handles_across_nodes(backend: Backend) {
@@ -116,9 +116,9 @@ fn serde_enum_with_refs_and_reply_handles_across_nodes(backend: Backend) {
         bank.tell(Bank::Deposit { from: 7, seq, cents: 3 }).unwrap();
     }
     // Reply handles in a serde message: the answers come back over the wire.
-    let s = bank.ask(Bank::Statement, LONG).unwrap();
+    let s = bank.blocking_ask(Bank::Statement, LONG).unwrap();
     assert_eq!(s, Statement { cents: 3000, deposits: 1000, in_order: true, note: String::new() });
-    assert_eq!(bank.ask(Bank::Cents, LONG).unwrap(), 3000);
+    assert_eq!(bank.blocking_ask(Bank::Cents, LONG).unwrap(), 3000);
     // A ref in a serde message points back to its node: B's bank tells A's subscriber.
     let (tx, rx) = mpsc::channel();
     let sub = ra.handle().spawn(Subscriber(tx)).unwrap();
@@ -180,7 +180,7 @@ fn unregistered_types_fail_with_errors_naming_them(backend: Backend) {
 
     // 1. The asking node has not registered the reply type: the message is not sent and the
     //    ask ends at once with NoReply (the reply handle stays in the dropped message).
-    assert_eq!(bank.ask(Bank::Odd, LONG).unwrap_err(), AskError::NoReply);
+    assert_eq!(bank.blocking_ask(Bank::Odd, LONG).unwrap_err(), AskError::NoReply);
     eventually("the refused message counted", || na.stats().undelivered == 1);
 
     // 2. A ref to a local actor whose type this node has not registered (peers would send
@@ -225,7 +225,7 @@ fn unregistered_types_fail_with_errors_naming_them(backend: Backend) {
     let _ = odd.tell(Unregistered(0));
     assert_eq!(rx.recv_timeout(LONG), Ok("down"));
     // The same connection still serves registered types, and nothing was rejected.
-    assert_eq!(bank.ask(Bank::Cents, LONG).unwrap(), 5);
+    assert_eq!(bank.blocking_ask(Bank::Cents, LONG).unwrap(), 5);
     assert_eq!(na.stats().rejected + nb.stats().rejected, 0);
     assert!(rx.recv_timeout(Duration::from_millis(1)).is_err(), "Terminated exactly once");
 }
