@@ -34,10 +34,12 @@
 //! * Backpressure end to end: a full receiving mailbox pauses reading its connection (TCP
 //!   flow control does the rest); a peer's send buffer above the high-water mark pauses the
 //!   proxies feeding it, whose bounded mailboxes then fill (`try_tell` → `Full`).
-//! * Bad input (garbage, truncated or oversized frames, unknown type ids, wrong versions,
-//!   failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
+//! * Bad input (garbage, truncated or oversized frames, undecodable messages, wrong
+//!   versions, failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
 //!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
-//!   keeps running.
+//!   keeps running. A binding to a message type id this node has not registered is a
+//!   registration mistake, not an attack: that binding is refused (the peer's proxy stops,
+//!   its watchers get `Terminated`), an error is logged, and the connection carries on.
 //! * Hostile peers and networks: nothing a peer sends sizes an allocation or holds a slot
 //!   without a deadline. A connection costs at most `max_frame` plus a documented constant
 //!   (control answers are bounded and a peer that does not read them stops being read; alias
