@@ -103,6 +103,29 @@ impl Actor for Subscriber {
     }
 }
 
+enum AskerMsg {
+    Go,
+    Got(Result<Statement, AskError>),
+}
+
+/// Asks the bank from inside an actor (`Context::ask`): the reply handle in the serde
+/// message is the actor-side kind, and the answer arrives as `Got`.
+struct Asker {
+    bank: ActorRef<Bank>,
+    out: mpsc::Sender<Result<Statement, AskError>>,
+}
+
+impl Actor for Asker {
+    type Msg = AskerMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, m: AskerMsg) -> Result<(), ActorError> {
+        match m {
+            AskerMsg::Go => ctx.ask(&self.bank, Bank::Statement, LONG, AskerMsg::Got),
+            AskerMsg::Got(r) => drop(self.out.send(r)),
+        }
+        Ok(())
+    }
+}
+
 fn spawn_bank(rt: &Runtime) {
     rt.handle().spawn(Props::from(BankActor::default()).name("bank").capacity(4096)).unwrap();
 }
@@ -129,9 +152,15 @@ fn serde_enum_with_refs_and_reply_handles_across_nodes(backend: Backend) {
     assert_eq!(first, Statement { cents: 3000, deposits: 1000, in_order: true, note: "first".into() });
     assert_eq!(marker.note, "marker", "exactly one statement per subscribe, in order");
     assert!(rx.try_recv().is_err());
-    // Exact counts: 1000 deposits, 2 asks, 2 subscribes one way; 2 statements back.
-    assert_eq!(na.stats().sent, 1004);
-    eventually("B received every message", || nb.stats().received == 1004);
+    // An actor's ask (the reply comes back as its own message) and an awaited ask.
+    let (tx, rx) = mpsc::channel();
+    let asker = ra.handle().spawn(Asker { bank: bank.clone(), out: tx }).unwrap();
+    asker.tell(AskerMsg::Go).unwrap();
+    assert_eq!(rx.recv_timeout(LONG).unwrap().unwrap().cents, 3000);
+    assert_eq!(futures::executor::block_on(bank.ask(Bank::Cents).timeout(LONG)), Ok(3000));
+    // Exact counts: 1000 deposits, 4 asks, 2 subscribes one way; 2 statements back.
+    assert_eq!(na.stats().sent, 1006);
+    eventually("B received every message", || nb.stats().received == 1006);
     assert_eq!(nb.stats().sent, 2);
     eventually("A received the statements", || na.stats().received == 2);
     assert_eq!(na.stats().undelivered + nb.stats().undelivered, 0);
