@@ -188,11 +188,24 @@ pub(crate) struct FrameCodec<'c, 'a> {
     ctx: &'c mut (dyn WireContext + 'a),
     /// The first failure, typed (postcard keeps only "custom error" of the message).
     pub(crate) error: Option<WireError>,
+    /// The first reply-table sequence this frame used (the frame's handles are contiguous).
+    replies_from: Option<u64>,
 }
 
 impl<'c, 'a> FrameCodec<'c, 'a> {
     pub(crate) fn new(ctx: &'c mut (dyn WireContext + 'a)) -> Self {
-        FrameCodec { ctx, error: None }
+        FrameCodec { ctx, error: None, replies_from: None }
+    }
+
+    /// The frame will not be sent: its reply handles already in the shard's table answer
+    /// NoReply now rather than when the table is swept.
+    pub(crate) fn abandon_replies(&mut self) {
+        let Some(from) = self.replies_from.take() else { return };
+        if let Some(Context::Shard(c)) = Context::of(&mut *self.ctx) {
+            for seq in from..=c.replies.next {
+                c.replies.complete(seq, None);
+            }
+        }
     }
 
     pub(crate) fn into_ctx(self) -> &'c mut (dyn WireContext + 'a) {
@@ -289,6 +302,7 @@ impl RemoteCodec for FrameCodec<'_, '_> {
                 match vtable(node, Some(types), reply_type.id) {
                     Some(v) => match (v.insert_reply)(replies, reply) {
                         Some((shard, seq)) => {
+                            self.replies_from.get_or_insert(seq);
                             let mut w = Encoder::plain(out);
                             put_addr(&mut w, node.addr);
                             w.put_u64(node.incarnation);

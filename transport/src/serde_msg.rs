@@ -17,7 +17,7 @@
 //! percore_transport::remote_message!(Account, "bank.Account.v1");
 //! percore_transport::remote_message!(Event, "bank.Event.v1");
 //! ```
-//! [`remote_message!`](crate::remote_message) implements [`Wire`] through serde and
+//! [`remote_message!`](crate::remote_message) implements [`Wire`](crate::Wire) through serde and
 //! [`RemoteMessage`] with `TYPE_ID` = [`type_id_of`]`(name)`, a hash (FNV-1a 64, folded to 32
 //! bits) of the stable name computed at compile time. The name, not the Rust path, is the
 //! type's identity on the wire: moving or renaming the Rust type changes nothing.
@@ -25,13 +25,13 @@
 //! **Codec.** [postcard](https://docs.rs/postcard): compact (varint integers, no field
 //! names), maintained, and the format persistence already uses for events and snapshots.
 //! It writes straight into the peer's outbound buffer (no intermediate `Vec`), so a serde
-//! message takes the same frame path as a hand-written [`Wire`] one. [`Wire`] stays for
+//! message takes the same frame path as a hand-written [`Wire`](crate::Wire) one. [`Wire`](crate::Wire) stays for
 //! hand-tuned hot types.
 //!
 //! **Refs and reply handles** inside a serde message (`ActorRef<M>`, `ReplyTo<R>`) serialize
 //! through the node's codec, which the transport installs for the duration of one frame's
 //! encode or decode (`percore::remote_serde`): a ref points back to its node and a reply
-//! handle routes the answer back, exactly as with [`Wire`]. Serialized anywhere else (to
+//! handle routes the answer back, exactly as with [`Wire`](crate::Wire). Serialized anywhere else (to
 //! JSON for a log line, say) they are a serde error, not a panic.
 //!
 //! **Registration.** See the [crate docs](crate#serde-messages-which-node-registers-what).
@@ -124,6 +124,9 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
             let res = percore::remote_serde::with_codec(&mut codec, || postcard::serialize_with_flavor(msg, FrameFlavor(buf)));
+            if res.is_err() {
+                codec.abandon_replies();
+            }
             (res, codec.error.take())
         }
         None => (postcard::serialize_with_flavor(msg, FrameFlavor(buf)), None),

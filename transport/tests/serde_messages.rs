@@ -32,6 +32,8 @@ pub enum Bank {
     Odd(ReplyTo<Unregistered>),
     /// A ref of a type this test never registers.
     Forward(ActorRef<Unregistered>),
+    /// A reply handle (serialized first), then a ref that cannot be.
+    Mixed(ReplyTo<u64>, ActorRef<Unregistered>),
 }
 remote_message!(Bank, "percore.test.Bank.v1");
 
@@ -87,6 +89,7 @@ impl Actor for BankActor {
             Bank::Subscribe { to, note } => drop(to.tell(self.statement(note))),
             Bank::Odd(r) => r.reply(Unregistered(1)),
             Bank::Forward(to) => drop(to.tell(Unregistered(2))),
+            Bank::Mixed(r, _) => r.reply(self.cents),
         }
         Ok(())
     }
@@ -225,6 +228,10 @@ fn unregistered_types_fail_with_errors_naming_them(backend: Backend) {
         }
     );
     assert!(err.to_string().contains("Node::register::<"), "the error says what to do: {err}");
+    //    In traffic: a reply handle that went into the table before the ref failed is
+    //    answered NoReply at once, not when its ask times out (LONG).
+    assert_eq!(bank.blocking_ask(|r| Bank::Mixed(r, drain.clone()), LONG).unwrap_err(), AskError::NoReply);
+    eventually("the second refused message counted", || na.stats().undelivered == 2);
     //    And a node decoding a ref to a type it has not registered (it would send that type).
     let (tx, _rx) = mpsc::channel();
     let sub = ra.handle().spawn(Subscriber(tx)).unwrap();

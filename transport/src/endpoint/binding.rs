@@ -13,7 +13,7 @@ use crate::wire::{Decoder, RemoteMessage, Wire, WireError};
 /// Reply handles sent to other nodes, waiting for the answer (shard-local).
 pub(crate) struct ReplyTable {
     pub(super) shard: u16,
-    pub(super) next: u64,
+    pub(crate) next: u64,
     pub(super) map: HashMap<u64, (Instant, PendingReply)>,
 }
 
@@ -43,7 +43,7 @@ impl ReplyTable {
         (self.shard, seq)
     }
 
-    pub(super) fn complete(&mut self, seq: u64, d: Option<&mut Decoder<'_>>) {
+    pub(crate) fn complete(&mut self, seq: u64, d: Option<&mut Decoder<'_>>) {
         if let Some((_, f)) = self.map.remove(&seq) {
             f(d);
         }
