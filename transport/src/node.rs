@@ -681,7 +681,9 @@ impl Node {
         }
     }
 
-    /// Encodes `msg` as the body of a message frame would carry it (for tests and tools).
+    /// Encodes `msg` as the body of a message frame would carry it (for tests and tools),
+    /// without a node: a serde message holding a ref or reply handle cannot be encoded this
+    /// way (the result is empty; [`Encoder::error`] says why): use [`Node::encode`].
     pub fn encode_plain<M: RemoteMessage>(msg: M) -> Vec<u8> {
         let mut v = Vec::new();
         msg.encode(&mut Encoder::plain(&mut v));

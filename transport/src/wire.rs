@@ -13,6 +13,10 @@
 //! Decoding never panics: truncated input, a bad tag or an over-long length is a
 //! [`WireError`], and the frame it came in is dropped and counted.
 //!
+//! Most message types need none of this: [`remote_message!`](crate::remote_message) makes a
+//! serde type a [`RemoteMessage`] whose [`Wire`] impl is postcard ([`crate::serde_msg`]).
+//! Hand-written codecs are for hand-tuned hot types.
+//!
 //! ```
 //! use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 //! #[derive(Debug, PartialEq)]
