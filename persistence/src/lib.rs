@@ -108,6 +108,8 @@ pub mod error;
 mod id;
 pub mod journal;
 mod persistence;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod snapshot;
 mod sync;
 
