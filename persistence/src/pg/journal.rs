@@ -8,7 +8,7 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
 
-use super::{db_error, now_ms, to_i64, PgConfig, Pool};
+use super::{db_error, is_connection_error, now_ms, to_i64, PgConfig, Pool};
 use crate::error::JournalError;
 use crate::id::PersistenceId;
 use crate::journal::{AtomicWrite, Completion, Journal};
@@ -308,7 +308,7 @@ impl Writer {
     /// After an error: drop the connection if it is gone, and forget cached sequence numbers
     /// (the outcome of the failed statement is unknown).
     fn after_error(&mut self, e: &postgres::Error) {
-        if e.as_db_error().is_none() || self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+        if is_connection_error(e) || self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.lost();
         } else {
             self.highest.clear();

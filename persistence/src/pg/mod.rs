@@ -164,6 +164,13 @@ impl PgConfig {
         self
     }
 
+    /// The `application_name` of its connections (default `percore-persistence`, unless the
+    /// URL names one), as `pg_stat_activity` shows it.
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.pg.application_name(name);
+        self
+    }
+
     /// Most idle connections kept for replays, snapshots and queries (default 4).
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
@@ -277,12 +284,29 @@ pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// Whether a client error means the connection is gone (or the server is going away): the
+/// request's outcome is unknown and the connection must be replaced.
+pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
+    match e.code() {
+        _ if e.is_closed() => true,
+        None => e.as_db_error().is_none(),
+        // Class 08: connection exception; 57P01..57P03: admin shutdown, crash shutdown,
+        // cannot connect now (the server is restarting).
+        Some(code) => code.code().starts_with("08") || matches!(code.code(), "57P01" | "57P02" | "57P03"),
+    }
+}
+
 /// Maps a client error: connection trouble is [`JournalError::Unavailable`], anything the
 /// server refused is [`JournalError::Database`].
 pub(crate) fn db_error(op: &'static str, e: &postgres::Error) -> JournalError {
-    match e.as_db_error() {
-        Some(db) => JournalError::Database { op, reason: format!("{} (SQLSTATE {})", db.message(), db.code().code()) },
-        None => JournalError::Unavailable { op, reason: e.to_string() },
+    let reason = match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    if is_connection_error(e) {
+        JournalError::Unavailable { op, reason }
+    } else {
+        JournalError::Database { op, reason }
     }
 }
 
