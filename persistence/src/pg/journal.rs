@@ -14,7 +14,7 @@ use crate::id::PersistenceId;
 use crate::journal::{AtomicWrite, Completion, Journal};
 use crate::sync::mpsc::{self, Receiver, Sender};
 use crate::sync::thread::{self, JoinHandle};
-use crate::sync::{Arc, Mutex};
+use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
 
 /// The group commit: bump the ordering counter by the batch size (its row lock is held until
 /// the commit, so orderings increase in commit order), insert the events and their tags. One
@@ -44,6 +44,40 @@ const REPLAY_SQL: &str = "SELECT sequence_nr, payload FROM percore_journal \
      WHERE persistence_id = $1 AND sequence_nr >= $2 AND sequence_nr <= $3 AND NOT deleted \
      ORDER BY sequence_nr LIMIT $4";
 
+/// What a [`PgJournal`]'s writer has done so far (see [`PgJournal::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PgJournalStats {
+    /// Atomic writes committed.
+    pub appends: u64,
+    /// Events committed.
+    pub events: u64,
+    /// Group commits that succeeded (one statement, one transaction each).
+    pub batches: u64,
+    /// Writes that failed (conflicts, outages, refused statements).
+    pub failed: u64,
+    /// Times the writer connected again after losing its connection.
+    pub reconnects: u64,
+}
+
+/// The writer's counters. Written by the writer thread only; relaxed, as they are only
+/// statistics (nothing else is published through them).
+#[derive(Default)]
+struct Counters {
+    appends: AtomicU64,
+    events: AtomicU64,
+    batches: AtomicU64,
+    failed: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        // ORDERING: statistics only; Relaxed.
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
 enum Op {
     Append(AtomicWrite, Completion),
     Delete(PersistenceId, u64, Completion),
@@ -63,6 +97,7 @@ pub struct PgJournal {
     writer: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<Pool>,
     writer_id: String,
+    counters: Arc<Counters>,
 }
 
 impl PgJournal {
@@ -73,7 +108,9 @@ impl PgJournal {
         let client = config.connect().map_err(|e| db_error("connecting", &e))?;
         let writer_id = format!("{:016x}", random_u64());
         let (tx, rx) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
         let mut w = Writer {
+            counters: counters.clone(),
             rx,
             config: config.clone(),
             conn: None,
@@ -87,7 +124,21 @@ impl PgJournal {
             .name("percore-pg-writer".into())
             .spawn(move || w.run())
             .map_err(|e| JournalError::Unavailable { op: "starting the writer thread", reason: e.to_string() })?;
-        Ok(PgJournal { tx, writer: Mutex::new(Some(handle)), pool: Arc::new(Pool::new(config)), writer_id })
+        Ok(PgJournal { tx, writer: Mutex::new(Some(handle)), pool: Arc::new(Pool::new(config)), writer_id, counters })
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> PgJournalStats {
+        let c = &*self.counters;
+        // ORDERING: statistics only; Relaxed.
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PgJournalStats {
+            appends: get(&c.appends),
+            events: get(&c.events),
+            batches: get(&c.batches),
+            failed: get(&c.failed),
+            reconnects: get(&c.reconnects),
+        }
     }
 
     /// This journal's writer id (stored with each event it writes).
@@ -211,6 +262,7 @@ impl Conn {
 
 /// The writer thread.
 struct Writer {
+    counters: Arc<Counters>,
     rx: Receiver<Op>,
     config: PgConfig,
     conn: Option<Conn>,
@@ -285,6 +337,7 @@ impl Writer {
             match self.config.connect().and_then(Conn::prepare) {
                 Ok(c) => {
                     log::info!("percore-pg journal writer reconnected");
+                    Counters::add(&self.counters.reconnects, 1);
                     self.conn = Some(c);
                     self.delay = self.config.backoff.0;
                 }
@@ -329,6 +382,7 @@ impl Writer {
 
     fn commit(&mut self, batch: Vec<Pending>) {
         let results = self.store(&batch);
+        Counters::add(&self.counters.failed, results.iter().filter(|r| r.is_err()).count() as u64);
         for ((_, done), r) in batch.into_iter().zip(results) {
             done(r);
         }
@@ -366,6 +420,9 @@ impl Writer {
             let writes: Vec<&AtomicWrite> = included.iter().map(|&i| &batch[i].0).collect();
             match self.insert(&writes) {
                 Ok(()) => {
+                    Counters::add(&self.counters.batches, 1);
+                    Counters::add(&self.counters.appends, included.len() as u64);
+                    Counters::add(&self.counters.events, writes.iter().map(|w| u64::from(w.events.count())).sum());
                     let next: Vec<(String, u64)> = next.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
                     self.highest.extend(next);
                     for &i in &included {
@@ -395,6 +452,9 @@ impl Writer {
     fn store_alone(&mut self, w: &AtomicWrite) -> Result<(), JournalError> {
         match self.insert(&[w]) {
             Ok(()) => {
+                Counters::add(&self.counters.batches, 1);
+                Counters::add(&self.counters.appends, 1);
+                Counters::add(&self.counters.events, u64::from(w.events.count()));
                 self.highest.insert(w.persistence_id.as_str().to_string(), w.last_seq());
                 Ok(())
             }

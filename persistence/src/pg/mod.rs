@@ -84,7 +84,7 @@ mod projection;
 mod query;
 mod snapshot;
 
-pub use journal::PgJournal;
+pub use journal::{PgJournal, PgJournalStats};
 pub use projection::{HandlerError, Projection, ProjectionError};
 pub use query::{EventEnvelope, EventStream, PgReadJournal};
 pub use snapshot::PgSnapshotStore;
@@ -301,13 +301,26 @@ pub(crate) fn is_connection_error(e: &postgres::Error) -> bool {
 pub(crate) fn db_error(op: &'static str, e: &postgres::Error) -> JournalError {
     let reason = match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => e.to_string(),
+        None => chain(e),
     };
     if is_connection_error(e) {
         JournalError::Unavailable { op, reason }
     } else {
         JournalError::Database { op, reason }
     }
+}
+
+/// An error and its sources, `a: b: c` (the client's own message is often only "error
+/// connecting to server", the reason is in its source).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(src) = next {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        next = src.source();
+    }
+    s
 }
 
 pub(crate) fn now_ms() -> i64 {

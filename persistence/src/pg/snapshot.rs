@@ -25,7 +25,7 @@ impl PgSnapshotStore {
         op: &'static str,
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
     ) -> Result<T, SnapshotError> {
-        let err = |e: postgres::Error| SnapshotError::Database { op, reason: e.to_string() };
+        let err = |e: postgres::Error| SnapshotError::Database { op, reason: super::chain(&e) };
         let mut c = self.pool.get().map_err(err)?;
         f(&mut c).map_err(err)
     }

@@ -42,6 +42,7 @@ impl PgSchema {
             vec![pid.as_str().split('-').next().unwrap_or("").to_string()]
         });
         if let Err(e) = config.connect() {
+            let e = std::error::Error::source(&e).map_or(e.to_string(), |s| format!("{e}: {s}"));
             panic!(
                 "cannot connect to PostgreSQL at {url:?} (PERCORE_PG_URL, or the local default): {e}\n\
                  Start a local server with `bash .ci/postgres.sh` (it prints the URL to export as \
