@@ -75,7 +75,10 @@ fn appends_replay_in_order_and_conflicts_are_typed(b: &dyn Backend) {
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(append_sync(j, "a", 9, &[9]), Err(JournalError::SequenceConflict { expected: 4, got: 9, .. })));
+        assert!(matches!(
+            append_sync(j, "a", 9, &[9]),
+            Err(JournalError::SequenceConflict { expected: 4, got: 9, .. })
+        ));
         assert!(append_sync(j, "a", 4, &[]).is_ok(), "an empty write is a no-op");
         assert_eq!(read_all(j, "a"), (seqs(1, 3), 3));
     }

@@ -65,6 +65,8 @@ fn a_group_commit_stores_every_queued_write_in_one_transaction() {
     let (rows, transactions): (i64, i64) = (row.get(0), row.get(1));
     assert_eq!(rows, 2000);
     assert!(transactions <= 2, "2000 writes of 200 ids in {transactions} transactions (the blocked one and the rest)");
+    assert_eq!((j.stats().appends, j.stats().events), (2000, 2000));
+    assert!(j.stats().batches <= 2, "{:?}", j.stats());
     for k in [0u64, 57, 199] {
         let (events, highest) = read_all(&*j, &format!("gc-{k}"));
         assert_eq!(highest, 10);
@@ -89,7 +91,13 @@ fn two_live_writers_the_second_gets_the_conflict_and_stops_and_the_history_stays
     second.tell(Cmd::Put(40)).unwrap();
     let seen = failures.wait_for(1);
     match seen[0].error::<PersistenceFailure>() {
-        Some(f @ PersistenceFailure::Persist { first_seq: 4, source: JournalError::SequenceConflict { expected: 5, got: 4, .. }, .. }) => {
+        Some(
+            f @ PersistenceFailure::Persist {
+                first_seq: 4,
+                source: JournalError::SequenceConflict { expected: 5, got: 4, .. },
+                ..
+            },
+        ) => {
             assert!(f.is_conflict())
         }
         other => panic!("unexpected failure {other:?}"),
@@ -141,7 +149,10 @@ fn events_by_tag_live_never_skips_an_event_that_commits_later_with_a_smaller_ord
     let mut live = read.events_by_tag("gap", 0);
     let j = s.journal();
     append_sync(&*j, "gap-a", 1, &[1]).unwrap();
-    assert_eq!(live.next_within(T).unwrap().map(|e| (e.persistence_id.to_string(), e.offset)), Some(("gap-a".into(), 1)));
+    assert_eq!(
+        live.next_within(T).unwrap().map(|e| (e.persistence_id.to_string(), e.offset)),
+        Some(("gap-a".into(), 1))
+    );
     // A concurrent writer (raw SQL, as another node's journal does it) takes ordering 2 and
     // does not commit yet.
     let mut other = s.client();
@@ -158,8 +169,11 @@ fn events_by_tag_live_never_skips_an_event_that_commits_later_with_a_smaller_ord
         &[&ordering, &payload],
     )
     .unwrap();
-    tx.execute("INSERT INTO percore_event_tag (tag, ordering, persistence_id, sequence_nr) VALUES ('gap', $1, 'gap-b', 1)", &[&ordering])
-        .unwrap();
+    tx.execute(
+        "INSERT INTO percore_event_tag (tag, ordering, persistence_id, sequence_nr) VALUES ('gap', $1, 'gap-b', 1)",
+        &[&ordering],
+    )
+    .unwrap();
     // Meanwhile this journal writes another event: it must not overtake the open one.
     let (done_tx, done_rx) = mpsc::channel();
     j.append(write("gap-c", 1, &[3]), Box::new(move |r| done_tx.send(r).unwrap()));
@@ -167,8 +181,9 @@ fn events_by_tag_live_never_skips_an_event_that_commits_later_with_a_smaller_ord
     assert_eq!(live.next_within(Duration::from_millis(50)).unwrap(), None, "nothing committed after ordering 1 yet");
     tx.commit().unwrap();
     done_rx.recv_timeout(T).unwrap().unwrap();
-    let got: Vec<(String, u64)> =
-        (0..2).map(|_| live.next_within(T).unwrap().map(|e| (e.persistence_id.to_string(), e.offset)).unwrap()).collect();
+    let got: Vec<(String, u64)> = (0..2)
+        .map(|_| live.next_within(T).unwrap().map(|e| (e.persistence_id.to_string(), e.offset)).unwrap())
+        .collect();
     assert_eq!(got, vec![("gap-b".into(), 2), ("gap-c".into(), 3)], "commit order is ordering order");
 }
 
@@ -248,7 +263,8 @@ fn projections_exactly_once_in_the_same_transaction_and_at_least_once_otherwise(
     let s = PgSchema::new("projection");
     let j = s.journal();
     let mut c = s.client();
-    c.batch_execute("CREATE TABLE totals (id INT PRIMARY KEY, sum BIGINT NOT NULL); INSERT INTO totals VALUES (1, 0)").unwrap();
+    c.batch_execute("CREATE TABLE totals (id INT PRIMARY KEY, sum BIGINT NOT NULL); INSERT INTO totals VALUES (1, 0)")
+        .unwrap();
     for k in 0..3 {
         append_sync(&*j, &format!("proj-{k}"), 1, &[1, 2, 3, 4]).unwrap();
     }
@@ -282,7 +298,11 @@ fn projections_exactly_once_in_the_same_transaction_and_at_least_once_otherwise(
     // At least once: the offset is stored after each page that was handled completely.
     let a = Projection::new(&read, "counter", "proj");
     let mut seen = vec![];
-    assert_eq!(a.run_at_least_once(|e| Ok(seen.push(e.offset))).unwrap(), 14);
+    let handled = a.run_at_least_once(|e| {
+        seen.push(e.offset);
+        Ok(())
+    });
+    assert_eq!(handled.unwrap(), 14);
     assert_eq!((seen, a.offset().unwrap()), ((1..=14).collect::<Vec<_>>(), 14));
 }
 
@@ -352,7 +372,8 @@ fn a_killed_process_s_actor_recovers_in_another_process_with_exactly_the_acknowl
 #[test]
 fn an_unreachable_server_is_a_typed_error_that_says_what_is_wrong() {
     // Port 1 on localhost: nothing listens there.
-    let config = percore_persistence::pg::PgConfig::new("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2").unwrap();
+    let config =
+        percore_persistence::pg::PgConfig::new("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=2").unwrap();
     match percore_persistence::pg::PgJournal::connect(config) {
         Err(JournalError::Unavailable { op: "connecting", reason }) => assert!(reason.contains("connect"), "{reason}"),
         other => panic!("unexpected {other:?}"),

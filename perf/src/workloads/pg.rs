@@ -111,9 +111,8 @@ impl PerfDb {
 
 impl Drop for PerfDb {
     fn drop(&mut self) {
-        let plain = PgConfig::new(self.config.url()).and_then(|c| c.connect().map_err(|e| {
-            percore_persistence::JournalError::InvalidConfig(e.to_string())
-        }));
+        let plain = PgConfig::new(self.config.url())
+            .and_then(|c| c.connect().map_err(|e| percore_persistence::JournalError::InvalidConfig(e.to_string())));
         let dropped = plain.and_then(|mut c| {
             c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
                 .map_err(|e| percore_persistence::JournalError::InvalidConfig(e.to_string()))
@@ -137,7 +136,8 @@ pub fn run_persist(params: &Params, n: u64, results: &mut Results) {
     });
     match outcome {
         Ok((commit, run)) => {
-            let mut record = Record::throughput(PERCORE, PERSIST, params.shards, run.events, run.events, run.secs, UNIT);
+            let mut record =
+                Record::throughput(PERCORE, PERSIST, params.shards, run.events, run.events, run.secs, UNIT);
             record.p50_ns = Some(run.latency.value_at_quantile(0.50));
             record.p99_ns = Some(run.latency.value_at_quantile(0.99));
             record.p999_ns = Some(run.latency.value_at_quantile(0.999));
@@ -166,9 +166,8 @@ pub fn run_persist(params: &Params, n: u64, results: &mut Results) {
 pub fn run_recover(params: &Params, n: u64, results: &mut Results) {
     let Some(db) = PerfDb::open(RECOVER, results) else { return };
     let (actors, per_actor) = recover::sizes(n);
-    let outcome = fill(&db, actors, per_actor).and_then(|()| {
-        recover::recover_on(params, RECOVER, &mut || Ok(db.persistence()?.0), actors, per_actor)
-    });
+    let outcome = fill(&db, actors, per_actor)
+        .and_then(|()| recover::recover_on(params, RECOVER, &mut || Ok(db.persistence()?.0), actors, per_actor));
     match outcome {
         Ok((secs, open_secs)) => {
             let events = actors * per_actor;

@@ -191,7 +191,9 @@ impl Journal for PgJournal {
 
     fn highest_sequence_nr(&self, id: &PersistenceId) -> Result<u64, JournalError> {
         let mut c = self.pool.get().map_err(|e| db_error("connecting", &e))?;
-        let row = c.query_one(HIGHEST_SQL, &[&id.as_str()]).map_err(|e| db_error("reading the highest sequence number", &e))?;
+        let row = c
+            .query_one(HIGHEST_SQL, &[&id.as_str()])
+            .map_err(|e| db_error("reading the highest sequence number", &e))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 
@@ -529,18 +531,8 @@ impl Writer {
         }
         let writer_id = self.writer_id.clone();
         let conn = self.conn().map_err(PgFailure::Journal)?;
-        let params: [&(dyn ToSql + Sync); 10] = [
-            &(total as i64),
-            &writer_id,
-            &now_ms(),
-            &pids,
-            &seqs,
-            &payloads,
-            &tags,
-            &tag_idx,
-            &tag_pids,
-            &tag_seqs,
-        ];
+        let params: [&(dyn ToSql + Sync); 10] =
+            [&(total as i64), &writer_id, &now_ms(), &pids, &seqs, &payloads, &tags, &tag_idx, &tag_pids, &tag_seqs];
         match conn.client.query_one(&conn.insert, &params) {
             Ok(_) => Ok(()),
             Err(e) => Err(PgFailure::Pg(e)),
@@ -563,7 +555,10 @@ impl Writer {
                 "UPDATE percore_journal SET deleted = TRUE WHERE persistence_id = $1 AND sequence_nr = $2 AND sequence_nr <= $3",
                 &[&id.as_str(), &highest, &to],
             )?;
-            tx.execute("DELETE FROM percore_event_tag WHERE persistence_id = $1 AND sequence_nr <= $2", &[&id.as_str(), &to])?;
+            tx.execute(
+                "DELETE FROM percore_event_tag WHERE persistence_id = $1 AND sequence_nr <= $2",
+                &[&id.as_str(), &to],
+            )?;
             tx.commit()
         })();
         match r {

@@ -132,9 +132,8 @@ impl PgConfig {
     /// A configuration for `url` (`postgresql://...` or `host=... user=... dbname=...`).
     /// Without a `connect_timeout` in it, connecting gives up after 5 s.
     pub fn new(url: &str) -> Result<PgConfig, JournalError> {
-        let mut pg: postgres::Config = url
-            .parse()
-            .map_err(|e| JournalError::InvalidConfig(format!("bad PostgreSQL connection string: {e}")))?;
+        let mut pg: postgres::Config =
+            url.parse().map_err(|e| JournalError::InvalidConfig(format!("bad PostgreSQL connection string: {e}")))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
         }

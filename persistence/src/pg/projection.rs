@@ -60,7 +60,8 @@ impl fmt::Debug for Projection {
 const LOCK_OFFSET_SQL: &str = "SELECT ordering FROM percore_projection_offset WHERE projection_name = $1 FOR UPDATE";
 const INIT_OFFSET_SQL: &str = "INSERT INTO percore_projection_offset (projection_name, ordering, updated) \
      VALUES ($1, 0, $2) ON CONFLICT (projection_name) DO NOTHING";
-const STORE_OFFSET_SQL: &str = "UPDATE percore_projection_offset SET ordering = $2, updated = $3 WHERE projection_name = $1";
+const STORE_OFFSET_SQL: &str =
+    "UPDATE percore_projection_offset SET ordering = $2, updated = $3 WHERE projection_name = $1";
 
 impl Projection {
     /// A projection called `name` over the events tagged `tag`.
@@ -78,8 +79,10 @@ impl Projection {
     }
 
     fn lock_offset(&self, c: &mut impl GenericClient) -> Result<u64, JournalError> {
-        c.execute(INIT_OFFSET_SQL, &[&self.name, &now_ms()]).map_err(|e| db_error("creating a projection offset", &e))?;
-        let row = c.query_one(LOCK_OFFSET_SQL, &[&self.name]).map_err(|e| db_error("locking a projection offset", &e))?;
+        c.execute(INIT_OFFSET_SQL, &[&self.name, &now_ms()])
+            .map_err(|e| db_error("creating a projection offset", &e))?;
+        let row =
+            c.query_one(LOCK_OFFSET_SQL, &[&self.name]).map_err(|e| db_error("locking a projection offset", &e))?;
         Ok(row.get::<_, i64>(0) as u64)
     }
 

@@ -260,7 +260,8 @@ impl EventStream {
                 payload: r.get::<_, Vec<u8>>(4),
             });
         }
-        let last_by_id = matches!(self.source, Source::ById(_)) && self.buf.back().is_some_and(|e| e.sequence_nr >= self.to);
+        let last_by_id =
+            matches!(self.source, Source::ById(_)) && self.buf.back().is_some_and(|e| e.sequence_nr >= self.to);
         if (!self.live && n < page) || last_by_id {
             self.exhausted = true;
         }

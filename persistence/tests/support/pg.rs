@@ -37,10 +37,11 @@ impl PgSchema {
 
     fn open(schema: &str, fresh: bool) -> PgSchema {
         let url = pg_url();
-        let config = PgConfig::new(&url).unwrap().schema(schema).application_name(schema).replay_batch(7).tagger(|pid, _| {
-            // Tag by entity type: the persistence id up to its first '-'.
-            vec![pid.as_str().split('-').next().unwrap_or("").to_string()]
-        });
+        let config =
+            PgConfig::new(&url).unwrap().schema(schema).application_name(schema).replay_batch(7).tagger(|pid, _| {
+                // Tag by entity type: the persistence id up to its first '-'.
+                vec![pid.as_str().split('-').next().unwrap_or("").to_string()]
+            });
         if let Err(e) = config.connect() {
             let e = std::error::Error::source(&e).map_or(e.to_string(), |s| format!("{e}: {s}"));
             panic!(
