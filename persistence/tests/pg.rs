@@ -380,3 +380,22 @@ fn an_unreachable_server_is_a_typed_error_that_says_what_is_wrong() {
     }
     let _ = Arc::new(0);
 }
+
+#[test]
+fn a_write_that_stores_nothing_is_not_acknowledged() {
+    let s = PgSchema::new("norow");
+    let j = s.journal();
+    append_sync(&*j, "nr-1", 1, &[1]).unwrap();
+    // Without the ordering counter's row the group commit's statement inserts no rows (of
+    // the 2 it should: the event and its tag).
+    s.client().batch_execute("DELETE FROM percore_ordering").unwrap();
+    match append_sync(&*j, "nr-1", 2, &[2]) {
+        Err(JournalError::Database { reason, .. }) => assert!(reason.contains("stored 0 of 2 rows"), "{reason}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(read_all(&*j, "nr-1"), (vec![(1, 1)], 1));
+    // Restored where the orderings left off, the journal writes again.
+    s.client().batch_execute("INSERT INTO percore_ordering VALUES (1, (SELECT max(ordering) FROM percore_journal))").unwrap();
+    append_sync(&*j, "nr-1", 2, &[2]).unwrap();
+    assert_eq!(read_all(&*j, "nr-1"), (vec![(1, 1), (2, 2)], 2));
+}

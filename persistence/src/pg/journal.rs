@@ -533,8 +533,19 @@ impl Writer {
         let conn = self.conn().map_err(PgFailure::Journal)?;
         let params: [&(dyn ToSql + Sync); 10] =
             [&(total as i64), &writer_id, &now_ms(), &pids, &seqs, &payloads, &tags, &tag_idx, &tag_pids, &tag_seqs];
+        let want = (total + tags.len()) as i64;
         match conn.client.query_one(&conn.insert, &params) {
-            Ok(_) => Ok(()),
+            // Every row must be there before anything is acknowledged (without the counter
+            // row, the statement would insert nothing and still succeed).
+            Ok(row) if row.get::<_, i64>(0) == want => Ok(()),
+            Ok(row) => Err(PgFailure::Journal(JournalError::Database {
+                op: "storing a group commit",
+                reason: format!(
+                    "the statement stored {} of {want} rows: is the percore_ordering row missing? \
+                     (run pg::create_schema_if_missing)",
+                    row.get::<_, i64>(0)
+                ),
+            })),
             Err(e) => Err(PgFailure::Pg(e)),
         }
     }
