@@ -203,6 +203,28 @@ fn a_persistent_actor_recovers_from_snapshot_and_events_and_continues(b: &dyn Ba
     rt.shutdown();
 }
 
+fn recovery_starts_at_the_snapshot_after_its_events_were_deleted(b: &dyn Backend) {
+    {
+        let rt = runtime(1);
+        let (j, s) = b.open();
+        let persistence = Persistence::builder(j.clone(), s).build().unwrap();
+        let acc = persistence.spawn(&rt, || Ledger::new("del-1")).unwrap();
+        assert_eq!(acc.ask(|r| Cmd::AppendAll((1..=10).collect(), r), T).unwrap(), 10);
+        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 10);
+        assert_eq!(acc.ask(|r| Cmd::DeleteTo(10, r), T).unwrap(), 10);
+        assert_eq!(append(&acc, 11), 11);
+        rt.shutdown();
+        assert_eq!(read_all(&*j, "del-1"), (vec![(11, 11)], 11));
+    }
+    let rt = runtime(1);
+    let (j, s) = b.open();
+    let persistence = Persistence::builder(j, s).build().unwrap();
+    let acc = persistence.spawn(&rt, || Ledger::new("del-1")).unwrap();
+    assert_eq!(get(&acc), View { values: (1..=11).collect(), last_seq: 11 });
+    assert_eq!(append(&acc, 12), 12);
+    rt.shutdown();
+}
+
 macro_rules! suite {
     ($backend:ident, $($case:ident),* $(,)?) => {
         $(
@@ -236,4 +258,5 @@ backends!(
     a_barrier_completes_after_every_earlier_write,
     snapshots_are_saved_loaded_listed_and_deleted,
     a_persistent_actor_recovers_from_snapshot_and_events_and_continues,
+    recovery_starts_at_the_snapshot_after_its_events_were_deleted,
 );
