@@ -187,8 +187,8 @@ fn a_persistent_actor_recovers_from_snapshot_and_events_and_continues(b: &dyn Ba
         for v in 1..=10 {
             assert_eq!(append(&acc, v * 10), v);
         }
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 10);
-        assert_eq!(acc.ask(|r| Cmd::AppendAll((11..=25).map(|v| v * 10).collect(), r), T).unwrap(), 25);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 10);
+        assert_eq!(acc.blocking_ask(|r| Cmd::AppendAll((11..=25).map(|v| v * 10).collect(), r), T).unwrap(), 25);
         rt.shutdown();
     }
     let rt = runtime(2);
@@ -209,9 +209,9 @@ fn recovery_starts_at_the_snapshot_after_its_events_were_deleted(b: &dyn Backend
         let (j, s) = b.open();
         let persistence = Persistence::builder(j.clone(), s).build().unwrap();
         let acc = persistence.spawn(&rt, || Ledger::new("del-1")).unwrap();
-        assert_eq!(acc.ask(|r| Cmd::AppendAll((1..=10).collect(), r), T).unwrap(), 10);
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 10);
-        assert_eq!(acc.ask(|r| Cmd::DeleteTo(10, r), T).unwrap(), 10);
+        assert_eq!(acc.blocking_ask(|r| Cmd::AppendAll((1..=10).collect(), r), T).unwrap(), 10);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 10);
+        assert_eq!(acc.blocking_ask(|r| Cmd::DeleteTo(10, r), T).unwrap(), 10);
         assert_eq!(append(&acc, 11), 11);
         rt.shutdown();
         assert_eq!(read_all(&*j, "del-1"), (vec![(11, 11)], 11));

@@ -102,7 +102,7 @@ fn two_live_writers_the_second_gets_the_conflict_and_stops_and_the_history_stays
         }
         other => panic!("unexpected failure {other:?}"),
     }
-    assert!(matches!(second.ask(Cmd::Get, T), Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)));
+    assert!(matches!(second.blocking_ask(Cmd::Get, T), Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)));
     assert_eq!(rt.restarts(), 0, "a conflicting writer is stopped, not restarted");
     assert_eq!(append(&first, 5), 5);
     rt.shutdown();
