@@ -179,7 +179,7 @@ impl EventStream {
                     return Ok(None);
                 }
                 let poll = self.pool.config.poll_interval;
-                std::thread::sleep(poll.min(deadline - now));
+                crate::sync::thread::sleep(poll.min(deadline - now));
             }
         }
     }
