@@ -52,6 +52,8 @@
 //! a restarted actor recovers whatever was), which reaches the actor's supervisor. The writer
 //! reconnects on the next batch, with exponential backoff ([`PgConfig::reconnect_backoff`]);
 //! writes arriving while it backs off fail at once instead of queueing up behind the outage.
+//! A server that vanishes without closing the connection is noticed by TCP keepalives and
+//! `tcp_user_timeout` (see [`PgConfig::new`]).
 //!
 //! ## Global ordering without gaps
 //! Under concurrent writers, a `bigserial` can commit out of order: a transaction takes
@@ -130,12 +132,31 @@ pub struct PgConfig {
 
 impl PgConfig {
     /// A configuration for `url` (`postgresql://...` or `host=... user=... dbname=...`).
-    /// Without a `connect_timeout` in it, connecting gives up after 5 s.
+    /// Unless the URL says otherwise: connecting gives up after 5 s (`connect_timeout`), and
+    /// a connection whose server vanished without closing it fails within about 30 s (TCP
+    /// keepalives after 10 s idle, `tcp_user_timeout` 30 s), so writes in flight fail with
+    /// [`JournalError::Unavailable`] instead of hanging.
     pub fn new(url: &str) -> Result<PgConfig, JournalError> {
         let mut pg: postgres::Config =
             url.parse().map_err(|e| JournalError::InvalidConfig(format!("bad PostgreSQL connection string: {e}")))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that vanishes without closing the connection (a crashed host, a cut
+        // network) must fail the writes in flight, not hang them: TCP keepalives after 10 s
+        // idle (the default is 2 h), and unacknowledged data times out after 30 s. A URL's
+        // own settings win.
+        if pg.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            pg.keepalives_idle(Duration::from_secs(10));
+        }
+        if pg.get_keepalives_interval().is_none() {
+            pg.keepalives_interval(Duration::from_secs(5));
+        }
+        if pg.get_keepalives_retries().is_none() {
+            pg.keepalives_retries(3);
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(Duration::from_secs(30));
         }
         if pg.get_application_name().is_none() {
             pg.application_name("percore-persistence");
@@ -385,5 +406,26 @@ impl Drop for Pooled<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_has_timeouts_unless_the_url_sets_them_and_hides_the_password() {
+        let c = PgConfig::new("host=127.0.0.1 user=u password=hunter2 dbname=d").unwrap();
+        assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(c.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert_eq!(c.pg.get_application_name(), Some("percore-persistence"));
+        assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+        let c = PgConfig::new("postgresql://u@db:5433/d?connect_timeout=9&keepalives_idle=60&application_name=x").unwrap();
+        assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(9)));
+        assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(60));
+        assert_eq!(c.pg.get_application_name(), Some("x"));
+        assert!(matches!(PgConfig::new("host=x port=notaport"), Err(JournalError::InvalidConfig(_))));
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
     }
 }
