@@ -45,6 +45,18 @@
 //! at a time, so the other writes of the batch still commit, and the conflicting write fails
 //! with [`JournalError::SequenceConflict`]. The actor fails with
 //! [`crate::PersistenceFailure::Persist`]; [`crate::stop_on_recovery_failure`] stops it.
+//! The writer also checks, before sending, that each write continues its stream as far as it
+//! knows it (the highest sequence number of each id it has written or read: one map entry per
+//! id), which catches gaps the primary key cannot see.
+//!
+//! ## Migration to another node
+//! An actor killed on node A (SIGKILL, a lost machine) and started on node B recovers from the
+//! database exactly what was committed: every write A acknowledged, plus possibly writes that
+//! were in flight when A died (committed, but the acknowledgement never reached the actor):
+//! with one persist in flight at a time, at most that one. The test
+//! `pg::a_killed_process_s_actor_recovers_in_another_process_with_exactly_the_acknowledged_events`
+//! does this with two OS processes. If A is still alive (a network partition), the primary key
+//! makes the slower of the two fail and stop (see above).
 //!
 //! ## Outages
 //! When the connection breaks, every write in flight fails with
@@ -65,7 +77,8 @@
 //! increases in commit order, and whatever a reader's snapshot sees is a prefix of the
 //! ordering: a live query that resumes after the highest ordering it saw never skips an event.
 //! The cost is that group commits of different processes do not overlap (each is one short
-//! statement).
+//! statement). Rows written by other means must follow the same protocol (take the ordering
+//! from the counter row in the inserting transaction).
 //!
 //! ## Client
 //! The synchronous [`postgres`] crate: the journal's work already runs on its own writer
