@@ -26,7 +26,10 @@ CREATE TABLE IF NOT EXISTS percore_journal (
     deleted         BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (persistence_id, sequence_nr)
 );
-CREATE UNIQUE INDEX IF NOT EXISTS percore_journal_ordering_idx ON percore_journal (ordering);
+-- No index on ordering: the read side finds tagged events through percore_event_tag (whose
+-- primary key is (tag, ordering)) and an id's events through the primary key, and every index
+-- costs each insert of a group commit. Add one if you query the journal by ordering:
+--   CREATE UNIQUE INDEX percore_journal_ordering_idx ON percore_journal (ordering);
 
 -- Tags of events (events_by_tag): one row per (event, tag), in the event's global ordering.
 CREATE TABLE IF NOT EXISTS percore_event_tag (
