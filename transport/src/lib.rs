@@ -34,10 +34,14 @@
 //! * Backpressure end to end: a full receiving mailbox pauses reading its connection (TCP
 //!   flow control does the rest); a peer's send buffer above the high-water mark pauses the
 //!   proxies feeding it, whose bounded mailboxes then fill (`try_tell` → `Full`).
-//! * Bad input (garbage, truncated or oversized frames, undecodable messages, wrong
-//!   versions, failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
-//!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
-//!   keeps running. A binding to a message type id this node has not registered is a
+//! * Bad input (garbage, truncated or oversized frames, wrong versions, failed
+//!   authentication) is a typed error ([`FrameError`], [`WireError`]): the connection is
+//!   closed and logged, lost messages are counted ([`NodeStats`]), the node keeps running.
+//!   A well-framed message whose body does not decode ([`WireError`]: cut short, a bad
+//!   tag, an incompatible version of its type) is dropped, counted in
+//!   [`NodeStats::undelivered`] and logged (the first per connection as a warning), and the
+//!   connection carries on: the stream is still in step, and closing it would lose the
+//!   other messages in flight. A binding to a message type id this node has not registered is a
 //!   registration mistake, not an attack: that binding is refused (the peer's proxy stops,
 //!   its watchers get `Terminated`), an error is logged, and the connection carries on.
 //! * Hostile peers and networks: nothing a peer sends sizes an allocation or holds a slot
@@ -128,8 +132,7 @@
 //! * **Incompatible**: adding, removing or reordering fields; reordering or removing enum
 //!   variants; changing a field's type otherwise. Adding a variant at the end is
 //!   compatible only in one direction (an old node cannot decode the new variant: that
-//!   frame is a [`WireError::Serde`], the connection is closed and reopened, the message
-//!   is lost and counted). `#[serde(default)]` does not help: postcard cannot tell a field
+//!   message is a [`WireError::Serde`], dropped and counted). `#[serde(default)]` does not help: postcard cannot tell a field
 //!   is absent.
 //! * For an incompatible change, give the new shape a **new name** (`"myapp.MyMsg.v2"`,
 //!   hence a new `TYPE_ID`), register both versions during the rollout, and let actors take
@@ -138,8 +141,8 @@
 //!   upgrade every receiver before any sender uses the new variant.
 //!
 //! A payload that does not decode (an incompatible version, a truncated or hostile frame) is
-//! a [`WireError::Serde`] naming the type: the frame is dropped and counted, the
-//! connection closed, the node keeps running.
+//! a [`WireError::Serde`] naming the type: the message is dropped, counted in
+//! [`NodeStats::undelivered`] and logged; the connection and the node carry on.
 //!
 //! # Cargo features
 //!

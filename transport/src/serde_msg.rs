@@ -37,8 +37,8 @@
 //! **Registration.** See the [crate docs](crate#serde-messages-which-node-registers-what).
 //!
 //! **Errors.** A payload that does not decode (truncated, hostile, or written by an
-//! incompatible version of the type) is a [`WireError::Serde`] naming the type: the frame
-//! is dropped and counted, the connection closed, the node keeps running. Nothing in the
+//! incompatible version of the type) is a [`WireError::Serde`] naming the type: the message
+//! is dropped and counted, the connection and the node carry on. Nothing in the
 //! payload sizes an allocation beyond the frame: postcard reads lengths from the input and
 //! fails when they exceed it.
 

@@ -11,7 +11,7 @@
 //! their codecs live on the node's side (`refs.rs`).
 //!
 //! Decoding never panics: truncated input, a bad tag or an over-long length is a
-//! [`WireError`], and the frame it came in is dropped and counted.
+//! [`WireError`], and the message is dropped and counted (its connection carries on).
 //!
 //! Most message types need none of this: [`remote_message!`](crate::remote_message) makes a
 //! serde type a [`RemoteMessage`] whose [`Wire`] impl is postcard ([`crate::serde_msg`]).

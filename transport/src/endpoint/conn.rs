@@ -48,12 +48,16 @@ pub(super) struct Conn {
     pub(super) born: Instant,
     /// A message the target's full mailbox refused; reading is paused until it goes in.
     pub(super) stalled: Option<Box<dyn FnMut() -> bool>>,
+    /// Well-framed messages on this connection that did not decode (dropped and counted;
+    /// only the first is logged as a warning, so a flood cannot flood the log).
+    pub(super) undecodable: u64,
 }
 
 impl Conn {
     pub(super) fn new(role: Role) -> Self {
         let connected = matches!(role, Role::Inbound { .. });
         Conn {
+            undecodable: 0,
             role,
             inbuf: Vec::new(),
             out: Vec::new(),

@@ -38,12 +38,25 @@ impl EndpointState {
                             match bindings.get(&alias) {
                                 Some(b) => {
                                     let mut d = Decoder::with_ctx(&body[4..], &mut self.wire);
+                                    let delivery = match (b.deliver)(&mut d) {
+                                        Ok(delivery) => delivery,
+                                        Err(e) => {
+                                            // The frame was well formed, so the stream is
+                                            // still in step: only this message is lost
+                                            // (counted). Closing would lose the others in
+                                            // flight and, for a peer with an incompatible
+                                            // version of a type, reconnect forever.
+                                            self.undelivered += 1;
+                                            if conn.undecodable == 0 {
+                                                log::warn!("node {}: a message to alias {alias} did not decode, dropped: {e} (further ones on this connection are logged at debug level)", self.node.addr);
+                                            } else {
+                                                log::debug!("node {}: a message to alias {alias} did not decode, dropped: {e}", self.node.addr);
+                                            }
+                                            conn.undecodable += 1;
+                                            continue;
+                                        }
+                                    };
                                     self.received += 1;
-                                    let delivery = (b.deliver)(&mut d).inspect_err(|_| {
-                                        // The message is lost with the connection: count it.
-                                        self.received -= 1;
-                                        self.undelivered += 1;
-                                    })?;
                                     if let Delivery::Stalled(retry) = delivery {
                                         conn.stalled = Some(retry);
                                         self.stalled.push(c);
