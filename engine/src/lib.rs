@@ -124,6 +124,7 @@ pub(crate) mod runtime;
 pub(crate) mod shard;
 pub mod supervision;
 pub(crate) mod sync;
+pub mod telemetry;
 pub mod timer;
 
 pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};

@@ -337,7 +337,7 @@ impl NodeShared {
         if !v.contains(&incarnation) {
             v.push(incarnation);
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-            log::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
+            tracing::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
         }
     }
 
@@ -504,7 +504,7 @@ impl Node {
             None if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() => return Err(TransportError::SecretRequired(cfg.listen)),
             None => {}
             Some(s) if s.is_empty() => return Err(TransportError::EmptySecret),
-            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => log::warn!(
+            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => tracing::warn!(
                 "the cluster secret has only {} bytes; use at least {} random bytes",
                 s.len(),
                 crate::RECOMMENDED_SECRET_LEN
@@ -522,7 +522,7 @@ impl Node {
             Some(a) => a,
             None => {
                 if bound.ip().is_unspecified() {
-                    log::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
+                    tracing::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
                 }
                 bound
             }
@@ -545,7 +545,7 @@ impl Node {
                 Err(_) => return Err(TransportError::StartTimeout),
             }
         }
-        log::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
+        tracing::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
         Ok(Node { shared })
     }
 

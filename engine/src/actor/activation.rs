@@ -78,7 +78,7 @@ impl<A: Actor> Activation<'_, A> {
             Lifecycle::Running => inner.meta.sup().deferred.push_back(Box::new(job)),
             _ => {
                 let h = self.header();
-                h.runtime.dead_letters.record(h.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
+                h.runtime.dead_letters.record(h, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
             }
         }
     }
@@ -103,7 +103,7 @@ impl<A: Actor> Activation<'_, A> {
                 self.fail(inner, failure);
             } else {
                 self.header().runtime.record_failure();
-                log::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
+                tracing::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
             }
         }
     }
@@ -122,7 +122,7 @@ impl<A: Actor> Activation<'_, A> {
             Ok(make) => {
                 let Ok(make) = make.downcast::<Box<dyn FnOnce() -> A::Msg + Send>>() else {
                     // Unreachable: the job was built for this actor's message type.
-                    log::error!("actor {id}: spawn_blocking result of the wrong type dropped");
+                    tracing::error!("actor {id}: spawn_blocking result of the wrong type dropped");
                     return;
                 };
                 match catch_unwind(AssertUnwindSafe(move || (*make)())) {
@@ -139,7 +139,7 @@ impl<A: Actor> Activation<'_, A> {
         if inner.meta.is(Flags::SUSPENDED | Flags::STOP_REQUESTED) {
             // Already failed (its supervisor is deciding) or stopping: one failure at a time.
             header.runtime.record_failure();
-            log::error!("actor {id}: a spawn_blocking job failed while the actor was already failing or stopping: {failure}");
+            tracing::error!("actor {id}: a spawn_blocking job failed while the actor was already failing or stopping: {failure}");
         } else {
             self.fail(inner, failure);
         }
@@ -241,6 +241,8 @@ fn process_user_messages<A: Actor>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
+    // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
+    let sample = shard.metrics().begin_activation(|| unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
             let msg = if ctx.meta.is(Flags::UNSTASHED) {
@@ -264,6 +266,7 @@ fn process_user_messages<A: Actor>(
         }
         Ok(())
     }));
+    shard.metrics().end_activation(sample, std::any::type_name::<A>(), handled);
     if handled > 0 {
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
@@ -287,7 +290,7 @@ pub(crate) unsafe fn recover_from_escaped_panic(h: NonNull<Header>, shard: &Shar
     // SAFETY: contract: a live cell; the shard's ownership count keeps it so.
     let header = unsafe { h.as_ref() };
     header.runtime.record_escaped_panic();
-    log::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
+    tracing::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
     if e.is_local() {
         // SAFETY: owner-shard thread (contract).
         header.queued.with_mut(|q| unsafe { *q = true });

@@ -233,12 +233,12 @@ impl<M: Send + 'static> Shared<M> {
             // leave the rest of the mailbox behind.
             if catch_unwind(AssertUnwindSafe(move || drop(m))).is_err() {
                 self.header.runtime.record_escaped_panic();
-                log::error!("actor {}: a message's Drop panicked while its mailbox was drained", super::actor_ref::Path(&self.header));
+                tracing::error!("actor {}: a message's Drop panicked while its mailbox was drained", super::actor_ref::Path(&self.header));
             }
             n += 1;
         }
         if n > 0 {
-            self.header.runtime.dead_letters.record(self.header.id, std::any::type_name::<M>(), reason, n);
+            self.header.runtime.dead_letters.record(&self.header, std::any::type_name::<M>(), reason, n);
         }
         n
     }

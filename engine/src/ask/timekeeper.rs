@@ -76,7 +76,7 @@ impl Timekeeper {
             }
         });
         if let Err(e) = spawned {
-            log::error!("could not start the ask timekeeper thread ({e}); async asks time out only when polled");
+            tracing::error!("could not start the ask timekeeper thread ({e}); async asks time out only when polled");
         }
         Timekeeper { tx }
     }

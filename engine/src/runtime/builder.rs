@@ -57,6 +57,7 @@ pub struct RuntimeBuilder {
     guardian: SupervisorStrategy,
     stall_threshold: Option<Duration>,
     blocking_threads: Option<usize>,
+    metrics: bool,
 }
 
 impl RuntimeBuilder {
@@ -73,6 +74,7 @@ impl RuntimeBuilder {
             guardian: SupervisorStrategy::default(),
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
             blocking_threads: None,
+            metrics: false,
         }
     }
 
@@ -172,6 +174,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Record metrics through the `metrics` facade (see the crate docs, "Metrics"): per
+    /// shard, per actor kind (sampled) and runtime-wide. Default: off. Needs the cargo
+    /// feature `metrics`; without it, `true` only logs a warning at [`RuntimeBuilder::build`].
+    ///
+    /// Install the application's exporter (the `metrics` global recorder) **before**
+    /// `build`: each shard registers its metrics when it starts. The shards count in
+    /// shard-owned cells and hand the counts to the facade in batches, at most every few
+    /// milliseconds, when they run out of work, and before they park.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.shards {
@@ -206,7 +221,7 @@ impl RuntimeBuilder {
             live: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
-            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone() },
+            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone(), by_reason: Default::default() },
             names: Default::default(),
             events,
             failures: AtomicU64::new(0),
@@ -221,6 +236,7 @@ impl RuntimeBuilder {
             timekeeper: Default::default(),
             watchdog: Watchdog::new(self.stall_threshold),
             blocking: BlockingPool::new(blocking_threads),
+            metrics: self.metrics && cfg!(feature = "metrics"),
         });
 
         let mask: Option<Vec<usize>> = if self.pin {
@@ -229,7 +245,7 @@ impl RuntimeBuilder {
             None
         };
         if self.pin && mask.is_none() {
-            log::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
+            tracing::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
         }
         let reservation = match &mask {
             Some(mask) => Reservation::pinned(n, mask, self.first_core),
@@ -253,7 +269,7 @@ impl RuntimeBuilder {
                         pin_failed.store(true, Ordering::Relaxed);
                         // ORDERING: Relaxed: as above; swap elects the one warner.
                         if !warned.swap(true, Ordering::Relaxed) {
-                            log::warn!("runtime {}: pinning to cores failed; running unpinned", rt.name);
+                            tracing::warn!("runtime {}: pinning to cores failed; running unpinned", rt.name);
                         }
                     }
                 }

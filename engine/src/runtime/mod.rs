@@ -26,6 +26,7 @@ pub use builder::RuntimeBuilder;
 use dead_letters::{DeadLetter, DeadLetterHook, DeadLetterReason};
 
 use crate::actor::cell::Cell;
+use crate::actor::header::Header;
 use crate::actor::{Actor, ActorId, ActorRef};
 use crate::ask::Timekeeper;
 use crate::error::{LookupError, SpawnError};
@@ -146,15 +147,21 @@ pub(crate) struct DeadLetters {
     hook: Option<DeadLetterHook>,
     /// The runtime's event stream (shared with `RuntimeShared::events`).
     events: Arc<crate::event_stream::EventStream>,
+    /// The same dead letters, by reason (for metrics).
+    pub(crate) by_reason: crate::telemetry::DeadLetterCounts,
 }
 
 impl DeadLetters {
     /// Counts `n` dead letters of one kind and reports each to the hook and to event
     /// stream subscribers of `DeadLetter`.
-    pub(crate) fn record(&self, recipient: ActorId, message_type: &'static str, reason: DeadLetterReason, n: u64) {
+    pub(crate) fn record(&self, recipient: &Header, message_type: &'static str, reason: DeadLetterReason, n: u64) {
         // ORDERING: Relaxed: a statistic; readers need no other data through it.
         self.count.fetch_add(n, Ordering::Relaxed);
-        let letter = DeadLetter { recipient: Some(recipient), message_type, reason };
+        self.by_reason.add(reason, n);
+        if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
+            crate::telemetry::dead_letter_event(Some(recipient), message_type, reason, n);
+        }
+        let letter = DeadLetter { recipient: Some(recipient.id), message_type, reason };
         if let Some(hook) = &self.hook {
             for _ in 0..n {
                 hook(&letter);
@@ -183,6 +190,10 @@ impl DeadLetters {
     pub(crate) fn record_ask_expired<R>(&self) {
         // ORDERING: Relaxed: a statistic.
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.by_reason.add(DeadLetterReason::AskExpired, 1);
+        if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
+            crate::telemetry::dead_letter_event(None, std::any::type_name::<R>(), DeadLetterReason::AskExpired, 1);
+        }
         if let Some(hook) = &self.hook {
             hook(&DeadLetter { recipient: None, message_type: std::any::type_name::<R>(), reason: DeadLetterReason::AskExpired });
         }
@@ -223,6 +234,8 @@ pub(crate) struct RuntimeShared {
     watchdog: crate::shard::watchdog::Watchdog,
     /// Helper threads for `Context::spawn_blocking`, started on first use.
     blocking: blocking::BlockingPool,
+    /// Metrics on (`RuntimeBuilder::metrics`; only with the cargo feature `metrics`).
+    metrics: bool,
 }
 
 impl RuntimeShared {
@@ -281,6 +294,30 @@ impl RuntimeShared {
 
     pub(crate) fn names(&self) -> &names::Names {
         &self.names
+    }
+
+    /// Whether this runtime records metrics (see `telemetry::metrics`).
+    #[inline]
+    pub(crate) fn metrics_enabled(&self) -> bool {
+        self.metrics
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn failure_count(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn restart_count(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) fn escaped_panic_count(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.escaped_panics.load(Ordering::Relaxed)
     }
 
     pub(crate) fn record_restart(&self) {
@@ -449,6 +486,13 @@ impl RuntimeHandle {
         self.shared.num_shards()
     }
 
+    /// Whether this runtime records metrics through the `metrics` facade
+    /// ([`RuntimeBuilder::metrics`], with the cargo feature `metrics`). Crates that extend
+    /// the runtime (transport, persistence) record theirs under the same switch.
+    pub fn metrics_enabled(&self) -> bool {
+        self.shared.metrics_enabled()
+    }
+
     /// Messages that could not be delivered so far (see [`DeadLetterReason`]).
     pub fn dead_letters(&self) -> u64 {
         self.shared.dead_letters.get()
@@ -487,7 +531,7 @@ impl RuntimeHandle {
             );
         });
         if !target.erased().send_sys(crate::actor::sys::SysMsg::OnShard(job)) {
-            self.shared.dead_letters.record(target.id(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
+            self.shared.dead_letters.record(target.erased().header(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
         }
         cancel
     }
@@ -682,12 +726,12 @@ impl Runtime {
         let mut on_own_shard = false;
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
-                log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
+                tracing::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
                 on_own_shard = true;
                 continue;
             }
             if t.join().is_err() {
-                log::error!("a shard thread of runtime {} panicked", rt.name());
+                tracing::error!("a shard thread of runtime {} panicked", rt.name());
             }
         }
         // No shard is left to submit blocking jobs: let the helpers finish and join them
@@ -700,7 +744,7 @@ impl Runtime {
             rt.watchdog.request_stop();
             w.thread().unpark();
             if w.join().is_err() {
-                log::error!("the stall watchdog of runtime {} panicked", rt.name());
+                tracing::error!("the stall watchdog of runtime {} panicked", rt.name());
             }
         }
         // The shards are gone: their cores are free for the next runtime.

@@ -46,7 +46,7 @@ impl Done {
     fn complete(mut self, result: Result<(), JournalError>) {
         if let Some(c) = self.0.take() {
             if catch_unwind(AssertUnwindSafe(|| c(result))).is_err() {
-                log::error!("a journal completion callback panicked; the journal goes on");
+                tracing::error!("a journal completion callback panicked; the journal goes on");
             }
         }
     }
@@ -300,7 +300,7 @@ impl Writer {
     }
 
     fn poison(&mut self, e: &JournalError) {
-        log::error!("journal {}: {e}; no more writes are accepted until it is reopened", self.shared.dir.display());
+        tracing::error!("journal {}: {e}; no more writes are accepted until it is reopened", self.shared.dir.display());
         self.failed.get_or_insert_with(|| e.to_string());
     }
 

@@ -123,7 +123,7 @@ impl EndpointState {
                                 bindings.insert(alias, b);
                             }
                             Err(e) => {
-                                log::info!(
+                                tracing::info!(
                                     "node {}: binding {:?} as {} failed: {e}",
                                     node.addr,
                                     target,
@@ -192,7 +192,7 @@ impl EndpointState {
                                 deployed.insert(alias, dep.guard);
                             }
                             Err(why) => {
-                                log::warn!("node {}: deployment refused: {why}", node.addr);
+                                tracing::warn!("node {}: deployment refused: {why}", node.addr);
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }

@@ -268,7 +268,7 @@ impl EndpointState {
                     Role::Outbound { peer, .. } => self.peers[*peer].addr.to_string(),
                     Role::Inbound { .. } => "unauthenticated peer".to_string(),
                 };
-                log::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
+                tracing::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
                 self.node.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.to_close.push(c);
                 self.forget_unauthenticated(c);
@@ -449,7 +449,7 @@ impl EndpointState {
 
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
-        log::debug!("node {}: accepted {peer}", self.node.addr);
+        tracing::debug!("node {}: accepted {peer}", self.node.addr);
         self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
         // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
         let ip = peer.ip();
@@ -566,7 +566,7 @@ impl IoSink for EndpointState {
             let node = self.node.clone();
             let peer = &mut self.peers[p];
             if matches!(peer.state, PeerState::Open(x) | PeerState::Connecting(x) if x == c) {
-                log::debug!("node {}: connection to {} lost: {why}; retrying in {:?}", node.addr, peer.addr, peer.backoff);
+                tracing::debug!("node {}: connection to {} lost: {why}; retrying in {:?}", node.addr, peer.addr, peer.backoff);
                 peer.state = PeerState::Backoff(Instant::now() + peer.backoff);
                 peer.backoff = (peer.backoff * 2).min(node.cfg.reconnect_max);
                 peer.down_since.get_or_insert_with(Instant::now);
