@@ -14,3 +14,4 @@ mod supervision;
 mod timers;
 mod seams;
 mod toolkit;
+mod telemetry;

@@ -214,6 +214,7 @@ impl RuntimeBuilder {
         // Lanes are allocated per pair that talks; with many shards each carries less.
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
         let events = Arc::new(crate::event_stream::EventStream::default());
+        let runtime_metrics = crate::telemetry::metrics::RuntimeMetrics::new(&self.name, self.metrics && cfg!(feature = "metrics"));
         let shared = Arc::new(RuntimeShared {
             name: self.name,
             shards: (0..n).map(|_| ShardShared::default()).collect(),
@@ -221,7 +222,7 @@ impl RuntimeBuilder {
             live: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
-            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone(), by_reason: Default::default() },
+            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone(), metrics: runtime_metrics },
             names: Default::default(),
             events,
             failures: AtomicU64::new(0),

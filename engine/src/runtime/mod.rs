@@ -147,8 +147,8 @@ pub(crate) struct DeadLetters {
     hook: Option<DeadLetterHook>,
     /// The runtime's event stream (shared with `RuntimeShared::events`).
     events: Arc<crate::event_stream::EventStream>,
-    /// The same dead letters, by reason (for metrics).
-    pub(crate) by_reason: crate::telemetry::DeadLetterCounts,
+    /// The runtime-wide metric counters (dead letters by reason, failures, restarts).
+    pub(crate) metrics: crate::telemetry::metrics::RuntimeMetrics,
 }
 
 impl DeadLetters {
@@ -157,7 +157,7 @@ impl DeadLetters {
     pub(crate) fn record(&self, recipient: &Header, message_type: &'static str, reason: DeadLetterReason, n: u64) {
         // ORDERING: Relaxed: a statistic; readers need no other data through it.
         self.count.fetch_add(n, Ordering::Relaxed);
-        self.by_reason.add(reason, n);
+        self.metrics.dead_letters(reason, n);
         if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
             crate::telemetry::dead_letter_event(Some(recipient), message_type, reason, n);
         }
@@ -190,7 +190,7 @@ impl DeadLetters {
     pub(crate) fn record_ask_expired<R>(&self) {
         // ORDERING: Relaxed: a statistic.
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.by_reason.add(DeadLetterReason::AskExpired, 1);
+        self.metrics.dead_letters(DeadLetterReason::AskExpired, 1);
         if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
             crate::telemetry::dead_letter_event(None, std::any::type_name::<R>(), DeadLetterReason::AskExpired, 1);
         }
@@ -302,27 +302,16 @@ impl RuntimeShared {
         self.metrics
     }
 
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn failure_count(&self) -> u64 {
-        // ORDERING: Relaxed: a statistic.
-        self.failures.load(Ordering::Relaxed)
-    }
-
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn restart_count(&self) -> u64 {
-        // ORDERING: Relaxed: a statistic.
-        self.restarts.load(Ordering::Relaxed)
-    }
-
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn escaped_panic_count(&self) -> u64 {
-        // ORDERING: Relaxed: a statistic.
-        self.escaped_panics.load(Ordering::Relaxed)
+    /// The runtime-wide metric counters (kept in `DeadLetters`, whose `record` needs them).
+    #[inline]
+    pub(crate) fn metrics(&self) -> &crate::telemetry::metrics::RuntimeMetrics {
+        &self.dead_letters.metrics
     }
 
     pub(crate) fn record_restart(&self) {
         // ORDERING: Relaxed: a statistic.
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.metrics().restart();
     }
 
     /// The user guardian's strategy (supervises top-level actors).
@@ -334,11 +323,13 @@ impl RuntimeShared {
     pub(crate) fn record_escaped_panic(&self) {
         // ORDERING: Relaxed: a statistic.
         self.escaped_panics.fetch_add(1, Ordering::Relaxed);
+        self.metrics().escaped_panic();
     }
 
     pub(crate) fn record_failure(&self) {
         // ORDERING: Relaxed: a statistic.
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics().failure();
     }
 
     /// Checks a spawn request: the shard exists and the capacity is valid.

@@ -25,7 +25,8 @@
 //! | `percore_actor_failures_total`, `percore_actor_restarts_total`, `percore_escaped_panics_total` | counter | `runtime` |
 //!
 //! `kind` is the actor's type name (`std::any::type_name`). The runtime-wide counters are
-//! published by shard 0 from the runtime's own atomic statistics (no cost per event).
+//! recorded as the events happen, into facade handles cached when the runtime is built
+//! (they are rare, and off the message path: a dead letter already costs a `fetch_add`).
 //!
 //! **Cost.** Without the cargo feature `metrics`, [`ShardMetrics`] is empty and every hook
 //! compiles to nothing. With the feature and the runtime's metrics off, a hook is one load of
@@ -63,6 +64,24 @@ mod off {
     /// Built without the `metrics` feature: nothing to count.
     #[derive(Debug, Default)]
     pub(crate) struct ShardMetrics;
+
+    /// Built without the `metrics` feature: nothing to count.
+    #[derive(Debug, Default)]
+    pub(crate) struct RuntimeMetrics;
+
+    impl RuntimeMetrics {
+        pub(crate) fn new(_name: &str, _on: bool) -> Self {
+            RuntimeMetrics
+        }
+        #[inline(always)]
+        pub(crate) fn dead_letters(&self, _reason: crate::DeadLetterReason, _n: u64) {}
+        #[inline(always)]
+        pub(crate) fn failure(&self) {}
+        #[inline(always)]
+        pub(crate) fn restart(&self) {}
+        #[inline(always)]
+        pub(crate) fn escaped_panic(&self) {}
+    }
 
     /// A sampled activation (nothing without the feature).
     #[derive(Debug, Clone, Copy)]
@@ -109,6 +128,7 @@ mod on {
     use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
     use crate::runtime::RuntimeShared;
     use crate::sync::atomic::Ordering;
+    use crate::DeadLetterReason;
 
     /// The facade handles of one shard, registered once when the shard starts.
     struct Handles {
@@ -122,15 +142,79 @@ mod on {
         parks: Counter,
         wakes: Counter,
         stalls: Counter,
-        /// Runtime-wide (published by shard 0 only).
-        runtime_wide: Option<RuntimeHandles>,
     }
 
+    /// Runtime-wide counters, recorded as the (rare) events happen.
+    pub(crate) struct RuntimeMetrics(Option<RuntimeHandles>);
+
     struct RuntimeHandles {
-        dead_letters: Vec<Counter>,
+        dead_letters: [Counter; 4],
         failures: Counter,
         restarts: Counter,
         escaped_panics: Counter,
+    }
+
+    impl std::fmt::Debug for RuntimeMetrics {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RuntimeMetrics").field("on", &self.0.is_some()).finish()
+        }
+    }
+
+    const REASONS: [DeadLetterReason; 4] =
+        [DeadLetterReason::MailboxFull, DeadLetterReason::Stopped, DeadLetterReason::Undelivered, DeadLetterReason::AskExpired];
+
+    impl RuntimeMetrics {
+        /// Registers the runtime-wide counters of runtime `name` if `on`.
+        pub(crate) fn new(name: &str, on: bool) -> Self {
+            RuntimeMetrics(on.then(|| {
+                let labels = vec![Label::new("runtime", name.to_string())];
+                let c = |metric: &'static str| metrics::counter!(metric, labels.clone());
+                RuntimeHandles {
+                    dead_letters: REASONS.map(|r| {
+                        let mut l = labels.clone();
+                        l.push(Label::new("reason", crate::telemetry::reason_label(r)));
+                        metrics::counter!("percore_dead_letters_total", l)
+                    }),
+                    failures: c("percore_actor_failures_total"),
+                    restarts: c("percore_actor_restarts_total"),
+                    escaped_panics: c("percore_escaped_panics_total"),
+                }
+            }))
+        }
+
+        /// `n` dead letters of `reason`.
+        #[inline]
+        pub(crate) fn dead_letters(&self, reason: DeadLetterReason, n: u64) {
+            if let Some(h) = &self.0 {
+                if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+                    h.dead_letters[i].increment(n);
+                }
+            }
+        }
+
+        /// An actor failure.
+        #[inline]
+        pub(crate) fn failure(&self) {
+            if let Some(h) = &self.0 {
+                h.failures.increment(1);
+            }
+        }
+
+        /// An actor restart.
+        #[inline]
+        pub(crate) fn restart(&self) {
+            if let Some(h) = &self.0 {
+                h.restarts.increment(1);
+            }
+        }
+
+        /// A panic caught by a shard's backstop.
+        #[inline]
+        pub(crate) fn escaped_panic(&self) {
+            if let Some(h) = &self.0 {
+                h.escaped_panics.increment(1);
+            }
+        }
     }
 
     /// Per actor kind on this shard.
@@ -180,20 +264,6 @@ mod on {
             let handles = on.then(|| {
                 let labels = vec![Label::new("runtime", rt.name().to_string()), Label::new("shard", shard.to_string())];
                 let c = |name: &'static str| metrics::counter!(name, labels.clone());
-                let runtime_labels = vec![Label::new("runtime", rt.name().to_string())];
-                let runtime_wide = (shard == 0).then(|| RuntimeHandles {
-                    dead_letters: rt.dead_letters.by_reason.by_reason()
-                        .iter()
-                        .map(|(reason, _)| {
-                            let mut l = runtime_labels.clone();
-                            l.push(Label::new("reason", *reason));
-                            metrics::counter!("percore_dead_letters_total", l)
-                        })
-                        .collect(),
-                    failures: metrics::counter!("percore_actor_failures_total", runtime_labels.clone()),
-                    restarts: metrics::counter!("percore_actor_restarts_total", runtime_labels.clone()),
-                    escaped_panics: metrics::counter!("percore_escaped_panics_total", runtime_labels.clone()),
-                });
                 Handles {
                     handled: c("percore_shard_messages_handled_total"),
                     activations: c("percore_shard_activations_total"),
@@ -203,7 +273,6 @@ mod on {
                     parks: c("percore_shard_parks_total"),
                     wakes: c("percore_shard_wakes_total"),
                     stalls: c("percore_shard_stall_warnings_total"),
-                    runtime_wide,
                     runtime: rt.name().to_string(),
                     labels,
                 }
@@ -377,14 +446,6 @@ mod on {
             // ORDERING: Relaxed: statistics.
             let stalls = rt.shard(self.shard).stalls.load(Ordering::Relaxed);
             h.stalls.increment(stalls - self.stalls_seen.replace(stalls));
-            if let Some(r) = &h.runtime_wide {
-                for (c, (_, n)) in r.dead_letters.iter().zip(rt.dead_letters.by_reason.by_reason()) {
-                    c.absolute(n);
-                }
-                r.failures.absolute(rt.failure_count());
-                r.restarts.absolute(rt.restart_count());
-                r.escaped_panics.absolute(rt.escaped_panic_count());
-            }
         }
     }
 }

@@ -19,7 +19,8 @@
 //! shard-owned cells and hands the counts to the facade at most every
 //! [`FLUSH_INTERVAL`](self::metrics::FLUSH_INTERVAL), when it runs out of work and before
 //! it parks; per actor kind it samples one activation in
-//! [`SAMPLE_EVERY`](self::metrics::SAMPLE_EVERY).
+//! [`SAMPLE_EVERY`](self::metrics::SAMPLE_EVERY). Runtime-wide counts (dead letters,
+//! failures, restarts) are rare events and go to cached facade handles as they happen.
 
 pub mod metrics;
 
@@ -27,47 +28,15 @@ use crate::actor::actor_ref::Path;
 use crate::actor::header::Header;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::supervision::Failure;
-use crate::sync::atomic::{AtomicU64, Ordering};
 
-/// Number of [`DeadLetterReason`] variants (the per-reason counters).
-const REASONS: usize = 4;
-
-/// The index of a reason in the per-reason counters, and its label.
-fn reason_slot(reason: DeadLetterReason) -> (usize, &'static str) {
+/// The label of a dead-letter reason (metrics).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn reason_label(reason: DeadLetterReason) -> &'static str {
     match reason {
-        DeadLetterReason::MailboxFull => (0, "mailbox_full"),
-        DeadLetterReason::Stopped => (1, "stopped"),
-        DeadLetterReason::Undelivered => (2, "undelivered"),
-        DeadLetterReason::AskExpired => (3, "ask_expired"),
-    }
-}
-
-/// Dead letters counted by reason (in `DeadLetters`). A dead letter is already off the
-/// fast path (it costs a `fetch_add` on the total), so one more is fine.
-#[derive(Debug, Default)]
-pub(crate) struct DeadLetterCounts([AtomicU64; REASONS]);
-
-impl DeadLetterCounts {
-    /// Counts `n` dead letters of `reason`.
-    pub(crate) fn add(&self, reason: DeadLetterReason, n: u64) {
-        // ORDERING: Relaxed: a statistic; readers need no other data through it.
-        self.0[reason_slot(reason).0].fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// `(label, count)` per dead-letter reason.
-    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub(crate) fn by_reason(&self) -> [(&'static str, u64); REASONS] {
-        let all = [
-            DeadLetterReason::MailboxFull,
-            DeadLetterReason::Stopped,
-            DeadLetterReason::Undelivered,
-            DeadLetterReason::AskExpired,
-        ];
-        all.map(|r| {
-            let (i, label) = reason_slot(r);
-            // ORDERING: Relaxed: a statistic.
-            (label, self.0[i].load(Ordering::Relaxed))
-        })
+        DeadLetterReason::MailboxFull => "mailbox_full",
+        DeadLetterReason::Stopped => "stopped",
+        DeadLetterReason::Undelivered => "undelivered",
+        DeadLetterReason::AskExpired => "ask_expired",
     }
 }
 
