@@ -104,6 +104,7 @@ mod endpoint;
 mod error;
 mod frame;
 mod handshake;
+mod metrics;
 pub(crate) mod io;
 mod node;
 mod proxy;

@@ -207,6 +207,13 @@ pub(crate) struct Stats {
     pub(crate) quarantined: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// Application bytes written to / read from connections (all frames).
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub(crate) reconnects: AtomicU64,
+    /// Handshakes refused, by reason (`metrics::HANDSHAKE_REASONS`).
+    pub(crate) handshake_failures: [AtomicU64; crate::metrics::HANDSHAKE_REASONS.len()],
 }
 
 /// A snapshot of a node's transport counters.
@@ -235,6 +242,12 @@ pub struct NodeStats {
     pub handshake_timeouts: u64,
     /// Unauthenticated connections closed to stay within `NodeConfig::max_unauthenticated`.
     pub evicted: u64,
+    /// Application bytes written to connections (all frames; before TLS encryption).
+    pub bytes_sent: u64,
+    /// Application bytes read from connections (all frames; after TLS decryption).
+    pub bytes_received: u64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub reconnects: u64,
 }
 
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
@@ -257,6 +270,8 @@ pub(crate) struct NodeShared {
     pub(crate) cfg: NodeConfig,
     pub(crate) backend: OnceLock<Backend>,
     pub(crate) stats: Stats,
+    /// Facade handles for `stats` (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::NodeMetrics,
     types: Mutex<HashMap<u32, TypeEntry>>,
     /// Local actors reachable by id (refs that were sent to other nodes).
     exports: Mutex<HashMap<u64, Export>>,
@@ -288,6 +303,7 @@ impl fmt::Debug for NodeShared {
 impl NodeShared {
     /// A node's shared state (no listener, no endpoints yet).
     pub(crate) fn new(rt: RuntimeHandle, addr: SocketAddr, incarnation: u64, cfg: NodeConfig) -> Arc<NodeShared> {
+        let metrics = crate::metrics::NodeMetrics::new(addr, rt.metrics_enabled());
         Arc::new(NodeShared {
             rt,
             addr,
@@ -295,6 +311,7 @@ impl NodeShared {
             cfg,
             backend: OnceLock::new(),
             stats: Stats::default(),
+            metrics,
             types: Mutex::new(HashMap::new()),
             exports: Mutex::new(HashMap::new()),
             proxies: Mutex::new(HashMap::new()),
@@ -618,6 +635,9 @@ impl Node {
             quarantined: l(&s.quarantined),
             handshake_timeouts: l(&s.handshake_timeouts),
             evicted: l(&s.evicted),
+            bytes_sent: l(&s.bytes_out),
+            bytes_received: l(&s.bytes_in),
+            reconnects: l(&s.reconnects),
         }
     }
 

@@ -103,6 +103,7 @@ impl TlsLayer {
         let addr = node.addr;
         Self::with_counter(inner, cfg, addr, Box::new(move || {
             node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            node.stats.handshake_failures[crate::metrics::TLS_REASON].fetch_add(1, Ordering::Relaxed);
         }))
     }
 
