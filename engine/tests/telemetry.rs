@@ -194,3 +194,42 @@ fn restarts_and_the_stop_after_the_limit_are_events_with_the_actor_path() {
     assert_eq!(rt.restarts(), 2);
     rt.shutdown();
 }
+
+/// Logs each number, then passes it on, one less, to the next actor (if any, while > 0).
+struct Relay {
+    tag: &'static str,
+    next: Option<percore::ActorRef<u32>>,
+}
+
+impl Actor for Relay {
+    type Msg = u32;
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u32) -> Result<(), ActorError> {
+        tracing::info!("obs-trace-spans {} hop {n}", self.tag);
+        if let (Some(next), true) = (&self.next, n > 0) {
+            next.tell(n - 1).unwrap();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn handler_spans_are_flat_roots_and_off_by_default() {
+    let lines = trace_lines();
+    let hops = |tag: &str| -> Vec<String> {
+        let needle = format!("obs-trace-spans {tag} hop");
+        lines.lock().unwrap().lines().filter(|l| l.contains(&needle)).map(String::from).collect()
+    };
+    for (tag, spans) in [("off", false), ("on", true)] {
+        let rt = Runtime::builder().name(tag).shards(1).pin_to_cores(false).idle_spins(16).handler_spans(spans).build().unwrap();
+        let b = rt.spawn(Relay { tag, next: None }).unwrap();
+        let a = rt.spawn(Relay { tag, next: Some(b.clone()) }).unwrap();
+        let c = rt.spawn(Relay { tag, next: Some(a.clone()) }).unwrap();
+        // c → a → b: three handler invocations, each sending the next message.
+        c.tell(2).unwrap();
+        assert!(eventually(|| hops(tag).len() == 3), "{:?}", hops(tag));
+        rt.shutdown();
+    }
+    let (off, on) = (hops("off"), hops("on"));
+    assert!(off.iter().all(|l| !l.contains("handle{")), "no spans by default: {off:?}");
+    assert!(on.iter().all(|l| l.matches("handle{").count() == 1), "one span each, never nested: {on:?}");
+}

@@ -241,6 +241,7 @@ fn process_user_messages<A: Actor>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
+    let spans = shard.handler_spans();
     // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
     let sample = shard.metrics().begin_activation(|| unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
@@ -259,7 +260,7 @@ fn process_user_messages<A: Actor>(
             };
             let Some(msg) = msg else { break };
             handled += 1;
-            actor.handle(&mut ctx, msg)?;
+            if spans { crate::telemetry::trace::handle_in_span(actor, &mut ctx, msg, id)? } else { actor.handle(&mut ctx, msg)? }
             if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED) {
                 break;
             }

@@ -58,6 +58,7 @@ pub struct RuntimeBuilder {
     stall_threshold: Option<Duration>,
     blocking_threads: Option<usize>,
     metrics: bool,
+    handler_spans: bool,
 }
 
 impl RuntimeBuilder {
@@ -75,6 +76,7 @@ impl RuntimeBuilder {
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
             blocking_threads: None,
             metrics: false,
+            handler_spans: false,
         }
     }
 
@@ -187,6 +189,17 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Run every handler invocation inside a `tracing` span (`handle`, target
+    /// `percore::handler`, level `INFO`, fields `actor_id` and `kind`), so the events a
+    /// handler emits carry which actor handled which kind of message. Each span is a root:
+    /// it never nests inside another handler's span, however long a chain of messages runs.
+    /// Default: off (then the cost is one flag read per activation). A span costs its
+    /// subscriber's work per message, so leave it off where messages are tiny and hot.
+    pub fn handler_spans(mut self, on: bool) -> Self {
+        self.handler_spans = on;
+        self
+    }
+
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.shards {
@@ -238,6 +251,7 @@ impl RuntimeBuilder {
             watchdog: Watchdog::new(self.stall_threshold),
             blocking: BlockingPool::new(blocking_threads),
             metrics: self.metrics && cfg!(feature = "metrics"),
+            handler_spans: self.handler_spans,
         });
 
         let mask: Option<Vec<usize>> = if self.pin {

@@ -236,6 +236,8 @@ pub(crate) struct RuntimeShared {
     blocking: blocking::BlockingPool,
     /// Metrics on (`RuntimeBuilder::metrics`; only with the cargo feature `metrics`).
     metrics: bool,
+    /// A `tracing` span per handler invocation (`RuntimeBuilder::handler_spans`).
+    handler_spans: bool,
 }
 
 impl RuntimeShared {
@@ -294,6 +296,11 @@ impl RuntimeShared {
 
     pub(crate) fn names(&self) -> &names::Names {
         &self.names
+    }
+
+    /// Whether handlers run inside a `tracing` span (see `telemetry::trace`).
+    pub(crate) fn handler_spans(&self) -> bool {
+        self.handler_spans
     }
 
     /// Whether this runtime records metrics (see `telemetry::metrics`).

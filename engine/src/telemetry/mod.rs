@@ -14,6 +14,11 @@
 //! Without a `tracing` subscriber the events go to the `log` crate (tracing's `log`
 //! feature), so an application with only a `log` backend still sees them.
 //!
+//! ## Handler spans ([`crate::RuntimeBuilder::handler_spans`], off by default)
+//! One root span `handle` (target `percore::handler`) per handler invocation, with the
+//! actor's id and kind; never nested in another handler's span. See `telemetry/trace.rs`
+//! for what it does not do yet (link to the sender's span).
+//!
 //! ## Metrics (cargo feature `metrics`, then [`crate::RuntimeBuilder::metrics`])
 //! See [`metrics`](self::metrics) for the list and the cost model: the shard counts in plain
 //! shard-owned cells and hands the counts to the facade at most every
@@ -23,6 +28,7 @@
 //! failures, restarts) are rare events and go to cached facade handles as they happen.
 
 pub mod metrics;
+pub(crate) mod trace;
 
 use crate::actor::actor_ref::Path;
 use crate::actor::header::Header;
