@@ -15,3 +15,4 @@ mod timers;
 mod seams;
 mod toolkit;
 mod telemetry;
+mod async_actors;

@@ -81,18 +81,18 @@ fn prometheus_handled_counter_grows_by_exactly_the_messages_handled() {
     let addr = endpoint();
     let rt = Runtime::builder().name("prom-exact").shards(2).pin_to_cores(false).idle_spins(16).metrics(true).build().unwrap();
     assert!(rt.metrics_enabled());
-    let counter = rt.spawn_on(1, Counter(0)).unwrap();
+    let counter = rt.spawn(Props::from(Counter(0)).shard(1)).unwrap();
     // Something handled before the baseline, so the series exists in the first scrape.
-    assert_eq!(counter.ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 0);
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 0);
     let handled = "percore_shard_messages_handled_total";
     assert!(eventually(|| value(&scrape(addr), handled, "prom-exact") == 1), "the first ask is counted once");
     let before = value(&scrape(addr), handled, "prom-exact");
 
     // 999 adds and one ask: 1000 messages handled.
     for _ in 0..999 {
-        counter.send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
+        counter.blocking_send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
     }
-    assert_eq!(counter.ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 999);
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 999);
     let mut now = 0;
     assert!(eventually(|| {
         now = value(&scrape(addr), handled, "prom-exact");
@@ -104,7 +104,7 @@ fn prometheus_handled_counter_grows_by_exactly_the_messages_handled() {
     assert!(value(&body, "percore_shard_parks_total", "prom-exact") >= 1, "shard 0 had nothing to do");
 
     // A dead letter by reason: a message to a stopped actor.
-    let stopped = rt.spawn_on(1, Counter(0)).unwrap();
+    let stopped = rt.spawn(Props::from(Counter(0)).shard(1)).unwrap();
     stopped.stop();
     assert!(eventually(|| stopped.is_closed()));
     let _ = stopped.tell(CountMsg::Add(1));
@@ -126,9 +126,9 @@ fn metrics_off_publishes_nothing() {
     assert!(!rt.metrics_enabled());
     let counter = rt.spawn(Counter(0)).unwrap();
     for _ in 0..10 {
-        counter.send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
+        counter.blocking_send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
     }
-    assert_eq!(counter.ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 10);
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 10);
     rt.shutdown();
     assert!(!scrape(addr).contains("runtime=\"prom-off\""));
 }
@@ -179,7 +179,7 @@ fn restarts_and_the_stop_after_the_limit_are_events_with_the_actor_path() {
     let lines = trace_lines();
     let strategy = SupervisorStrategy::one_for_one(|_| Directive::Restart).with_max_restarts(2, Duration::from_secs(3600));
     let rt = Runtime::builder().name("obs-trace").shards(1).pin_to_cores(false).idle_spins(16).guardian_strategy(strategy).build().unwrap();
-    let flaky = rt.spawn_props(Props::new(|| Flaky).name("flaky")).unwrap();
+    let flaky = rt.spawn(Props::new(|| Flaky).name("flaky")).unwrap();
     for i in 0..3 {
         flaky.tell(i).unwrap();
     }

@@ -36,7 +36,7 @@ fn node_counters_reach_the_exporter_exactly() {
     for seq in 0..1000 {
         c.tell(Counter::Hit { from: 0, seq }).unwrap();
     }
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 1000, in_order: true });
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: 1000, in_order: true });
     let (a, b) = (format!("node=\"{}\"", na.addr()), format!("node=\"{}\"", nb.addr()));
     eventually("sender's messages published", || value("percore_transport_messages_sent_total", &[&a]) == 1001);
     eventually("receiver's messages published", || value("percore_transport_messages_received_total", &[&b]) == 1001);

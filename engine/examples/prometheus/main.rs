@@ -13,7 +13,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, ActorRef, Context, Runtime};
+use percore::{Actor, ActorError, ActorRef, Context, Props, Runtime};
 
 mod server;
 
@@ -59,8 +59,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server::serve(listener, handle)?;
 
     let rt = Runtime::builder().name("prometheus-demo").shards(2).pin_to_cores(false).metrics(true).build()?;
-    let a = rt.spawn_on(0, Player { peer: None })?;
-    let b = rt.spawn_on(0, Player { peer: None })?;
+    let a = rt.spawn(Props::from(Player { peer: None }).shard(0))?;
+    let b = rt.spawn(Props::from(Player { peer: None }).shard(0))?;
     // A rally that never ends, on shard 0; shard 1 idles (see its idle time and parks).
     a.tell(Ball::Serve(b))?;
     let end = Instant::now() + Duration::from_secs(secs);

@@ -12,6 +12,9 @@
 //! a per-actor-kind opt-in envelope is the planned way to do it. Until then the span carries
 //! the actor's id and kind, and events the handler emits are recorded inside it.
 //!
+//! An [`AsyncActor`](crate::AsyncActor)'s span covers its handler's first poll (which runs
+//! inside `handle`); later polls, woken by the future's waker, run outside it.
+//!
 //! Cost with spans off: one load of a flag per activation and a not-taken branch per
 //! message; the span code sits behind `#[inline(never)]`.
 
