@@ -544,9 +544,7 @@ impl ShardLocal {
                 work += 1;
             }
             if work > 0 {
-                if idle > 0 {
-                    self.metrics.went_busy();
-                }
+                self.metrics.went_busy();
                 idle = 0;
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
@@ -559,9 +557,7 @@ impl ShardLocal {
                 idle_since = Instant::now();
                 shared_core = crate::runtime::cores::shares_core(self.core);
                 self.metrics.went_idle(idle_since);
-                if self.metrics.is_on() {
-                    self.metrics.flush(&self.rt, 0);
-                }
+                self.metrics.flush_if_due(&self.rt, 0);
             }
             if idle <= spins {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
