@@ -182,7 +182,14 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
-        if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
+        // Telemetry (handler spans, metrics) in a copy of the loop of its own, so that with
+        // both off the loop is the same code as without them (one branch per activation).
+        let processed = if shard.observed() {
+            process_user_messages::<A, true>(cell, inner, shard, holds_token)
+        } else {
+            process_user_messages::<A, false>(cell, inner, shard, holds_token)
+        };
+        if let Err(failure) = processed {
             act.fail(inner, failure);
         }
     }
@@ -229,8 +236,9 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
     Outcome::Done
 }
 
-/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`.
-fn process_user_messages<A: Actor>(
+/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;
+/// `OBSERVED`: with handler spans and/or metrics (see `crate::telemetry`).
+fn process_user_messages<A: Actor, const OBSERVED: bool>(
     cell: &Cell<A>,
     inner: &mut Inner<A>,
     shard: &ShardLocal,
@@ -242,9 +250,9 @@ fn process_user_messages<A: Actor>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
-    let spans = shard.handler_spans();
+    let spans = OBSERVED && shard.handler_spans();
     // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
-    let sample = shard.metrics().begin_activation(|| unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
+    let sample = shard.metrics().begin_activation::<OBSERVED>(|| unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
             let msg = if ctx.meta.is(Flags::UNSTASHED) {
@@ -268,7 +276,7 @@ fn process_user_messages<A: Actor>(
         }
         Ok(())
     }));
-    shard.metrics().end_activation(sample, std::any::type_name::<A>(), handled);
+    shard.metrics().end_activation::<OBSERVED>(sample, std::any::type_name::<A>(), handled);
     if handled > 0 {
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);

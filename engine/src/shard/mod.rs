@@ -163,6 +163,8 @@ pub(crate) struct ShardLocal {
     metrics: crate::telemetry::metrics::ShardMetrics,
     /// `RuntimeBuilder::handler_spans` (copied here: read once per activation).
     handler_spans: bool,
+    /// `handler_spans` or metrics on: the activation takes its observed loop.
+    observed: bool,
 }
 
 impl ShardLocal {
@@ -183,6 +185,7 @@ impl ShardLocal {
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             handler_spans: rt.handler_spans(),
+            observed: rt.handler_spans() || rt.metrics_enabled(),
             rt,
         }
     }
@@ -210,6 +213,12 @@ impl ShardLocal {
     #[inline(always)]
     pub(crate) fn handler_spans(&self) -> bool {
         self.handler_spans
+    }
+
+    /// Whether activations on this shard record anything (handler spans or metrics).
+    #[inline(always)]
+    pub(crate) fn observed(&self) -> bool {
+        self.observed
     }
 
     /// This shard's metric counters (see `telemetry::metrics`).

@@ -92,11 +92,11 @@ mod off {
             ShardMetrics
         }
         #[inline(always)]
-        pub(crate) fn begin_activation(&self, _depth: impl FnOnce() -> usize) -> Sample {
+        pub(crate) fn begin_activation<const OBSERVED: bool>(&self, _depth: impl FnOnce() -> usize) -> Sample {
             Sample
         }
         #[inline(always)]
-        pub(crate) fn end_activation(&self, _sample: Sample, _kind: &'static str, _handled: usize) {}
+        pub(crate) fn end_activation<const OBSERVED: bool>(&self, _sample: Sample, _kind: &'static str, _handled: usize) {}
         #[inline(always)]
         pub(crate) fn activations(&self, _n: usize) {}
         #[inline(always)]
@@ -304,9 +304,10 @@ mod on {
         }
 
         /// Start of an activation: 1 in [`SAMPLE_EVERY`] is sampled (clock, mailbox depth).
+        /// `OBSERVED == false` (no spans, no metrics on this shard) compiles to nothing.
         #[inline(always)]
-        pub(crate) fn begin_activation(&self, depth: impl FnOnce() -> usize) -> Sample {
-            if !self.on {
+        pub(crate) fn begin_activation<const OBSERVED: bool>(&self, depth: impl FnOnce() -> usize) -> Sample {
+            if !OBSERVED || !self.on {
                 return Sample(None);
             }
             let left = self.countdown.get() - 1;
@@ -320,8 +321,8 @@ mod on {
 
         /// End of an activation of an actor of type `kind` that handled `handled` messages.
         #[inline(always)]
-        pub(crate) fn end_activation(&self, sample: Sample, kind: &'static str, handled: usize) {
-            if !self.on {
+        pub(crate) fn end_activation<const OBSERVED: bool>(&self, sample: Sample, kind: &'static str, handled: usize) {
+            if !OBSERVED || !self.on {
                 return;
             }
             self.handled.set(self.handled.get() + handled as u64);
