@@ -185,7 +185,7 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
         // Telemetry (handler spans, metrics) in a copy of the loop of its own, so that with
         // both off the loop is the same code as without them (one branch per activation).
         let processed = if shard.observed() {
-            process_user_messages::<A, true>(cell, inner, shard, holds_token)
+            observed_user_messages(cell, inner, shard, holds_token)
         } else {
             process_user_messages::<A, false>(cell, inner, shard, holds_token)
         };
@@ -234,6 +234,13 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
         }
     }
     Outcome::Done
+}
+
+/// The observed copy of the message loop, out of line so that the plain one inlines into
+/// `run` exactly as it would without telemetry.
+#[inline(never)]
+fn observed_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, from_ring: bool) -> Result<(), Failure> {
+    process_user_messages::<A, true>(cell, inner, shard, from_ring)
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;

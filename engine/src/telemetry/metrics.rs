@@ -226,9 +226,9 @@ mod on {
         high_water: usize,
     }
 
-    /// A sampled activation: when it began and its mailbox depth then.
+    /// A sampled activation: when it began (its mailbox depth then is in `ShardMetrics`).
     #[derive(Debug, Clone, Copy)]
-    pub(crate) struct Sample(Option<(Instant, usize)>);
+    pub(crate) struct Sample(Option<Instant>);
 
     /// One shard's counters: plain cells, owned by the shard's thread (`!Sync`).
     pub(crate) struct ShardMetrics {
@@ -245,6 +245,8 @@ mod on {
         last_flush: Cell<Instant>,
         stalls_seen: Cell<u64>,
         countdown: Cell<u32>,
+        /// Mailbox depth at the start of the sampled activation in progress.
+        sampled_depth: Cell<usize>,
         kinds: RefCell<Vec<Kind>>,
         handles: Option<Handles>,
         shard: usize,
@@ -291,6 +293,7 @@ mod on {
                 last_flush: Cell::new(now),
                 stalls_seen: Cell::new(0),
                 countdown: Cell::new(SAMPLE_EVERY),
+                sampled_depth: Cell::new(0),
                 kinds: RefCell::new(Vec::new()),
                 handles,
                 shard,
@@ -316,7 +319,8 @@ mod on {
                 return Sample(None);
             }
             self.countdown.set(SAMPLE_EVERY);
-            Sample(Some((Instant::now(), depth())))
+            self.sampled_depth.set(depth());
+            Sample(Some(Instant::now()))
         }
 
         /// End of an activation of an actor of type `kind` that handled `handled` messages.
@@ -326,8 +330,8 @@ mod on {
                 return;
             }
             self.handled.set(self.handled.get() + handled as u64);
-            if let Sample(Some((start, depth))) = sample {
-                self.record_sample(kind, start, depth, handled);
+            if let Sample(Some(start)) = sample {
+                self.record_sample(kind, start, self.sampled_depth.get(), handled);
             }
         }
 
