@@ -104,7 +104,8 @@
 //! * `metrics` (off by default): compiles in the shard counters and the `metrics` facade
 //!   dependency. Without it the metric hooks are empty functions and
 //!   [`RuntimeBuilder::metrics`] only logs a warning. With it, a runtime built without
-//!   `.metrics(true)` pays one predictable branch per activation.
+//!   `.metrics(true)` (and without handler spans) runs the same hook-free activation code as
+//!   without the feature: the choice is made once per actor, at spawn (its vtable).
 //!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, `header` / `cell` / `meta` /

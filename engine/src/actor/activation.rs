@@ -153,7 +153,9 @@ impl<A: Actor> Activation<'_, A> {
 /// # Safety
 /// `h` is a live cell of actor type `A` owned by `shard`, called on `shard`'s thread, and
 /// `entry` is the run-queue entry being consumed (it carries `h`).
-pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+///
+/// `OBSERVED`: the runtime has handler spans or metrics on (the cell's vtable says which).
+pub(super) unsafe fn run<A: Actor, const OBSERVED: bool>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -172,6 +174,9 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
         inner.meta.pending = inner.meta.pending.saturating_sub(1);
         return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
     }
+    if OBSERVED {
+        shard.metrics().activation();
+    }
     let act = Activation { h, cell, shard, holds_token };
     if inner.meta.lifecycle == Lifecycle::New {
         act.start(inner);
@@ -182,14 +187,7 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
-        // Telemetry (handler spans, metrics) in a copy of the loop of its own, so that with
-        // both off the loop is the same code as without them (one branch per activation).
-        let processed = if shard.observed() {
-            observed_user_messages(cell, inner, shard, holds_token)
-        } else {
-            process_user_messages::<A, false>(cell, inner, shard, holds_token)
-        };
-        if let Err(failure) = processed {
+        if let Err(failure) = process_user_messages::<A, OBSERVED>(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
     }
@@ -234,13 +232,6 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
         }
     }
     Outcome::Done
-}
-
-/// The observed copy of the message loop, out of line so that the plain one inlines into
-/// `run` exactly as it would without telemetry.
-#[inline(never)]
-fn observed_user_messages<A: Actor>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, from_ring: bool) -> Result<(), Failure> {
-    process_user_messages::<A, true>(cell, inner, shard, from_ring)
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;

@@ -248,11 +248,14 @@ impl<M: Send + 'static> Shared<M> {
 
 impl<A: Actor> Cell<A> {
     const VTABLE: VTable = VTable {
-        run: activation::run::<A>,
+        run: activation::run::<A, false>,
         drop_cell: drop_cell::<A>,
         msg_type: std::any::TypeId::of::<A::Msg>,
         msg_type_name: std::any::type_name::<A::Msg>,
     };
+    /// For runtimes with handler spans or metrics on: activations with the telemetry hooks
+    /// (see `crate::telemetry`). Chosen at spawn, so a runtime without them pays nothing.
+    const OBSERVED_VTABLE: VTable = VTable { run: activation::run::<A, true>, ..Self::VTABLE };
 
     /// Allocates a cell for `actor`, Scheduled, with two references: one returned, one (the
     /// ownership reference) travelling with the Scheduled token to the owner shard.
@@ -279,7 +282,7 @@ impl<A: Actor> Cell<A> {
                     sibling_idx: AtomicU32::new(0),
                     queued: UnsafeCell::new(false),
                     registered: AtomicBool::new(false),
-                    vtable: &Self::VTABLE,
+                    vtable: if runtime.observed() { &Self::OBSERVED_VTABLE } else { &Self::VTABLE },
                     runtime,
                     id,
                     parent,

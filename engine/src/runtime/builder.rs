@@ -193,7 +193,8 @@ impl RuntimeBuilder {
     /// `percore::handler`, level `INFO`, fields `actor_id` and `kind`), so the events a
     /// handler emits carry which actor handled which kind of message. Each span is a root:
     /// it never nests inside another handler's span, however long a chain of messages runs.
-    /// Default: off (then the cost is one flag read per activation). A span costs its
+    /// Default: off (then it costs nothing: actors of a runtime without spans or metrics
+    /// run an activation without the hooks, chosen at spawn). A span costs its
     /// subscriber's work per message, so leave it off where messages are tiny and hot.
     pub fn handler_spans(mut self, on: bool) -> Self {
         self.handler_spans = on;

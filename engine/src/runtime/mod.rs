@@ -320,6 +320,12 @@ impl RuntimeShared {
         self.handler_spans
     }
 
+    /// Whether activations record anything (handler spans or metrics): actors spawned here
+    /// get the vtable whose activation has the telemetry hooks (see `actor/cell.rs`).
+    pub(crate) fn observed(&self) -> bool {
+        self.handler_spans || self.metrics
+    }
+
     /// Whether this runtime records metrics (see `telemetry::metrics`).
     #[inline]
     pub(crate) fn metrics_enabled(&self) -> bool {

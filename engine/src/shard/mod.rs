@@ -163,8 +163,6 @@ pub(crate) struct ShardLocal {
     metrics: crate::telemetry::metrics::ShardMetrics,
     /// `RuntimeBuilder::handler_spans` (copied here: read once per activation).
     handler_spans: bool,
-    /// `handler_spans` or metrics on: the activation takes its observed loop.
-    observed: bool,
 }
 
 impl ShardLocal {
@@ -185,7 +183,6 @@ impl ShardLocal {
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             handler_spans: rt.handler_spans(),
-            observed: rt.handler_spans() || rt.metrics_enabled(),
             rt,
         }
     }
@@ -215,11 +212,6 @@ impl ShardLocal {
         self.handler_spans
     }
 
-    /// Whether activations on this shard record anything (handler spans or metrics).
-    #[inline(always)]
-    pub(crate) fn observed(&self) -> bool {
-        self.observed
-    }
 
     /// This shard's metric counters (see `telemetry::metrics`).
     #[inline(always)]
@@ -454,7 +446,6 @@ impl ShardLocal {
         }
         if n > 0 {
             self.stall.finish(stall);
-            self.metrics.activations(n);
         }
         n
     }

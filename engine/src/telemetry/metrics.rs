@@ -29,11 +29,14 @@
 //! (they are rare, and off the message path: a dead letter already costs a `fetch_add`).
 //!
 //! **Cost.** Without the cargo feature `metrics`, [`ShardMetrics`] is empty and every hook
-//! compiles to nothing. With the feature and the runtime's metrics off, a hook is one load of
-//! a shard-local flag and a not-taken branch. On: two `Cell` additions per activation, a
-//! countdown for sampling, a clock read per shard turn (≤ 256 activations) and at idle/busy
-//! transitions. A sampled activation (1 in [`SAMPLE_EVERY`]) reads the clock twice and its
-//! mailbox depth and records into two cached histogram handles.
+//! compiles to nothing. With the feature, a runtime without `.metrics(true)` (and without
+//! handler spans) pays nothing per message or activation either: each actor cell gets, at
+//! spawn, the activation function of its runtime's kind (`run::<A, OBSERVED>` in its vtable),
+//! and only the observed one has the hooks; the shard loop checks a flag once per turn and
+//! at idle/busy transitions. On: an activation count, a handled-messages addition and a
+//! sampling countdown per activation, a clock read per shard turn (≤ 256 activations) and at
+//! idle/busy transitions; a sampled activation (1 in [`SAMPLE_EVERY`]) reads the clock
+//! twice and its mailbox depth and records into two cached histogram handles.
 //!
 //! **Install the exporter (the global recorder) before building the runtime**: the shard
 //! registers its metric handles when it starts, and a handle taken while no recorder is
@@ -98,7 +101,7 @@ mod off {
         #[inline(always)]
         pub(crate) fn end_activation<const OBSERVED: bool>(&self, _sample: Sample, _kind: &'static str, _handled: usize) {}
         #[inline(always)]
-        pub(crate) fn activations(&self, _n: usize) {}
+        pub(crate) fn activation(&self) {}
         #[inline(always)]
         pub(crate) fn went_idle(&self, _at: Instant) {}
         #[inline(always)]
@@ -369,11 +372,12 @@ mod on {
             }
         }
 
-        /// `n` activations ran in one turn of the shard loop.
+        /// An activation of an observed actor began (counted here, not in the shard loop, so a
+        /// runtime without metrics pays nothing for it).
         #[inline(always)]
-        pub(crate) fn activations(&self, n: usize) {
+        pub(crate) fn activation(&self) {
             if self.on {
-                self.activations.set(self.activations.get() + n as u64);
+                self.activations.set(self.activations.get() + 1);
             }
         }
 

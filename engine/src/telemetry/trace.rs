@@ -15,8 +15,9 @@
 //! An [`AsyncActor`](crate::AsyncActor)'s span covers its handler's first poll (which runs
 //! inside `handle`); later polls, woken by the future's waker, run outside it.
 //!
-//! Cost with spans off: one load of a flag per activation and a not-taken branch per
-//! message; the span code sits behind `#[inline(never)]`.
+//! Cost with spans off: none per message. Each actor's activation function is chosen at spawn
+//! (`run::<A, OBSERVED>` in the cell's vtable); only runtimes with spans or metrics on get
+//! the one that checks the flag, and the span code sits behind `#[inline(never)]`.
 
 use crate::actor::{Actor, ActorId, Context};
 use crate::ActorError;
