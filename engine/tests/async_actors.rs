@@ -434,3 +434,43 @@ fn timers_and_terminated_arriving_while_a_handler_awaits_wait_for_it() {
     assert!(log.contains(&"timer") && log.contains(&"terminated"), "{log:?}");
     rt.shutdown();
 }
+
+/// Issue 16: a balancing pool spreads skewed CPU-heavy jobs over the shards; every job is
+/// done exactly once.
+#[test]
+fn a_balancing_pool_spreads_skewed_jobs_over_every_shard() {
+    use percore::routing::BalancingPool;
+    let rt = runtime(2);
+    let per_shard: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let sum = Arc::new(AtomicU64::new(0));
+    let (p, s) = (per_shard.clone(), sum.clone());
+    let pool = BalancingPool::spawn(&rt.handle(), 2, 10_000, move || {
+        let (p, s) = (p.clone(), s.clone());
+        move |job: u64| -> Result<(), ActorError> {
+            // Skewed: every tenth job spins ~2 ms, the rest are instant.
+            if job % 10 == 0 {
+                let end = std::time::Instant::now() + Duration::from_millis(2);
+                while std::time::Instant::now() < end {
+                    std::hint::spin_loop();
+                }
+            }
+            let shard = percore::current_shard().expect("jobs run on shards");
+            p[shard].fetch_add(1, Ordering::SeqCst);
+            s.fetch_add(job, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+    .unwrap();
+    const JOBS: u64 = 400;
+    for job in 1..=JOBS {
+        pool.try_tell(job).unwrap();
+    }
+    assert!(eventually(|| per_shard[0].load(Ordering::SeqCst) + per_shard[1].load(Ordering::SeqCst) == JOBS));
+    assert_eq!(sum.load(Ordering::SeqCst), JOBS * (JOBS + 1) / 2);
+    for (shard, n) in per_shard.iter().enumerate() {
+        let n = n.load(Ordering::SeqCst);
+        assert!(n * 100 >= JOBS * 30, "shard {shard} took only {n} of {JOBS} jobs");
+    }
+    assert_eq!(pool.queued(), 0);
+    rt.shutdown();
+}

@@ -16,3 +16,4 @@ mod seams;
 mod toolkit;
 mod telemetry;
 mod async_actors;
+mod tokio_bridge;

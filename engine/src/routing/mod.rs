@@ -15,8 +15,16 @@
 //! | `ShardLocal` | the routee on the sender's own shard if there is one (no cross-core traffic), else round-robin |
 //!
 //! Scatter-gather-first-completed for asks: [`Router::blocking_ask_first`].
+//! A [`BalancingPool`] shares one work queue among routees on every shard (Akka's
+//! `BalancingPool`), for uneven CPU-heavy jobs.
+//!
 //! A **pool** router also creates its routees under a supervisor actor, which restarts them
 //! (from their `Props`) when they fail; a **group** router routes to refs it is given.
+
+mod balancing;
+pub(crate) mod busy;
+
+pub use balancing::{BalancingPool, Pull, Worker, BATCH};
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
