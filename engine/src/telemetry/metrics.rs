@@ -34,7 +34,7 @@
 //! spawn, the activation function of its runtime's kind (`run::<A, OBSERVED>` in its vtable),
 //! and only the observed one has the hooks; the shard loop checks a flag once per turn and
 //! at idle/busy transitions. On: an activation count, a handled-messages addition and a
-//! sampling countdown per activation, a clock read per shard turn (≤ 256 activations) and at
+//! sampling test per activation, a clock read every 16 shard turns (≤ 256 activations each) and at
 //! idle/busy transitions; a sampled activation (1 in [`SAMPLE_EVERY`]) reads the clock
 //! twice and its mailbox depth and records into two cached histogram handles.
 //!
@@ -53,7 +53,10 @@ pub(crate) use on::*;
 pub(crate) use off::*;
 
 /// One activation in this many is sampled for the per-kind histograms.
-pub const SAMPLE_EVERY: u32 = 64;
+pub const SAMPLE_EVERY: u64 = 256;
+
+/// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
+const FLUSH_CHECK_TURNS: u32 = 16;
 
 /// A busy shard hands its counts to the facade at most this often (and an idle one when it
 /// runs out of work and before it parks).
@@ -128,7 +131,7 @@ mod on {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
-    use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
+    use super::{FLUSH_CHECK_TURNS, FLUSH_INTERVAL, SAMPLE_EVERY};
     use crate::runtime::RuntimeShared;
     use crate::sync::atomic::Ordering;
     use crate::DeadLetterReason;
@@ -247,7 +250,11 @@ mod on {
         idle: Cell<bool>,
         last_flush: Cell<Instant>,
         stalls_seen: Cell<u64>,
-        countdown: Cell<u32>,
+        /// Activations already handed to the facade (`activations` only grows: it also
+        /// picks the sampled activations).
+        activations_flushed: Cell<u64>,
+        /// Busy turns since the last clock check (see `flush_if_due`).
+        turns: Cell<u32>,
         /// Mailbox depth at the start of the sampled activation in progress.
         sampled_depth: Cell<usize>,
         kinds: RefCell<Vec<Kind>>,
@@ -295,7 +302,8 @@ mod on {
                 idle: Cell::new(false),
                 last_flush: Cell::new(now),
                 stalls_seen: Cell::new(0),
-                countdown: Cell::new(SAMPLE_EVERY),
+                activations_flushed: Cell::new(0),
+                turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
                 kinds: RefCell::new(Vec::new()),
                 handles,
@@ -316,12 +324,10 @@ mod on {
             if !OBSERVED || !self.on {
                 return Sample(None);
             }
-            let left = self.countdown.get() - 1;
-            if left > 0 {
-                self.countdown.set(left);
+            // `activation` counted this one already; every SAMPLE_EVERY-th is sampled.
+            if self.activations.get() % SAMPLE_EVERY != 0 {
                 return Sample(None);
             }
-            self.countdown.set(SAMPLE_EVERY);
             self.sampled_depth.set(depth());
             Sample(Some(Instant::now()))
         }
@@ -420,10 +426,20 @@ mod on {
             }
         }
 
-        /// Flushes if [`FLUSH_INTERVAL`] has passed since the last flush (one clock read).
+        /// Flushes if [`FLUSH_INTERVAL`] has passed since the last flush; reads the clock
+        /// only on every [`FLUSH_CHECK_TURNS`]-th call (a turn runs up to 256 activations).
         #[inline]
         pub(crate) fn flush_if_due(&self, rt: &RuntimeShared, run_queue: usize) {
-            if self.on && self.last_flush.get().elapsed() >= FLUSH_INTERVAL {
+            if !self.on {
+                return;
+            }
+            let t = self.turns.get() + 1;
+            if t < FLUSH_CHECK_TURNS {
+                self.turns.set(t);
+                return;
+            }
+            self.turns.set(0);
+            if self.last_flush.get().elapsed() >= FLUSH_INTERVAL {
                 self.flush(rt, run_queue);
             }
         }
@@ -442,7 +458,8 @@ mod on {
             }
             self.last_flush.set(now);
             h.handled.increment(self.handled.take());
-            h.activations.increment(self.activations.take());
+            let activations = self.activations.get();
+            h.activations.increment(activations - self.activations_flushed.replace(activations));
             h.parks.increment(self.parks.take());
             h.wakes.increment(self.wakes.take());
             // Whole microseconds go out; the remainder stays for the next flush.
