@@ -22,6 +22,7 @@ use super::Actor;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::{Entry, ShardLocal};
 use crate::supervision::{Failure, FailurePhase};
+use crate::telemetry::{METRICS, SPANS};
 
 /// One activation's view of the actor it runs.
 pub(crate) struct Activation<'a, A: Actor> {
@@ -154,8 +155,9 @@ impl<A: Actor> Activation<'_, A> {
 /// `h` is a live cell of actor type `A` owned by `shard`, called on `shard`'s thread, and
 /// `entry` is the run-queue entry being consumed (it carries `h`).
 ///
-/// `OBSERVED`: the runtime has handler spans or metrics on (the cell's vtable says which).
-pub(super) unsafe fn run<A: Actor, const OBSERVED: bool>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+/// `T`: the runtime's telemetry, `telemetry::SPANS | telemetry::METRICS` bits (the cell's
+/// vtable holds the right copy; see `Cell::vtable`).
+pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -174,7 +176,7 @@ pub(super) unsafe fn run<A: Actor, const OBSERVED: bool>(h: NonNull<Header>, sha
         inner.meta.pending = inner.meta.pending.saturating_sub(1);
         return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
     }
-    if OBSERVED {
+    if T & METRICS != 0 {
         shard.metrics().activation();
     }
     let act = Activation { h, cell, shard, holds_token };
@@ -187,7 +189,7 @@ pub(super) unsafe fn run<A: Actor, const OBSERVED: bool>(h: NonNull<Header>, sha
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
-        if let Err(failure) = process_user_messages::<A, OBSERVED>(cell, inner, shard, holds_token) {
+        if let Err(failure) = process_user_messages::<A, T>(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
     }
@@ -235,8 +237,8 @@ pub(super) unsafe fn run<A: Actor, const OBSERVED: bool>(h: NonNull<Header>, sha
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;
-/// `OBSERVED`: with handler spans and/or metrics (see `crate::telemetry`).
-fn process_user_messages<A: Actor, const OBSERVED: bool>(
+/// `T`: telemetry bits, as in [`run`].
+fn process_user_messages<A: Actor, const T: u8>(
     cell: &Cell<A>,
     inner: &mut Inner<A>,
     shard: &ShardLocal,
@@ -248,9 +250,9 @@ fn process_user_messages<A: Actor, const OBSERVED: bool>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
-    let spans = OBSERVED && shard.handler_spans();
+    let spans = T & SPANS != 0;
     // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
-    let sample = shard.metrics().begin_activation::<OBSERVED>(|| unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
+    let sample = shard.metrics().begin_activation(T & METRICS != 0, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
             let msg = if ctx.meta.is(Flags::UNSTASHED) {
@@ -274,7 +276,7 @@ fn process_user_messages<A: Actor, const OBSERVED: bool>(
         }
         Ok(())
     }));
-    shard.metrics().end_activation::<OBSERVED>(sample, std::any::type_name::<A>(), handled);
+    shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
     if handled > 0 {
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);

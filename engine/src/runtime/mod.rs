@@ -315,15 +315,10 @@ impl RuntimeShared {
         &self.names
     }
 
-    /// Whether handlers run inside a `tracing` span (see `telemetry::trace`).
-    pub(crate) fn handler_spans(&self) -> bool {
-        self.handler_spans
-    }
-
-    /// Whether activations record anything (handler spans or metrics): actors spawned here
-    /// get the vtable whose activation has the telemetry hooks (see `actor/cell.rs`).
-    pub(crate) fn observed(&self) -> bool {
-        self.handler_spans || self.metrics
+    /// `telemetry::SPANS | telemetry::METRICS` as configured: actors spawned here get the
+    /// vtable whose activation has exactly those hooks (see `actor/cell.rs`).
+    pub(crate) fn telemetry_bits(&self) -> u8 {
+        (if self.handler_spans { crate::telemetry::SPANS } else { 0 }) | (if self.metrics { crate::telemetry::METRICS } else { 0 })
     }
 
     /// Whether this runtime records metrics (see `telemetry::metrics`).

@@ -161,8 +161,6 @@ pub(crate) struct ShardLocal {
     stall: watchdog::ShardStall,
     /// Shard-owned metric counters (empty without the `metrics` feature).
     metrics: crate::telemetry::metrics::ShardMetrics,
-    /// `RuntimeBuilder::handler_spans` (copied here: read once per activation).
-    handler_spans: bool,
 }
 
 impl ShardLocal {
@@ -182,7 +180,6 @@ impl ShardLocal {
             driver: std::cell::RefCell::new(None),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
-            handler_spans: rt.handler_spans(),
             rt,
         }
     }
@@ -204,12 +201,6 @@ impl ShardLocal {
     #[inline]
     pub(crate) fn index(&self) -> usize {
         self.index
-    }
-
-    /// Whether handlers run inside a `tracing` span (see `telemetry::trace`).
-    #[inline(always)]
-    pub(crate) fn handler_spans(&self) -> bool {
-        self.handler_spans
     }
 
 

@@ -31,7 +31,7 @@
 //! **Cost.** Without the cargo feature `metrics`, [`ShardMetrics`] is empty and every hook
 //! compiles to nothing. With the feature, a runtime without `.metrics(true)` (and without
 //! handler spans) pays nothing per message or activation either: each actor cell gets, at
-//! spawn, the activation function of its runtime's kind (`run::<A, OBSERVED>` in its vtable),
+//! spawn, the activation function of its runtime's kind (`run::<A, T>` in its vtable),
 //! and only the observed one has the hooks; the shard loop checks a flag once per turn and
 //! at idle/busy transitions. On: an activation count, a handled-messages addition and a
 //! sampling test per activation, a clock read every 16 shard turns (≤ 256 activations each) and at
@@ -54,9 +54,6 @@ pub(crate) use off::*;
 
 /// One activation in this many is sampled for the per-kind histograms.
 pub const SAMPLE_EVERY: u64 = 256;
-
-/// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
-const FLUSH_CHECK_TURNS: u32 = 16;
 
 /// A busy shard hands its counts to the facade at most this often (and an idle one when it
 /// runs out of work and before it parks).
@@ -98,11 +95,11 @@ mod off {
             ShardMetrics
         }
         #[inline(always)]
-        pub(crate) fn begin_activation<const OBSERVED: bool>(&self, _depth: impl FnOnce() -> usize) -> Sample {
+        pub(crate) fn begin_activation(&self, _metrics: bool, _depth: impl FnOnce() -> usize) -> Sample {
             Sample
         }
         #[inline(always)]
-        pub(crate) fn end_activation<const OBSERVED: bool>(&self, _sample: Sample, _kind: &'static str, _handled: usize) {}
+        pub(crate) fn end_activation(&self, _metrics: bool, _sample: Sample, _kind: &'static str, _handled: usize) {}
         #[inline(always)]
         pub(crate) fn activation(&self) {}
         #[inline(always)]
@@ -131,7 +128,10 @@ mod on {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
-    use super::{FLUSH_CHECK_TURNS, FLUSH_INTERVAL, SAMPLE_EVERY};
+    use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
+
+    /// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
+    const FLUSH_CHECK_TURNS: u32 = 16;
     use crate::runtime::RuntimeShared;
     use crate::sync::atomic::Ordering;
     use crate::DeadLetterReason;
@@ -318,10 +318,11 @@ mod on {
         }
 
         /// Start of an activation: 1 in [`SAMPLE_EVERY`] is sampled (clock, mailbox depth).
-        /// `OBSERVED == false` (no spans, no metrics on this shard) compiles to nothing.
+        /// `metrics` is the activation's telemetry bit, a constant where it is called (set
+        /// only where metrics are on): `false` compiles to nothing, `true` needs no flag test.
         #[inline(always)]
-        pub(crate) fn begin_activation<const OBSERVED: bool>(&self, depth: impl FnOnce() -> usize) -> Sample {
-            if !OBSERVED || !self.on {
+        pub(crate) fn begin_activation(&self, metrics: bool, depth: impl FnOnce() -> usize) -> Sample {
+            if !metrics {
                 return Sample(None);
             }
             // `activation` counted this one already; every SAMPLE_EVERY-th is sampled.
@@ -334,8 +335,8 @@ mod on {
 
         /// End of an activation of an actor of type `kind` that handled `handled` messages.
         #[inline(always)]
-        pub(crate) fn end_activation<const OBSERVED: bool>(&self, sample: Sample, kind: &'static str, handled: usize) {
-            if !OBSERVED || !self.on {
+        pub(crate) fn end_activation(&self, metrics: bool, sample: Sample, kind: &'static str, handled: usize) {
+            if !metrics {
                 return;
             }
             self.handled.set(self.handled.get() + handled as u64);
@@ -378,13 +379,11 @@ mod on {
             }
         }
 
-        /// An activation of an observed actor began (counted here, not in the shard loop, so a
-        /// runtime without metrics pays nothing for it).
+        /// An activation began on a runtime with metrics on (counted here, not in the shard
+        /// loop, so a runtime without metrics pays nothing for it).
         #[inline(always)]
         pub(crate) fn activation(&self) {
-            if self.on {
-                self.activations.set(self.activations.get() + 1);
-            }
+            self.activations.set(self.activations.get() + 1);
         }
 
         /// The shard found no work (first empty poll, at `at`).

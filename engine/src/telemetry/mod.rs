@@ -28,6 +28,11 @@
 //! failures, restarts) are rare events and go to cached facade handles as they happen.
 
 pub mod metrics;
+
+/// Telemetry bit of an activation: handler spans (see `actor/activation.rs`, `run::<A, T>`).
+pub(crate) const SPANS: u8 = 1;
+/// Telemetry bit of an activation: metrics.
+pub(crate) const METRICS: u8 = 2;
 pub(crate) mod trace;
 
 use crate::actor::actor_ref::Path;

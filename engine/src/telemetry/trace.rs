@@ -16,8 +16,8 @@
 //! inside `handle`); later polls, woken by the future's waker, run outside it.
 //!
 //! Cost with spans off: none per message. Each actor's activation function is chosen at spawn
-//! (`run::<A, OBSERVED>` in the cell's vtable); only runtimes with spans or metrics on get
-//! the one that checks the flag, and the span code sits behind `#[inline(never)]`.
+//! (`run::<A, T>` in the cell's vtable, `T` the telemetry bits); only runtimes with spans on
+//! get the copy with spans, and the span code sits behind `#[inline(never)]`.
 
 use crate::actor::{Actor, ActorId, Context};
 use crate::ActorError;
