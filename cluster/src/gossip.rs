@@ -49,10 +49,11 @@ pub(crate) enum Merged {
 }
 
 impl Gossip {
-    /// A gossip where `me` alone is joining (the first seed joining itself).
+    /// The first seed joining itself: alone, its view has converged, and as its own leader
+    /// it is up at once and the oldest member (up-number 1), whoever joins next.
     pub(crate) fn founding(me: UniqueAddress) -> Gossip {
         let mut g = Gossip::default();
-        g.members.insert(me, Member { node: me, status: MemberStatus::Joining, up_number: 0 });
+        g.members.insert(me, Member { node: me, status: MemberStatus::Up, up_number: 1 });
         g.seen.insert(me);
         g
     }
@@ -281,14 +282,19 @@ mod tests {
         assert_eq!(gb.seen, [a, b].into_iter().collect());
         assert_eq!(ga.receive(&gb, a), Merged::Same);
         assert!(ga.converged());
-        // a moves b up; b marks itself leaving: concurrent.
-        ga.set_status(&b, MemberStatus::Up);
+        // a suspects b; b marks itself leaving: concurrent.
+        ga.observe(a, b, true);
         ga.changed_by(a);
         gb.set_status(&b, MemberStatus::Leaving);
         gb.changed_by(b);
         assert_eq!(ga.receive(&gb, a), Merged::Concurrent);
         assert_eq!(ga.members[&b].status, MemberStatus::Leaving);
+        assert!(ga.is_unreachable(&b));
         assert_eq!(ga.seen, [a].into_iter().collect());
+        // The later status wins either way round.
+        let mut gc = gb.clone();
+        gc.set_status(&b, MemberStatus::Up);
+        assert_eq!(gb.receive(&gc, b), Merged::Same, "up does not undo leaving");
         // An older gossip changes nothing.
         let old = Gossip::founding(a);
         assert_eq!(ga.receive(&old, a), Merged::Older);

@@ -1,0 +1,107 @@
+//! Sharded entities: exactly-once delivery, passivation, hand-off on leave, singletons.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percore_cluster::{ClusterSharding, ShardingSettings};
+
+use crate::common::*;
+
+/// 1000 messages to 100 entities from all three nodes land exactly once: each entity
+/// answers the follow-up ask (sent after its messages, from the same sender) with 10.
+#[test]
+fn a_thousand_messages_to_a_hundred_entities_land_exactly_once() {
+    let log = Arc::new(ActivationLog::default());
+    let nodes = cluster_of(3, config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), ShardingSettings::new().shards(30)).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    // Senders on every node: entity e gets its 10 hits from node e % 3.
+    for e in 0..100 {
+        let s = ClusterSharding::new(&nodes[e % 3].cluster);
+        let r = s.entity_ref::<CounterMsg>("counter", &format!("entity-{e}")).unwrap();
+        for _ in 0..10 {
+            r.tell(CounterMsg::Hit).unwrap();
+        }
+    }
+    let mut hosts = HashSet::new();
+    for e in 0..100 {
+        let s = ClusterSharding::new(&nodes[e % 3].cluster);
+        let r = s.entity_ref::<CounterMsg>("counter", &format!("entity-{e}")).unwrap();
+        let (n, host) = r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+        assert_eq!(n, 10, "entity-{e} on {host}");
+        hosts.insert(host);
+    }
+    assert_eq!(log.handled.load(Ordering::SeqCst), 1000);
+    assert_eq!(hosts.len(), 3, "entities spread over all three nodes");
+    assert_eq!(log.assert_single_activation(), 100, "each entity started once");
+}
+
+/// An idle entity is passivated (stopped) and starts again on its next message.
+#[test]
+fn idle_entities_are_passivated_and_restart_on_demand() {
+    let log = Arc::new(ActivationLog::default());
+    let settings = ShardingSettings::new().passivate_after(Some(Duration::from_millis(100))).stop_message(|| CounterMsg::Stop);
+    let nodes = cluster_of(1, config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings.clone()).unwrap();
+    });
+    all_up(&[&nodes[0]], 1);
+    let r = ClusterSharding::new(&nodes[0].cluster).entity_ref::<CounterMsg>("counter", "idle").unwrap();
+    r.tell(CounterMsg::Hit).unwrap();
+    assert_eq!(r.blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+    eventually("passivated", || log.events.lock().unwrap().iter().any(|a| !a.started));
+    // A fresh activation: the count starts over (not persistent).
+    assert_eq!(r.blocking_ask(CounterMsg::Get, LONG).unwrap().0, 0);
+    assert_eq!(log.assert_single_activation(), 2);
+}
+
+/// Graceful leave hands shards and the singleton over: no message is lost (the stop
+/// message queues behind them), the singleton moves to the next oldest member, and no
+/// entity ever runs twice.
+#[test]
+fn leave_hands_over_shards_and_singleton_without_loss() {
+    const ENTITIES: usize = 30;
+    let log = Arc::new(ActivationLog::default());
+    let single_log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(12).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let nodes = cluster_of(3, config(), |c| {
+        let s = ClusterSharding::new(c);
+        s.start("counter", counters(c, &log), settings()).unwrap();
+        let f = counters(c, &single_log);
+        s.start_singleton("boss", move || f("boss"), || CounterMsg::Stop).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let s2 = ClusterSharding::new(&nodes[2].cluster);
+    let boss = ClusterSharding::new(&nodes[2].cluster).entity_ref::<CounterMsg>("singleton-boss", "boss").unwrap();
+    let (_, host) = boss.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(host, nodes[0].addr().to_string(), "the singleton runs on the oldest member");
+    let send_round = || {
+        for e in 0..ENTITIES {
+            s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().tell(CounterMsg::Hit).unwrap();
+        }
+    };
+    send_round();
+    for e in 0..ENTITIES {
+        assert_eq!(s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+    }
+    assert!(log.starts_on(nodes[0].addr()) > 0);
+    // Messages in flight while the oldest node leaves.
+    send_round();
+    nodes[0].cluster.leave().unwrap();
+    send_round();
+    eventually("the leaver is gone", || nodes[0].cluster.is_terminated());
+    all_up(&[&nodes[1], &nodes[2]], 2);
+    send_round();
+    for e in 0..ENTITIES {
+        s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    assert_eq!(log.handled.load(Ordering::SeqCst), 4 * ENTITIES as u64, "every hit handled exactly once");
+    let (_, host) = boss.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(host, nodes[1].addr().to_string(), "the singleton moved to the next oldest");
+    log.assert_single_activation();
+    assert_eq!(single_log.assert_single_activation(), 2);
+}
