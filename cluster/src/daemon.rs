@@ -419,6 +419,7 @@ impl Daemon {
             unreachable: g.members.values().filter(|m| g.is_unreachable(&m.node)).copied().collect(),
             leader: g.leader(),
             self_status: g.members.get(&self.me).map(|m| m.status),
+            converged: g.converged(),
         };
         if self.terminated {
             state.leader = None;
@@ -446,15 +447,7 @@ impl Daemon {
                 }
             }
         }
-        let state = self.snapshot();
-        if state != self.published {
-            for ev in diff(&self.published, &state) {
-                log::debug!("cluster {}: {ev:?}", self.me);
-                rt.event_stream().publish(ev);
-            }
-            *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
-            self.published = state;
-        }
+        // Regions first: whoever sees the new state published sees their view queued.
         let view = match &self.gossip {
             Some(g) if self.terminated || g.converged() => Some(MembershipView {
                 up: g.members.values().filter(|m| m.status == MemberStatus::Up).copied().collect(),
@@ -472,6 +465,15 @@ impl Daemon {
                 }
                 self.last_view = Some(v);
             }
+        }
+        let state = self.snapshot();
+        if state != self.published {
+            for ev in diff(&self.published, &state) {
+                log::debug!("cluster {}: {ev:?}", self.me);
+                rt.event_stream().publish(ev);
+            }
+            *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+            self.published = state;
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct CurrentClusterState {
     pub leader: Option<UniqueAddress>,
     /// This node's own status (`None` before it joined).
     pub self_status: Option<MemberStatus>,
+    /// Whether this node's view has converged (every active member has seen it and none
+    /// is unreachable): the view regions place shards by. Not a change event of its own.
+    pub converged: bool,
 }
 
 impl CurrentClusterState {

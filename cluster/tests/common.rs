@@ -94,12 +94,13 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until every node in `nodes` sees exactly `n` members, all up.
+/// Waits until every node in `nodes` sees exactly `n` members, all up, in a converged
+/// view (so every region places shards by that same view).
 pub fn all_up(nodes: &[&TestNode], n: usize) {
     eventually(&format!("{n} members up everywhere"), || {
         nodes.iter().all(|t| {
             let s = t.cluster.state();
-            s.members.len() == n && s.count(MemberStatus::Up) == n
+            s.members.len() == n && s.count(MemberStatus::Up) == n && s.converged
         })
     });
 }
