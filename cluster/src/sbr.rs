@@ -15,10 +15,11 @@ use std::time::Duration;
 use crate::member::{Member, MemberStatus, UniqueAddress};
 
 /// The resolver's strategy (Akka's `split-brain-resolver.active-strategy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum SbrStrategy {
     /// The side with more up members survives; on a tie, the side with the lowest address.
+    #[default]
     KeepMajority,
     /// A side survives when it has at least `quorum` up members (pick more than half of
     /// the cluster size, and never grow the cluster beyond `2 * quorum - 1`).
@@ -35,12 +36,6 @@ pub enum SbrStrategy {
     },
     /// Every side downs itself (safe when partitions are expected to be rare and restarts cheap).
     DownAll,
-}
-
-impl Default for SbrStrategy {
-    fn default() -> Self {
-        SbrStrategy::KeepMajority
-    }
 }
 
 /// What the resolver decided for this side.

@@ -46,6 +46,7 @@ pub struct ShardingSettings<M> {
     pub(crate) eager_entities: Vec<String>,
     pub(crate) entity_capacity: usize,
     pub(crate) buffer_limit: usize,
+    pub(crate) retry_interval: Duration,
 }
 
 impl<M> fmt::Debug for ShardingSettings<M> {
@@ -69,6 +70,7 @@ impl<M> Clone for ShardingSettings<M> {
             eager_entities: self.eager_entities.clone(),
             entity_capacity: self.entity_capacity,
             buffer_limit: self.buffer_limit,
+            retry_interval: self.retry_interval,
         }
     }
 }
@@ -83,6 +85,7 @@ impl<M> Default for ShardingSettings<M> {
             eager_entities: Vec::new(),
             entity_capacity: percore::DEFAULT_MAILBOX_CAPACITY,
             buffer_limit: 100_000,
+            retry_interval: Duration::from_secs(1),
         }
     }
 }
@@ -125,6 +128,12 @@ impl<M> ShardingSettings<M> {
     /// Mailbox capacity of each entity.
     pub fn entity_capacity(mut self, n: usize) -> Self {
         self.entity_capacity = n.max(1);
+        self
+    }
+    /// How often a region asks again for a shard it is acquiring and retries the route of
+    /// held messages (default 1 s).
+    pub fn retry_interval(mut self, every: Duration) -> Self {
+        self.retry_interval = every.max(Duration::from_millis(1));
         self
     }
     /// Most messages a region buffers (shards being acquired, no view yet) before it

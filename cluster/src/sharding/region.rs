@@ -64,6 +64,7 @@ pub(crate) enum RegionLocal {
     View(MembershipView),
     EntityTerminated { entity_id: String, id: ActorId },
     PassivationTick,
+    RetryTick,
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -230,7 +231,7 @@ where
             self.begin_acquire(ctx, shard);
         }
         match self.shards.get_mut(&shard) {
-            Some(ShardState::Active) => self.to_entity(ctx, shard, entity_id, msg),
+            Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, entity_id, msg),
             Some(ShardState::Acquiring { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     ctx.dead_letter(msg);
@@ -239,7 +240,7 @@ where
                     buffer.push((entity_id, msg));
                 }
             }
-            None => self.to_entity(ctx, shard, entity_id, msg),
+            None => self.deliver_to_entity(ctx, shard, entity_id, msg),
         }
     }
 
@@ -266,7 +267,7 @@ where
         if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.insert(shard, ShardState::Active) {
             self.buffered -= buffer.len();
             for (id, m) in buffer {
-                self.to_entity(ctx, shard, id, m);
+                self.deliver_to_entity(ctx, shard, id, m);
             }
         }
         self.start_eager(ctx, shard);
@@ -296,7 +297,7 @@ where
         Ok(())
     }
 
-    fn to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: String, msg: A::Msg) {
+    fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: String, msg: A::Msg) {
         if !self.entities.contains_key(&entity_id) {
             if let Err(e) = self.spawn_entity(ctx, shard, &entity_id) {
                 log::warn!("region {}: could not start entity {entity_id}: {e}", self.name);
@@ -448,6 +449,31 @@ where
         self.report_drained();
     }
 
+    /// Hand-off requests and answers may be lost (a connection dropped, a peer restarted):
+    /// acquiring shards ask again, and held messages try their route again.
+    fn retry(&mut self, ctx: &mut Context<Self>) {
+        let me = self.me();
+        let asks: Vec<(u32, Vec<UniqueAddress>)> = self
+            .shards
+            .iter()
+            .filter_map(|(s, st)| match st {
+                ShardState::Acquiring { waiting, .. } => Some((*s, waiting.iter().copied().collect())),
+                ShardState::Active => None,
+            })
+            .collect();
+        for (shard, waiting) in asks {
+            for n in waiting {
+                self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
+            }
+        }
+        if self.view.is_some() {
+            for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
+                self.buffered -= 1;
+                self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
+            }
+        }
+    }
+
     fn passivate(&mut self) {
         let Some(after) = self.settings.passivate_after else { return };
         let now = Instant::now();
@@ -474,6 +500,8 @@ where
             let every = (after / 2).max(Duration::from_millis(10));
             ctx.start_repeated_timer("passivate", every, || RegionMsg::Local(RegionLocal::PassivationTick));
         }
+        let retry = self.settings.retry_interval;
+        ctx.start_repeated_timer("retry", retry, || RegionMsg::Local(RegionLocal::RetryTick));
         Ok(())
     }
 
@@ -487,7 +515,10 @@ where
             }
             RegionMsg::HandOffRequest { shard, from } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
-                    self.pending_requests.push((shard, from));
+                    // Requests are retried: keep one per (shard, requester).
+                    if !self.pending_requests.contains(&(shard, from)) {
+                        self.pending_requests.push((shard, from));
+                    }
                     self.answer_requests();
                 }
             }
@@ -502,6 +533,7 @@ where
             RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, v),
             RegionMsg::Local(RegionLocal::EntityTerminated { entity_id, id }) => self.on_entity_terminated(ctx, entity_id, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
+            RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
         }
         Ok(())
     }
