@@ -116,3 +116,42 @@ fn graceful_leave_removes_the_member() {
     assert_eq!(seen.last(), Some(&"removed"));
     assert_eq!(nodes[1].cluster.join([nodes[0].addr()]).unwrap_err().to_string(), percore_cluster::ClusterError::Terminated.to_string());
 }
+
+/// Reachability is tracked per member: a blackholed link makes the member unreachable
+/// (for every node, through the gossip), healing it makes it reachable again, and with a
+/// long stable-after nobody is downed.
+#[test]
+fn reachability_follows_the_link_without_downing() {
+    let cfg = config().split_brain_resolver(percore_cluster::SbrStrategy::KeepMajority, Duration::from_secs(120));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (_sink, rx) = subscribe(&nodes[1]);
+    let cut = nodes[2].cluster.self_address();
+    nodes[0].cluster.faults().blackhole(nodes[2].addr());
+    nodes[2].cluster.faults().blackhole(nodes[0].addr());
+    // Node 1 still reaches node 2, but learns node 0's verdict through the gossip.
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::UnreachableMember(m) => {
+                // Node 2 suspects node 0 as well: either may be reported first.
+                if m.node == cut {
+                    break;
+                }
+            }
+            ClusterEvent::MemberDowned(m) => panic!("nobody is downed: {m:?}"),
+            _ => {}
+        }
+    }
+    nodes[0].cluster.faults().heal(nodes[2].addr());
+    nodes[2].cluster.faults().heal(nodes[0].addr());
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::ReachableMember(m) if m.node == cut => break,
+            ClusterEvent::MemberDowned(m) => panic!("nobody is downed: {m:?}"),
+            _ => {}
+        }
+    }
+    eventually("everyone reachable again", || nodes.iter().all(|t| t.cluster.state().unreachable.is_empty()));
+    all_up(&refs, 3);
+}
