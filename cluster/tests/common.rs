@@ -59,9 +59,14 @@ impl TestNode {
 }
 
 pub fn start_node(name: &str) -> (Runtime, Node) {
+    start_node_on(name, 0)
+}
+
+/// A node listening on 127.0.0.1:`port` (0: any free port).
+pub fn start_node_on(name: &str, port: u16) -> (Runtime, Node) {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Debug));
     let rt = Runtime::builder().name(name).shards(1).pin_to_cores(false).build().expect("runtime");
-    let cfg = NodeConfig::new(([127, 0, 0, 1], 0))
+    let cfg = NodeConfig::new(([127, 0, 0, 1], port))
         .secret("test-cookie-for-the-cluster")
         .failure_detector(Duration::from_millis(100), Duration::from_secs(5))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));

@@ -155,3 +155,27 @@ fn reachability_follows_the_link_without_downing() {
     eventually("everyone reachable again", || nodes.iter().all(|t| t.cluster.state().unreachable.is_empty()));
     all_up(&refs, 3);
 }
+
+/// A node restarted at the same address is a new incarnation: it joins as a new member,
+/// and the old incarnation is downed and removed (never confused with the new one).
+#[test]
+fn restarted_node_joins_as_a_new_incarnation() {
+    let mut nodes = cluster_of(3, config(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let old = nodes[2].cluster.self_address();
+    nodes[2].kill();
+    let (rt, node) = start_node_on("n2-again", old.addr.port());
+    let cluster = percore_cluster::Cluster::start(&node, config().seeds([nodes[0].addr()])).unwrap();
+    let new = cluster.self_address();
+    assert_eq!(new.addr, old.addr);
+    assert_ne!(new.incarnation, old.incarnation);
+    nodes[2] = TestNode { rt: Some(rt), node, cluster };
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    for t in &nodes {
+        let s = t.cluster.state();
+        assert!(s.members.iter().any(|m| m.node == new));
+        assert!(!s.members.iter().any(|m| m.node == old), "the old incarnation is gone");
+    }
+}
