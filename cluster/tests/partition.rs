@@ -19,9 +19,11 @@ fn blackhole(a: &[&TestNode], b: &[&TestNode]) {
 
 #[test]
 fn minority_side_downs_itself_and_entities_never_run_twice() {
-    const ENTITIES: usize = 30;
+    // 60 entities over 30 shards: every node owns some of them except with odds of about
+    // (2/3)^26 (ports, so placement, are random).
+    const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(12).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
     let nodes = cluster_of(3, config(), |c| {
         ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
     });

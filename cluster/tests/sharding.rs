@@ -63,10 +63,12 @@ fn idle_entities_are_passivated_and_restart_on_demand() {
 /// entity ever runs twice.
 #[test]
 fn leave_hands_over_shards_and_singleton_without_loss() {
-    const ENTITIES: usize = 30;
+    // 60 entities over 30 shards: every node owns some of them except with odds of about
+    // (2/3)^26 (ports, so placement, are random).
+    const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
     let single_log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(12).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
     let nodes = cluster_of(3, config(), |c| {
         let s = ClusterSharding::new(c);
         s.start("counter", counters(c, &log), settings()).unwrap();
@@ -113,10 +115,12 @@ fn leave_hands_over_shards_and_singleton_without_loss() {
 /// the next oldest member, and no entity ever runs on two nodes at once.
 #[test]
 fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
-    const ENTITIES: usize = 30;
+    // 60 entities over 30 shards: every node owns some of them except with odds of about
+    // (2/3)^26 (ports, so placement, are random).
+    const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
     let single_log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(12).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
     let mut nodes = cluster_of(3, config(), |c| {
         let s = ClusterSharding::new(c);
         s.start("counter", counters(c, &log), settings()).unwrap();
