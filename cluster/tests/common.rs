@@ -64,12 +64,18 @@ pub fn start_node(name: &str) -> (Runtime, Node) {
 
 /// A node listening on 127.0.0.1:`port` (0: any free port).
 pub fn start_node_on(name: &str, port: u16) -> (Runtime, Node) {
+    start_node_with(name, port, 4096)
+}
+
+/// A node whose proxies (outbound per remote actor) hold `proxy_capacity` messages.
+pub fn start_node_with(name: &str, port: u16, proxy_capacity: usize) -> (Runtime, Node) {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Debug));
     let rt = Runtime::builder().name(name).shards(1).pin_to_cores(false).build().expect("runtime");
     let cfg = NodeConfig::new(([127, 0, 0, 1], port))
         .secret("test-cookie-for-the-cluster")
         .failure_detector(Duration::from_millis(100), Duration::from_secs(5))
-        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200));
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .proxy_capacity(proxy_capacity);
     let node = Node::start(&rt.handle(), cfg).expect("node");
     node.register::<CounterMsg>().unwrap();
     (rt, node)

@@ -133,12 +133,8 @@ fn reachability_follows_the_link_without_downing() {
     // Node 1 still reaches node 2, but learns node 0's verdict through the gossip.
     loop {
         match rx.recv_timeout(LONG).unwrap() {
-            ClusterEvent::UnreachableMember(m) => {
-                // Node 2 suspects node 0 as well: either may be reported first.
-                if m.node == cut {
-                    break;
-                }
-            }
+            // Node 2 suspects node 0 as well: either may be reported first.
+            ClusterEvent::UnreachableMember(m) if m.node == cut => break,
             ClusterEvent::MemberDowned(m) => panic!("nobody is downed: {m:?}"),
             _ => {}
         }

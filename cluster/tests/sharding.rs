@@ -164,3 +164,37 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     assert_eq!(single_log.events.lock().unwrap().iter().filter(|a| a.started).count(), 2);
     log.assert_single_activation();
 }
+
+/// A flood of envelopes for entities on another node meets a full transport proxy (tiny
+/// here): the region keeps them, in order, and retries, instead of dropping them. Before
+/// the outbound buffer, the region `tell`ed the proxy and lost what did not fit.
+#[test]
+fn a_flood_through_a_full_proxy_is_not_lost() {
+    const ENTITIES: usize = 50;
+    const PER: u64 = 100;
+    let log = Arc::new(ActivationLog::default());
+    let started: Vec<_> = (0..2).map(|i| start_node_with(&format!("f{i}"), 0, 16)).collect();
+    let seed = started[0].1.addr();
+    let mut nodes = Vec::new();
+    let mut refs_by_node = Vec::new();
+    for (rt, node) in started {
+        let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
+        let refs = ClusterSharding::new(&cluster).start("counter", counters(&cluster, &log), ShardingSettings::new().shards(20)).unwrap();
+        cluster.join([seed]).unwrap();
+        refs_by_node.push(refs);
+        nodes.push(TestNode { rt: Some(rt), node, cluster });
+    }
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let from = &refs_by_node[0];
+    for _ in 0..PER {
+        for e in 0..ENTITIES {
+            from.entity(&format!("x{e}")).blocking_send(CounterMsg::Hit, LONG).unwrap();
+        }
+    }
+    for e in 0..ENTITIES {
+        assert_eq!(from.entity(&format!("x{e}")).blocking_ask(CounterMsg::Get, LONG).unwrap().0, PER, "x{e}");
+    }
+    assert_eq!(log.handled.load(Ordering::SeqCst), PER * ENTITIES as u64);
+    assert!(log.starts_on(nodes[1].addr()) > 0, "some entities live on the other node");
+    assert_eq!(from.undelivered(), 0);
+}

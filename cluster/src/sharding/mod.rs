@@ -21,11 +21,12 @@ mod placement;
 pub(crate) mod region;
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorRef, AskError, ReplyTo, SpawnOptions, Undelivered};
+use percore::{Actor, ActorRef, AskError, ReplyTo, SendError, SpawnOptions, TellError, Undelivered};
 use percore_transport::RemoteMessage;
 
 pub use placement::{shard_of, Placement};
@@ -178,7 +179,8 @@ impl ClusterSharding {
         if rt.top_level::<RegionMsg<A::Msg>>(&name).is_ok() {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
-        let region = Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings);
+        let undelivered = Arc::new(AtomicU64::new(0));
+        let region = Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings, undelivered.clone());
         let r = rt.spawn_with(SpawnOptions::new().name(name.clone()).capacity(1 << 16), region).map_err(ClusterError::Spawn)?;
         let hook_ref = r.clone();
         self.cluster.register_region(
@@ -187,7 +189,7 @@ impl ClusterSharding {
                 let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(v)));
             }),
         )?;
-        Ok(EntityRefs { region: r, cluster: self.cluster.clone() })
+        Ok(EntityRefs { region: r, cluster: self.cluster.clone(), undelivered })
     }
 
     /// A handle on entity `entity_id` of type `type_name`, which must have been started on
@@ -231,6 +233,7 @@ impl ClusterSharding {
 pub struct EntityRefs<M> {
     region: ActorRef<RegionMsg<M>>,
     cluster: Cluster,
+    undelivered: Arc<AtomicU64>,
 }
 
 impl<M> fmt::Debug for EntityRefs<M> {
@@ -243,6 +246,21 @@ impl<M: RemoteMessage> EntityRefs<M> {
     /// The handle on `entity_id`.
     pub fn entity(&self, entity_id: &str) -> EntityRef<M> {
         EntityRef { region: self.region.clone(), entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr }
+    }
+
+    /// Envelopes this node's region could not pass on to another node's region (its
+    /// outbound buffer was full, or the peer's proxy had stopped): at-most-once losses.
+    pub fn undelivered(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.undelivered.load(Ordering::Relaxed)
+    }
+}
+
+fn into_msg<M>(e: RegionMsg<M>) -> M {
+    match e {
+        RegionMsg::Deliver { msg, .. } => msg,
+        // `blocking_send` only ever sends `Deliver`.
+        _ => unreachable!("an entity envelope"),
     }
 }
 
@@ -277,6 +295,30 @@ impl<M: RemoteMessage> EntityRef<M> {
     /// counted dead letter).
     pub fn tell(&self, msg: M) -> Result<(), Undelivered> {
         self.region.tell(RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 })
+    }
+
+    /// Waits for room in this node's region (from a foreign thread) instead of dropping:
+    /// the message comes back on timeout or if the region stopped. On a shard thread it
+    /// tries once (`WouldBlock` if full).
+    pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        let deadline = Instant::now() + timeout;
+        let mut env = RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 };
+        let mut pause = Duration::from_micros(1);
+        loop {
+            env = match self.region.try_tell(env) {
+                Ok(()) => return Ok(()),
+                Err(TellError::Closed(e)) => return Err(SendError::Closed(into_msg(e))),
+                Err(TellError::Full(e)) => e,
+            };
+            if percore::on_shard_thread() {
+                return Err(SendError::WouldBlock(into_msg(env)));
+            }
+            if Instant::now() >= deadline {
+                return Err(SendError::Timeout(into_msg(env)));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
     }
 
     /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`.

@@ -65,6 +65,7 @@ pub(crate) enum RegionLocal {
     EntityTerminated { entity_id: String, id: ActorId },
     PassivationTick,
     RetryTick,
+    Flush,
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -143,14 +144,22 @@ where
     unrouted: Vec<(String, A::Msg, SocketAddr, u8)>,
     pending_requests: Vec<(u32, UniqueAddress)>,
     peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>>,
+    outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>>,
     buffered: usize,
+    dead_letters: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<A: Actor> Region<A>
 where
     A::Msg: RemoteMessage,
 {
-    pub(crate) fn new(name: String, cluster: Cluster, factory: Factory<A>, settings: ShardingSettings<A::Msg>) -> Self {
+    pub(crate) fn new(
+        name: String,
+        cluster: Cluster,
+        factory: Factory<A>,
+        settings: ShardingSettings<A::Msg>,
+        dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         Region {
             name,
             cluster,
@@ -162,7 +171,9 @@ where
             unrouted: Vec::new(),
             pending_requests: Vec::new(),
             peers: HashMap::new(),
+            outbound: HashMap::new(),
             buffered: 0,
+            dead_letters,
         }
     }
 
@@ -178,10 +189,7 @@ where
         owner_of(shard, &v.up, self.settings.placement)
     }
 
-    fn send(&mut self, to: SocketAddr, msg: RegionMsg<A::Msg>) {
-        if self.cluster.shared.faults.is_blocked(to) {
-            return;
-        }
+    fn peer(&mut self, to: SocketAddr) -> Option<ActorRef<RegionMsg<A::Msg>>> {
         let stale = self.peers.get(&to).is_none_or(|r| r.is_closed());
         if stale {
             match self.cluster.shared.remote_ref::<RegionMsg<A::Msg>>(to, &self.name) {
@@ -190,13 +198,82 @@ where
                 }
                 Err(e) => {
                     log::warn!("region {}: no ref to {to}: {e}", self.name);
-                    return;
+                    return None;
                 }
             }
         }
-        if let Some(r) = self.peers.get(&to) {
-            let _ = r.tell(msg);
+        self.peers.get(&to).cloned()
+    }
+
+    /// Sends to the region on `to` without blocking and without loss: what the transport's
+    /// proxy cannot take now waits here, in order, and a flush timer retries (a muted
+    /// region could deadlock with its peer through paused connections; a region that
+    /// keeps draining cannot). Beyond the buffer limit, envelopes become dead letters.
+    fn send(&mut self, to: SocketAddr, msg: RegionMsg<A::Msg>) {
+        if self.cluster.shared.faults.is_blocked(to) {
+            return;
         }
+        if let Some(q) = self.outbound.get_mut(&to) {
+            if !q.is_empty() {
+                if self.buffered >= self.settings.buffer_limit {
+                    self.drop_envelope(msg);
+                } else {
+                    self.buffered += 1;
+                    q.push_back(msg);
+                }
+                return;
+            }
+        }
+        let Some(r) = self.peer(to) else { return };
+        match r.try_tell(msg) {
+            Ok(()) => {}
+            Err(percore::TellError::Full(m)) => {
+                self.buffered += 1;
+                self.outbound.entry(to).or_default().push_back(m);
+            }
+            Err(percore::TellError::Closed(m)) => {
+                // The proxy stopped (the peer was unreachable); a fresh one reconnects.
+                self.peers.remove(&to);
+                if let Some(r) = self.peer(to) {
+                    if let Err(e) = r.try_tell(m) {
+                        self.drop_envelope(e.into_inner());
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_envelope(&self, msg: RegionMsg<A::Msg>) {
+        log::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
+        // ORDERING: Relaxed: a statistic.
+        self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(msg);
+    }
+
+    /// Retries what waits for room in the peers' proxies.
+    fn flush(&mut self) {
+        let peers: Vec<SocketAddr> = self.outbound.keys().copied().collect();
+        for to in peers {
+            let Some(r) = self.peer(to) else { continue };
+            let Some(q) = self.outbound.get_mut(&to) else { continue };
+            while let Some(m) = q.pop_front() {
+                match r.try_tell(m) {
+                    Ok(()) => self.buffered -= 1,
+                    Err(percore::TellError::Full(m)) => {
+                        q.push_front(m);
+                        break;
+                    }
+                    Err(e) => {
+                        self.buffered -= 1;
+                        log::debug!("region {}: envelope dropped (peer gone)", self.name);
+                        drop(e.into_inner());
+                        // ORDERING: Relaxed: a statistic.
+                        self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.outbound.retain(|_, q| !q.is_empty());
     }
 
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
@@ -534,6 +611,10 @@ where
             RegionMsg::Local(RegionLocal::EntityTerminated { entity_id, id }) => self.on_entity_terminated(ctx, entity_id, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
+            RegionMsg::Local(RegionLocal::Flush) => self.flush(),
+        }
+        if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
+            ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
         }
         Ok(())
     }
