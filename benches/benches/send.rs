@@ -3,6 +3,7 @@
 //!
 //! `cargo bench -p percore-benches --bench send`
 
+use percore::Props;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,8 @@ impl Actor for Player {
 /// Time for `n` messages bouncing between an actor on `sa` and one on `sb`.
 fn bounce(rt: &Runtime, sa: usize, sb: usize, n: u64) -> Duration {
     let (tx, rx) = mpsc::channel();
-    let a = rt.spawn_on(sa, Player { partner: None, done: tx.clone() }).unwrap();
-    let b = rt.spawn_on(sb, Player { partner: None, done: tx }).unwrap();
+    let a = rt.spawn(Props::from(Player { partner: None, done: tx.clone() }).shard(sa)).unwrap();
+    let b = rt.spawn(Props::from(Player { partner: None, done: tx }).shard(sb)).unwrap();
     a.tell(Ball::Partner(b.clone())).unwrap();
     b.tell(Ball::Partner(a.clone())).unwrap();
     let start = Instant::now();

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use percore::{Actor, ActorError, Context, ReplyTo, Runtime, SpawnOptions};
+use percore::{Actor, ActorError, Context, ReplyTo, Runtime, Props};
 
 enum CounterMsg {
     Add(u64),
@@ -33,7 +33,7 @@ impl Actor for Counter {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().name("counter").build()?;
-    let counter = rt.spawn_with(SpawnOptions::new().capacity(1024), Counter::default())?;
+    let counter = rt.spawn(Props::from(Counter::default()).capacity(1024))?;
     let timeout = Duration::from_secs(10);
 
     std::thread::scope(|s| {
@@ -42,18 +42,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.spawn(move || {
                 for _ in 0..250_000 {
                     // Blocks (spin, back off, park) while the mailbox is full.
-                    counter.send(CounterMsg::Add(1), timeout).expect("counter alive");
+                    counter.blocking_send(CounterMsg::Add(1), timeout).expect("counter alive");
                 }
             });
         }
     });
 
-    let total = counter.ask(CounterMsg::Get, timeout)?;
+    let total = counter.blocking_ask(CounterMsg::Get, timeout)?;
     println!("blocking ask: total = {total}");
     assert_eq!(total, 1_000_000);
 
     // The same ask from async code, on any executor.
-    let total = futures::executor::block_on(counter.ask_async(CounterMsg::Get, timeout))?;
+    let total = futures::executor::block_on(counter.ask(CounterMsg::Get).timeout(timeout))?;
     println!("async ask:    total = {total}");
 
     println!("dead letters: {}", rt.dead_letters());

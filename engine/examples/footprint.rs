@@ -4,6 +4,7 @@
 //!
 //! `cargo run --release --example footprint -- [N]`
 
+use percore::Props;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,11 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().name("footprint").build()?;
     let handled = Arc::new(AtomicU64::new(0));
     let shards = rt.num_shards() as u64;
-    let spawners: Vec<_> = (0..shards).map(|s| rt.spawn_on(s as usize, Spawner(handled.clone()))).collect::<Result<_, _>>()?;
+    let spawners: Vec<_> = (0..shards).map(|s| rt.spawn(Props::from(Spawner(handled.clone())).shard(s as usize))).collect::<Result<_, _>>()?;
     let before = rss_bytes();
     let start = Instant::now();
     for s in &spawners {
-        s.send(n / shards, Duration::from_secs(10))?;
+        s.blocking_send(n / shards, Duration::from_secs(10))?;
     }
     while handled.load(Ordering::Relaxed) < n / shards * shards {
         std::thread::sleep(Duration::from_millis(1));

@@ -25,7 +25,7 @@ impl Actor for Greeter {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().name("hello").build()?;
     let greeter = rt.spawn(Greeter)?;
-    let answer = greeter.ask(|reply| Greet::Hello("world".into(), reply), Duration::from_secs(5))?;
+    let answer = greeter.blocking_ask(|reply| Greet::Hello("world".into(), reply), Duration::from_secs(5))?;
     println!("{answer}");
     rt.shutdown();
     Ok(())

@@ -3,6 +3,7 @@
 //! `cargo run --release --example pingpong -- [ROUND_TRIPS] [SHARDS]` (with one shard, only
 //! the same-shard run happens).
 
+use percore::Props;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -54,8 +55,8 @@ impl Player {
 
 fn run(rt: &Runtime, shards: (usize, usize), round_trips: u64) -> Result<Duration, Box<dyn std::error::Error>> {
     let (tx, rx) = mpsc::channel();
-    let a = rt.spawn_on(shards.0, Player { partner: None, done: Some(tx.clone()) })?;
-    let b = rt.spawn_on(shards.1, Player { partner: None, done: Some(tx) })?;
+    let a = rt.spawn(Props::from(Player { partner: None, done: Some(tx.clone()) }).shard(shards.0))?;
+    let b = rt.spawn(Props::from(Player { partner: None, done: Some(tx) }).shard(shards.1))?;
     let start = Instant::now();
     // Each round trip is two hits; the count reaches 0 at whichever player.
     a.tell(Ball::Serve(b.clone(), 2 * round_trips))?;

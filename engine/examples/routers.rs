@@ -42,10 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A pool: routees created (and supervised) by the router, one per shard.
     let pool = Router::pool(&rt.handle(), shards, || Worker { shard: 0, done: 0 }, RoutingLogic::RoundRobin)?;
     for i in 0..10_000 {
-        pool.send(Job::Hash(format!("job-{i}")), Duration::from_secs(5))?;
+        pool.blocking_send(Job::Hash(format!("job-{i}")), Duration::from_secs(5))?;
     }
     println!("pool of {} routees on shards {:?}", pool.routees().len(), pool.routees().iter().map(|r| r.shard()).collect::<Vec<_>>());
-    let fastest = pool.ask_first(Job::WhoAreYou, Duration::from_secs(5))?;
+    let fastest = pool.blocking_ask_first(Job::WhoAreYou, Duration::from_secs(5))?;
     println!("scatter-gather: first answer from shard {fastest}");
 
     // A group over the same actors, routing by key: every job of one user hits one worker.
@@ -57,7 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
     );
     for user in ["ada", "brian", "ada", "chen"] {
-        by_user.send(Job::Hash(format!("{user}/doc")), Duration::from_secs(5))?;
+        by_user.blocking_send(Job::Hash(format!("{user}/doc")), Duration::from_secs(5))?;
     }
     pool.stop();
     rt.shutdown();

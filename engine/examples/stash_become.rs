@@ -61,7 +61,7 @@ impl Actor for Connection {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = Runtime::builder().name("become").build()?;
     let conn = rt.spawn(Connection { state: State::Connecting, stash: Stash::new(1000) })?;
-    let asks: Vec<_> = (0..3).map(|i| conn.ask_async(move |r| Msg::Query(format!("q{i}"), r), Duration::from_secs(5))).collect();
+    let asks: Vec<_> = (0..3).map(|i| conn.ask(move |r| Msg::Query(format!("q{i}"), r)).timeout(Duration::from_secs(5))).collect();
     for a in asks {
         println!("{}", futures::executor::block_on(a)?);
     }

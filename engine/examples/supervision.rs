@@ -44,7 +44,7 @@ impl Actor for Boss {
 
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         // From Props: the factory lets the supervisor rebuild the worker.
-        let worker = ctx.spawn_props(Props::new(|| Worker { total: 0 }))?;
+        let worker = ctx.spawn(Props::new(|| Worker { total: 0 }))?;
         ctx.watch(&worker, BossMsg::WorkerDown);
         self.worker = Some(worker);
         Ok(())
@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for d in [1, 2, 0, 5, 0, 10] {
         boss.tell(BossMsg::Work(Job::Divide(d)))?;
     }
-    let total = boss.ask(|r| BossMsg::Work(Job::Total(r)), Duration::from_secs(5))?;
+    let total = boss.blocking_ask(|r| BossMsg::Work(Job::Total(r)), Duration::from_secs(5))?;
     println!("total since the last restart: {total} (100/10 after the second crash)");
     println!("failures: {}, restarts: {}", rt.failures(), rt.restarts());
     // Two more crashes exceed the limit (3 within a minute): the worker is stopped for good.

@@ -25,7 +25,12 @@ impl ActorId {
         ActorId(seq << 16 | origin as u64)
     }
 
-    /// The raw id.
+    /// The id whose raw form is `raw` (as [`ActorId::as_u64`] gave it, e.g. on the wire).
+    pub fn from_u64(raw: u64) -> ActorId {
+        ActorId(raw)
+    }
+
+    /// The raw 64-bit form (see [`ActorId::from_u64`]).
     pub fn as_u64(self) -> u64 {
         self.0
     }

@@ -18,7 +18,7 @@
 //!     fn handle(&mut self, _ctx: &mut Context<Self>, msg: Msg) -> Result<(), ActorError> {
 //!         match msg {
 //!             Msg::Add(n) => self.0 += n,
-//!             Msg::Get(reply) => { reply.reply(self.0); }
+//!             Msg::Get(reply) => reply.reply(self.0),
 //!         }
 //!         Ok(())
 //!     }
@@ -27,9 +27,9 @@
 //! let rt = Runtime::builder().shards(2).build()?;
 //! let counter = rt.spawn(Counter(0))?;
 //! for i in 1..=10 {
-//!     counter.send(Msg::Add(i), Duration::from_secs(1))?;    // waits if the mailbox is full
+//!     counter.blocking_send(Msg::Add(i), Duration::from_secs(1))?;    // waits if the mailbox is full
 //! }
-//! assert_eq!(counter.ask(Msg::Get, Duration::from_secs(5))?, 55);
+//! assert_eq!(counter.blocking_ask(Msg::Get, Duration::from_secs(5))?, 55);
 //! rt.shutdown();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -81,7 +81,7 @@
 //! * [`routing`]: pool and group routers (round-robin, random, broadcast, smallest-mailbox,
 //!   consistent hashing, shard-local) and scatter-gather asks.
 //! * [`event_stream`]: publish/subscribe by type; dead letters and lifecycle events too.
-//! * Names and paths: [`SpawnOptions::name`], [`RuntimeHandle::resolve`] /
+//! * Names and paths: [`Props::name`], [`RuntimeHandle::resolve`] /
 //!   [`RuntimeHandle::select`] (with `*`), [`Context::resolve`] (the answer as a message,
 //!   without blocking the shard), and a registry ([`RuntimeHandle::register`],
 //!   [`RuntimeHandle::whereis`]).
@@ -126,13 +126,13 @@ pub mod supervision;
 pub(crate) mod sync;
 pub mod timer;
 
-pub use actor::{Actor, ActorId, ActorRef, Context, Stash, StashFull};
-pub use ask::{AskFuture, ReplyTo};
+pub use actor::{Actor, ActorId, ActorRef, Async, AsyncActor, AsyncContext, Context, Interval, Sleep, Stash, StashFull};
+pub use ask::{Ask, ReplyTo, Sending, DEFAULT_ASK_TIMEOUT};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use shard::watchdog::DEFAULT_STALL_THRESHOLD;
 pub use runtime::dead_letters::{DeadLetter, DeadLetterReason};
-pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
+pub use runtime::{Props, Runtime, RuntimeBuilder, RuntimeHandle, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 pub use supervision::{Directive, Failure, StopReason, SupervisorStrategy, Terminated};
 pub use timer::{Cancellable, TimerHandle, TimerKey};
 pub use event_stream::{EventStream, LifecycleEvent};
@@ -144,6 +144,11 @@ pub use routing::{Router, RoutingLogic};
 /// must never block: no blocking `send`/`ask`, no joins, no blocking I/O).
 pub fn on_shard_thread() -> bool {
     shard::on_shard_thread()
+}
+
+/// The index of the shard running on the calling thread, if it is a shard thread.
+pub fn current_shard() -> Option<usize> {
+    shard::current_shard_index()
 }
 
 /// Internals exposed only for the criterion benches and the perf program's raw baselines.

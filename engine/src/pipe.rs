@@ -94,7 +94,7 @@ impl Wake for PipeTask {
 /// let rt = Runtime::builder().shards(1).pin_to_cores(false).build()?;
 /// let (echo, sink) = (rt.spawn(Echo)?, rt.spawn(Sink)?);
 /// // Ask one actor, and have the answer (or the error) sent to another.
-/// pipe_to(echo.ask_async(|r| r, Duration::from_secs(1)), &sink, |answer| answer.unwrap_or(0));
+/// pipe_to(echo.ask(|r| r).timeout(Duration::from_secs(1)), &sink, |answer| answer.unwrap_or(0));
 /// # rt.shutdown();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

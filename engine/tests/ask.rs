@@ -1,5 +1,6 @@
 //! ask: from a foreign thread (blocking), as a Future, and from inside an actor.
 
+use percore::Props;
 use std::time::Duration;
 
 use percore::{Actor, ActorError, ActorRef, AskError, Context, ReplyTo};
@@ -32,7 +33,7 @@ impl Actor for Calculator {
             }
             Calc::ReleaseHeld(v) => {
                 for r in self.held.drain(..) {
-                    if r.reply(v) {
+                    if r.try_reply(v) {
                         self.late_ok.add(1);
                     }
                 }
@@ -58,7 +59,7 @@ fn ask_from_foreign_thread() {
     let rt = runtime(2);
     let (calc, _) = calculator(&rt);
     for i in 0..1000 {
-        assert_eq!(calc.ask(|r| Calc::Double(i, r), DEADLINE), Ok(2 * i));
+        assert_eq!(calc.blocking_ask(|r| Calc::Double(i, r), DEADLINE), Ok(2 * i));
     }
     rt.shutdown();
 }
@@ -67,7 +68,7 @@ fn ask_from_foreign_thread() {
 fn ask_timeout_then_late_reply_is_a_dead_letter() {
     let rt = runtime(1);
     let (calc, late_ok) = calculator(&rt);
-    assert_eq!(calc.ask(Calc::Hold, Duration::from_millis(30)), Err(AskError::Timeout));
+    assert_eq!(calc.blocking_ask(Calc::Hold, Duration::from_millis(30)), Err(AskError::Timeout));
     assert_eq!(rt.dead_letters(), 0);
     calc.tell(Calc::ReleaseHeld(9)).unwrap();
     assert!(eventually(|| rt.dead_letters() == 1), "late reply counted once");
@@ -81,7 +82,7 @@ fn ask_to_stopped_actor_fails_fast() {
     let (calc, _) = calculator(&rt);
     calc.stop();
     assert!(eventually(|| calc.is_closed()));
-    assert_eq!(calc.ask(|r| Calc::Double(1, r), DEADLINE), Err(AskError::Closed));
+    assert_eq!(calc.blocking_ask(|r| Calc::Double(1, r), DEADLINE), Err(AskError::Closed));
     rt.shutdown();
 }
 
@@ -91,7 +92,7 @@ fn dropped_reply_handle_completes_the_ask_with_no_reply() {
     let (calc, _, holds) = calculator_with_holds(&rt);
     std::thread::scope(|s| {
         let c = calc.clone();
-        let asker = s.spawn(move || c.ask(Calc::Hold, DEADLINE));
+        let asker = s.spawn(move || c.blocking_ask(Calc::Hold, DEADLINE));
         assert!(eventually(|| holds.get() == 1));
         // Stopping the actor drops the held ReplyTo: the asker learns at once.
         calc.stop();
@@ -107,13 +108,13 @@ fn ask_as_a_future() {
     let v = futures::executor::block_on(async {
         let mut sum = 0;
         for i in 0..100 {
-            sum += calc.ask_async(|r| Calc::Double(i, r), DEADLINE).await.unwrap();
+            sum += calc.ask(|r| Calc::Double(i, r)).timeout(DEADLINE).await.unwrap();
         }
         sum
     });
     assert_eq!(v, 2 * (0..100).sum::<u64>());
     // Timeout through the timekeeper (nothing else polls the future).
-    let r = futures::executor::block_on(calc.ask_async(Calc::Hold, Duration::from_millis(30)));
+    let r = futures::executor::block_on(calc.ask(Calc::Hold).timeout(Duration::from_millis(30)));
     assert_eq!(r, Err(AskError::Timeout));
     rt.shutdown();
 }
@@ -157,10 +158,10 @@ fn ask_from_an_actor_same_and_other_shard() {
         let ok_sum = Count::default();
         let timeouts = Count::default();
         let asker = rt
-            .spawn_on(shard, Asker { calc: calc.clone(), ok_sum: ok_sum.clone(), timeouts: timeouts.clone(), hold: false })
+            .spawn(Props::from(Asker { calc: calc.clone(), ok_sum: ok_sum.clone(), timeouts: timeouts.clone(), hold: false }).shard(shard))
             .unwrap();
         for i in 1..=50 {
-            asker.send(AskerMsg::Start(i), DEADLINE).unwrap();
+            asker.blocking_send(AskerMsg::Start(i), DEADLINE).unwrap();
         }
         assert!(eventually(|| ok_sum.get() == 2 * (1..=50).sum::<u64>()), "sum {}", ok_sum.get());
         assert_eq!(timeouts.get(), 0);
@@ -168,9 +169,9 @@ fn ask_from_an_actor_same_and_other_shard() {
     // Timeouts inside an actor come back as messages, exactly once each.
     let ok_sum = Count::default();
     let timeouts = Count::default();
-    let asker = rt.spawn_on(1, Asker { calc: calc.clone(), ok_sum: ok_sum.clone(), timeouts: timeouts.clone(), hold: true }).unwrap();
+    let asker = rt.spawn(Props::from(Asker { calc: calc.clone(), ok_sum: ok_sum.clone(), timeouts: timeouts.clone(), hold: true }).shard(1)).unwrap();
     for i in 0..3 {
-        asker.send(AskerMsg::Start(i), DEADLINE).unwrap();
+        asker.blocking_send(AskerMsg::Start(i), DEADLINE).unwrap();
     }
     assert!(eventually(|| timeouts.get() == 3));
     calc.tell(Calc::ReleaseHeld(1)).unwrap();
@@ -187,7 +188,7 @@ fn blocking_ask_on_a_shard_thread_is_refused() {
     impl Actor for Nested {
         type Msg = ();
         fn handle(&mut self, _ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
-            if self.0.ask(|r| Calc::Double(1, r), DEADLINE) == Err(AskError::WouldBlock) {
+            if self.0.blocking_ask(|r| Calc::Double(1, r), DEADLINE) == Err(AskError::WouldBlock) {
                 self.1.add(1);
             }
             Ok(())

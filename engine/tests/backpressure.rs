@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props};
 
 use crate::common::*;
 
@@ -26,7 +26,7 @@ impl Actor for Sink {
                 }
                 self.next = i + 1;
             }
-            SinkMsg::Report(r) => drop(r.reply((self.next, self.out_of_order))),
+            SinkMsg::Report(r) => r.reply((self.next, self.out_of_order)),
         }
         Ok(())
     }
@@ -66,7 +66,7 @@ impl Actor for Producer {
                     ctx.send(&self.sink, SinkMsg::Report(r));
                 }
             }
-            ProdMsg::WasMuted(r) => drop(r.reply(self.muted_seen)),
+            ProdMsg::WasMuted(r) => r.reply(self.muted_seen),
         }
         Ok(())
     }
@@ -75,11 +75,11 @@ impl Actor for Producer {
 fn flood(producer_shard: usize, sink_shard: usize) {
     const N: u64 = 100_000;
     let rt = runtime(2);
-    let sink = rt.spawn_with(SpawnOptions::new().shard(sink_shard).capacity(16), Sink { next: 0, out_of_order: 0 }).unwrap();
+    let sink = rt.spawn(Props::from(Sink { next: 0, out_of_order: 0 }).shard(sink_shard).capacity(16)).unwrap();
     let producer =
-        rt.spawn_on(producer_shard, Producer { sink, sent: 0, total: 0, muted_seen: false }).unwrap();
-    assert_eq!(producer.ask(|r| ProdMsg::Go(N, r), DEADLINE), Ok((N, 0)), "every item, in order");
-    assert_eq!(producer.ask(ProdMsg::WasMuted, DEADLINE), Ok(true), "the sink's bound was reached");
+        rt.spawn(Props::from(Producer { sink, sent: 0, total: 0, muted_seen: false }).shard(producer_shard)).unwrap();
+    assert_eq!(producer.blocking_ask(|r| ProdMsg::Go(N, r), DEADLINE), Ok((N, 0)), "every item, in order");
+    assert_eq!(producer.blocking_ask(ProdMsg::WasMuted, DEADLINE), Ok(true), "the sink's bound was reached");
     assert_eq!(rt.dead_letters(), 0);
     rt.shutdown();
 }
@@ -118,7 +118,7 @@ impl Actor for Peer {
                 }
             }
             PeerMsg::Item => self.got += 1,
-            PeerMsg::Got(r) => drop(r.reply(self.got)),
+            PeerMsg::Got(r) => r.reply(self.got),
         }
         Ok(())
     }
@@ -127,15 +127,15 @@ impl Actor for Peer {
 fn cycle(shard_a: usize, shard_b: usize) {
     const N: u64 = 10_000;
     let rt = runtime(2);
-    let spawn = |shard| rt.spawn_with(SpawnOptions::new().shard(shard).capacity(8), Peer { other: None, got: 0 }).unwrap();
+    let spawn = |shard| rt.spawn(Props::from(Peer { other: None, got: 0 }).shard(shard).capacity(8)).unwrap();
     let (a, b) = (spawn(shard_a), spawn(shard_b));
-    a.send(PeerMsg::Meet(b.clone()), DEADLINE).unwrap();
-    b.send(PeerMsg::Meet(a.clone()), DEADLINE).unwrap();
-    a.send(PeerMsg::Start(N), DEADLINE).unwrap();
-    b.send(PeerMsg::Start(N), DEADLINE).unwrap();
+    a.blocking_send(PeerMsg::Meet(b.clone()), DEADLINE).unwrap();
+    b.blocking_send(PeerMsg::Meet(a.clone()), DEADLINE).unwrap();
+    a.blocking_send(PeerMsg::Start(N), DEADLINE).unwrap();
+    b.blocking_send(PeerMsg::Start(N), DEADLINE).unwrap();
     // No silent deadlock: both drain everything the other sent.
-    assert!(eventually(|| a.ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "a is stuck");
-    assert!(eventually(|| b.ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "b is stuck");
+    assert!(eventually(|| a.blocking_ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "a is stuck");
+    assert!(eventually(|| b.blocking_ask(PeerMsg::Got, Duration::from_secs(5)) == Ok(N)), "b is stuck");
     assert_eq!(rt.dead_letters(), 0);
     rt.shutdown();
 }
@@ -170,7 +170,7 @@ fn parked_messages_to_a_stopped_target_are_counted() {
     const N: u64 = 1000;
     let rt = runtime(2);
     let (gate, handled) = (Gate::default(), Count::default());
-    let sink = rt.spawn_with(SpawnOptions::new().shard(1).capacity(4), GatedSink(gate.clone(), handled.clone())).unwrap();
+    let sink = rt.spawn(Props::from(GatedSink(gate.clone(), handled.clone())).shard(1).capacity(4)).unwrap();
     sink.tell(()).unwrap();
     gate.wait_entered();
     struct Pusher(ActorRef<()>);
@@ -184,8 +184,8 @@ fn parked_messages_to_a_stopped_target_are_counted() {
             Ok(())
         }
     }
-    let pusher = rt.spawn_on(0, Pusher(sink.clone())).unwrap();
-    assert_eq!(pusher.ask(|r| r, DEADLINE), Ok(true), "the pusher is muted with messages parked");
+    let pusher = rt.spawn(Props::from(Pusher(sink.clone())).shard(0)).unwrap();
+    assert_eq!(pusher.blocking_ask(|r| r, DEADLINE), Ok(true), "the pusher is muted with messages parked");
     // The sink stops while blocked: what it had not handled, queued or parked, is counted.
     sink.stop();
     gate.release();
@@ -199,6 +199,6 @@ fn parked_messages_to_a_stopped_target_are_counted() {
     );
     assert!(rt.dead_letters() > 0);
     // And the pusher is not muted any more: it answers.
-    assert_eq!(pusher.ask(|r| r, DEADLINE), Ok(false));
+    assert_eq!(pusher.blocking_ask(|r| r, DEADLINE), Ok(false));
     rt.shutdown();
 }

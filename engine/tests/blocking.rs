@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, BuildError, Context, Directive, ReplyTo, Runtime, SpawnOptions, SupervisorStrategy};
+use percore::{Actor, ActorError, BuildError, Context, Directive, ReplyTo, Runtime, Props, SupervisorStrategy};
 
 use crate::common::*;
 
@@ -99,10 +99,10 @@ fn spawn_blocking_results_arrive_exactly_once_past_a_full_mailbox() {
     const N: u64 = 2000;
     let rt = builder(2).blocking_threads(3).build().unwrap();
     let a = rt
-        .spawn_with(SpawnOptions::new().capacity(1), Spawner { seen: vec![], count: 0, sum: 0, duplicate: false })
+        .spawn(Props::from(Spawner { seen: vec![], count: 0, sum: 0, duplicate: false }).capacity(1))
         .unwrap();
-    a.send(JobMsg::Start(N), DEADLINE).unwrap();
-    let count = |a: &percore::ActorRef<JobMsg>| a.ask(JobMsg::Count, DEADLINE).ok();
+    a.blocking_send(JobMsg::Start(N), DEADLINE).unwrap();
+    let count = |a: &percore::ActorRef<JobMsg>| a.blocking_ask(JobMsg::Count, DEADLINE).ok();
     assert!(eventually(|| count(&a).is_some_and(|(n, _, _)| n >= N)), "results: {:?} of {N}", count(&a));
     // Marker: asked after all N arrived, the count is still exactly N (nothing doubled).
     let (n, sum, duplicate) = count(&a).expect("the marker ask is answered");
@@ -153,22 +153,22 @@ fn a_panic_in_blocking_work_fails_its_actor_once() {
         .build()
         .unwrap();
     let counted = Count::default();
-    let neighbour = rt.spawn_on(0, Counter(counted.clone())).unwrap();
-    let risky = rt.spawn_on(0, RiskyActor).unwrap();
+    let neighbour = rt.spawn(Props::from(Counter(counted.clone())).shard(0)).unwrap();
+    let risky = rt.spawn(Props::from(RiskyActor).shard(0)).unwrap();
 
     risky.tell(Risky::PanicInF).unwrap();
     assert!(eventually(|| decided.get() == 1));
     for _ in 0..100 {
-        neighbour.send(1, DEADLINE).unwrap();
+        neighbour.blocking_send(1, DEADLINE).unwrap();
     }
     // Markers: the resumed actor answers, the neighbour handled all of its messages.
-    assert_eq!(risky.ask(Risky::Ping, DEADLINE).unwrap(), 1);
+    assert_eq!(risky.blocking_ask(Risky::Ping, DEADLINE).unwrap(), 1);
     assert!(eventually(|| counted.get() == 100));
     assert_eq!((decided.get(), rt.failures()), (1, 1), "exactly one failure for one panic in f");
 
     risky.tell(Risky::PanicInMap).unwrap();
     assert!(eventually(|| decided.get() == 2));
-    assert_eq!(risky.ask(Risky::Ping, DEADLINE).unwrap(), 1);
+    assert_eq!(risky.blocking_ask(Risky::Ping, DEADLINE).unwrap(), 1);
     assert_eq!((decided.get(), rt.failures()), (2, 2), "exactly one failure for one panic in map");
     assert_eq!(*messages.lock().unwrap(), ["boom in f", "boom in map"]);
     assert_eq!(rt.dead_letters(), 0);
@@ -241,18 +241,18 @@ impl Actor for Echo {
 #[test]
 fn the_shard_keeps_running_while_blocking_work_waits() {
     let rt = builder(1).blocking_threads(1).build().unwrap();
-    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
-    let echo = rt.spawn_on(0, Echo).unwrap();
+    let slow = rt.spawn(Props::from(SlowActor(None, 0)).shard(0)).unwrap();
+    let echo = rt.spawn(Props::from(Echo).shard(0)).unwrap();
     let (entered, open, ran) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Count::default());
     slow.tell(Slow::Block { entered: entered.clone(), open: open.clone(), ran: ran.clone() }).unwrap();
     assert!(wait_for(&entered), "the job never started");
     for _ in 0..200 {
-        assert_eq!(echo.ask(|r| r, DEADLINE).unwrap(), 9);
+        assert_eq!(echo.blocking_ask(|r| r, DEADLINE).unwrap(), 9);
     }
-    assert_eq!(slow.ask(Slow::Get, DEADLINE).unwrap(), None, "the job is still blocked");
+    assert_eq!(slow.blocking_ask(Slow::Get, DEADLINE).unwrap(), None, "the job is still blocked");
     assert_eq!(ran.get(), 0);
     open.store(true, Ordering::SeqCst);
-    assert!(eventually(|| slow.ask(Slow::Get, DEADLINE).unwrap() == Some(42)));
+    assert!(eventually(|| slow.blocking_ask(Slow::Get, DEADLINE).unwrap() == Some(42)));
     assert_eq!(ran.get(), 1);
     rt.shutdown();
 }
@@ -262,13 +262,13 @@ fn the_shard_keeps_running_while_blocking_work_waits() {
 fn shutdown_drops_queued_blocking_jobs_and_counts_them() {
     let rt = builder(1).blocking_threads(1).build().unwrap();
     let handle = rt.handle();
-    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
+    let slow = rt.spawn(Props::from(SlowActor(None, 0)).shard(0)).unwrap();
     let (entered, open, ran) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Count::default());
     for _ in 0..5 {
         slow.tell(Slow::Block { entered: entered.clone(), open: open.clone(), ran: ran.clone() }).unwrap();
     }
     // Marker: all five are submitted once this is answered.
-    assert_eq!(slow.ask(Slow::Get, DEADLINE).unwrap(), None);
+    assert_eq!(slow.blocking_ask(Slow::Get, DEADLINE).unwrap(), None);
     assert!(wait_for(&entered));
     let opener = {
         let (slow, open) = (slow.clone(), open.clone());
@@ -290,7 +290,7 @@ fn shutdown_drops_queued_blocking_jobs_and_counts_them() {
 #[test]
 fn queued_jobs_do_not_wait_behind_a_blocked_helper() {
     let rt = builder(1).blocking_threads(2).build().unwrap();
-    let slow = rt.spawn_on(0, SlowActor(None, 0)).unwrap();
+    let slow = rt.spawn(Props::from(SlowActor(None, 0)).shard(0)).unwrap();
     let (entered, open) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     for round in 1..=20 {
         entered.store(false, Ordering::SeqCst);
@@ -299,12 +299,12 @@ fn queued_jobs_do_not_wait_behind_a_blocked_helper() {
         assert!(wait_for(&entered));
         // Every quick job finishes while the first one is still blocked.
         assert!(
-            eventually(|| slow.ask(Slow::Quicks, DEADLINE).unwrap() == 50 * round),
+            eventually(|| slow.blocking_ask(Slow::Quicks, DEADLINE).unwrap() == 50 * round),
             "round {round}: {} quick jobs done",
-            slow.ask(Slow::Quicks, DEADLINE).unwrap()
+            slow.blocking_ask(Slow::Quicks, DEADLINE).unwrap()
         );
         open.store(true, Ordering::SeqCst);
-        assert!(eventually(|| slow.ask(Slow::Get, DEADLINE).unwrap() == Some(1)));
+        assert!(eventually(|| slow.blocking_ask(Slow::Get, DEADLINE).unwrap() == Some(1)));
         slow.tell(Slow::Done(0)).unwrap();
     }
     rt.shutdown();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percore::driver::{install_driver, DriverWaker, ShardDriver};
-use percore::{Actor, ActorError, AskError, Context, DriverError, ReplyTo, SpawnOptions, TellError};
+use percore::{Actor, ActorError, AskError, Context, DriverError, ReplyTo, Props, TellError};
 
 use crate::common::*;
 
@@ -44,7 +44,7 @@ fn paused_actor_keeps_messages_in_its_bounded_mailbox_until_resumed() {
     let paused = Count::default();
     let a = rt
         .handle()
-        .spawn_with(SpawnOptions::new().shard(1).capacity(8), Pausable { seen: seen.clone(), paused: paused.clone() })
+        .spawn(Props::from(Pausable { seen: seen.clone(), paused: paused.clone() }).shard(1).capacity(8))
         .unwrap();
     a.tell(P::Pause).unwrap();
     assert!(eventually(|| paused.get() == 1));
@@ -91,7 +91,7 @@ fn reply_handles_can_forward_and_be_forwarded() {
     assert_eq!(rx.recv_timeout(DEADLINE).unwrap(), Err(AskError::NoReply));
     // into_fn: a blocking ask completed through the extracted function.
     let v = a
-        .ask(
+        .blocking_ask(
             |reply: ReplyTo<u32>| {
                 let complete = reply.into_fn();
                 ReplyTo::from_fn(move |r| complete(r.map(|v| v * 6)))
@@ -199,7 +199,7 @@ impl Actor for Worker {
     fn handle(&mut self, _: &mut Context<Self>, m: W) -> Result<(), ActorError> {
         match m {
             W::Inc => self.n += 1,
-            W::Get(r) => drop(r.reply(self.n)),
+            W::Get(r) => r.reply(self.n),
         }
         Ok(())
     }
@@ -226,7 +226,7 @@ impl Actor for Deferrer {
         match m {
             D::Spawn(r) => {
                 let resumed = self.resumed.clone();
-                let c = ctx.spawn_props(percore::Props::new(move || Worker { n: 0, resumed: resumed.clone() }))?;
+                let c = ctx.spawn(percore::Props::new(move || Worker { n: 0, resumed: resumed.clone() }))?;
                 self.child = Some(c.clone());
                 r.reply(c);
             }
@@ -256,21 +256,21 @@ fn deferred_supervision_and_injected_failures() {
     let failures = Count::default();
     let resumed = Count::default();
     let p = rt.handle().spawn(Deferrer { failures: failures.clone(), child: None, resumed: resumed.clone() }).unwrap();
-    let c = p.ask(D::Spawn, DEADLINE).unwrap();
+    let c = p.blocking_ask(D::Spawn, DEADLINE).unwrap();
     c.tell(W::Inc).unwrap();
-    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 1);
+    assert_eq!(c.blocking_ask(W::Get, DEADLINE).unwrap(), 1);
     // An injected failure suspends the child until the supervisor decides.
     assert!(c.fail("told to fail"));
     assert!(eventually(|| failures.get() == 1));
     c.tell(W::Inc).unwrap();
-    assert!(matches!(c.ask(W::Get, Duration::from_millis(200)), Err(AskError::Timeout)), "suspended: no answer");
+    assert!(matches!(c.blocking_ask(W::Get, Duration::from_millis(200)), Err(AskError::Timeout)), "suspended: no answer");
     p.tell(D::Decide(percore::Directive::Resume)).unwrap();
     assert!(eventually(|| resumed.get() == 1), "resumed hook ran");
     // State kept; the Inc sent while suspended was handled after the resume.
-    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 2);
+    assert_eq!(c.blocking_ask(W::Get, DEADLINE).unwrap(), 2);
     assert!(c.fail("again"));
     assert!(eventually(|| failures.get() == 2));
     p.tell(D::Decide(percore::Directive::Restart)).unwrap();
-    assert_eq!(c.ask(W::Get, DEADLINE).unwrap(), 0, "fresh instance after restart_child");
+    assert_eq!(c.blocking_ask(W::Get, DEADLINE).unwrap(), 0, "fresh instance after restart_child");
     assert_eq!(rt.handle().restarts(), 1);
 }

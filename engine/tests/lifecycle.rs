@@ -1,5 +1,6 @@
 //! Spawning children, stopping (children before parents), failures, shutdown.
 
+use percore::Props;
 use std::sync::{Arc, Mutex};
 
 use percore::{Actor, ActorError, ActorRef, Context, SpawnError};
@@ -24,16 +25,13 @@ impl Actor for Node {
         if self.depth > 0 {
             for i in 0..self.fanout {
                 let shard = (ctx.shard() + i as usize) % ctx.num_shards();
-                ctx.spawn_on(
-                    shard,
-                    Node {
+                ctx.spawn(Props::from(Node {
                         name: format!("{}/{i}", self.name),
                         depth: self.depth - 1,
                         fanout: self.fanout,
                         log: self.log.clone(),
                         started: self.started.clone(),
-                    },
-                )?;
+                    }).shard(shard))?;
             }
         }
         Ok(())
@@ -95,11 +93,11 @@ fn shutdown_stops_every_tree_children_first() {
 fn shutdown_counts_pending_messages_as_dead_letters() {
     let rt = runtime(1);
     let gate = Gate::default();
-    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
     let count = Count::default();
-    let counter = rt.spawn_with(percore::SpawnOptions::new().shard(0).capacity(100), Counter(count.clone())).unwrap();
+    let counter = rt.spawn(percore::Props::from(Counter(count.clone())).shard(0).capacity(100)).unwrap();
     // Make sure the counter has started and is idle before the shard is held.
-    counter.send(1, DEADLINE).unwrap();
+    counter.blocking_send(1, DEADLINE).unwrap();
     assert!(eventually(|| count.get() == 1));
     blocker.tell(()).unwrap();
     gate.wait_entered();
@@ -144,10 +142,10 @@ impl Actor for CrashyActor {
 fn a_failing_actor_stops_and_the_shard_keeps_running() {
     let rt = runtime(1);
     let bystander_count = Count::default();
-    let bystander = rt.spawn_on(0, Counter(bystander_count.clone())).unwrap();
+    let bystander = rt.spawn(Props::from(Counter(bystander_count.clone())).shard(0)).unwrap();
     for kind in [Crashy::Panic, Crashy::Fail] {
         let c = Count::default();
-        let a = rt.spawn_on(0, CrashyActor(c.clone())).unwrap();
+        let a = rt.spawn(Props::from(CrashyActor(c.clone())).shard(0)).unwrap();
         a.tell(Crashy::Add(1)).unwrap();
         a.tell(kind).unwrap();
         assert!(eventually(|| a.is_closed()));
@@ -155,7 +153,7 @@ fn a_failing_actor_stops_and_the_shard_keeps_running() {
         assert!(matches!(a.try_tell(Crashy::Add(1)), Err(percore::TellError::Closed(_))));
     }
     assert_eq!(rt.failures(), 2);
-    bystander.send(5, DEADLINE).unwrap();
+    bystander.blocking_send(5, DEADLINE).unwrap();
     assert!(eventually(|| bystander_count.get() == 5), "the shard survived");
     rt.shutdown();
 }
@@ -178,10 +176,10 @@ impl Actor for SelfStopper {
 fn stop_self_drops_the_rest_into_dead_letters() {
     let rt = runtime(1);
     let gate = Gate::default();
-    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
     let c = Count::default();
-    let a: ActorRef<u64> = rt.spawn_on(0, SelfStopper(c.clone())).unwrap();
-    a.send(0, DEADLINE).unwrap();
+    let a: ActorRef<u64> = rt.spawn(Props::from(SelfStopper(c.clone())).shard(0)).unwrap();
+    a.blocking_send(0, DEADLINE).unwrap();
     assert!(eventually(|| c.get() == 1));
     blocker.tell(()).unwrap();
     gate.wait_entered();

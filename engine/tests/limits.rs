@@ -3,9 +3,7 @@
 
 use std::time::Instant;
 
-use percore::{
-    Actor, ActorError, BuildError, Context, Runtime, SpawnError, SpawnOptions, MAX_MAILBOX_CAPACITY, MAX_SHARDS,
-};
+use percore::{Actor, ActorError, BuildError, Context, Runtime, SpawnError, Props, MAX_MAILBOX_CAPACITY, MAX_SHARDS};
 
 use crate::common::*;
 
@@ -27,7 +25,7 @@ fn mailbox_capacities_that_cannot_be_allocated_are_refused() {
     assert!(matches!(err, BuildError::InvalidCapacity(c) if c == huge), "{err:?}");
     assert!(err.to_string().contains(&format!("use 1..={MAX_MAILBOX_CAPACITY}")), "{err}");
     let rt = Runtime::builder().shards(1).pin_to_cores(false).mailbox_capacity(MAX_MAILBOX_CAPACITY).build().unwrap();
-    let refused = rt.spawn_with(SpawnOptions::new().capacity(MAX_MAILBOX_CAPACITY + 1), Counter(Count::default()));
+    let refused = rt.spawn(Props::from(Counter(Count::default())).capacity(MAX_MAILBOX_CAPACITY + 1));
     assert_eq!(refused.unwrap_err(), SpawnError::InvalidCapacity(MAX_MAILBOX_CAPACITY + 1));
     rt.shutdown();
 }
@@ -39,7 +37,7 @@ struct Spawner(Count);
 impl Actor for Spawner {
     type Msg = usize;
     fn handle(&mut self, ctx: &mut Context<Self>, shard: usize) -> Result<(), ActorError> {
-        let child = ctx.spawn_on(shard, Counter(self.0.clone()))?;
+        let child = ctx.spawn(Props::from(Counter(self.0.clone())).shard(shard))?;
         child.tell(1).map_err(|e| e.to_string())?;
         Ok(())
     }
@@ -50,7 +48,7 @@ fn lanes_are_allocated_for_the_pairs_that_talk_only() {
     let rt = runtime(8);
     assert_eq!(rt.lanes_allocated(), 0, "no lane before any cross-shard message");
     let count = Count::default();
-    let spawner = rt.spawn_on(0, Spawner(count.clone())).unwrap();
+    let spawner = rt.spawn(Props::from(Spawner(count.clone())).shard(0)).unwrap();
     for _round in 0..3 {
         for to in [1, 2, 0] {
             spawner.tell(to).unwrap();
@@ -58,7 +56,7 @@ fn lanes_are_allocated_for_the_pairs_that_talk_only() {
     }
     assert!(eventually(|| count.get() == 9), "got {} of 9", count.get());
     assert_eq!(rt.lanes_allocated(), 2, "lanes 0→1 and 0→2, each installed once and reused");
-    let back = rt.spawn_on(5, Spawner(count.clone())).unwrap();
+    let back = rt.spawn(Props::from(Spawner(count.clone())).shard(5)).unwrap();
     back.tell(0).unwrap();
     back.tell(0).unwrap();
     assert!(eventually(|| count.get() == 11));
@@ -73,7 +71,7 @@ fn a_thousand_shards_build_quickly_and_talk() {
     let built = t0.elapsed();
     assert_eq!(rt.lanes_allocated(), 0);
     let count = Count::default();
-    let spawner = rt.spawn_on(0, Spawner(count.clone())).unwrap();
+    let spawner = rt.spawn(Props::from(Spawner(count.clone())).shard(0)).unwrap();
     for _ in 0..10 {
         spawner.tell(1023).unwrap();
     }

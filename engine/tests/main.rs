@@ -14,3 +14,5 @@ mod supervision;
 mod timers;
 mod seams;
 mod toolkit;
+mod async_actors;
+mod tokio_bridge;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use percore::{Actor, ActorError, ActorRef, BuildError, Context, Runtime, SpawnError, SpawnOptions, TellError, Undelivered};
+use percore::{Actor, ActorError, ActorRef, BuildError, Context, Runtime, SpawnError, Props, TellError, Undelivered};
 
 use crate::common::*;
 
@@ -46,17 +46,14 @@ fn fifo_per_sender_from_foreign_threads_no_loss_no_duplication() {
     let total = Count::default();
     let violations = Count::default();
     let checker = rt
-        .spawn_with(
-            SpawnOptions::new().capacity(256),
-            FifoChecker { next: vec![0; senders], total: total.clone(), violations: violations.clone() },
-        )
+        .spawn(Props::from(FifoChecker { next: vec![0; senders], total: total.clone(), violations: violations.clone() }).capacity(256))
         .unwrap();
     std::thread::scope(|s| {
         for sender in 0..senders {
             let checker = checker.clone();
             s.spawn(move || {
                 for seq in 0..per {
-                    checker.send((sender, seq), DEADLINE).unwrap();
+                    checker.blocking_send((sender, seq), DEADLINE).unwrap();
                 }
             });
         }
@@ -110,10 +107,7 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
         let total = Count::default();
         let violations = Count::default();
         let checker = rt
-            .spawn_with(
-                SpawnOptions::new().shard(c).capacity(128),
-                FifoChecker { next: vec![0; producers_per_checker], total: total.clone(), violations: violations.clone() },
-            )
+            .spawn(Props::from(FifoChecker { next: vec![0; producers_per_checker], total: total.clone(), violations: violations.clone() }).shard(c).capacity(128))
             .unwrap();
         checkers.push((checker, total, violations));
     }
@@ -121,7 +115,7 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
         for p in 0..producers_per_checker {
             let shard = (c + p) % shards;
             let prod = rt
-                .spawn_on(shard, Producer { me: p, n: per, target: checker.clone(), sent: 0 })
+                .spawn(Props::from(Producer { me: p, n: per, target: checker.clone(), sent: 0 }).shard(shard))
                 .unwrap();
             prod.tell(ProducerMsg::Go).unwrap();
         }
@@ -139,9 +133,9 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
 fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
     let rt = runtime(1);
     let gate = Gate::default();
-    let blocker = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+    let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
     let count = Count::default();
-    let counter = rt.spawn_with(SpawnOptions::new().shard(0).capacity(4), Counter(count.clone())).unwrap();
+    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(4)).unwrap();
     blocker.tell(()).unwrap();
     gate.wait_entered();
     // The shard is held: the counter cannot drain. Exactly `capacity` messages fit.
@@ -155,12 +149,12 @@ fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
     assert_eq!(counter.tell(7), Err(Undelivered::Full));
     assert_eq!(rt.dead_letters(), 1, "fire-and-forget overflow is counted");
     // A blocking send times out while full, giving the message back...
-    let err = counter.send(5, Duration::from_millis(20)).unwrap_err();
+    let err = counter.blocking_send(5, Duration::from_millis(20)).unwrap_err();
     assert_eq!(err.into_inner(), 5);
     // ...and completes once room frees up.
     std::thread::scope(|s| {
         let c = counter.clone();
-        let sender = s.spawn(move || c.send(1000, DEADLINE));
+        let sender = s.spawn(move || c.blocking_send(1000, DEADLINE));
         gate.release();
         sender.join().unwrap().unwrap();
     });
@@ -193,9 +187,9 @@ impl Actor for LocalFlooder {
 fn full_mailbox_on_the_same_shard_path() {
     let rt = runtime(1);
     let count = Count::default();
-    let target = rt.spawn_with(SpawnOptions::new().shard(0).capacity(8), Counter(count.clone())).unwrap();
+    let target = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(8)).unwrap();
     let refused = Count::default();
-    let flooder = rt.spawn_on(0, LocalFlooder { target, cap: 8, refused: refused.clone() }).unwrap();
+    let flooder = rt.spawn(Props::from(LocalFlooder { target, cap: 8, refused: refused.clone() }).shard(0)).unwrap();
     flooder.tell(()).unwrap();
     assert!(eventually(|| refused.get() == 3));
     assert!(eventually(|| count.get() == (0..8).sum::<u64>()));
@@ -274,14 +268,14 @@ fn cross_shard_chains() {
     let mut next: Option<ActorRef<u64>> = None;
     for i in (0..len).rev() {
         // Room for every token at every hop, so a hop never sees Full.
-        let opts = SpawnOptions::new().shard(i % shards).capacity(256);
-        let a = rt.spawn_with(opts, Hop { next: next.clone(), done: done.clone(), shards_seen: seen.clone() }).unwrap();
+        let hop = Hop { next: next.clone(), done: done.clone(), shards_seen: seen.clone() };
+        let a = rt.spawn(Props::from(hop).shard(i % shards).capacity(256)).unwrap();
         next = Some(a);
     }
     let head = next.unwrap();
     let tokens = 200u64;
     for _ in 0..tokens {
-        head.send(0, DEADLINE).unwrap();
+        head.blocking_send(0, DEADLINE).unwrap();
     }
     // Each token arrives at the tail with value len - 1.
     assert!(eventually(|| done.get() == tokens * (len as u64 - 1)), "done {}", done.get());
@@ -305,14 +299,14 @@ impl Actor for Reporter {
 fn hundred_thousand_actors_each_messaged() {
     let rt = runtime(2);
     let total = Count::default();
-    let sink = rt.spawn_with(SpawnOptions::new().capacity(1 << 16), Counter(total.clone())).unwrap();
+    let sink = rt.spawn(Props::from(Counter(total.clone())).capacity(1 << 16)).unwrap();
     let n = 100_000u64;
     let mut refs = Vec::with_capacity(n as usize);
     for _ in 0..n {
         refs.push(rt.spawn(Reporter(sink.clone())).unwrap());
     }
     for (i, r) in refs.iter().enumerate() {
-        r.send(i as u64, DEADLINE).unwrap();
+        r.blocking_send(i as u64, DEADLINE).unwrap();
     }
     assert!(eventually(|| total.get() == n * (n - 1) / 2), "sum {}", total.get());
     assert_eq!(rt.live_actors(), n + 1);
@@ -327,13 +321,13 @@ fn placement_round_robin_and_explicit() {
     let rt = runtime(3);
     let shards: Vec<usize> = (0..6).map(|_| rt.spawn(Counter(Count::default())).unwrap().shard()).collect();
     assert_eq!(shards, [0, 1, 2, 0, 1, 2]);
-    assert_eq!(rt.spawn_on(2, Counter(Count::default())).unwrap().shard(), 2);
+    assert_eq!(rt.spawn(Props::from(Counter(Count::default())).shard(2)).unwrap().shard(), 2);
     assert_eq!(
-        rt.spawn_on(3, Counter(Count::default())).unwrap_err(),
+        rt.spawn(Props::from(Counter(Count::default())).shard(3)).unwrap_err(),
         SpawnError::NoSuchShard { shard: 3, shards: 3 }
     );
     assert_eq!(
-        rt.spawn_with(SpawnOptions::new().capacity(0), Counter(Count::default())).unwrap_err(),
+        rt.spawn(Props::from(Counter(Count::default())).capacity(0)).unwrap_err(),
         SpawnError::InvalidCapacity(0)
     );
     rt.shutdown();
@@ -369,7 +363,7 @@ fn many_runtimes_in_one_process() {
         let rt = runtime(2);
         let count = Count::default();
         let a = rt.spawn(Counter(count.clone())).unwrap();
-        a.send(round, DEADLINE).unwrap();
+        a.blocking_send(round, DEADLINE).unwrap();
         assert!(eventually(|| count.get() == round));
         drop(rt); // Drop shuts down like `shutdown()`.
         assert!(a.is_closed());

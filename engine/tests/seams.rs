@@ -7,10 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use percore::{
-    pipe_to, Actor, ActorError, ActorRef, AskError, Context, Directive, Props, ReplyTo, SpawnOptions,
-    SupervisorStrategy, Terminated,
-};
+use percore::{pipe_to, Actor, ActorError, ActorRef, AskError, Context, Directive, Props, ReplyTo, SupervisorStrategy, Terminated};
 
 use crate::common::*;
 
@@ -77,7 +74,7 @@ impl Actor for Sup {
     type Msg = ();
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         let (site, other) = (self.site, self.other.clone());
-        ctx.spawn_props(Props::new(move || Planter { site, other: other.clone() }))?;
+        ctx.spawn(Props::new(move || Planter { site, other: other.clone() }))?;
         Ok(())
     }
     fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
@@ -103,7 +100,7 @@ impl Actor for Neighbour {
     fn handle(&mut self, _: &mut Context<Self>, m: NMsg) -> Result<(), ActorError> {
         match m {
             NMsg::Hit => self.0 += 1,
-            NMsg::Get(r) => drop(r.reply(self.0)),
+            NMsg::Get(r) => r.reply(self.0),
         }
         Ok(())
     }
@@ -113,17 +110,17 @@ fn panicking_closure_fails_its_owner(site: Site) {
     const HITS: u64 = 1000;
     let rt = runtime(2);
     // Neighbours on both shards: the planter's (0) and the other actor's (1).
-    let n0 = rt.spawn_on(0, Neighbour(0)).unwrap();
-    let n1 = rt.spawn_on(1, Neighbour(0)).unwrap();
-    let other = rt.spawn_on(1, Echo).unwrap();
+    let n0 = rt.spawn(Props::from(Neighbour(0)).shard(0)).unwrap();
+    let n1 = rt.spawn(Props::from(Neighbour(0)).shard(1)).unwrap();
+    let other = rt.spawn(Props::from(Echo).shard(1)).unwrap();
     let failures = Count::default();
-    rt.spawn_on(0, Sup { site, other, failures: failures.clone() }).unwrap();
+    rt.spawn(Props::from(Sup { site, other, failures: failures.clone() }).shard(0)).unwrap();
     assert!(eventually(|| failures.get() >= 1), "{site:?}: the supervisor never saw the failure");
     for n in [&n0, &n1] {
         for _ in 0..HITS {
-            n.send(NMsg::Hit, DEADLINE).unwrap();
+            n.blocking_send(NMsg::Hit, DEADLINE).unwrap();
         }
-        assert_eq!(n.ask(NMsg::Get, DEADLINE), Ok(HITS), "{site:?}: a neighbour lost messages");
+        assert_eq!(n.blocking_ask(NMsg::Get, DEADLINE), Ok(HITS), "{site:?}: a neighbour lost messages");
     }
     // The planter was stopped at its first failure: exactly one, also after the round trips.
     assert_eq!(failures.get(), 1, "{site:?}");
@@ -204,9 +201,9 @@ fn panic_outside_a_handler_never_kills_the_shard() {
     holder.tell(Some(Bomb)).unwrap();
     gate.release();
     for _ in 0..100 {
-        n.send(NMsg::Hit, DEADLINE).unwrap();
+        n.blocking_send(NMsg::Hit, DEADLINE).unwrap();
     }
-    assert_eq!(n.ask(NMsg::Get, DEADLINE), Ok(100));
+    assert_eq!(n.blocking_ask(NMsg::Get, DEADLINE), Ok(100));
     assert!(eventually(|| holder.is_closed()));
     assert!(rt.handle().escaped_panics() >= 1, "the Drop panic was not counted");
     rt.shutdown();
@@ -251,13 +248,10 @@ impl Actor for Asker {
 #[test]
 fn in_actor_ask_outcomes_arrive_while_the_mailbox_is_flooded() {
     let rt = runtime(2);
-    let echo = rt.spawn_on(1, Echo).unwrap();
+    let echo = rt.spawn(Props::from(Echo).shard(1)).unwrap();
     let (outcomes, errors) = (Count::default(), Count::default());
     let asker = rt
-        .spawn_with(
-            SpawnOptions::new().shard(0).capacity(1),
-            Asker { echo, outcomes: outcomes.clone(), errors: errors.clone() },
-        )
+        .spawn(Props::from(Asker { echo, outcomes: outcomes.clone(), errors: errors.clone() }).shard(0).capacity(1))
         .unwrap();
     let flooding = Arc::new(AtomicBool::new(true));
     let floods: Vec<_> = (0..2)
@@ -330,12 +324,12 @@ impl Actor for ManyAsks {
 fn answered_in_actor_asks_leave_no_timers_behind() {
     const ASKS: u64 = 10_000;
     let rt = runtime(2);
-    let echo = rt.spawn_on(1, Echo).unwrap();
+    let echo = rt.spawn(Props::from(Echo).shard(1)).unwrap();
     let asker = rt
-        .spawn_with(SpawnOptions::new().shard(0).capacity(64), ManyAsks { echo, to_issue: 0, left: 0, done: None })
+        .spawn(Props::from(ManyAsks { echo, to_issue: 0, left: 0, done: None }).shard(0).capacity(64))
         .unwrap();
     let baseline = rt.handle().pending_timers();
-    assert_eq!(asker.ask(|r| ManyMsg::Go(ASKS, r), DEADLINE), Ok(0));
+    assert_eq!(asker.blocking_ask(|r| ManyMsg::Go(ASKS, r), DEADLINE), Ok(0));
     // The count is published by the shard as it changes: it is exact once the last reply
     // has been handled (the reply to us comes after it).
     assert_eq!(rt.handle().pending_timers(), baseline, "timers of answered asks are still pending");
@@ -369,7 +363,7 @@ impl Actor for TimerChild {
 impl Respawner {
     fn spawn_worker(&mut self, ctx: &mut Context<Self>) {
         let other = (ctx.shard() + 1) % ctx.num_shards();
-        match ctx.spawn_with(SpawnOptions::new().shard(other).name("worker"), TimerChild) {
+        match ctx.spawn(Props::from(TimerChild).shard(other).name("worker")) {
             Ok(child) => ctx.watch(&child, RMsg::Down),
             Err(e) => drop(self.done.take().map(|d| d.reply(Err(format!("cycle {}: {e}", self.cycles))))),
         }
@@ -405,8 +399,8 @@ impl Actor for Respawner {
 #[test]
 fn respawn_under_the_same_name_on_terminated() {
     let rt = runtime(2);
-    let parent = rt.spawn_on(0, Respawner { cycles: 0, target: 0, done: None }).unwrap();
-    assert_eq!(parent.ask(|r| RMsg::Go(1000, r), DEADLINE), Ok(Ok(1000)));
+    let parent = rt.spawn(Props::from(Respawner { cycles: 0, target: 0, done: None }).shard(0)).unwrap();
+    assert_eq!(parent.blocking_ask(|r| RMsg::Go(1000, r), DEADLINE), Ok(Ok(1000)));
     rt.shutdown();
 }
 
@@ -424,8 +418,8 @@ impl Actor for Resolver {
             RMsg2::Find(path, reply) => ctx.resolve(&path, DEADLINE, move |found| RMsg2::Found(reply, found)),
             // The ref it found works (an in-actor ask: blocking is not allowed here).
             RMsg2::Found(reply, Ok(echo)) => ctx.ask(&echo, |r| r, DEADLINE, move |v| RMsg2::Answer(reply, v)),
-            RMsg2::Found(reply, Err(e)) => drop(reply.reply(format!("error: {e}"))),
-            RMsg2::Answer(reply, v) => drop(reply.reply(format!("{v:?}"))),
+            RMsg2::Found(reply, Err(e)) => reply.reply(format!("error: {e}")),
+            RMsg2::Answer(reply, v) => reply.reply(format!("{v:?}")),
         }
         Ok(())
     }
@@ -440,18 +434,18 @@ fn context_resolve_answers_as_a_message() {
     impl Actor for Parent {
         type Msg = ();
         fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-            ctx.spawn_with(SpawnOptions::new().shard(1).name("child"), Echo)?;
+            ctx.spawn(Props::from(Echo).shard(1).name("child"))?;
             Ok(())
         }
         fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
             Ok(())
         }
     }
-    rt.spawn_with(SpawnOptions::new().shard(0).name("parent"), Parent).unwrap();
+    rt.spawn(Props::from(Parent).shard(0).name("parent")).unwrap();
     // The child is spawned in the parent's `started`: wait until a blocking lookup sees it.
     assert!(eventually(|| rt.handle().resolve::<ReplyTo<u64>>("/user/parent/child", DEADLINE).is_ok()));
-    let resolver = rt.spawn_on(0, Resolver).unwrap();
-    let find = |path: &str| resolver.ask(|r| RMsg2::Find(path.to_string(), r), DEADLINE).unwrap();
+    let resolver = rt.spawn(Props::from(Resolver).shard(0)).unwrap();
+    let find = |path: &str| resolver.blocking_ask(|r| RMsg2::Find(path.to_string(), r), DEADLINE).unwrap();
     assert_eq!(find("/user/parent/child"), "Ok(7)");
     assert!(find("/user/parent/nobody").starts_with("error: "), "{}", find("/user/parent/nobody"));
     assert!(find("/user/nobody/child").starts_with("error: "));
@@ -492,10 +486,10 @@ fn a_restart_ends_a_pause() {
     let rt = runtime(1);
     let hits = Count::default();
     let h = hits.clone();
-    let a = rt.spawn_props(Props::new(move || Pauser(h.clone()))).unwrap();
+    let a = rt.spawn(Props::new(move || Pauser(h.clone()))).unwrap();
     a.tell(PauseMsg::PauseThenFail).unwrap();
     // The guardian restarts it; the restarted instance answers.
-    assert_eq!(a.ask(PauseMsg::Hit, DEADLINE), Ok(1));
+    assert_eq!(a.blocking_ask(PauseMsg::Hit, DEADLINE), Ok(1));
     assert_eq!(rt.handle().restarts(), 1);
     rt.shutdown();
 }

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use percore::{Actor, ActorError, ActorRef, Context, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, Props};
 
 use crate::common::*;
 
@@ -37,12 +37,12 @@ fn stress_foreign_threads_and_relays_on_all_shards_exact_total() {
     let shards = 3;
     let rt = runtime(shards);
     let total = Count::default();
-    let sink = rt.spawn_with(SpawnOptions::new().capacity(1 << 15), Counter(total.clone())).unwrap();
+    let sink = rt.spawn(Props::from(Counter(total.clone())).capacity(1 << 15)).unwrap();
     let peers: Peers = Default::default();
     let relays: Vec<_> = (0..24)
         .map(|i| {
             let relay = Relay { peers: peers.clone(), sink: sink.clone(), seed: i as u64 + 1 };
-            rt.spawn_with(SpawnOptions::new().shard(i % shards).capacity(256), relay).unwrap()
+            rt.spawn(Props::from(relay).shard(i % shards).capacity(256)).unwrap()
         })
         .collect();
     peers.set(relays.clone()).ok();
@@ -54,7 +54,7 @@ fn stress_foreign_threads_and_relays_on_all_shards_exact_total() {
             s.spawn(move || {
                 for i in 0..per_thread {
                     let v = t * per_thread + i;
-                    relays[(v % relays.len() as u64) as usize].send((v, 8), DEADLINE).unwrap();
+                    relays[(v % relays.len() as u64) as usize].blocking_send((v, 8), DEADLINE).unwrap();
                 }
             });
         }

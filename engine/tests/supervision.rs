@@ -67,7 +67,7 @@ impl Actor for Parent {
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         for _ in 0..self.n {
             let created = self.created.clone();
-            let kid = ctx.spawn_props(Props::new(move || {
+            let kid = ctx.spawn(Props::new(move || {
                 created.add(1);
                 Worker { sum: 0 }
             }))?;
@@ -83,7 +83,7 @@ impl Actor for Parent {
             }
             ParentMsg::ChildDown(t) => self.downs.lock().unwrap().push(t),
             ParentMsg::Spawn(r) => {
-                let kid = ctx.spawn_props(Props::new(|| Worker { sum: 0 }))?;
+                let kid = ctx.spawn(Props::new(|| Worker { sum: 0 }))?;
                 r.reply(kid);
             }
         }
@@ -95,11 +95,11 @@ impl Actor for Parent {
 }
 
 fn kids(parent: &ActorRef<ParentMsg>) -> Vec<ActorRef<Work>> {
-    parent.ask(ParentMsg::Children, DEADLINE).unwrap()
+    parent.blocking_ask(ParentMsg::Children, DEADLINE).unwrap()
 }
 
 fn sum(w: &ActorRef<Work>) -> u64 {
-    w.ask(Work::Get, DEADLINE).unwrap()
+    w.blocking_ask(Work::Get, DEADLINE).unwrap()
 }
 
 #[test]
@@ -213,7 +213,7 @@ struct Middle {
 impl Actor for Middle {
     type Msg = MiddleMsg;
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        self.leaf = Some(ctx.spawn_props(Props::new(|| Worker { sum: 0 }))?);
+        self.leaf = Some(ctx.spawn(Props::new(|| Worker { sum: 0 }))?);
         Ok(())
     }
     fn handle(&mut self, _ctx: &mut Context<Self>, MiddleMsg::Leaf(r): MiddleMsg) -> Result<(), ActorError> {
@@ -228,7 +228,7 @@ impl Actor for Middle {
 impl Actor for Grandparent {
     type Msg = ReplyTo<ActorRef<MiddleMsg>>;
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-        self.middle = Some(ctx.spawn_props(Props::new(|| Middle { leaf: None }))?);
+        self.middle = Some(ctx.spawn(Props::new(|| Middle { leaf: None }))?);
         Ok(())
     }
     fn handle(&mut self, _ctx: &mut Context<Self>, r: Self::Msg) -> Result<(), ActorError> {
@@ -249,15 +249,15 @@ fn escalate_reaches_the_grandparent() {
     let rt = runtime(2);
     let seen = Arc::new(Mutex::new(vec![]));
     let gp = rt.spawn(Grandparent { seen: seen.clone(), middle: None }).unwrap();
-    let middle: ActorRef<MiddleMsg> = gp.ask(|r| r, DEADLINE).unwrap();
-    let leaf = middle.ask(MiddleMsg::Leaf, DEADLINE).unwrap();
+    let middle: ActorRef<MiddleMsg> = gp.blocking_ask(|r| r, DEADLINE).unwrap();
+    let leaf = middle.blocking_ask(MiddleMsg::Leaf, DEADLINE).unwrap();
     leaf.tell(Work::Fail).unwrap();
     assert!(eventually(|| seen.lock().unwrap().len() == 1));
     let msg = seen.lock().unwrap()[0].clone();
     assert!(msg.contains("escalated from") && msg.contains("worker told to fail"), "{msg}");
     // The grandparent restarted the middle actor, which stopped the old leaf and made a new one.
     assert!(eventually(|| leaf.is_closed()));
-    let new_leaf = middle.ask(MiddleMsg::Leaf, DEADLINE).unwrap();
+    let new_leaf = middle.blocking_ask(MiddleMsg::Leaf, DEADLINE).unwrap();
     assert_ne!(new_leaf, leaf);
     assert_eq!(sum(&new_leaf), 0);
     rt.shutdown();
@@ -269,19 +269,19 @@ fn escalate_reaches_the_grandparent() {
 fn failures_on_shard_0_do_not_disturb_shard_1() {
     let rt = runtime(2);
     let count = Count::default();
-    let counter = rt.spawn_on(1, Counter(count.clone())).unwrap();
+    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(1)).unwrap();
     let (p, _, _) = Parent::new(SupervisorStrategy::default().with_max_restarts(u32::MAX, Duration::from_secs(1)), 8);
-    let parent = rt.spawn_on(0, p).unwrap();
+    let parent = rt.spawn(Props::from(p).shard(0)).unwrap();
     let ws = kids(&parent);
     assert!(ws.iter().all(|w| w.shard() == 0));
     std::thread::scope(|s| {
         s.spawn(|| {
             for i in 0..2000 {
-                ws[i % ws.len()].send(if i % 2 == 0 { Work::Panic } else { Work::Add(1) }, DEADLINE).unwrap();
+                ws[i % ws.len()].blocking_send(if i % 2 == 0 { Work::Panic } else { Work::Add(1) }, DEADLINE).unwrap();
             }
         });
         for _ in 0..20_000 {
-            counter.send(1, DEADLINE).unwrap();
+            counter.blocking_send(1, DEADLINE).unwrap();
         }
     });
     assert!(eventually(|| count.get() == 20_000));
@@ -300,7 +300,7 @@ fn thousands_of_failures_no_leak_no_lost_supervision_message() {
     let ws = kids(&parent);
     let n = 4000;
     for i in 0..n {
-        ws[i % 4].send(Work::Panic, DEADLINE).unwrap();
+        ws[i % 4].blocking_send(Work::Panic, DEADLINE).unwrap();
     }
     assert!(eventually(|| rt.restarts() == n as u64), "restarts {}", rt.restarts());
     assert_eq!(created.get(), 4 + n as u64);
@@ -310,7 +310,7 @@ fn thousands_of_failures_no_leak_no_lost_supervision_message() {
     assert_eq!(rt.live_actors(), 5, "parent + 4 children, no leaked cells");
     // Spawn and kill short-lived children in a loop: live count returns to the baseline.
     for _ in 0..500 {
-        let kid = parent.ask(ParentMsg::Spawn, DEADLINE).unwrap();
+        let kid = parent.blocking_ask(ParentMsg::Spawn, DEADLINE).unwrap();
         kid.stop();
     }
     assert!(eventually(|| rt.live_actors() == 5), "live {}", rt.live_actors());
@@ -342,9 +342,9 @@ impl Actor for Watcher {
 fn watch_across_shards_already_dead_and_unwatch() {
     let rt = runtime(2);
     let seen = Arc::new(Mutex::new(vec![]));
-    let watcher = rt.spawn_on(0, Watcher(seen.clone())).unwrap();
+    let watcher = rt.spawn(Props::from(Watcher(seen.clone())).shard(0)).unwrap();
     // Another shard, stopped normally.
-    let a = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    let a = rt.spawn(Props::from(Worker { sum: 0 }).shard(1)).unwrap();
     watcher.tell(WatcherMsg::Watch(a.clone())).unwrap();
     watcher.tell(WatcherMsg::Watch(a.clone())).unwrap(); // watching twice = once
     // Make sure the watch is registered before stopping (a later watch would see AlreadyDead).
@@ -362,10 +362,10 @@ fn watch_across_shards_already_dead_and_unwatch() {
         assert!(matches!(seen[1].reason, StopReason::AlreadyDead));
     }
     // Unwatch: no Terminated afterwards.
-    let b = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    let b = rt.spawn(Props::from(Worker { sum: 0 }).shard(1)).unwrap();
     watcher.tell(WatcherMsg::Watch(b.clone())).unwrap();
     watcher.tell(WatcherMsg::Unwatch(b.clone())).unwrap();
-    let c = rt.spawn_on(1, Worker { sum: 0 }).unwrap();
+    let c = rt.spawn(Props::from(Worker { sum: 0 }).shard(1)).unwrap();
     watcher.tell(WatcherMsg::Watch(c.clone())).unwrap();
     b.stop();
     let _ = sum(&c);
@@ -465,7 +465,7 @@ fn top_level_actor_from_props_is_restarted_by_the_guardian() {
     let created = Arc::new(AtomicU64::new(0));
     let c2 = created.clone();
     let w = rt
-        .spawn_props(Props::new(move || {
+        .spawn(Props::new(move || {
             c2.fetch_add(1, Ordering::SeqCst);
             Worker { sum: 0 }
         }))

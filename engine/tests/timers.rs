@@ -1,5 +1,6 @@
 //! Timers: order, repetition, cancellation, keys, receive timeout, foreign scheduling.
 
+use percore::Props;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,7 +91,7 @@ fn timers_fire_in_deadline_order_repeat_cancel_and_replace_by_key() {
     cancelled_group.sort();
     assert_eq!(cancelled_group, (100..120).filter(|i| i % 2 == 1).collect::<Vec<_>>(), "cancelled timers never fire");
     assert_eq!(log.iter().filter(|i| **i >= 900).copied().collect::<Vec<_>>(), [901], "a key replaces its timer");
-    let (ticks, at_cancel, once_active) = a.ask(T::Count, DEADLINE).unwrap();
+    let (ticks, at_cancel, once_active) = a.blocking_ask(T::Count, DEADLINE).unwrap();
     assert_eq!(ticks, at_cancel, "no tick after the repeating timer was cancelled");
     assert!(ticks >= 5);
     assert!(!once_active);
@@ -135,8 +136,8 @@ impl Actor for MillionTimers {
 fn a_million_timers_scheduled_and_cancelled_leave_nothing_behind() {
     let rt = runtime(1);
     let a = rt.spawn(MillionTimers::default()).unwrap();
-    assert_eq!(a.ask(M2::Schedule, DEADLINE).unwrap(), 1_000_000);
-    assert_eq!(a.ask(M2::CancelAll, DEADLINE).unwrap(), 1_000_000);
+    assert_eq!(a.blocking_ask(M2::Schedule, DEADLINE).unwrap(), 1_000_000);
+    assert_eq!(a.blocking_ask(M2::CancelAll, DEADLINE).unwrap(), 1_000_000);
     assert_eq!(rt.pending_timers(), 0);
     assert_eq!(rt.failures(), 0);
     rt.shutdown();
@@ -180,7 +181,7 @@ fn receive_timeout_fires_once_per_idle_period_and_is_reset_by_messages() {
     assert_eq!(fired.lock().unwrap().len(), 1, "once per idle period");
     // Activity re-arms it; the next timeout comes at least a full period after the message.
     for round in 2..=3 {
-        a.send(Idle::Work, DEADLINE).unwrap();
+        a.blocking_send(Idle::Work, DEADLINE).unwrap();
         assert!(eventually(|| fired.lock().unwrap().len() == round));
         let work = last_work.lock().unwrap().expect("work handled");
         let fire = *fired.lock().unwrap().last().unwrap();
@@ -193,7 +194,7 @@ fn receive_timeout_fires_once_per_idle_period_and_is_reset_by_messages() {
 fn schedule_once_from_a_foreign_thread_and_cancel() {
     let rt = runtime(2);
     let count = Count::default();
-    let c = rt.spawn_on(1, Counter(count.clone())).unwrap();
+    let c = rt.spawn(Props::from(Counter(count.clone())).shard(1)).unwrap();
     let keep = rt.schedule_once(Duration::from_millis(5), &c, 1);
     let drop_it = rt.schedule_once(Duration::from_millis(5), &c, 100);
     drop_it.cancel();

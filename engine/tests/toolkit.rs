@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use percore::{Actor, ActorError, Context, ReplyTo, Stash, StashFull};
+use percore::{Actor, ActorError, Context, Props, ReplyTo, Stash, StashFull};
 
 use crate::common::*;
 
@@ -53,16 +53,16 @@ fn stash_comes_back_in_order_before_newer_messages_and_overflow_is_an_error() {
     let overflow = Arc::new(Mutex::new(vec![]));
     // From another shard (ring path) and from a foreign thread: both orders must hold.
     let g = rt
-        .spawn_on(0, Gatekeeper { open: false, stash: Stash::new(5), seen: vec![], overflow: overflow.clone() })
+        .spawn(Props::from(Gatekeeper { open: false, stash: Stash::new(5), seen: vec![], overflow: overflow.clone() }).shard(0))
         .unwrap();
     for n in 0..7 {
-        g.send(S::Item(n), DEADLINE).unwrap();
+        g.blocking_send(S::Item(n), DEADLINE).unwrap();
     }
-    g.send(S::Open, DEADLINE).unwrap();
-    g.send(S::Item(7), DEADLINE).unwrap();
+    g.blocking_send(S::Open, DEADLINE).unwrap();
+    g.blocking_send(S::Item(7), DEADLINE).unwrap();
     let mut seen = vec![];
     assert!(eventually(|| {
-        seen = g.ask(S::Get, DEADLINE).unwrap();
+        seen = g.blocking_ask(S::Get, DEADLINE).unwrap();
         seen.len() == 9
     }));
     assert_eq!(seen[..5], [0, 1, 2, 3, 4], "the stash comes back first, in order");
@@ -76,7 +76,7 @@ fn stash_comes_back_in_order_before_newer_messages_and_overflow_is_an_error() {
 mod names {
     use std::time::Duration;
 
-    use percore::{Actor, ActorError, ActorRef, Context, LookupError, SpawnError, SpawnOptions};
+    use percore::{Actor, ActorError, ActorRef, Context, LookupError, SpawnError, Props};
 
     use crate::common::*;
 
@@ -91,7 +91,7 @@ mod names {
         type Msg = DirMsg;
         fn handle(&mut self, ctx: &mut Context<Self>, DirMsg::Spawn(name, r): DirMsg) -> Result<(), ActorError> {
             let shard = ctx.num_shards() - 1; // children may live on another shard
-            r.reply(ctx.spawn_with(SpawnOptions::new().name(name).shard(shard), Counter(Count::default())));
+            r.reply(ctx.spawn(Props::from(Counter(Count::default())).name(name).shard(shard)));
             Ok(())
         }
     }
@@ -100,15 +100,15 @@ mod names {
     fn names_paths_selection_registry() {
         let rt = runtime(2);
         let t = Duration::from_secs(30);
-        let dir = rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap();
+        let dir = rt.spawn(Props::from(Dir).name("dir")).unwrap();
         assert_eq!(
-            rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap_err(),
+            rt.spawn(Props::from(Dir).name("dir")).unwrap_err(),
             SpawnError::DuplicateName("dir".into())
         );
-        assert_eq!(rt.spawn_with(SpawnOptions::new().name("a/b"), Dir).unwrap_err(), SpawnError::InvalidName("a/b".into()));
-        let a = dir.ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap();
-        let b = dir.ask(|r| DirMsg::Spawn("beta", r), DEADLINE).unwrap().unwrap();
-        assert_eq!(dir.ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap_err(), SpawnError::DuplicateName("alpha".into()));
+        assert_eq!(rt.spawn(Props::from(Dir).name("a/b")).unwrap_err(), SpawnError::InvalidName("a/b".into()));
+        let a = dir.blocking_ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap();
+        let b = dir.blocking_ask(|r| DirMsg::Spawn("beta", r), DEADLINE).unwrap().unwrap();
+        assert_eq!(dir.blocking_ask(|r| DirMsg::Spawn("alpha", r), DEADLINE).unwrap().unwrap_err(), SpawnError::DuplicateName("alpha".into()));
         assert_eq!(a.path(), "percore://test/user/dir/alpha");
         assert!(format!("{b:?}").contains("/user/dir/beta"));
 
@@ -140,7 +140,7 @@ mod names {
         dir.stop();
         assert!(eventually(|| matches!(rt.resolve::<DirMsg>("/user/dir", t), Err(LookupError::NotFound(_)))));
         // The name is free again.
-        let _again = rt.spawn_with(SpawnOptions::new().name("dir"), Dir).unwrap();
+        let _again = rt.spawn(Props::from(Dir).name("dir")).unwrap();
         rt.shutdown();
     }
 }
@@ -167,8 +167,8 @@ mod events {
     fn subscribers_get_exactly_the_published_events_until_unsubscribed() {
         let rt = runtime(2);
         let (a_log, b_log) = (Arc::new(Mutex::new(vec![])), Arc::new(Mutex::new(vec![])));
-        let a = rt.spawn_on(0, Collect::<Price>(a_log.clone())).unwrap();
-        let b = rt.spawn_on(1, Collect::<Price>(b_log.clone())).unwrap();
+        let a = rt.spawn(Props::from(Collect::<Price>(a_log.clone())).shard(0)).unwrap();
+        let b = rt.spawn(Props::from(Collect::<Price>(b_log.clone())).shard(1)).unwrap();
         let other = Arc::new(Mutex::new(vec![]));
         let o = rt.spawn(Collect::<String>(other.clone())).unwrap();
         let es = rt.event_stream();
@@ -216,7 +216,7 @@ mod routers {
     use std::collections::HashMap;
     use std::time::Duration;
 
-    use percore::{ActorRef, ReplyTo, Router, RoutingLogic, SpawnOptions};
+    use percore::{ActorRef, ReplyTo, Router, RoutingLogic, Props};
 
     use super::*;
 
@@ -257,7 +257,7 @@ mod routers {
 
     fn group(rt: &percore::Runtime, n: usize) -> (Vec<ActorRef<R>>, Log) {
         let log = Arc::new(Mutex::new(vec![]));
-        let refs = (0..n).map(|i| rt.spawn_on(i % rt.num_shards(), Routee { me: i, log: log.clone() }).unwrap()).collect();
+        let refs = (0..n).map(|i| rt.spawn(Props::from(Routee { me: i, log: log.clone() }).shard(i % rt.num_shards())).unwrap()).collect();
         (refs, log)
     }
 
@@ -275,7 +275,7 @@ mod routers {
         let (refs, log) = group(&rt, 4);
         let rr = Router::group(refs.clone(), RoutingLogic::RoundRobin);
         for n in 0..40 {
-            rr.send(R::Work(n), DEADLINE).unwrap();
+            rr.blocking_send(R::Work(n), DEADLINE).unwrap();
         }
         assert!(eventually(|| log.lock().unwrap().len() == 40));
         assert_eq!(counts(&log), (0..4).map(|i| (i, 10)).collect());
@@ -298,7 +298,7 @@ mod routers {
             R::Who(_) => 0,
         }));
         for n in 0..700 {
-            ch.send(R::Work(n), DEADLINE).unwrap();
+            ch.blocking_send(R::Work(n), DEADLINE).unwrap();
         }
         assert!(eventually(|| log.lock().unwrap().len() == 700));
         let mut by_key: HashMap<u64, std::collections::HashSet<usize>> = HashMap::new();
@@ -310,7 +310,7 @@ mod routers {
         log.lock().unwrap().clear();
         let random = Router::group(refs, RoutingLogic::Random);
         for n in 0..500 {
-            random.send(R::Work(n), DEADLINE).unwrap();
+            random.blocking_send(R::Work(n), DEADLINE).unwrap();
         }
         assert!(eventually(|| log.lock().unwrap().len() == 500));
         assert_eq!(counts(&log).len(), 5, "random reaches every routee");
@@ -322,11 +322,11 @@ mod routers {
         let rt = runtime(2);
         let gate = Gate::default();
         // Routee 0 on shard 0 is busy (held in a handler); routee 1 on shard 1 is idle.
-        let busy = rt.spawn_on(0, Blocker(gate.clone())).unwrap();
+        let busy = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
         let count = Count::default();
-        let idle = rt.spawn_on(1, Counter(count.clone())).unwrap();
+        let idle = rt.spawn(Props::from(Counter(count.clone())).shard(1)).unwrap();
         let stuck = Count::default();
-        let held = rt.spawn_with(SpawnOptions::new().shard(0), Counter(stuck.clone())).unwrap();
+        let held = rt.spawn(Props::from(Counter(stuck.clone())).shard(0)).unwrap();
         busy.tell(()).unwrap();
         gate.wait_entered();
         // `held` cannot run (its shard is held) once it has mail: it is not idle.
@@ -360,7 +360,7 @@ mod routers {
         .unwrap();
         let shards: Vec<usize> = pool.routees().iter().map(|r| r.shard()).collect();
         assert_eq!(shards, [0, 1, 0, 1], "one per shard, round-robin");
-        let who = pool.ask_first(R::Who, Duration::from_secs(30)).unwrap();
+        let who = pool.blocking_ask_first(R::Who, Duration::from_secs(30)).unwrap();
         assert!(who < 4);
         // From a foreign thread ShardLocal falls back to round-robin.
         for n in 0..8 {
@@ -396,10 +396,10 @@ mod pipe {
     fn pipe_to_delivers_a_futures_output_as_a_message() {
         let rt = runtime(2);
         let got = Arc::new(Mutex::new(vec![]));
-        let sink = rt.spawn_on(1, super::events_support::Collect::<Result<u64, AskError>>(got.clone())).unwrap();
-        let d = rt.spawn_on(0, Doubler).unwrap();
+        let sink = rt.spawn(Props::from(super::events_support::Collect::<Result<u64, AskError>>(got.clone())).shard(1)).unwrap();
+        let d = rt.spawn(Props::from(Doubler).shard(0)).unwrap();
         for n in 0..20 {
-            pipe_to(d.ask_async(move |r| (n, r), DEADLINE), &sink, |res| res);
+            pipe_to(d.ask(move |r| (n, r)).timeout(DEADLINE), &sink, |res| res);
         }
         assert!(eventually(|| got.lock().unwrap().len() == 20));
         let mut vals: Vec<u64> = got.lock().unwrap().iter().map(|r| *r.as_ref().unwrap()).collect();
@@ -415,7 +415,7 @@ mod pipe {
             }
         }
         let m = rt.spawn(Mute).unwrap();
-        pipe_to(m.ask_async(|r| r, Duration::from_millis(20)), &sink, |res| res);
+        pipe_to(m.ask(|r| r).timeout(Duration::from_millis(20)), &sink, |res| res);
         assert!(eventually(|| got.lock().unwrap().len() == 21));
         assert_eq!(got.lock().unwrap()[20], Err(AskError::Timeout));
         rt.shutdown();

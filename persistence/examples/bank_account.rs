@@ -96,7 +96,7 @@ fn open(dir: &std::path::Path) -> Result<(Runtime, Persistence), Box<dyn std::er
 }
 
 fn balance(account: &PersistentRef<Command>) -> Result<Balance, Box<dyn std::error::Error>> {
-    Ok(account.ask(Command::Balance, T)?)
+    Ok(account.blocking_ask(Command::Balance, T)?)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -111,11 +111,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let bob = persistence.spawn_on(&rt, 1, || Account { owner: "bob".into() })?;
         println!("recovered: alice {:?}, bob {:?}", balance(&alice)?, balance(&bob)?);
         for i in 1..=250 {
-            alice.ask(|r| Command::Deposit(i, r), T)?;
+            alice.blocking_ask(|r| Command::Deposit(i, r), T)?;
         }
-        bob.ask(|r| Command::Deposit(1_000, r), T)?;
-        println!("bob withdraws 300: {:?}", bob.ask(|r| Command::Withdraw(300, r), T)?);
-        println!("bob withdraws 5000: {:?}", bob.ask(|r| Command::Withdraw(5_000, r), T)?);
+        bob.blocking_ask(|r| Command::Deposit(1_000, r), T)?;
+        println!("bob withdraws 300: {:?}", bob.blocking_ask(|r| Command::Withdraw(300, r), T)?);
+        println!("bob withdraws 5000: {:?}", bob.blocking_ask(|r| Command::Withdraw(5_000, r), T)?);
         let before = (balance(&alice)?, balance(&bob)?);
         println!("before shutdown: alice {:?}, bob {:?}", before.0, before.1);
         rt.shutdown();

@@ -27,7 +27,7 @@
 //!         match cmd {
 //!             // The reply goes out once the event is on disk and applied.
 //!             Cmd::Deposit(n, reply) => ctx.persist(Event::Deposited(n), move |_, balance, _| { reply.reply(*balance); Ok(()) }),
-//!             Cmd::Balance(reply) => { reply.reply(*balance); }
+//!             Cmd::Balance(reply) => reply.reply(*balance),
 //!         }
 //!         Ok(())
 //!     }
@@ -39,7 +39,7 @@
 //! let rt = Runtime::builder().shards(2).build()?;
 //! let persistence = Persistence::open("data")?;
 //! let account = persistence.spawn(&rt, || Account { id: 7 })?;
-//! let balance = account.ask(|r| Cmd::Deposit(100, r), Duration::from_secs(5))?;
+//! let balance = account.blocking_ask(|r| Cmd::Deposit(100, r), Duration::from_secs(5))?;
 //! rt.shutdown();          // next run: the account recovers its balance from data/journal
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

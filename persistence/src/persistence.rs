@@ -224,7 +224,7 @@ impl Persistence {
         rt: &RuntimeHandle,
         factory: impl Fn() -> P + Send + 'static,
     ) -> Result<PersistentRef<P::Command>, SpawnError> {
-        rt.spawn_props(self.props(factory)).map(PersistentRef::new)
+        rt.spawn(self.props(factory)).map(PersistentRef::new)
     }
 
     /// Spawns a restartable persistent actor on shard `shard`.
@@ -234,7 +234,7 @@ impl Persistence {
         shard: usize,
         factory: impl Fn() -> P + Send + 'static,
     ) -> Result<PersistentRef<P::Command>, SpawnError> {
-        rt.spawn_props(self.props(factory).shard(shard)).map(PersistentRef::new)
+        rt.spawn(self.props(factory).shard(shard)).map(PersistentRef::new)
     }
 }
 

@@ -206,9 +206,9 @@ fn damaged_snapshot(dir: &TempDir, delete_events: bool) -> std::path::PathBuf {
         let (persistence, _journal) = file_persistence(dir.path());
         let acc = persistence.spawn(&rt, || Ledger::new("snapped")).unwrap();
         append(&acc, 1);
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 1);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 1);
         if delete_events {
-            assert_eq!(acc.ask(|r| Cmd::DeleteTo(1, r), T).unwrap(), 1);
+            assert_eq!(acc.blocking_ask(|r| Cmd::DeleteTo(1, r), T).unwrap(), 1);
         } else {
             append(&acc, 2);
         }

@@ -68,7 +68,7 @@ fn a_journal_and_snapshot_written_with_bincode_recover_and_continue_in_postcard(
         assert_eq!(get(&acc), View { values: vec![10, 20, 30, 40, 50], last_seq: 5 });
         assert_eq!(log_of(&log), vec!["recovered 5 at 5"]);
         assert_eq!(append(&acc, 60), 6);
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 6);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 6);
         rt.shutdown();
         let mut want: Vec<_> = (4..=5).map(|seq| (seq, PayloadFormat::Bincode1, 0)).collect();
         want.push((6, PayloadFormat::Postcard1, 0));
@@ -174,9 +174,9 @@ fn an_event_adapter_upcasts_legacy_events_to_the_new_schema() {
         let (persistence, journal) = file_persistence(dir.path());
         let acc = persistence.spawn(&rt, || Account).unwrap();
         // 100 - 30 + 7 units, upcast to cents.
-        assert_eq!(acc.ask(AccountCmd::Balance, T).unwrap(), (7700, false));
-        assert_eq!(acc.ask(|r| AccountCmd::Deposit(55, r), T).unwrap(), 7755);
-        assert_eq!(acc.ask(AccountCmd::Freeze, T).unwrap(), 7755);
+        assert_eq!(acc.blocking_ask(AccountCmd::Balance, T).unwrap(), (7700, false));
+        assert_eq!(acc.blocking_ask(|r| AccountCmd::Deposit(55, r), T).unwrap(), 7755);
+        assert_eq!(acc.blocking_ask(AccountCmd::Freeze, T).unwrap(), 7755);
         rt.shutdown();
         assert_eq!(
             formats(&*journal, "legacy-account"),
@@ -192,6 +192,6 @@ fn an_event_adapter_upcasts_legacy_events_to_the_new_schema() {
     let rt = runtime(1);
     let (persistence, _journal) = file_persistence(dir.path());
     let acc = persistence.spawn(&rt, || Account).unwrap();
-    assert_eq!(acc.ask(AccountCmd::Balance, T).unwrap(), (7755, true), "old and new events, one schema");
+    assert_eq!(acc.blocking_ask(AccountCmd::Balance, T).unwrap(), (7755, true), "old and new events, one schema");
     rt.shutdown();
 }

@@ -41,7 +41,7 @@ fn persisted_state_survives_a_new_runtime_on_the_same_directory() {
         for v in 1..=20 {
             assert_eq!(append(&acc, v), v);
         }
-        assert_eq!(acc.ask(|r| Cmd::AppendAll((21..=30).collect(), r), T).unwrap(), 30);
+        assert_eq!(acc.blocking_ask(|r| Cmd::AppendAll((21..=30).collect(), r), T).unwrap(), 30);
         assert_eq!(get(&acc), View { values: (1..=30).collect(), last_seq: 30 });
         assert_eq!(journal.stats().appends, 21);
         rt.shutdown();
@@ -71,8 +71,8 @@ fn snapshots_shorten_recovery_and_retention_deletes_what_they_cover() {
         }
         // Snapshots at 10 and 20 were taken by the policy; force one at 25 and wait for the
         // deletion of the events it covers.
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 25);
-        assert_eq!(acc.ask(|r| Cmd::DeleteTo(25, r), T).unwrap(), 25);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 25);
+        assert_eq!(acc.blocking_ask(|r| Cmd::DeleteTo(25, r), T).unwrap(), 25);
         rt.shutdown();
         // Dropping the persistence finishes its queued I/O (the keep-1 snapshot cleanup).
     }
@@ -102,7 +102,7 @@ fn snapshot_plus_later_events_recover_exactly() {
         for v in 1..=5 {
             append(&acc, v * 10);
         }
-        assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), 5);
+        assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), 5);
         for v in 6..=8 {
             append(&acc, v * 10);
         }
@@ -179,7 +179,7 @@ fn a_million_events_recover() {
         let big = persistence.spawn(&rt, || Ledger::new("big")).unwrap();
         for w in 0..N / PER_WRITE {
             let vs: Vec<u64> = (w * PER_WRITE + 1..=(w + 1) * PER_WRITE).collect();
-            assert_eq!(big.ask(|r| Cmd::AppendAll(vs, r), T).unwrap(), (w + 1) * PER_WRITE);
+            assert_eq!(big.blocking_ask(|r| Cmd::AppendAll(vs, r), T).unwrap(), (w + 1) * PER_WRITE);
         }
         rt.shutdown();
     }
@@ -212,7 +212,7 @@ fn fill(persistence: &percore_persistence::Persistence, rt: &percore::Runtime, p
     for v in 1..=n {
         append(&acc, v);
         if snapshots_at.contains(&v) {
-            assert_eq!(acc.ask(Cmd::Snapshot, T).unwrap(), v);
+            assert_eq!(acc.blocking_ask(Cmd::Snapshot, T).unwrap(), v);
         }
     }
     assert!(acc.stop());
@@ -250,7 +250,7 @@ fn a_lost_newest_snapshot_whose_events_were_deleted_fails_that_actor_alone() {
         for pid in ["lost", "damaged"] {
             let p = pid.to_string();
             let acc = persistence.spawn(&rt, move || Ledger::new(&p)).unwrap();
-            assert_eq!(acc.ask(|r| Cmd::DeleteTo(20, r), T).unwrap(), 20);
+            assert_eq!(acc.blocking_ask(|r| Cmd::DeleteTo(20, r), T).unwrap(), 20);
             for v in 21..=23 {
                 append(&acc, v);
             }
@@ -309,7 +309,7 @@ fn events_deleted_without_a_snapshot_fail_recovery_instead_of_a_silent_gap() {
         for v in 1..=5 {
             append(&acc, v);
         }
-        assert_eq!(acc.ask(|r| Cmd::DeleteTo(3, r), T).unwrap(), 3);
+        assert_eq!(acc.blocking_ask(|r| Cmd::DeleteTo(3, r), T).unwrap(), 3);
         assert!(acc.stop());
     }
     let _again = persistence.spawn(&rt, || Ledger::new("nosnap")).unwrap();

@@ -13,7 +13,7 @@ use crate::support::*;
 
 fn send_all(r: &PersistentRef<Cmd>, cmds: Vec<Cmd>) {
     for c in cmds {
-        r.send(c, T).unwrap_or_else(|_| panic!("send timed out"));
+        r.blocking_send(c, T).unwrap_or_else(|_| panic!("send timed out"));
     }
 }
 
@@ -38,7 +38,7 @@ fn commands_during_recovery_wait_and_keep_their_order() {
     let log = Log::default();
     let l = log.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("rec").with_log(&l)).capacity(1)).unwrap(),
+        rt.spawn(persistence.props(move || Ledger::new("rec").with_log(&l)).capacity(1)).unwrap(),
     );
     journal.wait_for_held_replays(1);
     send_all(&r, vec![Cmd::Put(10), Cmd::Note(11), Cmd::Put(12), Cmd::Note(13), Cmd::Note(14)]);
@@ -73,7 +73,7 @@ fn commands_during_an_in_flight_persist_wait_and_keep_their_order() {
     let log = Log::default();
     let l = log.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("fl").with_log(&l)).capacity(1)).unwrap(),
+        rt.spawn(persistence.props(move || Ledger::new("fl").with_log(&l)).capacity(1)).unwrap(),
     );
     assert_eq!(get(&r).last_seq, 0, "recovered (empty)");
     journal.hold_appends();
@@ -189,7 +189,7 @@ fn flood_sized(r: &PersistentRef<Cmd>, total: u64, threshold: u64, release: impl
             s.spawn(move || {
                 for n in 0..total / 2 {
                     // Generous: the actor may be held for as long as the test waits below.
-                    r.send(Cmd::Tick(sender, n), 6 * T).unwrap_or_else(|_| panic!("send {n} of {sender} timed out"));
+                    r.blocking_send(Cmd::Tick(sender, n), 6 * T).unwrap_or_else(|_| panic!("send {n} of {sender} timed out"));
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             });
@@ -223,7 +223,7 @@ fn a_full_stash_during_recovery_pushes_back_on_senders_and_loses_nothing() {
     let ticks = Ticks::default();
     let t = ticks.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("flood-rec").with_ticks(&t)).capacity(FLOOD_MAILBOX))
+        rt.spawn(persistence.props(move || Ledger::new("flood-rec").with_ticks(&t)).capacity(FLOOD_MAILBOX))
             .unwrap(),
     );
     journal.wait_for_held_replays(1);
@@ -242,12 +242,12 @@ fn a_full_stash_behind_a_slow_persist_pushes_back_on_senders_and_loses_nothing()
     let ticks = Ticks::default();
     let t = ticks.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("flood-fl").with_ticks(&t)).capacity(FLOOD_MAILBOX))
+        rt.spawn(persistence.props(move || Ledger::new("flood-fl").with_ticks(&t)).capacity(FLOOD_MAILBOX))
             .unwrap(),
     );
     assert_eq!(get(&r).last_seq, 0, "recovered (empty)");
     journal.hold_appends();
-    r.send(Cmd::Put(7), T).unwrap_or_else(|_| panic!("send timed out"));
+    r.blocking_send(Cmd::Put(7), T).unwrap_or_else(|_| panic!("send timed out"));
     flood_then_release(&r, || {
         assert_eq!(journal.wait_for_appends(1), vec![("flood-fl".to_string(), 1, 1)]);
         journal.release_appends();
@@ -266,7 +266,7 @@ fn an_actor_restarted_while_its_mailbox_is_paused_takes_commands_again() {
     let ticks = Ticks::default();
     let t = ticks.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("flood-restart").with_ticks(&t)).capacity(FLOOD_MAILBOX))
+        rt.spawn(persistence.props(move || Ledger::new("flood-restart").with_ticks(&t)).capacity(FLOOD_MAILBOX))
             .unwrap(),
     );
     journal.wait_for_held_replays(1);
@@ -316,7 +316,7 @@ fn a_flood_during_a_long_chunked_recovery_with_a_tiny_stash_loses_nothing() {
     let ticks = Ticks::default();
     let t = ticks.clone();
     let r = PersistentRef::new(
-        rt.spawn_props(persistence.props(move || Ledger::new("long").with_ticks(&t)).capacity(8)).unwrap(),
+        rt.spawn(persistence.props(move || Ledger::new("long").with_ticks(&t)).capacity(8)).unwrap(),
     );
     journal.wait_for_held_replays(1);
     // Released once the stash (16) and half the mailbox (8) are full: the replay then runs

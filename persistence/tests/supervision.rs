@@ -94,7 +94,7 @@ fn an_undecodable_event_is_a_recovery_failure_that_stops_the_actor() {
         "{}",
         seen[0].message()
     );
-    assert!(matches!(acc.ask(Cmd::Get, T), Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)));
+    assert!(matches!(acc.blocking_ask(Cmd::Get, T), Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)));
     assert_eq!(rt.restarts(), 0, "a recovery failure is not retried");
     rt.shutdown();
 }

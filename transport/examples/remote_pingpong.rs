@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, Props};
 use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, TlsConfig, Wire, WireError};
 
 const SECRET: &str = "percore-demo";
@@ -194,7 +194,7 @@ fn start_node(rt: &Runtime, addr: SocketAddr, tls: Option<&TlsConfig>) -> Result
 
 fn spawn_pong(rt: &Runtime, done: Option<mpsc::Sender<u64>>) -> Result<ActorRef<ToPong>, String> {
     rt.handle()
-        .spawn_with(SpawnOptions::new().name("pong"), PongActor { client: None, pings: 0, done })
+        .spawn(Props::from(PongActor { client: None, pings: 0, done }).name("pong"))
         .map_err(|e| format!("spawning pong: {e}"))
 }
 
@@ -211,7 +211,7 @@ fn play(server: SocketAddr, rounds: u64, tls: Option<&TlsConfig>) -> Result<(), 
     println!("client {} ({:?}) -> {path}, {rounds} round trips", node.address(), node.backend());
 
     let t_connect = Instant::now();
-    pong.send(ToPong::Hello(pinger), GAME_TIMEOUT).map_err(|e| format!("hello: {e:?}"))?;
+    pong.blocking_send(ToPong::Hello(pinger), GAME_TIMEOUT).map_err(|e| format!("hello: {e:?}"))?;
     match rx.recv_timeout(CONNECT_TIMEOUT) {
         Ok(Event::Started) => {}
         Ok(Event::Wrong(e)) => return Err(e),
@@ -225,7 +225,7 @@ fn play(server: SocketAddr, rounds: u64, tls: Option<&TlsConfig>) -> Result<(), 
         Ok(Event::Wrong(e)) => return Err(e),
         Ok(Event::Started) | Err(_) => return Err(format!("the game did not finish within {GAME_TIMEOUT:?}")),
     };
-    let pings = pong.ask(ToPong::Done, Duration::from_secs(10)).map_err(|e| format!("asking Done: {e:?}"))?;
+    let pings = pong.blocking_ask(ToPong::Done, Duration::from_secs(10)).map_err(|e| format!("asking Done: {e:?}"))?;
     if pings != rounds {
         return Err(format!("pong saw {pings} pings, expected {rounds}"));
     }

@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
-use percore::{Actor, ActorError, ActorRef, Context, Directive, Props, SpawnOptions, SupervisorStrategy, Terminated};
+use percore::{Actor, ActorError, ActorRef, Context, Directive, Props, SupervisorStrategy, Terminated};
 
 use crate::endpoint::{with_state, Binding, PendingTarget};
 use crate::error::TransportError;
@@ -82,7 +82,7 @@ impl Node {
             };
             let guard = node
                 .rt
-                .spawn_with(SpawnOptions::new().shard(req.shard).capacity(1024), guard)
+                .spawn(Props::from(guard).shard(req.shard).capacity(1024))
                 .map_err(|e| e.to_string())?;
             Ok(Deployed { binding: Binding::pending(slot, node.clone()), guard })
         };
@@ -110,13 +110,15 @@ pub fn spawn_remote<P: Actor, M: RemoteMessage>(
     let seq = shared.deploy_seq.fetch_add(1, Ordering::Relaxed);
     let name = format!("$deploy-{:x}-{seq}", shared.incarnation);
     let wr = WireRef { node: addr, incarnation: 0, target: Target::Name(name.clone()) };
+    let wr_path = wr.path(&shared.cfg.system);
     let link = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let factory = factory.to_string();
     let shard = shared.owner_shard(addr);
     let props = Props::new(move || Proxy::<M>::deployed(shared.clone(), wr.clone(), factory.clone(), link.clone()))
         .shard(shard)
-        .capacity(node.shared.cfg.proxy_capacity);
-    let r = ctx.spawn_props(props).map_err(TransportError::Spawn)?;
+        .capacity(node.shared.cfg.proxy_capacity)
+        .remote_path(wr_path);
+    let r = ctx.spawn(props).map_err(TransportError::Spawn)?;
     node.shared.note_proxy(&r, WireRef { node: addr, incarnation: 0, target: Target::Name(name) });
     Ok(r)
 }
@@ -156,7 +158,7 @@ where
         let f = std::mem::replace(&mut self.factory, Box::new(|| unreachable!("factory moved")));
         let f: Arc<dyn Fn() -> A + Send + Sync> = Arc::from(f);
         let props = Props::new(move || f()).capacity(self.node.cfg.proxy_capacity);
-        let child = match ctx.spawn_props(props) {
+        let child = match ctx.spawn(props) {
             Ok(c) => c,
             Err(e) => {
                 let _ = self.slot.set(None); // messages already bound to it are undelivered

@@ -46,7 +46,7 @@
 //!   [`NodeConfig::advertise`] names the address peers should use.
 //!
 //! ```no_run
-//! use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
+//! use percore::{Actor, ActorError, Context, Runtime, Props};
 //! use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
 //!
 //! struct Greet(String);
@@ -70,7 +70,7 @@
 //! let node_a = Node::start(&a.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
 //! let node_b = Node::start(&b.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
 //! node_b.register::<Greet>().unwrap();
-//! b.handle().spawn_with(SpawnOptions::new().name("greeter"), Greeter).unwrap();
+//! b.handle().spawn(Props::from(Greeter).name("greeter")).unwrap();
 //! let greeter = node_a.remote_ref::<Greet>(&format!("{}/user/greeter", node_b.address())).unwrap();
 //! greeter.tell(Greet("node A".into())).unwrap();
 //! ```

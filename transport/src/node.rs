@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use percore::{ActorId, ActorRef, AskError, RuntimeHandle, SpawnOptions};
+use percore::{ActorId, ActorRef, AskError, Props, RuntimeHandle};
 
 use crate::endpoint::{Binding, Endpoint, EndpointMsg};
 use crate::error::TransportError;
@@ -412,8 +412,11 @@ impl NodeShared {
             }
         }
         let shard = this.owner_shard(wr.node);
-        let opts = SpawnOptions::new().shard(shard).capacity(this.cfg.proxy_capacity);
-        let r = this.rt.spawn_with(opts, Proxy::<M>::new(this.clone(), wr.clone())).map_err(TransportError::Spawn)?;
+        let props = Props::from(Proxy::<M>::new(this.clone(), wr.clone()))
+            .shard(shard)
+            .capacity(this.cfg.proxy_capacity)
+            .remote_path(wr.path(&this.cfg.system));
+        let r = this.rt.spawn(props).map_err(TransportError::Spawn)?;
         proxies.insert(key, (r.id(), Box::new(r.clone())));
         drop(proxies);
         this.proxy_targets.lock().expect("proxy lock").insert(r.id(), wr);
@@ -533,8 +536,7 @@ impl Node {
         let mut endpoints = Vec::new();
         for (shard, listener) in listeners.into_iter().enumerate() {
             let ep = Endpoint::new(shared.clone(), shard, listener, tx.clone());
-            let opts = SpawnOptions::new().shard(shard).capacity(1 << 16);
-            endpoints.push(rt.spawn_with(opts, ep).map_err(TransportError::Spawn)?);
+            endpoints.push(rt.spawn(Props::from(ep).shard(shard).capacity(1 << 16)).map_err(TransportError::Spawn)?);
         }
         drop(tx);
         let _ = shared.endpoints.set(endpoints);

@@ -409,6 +409,18 @@ pub(crate) struct WireRef {
     pub(crate) target: Target,
 }
 
+impl WireRef {
+    /// The remote actor's path, as its refs' `ActorRef::path` shows it: the node's address
+    /// (`percore://system@host:port`: peers share the system name), then the actor's path
+    /// there (`/user/…`) or, for an actor known only by id, its id.
+    pub(crate) fn path(&self, system: &str) -> String {
+        match &self.target {
+            Target::Name(path) => format!("percore://{system}@{}/user/{path}", self.node),
+            Target::Uid(uid) => format!("percore://{system}@{}/{}", self.node, percore::ActorId::from_u64(*uid)),
+        }
+    }
+}
+
 /// A socket address in binary: family tag, address bytes, port (no text to format or parse).
 pub(crate) fn put_addr(w: &mut Encoder<'_>, a: std::net::SocketAddr) {
     match a {

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions, Terminated};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, Props, Terminated};
 use percore_transport::{Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
 
 pub const LONG: Duration = Duration::from_secs(30);
@@ -190,7 +190,7 @@ pub fn hits_from_threads(c: &ActorRef<Counter>, senders: u32, per: u64) {
             let c = c.clone();
             std::thread::spawn(move || {
                 for seq in 0..per {
-                    c.send(Counter::Hit { from, seq }, LONG).unwrap();
+                    c.blocking_send(Counter::Hit { from, seq }, LONG).unwrap();
                 }
             })
         })
@@ -203,7 +203,7 @@ pub fn hits_from_threads(c: &ActorRef<Counter>, senders: u32, per: u64) {
 /// Spawns the counter as the named top-level actor `name` (a mailbox sized for a target
 /// fed from the network: a full one pauses the connection, which is slow in debug builds).
 pub fn spawn_counter(rt: &Runtime, name: &str) -> ActorRef<Counter> {
-    rt.handle().spawn_with(SpawnOptions::new().name(name).capacity(4096), CounterActor::new()).unwrap()
+    rt.handle().spawn(Props::from(CounterActor::new()).name(name).capacity(4096)).unwrap()
 }
 
 /// Collects Replies and Terminated notices for assertions from the test thread.

@@ -60,27 +60,27 @@ fn setup(backend: Backend, decide: Directive, factory: &'static str) -> Setup {
     let (tx, terminated) = std::sync::mpsc::channel();
     let spawner = ra.handle().spawn(Spawner { node: na, decide, terminated: tx }).unwrap();
     let addr = nb.addr();
-    let child = spawner.ask(|r| SpawnerMsg::Deploy(addr, factory, r), LONG).unwrap();
+    let child = spawner.blocking_ask(|r| SpawnerMsg::Deploy(addr, factory, r), LONG).unwrap();
     Setup { ra, rb, nb, child, terminated }
 }
 
 fn hits(c: &ActorRef<Counter>, n: u64) {
     for seq in 0..n {
-        c.send(Counter::Hit { from: 0, seq }, LONG).unwrap();
+        c.blocking_send(Counter::Hit { from: 0, seq }, LONG).unwrap();
     }
 }
 
 fn resume(backend: Backend) {
     let s = setup(backend, Directive::Resume, "counter");
     hits(&s.child, 3);
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 3, "the deployed actor runs on the target");
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 3, "the deployed actor runs on the target");
     let live = s.rb.handle().live_actors();
     s.child.tell(Counter::Crash).unwrap();
     // The remote failure reaches the local parent (the proxy fails locally) ...
     eventually("local failure recorded", || s.ra.handle().failures() == 1);
     assert_eq!(s.rb.handle().failures(), 1);
     // ... whose Resume keeps the remote state.
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 3);
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 3);
     assert_eq!(s.rb.handle().live_actors(), live);
     assert_eq!(s.rb.handle().restarts(), 0);
     drop(s.nb);
@@ -89,19 +89,19 @@ fn resume(backend: Backend) {
 fn restart(backend: Backend) {
     let s = setup(backend, Directive::Restart, "counter");
     hits(&s.child, 5);
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 5);
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 5);
     s.child.tell(Counter::Crash).unwrap();
     eventually("remote restart", || s.rb.handle().restarts() == 1);
     // Same ref, fresh remote instance.
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 0);
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     hits(&s.child, 2);
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 2);
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 2);
     assert!(s.terminated.recv_timeout(Duration::from_millis(200)).is_err(), "not terminated");
 }
 
 fn stop(backend: Backend) {
     let s = setup(backend, Directive::Stop, "counter");
-    assert_eq!(s.child.ask(Counter::Get, LONG).unwrap().total, 0);
+    assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     let live = s.rb.handle().live_actors();
     s.child.tell(Counter::Crash).unwrap();
     s.terminated.recv_timeout(LONG).expect("the parent sees its child terminate");

@@ -5,6 +5,7 @@
 //! replayed handshake. After each, the node must have closed that connection and must still
 //! serve a good peer.
 
+use percore::Props;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -139,7 +140,7 @@ impl Raw {
 /// The counter's total, asked through a good peer node (proves the node still serves).
 fn total_via(na: &Node, nb: &Node) -> u64 {
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
-    c.ask(Counter::Get, LONG).unwrap().total
+    c.blocking_ask(Counter::Get, LONG).unwrap().total
 }
 
 #[test]
@@ -331,7 +332,7 @@ fn peer_shutdown_terminates_watchers_once(backend: Backend) {
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = ra.handle().spawn(Sink { tx }).unwrap();
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap().total, 0);
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     sink.tell(SinkMsg::Watch(c.clone())).unwrap();
     drop(nb);
     rb.shutdown(); // the whole node goes away
@@ -339,7 +340,7 @@ fn peer_shutdown_terminates_watchers_once(backend: Backend) {
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "Terminated exactly once");
     // The survivor keeps serving its own actors.
     local.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
-    assert_eq!(local.ask(Counter::Get, LONG).unwrap().total, 1);
+    assert_eq!(local.blocking_ask(Counter::Get, LONG).unwrap().total, 1);
 }
 
 /// Child process mode: serve a counter on the port in `PERCORE_CHILD_PORT` until killed.
@@ -431,7 +432,7 @@ fn killed_process_then_restarted_peer(backend: Backend) {
     let local = spawn_counter(&ra, "local");
     let path = format!("percore://percore@127.0.0.1:{port}/user/counter");
     let c = na.remote_ref::<Counter>(&path).unwrap();
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap().total, 0);
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = ra.handle().spawn(Sink { tx }).unwrap();
     sink.tell(SinkMsg::Watch(c.clone())).unwrap();
@@ -441,7 +442,7 @@ fn killed_process_then_restarted_peer(backend: Backend) {
         std::thread::spawn(move || {
             let mut seq = 0;
             while !c.is_closed() {
-                let _ = c.send(Counter::Hit { from: 0, seq }, Duration::from_millis(50));
+                let _ = c.blocking_send(Counter::Hit { from: 0, seq }, Duration::from_millis(50));
                 seq += 1;
             }
             seq
@@ -457,16 +458,16 @@ fn killed_process_then_restarted_peer(backend: Backend) {
     eventually("peer declared unreachable", || na.stats().unreachable >= 1);
     // The survivor keeps serving its own actors.
     local.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
-    assert_eq!(local.ask(Counter::Get, LONG).unwrap().total, 1);
+    assert_eq!(local.blocking_ask(Counter::Get, LONG).unwrap().total, 1);
 
     // Restart the peer on the same address: a new incarnation; traffic resumes.
     let (child2, inc2) = spawn_child(port, backend);
     assert_ne!(inc1, inc2);
     let c2 = na.remote_ref::<Counter>(&path).unwrap();
     for seq in 0..1000 {
-        c2.send(Counter::Hit { from: 0, seq }, LONG).unwrap();
+        c2.blocking_send(Counter::Hit { from: 0, seq }, LONG).unwrap();
     }
-    assert_eq!(c2.ask(Counter::Get, LONG).unwrap(), Reply { total: 1000, in_order: true });
+    assert_eq!(c2.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: 1000, in_order: true });
     eventually("old incarnation quarantined", || na.stats().quarantined >= 1);
     drop(child2);
 }
@@ -480,11 +481,11 @@ fn two_processes_refs_fifo_exact_counts(backend: Backend) {
     let na = node(&ra, config(backend));
     let c = na.remote_ref::<Counter>(&format!("percore://percore@127.0.0.1:{port}/user/counter")).unwrap();
     hits_from_threads(&c, SENDERS, PER);
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: SENDERS as u64 * PER, in_order: true });
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: SENDERS as u64 * PER, in_order: true });
     // A ref to a local actor, sent to the other process, which answers through it.
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = ra.handle().spawn(Sink { tx }).unwrap();
-    let fwd = ra.handle().spawn_on(1, ReplyForwarder(sink)).unwrap();
+    let fwd = ra.handle().spawn(Props::from(ReplyForwarder(sink)).shard(1)).unwrap();
     c.tell(Counter::Report(fwd)).unwrap();
     match rx.recv_timeout(LONG).unwrap() {
         SinkEvent::Reply(r) => assert_eq!(r.total, SENDERS as u64 * PER),
@@ -623,7 +624,7 @@ fn genuine_peer_served_during_slowloris_with_low_fd_limit(backend: Backend) {
     for seq in 0..ASKS {
         let c = na.remote_ref::<Counter>(&path).unwrap();
         let _ = c.tell(Counter::Hit { from: 0, seq: seq as u64 });
-        match c.ask(Counter::Get, Duration::from_secs(5)) {
+        match c.blocking_ask(Counter::Get, Duration::from_secs(5)) {
             Ok(_) => answered += 1,
             Err(_) => failed += 1,
         }
@@ -726,7 +727,7 @@ fn attack_measurements() {
             for _ in 0..100 {
                 tried += 1;
                 let c = na.remote_ref::<Counter>(&path).unwrap();
-                if c.ask(Counter::Get, Duration::from_secs(2)).is_ok() {
+                if c.blocking_ask(Counter::Get, Duration::from_secs(2)).is_ok() {
                     answered += 1;
                 }
                 if tried - answered >= 10 {
@@ -769,7 +770,7 @@ fn accept_survives_descriptor_exhaustion(backend: Backend) {
     let mut answered = 0;
     for _ in 0..20 {
         let c = na.remote_ref::<Counter>(&path).unwrap();
-        answered += c.ask(Counter::Get, Duration::from_secs(3)).is_ok() as u32;
+        answered += c.blocking_ask(Counter::Get, Duration::from_secs(3)).is_ok() as u32;
         if answered == 5 {
             break;
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use percore::SpawnOptions;
+use percore::Props;
 use percore_transport::Backend;
 
 use crate::common::*;
@@ -39,7 +39,7 @@ fn wildcard_bind_is_reachable_on_loopback(backend: Backend) {
     for seq in 0..100 {
         c.tell(Counter::Hit { from: 0, seq }).unwrap();
     }
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
     assert_eq!(nb.stats().rejected + na.stats().rejected, 0);
 }
 
@@ -52,7 +52,7 @@ fn advertised_address_is_the_identity(backend: Backend) {
     let na = node(&ra, config(backend));
     spawn_counter(&rb, "counter");
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 0, in_order: true });
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: 0, in_order: true });
 }
 
 fn tell_and_ask(backend: Backend) {
@@ -64,7 +64,7 @@ fn tell_and_ask(backend: Backend) {
     for seq in 0..1000 {
         c.tell(Counter::Hit { from: 0, seq }).unwrap();
     }
-    let r = c.ask(Counter::Get, LONG).unwrap();
+    let r = c.blocking_ask(Counter::Get, LONG).unwrap();
     assert_eq!(r, Reply { total: 1000, in_order: true });
     assert_eq!(na.stats().sent, 1001);
     eventually("receiver counted", || nb.stats().received == 1001);
@@ -80,7 +80,7 @@ fn fifo_exact_counts_from_many_senders(backend: Backend) {
     spawn_counter(&rb, "counter");
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     hits_from_threads(&c, SENDERS, PER);
-    let r = c.ask(Counter::Get, LONG).unwrap();
+    let r = c.blocking_ask(Counter::Get, LONG).unwrap();
     assert_eq!(r, Reply { total: SENDERS as u64 * PER, in_order: true });
     assert_eq!(ra.handle().dead_letters() + rb.handle().dead_letters(), 0);
 }
@@ -91,7 +91,7 @@ fn refs_inside_messages_point_back(backend: Backend) {
     spawn_counter(&rb, "counter");
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = ra.handle().spawn(Sink { tx }).unwrap();
-    let fwd = ra.handle().spawn_on(1, ReplyForwarder(sink)).unwrap();
+    let fwd = ra.handle().spawn(Props::from(ReplyForwarder(sink)).shard(1)).unwrap();
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     c.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
     // B receives a ref to A's local actor and answers through it.
@@ -113,7 +113,7 @@ fn watch_remote_actor_stop(backend: Backend) {
     let sink = ra.handle().spawn(Sink { tx }).unwrap();
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     // Make sure it is bound before watching (an ask round trip).
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap().total, 0);
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     sink.tell(SinkMsg::Watch(c.clone())).unwrap();
     c.tell(Counter::Stop).unwrap();
     assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
@@ -133,7 +133,8 @@ fn unknown_actor_terminates_watchers(backend: Backend) {
     let c = na.remote_ref::<Counter>(&format!("{}/user/nobody", nb.address())).unwrap();
     sink.tell(SinkMsg::Watch(c.clone())).unwrap();
     assert!(matches!(rx.recv_timeout(LONG).unwrap(), SinkEvent::Terminated));
-    let _ = SpawnOptions::new();
+    // Issue 16: a remote ref's path names the remote actor, not the local proxy.
+    assert_eq!(c.path(), format!("{}/user/nobody", nb.address()));
 }
 
 fn a_ref_in_every_message(backend: Backend) {
@@ -143,15 +144,14 @@ fn a_ref_in_every_message(backend: Backend) {
     spawn_counter(&rb, "counter");
     let (tx, rx) = std::sync::mpsc::channel();
     // Room for every answer: the forwarder's `tell` into the sink must not overflow.
-    let big = |shard| SpawnOptions::new().shard(shard).capacity(N as usize);
-    let sink = ra.handle().spawn_with(big(0), Sink { tx }).unwrap();
-    let fwd = ra.handle().spawn_with(big(1), ReplyForwarder(sink)).unwrap();
+    let sink = ra.handle().spawn(Props::from(Sink { tx }).shard(0).capacity(N as usize)).unwrap();
+    let fwd = ra.handle().spawn(Props::from(ReplyForwarder(sink)).shard(1).capacity(N as usize)).unwrap();
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     // The same ref encoded and decoded N times (the shards' ref caches answer after the
     // first); every answer comes back through it, in order.
     for seq in 0..N {
-        c.send(Counter::Hit { from: 0, seq }, LONG).unwrap();
-        c.send(Counter::Report(fwd.clone()), LONG).unwrap();
+        c.blocking_send(Counter::Hit { from: 0, seq }, LONG).unwrap();
+        c.blocking_send(Counter::Report(fwd.clone()), LONG).unwrap();
     }
     for expect in 1..=N {
         match rx.recv_timeout(LONG).unwrap() {
@@ -173,7 +173,7 @@ impl percore::Actor for Parent {
         ctx: &mut percore::Context<Self>,
         r: percore::ReplyTo<percore::ActorRef<Counter>>,
     ) -> Result<(), percore::ActorError> {
-        let child = ctx.spawn_with(SpawnOptions::new().name("counter").capacity(4096), CounterActor::new())?;
+        let child = ctx.spawn(Props::from(CounterActor::new()).name("counter").capacity(4096))?;
         r.reply(child);
         Ok(())
     }
@@ -182,13 +182,13 @@ impl percore::Actor for Parent {
 fn nested_paths(backend: Backend) {
     let (ra, rb) = (runtime("a", 2), runtime("b", 2));
     let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
-    let parent = rb.handle().spawn_with(SpawnOptions::new().name("parent"), Parent).unwrap();
-    let child = parent.ask(|r| r, LONG).unwrap();
+    let parent = rb.handle().spawn(Props::from(Parent).name("parent")).unwrap();
+    let child = parent.blocking_ask(|r| r, LONG).unwrap();
     let c = na.remote_ref::<Counter>(&format!("{}/user/parent/counter", nb.address())).unwrap();
     for seq in 0..100 {
         c.tell(Counter::Hit { from: 0, seq }).unwrap();
     }
-    assert_eq!(c.ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
+    assert_eq!(c.blocking_ask(Counter::Get, LONG).unwrap(), Reply { total: 100, in_order: true });
     // Watched through the nested path: stopping the child reaches the remote watcher once.
     let (tx, rx) = std::sync::mpsc::channel();
     let sink = ra.handle().spawn(Sink { tx }).unwrap();

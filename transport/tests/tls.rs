@@ -77,9 +77,9 @@ fn tell_and_ask_over_tls(backend: Backend) {
     let c = na.remote_ref::<Counter>(&format!("{}/user/counter", nb.address())).unwrap();
     // Enough to need many TLS records and several batches.
     for seq in 0..20_000 {
-        c.send(Counter::Hit { from: 0, seq }, LONG).unwrap();
+        c.blocking_send(Counter::Hit { from: 0, seq }, LONG).unwrap();
     }
-    let r = c.ask(Counter::Get, LONG).unwrap();
+    let r = c.blocking_ask(Counter::Get, LONG).unwrap();
     assert_eq!(r, Reply { total: 20_000, in_order: true });
     assert_eq!(na.stats().sent, 20_001);
     eventually("receiver counted", || nb.stats().received == 20_001);

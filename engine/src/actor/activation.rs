@@ -54,6 +54,7 @@ impl<A: Actor> Activation<'_, A> {
         f: impl FnOnce(&mut A, &mut Context<'_, A>) -> Result<(), crate::ActorError>,
     ) -> Result<(), Failure> {
         let id = self.header().id;
+        debug_assert!(!inner.meta.is(Flags::AWAITING), "user code on an actor whose async handler is pending");
         let Inner { actor, meta, .. } = inner;
         let Some(actor) = actor.as_mut() else { return Ok(()) };
         let mut ctx = Context::new(self.cell, meta, self.shard);
@@ -70,7 +71,7 @@ impl<A: Actor> Activation<'_, A> {
     /// resumes or restarts; a stopping actor drops it (counted as a dead letter).
     pub(super) fn run_user(&self, inner: &mut Inner<A>, job: UserJob<A>) {
         match inner.meta.lifecycle {
-            Lifecycle::Running if inner.actor.is_some() && !inner.meta.is(Flags::SUSPENDED) => {
+            Lifecycle::Running if inner.actor.is_some() && !inner.meta.is(Flags::SUSPENDED | Flags::AWAITING) => {
                 if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| job(a, ctx)) {
                     self.fail(inner, f);
                 }
@@ -86,7 +87,7 @@ impl<A: Actor> Activation<'_, A> {
     /// Runs what waited while the actor was suspended, in arrival order, until it is
     /// suspended again.
     pub(super) fn run_deferred(&self, inner: &mut Inner<A>) {
-        while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) && inner.actor.is_some() {
+        while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED | Flags::AWAITING) && inner.actor.is_some() {
             let Some(job) = inner.meta.sup.as_mut().and_then(|s| s.deferred.pop_front()) else { break };
             let Ok(job) = job.downcast::<UserJob<A>>() else { continue };
             self.run_user(inner, *job);
@@ -204,7 +205,7 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
 
     // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
     // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
-    let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED);
+    let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING);
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
     if local_left && !queued && !suspended {
@@ -258,7 +259,7 @@ fn process_user_messages<A: Actor>(
             let Some(msg) = msg else { break };
             handled += 1;
             actor.handle(&mut ctx, msg)?;
-            if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED) {
+            if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING) {
                 break;
             }
         }

@@ -15,12 +15,11 @@ use super::cell::Shared;
 use super::header::{ErasedRef, Header};
 use super::sys::SysMsg;
 use super::ActorId;
-use crate::ask::{wait_blocking, AskFuture, ReplyTo};
+use crate::ask::{wait_blocking, Ask, ReplyTo, Sending};
 use crate::error::{AskError, SendError, TellError, Undelivered};
 use crate::queue::ring::Full;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::{self, ShardLocal};
-use crate::sync::Arc;
 
 /// A handle to an actor accepting messages of type `M`.
 ///
@@ -95,7 +94,9 @@ impl<M> ActorRef<M> {
         self.header().state.bits() & crate::actor::state::SCHEDULED == 0
     }
 
-    /// The actor's path, e.g. `percore://bench/user/$3/$17`.
+    /// The actor's path, e.g. `percore://bench/user/$3/$17`. For a remote actor it names
+    /// the actor on its node, e.g. `percore://127.0.0.1:4000/user/worker`, not the local
+    /// proxy that forwards to it.
     pub fn path(&self) -> String {
         Path(self.header()).to_string()
     }
@@ -158,11 +159,43 @@ impl<M: Send + 'static> ActorRef<M> {
         }
     }
 
-    /// Blocking send for foreign (non-shard) threads: waits for room until `timeout`
-    /// (spinning, then backing off, then parking briefly), honouring back-pressure.
+    /// Sends `msg`, waiting for room while the mailbox is full: a `Future` for async code
+    /// (any executor, any thread, an async actor's handler). It completes once the message
+    /// is in the mailbox (`Closed(msg)` if the actor stopped); add a limit with
+    /// [`Sending::timeout`]. Waiting costs no thread: the task is woken when the actor has
+    /// drained to half its capacity.
+    pub fn send(&self, msg: M) -> Sending<M> {
+        Sending::new(self, msg)
+    }
+
+    /// Request/reply as a `Future`: builds the request around a [`ReplyTo`], sends it on the
+    /// first poll (waiting for room if the mailbox is full) and resolves to the reply.
+    /// Usable from any thread and any executor, and inside async actors. The timeout is
+    /// [`DEFAULT_ASK_TIMEOUT`](crate::DEFAULT_ASK_TIMEOUT) unless set with
+    /// [`Ask::timeout`]:
+    /// ```
+    /// # use percore::{Actor, ActorError, Context, ReplyTo, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Echo;
+    /// # impl Actor for Echo {
+    /// #     type Msg = (u32, ReplyTo<u32>);
+    /// #     fn handle(&mut self, _: &mut Context<Self>, (n, r): Self::Msg) -> Result<(), ActorError> { r.reply(n); Ok(()) }
+    /// # }
+    /// # let rt = Runtime::builder().shards(1).build().unwrap();
+    /// # let echo = rt.spawn(Echo).unwrap();
+    /// let answer = futures::executor::block_on(echo.ask(|r| (7, r)).timeout(Duration::from_secs(1)));
+    /// assert_eq!(answer, Ok(7));
+    /// # rt.shutdown();
+    /// ```
+    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> Ask<M, R> {
+        Ask::new(self, make)
+    }
+
+    /// Blocking send for plain (non-shard, non-async) threads: waits for room until
+    /// `timeout` (spinning, then backing off, then parking briefly), honouring back-pressure.
     ///
     /// On a shard thread it never blocks: it tries once and returns `WouldBlock` if full.
-    pub fn send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+    pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
         let mut msg = match self.try_tell(msg) {
             Ok(()) => return Ok(()),
             Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
@@ -185,34 +218,21 @@ impl<M: Send + 'static> ActorRef<M> {
         }
     }
 
-    /// Request/reply from a foreign thread: builds the request around a [`ReplyTo`], sends
-    /// it (waiting for room if the mailbox is full, as [`ActorRef::send`] does), and blocks
-    /// until the reply or `timeout`; `Full` if the mailbox stayed full all that time. A reply that arrives after the timeout
-    /// is counted as a dead letter. On a shard thread it returns `WouldBlock`; inside an
-    /// actor use [`crate::Context::ask`].
-    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+    /// Request/reply for plain threads: sends the request (waiting for room, as
+    /// [`ActorRef::blocking_send`] does) and blocks until the reply or `timeout`; `Full` if
+    /// the mailbox stayed full all that time. A reply that arrives after the timeout is
+    /// counted as a dead letter. On a shard thread it returns `WouldBlock` at once and never
+    /// deadlocks: inside actors use [`crate::Context::ask`] or, in an async actor, `ask`.
+    pub fn blocking_ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
         if shard::on_shard_thread() {
             return Err(AskError::WouldBlock);
         }
         let deadline = Instant::now() + timeout;
         let (reply_to, slot) = ReplyTo::blocking(self.header().runtime.clone());
-        // Like `send`, a blocking ask waits for room in a full mailbox (within the deadline).
-        match self.send(make(reply_to), timeout) {
+        match self.blocking_send(make(reply_to), timeout) {
             Ok(()) => wait_blocking(&slot, deadline),
             Err(SendError::Closed(_)) => Err(AskError::Closed),
             Err(SendError::Timeout(_) | SendError::WouldBlock(_)) => Err(AskError::Full),
-        }
-    }
-
-    /// Request/reply as a `Future`, for async code (tokio or any executor). Resolves to the
-    /// reply, or `Err(Timeout)` after `timeout`. Dropping the future abandons the ask.
-    pub fn ask_async<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> AskFuture<R> {
-        let runtime: Arc<_> = self.header().runtime.clone();
-        let deadline = Instant::now() + timeout;
-        let (reply_to, slot) = ReplyTo::blocking(runtime.clone());
-        match self.try_tell(make(reply_to)) {
-            Ok(()) => AskFuture::waiting(slot, deadline, runtime),
-            Err(e) => AskFuture::failed(if e.is_full() { AskError::Full } else { AskError::Closed }),
         }
     }
 }
@@ -249,6 +269,11 @@ pub(crate) struct Path<'a>(pub(crate) &'a Header);
 
 impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A proxy for a remote actor carries that actor's full path (user names cannot
+        // contain '/', so this cannot be mistaken for one).
+        if let Some(n) = self.0.name.as_ref().filter(|n| n.0.starts_with("percore://")) {
+            return f.write_str(&n.0);
+        }
         let mut chain = vec![self.0];
         let mut cur = self.0;
         while let Some(p) = &cur.parent {

@@ -35,6 +35,7 @@
 //! waiters, and ends with counted dead letters when any member stops.
 
 use std::collections::VecDeque;
+use std::task::Waker;
 
 use super::cell::Inner;
 use super::header::ErasedRef;
@@ -150,7 +151,7 @@ pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &Acto
 /// Asks `target` for a `Room` when it has drained. A dead target cannot be waited on: its
 /// parked messages are dead letters at once.
 fn register(meta: &mut Meta, me: &ErasedRef, target: &ErasedRef, target_id: ActorId) {
-    if target.try_send_sys(SysMsg::Waiter(me.clone())).is_err() {
+    if target.try_send_sys(SysMsg::Waiter(RoomWaiter::Actor(me.clone()))).is_err() {
         drop_queue(meta, target_id);
     }
 }
@@ -184,10 +185,46 @@ pub(crate) fn on_room(meta: &mut Meta, me: &ErasedRef, target: ActorId) {
     update_muted(meta);
 }
 
+/// Who waits for room in an actor's mailbox.
+pub(crate) enum RoomWaiter {
+    /// An actor with parked `Context::send`s: it gets a `Room` system message.
+    Actor(ErasedRef),
+    /// An async `ActorRef::send` or `ask` (any thread, any executor): its task is woken.
+    /// `same_shard`: it runs on the target's shard, so it sends into the shard-local queue.
+    Task { waker: Waker, same_shard: bool },
+}
+
+impl RoomWaiter {
+    /// Tells the waiter that the actor `id` has room (or has stopped).
+    pub(crate) fn room(self, id: ActorId) {
+        match self {
+            RoomWaiter::Actor(w) => drop(w.send_sys(SysMsg::Room(id))),
+            RoomWaiter::Task { waker, .. } => waker.wake(),
+        }
+    }
+
+    fn same(&self, other: &RoomWaiter) -> bool {
+        match (self, other) {
+            (RoomWaiter::Actor(a), RoomWaiter::Actor(b)) => a.as_ptr() == b.as_ptr(),
+            (RoomWaiter::Task { waker: a, .. }, RoomWaiter::Task { waker: b, .. }) => a.will_wake(b),
+            _ => false,
+        }
+    }
+}
+
+/// Registers the current task to be woken when `target` has room: the async `send`/`ask`
+/// found its mailbox full. A dead target wakes it at once (its retry meets `Closed`).
+pub(crate) fn wait_for_room(target: &ErasedRef, waker: &Waker) {
+    let same_shard = crate::shard::ShardLocal::current_owner_of(target.header()).is_some();
+    if let Err(SysMsg::Waiter(w)) = target.try_send_sys(SysMsg::Waiter(RoomWaiter::Task { waker: waker.clone(), same_shard })) {
+        w.room(target.header().id);
+    }
+}
+
 /// `Waiter(sender)` arrived: remember it (once). A waited-on actor is never muted.
-pub(crate) fn on_waiter(meta: &mut Meta, waiter: ErasedRef) {
+pub(crate) fn on_waiter(meta: &mut Meta, waiter: RoomWaiter) {
     let sup = meta.sup();
-    if !sup.waiters.iter().any(|w| w.as_ptr() == waiter.as_ptr()) {
+    if !sup.waiters.iter().any(|w| w.same(&waiter)) {
         sup.waiters.push(waiter);
     }
     update_muted(meta);
@@ -199,16 +236,20 @@ pub(crate) fn give_room<A: Actor>(inner: &mut Inner<A>, cell: &super::cell::Cell
     let me = cell.header();
     let (cap, my_shard) = (cell.shared().ring.capacity(), me.shard);
     let Some(sup) = inner.meta.sup.as_mut() else { return };
-    sup.waiters.retain(|w| {
-        let same_shard = w.header().shard == my_shard;
+    let mut i = 0;
+    while i < sup.waiters.len() {
+        let same_shard = match &sup.waiters[i] {
+            RoomWaiter::Actor(w) => w.header().shard == my_shard,
+            RoomWaiter::Task { same_shard, .. } => *same_shard,
+        };
         // SAFETY: called on the owner shard, inside an activation.
         let len = unsafe { cell.shared().queue_len(same_shard) };
         if len > cap / 2 {
-            return true;
+            i += 1;
+        } else {
+            sup.waiters.swap_remove(i).room(me.id);
         }
-        let _ = w.send_sys(SysMsg::Room(me.id));
-        false
-    });
+    }
     update_muted(&mut inner.meta);
 }
 
@@ -217,7 +258,7 @@ pub(crate) fn give_room<A: Actor>(inner: &mut Inner<A>, cell: &super::cell::Cell
 pub(crate) fn on_stop(meta: &mut Meta, me: ActorId) {
     let Some(sup) = meta.sup.as_mut() else { return };
     for w in sup.waiters.drain(..) {
-        let _ = w.send_sys(SysMsg::Room(me));
+        w.room(me);
     }
     for mut q in sup.parked.drain(..) {
         q.msgs.dead_letter_all(DeadLetterReason::Undelivered);

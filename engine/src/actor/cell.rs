@@ -99,8 +99,10 @@ pub(crate) struct Cell<A: Actor> {
 }
 
 pub(crate) struct Inner<A> {
-    pub(crate) actor: Option<A>,
+    /// Declared (so dropped) before `actor`: a pending async handler's future, kept in
+    /// `meta`, borrows the actor and must go first.
     pub(crate) meta: Meta,
+    pub(crate) actor: Option<A>,
 }
 
 /// An actor factory (`Props`), kept type-erased in `SupState::factory`.

@@ -43,6 +43,10 @@ impl<'a, A: Actor> Context<'a, A> {
         &self.cell.shared().header
     }
 
+    pub(crate) fn runtime_shared(&self) -> &Arc<crate::runtime::RuntimeShared> {
+        &self.header().runtime
+    }
+
     /// This actor's own ref (clone it to hand it out).
     #[inline]
     pub fn myself(&self) -> &ActorRef<A::Msg> {
@@ -75,26 +79,12 @@ impl<'a, A: Actor> Context<'a, A> {
         self.meta.children.len()
     }
 
-    /// Spawns a child on this actor's shard. No thread, no syscall: one allocation.
-    pub fn spawn<B: Actor>(&mut self, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.spawn_with(SpawnOptions::new(), actor)
-    }
-
-    /// Spawns a child on shard `shard`.
-    pub fn spawn_on<B: Actor>(&mut self, shard: usize, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.spawn_with(SpawnOptions::new().shard(shard), actor)
-    }
-
-    /// Spawns a child with options (shard, mailbox capacity). The child is placed on this
-    /// actor's shard unless `opts` names another.
-    pub fn spawn_with<B: Actor>(&mut self, opts: SpawnOptions, actor: B) -> Result<ActorRef<B::Msg>, SpawnError> {
-        self.spawn_inner(opts, actor, None)
-    }
-
-    /// Spawns a child from a factory, so its supervisor can restart it (see [`Props`]).
-    pub fn spawn_props<B: Actor>(&mut self, props: Props<B>) -> Result<ActorRef<B::Msg>, SpawnError> {
-        let (opts, actor, factory) = props.build();
-        self.spawn_inner(opts, actor, Some(factory))
+    /// Spawns a child: a value (`ctx.spawn(Worker::default())`) or [`Props`] (a factory
+    /// for restarts, shard, capacity, name). The child is placed on this actor's shard
+    /// unless the props name another. No thread, no syscall: one allocation.
+    pub fn spawn<B: Actor>(&mut self, props: impl Into<Props<B>>) -> Result<ActorRef<B::Msg>, SpawnError> {
+        let (opts, actor, factory) = props.into().build();
+        self.spawn_inner(opts, actor, factory)
     }
 
     fn spawn_inner<B: Actor>(
@@ -119,7 +109,7 @@ impl<'a, A: Actor> Context<'a, A> {
         runtime.begin_spawn()?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory, name.as_deref().map(Into::into));
+        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into));
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };
@@ -391,14 +381,14 @@ impl<'a, A: Actor> Context<'a, A> {
     ///                 move || data.iter().fold(7u64, |h, b| h.wrapping_mul(31) ^ u64::from(*b)),
     ///                 move |h| Msg::Hashed(h, reply),
     ///             ),
-    ///             Msg::Hashed(h, reply) => { reply.reply(h); }
+    ///             Msg::Hashed(h, reply) => reply.reply(h),
     ///         }
     ///         Ok(())
     ///     }
     /// }
     /// let rt = Runtime::builder().shards(1).pin_to_cores(false).build()?;
     /// let hasher = rt.spawn(Hasher)?;
-    /// let h = hasher.ask(|r| Msg::Hash(vec![1, 2, 3], r), Duration::from_secs(10))?;
+    /// let h = hasher.blocking_ask(|r| Msg::Hash(vec![1, 2, 3], r), Duration::from_secs(10))?;
     /// # let _ = h;
     /// rt.shutdown();
     /// # Ok::<(), Box<dyn std::error::Error>>(())

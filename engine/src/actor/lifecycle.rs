@@ -8,6 +8,7 @@ use std::any::Any;
 use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::NonNull;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::meta::Flags;
@@ -49,9 +50,14 @@ impl<A: Actor> Activation<'_, A> {
         let mut outcomes: Vec<(u64, Box<dyn Any + Send>)> = Vec::new();
         let mut injected: Option<String> = None;
         let mut resumed = false;
+        let mut woken = false;
         for node in self.header().sys.take_all() {
             // SAFETY: nodes come from `send_sys` (Box::leak) and the batch hands each out once.
             let node = unsafe { Box::from_raw(node.as_ptr()) };
+            if inner.meta.is(Flags::AWAITING) && node.msg.waits_for_handler() {
+                inner.meta.sup().held.push(node.msg);
+                continue;
+            }
             match node.msg {
                 SysMsg::Stop(reason) => inner.meta.request_stop(reason),
                 SysMsg::ChildTerminated(child) => {
@@ -86,7 +92,11 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::Waiter(w) => super::backpressure::on_waiter(&mut inner.meta, w),
                 SysMsg::Room(target) => super::backpressure::on_room(&mut inner.meta, &self.my_ref(), target),
                 SysMsg::Blocking(done) => self.blocking_done(inner, done),
+                SysMsg::Wake => woken = true,
             }
+        }
+        if woken && inner.meta.is(Flags::AWAITING) {
+            self.poll_pending(inner);
         }
         for t in terminated {
             self.deliver_terminated(inner, t);
@@ -122,6 +132,7 @@ impl<A: Actor> Activation<'_, A> {
     #[cold]
     #[inline(never)]
     pub(crate) fn fail(&self, inner: &mut Inner<A>, failure: Failure) {
+        self.end_pending(inner);
         let header = self.header();
         header.runtime.record_failure();
         log::error!("actor {} failed: {failure}", Path(header));
@@ -147,6 +158,53 @@ impl<A: Actor> Activation<'_, A> {
                         inner.meta.request_stop(StopReason::Failed(failure))
                     }
                 }
+            }
+        }
+    }
+
+    /// An async actor was woken: poll its pending handler future once, inside this
+    /// activation. On completion, what waited for it runs: held system messages are
+    /// re-posted and deferred user jobs run (before anything newer).
+    fn poll_pending(&self, inner: &mut Inner<A>) {
+        let Some(mut pending) = inner.meta.sup.as_mut().and_then(|s| s.pending.take()) else { return };
+        let id = self.header().id;
+        let mut ctx = super::context::Context::new(self.cell, &mut inner.meta, self.shard);
+        let polled = catch_unwind(AssertUnwindSafe(|| super::async_actor::poll(&mut ctx, &mut pending)));
+        let failure = match polled {
+            Ok(Poll::Pending) => {
+                inner.meta.sup().pending = Some(pending);
+                return;
+            }
+            Ok(Poll::Ready(Ok(()))) => None,
+            Ok(Poll::Ready(Err(e))) => Some(Failure::from_error(id, FailurePhase::Message, e)),
+            Err(p) => Some(Failure::from_panic(id, FailurePhase::Message, p)),
+        };
+        inner.meta.sup().pending = Some(pending);
+        self.end_pending(inner);
+        match failure {
+            Some(f) => self.fail(inner, f),
+            None => self.run_deferred(inner),
+        }
+    }
+
+    /// Ends an async handler's pending future, if any (completed, or cancelled by a
+    /// failure, restart or stop): drops it (its destructors run, under a guard), clears
+    /// `AWAITING` and re-posts the system messages that waited for it, in order.
+    pub(crate) fn end_pending(&self, inner: &mut Inner<A>) {
+        if !inner.meta.is(Flags::AWAITING) {
+            return;
+        }
+        inner.meta.set(Flags::AWAITING, false);
+        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        let pending = sup.pending.take();
+        let held = std::mem::take(&mut sup.held);
+        if catch_unwind(AssertUnwindSafe(move || drop(pending))).is_err() {
+            log::error!("actor {}: dropping its pending handler future panicked", Path(self.header()));
+        }
+        if !held.is_empty() {
+            let me = self.my_ref();
+            for msg in held {
+                me.send_sys(msg);
             }
         }
     }
@@ -212,6 +270,7 @@ impl<A: Actor> Activation<'_, A> {
             return;
         }
         header.runtime.record_restart();
+        self.end_pending(inner);
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| {
             a.pre_restart(ctx, &failure);
             Ok(())
@@ -327,7 +386,7 @@ impl<A: Actor> Activation<'_, A> {
     /// The receive-timeout timer fired: deliver the timeout message if the actor has really
     /// been idle for the whole period, else re-arm for the rest of it.
     fn receive_timeout_fired(&self, inner: &mut Inner<A>) {
-        let held = inner.meta.lifecycle != Lifecycle::Running || inner.meta.is(Flags::SUSPENDED);
+        let held = inner.meta.lifecycle != Lifecycle::Running || inner.meta.is(Flags::SUSPENDED | Flags::AWAITING);
         let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) else { return };
         rt.timer = None;
         let idle = rt.last_activity.elapsed();
@@ -360,6 +419,10 @@ impl<A: Actor> Activation<'_, A> {
         if inner.meta.lifecycle >= Lifecycle::Stopping {
             return;
         }
+        if inner.meta.sup.as_ref().and_then(|s| s.pending.as_ref()).is_some_and(|p| p.stop_waits) {
+            return; // STOP_WAITS_FOR_HANDLER: stop once the handler's future completes
+        }
+        self.end_pending(inner);
         inner.meta.lifecycle = Lifecycle::Stopping;
         let shared = self.cell.shared();
         shared.header.state.close();
@@ -396,6 +459,8 @@ impl<A: Actor> Activation<'_, A> {
         if let Some(sup) = inner.meta.sup.as_mut() {
             sup.factory = None;
             sup.names.clear();
+            // Breaks the cycle actor → waker → actor.
+            sup.waker = None;
         }
         // SAFETY: owner-shard thread (activation contract).
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };

@@ -57,8 +57,11 @@ impl Flags {
     pub(crate) const WAITED_ON: u8 = 1 << 5;
     /// Unstashed messages wait at the front of the local queue: take them before the ring.
     pub(crate) const UNSTASHED: u8 = 1 << 6;
+    /// An async handler's future is pending (`async_actor`): nothing else may touch the
+    /// actor until it completes or is dropped.
+    pub(crate) const AWAITING: u8 = 1 << 7;
     /// Any of these holds user messages back.
-    pub(crate) const HOLD: u8 = Self::STOP_REQUESTED | Self::SUSPENDED | Self::PAUSED | Self::MUTED;
+    pub(crate) const HOLD: u8 = Self::STOP_REQUESTED | Self::SUSPENDED | Self::PAUSED | Self::MUTED | Self::AWAITING;
 }
 
 /// Shard-owned bookkeeping of one actor.
@@ -115,13 +118,20 @@ pub(crate) struct SupState {
     /// Messages this actor sent with `Context::send` that wait for room, per target.
     pub(crate) parked: Vec<super::backpressure::ParkedQueue>,
     /// Senders that wait for room in this actor's mailbox.
-    pub(crate) waiters: Vec<ErasedRef>,
+    pub(crate) waiters: Vec<super::backpressure::RoomWaiter>,
     /// How many unstashed messages are still ahead in the local queue.
     pub(crate) unstashed: usize,
     /// `Factory<A>` for Restart (spawned with `Props`), type-erased.
     pub(crate) factory: Option<Box<dyn Any + Send>>,
     /// Named children, for lookup by path and for unique names among siblings.
     pub(crate) names: HashMap<Box<str>, ErasedRef>,
+    /// An async handler's pending future (with [`Flags::AWAITING`]).
+    pub(crate) pending: Option<super::async_actor::Pending>,
+    /// An async actor's waker, made once (it holds a ref to the actor: dropped at stop).
+    pub(crate) waker: Option<std::sync::Arc<super::async_actor::ActorWaker>>,
+    /// System messages that need the actor while its handler's future is pending
+    /// (`SysMsg::waits_for_handler`): re-posted, in order, when it ends.
+    pub(crate) held: Vec<super::sys::SysMsg>,
 }
 
 /// An in-actor ask waiting for its outcome.

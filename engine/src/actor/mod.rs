@@ -24,6 +24,7 @@
 //! mailbox capacity bounds each path.
 
 pub(crate) mod activation;
+pub(crate) mod async_actor;
 pub(crate) mod actor_ref;
 pub(crate) mod backpressure;
 pub(crate) mod cell;
@@ -38,6 +39,7 @@ pub mod state;
 
 pub use crate::id::ActorId;
 pub use actor_ref::ActorRef;
+pub use async_actor::{Async, AsyncActor, AsyncContext, Interval, Sleep};
 pub use context::Context;
 pub use stash::{Stash, StashFull};
 

@@ -54,14 +54,25 @@ pub(crate) enum SysMsg {
     AskOutcome { ask: u64, outcome: Box<dyn Any + Send> },
     /// Path lookup: the children matching one segment.
     ResolveChild { pattern: Box<str>, reply: crate::runtime::resolve::Done },
-    /// A sender waits for room in this actor's mailbox (`Context::send`; see `backpressure`).
-    Waiter(ErasedRef),
+    /// A sender waits for room in this actor's mailbox (`Context::send`, or an async `send`
+    /// or `ask`; see `backpressure`).
+    Waiter(super::backpressure::RoomWaiter),
     /// The actor with this id has room again (or has stopped): re-send what is parked for it.
     Room(ActorId),
     /// Run on the owner shard (e.g. a timer scheduled from a foreign thread).
     OnShard(Box<dyn FnOnce(&ShardLocal) + Send>),
     /// A `Context::spawn_blocking` job finished (see `runtime/blocking.rs`).
     Blocking(crate::runtime::blocking::Done),
+    /// An async actor's waker fired: poll its pending handler future.
+    Wake,
+}
+
+impl SysMsg {
+    /// Whether handling it runs the actor's handler (a timer's message), so it
+    /// must wait while an async handler's future borrows the actor.
+    pub(crate) fn waits_for_handler(&self) -> bool {
+        matches!(self, SysMsg::TimerFired { .. } | SysMsg::Tick(_))
+    }
 }
 
 /// A death-watch registration held by the watched actor: only whom to tell. The watcher's
@@ -100,7 +111,7 @@ pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
         // A lookup through a dead actor finds nothing (and does not wait for a timeout).
         SysMsg::ResolveChild { reply, .. } => reply(vec![]),
         // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
-        SysMsg::Waiter(w) => drop(w.send_sys(SysMsg::Room(id))),
+        SysMsg::Waiter(w) => w.room(id),
         // An ask's outcome for an asker that has stopped: counted, never silently dropped.
         SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
         _ => {}

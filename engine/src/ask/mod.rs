@@ -2,9 +2,10 @@
 //!
 //! A request carries a [`ReplyTo<R>`]; the target answers with [`ReplyTo::reply`]. Three
 //! kinds of asker wait for the reply:
-//! * a **foreign thread** blocks on a [`slot::ReplySlot`] (`ActorRef::ask`);
-//! * an **async task** awaits an [`AskFuture`] over the same slot (`ActorRef::ask_async`);
-//!   a runtime-wide timekeeper thread wakes it at its deadline;
+//! * an **async task** (any executor, or an async actor's handler) awaits an [`Ask`] over a
+//!   [`slot::ReplySlot`] (`ActorRef::ask`); a runtime-wide timekeeper thread wakes it at its
+//!   deadline;
+//! * a **plain thread** blocks on the same slot (`ActorRef::blocking_ask`);
 //! * an **actor** gets the reply as a message of its own type (`Context::ask`), with the
 //!   timeout driven by its shard's timers; it never blocks.
 //!
@@ -13,17 +14,16 @@
 //! dropped without a reply (say, the target stopped with the request in its mailbox)
 //! completes the ask at once with [`AskError::NoReply`].
 
+mod future;
 pub mod slot;
 mod timekeeper;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use slot::{ReplySlot, Waiter};
 pub(crate) use timekeeper::Timekeeper;
+pub use future::{Ask, Sending, DEFAULT_ASK_TIMEOUT};
 
 use crate::actor::header::ErasedRef;
 use crate::actor::sys::SysMsg;
@@ -82,7 +82,7 @@ impl<R: Send + 'static> ReplyTo<R> {
 
     fn complete(mut self, outcome: Result<R, AskError>) -> bool {
         match outcome {
-            Ok(v) => self.reply(v),
+            Ok(v) => self.try_reply(v),
             Err(e) => match self.target.take() {
                 Some(Target::Slot { slot, .. }) => slot.complete(Err(e)).is_ok(),
                 Some(Target::Actor(a)) => a.deliver(Err(e)),
@@ -92,9 +92,16 @@ impl<R: Send + 'static> ReplyTo<R> {
         }
     }
 
-    /// Answers the ask. Returns `false` if the asker is gone (timed out or dropped), in which
+    /// Answers the ask. If the asker is gone (timed out or dropped) the reply is counted as
+    /// a dead letter; use [`ReplyTo::try_reply`] to learn whether it was delivered.
+    #[inline]
+    pub fn reply(self, value: R) {
+        self.try_reply(value);
+    }
+
+    /// Answers the ask; returns `false` if the asker is gone (timed out or dropped), in which
     /// case the reply is counted as a dead letter.
-    pub fn reply(mut self, value: R) -> bool {
+    pub fn try_reply(mut self, value: R) -> bool {
         match self.target.take() {
             Some(Target::Slot { slot, runtime } | Target::Shared { slot, runtime }) => match slot.complete(Ok(value)) {
                 Ok(()) => true,
@@ -263,79 +270,5 @@ impl Backoff {
         }
         self.step = self.step.saturating_add(1);
         Instant::now() < deadline || self.step <= Self::YIELD_STEPS
-    }
-}
-
-/// The future of [`ActorRef::ask_async`](crate::ActorRef::ask_async).
-#[must_use = "an ask future does nothing useful unless awaited"]
-pub struct AskFuture<R: Send + 'static> {
-    state: FutureState<R>,
-}
-
-enum FutureState<R: Send + 'static> {
-    Failed(AskError),
-    Waiting { slot: Arc<Slot<R>>, deadline: Instant, timer_set: bool, runtime: Arc<RuntimeShared> },
-    Done,
-}
-
-impl<R: Send + 'static> AskFuture<R> {
-    pub(crate) fn waiting(slot: Arc<Slot<R>>, deadline: Instant, runtime: Arc<RuntimeShared>) -> Self {
-        AskFuture { state: FutureState::Waiting { slot, deadline, timer_set: false, runtime } }
-    }
-
-    pub(crate) fn failed(why: AskError) -> Self {
-        AskFuture { state: FutureState::Failed(why) }
-    }
-}
-
-impl<R: Send + 'static> Future for AskFuture<R> {
-    type Output = Result<R, AskError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let out = match &mut this.state {
-            FutureState::Done => panic!("AskFuture polled after completion"),
-            FutureState::Failed(why) => Err(*why),
-            FutureState::Waiting { slot, deadline, timer_set, runtime } => {
-                if let Some(outcome) = slot.try_take() {
-                    outcome
-                } else if Instant::now() >= *deadline {
-                    slot.close().unwrap_or(Err(AskError::Timeout))
-                } else if !slot.register(Waiter::Task(cx.waker().clone())) {
-                    slot.try_take().unwrap_or(Err(AskError::Timeout))
-                } else {
-                    if !*timer_set {
-                        runtime.timekeeper().wake_at(*deadline, cx.waker().clone());
-                        *timer_set = true;
-                    }
-                    return Poll::Pending;
-                }
-            }
-        };
-        this.state = FutureState::Done;
-        Poll::Ready(out)
-    }
-}
-
-impl<R: Send + 'static> Drop for AskFuture<R> {
-    fn drop(&mut self) {
-        if let FutureState::Waiting { slot, runtime, .. } = &self.state {
-            // Abandoned: a reply that already arrived (or arrives later) is a dead letter.
-            if let Some(Ok(late)) = slot.close() {
-                drop(late);
-                runtime.dead_letters.record_ask_expired::<R>();
-            }
-        }
-    }
-}
-
-impl<R: Send + 'static> fmt::Debug for AskFuture<R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            FutureState::Failed(_) => "failed",
-            FutureState::Waiting { .. } => "waiting",
-            FutureState::Done => "done",
-        };
-        f.debug_struct("AskFuture").field("state", &state).finish()
     }
 }

@@ -16,7 +16,7 @@ use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{thread, Arc};
 
 /// Default mailbox capacity (per path). Small, because the ring is only allocated when a
-/// message arrives from another thread; raise it per actor with `SpawnOptions::capacity`.
+/// message arrives from another thread; raise it per actor with `Props::capacity`.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 64;
 /// Default messages per activation before the shard moves to the next actor.
 pub const DEFAULT_THROUGHPUT: usize = 64;

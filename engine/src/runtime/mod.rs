@@ -38,42 +38,23 @@ use crate::sync::thread::JoinHandle;
 use crate::sync::Arc;
 
 
-/// Where and how to spawn an actor.
+/// Where and how to spawn an actor (the placement half of [`Props`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SpawnOptions {
+pub(crate) struct SpawnOptions {
     shard: Option<usize>,
     capacity: Option<usize>,
     name: Option<String>,
+    /// What `ActorRef::path` shows for a proxy: the remote actor's full path.
+    remote_path: Option<String>,
 }
 
 impl SpawnOptions {
-    /// Defaults: round-robin shard (or the parent's, inside an actor), the runtime's
-    /// default mailbox capacity.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Place the actor on `shard`.
-    pub fn shard(mut self, shard: usize) -> Self {
-        self.shard = Some(shard);
-        self
-    }
-
-    /// Mailbox capacity of this actor (per path: from its own shard, and from elsewhere).
-    pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = Some(capacity);
-        self
-    }
-
-    /// Name the actor: unique among its siblings, it becomes its path segment
-    /// (`/user/parent/<name>`) and makes it findable with `resolve`/`select`.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = Some(name.into());
-        self
-    }
-
     pub(crate) fn take_name(&mut self) -> Option<String> {
         self.name.take()
+    }
+
+    pub(crate) fn take_remote_path(&mut self) -> Option<String> {
+        self.remote_path.take()
     }
 
     pub(crate) fn shard_or(&self, default: usize) -> usize {
@@ -85,8 +66,11 @@ impl SpawnOptions {
     }
 }
 
-/// How to build an actor: a factory plus spawn options. Spawning from `Props` (rather than a
-/// value) lets a supervisor **restart** the actor: the factory builds the fresh instance.
+/// How to spawn an actor: what to run (a value, or a factory that a supervisor can call
+/// again to **restart** it) and where (shard, mailbox capacity, name). The one argument of
+/// every spawn method ([`RuntimeHandle::spawn`], [`crate::Context::spawn`]); an actor value
+/// converts into `Props` by itself, so `spawn(Counter(0))` and
+/// `spawn(Props::new(|| Counter(0)).shard(1).name("counter"))` are both one call.
 ///
 /// ```
 /// # use percore::{Actor, ActorError, Context, Props};
@@ -95,42 +79,75 @@ impl SpawnOptions {
 ///     type Msg = u64;
 ///     fn handle(&mut self, _: &mut Context<Self>, n: u64) -> Result<(), ActorError> { self.done += n; Ok(()) }
 /// }
+/// // Restartable: the supervisor rebuilds it from the factory.
 /// let props = Props::new(|| Worker { done: 0 }).shard(0).capacity(256);
-/// # let _ = props;
+/// // Not restartable (a failure that asks for a restart stops it): from a value.
+/// let once = Props::from(Worker { done: 0 }).name("once");
+/// # let _ = (props, once);
 /// ```
 pub struct Props<A> {
-    factory: Box<dyn Fn() -> A + Send>,
+    source: Source<A>,
     opts: SpawnOptions,
 }
 
+/// A factory of actors (kept for restarts).
+type MakeActor<A> = Box<dyn Fn() -> A + Send>;
+
+enum Source<A> {
+    Value(A),
+    Factory(MakeActor<A>),
+}
+
 impl<A: Actor> Props<A> {
-    /// Props that build actors with `factory`.
+    /// Props that build actors with `factory`, so a supervisor can restart them.
     pub fn new(factory: impl Fn() -> A + Send + 'static) -> Self {
-        Props { factory: Box::new(factory), opts: SpawnOptions::new() }
+        Props { source: Source::Factory(Box::new(factory)), opts: SpawnOptions::default() }
     }
 
-    /// Place the actor on `shard`.
+    /// Place the actor on `shard`. Default: the next shard in round-robin order for a
+    /// top-level actor, the parent's shard for a child.
     pub fn shard(mut self, shard: usize) -> Self {
-        self.opts = self.opts.shard(shard);
+        self.opts.shard = Some(shard);
         self
     }
 
-    /// Mailbox capacity of this actor.
+    /// Mailbox capacity of this actor (per path: from its own shard, and from elsewhere).
+    /// Default: the runtime's [`RuntimeBuilder::mailbox_capacity`].
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.opts = self.opts.capacity(capacity);
+        self.opts.capacity = Some(capacity);
         self
     }
 
-    /// Name of the actor (see [`SpawnOptions::name`]).
+    /// Name the actor: unique among its siblings, it becomes its path segment
+    /// (`/user/parent/<name>`) and makes it findable with `resolve`/`select`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.opts = self.opts.name(name);
+        self.opts.name = Some(name.into());
         self
     }
 
-    /// Splits into options, the first instance and the factory.
-    pub(crate) fn build(self) -> (SpawnOptions, A, Box<dyn Fn() -> A + Send>) {
-        let first = (self.factory)();
-        (self.opts, first, self.factory)
+    /// For transports: the proxy being spawned stands for the remote actor at `path` (a
+    /// full `percore://…` path), which its refs' [`ActorRef::path`] then show. Not a name:
+    /// nothing can look the proxy up by it.
+    #[doc(hidden)]
+    pub fn remote_path(mut self, path: String) -> Self {
+        debug_assert!(path.starts_with("percore://"));
+        self.opts.remote_path = Some(path);
+        self
+    }
+
+    /// Splits into options, the first instance and the factory (if restartable).
+    pub(crate) fn build(self) -> (SpawnOptions, A, Option<MakeActor<A>>) {
+        match self.source {
+            Source::Value(a) => (self.opts, a, None),
+            Source::Factory(f) => (self.opts, f(), Some(f)),
+        }
+    }
+}
+
+impl<A: Actor> From<A> for Props<A> {
+    /// Props for one instance: spawned as it is; a supervisor's restart stops it instead.
+    fn from(actor: A) -> Self {
+        Props { source: Source::Value(actor), opts: SpawnOptions::default() }
     }
 }
 
@@ -372,26 +389,12 @@ impl RuntimeHandle {
         Arc::strong_count(&self.shared)
     }
 
-    /// Spawns a top-level actor on the next shard in round-robin order.
-    pub fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_with(SpawnOptions::new(), actor)
-    }
-
-    /// Spawns a top-level actor on shard `shard`.
-    pub fn spawn_on<A: Actor>(&self, shard: usize, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_with(SpawnOptions::new().shard(shard), actor)
-    }
-
-    /// Spawns a top-level actor with options. Costs one allocation and, if the target shard
+    /// Spawns a top-level actor: a value (`spawn(Counter(0))`) or [`Props`] (a factory for
+    /// restarts, shard, capacity, name). Costs one allocation and, if the target shard
     /// sleeps, one wake-up; never a thread.
-    pub fn spawn_with<A: Actor>(&self, opts: SpawnOptions, actor: A) -> Result<ActorRef<A::Msg>, SpawnError> {
-        self.spawn_inner(opts, actor, None)
-    }
-
-    /// Spawns a top-level actor from a factory, so the guardian can restart it.
-    pub fn spawn_props<A: Actor>(&self, props: Props<A>) -> Result<ActorRef<A::Msg>, SpawnError> {
-        let (opts, actor, factory) = props.build();
-        self.spawn_inner(opts, actor, Some(factory))
+    pub fn spawn<A: Actor>(&self, props: impl Into<Props<A>>) -> Result<ActorRef<A::Msg>, SpawnError> {
+        let (opts, actor, factory) = props.into().build();
+        self.spawn_inner(opts, actor, factory)
     }
 
     fn spawn_inner<A: Actor>(
@@ -405,7 +408,8 @@ impl RuntimeHandle {
             names::validate_name(n)?;
             self.shared.names.claim_top_level(n)?;
         }
-        let r = self.spawn_top_level(opts, actor, factory, name.as_deref());
+        let label = name.clone().or_else(|| opts.take_remote_path());
+        let r = self.spawn_top_level(opts, actor, factory, label.as_deref());
         if let Some(n) = &name {
             match &r {
                 Ok(r) => self.shared.names.fill_top_level(n, r.erased().clone()),

@@ -115,6 +115,18 @@ pub(crate) fn current_shard_index() -> Option<usize> {
     (!p.is_null()).then(|| unsafe { (*p).index })
 }
 
+/// Runs `f` with the shard of runtime `rt` that runs on this thread, if there is one.
+pub(crate) fn with_current_shard<R>(rt: &Arc<RuntimeShared>, f: impl FnOnce(&ShardLocal) -> R) -> Option<R> {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null CURRENT is this thread's live shard, which outlives this call (see
+    // `current_owner_of`).
+    let s = unsafe { &*p };
+    Arc::ptr_eq(&s.rt, rt).then(|| f(s))
+}
+
 /// Whether the calling thread is a shard thread (of any runtime).
 pub(crate) fn on_shard_thread() -> bool {
     !CURRENT.with(|c| c.get()).is_null()
@@ -583,7 +595,7 @@ impl ShardLocal {
 /// every turn and parks in it (senders wake it through `waker`).
 ///
 /// Call it from an actor running on the shard (for instance in `started` of an actor spawned
-/// with [`crate::SpawnOptions::shard`]). One driver per shard.
+/// with [`crate::Props::shard`]). One driver per shard.
 pub fn install_driver(
     driver: Box<dyn crate::driver_api::ShardDriver>,
     waker: std::sync::Arc<dyn crate::driver_api::DriverWaker>,

@@ -131,7 +131,7 @@ impl<A: Actor> BackoffSupervisor<A> {
         self.generation += 1;
         let generation = self.generation;
         let factory = self.factory.clone();
-        let child = ctx.spawn_props(crate::Props::new(move || factory()))?;
+        let child = ctx.spawn(crate::Props::new(move || factory()))?;
         ctx.watch(&child, move |t| Backoff::ChildStopped(t, generation));
         self.child = Some(child);
         self.child_since = Instant::now();

@@ -19,12 +19,12 @@ const UNIT: &str = "msgs";
 fn percore(n: u64, pin: bool) -> Result<Outcome> {
     let rt = engine::runtime(1, pin)?;
     let counter = rt
-        .spawn_with(percore::SpawnOptions::new().shard(0).capacity(COUNTER_CAPACITY), Counter::default())
+        .spawn(percore::Props::from(Counter::default()).shard(0).capacity(COUNTER_CAPACITY))
         .map_err(fail("spawning the counter"))?;
 
     let t0 = Instant::now();
     for _ in 0..n {
-        counter.send(CountMsg::Add(1), SEND_TIMEOUT).map_err(fail("sending to the counter"))?;
+        counter.blocking_send(CountMsg::Add(1), SEND_TIMEOUT).map_err(fail("sending to the counter"))?;
     }
     let total = engine::ask(&counter, "asking the total", CountMsg::Get)?;
     let secs = t0.elapsed().as_secs_f64();

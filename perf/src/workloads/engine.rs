@@ -56,7 +56,7 @@ where
     let deadline = Instant::now() + ASK_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match to.ask(&make, left) {
+        match to.blocking_ask(&make, left) {
             Err(AskError::Full) if !left.is_zero() => thread::sleep(Duration::from_micros(20)),
             outcome => return outcome.map_err(fail(what)),
         }

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, SpawnOptions, TellError};
+use percore::{Actor, ActorError, ActorRef, Context, Props, TellError};
 
 use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
 use super::engine::{self, fail, tell_sized, SEND_TIMEOUT};
@@ -59,18 +59,18 @@ impl Actor for Producer {
 pub fn percore(total: u64, shards: usize, pin: bool) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let counter = rt
-        .spawn_with(SpawnOptions::new().shard(0).capacity(COUNTER_CAPACITY), Counter::default())
+        .spawn(Props::from(Counter::default()).shard(0).capacity(COUNTER_CAPACITY))
         .map_err(fail("spawning the counter"))?;
     let producers = (0..shards)
         .map(|shard| {
             let left = share(total, shards, shard);
-            rt.spawn_on(shard, Producer { counter: counter.clone(), left }).map_err(fail("spawning a producer"))
+            rt.spawn(Props::from(Producer { counter: counter.clone(), left }).shard(shard)).map_err(fail("spawning a producer"))
         })
         .collect::<Result<Vec<_>>>()?;
 
     let t0 = Instant::now();
     for producer in &producers {
-        producer.send(Continue, SEND_TIMEOUT).map_err(fail("starting a producer"))?;
+        producer.blocking_send(Continue, SEND_TIMEOUT).map_err(fail("starting a producer"))?;
     }
     let reached = engine::ask(&counter, "waiting for the total", |reply| CountMsg::WaitFor { target: total, reply })?;
     let secs = t0.elapsed().as_secs_f64();

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props};
 
 use super::engine::{self, actor_error, fail};
 use super::{checked_record, Outcome, Params};
@@ -38,7 +38,7 @@ impl Actor for Consumer {
             // In order, or the count is wrong and the workload fails validation.
             ConsumerMsg::Item(i) if i == self.next => self.next += 1,
             ConsumerMsg::Item(i) => return Err(actor_error(format!("item {i} out of order, expected {}", self.next))),
-            ConsumerMsg::Total(r) => drop(r.reply(self.next)),
+            ConsumerMsg::Total(r) => r.reply(self.next),
         }
         Ok(())
     }
@@ -83,9 +83,9 @@ impl Actor for Producer {
 fn percore(n: u64, pin: bool, consumer_shard: usize) -> Result<Outcome> {
     let rt = engine::runtime(consumer_shard + 1, pin)?;
     let consumer = rt
-        .spawn_with(SpawnOptions::new().shard(consumer_shard).capacity(CONSUMER_CAPACITY), Consumer { next: 0 })
+        .spawn(Props::from(Consumer { next: 0 }).shard(consumer_shard).capacity(CONSUMER_CAPACITY))
         .map_err(fail("spawning the consumer"))?;
-    let producer = rt.spawn_on(0, Producer { consumer, sent: 0, total: 0 }).map_err(fail("spawning the producer"))?;
+    let producer = rt.spawn(Props::from(Producer { consumer, sent: 0, total: 0 }).shard(0)).map_err(fail("spawning the producer"))?;
     let t0 = Instant::now();
     let count = engine::ask(&producer, "flooding the consumer", |r| ProducerMsg::Run(n, r))?;
     let secs = t0.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@
 //! The same driver, [`open_loop`], runs every system; a system only provides the
 //! blocking "send `i`, wait for the echo" call.
 
+use percore::Props;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -130,8 +131,8 @@ impl Actor for Echoer {
 
 fn percore(n: u64, pin: bool) -> Result<LatencyRun> {
     let rt = engine::runtime(1, pin)?;
-    let echo = rt.spawn_on(0, Echoer).map_err(fail("spawning the echo actor"))?;
-    let run = open_loop(PERCORE, n, &mut |i| echo.ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking")))?;
+    let echo = rt.spawn(Props::from(Echoer).shard(0)).map_err(fail("spawning the echo actor"))?;
+    let run = open_loop(PERCORE, n, &mut |i| echo.blocking_ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking")))?;
     engine::finish(rt, NAME)?;
     Ok(run)
 }

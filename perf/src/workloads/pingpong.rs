@@ -4,6 +4,7 @@
 //! so this measures the latency of one hop (same shard) or one cross-shard wake-up and
 //! hand-off (two shards), not bulk throughput.
 
+use percore::Props;
 use std::time::Instant;
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
@@ -101,7 +102,7 @@ impl Actor for Ponger {
 /// outcome's count is the pings the ponger saw; the pinger's reply is checked too.
 fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
-    let ponger = rt.spawn_on(ponger_shard, Ponger::default()).map_err(fail("spawning the ponger"))?;
+    let ponger = rt.spawn(Props::from(Ponger::default()).shard(ponger_shard)).map_err(fail("spawning the ponger"))?;
     let outcome = play(n, &rt, ponger, workload)?;
     engine::finish(rt, workload)?;
     Ok(outcome)
@@ -110,9 +111,9 @@ fn percore(n: u64, shards: usize, ponger_shard: usize, pin: bool, workload: &str
 /// `n` round trips between a pinger on shard 0 of `rt` and `ponger` (anywhere).
 fn play(n: u64, rt: &percore::Runtime, ponger: ActorRef<PongMsg>, workload: &str) -> Result<Outcome> {
     let pinger = rt
-        .spawn_on(0, Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None })
+        .spawn(Props::from(Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None }).shard(0))
         .map_err(fail("spawning the pinger"))?;
-    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+    ponger.blocking_send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
 
     let t0 = Instant::now();
     let pongs = engine::ask(&pinger, "the game", |reply| PingMsg::Start { n, reply })?;
@@ -131,7 +132,7 @@ fn two_runtimes(n: u64, pin: bool, first_cores: Option<(usize, usize)>, workload
         Some((ca, cb)) => (engine::runtime_from(1, pin, ca)?, engine::runtime_from(1, pin, cb)?),
         None => (engine::runtime(1, pin)?, engine::runtime(1, pin)?),
     };
-    let ponger = b.spawn_on(0, Ponger::default()).map_err(fail("spawning the ponger"))?;
+    let ponger = b.spawn(Props::from(Ponger::default()).shard(0)).map_err(fail("spawning the ponger"))?;
     let outcome = play(n, &a, ponger, workload)?;
     engine::finish(a, workload)?;
     engine::finish(b, workload)?;

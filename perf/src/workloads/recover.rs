@@ -150,7 +150,7 @@ fn fill(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Resul
         streams.push(stream.map_err(fail("spawning a stream"))?);
     }
     let filled =
-        block_on(join_all(streams.iter().map(|s| s.ask_async(|reply| Fill { events: per_actor, reply }, ASK_TIMEOUT))));
+        block_on(join_all(streams.iter().map(|s| s.ask(|reply| Fill { events: per_actor, reply }).timeout(ASK_TIMEOUT))));
     for count in filled {
         BenchError::check_eq(NAME, PERCORE, "events filled into a stream", count.map_err(fail("filling"))?, per_actor)?;
     }

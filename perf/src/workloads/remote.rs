@@ -32,7 +32,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, Props};
 use percore_transport::{Backend, Decoder, Encoder, Node, NodeConfig, RemoteMessage, TlsConfig, Wire, WireError};
 
 use super::engine::{self, actor_error, fail, tell_sized, SEND_TIMEOUT};
@@ -365,7 +365,7 @@ fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Res
     let pair = Pair::start(system, backend, tls, pin)?;
     let ponger_local = pair
         .b
-        .spawn_with(SpawnOptions::new().shard(0).name("remote-pong"), Ponger::default())
+        .spawn(Props::from(Ponger::default()).shard(0).name("remote-pong"))
         .map_err(fail("spawning the ponger"))?;
     let ponger = pair.remote::<PongMsg>(system, "remote-pong")?;
     let (tx, rx) = mpsc::channel();
@@ -378,15 +378,15 @@ fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Res
         hist: histogram(system)?,
         out: tx,
     };
-    let pinger = pair.a.spawn_on(0, pinger).map_err(fail("spawning the pinger"))?;
-    ponger.send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+    let pinger = pair.a.spawn(Props::from(pinger).shard(0)).map_err(fail("spawning the pinger"))?;
+    ponger.blocking_send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
     // The pinger's pings come from another sender (the pinger's shard) than this link (this
     // thread), so nothing orders them: wait until the ponger has the link. The count comes
     // back through the same proxy and connection as the link, after it (one sender's FIFO).
     engine::ask(&ponger, "linking", PongMsg::Count)?;
 
     let play = |rounds: u64| -> Result<Game> {
-        pinger.send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
+        pinger.blocking_send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
         match rx.recv_timeout(WAIT) {
             Ok(Ok(game)) => Ok(game),
             Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
@@ -531,10 +531,10 @@ fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Resul
     let pair = Pair::start(system, backend, tls, pin)?;
     let (tx, rx) = mpsc::channel();
     let receiver = Receiver { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx };
-    let opts = SpawnOptions::new().shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
-    pair.b.spawn_with(opts, receiver).map_err(fail("spawning the receiver"))?;
+    let props = Props::from(receiver).shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
+    pair.b.spawn(props).map_err(fail("spawning the receiver"))?;
     let to = pair.remote::<Data>(system, "remote-sink")?;
-    let sender = pair.a.spawn_on(0, Sender { to, next: 0, end: 0 }).map_err(fail("spawning the sender"))?;
+    let sender = pair.a.spawn(Props::from(Sender { to, next: 0, end: 0 }).shard(0)).map_err(fail("spawning the sender"))?;
 
     let reach = |k: u64| -> Result<Instant> {
         match rx.recv_timeout(WAIT) {
@@ -546,10 +546,10 @@ fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Resul
             }
         }
     };
-    sender.send(SendMsg::Go(STREAM_WARM_UP), SEND_TIMEOUT).map_err(fail("starting the warm-up"))?;
+    sender.blocking_send(SendMsg::Go(STREAM_WARM_UP), SEND_TIMEOUT).map_err(fail("starting the warm-up"))?;
     reach(STREAM_WARM_UP)?;
     let t0 = Instant::now();
-    sender.send(SendMsg::Go(n), SEND_TIMEOUT).map_err(fail("starting the stream"))?;
+    sender.blocking_send(SendMsg::Go(n), SEND_TIMEOUT).map_err(fail("starting the stream"))?;
     let done = reach(STREAM_WARM_UP + n)?;
     let secs = done.duration_since(t0).as_secs_f64();
     drop(sender);

@@ -9,6 +9,7 @@
 //!      ▲─────────────────────────────┘      k == 1 means it was the last: Done ─▶ leader
 //! ```
 
+use percore::Props;
 use std::time::Instant;
 
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
@@ -94,12 +95,12 @@ impl Actor for Member {
 pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let members = (0..RING_SIZE)
-        .map(|i| rt.spawn_on(i % shards, Member::default()).map_err(fail("spawning a ring member")))
+        .map(|i| rt.spawn(Props::from(Member::default()).shard(i % shards)).map_err(fail("spawning a ring member")))
         .collect::<Result<Vec<_>>>()?;
     let leader = &members[0];
     for (i, member) in members.iter().enumerate() {
         let link = RingMsg::Link { next: members[(i + 1) % RING_SIZE].clone(), leader: leader.clone() };
-        member.send(link, SEND_TIMEOUT).map_err(fail("linking the ring"))?;
+        member.blocking_send(link, SEND_TIMEOUT).map_err(fail("linking the ring"))?;
     }
 
     let t0 = Instant::now();

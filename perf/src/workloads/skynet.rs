@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props};
 
 use super::engine::{self, fail, tell_sized};
 use super::{each_peer, Outcome, Params};
@@ -59,9 +59,8 @@ impl Node {
         let is_root = self.parent.is_none();
         for i in 0..FAN_OUT {
             let child = Node::new(self.offset + i * child_span, child_span, Some(ctx.myself().clone()));
-            let mut options = SpawnOptions::new().capacity(NODE_CAPACITY);
-            options = if is_root { options.shard(i as usize % ctx.num_shards()) } else { options.shard(ctx.shard()) };
-            ctx.spawn_with(options, child).map_err(|e| engine::actor_error(format!("spawning a node: {e}")))?;
+            let shard = if is_root { i as usize % ctx.num_shards() } else { ctx.shard() };
+            ctx.spawn(Props::from(child).capacity(NODE_CAPACITY).shard(shard)).map_err(|e| engine::actor_error(format!("spawning a node: {e}")))?;
         }
         Ok(())
     }
@@ -146,7 +145,7 @@ pub fn expected_sum(leaves: u64) -> u64 {
 fn percore(leaves: u64, shards: usize, pin: bool) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let root = rt
-        .spawn_with(SpawnOptions::new().shard(0).capacity(NODE_CAPACITY), Node::new(0, leaves, None))
+        .spawn(Props::from(Node::new(0, leaves, None)).shard(0).capacity(NODE_CAPACITY))
         .map_err(fail("spawning the root"))?;
     let t0 = Instant::now();
     let sum = engine::ask(&root, "running the tree", SkyMsg::Run)?;

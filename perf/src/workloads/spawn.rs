@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, SpawnOptions, TellError};
+use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props, TellError};
 
 use super::engine::{self, fail, tell_sized, ASK_TIMEOUT};
 use super::fanin::share;
@@ -118,7 +118,7 @@ fn percore(n: u64, shards: usize, pin: bool) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let spawners = (0..shards)
         .map(|shard| {
-            rt.spawn_with(SpawnOptions::new().shard(shard).capacity(SPAWNER_CAPACITY), Spawner::default())
+            rt.spawn(Props::from(Spawner::default()).shard(shard).capacity(SPAWNER_CAPACITY))
                 .map_err(fail("spawning a spawner"))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -130,7 +130,7 @@ fn percore(n: u64, shards: usize, pin: bool) -> Result<Outcome> {
         .enumerate()
         .map(|(i, s)| {
             let count = share(n, shards, i);
-            s.ask_async(move |reply| SpawnerMsg::Spawn { count, reply }, ASK_TIMEOUT)
+            s.ask(move |reply| SpawnerMsg::Spawn { count, reply }).timeout(ASK_TIMEOUT)
         })
         .collect();
     let reported = futures::executor::block_on(futures::future::join_all(asks))

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, Context, ReplyTo, SpawnOptions};
+use percore::{Actor, ActorError, Context, ReplyTo, Props};
 
 use super::engine::{self, fail};
 use super::Params;
@@ -96,8 +96,8 @@ fn measure(params: &Params, n: u64) -> Result<(Record, Record)> {
     let rt = engine::runtime(1, params.pin)?;
     // Every Fired lands in this actor's own local queue: size it for all of them.
     let cap = usize::try_from(n).unwrap_or(usize::MAX).clamp(1, 1 << 30);
-    let a = rt.spawn_with(SpawnOptions::new().capacity(cap), Timed::default()).map_err(fail("spawn"))?;
-    let report = a.ask(|reply| Msg::Run { n, reply }, engine::ASK_TIMEOUT).map_err(fail("timers run"))?;
+    let a = rt.spawn(Props::from(Timed::default()).capacity(cap)).map_err(fail("spawn"))?;
+    let report = a.blocking_ask(|reply| Msg::Run { n, reply }, engine::ASK_TIMEOUT).map_err(fail("timers run"))?;
     crate::error::BenchError::check_eq(NAME, PERCORE, "timers fired", report.fired, n)?;
     let pending = rt.pending_timers();
     engine::finish(rt, NAME)?;

@@ -5,6 +5,7 @@
 //! runtime built and its ring of lanes in use. Lanes are allocated per pair of shards that
 //! talk, so this grows with `n`, not with n².
 
+use percore::Props;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +42,7 @@ struct Relay {
 impl Actor for Relay {
     type Msg = u64;
     fn handle(&mut self, ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
-        let sink = ctx.spawn_on(self.next, Sink(self.got.clone()))?;
+        let sink = ctx.spawn(Props::from(Sink(self.got.clone())).shard(self.next))?;
         tell_sized(&sink, n, "relay")
     }
 }
@@ -54,7 +55,7 @@ fn percore(shards: usize) -> Result<(Record, String)> {
     let got = Arc::new(AtomicU64::new(0));
     for i in 0..shards {
         let relay =
-            rt.spawn_on(i, Relay { next: (i + 1) % shards, got: got.clone() }).map_err(fail("spawning a relay"))?;
+            rt.spawn(Props::from(Relay { next: (i + 1) % shards, got: got.clone() }).shard(i)).map_err(fail("spawning a relay"))?;
         relay.tell(1).map_err(fail("telling a relay"))?;
     }
     let deadline = Instant::now() + engine::ASK_TIMEOUT;

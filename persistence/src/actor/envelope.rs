@@ -11,7 +11,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use percore::{ActorId, ActorRef, AskError, AskFuture, ReplyTo, SendError, TellError, Undelivered};
+use percore::{ActorId, ActorRef, Ask, AskError, ReplyTo, SendError, TellError, Undelivered};
 
 /// A message to a persistent actor: a command, or the internal wake-up.
 pub struct Envelope<C>(pub(crate) Payload<C>);
@@ -94,23 +94,37 @@ impl<C: Send + 'static> PersistentRef<C> {
         self.inner.tell(Envelope::command(cmd))
     }
 
-    /// See [`ActorRef::send`] (foreign threads only).
-    pub fn send(&self, cmd: C, timeout: Duration) -> Result<(), SendError<C>> {
-        self.inner.send(Envelope::command(cmd), timeout).map_err(|e| match e {
-            SendError::Timeout(env) => SendError::Timeout(command_back(env)),
-            SendError::Closed(env) => SendError::Closed(command_back(env)),
-            SendError::WouldBlock(env) => SendError::WouldBlock(command_back(env)),
-        })
+    /// See [`ActorRef::send`]: waits (without blocking) for room.
+    pub fn send(&self, cmd: C) -> impl std::future::Future<Output = Result<(), SendError<C>>> + Send + 'static
+    where
+        C: Send + 'static,
+    {
+        let sending = self.inner.send(Envelope::command(cmd));
+        async move { sending.await.map_err(map_send_error) }
     }
 
-    /// See [`ActorRef::ask`] (foreign threads only).
-    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> C, timeout: Duration) -> Result<R, AskError> {
-        self.inner.ask(|reply| Envelope::command(make(reply)), timeout)
+    /// See [`ActorRef::blocking_send`] (plain threads only).
+    pub fn blocking_send(&self, cmd: C, timeout: Duration) -> Result<(), SendError<C>> {
+        self.inner.blocking_send(Envelope::command(cmd), timeout).map_err(map_send_error)
     }
 
-    /// See [`ActorRef::ask_async`].
-    pub fn ask_async<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> C, timeout: Duration) -> AskFuture<R> {
-        self.inner.ask_async(|reply| Envelope::command(make(reply)), timeout)
+    /// See [`ActorRef::ask`]: a `Future` with a default timeout (`.timeout(d)` sets one).
+    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> C) -> Ask<Envelope<C>, R> {
+        self.inner.ask(|reply| Envelope::command(make(reply)))
+    }
+
+    /// See [`ActorRef::blocking_ask`] (plain threads only).
+    pub fn blocking_ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> C, timeout: Duration) -> Result<R, AskError> {
+        self.inner.blocking_ask(|reply| Envelope::command(make(reply)), timeout)
+    }
+}
+
+/// A `SendError` for an envelope, given back as one for the command inside it.
+fn map_send_error<C>(e: SendError<Envelope<C>>) -> SendError<C> {
+    match e {
+        SendError::Timeout(env) => SendError::Timeout(command_back(env)),
+        SendError::Closed(env) => SendError::Closed(command_back(env)),
+        SendError::WouldBlock(env) => SendError::WouldBlock(command_back(env)),
     }
 }
 

@@ -66,7 +66,7 @@ use crate::snapshot::{SnapshotMetadata, SnapshotPolicy};
 ///     fn handle_command(&mut self, total: &u64, ctx: &mut PersistentContext<'_, '_, Self>, cmd: Cmd) -> Result<(), ActorError> {
 ///         match cmd {
 ///             Cmd::Add(n) => ctx.persist(Added(n), |_, _, _| Ok(())),
-///             Cmd::Get(reply) => { reply.reply(*total); }
+///             Cmd::Get(reply) => reply.reply(*total),
 ///         }
 ///         Ok(())
 ///     }

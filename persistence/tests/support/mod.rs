@@ -320,7 +320,7 @@ impl PersistentActor for Ledger {
 pub fn get(r: &PersistentRef<Cmd>) -> View {
     let deadline = Instant::now() + T;
     loop {
-        match r.ask(Cmd::Get, T) {
+        match r.blocking_ask(Cmd::Get, T) {
             Err(percore::AskError::Full) if Instant::now() < deadline => std::thread::yield_now(),
             other => return other.expect("Get answered"),
         }
@@ -328,5 +328,5 @@ pub fn get(r: &PersistentRef<Cmd>) -> View {
 }
 
 pub fn append(r: &PersistentRef<Cmd>, v: u64) -> u64 {
-    r.ask(|reply| Cmd::Append(v, reply), T).expect("Append answered")
+    r.blocking_ask(|reply| Cmd::Append(v, reply), T).expect("Append answered")
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percore::driver::DriverWaker;
-use percore::{Actor, ActorError, Context, Runtime, SpawnOptions};
+use percore::{Actor, ActorError, Context, Runtime, Props};
 
 use super::{EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
 use crate::frame::{begin_frame, end_frame, kind, next_frame};
@@ -110,7 +110,7 @@ impl Harness {
         let node = NodeShared::new(rt.handle(), "127.0.0.1:7".parse().unwrap(), 0x77, cfg.secret(SECRET));
         Node { shared: node.clone() }.register::<Num>().unwrap();
         let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        rt.handle().spawn_with(SpawnOptions::new().name("sum").capacity(1 << 16), Sum(hits.clone())).unwrap();
+        rt.handle().spawn(Props::from(Sum(hits.clone())).name("sum").capacity(1 << 16)).unwrap();
         let st = EndpointState::new(node.clone(), 0);
         Harness { rt, node, st, io: FakeIo::default(), hits }
     }

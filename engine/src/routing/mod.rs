@@ -14,9 +14,16 @@
 //! | `ConsistentHashing` | the routee for the message's key (same key → same routee; jump consistent hash) |
 //! | `ShardLocal` | the routee on the sender's own shard if there is one (no cross-core traffic), else round-robin |
 //!
-//! Scatter-gather-first-completed for asks: [`Router::ask_first`].
+//! Scatter-gather-first-completed for asks: [`Router::blocking_ask_first`].
+//! A [`BalancingPool`] shares one work queue among routees on every shard (Akka's
+//! `BalancingPool`), for uneven CPU-heavy jobs.
+//!
 //! A **pool** router also creates its routees under a supervisor actor, which restarts them
 //! (from their `Props`) when they fail; a **group** router routes to refs it is given.
+
+mod balancing;
+
+pub use balancing::{BalancingPool, Pull, Worker, BATCH};
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -216,14 +223,14 @@ impl<M: Send + 'static> Router<M> {
         self.routees[i].try_tell(msg)
     }
 
-    /// Routes `msg` to one routee, waiting for room up to `timeout` (foreign threads; see
-    /// [`ActorRef::send`]).
-    pub fn send(&self, msg: M, timeout: Duration) -> Result<(), crate::SendError<M>> {
+    /// Routes `msg` to one routee, waiting for room up to `timeout` (plain threads; see
+    /// [`ActorRef::blocking_send`]).
+    pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), crate::SendError<M>> {
         if self.routees.is_empty() {
             return Err(crate::SendError::Closed(msg));
         }
         let i = self.pick(&msg);
-        self.routees[i].send(msg, timeout)
+        self.routees[i].blocking_send(msg, timeout)
     }
 
     /// Sends a clone of `msg` to every routee; returns how many accepted it.
@@ -236,7 +243,7 @@ impl<M: Send + 'static> Router<M> {
 
     /// Scatter-gather-first-completed: asks every routee, returns the first reply (later
     /// ones are counted as dead letters). Blocking: for foreign threads.
-    pub fn ask_first<R: Send + 'static>(&self, make: impl Fn(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+    pub fn blocking_ask_first<R: Send + 'static>(&self, make: impl Fn(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
         if crate::shard::on_shard_thread() {
             return Err(AskError::WouldBlock);
         }
@@ -280,7 +287,7 @@ impl<A: Actor> Actor for PoolHead<A> {
         let mut err: Option<SpawnError> = None;
         for i in 0..self.n {
             let f = self.factory.clone();
-            match ctx.spawn_props(Props::new(move || f()).shard(i % shards)) {
+            match ctx.spawn(Props::new(move || f()).shard(i % shards)) {
                 Ok(r) => routees.push(r),
                 Err(e) => {
                     err = Some(e);
