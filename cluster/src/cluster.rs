@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use percore::{ActorRef, SpawnOptions};
+use percore::{ActorRef, Props};
 use percore_transport::{Node, RemoteMessage, TransportError};
 
 use crate::config::ClusterConfig;
@@ -106,7 +106,7 @@ impl Cluster {
         });
         let daemon = node
             .runtime()
-            .spawn_with(SpawnOptions::new().name(DAEMON_NAME).capacity(1 << 14), Daemon::new(shared.clone()))
+            .spawn(Props::from(Daemon::new(shared.clone())).name(DAEMON_NAME).capacity(1 << 14))
             .map_err(ClusterError::Spawn)?;
         let c = Cluster { shared, daemon };
         if !seeds.is_empty() {

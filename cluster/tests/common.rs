@@ -129,7 +129,7 @@ impl Actor for EventSink {
 
 pub fn subscribe(t: &TestNode) -> (ActorRef<ClusterEvent>, mpsc::Receiver<ClusterEvent>) {
     let (tx, rx) = mpsc::channel();
-    let sink = t.rt.as_ref().unwrap().handle().spawn_with(percore::SpawnOptions::new().capacity(4096), EventSink(tx)).unwrap();
+    let sink = t.rt.as_ref().unwrap().handle().spawn(percore::Props::from(EventSink(tx)).capacity(4096)).unwrap();
     t.cluster.subscribe(&sink).unwrap();
     (sink, rx)
 }

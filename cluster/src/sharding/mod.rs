@@ -26,7 +26,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorRef, AskError, ReplyTo, SendError, SpawnOptions, TellError, Undelivered};
+use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, TellError, Undelivered};
 use percore_transport::RemoteMessage;
 
 pub use placement::{shard_of, Placement};
@@ -181,7 +181,7 @@ impl ClusterSharding {
         }
         let undelivered = Arc::new(AtomicU64::new(0));
         let region = Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings, undelivered.clone());
-        let r = rt.spawn_with(SpawnOptions::new().name(name.clone()).capacity(1 << 16), region).map_err(ClusterError::Spawn)?;
+        let r = rt.spawn(Props::from(region).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
         let hook_ref = r.clone();
         self.cluster.register_region(
             name,

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, ActorId, ActorRef, Context, SpawnOptions};
+use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use super::placement::{owner_of, shard_of};
@@ -366,8 +366,9 @@ where
     }
 
     fn spawn_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: &str) -> Result<(), percore::SpawnError> {
-        let actor = (self.factory)(entity_id);
-        let r = ctx.spawn_with(SpawnOptions::new().capacity(self.settings.entity_capacity), actor)?;
+        // From the factory, so that the region (its supervisor) can restart a failed entity.
+        let (factory, id) = (self.factory.clone(), entity_id.to_string());
+        let r = ctx.spawn(Props::new(move || factory(&id)).capacity(self.settings.entity_capacity))?;
         let (eid, id) = (entity_id.to_string(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { entity_id: eid, id }));
         self.entities.insert(entity_id.to_string(), Entity { r, shard, last: Instant::now(), stopping: false, buffer: Vec::new() });
