@@ -54,7 +54,7 @@ pub use event::{ClusterEvent, CurrentClusterState};
 pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
 pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
-pub use sharding::{ClusterSharding, EntityRef, EntityRefs, Placement, ShardingSettings};
+pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
 
 /// Why a cluster operation was refused.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,9 @@ fn a_thousand_messages_to_a_hundred_entities_land_exactly_once() {
     }
     assert_eq!(log.handled.load(Ordering::SeqCst), 1000);
     assert_eq!(hosts.len(), 3, "entities spread over all three nodes");
+    // The async ask resolves the same way (awaited on a plain executor here).
+    let r = ClusterSharding::new(&nodes[1].cluster).entity_ref::<CounterMsg>("counter", "entity-0").unwrap();
+    assert_eq!(futures::executor::block_on(r.ask(CounterMsg::Get).timeout(LONG)).unwrap().0, 10);
     assert_eq!(log.assert_single_activation(), 100, "each entity started once");
 }
 

@@ -22,7 +22,6 @@ pub(crate) mod region;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -321,24 +320,45 @@ impl<M: RemoteMessage> EntityRef<M> {
         }
     }
 
-    /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`.
-    /// On a shard thread it returns `WouldBlock`.
-    pub fn blocking_ask<R: percore_transport::Wire + Send + 'static>(
-        &self,
-        make: impl FnOnce(ReplyTo<R>) -> M,
-        timeout: Duration,
-    ) -> Result<R, AskError> {
-        if percore::on_shard_thread() {
-            return Err(AskError::WouldBlock);
-        }
-        let (tx, rx) = mpsc::channel();
-        let reply = ReplyTo::from_fn(move |outcome| tx.send(outcome).is_ok());
-        if self.tell(make(reply)).is_err() {
-            return Err(AskError::Closed);
-        }
-        match rx.recv_timeout(timeout) {
-            Ok(outcome) => outcome,
-            Err(_) => Err(AskError::Timeout),
-        }
+    /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
+    /// (waiting for room in this node's region first). On a shard thread it returns
+    /// `WouldBlock`; inside actors, await [`EntityRef::ask`] or tell a request that carries
+    /// a ref.
+    pub fn blocking_ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+        let (entity_id, from) = (self.entity_id.clone(), self.from);
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }, timeout)
+    }
+
+    /// Request/reply as a `Future` (the engine's [`percore::Ask`]: default timeout
+    /// [`percore::DEFAULT_ASK_TIMEOUT`], `.timeout(d)` to change it).
+    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
+        let (entity_id, from) = (self.entity_id.clone(), self.from);
+        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }) }
+    }
+}
+
+/// The future of [`EntityRef::ask`]: resolves to the reply, or why there was none.
+pub struct EntityAsk<M: Send + 'static, R: Send + 'static> {
+    inner: percore::Ask<RegionMsg<M>, R>,
+}
+
+impl<M: Send + 'static, R: Send + 'static> EntityAsk<M, R> {
+    /// Sets the timeout (from the first poll: waiting for room plus waiting for the reply).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        EntityAsk { inner: self.inner.timeout(timeout) }
+    }
+}
+
+impl<M: Send + 'static, R: Send + 'static> fmt::Debug for EntityAsk<M, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityAsk").finish_non_exhaustive()
+    }
+}
+
+impl<M: Send + 'static, R: Send + 'static> std::future::Future for EntityAsk<M, R> {
+    type Output = Result<R, AskError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        // `Ask` is `Unpin` whatever it carries.
+        std::pin::Pin::new(&mut self.inner).poll(cx)
     }
 }
