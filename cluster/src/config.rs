@@ -15,6 +15,7 @@ pub struct ClusterConfig {
     pub(crate) phi: PhiSettings,
     pub(crate) gossip_interval: Duration,
     pub(crate) gossip_fanout: usize,
+    pub(crate) min_nr_of_members: usize,
     pub(crate) sbr: SbrSettings,
 }
 
@@ -25,6 +26,7 @@ impl Default for ClusterConfig {
             phi: PhiSettings::default(),
             gossip_interval: Duration::from_secs(1),
             gossip_fanout: 3,
+            min_nr_of_members: 1,
             sbr: SbrSettings::default(),
         }
     }
@@ -62,6 +64,14 @@ impl ClusterConfig {
     /// Peers gossiped to per interval (preferring those that have not seen the view).
     pub fn gossip_fanout(mut self, n: usize) -> Self {
         self.gossip_fanout = n.max(1);
+        self
+    }
+    /// Akka's `min-nr-of-members`: the leader moves nobody up until this many members have
+    /// joined (default 1). Set it to the initial cluster size so that shards are first
+    /// placed over all of them, rather than placed over the first members up and then moved
+    /// (which loses the state of entities that are not persistent).
+    pub fn min_nr_of_members(mut self, n: usize) -> Self {
+        self.min_nr_of_members = n.max(1);
         self
     }
     /// The split-brain resolver's strategy and stable-after period.

@@ -291,11 +291,15 @@ impl Daemon {
         }
         let mut changed = false;
         let mut next_up = g.members.values().map(|m| m.up_number).max().unwrap_or(0);
-        let members: Vec<Member> = g.members.values().copied().collect();
+        let joined = g.members.values().filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Up)).count();
+        let may_move_up = joined >= self.shared.cfg.min_nr_of_members;
+        // The leader first (it is the founder when members are moved up together), then by address.
+        let mut members: Vec<Member> = g.members.values().copied().collect();
+        members.sort_by_key(|m| (m.node != me, m.node));
         let mut removed = Vec::new();
         for m in members {
             match m.status {
-                MemberStatus::Joining => {
+                MemberStatus::Joining if may_move_up => {
                     next_up += 1;
                     if let Some(x) = g.members.get_mut(&m.node) {
                         x.status = MemberStatus::Up;
@@ -500,7 +504,7 @@ impl Actor for Daemon {
                 LocalMsg::JoinSeeds(seeds) => {
                     if !self.terminated && self.gossip.is_none() {
                         if seeds.first() == Some(&self.me.addr) {
-                            self.gossip = Some(Gossip::founding(self.me));
+                            self.gossip = Some(Gossip::founding(self.me, self.shared.cfg.min_nr_of_members > 1));
                             log::info!("cluster {}: founded the cluster (first seed)", self.me);
                         } else {
                             let me = self.me;

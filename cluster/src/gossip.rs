@@ -50,10 +50,16 @@ pub(crate) enum Merged {
 
 impl Gossip {
     /// The first seed joining itself: alone, its view has converged, and as its own leader
-    /// it is up at once and the oldest member (up-number 1), whoever joins next.
-    pub(crate) fn founding(me: UniqueAddress) -> Gossip {
+    /// it is up at once and the oldest member (up-number 1), whoever joins next; unless
+    /// `wait` (a minimum number of members is configured): then it joins like the others.
+    pub(crate) fn founding(me: UniqueAddress, wait: bool) -> Gossip {
         let mut g = Gossip::default();
-        g.members.insert(me, Member { node: me, status: MemberStatus::Up, up_number: 1 });
+        let m = if wait {
+            Member { node: me, status: MemberStatus::Joining, up_number: 0 }
+        } else {
+            Member { node: me, status: MemberStatus::Up, up_number: 1 }
+        };
+        g.members.insert(me, m);
         g.seen.insert(me);
         g
     }
@@ -274,7 +280,7 @@ mod tests {
     #[test]
     fn merge_is_monotone_and_decides_seen() {
         let (a, b) = (ua(1), ua(2));
-        let mut ga = Gossip::founding(a);
+        let mut ga = Gossip::founding(a, false);
         ga.add_joining(b);
         ga.changed_by(a);
         let mut gb = Gossip::default();
@@ -296,21 +302,21 @@ mod tests {
         gc.set_status(&b, MemberStatus::Up);
         assert_eq!(gb.receive(&gc, b), Merged::Same, "up does not undo leaving");
         // An older gossip changes nothing.
-        let old = Gossip::founding(a);
+        let old = Gossip::founding(a, false);
         assert_eq!(ga.receive(&old, a), Merged::Older);
     }
 
     #[test]
     fn down_is_final_and_tombstones_win() {
         let (a, b) = (ua(1), ua(2));
-        let mut g = Gossip::founding(a);
+        let mut g = Gossip::founding(a, false);
         g.add_joining(b);
         g.set_status(&b, MemberStatus::Down);
         assert!(!g.admits(&b));
         assert!(!g.add_joining(b));
         g.remove(&b);
         assert!(!g.admits(&b));
-        let mut other = Gossip::founding(a);
+        let mut other = Gossip::founding(a, false);
         other.add_joining(b);
         g.receive(&other, a);
         assert!(!g.members.contains_key(&b), "a tombstone keeps a removed member out");
@@ -322,7 +328,7 @@ mod tests {
     #[test]
     fn unreachable_blocks_convergence_and_leadership() {
         let (a, b, c) = (ua(1), ua(2), ua(3));
-        let mut g = Gossip::founding(a);
+        let mut g = Gossip::founding(a, false);
         g.add_joining(b);
         g.add_joining(c);
         for n in [a, b, c] {
@@ -341,7 +347,7 @@ mod tests {
     #[test]
     fn wire_round_trip() {
         let (a, b) = (ua(1), ua(2));
-        let mut g = Gossip::founding(a);
+        let mut g = Gossip::founding(a, false);
         g.add_joining(b);
         g.observe(a, b, true);
         g.handed_off.insert(b);

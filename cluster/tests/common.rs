@@ -69,8 +69,13 @@ pub fn start_node_on(name: &str, port: u16) -> (Runtime, Node) {
 
 /// A node whose proxies (outbound per remote actor) hold `proxy_capacity` messages.
 pub fn start_node_with(name: &str, port: u16, proxy_capacity: usize) -> (Runtime, Node) {
+    start_node_full(name, port, proxy_capacity, 1)
+}
+
+/// A node with `shards` shards.
+pub fn start_node_full(name: &str, port: u16, proxy_capacity: usize, shards: usize) -> (Runtime, Node) {
     let _ = log::set_logger(&StderrLog).map(|()| log::set_max_level(log::LevelFilter::Debug));
-    let rt = Runtime::builder().name(name).shards(1).pin_to_cores(false).build().expect("runtime");
+    let rt = Runtime::builder().name(name).shards(shards).pin_to_cores(false).build().expect("runtime");
     let cfg = NodeConfig::new(([127, 0, 0, 1], port))
         .secret("test-cookie-for-the-cluster")
         .failure_detector(Duration::from_millis(100), Duration::from_secs(5))

@@ -201,3 +201,52 @@ fn a_flood_through_a_full_proxy_is_not_lost() {
     assert!(log.starts_on(nodes[1].addr()) > 0, "some entities live on the other node");
     assert_eq!(from.undelivered(), 0);
 }
+
+/// Every node sends at once, while the cluster forms, on runtimes of two shards: each
+/// counter gets every node's hits exactly once. `min_nr_of_members(3)` keeps shards from
+/// being placed on the first members up and then moved (a move restarts a non-persistent
+/// entity from zero: the example `cluster_counters` lost 10 of 30 hits that way).
+#[test]
+fn concurrent_senders_on_every_node() {
+    const COUNTERS: usize = 10;
+    const PER: u64 = 10;
+    let log = Arc::new(ActivationLog::default());
+    let started: Vec<_> = (0..3).map(|i| start_node_full(&format!("c{i}"), 0, 4096, 2)).collect();
+    let seed = started[0].1.addr();
+    let mut nodes = Vec::new();
+    let mut refs_by_node = Vec::new();
+    for (rt, node) in started {
+        let cluster = percore_cluster::Cluster::start(&node, config().min_nr_of_members(3)).unwrap();
+        let settings = ShardingSettings::new().shards(30).stop_message(|| CounterMsg::Stop);
+        let refs = ClusterSharding::new(&cluster).start("counter", counters(&cluster, &log), settings).unwrap();
+        cluster.join([seed]).unwrap();
+        refs_by_node.push(refs);
+        nodes.push(TestNode { rt: Some(rt), node, cluster });
+    }
+    let refs_by_node = Arc::new(refs_by_node);
+    let senders: Vec<_> = (0..3)
+        .map(|i| {
+            let refs = refs_by_node.clone();
+            std::thread::spawn(move || {
+                for _ in 0..PER {
+                    for c in 0..COUNTERS {
+                        refs[i].entity(&format!("counter-{c}")).blocking_send(CounterMsg::Hit, LONG).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let want = PER * 3;
+    for c in 0..COUNTERS {
+        for (i, refs) in refs_by_node.iter().enumerate() {
+            eventually(&format!("counter-{c} = {want} seen from node {i}"), || {
+                refs.entity(&format!("counter-{c}")).blocking_ask(CounterMsg::Get, LONG).unwrap().0 == want
+            });
+        }
+    }
+    assert_eq!(log.handled.load(Ordering::SeqCst), want * COUNTERS as u64);
+    assert_eq!(log.assert_single_activation(), COUNTERS, "no counter moved while the cluster formed");
+}

@@ -531,6 +531,24 @@ where
     /// acquiring shards ask again, and held messages try their route again.
     fn retry(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
+        if log::log_enabled!(log::Level::Debug) && (self.buffered > 0 || !self.pending_requests.is_empty()) {
+            let acquiring: Vec<_> = self
+                .shards
+                .iter()
+                .filter_map(|(s, st)| match st {
+                    ShardState::Acquiring { waiting, buffer } => Some((*s, waiting.len(), buffer.len())),
+                    ShardState::Active => None,
+                })
+                .collect();
+            log::debug!(
+                "region {} on {me}: {} held, {} unrouted, outbound {:?}, acquiring (shard, waiting, buffered) {acquiring:?}, pending requests {:?}",
+                self.name,
+                self.buffered,
+                self.unrouted.len(),
+                self.outbound.iter().map(|(k, q)| (k, q.len())).collect::<Vec<_>>(),
+                self.pending_requests
+            );
+        }
         let asks: Vec<(u32, Vec<UniqueAddress>)> = self
             .shards
             .iter()
