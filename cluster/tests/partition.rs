@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use percore_cluster::{ClusterError, ClusterSharding, MemberStatus, ShardingSettings};
+use percore_cluster::{ClusterError, ClusterSharding, MemberStatus, SbrStrategy, ShardingSettings};
 
 use crate::common::*;
 
@@ -55,5 +55,58 @@ fn minority_side_downs_itself_and_entities_never_run_twice() {
     // Down is final: the downed incarnation cannot join again.
     assert!(matches!(nodes[2].cluster.join([nodes[0].addr()]), Err(ClusterError::Terminated)));
     assert_eq!(nodes[2].cluster.state().self_status, Some(MemberStatus::Down));
-    let _ = Duration::ZERO;
+}
+
+/// Partitions `nodes[side]` from the rest, waits until the nodes in `expect_terminated`
+/// ended their membership and the others agree on each other, and checks that exactly
+/// those ended.
+fn partition_and_settle(nodes: &[TestNode], side: &[usize], expect_terminated: &[usize]) {
+    for &i in side {
+        for (j, other) in nodes.iter().enumerate() {
+            if !side.contains(&j) {
+                nodes[i].cluster.faults().blackhole(other.addr());
+                other.cluster.faults().blackhole(nodes[i].addr());
+            }
+        }
+    }
+    eventually("the losing side downs itself", || expect_terminated.iter().all(|&i| nodes[i].cluster.is_terminated()));
+    let survivors: Vec<&TestNode> = (0..nodes.len()).filter(|i| !expect_terminated.contains(i)).map(|i| &nodes[i]).collect();
+    if !survivors.is_empty() {
+        all_up(&survivors, survivors.len());
+    }
+    for (i, t) in nodes.iter().enumerate() {
+        assert_eq!(t.cluster.is_terminated(), expect_terminated.contains(&i), "node {i}");
+    }
+}
+
+/// keep-oldest: the oldest member, cut off alone, survives (without down-if-alone); the
+/// two younger ones down themselves.
+#[test]
+fn keep_oldest_keeps_the_side_of_the_oldest() {
+    let cfg = config().split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    // The founder is the oldest.
+    partition_and_settle(&nodes, &[0], &[1, 2]);
+}
+
+/// static-quorum 2 of 3: the side of two survives, the single node downs itself.
+#[test]
+fn static_quorum_keeps_the_side_with_a_quorum() {
+    let cfg = config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    partition_and_settle(&nodes, &[0], &[0]);
+}
+
+/// down-all: every side downs itself.
+#[test]
+fn down_all_downs_every_side() {
+    let cfg = config().split_brain_resolver(SbrStrategy::DownAll, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    partition_and_settle(&nodes, &[2], &[0, 1, 2]);
 }
