@@ -258,13 +258,13 @@ where
             let Some(q) = self.outbound.get_mut(&to) else { continue };
             while let Some(m) = q.pop_front() {
                 match r.try_tell(m) {
-                    Ok(()) => self.buffered -= 1,
+                    Ok(()) => self.buffered = self.buffered.saturating_sub(1),
                     Err(percore::TellError::Full(m)) => {
                         q.push_front(m);
                         break;
                     }
                     Err(e) => {
-                        self.buffered -= 1;
+                        self.buffered = self.buffered.saturating_sub(1);
                         log::debug!("region {}: envelope dropped (peer gone)", self.name);
                         drop(e.into_inner());
                         // ORDERING: Relaxed: a statistic.
@@ -342,7 +342,7 @@ where
             return;
         }
         if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.insert(shard, ShardState::Active) {
-            self.buffered -= buffer.len();
+            self.buffered = self.buffered.saturating_sub(buffer.len());
             for (id, m) in buffer {
                 self.deliver_to_entity(ctx, shard, id, m);
             }
@@ -457,18 +457,36 @@ where
                     e.r.stop();
                 }
             }
-            self.shards.clear();
+            for (_, st) in self.shards.drain() {
+                if let ShardState::Acquiring { buffer, .. } = st {
+                    self.buffered = self.buffered.saturating_sub(buffer.len());
+                    for (_, m) in buffer {
+                        ctx.dead_letter(m);
+                    }
+                }
+            }
             for (_, m, _, _) in std::mem::take(&mut self.unrouted) {
+                self.buffered = self.buffered.saturating_sub(1);
                 ctx.dead_letter(m);
             }
             self.answer_requests();
             return;
         }
+        // Forget refs to members that are gone; what waited for them is undeliverable.
+        let live_addrs: BTreeSet<SocketAddr> = self.view.as_ref().map(|v| v.live.iter().map(|n| n.addr).collect()).unwrap_or_default();
+        self.peers.retain(|a, _| live_addrs.contains(a));
+        let gone: Vec<SocketAddr> = self.outbound.keys().filter(|a| !live_addrs.contains(a)).copied().collect();
+        for a in gone {
+            for m in self.outbound.remove(&a).unwrap_or_default() {
+                self.buffered = self.buffered.saturating_sub(1);
+                self.drop_envelope(m);
+            }
+        }
         // Shards this node no longer owns: re-route what waited, stop their entities.
         let lost: Vec<u32> = self.shards.keys().copied().filter(|s| self.owner(*s) != Some(me)).collect();
         for s in lost {
             if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.remove(&s) {
-                self.buffered -= buffer.len();
+                self.buffered = self.buffered.saturating_sub(buffer.len());
                 for (id, m) in buffer {
                     self.deliver(ctx, id, m, me.addr, 0);
                 }
@@ -490,7 +508,7 @@ where
         }
         self.answer_requests();
         for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
-            self.buffered -= 1;
+            self.buffered = self.buffered.saturating_sub(1);
             self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
         }
         // Eager entities (singletons) start as soon as their shard is here.
@@ -519,7 +537,7 @@ where
             return;
         }
         let Some(e) = self.entities.remove(&entity_id) else { return };
-        self.buffered -= e.buffer.len();
+        self.buffered = self.buffered.saturating_sub(e.buffer.len());
         for m in e.buffer {
             self.deliver(ctx, entity_id.clone(), m, self.me().addr, 0);
         }
@@ -564,7 +582,7 @@ where
         }
         if self.view.is_some() {
             for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
-                self.buffered -= 1;
+                self.buffered = self.buffered.saturating_sub(1);
                 self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
             }
         }
