@@ -1,6 +1,6 @@
 //! The runtime-wide timekeeper: one thread that wakes async askers at their deadlines.
 //!
-//! Foreign async tasks have no shard to keep their timers, so the first `ask_async` of a
+//! Foreign async tasks have no shard to keep their timers, so the first async `ask` of a
 //! runtime starts this thread (idle otherwise, blocked in `recv_timeout`). It never touches
 //! a message: it only calls `Waker::wake` when a deadline passes; the future then sees its
 //! deadline and closes its reply slot itself.

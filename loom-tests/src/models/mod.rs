@@ -1,5 +1,6 @@
 //! The models. Each runs `loom::model` over the engine's real code.
 
+mod balancing;
 mod close;
 mod lanes;
 mod park;
