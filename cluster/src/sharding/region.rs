@@ -74,7 +74,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
             RegionMsg::Deliver { entity_id, msg, from, hops } => {
                 w.put_u8(0);
                 w.put_str(&entity_id);
-                w.put_str(&from.to_string());
+                crate::member::put_addr(w, from);
                 w.put_u8(hops);
                 w.put(msg);
             }
@@ -96,8 +96,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
         Ok(match r.get_u8()? {
             0 => {
                 let entity_id = r.get_str()?.to_string();
-                let from_s = r.get_str()?;
-                let from = from_s.parse().map_err(|_| WireError::NoSuchActor(format!("bad sender address {from_s:?}")))?;
+                let from = crate::member::get_addr(r)?;
                 let hops = r.get_u8()?;
                 RegionMsg::Deliver { entity_id, from, hops, msg: r.get()? }
             }
@@ -139,6 +138,7 @@ where
     factory: Factory<A>,
     settings: ShardingSettings<A::Msg>,
     view: Option<MembershipView>,
+    owners: Vec<Option<UniqueAddress>>,
     entities: HashMap<String, Entity<A::Msg>>,
     shards: HashMap<u32, ShardState<A::Msg>>,
     unrouted: Vec<(String, A::Msg, SocketAddr, u8)>,
@@ -166,6 +166,7 @@ where
             factory,
             settings,
             view: None,
+            owners: Vec::new(),
             entities: HashMap::new(),
             shards: HashMap::new(),
             unrouted: Vec::new(),
@@ -181,12 +182,18 @@ where
         self.cluster.shared.me
     }
 
+    /// The owner of `shard` in the current view (computed once per view, not per message).
     fn owner(&self, shard: u32) -> Option<UniqueAddress> {
-        let v = self.view.as_ref()?;
-        if v.terminated {
-            return None;
-        }
-        owner_of(shard, &v.up, self.settings.placement)
+        self.owners.get(shard as usize).copied().flatten()
+    }
+
+    fn set_view(&mut self, v: MembershipView) {
+        self.owners = if v.terminated {
+            Vec::new()
+        } else {
+            (0..self.settings.num_shards).map(|s| owner_of(s, &v.up, self.settings.placement)).collect()
+        };
+        self.view = Some(v);
     }
 
     fn peer(&mut self, to: SocketAddr) -> Option<ActorRef<RegionMsg<A::Msg>>> {
@@ -447,7 +454,7 @@ where
         let me = self.me();
         let terminated = v.terminated;
         let leaving = matches!(v.my_status, Some(MemberStatus::Leaving | MemberStatus::Exiting));
-        self.view = Some(v);
+        self.set_view(v);
         if terminated {
             // Downed or gone: stop everything now.
             let ids: Vec<String> = self.entities.keys().cloned().collect();
