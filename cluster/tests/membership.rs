@@ -59,7 +59,7 @@ fn three_nodes_form_a_cluster_and_all_see_three_up() {
 /// order, each once.
 #[test]
 fn stopped_node_becomes_unreachable_then_downed_and_removed() {
-    let mut nodes = cluster_of(3, config(), |_| {});
+    let mut nodes = cluster_of(3, failure_config(), |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
     let (_sink, rx) = subscribe(&nodes[0]);

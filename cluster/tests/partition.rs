@@ -24,7 +24,7 @@ fn minority_side_downs_itself_and_entities_never_run_twice() {
     const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
     let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
-    let nodes = cluster_of(3, config(), |c| {
+    let nodes = cluster_of(3, failure_config(), |c| {
         ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
     });
     let refs: Vec<&TestNode> = nodes.iter().collect();
@@ -83,7 +83,7 @@ fn partition_and_settle(nodes: &[TestNode], side: &[usize], expect_terminated: &
 /// two younger ones down themselves.
 #[test]
 fn keep_oldest_keeps_the_side_of_the_oldest() {
-    let cfg = config().split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
+    let cfg = failure_config().split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
     let nodes = cluster_of(3, cfg, |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
@@ -94,7 +94,7 @@ fn keep_oldest_keeps_the_side_of_the_oldest() {
 /// static-quorum 2 of 3: the side of two survives, the single node downs itself.
 #[test]
 fn static_quorum_keeps_the_side_with_a_quorum() {
-    let cfg = config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
+    let cfg = failure_config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
     let nodes = cluster_of(3, cfg, |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
@@ -104,7 +104,7 @@ fn static_quorum_keeps_the_side_with_a_quorum() {
 /// down-all: every side downs itself.
 #[test]
 fn down_all_downs_every_side() {
-    let cfg = config().split_brain_resolver(SbrStrategy::DownAll, Duration::from_millis(500));
+    let cfg = failure_config().split_brain_resolver(SbrStrategy::DownAll, Duration::from_millis(500));
     let nodes = cluster_of(3, cfg, |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);

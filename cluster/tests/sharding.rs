@@ -124,7 +124,7 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     let log = Arc::new(ActivationLog::default());
     let single_log = Arc::new(ActivationLog::default());
     let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
-    let mut nodes = cluster_of(3, config(), |c| {
+    let mut nodes = cluster_of(3, failure_config(), |c| {
         let s = ClusterSharding::new(c);
         s.start("counter", counters(c, &log), settings()).unwrap();
         let f = counters(c, &single_log);
@@ -153,7 +153,7 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     let state = nodes[2].cluster.state();
     let next_oldest = state.members.iter().min_by_key(|m| m.up_number).unwrap();
     assert_eq!(host, next_oldest.addr().to_string());
-    // Detection (~1.5 s pause) + stable-after (0.5 s) + removal margin (0.5 s) + slack.
+    // Detection (~2 s pause) + stable-after (0.5 s) + removal margin (0.5 s) + slack.
     eprintln!("failover: every moved entity answered {:?} after the crash", t0.elapsed());
     // Shutting the victim's runtime down runs its entities' `stopped` hooks at the crash,
     // so the log shows whether a survivor started one before that: it must not have. Each
