@@ -92,13 +92,19 @@ fn graceful_leave_removes_the_member() {
     let nodes = cluster_of(3, config(), |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
-    let (_sink, rx) = subscribe(&nodes[0]);
-    let leaver = nodes[1].cluster.self_address();
-    nodes[1].cluster.leave().unwrap();
-    eventually("the leaver ends its membership", || nodes[1].cluster.is_terminated());
-    let rest = [&nodes[0], &nodes[2]];
+    // The leader leaves (the lowest address): leadership moves to the next lowest.
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by_key(|&i| nodes[i].cluster.self_address());
+    let (l, next, observer) = (order[0], order[1], order[2]);
+    eventually("the lowest address leads", || nodes[observer].cluster.state().leader == Some(nodes[l].cluster.self_address()));
+    let (_sink, rx) = subscribe(&nodes[observer]);
+    let leaver = nodes[l].cluster.self_address();
+    nodes[l].cluster.leave().unwrap();
+    eventually("the leaver ends its membership", || nodes[l].cluster.is_terminated());
+    let rest = [&nodes[next], &nodes[observer]];
     all_up(&rest, 2);
     let mut seen = Vec::new();
+    let mut leader_changes = Vec::new();
     loop {
         match rx.recv_timeout(LONG).unwrap() {
             ClusterEvent::MemberLeft(m) if m.node == leaver => seen.push("left"),
@@ -107,6 +113,7 @@ fn graceful_leave_removes_the_member() {
                 seen.push("removed");
                 break;
             }
+            ClusterEvent::LeaderChanged(to) => leader_changes.push(to),
             ClusterEvent::MemberDowned(m) | ClusterEvent::UnreachableMember(m) => panic!("nobody fails: {m:?}"),
             _ => {}
         }
@@ -114,7 +121,15 @@ fn graceful_leave_removes_the_member() {
     // Exiting may be skipped by an observer that learns of it together with the removal.
     assert_eq!(seen.first(), Some(&"left"));
     assert_eq!(seen.last(), Some(&"removed"));
-    assert_eq!(nodes[1].cluster.join([nodes[0].addr()]).unwrap_err().to_string(), percore_cluster::ClusterError::Terminated.to_string());
+    // The leader hands over once it exits (the last change is to the next lowest address).
+    eventually("the next lowest address leads", || nodes[observer].cluster.state().leader == Some(nodes[next].cluster.self_address()));
+    while let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
+        if let ClusterEvent::LeaderChanged(to) = e {
+            leader_changes.push(to);
+        }
+    }
+    assert_eq!(leader_changes.last(), Some(&Some(nodes[next].cluster.self_address())), "{leader_changes:?}");
+    assert!(matches!(nodes[l].cluster.join([nodes[next].addr()]), Err(percore_cluster::ClusterError::Terminated)));
 }
 
 /// Reachability is tracked per member: a blackholed link makes the member unreachable
