@@ -4,4 +4,5 @@
 mod common;
 mod membership;
 mod partition;
+mod process;
 mod sharding;
