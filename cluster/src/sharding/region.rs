@@ -398,9 +398,8 @@ where
             return;
         }
         e.last = Instant::now();
-        let r = e.r.clone();
         // Back-pressure, never loss: a full entity mailbox parks the message with the region.
-        ctx.send(&r, msg);
+        ctx.send(&e.r, msg);
     }
 
     fn stop_entity(&mut self, entity_id: &str) {
