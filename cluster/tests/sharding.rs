@@ -250,3 +250,36 @@ fn concurrent_senders_on_every_node() {
     assert_eq!(log.handled.load(Ordering::SeqCst), want * COUNTERS as u64);
     assert_eq!(log.assert_single_activation(), COUNTERS, "no counter moved while the cluster formed");
 }
+
+/// Remember-entities: when a member leaves, the entities it ran start again on their new
+/// owners without any new message; each runs exactly once at any time.
+#[test]
+fn remembered_entities_restart_after_a_move_without_a_message() {
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let settings =
+        || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop).remember_entities(true);
+    let nodes = cluster_of(3, config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let s2 = ClusterSharding::new(&nodes[2].cluster);
+    for e in 0..ENTITIES {
+        s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    let leaver = nodes[0].addr();
+    let moving = log.starts_on(leaver);
+    assert!(moving > 0);
+    nodes[0].cluster.leave().unwrap();
+    eventually("the leaver is gone", || nodes[0].cluster.is_terminated());
+    all_up(&[&nodes[1], &nodes[2]], 2);
+    // No message is sent: the moved entities come back by themselves.
+    eventually("every entity runs again", || {
+        let ev = log.events.lock().unwrap();
+        let starts = ev.iter().filter(|a| a.started).count();
+        let stops = ev.iter().filter(|a| !a.started).count();
+        starts == ENTITIES + moving && stops == moving
+    });
+    assert_eq!(log.assert_single_activation(), ENTITIES + moving);
+}

@@ -47,6 +47,7 @@ pub struct ShardingSettings<M> {
     pub(crate) entity_capacity: usize,
     pub(crate) buffer_limit: usize,
     pub(crate) retry_interval: Duration,
+    pub(crate) remember_entities: bool,
 }
 
 impl<M> fmt::Debug for ShardingSettings<M> {
@@ -71,6 +72,7 @@ impl<M> Clone for ShardingSettings<M> {
             entity_capacity: self.entity_capacity,
             buffer_limit: self.buffer_limit,
             retry_interval: self.retry_interval,
+            remember_entities: self.remember_entities,
         }
     }
 }
@@ -86,6 +88,7 @@ impl<M> Default for ShardingSettings<M> {
             entity_capacity: percore::DEFAULT_MAILBOX_CAPACITY,
             buffer_limit: 100_000,
             retry_interval: Duration::from_secs(1),
+            remember_entities: false,
         }
     }
 }
@@ -128,6 +131,15 @@ impl<M> ShardingSettings<M> {
     /// Mailbox capacity of each entity.
     pub fn entity_capacity(mut self, n: usize) -> Self {
         self.entity_capacity = n.max(1);
+        self
+    }
+    /// Remember-entities: entities that ran on a shard's previous owner start again on the
+    /// new owner as soon as it has the shard, without waiting for a message. Then every
+    /// region acquires all the shards it owns on each view change (one request per shard
+    /// and member). Remembered across hand-offs (leave, join), not across crashes: the list
+    /// travels with the hand-off answer and is not stored anywhere.
+    pub fn remember_entities(mut self, on: bool) -> Self {
+        self.remember_entities = on;
         self
     }
     /// How often a region asks again for a shard it is acquiring and retries the route of

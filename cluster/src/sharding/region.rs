@@ -52,7 +52,7 @@ pub(crate) enum RegionMsg<M> {
     #[doc(hidden)]
     HandOffRequest { shard: u32, from: UniqueAddress },
     #[doc(hidden)]
-    HandOffDone { shard: u32, from: UniqueAddress },
+    HandOffDone { shard: u32, from: UniqueAddress, entities: Vec<String> },
     #[doc(hidden)]
     Local(RegionLocal),
 }
@@ -83,10 +83,11 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 w.put_u32(shard);
                 w.put(from);
             }
-            RegionMsg::HandOffDone { shard, from } => {
+            RegionMsg::HandOffDone { shard, from, entities } => {
                 w.put_u8(2);
                 w.put_u32(shard);
                 w.put(from);
+                w.put(entities);
             }
             // Never sent to a peer; a peer receiving this tag refuses it.
             RegionMsg::Local(_) => w.put_u8(0xff),
@@ -101,7 +102,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 RegionMsg::Deliver { entity_id, from, hops, msg: r.get()? }
             }
             1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
-            2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()? },
+            2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()?, entities: r.get()? },
             tag => return Err(WireError::BadTag { what: "shard region message", tag }),
         })
     }
@@ -113,7 +114,8 @@ impl<M: RemoteMessage> RemoteMessage for RegionMsg<M> {
 }
 
 enum ShardState<M> {
-    Acquiring { waiting: BTreeSet<UniqueAddress>, buffer: Vec<(String, M)> },
+    /// `remembered`: entities the previous owners ran (remember-entities).
+    Acquiring { waiting: BTreeSet<UniqueAddress>, buffer: Vec<(String, M)>, remembered: Vec<String> },
     Active,
 }
 
@@ -122,6 +124,8 @@ struct Entity<M> {
     shard: u32,
     last: Instant,
     stopping: bool,
+    /// Stopped for a hand-off (not passivation): remembered for the next owner.
+    handed_off: bool,
     buffer: Vec<M>,
 }
 
@@ -145,6 +149,9 @@ where
     pending_requests: Vec<(u32, UniqueAddress)>,
     peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>>,
     outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>>,
+    /// Remember-entities: ids of entities stopped here for a hand-off, by shard, told to
+    /// the next owner with `HandOffDone` (kept until this node owns the shard again).
+    handed: HashMap<u32, Vec<String>>,
     buffered: usize,
     dead_letters: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -173,6 +180,7 @@ where
             pending_requests: Vec::new(),
             peers: HashMap::new(),
             outbound: HashMap::new(),
+            handed: HashMap::new(),
             buffered: 0,
             dead_letters,
         }
@@ -330,6 +338,7 @@ where
 
     fn begin_acquire(&mut self, ctx: &mut Context<Self>, shard: u32) {
         let me = self.me();
+        self.handed.remove(&shard);
         let waiting: BTreeSet<UniqueAddress> =
             self.view.as_ref().map(|v| v.live.iter().copied().filter(|n| *n != me).collect()).unwrap_or_default();
         if waiting.is_empty() {
@@ -340,7 +349,7 @@ where
         for n in &waiting {
             self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
         }
-        self.shards.insert(shard, ShardState::Acquiring { waiting, buffer: Vec::new() });
+        self.shards.insert(shard, ShardState::Acquiring { waiting, buffer: Vec::new(), remembered: Vec::new() });
     }
 
     fn check_acquired(&mut self, ctx: &mut Context<Self>, shard: u32) {
@@ -348,7 +357,15 @@ where
         if !done {
             return;
         }
-        if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.insert(shard, ShardState::Active) {
+        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.insert(shard, ShardState::Active) {
+            // Remembered entities first: they ran before the move and start again now.
+            for id in remembered {
+                if !self.entities.contains_key(&id) {
+                    if let Err(e) = self.spawn_entity(ctx, shard, &id) {
+                        log::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
+                    }
+                }
+            }
             self.buffered = self.buffered.saturating_sub(buffer.len());
             for (id, m) in buffer {
                 self.deliver_to_entity(ctx, shard, id, m);
@@ -378,7 +395,7 @@ where
         let r = ctx.spawn(Props::new(move || factory(&id)).capacity(self.settings.entity_capacity))?;
         let (eid, id) = (entity_id.to_string(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { entity_id: eid, id }));
-        self.entities.insert(entity_id.to_string(), Entity { r, shard, last: Instant::now(), stopping: false, buffer: Vec::new() });
+        self.entities.insert(entity_id.to_string(), Entity { r, shard, last: Instant::now(), stopping: false, handed_off: false, buffer: Vec::new() });
         Ok(())
     }
 
@@ -402,9 +419,10 @@ where
         ctx.send(&e.r, msg);
     }
 
-    fn stop_entity(&mut self, entity_id: &str) {
+    fn stop_entity(&mut self, entity_id: &str, hand_off: bool) {
         let stop_msg = self.settings.stop_message.clone();
         if let Some(e) = self.entities.get_mut(entity_id) {
+            e.handed_off |= hand_off;
             if e.stopping {
                 return;
             }
@@ -440,12 +458,20 @@ where
             if self.shard_has_entities(shard) {
                 let ids: Vec<String> = self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
                 for id in ids {
-                    self.stop_entity(&id);
+                    self.stop_entity(&id, true);
                 }
                 self.pending_requests.push((shard, from));
                 continue;
             }
-            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me });
+            // Every requester gets the remembered ids: only the new owner starts them (the
+            // others are not acquiring the shard and ignore the answer's list).
+            let entities = if self.owner(shard) == Some(from) {
+                // The owner in our view: it takes the list over.
+                self.handed.remove(&shard).unwrap_or_default()
+            } else {
+                self.handed.get(&shard).cloned().unwrap_or_default()
+            };
+            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, entities });
         }
     }
 
@@ -501,7 +527,7 @@ where
         let orphans: Vec<String> =
             self.entities.iter().filter(|(_, e)| self.owner(e.shard) != Some(me)).map(|(k, _)| k.clone()).collect();
         for id in orphans {
-            self.stop_entity(&id);
+            self.stop_entity(&id, true);
         }
         // Still acquiring: members gone from the view no longer need to answer.
         let live: BTreeSet<UniqueAddress> = self.view.as_ref().map(|v| v.live.iter().copied().collect()).unwrap_or_default();
@@ -517,9 +543,14 @@ where
             self.buffered = self.buffered.saturating_sub(1);
             self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
         }
-        // Eager entities (singletons) start as soon as their shard is here.
-        let eager_shards: BTreeSet<u32> =
-            self.settings.eager_entities.iter().map(|id| shard_of(id, self.settings.num_shards)).collect();
+        // Eager entities (singletons) start as soon as their shard is here; with
+        // remember-entities every shard this node owns is acquired at once, so that the
+        // entities its previous owner ran start again without waiting for a message.
+        let eager_shards: BTreeSet<u32> = if self.settings.remember_entities {
+            (0..self.settings.num_shards).collect()
+        } else {
+            self.settings.eager_entities.iter().map(|id| shard_of(id, self.settings.num_shards)).collect()
+        };
         for s in eager_shards {
             if self.owner(s) == Some(me) && !self.shards.contains_key(&s) {
                 self.begin_acquire(ctx, s);
@@ -543,6 +574,9 @@ where
             return;
         }
         let Some(e) = self.entities.remove(&entity_id) else { return };
+        if e.handed_off && self.settings.remember_entities {
+            self.handed.entry(e.shard).or_default().push(entity_id.clone());
+        }
         self.buffered = self.buffered.saturating_sub(e.buffer.len());
         for m in e.buffer {
             self.deliver(ctx, entity_id.clone(), m, self.me().addr, 0);
@@ -560,7 +594,7 @@ where
                 .shards
                 .iter()
                 .filter_map(|(s, st)| match st {
-                    ShardState::Acquiring { waiting, buffer } => Some((*s, waiting.len(), buffer.len())),
+                    ShardState::Acquiring { waiting, buffer, .. } => Some((*s, waiting.len(), buffer.len())),
                     ShardState::Active => None,
                 })
                 .collect();
@@ -604,7 +638,7 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         for id in idle {
-            self.stop_entity(&id);
+            self.stop_entity(&id, false);
         }
     }
 }
@@ -642,10 +676,12 @@ where
                     self.answer_requests();
                 }
             }
-            RegionMsg::HandOffDone { shard, from } => {
+            RegionMsg::HandOffDone { shard, from, entities } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
-                    if let Some(ShardState::Acquiring { waiting, .. }) = self.shards.get_mut(&shard) {
-                        waiting.remove(&from);
+                    if let Some(ShardState::Acquiring { waiting, remembered, .. }) = self.shards.get_mut(&shard) {
+                        if waiting.remove(&from) && self.settings.remember_entities {
+                            remembered.extend(entities);
+                        }
                     }
                     self.check_acquired(ctx, shard);
                 }
