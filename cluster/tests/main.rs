@@ -4,5 +4,6 @@
 mod common;
 mod membership;
 mod partition;
+mod persistent;
 mod process;
 mod sharding;
