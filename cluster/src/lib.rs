@@ -30,11 +30,17 @@
 //!   entities and singletons; the survivors remove downed members only after a margin, and
 //!   only then start their shards. Down is final for an incarnation.
 //! * **Sharding** ([`ClusterSharding`]): entities start on first message, passivate when
-//!   idle, move on membership changes without two live copies; [`EntityRef`] takes `tell`
-//!   and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest member.
+//!   idle, move on membership changes without two live copies (optionally restarting by
+//!   themselves: remember-entities); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
+//!   future) and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest
+//!   member. Persistent entities recover on their new node from a journal all nodes reach.
+//! * **Formation**: [`ClusterConfig::min_nr_of_members`] keeps shards from moving while the
+//!   cluster forms.
 //! * **Testing partitions**: [`Cluster::faults`] blackholes cluster traffic between nodes.
 //!
-//! See `docs/CLUSTER.md` for the guarantees and what happens in each failure.
+//! Examples: `cluster_counters` (three processes, sharded counters, a singleton) and
+//! `sharding_throughput` (sharded entities against direct remote `tell`). See
+//! `docs/CLUSTER.md` for the guarantees and what happens in each failure.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
