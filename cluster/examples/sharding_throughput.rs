@@ -58,13 +58,18 @@ fn wait_for(total: &AtomicU64, n: u64) {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: u64| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
     };
     let n = arg("--messages", 1_000_000);
     let entities = arg("--entities", 10_000);
 
-    let runtimes: Vec<Runtime> =
-        (0..2).map(|i| Runtime::builder().name(format!("n{i}")).shards(1).pin_to_cores(false).build()).collect::<Result<_, _>>()?;
+    let runtimes: Vec<Runtime> = (0..2)
+        .map(|i| Runtime::builder().name(format!("n{i}")).shards(1).pin_to_cores(false).build())
+        .collect::<Result<_, _>>()?;
     let nodes: Vec<Node> = runtimes
         .iter()
         .map(|rt| Node::start(&rt.handle(), NodeConfig::new(([127, 0, 0, 1], 0)).secret("throughput-example-secret")))
@@ -139,7 +144,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sharded_rate = (n / 2 * 2) as f64 / t.elapsed().as_secs_f64();
 
     println!("direct remote tell : {:>12.0} msgs/s ({n} messages, one connection)", direct_rate);
-    println!("sharded entities   : {:>12.0} msgs/s ({} messages, {entities} entities, senders on both nodes)", sharded_rate, n / 2 * 2);
+    println!(
+        "sharded entities   : {:>12.0} msgs/s ({} messages, {entities} entities, senders on both nodes)",
+        sharded_rate,
+        n / 2 * 2
+    );
     println!("ratio sharding/direct: {:.2}", sharded_rate / direct_rate);
     for rt in runtimes {
         rt.shutdown();

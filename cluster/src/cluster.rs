@@ -65,7 +65,11 @@ pub(crate) struct ClusterShared {
 
 impl ClusterShared {
     /// A ref to the actor registered as `name` on the node at `addr` (same system name).
-    pub(crate) fn remote_ref<M: RemoteMessage>(&self, addr: SocketAddr, name: &str) -> Result<ActorRef<M>, TransportError> {
+    pub(crate) fn remote_ref<M: RemoteMessage>(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<ActorRef<M>, TransportError> {
         self.node.remote_ref::<M>(&format!("percore://{}@{addr}/user/{name}", self.system))
     }
 }

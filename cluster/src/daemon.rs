@@ -291,7 +291,8 @@ impl Daemon {
         }
         let mut changed = false;
         let mut next_up = g.members.values().map(|m| m.up_number).max().unwrap_or(0);
-        let joined = g.members.values().filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Up)).count();
+        let joined =
+            g.members.values().filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Up)).count();
         let may_move_up = joined >= self.shared.cfg.min_nr_of_members;
         // The leader first (it is the founder when members are moved up together), then by address.
         let mut members: Vec<Member> = g.members.values().copied().collect();
@@ -307,7 +308,9 @@ impl Daemon {
                     }
                     changed = true;
                 }
-                MemberStatus::Leaving if g.handed_off.contains(&m.node) => changed |= g.set_status(&m.node, MemberStatus::Exiting),
+                MemberStatus::Leaving if g.handed_off.contains(&m.node) => {
+                    changed |= g.set_status(&m.node, MemberStatus::Exiting)
+                }
                 MemberStatus::Exiting => {
                     removed.push(m.node);
                 }
@@ -369,7 +372,10 @@ impl Daemon {
             }
         }
         if changed {
-            log::warn!("cluster {me}: split-brain resolver ({:?}) decided {decision:?}; unreachable: {unreachable_v:?}", sbr.strategy);
+            log::warn!(
+                "cluster {me}: split-brain resolver ({:?}) decided {decision:?}; unreachable: {unreachable_v:?}",
+                sbr.strategy
+            );
             g.changed_by(me);
             self.stable_since = now;
         }
@@ -445,7 +451,11 @@ impl Daemon {
                     Some(m) => matches!(m.status, MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed),
                 };
                 if gone {
-                    log::warn!("cluster {}: this node is {:?}: its membership ends", self.me, g.members.get(&self.me).map(|m| m.status));
+                    log::warn!(
+                        "cluster {}: this node is {:?}: its membership ends",
+                        self.me,
+                        g.members.get(&self.me).map(|m| m.status)
+                    );
                     self.terminated = true;
                     self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
                 }

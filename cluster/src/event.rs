@@ -75,7 +75,9 @@ pub(crate) fn diff(before: &CurrentClusterState, after: &CurrentClusterState) ->
             MemberStatus::Leaving => ClusterEvent::MemberLeft(*m),
             MemberStatus::Exiting => ClusterEvent::MemberExited(*m),
             MemberStatus::Down => ClusterEvent::MemberDowned(*m),
-            MemberStatus::Removed => ClusterEvent::MemberRemoved { member: *m, previous_status: old.map_or(m.status, |o| o.status) },
+            MemberStatus::Removed => {
+                ClusterEvent::MemberRemoved { member: *m, previous_status: old.map_or(m.status, |o| o.status) }
+            }
         });
     }
     for o in &before.members {

@@ -95,7 +95,14 @@ impl Gossip {
         }
         self.tombstones.extend(other.tombstones.iter().copied());
         for (k, o) in &other.reachability {
-            self.reachability.entry(*k).and_modify(|mine| if o.version > mine.version { *mine = *o }).or_insert(*o);
+            self.reachability
+                .entry(*k)
+                .and_modify(|mine| {
+                    if o.version > mine.version {
+                        *mine = *o
+                    }
+                })
+                .or_insert(*o);
         }
         self.handed_off.extend(other.handed_off.iter().copied());
         self.prune();
@@ -351,7 +358,8 @@ mod tests {
         g.add_joining(b);
         g.observe(a, b, true);
         g.handed_off.insert(b);
-        let bytes = percore_transport::Node::encode_plain(crate::daemon::DaemonMsg::Gossip { from: a, gossip: g.clone() });
+        let bytes =
+            percore_transport::Node::encode_plain(crate::daemon::DaemonMsg::Gossip { from: a, gossip: g.clone() });
         match percore_transport::Node::decode_plain::<crate::daemon::DaemonMsg>(&bytes).unwrap() {
             crate::daemon::DaemonMsg::Gossip { from, gossip } => {
                 assert_eq!(from, a);

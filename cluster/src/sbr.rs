@@ -65,7 +65,11 @@ pub struct SbrSettings {
 
 impl Default for SbrSettings {
     fn default() -> Self {
-        SbrSettings { strategy: SbrStrategy::KeepMajority, stable_after: Duration::from_secs(20), down_removal_margin: None }
+        SbrSettings {
+            strategy: SbrStrategy::KeepMajority,
+            stable_after: Duration::from_secs(20),
+            down_removal_margin: None,
+        }
     }
 }
 
@@ -78,12 +82,7 @@ impl SbrSettings {
 
 /// Decides for the side that `me` is on. `members` are all members of the view,
 /// `unreachable` those this side cannot reach.
-pub fn decide(
-    strategy: SbrStrategy,
-    members: &[Member],
-    unreachable: &[UniqueAddress],
-    me: UniqueAddress,
-) -> Decision {
+pub fn decide(strategy: SbrStrategy, members: &[Member], unreachable: &[UniqueAddress], me: UniqueAddress) -> Decision {
     let counted: Vec<&Member> =
         members.iter().filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)).collect();
     let is_unreachable = |m: &&&Member| unreachable.contains(&m.node);
@@ -164,9 +163,15 @@ mod tests {
         assert_eq!(decide(SbrStrategy::KeepMajority, four, &[all[2].node, all[3].node], a), Decision::DownUnreachable);
         assert_eq!(decide(SbrStrategy::KeepMajority, four, &[a, all[1].node], d), Decision::DownReachable);
         // Joining members do not count.
-        let with_joining = [up(1, 1), up(2, 2), m(3, MemberStatus::Joining, 0), m(4, MemberStatus::Joining, 0), up(5, 3)];
+        let with_joining =
+            [up(1, 1), up(2, 2), m(3, MemberStatus::Joining, 0), m(4, MemberStatus::Joining, 0), up(5, 3)];
         assert_eq!(
-            decide(SbrStrategy::KeepMajority, &with_joining, &[with_joining[0].node, with_joining[1].node], with_joining[2].node),
+            decide(
+                SbrStrategy::KeepMajority,
+                &with_joining,
+                &[with_joining[0].node, with_joining[1].node],
+                with_joining[2].node
+            ),
             Decision::DownReachable
         );
     }

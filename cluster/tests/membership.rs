@@ -29,7 +29,9 @@ fn three_nodes_form_a_cluster_and_all_see_three_up() {
     // Events: the snapshot first; then, counting the snapshot's up members, every member
     // becomes up exactly once.
     let first = rx.recv_timeout(LONG).unwrap();
-    let ClusterEvent::CurrentClusterState(snap) = first else { panic!("first event must be the snapshot, got {first:?}") };
+    let ClusterEvent::CurrentClusterState(snap) = first else {
+        panic!("first event must be the snapshot, got {first:?}")
+    };
     let mut up: Vec<_> = snap.members.iter().filter(|m| m.status == MemberStatus::Up).map(|m| m.node).collect();
     while up.len() < 3 {
         match rx.recv_timeout(LONG).unwrap() {
@@ -77,7 +79,9 @@ fn stopped_node_becomes_unreachable_then_downed_and_removed() {
                 seen.push("removed");
                 break;
             }
-            ClusterEvent::MemberDowned(m) | ClusterEvent::UnreachableMember(m) => panic!("only the victim fails, not {m:?}"),
+            ClusterEvent::MemberDowned(m) | ClusterEvent::UnreachableMember(m) => {
+                panic!("only the victim fails, not {m:?}")
+            }
             _ => {}
         }
     }
@@ -96,7 +100,9 @@ fn graceful_leave_removes_the_member() {
     let mut order: Vec<usize> = (0..3).collect();
     order.sort_by_key(|&i| nodes[i].cluster.self_address());
     let (l, next, observer) = (order[0], order[1], order[2]);
-    eventually("the lowest address leads", || nodes[observer].cluster.state().leader == Some(nodes[l].cluster.self_address()));
+    eventually("the lowest address leads", || {
+        nodes[observer].cluster.state().leader == Some(nodes[l].cluster.self_address())
+    });
     let (_sink, rx) = subscribe(&nodes[observer]);
     let leaver = nodes[l].cluster.self_address();
     nodes[l].cluster.leave().unwrap();
@@ -122,7 +128,9 @@ fn graceful_leave_removes_the_member() {
     assert_eq!(seen.first(), Some(&"left"));
     assert_eq!(seen.last(), Some(&"removed"));
     // The leader hands over once it exits (the last change is to the next lowest address).
-    eventually("the next lowest address leads", || nodes[observer].cluster.state().leader == Some(nodes[next].cluster.self_address()));
+    eventually("the next lowest address leads", || {
+        nodes[observer].cluster.state().leader == Some(nodes[next].cluster.self_address())
+    });
     while let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
         if let ClusterEvent::LeaderChanged(to) = e {
             leader_changes.push(to);

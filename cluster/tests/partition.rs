@@ -70,7 +70,8 @@ fn partition_and_settle(nodes: &[TestNode], side: &[usize], expect_terminated: &
         }
     }
     eventually("the losing side downs itself", || expect_terminated.iter().all(|&i| nodes[i].cluster.is_terminated()));
-    let survivors: Vec<&TestNode> = (0..nodes.len()).filter(|i| !expect_terminated.contains(i)).map(|i| &nodes[i]).collect();
+    let survivors: Vec<&TestNode> =
+        (0..nodes.len()).filter(|i| !expect_terminated.contains(i)).map(|i| &nodes[i]).collect();
     if !survivors.is_empty() {
         all_up(&survivors, survivors.len());
     }
@@ -83,7 +84,8 @@ fn partition_and_settle(nodes: &[TestNode], side: &[usize], expect_terminated: &
 /// two younger ones down themselves.
 #[test]
 fn keep_oldest_keeps_the_side_of_the_oldest() {
-    let cfg = failure_config().split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
+    let cfg = failure_config()
+        .split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
     let nodes = cluster_of(3, cfg, |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
@@ -94,7 +96,8 @@ fn keep_oldest_keeps_the_side_of_the_oldest() {
 /// static-quorum 2 of 3: the side of two survives, the single node downs itself.
 #[test]
 fn static_quorum_keeps_the_side_with_a_quorum() {
-    let cfg = failure_config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
+    let cfg =
+        failure_config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
     let nodes = cluster_of(3, cfg, |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);

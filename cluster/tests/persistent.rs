@@ -64,7 +64,12 @@ impl PersistentActor for Account {
     fn initial_state(&self) -> u64 {
         0
     }
-    fn handle_command(&mut self, balance: &u64, ctx: &mut PersistentContext<'_, '_, Self>, cmd: AccountCmd) -> Result<(), ActorError> {
+    fn handle_command(
+        &mut self,
+        balance: &u64,
+        ctx: &mut PersistentContext<'_, '_, Self>,
+        cmd: AccountCmd,
+    ) -> Result<(), ActorError> {
         match cmd {
             // Acknowledged once the event is durable and applied.
             AccountCmd::Deposit(n, reply) => {
@@ -127,7 +132,12 @@ fn persistent_entities_recover_every_acknowledged_event_on_their_new_node() {
     let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| AccountCmd::Stop);
     let mut nodes = cluster_of(3, failure_config(), |c| {
         let (p, host) = (persistence.clone(), c.node().addr().to_string());
-        let factory = move |id: &str| AccountEntity { persistence: p.clone(), id: id.to_string(), host: host.clone(), child: None };
+        let factory = move |id: &str| AccountEntity {
+            persistence: p.clone(),
+            id: id.to_string(),
+            host: host.clone(),
+            child: None,
+        };
         ClusterSharding::new(c).start("account", factory, settings()).unwrap();
     });
     let refs: Vec<&TestNode> = nodes.iter().collect();

@@ -14,7 +14,9 @@ use crate::common::*;
 #[test]
 #[ignore = "run by a_member_killed_with_sigkill_is_downed_and_its_entities_move as a child process"]
 fn child_cluster_node() {
-    let (Ok(port), Ok(seed)) = (std::env::var("PERCORE_CLUSTER_PORT"), std::env::var("PERCORE_CLUSTER_SEED")) else { return };
+    let (Ok(port), Ok(seed)) = (std::env::var("PERCORE_CLUSTER_PORT"), std::env::var("PERCORE_CLUSTER_SEED")) else {
+        return;
+    };
     let (rt, node) = start_node_on("child", port.parse().unwrap());
     let cluster = Cluster::start(&node, failure_config()).unwrap();
     let log = Arc::new(ActivationLog::default());
@@ -91,7 +93,11 @@ fn a_member_killed_with_sigkill_is_downed_and_its_entities_move() {
     for &e in &on_child {
         assert_ne!(ask(e), child_addr, "e{e} answers from a survivor");
     }
-    eprintln!("kill -9: {} entities of the killed process answered again {:?} after the kill", on_child.len(), t0.elapsed());
+    eprintln!(
+        "kill -9: {} entities of the killed process answered again {:?} after the kill",
+        on_child.len(),
+        t0.elapsed()
+    );
     // Each moved entity started exactly once on the survivors.
     assert_eq!(log.assert_single_activation(), ENTITIES, "every entity runs once on the survivors");
 }

@@ -47,7 +47,8 @@ fn a_thousand_messages_to_a_hundred_entities_land_exactly_once() {
 #[test]
 fn idle_entities_are_passivated_and_restart_on_demand() {
     let log = Arc::new(ActivationLog::default());
-    let settings = ShardingSettings::new().passivate_after(Some(Duration::from_millis(100))).stop_message(|| CounterMsg::Stop);
+    let settings =
+        ShardingSettings::new().passivate_after(Some(Duration::from_millis(100))).stop_message(|| CounterMsg::Stop);
     let nodes = cluster_of(1, config(), |c| {
         ClusterSharding::new(c).start("counter", counters(c, &log), settings.clone()).unwrap();
     });
@@ -91,7 +92,14 @@ fn leave_hands_over_shards_and_singleton_without_loss() {
     };
     send_round();
     for e in 0..ENTITIES {
-        assert_eq!(s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+        assert_eq!(
+            s2.entity_ref::<CounterMsg>("counter", &format!("e{e}"))
+                .unwrap()
+                .blocking_ask(CounterMsg::Get, LONG)
+                .unwrap()
+                .0,
+            1
+        );
     }
     assert!(log.starts_on(nodes[0].addr()) > 0);
     // Messages in flight while the oldest node leaves.
@@ -146,7 +154,11 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     nodes[0].kill();
     all_up(&[&nodes[1], &nodes[2]], 2);
     for e in 0..ENTITIES {
-        let (_, host) = s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+        let (_, host) = s2
+            .entity_ref::<CounterMsg>("counter", &format!("e{e}"))
+            .unwrap()
+            .blocking_ask(CounterMsg::Get, LONG)
+            .unwrap();
         assert_ne!(host, victim.to_string());
     }
     let (_, host) = boss.blocking_ask(CounterMsg::Get, LONG).unwrap();
@@ -182,7 +194,9 @@ fn a_flood_through_a_full_proxy_is_not_lost() {
     let mut refs_by_node = Vec::new();
     for (rt, node) in started {
         let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
-        let refs = ClusterSharding::new(&cluster).start("counter", counters(&cluster, &log), ShardingSettings::new().shards(20)).unwrap();
+        let refs = ClusterSharding::new(&cluster)
+            .start("counter", counters(&cluster, &log), ShardingSettings::new().shards(20))
+            .unwrap();
         cluster.join([seed]).unwrap();
         refs_by_node.push(refs);
         nodes.push(TestNode { rt: Some(rt), node, cluster });
@@ -257,8 +271,13 @@ fn concurrent_senders_on_every_node() {
 fn remembered_entities_restart_after_a_move_without_a_message() {
     const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
-    let settings =
-        || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop).remember_entities(true);
+    let settings = || {
+        ShardingSettings::new()
+            .shards(30)
+            .passivate_after(None)
+            .stop_message(|| CounterMsg::Stop)
+            .remember_entities(true)
+    };
     let nodes = cluster_of(3, config(), |c| {
         ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
     });

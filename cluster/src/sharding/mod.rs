@@ -175,7 +175,12 @@ impl ClusterSharding {
     /// Starts the region of entity type `type_name` on this node: entities of this type
     /// whose shards land here are made by `factory(entity_id)` on their first message.
     /// Every node must start the type with the same settings and message type.
-    pub fn start<A, F>(&self, type_name: &str, factory: F, settings: ShardingSettings<A::Msg>) -> Result<EntityRefs<A::Msg>, ClusterError>
+    pub fn start<A, F>(
+        &self,
+        type_name: &str,
+        factory: F,
+        settings: ShardingSettings<A::Msg>,
+    ) -> Result<EntityRefs<A::Msg>, ClusterError>
     where
         A: Actor,
         A::Msg: RemoteMessage,
@@ -191,7 +196,8 @@ impl ClusterSharding {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
         let undelivered = Arc::new(AtomicU64::new(0));
-        let region = Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings, undelivered.clone());
+        let region =
+            Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings, undelivered.clone());
         let r = rt.spawn(Props::from(region).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
         let hook_ref = r.clone();
         self.cluster.register_region(
@@ -336,7 +342,11 @@ impl<M: RemoteMessage> EntityRef<M> {
     /// (waiting for room in this node's region first). On a shard thread it returns
     /// `WouldBlock`; inside actors, await [`EntityRef::ask`] or tell a request that carries
     /// a ref.
-    pub fn blocking_ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M, timeout: Duration) -> Result<R, AskError> {
+    pub fn blocking_ask<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
         let (entity_id, from) = (self.entity_id.clone(), self.from);
         self.region.blocking_ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }, timeout)
     }

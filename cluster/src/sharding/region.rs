@@ -115,7 +115,11 @@ impl<M: RemoteMessage> RemoteMessage for RegionMsg<M> {
 
 enum ShardState<M> {
     /// `remembered`: entities the previous owners ran (remember-entities).
-    Acquiring { waiting: BTreeSet<UniqueAddress>, buffer: Vec<(String, M)>, remembered: Vec<String> },
+    Acquiring {
+        waiting: BTreeSet<UniqueAddress>,
+        buffer: Vec<(String, M)>,
+        remembered: Vec<String>,
+    },
     Active,
 }
 
@@ -389,13 +393,21 @@ where
         }
     }
 
-    fn spawn_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: &str) -> Result<(), percore::SpawnError> {
+    fn spawn_entity(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        entity_id: &str,
+    ) -> Result<(), percore::SpawnError> {
         // From the factory, so that the region (its supervisor) can restart a failed entity.
         let (factory, id) = (self.factory.clone(), entity_id.to_string());
         let r = ctx.spawn(Props::new(move || factory(&id)).capacity(self.settings.entity_capacity))?;
         let (eid, id) = (entity_id.to_string(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { entity_id: eid, id }));
-        self.entities.insert(entity_id.to_string(), Entity { r, shard, last: Instant::now(), stopping: false, handed_off: false, buffer: Vec::new() });
+        self.entities.insert(
+            entity_id.to_string(),
+            Entity { r, shard, last: Instant::now(), stopping: false, handed_off: false, buffer: Vec::new() },
+        );
         Ok(())
     }
 
@@ -456,7 +468,8 @@ where
                 continue;
             }
             if self.shard_has_entities(shard) {
-                let ids: Vec<String> = self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
+                let ids: Vec<String> =
+                    self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
                 for id in ids {
                     self.stop_entity(&id, true);
                 }
@@ -505,7 +518,8 @@ where
             return;
         }
         // Forget refs to members that are gone; what waited for them is undeliverable.
-        let live_addrs: BTreeSet<SocketAddr> = self.view.as_ref().map(|v| v.live.iter().map(|n| n.addr).collect()).unwrap_or_default();
+        let live_addrs: BTreeSet<SocketAddr> =
+            self.view.as_ref().map(|v| v.live.iter().map(|n| n.addr).collect()).unwrap_or_default();
         self.peers.retain(|a, _| live_addrs.contains(a));
         let gone: Vec<SocketAddr> = self.outbound.keys().filter(|a| !live_addrs.contains(a)).copied().collect();
         for a in gone {
@@ -530,8 +544,10 @@ where
             self.stop_entity(&id, true);
         }
         // Still acquiring: members gone from the view no longer need to answer.
-        let live: BTreeSet<UniqueAddress> = self.view.as_ref().map(|v| v.live.iter().copied().collect()).unwrap_or_default();
-        let acquiring: Vec<u32> = self.shards.iter().filter(|(_, s)| matches!(s, ShardState::Acquiring { .. })).map(|(k, _)| *k).collect();
+        let live: BTreeSet<UniqueAddress> =
+            self.view.as_ref().map(|v| v.live.iter().copied().collect()).unwrap_or_default();
+        let acquiring: Vec<u32> =
+            self.shards.iter().filter(|(_, s)| matches!(s, ShardState::Acquiring { .. })).map(|(k, _)| *k).collect();
         for s in acquiring {
             if let Some(ShardState::Acquiring { waiting, .. }) = self.shards.get_mut(&s) {
                 waiting.retain(|n| live.contains(n));
@@ -634,7 +650,9 @@ where
         let idle: Vec<String> = self
             .entities
             .iter()
-            .filter(|(id, e)| !e.stopping && now.duration_since(e.last) >= after && !self.settings.eager_entities.contains(id))
+            .filter(|(id, e)| {
+                !e.stopping && now.duration_since(e.last) >= after && !self.settings.eager_entities.contains(id)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for id in idle {
@@ -687,7 +705,9 @@ where
                 }
             }
             RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, v),
-            RegionMsg::Local(RegionLocal::EntityTerminated { entity_id, id }) => self.on_entity_terminated(ctx, entity_id, id),
+            RegionMsg::Local(RegionLocal::EntityTerminated { entity_id, id }) => {
+                self.on_entity_terminated(ctx, entity_id, id)
+            }
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
