@@ -178,6 +178,10 @@ impl Cluster {
         self.local(LocalMsg::RegisterRegion { name, hook })
     }
 
+    pub(crate) fn request_view(&self, name: String) {
+        let _ = self.daemon.tell(DaemonMsg::Local(LocalMsg::ResendView(name)));
+    }
+
     pub(crate) fn region_drained(&self, name: String) {
         let _ = self.daemon.tell(DaemonMsg::Local(LocalMsg::RegionDrained(name)));
     }

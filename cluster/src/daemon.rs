@@ -67,8 +67,13 @@ pub(crate) enum LocalMsg {
     Leave,
     Down(SocketAddr),
     Subscribe(ActorRef<ClusterEvent>),
-    RegisterRegion { name: String, hook: ViewHook },
+    RegisterRegion {
+        name: String,
+        hook: ViewHook,
+    },
     RegionDrained(String),
+    /// A (restarted) region asks for the current view again.
+    ResendView(String),
     HeartbeatTick,
     GossipTick,
 }
@@ -557,6 +562,13 @@ impl Actor for Daemon {
                         hook(v.clone());
                     }
                     self.regions.push((name, hook, false));
+                }
+                LocalMsg::ResendView(name) => {
+                    if let Some(v) = &self.last_view {
+                        for (_, hook, _) in self.regions.iter().filter(|r| r.0 == name) {
+                            hook(v.clone());
+                        }
+                    }
                 }
                 LocalMsg::RegionDrained(name) => {
                     for r in self.regions.iter_mut().filter(|r| r.0 == name) {

@@ -302,3 +302,31 @@ fn remembered_entities_restart_after_a_move_without_a_message() {
     });
     assert_eq!(log.assert_single_activation(), ENTITIES + moving);
 }
+
+/// A region that fails is restarted by its supervisor, gets its view again, and its
+/// entities answer again (restarted from zero: they are not persistent).
+#[test]
+fn a_failed_region_restarts_and_serves_again() {
+    let log = Arc::new(ActivationLog::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        refs_by_node
+            .push(ClusterSharding::new(c).start("counter", counters(c, &log), ShardingSettings::new()).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let refs = &refs_by_node[0];
+    for e in 0..20 {
+        refs.entity(&format!("r{e}")).blocking_send(CounterMsg::Hit, LONG).unwrap();
+    }
+    for e in 0..20 {
+        assert_eq!(refs.entity(&format!("r{e}")).blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+    }
+    assert!(refs.__fail_region());
+    eventually("the region's entities stopped with it", || log.events.lock().unwrap().iter().any(|a| !a.started));
+    for e in 0..20 {
+        refs.entity(&format!("r{e}")).blocking_send(CounterMsg::Hit, LONG).unwrap();
+        let n = refs.entity(&format!("r{e}")).blocking_ask(CounterMsg::Get, LONG).unwrap().0;
+        assert!(n == 1 || n == 2, "r{e}: {n}");
+    }
+    log.assert_single_activation();
+}

@@ -196,9 +196,12 @@ impl ClusterSharding {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
         let undelivered = Arc::new(AtomicU64::new(0));
-        let region =
-            Region::<A>::new(name.clone(), self.cluster.clone(), Arc::new(factory), settings, undelivered.clone());
-        let r = rt.spawn(Props::from(region).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
+        // From a factory: a region that fails is restarted by its supervisor (its entities,
+        // its children, stop with the failed instance and start again on demand).
+        let (n, c, f, u) =
+            (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, undelivered.clone());
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), u.clone());
+        let r = rt.spawn(Props::new(make).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
         let hook_ref = r.clone();
         self.cluster.register_region(
             name,
@@ -263,6 +266,12 @@ impl<M: RemoteMessage> EntityRefs<M> {
     /// The handle on `entity_id`.
     pub fn entity(&self, entity_id: &str) -> EntityRef<M> {
         EntityRef { region: self.region.clone(), entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr }
+    }
+
+    /// Fails this node's region (tests of its supervision only).
+    #[doc(hidden)]
+    pub fn __fail_region(&self) -> bool {
+        self.region.fail("failure injected by a test")
     }
 
     /// Envelopes this node's region could not pass on to another node's region (its

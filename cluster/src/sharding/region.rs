@@ -674,6 +674,9 @@ where
         }
         let retry = self.settings.retry_interval;
         ctx.start_repeated_timer("retry", retry, || RegionMsg::Local(RegionLocal::RetryTick));
+        // After a restart (a failure in the region), the daemon sends the view again; on the
+        // first start it sends it when the region registers.
+        self.cluster.request_view(self.name.clone());
         Ok(())
     }
 
