@@ -174,6 +174,12 @@ impl Cluster {
         &self.shared.faults
     }
 
+    /// Fails the membership daemon (tests of what its failure means only).
+    #[doc(hidden)]
+    pub fn __fail_daemon(&self) -> bool {
+        self.daemon.fail("failure injected by a test")
+    }
+
     pub(crate) fn register_region(&self, name: String, hook: ViewHook) -> Result<(), ClusterError> {
         self.local(LocalMsg::RegisterRegion { name, hook })
     }

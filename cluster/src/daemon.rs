@@ -462,6 +462,7 @@ impl Daemon {
                         g.members.get(&self.me).map(|m| m.status)
                     );
                     self.terminated = true;
+                    // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
                     self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
                 }
             }
@@ -505,6 +506,25 @@ impl Actor for Daemon {
         ctx.start_repeated_timer("heartbeat", cfg.phi.heartbeat_interval, || DaemonMsg::Local(LocalMsg::HeartbeatTick));
         ctx.start_repeated_timer("gossip", cfg.gossip_interval, || DaemonMsg::Local(LocalMsg::GossipTick));
         Ok(())
+    }
+
+    /// A daemon that stops (its runtime shuts down, or a bug failed it) ends this node's
+    /// membership: its regions stop their entities, since the survivors will down this node
+    /// and start those entities elsewhere.
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.terminated = true;
+        // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
+        self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
+        let view = MembershipView {
+            up: Vec::new(),
+            live: self.gossip.as_ref().map(|g| g.members.keys().copied().collect()).unwrap_or_default(),
+            me: self.me,
+            my_status: self.my_status(),
+            terminated: true,
+        };
+        for (_, hook, _) in &self.regions {
+            hook(view.clone());
+        }
     }
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: DaemonMsg) -> Result<(), ActorError> {

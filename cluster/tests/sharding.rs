@@ -330,3 +330,26 @@ fn a_failed_region_restarts_and_serves_again() {
     }
     log.assert_single_activation();
 }
+
+/// If the membership daemon fails, the node's membership ends and its regions stop their
+/// entities (the survivors will start them elsewhere once they down it).
+#[test]
+fn a_failed_daemon_stops_the_nodes_entities() {
+    let log = Arc::new(ActivationLog::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        refs_by_node
+            .push(ClusterSharding::new(c).start("counter", counters(c, &log), ShardingSettings::new()).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    for e in 0..30 {
+        refs_by_node[0].entity(&format!("d{e}")).blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    let on_1 = log.starts_on(nodes[1].addr());
+    assert!(on_1 > 0);
+    assert!(nodes[1].cluster.__fail_daemon());
+    eventually("node 1's membership ends", || nodes[1].cluster.is_terminated());
+    eventually("node 1's entities stop", || {
+        log.events.lock().unwrap().iter().filter(|a| !a.started && a.node == nodes[1].addr()).count() == on_1
+    });
+}
