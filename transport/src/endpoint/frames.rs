@@ -48,9 +48,9 @@ impl EndpointState {
                                             // version of a type, reconnect forever.
                                             self.undelivered += 1;
                                             if conn.undecodable == 0 {
-                                                log::warn!("node {}: a message to alias {alias} did not decode, dropped: {e} (further ones on this connection are logged at debug level)", self.node.addr);
+                                                tracing::warn!("node {}: a message to alias {alias} did not decode, dropped: {e} (further ones on this connection are logged at debug level)", self.node.addr);
                                             } else {
-                                                log::debug!("node {}: a message to alias {alias} did not decode, dropped: {e}", self.node.addr);
+                                                tracing::debug!("node {}: a message to alias {alias} did not decode, dropped: {e}", self.node.addr);
                                             }
                                             conn.undecodable += 1;
                                             continue;
