@@ -119,7 +119,7 @@ pub static TABLE: &[Workload] = &[
     Workload {
         name: "ask-from-tokio",
         summary: "a task on a multi-threaded tokio runtime awaits n asks to an echo actor, in sequence",
-        default_n: 100_000,
+        default_n: 50_000,
         in_all: true,
         run: async_ask::run_one_task,
     },
