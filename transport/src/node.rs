@@ -207,6 +207,13 @@ pub(crate) struct Stats {
     pub(crate) quarantined: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// Application bytes written to / read from connections (all frames).
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub(crate) reconnects: AtomicU64,
+    /// Handshakes refused, by reason (`metrics::HANDSHAKE_REASONS`).
+    pub(crate) handshake_failures: [AtomicU64; crate::metrics::HANDSHAKE_REASONS.len()],
 }
 
 /// A snapshot of a node's transport counters.
@@ -235,12 +242,22 @@ pub struct NodeStats {
     pub handshake_timeouts: u64,
     /// Unauthenticated connections closed to stay within `NodeConfig::max_unauthenticated`.
     pub evicted: u64,
+    /// Application bytes written to connections (all frames; before TLS encryption).
+    pub bytes_sent: u64,
+    /// Application bytes read from connections (all frames; after TLS decryption).
+    pub bytes_received: u64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub reconnects: u64,
 }
 
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
 
 struct TypeEntry {
+    /// The Rust type's name (for messages).
     name: &'static str,
+    /// Its stable name (`remote_message!`), if any.
+    stable: Option<&'static str>,
+    type_id: TypeId,
     bind: Binder,
 }
 
@@ -257,7 +274,12 @@ pub(crate) struct NodeShared {
     pub(crate) cfg: NodeConfig,
     pub(crate) backend: OnceLock<Backend>,
     pub(crate) stats: Stats,
+    /// Facade handles for `stats` (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::NodeMetrics,
     types: Mutex<HashMap<u32, TypeEntry>>,
+    /// What serde messages need for refs and reply handles, by Rust type (registered
+    /// message types and reply types; see `refs::SerdeVtable`). Never shrinks.
+    serde_types: Mutex<HashMap<TypeId, crate::refs::SerdeVtable>>,
     /// Local actors reachable by id (refs that were sent to other nodes).
     exports: Mutex<HashMap<u64, Export>>,
     /// Live proxies, by remote actor and message type: (proxy id, `ActorRef<M>`).
@@ -288,6 +310,7 @@ impl fmt::Debug for NodeShared {
 impl NodeShared {
     /// A node's shared state (no listener, no endpoints yet).
     pub(crate) fn new(rt: RuntimeHandle, addr: SocketAddr, incarnation: u64, cfg: NodeConfig) -> Arc<NodeShared> {
+        let metrics = crate::metrics::NodeMetrics::new(addr, rt.metrics_enabled());
         Arc::new(NodeShared {
             rt,
             addr,
@@ -295,7 +318,9 @@ impl NodeShared {
             cfg,
             backend: OnceLock::new(),
             stats: Stats::default(),
+            metrics,
             types: Mutex::new(HashMap::new()),
+            serde_types: Mutex::new(builtin_reply_types()),
             exports: Mutex::new(HashMap::new()),
             proxies: Mutex::new(HashMap::new()),
             proxy_targets: Mutex::new(HashMap::new()),
@@ -323,6 +348,16 @@ impl NodeShared {
         self.types.lock().expect("types lock").get(&type_id).map(|e| e.bind).ok_or(WireError::UnknownType(type_id))
     }
 
+    /// What serde messages need for refs and reply handles of type `ty`, if registered.
+    pub(crate) fn serde_vtable(&self, ty: TypeId) -> Option<crate::refs::SerdeVtable> {
+        self.serde_types.lock().expect("serde types lock").get(&ty).copied()
+    }
+
+    /// The remote actor a proxy stands for.
+    pub(crate) fn proxy_target(&self, proxy: ActorId) -> Option<WireRef> {
+        self.proxy_targets.lock().expect("proxy lock").get(&proxy).cloned()
+    }
+
     pub(crate) fn type_name(&self, type_id: u32) -> &'static str {
         self.types.lock().expect("types lock").get(&type_id).map_or("<unregistered>", |e| e.name)
     }
@@ -337,7 +372,7 @@ impl NodeShared {
         if !v.contains(&incarnation) {
             v.push(incarnation);
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-            log::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
+            tracing::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
         }
     }
 
@@ -463,6 +498,12 @@ impl NodeShared {
                 Ok(v) => {
                     w.put_u8(0);
                     v.encode(&mut w);
+                    if let Some(e) = w.take_error() {
+                        // The answer cannot travel: the asker gets NoReply at once.
+                        tracing::error!("node {}: reply of type {} not sent: {e}", self.addr, std::any::type_name::<R>());
+                        w.buf.truncate(2 + 8);
+                        w.buf.push(1);
+                    }
                 }
                 Err(_) => w.put_u8(1),
             }
@@ -507,7 +548,7 @@ impl Node {
             None if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() => return Err(TransportError::SecretRequired(cfg.listen)),
             None => {}
             Some(s) if s.is_empty() => return Err(TransportError::EmptySecret),
-            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => log::warn!(
+            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => tracing::warn!(
                 "the cluster secret has only {} bytes; use at least {} random bytes",
                 s.len(),
                 crate::RECOMMENDED_SECRET_LEN
@@ -525,7 +566,7 @@ impl Node {
             Some(a) => a,
             None => {
                 if bound.ip().is_unspecified() {
-                    log::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
+                    tracing::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
                 }
                 bound
             }
@@ -547,7 +588,7 @@ impl Node {
                 Err(_) => return Err(TransportError::StartTimeout),
             }
         }
-        log::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
+        tracing::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
         Ok(Node { shared })
     }
 
@@ -577,18 +618,52 @@ impl Node {
     }
 
     /// Lets messages of type `M` arrive here (Akka's serialization bindings): a peer's
-    /// binding to an actor of this type, and `M` inside other messages, need it.
+    /// binding to an actor of this type, and `M` inside other messages, need it; so do refs
+    /// (`ActorRef<M>`) and reply handles (`ReplyTo<M>`) inside serde messages, on the node
+    /// that sends and the node that receives them. See the
+    /// [crate docs](crate#serde-messages-which-node-registers-what). Registering a type
+    /// twice is harmless. Errors: another type holds `M`'s name
+    /// ([`TransportError::NameTaken`]) or its id ([`TransportError::TypeIdCollision`],
+    /// [`TransportError::TypeIdTaken`]).
     pub fn register<M: RemoteMessage>(&self) -> Result<(), TransportError> {
         let mut types = self.shared.types.lock().expect("types lock");
         let name = std::any::type_name::<M>();
         if let Some(e) = types.get(&M::TYPE_ID) {
-            if e.name != name {
-                return Err(TransportError::TypeIdTaken { id: M::TYPE_ID, by: e.name });
+            if e.type_id == TypeId::of::<M>() {
+                return Ok(());
             }
-            return Ok(());
+            return Err(match (M::NAME, e.stable) {
+                (Some(mine), Some(theirs)) if mine == theirs => TransportError::NameTaken { name: mine, by: e.name, type_name: name },
+                (Some(mine), theirs) => TransportError::TypeIdCollision {
+                    id: M::TYPE_ID,
+                    name: mine,
+                    type_name: name,
+                    by_name: theirs.unwrap_or("<none>"),
+                    by: e.name,
+                },
+                (None, _) => TransportError::TypeIdTaken { id: M::TYPE_ID, by: e.name },
+            });
         }
-        types.insert(M::TYPE_ID, TypeEntry { name, bind: crate::endpoint::bind_typed::<M> });
+        types.insert(
+            M::TYPE_ID,
+            TypeEntry { name, stable: M::NAME, type_id: TypeId::of::<M>(), bind: crate::endpoint::bind_typed::<M> },
+        );
+        self.shared.serde_types.lock().expect("serde types lock").insert(TypeId::of::<M>(), crate::refs::SerdeVtable::message::<M>());
         Ok(())
+    }
+
+    /// Lets `ReplyTo<R>` travel inside serde messages for a reply type that is not a
+    /// [`RemoteMessage`] (a hand-written [`Wire`] type). Register it on the asking node
+    /// (it decodes the answer) and on the answering node (it encodes it). The integers,
+    /// `bool`, `f64`, `()`, `String` and `Vec<u8>` are registered on every node already;
+    /// a [`RemoteMessage`] is registered as a reply type by [`register`](Self::register).
+    pub fn register_reply<R: Wire + Send + 'static>(&self) {
+        self.shared
+            .serde_types
+            .lock()
+            .expect("serde types lock")
+            .entry(TypeId::of::<R>())
+            .or_insert_with(crate::refs::SerdeVtable::reply::<R>);
     }
 
     /// A ref to the actor at `path`: `percore://system@host:port/user/name`, where `name` is
@@ -620,6 +695,9 @@ impl Node {
             quarantined: l(&s.quarantined),
             handshake_timeouts: l(&s.handshake_timeouts),
             evicted: l(&s.evicted),
+            bytes_sent: l(&s.bytes_out),
+            bytes_received: l(&s.bytes_in),
+            reconnects: l(&s.reconnects),
         }
     }
 
@@ -630,6 +708,31 @@ impl Node {
         v
     }
 
+    /// Encodes `msg` as a message frame's body, with refs and reply handles through this
+    /// node (refs to local actors are exported; reply handles cannot travel this way, as no
+    /// shard's reply table holds them). Errors say what could not be encoded (for tests and
+    /// tools; sending goes through refs).
+    pub fn encode<M: RemoteMessage>(&self, msg: M) -> Result<Vec<u8>, WireError> {
+        let mut v = Vec::new();
+        let mut ctx = crate::refs::NodeCtx(self.shared.clone());
+        let mut w = Encoder::with_ctx(&mut v, &mut ctx);
+        msg.encode(&mut w);
+        match w.take_error() {
+            Some(e) => Err(e),
+            None => Ok(v),
+        }
+    }
+
+    /// Decodes a message frame's body as `M`, with refs and reply handles through this node
+    /// (as a frame from a peer would be). For tests and tools.
+    pub fn decode<M: RemoteMessage>(&self, bytes: &[u8]) -> Result<M, WireError> {
+        let mut ctx = crate::refs::NodeCtx(self.shared.clone());
+        let mut d = Decoder::with_ctx(bytes, &mut ctx);
+        let m = M::decode(&mut d)?;
+        d.finish()?;
+        Ok(m)
+    }
+
     /// Decodes plain bytes as `M` (for tests and tools).
     pub fn decode_plain<M: RemoteMessage>(bytes: &[u8]) -> Result<M, WireError> {
         let mut d = Decoder::plain(bytes);
@@ -637,6 +740,32 @@ impl Node {
         d.finish()?;
         Ok(m)
     }
+}
+
+/// Reply types every node knows for serde messages (see [`Node::register_reply`]).
+fn builtin_reply_types() -> HashMap<TypeId, crate::refs::SerdeVtable> {
+    use crate::refs::SerdeVtable;
+    fn entry<R: Wire + Send + 'static>() -> (TypeId, SerdeVtable) {
+        (TypeId::of::<R>(), SerdeVtable::reply::<R>())
+    }
+    [
+        entry::<()>(),
+        entry::<bool>(),
+        entry::<u8>(),
+        entry::<u16>(),
+        entry::<u32>(),
+        entry::<u64>(),
+        entry::<i8>(),
+        entry::<i16>(),
+        entry::<i32>(),
+        entry::<i64>(),
+        entry::<usize>(),
+        entry::<f64>(),
+        entry::<String>(),
+        entry::<Vec<u8>>(),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// Splits `percore://system@host:port/user/name` into the address and the name.
