@@ -126,6 +126,11 @@
 //! futures), `supervision/`, `runtime/` (builder, names, dead letters, blocking pool, shutdown),
 //! `routing.rs`, `event_stream.rs`, `timer.rs`, `telemetry/` (tracing events, metrics),
 //! `sync/` (the std/loom shim).
+//!
+//! ## Cargo features
+//! * `serde` (off by default): `Serialize`/`Deserialize` for [`ActorRef`] and [`ReplyTo`], which
+//!   work only inside a transport's frame encode or decode (see [`remote_serde`]; the
+//!   transport `percore-transport` turns it on).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
@@ -146,6 +151,8 @@ pub mod error;
 pub mod event_stream;
 pub(crate) mod id;
 pub(crate) mod queue;
+#[cfg(feature = "serde")]
+pub mod remote_serde;
 mod pipe;
 pub mod routing;
 pub(crate) mod runtime;

@@ -198,6 +198,34 @@ pub enum JournalError {
     /// The journal was closed.
     #[error("the journal is closed")]
     Closed,
+    /// The journal's database could not be reached, or the connection broke while a request
+    /// was in flight (the PostgreSQL journal). A write that fails this way was not
+    /// acknowledged; it may or may not have been committed (a restarted actor recovers
+    /// whatever was). The journal reconnects by itself, with backoff.
+    #[error("the journal database is unavailable while {op}: {reason}")]
+    Unavailable {
+        /// What the journal was doing.
+        op: &'static str,
+        /// The client's message.
+        reason: String,
+    },
+    /// The journal's database refused a request (the PostgreSQL journal): an SQL error other
+    /// than a sequence conflict, e.g. a missing table or permission.
+    #[error("the journal database refused {op}: {reason}")]
+    Database {
+        /// What the journal was doing.
+        op: &'static str,
+        /// The server's message, with its SQLSTATE.
+        reason: String,
+    },
+}
+
+impl JournalError {
+    /// Whether this is a [`JournalError::SequenceConflict`]: another live writer persisted
+    /// for the same persistence id.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, JournalError::SequenceConflict { .. })
+    }
 }
 
 impl JournalError {
@@ -232,6 +260,15 @@ pub enum SnapshotError {
     /// The store was closed.
     #[error("the snapshot store is closed")]
     Closed,
+    /// The snapshot database could not be reached or refused a request (the PostgreSQL
+    /// snapshot store).
+    #[error("the snapshot database failed while {op}: {reason}")]
+    Database {
+        /// What the store was doing.
+        op: &'static str,
+        /// The client's or server's message.
+        reason: String,
+    },
 }
 
 impl SnapshotError {
@@ -378,6 +415,13 @@ impl PersistenceFailure {
     /// Whether this is a recovery failure (restarting would most likely fail the same way).
     pub fn is_recovery(&self) -> bool {
         matches!(self, PersistenceFailure::Recovery { .. } | PersistenceFailure::InvalidId(_))
+    }
+
+    /// Whether a persist failed because another live writer persisted for the same
+    /// persistence id ([`JournalError::SequenceConflict`]): restarting would recover the other
+    /// writer's events and compete with it again, so the actor should stop.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, PersistenceFailure::Persist { source, .. } if source.is_conflict())
     }
 }
 

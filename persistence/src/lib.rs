@@ -93,13 +93,29 @@
 //! `bincode` is still read. [`PersistentActor::adapt_event`] is the **event adapter** that
 //! upcasts old events to the current schema during replay.
 //!
+//! ## PostgreSQL
+//! With the cargo feature `postgres`, [`pg`] has a journal and a snapshot store on
+//! PostgreSQL (`pg::PgJournal`, `pg::PgSnapshotStore`: the same traits, so an actor recovers
+//! on any node that reaches the database), the read side (`pg::PgReadJournal`:
+//! `events_by_persistence_id`, `current_persistence_ids`, `events_by_tag`, current and live,
+//! in a gap-free global ordering) and projections (`pg::Projection`, exactly-once in the
+//! same transaction, at-least-once otherwise). Group commit is one statement per batch; the
+//! primary key `(persistence_id, sequence_nr)` refuses a second live writer with
+//! [`JournalError::SequenceConflict`]; a lost connection fails the writes in flight with
+//! [`JournalError::Unavailable`] and the writer reconnects with backoff. Connect with a URL
+//! (`postgresql://user:password@host/db` or `host=... dbname=...`); for a managed server
+//! that requires TLS pass a TLS connector to `pg::PgConfig::connector`. The schema ships as
+//! `sql/postgres.sql` (`pg::SCHEMA_SQL`, `pg::create_schema_if_missing`). See the
+//! module's docs and the crate README.
+//!
 //! ## What is not here (yet)
 //! The writer thread does `pwrite` + `fdatasync`; an io_uring group commit (linked write +
 //! fdatasync) is optional and off by default, since it measured slower here. No on-disk
-//! index checkpoints (open scans the segments), no remote journals (the [`Journal`] trait
-//! is where a SQL backend would plug in).
+//! index checkpoints (open scans the segments).
 //!
 //! ## Cargo features
+//! * `postgres` (off by default): the PostgreSQL journal, snapshot store and read side (see
+//!   the PostgreSQL section above).
 //! * `metrics` (off by default): each file journal records its group commits through the
 //!   `metrics` facade, labelled `journal` with its directory: `percore_journal_commits_total`,
 //!   and histograms of bytes and writes per commit (`percore_journal_commit_batch_bytes`,
@@ -117,6 +133,8 @@ pub mod error;
 mod id;
 pub mod journal;
 mod persistence;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod snapshot;
 mod sync;
 

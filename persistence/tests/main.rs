@@ -2,11 +2,13 @@
 
 mod support;
 
+mod conformance;
 mod corruption;
 mod crash;
 mod durability;
 mod journal;
 mod migration;
+mod pg;
 mod recovery;
 mod stash;
 mod supervision;

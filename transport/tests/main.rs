@@ -8,4 +8,5 @@ mod remote;
 mod faults;
 mod deploy;
 mod tls;
+mod serde_messages;
 mod metrics;

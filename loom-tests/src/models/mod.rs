@@ -27,6 +27,19 @@ pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     b.check(f);
 }
 
+/// Takes one job from a queue reduced to a counter, with `Relaxed` operations only (the
+/// protocol under test must supply every ordering).
+pub(crate) fn take_one(jobs: &AtomicUsize) -> bool {
+    let mut n = jobs.load(Ordering::Relaxed);
+    while n > 0 {
+        match jobs.compare_exchange(n, n - 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+    false
+}
+
 /// A value whose destructor counts itself, to prove "dropped exactly once".
 #[derive(Debug)]
 pub(crate) struct Tracked {

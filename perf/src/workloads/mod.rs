@@ -15,6 +15,7 @@ pub mod fanin;
 pub mod flood;
 pub mod latency;
 pub mod persist;
+pub mod pg;
 pub mod pingpong;
 pub mod recover;
 pub mod remote;
@@ -200,6 +201,20 @@ pub static TABLE: &[Workload] = &[
         run: recover::run,
     },
     Workload {
+        name: "persist-pg",
+        summary: "persist on the PostgreSQL journal at PERCORE_PG_URL (skipped if unset): events/s, persist p50/p99/p999, the server's commit rate beside",
+        default_n: 400_000,
+        in_all: true,
+        run: pg::run_persist,
+    },
+    Workload {
+        name: "recover-pg",
+        summary: "recover on the PostgreSQL journal at PERCORE_PG_URL (skipped if unset): 100 streams, n events in all, replayed by a fresh runtime; events/s",
+        default_n: 1_000_000,
+        in_all: true,
+        run: pg::run_recover,
+    },
+    Workload {
         name: "remote-pingpong",
         summary: "two nodes (one-shard runtimes) over loopback TCP, n round trips, per backend (io_uring, mio); p50/p99/p999 per round trip",
         default_n: 40_000,
@@ -212,6 +227,13 @@ pub static TABLE: &[Workload] = &[
         default_n: 8_000_000,
         in_all: true,
         run: remote::run_stream,
+    },
+    Workload {
+        name: "remote-stream-serde",
+        summary: "remote-stream with the hand-written Wire message and its serde twin (remote_message!, postcard), per backend; notes serde as % of Wire",
+        default_n: 4_000_000,
+        in_all: true,
+        run: remote::run_stream_serde,
     },
     Workload {
         name: "scaling",
@@ -272,7 +294,7 @@ mod tests {
             "skynet" => 1_000,
             "latency" => 200,
             // Tiny: each actor persists a few events (an fsync per group commit).
-            "persist" | "recover" => 2_000,
+            "persist" | "recover" | "persist-pg" | "recover-pg" => 2_000,
             // Loopback TCP round trips: tens of microseconds each, unoptimised.
             "remote-pingpong" => 300,
             // Shards (threads), not messages.
@@ -287,6 +309,11 @@ mod tests {
             let mut results = Results::default();
             (workload.run)(&params, small_n(workload.name), &mut results);
             assert!(results.failures.is_empty(), "{}: {:?}", workload.name, results.failures);
+            if workload.name.ends_with("-pg") && std::env::var_os("PERCORE_PG_URL").is_none() {
+                // Perf skips PostgreSQL without a server (and says so); `.ci/run` sets it.
+                assert!(results.records.is_empty() && results.notes.iter().any(|n| n.contains("skipped")));
+                continue;
+            }
             assert!(!results.records.is_empty(), "{}: no records", workload.name);
             for record in &results.records {
                 assert!(record.per_sec > 0.0 && record.secs >= 0.0, "{record:?}");

@@ -121,12 +121,12 @@ pub(super) fn next<T>(rx: &Receiver<T>, what: &'static str) -> Result<T> {
 
 /// What the persist run measured.
 #[derive(Debug)]
-struct PersistRun {
-    events: u64,
-    actors: u64,
-    secs: f64,
-    latency: Histogram<u64>,
-    group_commits: u64,
+pub(super) struct PersistRun {
+    pub(super) events: u64,
+    pub(super) actors: u64,
+    pub(super) secs: f64,
+    pub(super) latency: Histogram<u64>,
+    pub(super) group_commits: u64,
 }
 
 /// Runs the workload (percore only): the `fsync` and `persist` records, and a note.
@@ -172,12 +172,27 @@ fn note(disk: &str, sync: &SyncRun, fsync: &Record, persist: &Record, run: &Pers
 }
 
 fn measure(params: &Params, n: u64, dir: &ScratchDir) -> Result<PersistRun> {
+    let (persistence, journal) = open(dir.path())?;
+    measure_on(params, n, NAME, persistence, &|| {
+        let s = journal.stats();
+        (s.appends, s.batches)
+    })
+}
+
+/// The timed part of `persist` over any journal: `stats` returns the journal's (appends,
+/// group commits) so far. Shared with `persist-pg`.
+pub(super) fn measure_on(
+    params: &Params,
+    n: u64,
+    name: &'static str,
+    persistence: Persistence,
+    stats: &dyn Fn() -> (u64, u64),
+) -> Result<PersistRun> {
     let actors = ACTORS.min(n).max(1);
     let per_actor = (n / actors).max(1);
     let events = actors * per_actor;
     let shards = params.shards;
     let rt = engine::runtime(shards, params.pin)?;
-    let (persistence, journal) = open(dir.path())?;
     let (tx, rx) = mpsc::channel();
     let mut writers = Vec::with_capacity(actors as usize);
     for index in 0..actors {
@@ -195,11 +210,11 @@ fn measure(params: &Params, n: u64, dir: &ScratchDir) -> Result<PersistRun> {
     for _ in 0..actors {
         match next(&rx, "waiting for a writer to recover")? {
             Report::Ready(0) => {}
-            other => return Err(BenchError::wrong(NAME, PERCORE, format!("a fresh writer reported {other:?}"))),
+            other => return Err(BenchError::wrong(name, PERCORE, format!("a fresh writer reported {other:?}"))),
         }
     }
 
-    let before = journal.stats();
+    let before = stats();
     let start = Instant::now();
     for w in &writers {
         w.tell(Cmd::Next).map_err(fail("starting a writer"))?;
@@ -209,27 +224,27 @@ fn measure(params: &Params, n: u64, dir: &ScratchDir) -> Result<PersistRun> {
     for _ in 0..actors {
         match next(&rx, "waiting for a writer to finish")? {
             Report::Done(last, latencies) => {
-                BenchError::check_eq(NAME, PERCORE, "a writer's last sequence number", last, per_actor)?;
+                BenchError::check_eq(name, PERCORE, "a writer's last sequence number", last, per_actor)?;
                 for l in latencies {
                     latency.saturating_record(l);
                 }
                 finished += 1;
             }
-            other => return Err(BenchError::wrong(NAME, PERCORE, format!("unexpected {other:?}"))),
+            other => return Err(BenchError::wrong(name, PERCORE, format!("unexpected {other:?}"))),
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let after = journal.stats();
+    let after = stats();
     drop(writers);
-    engine::finish(rt, NAME)?;
+    engine::finish(rt, name)?;
     drop(persistence);
 
-    BenchError::check_eq(NAME, PERCORE, "writers finished", finished, actors)?;
-    BenchError::check_eq(NAME, PERCORE, "persist latencies", latency.len(), events)?;
-    BenchError::check_eq(NAME, PERCORE, "journal appends", after.appends - before.appends, events)?;
-    let group_commits = after.batches - before.batches;
+    BenchError::check_eq(name, PERCORE, "writers finished", finished, actors)?;
+    BenchError::check_eq(name, PERCORE, "persist latencies", latency.len(), events)?;
+    BenchError::check_eq(name, PERCORE, "journal appends", after.0 - before.0, events)?;
+    let group_commits = after.1 - before.1;
     if group_commits == 0 || group_commits > events {
-        return Err(BenchError::wrong(NAME, PERCORE, format!("{group_commits} group commits for {events} events")));
+        return Err(BenchError::wrong(name, PERCORE, format!("{group_commits} group commits for {events} events")));
     }
     Ok(PersistRun { events, actors, secs, latency, group_commits })
 }

@@ -19,7 +19,7 @@ use std::time::Instant;
 use futures::executor::block_on;
 use futures::future::join_all;
 use percore::{ActorError, ReplyTo};
-use percore_persistence::{PersistentActor, PersistentContext};
+use percore_persistence::{Persistence, PersistentActor, PersistentContext};
 use serde::{Deserialize, Serialize};
 
 use super::engine::{self, fail, ASK_TIMEOUT};
@@ -134,7 +134,7 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
 }
 
 /// Actors, and events per actor.
-fn sizes(n: u64) -> (u64, u64) {
+pub(super) fn sizes(n: u64) -> (u64, u64) {
     let actors = ACTORS.min(n).max(1);
     (actors, (n / actors).max(1))
 }
@@ -166,10 +166,37 @@ fn fill(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Resul
 /// Timed: a fresh runtime recovers every stream. Returns the seconds in all, the seconds
 /// opening the journal took, and the records it found.
 fn recover(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Result<(f64, f64, u64)> {
+    let mut journal = None;
+    let (secs, open_secs) = recover_on(
+        params,
+        NAME,
+        &mut || {
+            let (persistence, j) = open(dir.path())?;
+            journal = Some(j);
+            Ok(persistence)
+        },
+        actors,
+        per_actor,
+    )?;
+    let records = journal.map_or(0, |j| j.open_report().records);
+    BenchError::check_eq(NAME, PERCORE, "records in the journal", records, actors * per_actor)?;
+    Ok((secs, open_secs, records))
+}
+
+/// The timed part of `recover` over any journal: `open` opens it (timed too). Checks that
+/// every stream recovered exactly its events, in order. Returns the seconds in all and the
+/// seconds `open` took. Shared with `recover-pg`.
+pub(super) fn recover_on(
+    params: &Params,
+    name: &'static str,
+    open: &mut dyn FnMut() -> Result<Persistence>,
+    actors: u64,
+    per_actor: u64,
+) -> Result<(f64, f64)> {
     let rt = engine::runtime(params.shards, params.pin)?;
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
-    let (persistence, journal) = open(dir.path())?;
+    let persistence = open()?;
     let open_secs = start.elapsed().as_secs_f64();
     let mut streams = Vec::with_capacity(actors as usize);
     for index in 0..actors {
@@ -184,15 +211,13 @@ fn recover(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Re
         tallies.push(next(&rx, "waiting for a stream to recover")?);
     }
     let secs = start.elapsed().as_secs_f64();
-    let records = journal.open_report().records;
     drop(streams);
-    engine::finish(rt, NAME)?;
+    engine::finish(rt, name)?;
     drop(persistence);
 
     let want = Tally { events: per_actor, last: per_actor, out_of_order: 0 };
     if let Some(wrong) = tallies.iter().find(|t| **t != want) {
-        return Err(BenchError::wrong(NAME, PERCORE, format!("a stream recovered {wrong:?}, expected {want:?}")));
+        return Err(BenchError::wrong(name, PERCORE, format!("a stream recovered {wrong:?}, expected {want:?}")));
     }
-    BenchError::check_eq(NAME, PERCORE, "records in the journal", records, actors * per_actor)?;
-    Ok((secs, open_secs, records))
+    Ok((secs, open_secs))
 }

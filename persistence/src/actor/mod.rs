@@ -22,7 +22,8 @@
 //! * **Failures** (a failed persist, a recovery that finds corrupt data, an `Err` from a
 //!   handler) fail the actor with a [`crate::PersistenceFailure`]; its supervisor decides.
 //!   [`stop_on_recovery_failure`] is a strategy that stops instead of restarting when
-//!   recovery itself failed, as Akka does.
+//!   recovery itself failed, as Akka does, or when a persist hit another live writer of the
+//!   same persistence id ([`crate::JournalError::SequenceConflict`]).
 
 mod behavior;
 mod context;
@@ -240,12 +241,14 @@ impl Signal {
 }
 
 /// One-for-one: **stop** a child whose recovery failed (corrupt data will not heal by
-/// replaying it again) or that failed while starting, **restart** it otherwise; at most 10
-/// restarts within 10 s.
+/// replaying it again), whose persist conflicted with another live writer of the same
+/// persistence id (single writer: a restart would recover the other writer's events and race
+/// it again), or that failed while starting; **restart** it otherwise; at most 10 restarts
+/// within 10 s.
 pub fn stop_on_recovery_failure() -> SupervisorStrategy {
     SupervisorStrategy::one_for_one(|f| {
-        let recovery = f.error::<PersistenceFailure>().is_some_and(PersistenceFailure::is_recovery);
-        if recovery || f.during_start() {
+        let stop = f.error::<PersistenceFailure>().is_some_and(|p| p.is_recovery() || p.is_conflict());
+        if stop || f.during_start() {
             Directive::Stop
         } else {
             Directive::Restart

@@ -535,7 +535,13 @@ impl Journal for FileJournal {
         to: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, JournalError> {
-        let (highest, runs) = self.shared.read_index()?.positions(id.as_str(), from.max(1), to);
+        let (highest, runs, from) = {
+            let index = self.shared.read_index()?;
+            // Events deleted inside a record that still holds live ones are skipped.
+            let from = from.max(index.first_live(id.as_str()));
+            let (highest, runs) = index.positions(id.as_str(), from, to);
+            (highest, runs, from)
+        };
         let max = self.shared.opts.max_record_bytes;
         for run in &runs {
             let (file, path, records) = (&run.file, &run.path, &run.records);

@@ -208,6 +208,13 @@ impl Index {
         Ok(())
     }
 
+    /// The first sequence number of `id` that is not deleted (1 for an unknown id). A record
+    /// can straddle a deletion point (an atomic write of several events deleted up to one in
+    /// its middle): its events up to here must not be replayed.
+    pub(crate) fn first_live(&self, id: &str) -> u64 {
+        self.streams.get(id).map_or(1, |s| s.deleted_to + 1)
+    }
+
     /// The records of `id` that hold events in `from..=to`, grouped by segment, each group
     /// with its segment's file (one handle per segment, not per record: a replay of a long
     /// stream copies out a million positions).

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod memory;
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
