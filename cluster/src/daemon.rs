@@ -355,7 +355,7 @@ impl Daemon {
         }
         let members: Vec<Member> = g.members.values().copied().collect();
         let unreachable_v: Vec<UniqueAddress> = unreachable.iter().copied().collect();
-        let decision = decide(sbr.strategy, &members, &unreachable_v, me);
+        let decision = decide(sbr.strategy, &members, &unreachable_v);
         let mut changed = false;
         match decision {
             Decision::DownUnreachable => {
