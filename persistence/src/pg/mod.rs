@@ -434,7 +434,8 @@ mod tests {
         assert_eq!(c.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
         assert_eq!(c.pg.get_application_name(), Some("percore-persistence"));
         assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
-        let c = PgConfig::new("postgresql://u@db:5433/d?connect_timeout=9&keepalives_idle=60&application_name=x").unwrap();
+        let c =
+            PgConfig::new("postgresql://u@db:5433/d?connect_timeout=9&keepalives_idle=60&application_name=x").unwrap();
         assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(9)));
         assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(60));
         assert_eq!(c.pg.get_application_name(), Some("x"));
