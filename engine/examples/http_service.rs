@@ -19,12 +19,14 @@ use axum::Router;
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime};
 
 /// The state behind the service: one counter actor.
+#[derive(Debug)]
 pub struct Counter {
     /// The sum so far.
     pub total: u64,
 }
 
 /// What the counter does.
+#[derive(Debug)]
 pub enum CounterMsg {
     /// Add `n`; answers the new total.
     Add(u64, ReplyTo<u64>),

@@ -105,7 +105,8 @@ pub enum AskError {
     /// The target dropped the reply handle without replying (e.g. it stopped or failed).
     #[error("the target dropped the request without replying")]
     NoReply,
-    /// A blocking `ask` was called on a shard thread; use `Context::ask` or `ask_async` there.
+    /// `blocking_ask` was called on a shard thread; use `Context::ask` (sync actors) or the
+    /// async `ask` (async actors, async code) there.
     #[error("blocking ask called on a shard thread; use Context::ask inside actors")]
     WouldBlock,
 }
@@ -139,7 +140,7 @@ pub enum SpawnError {
     DuplicateName(String),
     /// A spawn that must wait for the new actor was called on a shard thread (which never
     /// blocks); inside actors, spawn children and build a group router over them.
-    #[error("this spawn waits for the new actor and cannot run on a shard thread; spawn children with ctx.spawn_props and use Router::group")]
+    #[error("this spawn waits for the new actor and cannot run on a shard thread; spawn children with ctx.spawn and use Router::group")]
     WouldBlock,
     /// Names must be non-empty, without `/` or `*`, and not start with `$`.
     #[error("invalid actor name {0:?}: use a non-empty name without '/', '*' or a leading '$'")]

@@ -30,6 +30,8 @@
 //!     counter.blocking_send(Msg::Add(i), Duration::from_secs(1))?;    // waits if the mailbox is full
 //! }
 //! assert_eq!(counter.blocking_ask(Msg::Get, Duration::from_secs(5))?, 55);
+//! // From async code (tokio or any executor), `ask` is a Future:
+//! assert_eq!(futures::executor::block_on(counter.ask(Msg::Get))?, 55);
 //! rt.shutdown();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -71,6 +73,15 @@
 //!   dies of a panic: one that escapes anyway is logged, counted
 //!   ([`RuntimeHandle::escaped_panics`]) and fails the actor involved.
 //!
+//! ## Async
+//! [`ActorRef::ask`] and [`ActorRef::send`] are `Future`s, usable from any thread and any
+//! executor; a full mailbox is waited out without blocking (the task is woken when the
+//! target has room). The blocking forms ([`ActorRef::blocking_ask`],
+//! [`ActorRef::blocking_send`]) serve plain threads and refuse at once on a shard thread. An
+//! [`AsyncActor`] awaits inside its handler (timers, asks, any future), one message at a
+//! time, polled on its own shard while the shard's other actors run (see
+//! `actor/async_actor.rs`).
+//!
 //! ## The toolkit
 //! * [`supervision`]: one-for-one / all-for-one strategies, restart limits, backoff,
 //!   death-watch ([`Context::watch`]).
@@ -79,7 +90,8 @@
 //! * [`Stash`] for messages that must wait; "become" is an enum state matched in `handle`
 //!   (see `examples/stash_become.rs`).
 //! * [`routing`]: pool and group routers (round-robin, random, broadcast, smallest-mailbox,
-//!   consistent hashing, shard-local) and scatter-gather asks.
+//!   consistent hashing, shard-local), scatter-gather asks, and a balancing pool whose
+//!   routees share one work queue.
 //! * [`event_stream`]: publish/subscribe by type; dead letters and lifecycle events too.
 //! * Names and paths: [`Props::name`], [`RuntimeHandle::resolve`] /
 //!   [`RuntimeHandle::select`] (with `*`), [`Context::resolve`] (the answer as a message,
@@ -98,6 +110,11 @@
 //! `shard/` (the loop, park/wake, timer wheel, stall watchdog), `ask/` (reply slots,
 //! futures), `supervision/`, `runtime/` (builder, names, dead letters, blocking pool, shutdown),
 //! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
+//!
+//! ## Cargo features
+//! * `serde` (off by default): `Serialize`/`Deserialize` for [`ActorRef`] and [`ReplyTo`], which
+//!   work only inside a transport's frame encode or decode (see [`remote_serde`]; the
+//!   transport `percore-transport` turns it on).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
@@ -118,6 +135,8 @@ pub mod error;
 pub mod event_stream;
 pub(crate) mod id;
 pub(crate) mod queue;
+#[cfg(feature = "serde")]
+pub mod remote_serde;
 mod pipe;
 pub mod routing;
 pub(crate) mod runtime;

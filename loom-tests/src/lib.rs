@@ -13,6 +13,7 @@ pub(crate) mod sync;
 pub mod actor;
 pub mod ask;
 pub mod queue;
+pub mod routing;
 pub mod runtime;
 pub mod shard;
 

@@ -19,9 +19,10 @@
 //! The protocol, on top of the transport:
 //! * The listener serves a named top-level actor `pong` (`/user/pong`).
 //! * The client resolves `percore://percore@HOST:PORT/user/pong` with `Node::remote_ref`
-//!   and sends **one** `Hello(ActorRef<Pong>)` carrying its local pinger. The ref travels as
-//!   (node, incarnation, actor id) and becomes, on the listener, a proxy that sends back over
-//!   the wire. Pings then carry only their count (`Ping(k)`), so the hot path encodes no
+//!   and sends **one** `Hello(ActorRef<Pong>)` carrying its local pinger (the messages are
+//!   serde types, made remote messages with `remote_message!`; both nodes register both).
+//!   The ref travels as (node, incarnation, actor id) and becomes, on the listener, a proxy
+//!   that sends back over the wire. Pings then carry only their count (`Ping(k)`), so the hot path encodes no
 //!   refs.
 //! * `pong` answers `Hello` with `Pong(0)`: this is the acknowledgement that the connection
 //!   is up (both directions), and it starts the game; the clock starts there, so the
@@ -38,8 +39,9 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Runtime, Props};
-use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, TlsConfig, Wire, WireError};
+use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo, Runtime};
+use percore_transport::{remote_message, Node, NodeConfig, TlsConfig};
+use serde::{Deserialize, Serialize};
 
 const SECRET: &str = "percore-demo";
 const DEFAULT_ROUNDS: u64 = 100_000;
@@ -58,7 +60,8 @@ enum Event {
     Wrong(String),
 }
 
-/// Messages to `pong`.
+/// Messages to `pong`: a serde enum, made a remote message by one line.
+#[derive(Serialize, Deserialize)]
 enum ToPong {
     /// Where to send pongs; answered with `Pong(0)`.
     Hello(ActorRef<Pong>),
@@ -67,51 +70,12 @@ enum ToPong {
     /// The game is over: reply with the number of pings seen.
     Done(ReplyTo<u64>),
 }
-
-impl Wire for ToPong {
-    fn encode(self, w: &mut Encoder<'_>) {
-        match self {
-            ToPong::Hello(r) => {
-                w.put_u8(0);
-                w.put(r);
-            }
-            ToPong::Ping(k) => {
-                w.put_u8(1);
-                w.put_u64(k);
-            }
-            ToPong::Done(reply) => {
-                w.put_u8(2);
-                w.put(reply);
-            }
-        }
-    }
-    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        Ok(match r.get_u8()? {
-            0 => ToPong::Hello(r.get()?),
-            1 => ToPong::Ping(r.get_u64()?),
-            2 => ToPong::Done(r.get()?),
-            tag => return Err(WireError::BadTag { what: "ToPong", tag }),
-        })
-    }
-}
-impl RemoteMessage for ToPong {
-    const TYPE_ID: u32 = 0x5050_0001;
-}
+remote_message!(ToPong, "percore.example.ToPong.v1");
 
 /// `pong`'s answer: the count of the ping it answers (0 for `Hello`).
+#[derive(Serialize, Deserialize)]
 struct Pong(u64);
-
-impl Wire for Pong {
-    fn encode(self, w: &mut Encoder<'_>) {
-        w.put_u64(self.0);
-    }
-    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        Ok(Pong(r.get_u64()?))
-    }
-}
-impl RemoteMessage for Pong {
-    const TYPE_ID: u32 = 0x5050_0002;
-}
+remote_message!(Pong, "percore.example.Pong.v1");
 
 /// The server side: answers pings; tells `done` (if any) when the client says so.
 struct PongActor {

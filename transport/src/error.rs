@@ -45,6 +45,32 @@ pub enum TransportError {
         /// The type holding it.
         by: &'static str,
     },
+    /// Two Rust types registered under the same stable name (`remote_message!`): each type
+    /// needs its own name (a new version of a type gets a new name, e.g. `".v2"`).
+    #[error("remote message name {name:?} is already registered by {by}; {type_name} needs another name")]
+    NameTaken {
+        /// The name.
+        name: &'static str,
+        /// The Rust type registered first.
+        by: &'static str,
+        /// The Rust type being registered.
+        type_name: &'static str,
+    },
+    /// Two different stable names hash to the same `TYPE_ID` (a collision of the 32-bit
+    /// hash): rename one of them.
+    #[error("type id {id:#x} of {name:?} ({type_name}) is already taken by {by_name:?} ({by}): rename one of them")]
+    TypeIdCollision {
+        /// The id.
+        id: u32,
+        /// The name being registered.
+        name: &'static str,
+        /// The Rust type being registered.
+        type_name: &'static str,
+        /// The name registered first (`"<none>"` for a hand-written `TYPE_ID`).
+        by_name: &'static str,
+        /// The Rust type registered first.
+        by: &'static str,
+    },
     /// No factory registered under that name on the target node, or it failed to spawn.
     #[error("remote spawn failed: {0}")]
     Deploy(String),

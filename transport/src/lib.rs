@@ -16,7 +16,10 @@
 //!   activations and park on the ring (an eventfd wakes them), so remote traffic wakes a
 //!   shard exactly like local traffic.
 //! * Messages that cross nodes implement [`RemoteMessage`] (a stable type id and a
-//!   [`Wire`] codec) and are registered on the receiving node ([`Node::register`]).
+//!   [`Wire`] codec) and are registered on the nodes that use them ([`Node::register`]).
+//!   Any serde type becomes one with one line, [`remote_message!`]`(MyMsg, "myapp.MyMsg.v1")`
+//!   (postcard; see [below](#serde-messages)); a hand-written [`Wire`] codec remains for
+//!   hand-tuned hot types.
 //! * Connections authenticate with a challenge–response HMAC over fresh nonces (the
 //!   cluster's secret never crosses the wire; an empty secret is refused, and we recommend
 //!   at least [`RECOMMENDED_SECRET_LEN`] random bytes), and optionally with mutual TLS (see
@@ -31,10 +34,12 @@
 //! * Backpressure end to end: a full receiving mailbox pauses reading its connection (TCP
 //!   flow control does the rest); a peer's send buffer above the high-water mark pauses the
 //!   proxies feeding it, whose bounded mailboxes then fill (`try_tell` → `Full`).
-//! * Bad input (garbage, truncated or oversized frames, unknown type ids, wrong versions,
-//!   failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
+//! * Bad input (garbage, truncated or oversized frames, undecodable messages, wrong
+//!   versions, failed authentication) is a typed error ([`FrameError`], [`WireError`]): the
 //!   connection is closed and logged, lost messages are counted ([`NodeStats`]), the node
-//!   keeps running.
+//!   keeps running. A binding to a message type id this node has not registered is a
+//!   registration mistake, not an attack: that binding is refused (the peer's proxy stops,
+//!   its watchers get `Terminated`), an error is logged, and the connection carries on.
 //! * Hostile peers and networks: nothing a peer sends sizes an allocation or holds a slot
 //!   without a deadline. A connection costs at most `max_frame` plus a documented constant
 //!   (control answers are bounded and a peer that does not read them stops being read; alias
@@ -46,15 +51,13 @@
 //!   [`NodeConfig::advertise`] names the address peers should use.
 //!
 //! ```no_run
-//! use percore::{Actor, ActorError, Context, Runtime, Props};
-//! use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
+//! use percore::{Actor, ActorError, Context, Props, Runtime};
+//! use percore_transport::{remote_message, Node, NodeConfig};
+//! use serde::{Deserialize, Serialize};
 //!
+//! #[derive(Serialize, Deserialize)]
 //! struct Greet(String);
-//! impl Wire for Greet {
-//!     fn encode(self, w: &mut Encoder<'_>) { w.put_str(&self.0) }
-//!     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> { Ok(Greet(r.get_str()?.into())) }
-//! }
-//! impl RemoteMessage for Greet { const TYPE_ID: u32 = 1; }
+//! remote_message!(Greet, "example.Greet.v1");
 //!
 //! struct Greeter;
 //! impl Actor for Greeter {
@@ -69,11 +72,80 @@
 //! let b = Runtime::builder().shards(1).build().unwrap();
 //! let node_a = Node::start(&a.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
 //! let node_b = Node::start(&b.handle(), NodeConfig::new(([127, 0, 0, 1], 0))).unwrap();
-//! node_b.register::<Greet>().unwrap();
+//! for node in [&node_a, &node_b] {
+//!     node.register::<Greet>().unwrap();
+//! }
 //! b.handle().spawn(Props::from(Greeter).name("greeter")).unwrap();
 //! let greeter = node_a.remote_ref::<Greet>(&format!("{}/user/greeter", node_b.address())).unwrap();
 //! greeter.tell(Greet("node A".into())).unwrap();
 //! ```
+//!
+//! # Serde messages
+//!
+//! [`remote_message!`]`(Type, "stable.name.v1")` implements [`RemoteMessage`] for a
+//! `Serialize + DeserializeOwned + Send + 'static` type: its `TYPE_ID` is a hash of the
+//! name ([`type_id_of`], FNV-1a, computed at compile time), its codec is
+//! [postcard](https://docs.rs/postcard), written straight into the connection's buffer like
+//! a [`Wire`] message. `ActorRef<M>` and `ReplyTo<R>` fields serialize through the node (a
+//! ref points back to its node, a reply handle routes the answer back), exactly as with
+//! [`Wire`]; serialized anywhere else (say, to JSON) they are a serde error. Details and
+//! the choice of postcard: [`serde_msg`].
+//!
+//! ## Serde messages: which node registers what
+//!
+//! **Register every remote type on every node that sends or receives it**, before traffic
+//! starts: `node.register::<T>()` for each message type and each reply type (a type that
+//! is both is registered once). Concretely, a node needs:
+//! * the message types of its actors that peers send to (a peer's binding to an actor of an
+//!   unregistered type is refused: the peer's proxy stops, its watchers get `Terminated`,
+//!   and this node logs an error naming the type id);
+//! * the message type `M` of every `ActorRef<M>` it puts into a message or takes out of one
+//!   (sending a ref to a local actor means peers will send `M` here; receiving one means this
+//!   node will send `M`);
+//! * the reply type `R` of every `ReplyTo<R>` in a message it sends (it decodes the answer)
+//!   or receives (it encodes the answer). The integers, `bool`, `f64`, `()`, `String` and
+//!   `Vec<u8>` are registered on every node already; a hand-written [`Wire`] reply type is
+//!   registered with [`Node::register_reply`].
+//!
+//! A missing registration is an error that names the type and says what to call:
+//! [`WireError::NotRegistered`] from [`Node::encode`]/[`Node::decode`], and in traffic a
+//! message that cannot be sent is dropped with that error logged and counted in
+//! [`NodeStats::undelivered`] (an ask in it ends at once with `AskError::NoReply`). A name
+//! registered for two Rust types is [`TransportError::NameTaken`]; two names whose ids
+//! collide, [`TransportError::TypeIdCollision`]; a hand-written id that a name hashes to,
+//! [`TransportError::TypeIdTaken`]. (Hand-written [`Wire`] messages keep their old rule:
+//! registered on the receiving node; their `ReplyTo<R>` needs no registration.)
+//!
+//! ## Evolving a message type
+//!
+//! postcard is not self-describing: a message is its fields' values in declaration order,
+//! enum variants by index, no names, no lengths around structs. So the bytes mean something
+//! only to the same shape of type, and both nodes of a connection must agree on it:
+//! * **Compatible** (old and new nodes may talk): renaming a field, variant or the Rust type
+//!   (the stable name is the identity); changing a field's type to one with the same
+//!   encoding (`u32` ↔ `u64` ↔ `usize` are all varints, as long as the values fit the
+//!   narrower one).
+//! * **Incompatible**: adding, removing or reordering fields; reordering or removing enum
+//!   variants; changing a field's type otherwise. Adding a variant at the end is
+//!   compatible only in one direction (an old node cannot decode the new variant: that
+//!   frame is a [`WireError::Serde`], the connection is closed and reopened, the message
+//!   is lost and counted). `#[serde(default)]` does not help: postcard cannot tell a field
+//!   is absent.
+//! * For an incompatible change, give the new shape a **new name** (`"myapp.MyMsg.v2"`,
+//!   hence a new `TYPE_ID`), register both versions during the rollout, and let actors take
+//!   either (an enum of both, or an adapter actor); or carry an explicit version enum
+//!   (`enum MyMsg { V1(MyMsgV1), V2(MyMsgV2) }`, new versions appended at the end) and
+//!   upgrade every receiver before any sender uses the new variant.
+//!
+//! A payload that does not decode (an incompatible version, a truncated or hostile frame) is
+//! a [`WireError::Serde`] naming the type: the frame is dropped and counted, the
+//! connection closed, the node keeps running.
+//!
+//! # Cargo features
+//!
+//! `percore-transport` has no cargo features of its own. It turns on `percore`'s `serde`
+//! feature (the serde impls of `ActorRef` and `ReplyTo`) and depends on `serde` and
+//! `postcard` (the codec persistence uses too).
 //!
 //! # Mutual TLS
 //!
@@ -108,6 +180,7 @@ pub(crate) mod io;
 mod node;
 mod proxy;
 mod refs;
+pub mod serde_msg;
 mod tls;
 mod wire;
 
@@ -116,7 +189,14 @@ pub use error::TransportError;
 pub use frame::{FrameError, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, NodeStats};
 pub use tls::{TlsConfig, TlsError};
+pub use serde_msg::type_id_of;
 pub use wire::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+/// What [`remote_message!`] expands to; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::serde_msg::{serde_decode, serde_encode};
+}
 
 /// The shortest cluster secret we recommend (bytes): a secret is an HMAC key, and a short or
 /// guessable one can be brute-forced offline from one recorded handshake. `Node::start`

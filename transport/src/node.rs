@@ -240,7 +240,11 @@ pub struct NodeStats {
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
 
 struct TypeEntry {
+    /// The Rust type's name (for messages).
     name: &'static str,
+    /// Its stable name (`remote_message!`), if any.
+    stable: Option<&'static str>,
+    type_id: TypeId,
     bind: Binder,
 }
 
@@ -258,6 +262,9 @@ pub(crate) struct NodeShared {
     pub(crate) backend: OnceLock<Backend>,
     pub(crate) stats: Stats,
     types: Mutex<HashMap<u32, TypeEntry>>,
+    /// What serde messages need for refs and reply handles, by Rust type (registered
+    /// message types and reply types; see `refs::SerdeVtable`). Never shrinks.
+    serde_types: Mutex<HashMap<TypeId, crate::refs::SerdeVtable>>,
     /// Local actors reachable by id (refs that were sent to other nodes).
     exports: Mutex<HashMap<u64, Export>>,
     /// Live proxies, by remote actor and message type: (proxy id, `ActorRef<M>`).
@@ -296,6 +303,7 @@ impl NodeShared {
             backend: OnceLock::new(),
             stats: Stats::default(),
             types: Mutex::new(HashMap::new()),
+            serde_types: Mutex::new(builtin_reply_types()),
             exports: Mutex::new(HashMap::new()),
             proxies: Mutex::new(HashMap::new()),
             proxy_targets: Mutex::new(HashMap::new()),
@@ -321,6 +329,16 @@ impl NodeShared {
 
     pub(crate) fn binder(&self, type_id: u32) -> Result<Binder, WireError> {
         self.types.lock().expect("types lock").get(&type_id).map(|e| e.bind).ok_or(WireError::UnknownType(type_id))
+    }
+
+    /// What serde messages need for refs and reply handles of type `ty`, if registered.
+    pub(crate) fn serde_vtable(&self, ty: TypeId) -> Option<crate::refs::SerdeVtable> {
+        self.serde_types.lock().expect("serde types lock").get(&ty).copied()
+    }
+
+    /// The remote actor a proxy stands for.
+    pub(crate) fn proxy_target(&self, proxy: ActorId) -> Option<WireRef> {
+        self.proxy_targets.lock().expect("proxy lock").get(&proxy).cloned()
     }
 
     pub(crate) fn type_name(&self, type_id: u32) -> &'static str {
@@ -463,6 +481,12 @@ impl NodeShared {
                 Ok(v) => {
                     w.put_u8(0);
                     v.encode(&mut w);
+                    if let Some(e) = w.take_error() {
+                        // The answer cannot travel: the asker gets NoReply at once.
+                        log::error!("node {}: reply of type {} not sent: {e}", self.addr, std::any::type_name::<R>());
+                        w.buf.truncate(2 + 8);
+                        w.buf.push(1);
+                    }
                 }
                 Err(_) => w.put_u8(1),
             }
@@ -577,18 +601,52 @@ impl Node {
     }
 
     /// Lets messages of type `M` arrive here (Akka's serialization bindings): a peer's
-    /// binding to an actor of this type, and `M` inside other messages, need it.
+    /// binding to an actor of this type, and `M` inside other messages, need it; so do refs
+    /// (`ActorRef<M>`) and reply handles (`ReplyTo<M>`) inside serde messages, on the node
+    /// that sends and the node that receives them. See the
+    /// [crate docs](crate#serde-messages-which-node-registers-what). Registering a type
+    /// twice is harmless. Errors: another type holds `M`'s name
+    /// ([`TransportError::NameTaken`]) or its id ([`TransportError::TypeIdCollision`],
+    /// [`TransportError::TypeIdTaken`]).
     pub fn register<M: RemoteMessage>(&self) -> Result<(), TransportError> {
         let mut types = self.shared.types.lock().expect("types lock");
         let name = std::any::type_name::<M>();
         if let Some(e) = types.get(&M::TYPE_ID) {
-            if e.name != name {
-                return Err(TransportError::TypeIdTaken { id: M::TYPE_ID, by: e.name });
+            if e.type_id == TypeId::of::<M>() {
+                return Ok(());
             }
-            return Ok(());
+            return Err(match (M::NAME, e.stable) {
+                (Some(mine), Some(theirs)) if mine == theirs => TransportError::NameTaken { name: mine, by: e.name, type_name: name },
+                (Some(mine), theirs) => TransportError::TypeIdCollision {
+                    id: M::TYPE_ID,
+                    name: mine,
+                    type_name: name,
+                    by_name: theirs.unwrap_or("<none>"),
+                    by: e.name,
+                },
+                (None, _) => TransportError::TypeIdTaken { id: M::TYPE_ID, by: e.name },
+            });
         }
-        types.insert(M::TYPE_ID, TypeEntry { name, bind: crate::endpoint::bind_typed::<M> });
+        types.insert(
+            M::TYPE_ID,
+            TypeEntry { name, stable: M::NAME, type_id: TypeId::of::<M>(), bind: crate::endpoint::bind_typed::<M> },
+        );
+        self.shared.serde_types.lock().expect("serde types lock").insert(TypeId::of::<M>(), crate::refs::SerdeVtable::message::<M>());
         Ok(())
+    }
+
+    /// Lets `ReplyTo<R>` travel inside serde messages for a reply type that is not a
+    /// [`RemoteMessage`] (a hand-written [`Wire`] type). Register it on the asking node
+    /// (it decodes the answer) and on the answering node (it encodes it). The integers,
+    /// `bool`, `f64`, `()`, `String` and `Vec<u8>` are registered on every node already;
+    /// a [`RemoteMessage`] is registered as a reply type by [`register`](Self::register).
+    pub fn register_reply<R: Wire + Send + 'static>(&self) {
+        self.shared
+            .serde_types
+            .lock()
+            .expect("serde types lock")
+            .entry(TypeId::of::<R>())
+            .or_insert_with(crate::refs::SerdeVtable::reply::<R>);
     }
 
     /// A ref to the actor at `path`: `percore://system@host:port/user/name`, where `name` is
@@ -630,6 +688,31 @@ impl Node {
         v
     }
 
+    /// Encodes `msg` as a message frame's body, with refs and reply handles through this
+    /// node (refs to local actors are exported; reply handles cannot travel this way, as no
+    /// shard's reply table holds them). Errors say what could not be encoded (for tests and
+    /// tools; sending goes through refs).
+    pub fn encode<M: RemoteMessage>(&self, msg: M) -> Result<Vec<u8>, WireError> {
+        let mut v = Vec::new();
+        let mut ctx = crate::refs::NodeCtx(self.shared.clone());
+        let mut w = Encoder::with_ctx(&mut v, &mut ctx);
+        msg.encode(&mut w);
+        match w.take_error() {
+            Some(e) => Err(e),
+            None => Ok(v),
+        }
+    }
+
+    /// Decodes a message frame's body as `M`, with refs and reply handles through this node
+    /// (as a frame from a peer would be). For tests and tools.
+    pub fn decode<M: RemoteMessage>(&self, bytes: &[u8]) -> Result<M, WireError> {
+        let mut ctx = crate::refs::NodeCtx(self.shared.clone());
+        let mut d = Decoder::with_ctx(bytes, &mut ctx);
+        let m = M::decode(&mut d)?;
+        d.finish()?;
+        Ok(m)
+    }
+
     /// Decodes plain bytes as `M` (for tests and tools).
     pub fn decode_plain<M: RemoteMessage>(bytes: &[u8]) -> Result<M, WireError> {
         let mut d = Decoder::plain(bytes);
@@ -637,6 +720,32 @@ impl Node {
         d.finish()?;
         Ok(m)
     }
+}
+
+/// Reply types every node knows for serde messages (see [`Node::register_reply`]).
+fn builtin_reply_types() -> HashMap<TypeId, crate::refs::SerdeVtable> {
+    use crate::refs::SerdeVtable;
+    fn entry<R: Wire + Send + 'static>() -> (TypeId, SerdeVtable) {
+        (TypeId::of::<R>(), SerdeVtable::reply::<R>())
+    }
+    [
+        entry::<()>(),
+        entry::<bool>(),
+        entry::<u8>(),
+        entry::<u16>(),
+        entry::<u32>(),
+        entry::<u64>(),
+        entry::<i8>(),
+        entry::<i16>(),
+        entry::<i32>(),
+        entry::<i64>(),
+        entry::<usize>(),
+        entry::<f64>(),
+        entry::<String>(),
+        entry::<Vec<u8>>(),
+    ]
+    .into_iter()
+    .collect()
 }
 
 /// Splits `percore://system@host:port/user/name` into the address and the name.

@@ -41,8 +41,13 @@
 /// A message type that may be sent to a remote actor.
 pub trait RemoteMessage: Wire + Send + 'static {
     /// This type's id on the wire: unique among the types a node registers, identical on
-    /// every node. Pick a constant (e.g. a hash of the type's name fixed at design time).
+    /// every node. Pick a constant (e.g. a hash of the type's name fixed at design time);
+    /// [`remote_message!`](crate::remote_message) computes it from the stable name.
     const TYPE_ID: u32;
+    /// The type's stable name on the wire (`"myapp.MyMsg.v1"`), set by
+    /// [`remote_message!`](crate::remote_message); `None` for hand-written impls. Used in
+    /// registration errors and to tell a reused name from a hash collision.
+    const NAME: Option<&'static str> = None;
 }
 
 /// Encode/decode for values inside remote messages.
@@ -98,6 +103,26 @@ pub enum WireError {
     /// A ref or reply handle outside a node (no transport to send through).
     #[error("refs and reply handles can only be decoded by a node")]
     NoNode,
+    /// A serde message's payload did not encode or decode (truncated, hostile, or written
+    /// by an incompatible version of the type: see the crate docs on evolving a type).
+    #[error("serde message {type_name}: {reason}")]
+    Serde {
+        /// The message type (its stable name).
+        type_name: &'static str,
+        /// What postcard or the ref codec reported.
+        reason: String,
+    },
+    /// A ref or reply handle inside a serde message whose type this node has not registered
+    /// (the node needs the type to make the proxy, export the actor, or route the answer).
+    #[error("{what} {type_name} is not registered on this node ({why}): call Node::register::<{type_name}>() on every node that sends or receives it")]
+    NotRegistered {
+        /// `"ActorRef<M> with message type"` or `"ReplyTo<R> with reply type"`.
+        what: &'static str,
+        /// The Rust type (not registered, so its stable name is unknown here).
+        type_name: &'static str,
+        /// Why this node needs it.
+        why: &'static str,
+    },
 }
 
 /// What a node lends the codec so that refs and reply handles can cross the wire (the
@@ -114,6 +139,9 @@ pub struct Encoder<'a> {
     pub(crate) buf: &'a mut Vec<u8>,
     /// The node's context, absent for plain values (see [`WireContext`]).
     pub(crate) ctx: Option<&'a mut dyn WireContext>,
+    /// Why a value could not be encoded (serde messages only: hand-written codecs cannot
+    /// fail); whoever builds the frame checks it and drops the frame.
+    pub(crate) failed: Option<WireError>,
 }
 
 impl std::fmt::Debug for Encoder<'_> {
@@ -126,13 +154,24 @@ impl<'a> Encoder<'a> {
     /// An encoder without a node: plain values only (refs and reply handles panic-free
     /// encode as "no actor"). For tests and codecs of plain data.
     pub fn plain(buf: &'a mut Vec<u8>) -> Self {
-        Encoder { buf, ctx: None }
+        Encoder { buf, ctx: None, failed: None }
     }
 
     /// An encoder that can carry refs and reply handles through the node's `ctx`.
     pub(crate) fn with_ctx(buf: &'a mut Vec<u8>, ctx: &'a mut dyn WireContext) -> Self {
-        Encoder { buf, ctx: Some(ctx) }
+        Encoder { buf, ctx: Some(ctx), failed: None }
     }
+    /// Why a value written into this encoder failed (a serde message with a ref or reply
+    /// handle it cannot carry); `None` for hand-written codecs, which cannot fail.
+    pub fn error(&self) -> Option<&WireError> {
+        self.failed.as_ref()
+    }
+
+    /// Takes the failure (see [`error`](Self::error)).
+    pub(crate) fn take_error(&mut self) -> Option<WireError> {
+        self.failed.take()
+    }
+
     /// Appends one byte.
     #[inline]
     pub fn put_u8(&mut self, v: u8) {
@@ -204,6 +243,16 @@ impl<'a> Decoder<'a> {
     /// Bytes not read yet.
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
+    }
+
+    /// The bytes not read yet (for a codec that reads a value of unknown length).
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.data[self.pos..]
+    }
+
+    /// Marks `n` more bytes read (`n` at most [`remaining`](Self::remaining)).
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.data.len());
     }
 
     /// Fails unless every byte was read.

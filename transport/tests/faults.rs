@@ -20,6 +20,7 @@ use crate::common::*;
 both_backends! {
     garbage_is_rejected_and_node_keeps_serving => garbage_is_rejected_and_node_keeps_serving;
     bad_frames_after_auth_close_the_connection => bad_frames_after_auth_close_the_connection;
+    hostile_serde_payload_closes_only_its_connection => hostile_serde_payload_closes_only_its_connection;
     nested_binds_cost_no_threads => nested_binds_cost_no_threads;
     replayed_handshake_is_rejected => replayed_handshake_is_rejected;
     wrong_secret_never_reaches_an_actor => wrong_secret_never_reaches_an_actor;
@@ -254,7 +255,6 @@ fn bad_frames_after_auth_close_the_connection(backend: Backend) {
 
     type Act = Box<dyn Fn(&mut Raw)>;
     let bad: Vec<(&str, Act)> = vec![
-        ("unknown type id", Box::new(|r: &mut Raw| r.bind(1, 0xdead_beef, "counter"))),
         ("truncated message body", Box::new(|r: &mut Raw| {
             r.bind(1, 0x7e57_0001, "counter");
             r.send(&frame(12, &[1, 0, 0, 0, 0, 1, 0])); // Hit cut short
@@ -275,8 +275,54 @@ fn bad_frames_after_auth_close_the_connection(backend: Backend) {
     }
     eventually("rejections counted", || nb.stats().rejected >= before + bad.len() as u64);
     assert_eq!(total_via(&na, &nb), 1, "nothing from the bad frames was delivered");
+    // An unregistered type id is a registration mistake, not an attack: the binding is
+    // refused (a Terminated answer for the alias) and the connection carries on.
+    let mut r = Raw::connect(nb.addr());
+    assert!(r.handshake(SECRET));
+    r.bind(1, 0xdead_beef, "counter");
+    assert_eq!(r.read_frame(), Some((14, 1u32.to_le_bytes().to_vec())), "TERMINATED for alias 1");
+    r.bind(2, 0x7e57_0001, "counter");
+    r.hit(2, 0);
+    eventually("a hit after the refused binding", || total_via(&na, &nb) == 2);
+    assert_eq!(nb.stats().rejected, before + bad.len() as u64, "the connection was not rejected");
     // The two undecodable messages (truncated body, bad tag) are counted as undelivered.
     eventually("lost messages counted", || nb.stats().undelivered == 2);
+}
+
+/// A serde message cut short, or with a hostile length inside, on an authenticated
+/// connection: a typed decode error closes that connection (counted), the message is counted
+/// as undelivered, the node keeps serving.
+fn hostile_serde_payload_closes_only_its_connection(backend: Backend) {
+    use crate::serde_messages::{Bank, BankActor};
+    use percore_transport::RemoteMessage;
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let (na, nb) = (node(&ra, config(backend)), node(&rb, config(backend)));
+    for n in [&na, &nb] {
+        n.register::<Bank>().unwrap();
+        n.register::<crate::serde_messages::Statement>().unwrap();
+    }
+    rb.handle().spawn(percore::Props::from(BankActor::default()).name("bank")).unwrap();
+    let deposit = Node::encode_plain(Bank::Deposit { from: 1, seq: 0, cents: 1 << 40 });
+    let hostile: Vec<Vec<u8>> = vec![
+        deposit[..deposit.len() - 1].to_vec(),                  // cut short
+        vec![3, 0xff, 0xff, 0xff, 0xff, 0x0f, b'x'],           // Subscribe: a 4 GiB ref length
+        vec![0x7f],                                             // no such variant
+    ];
+    let before = nb.stats().rejected;
+    for (i, payload) in hostile.iter().enumerate() {
+        let mut r = Raw::connect(nb.addr());
+        assert!(r.handshake(SECRET), "{i}: handshake");
+        r.bind(1, Bank::TYPE_ID, "bank");
+        let mut b = 1u32.to_le_bytes().to_vec();
+        b.extend_from_slice(payload);
+        r.send(&frame(12, &b));
+        assert!(r.closed_by_node(), "{i}: the connection must be closed");
+    }
+    eventually("rejections counted", || nb.stats().rejected == before + hostile.len() as u64);
+    eventually("lost messages counted", || nb.stats().undelivered == hostile.len() as u64);
+    let bank = na.remote_ref::<Bank>(&format!("{}/user/bank", nb.address())).unwrap();
+    bank.tell(Bank::Deposit { from: 0, seq: 0, cents: 4 }).unwrap();
+    assert_eq!(bank.blocking_ask(Bank::Cents, LONG).unwrap(), 4, "nothing hostile was delivered; the node still serves");
 }
 
 fn replayed_handshake_is_rejected(backend: Backend) {

@@ -8,3 +8,4 @@ mod remote;
 mod faults;
 mod deploy;
 mod tls;
+mod serde_messages;

@@ -18,6 +18,7 @@ mod future;
 pub mod slot;
 mod timekeeper;
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,9 @@ type Slot<R> = ReplySlot<Result<R, AskError>>;
 
 /// The reply handle carried inside a request. Send it the answer with [`ReplyTo::reply`].
 pub struct ReplyTo<R: Send + 'static> {
-    target: Option<Target<R>>,
+    // A `Cell` so that serialization, which sees a message only by reference, can move the
+    // handle into a transport (`remote_serde`). `ReplyTo` was `!Sync` already (`Func`).
+    target: Cell<Option<Target<R>>>,
 }
 
 enum Target<R: Send + 'static> {
@@ -58,29 +61,29 @@ trait Deliver<R>: Send + Sync {
 impl<R: Send + 'static> ReplyTo<R> {
     pub(crate) fn blocking(runtime: Arc<RuntimeShared>) -> (Self, Arc<Slot<R>>) {
         let slot = Arc::new(ReplySlot::new());
-        (ReplyTo { target: Some(Target::Slot { slot: slot.clone(), runtime }) }, slot)
+        (ReplyTo { target: Cell::new(Some(Target::Slot { slot: slot.clone(), runtime })) }, slot)
     }
 
     pub(crate) fn to_actor(adapter: Arc<ActorReply<R>>) -> Self {
-        ReplyTo { target: Some(Target::Actor(adapter)) }
+        ReplyTo { target: Cell::new(Some(Target::Actor(adapter))) }
     }
 
     /// A reply handle that calls `f` with the outcome: `Ok(value)` on [`ReplyTo::reply`],
     /// `Err(AskError::NoReply)` if dropped unanswered. `f` returns whether the outcome was
     /// delivered. This is how a transport hands a remote asker's handle to a local actor.
     pub fn from_fn(f: impl FnOnce(Result<R, AskError>) -> bool + Send + 'static) -> Self {
-        ReplyTo { target: Some(Target::Func(Box::new(f))) }
+        ReplyTo { target: Cell::new(Some(Target::Func(Box::new(f)))) }
     }
 
     /// Takes the outcome in place of the target: the counterpart of [`ReplyTo::from_fn`]
     /// on the asking side. `f` receives the ask's outcome; this handle is disarmed.
     /// Returns a function that completes this handle (consuming it).
-    pub fn into_fn(mut self) -> impl FnOnce(Result<R, AskError>) -> bool + Send + 'static {
+    pub fn into_fn(self) -> impl FnOnce(Result<R, AskError>) -> bool + Send + 'static {
         let target = self.target.take();
-        move |outcome| ReplyTo { target }.complete(outcome)
+        move |outcome| ReplyTo { target: Cell::new(target) }.complete(outcome)
     }
 
-    fn complete(mut self, outcome: Result<R, AskError>) -> bool {
+    fn complete(self, outcome: Result<R, AskError>) -> bool {
         match outcome {
             Ok(v) => self.try_reply(v),
             Err(e) => match self.target.take() {
@@ -101,7 +104,7 @@ impl<R: Send + 'static> ReplyTo<R> {
 
     /// Answers the ask; returns `false` if the asker is gone (timed out or dropped), in which
     /// case the reply is counted as a dead letter.
-    pub fn try_reply(mut self, value: R) -> bool {
+    pub fn try_reply(self, value: R) -> bool {
         match self.target.take() {
             Some(Target::Slot { slot, runtime } | Target::Shared { slot, runtime }) => match slot.complete(Ok(value)) {
                 Ok(()) => true,
@@ -127,31 +130,53 @@ impl<R: Send + 'static> ReplyTo<R> {
     /// Another handle to the same reply slot (scatter-gather: first reply wins). A shared
     /// copy that is dropped without replying does not end the ask.
     pub(crate) fn shared_copy(&self) -> Self {
-        match &self.target {
+        self.peek(|target| match target {
             Some(Target::Slot { slot, runtime }) => {
-                ReplyTo { target: Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() }) }
+                ReplyTo { target: Cell::new(Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() })) }
             }
             Some(Target::Shared { slot, runtime }) => {
-                ReplyTo { target: Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() }) }
+                ReplyTo { target: Cell::new(Some(Target::Shared { slot: slot.clone(), runtime: runtime.clone() })) }
             }
-            Some(Target::Actor(a)) => ReplyTo { target: Some(Target::Actor(a.clone())) },
+            Some(Target::Actor(a)) => ReplyTo { target: Cell::new(Some(Target::Actor(a.clone()))) },
             // A forwarding function runs once: the copy answers nothing.
-            Some(Target::Func(_)) | None => ReplyTo { target: None },
-        }
+            Some(Target::Func(_)) | None => ReplyTo { target: Cell::new(None) },
+        })
+    }
+
+    /// Runs `f` on the target in place (taken out of the cell and put back).
+    fn peek<T>(&self, f: impl FnOnce(&Option<Target<R>>) -> T) -> T {
+        let target = self.target.take();
+        let out = f(&target);
+        self.target.set(target);
+        out
+    }
+
+    /// Moves the handle out of `&self`, leaving this one disarmed: serialization sees a
+    /// message only by reference, and a transport takes the handle from there
+    /// (`remote_serde`). `None` if it was taken already.
+    #[cfg(feature = "serde")]
+    pub(crate) fn take_handle(&self) -> Option<Self> {
+        self.target.take().map(|t| ReplyTo { target: Cell::new(Some(t)) })
+    }
+
+    /// Puts back a handle that [`take_handle`](Self::take_handle) took (the transport refused it).
+    #[cfg(feature = "serde")]
+    pub(crate) fn put_back(&self, handle: Self) {
+        self.target.set(handle.target.take());
     }
 
     /// Disarms this handle (no NoReply on drop).
-    pub(crate) fn detach(mut self) -> Self {
-        self.target = None;
+    pub(crate) fn detach(self) -> Self {
+        self.target.set(None);
         self
     }
 
     /// Whether the asker has given up already (replying would only make a dead letter).
     pub fn is_expired(&self) -> bool {
-        match &self.target {
+        self.peek(|target| match target {
             Some(Target::Slot { slot, .. } | Target::Shared { slot, .. }) => slot.is_closed(),
             Some(Target::Actor(_) | Target::Func(_)) | None => false,
-        }
+        })
     }
 }
 

@@ -8,8 +8,8 @@
 //! ```
 //! * **No lost nudge.** A routee that runs dry clears its `busy` flag, then looks at the
 //!   queue again; a sender pushes, then looks for a routee whose flag it can set. SeqCst
-//!   fences on both sides (a Dekker pair): either the routee sees the job or the sender
-//!   sees the idle routee and nudges it.
+//!   fences on both sides (a Dekker pair, `busy.rs`, checked by loom): either the routee
+//!   sees the job or the sender sees the idle routee and nudges it.
 //! * **Fairness on the shard.** A routee takes at most [`BATCH`] jobs per activation, then
 //!   re-queues itself behind its neighbours.
 //! * **Bounded.** At most `capacity` jobs wait; `try_tell` gives the job back beyond that.
@@ -24,7 +24,8 @@ use crossbeam_deque::{Injector, Steal};
 use crate::actor::{Actor, ActorRef, Context};
 use crate::error::{ActorError, SpawnError, TellError};
 use crate::runtime::{Props, RuntimeHandle};
-use crate::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use super::busy::BusyFlags;
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::Arc;
 
 /// Jobs a routee takes per activation before letting its shard's other actors run.
@@ -48,10 +49,8 @@ struct Shared<M> {
     /// Jobs queued (pushed, not yet taken): the bound.
     queued: AtomicUsize,
     capacity: usize,
-    /// Per routee: it is pulling, or has a `Pull` on its way.
-    busy: Box<[AtomicBool]>,
-    /// Where the next nudge starts looking (spreads nudges over the routees).
-    next: AtomicUsize,
+    /// Which routees are pulling (the nudge protocol, in `busy.rs`).
+    busy: BusyFlags,
 }
 
 /// The routee's only message: "there is work in the shared queue".
@@ -78,8 +77,7 @@ impl<M: Send + 'static> BalancingPool<M> {
             jobs: Injector::new(),
             queued: AtomicUsize::new(0),
             capacity,
-            busy: (0..routees).map(|_| AtomicBool::new(false)).collect(),
-            next: AtomicUsize::new(0),
+            busy: BusyFlags::new(routees),
         });
         let factory = Arc::new(factory);
         let shards = rt.num_shards();
@@ -105,30 +103,16 @@ impl<M: Send + 'static> BalancingPool<M> {
             return Err(TellError::Full(job));
         }
         self.shared.jobs.push(job);
-        // ORDERING: SeqCst, partner of the fence in `Routee::handle` (Dekker): the push
-        // above is ordered before the `busy` loads below, as the routee's store of `false`
-        // is before its look at the queue.
-        fence(Ordering::SeqCst);
-        self.nudge();
-        Ok(())
-    }
-
-    /// Wakes one idle routee, if any (a busy one will find the job as it loops).
-    fn nudge(&self) {
-        let n = self.routees.len();
-        // ORDERING: Relaxed: a hint of where to start.
-        let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
-            // ORDERING: SeqCst: the other half of the Dekker pair (see `try_tell`).
-            if self.shared.busy[i].compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
-                if self.routees[i].try_tell(Pull).is_ok() {
-                    return;
-                }
-                // Stopped or full of pulls: let another take it.
-                self.shared.busy[i].store(false, Ordering::SeqCst);
+        // Wake one idle routee, if any (a busy one finds the job as it loops).
+        for _ in 0..self.routees.len() {
+            let Some(i) = self.shared.busy.claim_one() else { break };
+            if self.routees[i].try_tell(Pull).is_ok() {
+                break;
             }
+            // Stopped (or its mailbox is full of pulls): let another take the nudge.
+            self.shared.busy.release(i);
         }
+        Ok(())
     }
 
     /// The routees (to watch or stop them).
@@ -184,7 +168,7 @@ impl<M: Send + 'static, W: Worker<M>> Actor for Routee<M, W> {
 
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         // A fresh (or restarted) routee looks for work it may have missed.
-        self.shared.busy[self.index].store(true, Ordering::SeqCst);
+        self.shared.busy.set_busy(self.index);
         ctx.myself().tell(Pull).map_err(|e| ActorError::from(e.to_string()))
     }
 
@@ -193,14 +177,7 @@ impl<M: Send + 'static, W: Worker<M>> Actor for Routee<M, W> {
             match self.take() {
                 Some(job) => self.worker.work(job)?,
                 None => {
-                    // ORDERING: SeqCst store + fence, partner of `try_tell`'s fence and
-                    // `nudge`'s CAS (Dekker): either this look sees the new job, or the
-                    // sender sees `false` and nudges this routee.
-                    self.shared.busy[self.index].store(false, Ordering::SeqCst);
-                    fence(Ordering::SeqCst);
-                    if self.shared.jobs.is_empty()
-                        || self.shared.busy[self.index].compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed).is_err()
-                    {
+                    if !self.shared.busy.go_idle(self.index, || !self.shared.jobs.is_empty()) {
                         return Ok(()); // idle (or a sender already nudged us)
                     }
                 }

@@ -22,6 +22,7 @@
 //! (from their `Props`) when they fail; a **group** router routes to refs it is given.
 
 mod balancing;
+pub(crate) mod busy;
 
 pub use balancing::{BalancingPool, Pull, Worker, BATCH};
 

@@ -569,7 +569,7 @@ impl RuntimeHandle {
         names::typed(r, name)
     }
 
-    /// The named top-level actor `name` (spawned with [`SpawnOptions::name`] and no parent),
+    /// The named top-level actor `name` (spawned with [`Props::name`] and no parent),
     /// if its message type is `M`. Non-blocking: usable inside actors and transports.
     pub fn top_level<M: 'static>(&self, name: &str) -> Result<ActorRef<M>, LookupError> {
         if name.contains('*') {

@@ -1,5 +1,6 @@
 //! The models. Each runs `loom::model` over the engine's real code.
 
+mod balancing;
 mod close;
 mod lanes;
 mod park;
@@ -24,6 +25,19 @@ pub(crate) fn model(f: impl Fn() + Sync + Send + 'static) {
     // and its publish; that needs more branches than loom's default of 1000.
     b.max_branches = b.max_branches.max(20_000);
     b.check(f);
+}
+
+/// Takes one job from a queue reduced to a counter, with `Relaxed` operations only (the
+/// protocol under test must supply every ordering).
+pub(crate) fn take_one(jobs: &AtomicUsize) -> bool {
+    let mut n = jobs.load(Ordering::Relaxed);
+    while n > 0 {
+        match jobs.compare_exchange(n, n - 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => n = now,
+        }
+    }
+    false
 }
 
 /// A value whose destructor counts itself, to prove "dropped exactly once".

@@ -18,14 +18,7 @@ struct Pool {
 
 impl Pool {
     fn try_take(&self) -> bool {
-        let mut n = self.jobs.load(Ordering::Relaxed);
-        while n > 0 {
-            match self.jobs.compare_exchange(n, n - 1, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => n = now,
-            }
-        }
-        false
+        super::take_one(&self.jobs)
     }
 }
 

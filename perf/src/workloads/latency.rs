@@ -129,18 +129,74 @@ impl Actor for Echoer {
     }
 }
 
-fn percore(n: u64, pin: bool) -> Result<LatencyRun> {
+/// Where the load generator (which also collects the replies: each request blocks for its
+/// echo) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generator {
+    /// Wherever the OS puts it (it may share the shard's core).
+    Unpinned,
+    /// Pinned to a core other than the shard's.
+    Pinned,
+}
+
+/// The echo actor on one shard; the generator on its own thread. Returns the run and, for a
+/// pinned generator, the row name saying which cores were used (`None` if there is no core
+/// apart from the shard's, or the shard is not pinned).
+fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun, String)>> {
     let rt = engine::runtime(1, pin)?;
+    let shard_core = rt.cores().and_then(|c| c.first().copied());
+    let generator_core = match generator {
+        Generator::Unpinned => None,
+        Generator::Pinned => {
+            let Some(shard_core) = shard_core else {
+                engine::finish(rt, NAME)?;
+                return Ok(None);
+            };
+            match core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != shard_core) {
+                Some(core) => Some(core),
+                None => {
+                    engine::finish(rt, NAME)?;
+                    return Ok(None);
+                }
+            }
+        }
+    };
     let echo = rt.spawn(Props::from(Echoer).shard(0)).map_err(fail("spawning the echo actor"))?;
-    let run = open_loop(PERCORE, n, &mut |i| echo.blocking_ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking")))?;
+    let run = thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(core) = generator_core {
+                core_affinity::set_for_current(core);
+            }
+            open_loop(PERCORE, n, &mut |i| echo.blocking_ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking")))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(BenchError::system(PERCORE, "the load generator", "panicked")))
+    })?;
     engine::finish(rt, NAME)?;
-    Ok(run)
+    let row = match (generator_core, shard_core) {
+        (Some(g), Some(sc)) => format!("{PERCORE} (generator on core {}, shard on core {sc})", g.id),
+        _ => PERCORE.to_string(),
+    };
+    Ok(Some((run, row)))
 }
 
 /// The `latency` workload: the echo actor on one shard (peers: one worker thread), the
 /// requests from this thread.
 pub fn run(params: &Params, n: u64, results: &mut Results) {
-    results.add(percore(n, params.pin).map(|run| record(PERCORE, 1, &run)));
+    // The generator where the OS puts it (the row compared with the peers, whose generators
+    // are not pinned either), then pinned off the shard's core: the difference is what
+    // sharing a core costs the tail (issue 20).
+    results.add(percore(n, params.pin, Generator::Unpinned).and_then(|run| {
+        let (run, _) = run.ok_or_else(|| BenchError::system(PERCORE, "the load generator", "did not run"))?;
+        Ok(record(PERCORE, 1, &run))
+    }));
+    if params.pin {
+        match percore(n, params.pin, Generator::Pinned) {
+            Ok(Some((run, row))) => results.add(Ok(record(&row, 1, &run))),
+            Ok(None) => eprintln!("latency: no core apart from the shard's (or the shard is unpinned): no pinned-generator row"),
+            Err(e) => results.add(Err(e)),
+        }
+    }
     each_peer(params, results, |peer| {
         let run = peer.latency(&mut |request| open_loop(peer.name(), n, request))?;
         Ok(record(peer.name(), 1, &run))

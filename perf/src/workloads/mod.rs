@@ -229,6 +229,13 @@ pub static TABLE: &[Workload] = &[
         run: remote::run_stream,
     },
     Workload {
+        name: "remote-stream-serde",
+        summary: "remote-stream with the hand-written Wire message and its serde twin (remote_message!, postcard), per backend; notes serde as % of Wire",
+        default_n: 4_000_000,
+        in_all: true,
+        run: remote::run_stream_serde,
+    },
+    Workload {
         name: "scaling",
         summary: "fanin and ring-xshard on 1..=S shards (percore)",
         default_n: 4_000_000,

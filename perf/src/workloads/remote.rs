@@ -127,6 +127,8 @@ impl Pair {
             let registered = node.register::<PongMsg>().and_then(|()| node.register::<PingMsg>());
             registered
                 .and_then(|()| node.register::<Data>())
+                .and_then(|()| node.register::<SerdeData>())
+                .and_then(|()| node.register::<SerdeArrays>())
                 .map_err(|e| BenchError::system(system, "registering", e))?;
         }
         Ok(Pair { a, b, node_a, node_b })
@@ -457,23 +459,95 @@ impl RemoteMessage for Data {
     const TYPE_ID: u32 = 0x7065_7203;
 }
 
+/// `Data` with a serde codec (`remote_message!`, postcard): the same fields, the payload
+/// as one byte string (`serde_msg::byte_array`: a length byte and a copy; the sequence
+/// number is a varint).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SerdeData {
+    seq: u64,
+    #[serde(with = "percore_transport::serde_msg::byte_array")]
+    payload: [u8; PAYLOAD],
+}
+percore_transport::remote_message!(SerdeData, "percore.perf.SerdeData.v1");
+
+/// `SerdeData` as a serde user writes it without a bytes attribute: serde derives arrays
+/// up to 32 elements and encodes them element by element (postcard writes the same 64
+/// bytes, one call per byte).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SerdeArrays {
+    seq: u64,
+    payload: [[u8; PAYLOAD / 2]; 2],
+}
+percore_transport::remote_message!(SerdeArrays, "percore.perf.SerdeArrays.v1");
+
+/// A streamed message type (Wire or serde).
+trait Streamed: RemoteMessage + std::fmt::Debug {
+    fn make(seq: u64) -> Self;
+    fn seq(&self) -> u64;
+    fn is_intact(&self) -> bool;
+}
+
+impl Streamed for Data {
+    fn make(seq: u64) -> Self {
+        Data::new(seq)
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        Data::is_intact(self)
+    }
+}
+
+impl Streamed for SerdeData {
+    fn make(seq: u64) -> Self {
+        SerdeData { seq, payload: Data::new(seq).payload }
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        Data { seq: self.seq, payload: self.payload }.is_intact()
+    }
+}
+
+impl Streamed for SerdeArrays {
+    fn make(seq: u64) -> Self {
+        let d = Data::new(seq);
+        let mut payload = [[0; PAYLOAD / 2]; 2];
+        payload[0].copy_from_slice(&d.payload[..PAYLOAD / 2]);
+        payload[1].copy_from_slice(&d.payload[PAYLOAD / 2..]);
+        SerdeArrays { seq, payload }
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn is_intact(&self) -> bool {
+        let mut payload = [0; PAYLOAD];
+        payload[..PAYLOAD / 2].copy_from_slice(&self.payload[0]);
+        payload[PAYLOAD / 2..].copy_from_slice(&self.payload[1]);
+        Data { seq: self.seq, payload }.is_intact()
+    }
+}
+
 /// Counts what arrives; reports (count, when) at each milestone, or the first wrong message.
 #[derive(Debug)]
-struct Receiver {
+struct Receiver<D> {
     count: u64,
     milestones: Vec<u64>,
     out: mpsc::Sender<Result<(u64, Instant), String>>,
+    _d: std::marker::PhantomData<fn(D)>,
 }
 
-impl Actor for Receiver {
-    type Msg = Data;
+impl<D: Streamed> Actor for Receiver<D> {
+    type Msg = D;
 
-    fn handle(&mut self, _ctx: &mut Context<Self>, data: Data) -> Result<(), ActorError> {
-        if data.seq != self.count || !data.is_intact() {
+    fn handle(&mut self, _ctx: &mut Context<Self>, data: D) -> Result<(), ActorError> {
+        if data.seq() != self.count || !data.is_intact() {
             let _ = self.out.send(Err(format!(
                 "message {} arrived as seq {} (intact: {})",
                 self.count,
-                data.seq,
+                data.seq(),
                 data.is_intact()
             )));
             return Err(actor_error("stream out of order or corrupt"));
@@ -497,13 +571,13 @@ enum SendMsg {
 
 /// Streams to `to`, keeping a refused (`Full`) message for the next turn.
 #[derive(Debug)]
-struct Sender {
-    to: ActorRef<Data>,
+struct Sender<D> {
+    to: ActorRef<D>,
     next: u64,
     end: u64,
 }
 
-impl Actor for Sender {
+impl<D: Streamed> Actor for Sender<D> {
     type Msg = SendMsg;
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: SendMsg) -> Result<(), ActorError> {
@@ -512,7 +586,7 @@ impl Actor for Sender {
         }
         let batch_end = self.end.min(self.next + BATCH);
         while self.next < batch_end {
-            match self.to.try_tell(Data::new(self.next)) {
+            match self.to.try_tell(D::make(self.next)) {
                 Ok(()) => self.next += 1,
                 // The proxy is paused or its mailbox full: yield so the shard writes.
                 Err(percore::TellError::Full(_)) => break,
@@ -527,20 +601,25 @@ impl Actor for Sender {
 }
 
 fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
-    const NAME: &str = "remote-stream";
+    stream_of::<Data>("remote-stream", system, backend, tls, pin, n)
+}
+
+fn stream_of<D: Streamed>(workload: &'static str, system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
+    let name = workload;
     let pair = Pair::start(system, backend, tls, pin)?;
     let (tx, rx) = mpsc::channel();
-    let receiver = Receiver { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx };
+    let receiver =
+        Receiver::<D> { count: 0, milestones: vec![STREAM_WARM_UP, STREAM_WARM_UP + n], out: tx, _d: std::marker::PhantomData };
     let props = Props::from(receiver).shard(0).name("remote-sink").capacity(RECEIVER_CAPACITY);
     pair.b.spawn(props).map_err(fail("spawning the receiver"))?;
-    let to = pair.remote::<Data>(system, "remote-sink")?;
+    let to = pair.remote::<D>(system, "remote-sink")?;
     let sender = pair.a.spawn(Props::from(Sender { to, next: 0, end: 0 }).shard(0)).map_err(fail("spawning the sender"))?;
 
     let reach = |k: u64| -> Result<Instant> {
         match rx.recv_timeout(WAIT) {
             Ok(Ok((count, at))) if count == k => Ok(at),
-            Ok(Ok((count, _))) => Err(BenchError::wrong(NAME, system, format!("milestone {count}, expected {k}"))),
-            Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
+            Ok(Ok((count, _))) => Err(BenchError::wrong(name, system, format!("milestone {count}, expected {k}"))),
+            Ok(Err(wrong)) => Err(BenchError::wrong(name, system, wrong)),
             Err(_) => {
                 Err(BenchError::system(system, "waiting for the stream", format!("{k} messages not received in time")))
             }
@@ -553,11 +632,68 @@ fn stream(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Resul
     let done = reach(STREAM_WARM_UP + n)?;
     let secs = done.duration_since(t0).as_secs_f64();
     drop(sender);
-    pair.finish(system, NAME)?;
-    Ok(Record::throughput(system, NAME, SHARDS, n, n, secs, "msgs"))
+    pair.finish(system, name)?;
+    Ok(Record::throughput(system, name, SHARDS, n, n, secs, "msgs"))
 }
 
 /// The `remote-stream` workload.
 pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
     each_backend(params, results, |system, backend, tls, pin| stream(system, backend, tls, pin, n));
 }
+
+/// The `remote-stream-serde` workload: `remote-stream` with the hand-written `Wire` message
+/// and with its serde twins (`remote_message!`, postcard): the payload as a byte string
+/// (`serde_msg::byte_array`, the way to carry bytes), and as plain arrays (serde's default,
+/// element by element). On each backend (plaintext) the three run in turn, [`ROUNDS`]
+/// times interleaved, and each keeps its best run (a loaded machine only ever slows a run
+/// down, and interleaving spreads that over all three); notes give each serde rate as a
+/// share of the Wire rate of the same run.
+pub fn run_stream_serde(params: &Params, n: u64, results: &mut Results) {
+    const NAME: &str = "remote-stream-serde";
+    /// Interleaved runs of each message type per backend.
+    const ROUNDS: usize = 3;
+    for (backend, b) in [(Backend::IoUring, "io_uring"), (Backend::Mio, "mio")] {
+        let variants: [(String, &str, StreamFn); 3] = [
+            (format!("percore ({b}, Wire)"), "Wire", stream_of::<Data>),
+            (format!("percore ({b}, serde)"), "byte string", stream_of::<SerdeData>),
+            (format!("percore ({b}, serde arrays)"), "u8 arrays", stream_of::<SerdeArrays>),
+        ];
+        let mut best: [Option<Record>; 3] = [None, None, None];
+        'rounds: for _ in 0..ROUNDS {
+            for (i, (system, _, run)) in variants.iter().enumerate() {
+                match run(NAME, system, backend, false, params.pin, n) {
+                    Ok(r) => {
+                        if best[i].as_ref().is_none_or(|b| r.per_sec > b.per_sec) {
+                            best[i] = Some(r);
+                        }
+                    }
+                    Err(Setup::Unavailable(why)) => {
+                        results.notes.push(format!("io_uring backend unavailable: {why}"));
+                        break 'rounds;
+                    }
+                    Err(Setup::Failed(e)) => {
+                        results.failures.push(e);
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+        let [wire, serde, arrays] = best;
+        let Some(wire) = wire else { continue };
+        let wire_rate = wire.per_sec;
+        results.records.push(wire);
+        for (record, (_, what, _)) in [serde, arrays].into_iter().zip(&variants[1..]) {
+            if let Some(s) = record {
+                results.notes.push(format!(
+                    "{NAME}: serde ({what}) at {:.0}% of Wire on {b} ({:.0} vs {wire_rate:.0} msgs/s, best of {ROUNDS} interleaved runs each)",
+                    100.0 * s.per_sec / wire_rate,
+                    s.per_sec,
+                ));
+                results.records.push(s);
+            }
+        }
+    }
+}
+
+/// One stream run (`stream_of` for one message type).
+type StreamFn = fn(&'static str, &str, Backend, bool, bool, u64) -> Result<Record, Setup>;

@@ -100,7 +100,24 @@ impl EndpointState {
                             tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
                         };
                         d.finish()?;
-                        let binder = node.binder(type_id)?;
+                        let binder = match node.binder(type_id) {
+                            Ok(b) => b,
+                            Err(_) => {
+                                // A registration mistake, not a hostile peer: refuse this
+                                // binding (the peer's proxy stops, its watchers learn of it)
+                                // and keep the connection for the types that are registered.
+                                log::error!(
+                                    "node {}: a peer sends messages of type id {type_id:#x} to {target:?}, but no type with that id is registered here: call Node::register::<T>() on this node for the message type (a remote_message! type's id is type_id_of(its name))",
+                                    node.addr
+                                );
+                                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                                    unwatch(&mut self.watched, id, c, alias);
+                                }
+                                Self::terminated_frame(&mut conn.out, alias);
+                                self.dirty.push(c);
+                                return Ok(());
+                            }
+                        };
                         // Re-binding an alias replaces its binding (and its watch).
                         if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
                             unwatch(&mut self.watched, id, c, alias);

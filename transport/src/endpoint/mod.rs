@@ -71,7 +71,7 @@ use percore::ActorId;
 
 pub(crate) use actor::{Endpoint, EndpointMsg};
 pub(crate) use binding::{bind_typed, BindAt, Binding, Delivery, PendingTarget, ReplyTable};
-pub(crate) use refcache::RefCache;
+pub(crate) use refcache::{RefCache, RefOps};
 use binding::WatchJob;
 use conn::{Conn, InState, Role};
 use peer::{Peer, PeerState};
@@ -225,6 +225,7 @@ impl EndpointState {
                 node: node.clone(),
                 refs: RefCache::default(),
                 replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
+                types: HashMap::new(),
             },
             to_connect: Vec::new(),
             to_close: Vec::new(),

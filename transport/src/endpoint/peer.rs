@@ -185,7 +185,16 @@ impl EndpointState {
         let peer = &mut peers[p];
         let start = begin_frame(&mut peer.pending, kind::MSG);
         peer.pending.extend_from_slice(&alias.to_le_bytes());
-        msg.encode(&mut Encoder::with_ctx(&mut peer.pending, wire));
+        let mut w = Encoder::with_ctx(&mut peer.pending, wire);
+        msg.encode(&mut w);
+        if let Some(e) = w.take_error() {
+            // A serde message that cannot travel (e.g. a ref whose type is not registered):
+            // the frame is taken back, its reply handle (kept in the message) answers NoReply.
+            peer.pending.truncate(start);
+            log::error!("message {} to {} not sent: {e}", crate::serde_msg::display_name::<M>(), peer.addr);
+            self.undelivered += 1;
+            return Sent::Queued;
+        }
         if let Err(len) = end_frame(&mut peer.pending, start, max) {
             log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
             self.undelivered += 1;
