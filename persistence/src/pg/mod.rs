@@ -47,7 +47,11 @@
 //! [`crate::PersistenceFailure::Persist`]; [`crate::stop_on_recovery_failure`] stops it.
 //! The writer also checks, before sending, that each write continues its stream as far as it
 //! knows it (the highest sequence number of each id it has written or read: one map entry per
-//! id), which catches gaps the primary key cannot see.
+//! id, read again after the id is replayed), which catches gaps the primary key cannot see.
+//! After a conflict the id is **fenced**: its later writes fail with [`JournalError::Fenced`]
+//! until it is replayed, because writes the actor pipelined behind the refused one were
+//! numbered on a stale view and one of them could continue the other writer's stream by
+//! number alone.
 //!
 //! ## Migration to another node
 //! An actor killed on node A (SIGKILL, a lost machine) and started on node B recovers from the
