@@ -51,7 +51,11 @@
 //! After a conflict the id is **fenced**: its later writes fail with [`JournalError::Fenced`]
 //! until it is replayed, because writes the actor pipelined behind the refused one were
 //! numbered on a stale view and one of them could continue the other writer's stream by
-//! number alone.
+//! number alone. The fence belongs to the journal instance (a write carries no writer
+//! identity): it is exact for the case it is for, two nodes each with its own `PgJournal`;
+//! two live actors with the same id on the *same* journal (a bug in the application) both
+//! end up failing (the first with `Fenced` at its next write, until a replay) rather than
+//! interleaving their events. The file journal does not fence.
 //!
 //! ## Migration to another node
 //! An actor killed on node A (SIGKILL, a lost machine) and started on node B recovers from the
