@@ -313,10 +313,12 @@ pub fn create_schema_if_missing(config: &PgConfig) -> Result<(), JournalError> {
     } else {
         config.connect().map_err(|e| db_error("connecting", &e))?
     };
-    // Concurrent creators (tests, several nodes starting at once) may race on CREATE TABLE
-    // IF NOT EXISTS; a transaction-level advisory lock serialises them.
+    // Concurrent creators (several nodes starting at once) may race on CREATE TABLE IF NOT
+    // EXISTS in one schema; a transaction-level advisory lock per schema serialises them.
     client
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7263521); {SCHEMA_SQL}; COMMIT;"))
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7263521, hashtext(current_schema())); {SCHEMA_SQL}; COMMIT;"
+        ))
         .map_err(|e| db_error("creating the tables", &e))
 }
 
