@@ -104,12 +104,28 @@
 //!   (log + [`RuntimeHandle::stalls`]) any activation that holds its shard longer than
 //!   [`RuntimeBuilder::stall_threshold`], while it still runs.
 //!
+//! ## Events and metrics
+//! Logging goes through `tracing` (see [`telemetry`] for the targets and fields): failures,
+//! restarts, stops after the restart limit, stalls and dead letters are events carrying the
+//! actor's path. Without a `tracing` subscriber they reach the `log` crate instead. Metrics
+//! (per shard, per actor kind, runtime-wide) go through the `metrics` facade when the cargo
+//! feature `metrics` is on and the runtime is built with [`RuntimeBuilder::metrics`]; see
+//! [`telemetry::metrics`] for the list and what they cost.
+//!
+//! ## Cargo features
+//! * `metrics` (off by default): compiles in the shard counters and the `metrics` facade
+//!   dependency. Without it the metric hooks are empty functions and
+//!   [`RuntimeBuilder::metrics`] only logs a warning. With it, a runtime built without
+//!   `.metrics(true)` (and without handler spans) runs the same hook-free activation code as
+//!   without the feature: the choice is made once per actor, at spawn (its vtable).
+//!
 //! ## Where things live
 //! `queue/` (ring, lanes, batch stack), `actor/` (trait, refs, `header` / `cell` / `meta` /
 //! `sys` of the cell, `activation` where user code runs, `lifecycle`, `backpressure`, stash),
 //! `shard/` (the loop, park/wake, timer wheel, stall watchdog), `ask/` (reply slots,
 //! futures), `supervision/`, `runtime/` (builder, names, dead letters, blocking pool, shutdown),
-//! `routing.rs`, `event_stream.rs`, `timer.rs`, `sync/` (the std/loom shim).
+//! `routing.rs`, `event_stream.rs`, `timer.rs`, `telemetry/` (tracing events, metrics),
+//! `sync/` (the std/loom shim).
 //!
 //! ## Cargo features
 //! * `serde` (off by default): `Serialize`/`Deserialize` for [`ActorRef`] and [`ReplyTo`], which
@@ -143,6 +159,7 @@ pub(crate) mod runtime;
 pub(crate) mod shard;
 pub mod supervision;
 pub(crate) mod sync;
+pub mod telemetry;
 pub mod timer;
 
 pub use actor::{Actor, ActorId, ActorRef, Async, AsyncActor, AsyncContext, Context, Interval, Sleep, Stash, StashFull};

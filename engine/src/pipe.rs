@@ -66,7 +66,7 @@ impl PipeTask {
 
     fn abandon(&self) {
         let h = self.target.header();
-        h.runtime.dead_letters.record(h.id, self.message_type, DeadLetterReason::Stopped, 1);
+        h.runtime.dead_letters.record(h, self.message_type, DeadLetterReason::Stopped, 1);
     }
 }
 

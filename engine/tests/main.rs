@@ -14,5 +14,6 @@ mod supervision;
 mod timers;
 mod seams;
 mod toolkit;
+mod telemetry;
 mod async_actors;
 mod tokio_bridge;

@@ -1,5 +1,5 @@
 //! The command line: `percore-perf [WORKLOAD|all] [--n N] [--shards S] [--pin|--no-pin]
-//! [--peers|--no-peers] [--json] [--out DIR]`.
+//! [--peers|--no-peers] [--metrics] [--json] [--out DIR]`.
 
 use std::path::PathBuf;
 
@@ -50,6 +50,11 @@ pub struct Cli {
     /// Also write results.jsonl, results.csv and SVG charts into this folder.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+
+    /// Build percore's runtimes with metrics on (`RuntimeBuilder::metrics(true)`), recording
+    /// into an installed Prometheus recorder (rendered by nobody): the cost of metrics.
+    #[arg(long)]
+    pub metrics: bool,
 
     /// List the workloads with their default sizes, then exit.
     #[arg(long)]

@@ -48,6 +48,13 @@ fn main() -> ExitCode {
         }
     };
 
+    if cli.metrics {
+        if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+            eprintln!("percore-perf: installing the metrics recorder: {e}");
+            return ExitCode::from(2);
+        }
+        workloads::engine::METRICS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let started = Instant::now();
     let mut results = Results::default();
     let stdout = std::io::stdout();

@@ -112,6 +112,17 @@
 //! The writer thread does `pwrite` + `fdatasync`; an io_uring group commit (linked write +
 //! fdatasync) is optional and off by default, since it measured slower here. No on-disk
 //! index checkpoints (open scans the segments).
+//!
+//! ## Cargo features
+//! * `postgres` (off by default): the PostgreSQL journal, snapshot store and read side (see
+//!   the PostgreSQL section above).
+//! * `metrics` (off by default): each file journal records its group commits through the
+//!   `metrics` facade, labelled `journal` with its directory: `percore_journal_commits_total`,
+//!   and histograms of bytes and writes per commit (`percore_journal_commit_batch_bytes`,
+//!   `percore_journal_commit_batch_ops`) and of the write + sync time
+//!   (`percore_journal_commit_seconds`). One set of calls per commit, beside an fdatasync.
+//!   Turns on `percore/metrics`. Warnings and errors (a poisoned journal, a truncated tail)
+//!   are `tracing` events, whatever the features.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]

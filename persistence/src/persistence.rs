@@ -80,7 +80,7 @@ fn work(rx: &Mutex<Receiver<Option<Job>>>) {
         match job {
             Ok(Some(job)) => {
                 if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                    log::error!("a persistence I/O job panicked; the pool goes on");
+                    tracing::error!("a persistence I/O job panicked; the pool goes on");
                 }
             }
             Ok(None) | Err(_) => return,

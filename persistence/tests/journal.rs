@@ -221,3 +221,29 @@ fn io_uring_and_plain_commit_paths_write_the_same_journal() {
     }
     assert_eq!(contents[0], contents[1], "both paths write byte-identical segments");
 }
+
+/// Journal metrics (cargo feature `metrics`): one group commit per batch, every
+/// acknowledged append counted once in the batch-size histogram.
+#[cfg(feature = "metrics")]
+#[test]
+fn group_commits_are_recorded_through_the_metrics_facade() {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("the only recorder of this binary");
+    let dir = TempDir::new("journal-metrics");
+    let j = FileJournal::open(dir.path()).unwrap();
+    let writes: Vec<_> = (0..50).map(|i| write(&format!("m{i}"), 1, &[1])).collect();
+    assert!(append_many(&j, writes).iter().all(|r| r.is_ok()));
+    append_sync(&j, "m0", 2, &[2]).unwrap();
+    let label = format!("journal=\"{}\"", dir.path().display());
+    let body = handle.render();
+    let value = |metric: &str| -> f64 {
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let commits = value("percore_journal_commits_total");
+    assert!((2.0..=51.0).contains(&commits), "at least the last append's own commit: {commits}");
+    assert_eq!(value("percore_journal_commit_batch_ops_count"), commits, "one sample per commit");
+    assert_eq!(value("percore_journal_commit_batch_ops_sum"), 51.0, "every append counted once");
+    assert!(value("percore_journal_commit_seconds_sum") > 0.0);
+}

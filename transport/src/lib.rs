@@ -168,6 +168,19 @@
 //!   still runs inside TLS. With a secret set, peers must know it as well (both factors);
 //!   without one it proves nothing and the certificate alone authenticates. So a node with TLS
 //!   may listen beyond loopback without a secret; without TLS it needs one.
+//!
+//! # Events and metrics
+//! Connection events (closed for bad input, peer unreachable, quarantined, TLS refusals) are
+//! `tracing` events (or `log` records without a subscriber). [`Node::stats`] counts
+//! messages, bytes, handshakes and failures at all times.
+//!
+//! # Cargo features
+//! * `metrics` (off by default): records the node's counters through the `metrics` facade
+//!   when its runtime was built with `RuntimeBuilder::metrics(true)`: bytes and messages in
+//!   and out, connections per shard, connects and handshakes, handshake failures by reason
+//!   (`bad_magic`, `version`, `auth`, `quarantined`, `tls`, `protocol`, `timeout`,
+//!   `evicted`), reconnects, unreachable peers, quarantines. Each endpoint hands its counts
+//!   over once per turn, never per message. Turns on `percore/metrics`.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
 
@@ -176,6 +189,7 @@ mod endpoint;
 mod error;
 mod frame;
 mod handshake;
+mod metrics;
 pub(crate) mod io;
 mod node;
 mod proxy;

@@ -207,6 +207,13 @@ pub(crate) struct Stats {
     pub(crate) quarantined: AtomicU64,
     pub(crate) handshake_timeouts: AtomicU64,
     pub(crate) evicted: AtomicU64,
+    /// Application bytes written to / read from connections (all frames).
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub(crate) reconnects: AtomicU64,
+    /// Handshakes refused, by reason (`metrics::HANDSHAKE_REASONS`).
+    pub(crate) handshake_failures: [AtomicU64; crate::metrics::HANDSHAKE_REASONS.len()],
 }
 
 /// A snapshot of a node's transport counters.
@@ -235,6 +242,12 @@ pub struct NodeStats {
     pub handshake_timeouts: u64,
     /// Unauthenticated connections closed to stay within `NodeConfig::max_unauthenticated`.
     pub evicted: u64,
+    /// Application bytes written to connections (all frames; before TLS encryption).
+    pub bytes_sent: u64,
+    /// Application bytes read from connections (all frames; after TLS decryption).
+    pub bytes_received: u64,
+    /// Reconnects scheduled after a connection to a peer was lost.
+    pub reconnects: u64,
 }
 
 pub(crate) type Binder = fn(&Arc<NodeShared>, &Target, crate::endpoint::BindAt) -> Result<Binding, WireError>;
@@ -261,6 +274,8 @@ pub(crate) struct NodeShared {
     pub(crate) cfg: NodeConfig,
     pub(crate) backend: OnceLock<Backend>,
     pub(crate) stats: Stats,
+    /// Facade handles for `stats` (see `metrics.rs`).
+    pub(crate) metrics: crate::metrics::NodeMetrics,
     types: Mutex<HashMap<u32, TypeEntry>>,
     /// What serde messages need for refs and reply handles, by Rust type (registered
     /// message types and reply types; see `refs::SerdeVtable`). Never shrinks.
@@ -295,6 +310,7 @@ impl fmt::Debug for NodeShared {
 impl NodeShared {
     /// A node's shared state (no listener, no endpoints yet).
     pub(crate) fn new(rt: RuntimeHandle, addr: SocketAddr, incarnation: u64, cfg: NodeConfig) -> Arc<NodeShared> {
+        let metrics = crate::metrics::NodeMetrics::new(addr, rt.metrics_enabled());
         Arc::new(NodeShared {
             rt,
             addr,
@@ -302,6 +318,7 @@ impl NodeShared {
             cfg,
             backend: OnceLock::new(),
             stats: Stats::default(),
+            metrics,
             types: Mutex::new(HashMap::new()),
             serde_types: Mutex::new(builtin_reply_types()),
             exports: Mutex::new(HashMap::new()),
@@ -355,7 +372,7 @@ impl NodeShared {
         if !v.contains(&incarnation) {
             v.push(incarnation);
             self.stats.quarantined.fetch_add(1, Ordering::Relaxed);
-            log::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
+            tracing::warn!("node {}: peer {addr} incarnation {incarnation:#x} quarantined (it restarted)", self.addr);
         }
     }
 
@@ -483,7 +500,7 @@ impl NodeShared {
                     v.encode(&mut w);
                     if let Some(e) = w.take_error() {
                         // The answer cannot travel: the asker gets NoReply at once.
-                        log::error!("node {}: reply of type {} not sent: {e}", self.addr, std::any::type_name::<R>());
+                        tracing::error!("node {}: reply of type {} not sent: {e}", self.addr, std::any::type_name::<R>());
                         w.buf.truncate(2 + 8);
                         w.buf.push(1);
                     }
@@ -531,7 +548,7 @@ impl Node {
             None if cfg.tls.is_none() && !cfg.listen.ip().is_loopback() => return Err(TransportError::SecretRequired(cfg.listen)),
             None => {}
             Some(s) if s.is_empty() => return Err(TransportError::EmptySecret),
-            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => log::warn!(
+            Some(s) if s.len() < crate::RECOMMENDED_SECRET_LEN => tracing::warn!(
                 "the cluster secret has only {} bytes; use at least {} random bytes",
                 s.len(),
                 crate::RECOMMENDED_SECRET_LEN
@@ -549,7 +566,7 @@ impl Node {
             Some(a) => a,
             None => {
                 if bound.ip().is_unspecified() {
-                    log::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
+                    tracing::info!("node bound to {bound} without NodeConfig::advertise: refs it hands out name {bound}, which only this host can dial");
                 }
                 bound
             }
@@ -571,7 +588,7 @@ impl Node {
                 Err(_) => return Err(TransportError::StartTimeout),
             }
         }
-        log::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
+        tracing::info!("node {} (incarnation {incarnation:#x}) listening, backend {:?}", addr, shared.backend.get());
         Ok(Node { shared })
     }
 
@@ -678,6 +695,9 @@ impl Node {
             quarantined: l(&s.quarantined),
             handshake_timeouts: l(&s.handshake_timeouts),
             evicted: l(&s.evicted),
+            bytes_sent: l(&s.bytes_out),
+            bytes_received: l(&s.bytes_in),
+            reconnects: l(&s.reconnects),
         }
     }
 

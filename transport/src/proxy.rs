@@ -77,7 +77,7 @@ impl<M: RemoteMessage> Actor for Proxy<M> {
                 }
             }
             None => {
-                log::debug!("proxy for {:?}: peer incarnation gone or no transport here; stopping", self.wr);
+                tracing::debug!("proxy for {:?}: peer incarnation gone or no transport here; stopping", self.wr);
                 ctx.stop_self();
             }
         }

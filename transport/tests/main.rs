@@ -9,3 +9,4 @@ mod faults;
 mod deploy;
 mod tls;
 mod serde_messages;
+mod metrics;

@@ -22,6 +22,7 @@ use super::Actor;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::{Entry, ShardLocal};
 use crate::supervision::{Failure, FailurePhase};
+use crate::telemetry::{METRICS, SPANS};
 
 /// One activation's view of the actor it runs.
 pub(crate) struct Activation<'a, A: Actor> {
@@ -79,7 +80,7 @@ impl<A: Actor> Activation<'_, A> {
             Lifecycle::Running => inner.meta.sup().deferred.push_back(Box::new(job)),
             _ => {
                 let h = self.header();
-                h.runtime.dead_letters.record(h.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
+                h.runtime.dead_letters.record(h, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, 1);
             }
         }
     }
@@ -104,7 +105,7 @@ impl<A: Actor> Activation<'_, A> {
                 self.fail(inner, failure);
             } else {
                 self.header().runtime.record_failure();
-                log::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
+                tracing::error!("actor {}: a system job panicked: {failure}", Path(self.header()));
             }
         }
     }
@@ -123,7 +124,7 @@ impl<A: Actor> Activation<'_, A> {
             Ok(make) => {
                 let Ok(make) = make.downcast::<Box<dyn FnOnce() -> A::Msg + Send>>() else {
                     // Unreachable: the job was built for this actor's message type.
-                    log::error!("actor {id}: spawn_blocking result of the wrong type dropped");
+                    tracing::error!("actor {id}: spawn_blocking result of the wrong type dropped");
                     return;
                 };
                 match catch_unwind(AssertUnwindSafe(move || (*make)())) {
@@ -140,7 +141,7 @@ impl<A: Actor> Activation<'_, A> {
         if inner.meta.is(Flags::SUSPENDED | Flags::STOP_REQUESTED) {
             // Already failed (its supervisor is deciding) or stopping: one failure at a time.
             header.runtime.record_failure();
-            log::error!("actor {id}: a spawn_blocking job failed while the actor was already failing or stopping: {failure}");
+            tracing::error!("actor {id}: a spawn_blocking job failed while the actor was already failing or stopping: {failure}");
         } else {
             self.fail(inner, failure);
         }
@@ -153,7 +154,10 @@ impl<A: Actor> Activation<'_, A> {
 /// # Safety
 /// `h` is a live cell of actor type `A` owned by `shard`, called on `shard`'s thread, and
 /// `entry` is the run-queue entry being consumed (it carries `h`).
-pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+///
+/// `T`: the runtime's telemetry, `telemetry::SPANS | telemetry::METRICS` bits (the cell's
+/// vtable holds the right copy; see `Cell::vtable`).
+pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -172,6 +176,9 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
         inner.meta.pending = inner.meta.pending.saturating_sub(1);
         return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
     }
+    if T & METRICS != 0 {
+        shard.metrics().activation();
+    }
     let act = Activation { h, cell, shard, holds_token };
     if inner.meta.lifecycle == Lifecycle::New {
         act.start(inner);
@@ -182,7 +189,7 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
-        if let Err(failure) = process_user_messages(cell, inner, shard, holds_token) {
+        if let Err(failure) = process_user_messages::<A, T>(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
     }
@@ -229,8 +236,9 @@ pub(super) unsafe fn run<A: Actor>(h: NonNull<Header>, shard: &ShardLocal, entry
     Outcome::Done
 }
 
-/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`.
-fn process_user_messages<A: Actor>(
+/// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;
+/// `T`: telemetry bits, as in [`run`].
+fn process_user_messages<A: Actor, const T: u8>(
     cell: &Cell<A>,
     inner: &mut Inner<A>,
     shard: &ShardLocal,
@@ -242,6 +250,9 @@ fn process_user_messages<A: Actor>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
+    let spans = T & SPANS != 0;
+    // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
+    let sample = shard.metrics().begin_activation(T & METRICS != 0, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
             let msg = if ctx.meta.is(Flags::UNSTASHED) {
@@ -258,13 +269,14 @@ fn process_user_messages<A: Actor>(
             };
             let Some(msg) = msg else { break };
             handled += 1;
-            actor.handle(&mut ctx, msg)?;
+            if spans { crate::telemetry::trace::handle_in_span(actor, &mut ctx, msg, id)? } else { actor.handle(&mut ctx, msg)? }
             if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING) {
                 break;
             }
         }
         Ok(())
     }));
+    shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
     if handled > 0 {
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
@@ -288,7 +300,7 @@ pub(crate) unsafe fn recover_from_escaped_panic(h: NonNull<Header>, shard: &Shar
     // SAFETY: contract: a live cell; the shard's ownership count keeps it so.
     let header = unsafe { h.as_ref() };
     header.runtime.record_escaped_panic();
-    log::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
+    tracing::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
     if e.is_local() {
         // SAFETY: owner-shard thread (contract).
         header.queued.with_mut(|q| unsafe { *q = true });

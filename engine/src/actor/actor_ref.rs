@@ -153,7 +153,7 @@ impl<M: Send + 'static> ActorRef<M> {
                     TellError::Closed(_) => (DeadLetterReason::Stopped, Undelivered::Closed),
                 };
                 drop(e);
-                self.header().runtime.dead_letters.record(self.id(), std::any::type_name::<M>(), reason, 1);
+                self.header().runtime.dead_letters.record(self.header(), std::any::type_name::<M>(), reason, 1);
                 Err(undelivered)
             }
         }

@@ -116,7 +116,7 @@ impl<M: Send + 'static> Parked for Typed<M> {
 fn count_dead<M: Send + 'static>(to: &ActorRef<M>, reason: DeadLetterReason, n: u64) {
     if n > 0 {
         let h = to.erased().header();
-        h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), reason, n);
+        h.runtime.dead_letters.record(h, std::any::type_name::<M>(), reason, n);
     }
 }
 

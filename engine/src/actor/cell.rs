@@ -235,12 +235,12 @@ impl<M: Send + 'static> Shared<M> {
             // leave the rest of the mailbox behind.
             if catch_unwind(AssertUnwindSafe(move || drop(m))).is_err() {
                 self.header.runtime.record_escaped_panic();
-                log::error!("actor {}: a message's Drop panicked while its mailbox was drained", super::actor_ref::Path(&self.header));
+                tracing::error!("actor {}: a message's Drop panicked while its mailbox was drained", super::actor_ref::Path(&self.header));
             }
             n += 1;
         }
         if n > 0 {
-            self.header.runtime.dead_letters.record(self.header.id, std::any::type_name::<M>(), reason, n);
+            self.header.runtime.dead_letters.record(&self.header, std::any::type_name::<M>(), reason, n);
         }
         n
     }
@@ -248,11 +248,28 @@ impl<M: Send + 'static> Shared<M> {
 
 impl<A: Actor> Cell<A> {
     const VTABLE: VTable = VTable {
-        run: activation::run::<A>,
+        run: activation::run::<A, 0>,
         drop_cell: drop_cell::<A>,
         msg_type: std::any::TypeId::of::<A::Msg>,
         msg_type_name: std::any::type_name::<A::Msg>,
     };
+    /// For runtimes with handler spans and/or metrics on: activations with those telemetry
+    /// hooks compiled in (see `crate::telemetry`). Chosen at spawn, so a runtime without
+    /// them pays nothing, and one with them pays no flag test per activation.
+    const SPANS_VTABLE: VTable = VTable { run: activation::run::<A, { crate::telemetry::SPANS }>, ..Self::VTABLE };
+    const METRICS_VTABLE: VTable = VTable { run: activation::run::<A, { crate::telemetry::METRICS }>, ..Self::VTABLE };
+    const BOTH_VTABLE: VTable =
+        VTable { run: activation::run::<A, { crate::telemetry::SPANS | crate::telemetry::METRICS }>, ..Self::VTABLE };
+
+    /// The vtable for a runtime with telemetry bits `t`.
+    fn vtable(t: u8) -> &'static VTable {
+        match t {
+            0 => &Self::VTABLE,
+            crate::telemetry::SPANS => &Self::SPANS_VTABLE,
+            crate::telemetry::METRICS => &Self::METRICS_VTABLE,
+            _ => &Self::BOTH_VTABLE,
+        }
+    }
 
     /// Allocates a cell for `actor`, Scheduled, with two references: one returned, one (the
     /// ownership reference) travelling with the Scheduled token to the owner shard.
@@ -279,7 +296,7 @@ impl<A: Actor> Cell<A> {
                     sibling_idx: AtomicU32::new(0),
                     queued: UnsafeCell::new(false),
                     registered: AtomicBool::new(false),
-                    vtable: &Self::VTABLE,
+                    vtable: Self::vtable(runtime.telemetry_bits()),
                     runtime,
                     id,
                     parent,

@@ -236,7 +236,7 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn dead_letter<M>(&self, msg: M) {
         drop(msg);
         let h = self.header();
-        h.runtime.dead_letters.record(h.id, std::any::type_name::<M>(), crate::DeadLetterReason::Undelivered, 1);
+        h.runtime.dead_letters.record(h, std::any::type_name::<M>(), crate::DeadLetterReason::Undelivered, 1);
     }
 
     /// Delivers `msg` to this actor after `delay` (through its mailbox; if the actor has

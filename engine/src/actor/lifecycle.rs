@@ -135,7 +135,7 @@ impl<A: Actor> Activation<'_, A> {
         self.end_pending(inner);
         let header = self.header();
         header.runtime.record_failure();
-        log::error!("actor {} failed: {failure}", Path(header));
+        tracing::error!(target: "percore::supervision", actor = %Path(header), %failure, "actor {} failed: {failure}", Path(header));
         let events = &header.runtime.events;
         if events.has_subscribers::<LifecycleEvent>() {
             events.publish(LifecycleEvent::Failed(failure.clone()));
@@ -199,7 +199,7 @@ impl<A: Actor> Activation<'_, A> {
         let pending = sup.pending.take();
         let held = std::mem::take(&mut sup.held);
         if catch_unwind(AssertUnwindSafe(move || drop(pending))).is_err() {
-            log::error!("actor {}: dropping its pending handler future panicked", Path(self.header()));
+            tracing::error!(target: "percore::supervision", actor = %Path(self.header()), "actor {}: dropping its pending handler future panicked", Path(self.header()));
         }
         if !held.is_empty() {
             let me = self.my_ref();
@@ -223,7 +223,7 @@ impl<A: Actor> Activation<'_, A> {
             Err(_) => SupervisorStrategy::default(),
         };
         let directive = decide(&strategy, &failure);
-        log::debug!("actor {} decides {directive:?} for {failure:?}", Path(self.header()));
+        tracing::debug!(target: "percore::supervision", actor = %Path(self.header()), ?directive, "actor {} decides {directive:?} for {failure:?}", Path(self.header()));
         let targets: Vec<ErasedRef> = match strategy.kind() {
             StrategyKind::OneForOne => vec![child.clone()],
             StrategyKind::AllForOne => inner.meta.children.iter().cloned().collect(),
@@ -258,24 +258,25 @@ impl<A: Actor> Activation<'_, A> {
                 restarts.pop_front();
             }
             if restarts.len() as u64 >= u64::from(max) {
-                log::error!("actor {} failed more than {max} times within {within:?}; stopping it", Path(header));
+                tracing::error!(target: "percore::supervision", actor = %Path(header), max_restarts = max, ?within, "actor {} failed more than {max} times within {within:?}; stopping it", Path(header));
                 inner.meta.request_stop(StopReason::RestartLimitExceeded(failure));
                 return;
             }
             restarts.push_back(now);
         }
         if inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).is_none() {
-            log::error!("actor {} cannot be restarted: it was spawned from a value (spawn it from Props); stopping it", Path(header));
+            tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} cannot be restarted: it was spawned from a value (spawn it from Props); stopping it", Path(header));
             inner.meta.request_stop(StopReason::Failed(failure));
             return;
         }
         header.runtime.record_restart();
+        crate::telemetry::restarting(header, &failure);
         self.end_pending(inner);
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| {
             a.pre_restart(ctx, &failure);
             Ok(())
         }) {
-            log::error!("actor {} panicked in pre_restart: {f}", Path(header));
+            tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} panicked in pre_restart: {f}", Path(header));
         }
         let old = inner.actor.take();
         let factory = inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).and_then(|f| f.downcast_ref::<Factory<A>>());
@@ -448,12 +449,12 @@ impl<A: Actor> Activation<'_, A> {
                 Ok(())
             }) {
                 header.runtime.record_failure();
-                log::error!("actor {} panicked while stopping: {f}", Path(header));
+                tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} panicked while stopping: {f}", Path(header));
             }
         }
         if let Some(a) = inner.actor.take() {
             if catch_unwind(AssertUnwindSafe(move || drop(a))).is_err() {
-                log::error!("actor {} panicked in Drop", Path(header));
+                tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} panicked in Drop", Path(header));
             }
         }
         if let Some(sup) = inner.meta.sup.as_mut() {
@@ -482,7 +483,7 @@ impl<A: Actor> Activation<'_, A> {
                     let shard = self.shard;
                     if catch_unwind(AssertUnwindSafe(move || job(shard))).is_err() {
                         header.runtime.record_escaped_panic();
-                        log::error!("actor {}: a system job panicked after it stopped", Path(header));
+                        tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {}: a system job panicked after it stopped", Path(header));
                     }
                 }
                 SysMsg::Blocking(done) => done.undelivered(header),
@@ -520,7 +521,7 @@ impl<A: Actor> Activation<'_, A> {
             let left = sup.deferred.len() as u64;
             sup.deferred.clear();
             if left > 0 {
-                header.runtime.dead_letters.record(header.id, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, left);
+                header.runtime.dead_letters.record(header, std::any::type_name::<A::Msg>(), DeadLetterReason::Undelivered, left);
             }
         }
         // SAFETY: owner-shard thread (activation contract).
@@ -556,7 +557,7 @@ pub(crate) fn note_activity(shard: &ShardLocal, h: NonNull<Header>, sup: &mut su
 /// Runs a decider, treating a panicking decider as Stop.
 fn decide(strategy: &SupervisorStrategy, failure: &Failure) -> Directive {
     catch_unwind(AssertUnwindSafe(|| strategy.decide(failure))).unwrap_or_else(|_| {
-        log::error!("a supervisor's decider panicked on {failure:?}; stopping the child");
+        tracing::error!("a supervisor's decider panicked on {failure:?}; stopping the child");
         Directive::Stop
     })
 }

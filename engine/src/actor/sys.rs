@@ -113,7 +113,7 @@ pub(crate) fn sys_to_dead(header: &Header, msg: SysMsg) {
         // A dead actor has no mailbox to wait for: the waiter re-sends and meets `Closed`.
         SysMsg::Waiter(w) => w.room(id),
         // An ask's outcome for an asker that has stopped: counted, never silently dropped.
-        SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(id, "ask outcome", DeadLetterReason::Stopped, 1),
+        SysMsg::AskOutcome { .. } => header.runtime.dead_letters.record(header, "ask outcome", DeadLetterReason::Stopped, 1),
         _ => {}
     }
 }

@@ -77,7 +77,7 @@ impl Timekeeper {
         let me = shared.clone();
         let spawned = thread::Builder::new().name(format!("{name}-timekeeper")).spawn(move || me.run());
         if let Err(e) = spawned {
-            log::error!("could not start the ask timekeeper thread ({e}); async asks time out only when polled");
+            tracing::error!("could not start the ask timekeeper thread ({e}); async asks time out only when polled");
             shared.lock().exit = true;
         }
         Timekeeper { shared }

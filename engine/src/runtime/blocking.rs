@@ -72,9 +72,9 @@ impl Job {
     fn drop_unrun(self) {
         let Job { work, target, message_type } = self;
         let h = target.header();
-        h.runtime.dead_letters.record(h.id, message_type, DeadLetterReason::Undelivered, 1);
+        h.runtime.dead_letters.record(h, message_type, DeadLetterReason::Undelivered, 1);
         if catch_unwind(AssertUnwindSafe(move || drop(work))).is_err() {
-            log::error!("a spawn_blocking closure panicked while being dropped");
+            tracing::error!("a spawn_blocking closure panicked while being dropped");
         }
     }
 }
@@ -88,13 +88,13 @@ pub(crate) struct Done {
 impl Done {
     /// The actor has stopped: count the outcome as a dead letter (and log a panic).
     pub(crate) fn undelivered(self, h: &Header) {
-        h.runtime.dead_letters.record(h.id, self.message_type, DeadLetterReason::Stopped, 1);
+        h.runtime.dead_letters.record(h, self.message_type, DeadLetterReason::Stopped, 1);
         let outcome = self.outcome;
         if outcome.is_err() {
-            log::error!("a spawn_blocking job of actor {} panicked after the actor stopped", h.id);
+            tracing::error!("a spawn_blocking job of actor {} panicked after the actor stopped", h.id);
         }
         if catch_unwind(AssertUnwindSafe(move || drop(outcome))).is_err() {
-            log::error!("a spawn_blocking result panicked while being dropped");
+            tracing::error!("a spawn_blocking result panicked while being dropped");
         }
     }
 }
@@ -182,7 +182,7 @@ impl BlockingPool {
                 // The helpers already started carry the load (their deques are stolen
                 // from; an unstarted one's deque is never filled).
                 Err(e) if i > 0 => {
-                    log::warn!("runtime {runtime}: started only {i} blocking helpers: {e}");
+                    tracing::warn!("runtime {runtime}: started only {i} blocking helpers: {e}");
                     break;
                 }
                 Err(e) => return Err(format!("the blocking pool could not start a thread: {e}")),
@@ -220,7 +220,7 @@ impl BlockingPool {
                 continue;
             }
             if h.join().is_err() {
-                log::error!("a blocking helper thread panicked");
+                tracing::error!("a blocking helper thread panicked");
             }
         }
         // A deque of a helper that never started (thread limit) may hold nothing, but the

@@ -57,6 +57,8 @@ pub struct RuntimeBuilder {
     guardian: SupervisorStrategy,
     stall_threshold: Option<Duration>,
     blocking_threads: Option<usize>,
+    metrics: bool,
+    handler_spans: bool,
 }
 
 impl RuntimeBuilder {
@@ -73,6 +75,8 @@ impl RuntimeBuilder {
             guardian: SupervisorStrategy::default(),
             stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
             blocking_threads: None,
+            metrics: false,
+            handler_spans: false,
         }
     }
 
@@ -172,6 +176,31 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Record metrics through the `metrics` facade (see the crate docs, "Metrics"): per
+    /// shard, per actor kind (sampled) and runtime-wide. Default: off. Needs the cargo
+    /// feature `metrics`; without it, `true` only logs a warning at [`RuntimeBuilder::build`].
+    ///
+    /// Install the application's exporter (the `metrics` global recorder) **before**
+    /// `build`: each shard registers its metrics when it starts. The shards count in
+    /// shard-owned cells and hand the counts to the facade in batches, at most every few
+    /// milliseconds, when they run out of work, and before they park.
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
+    }
+
+    /// Run every handler invocation inside a `tracing` span (`handle`, target
+    /// `percore::handler`, level `INFO`, fields `actor_id` and `kind`), so the events a
+    /// handler emits carry which actor handled which kind of message. Each span is a root:
+    /// it never nests inside another handler's span, however long a chain of messages runs.
+    /// Default: off (then it costs nothing: actors of a runtime without spans or metrics
+    /// run an activation without the hooks, chosen at spawn). A span costs its
+    /// subscriber's work per message, so leave it off where messages are tiny and hot.
+    pub fn handler_spans(mut self, on: bool) -> Self {
+        self.handler_spans = on;
+        self
+    }
+
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let n = match self.shards {
@@ -199,6 +228,7 @@ impl RuntimeBuilder {
         // Lanes are allocated per pair that talks; with many shards each carries less.
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
         let events = Arc::new(crate::event_stream::EventStream::default());
+        let runtime_metrics = crate::telemetry::metrics::RuntimeMetrics::new(&self.name, self.metrics && cfg!(feature = "metrics"));
         let shared = Arc::new(RuntimeShared {
             name: self.name,
             shards: (0..n).map(|_| ShardShared::default()).collect(),
@@ -206,7 +236,7 @@ impl RuntimeBuilder {
             live: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
             shutdown: AtomicBool::new(false),
-            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone() },
+            dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone(), metrics: runtime_metrics },
             names: Default::default(),
             events,
             failures: AtomicU64::new(0),
@@ -221,6 +251,8 @@ impl RuntimeBuilder {
             timekeeper: Default::default(),
             watchdog: Watchdog::new(self.stall_threshold),
             blocking: BlockingPool::new(blocking_threads),
+            metrics: self.metrics && cfg!(feature = "metrics"),
+            handler_spans: self.handler_spans,
         });
 
         let mask: Option<Vec<usize>> = if self.pin {
@@ -229,7 +261,7 @@ impl RuntimeBuilder {
             None
         };
         if self.pin && mask.is_none() {
-            log::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
+            tracing::warn!("runtime {}: cannot list CPU cores; running unpinned", shared.name);
         }
         let reservation = match &mask {
             Some(mask) => Reservation::pinned(n, mask, self.first_core),
@@ -253,7 +285,7 @@ impl RuntimeBuilder {
                         pin_failed.store(true, Ordering::Relaxed);
                         // ORDERING: Relaxed: as above; swap elects the one warner.
                         if !warned.swap(true, Ordering::Relaxed) {
-                            log::warn!("runtime {}: pinning to cores failed; running unpinned", rt.name);
+                            tracing::warn!("runtime {}: pinning to cores failed; running unpinned", rt.name);
                         }
                     }
                 }

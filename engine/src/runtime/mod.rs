@@ -26,6 +26,7 @@ pub use builder::RuntimeBuilder;
 use dead_letters::{DeadLetter, DeadLetterHook, DeadLetterReason};
 
 use crate::actor::cell::Cell;
+use crate::actor::header::Header;
 use crate::actor::{Actor, ActorId, ActorRef};
 use crate::ask::Timekeeper;
 use crate::error::{LookupError, SpawnError};
@@ -163,15 +164,21 @@ pub(crate) struct DeadLetters {
     hook: Option<DeadLetterHook>,
     /// The runtime's event stream (shared with `RuntimeShared::events`).
     events: Arc<crate::event_stream::EventStream>,
+    /// The runtime-wide metric counters (dead letters by reason, failures, restarts).
+    pub(crate) metrics: crate::telemetry::metrics::RuntimeMetrics,
 }
 
 impl DeadLetters {
     /// Counts `n` dead letters of one kind and reports each to the hook and to event
     /// stream subscribers of `DeadLetter`.
-    pub(crate) fn record(&self, recipient: ActorId, message_type: &'static str, reason: DeadLetterReason, n: u64) {
+    pub(crate) fn record(&self, recipient: &Header, message_type: &'static str, reason: DeadLetterReason, n: u64) {
         // ORDERING: Relaxed: a statistic; readers need no other data through it.
         self.count.fetch_add(n, Ordering::Relaxed);
-        let letter = DeadLetter { recipient: Some(recipient), message_type, reason };
+        self.metrics.dead_letters(reason, n);
+        if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
+            crate::telemetry::dead_letter_event(Some(recipient), message_type, reason, n);
+        }
+        let letter = DeadLetter { recipient: Some(recipient.id), message_type, reason };
         if let Some(hook) = &self.hook {
             for _ in 0..n {
                 hook(&letter);
@@ -200,6 +207,10 @@ impl DeadLetters {
     pub(crate) fn record_ask_expired<R>(&self) {
         // ORDERING: Relaxed: a statistic.
         self.count.fetch_add(1, Ordering::Relaxed);
+        self.metrics.dead_letters(DeadLetterReason::AskExpired, 1);
+        if tracing::enabled!(target: "percore::dead_letters", tracing::Level::DEBUG) {
+            crate::telemetry::dead_letter_event(None, std::any::type_name::<R>(), DeadLetterReason::AskExpired, 1);
+        }
         if let Some(hook) = &self.hook {
             hook(&DeadLetter { recipient: None, message_type: std::any::type_name::<R>(), reason: DeadLetterReason::AskExpired });
         }
@@ -240,6 +251,10 @@ pub(crate) struct RuntimeShared {
     watchdog: crate::shard::watchdog::Watchdog,
     /// Helper threads for `Context::spawn_blocking`, started on first use.
     blocking: blocking::BlockingPool,
+    /// Metrics on (`RuntimeBuilder::metrics`; only with the cargo feature `metrics`).
+    metrics: bool,
+    /// A `tracing` span per handler invocation (`RuntimeBuilder::handler_spans`).
+    handler_spans: bool,
 }
 
 impl RuntimeShared {
@@ -300,9 +315,28 @@ impl RuntimeShared {
         &self.names
     }
 
+    /// `telemetry::SPANS | telemetry::METRICS` as configured: actors spawned here get the
+    /// vtable whose activation has exactly those hooks (see `actor/cell.rs`).
+    pub(crate) fn telemetry_bits(&self) -> u8 {
+        (if self.handler_spans { crate::telemetry::SPANS } else { 0 }) | (if self.metrics { crate::telemetry::METRICS } else { 0 })
+    }
+
+    /// Whether this runtime records metrics (see `telemetry::metrics`).
+    #[inline]
+    pub(crate) fn metrics_enabled(&self) -> bool {
+        self.metrics
+    }
+
+    /// The runtime-wide metric counters (kept in `DeadLetters`, whose `record` needs them).
+    #[inline]
+    pub(crate) fn metrics(&self) -> &crate::telemetry::metrics::RuntimeMetrics {
+        &self.dead_letters.metrics
+    }
+
     pub(crate) fn record_restart(&self) {
         // ORDERING: Relaxed: a statistic.
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.metrics().restart();
     }
 
     /// The user guardian's strategy (supervises top-level actors).
@@ -314,11 +348,13 @@ impl RuntimeShared {
     pub(crate) fn record_escaped_panic(&self) {
         // ORDERING: Relaxed: a statistic.
         self.escaped_panics.fetch_add(1, Ordering::Relaxed);
+        self.metrics().escaped_panic();
     }
 
     pub(crate) fn record_failure(&self) {
         // ORDERING: Relaxed: a statistic.
         self.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics().failure();
     }
 
     /// Checks a spawn request: the shard exists and the capacity is valid.
@@ -453,6 +489,13 @@ impl RuntimeHandle {
         self.shared.num_shards()
     }
 
+    /// Whether this runtime records metrics through the `metrics` facade
+    /// ([`RuntimeBuilder::metrics`], with the cargo feature `metrics`). Crates that extend
+    /// the runtime (transport, persistence) record theirs under the same switch.
+    pub fn metrics_enabled(&self) -> bool {
+        self.shared.metrics_enabled()
+    }
+
     /// Messages that could not be delivered so far (see [`DeadLetterReason`]).
     pub fn dead_letters(&self) -> u64 {
         self.shared.dead_letters.get()
@@ -491,7 +534,7 @@ impl RuntimeHandle {
             );
         });
         if !target.erased().send_sys(crate::actor::sys::SysMsg::OnShard(job)) {
-            self.shared.dead_letters.record(target.id(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
+            self.shared.dead_letters.record(target.erased().header(), std::any::type_name::<M>(), DeadLetterReason::Stopped, 1);
         }
         cancel
     }
@@ -686,12 +729,12 @@ impl Runtime {
         let mut on_own_shard = false;
         for t in self.threads.drain(..) {
             if t.thread().id() == me {
-                log::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
+                tracing::error!("runtime {} dropped on its own shard thread; that shard exits on its own", rt.name());
                 on_own_shard = true;
                 continue;
             }
             if t.join().is_err() {
-                log::error!("a shard thread of runtime {} panicked", rt.name());
+                tracing::error!("a shard thread of runtime {} panicked", rt.name());
             }
         }
         // No shard is left to submit blocking jobs: let the helpers finish and join them
@@ -704,7 +747,7 @@ impl Runtime {
             rt.watchdog.request_stop();
             w.thread().unpark();
             if w.join().is_err() {
-                log::error!("the stall watchdog of runtime {} panicked", rt.name());
+                tracing::error!("the stall watchdog of runtime {} panicked", rt.name());
             }
         }
         // The shards are gone: their cores are free for the next runtime.

@@ -73,7 +73,7 @@ impl Walk {
         // `done` is the caller's: it runs on whichever shard answered last, so a panic in it
         // must not unwind that shard's activation.
         if catch_unwind(AssertUnwindSafe(move || done(found))).is_err() {
-            log::error!("a path lookup's completion panicked");
+            tracing::error!("a path lookup's completion panicked");
         }
     }
 }

@@ -52,6 +52,8 @@ pub(crate) struct ShardShared {
     pub(crate) timers: crate::sync::atomic::AtomicU64,
     /// The running activation, for the stall watchdog (see `watchdog`).
     pub(crate) stall: watchdog::StallWord,
+    /// Stalls the watchdog reported on this shard (read by the shard's metrics).
+    pub(crate) stalls: crate::sync::atomic::AtomicU64,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -157,6 +159,8 @@ pub(crate) struct ShardLocal {
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
     /// This shard's half of the stall watchdog.
     stall: watchdog::ShardStall,
+    /// Shard-owned metric counters (empty without the `metrics` feature).
+    metrics: crate::telemetry::metrics::ShardMetrics,
 }
 
 impl ShardLocal {
@@ -175,6 +179,7 @@ impl ShardLocal {
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
+            metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
         }
     }
@@ -196,6 +201,13 @@ impl ShardLocal {
     #[inline]
     pub(crate) fn index(&self) -> usize {
         self.index
+    }
+
+
+    /// This shard's metric counters (see `telemetry::metrics`).
+    #[inline(always)]
+    pub(crate) fn metrics(&self) -> &crate::telemetry::metrics::ShardMetrics {
+        &self.metrics
     }
 
     #[inline]
@@ -343,7 +355,9 @@ impl ShardLocal {
                 // the producer contract of `LaneTable::lane`); the lane exists (it was full).
                 let pending = out.flush(lanes.lane(self.index, *target));
                 // Only targets that just received notifications need a wake-up check.
-                self.rt.shard(*target).parker.wake();
+                if self.rt.shard(*target).parker.wake() {
+                    self.metrics.woke_other();
+                }
                 pending
             });
             !(*o).is_empty()
@@ -440,7 +454,7 @@ impl ShardLocal {
             Ok(mut d) => match d.as_mut() {
                 Some(d) => catch_unwind(AssertUnwindSafe(|| d.poll())).unwrap_or_else(|_| {
                     self.rt.record_escaped_panic();
-                    log::error!("shard {}: its driver panicked while polled", self.index);
+                    tracing::error!("shard {}: its driver panicked while polled", self.index);
                     1
                 }),
                 None => 0,
@@ -464,7 +478,7 @@ impl ShardLocal {
             // a panic here must not take the shard down either.
             let again = catch_unwind(AssertUnwindSafe(&mut action)).unwrap_or_else(|_| {
                 self.rt.record_escaped_panic();
-                log::error!("shard {}: a timer action panicked; the timer is dropped", self.index);
+                tracing::error!("shard {}: a timer action panicked; the timer is dropped", self.index);
                 false
             });
             // SAFETY: as `push_run`.
@@ -521,7 +535,9 @@ impl ShardLocal {
                 work += 1;
             }
             if work > 0 {
+                self.metrics.went_busy();
                 idle = 0;
+                self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
             }
             if self.shutdown_seen.get() && self.rt.live_actors() == 0 && !self.outbox_pending.get() {
@@ -531,6 +547,8 @@ impl ShardLocal {
             if idle == 1 {
                 idle_since = Instant::now();
                 shared_core = crate::runtime::cores::shares_core(self.core);
+                self.metrics.went_idle(idle_since);
+                self.metrics.flush_if_due(&self.rt, 0);
             }
             if idle <= spins {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
@@ -561,6 +579,10 @@ impl ShardLocal {
                 me.parker.cancel_sleep();
                 continue;
             }
+            self.metrics.parked();
+            if self.metrics.is_on() {
+                self.metrics.flush(&self.rt, 0);
+            }
             let next_timer = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
             let timeout = match (next_timer, self.outbox_pending.get()) {
                 (t, true) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_micros(50))),
@@ -579,12 +601,15 @@ impl ShardLocal {
             }
             idle = 0;
         }
+        if self.metrics.is_on() {
+            self.metrics.flush(&self.rt, 0);
+        }
         // The driver goes first (its sockets and buffers), on this thread.
         drop(self.driver.borrow_mut().take());
         // Every actor is released; nothing can be scheduled here any more. Close the
         // injector so a straggler fails loudly instead of being stranded.
         for h in me.injector.close() {
-            log::error!("shard {}: notification after shutdown; releasing it", self.index);
+            tracing::error!("shard {}: notification after shutdown; releasing it", self.index);
             // SAFETY: a notification carries the ownership count; give it back.
             drop(unsafe { ErasedRef::from_raw(h) });
         }
@@ -645,7 +670,9 @@ pub(crate) fn notify(h: NonNull<Header>) {
                 s.push_run(Entry::remote(h));
             } else {
                 s.send_to_shard(target, h);
-                rt.shard(target).parker.wake();
+                if rt.shard(target).parker.wake() {
+                    s.metrics.woke_other();
+                }
             }
             return;
         }
@@ -654,11 +681,13 @@ pub(crate) fn notify(h: NonNull<Header>) {
     // SAFETY: the token keeps `h` valid until the shard takes it; a cell is in at most one
     // run queue, so its link is free.
     match unsafe { shard.injector.push(h) } {
-        Ok(()) => shard.parker.wake(),
+        Ok(()) => {
+            shard.parker.wake();
+        }
         Err(h) => {
             // Only possible for an uncounted cell after the shard exited (see
             // `RuntimeShared::begin_spawn`); give the ownership count back.
-            log::error!("shard {target} has exited; dropping a late notification");
+            tracing::error!("shard {target} has exited; dropping a late notification");
             // SAFETY: the notification carried the ownership count.
             drop(unsafe { ErasedRef::from_raw(h) });
         }

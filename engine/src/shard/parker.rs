@@ -129,9 +129,10 @@ impl Parker {
     }
 
     /// Sender side: call after publishing work for this shard. Issues the wake syscall only
-    /// if the shard announced that it sleeps, and only once per sleep.
+    /// if the shard announced that it sleeps, and only once per sleep. Returns whether this
+    /// call woke the shard (for the waker's metrics).
     #[inline]
-    pub fn wake(&self) {
+    pub fn wake(&self) -> bool {
         // ORDERING: the fence pairs with the fence in `announce_sleep` (Dekker).
         fence(Ordering::SeqCst);
         // ORDERING: Relaxed pre-check keeps the common (awake) case free of writes.
@@ -143,7 +144,7 @@ impl Parker {
                 if !w.is_null() {
                     // SAFETY: set once, freed only in `drop` (`&mut self`: no waker left).
                     unsafe { &*w }.wake();
-                    return;
+                    return true;
                 }
             }
             // ORDERING: Acquire pairs with the AcqRel swap in `register_current`.
@@ -154,7 +155,9 @@ impl Parker {
                 // (and the runtime outlives every sender through its Arc).
                 unsafe { &*t }.unpark();
             }
+            return true;
         }
+        false
     }
 
     /// Whether the shard has announced that it sleeps (diagnostics, tests).

@@ -182,7 +182,10 @@ fn stall_ended(word: &Words, h: &Header) {
     let wd = h.runtime.watchdog();
     // ORDERING: Relaxed: ordered by the Acquire load of `reported` in `Batch::end`.
     let since = wd.started + Duration::from_nanos(word.since_ns.load(Ordering::Relaxed));
-    log::warn!(
+    tracing::warn!(
+        target: "percore::stall",
+        actor = %Path(h),
+        shard = h.shard,
         "actor {} held shard {} for {:?} in one activation (stall threshold {:?})",
         Path(h),
         h.shard,
@@ -224,12 +227,18 @@ pub(crate) fn run_watchdog(rt: Arc<RuntimeShared>, threshold: Duration) {
             let actor = ActorId(w.actor.load(Ordering::Relaxed));
             // ORDERING: Relaxed: a statistic.
             wd.stalls.fetch_add(1, Ordering::Relaxed);
+            // ORDERING: Relaxed: a statistic (read by the shard's metrics flush).
+            rt.shard(i).stalls.fetch_add(1, Ordering::Relaxed);
             let since_ns = s.since.duration_since(wd.started).as_nanos().min(u64::MAX as u128) as u64;
             // ORDERING: Relaxed: published by the Release store of `reported` below.
             w.since_ns.store(since_ns, Ordering::Relaxed);
             // ORDERING: Release pairs with the Acquire load in `ShardStall::end`.
             w.reported.store(epoch, Ordering::Release);
-            log::warn!(
+            tracing::warn!(
+                target: "percore::stall",
+                runtime = rt.name(),
+                shard = i,
+                actor_id = %actor,
                 "runtime {}: shard {i} has run one activation (actor {actor}) for over {:?} (stall threshold {threshold:?}); \
                  every other actor and timer on that shard waits. Move blocking or CPU-heavy work to Context::spawn_blocking",
                 rt.name(),

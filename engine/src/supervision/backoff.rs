@@ -177,7 +177,7 @@ impl<A: Actor> Actor for BackoffSupervisor<A> {
                     self.consecutive = 0;
                 }
                 if self.opts.max_restarts.is_some_and(|m| self.consecutive >= m) {
-                    log::error!("backoff supervisor {:?}: child failed {} times in a row; giving up", ctx.myself(), self.consecutive);
+                    tracing::error!("backoff supervisor {:?}: child failed {} times in a row; giving up", ctx.myself(), self.consecutive);
                     ctx.stop_self();
                     return Ok(());
                 }

@@ -16,10 +16,24 @@ pub const ASK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Deadline for a foreign thread's blocking `send` into a full mailbox.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// `--metrics`: build every percore runtime with metrics on.
+pub static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn metrics_on() -> bool {
+    // ORDERING: Relaxed: set once in `main` before any workload runs.
+    METRICS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A fresh runtime with `shards` shards for one run of one workload, on the engine's default
 /// placement (cores no other live runtime holds; the first runtime starts at core 0).
 pub fn runtime(shards: usize, pin: bool) -> Result<Runtime> {
-    Runtime::builder().shards(shards).pin_to_cores(pin).name("percore-perf").build().map_err(fail("building the runtime"))
+    Runtime::builder()
+        .shards(shards)
+        .pin_to_cores(pin)
+        .name("percore-perf")
+        .metrics(metrics_on())
+        .build()
+        .map_err(fail("building the runtime"))
 }
 
 /// As [`runtime`], with shard `i` pinned to core `first_core + i` explicitly.
@@ -29,6 +43,7 @@ pub fn runtime_from(shards: usize, pin: bool, first_core: usize) -> Result<Runti
         .pin_to_cores(pin)
         .first_core(first_core)
         .name("percore-perf")
+        .metrics(metrics_on())
         .build()
         .map_err(fail("building the runtime"))
 }

@@ -346,7 +346,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
             self.on_written(ctx, result)?;
         }
         if !self.core.acks.is_empty() {
-            log::error!("persistent actor {}: acknowledgements of unknown writes ignored", self.core.id);
+            tracing::error!("persistent actor {}: acknowledgements of unknown writes ignored", self.core.id);
             self.core.acks.clear();
         }
         Ok(())

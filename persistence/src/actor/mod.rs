@@ -168,7 +168,7 @@ pub trait PersistentActor: Send + Sized + 'static {
     ) -> Result<(), ActorError> {
         let _ = state;
         if signal.is_failure() {
-            log::warn!("persistent actor {}: {signal:?}", ctx.persistence_id());
+            tracing::warn!("persistent actor {}: {signal:?}", ctx.persistence_id());
         }
         Ok(())
     }

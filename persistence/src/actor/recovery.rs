@@ -129,7 +129,7 @@ fn replay<P: PersistentActor>(
     };
     let snapshot_seq = snapshot.as_ref().map(|(meta, _)| meta.seq);
     if !skipped.is_empty() {
-        log::warn!(
+        tracing::warn!(
             "persistent actor {id}: skipping damaged snapshots ({}); recovering from {}",
             skipped.join("; "),
             snapshot_seq.map_or("the first event".to_string(), |s| format!("the snapshot at {s}"))

@@ -302,11 +302,11 @@ impl FileJournal {
         if let (Some(t), Some(newest)) = (&report.truncated, segments.last()) {
             let file = &index.segments[&newest.id].file;
             truncate(file, &t.segment, t.offset, newest.id, opts.fsync)?;
-            log::warn!("journal {}: {t}", dir.display());
+            tracing::warn!("journal {}: {t}", dir.display());
         }
         for path in unlisted_empty {
             std::fs::remove_file(&path).map_err(|e| JournalError::io("deleting", &path, e))?;
-            log::warn!(
+            tracing::warn!(
                 "journal {}: removed {} (an empty segment a crash left unlisted)",
                 dir.display(),
                 path.display()
@@ -314,7 +314,7 @@ impl FileJournal {
             report.removed_empty_segments.push(path);
         }
         for path in &report.stray_segments {
-            log::warn!(
+            tracing::warn!(
                 "journal {}: {} is not in the manifest (left by an interrupted clean-up?); it is ignored",
                 dir.display(),
                 path.display()
@@ -334,7 +334,7 @@ impl FileJournal {
                     None => {
                         // A journal of the format before the manifest: list what is there.
                         report.migrated = true;
-                        log::info!("journal {}: no manifest (an earlier format); writing one", dir.display());
+                        tracing::info!("journal {}: no manifest (an earlier format); writing one", dir.display());
                         let mut list: Vec<(u64, u64)> = segments.iter().map(|s| (s.id, s.len)).collect();
                         if let Some(last) = list.last_mut() {
                             last.1 = durable::ACTIVE;
@@ -378,7 +378,7 @@ impl FileJournal {
         let commit_path =
             if shared.opts.io_uring { super::uring::CommitPath::probe() } else { super::uring::CommitPath::Plain };
         let io_path = commit_path.name();
-        log::info!("journal {}: group commits via {io_path}", dir.display());
+        tracing::info!("journal {}: group commits via {io_path}", dir.display());
         let writer = Writer::new(
             shared.clone(),
             rx,
@@ -435,7 +435,7 @@ impl FileJournal {
                 return;
             }
             if h.join().is_err() {
-                log::error!("journal {}: the writer thread panicked", self.shared.dir.display());
+                tracing::error!("journal {}: the writer thread panicked", self.shared.dir.display());
             }
         }
     }

@@ -25,6 +25,7 @@
 mod durable;
 mod file;
 mod index;
+pub(crate) mod metrics;
 pub mod inspect;
 pub(crate) mod record;
 mod segment;

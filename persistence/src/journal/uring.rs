@@ -33,7 +33,7 @@ impl CommitPath {
         match IoUring::new(8) {
             Ok(ring) => CommitPath::Uring(Box::new(ring)),
             Err(e) => {
-                log::info!("journal: io_uring unavailable ({e}); using pwrite + fdatasync");
+                tracing::info!("journal: io_uring unavailable ({e}); using pwrite + fdatasync");
                 CommitPath::Plain
             }
         }

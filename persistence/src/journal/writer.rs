@@ -46,7 +46,7 @@ impl Done {
     fn complete(mut self, result: Result<(), JournalError>) {
         if let Some(c) = self.0.take() {
             if catch_unwind(AssertUnwindSafe(|| c(result))).is_err() {
-                log::error!("a journal completion callback panicked; the journal goes on");
+                tracing::error!("a journal completion callback panicked; the journal goes on");
             }
         }
     }
@@ -103,6 +103,8 @@ pub(crate) struct Writer {
     commit: super::uring::CommitPath,
     /// The manifest and the durable end.
     books: Bookkeeping,
+    /// Group-commit metrics (empty without the `metrics` feature).
+    metrics: super::metrics::JournalMetrics,
 }
 
 impl Writer {
@@ -116,6 +118,7 @@ impl Writer {
         books: Bookkeeping,
     ) -> Self {
         Writer {
+            metrics: super::metrics::JournalMetrics::new(&shared.dir),
             shared,
             rx,
             file,
@@ -260,9 +263,12 @@ impl Writer {
             return Ok(());
         }
         let path = segment_path(&self.shared.dir, self.active);
+        let started = std::time::Instant::now();
         self.commit
             .write_and_sync(&self.file, &self.buf, self.active_len, self.shared.opts.fsync)
             .map_err(|e| JournalError::io("writing and syncing", &path, e))?;
+        let ops = self.done.iter().filter(|(_, o)| matches!(o, Outcome::Batch)).count();
+        self.metrics.commit(self.buf.len(), ops, started.elapsed());
         self.active_len += self.buf.len() as u64;
         self.books.durable.advance(self.active, self.active_len)?;
         self.shared.stats.record_batch(self.buf.len() as u64);
@@ -300,7 +306,7 @@ impl Writer {
     }
 
     fn poison(&mut self, e: &JournalError) {
-        log::error!("journal {}: {e}; no more writes are accepted until it is reopened", self.shared.dir.display());
+        tracing::error!("journal {}: {e}; no more writes are accepted until it is reopened", self.shared.dir.display());
         self.failed.get_or_insert_with(|| e.to_string());
     }
 

@@ -372,7 +372,7 @@ impl Writer {
             }
             match self.config.connect().and_then(Conn::prepare) {
                 Ok(c) => {
-                    log::info!("percore-pg journal writer reconnected");
+                    tracing::info!("percore-pg journal writer reconnected");
                     Counters::add(&self.counters.reconnects, 1);
                     self.conn = Some(c);
                     self.delay = self.config.backoff.0;

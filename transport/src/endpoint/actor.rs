@@ -61,7 +61,7 @@ impl Endpoint {
         let (io, why) = crate::io::open(self.node.cfg.backend, self.listener.take()).map_err(|e| TransportError::Backend(e.to_string()))?;
         if let Some(why) = why {
             if self.shard == 0 {
-                log::warn!("io_uring unavailable ({why}); using the mio (epoll) backend");
+                tracing::warn!("io_uring unavailable ({why}); using the mio (epoll) backend");
             }
         }
         // TLS (if configured) is a layer over either backend; the endpoint sees plaintext.
@@ -121,7 +121,7 @@ impl Actor for Endpoint {
                 }
             }
             EndpointMsg::PathFailed { at, why } => {
-                log::info!("node {}: binding failed: {why}", self.node.addr);
+                tracing::info!("node {}: binding failed: {why}", self.node.addr);
                 st.borrow_mut().binding_failed(at.conn, at.alias);
             }
         }

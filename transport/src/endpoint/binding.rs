@@ -32,7 +32,7 @@ impl ReplyTable {
             let outcome = match d.map(|d| R::decode(d)) {
                 Some(Ok(v)) => Ok(v),
                 Some(Err(e)) => {
-                    log::warn!("undecodable reply: {e}");
+                    tracing::warn!("undecodable reply: {e}");
                     Err(AskError::NoReply)
                 }
                 None => Err(AskError::NoReply),

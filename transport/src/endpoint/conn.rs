@@ -111,7 +111,7 @@ impl EndpointState {
             match self.conns.get(&c) {
                 Some(conn) if now.duration_since(conn.born) <= limit => break,
                 Some(_) => {
-                    log::debug!("node {}: handshake not completed within {limit:?}; closing", self.node.addr);
+                    tracing::debug!("node {}: handshake not completed within {limit:?}; closing", self.node.addr);
                     self.drop_unauthenticated(c, true);
                 }
                 None => self.forget_unauthenticated(c),
@@ -147,7 +147,7 @@ impl EndpointState {
                         return Err(FrameError::UnexpectedKind { kind: k, state: "expected handshake response" });
                     }
                     handshake::check_response(body, &self.key, client, cn, sn)?;
-                    log::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
+                    tracing::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
                     node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     *state = InState::Open { peer: client.clone() };
                     self.forget_unauthenticated(c);

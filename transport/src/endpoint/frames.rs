@@ -106,7 +106,7 @@ impl EndpointState {
                                 // A registration mistake, not a hostile peer: refuse this
                                 // binding (the peer's proxy stops, its watchers learn of it)
                                 // and keep the connection for the types that are registered.
-                                log::error!(
+                                tracing::error!(
                                     "node {}: a peer sends messages of type id {type_id:#x} to {target:?}, but no type with that id is registered here: call Node::register::<T>() on this node for the message type (a remote_message! type's id is type_id_of(its name))",
                                     node.addr
                                 );
@@ -140,7 +140,7 @@ impl EndpointState {
                                 bindings.insert(alias, b);
                             }
                             Err(e) => {
-                                log::info!(
+                                tracing::info!(
                                     "node {}: binding {:?} as {} failed: {e}",
                                     node.addr,
                                     target,
@@ -209,7 +209,7 @@ impl EndpointState {
                                 deployed.insert(alias, dep.guard);
                             }
                             Err(why) => {
-                                log::warn!("node {}: deployment refused: {why}", node.addr);
+                                tracing::warn!("node {}: deployment refused: {why}", node.addr);
                                 Self::terminated_frame(&mut conn.out, alias);
                                 self.dirty.push(c);
                             }

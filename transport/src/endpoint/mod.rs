@@ -200,6 +200,10 @@ pub(crate) struct EndpointState {
     sent: u64,
     received: u64,
     undelivered: u64,
+    bytes_out: u64,
+    bytes_in: u64,
+    /// This endpoint's connection gauge (see `metrics.rs`).
+    metrics: crate::metrics::EndpointMetrics,
 }
 
 impl EndpointState {
@@ -240,6 +244,9 @@ impl EndpointState {
             sent: 0,
             received: 0,
             undelivered: 0,
+            bytes_out: 0,
+            bytes_in: 0,
+            metrics: crate::metrics::EndpointMetrics::new(node.addr, shard, node.rt.metrics_enabled()),
             node,
         }
     }
@@ -269,8 +276,14 @@ impl EndpointState {
                     Role::Outbound { peer, .. } => self.peers[*peer].addr.to_string(),
                     Role::Inbound { .. } => "unauthenticated peer".to_string(),
                 };
-                log::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
+                tracing::warn!("node {}: closing connection from/to {who}: {why}", self.node.addr);
                 self.node.stats.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let in_handshake = matches!(conn.role, Role::Outbound { open: false, .. })
+                    || matches!(conn.role, Role::Inbound { ref state, .. } if !matches!(state, InState::Open { .. }));
+                if in_handshake {
+                    let reason = crate::metrics::handshake_reason(why);
+                    self.node.stats.handshake_failures[reason].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.to_close.push(c);
                 self.forget_unauthenticated(c);
             }
@@ -401,11 +414,23 @@ impl EndpointState {
             }
         }
         let s = &self.node.stats;
-        for (local, global) in [(&mut self.sent, &s.sent), (&mut self.received, &s.received), (&mut self.undelivered, &s.undelivered)] {
+        let mut any = false;
+        for (local, global) in [
+            (&mut self.sent, &s.sent),
+            (&mut self.received, &s.received),
+            (&mut self.undelivered, &s.undelivered),
+            (&mut self.bytes_out, &s.bytes_out),
+            (&mut self.bytes_in, &s.bytes_in),
+        ] {
             if *local > 0 {
+                any = true;
                 global.fetch_add(std::mem::take(local), std::sync::atomic::Ordering::Relaxed);
             }
         }
+        if any || !self.to_close.is_empty() {
+            self.node.metrics.publish(s);
+        }
+        self.metrics.connections(self.conns.len());
     }
 
     fn try_send(&mut self, io: &mut dyn Io, c: ConnId) {
@@ -422,14 +447,20 @@ impl EndpointState {
             let _ = end_frame(&mut conn.out, s, usize::MAX);
         }
         if !conn.out.is_empty() {
+            let n = conn.out.len() as u64;
             conn.sending = io.send(c, &mut conn.out);
+            if conn.sending {
+                self.bytes_out += n;
+            }
             return;
         }
         if let Role::Outbound { peer: p, open: true, .. } = conn.role {
             let peer = &mut self.peers[p];
             if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
+                let n = peer.pending.len() as u64;
                 conn.sending = io.send(c, &mut peer.pending);
                 if conn.sending {
+                    self.bytes_out += n;
                     peer.pending_msgs = 0;
                     for alias in peer.unannounced.drain(..) {
                         if let Some(a) = peer.aliases.get_mut(&alias) {
@@ -450,7 +481,7 @@ impl EndpointState {
 
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
-        log::debug!("node {}: accepted {peer}", self.node.addr);
+        tracing::debug!("node {}: accepted {peer}", self.node.addr);
         self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
         // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
         let ip = peer.ip();
@@ -495,6 +526,7 @@ impl IoSink for EndpointState {
             return;
         }
         conn.last_heard = Instant::now();
+        self.bytes_in += data.len() as u64;
         if conn.stalled.is_some() || conn.answers_blocked {
             conn.inbuf.extend_from_slice(data); // at most the reads already in flight
             return;
@@ -567,8 +599,9 @@ impl IoSink for EndpointState {
             let node = self.node.clone();
             let peer = &mut self.peers[p];
             if matches!(peer.state, PeerState::Open(x) | PeerState::Connecting(x) if x == c) {
-                log::debug!("node {}: connection to {} lost: {why}; retrying in {:?}", node.addr, peer.addr, peer.backoff);
+                tracing::debug!("node {}: connection to {} lost: {why}; retrying in {:?}", node.addr, peer.addr, peer.backoff);
                 peer.state = PeerState::Backoff(Instant::now() + peer.backoff);
+                node.stats.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 peer.backoff = (peer.backoff * 2).min(node.cfg.reconnect_max);
                 peer.down_since.get_or_insert_with(Instant::now);
             }

@@ -191,12 +191,12 @@ impl EndpointState {
             // A serde message that cannot travel (e.g. a ref whose type is not registered):
             // the frame is taken back, its reply handle (kept in the message) answers NoReply.
             peer.pending.truncate(start);
-            log::error!("message {} to {} not sent: {e}", crate::serde_msg::display_name::<M>(), peer.addr);
+            tracing::error!("message {} to {} not sent: {e}", crate::serde_msg::display_name::<M>(), peer.addr);
             self.undelivered += 1;
             return Sent::Queued;
         }
         if let Err(len) = end_frame(&mut peer.pending, start, max) {
-            log::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
+            tracing::warn!("message of {len} bytes to {} exceeds max_frame {max}; dropped", peer.addr);
             self.undelivered += 1;
             return Sent::Queued;
         }
@@ -272,7 +272,7 @@ impl EndpointState {
         peer.down_since = None;
         peer.backoff = node.cfg.reconnect_min;
         node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
+        tracing::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
         // Bind every alias again before the buffered frames (the peer's bindings died with
         // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
         let conn = self.conns.get_mut(&c).expect("open conn");
@@ -289,7 +289,7 @@ impl EndpointState {
     pub(super) fn unreachable(&mut self, p: usize, why: &str) {
         let node = self.node.clone();
         let peer = &mut self.peers[p];
-        log::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
+        tracing::warn!("node {}: peer {} unreachable ({why}); {} buffered messages undeliverable", node.addr, peer.addr, peer.pending_msgs);
         node.stats.unreachable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.undelivered += peer.pending_msgs;
         peer.pending.clear();
@@ -365,7 +365,7 @@ impl EndpointState {
             .map(|(id, _)| *id)
             .collect();
         for c in silent {
-            log::info!("node {}: closing a silent inbound connection", self.node.addr);
+            tracing::info!("node {}: closing a silent inbound connection", self.node.addr);
             if let Some(conn) = self.conns.get_mut(&c) {
                 conn.closing = true;
             }

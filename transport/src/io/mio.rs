@@ -233,7 +233,7 @@ impl MioIo {
                     if let Err(e) =
                         self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                     {
-                        log::warn!("mio: cannot register accepted connection from {peer}: {e}");
+                        tracing::warn!("mio: cannot register accepted connection from {peer}: {e}");
                         self.release(id);
                         continue;
                     }
@@ -253,7 +253,7 @@ impl MioIo {
                 // brings no edge on the listener), and say why.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
-                    log::warn!("mio: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    tracing::warn!("mio: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
                     sink.on_accept_failed(&e);
                     self.listener_ready = false;
                     self.accept_paused_until = Some(std::time::Instant::now() + ACCEPT_BACKOFF);
@@ -381,7 +381,7 @@ impl MioIo {
         match self.poll.poll(&mut self.events, timeout) {
             Ok(()) => self.absorb(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => log::warn!("mio: epoll_wait failed: {e}"),
+            Err(e) => tracing::warn!("mio: epoll_wait failed: {e}"),
         }
     }
 }
@@ -447,7 +447,7 @@ impl Io for MioIo {
                 }
             }
             Err(e) => {
-                log::debug!("mio: connect to {addr} failed: {e}");
+                tracing::debug!("mio: connect to {addr} failed: {e}");
                 self.deferred.push(Deferred::Closed(id, CloseReason::Error(e)));
             }
         }
@@ -490,14 +490,14 @@ impl Io for MioIo {
 fn shut(registry: &Registry, state: &mut State, id: ConnId, why: CloseReason, deferred: &mut Vec<Deferred>) {
     if let State::Open(mut c) = std::mem::replace(state, State::Closed) {
         match &why {
-            CloseReason::Error(e) => log::debug!("mio: connection {id:?} failed: {e}"),
-            CloseReason::Eof => log::debug!("mio: connection {id:?} closed by peer"),
+            CloseReason::Error(e) => tracing::debug!("mio: connection {id:?} failed: {e}"),
+            CloseReason::Eof => tracing::debug!("mio: connection {id:?} closed by peer"),
             CloseReason::Local => {}
         }
         // NotConnected (connect still pending, or peer already gone) is expected here.
         let _ = c.stream.shutdown(Shutdown::Both);
         if let Err(e) = registry.deregister(&mut c.stream) {
-            log::debug!("mio: deregister of {id:?} failed: {e}");
+            tracing::debug!("mio: deregister of {id:?} failed: {e}");
         }
         drop(c);
         deferred.push(Deferred::Closed(id, why));

@@ -276,7 +276,7 @@ impl UringIo {
         match b.build(RING_ENTRIES) {
             Ok(r) => Ok(r),
             Err(e) => {
-                log::debug!("io_uring setup flags refused ({e}); using a plain ring");
+                tracing::debug!("io_uring setup flags refused ({e}); using a plain ring");
                 IoUring::new(RING_ENTRIES)
             }
         }
@@ -305,7 +305,7 @@ impl UringIo {
                 Ok(b) => Some(b),
                 Err(e) => {
                     // A failed registration leaves nothing registered: dropping frees it.
-                    log::debug!("io_uring: no provided-buffer ring ({e}); using single-shot receives");
+                    tracing::debug!("io_uring: no provided-buffer ring ({e}); using single-shot receives");
                     None
                 }
             }
@@ -412,7 +412,7 @@ impl UringIo {
                 match e.raw_os_error() {
                     // EBUSY: the completion queue is overflowing; reaping completions fixes it.
                     Some(libc::EBUSY) | Some(libc::EINTR) | Some(libc::EAGAIN) => {}
-                    _ => log::warn!("io_uring submit failed: {e}"),
+                    _ => tracing::warn!("io_uring submit failed: {e}"),
                 }
                 0
             }
@@ -426,7 +426,7 @@ impl UringIo {
         let r = unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 0, 1 /* IORING_ENTER_GETEVENTS */, None) };
         if let Err(e) = r {
             if !matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::EBUSY)) {
-                log::warn!("io_uring enter failed: {e}");
+                tracing::warn!("io_uring enter failed: {e}");
             }
         }
     }
@@ -624,7 +624,7 @@ impl Io for UringIo {
         if let Err(e) = res {
             match e.raw_os_error() {
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
-                _ => log::warn!("io_uring wait failed: {e}"),
+                _ => tracing::warn!("io_uring wait failed: {e}"),
             }
         }
     }
@@ -735,7 +735,7 @@ impl Drop for UringIo {
             };
             if let Err(e) = res {
                 if !matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) {
-                    log::warn!("io_uring: wait while dropping failed: {e}");
+                    tracing::warn!("io_uring: wait while dropping failed: {e}");
                     break;
                 }
             }
@@ -755,7 +755,7 @@ impl Drop for UringIo {
             }
         }
         if !self.ops.is_empty() {
-            log::warn!(
+            tracing::warn!(
                 "io_uring: {} operations still in flight after {DROP_DRAIN:?}; leaking their buffers and sockets",
                 self.ops.len()
             );
@@ -769,7 +769,7 @@ impl Drop for UringIo {
             // kernel lets go of the ring, before the memory is freed (after the ring itself
             // is closed: field order).
             if let Err(e) = self.ring.submitter().unregister_buf_ring(PBUF_GROUP) {
-                log::debug!("io_uring: unregistering the buffer ring failed ({e}); leaking it");
+                tracing::debug!("io_uring: unregistering the buffer ring failed ({e}); leaking it");
                 mem::forget(self.bufs.take());
             }
         }

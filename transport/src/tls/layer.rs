@@ -103,6 +103,7 @@ impl TlsLayer {
         let addr = node.addr;
         Self::with_counter(inner, cfg, addr, Box::new(move || {
             node.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            node.stats.handshake_failures[crate::metrics::TLS_REASON].fetch_add(1, Ordering::Relaxed);
         }))
     }
 
@@ -155,7 +156,7 @@ impl LayerState {
         if conn.failed.is_some() {
             return;
         }
-        log::warn!("node {}: closing a TLS connection: {err}", self.addr);
+        tracing::warn!("node {}: closing a TLS connection: {err}", self.addr);
         if !matches!(err, TlsError::RefusedByPeer(_)) {
             (self.count_rejection)();
         }
@@ -266,7 +267,7 @@ impl IoSink for Layer<'_> {
                 self.st.conns.insert(c, TlsConn::new(Connection::Server(tls), true));
             }
             Err(e) => {
-                log::warn!("node {}: no TLS session for {peer}: {e}", self.st.addr);
+                tracing::warn!("node {}: no TLS session for {peer}: {e}", self.st.addr);
                 self.st.to_close.push(c);
             }
         }
@@ -329,7 +330,7 @@ impl Io for TlsLayer {
                 self.st.conns.insert(c, TlsConn::new(Connection::Client(tls), false));
             }
             Err(e) => {
-                log::warn!("node {}: no TLS session for {addr}: {e}", self.st.addr);
+                tracing::warn!("node {}: no TLS session for {addr}: {e}", self.st.addr);
                 self.inner.close(c);
             }
         }

@@ -62,7 +62,7 @@ impl UringIo {
                 Some(Op::Accept { multishot }) => Op::Accept { multishot: *multishot },
                 Some(Op::RecvMulti(index)) => Op::RecvMulti(*index),
                 other => {
-                    log::warn!("io_uring: unexpected multishot completion for {other:?}");
+                    tracing::warn!("io_uring: unexpected multishot completion for {other:?}");
                     return 0;
                 }
             }
@@ -70,7 +70,7 @@ impl UringIo {
             match self.op_remove(user_data) {
                 Some(op) => op,
                 None => {
-                    log::warn!("io_uring: completion for unknown op {user_data:#x} (res {res})");
+                    tracing::warn!("io_uring: completion for unknown op {user_data:#x} (res {res})");
                     return 0;
                 }
             }
@@ -80,9 +80,9 @@ impl UringIo {
             Op::Wake(count) => {
                 // The read emptied the counter (or failed, e.g. EINTR): either way, re-arm.
                 if res == 8 {
-                    log::trace!("io_uring: woken ({} wakes)", *count);
+                    tracing::trace!("io_uring: woken ({} wakes)", *count);
                 } else if res < 0 && !is_retry(-res) && res != -libc::ECANCELED {
-                    log::warn!("io_uring: waker read failed: {}", io::Error::from_raw_os_error(-res));
+                    tracing::warn!("io_uring: waker read failed: {}", io::Error::from_raw_os_error(-res));
                 }
                 self.arm_wake();
                 0
@@ -113,16 +113,16 @@ impl UringIo {
                     self.arm_recv(index);
                 }
                 // Reset before we looked: drop it, nobody has heard of it.
-                Err(e) => log::debug!("io_uring: accepted socket gone at once: {e}"),
+                Err(e) => tracing::debug!("io_uring: accepted socket gone at once: {e}"),
             }
         } else {
             let errno = -res;
             if multishot && errno == libc::EINVAL && !self.accept_multishot_worked {
-                log::debug!("io_uring: multishot accept unsupported, using single-shot accepts");
+                tracing::debug!("io_uring: multishot accept unsupported, using single-shot accepts");
                 self.accept_multishot = false;
             } else if !is_retry(errno) && errno != libc::ECANCELED {
                 let e = io::Error::from_raw_os_error(errno);
-                log::warn!("io_uring: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                tracing::warn!("io_uring: accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
                 sink.on_accept_failed(&e);
                 self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
             }
@@ -195,7 +195,7 @@ impl UringIo {
                         events += 1;
                     }
                 }
-                _ => log::warn!("io_uring: multishot receive of {res} bytes without a buffer"),
+                _ => tracing::warn!("io_uring: multishot receive of {res} bytes without a buffer"),
             }
             if !more {
                 self.arm_recv(index);
@@ -205,12 +205,12 @@ impl UringIo {
         } else {
             let errno = -res;
             if errno == libc::EINVAL && !self.recv_multishot_worked && self.recv_multishot {
-                log::debug!("io_uring: multishot receive unsupported, using single-shot receives");
+                tracing::debug!("io_uring: multishot receive unsupported, using single-shot receives");
                 self.recv_multishot = false;
                 self.arm_recv(index);
             } else if is_retry(errno) || errno == libc::ENOBUFS || errno == libc::ECANCELED {
                 if errno == libc::ENOBUFS {
-                    log::trace!("io_uring: buffer ring ran dry; re-arming the receive");
+                    tracing::trace!("io_uring: buffer ring ran dry; re-arming the receive");
                 }
                 // Ran out of buffers (they are back in the ring by now), or cancelled by
                 // `pause_reads` (re-armed only if resumed since): continue if still wanted.

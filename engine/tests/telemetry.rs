@@ -1,0 +1,235 @@
+//! Telemetry: the Prometheus example's server scraped over HTTP (metrics), and the
+//! supervision / dead-letter events seen by a `tracing` subscriber.
+//!
+//! Both install process-wide state (the `metrics` recorder, the `tracing` subscriber) once
+//! for this test binary; each test reads only the series and events of its own runtime
+//! (by name), so other tests running in parallel do not disturb the counts.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use percore::{Actor, ActorError, Context, Directive, Props, ReplyTo, Runtime, SupervisorStrategy};
+
+use crate::common::eventually;
+
+#[cfg(feature = "metrics")]
+#[path = "../examples/prometheus/server.rs"]
+mod server;
+
+enum CountMsg {
+    Add(u64),
+    Get(ReplyTo<u64>),
+}
+
+struct Counter(u64);
+
+impl Actor for Counter {
+    type Msg = CountMsg;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: CountMsg) -> Result<(), ActorError> {
+        match msg {
+            CountMsg::Add(n) => self.0 += n,
+            CountMsg::Get(r) => {
+                r.reply(self.0);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The process's Prometheus endpoint (the example's server on 127.0.0.1, an ephemeral port).
+#[cfg(feature = "metrics")]
+fn endpoint() -> SocketAddr {
+    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
+    *ADDR.get_or_init(|| {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("first recorder");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let addr = listener.local_addr().unwrap();
+        server::serve(listener, handle).expect("server thread");
+        addr
+    })
+}
+
+/// One scrape with a plain HTTP/1.1 GET; returns the body.
+#[cfg(feature = "metrics")]
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the exporter");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "status line: {head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "Prometheus text format: {head}");
+    body.to_string()
+}
+
+/// Sum over all series of `metric` whose labels include `runtime="<runtime>"`.
+#[cfg(feature = "metrics")]
+fn value(body: &str, metric: &str, runtime: &str) -> u64 {
+    let label = format!("runtime=\"{runtime}\"");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().expect("a sample value") as u64)
+        .sum()
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn prometheus_handled_counter_grows_by_exactly_the_messages_handled() {
+    let addr = endpoint();
+    let rt = Runtime::builder().name("prom-exact").shards(2).pin_to_cores(false).idle_spins(16).metrics(true).build().unwrap();
+    assert!(rt.metrics_enabled());
+    let counter = rt.spawn(Props::from(Counter(0)).shard(1)).unwrap();
+    // Something handled before the baseline, so the series exists in the first scrape.
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 0);
+    let handled = "percore_shard_messages_handled_total";
+    assert!(eventually(|| value(&scrape(addr), handled, "prom-exact") == 1), "the first ask is counted once");
+    let before = value(&scrape(addr), handled, "prom-exact");
+
+    // 999 adds and one ask: 1000 messages handled.
+    for _ in 0..999 {
+        counter.blocking_send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
+    }
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 999);
+    let mut now = 0;
+    assert!(eventually(|| {
+        now = value(&scrape(addr), handled, "prom-exact");
+        now >= before + 1000
+    }));
+    assert_eq!(now, before + 1000, "exactly the 1000 messages, none twice");
+    let body = scrape(addr);
+    assert!(value(&body, "percore_shard_activations_total", "prom-exact") >= 2);
+    assert!(value(&body, "percore_shard_parks_total", "prom-exact") >= 1, "shard 0 had nothing to do");
+
+    // A dead letter by reason: a message to a stopped actor.
+    let stopped = rt.spawn(Props::from(Counter(0)).shard(1)).unwrap();
+    stopped.stop();
+    assert!(eventually(|| stopped.is_closed()));
+    let _ = stopped.tell(CountMsg::Add(1));
+    let dead = |b: &str| {
+        b.lines()
+            .filter(|l| l.starts_with("percore_dead_letters_total{") && l.contains("prom-exact") && l.contains("reason=\"stopped\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum::<u64>()
+    };
+    assert!(eventually(|| dead(&scrape(addr)) == rt.dead_letters()), "dead letters by reason match the runtime's count");
+    rt.shutdown();
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn metrics_off_publishes_nothing() {
+    let addr = endpoint();
+    let rt = Runtime::builder().name("prom-off").shards(1).pin_to_cores(false).idle_spins(16).build().unwrap();
+    assert!(!rt.metrics_enabled());
+    let counter = rt.spawn(Counter(0)).unwrap();
+    for _ in 0..10 {
+        counter.blocking_send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
+    }
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 10);
+    rt.shutdown();
+    assert!(!scrape(addr).contains("runtime=\"prom-off\""));
+}
+
+/// Event lines of runtimes whose name contains `obs-trace`, as the fmt subscriber wrote them.
+fn trace_lines() -> &'static Mutex<String> {
+    static LINES: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
+    LINES.get_or_init(|| {
+        let lines = Arc::new(Mutex::new(String::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only tracing subscriber of this binary");
+        lines
+    })
+}
+
+/// Keeps the lines that mention the test's runtime.
+struct Sink(Arc<Mutex<String>>);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let s = String::from_utf8_lossy(buf);
+        if s.contains("obs-trace") {
+            self.0.lock().unwrap().push_str(&s);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Flaky;
+
+impl Actor for Flaky {
+    type Msg = u32;
+    fn handle(&mut self, _ctx: &mut Context<Self>, _msg: u32) -> Result<(), ActorError> {
+        Err("flaky fails on purpose".into())
+    }
+}
+
+#[test]
+fn restarts_and_the_stop_after_the_limit_are_events_with_the_actor_path() {
+    let lines = trace_lines();
+    let strategy = SupervisorStrategy::one_for_one(|_| Directive::Restart).with_max_restarts(2, Duration::from_secs(3600));
+    let rt = Runtime::builder().name("obs-trace").shards(1).pin_to_cores(false).idle_spins(16).guardian_strategy(strategy).build().unwrap();
+    let flaky = rt.spawn(Props::new(|| Flaky).name("flaky")).unwrap();
+    for i in 0..3 {
+        flaky.tell(i).unwrap();
+    }
+    assert!(eventually(|| flaky.is_closed()), "stopped after the restart limit");
+    let _ = flaky.tell(99);
+    let path = "actor=percore://obs-trace/user/flaky";
+    let count = |needle: &str| lines.lock().unwrap().lines().filter(|l| l.contains(path) && l.contains(needle)).count();
+    assert!(eventually(|| count("dead letter") == 1), "the tell after the stop is a dead-letter event: {}", lines.lock().unwrap());
+    assert_eq!(count("failed: error"), 3, "three failures: {}", lines.lock().unwrap());
+    assert_eq!(count("restarts after"), 2, "two restarts: {}", lines.lock().unwrap());
+    assert_eq!(count("failed more than 2 times"), 1, "then a stop: {}", lines.lock().unwrap());
+    assert_eq!(rt.restarts(), 2);
+    rt.shutdown();
+}
+
+/// Logs each number, then passes it on, one less, to the next actor (if any, while > 0).
+struct Relay {
+    tag: &'static str,
+    next: Option<percore::ActorRef<u32>>,
+}
+
+impl Actor for Relay {
+    type Msg = u32;
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u32) -> Result<(), ActorError> {
+        tracing::info!("obs-trace-spans {} hop {n}", self.tag);
+        if let (Some(next), true) = (&self.next, n > 0) {
+            next.tell(n - 1).unwrap();
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn handler_spans_are_flat_roots_and_off_by_default() {
+    let lines = trace_lines();
+    let hops = |tag: &str| -> Vec<String> {
+        let needle = format!("obs-trace-spans {tag} hop");
+        lines.lock().unwrap().lines().filter(|l| l.contains(&needle)).map(String::from).collect()
+    };
+    for (tag, spans) in [("off", false), ("on", true)] {
+        let rt = Runtime::builder().name(tag).shards(1).pin_to_cores(false).idle_spins(16).handler_spans(spans).build().unwrap();
+        let b = rt.spawn(Relay { tag, next: None }).unwrap();
+        let a = rt.spawn(Relay { tag, next: Some(b.clone()) }).unwrap();
+        let c = rt.spawn(Relay { tag, next: Some(a.clone()) }).unwrap();
+        // c → a → b: three handler invocations, each sending the next message.
+        c.tell(2).unwrap();
+        assert!(eventually(|| hops(tag).len() == 3), "{:?}", hops(tag));
+        rt.shutdown();
+    }
+    let (off, on) = (hops("off"), hops("on"));
+    assert!(off.iter().all(|l| !l.contains("handle{")), "no spans by default: {off:?}");
+    assert!(on.iter().all(|l| l.matches("handle{").count() == 1), "one span each, never nested: {on:?}");
+}
