@@ -1,0 +1,606 @@
+//! The membership daemon: one actor per node (`/user/percore-cluster`) that owns the
+//! gossip state and does everything membership does, one message at a time.
+//!
+//! ```text
+//!  heartbeat tick ─► Heartbeat to every live member; phi per member ─► own reachability records
+//!  gossip tick ────► join retries │ leader actions │ split-brain resolver │ gossip to `fanout` peers
+//!  Gossip / Join ──► merge (lattice) ─► seen set ─► events, state snapshot, region views
+//! ```
+//! Protocol messages ride the transport's connections (the daemon is an ordinary named
+//! actor of every node; peers address it by path). Only the daemon changes this node's
+//! view and only the daemon publishes [`ClusterEvent`]s, so events come out in order.
+//!
+//! Leader actions (only when the view has converged): joining → up (numbered, for age),
+//! leaving → exiting once the member has handed over, exiting → removed, down → removed
+//! after the removal margin. Regions get a [`MembershipView`] only from converged views.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use percore::{Actor, ActorError, ActorRef, Context};
+use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+use crate::cluster::ClusterShared;
+use crate::event::{diff, ClusterEvent, CurrentClusterState};
+use crate::gossip::Gossip;
+use crate::member::{Member, MemberStatus, UniqueAddress};
+use crate::phi::PhiAccrual;
+use crate::sbr::{decide, Decision};
+
+/// The daemon's registered name on every node.
+pub(crate) const DAEMON_NAME: &str = "percore-cluster";
+
+/// What regions are told about membership (from converged views only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MembershipView {
+    /// Up members, by address: the ones that host shards.
+    pub(crate) up: Vec<Member>,
+    /// Every member still in the gossip (any status): hand-offs wait for each of them.
+    pub(crate) live: Vec<UniqueAddress>,
+    /// This node.
+    pub(crate) me: UniqueAddress,
+    /// This node's status.
+    pub(crate) my_status: Option<MemberStatus>,
+    /// This node was downed or has left: stop everything.
+    pub(crate) terminated: bool,
+}
+
+/// A region's hook: called with every new view.
+pub(crate) type ViewHook = Box<dyn Fn(MembershipView) + Send>;
+
+/// The daemon's messages: the first three cross the wire, `Local` never does.
+pub(crate) enum DaemonMsg {
+    /// A node asks to join (sent to seeds).
+    Join { from: UniqueAddress },
+    /// A gossip push.
+    Gossip { from: UniqueAddress, gossip: Gossip },
+    /// A heartbeat.
+    Heartbeat { from: UniqueAddress },
+    /// Local requests and timers.
+    Local(LocalMsg),
+}
+
+pub(crate) enum LocalMsg {
+    JoinSeeds(Vec<SocketAddr>),
+    Leave,
+    Down(SocketAddr),
+    Subscribe(ActorRef<ClusterEvent>),
+    RegisterRegion {
+        name: String,
+        hook: ViewHook,
+    },
+    RegionDrained(String),
+    /// A (restarted) region asks for the current view again.
+    ResendView(String),
+    HeartbeatTick,
+    GossipTick,
+}
+
+impl Wire for DaemonMsg {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match self {
+            DaemonMsg::Join { from } => {
+                w.put_u8(0);
+                w.put(from);
+            }
+            DaemonMsg::Gossip { from, gossip } => {
+                w.put_u8(1);
+                w.put(from);
+                w.put(gossip);
+            }
+            DaemonMsg::Heartbeat { from } => {
+                w.put_u8(2);
+                w.put(from);
+            }
+            // Never sent to a peer (the daemon only sends the variants above); a peer that
+            // receives this tag refuses it.
+            DaemonMsg::Local(_) => w.put_u8(0xff),
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(match r.get_u8()? {
+            0 => DaemonMsg::Join { from: r.get()? },
+            1 => DaemonMsg::Gossip { from: r.get()?, gossip: r.get()? },
+            2 => DaemonMsg::Heartbeat { from: r.get()? },
+            tag => return Err(WireError::BadTag { what: "cluster protocol message", tag }),
+        })
+    }
+}
+
+impl RemoteMessage for DaemonMsg {
+    const TYPE_ID: u32 = 0xC105_7E01;
+}
+
+/// The daemon.
+pub(crate) struct Daemon {
+    shared: Arc<ClusterShared>,
+    me: UniqueAddress,
+    gossip: Option<Gossip>,
+    seeds: Vec<SocketAddr>,
+    terminated: bool,
+    detectors: HashMap<UniqueAddress, PhiAccrual>,
+    peers: HashMap<SocketAddr, ActorRef<DaemonMsg>>,
+    published: CurrentClusterState,
+    regions: Vec<(String, ViewHook, bool)>,
+    last_view: Option<MembershipView>,
+    sbr_signature: BTreeSet<UniqueAddress>,
+    stable_since: Instant,
+    down_seen: HashMap<UniqueAddress, Instant>,
+    rng: u64,
+}
+
+impl Daemon {
+    pub(crate) fn new(shared: Arc<ClusterShared>) -> Self {
+        let me = shared.me;
+        Daemon {
+            shared,
+            me,
+            gossip: None,
+            seeds: Vec::new(),
+            terminated: false,
+            detectors: HashMap::new(),
+            peers: HashMap::new(),
+            published: CurrentClusterState::default(),
+            regions: Vec::new(),
+            last_view: None,
+            sbr_signature: BTreeSet::new(),
+            stable_since: Instant::now(),
+            down_seen: HashMap::new(),
+            rng: me.incarnation | 1,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: only to spread gossip targets.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn send(&mut self, to: SocketAddr, msg: DaemonMsg) {
+        if to == self.me.addr || self.shared.faults.is_blocked(to) {
+            return;
+        }
+        let fresh = match self.peers.get(&to) {
+            Some(r) if !r.is_closed() => None,
+            _ => Some(self.shared.remote_ref::<DaemonMsg>(to, DAEMON_NAME)),
+        };
+        if let Some(r) = fresh {
+            match r {
+                Ok(r) => {
+                    self.peers.insert(to, r);
+                }
+                Err(e) => {
+                    log::debug!("cluster {}: no ref to {to}: {e}", self.me);
+                    return;
+                }
+            }
+        }
+        if let Some(r) = self.peers.get(&to) {
+            let _ = r.try_tell(msg);
+        }
+    }
+
+    fn my_status(&self) -> Option<MemberStatus> {
+        self.gossip.as_ref().and_then(|g| g.members.get(&self.me)).map(|m| m.status)
+    }
+
+    fn on_join(&mut self, from: UniqueAddress) {
+        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+            return;
+        }
+        let me = self.me;
+        let Some(g) = self.gossip.as_mut() else { return };
+        if !g.admits(&from) {
+            log::warn!("cluster {me}: refused join of {from}: that incarnation was downed or removed (down is final; restart it as a new incarnation)");
+            return;
+        }
+        if g.add_joining(from) {
+            g.changed_by(me);
+        }
+        let gossip = g.clone();
+        self.send(from.addr, DaemonMsg::Gossip { from: me, gossip });
+    }
+
+    fn on_gossip(&mut self, from: UniqueAddress, remote: Gossip) {
+        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+            return;
+        }
+        let me = self.me;
+        match self.gossip.as_mut() {
+            Some(g) => {
+                let removed_me = remote.tombstones.contains(&me);
+                g.receive(&remote, me);
+                if removed_me {
+                    log::info!("cluster {me}: {from} removed this node");
+                }
+            }
+            None if remote.members.contains_key(&me) => {
+                let mut g = Gossip::default();
+                g.receive(&remote, me);
+                self.gossip = Some(g);
+                log::info!("cluster {me}: joined through {from}");
+            }
+            None => {}
+        }
+    }
+
+    fn on_heartbeat_tick(&mut self) {
+        if self.terminated {
+            return;
+        }
+        let me = self.me;
+        let Some(g) = self.gossip.as_ref() else { return };
+        let targets: Vec<SocketAddr> =
+            g.members.values().filter(|m| m.node != me && m.status != MemberStatus::Down).map(|m| m.addr()).collect();
+        for t in targets {
+            self.send(t, DaemonMsg::Heartbeat { from: me });
+        }
+        let now = Instant::now();
+        let phi = self.shared.cfg.phi;
+        let Some(g) = self.gossip.as_mut() else { return };
+        self.detectors.retain(|k, _| g.members.contains_key(k));
+        let mut changed = false;
+        let subjects: Vec<UniqueAddress> =
+            g.members.values().filter(|m| m.node != me && m.status != MemberStatus::Down).map(|m| m.node).collect();
+        for s in subjects {
+            let d = self.detectors.entry(s).or_insert_with(|| PhiAccrual::new(phi, now));
+            let available = d.is_available(now);
+            changed |= g.observe(me, s, !available);
+        }
+        if changed {
+            g.changed_by(me);
+        }
+    }
+
+    fn on_heartbeat(&mut self, from: UniqueAddress) {
+        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+            return;
+        }
+        if let Some(d) = self.detectors.get_mut(&from) {
+            d.heartbeat(Instant::now());
+        }
+    }
+
+    fn on_gossip_tick(&mut self) {
+        if self.terminated {
+            return;
+        }
+        if self.gossip.is_none() {
+            let me = self.me;
+            for s in self.seeds.clone() {
+                self.send(s, DaemonMsg::Join { from: me });
+            }
+            return;
+        }
+        let now = Instant::now();
+        self.leader_actions(now);
+        self.resolve_split_brain(now);
+        self.mark_handed_off();
+        self.gossip_out();
+    }
+
+    fn leader_actions(&mut self, now: Instant) {
+        let me = self.me;
+        let margin = self.shared.cfg.sbr.removal_margin();
+        let Some(g) = self.gossip.as_mut() else { return };
+        self.down_seen.retain(|k, _| g.members.contains_key(k));
+        for m in g.members.values().filter(|m| m.status == MemberStatus::Down) {
+            self.down_seen.entry(m.node).or_insert(now);
+        }
+        if g.leader() != Some(me) || !g.converged() {
+            return;
+        }
+        let mut changed = false;
+        let mut next_up = g.members.values().map(|m| m.up_number).max().unwrap_or(0);
+        let joined =
+            g.members.values().filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Up)).count();
+        let may_move_up = joined >= self.shared.cfg.min_nr_of_members;
+        // The leader first (it is the founder when members are moved up together), then by address.
+        let mut members: Vec<Member> = g.members.values().copied().collect();
+        members.sort_by_key(|m| (m.node != me, m.node));
+        let mut removed = Vec::new();
+        for m in members {
+            match m.status {
+                MemberStatus::Joining if may_move_up => {
+                    next_up += 1;
+                    if let Some(x) = g.members.get_mut(&m.node) {
+                        x.status = MemberStatus::Up;
+                        x.up_number = next_up;
+                    }
+                    changed = true;
+                }
+                MemberStatus::Leaving if g.handed_off.contains(&m.node) => {
+                    changed |= g.set_status(&m.node, MemberStatus::Exiting)
+                }
+                MemberStatus::Exiting => {
+                    removed.push(m.node);
+                }
+                MemberStatus::Down if self.down_seen.get(&m.node).is_some_and(|t| now.duration_since(*t) >= margin) => {
+                    removed.push(m.node);
+                }
+                _ => {}
+            }
+        }
+        for r in &removed {
+            g.remove(r);
+            changed = true;
+            log::info!("cluster {me}: leader removed {r}");
+        }
+        if changed {
+            g.changed_by(me);
+        }
+        // The removed learn it from one last push (they are no longer gossiped to).
+        let last = g.clone();
+        for r in removed {
+            self.send(r.addr, DaemonMsg::Gossip { from: me, gossip: last.clone() });
+        }
+    }
+
+    fn resolve_split_brain(&mut self, now: Instant) {
+        let me = self.me;
+        let sbr = self.shared.cfg.sbr;
+        let Some(g) = self.gossip.as_mut() else { return };
+        let unreachable = g.unreachable_active();
+        if unreachable != self.sbr_signature {
+            self.sbr_signature = unreachable;
+            self.stable_since = now;
+            return;
+        }
+        if unreachable.is_empty() || now.duration_since(self.stable_since) < sbr.stable_after {
+            return;
+        }
+        let members: Vec<Member> = g.members.values().copied().collect();
+        let unreachable_v: Vec<UniqueAddress> = unreachable.iter().copied().collect();
+        let decision = decide(sbr.strategy, &members, &unreachable_v, me);
+        let mut changed = false;
+        match decision {
+            Decision::DownUnreachable => {
+                if g.leader() == Some(me) {
+                    for u in &unreachable_v {
+                        changed |= g.set_status(u, MemberStatus::Down);
+                    }
+                }
+            }
+            Decision::DownReachable => {
+                for m in members.iter().filter(|m| m.status.is_active() && !unreachable.contains(&m.node)) {
+                    changed |= g.set_status(&m.node, MemberStatus::Down);
+                }
+            }
+            Decision::DownAll => {
+                for m in members.iter().filter(|m| m.status.is_active()) {
+                    changed |= g.set_status(&m.node, MemberStatus::Down);
+                }
+            }
+        }
+        if changed {
+            log::warn!(
+                "cluster {me}: split-brain resolver ({:?}) decided {decision:?}; unreachable: {unreachable_v:?}",
+                sbr.strategy
+            );
+            g.changed_by(me);
+            self.stable_since = now;
+        }
+    }
+
+    /// A leaving node whose regions have all handed over says so in the gossip.
+    fn mark_handed_off(&mut self) {
+        let me = self.me;
+        if self.my_status() != Some(MemberStatus::Leaving) || !self.regions.iter().all(|r| r.2) {
+            return;
+        }
+        if let Some(g) = self.gossip.as_mut() {
+            if g.handed_off.insert(me) {
+                g.changed_by(me);
+            }
+        }
+    }
+
+    fn gossip_out(&mut self) {
+        let me = self.me;
+        let fanout = self.shared.cfg.gossip_fanout;
+        let Some(g) = self.gossip.as_ref() else { return };
+        let mut unseen = Vec::new();
+        let mut seen = Vec::new();
+        for m in g.members.values().filter(|m| m.node != me && m.status != MemberStatus::Down) {
+            if g.seen.contains(&m.node) {
+                seen.push(m.addr());
+            } else {
+                unseen.push(m.addr());
+            }
+        }
+        let payload = g.clone();
+        for list in [&mut unseen, &mut seen] {
+            for i in (1..list.len()).rev() {
+                let j = (self.random() % (i as u64 + 1)) as usize;
+                list.swap(i, j);
+            }
+        }
+        let targets: Vec<SocketAddr> = unseen.into_iter().chain(seen).take(fanout).collect();
+        for t in targets {
+            self.send(t, DaemonMsg::Gossip { from: me, gossip: payload.clone() });
+        }
+    }
+
+    fn snapshot(&self) -> CurrentClusterState {
+        let Some(g) = self.gossip.as_ref() else {
+            return CurrentClusterState::default();
+        };
+        let mut state = CurrentClusterState {
+            members: g.members.values().copied().collect(),
+            unreachable: g.members.values().filter(|m| g.is_unreachable(&m.node)).copied().collect(),
+            leader: g.leader(),
+            self_status: g.members.get(&self.me).map(|m| m.status),
+            converged: g.converged(),
+        };
+        if self.terminated {
+            state.leader = None;
+            state.self_status = Some(state.self_status.map_or(MemberStatus::Removed, |s| s.max(MemberStatus::Down)));
+            if state.self_status == Some(MemberStatus::Removed) || !g.members.contains_key(&self.me) {
+                state.self_status = Some(MemberStatus::Removed);
+            }
+        }
+        state
+    }
+
+    /// After every message: terminate if this node was downed or removed, publish the
+    /// events since the last publication, hand regions a new converged view.
+    fn after_change(&mut self, rt: &percore::RuntimeHandle) {
+        if !self.terminated {
+            if let Some(g) = &self.gossip {
+                let gone = match g.members.get(&self.me) {
+                    None => true,
+                    Some(m) => matches!(m.status, MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed),
+                };
+                if gone {
+                    log::warn!(
+                        "cluster {}: this node is {:?}: its membership ends",
+                        self.me,
+                        g.members.get(&self.me).map(|m| m.status)
+                    );
+                    self.terminated = true;
+                    // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
+                    self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
+        }
+        // Regions first: whoever sees the new state published sees their view queued.
+        let view = match &self.gossip {
+            Some(g) if self.terminated || g.converged() => Some(MembershipView {
+                up: g.members.values().filter(|m| m.status == MemberStatus::Up).copied().collect(),
+                live: g.members.keys().copied().collect(),
+                me: self.me,
+                my_status: g.members.get(&self.me).map(|m| m.status),
+                terminated: self.terminated,
+            }),
+            _ => None,
+        };
+        if let Some(v) = view {
+            if self.last_view.as_ref() != Some(&v) {
+                for (_, hook, _) in &self.regions {
+                    hook(v.clone());
+                }
+                self.last_view = Some(v);
+            }
+        }
+        let state = self.snapshot();
+        if state != self.published {
+            for ev in diff(&self.published, &state) {
+                log::debug!("cluster {}: {ev:?}", self.me);
+                rt.event_stream().publish(ev);
+            }
+            *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+            self.published = state;
+        }
+    }
+}
+
+impl Actor for Daemon {
+    type Msg = DaemonMsg;
+
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let cfg = &self.shared.cfg;
+        ctx.start_repeated_timer("heartbeat", cfg.phi.heartbeat_interval, || DaemonMsg::Local(LocalMsg::HeartbeatTick));
+        ctx.start_repeated_timer("gossip", cfg.gossip_interval, || DaemonMsg::Local(LocalMsg::GossipTick));
+        Ok(())
+    }
+
+    /// A daemon that stops (its runtime shuts down, or a bug failed it) ends this node's
+    /// membership: its regions stop their entities, since the survivors will down this node
+    /// and start those entities elsewhere.
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.terminated = true;
+        // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
+        self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
+        let view = MembershipView {
+            up: Vec::new(),
+            live: self.gossip.as_ref().map(|g| g.members.keys().copied().collect()).unwrap_or_default(),
+            me: self.me,
+            my_status: self.my_status(),
+            terminated: true,
+        };
+        for (_, hook, _) in &self.regions {
+            hook(view.clone());
+        }
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: DaemonMsg) -> Result<(), ActorError> {
+        match msg {
+            DaemonMsg::Join { from } => self.on_join(from),
+            DaemonMsg::Gossip { from, gossip } => self.on_gossip(from, gossip),
+            DaemonMsg::Heartbeat { from } => {
+                self.on_heartbeat(from);
+                return Ok(()); // changes nothing until the next check
+            }
+            DaemonMsg::Local(l) => match l {
+                LocalMsg::JoinSeeds(seeds) => {
+                    if !self.terminated && self.gossip.is_none() {
+                        if seeds.first() == Some(&self.me.addr) {
+                            self.gossip = Some(Gossip::founding(self.me, self.shared.cfg.min_nr_of_members > 1));
+                            log::info!("cluster {}: founded the cluster (first seed)", self.me);
+                        } else {
+                            let me = self.me;
+                            for s in &seeds {
+                                self.send(*s, DaemonMsg::Join { from: me });
+                            }
+                        }
+                        self.seeds = seeds;
+                    }
+                }
+                LocalMsg::Leave => {
+                    let me = self.me;
+                    if let Some(g) = self.gossip.as_mut() {
+                        if g.set_status(&me, MemberStatus::Leaving) {
+                            g.changed_by(me);
+                        }
+                    }
+                }
+                LocalMsg::Down(addr) => {
+                    let me = self.me;
+                    if let Some(g) = self.gossip.as_mut() {
+                        let targets: Vec<_> = g.members.keys().filter(|k| k.addr == addr).copied().collect();
+                        let mut changed = false;
+                        for t in targets {
+                            changed |= g.set_status(&t, MemberStatus::Down);
+                        }
+                        if changed {
+                            g.changed_by(me);
+                        }
+                    }
+                }
+                LocalMsg::Subscribe(who) => {
+                    // Snapshot first, then the subscription, in this one activation: the
+                    // daemon is the only publisher, so nothing can fall in between.
+                    let _ = who.tell(ClusterEvent::CurrentClusterState(self.published.clone()));
+                    ctx.runtime().event_stream().subscribe(&who);
+                }
+                LocalMsg::RegisterRegion { name, hook } => {
+                    if let Some(v) = &self.last_view {
+                        hook(v.clone());
+                    }
+                    self.regions.push((name, hook, false));
+                }
+                LocalMsg::ResendView(name) => {
+                    if let Some(v) = &self.last_view {
+                        for (_, hook, _) in self.regions.iter().filter(|r| r.0 == name) {
+                            hook(v.clone());
+                        }
+                    }
+                }
+                LocalMsg::RegionDrained(name) => {
+                    for r in self.regions.iter_mut().filter(|r| r.0 == name) {
+                        r.2 = true;
+                    }
+                    self.mark_handed_off();
+                }
+                LocalMsg::HeartbeatTick => self.on_heartbeat_tick(),
+                LocalMsg::GossipTick => self.on_gossip_tick(),
+            },
+        }
+        self.after_change(&ctx.runtime());
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! # percore-cluster: membership, split-brain resolution, sharded entities, singletons
+//!
+//! Built on `percore-transport`: every node runs a membership daemon (an ordinary named
+//! actor, `/user/percore-cluster`) whose protocol messages ride the transport's existing
+//! connections.
+//!
+//! ```text
+//!  Cluster::start(node, ClusterConfig::new().seeds([seed]))
+//!    membership  ── gossip (full state, lattice merge, seen set) + heartbeats (phi accrual)
+//!    leader      ── lowest reachable up member: joining→up, leaving→exiting→removed, down→removed
+//!    resolver    ── keep-majority | static-quorum | keep-oldest | down-all, after stable-after
+//!    events      ── ClusterEvent on the event stream (snapshot first for subscribers)
+//!  ClusterSharding::new(&cluster).start("counter", factory, settings)
+//!    entity id ─► shard (hash) ─► node (rendezvous over up members of the converged view)
+//!    hand-off: a shard starts on its new owner only after every other member stopped it
+//! ```
+//!
+//! * **Membership** ([`Cluster`]): Akka's lifecycle ([`MemberStatus`]), with a leader that
+//!   acts only on a converged view. Reachability is tracked per observer and member.
+//! * **Why a hand-rolled gossip, not `foca` (SWIM).** Akka's lifecycle needs more than SWIM
+//!   gives: a leader may move members up only when every member has *seen* the same state
+//!   (convergence), and statuses such as leaving/exiting/down must spread with that state.
+//!   SWIM disseminates alive/suspect/dead per member with no notion of a converged view,
+//!   and its own probe-based detector would sit beside the phi-accrual detector the design
+//!   asks for. The state here is small (a few records per member), so we push it whole and
+//!   merge it as a lattice (see `gossip.rs`), which also makes "who has seen it" exact.
+//! * **Failure detection**: phi accrual ([`PhiSettings`]) with Akka's defaults: threshold 8,
+//!   heartbeat 1 s, acceptable pause 3 s.
+//! * **Split-brain resolver** ([`SbrStrategy`]): the losing side downs itself and stops its
+//!   entities and singletons; the survivors remove downed members only after a margin, and
+//!   only then start their shards. Down is final for an incarnation.
+//! * **Sharding** ([`ClusterSharding`]): entities start on first message, passivate when
+//!   idle, move on membership changes without two live copies (optionally restarting by
+//!   themselves: remember-entities); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
+//!   future) and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest
+//!   member. Persistent entities recover on their new node from a journal all nodes reach.
+//! * **Formation**: [`ClusterConfig::min_nr_of_members`] keeps shards from moving while the
+//!   cluster forms.
+//! * **Testing partitions**: [`Cluster::faults`] blackholes cluster traffic between nodes.
+//!
+//! Examples: `cluster_counters` (three processes, sharded counters, a singleton) and
+//! `sharding_throughput` (sharded entities against direct remote `tell`). See
+//! `docs/CLUSTER.md` for the guarantees and what happens in each failure.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
+
+mod cluster;
+mod config;
+mod daemon;
+mod event;
+mod gossip;
+mod member;
+mod phi;
+mod sbr;
+pub mod sharding;
+
+pub use cluster::{Cluster, Faults};
+pub use config::ClusterConfig;
+pub use event::{ClusterEvent, CurrentClusterState};
+pub use member::{Member, MemberStatus, UniqueAddress};
+pub use phi::{PhiAccrual, PhiSettings};
+pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
+pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
+
+/// Why a cluster operation was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClusterError {
+    /// The transport refused (e.g. a message type id already taken).
+    #[error("transport: {0}")]
+    Transport(#[from] percore_transport::TransportError),
+    /// Spawning the daemon or a region failed.
+    #[error("spawn: {0}")]
+    Spawn(percore::SpawnError),
+    /// This node's membership has ended (downed or left); start a new node (a new
+    /// incarnation) to join again.
+    #[error("this node was downed or has left the cluster; a new incarnation must be started to join again")]
+    Terminated,
+    /// The membership daemon has stopped (the runtime is shutting down).
+    #[error("the cluster daemon has stopped")]
+    DaemonGone,
+    /// An entity type name must be non-empty and contain no `/` or `*`.
+    #[error("bad entity type name {0:?}: use a non-empty name without '/' or '*'")]
+    BadTypeName(String),
+    /// The entity type was already started on this node.
+    #[error("entity type {0:?} is already started on this node")]
+    AlreadyStarted(String),
+    /// The entity type was not started on this node (call `ClusterSharding::start` first).
+    #[error("entity type {0:?} is not started on this node; call ClusterSharding::start first")]
+    NotStarted(String),
+}

@@ -1,0 +1,395 @@
+//! Cluster sharding: entities addressed by id, placed on the members of the cluster.
+//!
+//! [`ClusterSharding::start`] starts a region for an entity type on this node (start it on
+//! every node that should host entities of the type); [`ClusterSharding::entity_ref`] gives
+//! an [`EntityRef`] that takes `tell` and `blocking_ask` from anywhere, like an
+//! `ActorRef<M>`. See `region.rs` for the routing and hand-off protocol and
+//! `placement.rs` for entity → shard → node.
+//!
+//! **Why hashing over the membership view, not a coordinator.** A coordinator (Akka) must
+//! itself be a persisted singleton, and every region asks it where a shard lives; its
+//! hand-over is a window in which no shard can be allocated. Rendezvous hashing over the up
+//! members of the last *converged* view (Proto.Actor's partition lookup) needs no extra
+//! round trip and no persisted allocation state: every region with the same view computes
+//! the same owner. What a coordinator gives for free, that one owner starts a shard only
+//! after the previous one stopped it, the hand-off protocol provides instead: the new owner
+//! asks every other member in the view and starts the shard only when all of them have
+//! answered that they neither own it nor run any of its entities. The persistent journal's
+//! single-writer check stays the last line of defence, not the mechanism.
+
+mod placement;
+pub(crate) mod region;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, TellError, Undelivered};
+use percore_transport::RemoteMessage;
+
+pub use placement::{shard_of, Placement};
+use region::{Region, RegionLocal, RegionMsg};
+
+use crate::cluster::Cluster;
+use crate::ClusterError;
+
+/// A factory of hand-off stop messages.
+pub type StopMessage<M> = Arc<dyn Fn() -> M + Send + Sync>;
+
+/// How an entity type is sharded.
+pub struct ShardingSettings<M> {
+    pub(crate) num_shards: u32,
+    pub(crate) passivate_after: Option<Duration>,
+    pub(crate) stop_message: Option<StopMessage<M>>,
+    pub(crate) placement: Placement,
+    pub(crate) eager_entities: Vec<String>,
+    pub(crate) entity_capacity: usize,
+    pub(crate) buffer_limit: usize,
+    pub(crate) retry_interval: Duration,
+    pub(crate) remember_entities: bool,
+}
+
+impl<M> fmt::Debug for ShardingSettings<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShardingSettings")
+            .field("num_shards", &self.num_shards)
+            .field("passivate_after", &self.passivate_after)
+            .field("stop_message", &self.stop_message.is_some())
+            .field("placement", &self.placement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> Clone for ShardingSettings<M> {
+    fn clone(&self) -> Self {
+        ShardingSettings {
+            num_shards: self.num_shards,
+            passivate_after: self.passivate_after,
+            stop_message: self.stop_message.clone(),
+            placement: self.placement,
+            eager_entities: self.eager_entities.clone(),
+            entity_capacity: self.entity_capacity,
+            buffer_limit: self.buffer_limit,
+            retry_interval: self.retry_interval,
+            remember_entities: self.remember_entities,
+        }
+    }
+}
+
+impl<M> Default for ShardingSettings<M> {
+    fn default() -> Self {
+        ShardingSettings {
+            num_shards: 100,
+            passivate_after: Some(Duration::from_secs(120)),
+            stop_message: None,
+            placement: Placement::Rendezvous,
+            eager_entities: Vec::new(),
+            entity_capacity: percore::DEFAULT_MAILBOX_CAPACITY,
+            buffer_limit: 100_000,
+            retry_interval: Duration::from_secs(1),
+            remember_entities: false,
+        }
+    }
+}
+
+impl<M> ShardingSettings<M> {
+    /// Defaults: 100 shards, passivation after 120 s idle (Akka's default), no stop
+    /// message (entities are stopped directly), rendezvous placement.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Number of shards (fixed for the life of the cluster: every node must use the same).
+    pub fn shards(mut self, n: u32) -> Self {
+        self.num_shards = n.max(1);
+        self
+    }
+    /// Stop entities idle this long (`None`: never).
+    pub fn passivate_after(mut self, idle: Option<Duration>) -> Self {
+        self.passivate_after = idle;
+        self
+    }
+    /// The message an entity gets to stop on hand-off and passivation (Akka's
+    /// `handOffStopMessage`): it queues behind what the entity already has, so nothing is
+    /// lost; the entity calls `ctx.stop_self()` when it handles it. Without one, entities
+    /// are stopped directly and what is still in their mailbox goes to dead letters.
+    pub fn stop_message(mut self, f: impl Fn() -> M + Send + Sync + 'static) -> Self {
+        self.stop_message = Some(Arc::new(f));
+        self
+    }
+    /// Where shards go (default: rendezvous hashing).
+    pub fn placement(mut self, p: Placement) -> Self {
+        self.placement = p;
+        self
+    }
+    /// Entities started as soon as their shard arrives, without waiting for a message,
+    /// and never passivated (singletons use it).
+    pub fn eager_entities(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.eager_entities = ids.into_iter().collect();
+        self
+    }
+    /// Mailbox capacity of each entity.
+    pub fn entity_capacity(mut self, n: usize) -> Self {
+        self.entity_capacity = n.max(1);
+        self
+    }
+    /// Remember-entities: entities that ran on a shard's previous owner start again on the
+    /// new owner as soon as it has the shard, without waiting for a message. Then every
+    /// region acquires all the shards it owns on each view change (one request per shard
+    /// and member). Remembered across hand-offs (leave, join), not across crashes: the list
+    /// travels with the hand-off answer and is not stored anywhere.
+    pub fn remember_entities(mut self, on: bool) -> Self {
+        self.remember_entities = on;
+        self
+    }
+    /// How often a region asks again for a shard it is acquiring and retries the route of
+    /// held messages (default 1 s).
+    pub fn retry_interval(mut self, every: Duration) -> Self {
+        self.retry_interval = every.max(Duration::from_millis(1));
+        self
+    }
+    /// Most messages a region buffers (shards being acquired, no view yet) before it
+    /// turns more into dead letters.
+    pub fn buffer_limit(mut self, n: usize) -> Self {
+        self.buffer_limit = n;
+        self
+    }
+}
+
+/// Cluster sharding on one node.
+#[derive(Debug, Clone)]
+pub struct ClusterSharding {
+    cluster: Cluster,
+}
+
+fn region_name(type_name: &str) -> String {
+    format!("sharding-{type_name}")
+}
+
+impl ClusterSharding {
+    /// Sharding for this cluster member.
+    pub fn new(cluster: &Cluster) -> Self {
+        ClusterSharding { cluster: cluster.clone() }
+    }
+
+    /// Starts the region of entity type `type_name` on this node: entities of this type
+    /// whose shards land here are made by `factory(entity_id)` on their first message.
+    /// Every node must start the type with the same settings and message type.
+    pub fn start<A, F>(
+        &self,
+        type_name: &str,
+        factory: F,
+        settings: ShardingSettings<A::Msg>,
+    ) -> Result<EntityRefs<A::Msg>, ClusterError>
+    where
+        A: Actor,
+        A::Msg: RemoteMessage,
+        F: Fn(&str) -> A + Send + Sync + 'static,
+    {
+        if type_name.is_empty() || type_name.contains('/') || type_name.contains('*') {
+            return Err(ClusterError::BadTypeName(type_name.to_string()));
+        }
+        self.cluster.shared.node.register::<RegionMsg<A::Msg>>()?;
+        let name = region_name(type_name);
+        let rt = self.cluster.shared.node.runtime();
+        if rt.top_level::<RegionMsg<A::Msg>>(&name).is_ok() {
+            return Err(ClusterError::AlreadyStarted(type_name.to_string()));
+        }
+        let undelivered = Arc::new(AtomicU64::new(0));
+        // From a factory: a region that fails is restarted by its supervisor (its entities,
+        // its children, stop with the failed instance and start again on demand).
+        let (n, c, f, u) =
+            (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, undelivered.clone());
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), u.clone());
+        let r = rt.spawn(Props::new(make).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
+        let hook_ref = r.clone();
+        self.cluster.register_region(
+            name,
+            Box::new(move |v| {
+                let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(v)));
+            }),
+        )?;
+        Ok(EntityRefs { region: r, cluster: self.cluster.clone(), undelivered })
+    }
+
+    /// A handle on entity `entity_id` of type `type_name`, which must have been started on
+    /// this node ([`ClusterSharding::start`]).
+    pub fn entity_ref<M: RemoteMessage>(&self, type_name: &str, entity_id: &str) -> Result<EntityRef<M>, ClusterError> {
+        let rt = self.cluster.shared.node.runtime();
+        let region = rt
+            .top_level::<RegionMsg<M>>(&region_name(type_name))
+            .map_err(|_| ClusterError::NotStarted(type_name.to_string()))?;
+        Ok(EntityRef { region, entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr })
+    }
+
+    /// Starts a cluster singleton named `name`: one instance of `factory()` cluster-wide, on
+    /// the oldest up member; it moves when that member leaves (after `stop_message` stopped
+    /// it there) or is downed and removed. Start it on every node; the returned ref is its
+    /// proxy from this node (messages wait in the regions while it moves).
+    pub fn start_singleton<A, F>(
+        &self,
+        name: &str,
+        factory: F,
+        stop_message: impl Fn() -> A::Msg + Send + Sync + 'static,
+    ) -> Result<EntityRef<A::Msg>, ClusterError>
+    where
+        A: Actor,
+        A::Msg: RemoteMessage,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        let type_name = format!("singleton-{name}");
+        let settings = ShardingSettings::new()
+            .shards(1)
+            .passivate_after(None)
+            .placement(Placement::Oldest)
+            .eager_entities([name.to_string()])
+            .stop_message(stop_message);
+        let refs = self.start::<A, _>(&type_name, move |_| factory(), settings)?;
+        Ok(refs.entity(name))
+    }
+}
+
+/// Makes [`EntityRef`]s of one entity type (what [`ClusterSharding::start`] returns).
+pub struct EntityRefs<M> {
+    region: ActorRef<RegionMsg<M>>,
+    cluster: Cluster,
+    undelivered: Arc<AtomicU64>,
+}
+
+impl<M> fmt::Debug for EntityRefs<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityRefs").field("region", &self.region.id()).finish()
+    }
+}
+
+impl<M: RemoteMessage> EntityRefs<M> {
+    /// The handle on `entity_id`.
+    pub fn entity(&self, entity_id: &str) -> EntityRef<M> {
+        EntityRef { region: self.region.clone(), entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr }
+    }
+
+    /// Fails this node's region (tests of its supervision only).
+    #[doc(hidden)]
+    pub fn __fail_region(&self) -> bool {
+        self.region.fail("failure injected by a test")
+    }
+
+    /// Envelopes this node's region could not pass on to another node's region (its
+    /// outbound buffer was full, or the peer's proxy had stopped): at-most-once losses.
+    pub fn undelivered(&self) -> u64 {
+        // ORDERING: Relaxed: a statistic.
+        self.undelivered.load(Ordering::Relaxed)
+    }
+}
+
+fn into_msg<M>(e: RegionMsg<M>) -> M {
+    match e {
+        RegionMsg::Deliver { msg, .. } => msg,
+        // `blocking_send` only ever sends `Deliver`.
+        _ => unreachable!("an entity envelope"),
+    }
+}
+
+/// A handle on one sharded entity, wherever it runs (Akka's `EntityRef`). Messages go
+/// through this node's region, which forwards them to the owner of the entity's shard;
+/// messages from one sender arrive in order while the shard stays put.
+pub struct EntityRef<M> {
+    region: ActorRef<RegionMsg<M>>,
+    entity_id: String,
+    from: std::net::SocketAddr,
+}
+
+impl<M> Clone for EntityRef<M> {
+    fn clone(&self) -> Self {
+        EntityRef { region: self.region.clone(), entity_id: self.entity_id.clone(), from: self.from }
+    }
+}
+
+impl<M> fmt::Debug for EntityRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityRef").field("entity_id", &self.entity_id).finish()
+    }
+}
+
+impl<M: RemoteMessage> EntityRef<M> {
+    /// The entity's id.
+    pub fn entity_id(&self) -> &str {
+        &self.entity_id
+    }
+
+    /// Fire-and-forget. `Err` if this node's region is full or stopped (the message is a
+    /// counted dead letter).
+    pub fn tell(&self, msg: M) -> Result<(), Undelivered> {
+        self.region.tell(RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 })
+    }
+
+    /// Waits for room in this node's region (from a foreign thread) instead of dropping:
+    /// the message comes back on timeout or if the region stopped. On a shard thread it
+    /// tries once (`WouldBlock` if full).
+    pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        let deadline = Instant::now() + timeout;
+        let mut env = RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 };
+        let mut pause = Duration::from_micros(1);
+        loop {
+            env = match self.region.try_tell(env) {
+                Ok(()) => return Ok(()),
+                Err(TellError::Closed(e)) => return Err(SendError::Closed(into_msg(e))),
+                Err(TellError::Full(e)) => e,
+            };
+            if percore::on_shard_thread() {
+                return Err(SendError::WouldBlock(into_msg(env)));
+            }
+            if Instant::now() >= deadline {
+                return Err(SendError::Timeout(into_msg(env)));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+
+    /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
+    /// (waiting for room in this node's region first). On a shard thread it returns
+    /// `WouldBlock`; inside actors, await [`EntityRef::ask`] or tell a request that carries
+    /// a ref.
+    pub fn blocking_ask<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(ReplyTo<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, AskError> {
+        let (entity_id, from) = (self.entity_id.clone(), self.from);
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }, timeout)
+    }
+
+    /// Request/reply as a `Future` (the engine's [`percore::Ask`]: default timeout
+    /// [`percore::DEFAULT_ASK_TIMEOUT`], `.timeout(d)` to change it).
+    pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
+        let (entity_id, from) = (self.entity_id.clone(), self.from);
+        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }) }
+    }
+}
+
+/// The future of [`EntityRef::ask`]: resolves to the reply, or why there was none.
+pub struct EntityAsk<M: Send + 'static, R: Send + 'static> {
+    inner: percore::Ask<RegionMsg<M>, R>,
+}
+
+impl<M: Send + 'static, R: Send + 'static> EntityAsk<M, R> {
+    /// Sets the timeout (from the first poll: waiting for room plus waiting for the reply).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        EntityAsk { inner: self.inner.timeout(timeout) }
+    }
+}
+
+impl<M: Send + 'static, R: Send + 'static> fmt::Debug for EntityAsk<M, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntityAsk").finish_non_exhaustive()
+    }
+}
+
+impl<M: Send + 'static, R: Send + 'static> std::future::Future for EntityAsk<M, R> {
+    type Output = Result<R, AskError>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        // `Ask` is `Unpin` whatever it carries.
+        std::pin::Pin::new(&mut self.inner).poll(cx)
+    }
+}

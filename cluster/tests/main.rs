@@ -1,0 +1,9 @@
+//! Integration tests: several nodes in one process, each its own runtime and node on
+//! 127.0.0.1 (port 0), short timings, generous deadlines, exact counts.
+
+mod common;
+mod membership;
+mod partition;
+mod persistent;
+mod process;
+mod sharding;

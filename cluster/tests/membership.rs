@@ -1,0 +1,200 @@
+//! Formation, events, crash detection and removal, graceful leave.
+
+use std::time::Duration;
+
+use percore_cluster::{ClusterEvent, MemberStatus};
+
+use crate::common::*;
+
+/// Three nodes join through a seed: every node sees three up members, the same leader
+/// (the lowest address), and a subscriber gets the snapshot first, then each member's
+/// `MemberUp` exactly once.
+#[test]
+fn three_nodes_form_a_cluster_and_all_see_three_up() {
+    let nodes = cluster_of(3, config(), |_| {});
+    let (_sink, rx) = subscribe(&nodes[2]);
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let lowest = nodes.iter().map(|t| t.cluster.self_address()).min();
+    eventually("one leader, the lowest address", || nodes.iter().all(|t| t.cluster.state().leader == lowest));
+    // Up numbers: a strict order of age, the founder oldest.
+    let state = nodes[0].cluster.state();
+    let mut ups: Vec<u32> = state.members.iter().map(|m| m.up_number).collect();
+    ups.sort_unstable();
+    ups.dedup();
+    assert_eq!(ups.len(), 3);
+    let founder = state.members.iter().find(|m| m.addr() == nodes[0].addr()).unwrap();
+    assert_eq!(founder.up_number, 1);
+
+    // Events: the snapshot first; then, counting the snapshot's up members, every member
+    // becomes up exactly once.
+    let first = rx.recv_timeout(LONG).unwrap();
+    let ClusterEvent::CurrentClusterState(snap) = first else {
+        panic!("first event must be the snapshot, got {first:?}")
+    };
+    let mut up: Vec<_> = snap.members.iter().filter(|m| m.status == MemberStatus::Up).map(|m| m.node).collect();
+    while up.len() < 3 {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::MemberUp(m) => {
+                assert!(!up.contains(&m.node), "MemberUp twice for {}", m.node);
+                up.push(m.node);
+            }
+            ClusterEvent::CurrentClusterState(_) => panic!("a second snapshot"),
+            ClusterEvent::MemberRemoved { .. } | ClusterEvent::UnreachableMember(_) | ClusterEvent::MemberDowned(_) => {
+                panic!("nobody failed")
+            }
+            _ => {}
+        }
+    }
+    up.sort();
+    let mut all: Vec<_> = nodes.iter().map(|t| t.cluster.self_address()).collect();
+    all.sort();
+    assert_eq!(up, all);
+    // Nothing unreachable, nothing else pending of that kind.
+    while let Ok(e) = rx.recv_timeout(Duration::from_millis(200)) {
+        assert!(!matches!(e, ClusterEvent::MemberUp(_) | ClusterEvent::UnreachableMember(_)), "unexpected {e:?}");
+    }
+}
+
+/// A stopped node: the others mark it unreachable, the resolver (keep-majority, 2 of 3)
+/// downs it after stable-after, the leader removes it after the margin; events in that
+/// order, each once.
+#[test]
+fn stopped_node_becomes_unreachable_then_downed_and_removed() {
+    let mut nodes = cluster_of(3, failure_config(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (_sink, rx) = subscribe(&nodes[0]);
+    let victim = nodes[2].cluster.self_address();
+    nodes[2].kill();
+    let survivors: Vec<&TestNode> = nodes[..2].iter().collect();
+    all_up(&survivors, 2);
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::UnreachableMember(m) if m.node == victim => seen.push("unreachable"),
+            ClusterEvent::MemberDowned(m) if m.node == victim => seen.push("downed"),
+            ClusterEvent::MemberRemoved { member, previous_status } if member.node == victim => {
+                assert_eq!(previous_status, MemberStatus::Down);
+                seen.push("removed");
+                break;
+            }
+            ClusterEvent::MemberDowned(m) | ClusterEvent::UnreachableMember(m) => {
+                panic!("only the victim fails, not {m:?}")
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["unreachable", "downed", "removed"]);
+    assert!(!nodes[0].cluster.is_terminated() && !nodes[1].cluster.is_terminated());
+}
+
+/// `leave()`: the member goes leaving → exiting → removed; it ends its membership and
+/// the others keep two up members.
+#[test]
+fn graceful_leave_removes_the_member() {
+    let nodes = cluster_of(3, config(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    // The leader leaves (the lowest address): leadership moves to the next lowest.
+    let mut order: Vec<usize> = (0..3).collect();
+    order.sort_by_key(|&i| nodes[i].cluster.self_address());
+    let (l, next, observer) = (order[0], order[1], order[2]);
+    eventually("the lowest address leads", || {
+        nodes[observer].cluster.state().leader == Some(nodes[l].cluster.self_address())
+    });
+    let (_sink, rx) = subscribe(&nodes[observer]);
+    let leaver = nodes[l].cluster.self_address();
+    nodes[l].cluster.leave().unwrap();
+    eventually("the leaver ends its membership", || nodes[l].cluster.is_terminated());
+    let rest = [&nodes[next], &nodes[observer]];
+    all_up(&rest, 2);
+    let mut seen = Vec::new();
+    let mut leader_changes = Vec::new();
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::MemberLeft(m) if m.node == leaver => seen.push("left"),
+            ClusterEvent::MemberExited(m) if m.node == leaver => seen.push("exited"),
+            ClusterEvent::MemberRemoved { member, .. } if member.node == leaver => {
+                seen.push("removed");
+                break;
+            }
+            ClusterEvent::LeaderChanged(to) => leader_changes.push(to),
+            ClusterEvent::MemberDowned(m) | ClusterEvent::UnreachableMember(m) => panic!("nobody fails: {m:?}"),
+            _ => {}
+        }
+    }
+    // Exiting may be skipped by an observer that learns of it together with the removal.
+    assert_eq!(seen.first(), Some(&"left"));
+    assert_eq!(seen.last(), Some(&"removed"));
+    // The leader hands over once it exits (the last change is to the next lowest address).
+    eventually("the next lowest address leads", || {
+        nodes[observer].cluster.state().leader == Some(nodes[next].cluster.self_address())
+    });
+    while let Ok(e) = rx.recv_timeout(Duration::from_millis(100)) {
+        if let ClusterEvent::LeaderChanged(to) = e {
+            leader_changes.push(to);
+        }
+    }
+    assert_eq!(leader_changes.last(), Some(&Some(nodes[next].cluster.self_address())), "{leader_changes:?}");
+    assert!(matches!(nodes[l].cluster.join([nodes[next].addr()]), Err(percore_cluster::ClusterError::Terminated)));
+}
+
+/// Reachability is tracked per member: a blackholed link makes the member unreachable
+/// (for every node, through the gossip), healing it makes it reachable again, and with a
+/// long stable-after nobody is downed.
+#[test]
+fn reachability_follows_the_link_without_downing() {
+    let cfg = config().split_brain_resolver(percore_cluster::SbrStrategy::KeepMajority, Duration::from_secs(120));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (_sink, rx) = subscribe(&nodes[1]);
+    let cut = nodes[2].cluster.self_address();
+    nodes[0].cluster.faults().blackhole(nodes[2].addr());
+    nodes[2].cluster.faults().blackhole(nodes[0].addr());
+    // Node 1 still reaches node 2, but learns node 0's verdict through the gossip.
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            // Node 2 suspects node 0 as well: either may be reported first.
+            ClusterEvent::UnreachableMember(m) if m.node == cut => break,
+            ClusterEvent::MemberDowned(m) => panic!("nobody is downed: {m:?}"),
+            _ => {}
+        }
+    }
+    nodes[0].cluster.faults().heal(nodes[2].addr());
+    nodes[2].cluster.faults().heal(nodes[0].addr());
+    loop {
+        match rx.recv_timeout(LONG).unwrap() {
+            ClusterEvent::ReachableMember(m) if m.node == cut => break,
+            ClusterEvent::MemberDowned(m) => panic!("nobody is downed: {m:?}"),
+            _ => {}
+        }
+    }
+    eventually("everyone reachable again", || nodes.iter().all(|t| t.cluster.state().unreachable.is_empty()));
+    all_up(&refs, 3);
+}
+
+/// A node restarted at the same address is a new incarnation: it joins as a new member,
+/// and the old incarnation is downed and removed (never confused with the new one).
+#[test]
+fn restarted_node_joins_as_a_new_incarnation() {
+    let mut nodes = cluster_of(3, config(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let old = nodes[2].cluster.self_address();
+    nodes[2].kill();
+    let (rt, node) = start_node_on("n2-again", old.addr.port());
+    let cluster = percore_cluster::Cluster::start(&node, config().seeds([nodes[0].addr()])).unwrap();
+    let new = cluster.self_address();
+    assert_eq!(new.addr, old.addr);
+    assert_ne!(new.incarnation, old.incarnation);
+    nodes[2] = TestNode { rt: Some(rt), node, cluster };
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    for t in &nodes {
+        let s = t.cluster.state();
+        assert!(s.members.iter().any(|m| m.node == new));
+        assert!(!s.members.iter().any(|m| m.node == old), "the old incarnation is gone");
+    }
+}

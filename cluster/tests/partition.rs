@@ -1,0 +1,115 @@
+//! A simulated partition (the fault hook): the minority downs itself, the majority goes
+//! on, and no entity is ever alive on both sides.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use percore_cluster::{ClusterError, ClusterSharding, MemberStatus, SbrStrategy, ShardingSettings};
+
+use crate::common::*;
+
+fn blackhole(a: &[&TestNode], b: &[&TestNode]) {
+    for x in a {
+        for y in b {
+            x.cluster.faults().blackhole(y.addr());
+            y.cluster.faults().blackhole(x.addr());
+        }
+    }
+}
+
+#[test]
+fn minority_side_downs_itself_and_entities_never_run_twice() {
+    // 60 entities over 30 shards: every node owns some of them except with odds of about
+    // (2/3)^26 (ports, so placement, are random).
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let sharding = ClusterSharding::new(&nodes[0].cluster);
+    let ask_all = |expect_min: u64| {
+        for e in 0..ENTITIES {
+            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+            r.tell(CounterMsg::Hit).unwrap();
+            let (n, _) = r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+            assert!(n >= expect_min, "entity e{e}: {n}");
+        }
+    };
+    ask_all(1);
+    let minority = nodes[2].addr();
+    assert!(log.starts_on(minority) > 0, "some entities run on the node that will be cut off");
+
+    blackhole(&[&nodes[0], &nodes[1]], &[&nodes[2]]);
+    eventually("the minority downs itself", || nodes[2].cluster.is_terminated());
+    let majority = [&nodes[0], &nodes[1]];
+    all_up(&majority, 2);
+    assert_eq!(nodes[0].status_of(minority), None, "removed on the majority side");
+    // The majority continues: every entity answers again (those of the cut-off node
+    // restart on the majority side).
+    ask_all(1);
+    let activations = log.assert_single_activation();
+    assert!(activations > ENTITIES, "entities of the minority restarted elsewhere ({activations} activations)");
+    // Down is final: the downed incarnation cannot join again.
+    assert!(matches!(nodes[2].cluster.join([nodes[0].addr()]), Err(ClusterError::Terminated)));
+    assert_eq!(nodes[2].cluster.state().self_status, Some(MemberStatus::Down));
+}
+
+/// Partitions `nodes[side]` from the rest, waits until the nodes in `expect_terminated`
+/// ended their membership and the others agree on each other, and checks that exactly
+/// those ended.
+fn partition_and_settle(nodes: &[TestNode], side: &[usize], expect_terminated: &[usize]) {
+    for &i in side {
+        for (j, other) in nodes.iter().enumerate() {
+            if !side.contains(&j) {
+                nodes[i].cluster.faults().blackhole(other.addr());
+                other.cluster.faults().blackhole(nodes[i].addr());
+            }
+        }
+    }
+    eventually("the losing side downs itself", || expect_terminated.iter().all(|&i| nodes[i].cluster.is_terminated()));
+    let survivors: Vec<&TestNode> =
+        (0..nodes.len()).filter(|i| !expect_terminated.contains(i)).map(|i| &nodes[i]).collect();
+    if !survivors.is_empty() {
+        all_up(&survivors, survivors.len());
+    }
+    for (i, t) in nodes.iter().enumerate() {
+        assert_eq!(t.cluster.is_terminated(), expect_terminated.contains(&i), "node {i}");
+    }
+}
+
+/// keep-oldest: the oldest member, cut off alone, survives (without down-if-alone); the
+/// two younger ones down themselves.
+#[test]
+fn keep_oldest_keeps_the_side_of_the_oldest() {
+    let cfg = failure_config()
+        .split_brain_resolver(SbrStrategy::KeepOldest { down_if_alone: false }, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    // The founder is the oldest.
+    partition_and_settle(&nodes, &[0], &[1, 2]);
+}
+
+/// static-quorum 2 of 3: the side of two survives, the single node downs itself.
+#[test]
+fn static_quorum_keeps_the_side_with_a_quorum() {
+    let cfg =
+        failure_config().split_brain_resolver(SbrStrategy::StaticQuorum { quorum: 2 }, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    partition_and_settle(&nodes, &[0], &[0]);
+}
+
+/// down-all: every side downs itself.
+#[test]
+fn down_all_downs_every_side() {
+    let cfg = failure_config().split_brain_resolver(SbrStrategy::DownAll, Duration::from_millis(500));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    partition_and_settle(&nodes, &[2], &[0, 1, 2]);
+}
