@@ -174,7 +174,7 @@ impl Daemon {
                     self.peers.insert(to, r);
                 }
                 Err(e) => {
-                    log::debug!("cluster {}: no ref to {to}: {e}", self.me);
+                    tracing::debug!("cluster {}: no ref to {to}: {e}", self.me);
                     return;
                 }
             }
@@ -195,7 +195,7 @@ impl Daemon {
         let me = self.me;
         let Some(g) = self.gossip.as_mut() else { return };
         if !g.admits(&from) {
-            log::warn!("cluster {me}: refused join of {from}: that incarnation was downed or removed (down is final; restart it as a new incarnation)");
+            tracing::warn!("cluster {me}: refused join of {from}: that incarnation was downed or removed (down is final; restart it as a new incarnation)");
             return;
         }
         if g.add_joining(from) {
@@ -215,14 +215,14 @@ impl Daemon {
                 let removed_me = remote.tombstones.contains(&me);
                 g.receive(&remote, me);
                 if removed_me {
-                    log::info!("cluster {me}: {from} removed this node");
+                    tracing::info!("cluster {me}: {from} removed this node");
                 }
             }
             None if remote.members.contains_key(&me) => {
                 let mut g = Gossip::default();
                 g.receive(&remote, me);
                 self.gossip = Some(g);
-                log::info!("cluster {me}: joined through {from}");
+                tracing::info!("cluster {me}: joined through {from}");
             }
             None => {}
         }
@@ -328,7 +328,7 @@ impl Daemon {
         for r in &removed {
             g.remove(r);
             changed = true;
-            log::info!("cluster {me}: leader removed {r}");
+            tracing::info!("cluster {me}: leader removed {r}");
         }
         if changed {
             g.changed_by(me);
@@ -355,7 +355,7 @@ impl Daemon {
         }
         let members: Vec<Member> = g.members.values().copied().collect();
         let unreachable_v: Vec<UniqueAddress> = unreachable.iter().copied().collect();
-        let decision = decide(sbr.strategy, &members, &unreachable_v, me);
+        let decision = decide(sbr.strategy, &members, &unreachable_v);
         let mut changed = false;
         match decision {
             Decision::DownUnreachable => {
@@ -377,7 +377,7 @@ impl Daemon {
             }
         }
         if changed {
-            log::warn!(
+            tracing::warn!(
                 "cluster {me}: split-brain resolver ({:?}) decided {decision:?}; unreachable: {unreachable_v:?}",
                 sbr.strategy
             );
@@ -456,7 +456,7 @@ impl Daemon {
                     Some(m) => matches!(m.status, MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed),
                 };
                 if gone {
-                    log::warn!(
+                    tracing::warn!(
                         "cluster {}: this node is {:?}: its membership ends",
                         self.me,
                         g.members.get(&self.me).map(|m| m.status)
@@ -489,7 +489,7 @@ impl Daemon {
         let state = self.snapshot();
         if state != self.published {
             for ev in diff(&self.published, &state) {
-                log::debug!("cluster {}: {ev:?}", self.me);
+                tracing::debug!("cluster {}: {ev:?}", self.me);
                 rt.event_stream().publish(ev);
             }
             *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
@@ -540,7 +540,7 @@ impl Actor for Daemon {
                     if !self.terminated && self.gossip.is_none() {
                         if seeds.first() == Some(&self.me.addr) {
                             self.gossip = Some(Gossip::founding(self.me, self.shared.cfg.min_nr_of_members > 1));
-                            log::info!("cluster {}: founded the cluster (first seed)", self.me);
+                            tracing::info!("cluster {}: founded the cluster (first seed)", self.me);
                         } else {
                             let me = self.me;
                             for s in &seeds {

@@ -80,15 +80,14 @@ impl SbrSettings {
     }
 }
 
-/// Decides for the side that `me` is on. `members` are all members of the view,
-/// `unreachable` those this side cannot reach.
-pub fn decide(strategy: SbrStrategy, members: &[Member], unreachable: &[UniqueAddress], me: UniqueAddress) -> Decision {
+/// Decides for this side: `members` are all members of the view, `unreachable` those this
+/// side cannot reach (this side is everyone else).
+pub fn decide(strategy: SbrStrategy, members: &[Member], unreachable: &[UniqueAddress]) -> Decision {
     let counted: Vec<&Member> =
         members.iter().filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)).collect();
     let is_unreachable = |m: &&&Member| unreachable.contains(&m.node);
     let ours: Vec<&Member> = counted.iter().filter(|m| !is_unreachable(m)).copied().collect();
     let theirs: Vec<&Member> = counted.iter().filter(|m| is_unreachable(m)).copied().collect();
-    let _ = me;
     match strategy {
         SbrStrategy::DownAll => Decision::DownAll,
         SbrStrategy::KeepMajority => {
@@ -154,24 +153,19 @@ mod tests {
     #[test]
     fn keep_majority() {
         let all = [up(1, 1), up(2, 2), up(3, 3), up(4, 4), up(5, 5)];
-        let (a, d) = (all[0].node, all[3].node);
+        let a = all[0].node;
         // 3 vs 2.
-        assert_eq!(decide(SbrStrategy::KeepMajority, &all, &[all[3].node, all[4].node], a), Decision::DownUnreachable);
-        assert_eq!(decide(SbrStrategy::KeepMajority, &all, &[a, all[1].node, all[2].node], d), Decision::DownReachable);
+        assert_eq!(decide(SbrStrategy::KeepMajority, &all, &[all[3].node, all[4].node]), Decision::DownUnreachable);
+        assert_eq!(decide(SbrStrategy::KeepMajority, &all, &[a, all[1].node, all[2].node]), Decision::DownReachable);
         // Tie 2 vs 2: the side with the lowest address.
         let four = &all[..4];
-        assert_eq!(decide(SbrStrategy::KeepMajority, four, &[all[2].node, all[3].node], a), Decision::DownUnreachable);
-        assert_eq!(decide(SbrStrategy::KeepMajority, four, &[a, all[1].node], d), Decision::DownReachable);
+        assert_eq!(decide(SbrStrategy::KeepMajority, four, &[all[2].node, all[3].node]), Decision::DownUnreachable);
+        assert_eq!(decide(SbrStrategy::KeepMajority, four, &[a, all[1].node]), Decision::DownReachable);
         // Joining members do not count.
         let with_joining =
             [up(1, 1), up(2, 2), m(3, MemberStatus::Joining, 0), m(4, MemberStatus::Joining, 0), up(5, 3)];
         assert_eq!(
-            decide(
-                SbrStrategy::KeepMajority,
-                &with_joining,
-                &[with_joining[0].node, with_joining[1].node],
-                with_joining[2].node
-            ),
+            decide(SbrStrategy::KeepMajority, &with_joining, &[with_joining[0].node, with_joining[1].node]),
             Decision::DownReachable
         );
     }
@@ -180,27 +174,27 @@ mod tests {
     fn static_quorum() {
         let all = [up(1, 1), up(2, 2), up(3, 3)];
         let s = SbrStrategy::StaticQuorum { quorum: 2 };
-        assert_eq!(decide(s, &all, &[all[2].node], all[0].node), Decision::DownUnreachable);
-        assert_eq!(decide(s, &all, &[all[0].node, all[1].node], all[2].node), Decision::DownReachable);
+        assert_eq!(decide(s, &all, &[all[2].node]), Decision::DownUnreachable);
+        assert_eq!(decide(s, &all, &[all[0].node, all[1].node]), Decision::DownReachable);
         let five = [up(1, 1), up(2, 2), up(3, 3), up(4, 4)];
-        assert_eq!(decide(s, &five, &[five[2].node, five[3].node], five[0].node), Decision::DownAll);
+        assert_eq!(decide(s, &five, &[five[2].node, five[3].node]), Decision::DownAll);
     }
 
     #[test]
     fn keep_oldest() {
         let all = [up(1, 3), up(2, 1), up(3, 2)]; // port 2 is the oldest
         let s = SbrStrategy::KeepOldest { down_if_alone: false };
-        assert_eq!(decide(s, &all, &[all[0].node], all[1].node), Decision::DownUnreachable);
-        assert_eq!(decide(s, &all, &[all[1].node, all[2].node], all[0].node), Decision::DownReachable);
+        assert_eq!(decide(s, &all, &[all[0].node]), Decision::DownUnreachable);
+        assert_eq!(decide(s, &all, &[all[1].node, all[2].node]), Decision::DownReachable);
         // The oldest alone, down_if_alone: it goes, the others stay.
         let s = SbrStrategy::KeepOldest { down_if_alone: true };
-        assert_eq!(decide(s, &all, &[all[0].node, all[2].node], all[1].node), Decision::DownReachable);
-        assert_eq!(decide(s, &all, &[all[1].node], all[0].node), Decision::DownUnreachable);
+        assert_eq!(decide(s, &all, &[all[0].node, all[2].node]), Decision::DownReachable);
+        assert_eq!(decide(s, &all, &[all[1].node]), Decision::DownUnreachable);
     }
 
     #[test]
     fn down_all() {
         let all = [up(1, 1), up(2, 2), up(3, 3)];
-        assert_eq!(decide(SbrStrategy::DownAll, &all, &[all[2].node], all[0].node), Decision::DownAll);
+        assert_eq!(decide(SbrStrategy::DownAll, &all, &[all[2].node]), Decision::DownAll);
     }
 }

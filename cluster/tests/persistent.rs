@@ -14,6 +14,8 @@ pub enum AccountCmd {
     Deposit(u64, ReplyTo<(u64, String)>),
     Balance(ReplyTo<(u64, String)>),
     Stop,
+    /// To the entity from its own death-watch: the persistent child has stopped.
+    ChildStopped,
 }
 
 impl Wire for AccountCmd {
@@ -29,6 +31,7 @@ impl Wire for AccountCmd {
                 w.put(r);
             }
             AccountCmd::Stop => w.put_u8(2),
+            AccountCmd::ChildStopped => w.put_u8(3),
         }
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
@@ -36,6 +39,7 @@ impl Wire for AccountCmd {
             0 => AccountCmd::Deposit(r.get_u64()?, r.get()?),
             1 => AccountCmd::Balance(r.get()?),
             2 => AccountCmd::Stop,
+            3 => AccountCmd::ChildStopped,
             tag => return Err(WireError::BadTag { what: "AccountCmd", tag }),
         })
     }
@@ -80,7 +84,10 @@ impl PersistentActor for Account {
                 });
             }
             AccountCmd::Balance(reply) => reply.reply((*balance, self.host.clone())),
+            // Handled in order: a deposit being persisted completes (and is acknowledged)
+            // first, since commands wait while a persist is in flight.
             AccountCmd::Stop => ctx.stop_self(),
+            AccountCmd::ChildStopped => {}
         }
         Ok(())
     }
@@ -92,7 +99,9 @@ impl PersistentActor for Account {
 }
 
 /// The sharded entity: a plain actor (its message type crosses nodes) that runs the
-/// persistent actor as its child and forwards commands to it; stopping it stops the child.
+/// persistent actor as its child and forwards commands to it. The hand-off stop message
+/// goes to the child too (so an in-flight persist completes and is acknowledged first);
+/// the entity stops when the child has.
 struct AccountEntity {
     persistence: Persistence,
     id: String,
@@ -104,12 +113,14 @@ impl Actor for AccountEntity {
     type Msg = AccountCmd;
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         let (id, host) = (self.id.clone(), self.host.clone());
-        self.child = Some(ctx.spawn(self.persistence.props(move || Account { id: id.clone(), host: host.clone() }))?);
+        let child = ctx.spawn(self.persistence.props(move || Account { id: id.clone(), host: host.clone() }))?;
+        ctx.watch(&child, |_| AccountCmd::ChildStopped);
+        self.child = Some(child);
         Ok(())
     }
     fn handle(&mut self, ctx: &mut Context<Self>, msg: AccountCmd) -> Result<(), ActorError> {
         match msg {
-            AccountCmd::Stop => ctx.stop_self(),
+            AccountCmd::ChildStopped => ctx.stop_self(),
             cmd => {
                 if let Some(c) = &self.child {
                     ctx.send(c, Envelope::command(cmd));

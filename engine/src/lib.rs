@@ -208,6 +208,12 @@ pub mod __private {
     pub fn runtime_refs(rt: &crate::RuntimeHandle) -> usize {
         rt.shared_strong_count()
     }
+
+    /// Deadlines held by the runtime's timekeeper thread (async asks and sleeps polled
+    /// off-shard). Tests use it to show that on-shard futures leave nothing there.
+    pub fn timekeeper_entries(rt: &crate::RuntimeHandle) -> usize {
+        rt.timekeeper_entries()
+    }
 }
 
 /// The README's example, compiled and run as a doc test so it cannot rot.

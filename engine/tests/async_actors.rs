@@ -474,3 +474,36 @@ fn a_balancing_pool_spreads_skewed_jobs_over_every_shard() {
     assert_eq!(pool.queued(), 0);
     rt.shutdown();
 }
+
+/// Awaits `n` asks to `echo` in one handler, in sequence.
+struct AskMany {
+    echo: ActorRef<(u64, ReplyTo<u64>)>,
+}
+
+impl AsyncActor for AskMany {
+    type Msg = (u64, ReplyTo<u64>);
+    async fn handle(&mut self, _: &mut AsyncContext<Self>, (n, reply): Self::Msg) -> Result<(), ActorError> {
+        let mut sum = 0;
+        for i in 0..n {
+            sum += self.echo.ask(|r| (i, r)).await?;
+        }
+        reply.reply(sum);
+        Ok(())
+    }
+}
+
+/// Issue 16 (found by the perf round): an answered ask awaited on a shard used to leave its
+/// deadline with the runtime's timekeeper thread until the timeout passed (one entry and a
+/// waker per ask: 1000 here). On a shard the deadline is a shard timer, cancelled with the
+/// answered ask.
+#[test]
+fn asks_awaited_on_a_shard_leave_no_deadlines_behind() {
+    let rt = runtime(2);
+    let echo = rt.spawn(Props::from(Doubler).shard(1)).unwrap();
+    let asker = rt.spawn(Props::from(AskMany { echo }).shard(0)).unwrap();
+    let timers = rt.handle().pending_timers();
+    assert_eq!(asker.blocking_ask(|r| (1000, r), DEADLINE), Ok((0..1000u64).map(|i| i * 2).sum()));
+    assert_eq!(percore::__private::timekeeper_entries(&rt.handle()), 0, "answered asks left deadlines with the timekeeper");
+    assert_eq!(rt.handle().pending_timers(), timers, "answered asks left shard timers pending");
+    rt.shutdown();
+}

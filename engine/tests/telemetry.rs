@@ -4,6 +4,9 @@
 //! Both install process-wide state (the `metrics` recorder, the `tracing` subscriber) once
 //! for this test binary; each test reads only the series and events of its own runtime
 //! (by name), so other tests running in parallel do not disturb the counts.
+//! The metrics tests need the cargo feature `metrics` (`cargo test -p percore --features
+//! metrics`; a workspace build has it through `percore-perf`).
+#![cfg_attr(not(feature = "metrics"), allow(unused_imports, dead_code))]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -219,8 +222,17 @@ fn handler_spans_are_flat_roots_and_off_by_default() {
         let needle = format!("obs-trace-spans {tag} hop");
         lines.lock().unwrap().lines().filter(|l| l.contains(&needle)).map(String::from).collect()
     };
-    for (tag, spans) in [("off", false), ("on", true)] {
-        let rt = Runtime::builder().name(tag).shards(1).pin_to_cores(false).idle_spins(16).handler_spans(spans).build().unwrap();
+    // "both": spans and metrics together (the activation copy with both hooks).
+    for (tag, spans, metrics) in [("off", false, false), ("on", true, false), ("both", true, true)] {
+        let rt = Runtime::builder()
+            .name(tag)
+            .shards(1)
+            .pin_to_cores(false)
+            .idle_spins(16)
+            .handler_spans(spans)
+            .metrics(metrics)
+            .build()
+            .unwrap();
         let b = rt.spawn(Relay { tag, next: None }).unwrap();
         let a = rt.spawn(Relay { tag, next: Some(b.clone()) }).unwrap();
         let c = rt.spawn(Relay { tag, next: Some(a.clone()) }).unwrap();
@@ -229,7 +241,8 @@ fn handler_spans_are_flat_roots_and_off_by_default() {
         assert!(eventually(|| hops(tag).len() == 3), "{:?}", hops(tag));
         rt.shutdown();
     }
-    let (off, on) = (hops("off"), hops("on"));
+    let (off, on, both) = (hops("off"), hops("on"), hops("both"));
     assert!(off.iter().all(|l| !l.contains("handle{")), "no spans by default: {off:?}");
     assert!(on.iter().all(|l| l.matches("handle{").count() == 1), "one span each, never nested: {on:?}");
+    assert!(both.iter().all(|l| l.matches("handle{").count() == 1), "with metrics too: {both:?}");
 }

@@ -172,6 +172,20 @@ pub enum JournalError {
         /// The one the write carried.
         got: u64,
     },
+    /// A write of a persistence id whose earlier write from this journal was refused with a
+    /// [`JournalError::SequenceConflict`] (the PostgreSQL journal): the actor numbered it on a
+    /// view that another writer has overtaken, so it is refused too, even where its number
+    /// would continue the other writer's stream. Recovering the id (a replay) lifts this.
+    #[error(
+        "write {got} of {persistence_id} refused: an earlier write of it from this journal conflicted with \
+         another live writer, and writes queued behind that one are refused until the id is recovered"
+    )]
+    Fenced {
+        /// The persistence id.
+        persistence_id: PersistenceId,
+        /// The first sequence number of the refused write.
+        got: u64,
+    },
     /// Another journal (in this or another process) holds the directory's lock.
     #[error("journal directory {} is locked by another journal instance (this or another process); close it first", dir.display())]
     Locked {
@@ -221,10 +235,10 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    /// Whether this is a [`JournalError::SequenceConflict`]: another live writer persisted
-    /// for the same persistence id.
+    /// Whether this is a [`JournalError::SequenceConflict`] or [`JournalError::Fenced`]:
+    /// another live writer persisted for the same persistence id.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, JournalError::SequenceConflict { .. })
+        matches!(self, JournalError::SequenceConflict { .. } | JournalError::Fenced { .. })
     }
 }
 

@@ -102,7 +102,10 @@ fn two_live_writers_the_second_gets_the_conflict_and_stops_and_the_history_stays
         }
         other => panic!("unexpected failure {other:?}"),
     }
-    assert!(matches!(second.blocking_ask(Cmd::Get, T), Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)));
+    assert!(matches!(
+        second.blocking_ask(Cmd::Get, T),
+        Err(percore::AskError::Closed) | Err(percore::AskError::NoReply)
+    ));
     assert_eq!(rt.restarts(), 0, "a conflicting writer is stopped, not restarted");
     assert_eq!(append(&first, 5), 5);
     rt.shutdown();
@@ -395,7 +398,62 @@ fn a_write_that_stores_nothing_is_not_acknowledged() {
     }
     assert_eq!(read_all(&*j, "nr-1"), (vec![(1, 1)], 1));
     // Restored where the orderings left off, the journal writes again.
-    s.client().batch_execute("INSERT INTO percore_ordering VALUES (1, (SELECT max(ordering) FROM percore_journal))").unwrap();
+    s.client()
+        .batch_execute("INSERT INTO percore_ordering VALUES (1, (SELECT max(ordering) FROM percore_journal))")
+        .unwrap();
     append_sync(&*j, "nr-1", 2, &[2]).unwrap();
     assert_eq!(read_all(&*j, "nr-1"), (vec![(1, 1), (2, 2)], 2));
+}
+
+#[test]
+fn writes_queued_behind_a_conflicting_write_are_refused_too_until_the_id_is_recovered() {
+    let s = PgSchema::new("stale");
+    let (rt, failures) = runtime_with_guardian(2, |f| stop_on_recovery_failure().decide(f));
+    let (p1, j1) = s.persistence();
+    let (p2, j2) = s.persistence();
+    let first = p1.spawn(&rt, || Ledger::new("stale-1")).unwrap();
+    for v in 1..=3 {
+        assert_eq!(append(&first, v), v);
+    }
+    let second = p2.spawn(&rt, || Ledger::new("stale-1")).unwrap();
+    assert_eq!(get(&second).last_seq, 3);
+    assert_eq!(append(&first, 4), 4);
+    // The second writer pipelines two writes (4 and 5) on its stale view: 4 conflicts, and 5,
+    // which continues the first writer's stream by number only, must not be stored either.
+    second.tell(Cmd::PutAsync(40)).unwrap();
+    second.tell(Cmd::PutAsync(50)).unwrap();
+    failures.wait_for(1);
+    // A barrier on the second journal: both of its writes have been decided.
+    let (tx, rx) = mpsc::channel();
+    p2.journal().barrier(Box::new(move |r| tx.send(r).unwrap()));
+    rx.recv_timeout(T).unwrap().unwrap();
+    assert_eq!(j2.stats().failed, 2, "4 conflicted, 5 was fenced: {:?}", j2.stats());
+    assert_eq!(read_all(&*j1, "stale-1"), ((1..=4).map(|v| (v, v)).collect(), 4), "nothing of the second writer");
+    assert_eq!(append(&first, 5), 5, "the first writer continues");
+    // Recovering the id on the second journal lifts the refusal: a fresh incarnation there
+    // recovers the first writer's events and continues after them.
+    drop(first);
+    let third = p2.spawn(&rt, || Ledger::new("stale-1")).unwrap();
+    assert_eq!(get(&third), View { values: vec![1, 2, 3, 4, 5], last_seq: 5 });
+    assert_eq!(append(&third, 6), 6);
+    assert_eq!(failures.seen().len(), 1);
+    rt.shutdown();
+}
+
+#[test]
+fn an_actor_that_moves_away_and_back_continues_after_the_other_node_s_events() {
+    let s = PgSchema::new("backandforth");
+    // Two "nodes": two journals; the actor runs on A, then B, then A again.
+    let (pa, _ja) = s.persistence();
+    let (pb, _jb) = s.persistence();
+    for (round, p) in [&pa, &pb, &pa].into_iter().enumerate() {
+        let rt = runtime(1);
+        let acc = p.spawn(&rt, || Ledger::new("nomad-1")).unwrap();
+        let base = round as u64 * 3;
+        assert_eq!(get(&acc).last_seq, base);
+        for v in 1..=3 {
+            assert_eq!(append(&acc, base + v), base + v, "round {round}");
+        }
+        rt.shutdown();
+    }
 }

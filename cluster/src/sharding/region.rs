@@ -216,7 +216,7 @@ where
                     self.peers.insert(to, r);
                 }
                 Err(e) => {
-                    log::warn!("region {}: no ref to {to}: {e}", self.name);
+                    tracing::warn!("region {}: no ref to {to}: {e}", self.name);
                     return None;
                 }
             }
@@ -263,7 +263,7 @@ where
     }
 
     fn drop_envelope(&self, msg: RegionMsg<A::Msg>) {
-        log::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
+        tracing::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
         // ORDERING: Relaxed: a statistic.
         self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         drop(msg);
@@ -284,7 +284,7 @@ where
                     }
                     Err(e) => {
                         self.buffered = self.buffered.saturating_sub(1);
-                        log::debug!("region {}: envelope dropped (peer gone)", self.name);
+                        tracing::debug!("region {}: envelope dropped (peer gone)", self.name);
                         drop(e.into_inner());
                         // ORDERING: Relaxed: a statistic.
                         self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -366,7 +366,7 @@ where
             for id in remembered {
                 if !self.entities.contains_key(&id) {
                     if let Err(e) = self.spawn_entity(ctx, shard, &id) {
-                        log::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
+                        tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
                     }
                 }
             }
@@ -388,7 +388,7 @@ where
             .collect();
         for id in eager {
             if let Err(e) = self.spawn_entity(ctx, shard, &id) {
-                log::warn!("region {}: could not start {id}: {e}", self.name);
+                tracing::warn!("region {}: could not start {id}: {e}", self.name);
             }
         }
     }
@@ -414,7 +414,7 @@ where
     fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: String, msg: A::Msg) {
         if !self.entities.contains_key(&entity_id) {
             if let Err(e) = self.spawn_entity(ctx, shard, &entity_id) {
-                log::warn!("region {}: could not start entity {entity_id}: {e}", self.name);
+                tracing::warn!("region {}: could not start entity {entity_id}: {e}", self.name);
                 ctx.dead_letter(msg);
                 return;
             }
@@ -605,7 +605,7 @@ where
     /// acquiring shards ask again, and held messages try their route again.
     fn retry(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
-        if log::log_enabled!(log::Level::Debug) && (self.buffered > 0 || !self.pending_requests.is_empty()) {
+        if tracing::enabled!(tracing::Level::DEBUG) && (self.buffered > 0 || !self.pending_requests.is_empty()) {
             let acquiring: Vec<_> = self
                 .shards
                 .iter()
@@ -614,7 +614,7 @@ where
                     ShardState::Active => None,
                 })
                 .collect();
-            log::debug!(
+            tracing::debug!(
                 "region {} on {me}: {} held, {} unrouted, outbound {:?}, acquiring (shard, waiting, buffered) {acquiring:?}, pending requests {:?}",
                 self.name,
                 self.buffered,

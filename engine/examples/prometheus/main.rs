@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let rt = Runtime::builder().name("prometheus-demo").shards(2).pin_to_cores(false).metrics(true).build()?;
     let a = rt.spawn(Props::from(Player { peer: None }).shard(0))?;
-    let b = rt.spawn(Props::from(Player { peer: None }).shard(0))?;
+    let b = rt.spawn(Props::from(Player { peer: Some(a.clone()) }).shard(0))?;
     // A rally that never ends, on shard 0; shard 1 idles (see its idle time and parks).
     a.tell(Ball::Serve(b))?;
     let end = Instant::now() + Duration::from_secs(secs);

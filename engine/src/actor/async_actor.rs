@@ -16,8 +16,8 @@
 //!   borrows `T` meanwhile, `Async<T>` keeps `T` in its own allocation behind a raw pointer
 //!   (the shard's `&mut` to the cell covers the pointer, never `T`), every path that would
 //!   touch `T` waits for the future (user jobs are deferred; timer ticks are held and
-//!   re-posted; a child's failure is decided with the strategy cached when the handler
-//!   started), and every path that replaces or drops `T` (failure, restart, stop)
+//!   re-posted; a child's failure is decided with the strategy cached at the last hook),
+//!   and every path that replaces or drops `T` (failure, restart, stop)
 //!   drops the future first. `Meta` is declared before the actor in `Inner`, so even a cell
 //!   dropped whole drops the future before `T`.
 //! * **Failures.** A panic or `Err` from the future is the actor's failure; stopping or
@@ -43,7 +43,7 @@ use super::sys::SysMsg;
 use super::{Actor, ActorRef, Context};
 use crate::error::{ActorError, SpawnError};
 use crate::runtime::{Props, RuntimeHandle, RuntimeShared};
-use crate::shard::timers::TimerId;
+use crate::ask::Deadline;
 use crate::supervision::{Failure, SupervisorStrategy};
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::Arc;
@@ -64,7 +64,8 @@ use crate::sync::Arc;
 /// * user messages, timer messages, `Terminated` notifications and in-actor ask outcomes
 ///   wait, in order, and are handled after it completes;
 /// * failures of its children are decided at once, with the [`AsyncActor::supervisor_strategy`]
-///   it gave when the pending handler started;
+///   it gave when it was built or at its last hook (`started`, `resumed`, a restart): an
+///   async actor's strategy is read then, never per message;
 /// * a stop (from [`ActorRef::stop`], its parent, `stop_self`) cancels the future at once;
 ///   with `STOP_WAITS_FOR_HANDLER`, it lets the future finish first, and the future can
 ///   see the pending stop with [`AsyncContext::is_stopping`];
@@ -148,7 +149,8 @@ pub struct Async<T: AsyncActor> {
     /// `T` in its own allocation, behind a raw pointer: a pending future's `&mut T` is then
     /// the only live borrow of it (see the module doc).
     actor: NonNull<T>,
-    /// `T`'s supervisor strategy as of its last handler start or hook: children's failures
+    /// `T`'s supervisor strategy as of its construction or its last hook (started,
+    /// resumed, restart): children's failures
     /// are decided at once, even while a handler's future borrows `T`.
     strategy: SupervisorStrategy,
 }
@@ -219,7 +221,6 @@ impl<T: AsyncActor> Actor for Async<T> {
         // is dropped before `T` is (see the module doc). `'static` because the future is
         // stored: the real bound is the engine's, not the compiler's.
         let actor: &'static mut T = unsafe { &mut *self.actor.as_ptr() };
-        self.strategy = actor.supervisor_strategy();
         let fut: Pin<Box<dyn Future<Output = Result<(), ActorError>>>> =
             Box::pin(actor.handle(AsyncContext::conjure(), msg));
         let mut pending = Pending { fut, stop_waits: T::STOP_WAITS_FOR_HANDLER };
@@ -403,7 +404,7 @@ impl<T: AsyncActor> AsyncContext<T> {
     /// A future that completes at `deadline`.
     pub fn sleep_until(&mut self, deadline: Instant) -> Sleep {
         let runtime = self.with(|c| c.runtime_shared().clone());
-        Sleep { deadline, runtime, timer: None }
+        Sleep::new(deadline, runtime)
     }
 
     /// Ticks every `period`, the first tick one period from now: `interval.tick().await`.
@@ -421,64 +422,30 @@ impl<T: AsyncActor> fmt::Debug for AsyncContext<T> {
 }
 
 /// The future of [`AsyncContext::sleep`]. Polled on a shard of its runtime it uses that
-/// shard's timer wheel; anywhere else, the runtime's timekeeper thread.
+/// shard's timer wheel (and cancels its timer when dropped early); anywhere else, the
+/// runtime's timekeeper thread.
 #[must_use = "futures do nothing unless awaited"]
+#[derive(Debug)]
 pub struct Sleep {
-    deadline: Instant,
-    runtime: Arc<RuntimeShared>,
-    /// The shard timer armed for the current waker: (shard, timer).
-    timer: Option<(usize, TimerId, Waker)>,
+    deadline: Deadline,
+}
+
+impl Sleep {
+    fn new(at: Instant, runtime: Arc<RuntimeShared>) -> Self {
+        Sleep { deadline: Deadline::new(at, runtime) }
+    }
 }
 
 impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        let this = &mut *self;
-        if Instant::now() >= this.deadline {
-            this.cancel();
+        if self.deadline.passed() {
+            self.deadline.cancel();
             return Poll::Ready(());
         }
-        if this.timer.as_ref().is_some_and(|(_, _, w)| w.will_wake(cx.waker())) {
-            return Poll::Pending;
-        }
-        this.cancel();
-        let (deadline, waker) = (this.deadline, cx.waker().clone());
-        let armed = crate::shard::with_current_shard(&this.runtime, |s| {
-            let w = waker.clone();
-            (s.index(), s.schedule(deadline, Box::new(move || w.wake())))
-        });
-        match armed {
-            Some((shard, id)) => this.timer = Some((shard, id, waker)),
-            None => this.runtime.timekeeper().wake_at(deadline, waker),
-        }
+        self.deadline.arm(cx);
         Poll::Pending
-    }
-}
-
-impl Sleep {
-    /// Cancels the armed shard timer, if this thread runs its shard (elsewhere it fires
-    /// once into a waker that ignores it).
-    fn cancel(&mut self) {
-        if let Some((shard, id, _)) = self.timer.take() {
-            crate::shard::with_current_shard(&self.runtime, |s| {
-                if s.index() == shard {
-                    s.cancel_timer(id);
-                }
-            });
-        }
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        self.cancel();
-    }
-}
-
-impl fmt::Debug for Sleep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sleep").field("deadline", &self.deadline).finish()
     }
 }
 
@@ -494,7 +461,7 @@ impl Interval {
     /// Waits for the next tick; returns when it was due.
     pub async fn tick(&mut self) -> Instant {
         let due = self.next;
-        Sleep { deadline: due, runtime: self.runtime.clone(), timer: None }.await;
+        Sleep::new(due, self.runtime.clone()).await;
         let now = Instant::now();
         self.next = if due + self.period > now { due + self.period } else { now + self.period };
         due

@@ -17,7 +17,7 @@ use super::slot::Waiter;
 use super::{ReplyTo, Slot};
 use crate::actor::ActorRef;
 use crate::error::{AskError, SendError, TellError};
-use crate::runtime::RuntimeShared;
+use super::deadline::Deadline;
 use crate::sync::Arc;
 
 /// The timeout of an [`Ask`] that was not given one with [`Ask::timeout`].
@@ -32,14 +32,6 @@ fn try_or_wait<M: Send + 'static>(to: &ActorRef<M>, msg: M, cx: &mut TaskContext
             Err(TellError::Full(msg))
         }
         other => other,
-    }
-}
-
-/// Arms the runtime's timekeeper once, so a pending future is polled at its deadline.
-fn arm_deadline(runtime: &RuntimeShared, armed: &mut bool, deadline: Instant, cx: &mut TaskContext<'_>) {
-    if !*armed {
-        runtime.timekeeper().wake_at(deadline, cx.waker().clone());
-        *armed = true;
     }
 }
 
@@ -59,9 +51,9 @@ pub struct Ask<M: Send + 'static, R: Send + 'static> {
 
 enum AskState<M: Send + 'static, R: Send + 'static> {
     /// Not sent yet (never polled, or the mailbox was full).
-    Sending { to: ActorRef<M>, msg: Option<M>, slot: Arc<Slot<R>>, deadline: Option<Instant>, armed: bool },
+    Sending { to: ActorRef<M>, msg: Option<M>, slot: Arc<Slot<R>>, deadline: Option<Deadline> },
     /// Sent: waiting for the outcome.
-    Waiting { slot: Arc<Slot<R>>, deadline: Instant, armed: bool, runtime: Arc<RuntimeShared> },
+    Waiting { slot: Arc<Slot<R>>, deadline: Deadline },
     Done,
 }
 
@@ -70,7 +62,7 @@ impl<M: Send + 'static, R: Send + 'static> Ask<M, R> {
         let (reply_to, slot) = ReplyTo::blocking(to.erased().header().runtime.clone());
         let msg = make(reply_to);
         Ask {
-            state: AskState::Sending { to: to.clone(), msg: Some(msg), slot, deadline: None, armed: false },
+            state: AskState::Sending { to: to.clone(), msg: Some(msg), slot, deadline: None },
             timeout: DEFAULT_ASK_TIMEOUT,
         }
     }
@@ -90,13 +82,14 @@ impl<M: Send + 'static, R: Send + 'static> Future for Ask<M, R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        if let AskState::Sending { to, msg, slot, deadline, armed } = &mut this.state {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + this.timeout);
+        if let AskState::Sending { to, msg, slot, deadline } = &mut this.state {
+            let timeout = this.timeout;
+            let dl = deadline.get_or_insert_with(|| Deadline::new(Instant::now() + timeout, to.erased().header().runtime.clone()));
             let Some(m) = msg.take() else { panic!("Ask polled after completion") };
             match try_or_wait(to, m, cx) {
                 Ok(()) => {
-                    let runtime = to.erased().header().runtime.clone();
-                    this.state = AskState::Waiting { slot: slot.clone(), deadline, armed: false, runtime };
+                    let (slot, dl) = (slot.clone(), deadline.take().expect("set above"));
+                    this.state = AskState::Waiting { slot, deadline: dl };
                 }
                 Err(TellError::Closed(m)) => {
                     abandon(slot, m);
@@ -104,28 +97,27 @@ impl<M: Send + 'static, R: Send + 'static> Future for Ask<M, R> {
                     return Poll::Ready(Err(AskError::Closed));
                 }
                 Err(TellError::Full(m)) => {
-                    if Instant::now() >= deadline {
+                    if dl.passed() {
                         abandon(slot, m);
                         this.state = AskState::Done;
                         return Poll::Ready(Err(AskError::Full));
                     }
                     *msg = Some(m);
-                    let runtime = to.erased().header().runtime.clone();
-                    arm_deadline(&runtime, armed, deadline, cx);
+                    dl.arm(cx);
                     return Poll::Pending;
                 }
             }
         }
         let out = match &mut this.state {
-            AskState::Waiting { slot, deadline, armed, runtime } => {
+            AskState::Waiting { slot, deadline } => {
                 if let Some(outcome) = slot.try_take() {
                     outcome
-                } else if Instant::now() >= *deadline {
+                } else if deadline.passed() {
                     slot.close().unwrap_or(Err(AskError::Timeout))
                 } else if !slot.register(Waiter::Task(cx.waker().clone())) {
                     slot.try_take().unwrap_or(Err(AskError::Timeout))
                 } else {
-                    arm_deadline(runtime, armed, *deadline, cx);
+                    deadline.arm(cx);
                     return Poll::Pending;
                 }
             }
@@ -145,11 +137,11 @@ fn abandon<M, R: Send + 'static>(slot: &Slot<R>, msg: M) {
 
 impl<M: Send + 'static, R: Send + 'static> Drop for Ask<M, R> {
     fn drop(&mut self) {
-        if let AskState::Waiting { slot, runtime, .. } = &self.state {
+        if let AskState::Waiting { slot, deadline } = &self.state {
             // Abandoned: a reply that already arrived (or arrives later) is a dead letter.
             if let Some(Ok(late)) = slot.close() {
                 drop(late);
-                runtime.dead_letters.record_ask_expired::<R>();
+                deadline.runtime().dead_letters.record_ask_expired::<R>();
             }
         }
         if let AskState::Sending { slot, .. } = &self.state {
@@ -180,13 +172,12 @@ pub struct Sending<M: Send + 'static> {
     to: ActorRef<M>,
     msg: Option<M>,
     timeout: Option<Duration>,
-    deadline: Option<Instant>,
-    armed: bool,
+    deadline: Option<Deadline>,
 }
 
 impl<M: Send + 'static> Sending<M> {
     pub(crate) fn new(to: &ActorRef<M>, msg: M) -> Self {
-        Sending { to: to.clone(), msg: Some(msg), timeout: None, deadline: None, armed: false }
+        Sending { to: to.clone(), msg: Some(msg), timeout: None, deadline: None }
     }
 
     /// Gives up after `timeout` (from the first poll) with `SendError::Timeout(msg)`.
@@ -206,17 +197,18 @@ impl<M: Send + 'static> Future for Sending<M> {
         let this = &mut *self;
         let Some(msg) = this.msg.take() else { panic!("Sending polled after completion") };
         if this.deadline.is_none() {
-            this.deadline = this.timeout.map(|t| Instant::now() + t);
+            let runtime = &this.to.erased().header().runtime;
+            this.deadline = this.timeout.map(|t| Deadline::new(Instant::now() + t, runtime.clone()));
         }
         match try_or_wait(&this.to, msg, cx) {
             Ok(()) => Poll::Ready(Ok(())),
             Err(TellError::Closed(m)) => Poll::Ready(Err(SendError::Closed(m))),
-            Err(TellError::Full(m)) => match this.deadline {
-                Some(d) if Instant::now() >= d => Poll::Ready(Err(SendError::Timeout(m))),
+            Err(TellError::Full(m)) => match &mut this.deadline {
+                Some(d) if d.passed() => Poll::Ready(Err(SendError::Timeout(m))),
                 deadline => {
                     this.msg = Some(m);
                     if let Some(d) = deadline {
-                        arm_deadline(&this.to.erased().header().runtime, &mut this.armed, d, cx);
+                        d.arm(cx);
                     }
                     Poll::Pending
                 }

@@ -14,6 +14,7 @@
 //! dropped without a reply (say, the target stopped with the request in its mailbox)
 //! completes the ask at once with [`AskError::NoReply`].
 
+mod deadline;
 mod future;
 pub mod slot;
 mod timekeeper;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use slot::{ReplySlot, Waiter};
 pub(crate) use timekeeper::Timekeeper;
+pub(crate) use deadline::Deadline;
 pub use future::{Ask, Sending, DEFAULT_ASK_TIMEOUT};
 
 use crate::actor::header::ErasedRef;

@@ -83,6 +83,11 @@ impl Timekeeper {
         Timekeeper { shared }
     }
 
+    /// Deadlines held (due or not yet woken).
+    pub(crate) fn len(&self) -> usize {
+        self.shared.lock().heap.len()
+    }
+
     /// Wakes `waker` at (or soon after) `at`.
     pub(crate) fn wake_at(&self, at: Instant, waker: Waker) {
         let mut state = self.shared.lock();

@@ -631,6 +631,11 @@ impl RuntimeHandle {
         &self.shared.events
     }
 
+    /// See `__private::timekeeper_entries`.
+    pub(crate) fn timekeeper_entries(&self) -> usize {
+        self.shared.timekeeper.get().map_or(0, |t| t.len())
+    }
+
     /// Timers pending on all shards.
     pub fn pending_timers(&self) -> u64 {
         // ORDERING: Relaxed: statistics published by each shard.

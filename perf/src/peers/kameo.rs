@@ -20,6 +20,7 @@ use tokio::runtime::Runtime;
 use super::Peer;
 use crate::error::{BenchError, Result};
 use crate::proc_status;
+use crate::workloads::async_ask::drive;
 use crate::workloads::counter::COUNTER_CAPACITY;
 use crate::workloads::fanin::share;
 use crate::workloads::latency::{LatencyRun, Request};
@@ -473,6 +474,77 @@ impl Message<Echo> for Echoer {
     }
 }
 
+// --- pingpong-async, ask-from-tokio
+
+struct AsyncPing;
+struct AsyncCount;
+struct AsyncPlay(u64);
+
+/// Answers each ping from its (async) handler with the count so far.
+#[derive(Actor, Default)]
+struct Answerer {
+    pings: u64,
+}
+
+impl Message<AsyncPing> for Answerer {
+    type Reply = u64;
+
+    async fn handle(&mut self, _: AsyncPing, _: &mut Context<Self, u64>) -> u64 {
+        self.pings += 1;
+        self.pings
+    }
+}
+
+impl Message<AsyncCount> for Answerer {
+    type Reply = u64;
+
+    async fn handle(&mut self, _: AsyncCount, _: &mut Context<Self, u64>) -> u64 {
+        self.pings
+    }
+}
+
+/// Awaits one `ask` to the answerer per round trip, inside one handler.
+#[derive(Actor)]
+struct Asker {
+    answerer: ActorRef<Answerer>,
+}
+
+impl Message<AsyncPlay> for Asker {
+    type Reply = std::result::Result<u64, String>;
+
+    async fn handle(&mut self, AsyncPlay(n): AsyncPlay, _: &mut Context<Self, Self::Reply>) -> Self::Reply {
+        for i in 1..=n {
+            let answer = self.answerer.ask(AsyncPing).await.map_err(|e| format!("ask {i}: {e:?}"))?;
+            if answer != i {
+                return Err(format!("ask {i}: answer {answer}"));
+            }
+        }
+        Ok(n)
+    }
+}
+
+fn pingpong_async(n: u64, cross_thread: bool) -> Result<Outcome> {
+    let rt = runtime(if cross_thread { 2 } else { 1 })?;
+    let answerer = spawn(&rt, Answerer::default());
+    let asker = spawn(&rt, Asker { answerer: answerer.clone() });
+    let t0 = Instant::now();
+    let right = ask(&rt, &asker, "the game", AsyncPlay(n))?;
+    let secs = t0.elapsed().as_secs_f64();
+    BenchError::check_eq("pingpong-async", NAME, "right answers", right, n)?;
+    let pings = ask(&rt, &answerer, "counting pings", AsyncCount)?;
+    Ok(Outcome { secs, count: pings, ..Outcome::default() })
+}
+
+/// The echo actor on the tokio runtime whose tasks ask it.
+fn ask_from_tokio(n: u64, tasks: usize, workers: usize) -> Result<Outcome> {
+    let rt = runtime(workers)?;
+    let echo = spawn(&rt, Echoer);
+    rt.block_on(drive(NAME, n, tasks, move |value| {
+        let echo = echo.clone();
+        async move { echo.ask(Echo(value)).await.map_err(|e| format!("{e:?}")) }
+    }))
+}
+
 impl Peer for Kameo {
     fn name(&self) -> &'static str {
         NAME
@@ -585,5 +657,15 @@ impl Peer for Kameo {
         driver(&mut |i| {
             echo.ask(Echo(i)).blocking_send().map_err(|e| BenchError::system(NAME, "echo", format!("{e:?}")))
         })
+    }
+
+    /// Both actors' handlers are async (`ask(..).await` in the asker's handler).
+    fn pingpong_async(&self, n: u64, cross_thread: bool) -> Option<Result<Outcome>> {
+        Some(pingpong_async(n, cross_thread))
+    }
+
+    /// `ask(..).await` from tokio tasks on the actor's own runtime.
+    fn ask_from_tokio(&self, n: u64, tasks: usize, workers: usize) -> Option<Result<Outcome>> {
+        Some(ask_from_tokio(n, tasks, workers))
     }
 }

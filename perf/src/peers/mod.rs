@@ -55,6 +55,23 @@ pub trait Peer: Sync {
     /// Sets up an echo actor on one thread and hands `driver` the blocking request call
     /// for it (from this, foreign, thread); returns what the driver measured.
     fn latency(&self, driver: &mut dyn FnMut(&mut Request<'_>) -> Result<LatencyRun>) -> Result<LatencyRun>;
+
+    /// `n` round trips in which one actor's async handler awaits an ask to a second actor,
+    /// one after the other, on one thread or (`cross_thread`) two. Count: the requests
+    /// the second actor answered. `None`: the peer has no handlers that await while
+    /// keeping the actor's state (actix), so the workload skips it.
+    fn pingpong_async(&self, n: u64, cross_thread: bool) -> Option<Result<Outcome>> {
+        let _ = (n, cross_thread);
+        None
+    }
+
+    /// `n` asks in all from `tasks` tasks of a multi-threaded tokio runtime with `workers`
+    /// workers (driven by [`crate::workloads::async_ask::drive`]) to one echo actor.
+    /// Count: the right replies. `None`: skipped (actix, whose actors are not tokio tasks).
+    fn ask_from_tokio(&self, n: u64, tasks: usize, workers: usize) -> Option<Result<Outcome>> {
+        let _ = (n, tasks, workers);
+        None
+    }
 }
 
 /// Every peer compiled in, in the order they run.

@@ -14,6 +14,7 @@ use tokio::runtime::Runtime;
 use super::Peer;
 use crate::error::{BenchError, Result};
 use crate::proc_status;
+use crate::workloads::async_ask::drive;
 use crate::workloads::fanin::share;
 use crate::workloads::latency::{LatencyRun, Request};
 use crate::workloads::skynet::FAN_OUT;
@@ -509,6 +510,106 @@ impl Actor for Echoer {
     }
 }
 
+// --- pingpong-async, ask-from-tokio
+
+enum AnswerMsg {
+    Ping(RpcReplyPort<u64>),
+    Count(RpcReplyPort<u64>),
+}
+
+/// Answers each ping with the count so far.
+struct Answerer;
+
+impl Actor for Answerer {
+    type Msg = AnswerMsg;
+    type State = u64;
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<AnswerMsg>, (): ()) -> Result<u64, ActorProcessingErr> {
+        Ok(0)
+    }
+
+    async fn handle(&self, _: ActorRef<AnswerMsg>, msg: AnswerMsg, pings: &mut u64) -> Result<(), ActorProcessingErr> {
+        match msg {
+            AnswerMsg::Ping(reply) => {
+                *pings += 1;
+                let _ = reply.send(*pings);
+            }
+            AnswerMsg::Count(reply) => {
+                let _ = reply.send(*pings);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Awaits one `call` to the answerer per round trip, inside one handler.
+struct Asker;
+
+impl Actor for Asker {
+    type Msg = (u64, RpcReplyPort<u64>);
+    type State = ActorRef<AnswerMsg>;
+    type Arguments = ActorRef<AnswerMsg>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        answerer: ActorRef<AnswerMsg>,
+    ) -> Result<ActorRef<AnswerMsg>, ActorProcessingErr> {
+        Ok(answerer)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<Self::Msg>,
+        (n, reply): Self::Msg,
+        answerer: &mut ActorRef<AnswerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        for i in 1..=n {
+            let answer = match answerer.call(AnswerMsg::Ping, Some(WAIT)).await {
+                Ok(CallResult::Success(answer)) => answer,
+                Ok(CallResult::Timeout) => return Err(format!("ask {i}: timed out").into()),
+                Ok(CallResult::SenderError) => return Err(format!("ask {i}: reply port dropped").into()),
+                Err(e) => return Err(format!("ask {i}: {e}").into()),
+            };
+            if answer != i {
+                return Err(format!("ask {i}: answer {answer}").into());
+            }
+        }
+        let _ = reply.send(n);
+        Ok(())
+    }
+}
+
+fn pingpong_async(n: u64, cross_thread: bool) -> Result<Outcome> {
+    let rt = runtime(if cross_thread { 2 } else { 1 })?;
+    let answerer = spawn(&rt, Answerer, ())?;
+    let asker = spawn(&rt, Asker, answerer.clone())?;
+    let t0 = Instant::now();
+    let right = call(&rt, &asker, "the game", |reply| (n, reply))?;
+    let secs = t0.elapsed().as_secs_f64();
+    BenchError::check_eq("pingpong-async", NAME, "right answers", right, n)?;
+    let pings = call(&rt, &answerer, "counting pings", AnswerMsg::Count)?;
+    Ok(Outcome { secs, count: pings, ..Outcome::default() })
+}
+
+/// The echo actor on the tokio runtime whose tasks ask it.
+fn ask_from_tokio(n: u64, tasks: usize, workers: usize) -> Result<Outcome> {
+    let rt = runtime(workers)?;
+    let echo = spawn(&rt, Echoer, ())?;
+    rt.block_on(drive(NAME, n, tasks, move |value| {
+        let echo = echo.clone();
+        async move {
+            match echo.call(|reply| (value, reply), Some(WAIT)).await {
+                Ok(CallResult::Success(v)) => Ok(v),
+                Ok(CallResult::Timeout) => Err("timed out".to_owned()),
+                Ok(CallResult::SenderError) => Err("reply port dropped".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }))
+}
+
 impl Peer for Ractor {
     fn name(&self) -> &'static str {
         NAME
@@ -615,5 +716,15 @@ impl Peer for Ractor {
             Ok(_) => Err(BenchError::system(NAME, "echo", "no reply")),
             Err(e) => Err(BenchError::system(NAME, "echo", e)),
         })
+    }
+
+    /// Both actors' handlers are async (`call(..).await` in the asker's handler).
+    fn pingpong_async(&self, n: u64, cross_thread: bool) -> Option<Result<Outcome>> {
+        Some(pingpong_async(n, cross_thread))
+    }
+
+    /// `call(..).await` from tokio tasks on the actor's own runtime.
+    fn ask_from_tokio(&self, n: u64, tasks: usize, workers: usize) -> Option<Result<Outcome>> {
+        Some(ask_from_tokio(n, tasks, workers))
     }
 }

@@ -8,6 +8,7 @@
 //! the same workload live in `crate::peers::{actix, ractor, kameo}` behind the [`Peer`]
 //! trait, so one module shows what is measured and the peers show how each maps it.
 
+pub mod async_ask;
 pub mod counter;
 pub mod counting;
 pub mod engine;
@@ -101,6 +102,34 @@ pub static TABLE: &[Workload] = &[
         default_n: 200_000,
         in_all: true,
         run: pingpong::run_cross,
+    },
+    Workload {
+        name: "pingpong-async",
+        summary: "an async actor's handler awaits n asks to an async actor on its shard, one after the other",
+        default_n: 200_000,
+        in_all: true,
+        run: async_ask::run_local,
+    },
+    Workload {
+        name: "pingpong-async-xshard",
+        summary: "as pingpong-async, the two actors on two shards",
+        default_n: 100_000,
+        in_all: true,
+        run: async_ask::run_cross,
+    },
+    Workload {
+        name: "ask-from-tokio",
+        summary: "a task on a multi-threaded tokio runtime awaits n asks to an echo actor, in sequence",
+        default_n: 50_000,
+        in_all: true,
+        run: async_ask::run_one_task,
+    },
+    Workload {
+        name: "ask-from-tokio-16",
+        summary: "16 concurrent tokio tasks await n asks in all to one echo actor, each in sequence",
+        default_n: 200_000,
+        in_all: true,
+        run: async_ask::run_many_tasks,
     },
     Workload {
         name: "pingpong-2rt",

@@ -16,7 +16,11 @@
 //!
 //! A second writer for the same persistence id shows up as a sequence-number gap or overlap:
 //! every append names its first sequence number, and the journal refuses one that does not
-//! continue the stream with [`JournalError::SequenceConflict`].
+//! continue the stream with [`JournalError::SequenceConflict`]. A journal may also **fence**
+//! the id after such a conflict: refuse its later writes with [`JournalError::Fenced`] until
+//! the id is replayed again (the PostgreSQL journal does, because writes an actor pipelined
+//! behind the refused one may continue the other writer's stream by number alone). A writer
+//! recovers (replays) after a conflict before it writes again, as a restarted actor does.
 
 mod durable;
 mod file;
@@ -70,7 +74,9 @@ pub trait Journal: Send + Sync + 'static {
     /// Stores `write` atomically and calls `done` once it is durable. Never blocks.
     ///
     /// Fails (through `done`) with [`JournalError::SequenceConflict`] unless
-    /// `write.first_seq` is one above the highest sequence number stored for the id.
+    /// `write.first_seq` is one above the highest sequence number stored for the id; may fail
+    /// with [`JournalError::Fenced`] after such a conflict until the id is replayed (see the
+    /// [module docs](self)).
     fn append(&self, write: AtomicWrite, done: Completion);
 
     /// Deletes the events of `id` up to `to_seq` (inclusive; clamped to the highest stored

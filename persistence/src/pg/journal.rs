@@ -1,6 +1,6 @@
 //! [`PgJournal`]: the [`Journal`] on PostgreSQL, with a group-committing writer thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,23 @@ pub struct PgJournal {
     pool: Arc<Pool>,
     writer_id: String,
     counters: Arc<Counters>,
+    /// Ids fenced after a conflict, and ids replayed since the writer last looked.
+    ids: Arc<Mutex<IdSets>>,
+}
+
+/// What the writer thread and the replays (on the I/O threads) tell each other about ids.
+#[derive(Default)]
+struct IdSets {
+    /// Ids whose write was refused with a sequence conflict: every later write of the id is
+    /// refused too ([`JournalError::Fenced`]) until the id is replayed (recovered) again.
+    /// Writes the actor pipelined behind the refused one were numbered on its stale view; one
+    /// of them may continue the other writer's stream by number alone, and must not be stored
+    /// after it.
+    fenced: HashSet<String>,
+    /// Ids replayed since the writer's last batch: another node may have written them
+    /// meanwhile (the actor migrated away and back), so the writer forgets what it knew of
+    /// their highest sequence number and reads it again.
+    recovered: HashSet<String>,
 }
 
 impl PgJournal {
@@ -109,8 +126,10 @@ impl PgJournal {
         let writer_id = format!("{:016x}", random_u64());
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let ids = Arc::new(Mutex::new(IdSets::default()));
         let mut w = Writer {
             counters: counters.clone(),
+            ids: ids.clone(),
             rx,
             config: config.clone(),
             conn: None,
@@ -124,7 +143,14 @@ impl PgJournal {
             .name("percore-pg-writer".into())
             .spawn(move || w.run())
             .map_err(|e| JournalError::Unavailable { op: "starting the writer thread", reason: e.to_string() })?;
-        Ok(PgJournal { tx, writer: Mutex::new(Some(handle)), pool: Arc::new(Pool::new(config)), writer_id, counters })
+        Ok(PgJournal {
+            tx,
+            writer: Mutex::new(Some(handle)),
+            pool: Arc::new(Pool::new(config)),
+            writer_id,
+            counters,
+            ids,
+        })
     }
 
     /// What the writer has done so far.
@@ -204,6 +230,12 @@ impl Journal for PgJournal {
         to: u64,
         visit: &mut dyn FnMut(u64, &[u8]) -> bool,
     ) -> Result<u64, JournalError> {
+        // A replay is a recovery: the actor (a new incarnation, behind a barrier that let every
+        // write of the old one through the writer first) will continue from what it reads.
+        if let Ok(mut ids) = self.ids.lock() {
+            ids.fenced.remove(id.as_str());
+            ids.recovered.insert(id.as_str().to_string());
+        }
         let mut c = self.pool.get().map_err(|e| db_error("connecting", &e))?;
         let highest = c
             .query_one(HIGHEST_SQL, &[&id.as_str()])
@@ -265,6 +297,8 @@ impl Conn {
 /// The writer thread.
 struct Writer {
     counters: Arc<Counters>,
+    /// Shared with the replays: fenced ids, recovered ids (see [`IdSets`]).
+    ids: Arc<Mutex<IdSets>>,
     rx: Receiver<Op>,
     config: PgConfig,
     conn: Option<Conn>,
@@ -393,13 +427,22 @@ impl Writer {
     /// Stores a batch; the result of each write, in order.
     fn store(&mut self, batch: &[Pending]) -> Vec<Result<(), JournalError>> {
         let n = batch.len();
+        // Ids recovered since the last batch: read their highest sequence number again.
+        let recovered: Vec<String> = self.ids.lock().map(|mut ids| ids.recovered.drain().collect()).unwrap_or_default();
+        for id in recovered {
+            self.highest.remove(&id);
+        }
         if let Err(e) = self.load_highest(batch) {
             return vec![Err(e); n];
         }
-        // Each write must continue its stream (as this writer knows it).
+        // Each write must continue its stream (as this writer knows it), and its id must not
+        // have had a write refused since it was last recovered.
         let mut results: Vec<Option<Result<(), JournalError>>> = vec![None; n];
         let mut next: HashMap<&str, u64> = HashMap::new();
         let mut included = Vec::with_capacity(n);
+        let ids = self.ids.clone();
+        let mut ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+        let conflicted = &mut ids.fenced;
         for (i, (w, _)) in batch.iter().enumerate() {
             if w.events.is_empty() {
                 results[i] = Some(Ok(()));
@@ -407,7 +450,15 @@ impl Writer {
             }
             let pid = w.persistence_id.as_str();
             let highest = next.get(pid).copied().unwrap_or_else(|| self.highest.get(pid).copied().unwrap_or(0));
+            if conflicted.contains(pid) {
+                results[i] =
+                    Some(Err(JournalError::Fenced { persistence_id: w.persistence_id.clone(), got: w.first_seq }));
+                continue;
+            }
             if w.first_seq != highest + 1 {
+                conflicted.insert(pid.to_string());
+                // Another writer moved the stream on: read it again before the next write.
+                self.highest.remove(pid);
                 results[i] = Some(Err(JournalError::SequenceConflict {
                     persistence_id: w.persistence_id.clone(),
                     expected: highest + 1,
@@ -436,7 +487,17 @@ impl Writer {
                     // the others must still commit.
                     self.highest.clear();
                     for &i in &included {
-                        results[i] = Some(self.store_alone(&batch[i].0));
+                        let w = &batch[i].0;
+                        let r = if conflicted.contains(w.persistence_id.as_str()) {
+                            Err(JournalError::Fenced { persistence_id: w.persistence_id.clone(), got: w.first_seq })
+                        } else {
+                            self.store_alone(w)
+                        };
+                        if matches!(r, Err(JournalError::SequenceConflict { .. })) {
+                            conflicted.insert(w.persistence_id.as_str().to_string());
+                            self.highest.remove(w.persistence_id.as_str());
+                        }
+                        results[i] = Some(r);
                     }
                 }
                 Err(e) => {
@@ -460,20 +521,25 @@ impl Writer {
                 self.highest.insert(w.persistence_id.as_str().to_string(), w.last_seq());
                 Ok(())
             }
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                let conn = self.conn()?;
-                let highest = conn
-                    .client
-                    .query_one(HIGHEST_SQL, &[&w.persistence_id.as_str()])
-                    .map_err(|e| db_error("reading the highest sequence number", &e))?
-                    .get::<_, i64>(0) as u64;
-                Err(JournalError::SequenceConflict {
-                    persistence_id: w.persistence_id.clone(),
-                    expected: highest + 1,
-                    got: w.first_seq,
-                })
-            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(self.conflict(w)),
             Err(e) => Err(self.fail("storing a write", e)),
+        }
+    }
+
+    /// The conflict error for `w`, with the sequence number the database expects next (or
+    /// the error reading it).
+    fn conflict(&mut self, w: &AtomicWrite) -> JournalError {
+        let highest = match self.conn() {
+            Ok(conn) => conn.client.query_one(HIGHEST_SQL, &[&w.persistence_id.as_str()]),
+            Err(e) => return e,
+        };
+        match highest {
+            Ok(row) => JournalError::SequenceConflict {
+                persistence_id: w.persistence_id.clone(),
+                expected: row.get::<_, i64>(0) as u64 + 1,
+                got: w.first_seq,
+            },
+            Err(e) => self.fail("reading the highest sequence number", PgFailure::Pg(e)),
         }
     }
 

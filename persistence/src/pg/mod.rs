@@ -47,7 +47,15 @@
 //! [`crate::PersistenceFailure::Persist`]; [`crate::stop_on_recovery_failure`] stops it.
 //! The writer also checks, before sending, that each write continues its stream as far as it
 //! knows it (the highest sequence number of each id it has written or read: one map entry per
-//! id), which catches gaps the primary key cannot see.
+//! id, read again after the id is replayed), which catches gaps the primary key cannot see.
+//! After a conflict the id is **fenced**: its later writes fail with [`JournalError::Fenced`]
+//! until it is replayed, because writes the actor pipelined behind the refused one were
+//! numbered on a stale view and one of them could continue the other writer's stream by
+//! number alone. The fence belongs to the journal instance (a write carries no writer
+//! identity): it is exact for the case it is for, two nodes each with its own `PgJournal`;
+//! two live actors with the same id on the *same* journal (a bug in the application) both
+//! end up failing (the first with `Fenced` at its next write, until a replay) rather than
+//! interleaving their events. The file journal does not fence.
 //!
 //! ## Migration to another node
 //! An actor killed on node A (SIGKILL, a lost machine) and started on node B recovers from the
@@ -305,10 +313,12 @@ pub fn create_schema_if_missing(config: &PgConfig) -> Result<(), JournalError> {
     } else {
         config.connect().map_err(|e| db_error("connecting", &e))?
     };
-    // Concurrent creators (tests, several nodes starting at once) may race on CREATE TABLE
-    // IF NOT EXISTS; a transaction-level advisory lock serialises them.
+    // Concurrent creators (several nodes starting at once) may race on CREATE TABLE IF NOT
+    // EXISTS in one schema; a transaction-level advisory lock per schema serialises them.
     client
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(7263521); {SCHEMA_SQL}; COMMIT;"))
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock(7263521, hashtext(current_schema())); {SCHEMA_SQL}; COMMIT;"
+        ))
         .map_err(|e| db_error("creating the tables", &e))
 }
 
@@ -434,7 +444,8 @@ mod tests {
         assert_eq!(c.pg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
         assert_eq!(c.pg.get_application_name(), Some("percore-persistence"));
         assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
-        let c = PgConfig::new("postgresql://u@db:5433/d?connect_timeout=9&keepalives_idle=60&application_name=x").unwrap();
+        let c =
+            PgConfig::new("postgresql://u@db:5433/d?connect_timeout=9&keepalives_idle=60&application_name=x").unwrap();
         assert_eq!(c.pg.get_connect_timeout(), Some(&Duration::from_secs(9)));
         assert_eq!(c.pg.get_keepalives_idle(), Duration::from_secs(60));
         assert_eq!(c.pg.get_application_name(), Some("x"));
