@@ -129,7 +129,7 @@
 //!
 //! ## Cargo features
 //! * `serde` (off by default): `Serialize`/`Deserialize` for [`ActorRef`] and [`ReplyTo`], which
-//!   work only inside a transport's frame encode or decode (see [`remote_serde`]; the
+//!   work only inside a transport's frame encode or decode (see `remote_serde`, compiled with the feature; the
 //!   transport `percore-transport` turns it on).
 
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -94,7 +94,7 @@
 //! upcasts old events to the current schema during replay.
 //!
 //! ## PostgreSQL
-//! With the cargo feature `postgres`, [`pg`] has a journal and a snapshot store on
+//! With the cargo feature `postgres`, `pg` has a journal and a snapshot store on
 //! PostgreSQL (`pg::PgJournal`, `pg::PgSnapshotStore`: the same traits, so an actor recovers
 //! on any node that reaches the database), the read side (`pg::PgReadJournal`:
 //! `events_by_persistence_id`, `current_persistence_ids`, `events_by_tag`, current and live,

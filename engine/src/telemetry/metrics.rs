@@ -28,7 +28,7 @@
 //! recorded as the events happen, into facade handles cached when the runtime is built
 //! (they are rare, and off the message path: a dead letter already costs a `fetch_add`).
 //!
-//! **Cost.** Without the cargo feature `metrics`, [`ShardMetrics`] is empty and every hook
+//! **Cost.** Without the cargo feature `metrics`, `ShardMetrics` is empty and every hook
 //! compiles to nothing. With the feature, a runtime without `.metrics(true)` (and without
 //! handler spans) pays nothing per message or activation either: each actor cell gets, at
 //! spawn, the activation function of its runtime's kind (`run::<A, T>` in its vtable),

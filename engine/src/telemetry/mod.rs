@@ -20,7 +20,7 @@
 //! for what it does not do yet (link to the sender's span).
 //!
 //! ## Metrics (cargo feature `metrics`, then [`crate::RuntimeBuilder::metrics`])
-//! See [`metrics`](self::metrics) for the list and the cost model: the shard counts in plain
+//! See [`metrics`] for the list and the cost model: the shard counts in plain
 //! shard-owned cells and hands the counts to the facade at most every
 //! [`FLUSH_INTERVAL`](self::metrics::FLUSH_INTERVAL), when it runs out of work and before
 //! it parks; per actor kind it samples one activation in
