@@ -270,17 +270,19 @@ pub(crate) struct Pending {
 
 /// Polls `pending` once inside the activation that owns `ctx`, with the actor's waker.
 pub(crate) fn poll<A: Actor>(ctx: &mut Context<'_, A>, pending: &mut Pending) -> Poll<Result<(), ActorError>> {
-    let me = ctx.myself().erased().clone();
-    let waker = actor_waker(ctx.meta, me);
+    if ctx.meta.sup.as_ref().is_none_or(|s| s.waker.is_none()) {
+        let me = ctx.myself().erased().clone();
+        ctx.meta.sup().waker = Some(std::sync::Arc::new(ActorWaker { me, posted: AtomicBool::new(false) }));
+    }
+    let waker = actor_waker(ctx.meta);
     let mut cx = TaskContext::from_waker(&waker);
     enter(ctx, || pending.fut.as_mut().poll(&mut cx))
 }
 
 /// The actor's waker (one allocation per actor, made on its first pending future). It is
 /// re-armed before each poll: any wake from then on posts one `Wake`.
-fn actor_waker(meta: &mut Meta, me: ErasedRef) -> Waker {
-    let sup = meta.sup();
-    let waker = sup.waker.get_or_insert_with(|| std::sync::Arc::new(ActorWaker { me, posted: AtomicBool::new(false) }));
+fn actor_waker(meta: &mut Meta) -> Waker {
+    let waker = meta.sup().waker.as_ref().expect("made by `poll`");
     // ORDERING: AcqRel, partner of the swap in `wake_by_ref`: reading a waker's `true`
     // makes what it published before waking (a reply, a timer) visible to this poll; a
     // wake after this swap sees `false` and posts a fresh `Wake`.
