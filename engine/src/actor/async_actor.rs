@@ -5,7 +5,7 @@
 //! ```text
 //!  message ─► Async::handle ─► T::handle(..) = future ─► poll once (inside the activation)
 //!                 Ready ──► done: next message, as for a sync actor (no allocation kept)
-//!                 Pending ► future boxed into SupState, AWAITING set: no user message,
+//!                 Pending ► future kept in SupState, AWAITING set: no user message,
 //!                           timer or child-supervision decision runs until it completes
 //!  waker (any thread) ─► SysMsg::Wake ─► the owner shard polls it again in an activation
 //! ```
@@ -37,6 +37,7 @@ use std::ptr::NonNull;
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use super::future_slot::InSlot;
 use super::header::ErasedRef;
 use super::meta::{Flags, Meta};
 use super::sys::SysMsg;
@@ -221,11 +222,16 @@ impl<T: AsyncActor> Actor for Async<T> {
         // is dropped before `T` is (see the module doc). `'static` because the future is
         // stored: the real bound is the engine's, not the compiler's.
         let actor: &'static mut T = unsafe { &mut *self.actor.as_ptr() };
-        let fut: Pin<Box<dyn Future<Output = Result<(), ActorError>>>> =
-            Box::pin(actor.handle(AsyncContext::conjure(), msg));
+        let fut = actor.handle(AsyncContext::conjure(), msg);
+        // In the actor's reusable slot: no allocation per message.
+        let fut = InSlot::place(fut, &mut ctx.meta.sup().future_slot);
         let mut pending = Pending { fut, stop_waits: T::STOP_WAITS_FOR_HANDLER };
         match poll(ctx, &mut pending) {
-            Poll::Ready(result) => result,
+            Poll::Ready(result) => {
+                let slot = pending.fut.into_slot();
+                ctx.meta.sup().future_slot = Some(slot);
+                result
+            }
             Poll::Pending => {
                 let sup = ctx.meta.sup();
                 sup.pending = Some(pending);
@@ -263,7 +269,7 @@ impl<T: AsyncActor> Actor for Async<T> {
 
 /// A handler future that returned `Pending`, kept with its actor (`SupState::pending`).
 pub(crate) struct Pending {
-    fut: Pin<Box<dyn Future<Output = Result<(), ActorError>>>>,
+    pub(crate) fut: InSlot,
     /// [`AsyncActor::STOP_WAITS_FOR_HANDLER`].
     pub(crate) stop_waits: bool,
 }
@@ -276,7 +282,7 @@ pub(crate) fn poll<A: Actor>(ctx: &mut Context<'_, A>, pending: &mut Pending) ->
     }
     let waker = actor_waker(ctx.meta);
     let mut cx = TaskContext::from_waker(&waker);
-    enter(ctx, || pending.fut.as_mut().poll(&mut cx))
+    enter(ctx, || pending.fut.poll(&mut cx))
 }
 
 /// The actor's waker (one allocation per actor, made on its first pending future). It is

@@ -198,8 +198,12 @@ impl<A: Actor> Activation<'_, A> {
         let Some(sup) = inner.meta.sup.as_mut() else { return };
         let pending = sup.pending.take();
         let held = std::mem::take(&mut sup.held);
-        if catch_unwind(AssertUnwindSafe(move || drop(pending))).is_err() {
-            tracing::error!(target: "percore::supervision", actor = %Path(self.header()), "actor {}: dropping its pending handler future panicked", Path(self.header()));
+        // The future's memory is kept for the actor's next handler.
+        match catch_unwind(AssertUnwindSafe(move || pending.map(|p| p.fut.into_slot()))) {
+            Ok(slot) => sup.future_slot = slot.or(sup.future_slot.take()),
+            Err(_) => {
+                tracing::error!(target: "percore::supervision", actor = %Path(self.header()), "actor {}: dropping its pending handler future panicked", Path(self.header()));
+            }
         }
         if !held.is_empty() {
             let me = self.my_ref();

@@ -127,6 +127,8 @@ pub(crate) struct SupState {
     pub(crate) names: HashMap<Box<str>, ErasedRef>,
     /// An async handler's pending future (with [`Flags::AWAITING`]).
     pub(crate) pending: Option<super::async_actor::Pending>,
+    /// The memory the next handler future goes into (`future_slot.rs`).
+    pub(crate) future_slot: Option<super::future_slot::Slot>,
     /// An async actor's waker, made once (it holds a ref to the actor: dropped at stop).
     pub(crate) waker: Option<std::sync::Arc<super::async_actor::ActorWaker>>,
     /// System messages that need the actor while its handler's future is pending

@@ -29,6 +29,7 @@ pub(crate) mod actor_ref;
 pub(crate) mod backpressure;
 pub(crate) mod cell;
 pub(crate) mod context;
+pub(crate) mod future_slot;
 pub(crate) mod header;
 pub(crate) mod lifecycle;
 pub(crate) mod meta;
