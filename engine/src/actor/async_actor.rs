@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use super::future_slot::InSlot;
 use super::header::ErasedRef;
-use super::meta::{Flags, Meta};
+use super::meta::Flags;
 use super::sys::SysMsg;
 use super::{Actor, ActorRef, Context};
 use crate::error::{ActorError, SpawnError};
@@ -276,19 +276,22 @@ pub(crate) struct Pending {
 
 /// Polls `pending` once inside the activation that owns `ctx`, with the actor's waker.
 pub(crate) fn poll<A: Actor>(ctx: &mut Context<'_, A>, pending: &mut Pending) -> Poll<Result<(), ActorError>> {
-    if ctx.meta.sup.as_ref().is_none_or(|s| s.waker.is_none()) {
-        let me = ctx.myself().erased().clone();
-        ctx.meta.sup().waker = Some(std::sync::Arc::new(ActorWaker { me, posted: AtomicBool::new(false) }));
-    }
-    let waker = actor_waker(ctx.meta);
+    let waker = actor_waker(ctx);
     let mut cx = TaskContext::from_waker(&waker);
     enter(ctx, || pending.fut.poll(&mut cx))
 }
 
-/// The actor's waker (one allocation per actor, made on its first pending future). It is
+/// The actor's waker (one allocation per actor, made on its first poll). It is
 /// re-armed before each poll: any wake from then on posts one `Wake`.
-fn actor_waker(meta: &mut Meta) -> Waker {
-    let waker = meta.sup().waker.as_ref().expect("made by `poll`");
+fn actor_waker<A: Actor>(ctx: &mut Context<'_, A>) -> Waker {
+    let sup = ctx.meta.sup.get_or_insert_with(Default::default);
+    let waker = match &sup.waker {
+        Some(w) => w,
+        None => {
+            let me = ctx.myself.erased().clone();
+            sup.waker.insert(std::sync::Arc::new(ActorWaker { me, posted: AtomicBool::new(false) }))
+        }
+    };
     // ORDERING: AcqRel, partner of the swap in `wake_by_ref`: reading a waker's `true`
     // makes what it published before waking (a reply, a timer) visible to this poll; a
     // wake after this swap sees `false` and posts a fresh `Wake`.

@@ -26,7 +26,7 @@ pub struct Context<'a, A: Actor> {
     pub(crate) meta: &'a mut Meta,
     shard: &'a ShardLocal,
     /// A ref to this actor that borrows the shard's ownership count (never dropped).
-    myself: ManuallyDrop<ActorRef<A::Msg>>,
+    pub(crate) myself: ManuallyDrop<ActorRef<A::Msg>>,
 }
 
 impl<'a, A: Actor> Context<'a, A> {

@@ -145,22 +145,12 @@ enum Generator {
 fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun, String)>> {
     let rt = engine::runtime(1, pin)?;
     let shard_core = rt.cores().and_then(|c| c.first().copied());
-    let generator_core = match generator {
-        Generator::Unpinned => None,
-        Generator::Pinned => {
-            let Some(shard_core) = shard_core else {
-                engine::finish(rt, NAME)?;
-                return Ok(None);
-            };
-            match core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != shard_core) {
-                Some(core) => Some(core),
-                None => {
-                    engine::finish(rt, NAME)?;
-                    return Ok(None);
-                }
-            }
-        }
-    };
+    let generator_core = shard_core.and_then(|shard| core_affinity::get_core_ids()?.into_iter().find(|c| c.id != shard));
+    if generator == Generator::Pinned && generator_core.is_none() {
+        engine::finish(rt, NAME)?;
+        return Ok(None);
+    }
+    let generator_core = generator_core.filter(|_| generator == Generator::Pinned);
     let echo = rt.spawn(Props::from(Echoer).shard(0)).map_err(fail("spawning the echo actor"))?;
     let run = thread::scope(|s| {
         s.spawn(|| {
