@@ -17,6 +17,7 @@
 //! answered that they neither own it nor run any of its entities. The persistent journal's
 //! single-writer check stays the last line of defence, not the mechanism.
 
+mod key;
 mod placement;
 pub(crate) mod region;
 
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, TellError, Undelivered};
 use percore_transport::RemoteMessage;
 
+use key::EntityKey;
 pub use placement::{shard_of, Placement};
 use region::{Region, RegionLocal, RegionMsg};
 
@@ -219,7 +221,7 @@ impl ClusterSharding {
         let region = rt
             .top_level::<RegionMsg<M>>(&region_name(type_name))
             .map_err(|_| ClusterError::NotStarted(type_name.to_string()))?;
-        Ok(EntityRef { region, entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr })
+        Ok(EntityRef { region, key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr })
     }
 
     /// Starts a cluster singleton named `name`: one instance of `factory()` cluster-wide, on
@@ -265,7 +267,7 @@ impl<M> fmt::Debug for EntityRefs<M> {
 impl<M: RemoteMessage> EntityRefs<M> {
     /// The handle on `entity_id`.
     pub fn entity(&self, entity_id: &str) -> EntityRef<M> {
-        EntityRef { region: self.region.clone(), entity_id: entity_id.to_string(), from: self.cluster.shared.me.addr }
+        EntityRef { region: self.region.clone(), key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr }
     }
 
     /// Fails this node's region (tests of its supervision only).
@@ -293,42 +295,54 @@ fn into_msg<M>(e: RegionMsg<M>) -> M {
 /// A handle on one sharded entity, wherever it runs (Akka's `EntityRef`). Messages go
 /// through this node's region, which forwards them to the owner of the entity's shard;
 /// messages from one sender arrive in order while the shard stays put.
+///
+/// The handle holds the entity's id with its hash, computed once: sending allocates
+/// nothing for ids up to 22 bytes (longer ones share one reference-counted copy).
 pub struct EntityRef<M> {
     region: ActorRef<RegionMsg<M>>,
-    entity_id: String,
+    key: EntityKey,
     from: std::net::SocketAddr,
 }
 
 impl<M> Clone for EntityRef<M> {
     fn clone(&self) -> Self {
-        EntityRef { region: self.region.clone(), entity_id: self.entity_id.clone(), from: self.from }
+        EntityRef { region: self.region.clone(), key: self.key.clone(), from: self.from }
     }
 }
 
 impl<M> fmt::Debug for EntityRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EntityRef").field("entity_id", &self.entity_id).finish()
+        f.debug_struct("EntityRef").field("entity_id", &self.key.as_str()).finish()
     }
 }
 
 impl<M: RemoteMessage> EntityRef<M> {
     /// The entity's id.
     pub fn entity_id(&self) -> &str {
-        &self.entity_id
+        self.key.as_str()
+    }
+
+    fn envelope(&self, msg: M) -> RegionMsg<M> {
+        RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0 }
     }
 
     /// Fire-and-forget. `Err` if this node's region is full or stopped (the message is a
     /// counted dead letter).
     pub fn tell(&self, msg: M) -> Result<(), Undelivered> {
-        self.region.tell(RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 })
+        self.region.tell(self.envelope(msg))
     }
 
     /// Waits for room in this node's region (from a foreign thread) instead of dropping:
     /// the message comes back on timeout or if the region stopped. On a shard thread it
     /// tries once (`WouldBlock` if full).
     pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        // The common case first, without a clock read: there is room.
+        let mut env = match self.region.try_tell(self.envelope(msg)) {
+            Ok(()) => return Ok(()),
+            Err(TellError::Closed(e)) => return Err(SendError::Closed(into_msg(e))),
+            Err(TellError::Full(e)) => e,
+        };
         let deadline = Instant::now() + timeout;
-        let mut env = RegionMsg::Deliver { entity_id: self.entity_id.clone(), msg, from: self.from, hops: 0 };
         let mut pause = Duration::from_micros(1);
         loop {
             env = match self.region.try_tell(env) {
@@ -356,15 +370,15 @@ impl<M: RemoteMessage> EntityRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let (entity_id, from) = (self.entity_id.clone(), self.from);
-        self.region.blocking_ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }, timeout)
+        let (key, from) = (self.key.clone(), self.from);
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0 }, timeout)
     }
 
     /// Request/reply as a `Future` (the engine's [`percore::Ask`]: default timeout
     /// [`percore::DEFAULT_ASK_TIMEOUT`], `.timeout(d)` to change it).
     pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
-        let (entity_id, from) = (self.entity_id.clone(), self.from);
-        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { entity_id, msg: make(r), from, hops: 0 }) }
+        let (key, from) = (self.key.clone(), self.from);
+        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0 }) }
     }
 }
 

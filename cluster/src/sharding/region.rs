@@ -21,11 +21,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
+use super::key::{EntityKey, KeyBuild};
 use super::placement::{owner_of, shard_of};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
@@ -40,8 +41,8 @@ pub(crate) enum RegionMsg<M> {
     /// An envelope for an entity.
     #[doc(hidden)]
     Deliver {
-        /// The entity.
-        entity_id: String,
+        /// The entity (its id and hash; no allocation for short ids).
+        key: EntityKey,
         /// The message.
         msg: M,
         /// The node that sent this hop (for the fault hook).
@@ -62,7 +63,7 @@ pub(crate) enum RegionMsg<M> {
 #[derive(Debug)]
 pub(crate) enum RegionLocal {
     View(MembershipView),
-    EntityTerminated { entity_id: String, id: ActorId },
+    EntityTerminated { key: EntityKey, id: ActorId },
     PassivationTick,
     RetryTick,
     Flush,
@@ -71,9 +72,9 @@ pub(crate) enum RegionLocal {
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
     fn encode(self, w: &mut Encoder<'_>) {
         match self {
-            RegionMsg::Deliver { entity_id, msg, from, hops } => {
+            RegionMsg::Deliver { key, msg, from, hops } => {
                 w.put_u8(0);
-                w.put_str(&entity_id);
+                w.put_str(key.as_str());
                 crate::member::put_addr(w, from);
                 w.put_u8(hops);
                 w.put(msg);
@@ -96,10 +97,11 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
         Ok(match r.get_u8()? {
             0 => {
-                let entity_id = r.get_str()?.to_string();
+                // The hash is recomputed here, not taken from the peer.
+                let key = EntityKey::new(r.get_str()?);
                 let from = crate::member::get_addr(r)?;
                 let hops = r.get_u8()?;
-                RegionMsg::Deliver { entity_id, from, hops, msg: r.get()? }
+                RegionMsg::Deliver { key, from, hops, msg: r.get()? }
             }
             1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
             2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()?, entities: r.get()? },
@@ -117,7 +119,7 @@ enum ShardState<M> {
     /// `remembered`: entities the previous owners ran (remember-entities).
     Acquiring {
         waiting: BTreeSet<UniqueAddress>,
-        buffer: Vec<(String, M)>,
+        buffer: Vec<(EntityKey, M)>,
         remembered: Vec<String>,
     },
     Active,
@@ -126,11 +128,18 @@ enum ShardState<M> {
 struct Entity<M> {
     r: ActorRef<M>,
     shard: u32,
-    last: Instant,
+    /// The region's passivation tick when it last got a message (a counter, not a clock
+    /// read per message).
+    last: u64,
     stopping: bool,
     /// Stopped for a hand-off (not passivation): remembered for the next owner.
     handed_off: bool,
     buffer: Vec<M>,
+}
+
+/// How often a region checks for idle entities when they passivate after `after`.
+fn passivate_every(after: Duration) -> Duration {
+    (after / 2).max(Duration::from_millis(10))
 }
 
 /// Makes entity actors from their ids.
@@ -147,12 +156,14 @@ where
     settings: ShardingSettings<A::Msg>,
     view: Option<MembershipView>,
     owners: Vec<Option<UniqueAddress>>,
-    entities: HashMap<String, Entity<A::Msg>>,
-    shards: HashMap<u32, ShardState<A::Msg>>,
-    unrouted: Vec<(String, A::Msg, SocketAddr, u8)>,
+    entities: HashMap<EntityKey, Entity<A::Msg>, KeyBuild>,
+    shards: HashMap<u32, ShardState<A::Msg>, KeyBuild>,
+    unrouted: Vec<(EntityKey, A::Msg, SocketAddr, u8)>,
     pending_requests: Vec<(u32, UniqueAddress)>,
-    peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>>,
-    outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>>,
+    peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>, KeyBuild>,
+    outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>, KeyBuild>,
+    /// Passivation ticks so far (see `passivate`).
+    tick: u64,
     /// Remember-entities: ids of entities stopped here for a hand-off, by shard, told to
     /// the next owner with `HandOffDone` (kept until this node owns the shard again).
     handed: HashMap<u32, Vec<String>>,
@@ -178,12 +189,13 @@ where
             settings,
             view: None,
             owners: Vec::new(),
-            entities: HashMap::new(),
-            shards: HashMap::new(),
+            entities: HashMap::default(),
+            shards: HashMap::default(),
             unrouted: Vec::new(),
             pending_requests: Vec::new(),
-            peers: HashMap::new(),
-            outbound: HashMap::new(),
+            peers: HashMap::default(),
+            outbound: HashMap::default(),
+            tick: 0,
             handed: HashMap::new(),
             buffered: 0,
             dead_letters,
@@ -243,7 +255,11 @@ where
                 return;
             }
         }
-        let Some(r) = self.peer(to) else { return };
+        // The cached ref, borrowed (no `Arc` clone per envelope); a fresh one if it closed.
+        if self.peers.get(&to).is_none_or(|r| r.is_closed()) && self.peer(to).is_none() {
+            return;
+        }
+        let Some(r) = self.peers.get(&to) else { return };
         match r.try_tell(msg) {
             Ok(()) => {}
             Err(percore::TellError::Full(m)) => {
@@ -296,47 +312,47 @@ where
     }
 
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
-    fn hold(&mut self, ctx: &mut Context<Self>, entity_id: String, msg: A::Msg, from: SocketAddr, hops: u8) {
+    fn hold(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
         if self.buffered >= self.settings.buffer_limit {
             ctx.dead_letter(msg);
             return;
         }
         self.buffered += 1;
-        self.unrouted.push((entity_id, msg, from, hops));
+        self.unrouted.push((key, msg, from, hops));
     }
 
-    fn deliver(&mut self, ctx: &mut Context<Self>, entity_id: String, msg: A::Msg, from: SocketAddr, hops: u8) {
+    fn deliver(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
         if self.view.as_ref().is_some_and(|v| v.terminated) {
             ctx.dead_letter(msg);
             return;
         }
-        let shard = shard_of(&entity_id, self.settings.num_shards);
+        let shard = key.shard(self.settings.num_shards);
         match self.owner(shard) {
-            None => self.hold(ctx, entity_id, msg, from, hops),
-            Some(o) if o == self.me() => self.deliver_local(ctx, shard, entity_id, msg),
-            Some(_) if hops >= MAX_HOPS => self.hold(ctx, entity_id, msg, from, hops),
+            None => self.hold(ctx, key, msg, from, hops),
+            Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg),
+            Some(_) if hops >= MAX_HOPS => self.hold(ctx, key, msg, from, hops),
             Some(o) => {
                 let me = self.me().addr;
-                self.send(o.addr, RegionMsg::Deliver { entity_id, msg, from: me, hops: hops + 1 })
+                self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1 })
             }
         }
     }
 
-    fn deliver_local(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: String, msg: A::Msg) {
+    fn deliver_local(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg) {
         if !self.shards.contains_key(&shard) {
             self.begin_acquire(ctx, shard);
         }
         match self.shards.get_mut(&shard) {
-            Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, entity_id, msg),
+            Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, key, msg),
             Some(ShardState::Acquiring { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;
-                    buffer.push((entity_id, msg));
+                    buffer.push((key, msg));
                 }
             }
-            None => self.deliver_to_entity(ctx, shard, entity_id, msg),
+            None => self.deliver_to_entity(ctx, shard, key, msg),
         }
     }
 
@@ -364,8 +380,9 @@ where
         if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.insert(shard, ShardState::Active) {
             // Remembered entities first: they ran before the move and start again now.
             for id in remembered {
-                if !self.entities.contains_key(&id) {
-                    if let Err(e) = self.spawn_entity(ctx, shard, &id) {
+                let key = EntityKey::new(&id);
+                if !self.entities.contains_key(&key) {
+                    if let Err(e) = self.spawn_entity(ctx, shard, key) {
                         tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
                     }
                 }
@@ -379,61 +396,59 @@ where
     }
 
     fn start_eager(&mut self, ctx: &mut Context<Self>, shard: u32) {
-        let eager: Vec<String> = self
+        let eager: Vec<EntityKey> = self
             .settings
             .eager_entities
             .iter()
-            .filter(|id| shard_of(id, self.settings.num_shards) == shard && !self.entities.contains_key(*id))
-            .cloned()
+            .map(|id| EntityKey::new(id))
+            .filter(|k| k.shard(self.settings.num_shards) == shard && !self.entities.contains_key(k))
             .collect();
         for id in eager {
-            if let Err(e) = self.spawn_entity(ctx, shard, &id) {
+            if let Err(e) = self.spawn_entity(ctx, shard, id.clone()) {
                 tracing::warn!("region {}: could not start {id}: {e}", self.name);
             }
         }
     }
 
-    fn spawn_entity(
-        &mut self,
-        ctx: &mut Context<Self>,
-        shard: u32,
-        entity_id: &str,
-    ) -> Result<(), percore::SpawnError> {
+    fn spawn_entity(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey) -> Result<(), percore::SpawnError> {
         // From the factory, so that the region (its supervisor) can restart a failed entity.
-        let (factory, id) = (self.factory.clone(), entity_id.to_string());
-        let r = ctx.spawn(Props::new(move || factory(&id)).capacity(self.settings.entity_capacity))?;
-        let (eid, id) = (entity_id.to_string(), r.id());
-        ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { entity_id: eid, id }));
-        self.entities.insert(
-            entity_id.to_string(),
-            Entity { r, shard, last: Instant::now(), stopping: false, handed_off: false, buffer: Vec::new() },
-        );
+        let (factory, id) = (self.factory.clone(), key.clone());
+        let r = ctx.spawn(Props::new(move || factory(id.as_str())).capacity(self.settings.entity_capacity))?;
+        let (k, id) = (key.clone(), r.id());
+        ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { key: k, id }));
+        self.entities
+            .insert(key, Entity { r, shard, last: self.tick, stopping: false, handed_off: false, buffer: Vec::new() });
         Ok(())
     }
 
-    fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, entity_id: String, msg: A::Msg) {
-        if !self.entities.contains_key(&entity_id) {
-            if let Err(e) = self.spawn_entity(ctx, shard, &entity_id) {
-                tracing::warn!("region {}: could not start entity {entity_id}: {e}", self.name);
-                ctx.dead_letter(msg);
-                return;
+    fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg) {
+        // One lookup on the common path (the entity runs); a spawn and a second one otherwise.
+        let e = match self.entities.get_mut(&key) {
+            Some(e) => e,
+            None => {
+                if let Err(e) = self.spawn_entity(ctx, shard, key.clone()) {
+                    tracing::warn!("region {}: could not start entity {key}: {e}", self.name);
+                    ctx.dead_letter(msg);
+                    return;
+                }
+                let Some(e) = self.entities.get_mut(&key) else { return };
+                e
             }
-        }
-        let Some(e) = self.entities.get_mut(&entity_id) else { return };
+        };
         if e.stopping {
             // Passivating: hold until it has stopped, then start it again.
             self.buffered += 1;
             e.buffer.push(msg);
             return;
         }
-        e.last = Instant::now();
+        e.last = self.tick;
         // Back-pressure, never loss: a full entity mailbox parks the message with the region.
         ctx.send(&e.r, msg);
     }
 
-    fn stop_entity(&mut self, entity_id: &str, hand_off: bool) {
+    fn stop_entity(&mut self, key: &EntityKey, hand_off: bool) {
         let stop_msg = self.settings.stop_message.clone();
-        if let Some(e) = self.entities.get_mut(entity_id) {
+        if let Some(e) = self.entities.get_mut(key) {
             e.handed_off |= hand_off;
             if e.stopping {
                 return;
@@ -468,7 +483,7 @@ where
                 continue;
             }
             if self.shard_has_entities(shard) {
-                let ids: Vec<String> =
+                let ids: Vec<EntityKey> =
                     self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
                 for id in ids {
                     self.stop_entity(&id, true);
@@ -495,7 +510,7 @@ where
         self.set_view(v);
         if terminated {
             // Downed or gone: stop everything now.
-            let ids: Vec<String> = self.entities.keys().cloned().collect();
+            let ids: Vec<EntityKey> = self.entities.keys().cloned().collect();
             for id in &ids {
                 if let Some(e) = self.entities.get_mut(id) {
                     e.stopping = true;
@@ -538,7 +553,7 @@ where
                 }
             }
         }
-        let orphans: Vec<String> =
+        let orphans: Vec<EntityKey> =
             self.entities.iter().filter(|(_, e)| self.owner(e.shard) != Some(me)).map(|(k, _)| k.clone()).collect();
         for id in orphans {
             self.stop_entity(&id, true);
@@ -584,18 +599,18 @@ where
         }
     }
 
-    fn on_entity_terminated(&mut self, ctx: &mut Context<Self>, entity_id: String, id: ActorId) {
-        let Some(e) = self.entities.get(&entity_id) else { return };
+    fn on_entity_terminated(&mut self, ctx: &mut Context<Self>, key: EntityKey, id: ActorId) {
+        let Some(e) = self.entities.get(&key) else { return };
         if e.r.id() != id {
             return;
         }
-        let Some(e) = self.entities.remove(&entity_id) else { return };
+        let Some(e) = self.entities.remove(&key) else { return };
         if e.handed_off && self.settings.remember_entities {
-            self.handed.entry(e.shard).or_default().push(entity_id.clone());
+            self.handed.entry(e.shard).or_default().push(key.as_str().to_string());
         }
         self.buffered = self.buffered.saturating_sub(e.buffer.len());
         for m in e.buffer {
-            self.deliver(ctx, entity_id.clone(), m, self.me().addr, 0);
+            self.deliver(ctx, key.clone(), m, self.me().addr, 0);
         }
         self.answer_requests();
         self.report_drained();
@@ -644,14 +659,22 @@ where
         }
     }
 
+    /// The tick runs every `passivate_every(after)`; an entity last touched at tick `t` has
+    /// been idle for at least `(now - t - 1)` intervals, so it is stopped once that reaches
+    /// `after` (and at most one interval later).
     fn passivate(&mut self) {
         let Some(after) = self.settings.passivate_after else { return };
-        let now = Instant::now();
-        let idle: Vec<String> = self
+        self.tick += 1;
+        let every = passivate_every(after);
+        let ticks = after.as_nanos().div_ceil(every.as_nanos().max(1)) as u64 + 1;
+        let now = self.tick;
+        let idle: Vec<EntityKey> = self
             .entities
             .iter()
-            .filter(|(id, e)| {
-                !e.stopping && now.duration_since(e.last) >= after && !self.settings.eager_entities.contains(id)
+            .filter(|(k, e)| {
+                !e.stopping
+                    && now.saturating_sub(e.last) >= ticks
+                    && !self.settings.eager_entities.iter().any(|id| id == k.as_str())
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -669,7 +692,7 @@ where
 
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         if let Some(after) = self.settings.passivate_after {
-            let every = (after / 2).max(Duration::from_millis(10));
+            let every = passivate_every(after);
             ctx.start_repeated_timer("passivate", every, || RegionMsg::Local(RegionLocal::PassivationTick));
         }
         let retry = self.settings.retry_interval;
@@ -682,11 +705,11 @@ where
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError> {
         match msg {
-            RegionMsg::Deliver { entity_id, msg, from, hops } => {
+            RegionMsg::Deliver { key, msg, from, hops } => {
                 if self.cluster.shared.faults.is_blocked(from) {
                     return Ok(());
                 }
-                self.deliver(ctx, entity_id, msg, from, hops);
+                self.deliver(ctx, key, msg, from, hops);
             }
             RegionMsg::HandOffRequest { shard, from } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
@@ -708,9 +731,7 @@ where
                 }
             }
             RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, v),
-            RegionMsg::Local(RegionLocal::EntityTerminated { entity_id, id }) => {
-                self.on_entity_terminated(ctx, entity_id, id)
-            }
+            RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),

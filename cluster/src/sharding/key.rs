@@ -1,0 +1,168 @@
+//! The compact entity key that sharded envelopes carry instead of a `String`.
+//!
+//! An [`EntityKey`] is the entity id with its FNV-1a hash, computed once (when the
+//! [`EntityRef`](super::EntityRef) is made, or when an envelope is decoded). Ids up to
+//! [`INLINE`] bytes live inside the key, so making, cloning and dropping an envelope costs
+//! no allocation and no atomic; longer ids share one `Arc<str>` (a clone is a reference
+//! count). The hash gives the shard (`hash % shards`, the same as `shard_of`) and is the
+//! key's hash in the region's entity table ([`KeyHasher`] passes it through instead of
+//! running SipHash over the id for every message).
+
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
+
+use super::placement::fnv1a;
+
+/// Ids of at most this many bytes are stored inline (covers UUIDs' 16 raw bytes and most
+/// short names; a 36-character UUID string goes to the heap, once per `EntityRef`).
+pub(crate) const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Arc<str>),
+}
+
+/// An entity id and its hash (see the module docs).
+#[derive(Clone)]
+pub(crate) struct EntityKey {
+    hash: u64,
+    repr: Repr,
+}
+
+impl EntityKey {
+    /// The key of `id`.
+    pub(crate) fn new(id: &str) -> Self {
+        let hash = fnv1a(id.as_bytes());
+        let repr = if id.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..id.len()].copy_from_slice(id.as_bytes());
+            Repr::Inline { len: id.len() as u8, bytes }
+        } else {
+            Repr::Heap(Arc::from(id))
+        };
+        EntityKey { hash, repr }
+    }
+
+    /// The id.
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.repr {
+            Repr::Inline { len, bytes } => {
+                let b = &bytes[..usize::from(*len)];
+                // SAFETY: `bytes[..len]` was copied from a `&str` in `new` (the only
+                // constructor) and never changes, so it is valid UTF-8.
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    /// The shard of this entity among `shards` (equal to `shard_of(id, shards)`).
+    pub(crate) fn shard(&self, shards: u32) -> u32 {
+        (self.hash % u64::from(shards.max(1))) as u32
+    }
+}
+
+impl PartialEq for EntityKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for EntityKey {}
+
+impl Hash for EntityKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl fmt::Debug for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for EntityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A hasher for [`EntityKey`] (its precomputed hash, mixed so that the table's low and high
+/// bits both vary) and small fixed-size keys such as `SocketAddr` (a multiply-rotate mix, as
+/// rustc's FxHash): the region's tables are keyed by what its own members and peers send,
+/// which an authenticated cluster controls, so SipHash's flood resistance buys nothing here.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct KeyHasher(u64);
+
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        // The final avalanche of splitmix64: hashbrown takes its control byte from the top
+        // bits and the bucket from the low ones.
+        let mut x = self.0;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(K);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Builds [`KeyHasher`]s.
+pub(crate) type KeyBuild = BuildHasherDefault<KeyHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sharding::shard_of;
+
+    #[test]
+    fn inline_and_heap_keys_agree_with_shard_of() {
+        let long = "x".repeat(INLINE + 1);
+        for id in ["", "a", "entity-42", &"y".repeat(INLINE), &long, "ünïcødé-id"] {
+            let k = EntityKey::new(id);
+            assert_eq!(k.as_str(), id);
+            assert_eq!(k.shard(100), shard_of(id, 100));
+            assert_eq!(k, EntityKey::new(id));
+            assert_eq!(k.clone().as_str(), id);
+        }
+        assert!(matches!(EntityKey::new(&long).repr, Repr::Heap(_)));
+        assert!(matches!(EntityKey::new("entity-42").repr, Repr::Inline { .. }));
+        assert_ne!(EntityKey::new("a"), EntityKey::new("b"));
+        assert_eq!(std::mem::size_of::<EntityKey>(), 32);
+    }
+
+    #[test]
+    fn a_table_of_keys_finds_each_once() {
+        let mut m: std::collections::HashMap<EntityKey, usize, KeyBuild> = Default::default();
+        for i in 0..10_000 {
+            assert!(m.insert(EntityKey::new(&format!("e{i}")), i).is_none());
+        }
+        for i in 0..10_000 {
+            assert_eq!(m.get(&EntityKey::new(&format!("e{i}"))), Some(&i));
+        }
+        assert_eq!(m.len(), 10_000);
+    }
+}
