@@ -24,9 +24,9 @@ pub(crate) mod region;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, TellError, Undelivered};
+use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, Undelivered};
 use percore_transport::RemoteMessage;
 
 use key::EntityKey;
@@ -336,29 +336,12 @@ impl<M: RemoteMessage> EntityRef<M> {
     /// the message comes back on timeout or if the region stopped. On a shard thread it
     /// tries once (`WouldBlock` if full).
     pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
-        // The common case first, without a clock read: there is room.
-        let mut env = match self.region.try_tell(self.envelope(msg)) {
-            Ok(()) => return Ok(()),
-            Err(TellError::Closed(e)) => return Err(SendError::Closed(into_msg(e))),
-            Err(TellError::Full(e)) => e,
-        };
-        let deadline = Instant::now() + timeout;
-        let mut pause = Duration::from_micros(1);
-        loop {
-            env = match self.region.try_tell(env) {
-                Ok(()) => return Ok(()),
-                Err(TellError::Closed(e)) => return Err(SendError::Closed(into_msg(e))),
-                Err(TellError::Full(e)) => e,
-            };
-            if percore::on_shard_thread() {
-                return Err(SendError::WouldBlock(into_msg(env)));
-            }
-            if Instant::now() >= deadline {
-                return Err(SendError::Timeout(into_msg(env)));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(1));
-        }
+        // The engine's wait (spin, yield, then park with growing naps), as for any actor.
+        self.region.blocking_send(self.envelope(msg), timeout).map_err(|e| match e {
+            SendError::Timeout(e) => SendError::Timeout(into_msg(e)),
+            SendError::Closed(e) => SendError::Closed(into_msg(e)),
+            SendError::WouldBlock(e) => SendError::WouldBlock(into_msg(e)),
+        })
     }
 
     /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
