@@ -33,6 +33,10 @@ use crate::cli::Cli;
 use crate::report::{Record, Results};
 
 fn main() -> ExitCode {
+    // A `failover` child member (this program started by the workload itself).
+    if let Some(code) = workloads::cluster::child_main() {
+        return code;
+    }
     let cli = Cli::parse();
     if cli.list {
         for w in workloads::TABLE {

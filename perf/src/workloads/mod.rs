@@ -9,6 +9,7 @@
 //! trait, so one module shows what is measured and the peers show how each maps it.
 
 pub mod async_ask;
+pub mod cluster;
 pub mod counter;
 pub mod counting;
 pub mod engine;
@@ -273,6 +274,20 @@ pub static TABLE: &[Workload] = &[
         run: remote::run_stream_serde,
     },
     Workload {
+        name: "sharding",
+        summary: "2 nodes, 10,000 sharded entities, threads on both nodes send n messages to random entities; beside direct remote tell (one actor, one connection) and plain local actors, alternating rounds",
+        default_n: 1_000_000,
+        in_all: true,
+        run: cluster::run_sharding,
+    },
+    Workload {
+        name: "failover",
+        summary: "3 members, one a child process killed with SIGKILL; time until every one of its entities (of n) answers again from a survivor",
+        default_n: 1_000,
+        in_all: true,
+        run: cluster::run_failover,
+    },
+    Workload {
         name: "scaling",
         summary: "fanin and ring-xshard on 1..=S shards (percore)",
         default_n: 4_000_000,
@@ -338,6 +353,8 @@ mod tests {
             "wide" => 64,
             // Seconds of idling.
             "idle-cpu" => 1,
+            // Entities (a child process is killed; the failover time is timings, not n).
+            "failover" => 60,
             _ => 5_000,
         }
     }
