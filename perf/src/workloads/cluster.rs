@@ -393,13 +393,22 @@ fn spawn_child(seed: SocketAddr) -> Result<(ChildGuard, String)> {
         .map_err(fail("starting the child member"))?;
     let out = child.stdout.take().ok_or_else(|| fail::<&str>("starting the child member")("no stdout"))?;
     let guard = ChildGuard(child);
-    for line in BufReader::new(out).lines() {
-        let line = line.map_err(fail("reading the child's output"))?;
-        if let Some(addr) = line.strip_prefix("READY ") {
-            return Ok((guard, addr.trim().to_string()));
+    // Read on a helper thread, so that a child that never gets ready costs a deadline, not
+    // a hang (dropping the guard kills it, which ends the helper's read).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(std::result::Result::ok) {
+            // Anywhere in the line: under the test harness it follows `test … ... `.
+            if let Some(at) = line.find("READY ") {
+                let _ = tx.send(line[at + "READY ".len()..].trim().to_string());
+                return;
+            }
         }
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(addr) => Ok((guard, addr)),
+        Err(_) => Err(fail::<&str>("starting the child member")("it did not get ready")),
     }
-    Err(fail::<&str>("starting the child member")("it exited before it was ready"))
 }
 
 /// `failover`: see the module docs.
