@@ -1,16 +1,23 @@
 //! The compact entity key that sharded envelopes carry instead of a `String`.
 //!
-//! An [`EntityKey`] is the entity id with its FNV-1a hash, computed once (when the
+//! An [`EntityKey`] is the entity id with two hashes, computed once (when the
 //! [`EntityRef`](super::EntityRef) is made, or when an envelope is decoded). Ids up to
 //! [`INLINE`] bytes live inside the key, so making, cloning and dropping an envelope costs
 //! no allocation and no atomic; longer ids share one `Arc<str>` (a clone is a reference
-//! count). The hash gives the shard (`hash % shards`, the same as `shard_of`) and is the
-//! key's hash in the region's entity table ([`KeyHasher`] passes it through instead of
-//! running SipHash over the id for every message).
+//! count).
+//!
+//! * The FNV-1a hash gives the shard (`hash % shards`, the same as `shard_of`): it must be
+//!   the same on every node and in every build.
+//! * The table hash is SipHash with this process's random key (std's `RandomState`), the
+//!   key's hash in the region's entity table: [`KeyHasher`] passes it through instead of
+//!   hashing the id again at every table operation. Entity ids often come from outside
+//!   (user names, order numbers), and FNV collisions are easy to make, so the table keeps
+//!   a keyed hash (HashDoS resistance), paid once per envelope rather than per lookup.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use super::placement::fnv1a;
 
@@ -24,17 +31,27 @@ enum Repr {
     Heap(Arc<str>),
 }
 
-/// An entity id and its hash (see the module docs).
+/// An entity id and its hashes (see the module docs).
 #[derive(Clone)]
 pub(crate) struct EntityKey {
+    /// FNV-1a of the id: the shard.
     hash: u64,
+    /// Keyed SipHash of the id: the entity table's hash.
+    table: u64,
     repr: Repr,
+}
+
+/// This process's key for table hashes (one `RandomState`: each `new()` would be another).
+fn table_key() -> &'static RandomState {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    KEY.get_or_init(RandomState::new)
 }
 
 impl EntityKey {
     /// The key of `id`.
     pub(crate) fn new(id: &str) -> Self {
         let hash = fnv1a(id.as_bytes());
+        let table = table_key().hash_one(id);
         let repr = if id.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..id.len()].copy_from_slice(id.as_bytes());
@@ -42,7 +59,7 @@ impl EntityKey {
         } else {
             Repr::Heap(Arc::from(id))
         };
-        EntityKey { hash, repr }
+        EntityKey { hash, table, repr }
     }
 
     /// The id.
@@ -66,7 +83,7 @@ impl EntityKey {
 
 impl PartialEq for EntityKey {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.as_str() == other.as_str()
+        self.table == other.table && self.as_str() == other.as_str()
     }
 }
 
@@ -74,7 +91,7 @@ impl Eq for EntityKey {}
 
 impl Hash for EntityKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        state.write_u64(self.table);
     }
 }
 
@@ -90,10 +107,9 @@ impl fmt::Display for EntityKey {
     }
 }
 
-/// A hasher for [`EntityKey`] (its precomputed hash, mixed so that the table's low and high
-/// bits both vary) and small fixed-size keys such as `SocketAddr` (a multiply-rotate mix, as
-/// rustc's FxHash): the region's tables are keyed by what its own members and peers send,
-/// which an authenticated cluster controls, so SipHash's flood resistance buys nothing here.
+/// A hasher for [`EntityKey`] (its precomputed keyed hash, passed through the mix) and small
+/// fixed-size keys of the cluster's own making, shard numbers and member addresses (a
+/// multiply-rotate mix as rustc's FxHash; no outsider chooses those).
 #[derive(Default, Clone, Copy, Debug)]
 pub(crate) struct KeyHasher(u64);
 
@@ -151,7 +167,7 @@ mod tests {
         assert!(matches!(EntityKey::new(&long).repr, Repr::Heap(_)));
         assert!(matches!(EntityKey::new("entity-42").repr, Repr::Inline { .. }));
         assert_ne!(EntityKey::new("a"), EntityKey::new("b"));
-        assert_eq!(std::mem::size_of::<EntityKey>(), 32);
+        assert_eq!(std::mem::size_of::<EntityKey>(), 40);
     }
 
     #[test]
