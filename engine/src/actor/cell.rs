@@ -27,7 +27,7 @@ use crate::runtime::RuntimeShared;
 use crate::shard::{Entry, ShardLocal};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
-use crate::telemetry::trace::Side;
+use crate::telemetry::context::Side;
 
 /// The message-typed prefix: what an `ActorRef<M>` can reach.
 #[repr(C)]
@@ -44,7 +44,7 @@ pub(crate) struct Shared<M> {
 /// heap queue, allocated the first time two messages wait at once.
 ///
 /// In an observed runtime (handler spans or metrics: `Ring::observe` is not 0) every
-/// message also has side data (`telemetry::trace::Side`): then the inline slot stays empty
+/// message also has side data (`telemetry::context::Side`): then the inline slot stays empty
 /// and messages and their sides queue side by side in the backlog. Invariant: `sides` is
 /// empty (plain) or exactly as long as `msgs` (observed), for the cell's whole life.
 struct LocalQueue<M> {

@@ -29,7 +29,7 @@ use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 use std::ptr;
 
-use crate::telemetry::trace::{Side, OBSERVE_TRACE, OBSERVE_WAIT};
+use crate::telemetry::context::{Side, OBSERVE_TRACE, OBSERVE_WAIT};
 
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::{spin_loop, UnsafeCell};
@@ -243,7 +243,7 @@ impl<T> Ring<T> {
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         if let Some(mut side) = side.take() {
                             if observe & OBSERVE_WAIT != 0 && index % WAIT_SAMPLE_EVERY == 0 {
-                                side.queued_at = crate::telemetry::trace::now_ns();
+                                side.queued_at = crate::telemetry::context::now_ns();
                             }
                             // SAFETY: observed ring; we own position `tail` (as above), so
                             // its side cell is ours until the stamp store publishes it.

@@ -322,10 +322,10 @@ impl RuntimeShared {
     }
 
     /// The side data this runtime's mailboxes keep beside each message
-    /// (`telemetry::trace::OBSERVE_*`): trace contexts with handler spans, queue stamps
+    /// (`telemetry::context::OBSERVE_*`): trace contexts with handler spans, queue stamps
     /// with metrics.
     pub(crate) fn observe_bits(&self) -> u8 {
-        use crate::telemetry::trace::{OBSERVE_TRACE, OBSERVE_WAIT};
+        use crate::telemetry::context::{OBSERVE_TRACE, OBSERVE_WAIT};
         (if self.handler_spans { OBSERVE_TRACE } else { 0 }) | (if self.metrics { OBSERVE_WAIT } else { 0 })
     }
 

@@ -410,12 +410,12 @@ mod on {
             n % WAIT_SAMPLE_EVERY as u64 == 0
         }
 
-        /// A stamped message (queued at `queued_at`, see `telemetry::trace::now_ns`) of an
+        /// A stamped message (queued at `queued_at`, see `telemetry::context::now_ns`) of an
         /// actor of type `kind` is about to be handled.
         #[cold]
         #[inline(never)]
         pub(crate) fn mailbox_wait(&self, kind: &'static str, queued_at: u64) {
-            let waited = crate::telemetry::trace::now_ns().saturating_sub(queued_at);
+            let waited = crate::telemetry::context::now_ns().saturating_sub(queued_at);
             self.with_kind(kind, |k| k.wait.record(waited as f64 / 1e9));
         }
 

@@ -36,9 +36,10 @@ pub mod metrics;
 pub(crate) const SPANS: u8 = 1;
 /// Telemetry bit of an activation: metrics.
 pub(crate) const METRICS: u8 = 2;
+pub(crate) mod context;
 pub(crate) mod trace;
 
-pub use trace::TraceContext;
+pub use context::TraceContext;
 
 use crate::actor::actor_ref::Path;
 use crate::actor::header::Header;
