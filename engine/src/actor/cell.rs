@@ -166,14 +166,20 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.len() >= self.ring.capacity() {
+        // The capacity field with the ring's observe bits: a plain ring's is its capacity,
+        // an observed ring's is above any length (two instructions on the plain path).
+        let raw_cap = self.ring.raw_capacity();
+        if local.len() >= raw_cap {
             return Err(msg);
         }
-        let observe = self.ring.observe();
-        if observe == 0 {
-            local.push(msg);
-        } else {
+        if raw_cap > crate::queue::ring::MAX_CAPACITY {
+            if local.len() >= self.ring.capacity() {
+                return Err(msg);
+            }
+            let observe = self.ring.observe();
             local.push_observed(msg, Side::capture(observe, shard.metrics().wait_sample_due()));
+        } else {
+            local.push(msg);
         }
         // SAFETY: owner-shard thread only (contract).
         let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
