@@ -297,7 +297,7 @@ fn into_msg<M>(e: RegionMsg<M>) -> M {
 /// through this node's region, which forwards them to the owner of the entity's shard;
 /// messages from one sender arrive in order while the shard stays put.
 ///
-/// The handle holds the entity's id with its hash, computed once: sending allocates
+/// The handle holds the entity's id with its hashes, computed once: sending allocates
 /// nothing for ids up to 22 bytes (longer ones share one reference-counted copy).
 pub struct EntityRef<M> {
     region: ActorRef<RegionMsg<M>>,
