@@ -52,6 +52,7 @@ mod gossip;
 mod member;
 mod phi;
 mod sbr;
+pub mod receptionist;
 pub mod sharding;
 
 pub use cluster::{Cluster, Faults};
@@ -60,6 +61,7 @@ pub use event::{ClusterEvent, CurrentClusterState};
 pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
 pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
+pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
 pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
 
 /// Why a cluster operation was refused.
@@ -79,6 +81,9 @@ pub enum ClusterError {
     /// The membership daemon has stopped (the runtime is shutting down).
     #[error("the cluster daemon has stopped")]
     DaemonGone,
+    /// This node's receptionist has stopped (the runtime is shutting down).
+    #[error("the receptionist has stopped")]
+    ReceptionistGone,
     /// An entity type name must be non-empty and contain no `/` or `*`.
     #[error("bad entity type name {0:?}: use a non-empty name without '/' or '*'")]
     BadTypeName(String),

@@ -6,4 +6,5 @@ mod membership;
 mod partition;
 mod persistent;
 mod process;
+mod receptionist;
 mod sharding;
