@@ -238,3 +238,25 @@ fn a_group_router_delivers_every_message_exactly_once() {
     }
     assert!(reports.recv_timeout(Duration::from_millis(200)).is_err(), "one report per routee and marker");
 }
+
+#[test]
+fn a_lost_register_push_is_repaired_by_the_digest() {
+    let nodes = cluster_of(3, config(), |_| {});
+    all_up(&[&nodes[0], &nodes[1], &nodes[2]], 3);
+    let recs: Vec<Receptionist> = nodes.iter().map(|n| Receptionist::new(&n.cluster)).collect();
+    let key = ServiceKey::<WorkMsg>::new("repaired");
+    // Start node 0's receptionist, then cut node 0 off from node 1 (cluster traffic only;
+    // the resolver of `config()` waits a minute, so nobody is downed).
+    assert!(recs[0].blocking_find(&key, LONG).unwrap().is_empty());
+    nodes[0].cluster.faults().blackhole(nodes[1].addr());
+    nodes[1].cluster.faults().blackhole(nodes[0].addr());
+    let b1 = worker(&nodes[1], "b1");
+    recs[1].register(&key, &b1).unwrap();
+    converges(&recs[2], &key, &["b1"]);
+    // The push to node 0 was dropped, and so are the digests while the link is cut.
+    assert!(recs[0].blocking_find(&key, LONG).unwrap().is_empty(), "node 0 missed the push");
+    nodes[0].cluster.faults().heal(nodes[1].addr());
+    nodes[1].cluster.faults().heal(nodes[0].addr());
+    // No new push: the next digest tells node 0 it is behind, and it pulls.
+    converges(&recs[0], &key, &["b1"]);
+}
