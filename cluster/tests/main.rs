@@ -6,5 +6,6 @@ mod membership;
 mod partition;
 mod persistent;
 mod process;
+mod processes;
 mod receptionist;
 mod sharding;
