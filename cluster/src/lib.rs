@@ -13,6 +13,9 @@
 //!  ClusterSharding::new(&cluster).start("counter", factory, settings)
 //!    entity id ─► shard (hash) ─► node (rendezvous over up members of the converged view)
 //!    hand-off: a shard starts on its new owner only after every other member stopped it
+//!  Receptionist::new(&cluster).register(&ServiceKey::<M>::new("workers"), &worker)
+//!    per-node register (key → refs), versioned ─► pushed to every member; digest repairs
+//!    find / subscribe ─► Listing<M> (local and remote refs); group_router ─► one of them
 //! ```
 //!
 //! * **Membership** ([`Cluster`]): Akka's lifecycle ([`MemberStatus`]), with a leader that
@@ -34,6 +37,12 @@
 //!   themselves: remember-entities); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
 //!   future) and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest
 //!   member. Persistent entities recover on their new node from a journal all nodes reach.
+//! * **Receptionist** ([`Receptionist`], Akka Typed's): a [`ServiceKey<M>`] names a service;
+//!   refs registered under it on any node are listed on every node ([`Listing`], by
+//!   [`Receptionist::find`], a future, or [`Receptionist::blocking_find`]), subscribers get
+//!   the current listing then every change, and entries go when their actor stops
+//!   (death-watch) or their node is downed or removed. A [`GroupRouter`] routes over a
+//!   listing (round-robin or random) and follows it.
 //! * **Formation**: [`ClusterConfig::min_nr_of_members`] keeps shards from moving while the
 //!   cluster forms.
 //! * **Testing partitions**: [`Cluster::faults`] blackholes cluster traffic between nodes.
