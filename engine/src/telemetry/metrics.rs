@@ -21,6 +21,7 @@
 //! | `percore_actor_handler_seconds` | histogram (sampled): handler time per message | `runtime`, `kind` |
 //! | `percore_actor_mailbox_depth` | histogram (sampled): depth when an activation starts | `runtime`, `kind` |
 //! | `percore_actor_mailbox_depth_high_water` | gauge: the deepest sampled mailbox so far | `runtime`, `shard`, `kind` |
+//! | `percore_actor_mailbox_wait_seconds` | histogram (sampled): time from queued to handled | `runtime`, `kind` |
 //! | `percore_dead_letters_total` | counter | `runtime`, `reason` |
 //! | `percore_actor_failures_total`, `percore_actor_restarts_total`, `percore_escaped_panics_total` | counter | `runtime` |
 //!
@@ -42,15 +43,19 @@
 //! registers its metric handles when it starts, and a handle taken while no recorder is
 //! installed records nothing.
 //!
-//! Not measured: time a message waits in the mailbox. That needs a timestamp per message,
-//! which would grow every mailbox slot; the sampled depth and handler time give the same
-//! picture for a queue that drains in order (wait ≈ depth × handler time).
+//! **Time in the mailbox.** A runtime with metrics on keeps side data beside each message
+//! (see `telemetry/trace.rs`; a runtime without pays nothing): one message in
+//! [`WAIT_SAMPLE_EVERY`] is stamped with a clock read when queued (from another thread: the
+//! one queued at every 64th slot index of the ring; on the owner shard: every 64th the
+//! shard queues), and the activation that takes it records the wait.
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) use off::*;
+
+pub use crate::queue::ring::WAIT_SAMPLE_EVERY;
 
 /// One activation in this many is sampled for the per-kind histograms.
 pub const SAMPLE_EVERY: u64 = 256;
@@ -118,6 +123,12 @@ mod off {
         pub(crate) fn flush(&self, _rt: &RuntimeShared, _run_queue: usize) {}
         #[inline(always)]
         pub(crate) fn flush_if_due(&self, _rt: &RuntimeShared, _run_queue: usize) {}
+        #[inline(always)]
+        pub(crate) fn wait_sample_due(&self) -> bool {
+            false
+        }
+        #[inline(always)]
+        pub(crate) fn mailbox_wait(&self, _kind: &'static str, _queued_at: u64) {}
     }
 }
 
@@ -128,7 +139,7 @@ mod on {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
-    use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
+    use super::{FLUSH_INTERVAL, SAMPLE_EVERY, WAIT_SAMPLE_EVERY};
 
     /// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
     const FLUSH_CHECK_TURNS: u32 = 16;
@@ -230,6 +241,7 @@ mod on {
         depth: Histogram,
         high_water_gauge: Gauge,
         high_water: usize,
+        wait: Histogram,
     }
 
     /// A sampled activation: when it began (its mailbox depth then is in `ShardMetrics`).
@@ -257,6 +269,8 @@ mod on {
         turns: Cell<u32>,
         /// Mailbox depth at the start of the sampled activation in progress.
         sampled_depth: Cell<usize>,
+        /// Same-shard messages queued so far (picks the ones stamped for the wait histogram).
+        wait_ticks: Cell<u64>,
         kinds: RefCell<Vec<Kind>>,
         handles: Option<Handles>,
         shard: usize,
@@ -305,6 +319,7 @@ mod on {
                 activations_flushed: Cell::new(0),
                 turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
+                wait_ticks: Cell::new(0),
                 kinds: RefCell::new(Vec::new()),
                 handles,
                 shard,
@@ -348,8 +363,22 @@ mod on {
         #[cold]
         #[inline(never)]
         fn record_sample(&self, kind: &'static str, start: Instant, depth: usize, handled: usize) {
-            let Some(h) = &self.handles else { return };
             let elapsed = start.elapsed();
+            self.with_kind(kind, |k| {
+                if handled > 0 {
+                    k.handler.record(elapsed.as_secs_f64() / handled as f64);
+                }
+                k.depth.record(depth as f64);
+                if depth > k.high_water {
+                    k.high_water = depth;
+                    k.high_water_gauge.set(depth as f64);
+                }
+            });
+        }
+
+        /// Runs `f` on the per-kind handles of `kind` (registered on first use).
+        fn with_kind(&self, kind: &'static str, f: impl FnOnce(&mut Kind)) {
+            let Some(h) = &self.handles else { return };
             let Ok(mut kinds) = self.kinds.try_borrow_mut() else { return };
             let i = match kinds.iter().position(|k| std::ptr::eq(k.name, kind) || k.name == kind) {
                 Some(i) => i,
@@ -361,22 +390,33 @@ mod on {
                     kinds.push(Kind {
                         name: kind,
                         handler: metrics::histogram!("percore_actor_handler_seconds", vec![rt.clone(), kl.clone()]),
-                        depth: metrics::histogram!("percore_actor_mailbox_depth", vec![rt, kl]),
+                        depth: metrics::histogram!("percore_actor_mailbox_depth", vec![rt.clone(), kl.clone()]),
                         high_water_gauge: metrics::gauge!("percore_actor_mailbox_depth_high_water", shard_kind),
                         high_water: 0,
+                        wait: metrics::histogram!("percore_actor_mailbox_wait_seconds", vec![rt, kl]),
                     });
                     kinds.len() - 1
                 }
             };
-            let k = &mut kinds[i];
-            if handled > 0 {
-                k.handler.record(elapsed.as_secs_f64() / handled as f64);
-            }
-            k.depth.record(depth as f64);
-            if depth > k.high_water {
-                k.high_water = depth;
-                k.high_water_gauge.set(depth as f64);
-            }
+            f(&mut kinds[i]);
+        }
+
+        /// Whether the same-shard message being queued now is stamped for the wait
+        /// histogram (one in [`WAIT_SAMPLE_EVERY`]).
+        #[inline]
+        pub(crate) fn wait_sample_due(&self) -> bool {
+            let n = self.wait_ticks.get();
+            self.wait_ticks.set(n.wrapping_add(1));
+            n % WAIT_SAMPLE_EVERY as u64 == 0
+        }
+
+        /// A stamped message (queued at `queued_at`, see `telemetry::context::now_ns`) of an
+        /// actor of type `kind` is about to be handled.
+        #[cold]
+        #[inline(never)]
+        pub(crate) fn mailbox_wait(&self, kind: &'static str, queued_at: u64) {
+            let waited = crate::telemetry::context::now_ns().saturating_sub(queued_at);
+            self.with_kind(kind, |k| k.wait.record(waited as f64 / 1e9));
         }
 
         /// An activation began on a runtime with metrics on (counted here, not in the shard
