@@ -512,13 +512,18 @@ fn rolling_restart(entities: usize) {
     let g = gateway(members[0].addr);
     let mut total = 0;
     let mut wrong: HashMap<usize, (u64, u64)> = HashMap::new();
-    for e in 0..entities {
-        let count = g.blocking_ask(|reply| GatewayMsg::Get { entity: format!("e{e}"), reply }, LONG).unwrap();
-        let acked = ledger.acked[e].load(Ordering::SeqCst);
-        if count != acked {
-            wrong.insert(e, (count, acked));
+    for start in (0..entities).step_by(256) {
+        let batch: Vec<usize> = (start..(start + 256).min(entities)).collect();
+        let asks = batch.iter().map(|&e| g.ask(move |reply| GatewayMsg::Get { entity: format!("e{e}"), reply }).timeout(LONG));
+        let counts = futures::executor::block_on(futures::future::join_all(asks));
+        for (e, count) in batch.into_iter().zip(counts) {
+            let count = count.expect("every entity answers");
+            let acked = ledger.acked[e].load(Ordering::SeqCst);
+            if count != acked {
+                wrong.insert(e, (count, acked));
+            }
+            total += count;
         }
-        total += count;
     }
     assert!(wrong.is_empty(), "entities whose count differs from the acknowledged one (count, acked): {wrong:?}");
     eprintln!(
@@ -534,13 +539,16 @@ fn rolling_restart(entities: usize) {
     let _ = std::fs::remove_dir_all(&store);
 }
 
+/// 2,000 counters: the full 10,000 took 17 to 49 s (15 to 39 s of it driving) on this
+/// project's loaded 2-core machine in a debug build, beyond what a test in the default
+/// suite should take there; the 10,000 run is the ignored test below.
 #[test]
 fn a_rolling_restart_of_three_member_processes_loses_no_acknowledged_increment() {
-    rolling_restart(1_000);
+    rolling_restart(2_000);
 }
 
 #[test]
-#[ignore = "the issue's full size: about a minute in a debug build on a loaded 2-core machine (1,000 entities by default)"]
+#[ignore = "the issue's full size; 17-49 s in a debug build on a loaded 2-core machine (2,000 entities by default)"]
 fn a_rolling_restart_with_10000_entities_loses_no_acknowledged_increment() {
     rolling_restart(10_000);
 }

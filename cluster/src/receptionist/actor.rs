@@ -40,8 +40,12 @@ pub(crate) enum ReceptionistMsg<M: Send + 'static> {
 }
 
 /// Where a subscriber's listings go: `Err(Full)` is retried on the next change or tick,
-/// `Err(Closed)` drops the subscriber.
-pub(crate) type Sink<M> = Box<dyn Fn(Listing<M>) -> Result<(), TellError<Listing<M>>> + Send>;
+/// `Err(Closed)` drops the subscriber; so does `closed()` on a tick (a subscriber that
+/// stopped while its listing did not change).
+pub(crate) struct Sink<M> {
+    pub(crate) send: Box<dyn Fn(Listing<M>) -> Result<(), TellError<Listing<M>>> + Send>,
+    pub(crate) closed: Box<dyn Fn() -> bool + Send>,
+}
 
 /// Local-only receptionist messages.
 pub(crate) enum Command<M: Send + 'static> {
@@ -222,7 +226,7 @@ impl<M: RemoteMessage> ReceptionistActor<M> {
                 if s.last.as_ref() == Some(&now) {
                     return true;
                 }
-                match (s.sink)(Listing { key: key.clone(), refs: now.clone() }) {
+                match (s.sink.send)(Listing { key: key.clone(), refs: now.clone() }) {
                     Ok(()) => {
                         s.last = Some(now.clone());
                         true
@@ -391,7 +395,7 @@ impl<M: RemoteMessage> Actor for ReceptionistActor<M> {
                 Command::Subscribe { key, sink } => {
                     // The current listing first (even if empty), then every change.
                     let refs = self.listing(key.name());
-                    let last = match sink(Listing { key: key.clone(), refs: refs.clone() }) {
+                    let last = match (sink.send)(Listing { key: key.clone(), refs: refs.clone() }) {
                         Ok(()) => Some(refs),
                         Err(TellError::Full(_)) => None,
                         Err(TellError::Closed(_)) => return Ok(()),
@@ -402,7 +406,13 @@ impl<M: RemoteMessage> Actor for ReceptionistActor<M> {
                     return Ok(());
                 }
                 Command::Members(state) => self.on_members(state),
-                Command::Tick => self.on_tick(),
+                Command::Tick => {
+                    for (_, subs) in self.subscribers.values_mut() {
+                        subs.retain(|s| !(s.sink.closed)());
+                    }
+                    self.subscribers.retain(|_, (_, subs)| !subs.is_empty());
+                    self.on_tick();
+                }
             },
         }
         self.notify();

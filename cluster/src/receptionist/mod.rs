@@ -216,8 +216,9 @@ impl Receptionist {
         key: &ServiceKey<M>,
         subscriber: &ActorRef<Listing<M>>,
     ) -> Result<(), ClusterError> {
-        let s = subscriber.clone();
-        self.command(Command::Subscribe { key: key.clone(), sink: Box::new(move |l| s.try_tell(l)) })
+        let (s, c) = (subscriber.clone(), subscriber.clone());
+        let sink = actor::Sink { send: Box::new(move |l| s.try_tell(l)), closed: Box::new(move || c.is_closed()) };
+        self.command(Command::Subscribe { key: key.clone(), sink })
     }
 
     /// Starts a group router over `key`'s listing on this node: it routes each message to
@@ -234,8 +235,8 @@ impl Receptionist {
         let router = rt
             .spawn(Props::from(RouterActor::<M>::new(routing, buffer)).capacity(1 << 14))
             .map_err(ClusterError::Spawn)?;
-        let r = router.clone();
-        let sink: actor::Sink<M> = Box::new(move |l| {
+        let (r, c) = (router.clone(), router.clone());
+        let send = Box::new(move |l| {
             r.try_tell(RouterMsg::Listing(l)).map_err(|e| match e {
                 TellError::Full(RouterMsg::Listing(l)) => TellError::Full(l),
                 TellError::Closed(RouterMsg::Listing(l)) => TellError::Closed(l),
@@ -243,6 +244,7 @@ impl Receptionist {
                 _ => unreachable!("a listing comes back"),
             })
         });
+        let sink = actor::Sink { send, closed: Box::new(move || c.is_closed()) };
         if let Err(e) = self.command(Command::Subscribe { key: key.clone(), sink }) {
             router.stop();
             return Err(e);
