@@ -39,11 +39,14 @@ pub(crate) enum ReceptionistMsg<M: Send + 'static> {
     Local(Command<M>),
 }
 
+/// Hands a subscriber a listing (or gives it back: full or closed).
+pub(crate) type SendListing<M> = Box<dyn Fn(Listing<M>) -> Result<(), TellError<Listing<M>>> + Send>;
+
 /// Where a subscriber's listings go: `Err(Full)` is retried on the next change or tick,
 /// `Err(Closed)` drops the subscriber; so does `closed()` on a tick (a subscriber that
 /// stopped while its listing did not change).
 pub(crate) struct Sink<M> {
-    pub(crate) send: Box<dyn Fn(Listing<M>) -> Result<(), TellError<Listing<M>>> + Send>,
+    pub(crate) send: SendListing<M>,
     pub(crate) closed: Box<dyn Fn() -> bool + Send>,
 }
 
