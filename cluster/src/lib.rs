@@ -47,7 +47,8 @@
 //!   cluster forms.
 //! * **Testing partitions**: [`Cluster::faults`] blackholes cluster traffic between nodes.
 //!
-//! Examples: `cluster_counters` (three processes, sharded counters, a singleton) and
+//! Examples: `cluster_counters` (three processes, sharded counters, a singleton, a
+//! receptionist service behind a group router) and
 //! `sharding_throughput` (sharded entities against direct remote `tell`). See
 //! `docs/CLUSTER.md` for the guarantees and what happens in each failure.
 #![deny(unsafe_op_in_unsafe_fn)]
