@@ -2,8 +2,9 @@
 //! mode): formation, and a rolling restart of every member under load.
 //!
 //! A child prints what the driver needs on its stdout, one line each: `READY`, every
-//! cluster event it gets (`EV <kind> <address> <up-number>`), `LEFT` when its membership
-//! ended after a `LEAVE` on its stdin; `EXIT` (or the end of its stdin) ends it.
+//! cluster event it gets (`EV <kind> <address> <up-number>`), `LISTED <labels>` when its
+//! receptionist lists the three members' service actors (formation), `LEFT` when its
+//! membership ended after a `LEAVE` on its stdin; `EXIT` (or the end of its stdin) ends it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -15,10 +16,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo};
-use percore_cluster::{Cluster, ClusterEvent, ClusterSharding, EntityRefs, ShardingSettings};
+use percore_cluster::{Cluster, ClusterEvent, ClusterSharding, EntityRefs, Receptionist, ServiceKey, ShardingSettings};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use crate::common::*;
+use crate::receptionist::{WorkMsg, Worker};
 
 // ---------------------------------------------------------------------------------------
 // The rolling-restart entity: a counter whose count survives moves in a file per entity.
@@ -210,6 +212,20 @@ fn child_member() {
     }
     cluster.join(seeds).unwrap();
     println!("READY");
+    if std::env::var_os("PERCORE_CHILD_SERVICE").is_some() {
+        // One service actor per member, listed on every member: once this member lists
+        // three, it asks each (across processes) for its label.
+        let receptionist = Receptionist::new(&cluster);
+        let key = ServiceKey::<WorkMsg>::new("labels");
+        let me = rt.handle().spawn(Props::from(Worker { label: node.addr().to_string(), hits: 0 })).unwrap();
+        receptionist.register(&key, &me).unwrap();
+        eventually("three listed", || receptionist.blocking_find(&key, LONG).is_ok_and(|l| l.len() == 3));
+        let listing = receptionist.blocking_find(&key, LONG).unwrap();
+        let mut labels: Vec<String> =
+            listing.refs().iter().map(|r| r.blocking_ask(WorkMsg::Who, LONG).unwrap()).collect();
+        labels.sort();
+        println!("LISTED {}", labels.join(","));
+    }
     for line in std::io::stdin().lock().lines() {
         match line.as_deref().map(str::trim) {
             Ok("LEAVE") => {
@@ -251,6 +267,11 @@ fn free_port() -> u16 {
 
 impl Member {
     fn spawn(port: u16, seeds: &[SocketAddr], min: usize, store: Option<&PathBuf>) -> Member {
+        Self::spawn_with(port, seeds, min, store, false)
+    }
+
+    /// `service`: the child also registers a service actor and reports what it lists.
+    fn spawn_with(port: u16, seeds: &[SocketAddr], min: usize, store: Option<&PathBuf>, service: bool) -> Member {
         let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--ignored", "--exact", CHILD, "--nocapture", "--test-threads=1"])
@@ -263,6 +284,9 @@ impl Member {
         if let Some(dir) = store {
             cmd.env("PERCORE_CHILD_STORE", dir);
         }
+        if service {
+            cmd.env("PERCORE_CHILD_SERVICE", "1");
+        }
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
         let out = child.stdout.take().unwrap();
@@ -271,7 +295,7 @@ impl Member {
             for line in BufReader::new(out).lines() {
                 let Ok(mut line) = line else { break };
                 // The test harness's own "test … " prefix may share the child's first line.
-                if let Some(i) = ["EV ", "READY", "LEFT"].iter().filter_map(|t| line.find(t)).min() {
+                if let Some(i) = ["EV ", "READY", "LEFT", "LISTED"].iter().filter_map(|t| line.find(t)).min() {
                     line = line.split_off(i);
                 }
                 if tx.send(line).is_err() {
@@ -336,9 +360,20 @@ fn three_member_processes_form_a_cluster_with_events_in_order() {
     let ports = [free_port(), free_port(), free_port()];
     let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
     // All three wait for each other (min 3): nobody is up before everyone has joined.
-    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn(*p, &addrs, 3, None)).collect();
+    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_with(*p, &addrs, 3, None, true)).collect();
     for m in &mut members {
         m.wait_up(&addrs);
+    }
+    // The receptionist across processes: every member lists the three service actors,
+    // and each answered through its (local or remote) ref.
+    let mut all: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    all.sort();
+    for m in &mut members {
+        if !m.seen.iter().any(|l| l.starts_with("LISTED ")) {
+            m.wait_line("LISTED", |l| l.starts_with("LISTED "));
+        }
+        let listed = m.seen.iter().find(|l| l.starts_with("LISTED ")).unwrap();
+        assert_eq!(listed, &format!("LISTED {}", all.join(",")), "{}", m.addr);
     }
     for m in &members {
         let first = m.seen.iter().find(|l| l.starts_with("EV ")).unwrap();

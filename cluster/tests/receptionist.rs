@@ -64,9 +64,9 @@ impl RemoteMessage for ReportMsg {
     const TYPE_ID: u32 = 0x7e57_c012;
 }
 
-struct Worker {
-    label: String,
-    hits: u64,
+pub struct Worker {
+    pub label: String,
+    pub hits: u64,
 }
 
 impl Actor for Worker {
