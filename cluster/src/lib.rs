@@ -61,8 +61,8 @@ mod event;
 mod gossip;
 mod member;
 mod phi;
-mod sbr;
 pub mod receptionist;
+mod sbr;
 pub mod sharding;
 
 pub use cluster::{Cluster, Faults};
@@ -70,8 +70,8 @@ pub use config::ClusterConfig;
 pub use event::{ClusterEvent, CurrentClusterState};
 pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
-pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
 pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
+pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
 pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
 
 /// Why a cluster operation was refused.

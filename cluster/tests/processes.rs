@@ -170,7 +170,9 @@ impl Actor for EventPrinter {
             ClusterEvent::MemberRemoved { member, .. } => format!("EV Removed {} {}", member.addr(), member.up_number),
             ClusterEvent::UnreachableMember(m) => format!("EV Unreachable {} {}", m.addr(), m.up_number),
             ClusterEvent::ReachableMember(m) => format!("EV Reachable {} {}", m.addr(), m.up_number),
-            ClusterEvent::LeaderChanged(l) => format!("EV Leader {}", l.map_or("-".to_string(), |l| l.addr.to_string())),
+            ClusterEvent::LeaderChanged(l) => {
+                format!("EV Leader {}", l.map_or("-".to_string(), |l| l.addr.to_string()))
+            }
             other => format!("EV Other {other:?}"),
         };
         println!("{line}");
@@ -343,8 +345,9 @@ impl Member {
             .iter()
             .filter_map(|l| {
                 let mut w = l.split(' ');
-                (w.next() == Some("EV") && w.next() == Some(kind))
-                    .then(|| (w.next().unwrap_or_default().to_string(), w.next().and_then(|n| n.parse().ok()).unwrap_or(0)))
+                (w.next() == Some("EV") && w.next() == Some(kind)).then(|| {
+                    (w.next().unwrap_or_default().to_string(), w.next().and_then(|n| n.parse().ok()).unwrap_or(0))
+                })
             })
             .collect()
     }
@@ -377,7 +380,11 @@ fn three_member_processes_form_a_cluster_with_events_in_order() {
     }
     for m in &members {
         let first = m.seen.iter().find(|l| l.starts_with("EV ")).unwrap();
-        assert_eq!(first, "EV Snapshot 0", "{}: the snapshot comes first (subscribed before joining): {:?}", m.addr, m.seen);
+        assert_eq!(
+            first, "EV Snapshot 0",
+            "{}: the snapshot comes first (subscribed before joining): {:?}",
+            m.addr, m.seen
+        );
         // Every member up exactly once, numbered 1..=3 (its age), the same everywhere.
         let ups = m.events("Up");
         assert_eq!(ups.len(), 3, "{}: {:?}", m.addr, m.seen);
@@ -422,6 +429,17 @@ struct Ledger {
     retries: AtomicU64,
     /// Batches completed (each batch reads the gateway once, when it starts).
     batches: AtomicU64,
+    /// The first acknowledgement that was not the increment sent (the driver stops).
+    violation: Mutex<Option<String>>,
+}
+
+impl Ledger {
+    /// Fails the test with the first violation, if any.
+    fn check(&self) {
+        if let Some(v) = self.violation.lock().unwrap().as_ref() {
+            panic!("an acknowledged increment was lost: {v}");
+        }
+    }
 }
 
 /// Sends every entity its next increment through the gateway in `gw`, in batches of asks
@@ -458,7 +476,11 @@ fn drive(
                 match r {
                     Ok(count) => {
                         // Never behind what was acknowledged: a lost count shows here.
-                        assert_eq!(count, seq, "entity e{e}: acknowledged {} before, now reports {count}", seq - 1);
+                        if count != seq {
+                            let v = format!("entity e{e}: acknowledged {} before, now reports {count}", seq - 1);
+                            *ledger.violation.lock().unwrap() = Some(v);
+                            return;
+                        }
                         ledger.acked[e].store(seq, Ordering::SeqCst);
                     }
                     Err(_) => {
@@ -490,9 +512,15 @@ fn rolling_restart(entities: usize) {
     }
     let (_rt, driver) = start_node_full("driver", 0, 1 << 16, 1);
     driver.register::<GatewayMsg>().unwrap();
-    let gateway = |a: SocketAddr| driver.remote_ref::<GatewayMsg>(&format!("percore://percore@{a}/user/gateway")).unwrap();
+    let gateway =
+        |a: SocketAddr| driver.remote_ref::<GatewayMsg>(&format!("percore://percore@{a}/user/gateway")).unwrap();
 
-    let ledger = Arc::new(Ledger { acked: (0..entities).map(|_| AtomicU64::new(0)).collect(), retries: AtomicU64::new(0), batches: AtomicU64::new(0) });
+    let ledger = Arc::new(Ledger {
+        acked: (0..entities).map(|_| AtomicU64::new(0)).collect(),
+        retries: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+        violation: Mutex::new(None),
+    });
     let gw = Arc::new(Mutex::new(gateway(members[0].addr)));
     let (stop, passes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let t0 = Instant::now();
@@ -500,7 +528,12 @@ fn rolling_restart(entities: usize) {
         let (gw, ledger, stop, passes) = (gw.clone(), ledger.clone(), stop.clone(), passes.clone());
         std::thread::spawn(move || drive(gw, ledger, stop, passes, 256))
     };
-    let wait_pass = |after: u64| eventually("a full pass of increments", || passes.load(Ordering::SeqCst) > after);
+    let wait_pass = |after: u64| {
+        eventually("a full pass of increments", || {
+            ledger.check();
+            passes.load(Ordering::SeqCst) > after
+        })
+    };
     wait_pass(0);
     let mut activations = Vec::new();
     let mut phases = Vec::new();
@@ -511,7 +544,10 @@ fn rolling_restart(entities: usize) {
         *gw.lock().unwrap() = gateway(members[other].addr);
         let t = Instant::now();
         let b = ledger.batches.load(Ordering::SeqCst);
-        eventually("the batch in flight", || ledger.batches.load(Ordering::SeqCst) > b);
+        eventually("the batch in flight", || {
+            ledger.check();
+            ledger.batches.load(Ordering::SeqCst) > b
+        });
         phases.push(("switch", t.elapsed()));
         let t = Instant::now();
         members[i].send("LEAVE");
@@ -540,6 +576,7 @@ fn rolling_restart(entities: usize) {
     }
     stop.store(true, Ordering::SeqCst);
     sender.join().unwrap();
+    ledger.check();
     let elapsed = t0.elapsed();
 
     // Every entity's count, read back through the entity (recovered from its file on
@@ -549,7 +586,8 @@ fn rolling_restart(entities: usize) {
     let mut wrong: HashMap<usize, (u64, u64)> = HashMap::new();
     for start in (0..entities).step_by(256) {
         let batch: Vec<usize> = (start..(start + 256).min(entities)).collect();
-        let asks = batch.iter().map(|&e| g.ask(move |reply| GatewayMsg::Get { entity: format!("e{e}"), reply }).timeout(LONG));
+        let asks =
+            batch.iter().map(|&e| g.ask(move |reply| GatewayMsg::Get { entity: format!("e{e}"), reply }).timeout(LONG));
         let counts = futures::executor::block_on(futures::future::join_all(asks));
         for (e, count) in batch.into_iter().zip(counts) {
             let count = count.expect("every entity answers");

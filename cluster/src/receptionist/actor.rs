@@ -140,9 +140,8 @@ pub(crate) struct ReceptionistActor<M: RemoteMessage> {
 impl<M: RemoteMessage> ReceptionistActor<M> {
     pub(crate) fn new(cluster: Cluster) -> Self {
         let me = cluster.shared.me;
-        let version = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let version =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         ReceptionistActor {
             cluster,
             me,
@@ -293,10 +292,7 @@ impl<M: RemoteMessage> ReceptionistActor<M> {
             self.send(m.addr, ReceptionistMsg::Digest { from: me, version });
             // A stopped proxy (its connection dropped, its node restarted) stands for
             // nothing: pull the register again to get fresh refs.
-            let stale = self
-                .remote
-                .get(&m)
-                .is_some_and(|r| r.entries.values().flatten().any(|r| r.is_closed()));
+            let stale = self.remote.get(&m).is_some_and(|r| r.entries.values().flatten().any(|r| r.is_closed()));
             if stale {
                 self.send(m.addr, ReceptionistMsg::Pull { from: me });
             }
@@ -315,10 +311,7 @@ impl<M: RemoteMessage> Actor for ReceptionistActor<M> {
         let me = ctx.myself().clone();
         // The hook drops itself once this actor has stopped.
         let hook = Box::new(move |s: &CurrentClusterState| {
-            !matches!(
-                me.try_tell(ReceptionistMsg::Local(Command::Members(s.clone()))),
-                Err(TellError::Closed(_))
-            )
+            !matches!(me.try_tell(ReceptionistMsg::Local(Command::Members(s.clone()))), Err(TellError::Closed(_)))
         });
         if self.cluster.watch_members(hook).is_err() {
             self.terminated = true;

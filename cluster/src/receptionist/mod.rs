@@ -201,7 +201,11 @@ impl Receptionist {
 
     /// The current listing of `key` on this node, from a plain thread (blocks up to
     /// `timeout`; `WouldBlock` on a shard thread: use [`Receptionist::find`] there).
-    pub fn blocking_find<M: RemoteMessage>(&self, key: &ServiceKey<M>, timeout: Duration) -> Result<Listing<M>, AskError> {
+    pub fn blocking_find<M: RemoteMessage>(
+        &self,
+        key: &ServiceKey<M>,
+        timeout: Duration,
+    ) -> Result<Listing<M>, AskError> {
         let key = key.clone();
         let r = self.actor::<M>().map_err(|_| AskError::Closed)?;
         r.blocking_ask(move |reply| ReceptionistMsg::Local(Command::Find { key, reply }), timeout)

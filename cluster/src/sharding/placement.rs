@@ -90,9 +90,8 @@ fn least_shards(shards: u32, up: &[Member]) -> Vec<Option<UniqueAddress>> {
     members.dedup();
     let n = members.len() as u32;
     let quota: Vec<u32> = (0..n).map(|i| shards / n + u32::from(i < shards % n)).collect();
-    let mut pairs: Vec<(u64, u32, usize)> = (0..shards)
-        .flat_map(|s| members.iter().enumerate().map(move |(i, m)| (score(s, m), s, i)))
-        .collect();
+    let mut pairs: Vec<(u64, u32, usize)> =
+        (0..shards).flat_map(|s| members.iter().enumerate().map(move |(i, m)| (score(s, m), s, i))).collect();
     pairs.sort_unstable_by(|a, b| b.cmp(a));
     let mut load = vec![0u32; members.len()];
     let mut out = vec![None; shards as usize];
@@ -159,8 +158,9 @@ mod tests {
         let join_moves = a.iter().zip(&b).filter(|(x, y)| x != y).count();
         let to_new = a.iter().zip(&b).filter(|(x, y)| x != y && **y == Some(four[3].node)).count();
         assert_eq!(to_new, 250, "the newcomer gets its quota");
-        let rendezvous_moves =
-            (0..1000).filter(|s| owner_of(*s, &three, Placement::Rendezvous) != owner_of(*s, &four, Placement::Rendezvous)).count();
+        let rendezvous_moves = (0..1000)
+            .filter(|s| owner_of(*s, &three, Placement::Rendezvous) != owner_of(*s, &four, Placement::Rendezvous))
+            .count();
         let leave_moves = b.iter().zip(&a).filter(|(x, y)| x != y).count();
         eprintln!(
             "1000 shards, join 3 -> 4: least-shards moves {join_moves} (the minimum is 250), rendezvous {rendezvous_moves}; \

@@ -200,11 +200,8 @@ where
     }
 
     fn set_view(&mut self, v: MembershipView) {
-        self.owners = if v.terminated {
-            Vec::new()
-        } else {
-            owners(self.settings.num_shards, &v.up, self.settings.placement)
-        };
+        self.owners =
+            if v.terminated { Vec::new() } else { owners(self.settings.num_shards, &v.up, self.settings.placement) };
         self.view = Some(v);
     }
 
