@@ -142,6 +142,43 @@ fn time_in_mailbox_is_sampled_one_message_in_64() {
     rt.shutdown();
 }
 
+/// Sends 640 adds to its target, from the target's own shard.
+#[cfg(feature = "metrics")]
+struct Feeder;
+
+#[cfg(feature = "metrics")]
+impl Actor for Feeder {
+    type Msg = percore::ActorRef<CountMsg>;
+    fn handle(&mut self, _ctx: &mut Context<Self>, to: Self::Msg) -> Result<(), ActorError> {
+        for _ in 0..640 {
+            to.tell(CountMsg::Add(1)).unwrap();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn time_in_mailbox_is_sampled_for_same_shard_messages_too() {
+    let addr = endpoint();
+    let rt = Runtime::builder().name("prom-wait-local").shards(1).pin_to_cores(false).idle_spins(16).metrics(true).build().unwrap();
+    let counter = rt.spawn(Props::from(Counter(0)).capacity(4096)).unwrap();
+    let feeder = rt.spawn(Feeder).unwrap();
+    feeder.tell(counter.clone()).unwrap();
+    // The first of the 640 same-shard adds is the shard's probe (the others queue while it
+    // is out), and the ask from this thread takes ring slot 0 (stamped): 2 waits in all.
+    assert!(eventually(|| counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap() == 640));
+    let waits = |b: &str| -> u64 {
+        b.lines()
+            .filter(|l| l.starts_with("percore_actor_mailbox_wait_seconds_count{") && l.contains("prom-wait-local") && l.contains("::Counter\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    assert!(eventually(|| waits(&scrape(addr)) >= 2), "{}", scrape(addr));
+    assert_eq!(waits(&scrape(addr)), 2, "the probe and the stamped ring slot");
+    rt.shutdown();
+}
+
 #[cfg(feature = "metrics")]
 #[test]
 fn metrics_off_publishes_nothing() {

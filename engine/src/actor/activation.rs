@@ -204,6 +204,9 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
         }
         Lifecycle::Stopping => {
+            if T & METRICS != 0 {
+                shard.metrics().forget_probe(&shared.header);
+            }
             // SAFETY: owner-shard thread (contract).
             unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         }
@@ -275,6 +278,10 @@ fn process_user_messages<A: Actor, const T: u8>(
                 let next = unsafe { if unstashed { cell.shared().pop_local_first_side() } else { cell.shared().next_message_side(from_ring) } };
                 let Some((msg, side)) = next else { break };
                 handled += 1;
+                if T == METRICS && (unstashed || !from_ring) {
+                    // Metrics alone: same-shard waits are sampled by the shard's probe.
+                    shard.metrics().local_popped(cell.header(), std::any::type_name::<A>());
+                }
                 if T & METRICS != 0 && side.queued_at != 0 {
                     shard.metrics().mailbox_wait(std::any::type_name::<A>(), side.queued_at);
                 }

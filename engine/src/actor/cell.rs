@@ -27,7 +27,7 @@ use crate::runtime::RuntimeShared;
 use crate::shard::{Entry, ShardLocal};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
-use crate::telemetry::context::Side;
+use crate::telemetry::context::{Side, OBSERVE_TRACE};
 
 /// The message-typed prefix: what an `ActorRef<M>` can reach.
 #[repr(C)]
@@ -43,10 +43,11 @@ pub(crate) struct Shared<M> {
 /// so the oldest message sits inline (no allocation) and only a backlog spills into a
 /// heap queue, allocated the first time two messages wait at once.
 ///
-/// In an observed runtime (handler spans or metrics: `Ring::observe` is not 0) every
-/// message also has side data (`telemetry::context::Side`): then the inline slot stays empty
-/// and messages and their sides queue side by side in the backlog. Invariant: `sides` is
-/// empty (plain) or exactly as long as `msgs` (observed), for the cell's whole life.
+/// In a runtime with handler spans (`Ring::observe` has `OBSERVE_TRACE`) every message
+/// also has side data (`telemetry::context::Side`): then the inline slot stays empty and
+/// messages and their sides queue side by side in the backlog. Invariant: `sides` is empty
+/// (plain) or exactly as long as `msgs` (traced), for the cell's whole life. (With metrics
+/// alone the queue stays plain: the shard samples the wait with a probe instead.)
 struct LocalQueue<M> {
     first: Option<M>,
     // A thin box on purpose: 8 bytes in every cell instead of a 32-byte `VecDeque`.
@@ -166,14 +167,27 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.len() >= self.ring.capacity() {
+        // The capacity field with the ring's observe bits: a plain ring's is its capacity,
+        // an observed ring's is above any length (two instructions on the plain path).
+        let raw_cap = self.ring.raw_capacity();
+        if local.len() >= raw_cap {
             return Err(msg);
         }
-        let observe = self.ring.observe();
-        if observe == 0 {
-            local.push(msg);
+        if raw_cap > crate::queue::ring::MAX_CAPACITY {
+            if local.len() >= self.ring.capacity() {
+                return Err(msg);
+            }
+            let observe = self.ring.observe();
+            if observe & OBSERVE_TRACE != 0 {
+                local.push_observed(msg, Side::capture(observe, shard.metrics().wait_sample_due()));
+            } else {
+                // Metrics without spans: the queue stays plain, the shard's probe samples
+                // the wait (see `ShardMetrics::local_queued`).
+                local.push(msg);
+                shard.metrics().local_queued(&self.header, local.len() - 1);
+            }
         } else {
-            local.push_observed(msg, Side::capture(observe, shard.metrics().wait_sample_due()));
+            local.push(msg);
         }
         // SAFETY: owner-shard thread only (contract).
         let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
@@ -194,7 +208,7 @@ impl<M: Send + 'static> Shared<M> {
         let observe = self.ring.observe();
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if observe == 0 {
+        if observe & OBSERVE_TRACE == 0 {
             local.push(msg);
         } else {
             local.push_observed(msg, Side::capture(observe, false));
@@ -221,7 +235,7 @@ impl<M: Send + 'static> Shared<M> {
     /// Owner-shard thread only.
     pub(crate) unsafe fn unstash(&self, msgs: VecDeque<M>) {
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
-        let observed = self.ring.observe() != 0;
+        let observed = self.ring.observe() & OBSERVE_TRACE != 0;
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
         self.local.with_mut(|p| unsafe { (*p).push_front_all(msgs, observed) });
     }

@@ -49,6 +49,8 @@ struct Slot<T> {
 const OBSERVE_SHIFT: u32 = 30;
 /// The capacity part of `Ring::cap`.
 const CAP_MASK: u32 = (1 << OBSERVE_SHIFT) - 1;
+/// The largest capacity a ring can have.
+pub(crate) const MAX_CAPACITY: usize = CAP_MASK as usize;
 /// Sampled for the time in the mailbox: the messages queued at slot indices that are
 /// multiples of this (one in this many, or one per lap of a smaller ring).
 pub const WAIT_SAMPLE_EVERY: usize = 64;
@@ -104,6 +106,13 @@ impl<T> Ring<T> {
     #[inline]
     pub fn capacity(&self) -> usize {
         (self.cap & CAP_MASK) as usize
+    }
+
+    /// The capacity field as stored: the capacity of a plain ring, a value above
+    /// [`MAX_CAPACITY`] for an observed one (its `OBSERVE_*` bits are set).
+    #[inline]
+    pub(crate) fn raw_capacity(&self) -> usize {
+        self.cap as usize
     }
 
     /// The side data this ring keeps (`OBSERVE_*` bits; 0 for a plain ring).

@@ -43,11 +43,16 @@
 //! registers its metric handles when it starts, and a handle taken while no recorder is
 //! installed records nothing.
 //!
-//! **Time in the mailbox.** A runtime with metrics on keeps side data beside each message
-//! (see `telemetry/trace.rs`; a runtime without pays nothing): one message in
-//! [`WAIT_SAMPLE_EVERY`] is stamped with a clock read when queued (from another thread: the
-//! one queued at every 64th slot index of the ring; on the owner shard: every 64th the
-//! shard queues), and the activation that takes it records the wait.
+//! **Time in the mailbox.** One message in [`WAIT_SAMPLE_EVERY`] is stamped with a clock
+//! read when queued, and the activation that takes it records the wait (a runtime without
+//! metrics pays nothing):
+//! * from another thread: the one queued at every 64th slot index of the ring, whose slots
+//!   then have side data (`telemetry/context.rs`);
+//! * on the owner shard: every 64th message the shard queues becomes the shard's *probe*
+//!   (actor, messages ahead of it, time), if no probe is out; the actor's activations count
+//!   down to it. The local queue stays as it is, so the same-shard path keeps its inline
+//!   slot. With handler spans on as well, local messages carry side data anyway, and the
+//!   stamp rides in it.
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
@@ -129,6 +134,12 @@ mod off {
         }
         #[inline(always)]
         pub(crate) fn mailbox_wait(&self, _kind: &'static str, _queued_at: u64) {}
+        #[inline(always)]
+        pub(crate) fn local_queued(&self, _actor: &crate::actor::header::Header, _ahead: usize) {}
+        #[inline(always)]
+        pub(crate) fn local_popped(&self, _actor: &crate::actor::header::Header, _kind: &'static str) {}
+        #[inline(always)]
+        pub(crate) fn forget_probe(&self, _actor: &crate::actor::header::Header) {}
     }
 }
 
@@ -244,6 +255,19 @@ mod on {
         wait: Histogram,
     }
 
+    /// A same-shard message being timed: which actor's queue, how many messages wait ahead
+    /// of it there, and when it was queued (`telemetry::context::now_ns`).
+    #[derive(Debug, Clone, Copy)]
+    struct Probe {
+        actor: *const crate::actor::header::Header,
+        ahead: usize,
+        queued_at: u64,
+    }
+
+    /// A probe left behind (its actor was stopped with the message unhandled, or messages
+    /// were unstashed ahead of it) is replaced after this long, so sampling never stops.
+    const PROBE_TTL_NS: u64 = 60_000_000_000;
+
     /// A sampled activation: when it began (its mailbox depth then is in `ShardMetrics`).
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct Sample(Option<Instant>);
@@ -271,6 +295,8 @@ mod on {
         sampled_depth: Cell<usize>,
         /// Same-shard messages queued so far (picks the ones stamped for the wait histogram).
         wait_ticks: Cell<u64>,
+        /// The same-shard message being timed (metrics without spans): one at a time.
+        probe: Cell<Option<Probe>>,
         kinds: RefCell<Vec<Kind>>,
         handles: Option<Handles>,
         shard: usize,
@@ -320,6 +346,7 @@ mod on {
                 turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
                 wait_ticks: Cell::new(0),
+                probe: Cell::new(None),
                 kinds: RefCell::new(Vec::new()),
                 handles,
                 shard,
@@ -408,6 +435,53 @@ mod on {
             let n = self.wait_ticks.get();
             self.wait_ticks.set(n.wrapping_add(1));
             n % WAIT_SAMPLE_EVERY as u64 == 0
+        }
+
+        /// A same-shard message was queued into `actor`'s local queue behind `ahead` others
+        /// (metrics without spans, whose queues keep no side data): one in
+        /// [`WAIT_SAMPLE_EVERY`] becomes the probe, if none is out.
+        #[inline]
+        pub(crate) fn local_queued(&self, actor: &crate::actor::header::Header, ahead: usize) {
+            if self.wait_sample_due() {
+                self.start_probe(actor, ahead);
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn start_probe(&self, actor: &crate::actor::header::Header, ahead: usize) {
+            let now = crate::telemetry::context::now_ns();
+            if let Some(p) = self.probe.get() {
+                if now.saturating_sub(p.queued_at) < PROBE_TTL_NS {
+                    return;
+                }
+            }
+            self.probe.set(Some(Probe { actor, ahead, queued_at: now }));
+        }
+
+        /// A message of `actor`'s local queue is about to be handled: if it is the probe's,
+        /// its wait is recorded.
+        #[inline]
+        pub(crate) fn local_popped(&self, actor: &crate::actor::header::Header, kind: &'static str) {
+            if let Some(mut p) = self.probe.get() {
+                if std::ptr::eq(p.actor, actor) {
+                    if p.ahead == 0 {
+                        self.probe.set(None);
+                        self.mailbox_wait(kind, p.queued_at);
+                    } else {
+                        p.ahead -= 1;
+                        self.probe.set(Some(p));
+                    }
+                }
+            }
+        }
+
+        /// `actor` stops: its queued messages go to dead letters, and so does the probe.
+        #[inline]
+        pub(crate) fn forget_probe(&self, actor: &crate::actor::header::Header) {
+            if self.probe.get().is_some_and(|p| std::ptr::eq(p.actor, actor)) {
+                self.probe.set(None);
+            }
         }
 
         /// A stamped message (queued at `queued_at`, see `telemetry::context::now_ns`) of an
