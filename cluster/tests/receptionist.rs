@@ -260,3 +260,43 @@ fn a_lost_register_push_is_repaired_by_the_digest() {
     // No new push: the next digest tells node 0 it is behind, and it pulls.
     converges(&recs[0], &key, &["b1"]);
 }
+
+/// Polls until `rec` lists exactly the actors labelled `expected`, each answering an ask
+/// (a listed ref that cannot answer yet, e.g. a dead incarnation's, means "not yet").
+fn settles_on(rec: &Receptionist, key: &ServiceKey<WorkMsg>, expected: &[&str]) {
+    let want = set(expected);
+    eventually(&format!("{} listed exactly {expected:?}", key.name()), || {
+        let l = rec.blocking_find(key, LONG).unwrap();
+        let got: Option<BTreeSet<String>> =
+            l.refs().iter().map(|r| r.blocking_ask(WorkMsg::Who, Duration::from_secs(2)).ok()).collect();
+        l.len() == expected.len() && got.as_ref() == Some(&want)
+    });
+}
+
+/// A member restarted at the same address is a new incarnation, so a new register: the
+/// old incarnation's entries go when it is downed (as the new one joins), and the new
+/// one's are listed, never confused with them.
+#[test]
+fn a_restarted_member_registers_anew_and_its_old_entries_go() {
+    let mut nodes = cluster_of(3, config(), |_| {});
+    all_up(&[&nodes[0], &nodes[1], &nodes[2]], 3);
+    let key = ServiceKey::<WorkMsg>::new("restarted");
+    let recs: Vec<Receptionist> = nodes.iter().map(|n| Receptionist::new(&n.cluster)).collect();
+    recs[1].register(&key, &worker(&nodes[1], "b-old")).unwrap();
+    recs[2].register(&key, &worker(&nodes[2], "c")).unwrap();
+    for r in &recs {
+        converges(r, &key, &["b-old", "c"]);
+    }
+    let old = nodes[1].cluster.self_address();
+    nodes[1].kill();
+    let (rt, node) = start_node_on("n1-again", old.addr.port());
+    let cluster = percore_cluster::Cluster::start(&node, config().seeds([nodes[0].addr()])).unwrap();
+    assert_ne!(cluster.self_address().incarnation, old.incarnation);
+    nodes[1] = TestNode { rt: Some(rt), node, cluster };
+    all_up(&[&nodes[0], &nodes[1], &nodes[2]], 3);
+    let again = Receptionist::new(&nodes[1].cluster);
+    again.register(&key, &worker(&nodes[1], "b-new")).unwrap();
+    for r in [&recs[0], &again, &recs[2]] {
+        settles_on(r, &key, &["b-new", "c"]);
+    }
+}
