@@ -210,7 +210,7 @@ impl ClusterSharding {
         self.cluster.register_region(
             name,
             Box::new(move |v| {
-                let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(v)));
+                let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(Box::new(v))));
             }),
         )?;
         Ok(EntityRefs { region: r, cluster: self.cluster.clone(), undelivered })

@@ -62,7 +62,9 @@ pub(crate) enum RegionMsg<M> {
 #[doc(hidden)]
 #[derive(Debug)]
 pub(crate) enum RegionLocal {
-    View(MembershipView),
+    /// Boxed: a view is ~100 bytes and rare, and every slot of the region's mailbox is as
+    /// large as the largest message.
+    View(Box<MembershipView>),
     EntityTerminated { key: EntityKey, id: ActorId },
     PassivationTick,
     RetryTick,
@@ -727,7 +729,7 @@ where
                     self.check_acquired(ctx, shard);
                 }
             }
-            RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, v),
+            RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, *v),
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
@@ -737,5 +739,19 @@ where
             ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every slot of a region's mailbox (65,536 of them) is as large as the largest region
+    /// message: the envelope, not a membership view, must set that size.
+    #[test]
+    fn the_envelope_sets_the_size_of_a_region_message() {
+        let envelope = std::mem::size_of::<EntityKey>() + std::mem::size_of::<SocketAddr>() + 8;
+        assert!(std::mem::size_of::<RegionMsg<()>>() <= envelope, "{}", std::mem::size_of::<RegionMsg<()>>());
+        assert!(std::mem::size_of::<RegionLocal>() < std::mem::size_of::<RegionMsg<()>>());
     }
 }
