@@ -65,7 +65,10 @@ pub(crate) enum RegionLocal {
     /// Boxed: a view is ~100 bytes and rare, and every slot of the region's mailbox is as
     /// large as the largest message.
     View(Box<MembershipView>),
-    EntityTerminated { key: EntityKey, id: ActorId },
+    EntityTerminated {
+        key: EntityKey,
+        id: ActorId,
+    },
     PassivationTick,
     RetryTick,
     Flush,

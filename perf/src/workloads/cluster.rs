@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use percore::{Actor, ActorError, Context, Props, ReplyTo, Runtime};
-use percore_cluster::{Cluster, ClusterConfig, ClusterSharding, EntityRefs, MemberStatus, SbrStrategy, ShardingSettings};
+use percore_cluster::{
+    Cluster, ClusterConfig, ClusterSharding, EntityRefs, MemberStatus, SbrStrategy, ShardingSettings,
+};
 use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
 
 use super::engine::{self, fail, SEND_TIMEOUT};
@@ -165,7 +167,11 @@ fn wait_count(totals: &[Arc<AtomicU64>], n: u64) -> Result<()> {
     let deadline = Instant::now() + WAIT;
     while sum(totals) < n {
         if Instant::now() > deadline {
-            return Err(BenchError::system(crate::report::PERCORE, "waiting for the messages", format!("{} of {n}", sum(totals))));
+            return Err(BenchError::system(
+                crate::report::PERCORE,
+                "waiting for the messages",
+                format!("{} of {n}", sum(totals)),
+            ));
         }
         std::thread::yield_now();
     }
@@ -254,7 +260,8 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     let mut regions = Vec::new();
     let mut handles = Vec::new();
     for (node, total) in nodes.iter().zip(&totals) {
-        let cluster = Cluster::start(node, cluster_config().min_nr_of_members(NODES)).map_err(fail("starting the cluster"))?;
+        let cluster =
+            Cluster::start(node, cluster_config().min_nr_of_members(NODES)).map_err(fail("starting the cluster"))?;
         let refs = start_region(&cluster, total)?;
         cluster.join([nodes[0].addr()]).map_err(fail("joining"))?;
         // Each sender thread's handles, made once (as an application keeps its refs).
@@ -278,7 +285,9 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     for round in 0..ROUNDS {
         let t = Instant::now();
         for _ in 0..total_msgs {
-            direct.blocking_send(Probe::Hit, SEND_TIMEOUT).map_err(|_| fail::<&str>("sending")("direct send failed"))?;
+            direct
+                .blocking_send(Probe::Hit, SEND_TIMEOUT)
+                .map_err(|_| fail::<&str>("sending")("direct send failed"))?;
         }
         direct_sent += total_msgs;
         wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
@@ -300,17 +309,21 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
         wait_count(&plain_totals, plain_sent)?;
         plain_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
     }
-    BenchError::check_eq(NAME, "percore (direct remote tell)", "messages", direct_total.load(Ordering::Relaxed), direct_sent)?;
+    BenchError::check_eq(
+        NAME,
+        "percore (direct remote tell)",
+        "messages",
+        direct_total.load(Ordering::Relaxed),
+        direct_sent,
+    )?;
     BenchError::check_eq(NAME, "percore (sharded)", "messages", sum(&totals), sharded_sent)?;
     BenchError::check_eq(NAME, "percore (plain actors)", "messages", sum(&plain_totals), plain_sent)?;
     let undelivered: u64 = regions.iter().map(EntityRefs::undelivered).sum();
     BenchError::check_eq(NAME, "percore (sharded)", "undelivered envelopes", undelivered, 0)?;
     drop((handles, regions));
     drop(clusters);
-    let (dead, failures) = (
-        runtimes.iter().map(|r| r.dead_letters()).sum::<u64>(),
-        runtimes.iter().map(|r| r.failures()).sum::<u64>(),
-    );
+    let (dead, failures) =
+        (runtimes.iter().map(|r| r.dead_letters()).sum::<u64>(), runtimes.iter().map(|r| r.failures()).sum::<u64>());
     drop(nodes);
     for rt in runtimes {
         rt.shutdown();
@@ -384,7 +397,13 @@ fn spawn_child(seed: SocketAddr) -> Result<(ChildGuard, String)> {
     let mut cmd = Command::new(exe);
     if cfg!(test) {
         // The unit-test binary: run the ignored test that calls `child_main`.
-        cmd.args(["--ignored", "--exact", "workloads::cluster::tests::failover_child", "--nocapture", "--test-threads=1"]);
+        cmd.args([
+            "--ignored",
+            "--exact",
+            "workloads::cluster::tests::failover_child",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
     }
     let mut child = cmd
         .env(CHILD_SEED, seed.to_string())
@@ -433,7 +452,8 @@ fn failover(params: &Params, n: u64) -> Result<(Record, String)> {
     let mut clusters = Vec::new();
     let mut regions = Vec::new();
     for node in &nodes {
-        let cluster = Cluster::start(node, cluster_config().min_nr_of_members(3)).map_err(fail("starting the cluster"))?;
+        let cluster =
+            Cluster::start(node, cluster_config().min_nr_of_members(3)).map_err(fail("starting the cluster"))?;
         regions.push(start_region(&cluster, &total)?);
         cluster.join([nodes[0].addr()]).map_err(fail("joining"))?;
         clusters.push(cluster);
@@ -443,15 +463,18 @@ fn failover(params: &Params, n: u64) -> Result<(Record, String)> {
 
     // Where every entity runs (asked from node B, which survives).
     let refs: Vec<_> = (0..entities).map(|e| regions[1].entity(&format!("e{e}"))).collect();
-    let wheres: Vec<String> = futures::executor::block_on(futures::future::join_all(
-        refs.iter().map(|r| r.ask(Probe::Where).timeout(WAIT)),
-    ))
-    .into_iter()
-    .collect::<std::result::Result<_, _>>()
-    .map_err(fail("asking where the entities run"))?;
+    let wheres: Vec<String> =
+        futures::executor::block_on(futures::future::join_all(refs.iter().map(|r| r.ask(Probe::Where).timeout(WAIT))))
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(fail("asking where the entities run"))?;
     let moved: Vec<usize> = (0..refs.len()).filter(|&i| wheres[i] == child_addr).collect();
     if moved.is_empty() {
-        return Err(BenchError::wrong(NAME, crate::report::PERCORE, format!("none of {entities} entities ran in the child")));
+        return Err(BenchError::wrong(
+            NAME,
+            crate::report::PERCORE,
+            format!("none of {entities} entities ran in the child"),
+        ));
     }
 
     let t0 = Instant::now();
@@ -461,7 +484,11 @@ fn failover(params: &Params, n: u64) -> Result<(Record, String)> {
     while answered.iter().any(Option::is_none) {
         if t0.elapsed() > WAIT {
             let left = answered.iter().filter(|a| a.is_none()).count();
-            return Err(BenchError::wrong(NAME, crate::report::PERCORE, format!("{left} entities never answered again")));
+            return Err(BenchError::wrong(
+                NAME,
+                crate::report::PERCORE,
+                format!("{left} entities never answered again"),
+            ));
         }
         let round = Instant::now();
         let pending: Vec<usize> = (0..moved.len()).filter(|&k| answered[k].is_none()).collect();
@@ -491,7 +518,15 @@ fn failover(params: &Params, n: u64) -> Result<(Record, String)> {
     for rt in runtimes {
         rt.shutdown();
     }
-    let mut record = Record::throughput(crate::report::PERCORE, NAME, 3, moved.len() as u64, moved.len() as u64, last.as_secs_f64(), "entities");
+    let mut record = Record::throughput(
+        crate::report::PERCORE,
+        NAME,
+        3,
+        moved.len() as u64,
+        moved.len() as u64,
+        last.as_secs_f64(),
+        "entities",
+    );
     record.p50_ns = Some(h.value_at_quantile(0.5));
     record.p99_ns = Some(h.value_at_quantile(0.99));
     record.p999_ns = Some(h.value_at_quantile(0.999));
