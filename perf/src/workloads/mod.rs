@@ -29,7 +29,7 @@ pub mod timers;
 pub mod wide;
 
 use crate::error::{BenchError, Result};
-use crate::peers::{self, Peer};
+use crate::peers::{self, Peer, SameThreadPeer};
 use crate::report::{Record, Results};
 
 /// What a run was asked to do, from the command line.
@@ -292,6 +292,21 @@ pub fn each_peer(params: &Params, results: &mut Results, mut each: impl FnMut(&d
         return;
     }
     for &peer in peers::all() {
+        results.add(each(peer));
+    }
+}
+
+/// Runs `each` for every single-threaded peer (stakker) when peers are enabled, adding
+/// each outcome to `results`. Called by the one-thread workloads after [`each_peer`].
+pub fn each_same_thread_peer(
+    params: &Params,
+    results: &mut Results,
+    mut each: impl FnMut(&dyn SameThreadPeer) -> Result<Record>,
+) {
+    if !params.peers {
+        return;
+    }
+    for &peer in peers::same_thread() {
         results.add(each(peer));
     }
 }
