@@ -3,6 +3,7 @@
 mod support;
 
 mod conformance;
+mod checkpoint;
 mod corruption;
 mod crash;
 mod durability;

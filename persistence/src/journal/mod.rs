@@ -22,6 +22,7 @@
 //! behind the refused one may continue the other writer's stream by number alone). A writer
 //! recovers (replays) after a conflict before it writes again, as a restarted actor does.
 
+mod checkpoint;
 mod durable;
 mod file;
 mod index;
@@ -33,6 +34,7 @@ mod survey;
 mod uring;
 mod writer;
 
+pub use checkpoint::CheckpointFallback;
 pub use file::{FileJournal, JournalOptions, JournalStats, OpenReport, TailTruncation};
 
 use std::fmt;

@@ -14,6 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use super::checkpoint;
 use super::durable::{DurableEnd, Manifest, COMMITTED, MANIFEST};
 use super::file::{OpenReport, TailTruncation};
 use super::index::{Index, RecordPos, Segment};
@@ -53,8 +54,16 @@ pub(crate) struct Survey {
 
 /// Surveys `dir`. With `collect`, problems are gathered in [`Survey::problems`] and the
 /// survey goes on; without, the first problem is returned as the error. The newest segment
-/// is opened writable if `writable`.
-pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -> Result<Survey, JournalError> {
+/// is opened writable if `writable`. With `checkpoints`, each segment's index checkpoint
+/// (see `checkpoint.rs`) stands in for the records it covers and only the rest is scanned;
+/// refused ones are listed in [`OpenReport::checkpoint_fallbacks`].
+pub(crate) fn survey(
+    dir: &Path,
+    max_body: u32,
+    writable: bool,
+    collect: bool,
+    checkpoints: bool,
+) -> Result<Survey, JournalError> {
     let mut problems = vec![];
     let mut fail = |e: JournalError| {
         if collect {
@@ -160,7 +169,19 @@ pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -
         let len = file.metadata().map_err(|e| JournalError::io("reading metadata of", &path, e))?.len();
         index.segments.insert(id, Segment { path: path.clone(), file: file.clone(), streams: Default::default() });
         let durable_end = if is_newest { newest_durable_end } else { None };
-        let scanned = scan_into(&mut index, &mut report, &file, &path, id, is_newest, durable_end, max_body);
+        let mut start = SEGMENT_HEADER_LEN;
+        if checkpoints {
+            match checkpoint::load(dir, id, &file, len, durable_end) {
+                Ok(loaded) => {
+                    loaded.apply(&mut index, id);
+                    report.records += loaded.records;
+                    report.checkpointed_segments += 1;
+                    start = loaded.covered;
+                }
+                Err(fallback) => report.checkpoint_fallbacks.push(fallback),
+            }
+        }
+        let scanned = scan_into(&mut index, &mut report, &file, &path, id, is_newest, durable_end, max_body, start);
         match scanned {
             Ok(ScanEnd::Torn { offset, kind }) => {
                 report.truncated = Some(TailTruncation {
@@ -206,8 +227,9 @@ fn scan_into(
     newest: bool,
     durable_end: Option<u64>,
     max_body: u32,
+    start: u64,
 ) -> Result<ScanEnd, JournalError> {
-    segment::scan(file, path, newest, durable_end, max_body, |offset, len, body| {
+    segment::scan(file, path, newest, durable_end, max_body, start, |offset, len, body| {
         report.records += 1;
         match body {
             Body::Events { id: sid, first_seq, count, .. } => {
