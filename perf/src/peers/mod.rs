@@ -17,6 +17,7 @@
 //! workloads whose percore side is one shard (`pingpong`, `ring`, `counting` with a
 //! producer on the counter's thread, `spawn`).
 
+pub mod extra;
 #[cfg(feature = "peers")]
 mod actix;
 #[cfg(feature = "peers")]

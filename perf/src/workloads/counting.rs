@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
 use super::engine::{self, fail, SEND_TIMEOUT};
-use super::{checked_record, each_peer, each_same_thread_peer, Outcome, Params};
+use super::{checked_record, each_extra_peer, each_peer, each_same_thread_peer, Outcome, Params};
 use crate::error::Result;
 use crate::report::{Results, PERCORE};
 
@@ -48,4 +48,5 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
             record.system
         ));
     }
+    each_extra_peer(params, results, NAME, n, |system, threads, o| checked_record(system, NAME, threads, o, n, n, UNIT));
 }

@@ -43,6 +43,8 @@ pub struct Params {
     pub pin: bool,
     /// Run the peers too.
     pub peers: bool,
+    /// `--peers-extra`: also run the CAF and Erlang programs where they are built.
+    pub peers_extra: bool,
 }
 
 impl Params {
@@ -311,6 +313,32 @@ pub fn each_same_thread_peer(
     }
 }
 
+/// Runs `workload` (size `n`) on the programs outside Rust (CAF, Erlang) when
+/// `--peers-extra` asked for them, turning each outcome into a record with `record(system,
+/// threads, outcome)`; a program that is not built or installed gets one note per run.
+pub fn each_extra_peer(
+    params: &Params,
+    results: &mut Results,
+    workload: &str,
+    n: u64,
+    mut record: impl FnMut(&str, usize, Outcome) -> Result<Record>,
+) {
+    if !params.peers_extra {
+        return;
+    }
+    for extra in peers::extra::ALL {
+        match extra.run(workload, n, params.shards) {
+            Ok(Ok((outcome, threads))) => results.add(record(extra.name(), threads, outcome)),
+            Ok(Err(why)) => {
+                if extra.first_skip() {
+                    results.notes.push(format!("{}: skipped: {why}", extra.name()));
+                }
+            }
+            Err(e) => results.failures.push(e),
+        }
+    }
+}
+
 /// Checks an outcome's count against the expected one, then turns it into a record whose
 /// rate is `work / secs`.
 pub fn checked_record(
@@ -358,7 +386,7 @@ mod tests {
     }
 
     fn run_small(peers: bool) {
-        let params = Params { n: None, shards: 2, pin: false, peers };
+        let params = Params { n: None, shards: 2, pin: false, peers, peers_extra: false };
         for workload in TABLE {
             let mut results = Results::default();
             (workload.run)(&params, small_n(workload.name), &mut results);
