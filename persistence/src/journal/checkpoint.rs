@@ -213,6 +213,9 @@ pub(crate) struct Loaded {
     pub(crate) covered: u64,
     /// Records it holds.
     pub(crate) records: u64,
+    /// CRC32 of the segment's bytes `0..covered` when it was written: [`verify_data`] must
+    /// find it again before the index built from it is trusted.
+    pub(crate) data_crc: u32,
 }
 
 /// Little-endian reads over a byte slice; `None` past its end.
@@ -254,11 +257,11 @@ fn entry(b: &[u8]) -> Entry {
 }
 
 /// Reads and checks the checkpoint of segment `id` (`file`, `file_len` bytes long). For the
-/// newest segment, `durable_end` (if known) bounds what it may cover.
+/// newest segment, `durable_end` (if known) bounds what it may cover. The segment's bytes are
+/// not read here: [`verify_data`] checks them (the survey runs it beside its other work).
 pub(crate) fn load(
     dir: &Path,
     id: u64,
-    file: &File,
     file_len: u64,
     durable_end: Option<u64>,
 ) -> Result<Loaded, CheckpointFallback> {
@@ -334,16 +337,26 @@ pub(crate) fn load(
     if let Some(end) = durable_end.filter(|end| covered > *end) {
         return Err(stale(format!("it covers {covered} bytes, past the durable end {end}")));
     }
+    Ok(Loaded { bytes, covered, records, data_crc })
+}
+
+/// The last check of a loaded checkpoint, [`Loaded::verify_data`], made on another thread
+/// while the survey goes on: `Err(fallback)` when the segment's covered bytes changed.
+pub(crate) fn verify_data(
+    dir: &Path,
+    id: u64,
+    file: &File,
+    covered: u64,
+    data_crc: u32,
+) -> Result<(), CheckpointFallback> {
+    let stale = |reason: String| CheckpointFallback::Stale { checkpoint: checkpoint_path(dir, id), reason };
     match range_crc(file, covered) {
-        Ok(crc) if crc == data_crc => {}
+        Ok(crc) if crc == data_crc => Ok(()),
         Ok(crc) => {
-            return Err(stale(format!(
-                "the segment's first {covered} bytes have CRC {crc:#010x}, it recorded {data_crc:#010x}"
-            )))
+            Err(stale(format!("the segment's first {covered} bytes have CRC {crc:#010x}, it recorded {data_crc:#010x}")))
         }
-        Err(e) => return Err(stale(format!("reading the segment: {e}"))),
+        Err(e) => Err(stale(format!("reading the segment: {e}"))),
     }
-    Ok(Loaded { bytes, covered, records })
 }
 
 impl Loaded {

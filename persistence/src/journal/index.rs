@@ -193,6 +193,7 @@ impl Index {
             }
         };
         let Some(stream) = self.streams.get_mut(id) else { return };
+        stream.records.reserve(records.size_hint().0);
         let mut max = None::<u64>;
         for found in records {
             match found {
