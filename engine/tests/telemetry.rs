@@ -16,6 +16,8 @@ use std::time::Duration;
 use percore::{Actor, ActorError, Context, Directive, Props, ReplyTo, Runtime, SupervisorStrategy};
 
 use crate::common::eventually;
+use crate::common::spans::SpanRecorder;
+use tracing_subscriber::layer::SubscriberExt;
 
 #[cfg(feature = "metrics")]
 #[path = "../examples/prometheus/server.rs"]
@@ -123,6 +125,62 @@ fn prometheus_handled_counter_grows_by_exactly_the_messages_handled() {
 
 #[cfg(feature = "metrics")]
 #[test]
+fn time_in_mailbox_is_sampled_one_message_in_64() {
+    let addr = endpoint();
+    let rt = Runtime::builder().name("prom-wait").shards(2).pin_to_cores(false).idle_spins(16).metrics(true).build().unwrap();
+    let counter = rt.spawn(Props::from(Counter(0)).shard(1).capacity(4096)).unwrap();
+    // 640 adds and an ask from this thread take ring positions 0..=640 (no lap yet): the
+    // ones at slot indices 0, 64, .., 640 are stamped, 11 in all.
+    for _ in 0..640 {
+        counter.blocking_send(CountMsg::Add(1), crate::common::DEADLINE).unwrap();
+    }
+    assert_eq!(counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap(), 640);
+    assert_eq!(percore::telemetry::metrics::WAIT_SAMPLE_EVERY, 64);
+    let waits = |b: &str| value(b, "percore_actor_mailbox_wait_seconds_count", "prom-wait");
+    assert!(eventually(|| waits(&scrape(addr)) >= 11), "{}", scrape(addr));
+    assert_eq!(waits(&scrape(addr)), 11, "exactly the stamped messages");
+    rt.shutdown();
+}
+
+/// Sends 640 adds to its target, from the target's own shard.
+#[cfg(feature = "metrics")]
+struct Feeder;
+
+#[cfg(feature = "metrics")]
+impl Actor for Feeder {
+    type Msg = percore::ActorRef<CountMsg>;
+    fn handle(&mut self, _ctx: &mut Context<Self>, to: Self::Msg) -> Result<(), ActorError> {
+        for _ in 0..640 {
+            to.tell(CountMsg::Add(1)).unwrap();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "metrics")]
+#[test]
+fn time_in_mailbox_is_sampled_for_same_shard_messages_too() {
+    let addr = endpoint();
+    let rt = Runtime::builder().name("prom-wait-local").shards(1).pin_to_cores(false).idle_spins(16).metrics(true).build().unwrap();
+    let counter = rt.spawn(Props::from(Counter(0)).capacity(4096)).unwrap();
+    let feeder = rt.spawn(Feeder).unwrap();
+    feeder.tell(counter.clone()).unwrap();
+    // The first of the 640 same-shard adds is the shard's probe (the others queue while it
+    // is out), and the ask from this thread takes ring slot 0 (stamped): 2 waits in all.
+    assert!(eventually(|| counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap() == 640));
+    let waits = |b: &str| -> u64 {
+        b.lines()
+            .filter(|l| l.starts_with("percore_actor_mailbox_wait_seconds_count{") && l.contains("prom-wait-local") && l.contains("::Counter\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    assert!(eventually(|| waits(&scrape(addr)) >= 2), "{}", scrape(addr));
+    assert_eq!(waits(&scrape(addr)), 2, "the probe and the stamped ring slot");
+    rt.shutdown();
+}
+
+#[cfg(feature = "metrics")]
+#[test]
 fn metrics_off_publishes_nothing() {
     let addr = endpoint();
     let rt = Runtime::builder().name("prom-off").shards(1).pin_to_cores(false).idle_spins(16).build().unwrap();
@@ -146,10 +204,17 @@ fn trace_lines() -> &'static Mutex<String> {
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
             .with_writer(move || Sink(sink.clone()))
-            .finish();
+            .finish()
+            .with(recorder().clone());
         tracing::subscriber::set_global_default(subscriber).expect("the only tracing subscriber of this binary");
         lines
     })
+}
+
+/// The span recorder of this binary's global subscriber.
+fn recorder() -> &'static SpanRecorder {
+    static RECORDER: OnceLock<SpanRecorder> = OnceLock::new();
+    RECORDER.get_or_init(SpanRecorder::default)
 }
 
 /// Keeps the lines that mention the test's runtime.
@@ -245,4 +310,85 @@ fn handler_spans_are_flat_roots_and_off_by_default() {
     assert!(off.iter().all(|l| !l.contains("handle{")), "no spans by default: {off:?}");
     assert!(on.iter().all(|l| l.matches("handle{").count() == 1), "one span each, never nested: {on:?}");
     assert!(both.iter().all(|l| l.matches("handle{").count() == 1), "with metrics too: {both:?}");
+}
+
+/// A hop of a traced chain: passes `n - 1` on to `next` while `n > 0`; answers asks.
+struct TraceHop {
+    next: Option<percore::ActorRef<HopMsg>>,
+}
+
+enum HopMsg {
+    Hop(u32),
+    Ask(ReplyTo<u32>),
+}
+
+impl Actor for TraceHop {
+    type Msg = HopMsg;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: HopMsg) -> Result<(), ActorError> {
+        match msg {
+            HopMsg::Hop(n) => {
+                if let (Some(next), true) = (&self.next, n > 0) {
+                    next.tell(HopMsg::Hop(n - 1)).unwrap();
+                }
+            }
+            HopMsg::Ask(r) => r.reply(7),
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_trace_context_travels_with_tell_and_ask_and_links_to_the_sender() {
+    trace_lines();
+    let rec = recorder();
+    let rt = Runtime::builder().name("obs-trace-ctx").shards(2).pin_to_cores(false).idle_spins(16).handler_spans(true).build().unwrap();
+    // c (shard 1) <- b (shard 0, same shard as a) <- a (shard 0) <- a foreign thread.
+    let c = rt.spawn(Props::from(TraceHop { next: None }).shard(1)).unwrap();
+    let b = rt.spawn(Props::from(TraceHop { next: Some(c.clone()) }).shard(0)).unwrap();
+    let a = rt.spawn(Props::from(TraceHop { next: Some(b.clone()) }).shard(0)).unwrap();
+    tracing::info_span!("request", tag = "obs-trace-request").in_scope(|| a.tell(HopMsg::Hop(2)).unwrap());
+    assert!(eventually(|| rec.handler_spans("TraceHop").len() == 3), "{:?}", rec.handler_spans("TraceHop"));
+    let s = rec.handler_spans("TraceHop");
+    let (sa, sb, sc) = (&s[0], &s[1], &s[2]);
+    assert_eq!(sa.trace_id.len(), 32, "{sa:?}");
+    assert!(sa.span_id.len() == 16 && sa.span_id != sb.span_id && sb.span_id != sc.span_id, "{s:?}");
+    assert_eq!((&sb.trace_id, &sc.trace_id), (&sa.trace_id, &sa.trace_id), "one trace along the chain: {s:?}");
+    assert_eq!(sa.parent_id, "", "a foreign thread without a context starts the trace: {sa:?}");
+    assert_eq!(sb.parent_id, sa.span_id, "same-shard tell: {s:?}");
+    assert_eq!(sc.parent_id, sb.span_id, "cross-shard tell: {s:?}");
+    assert_eq!(sa.follows, vec!["request".to_string()], "linked to the sender's span: {sa:?}");
+    assert_eq!(sb.follows, vec![sa.span_id.clone()], "{sb:?}");
+    assert_eq!(sc.follows, vec![sb.span_id.clone()], "{sc:?}");
+
+    // An ask from outside, inside a context taken from a W3C traceparent header.
+    let incoming = percore::telemetry::TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let answer = incoming.scope(|| c.blocking_ask(HopMsg::Ask, Duration::from_secs(30))).unwrap();
+    assert_eq!(answer, 7);
+    let s = rec.handler_spans("TraceHop");
+    assert_eq!(s.len(), 4, "{s:?}");
+    assert_eq!((s[3].trace_id.as_str(), s[3].parent_id.as_str()), ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"), "{s:?}");
+    rt.shutdown();
+}
+
+#[test]
+fn a_traceparent_round_trips_and_malformed_ones_are_refused() {
+    use percore::telemetry::TraceContext;
+    let t = TraceContext::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    assert_eq!(t.to_traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_eq!(TraceContext::from_bytes(&t.to_bytes()), Some(t));
+    for bad in [
+        "",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-00",
+    ] {
+        assert_eq!(TraceContext::from_traceparent(bad), None, "{bad}");
+    }
+    assert_eq!(TraceContext::current(), None);
+    let root = TraceContext::new_root();
+    root.scope(|| assert_eq!(TraceContext::current(), Some(root)));
+    assert_eq!(TraceContext::current(), None, "the scope restores the previous context");
 }

@@ -16,6 +16,7 @@ pub mod queue;
 pub mod routing;
 pub mod runtime;
 pub mod shard;
+pub mod telemetry;
 
 #[cfg(test)]
 mod models;

@@ -39,6 +39,10 @@ pub(crate) mod kind {
     pub(crate) const UNBIND: u8 = 11;
     /// Client → server: a message for alias N.
     pub(crate) const MSG: u8 = 12;
+    /// Client → server: a message for alias N with the sender's trace context (24 bytes:
+    /// trace id, span id) before the payload. Sent only when a trace context is current,
+    /// i.e. by a runtime with handler spans on (see `percore::telemetry::TraceContext`).
+    pub(crate) const MSG_TRACED: u8 = 13;
     /// Server → client: the actor behind alias N is gone (or never existed).
     pub(crate) const TERMINATED: u8 = 14;
     /// Client → server: the answer to an ask (shard, sequence, outcome).

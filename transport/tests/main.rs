@@ -10,3 +10,6 @@ mod deploy;
 mod tls;
 mod serde_messages;
 mod metrics;
+mod trace_context;
+#[path = "../../engine/tests/common/spans.rs"]
+mod spans;

@@ -204,6 +204,9 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
         }
         Lifecycle::Stopping => {
+            if T & METRICS != 0 {
+                shard.metrics().forget_probe(&shared.header);
+            }
             // SAFETY: owner-shard thread (contract).
             unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         }
@@ -255,21 +258,39 @@ fn process_user_messages<A: Actor, const T: u8>(
     let sample = shard.metrics().begin_activation(T & METRICS != 0, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
         while handled < budget {
-            let msg = if ctx.meta.is(Flags::UNSTASHED) {
+            let unstashed = ctx.meta.is(Flags::UNSTASHED);
+            if unstashed {
                 // Unstashed messages first, in order, before anything newer.
                 let sup = ctx.meta.sup();
                 sup.unstashed = sup.unstashed.saturating_sub(1);
                 let more = sup.unstashed > 0;
                 ctx.meta.set(Flags::UNSTASHED, more);
+            }
+            if T == 0 {
                 // SAFETY: owner-shard thread (the caller's contract).
-                unsafe { cell.shared().pop_local_first() }
+                let msg = unsafe { if unstashed { cell.shared().pop_local_first() } else { cell.shared().next_message(from_ring) } };
+                let Some(msg) = msg else { break };
+                handled += 1;
+                actor.handle(&mut ctx, msg)?;
             } else {
+                // An observed runtime: each message comes with its side data.
                 // SAFETY: owner-shard thread (the caller's contract).
-                unsafe { cell.shared().next_message(from_ring) }
-            };
-            let Some(msg) = msg else { break };
-            handled += 1;
-            if spans { crate::telemetry::trace::handle_in_span(actor, &mut ctx, msg, id)? } else { actor.handle(&mut ctx, msg)? }
+                let next = unsafe { if unstashed { cell.shared().pop_local_first_side() } else { cell.shared().next_message_side(from_ring) } };
+                let Some((msg, side)) = next else { break };
+                handled += 1;
+                if T == METRICS && (unstashed || !from_ring) {
+                    // Metrics alone: same-shard waits are sampled by the shard's probe.
+                    shard.metrics().local_popped(cell.header(), std::any::type_name::<A>());
+                }
+                if T & METRICS != 0 && side.queued_at != 0 {
+                    shard.metrics().mailbox_wait(std::any::type_name::<A>(), side.queued_at);
+                }
+                if spans {
+                    crate::telemetry::trace::handle_in_span(actor, &mut ctx, msg, id, side.trace)?
+                } else {
+                    actor.handle(&mut ctx, msg)?
+                }
+            }
             if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING) {
                 break;
             }

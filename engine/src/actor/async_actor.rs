@@ -225,7 +225,7 @@ impl<T: AsyncActor> Actor for Async<T> {
         let fut = actor.handle(AsyncContext::conjure(), msg);
         // In the actor's reusable slot: no allocation per message.
         let fut = InSlot::place(fut, &mut ctx.meta.sup().future_slot);
-        let mut pending = Pending { fut, stop_waits: T::STOP_WAITS_FOR_HANDLER };
+        let mut pending = Pending { fut, stop_waits: T::STOP_WAITS_FOR_HANDLER, trace: crate::telemetry::TraceContext::current() };
         match poll(ctx, &mut pending) {
             Poll::Ready(result) => {
                 let slot = pending.fut.into_slot();
@@ -272,13 +272,19 @@ pub(crate) struct Pending {
     pub(crate) fut: InSlot,
     /// [`AsyncActor::STOP_WAITS_FOR_HANDLER`].
     pub(crate) stop_waits: bool,
+    /// The handler's trace context (handler spans on): later polls run inside it, so what
+    /// the handler sends after an `await` continues its trace.
+    pub(crate) trace: Option<crate::telemetry::TraceContext>,
 }
 
 /// Polls `pending` once inside the activation that owns `ctx`, with the actor's waker.
 pub(crate) fn poll<A: Actor>(ctx: &mut Context<'_, A>, pending: &mut Pending) -> Poll<Result<(), ActorError>> {
     let waker = actor_waker(ctx);
     let mut cx = TaskContext::from_waker(&waker);
-    enter(ctx, || pending.fut.poll(&mut cx))
+    match pending.trace {
+        Some(trace) if crate::telemetry::TraceContext::current().is_none() => trace.scope(|| enter(ctx, || pending.fut.poll(&mut cx))),
+        _ => enter(ctx, || pending.fut.poll(&mut cx)),
+    }
 }
 
 /// The actor's waker (one allocation per actor, made on its first poll). It is

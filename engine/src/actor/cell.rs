@@ -27,6 +27,7 @@ use crate::runtime::RuntimeShared;
 use crate::shard::{Entry, ShardLocal};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
+use crate::telemetry::context::{Side, OBSERVE_TRACE};
 
 /// The message-typed prefix: what an `ActorRef<M>` can reach.
 #[repr(C)]
@@ -41,17 +42,33 @@ pub(crate) struct Shared<M> {
 /// The owner shard's queue into this actor. Most actors hold at most one message at a time,
 /// so the oldest message sits inline (no allocation) and only a backlog spills into a
 /// heap queue, allocated the first time two messages wait at once.
+///
+/// In a runtime with handler spans (`Ring::observe` has `OBSERVE_TRACE`) every message
+/// also has side data (`telemetry::context::Side`): then the inline slot stays empty and
+/// messages and their sides queue side by side in the backlog. Invariant: `sides` is empty
+/// (plain) or exactly as long as `msgs` (traced), for the cell's whole life. (With metrics
+/// alone the queue stays plain: the shard samples the wait with a probe instead.)
 struct LocalQueue<M> {
     first: Option<M>,
     // A thin box on purpose: 8 bytes in every cell instead of a 32-byte `VecDeque`.
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<VecDeque<M>>>,
+    rest: Option<Box<Backlog<M>>>,
+}
+
+struct Backlog<M> {
+    msgs: VecDeque<M>,
+    sides: VecDeque<Side>,
+}
+
+impl<M> Backlog<M> {
+    fn new() -> Box<Self> {
+        Box::new(Backlog { msgs: VecDeque::new(), sides: VecDeque::new() })
+    }
 }
 
 impl<M> LocalQueue<M> {
     #[inline]
     fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.len())
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |r| r.msgs.len())
     }
 
     // Always: two callers (bounded and unbounded pushes) made the compiler outline it, which
@@ -61,32 +78,64 @@ impl<M> LocalQueue<M> {
         // FIFO: the inline slot holds the oldest message, so it is refilled only when the
         // backlog is empty.
         match &mut self.rest {
-            Some(rest) if !rest.is_empty() => rest.push_back(msg),
+            Some(rest) if !rest.msgs.is_empty() => rest.msgs.push_back(msg),
             _ if self.first.is_none() => self.first = Some(msg),
-            Some(rest) => rest.push_back(msg),
-            None => self.rest = Some(Box::new(VecDeque::from([msg]))),
+            Some(rest) => rest.msgs.push_back(msg),
+            None => self.rest = Some(Box::new(Backlog { msgs: VecDeque::from([msg]), sides: VecDeque::new() })),
         }
     }
 
-    /// Puts `front` (in order) ahead of everything queued.
-    fn push_front_all(&mut self, front: VecDeque<M>) {
+    /// The observed runtime's push: the message and its side data, in the backlog.
+    #[cold]
+    #[inline(never)]
+    fn push_observed(&mut self, msg: M, side: Side) {
+        let rest = self.rest.get_or_insert_with(Backlog::new);
+        rest.msgs.push_back(msg);
+        rest.sides.push_back(side);
+    }
+
+    /// Puts `front` (in order) ahead of everything queued (with empty side data in an
+    /// observed queue, so the invariant holds).
+    fn push_front_all(&mut self, front: VecDeque<M>, observed: bool) {
         if front.is_empty() {
             return;
         }
+        let n = front.len();
         let mut all = front;
         all.extend(self.first.take());
-        if let Some(rest) = self.rest.as_mut() {
-            all.extend(rest.drain(..));
+        let rest = self.rest.get_or_insert_with(Backlog::new);
+        all.extend(rest.msgs.drain(..));
+        rest.msgs = all;
+        if observed {
+            for _ in 0..n {
+                rest.sides.push_front(Side::default());
+            }
+        } else {
+            self.first = rest.msgs.pop_front();
         }
-        self.first = all.pop_front();
-        self.rest = Some(Box::new(all));
     }
 
     #[inline]
     fn pop(&mut self) -> Option<M> {
         match self.first.take() {
             Some(m) => Some(m),
-            None => self.rest.as_mut().and_then(|r| r.pop_front()),
+            None => self.rest.as_mut().and_then(|r| {
+                let m = r.msgs.pop_front();
+                r.sides.pop_front();
+                m
+            }),
+        }
+    }
+
+    /// [`LocalQueue::pop`] with the message's side data (empty when it has none).
+    #[inline]
+    fn pop_side(&mut self) -> Option<(M, Side)> {
+        match self.first.take() {
+            Some(m) => Some((m, Side::default())),
+            None => self.rest.as_mut().and_then(|r| {
+                let m = r.msgs.pop_front()?;
+                Some((m, r.sides.pop_front().unwrap_or_default()))
+            }),
         }
     }
 }
@@ -118,10 +167,28 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.len() >= self.ring.capacity() {
+        // The capacity field with the ring's observe bits: a plain ring's is its capacity,
+        // an observed ring's is above any length (two instructions on the plain path).
+        let raw_cap = self.ring.raw_capacity();
+        if local.len() >= raw_cap {
             return Err(msg);
         }
-        local.push(msg);
+        if raw_cap > crate::queue::ring::MAX_CAPACITY {
+            if local.len() >= self.ring.capacity() {
+                return Err(msg);
+            }
+            let observe = self.ring.observe();
+            if observe & OBSERVE_TRACE != 0 {
+                local.push_observed(msg, Side::capture(observe, shard.metrics().wait_sample_due()));
+            } else {
+                // Metrics without spans: the queue stays plain, the shard's probe samples
+                // the wait (see `ShardMetrics::local_queued`).
+                local.push(msg);
+                shard.metrics().local_queued(&self.header, local.len() - 1);
+            }
+        } else {
+            local.push(msg);
+        }
         // SAFETY: owner-shard thread only (contract).
         let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
         if !*queued {
@@ -138,8 +205,14 @@ impl<M: Send + 'static> Shared<M> {
     /// # Safety
     /// The calling thread runs `shard`, which is this actor's owner shard.
     pub(crate) unsafe fn push_local_unbounded(&self, msg: M, shard: &ShardLocal) {
+        let observe = self.ring.observe();
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
-        self.local.with_mut(|p| unsafe { (*p).push(msg) });
+        let local = self.local.with_mut(|p| unsafe { &mut *p });
+        if observe & OBSERVE_TRACE == 0 {
+            local.push(msg);
+        } else {
+            local.push_observed(msg, Side::capture(observe, false));
+        }
         // SAFETY: owner-shard thread only (contract).
         let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
         if !*queued {
@@ -162,7 +235,9 @@ impl<M: Send + 'static> Shared<M> {
     /// Owner-shard thread only.
     pub(crate) unsafe fn unstash(&self, msgs: VecDeque<M>) {
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
-        self.local.with_mut(|p| unsafe { (*p).push_front_all(msgs) });
+        let observed = self.ring.observe() & OBSERVE_TRACE != 0;
+        // SAFETY: owner-shard thread only (contract); short-lived borrow.
+        self.local.with_mut(|p| unsafe { (*p).push_front_all(msgs, observed) });
     }
 
     /// # Safety
@@ -171,6 +246,16 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn pop_local_first(&self) -> Option<M> {
         // SAFETY: forwarded contract.
         unsafe { self.pop_local() }
+    }
+
+    /// [`Shared::pop_local_first`] with the side data (observed runtimes).
+    ///
+    /// # Safety
+    /// Owner-shard thread only.
+    #[inline]
+    pub(crate) unsafe fn pop_local_first_side(&self) -> Option<(M, Side)> {
+        // SAFETY: owner-shard thread only (contract); short-lived borrow.
+        self.local.with_mut(|p| unsafe { (*p).pop_side() })
     }
 
     /// # Safety
@@ -219,6 +304,22 @@ impl<M: Send + 'static> Shared<M> {
                 self.ring.pop()
             } else {
                 self.pop_local()
+            }
+        }
+    }
+
+    /// [`Shared::next_message`] with the side data (observed runtimes).
+    ///
+    /// # Safety
+    /// As [`Shared::next_message`].
+    #[inline]
+    pub(super) unsafe fn next_message_side(&self, from_ring: bool) -> Option<(M, Side)> {
+        // SAFETY: forwarded contract: we are the owner shard, the single ring consumer.
+        unsafe {
+            if from_ring {
+                self.ring.pop_side()
+            } else {
+                self.pop_local_first_side()
             }
         }
     }
@@ -287,6 +388,7 @@ impl<A: Actor> Cell<A> {
         let sup = factory.map(|f| {
             Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
         });
+        let runtime_observe = runtime.observe_bits();
         let cell = Box::new(Cell {
             shared: Shared {
                 header: Header {
@@ -304,7 +406,7 @@ impl<A: Actor> Cell<A> {
                     sys: BatchStack::new(),
                     link: AtomicPtr::new(ptr::null_mut()),
                 },
-                ring: Ring::new(capacity),
+                ring: Ring::observed(capacity, runtime_observe),
                 local: UnsafeCell::new(LocalQueue { first: None, rest: None }),
             },
             inner: UnsafeCell::new(Inner {

@@ -18,9 +18,18 @@
 //! * **Slots are allocated lazily**, by the first producer, so an actor that is only ever
 //!   messaged from its own shard never pays for a ring.
 //! * A full ring gives the value back (`Full(value)`); nothing is dropped here.
+//! * **Observed rings** (a runtime with handler spans or metrics) keep a [`Side`] per slot
+//!   in a trailer of the same allocation: the sender's trace context and, for sampled
+//!   messages, when they were queued. It is written before the stamp publishes the slot and
+//!   read before the consumer frees it, so it rides on the value's synchronisation. Which
+//!   side data a ring keeps lives in two high bits of `cap` (a field `push` reads anyway):
+//!   a ring of an unobserved runtime pays one bit test per operation and no memory.
 
+use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 use std::ptr;
+
+use crate::telemetry::context::{Side, OBSERVE_TRACE, OBSERVE_WAIT};
 
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::{spin_loop, UnsafeCell};
@@ -36,6 +45,18 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
+/// Where the `OBSERVE_*` bits sit in `Ring::cap`.
+const OBSERVE_SHIFT: u32 = 30;
+/// The capacity part of `Ring::cap`.
+const CAP_MASK: u32 = (1 << OBSERVE_SHIFT) - 1;
+/// The largest capacity a ring can have.
+pub(crate) const MAX_CAPACITY: usize = CAP_MASK as usize;
+/// Sampled for the time in the mailbox: the messages queued at slot indices that are
+/// multiples of this (one in this many, or one per lap of a smaller ring).
+pub const WAIT_SAMPLE_EVERY: usize = 64;
+
+type SideCell = UnsafeCell<MaybeUninit<Side>>;
+
 /// A bounded MPSC ring of `T` with exact capacity.
 pub struct Ring<T> {
     /// Next position producers claim (index in the low bits, lap in the high bits).
@@ -45,6 +66,7 @@ pub struct Ring<T> {
     /// Next position the consumer reads. Consumer-private: only `pop` and `has_pending`
     /// (both consumer-only) touch it.
     head: UnsafeCell<usize>,
+    /// The capacity in the low bits; the side data kept, `OBSERVE_*` bits, at `OBSERVE_SHIFT`.
     cap: u32,
     /// `(cap + 1).next_power_of_two()`: one lap of positions.
     one_lap: u32,
@@ -62,15 +84,20 @@ impl<T> Ring<T> {
     /// the first push.
     ///
     /// # Panics
-    /// If `cap` is 0 or above `u32::MAX / 2`; callers validate capacities first.
+    /// If `cap` is 0 or at least 2^30; callers validate capacities first.
     pub fn new(cap: usize) -> Self {
-        assert!(cap > 0 && cap <= (u32::MAX / 2) as usize, "ring capacity out of range");
+        Self::observed(cap, 0)
+    }
+
+    /// A ring that keeps side data (`OBSERVE_*` bits of `observe`) beside each value.
+    pub(crate) fn observed(cap: usize, observe: u8) -> Self {
+        assert!(cap > 0 && cap <= CAP_MASK as usize, "ring capacity out of range");
         let one_lap = (cap + 1).next_power_of_two();
         Ring {
             tail: AtomicUsize::new(0),
             slots: AtomicPtr::new(ptr::null_mut()),
             head: UnsafeCell::new(0),
-            cap: cap as u32,
+            cap: cap as u32 | u32::from(observe & (OBSERVE_TRACE | OBSERVE_WAIT)) << OBSERVE_SHIFT,
             one_lap: one_lap as u32,
         }
     }
@@ -78,7 +105,42 @@ impl<T> Ring<T> {
     /// The capacity given at construction.
     #[inline]
     pub fn capacity(&self) -> usize {
+        (self.cap & CAP_MASK) as usize
+    }
+
+    /// The capacity field as stored: the capacity of a plain ring, a value above
+    /// [`MAX_CAPACITY`] for an observed one (its `OBSERVE_*` bits are set).
+    #[inline]
+    pub(crate) fn raw_capacity(&self) -> usize {
         self.cap as usize
+    }
+
+    /// The side data this ring keeps (`OBSERVE_*` bits; 0 for a plain ring).
+    #[inline]
+    pub(crate) fn observe(&self) -> u8 {
+        (self.cap >> OBSERVE_SHIFT) as u8
+    }
+
+    /// The slot array's layout, and where the side trailer starts in it (observed rings).
+    fn layout(&self) -> (Layout, usize) {
+        let slots = Layout::array::<Slot<T>>(self.capacity()).expect("capacity checked at construction");
+        if self.observe() == 0 {
+            return (slots, 0);
+        }
+        let sides = Layout::array::<SideCell>(self.capacity()).expect("capacity checked at construction");
+        let (all, offset) = slots.extend(sides).expect("capacity checked at construction");
+        (all.pad_to_align(), offset)
+    }
+
+    /// The side cell of slot `index` (observed rings only).
+    ///
+    /// # Safety
+    /// `slots` is this ring's allocated array, `index < cap`, and the ring is observed.
+    #[inline]
+    unsafe fn side(&self, slots: *mut Slot<T>, index: usize) -> &SideCell {
+        // SAFETY: contract: the trailer of `cap` side cells starts `layout().1` bytes into
+        // the allocation, initialised in `alloc_slots`; `index < cap`.
+        unsafe { &*(slots.cast::<u8>().add(self.layout().1) as *const SideCell).add(index) }
     }
 
     /// Whether the first push has happened (slots allocated). A hint: Relaxed.
@@ -94,7 +156,7 @@ impl<T> Ring<T> {
         if self.slots.load(Ordering::Relaxed).is_null() {
             0
         } else {
-            self.capacity() * std::mem::size_of::<Slot<T>>()
+            self.layout().0.size()
         }
     }
 
@@ -112,21 +174,48 @@ impl<T> Ring<T> {
 
     #[cold]
     fn alloc_slots(&self) -> *mut Slot<T> {
-        let fresh: Box<[Slot<T>]> = (0..self.capacity())
-            .map(|i| Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) })
-            .collect();
-        let fresh = Box::into_raw(fresh) as *mut Slot<T>;
+        let (layout, _) = self.layout();
+        // SAFETY: the layout has a non-zero size (`cap > 0` slots, each holding a stamp).
+        let fresh = unsafe { alloc::alloc(layout) }.cast::<Slot<T>>();
+        if fresh.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        for i in 0..self.capacity() {
+            // SAFETY: `fresh` holds `cap` slots (the layout), each written once here.
+            unsafe { fresh.add(i).write(Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) }) };
+            if self.observe() != 0 {
+                // SAFETY: observed: the trailer holds `cap` side cells; `i < cap`.
+                unsafe { (self.side(fresh, i) as *const SideCell).cast_mut().write(UnsafeCell::new(MaybeUninit::uninit())) };
+            }
+        }
         // ORDERING: AcqRel: Release publishes the initialised slots to the Acquire load in
         // `slots`/`pop`; Acquire (also on failure) makes a competitor's slots visible to us.
         match self.slots.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => fresh,
             Err(installed) => {
-                // SAFETY: `fresh` came from `Box::into_raw` of a slice of `cap` slots just above
-                // and was never shared (the exchange failed).
-                drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(fresh, self.capacity())) });
+                // SAFETY: `fresh` was allocated and initialised just above and never shared
+                // (the exchange failed); it holds no values.
+                unsafe { self.free_slots(fresh) };
                 installed
             }
         }
+    }
+
+    /// Drops the slot array's cells (not the values: the caller took them) and frees it.
+    ///
+    /// # Safety
+    /// `slots` came from `alloc_slots` of this ring and nobody else uses it any more.
+    unsafe fn free_slots(&self, slots: *mut Slot<T>) {
+        for i in 0..self.capacity() {
+            // SAFETY: contract: initialised in `alloc_slots`, dropped once, here.
+            unsafe { ptr::drop_in_place(slots.add(i)) };
+            if self.observe() != 0 {
+                // SAFETY: as above, for the side cell (its content was taken with its value).
+                unsafe { ptr::drop_in_place((self.side(slots, i) as *const SideCell).cast_mut()) };
+            }
+        }
+        // SAFETY: allocated in `alloc_slots` with this layout.
+        unsafe { alloc::dealloc(slots.cast(), self.layout().0) };
     }
 
     /// Appends `value`, or gives it back if the ring is full.
@@ -134,6 +223,8 @@ impl<T> Ring<T> {
     /// Safe from any number of threads at once. Lock-free: a producer retries only when
     /// another producer claimed the same position first.
     pub fn push(&self, value: T) -> Result<(), Full<T>> {
+        let observe = self.observe();
+        let mut side = if observe != 0 { Some(Side::capture(observe & OBSERVE_TRACE, false)) } else { None };
         let slots = self.slots();
         let one_lap = self.one_lap as usize;
         // ORDERING: Relaxed: `tail` only arbitrates positions among producers; the value is
@@ -159,8 +250,16 @@ impl<T> Ring<T> {
                         // SAFETY: we own position `tail` (the exchange succeeded) and the
                         // stamp says the slot is free, so no other thread reads or writes it.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
+                        if let Some(mut side) = side.take() {
+                            if observe & OBSERVE_WAIT != 0 && index % WAIT_SAMPLE_EVERY == 0 {
+                                side.queued_at = crate::telemetry::context::now_ns();
+                            }
+                            // SAFETY: observed ring; we own position `tail` (as above), so
+                            // its side cell is ours until the stamp store publishes it.
+                            unsafe { self.side(slots, index) }.with_mut(|p| unsafe { (*p).write(side) });
+                        }
                         // ORDERING: Release pairs with the Acquire stamp load in `pop`, which
-                        // then sees the value written above.
+                        // then sees the value (and side) written above.
                         slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
                         return Ok(());
                     }
@@ -190,7 +289,26 @@ impl<T> Ring<T> {
     ///
     /// # Safety
     /// Only one thread, the consumer, may call `pop`, `has_pending` and `drain` at a time.
+    #[inline]
     pub unsafe fn pop(&self) -> Option<T> {
+        // SAFETY: forwarded contract.
+        unsafe { self.pop_raw() }.map(|(v, _)| v)
+    }
+
+    /// [`Ring::pop`] with the value's side data (empty for a plain ring).
+    ///
+    /// # Safety
+    /// As [`Ring::pop`].
+    #[inline]
+    pub(crate) unsafe fn pop_side(&self) -> Option<(T, Side)> {
+        // SAFETY: forwarded contract.
+        unsafe { self.pop_raw() }.map(|(v, s)| (v, s.unwrap_or_default()))
+    }
+
+    /// # Safety
+    /// As [`Ring::pop`].
+    #[inline]
+    unsafe fn pop_raw(&self) -> Option<(T, Option<Side>)> {
         // ORDERING: Acquire pairs with the AcqRel exchange in `alloc_slots`.
         let slots = self.slots.load(Ordering::Acquire);
         if slots.is_null() {
@@ -210,13 +328,20 @@ impl<T> Ring<T> {
         }
         // SAFETY: the stamp says position `head` is published and we are the only reader.
         let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
+        let side = if self.observe() != 0 {
+            // SAFETY: observed ring; the producer of `head` wrote the side cell before the
+            // stamp we acquired, and we are its only reader.
+            Some(unsafe { self.side(slots, index) }.with(|p| unsafe { (*p).assume_init_read() }))
+        } else {
+            None
+        };
         // ORDERING: Release pairs with the Acquire stamp load in `push`: our read above
         // happens-before the producer of the next lap overwrites the slot.
         slot.stamp.store(head.wrapping_add(one_lap), Ordering::Release);
         let next = if index + 1 < self.capacity() { head + 1 } else { lap.wrapping_add(one_lap) };
         // SAFETY: the consumer contract makes `head` ours.
         self.head.with_mut(|h| unsafe { *h = next });
-        Some(value)
+        Some((value, side))
     }
 
     /// How many positions producers have claimed that the consumer has not taken yet: a
@@ -259,9 +384,9 @@ impl<T> Drop for Ring<T> {
         // ORDERING: Relaxed: `&mut self` already synchronised with every other user.
         let slots = self.slots.load(Ordering::Relaxed);
         if !slots.is_null() {
-            // SAFETY: allocated in `alloc_slots` as a boxed slice of `cap` slots, published
-            // once, freed only here.
-            drop(unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(slots, self.capacity())) });
+            // SAFETY: allocated in `alloc_slots`, published once, freed only here; the
+            // values were popped above.
+            unsafe { self.free_slots(slots) };
         }
     }
 }

@@ -321,6 +321,14 @@ impl RuntimeShared {
         (if self.handler_spans { crate::telemetry::SPANS } else { 0 }) | (if self.metrics { crate::telemetry::METRICS } else { 0 })
     }
 
+    /// The side data this runtime's mailboxes keep beside each message
+    /// (`telemetry::context::OBSERVE_*`): trace contexts with handler spans, queue stamps
+    /// with metrics.
+    pub(crate) fn observe_bits(&self) -> u8 {
+        use crate::telemetry::context::{OBSERVE_TRACE, OBSERVE_WAIT};
+        (if self.handler_spans { OBSERVE_TRACE } else { 0 }) | (if self.metrics { OBSERVE_WAIT } else { 0 })
+    }
+
     /// Whether this runtime records metrics (see `telemetry::metrics`).
     #[inline]
     pub(crate) fn metrics_enabled(&self) -> bool {

@@ -21,6 +21,7 @@
 //! | `percore_actor_handler_seconds` | histogram (sampled): handler time per message | `runtime`, `kind` |
 //! | `percore_actor_mailbox_depth` | histogram (sampled): depth when an activation starts | `runtime`, `kind` |
 //! | `percore_actor_mailbox_depth_high_water` | gauge: the deepest sampled mailbox so far | `runtime`, `shard`, `kind` |
+//! | `percore_actor_mailbox_wait_seconds` | histogram (sampled): time from queued to handled | `runtime`, `kind` |
 //! | `percore_dead_letters_total` | counter | `runtime`, `reason` |
 //! | `percore_actor_failures_total`, `percore_actor_restarts_total`, `percore_escaped_panics_total` | counter | `runtime` |
 //!
@@ -42,15 +43,24 @@
 //! registers its metric handles when it starts, and a handle taken while no recorder is
 //! installed records nothing.
 //!
-//! Not measured: time a message waits in the mailbox. That needs a timestamp per message,
-//! which would grow every mailbox slot; the sampled depth and handler time give the same
-//! picture for a queue that drains in order (wait ≈ depth × handler time).
+//! **Time in the mailbox.** One message in [`WAIT_SAMPLE_EVERY`] is stamped with a clock
+//! read when queued, and the activation that takes it records the wait (a runtime without
+//! metrics pays nothing):
+//! * from another thread: the one queued at every 64th slot index of the ring, whose slots
+//!   then have side data (`telemetry/context.rs`);
+//! * on the owner shard: every 64th message the shard queues becomes the shard's *probe*
+//!   (actor, messages ahead of it, time), if no probe is out; the actor's activations count
+//!   down to it. The local queue stays as it is, so the same-shard path keeps its inline
+//!   slot. With handler spans on as well, local messages carry side data anyway, and the
+//!   stamp rides in it.
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) use off::*;
+
+pub use crate::queue::ring::WAIT_SAMPLE_EVERY;
 
 /// One activation in this many is sampled for the per-kind histograms.
 pub const SAMPLE_EVERY: u64 = 256;
@@ -118,6 +128,18 @@ mod off {
         pub(crate) fn flush(&self, _rt: &RuntimeShared, _run_queue: usize) {}
         #[inline(always)]
         pub(crate) fn flush_if_due(&self, _rt: &RuntimeShared, _run_queue: usize) {}
+        #[inline(always)]
+        pub(crate) fn wait_sample_due(&self) -> bool {
+            false
+        }
+        #[inline(always)]
+        pub(crate) fn mailbox_wait(&self, _kind: &'static str, _queued_at: u64) {}
+        #[inline(always)]
+        pub(crate) fn local_queued(&self, _actor: &crate::actor::header::Header, _ahead: usize) {}
+        #[inline(always)]
+        pub(crate) fn local_popped(&self, _actor: &crate::actor::header::Header, _kind: &'static str) {}
+        #[inline(always)]
+        pub(crate) fn forget_probe(&self, _actor: &crate::actor::header::Header) {}
     }
 }
 
@@ -128,7 +150,7 @@ mod on {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
-    use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
+    use super::{FLUSH_INTERVAL, SAMPLE_EVERY, WAIT_SAMPLE_EVERY};
 
     /// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
     const FLUSH_CHECK_TURNS: u32 = 16;
@@ -230,7 +252,21 @@ mod on {
         depth: Histogram,
         high_water_gauge: Gauge,
         high_water: usize,
+        wait: Histogram,
     }
+
+    /// A same-shard message being timed: which actor's queue, how many messages wait ahead
+    /// of it there, and when it was queued (`telemetry::context::now_ns`).
+    #[derive(Debug, Clone, Copy)]
+    struct Probe {
+        actor: *const crate::actor::header::Header,
+        ahead: usize,
+        queued_at: u64,
+    }
+
+    /// A probe left behind (its actor was stopped with the message unhandled, or messages
+    /// were unstashed ahead of it) is replaced after this long, so sampling never stops.
+    const PROBE_TTL_NS: u64 = 60_000_000_000;
 
     /// A sampled activation: when it began (its mailbox depth then is in `ShardMetrics`).
     #[derive(Debug, Clone, Copy)]
@@ -257,6 +293,10 @@ mod on {
         turns: Cell<u32>,
         /// Mailbox depth at the start of the sampled activation in progress.
         sampled_depth: Cell<usize>,
+        /// Same-shard messages queued so far (picks the ones stamped for the wait histogram).
+        wait_ticks: Cell<u64>,
+        /// The same-shard message being timed (metrics without spans): one at a time.
+        probe: Cell<Option<Probe>>,
         kinds: RefCell<Vec<Kind>>,
         handles: Option<Handles>,
         shard: usize,
@@ -305,6 +345,8 @@ mod on {
                 activations_flushed: Cell::new(0),
                 turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
+                wait_ticks: Cell::new(0),
+                probe: Cell::new(None),
                 kinds: RefCell::new(Vec::new()),
                 handles,
                 shard,
@@ -348,8 +390,22 @@ mod on {
         #[cold]
         #[inline(never)]
         fn record_sample(&self, kind: &'static str, start: Instant, depth: usize, handled: usize) {
-            let Some(h) = &self.handles else { return };
             let elapsed = start.elapsed();
+            self.with_kind(kind, |k| {
+                if handled > 0 {
+                    k.handler.record(elapsed.as_secs_f64() / handled as f64);
+                }
+                k.depth.record(depth as f64);
+                if depth > k.high_water {
+                    k.high_water = depth;
+                    k.high_water_gauge.set(depth as f64);
+                }
+            });
+        }
+
+        /// Runs `f` on the per-kind handles of `kind` (registered on first use).
+        fn with_kind(&self, kind: &'static str, f: impl FnOnce(&mut Kind)) {
+            let Some(h) = &self.handles else { return };
             let Ok(mut kinds) = self.kinds.try_borrow_mut() else { return };
             let i = match kinds.iter().position(|k| std::ptr::eq(k.name, kind) || k.name == kind) {
                 Some(i) => i,
@@ -361,22 +417,80 @@ mod on {
                     kinds.push(Kind {
                         name: kind,
                         handler: metrics::histogram!("percore_actor_handler_seconds", vec![rt.clone(), kl.clone()]),
-                        depth: metrics::histogram!("percore_actor_mailbox_depth", vec![rt, kl]),
+                        depth: metrics::histogram!("percore_actor_mailbox_depth", vec![rt.clone(), kl.clone()]),
                         high_water_gauge: metrics::gauge!("percore_actor_mailbox_depth_high_water", shard_kind),
                         high_water: 0,
+                        wait: metrics::histogram!("percore_actor_mailbox_wait_seconds", vec![rt, kl]),
                     });
                     kinds.len() - 1
                 }
             };
-            let k = &mut kinds[i];
-            if handled > 0 {
-                k.handler.record(elapsed.as_secs_f64() / handled as f64);
+            f(&mut kinds[i]);
+        }
+
+        /// Whether the same-shard message being queued now is stamped for the wait
+        /// histogram (one in [`WAIT_SAMPLE_EVERY`]).
+        #[inline]
+        pub(crate) fn wait_sample_due(&self) -> bool {
+            let n = self.wait_ticks.get();
+            self.wait_ticks.set(n.wrapping_add(1));
+            n % WAIT_SAMPLE_EVERY as u64 == 0
+        }
+
+        /// A same-shard message was queued into `actor`'s local queue behind `ahead` others
+        /// (metrics without spans, whose queues keep no side data): one in
+        /// [`WAIT_SAMPLE_EVERY`] becomes the probe, if none is out.
+        #[inline]
+        pub(crate) fn local_queued(&self, actor: &crate::actor::header::Header, ahead: usize) {
+            if self.wait_sample_due() {
+                self.start_probe(actor, ahead);
             }
-            k.depth.record(depth as f64);
-            if depth > k.high_water {
-                k.high_water = depth;
-                k.high_water_gauge.set(depth as f64);
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn start_probe(&self, actor: &crate::actor::header::Header, ahead: usize) {
+            let now = crate::telemetry::context::now_ns();
+            if let Some(p) = self.probe.get() {
+                if now.saturating_sub(p.queued_at) < PROBE_TTL_NS {
+                    return;
+                }
             }
+            self.probe.set(Some(Probe { actor, ahead, queued_at: now }));
+        }
+
+        /// A message of `actor`'s local queue is about to be handled: if it is the probe's,
+        /// its wait is recorded.
+        #[inline]
+        pub(crate) fn local_popped(&self, actor: &crate::actor::header::Header, kind: &'static str) {
+            if let Some(mut p) = self.probe.get() {
+                if std::ptr::eq(p.actor, actor) {
+                    if p.ahead == 0 {
+                        self.probe.set(None);
+                        self.mailbox_wait(kind, p.queued_at);
+                    } else {
+                        p.ahead -= 1;
+                        self.probe.set(Some(p));
+                    }
+                }
+            }
+        }
+
+        /// `actor` stops: its queued messages go to dead letters, and so does the probe.
+        #[inline]
+        pub(crate) fn forget_probe(&self, actor: &crate::actor::header::Header) {
+            if self.probe.get().is_some_and(|p| std::ptr::eq(p.actor, actor)) {
+                self.probe.set(None);
+            }
+        }
+
+        /// A stamped message (queued at `queued_at`, see `telemetry::context::now_ns`) of an
+        /// actor of type `kind` is about to be handled.
+        #[cold]
+        #[inline(never)]
+        pub(crate) fn mailbox_wait(&self, kind: &'static str, queued_at: u64) {
+            let waited = crate::telemetry::context::now_ns().saturating_sub(queued_at);
+            self.with_kind(kind, |k| k.wait.record(waited as f64 / 1e9));
         }
 
         /// An activation began on a runtime with metrics on (counted here, not in the shard

@@ -16,8 +16,11 @@
 //!
 //! ## Handler spans ([`crate::RuntimeBuilder::handler_spans`], off by default)
 //! One root span `handle` (target `percore::handler`) per handler invocation, with the
-//! actor's id and kind; never nested in another handler's span. See `telemetry/trace.rs`
-//! for what it does not do yet (link to the sender's span).
+//! actor's id and kind; never nested in another handler's span, but linked
+//! (`follows_from`) to the sender's span. The span carries a W3C-style trace context
+//! (`trace_id`, `span_id`, `parent_id`) that travels with every message across `tell`,
+//! `ask` and remote hops; [`TraceContext`] reads and sets it from application code.
+//! See `telemetry/trace.rs` for how it travels and what it costs.
 //!
 //! ## Metrics (cargo feature `metrics`, then [`crate::RuntimeBuilder::metrics`])
 //! See [`metrics`] for the list and the cost model: the shard counts in plain
@@ -33,7 +36,10 @@ pub mod metrics;
 pub(crate) const SPANS: u8 = 1;
 /// Telemetry bit of an activation: metrics.
 pub(crate) const METRICS: u8 = 2;
+pub(crate) mod context;
 pub(crate) mod trace;
+
+pub use context::TraceContext;
 
 use crate::actor::actor_ref::Path;
 use crate::actor::header::Header;

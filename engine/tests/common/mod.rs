@@ -1,5 +1,7 @@
 //! Shared helpers: small runtimes, waiting without sleeps, counters, a gate.
 
+pub mod spans;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

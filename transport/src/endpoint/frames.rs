@@ -9,6 +9,7 @@ use crate::io::ConnId;
 use crate::node::Target;
 use crate::refs::NodeCtx;
 use crate::wire::{Decoder, WireError};
+use percore::telemetry::TraceContext;
 
 impl EndpointState {
     pub(super) fn input(&mut self, c: ConnId, data: &[u8]) -> Result<usize, FrameError> {
@@ -29,16 +30,24 @@ impl EndpointState {
                 loop {
                     match next_frame(&data[used..], max)? {
                         None => return Ok(used),
-                        Some((kind::MSG, body, n)) => {
+                        Some((k @ (kind::MSG | kind::MSG_TRACED), body, n)) => {
                             used += n;
-                            let Some(alias) = body.get(..4) else {
-                                return Err(WireError::Truncated { needed: 4 - body.len() }.into());
+                            let head = if k == kind::MSG { 4 } else { 4 + 24 };
+                            let Some(header) = body.get(..head) else {
+                                return Err(WireError::Truncated { needed: head - body.len() }.into());
                             };
-                            let alias = u32::from_le_bytes(alias.try_into().expect("4 bytes"));
+                            let alias = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+                            // A traced frame's context (a zero trace id reads as none).
+                            let trace = header.get(4..).and_then(|t| TraceContext::from_bytes(t.try_into().ok()?));
                             match bindings.get(&alias) {
                                 Some(b) => {
-                                    let mut d = Decoder::with_ctx(&body[4..], &mut self.wire);
-                                    let delivery = match (b.deliver)(&mut d) {
+                                    let mut d = Decoder::with_ctx(&body[head..], &mut self.wire);
+                                    let delivered = match trace {
+                                        // The target's mailbox captures the sender's context.
+                                        Some(t) => t.scope(|| (b.deliver)(&mut d)),
+                                        None => (b.deliver)(&mut d),
+                                    };
+                                    let delivery = match delivered {
                                         Ok(delivery) => delivery,
                                         Err(e) => {
                                             // The frame was well formed, so the stream is

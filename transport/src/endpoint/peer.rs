@@ -183,8 +183,14 @@ impl EndpointState {
         let max = self.node.cfg.max_frame;
         let EndpointState { peers, wire, .. } = self;
         let peer = &mut peers[p];
-        let start = begin_frame(&mut peer.pending, kind::MSG);
+        // The trace context travels only when there is one: a proxy's handler in a runtime
+        // with handler spans (a thread-local read otherwise).
+        let trace = percore::telemetry::TraceContext::current();
+        let start = begin_frame(&mut peer.pending, if trace.is_some() { kind::MSG_TRACED } else { kind::MSG });
         peer.pending.extend_from_slice(&alias.to_le_bytes());
+        if let Some(t) = trace {
+            peer.pending.extend_from_slice(&t.to_bytes());
+        }
         let mut w = Encoder::with_ctx(&mut peer.pending, wire);
         msg.encode(&mut w);
         if let Some(e) = w.take_error() {

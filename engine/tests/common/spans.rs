@@ -1,0 +1,90 @@
+//! A `tracing` layer that records handler spans' trace fields and `follows_from` links, for
+//! the trace-context tests (the engine's and the transport's: included by path there).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::layer::Context as LayerCtx;
+use tracing_subscriber::Layer;
+
+/// One span as recorded: its name and the fields the tests look at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpanRec {
+    pub name: String,
+    pub kind: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_id: String,
+    /// The `span_id` (or, for a span without one, the name) of each span it follows from.
+    pub follows: Vec<String>,
+    /// A `tag` field, for spans the tests open themselves.
+    pub tag: String,
+}
+
+impl Visit for SpanRec {
+    fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+        let v = format!("{value:?}").trim_matches('"').to_string();
+        match field.name() {
+            "kind" => self.kind = v,
+            "trace_id" => self.trace_id = v,
+            "span_id" => self.span_id = v,
+            "parent_id" => self.parent_id = v,
+            "tag" => self.tag = v,
+            _ => {}
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_debug(field, &value);
+    }
+}
+
+/// Every span seen, in creation order (`live` maps open spans' ids to their index).
+#[derive(Default)]
+pub struct Spans {
+    all: Vec<SpanRec>,
+    live: HashMap<u64, usize>,
+}
+
+/// The recorder layer; [`SpanRecorder::spans`] reads what it saw.
+#[derive(Clone, Default)]
+pub struct SpanRecorder(Arc<Mutex<Spans>>);
+
+impl SpanRecorder {
+    /// Handler spans of actors whose type name contains `kind`, in creation order.
+    pub fn handler_spans(&self, kind: &str) -> Vec<SpanRec> {
+        self.0.lock().unwrap().all.iter().filter(|s| s.name == "handle" && s.kind.contains(kind)).cloned().collect()
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for SpanRecorder {
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: LayerCtx<'_, S>) {
+        let mut rec = SpanRec { name: attrs.metadata().name().to_string(), ..Default::default() };
+        attrs.record(&mut rec);
+        let mut spans = self.0.lock().unwrap();
+        spans.all.push(rec);
+        let i = spans.all.len() - 1;
+        spans.live.insert(id.into_u64(), i);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: LayerCtx<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some(&i) = spans.live.get(&id.into_u64()) {
+            values.record(&mut spans.all[i]);
+        }
+    }
+
+    fn on_follows_from(&self, id: &Id, follows: &Id, _ctx: LayerCtx<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        let (Some(&i), Some(&j)) = (spans.live.get(&id.into_u64()), spans.live.get(&follows.into_u64())) else { return };
+        let other = &spans.all[j];
+        let name = if other.span_id.is_empty() { other.name.clone() } else { other.span_id.clone() };
+        spans.all[i].follows.push(name);
+    }
+
+    fn on_close(&self, id: Id, _ctx: LayerCtx<'_, S>) {
+        self.0.lock().unwrap().live.remove(&id.into_u64());
+    }
+}
