@@ -132,6 +132,8 @@ mod tests {
         assert!(!parse(&["--pin", "--no-pin"]).params().expect("valid").pin);
         assert!(parse(&["--no-pin", "--pin"]).params().expect("valid").pin);
         assert!(!parse(&["--no-peers"]).params().expect("valid").peers);
+        assert!(!parse(&[]).params().expect("valid").peers_extra, "CAF and Erlang only when asked");
+        assert!(parse(&["--peers-extra"]).params().expect("valid").peers_extra);
     }
 
     #[test]

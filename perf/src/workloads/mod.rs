@@ -410,6 +410,24 @@ mod tests {
         run_small(false);
     }
 
+    /// CAF and Erlang where `perf/peers-extra.sh` has built them (each result validated),
+    /// else exactly one note per program saying why they were skipped.
+    #[test]
+    fn extra_peers_validate_or_say_why_they_were_skipped() {
+        let params = Params { n: None, shards: 2, pin: false, peers: false, peers_extra: true };
+        let mut results = Results::default();
+        for name in ["pingpong", "counting", "ring", "spawn"] {
+            let workload = find(name).expect("known");
+            (workload.run)(&params, 2_000, &mut results);
+        }
+        assert!(results.failures.is_empty(), "{:?}", results.failures);
+        for extra in peers::extra::ALL {
+            let rows = results.records.iter().filter(|r| r.system == extra.name()).count();
+            let skips = results.notes.iter().filter(|n| n.starts_with(&format!("{}: skipped", extra.name()))).count();
+            assert!((rows, skips) == (4, 0) || (rows, skips) == (0, 1), "{}: {rows} rows, {skips} notes", extra.name());
+        }
+    }
+
     #[cfg(feature = "peers")]
     #[test]
     fn every_workload_validates_on_every_peer() {

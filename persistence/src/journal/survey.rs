@@ -78,11 +78,14 @@ pub(crate) fn survey(
     }
 }
 
+/// A data CRC to check: segment id, its file, the covered length, the CRC recorded.
+type VerifyJob = (u64, Arc<File>, u64, u32);
+
 /// Checks loaded checkpoints' data CRCs ([`checkpoint::verify_data`]) one after another on a
 /// thread of its own, started with the first one.
 struct Verifier {
     dir: PathBuf,
-    jobs: Option<mpsc::Sender<(u64, Arc<File>, u64, u32)>>,
+    jobs: Option<mpsc::Sender<VerifyJob>>,
     thread: Option<thread::JoinHandle<Vec<(u64, CheckpointFallback)>>>,
     /// Results of checks made inline (no thread could be started).
     inline: Vec<(u64, CheckpointFallback)>,
@@ -95,7 +98,7 @@ impl Verifier {
 
     fn submit(&mut self, id: u64, file: Arc<File>, covered: u64, data_crc: u32) {
         if self.jobs.is_none() && self.inline.is_empty() {
-            let (tx, rx) = mpsc::channel::<(u64, Arc<File>, u64, u32)>();
+            let (tx, rx) = mpsc::channel::<VerifyJob>();
             let dir = self.dir.clone();
             let started = thread::Builder::new().name("percore-journal-verify".into()).spawn(move || {
                 let mut failed = vec![];
