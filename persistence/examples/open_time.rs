@@ -15,7 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base = args.next().map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let events: u64 = args.next().map(|n| n.parse()).transpose()?.unwrap_or(1_000_000);
     let dir = base.join(format!("percore-open-time-{}", std::process::id()));
-    let ids: Vec<PersistenceId> = (0..100).map(|i| PersistenceId::new(format!("stream-{i}"))).collect::<Result<_, _>>()?;
+    let ids: Vec<PersistenceId> =
+        (0..100).map(|i| PersistenceId::new(format!("stream-{i}"))).collect::<Result<_, _>>()?;
     {
         // No fsync: the writes are set-up, not what is measured.
         let journal = JournalOptions::new().fsync(false).open(&dir)?;

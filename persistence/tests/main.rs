@@ -2,8 +2,8 @@
 
 mod support;
 
-mod conformance;
 mod checkpoint;
+mod conformance;
 mod corruption;
 mod crash;
 mod durability;

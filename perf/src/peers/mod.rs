@@ -17,9 +17,9 @@
 //! workloads whose percore side is one shard (`pingpong`, `ring`, `counting` with a
 //! producer on the counter's thread, `spawn`).
 
-pub mod extra;
 #[cfg(feature = "peers")]
 mod actix;
+pub mod extra;
 #[cfg(feature = "peers")]
 mod kameo;
 #[cfg(feature = "peers")]

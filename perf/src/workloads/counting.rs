@@ -48,5 +48,7 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
             record.system
         ));
     }
-    each_extra_peer(params, results, NAME, n, |system, threads, o| checked_record(system, NAME, threads, o, n, n, UNIT));
+    each_extra_peer(params, results, NAME, n, |system, threads, o| {
+        checked_record(system, NAME, threads, o, n, n, UNIT)
+    });
 }

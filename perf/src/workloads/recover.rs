@@ -153,8 +153,9 @@ fn fill(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Resul
         let stream = persistence.spawn_on(&rt, shard, move || Stream { index, recovered: None });
         streams.push(stream.map_err(fail("spawning a stream"))?);
     }
-    let filled =
-        block_on(join_all(streams.iter().map(|s| s.ask(|reply| Fill { events: per_actor, reply }).timeout(ASK_TIMEOUT))));
+    let filled = block_on(join_all(
+        streams.iter().map(|s| s.ask(|reply| Fill { events: per_actor, reply }).timeout(ASK_TIMEOUT)),
+    ));
     for count in filled {
         BenchError::check_eq(NAME, PERCORE, "events filled into a stream", count.map_err(fail("filling"))?, per_actor)?;
     }

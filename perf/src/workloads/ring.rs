@@ -124,7 +124,9 @@ pub fn run_local(params: &Params, n: u64, results: &mut Results) {
     each_same_thread_peer(params, results, |peer| {
         checked_record(peer.name(), NAME, 1, peer.ring(RING_SIZE, n)?, n, n, UNIT)
     });
-    each_extra_peer(params, results, NAME, n, |system, threads, o| checked_record(system, NAME, threads, o, n, n, UNIT));
+    each_extra_peer(params, results, NAME, n, |system, threads, o| {
+        checked_record(system, NAME, threads, o, n, n, UNIT)
+    });
 }
 
 /// The `ring-xshard` workload: members round-robin over all shards (peers: as many

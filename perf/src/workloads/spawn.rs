@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props, TellError};
+use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo, TellError};
 
 use super::engine::{self, fail, tell_sized, ASK_TIMEOUT};
 use super::fanin::share;

@@ -105,7 +105,11 @@ impl fmt::Display for CheckpointFallback {
                 write!(f, "no index checkpoint for {}; scanned it in full", segment.display())
             }
             CheckpointFallback::Corrupt { checkpoint, reason } => {
-                write!(f, "index checkpoint {} is damaged ({reason}); scanned its segment in full", checkpoint.display())
+                write!(
+                    f,
+                    "index checkpoint {} is damaged ({reason}); scanned its segment in full",
+                    checkpoint.display()
+                )
             }
             CheckpointFallback::Stale { checkpoint, reason } => {
                 write!(f, "index checkpoint {} is stale ({reason}); scanned its segment in full", checkpoint.display())
@@ -259,12 +263,7 @@ fn entry(b: &[u8]) -> Entry {
 /// Reads and checks the checkpoint of segment `id` (`file`, `file_len` bytes long). For the
 /// newest segment, `durable_end` (if known) bounds what it may cover. The segment's bytes are
 /// not read here: [`verify_data`] checks them (the survey runs it beside its other work).
-pub(crate) fn load(
-    dir: &Path,
-    id: u64,
-    file_len: u64,
-    durable_end: Option<u64>,
-) -> Result<Loaded, CheckpointFallback> {
+pub(crate) fn load(dir: &Path, id: u64, file_len: u64, durable_end: Option<u64>) -> Result<Loaded, CheckpointFallback> {
     let path = checkpoint_path(dir, id);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -352,9 +351,9 @@ pub(crate) fn verify_data(
     let stale = |reason: String| CheckpointFallback::Stale { checkpoint: checkpoint_path(dir, id), reason };
     match range_crc(file, covered) {
         Ok(crc) if crc == data_crc => Ok(()),
-        Ok(crc) => {
-            Err(stale(format!("the segment's first {covered} bytes have CRC {crc:#010x}, it recorded {data_crc:#010x}")))
-        }
+        Ok(crc) => Err(stale(format!(
+            "the segment's first {covered} bytes have CRC {crc:#010x}, it recorded {data_crc:#010x}"
+        ))),
         Err(e) => Err(stale(format!("reading the segment: {e}"))),
     }
 }
@@ -372,7 +371,9 @@ impl Loaded {
                 id,
                 sid,
                 entries.chunks_exact(ENTRY_LEN).map(entry).map(|e| match e.kind {
-                    KIND_EVENTS => super::index::Found::Events { offset: e.offset, len: e.len, count: e.count, first_seq: e.seq },
+                    KIND_EVENTS => {
+                        super::index::Found::Events { offset: e.offset, len: e.len, count: e.count, first_seq: e.seq }
+                    }
                     _ => super::index::Found::Delete { to_seq: e.seq },
                 }),
             );
