@@ -266,22 +266,23 @@ fn process_user_messages<A: Actor, const T: u8>(
                 let more = sup.unstashed > 0;
                 ctx.meta.set(Flags::UNSTASHED, more);
             }
-            if T == 0 {
+            // Side data exists with spans (both queues) and, with metrics alone, in the ring.
+            let with_side = T & SPANS != 0 || (T & METRICS != 0 && from_ring && !unstashed);
+            if !with_side {
                 // SAFETY: owner-shard thread (the caller's contract).
                 let msg = unsafe { if unstashed { cell.shared().pop_local_first() } else { cell.shared().next_message(from_ring) } };
                 let Some(msg) = msg else { break };
                 handled += 1;
+                if T & METRICS != 0 {
+                    // Metrics alone: same-shard waits are sampled by the shard's probe.
+                    shard.metrics().local_popped(cell.header(), std::any::type_name::<A>());
+                }
                 actor.handle(&mut ctx, msg)?;
             } else {
-                // An observed runtime: each message comes with its side data.
                 // SAFETY: owner-shard thread (the caller's contract).
                 let next = unsafe { if unstashed { cell.shared().pop_local_first_side() } else { cell.shared().next_message_side(from_ring) } };
                 let Some((msg, side)) = next else { break };
                 handled += 1;
-                if T == METRICS && (unstashed || !from_ring) {
-                    // Metrics alone: same-shard waits are sampled by the shard's probe.
-                    shard.metrics().local_popped(cell.header(), std::any::type_name::<A>());
-                }
                 if T & METRICS != 0 && side.queued_at != 0 {
                     shard.metrics().mailbox_wait(std::any::type_name::<A>(), side.queued_at);
                 }

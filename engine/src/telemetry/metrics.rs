@@ -255,11 +255,10 @@ mod on {
         wait: Histogram,
     }
 
-    /// A same-shard message being timed: which actor's queue, how many messages wait ahead
-    /// of it there, and when it was queued (`telemetry::context::now_ns`).
+    /// A same-shard message being timed: how many messages wait ahead of it in its actor's
+    /// queue, and when it was queued (`telemetry::context::now_ns`).
     #[derive(Debug, Clone, Copy)]
     struct Probe {
-        actor: *const crate::actor::header::Header,
         ahead: usize,
         queued_at: u64,
     }
@@ -295,8 +294,11 @@ mod on {
         sampled_depth: Cell<usize>,
         /// Same-shard messages queued so far (picks the ones stamped for the wait histogram).
         wait_ticks: Cell<u64>,
-        /// The same-shard message being timed (metrics without spans): one at a time.
-        probe: Cell<Option<Probe>>,
+        /// The actor whose same-shard message is being timed (metrics without spans; one at
+        /// a time); null when none. Checked per message, so it stands alone.
+        probe_actor: Cell<*const crate::actor::header::Header>,
+        /// Messages ahead of the timed one in that actor's queue, and when it was queued.
+        probe: Cell<Probe>,
         kinds: RefCell<Vec<Kind>>,
         handles: Option<Handles>,
         shard: usize,
@@ -346,7 +348,8 @@ mod on {
                 turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
                 wait_ticks: Cell::new(0),
-                probe: Cell::new(None),
+                probe_actor: Cell::new(std::ptr::null()),
+                probe: Cell::new(Probe { ahead: 0, queued_at: 0 }),
                 kinds: RefCell::new(Vec::new()),
                 handles,
                 shard,
@@ -451,36 +454,40 @@ mod on {
         #[inline(never)]
         fn start_probe(&self, actor: &crate::actor::header::Header, ahead: usize) {
             let now = crate::telemetry::context::now_ns();
-            if let Some(p) = self.probe.get() {
-                if now.saturating_sub(p.queued_at) < PROBE_TTL_NS {
-                    return;
-                }
+            if !self.probe_actor.get().is_null() && now.saturating_sub(self.probe.get().queued_at) < PROBE_TTL_NS {
+                return;
             }
-            self.probe.set(Some(Probe { actor, ahead, queued_at: now }));
+            self.probe_actor.set(actor);
+            self.probe.set(Probe { ahead, queued_at: now });
         }
 
         /// A message of `actor`'s local queue is about to be handled: if it is the probe's,
         /// its wait is recorded.
         #[inline]
         pub(crate) fn local_popped(&self, actor: &crate::actor::header::Header, kind: &'static str) {
-            if let Some(mut p) = self.probe.get() {
-                if std::ptr::eq(p.actor, actor) {
-                    if p.ahead == 0 {
-                        self.probe.set(None);
-                        self.mailbox_wait(kind, p.queued_at);
-                    } else {
-                        p.ahead -= 1;
-                        self.probe.set(Some(p));
-                    }
-                }
+            if std::ptr::eq(self.probe_actor.get(), actor) {
+                self.probe_step(kind);
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn probe_step(&self, kind: &'static str) {
+            let mut p = self.probe.get();
+            if p.ahead == 0 {
+                self.probe_actor.set(std::ptr::null());
+                self.mailbox_wait(kind, p.queued_at);
+            } else {
+                p.ahead -= 1;
+                self.probe.set(p);
             }
         }
 
         /// `actor` stops: its queued messages go to dead letters, and so does the probe.
         #[inline]
         pub(crate) fn forget_probe(&self, actor: &crate::actor::header::Header) {
-            if self.probe.get().is_some_and(|p| std::ptr::eq(p.actor, actor)) {
-                self.probe.set(None);
+            if std::ptr::eq(self.probe_actor.get(), actor) {
+                self.probe_actor.set(std::ptr::null());
             }
         }
 
