@@ -27,7 +27,9 @@
 //!   acknowledged record, a file cut short or replaced) makes its checkpoint stale, the full
 //!   scan runs and refuses to open exactly as it would without checkpoints. What the
 //!   checkpoint saves is the per-record work (header and body checks, parsing, one index
-//!   lookup per record); the CRC over the covered bytes is one sequential pass.
+//!   lookup per record); the CRC over the covered bytes is one sequential pass, made on a
+//!   thread of the survey's while it builds the index from the checkpoint (a mismatch throws
+//!   that survey away and surveys again without the checkpoint; see `survey.rs`).
 
 use std::fmt;
 use std::fs::File;
