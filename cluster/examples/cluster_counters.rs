@@ -12,15 +12,20 @@
 //! ```
 //! Each node adds 1 to each of ten counters ten times, then waits until every counter
 //! holds 30 (all three nodes' increments) and prints where each counter lives and where
-//! the singleton runs (the oldest node).
+//! the singleton runs (the oldest node). Each node also registers a plain (not sharded)
+//! counter with the receptionist under one service key, and sends 9 increments through a
+//! round-robin group router over that key: every node's service counter gets 3 from each.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use percore::{Actor, ActorError, Context, ReplyTo, Runtime};
-use percore_cluster::{Cluster, ClusterConfig, ClusterSharding, MemberStatus, SbrStrategy, ShardingSettings};
+use percore::{Actor, ActorError, Context, Props, ReplyTo, Runtime};
+use percore_cluster::{
+    Cluster, ClusterConfig, ClusterSharding, GroupRouting, MemberStatus, Receptionist, SbrStrategy, ServiceKey,
+    ShardingSettings,
+};
 use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
 
 /// A counter's messages.
@@ -154,6 +159,34 @@ fn run_node(index: usize, ports: &[u16]) -> Result<(), Box<dyn std::error::Error
     }
     let (_, at) = boss.blocking_ask(CounterMsg::Get, Duration::from_secs(10))?;
     println!("node {index}: the singleton runs on {at}");
+
+    // Service discovery: one plain counter per node, listed under one key on every node.
+    let receptionist = Receptionist::new(&cluster);
+    let key = ServiceKey::<CounterMsg>::new("service-counters");
+    let mine = rt.handle().spawn(Props::from(Counter { value: 0, host: host.clone() }))?;
+    receptionist.register(&key, &mine)?;
+    let router = receptionist.group_router(&key, GroupRouting::RoundRobin, 1000)?;
+    while router.blocking_routees(Duration::from_secs(10)).map_or(0, |l| l.len()) < ports.len() {
+        if Instant::now() > deadline {
+            return Err("the service listing did not reach every node".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..3 * ports.len() {
+        router.blocking_send(CounterMsg::Add(1), Duration::from_secs(10))?;
+    }
+    let want = 3 * ports.len() as u64;
+    loop {
+        let (v, _) = mine.blocking_ask(CounterMsg::Get, Duration::from_secs(10))?;
+        if v == want {
+            println!("node {index}: its service counter got {v} increments routed from all nodes");
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the service counter is stuck at {v}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     println!("node {index}: done");
     // Serve until the parent closes our stdin (or forever when run by hand).
     let mut line = String::new();

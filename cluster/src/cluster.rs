@@ -10,7 +10,7 @@ use percore::{ActorRef, Props};
 use percore_transport::{Node, RemoteMessage, TransportError};
 
 use crate::config::ClusterConfig;
-use crate::daemon::{Daemon, DaemonMsg, LocalMsg, ViewHook, DAEMON_NAME};
+use crate::daemon::{Daemon, DaemonMsg, LocalMsg, StateHook, ViewHook, DAEMON_NAME};
 use crate::event::{ClusterEvent, CurrentClusterState};
 use crate::member::UniqueAddress;
 use crate::ClusterError;
@@ -182,6 +182,11 @@ impl Cluster {
 
     pub(crate) fn register_region(&self, name: String, hook: ViewHook) -> Result<(), ClusterError> {
         self.local(LocalMsg::RegisterRegion { name, hook })
+    }
+
+    /// Calls `hook` with the published membership now and after every change.
+    pub(crate) fn watch_members(&self, hook: StateHook) -> Result<(), ClusterError> {
+        self.local(LocalMsg::WatchMembers(hook))
     }
 
     pub(crate) fn request_view(&self, name: String) {

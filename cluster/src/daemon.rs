@@ -50,6 +50,11 @@ pub(crate) struct MembershipView {
 /// A region's hook: called with every new view.
 pub(crate) type ViewHook = Box<dyn Fn(MembershipView) + Send>;
 
+/// A membership watcher's hook (the receptionist): called with every newly published
+/// state (converged or not), and at once when it registers. Returns `false` when its
+/// owner has stopped, and is then dropped.
+pub(crate) type StateHook = Box<dyn Fn(&CurrentClusterState) -> bool + Send>;
+
 /// The daemon's messages: the first three cross the wire, `Local` never does.
 pub(crate) enum DaemonMsg {
     /// A node asks to join (sent to seeds).
@@ -72,6 +77,8 @@ pub(crate) enum LocalMsg {
         hook: ViewHook,
     },
     RegionDrained(String),
+    /// A watcher of the published membership (the receptionist).
+    WatchMembers(StateHook),
     /// A (restarted) region asks for the current view again.
     ResendView(String),
     HeartbeatTick,
@@ -124,6 +131,7 @@ pub(crate) struct Daemon {
     peers: HashMap<SocketAddr, ActorRef<DaemonMsg>>,
     published: CurrentClusterState,
     regions: Vec<(String, ViewHook, bool)>,
+    watchers: Vec<StateHook>,
     last_view: Option<MembershipView>,
     sbr_signature: BTreeSet<UniqueAddress>,
     stable_since: Instant,
@@ -144,6 +152,7 @@ impl Daemon {
             peers: HashMap::new(),
             published: CurrentClusterState::default(),
             regions: Vec::new(),
+            watchers: Vec::new(),
             last_view: None,
             sbr_signature: BTreeSet::new(),
             stable_since: Instant::now(),
@@ -493,6 +502,7 @@ impl Daemon {
                 rt.event_stream().publish(ev);
             }
             *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+            self.watchers.retain(|w| w(&state));
             self.published = state;
         }
     }
@@ -582,6 +592,11 @@ impl Actor for Daemon {
                         hook(v.clone());
                     }
                     self.regions.push((name, hook, false));
+                }
+                LocalMsg::WatchMembers(hook) => {
+                    if hook(&self.published) {
+                        self.watchers.push(hook);
+                    }
                 }
                 LocalMsg::ResendView(name) => {
                     if let Some(v) = &self.last_view {

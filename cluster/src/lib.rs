@@ -13,6 +13,9 @@
 //!  ClusterSharding::new(&cluster).start("counter", factory, settings)
 //!    entity id ─► shard (hash) ─► node (rendezvous over up members of the converged view)
 //!    hand-off: a shard starts on its new owner only after every other member stopped it
+//!  Receptionist::new(&cluster).register(&ServiceKey::<M>::new("workers"), &worker)
+//!    per-node register (key → refs), versioned ─► pushed to every member; digest repairs
+//!    find / subscribe ─► Listing<M> (local and remote refs); group_router ─► one of them
 //! ```
 //!
 //! * **Membership** ([`Cluster`]): Akka's lifecycle ([`MemberStatus`]), with a leader that
@@ -34,11 +37,18 @@
 //!   themselves: remember-entities); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
 //!   future) and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest
 //!   member. Persistent entities recover on their new node from a journal all nodes reach.
+//! * **Receptionist** ([`Receptionist`], Akka Typed's): a [`ServiceKey<M>`] names a service;
+//!   refs registered under it on any node are listed on every node ([`Listing`], by
+//!   [`Receptionist::find`], a future, or [`Receptionist::blocking_find`]), subscribers get
+//!   the current listing then every change, and entries go when their actor stops
+//!   (death-watch) or their node is downed or removed. A [`GroupRouter`] routes over a
+//!   listing (round-robin or random) and follows it.
 //! * **Formation**: [`ClusterConfig::min_nr_of_members`] keeps shards from moving while the
 //!   cluster forms.
 //! * **Testing partitions**: [`Cluster::faults`] blackholes cluster traffic between nodes.
 //!
-//! Examples: `cluster_counters` (three processes, sharded counters, a singleton) and
+//! Examples: `cluster_counters` (three processes, sharded counters, a singleton, a
+//! receptionist service behind a group router) and
 //! `sharding_throughput` (sharded entities against direct remote `tell`). See
 //! `docs/CLUSTER.md` for the guarantees and what happens in each failure.
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -51,6 +61,7 @@ mod event;
 mod gossip;
 mod member;
 mod phi;
+pub mod receptionist;
 mod sbr;
 pub mod sharding;
 
@@ -59,6 +70,7 @@ pub use config::ClusterConfig;
 pub use event::{ClusterEvent, CurrentClusterState};
 pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
+pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
 pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
 pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
 
@@ -79,6 +91,9 @@ pub enum ClusterError {
     /// The membership daemon has stopped (the runtime is shutting down).
     #[error("the cluster daemon has stopped")]
     DaemonGone,
+    /// This node's receptionist has stopped (the runtime is shutting down).
+    #[error("the receptionist has stopped")]
+    ReceptionistGone,
     /// An entity type name must be non-empty and contain no `/` or `*`.
     #[error("bad entity type name {0:?}: use a non-empty name without '/' or '*'")]
     BadTypeName(String),

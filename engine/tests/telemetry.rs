@@ -165,8 +165,9 @@ fn time_in_mailbox_is_sampled_for_same_shard_messages_too() {
     let counter = rt.spawn(Props::from(Counter(0)).capacity(4096)).unwrap();
     let feeder = rt.spawn(Feeder).unwrap();
     feeder.tell(counter.clone()).unwrap();
-    // The first of the 640 same-shard adds is the shard's probe (the others queue while it
-    // is out), and the ask from this thread takes ring slot 0 (stamped): 2 waits in all.
+    // The shard's first activation is sampled, so the first same-shard message after it, the
+    // first of the 640 adds, is the shard's probe (the others queue while it is out); the
+    // ask from this thread takes ring slot 0 (stamped): 2 waits in all.
     assert!(eventually(|| counter.blocking_ask(CountMsg::Get, crate::common::DEADLINE).unwrap() == 640));
     let waits = |b: &str| -> u64 {
         b.lines()

@@ -117,7 +117,8 @@ impl<M> ShardingSettings<M> {
         self.stop_message = Some(Arc::new(f));
         self
     }
-    /// Where shards go (default: rendezvous hashing).
+    /// Where shards go (default: rendezvous hashing; [`Placement::LeastShards`] balances
+    /// exactly).
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
         self

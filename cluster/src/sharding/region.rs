@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
-use super::placement::{owner_of, shard_of};
+use super::placement::{owners, shard_of};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
 use crate::daemon::MembershipView;
@@ -200,11 +200,8 @@ where
     }
 
     fn set_view(&mut self, v: MembershipView) {
-        self.owners = if v.terminated {
-            Vec::new()
-        } else {
-            (0..self.settings.num_shards).map(|s| owner_of(s, &v.up, self.settings.placement)).collect()
-        };
+        self.owners =
+            if v.terminated { Vec::new() } else { owners(self.settings.num_shards, &v.up, self.settings.placement) };
         self.view = Some(v);
     }
 

@@ -126,8 +126,8 @@ pub(crate) struct Carried {
 }
 
 /// Side data of one message in an observed runtime's mailbox (see the module doc): what the
-/// trace needs, and when the message was queued (1 message in
-/// `WAIT_SAMPLE_EVERY`, for the time-in-mailbox histogram).
+/// trace needs, and when the message was queued (for a sample of the messages, see
+/// `telemetry::metrics`: the time-in-mailbox histogram).
 #[derive(Default)]
 pub(crate) struct Side {
     /// Nanoseconds since [`epoch`] when queued; 0 when not sampled.

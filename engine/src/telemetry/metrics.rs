@@ -43,16 +43,16 @@
 //! registers its metric handles when it starts, and a handle taken while no recorder is
 //! installed records nothing.
 //!
-//! **Time in the mailbox.** One message in [`WAIT_SAMPLE_EVERY`] is stamped with a clock
-//! read when queued, and the activation that takes it records the wait (a runtime without
-//! metrics pays nothing):
-//! * from another thread: the one queued at every 64th slot index of the ring, whose slots
-//!   then have side data (`telemetry/context.rs`);
-//! * on the owner shard: every 64th message the shard queues becomes the shard's *probe*
-//!   (actor, messages ahead of it, time), if no probe is out; the actor's activations count
-//!   down to it. The local queue stays as it is, so the same-shard path keeps its inline
-//!   slot. With handler spans on as well, local messages carry side data anyway, and the
-//!   stamp rides in it.
+//! **Time in the mailbox.** A sample of the messages is stamped with a clock read when
+//! queued, and the activation that takes it records the wait (a runtime without metrics
+//! pays nothing):
+//! * from another thread: the one queued at every [`WAIT_SAMPLE_EVERY`]th slot index of the
+//!   ring, whose slots then have side data (`telemetry/context.rs`);
+//! * on the owner shard: the first message queued after each sampled activation (one in
+//!   [`SAMPLE_EVERY`]) becomes the shard's *probe* (actor, messages ahead of it, time), if
+//!   no probe is out; the actor's activations count down to it. The local queue stays as it
+//!   is, so the same-shard path keeps its inline slot and pays a flag test. With handler
+//!   spans on as well, local messages carry side data anyway, and the stamp rides in it.
 
 #[cfg(feature = "metrics")]
 pub(crate) use on::*;
@@ -150,7 +150,7 @@ mod on {
 
     use metrics::{Counter, Gauge, Histogram, Label};
 
-    use super::{FLUSH_INTERVAL, SAMPLE_EVERY, WAIT_SAMPLE_EVERY};
+    use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
 
     /// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
     const FLUSH_CHECK_TURNS: u32 = 16;
@@ -292,8 +292,9 @@ mod on {
         turns: Cell<u32>,
         /// Mailbox depth at the start of the sampled activation in progress.
         sampled_depth: Cell<usize>,
-        /// Same-shard messages queued so far (picks the ones stamped for the wait histogram).
-        wait_ticks: Cell<u64>,
+        /// Set by each sampled activation: the next same-shard message queued on this shard
+        /// is timed (stamped, or made the probe).
+        wait_armed: Cell<bool>,
         /// The actor whose same-shard message is being timed (metrics without spans; one at
         /// a time); null when none. Checked per message, so it stands alone.
         probe_actor: Cell<*const crate::actor::header::Header>,
@@ -347,7 +348,7 @@ mod on {
                 activations_flushed: Cell::new(0),
                 turns: Cell::new(0),
                 sampled_depth: Cell::new(0),
-                wait_ticks: Cell::new(0),
+                wait_armed: Cell::new(false),
                 probe_actor: Cell::new(std::ptr::null()),
                 probe: Cell::new(Probe { ahead: 0, queued_at: 0 }),
                 kinds: RefCell::new(Vec::new()),
@@ -370,10 +371,12 @@ mod on {
             if !metrics {
                 return Sample(None);
             }
-            // `activation` counted this one already; every SAMPLE_EVERY-th is sampled.
-            if self.activations.get() % SAMPLE_EVERY != 0 {
+            // `activation` counted this one already; every SAMPLE_EVERY-th is sampled, from
+            // the first on.
+            if self.activations.get() % SAMPLE_EVERY != 1 {
                 return Sample(None);
             }
+            self.wait_armed.set(true);
             self.sampled_depth.set(depth());
             Sample(Some(Instant::now()))
         }
@@ -431,21 +434,19 @@ mod on {
             f(&mut kinds[i]);
         }
 
-        /// Whether the same-shard message being queued now is stamped for the wait
-        /// histogram (one in [`WAIT_SAMPLE_EVERY`]).
+        /// Whether the same-shard message being queued now is timed: the first one after
+        /// each sampled activation (one in [`SAMPLE_EVERY`]).
         #[inline]
         pub(crate) fn wait_sample_due(&self) -> bool {
-            let n = self.wait_ticks.get();
-            self.wait_ticks.set(n.wrapping_add(1));
-            n % WAIT_SAMPLE_EVERY as u64 == 0
+            self.wait_armed.replace(false)
         }
 
         /// A same-shard message was queued into `actor`'s local queue behind `ahead` others
-        /// (metrics without spans, whose queues keep no side data): one in
-        /// [`WAIT_SAMPLE_EVERY`] becomes the probe, if none is out.
+        /// (metrics without spans, whose queues keep no side data): the first one after a
+        /// sampled activation becomes the probe, if none is out.
         #[inline]
         pub(crate) fn local_queued(&self, actor: &crate::actor::header::Header, ahead: usize) {
-            if self.wait_sample_due() {
+            if self.wait_armed.get() {
                 self.start_probe(actor, ahead);
             }
         }
@@ -453,6 +454,7 @@ mod on {
         #[cold]
         #[inline(never)]
         fn start_probe(&self, actor: &crate::actor::header::Header, ahead: usize) {
+            self.wait_armed.set(false);
             let now = crate::telemetry::context::now_ns();
             if !self.probe_actor.get().is_null() && now.saturating_sub(self.probe.get().queued_at) < PROBE_TTL_NS {
                 return;
