@@ -253,52 +253,27 @@ fn process_user_messages<A: Actor, const T: u8>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
-    let spans = T & SPANS != 0;
     // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
     let sample = shard.metrics().begin_activation(T & METRICS != 0, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
-    let result = catch_unwind(AssertUnwindSafe(|| -> Result<(), crate::ActorError> {
-        while handled < budget {
-            let unstashed = ctx.meta.is(Flags::UNSTASHED);
-            if unstashed {
-                // Unstashed messages first, in order, before anything newer.
-                let sup = ctx.meta.sup();
-                sup.unstashed = sup.unstashed.saturating_sub(1);
-                let more = sup.unstashed > 0;
-                ctx.meta.set(Flags::UNSTASHED, more);
-            }
-            // Side data exists with spans (both queues) and, with metrics alone, in the ring.
-            let with_side = T & SPANS != 0 || (T & METRICS != 0 && from_ring && !unstashed);
-            if !with_side {
-                // SAFETY: owner-shard thread (the caller's contract).
-                let msg = unsafe { if unstashed { cell.shared().pop_local_first() } else { cell.shared().next_message(from_ring) } };
-                let Some(msg) = msg else { break };
-                handled += 1;
-                if T & METRICS != 0 {
-                    // Metrics alone: same-shard waits are sampled by the shard's probe.
-                    shard.metrics().local_popped(cell.header(), std::any::type_name::<A>());
-                }
-                actor.handle(&mut ctx, msg)?;
-            } else {
-                // SAFETY: owner-shard thread (the caller's contract).
-                let next = unsafe { if unstashed { cell.shared().pop_local_first_side() } else { cell.shared().next_message_side(from_ring) } };
-                let Some((msg, side)) = next else { break };
-                handled += 1;
-                if T & METRICS != 0 && side.queued_at != 0 {
-                    shard.metrics().mailbox_wait(std::any::type_name::<A>(), side.queued_at);
-                }
-                if spans {
-                    crate::telemetry::trace::handle_in_span(actor, &mut ctx, msg, id, side.trace)?
-                } else {
-                    actor.handle(&mut ctx, msg)?
-                }
-            }
-            if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING) {
-                break;
-            }
+    // Side data exists with spans (both queues) and, with metrics alone, in the ring.
+    let with_side = T & SPANS != 0 || (T & METRICS != 0 && from_ring);
+    if T == METRICS && !from_ring {
+        // Metrics alone: a same-shard wait is timed by the shard's probe (see
+        // `telemetry::metrics`), checked once before and once after the messages.
+        shard.metrics().probe_before(cell.header(), std::any::type_name::<A>());
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // Two separately compiled loops: one test per activation, none per message.
+        if with_side {
+            handle_messages::<A, T, true>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
+        } else {
+            handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
         }
-        Ok(())
     }));
     shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
+    if T == METRICS && !from_ring {
+        shard.metrics().probe_after(cell.header(), std::any::type_name::<A>(), handled);
+    }
     if handled > 0 {
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
@@ -309,6 +284,57 @@ fn process_user_messages<A: Actor, const T: u8>(
         Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
         Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
     }
+}
+
+/// The message loop of [`process_user_messages`]: up to `budget` messages, counted in
+/// `handled`. `SIDE`: whether messages come with side data (`telemetry::context::Side`):
+/// with spans, and with metrics from the ring.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn handle_messages<A: Actor, const T: u8, const SIDE: bool>(
+    actor: &mut A,
+    ctx: &mut Context<'_, A>,
+    cell: &Cell<A>,
+    shard: &ShardLocal,
+    from_ring: bool,
+    budget: usize,
+    handled: &mut usize,
+    id: crate::id::ActorId,
+) -> Result<(), crate::ActorError> {
+    while *handled < budget {
+        let unstashed = ctx.meta.is(Flags::UNSTASHED);
+        if unstashed {
+            // Unstashed messages first, in order, before anything newer.
+            let sup = ctx.meta.sup();
+            sup.unstashed = sup.unstashed.saturating_sub(1);
+            let more = sup.unstashed > 0;
+            ctx.meta.set(Flags::UNSTASHED, more);
+        }
+        if !SIDE {
+            // SAFETY: owner-shard thread (the caller's contract).
+            let msg = unsafe { if unstashed { cell.shared().pop_local_first() } else { cell.shared().next_message(from_ring) } };
+            let Some(msg) = msg else { break };
+            *handled += 1;
+            actor.handle(ctx, msg)?;
+        } else {
+            // SAFETY: owner-shard thread (the caller's contract).
+            let next = unsafe { if unstashed { cell.shared().pop_local_first_side() } else { cell.shared().next_message_side(from_ring) } };
+            let Some((msg, side)) = next else { break };
+            *handled += 1;
+            if T & METRICS != 0 && side.queued_at != 0 {
+                shard.metrics().mailbox_wait(std::any::type_name::<A>(), side.queued_at);
+            }
+            if T & SPANS != 0 {
+                crate::telemetry::trace::handle_in_span(actor, ctx, msg, id, side.trace)?
+            } else {
+                actor.handle(ctx, msg)?
+            }
+        }
+        if ctx.meta.is(Flags::STOP_REQUESTED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The shard's backstop after a panic escaped an activation of `e`'s actor (which no user

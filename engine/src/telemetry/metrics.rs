@@ -50,8 +50,10 @@
 //!   ring, whose slots then have side data (`telemetry/context.rs`);
 //! * on the owner shard: the first message queued after each sampled activation (one in
 //!   [`SAMPLE_EVERY`]) becomes the shard's *probe* (actor, messages ahead of it, time), if
-//!   no probe is out; the actor's activations count down to it. The local queue stays as it
-//!   is, so the same-shard path keeps its inline slot and pays a flag test. With handler
+//!   no probe is out; the actor's activations count down to it (checked once per
+//!   activation: when the probe's message is not the first an activation takes, the wait
+//!   is read at the activation's end). The local queue stays as it is, so the same-shard
+//!   path keeps its inline slot and pays a flag test. With handler
 //!   spans on as well, local messages carry side data anyway, and the stamp rides in it.
 
 #[cfg(feature = "metrics")]
@@ -137,7 +139,9 @@ mod off {
         #[inline(always)]
         pub(crate) fn local_queued(&self, _actor: &crate::actor::header::Header, _ahead: usize) {}
         #[inline(always)]
-        pub(crate) fn local_popped(&self, _actor: &crate::actor::header::Header, _kind: &'static str) {}
+        pub(crate) fn probe_before(&self, _actor: &crate::actor::header::Header, _kind: &'static str) {}
+        #[inline(always)]
+        pub(crate) fn probe_after(&self, _actor: &crate::actor::header::Header, _kind: &'static str, _handled: usize) {}
         #[inline(always)]
         pub(crate) fn forget_probe(&self, _actor: &crate::actor::header::Header) {}
     }
@@ -463,26 +467,43 @@ mod on {
             self.probe.set(Probe { ahead, queued_at: now });
         }
 
-        /// A message of `actor`'s local queue is about to be handled: if it is the probe's,
-        /// its wait is recorded.
+        /// An activation of `actor` on its local queue begins: if the probe's message is
+        /// next, its wait ends now.
         #[inline]
-        pub(crate) fn local_popped(&self, actor: &crate::actor::header::Header, kind: &'static str) {
+        pub(crate) fn probe_before(&self, actor: &crate::actor::header::Header, kind: &'static str) {
+            if std::ptr::eq(self.probe_actor.get(), actor) && self.probe.get().ahead == 0 {
+                self.probe_done(kind);
+            }
+        }
+
+        /// That activation handled `handled` messages: if the probe's was among them (behind
+        /// others), its wait is recorded now (it includes the handling of the messages
+        /// after it in this activation, at most the throughput budget); otherwise it moved
+        /// up.
+        #[inline]
+        pub(crate) fn probe_after(&self, actor: &crate::actor::header::Header, kind: &'static str, handled: usize) {
             if std::ptr::eq(self.probe_actor.get(), actor) {
-                self.probe_step(kind);
+                self.probe_advance(kind, handled);
             }
         }
 
         #[cold]
         #[inline(never)]
-        fn probe_step(&self, kind: &'static str) {
+        fn probe_advance(&self, kind: &'static str, handled: usize) {
             let mut p = self.probe.get();
-            if p.ahead == 0 {
-                self.probe_actor.set(std::ptr::null());
-                self.mailbox_wait(kind, p.queued_at);
+            if handled > p.ahead {
+                self.probe_done(kind);
             } else {
-                p.ahead -= 1;
+                p.ahead -= handled;
                 self.probe.set(p);
             }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn probe_done(&self, kind: &'static str) {
+            self.probe_actor.set(std::ptr::null());
+            self.mailbox_wait(kind, self.probe.get().queued_at);
         }
 
         /// `actor` stops: its queued messages go to dead letters, and so does the probe.
