@@ -29,6 +29,9 @@ fn colour(system: &str, index: usize) -> RGBColor {
         "actix" => RGBColor(31, 119, 180),
         "ractor" => RGBColor(44, 160, 44),
         "kameo" => RGBColor(255, 127, 14),
+        "stakker" => RGBColor(148, 103, 189),
+        "caf" => RGBColor(140, 86, 75),
+        "erlang" => RGBColor(227, 119, 194),
         "raw-spsc" | "raw-disk" => RGBColor(110, 110, 110),
         _ => {
             let c = Palette99::pick(index).to_rgba();

@@ -1,5 +1,5 @@
 //! The command line: `percore-perf [WORKLOAD|all] [--n N] [--shards S] [--pin|--no-pin]
-//! [--peers|--no-peers] [--metrics] [--json] [--out DIR]`.
+//! [--peers|--no-peers] [--peers-extra] [--metrics] [--json] [--out DIR]`.
 
 use std::path::PathBuf;
 
@@ -42,6 +42,11 @@ pub struct Cli {
     /// Run percore (and raw-spsc) only.
     #[arg(long, overrides_with = "peers")]
     pub no_peers: bool,
+
+    /// Also run the CAF and Erlang/BEAM benchmark programs (pingpong, counting, ring, spawn)
+    /// when built and installed (`perf/peers-extra.sh`); otherwise a note says why not.
+    #[arg(long)]
+    pub peers_extra: bool,
 
     /// Print one JSON object per result on stdout, and nothing else.
     #[arg(long)]
@@ -95,7 +100,13 @@ impl Cli {
         if self.n == Some(0) {
             return Err(BenchError::Usage("--n must be at least 1".into()));
         }
-        Ok(Params { n: self.n, shards, pin: !self.no_pin, peers: !self.no_peers && cfg!(feature = "peers") })
+        Ok(Params {
+            n: self.n,
+            shards,
+            pin: !self.no_pin,
+            peers: !self.no_peers && cfg!(feature = "peers"),
+            peers_extra: self.peers_extra,
+        })
     }
 }
 
@@ -121,6 +132,8 @@ mod tests {
         assert!(!parse(&["--pin", "--no-pin"]).params().expect("valid").pin);
         assert!(parse(&["--no-pin", "--pin"]).params().expect("valid").pin);
         assert!(!parse(&["--no-peers"]).params().expect("valid").peers);
+        assert!(!parse(&[]).params().expect("valid").peers_extra, "CAF and Erlang only when asked");
+        assert!(parse(&["--peers-extra"]).params().expect("valid").peers_extra);
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! `percore-perf`: the benchmark program of percore.
 //!
 //! Every workload runs on percore and, side by side in the same process and run, on the
-//! peer actor systems (actix, ractor, kameo), each in a fresh runtime. Every run checks
+//! peer actor systems (actix, ractor, kameo; stakker on the one-thread workloads), each
+//! in a fresh runtime. Every run checks
 //! its result (counts, sums) before its time is reported; a wrong result makes the
 //! program exit non-zero.
 //!
 //! ```text
 //! main ─ cli (what to run) ─ workloads::TABLE (name → fn) ─┬─ percore implementation
-//!                                                           └─ peers::{actix, ractor, kameo}
+//!                                                           └─ peers::{actix, ractor, kameo, stakker}
 //!      └─ report (table, JSON lines, CSV) ─ charts (SVG)
 //! ```
 

@@ -76,8 +76,12 @@
 //! one's final length; rewritten atomically when a segment starts or is removed) and
 //! `COMMITTED` holds the **durable end**: after each group commit's `fdatasync` returns, and
 //! before any of its writes is acknowledged, the writer records (segment, end offset) there.
-//! On open the journal scans every segment once, checks every CRC and builds an in-memory
-//! index (persistence id → record positions). A **torn tail** (a bad record in the newest
+//! On open the journal builds an in-memory index (persistence id → record positions): from
+//! each segment's **index checkpoint** (`NNN.idx`, written when the segment is sealed and, for
+//! the active one, on a clean close; checked by its own CRC and by a CRC of the segment bytes
+//! it covers), then by scanning what was appended after it, checking every CRC. A missing,
+//! damaged or stale checkpoint means a full scan of that segment
+//! ([`OpenReport::checkpoint_fallbacks`]), never a wrong index. A **torn tail** (a bad record in the newest
 //! segment at or after the durable end: unacknowledged by construction) is truncated and
 //! reported in [`OpenReport`] (also [`Persistence::open_report`]); damage before the durable
 //! end, in a sealed segment, a segment cut short, or one missing from the manifest is
@@ -110,8 +114,7 @@
 //!
 //! ## What is not here (yet)
 //! The writer thread does `pwrite` + `fdatasync`; an io_uring group commit (linked write +
-//! fdatasync) is optional and off by default, since it measured slower here. No on-disk
-//! index checkpoints (open scans the segments).
+//! fdatasync) is optional and off by default, since it measured slower here.
 //!
 //! ## Cargo features
 //! * `postgres` (off by default): the PostgreSQL journal, snapshot store and read side (see
@@ -145,7 +148,8 @@ pub use codec::{DecodeError, EventBatch, PayloadFormat, StoredPayload};
 pub use error::{CorruptKind, InvalidPersistenceId, JournalError, PersistenceFailure, RecoveryError, SnapshotError};
 pub use id::{PersistenceId, MAX_ID_LEN};
 pub use journal::{
-    AtomicWrite, Completion, FileJournal, Journal, JournalOptions, JournalStats, OpenReport, TailTruncation,
+    AtomicWrite, CheckpointFallback, Completion, FileJournal, Journal, JournalOptions, JournalStats, OpenReport,
+    TailTruncation,
 };
 pub use persistence::{OpenError, Persistence, PersistenceBuilder};
 pub use snapshot::{FileSnapshotStore, SnapshotMetadata, SnapshotPolicy, SnapshotStore};

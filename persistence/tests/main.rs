@@ -2,6 +2,7 @@
 
 mod support;
 
+mod checkpoint;
 mod conformance;
 mod corruption;
 mod crash;

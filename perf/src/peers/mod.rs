@@ -11,13 +11,21 @@
 //! * "a foreign thread" → the benchmark's own thread, outside the peer's runtime.
 //!
 //! Compiled only with the `peers` feature (on by default); without it [`all`] is empty.
+//!
+//! Single-threaded runtimes (stakker) cannot run the cross-thread workloads; they sit
+//! behind the smaller [`SameThreadPeer`] trait, listed by [`same_thread`], and run the
+//! workloads whose percore side is one shard (`pingpong`, `ring`, `counting` with a
+//! producer on the counter's thread, `spawn`).
 
 #[cfg(feature = "peers")]
 mod actix;
+pub mod extra;
 #[cfg(feature = "peers")]
 mod kameo;
 #[cfg(feature = "peers")]
 mod ractor;
+#[cfg(feature = "peers")]
+mod stakker;
 
 use crate::error::Result;
 use crate::workloads::latency::{LatencyRun, Request};
@@ -79,6 +87,41 @@ pub fn all() -> &'static [&'static dyn Peer] {
     #[cfg(feature = "peers")]
     {
         &[&actix::Actix, &ractor::Ractor, &kameo::Kameo]
+    }
+    #[cfg(not(feature = "peers"))]
+    {
+        &[]
+    }
+}
+
+/// A single-threaded peer runtime: only the workloads that fit on one thread, all on the
+/// thread the runtime owns. See `stakker.rs` for where its semantics differ.
+pub trait SameThreadPeer: Sync {
+    /// The system's name in the results.
+    fn name(&self) -> &'static str;
+
+    /// `n` round trips between two actors on the runtime's thread. Count: the pings the
+    /// ponger received.
+    fn pingpong(&self, n: u64) -> Result<Outcome>;
+
+    /// `n` messages from a producer actor on the counter's own thread to one counter actor,
+    /// never more queued than the counter's mailbox capacity. Count: the counter's total.
+    fn counting(&self, n: u64) -> Result<Outcome>;
+
+    /// A ring of `actors` actors passing a token `hops` hops. Count: the sum of the hops
+    /// each actor received.
+    fn ring(&self, actors: usize, hops: u64) -> Result<Outcome>;
+
+    /// `n` actors spawned by one spawner, one message each, all kept alive until measured.
+    /// Count: the children that handled their message; with the resident set before and after.
+    fn spawn(&self, n: u64) -> Result<Outcome>;
+}
+
+/// Every single-threaded peer compiled in, in the order they run (after [`all`]).
+pub fn same_thread() -> &'static [&'static dyn SameThreadPeer] {
+    #[cfg(feature = "peers")]
+    {
+        &[&stakker::StakkerPeer]
     }
     #[cfg(not(feature = "peers"))]
     {

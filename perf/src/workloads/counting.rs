@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::counter::{CountMsg, Counter, COUNTER_CAPACITY};
 use super::engine::{self, fail, SEND_TIMEOUT};
-use super::{checked_record, each_peer, Outcome, Params};
+use super::{checked_record, each_extra_peer, each_peer, each_same_thread_peer, Outcome, Params};
 use crate::error::Result;
 use crate::report::{Results, PERCORE};
 
@@ -37,4 +37,18 @@ fn percore(n: u64, pin: bool) -> Result<Outcome> {
 pub fn run(params: &Params, n: u64, results: &mut Results) {
     results.add(percore(n, params.pin).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
     each_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.counting(n)?, n, n, UNIT));
+    // A single-threaded runtime has no foreign-thread send: its producer is an actor on the
+    // counter's thread, a different (cheaper) path than the others' foreign thread.
+    let before = results.records.len();
+    each_same_thread_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.counting(n)?, n, n, UNIT));
+    for record in &results.records[before..] {
+        results.notes.push(format!(
+            "{}: the producer is an actor on the counter's own thread (no foreign-thread send), \
+             in bursts of at most {COUNTER_CAPACITY} queued messages",
+            record.system
+        ));
+    }
+    each_extra_peer(params, results, NAME, n, |system, threads, o| {
+        checked_record(system, NAME, threads, o, n, n, UNIT)
+    });
 }

@@ -30,7 +30,7 @@ pub mod timers;
 pub mod wide;
 
 use crate::error::{BenchError, Result};
-use crate::peers::{self, Peer};
+use crate::peers::{self, Peer, SameThreadPeer};
 use crate::report::{Record, Results};
 
 /// What a run was asked to do, from the command line.
@@ -44,6 +44,8 @@ pub struct Params {
     pub pin: bool,
     /// Run the peers too.
     pub peers: bool,
+    /// `--peers-extra`: also run the CAF and Erlang programs where they are built.
+    pub peers_extra: bool,
 }
 
 impl Params {
@@ -311,6 +313,47 @@ pub fn each_peer(params: &Params, results: &mut Results, mut each: impl FnMut(&d
     }
 }
 
+/// Runs `each` for every single-threaded peer (stakker) when peers are enabled, adding
+/// each outcome to `results`. Called by the one-thread workloads after [`each_peer`].
+pub fn each_same_thread_peer(
+    params: &Params,
+    results: &mut Results,
+    mut each: impl FnMut(&dyn SameThreadPeer) -> Result<Record>,
+) {
+    if !params.peers {
+        return;
+    }
+    for &peer in peers::same_thread() {
+        results.add(each(peer));
+    }
+}
+
+/// Runs `workload` (size `n`) on the programs outside Rust (CAF, Erlang) when
+/// `--peers-extra` asked for them, turning each outcome into a record with `record(system,
+/// threads, outcome)`; a program that is not built or installed gets one note per run.
+pub fn each_extra_peer(
+    params: &Params,
+    results: &mut Results,
+    workload: &str,
+    n: u64,
+    mut record: impl FnMut(&str, usize, Outcome) -> Result<Record>,
+) {
+    if !params.peers_extra {
+        return;
+    }
+    for extra in peers::extra::ALL {
+        match extra.run(workload, n, params.shards) {
+            Ok(Ok((outcome, threads))) => results.add(record(extra.name(), threads, outcome)),
+            Ok(Err(why)) => {
+                if extra.first_skip() {
+                    results.notes.push(format!("{}: skipped: {why}", extra.name()));
+                }
+            }
+            Err(e) => results.failures.push(e),
+        }
+    }
+}
+
 /// Checks an outcome's count against the expected one, then turns it into a record whose
 /// rate is `work / secs`.
 pub fn checked_record(
@@ -360,7 +403,7 @@ mod tests {
     }
 
     fn run_small(peers: bool) {
-        let params = Params { n: None, shards: 2, pin: false, peers };
+        let params = Params { n: None, shards: 2, pin: false, peers, peers_extra: false };
         for workload in TABLE {
             let mut results = Results::default();
             (workload.run)(&params, small_n(workload.name), &mut results);
@@ -382,6 +425,24 @@ mod tests {
     #[test]
     fn every_workload_validates_on_percore() {
         run_small(false);
+    }
+
+    /// CAF and Erlang where `perf/peers-extra.sh` has built them (each result validated),
+    /// else exactly one note per program saying why they were skipped.
+    #[test]
+    fn extra_peers_validate_or_say_why_they_were_skipped() {
+        let params = Params { n: None, shards: 2, pin: false, peers: false, peers_extra: true };
+        let mut results = Results::default();
+        for name in ["pingpong", "counting", "ring", "spawn"] {
+            let workload = find(name).expect("known");
+            (workload.run)(&params, 2_000, &mut results);
+        }
+        assert!(results.failures.is_empty(), "{:?}", results.failures);
+        for extra in peers::extra::ALL {
+            let rows = results.records.iter().filter(|r| r.system == extra.name()).count();
+            let skips = results.notes.iter().filter(|n| n.starts_with(&format!("{}: skipped", extra.name()))).count();
+            assert!((rows, skips) == (4, 0) || (rows, skips) == (0, 1), "{}: {rows} rows, {skips} notes", extra.name());
+        }
     }
 
     #[cfg(feature = "peers")]

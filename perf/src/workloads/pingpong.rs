@@ -10,7 +10,7 @@ use std::time::Instant;
 use percore::{Actor, ActorError, ActorRef, Context, ReplyTo};
 
 use super::engine::{self, fail, tell_sized, SEND_TIMEOUT};
-use super::{checked_record, each_peer, Outcome, Params};
+use super::{checked_record, each_extra_peer, each_peer, each_same_thread_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::report::{Results, PERCORE};
 
@@ -144,6 +144,10 @@ pub fn run_local(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "pingpong";
     results.add(percore(n, 1, 0, params.pin, NAME).and_then(|o| checked_record(PERCORE, NAME, 1, o, n, n, UNIT)));
     each_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.pingpong(n, false)?, n, n, UNIT));
+    each_same_thread_peer(params, results, |peer| checked_record(peer.name(), NAME, 1, peer.pingpong(n)?, n, n, UNIT));
+    each_extra_peer(params, results, NAME, n, |system, threads, o| {
+        checked_record(system, NAME, threads, o, n, n, UNIT)
+    });
 }
 
 /// The `pingpong-xshard` workload: the actors on shards 0 and 1 of a two-shard runtime

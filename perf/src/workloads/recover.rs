@@ -117,13 +117,17 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
     let outcome = ScratchDir::new(NAME).and_then(|dir| {
         let (actors, per_actor) = sizes(n);
         fill(params, &dir, actors, per_actor)?;
-        let (secs, open_secs, records) = recover(params, &dir, actors, per_actor)?;
-        Ok((disk::describe(dir.path()), actors * per_actor, secs, open_secs, records))
+        let (secs, open_secs, report) = recover(params, &dir, actors, per_actor)?;
+        Ok((disk::describe(dir.path()), actors * per_actor, secs, open_secs, report))
     });
     match outcome {
-        Ok((disk, events, secs, open_secs, records)) => {
+        Ok((disk, events, secs, open_secs, report)) => {
             results.notes.push(format!(
-                "journal on {disk}; {records} records replayed; opening (scan and index) took {} of {}",
+                "journal on {disk}; {} records replayed; opening (index checkpoints of {} of {} segments, \
+                 scan of the rest) took {} of {}",
+                report.records,
+                report.checkpointed_segments,
+                report.segments,
                 ns((open_secs * 1e9) as u64),
                 ns((secs * 1e9) as u64),
             ));
@@ -149,8 +153,9 @@ fn fill(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Resul
         let stream = persistence.spawn_on(&rt, shard, move || Stream { index, recovered: None });
         streams.push(stream.map_err(fail("spawning a stream"))?);
     }
-    let filled =
-        block_on(join_all(streams.iter().map(|s| s.ask(|reply| Fill { events: per_actor, reply }).timeout(ASK_TIMEOUT))));
+    let filled = block_on(join_all(
+        streams.iter().map(|s| s.ask(|reply| Fill { events: per_actor, reply }).timeout(ASK_TIMEOUT)),
+    ));
     for count in filled {
         BenchError::check_eq(NAME, PERCORE, "events filled into a stream", count.map_err(fail("filling"))?, per_actor)?;
     }
@@ -164,8 +169,13 @@ fn fill(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Resul
 }
 
 /// Timed: a fresh runtime recovers every stream. Returns the seconds in all, the seconds
-/// opening the journal took, and the records it found.
-fn recover(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Result<(f64, f64, u64)> {
+/// opening the journal took, and what opening found.
+fn recover(
+    params: &Params,
+    dir: &ScratchDir,
+    actors: u64,
+    per_actor: u64,
+) -> Result<(f64, f64, percore_persistence::OpenReport)> {
     let mut journal = None;
     let (secs, open_secs) = recover_on(
         params,
@@ -178,9 +188,9 @@ fn recover(params: &Params, dir: &ScratchDir, actors: u64, per_actor: u64) -> Re
         actors,
         per_actor,
     )?;
-    let records = journal.map_or(0, |j| j.open_report().records);
-    BenchError::check_eq(NAME, PERCORE, "records in the journal", records, actors * per_actor)?;
-    Ok((secs, open_secs, records))
+    let report = journal.map(|j| j.open_report().clone()).unwrap_or_default();
+    BenchError::check_eq(NAME, PERCORE, "records in the journal", report.records, actors * per_actor)?;
+    Ok((secs, open_secs, report))
 }
 
 /// The timed part of `recover` over any journal: `open` opens it (timed too). Checks that

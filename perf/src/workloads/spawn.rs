@@ -10,11 +10,11 @@
 
 use std::time::Instant;
 
-use percore::{Actor, ActorError, ActorRef, Context, ReplyTo, Props, TellError};
+use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo, TellError};
 
 use super::engine::{self, fail, tell_sized, ASK_TIMEOUT};
 use super::fanin::share;
-use super::{each_peer, Outcome, Params};
+use super::{each_extra_peer, each_peer, each_same_thread_peer, Outcome, Params};
 use crate::error::{BenchError, Result};
 use crate::proc_status;
 use crate::report::{Record, Results, PERCORE};
@@ -165,4 +165,6 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
     let shards = params.shards;
     results.add(percore(n, shards, params.pin).and_then(|o| record(PERCORE, shards, n, o)));
     each_peer(params, results, |peer| record(peer.name(), shards, n, peer.spawn(n, shards)?));
+    each_same_thread_peer(params, results, |peer| record(peer.name(), 1, n, peer.spawn(n)?));
+    each_extra_peer(params, results, NAME, n, |system, threads, o| record(system, threads, n, o));
 }

@@ -8,6 +8,7 @@
 //!    00000000000000000001.seg     sealed segment (full, synced)
 //!    00000000000000000002.seg     sealed segment
 //!    00000000000000000003.seg     active segment: the writer appends here
+//!    00000000000000000001.idx     index checkpoint of a segment (see below)
 //! ```
 //! Opening surveys the directory (`survey.rs`: every segment scanned once, sequentially,
 //! 1 MiB reads, every CRC checked) to build the index, truncates a torn tail of the newest
@@ -15,6 +16,13 @@
 //! damage to acknowledged writes (see `durable.rs`). Writes go through the group-commit
 //! writer thread (see `writer.rs`); replays read segments with positional reads on the
 //! caller's thread, concurrently with the writer.
+//!
+//! Index checkpoints (`checkpoint.rs`, a `NNN.idx` beside a segment) spare most of that scan:
+//! the writer writes one for each segment it seals and, on a clean close, for the active
+//! segment; open loads them and scans only what was appended after them. A missing, damaged
+//! or stale checkpoint means a full scan of its segment, reported in
+//! [`OpenReport::checkpoint_fallbacks`]; records a checkpoint covers are CRC-checked when a
+//! replay reads them instead of at open.
 //!
 //! Each group commit is `pwrite` + `fdatasync`, or, opted in with
 //! [`JournalOptions::io_uring`], one linked write + `fdatasync` submitted to an io_uring (see
@@ -26,6 +34,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::CheckpointFallback;
 use super::durable::{self, Bookkeeping, DurableEnd, DurableEndFile, Manifest};
 use super::index::{Index, Segment};
 use super::record::{self, Body, SEGMENT_HEADER_LEN};
@@ -192,6 +201,12 @@ pub struct OpenReport {
     /// manifest and durable end existed): open judged its tail by shape, as that version
     /// did, then wrote the manifest and the durable end, so the next open checks them.
     pub migrated: bool,
+    /// Segments whose records came from their index checkpoint (only the tail written after
+    /// it was scanned). See [`FileJournal`]'s module docs.
+    pub checkpointed_segments: usize,
+    /// Segments whose checkpoint was missing, damaged or stale, so that they were scanned in
+    /// full; damaged and stale checkpoints were deleted.
+    pub checkpoint_fallbacks: Vec<CheckpointFallback>,
 }
 
 /// Counters of a [`FileJournal`], for tests and monitoring.
@@ -297,8 +312,23 @@ impl FileJournal {
         opts.validate()?;
         std::fs::create_dir_all(dir).map_err(|e| JournalError::io("creating", dir, e))?;
         let lock = lock_dir(dir)?;
-        let survey = survey::survey(dir, opts.max_record_bytes, true, false)?;
+        let survey = survey::survey(dir, opts.max_record_bytes, true, false, true)?;
         let Survey { mut index, mut report, segments, manifest, durable, unlisted_empty, .. } = survey;
+        for fallback in &report.checkpoint_fallbacks {
+            match fallback.refused_file() {
+                Some(path) => {
+                    tracing::warn!("journal {}: {fallback}", dir.display());
+                    // A refused checkpoint must not come back into use once the segment has
+                    // grown past what it covers: it goes now, before anything is written.
+                    if let Err(e) = std::fs::remove_file(path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            return Err(JournalError::io("deleting", path, e));
+                        }
+                    }
+                }
+                None => tracing::debug!("journal {}: {fallback}", dir.display()),
+            }
+        }
         if let (Some(t), Some(newest)) = (&report.truncated, segments.last()) {
             let file = &index.segments[&newest.id].file;
             truncate(file, &t.segment, t.offset, newest.id, opts.fsync)?;

@@ -59,6 +59,16 @@ impl RecordPos {
     }
 }
 
+/// One record of a stream, as an index checkpoint lists it (see
+/// [`Index::add_segment_stream`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Found {
+    /// An events record at `offset`, `len` bytes long (header included).
+    Events { offset: u64, len: u32, count: u32, first_seq: u64 },
+    /// A deletion marker up to `to_seq`.
+    Delete { to_seq: u64 },
+}
+
 /// The records of one stream in one segment, with the segment's file (see
 /// [`Index::positions`]).
 #[derive(Debug)]
@@ -167,6 +177,49 @@ impl Index {
                     }
                 }
             }
+        }
+    }
+
+    /// Adds the records of one stream in `segment`, in file order, as the open-time scan
+    /// would with [`Index::add_events_str`] and [`Index::add_delete`] per record, but with one
+    /// lookup for the whole run (an index checkpoint, see `checkpoint.rs`).
+    pub(crate) fn add_segment_stream(&mut self, segment: u64, id: &str, records: impl Iterator<Item = Found>) {
+        let key = match self.streams.get_key_value(id) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k: Arc<str> = Arc::from(id);
+                self.streams.insert(k.clone(), Stream::default());
+                k
+            }
+        };
+        let Some(stream) = self.streams.get_mut(id) else { return };
+        stream.records.reserve(records.size_hint().0);
+        let mut max = None::<u64>;
+        for found in records {
+            match found {
+                Found::Events { offset, len, count, first_seq } => {
+                    let pos = RecordPos { segment, offset, len, count, first_seq };
+                    let last = pos.last_seq();
+                    stream.highest = stream.highest.max(last);
+                    if last > stream.deleted_to {
+                        stream.records.push(pos);
+                    }
+                    max = Some(max.map_or(last, |m| m.max(last)));
+                }
+                Found::Delete { to_seq } => {
+                    stream.highest = stream.highest.max(to_seq);
+                    if to_seq >= stream.deleted_to {
+                        stream.deleted_to = to_seq;
+                        stream.marker_segment = Some(segment);
+                    }
+                    stream.prune();
+                    max = Some(max.map_or(to_seq, |m| m.max(to_seq)));
+                }
+            }
+        }
+        if let (Some(max), Some(seg)) = (max, self.segments.get_mut(&segment)) {
+            let slot = seg.streams.entry(key).or_insert(max);
+            *slot = (*slot).max(max);
         }
     }
 

@@ -126,7 +126,7 @@ impl fmt::Display for Verification {
 pub fn verify(dir: impl AsRef<Path>) -> Result<Verification, JournalError> {
     let (jdir, snaps) = locate(dir.as_ref());
     let _lock = lock_dir(&jdir)?;
-    let s = survey(&jdir, MAX_BODY, false, true)?;
+    let s = survey(&jdir, MAX_BODY, false, true, false)?;
     let (snapshots_checked, snapshot_problems) = match snaps {
         Some(d) => check_snapshots(&d),
         None => (0, vec![]),
@@ -203,7 +203,7 @@ fn snapshot_damage(bytes: &[u8]) -> Option<String> {
 pub fn dump(dir: impl AsRef<Path>, persistence_id: &str, out: &mut dyn Write) -> Result<u64, JournalError> {
     let (jdir, _) = locate(dir.as_ref());
     let _lock = lock_dir(&jdir)?;
-    let s = survey(&jdir, MAX_BODY, false, true)?;
+    let s = survey(&jdir, MAX_BODY, false, true, false)?;
     let io = |e| JournalError::io("writing the dump of", &jdir, e);
     let deleted_to = s.index.streams.get(persistence_id).map_or(0, |st| st.deleted_to);
     let (highest, positions) = s.index.positions(persistence_id, 1, u64::MAX);
@@ -254,7 +254,7 @@ pub struct Repair {
 pub fn repair(dir: impl AsRef<Path>, confirmed: bool, out: &mut dyn Write) -> Result<Repair, JournalError> {
     let (jdir, _) = locate(dir.as_ref());
     let _lock = lock_dir(&jdir)?;
-    let s = survey(&jdir, MAX_BODY, false, true)?;
+    let s = survey(&jdir, MAX_BODY, false, true, false)?;
     let io = |e| JournalError::io("writing the report of", &jdir, e);
     let mut plan = Repair::default();
     if s.problems.is_empty() {
@@ -322,6 +322,11 @@ pub fn repair(dir: impl AsRef<Path>, confirmed: bool, out: &mut dyn Write) -> Re
     }
 
     for (path, from, _) in &plan.removed {
+        // The segment's index checkpoint would describe records that are gone.
+        let checkpoint = path.with_extension(super::checkpoint::CHECKPOINT_EXT);
+        std::fs::remove_file(&checkpoint)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .map_err(|e| JournalError::io("deleting", &checkpoint, e))?;
         if *from == 0 {
             std::fs::remove_file(path).map_err(|e| JournalError::io("deleting", path, e))?;
         } else {

@@ -22,17 +22,19 @@
 //! behind the refused one may continue the other writer's stream by number alone). A writer
 //! recovers (replays) after a conflict before it writes again, as a restarted actor does.
 
+mod checkpoint;
 mod durable;
 mod file;
 mod index;
-pub(crate) mod metrics;
 pub mod inspect;
+pub(crate) mod metrics;
 pub(crate) mod record;
 mod segment;
 mod survey;
 mod uring;
 mod writer;
 
+pub use checkpoint::CheckpointFallback;
 pub use file::{FileJournal, JournalOptions, JournalStats, OpenReport, TailTruncation};
 
 use std::fmt;

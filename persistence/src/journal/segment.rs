@@ -111,8 +111,9 @@ impl<'f> Window<'f> {
     }
 }
 
-/// Scans segment `path` from its header to its end, calling `visit(offset, record_len, body)`
-/// for every valid record. In the newest segment (`newest`) a torn tail ends the scan with
+/// Scans segment `path` from `start` (its first record, [`SEGMENT_HEADER_LEN`], or where an
+/// index checkpoint ends) to its end, calling `visit(offset, record_len, body)` for every
+/// valid record. The segment header is checked when the scan starts at the first record. In the newest segment (`newest`) a torn tail ends the scan with
 /// [`ScanEnd::Torn`]; any other bad record is [`JournalError::Corrupt`]. `durable_end` is
 /// where the newest segment's acknowledged writes end (`None`: unknown, judge by shape).
 pub(crate) fn scan(
@@ -121,6 +122,7 @@ pub(crate) fn scan(
     newest: bool,
     durable_end: Option<u64>,
     max_body: u32,
+    start: u64,
     mut visit: impl FnMut(u64, u32, Body<'_>) -> Result<(), JournalError>,
 ) -> Result<ScanEnd, JournalError> {
     let file_len = file.metadata().map_err(|e| JournalError::io("reading metadata of", path, e))?.len();
@@ -133,23 +135,26 @@ pub(crate) fn scan(
         }
     }
 
-    match w.get(0, SEGMENT_HEADER_LEN as usize)? {
-        None if newest => {
-            return Ok(ScanEnd::Torn { offset: 0, kind: CorruptKind::TruncatedHeader { available: file_len } })
-        }
-        None => return Err(corrupt(0, CorruptKind::TruncatedHeader { available: file_len })),
-        Some(h) => {
-            let h: &[u8; SEGMENT_HEADER_LEN as usize] = h.try_into().expect("exact length");
-            if let Err(kind) = record::check_segment_header(h) {
-                if newest && durable_end.is_none() && w.zeros_from(0)? {
-                    return Ok(ScanEnd::Torn { offset: 0, kind });
+    // A checkpoint covers the header and the records up to `start`.
+    if start <= SEGMENT_HEADER_LEN {
+        match w.get(0, SEGMENT_HEADER_LEN as usize)? {
+            None if newest => {
+                return Ok(ScanEnd::Torn { offset: 0, kind: CorruptKind::TruncatedHeader { available: file_len } })
+            }
+            None => return Err(corrupt(0, CorruptKind::TruncatedHeader { available: file_len })),
+            Some(h) => {
+                let h: &[u8; SEGMENT_HEADER_LEN as usize] = h.try_into().expect("exact length");
+                if let Err(kind) = record::check_segment_header(h) {
+                    if newest && durable_end.is_none() && w.zeros_from(0)? {
+                        return Ok(ScanEnd::Torn { offset: 0, kind });
+                    }
+                    return Err(corrupt(0, kind));
                 }
-                return Err(corrupt(0, kind));
             }
         }
     }
 
-    let mut offset = SEGMENT_HEADER_LEN;
+    let mut offset = start.max(SEGMENT_HEADER_LEN);
     while offset < file_len {
         let bad = match check_at(&mut w, offset, max_body)? {
             Ok((len, _)) => {

@@ -14,13 +14,14 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::{self, CheckpointFallback};
 use super::durable::{DurableEnd, Manifest, COMMITTED, MANIFEST};
 use super::file::{OpenReport, TailTruncation};
 use super::index::{Index, RecordPos, Segment};
 use super::record::{Body, SEGMENT_HEADER_LEN};
 use super::segment::{self, list_segments, segment_path, ScanEnd};
 use crate::error::{CorruptKind, JournalError};
-use crate::sync::Arc;
+use crate::sync::{mpsc, thread, Arc};
 
 /// A segment the journal uses.
 #[derive(Debug)]
@@ -53,8 +54,106 @@ pub(crate) struct Survey {
 
 /// Surveys `dir`. With `collect`, problems are gathered in [`Survey::problems`] and the
 /// survey goes on; without, the first problem is returned as the error. The newest segment
-/// is opened writable if `writable`.
-pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -> Result<Survey, JournalError> {
+/// is opened writable if `writable`. With `checkpoints`, each segment's index checkpoint
+/// (see `checkpoint.rs`) stands in for the records it covers and only the rest is scanned;
+/// refused ones are listed in [`OpenReport::checkpoint_fallbacks`].
+pub(crate) fn survey(
+    dir: &Path,
+    max_body: u32,
+    writable: bool,
+    collect: bool,
+    checkpoints: bool,
+) -> Result<Survey, JournalError> {
+    // A checkpoint's data CRC is checked on a thread beside the survey. If one fails, the
+    // index (and any error) built on it is void: survey again without that checkpoint.
+    let mut refused: Vec<(u64, CheckpointFallback)> = vec![];
+    loop {
+        let mut verifier = Verifier::new(dir);
+        let outcome = survey_once(dir, max_body, writable, collect, checkpoints, &refused, &mut verifier);
+        let failed = verifier.finish();
+        if failed.is_empty() {
+            return outcome;
+        }
+        refused.extend(failed);
+    }
+}
+
+/// A data CRC to check: segment id, its file, the covered length, the CRC recorded.
+type VerifyJob = (u64, Arc<File>, u64, u32);
+
+/// Checks loaded checkpoints' data CRCs ([`checkpoint::verify_data`]) one after another on a
+/// thread of its own, started with the first one.
+struct Verifier {
+    dir: PathBuf,
+    jobs: Option<mpsc::Sender<VerifyJob>>,
+    thread: Option<thread::JoinHandle<Vec<(u64, CheckpointFallback)>>>,
+    /// Results of checks made inline (no thread could be started).
+    inline: Vec<(u64, CheckpointFallback)>,
+}
+
+impl Verifier {
+    fn new(dir: &Path) -> Self {
+        Verifier { dir: dir.to_path_buf(), jobs: None, thread: None, inline: vec![] }
+    }
+
+    fn submit(&mut self, id: u64, file: Arc<File>, covered: u64, data_crc: u32) {
+        if self.jobs.is_none() && self.inline.is_empty() {
+            let (tx, rx) = mpsc::channel::<VerifyJob>();
+            let dir = self.dir.clone();
+            let started = thread::Builder::new().name("percore-journal-verify".into()).spawn(move || {
+                let mut failed = vec![];
+                for (id, file, covered, crc) in rx {
+                    if let Err(f) = checkpoint::verify_data(&dir, id, &file, covered, crc) {
+                        failed.push((id, f));
+                    }
+                }
+                failed
+            });
+            if let Ok(handle) = started {
+                self.jobs = Some(tx);
+                self.thread = Some(handle);
+            }
+        }
+        let job = (id, file, covered, data_crc);
+        let job = match &self.jobs {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        if let Err(f) = checkpoint::verify_data(&self.dir, job.0, &job.1, job.2, job.3) {
+            self.inline.push((job.0, f));
+        }
+    }
+
+    /// Every checkpoint whose data CRC did not match.
+    fn finish(mut self) -> Vec<(u64, CheckpointFallback)> {
+        drop(self.jobs.take());
+        if let Some(handle) = self.thread.take() {
+            match handle.join() {
+                Ok(failed) => self.inline.extend(failed),
+                // Cannot tell which were right: trust none of them.
+                Err(_) => self.inline.push((
+                    u64::MAX,
+                    CheckpointFallback::Stale { checkpoint: self.dir.clone(), reason: "the checker panicked".into() },
+                )),
+            }
+        }
+        self.inline
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn survey_once(
+    dir: &Path,
+    max_body: u32,
+    writable: bool,
+    collect: bool,
+    checkpoints: bool,
+    refused: &[(u64, CheckpointFallback)],
+    verifier: &mut Verifier,
+) -> Result<Survey, JournalError> {
     let mut problems = vec![];
     let mut fail = |e: JournalError| {
         if collect {
@@ -160,7 +259,23 @@ pub(crate) fn survey(dir: &Path, max_body: u32, writable: bool, collect: bool) -
         let len = file.metadata().map_err(|e| JournalError::io("reading metadata of", &path, e))?.len();
         index.segments.insert(id, Segment { path: path.clone(), file: file.clone(), streams: Default::default() });
         let durable_end = if is_newest { newest_durable_end } else { None };
-        let scanned = scan_into(&mut index, &mut report, &file, &path, id, is_newest, durable_end, max_body);
+        let mut start = SEGMENT_HEADER_LEN;
+        let refused_here = refused.iter().find(|(r, _)| *r == id || *r == u64::MAX);
+        if let Some((_, fallback)) = refused_here {
+            report.checkpoint_fallbacks.push(fallback.clone());
+        } else if checkpoints {
+            match checkpoint::load(dir, id, len, durable_end) {
+                Ok(loaded) => {
+                    verifier.submit(id, file.clone(), loaded.covered, loaded.data_crc);
+                    loaded.apply(&mut index, id);
+                    report.records += loaded.records;
+                    report.checkpointed_segments += 1;
+                    start = loaded.covered;
+                }
+                Err(fallback) => report.checkpoint_fallbacks.push(fallback),
+            }
+        }
+        let scanned = scan_into(&mut index, &mut report, &file, &path, id, is_newest, durable_end, max_body, start);
         match scanned {
             Ok(ScanEnd::Torn { offset, kind }) => {
                 report.truncated = Some(TailTruncation {
@@ -206,8 +321,9 @@ fn scan_into(
     newest: bool,
     durable_end: Option<u64>,
     max_body: u32,
+    start: u64,
 ) -> Result<ScanEnd, JournalError> {
-    segment::scan(file, path, newest, durable_end, max_body, |offset, len, body| {
+    segment::scan(file, path, newest, durable_end, max_body, start, |offset, len, body| {
         report.records += 1;
         match body {
             Body::Events { id: sid, first_seq, count, .. } => {

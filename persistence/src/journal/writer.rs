@@ -15,6 +15,10 @@
 //! the fsync that covers it has returned, and the index is updated before the
 //! acknowledgements go out, so an actor that hears "stored" can be replayed at once.
 //!
+//! Index checkpoints (`checkpoint.rs`): when a segment is sealed, a short-lived thread
+//! scans it (it is in the page cache) and writes its checkpoint, off the commit path; on a
+//! clean close the writer writes the active segment's after the last commit.
+//!
 //! An I/O error poisons the journal: after a failed fsync the kernel may have dropped the
 //! dirty pages, so the file's content is unknown; every later write fails with
 //! [`JournalError::Failed`] until the journal is reopened (which rescans the files).
@@ -32,6 +36,7 @@ use super::{AtomicWrite, Completion};
 use crate::error::JournalError;
 use crate::id::PersistenceId;
 use crate::sync::mpsc::{Receiver, TryRecvError};
+use crate::sync::thread::{self, JoinHandle};
 use crate::sync::Arc;
 
 /// A completion that fires exactly once: explicitly, or with [`JournalError::Closed`] when
@@ -105,6 +110,8 @@ pub(crate) struct Writer {
     books: Bookkeeping,
     /// Group-commit metrics (empty without the `metrics` feature).
     metrics: super::metrics::JournalMetrics,
+    /// Threads writing the checkpoints of segments sealed since open.
+    checkpointers: Vec<JoinHandle<()>>,
 }
 
 impl Writer {
@@ -132,6 +139,7 @@ impl Writer {
             failed: None,
             commit,
             books,
+            checkpointers: vec![],
         }
     }
 
@@ -155,7 +163,41 @@ impl Writer {
                 break;
             }
         }
+        self.join_checkpointers();
+        if self.failed.is_none() {
+            // A clean close: the next open loads the active segment's index from here.
+            let (dir, max_body) = (&self.shared.dir, self.shared.opts.max_record_bytes);
+            if let Err(e) = super::checkpoint::write_for(dir, self.active, max_body) {
+                tracing::warn!("journal {}: writing the index checkpoint at close: {e}", dir.display());
+            }
+        }
         // Ops still queued complete with `Closed` as the receiver drops them.
+    }
+
+    /// Waits for the checkpoint threads of sealed segments.
+    fn join_checkpointers(&mut self) {
+        for handle in self.checkpointers.drain(..) {
+            if handle.join().is_err() {
+                tracing::warn!("journal {}: a checkpoint thread panicked", self.shared.dir.display());
+            }
+        }
+    }
+
+    /// Starts writing the checkpoint of `sealed` on a thread of its own (a scan of a whole
+    /// segment would hold up the group commits behind it). Failing to start one costs only
+    /// a longer scan at the next open.
+    fn checkpoint_sealed(&mut self, sealed: u64) {
+        self.checkpointers.retain(|h| !h.is_finished());
+        let (dir, max_body) = (self.shared.dir.clone(), self.shared.opts.max_record_bytes);
+        let started = thread::Builder::new().name("percore-journal-checkpoint".into()).spawn(move || {
+            if let Err(e) = super::checkpoint::write_for(&dir, sealed, max_body) {
+                tracing::warn!("journal {}: writing the index checkpoint of segment {sealed}: {e}", dir.display());
+            }
+        });
+        match started {
+            Ok(handle) => self.checkpointers.push(handle),
+            Err(e) => tracing::warn!("journal {}: no checkpoint thread: {e}", self.shared.dir.display()),
+        }
     }
 
     /// Adds one op to the batch; returns whether it asks the writer to stop.
@@ -300,8 +342,9 @@ impl Writer {
         let reader = Arc::new(file.try_clone().map_err(|e| JournalError::io("opening", &path, e))?);
         self.shared.write_index()?.segments.insert(id, Segment { path, file: reader, streams: IdMap::default() });
         self.file = file;
-        self.active = id;
+        let sealed = std::mem::replace(&mut self.active, id);
         self.active_len = SEGMENT_HEADER_LEN;
+        self.checkpoint_sealed(sealed);
         Ok(())
     }
 
@@ -389,8 +432,16 @@ impl Writer {
         manifest.segments.retain(|(id, _)| !obsolete.contains(id));
         manifest.write(&self.shared.dir, self.shared.opts.fsync)?;
         self.books.manifest = manifest;
+        // A checkpoint thread may still be writing the checkpoint of one of them.
+        self.join_checkpointers();
         for path in &removed {
             std::fs::remove_file(path).map_err(|e| JournalError::io("deleting", path, e))?;
+            let checkpoint = path.with_extension(super::checkpoint::CHECKPOINT_EXT);
+            if let Err(e) = std::fs::remove_file(&checkpoint) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(JournalError::io("deleting", &checkpoint, e));
+                }
+            }
         }
         self.shared.stats.record_segments_deleted(removed.len() as u64);
         if self.shared.opts.fsync {
