@@ -35,7 +35,7 @@
 //! spawn, the activation function of its runtime's kind (`run::<A, T>` in its vtable),
 //! and only the observed one has the hooks; the shard loop checks a flag once per turn and
 //! at idle/busy transitions. On: an activation count, a handled-messages addition and a
-//! sampling test per activation, a clock read every 16 shard turns (≤ 256 activations each) and at
+//! sampling test per activation, a clock read every 256 shard turns (≤ 256 activations each) and at
 //! idle/busy transitions; a sampled activation (1 in [`SAMPLE_EVERY`]) reads the clock
 //! twice and its mailbox depth and records into two cached histogram handles.
 //!
@@ -48,8 +48,8 @@
 //! pays nothing):
 //! * from another thread: the one queued at every [`WAIT_SAMPLE_EVERY`]th slot index of the
 //!   ring, whose slots then have side data (`telemetry/context.rs`);
-//! * on the owner shard: the first message queued after each sampled activation (one in
-//!   [`SAMPLE_EVERY`]) becomes the shard's *probe* (actor, messages ahead of it, time), if
+//! * on the owner shard: the first message queued after every 4th sampled activation (one
+//!   in 4 × [`SAMPLE_EVERY`]) becomes the shard's *probe* (actor, messages ahead of it, time), if
 //!   no probe is out; the actor's activations count down to it (checked once per
 //!   activation: when the probe's message is not the first an activation takes, the wait
 //!   is read at the activation's end). The local queue stays as it is, so the same-shard
@@ -157,7 +157,11 @@ mod on {
     use super::{FLUSH_INTERVAL, SAMPLE_EVERY};
 
     /// A busy shard reads the clock to see whether a flush is due on every this-many-th turn.
-    const FLUSH_CHECK_TURNS: u32 = 16;
+    /// A clock read costs 30-45 ns on this VM (kvm, TSC), more than a whole same-shard round
+    /// trip, and a busy turn can be a single activation: every 16th turn cost metrics-on
+    /// pingpong ~5% of its time. Counts reach the facade later while busy (they also flush
+    /// when the shard runs out of work and before it parks).
+    const FLUSH_CHECK_TURNS: u32 = 256;
     use crate::runtime::RuntimeShared;
     use crate::sync::atomic::Ordering;
     use crate::DeadLetterReason;
@@ -296,8 +300,8 @@ mod on {
         turns: Cell<u32>,
         /// Mailbox depth at the start of the sampled activation in progress.
         sampled_depth: Cell<usize>,
-        /// Set by each sampled activation: the next same-shard message queued on this shard
-        /// is timed (stamped, or made the probe).
+        /// Set by every 4th sampled activation: the next same-shard message queued on this
+        /// shard is timed (stamped, or made the probe).
         wait_armed: Cell<bool>,
         /// The actor whose same-shard message is being timed (metrics without spans; one at
         /// a time); null when none. Checked per message, so it stands alone.
@@ -377,10 +381,15 @@ mod on {
             }
             // `activation` counted this one already; every SAMPLE_EVERY-th is sampled, from
             // the first on.
-            if self.activations.get() % SAMPLE_EVERY != 1 {
+            let n = self.activations.get();
+            if n % SAMPLE_EVERY != 1 {
                 return Sample(None);
             }
-            self.wait_armed.set(true);
+            // Every 4th sampled activation arms the same-shard wait probe: its two clock
+            // reads cost as much as the sample's own.
+            if n % (4 * SAMPLE_EVERY) == 1 {
+                self.wait_armed.set(true);
+            }
             self.sampled_depth.set(depth());
             Sample(Some(Instant::now()))
         }
@@ -439,15 +448,15 @@ mod on {
         }
 
         /// Whether the same-shard message being queued now is timed: the first one after
-        /// each sampled activation (one in [`SAMPLE_EVERY`]).
+        /// every 4th sampled activation (one in 4 × [`SAMPLE_EVERY`]).
         #[inline]
         pub(crate) fn wait_sample_due(&self) -> bool {
             self.wait_armed.replace(false)
         }
 
         /// A same-shard message was queued into `actor`'s local queue behind `ahead` others
-        /// (metrics without spans, whose queues keep no side data): the first one after a
-        /// sampled activation becomes the probe, if none is out.
+        /// (metrics without spans, whose queues keep no side data): the first one after an
+        /// arming sampled activation becomes the probe, if none is out.
         #[inline]
         pub(crate) fn local_queued(&self, actor: &crate::actor::header::Header, ahead: usize) {
             if self.wait_armed.get() {
