@@ -54,6 +54,7 @@ pub(crate) const MAX_CAPACITY: usize = CAP_MASK as usize;
 /// Sampled for the time in the mailbox: the messages queued at slot indices that are
 /// multiples of this (one in this many, or one per lap of a smaller ring).
 pub const WAIT_SAMPLE_EVERY: usize = 64;
+const _: () = assert!(WAIT_SAMPLE_EVERY.is_power_of_two(), "sampled by a mask");
 
 type SideCell = UnsafeCell<MaybeUninit<Side>>;
 
@@ -251,7 +252,7 @@ impl<T> Ring<T> {
                         // stamp says the slot is free, so no other thread reads or writes it.
                         slot.value.with_mut(|p| unsafe { (*p).write(value) });
                         if let Some(mut side) = side.take() {
-                            if observe & OBSERVE_WAIT != 0 && index % WAIT_SAMPLE_EVERY == 0 {
+                            if observe & OBSERVE_WAIT != 0 && index & (WAIT_SAMPLE_EVERY - 1) == 0 {
                                 side.queued_at = crate::telemetry::context::now_ns();
                             }
                             // SAFETY: observed ring; we own position `tail` (as above), so
