@@ -236,6 +236,17 @@ impl Actor for Sink {
     }
 }
 
+/// Asserts that the sink has reported everything it got so far (no further `Terminated`
+/// pending): a follow-up marker sent now is the next event (not a short timeout).
+pub fn assert_sink_drained(sink: &ActorRef<SinkMsg>, rx: &std::sync::mpsc::Receiver<SinkEvent>, what: &str) {
+    let marker = Reply { total: u64::MAX, in_order: false };
+    sink.tell(SinkMsg::Reply(marker)).unwrap();
+    match rx.recv_timeout(LONG) {
+        Ok(SinkEvent::Reply(r)) if r == marker => {}
+        other => panic!("{what}: expected the follow-up marker, got {other:?}"),
+    }
+}
+
 /// A Reply-typed actor that forwards into the sink (so a `ActorRef<Reply>` exists).
 pub struct ReplyForwarder(pub ActorRef<SinkMsg>);
 

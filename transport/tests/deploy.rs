@@ -1,7 +1,6 @@
 //! Remote deployment: a local parent supervises an actor spawned on another node.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use percore::{Actor, ActorError, ActorRef, Context, Directive, ReplyTo, SupervisorStrategy, Terminated};
 use percore_transport::{spawn_remote, Backend, Node};
@@ -18,12 +17,21 @@ both_backends! {
 enum SpawnerMsg {
     Deploy(SocketAddr, &'static str, ReplyTo<ActorRef<Counter>>),
     ChildTerminated,
+    /// A follow-up marker: everything the spawner got before it has been reported.
+    Marker,
+}
+
+/// What the spawner reports to the test thread.
+#[derive(Debug, PartialEq, Eq)]
+enum Event {
+    Terminated,
+    Marker,
 }
 
 struct Spawner {
     node: Node,
     decide: Directive,
-    terminated: std::sync::mpsc::Sender<()>,
+    terminated: std::sync::mpsc::Sender<Event>,
 }
 
 impl Actor for Spawner {
@@ -35,7 +43,8 @@ impl Actor for Spawner {
                 ctx.watch(&child, |_: Terminated| SpawnerMsg::ChildTerminated);
                 reply.reply(child);
             }
-            SpawnerMsg::ChildTerminated => drop(self.terminated.send(())),
+            SpawnerMsg::ChildTerminated => drop(self.terminated.send(Event::Terminated)),
+            SpawnerMsg::Marker => drop(self.terminated.send(Event::Marker)),
         }
         Ok(())
     }
@@ -50,7 +59,17 @@ struct Setup {
     rb: percore::Runtime,
     nb: Node,
     child: ActorRef<Counter>,
-    terminated: std::sync::mpsc::Receiver<()>,
+    spawner: ActorRef<SpawnerMsg>,
+    terminated: std::sync::mpsc::Receiver<Event>,
+}
+
+impl Setup {
+    /// Asserts that no (further) `Terminated` reached the spawner: a marker sent now is the
+    /// next thing it reports (a follow-up marker, not a short timeout).
+    fn no_terminated_pending(&self, what: &str) {
+        self.spawner.tell(SpawnerMsg::Marker).unwrap();
+        assert_eq!(self.terminated.recv_timeout(LONG), Ok(Event::Marker), "{what}");
+    }
 }
 
 fn setup(backend: Backend, decide: Directive, factory: &'static str) -> Setup {
@@ -61,7 +80,7 @@ fn setup(backend: Backend, decide: Directive, factory: &'static str) -> Setup {
     let spawner = ra.handle().spawn(Spawner { node: na, decide, terminated: tx }).unwrap();
     let addr = nb.addr();
     let child = spawner.blocking_ask(|r| SpawnerMsg::Deploy(addr, factory, r), LONG).unwrap();
-    Setup { ra, rb, nb, child, terminated }
+    Setup { ra, rb, nb, child, spawner, terminated }
 }
 
 fn hits(c: &ActorRef<Counter>, n: u64) {
@@ -96,7 +115,7 @@ fn restart(backend: Backend) {
     assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     hits(&s.child, 2);
     assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 2);
-    assert!(s.terminated.recv_timeout(Duration::from_millis(200)).is_err(), "not terminated");
+    s.no_terminated_pending("not terminated");
 }
 
 fn stop(backend: Backend) {
@@ -104,14 +123,14 @@ fn stop(backend: Backend) {
     assert_eq!(s.child.blocking_ask(Counter::Get, LONG).unwrap().total, 0);
     let live = s.rb.handle().live_actors();
     s.child.tell(Counter::Crash).unwrap();
-    s.terminated.recv_timeout(LONG).expect("the parent sees its child terminate");
+    assert_eq!(s.terminated.recv_timeout(LONG), Ok(Event::Terminated), "the parent sees its child terminate");
     // The remote actor and its guard are gone on the target.
     eventually("remote child stopped", || s.rb.handle().live_actors() == live - 2);
-    assert!(s.terminated.recv_timeout(Duration::from_millis(200)).is_err(), "exactly once");
+    s.no_terminated_pending("exactly once");
 }
 
 fn unknown_factory(backend: Backend) {
     let s = setup(backend, Directive::Restart, "no-such-factory");
-    s.terminated.recv_timeout(LONG).expect("a refused deployment terminates the stand-in");
+    assert_eq!(s.terminated.recv_timeout(LONG), Ok(Event::Terminated), "a refused deployment terminates the stand-in");
     eventually("closed", || s.child.is_closed());
 }
