@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 
 /// A W3C-style trace context: which trace a message belongs to and which span sent it.
@@ -25,17 +24,16 @@ thread_local! {
     static RNG: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Seeds each thread's id generator differently (ids need to be unique, not secret).
-static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-
 /// A fresh non-zero 64-bit id: splitmix64 over a per-thread sequence. No syscall, no lock.
+/// Each thread's sequence starts from `RandomState`'s per-thread random keys (std bumps
+/// them for every new state, so two threads never share a seed), mixed with the time.
 pub(crate) fn next_id() -> u64 {
     RNG.with(|s| {
         let mut x = s.get();
         if x == 0 {
+            use std::hash::BuildHasher;
             let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-            // ORDERING: Relaxed: only uniqueness of the seeds matters.
-            x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ t ^ (std::process::id() as u64) << 32;
+            x = std::collections::hash_map::RandomState::new().hash_one(t ^ u64::from(std::process::id()) << 32);
         }
         x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
         s.set(x);
