@@ -122,15 +122,24 @@ impl<T> Ring<T> {
         (self.cap >> OBSERVE_SHIFT) as u8
     }
 
-    /// The slot array's layout, and where the side trailer starts in it (observed rings).
-    fn layout(&self) -> (Layout, usize) {
+    /// The slot array's layout (with the side trailer, for observed rings).
+    fn layout(&self) -> Layout {
         let slots = Layout::array::<Slot<T>>(self.capacity()).expect("capacity checked at construction");
         if self.observe() == 0 {
-            return (slots, 0);
+            return slots;
         }
         let sides = Layout::array::<SideCell>(self.capacity()).expect("capacity checked at construction");
         let (all, offset) = slots.extend(sides).expect("capacity checked at construction");
-        (all.pad_to_align(), offset)
+        debug_assert_eq!(offset, self.side_offset());
+        all.pad_to_align()
+    }
+
+    /// Where the side trailer starts in the slot array (observed rings): the slots, rounded
+    /// up to the side cells' alignment (what `Layout::extend` computes in `layout`, without
+    /// its checks on every push and pop).
+    #[inline]
+    fn side_offset(&self) -> usize {
+        (self.capacity() * std::mem::size_of::<Slot<T>>()).next_multiple_of(std::mem::align_of::<SideCell>())
     }
 
     /// The side cell of slot `index` (observed rings only).
@@ -139,9 +148,9 @@ impl<T> Ring<T> {
     /// `slots` is this ring's allocated array, `index < cap`, and the ring is observed.
     #[inline]
     unsafe fn side(&self, slots: *mut Slot<T>, index: usize) -> &SideCell {
-        // SAFETY: contract: the trailer of `cap` side cells starts `layout().1` bytes into
+        // SAFETY: contract: the trailer of `cap` side cells starts `side_offset()` bytes into
         // the allocation, initialised in `alloc_slots`; `index < cap`.
-        unsafe { &*(slots.cast::<u8>().add(self.layout().1) as *const SideCell).add(index) }
+        unsafe { &*(slots.cast::<u8>().add(self.side_offset()) as *const SideCell).add(index) }
     }
 
     /// Whether the first push has happened (slots allocated). A hint: Relaxed.
@@ -157,7 +166,7 @@ impl<T> Ring<T> {
         if self.slots.load(Ordering::Relaxed).is_null() {
             0
         } else {
-            self.layout().0.size()
+            self.layout().size()
         }
     }
 
@@ -175,7 +184,7 @@ impl<T> Ring<T> {
 
     #[cold]
     fn alloc_slots(&self) -> *mut Slot<T> {
-        let (layout, _) = self.layout();
+        let layout = self.layout();
         // SAFETY: the layout has a non-zero size (`cap > 0` slots, each holding a stamp).
         let fresh = unsafe { alloc::alloc(layout) }.cast::<Slot<T>>();
         if fresh.is_null() {
@@ -216,7 +225,7 @@ impl<T> Ring<T> {
             }
         }
         // SAFETY: allocated in `alloc_slots` with this layout.
-        unsafe { alloc::dealloc(slots.cast(), self.layout().0) };
+        unsafe { alloc::dealloc(slots.cast(), self.layout()) };
     }
 
     /// Appends `value`, or gives it back if the ring is full.
