@@ -198,7 +198,7 @@ fn metrics_off_publishes_nothing() {
 /// Event lines of runtimes whose name contains `obs-trace`, as the fmt subscriber wrote them.
 fn trace_lines() -> &'static Mutex<String> {
     static LINES: OnceLock<Arc<Mutex<String>>> = OnceLock::new();
-    LINES.get_or_init(|| {
+    let lines = LINES.get_or_init(|| {
         let lines = Arc::new(Mutex::new(String::new()));
         let sink = lines.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -207,9 +207,11 @@ fn trace_lines() -> &'static Mutex<String> {
             .with_writer(move || Sink(sink.clone()))
             .finish()
             .with(recorder().clone());
-        tracing::subscriber::set_global_default(subscriber).expect("the only tracing subscriber of this binary");
+        crate::common::spans::install_global(subscriber);
         lines
-    })
+    });
+    crate::common::spans::refresh_interest();
+    lines
 }
 
 /// The span recorder of this binary's global subscriber.

@@ -18,11 +18,13 @@ both_backends! {
 /// This binary's span recorder (installed as the global subscriber on first use).
 fn recorder() -> &'static SpanRecorder {
     static RECORDER: OnceLock<SpanRecorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
+    let rec = RECORDER.get_or_init(|| {
         let rec = SpanRecorder::default();
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(rec.clone())).expect("the only tracing subscriber of this binary");
+        crate::spans::install_global(tracing_subscriber::registry().with(rec.clone()));
         rec
-    })
+    });
+    crate::spans::refresh_interest();
+    rec
 }
 
 /// Passes each hit on to a (remote) counter.

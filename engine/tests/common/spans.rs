@@ -88,3 +88,26 @@ impl<S: tracing::Subscriber> Layer<S> for SpanRecorder {
         self.0.lock().unwrap().live.remove(&id.into_u64());
     }
 }
+
+/// Installs `subscriber` as this test binary's global default and makes every callsite
+/// registered so far ask it again.
+///
+/// tracing-core computes a callsite's cached interest from the default dispatcher of the
+/// instant it registers. A callsite that another test's thread registers while the global
+/// default is being installed can therefore cache "never" and drop its events for the rest
+/// of the run (seen in CI: a supervision test's "failed" events, registered concurrently,
+/// never reached the telemetry test's subscriber). Callers also run [`refresh_interest`]
+/// each time a test starts using the subscriber.
+pub fn install_global<S>(subscriber: S)
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    tracing::subscriber::set_global_default(subscriber).expect("the only tracing subscriber of this binary");
+    refresh_interest();
+}
+
+/// Recomputes every registered callsite's interest against the global subscriber (see
+/// [`install_global`]): a test calls it before the events it will look for are emitted.
+pub fn refresh_interest() {
+    tracing::callsite::rebuild_interest_cache();
+}
