@@ -72,7 +72,10 @@ pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
 pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
 pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
-pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
+pub use sharding::{
+    ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, RememberChange, RememberError, RememberStore,
+    RememberedShard, ShardingSettings,
+};
 
 /// Why a cluster operation was refused.
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use super::key::{EntityKey, KeyBuild};
 use super::placement::{owners, shard_of};
+use super::remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
 use crate::daemon::MembershipView;
@@ -35,6 +36,10 @@ use crate::member::{MemberStatus, UniqueAddress};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
+
+/// Retry ticks a remember-entities load may take before it is issued again (a result lost
+/// because the region's mailbox was full, or a store that failed).
+const RELOAD_AFTER_TICKS: u32 = 10;
 
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
 pub(crate) enum RegionMsg<M> {
@@ -72,6 +77,12 @@ pub(crate) enum RegionLocal {
     PassivationTick,
     RetryTick,
     Flush,
+    /// A remember-entities load completed (boxed: rare, and larger than an envelope).
+    RememberLoaded(Box<(u32, Result<RememberedShard, RememberError>)>),
+    /// A remember-entities update failed: load the shard again and reconcile.
+    RememberFailed {
+        shard: u32,
+    },
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -127,7 +138,22 @@ enum ShardState<M> {
         buffer: Vec<(EntityKey, M)>,
         remembered: Vec<String>,
     },
+    /// Acquired; reading the remembered entities from the store (durable remember-entities
+    /// only). Messages wait as while acquiring.
+    Loading {
+        buffer: Vec<(EntityKey, M)>,
+        remembered: Vec<String>,
+        /// Retry ticks since the load was issued.
+        ticks: u32,
+    },
     Active,
+}
+
+/// What this region knows a shard's store holds (durable remember-entities).
+struct ShardMemory {
+    /// The version after every update submitted so far.
+    version: u64,
+    ids: std::collections::HashSet<String>,
 }
 
 struct Entity<M> {
@@ -139,6 +165,8 @@ struct Entity<M> {
     stopping: bool,
     /// Stopped for a hand-off (not passivation): remembered for the next owner.
     handed_off: bool,
+    /// Stopped because it was idle: forgotten by remember-entities.
+    passivating: bool,
     buffer: Vec<M>,
 }
 
@@ -174,6 +202,12 @@ where
     handed: HashMap<u32, Vec<String>>,
     buffered: usize,
     dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    /// The entity type (the store's key; `name` is the region's actor name).
+    type_name: String,
+    /// Durable remember-entities: per active shard, what the store holds.
+    memory: HashMap<u32, ShardMemory>,
+    /// Active shards being loaded again after a failed update (reconciliation).
+    reloading: BTreeSet<u32>,
 }
 
 impl<A: Actor> Region<A>
@@ -188,6 +222,7 @@ where
         dead_letters: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         Region {
+            type_name: name.strip_prefix("sharding-").unwrap_or(&name).to_string(),
             name,
             cluster,
             factory,
@@ -204,6 +239,8 @@ where
             handed: HashMap::new(),
             buffered: 0,
             dead_letters,
+            memory: HashMap::new(),
+            reloading: BTreeSet::new(),
         }
     }
 
@@ -346,7 +383,7 @@ where
         }
         match self.shards.get_mut(&shard) {
             Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, key, msg),
-            Some(ShardState::Acquiring { buffer, .. }) => {
+            Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     ctx.dead_letter(msg);
                 } else {
@@ -364,8 +401,7 @@ where
         let waiting: BTreeSet<UniqueAddress> =
             self.view.as_ref().map(|v| v.live.iter().copied().filter(|n| *n != me).collect()).unwrap_or_default();
         if waiting.is_empty() {
-            self.shards.insert(shard, ShardState::Active);
-            self.start_eager(ctx, shard);
+            self.activate(ctx, shard, Vec::new(), Vec::new());
             return;
         }
         for n in &waiting {
@@ -379,22 +415,148 @@ where
         if !done {
             return;
         }
-        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.insert(shard, ShardState::Active) {
-            // Remembered entities first: they ran before the move and start again now.
-            for id in remembered {
-                let key = EntityKey::new(&id);
-                if !self.entities.contains_key(&key) {
-                    if let Err(e) = self.spawn_entity(ctx, shard, key) {
-                        tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
-                    }
+        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.remove(&shard) {
+            self.activate(ctx, shard, buffer, remembered);
+        }
+    }
+
+    /// The shard is this node's now: with a remember-entities store, read what it holds
+    /// first (messages keep waiting); then start the remembered entities and deliver.
+    fn activate(&mut self, ctx: &mut Context<Self>, shard: u32, buffer: Vec<(EntityKey, A::Msg)>, remembered: Vec<String>) {
+        if self.settings.remember_store.is_some() {
+            self.shards.insert(shard, ShardState::Loading { buffer, remembered, ticks: 0 });
+            self.load_remembered(ctx, shard);
+            return;
+        }
+        self.shards.insert(shard, ShardState::Active);
+        self.start_shard(ctx, shard, remembered, buffer);
+    }
+
+    fn start_shard(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        remembered: impl IntoIterator<Item = String>,
+        buffer: Vec<(EntityKey, A::Msg)>,
+    ) {
+        // Remembered entities first: they ran before the move and start again now.
+        for id in remembered {
+            let key = EntityKey::new(&id);
+            if !self.entities.contains_key(&key) {
+                if let Err(e) = self.spawn_entity(ctx, shard, key) {
+                    tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
                 }
             }
-            self.buffered = self.buffered.saturating_sub(buffer.len());
-            for (id, m) in buffer {
-                self.deliver_to_entity(ctx, shard, id, m);
-            }
+        }
+        self.buffered = self.buffered.saturating_sub(buffer.len());
+        for (id, m) in buffer {
+            self.deliver_to_entity(ctx, shard, id, m);
         }
         self.start_eager(ctx, shard);
+    }
+
+    /// Asks the store for the shard's remembered entities; the answer comes back as a
+    /// message (the store completes on its own thread).
+    fn load_remembered(&mut self, ctx: &mut Context<Self>, shard: u32) {
+        let Some(store) = self.settings.remember_store.clone() else { return };
+        let me = ctx.myself().clone();
+        store.load(
+            &self.type_name,
+            shard,
+            Box::new(move |result| {
+                // A full or stopped mailbox loses the answer: the retry tick loads again.
+                let _ = me.tell(RegionMsg::Local(RegionLocal::RememberLoaded(Box::new((shard, result)))));
+            }),
+        );
+    }
+
+    fn on_remember_loaded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        result: Result<RememberedShard, RememberError>,
+    ) {
+        if self.view.as_ref().is_none_or(|v| v.terminated) || self.owner(shard) != Some(self.me()) {
+            return;
+        }
+        let loaded = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("region {}: loading the remembered entities of shard {shard}: {e}", self.name);
+                // Issued again on the next retry tick.
+                if let Some(ShardState::Loading { ticks, .. }) = self.shards.get_mut(&shard) {
+                    *ticks = RELOAD_AFTER_TICKS;
+                }
+                return;
+            }
+        };
+        match self.shards.remove(&shard) {
+            Some(ShardState::Loading { buffer, remembered, .. }) => {
+                let ids: BTreeSet<String> = loaded.entities.iter().cloned().chain(remembered).collect();
+                self.memory.insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                self.shards.insert(shard, ShardState::Active);
+                // Entities the store does not list yet (handed over with the hand-off
+                // answer) are recorded as they start.
+                self.start_shard(ctx, shard, ids, buffer);
+            }
+            Some(ShardState::Active) => {
+                // Reconciliation after a failed update: the store's view wins for what
+                // runs; what runs here and the store lacks is recorded again.
+                self.shards.insert(shard, ShardState::Active);
+                if !self.reloading.remove(&shard) {
+                    return;
+                }
+                let listed = loaded.entities.clone();
+                self.memory.insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                let running: Vec<String> = self
+                    .entities
+                    .iter()
+                    .filter(|(_, e)| e.shard == shard && !e.stopping)
+                    .map(|(k, _)| k.as_str().to_string())
+                    .collect();
+                for id in running {
+                    self.record(ctx, shard, RememberChange::Started(id));
+                }
+                self.start_shard(ctx, shard, listed, Vec::new());
+            }
+            Some(other) => {
+                self.shards.insert(shard, other);
+            }
+            None => {}
+        }
+    }
+
+    /// Durable remember-entities: stores one change of the shard's set (pipelined: the
+    /// version is advanced at submission; a failure reloads the shard).
+    fn record(&mut self, ctx: &mut Context<Self>, shard: u32, change: RememberChange) {
+        let Some(store) = self.settings.remember_store.clone() else { return };
+        if self.view.as_ref().is_none_or(|v| v.terminated) {
+            return;
+        }
+        let Some(m) = self.memory.get_mut(&shard) else { return };
+        let new = match &change {
+            RememberChange::Started(id) => m.ids.insert(id.clone()),
+            RememberChange::Stopped(id) => m.ids.remove(id),
+        };
+        if !new {
+            return;
+        }
+        let version = m.version;
+        m.version += 1;
+        let (me, name) = (ctx.myself().clone(), self.name.clone());
+        let store: Arc<dyn RememberStore> = store;
+        store.update(
+            &self.type_name,
+            shard,
+            version,
+            vec![change],
+            Box::new(move |r| {
+                if let Err(e) = r {
+                    tracing::warn!("region {name}: remember-entities update of shard {shard}: {e}");
+                    let _ = me.tell(RegionMsg::Local(RegionLocal::RememberFailed { shard }));
+                }
+            }),
+        );
     }
 
     fn start_eager(&mut self, ctx: &mut Context<Self>, shard: u32) {
@@ -418,8 +580,20 @@ where
         let r = ctx.spawn(Props::new(move || factory(id.as_str())).capacity(self.settings.entity_capacity))?;
         let (k, id) = (key.clone(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { key: k, id }));
-        self.entities
-            .insert(key, Entity { r, shard, last: self.tick, stopping: false, handed_off: false, buffer: Vec::new() });
+        // Recorded before the entity's first message is delivered (see `remember.rs`).
+        self.record(ctx, shard, RememberChange::Started(key.as_str().to_string()));
+        self.entities.insert(
+            key,
+            Entity {
+                r,
+                shard,
+                last: self.tick,
+                stopping: false,
+                handed_off: false,
+                passivating: false,
+                buffer: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -452,6 +626,7 @@ where
         let stop_msg = self.settings.stop_message.clone();
         if let Some(e) = self.entities.get_mut(key) {
             e.handed_off |= hand_off;
+            e.passivating |= !hand_off;
             if e.stopping {
                 return;
             }
@@ -519,8 +694,9 @@ where
                     e.r.stop();
                 }
             }
+            self.memory.clear();
             for (_, st) in self.shards.drain() {
-                if let ShardState::Acquiring { buffer, .. } = st {
+                if let ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. } = st {
                     self.buffered = self.buffered.saturating_sub(buffer.len());
                     for (_, m) in buffer {
                         ctx.dead_letter(m);
@@ -547,8 +723,10 @@ where
         }
         // Shards this node no longer owns: re-route what waited, stop their entities.
         let lost: Vec<u32> = self.shards.keys().copied().filter(|s| self.owner(*s) != Some(me)).collect();
+        self.memory.retain(|s, _| self.owners.get(*s as usize).copied().flatten() == Some(me));
         for s in lost {
-            if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.remove(&s) {
+            self.reloading.remove(&s);
+            if let Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) = self.shards.remove(&s) {
                 self.buffered = self.buffered.saturating_sub(buffer.len());
                 for (id, m) in buffer {
                     self.deliver(ctx, id, m, me.addr, 0);
@@ -610,6 +788,10 @@ where
         if e.handed_off && self.settings.remember_entities {
             self.handed.entry(e.shard).or_default().push(key.as_str().to_string());
         }
+        if e.passivating && !e.handed_off {
+            // Idle: forgotten, so that it does not start again after a move or a crash.
+            self.record(ctx, e.shard, RememberChange::Stopped(key.as_str().to_string()));
+        }
         self.buffered = self.buffered.saturating_sub(e.buffer.len());
         for m in e.buffer {
             self.deliver(ctx, key.clone(), m, self.me().addr, 0);
@@ -628,6 +810,7 @@ where
                 .iter()
                 .filter_map(|(s, st)| match st {
                     ShardState::Acquiring { waiting, buffer, .. } => Some((*s, waiting.len(), buffer.len())),
+                    ShardState::Loading { buffer, .. } => Some((*s, 0, buffer.len())),
                     ShardState::Active => None,
                 })
                 .collect();
@@ -645,13 +828,27 @@ where
             .iter()
             .filter_map(|(s, st)| match st {
                 ShardState::Acquiring { waiting, .. } => Some((*s, waiting.iter().copied().collect())),
-                ShardState::Active => None,
+                ShardState::Loading { .. } | ShardState::Active => None,
             })
             .collect();
         for (shard, waiting) in asks {
             for n in waiting {
                 self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
             }
+        }
+        // Remember-entities loads that failed or whose answer was lost: issue them again.
+        let mut reload: Vec<u32> = Vec::new();
+        for (s, st) in self.shards.iter_mut() {
+            if let ShardState::Loading { ticks, .. } = st {
+                *ticks += 1;
+                if *ticks > RELOAD_AFTER_TICKS {
+                    *ticks = 0;
+                    reload.push(*s);
+                }
+            }
+        }
+        for s in reload {
+            self.load_remembered(ctx, s);
         }
         if self.view.is_some() {
             for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
@@ -737,6 +934,15 @@ where
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
+            RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
+                let (shard, result) = *b;
+                self.on_remember_loaded(ctx, shard, result);
+            }
+            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => {
+                if matches!(self.shards.get(&shard), Some(ShardState::Active)) && self.reloading.insert(shard) {
+                    self.load_remembered(ctx, shard);
+                }
+            }
         }
         if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
             ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
