@@ -14,4 +14,5 @@ mod process;
 mod process_faults;
 mod processes;
 mod receptionist;
+mod remember;
 mod sharding;

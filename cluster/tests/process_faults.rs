@@ -604,3 +604,82 @@ fn persistent_entities_on_postgresql_keep_every_acknowledged_increment_when_a_me
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Durable remember-entities across `kill -9`: three member processes with 120 persistent
+/// counters on PostgreSQL and remember-entities in the same journal. Every counter takes one
+/// increment (so it starts, and its start is recorded in its shard's stream); a member is
+/// killed with SIGKILL; the driver sends nothing more. The survivors start every counter
+/// the dead member ran, by themselves, each exactly once and never while it was alive;
+/// then every count, recovered from the journal, is the one acknowledged.
+#[test]
+fn remembered_entities_restart_on_the_survivors_after_a_kill_9_without_a_message() {
+    const ENTITIES: usize = 120;
+    let t0 = Instant::now();
+    let schema = PgSchema::new("cluster_remember");
+    let dir = unique_dir("remember");
+    let log = dir.join("activations.log");
+    let env = [
+        ("PERCORE_CHILD_PG", schema.schema_name()),
+        ("PERCORE_CHILD_REMEMBER", "1".to_string()),
+        ("PERCORE_CHILD_ACTLOG", log.display().to_string()),
+        ("PERCORE_CHILD_FAILURE", "1".to_string()),
+    ];
+    let ports = [free_port(), free_port(), free_port()];
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_env(*p, &addrs, 3, &env)).collect();
+    for m in &mut members {
+        m.wait_up(&addrs);
+    }
+    let (_rt, driver) = start_node_full("driver", 0, 1 << 16, 1);
+    driver.register::<GatewayMsg>().unwrap();
+    let gateway =
+        |a: SocketAddr| driver.remote_ref::<GatewayMsg>(&format!("percore://percore@{a}/user/gateway")).unwrap();
+    let ledger = Ledger::new(ENTITIES);
+    let all: Vec<usize> = (0..ENTITIES).collect();
+    pass_until_acked(&gateway(members[0].addr), &ledger, &all);
+    let victim = members[2].addr;
+    let before = assert_never_two_live(&read_log(&log));
+    assert_eq!(before.len(), ENTITIES, "each counter started once");
+    let on_victim = live_by_addr(&before).remove(&victim.to_string()).unwrap_or_default();
+    assert!(!on_victim.is_empty(), "some counters run on the member that will be killed");
+
+    let t_kill = Instant::now();
+    members[2].child.kill().unwrap();
+    members[2].child.wait().unwrap();
+    log_killed(&log, victim, monotonic_ns());
+    // No message from here on until every counter of the dead member runs again.
+    eventually("the dead member's counters run again on the survivors", || {
+        let started: BTreeSet<String> = read_log(&log)
+            .into_iter()
+            .filter(|l| l.what == "started" && l.addr != victim.to_string())
+            .map(|l| l.entity)
+            .collect();
+        on_victim.is_subset(&started)
+    });
+    let t_restarted = t_kill.elapsed();
+    let acts = assert_never_two_live(&read_log(&log));
+    assert_eq!(acts.len(), ENTITIES + on_victim.len(), "each of them restarted exactly once: {acts:?}");
+    for a in acts.iter().filter(|a| a.addr != victim.to_string() && on_victim.contains(&a.entity)) {
+        assert!(a.stopped_ns.is_none(), "{} runs on {}", a.entity, a.node);
+    }
+    // Their state came back from the journal with them.
+    let counts = read_counts(&gateway(members[1].addr), ENTITIES);
+    assert!(counts.iter().all(|&c| c == 1), "every count is the one acknowledged increment: {counts:?}");
+    // One remember-entities update per first start; the survivors found theirs listed.
+    let updates: i64 = schema
+        .client()
+        .query_one("SELECT count(*) FROM percore_journal WHERE persistence_id LIKE 'percore-remember-stored-%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(updates, ENTITIES as i64, "one remember update per counter");
+    eprintln!(
+        "remember-entities after kill -9: {} of {ENTITIES} counters on the killed member ran again on the \
+         survivors {t_restarted:?} after the kill, without a message; {:?} in all",
+        on_victim.len(),
+        t0.elapsed()
+    );
+    for m in &mut members[..2] {
+        m.send("EXIT");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo};
+use percore_cluster::sharding::remember::JournalRememberStore;
 use percore_cluster::{Cluster, ClusterEvent, ClusterSharding, EntityRefs, Receptionist, ServiceKey, ShardingSettings};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
@@ -208,7 +209,8 @@ const CHILD: &str = "processes::child_member";
 /// the cluster), with `PERCORE_CHILD_MIN` as `min_nr_of_members`; with
 /// `PERCORE_CHILD_STORE`, the `stored` entity type (count files in that directory) and a
 /// gateway; with `PERCORE_CHILD_PG` (a schema) instead, the `stored` type is a persistent
-/// counter on that PostgreSQL schema; `PERCORE_CHILD_ACTLOG` (a file) logs every entity
+/// counter on that PostgreSQL schema (with `PERCORE_CHILD_REMEMBER`, remember-entities in
+/// its journal); `PERCORE_CHILD_ACTLOG` (a file) logs every entity
 /// activation there; `PERCORE_CHILD_SINGLETON` starts the logged singleton `boss`;
 /// `PERCORE_CHILD_FAILURE` uses the failure timings (a resolver that acts). Prints its
 /// cluster events; `LEAVE` on stdin leaves, `BLACKHOLE a,b` cuts it off from those
@@ -231,7 +233,7 @@ fn child_member() {
     let log = std::env::var("PERCORE_CHILD_ACTLOG")
         .ok()
         .map(|path| Arc::new(ActivationFile::open(&path, node.addr(), node.incarnation())));
-    let settings = ShardingSettings::new()
+    let mut settings = ShardingSettings::new()
         .shards(60)
         .passivate_after(None)
         .retry_interval(Duration::from_millis(100))
@@ -244,7 +246,12 @@ fn child_member() {
             move |id: &str| StoredCounter { id: id.to_string(), path: dir.join(id), count: 0, log: log.clone() };
         Some(ClusterSharding::new(&cluster).start("stored", factory, settings).unwrap())
     } else if let Ok(schema) = std::env::var("PERCORE_CHILD_PG") {
-        let (persistence, _journal) = crate::pg_support::PgSchema::existing(&schema).persistence();
+        let (persistence, journal) = crate::pg_support::PgSchema::existing(&schema).persistence();
+        if std::env::var_os("PERCORE_CHILD_REMEMBER").is_some() {
+            // Durable remember-entities in the same PostgreSQL journal.
+            let store = JournalRememberStore::new(journal).unwrap();
+            settings = settings.remember_entities_in(Arc::new(store));
+        }
         let (p, log) = (persistence.clone(), log.clone());
         let factory = move |id: &str| PgCounterEntity::new(p.clone(), id, log.clone());
         _persistence = Some(persistence);
