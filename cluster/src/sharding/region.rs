@@ -17,6 +17,10 @@
 //! arrival order when it becomes active; messages that reach a region which does not own
 //! their shard are forwarded to the owner in its view (at most `MAX_HOPS` times, then they
 //! wait for the next view).
+//!
+//! With durable remember-entities (`remember.rs`) an acquired shard goes through `Loading`
+//! (its remembered set is read from the store, messages still wait) before `Active`, where
+//! its listed entities start first; entity starts and passivations are then recorded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
