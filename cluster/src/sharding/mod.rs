@@ -33,8 +33,8 @@ use percore_transport::RemoteMessage;
 
 use key::EntityKey;
 pub use placement::{shard_of, Placement};
-pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 use region::{Region, RegionLocal, RegionMsg};
+pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
 use crate::cluster::Cluster;
 use crate::ClusterError;

@@ -426,7 +426,13 @@ where
 
     /// The shard is this node's now: with a remember-entities store, read what it holds
     /// first (messages keep waiting); then start the remembered entities and deliver.
-    fn activate(&mut self, ctx: &mut Context<Self>, shard: u32, buffer: Vec<(EntityKey, A::Msg)>, remembered: Vec<String>) {
+    fn activate(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        buffer: Vec<(EntityKey, A::Msg)>,
+        remembered: Vec<String>,
+    ) {
         if self.settings.remember_store.is_some() {
             self.shards.insert(shard, ShardState::Loading { buffer, remembered, ticks: 0 });
             self.load_remembered(ctx, shard);
@@ -497,7 +503,8 @@ where
         match self.shards.remove(&shard) {
             Some(ShardState::Loading { buffer, remembered, .. }) => {
                 let ids: BTreeSet<String> = loaded.entities.iter().cloned().chain(remembered).collect();
-                self.memory.insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                self.memory
+                    .insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
                 self.shards.insert(shard, ShardState::Active);
                 // Entities the store does not list yet (handed over with the hand-off
                 // answer) are recorded as they start.
@@ -511,7 +518,8 @@ where
                     return;
                 }
                 let listed = loaded.entities.clone();
-                self.memory.insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                self.memory
+                    .insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
                 let running: Vec<String> = self
                     .entities
                     .iter()
@@ -730,7 +738,9 @@ where
         self.memory.retain(|s, _| self.owners.get(*s as usize).copied().flatten() == Some(me));
         for s in lost {
             self.reloading.remove(&s);
-            if let Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) = self.shards.remove(&s) {
+            if let Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) =
+                self.shards.remove(&s)
+            {
                 self.buffered = self.buffered.saturating_sub(buffer.len());
                 for (id, m) in buffer {
                     self.deliver(ctx, id, m, me.addr, 0);
