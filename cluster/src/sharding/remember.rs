@@ -198,7 +198,7 @@ pub use journal_store::JournalRememberStore;
 #[cfg(feature = "persistence")]
 mod journal_store {
     use std::fmt;
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::sync::{mpsc, Arc};
 
     use percore_persistence::{AtomicWrite, EventBatch, Journal, JournalError, PersistenceId};
 
@@ -214,9 +214,8 @@ mod journal_store {
     /// updates go straight to [`Journal::append`], which never blocks.
     pub struct JournalRememberStore {
         journal: Arc<dyn Journal>,
-        // Only the sender's clone per load is taken under the lock (a shard acquisition,
-        // not a message path).
-        loads: Mutex<mpsc::Sender<(PersistenceId, String, LoadDone)>>,
+        /// Loads for the loader thread (`Sender` is `Sync`: no lock).
+        loads: mpsc::Sender<(PersistenceId, String, LoadDone)>,
     }
 
     impl fmt::Debug for JournalRememberStore {
@@ -238,7 +237,7 @@ mod journal_store {
                     }
                 })
                 .map_err(|e| RememberError::Store(format!("cannot start the loader thread: {e}")))?;
-            Ok(JournalRememberStore { journal, loads: Mutex::new(tx) })
+            Ok(JournalRememberStore { journal, loads: tx })
         }
     }
 
@@ -273,8 +272,7 @@ mod journal_store {
                 Ok(id) => id,
                 Err(e) => return done(Err(RememberError::Store(format!("stream name {stream:?}: {e}")))),
             };
-            let tx = self.loads.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Err(mpsc::SendError((_, _, done))) = tx.send((id, stream, done)) {
+            if let Err(mpsc::SendError((_, _, done))) = self.loads.send((id, stream, done)) {
                 done(Err(RememberError::Store("the loader thread has stopped".into())));
             }
         }
@@ -331,5 +329,53 @@ mod tests {
         s.apply(&changes);
         assert_eq!(s.entities.iter().cloned().collect::<Vec<_>>(), ["", "alice"]);
         assert_eq!(s.version, 1);
+    }
+
+    /// The journal store on the file journal: loads fold the updates, versions follow the
+    /// stream, a stale version is a conflict, and a reopened journal loads the same set.
+    #[cfg(feature = "persistence")]
+    #[test]
+    fn the_journal_store_keeps_each_shard_s_set_and_refuses_a_stale_version() {
+        use std::sync::{mpsc, Arc};
+        use std::time::Duration;
+
+        let dir = std::env::temp_dir().join(format!(
+            "percore-remember-unit-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let wait = Duration::from_secs(30);
+        let load = |store: &JournalRememberStore, shard| {
+            let (tx, rx) = mpsc::channel();
+            store.load("t", shard, Box::new(move |r| tx.send(r).unwrap()));
+            rx.recv_timeout(wait).unwrap()
+        };
+        let update = |store: &JournalRememberStore, version, changes| {
+            let (tx, rx) = mpsc::channel();
+            store.update("t", 3, version, changes, Box::new(move |r| tx.send(r).unwrap()));
+            rx.recv_timeout(wait).unwrap()
+        };
+        {
+            let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
+            let store = JournalRememberStore::new(journal).unwrap();
+            assert_eq!(load(&store, 3).unwrap(), RememberedShard::default());
+            update(&store, 0, vec![RememberChange::Started("a".into())]).unwrap();
+            update(&store, 1, vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())])
+                .unwrap();
+            update(&store, 2, vec![RememberChange::Stopped("a".into())]).unwrap();
+            match update(&store, 1, vec![RememberChange::Started("x".into())]) {
+                Err(RememberError::Conflict { stream, version: 1 }) => assert_eq!(stream, "percore-remember-t-3"),
+                other => panic!("a stale version must conflict: {other:?}"),
+            }
+            let loaded = load(&store, 3).unwrap();
+            assert_eq!(loaded.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["b", "c"]);
+            assert_eq!(loaded.version, 3);
+            assert_eq!(load(&store, 4).unwrap(), RememberedShard::default(), "shards are separate streams");
+        }
+        let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
+        let store = JournalRememberStore::new(journal).unwrap();
+        assert_eq!(load(&store, 3).unwrap().version, 3, "durable across a reopen");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
