@@ -156,3 +156,45 @@ fn a_passivated_entity_is_forgotten_until_its_next_message() {
     assert_eq!(store.updates("counter", shard).len(), 3);
     assert_eq!(store.updates("counter", shard)[2], [started]);
 }
+
+/// A graceful leave with the store: the leaver's hand-off stops record nothing, its
+/// entities start again on their new owners without a message, each exactly once, and the
+/// store gets no update (the new owners find them listed).
+#[test]
+fn a_leaving_member_s_entities_restart_from_the_store_and_nothing_is_rewritten() {
+    const ENTITIES: usize = 60;
+    let store = Arc::new(MemoryStore::default());
+    let log = Arc::new(ActivationLog::default());
+    let settings = || {
+        ShardingSettings::new()
+            .shards(30)
+            .passivate_after(None)
+            .stop_message(|| CounterMsg::Stop)
+            .retry_interval(Duration::from_millis(100))
+            .remember_entities_in(store.clone())
+    };
+    let nodes = cluster_of(3, config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let s2 = ClusterSharding::new(&nodes[2].cluster);
+    for e in 0..ENTITIES {
+        s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    let leaver = nodes[0].addr();
+    let moving = log.starts_on(leaver);
+    assert!(moving > 0);
+    nodes[0].cluster.leave().unwrap();
+    eventually("the leaver is gone", || nodes[0].cluster.is_terminated());
+    all_up(&[&nodes[1], &nodes[2]], 2);
+    eventually("every entity runs again", || {
+        let ev = log.events.lock().unwrap();
+        ev.iter().filter(|a| a.started).count() == ENTITIES + moving
+            && ev.iter().filter(|a| !a.started).count() == moving
+    });
+    assert_eq!(log.assert_single_activation(), ENTITIES + moving);
+    let updates: usize = (0..30).map(|s| store.updates("counter", s).len()).sum();
+    assert_eq!(updates, ENTITIES, "one update per first start, none for the hand-off");
+    assert_eq!(store.remembered("counter", 30).len(), ENTITIES);
+}

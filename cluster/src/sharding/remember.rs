@@ -360,8 +360,7 @@ mod tests {
             let store = JournalRememberStore::new(journal).unwrap();
             assert_eq!(load(&store, 3).unwrap(), RememberedShard::default());
             update(&store, 0, vec![RememberChange::Started("a".into())]).unwrap();
-            update(&store, 1, vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())])
-                .unwrap();
+            update(&store, 1, vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())]).unwrap();
             update(&store, 2, vec![RememberChange::Stopped("a".into())]).unwrap();
             match update(&store, 1, vec![RememberChange::Started("x".into())]) {
                 Err(RememberError::Conflict { stream, version: 1 }) => assert_eq!(stream, "percore-remember-t-3"),
