@@ -198,3 +198,55 @@ fn a_leaving_member_s_entities_restart_from_the_store_and_nothing_is_rewritten()
     assert_eq!(updates, ENTITIES, "one update per first start, none for the hand-off");
     assert_eq!(store.remembered("counter", 30).len(), ENTITIES);
 }
+
+/// Another writer added an update to a shard's stream behind the region's back: the
+/// region's next update is refused (a stale version), it loads the shard again and
+/// reconciles: it starts the entity the store now lists (without a message) and records
+/// the one it started meanwhile.
+#[test]
+fn a_refused_update_reloads_the_shard_and_reconciles() {
+    let store = Arc::new(MemoryStore::default());
+    let log = Arc::new(ActivationLog::default());
+    let settings = ShardingSettings::new().shards(4).passivate_after(None).remember_entities_in(store.clone());
+    let nodes = cluster_of(1, config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings.clone()).unwrap();
+    });
+    all_up(&[&nodes[0]], 1);
+    let shard = percore_cluster::sharding::shard_of("a", 4);
+    let same_shard: Vec<String> = (0..)
+        .map(|i| format!("x{i}"))
+        .filter(|id| percore_cluster::sharding::shard_of(id, 4) == shard)
+        .take(2)
+        .collect();
+    let (ghost, late) = (&same_shard[0], &same_shard[1]);
+    let sharding = ClusterSharding::new(&nodes[0].cluster);
+    let get = |id: &str| sharding.entity_ref::<CounterMsg>("counter", id).unwrap().blocking_ask(CounterMsg::Get, LONG);
+    get("a").unwrap();
+    assert_eq!(store.updates("counter", shard), [vec![RememberChange::Started("a".into())]]);
+    // The other writer: version 1 → 2.
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.update(
+        "counter",
+        shard,
+        1,
+        vec![RememberChange::Started(ghost.clone())],
+        Box::new(move |r| tx.send(r).unwrap()),
+    );
+    rx.recv().unwrap().unwrap();
+    // The region still believes version 1: this start's update is refused.
+    get(late).unwrap();
+    eventually("the listed entity starts without a message", || {
+        log.events.lock().unwrap().iter().any(|a| a.started && &a.entity == ghost)
+    });
+    eventually("the refused start recorded again", || store.updates("counter", shard).len() == 3);
+    assert_eq!(
+        store.updates("counter", shard),
+        [
+            vec![RememberChange::Started("a".into())],
+            vec![RememberChange::Started(ghost.clone())],
+            vec![RememberChange::Started(late.clone())]
+        ]
+    );
+    assert_eq!(log.assert_single_activation(), 3, "a, the late one and the listed one, once each");
+    assert_eq!(log.handled.load(Ordering::SeqCst), 0);
+}
