@@ -592,8 +592,10 @@ where
         let r = ctx.spawn(Props::new(move || factory(id.as_str())).capacity(self.settings.entity_capacity))?;
         let (k, id) = (key.clone(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { key: k, id }));
-        // Recorded before the entity's first message is delivered (see `remember.rs`).
-        self.record(ctx, shard, RememberChange::Started(key.as_str().to_string()));
+        if self.settings.remember_store.is_some() {
+            // Recorded before the entity's first message is delivered (see `remember.rs`).
+            self.record(ctx, shard, RememberChange::Started(key.as_str().to_string()));
+        }
         self.entities.insert(
             key,
             Entity {
@@ -802,7 +804,7 @@ where
         if e.handed_off && self.settings.remember_entities {
             self.handed.entry(e.shard).or_default().push(key.as_str().to_string());
         }
-        if e.passivating && !e.handed_off {
+        if e.passivating && !e.handed_off && self.settings.remember_store.is_some() {
             // Idle: forgotten, so that it does not start again after a move or a crash.
             self.record(ctx, e.shard, RememberChange::Stopped(key.as_str().to_string()));
         }
