@@ -250,3 +250,51 @@ fn a_refused_update_reloads_the_shard_and_reconciles() {
     assert_eq!(log.assert_single_activation(), 3, "a, the late one and the listed one, once each");
     assert_eq!(log.handled.load(Ordering::SeqCst), 0);
 }
+
+/// A partition with the store: the minority downs itself and stops its entities without
+/// recording them as stopped (the end of its membership is not a passivation), so the
+/// majority starts them from the store without a message, each once, never on both sides.
+#[test]
+fn a_downed_minority_s_entities_restart_on_the_majority_from_the_store() {
+    const ENTITIES: usize = 60;
+    let store = Arc::new(MemoryStore::default());
+    let log = Arc::new(ActivationLog::default());
+    let settings = || {
+        ShardingSettings::new()
+            .shards(30)
+            .passivate_after(None)
+            .stop_message(|| CounterMsg::Stop)
+            .retry_interval(Duration::from_millis(100))
+            .remember_entities_in(store.clone())
+    };
+    let nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let sharding = ClusterSharding::new(&nodes[0].cluster);
+    for e in 0..ENTITIES {
+        let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+        r.tell(CounterMsg::Hit).unwrap();
+        assert_eq!(r.blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+    }
+    let minority = nodes[2].addr();
+    let moving = log.starts_on(minority);
+    assert!(moving > 0, "some entities run on the node that will be cut off");
+    for x in &nodes[..2] {
+        x.cluster.faults().blackhole(minority);
+        nodes[2].cluster.faults().blackhole(x.addr());
+    }
+    eventually("the minority downs itself", || nodes[2].cluster.is_terminated());
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    eventually("the minority's entities run again on the majority", || {
+        let ev = log.events.lock().unwrap();
+        ev.iter().filter(|a| a.started).count() == ENTITIES + moving
+            && ev.iter().filter(|a| !a.started).count() == moving
+    });
+    assert_eq!(log.assert_single_activation(), ENTITIES + moving);
+    assert_eq!(log.handled.load(Ordering::SeqCst), ENTITIES as u64, "no message started them");
+    let updates: usize = (0..30).map(|s| store.updates("counter", s).len()).sum();
+    assert_eq!(updates, ENTITIES, "the minority's stops recorded nothing");
+    assert_eq!(store.remembered("counter", 30).len(), ENTITIES);
+}
