@@ -1,6 +1,7 @@
 //! Faults with members as OS processes (the harness of `processes.rs`): a partition driven
-//! through each member's fault hook, and `kill -9` of a member whose entities are
-//! persistent on PostgreSQL.
+//! through each member's fault hook; `kill -9` of a member whose entities are persistent on
+//! PostgreSQL; and the same with durable remember-entities (in the same journal), whose
+//! entities restart on the survivors without a message.
 //!
 //! **The activation log.** Each member process appends one line per entity activation and
 //! per stop to one file that every process of a test shares, opened with `O_APPEND`:
