@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use percore::{ActorRef, Props};
 use percore_transport::{Node, RemoteMessage, TransportError};
@@ -27,6 +28,9 @@ pub struct Faults {
     active: AtomicBool,
     // Lock only while a fault is set (tests): `is_blocked` returns before it otherwise.
     blocked: Mutex<HashSet<SocketAddr>>,
+    /// Nanoseconds a region stalls before forwarding an envelope that is not its own
+    /// senders' (0: never).
+    forward_delay: AtomicU64,
 }
 
 impl Faults {
@@ -41,6 +45,25 @@ impl Faults {
         b.remove(&peer);
         self.active.store(!b.is_empty(), Ordering::Release);
     }
+    /// Makes this node's regions slow forwarders: each stalls its shard thread for `d`
+    /// before it passes on an envelope that reached it from elsewhere (another region, or
+    /// a stopped entity's buffer), as an old owner that is busy while its shard moves
+    /// away. `Duration::ZERO` turns it off. Tests of per-sender order across a move only.
+    #[doc(hidden)]
+    pub fn delay_forwards(&self, d: Duration) {
+        // ORDERING: Relaxed: a test knob; the stall needs no other memory.
+        self.forward_delay.store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Stalls for the forward delay, if one is set (one relaxed load otherwise).
+    pub(crate) fn forward_pause(&self) {
+        // ORDERING: Relaxed: see `delay_forwards`.
+        let d = self.forward_delay.load(Ordering::Relaxed);
+        if d > 0 {
+            std::thread::sleep(Duration::from_nanos(d));
+        }
+    }
+
     /// Whether traffic with `peer` is dropped.
     pub fn is_blocked(&self, peer: SocketAddr) -> bool {
         // ORDERING: Acquire pairs with the Release stores in `blackhole`/`heal` (a test

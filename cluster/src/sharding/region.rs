@@ -38,8 +38,12 @@ use crate::cluster::Cluster;
 use crate::daemon::MembershipView;
 use crate::member::{MemberStatus, UniqueAddress};
 
+// Per-sender order across a shard move (fence markers, holds, relays).
+mod fencing;
 // Durable remember-entities: the region's side (loading, recording, reconciling).
 mod remembering;
+
+pub(crate) use fencing::{AfterFence, FenceMarker};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
@@ -66,6 +70,12 @@ pub(crate) enum RegionMsg<M> {
     HandOffRequest { shard: u32, from: UniqueAddress },
     #[doc(hidden)]
     HandOffDone { shard: u32, from: UniqueAddress, entities: Vec<String> },
+    /// A fence marker for a shard that moved (`fencing.rs`; boxed: rare).
+    #[doc(hidden)]
+    Fence(Box<FenceMarker>),
+    /// Hold the sender's next envelopes for a shard until its fence arrives (boxed: rare).
+    #[doc(hidden)]
+    AfterFence(Box<AfterFence>),
     #[doc(hidden)]
     Local(RegionLocal),
 }
@@ -113,6 +123,22 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 w.put(from);
                 w.put(entities);
             }
+            RegionMsg::Fence(f) => {
+                w.put_u8(3);
+                w.put_u32(f.shard);
+                crate::member::put_addr(w, f.origin);
+                w.put_u64(f.epoch);
+                crate::member::put_addr(w, f.target);
+                crate::member::put_addr(w, f.from);
+                w.put_u8(f.hops);
+            }
+            RegionMsg::AfterFence(a) => {
+                w.put_u8(4);
+                w.put_u32(a.shard);
+                w.put_u64(a.epoch);
+                crate::member::put_addr(w, a.fenced);
+                crate::member::put_addr(w, a.from);
+            }
             // Never sent to a peer; a peer receiving this tag refuses it.
             RegionMsg::Local(_) => w.put_u8(0xff),
         }
@@ -128,6 +154,20 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
             }
             1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
             2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()?, entities: r.get()? },
+            3 => RegionMsg::Fence(Box::new(FenceMarker {
+                shard: r.get_u32()?,
+                origin: crate::member::get_addr(r)?,
+                epoch: r.get_u64()?,
+                target: crate::member::get_addr(r)?,
+                from: crate::member::get_addr(r)?,
+                hops: r.get_u8()?,
+            })),
+            4 => RegionMsg::AfterFence(Box::new(AfterFence {
+                shard: r.get_u32()?,
+                epoch: r.get_u64()?,
+                fenced: crate::member::get_addr(r)?,
+                from: crate::member::get_addr(r)?,
+            })),
             tag => return Err(WireError::BadTag { what: "shard region message", tag }),
         })
     }
@@ -215,6 +255,8 @@ where
     memory: HashMap<u32, ShardMemory>,
     /// Active shards being loaded again after a failed update (reconciliation).
     reloading: BTreeSet<u32>,
+    /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
+    fencing: fencing::Fencing<A::Msg>,
 }
 
 impl<A: Actor> Region<A>
@@ -248,6 +290,7 @@ where
             dead_letters,
             memory: HashMap::new(),
             reloading: BTreeSet::new(),
+            fencing: fencing::Fencing::default(),
         }
     }
 
@@ -378,6 +421,10 @@ where
             Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg),
             Some(_) if hops >= MAX_HOPS => self.hold(ctx, key, msg, from, hops),
             Some(o) => {
+                if hops > 0 {
+                    // Test-only: a slow old owner (see `Faults::delay_forwards`).
+                    self.cluster.shared.faults.forward_pause();
+                }
                 let me = self.me().addr;
                 self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1 })
             }
@@ -526,6 +573,7 @@ where
             // Passivating: hold until it has stopped, then start it again.
             self.buffered += 1;
             e.buffer.push(msg);
+            *self.fencing.backlog.entry(shard).or_default() += 1;
             return;
         }
         e.last = self.tick;
@@ -618,6 +666,7 @@ where
                 self.buffered = self.buffered.saturating_sub(1);
                 ctx.dead_letter(m);
             }
+            self.drop_fences(ctx);
             self.answer_requests();
             return;
         }
@@ -642,7 +691,7 @@ where
             {
                 self.buffered = self.buffered.saturating_sub(buffer.len());
                 for (id, m) in buffer {
-                    self.deliver(ctx, id, m, me.addr, 0);
+                    self.deliver(ctx, id, m, me.addr, 1);
                 }
             }
         }
@@ -667,6 +716,8 @@ where
             self.buffered = self.buffered.saturating_sub(1);
             self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
         }
+        // Per-sender order: fences for the shards that moved (`fencing.rs`).
+        self.fence_moves(ctx);
         // Eager entities (singletons) start as soon as their shard is here; with
         // remember-entities every shard this node owns is acquired at once, so that the
         // entities its previous owner ran start again without waiting for a message.
@@ -706,8 +757,17 @@ where
             self.record(ctx, e.shard, RememberChange::Stopped(key.as_str().to_string()));
         }
         self.buffered = self.buffered.saturating_sub(e.buffer.len());
+        if !e.buffer.is_empty() {
+            if let Some(n) = self.fencing.backlog.get_mut(&e.shard) {
+                *n = n.saturating_sub(e.buffer.len());
+                if *n == 0 {
+                    self.fencing.backlog.remove(&e.shard);
+                }
+            }
+        }
+        // Re-deliveries go as `hops: 1`: not this region's own stream (`fencing.rs`).
         for m in e.buffer {
-            self.deliver(ctx, key.clone(), m, self.me().addr, 0);
+            self.deliver(ctx, key.clone(), m, self.me().addr, 1);
         }
         self.answer_requests();
         self.report_drained();
@@ -763,6 +823,7 @@ where
         for s in reload {
             self.load_remembered(ctx, s);
         }
+        self.fence_tick(ctx);
         if self.view.is_some() {
             for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
                 self.buffered = self.buffered.saturating_sub(1);
@@ -821,7 +882,21 @@ where
                 if self.cluster.shared.faults.is_blocked(from) {
                     return Ok(());
                 }
-                self.deliver(ctx, key, msg, from, hops);
+                self.on_deliver(ctx, key, msg, from, hops);
+                if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
+                    ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
+                }
+                return Ok(());
+            }
+            RegionMsg::Fence(f) => {
+                if !self.cluster.shared.faults.is_blocked(f.from) {
+                    self.on_fence(ctx, *f);
+                }
+            }
+            RegionMsg::AfterFence(a) => {
+                if !self.cluster.shared.faults.is_blocked(a.from) {
+                    self.on_after_fence(*a);
+                }
             }
             RegionMsg::HandOffRequest { shard, from } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
@@ -856,6 +931,11 @@ where
                     self.load_remembered(ctx, shard);
                 }
             }
+        }
+        // What may have emptied a shard's buffers here (an activation, a stopped entity, a
+        // view): fences waiting for that go on. Envelopes only add to the buffers.
+        if !self.fencing.relays.is_empty() {
+            self.try_relays(ctx);
         }
         if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
             ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));

@@ -1,0 +1,424 @@
+//! Per-sender order across a shard move: fences.
+//!
+//! Every sender on a node reaches an entity through that node's region, so a region's
+//! stream of envelopes for one shard carries the order of all its senders. While a shard
+//! stays put that stream travels one FIFO connection. When a region `R`'s view moves shard
+//! `s` from `A` to `B`, what `R` already sent to `A` may reach `B` later than what it sends
+//! to `B` from then on (`A` forwards it, slowly, or only after an entity of `s` stopped).
+//!
+//! ```text
+//!   R ── m1 m2 ── Fence(R,s,e → B) ─────────► A ── forwards m1 m2 ── Fence ──► B
+//!   R ── AfterFence(s,e, fenced A) ── m3 m4 ──────────────────────────────────► B
+//!                                    B holds R's m3 m4 for s until the Fence arrives
+//! ```
+//!
+//! * **Sender.** When `R`'s view moves `s` from the owner `R` last routed it to (`A`) to
+//!   `B`, `R` sends `A` a [`FenceMarker`] for `s` (epoch `e`, target `B`) behind what it
+//!   sent there, and `B` an [`AfterFence`] naming `A` ahead of what it sends there next.
+//!   `R == B`: `R` holds its own later envelopes itself. `R == A`: nothing leaves `R`
+//!   out of order except what its stopping entities still buffer, so `R` holds its own
+//!   later envelopes until those are passed on (a fence to itself).
+//! * **Relay.** A region passes a fence on only once it holds nothing of `s` that it
+//!   would pass on later (an acquiring buffer, a stopping entity's buffer, unrouted
+//!   envelopes): then everything that reached it before the fence is in an entity's
+//!   mailbox here, or already sent to the owner in its view. It sends the fence along the
+//!   path envelopes of `s` take (to the owner in its view), or, when it owns `s` (its
+//!   entities have the earlier envelopes and the target cannot start them before this
+//!   node hands the shard off), straight to the target.
+//! * **Hold.** The target holds the envelopes that come *directly* from `R` for `s`
+//!   (first hop) after the `AfterFence`, in order, until the fence arrives; then they go
+//!   on as usual (delivered, or forwarded to the current owner). A fence that arrives
+//!   first is remembered (per sender and shard, a few epochs). A hold also ends when `A`
+//!   or `R` leaves the view (what was lost in `A` is lost: delivery between nodes is at
+//!   most once), or after [`FENCE_HOLD_TICKS`] retry ticks (a fence lost with a dropped
+//!   connection). Held envelopes count against the region's `buffer_limit`; beyond it
+//!   they are counted as undelivered.
+//!
+//! Envelopes that a region forwards for others (second hop onwards) and its re-deliveries
+//! are never held: only a region's own stream is fenced.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use percore::{Actor, Context};
+use percore_transport::RemoteMessage;
+
+use super::{EntityKey, Region, RegionMsg, ShardState, MAX_HOPS};
+use crate::member::UniqueAddress;
+
+/// Retry ticks a hold waits for its fence before it lets the envelopes go (a fence lost
+/// with a connection; the fenced member still in the view).
+pub(super) const FENCE_HOLD_TICKS: u32 = 30;
+
+/// Fences remembered per (sender, shard) that arrived before their `AfterFence`.
+const RECEIVED_PER_STREAM: usize = 4;
+
+/// A fence: "everything `origin` sent for `shard` before this has been passed on".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FenceMarker {
+    pub(crate) shard: u32,
+    /// The region whose stream is fenced.
+    pub(crate) origin: SocketAddr,
+    /// The origin's number for this move.
+    pub(crate) epoch: u64,
+    /// The region that holds the origin's later envelopes.
+    pub(crate) target: SocketAddr,
+    /// The region that sent this hop.
+    pub(crate) from: SocketAddr,
+    /// Regions it passed through.
+    pub(crate) hops: u8,
+}
+
+/// Sent by a region (`from`) to a shard's new owner ahead of its envelopes for the shard:
+/// hold them until the fence of `epoch` arrives (or `fenced` leaves the view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AfterFence {
+    pub(crate) shard: u32,
+    pub(crate) epoch: u64,
+    /// The previous owner, which relays the fence.
+    pub(crate) fenced: SocketAddr,
+    pub(crate) from: SocketAddr,
+}
+
+/// One held item of a sender's stream.
+enum Held<M> {
+    Deliver { key: EntityKey, msg: M, from: SocketAddr, hops: u8 },
+    Fence(Box<FenceMarker>),
+    After(Box<AfterFence>),
+}
+
+struct Hold<M> {
+    epoch: u64,
+    fenced: SocketAddr,
+    ticks: u32,
+    queue: VecDeque<Held<M>>,
+}
+
+/// A region's fencing state.
+pub(super) struct Fencing<M> {
+    /// Streams held, by (sender region, shard).
+    holds: HashMap<(SocketAddr, u32), Hold<M>>,
+    /// Fences that reached this target before their `AfterFence`.
+    received: HashMap<(SocketAddr, u32), Vec<u64>>,
+    /// Fences waiting to be passed on (this node still holds something of their shard).
+    pub(super) relays: Vec<FenceMarker>,
+    /// The next epoch of this region's own fences (from the wall clock, so that a
+    /// restarted region does not reuse the numbers of its previous instance).
+    next_epoch: u64,
+    /// Per shard: envelopes waiting in stopping entities' buffers.
+    pub(super) backlog: HashMap<u32, usize>,
+    /// Per shard: the owner this region last routed the shard to.
+    routed_to: Vec<Option<UniqueAddress>>,
+}
+
+impl<M> Default for Fencing<M> {
+    fn default() -> Self {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Fencing {
+            holds: HashMap::new(),
+            received: HashMap::new(),
+            relays: Vec::new(),
+            next_epoch: now.as_nanos() as u64,
+            backlog: HashMap::new(),
+            routed_to: Vec::new(),
+        }
+    }
+}
+
+impl<M> Fencing<M> {
+    /// Whether any stream is held (one check per envelope on the common path).
+    pub(super) fn holding(&self) -> bool {
+        !self.holds.is_empty()
+    }
+
+    fn epoch(&mut self) -> u64 {
+        self.next_epoch += 1;
+        self.next_epoch
+    }
+}
+
+impl<A: Actor> Region<A>
+where
+    A::Msg: RemoteMessage,
+{
+    /// The sender stream an arriving envelope belongs to: this region's own senders
+    /// (`hops == 0`), or the region that sent it directly (first hop). Forwarded envelopes
+    /// and re-deliveries belong to none.
+    fn stream_of(&self, from: SocketAddr, hops: u8) -> Option<SocketAddr> {
+        let me = self.me().addr;
+        match hops {
+            0 => Some(me),
+            1 if from != me => Some(from),
+            _ => None,
+        }
+    }
+
+    /// An envelope arrives (from a sender here or a peer region): held if its stream is.
+    pub(super) fn on_deliver(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: EntityKey,
+        msg: A::Msg,
+        from: SocketAddr,
+        hops: u8,
+    ) {
+        if self.fencing.holding() {
+            if let Some(o) = self.stream_of(from, hops) {
+                let shard = key.shard(self.settings.num_shards);
+                if self.fencing.holds.contains_key(&(o, shard)) {
+                    self.push_held(o, shard, Held::Deliver { key, msg, from, hops });
+                    return;
+                }
+            }
+        }
+        self.deliver(ctx, key, msg, from, hops);
+    }
+
+    fn push_held(&mut self, origin: SocketAddr, shard: u32, item: Held<A::Msg>) {
+        let is_envelope = matches!(item, Held::Deliver { .. });
+        if is_envelope && self.buffered >= self.settings.buffer_limit {
+            // Counted as undelivered, as an envelope that finds the outbound buffer full.
+            // ORDERING: Relaxed: a statistic.
+            self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) else { return };
+        if is_envelope {
+            self.buffered += 1;
+        }
+        h.queue.push_back(item);
+    }
+
+    /// A fence arrives from a peer region.
+    pub(super) fn on_fence(&mut self, ctx: &mut Context<Self>, f: FenceMarker) {
+        if f.origin == f.from && self.fencing.holds.contains_key(&(f.origin, f.shard)) {
+            // Part of the origin's own stream, which is held here: it waits its turn.
+            self.push_held(f.origin, f.shard, Held::Fence(Box::new(f)));
+            return;
+        }
+        self.fencing.relays.push(f);
+        self.try_relays(ctx);
+    }
+
+    /// An `AfterFence` arrives from a peer region.
+    pub(super) fn on_after_fence(&mut self, a: AfterFence) {
+        if self.fencing.holds.contains_key(&(a.from, a.shard)) {
+            self.push_held(a.from, a.shard, Held::After(Box::new(a)));
+            return;
+        }
+        self.begin_hold(a.from, a.shard, a.epoch, a.fenced);
+    }
+
+    /// Holds `origin`'s stream for `shard` until the fence `epoch` arrives here.
+    fn begin_hold(&mut self, origin: SocketAddr, shard: u32, epoch: u64, fenced: SocketAddr) {
+        if let Some(seen) = self.fencing.received.get_mut(&(origin, shard)) {
+            let arrived = seen.contains(&epoch);
+            // The origin's epochs grow: older fences will never be waited for again.
+            seen.retain(|e| *e > epoch);
+            if seen.is_empty() {
+                self.fencing.received.remove(&(origin, shard));
+            }
+            if arrived {
+                return;
+            }
+        }
+        let me = self.me().addr;
+        if fenced != me {
+            if let Some(v) = &self.view {
+                if !v.live.iter().any(|n| n.addr == fenced) {
+                    return;
+                }
+            }
+        }
+        self.fencing.holds.insert((origin, shard), Hold { epoch, fenced, ticks: 0, queue: VecDeque::new() });
+    }
+
+    /// The fence `epoch` of `origin`'s stream for `shard` has reached its target (here).
+    fn fence_arrived(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, epoch: u64) {
+        if self.fencing.holds.get(&(origin, shard)).is_some_and(|h| h.epoch == epoch) {
+            self.release(ctx, origin, shard);
+            return;
+        }
+        let seen = self.fencing.received.entry((origin, shard)).or_default();
+        if !seen.contains(&epoch) {
+            seen.push(epoch);
+            seen.sort_unstable();
+            if seen.len() > RECEIVED_PER_STREAM {
+                seen.remove(0);
+            }
+        }
+    }
+
+    /// Ends a hold: its items go on in order (an `AfterFence` among them starts the next
+    /// hold, and what follows it waits again).
+    fn release(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32) {
+        let Some(h) = self.fencing.holds.remove(&(origin, shard)) else { return };
+        for item in h.queue {
+            // An `AfterFence` among the items started the next hold: the rest wait in it.
+            if let Some(next) = self.fencing.holds.get_mut(&(origin, shard)) {
+                next.queue.push_back(item);
+                continue;
+            }
+            match item {
+                Held::Deliver { key, msg, from, hops } => {
+                    self.buffered = self.buffered.saturating_sub(1);
+                    self.deliver(ctx, key, msg, from, hops);
+                }
+                Held::Fence(f) => self.fencing.relays.push(*f),
+                Held::After(a) => self.begin_hold(a.from, a.shard, a.epoch, a.fenced),
+            }
+        }
+    }
+
+    /// Whether this region still holds envelopes of `shard` that it would pass on later.
+    fn pending(&self, shard: u32) -> bool {
+        let buffering = match self.shards.get(&shard) {
+            Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => !buffer.is_empty(),
+            _ => false,
+        };
+        buffering
+            || self.fencing.backlog.get(&shard).is_some_and(|n| *n > 0)
+            || self.unrouted.iter().any(|(k, ..)| k.shard(self.settings.num_shards) == shard)
+    }
+
+    /// Passes on the fences whose shard holds nothing here any more.
+    pub(super) fn try_relays(&mut self, ctx: &mut Context<Self>) {
+        let me = self.me();
+        // Releasing a hold can queue more fences: go round until nothing moves.
+        loop {
+            let relays = std::mem::take(&mut self.fencing.relays);
+            if relays.is_empty() {
+                return;
+            }
+            let before = relays.len();
+            let mut kept = Vec::new();
+            for f in relays {
+                if self.pending(f.shard) {
+                    kept.push(f);
+                } else if f.target == me.addr {
+                    self.fence_arrived(ctx, f.origin, f.shard, f.epoch);
+                } else {
+                    let live = self.view.as_ref().is_none_or(|v| v.live.iter().any(|n| n.addr == f.target));
+                    if !live {
+                        continue;
+                    }
+                    // Along the path envelopes of the shard take, unless this node owns
+                    // it (its entities have the earlier ones) or it bounced too often.
+                    let to = match self.owner(f.shard) {
+                        Some(o) if o != me && f.hops < MAX_HOPS => o.addr,
+                        _ => f.target,
+                    };
+                    let hop = FenceMarker { from: me.addr, hops: f.hops.saturating_add(1), ..f };
+                    self.send(to, RegionMsg::Fence(Box::new(hop)));
+                }
+            }
+            let added = std::mem::take(&mut self.fencing.relays);
+            let progressed = kept.len() < before || !added.is_empty();
+            self.fencing.relays = kept;
+            self.fencing.relays.extend(added);
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// After a view change: fences for the shards whose owner moved (see the module docs),
+    /// and the end of holds whose fenced member or sender left the view.
+    pub(super) fn fence_moves(&mut self, ctx: &mut Context<Self>) {
+        let me = self.me();
+        let live: std::collections::BTreeSet<SocketAddr> =
+            self.view.as_ref().map(|v| v.live.iter().map(|n| n.addr).collect()).unwrap_or_default();
+        let n = self.settings.num_shards as usize;
+        if self.fencing.routed_to.len() != n {
+            self.fencing.routed_to = vec![None; n];
+        }
+        for s in 0..n {
+            let Some(new) = self.owners.get(s).copied().flatten() else { continue };
+            let old = self.fencing.routed_to[s].replace(new);
+            let Some(old) = old else { continue };
+            if old == new || !live.contains(&old.addr) {
+                continue;
+            }
+            let shard = s as u32;
+            if self.fencing.holds.contains_key(&(me.addr, shard)) {
+                // This region's own envelopes for the shard wait here already (nothing of
+                // them went to `old` since): on release they take the owner of that time.
+                continue;
+            }
+            let epoch = self.fencing.epoch();
+            if old == me {
+                // Only envelopes in stopping entities' buffers can still leave late.
+                if self.pending(shard) {
+                    self.fencing
+                        .holds
+                        .insert((me.addr, shard), Hold { epoch, fenced: me.addr, ticks: 0, queue: VecDeque::new() });
+                    self.fencing.relays.push(FenceMarker {
+                        shard,
+                        origin: me.addr,
+                        epoch,
+                        target: me.addr,
+                        from: me.addr,
+                        hops: 0,
+                    });
+                }
+                continue;
+            }
+            let fence = FenceMarker { shard, origin: me.addr, epoch, target: new.addr, from: me.addr, hops: 0 };
+            self.send(old.addr, RegionMsg::Fence(Box::new(fence)));
+            if new == me {
+                self.begin_hold(me.addr, shard, epoch, old.addr);
+            } else {
+                self.send(
+                    new.addr,
+                    RegionMsg::AfterFence(Box::new(AfterFence { shard, epoch, fenced: old.addr, from: me.addr })),
+                );
+            }
+        }
+        // Holds whose fence can no longer come, or whose sender is gone.
+        let ended: Vec<(SocketAddr, u32)> = self
+            .fencing
+            .holds
+            .iter()
+            .filter(|((origin, _), h)| {
+                (h.fenced != me.addr && !live.contains(&h.fenced)) || (*origin != me.addr && !live.contains(origin))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for (origin, shard) in ended {
+            self.release(ctx, origin, shard);
+        }
+        self.fencing.received.retain(|(origin, _), _| live.contains(origin));
+        self.fencing.relays.retain(|f| live.contains(&f.target) || f.target == me.addr);
+        self.try_relays(ctx);
+    }
+
+    /// This node's membership ended: held envelopes are dead letters.
+    pub(super) fn drop_fences(&mut self, ctx: &mut Context<Self>) {
+        for (_, h) in self.fencing.holds.drain() {
+            for item in h.queue {
+                if let Held::Deliver { msg, .. } = item {
+                    self.buffered = self.buffered.saturating_sub(1);
+                    ctx.dead_letter(msg);
+                }
+            }
+        }
+        self.fencing.received.clear();
+        self.fencing.relays.clear();
+    }
+
+    /// A retry tick: holds that waited too long let their envelopes go; fences try again.
+    pub(super) fn fence_tick(&mut self, ctx: &mut Context<Self>) {
+        let mut expired = Vec::new();
+        for (k, h) in self.fencing.holds.iter_mut() {
+            h.ticks += 1;
+            if h.ticks > FENCE_HOLD_TICKS {
+                expired.push(*k);
+            }
+        }
+        for (origin, shard) in expired {
+            tracing::warn!("region {}: no fence from {origin} for shard {shard}: its held envelopes go on", self.name);
+            self.release(ctx, origin, shard);
+        }
+        self.try_relays(ctx);
+    }
+}
