@@ -4,6 +4,7 @@
 mod common;
 mod least_shards;
 mod membership;
+mod order;
 mod partition;
 mod persistent;
 // PostgreSQL for the tests: the persistence crate's own support (a fresh schema per test).

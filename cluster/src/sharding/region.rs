@@ -895,7 +895,7 @@ where
             }
             RegionMsg::AfterFence(a) => {
                 if !self.cluster.shared.faults.is_blocked(a.from) {
-                    self.on_after_fence(*a);
+                    self.on_after_fence(ctx, *a);
                 }
             }
             RegionMsg::HandOffRequest { shard, from } => {

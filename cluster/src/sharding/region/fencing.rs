@@ -92,6 +92,16 @@ struct Hold<M> {
     fenced: SocketAddr,
     ticks: u32,
     queue: VecDeque<Held<M>>,
+    /// The fence has arrived.
+    fenced_off: bool,
+    /// This region's view is at least the sender's (see `may_release`).
+    view_caught_up: bool,
+}
+
+impl<M> Hold<M> {
+    fn new(epoch: u64, fenced: SocketAddr, view_caught_up: bool) -> Self {
+        Hold { epoch, fenced, ticks: 0, queue: VecDeque::new(), fenced_off: false, view_caught_up }
+    }
 }
 
 /// A region's fencing state.
@@ -166,7 +176,7 @@ where
             if let Some(o) = self.stream_of(from, hops) {
                 let shard = key.shard(self.settings.num_shards);
                 if self.fencing.holds.contains_key(&(o, shard)) {
-                    self.push_held(o, shard, Held::Deliver { key, msg, from, hops });
+                    self.push_held(ctx, o, shard, Held::Deliver { key, msg, from, hops });
                     return;
                 }
             }
@@ -174,7 +184,8 @@ where
         self.deliver(ctx, key, msg, from, hops);
     }
 
-    fn push_held(&mut self, origin: SocketAddr, shard: u32, item: Held<A::Msg>) {
+    fn push_held(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, item: Held<A::Msg>) {
+        let moved_on = matches!(&item, Held::Fence(f) if f.origin == origin);
         let is_envelope = matches!(item, Held::Deliver { .. });
         if is_envelope && self.buffered >= self.settings.buffer_limit {
             // Counted as undelivered, as an envelope that finds the outbound buffer full.
@@ -187,13 +198,16 @@ where
             self.buffered += 1;
         }
         h.queue.push_back(item);
+        if moved_on {
+            self.may_release(ctx, origin, shard);
+        }
     }
 
     /// A fence arrives from a peer region.
     pub(super) fn on_fence(&mut self, ctx: &mut Context<Self>, f: FenceMarker) {
         if f.origin == f.from && self.fencing.holds.contains_key(&(f.origin, f.shard)) {
             // Part of the origin's own stream, which is held here: it waits its turn.
-            self.push_held(f.origin, f.shard, Held::Fence(Box::new(f)));
+            self.push_held(ctx, f.origin, f.shard, Held::Fence(Box::new(f)));
             return;
         }
         self.fencing.relays.push(f);
@@ -201,25 +215,23 @@ where
     }
 
     /// An `AfterFence` arrives from a peer region.
-    pub(super) fn on_after_fence(&mut self, a: AfterFence) {
+    pub(super) fn on_after_fence(&mut self, ctx: &mut Context<Self>, a: AfterFence) {
         if self.fencing.holds.contains_key(&(a.from, a.shard)) {
-            self.push_held(a.from, a.shard, Held::After(Box::new(a)));
+            self.push_held(ctx, a.from, a.shard, Held::After(Box::new(a)));
             return;
         }
-        self.begin_hold(a.from, a.shard, a.epoch, a.fenced);
+        self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced);
     }
 
     /// Holds `origin`'s stream for `shard` until the fence `epoch` arrives here.
-    fn begin_hold(&mut self, origin: SocketAddr, shard: u32, epoch: u64, fenced: SocketAddr) {
+    fn begin_hold(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, epoch: u64, fenced: SocketAddr) {
+        let mut arrived = false;
         if let Some(seen) = self.fencing.received.get_mut(&(origin, shard)) {
-            let arrived = seen.contains(&epoch);
+            arrived = seen.contains(&epoch);
             // The origin's epochs grow: older fences will never be waited for again.
             seen.retain(|e| *e > epoch);
             if seen.is_empty() {
                 self.fencing.received.remove(&(origin, shard));
-            }
-            if arrived {
-                return;
             }
         }
         let me = self.me().addr;
@@ -230,14 +242,24 @@ where
                 }
             }
         }
-        self.fencing.holds.insert((origin, shard), Hold { epoch, fenced, ticks: 0, queue: VecDeque::new() });
+        // This region's own stream: its view made the hold. A peer's: this region may not
+        // have applied the view the peer acted on yet.
+        let mut h = Hold::new(epoch, fenced, origin == me);
+        h.fenced_off = arrived;
+        self.fencing.holds.insert((origin, shard), h);
+        if arrived {
+            self.may_release(ctx, origin, shard);
+        }
     }
 
     /// The fence `epoch` of `origin`'s stream for `shard` has reached its target (here).
     fn fence_arrived(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, epoch: u64) {
-        if self.fencing.holds.get(&(origin, shard)).is_some_and(|h| h.epoch == epoch) {
-            self.release(ctx, origin, shard);
-            return;
+        if let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) {
+            if h.epoch == epoch {
+                h.fenced_off = true;
+                self.may_release(ctx, origin, shard);
+                return;
+            }
         }
         let seen = self.fencing.received.entry((origin, shard)).or_default();
         if !seen.contains(&epoch) {
@@ -246,6 +268,22 @@ where
             if seen.len() > RECEIVED_PER_STREAM {
                 seen.remove(0);
             }
+        }
+    }
+
+    /// Ends a hold whose fence has arrived once this region routes the shard by a view at
+    /// least as new as the sender's: it owns the shard (as in the sender's view), or it has
+    /// applied a view since the `AfterFence` came (the sender acted on a converged view,
+    /// which this node had seen before the sender could act, so any view it applies later
+    /// is at least that one), or the sender has moved on itself (its own next fence is in
+    /// the queue). Released under an older view, the envelopes would go back to the old
+    /// owner, and the sender's next ones, routed here by the newer view, would pass them.
+    fn may_release(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32) {
+        let me = self.me();
+        let Some(h) = self.fencing.holds.get(&(origin, shard)) else { return };
+        let moved_on = || h.queue.iter().any(|i| matches!(i, Held::Fence(f) if f.origin == origin));
+        if h.fenced_off && (h.view_caught_up || self.owner(shard) == Some(me) || moved_on()) {
+            self.release(ctx, origin, shard);
         }
     }
 
@@ -265,7 +303,7 @@ where
                     self.deliver(ctx, key, msg, from, hops);
                 }
                 Held::Fence(f) => self.fencing.relays.push(*f),
-                Held::After(a) => self.begin_hold(a.from, a.shard, a.epoch, a.fenced),
+                Held::After(a) => self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced),
             }
         }
     }
@@ -349,9 +387,7 @@ where
             if old == me {
                 // Only envelopes in stopping entities' buffers can still leave late.
                 if self.pending(shard) {
-                    self.fencing
-                        .holds
-                        .insert((me.addr, shard), Hold { epoch, fenced: me.addr, ticks: 0, queue: VecDeque::new() });
+                    self.fencing.holds.insert((me.addr, shard), Hold::new(epoch, me.addr, true));
                     self.fencing.relays.push(FenceMarker {
                         shard,
                         origin: me.addr,
@@ -366,7 +402,7 @@ where
             let fence = FenceMarker { shard, origin: me.addr, epoch, target: new.addr, from: me.addr, hops: 0 };
             self.send(old.addr, RegionMsg::Fence(Box::new(fence)));
             if new == me {
-                self.begin_hold(me.addr, shard, epoch, old.addr);
+                self.begin_hold(ctx, me.addr, shard, epoch, old.addr);
             } else {
                 self.send(
                     new.addr,
@@ -386,6 +422,14 @@ where
             .collect();
         for (origin, shard) in ended {
             self.release(ctx, origin, shard);
+        }
+        // A view applied: every hold's sender acted on a view no newer than this one.
+        let waiting: Vec<(SocketAddr, u32)> = self.fencing.holds.keys().copied().collect();
+        for (origin, shard) in waiting {
+            if let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) {
+                h.view_caught_up = true;
+            }
+            self.may_release(ctx, origin, shard);
         }
         self.fencing.received.retain(|(origin, _), _| live.contains(origin));
         self.fencing.relays.retain(|f| live.contains(&f.target) || f.target == me.addr);

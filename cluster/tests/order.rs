@@ -1,0 +1,213 @@
+//! Per-sender order across shard moves (`sharding/region/fencing.rs`): two senders
+//! number their messages to every entity while a join and then a leave move shards, with
+//! every region forwarding slowly (the test hook `Faults::delay_forwards`), so that what
+//! a sender sent to a shard's old owner reaches the new owner late. Each entity records
+//! every sender's numbers; they must arrive strictly increasing, and exactly 1..=n once
+//! each (a follow-up ask per sender and entity, after its last message, is the marker).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use percore::{Actor, ActorError, Context, ReplyTo};
+use percore_cluster::{Cluster, ClusterSharding, EntityRef, ShardingSettings};
+use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+
+use crate::common::*;
+
+/// A numbered message from one of the senders, or the follow-up marker.
+#[derive(Debug)]
+pub enum SeqMsg {
+    Hit { sender: u8, seq: u32 },
+    Mark(ReplyTo<()>),
+    Stop,
+}
+
+impl Wire for SeqMsg {
+    fn encode(self, w: &mut Encoder<'_>) {
+        match self {
+            SeqMsg::Hit { sender, seq } => {
+                w.put_u8(0);
+                w.put_u8(sender);
+                w.put_u32(seq);
+            }
+            SeqMsg::Mark(r) => {
+                w.put_u8(1);
+                w.put(r);
+            }
+            SeqMsg::Stop => w.put_u8(2),
+        }
+    }
+    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        Ok(match r.get_u8()? {
+            0 => SeqMsg::Hit { sender: r.get_u8()?, seq: r.get_u32()? },
+            1 => SeqMsg::Mark(r.get()?),
+            2 => SeqMsg::Stop,
+            tag => return Err(WireError::BadTag { what: "SeqMsg", tag }),
+        })
+    }
+}
+impl RemoteMessage for SeqMsg {
+    const TYPE_ID: u32 = 0x7e57_5e90;
+}
+
+/// What every entity of the test saw, shared by all nodes: each (sender, entity)'s
+/// numbers in arrival order, and the nodes each entity started on.
+#[derive(Default)]
+struct Record {
+    seqs: Mutex<HashMap<(u8, String), Vec<u32>>>,
+    trace: Mutex<Vec<(u8, String, u32, SocketAddr)>>,
+    hosts: Mutex<HashMap<String, Vec<SocketAddr>>>,
+}
+
+impl Record {
+    /// The lowest last number over every (sender, entity) stream (0 until all have one).
+    fn progress(&self, senders: usize, entities: usize) -> u32 {
+        let s = self.seqs.lock().unwrap();
+        if s.len() < senders * entities {
+            return 0;
+        }
+        s.values().map(|v| v.last().copied().unwrap_or(0)).min().unwrap_or(0)
+    }
+}
+
+struct SeqEntity {
+    id: String,
+    node: SocketAddr,
+    record: Arc<Record>,
+}
+
+impl Actor for SeqEntity {
+    type Msg = SeqMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: SeqMsg) -> Result<(), ActorError> {
+        match msg {
+            SeqMsg::Hit { sender, seq } => {
+                self.record.seqs.lock().unwrap().entry((sender, self.id.clone())).or_default().push(seq);
+                self.record.trace.lock().unwrap().push((sender, self.id.clone(), seq, self.node));
+            }
+            SeqMsg::Mark(r) => r.reply(()),
+            SeqMsg::Stop => ctx.stop_self(),
+        }
+        Ok(())
+    }
+}
+
+const ENTITIES: usize = 24;
+
+fn start_region(c: &Cluster, record: &Arc<Record>) {
+    c.node().register::<SeqMsg>().unwrap();
+    let (node, record) = (c.node().addr(), record.clone());
+    let settings = ShardingSettings::new().shards(24).passivate_after(None).stop_message(|| SeqMsg::Stop);
+    ClusterSharding::new(c)
+        .start(
+            "seq",
+            move |id| {
+                record.hosts.lock().unwrap().entry(id.to_string()).or_default().push(node);
+                SeqEntity { id: id.to_string(), node, record: record.clone() }
+            },
+            settings,
+        )
+        .unwrap();
+}
+
+fn refs(c: &Cluster) -> Vec<EntityRef<SeqMsg>> {
+    (0..ENTITIES).map(|e| ClusterSharding::new(c).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap()).collect()
+}
+
+/// Waits until every stream has moved `rounds` numbers past where the slowest one is now
+/// (so that every shard, moved or not, has taken messages since).
+fn flow(record: &Record, rounds: u32) {
+    let now = record.progress(2, ENTITIES);
+    eventually("every stream to flow", || record.progress(2, ENTITIES) >= now + rounds);
+}
+
+/// Per-sender order while shards move: a fourth node joins (shards move to it from the
+/// three), then one of the three leaves (its shards move to the others). The senders run
+/// on the two members that stay; every region forwards with a 1 ms stall.
+#[test]
+fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
+    let record = Arc::new(Record::default());
+    let mut nodes = cluster_of(3, config(), |c| start_region(c, &record));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    for t in &nodes {
+        t.cluster.faults().delay_forwards(Duration::from_millis(1));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<(usize, std::thread::JoinHandle<u32>)> = [0usize, 2]
+        .into_iter()
+        .map(|i| {
+            let (refs, stop) = (refs(&nodes[i].cluster), stop.clone());
+            let h = std::thread::spawn(move || {
+                let mut seq = 0u32;
+                while !stop.load(Ordering::SeqCst) {
+                    seq += 1;
+                    for r in &refs {
+                        r.blocking_send(SeqMsg::Hit { sender: i as u8, seq }, LONG).unwrap();
+                    }
+                    // Pacing (a steady stream), not synchronisation.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                seq
+            });
+            (i, h)
+        })
+        .collect();
+    flow(&record, 10);
+
+    // A join: shards move from the three to the newcomer.
+    let (rt, node) = start_node("n3");
+    let cluster = Cluster::start(&node, config()).unwrap();
+    start_region(&cluster, &record);
+    cluster.join([nodes[0].addr()]).unwrap();
+    nodes.push(TestNode { rt: Some(rt), node, cluster });
+    nodes[3].cluster.faults().delay_forwards(Duration::from_millis(1));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 4);
+    flow(&record, 20);
+
+    // A leave: the shards of node 1 move to the other three.
+    nodes[1].cluster.leave().unwrap();
+    eventually("the leaver is gone", || nodes[1].cluster.is_terminated());
+    all_up(&[&nodes[0], &nodes[2], &nodes[3]], 3);
+    flow(&record, 20);
+
+    stop.store(true, Ordering::SeqCst);
+    let sent: Vec<(usize, u32)> = senders.into_iter().map(|(i, h)| (i, h.join().unwrap())).collect();
+    // The marker: one ask per sender and entity, behind that sender's last message.
+    for (i, _) in &sent {
+        for r in refs(&nodes[*i].cluster) {
+            r.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+        }
+    }
+    let seqs = record.seqs.lock().unwrap();
+    let mut out_of_order = Vec::new();
+    for (i, n) in &sent {
+        for e in 0..ENTITIES {
+            let got = &seqs[&(*i as u8, format!("e{e}"))];
+            if let Some(k) = (1..got.len()).find(|k| got[*k] <= got[*k - 1]) {
+                out_of_order.push(format!("sender {i} → e{e}: {} after {}", got[k], got[k - 1]));
+                if out_of_order.len() == 1 {
+                    let t = record.trace.lock().unwrap();
+                    let name = format!("e{e}");
+                    let mine: Vec<_> =
+                        t.iter().filter(|x| x.0 == *i as u8 && x.1 == name).map(|x| (x.2, x.3.port())).collect();
+                    eprintln!("nodes {:?}", nodes.iter().map(|n| n.addr().port()).collect::<Vec<_>>());
+                    eprintln!("{name} from {i}: {mine:?}");
+                }
+                continue;
+            }
+            assert_eq!(got.len() as u32, *n, "sender {i} → e{e}: every message exactly once");
+            assert_eq!((got[0], got[got.len() - 1]), (1, *n), "sender {i} → e{e}");
+        }
+    }
+    assert!(out_of_order.is_empty(), "{} streams out of order: {out_of_order:?}", out_of_order.len());
+    let hosts = record.hosts.lock().unwrap();
+    let moved_to_3 = hosts.values().filter(|h| h.contains(&nodes[3].addr())).count();
+    let moved_from_1 = hosts
+        .values()
+        .filter(|h| h.iter().position(|a| *a == nodes[1].addr()).is_some_and(|p| p + 1 < h.len()))
+        .count();
+    eprintln!("order: sent {sent:?}; {moved_to_3} entities moved to the newcomer, {moved_from_1} away from the leaver");
+    assert!(moved_to_3 > 0 && moved_from_1 > 0, "shards moved on the join and on the leave");
+}
