@@ -45,6 +45,9 @@ pub(crate) struct MembershipView {
     pub(crate) my_status: Option<MemberStatus>,
     /// This node was downed or has left: stop everything.
     pub(crate) terminated: bool,
+    /// Grows with every membership change (`Gossip::membership_number`): regions compare
+    /// views by it (`sharding/region/fencing.rs`).
+    pub(crate) number: u32,
 }
 
 /// A region's hook: called with every new view.
@@ -484,6 +487,7 @@ impl Daemon {
                 me: self.me,
                 my_status: g.members.get(&self.me).map(|m| m.status),
                 terminated: self.terminated,
+                number: g.membership_number(),
             }),
             _ => None,
         };
@@ -531,6 +535,7 @@ impl Actor for Daemon {
             me: self.me,
             my_status: self.my_status(),
             terminated: true,
+            number: self.gossip.as_ref().map(|g| g.membership_number()).unwrap_or(0),
         };
         for (_, hook, _) in &self.regions {
             hook(view.clone());

@@ -156,6 +156,15 @@ impl Gossip {
         self.members.values().filter(|m| m.status.is_active() && self.is_unreachable(&m.node)).map(|m| m.node).collect()
     }
 
+    /// A number that grows with every change of membership (a member added, a status
+    /// moved forward, a member removed into a tombstone), so that of two views of the
+    /// same cluster the later one has the larger number. Statuses only move forward and
+    /// tombstones only grow; a removal drops at most 6 (`Removed` + 1) and adds 8.
+    pub(crate) fn membership_number(&self) -> u32 {
+        let statuses: u64 = self.members.values().map(|m| m.status as u64 + 1).sum();
+        (statuses + self.tombstones.len() as u64 * 8).min(u32::MAX as u64) as u32
+    }
+
     /// Akka's convergence: no active member is unreachable, and every active member has
     /// seen this content.
     pub(crate) fn converged(&self) -> bool {

@@ -346,7 +346,7 @@ impl<M: RemoteMessage> EntityRef<M> {
     }
 
     fn envelope(&self, msg: M) -> RegionMsg<M> {
-        RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0 }
+        RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0, view: 0 }
     }
 
     /// Fire-and-forget. `Err` if this node's region is full or stopped (the message is a
@@ -377,14 +377,14 @@ impl<M: RemoteMessage> EntityRef<M> {
         timeout: Duration,
     ) -> Result<R, AskError> {
         let (key, from) = (self.key.clone(), self.from);
-        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0 }, timeout)
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)
     }
 
     /// Request/reply as a `Future` (the engine's [`percore::Ask`]: default timeout
     /// [`percore::DEFAULT_ASK_TIMEOUT`], `.timeout(d)` to change it).
     pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
         let (key, from) = (self.key.clone(), self.from);
-        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0 }) }
+        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }) }
     }
 }
 

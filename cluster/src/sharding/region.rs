@@ -65,6 +65,10 @@ pub(crate) enum RegionMsg<M> {
         from: SocketAddr,
         /// Regions it passed through.
         hops: u8,
+        /// The sending region's membership number (`MembershipView::number`; 0 from a
+        /// sender on this node): a region with an older view waits for its own to catch up
+        /// before it routes the envelope (`fencing.rs`).
+        view: u32,
     },
     #[doc(hidden)]
     HandOffRequest { shard: u32, from: UniqueAddress },
@@ -105,11 +109,12 @@ pub(crate) enum RegionLocal {
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
     fn encode(self, w: &mut Encoder<'_>) {
         match self {
-            RegionMsg::Deliver { key, msg, from, hops } => {
+            RegionMsg::Deliver { key, msg, from, hops, view } => {
                 w.put_u8(0);
                 w.put_str(key.as_str());
                 crate::member::put_addr(w, from);
                 w.put_u8(hops);
+                w.put_u32(view);
                 w.put(msg);
             }
             RegionMsg::HandOffRequest { shard, from } => {
@@ -138,6 +143,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 w.put_u64(a.epoch);
                 crate::member::put_addr(w, a.fenced);
                 crate::member::put_addr(w, a.from);
+                w.put_u32(a.view);
             }
             // Never sent to a peer; a peer receiving this tag refuses it.
             RegionMsg::Local(_) => w.put_u8(0xff),
@@ -150,7 +156,8 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 let key = EntityKey::new(r.get_str()?);
                 let from = crate::member::get_addr(r)?;
                 let hops = r.get_u8()?;
-                RegionMsg::Deliver { key, from, hops, msg: r.get()? }
+                let view = r.get_u32()?;
+                RegionMsg::Deliver { key, from, hops, view, msg: r.get()? }
             }
             1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
             2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()?, entities: r.get()? },
@@ -167,6 +174,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 epoch: r.get_u64()?,
                 fenced: crate::member::get_addr(r)?,
                 from: crate::member::get_addr(r)?,
+                view: r.get_u32()?,
             })),
             tag => return Err(WireError::BadTag { what: "shard region message", tag }),
         })
@@ -425,8 +433,8 @@ where
                     // Test-only: a slow old owner (see `Faults::delay_forwards`).
                     self.cluster.shared.faults.forward_pause();
                 }
-                let me = self.me().addr;
-                self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1 })
+                let (me, view) = (self.me().addr, self.view_number());
+                self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1, view })
             }
         }
     }
@@ -878,11 +886,11 @@ where
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError> {
         match msg {
-            RegionMsg::Deliver { key, msg, from, hops } => {
+            RegionMsg::Deliver { key, msg, from, hops, view } => {
                 if self.cluster.shared.faults.is_blocked(from) {
                     return Ok(());
                 }
-                self.on_deliver(ctx, key, msg, from, hops);
+                self.on_deliver(ctx, key, msg, from, hops, view);
                 if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
                     ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
                 }

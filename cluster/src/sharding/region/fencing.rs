@@ -78,6 +78,8 @@ pub(crate) struct AfterFence {
     /// The previous owner, which relays the fence.
     pub(crate) fenced: SocketAddr,
     pub(crate) from: SocketAddr,
+    /// The sender's membership number when it sent this.
+    pub(crate) view: u32,
 }
 
 /// One held item of a sender's stream.
@@ -94,13 +96,13 @@ struct Hold<M> {
     queue: VecDeque<Held<M>>,
     /// The fence has arrived.
     fenced_off: bool,
-    /// This region's view is at least the sender's (see `may_release`).
-    view_caught_up: bool,
+    /// The sender's membership number when it moved the shard (see `may_release`).
+    view: u32,
 }
 
 impl<M> Hold<M> {
-    fn new(epoch: u64, fenced: SocketAddr, view_caught_up: bool) -> Self {
-        Hold { epoch, fenced, ticks: 0, queue: VecDeque::new(), fenced_off: false, view_caught_up }
+    fn new(epoch: u64, fenced: SocketAddr, view: u32) -> Self {
+        Hold { epoch, fenced, ticks: 0, queue: VecDeque::new(), fenced_off: false, view }
     }
 }
 
@@ -119,6 +121,11 @@ pub(super) struct Fencing<M> {
     pub(super) backlog: HashMap<u32, usize>,
     /// Per shard: the owner this region last routed the shard to.
     routed_to: Vec<Option<UniqueAddress>>,
+    /// What came from peers whose view is newer than this region's, in arrival order,
+    /// with the sender's membership number: routed once this region's view catches up.
+    gated: VecDeque<(u32, Held<M>)>,
+    /// Retry ticks the head of `gated` has waited.
+    gate_ticks: u32,
 }
 
 impl<M> Default for Fencing<M> {
@@ -131,6 +138,8 @@ impl<M> Default for Fencing<M> {
             next_epoch: now.as_nanos() as u64,
             backlog: HashMap::new(),
             routed_to: Vec::new(),
+            gated: VecDeque::new(),
+            gate_ticks: 0,
         }
     }
 }
@@ -163,7 +172,57 @@ where
         }
     }
 
-    /// An envelope arrives (from a sender here or a peer region): held if its stream is.
+    /// This region's membership number (0 before its first view).
+    pub(super) fn view_number(&self) -> u32 {
+        self.view.as_ref().map_or(0, |v| v.number)
+    }
+
+    /// Whether an item from peer `from` made under membership number `view` must wait for
+    /// this region's view: the peer's is newer (routed by this older view, it could go back
+    /// to where it came from and return behind later ones), or the peer's earlier items
+    /// wait (their order is kept).
+    fn must_gate(&self, from: SocketAddr, view: u32) -> bool {
+        if from == self.me().addr {
+            return false;
+        }
+        view > self.view_number() || self.fencing.gated.iter().any(|(_, i)| i.from() == from)
+    }
+
+    fn gate(&mut self, view: u32, item: Held<A::Msg>) {
+        if matches!(item, Held::Deliver { .. }) {
+            if self.buffered >= self.settings.buffer_limit {
+                // ORDERING: Relaxed: a statistic.
+                self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            self.buffered += 1;
+        }
+        self.fencing.gated.push_back((view, item));
+    }
+
+    /// Routes what waited for this region's view, in order, up to the first item whose
+    /// sender's view is still newer (all of it when `all`: the wait timed out).
+    fn ungate(&mut self, ctx: &mut Context<Self>, all: bool) {
+        while let Some((view, _)) = self.fencing.gated.front() {
+            if !all && *view > self.view_number() {
+                return;
+            }
+            let Some((view, item)) = self.fencing.gated.pop_front() else { return };
+            self.fencing.gate_ticks = 0;
+            match item {
+                Held::Deliver { key, msg, from, hops } => {
+                    self.buffered = self.buffered.saturating_sub(1);
+                    self.hold_or_deliver(ctx, key, msg, from, hops);
+                }
+                Held::Fence(f) => self.on_fence_ungated(ctx, *f),
+                Held::After(a) => self.after_fence_ungated(ctx, *a),
+            }
+            let _ = view;
+        }
+    }
+
+    /// An envelope arrives (from a sender here or a peer region): it waits if the peer's
+    /// view is newer, and is held if its stream is.
     pub(super) fn on_deliver(
         &mut self,
         ctx: &mut Context<Self>,
@@ -171,7 +230,16 @@ where
         msg: A::Msg,
         from: SocketAddr,
         hops: u8,
+        view: u32,
     ) {
+        if hops > 0 && self.must_gate(from, view) {
+            self.gate(view, Held::Deliver { key, msg, from, hops });
+            return;
+        }
+        self.hold_or_deliver(ctx, key, msg, from, hops);
+    }
+
+    fn hold_or_deliver(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
         if self.fencing.holding() {
             if let Some(o) = self.stream_of(from, hops) {
                 let shard = key.shard(self.settings.num_shards);
@@ -205,6 +273,14 @@ where
 
     /// A fence arrives from a peer region.
     pub(super) fn on_fence(&mut self, ctx: &mut Context<Self>, f: FenceMarker) {
+        if self.must_gate(f.from, 0) {
+            self.gate(0, Held::Fence(Box::new(f)));
+            return;
+        }
+        self.on_fence_ungated(ctx, f);
+    }
+
+    fn on_fence_ungated(&mut self, ctx: &mut Context<Self>, f: FenceMarker) {
         if f.origin == f.from && self.fencing.holds.contains_key(&(f.origin, f.shard)) {
             // Part of the origin's own stream, which is held here: it waits its turn.
             self.push_held(ctx, f.origin, f.shard, Held::Fence(Box::new(f)));
@@ -216,15 +292,31 @@ where
 
     /// An `AfterFence` arrives from a peer region.
     pub(super) fn on_after_fence(&mut self, ctx: &mut Context<Self>, a: AfterFence) {
+        if self.must_gate(a.from, a.view) {
+            self.gate(a.view, Held::After(Box::new(a)));
+            return;
+        }
+        self.after_fence_ungated(ctx, a);
+    }
+
+    fn after_fence_ungated(&mut self, ctx: &mut Context<Self>, a: AfterFence) {
         if self.fencing.holds.contains_key(&(a.from, a.shard)) {
             self.push_held(ctx, a.from, a.shard, Held::After(Box::new(a)));
             return;
         }
-        self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced);
+        self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced, a.view);
     }
 
     /// Holds `origin`'s stream for `shard` until the fence `epoch` arrives here.
-    fn begin_hold(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, epoch: u64, fenced: SocketAddr) {
+    fn begin_hold(
+        &mut self,
+        ctx: &mut Context<Self>,
+        origin: SocketAddr,
+        shard: u32,
+        epoch: u64,
+        fenced: SocketAddr,
+        view: u32,
+    ) {
         let mut arrived = false;
         if let Some(seen) = self.fencing.received.get_mut(&(origin, shard)) {
             arrived = seen.contains(&epoch);
@@ -242,9 +334,7 @@ where
                 }
             }
         }
-        // This region's own stream: its view made the hold. A peer's: this region may not
-        // have applied the view the peer acted on yet.
-        let mut h = Hold::new(epoch, fenced, origin == me);
+        let mut h = Hold::new(epoch, fenced, view);
         h.fenced_off = arrived;
         self.fencing.holds.insert((origin, shard), h);
         if arrived {
@@ -272,17 +362,16 @@ where
     }
 
     /// Ends a hold whose fence has arrived once this region routes the shard by a view at
-    /// least as new as the sender's: it owns the shard (as in the sender's view), or it has
-    /// applied a view since the `AfterFence` came (the sender acted on a converged view,
-    /// which this node had seen before the sender could act, so any view it applies later
-    /// is at least that one), or the sender has moved on itself (its own next fence is in
-    /// the queue). Released under an older view, the envelopes would go back to the old
-    /// owner, and the sender's next ones, routed here by the newer view, would pass them.
+    /// least as new as the one the sender moved the shard by (its membership number), or
+    /// owns the shard (as in the sender's view), or the sender has moved on itself (its
+    /// own next fence is in the queue). Released under an older view, the envelopes would
+    /// go back to the old owner, and the sender's next ones, routed here by the newer
+    /// view, would pass them.
     fn may_release(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32) {
         let me = self.me();
         let Some(h) = self.fencing.holds.get(&(origin, shard)) else { return };
         let moved_on = || h.queue.iter().any(|i| matches!(i, Held::Fence(f) if f.origin == origin));
-        if h.fenced_off && (h.view_caught_up || self.owner(shard) == Some(me) || moved_on()) {
+        if h.fenced_off && (self.view_number() >= h.view || self.owner(shard) == Some(me) || moved_on()) {
             self.release(ctx, origin, shard);
         }
     }
@@ -303,7 +392,7 @@ where
                     self.deliver(ctx, key, msg, from, hops);
                 }
                 Held::Fence(f) => self.fencing.relays.push(*f),
-                Held::After(a) => self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced),
+                Held::After(a) => self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced, a.view),
             }
         }
     }
@@ -315,6 +404,11 @@ where
             _ => false,
         };
         buffering
+            || self
+                .fencing
+                .gated
+                .iter()
+                .any(|(_, i)| matches!(i, Held::Deliver { key, .. } if key.shard(self.settings.num_shards) == shard))
             || self.fencing.backlog.get(&shard).is_some_and(|n| *n > 0)
             || self.unrouted.iter().any(|(k, ..)| k.shard(self.settings.num_shards) == shard)
     }
@@ -387,7 +481,7 @@ where
             if old == me {
                 // Only envelopes in stopping entities' buffers can still leave late.
                 if self.pending(shard) {
-                    self.fencing.holds.insert((me.addr, shard), Hold::new(epoch, me.addr, true));
+                    self.fencing.holds.insert((me.addr, shard), Hold::new(epoch, me.addr, self.view_number()));
                     self.fencing.relays.push(FenceMarker {
                         shard,
                         origin: me.addr,
@@ -402,11 +496,12 @@ where
             let fence = FenceMarker { shard, origin: me.addr, epoch, target: new.addr, from: me.addr, hops: 0 };
             self.send(old.addr, RegionMsg::Fence(Box::new(fence)));
             if new == me {
-                self.begin_hold(ctx, me.addr, shard, epoch, old.addr);
+                self.begin_hold(ctx, me.addr, shard, epoch, old.addr, self.view_number());
             } else {
+                let view = self.view_number();
                 self.send(
                     new.addr,
-                    RegionMsg::AfterFence(Box::new(AfterFence { shard, epoch, fenced: old.addr, from: me.addr })),
+                    RegionMsg::AfterFence(Box::new(AfterFence { shard, epoch, fenced: old.addr, from: me.addr, view })),
                 );
             }
         }
@@ -423,12 +518,10 @@ where
         for (origin, shard) in ended {
             self.release(ctx, origin, shard);
         }
-        // A view applied: every hold's sender acted on a view no newer than this one.
+        // What waited for this view goes on; holds waiting for it end.
+        self.ungate(ctx, false);
         let waiting: Vec<(SocketAddr, u32)> = self.fencing.holds.keys().copied().collect();
         for (origin, shard) in waiting {
-            if let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) {
-                h.view_caught_up = true;
-            }
             self.may_release(ctx, origin, shard);
         }
         self.fencing.received.retain(|(origin, _), _| live.contains(origin));
@@ -444,6 +537,12 @@ where
                     self.buffered = self.buffered.saturating_sub(1);
                     ctx.dead_letter(msg);
                 }
+            }
+        }
+        for (_, item) in std::mem::take(&mut self.fencing.gated) {
+            if let Held::Deliver { msg, .. } = item {
+                self.buffered = self.buffered.saturating_sub(1);
+                ctx.dead_letter(msg);
             }
         }
         self.fencing.received.clear();
@@ -463,6 +562,26 @@ where
             tracing::warn!("region {}: no fence from {origin} for shard {shard}: its held envelopes go on", self.name);
             self.release(ctx, origin, shard);
         }
+        if self.fencing.gated.is_empty() {
+            self.fencing.gate_ticks = 0;
+        } else {
+            self.fencing.gate_ticks += 1;
+            if self.fencing.gate_ticks > FENCE_HOLD_TICKS {
+                tracing::warn!("region {}: the view did not catch up with its peers': what waited goes on", self.name);
+                self.ungate(ctx, true);
+            }
+        }
         self.try_relays(ctx);
+    }
+}
+
+impl<M> Held<M> {
+    /// The region that sent this item (this hop).
+    fn from(&self) -> SocketAddr {
+        match self {
+            Held::Deliver { from, .. } => *from,
+            Held::Fence(f) => f.from,
+            Held::After(a) => a.from,
+        }
     }
 }
