@@ -31,6 +31,8 @@ pub struct Faults {
     /// Nanoseconds a region stalls before forwarding an envelope that is not its own
     /// senders' (0: never).
     forward_delay: AtomicU64,
+    /// Nanoseconds a region waits before it applies a new membership view (0: never).
+    view_delay: AtomicU64,
 }
 
 impl Faults {
@@ -53,6 +55,22 @@ impl Faults {
     pub fn delay_forwards(&self, d: Duration) {
         // ORDERING: Relaxed: a test knob; the stall needs no other memory.
         self.forward_delay.store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Makes this node's regions apply each new membership view `d` late (in order), as
+    /// a node that learns of a move after the others. `Duration::ZERO` turns it off.
+    /// Tests of per-sender order across a move only.
+    #[doc(hidden)]
+    pub fn delay_views(&self, d: Duration) {
+        // ORDERING: Relaxed: a test knob.
+        self.view_delay.store(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// The view delay, if one is set.
+    pub(crate) fn view_delay(&self) -> Option<Duration> {
+        // ORDERING: Relaxed: see `delay_views`.
+        let d = self.view_delay.load(Ordering::Relaxed);
+        (d > 0).then(|| Duration::from_nanos(d))
     }
 
     /// Stalls for the forward delay, if one is set (one relaxed load otherwise).

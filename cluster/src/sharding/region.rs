@@ -97,6 +97,8 @@ pub(crate) enum RegionLocal {
     },
     PassivationTick,
     RetryTick,
+    /// Test hook (`Faults::delay_views`): apply the oldest delayed view now.
+    DelayedView,
     Flush,
     /// A remember-entities load completed (boxed: rare, and larger than an envelope).
     RememberLoaded(Box<(u32, Result<RememberedShard, RememberError>)>),
@@ -925,7 +927,24 @@ where
                     self.check_acquired(ctx, shard);
                 }
             }
-            RegionMsg::Local(RegionLocal::View(v)) => self.on_view(ctx, *v),
+            RegionMsg::Local(RegionLocal::View(v)) => match self.cluster.shared.faults.view_delay() {
+                Some(d) => {
+                    // Test hook: in order, each `d` late.
+                    self.fencing.delayed_views.push_back(*v);
+                    self.fencing.delayed_count += 1;
+                    ctx.start_timer(
+                        format!("view-{}", self.fencing.delayed_count),
+                        d,
+                        RegionMsg::Local(RegionLocal::DelayedView),
+                    );
+                }
+                None => self.on_view(ctx, *v),
+            },
+            RegionMsg::Local(RegionLocal::DelayedView) => {
+                if let Some(v) = self.fencing.delayed_views.pop_front() {
+                    self.on_view(ctx, v);
+                }
+            }
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),

@@ -126,6 +126,10 @@ pub(super) struct Fencing<M> {
     gated: VecDeque<(u32, Held<M>)>,
     /// Retry ticks the head of `gated` has waited.
     gate_ticks: u32,
+    /// Views waiting to be applied (the test hook `Faults::delay_views`).
+    pub(super) delayed_views: VecDeque<crate::daemon::MembershipView>,
+    /// Views delayed so far (each one's timer has its own name).
+    pub(super) delayed_count: u64,
 }
 
 impl<M> Default for Fencing<M> {
@@ -140,6 +144,8 @@ impl<M> Default for Fencing<M> {
             routed_to: Vec::new(),
             gated: VecDeque::new(),
             gate_ticks: 0,
+            delayed_views: VecDeque::new(),
+            delayed_count: 0,
         }
     }
 }
@@ -505,7 +511,10 @@ where
                 );
             }
         }
-        // Holds whose fence can no longer come, or whose sender is gone.
+        // What waited for this view goes on; holds waiting for it end.
+        self.ungate(ctx, false);
+        // Holds whose fence can no longer come, or whose sender is gone (after what came
+        // from them and waited for this view).
         let ended: Vec<(SocketAddr, u32)> = self
             .fencing
             .holds
@@ -518,8 +527,6 @@ where
         for (origin, shard) in ended {
             self.release(ctx, origin, shard);
         }
-        // What waited for this view goes on; holds waiting for it end.
-        self.ungate(ctx, false);
         let waiting: Vec<(SocketAddr, u32)> = self.fencing.holds.keys().copied().collect();
         for (origin, shard) in waiting {
             self.may_release(ctx, origin, shard);
