@@ -927,19 +927,19 @@ where
                     self.check_acquired(ctx, shard);
                 }
             }
-            RegionMsg::Local(RegionLocal::View(v)) => match self.cluster.shared.faults.view_delay() {
-                Some(d) => {
-                    // Test hook: in order, each `d` late.
+            RegionMsg::Local(RegionLocal::View(v)) => {
+                let delay = self.cluster.shared.faults.view_delay();
+                if delay.is_none() && self.fencing.delayed_views.is_empty() {
+                    self.on_view(ctx, *v);
+                } else {
+                    // Test hook: each view `d` late, in order (each timer applies the oldest;
+                    // once the delay is off, views still queue behind the delayed ones).
                     self.fencing.delayed_views.push_back(*v);
                     self.fencing.delayed_count += 1;
-                    ctx.start_timer(
-                        format!("view-{}", self.fencing.delayed_count),
-                        d,
-                        RegionMsg::Local(RegionLocal::DelayedView),
-                    );
+                    let name = format!("view-{}", self.fencing.delayed_count);
+                    ctx.start_timer(name, delay.unwrap_or_default(), RegionMsg::Local(RegionLocal::DelayedView));
                 }
-                None => self.on_view(ctx, *v),
-            },
+            }
             RegionMsg::Local(RegionLocal::DelayedView) => {
                 if let Some(v) = self.fencing.delayed_views.pop_front() {
                     self.on_view(ctx, v);
