@@ -213,7 +213,7 @@ where
             if !all && *view > self.view_number() {
                 return;
             }
-            let Some((view, item)) = self.fencing.gated.pop_front() else { return };
+            let Some((_, item)) = self.fencing.gated.pop_front() else { return };
             self.fencing.gate_ticks = 0;
             match item {
                 Held::Deliver { key, msg, from, hops } => {
@@ -223,7 +223,6 @@ where
                 Held::Fence(f) => self.on_fence_ungated(ctx, *f),
                 Held::After(a) => self.after_fence_ungated(ctx, *a),
             }
-            let _ = view;
         }
     }
 
