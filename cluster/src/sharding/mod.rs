@@ -317,7 +317,8 @@ fn into_msg<M>(e: RegionMsg<M>) -> M {
 
 /// A handle on one sharded entity, wherever it runs (Akka's `EntityRef`). Messages go
 /// through this node's region, which forwards them to the owner of the entity's shard;
-/// messages from one sender arrive in order while the shard stays put.
+/// messages from one sender arrive in order, also while the shard moves (the region fences
+/// the old owner: `region/fencing.rs`).
 ///
 /// The handle holds the entity's id with its hashes, computed once: sending allocates
 /// nothing for ids up to 22 bytes (longer ones share one reference-counted copy).

@@ -18,6 +18,12 @@
 //! their shard are forwarded to the owner in its view (at most `MAX_HOPS` times, then they
 //! wait for the next view).
 //!
+//! **Per-sender order across a move** (`fencing.rs`): when this region's view moves a shard
+//! from A to B, it sends A a fence behind what it sent there and B an `AfterFence`; A
+//! relays the fence once it holds nothing of the shard, and B holds this region's later
+//! envelopes for the shard until it arrives. Envelopes from a peer whose view is newer
+//! wait for this region's view (membership numbers) instead of bouncing back.
+//!
 //! With durable remember-entities (`remember.rs`) an acquired shard goes through `Loading`
 //! (its remembered set is read from the store, messages still wait) before `Active`, where
 //! its listed entities start first; entity starts and passivations are then recorded.

@@ -26,16 +26,24 @@
 //!   entities have the earlier envelopes and the target cannot start them before this
 //!   node hands the shard off), straight to the target.
 //! * **Hold.** The target holds the envelopes that come *directly* from `R` for `s`
-//!   (first hop) after the `AfterFence`, in order, until the fence arrives; then they go
-//!   on as usual (delivered, or forwarded to the current owner). A fence that arrives
+//!   (first hop) after the `AfterFence`, in order, until the fence arrives and its view
+//!   is at least the one the sender moved the shard by (or it owns the shard); then they
+//!   go on as usual (delivered, or forwarded to the current owner). A fence that arrives
 //!   first is remembered (per sender and shard, a few epochs). A hold also ends when `A`
 //!   or `R` leaves the view (what was lost in `A` is lost: delivery between nodes is at
 //!   most once), or after [`FENCE_HOLD_TICKS`] retry ticks (a fence lost with a dropped
 //!   connection). Held envelopes count against the region's `buffer_limit`; beyond it
 //!   they are counted as undelivered.
 //!
+//! * **Views.** A view's membership number (`Gossip::membership_number`) grows with every
+//!   membership change. Forwarded envelopes and `AfterFence` carry the sender's; what comes
+//!   from a peer with a larger number than this region's waits (in arrival order, per
+//!   peer) until this region's view catches up: routed by the older view, it could go back
+//!   to the old owner and return behind what follows it.
+//!
 //! Envelopes that a region forwards for others (second hop onwards) and its re-deliveries
-//! are never held: only a region's own stream is fenced.
+//! are never held: only a region's own stream is fenced. The protocol and why order holds:
+//! docs/CLUSTER.md, "Per-sender order across a move".
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
