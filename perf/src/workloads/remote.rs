@@ -648,19 +648,32 @@ pub fn run_stream(params: &Params, n: u64, results: &mut Results) {
 /// times interleaved, and each keeps its best run (a loaded machine only ever slows a run
 /// down, and interleaving spreads that over all three); notes give each serde rate as a
 /// share of the Wire rate of the same run.
+///
+/// For profiling, `PERCORE_PERF_STREAM_SERDE=<backend>/<variant>[,…]` (backend `io_uring` or
+/// `mio`; variant `wire`, `serde` or `arrays`) restricts the workload to those runs, one
+/// round each: callgrind's per-thread files (`--separate-threads=yes`) reuse thread numbers
+/// from run to run, so one message type per process keeps each file to one run.
 pub fn run_stream_serde(params: &Params, n: u64, results: &mut Results) {
     const NAME: &str = "remote-stream-serde";
     /// Interleaved runs of each message type per backend.
     const ROUNDS: usize = 3;
+    let only = std::env::var(ONLY_VAR).ok();
+    let rounds = if only.is_some() { 1 } else { ROUNDS };
+    let chosen = |backend: &str, variant: &str| {
+        only.as_deref().is_none_or(|o| o.split(',').any(|v| v.trim() == format!("{backend}/{variant}")))
+    };
     for (backend, b) in [(Backend::IoUring, "io_uring"), (Backend::Mio, "mio")] {
-        let variants: [(String, &str, StreamFn); 3] = [
-            (format!("percore ({b}, Wire)"), "Wire", stream_of::<Data>),
-            (format!("percore ({b}, serde)"), "byte string", stream_of::<SerdeData>),
-            (format!("percore ({b}, serde arrays)"), "u8 arrays", stream_of::<SerdeArrays>),
+        let variants: [(String, &str, StreamFn, &str); 3] = [
+            (format!("percore ({b}, Wire)"), "Wire", stream_of::<Data>, "wire"),
+            (format!("percore ({b}, serde)"), "byte string", stream_of::<SerdeData>, "serde"),
+            (format!("percore ({b}, serde arrays)"), "u8 arrays", stream_of::<SerdeArrays>, "arrays"),
         ];
         let mut best: [Option<Record>; 3] = [None, None, None];
-        'rounds: for _ in 0..ROUNDS {
-            for (i, (system, _, run)) in variants.iter().enumerate() {
+        'rounds: for _ in 0..rounds {
+            for (i, (system, _, run, key)) in variants.iter().enumerate() {
+                if !chosen(b, key) {
+                    continue;
+                }
                 match run(NAME, system, backend, false, params.pin, n) {
                     Ok(r) => {
                         if best[i].as_ref().is_none_or(|b| r.per_sec > b.per_sec) {
@@ -679,21 +692,25 @@ pub fn run_stream_serde(params: &Params, n: u64, results: &mut Results) {
             }
         }
         let [wire, serde, arrays] = best;
-        let Some(wire) = wire else { continue };
-        let wire_rate = wire.per_sec;
-        results.records.push(wire);
-        for (record, (_, what, _)) in [serde, arrays].into_iter().zip(&variants[1..]) {
-            if let Some(s) = record {
+        let wire_rate = wire.as_ref().map(|w| w.per_sec);
+        results.records.extend(wire);
+        for (record, (_, what, _, _)) in [serde, arrays].into_iter().zip(&variants[1..]) {
+            let Some(s) = record else { continue };
+            if let Some(wire_rate) = wire_rate {
                 results.notes.push(format!(
-                    "{NAME}: serde ({what}) at {:.0}% of Wire on {b} ({:.0} vs {wire_rate:.0} msgs/s, best of {ROUNDS} interleaved runs each)",
+                    "{NAME}: serde ({what}) at {:.0}% of Wire on {b} ({:.0} vs {wire_rate:.0} msgs/s, best of {rounds} interleaved runs each)",
                     100.0 * s.per_sec / wire_rate,
                     s.per_sec,
                 ));
-                results.records.push(s);
             }
+            results.records.push(s);
         }
     }
 }
+
+/// The environment variable that restricts `remote-stream-serde` to some runs (see
+/// [`run_stream_serde`]).
+const ONLY_VAR: &str = "PERCORE_PERF_STREAM_SERDE";
 
 /// One stream run (`stream_of` for one message type).
 type StreamFn = fn(&'static str, &str, Backend, bool, bool, u64) -> Result<Record, Setup>;
