@@ -195,6 +195,7 @@ mod handshake;
 mod metrics;
 pub(crate) mod io;
 mod node;
+mod postcard_codec;
 mod proxy;
 mod refs;
 pub mod serde_msg;

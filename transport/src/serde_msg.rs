@@ -45,6 +45,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::postcard_codec::{CodecError, FrameDeserializer, FrameSerializer};
 use crate::wire::{Decoder, Encoder, RemoteMessage, WireError};
 
 /// The wire id of a remote message named `name`: FNV-1a 64 of its UTF-8 bytes, folded to 32
@@ -94,67 +95,6 @@ pub(crate) fn display_name<M: RemoteMessage>() -> &'static str {
     M::NAME.unwrap_or(std::any::type_name::<M>())
 }
 
-/// A postcard output that appends to the frame buffer being built (no intermediate `Vec`).
-struct FrameFlavor<'b>(&'b mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-    #[inline(always)]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        extend_short(self.0, data);
-        Ok(())
-    }
-    #[inline(always)]
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
-}
-
-/// Slices up to this long are copied inline, longer ones by `memcpy`.
-const SHORT: usize = 16;
-
-/// `buf.extend_from_slice(data)`, without a call to `memcpy` for short slices: postcard
-/// hands every varint (1–10 bytes: integers, lengths, enum tags) to the flavor as a slice
-/// of run-time length, and a `memcpy` call costs more than the copy.
-#[inline(always)]
-fn extend_short(buf: &mut Vec<u8>, data: &[u8]) {
-    let n = data.len();
-    if n > SHORT {
-        buf.extend_from_slice(data);
-        return;
-    }
-    buf.reserve(n);
-    let len = buf.len();
-    // SAFETY: `reserve` made room for `n` more bytes after `len`, so `dst..dst + n` is inside
-    // the allocation and `src..src + n` is `data`; every read and write below stays within
-    // those `n` bytes (the pairs overlap when `n` is not twice their width, which is fine:
-    // both write the same bytes), unaligned accesses are used for the wider words, and the
-    // bytes up to `len + n` are initialised before `set_len`.
-    unsafe {
-        let (src, dst) = (data.as_ptr(), buf.as_mut_ptr().add(len));
-        if n >= 8 {
-            let (a, b) = (src.cast::<u64>().read_unaligned(), src.add(n - 8).cast::<u64>().read_unaligned());
-            dst.cast::<u64>().write_unaligned(a);
-            dst.add(n - 8).cast::<u64>().write_unaligned(b);
-        } else if n >= 4 {
-            let (a, b) = (src.cast::<u32>().read_unaligned(), src.add(n - 4).cast::<u32>().read_unaligned());
-            dst.cast::<u32>().write_unaligned(a);
-            dst.add(n - 4).cast::<u32>().write_unaligned(b);
-        } else if n > 0 {
-            let (a, m, z) = (*src, *src.add(n / 2), *src.add(n - 1));
-            *dst = a;
-            *dst.add(n / 2) = m;
-            *dst.add(n - 1) = z;
-        }
-        buf.set_len(len + n);
-    }
-}
-
 /// [`Wire::encode`](crate::Wire::encode) of a serde message (used by `remote_message!`).
 /// On failure (a ref whose type is not registered, a reply handle off the shards) nothing
 /// is appended and the encoder records the error: the frame is not sent.
@@ -165,11 +105,11 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
     let res = match ctx.as_deref_mut() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
-            let res = percore::remote_serde::with_codec(&mut codec, || postcard::serialize_with_flavor(msg, FrameFlavor(buf)));
+            let res = percore::remote_serde::with_codec(&mut codec, || msg.serialize(&mut FrameSerializer::new(buf)));
             // The codec's state is looked at only on failure (the hot path moves nothing).
             res.map_err(|e| encode_failed::<M>(&mut codec, &e))
         }
-        None => postcard::serialize_with_flavor(msg, FrameFlavor(buf)).map_err(|e| serde_error::<M>(&e)),
+        None => msg.serialize(&mut FrameSerializer::new(buf)).map_err(|e| serde_error::<M>(&e)),
     };
     if let Err(err) = res {
         buf.truncate(start);
@@ -181,7 +121,7 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
 /// and the error is the codec's own (typed) or postcard's.
 #[cold]
 #[inline(never)]
-fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &postcard::Error) -> WireError {
+fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &CodecError) -> WireError {
     codec.abandon_replies();
     codec.error.take().unwrap_or_else(|| serde_error::<M>(e))
 }
@@ -191,7 +131,7 @@ fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, 
 #[inline]
 pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) -> Result<M, WireError> {
     let rest = r.rest();
-    let mut de = postcard::Deserializer::from_bytes(rest);
+    let mut de = FrameDeserializer::new(rest);
     let res = match r.ctx.take() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
@@ -204,17 +144,15 @@ pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) ->
         None => M::deserialize(&mut de).map_err(|e| serde_error::<M>(&e)),
     };
     let m = res?;
-    // A slice deserializer's remainder is what it did not read.
-    let unread = de.finalize().map_err(|e| serde_error::<M>(&e))?.len();
-    r.advance(rest.len() - unread);
+    r.advance(rest.len() - de.rest().len());
     Ok(m)
 }
 
-/// postcard's own errors say what was wrong; a custom error from a ref's codec is reported
-/// by the codec itself (postcard drops custom messages).
+/// The codec's errors say what was wrong; one from a ref's codec is reported typed by the
+/// codec itself (serde carries only its message).
 #[cold]
 #[inline(never)]
-fn serde_error<M: RemoteMessage>(e: &postcard::Error) -> WireError {
+fn serde_error<M: RemoteMessage>(e: &CodecError) -> WireError {
     WireError::Serde { type_name: display_name::<M>(), reason: e.to_string() }
 }
 
@@ -271,26 +209,6 @@ mod tests {
         assert_eq!(type_id_of(""), (0xcbf2_9ce4_8422_2325u64 ^ (0xcbf2_9ce4_8422_2325u64 >> 32)) as u32);
         assert_eq!(ID, type_id_of("myapp.MyMsg.v1"));
         assert_ne!(type_id_of("myapp.MyMsg.v1"), type_id_of("myapp.MyMsg.v2"));
-    }
-
-    /// The frame flavor's inline copy of short slices appends exactly what
-    /// `extend_from_slice` does, at every length around its word sizes and whether or not the
-    /// buffer has to grow.
-    #[test]
-    fn short_extends_append_exactly_the_slice() {
-        let data: Vec<u8> = (1..=40).collect();
-        for prefix in [0, 1, 7, 13] {
-            for n in 0..=data.len() {
-                for spare in [0, 3, 64] {
-                    let mut got = Vec::with_capacity(prefix + spare);
-                    got.extend((0..prefix).map(|i| 200 + i as u8));
-                    let mut want = got.clone();
-                    extend_short(&mut got, &data[..n]);
-                    want.extend_from_slice(&data[..n]);
-                    assert_eq!(got, want, "prefix {prefix}, {n} bytes, {spare} spare");
-                }
-            }
-        }
     }
 
     /// A serde message is postcard's encoding byte for byte (varints, byte strings, enum
