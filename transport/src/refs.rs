@@ -213,8 +213,9 @@ impl SerdeVtable {
 /// a serde message: the same contexts, tables and wire forms as the [`Wire`] codecs above.
 pub(crate) struct FrameCodec<'c, 'a> {
     ctx: &'c mut (dyn WireContext + 'a),
-    /// The first failure, typed (postcard keeps only "custom error" of the message).
-    pub(crate) error: Option<WireError>,
+    /// The first failure, typed (serde carries only its message). Boxed: the codec is made
+    /// for every serde message, and a pointer is cheaper to carry and drop than the error.
+    error: Option<Box<WireError>>,
     /// The first reply-table sequence this frame used (the frame's handles are contiguous).
     replies_from: Option<u64>,
 }
@@ -235,15 +236,16 @@ impl<'c, 'a> FrameCodec<'c, 'a> {
         }
     }
 
-    pub(crate) fn into_ctx(self) -> &'c mut (dyn WireContext + 'a) {
-        self.ctx
+    /// Takes the first failure (typed), if any.
+    pub(crate) fn take_error(&mut self) -> Option<WireError> {
+        self.error.take().map(|e| *e)
     }
 
     /// Records the first failure and turns it into serde's message.
     fn fail<T>(&mut self, r: Result<T, WireError>) -> Result<T, String> {
         r.map_err(|e| {
             let msg = e.to_string();
-            self.error.get_or_insert(e);
+            self.error.get_or_insert_with(|| Box::new(e));
             msg
         })
     }

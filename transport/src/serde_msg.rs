@@ -123,7 +123,7 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
 #[inline(never)]
 fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &CodecError) -> WireError {
     codec.abandon_replies();
-    codec.error.take().unwrap_or_else(|| serde_error::<M>(e))
+    codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
 }
 
 /// [`Wire::decode`](crate::Wire::decode) of a serde message (used by `remote_message!`):
@@ -132,20 +132,27 @@ fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, 
 pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) -> Result<M, WireError> {
     let rest = r.rest();
     let mut de = FrameDeserializer::new(rest);
-    let res = match r.ctx.take() {
+    // The context is lent to the codec (reborrowed, not moved out and back: the hot path
+    // moves nothing but the value).
+    let res = match r.ctx.as_deref_mut() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
             let res = percore::remote_serde::with_codec(&mut codec, || M::deserialize(&mut de));
-            // The codec's error is looked at only on failure (the hot path moves nothing).
-            let res = res.map_err(|e| codec.error.take().unwrap_or_else(|| serde_error::<M>(&e)));
-            r.ctx = Some(codec.into_ctx());
-            res
+            // The codec's error is looked at only on failure.
+            res.map_err(|e| decode_failed::<M>(&mut codec, &e))
         }
         None => M::deserialize(&mut de).map_err(|e| serde_error::<M>(&e)),
     };
     let m = res?;
     r.advance(rest.len() - de.rest().len());
     Ok(m)
+}
+
+/// A serde message did not decode: the codec's own error (typed) or the format's.
+#[cold]
+#[inline(never)]
+fn decode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &CodecError) -> WireError {
+    codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
 }
 
 /// The codec's errors say what was wrong; one from a ref's codec is reported typed by the
