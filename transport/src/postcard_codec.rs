@@ -447,23 +447,28 @@ impl<'de> FrameDeserializer<'de> {
         self.varint_rest::<BITS>(first)
     }
 
-    /// The bytes of a varint after its first (which had the continuation bit).
+    /// The bytes of a varint after its first (which had the continuation bit): read from
+    /// the input as it is, which is advanced once at the end.
     #[inline]
     fn varint_rest<const BITS: u32>(&mut self, first: u8) -> Result<u64> {
-        let max_bytes = BITS.div_ceil(7);
-        let last_max = (1u64 << (BITS - 7 * (max_bytes - 1))) - 1;
+        let max_bytes = BITS.div_ceil(7) as usize;
+        let last_max = (1u64 << (BITS as usize - 7 * (max_bytes - 1))) - 1;
+        let input = self.input;
         let mut out = u64::from(first & 0x7F);
-        for i in 1..max_bytes {
-            let b = self.byte()?;
-            out |= u64::from(b & 0x7F) << (7 * i);
+        // Bytes 2..=max_bytes, as far as the input goes (indexing below is in bounds).
+        let n = input.len().min(max_bytes - 1);
+        for (i, &b) in input[..n].iter().enumerate() {
+            out |= u64::from(b & 0x7F) << (7 * (i + 1));
             if b & 0x80 == 0 {
-                if i == max_bytes - 1 && u64::from(b) > last_max {
+                if i + 2 == max_bytes && u64::from(b) > last_max {
                     return Err(CodecError::BadVarint);
                 }
+                self.input = &input[i + 1..];
                 return Ok(out);
             }
         }
-        Err(CodecError::BadVarint)
+        // Every byte had the continuation bit: too long, or the input ended.
+        Err(if n == max_bytes - 1 { CodecError::BadVarint } else { CodecError::End })
     }
 
     /// A LEB128 varint of a 128-bit integer (at most 19 bytes, the last carrying 2 bits).

@@ -22,15 +22,21 @@
 //! bits) of the stable name computed at compile time. The name, not the Rust path, is the
 //! type's identity on the wire: moving or renaming the Rust type changes nothing.
 //!
-//! **Codec.** [postcard](https://docs.rs/postcard): compact (varint integers, no field
-//! names), maintained, and the format persistence already uses for events and snapshots.
-//! It writes straight into the peer's outbound buffer (no intermediate `Vec`), so a serde
-//! message takes the same frame path as a hand-written [`Wire`](crate::Wire) one. [`Wire`](crate::Wire) stays for
-//! hand-tuned hot types.
+//! **Codec.** [postcard](https://docs.rs/postcard)'s format: compact (varint integers, no
+//! field names), specified and stable (postcard 1.x), and the format persistence already
+//! uses for events and snapshots. The transport writes and reads it with its own serde
+//! serializer and deserializer (byte for byte what the `postcard` crate writes and reads;
+//! the tests check both ways): straight into the peer's outbound buffer (no intermediate
+//! `Vec`, no allocation), and straight out of the received frame (strings and byte strings
+//! borrowed from it), with inlined varints. A serde message takes the same frame path as a
+//! hand-written [`Wire`](crate::Wire) one, and costs ~110 instructions a message more on each
+//! side (`percore-perf remote-stream-serde`, docs/PERFORMANCE.md). [`Wire`](crate::Wire) stays
+//! for hand-tuned hot types.
 //!
 //! **Refs and reply handles** inside a serde message (`ActorRef<M>`, `ReplyTo<R>`) serialize
 //! through the node's codec, which the transport installs for the duration of one frame's
-//! encode or decode (`percore::remote_serde`): a ref points back to its node and a reply
+//! encode or decode (`percore::remote_serde`; two stores into a thread-local and one to put
+//! the previous codec back, nothing allocated or moved): a ref points back to its node and a reply
 //! handle routes the answer back, exactly as with [`Wire`](crate::Wire). Serialized anywhere else (to
 //! JSON for a log line, say) they are a serde error, not a panic.
 //!
