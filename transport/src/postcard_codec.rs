@@ -189,7 +189,7 @@ fn unzigzag(v: u64) -> i64 {
     (v >> 1) as i64 ^ -((v & 1) as i64)
 }
 
-impl<'a> ser::Serializer for &'a mut FrameSerializer<'_> {
+impl ser::Serializer for &mut FrameSerializer<'_> {
     type Ok = ();
     type Error = CodecError;
     type SerializeSeq = Self;
@@ -898,7 +898,8 @@ mod tests {
         // An 11-byte u64 varint; a u64 varint whose 10th byte carries more than one bit; a
         // u16 in 3 bytes with bits past 16; a bool 2; an option tag 2; a char of 5 bytes;
         // a string that is not UTF-8; a length far beyond the input.
-        let cases: Vec<(&[u8], fn(&[u8]) -> bool)> = vec![
+        type Refused = fn(&[u8]) -> bool;
+        let cases: Vec<(&[u8], Refused)> = vec![
             (&[0xFF; 11], |b| read::<u64>(b) == Err(CodecError::BadVarint)),
             (&[0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02], |b| read::<u64>(b) == Err(CodecError::BadVarint)),
             (&[0xFF, 0xFF, 0x04], |b| read::<u16>(b) == Err(CodecError::BadVarint)),
