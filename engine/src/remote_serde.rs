@@ -8,7 +8,7 @@
 //! bytes it returns as one serde byte string.
 //!
 //! ```text
-//!  transport: with_codec(&mut ctx, || msg.serialize(&mut frame_serializer))
+//!  transport: with_codec(&mut ctx, || postcard::serialize_with_flavor(&msg, frame))
 //!                                  └─ msg.serialize ─ ActorRef::serialize ─► ctx.encode_ref
 //! ```
 //! Outside such a scope, serializing or deserializing a ref or a reply handle is a serde

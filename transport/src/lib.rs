@@ -89,9 +89,8 @@
 //! [`remote_message!`]`(Type, "stable.name.v1")` implements [`RemoteMessage`] for a
 //! `Serialize + DeserializeOwned + Send + 'static` type: its `TYPE_ID` is a hash of the
 //! name ([`type_id_of`], FNV-1a, computed at compile time), its codec is
-//! [postcard](https://docs.rs/postcard)'s format, written straight into the connection's
-//! buffer like a [`Wire`] message and read straight out of the frame (by the transport's own
-//! serializer and deserializer, tuned for the message path). `ActorRef<M>` and `ReplyTo<R>` fields serialize through the node (a
+//! [postcard](https://docs.rs/postcard), written straight into the connection's buffer like
+//! a [`Wire`] message. `ActorRef<M>` and `ReplyTo<R>` fields serialize through the node (a
 //! ref points back to its node, a reply handle routes the answer back), exactly as with
 //! [`Wire`]; serialized anywhere else (say, to JSON) they are a serde error. Details and
 //! the choice of postcard: [`serde_msg`].
@@ -149,8 +148,7 @@
 //!
 //! `percore-transport` has no cargo features of its own. It turns on `percore`'s `serde`
 //! feature (the serde impls of `ActorRef` and `ReplyTo`) and depends on `serde` and
-//! `postcard` (the format persistence uses too; remote messages are written and read in that
-//! format by the transport itself, and `postcard` is the reference its tests check against).
+//! `postcard` (the codec persistence uses too).
 //!
 //! # Mutual TLS
 //!
@@ -197,7 +195,6 @@ mod handshake;
 mod metrics;
 pub(crate) mod io;
 mod node;
-mod postcard_codec;
 mod proxy;
 mod refs;
 pub mod serde_msg;

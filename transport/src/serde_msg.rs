@@ -22,16 +22,14 @@
 //! bits) of the stable name computed at compile time. The name, not the Rust path, is the
 //! type's identity on the wire: moving or renaming the Rust type changes nothing.
 //!
-//! **Codec.** [postcard](https://docs.rs/postcard)'s format: compact (varint integers, no
-//! field names), specified and stable (postcard 1.x), and the format persistence already
-//! uses for events and snapshots. The transport writes and reads it with its own serde
-//! serializer and deserializer (byte for byte what the `postcard` crate writes and reads;
-//! the tests check both ways): straight into the peer's outbound buffer (no intermediate
-//! `Vec`, no allocation), and straight out of the received frame (strings and byte strings
-//! borrowed from it), with inlined varints. A serde message takes the same frame path as a
-//! hand-written [`Wire`](crate::Wire) one, and costs ~110 instructions a message more on each
-//! side (`percore-perf remote-stream-serde`, docs/PERFORMANCE.md). [`Wire`](crate::Wire) stays
-//! for hand-tuned hot types.
+//! **Codec.** [postcard](https://docs.rs/postcard): compact (varint integers, no field
+//! names), maintained, and the format persistence already uses for events and snapshots.
+//! It writes straight into the peer's outbound buffer (no intermediate `Vec`) and reads
+//! straight out of the received frame, so a serde message takes the same frame path as a
+//! hand-written [`Wire`](crate::Wire) one, at ~110 instructions a message more on each side
+//! for a 64-byte payload (`percore-perf remote-stream-serde`, docs/PERFORMANCE.md: most of it
+//! serde's derived code and the varints). [`Wire`](crate::Wire) stays for hand-tuned hot
+//! types.
 //!
 //! **Refs and reply handles** inside a serde message (`ActorRef<M>`, `ReplyTo<R>`) serialize
 //! through the node's codec, which the transport installs for the duration of one frame's
@@ -51,7 +49,6 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::postcard_codec::{CodecError, FrameDeserializer, FrameSerializer};
 use crate::wire::{Decoder, Encoder, RemoteMessage, WireError};
 
 /// The wire id of a remote message named `name`: FNV-1a 64 of its UTF-8 bytes, folded to 32
@@ -101,6 +98,27 @@ pub(crate) fn display_name<M: RemoteMessage>() -> &'static str {
     M::NAME.unwrap_or(std::any::type_name::<M>())
 }
 
+/// A postcard output that appends to the frame buffer being built (no intermediate `Vec`).
+struct FrameFlavor<'b>(&'b mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
+    type Output = ();
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+    #[inline]
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// [`Wire::encode`](crate::Wire::encode) of a serde message (used by `remote_message!`).
 /// On failure (a ref whose type is not registered, a reply handle off the shards) nothing
 /// is appended and the encoder records the error: the frame is not sent.
@@ -111,11 +129,11 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
     let res = match ctx.as_deref_mut() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
-            let res = percore::remote_serde::with_codec(&mut codec, || msg.serialize(&mut FrameSerializer::new(buf)));
-            // The codec's state is looked at only on failure (the hot path moves nothing).
+            let res = percore::remote_serde::with_codec(&mut codec, || postcard::serialize_with_flavor(msg, FrameFlavor(buf)));
+            // The codec's state is looked at only on failure.
             res.map_err(|e| encode_failed::<M>(&mut codec, &e))
         }
-        None => msg.serialize(&mut FrameSerializer::new(buf)).map_err(|e| serde_error::<M>(&e)),
+        None => postcard::serialize_with_flavor(msg, FrameFlavor(buf)).map_err(|e| serde_error::<M>(&e)),
     };
     if let Err(err) = res {
         buf.truncate(start);
@@ -127,7 +145,7 @@ pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) 
 /// and the error is the codec's own (typed) or postcard's.
 #[cold]
 #[inline(never)]
-fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &CodecError) -> WireError {
+fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &postcard::Error) -> WireError {
     codec.abandon_replies();
     codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
 }
@@ -137,9 +155,9 @@ fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, 
 #[inline]
 pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) -> Result<M, WireError> {
     let rest = r.rest();
-    let mut de = FrameDeserializer::new(rest);
-    // The context is lent to the codec (reborrowed, not moved out and back: the hot path
-    // moves nothing but the value).
+    let mut de = postcard::Deserializer::from_bytes(rest);
+    // The context is lent to the codec (reborrowed, not moved out and back: the codec's
+    // state is not copied per message).
     let res = match r.ctx.as_deref_mut() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
@@ -150,22 +168,24 @@ pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) ->
         None => M::deserialize(&mut de).map_err(|e| serde_error::<M>(&e)),
     };
     let m = res?;
-    r.advance(rest.len() - de.rest().len());
+    // A slice deserializer's remainder is what it did not read.
+    let unread = de.finalize().map_err(|e| serde_error::<M>(&e))?.len();
+    r.advance(rest.len() - unread);
     Ok(m)
 }
 
-/// A serde message did not decode: the codec's own error (typed) or the format's.
+/// A serde message did not decode: the codec's own error (typed) or postcard's.
 #[cold]
 #[inline(never)]
-fn decode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &CodecError) -> WireError {
+fn decode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &postcard::Error) -> WireError {
     codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
 }
 
-/// The codec's errors say what was wrong; one from a ref's codec is reported typed by the
-/// codec itself (serde carries only its message).
+/// postcard's own errors say what was wrong; one from a ref's codec is reported typed by the
+/// codec itself (postcard keeps only "custom error").
 #[cold]
 #[inline(never)]
-fn serde_error<M: RemoteMessage>(e: &CodecError) -> WireError {
+fn serde_error<M: RemoteMessage>(e: &postcard::Error) -> WireError {
     WireError::Serde { type_name: display_name::<M>(), reason: e.to_string() }
 }
 
