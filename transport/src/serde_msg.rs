@@ -26,9 +26,9 @@
 //! names), maintained, and the format persistence already uses for events and snapshots.
 //! It writes straight into the peer's outbound buffer (no intermediate `Vec`) and reads
 //! straight out of the received frame, so a serde message takes the same frame path as a
-//! hand-written [`Wire`](crate::Wire) one, at ~110 instructions a message more on each side
-//! for a 64-byte payload (`percore-perf remote-stream-serde`, docs/PERFORMANCE.md: most of it
-//! serde's derived code and the varints). [`Wire`](crate::Wire) stays for hand-tuned hot
+//! hand-written [`Wire`](crate::Wire) one, at ~95 instructions a message more to send and ~85
+//! more to receive for a 64-byte payload (`percore-perf remote-stream-serde`,
+//! docs/PERFORMANCE.md: most of it serde's derived code and the varints). [`Wire`](crate::Wire) stays for hand-tuned hot
 //! types.
 //!
 //! **Refs and reply handles** inside a serde message (`ActorRef<M>`, `ReplyTo<R>`) serialize
