@@ -288,7 +288,7 @@ mod journal_store {
             };
             let mut events = EventBatch::new();
             events.push(&bytes);
-            let write = AtomicWrite { persistence_id: id, first_seq: version + 1, events };
+            let write = AtomicWrite::new(id, version + 1, events);
             self.journal.append(
                 write,
                 Box::new(move |r| {

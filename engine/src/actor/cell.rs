@@ -175,9 +175,7 @@ impl<M> LocalQueue<M> {
     /// `self.first.take()`, reading the slot in words (see [`read_words`]).
     #[inline(always)]
     fn take_first(&mut self) -> Option<M> {
-        if self.first.is_none() {
-            return None;
-        }
+        self.first.as_ref()?;
         // SAFETY: `first` is a valid `Option<M>`, and `None` goes in at once in its place,
         // so the value is moved out exactly once.
         unsafe {
