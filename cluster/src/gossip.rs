@@ -293,6 +293,34 @@ mod tests {
         UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation: 1 }
     }
 
+    /// Regions order views by this number (per-sender order across a move): every
+    /// membership change raises it, a removal included.
+    #[test]
+    fn the_membership_number_grows_with_every_change() {
+        let (a, b, c) = (ua(1), ua(2), ua(3));
+        let mut g = Gossip::founding(a, false);
+        let mut last = g.membership_number();
+        let mut step = |g: &Gossip, what: &str| {
+            let n = g.membership_number();
+            assert!(n > last, "{what}: {n} after {last}");
+            last = n;
+        };
+        g.add_joining(b);
+        step(&g, "b joins");
+        g.add_joining(c);
+        step(&g, "c joins");
+        for s in [MemberStatus::Up, MemberStatus::Leaving, MemberStatus::Exiting] {
+            g.set_status(&b, s);
+            step(&g, &format!("b {s:?}"));
+        }
+        g.remove(&b);
+        step(&g, "b removed");
+        g.set_status(&c, MemberStatus::Down);
+        step(&g, "c down");
+        g.remove(&c);
+        step(&g, "c removed");
+    }
+
     #[test]
     fn merge_is_monotone_and_decides_seen() {
         let (a, b) = (ua(1), ua(2));
