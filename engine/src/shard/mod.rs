@@ -104,6 +104,17 @@ const DRIVER_IDLE_STRIDE: u32 = 32;
 /// spin by [`MAX_IDLE_SPIN`]).
 const IDLE_CLOCK_STRIDE: u32 = 16;
 
+/// A yield that took this long gave the core to another thread (a bare `sched_yield` with
+/// nobody else runnable takes about a microsecond).
+const YIELD_AWAY: Duration = Duration::from_micros(5);
+
+/// Yields the core; returns whether another thread ran meanwhile (see [`YIELD_AWAY`]).
+fn yield_core() -> bool {
+    let before = Instant::now();
+    thread::yield_now();
+    before.elapsed() >= YIELD_AWAY
+}
+
 /// Activations between two polls of the inbound lanes, injector and timers.
 const ACTIVATIONS_PER_TURN: usize = 256;
 
@@ -512,7 +523,10 @@ impl ShardLocal {
     /// when a park ended sooner than the bound, halved after a long sleep, within 25 µs to
     /// 500 µs. A shard that shares its core with another shard thread (`runtime/cores.rs`)
     /// yields on every empty poll instead of spinning, for [`MAX_IDLE_SPIN`] at most: a spin
-    /// would hold the very core the other shard needs to send it work.
+    /// would hold the very core the other shard needs to send it work. So does a shard that
+    /// found work right after a yield that gave its core away (`feeder_here`): the thread
+    /// that feeds it, a foreign producer the OS placed on the shard's core, needs that core
+    /// to produce; it spins again once work arrives without such a yield.
     fn run_loop(&self) {
         let me = self.rt.shard(self.index);
         me.parker.register_current();
@@ -526,6 +540,10 @@ impl ShardLocal {
         // Whether `idle_since` holds this idle period's start (see `idle == 1` below).
         let mut clock_started = false;
         let mut shared_core = false;
+        // A thread on this core feeds the shard (see the doc above), and the evidence for it
+        // in the current idle period: the last yield gave the core away.
+        let mut feeder_here = false;
+        let mut yielded_away = false;
         let mut next_timer = None;
         loop {
             let mut work = self.poll_inbound();
@@ -550,6 +568,10 @@ impl ShardLocal {
             }
             if work > 0 {
                 self.metrics.went_busy();
+                if idle > 0 {
+                    feeder_here = yielded_away;
+                    yielded_away = false;
+                }
                 idle = 0;
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
@@ -564,7 +586,7 @@ impl ShardLocal {
                 // `IDLE_CLOCK_STRIDE`th): work that comes back within a few polls, a
                 // cross-shard reply, costs no clock read (a vDSO clock_gettime on every idle
                 // entry was 7% of `pingpong-xshard`'s samples). Metrics need the instant now.
-                clock_started = shared_core || self.metrics.is_on();
+                clock_started = shared_core || feeder_here || self.metrics.is_on();
                 if clock_started {
                     idle_since = Instant::now();
                     self.metrics.went_idle(idle_since);
@@ -574,8 +596,9 @@ impl ShardLocal {
             if idle <= spins {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
                 // each time. Spinning alone, every few polls (a clock read costs a spin).
-                let check = shared_core || idle % IDLE_CLOCK_STRIDE == 0;
-                let bound = if shared_core { MAX_IDLE_SPIN } else { spin.bound() };
+                let yielding = shared_core || feeder_here;
+                let check = yielding || idle % IDLE_CLOCK_STRIDE == 0;
+                let bound = if yielding { MAX_IDLE_SPIN } else { spin.bound() };
                 let out_of_time = check
                     && if clock_started {
                         idle_since.elapsed() >= bound
@@ -585,8 +608,8 @@ impl ShardLocal {
                         false
                     };
                 if !out_of_time {
-                    if shared_core {
-                        thread::yield_now();
+                    if yielding {
+                        yielded_away = yield_core();
                     } else {
                         spin_loop();
                     }
@@ -597,7 +620,7 @@ impl ShardLocal {
                 continue;
             }
             if idle <= spins + 4 {
-                thread::yield_now();
+                yielded_away = yield_core();
                 continue;
             }
             me.parker.announce_sleep();
@@ -631,6 +654,7 @@ impl ShardLocal {
             if !shared_core {
                 spin.after_park(parked_at.elapsed());
             }
+            yielded_away = false;
             idle = 0;
         }
         if self.metrics.is_on() {
