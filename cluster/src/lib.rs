@@ -34,7 +34,8 @@
 //!   only then start their shards. Down is final for an incarnation.
 //! * **Sharding** ([`ClusterSharding`]): entities start on first message, passivate when
 //!   idle, move on membership changes without two live copies (optionally restarting by
-//!   themselves: remember-entities); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
+//!   themselves: remember-entities, across crashes too with a [`RememberStore`] every node
+//!   reaches, `JournalRememberStore` with the `persistence` feature); [`EntityRef`] takes `tell`, `blocking_send`, `ask` (a
 //!   future) and `blocking_ask`. Singletons are a one-shard entity type placed on the oldest
 //!   member. Persistent entities recover on their new node from a journal all nodes reach.
 //! * **Receptionist** ([`Receptionist`], Akka Typed's): a [`ServiceKey<M>`] names a service;
@@ -72,7 +73,10 @@ pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
 pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
 pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
-pub use sharding::{ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, ShardingSettings};
+pub use sharding::{
+    ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, RememberChange, RememberError, RememberStore,
+    RememberedShard, ShardingSettings,
+};
 
 /// Why a cluster operation was refused.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,13 @@ mod least_shards;
 mod membership;
 mod partition;
 mod persistent;
+// PostgreSQL for the tests: the persistence crate's own support (a fresh schema per test).
+#[allow(dead_code)]
+#[path = "../../persistence/tests/support/pg.rs"]
+mod pg_support;
 mod process;
+mod process_faults;
 mod processes;
 mod receptionist;
+mod remember;
 mod sharding;

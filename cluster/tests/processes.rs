@@ -4,7 +4,10 @@
 //! A child prints what the driver needs on its stdout, one line each: `READY`, every
 //! cluster event it gets (`EV <kind> <address> <up-number>`), `LISTED <labels>` when its
 //! receptionist lists the three members' service actors (formation), `LEFT` when its
-//! membership ended after a `LEAVE` on its stdin; `EXIT` (or the end of its stdin) ends it.
+//! membership ended after a `LEAVE` on its stdin, `TERMINATED` when its membership ended
+//! for any reason (failure timings only); `BLACKHOLE <addr>,<addr>…` on its stdin sets the
+//! cluster's fault hook against those members (a partition, see `process_faults.rs`);
+//! `EXIT` (or the end of its stdin) ends it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
@@ -16,10 +19,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo};
+use percore_cluster::sharding::remember::JournalRememberStore;
 use percore_cluster::{Cluster, ClusterEvent, ClusterSharding, EntityRefs, Receptionist, ServiceKey, ShardingSettings};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use crate::common::*;
+use crate::process_faults::{ActivationFile, Boss, PgCounterEntity};
 use crate::receptionist::{WorkMsg, Worker};
 
 // ---------------------------------------------------------------------------------------
@@ -32,6 +37,9 @@ pub enum StoredMsg {
     Add(u64, ReplyTo<u64>),
     Get(ReplyTo<u64>),
     Stop,
+    /// To a persistent entity from its own death-watch: its persistent child has stopped
+    /// (see `process_faults::PgCounterEntity`).
+    ChildStopped,
 }
 
 impl Wire for StoredMsg {
@@ -47,6 +55,7 @@ impl Wire for StoredMsg {
                 w.put(r);
             }
             StoredMsg::Stop => w.put_u8(2),
+            StoredMsg::ChildStopped => w.put_u8(3),
         }
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
@@ -54,6 +63,7 @@ impl Wire for StoredMsg {
             0 => StoredMsg::Add(r.get_u64()?, r.get()?),
             1 => StoredMsg::Get(r.get()?),
             2 => StoredMsg::Stop,
+            3 => StoredMsg::ChildStopped,
             tag => return Err(WireError::BadTag { what: "StoredMsg", tag }),
         })
     }
@@ -67,8 +77,11 @@ impl RemoteMessage for StoredMsg {
 /// test's stand-in for a shared journal. The hand-off guarantees that the old owner has
 /// stopped before the new one reads the file.
 struct StoredCounter {
+    id: String,
     path: PathBuf,
     count: u64,
+    /// The shared activation log (partition test), if any.
+    log: Option<Arc<ActivationFile>>,
 }
 
 /// Entity activations in this (child) process, reported to the driver when it leaves.
@@ -78,10 +91,18 @@ impl Actor for StoredCounter {
     type Msg = StoredMsg;
     fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
         ACTIVATIONS.fetch_add(1, Ordering::SeqCst);
+        if let Some(log) = &self.log {
+            log.record(&self.id, "started");
+        }
         if let Ok(s) = std::fs::read_to_string(&self.path) {
             self.count = s.trim().parse()?;
         }
         Ok(())
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(log) = &self.log {
+            log.record(&self.id, "stopped");
+        }
     }
     fn handle(&mut self, ctx: &mut Context<Self>, msg: StoredMsg) -> Result<(), ActorError> {
         match msg {
@@ -96,6 +117,7 @@ impl Actor for StoredCounter {
             }
             StoredMsg::Get(reply) => reply.reply(self.count),
             StoredMsg::Stop => ctx.stop_self(),
+            StoredMsg::ChildStopped => {}
         }
         Ok(())
     }
@@ -186,7 +208,13 @@ const CHILD: &str = "processes::child_member";
 /// `PERCORE_CHILD_SEEDS` (comma-separated; a child whose own address is the first founds
 /// the cluster), with `PERCORE_CHILD_MIN` as `min_nr_of_members`; with
 /// `PERCORE_CHILD_STORE`, the `stored` entity type (count files in that directory) and a
-/// gateway. Prints its cluster events; `LEAVE` on stdin leaves, `EXIT` or EOF exits.
+/// gateway; with `PERCORE_CHILD_PG` (a schema) instead, the `stored` type is a persistent
+/// counter on that PostgreSQL schema (with `PERCORE_CHILD_REMEMBER`, remember-entities in
+/// its journal); `PERCORE_CHILD_ACTLOG` (a file) logs every entity
+/// activation there; `PERCORE_CHILD_SINGLETON` starts the logged singleton `boss`;
+/// `PERCORE_CHILD_FAILURE` uses the failure timings (a resolver that acts). Prints its
+/// cluster events; `LEAVE` on stdin leaves, `BLACKHOLE a,b` cuts it off from those
+/// members, `EXIT` or EOF exits.
 #[test]
 #[ignore = "run by the tests of this module as a child process"]
 fn child_member() {
@@ -195,25 +223,68 @@ fn child_member() {
     };
     let seeds: Vec<SocketAddr> = seeds.split(',').map(|s| s.parse().unwrap()).collect();
     let min: usize = std::env::var("PERCORE_CHILD_MIN").ok().and_then(|m| m.parse().ok()).unwrap_or(1);
+    let failure = std::env::var_os("PERCORE_CHILD_FAILURE").is_some();
     let (rt, node) = start_node_full("child", port.parse().unwrap(), 4096, 1);
     node.register::<GatewayMsg>().unwrap();
-    let cluster = Cluster::start(&node, config().min_nr_of_members(min)).unwrap();
+    // Failure timings with a 2 s removal margin: the survivors start a downed member's shards
+    // only that long after downing it, time for the member to reach its own decision and stop
+    // its entities. Separate processes on a loaded 2-core machine differ in detection time by
+    // more than in one process: with the in-process tests' 500 ms, a partition under load
+    // left as little as 0.13 s between a minority's stop and the majority's restart.
+    let cfg = if failure { failure_config().down_removal_margin(Duration::from_secs(2)) } else { config() };
+    let cluster = Cluster::start(&node, cfg.min_nr_of_members(min)).unwrap();
     let printer = rt.handle().spawn(Props::from(EventPrinter).capacity(4096)).unwrap();
     cluster.subscribe(&printer).unwrap();
-    if let Ok(dir) = std::env::var("PERCORE_CHILD_STORE") {
-        let dir = PathBuf::from(dir);
-        let settings = ShardingSettings::new()
-            .shards(60)
-            .passivate_after(None)
-            .retry_interval(Duration::from_millis(100))
-            .stop_message(|| StoredMsg::Stop);
-        let refs = ClusterSharding::new(&cluster)
-            .start("stored", move |id| StoredCounter { path: dir.join(id), count: 0 }, settings)
-            .unwrap();
+    let log = std::env::var("PERCORE_CHILD_ACTLOG")
+        .ok()
+        .map(|path| Arc::new(ActivationFile::open(&path, node.addr(), node.incarnation())));
+    let mut settings = ShardingSettings::new()
+        .shards(60)
+        .passivate_after(None)
+        .retry_interval(Duration::from_millis(100))
+        .stop_message(|| StoredMsg::Stop);
+    // Kept for the life of the process (its journal's writer thread and connections).
+    let mut _persistence = None;
+    let refs = if let Ok(dir) = std::env::var("PERCORE_CHILD_STORE") {
+        let (dir, log) = (PathBuf::from(dir), log.clone());
+        let factory =
+            move |id: &str| StoredCounter { id: id.to_string(), path: dir.join(id), count: 0, log: log.clone() };
+        Some(ClusterSharding::new(&cluster).start("stored", factory, settings).unwrap())
+    } else if let Ok(schema) = std::env::var("PERCORE_CHILD_PG") {
+        let (persistence, journal) = crate::pg_support::PgSchema::existing(&schema).persistence();
+        if std::env::var_os("PERCORE_CHILD_REMEMBER").is_some() {
+            // Durable remember-entities in the same PostgreSQL journal.
+            let store = JournalRememberStore::new(journal).unwrap();
+            settings = settings.remember_entities_in(Arc::new(store));
+        }
+        let (p, log) = (persistence.clone(), log.clone());
+        let factory = move |id: &str| PgCounterEntity::new(p.clone(), id, log.clone());
+        _persistence = Some(persistence);
+        Some(ClusterSharding::new(&cluster).start("stored", factory, settings).unwrap())
+    } else {
+        None
+    };
+    if let Some(refs) = refs {
         rt.handle().spawn(Props::from(Gateway(refs)).name("gateway").capacity(1 << 14)).unwrap();
+    }
+    if std::env::var_os("PERCORE_CHILD_SINGLETON").is_some() {
+        let log = log.clone();
+        ClusterSharding::new(&cluster)
+            .start_singleton("boss", move || Boss { log: log.clone() }, || StoredMsg::Stop)
+            .unwrap();
     }
     cluster.join(seeds).unwrap();
     println!("READY");
+    if failure {
+        // Tells the driver when this member's membership ends (downed by its own resolver).
+        let c = cluster.clone();
+        std::thread::spawn(move || {
+            while !c.is_terminated() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!("TERMINATED");
+        });
+    }
     if std::env::var_os("PERCORE_CHILD_SERVICE").is_some() {
         // One service actor per member, listed on every member: once this member lists
         // three, it asks each (across processes) for its label.
@@ -235,6 +306,11 @@ fn child_member() {
                 eventually("this member's membership ends", || cluster.is_terminated());
                 println!("LEFT {}", ACTIVATIONS.load(Ordering::SeqCst));
             }
+            Ok(l) if l.starts_with("BLACKHOLE ") => {
+                for a in l["BLACKHOLE ".len()..].split(',') {
+                    cluster.faults().blackhole(a.parse().unwrap());
+                }
+            }
             Ok("EXIT") | Err(_) => break,
             Ok(_) => {}
         }
@@ -248,12 +324,12 @@ fn child_member() {
 
 /// A member process: its stdin, and its stdout lines (read by a thread) with every line
 /// seen so far. Killed when dropped (also when a test fails half-way).
-struct Member {
-    child: Child,
+pub(crate) struct Member {
+    pub(crate) child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-    addr: SocketAddr,
+    pub(crate) seen: Vec<String>,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Drop for Member {
@@ -263,7 +339,7 @@ impl Drop for Member {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -274,6 +350,18 @@ impl Member {
 
     /// `service`: the child also registers a service actor and reports what it lists.
     fn spawn_with(port: u16, seeds: &[SocketAddr], min: usize, store: Option<&PathBuf>, service: bool) -> Member {
+        let mut env = Vec::new();
+        if let Some(dir) = store {
+            env.push(("PERCORE_CHILD_STORE", dir.display().to_string()));
+        }
+        if service {
+            env.push(("PERCORE_CHILD_SERVICE", "1".to_string()));
+        }
+        Self::spawn_env(port, seeds, min, &env)
+    }
+
+    /// A member with the child-mode variables in `env` (see `child_member`).
+    pub(crate) fn spawn_env(port: u16, seeds: &[SocketAddr], min: usize, env: &[(&str, String)]) -> Member {
         let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
         let mut cmd = Command::new(std::env::current_exe().unwrap());
         cmd.args(["--ignored", "--exact", CHILD, "--nocapture", "--test-threads=1"])
@@ -283,12 +371,7 @@ impl Member {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if let Some(dir) = store {
-            cmd.env("PERCORE_CHILD_STORE", dir);
-        }
-        if service {
-            cmd.env("PERCORE_CHILD_SERVICE", "1");
-        }
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let mut child = cmd.spawn().unwrap();
         let stdin = child.stdin.take().unwrap();
         let out = child.stdout.take().unwrap();
@@ -297,7 +380,9 @@ impl Member {
             for line in BufReader::new(out).lines() {
                 let Ok(mut line) = line else { break };
                 // The test harness's own "test … " prefix may share the child's first line.
-                if let Some(i) = ["EV ", "READY", "LEFT", "LISTED"].iter().filter_map(|t| line.find(t)).min() {
+                if let Some(i) =
+                    ["EV ", "READY", "LEFT", "LISTED", "TERMINATED"].iter().filter_map(|t| line.find(t)).min()
+                {
                     line = line.split_off(i);
                 }
                 if tx.send(line).is_err() {
@@ -312,7 +397,7 @@ impl Member {
     }
 
     /// Reads lines until one satisfies `f` (generous deadline).
-    fn wait_line(&mut self, what: &str, mut f: impl FnMut(&str) -> bool) {
+    pub(crate) fn wait_line(&mut self, what: &str, mut f: impl FnMut(&str) -> bool) {
         let deadline = Instant::now() + LONG;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -330,7 +415,7 @@ impl Member {
     }
 
     /// Waits until this member has seen every address in `addrs` up.
-    fn wait_up(&mut self, addrs: &[SocketAddr]) {
+    pub(crate) fn wait_up(&mut self, addrs: &[SocketAddr]) {
         let mut up: BTreeSet<String> = self.events("Up").into_iter().map(|(a, _)| a).collect();
         let want: BTreeSet<String> = addrs.iter().map(|a| a.to_string()).collect();
         while !want.is_subset(&up) {
@@ -340,7 +425,7 @@ impl Member {
     }
 
     /// The (address, up-number) of each event of `kind` seen so far, in order.
-    fn events(&self, kind: &str) -> Vec<(String, u32)> {
+    pub(crate) fn events(&self, kind: &str) -> Vec<(String, u32)> {
         self.seen
             .iter()
             .filter_map(|l| {
@@ -352,7 +437,7 @@ impl Member {
             .collect()
     }
 
-    fn send(&mut self, line: &str) {
+    pub(crate) fn send(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
     }
@@ -424,9 +509,9 @@ fn three_member_processes_form_a_cluster_with_events_in_order() {
 }
 
 /// The driver's record: per entity, the last increment an entity acknowledged.
-struct Ledger {
-    acked: Vec<AtomicU64>,
-    retries: AtomicU64,
+pub(crate) struct Ledger {
+    pub(crate) acked: Vec<AtomicU64>,
+    pub(crate) retries: AtomicU64,
     /// Batches completed (each batch reads the gateway once, when it starts).
     batches: AtomicU64,
     /// The first acknowledgement that was not the increment sent (the driver stops).
@@ -434,8 +519,18 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger of `entities` counters, nothing acknowledged yet.
+    pub(crate) fn new(entities: usize) -> Ledger {
+        Ledger {
+            acked: (0..entities).map(|_| AtomicU64::new(0)).collect(),
+            retries: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            violation: Mutex::new(None),
+        }
+    }
+
     /// Fails the test with the first violation, if any.
-    fn check(&self) {
+    pub(crate) fn check(&self) {
         if let Some(v) = self.violation.lock().unwrap().as_ref() {
             panic!("an acknowledged increment was lost: {v}");
         }
@@ -444,13 +539,15 @@ impl Ledger {
 
 /// Sends every entity its next increment through the gateway in `gw`, in batches of asks
 /// in flight, until `stop`; an increment that is not acknowledged (lost in a move, or its
-/// gateway's member went away) is sent again on the next pass. `passes` counts passes.
-fn drive(
+/// gateway's member went away) is sent again on the next pass, after `ask_timeout`.
+/// `passes` counts passes.
+pub(crate) fn drive(
     gw: Arc<Mutex<ActorRef<GatewayMsg>>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
     passes: Arc<AtomicU64>,
     batch: usize,
+    ask_timeout: Duration,
 ) {
     let n = ledger.acked.len();
     // After `stop`, passes go on until one has every increment acknowledged: an increment
@@ -466,7 +563,7 @@ fn drive(
                     let seq = ledger.acked[e].load(Ordering::SeqCst) + 1;
                     let ask = g
                         .ask(move |reply| GatewayMsg::Add { entity: format!("e{e}"), seq, reply })
-                        .timeout(Duration::from_secs(10));
+                        .timeout(ask_timeout);
                     ((e, seq), ask)
                 })
                 .unzip();
@@ -515,18 +612,13 @@ fn rolling_restart(entities: usize) {
     let gateway =
         |a: SocketAddr| driver.remote_ref::<GatewayMsg>(&format!("percore://percore@{a}/user/gateway")).unwrap();
 
-    let ledger = Arc::new(Ledger {
-        acked: (0..entities).map(|_| AtomicU64::new(0)).collect(),
-        retries: AtomicU64::new(0),
-        batches: AtomicU64::new(0),
-        violation: Mutex::new(None),
-    });
+    let ledger = Arc::new(Ledger::new(entities));
     let gw = Arc::new(Mutex::new(gateway(members[0].addr)));
     let (stop, passes) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
     let t0 = Instant::now();
     let sender = {
         let (gw, ledger, stop, passes) = (gw.clone(), ledger.clone(), stop.clone(), passes.clone());
-        std::thread::spawn(move || drive(gw, ledger, stop, passes, 256))
+        std::thread::spawn(move || drive(gw, ledger, stop, passes, 256, Duration::from_secs(10)))
     };
     let wait_pass = |after: u64| {
         eventually("a full pass of increments", || {

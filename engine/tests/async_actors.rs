@@ -437,16 +437,33 @@ fn timers_and_terminated_arriving_while_a_handler_awaits_wait_for_it() {
 
 /// Issue 16: a balancing pool spreads skewed CPU-heavy jobs over the shards; every job is
 /// done exactly once.
+///
+/// The spread is shown without timing: job 10 holds its shard until every later job is
+/// done, which only a pool that hands queued work to an idle routee gets past (round-robin
+/// or any fixed assignment leaves some of them stuck behind job 10 until the deadline). A share-of-jobs threshold failed on a loaded 2-core machine when the OS left a
+/// shard thread unscheduled for a while.
 #[test]
 fn a_balancing_pool_spreads_skewed_jobs_over_every_shard() {
     use percore::routing::BalancingPool;
     let rt = runtime(2);
     let per_shard: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let sum = Arc::new(AtomicU64::new(0));
-    let (p, s) = (per_shard.clone(), sum.clone());
+    let after_gate = Arc::new(AtomicU64::new(0));
+    let (p, s, a) = (per_shard.clone(), sum.clone(), after_gate.clone());
     let pool = BalancingPool::spawn(&rt.handle(), 2, 10_000, move || {
-        let (p, s) = (p.clone(), s.clone());
+        let (p, s, a) = (p.clone(), s.clone(), a.clone());
         move |job: u64| -> Result<(), ActorError> {
+            let shard = percore::current_shard().expect("jobs run on shards");
+            if job == 10 {
+                // The gate: wait for the other shard to do every job queued after this one.
+                let end = std::time::Instant::now() + DEADLINE;
+                while a.load(Ordering::SeqCst) < JOBS - 10 {
+                    assert!(std::time::Instant::now() < end, "jobs queued behind job 10 waited for it");
+                    std::thread::yield_now();
+                }
+            } else if job > 10 {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
             // Skewed: every tenth job spins ~2 ms, the rest are instant.
             if job % 10 == 0 {
                 let end = std::time::Instant::now() + Duration::from_millis(2);
@@ -454,7 +471,6 @@ fn a_balancing_pool_spreads_skewed_jobs_over_every_shard() {
                     std::hint::spin_loop();
                 }
             }
-            let shard = percore::current_shard().expect("jobs run on shards");
             p[shard].fetch_add(1, Ordering::SeqCst);
             s.fetch_add(job, Ordering::SeqCst);
             Ok(())
@@ -467,9 +483,9 @@ fn a_balancing_pool_spreads_skewed_jobs_over_every_shard() {
     }
     assert!(eventually(|| per_shard[0].load(Ordering::SeqCst) + per_shard[1].load(Ordering::SeqCst) == JOBS));
     assert_eq!(sum.load(Ordering::SeqCst), JOBS * (JOBS + 1) / 2);
+    assert_eq!(after_gate.load(Ordering::SeqCst), JOBS - 10, "every job after the gate, once");
     for (shard, n) in per_shard.iter().enumerate() {
-        let n = n.load(Ordering::SeqCst);
-        assert!(n * 100 >= JOBS * 30, "shard {shard} took only {n} of {JOBS} jobs");
+        assert!(n.load(Ordering::SeqCst) > 0, "shard {shard} took no job");
     }
     assert_eq!(pool.queued(), 0);
     rt.shutdown();

@@ -18,12 +18,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (tx, rx) = std::sync::mpsc::channel();
             let mut events = EventBatch::new();
             events.push_serialized(&seq)?;
-            let write = AtomicWrite { persistence_id: id.clone(), first_seq: seq, events };
+            let write = AtomicWrite::new(id.clone(), seq, events);
             journal.append(write, Box::new(move |r| drop(tx.send(r))));
             rx.recv()??;
         }
         let took = start.elapsed();
-        println!("{:>17}: 1000 group commits (write + fdatasync) in {took:?} = {:.1} us each", journal.io_path(), took.as_secs_f64() * 1e3);
+        println!(
+            "{:>17}: 1000 group commits (write + fdatasync) in {took:?} = {:.1} us each",
+            journal.io_path(),
+            took.as_secs_f64() * 1e3
+        );
         drop(journal);
         std::fs::remove_dir_all(&dir)?;
     }

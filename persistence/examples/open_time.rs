@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             batch.push_serialized(&k)?;
             let id = ids[(k % 100) as usize].clone();
             let tx = tx.clone();
-            let write = AtomicWrite { persistence_id: id, first_seq: k / 100 + 1, events: batch };
+            let write = AtomicWrite::new(id, k / 100 + 1, batch);
             journal.append(write, Box::new(move |r| drop(tx.send(r))));
         }
         for _ in 0..events {

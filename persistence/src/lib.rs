@@ -149,7 +149,7 @@ pub use error::{CorruptKind, InvalidPersistenceId, JournalError, PersistenceFail
 pub use id::{PersistenceId, MAX_ID_LEN};
 pub use journal::{
     AtomicWrite, CheckpointFallback, Completion, FileJournal, Journal, JournalOptions, JournalStats, OpenReport,
-    TailTruncation,
+    TailTruncation, WriterId,
 };
 pub use persistence::{OpenError, Persistence, PersistenceBuilder};
 pub use snapshot::{FileSnapshotStore, SnapshotMetadata, SnapshotPolicy, SnapshotStore};

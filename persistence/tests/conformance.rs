@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 
 use percore_persistence::{
-    FileJournal, FileSnapshotStore, Journal, JournalError, Persistence, SnapshotMetadata, SnapshotStore,
+    FileJournal, FileSnapshotStore, Journal, JournalError, Persistence, SnapshotMetadata, SnapshotStore, WriterId,
 };
 
 use crate::journal::{append_many, append_sync, id, read_all, write};
@@ -230,6 +230,33 @@ fn recovery_starts_at_the_snapshot_after_its_events_were_deleted(b: &dyn Backend
     rt.shutdown();
 }
 
+/// After its conflict a stale writer is fenced: its pipelined write that would continue the
+/// live writer's stream by number alone is refused, and so is everything it sends later,
+/// while the live writer (same journal) goes on. (Both real journals fence named writers;
+/// the in-memory test double does not.)
+fn a_stale_writer_is_fenced_after_its_conflict_and_the_live_writer_goes_on(b: &dyn Backend) {
+    let (j, _) = b.open();
+    let j = &*j;
+    let (live, stale) = (WriterId::new(), WriterId::new());
+    let by = |w: WriterId, first: u64, vs: &[u64]| write("f", first, vs).by(w);
+    let ok = |r: Vec<Result<(), JournalError>>| r.iter().all(Result::is_ok);
+    assert!(ok(append_many(j, vec![by(live, 1, &[1, 2])])));
+    // The stale writer recovered at 1 and pipelines 2 and 3: 2 conflicts, and 3 would
+    // continue the live writer's stream by number alone.
+    let r = append_many(j, vec![by(stale, 2, &[20]), by(stale, 3, &[30])]);
+    assert!(matches!(r[0], Err(JournalError::SequenceConflict { expected: 3, got: 2, .. })), "{r:?}");
+    match &r[1] {
+        Err(JournalError::Fenced { got: 3, persistence_id }) => assert_eq!(persistence_id.as_str(), "f"),
+        other => panic!("expected the fence, got {other:?}"),
+    }
+    // The live writer goes on; the stale one stays fenced, a replay notwithstanding.
+    assert!(ok(append_many(j, vec![by(live, 3, &[3])])));
+    assert_eq!(read_all(j, "f"), (seqs(1, 3), 3));
+    assert!(matches!(append_many(j, vec![by(stale, 4, &[40])])[0], Err(JournalError::Fenced { got: 4, .. })));
+    assert!(ok(append_many(j, vec![by(live, 4, &[4])])));
+    assert_eq!(read_all(j, "f"), (seqs(1, 4), 4), "nothing of the stale writer");
+}
+
 macro_rules! suite {
     ($backend:ident, $($case:ident),* $(,)?) => {
         $(
@@ -265,3 +292,15 @@ backends!(
     a_persistent_actor_recovers_from_snapshot_and_events_and_continues,
     recovery_starts_at_the_snapshot_after_its_events_were_deleted,
 );
+
+mod fencing {
+    use super::*;
+    mod file {
+        use super::*;
+        suite!(File, a_stale_writer_is_fenced_after_its_conflict_and_the_live_writer_goes_on);
+    }
+    mod postgres {
+        use super::*;
+        suite!(Pg, a_stale_writer_is_fenced_after_its_conflict_and_the_live_writer_goes_on);
+    }
+}

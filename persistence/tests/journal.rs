@@ -16,7 +16,7 @@ pub fn write(pid: &str, first_seq: u64, values: &[u64]) -> AtomicWrite {
     for v in values {
         events.push_serialized(v).unwrap();
     }
-    AtomicWrite { persistence_id: id(pid), first_seq, events }
+    AtomicWrite::new(id(pid), first_seq, events)
 }
 
 /// Appends and waits for the acknowledgement.

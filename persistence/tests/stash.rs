@@ -24,7 +24,7 @@ fn seed(journal: &dyn Journal, id: &str, values: &[u64]) {
         events.push_serialized(&Appended(*v)).unwrap();
     }
     let (tx, rx) = std::sync::mpsc::channel();
-    let write = AtomicWrite { persistence_id: PersistenceId::new(id).unwrap(), first_seq: 1, events };
+    let write = AtomicWrite::new(PersistenceId::new(id).unwrap(), 1, events);
     journal.append(write, Box::new(move |r| tx.send(r).unwrap()));
     rx.recv_timeout(T).unwrap().unwrap();
 }

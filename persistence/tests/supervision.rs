@@ -16,7 +16,7 @@ fn put_direct(journal: &dyn Journal, id: &str, first_seq: u64, v: u64) -> Result
     let mut events = EventBatch::new();
     events.push_serialized(&Appended(v)).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
-    let write = AtomicWrite { persistence_id: PersistenceId::new(id).unwrap(), first_seq, events };
+    let write = AtomicWrite::new(PersistenceId::new(id).unwrap(), first_seq, events);
     journal.append(write, Box::new(move |r| tx.send(r).unwrap()));
     rx.recv_timeout(T).unwrap()
 }

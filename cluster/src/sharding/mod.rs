@@ -21,6 +21,7 @@
 mod key;
 mod placement;
 pub(crate) mod region;
+pub mod remember;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,7 @@ use percore_transport::RemoteMessage;
 use key::EntityKey;
 pub use placement::{shard_of, Placement};
 use region::{Region, RegionLocal, RegionMsg};
+pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
 use crate::cluster::Cluster;
 use crate::ClusterError;
@@ -51,6 +53,7 @@ pub struct ShardingSettings<M> {
     pub(crate) buffer_limit: usize,
     pub(crate) retry_interval: Duration,
     pub(crate) remember_entities: bool,
+    pub(crate) remember_store: Option<Arc<dyn RememberStore>>,
 }
 
 impl<M> fmt::Debug for ShardingSettings<M> {
@@ -76,6 +79,7 @@ impl<M> Clone for ShardingSettings<M> {
             buffer_limit: self.buffer_limit,
             retry_interval: self.retry_interval,
             remember_entities: self.remember_entities,
+            remember_store: self.remember_store.clone(),
         }
     }
 }
@@ -92,6 +96,7 @@ impl<M> Default for ShardingSettings<M> {
             buffer_limit: 100_000,
             retry_interval: Duration::from_secs(1),
             remember_entities: false,
+            remember_store: None,
         }
     }
 }
@@ -141,9 +146,25 @@ impl<M> ShardingSettings<M> {
     /// new owner as soon as it has the shard, without waiting for a message. Then every
     /// region acquires all the shards it owns on each view change (one request per shard
     /// and member). Remembered across hand-offs (leave, join), not across crashes: the list
-    /// travels with the hand-off answer and is not stored anywhere.
+    /// travels with the hand-off answer and is not stored anywhere (see
+    /// [`ShardingSettings::remember_entities_in`] for crashes).
     pub fn remember_entities(mut self, on: bool) -> Self {
         self.remember_entities = on;
+        if !on {
+            self.remember_store = None;
+        }
+        self
+    }
+    /// Remember-entities that survive a crash of the node that ran them: each shard's set of
+    /// started (and not passivated) entities is kept in `store`, which every node must reach
+    /// (with the `persistence` feature, `remember::JournalRememberStore` over a shared
+    /// journal such as PostgreSQL's). A shard's new owner reads the set before it starts the
+    /// shard and starts those entities without waiting for a message. Turns
+    /// [`ShardingSettings::remember_entities`] on. See the `remember` module for what is
+    /// recorded when.
+    pub fn remember_entities_in(mut self, store: Arc<dyn RememberStore>) -> Self {
+        self.remember_entities = true;
+        self.remember_store = Some(store);
         self
     }
     /// How often a region asks again for a shard it is acquiring and retries the route of

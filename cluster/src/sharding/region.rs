@@ -17,6 +17,10 @@
 //! arrival order when it becomes active; messages that reach a region which does not own
 //! their shard are forwarded to the owner in its view (at most `MAX_HOPS` times, then they
 //! wait for the next view).
+//!
+//! With durable remember-entities (`remember.rs`) an acquired shard goes through `Loading`
+//! (its remembered set is read from the store, messages still wait) before `Active`, where
+//! its listed entities start first; entity starts and passivations are then recorded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -28,13 +32,21 @@ use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use super::key::{EntityKey, KeyBuild};
 use super::placement::{owners, shard_of};
+use super::remember::{RememberChange, RememberError, RememberedShard};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
 use crate::daemon::MembershipView;
 use crate::member::{MemberStatus, UniqueAddress};
 
+// Durable remember-entities: the region's side (loading, recording, reconciling).
+mod remembering;
+
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
+
+/// Retry ticks a remember-entities load may take before it is issued again (a result lost
+/// because the region's mailbox was full, or a store that failed).
+const RELOAD_AFTER_TICKS: u32 = 10;
 
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
 pub(crate) enum RegionMsg<M> {
@@ -72,6 +84,12 @@ pub(crate) enum RegionLocal {
     PassivationTick,
     RetryTick,
     Flush,
+    /// A remember-entities load completed (boxed: rare, and larger than an envelope).
+    RememberLoaded(Box<(u32, Result<RememberedShard, RememberError>)>),
+    /// A remember-entities update failed: load the shard again and reconcile.
+    RememberFailed {
+        shard: u32,
+    },
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -127,7 +145,22 @@ enum ShardState<M> {
         buffer: Vec<(EntityKey, M)>,
         remembered: Vec<String>,
     },
+    /// Acquired; reading the remembered entities from the store (durable remember-entities
+    /// only). Messages wait as while acquiring.
+    Loading {
+        buffer: Vec<(EntityKey, M)>,
+        remembered: Vec<String>,
+        /// Retry ticks since the load was issued.
+        ticks: u32,
+    },
     Active,
+}
+
+/// What this region knows a shard's store holds (durable remember-entities).
+struct ShardMemory {
+    /// The version after every update submitted so far.
+    version: u64,
+    ids: std::collections::HashSet<String>,
 }
 
 struct Entity<M> {
@@ -139,6 +172,8 @@ struct Entity<M> {
     stopping: bool,
     /// Stopped for a hand-off (not passivation): remembered for the next owner.
     handed_off: bool,
+    /// Stopped because it was idle: forgotten by remember-entities.
+    passivating: bool,
     buffer: Vec<M>,
 }
 
@@ -174,6 +209,12 @@ where
     handed: HashMap<u32, Vec<String>>,
     buffered: usize,
     dead_letters: Arc<std::sync::atomic::AtomicU64>,
+    /// The entity type (the store's key; `name` is the region's actor name).
+    type_name: String,
+    /// Durable remember-entities: per active shard, what the store holds.
+    memory: HashMap<u32, ShardMemory>,
+    /// Active shards being loaded again after a failed update (reconciliation).
+    reloading: BTreeSet<u32>,
 }
 
 impl<A: Actor> Region<A>
@@ -188,6 +229,7 @@ where
         dead_letters: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         Region {
+            type_name: name.strip_prefix("sharding-").unwrap_or(&name).to_string(),
             name,
             cluster,
             factory,
@@ -204,6 +246,8 @@ where
             handed: HashMap::new(),
             buffered: 0,
             dead_letters,
+            memory: HashMap::new(),
+            reloading: BTreeSet::new(),
         }
     }
 
@@ -346,7 +390,7 @@ where
         }
         match self.shards.get_mut(&shard) {
             Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, key, msg),
-            Some(ShardState::Acquiring { buffer, .. }) => {
+            Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     ctx.dead_letter(msg);
                 } else {
@@ -364,8 +408,7 @@ where
         let waiting: BTreeSet<UniqueAddress> =
             self.view.as_ref().map(|v| v.live.iter().copied().filter(|n| *n != me).collect()).unwrap_or_default();
         if waiting.is_empty() {
-            self.shards.insert(shard, ShardState::Active);
-            self.start_eager(ctx, shard);
+            self.activate(ctx, shard, Vec::new(), Vec::new());
             return;
         }
         for n in &waiting {
@@ -379,20 +422,48 @@ where
         if !done {
             return;
         }
-        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.insert(shard, ShardState::Active) {
-            // Remembered entities first: they ran before the move and start again now.
-            for id in remembered {
-                let key = EntityKey::new(&id);
-                if !self.entities.contains_key(&key) {
-                    if let Err(e) = self.spawn_entity(ctx, shard, key) {
-                        tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
-                    }
+        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.remove(&shard) {
+            self.activate(ctx, shard, buffer, remembered);
+        }
+    }
+
+    /// The shard is this node's now: with a remember-entities store, read what it holds
+    /// first (messages keep waiting); then start the remembered entities and deliver.
+    fn activate(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        buffer: Vec<(EntityKey, A::Msg)>,
+        remembered: Vec<String>,
+    ) {
+        if self.settings.remember_store.is_some() {
+            self.shards.insert(shard, ShardState::Loading { buffer, remembered, ticks: 0 });
+            self.load_remembered(ctx, shard);
+            return;
+        }
+        self.shards.insert(shard, ShardState::Active);
+        self.start_shard(ctx, shard, remembered, buffer);
+    }
+
+    fn start_shard(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        remembered: impl IntoIterator<Item = String>,
+        buffer: Vec<(EntityKey, A::Msg)>,
+    ) {
+        // Remembered entities first: they ran before the move and start again now.
+        for id in remembered {
+            let key = EntityKey::new(&id);
+            if !self.entities.contains_key(&key) {
+                if let Err(e) = self.spawn_entity(ctx, shard, key) {
+                    tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
                 }
             }
-            self.buffered = self.buffered.saturating_sub(buffer.len());
-            for (id, m) in buffer {
-                self.deliver_to_entity(ctx, shard, id, m);
-            }
+        }
+        self.buffered = self.buffered.saturating_sub(buffer.len());
+        for (id, m) in buffer {
+            self.deliver_to_entity(ctx, shard, id, m);
         }
         self.start_eager(ctx, shard);
     }
@@ -418,8 +489,22 @@ where
         let r = ctx.spawn(Props::new(move || factory(id.as_str())).capacity(self.settings.entity_capacity))?;
         let (k, id) = (key.clone(), r.id());
         ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { key: k, id }));
-        self.entities
-            .insert(key, Entity { r, shard, last: self.tick, stopping: false, handed_off: false, buffer: Vec::new() });
+        if self.settings.remember_store.is_some() {
+            // Recorded before the entity's first message is delivered (see `remember.rs`).
+            self.record(ctx, shard, RememberChange::Started(key.as_str().to_string()));
+        }
+        self.entities.insert(
+            key,
+            Entity {
+                r,
+                shard,
+                last: self.tick,
+                stopping: false,
+                handed_off: false,
+                passivating: false,
+                buffer: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -452,6 +537,7 @@ where
         let stop_msg = self.settings.stop_message.clone();
         if let Some(e) = self.entities.get_mut(key) {
             e.handed_off |= hand_off;
+            e.passivating |= !hand_off;
             if e.stopping {
                 return;
             }
@@ -519,8 +605,9 @@ where
                     e.r.stop();
                 }
             }
+            self.memory.clear();
             for (_, st) in self.shards.drain() {
-                if let ShardState::Acquiring { buffer, .. } = st {
+                if let ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. } = st {
                     self.buffered = self.buffered.saturating_sub(buffer.len());
                     for (_, m) in buffer {
                         ctx.dead_letter(m);
@@ -547,8 +634,12 @@ where
         }
         // Shards this node no longer owns: re-route what waited, stop their entities.
         let lost: Vec<u32> = self.shards.keys().copied().filter(|s| self.owner(*s) != Some(me)).collect();
+        self.memory.retain(|s, _| self.owners.get(*s as usize).copied().flatten() == Some(me));
         for s in lost {
-            if let Some(ShardState::Acquiring { buffer, .. }) = self.shards.remove(&s) {
+            self.reloading.remove(&s);
+            if let Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) =
+                self.shards.remove(&s)
+            {
                 self.buffered = self.buffered.saturating_sub(buffer.len());
                 for (id, m) in buffer {
                     self.deliver(ctx, id, m, me.addr, 0);
@@ -610,6 +701,10 @@ where
         if e.handed_off && self.settings.remember_entities {
             self.handed.entry(e.shard).or_default().push(key.as_str().to_string());
         }
+        if e.passivating && !e.handed_off && self.settings.remember_store.is_some() {
+            // Idle: forgotten, so that it does not start again after a move or a crash.
+            self.record(ctx, e.shard, RememberChange::Stopped(key.as_str().to_string()));
+        }
         self.buffered = self.buffered.saturating_sub(e.buffer.len());
         for m in e.buffer {
             self.deliver(ctx, key.clone(), m, self.me().addr, 0);
@@ -628,6 +723,7 @@ where
                 .iter()
                 .filter_map(|(s, st)| match st {
                     ShardState::Acquiring { waiting, buffer, .. } => Some((*s, waiting.len(), buffer.len())),
+                    ShardState::Loading { buffer, .. } => Some((*s, 0, buffer.len())),
                     ShardState::Active => None,
                 })
                 .collect();
@@ -645,13 +741,27 @@ where
             .iter()
             .filter_map(|(s, st)| match st {
                 ShardState::Acquiring { waiting, .. } => Some((*s, waiting.iter().copied().collect())),
-                ShardState::Active => None,
+                ShardState::Loading { .. } | ShardState::Active => None,
             })
             .collect();
         for (shard, waiting) in asks {
             for n in waiting {
                 self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
             }
+        }
+        // Remember-entities loads that failed or whose answer was lost: issue them again.
+        let mut reload: Vec<u32> = Vec::new();
+        for (s, st) in self.shards.iter_mut() {
+            if let ShardState::Loading { ticks, .. } = st {
+                *ticks += 1;
+                if *ticks > RELOAD_AFTER_TICKS {
+                    *ticks = 0;
+                    reload.push(*s);
+                }
+            }
+        }
+        for s in reload {
+            self.load_remembered(ctx, s);
         }
         if self.view.is_some() {
             for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
@@ -737,6 +847,15 @@ where
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
+            RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
+                let (shard, result) = *b;
+                self.on_remember_loaded(ctx, shard, result);
+            }
+            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => {
+                if matches!(self.shards.get(&shard), Some(ShardState::Active)) && self.reloading.insert(shard) {
+                    self.load_remembered(ctx, shard);
+                }
+            }
         }
         if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
             ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));

@@ -29,6 +29,51 @@ use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
 use crate::telemetry::context::{Side, OBSERVE_TRACE};
 
+/// Reads `*src` in 8-byte words (a type whose size is not a whole number of words, or
+/// which is larger than 64 bytes, is read the ordinary way).
+///
+/// **Why: store forwarding.** A same-shard message is written into its receiver's inline
+/// slot by the sender's handler and read back a few dozen instructions later by the
+/// receiver's activation, while those stores still sit in the store buffer. A load is
+/// forwarded from the store buffer only when a single store covers it. The compiler writes
+/// the slot as the message's parts (8 + 16 + 8 bytes for pingpong's 32-byte message) and
+/// read it back in 16-byte halves, each spanning two stores, so every read waited for the
+/// stores to reach the cache: `perf record -e cpu-clock` put a third to a half of the
+/// activation's samples on that load. An 8-aligned word lies within one store whichever
+/// way the slot was written, so it is forwarded. The loads are volatile so that the
+/// compiler does not merge them back into wider ones. Same-shard `pingpong`, CPU time of
+/// 40M round trips, medians of 7 interleaved runs: 0.91 s → 0.85 s (metrics on: 1.07 s →
+/// 0.95 s).
+///
+/// # Safety
+/// As `ptr::read`: `src` holds a valid `T`, which the caller then owns (and must not
+/// drop in place as well).
+#[inline(always)]
+unsafe fn read_words<T>(src: *const T) -> T {
+    if !word_moved::<T>() {
+        // SAFETY: forwarded contract.
+        return unsafe { ptr::read(src) };
+    }
+    let mut out = std::mem::MaybeUninit::<T>::uninit();
+    let (from, to) = (src.cast::<std::mem::MaybeUninit<u64>>(), out.as_mut_ptr().cast::<std::mem::MaybeUninit<u64>>());
+    for i in 0..std::mem::size_of::<T>() / 8 {
+        // SAFETY: `T` is a whole number of 8-aligned words (`word_moved`), so both
+        // pointers stay inside their `T` and are aligned; `MaybeUninit` carries padding
+        // bytes as they are.
+        unsafe { to.add(i).write(ptr::read_volatile(from.add(i))) };
+    }
+    // SAFETY: every byte of `*src` was copied: `out` is that valid `T`.
+    unsafe { out.assume_init() }
+}
+
+/// Whether [`read_words`] moves `T` in words: 8-aligned, a whole number of
+/// words, at most 8 of them (larger messages are moved by `memcpy` anyway).
+#[inline(always)]
+const fn word_moved<T>() -> bool {
+    let (size, align) = (std::mem::size_of::<T>(), std::mem::align_of::<T>());
+    size > 0 && size <= 64 && size % 8 == 0 && align >= 8
+}
+
 /// The message-typed prefix: what an `ActorRef<M>` can reach.
 #[repr(C)]
 pub(crate) struct Shared<M> {
@@ -117,7 +162,7 @@ impl<M> LocalQueue<M> {
 
     #[inline(always)]
     fn pop(&mut self) -> Option<M> {
-        match self.first.take() {
+        match self.take_first() {
             Some(m) => Some(m),
             None => self.rest.as_mut().and_then(|r| {
                 let m = r.msgs.pop_front();
@@ -127,10 +172,23 @@ impl<M> LocalQueue<M> {
         }
     }
 
+    /// `self.first.take()`, reading the slot in words (see [`read_words`]).
+    #[inline(always)]
+    fn take_first(&mut self) -> Option<M> {
+        self.first.as_ref()?;
+        // SAFETY: `first` is a valid `Option<M>`, and `None` goes in at once in its place,
+        // so the value is moved out exactly once.
+        unsafe {
+            let m = read_words(&self.first);
+            ptr::write(&mut self.first, None);
+            m
+        }
+    }
+
     /// [`LocalQueue::pop`] with the message's side data (empty when it has none).
     #[inline]
     fn pop_side(&mut self) -> Option<(M, Side)> {
-        match self.first.take() {
+        match self.take_first() {
             Some(m) => Some((m, Side::default())),
             None => self.rest.as_mut().and_then(|r| {
                 let m = r.msgs.pop_front()?;
@@ -457,3 +515,51 @@ pub(crate) fn cell_size<A: Actor>() -> usize {
     std::mem::size_of::<Cell<A>>()
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::LocalQueue;
+
+    /// Padding inside (u8 then u64), a heap value, 32 bytes: moved in words.
+    #[derive(Debug, PartialEq)]
+    enum Msg {
+        Small(u8, u64),
+        Text(String),
+        Unit,
+    }
+
+    fn roundtrip<M: PartialEq + std::fmt::Debug>(make: impl Fn(usize) -> M) {
+        let mut q = LocalQueue { first: None, rest: None };
+        // One at a time (the inline slot), then a backlog of three (slot + heap).
+        for i in 0..4 {
+            q.push(make(i));
+            assert_eq!(q.pop(), Some(make(i)));
+            assert_eq!(q.pop(), None);
+        }
+        for i in 0..3 {
+            q.push(make(i));
+        }
+        assert_eq!(q.len(), 3);
+        for i in 0..3 {
+            assert_eq!(q.pop_side().map(|(m, _)| m), Some(make(i)));
+        }
+        assert_eq!(q.pop(), None);
+        q.push(make(7));
+        drop(q); // a queued message is dropped with the queue (miri: no leak)
+    }
+
+    /// The inline slot read in words (`read_words`) keeps every message intact, with
+    /// padding, heap data and sizes that are and are not moved in words (run under miri too).
+    #[test]
+    fn the_inline_slot_moves_messages_intact() {
+        roundtrip(|i| match i % 3 {
+            0 => Msg::Small(i as u8, u64::MAX - i as u64),
+            1 => Msg::Text(format!("message {i}")),
+            _ => Msg::Unit,
+        });
+        roundtrip(|i| i as u64);
+        roundtrip(|i| (i as u8, i as u16));
+        roundtrip(|i| [i as u64; 9]);
+        roundtrip(|i| vec![i; i]);
+    }
+}

@@ -200,7 +200,7 @@ fn fill(db: &PerfDb, actors: u64, per_actor: u64) -> Result<()> {
             }
             let tx = tx.clone();
             journal.append(
-                AtomicWrite { persistence_id: id.clone(), first_seq: first, events },
+                AtomicWrite::new(id.clone(), first, events),
                 Box::new(move |r| {
                     let _ = tx.send(r);
                 }),

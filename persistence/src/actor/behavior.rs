@@ -148,6 +148,9 @@ pub(crate) struct Core<P: PersistentActor> {
     /// Non-async writes in flight: while above 0, commands are stashed.
     blocking: usize,
     next_write_id: u64,
+    /// This incarnation, as the journal's writer of the stream (a restart builds a new
+    /// behaviour, so a new writer: a journal fences a writer after its conflict).
+    writer: crate::journal::WriterId,
     pub(crate) snapshot_requested: bool,
     snapshot_in_flight: bool,
     /// Set by a failed persist; see the module docs.
@@ -185,6 +188,7 @@ impl<P: PersistentActor> PersistentBehavior<P> {
                 stash: VecDeque::new(),
                 blocking: 0,
                 next_write_id: 0,
+                writer: crate::journal::WriterId::new(),
                 snapshot_requested: false,
                 snapshot_in_flight: false,
                 broken: None,
@@ -526,7 +530,7 @@ impl<P: PersistentActor> Core<P> {
             }
             self.in_flight.push_back(InFlight { write_id, first_seq, events: p.events, then: p.then, stash: p.stash });
             let bell = self.doorbell(me);
-            let write = AtomicWrite { persistence_id: self.id.clone(), first_seq, events: batch };
+            let write = AtomicWrite::new(self.id.clone(), first_seq, batch).by(self.writer);
             self.persistence.journal().append(write, Box::new(move |r| bell.written(write_id, r)));
         }
         self.pending = pending;

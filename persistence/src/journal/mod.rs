@@ -16,11 +16,22 @@
 //!
 //! A second writer for the same persistence id shows up as a sequence-number gap or overlap:
 //! every append names its first sequence number, and the journal refuses one that does not
-//! continue the stream with [`JournalError::SequenceConflict`]. A journal may also **fence**
-//! the id after such a conflict: refuse its later writes with [`JournalError::Fenced`] until
-//! the id is replayed again (the PostgreSQL journal does, because writes an actor pipelined
-//! behind the refused one may continue the other writer's stream by number alone). A writer
-//! recovers (replays) after a conflict before it writes again, as a restarted actor does.
+//! continue the stream with [`JournalError::SequenceConflict`]. After a conflict the journal
+//! **fences** the writer: it refuses that writer's later writes of the id with
+//! [`JournalError::Fenced`], because writes it pipelined behind the refused one were numbered
+//! on a stale view, and one of them can continue the other writer's stream by number alone
+//! (the stream is at 2; a writer that recovered at 1 sends 2 and then 3; 2 conflicts, and 3
+//! would be stored after the other writer's 2). Who is fenced:
+//! * a write that names its writer ([`AtomicWrite::writer`], a [`WriterId`]; a persistent
+//!   actor names one per incarnation): that writer, for that id, for good (its incarnation is
+//!   over: it fails on the conflict, and a restart is a new writer). Other writers of the id,
+//!   such as the live one it collided with on the same journal, go on. Both journals here do
+//!   this.
+//! * an anonymous write: the PostgreSQL journal fences the id until it is replayed there
+//!   (exact for two nodes, each with its own journal); the file journal does not fence it.
+//!
+//! A writer recovers (replays) after a conflict before it writes again, as a restarted actor
+//! does.
 
 mod checkpoint;
 mod durable;
@@ -42,6 +53,7 @@ use std::fmt;
 use crate::codec::EventBatch;
 use crate::error::JournalError;
 use crate::id::PersistenceId;
+use crate::sync::{Arc, AtomicU64, Ordering};
 
 /// Called once when a submitted journal operation is durable (`Ok`) or has failed.
 pub type Completion = Box<dyn FnOnce(Result<(), JournalError>) + Send + 'static>;
@@ -55,9 +67,106 @@ pub struct AtomicWrite {
     pub first_seq: u64,
     /// The serialised events.
     pub events: EventBatch,
+    /// Which live writer of the stream sends this ([`WriterId::new`]: a persistent actor takes
+    /// one per incarnation), or [`WriterId::ANONYMOUS`]. A journal fences a named writer alone
+    /// after its conflict (see the [module docs](self)); other writers of the id go on.
+    pub writer: WriterId,
+}
+
+/// One live writer of a stream: a persistent actor's incarnation (a restart is a new one).
+/// Unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WriterId(u64);
+
+impl WriterId {
+    /// A write that names no writer: a journal fences such writes by id alone (the
+    /// PostgreSQL journal does; the file journal does not fence them).
+    pub const ANONYMOUS: WriterId = WriterId(0);
+
+    /// A new writer, different from every other in this process.
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        // ORDERING: Relaxed: only uniqueness matters, which the read-modify-write gives.
+        WriterId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Whether this is [`WriterId::ANONYMOUS`].
+    pub fn is_anonymous(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl Default for WriterId {
+    /// [`WriterId::ANONYMOUS`].
+    fn default() -> Self {
+        WriterId::ANONYMOUS
+    }
+}
+
+/// How many fenced (id, writer) pairs a journal keeps. Each is a writer incarnation that
+/// collided with another live writer (an application bug, or a node that kept writing after
+/// it was replaced); the oldest are dropped beyond this, when their incarnations have long
+/// failed.
+pub(crate) const MAX_FENCED: usize = 4096;
+
+/// The fenced (id, writer) pairs: by writer, and in the order they came (oldest first).
+#[derive(Default)]
+pub(crate) struct Fenced {
+    by_writer: std::collections::HashMap<WriterId, Vec<Arc<str>>>,
+    order: std::collections::VecDeque<(WriterId, Arc<str>)>,
+}
+
+impl Fenced {
+    pub(crate) fn contains(&self, id: &str, writer: WriterId) -> bool {
+        // Empty almost always: no hashing on the common path.
+        !self.order.is_empty() && self.by_writer.get(&writer).is_some_and(|ids| ids.iter().any(|i| &**i == id))
+    }
+
+    pub(crate) fn insert(&mut self, id: Arc<str>, writer: WriterId) {
+        if self.contains(&id, writer) {
+            return;
+        }
+        self.by_writer.entry(writer).or_default().push(id.clone());
+        self.order.push_back((writer, id));
+        if self.order.len() > MAX_FENCED {
+            if let Some((w, old)) = self.order.pop_front() {
+                self.forget(&old, w);
+            }
+        }
+    }
+
+    /// Lifts the fence of `writer` for `id` (the PostgreSQL journal's anonymous fence, at a
+    /// replay).
+    pub(crate) fn remove(&mut self, id: &str, writer: WriterId) {
+        if self.contains(id, writer) {
+            self.order.retain(|(w, i)| !(*w == writer && &**i == id));
+            self.forget(id, writer);
+        }
+    }
+
+    fn forget(&mut self, id: &str, writer: WriterId) {
+        if let Some(ids) = self.by_writer.get_mut(&writer) {
+            ids.retain(|i| &**i != id);
+            if ids.is_empty() {
+                self.by_writer.remove(&writer);
+            }
+        }
+    }
 }
 
 impl AtomicWrite {
+    /// A write of `events` to `persistence_id` from `first_seq` on, naming no writer (see
+    /// [`AtomicWrite::by`]).
+    pub fn new(persistence_id: PersistenceId, first_seq: u64, events: EventBatch) -> Self {
+        AtomicWrite { persistence_id, first_seq, events, writer: WriterId::ANONYMOUS }
+    }
+
+    /// The same write, from `writer`.
+    pub fn by(mut self, writer: WriterId) -> Self {
+        self.writer = writer;
+        self
+    }
+
     /// Sequence number of the last event (`first_seq - 1` for an empty write).
     pub fn last_seq(&self) -> u64 {
         (self.first_seq + u64::from(self.events.count())).saturating_sub(1)
@@ -66,7 +175,11 @@ impl AtomicWrite {
 
 impl fmt::Debug for AtomicWrite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AtomicWrite({} {}..={}, {:?})", self.persistence_id, self.first_seq, self.last_seq(), self.events)
+        write!(f, "AtomicWrite({} {}..={}, {:?}", self.persistence_id, self.first_seq, self.last_seq(), self.events)?;
+        if !self.writer.is_anonymous() {
+            write!(f, ", writer {}", self.writer.0)?;
+        }
+        write!(f, ")")
     }
 }
 

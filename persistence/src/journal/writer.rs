@@ -101,6 +101,10 @@ pub(crate) struct Writer {
     done: Vec<(Done, Outcome)>,
     /// Highest sequence number per id, including this batch's accepted writes.
     tentative: IdMap<u64>,
+    /// Named writers with a write refused by a sequence conflict, per id: their later writes
+    /// of that id are refused with [`JournalError::Fenced`] (see the module docs of
+    /// `journal`). An entry is the end of an incarnation, so it is never lifted.
+    fenced: super::Fenced,
     updates: Vec<Update>,
     deleted: bool,
     failed: Option<String>,
@@ -133,6 +137,7 @@ impl Writer {
             active_len,
             buf: Vec::with_capacity(64 * 1024),
             done: vec![],
+            fenced: super::Fenced::default(),
             tentative: IdMap::default(),
             updates: vec![],
             deleted: false,
@@ -243,8 +248,16 @@ impl Writer {
         if body > max as usize {
             return Err(JournalError::RecordTooLarge { size: body, max });
         }
+        let named = !write.writer.is_anonymous();
+        if named && self.fenced.contains(write.persistence_id.as_str(), write.writer) {
+            return Err(JournalError::Fenced { persistence_id: write.persistence_id.clone(), got: write.first_seq });
+        }
         let expected = self.highest(write.persistence_id.as_str()) + 1;
         if write.first_seq != expected {
+            if named {
+                let id = self.intern(&write.persistence_id);
+                self.fenced.insert(id, write.writer);
+            }
             return Err(JournalError::SequenceConflict {
                 persistence_id: write.persistence_id.clone(),
                 expected,

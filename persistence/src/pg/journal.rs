@@ -11,7 +11,7 @@ use postgres::{Client, Statement};
 use super::{db_error, is_connection_error, now_ms, to_i64, PgConfig, Pool};
 use crate::error::JournalError;
 use crate::id::PersistenceId;
-use crate::journal::{AtomicWrite, Completion, Journal};
+use crate::journal::{AtomicWrite, Completion, Journal, WriterId};
 use crate::sync::mpsc::{self, Receiver, Sender};
 use crate::sync::thread::{self, JoinHandle};
 use crate::sync::{Arc, AtomicU64, Mutex, Ordering};
@@ -105,12 +105,14 @@ pub struct PgJournal {
 /// What the writer thread and the replays (on the I/O threads) tell each other about ids.
 #[derive(Default)]
 struct IdSets {
-    /// Ids whose write was refused with a sequence conflict: every later write of the id is
-    /// refused too ([`JournalError::Fenced`]) until the id is replayed (recovered) again.
-    /// Writes the actor pipelined behind the refused one were numbered on its stale view; one
-    /// of them may continue the other writer's stream by number alone, and must not be stored
-    /// after it.
-    fenced: HashSet<String>,
+    /// (id, writer) pairs whose write was refused with a sequence conflict: that writer's
+    /// later writes of the id are refused too ([`JournalError::Fenced`]). Writes the actor
+    /// pipelined behind the refused one were numbered on its stale view; one of them may
+    /// continue the other writer's stream by number alone, and must not be stored after it.
+    /// A named writer stays fenced (its incarnation is over); an anonymous one
+    /// ([`WriterId::ANONYMOUS`]: every anonymous writer of the id) until the id is replayed
+    /// (recovered) here again.
+    fenced: crate::journal::Fenced,
     /// Ids replayed since the writer's last batch: another node may have written them
     /// meanwhile (the actor migrated away and back), so the writer forgets what it knew of
     /// their highest sequence number and reads it again.
@@ -233,7 +235,7 @@ impl Journal for PgJournal {
         // A replay is a recovery: the actor (a new incarnation, behind a barrier that let every
         // write of the old one through the writer first) will continue from what it reads.
         if let Ok(mut ids) = self.ids.lock() {
-            ids.fenced.remove(id.as_str());
+            ids.fenced.remove(id.as_str(), WriterId::ANONYMOUS);
             ids.recovered.insert(id.as_str().to_string());
         }
         let mut c = self.pool.get().map_err(|e| db_error("connecting", &e))?;
@@ -450,13 +452,13 @@ impl Writer {
             }
             let pid = w.persistence_id.as_str();
             let highest = next.get(pid).copied().unwrap_or_else(|| self.highest.get(pid).copied().unwrap_or(0));
-            if conflicted.contains(pid) {
+            if conflicted.contains(pid, w.writer) {
                 results[i] =
                     Some(Err(JournalError::Fenced { persistence_id: w.persistence_id.clone(), got: w.first_seq }));
                 continue;
             }
             if w.first_seq != highest + 1 {
-                conflicted.insert(pid.to_string());
+                conflicted.insert(pid.into(), w.writer);
                 // Another writer moved the stream on: read it again before the next write.
                 self.highest.remove(pid);
                 results[i] = Some(Err(JournalError::SequenceConflict {
@@ -488,13 +490,13 @@ impl Writer {
                     self.highest.clear();
                     for &i in &included {
                         let w = &batch[i].0;
-                        let r = if conflicted.contains(w.persistence_id.as_str()) {
+                        let r = if conflicted.contains(w.persistence_id.as_str(), w.writer) {
                             Err(JournalError::Fenced { persistence_id: w.persistence_id.clone(), got: w.first_seq })
                         } else {
                             self.store_alone(w)
                         };
                         if matches!(r, Err(JournalError::SequenceConflict { .. })) {
-                            conflicted.insert(w.persistence_id.as_str().to_string());
+                            conflicted.insert(w.persistence_id.as_str().into(), w.writer);
                             self.highest.remove(w.persistence_id.as_str());
                         }
                         results[i] = Some(r);

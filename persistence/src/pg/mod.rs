@@ -48,14 +48,15 @@
 //! The writer also checks, before sending, that each write continues its stream as far as it
 //! knows it (the highest sequence number of each id it has written or read: one map entry per
 //! id, read again after the id is replayed), which catches gaps the primary key cannot see.
-//! After a conflict the id is **fenced**: its later writes fail with [`JournalError::Fenced`]
-//! until it is replayed, because writes the actor pipelined behind the refused one were
+//! After a conflict the writer is **fenced**: its later writes of the id fail with
+//! [`JournalError::Fenced`], because writes the actor pipelined behind the refused one were
 //! numbered on a stale view and one of them could continue the other writer's stream by
-//! number alone. The fence belongs to the journal instance (a write carries no writer
-//! identity): it is exact for the case it is for, two nodes each with its own `PgJournal`;
-//! two live actors with the same id on the *same* journal (a bug in the application) both
-//! end up failing (the first with `Fenced` at its next write, until a replay) rather than
-//! interleaving their events. The file journal does not fence.
+//! number alone. A write names its writer ([`crate::WriterId`]; a persistent actor takes one
+//! per incarnation), so only the writer that collided is fenced, for good (it fails, and a
+//! restart is a new writer); the live writer it collided with goes on, on this journal or
+//! another. An anonymous write (no writer named) fences the id on this journal instance until
+//! the id is replayed here: exact for two nodes each with its own `PgJournal`. The file
+//! journal fences named writers the same way.
 //!
 //! ## Migration to another node
 //! An actor killed on node A (SIGKILL, a lost machine) and started on node B recovers from the

@@ -1,0 +1,380 @@
+//! Durable remember-entities: the set of entities each shard runs, kept in a store every
+//! node reaches, so that a shard's new owner restarts them without waiting for a message
+//! also after its previous owner **crashed** (the hand-off answer, which carries the list on
+//! a leave or a join, never comes from a dead node).
+//!
+//! ```text
+//!  region (owner of shard s)                       RememberStore (shared)
+//!    shard s acquired ──────── load(type, s) ────►  stream "percore-remember-<type>-<s>"
+//!    Loading: messages wait ◄── {ids}, version v ──  (updates 1..=v, folded into a set)
+//!    Active: start every id; then on each entity
+//!      start        ──── update(v, [Started id]) ─►  update v+1 (an atomic journal write)
+//!      passivation  ──── update(v, [Stopped id]) ─►
+//! ```
+//!
+//! * **What is recorded.** An entity is recorded as started when its region spawns it (on
+//!   its first message, or as an eager entity), and as stopped when it is **passivated**
+//!   (idle). Stops for a hand-off, for the end of this node's membership (downed, left) and a
+//!   crash record nothing: those entities are exactly the ones the next owner must restart.
+//!   An entity that stops itself (`ctx.stop_self()` outside passivation) stays recorded and
+//!   starts again after the next move.
+//! * **When it is durable.** The start record is submitted before the entity gets its first
+//!   message, from the region's shard; a journal completes the writes of one thread in
+//!   submission order, so anything the entity persists itself (a persistent entity on the
+//!   same journal) is durable only after its start record is. A record still in flight when
+//!   the node crashes (not yet durable) is lost with it: that entity then starts on its next
+//!   message, as without remember-entities.
+//! * **Single writer.** Only the shard's owner writes its stream, and an owner starts a shard
+//!   only after every other member stopped it (the hand-off) or was removed. Each update
+//!   names the version it follows, so a second writer is refused (the journal's sequence
+//!   check); the region then loads the shard again and reconciles (starts what the store
+//!   lists and it does not run; records what it runs and the store does not list).
+//! * **Loading never blocks a shard.** [`RememberStore::load`] and
+//!   [`RememberStore::update`] return at once and complete through their callbacks (on the
+//!   store's thread); the region gets the result as a message.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// One change to a shard's remembered set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RememberChange {
+    /// The entity started on the shard's owner: start it again after a move or crash.
+    Started(String),
+    /// The entity was passivated: do not start it again until its next message.
+    Stopped(String),
+}
+
+/// What a store holds for one shard: the remembered entities, and the version (the number of
+/// updates stored so far) that the next update must follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RememberedShard {
+    /// The entities to start.
+    pub entities: BTreeSet<String>,
+    /// Updates stored so far; the next update names it.
+    pub version: u64,
+}
+
+impl RememberedShard {
+    /// Applies one stored update.
+    pub fn apply(&mut self, changes: &[RememberChange]) {
+        for c in changes {
+            match c {
+                RememberChange::Started(id) => {
+                    self.entities.insert(id.clone());
+                }
+                RememberChange::Stopped(id) => {
+                    self.entities.remove(id);
+                }
+            }
+        }
+        self.version += 1;
+    }
+}
+
+/// Why a remember-entities store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RememberError {
+    /// The update did not follow the latest stored version: another node wrote the shard's
+    /// stream (or a write before it failed). The region loads the shard again.
+    #[error("remember-entities store: update of {stream} after version {version} conflicts with the stored history; reload the shard")]
+    Conflict {
+        /// The shard's stream.
+        stream: String,
+        /// The version the update named.
+        version: u64,
+    },
+    /// A stored update could not be decoded (written by something else, or damaged).
+    #[error("remember-entities store: update {version} of {stream} is not a remember-entities update: {reason}")]
+    Corrupt {
+        /// The shard's stream.
+        stream: String,
+        /// The update's version.
+        version: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store failed (unreachable database, I/O error); the region retries a load every
+    /// retry interval.
+    #[error("remember-entities store: {0}")]
+    Store(String),
+}
+
+/// Called once with a load's result, from any thread.
+pub type LoadDone = Box<dyn FnOnce(Result<RememberedShard, RememberError>) + Send + 'static>;
+/// Called once when an update is durable or has failed, from any thread.
+pub type UpdateDone = Box<dyn FnOnce(Result<(), RememberError>) + Send + 'static>;
+
+/// Where regions keep the entities of each shard for remember-entities
+/// ([`crate::ShardingSettings::remember_entities_in`]). Every node of the cluster must reach
+/// the same store (a shared database), else a crash forgets what the dead node ran.
+///
+/// Both methods are called on a region's shard thread and must **never block**: hand the work
+/// to the store's own thread and complete through the callback (which may also run inside the
+/// call, for a synchronous in-memory store). Updates submitted from one thread must complete
+/// in submission order. With the `persistence` feature, `JournalRememberStore` keeps the sets
+/// in a `percore-persistence` journal (one stream per shard), e.g. the PostgreSQL one.
+pub trait RememberStore: Send + Sync + 'static {
+    /// Reads what is remembered for `shard` of entity type `type_name`.
+    fn load(&self, type_name: &str, shard: u32, done: LoadDone);
+    /// Stores `changes` atomically as the update after `version` (so, version `version + 1`)
+    /// and calls `done` once it is durable; [`RememberError::Conflict`] if `version` is not
+    /// the latest stored one.
+    fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone);
+}
+
+impl fmt::Debug for dyn RememberStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RememberStore")
+    }
+}
+
+/// The name of the stream that holds `shard` of `type_name`.
+pub fn stream_name(type_name: &str, shard: u32) -> String {
+    format!("percore-remember-{type_name}-{shard}")
+}
+
+/// Encodes one update: `version u8 = 1 │ count u32 │ count × (kind u8 │ len u16 │ id)`,
+/// little endian; kind 1 = started, 2 = stopped. Ids longer than `u16::MAX` bytes are
+/// refused (`None`).
+pub fn encode_update(changes: &[RememberChange]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(5 + changes.len() * 16);
+    out.push(1u8);
+    out.extend_from_slice(&u32::try_from(changes.len()).ok()?.to_le_bytes());
+    for c in changes {
+        let (kind, id) = match c {
+            RememberChange::Started(id) => (1u8, id),
+            RememberChange::Stopped(id) => (2u8, id),
+        };
+        out.push(kind);
+        out.extend_from_slice(&u16::try_from(id.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+    }
+    Some(out)
+}
+
+/// Decodes an update written by [`encode_update`], checking every length against the input
+/// (a count never sizes an allocation beyond what the bytes can hold).
+pub fn decode_update(bytes: &[u8]) -> Result<Vec<RememberChange>, String> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err(format!("cut short: {n} bytes wanted, {} left", b.len()));
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    let mut b = bytes;
+    let format = take(&mut b, 1)?[0];
+    if format != 1 {
+        return Err(format!("unknown format {format}"));
+    }
+    let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().unwrap_or_default()) as usize;
+    // Each change takes at least 3 bytes.
+    if count > b.len() / 3 {
+        return Err(format!("{count} changes cannot fit in {} bytes", b.len()));
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let kind = take(&mut b, 1)?[0];
+        let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().unwrap_or_default()) as usize;
+        let id = std::str::from_utf8(take(&mut b, len)?).map_err(|e| format!("id not UTF-8: {e}"))?.to_string();
+        out.push(match kind {
+            1 => RememberChange::Started(id),
+            2 => RememberChange::Stopped(id),
+            k => return Err(format!("unknown change kind {k}")),
+        });
+    }
+    if !b.is_empty() {
+        return Err(format!("{} bytes after the last change", b.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(feature = "persistence")]
+pub use journal_store::JournalRememberStore;
+
+#[cfg(feature = "persistence")]
+mod journal_store {
+    use std::fmt;
+    use std::sync::{mpsc, Arc};
+
+    use percore_persistence::{AtomicWrite, EventBatch, Journal, JournalError, PersistenceId};
+
+    use super::*;
+
+    /// Remember-entities in a `percore-persistence` [`Journal`] (cargo feature
+    /// `persistence`): one stream per shard, `percore-remember-<type>-<shard>`, one event per
+    /// update ([`encode_update`]); the version is the stream's sequence number, so the
+    /// journal's single-writer check refuses a second writer. Use a journal every node
+    /// reaches (`pg::PgJournal`); the file journal is one process's.
+    ///
+    /// Loads replay the stream on the store's own loader thread (a replay may block);
+    /// updates go straight to [`Journal::append`], which never blocks.
+    pub struct JournalRememberStore {
+        journal: Arc<dyn Journal>,
+        /// Loads for the loader thread (`Sender` is `Sync`: no lock).
+        loads: mpsc::Sender<(PersistenceId, String, LoadDone)>,
+    }
+
+    impl fmt::Debug for JournalRememberStore {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("JournalRememberStore").finish_non_exhaustive()
+        }
+    }
+
+    impl JournalRememberStore {
+        /// A store in `journal`; starts its loader thread (it ends with the store).
+        pub fn new(journal: Arc<dyn Journal>) -> Result<JournalRememberStore, RememberError> {
+            let (tx, rx) = mpsc::channel::<(PersistenceId, String, LoadDone)>();
+            let j = journal.clone();
+            std::thread::Builder::new()
+                .name("percore-remember-load".into())
+                .spawn(move || {
+                    for (id, stream, done) in rx {
+                        done(load_stream(&*j, &id, &stream));
+                    }
+                })
+                .map_err(|e| RememberError::Store(format!("cannot start the loader thread: {e}")))?;
+            Ok(JournalRememberStore { journal, loads: tx })
+        }
+    }
+
+    fn load_stream(j: &dyn Journal, id: &PersistenceId, stream: &str) -> Result<RememberedShard, RememberError> {
+        let mut shard = RememberedShard::default();
+        let mut bad = None;
+        let highest = j
+            .replay(id, 1, u64::MAX, &mut |seq, bytes| match decode_update(bytes) {
+                Ok(changes) => {
+                    shard.apply(&changes);
+                    shard.version = seq;
+                    true
+                }
+                Err(reason) => {
+                    bad = Some(RememberError::Corrupt { stream: stream.to_string(), version: seq, reason });
+                    false
+                }
+            })
+            .map_err(|e| RememberError::Store(format!("replaying {stream}: {e}")))?;
+        if let Some(e) = bad {
+            return Err(e);
+        }
+        // Deleted updates still count: numbering continues after the highest.
+        shard.version = highest.max(shard.version);
+        Ok(shard)
+    }
+
+    impl RememberStore for JournalRememberStore {
+        fn load(&self, type_name: &str, shard: u32, done: LoadDone) {
+            let stream = stream_name(type_name, shard);
+            let id = match PersistenceId::new(&stream) {
+                Ok(id) => id,
+                Err(e) => return done(Err(RememberError::Store(format!("stream name {stream:?}: {e}")))),
+            };
+            if let Err(mpsc::SendError((_, _, done))) = self.loads.send((id, stream, done)) {
+                done(Err(RememberError::Store("the loader thread has stopped".into())));
+            }
+        }
+
+        fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone) {
+            let stream = stream_name(type_name, shard);
+            let id = match PersistenceId::new(&stream) {
+                Ok(id) => id,
+                Err(e) => return done(Err(RememberError::Store(format!("stream name {stream:?}: {e}")))),
+            };
+            let Some(bytes) = encode_update(&changes) else {
+                return done(Err(RememberError::Store(format!("{stream}: an entity id longer than 65535 bytes"))));
+            };
+            let mut events = EventBatch::new();
+            events.push(&bytes);
+            let write = AtomicWrite::new(id, version + 1, events);
+            self.journal.append(
+                write,
+                Box::new(move |r| {
+                    done(r.map_err(|e| match e {
+                        JournalError::SequenceConflict { .. } | JournalError::Fenced { .. } => {
+                            RememberError::Conflict { stream, version }
+                        }
+                        e => RememberError::Store(format!("{stream}: {e}")),
+                    }))
+                }),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_round_trip_and_damage_is_refused() {
+        let changes = vec![
+            RememberChange::Started("alice".into()),
+            RememberChange::Stopped("bob".into()),
+            RememberChange::Started(String::new()),
+        ];
+        let bytes = encode_update(&changes).unwrap();
+        assert_eq!(decode_update(&bytes).unwrap(), changes);
+        for cut in 0..bytes.len() {
+            assert!(decode_update(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_update(&longer).is_err());
+        // A huge count in a few bytes sizes nothing.
+        assert!(decode_update(&[1, 0xff, 0xff, 0xff, 0xff, 1, 0, 0]).unwrap_err().contains("cannot fit"));
+        let mut s = RememberedShard::default();
+        s.apply(&changes);
+        assert_eq!(s.entities.iter().cloned().collect::<Vec<_>>(), ["", "alice"]);
+        assert_eq!(s.version, 1);
+    }
+
+    /// The journal store on the file journal: loads fold the updates, versions follow the
+    /// stream, a stale version is a conflict, and a reopened journal loads the same set.
+    #[cfg(feature = "persistence")]
+    #[test]
+    fn the_journal_store_keeps_each_shard_s_set_and_refuses_a_stale_version() {
+        use std::sync::{mpsc, Arc};
+        use std::time::Duration;
+
+        let dir = std::env::temp_dir().join(format!(
+            "percore-remember-unit-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let wait = Duration::from_secs(30);
+        let load = |store: &JournalRememberStore, shard| {
+            let (tx, rx) = mpsc::channel();
+            store.load("t", shard, Box::new(move |r| tx.send(r).unwrap()));
+            rx.recv_timeout(wait).unwrap()
+        };
+        let update = |store: &JournalRememberStore, version, changes| {
+            let (tx, rx) = mpsc::channel();
+            store.update("t", 3, version, changes, Box::new(move |r| tx.send(r).unwrap()));
+            rx.recv_timeout(wait).unwrap()
+        };
+        {
+            let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
+            let store = JournalRememberStore::new(journal).unwrap();
+            assert_eq!(load(&store, 3).unwrap(), RememberedShard::default());
+            update(&store, 0, vec![RememberChange::Started("a".into())]).unwrap();
+            update(&store, 1, vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())]).unwrap();
+            update(&store, 2, vec![RememberChange::Stopped("a".into())]).unwrap();
+            match update(&store, 1, vec![RememberChange::Started("x".into())]) {
+                Err(RememberError::Conflict { stream, version: 1 }) => assert_eq!(stream, "percore-remember-t-3"),
+                other => panic!("a stale version must conflict: {other:?}"),
+            }
+            let loaded = load(&store, 3).unwrap();
+            assert_eq!(loaded.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["b", "c"]);
+            assert_eq!(loaded.version, 3);
+            assert_eq!(load(&store, 4).unwrap(), RememberedShard::default(), "shards are separate streams");
+        }
+        let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
+        let store = JournalRememberStore::new(journal).unwrap();
+        assert_eq!(load(&store, 3).unwrap().version, 3, "durable across a reopen");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
