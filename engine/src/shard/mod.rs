@@ -39,7 +39,7 @@ use crate::runtime::builder::{IDLE_SPIN_PER_SHARD, MAX_IDLE_SPIN, MAX_IDLE_SPIN_
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
-use idle::IdleSpin;
+use idle::{FeederWatch, IdleSpin};
 use parker::Parker;
 pub(crate) use timers::TimerId;
 use timers::{TimerAction, TimerWheel};
@@ -104,15 +104,11 @@ const DRIVER_IDLE_STRIDE: u32 = 32;
 /// spin by [`MAX_IDLE_SPIN`]).
 const IDLE_CLOCK_STRIDE: u32 = 16;
 
-/// A yield that took this long gave the core to another thread (a bare `sched_yield` with
-/// nobody else runnable takes about a microsecond).
-const YIELD_AWAY: Duration = Duration::from_micros(5);
-
-/// Yields the core; returns whether another thread ran meanwhile (see [`YIELD_AWAY`]).
-fn yield_core() -> bool {
+/// Yields the core; returns how long that took (see [`FeederWatch`]).
+fn yield_core() -> Duration {
     let before = Instant::now();
     thread::yield_now();
-    before.elapsed() >= YIELD_AWAY
+    before.elapsed()
 }
 
 /// Activations between two polls of the inbound lanes, injector and timers.
@@ -523,10 +519,9 @@ impl ShardLocal {
     /// when a park ended sooner than the bound, halved after a long sleep, within 25 µs to
     /// 500 µs. A shard that shares its core with another shard thread (`runtime/cores.rs`)
     /// yields on every empty poll instead of spinning, for [`MAX_IDLE_SPIN`] at most: a spin
-    /// would hold the very core the other shard needs to send it work. So does a shard that
-    /// found work right after a yield that gave its core away (`feeder_here`): the thread
-    /// that feeds it, a foreign producer the OS placed on the shard's core, needs that core
-    /// to produce; it spins again once work arrives without such a yield.
+    /// would hold the very core the other shard needs to send it work. So does a shard fed
+    /// by a foreign thread that the OS placed on its core ([`FeederWatch`]): that thread
+    /// needs the core to produce.
     fn run_loop(&self) {
         let me = self.rt.shard(self.index);
         me.parker.register_current();
@@ -540,12 +535,11 @@ impl ShardLocal {
         // Whether `idle_since` holds this idle period's start (see `idle == 1` below).
         let mut clock_started = false;
         let mut shared_core = false;
-        // A thread on this core feeds the shard (see the doc above), and the evidence for it
-        // in the current idle period: the last yield gave the core away.
-        let mut feeder_here = false;
-        let mut yielded_away = false;
+        let mut feeder = FeederWatch::default();
         let mut next_timer = None;
         loop {
+            // Whether a foreign thread handed us work (checked only when it matters).
+            let injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
             let mut work = self.poll_inbound();
             // While busy the driver is polled every turn; while spinning idle, every
             // `DRIVER_IDLE_STRIDE`th spin (an epoll driver's poll is a syscall).
@@ -569,8 +563,7 @@ impl ShardLocal {
             if work > 0 {
                 self.metrics.went_busy();
                 if idle > 0 {
-                    feeder_here = yielded_away;
-                    yielded_away = false;
+                    feeder.work_after_idle(injected);
                 }
                 idle = 0;
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
@@ -586,7 +579,7 @@ impl ShardLocal {
                 // `IDLE_CLOCK_STRIDE`th): work that comes back within a few polls, a
                 // cross-shard reply, costs no clock read (a vDSO clock_gettime on every idle
                 // entry was 7% of `pingpong-xshard`'s samples). Metrics need the instant now.
-                clock_started = shared_core || feeder_here || self.metrics.is_on();
+                clock_started = shared_core || feeder.here() || self.metrics.is_on();
                 if clock_started {
                     idle_since = Instant::now();
                     self.metrics.went_idle(idle_since);
@@ -596,7 +589,7 @@ impl ShardLocal {
             if idle <= spins {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
                 // each time. Spinning alone, every few polls (a clock read costs a spin).
-                let yielding = shared_core || feeder_here;
+                let yielding = shared_core || feeder.here();
                 let check = yielding || idle % IDLE_CLOCK_STRIDE == 0;
                 let bound = if yielding { MAX_IDLE_SPIN } else { spin.bound() };
                 let out_of_time = check
@@ -609,7 +602,7 @@ impl ShardLocal {
                     };
                 if !out_of_time {
                     if yielding {
-                        yielded_away = yield_core();
+                        feeder.yielded(yield_core());
                     } else {
                         spin_loop();
                     }
@@ -620,7 +613,7 @@ impl ShardLocal {
                 continue;
             }
             if idle <= spins + 4 {
-                yielded_away = yield_core();
+                feeder.yielded(yield_core());
                 continue;
             }
             me.parker.announce_sleep();
@@ -654,7 +647,7 @@ impl ShardLocal {
             if !shared_core {
                 spin.after_park(parked_at.elapsed());
             }
-            yielded_away = false;
+            feeder.woke_from_park();
             idle = 0;
         }
         if self.metrics.is_on() {
