@@ -8,7 +8,7 @@
 //! bytes it returns as one serde byte string.
 //!
 //! ```text
-//!  transport: with_codec(&mut ctx, || postcard::to_extend(&msg, buf))
+//!  transport: with_codec(&mut ctx, || postcard::serialize_with_flavor(&msg, frame))
 //!                                  └─ msg.serialize ─ ActorRef::serialize ─► ctx.encode_ref
 //! ```
 //! Outside such a scope, serializing or deserializing a ref or a reply handle is a serde
@@ -78,6 +78,7 @@ thread_local! {
 struct Restore(Option<CodecPtr>);
 
 impl Drop for Restore {
+    #[inline]
     fn drop(&mut self) {
         CODEC.with(|c| c.set(self.0));
     }
@@ -85,6 +86,10 @@ impl Drop for Restore {
 
 /// Runs `f` with `codec` installed on this thread: refs and reply handles serialized or
 /// deserialized inside `f` go through it. Scopes nest (the inner codec wins until it ends).
+///
+/// Cheap enough to wrap every message: two stores into a constant-initialised thread-local
+/// with no destructor, and one to put the previous codec back.
+#[inline]
 pub fn with_codec<T>(codec: &mut (dyn RemoteCodec + '_), f: impl FnOnce() -> T) -> T {
     let ptr: NonNull<dyn RemoteCodec + '_> = NonNull::from(codec);
     // SAFETY: only the trait object's lifetime bound is erased (same fat-pointer layout). The

@@ -481,3 +481,96 @@ fn top_level_actor_from_props_is_restarted_by_the_guardian() {
     assert!(eventually(|| v.is_closed()));
     rt.shutdown();
 }
+
+/// Watches many actors (and is told when they stop), recording whose `Terminated` it got.
+struct ManyWatcher {
+    downs: Vec<percore::ActorId>,
+}
+
+enum ManyMsg {
+    Watch(ActorRef<()>),
+    Unwatch(ActorRef<()>),
+    Down(Terminated),
+    Downs(ReplyTo<Vec<percore::ActorId>>),
+}
+
+impl Actor for ManyWatcher {
+    type Msg = ManyMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: ManyMsg) -> Result<(), ActorError> {
+        match msg {
+            ManyMsg::Watch(r) => ctx.watch(&r, ManyMsg::Down),
+            ManyMsg::Unwatch(r) => ctx.unwatch(&r),
+            ManyMsg::Down(t) => self.downs.push(t.id),
+            ManyMsg::Downs(r) => r.reply(self.downs.clone()),
+        }
+        Ok(())
+    }
+}
+
+/// Watches the hub from its start and stops itself when the hub has gone.
+struct HubWatcher(ActorRef<()>);
+
+impl Actor for HubWatcher {
+    type Msg = ();
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let hub = self.0.clone();
+        ctx.watch(&hub, |_| ());
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, (): ()) -> Result<(), ActorError> {
+        ctx.stop_self();
+        Ok(())
+    }
+}
+
+struct Hub;
+
+impl Actor for Hub {
+    type Msg = ();
+    fn handle(&mut self, _ctx: &mut Context<Self>, (): ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+/// One actor watched by 20,000 and one watching 20,000 (as a sharding region watches its
+/// entities): watching twice is once, an unwatch holds, and the `Terminated`s are exact.
+/// Watch lists were scanned on every watch, unwatch and `Terminated` (quadratic in the
+/// number watched); they are maps now.
+#[test]
+fn watching_and_watched_by_twenty_thousand_is_exact() {
+    const N: usize = 20_000;
+    let rt = runtime(2);
+    let hub = rt.spawn(Props::from(Hub).shard(0)).unwrap();
+    let watcher = rt.spawn(Props::from(ManyWatcher { downs: vec![] }).shard(1)).unwrap();
+    let workers: Vec<ActorRef<()>> =
+        (0..N).map(|i| rt.spawn(Props::from(HubWatcher(hub.clone())).shard(i % 2)).unwrap()).collect();
+    for (i, w) in workers.iter().enumerate() {
+        watcher.blocking_send(ManyMsg::Watch(w.clone()), DEADLINE).unwrap();
+        watcher.blocking_send(ManyMsg::Watch(w.clone()), DEADLINE).unwrap();
+        if i % 2 == 1 {
+            watcher.blocking_send(ManyMsg::Unwatch(w.clone()), DEADLINE).unwrap();
+        }
+    }
+    // The watcher has handled every watch and unwatch once it answers (no worker has stopped:
+    // they wait for the hub). Then the hub's stop tells every worker (one that watches the hub
+    // only after that gets `AlreadyDead`), and each stops.
+    assert_eq!(watcher.blocking_ask(ManyMsg::Downs, DEADLINE).unwrap(), vec![]);
+    hub.stop();
+    assert!(eventually(|| rt.live_actors() == 1), "every worker stopped after the hub: {} live", rt.live_actors());
+    // Every worker's Terminated is in the watcher's system inbox now (queued before the
+    // worker was released). A marker's Terminated, queued after them, comes out of that
+    // inbox after them (oldest first): once the marker is seen, so are they.
+    let marker = rt.spawn(Props::from(Hub).shard(0)).unwrap();
+    watcher.blocking_send(ManyMsg::Watch(marker.clone()), DEADLINE).unwrap();
+    marker.stop();
+    let downs = |_: ()| watcher.blocking_ask(ManyMsg::Downs, DEADLINE).unwrap();
+    assert!(eventually(|| downs(()).contains(&marker.id())), "the marker's Terminated");
+    let mut got = downs(());
+    got.retain(|id| *id != marker.id());
+    let mut want: Vec<_> = workers.iter().step_by(2).map(|w| w.id()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got.len(), N / 2, "one Terminated per watched worker, none for the unwatched");
+    assert!(got == want, "exactly the watched workers");
+    rt.shutdown();
+}

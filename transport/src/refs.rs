@@ -31,7 +31,34 @@ pub(crate) struct ShardCtx {
     pub(crate) replies: ReplyTable,
     /// The node's registered serde types, copied on first use (registrations are never
     /// removed), so a ref or reply handle in a serde message takes no lock.
-    pub(crate) types: HashMap<TypeId, SerdeVtable>,
+    pub(crate) types: TypeMap<SerdeVtable>,
+}
+
+/// A map keyed by `TypeId`, hashed by the id's own bits: a `TypeId` is already a hash of
+/// its type (and chosen by the compiler, not by a peer), so a lookup for a ref or reply
+/// handle inside a serde message costs no SipHash.
+pub(crate) type TypeMap<V> = HashMap<TypeId, V, std::hash::BuildHasherDefault<TypeIdHasher>>;
+
+/// The hasher of [`TypeMap`]: `TypeId` hashes itself as one `u64`, taken as it is.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct TypeIdHasher(u64);
+
+impl std::hash::Hasher for TypeIdHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+    /// Any other way a future `TypeId` might hash itself: mixed in, byte by byte.
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
 }
 
 /// The node alone (off the shards).
@@ -186,8 +213,9 @@ impl SerdeVtable {
 /// a serde message: the same contexts, tables and wire forms as the [`Wire`] codecs above.
 pub(crate) struct FrameCodec<'c, 'a> {
     ctx: &'c mut (dyn WireContext + 'a),
-    /// The first failure, typed (postcard keeps only "custom error" of the message).
-    pub(crate) error: Option<WireError>,
+    /// The first failure, typed (serde carries only its message). Boxed: the codec is made
+    /// for every serde message, and a pointer is cheaper to carry and drop than the error.
+    error: Option<Box<WireError>>,
     /// The first reply-table sequence this frame used (the frame's handles are contiguous).
     replies_from: Option<u64>,
 }
@@ -208,22 +236,23 @@ impl<'c, 'a> FrameCodec<'c, 'a> {
         }
     }
 
-    pub(crate) fn into_ctx(self) -> &'c mut (dyn WireContext + 'a) {
-        self.ctx
+    /// Takes the first failure (typed), if any.
+    pub(crate) fn take_error(&mut self) -> Option<WireError> {
+        self.error.take().map(|e| *e)
     }
 
     /// Records the first failure and turns it into serde's message.
     fn fail<T>(&mut self, r: Result<T, WireError>) -> Result<T, String> {
         r.map_err(|e| {
             let msg = e.to_string();
-            self.error.get_or_insert(e);
+            self.error.get_or_insert_with(|| Box::new(e));
             msg
         })
     }
 }
 
 /// The vtable registered for `ty`: from the shard's copy, else the node's table (copied).
-fn vtable(node: &NodeShared, cache: Option<&mut HashMap<TypeId, SerdeVtable>>, ty: TypeId) -> Option<SerdeVtable> {
+fn vtable(node: &NodeShared, cache: Option<&mut TypeMap<SerdeVtable>>, ty: TypeId) -> Option<SerdeVtable> {
     match cache {
         Some(cache) => {
             if let Some(v) = cache.get(&ty) {
@@ -350,5 +379,29 @@ impl RemoteCodec for FrameCodec<'_, '_> {
             }
         })();
         self.fail(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// `TypeId`s hash through their own bits (distinct types, distinct hashes), and the map
+    /// finds each one.
+    #[test]
+    fn type_maps_hash_type_ids_by_their_bits() {
+        let ids = [TypeId::of::<u8>(), TypeId::of::<u64>(), TypeId::of::<String>(), TypeId::of::<Option<ActorId>>()];
+        let build = std::hash::BuildHasherDefault::<TypeIdHasher>::default();
+        let hashes: std::collections::HashSet<u64> = ids.iter().map(|id| build.hash_one(id)).collect();
+        assert_eq!(hashes.len(), ids.len());
+        let mut map: TypeMap<usize> = TypeMap::default();
+        for (i, id) in ids.iter().enumerate() {
+            map.insert(*id, i);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(map.get(id), Some(&i));
+        }
+        assert_eq!(map.get(&TypeId::of::<i8>()), None);
     }
 }

@@ -24,13 +24,17 @@
 //!
 //! **Codec.** [postcard](https://docs.rs/postcard): compact (varint integers, no field
 //! names), maintained, and the format persistence already uses for events and snapshots.
-//! It writes straight into the peer's outbound buffer (no intermediate `Vec`), so a serde
-//! message takes the same frame path as a hand-written [`Wire`](crate::Wire) one. [`Wire`](crate::Wire) stays for
-//! hand-tuned hot types.
+//! It writes straight into the peer's outbound buffer (no intermediate `Vec`) and reads
+//! straight out of the received frame, so a serde message takes the same frame path as a
+//! hand-written [`Wire`](crate::Wire) one, at ~95 instructions a message more to send and ~85
+//! more to receive for a 64-byte payload (`percore-perf remote-stream-serde`,
+//! docs/PERFORMANCE.md: most of it serde's derived code and the varints). [`Wire`](crate::Wire) stays for hand-tuned hot
+//! types.
 //!
 //! **Refs and reply handles** inside a serde message (`ActorRef<M>`, `ReplyTo<R>`) serialize
 //! through the node's codec, which the transport installs for the duration of one frame's
-//! encode or decode (`percore::remote_serde`): a ref points back to its node and a reply
+//! encode or decode (`percore::remote_serde`; two stores into a thread-local and one to put
+//! the previous codec back, nothing allocated or moved): a ref points back to its node and a reply
 //! handle routes the answer back, exactly as with [`Wire`](crate::Wire). Serialized anywhere else (to
 //! JSON for a log line, say) they are a serde error, not a panic.
 //!
@@ -94,7 +98,7 @@ pub(crate) fn display_name<M: RemoteMessage>() -> &'static str {
     M::NAME.unwrap_or(std::any::type_name::<M>())
 }
 
-/// A postcard output that appends to the frame buffer being built.
+/// A postcard output that appends to the frame buffer being built (no intermediate `Vec`).
 struct FrameFlavor<'b>(&'b mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
@@ -109,6 +113,7 @@ impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
         self.0.extend_from_slice(data);
         Ok(())
     }
+    #[inline]
     fn finalize(self) -> postcard::Result<()> {
         Ok(())
     }
@@ -117,54 +122,71 @@ impl postcard::ser_flavors::Flavor for FrameFlavor<'_> {
 /// [`Wire::encode`](crate::Wire::encode) of a serde message (used by `remote_message!`).
 /// On failure (a ref whose type is not registered, a reply handle off the shards) nothing
 /// is appended and the encoder records the error: the frame is not sent.
+#[inline]
 pub fn serde_encode<M: RemoteMessage + Serialize>(msg: &M, w: &mut Encoder<'_>) {
     let start = w.buf.len();
     let Encoder { buf, ctx, failed } = w;
-    let (res, codec_err) = match ctx.as_deref_mut() {
+    let res = match ctx.as_deref_mut() {
         Some(ctx) => {
             let mut codec = crate::refs::FrameCodec::new(ctx);
             let res = percore::remote_serde::with_codec(&mut codec, || postcard::serialize_with_flavor(msg, FrameFlavor(buf)));
-            if res.is_err() {
-                codec.abandon_replies();
-            }
-            (res, codec.error.take())
+            // The codec's state is looked at only on failure.
+            res.map_err(|e| encode_failed::<M>(&mut codec, &e))
         }
-        None => (postcard::serialize_with_flavor(msg, FrameFlavor(buf)), None),
+        None => postcard::serialize_with_flavor(msg, FrameFlavor(buf)).map_err(|e| serde_error::<M>(&e)),
     };
-    if let Err(e) = res {
+    if let Err(err) = res {
         buf.truncate(start);
-        let err = codec_err.unwrap_or_else(|| WireError::Serde { type_name: display_name::<M>(), reason: serde_reason(&e) });
         failed.get_or_insert(err);
     }
 }
 
-/// [`Wire::decode`](crate::Wire::decode) of a serde message (used by `remote_message!`):
-/// reads one value from the decoder's remaining bytes.
-pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) -> Result<M, WireError> {
-    let rest = r.rest();
-    let (res, codec_err) = match r.ctx.take() {
-        Some(ctx) => {
-            let mut codec = crate::refs::FrameCodec::new(ctx);
-            let res = percore::remote_serde::with_codec(&mut codec, || postcard::take_from_bytes::<M>(rest));
-            let err = codec.error.take();
-            r.ctx = Some(codec.into_ctx());
-            (res, err)
-        }
-        None => (postcard::take_from_bytes::<M>(rest), None),
-    };
-    match res {
-        Ok((m, tail)) => {
-            r.advance(rest.len() - tail.len());
-            Ok(m)
-        }
-        Err(e) => Err(codec_err.unwrap_or_else(|| WireError::Serde { type_name: display_name::<M>(), reason: serde_reason(&e) })),
-    }
+/// A serde message did not encode: its reply handles already in the table answer NoReply,
+/// and the error is the codec's own (typed) or postcard's.
+#[cold]
+#[inline(never)]
+fn encode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &postcard::Error) -> WireError {
+    codec.abandon_replies();
+    codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
 }
 
-/// postcard's own errors say what was wrong; a custom error from a ref's codec is reported
-/// by the codec itself (postcard drops custom messages).
-fn serde_reason(e: &postcard::Error) -> String {
-    e.to_string()
+/// [`Wire::decode`](crate::Wire::decode) of a serde message (used by `remote_message!`):
+/// reads one value from the decoder's remaining bytes.
+#[inline]
+pub fn serde_decode<M: RemoteMessage + DeserializeOwned>(r: &mut Decoder<'_>) -> Result<M, WireError> {
+    let rest = r.rest();
+    let mut de = postcard::Deserializer::from_bytes(rest);
+    // The context is lent to the codec (reborrowed, not moved out and back: the codec's
+    // state is not copied per message).
+    let res = match r.ctx.as_deref_mut() {
+        Some(ctx) => {
+            let mut codec = crate::refs::FrameCodec::new(ctx);
+            let res = percore::remote_serde::with_codec(&mut codec, || M::deserialize(&mut de));
+            // The codec's error is looked at only on failure.
+            res.map_err(|e| decode_failed::<M>(&mut codec, &e))
+        }
+        None => M::deserialize(&mut de).map_err(|e| serde_error::<M>(&e)),
+    };
+    let m = res?;
+    // A slice deserializer's remainder is what it did not read.
+    let unread = de.finalize().map_err(|e| serde_error::<M>(&e))?.len();
+    r.advance(rest.len() - unread);
+    Ok(m)
+}
+
+/// A serde message did not decode: the codec's own error (typed) or postcard's.
+#[cold]
+#[inline(never)]
+fn decode_failed<M: RemoteMessage>(codec: &mut crate::refs::FrameCodec<'_, '_>, e: &postcard::Error) -> WireError {
+    codec.take_error().unwrap_or_else(|| serde_error::<M>(e))
+}
+
+/// postcard's own errors say what was wrong; one from a ref's codec is reported typed by the
+/// codec itself (postcard keeps only "custom error").
+#[cold]
+#[inline(never)]
+fn serde_error<M: RemoteMessage>(e: &postcard::Error) -> WireError {
+    WireError::Serde { type_name: display_name::<M>(), reason: e.to_string() }
 }
 
 /// `#[serde(with = "percore_transport::serde_msg::byte_array")]` on a `[u8; N]` field:
@@ -220,6 +242,35 @@ mod tests {
         assert_eq!(type_id_of(""), (0xcbf2_9ce4_8422_2325u64 ^ (0xcbf2_9ce4_8422_2325u64 >> 32)) as u32);
         assert_eq!(ID, type_id_of("myapp.MyMsg.v1"));
         assert_ne!(type_id_of("myapp.MyMsg.v1"), type_id_of("myapp.MyMsg.v2"));
+    }
+
+    /// A serde message is postcard's encoding byte for byte (varints, byte strings, enum
+    /// tags through the frame flavor), and decoding reads exactly its bytes: what follows in
+    /// the frame is left for the next reader.
+    #[test]
+    fn serde_messages_are_postcard_and_decode_only_their_bytes() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+        enum Msg {
+            Small(u8),
+            Data { seq: u64, #[serde(with = "byte_array")] payload: [u8; 20], name: String, neg: i64 },
+        }
+        crate::remote_message!(Msg, "test.serde_msg.Msg.v1");
+        for m in [
+            Msg::Small(7),
+            Msg::Data { seq: 0, payload: [0; 20], name: String::new(), neg: 0 },
+            Msg::Data { seq: u64::MAX, payload: [9; 20], name: "x".repeat(300), neg: i64::MIN },
+            Msg::Data { seq: 1 << 35, payload: [1; 20], name: "ünï".into(), neg: -3 },
+        ] {
+            let mut buf = vec![0xAA];
+            serde_encode(&m, &mut Encoder::plain(&mut buf));
+            assert_eq!(buf[1..], postcard::to_stdvec(&m).unwrap()[..]);
+            buf.extend_from_slice(&[1, 2, 3]);
+            let mut d = Decoder::plain(&buf[1..]);
+            assert_eq!(serde_decode::<Msg>(&mut d).unwrap(), m);
+            assert_eq!(d.remaining(), 3, "the bytes after the message are not consumed");
+            let cut = &buf[1..buf.len() - 4];
+            assert!(matches!(serde_decode::<Msg>(&mut Decoder::plain(cut)), Err(WireError::Serde { .. })), "a truncated message is an error");
+        }
     }
 
     #[test]

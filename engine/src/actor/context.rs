@@ -195,11 +195,11 @@ impl<'a, A: Actor> Context<'a, A> {
         F: FnOnce(Terminated) -> A::Msg + Send + 'static,
     {
         let id = target.id();
-        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.iter().any(|(w, _)| *w == id)) {
+        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.contains_key(&id)) {
             return;
         }
         let map: crate::actor::meta::WatchMap<A> = Box::new(map);
-        self.meta.sup().watching.push((id, Box::new(map)));
+        self.meta.sup().watching.insert(id, Box::new(map));
         let entry = WatchEntry { watcher: self.myself.erased().clone() };
         // A dead target fires the entry at once (through our own system inbox).
         target.erased().send_sys(SysMsg::Watch(entry));
@@ -226,7 +226,7 @@ impl<'a, A: Actor> Context<'a, A> {
     pub fn unwatch<M>(&mut self, target: &ActorRef<M>) {
         let id = target.id();
         if let Some(sup) = self.meta.sup.as_mut() {
-            sup.watching.retain(|(w, _)| *w != id);
+            sup.watching.remove(&id);
         }
         target.erased().send_sys(SysMsg::Unwatch(self.id()));
     }

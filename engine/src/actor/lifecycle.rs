@@ -77,10 +77,12 @@ impl<A: Actor> Activation<'_, A> {
                 SysMsg::Fail(reason) => injected = Some(reason),
                 SysMsg::ResumeMessages => inner.meta.set(Flags::PAUSED, false),
                 SysMsg::Restart { failure, limit } => self.restart(inner, failure, limit),
-                SysMsg::Watch(entry) => inner.meta.sup().watchers.push(entry),
+                SysMsg::Watch(entry) => {
+                    inner.meta.sup().watchers.insert(entry.watcher.header().id, entry);
+                }
                 SysMsg::Unwatch(id) => {
                     if let Some(sup) = inner.meta.sup.as_mut() {
-                        sup.watchers.retain(|w| w.watcher.header().id != id);
+                        sup.watchers.remove(&id);
                     }
                 }
                 SysMsg::Terminated(t) => terminated.push(t),
@@ -311,8 +313,7 @@ impl<A: Actor> Activation<'_, A> {
     /// we unwatched it meanwhile.
     fn deliver_terminated(&self, inner: &mut Inner<A>, t: Terminated) {
         let Some(sup) = inner.meta.sup.as_mut() else { return };
-        let Some(pos) = sup.watching.iter().position(|(w, _)| *w == t.id) else { return };
-        let (_, map) = sup.watching.swap_remove(pos);
+        let Some(map) = sup.watching.remove(&t.id) else { return };
         let Ok(map) = map.downcast::<WatchMap<A>>() else { return };
         self.run_user(inner, Box::new(move |a, ctx| a.handle(ctx, map(t))));
     }
@@ -509,7 +510,7 @@ impl<A: Actor> Activation<'_, A> {
         }
         super::backpressure::on_stop(&mut inner.meta, header.id);
         if let Some(sup) = inner.meta.sup.as_mut() {
-            for entry in sup.watchers.drain(..) {
+            for (_, entry) in sup.watchers.drain() {
                 entry.fire(header.id, reason.clone());
             }
             // The closures this actor handed the engine die with it, here on its shard

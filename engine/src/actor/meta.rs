@@ -91,11 +91,13 @@ pub(crate) struct Meta {
 pub(crate) struct SupState {
     /// When this actor was restarted, within the current restart window.
     pub(crate) restarts: VecDeque<Instant>,
-    /// Who watches this actor.
-    pub(crate) watchers: Vec<WatchEntry>,
+    /// Who watches this actor, by the watcher's id (watching twice is watching once).
+    /// Maps, not lists: a sharding region watches each of its entities, and a list made
+    /// every watch, unwatch and `Terminated` a scan of all of them.
+    pub(crate) watchers: HashMap<ActorId, WatchEntry>,
     /// Whom this actor watches, with the map for its `Terminated` (a Terminated from anyone
     /// else is dropped: unwatched). `Box<dyn FnOnce(Terminated) -> A::Msg>`.
-    pub(crate) watching: Vec<(ActorId, Box<dyn Any>)>,
+    pub(crate) watching: HashMap<ActorId, Box<dyn Any>>,
     /// Why it is stopping (None: normal).
     pub(crate) stop_reason: Option<StopReason>,
     /// Keyed timers (`Context::start_timer`) and their message factories

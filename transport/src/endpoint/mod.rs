@@ -229,7 +229,7 @@ impl EndpointState {
                 node: node.clone(),
                 refs: RefCache::default(),
                 replies: ReplyTable { shard: shard as u16, next: 0, map: HashMap::new() },
-                types: HashMap::new(),
+                types: crate::refs::TypeMap::default(),
             },
             to_connect: Vec::new(),
             to_close: Vec::new(),
