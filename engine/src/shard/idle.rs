@@ -25,9 +25,12 @@
 //! A foreign thread (not a shard) that sends to a pinned shard may be placed by the OS on
 //! the shard's own core. A spinning shard then holds the core the producer needs: on 2 cores
 //! `counting` alternated 50 µs of useless spin with 16 µs of producing (14M msgs/s). The
-//! evidence is cheap: a yield of the idle loop that took long (another thread ran), right
-//! before work arrived through the injector (the foreign threads' path; other shards use
-//! lanes). Then the shard yields on every empty poll, as a shard sharing its core with
+//! evidence is cheap: a yield of the idle loop that took a while (another thread ran) but
+//! less than a scheduler time slice, right before work arrived through the injector (the
+//! foreign threads' path; other shards use lanes). A producer on our core runs until the
+//! mailbox is full and yields back (~16 µs for 1024 messages); an unrelated process that
+//! took the core (a compiler on a busy machine) keeps it for a slice of milliseconds, and
+//! yielding to it on every poll would only lose the core while a message is on its way. Then the shard yields on every empty poll, as a shard sharing its core with
 //! another shard does, until an idle period ends without that evidence.
 //!
 //! Both are pure decisions on durations and flags the shard measures, tested without clocks.
@@ -72,6 +75,10 @@ impl IdleSpin {
 /// nobody else runnable takes about a microsecond).
 pub(crate) const YIELD_AWAY: Duration = Duration::from_micros(5);
 
+/// A yield that took this long or more went to a thread that ran its whole time slice: not
+/// the behaviour of a producer that yields back once the mailbox is full.
+pub(crate) const YIELD_SLICE: Duration = Duration::from_micros(500);
+
 /// Whether a foreign thread on this shard's core feeds it (see the module doc).
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct FeederWatch {
@@ -97,7 +104,7 @@ impl FeederWatch {
     /// A yield of the idle loop returned after `took`.
     #[inline]
     pub(crate) fn yielded(&mut self, took: Duration) {
-        self.yielded_away = took >= YIELD_AWAY;
+        self.yielded_away = (YIELD_AWAY..YIELD_SLICE).contains(&took);
     }
 
     /// Work ended an idle period; `injected`: some came through the injector.
@@ -157,6 +164,9 @@ mod tests {
         f.yielded(50 * US);
         f.work_after_idle(false);
         assert!(!f.here(), "work from another shard's lane says nothing about this core");
+        f.yielded(3 * YIELD_SLICE);
+        f.work_after_idle(true);
+        assert!(!f.here(), "a whole time slice away: an unrelated process, not a producer");
         f.yielded(50 * US);
         f.work_after_idle(true);
         assert!(f.here());
