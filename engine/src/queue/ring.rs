@@ -518,6 +518,21 @@ mod tests {
     }
 
     #[test]
+    fn the_indices_sit_on_their_own_cache_line_pairs_outside_the_cell() {
+        // The cell holds only what nobody writes after the first push (the block pointer,
+        // the capacity): with `tail` and `head` there (32 bytes before), every cross-thread
+        // push and pop took that line from the other core.
+        assert_eq!(std::mem::size_of::<Ring<u64>>(), 16);
+        assert_eq!(std::mem::align_of::<Ends>(), 128);
+        assert_eq!(std::mem::offset_of!(Ends, tail), 0);
+        assert_eq!(std::mem::offset_of!(Ends, head), 128);
+        assert_eq!(Ring::<u64>::slots_offset(), 256, "the slots start past both pairs");
+        let ring: Ring<u64> = Ring::new(4);
+        ring.push(1).unwrap();
+        assert_eq!(ring.block.load(Ordering::Relaxed) as usize % 128, 0, "the block is aligned to a pair");
+    }
+
+    #[test]
     fn drop_runs_each_destructor_once() {
         let counter = std::sync::Arc::new(());
         {
