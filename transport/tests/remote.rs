@@ -200,9 +200,29 @@ fn nested_paths(backend: Backend) {
     // A nested path that does not exist: the stand-in learns it and closes; what was sent
     // to it is counted.
     let missing = na.remote_ref::<Counter>(&format!("{}/user/parent/nobody", nb.address())).unwrap();
-    missing.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    // The stand-in may learn it and close before this tell (it binds when it starts): then
+    // the tell is refused, and counted as a dead letter here, which is also what it is for.
+    match missing.tell(Counter::Hit { from: 0, seq: 0 }) {
+        Ok(()) | Err(percore::Undelivered::Closed) => {}
+        Err(e) => panic!("unexpected {e:?}"),
+    }
     eventually("stand-in closed", || missing.is_closed());
-    eventually("lost message counted", || na.stats().undelivered + nb.stats().undelivered + ra.handle().dead_letters() >= 1);
+    // A tell that raced the stand-in's stop can land after its last drain: by design it is
+    // counted when the cell is freed (`percore::actor::state`), so let go of the ref.
+    drop(missing);
+    let counted = || na.stats().undelivered + nb.stats().undelivered + ra.handle().dead_letters() + rb.handle().dead_letters();
+    let deadline = std::time::Instant::now() + LONG;
+    while counted() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message to the missing path was not counted: node a {:?}, node b {:?}, dead letters a {} b {}",
+            na.stats(),
+            nb.stats(),
+            ra.handle().dead_letters(),
+            rb.handle().dead_letters()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Issue 16: an async actor's handler awaits asks to a remote actor (the reply crosses the

@@ -195,12 +195,22 @@ impl<M: Send + 'static> ActorRef<M> {
     /// `timeout` (spinning, then backing off, then parking briefly), honouring back-pressure.
     ///
     /// On a shard thread it never blocks: it tries once and returns `WouldBlock` if full.
+    #[inline]
     pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
-        let mut msg = match self.try_tell(msg) {
-            Ok(()) => return Ok(()),
-            Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
-            Err(TellError::Full(m)) => m,
-        };
+        // The first try inlines into the caller; waiting for room is out of line. (One
+        // function with both tries kept `try_tell` out of line: two calls and their message
+        // copies per send, ~20% of a foreign producer's instructions in `counting`.)
+        match self.try_tell(msg) {
+            Ok(()) => Ok(()),
+            Err(TellError::Closed(m)) => Err(SendError::Closed(m)),
+            Err(TellError::Full(m)) => self.blocking_send_wait(m, timeout),
+        }
+    }
+
+    /// [`ActorRef::blocking_send`] after a first try found the mailbox full.
+    #[cold]
+    #[inline(never)]
+    fn blocking_send_wait(&self, mut msg: M, timeout: Duration) -> Result<(), SendError<M>> {
         if shard::on_shard_thread() {
             return Err(SendError::WouldBlock(msg));
         }

@@ -10,13 +10,19 @@
 //!
 //! This is Vyukov's bounded queue with crossbeam's lap encoding (so the capacity is exact,
 //! not rounded to a power of two), specialised to one consumer:
+//! * **The two indices live in the ring's own allocation, each on its own pair of cache
+//!   lines**, not in the actor's cell: `[ tail | head | slots … | sides … ]`. The cell keeps
+//!   only the allocation's pointer and the capacity, which nobody writes after the first
+//!   push, so the line of the cell that both sides read stays shared. With `tail` in the
+//!   cell beside `head`, `slots` and `cap`, every push (a locked exchange on `tail`) and
+//!   every pop (a write of `head`, reads of the rest) took that line from the other core:
+//!   two transfers per message, most of the time of a foreign thread feeding a shard
+//!   (`perf record` on `xthread counting`: half the producer's samples on the exchange, and
+//!   the consumer's on the loads of `slots` and `head`). The padding (256 bytes) is paid
+//!   only by an actor that is messaged from another thread, next to its slots.
 //! * **The consumer index is private.** Producers decide "full" from the stamp of the slot
-//!   they want, never from `head`, so `head` is a plain field only the owner shard touches.
-//!   The only index two threads write is `tail`. Padding `tail` onto its own cache line would
-//!   cost 128 bytes per actor (the whole idle-actor budget); the lanes between shards, where a
-//!   single queue carries a core's whole traffic, are padded instead (see `spsc.rs`).
-//! * **Slots are allocated lazily**, by the first producer, so an actor that is only ever
-//!   messaged from its own shard never pays for a ring.
+//!   they want, never from `head`, so `head` is a plain cell only the owner shard touches.
+//!   The only index two threads write is `tail`.
 //! * A full ring gives the value back (`Full(value)`); nothing is dropped here.
 //! * **Observed rings** (a runtime with handler spans or metrics) keep a [`Side`] per slot
 //!   in a trailer of the same allocation: the sender's trace context and, for sampled
@@ -58,19 +64,32 @@ const _: () = assert!(WAIT_SAMPLE_EVERY.is_power_of_two(), "sampled by a mask");
 
 type SideCell = UnsafeCell<MaybeUninit<Side>>;
 
+/// crossbeam's `CachePadded` width on x86_64: the spatial prefetcher pulls cache lines in
+/// pairs, so two values written by different cores belong 128 bytes apart.
+#[repr(C, align(128))]
+struct Padded<T>(T);
+
+/// The head of the ring's allocation: the two indices, each on its own cache-line pair.
+#[repr(C)]
+struct Ends {
+    /// Next position producers claim (index in the low bits, lap in the high bits).
+    tail: Padded<AtomicUsize>,
+    /// Next position the consumer reads. Consumer-private: only `pop`, `len` and
+    /// `has_pending` (all consumer-only) touch it.
+    head: Padded<UnsafeCell<usize>>,
+}
+
 /// A bounded MPSC ring of `T` with exact capacity.
 pub struct Ring<T> {
-    /// Next position producers claim (index in the low bits, lap in the high bits).
-    tail: AtomicUsize,
-    /// The slot array, allocated by the first push; null until then.
-    slots: AtomicPtr<Slot<T>>,
-    /// Next position the consumer reads. Consumer-private: only `pop` and `has_pending`
-    /// (both consumer-only) touch it.
-    head: UnsafeCell<usize>,
+    /// The allocation, `[ Ends | cap slots | cap side cells (observed rings) ]`, made by the
+    /// first push; null until then. Never changes after that, so the line holding it, `cap`
+    /// and `one_lap` is only ever read by producers and consumer alike.
+    block: AtomicPtr<Ends>,
     /// The capacity in the low bits; the side data kept, `OBSERVE_*` bits, at `OBSERVE_SHIFT`.
     cap: u32,
     /// `(cap + 1).next_power_of_two()`: one lap of positions.
     one_lap: u32,
+    _slots: std::marker::PhantomData<Slot<T>>,
 }
 
 // SAFETY: values of `T` move between threads through the ring, so `T: Send` is required and
@@ -95,11 +114,10 @@ impl<T> Ring<T> {
         assert!(cap > 0 && cap <= CAP_MASK as usize, "ring capacity out of range");
         let one_lap = (cap + 1).next_power_of_two();
         Ring {
-            tail: AtomicUsize::new(0),
-            slots: AtomicPtr::new(ptr::null_mut()),
-            head: UnsafeCell::new(0),
+            block: AtomicPtr::new(ptr::null_mut()),
             cap: cap as u32 | u32::from(observe & (OBSERVE_TRACE | OBSERVE_WAIT)) << OBSERVE_SHIFT,
             one_lap: one_lap as u32,
+            _slots: std::marker::PhantomData,
         }
     }
 
@@ -122,110 +140,142 @@ impl<T> Ring<T> {
         (self.cap >> OBSERVE_SHIFT) as u8
     }
 
-    /// The slot array's layout (with the side trailer, for observed rings).
+    /// Where the slots start in the allocation: right after [`Ends`] (a multiple of 128
+    /// bytes), rounded up to a slot's alignment.
+    #[inline]
+    const fn slots_offset() -> usize {
+        std::mem::size_of::<Ends>().next_multiple_of(std::mem::align_of::<Slot<T>>())
+    }
+
+    /// The allocation's layout: the indices, the slots and, for observed rings, the side
+    /// trailer.
     fn layout(&self) -> Layout {
         let slots = Layout::array::<Slot<T>>(self.capacity()).expect("capacity checked at construction");
+        let (all, offset) = Layout::new::<Ends>().extend(slots).expect("capacity checked at construction");
+        debug_assert_eq!(offset, Self::slots_offset());
         if self.observe() == 0 {
-            return slots;
+            return all.pad_to_align();
         }
         let sides = Layout::array::<SideCell>(self.capacity()).expect("capacity checked at construction");
-        let (all, offset) = slots.extend(sides).expect("capacity checked at construction");
+        let (all, offset) = all.extend(sides).expect("capacity checked at construction");
         debug_assert_eq!(offset, self.side_offset());
         all.pad_to_align()
     }
 
-    /// Where the side trailer starts in the slot array (observed rings): the slots, rounded
-    /// up to the side cells' alignment (what `Layout::extend` computes in `layout`, without
-    /// its checks on every push and pop).
+    /// Where the side trailer starts in the allocation (observed rings): after the slots,
+    /// rounded up to the side cells' alignment (what `Layout::extend` computes in `layout`,
+    /// without its checks on every push and pop).
     #[inline]
     fn side_offset(&self) -> usize {
-        (self.capacity() * std::mem::size_of::<Slot<T>>()).next_multiple_of(std::mem::align_of::<SideCell>())
+        (Self::slots_offset() + self.capacity() * std::mem::size_of::<Slot<T>>())
+            .next_multiple_of(std::mem::align_of::<SideCell>())
+    }
+
+    /// Slot `index`.
+    ///
+    /// # Safety
+    /// `block` is this ring's allocation and `index < cap`.
+    #[inline]
+    unsafe fn slot(&self, block: *mut Ends, index: usize) -> &Slot<T> {
+        // SAFETY: contract: `cap` slots start `slots_offset()` bytes into the allocation,
+        // initialised in `alloc_block`, which lives as long as the ring.
+        unsafe { &*block.cast::<u8>().add(Self::slots_offset()).cast::<Slot<T>>().add(index) }
     }
 
     /// The side cell of slot `index` (observed rings only).
     ///
     /// # Safety
-    /// `slots` is this ring's allocated array, `index < cap`, and the ring is observed.
+    /// `block` is this ring's allocation, `index < cap`, and the ring is observed.
     #[inline]
-    unsafe fn side(&self, slots: *mut Slot<T>, index: usize) -> &SideCell {
+    unsafe fn side(&self, block: *mut Ends, index: usize) -> &SideCell {
         // SAFETY: contract: the trailer of `cap` side cells starts `side_offset()` bytes into
-        // the allocation, initialised in `alloc_slots`; `index < cap`.
-        unsafe { &*(slots.cast::<u8>().add(self.side_offset()) as *const SideCell).add(index) }
+        // the allocation, initialised in `alloc_block`; `index < cap`.
+        unsafe { &*(block.cast::<u8>().add(self.side_offset()) as *const SideCell).add(index) }
     }
 
     /// Whether the first push has happened (slots allocated). A hint: Relaxed.
     #[inline]
     pub fn is_allocated(&self) -> bool {
         // ORDERING: Relaxed: a hint; `pop` re-loads the pointer with Acquire before use.
-        !self.slots.load(Ordering::Relaxed).is_null()
+        !self.block.load(Ordering::Relaxed).is_null()
     }
 
     /// Bytes this ring has allocated on the heap (0 until the first push).
     pub fn heap_bytes(&self) -> usize {
         // ORDERING: Relaxed: a statistic, no memory is read through the pointer.
-        if self.slots.load(Ordering::Relaxed).is_null() {
+        if self.block.load(Ordering::Relaxed).is_null() {
             0
         } else {
             self.layout().size()
         }
     }
 
+    /// The allocation, made now if this is the first push.
     #[inline]
-    fn slots(&self) -> *mut Slot<T> {
-        // ORDERING: Acquire pairs with the AcqRel compare_exchange in `alloc_slots`, so the
-        // initialised stamps are visible before we use the slots.
-        let p = self.slots.load(Ordering::Acquire);
+    fn block(&self) -> *mut Ends {
+        // ORDERING: Acquire pairs with the AcqRel compare_exchange in `alloc_block`, so the
+        // initialised indices and stamps are visible before we use them.
+        let p = self.block.load(Ordering::Acquire);
         if p.is_null() {
-            self.alloc_slots()
+            self.alloc_block()
         } else {
             p
         }
     }
 
     #[cold]
-    fn alloc_slots(&self) -> *mut Slot<T> {
+    fn alloc_block(&self) -> *mut Ends {
         let layout = self.layout();
-        // SAFETY: the layout has a non-zero size (`cap > 0` slots, each holding a stamp).
-        let fresh = unsafe { alloc::alloc(layout) }.cast::<Slot<T>>();
+        // SAFETY: the layout has a non-zero size (it starts with `Ends`).
+        let fresh = unsafe { alloc::alloc(layout) }.cast::<Ends>();
         if fresh.is_null() {
             alloc::handle_alloc_error(layout);
         }
+        // SAFETY: `fresh` starts with room for `Ends` (the layout), written once here.
+        unsafe { fresh.write(Ends { tail: Padded(AtomicUsize::new(0)), head: Padded(UnsafeCell::new(0)) }) };
         for i in 0..self.capacity() {
             // SAFETY: `fresh` holds `cap` slots (the layout), each written once here.
-            unsafe { fresh.add(i).write(Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) }) };
+            unsafe {
+                (self.slot(fresh, i) as *const Slot<T>)
+                    .cast_mut()
+                    .write(Slot { stamp: AtomicUsize::new(i), value: UnsafeCell::new(MaybeUninit::uninit()) })
+            };
             if self.observe() != 0 {
                 // SAFETY: observed: the trailer holds `cap` side cells; `i < cap`.
                 unsafe { (self.side(fresh, i) as *const SideCell).cast_mut().write(UnsafeCell::new(MaybeUninit::uninit())) };
             }
         }
-        // ORDERING: AcqRel: Release publishes the initialised slots to the Acquire load in
-        // `slots`/`pop`; Acquire (also on failure) makes a competitor's slots visible to us.
-        match self.slots.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // ORDERING: AcqRel: Release publishes the initialised block to the Acquire loads in
+        // `block`/`pop`/`has_pending`/`len`; Acquire (also on failure) makes a competitor's
+        // block visible to us.
+        match self.block.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => fresh,
             Err(installed) => {
                 // SAFETY: `fresh` was allocated and initialised just above and never shared
                 // (the exchange failed); it holds no values.
-                unsafe { self.free_slots(fresh) };
+                unsafe { self.free_block(fresh) };
                 installed
             }
         }
     }
 
-    /// Drops the slot array's cells (not the values: the caller took them) and frees it.
+    /// Drops the allocation's cells (not the values: the caller took them) and frees it.
     ///
     /// # Safety
-    /// `slots` came from `alloc_slots` of this ring and nobody else uses it any more.
-    unsafe fn free_slots(&self, slots: *mut Slot<T>) {
+    /// `block` came from `alloc_block` of this ring and nobody else uses it any more.
+    unsafe fn free_block(&self, block: *mut Ends) {
+        // SAFETY: contract: initialised in `alloc_block`, dropped once, here.
+        unsafe { ptr::drop_in_place(block) };
         for i in 0..self.capacity() {
-            // SAFETY: contract: initialised in `alloc_slots`, dropped once, here.
-            unsafe { ptr::drop_in_place(slots.add(i)) };
+            // SAFETY: contract: initialised in `alloc_block`, dropped once, here.
+            unsafe { ptr::drop_in_place((self.slot(block, i) as *const Slot<T>).cast_mut()) };
             if self.observe() != 0 {
                 // SAFETY: as above, for the side cell (its content was taken with its value).
-                unsafe { ptr::drop_in_place((self.side(slots, i) as *const SideCell).cast_mut()) };
+                unsafe { ptr::drop_in_place((self.side(block, i) as *const SideCell).cast_mut()) };
             }
         }
-        // SAFETY: allocated in `alloc_slots` with this layout.
-        unsafe { alloc::dealloc(slots.cast(), self.layout()) };
+        // SAFETY: allocated in `alloc_block` with this layout.
+        unsafe { alloc::dealloc(block.cast(), self.layout()) };
     }
 
     /// Appends `value`, or gives it back if the ring is full.
@@ -235,17 +285,19 @@ impl<T> Ring<T> {
     pub fn push(&self, value: T) -> Result<(), Full<T>> {
         let observe = self.observe();
         let mut side = if observe != 0 { Some(Side::capture(observe & OBSERVE_TRACE, false)) } else { None };
-        let slots = self.slots();
+        let block = self.block();
+        // SAFETY: `block` is this ring's initialised allocation (Acquire in `block`).
+        let tail_index = unsafe { &(*block).tail.0 };
         let one_lap = self.one_lap as usize;
         // ORDERING: Relaxed: `tail` only arbitrates positions among producers; the value is
         // published through the slot's stamp.
-        let mut tail = self.tail.load(Ordering::Relaxed);
+        let mut tail = tail_index.load(Ordering::Relaxed);
         loop {
             let index = tail & (one_lap - 1);
             let lap = tail & !(one_lap - 1);
             // SAFETY: `index < cap`, because positions are built so that the index part
-            // wraps to 0 (next lap) when it reaches `cap`; `slots` holds `cap` slots.
-            let slot = unsafe { &*slots.add(index) };
+            // wraps to 0 (next lap) when it reaches `cap`; `block` holds `cap` slots.
+            let slot = unsafe { self.slot(block, index) };
             // ORDERING: Acquire pairs with the Release store of the stamp in `pop`: the
             // consumer's read of the previous lap's value happens-before our write below.
             let stamp = slot.stamp.load(Ordering::Acquire);
@@ -255,7 +307,7 @@ impl<T> Ring<T> {
                 // is published by the stamp store below). SeqCst on success because it is the
                 // "store" of the scheduling protocol's Dekker pair: `SchedState::after_push`
                 // follows it with `fence_after_seqcst_rmw`. Failure: Relaxed, we retry.
-                match self.tail.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
+                match tail_index.compare_exchange_weak(tail, next, Ordering::SeqCst, Ordering::Relaxed) {
                     Ok(_) => {
                         // SAFETY: we own position `tail` (the exchange succeeded) and the
                         // stamp says the slot is free, so no other thread reads or writes it.
@@ -266,7 +318,7 @@ impl<T> Ring<T> {
                             }
                             // SAFETY: observed ring; we own position `tail` (as above), so
                             // its side cell is ours until the stamp store publishes it.
-                            unsafe { self.side(slots, index) }.with_mut(|p| unsafe { (*p).write(side) });
+                            unsafe { self.side(block, index) }.with_mut(|p| unsafe { (*p).write(side) });
                         }
                         // ORDERING: Release pairs with the Acquire stamp load in `pop`, which
                         // then sees the value (and side) written above.
@@ -286,7 +338,7 @@ impl<T> Ring<T> {
                 // Another producer took `tail` before us (stamp is ahead): reload.
                 spin_loop();
                 // ORDERING: Relaxed, as the first load.
-                tail = self.tail.load(Ordering::Relaxed);
+                tail = tail_index.load(Ordering::Relaxed);
             }
         }
     }
@@ -319,18 +371,20 @@ impl<T> Ring<T> {
     /// As [`Ring::pop`].
     #[inline]
     unsafe fn pop_raw(&self) -> Option<(T, Option<Side>)> {
-        // ORDERING: Acquire pairs with the AcqRel exchange in `alloc_slots`.
-        let slots = self.slots.load(Ordering::Acquire);
-        if slots.is_null() {
+        // ORDERING: Acquire pairs with the AcqRel exchange in `alloc_block`.
+        let block = self.block.load(Ordering::Acquire);
+        if block.is_null() {
             return None;
         }
+        // SAFETY: `block` is this ring's initialised allocation (Acquire above).
+        let head_cell = unsafe { &(*block).head.0 };
         let one_lap = self.one_lap as usize;
         // SAFETY: the consumer contract makes `head` ours.
-        let head = self.head.with(|h| unsafe { *h });
+        let head = head_cell.with(|h| unsafe { *h });
         let index = head & (one_lap - 1);
         let lap = head & !(one_lap - 1);
-        // SAFETY: `index < cap` by construction of positions; `slots` holds `cap` slots.
-        let slot = unsafe { &*slots.add(index) };
+        // SAFETY: `index < cap` by construction of positions; `block` holds `cap` slots.
+        let slot = unsafe { self.slot(block, index) };
         // ORDERING: Acquire pairs with the Release stamp store in `push`: the value is visible.
         let stamp = slot.stamp.load(Ordering::Acquire);
         if stamp != head.wrapping_add(1) {
@@ -341,7 +395,7 @@ impl<T> Ring<T> {
         let side = if self.observe() != 0 {
             // SAFETY: observed ring; the producer of `head` wrote the side cell before the
             // stamp we acquired, and we are its only reader.
-            Some(unsafe { self.side(slots, index) }.with(|p| unsafe { (*p).assume_init_read() }))
+            Some(unsafe { self.side(block, index) }.with(|p| unsafe { (*p).assume_init_read() }))
         } else {
             None
         };
@@ -350,8 +404,20 @@ impl<T> Ring<T> {
         slot.stamp.store(head.wrapping_add(one_lap), Ordering::Release);
         let next = if index + 1 < self.capacity() { head + 1 } else { lap.wrapping_add(one_lap) };
         // SAFETY: the consumer contract makes `head` ours.
-        self.head.with_mut(|h| unsafe { *h = next });
+        head_cell.with_mut(|h| unsafe { *h = next });
         Some((value, side))
+    }
+
+    /// The allocation with its indices, if the first push has happened (consumer side).
+    #[inline]
+    fn ends(&self) -> Option<&Ends> {
+        // ORDERING: Acquire pairs with the AcqRel exchange in `alloc_block`: the indices
+        // are initialised. Callers that need the Dekker guarantee (`has_pending`) put a
+        // SeqCst fence before this load; a producer installs the block before it claims a
+        // position, so a claim that fence must see comes with its block.
+        let block = self.block.load(Ordering::Acquire);
+        // SAFETY: non-null: this ring's initialised allocation, alive as long as `self`.
+        (!block.is_null()).then(|| unsafe { &*block })
     }
 
     /// How many positions producers have claimed that the consumer has not taken yet: a
@@ -362,12 +428,13 @@ impl<T> Ring<T> {
     // `has_pending` is the emptiness check (it must pair with the scheduler's fence).
     #[allow(clippy::len_without_is_empty)]
     pub unsafe fn len(&self) -> usize {
+        let Some(ends) = self.ends() else { return 0 };
         let one_lap = self.one_lap as usize;
         let linear = |pos: usize| (pos / one_lap) * self.capacity() + (pos & (one_lap - 1));
         // SAFETY: the consumer contract makes `head` ours.
-        let head = self.head.with(|h| unsafe { *h });
+        let head = ends.head.0.with(|h| unsafe { *h });
         // ORDERING: Relaxed: a snapshot; nothing is read through it.
-        let tail = self.tail.load(Ordering::Relaxed);
+        let tail = ends.tail.0.load(Ordering::Relaxed);
         linear(tail).wrapping_sub(linear(head)).min(self.capacity())
     }
 
@@ -379,11 +446,12 @@ impl<T> Ring<T> {
     /// Consumer only, as `pop`.
     #[inline]
     pub unsafe fn has_pending(&self) -> bool {
+        let Some(ends) = self.ends() else { return false };
         // SAFETY: the consumer contract makes `head` ours.
-        let head = self.head.with(|h| unsafe { *h });
+        let head = ends.head.0.with(|h| unsafe { *h });
         // ORDERING: Relaxed: callers order this load with a SeqCst fence (Dekker pattern
         // against the fence in `SchedState::after_push`).
-        self.tail.load(Ordering::Relaxed) != head
+        ends.tail.0.load(Ordering::Relaxed) != head
     }
 }
 
@@ -392,11 +460,11 @@ impl<T> Drop for Ring<T> {
         // SAFETY: `&mut self`: no producer or consumer is active, so we are the consumer.
         while unsafe { self.pop() }.is_some() {}
         // ORDERING: Relaxed: `&mut self` already synchronised with every other user.
-        let slots = self.slots.load(Ordering::Relaxed);
-        if !slots.is_null() {
-            // SAFETY: allocated in `alloc_slots`, published once, freed only here; the
+        let block = self.block.load(Ordering::Relaxed);
+        if !block.is_null() {
+            // SAFETY: allocated in `alloc_block`, published once, freed only here; the
             // values were popped above.
-            unsafe { self.free_slots(slots) };
+            unsafe { self.free_block(block) };
         }
     }
 }
@@ -446,7 +514,22 @@ mod tests {
         // SAFETY: single-threaded: we are the consumer.
         assert!(unsafe { ring.pop() }.is_none());
         ring.push(1).unwrap();
-        assert_eq!(ring.heap_bytes(), 16 * 16);
+        assert_eq!(ring.heap_bytes(), 256 + 16 * 16, "the two padded indices, then the slots");
+    }
+
+    #[test]
+    fn the_indices_sit_on_their_own_cache_line_pairs_outside_the_cell() {
+        // The cell holds only what nobody writes after the first push (the block pointer,
+        // the capacity): with `tail` and `head` there (32 bytes before), every cross-thread
+        // push and pop took that line from the other core.
+        assert_eq!(std::mem::size_of::<Ring<u64>>(), 16);
+        assert_eq!(std::mem::align_of::<Ends>(), 128);
+        assert_eq!(std::mem::offset_of!(Ends, tail), 0);
+        assert_eq!(std::mem::offset_of!(Ends, head), 128);
+        assert_eq!(Ring::<u64>::slots_offset(), 256, "the slots start past both pairs");
+        let ring: Ring<u64> = Ring::new(4);
+        ring.push(1).unwrap();
+        assert_eq!(ring.block.load(Ordering::Relaxed) as usize % 128, 0, "the block is aligned to a pair");
     }
 
     #[test]

@@ -123,7 +123,9 @@ impl RuntimeBuilder {
     }
 
     /// How many empty polls a shard spins through before it yields and then parks; the
-    /// spin also ends after 50 µs whatever the count. Default 4096. A shard
+    /// spin also ends after a time bound whatever the count (25 µs per shard of the runtime
+    /// at first, within 50–500 µs, then adapted to the shard's parks within 25–500 µs:
+    /// see `shard/idle.rs`). Default 4096. A shard
     /// that shares its core with another shard (two pinned to one core, or more shard
     /// threads than cores) does not spin: it yields the core on each empty poll, for the
     /// same time at most, then parks.

@@ -17,6 +17,7 @@
 //! A run-queue [`Entry`] is a tagged cell pointer: *remote* entries carry the actor's
 //! SCHEDULED token (see `actor/state.rs`), *local* entries its shard-local "queued" flag.
 
+mod idle;
 pub mod parker;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
@@ -38,6 +39,7 @@ use crate::runtime::builder::{IDLE_SPIN_PER_SHARD, MAX_IDLE_SPIN, MAX_IDLE_SPIN_
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
+use idle::{FeederWatch, IdleSpin};
 use parker::Parker;
 pub(crate) use timers::TimerId;
 use timers::{TimerAction, TimerWheel};
@@ -101,6 +103,13 @@ const DRIVER_IDLE_STRIDE: u32 = 32;
 /// While a shard spins idle, it reads the clock on every this-many-th spin (to bound the
 /// spin by [`MAX_IDLE_SPIN`]).
 const IDLE_CLOCK_STRIDE: u32 = 16;
+
+/// Yields the core; returns how long that took (see [`FeederWatch`]).
+fn yield_core() -> Duration {
+    let before = Instant::now();
+    thread::yield_now();
+    before.elapsed()
+}
 
 /// Activations between two polls of the inbound lanes, injector and timers.
 const ACTIVATIONS_PER_TURN: usize = 256;
@@ -504,11 +513,15 @@ impl ShardLocal {
     /// The shard loop. Returns when the runtime shuts down and every actor is released.
     ///
     /// Idle policy: after a turn with no work the shard polls again for up to
-    /// `idle_spins` polls and about 25 µs per shard of its runtime at most (50 µs to 500 µs:
-    /// time bounds it too, since a poll's cost varies), then yields a few times, then parks. A shard that shares its core with
-    /// another shard thread (`runtime/cores.rs`) yields on every empty poll instead of
-    /// spinning, for [`MAX_IDLE_SPIN`] at most: a spin would hold the very core the other
-    /// shard needs to send it work.
+    /// `idle_spins` polls and a time bound (time bounds it too, since a poll's cost varies),
+    /// then yields a few times, then parks. The bound starts at about 25 µs per shard of its
+    /// runtime (50 µs to 500 µs) and then adapts to the shard's parks (`idle.rs`): doubled
+    /// when a park ended sooner than the bound, halved after a long sleep, within 25 µs to
+    /// 500 µs. A shard that shares its core with another shard thread (`runtime/cores.rs`)
+    /// yields on every empty poll instead of spinning, for [`MAX_IDLE_SPIN`] at most: a spin
+    /// would hold the very core the other shard needs to send it work. So does a shard fed
+    /// by a foreign thread that the OS placed on its core ([`FeederWatch`]): that thread
+    /// needs the core to produce.
     fn run_loop(&self) {
         let me = self.rt.shard(self.index);
         me.parker.register_current();
@@ -516,11 +529,17 @@ impl ShardLocal {
         // Alone on its core, a shard spins about one lap of a ring over its runtime's shards
         // (at least MAX_IDLE_SPIN); sharing, MAX_IDLE_SPIN (see `runtime/builder.rs`).
         let alone_bound = (IDLE_SPIN_PER_SHARD * self.rt.num_shards() as u32).clamp(MAX_IDLE_SPIN, MAX_IDLE_SPIN_ALONE);
+        let mut spin = IdleSpin::new(alone_bound, MAX_IDLE_SPIN / 2, MAX_IDLE_SPIN_ALONE);
         let mut idle = 0u32;
         let mut idle_since = Instant::now();
+        // Whether `idle_since` holds this idle period's start (see `idle == 1` below).
+        let mut clock_started = false;
         let mut shared_core = false;
+        let mut feeder = FeederWatch::default();
         let mut next_timer = None;
         loop {
+            // Whether a foreign thread handed us work (checked only when it matters).
+            let injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
             let mut work = self.poll_inbound();
             // While busy the driver is polled every turn; while spinning idle, every
             // `DRIVER_IDLE_STRIDE`th spin (an epoll driver's poll is a syscall).
@@ -543,6 +562,9 @@ impl ShardLocal {
             }
             if work > 0 {
                 self.metrics.went_busy();
+                if idle > 0 {
+                    feeder.work_after_idle(injected);
+                }
                 idle = 0;
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
@@ -552,20 +574,35 @@ impl ShardLocal {
             }
             idle += 1;
             if idle == 1 {
-                idle_since = Instant::now();
                 shared_core = crate::runtime::cores::shares_core(self.core);
-                self.metrics.went_idle(idle_since);
+                // Alone, the spin's clock starts at the first poll that checks it (the
+                // `IDLE_CLOCK_STRIDE`th): work that comes back within a few polls, a
+                // cross-shard reply, costs no clock read (a vDSO clock_gettime on every idle
+                // entry was 7% of `pingpong-xshard`'s samples). Metrics need the instant now.
+                clock_started = shared_core || feeder.here() || self.metrics.is_on();
+                if clock_started {
+                    idle_since = Instant::now();
+                    self.metrics.went_idle(idle_since);
+                }
                 self.metrics.flush_if_due(&self.rt, 0);
             }
             if idle <= spins {
                 // Sharing, every poll is a yield that may last a time slice: read the clock
                 // each time. Spinning alone, every few polls (a clock read costs a spin).
-                let check = shared_core || idle % IDLE_CLOCK_STRIDE == 0;
-                let bound = if shared_core { MAX_IDLE_SPIN } else { alone_bound };
-                let out_of_time = check && idle_since.elapsed() >= bound;
+                let yielding = shared_core || feeder.here();
+                let check = yielding || idle % IDLE_CLOCK_STRIDE == 0;
+                let bound = if yielding { MAX_IDLE_SPIN } else { spin.bound() };
+                let out_of_time = check
+                    && if clock_started {
+                        idle_since.elapsed() >= bound
+                    } else {
+                        idle_since = Instant::now();
+                        clock_started = true;
+                        false
+                    };
                 if !out_of_time {
-                    if shared_core {
-                        thread::yield_now();
+                    if yielding {
+                        feeder.yielded(yield_core());
                     } else {
                         spin_loop();
                     }
@@ -576,7 +613,7 @@ impl ShardLocal {
                 continue;
             }
             if idle <= spins + 4 {
-                thread::yield_now();
+                feeder.yielded(yield_core());
                 continue;
             }
             me.parker.announce_sleep();
@@ -590,7 +627,8 @@ impl ShardLocal {
             if self.metrics.is_on() {
                 self.metrics.flush(&self.rt, 0);
             }
-            let next_timer = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
+            let parked_at = Instant::now();
+            let next_timer = next_timer.map(|at| at.saturating_duration_since(parked_at));
             let timeout = match (next_timer, self.outbox_pending.get()) {
                 (t, true) => Some(t.unwrap_or(Duration::MAX).min(Duration::from_micros(50))),
                 (t, false) => t,
@@ -606,6 +644,10 @@ impl ShardLocal {
                 }
                 _ => me.parker.park(timeout),
             }
+            if !shared_core {
+                spin.after_park(parked_at.elapsed());
+            }
+            feeder.woke_from_park();
             idle = 0;
         }
         if self.metrics.is_on() {
