@@ -214,15 +214,34 @@ where
         self.fencing.gated.push_back((view, item));
     }
 
-    /// Routes what waited for this region's view, in order, up to the first item whose
-    /// sender's view is still newer (all of it when `all`: the wait timed out).
+    /// Routes what waited for this region's view, in order per peer, up to each peer's
+    /// first item whose view is still newer (all of it when `all`: the wait timed out).
     fn ungate(&mut self, ctx: &mut Context<Self>, all: bool) {
-        while let Some((view, _)) = self.fencing.gated.front() {
-            if !all && *view > self.view_number() {
-                return;
+        if self.fencing.gated.is_empty() {
+            return;
+        }
+        // Per peer in arrival order: a peer's item that must still wait keeps that peer's
+        // later items waiting, and no other peer's.
+        let mine = self.view_number();
+        let mut blocked: Vec<SocketAddr> = Vec::new();
+        let mut go = Vec::new();
+        let mut keep = VecDeque::new();
+        for (view, item) in std::mem::take(&mut self.fencing.gated) {
+            let from = item.from();
+            if !all && (view > mine || blocked.contains(&from)) {
+                if !blocked.contains(&from) {
+                    blocked.push(from);
+                }
+                keep.push_back((view, item));
+            } else {
+                go.push(item);
             }
-            let Some((_, item)) = self.fencing.gated.pop_front() else { return };
+        }
+        self.fencing.gated = keep;
+        if !go.is_empty() {
             self.fencing.gate_ticks = 0;
+        }
+        for item in go {
             match item {
                 Held::Deliver { key, msg, from, hops } => {
                     self.buffered = self.buffered.saturating_sub(1);
@@ -443,10 +462,8 @@ where
                 } else if f.target == me.addr {
                     self.fence_arrived(ctx, f.origin, f.shard, f.epoch);
                 } else {
-                    let live = self.view.as_ref().is_none_or(|v| v.live.iter().any(|n| n.addr == f.target));
-                    if !live {
-                        continue;
-                    }
+                    // Sent even if the target is not in this view: it may be a member this
+                    // view does not show yet (a newcomer), and a gone one just loses it.
                     // Along the path envelopes of the shard take, unless this node owns
                     // it (its entities have the earlier ones) or it bounced too often.
                     let to = match self.owner(f.shard) {
@@ -539,7 +556,6 @@ where
             self.may_release(ctx, origin, shard);
         }
         self.fencing.received.retain(|(origin, _), _| live.contains(origin));
-        self.fencing.relays.retain(|f| live.contains(&f.target) || f.target == me.addr);
         self.try_relays(ctx);
     }
 
@@ -565,6 +581,28 @@ where
 
     /// A retry tick: holds that waited too long let their envelopes go; fences try again.
     pub(super) fn fence_tick(&mut self, ctx: &mut Context<Self>) {
+        if tracing::enabled!(tracing::Level::DEBUG) && !self.fencing.relays.is_empty() {
+            for f in &self.fencing.relays {
+                let buffer = match self.shards.get(&f.shard) {
+                    Some(ShardState::Acquiring { buffer, waiting, .. }) => {
+                        format!("acquiring {} waiting {waiting:?}", buffer.len())
+                    }
+                    Some(ShardState::Loading { buffer, .. }) => format!("loading {}", buffer.len()),
+                    Some(ShardState::Active) => "active".to_string(),
+                    None => "none".to_string(),
+                };
+                tracing::debug!(
+                    "region {} on {}: fence of {} for shard {} waits: {buffer}, backlog {:?}, unrouted {}, gated {}",
+                    self.name,
+                    self.me().addr,
+                    f.origin,
+                    f.shard,
+                    self.fencing.backlog.get(&f.shard),
+                    self.unrouted.len(),
+                    self.fencing.gated.len()
+                );
+            }
+        }
         let mut expired = Vec::new();
         for (k, h) in self.fencing.holds.iter_mut() {
             h.ticks += 1;
@@ -573,7 +611,18 @@ where
             }
         }
         for (origin, shard) in expired {
-            tracing::warn!("region {}: no fence from {origin} for shard {shard}: its held envelopes go on", self.name);
+            if let Some(h) = self.fencing.holds.get(&(origin, shard)) {
+                tracing::warn!(
+                    "region {} on {}: no fence from {origin} for shard {shard} (through {}, arrived {}, view {} here {}, {} held): they go on",
+                    self.name,
+                    self.me().addr,
+                    h.fenced,
+                    h.fenced_off,
+                    h.view,
+                    self.view_number(),
+                    h.queue.len()
+                );
+            }
             self.release(ctx, origin, shard);
         }
         if self.fencing.gated.is_empty() {
