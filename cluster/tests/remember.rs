@@ -60,14 +60,9 @@ impl RememberStore for MemoryStore {
     }
 }
 
-/// A member stops like a crash (its runtime shut down, no hand-off): the survivors start
-/// the entities it ran from the shared store, without a message, each exactly once and
-/// never while it was alive elsewhere.
-#[test]
-fn remembered_entities_of_a_crashed_node_restart_on_the_survivors_without_a_message() {
-    const ENTITIES: usize = 60;
-    let store = Arc::new(MemoryStore::default());
-    let log = Arc::new(ActivationLog::default());
+/// Three members, all up, running counters (30 shards, no passivation) that remember their
+/// entities in `store` and log their activations in `log`.
+fn remembering_cluster(config: percore_cluster::ClusterConfig, store: &Arc<MemoryStore>, log: &Arc<ActivationLog>) -> Vec<TestNode> {
     let settings = || {
         ShardingSettings::new()
             .shards(30)
@@ -76,11 +71,22 @@ fn remembered_entities_of_a_crashed_node_restart_on_the_survivors_without_a_mess
             .retry_interval(Duration::from_millis(100))
             .remember_entities_in(store.clone())
     };
-    let mut nodes = cluster_of(3, failure_config(), |c| {
-        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    let nodes = cluster_of(3, config, |c| {
+        ClusterSharding::new(c).start("counter", counters(c, log), settings()).unwrap();
     });
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
+    nodes
+}
+
+/// A member stops like a crash (its runtime shut down, no hand-off): the survivors start
+/// the entities it ran from the shared store, without a message, each exactly once and
+/// never while it was alive elsewhere.
+#[test]
+fn remembered_entities_of_a_crashed_node_restart_on_the_survivors_without_a_message() {
+    const ENTITIES: usize = 60;
+    let (store, log) = (Arc::new(MemoryStore::default()), Arc::new(ActivationLog::default()));
+    let mut nodes = remembering_cluster(failure_config(), &store, &log);
     let sharding = ClusterSharding::new(&nodes[0].cluster);
     let victim = nodes[2].addr();
     let mut on_victim = BTreeSet::new();
@@ -163,21 +169,8 @@ fn a_passivated_entity_is_forgotten_until_its_next_message() {
 #[test]
 fn a_leaving_member_s_entities_restart_from_the_store_and_nothing_is_rewritten() {
     const ENTITIES: usize = 60;
-    let store = Arc::new(MemoryStore::default());
-    let log = Arc::new(ActivationLog::default());
-    let settings = || {
-        ShardingSettings::new()
-            .shards(30)
-            .passivate_after(None)
-            .stop_message(|| CounterMsg::Stop)
-            .retry_interval(Duration::from_millis(100))
-            .remember_entities_in(store.clone())
-    };
-    let nodes = cluster_of(3, config(), |c| {
-        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
-    });
-    let refs: Vec<&TestNode> = nodes.iter().collect();
-    all_up(&refs, 3);
+    let (store, log) = (Arc::new(MemoryStore::default()), Arc::new(ActivationLog::default()));
+    let nodes = remembering_cluster(config(), &store, &log);
     let s2 = ClusterSharding::new(&nodes[2].cluster);
     for e in 0..ENTITIES {
         s2.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
@@ -257,21 +250,8 @@ fn a_refused_update_reloads_the_shard_and_reconciles() {
 #[test]
 fn a_downed_minority_s_entities_restart_on_the_majority_from_the_store() {
     const ENTITIES: usize = 60;
-    let store = Arc::new(MemoryStore::default());
-    let log = Arc::new(ActivationLog::default());
-    let settings = || {
-        ShardingSettings::new()
-            .shards(30)
-            .passivate_after(None)
-            .stop_message(|| CounterMsg::Stop)
-            .retry_interval(Duration::from_millis(100))
-            .remember_entities_in(store.clone())
-    };
-    let nodes = cluster_of(3, failure_config(), |c| {
-        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
-    });
-    let refs: Vec<&TestNode> = nodes.iter().collect();
-    all_up(&refs, 3);
+    let (store, log) = (Arc::new(MemoryStore::default()), Arc::new(ActivationLog::default()));
+    let nodes = remembering_cluster(failure_config(), &store, &log);
     let sharding = ClusterSharding::new(&nodes[0].cluster);
     for e in 0..ENTITIES {
         let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
