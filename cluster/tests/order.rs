@@ -242,7 +242,10 @@ fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
         .filter(|h| h.iter().position(|a| *a == nodes[1].addr()).is_some_and(|p| p + 1 < h.len()))
         .count();
     eprintln!("order: sent {sent:?}; {moved_to_3} entities moved to the newcomer, {moved_from_1} away from the leaver");
-    assert!(moved_to_3 > 0 && moved_from_1 > 0, "shards moved on the join and on the leave");
+    assert!(
+        moved_to_3 > 0 && moved_from_1 > 0,
+        "shards moved on the join ({moved_to_3} entities) and on the leave ({moved_from_1}); hosts {hosts:?}"
+    );
 }
 
 /// One stream's arrivals as runs of consecutive numbers with the node they ran on

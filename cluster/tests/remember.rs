@@ -62,7 +62,11 @@ impl RememberStore for MemoryStore {
 
 /// Three members, all up, running counters (30 shards, no passivation) that remember their
 /// entities in `store` and log their activations in `log`.
-fn remembering_cluster(config: percore_cluster::ClusterConfig, store: &Arc<MemoryStore>, log: &Arc<ActivationLog>) -> Vec<TestNode> {
+fn remembering_cluster(
+    config: percore_cluster::ClusterConfig,
+    store: &Arc<MemoryStore>,
+    log: &Arc<ActivationLog>,
+) -> Vec<TestNode> {
     let settings = || {
         ShardingSettings::new()
             .shards(30)
