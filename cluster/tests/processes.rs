@@ -231,7 +231,17 @@ fn child_member() {
     // its entities. Separate processes on a loaded 2-core machine differ in detection time by
     // more than in one process: with the in-process tests' 500 ms, a partition under load
     // left as little as 0.13 s between a minority's stop and the majority's restart.
-    let cfg = if failure { failure_config().down_removal_margin(Duration::from_secs(2)) } else { config() };
+    // And a 2 s stable-after: each member flags each peer on its own phi-accrual clock, and
+    // under load the two peers of a member cut off at once were flagged more than 0.5 s apart;
+    // the resolver then saw one failure at a time and the cut-off member, still with the other
+    // peer (a majority), downed the first, then won the tie against the second (docs/CLUSTER.md).
+    let cfg = if failure {
+        failure_config()
+            .split_brain_resolver(percore_cluster::SbrStrategy::KeepMajority, Duration::from_secs(2))
+            .down_removal_margin(Duration::from_secs(2))
+    } else {
+        config()
+    };
     let cluster = Cluster::start(&node, cfg.min_nr_of_members(min)).unwrap();
     let printer = rt.handle().spawn(Props::from(EventPrinter).capacity(4096)).unwrap();
     cluster.subscribe(&printer).unwrap();
