@@ -293,14 +293,14 @@ backends!(
     recovery_starts_at_the_snapshot_after_its_events_were_deleted,
 );
 
+/// Fencing runs on the two real journals only (`suite!` names `super::File` and the case,
+/// which the glob import brings into this module).
 mod fencing {
     use super::*;
     mod file {
-        use super::*;
         suite!(File, a_stale_writer_is_fenced_after_its_conflict_and_the_live_writer_goes_on);
     }
     mod postgres {
-        use super::*;
         suite!(Pg, a_stale_writer_is_fenced_after_its_conflict_and_the_live_writer_goes_on);
     }
 }
