@@ -366,7 +366,9 @@ fn the_trace_context_travels_with_tell_and_ask_and_links_to_the_sender() {
     assert_eq!((&sb.trace_id, &sc.trace_id), (&sa.trace_id, &sa.trace_id), "one trace along the chain: {s:?}");
     assert_eq!(sa.parent_id, "", "a foreign thread without a context starts the trace: {sa:?}");
     assert_eq!(sb.parent_id, sa.span_id, "same-shard tell: {s:?}");
-    assert_eq!(sc.parent_id, sb.span_id, "cross-shard tell: {s:?}");
+    // (Seen once in CI, 2026-12-01: a third span of this trace with no parent and no link,
+    // as if a handler got a copy of a's incoming context; the actor ids say whose it was.)
+    assert_eq!(sc.parent_id, sb.span_id, "cross-shard tell (a {}, b {}, c {}): {s:?}", a.id(), b.id(), c.id());
     assert_eq!(sa.follows, vec!["request".to_string()], "linked to the sender's span: {sa:?}");
     assert_eq!(sb.follows, vec![sa.span_id.clone()], "{sb:?}");
     assert_eq!(sc.follows, vec![sb.span_id.clone()], "{sc:?}");

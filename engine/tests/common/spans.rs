@@ -15,6 +15,8 @@ use tracing_subscriber::Layer;
 pub struct SpanRec {
     pub name: String,
     pub kind: String,
+    /// The handler's `actor_id` (which actor a span belongs to, for failure reports).
+    pub actor_id: String,
     pub trace_id: String,
     pub span_id: String,
     pub parent_id: String,
@@ -29,6 +31,7 @@ impl Visit for SpanRec {
         let v = format!("{value:?}").trim_matches('"').to_string();
         match field.name() {
             "kind" => self.kind = v,
+            "actor_id" => self.actor_id = v,
             "trace_id" => self.trace_id = v,
             "span_id" => self.span_id = v,
             "parent_id" => self.parent_id = v,
