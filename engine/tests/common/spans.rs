@@ -24,6 +24,10 @@ pub struct SpanRec {
     pub follows: Vec<String>,
     /// A `tag` field, for spans the tests open themselves.
     pub tag: String,
+    /// Whether the span has closed. A handler records `parent_id` and its `follows_from`
+    /// link just *after* creating its span, so a test that saw the span appear must wait for
+    /// this before it reads those (a failed CI run read a span between the two).
+    pub closed: bool,
 }
 
 impl Visit for SpanRec {
@@ -88,7 +92,10 @@ impl<S: tracing::Subscriber> Layer<S> for SpanRecorder {
     }
 
     fn on_close(&self, id: Id, _ctx: LayerCtx<'_, S>) {
-        self.0.lock().unwrap().live.remove(&id.into_u64());
+        let mut spans = self.0.lock().unwrap();
+        if let Some(i) = spans.live.remove(&id.into_u64()) {
+            spans.all[i].closed = true;
+        }
     }
 }
 
