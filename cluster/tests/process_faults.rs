@@ -294,6 +294,18 @@ impl Actor for PgCounterEntity {
 // ---------------------------------------------------------------------------------------
 // The driver's side.
 
+/// Three member processes on free ports of 127.0.0.1, each seeded with all three and started
+/// with `env`; returns once each reports all three up.
+fn three_members_up(env: &[(&str, String)]) -> Vec<Member> {
+    let ports = [free_port(), free_port(), free_port()];
+    let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
+    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_env(*p, &addrs, 3, env)).collect();
+    for m in &mut members {
+        m.wait_up(&addrs);
+    }
+    members
+}
+
 fn unique_dir(name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let dir = std::env::temp_dir().join(format!("percore-{name}-{}-{nanos}", std::process::id()));
@@ -397,12 +409,7 @@ fn a_partitioned_member_process_downs_itself_and_no_entity_runs_on_both_sides() 
         ("PERCORE_CHILD_SINGLETON", "1".to_string()),
         ("PERCORE_CHILD_FAILURE", "1".to_string()),
     ];
-    let ports = [free_port(), free_port(), free_port()];
-    let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
-    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_env(*p, &addrs, 3, &env)).collect();
-    for m in &mut members {
-        m.wait_up(&addrs);
-    }
+    let mut members = three_members_up(&env);
     // The oldest member (up-number 1) runs the singleton: it becomes the minority.
     let oldest = members[0].events("Up").into_iter().find(|u| u.1 == 1).unwrap().0;
     let minority = members.iter().position(|m| m.addr.to_string() == oldest).unwrap();
@@ -516,12 +523,7 @@ fn persistent_entities_on_postgresql_keep_every_acknowledged_increment_when_a_me
         ("PERCORE_CHILD_ACTLOG", log.display().to_string()),
         ("PERCORE_CHILD_FAILURE", "1".to_string()),
     ];
-    let ports = [free_port(), free_port(), free_port()];
-    let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
-    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_env(*p, &addrs, 3, &env)).collect();
-    for m in &mut members {
-        m.wait_up(&addrs);
-    }
+    let mut members = three_members_up(&env);
     let (_rt, driver) = start_node_full("driver", 0, 1 << 16, 1);
     driver.register::<GatewayMsg>().unwrap();
     let gateway =
@@ -625,12 +627,7 @@ fn remembered_entities_restart_on_the_survivors_after_a_kill_9_without_a_message
         ("PERCORE_CHILD_ACTLOG", log.display().to_string()),
         ("PERCORE_CHILD_FAILURE", "1".to_string()),
     ];
-    let ports = [free_port(), free_port(), free_port()];
-    let addrs: Vec<SocketAddr> = ports.iter().map(|p| SocketAddr::from(([127, 0, 0, 1], *p))).collect();
-    let mut members: Vec<Member> = ports.iter().map(|p| Member::spawn_env(*p, &addrs, 3, &env)).collect();
-    for m in &mut members {
-        m.wait_up(&addrs);
-    }
+    let mut members = three_members_up(&env);
     let (_rt, driver) = start_node_full("driver", 0, 1 << 16, 1);
     driver.register::<GatewayMsg>().unwrap();
     let gateway =
