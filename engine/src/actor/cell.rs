@@ -35,7 +35,7 @@ use crate::telemetry::context::{Side, OBSERVE_TRACE};
 /// **Why: store forwarding.** A same-shard message is written into its receiver's inline
 /// slot by the sender's handler and read back a few dozen instructions later by the
 /// receiver's activation, while those stores still sit in the store buffer. A load is
-/// forwarded from the store buffer only when a single store covers it. The compiler writes
+/// forwarded from the store buffer only when a single store covers it. The compiler wrote
 /// the slot as the message's parts (8 + 16 + 8 bytes for pingpong's 32-byte message) and
 /// read it back in 16-byte halves, each spanning two stores, so every read waited for the
 /// stores to reach the cache: `perf record -e cpu-clock` put a third to a half of the
@@ -520,7 +520,8 @@ pub(crate) fn cell_size<A: Actor>() -> usize {
 mod tests {
     use super::LocalQueue;
 
-    /// Padding inside (u8 then u64), a heap value, 32 bytes: moved in words.
+    /// Padding inside (u8 then u64) and a heap value, a whole number of 8-aligned words:
+    /// moved in words (`word_moved`, checked below).
     #[derive(Debug, PartialEq)]
     enum Msg {
         Small(u8, u64),
@@ -552,6 +553,7 @@ mod tests {
     /// padding, heap data and sizes that are and are not moved in words (run under miri too).
     #[test]
     fn the_inline_slot_moves_messages_intact() {
+        assert!(super::word_moved::<Option<Msg>>() && !super::word_moved::<Option<[u64; 9]>>());
         roundtrip(|i| match i % 3 {
             0 => Msg::Small(i as u8, u64::MAX - i as u64),
             1 => Msg::Text(format!("message {i}")),
