@@ -102,6 +102,9 @@ pub(crate) struct ClusterShared {
     pub(crate) state: Mutex<CurrentClusterState>,
     pub(crate) terminated: AtomicBool,
     pub(crate) faults: Faults,
+    /// The tombstones of this node's gossip and its membership number, as the daemon last
+    /// published them (tests only: `Cluster::__gossip_tombstones`).
+    pub(crate) gossip_probe: Mutex<(Vec<UniqueAddress>, u32)>,
 }
 
 impl ClusterShared {
@@ -148,6 +151,7 @@ impl Cluster {
             state: Mutex::new(CurrentClusterState::default()),
             terminated: AtomicBool::new(false),
             faults: Faults::default(),
+            gossip_probe: Mutex::new((Vec::new(), 0)),
         });
         let daemon = node
             .runtime()
@@ -219,6 +223,13 @@ impl Cluster {
     #[doc(hidden)]
     pub fn __fail_daemon(&self) -> bool {
         self.daemon.fail("failure injected by a test")
+    }
+
+    /// The removed members this node's gossip still holds tombstones for, and its
+    /// membership number (tests of tombstone pruning only).
+    #[doc(hidden)]
+    pub fn __gossip_tombstones(&self) -> (Vec<UniqueAddress>, u32) {
+        self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn register_region(&self, name: String, hook: ViewHook) -> Result<(), ClusterError> {

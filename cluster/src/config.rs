@@ -8,7 +8,7 @@ use crate::sbr::{SbrSettings, SbrStrategy};
 
 /// How a node joins, gossips, detects failures and resolves partitions. Defaults are
 /// Akka's: heartbeat every 1 s, acceptable pause 3 s, phi threshold 8, gossip every 1 s,
-/// keep-majority with stable-after 20 s.
+/// keep-majority with stable-after 20 s, tombstones pruned after 24 h.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub(crate) seeds: Vec<SocketAddr>,
@@ -17,6 +17,7 @@ pub struct ClusterConfig {
     pub(crate) gossip_fanout: usize,
     pub(crate) min_nr_of_members: usize,
     pub(crate) sbr: SbrSettings,
+    pub(crate) prune_tombstones_after: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -28,6 +29,7 @@ impl Default for ClusterConfig {
             gossip_fanout: 3,
             min_nr_of_members: 1,
             sbr: SbrSettings::default(),
+            prune_tombstones_after: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -84,6 +86,19 @@ impl ClusterConfig {
     /// stable-after period). Shards of the downed member start elsewhere only after that.
     pub fn down_removal_margin(mut self, margin: Duration) -> Self {
         self.sbr.down_removal_margin = Some(margin);
+        self
+    }
+    /// Akka's `prune-gossip-tombstones-after` (default 24 h): how long the gossip keeps the
+    /// tombstone of a removed member. While it does, that incarnation's `Join` is refused and
+    /// its record is dropped from any gossip that still carries it; afterwards only the
+    /// removed node itself keeps it out (its membership has ended for good). Keep it far
+    /// above the split-brain resolver's `stable_after` plus `down_removal_margin`: only a
+    /// node cut off for the whole age could still hold a view with the removed member in it,
+    /// and the resolver ends such a node's membership long before. Pruning lets a cluster
+    /// that churns members for weeks keep its gossip small; the membership number counts
+    /// removals separately and does not go down.
+    pub fn prune_gossip_tombstones_after(mut self, age: Duration) -> Self {
+        self.prune_tombstones_after = age;
         self
     }
 }

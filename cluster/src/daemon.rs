@@ -24,7 +24,7 @@ use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use crate::cluster::ClusterShared;
 use crate::event::{diff, ClusterEvent, CurrentClusterState};
-use crate::gossip::Gossip;
+use crate::gossip::{wall_clock_ms, Gossip};
 use crate::member::{Member, MemberStatus, UniqueAddress};
 use crate::phi::PhiAccrual;
 use crate::sbr::{decide, Decision};
@@ -196,6 +196,13 @@ impl Daemon {
         }
     }
 
+    /// Tombstones removed before this (ms since the UNIX epoch, on this node's clock) are
+    /// pruned (`ClusterConfig::prune_gossip_tombstones_after`).
+    fn tombstone_expiry(&self) -> u64 {
+        let age = self.shared.cfg.prune_tombstones_after.as_millis().min(u64::MAX as u128) as u64;
+        wall_clock_ms().saturating_sub(age)
+    }
+
     fn my_status(&self) -> Option<MemberStatus> {
         self.gossip.as_ref().and_then(|g| g.members.get(&self.me)).map(|m| m.status)
     }
@@ -222,17 +229,18 @@ impl Daemon {
             return;
         }
         let me = self.me;
+        let expiry = self.tombstone_expiry();
         match self.gossip.as_mut() {
             Some(g) => {
-                let removed_me = remote.tombstones.contains(&me);
-                g.receive(&remote, me);
+                let removed_me = remote.tombstones.contains_key(&me);
+                g.receive(&remote, me, expiry);
                 if removed_me {
                     tracing::info!("cluster {me}: {from} removed this node");
                 }
             }
             None if remote.members.contains_key(&me) => {
                 let mut g = Gossip::default();
-                g.receive(&remote, me);
+                g.receive(&remote, me, expiry);
                 self.gossip = Some(g);
                 tracing::info!("cluster {me}: joined through {from}");
             }
@@ -289,10 +297,23 @@ impl Daemon {
             return;
         }
         let now = Instant::now();
+        self.prune_tombstones();
         self.leader_actions(now);
         self.resolve_split_brain(now);
         self.mark_handed_off();
         self.gossip_out();
+    }
+
+    /// Every node prunes the tombstones older than the prune age on its own clock; a
+    /// changed view is seen only by this node until it spreads (the others prune the same
+    /// tombstones at about the same time).
+    fn prune_tombstones(&mut self) {
+        let (me, expiry) = (self.me, self.tombstone_expiry());
+        if let Some(g) = self.gossip.as_mut() {
+            if g.prune_tombstones(expiry) {
+                g.changed_by(me);
+            }
+        }
     }
 
     fn leader_actions(&mut self, now: Instant) {
@@ -337,8 +358,9 @@ impl Daemon {
                 _ => {}
             }
         }
+        let removed_at = wall_clock_ms();
         for r in &removed {
-            g.remove(r);
+            g.remove(r, removed_at);
             changed = true;
             tracing::info!("cluster {me}: leader removed {r}");
         }
@@ -497,6 +519,13 @@ impl Daemon {
                     hook(v.clone());
                 }
                 self.last_view = Some(v);
+            }
+        }
+        if let Some(g) = &self.gossip {
+            let mut probe = self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner());
+            let number = g.membership_number();
+            if probe.1 != number || !probe.0.iter().eq(g.tombstones.keys()) {
+                *probe = (g.tombstones.keys().copied().collect(), number);
             }
         }
         let state = self.snapshot();

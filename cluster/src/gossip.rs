@@ -4,8 +4,23 @@
 //! * a member's record: the later status wins (then the higher up-number);
 //! * a reachability record `(observer, subject)` is written only by its observer, with a
 //!   version that the observer increments: the higher version wins;
-//! * tombstones (removed members) only grow, and drop whatever they name;
+//! * tombstones (removed members, with their removal time) drop whatever they name; the
+//!   later removal time wins; a tombstone is pruned once it is older than
+//!   `ClusterConfig::prune_gossip_tombstones_after` (Akka's `prune-gossip-tombstones-after`,
+//!   default 24 h), by every node on its own clock, so the set does not grow without bound;
+//! * `removals`: how many members were removed; it only grows, and is what the membership
+//!   number counts removals by (a pruned tombstone must not lower the number);
 //! * `handed_off`: leaving members that have handed over their shards (only grows).
+//!
+//! **Down is final after pruning.** A removed incarnation is kept out in two places: by the
+//! survivors' tombstones for the prune age (they refuse its `Join` and drop its record from
+//! any gossip that still carries it), and for ever by the removed node itself (its
+//! membership is terminated: it never gossips or joins again; `Cluster::join` returns
+//! `Terminated`). A record of it can come back only from a view that missed the removal for
+//! the whole prune age, i.e. from a node cut off for that long; the split-brain resolver
+//! ends such a side's membership after `stable_after` (seconds, against 24 h), so no live
+//! node holds such a view. Keep the prune age far above `stable_after` plus
+//! `down_removal_margin`.
 //!
 //! Because merge is monotone, "which view is newer" needs no vector clock: merging the
 //! received state into ours and comparing contents tells whether it was older (nothing
@@ -18,6 +33,14 @@ use percore_transport::{Decoder, Encoder, Wire, WireError};
 
 use crate::member::{Member, MemberStatus, UniqueAddress};
 
+/// Wall-clock milliseconds since the UNIX epoch: tombstones are dated by it, on the
+/// remover's clock, and pruned by each node's own (0 before the epoch).
+pub(crate) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis().min(u64::MAX as u128) as u64)
+}
+
 /// One observer's verdict on one subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Observation {
@@ -29,7 +52,11 @@ pub(crate) struct Observation {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Gossip {
     pub(crate) members: BTreeMap<UniqueAddress, Member>,
-    pub(crate) tombstones: BTreeSet<UniqueAddress>,
+    /// Removed members and when they were removed (milliseconds since the UNIX epoch, on
+    /// the remover's clock).
+    pub(crate) tombstones: BTreeMap<UniqueAddress, u64>,
+    /// Members removed so far (only grows; see `merge_content`).
+    pub(crate) removals: u64,
     pub(crate) reachability: BTreeMap<(UniqueAddress, UniqueAddress), Observation>,
     pub(crate) handed_off: BTreeSet<UniqueAddress>,
     pub(crate) seen: BTreeSet<UniqueAddress>,
@@ -67,6 +94,7 @@ impl Gossip {
     fn same_content(&self, other: &Gossip) -> bool {
         self.members == other.members
             && self.tombstones == other.tombstones
+            && self.removals == other.removals
             && self.reachability == other.reachability
             && self.handed_off == other.handed_off
     }
@@ -74,15 +102,39 @@ impl Gossip {
     /// Drops what tombstones name and records that refer to non-members.
     fn prune(&mut self) {
         let tombs = &self.tombstones;
-        self.members.retain(|k, m| !tombs.contains(k) && m.status != MemberStatus::Removed);
+        self.members.retain(|k, m| !tombs.contains_key(k) && m.status != MemberStatus::Removed);
         let members = &self.members;
         self.reachability.retain(|(o, s), _| members.contains_key(o) && members.contains_key(s));
         self.handed_off.retain(|n| members.contains_key(n));
         self.seen.retain(|n| members.contains_key(n));
     }
 
-    /// Merges `other` into `self` (content only; the caller settles `seen`).
-    fn merge_content(&mut self, other: &Gossip) {
+    /// Drops the tombstones removed before `expire_before` (ms since the UNIX epoch);
+    /// returns whether any went. The removal counter keeps counting them.
+    pub(crate) fn prune_tombstones(&mut self, expire_before: u64) -> bool {
+        let before = self.tombstones.len();
+        self.tombstones.retain(|_, removed_at| *removed_at >= expire_before);
+        self.tombstones.len() != before
+    }
+
+    /// Merges `other` into `self` (content only; the caller settles `seen`); tombstones
+    /// removed before `expire_before` act (they drop what they name) and then go.
+    ///
+    /// The removal counter: each side's tombstones that name a member of the other side are
+    /// removals that side has not counted yet, so the merged counter is at least each
+    /// side's plus those. In the usual case (one leader removes, in turn) that is exactly
+    /// the later side's counter; when two leaders removed different members concurrently (a
+    /// partition that both sides survived for a while) a plain maximum would count one of
+    /// them, and the merged view, short of a member, would have a smaller number than one
+    /// of its inputs. Every member a merge drops raises the counter by one, which adds 8 to
+    /// the number while the member took at most 6 with it: the number never goes down.
+    fn merge_content(&mut self, other: &Gossip, expire_before: u64) {
+        let unseen_by_me = other.tombstones.keys().filter(|t| self.members.contains_key(t)).count() as u64;
+        let unseen_by_them = self.tombstones.keys().filter(|t| other.members.contains_key(t)).count() as u64;
+        self.removals = self
+            .removals
+            .saturating_add(unseen_by_me)
+            .max(other.removals.saturating_add(unseen_by_them));
         for (k, m) in &other.members {
             self.members
                 .entry(*k)
@@ -93,7 +145,10 @@ impl Gossip {
                 })
                 .or_insert(*m);
         }
-        self.tombstones.extend(other.tombstones.iter().copied());
+        for (k, at) in &other.tombstones {
+            let mine = self.tombstones.entry(*k).or_insert(*at);
+            *mine = (*mine).max(*at);
+        }
         for (k, o) in &other.reachability {
             self.reachability
                 .entry(*k)
@@ -106,16 +161,19 @@ impl Gossip {
         }
         self.handed_off.extend(other.handed_off.iter().copied());
         self.prune();
+        self.prune_tombstones(expire_before);
     }
 
     /// Merges a received gossip into ours and settles the seen set; `me` has seen the result.
-    pub(crate) fn receive(&mut self, other: &Gossip, me: UniqueAddress) -> Merged {
+    /// Tombstones removed before `expire_before` (ms since the UNIX epoch; 0: none) are
+    /// pruned on the way in, so a peer that has not pruned them yet does not bring them back.
+    pub(crate) fn receive(&mut self, other: &Gossip, me: UniqueAddress, expire_before: u64) -> Merged {
         let outcome = if self.same_content(other) {
             self.seen.extend(other.seen.iter().copied());
             Merged::Same
         } else {
             let mut merged = self.clone();
-            merged.merge_content(other);
+            merged.merge_content(other, expire_before);
             if merged.same_content(self) {
                 Merged::Older
             } else if merged.same_content(other) {
@@ -157,12 +215,13 @@ impl Gossip {
     }
 
     /// A number that grows with every change of membership (a member added, a status
-    /// moved forward, a member removed into a tombstone), so that of two views of the
-    /// same cluster the later one has the larger number. Statuses only move forward and
-    /// tombstones only grow; a removal drops at most 6 (`Removed` + 1) and adds 8.
+    /// moved forward, a member removed), so that of two views of the same cluster the
+    /// later one has the larger number. Statuses only move forward and the removal counter
+    /// only grows (it is not the tombstone set's size: tombstones are pruned); a removal
+    /// drops at most 6 (`Removed` + 1) and adds 8. Pruning a tombstone leaves it unchanged.
     pub(crate) fn membership_number(&self) -> u32 {
         let statuses: u64 = self.members.values().map(|m| m.status as u64 + 1).sum();
-        (statuses + self.tombstones.len() as u64 * 8).min(u32::MAX as u64) as u32
+        statuses.saturating_add(self.removals.saturating_mul(8)).min(u32::MAX as u64) as u32
     }
 
     /// Akka's convergence: no active member is unreachable, and every active member has
@@ -216,7 +275,7 @@ impl Gossip {
 
     /// Whether `joiner` may join: not downed, not removed (down is final per incarnation).
     pub(crate) fn admits(&self, joiner: &UniqueAddress) -> bool {
-        !self.tombstones.contains(joiner)
+        !self.tombstones.contains_key(joiner)
             && !self.members.get(joiner).is_some_and(|m| matches!(m.status, MemberStatus::Down | MemberStatus::Removed))
     }
 
@@ -234,19 +293,34 @@ impl Gossip {
         true
     }
 
-    /// Removes `node` for good (leaves a tombstone).
-    pub(crate) fn remove(&mut self, node: &UniqueAddress) {
-        self.tombstones.insert(*node);
+    /// Removes `node` for good: leaves a tombstone dated `now` (ms since the UNIX epoch)
+    /// and counts the removal.
+    pub(crate) fn remove(&mut self, node: &UniqueAddress, now: u64) {
+        if self.members.contains_key(node) {
+            self.removals = self.removals.saturating_add(1);
+        }
+        let at = self.tombstones.entry(*node).or_insert(now);
+        *at = (*at).max(now);
         self.prune();
     }
 }
 
-/// A tombstone set is bounded by the members a cluster ever had; the encoder sends it
-/// whole (clusters of tens of nodes: a few kilobytes).
+/// The smallest encoded tombstone: an IPv4 address (1 + 4 + 2 bytes), an incarnation and a
+/// removal time (8 + 8).
+const MIN_TOMBSTONE_BYTES: usize = 23;
+
+/// A tombstone set is bounded by the members removed within the prune age; the encoder
+/// sends it whole (clusters of tens of nodes: a few kilobytes). The decoder checks every
+/// count against the bytes left before it reads on.
 impl Wire for Gossip {
     fn encode(self, w: &mut Encoder<'_>) {
         w.put(self.members.into_values().collect::<Vec<_>>());
-        w.put(self.tombstones.into_iter().collect::<Vec<_>>());
+        w.put_u32(self.tombstones.len() as u32);
+        for (node, removed_at) in self.tombstones {
+            w.put(node);
+            w.put_u64(removed_at);
+        }
+        w.put_u64(self.removals);
         w.put_u32(self.reachability.len() as u32);
         for ((o, s), obs) in self.reachability {
             w.put(o);
@@ -259,7 +333,16 @@ impl Wire for Gossip {
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
         let members: Vec<Member> = r.get()?;
-        let tombstones: Vec<UniqueAddress> = r.get()?;
+        let n = r.get_u32()? as usize;
+        if n > r.remaining() / MIN_TOMBSTONE_BYTES {
+            return Err(WireError::BadLength(n));
+        }
+        let mut tombstones = BTreeMap::new();
+        for _ in 0..n {
+            let node: UniqueAddress = r.get()?;
+            tombstones.insert(node, r.get_u64()?);
+        }
+        let removals = r.get_u64()?;
         let n = r.get_u32()? as usize;
         if n > r.remaining() {
             return Err(WireError::BadLength(n));
@@ -275,7 +358,8 @@ impl Wire for Gossip {
         let seen: Vec<UniqueAddress> = r.get()?;
         let mut g = Gossip {
             members: members.into_iter().map(|m| (m.node, m)).collect(),
-            tombstones: tombstones.into_iter().collect(),
+            tombstones,
+            removals,
             reachability,
             handed_off: handed_off.into_iter().collect(),
             seen: seen.into_iter().collect(),
@@ -313,11 +397,11 @@ mod tests {
             g.set_status(&b, s);
             step(&g, &format!("b {s:?}"));
         }
-        g.remove(&b);
+        g.remove(&b, 1_000);
         step(&g, "b removed");
         g.set_status(&c, MemberStatus::Down);
         step(&g, "c down");
-        g.remove(&c);
+        g.remove(&c, 1_000);
         step(&g, "c removed");
     }
 
@@ -328,26 +412,26 @@ mod tests {
         ga.add_joining(b);
         ga.changed_by(a);
         let mut gb = Gossip::default();
-        assert_eq!(gb.receive(&ga, b), Merged::Newer);
+        assert_eq!(gb.receive(&ga, b, 0), Merged::Newer);
         assert_eq!(gb.seen, [a, b].into_iter().collect());
-        assert_eq!(ga.receive(&gb, a), Merged::Same);
+        assert_eq!(ga.receive(&gb, a, 0), Merged::Same);
         assert!(ga.converged());
         // a suspects b; b marks itself leaving: concurrent.
         ga.observe(a, b, true);
         ga.changed_by(a);
         gb.set_status(&b, MemberStatus::Leaving);
         gb.changed_by(b);
-        assert_eq!(ga.receive(&gb, a), Merged::Concurrent);
+        assert_eq!(ga.receive(&gb, a, 0), Merged::Concurrent);
         assert_eq!(ga.members[&b].status, MemberStatus::Leaving);
         assert!(ga.is_unreachable(&b));
         assert_eq!(ga.seen, [a].into_iter().collect());
         // The later status wins either way round.
         let mut gc = gb.clone();
         gc.set_status(&b, MemberStatus::Up);
-        assert_eq!(gb.receive(&gc, b), Merged::Same, "up does not undo leaving");
+        assert_eq!(gb.receive(&gc, b, 0), Merged::Same, "up does not undo leaving");
         // An older gossip changes nothing.
         let old = Gossip::founding(a, false);
-        assert_eq!(ga.receive(&old, a), Merged::Older);
+        assert_eq!(ga.receive(&old, a, 0), Merged::Older);
     }
 
     #[test]
@@ -358,11 +442,11 @@ mod tests {
         g.set_status(&b, MemberStatus::Down);
         assert!(!g.admits(&b));
         assert!(!g.add_joining(b));
-        g.remove(&b);
+        g.remove(&b, 1_000);
         assert!(!g.admits(&b));
         let mut other = Gossip::founding(a, false);
         other.add_joining(b);
-        g.receive(&other, a);
+        g.receive(&other, a, 0);
         assert!(!g.members.contains_key(&b), "a tombstone keeps a removed member out");
         // A new incarnation at the same address may join.
         let b2 = UniqueAddress { incarnation: 2, ..b };
@@ -395,6 +479,9 @@ mod tests {
         g.add_joining(b);
         g.observe(a, b, true);
         g.handed_off.insert(b);
+        g.add_joining(ua(3));
+        g.remove(&ua(3), 1_234_567);
+        assert_eq!(g.removals, 1);
         let bytes =
             percore_transport::Node::encode_plain(crate::daemon::DaemonMsg::Gossip { from: a, gossip: g.clone() });
         match percore_transport::Node::decode_plain::<crate::daemon::DaemonMsg>(&bytes).unwrap() {
@@ -405,5 +492,133 @@ mod tests {
             _ => panic!("wrong variant"),
         }
         assert!(percore_transport::Node::decode_plain::<crate::daemon::DaemonMsg>(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A gossip of `a` with `others` up (up-numbers in order), seen by everyone.
+    fn up_cluster(a: UniqueAddress, others: &[UniqueAddress]) -> Gossip {
+        let mut g = Gossip::founding(a, false);
+        for (i, n) in others.iter().enumerate() {
+            g.add_joining(*n);
+            g.set_status(n, MemberStatus::Up);
+            g.members.get_mut(n).unwrap().up_number = i as u32 + 2;
+        }
+        g.seen = g.members.keys().copied().collect();
+        g
+    }
+
+    #[test]
+    fn tombstones_are_pruned_after_the_age_and_the_number_does_not_go_down() {
+        let (a, b, c) = (ua(1), ua(2), ua(3));
+        let mut g = up_cluster(a, &[b, c]);
+        g.set_status(&b, MemberStatus::Down);
+        g.remove(&b, 10_000);
+        let n = g.membership_number();
+        assert!(!g.prune_tombstones(10_000), "not older than the age yet");
+        assert_eq!(g.tombstones.keys().copied().collect::<Vec<_>>(), [b]);
+        assert!(g.prune_tombstones(10_001));
+        assert!(g.tombstones.is_empty(), "pruned");
+        assert_eq!(g.removals, 1, "the removal still counts");
+        assert_eq!(g.membership_number(), n, "pruning is no membership change");
+        // The next change still raises the number above every earlier view.
+        g.set_status(&c, MemberStatus::Leaving);
+        assert!(g.membership_number() > n);
+        g.set_status(&c, MemberStatus::Exiting);
+        let before = g.membership_number();
+        g.remove(&c, 20_000);
+        assert!(g.membership_number() > before);
+        assert_eq!(g.removals, 2);
+        // Removing a non-member (a second removal of the same node) counts nothing.
+        g.remove(&c, 20_001);
+        assert_eq!(g.removals, 2);
+    }
+
+    /// A peer that has not pruned yet (its clock is behind) keeps its tombstone, and one
+    /// that has does not take it back; both keep the removed member out and agree on the
+    /// number; once both have pruned, their views are the same again.
+    #[test]
+    fn merge_with_a_peer_that_has_or_has_not_pruned() {
+        let (a, b, c) = (ua(1), ua(2), ua(3));
+        let mut base = up_cluster(a, &[b, c]);
+        base.set_status(&c, MemberStatus::Down);
+        base.remove(&c, 10_000);
+        let (mut pruned, mut kept) = (base.clone(), base.clone());
+        assert!(pruned.prune_tombstones(20_000));
+        let n = base.membership_number();
+        assert_eq!(pruned.receive(&kept, a, 20_000), Merged::Older, "an expired tombstone does not come back");
+        assert!(pruned.tombstones.is_empty());
+        assert_eq!(kept.receive(&pruned, b, 5_000), Merged::Older, "a live tombstone stays");
+        assert_eq!(kept.tombstones.keys().copied().collect::<Vec<_>>(), [c]);
+        assert_eq!((pruned.membership_number(), kept.membership_number()), (n, n));
+        assert!(!pruned.members.contains_key(&c) && !kept.members.contains_key(&c));
+        // A peer that never saw the removal: the tombstone (even an expired one) drops the
+        // member it names before it goes, and the removal is counted once.
+        let mut stale = up_cluster(a, &[b, c]);
+        stale.set_status(&c, MemberStatus::Down);
+        let stale_n = stale.membership_number();
+        assert_eq!(stale.receive(&kept, b, 20_000), Merged::Concurrent);
+        assert!(!stale.members.contains_key(&c) && stale.tombstones.is_empty());
+        assert_eq!(stale.removals, 1);
+        assert!(stale.membership_number() >= stale_n);
+        assert_eq!(stale.membership_number(), n);
+        // Both prune: the same content, so the same view everywhere.
+        kept.prune_tombstones(20_000);
+        assert!(kept.same_content(&pruned) && stale.same_content(&pruned));
+        assert_eq!(pruned.receive(&kept, a, 20_000), Merged::Same);
+    }
+
+    /// Two leaders that each removed a different member (each side downed the other's
+    /// member while cut off): a plain maximum of the removal counters would count one
+    /// removal for two and the merged view, two members short, would rank below both
+    /// inputs. Across merges in either order and the pruning that follows, no view's
+    /// number is below one it was merged from.
+    #[test]
+    fn the_number_never_decreases_across_prune_and_merge() {
+        let (a, b, c, d) = (ua(1), ua(2), ua(3), ua(4));
+        let base = up_cluster(a, &[b, c, d]);
+        let (mut left, mut right) = (base.clone(), base.clone());
+        left.set_status(&c, MemberStatus::Down);
+        left.remove(&c, 10_000);
+        right.set_status(&d, MemberStatus::Down);
+        right.remove(&d, 10_100);
+        let (nl, nr) = (left.membership_number(), right.membership_number());
+        assert!(nl > base.membership_number() && nr > base.membership_number());
+        let mut lr = left.clone();
+        assert_eq!(lr.receive(&right, a, 0), Merged::Concurrent);
+        let mut rl = right.clone();
+        assert_eq!(rl.receive(&left, b, 0), Merged::Concurrent);
+        assert!(lr.same_content(&rl), "merge is commutative");
+        assert_eq!(lr.removals, 2);
+        let merged = lr.membership_number();
+        assert!(merged >= nl && merged >= nr, "merged {merged} after {nl} and {nr}");
+        // Merging again changes nothing; pruning changes no number; a late merge with a
+        // peer that has not pruned yet brings nothing back and lowers nothing.
+        assert_eq!(lr.receive(&rl, a, 0), Merged::Same);
+        assert!(lr.prune_tombstones(20_000));
+        assert_eq!(lr.membership_number(), merged);
+        assert_eq!(lr.receive(&rl, a, 20_000), Merged::Older);
+        assert!(lr.tombstones.is_empty());
+        assert!(!lr.members.contains_key(&c) && !lr.members.contains_key(&d));
+        assert_eq!(lr.membership_number(), merged);
+        assert_eq!(rl.receive(&lr, b, 0), Merged::Older, "the unpruned peer keeps its tombstones");
+        assert_eq!(rl.membership_number(), merged);
+        // A member removed after the pruning still raises the number.
+        lr.set_status(&b, MemberStatus::Down);
+        lr.remove(&b, 30_000);
+        assert!(lr.membership_number() > merged);
+    }
+
+    /// Untrusted input never sizes an allocation: a tombstone count larger than the bytes
+    /// that follow could hold is refused before anything is read.
+    #[test]
+    fn a_tombstone_count_beyond_the_input_is_refused() {
+        let g = Gossip::founding(ua(1), false);
+        let mut buf = Vec::new();
+        g.encode(&mut Encoder::plain(&mut buf));
+        // After the member list (count + one member) comes the tombstone count.
+        let mut d = Decoder::plain(&buf);
+        let _: Vec<Member> = d.get().unwrap();
+        let at = buf.len() - d.remaining();
+        buf[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Gossip::decode(&mut Decoder::plain(&buf)), Err(WireError::BadLength(u32::MAX as usize)));
     }
 }

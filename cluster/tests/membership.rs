@@ -198,3 +198,55 @@ fn restarted_node_joins_as_a_new_incarnation() {
         assert!(!s.members.iter().any(|m| m.node == old), "the old incarnation is gone");
     }
 }
+
+/// Tombstone pruning (`prune_gossip_tombstones_after`, 3 s here): a member that left
+/// leaves a tombstone in the survivors' gossip, which is pruned after the age while the
+/// membership number keeps growing (it counts removals, not tombstones); the removed
+/// incarnation still cannot join again, and a new node joins as usual.
+#[test]
+fn tombstones_are_pruned_while_the_membership_number_keeps_growing() {
+    let cfg = config().prune_gossip_tombstones_after(Duration::from_secs(3));
+    let mut nodes = cluster_of(3, cfg.clone(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let number = |t: &TestNode| t.cluster.__gossip_tombstones().1;
+    let before = number(&nodes[0]);
+    let leaver = nodes[2].cluster.self_address();
+    nodes[2].cluster.leave().unwrap();
+    // Each survivor shows the tombstone (for 3 s from its removal) and a larger number.
+    let mut shown = [false, false];
+    eventually("the survivors hold the leaver's tombstone", || {
+        for (i, t) in nodes[..2].iter().enumerate() {
+            let (tombs, n) = t.cluster.__gossip_tombstones();
+            if tombs == [leaver] {
+                assert!(n > before, "the removal raised the number: {n} after {before}");
+                shown[i] = true;
+            }
+        }
+        shown == [true, true]
+    });
+    let removed = number(&nodes[0]);
+    eventually("the leaver's tombstone is pruned on both survivors", || {
+        nodes[..2].iter().all(|t| t.cluster.__gossip_tombstones().0.is_empty())
+    });
+    let survivors = [&nodes[0], &nodes[1]];
+    all_up(&survivors, 2);
+    for t in survivors {
+        assert_eq!(number(t), removed, "pruning is no membership change and lowers no number");
+        assert!(!t.cluster.state().members.iter().any(|m| m.node == leaver));
+    }
+    // The removed incarnation cannot come back; a new node (a new incarnation) joins and
+    // raises the number again.
+    assert!(nodes[2].cluster.is_terminated());
+    assert!(matches!(nodes[2].cluster.join([nodes[0].addr()]), Err(percore_cluster::ClusterError::Terminated)));
+    let (rt, node) = start_node("n3");
+    let cluster = percore_cluster::Cluster::start(&node, cfg.seeds([nodes[0].addr()])).unwrap();
+    nodes.push(TestNode { rt: Some(rt), node, cluster });
+    let refs = [&nodes[0], &nodes[1], &nodes[3]];
+    all_up(&refs, 3);
+    for t in refs {
+        assert!(number(t) > removed, "a join after the pruning still raises the number");
+        assert!(!t.cluster.state().members.iter().any(|m| m.node == leaver), "the old incarnation stays out");
+        assert!(t.cluster.__gossip_tombstones().0.is_empty());
+    }
+}
