@@ -131,10 +131,7 @@ impl Gossip {
     fn merge_content(&mut self, other: &Gossip, expire_before: u64) {
         let unseen_by_me = other.tombstones.keys().filter(|t| self.members.contains_key(t)).count() as u64;
         let unseen_by_them = self.tombstones.keys().filter(|t| other.members.contains_key(t)).count() as u64;
-        self.removals = self
-            .removals
-            .saturating_add(unseen_by_me)
-            .max(other.removals.saturating_add(unseen_by_them));
+        self.removals = self.removals.saturating_add(unseen_by_me).max(other.removals.saturating_add(unseen_by_them));
         for (k, m) in &other.members {
             self.members
                 .entry(*k)

@@ -387,7 +387,7 @@ fn live_by_addr(acts: &[Activation]) -> BTreeMap<String, BTreeSet<String>> {
     m
 }
 
-/// Three member processes with 300 counters (60 shards, count files in a shared directory)
+/// Three member processes with 300 counters (60 shards, counts in a file in a shared directory)
 /// and the singleton `boss`; the oldest member (it runs the singleton) is cut off from the
 /// other two through each process's fault hook, a 2|1 split. The minority downs itself and
 /// stops its entities and the singleton; the majority removes it and takes its shards and
@@ -459,7 +459,7 @@ fn a_partitioned_member_process_downs_itself_and_no_entity_runs_on_both_sides() 
     let t_removed = t_cut.elapsed();
 
     // After: the majority goes on; every entity takes one more increment (the minority's
-    // restart on the majority from their count files), retried until acknowledged.
+    // restart on the majority from the shared count file), retried until acknowledged.
     pass_until_acked(&gateway(maj_addrs[0]), &ledger, &all);
     let counts = read_counts(&gateway(maj_addrs[1]), ENTITIES);
     for (e, c) in counts.iter().enumerate() {
