@@ -737,16 +737,12 @@ fn rolling_restart(entities: usize) {
     let _ = std::fs::remove_dir_all(&store);
 }
 
-/// 2,000 counters: the full 10,000 took 17 to 49 s (15 to 39 s of it driving) on this
-/// project's loaded 2-core machine in a debug build, beyond what a test in the default
-/// suite should take there; the 10,000 run is the ignored test below.
+/// The full size, 10,000 counters, in the default suite: about 3 s (10 s under
+/// the rest of the suite) in a debug build on this project's 2-core machine. It took
+/// 17 to 49 s before the counters kept their counts in one shared file instead of a file
+/// each (ext4 directory updates) and before a leaving region stopped answering hand-off
+/// requests by scanning all its entities after each one stopped.
 #[test]
-fn a_rolling_restart_of_three_member_processes_loses_no_acknowledged_increment() {
-    rolling_restart(2_000);
-}
-
-#[test]
-#[ignore = "the issue's full size; 17-49 s in a debug build on a loaded 2-core machine (2,000 entities by default)"]
 fn a_rolling_restart_with_10000_entities_loses_no_acknowledged_increment() {
     rolling_restart(10_000);
 }
