@@ -102,9 +102,8 @@ pub(crate) struct ClusterShared {
     pub(crate) state: Mutex<CurrentClusterState>,
     pub(crate) terminated: AtomicBool,
     pub(crate) faults: Faults,
-    /// The tombstones of this node's gossip and its membership number, as the daemon last
-    /// published them (tests only: `Cluster::__gossip_tombstones`).
-    pub(crate) gossip_probe: Mutex<(Vec<UniqueAddress>, u32)>,
+    /// What the daemon last published of its gossip (tests only: `Cluster::__gossip_probe`).
+    pub(crate) gossip_probe: Mutex<GossipProbe>,
 }
 
 impl ClusterShared {
@@ -116,6 +115,18 @@ impl ClusterShared {
     ) -> Result<ActorRef<M>, TransportError> {
         self.node.remote_ref::<M>(&format!("percore://{}@{addr}/user/{name}", self.system))
     }
+}
+
+/// A look into a node's gossip, for tests of tombstone pruning (`Cluster::__gossip_probe`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GossipProbe {
+    /// The removed members the gossip still holds tombstones for.
+    pub tombstones: Vec<UniqueAddress>,
+    /// The membership number (`MembershipView::number`).
+    pub number: u32,
+    /// Gossip received from nodes that are not members of this node's view, and refused.
+    pub refused: u64,
 }
 
 /// This node as a member of a cluster. Cheap to clone.
@@ -151,7 +162,7 @@ impl Cluster {
             state: Mutex::new(CurrentClusterState::default()),
             terminated: AtomicBool::new(false),
             faults: Faults::default(),
-            gossip_probe: Mutex::new((Vec::new(), 0)),
+            gossip_probe: Mutex::new(GossipProbe::default()),
         });
         let daemon = node
             .runtime()
@@ -225,10 +236,10 @@ impl Cluster {
         self.daemon.fail("failure injected by a test")
     }
 
-    /// The removed members this node's gossip still holds tombstones for, and its
-    /// membership number (tests of tombstone pruning only).
+    /// The tombstones of this node's gossip, its membership number, and the gossip it
+    /// refused (tests of tombstone pruning only).
     #[doc(hidden)]
-    pub fn __gossip_tombstones(&self) -> (Vec<UniqueAddress>, u32) {
+    pub fn __gossip_probe(&self) -> GossipProbe {
         self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -90,8 +90,9 @@ impl ClusterConfig {
     }
     /// Akka's `prune-gossip-tombstones-after` (default 24 h): how long the gossip keeps the
     /// tombstone of a removed member. While it does, that incarnation's `Join` is refused and
-    /// its record is dropped from any gossip that still carries it; afterwards only the
-    /// removed node itself keeps it out (its membership has ended for good). Keep it far
+    /// its record is dropped from any gossip that still carries it; afterwards the removed
+    /// node itself keeps out (its membership has ended for good), and members ignore gossip
+    /// from non-members, such as a node removed while cut off that never heard it. Keep it far
     /// above the split-brain resolver's `stable_after` plus `down_removal_margin`: only a
     /// node cut off for the whole age could still hold a view with the removed member in it,
     /// and the resolver ends such a node's membership long before. Pruning lets a cluster

@@ -140,6 +140,8 @@ pub(crate) struct Daemon {
     stable_since: Instant,
     down_seen: HashMap<UniqueAddress, Instant>,
     rng: u64,
+    /// Gossip refused from senders that are not members of this view (`on_gossip`).
+    refused: u64,
 }
 
 impl Daemon {
@@ -161,6 +163,7 @@ impl Daemon {
             stable_since: Instant::now(),
             down_seen: HashMap::new(),
             rng: me.incarnation | 1,
+            refused: 0,
         }
     }
 
@@ -231,6 +234,16 @@ impl Daemon {
         let me = self.me;
         let expiry = self.tombstone_expiry();
         match self.gossip.as_mut() {
+            // Only members gossip to members. A node removed while it was cut off never
+            // learns it (nobody gossips to a removed node) and goes on pushing its own view,
+            // itself up in it; once its tombstone is pruned, merging that view would bring
+            // the removed incarnation back. What a non-member knows that matters (a new
+            // joiner, known so far only to the seed that admitted it) reaches this node
+            // through the members' gossip anyway.
+            Some(g) if !g.members.contains_key(&from) => {
+                self.refused += 1;
+                tracing::debug!("cluster {me}: refused gossip from {from}: not a member of this view");
+            }
             Some(g) => {
                 let removed_me = remote.tombstones.contains_key(&me);
                 g.receive(&remote, me, expiry);
@@ -524,8 +537,13 @@ impl Daemon {
         if let Some(g) = &self.gossip {
             let mut probe = self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner());
             let number = g.membership_number();
-            if probe.1 != number || !probe.0.iter().eq(g.tombstones.keys()) {
-                *probe = (g.tombstones.keys().copied().collect(), number);
+            if probe.number != number
+                || probe.refused != self.refused
+                || !probe.tombstones.iter().eq(g.tombstones.keys())
+            {
+                probe.tombstones = g.tombstones.keys().copied().collect();
+                probe.number = number;
+                probe.refused = self.refused;
             }
         }
         let state = self.snapshot();

@@ -12,15 +12,19 @@
 //!   number counts removals by (a pruned tombstone must not lower the number);
 //! * `handed_off`: leaving members that have handed over their shards (only grows).
 //!
-//! **Down is final after pruning.** A removed incarnation is kept out in two places: by the
-//! survivors' tombstones for the prune age (they refuse its `Join` and drop its record from
-//! any gossip that still carries it), and for ever by the removed node itself (its
-//! membership is terminated: it never gossips or joins again; `Cluster::join` returns
-//! `Terminated`). A record of it can come back only from a view that missed the removal for
-//! the whole prune age, i.e. from a node cut off for that long; the split-brain resolver
-//! ends such a side's membership after `stable_after` (seconds, against 24 h), so no live
-//! node holds such a view. Keep the prune age far above `stable_after` plus
-//! `down_removal_margin`.
+//! **Down is final after pruning.** A removed incarnation is kept out
+//! * by the survivors' tombstones for the prune age: they refuse its `Join` and drop its
+//!   record from any gossip that still carries it;
+//! * for ever by the removed node itself once it knows: its membership is terminated, it
+//!   never gossips or joins again (`Cluster::join` returns `Terminated`);
+//! * for ever by the survivors' daemons, which take gossip only from members of their view
+//!   (`Daemon::on_gossip`): a node removed while cut off, that never heard of it and still
+//!   pushes its own view with itself up in it, is not listened to after the pruning.
+//!
+//! A record of it could then come back only through a third node whose view missed the
+//! removal for the whole prune age, i.e. one cut off for that long; the split-brain
+//! resolver ends such a side's membership after `stable_after` (seconds, against 24 h).
+//! Keep the prune age far above `stable_after` plus `down_removal_margin`.
 //!
 //! Because merge is monotone, "which view is newer" needs no vector clock: merging the
 //! received state into ours and comparing contents tells whether it was older (nothing

@@ -66,6 +66,8 @@ pub mod receptionist;
 mod sbr;
 pub mod sharding;
 
+#[doc(hidden)]
+pub use cluster::GossipProbe;
 pub use cluster::{Cluster, Faults};
 pub use config::ClusterConfig;
 pub use event::{ClusterEvent, CurrentClusterState};

@@ -209,7 +209,7 @@ fn tombstones_are_pruned_while_the_membership_number_keeps_growing() {
     let mut nodes = cluster_of(3, cfg.clone(), |_| {});
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
-    let number = |t: &TestNode| t.cluster.__gossip_tombstones().1;
+    let number = |t: &TestNode| t.cluster.__gossip_probe().number;
     let before = number(&nodes[0]);
     let leaver = nodes[2].cluster.self_address();
     nodes[2].cluster.leave().unwrap();
@@ -217,7 +217,8 @@ fn tombstones_are_pruned_while_the_membership_number_keeps_growing() {
     let mut shown = [false, false];
     eventually("the survivors hold the leaver's tombstone", || {
         for (i, t) in nodes[..2].iter().enumerate() {
-            let (tombs, n) = t.cluster.__gossip_tombstones();
+            let p = t.cluster.__gossip_probe();
+            let (tombs, n) = (p.tombstones, p.number);
             if tombs == [leaver] {
                 assert!(n > before, "the removal raised the number: {n} after {before}");
                 shown[i] = true;
@@ -227,7 +228,7 @@ fn tombstones_are_pruned_while_the_membership_number_keeps_growing() {
     });
     let removed = number(&nodes[0]);
     eventually("the leaver's tombstone is pruned on both survivors", || {
-        nodes[..2].iter().all(|t| t.cluster.__gossip_tombstones().0.is_empty())
+        nodes[..2].iter().all(|t| t.cluster.__gossip_probe().tombstones.is_empty())
     });
     let survivors = [&nodes[0], &nodes[1]];
     all_up(&survivors, 2);
@@ -247,6 +248,53 @@ fn tombstones_are_pruned_while_the_membership_number_keeps_growing() {
     for t in refs {
         assert!(number(t) > removed, "a join after the pruning still raises the number");
         assert!(!t.cluster.state().members.iter().any(|m| m.node == leaver), "the old incarnation stays out");
-        assert!(t.cluster.__gossip_tombstones().0.is_empty());
+        assert!(t.cluster.__gossip_probe().tombstones.is_empty());
+    }
+}
+
+/// Down is final after the tombstone is pruned: a member cut off from the others, downed by
+/// hand and removed while it could not hear it, still believes itself up. Its tombstone
+/// is pruned (1 s here); then the link heals and it pushes its view (itself up in it) to
+/// the survivors, who refuse gossip from a non-member: the removed incarnation does not
+/// come back, and nothing in the survivors' view changes.
+#[test]
+fn a_removed_member_that_never_heard_it_does_not_come_back_after_the_pruning() {
+    let cfg = config().prune_gossip_tombstones_after(Duration::from_secs(1));
+    let nodes = cluster_of(3, cfg, |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let cut = nodes[2].cluster.self_address();
+    for t in &nodes[..2] {
+        t.cluster.faults().blackhole(cut.addr);
+        nodes[2].cluster.faults().blackhole(t.addr());
+    }
+    // Downed by hand (the resolver waits a minute here, so the cut-off member does not
+    // down itself), removed after the 500 ms margin, and its tombstone pruned after 1 s.
+    nodes[0].cluster.down(cut.addr).unwrap();
+    let survivors = [&nodes[0], &nodes[1]];
+    all_up(&survivors, 2);
+    eventually("the removed member's tombstone is pruned on both survivors", || {
+        survivors.iter().all(|t| t.cluster.__gossip_probe().tombstones.is_empty())
+    });
+    let before: Vec<_> = survivors.iter().map(|t| t.cluster.__gossip_probe()).collect();
+    assert!(!nodes[2].cluster.is_terminated(), "the cut-off member never heard of its removal");
+    assert_eq!(nodes[2].status_of(cut.addr), Some(MemberStatus::Up));
+    for t in &nodes[..2] {
+        t.cluster.faults().heal(cut.addr);
+        nodes[2].cluster.faults().heal(t.addr());
+    }
+    // It gossips to both (fanout 3) every 50 ms: wait until each survivor has refused some
+    // of it (or, wrongly, taken it in).
+    eventually("the survivors hear from the removed member", || {
+        survivors.iter().zip(&before).all(|(t, b)| {
+            t.cluster.__gossip_probe().refused >= b.refused + 3
+                || t.cluster.state().members.iter().any(|m| m.node == cut)
+        })
+    });
+    for (t, b) in survivors.iter().zip(&before) {
+        let s = t.cluster.state();
+        assert!(!s.members.iter().any(|m| m.node == cut), "the removed incarnation came back: {s:?}");
+        assert_eq!(s.members.len(), 2);
+        assert_eq!(t.cluster.__gossip_probe().number, b.number, "nothing changed");
     }
 }
