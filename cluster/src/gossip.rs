@@ -622,4 +622,92 @@ mod tests {
         buf[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Gossip::decode(&mut Decoder::plain(&buf)), Err(WireError::BadLength(u32::MAX as usize)));
     }
+
+    /// Random concurrent histories (fixed seeds): five replicas change members, remove
+    /// them, merge each other's views in any order, and prune tombstones that no replica's
+    /// members name any more (the prune age's assumption). On every replica the number
+    /// never goes down and a removed member never comes back; once all have merged, all
+    /// hold the same content and the same number.
+    #[test]
+    fn random_histories_keep_the_number_monotone_and_the_removed_out() {
+        for seed in 1..=40u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: usize| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % n as u64) as usize
+            };
+            let ids: Vec<UniqueAddress> = (1..=5).map(ua).collect();
+            let base = up_cluster(ids[0], &ids[1..]);
+            let mut reps: Vec<Gossip> = vec![base.clone(); ids.len()];
+            let mut removed_at: Vec<BTreeSet<UniqueAddress>> = vec![BTreeSet::new(); ids.len()];
+            let mut port = 100;
+            for step in 1..=300u64 {
+                let i = next(reps.len());
+                let before = reps[i].membership_number();
+                // Tombstones older than this name no replica's member (safe to prune).
+                let live: BTreeSet<UniqueAddress> = reps.iter().flat_map(|g| g.members.keys().copied()).collect();
+                let expire = reps
+                    .iter()
+                    .flat_map(|g| g.tombstones.iter())
+                    .filter(|(k, _)| live.contains(k))
+                    .map(|(_, t)| *t)
+                    .min()
+                    .unwrap_or(step);
+                let members: Vec<UniqueAddress> = reps[i].members.keys().copied().collect();
+                match next(6) {
+                    0 if !members.is_empty() => {
+                        let m = members[next(members.len())];
+                        let s = [MemberStatus::Up, MemberStatus::Leaving, MemberStatus::Exiting, MemberStatus::Down]
+                            [next(4)];
+                        reps[i].set_status(&m, s);
+                    }
+                    1 => {
+                        let gone: Vec<UniqueAddress> = reps[i]
+                            .members
+                            .values()
+                            .filter(|m| matches!(m.status, MemberStatus::Exiting | MemberStatus::Down))
+                            .map(|m| m.node)
+                            .collect();
+                        if let Some(g) = gone.first() {
+                            reps[i].remove(g, step);
+                        }
+                    }
+                    2 => {
+                        port += 1;
+                        reps[i].add_joining(ua(port));
+                    }
+                    3 => {
+                        reps[i].prune_tombstones(expire);
+                    }
+                    _ => {
+                        let j = next(reps.len());
+                        let other = reps[j].clone();
+                        reps[i].receive(&other, ids[i], expire);
+                    }
+                }
+                let after = reps[i].membership_number();
+                assert!(after >= before, "seed {seed} step {step}: replica {i}: {after} after {before}");
+                removed_at[i].extend(reps[i].tombstones.keys().copied());
+                for r in &removed_at[i] {
+                    assert!(!reps[i].members.contains_key(r), "seed {seed} step {step}: {r} came back");
+                }
+            }
+            // Everyone merges everyone (twice round), then prunes what is safe: one view.
+            for _ in 0..2 {
+                for i in 0..reps.len() {
+                    for j in 0..reps.len() {
+                        let other = reps[j].clone();
+                        let before = reps[i].membership_number();
+                        reps[i].receive(&other, ids[i], 0);
+                        assert!(reps[i].membership_number() >= before);
+                    }
+                }
+            }
+            for g in &reps[1..] {
+                assert!(g.same_content(&reps[0]), "seed {seed}: views differ after merging all");
+            }
+        }
+    }
 }
