@@ -120,7 +120,10 @@ impl Wire for DaemonMsg {
 }
 
 impl RemoteMessage for DaemonMsg {
-    const TYPE_ID: u32 = 0xC105_7E01;
+    /// `…02`: gossip carries dated tombstones and the removal counter (tombstone pruning); a
+    /// member built before it (`…01`) cannot decode it, so the two refuse each other's
+    /// messages as an unknown type (dropped and counted) instead of misreading them.
+    const TYPE_ID: u32 = 0xC105_7E02;
 }
 
 /// The daemon.
