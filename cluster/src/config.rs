@@ -92,7 +92,8 @@ impl ClusterConfig {
     /// tombstone of a removed member. While it does, that incarnation's `Join` is refused and
     /// its record is dropped from any gossip that still carries it; afterwards the removed
     /// node itself keeps out (its membership has ended for good), and members ignore gossip
-    /// from non-members, such as a node removed while cut off that never heard it. Keep it far
+    /// from non-members (other than joiners), such as a node removed while cut off that
+    /// never heard it. Keep it far
     /// above the split-brain resolver's `stable_after` plus `down_removal_margin`: only a
     /// node cut off for the whole age could still hold a view with the removed member in it,
     /// and the resolver ends such a node's membership long before. Pruning lets a cluster

@@ -237,13 +237,16 @@ impl Daemon {
         let me = self.me;
         let expiry = self.tombstone_expiry();
         match self.gossip.as_mut() {
-            // Only members gossip to members. A node removed while it was cut off never
-            // learns it (nobody gossips to a removed node) and goes on pushing its own view,
-            // itself up in it; once its tombstone is pruned, merging that view would bring
-            // the removed incarnation back. What a non-member knows that matters (a new
-            // joiner, known so far only to the seed that admitted it) reaches this node
-            // through the members' gossip anyway.
-            Some(g) if !g.members.contains_key(&from) => {
+            // Only members and joiners gossip to members. A node removed while it was cut off
+            // never learns it (nobody gossips to a removed node) and goes on pushing its own
+            // view, itself up (or leaving) in it; once its tombstone is pruned, merging that
+            // view would bring the removed incarnation back. A joiner that the seed which
+            // admitted it has not told this node about yet lists itself as joining: taken
+            // (its seed may have crashed since), as before.
+            Some(g)
+                if !g.members.contains_key(&from)
+                    && !matches!(remote.members.get(&from), Some(m) if m.status == MemberStatus::Joining) =>
+            {
                 self.refused += 1;
                 tracing::debug!("cluster {me}: refused gossip from {from}: not a member of this view");
             }

@@ -18,8 +18,9 @@
 //! * for ever by the removed node itself once it knows: its membership is terminated, it
 //!   never gossips or joins again (`Cluster::join` returns `Terminated`);
 //! * for ever by the survivors' daemons, which take gossip only from members of their view
-//!   (`Daemon::on_gossip`): a node removed while cut off, that never heard of it and still
-//!   pushes its own view with itself up in it, is not listened to after the pruning.
+//!   and from joiners (`Daemon::on_gossip`): a node removed while cut off, that never heard
+//!   of it and still pushes its own view with itself up in it, is not listened to after the
+//!   pruning (one removed while still joining would be: its own resolver ends it, below).
 //!
 //! A record of it could then come back only through a third node whose view missed the
 //! removal for the whole prune age, i.e. one cut off for that long; the split-brain
