@@ -93,6 +93,25 @@ impl Faults {
     }
 }
 
+/// Node incarnations of this process whose membership has ended (downed, left, removed, or
+/// the daemon stopped). [`Cluster::start`] refuses them, so a node cannot start a second
+/// membership with the incarnation that was downed or removed: the survivors refuse it by
+/// its tombstone only until the tombstone is pruned. One entry per ended membership; a
+/// lock taken only when a membership starts or ends.
+static ENDED: Mutex<Vec<UniqueAddress>> = Mutex::new(Vec::new());
+
+/// Records that `me`'s membership has ended for good.
+pub(crate) fn note_ended(me: UniqueAddress) {
+    let mut ended = ENDED.lock().unwrap_or_else(|p| p.into_inner());
+    if !ended.contains(&me) {
+        ended.push(me);
+    }
+}
+
+fn has_ended(me: &UniqueAddress) -> bool {
+    ENDED.lock().unwrap_or_else(|p| p.into_inner()).contains(me)
+}
+
 /// What the daemon and the regions of one node share.
 pub(crate) struct ClusterShared {
     pub(crate) node: Node,
@@ -144,8 +163,13 @@ impl fmt::Debug for Cluster {
 
 impl Cluster {
     /// Starts membership on `node` (spawns the daemon `/user/percore-cluster`) and, if
-    /// `cfg` names seeds, joins through them. Call from outside actors.
+    /// `cfg` names seeds, joins through them. Call from outside actors. A node whose
+    /// membership has ended (it was downed, or left, or its daemon stopped) cannot start
+    /// another: `Err(Terminated)` (down is final per incarnation; start a new node).
     pub fn start(node: &Node, cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        if has_ended(&UniqueAddress { addr: node.addr(), incarnation: node.incarnation() }) {
+            return Err(ClusterError::Terminated);
+        }
         node.register::<DaemonMsg>()?;
         let address = node.address();
         let system = address

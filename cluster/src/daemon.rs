@@ -515,6 +515,7 @@ impl Daemon {
                         g.members.get(&self.me).map(|m| m.status)
                     );
                     self.terminated = true;
+                    crate::cluster::note_ended(self.me);
                     // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
                     self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
                 }
@@ -580,6 +581,7 @@ impl Actor for Daemon {
     /// and start those entities elsewhere.
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.terminated = true;
+        crate::cluster::note_ended(self.me);
         // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
         self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
         let view = MembershipView {

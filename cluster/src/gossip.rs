@@ -16,7 +16,8 @@
 //! * by the survivors' tombstones for the prune age: they refuse its `Join` and drop its
 //!   record from any gossip that still carries it;
 //! * for ever by the removed node itself once it knows: its membership is terminated, it
-//!   never gossips or joins again (`Cluster::join` returns `Terminated`);
+//!   never gossips or joins again (`Cluster::join` returns `Terminated`, and so does a new
+//!   `Cluster::start` on the same node: the process remembers ended incarnations);
 //! * for ever by the survivors' daemons, which take gossip only from members of their view
 //!   and from joiners (`Daemon::on_gossip`): a node removed while cut off, that never heard
 //!   of it and still pushes its own view with itself up in it, is not listened to after the

@@ -298,3 +298,37 @@ fn a_removed_member_that_never_heard_it_does_not_come_back_after_the_pruning() {
         assert_eq!(t.cluster.__gossip_probe().number, b.number, "nothing changed");
     }
 }
+
+/// Down is final per incarnation also after the pruning when the node itself tries again:
+/// a member that left, whose tombstone the survivors pruned (1 s here), cannot start a
+/// second membership on the same node (the same incarnation) once its daemon is gone; the
+/// survivors never see it again.
+#[test]
+fn a_node_whose_membership_ended_cannot_start_another_after_the_pruning() {
+    let cfg = config().prune_gossip_tombstones_after(Duration::from_secs(1));
+    let nodes = cluster_of(3, cfg.clone(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    nodes[2].cluster.leave().unwrap();
+    eventually("the leaver's membership ends", || nodes[2].cluster.is_terminated());
+    let survivors = [&nodes[0], &nodes[1]];
+    all_up(&survivors, 2);
+    eventually("the leaver's tombstone is pruned on both survivors", || {
+        survivors.iter().all(|t| t.cluster.__gossip_probe().tombstones.is_empty())
+    });
+    // Its daemon stops (the name it holds is free again): a new start on the same node is
+    // refused for good, not for the daemon's name.
+    assert!(nodes[2].cluster.__fail_daemon());
+    let again = || percore_cluster::Cluster::start(&nodes[2].node, cfg.clone().seeds([nodes[0].addr()]));
+    eventually("the daemon's name is free", || !matches!(again(), Err(percore_cluster::ClusterError::Spawn(_))));
+    assert!(matches!(again(), Err(percore_cluster::ClusterError::Terminated)));
+    // A marker: a new node joins; by then the survivors' view has only it besides them.
+    let (rt, node) = start_node("n3");
+    let fresh = percore_cluster::Cluster::start(&node, cfg.seeds([nodes[0].addr()])).unwrap();
+    let newcomer = TestNode { rt: Some(rt), node, cluster: fresh };
+    let all = [&nodes[0], &nodes[1], &newcomer];
+    all_up(&all, 3);
+    for t in all {
+        assert!(!t.cluster.state().members.iter().any(|m| m.node == nodes[2].cluster.self_address()));
+    }
+}
