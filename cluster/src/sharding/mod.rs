@@ -248,7 +248,15 @@ impl ClusterSharding {
         let name = region_name(type_name);
         let not_started = || ClusterError::NotStarted(type_name.to_string());
         let region = rt.top_level::<RegionMsg<M>>(&name).map_err(|_| not_started())?;
-        let gauge = self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).get(&name).cloned().ok_or_else(not_started)?;
+        let gauge = self
+            .cluster
+            .shared
+            .gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+            .ok_or_else(not_started)?;
         Ok(EntityRef { region, gauge, key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr })
     }
 

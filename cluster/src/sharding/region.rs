@@ -30,8 +30,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
@@ -431,13 +431,12 @@ where
         if self.cluster.shared.faults.is_blocked(to) {
             return;
         }
-        if self.outbound.get(&to).is_some_and(|q| !q.is_empty()) {
+        // (No lookup while nothing waits: the common case.)
+        if !self.outbound.is_empty() && self.outbound.contains_key(&to) {
             // What waits goes first (order), as far as the proxy takes it now: the backlog
             // drains at the pace of the connection, not only on the flush timer.
             self.flush_to(to);
-        }
-        if let Some(q) = self.outbound.get_mut(&to) {
-            if !q.is_empty() {
+            if let Some(q) = self.outbound.get_mut(&to) {
                 if self.buffered >= self.settings.buffer_limit {
                     self.drop_envelope(msg);
                 } else {
@@ -478,8 +477,7 @@ where
 
     /// Publishes whether this region is congested (see [`Gauge`]) when that changed.
     fn publish(&mut self) {
-        let congested =
-            if self.congested { self.buffered > self.gauge.low } else { self.buffered >= self.gauge.high };
+        let congested = if self.congested { self.buffered > self.gauge.low } else { self.buffered >= self.gauge.high };
         if congested != self.congested {
             self.congested = congested;
             // ORDERING: Relaxed: its partner is the senders' load in `Gauge::congested`, a
