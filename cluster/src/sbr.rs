@@ -227,7 +227,9 @@ pub(crate) fn to_down(
 ) -> Vec<UniqueAddress> {
     let active = members.iter().filter(|m| m.status.is_active());
     match decision {
-        Decision::DownUnreachable if leader => active.filter(|m| unreachable.contains(&m.node)).map(|m| m.node).collect(),
+        Decision::DownUnreachable if leader => {
+            active.filter(|m| unreachable.contains(&m.node)).map(|m| m.node).collect()
+        }
         Decision::DownUnreachable => Vec::new(),
         Decision::DownReachable => active.filter(|m| !unreachable.contains(&m.node)).map(|m| m.node).collect(),
         Decision::DownAll => active.map(|m| m.node).collect(),
@@ -573,7 +575,12 @@ mod tests {
 
     /// Drives `view` with an unreachable set that changes every 400 ms (stable-after 500 ms:
     /// never stable) from `from` for `for_ms`; returns the first decision and when.
-    fn flap(view: &mut View, from: Instant, for_ms: u64, sets: [&[&Member]; 2]) -> Option<(Duration, Decision, Trigger)> {
+    fn flap(
+        view: &mut View,
+        from: Instant,
+        for_ms: u64,
+        sets: [&[&Member]; 2],
+    ) -> Option<(Duration, Decision, Trigger)> {
         let mut t = from;
         while t < from + ms(for_ms) {
             let phase = (t.duration_since(from).as_millis() / 400) % 2;
@@ -612,7 +619,10 @@ mod tests {
         assert_eq!(flap(&mut v, t0, 1400, [&[&d], &[&d, &e]]), None);
         assert_eq!(v.tick(t0 + ms(1400), &[]), None);
         let again = t0 + ms(1450);
-        assert_eq!(flap(&mut v, again, 10_000, [&[&d], &[&d, &e]]), Some((ms(1500), Decision::DownAll, Trigger::Unstable)));
+        assert_eq!(
+            flap(&mut v, again, 10_000, [&[&d], &[&d, &e]]),
+            Some((ms(1500), Decision::DownAll, Trigger::Unstable))
+        );
 
         // A decision acted on resets it too: A (leader, majority) downs D after a stable
         // 0.5 s; a later change starts a fresh clock.

@@ -120,7 +120,11 @@ fn a_cut_off_member_that_flags_its_peers_one_after_the_other_downs_itself() {
         a.cluster.is_terminated() || a.status_of(c.addr()) == Some(MemberStatus::Down)
     });
     let second = cut.elapsed();
-    assert_ne!(a.status_of(c.addr()), Some(MemberStatus::Down), "A downed C: it won the tie and lives on beside B and C");
+    assert_ne!(
+        a.status_of(c.addr()),
+        Some(MemberStatus::Down),
+        "A downed C: it won the tie and lives on beside B and C"
+    );
     assert!(a.cluster.is_terminated(), "A, one against B (downed, not removed) and C, downs itself");
     all_up(&[b, c], 2);
     let removed = cut.elapsed();
