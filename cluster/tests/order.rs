@@ -119,11 +119,11 @@ fn start_region(c: &Cluster, record: &Arc<Record>) {
     // do not slow down): beyond the limit envelopes are dropped (counted), and the exact
     // counts below would fail for a reason that is not order.
     let settings = ShardingSettings::new()
-        .shards(12)
-        .placement(Placement::LeastShards)
-        .passivate_after(None)
-        .stop_message(|| SeqMsg::Stop)
-        .buffer_limit(2_000_000);
+            .shards(12)
+            .placement(Placement::LeastShards)
+            .passivate_after(None)
+            .stop_message(|| SeqMsg::Stop)
+            .buffer_limit(2_000_000);
     let refs = ClusterSharding::new(c)
         .start(
             "seq",
