@@ -27,7 +27,7 @@ use crate::event::{diff, ClusterEvent, CurrentClusterState};
 use crate::gossip::Gossip;
 use crate::member::{Member, MemberStatus, UniqueAddress};
 use crate::phi::PhiAccrual;
-use crate::sbr::{to_down, Resolver, Trigger};
+use crate::sbr::{Resolver, Trigger};
 
 /// The daemon's registered name on every node.
 pub(crate) const DAEMON_NAME: &str = "percore-cluster";
@@ -356,19 +356,37 @@ impl Daemon {
         let me = self.me;
         let strategy = self.shared.cfg.sbr.strategy;
         let Some(g) = self.gossip.as_mut() else { return };
-        let unreachable = g.unreachable_active();
+        // The unreachable observations that count (`Gossip::is_unreachable`): by a
+        // non-downed observer, on an active member.
+        let records: Vec<(UniqueAddress, UniqueAddress)> = g
+            .reachability
+            .iter()
+            .filter(|((o, s), obs)| {
+                obs.unreachable
+                    && g.members.get(o).is_some_and(|m| m.status != MemberStatus::Down)
+                    && g.members.get(s).is_some_and(|m| m.status.is_active())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        debug_assert_eq!(
+            records.iter().map(|r| r.1).collect::<std::collections::BTreeSet<_>>(),
+            g.unreachable_active()
+        );
         // Downed members stay in the view until removed: the resolver counts them.
         let members: Vec<Member> = g.members.values().copied().collect();
-        let Some((decision, trigger)) = self.resolver.tick(now, &members, &unreachable) else { return };
-        let targets = to_down(decision, &members, &unreachable, g.leader() == Some(me));
+        let Some(r) = self.resolver.tick(now, &members, &records) else { return };
+        let targets = r.to_down(&members, g.leader() == Some(me));
         let mut changed = false;
         for t in &targets {
             changed |= g.set_status(t, MemberStatus::Down);
         }
         if changed {
-            match trigger {
+            match r.trigger {
                 Trigger::Stable => tracing::warn!(
-                    "cluster {me}: split-brain resolver ({strategy:?}) decided {decision:?}; unreachable: {unreachable:?}; downing {targets:?}"
+                    "cluster {me}: split-brain resolver ({strategy:?}) decided {:?}; unreachable: {:?}; indirectly connected: {:?}; downing {targets:?}",
+                    r.decision,
+                    r.unreachable,
+                    r.indirectly_connected
                 ),
                 Trigger::Unstable => tracing::warn!(
                     "cluster {me}: split-brain resolver: the unreachable set did not settle within stable-after + down-all-when-unstable; downing all members: {targets:?}"

@@ -236,6 +236,17 @@ pub(crate) fn to_down(
     }
 }
 
+/// Members caught in a cycle of the unreachability graph: each observes some member as
+/// unreachable and is itself observed as unreachable by some member. `records` are the
+/// (observer, subject) unreachable observations. In a clean partition or a crash nobody on
+/// one side ever sees the records of the other, so there is no such cycle; a cycle means a
+/// broken link between members that still gossip through a third (Akka's "indirectly
+/// connected" members).
+pub(crate) fn indirectly_connected(records: &[(UniqueAddress, UniqueAddress)]) -> BTreeSet<UniqueAddress> {
+    let observers: BTreeSet<UniqueAddress> = records.iter().map(|r| r.0).collect();
+    records.iter().map(|r| r.1).filter(|s| observers.contains(s)).collect()
+}
+
 /// Why the resolver decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Trigger {
@@ -243,6 +254,45 @@ pub(crate) enum Trigger {
     Stable,
     /// The unreachable set kept changing past `stable_after` + the unstable limit: down all.
     Unstable,
+}
+
+/// What the resolver decided on one tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolution {
+    /// Why.
+    pub(crate) trigger: Trigger,
+    /// The strategy's decision over `unreachable` (`None`: only indirectly connected
+    /// members are unreachable).
+    pub(crate) decision: Option<Decision>,
+    /// Indirectly connected members: the leader downs them.
+    pub(crate) indirectly_connected: BTreeSet<UniqueAddress>,
+    /// The unreachable members the decision is about (observations between indirectly
+    /// connected members left out).
+    pub(crate) unreachable: BTreeSet<UniqueAddress>,
+}
+
+impl Resolution {
+    /// The members this node downs; `leader`: whether it leads its side (only the leader
+    /// downs others; every node of a losing side downs that side, itself included).
+    pub(crate) fn to_down(&self, members: &[Member], leader: bool) -> Vec<UniqueAddress> {
+        let mut out: Vec<UniqueAddress> = if leader {
+            members
+                .iter()
+                .filter(|m| m.status.is_active() && self.indirectly_connected.contains(&m.node))
+                .map(|m| m.node)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(d) = self.decision {
+            for n in to_down(d, members, &self.unreachable, leader) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// One node's resolver: when its unreachable set last changed and since when it has been
@@ -261,16 +311,17 @@ impl Resolver {
         Resolver { settings, signature: BTreeSet::new(), stable_since: now, unstable_since: None }
     }
 
-    /// One tick: `members` the whole view (downed members included), `unreachable` the
-    /// active members some observer sees as unreachable. Returns a decision when there is
-    /// one to apply now.
+    /// One tick: `members` the whole view (downed members included), `records` the
+    /// (observer, subject) unreachable observations of non-downed observers on active
+    /// members. Returns a resolution when there is one to apply now.
     pub(crate) fn tick(
         &mut self,
         now: Instant,
         members: &[Member],
-        unreachable: &BTreeSet<UniqueAddress>,
-    ) -> Option<(Decision, Trigger)> {
-        if *unreachable != self.signature {
+        records: &[(UniqueAddress, UniqueAddress)],
+    ) -> Option<Resolution> {
+        let unreachable: BTreeSet<UniqueAddress> = records.iter().map(|r| r.1).collect();
+        if unreachable != self.signature {
             self.signature = unreachable.clone();
             self.stable_since = now;
             if self.unstable_since.is_none() {
@@ -283,14 +334,31 @@ impl Resolver {
             return None;
         }
         let stable_after = self.settings.stable_after;
+        let strategy = self.settings.strategy;
         if now.duration_since(self.stable_since) >= stable_after {
-            let unreachable: Vec<UniqueAddress> = unreachable.iter().copied().collect();
-            return Some((decide(self.settings.strategy, members, &unreachable), Trigger::Stable));
+            let ic = if strategy == SbrStrategy::DownAll { BTreeSet::new() } else { indirectly_connected(records) };
+            // The decision leaves out observations between indirectly connected members
+            // (they still talk through others): they count where they are.
+            let clean: BTreeSet<UniqueAddress> =
+                records.iter().filter(|(o, s)| !(ic.contains(o) && ic.contains(s))).map(|r| r.1).collect();
+            let decision = (!clean.is_empty()).then(|| {
+                let v: Vec<UniqueAddress> = clean.iter().copied().collect();
+                decide(strategy, members, &v)
+            });
+            return Some(Resolution {
+                trigger: Trigger::Stable,
+                decision,
+                indirectly_connected: ic,
+                unreachable: clean,
+            });
         }
         match (self.settings.unstable_after(), self.unstable_since) {
-            (Some(limit), Some(since)) if now.duration_since(since) >= stable_after + limit => {
-                Some((Decision::DownAll, Trigger::Unstable))
-            }
+            (Some(limit), Some(since)) if now.duration_since(since) >= stable_after + limit => Some(Resolution {
+                trigger: Trigger::Unstable,
+                decision: Some(Decision::DownAll),
+                indirectly_connected: BTreeSet::new(),
+                unreachable,
+            }),
             _ => None,
         }
     }
@@ -427,25 +495,36 @@ mod tests {
         fn new(me: &Member, members: &[Member], settings: SbrSettings, now: Instant) -> View {
             View { me: me.node, members: members.to_vec(), resolver: Resolver::new(settings, now) }
         }
-        /// A tick at `now` with this node's detector (and the observations it has)
-        /// flagging `flagged`; returns the decision taken, if any.
+        /// A tick at `now` with this node's detector flagging `flagged` (and no other
+        /// observations); returns the decision taken, if any.
         fn tick(&mut self, now: Instant, flagged: &[&Member]) -> Option<(Decision, Trigger)> {
-            let unreachable: BTreeSet<UniqueAddress> = self
-                .members
+            let me = *self.members.iter().find(|m| m.node == self.me).unwrap();
+            let records: Vec<(&Member, &Member)> = flagged.iter().map(|f| (&me, *f)).collect();
+            let r = self.tick_records(now, &records)?;
+            Some((r.decision.expect("no indirectly connected members here"), r.trigger))
+        }
+        /// A tick at `now` with the (observer, subject) unreachable observations `records`
+        /// in the view; applies the resolution as the daemon does and returns it.
+        fn tick_records(&mut self, now: Instant, records: &[(&Member, &Member)]) -> Option<Resolution> {
+            let status = |n: &UniqueAddress| self.members.iter().find(|m| m.node == *n).map(|m| m.status);
+            let records: Vec<(UniqueAddress, UniqueAddress)> = records
                 .iter()
-                .filter(|m| m.status.is_active() && flagged.iter().any(|f| f.node == m.node))
-                .map(|m| m.node)
+                .filter(|(o, s)| {
+                    status(&o.node).is_some_and(|st| st != MemberStatus::Down)
+                        && status(&s.node).is_some_and(MemberStatus::is_active)
+                })
+                .map(|(o, s)| (o.node, s.node))
                 .collect();
-            let r = self.resolver.tick(now, &self.members, &unreachable)?;
+            let r = self.resolver.tick(now, &self.members, &records)?;
             // The leader: the lowest reachable up/leaving member (`Gossip::leader`).
             let leader = self
                 .members
                 .iter()
                 .filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving))
-                .find(|m| !unreachable.contains(&m.node))
+                .find(|m| !records.iter().any(|r| r.1 == m.node))
                 .map(|m| m.node)
                 == Some(self.me);
-            let downs = to_down(r.0, &self.members, &unreachable, leader);
+            let downs = r.to_down(&self.members, leader);
             for m in self.members.iter_mut().filter(|m| downs.contains(&m.node)) {
                 m.status = MemberStatus::Down;
             }
@@ -558,6 +637,49 @@ mod tests {
             t += ms(100);
         }
         assert!(!va.alive());
+    }
+
+    /// Akka's indirectly connected members: the link A–B breaks while both still talk to C.
+    /// Each flags the other and gossip through C carries both records everywhere, so every
+    /// view sees A and B unreachable. Before, that was "{C} against {A, B}": every node
+    /// downed C, the one healthy member, and A and B, each unreachable, were stuck with no
+    /// leader able to act. Now A and B (a cycle in the unreachability graph) are downed by the
+    /// leader C, and C keeps the cluster.
+    #[test]
+    fn indirectly_connected_members_are_downed_and_the_rest_keeps_the_cluster() {
+        let (a, b, c) = (up(1, 1), up(2, 2), up(3, 3));
+        let all = [a, b, c];
+        let records = [(&a, &b), (&b, &a)];
+        let t0 = Instant::now();
+        let mut views: Vec<View> = all.iter().map(|m| View::new(m, &all, settings(500), t0)).collect();
+        for t in [t0, t0 + ms(500)] {
+            for v in views.iter_mut() {
+                v.tick_records(t, &records);
+            }
+        }
+        let vc = &views[2];
+        assert_eq!(vc.status(&a), Some(MemberStatus::Down));
+        assert_eq!(vc.status(&b), Some(MemberStatus::Down));
+        assert!(vc.alive(), "C, the leader of every view, keeps the cluster");
+        assert!(views[0].alive() && views[1].alive(), "A and B down nobody (they learn their down from C)");
+        assert_eq!(views[0].status(&c), Some(MemberStatus::Up));
+        assert_eq!(views[1].status(&c), Some(MemberStatus::Up));
+
+        // With a clean failure beside it: 5 members, A–B broken, E crashed (everyone flags
+        // E). A and B count where they are (they still gossip): {A, B, C, D} against {E}.
+        let (d, e) = (up(4, 4), up(5, 5));
+        let all = [a, b, c, d, e];
+        let records = [(&a, &b), (&b, &a), (&a, &e), (&c, &e), (&d, &e)];
+        let mut vc = View::new(&c, &all, settings(500), t0);
+        assert_eq!(vc.tick_records(t0, &records), None);
+        let r = vc.tick_records(t0 + ms(500), &records).unwrap();
+        assert_eq!(r.decision, Some(Decision::DownUnreachable));
+        assert_eq!(r.indirectly_connected, [a.node, b.node].into_iter().collect());
+        assert_eq!(vc.members.iter().filter(|m| m.status == MemberStatus::Down).count(), 3, "A, B and E");
+        assert!(vc.alive() && vc.status(&d) == Some(MemberStatus::Up));
+
+        // A clean partition has no cycle: {A} | {B, C} seen from B.
+        assert!(indirectly_connected(&[(b.node, a.node), (c.node, a.node)]).is_empty());
     }
 
     #[test]

@@ -199,3 +199,41 @@ fn down_all_downs_every_side() {
     all_up(&refs, 3);
     partition_and_settle(&nodes, &[2], &[0, 1, 2]);
 }
+
+/// Akka's indirectly connected members: the link between A and B breaks while both still
+/// talk to C. Each flags the other, and gossip through C carries both observations to every
+/// node. The leader (C: the only member nobody sees unreachable) downs A and B, and C keeps
+/// the cluster, taking their entities without ever running one twice. Before, every node
+/// counted "{C} against {A, B}" and downed C, the healthy member, and A and B stayed up,
+/// unreachable to each other, with no leader able to act (C downed itself about 3 s after the
+/// cut; A and B still up 8 s after it).
+#[test]
+fn members_that_only_lost_the_link_between_them_are_downed_and_the_third_keeps_the_cluster() {
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let sharding = ClusterSharding::new(&c.cluster);
+    let ask_all = || {
+        for e in 0..ENTITIES {
+            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+            r.tell(CounterMsg::Hit).unwrap();
+            r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+        }
+    };
+    ask_all();
+    blackhole(&[a], &[b]);
+    eventually("A and B end their membership, or C does", || {
+        (a.cluster.is_terminated() && b.cluster.is_terminated()) || c.cluster.is_terminated()
+    });
+    assert!(!c.cluster.is_terminated(), "C, the healthy member, keeps the cluster");
+    all_up(&[c], 1);
+    ask_all();
+    let activations = log.assert_single_activation();
+    assert!(activations > ENTITIES, "A's and B's entities restarted on C ({activations} activations)");
+}
