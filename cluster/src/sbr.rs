@@ -36,6 +36,16 @@
 //! failure *within* the removal margin of the first is decided conservatively: the first
 //! failed member counts against this side.
 //!
+//! **Indirectly connected members** (Akka's). When the link between two members breaks
+//! while both still talk to a third, each flags the other and the gossip (through the
+//! third) carries both observations everywhere: the unreachability graph has a cycle, which
+//! a clean partition or a crash never shows (no view holds observations from both sides).
+//! Counting those two as "the other side" would make every node down the healthy rest. So
+//! members that both observe and are observed as unreachable are downed by the leader (the
+//! lowest member nobody sees unreachable), and the strategy decides about the remaining
+//! unreachable members without the observations among them, counting them where they are
+//! (not for down-all: any unreachable member downs everybody).
+//!
 //! **Down all when unstable** (Akka's `down-all-when-unstable`). If the set of unreachable
 //! members keeps changing, no decision is ever stable. If a non-empty unreachable set has
 //! not been resolved within `stable_after` + [`DownAllWhenUnstable`] of its first change,
