@@ -133,6 +133,9 @@ pub(crate) struct ClusterShared {
     pub(crate) state: Mutex<CurrentClusterState>,
     pub(crate) terminated: AtomicBool,
     pub(crate) faults: Faults,
+    /// Each started region's gauge, by region name (what `ClusterSharding::entity_ref`
+    /// hands to the refs it makes; read when a ref is made, never per message).
+    pub(crate) gauges: Mutex<std::collections::HashMap<String, Arc<crate::sharding::region::Gauge>>>,
 }
 
 impl ClusterShared {
@@ -179,6 +182,7 @@ impl Cluster {
             state: Mutex::new(CurrentClusterState::default()),
             terminated: AtomicBool::new(false),
             faults: Faults::default(),
+            gauges: Mutex::default(),
         });
         let daemon = node
             .runtime()

@@ -298,7 +298,16 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
             h[(x % h.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
         })?;
         sharded_sent += total_msgs;
-        wait_count(&totals, sharded_sent)?;
+        if let Err(e) = wait_count(&totals, sharded_sent) {
+            eprintln!(
+                "sharding stalled: nodes {:?}; undelivered {:?}; dead letters {:?}; views {:?}",
+                nodes.iter().map(Node::stats).collect::<Vec<_>>(),
+                regions.iter().map(EntityRefs::undelivered).collect::<Vec<_>>(),
+                runtimes.iter().map(|r| r.dead_letters()).collect::<Vec<_>>(),
+                clusters.iter().map(|c| c.state()).collect::<Vec<_>>(),
+            );
+            return Err(e);
+        }
         sharded_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
 
         let t = Instant::now();
