@@ -52,7 +52,8 @@
 //! every node downs all members, itself included: a network that unstable is more likely to
 //! lead to conflicting decisions than to a clean one. The clock starts at the first change
 //! from an empty unreachable set and is reset when the set is empty again (healed, downed
-//! or removed) or when this node acted on a decision.
+//! or removed) or when this node acted on a decision. A set that has stayed the same for
+//! `stable_after` is decided by the strategy, even past the limit.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
