@@ -4,11 +4,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::phi::PhiSettings;
-use crate::sbr::{SbrSettings, SbrStrategy};
+use crate::sbr::{DownAllWhenUnstable, SbrSettings, SbrStrategy};
 
 /// How a node joins, gossips, detects failures and resolves partitions. Defaults are
 /// Akka's: heartbeat every 1 s, acceptable pause 3 s, phi threshold 8, gossip every 1 s,
-/// keep-majority with stable-after 20 s, tombstones pruned after 24 h.
+/// keep-majority with stable-after 20 s, down-all-when-unstable on (15 s past it),
+/// tombstones pruned after 24 h.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub(crate) seeds: Vec<SocketAddr>,
@@ -93,14 +94,22 @@ impl ClusterConfig {
     /// its record is dropped from any gossip that still carries it; afterwards the removed
     /// node itself keeps out (its membership has ended for good), and members ignore gossip
     /// from non-members (other than joiners), such as a node removed while cut off that
-    /// never heard it. Keep it far
-    /// above the split-brain resolver's `stable_after` plus `down_removal_margin`: only a
-    /// node cut off for the whole age could still hold a view with the removed member in it,
-    /// and the resolver ends such a node's membership long before. Pruning lets a cluster
-    /// that churns members for weeks keep its gossip small; the membership number counts
-    /// removals separately and does not go down.
+    /// never heard it. Keep it far above the split-brain resolver's `stable_after` plus
+    /// `down_removal_margin`: only a node cut off for the whole age could still hold a view
+    /// with the removed member in it, and the resolver ends such a node's membership long
+    /// before. Pruning lets a cluster that churns members for weeks keep its gossip small;
+    /// the membership number counts removals separately and does not go down.
     pub fn prune_gossip_tombstones_after(mut self, age: Duration) -> Self {
         self.prune_tombstones_after = age;
+        self
+    }
+    /// Akka's `down-all-when-unstable`: if the set of unreachable members keeps changing
+    /// (so never stays the same for stable-after) for longer than stable-after plus this,
+    /// counted from its first change, every node downs all members, itself included.
+    /// Default [`DownAllWhenUnstable::On`]: 3/4 of stable-after, at least 4 s;
+    /// [`DownAllWhenUnstable::Off`] waits for a stable set however long it takes.
+    pub fn down_all_when_unstable(mut self, when: DownAllWhenUnstable) -> Self {
+        self.sbr.down_all_when_unstable = when;
         self
     }
 }

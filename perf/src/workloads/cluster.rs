@@ -56,6 +56,8 @@ const CHILD_SEED: &str = "PERCORE_PERF_CLUSTER_SEED";
 const RETRY: Duration = Duration::from_millis(100);
 /// Deadline for cluster formation and for failover.
 const WAIT: Duration = Duration::from_secs(60);
+/// Environment variable naming the only `sharding` rows to run (profiling).
+const ONLY_VAR: &str = "PERCORE_PERF_SHARDING";
 /// Rows are per node: two one-shard nodes.
 const NODES: usize = 2;
 
@@ -282,32 +284,49 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
 
     let (mut direct_rates, mut sharded_rates, mut plain_rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut direct_sent, mut sharded_sent, mut plain_sent) = (1000, entities, 0);
+    // For profiling one row alone (callgrind's per-thread files would add the rows up):
+    // `PERCORE_PERF_SHARDING=sharded` (or `direct`, `plain`, comma-separated).
+    let only = std::env::var(ONLY_VAR).ok();
+    let runs = |row: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == row));
     for round in 0..ROUNDS {
-        let t = Instant::now();
-        for _ in 0..total_msgs {
-            direct
-                .blocking_send(Probe::Hit, SEND_TIMEOUT)
-                .map_err(|_| fail::<&str>("sending")("direct send failed"))?;
+        if runs("direct") {
+            let t = Instant::now();
+            for _ in 0..total_msgs {
+                direct
+                    .blocking_send(Probe::Hit, SEND_TIMEOUT)
+                    .map_err(|_| fail::<&str>("sending")("direct send failed"))?;
+            }
+            direct_sent += total_msgs;
+            wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
+            direct_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
         }
-        direct_sent += total_msgs;
-        wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
-        direct_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
-
-        let t = Instant::now();
-        two_senders(&handles, per_thread, round, |h, x| {
-            h[(x % h.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
-        })?;
-        sharded_sent += total_msgs;
-        wait_count(&totals, sharded_sent)?;
-        sharded_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
-
-        let t = Instant::now();
-        two_senders(&[plain.clone(), plain.clone()], per_thread, round, |p, x| {
-            p[(x % p.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
-        })?;
-        plain_sent += total_msgs;
-        wait_count(&plain_totals, plain_sent)?;
-        plain_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        if runs("sharded") {
+            let t = Instant::now();
+            two_senders(&handles, per_thread, round, |h, x| {
+                h[(x % h.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
+            })?;
+            sharded_sent += total_msgs;
+            if let Err(e) = wait_count(&totals, sharded_sent) {
+                eprintln!(
+                    "sharding stalled: nodes {:?}; undelivered {:?}; dead letters {:?}; views {:?}",
+                    nodes.iter().map(Node::stats).collect::<Vec<_>>(),
+                    regions.iter().map(EntityRefs::undelivered).collect::<Vec<_>>(),
+                    runtimes.iter().map(|r| r.dead_letters()).collect::<Vec<_>>(),
+                    clusters.iter().map(|c| c.state()).collect::<Vec<_>>(),
+                );
+                return Err(e);
+            }
+            sharded_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
+        if runs("plain") {
+            let t = Instant::now();
+            two_senders(&[plain.clone(), plain.clone()], per_thread, round, |p, x| {
+                p[(x % p.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
+            })?;
+            plain_sent += total_msgs;
+            wait_count(&plain_totals, plain_sent)?;
+            plain_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
     }
     BenchError::check_eq(
         NAME,
@@ -331,18 +350,25 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     BenchError::check_eq(NAME, "percore (sharded)", "dead letters", dead, 0)?;
     BenchError::check_eq(NAME, "percore (sharded)", "failed actors", failures, 0)?;
 
-    let (d, s, p) = (median(&mut direct_rates), median(&mut sharded_rates), median(&mut plain_rates));
     let secs = |rate: f64| total_msgs as f64 / rate;
-    let records = vec![
-        Record::throughput("percore (direct remote tell)", NAME, NODES, total_msgs, total_msgs, secs(d), "msgs"),
-        Record::throughput("percore (sharded)", NAME, NODES, total_msgs, total_msgs, secs(s), "msgs"),
-        Record::throughput("percore (plain actors)", NAME, NODES, total_msgs, total_msgs, secs(p), "msgs"),
-    ];
-    let note = format!(
-        "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / plain actors = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
-        s / d,
-        s / p
-    );
+    let mut records = Vec::new();
+    let mut medians = [None; 3];
+    let rows = ["percore (direct remote tell)", "percore (sharded)", "percore (plain actors)"];
+    for (i, rates) in [&mut direct_rates, &mut sharded_rates, &mut plain_rates].into_iter().enumerate() {
+        if !rates.is_empty() {
+            let m = median(rates);
+            medians[i] = Some(m);
+            records.push(Record::throughput(rows[i], NAME, NODES, total_msgs, total_msgs, secs(m), "msgs"));
+        }
+    }
+    let note = match medians {
+        [Some(d), Some(s), Some(p)] => format!(
+            "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / plain actors = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
+            s / d,
+            s / p
+        ),
+        _ => format!("sharding: only {} ({ONLY_VAR})", only.unwrap_or_default()),
+    };
     Ok((records, note))
 }
 
