@@ -36,6 +36,9 @@ pub struct Faults {
     /// Whether any peer's detection is held (`hold_detection`); the set is read only then.
     holding: AtomicBool,
     held: Mutex<HashSet<SocketAddr>>,
+    /// Whether gossip from any peer is dropped (`drop_gossip_from`); the set is read only then.
+    deaf: AtomicBool,
+    deaf_to: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Faults {
@@ -111,6 +114,33 @@ impl Faults {
             return false;
         }
         self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+
+    /// Makes this node's membership daemon drop the gossip it receives from `peer`, while
+    /// everything else (its own messages to `peer` included) goes on: half of a one-way
+    /// link. Tests of a joiner that never receives a view only.
+    #[doc(hidden)]
+    pub fn drop_gossip_from(&self, peer: SocketAddr) {
+        self.deaf_to.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
+        self.deaf.store(true, Ordering::Release);
+    }
+
+    /// Lets gossip from `peer` reach this node's membership daemon again.
+    #[doc(hidden)]
+    pub fn allow_gossip_from(&self, peer: SocketAddr) {
+        let mut d = self.deaf_to.lock().unwrap_or_else(|p| p.into_inner());
+        d.remove(&peer);
+        self.deaf.store(!d.is_empty(), Ordering::Release);
+    }
+
+    /// Whether gossip from `peer` is dropped (see `drop_gossip_from`).
+    pub(crate) fn drops_gossip_from(&self, peer: SocketAddr) -> bool {
+        // ORDERING: Acquire pairs with the Release stores in `drop_gossip_from` /
+        // `allow_gossip_from`, as in `is_blocked`; the set is read under the lock.
+        if !self.deaf.load(Ordering::Acquire) {
+            return false;
+        }
+        self.deaf_to.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
     }
 
     /// Whether traffic with `peer` is dropped.

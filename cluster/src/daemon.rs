@@ -220,6 +220,11 @@ impl Daemon {
         let Some(g) = self.gossip.as_mut() else { return };
         if !g.admits(&from) {
             tracing::warn!("cluster {me}: refused join of {from}: that incarnation was downed or removed (down is final; restart it as a new incarnation)");
+            // The refusal carries the gossip that says so: a joiner downed and removed before
+            // it ever received a view (so it is still asking) ends its membership, instead of
+            // asking until the tombstone is pruned and then being let in.
+            let gossip = g.clone();
+            self.send(from.addr, DaemonMsg::Gossip { from: me, gossip });
             return;
         }
         if g.add_joining(from) {
@@ -230,7 +235,10 @@ impl Daemon {
     }
 
     fn on_gossip(&mut self, from: UniqueAddress, remote: Gossip) {
-        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+        if self.terminated
+            || self.shared.faults.is_blocked(from.addr)
+            || self.shared.faults.drops_gossip_from(from.addr)
+        {
             return;
         }
         let me = self.me;
@@ -261,6 +269,14 @@ impl Daemon {
                 g.receive(&remote, me, expiry);
                 self.gossip = Some(g);
                 tracing::info!("cluster {me}: joined through {from}");
+            }
+            // A refused join: this incarnation was removed before it ever had a view. Taking
+            // the view (without this node in it) ends its membership (`after_change`).
+            None if remote.tombstones.contains_key(&me) => {
+                let mut g = Gossip::default();
+                g.receive(&remote, me, expiry);
+                self.gossip = Some(g);
+                tracing::warn!("cluster {me}: {from} refused to let this node join: it was removed");
             }
             None => {}
         }

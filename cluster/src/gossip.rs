@@ -13,8 +13,9 @@
 //! * `handed_off`: leaving members that have handed over their shards (only grows).
 //!
 //! **Down is final after pruning.** A removed incarnation is kept out
-//! * by the survivors' tombstones for the prune age: they refuse its `Join` and drop its
-//!   record from any gossip that still carries it;
+//! * by the survivors' tombstones for the prune age: they refuse its `Join` (with their
+//!   gossip, so a joiner removed before it ever had a view learns it and ends its
+//!   membership) and drop its record from any gossip that still carries it;
 //! * for ever by the removed node itself once it knows: its membership is terminated, it
 //!   never gossips or joins again (`Cluster::join` returns `Terminated`, and so does a new
 //!   `Cluster::start` on the same node: the process remembers ended incarnations);

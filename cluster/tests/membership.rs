@@ -332,3 +332,35 @@ fn a_node_whose_membership_ended_cannot_start_another_after_the_pruning() {
         assert!(!t.cluster.state().members.iter().any(|m| m.node == nodes[2].cluster.self_address()));
     }
 }
+
+/// A joiner that never receives a view (gossip to it is dropped): the members admit it,
+/// see it unreachable (it has no view, so it heartbeats nobody), down it and remove it,
+/// and refuse the `Join` it keeps sending. The refusal carries the gossip that names it
+/// removed: once gossip reaches it, its membership ends for good. (Before, it asked until
+/// the tombstone was pruned, and was then let in.)
+#[test]
+fn a_joiner_removed_before_it_had_a_view_learns_it_from_the_refusal() {
+    let cfg = failure_config();
+    let nodes = cluster_of(2, cfg.clone(), |_| {});
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 2);
+    let (_rt, node) = start_node("joiner");
+    let joiner = percore_cluster::Cluster::start(&node, cfg).unwrap();
+    for t in &nodes {
+        joiner.faults().drop_gossip_from(t.addr());
+    }
+    joiner.join([nodes[0].addr()]).unwrap();
+    let me = joiner.self_address();
+    eventually("the joiner is removed, its tombstone on both members", || {
+        nodes.iter().all(|t| t.cluster.__gossip_probe().tombstones.contains(&me))
+    });
+    assert!(!joiner.is_terminated(), "it has not heard of it");
+    assert_eq!(joiner.state().members.len(), 0, "it never had a view");
+    for t in &nodes {
+        joiner.faults().allow_gossip_from(t.addr());
+    }
+    eventually("the joiner's membership ends", || joiner.is_terminated());
+    assert_eq!(joiner.state().self_status, Some(MemberStatus::Removed));
+    assert!(matches!(joiner.join([nodes[0].addr()]), Err(percore_cluster::ClusterError::Terminated)));
+    all_up(&refs, 2);
+}
