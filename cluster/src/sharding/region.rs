@@ -462,11 +462,15 @@ where
                 return;
             }
         }
-        // The cached ref, borrowed (no `Arc` clone per envelope); a fresh one if it closed.
-        if self.peers.get(&to).is_none_or(|r| r.is_closed()) && self.peer(to).is_none() {
-            return;
-        }
-        let Some(r) = self.peers.get(&to) else { return };
+        // The cached ref, borrowed (no `Arc` clone per envelope, one lookup); a fresh one if
+        // it closed.
+        let r = match self.peers.get(&to) {
+            Some(r) if !r.is_closed() => r,
+            _ => match self.peer(to).and_then(|_| self.peers.get(&to)) {
+                Some(r) => r,
+                None => return self.drop_envelope(msg),
+            },
+        };
         match r.try_tell(msg) {
             Ok(()) => {}
             Err(percore::TellError::Full(m)) => {
@@ -476,10 +480,13 @@ where
             Err(percore::TellError::Closed(m)) => {
                 // The proxy stopped (the peer was unreachable); a fresh one reconnects.
                 self.peers.remove(&to);
-                if let Some(r) = self.peer(to) {
-                    if let Err(e) = r.try_tell(m) {
-                        self.drop_envelope(e.into_inner());
+                match self.peer(to) {
+                    Some(r) => {
+                        if let Err(e) = r.try_tell(m) {
+                            self.drop_envelope(e.into_inner());
+                        }
                     }
+                    None => self.drop_envelope(m),
                 }
             }
         }
