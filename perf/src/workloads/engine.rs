@@ -80,6 +80,7 @@ where
 
 /// `try_tell` where the workload guarantees room: a `Full` or `Closed` is an actor failure
 /// (the engine's supervision sees it, and the foreign thread's ask then times out).
+#[inline]
 pub fn tell_sized<M: Send + 'static>(to: &ActorRef<M>, msg: M, what: &str) -> Result<(), ActorError> {
     to.try_tell(msg).map_err(|e| match e {
         TellError::Full(_) => actor_error(format!("{what}: mailbox full although sized to fit")),
