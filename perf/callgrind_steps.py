@@ -37,25 +37,36 @@ def parse(path):
         cost[(fn, fi, ln)] += c
     return cost, incl
 def short_fn(fn):
-    for k in ['tell_sized', 'try_tell', 'tell_from_other_thread', 'Pinger as', 'Ponger as', 'activation::run', 'run_loop']:
+    for k in ['tell_sized', 'try_tell', 'push_back', 'run_general', 'finish_general', 'tell_from_other_thread', 'Pinger as', 'Ponger as', 'activation::run', 'run_loop']:
         if k in fn: return k.replace(' as', '::handle')
     return fn[:60]
+_srcs = {}
+def src(f, ln):
+    try:
+        if f not in _srcs: _srcs[f] = open(f).read().split('\n')
+        return _srcs[f][ln - 1]
+    except Exception:
+        return ''
 def step(fn, f, ln):
     s = short_fn(fn); f = f or '?'
     base = f.split('/src/')[-1]
-    if s == 'tell_sized': return '1 sender: tell_sized (workload wrapper: call, result)'
-    if s in ('try_tell',):
-        if 'vec_deque' in f or 'raw_vec' in f or (base == 'shard/mod.rs' and ln in (80, 81, 82, 83, 84, 85, 86, 87, 237, 238, 239, 240, 241)): return '2 try_tell: run-queue push (VecDeque)'
+    if s in ('tell_sized', 'try_tell') or s.endswith('::handle'):
+        # The sender's side, wherever the compiler put it (inlined into the handler or not).
+        if base == 'workloads/pingpong.rs' or (s.endswith('::handle') and 'result.rs' in f and base != 'actor/cell.rs'):
+            return '5 handlers (Pinger/Ponger user code, self)'
+        if base == 'workloads/engine.rs' or s == 'tell_sized': return '1 sender: tell_sized (workload wrapper: call, result)'
+        if 'vec_deque' in f or 'raw_vec' in f or base == 'shard/run_queue.rs' or (base == 'shard/mod.rs' and ln in range(80, 98)) or (base == 'shard/mod.rs' and 'push_run' in src(f, ln)): return '2 try_tell: run-queue push'
         if base == 'shard/mod.rs': return '2 try_tell: owner-shard check (thread-local, index, runtime)'
-        if base == 'actor/cell.rs' and ln in range(110, 140): return '2 try_tell: inline slot write'
+        if base == 'actor/cell.rs' and ('first' in src(f, ln) or ln in range(110, 140)): return '2 try_tell: inline slot write'
         if base == 'actor/cell.rs': return '2 try_tell: capacity check, queued flag'
-        if base in ('actor/actor_ref.rs', 'actor/state.rs', 'actor/header.rs') and ln not in (116, 128): return '2 try_tell: closed check, dispatch'
-        if base == 'actor/actor_ref.rs': return '2 try_tell: call entry/exit (prologue, result)'
+        if base in ('actor/actor_ref.rs', 'actor/state.rs', 'actor/header.rs') and s == 'try_tell' and ln in (116, 128): return '2 try_tell: call entry/exit (prologue, result)'
+        if base in ('actor/actor_ref.rs', 'actor/state.rs', 'actor/header.rs'): return '2 try_tell: closed check, dispatch'
         return '2 try_tell: other inlined (option/ptr/result)'
-    if s.endswith('::handle'): return '5 handlers (Pinger/Ponger user code, self)'
+    if s == 'push_back': return '2 try_tell: run-queue push'
+    if s in ('run_general', 'finish_general'): return '4 activation: general path (out of line)'
     if s == 'run_loop':
         if 'watchdog' in f: return '3 shard loop: stall watchdog begin/end'
-        if 'vec_deque' in f or 'raw_vec' in f: return '3 shard loop: run-queue pop (VecDeque)'
+        if 'vec_deque' in f or 'raw_vec' in f or 'run_queue' in f: return '3 shard loop: run-queue pop'
         if 'panicking' in f or (base == 'shard/mod.rs' and ln == 437): return '3 shard loop: backstop catch_unwind + vtable call'
         return '3 shard loop: pop loop, entry decode, outcome'
     if s == 'activation::run':
