@@ -419,6 +419,11 @@ impl ShardLocal {
     /// Runs queued actors, up to [`ACTIVATIONS_PER_TURN`] activations, so that inbound
     /// lanes, timers and shutdown are polled at least that often while local work lasts
     /// (polling once per activation would cost more than a same-shard message).
+    ///
+    /// Never inlined: inside the shard loop, this loop's counters (the activation count,
+    /// the stall epoch, the stall word) lived on the stack, loaded and stored around every
+    /// activation; on its own they can stay in registers (callgrind, same-shard `pingpong`).
+    #[inline(never)]
     fn run_ready(&self) -> usize {
         let mut stall = self.stall.batch(&self.rt.shard(self.index).stall);
         let mut n = 0;
