@@ -37,7 +37,7 @@ def parse(path):
         cost[(fn, fi, ln)] += c
     return cost, incl
 def short_fn(fn):
-    for k in ['tell_sized', 'try_tell', 'push_back', 'run_general', 'finish_general', 'tell_from_other_thread', 'Pinger as', 'Ponger as', 'activation::run', 'run_loop']:
+    for k in ['tell_sized', 'try_tell', 'push_back', 'run_general', 'finish_general', 'run_ready', 'tell_from_other_thread', 'Pinger as', 'Ponger as', 'activation::run', 'run_loop']:
         if k in fn: return k.replace(' as', '::handle')
     return fn[:60]
 _srcs = {}
@@ -47,6 +47,15 @@ def src(f, ln):
         return _srcs[f][ln - 1]
     except Exception:
         return ''
+_fns = {}
+def enclosing_fn(f, ln):
+    """The name of the `fn` whose body holds line `ln` of `f` (the last `fn` line above it)."""
+    if f not in _fns:
+        _fns[f] = [(i + 1, m.group(1)) for i, l in enumerate(src(f, 1) and _srcs[f]) if (m := re.match(r'\s*(?:pub(?:\([a-z]+\))? )?(?:unsafe )?fn (\w+)', l))]
+    name = '?'
+    for start, n in _fns[f]:
+        if start <= ln: name = n
+    return name
 def step(fn, f, ln):
     s = short_fn(fn); f = f or '?'
     base = f.split('/src/')[-1]
@@ -64,22 +73,27 @@ def step(fn, f, ln):
         return '2 try_tell: other inlined (option/ptr/result)'
     if s == 'push_back': return '2 try_tell: run-queue push'
     if s in ('run_general', 'finish_general'): return '4 activation: general path (out of line)'
-    if s == 'run_loop':
+    if s in ('run_loop', 'run_ready'):
         if 'watchdog' in f: return '3 shard loop: stall watchdog begin/end'
         if 'vec_deque' in f or 'raw_vec' in f or 'run_queue' in f: return '3 shard loop: run-queue pop'
         if 'panicking' in f or (base == 'shard/mod.rs' and ln == 437): return '3 shard loop: backstop catch_unwind + vtable call'
         return '3 shard loop: pop loop, entry decode, outcome'
-    if s == 'activation::run':
+    if s in ('activation::run', 'run_general', 'finish_general'):
         if base == 'actor/activation.rs':
             if ln == 0: return '4 activation: unattributed (spills, moves)'
-            if 160 <= ln <= 190: return '4 activation: entry (prologue, queued flag, lifecycle/sys checks)'
-            if 191 <= ln <= 245: return '4 activation: exit (flags, lifecycle, re-queue decision, epilogue)'
-            if 250 <= ln <= 290: return '4 activation: process_user_messages (budget, ctx, catch_unwind, result)'
-            if ln == 315: return '4 activation: message read (pop local queue, inline slot)'
-            if 296 <= ln <= 340: return '4 activation: message loop (unstash test, count, flags, call)'
-        if base == 'actor/cell.rs' or 'option.rs' in f or 'ptr/' in f: return '4 activation: message read (pop local queue, inline slot)'
+            fn_name = enclosing_fn(f, ln)
+            if fn_name in ('run_general', 'finish_general'): return '4 activation: general path (out of line)'
+            if fn_name == 'run': return '4 activation: entry and exit of run (prologue, queued flag, state tests, epilogue)'
+            if fn_name == 'requeue': return '4 activation: re-queue decision'
+            if fn_name == 'process_user_messages': return '4 activation: process_user_messages (budget, ctx, catch_unwind, result)'
+            if fn_name == 'handle_messages':
+                if 'next_message' in src(f, ln) or 'pop_local' in src(f, ln): return '4 activation: message read (pop local queue, inline slot)'
+                return '4 activation: message loop (unstash test, count, flags, handler call)'
+            return '4 activation: other (%s)' % fn_name
+        if base == 'actor/cell.rs' or 'option.rs' in f or 'ptr/' in f or 'mem/' in f: return '4 activation: message read (pop local queue, inline slot)'
         if base == 'actor/meta.rs': return '4 activation: flag/lifecycle tests (meta.rs)'
-        if 'vec_deque' in f: return '4 activation: local backlog test (VecDeque len)'
+        if 'panicking' in f: return '4 activation: process_user_messages (budget, ctx, catch_unwind, result)'
+        if base in ('shard/mod.rs', 'shard/run_queue.rs') or 'vec_deque' in f: return '4 activation: re-queue decision'
         return '4 activation: other inlined (%s)' % base
     return '9 other: ' + s
 a, ia = parse(sys.argv[1]); b, ib = parse(sys.argv[2])

@@ -324,7 +324,8 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     from_ring: bool,
 ) -> Result<(), Failure> {
     let budget = shard.throughput();
-    let id = cell.header().id;
+    // (The actor's id is read where it is needed, not here: kept from the start, it took a
+    // register or a stack slot across the handler calls.)
     let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
@@ -341,9 +342,9 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         // Two separately compiled loops: one test per activation, none per message.
         if with_side {
-            handle_messages::<A, T, true>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
+            handle_messages::<A, T, true>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, cell.header().id)
         } else {
-            handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
+            handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, cell.header().id)
         }
     }));
     shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
@@ -357,8 +358,8 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     }
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
-        Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
+        Ok(Err(e)) => Err(Failure::from_error(cell.header().id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(cell.header().id, FailurePhase::Message, p)),
     }
 }
 
