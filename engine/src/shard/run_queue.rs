@@ -17,6 +17,8 @@ use super::Entry;
 pub(crate) struct RunQueue {
     /// `buf.len()` is a power of two; slots `head..tail` (modulo the length) are queued.
     buf: Box<[Entry]>,
+    /// `buf.len() - 1`.
+    mask: usize,
     /// Free-running counters: `tail - head` entries are queued.
     head: usize,
     tail: usize,
@@ -26,17 +28,17 @@ impl RunQueue {
     /// An empty queue with room for `capacity` entries (rounded up to a power of two).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let cap = capacity.max(2).next_power_of_two();
-        RunQueue { buf: vec![Entry(0); cap].into_boxed_slice(), head: 0, tail: 0 }
+        RunQueue { buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
     }
 
     /// Appends `e`.
     #[inline(always)]
     pub(crate) fn push(&mut self, e: Entry) {
-        if self.tail.wrapping_sub(self.head) == self.buf.len() {
+        if self.tail.wrapping_sub(self.head) > self.mask {
             self.grow();
         }
-        let i = self.tail & (self.buf.len() - 1);
-        // SAFETY: `buf.len()` is a power of two, so `i < buf.len()`.
+        let i = self.tail & self.mask;
+        // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         unsafe { *self.buf.get_unchecked_mut(i) = e };
         self.tail = self.tail.wrapping_add(1);
     }
@@ -47,8 +49,8 @@ impl RunQueue {
         if self.head == self.tail {
             return None;
         }
-        let i = self.head & (self.buf.len() - 1);
-        // SAFETY: `buf.len()` is a power of two, so `i < buf.len()`.
+        let i = self.head & self.mask;
+        // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         let e = unsafe { *self.buf.get_unchecked(i) };
         self.head = self.head.wrapping_add(1);
         Some(e)
@@ -70,6 +72,7 @@ impl RunQueue {
             *slot = self.buf[self.head.wrapping_add(k) & (old - 1)];
         }
         self.buf = buf;
+        self.mask = old * 2 - 1;
         self.head = 0;
         self.tail = old;
     }
