@@ -382,7 +382,7 @@ impl<M: Send + 'static> Shared<M> {
     #[inline]
     pub(crate) unsafe fn local_state(&self) -> (bool, bool) {
         // SAFETY: owner-shard thread only (contract).
-        let left = self.local.with(|p| unsafe { (*p).len() > 0 });
+        let left = self.local.with(|p| unsafe { !(*p).is_empty() });
         // SAFETY: owner-shard thread only (contract).
         (left, self.header.queued.with(|q| unsafe { *q }))
     }
