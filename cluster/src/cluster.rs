@@ -33,6 +33,9 @@ pub struct Faults {
     forward_delay: AtomicU64,
     /// Nanoseconds a region waits before it applies a new membership view (0: never).
     view_delay: AtomicU64,
+    /// Whether any peer's detection is held (`hold_detection`); the set is read only then.
+    holding: AtomicBool,
+    held: Mutex<HashSet<SocketAddr>>,
 }
 
 impl Faults {
@@ -82,13 +85,46 @@ impl Faults {
         }
     }
 
-    /// Whether traffic with `peer` is dropped.
+    /// Makes this node's failure detector report `peer` reachable, whatever its heartbeats
+    /// say, until [`Faults::release_detection`]: a node that flags one peer later than
+    /// another (each peer is judged on its own heartbeat history, so under load two peers
+    /// cut off at once can be flagged seconds apart). Split-brain resolver tests only.
+    #[doc(hidden)]
+    pub fn hold_detection(&self, peer: SocketAddr) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// Lets this node's failure detector judge `peer` by its heartbeats again.
+    #[doc(hidden)]
+    pub fn release_detection(&self, peer: SocketAddr) {
+        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        h.remove(&peer);
+        self.holding.store(!h.is_empty(), Ordering::Release);
+    }
+
+    /// Whether this node's detection of `peer` is held (see `hold_detection`).
+    pub(crate) fn detection_held(&self, peer: SocketAddr) -> bool {
+        // ORDERING: Acquire pairs with the Release stores in `hold_detection` /
+        // `release_detection`, as in `is_blocked`; the set is read under the lock.
+        if !self.holding.load(Ordering::Acquire) {
+            return false;
+        }
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
+
+    /// Whether traffic with `peer` is dropped. (Inline: one load per envelope while no
+    /// fault is set.)
+    #[inline]
     pub fn is_blocked(&self, peer: SocketAddr) -> bool {
         // ORDERING: Acquire pairs with the Release stores in `blackhole`/`heal` (a test
         // thread sets a fault, shards observe it); the set itself is read under the lock.
-        if !self.active.load(Ordering::Acquire) {
-            return false;
-        }
+        self.active.load(Ordering::Acquire) && self.is_blocked_slow(peer)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn is_blocked_slow(&self, peer: SocketAddr) -> bool {
         self.blocked.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
     }
 }
@@ -102,6 +138,9 @@ pub(crate) struct ClusterShared {
     pub(crate) state: Mutex<CurrentClusterState>,
     pub(crate) terminated: AtomicBool,
     pub(crate) faults: Faults,
+    /// Each started region's gauge, by region name (what `ClusterSharding::entity_ref`
+    /// hands to the refs it makes; read when a ref is made, never per message).
+    pub(crate) gauges: Mutex<std::collections::HashMap<String, Arc<crate::sharding::region::Gauge>>>,
 }
 
 impl ClusterShared {
@@ -148,6 +187,7 @@ impl Cluster {
             state: Mutex::new(CurrentClusterState::default()),
             terminated: AtomicBool::new(false),
             faults: Faults::default(),
+            gauges: Mutex::default(),
         });
         let daemon = node
             .runtime()

@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::phi::PhiSettings;
-use crate::sbr::{SbrSettings, SbrStrategy};
+use crate::sbr::{DownAllWhenUnstable, SbrSettings, SbrStrategy};
 
 /// How a node joins, gossips, detects failures and resolves partitions. Defaults are
 /// Akka's: heartbeat every 1 s, acceptable pause 3 s, phi threshold 8, gossip every 1 s,
-/// keep-majority with stable-after 20 s.
+/// keep-majority with stable-after 20 s, down-all-when-unstable on (15 s past it).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub(crate) seeds: Vec<SocketAddr>,
@@ -84,6 +84,15 @@ impl ClusterConfig {
     /// stable-after period). Shards of the downed member start elsewhere only after that.
     pub fn down_removal_margin(mut self, margin: Duration) -> Self {
         self.sbr.down_removal_margin = Some(margin);
+        self
+    }
+    /// Akka's `down-all-when-unstable`: if the set of unreachable members keeps changing
+    /// (so never stays the same for stable-after) for longer than stable-after plus this,
+    /// counted from its first change, every node downs all members, itself included.
+    /// Default [`DownAllWhenUnstable::On`]: 3/4 of stable-after, at least 4 s;
+    /// [`DownAllWhenUnstable::Off`] waits for a stable set however long it takes.
+    pub fn down_all_when_unstable(mut self, when: DownAllWhenUnstable) -> Self {
+        self.sbr.down_all_when_unstable = when;
         self
     }
 }

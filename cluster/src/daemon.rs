@@ -14,7 +14,7 @@
 //! leaving → exiting once the member has handed over, exiting → removed, down → removed
 //! after the removal margin. Regions get a [`MembershipView`] only from converged views.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +27,7 @@ use crate::event::{diff, ClusterEvent, CurrentClusterState};
 use crate::gossip::Gossip;
 use crate::member::{Member, MemberStatus, UniqueAddress};
 use crate::phi::PhiAccrual;
-use crate::sbr::{decide, Decision};
+use crate::sbr::{Resolver, Trigger};
 
 /// The daemon's registered name on every node.
 pub(crate) const DAEMON_NAME: &str = "percore-cluster";
@@ -136,8 +136,7 @@ pub(crate) struct Daemon {
     regions: Vec<(String, ViewHook, bool)>,
     watchers: Vec<StateHook>,
     last_view: Option<MembershipView>,
-    sbr_signature: BTreeSet<UniqueAddress>,
-    stable_since: Instant,
+    resolver: Resolver,
     down_seen: HashMap<UniqueAddress, Instant>,
     rng: u64,
 }
@@ -145,6 +144,7 @@ pub(crate) struct Daemon {
 impl Daemon {
     pub(crate) fn new(shared: Arc<ClusterShared>) -> Self {
         let me = shared.me;
+        let resolver = Resolver::new(shared.cfg.sbr, Instant::now());
         Daemon {
             shared,
             me,
@@ -157,8 +157,7 @@ impl Daemon {
             regions: Vec::new(),
             watchers: Vec::new(),
             last_view: None,
-            sbr_signature: BTreeSet::new(),
-            stable_since: Instant::now(),
+            resolver,
             down_seen: HashMap::new(),
             rng: me.incarnation | 1,
         }
@@ -260,7 +259,7 @@ impl Daemon {
             g.members.values().filter(|m| m.node != me && m.status != MemberStatus::Down).map(|m| m.node).collect();
         for s in subjects {
             let d = self.detectors.entry(s).or_insert_with(|| PhiAccrual::new(phi, now));
-            let available = d.is_available(now);
+            let available = d.is_available(now) || self.shared.faults.detection_held(s.addr);
             changed |= g.observe(me, s, !available);
         }
         if changed {
@@ -352,49 +351,49 @@ impl Daemon {
         }
     }
 
+    /// The split-brain resolver's tick (`sbr.rs`: when to decide, and the strategies).
     fn resolve_split_brain(&mut self, now: Instant) {
         let me = self.me;
-        let sbr = self.shared.cfg.sbr;
+        let strategy = self.shared.cfg.sbr.strategy;
         let Some(g) = self.gossip.as_mut() else { return };
-        let unreachable = g.unreachable_active();
-        if unreachable != self.sbr_signature {
-            self.sbr_signature = unreachable;
-            self.stable_since = now;
-            return;
-        }
-        if unreachable.is_empty() || now.duration_since(self.stable_since) < sbr.stable_after {
-            return;
-        }
+        // The unreachable observations that count (`Gossip::is_unreachable`): by a
+        // non-downed observer, on an active member.
+        let records: Vec<(UniqueAddress, UniqueAddress)> = g
+            .reachability
+            .iter()
+            .filter(|((o, s), obs)| {
+                obs.unreachable
+                    && g.members.get(o).is_some_and(|m| m.status != MemberStatus::Down)
+                    && g.members.get(s).is_some_and(|m| m.status.is_active())
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        debug_assert_eq!(
+            records.iter().map(|r| r.1).collect::<std::collections::BTreeSet<_>>(),
+            g.unreachable_active()
+        );
+        // Downed members stay in the view until removed: the resolver counts them.
         let members: Vec<Member> = g.members.values().copied().collect();
-        let unreachable_v: Vec<UniqueAddress> = unreachable.iter().copied().collect();
-        let decision = decide(sbr.strategy, &members, &unreachable_v);
+        let Some(r) = self.resolver.tick(now, &members, &records) else { return };
+        let targets = r.to_down(&members, g.leader() == Some(me));
         let mut changed = false;
-        match decision {
-            Decision::DownUnreachable => {
-                if g.leader() == Some(me) {
-                    for u in &unreachable_v {
-                        changed |= g.set_status(u, MemberStatus::Down);
-                    }
-                }
-            }
-            Decision::DownReachable => {
-                for m in members.iter().filter(|m| m.status.is_active() && !unreachable.contains(&m.node)) {
-                    changed |= g.set_status(&m.node, MemberStatus::Down);
-                }
-            }
-            Decision::DownAll => {
-                for m in members.iter().filter(|m| m.status.is_active()) {
-                    changed |= g.set_status(&m.node, MemberStatus::Down);
-                }
-            }
+        for t in &targets {
+            changed |= g.set_status(t, MemberStatus::Down);
         }
         if changed {
-            tracing::warn!(
-                "cluster {me}: split-brain resolver ({:?}) decided {decision:?}; unreachable: {unreachable_v:?}",
-                sbr.strategy
-            );
+            match r.trigger {
+                Trigger::Stable => tracing::warn!(
+                    "cluster {me}: split-brain resolver ({strategy:?}) decided {:?}; unreachable: {:?}; indirectly connected: {:?}; downing {targets:?}",
+                    r.decision,
+                    r.unreachable,
+                    r.indirectly_connected
+                ),
+                Trigger::Unstable => tracing::warn!(
+                    "cluster {me}: split-brain resolver: the unreachable set did not settle within stable-after + down-all-when-unstable; downing all members: {targets:?}"
+                ),
+            }
             g.changed_by(me);
-            self.stable_since = now;
+            self.resolver.acted(now);
         }
     }
 

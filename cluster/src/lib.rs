@@ -8,7 +8,8 @@
 //!  Cluster::start(node, ClusterConfig::new().seeds([seed]))
 //!    membership  ── gossip (full state, lattice merge, seen set) + heartbeats (phi accrual)
 //!    leader      ── lowest reachable up member: joining→up, leaving→exiting→removed, down→removed
-//!    resolver    ── keep-majority | static-quorum | keep-oldest | down-all, after stable-after
+//!    resolver    ── keep-majority | static-quorum | keep-oldest | down-all, after stable-after;
+//!                   downed-not-removed members count on the far side; down-all-when-unstable
 //!    events      ── ClusterEvent on the event stream (snapshot first for subscribers)
 //!  ClusterSharding::new(&cluster).start("counter", factory, settings)
 //!    entity id ─► shard (hash) ─► node (rendezvous over up members of the converged view)
@@ -72,7 +73,7 @@ pub use event::{ClusterEvent, CurrentClusterState};
 pub use member::{Member, MemberStatus, UniqueAddress};
 pub use phi::{PhiAccrual, PhiSettings};
 pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
-pub use sbr::{decide, Decision, SbrSettings, SbrStrategy};
+pub use sbr::{decide, Decision, DownAllWhenUnstable, SbrSettings, SbrStrategy};
 pub use sharding::{
     ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, RememberChange, RememberError, RememberStore,
     RememberedShard, ShardingSettings,

@@ -1,7 +1,8 @@
 //! The split-brain resolver: which side of a partition survives.
 //!
-//! Every node runs it on its own view. Once the set of unreachable members has stayed the
-//! same for `stable_after`, the strategy decides between three outcomes:
+//! Every node runs it on its own view, on each gossip tick ([`Resolver`], a small state
+//! machine driven by explicit instants). Once the set of unreachable members has stayed the
+//! same for `stable_after`, the strategy ([`decide`]) picks one of three outcomes:
 //! * [`Decision::DownUnreachable`]: this side survives; its leader downs the others;
 //! * [`Decision::DownReachable`]: this side loses; each of its nodes downs its whole side
 //!   (itself included), stops its sharded entities and singletons;
@@ -9,8 +10,53 @@
 //!
 //! Only up and leaving members count (joining ones are downed with their side, as Akka
 //! does). Down is final: a downed incarnation never rejoins.
+//!
+//! **Downed but not yet removed members still count, on the other side.** A member that
+//! this view has downed stays in the membership until the leader removes it after the
+//! removal margin; until then it may still be alive on the far side of a partition (our
+//! down never reached it). Each node flags each peer on that peer's own phi history, so a
+//! member cut off from everybody can flag its peers one after the other, more than
+//! `stable_after` apart. Had the downed peer dropped out of the count, the cut-off member
+//! would first down one peer as "the minority" and then win the tie against the next one,
+//! while those peers downed it: two live sides. So a downed member that was up (it has an
+//! up-number) counts as it did before it was downed, but always as unreachable:
+//!
+//! | strategy | a downed, not yet removed member |
+//! |---|---|
+//! | keep-majority | counts on the other side; it is in the total; if it holds the lowest address, the other side wins a tie |
+//! | static-quorum | never counts towards this side's quorum; counts in the cluster size (the "grew past 2q − 1" check) |
+//! | keep-oldest | if it is the oldest, the oldest is on the other side; it counts for `down_if_alone` ("alone" means alone of all members) |
+//! | down-all | changes nothing (any unreachable member downs everybody) |
+//!
+//! A downed member is left out only when it is certainly gone: another member of the view
+//! listens at its address (a restarted process is a new incarnation, and the old one was
+//! downed when the new one joined). Once the leader has removed a downed member it no
+//! longer counts at all: a later failure is decided among the members left (B crashes and
+//! is removed; later C crashes: A and the others decide among themselves). A second
+//! failure *within* the removal margin of the first is decided conservatively: the first
+//! failed member counts against this side.
+//!
+//! **Indirectly connected members** (Akka's). When the link between two members breaks
+//! while both still talk to a third, each flags the other and the gossip (through the
+//! third) carries both observations everywhere: the unreachability graph has a cycle, which
+//! a clean partition or a crash never shows (no view holds observations from both sides).
+//! Counting those two as "the other side" would make every node down the healthy rest. So
+//! members that both observe and are observed as unreachable are downed by the leader (the
+//! lowest member nobody sees unreachable), and the strategy decides about the remaining
+//! unreachable members without the observations among them, counting them where they are
+//! (not for down-all: any unreachable member downs everybody).
+//!
+//! **Down all when unstable** (Akka's `down-all-when-unstable`). If the set of unreachable
+//! members keeps changing, no decision is ever stable. If a non-empty unreachable set has
+//! not been resolved within `stable_after` + [`DownAllWhenUnstable`] of its first change,
+//! every node downs all members, itself included: a network that unstable is more likely to
+//! lead to conflicting decisions than to a clean one. The clock starts at the first change
+//! from an empty unreachable set and is reset when the set is empty again (healed, downed
+//! or removed) or when this node acted on a decision. A set that has stayed the same for
+//! `stable_after` is decided by the strategy, even past the limit.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use crate::member::{Member, MemberStatus, UniqueAddress};
 
@@ -19,10 +65,12 @@ use crate::member::{Member, MemberStatus, UniqueAddress};
 #[non_exhaustive]
 pub enum SbrStrategy {
     /// The side with more up members survives; on a tie, the side with the lowest address.
+    /// Members this side downed but has not removed yet count on the other side.
     #[default]
     KeepMajority,
     /// A side survives when it has at least `quorum` up members (pick more than half of
-    /// the cluster size, and never grow the cluster beyond `2 * quorum - 1`).
+    /// the cluster size, and never grow the cluster beyond `2 * quorum - 1`; downed members
+    /// not yet removed count in that size).
     StaticQuorum {
         /// Members needed to survive.
         quorum: usize,
@@ -49,6 +97,21 @@ pub enum Decision {
     DownAll,
 }
 
+/// Akka's `down-all-when-unstable`: how long past `stable_after` the resolver waits for an
+/// unreachable set that keeps changing to settle before it downs every member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DownAllWhenUnstable {
+    /// Akka's `on` (the default): 3/4 of `stable_after`, but at least 4 s.
+    #[default]
+    On,
+    /// This long past `stable_after`.
+    After(Duration),
+    /// Never down all members for instability (Akka's `off`): the resolver waits for a
+    /// stable unreachable set however long that takes.
+    Off,
+}
+
 /// The resolver's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SbrSettings {
@@ -61,6 +124,9 @@ pub struct SbrSettings {
     /// before its shards start elsewhere): the margin within which the losing side has
     /// stopped its entities. Default: `stable_after`, as in Akka.
     pub down_removal_margin: Option<Duration>,
+    /// When an unreachable set that never settles makes every node down all members
+    /// (default: [`DownAllWhenUnstable::On`]).
+    pub down_all_when_unstable: DownAllWhenUnstable,
 }
 
 impl Default for SbrSettings {
@@ -69,6 +135,7 @@ impl Default for SbrSettings {
             strategy: SbrStrategy::KeepMajority,
             stable_after: Duration::from_secs(20),
             down_removal_margin: None,
+            down_all_when_unstable: DownAllWhenUnstable::On,
         }
     }
 }
@@ -78,16 +145,37 @@ impl SbrSettings {
     pub fn removal_margin(&self) -> Duration {
         self.down_removal_margin.unwrap_or(self.stable_after)
     }
+
+    /// How long past `stable_after` an unsettled unreachable set is tolerated (`None`: off).
+    pub fn unstable_after(&self) -> Option<Duration> {
+        match self.down_all_when_unstable {
+            DownAllWhenUnstable::On => Some((self.stable_after * 3 / 4).max(Duration::from_secs(4))),
+            DownAllWhenUnstable::After(d) => Some(d),
+            DownAllWhenUnstable::Off => None,
+        }
+    }
 }
 
-/// Decides for this side: `members` are all members of the view, `unreachable` those this
-/// side cannot reach (this side is everyone else).
+/// Whether `m` is downed, was up before (so counted), and may still be alive: no other
+/// member of the view listens at its address.
+fn downed_may_live(m: &Member, members: &[Member]) -> bool {
+    m.status == MemberStatus::Down
+        && m.up_number > 0
+        && !members.iter().any(|o| o.node.addr == m.node.addr && o.node != m.node && o.status != MemberStatus::Down)
+}
+
+/// Decides for this side: `members` are all members of the view (downed ones not yet
+/// removed included), `unreachable` those this side cannot reach (this side is everyone
+/// else). Up and leaving members count on the side where they are; downed members that
+/// may still be alive (see the module docs) count on the other side.
 pub fn decide(strategy: SbrStrategy, members: &[Member], unreachable: &[UniqueAddress]) -> Decision {
-    let counted: Vec<&Member> =
-        members.iter().filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving)).collect();
-    let is_unreachable = |m: &&&Member| unreachable.contains(&m.node);
-    let ours: Vec<&Member> = counted.iter().filter(|m| !is_unreachable(m)).copied().collect();
-    let theirs: Vec<&Member> = counted.iter().filter(|m| is_unreachable(m)).copied().collect();
+    let counted: Vec<&Member> = members
+        .iter()
+        .filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving) || downed_may_live(m, members))
+        .collect();
+    let theirs_side = |m: &&Member| m.status == MemberStatus::Down || unreachable.contains(&m.node);
+    let ours: Vec<&Member> = counted.iter().filter(|m| !theirs_side(m)).copied().collect();
+    let theirs: Vec<&Member> = counted.iter().filter(|m| theirs_side(m)).copied().collect();
     match strategy {
         SbrStrategy::DownAll => Decision::DownAll,
         SbrStrategy::KeepMajority => {
@@ -139,6 +227,161 @@ pub fn decide(strategy: SbrStrategy, members: &[Member], unreachable: &[UniqueAd
     }
 }
 
+/// The members this node downs on `decision`: `members` and `unreachable` as for
+/// [`decide`]; `leader`: whether this node is its side's leader (only the leader downs the
+/// other side; every node of a losing side downs that side, itself included).
+pub(crate) fn to_down(
+    decision: Decision,
+    members: &[Member],
+    unreachable: &BTreeSet<UniqueAddress>,
+    leader: bool,
+) -> Vec<UniqueAddress> {
+    let active = members.iter().filter(|m| m.status.is_active());
+    match decision {
+        Decision::DownUnreachable if leader => {
+            active.filter(|m| unreachable.contains(&m.node)).map(|m| m.node).collect()
+        }
+        Decision::DownUnreachable => Vec::new(),
+        Decision::DownReachable => active.filter(|m| !unreachable.contains(&m.node)).map(|m| m.node).collect(),
+        Decision::DownAll => active.map(|m| m.node).collect(),
+    }
+}
+
+/// Members caught in a cycle of the unreachability graph: each observes some member as
+/// unreachable and is itself observed as unreachable by some member. `records` are the
+/// (observer, subject) unreachable observations. In a clean partition or a crash nobody on
+/// one side ever sees the records of the other, so there is no such cycle; a cycle means a
+/// broken link between members that still gossip through a third (Akka's "indirectly
+/// connected" members).
+pub(crate) fn indirectly_connected(records: &[(UniqueAddress, UniqueAddress)]) -> BTreeSet<UniqueAddress> {
+    let observers: BTreeSet<UniqueAddress> = records.iter().map(|r| r.0).collect();
+    records.iter().map(|r| r.1).filter(|s| observers.contains(s)).collect()
+}
+
+/// Why the resolver decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The unreachable set stayed the same for `stable_after`: the strategy decided.
+    Stable,
+    /// The unreachable set kept changing past `stable_after` + the unstable limit: down all.
+    Unstable,
+}
+
+/// What the resolver decided on one tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolution {
+    /// Why.
+    pub(crate) trigger: Trigger,
+    /// The strategy's decision over `unreachable` (`None`: only indirectly connected
+    /// members are unreachable).
+    pub(crate) decision: Option<Decision>,
+    /// Indirectly connected members: the leader downs them.
+    pub(crate) indirectly_connected: BTreeSet<UniqueAddress>,
+    /// The unreachable members the decision is about (observations between indirectly
+    /// connected members left out).
+    pub(crate) unreachable: BTreeSet<UniqueAddress>,
+}
+
+impl Resolution {
+    /// The members this node downs; `leader`: whether it leads its side (only the leader
+    /// downs others; every node of a losing side downs that side, itself included).
+    pub(crate) fn to_down(&self, members: &[Member], leader: bool) -> Vec<UniqueAddress> {
+        let mut out: Vec<UniqueAddress> = if leader {
+            members
+                .iter()
+                .filter(|m| m.status.is_active() && self.indirectly_connected.contains(&m.node))
+                .map(|m| m.node)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(d) = self.decision {
+            for n in to_down(d, members, &self.unreachable, leader) {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One node's resolver: when its unreachable set last changed and since when it has been
+/// unsettled. The daemon calls [`Resolver::tick`] on every gossip tick with the current
+/// instant, applies what it returns, and calls [`Resolver::acted`] when that downed anyone.
+#[derive(Debug)]
+pub(crate) struct Resolver {
+    settings: SbrSettings,
+    signature: BTreeSet<UniqueAddress>,
+    stable_since: Instant,
+    unstable_since: Option<Instant>,
+}
+
+impl Resolver {
+    pub(crate) fn new(settings: SbrSettings, now: Instant) -> Self {
+        Resolver { settings, signature: BTreeSet::new(), stable_since: now, unstable_since: None }
+    }
+
+    /// One tick: `members` the whole view (downed members included), `records` the
+    /// (observer, subject) unreachable observations of non-downed observers on active
+    /// members. Returns a resolution when there is one to apply now.
+    pub(crate) fn tick(
+        &mut self,
+        now: Instant,
+        members: &[Member],
+        records: &[(UniqueAddress, UniqueAddress)],
+    ) -> Option<Resolution> {
+        let unreachable: BTreeSet<UniqueAddress> = records.iter().map(|r| r.1).collect();
+        if unreachable != self.signature {
+            self.signature = unreachable.clone();
+            self.stable_since = now;
+            if self.unstable_since.is_none() {
+                self.unstable_since = Some(now);
+            }
+        }
+        if unreachable.is_empty() {
+            // Healed, downed or removed: nothing left to decide, and the instability clock stops.
+            self.unstable_since = None;
+            return None;
+        }
+        let stable_after = self.settings.stable_after;
+        let strategy = self.settings.strategy;
+        if now.duration_since(self.stable_since) >= stable_after {
+            let ic = if strategy == SbrStrategy::DownAll { BTreeSet::new() } else { indirectly_connected(records) };
+            // The decision leaves out observations between indirectly connected members
+            // (they still talk through others): they count where they are.
+            let clean: BTreeSet<UniqueAddress> =
+                records.iter().filter(|(o, s)| !(ic.contains(o) && ic.contains(s))).map(|r| r.1).collect();
+            let decision = (!clean.is_empty()).then(|| {
+                let v: Vec<UniqueAddress> = clean.iter().copied().collect();
+                decide(strategy, members, &v)
+            });
+            return Some(Resolution {
+                trigger: Trigger::Stable,
+                decision,
+                indirectly_connected: ic,
+                unreachable: clean,
+            });
+        }
+        match (self.settings.unstable_after(), self.unstable_since) {
+            (Some(limit), Some(since)) if now.duration_since(since) >= stable_after + limit => Some(Resolution {
+                trigger: Trigger::Unstable,
+                decision: Some(Decision::DownAll),
+                indirectly_connected: BTreeSet::new(),
+                unreachable,
+            }),
+            _ => None,
+        }
+    }
+
+    /// This node downed members on a decision: the view changes under it, so both clocks
+    /// start again.
+    pub(crate) fn acted(&mut self, now: Instant) {
+        self.stable_since = now;
+        self.unstable_since = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +391,12 @@ mod tests {
     }
     fn up(port: u16, n: u32) -> Member {
         m(port, MemberStatus::Up, n)
+    }
+    fn down(port: u16, n: u32) -> Member {
+        m(port, MemberStatus::Down, n)
+    }
+    fn ms(t: u64) -> Duration {
+        Duration::from_millis(t)
     }
 
     #[test]
@@ -196,5 +445,325 @@ mod tests {
     fn down_all() {
         let all = [up(1, 1), up(2, 2), up(3, 3)];
         assert_eq!(decide(SbrStrategy::DownAll, &all, &[all[2].node]), Decision::DownAll);
+        // A downed member changes nothing: any unreachable member downs everybody.
+        let with_down = [up(1, 1), down(2, 2), up(3, 3)];
+        assert_eq!(decide(SbrStrategy::DownAll, &with_down, &[with_down[2].node]), Decision::DownAll);
+    }
+
+    /// The rule of each strategy for a member this view downed and has not removed yet: it
+    /// counts as it did when up, on the other side (module docs, table).
+    #[test]
+    fn downed_members_not_yet_removed_count_on_the_other_side() {
+        let km = SbrStrategy::KeepMajority;
+        // {1, 2(down), 3, 4}, 4 unreachable: 2 vs 2 (2 and 4); the lowest, 1, is ours.
+        let v = [up(1, 1), down(2, 2), up(3, 3), up(4, 4)];
+        assert_eq!(decide(km, &v, &[v[3].node]), Decision::DownUnreachable);
+        // The lowest address is the downed one: the tie goes to the other side.
+        let v = [down(1, 1), up(2, 2), up(3, 3), up(4, 4)];
+        assert_eq!(decide(km, &v, &[v[3].node]), Decision::DownReachable);
+        // {1, 2(down), 3}, 3 unreachable: 1 vs 2.
+        let v = [up(1, 1), down(2, 2), up(3, 3)];
+        assert_eq!(decide(km, &v, &[v[2].node]), Decision::DownReachable);
+        // A member downed while joining (up-number 0) never counted and still does not.
+        let v = [up(1, 1), down(2, 0), up(3, 2), up(4, 3)];
+        assert_eq!(decide(km, &v, &[v[3].node]), Decision::DownUnreachable);
+        // A downed incarnation whose address a newer one holds is gone for sure.
+        let b2 = Member { node: UniqueAddress { incarnation: 2, ..v[1].node }, status: MemberStatus::Up, up_number: 4 };
+        let v = [up(1, 1), down(2, 2), b2, up(3, 3)];
+        assert_eq!(decide(km, &v, &[v[3].node]), Decision::DownUnreachable, "2 of {{1, 2'}} against {{3}}");
+
+        let sq = SbrStrategy::StaticQuorum { quorum: 2 };
+        // Never towards this side's quorum: {1} plus a downed 2 is not 2.
+        let v = [up(1, 1), down(2, 2), up(3, 3)];
+        assert_eq!(decide(sq, &v, &[v[2].node]), Decision::DownReachable);
+        // In the cluster size: 4 members (one downed) with quorum 2 is too many.
+        let v = [up(1, 1), down(2, 2), up(3, 3), up(4, 4)];
+        assert_eq!(decide(sq, &v, &[v[3].node]), Decision::DownAll);
+
+        // keep-oldest: a downed oldest is on the other side.
+        let ko = SbrStrategy::KeepOldest { down_if_alone: false };
+        let v = [down(1, 1), up(2, 2), up(3, 3)];
+        assert_eq!(decide(ko, &v, &[v[2].node]), Decision::DownReachable);
+        // down_if_alone: the downed oldest alone on the other side: this side stays.
+        let ko = SbrStrategy::KeepOldest { down_if_alone: true };
+        assert_eq!(decide(ko, &v, &[]), Decision::DownUnreachable);
+        // ... and with another unreachable member beside it, this side goes.
+        assert_eq!(decide(ko, &v, &[v[2].node]), Decision::DownReachable);
+        // The oldest, with a downed peer and the other peer unreachable, is alone of three.
+        let v = [up(1, 1), down(2, 2), up(3, 3)];
+        assert_eq!(decide(ko, &v, &[v[2].node]), Decision::DownReachable);
+    }
+
+    /// One node's view as the daemon keeps it: the members (downed ones until removed),
+    /// this node, and its resolver; `tick` applies decisions as the daemon does.
+    struct View {
+        me: UniqueAddress,
+        members: Vec<Member>,
+        resolver: Resolver,
+    }
+
+    impl View {
+        fn new(me: &Member, members: &[Member], settings: SbrSettings, now: Instant) -> View {
+            View { me: me.node, members: members.to_vec(), resolver: Resolver::new(settings, now) }
+        }
+        /// A tick at `now` with this node's detector flagging `flagged` (and no other
+        /// observations); returns the decision taken, if any.
+        fn tick(&mut self, now: Instant, flagged: &[&Member]) -> Option<(Decision, Trigger)> {
+            let me = *self.members.iter().find(|m| m.node == self.me).unwrap();
+            let records: Vec<(&Member, &Member)> = flagged.iter().map(|f| (&me, *f)).collect();
+            let r = self.tick_records(now, &records)?;
+            Some((r.decision.expect("no indirectly connected members here"), r.trigger))
+        }
+        /// A tick at `now` with the (observer, subject) unreachable observations `records`
+        /// in the view; applies the resolution as the daemon does and returns it.
+        fn tick_records(&mut self, now: Instant, records: &[(&Member, &Member)]) -> Option<Resolution> {
+            let status = |n: &UniqueAddress| self.members.iter().find(|m| m.node == *n).map(|m| m.status);
+            let records: Vec<(UniqueAddress, UniqueAddress)> = records
+                .iter()
+                .filter(|(o, s)| {
+                    status(&o.node).is_some_and(|st| st != MemberStatus::Down)
+                        && status(&s.node).is_some_and(MemberStatus::is_active)
+                })
+                .map(|(o, s)| (o.node, s.node))
+                .collect();
+            let r = self.resolver.tick(now, &self.members, &records)?;
+            // The leader: the lowest reachable up/leaving member (`Gossip::leader`).
+            let leader = self
+                .members
+                .iter()
+                .filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving))
+                .find(|m| !records.iter().any(|r| r.1 == m.node))
+                .map(|m| m.node)
+                == Some(self.me);
+            let downs = r.to_down(&self.members, leader);
+            for m in self.members.iter_mut().filter(|m| downs.contains(&m.node)) {
+                m.status = MemberStatus::Down;
+            }
+            if !downs.is_empty() {
+                self.resolver.acted(now);
+            }
+            Some(r)
+        }
+        fn status(&self, who: &Member) -> Option<MemberStatus> {
+            self.members.iter().find(|m| m.node == who.node).map(|m| m.status)
+        }
+        fn alive(&self) -> bool {
+            self.status(&Member { node: self.me, status: MemberStatus::Up, up_number: 0 }) == Some(MemberStatus::Up)
+        }
+        /// The leader removed `who` (after the margin).
+        fn remove(&mut self, who: &Member) {
+            self.members.retain(|m| m.node != who.node);
+        }
+    }
+
+    fn settings(stable_ms: u64) -> SbrSettings {
+        SbrSettings { stable_after: ms(stable_ms), ..SbrSettings::default() }
+    }
+
+    /// Issue 19, as seen in the OS-process partition test: A is cut off from B and C at
+    /// once, but its detector flags B and C more than stable-after apart. A first sees only
+    /// B unreachable, downs it as a minority of one; when C is flagged, B (downed, not
+    /// removed) still counts on the far side, so A is a minority of one against two and
+    /// downs itself, while B and C down A: one live side. (Before the fix A dropped B from
+    /// the count, won the 1-1 tie against C on the lowest address and downed C: two live
+    /// sides.)
+    #[test]
+    fn a_member_that_flags_its_peers_one_after_the_other_downs_itself() {
+        let (a, b, c) = (up(1, 1), up(2, 2), up(3, 3));
+        let all = [a, b, c];
+        let t0 = Instant::now();
+        let mut va = View::new(&a, &all, settings(500), t0);
+        let mut vb = View::new(&b, &all, settings(500), t0);
+        let mut vc = View::new(&c, &all, settings(500), t0);
+        // A flags B at once, C only 1.2 s later; B and C flag A at once.
+        let mut t = t0;
+        while t < t0 + ms(3000) {
+            let a_flags: Vec<&Member> = if t < t0 + ms(1200) { vec![&b] } else { vec![&b, &c] };
+            va.tick(t, &a_flags);
+            vb.tick(t, &[&a]);
+            vc.tick(t, &[&a]);
+            t += ms(100);
+        }
+        assert_eq!(va.status(&b), Some(MemberStatus::Down), "A downed B while it saw only B unreachable");
+        assert!(!va.alive(), "A, a minority of one against B (downed, maybe alive) and C, downs itself");
+        assert_eq!(va.status(&c), Some(MemberStatus::Up), "A did not down C");
+        assert!(vb.alive() && vc.alive());
+        assert_eq!(vb.status(&a), Some(MemberStatus::Down), "B's side downed A");
+        let live_sides = [va.alive(), vb.alive() || vc.alive()].iter().filter(|x| **x).count();
+        assert_eq!(live_sides, 1);
+    }
+
+    /// The legitimate sequence still works: B crashes, is downed and removed; later C
+    /// crashes, and A (alone, the lowest address) keeps the cluster. In a cluster of four,
+    /// A and D keep it as the majority. A second crash *before* the first member is
+    /// removed is decided conservatively: the downed member counts against this side.
+    #[test]
+    fn a_crash_after_an_earlier_crashed_member_was_removed_is_decided_among_the_rest() {
+        let (a, b, c, d) = (up(1, 1), up(2, 2), up(3, 3), up(4, 4));
+        for cluster in [vec![a, b, c], vec![a, b, c, d]] {
+            let t0 = Instant::now();
+            let mut views: Vec<View> = cluster
+                .iter()
+                .filter(|m| m.node != b.node && m.node != c.node)
+                .map(|m| View::new(m, &cluster, settings(500), t0))
+                .collect();
+            // B crashes: everybody flags it.
+            let mut t = t0;
+            for _ in 0..10 {
+                for v in views.iter_mut() {
+                    v.tick(t, &[&b]);
+                }
+                t += ms(100);
+            }
+            assert_eq!(views[0].status(&b), Some(MemberStatus::Down), "A (the leader) downed B");
+            // The leader's down reaches the others; after the margin B is removed.
+            for v in views.iter_mut() {
+                v.remove(&b);
+                v.tick(t, &[]);
+            }
+            // Later C crashes.
+            t += ms(5000);
+            for _ in 0..10 {
+                for v in views.iter_mut() {
+                    v.tick(t, &[&c]);
+                }
+                t += ms(100);
+            }
+            assert!(views.iter().all(View::alive), "{} members: the rest survive C's crash", cluster.len());
+            assert_eq!(views[0].status(&c), Some(MemberStatus::Down), "A (the leader) downed C");
+        }
+        // C crashes while B, downed, is not removed yet: A cannot tell B and C apart from a
+        // live side of two, and downs itself.
+        let cluster = [a, b, c];
+        let t0 = Instant::now();
+        let mut va = View::new(&a, &cluster, settings(500), t0);
+        let mut t = t0;
+        for _ in 0..10 {
+            va.tick(t, &[&b]);
+            t += ms(100);
+        }
+        assert_eq!(va.status(&b), Some(MemberStatus::Down));
+        for _ in 0..10 {
+            va.tick(t, &[&b, &c]);
+            t += ms(100);
+        }
+        assert!(!va.alive());
+    }
+
+    /// Akka's indirectly connected members: the link A–B breaks while both still talk to C.
+    /// Each flags the other and gossip through C carries both records everywhere, so every
+    /// view sees A and B unreachable. Before, that was "{C} against {A, B}": every node
+    /// downed C, the one healthy member, and A and B, each unreachable, were stuck with no
+    /// leader able to act. Now A and B (a cycle in the unreachability graph) are downed by the
+    /// leader C, and C keeps the cluster.
+    #[test]
+    fn indirectly_connected_members_are_downed_and_the_rest_keeps_the_cluster() {
+        let (a, b, c) = (up(1, 1), up(2, 2), up(3, 3));
+        let all = [a, b, c];
+        let records = [(&a, &b), (&b, &a)];
+        let t0 = Instant::now();
+        let mut views: Vec<View> = all.iter().map(|m| View::new(m, &all, settings(500), t0)).collect();
+        for t in [t0, t0 + ms(500)] {
+            for v in views.iter_mut() {
+                v.tick_records(t, &records);
+            }
+        }
+        let vc = &views[2];
+        assert_eq!(vc.status(&a), Some(MemberStatus::Down));
+        assert_eq!(vc.status(&b), Some(MemberStatus::Down));
+        assert!(vc.alive(), "C, the leader of every view, keeps the cluster");
+        assert!(views[0].alive() && views[1].alive(), "A and B down nobody (they learn their down from C)");
+        assert_eq!(views[0].status(&c), Some(MemberStatus::Up));
+        assert_eq!(views[1].status(&c), Some(MemberStatus::Up));
+
+        // With a clean failure beside it: 5 members, A–B broken, E crashed (everyone flags
+        // E). A and B count where they are (they still gossip): {A, B, C, D} against {E}.
+        let (d, e) = (up(4, 4), up(5, 5));
+        let all = [a, b, c, d, e];
+        let records = [(&a, &b), (&b, &a), (&a, &e), (&c, &e), (&d, &e)];
+        let mut vc = View::new(&c, &all, settings(500), t0);
+        assert_eq!(vc.tick_records(t0, &records), None);
+        let r = vc.tick_records(t0 + ms(500), &records).unwrap();
+        assert_eq!(r.decision, Some(Decision::DownUnreachable));
+        assert_eq!(r.indirectly_connected, [a.node, b.node].into_iter().collect());
+        assert_eq!(vc.members.iter().filter(|m| m.status == MemberStatus::Down).count(), 3, "A, B and E");
+        assert!(vc.alive() && vc.status(&d) == Some(MemberStatus::Up));
+
+        // A clean partition has no cycle: {A} | {B, C} seen from B.
+        assert!(indirectly_connected(&[(b.node, a.node), (c.node, a.node)]).is_empty());
+    }
+
+    #[test]
+    fn the_unstable_limit_is_akkas_by_default_and_configurable() {
+        let s = |stable: u64, d: DownAllWhenUnstable| {
+            SbrSettings { stable_after: ms(stable), down_all_when_unstable: d, ..SbrSettings::default() }
+                .unstable_after()
+        };
+        assert_eq!(s(20_000, DownAllWhenUnstable::On), Some(ms(15_000)), "3/4 of stable-after");
+        assert_eq!(s(500, DownAllWhenUnstable::On), Some(ms(4_000)), "at least 4 s");
+        assert_eq!(s(500, DownAllWhenUnstable::After(ms(700))), Some(ms(700)));
+        assert_eq!(s(500, DownAllWhenUnstable::Off), None);
+        assert_eq!(SbrSettings::default().down_all_when_unstable, DownAllWhenUnstable::On);
+    }
+
+    /// Drives `view` with an unreachable set that changes every 400 ms (stable-after 500 ms:
+    /// never stable) from `from` for `for_ms`; returns the first decision and when.
+    fn flap(
+        view: &mut View,
+        from: Instant,
+        for_ms: u64,
+        sets: [&[&Member]; 2],
+    ) -> Option<(Duration, Decision, Trigger)> {
+        let mut t = from;
+        while t < from + ms(for_ms) {
+            let phase = (t.duration_since(from).as_millis() / 400) % 2;
+            if let Some((d, why)) = view.tick(t, sets[phase as usize]) {
+                return Some((t.duration_since(from), d, why));
+            }
+            t += ms(50);
+        }
+        None
+    }
+
+    /// Akka's down-all-when-unstable: an unreachable set that keeps changing for
+    /// stable-after + the limit downs every member, this node included.
+    #[test]
+    fn an_unreachable_set_that_never_settles_downs_all_after_the_limit() {
+        let (a, b, c, d, e) = (up(1, 1), up(2, 2), up(3, 3), up(4, 4), up(5, 5));
+        let all = [a, b, c, d, e];
+        let unstable = |limit| SbrSettings { down_all_when_unstable: limit, ..settings(500) };
+        let t0 = Instant::now();
+        let mut v = View::new(&a, &all, unstable(DownAllWhenUnstable::After(ms(1000))), t0);
+        let got = flap(&mut v, t0, 10_000, [&[&d], &[&d, &e]]);
+        assert_eq!(got, Some((ms(1500), Decision::DownAll, Trigger::Unstable)), "stable-after 0.5 s + 1 s");
+        assert!(all.iter().all(|m| v.status(m) == Some(MemberStatus::Down)), "every member, A included");
+
+        // Off: it waits for a stable set, however long, then decides by the strategy.
+        let mut v = View::new(&a, &all, unstable(DownAllWhenUnstable::Off), t0);
+        assert_eq!(flap(&mut v, t0, 30_000, [&[&d], &[&d, &e]]), None);
+        let t = t0 + ms(30_000);
+        assert_eq!(v.tick(t, &[&d]), None);
+        assert_eq!(v.tick(t + ms(500), &[&d]), Some((Decision::DownUnreachable, Trigger::Stable)));
+        assert!(v.alive() && v.status(&d) == Some(MemberStatus::Down));
+
+        // Healing resets the clock: flapping for 1.4 s, healed, flapping again: the limit
+        // counts from the new first change.
+        let mut v = View::new(&a, &all, unstable(DownAllWhenUnstable::After(ms(1000))), t0);
+        assert_eq!(flap(&mut v, t0, 1400, [&[&d], &[&d, &e]]), None);
+        assert_eq!(v.tick(t0 + ms(1400), &[]), None);
+        let again = t0 + ms(1450);
+        assert_eq!(
+            flap(&mut v, again, 10_000, [&[&d], &[&d, &e]]),
+            Some((ms(1500), Decision::DownAll, Trigger::Unstable))
+        );
+
+        // A decision acted on resets it too: A (leader, majority) downs D after a stable
+        // 0.5 s; a later change starts a fresh clock.
+        let mut v = View::new(&a, &all, unstable(DownAllWhenUnstable::After(ms(1000))), t0);
+        assert_eq!(flap(&mut v, t0, 900, [&[&e], &[&d, &e]]), None);
+        assert_eq!(v.tick(t0 + ms(900), &[&d]), None);
+        assert_eq!(v.tick(t0 + ms(1400), &[&d]), Some((Decision::DownUnreachable, Trigger::Stable)));
+        let later = t0 + ms(1500);
+        assert_eq!(flap(&mut v, later, 10_000, [&[&e], &[&b, &e]]).map(|x| x.0), Some(ms(1500)));
     }
 }

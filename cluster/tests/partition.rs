@@ -2,9 +2,9 @@
 //! on, and no entity is ever alive on both sides.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use percore_cluster::{ClusterError, ClusterSharding, MemberStatus, SbrStrategy, ShardingSettings};
+use percore_cluster::{Cluster, ClusterError, ClusterSharding, MemberStatus, SbrStrategy, ShardingSettings};
 
 use crate::common::*;
 
@@ -55,6 +55,92 @@ fn minority_side_downs_itself_and_entities_never_run_twice() {
     // Down is final: the downed incarnation cannot join again.
     assert!(matches!(nodes[2].cluster.join([nodes[0].addr()]), Err(ClusterError::Terminated)));
     assert_eq!(nodes[2].cluster.state().self_status, Some(MemberStatus::Down));
+}
+
+/// Issue 19, progressive detection (seen once in the OS-process partition test): A is cut
+/// off from B and C at once, but its detector flags them one after the other, more than
+/// stable-after apart (each peer is judged on its own heartbeat history). Here A's
+/// detection of C is held (`Faults::hold_detection`) until A has downed B, the only peer
+/// it saw unreachable, as a minority of one. When A then flags C, B (downed by A, not
+/// removed) still counts on the far side: A is one against two and downs itself, and no
+/// entity or singleton is ever alive on both sides. Before the fix A dropped B from the
+/// count, won the 1–1 tie against C on its lowest address and downed C: A and {B, C} both
+/// lived on.
+#[test]
+fn a_cut_off_member_that_flags_its_peers_one_after_the_other_downs_itself() {
+    // 60 entities over 30 shards: every node owns some (odds against: about (2/3)^26).
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let single_log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    // A decides about itself stable-after past its *second* flag: the majority's removal
+    // margin must cover that spread (here about stable-after + one tick), so 3 s.
+    let cfg = failure_config().down_removal_margin(Duration::from_secs(3));
+    // Lowest address first: A founds the cluster (the oldest member: it runs the singleton),
+    // leads its own side and wins ties on the address, as the member of the observed failure did.
+    let mut started: Vec<_> = (0..3).map(|i| start_node(&format!("p{i}"))).collect();
+    started.sort_by_key(|(_, node)| node.addr());
+    let seed = started[0].1.addr();
+    let nodes: Vec<TestNode> = started
+        .into_iter()
+        .map(|(rt, node)| {
+            let cluster = Cluster::start(&node, cfg.clone()).unwrap();
+            let s = ClusterSharding::new(&cluster);
+            s.start("counter", counters(&cluster, &log), settings()).unwrap();
+            let f = counters(&cluster, &single_log);
+            s.start_singleton("boss", move || f("boss"), || CounterMsg::Stop).unwrap();
+            cluster.join([seed]).unwrap();
+            TestNode { rt: Some(rt), node, cluster }
+        })
+        .collect();
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let sharding = ClusterSharding::new(&b.cluster);
+    let ask_all = || {
+        for e in 0..ENTITIES {
+            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+            r.tell(CounterMsg::Hit).unwrap();
+            r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+        }
+    };
+    ask_all();
+    let boss = sharding.entity_ref::<CounterMsg>("singleton-boss", "boss").unwrap();
+    assert_eq!(boss.blocking_ask(CounterMsg::Get, LONG).unwrap().1, a.addr().to_string(), "the singleton runs on A");
+    assert!(log.starts_on(a.addr()) > 0, "some entities run on A");
+
+    a.cluster.faults().hold_detection(c.addr());
+    blackhole(&[a], &[b, c]);
+    let cut = Instant::now();
+    eventually("A downs B, the only peer it sees unreachable", || a.status_of(b.addr()) == Some(MemberStatus::Down));
+    let first = cut.elapsed();
+    assert!(!a.cluster.is_terminated());
+    a.cluster.faults().release_detection(c.addr());
+    eventually("A decides again once it flags C", || {
+        a.cluster.is_terminated() || a.status_of(c.addr()) == Some(MemberStatus::Down)
+    });
+    let second = cut.elapsed();
+    assert_ne!(
+        a.status_of(c.addr()),
+        Some(MemberStatus::Down),
+        "A downed C: it won the tie and lives on beside B and C"
+    );
+    assert!(a.cluster.is_terminated(), "A, one against B (downed, not removed) and C, downs itself");
+    all_up(&[b, c], 2);
+    let removed = cut.elapsed();
+    assert_eq!(b.status_of(a.addr()), None, "the majority removed A");
+    ask_all();
+    let (_, host) = boss.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert!(host == b.addr().to_string() || host == c.addr().to_string(), "the singleton moved to the majority");
+    let activations = log.assert_single_activation();
+    assert!(activations > ENTITIES, "A's entities restarted on the majority ({activations} activations)");
+    assert_eq!(single_log.assert_single_activation(), 2);
+    eprintln!(
+        "progressive detection: A downed B {:.2} s after the cut, itself {:.2} s, the majority removed A {:.2} s",
+        first.as_secs_f64(),
+        second.as_secs_f64(),
+        removed.as_secs_f64()
+    );
 }
 
 /// Partitions `nodes[side]` from the rest, waits until the nodes in `expect_terminated`
@@ -112,4 +198,42 @@ fn down_all_downs_every_side() {
     let refs: Vec<&TestNode> = nodes.iter().collect();
     all_up(&refs, 3);
     partition_and_settle(&nodes, &[2], &[0, 1, 2]);
+}
+
+/// Akka's indirectly connected members: the link between A and B breaks while both still
+/// talk to C. Each flags the other, and gossip through C carries both observations to every
+/// node. The leader (C: the only member nobody sees unreachable) downs A and B, and C keeps
+/// the cluster, taking their entities without ever running one twice. Before, every node
+/// counted "{C} against {A, B}" and downed C, the healthy member, and A and B stayed up,
+/// unreachable to each other, with no leader able to act (C downed itself about 3 s after the
+/// cut; A and B still up 8 s after it).
+#[test]
+fn members_that_only_lost_the_link_between_them_are_downed_and_the_third_keeps_the_cluster() {
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    let refs: Vec<&TestNode> = nodes.iter().collect();
+    all_up(&refs, 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let sharding = ClusterSharding::new(&c.cluster);
+    let ask_all = || {
+        for e in 0..ENTITIES {
+            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+            r.tell(CounterMsg::Hit).unwrap();
+            r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+        }
+    };
+    ask_all();
+    blackhole(&[a], &[b]);
+    eventually("A and B end their membership, or C does", || {
+        (a.cluster.is_terminated() && b.cluster.is_terminated()) || c.cluster.is_terminated()
+    });
+    assert!(!c.cluster.is_terminated(), "C, the healthy member, keeps the cluster");
+    all_up(&[c], 1);
+    ask_all();
+    let activations = log.assert_single_activation();
+    assert!(activations > ENTITIES, "A's and B's entities restarted on C ({activations} activations)");
 }

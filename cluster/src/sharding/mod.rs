@@ -24,7 +24,6 @@ pub(crate) mod region;
 pub mod remember;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,8 +172,12 @@ impl<M> ShardingSettings<M> {
         self.retry_interval = every.max(Duration::from_millis(1));
         self
     }
-    /// Most messages a region buffers (shards being acquired, no view yet) before it
-    /// turns more into dead letters.
+    /// Most messages a region holds (for shards being acquired, with no view yet, or for
+    /// other nodes whose connections cannot take them yet) before it counts more as
+    /// undelivered (default 100,000). Well before that the region turns congested and holds
+    /// its local senders back: `EntityRef::blocking_send` waits and `tell` refuses (see
+    /// [`EntityRefs::congested`]), at `buffer_limit - 65,536` held (room for a full region
+    /// mailbox), or half the limit if that is lower.
     pub fn buffer_limit(mut self, n: usize) -> Self {
         self.buffer_limit = n;
         self
@@ -220,13 +223,14 @@ impl ClusterSharding {
         if rt.top_level::<RegionMsg<A::Msg>>(&name).is_ok() {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
-        let undelivered = Arc::new(AtomicU64::new(0));
+        let gauge = Arc::new(region::Gauge::new(settings.buffer_limit, region::CAPACITY));
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
-        let (n, c, f, u) =
-            (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, undelivered.clone());
-        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), u.clone());
-        let r = rt.spawn(Props::new(make).name(name.clone()).capacity(1 << 16)).map_err(ClusterError::Spawn)?;
+        let (n, c, f, g) = (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, gauge.clone());
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone());
+        let r =
+            rt.spawn(Props::new(make).name(name.clone()).capacity(region::CAPACITY)).map_err(ClusterError::Spawn)?;
+        self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), gauge.clone());
         let hook_ref = r.clone();
         self.cluster.register_region(
             name,
@@ -234,17 +238,26 @@ impl ClusterSharding {
                 let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(Box::new(v))));
             }),
         )?;
-        Ok(EntityRefs { region: r, cluster: self.cluster.clone(), undelivered })
+        Ok(EntityRefs { region: r, cluster: self.cluster.clone(), gauge })
     }
 
     /// A handle on entity `entity_id` of type `type_name`, which must have been started on
     /// this node ([`ClusterSharding::start`]).
     pub fn entity_ref<M: RemoteMessage>(&self, type_name: &str, entity_id: &str) -> Result<EntityRef<M>, ClusterError> {
         let rt = self.cluster.shared.node.runtime();
-        let region = rt
-            .top_level::<RegionMsg<M>>(&region_name(type_name))
-            .map_err(|_| ClusterError::NotStarted(type_name.to_string()))?;
-        Ok(EntityRef { region, key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr })
+        let name = region_name(type_name);
+        let not_started = || ClusterError::NotStarted(type_name.to_string());
+        let region = rt.top_level::<RegionMsg<M>>(&name).map_err(|_| not_started())?;
+        let gauge = self
+            .cluster
+            .shared
+            .gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+            .cloned()
+            .ok_or_else(not_started)?;
+        Ok(EntityRef { region, gauge, key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr })
     }
 
     /// Starts a cluster singleton named `name`: one instance of `factory()` cluster-wide, on
@@ -278,7 +291,7 @@ impl ClusterSharding {
 pub struct EntityRefs<M> {
     region: ActorRef<RegionMsg<M>>,
     cluster: Cluster,
-    undelivered: Arc<AtomicU64>,
+    gauge: Arc<region::Gauge>,
 }
 
 impl<M> fmt::Debug for EntityRefs<M> {
@@ -290,7 +303,12 @@ impl<M> fmt::Debug for EntityRefs<M> {
 impl<M: RemoteMessage> EntityRefs<M> {
     /// The handle on `entity_id`.
     pub fn entity(&self, entity_id: &str) -> EntityRef<M> {
-        EntityRef { region: self.region.clone(), key: EntityKey::new(entity_id), from: self.cluster.shared.me.addr }
+        EntityRef {
+            region: self.region.clone(),
+            gauge: self.gauge.clone(),
+            key: EntityKey::new(entity_id),
+            from: self.cluster.shared.me.addr,
+        }
     }
 
     /// Fails this node's region (tests of its supervision only).
@@ -299,11 +317,27 @@ impl<M: RemoteMessage> EntityRefs<M> {
         self.region.fail("failure injected by a test")
     }
 
-    /// Envelopes this node's region could not pass on to another node's region (its
-    /// outbound buffer was full, or the peer's proxy had stopped): at-most-once losses.
+    /// Envelopes this node's region could not pass on (its buffers were at
+    /// [`ShardingSettings::buffer_limit`], or the peer's proxy had stopped), and `tell`s it
+    /// refused while congested: at-most-once losses, each counted here.
     pub fn undelivered(&self) -> u64 {
-        // ORDERING: Relaxed: a statistic.
-        self.undelivered.load(Ordering::Relaxed)
+        self.gauge.undelivered()
+    }
+
+    /// Whether this node's region is congested: it holds so many envelopes (for other
+    /// nodes whose connections are slower than its senders, or for shards being handed
+    /// over) that `EntityRef::tell` refuses and `blocking_send` waits.
+    pub fn congested(&self) -> bool {
+        self.gauge.congested()
+    }
+}
+
+/// The entity's message back out of a refused envelope.
+fn unwrap_send<M>(e: SendError<RegionMsg<M>>) -> SendError<M> {
+    match e {
+        SendError::Timeout(e) => SendError::Timeout(into_msg(e)),
+        SendError::Closed(e) => SendError::Closed(into_msg(e)),
+        SendError::WouldBlock(e) => SendError::WouldBlock(into_msg(e)),
     }
 }
 
@@ -324,13 +358,14 @@ fn into_msg<M>(e: RegionMsg<M>) -> M {
 /// nothing for ids up to 22 bytes (longer ones share one reference-counted copy).
 pub struct EntityRef<M> {
     region: ActorRef<RegionMsg<M>>,
+    gauge: Arc<region::Gauge>,
     key: EntityKey,
     from: std::net::SocketAddr,
 }
 
 impl<M> Clone for EntityRef<M> {
     fn clone(&self) -> Self {
-        EntityRef { region: self.region.clone(), key: self.key.clone(), from: self.from }
+        EntityRef { region: self.region.clone(), gauge: self.gauge.clone(), key: self.key.clone(), from: self.from }
     }
 }
 
@@ -350,22 +385,43 @@ impl<M: RemoteMessage> EntityRef<M> {
         RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0, view: 0 }
     }
 
-    /// Fire-and-forget. `Err` if this node's region is full or stopped (the message is a
+    /// Fire-and-forget. `Err` if this node's region is full, congested
+    /// ([`EntityRefs::congested`]; counted in [`EntityRefs::undelivered`]) or stopped (a
     /// counted dead letter).
     pub fn tell(&self, msg: M) -> Result<(), Undelivered> {
+        if self.gauge.congested() {
+            self.gauge.count_undelivered();
+            return Err(Undelivered::Full);
+        }
         self.region.tell(self.envelope(msg))
     }
 
-    /// Waits for room in this node's region (from a foreign thread) instead of dropping:
-    /// the message comes back on timeout or if the region stopped. On a shard thread it
-    /// tries once (`WouldBlock` if full).
+    /// Waits for room in this node's region (from a foreign thread) instead of dropping,
+    /// also while the region is congested (it holds envelopes its peers' connections
+    /// cannot take yet): the message comes back on timeout or if the region stopped. On a
+    /// shard thread it tries once (`WouldBlock` if full or congested).
     pub fn blocking_send(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        if self.gauge.congested() {
+            return self.blocking_send_congested(msg, timeout);
+        }
         // The engine's wait (spin, yield, then park with growing naps), as for any actor.
-        self.region.blocking_send(self.envelope(msg), timeout).map_err(|e| match e {
-            SendError::Timeout(e) => SendError::Timeout(into_msg(e)),
-            SendError::Closed(e) => SendError::Closed(into_msg(e)),
-            SendError::WouldBlock(e) => SendError::WouldBlock(into_msg(e)),
-        })
+        self.region.blocking_send(self.envelope(msg), timeout).map_err(unwrap_send)
+    }
+
+    /// [`EntityRef::blocking_send`] that found the region congested: waits for it to drain
+    /// (within `timeout`), then sends.
+    #[cold]
+    #[inline(never)]
+    fn blocking_send_congested(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
+        if percore::on_shard_thread() {
+            return Err(SendError::WouldBlock(msg));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        if !self.gauge.wait_uncongested(deadline) {
+            return Err(SendError::Timeout(msg));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        self.region.blocking_send(self.envelope(msg), left).map_err(unwrap_send)
     }
 
     /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
@@ -377,6 +433,14 @@ impl<M: RemoteMessage> EntityRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
+        if percore::on_shard_thread() {
+            return Err(AskError::WouldBlock);
+        }
+        // Waits out congestion first, as `blocking_send` does (the ask's own deadline runs
+        // from here: a congested region is slow, not gone).
+        if self.gauge.congested() && !self.gauge.wait_uncongested(std::time::Instant::now() + timeout) {
+            return Err(AskError::Full);
+        }
         let (key, from) = (self.key.clone(), self.from);
         self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)
     }

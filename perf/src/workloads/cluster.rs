@@ -10,8 +10,18 @@
 //!   - `percore (plain actors)`: the same two threads send `n` messages to 10,000 plain local
 //!     actors (half on each runtime): the engine's own cost of the traffic pattern, with no
 //!     cluster and no network.
+//!   - `percore (local and remote refs)`: the same two threads send `n` messages to the
+//!     same 10,000 actors, each thread through local refs to its own node's actors and
+//!     remote refs to the other node's (the sharded traffic pattern with every ref resolved
+//!     up front: location transparency without sharding).
 //!
-//!   A note gives sharded / direct (the target: at least 0.5) and sharded / plain.
+//!   A note gives sharded / direct (the target: at least 0.5), sharded / plain,
+//!   sharded / local and remote refs, and plain / direct (the engine's own bound on the
+//!   first ratio: sharded messages do everything plain ones do, and more).
+//!
+//!   For profiling, `PERCORE_PERF_SHARDING=<rows>` runs only those rows (`direct`,
+//!   `sharded`, `plain`, `refs`, comma-separated; callgrind's per-thread files would add
+//!   the rows up).
 //!   Every message is counted (one counter per node, so that counting does not make the
 //!   two shard threads fight over one cache line), and the run fails on a wrong count.
 //! * `failover`: three members, two in this process and one a child process (this program
@@ -56,6 +66,8 @@ const CHILD_SEED: &str = "PERCORE_PERF_CLUSTER_SEED";
 const RETRY: Duration = Duration::from_millis(100);
 /// Deadline for cluster formation and for failover.
 const WAIT: Duration = Duration::from_secs(60);
+/// Environment variable naming the only `sharding` rows to run (profiling).
+const ONLY_VAR: &str = "PERCORE_PERF_SHARDING";
 /// Rows are per node: two one-shard nodes.
 const NODES: usize = 2;
 
@@ -250,7 +262,24 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     for e in 0..entities {
         let i = (e % 2) as usize;
         let c = Counter { total: plain_totals[i].clone(), node: String::new() };
-        plain.push(runtimes[i].handle().spawn(c).map_err(fail("spawning"))?);
+        plain.push(runtimes[i].handle().spawn(Props::from(c).name(format!("p{e}"))).map_err(fail("spawning"))?);
+    }
+    // The same actors as each node's sender sees them: its own node's through local refs,
+    // the other node's through remote refs (the sharded traffic pattern, with every ref
+    // resolved up front: location transparency without sharding).
+    let mut mixed = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut refs = Vec::new();
+        for (e, local) in plain.iter().enumerate() {
+            let owner = e % 2;
+            refs.push(if owner == i {
+                local.clone()
+            } else {
+                node.remote_ref::<Probe>(&format!("{}/user/p{e}", nodes[owner].address()))
+                    .map_err(fail("resolving a plain actor"))?
+            });
+        }
+        mixed.push(Arc::new(refs));
     }
     let plain = Arc::new(plain);
 
@@ -280,34 +309,66 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     }
     wait_count(std::slice::from_ref(&direct_total), 1000)?;
 
+    // Warm-up of the remote refs (untimed): every proxy bound.
+    for r in mixed.iter().flat_map(|m| m.iter()) {
+        r.blocking_send(Probe::Hit, SEND_TIMEOUT).map_err(|_| fail::<&str>("warm-up")("remote ref send failed"))?;
+    }
+    let mut refs_sent = 2 * entities;
+    wait_count(&plain_totals, refs_sent)?;
     let (mut direct_rates, mut sharded_rates, mut plain_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut refs_rates = Vec::new();
     let (mut direct_sent, mut sharded_sent, mut plain_sent) = (1000, entities, 0);
+    // For profiling: only the rows named in `PERCORE_PERF_SHARDING` (module docs).
+    let only = std::env::var(ONLY_VAR).ok();
+    let runs = |row: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == row));
     for round in 0..ROUNDS {
-        let t = Instant::now();
-        for _ in 0..total_msgs {
-            direct
-                .blocking_send(Probe::Hit, SEND_TIMEOUT)
-                .map_err(|_| fail::<&str>("sending")("direct send failed"))?;
+        if runs("direct") {
+            let t = Instant::now();
+            for _ in 0..total_msgs {
+                direct
+                    .blocking_send(Probe::Hit, SEND_TIMEOUT)
+                    .map_err(|_| fail::<&str>("sending")("direct send failed"))?;
+            }
+            direct_sent += total_msgs;
+            wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
+            direct_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
         }
-        direct_sent += total_msgs;
-        wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
-        direct_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
-
-        let t = Instant::now();
-        two_senders(&handles, per_thread, round, |h, x| {
-            h[(x % h.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
-        })?;
-        sharded_sent += total_msgs;
-        wait_count(&totals, sharded_sent)?;
-        sharded_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
-
-        let t = Instant::now();
-        two_senders(&[plain.clone(), plain.clone()], per_thread, round, |p, x| {
-            p[(x % p.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
-        })?;
-        plain_sent += total_msgs;
-        wait_count(&plain_totals, plain_sent)?;
-        plain_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        if runs("sharded") {
+            let t = Instant::now();
+            two_senders(&handles, per_thread, round, |h, x| {
+                h[(x % h.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
+            })?;
+            sharded_sent += total_msgs;
+            if let Err(e) = wait_count(&totals, sharded_sent) {
+                eprintln!(
+                    "sharding stalled: nodes {:?}; undelivered {:?}; dead letters {:?}; views {:?}",
+                    nodes.iter().map(Node::stats).collect::<Vec<_>>(),
+                    regions.iter().map(EntityRefs::undelivered).collect::<Vec<_>>(),
+                    runtimes.iter().map(|r| r.dead_letters()).collect::<Vec<_>>(),
+                    clusters.iter().map(|c| c.state()).collect::<Vec<_>>(),
+                );
+                return Err(e);
+            }
+            sharded_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
+        if runs("plain") {
+            let t = Instant::now();
+            two_senders(&[plain.clone(), plain.clone()], per_thread, round, |p, x| {
+                p[(x % p.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
+            })?;
+            plain_sent += total_msgs;
+            wait_count(&plain_totals, plain_sent + refs_sent)?;
+            plain_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
+        if runs("refs") {
+            let t = Instant::now();
+            two_senders(&mixed, per_thread, round, |p, x| {
+                p[(x % p.len() as u64) as usize].blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok()
+            })?;
+            refs_sent += total_msgs;
+            wait_count(&plain_totals, plain_sent + refs_sent)?;
+            refs_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
     }
     BenchError::check_eq(
         NAME,
@@ -317,7 +378,7 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
         direct_sent,
     )?;
     BenchError::check_eq(NAME, "percore (sharded)", "messages", sum(&totals), sharded_sent)?;
-    BenchError::check_eq(NAME, "percore (plain actors)", "messages", sum(&plain_totals), plain_sent)?;
+    BenchError::check_eq(NAME, "percore (plain actors)", "messages", sum(&plain_totals), plain_sent + refs_sent)?;
     let undelivered: u64 = regions.iter().map(EntityRefs::undelivered).sum();
     BenchError::check_eq(NAME, "percore (sharded)", "undelivered envelopes", undelivered, 0)?;
     drop((handles, regions));
@@ -331,18 +392,33 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     BenchError::check_eq(NAME, "percore (sharded)", "dead letters", dead, 0)?;
     BenchError::check_eq(NAME, "percore (sharded)", "failed actors", failures, 0)?;
 
-    let (d, s, p) = (median(&mut direct_rates), median(&mut sharded_rates), median(&mut plain_rates));
     let secs = |rate: f64| total_msgs as f64 / rate;
-    let records = vec![
-        Record::throughput("percore (direct remote tell)", NAME, NODES, total_msgs, total_msgs, secs(d), "msgs"),
-        Record::throughput("percore (sharded)", NAME, NODES, total_msgs, total_msgs, secs(s), "msgs"),
-        Record::throughput("percore (plain actors)", NAME, NODES, total_msgs, total_msgs, secs(p), "msgs"),
+    let mut records = Vec::new();
+    let mut medians = [None; 4];
+    let rows = [
+        "percore (direct remote tell)",
+        "percore (sharded)",
+        "percore (plain actors)",
+        "percore (local and remote refs)",
     ];
-    let note = format!(
-        "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / plain actors = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
-        s / d,
-        s / p
-    );
+    let all = [&mut direct_rates, &mut sharded_rates, &mut plain_rates, &mut refs_rates];
+    for (i, rates) in all.into_iter().enumerate() {
+        if !rates.is_empty() {
+            let m = median(rates);
+            medians[i] = Some(m);
+            records.push(Record::throughput(rows[i], NAME, NODES, total_msgs, total_msgs, secs(m), "msgs"));
+        }
+    }
+    let note = match medians {
+        [Some(d), Some(s), Some(p), Some(r)] => format!(
+            "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / plain actors = {:.2}, sharded / local and remote refs to the same targets = {:.2}, plain actors / direct remote tell = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
+            s / d,
+            s / p,
+            s / r,
+            p / d
+        ),
+        _ => format!("sharding: only {} ({ONLY_VAR})", only.unwrap_or_default()),
+    };
     Ok((records, note))
 }
 

@@ -205,8 +205,7 @@ where
     fn gate(&mut self, view: u32, item: Held<A::Msg>) {
         if matches!(item, Held::Deliver { .. }) {
             if self.buffered >= self.settings.buffer_limit {
-                // ORDERING: Relaxed: a statistic.
-                self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.gauge.count_undelivered();
                 return;
             }
             self.buffered += 1;
@@ -289,8 +288,7 @@ where
         let is_envelope = matches!(item, Held::Deliver { .. });
         if is_envelope && self.buffered >= self.settings.buffer_limit {
             // Counted as undelivered, as an envelope that finds the outbound buffer full.
-            // ORDERING: Relaxed: a statistic.
-            self.dead_letters.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.gauge.count_undelivered();
             return;
         }
         let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) else { return };
