@@ -254,12 +254,26 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.is_empty() && self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY {
-            // SAFETY: the queue is empty (just tested).
-            unsafe { local.put_first(msg) };
-            // SAFETY: owner-shard thread only (contract).
-            unsafe { self.mark_queued(shard) };
-            return Ok(());
+        if local.is_empty() {
+            if self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY {
+                // SAFETY: the queue is empty (just tested).
+                unsafe { local.put_first(msg) };
+                // SAFETY: owner-shard thread only (contract).
+                unsafe { self.mark_queued(shard) };
+                return Ok(());
+            }
+            if self.ring.observe() & OBSERVE_TRACE == 0 {
+                // Metrics alone (no side data): the same, and the shard's wait probe may
+                // time this message (`ShardMetrics::local_queued`, as in
+                // `push_local_observed`). Tested only when the plain test failed, so a
+                // runtime without metrics does not pay for it.
+                // SAFETY: the queue is empty (just tested).
+                unsafe { local.put_first(msg) };
+                shard.metrics().local_queued(&self.header, 0);
+                // SAFETY: owner-shard thread only (contract).
+                unsafe { self.mark_queued(shard) };
+                return Ok(());
+            }
         }
         // SAFETY: forwarded contract.
         unsafe { self.push_local_slow(msg, shard) }
