@@ -242,10 +242,10 @@ impl<M: Send + 'static> Shared<M> {
     /// capacity. Queues the actor on the shard if it is not queued yet.
     ///
     /// Split in two so that the common case inlines into the sender's handler: an empty
-    /// queue of a plain runtime (no spans, no metrics) takes the message in its inline slot
-    /// (no capacity test needed: a plain ring's capacity is at least 1). Everything else
-    /// (a backlog, a full queue, an observed runtime) is [`Shared::push_local_slow`], out
-    /// of line. Callgrind, same-shard `pingpong`: the out-of-line `try_tell` this replaces
+    /// queue of a runtime without handler spans takes the message in its inline slot (no
+    /// capacity test needed: a ring's capacity is at least 1; with metrics, plus the wait
+    /// probe's one test). Everything else (a backlog, a full queue, a runtime with spans,
+    /// whose messages carry side data) is [`Shared::push_local_slow`], out of line. Callgrind, same-shard `pingpong`: the out-of-line `try_tell` this replaces
     /// cost 77 instructions per tell, call and result by pointer included.
     ///
     /// # Safety
