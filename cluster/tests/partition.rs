@@ -23,12 +23,7 @@ fn minority_side_downs_itself_and_entities_never_run_twice() {
     // (2/3)^26 (ports, so placement, are random).
     const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
-    let nodes = cluster_of(3, failure_config(), |c| {
-        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
-    });
-    let refs: Vec<&TestNode> = nodes.iter().collect();
-    all_up(&refs, 3);
+    let nodes = three_counter_members(&log);
     let sharding = ClusterSharding::new(&nodes[0].cluster);
     let ask_all = |expect_min: u64| {
         for e in 0..ENTITIES {
@@ -72,7 +67,6 @@ fn a_cut_off_member_that_flags_its_peers_one_after_the_other_downs_itself() {
     const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
     let single_log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
     // A decides about itself stable-after past its *second* flag: the majority's removal
     // margin must cover that spread (here about stable-after + one tick), so 3 s.
     let cfg = failure_config().down_removal_margin(Duration::from_secs(3));
@@ -86,7 +80,7 @@ fn a_cut_off_member_that_flags_its_peers_one_after_the_other_downs_itself() {
         .map(|(rt, node)| {
             let cluster = Cluster::start(&node, cfg.clone()).unwrap();
             let s = ClusterSharding::new(&cluster);
-            s.start("counter", counters(&cluster, &log), settings()).unwrap();
+            s.start("counter", counters(&cluster, &log), counter_settings()).unwrap();
             let f = counters(&cluster, &single_log);
             s.start_singleton("boss", move || f("boss"), || CounterMsg::Stop).unwrap();
             cluster.join([seed]).unwrap();
@@ -97,13 +91,7 @@ fn a_cut_off_member_that_flags_its_peers_one_after_the_other_downs_itself() {
     all_up(&refs, 3);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let sharding = ClusterSharding::new(&b.cluster);
-    let ask_all = || {
-        for e in 0..ENTITIES {
-            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
-            r.tell(CounterMsg::Hit).unwrap();
-            r.blocking_ask(CounterMsg::Get, LONG).unwrap();
-        }
-    };
+    let ask_all = || hit_and_ask_each(&sharding, ENTITIES);
     ask_all();
     let boss = sharding.entity_ref::<CounterMsg>("singleton-boss", "boss").unwrap();
     assert_eq!(boss.blocking_ask(CounterMsg::Get, LONG).unwrap().1, a.addr().to_string(), "the singleton runs on A");
@@ -211,21 +199,10 @@ fn down_all_downs_every_side() {
 fn members_that_only_lost_the_link_between_them_are_downed_and_the_third_keeps_the_cluster() {
     const ENTITIES: usize = 60;
     let log = Arc::new(ActivationLog::default());
-    let settings = || ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop);
-    let nodes = cluster_of(3, failure_config(), |c| {
-        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
-    });
-    let refs: Vec<&TestNode> = nodes.iter().collect();
-    all_up(&refs, 3);
+    let nodes = three_counter_members(&log);
     let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
     let sharding = ClusterSharding::new(&c.cluster);
-    let ask_all = || {
-        for e in 0..ENTITIES {
-            let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
-            r.tell(CounterMsg::Hit).unwrap();
-            r.blocking_ask(CounterMsg::Get, LONG).unwrap();
-        }
-    };
+    let ask_all = || hit_and_ask_each(&sharding, ENTITIES);
     ask_all();
     blackhole(&[a], &[b]);
     eventually("A and B end their membership, or C does", || {
@@ -236,4 +213,28 @@ fn members_that_only_lost_the_link_between_them_are_downed_and_the_third_keeps_t
     ask_all();
     let activations = log.assert_single_activation();
     assert!(activations > ENTITIES, "A's and B's entities restarted on C ({activations} activations)");
+}
+
+/// One hit and one ask to each of counters `e0..e{n}` through `sharding` (every one starts,
+/// wherever its shard is, and has answered).
+fn hit_and_ask_each(sharding: &ClusterSharding, n: usize) {
+    for e in 0..n {
+        let r = sharding.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap();
+        r.tell(CounterMsg::Hit).unwrap();
+        r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+}
+
+/// Counters over 30 shards, never passivated, stopped by a message on hand-off.
+fn counter_settings() -> ShardingSettings<CounterMsg> {
+    ShardingSettings::new().shards(30).passivate_after(None).stop_message(|| CounterMsg::Stop)
+}
+
+/// Three members (`failure_config`) running counters (`counter_settings`), up and converged.
+fn three_counter_members(log: &Arc<ActivationLog>) -> Vec<TestNode> {
+    let nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, log), counter_settings()).unwrap();
+    });
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    nodes
 }

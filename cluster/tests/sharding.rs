@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use percore_cluster::{ClusterSharding, ShardingSettings};
+use percore_cluster::{ClusterSharding, EntityRefs, ShardingSettings};
 
 use crate::common::*;
 
@@ -180,6 +180,28 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     log.assert_single_activation();
 }
 
+/// Two members whose transport proxies hold 16 messages each, with the counter type started
+/// on both with `settings`, up and converged.
+fn two_nodes_with_tiny_proxies(
+    prefix: &str,
+    log: &Arc<ActivationLog>,
+    settings: ShardingSettings<CounterMsg>,
+) -> (Vec<TestNode>, Vec<EntityRefs<CounterMsg>>) {
+    let started: Vec<_> = (0..2).map(|i| start_node_with(&format!("{prefix}{i}"), 0, 16)).collect();
+    let seed = started[0].1.addr();
+    let mut nodes = Vec::new();
+    let mut refs_by_node = Vec::new();
+    for (rt, node) in started {
+        let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
+        let refs = ClusterSharding::new(&cluster).start("counter", counters(&cluster, log), settings.clone()).unwrap();
+        cluster.join([seed]).unwrap();
+        refs_by_node.push(refs);
+        nodes.push(TestNode { rt: Some(rt), node, cluster });
+    }
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    (nodes, refs_by_node)
+}
+
 /// A flood of envelopes for entities on another node meets a full transport proxy (tiny
 /// here): the region keeps them, in order, and retries, instead of dropping them. Before
 /// the outbound buffer, the region `tell`ed the proxy and lost what did not fit.
@@ -188,20 +210,7 @@ fn a_flood_through_a_full_proxy_is_not_lost() {
     const ENTITIES: usize = 50;
     const PER: u64 = 100;
     let log = Arc::new(ActivationLog::default());
-    let started: Vec<_> = (0..2).map(|i| start_node_with(&format!("f{i}"), 0, 16)).collect();
-    let seed = started[0].1.addr();
-    let mut nodes = Vec::new();
-    let mut refs_by_node = Vec::new();
-    for (rt, node) in started {
-        let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
-        let refs = ClusterSharding::new(&cluster)
-            .start("counter", counters(&cluster, &log), ShardingSettings::new().shards(20))
-            .unwrap();
-        cluster.join([seed]).unwrap();
-        refs_by_node.push(refs);
-        nodes.push(TestNode { rt: Some(rt), node, cluster });
-    }
-    all_up(&[&nodes[0], &nodes[1]], 2);
+    let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("f", &log, ShardingSettings::new().shards(20));
     let from = &refs_by_node[0];
     for _ in 0..PER {
         for e in 0..ENTITIES {
@@ -227,20 +236,9 @@ fn senders_faster_than_the_connection_wait_instead_of_losing_envelopes() {
     const SENT: u64 = 120_000;
     const ENTITIES: usize = 20;
     let log = Arc::new(ActivationLog::default());
-    let started: Vec<_> = (0..2).map(|i| start_node_with(&format!("g{i}"), 0, 16)).collect();
-    let seed = started[0].1.addr();
-    let mut nodes = Vec::new();
-    let mut refs_by_node = Vec::new();
-    for (rt, node) in started {
-        let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
-        // Congested at 2,000 held: a full region mailbox (65,536) still fits the limit.
-        let settings = ShardingSettings::new().shards(20).passivate_after(None).buffer_limit(65_536 + 4_000);
-        let refs = ClusterSharding::new(&cluster).start("counter", counters(&cluster, &log), settings).unwrap();
-        cluster.join([seed]).unwrap();
-        refs_by_node.push(refs);
-        nodes.push(TestNode { rt: Some(rt), node, cluster });
-    }
-    all_up(&[&nodes[0], &nodes[1]], 2);
+    // Congested at 4,000 held: a full region mailbox (65,536) still fits the limit.
+    let settings = ShardingSettings::new().shards(20).passivate_after(None).buffer_limit(65_536 + 4_000);
+    let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("g", &log, settings);
     let from = &refs_by_node[0];
     let far = nodes[1].addr().to_string();
     let remote: Vec<_> = (0..ENTITIES)

@@ -13,7 +13,7 @@ use std::ptr::NonNull;
 
 use super::meta::Flags;
 use super::actor_ref::Path;
-use super::cell::{Cell, Inner};
+use super::cell::{Cell, Inner, Shared};
 use super::context::Context;
 use super::header::{ErasedRef, Header, Outcome};
 use super::meta::{Lifecycle, UserJob};
@@ -151,6 +151,16 @@ impl<A: Actor> Activation<'_, A> {
 
 /// One activation of the actor behind `h`, on its owner shard.
 ///
+/// Two paths. The **common** one (inlined here): a running actor with no system message
+/// waiting and none of the flags that hold its messages back or need a decision after
+/// them ([`Flags::HOLD`], `WAITED_ON`): it handles its messages, and if nothing unusual
+/// happened meanwhile, only the re-queue decision follows. Everything else (a new actor's
+/// start, system messages, a failure, a stop, back-pressure, a stale entry of a dead
+/// actor) is [`run_general`], out of line, which does the same steps with every test.
+/// Callgrind, same-shard `pingpong`: the activation's own instructions were ~140 per
+/// message with every test on one path (docs/PERFORMANCE.md, "The same-shard path, step
+/// by step").
+///
 /// # Safety
 /// `h` is a live cell of actor type `A` owned by `shard`, called on `shard`'s thread, and
 /// `entry` is the run-queue entry being consumed (it carries `h`).
@@ -162,14 +172,51 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
     let holds_token = !entry.is_local();
-    if entry.is_local() {
+    if !holds_token {
         // SAFETY: owner-shard thread (contract).
         unsafe { shared.set_queued(false) };
     }
     // SAFETY: owner-shard thread (contract): nothing else borrows `inner` during this
     // activation (tells to this actor touch only `shared`).
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // `|` on the flags: one branch for all of them.
+    const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
+    let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
+    if quiet(&inner.meta) && shared.header.sys.is_empty() {
+        if T & METRICS != 0 {
+            shard.metrics().activation();
+        }
+        let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
+        if result.is_ok() && quiet(&inner.meta) {
+            // SAFETY: owner-shard thread (contract).
+            unsafe { requeue(h, shared, inner, shard, holds_token) };
+            return Outcome::Done;
+        }
+        let act = Activation { h, cell, shard, holds_token };
+        if let Err(failure) = result {
+            act.fail(inner, failure);
+        }
+        // SAFETY: forwarded contract.
+        return unsafe { finish_general::<A, T>(&act, inner) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) }
+}
 
+/// [`run`] for an actor that is not simply running: every step with every test.
+///
+/// # Safety
+/// As [`run`]; `cell` and `inner` are `h`'s, and its queued flag is already cleared for a
+/// local entry.
+#[inline(never)]
+unsafe fn run_general<A: Actor, const T: u8>(
+    h: NonNull<Header>,
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+    holds_token: bool,
+) -> Outcome {
+    let shared = cell.shared();
     if inner.meta.lifecycle == Lifecycle::Dead {
         // A stale entry for a dead actor: account for it and release with the last one.
         debug_assert!(inner.meta.pending > 0, "entry for a released actor");
@@ -189,10 +236,23 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
-        if let Err(failure) = process_user_messages::<A, T>(cell, inner, shard, holds_token) {
+        if let Err(failure) = process_user_messages::<A, T, false>(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }
     }
+    // SAFETY: forwarded contract.
+    unsafe { finish_general::<A, T>(&act, inner) }
+}
+
+/// The end of an activation that was not simply running (see [`run`]): back-pressure, a
+/// requested stop, a stopping or dead actor, then the re-queue decisions.
+///
+/// # Safety
+/// As [`run_general`], for `act`'s actor.
+#[inline(never)]
+unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: &mut Inner<A>) -> Outcome {
+    let (h, cell, shard, holds_token) = (act.h, act.cell, act.shard, act.holds_token);
+    let shared = cell.shared();
     if inner.meta.is(Flags::WAITED_ON) {
         super::backpressure::give_room(inner, cell);
     }
@@ -212,9 +272,20 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         }
         _ => {}
     }
+    // SAFETY: forwarded contract.
+    unsafe { requeue(h, shared, inner, shard, holds_token) };
+    Outcome::Done
+}
 
-    // Re-queue decisions for a live actor. A suspended actor waits for its supervisor (a
-    // system message), not for its mailbox; so does a paused one (for `ResumeMessages`).
+/// Re-queue decisions for a live actor at the end of an activation. A suspended actor
+/// waits for its supervisor (a system message), not for its mailbox; so does a paused one
+/// (for `ResumeMessages`).
+///
+/// # Safety
+/// Owner-shard thread of the live cell `h`, whose `shared` and `inner` these are;
+/// `holds_token`: whether the activation holds the SCHEDULED token.
+#[inline(always)]
+unsafe fn requeue<A: Actor>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: &Inner<A>, shard: &ShardLocal, holds_token: bool) {
     let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING);
     // SAFETY: owner-shard thread (contract).
     let (local_left, queued) = unsafe { shared.local_state() };
@@ -236,19 +307,25 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             shard.push_run(Entry::remote(h));
         }
     }
-    Outcome::Done
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;
-/// `T`: telemetry bits, as in [`run`].
-fn process_user_messages<A: Actor, const T: u8>(
+/// `T`: telemetry bits, as in [`run`]. (Always inlined: [`run`]'s common path is this.)
+///
+/// `COMMON`: whether [`run`]'s common path calls it (`false`: [`run_general`]). Only to
+/// make the two copies different types: with one type, their `catch_unwind` closures were
+/// one function called from two places, which the compiler then kept out of line, a call
+/// per activation (callgrind, same-shard `pingpong`: +90 instructions per round trip).
+#[inline(always)]
+fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     cell: &Cell<A>,
     inner: &mut Inner<A>,
     shard: &ShardLocal,
     from_ring: bool,
 ) -> Result<(), Failure> {
     let budget = shard.throughput();
-    let id = cell.header().id;
+    // (The actor's id is read where it is needed, not here: kept from the start, it took a
+    // register or a stack slot across the handler calls.)
     let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
@@ -265,9 +342,9 @@ fn process_user_messages<A: Actor, const T: u8>(
     let result = catch_unwind(AssertUnwindSafe(|| {
         // Two separately compiled loops: one test per activation, none per message.
         if with_side {
-            handle_messages::<A, T, true>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
+            handle_messages::<A, T, true>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, cell.header().id)
         } else {
-            handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, id)
+            handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, cell.header().id)
         }
     }));
     shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
@@ -281,8 +358,8 @@ fn process_user_messages<A: Actor, const T: u8>(
     }
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
-        Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
+        Ok(Err(e)) => Err(Failure::from_error(cell.header().id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(cell.header().id, FailurePhase::Message, p)),
     }
 }
 

@@ -112,7 +112,11 @@ impl<M> ActorRef<M> {
 impl<M: Send + 'static> ActorRef<M> {
     /// Enqueues `msg`, or gives it back: `Full` if the mailbox is at capacity, `Closed` if
     /// the actor has stopped. Never blocks; callable from any thread.
-    #[inline]
+    // Always inlined: what remains here is the same-shard fast path (a few loads, the
+    // inline slot write, a run-queue push); the cross-thread and slow local paths are
+    // calls. Out of line it cost the sender a call with the message and the result passed
+    // through memory (docs/PERFORMANCE.md, "The same-shard path, step by step").
+    #[inline(always)]
     pub fn try_tell(&self, msg: M) -> Result<(), TellError<M>> {
         let shared = self.shared();
         let header = &shared.header;

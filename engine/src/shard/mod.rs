@@ -3,7 +3,7 @@
 //! ```text
 //!            ┌──────────── shard j (one thread) ────────────┐
 //!  lanes i→j ─┤ poll inbound ─► run queue ─► activations ───┼─► lanes j→k, local queue
-//!  injector  ─┤  (batch)        (VecDeque,   (≤ throughput  │
+//!  injector  ─┤  (batch)        (ring,       (≤ throughput  │
 //!             │                  no atomics)   per actor)   │
 //!             │ timers ─► due callbacks                      │
 //!             │ idle: spin ─► yield ─► announce sleep ─► re-check ─► park │
@@ -19,11 +19,11 @@
 
 mod idle;
 pub mod parker;
+mod run_queue;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
 
 use std::cell::Cell as StdCell;
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
@@ -41,6 +41,7 @@ use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
 use idle::{FeederWatch, IdleSpin};
 use parker::Parker;
+use run_queue::RunQueue;
 pub(crate) use timers::TimerId;
 use timers::{TimerAction, TimerWheel};
 
@@ -148,7 +149,7 @@ pub(crate) struct ShardLocal {
     index: usize,
     rt: Arc<RuntimeShared>,
     throughput: usize,
-    run_queue: UnsafeCell<VecDeque<Entry>>,
+    run_queue: UnsafeCell<RunQueue>,
     /// Notifications waiting for room in lane `index → target`, only for the targets whose
     /// lane was full (rare): `(target, waiting)`, none of them empty.
     overflow: UnsafeCell<Vec<(usize, Outbox<Notification>)>>,
@@ -177,7 +178,7 @@ impl ShardLocal {
         ShardLocal {
             index,
             throughput: rt.throughput(),
-            run_queue: UnsafeCell::new(VecDeque::with_capacity(1024)),
+            run_queue: UnsafeCell::new(RunQueue::with_capacity(1024)),
             overflow: UnsafeCell::new(Vec::new()),
             outbox_pending: StdCell::new(false),
             inbound: UnsafeCell::new(Vec::new()),
@@ -235,17 +236,17 @@ impl ShardLocal {
         ActorId::new(n, self.index as u16)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn push_run(&self, e: Entry) {
         // SAFETY: shard-thread only (`ShardLocal` is !Sync and never leaves its thread);
         // the borrow is confined to this call.
-        self.run_queue.with_mut(|q| unsafe { (*q).push_back(e) });
+        self.run_queue.with_mut(|q| unsafe { (*q).push(e) });
     }
 
-    #[inline]
+    #[inline(always)]
     fn pop_run(&self) -> Option<Entry> {
         // SAFETY: as `push_run`.
-        self.run_queue.with_mut(|q| unsafe { (*q).pop_front() })
+        self.run_queue.with_mut(|q| unsafe { (*q).pop() })
     }
 
     #[inline]
@@ -418,6 +419,11 @@ impl ShardLocal {
     /// Runs queued actors, up to [`ACTIVATIONS_PER_TURN`] activations, so that inbound
     /// lanes, timers and shutdown are polled at least that often while local work lasts
     /// (polling once per activation would cost more than a same-shard message).
+    ///
+    /// Never inlined: inside the shard loop, this loop's counters (the activation count,
+    /// the stall epoch, the stall word) lived on the stack, loaded and stored around every
+    /// activation; on its own they can stay in registers (callgrind, same-shard `pingpong`).
+    #[inline(never)]
     fn run_ready(&self) -> usize {
         let mut stall = self.stall.batch(&self.rt.shard(self.index).stall);
         let mut n = 0;

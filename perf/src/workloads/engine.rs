@@ -80,11 +80,23 @@ where
 
 /// `try_tell` where the workload guarantees room: a `Full` or `Closed` is an actor failure
 /// (the engine's supervision sees it, and the foreign thread's ask then times out).
+#[inline]
 pub fn tell_sized<M: Send + 'static>(to: &ActorRef<M>, msg: M, what: &str) -> Result<(), ActorError> {
-    to.try_tell(msg).map_err(|e| match e {
+    match to.try_tell(msg) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(tell_failed(e, what)),
+    }
+}
+
+/// The error of [`tell_sized`], out of line: the hot path of a workload's tell does not
+/// build its arguments.
+#[cold]
+#[inline(never)]
+fn tell_failed<M>(e: TellError<M>, what: &str) -> ActorError {
+    match e {
         TellError::Full(_) => actor_error(format!("{what}: mailbox full although sized to fit")),
         TellError::Closed(_) => actor_error(format!("{what}: actor closed")),
-    })
+    }
 }
 
 /// Ends a run: checks that no message went to dead letters and no actor failed during
