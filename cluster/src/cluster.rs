@@ -25,33 +25,65 @@ use crate::ClusterError;
 /// In production nothing is ever blackholed and the check is one relaxed atomic load.
 #[derive(Debug, Default)]
 pub struct Faults {
-    active: AtomicBool,
-    // Lock only while a fault is set (tests): `is_blocked` returns before it otherwise.
-    blocked: Mutex<HashSet<SocketAddr>>,
+    /// Blackholed peers (`blackhole`).
+    blocked: PeerSet,
     /// Nanoseconds a region stalls before forwarding an envelope that is not its own
     /// senders' (0: never).
     forward_delay: AtomicU64,
     /// Nanoseconds a region waits before it applies a new membership view (0: never).
     view_delay: AtomicU64,
-    /// Whether any peer's detection is held (`hold_detection`); the set is read only then.
-    holding: AtomicBool,
-    held: Mutex<HashSet<SocketAddr>>,
-    /// Whether gossip from any peer is dropped (`drop_gossip_from`); the set is read only then.
-    deaf: AtomicBool,
-    deaf_to: Mutex<HashSet<SocketAddr>>,
+    /// Peers whose detection is held (`hold_detection`).
+    held: PeerSet,
+    /// Peers whose gossip is dropped (`drop_gossip_from`).
+    deaf_to: PeerSet,
+}
+
+/// A set of peers that is almost always empty: a flag says whether it holds any, so a
+/// check costs one load while it is empty; the set itself is read (under its lock) only
+/// otherwise (tests).
+#[derive(Debug, Default)]
+struct PeerSet {
+    any: AtomicBool,
+    peers: Mutex<HashSet<SocketAddr>>,
+}
+
+impl PeerSet {
+    fn insert(&self, peer: SocketAddr) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
+        // ORDERING: Release pairs with the Acquire load in `contains` (a test thread sets a
+        // fault, shards observe it); the set itself is read under the lock.
+        self.any.store(true, Ordering::Release);
+    }
+
+    fn remove(&self, peer: SocketAddr) {
+        let mut p = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        p.remove(&peer);
+        // ORDERING: as in `insert`.
+        self.any.store(!p.is_empty(), Ordering::Release);
+    }
+
+    /// (Inline: one load per check while the set is empty.)
+    #[inline]
+    fn contains(&self, peer: SocketAddr) -> bool {
+        // ORDERING: Acquire pairs with the Release stores in `insert` / `remove`.
+        self.any.load(Ordering::Acquire) && self.contains_slow(peer)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn contains_slow(&self, peer: SocketAddr) -> bool {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+    }
 }
 
 impl Faults {
     /// Drops cluster traffic to and from `peer`.
     pub fn blackhole(&self, peer: SocketAddr) {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
-        self.active.store(true, Ordering::Release);
+        self.blocked.insert(peer);
     }
     /// Lets traffic with `peer` through again.
     pub fn heal(&self, peer: SocketAddr) {
-        let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
-        b.remove(&peer);
-        self.active.store(!b.is_empty(), Ordering::Release);
+        self.blocked.remove(peer);
     }
     /// Makes this node's regions slow forwarders: each stalls its shard thread for `d`
     /// before it passes on an envelope that reached it from elsewhere (another region, or
@@ -94,26 +126,18 @@ impl Faults {
     /// cut off at once can be flagged seconds apart). Split-brain resolver tests only.
     #[doc(hidden)]
     pub fn hold_detection(&self, peer: SocketAddr) {
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
-        self.holding.store(true, Ordering::Release);
+        self.held.insert(peer);
     }
 
     /// Lets this node's failure detector judge `peer` by its heartbeats again.
     #[doc(hidden)]
     pub fn release_detection(&self, peer: SocketAddr) {
-        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        h.remove(&peer);
-        self.holding.store(!h.is_empty(), Ordering::Release);
+        self.held.remove(peer);
     }
 
     /// Whether this node's detection of `peer` is held (see `hold_detection`).
     pub(crate) fn detection_held(&self, peer: SocketAddr) -> bool {
-        // ORDERING: Acquire pairs with the Release stores in `hold_detection` /
-        // `release_detection`, as in `is_blocked`; the set is read under the lock.
-        if !self.holding.load(Ordering::Acquire) {
-            return false;
-        }
-        self.held.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+        self.held.contains(peer)
     }
 
     /// Makes this node's membership daemon drop the gossip it receives from `peer`, while
@@ -121,41 +145,24 @@ impl Faults {
     /// link. Tests of a joiner that never receives a view only.
     #[doc(hidden)]
     pub fn drop_gossip_from(&self, peer: SocketAddr) {
-        self.deaf_to.lock().unwrap_or_else(|p| p.into_inner()).insert(peer);
-        self.deaf.store(true, Ordering::Release);
+        self.deaf_to.insert(peer);
     }
 
     /// Lets gossip from `peer` reach this node's membership daemon again.
     #[doc(hidden)]
     pub fn allow_gossip_from(&self, peer: SocketAddr) {
-        let mut d = self.deaf_to.lock().unwrap_or_else(|p| p.into_inner());
-        d.remove(&peer);
-        self.deaf.store(!d.is_empty(), Ordering::Release);
+        self.deaf_to.remove(peer);
     }
 
     /// Whether gossip from `peer` is dropped (see `drop_gossip_from`).
     pub(crate) fn drops_gossip_from(&self, peer: SocketAddr) -> bool {
-        // ORDERING: Acquire pairs with the Release stores in `drop_gossip_from` /
-        // `allow_gossip_from`, as in `is_blocked`; the set is read under the lock.
-        if !self.deaf.load(Ordering::Acquire) {
-            return false;
-        }
-        self.deaf_to.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+        self.deaf_to.contains(peer)
     }
 
-    /// Whether traffic with `peer` is dropped. (Inline: one load per envelope while no
-    /// fault is set.)
+    /// Whether traffic with `peer` is dropped (one load per envelope while no fault is set).
     #[inline]
     pub fn is_blocked(&self, peer: SocketAddr) -> bool {
-        // ORDERING: Acquire pairs with the Release stores in `blackhole`/`heal` (a test
-        // thread sets a fault, shards observe it); the set itself is read under the lock.
-        self.active.load(Ordering::Acquire) && self.is_blocked_slow(peer)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn is_blocked_slow(&self, peer: SocketAddr) -> bool {
-        self.blocked.lock().unwrap_or_else(|p| p.into_inner()).contains(&peer)
+        self.blocked.contains(peer)
     }
 }
 
