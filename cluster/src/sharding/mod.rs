@@ -413,12 +413,11 @@ impl<M: RemoteMessage> EntityRef<M> {
     #[cold]
     #[inline(never)]
     fn blocking_send_congested(&self, msg: M, timeout: Duration) -> Result<(), SendError<M>> {
-        if percore::on_shard_thread() {
-            return Err(SendError::WouldBlock(msg));
-        }
         let deadline = std::time::Instant::now() + timeout;
-        if !self.gauge.wait_uncongested(deadline) {
-            return Err(SendError::Timeout(msg));
+        match self.gauge.wait_uncongested(deadline) {
+            Ok(()) => {}
+            Err(region::Congested::OnShardThread) => return Err(SendError::WouldBlock(msg)),
+            Err(region::Congested::AtDeadline) => return Err(SendError::Timeout(msg)),
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         self.region.blocking_send(self.envelope(msg), left).map_err(unwrap_send)
@@ -433,13 +432,12 @@ impl<M: RemoteMessage> EntityRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        if percore::on_shard_thread() {
-            return Err(AskError::WouldBlock);
-        }
         // Waits out congestion first, as `blocking_send` does (the ask's own deadline runs
         // from here: a congested region is slow, not gone).
-        if self.gauge.congested() && !self.gauge.wait_uncongested(std::time::Instant::now() + timeout) {
-            return Err(AskError::Full);
+        match self.gauge.wait_uncongested(std::time::Instant::now() + timeout) {
+            Ok(()) => {}
+            Err(region::Congested::OnShardThread) => return Err(AskError::WouldBlock),
+            Err(region::Congested::AtDeadline) => return Err(AskError::Full),
         }
         let (key, from) = (self.key.clone(), self.from);
         self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)

@@ -30,9 +30,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
@@ -49,88 +48,14 @@ use crate::member::{MemberStatus, UniqueAddress};
 mod fencing;
 // Durable remember-entities: the region's side (loading, recording, reconciling).
 mod remembering;
+// The per-peer queue to other nodes' regions, and congestion (back-pressure on senders).
+mod outbound;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
+pub(crate) use outbound::{Congested, Gauge, CAPACITY};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
-
-/// Mailbox capacity of a region.
-pub(crate) const CAPACITY: usize = 1 << 16;
-
-/// What a region shares with the refs that send to it: whether it is congested, and how
-/// many envelopes it could not pass on.
-///
-/// **Back-pressure, not loss.** A region drains its mailbox at its own pace, faster than a
-/// connection may carry envelopes to another node; what the peer's proxy cannot take waits
-/// in the region. Once the region holds `high` envelopes (in all its buffers) it turns
-/// *congested*: [`super::EntityRef::blocking_send`] waits and `tell` refuses, until it holds
-/// `low` or fewer. Envelopes from other regions are still drained (two congested regions
-/// that stopped draining could deadlock through their paused connections). `high` leaves
-/// room for a full mailbox of envelopes that passed the check before the flag turned:
-/// `high + CAPACITY <= buffer_limit` whenever the limit allows it, so what local senders
-/// were told is accepted does not overflow the limit.
-///
-/// Aligned to a cache line pair of its own: senders read `congested` on every message, the
-/// region writes it only when it flips.
-#[repr(align(128))]
-pub(crate) struct Gauge {
-    congested: AtomicBool,
-    undelivered: AtomicU64,
-    high: usize,
-    low: usize,
-}
-
-impl Gauge {
-    /// The thresholds for a region whose buffers hold at most `limit` envelopes and whose
-    /// mailbox holds `capacity`.
-    pub(crate) fn new(limit: usize, capacity: usize) -> Self {
-        let high = limit.checked_sub(capacity).filter(|h| *h > 0).unwrap_or(limit / 2).max(1);
-        Gauge { congested: AtomicBool::new(false), undelivered: AtomicU64::new(0), high, low: high / 2 }
-    }
-
-    pub(crate) fn congested(&self) -> bool {
-        // ORDERING: Relaxed: a hint that only delays senders; the envelope itself is
-        // published by the mailbox (its partner: the region's store in `Region::publish`).
-        self.congested.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn undelivered(&self) -> u64 {
-        // ORDERING: Relaxed: a statistic.
-        self.undelivered.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn count_undelivered(&self) {
-        // ORDERING: Relaxed: a statistic.
-        self.undelivered.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Waits (spin, yield, then naps growing to 1 ms) until the region is not congested;
-    /// `false` if it still is at `deadline`.
-    pub(crate) fn wait_uncongested(&self, deadline: Instant) -> bool {
-        let mut nap = Duration::from_micros(20);
-        for round in 0u32.. {
-            if !self.congested() {
-                return true;
-            }
-            if round < 64 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            if round < 128 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(nap.min(deadline - now));
-                nap = (nap * 2).min(Duration::from_millis(1));
-            }
-        }
-        unreachable!("the loop returns")
-    }
-}
 
 /// Retry ticks a remember-entities load may take before it is issued again (a result lost
 /// because the region's mailbox was full, or a store that failed).
@@ -421,132 +346,6 @@ where
         self.owners =
             if v.terminated { Vec::new() } else { owners(self.settings.num_shards, &v.up, self.settings.placement) };
         self.view = Some(v);
-    }
-
-    fn peer(&mut self, to: SocketAddr) -> Option<ActorRef<RegionMsg<A::Msg>>> {
-        let stale = self.peers.get(&to).is_none_or(|r| r.is_closed());
-        if stale {
-            match self.cluster.shared.remote_ref::<RegionMsg<A::Msg>>(to, &self.name) {
-                Ok(r) => {
-                    self.peers.insert(to, r);
-                }
-                Err(e) => {
-                    tracing::warn!("region {}: no ref to {to}: {e}", self.name);
-                    return None;
-                }
-            }
-        }
-        self.peers.get(&to).cloned()
-    }
-
-    /// Sends to the region on `to` without blocking and without loss: what the transport's
-    /// proxy cannot take now waits here, in order, and a flush timer retries (a muted
-    /// region could deadlock with its peer through paused connections; a region that
-    /// keeps draining cannot). Beyond the buffer limit, envelopes become dead letters.
-    fn send(&mut self, to: SocketAddr, msg: RegionMsg<A::Msg>) {
-        if self.cluster.shared.faults.is_blocked(to) {
-            return;
-        }
-        // (No lookup while nothing waits: the common case.)
-        if !self.outbound.is_empty() && self.outbound.contains_key(&to) {
-            // What waits goes first (order), as far as the proxy takes it now: the backlog
-            // drains at the pace of the connection, not only on the flush timer.
-            self.flush_to(to);
-            if let Some(q) = self.outbound.get_mut(&to) {
-                if self.buffered >= self.settings.buffer_limit {
-                    self.drop_envelope(msg);
-                } else {
-                    self.buffered += 1;
-                    q.push_back(msg);
-                }
-                return;
-            }
-        }
-        // The cached ref, borrowed (no `Arc` clone per envelope, one lookup); a fresh one if
-        // it closed.
-        let r = match self.peers.get(&to) {
-            Some(r) if !r.is_closed() => r,
-            _ => match self.peer(to).and_then(|_| self.peers.get(&to)) {
-                Some(r) => r,
-                None => return self.drop_envelope(msg),
-            },
-        };
-        match r.try_tell(msg) {
-            Ok(()) => {}
-            Err(percore::TellError::Full(m)) => {
-                self.buffered += 1;
-                self.outbound.entry(to).or_default().push_back(m);
-            }
-            Err(percore::TellError::Closed(m)) => {
-                // The proxy stopped (the peer was unreachable); a fresh one reconnects.
-                self.peers.remove(&to);
-                match self.peer(to) {
-                    Some(r) => {
-                        if let Err(e) = r.try_tell(m) {
-                            self.drop_envelope(e.into_inner());
-                        }
-                    }
-                    None => self.drop_envelope(m),
-                }
-            }
-        }
-    }
-
-    fn drop_envelope(&self, msg: RegionMsg<A::Msg>) {
-        tracing::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
-        self.gauge.count_undelivered();
-        drop(msg);
-    }
-
-    /// Publishes whether this region is congested (see [`Gauge`]) when that changed.
-    fn publish(&mut self) {
-        let congested = if self.congested { self.buffered > self.gauge.low } else { self.buffered >= self.gauge.high };
-        if congested != self.congested {
-            self.congested = congested;
-            // ORDERING: Relaxed: its partner is the senders' load in `Gauge::congested`, a
-            // hint (what it delays is published by the mailbox).
-            self.gauge.congested.store(congested, Ordering::Relaxed);
-        }
-    }
-
-    /// After a message that may have changed what this region holds: a flush timer while
-    /// envelopes wait for the peers' proxies, and the congestion flag.
-    fn after_buffering(&mut self, ctx: &mut Context<Self>) {
-        if !self.outbound.is_empty() && !ctx.is_timer_active("flush") {
-            ctx.start_timer("flush", Duration::from_millis(1), RegionMsg::Local(RegionLocal::Flush));
-        }
-        self.publish();
-    }
-
-    /// Retries what waits for room in the peers' proxies.
-    fn flush(&mut self) {
-        let peers: Vec<SocketAddr> = self.outbound.keys().copied().collect();
-        for to in peers {
-            self.flush_to(to);
-        }
-        self.outbound.retain(|_, q| !q.is_empty());
-    }
-
-    /// Passes what waits for `to` to its proxy, in order, while it takes it.
-    fn flush_to(&mut self, to: SocketAddr) {
-        let Some(r) = self.peer(to) else { return };
-        let Some(q) = self.outbound.get_mut(&to) else { return };
-        while let Some(m) = q.pop_front() {
-            match r.try_tell(m) {
-                Ok(()) => self.buffered = self.buffered.saturating_sub(1),
-                Err(percore::TellError::Full(m)) => {
-                    q.push_front(m);
-                    return;
-                }
-                Err(e) => {
-                    self.buffered = self.buffered.saturating_sub(1);
-                    tracing::debug!("region {}: envelope dropped (peer gone)", self.name);
-                    drop(e.into_inner());
-                    self.gauge.count_undelivered();
-                }
-            }
-        }
-        self.outbound.remove(&to);
     }
 
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
@@ -1030,8 +829,7 @@ where
 
     fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
         // A restarted region holds nothing (what its failed instance held is gone).
-        // ORDERING: Relaxed: as in `publish`.
-        self.gauge.congested.store(false, Ordering::Relaxed);
+        self.gauge.clear();
         if let Some(after) = self.settings.passivate_after {
             let every = passivate_every(after);
             ctx.start_repeated_timer("passivate", every, || RegionMsg::Local(RegionLocal::PassivationTick));
