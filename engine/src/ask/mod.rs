@@ -265,9 +265,11 @@ pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant) -> Result
 }
 
 /// Spin, then yield, then park with growing timeouts: the waiting strategy of foreign
-/// threads (blocking `send` and `ask`). Shard threads never use it.
-#[derive(Debug)]
-pub(crate) struct Backoff {
+/// threads (blocking `send` and `ask`), public for crates built on the engine that wait
+/// on a plain thread for something a shard will change (a sharding region's congestion).
+/// Never call it on a shard thread: it would hold the shard up.
+#[derive(Debug, Default)]
+pub struct Backoff {
     step: u32,
 }
 
@@ -275,12 +277,13 @@ impl Backoff {
     const SPIN_STEPS: u32 = 6;
     const YIELD_STEPS: u32 = 10;
 
-    pub(crate) fn new() -> Self {
+    /// A fresh wait (it starts by spinning).
+    pub fn new() -> Self {
         Backoff { step: 0 }
     }
 
     /// Waits a little (longer each call). Returns `false` once `deadline` has passed.
-    pub(crate) fn wait_until(&mut self, deadline: Instant) -> bool {
+    pub fn wait_until(&mut self, deadline: Instant) -> bool {
         if self.step < Self::SPIN_STEPS {
             for _ in 0..(1u32 << self.step) {
                 spin_loop();

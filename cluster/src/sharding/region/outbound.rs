@@ -72,8 +72,9 @@ impl Gauge {
         self.undelivered.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits (spin, yield, then naps growing to 1 ms) until the region is not congested.
-    /// Never on a shard thread (it would hold up the shard, perhaps the region's own).
+    /// Waits (the engine's foreign-thread [`percore::Backoff`]: spin, yield, then growing
+    /// naps) until the region is not congested. Never on a shard thread (it would hold up
+    /// the shard, perhaps the region's own).
     pub(crate) fn wait_uncongested(&self, deadline: Instant) -> Result<(), Congested> {
         if !self.congested() {
             return Ok(());
@@ -81,27 +82,13 @@ impl Gauge {
         if percore::on_shard_thread() {
             return Err(Congested::OnShardThread);
         }
-        let mut nap = Duration::from_micros(20);
-        for round in 0u32.. {
-            if !self.congested() {
-                return Ok(());
-            }
-            if round < 64 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        let mut backoff = percore::Backoff::new();
+        while self.congested() {
+            if !backoff.wait_until(deadline) {
                 return Err(Congested::AtDeadline);
             }
-            if round < 128 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(nap.min(deadline - now));
-                nap = (nap * 2).min(Duration::from_millis(1));
-            }
         }
-        unreachable!("the loop returns")
+        Ok(())
     }
 }
 
