@@ -183,8 +183,14 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
     if quiet(&inner.meta) && shared.header.sys.is_empty() {
-        if T & METRICS != 0 {
-            shard.metrics().activation();
+        // Metrics: the common path only counts (the activation here, its messages at the
+        // end). A sampled activation, or one of the actor whose same-shard message is the
+        // shard's wait probe, takes the general path, which has every hook: kept here, the
+        // sample's start lived in registers across the handlers and the activation
+        // spilled them (callgrind, same-shard `pingpong --metrics`).
+        if T & METRICS != 0 && !shard.metrics().plain_activation(&shared.header) {
+            // SAFETY: forwarded contract.
+            return unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) };
         }
         let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
         if result.is_ok() && quiet(&inner.meta) {
@@ -330,11 +336,13 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
     let mut handled = 0;
+    // Every metrics hook but the counts is on the general path only (see `run`).
+    let hooks = T & METRICS != 0 && !COMMON;
     // SAFETY: owner-shard thread (the caller's contract): the ring's consumer.
-    let sample = shard.metrics().begin_activation(T & METRICS != 0, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
+    let sample = shard.metrics().begin_activation(hooks, || unsafe { cell.shared().queue_len(true) + cell.shared().queue_len(false) });
     // Side data exists with spans (both queues) and, with metrics alone, in the ring.
     let with_side = T & SPANS != 0 || (T & METRICS != 0 && from_ring);
-    if T == METRICS && !from_ring {
+    if hooks && T == METRICS && !from_ring {
         // Metrics alone: a same-shard wait is timed by the shard's probe (see
         // `telemetry::metrics`), checked once before and once after the messages.
         shard.metrics().probe_before(cell.header(), std::any::type_name::<A>());
@@ -347,8 +355,12 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
             handle_messages::<A, T, false>(actor, &mut ctx, cell, shard, from_ring, budget, &mut handled, cell.header().id)
         }
     }));
-    shard.metrics().end_activation(T & METRICS != 0, sample, std::any::type_name::<A>(), handled);
-    if T == METRICS && !from_ring {
+    if hooks {
+        shard.metrics().end_activation(true, sample, std::any::type_name::<A>(), handled);
+    } else if T & METRICS != 0 {
+        shard.metrics().handled(handled);
+    }
+    if hooks && T == METRICS && !from_ring {
         shard.metrics().probe_after(cell.header(), std::any::type_name::<A>(), handled);
     }
     if handled > 0 {

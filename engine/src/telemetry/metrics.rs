@@ -121,6 +121,12 @@ mod off {
         #[inline(always)]
         pub(crate) fn activation(&self) {}
         #[inline(always)]
+        pub(crate) fn plain_activation(&self, _actor: &crate::actor::header::Header) -> bool {
+            true
+        }
+        #[inline(always)]
+        pub(crate) fn handled(&self, _n: usize) {}
+        #[inline(always)]
         pub(crate) fn went_idle(&self, _at: Instant) {}
         #[inline(always)]
         pub(crate) fn went_busy(&self) {}
@@ -540,6 +546,28 @@ mod on {
         #[inline(always)]
         pub(crate) fn activation(&self) {
             self.activations.set(self.activations.get() + 1);
+        }
+
+        /// An activation on the common path (see `actor::activation::run`) begins: counts
+        /// it and returns `true`, or returns `false` without counting when it is to be
+        /// sampled or its actor holds the same-shard wait probe: the caller then takes the
+        /// path with every hook ([`ShardMetrics::activation`], `begin_activation`, the
+        /// probe tests). One branch for both tests, no state kept across the handlers.
+        #[inline(always)]
+        pub(crate) fn plain_activation(&self, actor: &crate::actor::header::Header) -> bool {
+            let n = self.activations.get() + 1;
+            // `|`, not `||`: one branch.
+            if (n % SAMPLE_EVERY == 1) | std::ptr::eq(self.probe_actor.get(), actor) {
+                return false;
+            }
+            self.activations.set(n);
+            true
+        }
+
+        /// `n` messages were handled by an activation that was not sampled.
+        #[inline(always)]
+        pub(crate) fn handled(&self, n: usize) {
+            self.handled.set(self.handled.get() + n as u64);
         }
 
         /// The shard found no work (first empty poll, at `at`).
