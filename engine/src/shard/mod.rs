@@ -74,6 +74,9 @@ pub(crate) struct Entry(usize);
 impl Entry {
     const LOCAL: usize = 1;
 
+    /// No entry (the shard's backstop outside an activation); never queued.
+    const NONE: Entry = Entry(0);
+
     /// An entry that holds the actor's SCHEDULED token.
     #[inline]
     pub(crate) fn remote(h: NonNull<Header>) -> Self {
@@ -423,37 +426,82 @@ impl ShardLocal {
     /// Never inlined: inside the shard loop, this loop's counters (the activation count,
     /// the stall epoch, the stall word) lived on the stack, loaded and stored around every
     /// activation; on its own they can stay in registers (callgrind, same-shard `pingpong`).
+    ///
+    /// **The backstop.** User code runs under its actor's own guards, so nothing should
+    /// unwind out of an activation; if anything does (or out of a released cell's drop),
+    /// the shard lives and the actor fails. One `catch_unwind` guards the whole batch, not
+    /// each activation: the landing pad costs nothing until a panic, and the loop pays one
+    /// store per activation (the entry it runs, for [`ShardLocal::escaped_panic`]) instead
+    /// of a guarded call (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md "Same-shard
+    /// path, round 2"). After a caught panic the batch ends; the shard loop calls again.
     #[inline(never)]
     fn run_ready(&self) -> usize {
-        let mut stall = self.stall.batch(&self.rt.shard(self.index).stall);
-        let mut n = 0;
-        while n < ACTIVATIONS_PER_TURN {
-            let Some(e) = self.pop_run() else { break };
-            n += 1;
-            let h = e.header();
-            // SAFETY: entries point to live cells owned by this shard (a cell is released
-            // only when no entry for it remains, below).
-            let header = unsafe { h.as_ref() };
-            let run = header.vtable.run;
-            let epoch = stall.begin(header);
-            // The backstop: user code runs under its actor's own guards, so nothing should
-            // unwind out of `run`; if anything does, the shard lives and the actor fails.
-            // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and we
-            // are on this shard's thread consuming entry `e`.
-            let outcome = catch_unwind(AssertUnwindSafe(|| unsafe { run(h, self, e) }));
-            // The cell is still alive here: only `release` below may free it.
-            stall.end(epoch, header);
-            match outcome {
-                Ok(Outcome::Release) => self.release(h),
-                Ok(Outcome::Done) => {}
-                // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
-                Err(_) => unsafe { crate::actor::activation::recover_from_escaped_panic(h, self, e) },
+        let word = &self.rt.shard(self.index).stall;
+        // The entry whose activation runs (`Entry::NONE` outside one), for the backstop.
+        let mut current = Entry::NONE;
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            let mut stall = self.stall.batch(word);
+            let mut n = 0;
+            while n < ACTIVATIONS_PER_TURN {
+                let Some(e) = self.pop_run() else { break };
+                n += 1;
+                current = e;
+                let h = e.header();
+                // SAFETY: entries point to live cells owned by this shard (a cell is released
+                // only when no entry for it remains, below).
+                let header = unsafe { h.as_ref() };
+                let run = header.vtable.run;
+                let epoch = stall.begin(header);
+                // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
+                // we are on this shard's thread consuming entry `e`.
+                let outcome = unsafe { run(h, self, e) };
+                // The cell is still alive here: only `release` below may free it.
+                stall.end(epoch, header);
+                if let Outcome::Release = outcome {
+                    // Dropping the cell runs user code (the actor's and its messages'
+                    // `Drop`): a panic there has no entry to put back.
+                    current = Entry::NONE;
+                    self.release(h);
+                }
+            }
+            if n > 0 {
+                self.stall.finish(stall);
+            }
+            n
+        }));
+        match ran {
+            Ok(n) => n,
+            Err(_) => {
+                // SAFETY: `current` is the entry whose activation (of a live cell owned by
+                // this shard) panicked, or `Entry::NONE`.
+                unsafe { self.escaped_panic(current, word) };
+                1
             }
         }
-        if n > 0 {
-            self.stall.finish(stall);
+    }
+
+    /// The backstop's landing (see [`ShardLocal::run_ready`]): the watchdog's batch is
+    /// closed, and the actor whose activation panicked is failed with its entry put back.
+    ///
+    /// # Safety
+    /// Shard thread; `e` is the entry whose activation panicked (its cell is alive: a cell
+    /// is released only after its activation returned), or [`Entry::NONE`] for a panic
+    /// outside an activation (a released cell's drop).
+    #[cold]
+    #[inline(never)]
+    unsafe fn escaped_panic(&self, e: Entry, word: &watchdog::StallWord) {
+        let stall = self.stall.after_panic(word);
+        if e == Entry::NONE {
+            self.rt.record_escaped_panic();
+            tracing::error!("shard {}: a panic escaped while a released actor was dropped", self.index);
+        } else {
+            let h = e.header();
+            // SAFETY: contract: a live cell owned by this shard.
+            stall.end(stall.running(), unsafe { h.as_ref() });
+            // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
+            unsafe { crate::actor::activation::recover_from_escaped_panic(h, self, e) };
         }
-        n
+        self.stall.finish(stall);
     }
 
     /// Drops the shard's ownership reference of a dead actor.

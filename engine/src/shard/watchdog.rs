@@ -147,7 +147,35 @@ impl ShardStall {
     }
 }
 
+impl ShardStall {
+    /// The batch whose activation panicked (the shard's backstop caught it and the batch's
+    /// own state unwound): its activation count is read back from the word, which only
+    /// this shard writes; [`Batch::running`] is the epoch of that activation.
+    #[cold]
+    pub(crate) fn after_panic<'a>(&self, word: &'a StallWord) -> Batch<'a> {
+        let word = &word.0;
+        if !self.on {
+            return Batch { word, k: 0, on: false };
+        }
+        // ORDERING: Relaxed: this thread's own last store (the only writer of `epoch`).
+        let e = word.epoch.load(Ordering::Relaxed);
+        // Odd `2k + 1` inside the k-th activation; even `2k + 2` between batches.
+        Batch { word, k: e.saturating_sub(1) / 2, on: true }
+    }
+}
+
 impl Batch<'_> {
+    /// The epoch of the batch's latest activation (0: not watched).
+    #[cold]
+    pub(crate) fn running(&self) -> u64 {
+        if self.on {
+            2 * self.k + 1
+        } else {
+            0
+        }
+    }
+
+
     /// Publishes the start of an activation of `h`; returns its epoch (0: not watched).
     #[inline]
     pub(crate) fn begin(&mut self, h: &Header) -> u64 {
