@@ -378,3 +378,56 @@ fn spawn_after_shutdown_is_refused() {
     assert_eq!(h.spawn(Counter(Count::default())).unwrap_err(), SpawnError::ShuttingDown);
     assert_eq!(h.live_actors(), 0);
 }
+
+/// Records each number, answers the next one to its sender, panics on `PANIC_AT`.
+struct Recorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    pinger: Option<ActorRef<u64>>,
+}
+const PANIC_AT: u64 = 500;
+impl Actor for Recorder {
+    type Msg = (ActorRef<u64>, u64);
+    fn handle(&mut self, _ctx: &mut Context<Self>, (pinger, n): (ActorRef<u64>, u64)) -> Result<(), ActorError> {
+        if n == PANIC_AT {
+            panic!("recorder told to panic at {n}");
+        }
+        self.seen.lock().unwrap().push(n);
+        let p = self.pinger.get_or_insert(pinger);
+        let _ = p.try_tell(n + 1);
+        Ok(())
+    }
+}
+
+/// A same-shard ping-pong holds one message at a time in each mailbox's inline slot, so
+/// every activation takes the single-message path (`actor::activation::run`): each number
+/// is handled exactly once and in order, and a handler panic there is still that actor's
+/// failure (a top-level actor stops), while the shard runs on.
+#[test]
+fn same_shard_single_messages_in_order_and_a_panic_fails_only_that_actor() {
+    let rt = runtime(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = rt.spawn(Props::from(Recorder { seen: seen.clone(), pinger: None }).shard(0)).unwrap();
+    struct Bridge(ActorRef<(ActorRef<u64>, u64)>, Option<ActorRef<u64>>);
+    impl Actor for Bridge {
+        type Msg = u64;
+        fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+            self.1 = Some(ctx.myself().clone());
+            Ok(())
+        }
+        fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+            let me = self.1.clone().expect("set when started");
+            let _ = self.0.try_tell((me, n));
+            Ok(())
+        }
+    }
+    let bridge = rt.spawn(Props::from(Bridge(recorder.clone(), None)).shard(0)).unwrap();
+    bridge.tell(0).unwrap();
+    assert!(eventually(|| recorder.is_closed()), "the recorder failed at {PANIC_AT} and stopped");
+    assert_eq!(*seen.lock().unwrap(), (0..PANIC_AT).collect::<Vec<_>>());
+    assert_eq!(rt.failures(), 1);
+    let bystander_count = Count::default();
+    let bystander = rt.spawn(Props::from(Counter(bystander_count.clone())).shard(0)).unwrap();
+    bystander.blocking_send(7, DEADLINE).unwrap();
+    assert!(eventually(|| bystander_count.get() == 7), "the shard survived");
+    rt.shutdown();
+}

@@ -192,7 +192,19 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             // SAFETY: forwarded contract.
             return unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) };
         }
-        let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
+        // The single-message path: a local entry whose queue holds one message, in its
+        // inline slot (the same-shard common case), without side data or unstashed
+        // messages ahead: take it and call the handler, no loop, no budget, no second pop.
+        let one = if !holds_token && T & SPANS == 0 && !inner.meta.is(Flags::UNSTASHED) {
+            // SAFETY: owner-shard thread (contract).
+            unsafe { shared.take_only_local() }
+        } else {
+            None
+        };
+        let result = match one {
+            Some(msg) => handle_one::<A, T>(cell, inner, shard, msg),
+            None => process_user_messages::<A, T, true>(cell, inner, shard, holds_token),
+        };
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
             unsafe { requeue(h, shared, inner, shard, holds_token) };
@@ -367,6 +379,28 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
         if let Some(sup) = ctx.meta.sup.as_deref_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
         }
+    }
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::from_error(cell.header().id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(cell.header().id, FailurePhase::Message, p)),
+    }
+}
+
+/// [`run`]'s single-message path: `msg`, the only message of the local queue, handled
+/// under `catch_unwind` as [`process_user_messages`] would (the same counts and activity
+/// note), without its loop. (Always inlined: [`run`]'s common path is this.)
+#[inline(always)]
+fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, msg: A::Msg) -> Result<(), Failure> {
+    let Inner { actor, meta, .. } = inner;
+    let actor = actor.as_mut().expect("a running actor has its value");
+    let mut ctx = Context::new(cell, meta, shard);
+    let result = catch_unwind(AssertUnwindSafe(|| actor.handle(&mut ctx, msg)));
+    if T & METRICS != 0 {
+        shard.metrics().handled(1);
+    }
+    if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+        super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
     match result {
         Ok(Ok(())) => Ok(()),

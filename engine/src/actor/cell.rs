@@ -207,6 +207,16 @@ impl<M> LocalQueue<M> {
         }
     }
 
+    /// The message in the inline slot, if it is the only one queued (the backlog is
+    /// empty): the activation's single-message path.
+    #[inline(always)]
+    fn take_only(&mut self) -> Option<M> {
+        if self.rest.as_ref().is_some_and(|r| !r.msgs.is_empty()) {
+            return None;
+        }
+        self.take_first()
+    }
+
     /// [`LocalQueue::pop`] with the message's side data (empty when it has none).
     #[inline]
     fn pop_side(&mut self) -> Option<(M, Side)> {
@@ -360,6 +370,17 @@ impl<M: Send + 'static> Shared<M> {
     unsafe fn pop_local(&self) -> Option<M> {
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
         self.local.with_mut(|p| unsafe { (*p).pop() })
+    }
+
+    /// The local queue's message if it is the only one, in the inline slot (a plain queue:
+    /// a queue with side data keeps its inline slot empty); `None` otherwise, nothing taken.
+    ///
+    /// # Safety
+    /// Owner-shard thread only.
+    #[inline(always)]
+    pub(super) unsafe fn take_only_local(&self) -> Option<M> {
+        // SAFETY: owner-shard thread only (contract); short-lived borrow.
+        self.local.with_mut(|p| unsafe { (*p).take_only() })
     }
 
     /// Puts `msgs` (in order) ahead of everything in the local queue.
@@ -624,6 +645,16 @@ mod tests {
         unsafe { q.put_first(make(6)) };
         q.push(make(8));
         assert_eq!((q.pop(), q.pop(), q.pop()), (Some(make(6)), Some(make(8)), None));
+        // The single-message path's read: only a lone message in the slot, nothing
+        // taken when a backlog waits behind it.
+        q.push(make(9));
+        assert_eq!(q.take_only(), Some(make(9)));
+        assert_eq!(q.take_only(), None);
+        q.push(make(10));
+        q.push(make(11));
+        assert_eq!(q.take_only(), None);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop(), Some(make(10)));
         q.push(make(7));
         drop(q); // a queued message is dropped with the queue (miri: no leak)
     }
