@@ -195,15 +195,16 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         // The single-message path: a local entry whose queue holds one message, in its
         // inline slot (the same-shard common case), without side data or unstashed
         // messages ahead: take it and call the handler, no loop, no budget, no second pop.
-        let one = if !holds_token && T & SPANS == 0 && !inner.meta.is(Flags::UNSTASHED) {
-            // SAFETY: owner-shard thread (contract).
-            unsafe { shared.take_only_local() }
+        // Only tested here: the message is read where the handler takes it (read here, it
+        // went through an `Option` on the stack, copied twice more on its way in).
+        // SAFETY: owner-shard thread (contract).
+        let one = !holds_token && T & SPANS == 0 && !inner.meta.is(Flags::UNSTASHED) && unsafe { shared.local_only_first() };
+        let result = if one {
+            // SAFETY: owner-shard thread (contract), and the local queue holds exactly one
+            // message, in its inline slot (just tested; nothing ran since).
+            unsafe { handle_one::<A, T>(cell, inner, shard) }
         } else {
-            None
-        };
-        let result = match one {
-            Some(msg) => handle_one::<A, T>(cell, inner, shard, msg),
-            None => process_user_messages::<A, T, true>(cell, inner, shard, holds_token),
+            process_user_messages::<A, T, true>(cell, inner, shard, holds_token)
         };
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
@@ -387,15 +388,23 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
     }
 }
 
-/// [`run`]'s single-message path: `msg`, the only message of the local queue, handled
-/// under `catch_unwind` as [`process_user_messages`] would (the same counts and activity
-/// note), without its loop. (Always inlined: [`run`]'s common path is this.)
+/// [`run`]'s single-message path: the only message of the local queue, handled under
+/// `catch_unwind` as [`process_user_messages`] would (the same counts and activity note),
+/// without its loop. (Always inlined: [`run`]'s common path is this.)
+///
+/// # Safety
+/// Owner-shard thread of `cell`, whose local queue holds exactly one message, in its
+/// inline slot ([`Shared::local_only_first`]).
 #[inline(always)]
-fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal, msg: A::Msg) -> Result<(), Failure> {
+unsafe fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) -> Result<(), Failure> {
     let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
-    let result = catch_unwind(AssertUnwindSafe(|| actor.handle(&mut ctx, msg)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: owner-shard thread, and the slot holds the queue's one message (contract).
+        let msg = unsafe { cell.shared().take_first_unchecked() };
+        actor.handle(&mut ctx, msg)
+    }));
     if T & METRICS != 0 {
         shard.metrics().handled(1);
     }

@@ -207,14 +207,23 @@ impl<M> LocalQueue<M> {
         }
     }
 
-    /// The message in the inline slot, if it is the only one queued (the backlog is
+    /// Whether the queue holds exactly one message, in the inline slot (the backlog is
     /// empty): the activation's single-message path.
     #[inline(always)]
-    fn take_only(&mut self) -> Option<M> {
-        if self.rest.as_ref().is_some_and(|r| !r.msgs.is_empty()) {
-            return None;
-        }
-        self.take_first()
+    fn only_first(&self) -> bool {
+        self.first.is_some() && self.rest.as_ref().is_none_or(|r| r.msgs.is_empty())
+    }
+
+    /// The message in the inline slot, `None` left in its place.
+    ///
+    /// # Safety
+    /// The slot holds a message.
+    #[inline(always)]
+    unsafe fn take_first_unchecked(&mut self) -> M {
+        debug_assert!(self.first.is_some(), "take_first_unchecked on an empty slot");
+        // SAFETY: the slot holds a message (contract); `unwrap_unchecked` only skips the
+        // tag test that `take_first` makes.
+        unsafe { self.take_first().unwrap_unchecked() }
     }
 
     /// [`LocalQueue::pop`] with the message's side data (empty when it has none).
@@ -372,15 +381,27 @@ impl<M: Send + 'static> Shared<M> {
         self.local.with_mut(|p| unsafe { (*p).pop() })
     }
 
-    /// The local queue's message if it is the only one, in the inline slot (a plain queue:
-    /// a queue with side data keeps its inline slot empty); `None` otherwise, nothing taken.
+    /// Whether the local queue holds exactly one message, in its inline slot (a plain
+    /// queue: a queue with side data keeps its inline slot empty).
     ///
     /// # Safety
     /// Owner-shard thread only.
     #[inline(always)]
-    pub(super) unsafe fn take_only_local(&self) -> Option<M> {
+    pub(super) unsafe fn local_only_first(&self) -> bool {
         // SAFETY: owner-shard thread only (contract); short-lived borrow.
-        self.local.with_mut(|p| unsafe { (*p).take_only() })
+        self.local.with(|p| unsafe { (*p).only_first() })
+    }
+
+    /// Takes the local queue's inline-slot message.
+    ///
+    /// # Safety
+    /// Owner-shard thread only, and the slot holds a message (e.g.
+    /// [`Shared::local_only_first`] returned `true` and nothing was taken since).
+    #[inline(always)]
+    pub(super) unsafe fn take_first_unchecked(&self) -> M {
+        // SAFETY: owner-shard thread only (contract); short-lived borrow; the slot holds a
+        // message (contract).
+        self.local.with_mut(|p| unsafe { (*p).take_first_unchecked() })
     }
 
     /// Puts `msgs` (in order) ahead of everything in the local queue.
@@ -648,11 +669,13 @@ mod tests {
         // The single-message path's read: only a lone message in the slot, nothing
         // taken when a backlog waits behind it.
         q.push(make(9));
-        assert_eq!(q.take_only(), Some(make(9)));
-        assert_eq!(q.take_only(), None);
+        assert!(q.only_first());
+        // SAFETY: the slot holds a message (just tested).
+        assert_eq!(unsafe { q.take_first_unchecked() }, make(9));
+        assert!(!q.only_first() && q.is_empty());
         q.push(make(10));
         q.push(make(11));
-        assert_eq!(q.take_only(), None);
+        assert!(!q.only_first());
         assert_eq!(q.len(), 2);
         assert_eq!(q.pop(), Some(make(10)));
         q.push(make(7));
