@@ -154,7 +154,11 @@ impl<A: Actor> Activation<'_, A> {
 /// Two paths. The **common** one (inlined here): a running actor with no system message
 /// waiting and none of the flags that hold its messages back or need a decision after
 /// them ([`Flags::HOLD`], `WAITED_ON`): it handles its messages, and if nothing unusual
-/// happened meanwhile, only the re-queue decision follows. Everything else (a new actor's
+/// happened meanwhile, only the re-queue decision follows. Within it, a local entry whose
+/// queue holds one message in its inline slot (a same-shard tell to an idle actor) takes
+/// the **single-message** path ([`handle_one`]): the handler is called once under
+/// `catch_unwind`, without the message loop, its budget test or the empty second pop.
+/// Everything else (a new actor's
 /// start, system messages, a failure, a stop, back-pressure, a stale entry of a dead
 /// actor) is [`run_general`], out of line, which does the same steps with every test.
 /// Callgrind, same-shard `pingpong`: the activation's own instructions were ~140 per
@@ -408,7 +412,10 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
 
 /// [`run`]'s single-message path: the only message of the local queue, handled under
 /// `catch_unwind` as [`process_user_messages`] would (the same counts and activity note),
-/// without its loop. (Always inlined: [`run`]'s common path is this.)
+/// without its loop. (Always inlined: [`run`]'s common path is this.) A message the
+/// handler sends its own actor waits for the next activation, behind the entries queued
+/// before it, where the loop would have taken it in this one: one message is within any
+/// throughput budget (at least 1), and per-sender order is the queue's.
 ///
 /// # Safety
 /// Owner-shard thread of `cell`, whose local queue holds exactly one message, in its

@@ -37,7 +37,10 @@
 //! at idle/busy transitions. On: an activation count, a handled-messages addition and a
 //! sampling test per activation, a clock read every 256 shard turns (≤ 256 activations each) and at
 //! idle/busy transitions; a sampled activation (1 in [`SAMPLE_EVERY`]) reads the clock
-//! twice and its mailbox depth and records into two cached histogram handles.
+//! twice and its mailbox depth and records into two cached histogram handles. The
+//! activation's common path (`actor::activation::run`) does only the counts and one test
+//! (`ShardMetrics::plain_activation`: sampled, or the wait probe's actor?); a sampled or
+//! probed activation takes the general path, which has every hook.
 //!
 //! **Install the exporter (the global recorder) before building the runtime**: the shard
 //! registers its metric handles when it starts, and a handle taken while no recorder is
