@@ -438,7 +438,7 @@ unsafe fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>
         // same-shard `pingpong --metrics`: 452.4 per round trip against 435.6).
         // SAFETY: owner-shard thread, and the slot holds the queue's one message (contract).
         let msg = unsafe { cell.shared().take_first_unchecked() };
-        catch_unwind(AssertUnwindSafe(move || actor.handle(&mut ctx, msg)))
+        catch_unwind(AssertUnwindSafe(|| actor.handle(&mut ctx, msg)))
     };
     if T & METRICS != 0 {
         shard.metrics().handled(1);
