@@ -207,12 +207,6 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             // SAFETY: owner-shard thread (contract), and the local queue holds exactly one
             // message, in its inline slot (just tested; nothing ran since).
             unsafe { handle_one::<A, T>(cell, inner, shard) }
-        } else if T & METRICS != 0 {
-            // Out of line with metrics: inlined beside the single-message path, its two
-            // loops (with and without side data) made `run` so large that the compiler
-            // kept the single-message path's `catch_unwind` closure out of line, a call
-            // per message (callgrind, same-shard `pingpong --metrics`: +17 per round trip).
-            process_user_messages_outlined::<A, T>(cell, inner, shard, holds_token)
         } else {
             process_user_messages::<A, T, true>(cell, inner, shard, holds_token)
         };
@@ -336,18 +330,6 @@ unsafe fn requeue<A: Actor>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: 
             shard.push_run(Entry::remote(h));
         }
     }
-}
-
-/// [`process_user_messages`] for [`run`]'s common path, out of line (a runtime with
-/// metrics; see there).
-#[inline(never)]
-fn process_user_messages_outlined<A: Actor, const T: u8>(
-    cell: &Cell<A>,
-    inner: &mut Inner<A>,
-    shard: &ShardLocal,
-    from_ring: bool,
-) -> Result<(), Failure> {
-    process_user_messages::<A, T, true>(cell, inner, shard, from_ring)
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;
