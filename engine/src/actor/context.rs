@@ -71,7 +71,7 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// A handle to the runtime (spawn top-level actors, dead-letter count, …).
     pub fn runtime(&self) -> RuntimeHandle {
-        RuntimeHandle::from_shared(self.header().runtime.clone())
+        RuntimeHandle::from_shared((*self.header().runtime).clone())
     }
 
     /// How many children are alive (not yet terminated).
@@ -106,10 +106,10 @@ impl<'a, A: Actor> Context<'a, A> {
         let runtime = &self.header().runtime;
         let shard = opts.shard_or(self.shard.index());
         let (shard, capacity) = runtime.validate_spawn(shard, opts.capacity_or(runtime.default_capacity()))?;
-        runtime.begin_spawn()?;
+        runtime.begin_spawn(shard)?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into));
+        let h = Cell::<B>::allocate((**runtime).clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()));
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };

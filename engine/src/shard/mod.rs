@@ -20,6 +20,7 @@
 mod idle;
 pub mod parker;
 mod run_queue;
+pub(crate) mod slab;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
 
@@ -57,6 +58,8 @@ pub(crate) struct ShardShared {
     pub(crate) stall: watchdog::StallWord,
     /// Stalls the watchdog reported on this shard (read by the shard's metrics).
     pub(crate) stalls: crate::sync::atomic::AtomicU64,
+    /// The memory of the cells this shard spawns (see `slab`).
+    pub(crate) slab: slab::Slab,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -137,6 +140,12 @@ pub(crate) fn with_current_shard<R>(rt: &Arc<RuntimeShared>, f: impl FnOnce(&Sha
     // `current_owner_of`).
     let s = unsafe { &*p };
     Arc::ptr_eq(&s.rt, rt).then(|| f(s))
+}
+
+/// The index of the shard of runtime `rt` that runs on this thread, if there is one.
+#[inline]
+pub(crate) fn current_shard_of(rt: &Arc<RuntimeShared>) -> Option<usize> {
+    with_current_shard(rt, |s| s.index)
 }
 
 /// Whether the calling thread is a shard thread (of any runtime).
@@ -460,7 +469,7 @@ impl ShardLocal {
     fn release(&self, h: NonNull<Header>) {
         // SAFETY: the shard owned one count of `h` since spawn; we give it back exactly once.
         drop(unsafe { ErasedRef::from_raw(h) });
-        self.rt.actor_released();
+        self.rt.actor_released(self.index);
     }
 
     /// Polls the shard's driver, if any (a driver busy elsewhere on the stack is skipped).
@@ -575,7 +584,7 @@ impl ShardLocal {
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
             }
-            if self.shutdown_seen.get() && self.rt.live_actors() == 0 && !self.outbox_pending.get() {
+            if self.shutdown_seen.get() && self.rt.no_live_actors() && !self.outbox_pending.get() {
                 break;
             }
             idle += 1;
@@ -623,7 +632,7 @@ impl ShardLocal {
                 continue;
             }
             me.parker.announce_sleep();
-            let exit_ready = self.shutdown_seen.get() && self.rt.live_actors() == 0;
+            let exit_ready = self.shutdown_seen.get() && self.rt.no_live_actors();
             let shutdown_news = !self.shutdown_seen.get() && self.rt.is_shutting_down();
             if self.has_inbound() || exit_ready || shutdown_news {
                 me.parker.cancel_sleep();
