@@ -81,7 +81,8 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Spawns a child: a value (`ctx.spawn(Worker::default())`) or [`Props`] (a factory
     /// for restarts, shard, capacity, name). The child is placed on this actor's shard
-    /// unless the props name another. No thread, no syscall: one allocation.
+    /// unless the props name another. No thread, no syscall, and usually no call to the
+    /// allocator: the cell is a block of this shard's slab (`shard/slab.rs`).
     pub fn spawn<B: Actor>(&mut self, props: impl Into<Props<B>>) -> Result<ActorRef<B::Msg>, SpawnError> {
         let (opts, actor, factory) = props.into().build();
         self.spawn_inner(opts, actor, factory)

@@ -1,58 +1,59 @@
 //! Admission of new actors and the count of live ones: the spawn / shard-exit handshake.
 //!
 //! ```text
-//!  spawner (any thread)                        shutdown, then each shard before it exits
-//!  accepting? ── no ──► ShuttingDown           accepting = false            (close)
-//!  live[target] += 1                           shutdown  = true
-//!  accepting? ── no ──► live[target] -= 1,     ...
-//!                       ShuttingDown           shutdown seen, then Σ live[s] == 0 ──► exit
-//!  yes: the actor goes to shard `target`
+//!  spawner (any thread)                          shutdown, then each shard before it exits
+//!  prev = live[target].fetch_add(1)              live[s].fetch_or(CLOSED) for every s
+//!  prev has CLOSED: live[target] -= 1,           shutdown = true
+//!                   ShuttingDown                 ...
+//!  else: the actor goes to shard `target`        shutdown seen, then every live[s] == CLOSED ──► exit
 //! ```
-//! Every access is `SeqCst`, so all of them fall in one total order. For an actor that got
-//! in, the count of its target shard was raised before its spawner's second look at
-//! `accepting`, and lowered only when its shard released it. A shard that reads that
-//! count as 0 after it saw `shutdown` read it before the raise; then the spawner's second
-//! look comes after `accepting = false` and it backs out. So no actor is sent to a shard
-//! that has exited (the `loom-tests` model `live` checks this).
+//! The flag that closes admission lives in each count itself (its top bit), so admitting an
+//! actor is one read-modify-write on one word: the increment and the close are ordered in
+//! that word's modification order, and the increment's result says which came first. An
+//! admitted actor's increment precedes the close; a shard reads the count after it saw
+//! `shutdown`, which the runtime stores after closing every count, so (coherence) it reads
+//! the close or later, which includes that increment until the actor is released. So no
+//! actor is sent to a shard that has exited (the `loom-tests` model `live` checks this).
+//! (Before, a separate `accepting` flag was read before and after the increment, a Dekker
+//! pair that is right only with `SeqCst` on all four accesses, which loom cannot check.)
 //!
 //! **One count per shard, each on its own cache-line pair.** An actor is counted on its
 //! owner shard's count and released there, so a shard spawning children on itself (the
 //! thread-per-core way) writes only its own line. With one count for the whole runtime,
 //! two shards spawning at once passed that line between their cores on every spawn (a
 //! locked add on a line the other core had just written). Each count alone is never below
-//! zero (every actor is added before it is taken off, on the same count), which is what
-//! the argument above needs; their sum is read only to decide exit and for statistics.
+//! zero (every actor is added before it is taken off, on the same count); their sum is read
+//! only to decide exit and for statistics.
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU64, Ordering};
+
+/// The top bit of a count: admission is closed.
+const CLOSED: u64 = 1 << 63;
 
 /// Whether new actors are taken, and how many are live on each shard.
 pub(crate) struct Admission {
-    accepting: AtomicBool,
-    /// Actors spawned onto shard `i` and not yet released by it (including ones still on
-    /// their way to it).
+    /// Per shard: actors spawned onto it and not yet released by it (including ones still
+    /// on their way to it), with [`CLOSED`] once the runtime shuts down.
     live: Box<[CachePadded<AtomicU64>]>,
 }
 
 impl Admission {
     /// Accepting, no actor live, for a runtime of `shards` shards.
     pub(crate) fn new(shards: usize) -> Self {
-        Admission { accepting: AtomicBool::new(true), live: (0..shards).map(|_| CachePadded::new(AtomicU64::new(0))).collect() }
+        Admission { live: (0..shards).map(|_| CachePadded::new(AtomicU64::new(0))).collect() }
     }
 
     /// Counts a new actor for `shard`, unless the runtime no longer accepts actors
     /// (`false`, nothing counted).
     #[inline]
     pub(crate) fn begin(&self, shard: usize) -> bool {
-        // ORDERING: SeqCst: the handshake in the module docs (with `close` and `is_zero`).
-        if !self.accepting.load(Ordering::SeqCst) {
-            return false;
-        }
-        // ORDERING: SeqCst: as above.
-        self.live[shard].fetch_add(1, Ordering::SeqCst);
-        // ORDERING: SeqCst: as above; this second look is what makes the handshake safe.
-        if !self.accepting.load(Ordering::SeqCst) {
+        // ORDERING: AcqRel: the decision rests on the modification order of this one word
+        // (the increment before or after `close`'s `fetch_or`), not on the ordering; AcqRel
+        // orders the spawn's setup before the count, as the `SeqCst` it replaces did.
+        let prev = self.live[shard].fetch_add(1, Ordering::AcqRel);
+        if prev & CLOSED != 0 {
             self.release(shard);
             return false;
         }
@@ -63,29 +64,35 @@ impl Admission {
     /// runtime's total may have reached 0 only then).
     #[inline]
     pub(crate) fn release(&self, shard: usize) -> bool {
-        // ORDERING: SeqCst: the handshake in the module docs.
-        let before = self.live[shard].fetch_sub(1, Ordering::SeqCst);
-        debug_assert!(before > 0, "shard {shard} released more actors than it counted");
-        before == 1
+        // ORDERING: AcqRel: the release's prior work (the cell's teardown) is ordered before
+        // a shard's Acquire load in `is_zero` that sees the count drop.
+        let prev = self.live[shard].fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(prev & !CLOSED > 0, "shard {shard} released more actors than it counted");
+        prev & !CLOSED == 1
     }
 
-    /// Takes no new actors from now on.
+    /// Takes no new actors from now on. The caller then publishes `shutdown` (Release),
+    /// which shards read (Acquire) before [`Admission::is_zero`].
     pub(crate) fn close(&self) {
-        // ORDERING: SeqCst: the handshake in the module docs.
-        self.accepting.store(false, Ordering::SeqCst);
+        for count in self.live.iter() {
+            // ORDERING: AcqRel: ordered before the caller's store of `shutdown`, which a
+            // shard's load pairs with before it reads the counts.
+            count.fetch_or(CLOSED, Ordering::AcqRel);
+        }
     }
 
     /// Live actors in the whole runtime (exact when nobody spawns or releases meanwhile).
     pub(crate) fn total(&self) -> u64 {
-        // ORDERING: SeqCst: the handshake in the module docs (each count read in the total
-        // order, after the caller's read of `shutdown`).
-        self.live.iter().map(|c| c.load(Ordering::SeqCst)).sum()
+        // ORDERING: Acquire pairs with the AcqRel updates (a statistic otherwise).
+        self.live.iter().map(|c| c.load(Ordering::Acquire) & !CLOSED).sum()
     }
 
-    /// Whether no actor is live: with `shutdown` seen first, no actor can be added any more.
+    /// Whether no actor is live. Read after `shutdown` was seen, it is final: admission is
+    /// closed, so no actor can be added any more.
     pub(crate) fn is_zero(&self) -> bool {
-        // ORDERING: SeqCst: as in `total`.
-        self.live.iter().all(|c| c.load(Ordering::SeqCst) == 0)
+        // ORDERING: Acquire pairs with `release`'s AcqRel decrement; coherence with `close`
+        // (seen through `shutdown`) does the rest, see the module docs.
+        self.live.iter().all(|c| c.load(Ordering::Acquire) & !CLOSED == 0)
     }
 }
 
