@@ -86,7 +86,7 @@ impl<M> ActorRef<M> {
     /// The runtime the actor runs in (for a remote ref, this node's runtime, whose shard
     /// runs the proxy that forwards to it): its timers, registry and event stream.
     pub fn runtime(&self) -> crate::RuntimeHandle {
-        crate::RuntimeHandle::from_shared(self.header().runtime.clone())
+        crate::RuntimeHandle::from_shared((*self.header().runtime).clone())
     }
 
     /// Whether the actor has stopped accepting messages (stopping or stopped).
