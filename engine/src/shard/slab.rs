@@ -222,10 +222,11 @@ impl Slab {
 impl Drop for Slab {
     fn drop(&mut self) {
         let layout = chunk_layout();
-        // SAFETY: `&mut self`: no other thread can reach the slab; every chunk came from
-        // `alloc::alloc(layout)` and is freed once. Blocks still on lists are just memory.
         self.local.with_mut(|p| {
-            for chunk in unsafe { &mut *p }.chunks.drain(..) {
+            // SAFETY: `&mut self`: no other thread can reach the slab. Every chunk came from
+            // `alloc::alloc(layout)` and is freed once; blocks still on lists are just memory.
+            let local = unsafe { &mut *p };
+            for chunk in local.chunks.drain(..) {
                 // SAFETY: as above.
                 unsafe { alloc::dealloc(chunk.as_ptr(), layout) };
             }
