@@ -1,4 +1,6 @@
-//! The actor cell: one allocation holding an actor's header, mailboxes and state.
+//! The actor cell: one block of memory holding an actor's header, mailboxes and state.
+//! A shard that spawns takes the block from its slab (`shard/slab.rs`); other threads get
+//! it from the global allocator. `drop_cell` gives it back to wherever it came from.
 //!
 //! ## Lifecycle and ownership
 //! ```text
