@@ -24,6 +24,9 @@
 //! aligned to more than 16, and every cell spawned from outside a shard, uses the global
 //! allocator (`Header::slab` says which). Chunks go back to the allocator when the runtime's
 //! shared state is dropped, which is after the last cell (each cell holds the runtime).
+//! A slab never shrinks before that: a burst of actors that all stop leaves its blocks for
+//! the shard's next actors (the price of spawning without the allocator; glibc kept most of
+//! such memory too, in its arenas).
 
 use std::alloc::{self, Layout};
 use std::ptr::{self, NonNull};
