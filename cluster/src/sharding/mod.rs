@@ -125,7 +125,8 @@ impl<M> ShardingSettings<M> {
     }
     /// The message an entity gets to stop on hand-off and passivation (Akka's
     /// `handOffStopMessage`): it queues behind what the entity already has, so nothing is
-    /// lost; the entity calls `ctx.stop_self()` when it handles it. Without one, entities
+    /// lost (a full mailbox holds the stop message back in the region until there is room,
+    /// as it does envelopes); the entity calls `ctx.stop_self()` when it handles it. Without one, entities
     /// are stopped directly and what is still in their mailbox goes to dead letters.
     pub fn stop_message(mut self, f: impl Fn() -> M + Send + Sync + 'static) -> Self {
         self.stop_message = Some(Arc::new(f));

@@ -533,7 +533,7 @@ where
         ctx.send(&e.r, msg);
     }
 
-    fn stop_entity(&mut self, key: &EntityKey, hand_off: bool) {
+    fn stop_entity(&mut self, ctx: &mut Context<Self>, key: &EntityKey, hand_off: bool) {
         let stop_msg = self.settings.stop_message.clone();
         if let Some(e) = self.entities.get_mut(key) {
             if hand_off && !e.handed_off {
@@ -548,12 +548,12 @@ where
             }
             e.stopping = true;
             match stop_msg {
-                // In order: the entity handles what it already has, then stops.
-                Some(f) => {
-                    if e.r.tell(f()).is_err() {
-                        e.r.stop();
-                    }
-                }
+                // In order: the entity handles what it already has, then stops. Sent as
+                // its envelopes are (`deliver_to_entity`): a full mailbox parks the stop
+                // message with the region instead of failing. (It was `tell`, and on `Full`
+                // the entity was stopped directly: everything in its mailbox went to dead
+                // letters, although the senders had been told it was accepted.)
+                Some(f) => ctx.send(&e.r, f()),
                 None => {
                     e.r.stop();
                 }
@@ -567,7 +567,7 @@ where
 
     /// Answers the hand-off requests that can be answered now; starts stopping the
     /// entities of those that wait for it.
-    fn answer_requests(&mut self) {
+    fn answer_requests(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
         let pending = std::mem::take(&mut self.pending_requests);
         for (shard, from) in pending {
@@ -581,7 +581,7 @@ where
                     let ids: Vec<EntityKey> =
                         self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
                     for id in ids {
-                        self.stop_entity(&id, true);
+                        self.stop_entity(ctx, &id, true);
                     }
                 }
                 self.pending_requests.push((shard, from));
@@ -627,7 +627,7 @@ where
                 ctx.dead_letter(m);
             }
             self.drop_fences(ctx);
-            self.answer_requests();
+            self.answer_requests(ctx);
             return;
         }
         // Forget refs to members that are gone; what waited for them is undeliverable.
@@ -658,7 +658,7 @@ where
         let orphans: Vec<EntityKey> =
             self.entities.iter().filter(|(_, e)| self.owner(e.shard) != Some(me)).map(|(k, _)| k.clone()).collect();
         for id in orphans {
-            self.stop_entity(&id, true);
+            self.stop_entity(ctx, &id, true);
         }
         // Still acquiring: members gone from the view no longer need to answer.
         let live: BTreeSet<UniqueAddress> =
@@ -671,7 +671,7 @@ where
             }
             self.check_acquired(ctx, s);
         }
-        self.answer_requests();
+        self.answer_requests(ctx);
         for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
             self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
@@ -733,7 +733,7 @@ where
         for m in e.buffer {
             self.deliver(ctx, key.clone(), m, self.me().addr, 1);
         }
-        self.answer_requests();
+        self.answer_requests(ctx);
         self.report_drained();
     }
 
@@ -799,7 +799,7 @@ where
     /// The tick runs every `passivate_every(after)`; an entity last touched at tick `t` has
     /// been idle for at least `(now - t - 1)` intervals, so it is stopped once that reaches
     /// `after` (and at most one interval later).
-    fn passivate(&mut self) {
+    fn passivate(&mut self, ctx: &mut Context<Self>) {
         let Some(after) = self.settings.passivate_after else { return };
         self.tick += 1;
         let every = passivate_every(after);
@@ -816,7 +816,7 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         for id in idle {
-            self.stop_entity(&id, false);
+            self.stop_entity(ctx, &id, false);
         }
     }
 }
@@ -876,7 +876,7 @@ where
                     if !self.pending_requests.contains(&(shard, from)) {
                         self.pending_requests.push((shard, from));
                     }
-                    self.answer_requests();
+                    self.answer_requests(ctx);
                 }
             }
             RegionMsg::HandOffDone { shard, from, entities } => {
@@ -908,7 +908,7 @@ where
                 }
             }
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
-            RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
+            RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(ctx),
             RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
