@@ -72,23 +72,16 @@ fn hand_off_of_an_entity_with_a_full_mailbox_loses_nothing() {
         let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
         let counted = (index == 0).then(|| stops_on_first.clone());
         index += 1;
-        let settings = ShardingSettings::new()
-            .shards(10)
-            .passivate_after(None)
-            .entity_capacity(CAPACITY)
-            .stop_message(move || {
+        let settings = ShardingSettings::new().shards(10).passivate_after(None).entity_capacity(CAPACITY).stop_message(
+            move || {
                 if let Some(n) = &counted {
                     n.fetch_add(1, Ordering::SeqCst);
                 }
                 CounterMsg::Stop
-            });
-        let factory = move |id: &str| GatedCounter {
-            id: id.to_string(),
-            node,
-            count: 0,
-            log: log.clone(),
-            gate: gate.clone(),
-        };
+            },
+        );
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
         ClusterSharding::new(c).start("gated", factory, settings).unwrap();
     });
     all_up(&[&nodes[0], &nodes[1]], 2);
