@@ -440,7 +440,8 @@ impl<M: RemoteMessage> EntityRef<M> {
     }
 
     /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
-    /// (waiting for room in this node's region first). On a shard thread it returns
+    /// has passed in all (waiting out congestion and for room in this node's region
+    /// first, within the same `timeout`). On a shard thread it returns
     /// `WouldBlock`; inside actors, await [`EntityRef::ask`] or tell a request that carries
     /// a ref.
     pub fn blocking_ask<R: Send + 'static>(
@@ -448,15 +449,18 @@ impl<M: RemoteMessage> EntityRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        // Waits out congestion first, as `blocking_send` does (the ask's own deadline runs
-        // from here: a congested region is slow, not gone).
-        match self.gauge.wait_uncongested(std::time::Instant::now() + timeout) {
+        // Waits out congestion first, as `blocking_send` does; the deadline runs from here
+        // and covers both waits (a congested region is slow, not gone). (The engine's ask
+        // got the whole `timeout` again after the wait: up to twice `timeout` in all.)
+        let deadline = std::time::Instant::now() + timeout;
+        match self.gauge.wait_uncongested(deadline) {
             Ok(()) => {}
             Err(region::Congested::OnShardThread) => return Err(AskError::WouldBlock),
             Err(region::Congested::AtDeadline) => return Err(AskError::Full),
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         let (key, from) = (self.key.clone(), self.from);
-        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, left)
     }
 
     /// Sends `msg`, waiting without a thread while this node's region is congested or its
