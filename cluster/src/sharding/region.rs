@@ -351,6 +351,9 @@ where
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
     fn hold(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
         if self.buffered >= self.settings.buffer_limit {
+            // Counted as undelivered (`EntityRefs::undelivered`), as every envelope the
+            // buffer limit turns away; it was only a dead letter.
+            self.gauge.count_undelivered();
             ctx.dead_letter(msg);
             return;
         }
@@ -387,6 +390,7 @@ where
             Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, key, msg),
             Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
+                    self.gauge.count_undelivered();
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;
