@@ -136,3 +136,80 @@ fn hand_off_of_an_entity_with_a_full_mailbox_loses_nothing() {
     assert_eq!(log.handled.load(Ordering::SeqCst), CAPACITY as u64, "every hit sent before the leave was handled");
     log.assert_single_activation();
 }
+
+/// A membership view must reach the region even while the region's mailbox is full. Here
+/// the region waits on its one entity (paused, its mailbox full: the region parks the next
+/// envelope and takes nothing more) while an actor on its shard fills the region's mailbox
+/// (the path from its own shard, where the daemon's views come too); then the member downs
+/// itself. Its region must apply the terminated view and stop its entity once it goes on.
+/// Before, the daemon `tell`ed each view to the region and a full mailbox dropped it: the
+/// region never learnt that its membership had ended, and its entity kept running on a
+/// downed member (which the survivors remove, to start its entities themselves).
+#[test]
+fn a_view_sent_while_the_region_mailbox_is_full_is_not_lost() {
+    const CAPACITY: usize = 8;
+    let log = Arc::new(ActivationLog::default());
+    let gate = Arc::new(Gate::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .entity_capacity(CAPACITY)
+            .region_capacity(16)
+            .buffer_limit(100_000);
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
+        refs_by_node.push(ClusterSharding::new(c).start("gated", factory, settings).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let a = nodes[0].addr().to_string();
+    let here = (0..)
+        .map(|i| refs_by_node[0].entity(&format!("v{i}")))
+        .find(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == a)
+        .unwrap();
+    gate.pause_next.store(true, Ordering::SeqCst);
+    here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    let paused = gate.paused.lock().unwrap().clone().expect("paused");
+    // On the region's shard (a one-shard runtime), so through the same mailbox path as the
+    // daemon's views: a full entity mailbox, one envelope parked in the region, which then
+    // takes nothing more, and its mailbox fills. Full for good once three rounds (each a
+    // message to the filler, with the region's turn between them) took nothing.
+    let filler = nodes[0].rt.as_ref().unwrap().handle().spawn(percore::Props::from(Filler)).unwrap();
+    let mut idle_rounds = 0;
+    while idle_rounds < 3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        filler.tell((here.clone(), tx)).unwrap();
+        let taken = rx.recv_timeout(LONG).unwrap();
+        idle_rounds = if taken == 0 { idle_rounds + 1 } else { 0 };
+    }
+    // Cut off from the other member, so that no later view comes to make up for a lost one.
+    nodes[0].cluster.faults().blackhole(nodes[1].addr());
+    nodes[1].cluster.faults().blackhole(nodes[0].addr());
+    nodes[0].cluster.down(nodes[0].addr()).unwrap();
+    eventually("the member knows", || nodes[0].cluster.is_terminated());
+    // The daemon answers a subscriber after the handler that published the terminated view.
+    let (_sink, events) = subscribe(&nodes[0]);
+    events.recv_timeout(LONG).expect("the current state");
+    paused.resume_messages();
+    eventually("the downed member's region stops its entity", || {
+        log.events.lock().unwrap().iter().any(|e| !e.started && e.entity == here.entity_id())
+    });
+}
+
+/// Tells an entity hits until its region's mailbox refuses one; answers how many it took.
+struct Filler;
+
+impl Actor for Filler {
+    type Msg = (percore_cluster::EntityRef<CounterMsg>, std::sync::mpsc::Sender<usize>);
+    fn handle(&mut self, _: &mut Context<Self>, (r, done): Self::Msg) -> Result<(), ActorError> {
+        let mut taken = 0;
+        while r.tell(CounterMsg::Hit).is_ok() {
+            taken += 1;
+            assert!(taken < 100_000, "the region's mailbox never filled");
+        }
+        let _ = done.send(taken);
+        Ok(())
+    }
+}

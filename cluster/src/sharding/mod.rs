@@ -36,7 +36,7 @@ use percore_transport::RemoteMessage;
 
 use key::EntityKey;
 pub use placement::{shard_of, Placement};
-use region::{Region, RegionLocal, RegionMsg};
+use region::{Region, RegionMsg};
 pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
 use crate::cluster::Cluster;
@@ -244,15 +244,16 @@ impl ClusterSharding {
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
         let (n, c, f, g) = (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, gauge.clone());
-        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone());
+        let missed = Arc::new(region::MissedView::default());
+        let m = missed.clone();
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone(), m.clone());
         let r = rt.spawn(Props::new(make).name(name.clone()).capacity(capacity)).map_err(ClusterError::Spawn)?;
         self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), gauge.clone());
         let hook_ref = r.clone();
         self.cluster.register_region(
             name,
-            Box::new(move |v| {
-                let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(Box::new(v))));
-            }),
+            // Never dropped on a full mailbox (see `MissedView`).
+            Box::new(move |v| missed.offer(&hook_ref, v)),
         )?;
         Ok(EntityRefs { region: r, cluster: self.cluster.clone(), gauge })
     }

@@ -61,6 +61,34 @@ const MAX_HOPS: u8 = 8;
 /// because the region's mailbox was full, or a store that failed).
 const RELOAD_AFTER_TICKS: u32 = 10;
 
+/// The latest membership view the daemon could not put into the region's mailbox (it was
+/// full: a region waiting for room in an entity's mailbox takes nothing, while its peers'
+/// envelopes fill its own). The region takes it on its next retry tick (a timer: the system
+/// path, never refused), so a view is late at worst, never lost; before, it was dropped,
+/// and a region could stay on an old view until the next membership change, for good if
+/// there was none (a downed member's region never stopped its entities). Touched only when
+/// a view is published and on retry ticks, never on the message path.
+#[derive(Default)]
+pub(crate) struct MissedView(std::sync::Mutex<Option<MembershipView>>);
+
+impl MissedView {
+    /// Hands `v` to the region: through its mailbox, else kept here for its retry tick. A
+    /// view that went through supersedes one kept before (views come in order).
+    pub(crate) fn offer<M: Send + 'static>(&self, region: &ActorRef<RegionMsg<M>>, v: MembershipView) {
+        let kept = match region.try_tell(RegionMsg::Local(RegionLocal::View(Box::new(v)))) {
+            Ok(()) => None,
+            Err(percore::TellError::Full(RegionMsg::Local(RegionLocal::View(v)))) => Some(*v),
+            // Closed: a stopped region needs no view (a restarted one asks for it).
+            Err(_) => None,
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+    }
+
+    fn take(&self) -> Option<MembershipView> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
 pub(crate) enum RegionMsg<M> {
     /// An envelope for an entity.
@@ -279,6 +307,8 @@ where
     reloading: BTreeSet<u32>,
     /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
     fencing: fencing::Fencing<A::Msg>,
+    /// A view that found the mailbox full (see [`MissedView`]).
+    missed_view: Arc<MissedView>,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -305,6 +335,7 @@ where
         factory: Factory<A>,
         settings: ShardingSettings<A::Msg>,
         gauge: Arc<Gauge>,
+        missed_view: Arc<MissedView>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
         Region {
@@ -330,6 +361,7 @@ where
             memory: HashMap::new(),
             reloading: BTreeSet::new(),
             fencing: fencing::Fencing::default(),
+            missed_view,
         }
     }
 
@@ -700,6 +732,21 @@ where
         }
     }
 
+    /// A view from the daemon (through the mailbox, or kept in [`MissedView`]).
+    fn view_arrived(&mut self, ctx: &mut Context<Self>, v: MembershipView) {
+        let delay = self.cluster.shared.faults.view_delay();
+        if delay.is_none() && self.fencing.delayed_views.is_empty() {
+            self.on_view(ctx, v);
+        } else {
+            // Test hook: each view `d` late, in order (each timer applies the oldest;
+            // once the delay is off, views still queue behind the delayed ones).
+            self.fencing.delayed_views.push_back(v);
+            self.fencing.delayed_count += 1;
+            let name = format!("view-{}", self.fencing.delayed_count);
+            ctx.start_timer(name, delay.unwrap_or_default(), RegionMsg::Local(RegionLocal::DelayedView));
+        }
+    }
+
     fn report_drained(&self) {
         let leaving = self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)));
         if leaving && self.entities.is_empty() {
@@ -893,19 +940,7 @@ where
                     self.check_acquired(ctx, shard);
                 }
             }
-            RegionMsg::Local(RegionLocal::View(v)) => {
-                let delay = self.cluster.shared.faults.view_delay();
-                if delay.is_none() && self.fencing.delayed_views.is_empty() {
-                    self.on_view(ctx, *v);
-                } else {
-                    // Test hook: each view `d` late, in order (each timer applies the oldest;
-                    // once the delay is off, views still queue behind the delayed ones).
-                    self.fencing.delayed_views.push_back(*v);
-                    self.fencing.delayed_count += 1;
-                    let name = format!("view-{}", self.fencing.delayed_count);
-                    ctx.start_timer(name, delay.unwrap_or_default(), RegionMsg::Local(RegionLocal::DelayedView));
-                }
-            }
+            RegionMsg::Local(RegionLocal::View(v)) => self.view_arrived(ctx, *v),
             RegionMsg::Local(RegionLocal::DelayedView) => {
                 if let Some(v) = self.fencing.delayed_views.pop_front() {
                     self.on_view(ctx, v);
@@ -913,7 +948,12 @@ where
             }
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(ctx),
-            RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
+            RegionMsg::Local(RegionLocal::RetryTick) => {
+                if let Some(v) = self.missed_view.take() {
+                    self.view_arrived(ctx, v);
+                }
+                self.retry(ctx);
+            }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
                 let (shard, result) = *b;
