@@ -358,6 +358,60 @@ fn round_trips(n: u64, pin_threads: bool) -> Result<(u64, f64)> {
     })
 }
 
+/// A bare echo for a caller's own request loop (the `latency` workload's platform row): an
+/// echo thread, pinned to the `echo_core`-th core when `pin_threads`, answers each item
+/// over a second ring; `body` runs on the calling thread with a blocking "send `i`, spin for
+/// the echo" call. No runtime, no allocation, no syscall: what delays it is the machine.
+pub fn with_echo<T>(
+    pin_threads: bool,
+    echo_core: usize,
+    body: impl FnOnce(&mut dyn FnMut(u64) -> Result<u64>) -> Result<T>,
+) -> Result<T> {
+    /// Tells the echo thread to finish; never a request.
+    const STOP: u64 = u64::MAX;
+    let (mut to_echo, mut echo_in) = channel(CAPACITY);
+    let (mut echo_out, mut back) = channel(CAPACITY);
+    let abort = AtomicBool::new(false);
+    thread::scope(|s| {
+        let echo = s.spawn(|| -> Result<()> {
+            pin(pin_threads, echo_core);
+            let mut spin = Spin::new(&abort);
+            loop {
+                let item = loop {
+                    match echo_in.pop() {
+                        Some(item) => break item,
+                        None => spin.wait()?,
+                    }
+                };
+                spin.progressed();
+                if item == STOP {
+                    return Ok(());
+                }
+                // One request at a time: the reply ring is empty whenever the caller waits.
+                echo_out.push(item).map_err(|_| BenchError::wrong("latency", RAW_SYSTEM, "reply ring full"))?;
+            }
+        });
+        let mut spin = Spin::new(&abort);
+        let outcome = body(&mut |i| {
+            to_echo.push(i).map_err(|_| BenchError::wrong("latency", RAW_SYSTEM, "request ring full"))?;
+            loop {
+                match back.pop() {
+                    Some(reply) => {
+                        spin.progressed();
+                        return Ok(reply);
+                    }
+                    None => spin.wait()?,
+                }
+            }
+        });
+        if outcome.is_err() || to_echo.push(STOP).is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        let echoed = echo.join().map_err(|_| BenchError::system(RAW_SYSTEM, "echo", "echo thread panicked"))?;
+        outcome.and_then(|t| echoed.map(|()| t))
+    })
+}
+
 /// Runs `test` on a thread of its own. Both sides of a test pin themselves; the
 /// benchmark's main thread must stay unpinned, because it is the foreign thread of every
 /// later workload and would otherwise fight a shard for that shard's core.
