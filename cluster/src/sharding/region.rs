@@ -75,13 +75,16 @@ impl MissedView {
     /// Hands `v` to the region: through its mailbox, else kept here for its retry tick. A
     /// view that went through supersedes one kept before (views come in order).
     pub(crate) fn offer<M: Send + 'static>(&self, region: &ActorRef<RegionMsg<M>>, v: MembershipView) {
-        let kept = match region.try_tell(RegionMsg::Local(RegionLocal::View(Box::new(v)))) {
+        // Under the lock, so that the region cannot take an older kept view between this
+        // view's arrival in its mailbox and the slot's clearing (it would apply the older one
+        // after this one).
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *kept = match region.try_tell(RegionMsg::Local(RegionLocal::View(Box::new(v)))) {
             Ok(()) => None,
             Err(percore::TellError::Full(RegionMsg::Local(RegionLocal::View(v)))) => Some(*v),
             // Closed: a stopped region needs no view (a restarted one asks for it).
             Err(_) => None,
         };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = kept;
     }
 
     fn take(&self) -> Option<MembershipView> {
