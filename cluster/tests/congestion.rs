@@ -32,12 +32,12 @@ impl Actor for Silent {
 ///
 /// The congestion is the test's own: a member that has not joined yet holds what it is
 /// sent (no view), and turns congested at 4 held; it clears when the member joins. The
-/// bounds are wide (`T` = 5 s, `HELD` = 2 s, limit `T + 1 s`; before, `HELD + T` = 7 s): a
+/// bounds are wide (`T` = 6 s, `HELD` = 2 s, limit `T + 1.5 s`; before, `HELD + T` = 8 s): a
 /// slow timer on a loaded machine is late by far less, and the member is up well within
-/// the 3 s left before the deadline.
+/// the 4 s left before the deadline.
 #[test]
 fn an_ask_that_waited_out_congestion_times_out_after_its_timeout_in_all() {
-    const T: Duration = Duration::from_secs(5);
+    const T: Duration = Duration::from_secs(6);
     const HELD: Duration = Duration::from_secs(2);
     let (rt, node) = start_node("q");
     let cluster = Cluster::start(&node, config()).unwrap();
@@ -68,7 +68,7 @@ fn an_ask_that_waited_out_congestion_times_out_after_its_timeout_in_all() {
     for (what, h) in [("ask", a), ("blocking_ask", b)] {
         let (out, took) = h.join().unwrap();
         assert_eq!(out, Err(AskError::Timeout), "{what}: no answer");
-        assert!(took < T + Duration::from_secs(1), "{what}: timed out after {took:?}, not {T:?}");
+        assert!(took < T + Duration::from_millis(1500), "{what}: timed out after {took:?}, not {T:?}");
     }
     drop(rt);
 }
