@@ -525,7 +525,7 @@ impl IoSink for EndpointState {
         if conn.closing {
             return;
         }
-        conn.last_heard = Instant::now();
+        conn.heard = true;
         self.bytes_in += data.len() as u64;
         if conn.stalled.is_some() || conn.answers_blocked {
             conn.inbuf.extend_from_slice(data); // at most the reads already in flight
@@ -575,7 +575,7 @@ impl IoSink for EndpointState {
             // life too. Heartbeat replies queue behind the data a slow (backpressuring)
             // receiver has not read yet, so they alone would call a busy peer dead.
             if let Role::Outbound { peer, open: true, .. } = conn.role {
-                self.peers[peer].last_heard = Instant::now();
+                self.peers[peer].heard = true;
             }
         }
     }
