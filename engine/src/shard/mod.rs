@@ -192,7 +192,7 @@ impl ShardLocal {
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
-            driver_idle_mask: StdCell::new(DRIVER_IDLE_STRIDE - 1),
+            driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
@@ -696,7 +696,7 @@ pub fn install_driver(
     if slot.is_some() || !s.rt.shard(s.index).parker.set_driver_waker(waker) {
         return Err(crate::error::DriverError::AlreadyInstalled(s.index));
     }
-    s.driver_idle_mask.set(driver.idle_poll_stride().clamp(1, 1 << 16).next_power_of_two() - 1);
+    s.driver_idle_mask.set(idle::driver_poll_mask(driver.idle_poll_stride()));
     *slot = Some(driver);
     Ok(())
 }

@@ -202,6 +202,8 @@ pub(crate) struct EndpointState {
     undelivered: u64,
     bytes_out: u64,
     bytes_in: u64,
+    /// A tick asked the driver to put the sockets back in delayed-ACK mode (`Io::delay_acks`).
+    pub(super) delay_acks: bool,
     /// This endpoint's connection gauge (see `metrics.rs`).
     metrics: crate::metrics::EndpointMetrics,
 }
@@ -246,6 +248,7 @@ impl EndpointState {
             undelivered: 0,
             bytes_out: 0,
             bytes_in: 0,
+            delay_acks: false,
             metrics: crate::metrics::EndpointMetrics::new(node.addr, shard, node.rt.metrics_enabled()),
             node,
         }
@@ -380,8 +383,24 @@ impl EndpointState {
         }
     }
 
+    /// Whether `flush` has anything to do. A spinning shard polls its driver on every spin
+    /// (io_uring) and the driver flushes twice per poll: an idle poll then costs a few loads.
+    fn has_output(&self) -> bool {
+        let counted = self.sent | self.received | self.undelivered | self.bytes_out | self.bytes_in;
+        counted != 0
+            || !self.dirty.is_empty()
+            || !self.to_connect.is_empty()
+            || !self.to_pause.is_empty()
+            || !self.to_close.is_empty()
+            || !self.watch_jobs.is_empty()
+    }
+
     /// Applies what the protocol decided: connects, closes, sends; publishes counters.
     fn flush(&mut self, io: &mut dyn Io) {
+        if !self.has_output() {
+            self.metrics.connections(self.conns.len());
+            return;
+        }
         for p in std::mem::take(&mut self.to_connect) {
             if self.peers[p].state != PeerState::Idle {
                 continue;
