@@ -172,9 +172,6 @@ impl ShardDriver for Driver {
         // `poll` (one io_uring_enter) submits those sends and reaps completions together;
         // then queue what reaping produced (handshake replies, acks) for the next turn.
         st.flush(&mut *self.io);
-        if std::mem::take(&mut st.delay_acks) {
-            self.io.delay_acks();
-        }
         let n = st.retry_stalled() + self.io.poll(&mut *st);
         st.flush(&mut *self.io);
         n

@@ -202,8 +202,6 @@ pub(crate) struct EndpointState {
     undelivered: u64,
     bytes_out: u64,
     bytes_in: u64,
-    /// A tick asked the driver to put the sockets back in delayed-ACK mode (`Io::delay_acks`).
-    pub(super) delay_acks: bool,
     /// This endpoint's connection gauge (see `metrics.rs`).
     metrics: crate::metrics::EndpointMetrics,
 }
@@ -248,7 +246,6 @@ impl EndpointState {
             undelivered: 0,
             bytes_out: 0,
             bytes_in: 0,
-            delay_acks: false,
             metrics: crate::metrics::EndpointMetrics::new(node.addr, shard, node.rt.metrics_enabled()),
             node,
         }

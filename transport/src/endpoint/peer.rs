@@ -324,8 +324,6 @@ impl EndpointState {
     /// Periodic work: heartbeats, the failure detector, reconnects, sweeps.
     pub(super) fn tick(&mut self) {
         let now = Instant::now();
-        // The kernel leaves delayed-ACK mode after a lone frame (see `io::delay_acks`).
-        self.delay_acks = true;
         self.expire_handshakes(now);
         for conn in self.conns.values_mut() {
             conn.heartbeats = 0;

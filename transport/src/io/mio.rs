@@ -483,16 +483,6 @@ impl Io for MioIo {
         4
     }
 
-    fn delay_acks(&mut self) {
-        for (_, state) in self.slots.iter() {
-            if let State::Open(c) = state {
-                if c.connected {
-                    super::delay_acks(c.stream.as_raw_fd());
-                }
-            }
-        }
-    }
-
     fn send(&mut self, conn: ConnId, buf: &mut Vec<u8>) -> bool {
         let Some(state) = self.slots.get_mut(conn.0) else { return false };
         let State::Open(c) = state else { return false };
@@ -611,16 +601,6 @@ mod tests {
         }
     }
 
-    /// The socket's `TCP_QUICKACK` (0: the kernel is in delayed-ACK "ping-pong" mode).
-    fn quick_ack(fd: std::os::fd::RawFd) -> libc::c_int {
-        let mut v: libc::c_int = -1;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: valid fd; pointers to a local int and its length.
-        let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, (&mut v as *mut libc::c_int).cast(), &mut len) };
-        assert_eq!(rc, 0, "getsockopt(TCP_QUICKACK)");
-        v
-    }
-
     /// Waits for readiness and polls until `done` (generous deadline).
     fn poll_until(io: &mut MioIo, seen: &mut Seen, what: &str, done: impl Fn(&Seen) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -643,10 +623,6 @@ mod tests {
         let mut client = std::net::TcpStream::connect(addr).unwrap();
         let mut seen = Seen::default();
         poll_until(&mut io, &mut seen, "the accept", |s| !s.accepted.is_empty());
-        if std::env::var_os("PERCORE_TCP_QUICKACK").is_none() {
-            let Some(State::Open(c)) = io.slots.get_mut(seen.accepted[0].0) else { panic!("accepted, open") };
-            assert_eq!(quick_ack(c.stream.as_raw_fd()), 0, "an accepted socket delays its ACKs");
-        }
         // A read of the fresh connection, if any, has found it empty by now.
         io.poll(&mut seen);
         let mut sent = Vec::new();
@@ -659,12 +635,6 @@ mod tests {
             assert_eq!(io.reads - before, 1, "round {round}: one read per short batch (it was two)");
         }
         assert_eq!(seen.data, sent, "every byte once, in order");
-        // The tick's re-arm keeps (or puts back) the accepted socket in delayed-ACK mode.
-        io.delay_acks();
-        if std::env::var_os("PERCORE_TCP_QUICKACK").is_none() {
-            let Some(State::Open(c)) = io.slots.get_mut(seen.accepted[0].0) else { panic!("still open") };
-            assert_eq!(quick_ack(c.stream.as_raw_fd()), 0, "re-armed");
-        }
         drop(client);
         poll_until(&mut io, &mut seen, "the EOF", |s| !s.closed.is_empty());
         assert_eq!(seen.closed, seen.accepted);

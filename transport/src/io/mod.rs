@@ -128,9 +128,6 @@ pub(crate) trait Io: 'static {
     fn idle_poll_stride(&self) -> u32 {
         32
     }
-    /// Puts every open connection's socket back in delayed-ACK mode ([`delay_acks`]); the
-    /// endpoint calls it once per heartbeat interval.
-    fn delay_acks(&mut self) {}
 }
 
 /// An eventfd used as a shard's waker: a write makes the backend's pending read (io_uring)
@@ -236,34 +233,8 @@ pub(crate) fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::sockl
 /// peer's kernel still acknowledges (or answers zero-window probes), a dead host does not.
 pub(crate) const TCP_USER_TIMEOUT_MS: libc::c_int = 10_000;
 
-/// Puts the socket's receiver in delayed-ACK ("ping-pong") mode (`TCP_QUICKACK` = 0).
-///
-/// Each direction of a node pair's traffic has its own connection (a node's messages go on
-/// the connection it dialled), so a receiver never has data to carry an ACK and, in Linux's
-/// default quick-ACK mode, answers every small frame with a pure ACK, sent from inside the
-/// `recv` that reads the frame: a transmit and a loopback receive on the path of every
-/// message (raw C ping-pong over two one-way loopback connections: 82k round trips/s, over
-/// one connection 152k). In ping-pong mode the kernel ACKs every second segment (or after
-/// its delayed-ACK timer), which the sender never waits for: Nagle is off (`TCP_NODELAY`),
-/// and one unacknowledged small segment is far inside any congestion window. The kernel
-/// leaves the mode when the delayed-ACK timer fires (a lone frame unacknowledged for
-/// ~40 ms), so the endpoint re-arms it every heartbeat interval ([`Io::delay_acks`]).
-/// `PERCORE_TCP_QUICKACK=1` keeps the kernel's default (for measurements).
-pub(crate) fn delay_acks(fd: RawFd) {
-    static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *QUICK.get_or_init(|| std::env::var("PERCORE_TCP_QUICKACK").is_ok_and(|v| v == "1")) {
-        return;
-    }
-    let zero: libc::c_int = 0;
-    // SAFETY: valid fd, pointer to a local int of the given size; failure only costs an
-    // ACK per frame.
-    unsafe {
-        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, (&zero as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as u32)
-    };
-}
-
 /// Sets `TCP_NODELAY` (frames are batched by the shard loop already; Nagle would only add
-/// latency), [`TCP_USER_TIMEOUT_MS`] and delayed ACKs ([`delay_acks`]).
+/// latency) and [`TCP_USER_TIMEOUT_MS`].
 pub(crate) fn set_nodelay(fd: RawFd) {
     let one: libc::c_int = 1;
     let size = std::mem::size_of::<libc::c_int>() as u32;
@@ -273,7 +244,6 @@ pub(crate) fn set_nodelay(fd: RawFd) {
         libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&one as *const libc::c_int).cast(), size);
         libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, (&TCP_USER_TIMEOUT_MS as *const libc::c_int).cast(), size);
     };
-    delay_acks(fd);
 }
 
 /// Opens the backend `want` asks for: io_uring when available (probed: a ring must be created

@@ -661,14 +661,6 @@ impl Io for UringIo {
         1
     }
 
-    fn delay_acks(&mut self) {
-        for (_, conn) in self.conns.iter() {
-            if conn.state != State::Closing {
-                super::delay_acks(conn.sock.as_raw_fd());
-            }
-        }
-    }
-
     fn send(&mut self, id: ConnId, buf: &mut Vec<u8>) -> bool {
         let Some(index) = self.lookup(id) else { return false };
         let Some(conn) = self.conn(index) else { return false };

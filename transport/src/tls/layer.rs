@@ -371,10 +371,6 @@ impl Io for TlsLayer {
     fn idle_poll_stride(&self) -> u32 {
         self.inner.idle_poll_stride()
     }
-
-    fn delay_acks(&mut self) {
-        self.inner.delay_acks();
-    }
 }
 
 #[cfg(test)]
