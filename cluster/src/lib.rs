@@ -77,8 +77,8 @@ pub use phi::{PhiAccrual, PhiSettings};
 pub use receptionist::{GroupRouter, GroupRouting, Listing, ListingFuture, Receptionist, ServiceKey};
 pub use sbr::{decide, Decision, DownAllWhenUnstable, SbrSettings, SbrStrategy};
 pub use sharding::{
-    ClusterSharding, EntityAsk, EntityRef, EntityRefs, Placement, RememberChange, RememberError, RememberStore,
-    RememberedShard, ShardingSettings,
+    ClusterSharding, EntityAsk, EntityRef, EntityRefs, EntitySending, Placement, RememberChange, RememberError,
+    RememberStore, RememberedShard, ShardingSettings,
 };
 
 /// Why a cluster operation was refused.

@@ -258,6 +258,64 @@ fn senders_faster_than_the_connection_wait_instead_of_losing_envelopes() {
     assert!(!from.congested(), "a drained region is not congested");
 }
 
+/// `f`, noting in `seen` whether any of its polls found the region congested.
+fn watched<'a, F: std::future::Future + 'a>(
+    seen: &'a std::cell::Cell<bool>,
+    refs: &'a EntityRefs<CounterMsg>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> + 'a {
+    let mut f = Box::pin(f);
+    futures::future::poll_fn(move |cx| {
+        seen.set(seen.get() | refs.congested());
+        f.as_mut().poll(cx)
+    })
+}
+
+/// The async forms wait out congestion as `blocking_send` does. A burst of async asks
+/// larger than the region's mailbox and buffers together (6,000 against 1,024 + 2,024) goes
+/// through a congested region to the other node's entities without loss: every ask is
+/// answered. Before, `EntityRef::ask` did not look at the congestion: the region took every
+/// request its mailbox could hold, parked what the 16-message proxy could not take, and
+/// dropped what went beyond the limit, so those asks ended in `NoReply` and `undelivered`
+/// counted them. Then a burst of as many `EntityRef::send`s (new) carries hits the same way.
+#[test]
+fn async_asks_and_sends_wait_out_congestion_instead_of_losing_envelopes() {
+    const BURST: usize = 6_000;
+    const ENTITIES: usize = 20;
+    let log = Arc::new(ActivationLog::default());
+    // Congested at 1,000 held: a full region mailbox (1,024) still fits the limit.
+    let settings =
+        ShardingSettings::new().shards(20).passivate_after(None).region_capacity(1_024).buffer_limit(1_024 + 1_000);
+    let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("a", &log, settings);
+    let from = &refs_by_node[0];
+    let far = nodes[1].addr().to_string();
+    let remote: Vec<_> = (0..ENTITIES)
+        .map(|e| from.entity(&format!("a{e}")))
+        .filter(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == far)
+        .collect();
+    assert!(!remote.is_empty(), "some of {ENTITIES} entities live on the other node");
+    // Whether any poll found the region congested (the case under test).
+    let seen = std::cell::Cell::new(false);
+    let asks = (0..BURST).map(|i| {
+        let ask = remote[i % remote.len()].ask(CounterMsg::Get).timeout(LONG);
+        watched(&seen, from, async move { ask.await.is_ok() })
+    });
+    let answered = futures::executor::block_on(futures::future::join_all(asks)).into_iter().filter(|ok| *ok).count();
+    assert_eq!((answered, from.undelivered()), (BURST, 0), "every ask was answered");
+    assert!(seen.replace(false), "the asks outran the connection (the case under test)");
+    let sends = (0..BURST).map(|i| {
+        let send = remote[i % remote.len()].send(CounterMsg::Hit).timeout(LONG);
+        watched(&seen, from, async move { send.await.is_ok() })
+    });
+    let sent = futures::executor::block_on(futures::future::join_all(sends)).into_iter().filter(|ok| *ok).count();
+    assert_eq!(sent, BURST, "every send completed");
+    assert!(seen.get(), "the sends outran the connection too");
+    // Each ask follows its entity's hits from the same sender: it answers after them.
+    let counted: u64 = remote.iter().map(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().0).sum();
+    assert_eq!((counted, from.undelivered()), (BURST as u64, 0), "every envelope arrived, none was dropped");
+    assert!(!from.congested(), "a drained region is not congested");
+}
+
 /// Every node sends at once, while the cluster forms, on runtimes of two shards: each
 /// counter gets every node's hits exactly once. `min_nr_of_members(3)` keeps shards from
 /// being placed on the first members up and then moved (a move restarts a non-persistent

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use percore::{Actor, ActorError, ActorRef, BuildError, Context, Runtime, SpawnError, Props, TellError, Undelivered};
+use percore::{Actor, ActorError, ActorRef, BuildError, Context, Props, Runtime, SpawnError, TellError, Undelivered};
 
 use crate::common::*;
 
@@ -46,7 +46,10 @@ fn fifo_per_sender_from_foreign_threads_no_loss_no_duplication() {
     let total = Count::default();
     let violations = Count::default();
     let checker = rt
-        .spawn(Props::from(FifoChecker { next: vec![0; senders], total: total.clone(), violations: violations.clone() }).capacity(256))
+        .spawn(
+            Props::from(FifoChecker { next: vec![0; senders], total: total.clone(), violations: violations.clone() })
+                .capacity(256),
+        )
         .unwrap();
     std::thread::scope(|s| {
         for sender in 0..senders {
@@ -107,7 +110,15 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
         let total = Count::default();
         let violations = Count::default();
         let checker = rt
-            .spawn(Props::from(FifoChecker { next: vec![0; producers_per_checker], total: total.clone(), violations: violations.clone() }).shard(c).capacity(128))
+            .spawn(
+                Props::from(FifoChecker {
+                    next: vec![0; producers_per_checker],
+                    total: total.clone(),
+                    violations: violations.clone(),
+                })
+                .shard(c)
+                .capacity(128),
+            )
             .unwrap();
         checkers.push((checker, total, violations));
     }
@@ -129,15 +140,21 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
     rt.shutdown();
 }
 
-#[test]
-fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
-    let rt = runtime(1);
+/// A counter of `capacity` on shard 0, which a blocker holds until the gate is released.
+fn counter_behind_a_held_shard(rt: &Runtime, capacity: usize) -> (Gate, Count, ActorRef<u64>) {
     let gate = Gate::default();
     let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
     let count = Count::default();
-    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(4)).unwrap();
+    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(capacity)).unwrap();
     blocker.tell(()).unwrap();
     gate.wait_entered();
+    (gate, count, counter)
+}
+
+#[test]
+fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
+    let rt = runtime(1);
+    let (gate, count, counter) = counter_behind_a_held_shard(&rt, 4);
     // The shard is held: the counter cannot drain. Exactly `capacity` messages fit.
     for i in 0..4 {
         counter.try_tell(i).unwrap();
@@ -159,6 +176,40 @@ fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
         sender.join().unwrap().unwrap();
     });
     assert!(eventually(|| count.get() == 1 + 2 + 3 + 1000));
+    rt.shutdown();
+}
+
+/// `ActorRef::poll_tell` from a foreign executor: a full mailbox gives the message back and
+/// registers the task, which is woken (not polled in a loop: `block_on` parks) once the
+/// actor has room. `RuntimeHandle::sleep_until` wakes a foreign executor at its deadline.
+#[test]
+fn poll_tell_registers_for_room_and_sleep_until_wakes_a_foreign_executor() {
+    let rt = runtime(1);
+    let (gate, count, counter) = counter_behind_a_held_shard(&rt, 4);
+    for i in 0..4 {
+        counter.try_tell(i).unwrap();
+    }
+    let (mut msg, mut refused) = (Some(1000), 0);
+    let sent = futures::executor::block_on(futures::future::poll_fn(|cx| {
+        match counter.poll_tell(msg.take().expect("not sent yet"), cx) {
+            Ok(()) => std::task::Poll::Ready(true),
+            Err(TellError::Full(m)) => {
+                refused += 1;
+                msg = Some(m);
+                // Registered: now let the shard drain the counter.
+                gate.release();
+                std::task::Poll::Pending
+            }
+            Err(TellError::Closed(_)) => std::task::Poll::Ready(false),
+        }
+    }));
+    assert!(sent);
+    assert!(refused >= 1, "the first attempt found the mailbox full");
+    assert!(eventually(|| count.get() == 1 + 2 + 3 + 1000));
+    let deadline = std::time::Instant::now() + Duration::from_millis(30);
+    futures::executor::block_on(rt.handle().sleep_until(deadline));
+    assert!(std::time::Instant::now() >= deadline, "woken at the deadline, not before");
+    assert_eq!(counter.runtime().name(), rt.name());
     rt.shutdown();
 }
 

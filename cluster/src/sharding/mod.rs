@@ -22,6 +22,10 @@ mod key;
 mod placement;
 pub(crate) mod region;
 pub mod remember;
+// The futures of `EntityRef::send` and `EntityRef::ask`.
+mod waiting;
+
+pub use waiting::{EntityAsk, EntitySending};
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +54,7 @@ pub struct ShardingSettings<M> {
     pub(crate) eager_entities: Vec<String>,
     pub(crate) entity_capacity: usize,
     pub(crate) buffer_limit: usize,
+    pub(crate) region_capacity: usize,
     pub(crate) retry_interval: Duration,
     pub(crate) remember_entities: bool,
     pub(crate) remember_store: Option<Arc<dyn RememberStore>>,
@@ -76,6 +81,7 @@ impl<M> Clone for ShardingSettings<M> {
             eager_entities: self.eager_entities.clone(),
             entity_capacity: self.entity_capacity,
             buffer_limit: self.buffer_limit,
+            region_capacity: self.region_capacity,
             retry_interval: self.retry_interval,
             remember_entities: self.remember_entities,
             remember_store: self.remember_store.clone(),
@@ -93,6 +99,7 @@ impl<M> Default for ShardingSettings<M> {
             eager_entities: Vec::new(),
             entity_capacity: percore::DEFAULT_MAILBOX_CAPACITY,
             buffer_limit: 100_000,
+            region_capacity: region::CAPACITY,
             retry_interval: Duration::from_secs(1),
             remember_entities: false,
             remember_store: None,
@@ -176,10 +183,18 @@ impl<M> ShardingSettings<M> {
     /// other nodes whose connections cannot take them yet) before it counts more as
     /// undelivered (default 100,000). Well before that the region turns congested and holds
     /// its local senders back: `EntityRef::blocking_send` waits and `tell` refuses (see
-    /// [`EntityRefs::congested`]), at `buffer_limit - 65,536` held (room for a full region
-    /// mailbox), or half the limit if that is lower.
+    /// [`EntityRefs::congested`]), at `buffer_limit - region_capacity` held (room for a
+    /// full region mailbox, 65,536 by default), or half the limit if that is lower.
     pub fn buffer_limit(mut self, n: usize) -> Self {
         self.buffer_limit = n;
+        self
+    }
+    /// Mailbox capacity of this node's region (default 65,536, at most
+    /// [`percore::MAX_MAILBOX_CAPACITY`]): what its local senders and its peers' regions can
+    /// queue before they wait. Keep [`ShardingSettings::buffer_limit`] at least this much
+    /// above the congestion point you want (see there).
+    pub fn region_capacity(mut self, n: usize) -> Self {
+        self.region_capacity = n.clamp(1, percore::MAX_MAILBOX_CAPACITY);
         self
     }
 }
@@ -223,13 +238,13 @@ impl ClusterSharding {
         if rt.top_level::<RegionMsg<A::Msg>>(&name).is_ok() {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
-        let gauge = Arc::new(region::Gauge::new(settings.buffer_limit, region::CAPACITY));
+        let capacity = settings.region_capacity;
+        let gauge = Arc::new(region::Gauge::new(settings.buffer_limit, capacity));
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
         let (n, c, f, g) = (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, gauge.clone());
         let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone());
-        let r =
-            rt.spawn(Props::new(make).name(name.clone()).capacity(region::CAPACITY)).map_err(ClusterError::Spawn)?;
+        let r = rt.spawn(Props::new(make).name(name.clone()).capacity(capacity)).map_err(ClusterError::Spawn)?;
         self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), gauge.clone());
         let hook_ref = r.clone();
         self.cluster.register_region(
@@ -443,36 +458,20 @@ impl<M: RemoteMessage> EntityRef<M> {
         self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)
     }
 
-    /// Request/reply as a `Future` (the engine's [`percore::Ask`]: default timeout
-    /// [`percore::DEFAULT_ASK_TIMEOUT`], `.timeout(d)` to change it).
+    /// Sends `msg`, waiting without a thread while this node's region is congested or its
+    /// mailbox is full: a `Future` for async code (any executor, any thread, an async actor's
+    /// handler), the async form of [`EntityRef::blocking_send`]. It completes once the
+    /// region has the envelope; add a limit with [`EntitySending::timeout`].
+    pub fn send(&self, msg: M) -> EntitySending<M> {
+        EntitySending::new(self.region.clone(), self.gauge.clone(), self.envelope(msg))
+    }
+
+    /// Request/reply as a `Future`: waits out a congested region as
+    /// [`EntityRef::send`] does, then asks (the engine's [`percore::Ask`]). Default timeout
+    /// [`percore::DEFAULT_ASK_TIMEOUT`], covering the whole wait; `.timeout(d)` to change it.
     pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
         let (key, from) = (self.key.clone(), self.from);
-        EntityAsk { inner: self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }) }
-    }
-}
-
-/// The future of [`EntityRef::ask`]: resolves to the reply, or why there was none.
-pub struct EntityAsk<M: Send + 'static, R: Send + 'static> {
-    inner: percore::Ask<RegionMsg<M>, R>,
-}
-
-impl<M: Send + 'static, R: Send + 'static> EntityAsk<M, R> {
-    /// Sets the timeout (from the first poll: waiting for room plus waiting for the reply).
-    pub fn timeout(self, timeout: Duration) -> Self {
-        EntityAsk { inner: self.inner.timeout(timeout) }
-    }
-}
-
-impl<M: Send + 'static, R: Send + 'static> fmt::Debug for EntityAsk<M, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EntityAsk").finish_non_exhaustive()
-    }
-}
-
-impl<M: Send + 'static, R: Send + 'static> std::future::Future for EntityAsk<M, R> {
-    type Output = Result<R, AskError>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        // `Ask` is `Unpin` whatever it carries.
-        std::pin::Pin::new(&mut self.inner).poll(cx)
+        let inner = self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 });
+        EntityAsk::new(self.region.clone(), self.gauge.clone(), inner)
     }
 }

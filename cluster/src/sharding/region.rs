@@ -52,7 +52,7 @@ mod remembering;
 mod outbound;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
-pub(crate) use outbound::{Congested, Gauge, CAPACITY};
+pub(crate) use outbound::{Congested, Gauge, Registration, CAPACITY};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
@@ -840,6 +840,12 @@ where
         // first start it sends it when the region registers.
         self.cluster.request_view(self.name.clone());
         Ok(())
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Senders waiting out a congestion go on, and find the region closed (or, after a
+        // restart, a fresh one).
+        self.gauge.clear();
     }
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError> {

@@ -83,6 +83,12 @@ impl<M> ActorRef<M> {
         self.header().shard as usize
     }
 
+    /// The runtime the actor runs in (for a remote ref, this node's runtime, whose shard
+    /// runs the proxy that forwards to it): its timers, registry and event stream.
+    pub fn runtime(&self) -> crate::RuntimeHandle {
+        crate::RuntimeHandle::from_shared(self.header().runtime.clone())
+    }
+
     /// Whether the actor has stopped accepting messages (stopping or stopped).
     pub fn is_closed(&self) -> bool {
         self.header().state.is_closed()
@@ -170,6 +176,14 @@ impl<M: Send + 'static> ActorRef<M> {
     /// drained to half its capacity.
     pub fn send(&self, msg: M) -> Sending<M> {
         Sending::new(self, msg)
+    }
+
+    /// One attempt to enqueue `msg` from a future's `poll`: on a full mailbox the task is
+    /// registered to be woken when the actor has drained to half its capacity (or has
+    /// stopped), and the message comes back in `Full`. The building block of
+    /// [`ActorRef::send`], for futures that add their own condition before each attempt.
+    pub fn poll_tell(&self, msg: M, cx: &mut std::task::Context<'_>) -> Result<(), TellError<M>> {
+        crate::ask::try_or_wait(self, msg, cx)
     }
 
     /// Request/reply as a `Future`: builds the request around a [`ReplyTo`], sends it on the

@@ -438,9 +438,9 @@ impl<T: AsyncActor> fmt::Debug for AsyncContext<T> {
     }
 }
 
-/// The future of [`AsyncContext::sleep`]. Polled on a shard of its runtime it uses that
-/// shard's timer wheel (and cancels its timer when dropped early); anywhere else, the
-/// runtime's timekeeper thread.
+/// The future of [`AsyncContext::sleep`] and [`RuntimeHandle::sleep_until`](crate::RuntimeHandle::sleep_until).
+/// Polled on a shard of its runtime it uses that shard's timer wheel (and cancels its timer
+/// when dropped early); anywhere else, the runtime's timekeeper thread.
 #[must_use = "futures do nothing unless awaited"]
 #[derive(Debug)]
 pub struct Sleep {
@@ -448,7 +448,7 @@ pub struct Sleep {
 }
 
 impl Sleep {
-    fn new(at: Instant, runtime: Arc<RuntimeShared>) -> Self {
+    pub(crate) fn new(at: Instant, runtime: Arc<RuntimeShared>) -> Self {
         Sleep { deadline: Deadline::new(at, runtime) }
     }
 }

@@ -25,7 +25,11 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One attempt to enqueue `msg`. When the mailbox is full, the polling task is registered
 /// with `to` to be woken when it has room (or stops), and the message is given back.
-fn try_or_wait<M: Send + 'static>(to: &ActorRef<M>, msg: M, cx: &mut TaskContext<'_>) -> Result<(), TellError<M>> {
+pub(crate) fn try_or_wait<M: Send + 'static>(
+    to: &ActorRef<M>,
+    msg: M,
+    cx: &mut TaskContext<'_>,
+) -> Result<(), TellError<M>> {
     match to.try_tell(msg) {
         Err(TellError::Full(msg)) => {
             crate::actor::backpressure::wait_for_room(to.erased(), cx.waker());
@@ -71,6 +75,13 @@ impl<M: Send + 'static, R: Send + 'static> Ask<M, R> {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
+    }
+
+    /// Whether the request has left: the target's mailbox took it (the future now waits
+    /// for the reply) or the ask has ended. For wrappers that add their own condition
+    /// before each attempt to send (cluster sharding's congestion).
+    pub fn is_sent(&self) -> bool {
+        !matches!(self.state, AskState::Sending { .. })
     }
 }
 

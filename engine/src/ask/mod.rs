@@ -27,6 +27,7 @@ use slot::{ReplySlot, Waiter};
 pub(crate) use timekeeper::Timekeeper;
 pub(crate) use deadline::Deadline;
 pub use future::{Ask, Sending, DEFAULT_ASK_TIMEOUT};
+pub(crate) use future::try_or_wait;
 
 use crate::actor::header::ErasedRef;
 use crate::actor::sys::SysMsg;

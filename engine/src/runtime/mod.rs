@@ -428,6 +428,14 @@ impl RuntimeHandle {
         RuntimeHandle { shared }
     }
 
+    /// A future that completes at `deadline`, for any executor on any thread (an async
+    /// actor has [`AsyncContext::sleep`](crate::AsyncContext::sleep)). Polled on one of this
+    /// runtime's shards it uses that shard's timer wheel; elsewhere the runtime's
+    /// timekeeper thread wakes it. Millisecond resolution, like every runtime timer.
+    pub fn sleep_until(&self, deadline: Instant) -> crate::Sleep {
+        crate::Sleep::new(deadline, self.shared.clone())
+    }
+
     /// See `__private::runtime_refs`.
     pub(crate) fn shared_strong_count(&self) -> usize {
         Arc::strong_count(&self.shared)

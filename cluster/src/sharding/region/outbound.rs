@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorRef, Context};
@@ -16,7 +18,7 @@ use percore_transport::RemoteMessage;
 
 use super::{Region, RegionLocal, RegionMsg};
 
-/// Mailbox capacity of a region.
+/// Mailbox capacity of a region unless [`crate::ShardingSettings::region_capacity`] says otherwise.
 pub(crate) const CAPACITY: usize = 1 << 16;
 
 /// What a region shares with the refs that send to it: whether it is congested, and how
@@ -29,8 +31,13 @@ pub(crate) const CAPACITY: usize = 1 << 16;
 /// `low` or fewer. Envelopes from other regions are still drained (two congested regions
 /// that stopped draining could deadlock through their paused connections). `high` leaves
 /// room for a full mailbox of envelopes that passed the check before the flag turned:
-/// `high + CAPACITY <= buffer_limit` whenever the limit allows it, so what local senders
+/// `high + capacity <= buffer_limit` (the region's mailbox capacity) whenever the limit allows it, so what local senders
 /// were told is accepted does not overflow the limit.
+///
+/// Async senders ([`crate::sharding::EntityRef::send`] and `ask`) wait without a thread:
+/// [`Gauge::poll_uncongested`] registers the task, and the region wakes every registered
+/// task when the flag clears (or when it stops). The list is touched only while congested,
+/// never on the message path.
 ///
 /// Aligned to a cache line pair of its own: senders read `congested` on every message, the
 /// region writes it only when it flips.
@@ -40,14 +47,34 @@ pub(crate) struct Gauge {
     undelivered: AtomicU64,
     high: usize,
     low: usize,
+    /// Tasks waiting for the flag to clear.
+    waiters: Mutex<Waiters>,
 }
+
+/// The tasks waiting for a congestion to clear; `round` counts the wake-ups, so that a task
+/// polled again before it was woken need not register twice.
+#[derive(Default)]
+struct Waiters {
+    round: u64,
+    wakers: Vec<Waker>,
+}
+
+/// A task's registration with a [`Gauge`]: the round and the waker it registered.
+#[derive(Default)]
+pub(crate) struct Registration(Option<(u64, Waker)>);
 
 impl Gauge {
     /// The thresholds for a region whose buffers hold at most `limit` envelopes and whose
     /// mailbox holds `capacity`.
     pub(crate) fn new(limit: usize, capacity: usize) -> Self {
         let high = limit.checked_sub(capacity).filter(|h| *h > 0).unwrap_or(limit / 2).max(1);
-        Gauge { congested: AtomicBool::new(false), undelivered: AtomicU64::new(0), high, low: high / 2 }
+        Gauge {
+            congested: AtomicBool::new(false),
+            undelivered: AtomicU64::new(0),
+            high,
+            low: high / 2,
+            waiters: Mutex::default(),
+        }
     }
 
     pub(crate) fn congested(&self) -> bool {
@@ -56,10 +83,54 @@ impl Gauge {
         self.congested.load(Ordering::Relaxed)
     }
 
-    /// Not congested: a region (re)starts empty.
+    /// Not congested: a region (re)starts empty, or has stopped (its senders then find it
+    /// closed).
     pub(crate) fn clear(&self) {
-        // ORDERING: Relaxed: as in `Region::publish`.
-        self.congested.store(false, Ordering::Relaxed);
+        self.set(false);
+    }
+
+    /// Publishes the flag; clearing it wakes the async senders that wait.
+    fn set(&self, congested: bool) {
+        // ORDERING: Relaxed: its partner is the senders' load in `Gauge::congested`, a hint
+        // (what it delays is published by the mailbox). A waiting task cannot miss the
+        // clearing: it registers under the `waiters` lock and loads the flag after that; a
+        // clearing store made before the lock below is visible to a load made after the
+        // task's own lock, and a registration made before it is in the list taken here.
+        self.congested.store(congested, Ordering::Relaxed);
+        if !congested {
+            let woken = {
+                let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                w.round = w.round.wrapping_add(1);
+                std::mem::take(&mut w.wakers)
+            };
+            woken.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// `Ready` when not congested; otherwise registers the task (once per wake-up round,
+    /// again if its waker changed) to be woken when the congestion clears.
+    pub(crate) fn poll_uncongested(&self, cx: &mut TaskContext<'_>, reg: &mut Registration) -> Poll<()> {
+        if !self.congested() {
+            return Poll::Ready(());
+        }
+        {
+            let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+            let current = matches!(&reg.0, Some((round, waker)) if *round == w.round && waker.will_wake(cx.waker()));
+            // A task that registered again (a new future after a dropped one, a changed
+            // waker) replaces nothing and adds nothing: the list holds each task once.
+            if !current && !w.wakers.iter().any(|k| k.will_wake(cx.waker())) {
+                w.wakers.push(cx.waker().clone());
+            }
+            if !current {
+                reg.0 = Some((w.round, cx.waker().clone()));
+            }
+        }
+        // Checked again after registering (see `Gauge::set`).
+        if self.congested() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     }
 
     pub(crate) fn undelivered(&self) -> u64 {
@@ -185,9 +256,7 @@ where
         let congested = if self.congested { self.buffered > self.gauge.low } else { self.buffered >= self.gauge.high };
         if congested != self.congested {
             self.congested = congested;
-            // ORDERING: Relaxed: its partner is the senders' load in `Gauge::congested`, a
-            // hint (what it delays is published by the mailbox).
-            self.gauge.congested.store(congested, Ordering::Relaxed);
+            self.gauge.set(congested);
         }
     }
 
