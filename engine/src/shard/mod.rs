@@ -101,7 +101,8 @@ impl Entry {
     }
 }
 
-/// While a shard spins idle, it polls its driver on every this-many-th spin.
+/// While a shard spins idle, it polls its driver on every this-many-th spin, unless the
+/// driver asks for another stride (`ShardDriver::idle_poll_stride`).
 const DRIVER_IDLE_STRIDE: u32 = 32;
 
 /// While a shard spins idle, it reads the clock on every this-many-th spin (to bound the
@@ -176,6 +177,9 @@ pub(crate) struct ShardLocal {
     shutdown_seen: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
+    /// The driver's idle poll stride minus one (a power of two minus one): an idle spin
+    /// polls the driver when `idle & mask == 0`.
+    driver_idle_mask: StdCell<u32>,
     /// This shard's half of the stall watchdog.
     stall: watchdog::ShardStall,
     /// Shard-owned metric counters (empty without the `metrics` feature).
@@ -197,6 +201,7 @@ impl ShardLocal {
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
+            driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
@@ -557,8 +562,9 @@ impl ShardLocal {
             let injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
             let mut work = self.poll_inbound();
             // While busy the driver is polled every turn; while spinning idle, every
-            // `DRIVER_IDLE_STRIDE`th spin (an epoll driver's poll is a syscall).
-            if idle % DRIVER_IDLE_STRIDE == 0 {
+            // stride-th spin (`DRIVER_IDLE_STRIDE` unless the driver says otherwise: an epoll
+            // driver's poll is a syscall, an io_uring driver's a few loads).
+            if idle & self.driver_idle_mask.get() == 0 {
                 work += self.poll_driver();
             }
             self.flush_outboxes();
@@ -699,6 +705,7 @@ pub fn install_driver(
     if slot.is_some() || !s.rt.shard(s.index).parker.set_driver_waker(waker) {
         return Err(crate::error::DriverError::AlreadyInstalled(s.index));
     }
+    s.driver_idle_mask.set(idle::driver_poll_mask(driver.idle_poll_stride()));
     *slot = Some(driver);
     Ok(())
 }
