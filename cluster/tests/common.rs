@@ -201,7 +201,8 @@ pub struct ActivationLog {
 }
 
 impl ActivationLog {
-    fn record(&self, node: SocketAddr, entity: &str, started: bool) {
+    /// Records one start (`started`) or stop of `entity` on `node`.
+    pub fn record(&self, node: SocketAddr, entity: &str, started: bool) {
         let mut ev = self.events.lock().unwrap();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         ev.push(Activation { seq, node, entity: entity.to_string(), started });

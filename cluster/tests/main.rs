@@ -2,6 +2,8 @@
 //! 127.0.0.1 (port 0), short timings, generous deadlines, exact counts.
 
 mod common;
+mod congestion;
+mod handoff;
 mod least_shards;
 mod membership;
 mod order;

@@ -31,6 +31,15 @@ pub trait ShardDriver: 'static {
     /// Blocks until I/O is ready, the driver's [`DriverWaker`] fires, or `timeout` passes
     /// (`None`: no timeout). Submits queued I/O first.
     fn park(&mut self, timeout: Option<Duration>);
+
+    /// While the shard spins idle, it polls the driver on every this-many-th spin (rounded
+    /// up to a power of two; a busy shard polls every turn). The default, 32, suits a driver
+    /// whose empty `poll` is a syscall (`epoll_wait`); one whose empty `poll` reads a few
+    /// words of shared memory (an io_uring completion queue) should say 1, so the reply a
+    /// spinning shard waits for is seen within one spin instead of up to 32.
+    fn idle_poll_stride(&self) -> u32 {
+        32
+    }
 }
 
 /// Wakes a shard parked in its driver. Called by a sender that saw the shard sleeping (at

@@ -105,7 +105,17 @@ impl EventStream {
 
     /// Whether anyone subscribes to `E` (cheap: the cached snapshot).
     pub fn has_subscribers<E: 'static>(&self) -> bool {
-        self.snapshot().contains_key(&TypeId::of::<E>())
+        !self.never_subscribed() && self.snapshot().contains_key(&TypeId::of::<E>())
+    }
+
+    /// Nobody ever subscribed to anything (version 0: the registry is still the empty one
+    /// from `default`). Every actor's stop asks `has_subscribers`; with this test first, a
+    /// runtime without subscribers skips the cache lookup, the `Arc` count and two SipHash
+    /// hashes (callgrind, `spawn`: 221 instructions per stopped actor before).
+    #[inline]
+    fn never_subscribed(&self) -> bool {
+        // ORDERING: Acquire pairs with the Release increment in `update`.
+        self.version.load(Ordering::Acquire) == 0
     }
 
     fn snapshot(&self) -> Arc<Subscribers> {
@@ -126,6 +136,9 @@ impl EventStream {
 
     /// Sends a clone of `event` to every subscriber of `E`; returns how many got it.
     pub fn publish<E: Clone + Send + 'static>(&self, event: E) -> usize {
+        if self.never_subscribed() {
+            return 0;
+        }
         let snap = self.snapshot();
         let Some(list) = snap.get(&TypeId::of::<E>()).and_then(|l| l.downcast_ref::<Vec<ActorRef<E>>>()) else {
             return 0;

@@ -108,3 +108,56 @@ fn default_placement_avoids_held_cores_and_first_core_wins() {
     a.shutdown();
     b.shutdown();
 }
+
+/// The live count is kept per shard (an actor is counted and released by its own shard,
+/// `runtime/live.rs`): children spawned onto every shard, from a shard and from outside,
+/// are all counted, and all given back when they stop, whichever shard spawned them; the
+/// shards then exit at shutdown (a count left behind would keep them waiting).
+#[test]
+fn live_actors_are_counted_on_their_own_shard_and_given_back() {
+    let rt = runtime(3);
+    let count = Count::default();
+    let spawner = rt.spawn(Props::from(Spawner(count.clone())).shard(0)).unwrap();
+    for to in [0, 1, 2, 1, 2, 0] {
+        spawner.tell(to).unwrap();
+    }
+    let outside: Vec<_> = (0..3).map(|s| rt.spawn(Props::from(Counter(count.clone())).shard(s)).unwrap()).collect();
+    assert!(eventually(|| count.get() == 6), "got {} of 6", count.get());
+    assert_eq!(rt.live_actors(), 1 + 6 + 3, "the spawner, its six children, three top-level actors");
+    for a in &outside {
+        a.stop();
+    }
+    spawner.stop();
+    assert!(eventually(|| rt.live_actors() == 0), "live {}", rt.live_actors());
+    rt.shutdown();
+}
+
+/// A one-byte message.
+#[derive(Debug)]
+#[allow(dead_code)] // only its size matters
+enum Tiny {
+    Hello,
+    Again,
+}
+
+/// The `spawn` workload's child: one reference, a one-byte message.
+struct Small(#[allow(dead_code)] percore::ActorRef<Tiny>);
+
+impl Actor for Small {
+    type Msg = Tiny;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: Tiny) -> Result<(), ActorError> {
+        match msg {
+            Tiny::Hello | Tiny::Again => Ok(()),
+        }
+    }
+}
+
+/// An unnamed small actor's cell is 136 bytes, which glibc's malloc serves from a 144-byte
+/// block. It was 144 bytes (a 160-byte block) while the header kept the parent and the
+/// name in two words (`actor/lineage.rs`; docs/PERFORMANCE.md, "Spawn: what it costs").
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_small_unnamed_actors_cell_fits_a_144_byte_block() {
+    let size = percore::__private::cell_size::<Small>();
+    assert!(size <= 136, "cell of a one-reference actor with a one-byte message: {size} bytes");
+}

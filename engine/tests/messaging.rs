@@ -140,15 +140,21 @@ fn fifo_and_exact_totals_with_actors_on_all_shards() {
     rt.shutdown();
 }
 
-#[test]
-fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
-    let rt = runtime(1);
+/// A counter of `capacity` on shard 0, which a blocker holds until the gate is released.
+fn counter_behind_a_held_shard(rt: &Runtime, capacity: usize) -> (Gate, Count, ActorRef<u64>) {
     let gate = Gate::default();
     let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
     let count = Count::default();
-    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(4)).unwrap();
+    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(capacity)).unwrap();
     blocker.tell(()).unwrap();
     gate.wait_entered();
+    (gate, count, counter)
+}
+
+#[test]
+fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
+    let rt = runtime(1);
+    let (gate, count, counter) = counter_behind_a_held_shard(&rt, 4);
     // The shard is held: the counter cannot drain. Exactly `capacity` messages fit.
     for i in 0..4 {
         counter.try_tell(i).unwrap();
@@ -179,12 +185,7 @@ fn full_mailbox_returns_the_message_and_blocking_send_waits_for_room() {
 #[test]
 fn poll_tell_registers_for_room_and_sleep_until_wakes_a_foreign_executor() {
     let rt = runtime(1);
-    let gate = Gate::default();
-    let blocker = rt.spawn(Props::from(Blocker(gate.clone())).shard(0)).unwrap();
-    let count = Count::default();
-    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(0).capacity(4)).unwrap();
-    blocker.tell(()).unwrap();
-    gate.wait_entered();
+    let (gate, count, counter) = counter_behind_a_held_shard(&rt, 4);
     for i in 0..4 {
         counter.try_tell(i).unwrap();
     }

@@ -286,36 +286,43 @@ fn stream(n: u64, pin_threads: bool) -> Result<f64> {
     })
 }
 
+/// Tells an echo thread to finish; never a request.
+const STOP: u64 = u64::MAX;
+
+/// An echo thread's loop: answers each item until [`STOP`] (or the other side gives up).
+/// One request at a time: the reply ring is empty whenever the requester waits, so it
+/// cannot be full.
+fn echo_until_stop(requests: &mut Consumer, replies: &mut Producer, abort: &AtomicBool) -> Result<()> {
+    let mut spin = Spin::new(abort);
+    loop {
+        let item = loop {
+            match requests.pop() {
+                Some(item) => break item,
+                None => spin.wait()?,
+            }
+        };
+        spin.progressed();
+        if item == STOP {
+            return Ok(());
+        }
+        replies.push(item).map_err(|_| BenchError::wrong("raw-spsc", RAW_SYSTEM, "reply ring full"))?;
+    }
+}
+
 /// Up to `n` busy-spin round trips over two rings, stopping early after
 /// [`ROUND_TRIP_BUDGET`] (a pinned spinner that shares its core with another busy process
 /// can be slowed a thousandfold); returns the round trips done and the seconds taken.
 /// Checks every echo.
 fn round_trips(n: u64, pin_threads: bool) -> Result<(u64, f64)> {
-    /// Tells the echo thread to finish; never a round-trip number.
-    const STOP: u64 = u64::MAX;
     let (mut to_echo, mut echo_in) = channel(CAPACITY);
     let (mut echo_out, mut back) = channel(CAPACITY);
     let abort = AtomicBool::new(false);
     let start = Barrier::new(2);
     thread::scope(|s| {
-        let echo = s.spawn(|| -> Result<()> {
+        let echo = s.spawn(|| {
             pin(pin_threads, 1);
-            let mut spin = Spin::new(&abort);
             start.wait();
-            loop {
-                let item = loop {
-                    match echo_in.pop() {
-                        Some(item) => break item,
-                        None => spin.wait()?,
-                    }
-                };
-                spin.progressed();
-                if item == STOP {
-                    return Ok(());
-                }
-                // The reply ring is empty whenever the pinger waits, so this cannot be full.
-                echo_out.push(item).map_err(|_| BenchError::wrong("raw-spsc", RAW_SYSTEM, "reply ring full"))?;
-            }
+            echo_until_stop(&mut echo_in, &mut echo_out, &abort)
         });
         pin(pin_threads, 0);
         let mut spin = Spin::new(&abort);
@@ -355,6 +362,44 @@ fn round_trips(n: u64, pin_threads: bool) -> Result<(u64, f64)> {
         }
         let echoed = echo.join().map_err(|_| BenchError::system(RAW_SYSTEM, "round trips", "echo thread panicked"))?;
         outcome.and(echoed).map(|()| (done, secs))
+    })
+}
+
+/// A bare echo for a caller's own request loop (the `latency` workload's platform row): an
+/// echo thread, pinned to the `echo_core`-th core when `pin_threads`, answers each item
+/// over a second ring; `body` runs on the calling thread with a blocking "send `i`, spin for
+/// the echo" call. No runtime, no allocation, no syscall: what delays it is the machine.
+pub fn with_echo<T>(
+    pin_threads: bool,
+    echo_core: usize,
+    body: impl FnOnce(&mut dyn FnMut(u64) -> Result<u64>) -> Result<T>,
+) -> Result<T> {
+    let (mut to_echo, mut echo_in) = channel(CAPACITY);
+    let (mut echo_out, mut back) = channel(CAPACITY);
+    let abort = AtomicBool::new(false);
+    thread::scope(|s| {
+        let echo = s.spawn(|| {
+            pin(pin_threads, echo_core);
+            echo_until_stop(&mut echo_in, &mut echo_out, &abort)
+        });
+        let mut spin = Spin::new(&abort);
+        let outcome = body(&mut |i| {
+            to_echo.push(i).map_err(|_| BenchError::wrong("latency", RAW_SYSTEM, "request ring full"))?;
+            loop {
+                match back.pop() {
+                    Some(reply) => {
+                        spin.progressed();
+                        return Ok(reply);
+                    }
+                    None => spin.wait()?,
+                }
+            }
+        });
+        if outcome.is_err() || to_echo.push(STOP).is_err() {
+            abort.store(true, Ordering::Relaxed);
+        }
+        let echoed = echo.join().map_err(|_| BenchError::system(RAW_SYSTEM, "echo", "echo thread panicked"))?;
+        outcome.and_then(|t| echoed.map(|()| t))
     })
 }
 

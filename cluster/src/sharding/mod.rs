@@ -36,7 +36,7 @@ use percore_transport::RemoteMessage;
 
 use key::EntityKey;
 pub use placement::{shard_of, Placement};
-use region::{Region, RegionLocal, RegionMsg};
+use region::{Region, RegionMsg};
 pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
 use crate::cluster::Cluster;
@@ -125,7 +125,8 @@ impl<M> ShardingSettings<M> {
     }
     /// The message an entity gets to stop on hand-off and passivation (Akka's
     /// `handOffStopMessage`): it queues behind what the entity already has, so nothing is
-    /// lost; the entity calls `ctx.stop_self()` when it handles it. Without one, entities
+    /// lost (a full mailbox holds the stop message back in the region until there is room,
+    /// as it does envelopes); the entity calls `ctx.stop_self()` when it handles it. Without one, entities
     /// are stopped directly and what is still in their mailbox goes to dead letters.
     pub fn stop_message(mut self, f: impl Fn() -> M + Send + Sync + 'static) -> Self {
         self.stop_message = Some(Arc::new(f));
@@ -243,15 +244,16 @@ impl ClusterSharding {
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
         let (n, c, f, g) = (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, gauge.clone());
-        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone());
+        let missed = Arc::new(region::MissedView::default());
+        let m = missed.clone();
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone(), m.clone());
         let r = rt.spawn(Props::new(make).name(name.clone()).capacity(capacity)).map_err(ClusterError::Spawn)?;
         self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), gauge.clone());
         let hook_ref = r.clone();
         self.cluster.register_region(
             name,
-            Box::new(move |v| {
-                let _ = hook_ref.tell(RegionMsg::Local(RegionLocal::View(Box::new(v))));
-            }),
+            // Never dropped on a full mailbox (see `MissedView`).
+            Box::new(move |v| missed.offer(&hook_ref, v)),
         )?;
         Ok(EntityRefs { region: r, cluster: self.cluster.clone(), gauge })
     }
@@ -439,7 +441,8 @@ impl<M: RemoteMessage> EntityRef<M> {
     }
 
     /// Request/reply from a foreign thread: blocks until the entity replies or `timeout`
-    /// (waiting for room in this node's region first). On a shard thread it returns
+    /// has passed in all (waiting out congestion and for room in this node's region
+    /// first, within the same `timeout`). On a shard thread it returns
     /// `WouldBlock`; inside actors, await [`EntityRef::ask`] or tell a request that carries
     /// a ref.
     pub fn blocking_ask<R: Send + 'static>(
@@ -447,15 +450,18 @@ impl<M: RemoteMessage> EntityRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        // Waits out congestion first, as `blocking_send` does (the ask's own deadline runs
-        // from here: a congested region is slow, not gone).
-        match self.gauge.wait_uncongested(std::time::Instant::now() + timeout) {
+        // Waits out congestion first, as `blocking_send` does; the deadline runs from here
+        // and covers both waits (a congested region is slow, not gone). (The engine's ask
+        // got the whole `timeout` again after the wait: up to twice `timeout` in all.)
+        let deadline = std::time::Instant::now() + timeout;
+        match self.gauge.wait_uncongested(deadline) {
             Ok(()) => {}
             Err(region::Congested::OnShardThread) => return Err(AskError::WouldBlock),
             Err(region::Congested::AtDeadline) => return Err(AskError::Full),
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         let (key, from) = (self.key.clone(), self.from);
-        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, timeout)
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, left)
     }
 
     /// Sends `msg`, waiting without a thread while this node's region is congested or its

@@ -61,6 +61,37 @@ const MAX_HOPS: u8 = 8;
 /// because the region's mailbox was full, or a store that failed).
 const RELOAD_AFTER_TICKS: u32 = 10;
 
+/// The latest membership view the daemon could not put into the region's mailbox (it was
+/// full: a region waiting for room in an entity's mailbox takes nothing, while its peers'
+/// envelopes fill its own). The region takes it on its next retry tick (a timer: the system
+/// path, never refused), so a view is late at worst, never lost; before, it was dropped,
+/// and a region could stay on an old view until the next membership change, for good if
+/// there was none (a downed member's region never stopped its entities). Touched only when
+/// a view is published and on retry ticks, never on the message path.
+#[derive(Default)]
+pub(crate) struct MissedView(std::sync::Mutex<Option<MembershipView>>);
+
+impl MissedView {
+    /// Hands `v` to the region: through its mailbox, else kept here for its retry tick. A
+    /// view that went through supersedes one kept before (views come in order).
+    pub(crate) fn offer<M: Send + 'static>(&self, region: &ActorRef<RegionMsg<M>>, v: MembershipView) {
+        // Under the lock, so that the region cannot take an older kept view between this
+        // view's arrival in its mailbox and the slot's clearing (it would apply the older one
+        // after this one).
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *kept = match region.try_tell(RegionMsg::Local(RegionLocal::View(Box::new(v)))) {
+            Ok(()) => None,
+            Err(percore::TellError::Full(RegionMsg::Local(RegionLocal::View(v)))) => Some(*v),
+            // Closed: a stopped region needs no view (a restarted one asks for it).
+            Err(_) => None,
+        };
+    }
+
+    fn take(&self) -> Option<MembershipView> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
 pub(crate) enum RegionMsg<M> {
     /// An envelope for an entity.
@@ -279,6 +310,8 @@ where
     reloading: BTreeSet<u32>,
     /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
     fencing: fencing::Fencing<A::Msg>,
+    /// A view that found the mailbox full (see [`MissedView`]).
+    missed_view: Arc<MissedView>,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -305,6 +338,7 @@ where
         factory: Factory<A>,
         settings: ShardingSettings<A::Msg>,
         gauge: Arc<Gauge>,
+        missed_view: Arc<MissedView>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
         Region {
@@ -330,6 +364,7 @@ where
             memory: HashMap::new(),
             reloading: BTreeSet::new(),
             fencing: fencing::Fencing::default(),
+            missed_view,
         }
     }
 
@@ -351,6 +386,9 @@ where
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
     fn hold(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
         if self.buffered >= self.settings.buffer_limit {
+            // Counted as undelivered (`EntityRefs::undelivered`), as every envelope the
+            // buffer limit turns away; it was only a dead letter.
+            self.gauge.count_undelivered();
             ctx.dead_letter(msg);
             return;
         }
@@ -387,6 +425,7 @@ where
             Some(ShardState::Active) => self.deliver_to_entity(ctx, shard, key, msg),
             Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
+                    self.gauge.count_undelivered();
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;
@@ -533,7 +572,7 @@ where
         ctx.send(&e.r, msg);
     }
 
-    fn stop_entity(&mut self, key: &EntityKey, hand_off: bool) {
+    fn stop_entity(&mut self, ctx: &mut Context<Self>, key: &EntityKey, hand_off: bool) {
         let stop_msg = self.settings.stop_message.clone();
         if let Some(e) = self.entities.get_mut(key) {
             if hand_off && !e.handed_off {
@@ -548,12 +587,12 @@ where
             }
             e.stopping = true;
             match stop_msg {
-                // In order: the entity handles what it already has, then stops.
-                Some(f) => {
-                    if e.r.tell(f()).is_err() {
-                        e.r.stop();
-                    }
-                }
+                // In order: the entity handles what it already has, then stops. Sent as
+                // its envelopes are (`deliver_to_entity`): a full mailbox parks the stop
+                // message with the region instead of failing. (It was `tell`, and on `Full`
+                // the entity was stopped directly: everything in its mailbox went to dead
+                // letters, although the senders had been told it was accepted.)
+                Some(f) => ctx.send(&e.r, f()),
                 None => {
                     e.r.stop();
                 }
@@ -567,7 +606,7 @@ where
 
     /// Answers the hand-off requests that can be answered now; starts stopping the
     /// entities of those that wait for it.
-    fn answer_requests(&mut self) {
+    fn answer_requests(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
         let pending = std::mem::take(&mut self.pending_requests);
         for (shard, from) in pending {
@@ -581,7 +620,7 @@ where
                     let ids: Vec<EntityKey> =
                         self.entities.iter().filter(|(_, e)| e.shard == shard).map(|(k, _)| k.clone()).collect();
                     for id in ids {
-                        self.stop_entity(&id, true);
+                        self.stop_entity(ctx, &id, true);
                     }
                 }
                 self.pending_requests.push((shard, from));
@@ -627,7 +666,7 @@ where
                 ctx.dead_letter(m);
             }
             self.drop_fences(ctx);
-            self.answer_requests();
+            self.answer_requests(ctx);
             return;
         }
         // Forget refs to members that are gone; what waited for them is undeliverable.
@@ -658,7 +697,7 @@ where
         let orphans: Vec<EntityKey> =
             self.entities.iter().filter(|(_, e)| self.owner(e.shard) != Some(me)).map(|(k, _)| k.clone()).collect();
         for id in orphans {
-            self.stop_entity(&id, true);
+            self.stop_entity(ctx, &id, true);
         }
         // Still acquiring: members gone from the view no longer need to answer.
         let live: BTreeSet<UniqueAddress> =
@@ -671,7 +710,7 @@ where
             }
             self.check_acquired(ctx, s);
         }
-        self.answer_requests();
+        self.answer_requests(ctx);
         for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
             self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
@@ -693,6 +732,21 @@ where
         }
         if leaving {
             self.report_drained();
+        }
+    }
+
+    /// A view from the daemon (through the mailbox, or kept in [`MissedView`]).
+    fn view_arrived(&mut self, ctx: &mut Context<Self>, v: MembershipView) {
+        let delay = self.cluster.shared.faults.view_delay();
+        if delay.is_none() && self.fencing.delayed_views.is_empty() {
+            self.on_view(ctx, v);
+        } else {
+            // Test hook: each view `d` late, in order (each timer applies the oldest;
+            // once the delay is off, views still queue behind the delayed ones).
+            self.fencing.delayed_views.push_back(v);
+            self.fencing.delayed_count += 1;
+            let name = format!("view-{}", self.fencing.delayed_count);
+            ctx.start_timer(name, delay.unwrap_or_default(), RegionMsg::Local(RegionLocal::DelayedView));
         }
     }
 
@@ -733,7 +787,7 @@ where
         for m in e.buffer {
             self.deliver(ctx, key.clone(), m, self.me().addr, 1);
         }
-        self.answer_requests();
+        self.answer_requests(ctx);
         self.report_drained();
     }
 
@@ -799,7 +853,7 @@ where
     /// The tick runs every `passivate_every(after)`; an entity last touched at tick `t` has
     /// been idle for at least `(now - t - 1)` intervals, so it is stopped once that reaches
     /// `after` (and at most one interval later).
-    fn passivate(&mut self) {
+    fn passivate(&mut self, ctx: &mut Context<Self>) {
         let Some(after) = self.settings.passivate_after else { return };
         self.tick += 1;
         let every = passivate_every(after);
@@ -816,7 +870,7 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         for id in idle {
-            self.stop_entity(&id, false);
+            self.stop_entity(ctx, &id, false);
         }
     }
 }
@@ -876,7 +930,7 @@ where
                     if !self.pending_requests.contains(&(shard, from)) {
                         self.pending_requests.push((shard, from));
                     }
-                    self.answer_requests();
+                    self.answer_requests(ctx);
                 }
             }
             RegionMsg::HandOffDone { shard, from, entities } => {
@@ -889,27 +943,20 @@ where
                     self.check_acquired(ctx, shard);
                 }
             }
-            RegionMsg::Local(RegionLocal::View(v)) => {
-                let delay = self.cluster.shared.faults.view_delay();
-                if delay.is_none() && self.fencing.delayed_views.is_empty() {
-                    self.on_view(ctx, *v);
-                } else {
-                    // Test hook: each view `d` late, in order (each timer applies the oldest;
-                    // once the delay is off, views still queue behind the delayed ones).
-                    self.fencing.delayed_views.push_back(*v);
-                    self.fencing.delayed_count += 1;
-                    let name = format!("view-{}", self.fencing.delayed_count);
-                    ctx.start_timer(name, delay.unwrap_or_default(), RegionMsg::Local(RegionLocal::DelayedView));
-                }
-            }
+            RegionMsg::Local(RegionLocal::View(v)) => self.view_arrived(ctx, *v),
             RegionMsg::Local(RegionLocal::DelayedView) => {
                 if let Some(v) = self.fencing.delayed_views.pop_front() {
                     self.on_view(ctx, v);
                 }
             }
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
-            RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(),
-            RegionMsg::Local(RegionLocal::RetryTick) => self.retry(ctx),
+            RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(ctx),
+            RegionMsg::Local(RegionLocal::RetryTick) => {
+                if let Some(v) = self.missed_view.take() {
+                    self.view_arrived(ctx, v);
+                }
+                self.retry(ctx);
+            }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
                 let (shard, result) = *b;

@@ -131,6 +131,9 @@ pub struct EntityAsk<M: Send + 'static, R: Send + 'static> {
     timeout: Duration,
     /// Set on the first poll.
     deadline: Option<Instant>,
+    /// The engine's ask has been polled (its own timeout was set just before: it counts
+    /// from its first poll, which comes after any wait for congestion).
+    inner_polled: bool,
 }
 
 impl<M: Send + 'static, R: Send + 'static> EntityAsk<M, R> {
@@ -141,6 +144,7 @@ impl<M: Send + 'static, R: Send + 'static> EntityAsk<M, R> {
             wait: Congestion::new(gauge),
             timeout: percore::DEFAULT_ASK_TIMEOUT,
             deadline: None,
+            inner_polled: false,
         }
     }
 
@@ -160,14 +164,9 @@ impl<M: Send + 'static, R: Send + 'static> Future for EntityAsk<M, R> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let first = this.deadline.is_none();
         let timeout = this.timeout;
         let at = *this.deadline.get_or_insert_with(|| Instant::now() + timeout);
         let Some(mut inner) = this.inner.take() else { panic!("EntityAsk polled after completion") };
-        if first {
-            // The engine's ask times itself from its own first poll: give it what is left.
-            inner = inner.timeout(at.saturating_duration_since(Instant::now()));
-        }
         if !inner.is_sent() && this.wait.poll_clear(cx, &this.region).is_pending() {
             if this.wait.passed(cx, &this.region, Some(at)) {
                 // Never sent: dropping the engine's ask closes its slot and the request.
@@ -175,6 +174,13 @@ impl<M: Send + 'static, R: Send + 'static> Future for EntityAsk<M, R> {
             }
             this.inner = Some(inner);
             return Poll::Pending;
+        }
+        if !this.inner_polled {
+            // The engine's ask times itself from its own first poll, here (perhaps after a
+            // wait for congestion): give it what is left. (Set at this future's first
+            // poll instead, a wait for congestion came on top of the whole timeout.)
+            this.inner_polled = true;
+            inner = inner.timeout(at.saturating_duration_since(Instant::now()));
         }
         let out = Pin::new(&mut inner).poll(cx);
         this.inner = Some(inner);

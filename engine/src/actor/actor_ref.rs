@@ -86,7 +86,7 @@ impl<M> ActorRef<M> {
     /// The runtime the actor runs in (for a remote ref, this node's runtime, whose shard
     /// runs the proxy that forwards to it): its timers, registry and event stream.
     pub fn runtime(&self) -> crate::RuntimeHandle {
-        crate::RuntimeHandle::from_shared(self.header().runtime.clone())
+        crate::RuntimeHandle::from_shared((*self.header().runtime).clone())
     }
 
     /// Whether the actor has stopped accepting messages (stopping or stopped).
@@ -256,7 +256,7 @@ impl<M: Send + 'static> ActorRef<M> {
             return Err(AskError::WouldBlock);
         }
         let deadline = Instant::now() + timeout;
-        let (reply_to, slot) = ReplyTo::blocking(self.header().runtime.clone());
+        let (reply_to, slot) = ReplyTo::blocking((*self.header().runtime).clone());
         match self.blocking_send(make(reply_to), timeout) {
             Ok(()) => wait_blocking(&slot, deadline),
             Err(SendError::Closed(_)) => Err(AskError::Closed),
@@ -299,19 +299,19 @@ impl fmt::Display for Path<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A proxy for a remote actor carries that actor's full path (user names cannot
         // contain '/', so this cannot be mistaken for one).
-        if let Some(n) = self.0.name.as_ref().filter(|n| n.0.starts_with("percore://")) {
-            return f.write_str(&n.0);
+        if let Some(n) = self.0.name().filter(|n| n.starts_with("percore://")) {
+            return f.write_str(n);
         }
         let mut chain = vec![self.0];
         let mut cur = self.0;
-        while let Some(p) = &cur.parent {
+        while let Some(p) = cur.parent() {
             cur = p.header();
             chain.push(cur);
         }
         write!(f, "percore://{}/user", self.0.runtime.name())?;
         for h in chain.iter().rev() {
-            match &h.name {
-                Some(n) => write!(f, "/{}", n.0)?,
+            match h.name() {
+                Some(n) => write!(f, "/{n}")?,
                 None => write!(f, "/{}", h.id)?,
             }
         }

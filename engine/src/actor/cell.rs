@@ -1,4 +1,6 @@
-//! The actor cell: one allocation holding an actor's header, mailboxes and state.
+//! The actor cell: one block of memory holding an actor's header, mailboxes and state.
+//! A shard that spawns takes the block from its slab (`shard/slab.rs`); other threads get
+//! it from the global allocator. `drop_cell` gives it back to wherever it came from.
 //!
 //! ## Lifecycle and ownership
 //! ```text
@@ -9,13 +11,16 @@
 //! pointers covered by that ownership reference: a Dead actor is released only when no
 //! entry for it is left anywhere (`Meta::pending`), so an entry never outlives its cell.
 
+use std::alloc::Layout;
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::activation;
-use super::header::{ErasedRef, Header, Name, VTable};
+use super::header::{ErasedRef, Header, VTable};
+use super::lineage::Lineage;
 use super::meta::{Meta, SupState};
 use super::state::SchedState;
 use super::Actor;
@@ -24,6 +29,7 @@ use crate::queue::ring::Ring;
 use crate::queue::stack::BatchStack;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::runtime::RuntimeShared;
+use crate::shard::slab::{Slab, NO_SLAB};
 use crate::shard::{Entry, ShardLocal};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 use crate::sync::{Arc, UnsafeCell};
@@ -550,8 +556,16 @@ impl<A: Actor> Cell<A> {
         }
     }
 
+    /// The slab class of this cell's memory, if a slab serves it (`shard::slab`).
+    const SLAB_CLASS: Option<usize> = Slab::class_of(Layout::new::<Cell<A>>());
+
     /// Allocates a cell for `actor`, Scheduled, with two references: one returned, one (the
     /// ownership reference) travelling with the Scheduled token to the owner shard.
+    ///
+    /// `on_shard`: the index of the shard of `runtime` that runs on the calling thread, if
+    /// any; its slab then holds the cell (a shard spawning on itself, the common case, takes
+    /// a block off its own free list: no `malloc`, no lock, no atomic). From other threads
+    /// the cell comes from the global allocator.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn allocate(
         runtime: Arc<RuntimeShared>,
@@ -562,12 +576,28 @@ impl<A: Actor> Cell<A> {
         actor: A,
         factory: Option<Box<dyn Fn() -> A + Send>>,
         name: Option<Box<str>>,
+        on_shard: Option<usize>,
     ) -> NonNull<Header> {
         let sup = factory.map(|f| {
             Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
         });
         let runtime_observe = runtime.observe_bits();
-        let cell = Box::new(Cell {
+        let slab = match (Self::SLAB_CLASS, on_shard) {
+            (Some(class), Some(owner)) => Some((class, owner)),
+            _ => None,
+        };
+        let memory = match slab {
+            // SAFETY: the caller runs shard `owner` of `runtime` on this thread (contract of
+            // `on_shard`), the slab's owner; `class` came from `class_of`.
+            Some((class, owner)) => unsafe { runtime.shard(owner).slab.alloc(class) }.cast::<Cell<A>>(),
+            None => {
+                let layout = Layout::new::<Cell<A>>();
+                // SAFETY: a cell is never zero-sized (its header has pointers).
+                NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<Cell<A>>())
+                    .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+            }
+        };
+        let cell = Cell {
             shared: Shared {
                 header: Header {
                     refs: AtomicUsize::new(2),
@@ -576,11 +606,11 @@ impl<A: Actor> Cell<A> {
                     sibling_idx: AtomicU32::new(0),
                     queued: UnsafeCell::new(false),
                     registered: AtomicBool::new(false),
+                    slab: slab.map_or(NO_SLAB, |(_, owner)| owner as u16),
                     vtable: Self::vtable(runtime.telemetry_bits()),
-                    runtime,
+                    runtime: ManuallyDrop::new(runtime),
                     id,
-                    parent,
-                    name: name.map(|n| Box::new(Name(n))),
+                    lineage: Lineage::new(parent, name),
                     sys: BatchStack::new(),
                     link: AtomicPtr::new(ptr::null_mut()),
                 },
@@ -591,8 +621,12 @@ impl<A: Actor> Cell<A> {
                 actor: Some(actor),
                 meta: Meta::new(sup),
             }),
-        });
-        NonNull::from(Box::leak(cell)).cast()
+        };
+        // SAFETY: `memory` is fresh, uninitialised and sized and aligned for a `Cell<A>`
+        // (a slab block of the cell's class is at least as large and `GRAIN`-aligned, and
+        // `class_of` refuses alignments above `GRAIN`).
+        unsafe { memory.as_ptr().write(cell) };
+        memory.cast()
     }
 
     pub(crate) fn shared(&self) -> &Shared<A::Msg> {
@@ -613,12 +647,47 @@ impl<A: Actor> Drop for Cell<A> {
     }
 }
 
+/// Drops and frees a cell: its fields, then its memory (back to its slab, or to the global
+/// allocator), then, last, its count of the runtime, which owns the slabs.
+///
+/// # Safety
+/// `h` came from `Cell::<A>::allocate`, and the caller dropped its last reference.
 unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
-    // SAFETY: `h` came from `Cell::<A>::allocate` (Box::leak), the vtable matches `A`, and
-    // the caller dropped the last reference.
-    drop(unsafe { Box::from_raw(h.cast::<Cell<A>>().as_ptr()) });
+    let cell = h.cast::<Cell<A>>().as_ptr();
+    // SAFETY: the last reference is gone (contract): nothing else reads the cell. Every
+    // field is dropped once, but the runtime (a `ManuallyDrop`), which the cell's own `Drop`
+    // still uses (dead letters).
+    unsafe { ptr::drop_in_place(cell) };
+    // SAFETY: the header's `runtime` and `slab` were not dropped (`ManuallyDrop`, `u16`) and
+    // the memory is still allocated; read through raw places, without a reference to the
+    // dropped rest. The runtime is moved out once, here.
+    let (runtime, slab) = unsafe {
+        (
+            ManuallyDrop::into_inner(ptr::addr_of!((*cell).shared.header.runtime).read()),
+            ptr::addr_of!((*cell).shared.header.slab).read(),
+        )
+    };
+    let cell = h.cast::<Cell<A>>();
+    match Cell::<A>::SLAB_CLASS {
+        Some(class) if slab != NO_SLAB => {
+            let owner = usize::from(slab);
+            let memory = cell.cast::<u8>();
+            let home = &runtime.shard(owner).slab;
+            // SAFETY: the block came from `alloc(class)` of shard `owner`'s slab (`allocate`
+            // recorded `owner`) and is dead now. `free_local` only on that shard's thread.
+            unsafe {
+                if crate::shard::current_shard_of(&runtime) == Some(owner) {
+                    home.free_local(memory, class);
+                } else {
+                    home.free_remote(memory, class);
+                }
+            }
+        }
+        // SAFETY: from `std::alloc::alloc` with this very layout in `allocate`.
+        _ => unsafe { std::alloc::dealloc(cell.as_ptr().cast(), Layout::new::<Cell<A>>()) },
+    }
+    drop(runtime);
 }
-
 
 /// Size of a cell for actor type `A` (see `__private::cell_size`).
 pub(crate) fn cell_size<A: Actor>() -> usize {

@@ -71,7 +71,7 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// A handle to the runtime (spawn top-level actors, dead-letter count, …).
     pub fn runtime(&self) -> RuntimeHandle {
-        RuntimeHandle::from_shared(self.header().runtime.clone())
+        RuntimeHandle::from_shared((*self.header().runtime).clone())
     }
 
     /// How many children are alive (not yet terminated).
@@ -81,7 +81,8 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Spawns a child: a value (`ctx.spawn(Worker::default())`) or [`Props`] (a factory
     /// for restarts, shard, capacity, name). The child is placed on this actor's shard
-    /// unless the props name another. No thread, no syscall: one allocation.
+    /// unless the props name another. No thread, no syscall, and usually no call to the
+    /// allocator: the cell is a block of this shard's slab (`shard/slab.rs`).
     pub fn spawn<B: Actor>(&mut self, props: impl Into<Props<B>>) -> Result<ActorRef<B::Msg>, SpawnError> {
         let (opts, actor, factory) = props.into().build();
         self.spawn_inner(opts, actor, factory)
@@ -106,10 +107,10 @@ impl<'a, A: Actor> Context<'a, A> {
         let runtime = &self.header().runtime;
         let shard = opts.shard_or(self.shard.index());
         let (shard, capacity) = runtime.validate_spawn(shard, opts.capacity_or(runtime.default_capacity()))?;
-        runtime.begin_spawn()?;
+        runtime.begin_spawn(shard)?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime.clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into));
+        let h = Cell::<B>::allocate((**runtime).clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()));
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };

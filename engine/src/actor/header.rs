@@ -5,8 +5,10 @@
 //! The reference count covers every `ActorRef` plus one *ownership* reference held by the
 //! owner shard from spawn until the actor is **released** (see `cell.rs`).
 
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
+use super::lineage::Lineage;
 use super::state::SchedState;
 use super::sys::{SysMsg, SysNode};
 use crate::id::ActorId;
@@ -54,16 +56,34 @@ pub(crate) struct Header {
     /// stop removes the registration (see `runtime::names::release_on_stop`). Sits in the
     /// header's padding: no size cost.
     pub(crate) registered: AtomicBool,
+    /// The shard whose slab holds this cell's memory (`shard::slab`), or `NO_SLAB` for a
+    /// cell from the global allocator. Immutable; in the header's padding.
+    pub(crate) slab: u16,
     pub(crate) vtable: &'static VTable,
-    pub(crate) runtime: Arc<RuntimeShared>,
+    /// Dropped by hand, last, by the cell's `drop_cell`: the cell's memory may belong to a
+    /// slab of this runtime, which must outlive the cell's return to it.
+    pub(crate) runtime: ManuallyDrop<Arc<RuntimeShared>>,
     pub(crate) id: ActorId,
-    pub(crate) parent: Option<ErasedRef>,
-    /// The name given at spawn, if any (immutable; part of the path).
-    pub(crate) name: Option<Box<Name>>,
+    /// The parent and the name given at spawn, if any, in one word (immutable; the path).
+    pub(crate) lineage: Lineage,
     /// System messages: a path a full user mailbox cannot block.
     pub(crate) sys: BatchStack<SysNode>,
     /// Intrusive link for the owner shard's injector.
     pub(super) link: AtomicPtr<Header>,
+}
+
+impl Header {
+    /// The parent, if the actor has one (top-level actors do not).
+    #[inline]
+    pub(crate) fn parent(&self) -> Option<&ErasedRef> {
+        self.lineage.parent()
+    }
+
+    /// The name given at spawn, if any (part of the path).
+    #[inline]
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.lineage.name()
+    }
 }
 
 // SAFETY: `link` is the dedicated injector link; `Header` is 8-aligned.
@@ -72,9 +92,6 @@ unsafe impl Linked for Header {
         &self.link
     }
 }
-
-/// An actor's name (a thin box keeps the header small for the many unnamed actors).
-pub(crate) struct Name(pub(crate) Box<str>);
 
 /// A reference-counted, type-erased pointer to a cell.
 #[repr(transparent)]

@@ -29,7 +29,7 @@ use crate::supervision::{Directive, Failure, FailurePhase, StopReason, StrategyK
 impl<A: Actor> Activation<'_, A> {
     pub(crate) fn start(&self, inner: &mut Inner<A>) {
         inner.meta.lifecycle = Lifecycle::Running;
-        if self.header().parent.is_none() {
+        if self.header().parent().is_none() {
             self.shard.add_top_level(self.my_ref());
         }
         if self.shard.is_shutting_down() {
@@ -61,8 +61,8 @@ impl<A: Actor> Activation<'_, A> {
             match node.msg {
                 SysMsg::Stop(reason) => inner.meta.request_stop(reason),
                 SysMsg::ChildTerminated(child) => {
-                    if let (Some(name), Some(sup)) = (child.header().name.as_ref(), inner.meta.sup.as_mut()) {
-                        sup.names.remove(&name.0);
+                    if let (Some(name), Some(sup)) = (child.header().name(), inner.meta.sup.as_mut()) {
+                        sup.names.remove(name);
                     }
                     inner.meta.children.unlink(&child);
                 }
@@ -143,7 +143,7 @@ impl<A: Actor> Activation<'_, A> {
             events.publish(LifecycleEvent::Failed(failure.clone()));
         }
         inner.meta.set(Flags::SUSPENDED, true);
-        match &header.parent {
+        match header.parent() {
             Some(parent) => {
                 let failed = SysMsg::Failed { child: self.my_ref(), failure: failure.clone() };
                 if parent.try_send_sys(failed).is_err() {
@@ -499,12 +499,12 @@ impl<A: Actor> Activation<'_, A> {
         // respawns under the same name (Akka's pattern) must find the name free. Both go
         // through system inboxes, so a parent that watches its child takes ChildTerminated
         // no later than the Terminated (they may share a batch: Terminated is handled last).
-        match &header.parent {
+        match header.parent() {
             Some(parent) => drop(parent.send_sys(SysMsg::ChildTerminated(self.my_ref()))),
             None => {
                 self.shard.remove_top_level(&self.my_ref());
-                if let Some(name) = &header.name {
-                    header.runtime.names().release_top_level(&name.0, header.id);
+                if let Some(name) = header.name() {
+                    header.runtime.names().release_top_level(name, header.id);
                 }
             }
         }

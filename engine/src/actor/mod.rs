@@ -32,6 +32,7 @@ pub(crate) mod context;
 pub(crate) mod future_slot;
 pub(crate) mod header;
 pub(crate) mod lifecycle;
+pub(crate) mod lineage;
 pub(crate) mod meta;
 pub(crate) mod sys;
 pub mod stash;

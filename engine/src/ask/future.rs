@@ -63,7 +63,7 @@ enum AskState<M: Send + 'static, R: Send + 'static> {
 
 impl<M: Send + 'static, R: Send + 'static> Ask<M, R> {
     pub(crate) fn new(to: &ActorRef<M>, make: impl FnOnce(ReplyTo<R>) -> M) -> Self {
-        let (reply_to, slot) = ReplyTo::blocking(to.erased().header().runtime.clone());
+        let (reply_to, slot) = ReplyTo::blocking((*to.erased().header().runtime).clone());
         let msg = make(reply_to);
         Ask {
             state: AskState::Sending { to: to.clone(), msg: Some(msg), slot, deadline: None },
@@ -95,7 +95,7 @@ impl<M: Send + 'static, R: Send + 'static> Future for Ask<M, R> {
         let this = &mut *self;
         if let AskState::Sending { to, msg, slot, deadline } = &mut this.state {
             let timeout = this.timeout;
-            let dl = deadline.get_or_insert_with(|| Deadline::new(Instant::now() + timeout, to.erased().header().runtime.clone()));
+            let dl = deadline.get_or_insert_with(|| Deadline::new(Instant::now() + timeout, (*to.erased().header().runtime).clone()));
             let Some(m) = msg.take() else { panic!("Ask polled after completion") };
             match try_or_wait(to, m, cx) {
                 Ok(()) => {
@@ -209,7 +209,7 @@ impl<M: Send + 'static> Future for Sending<M> {
         let Some(msg) = this.msg.take() else { panic!("Sending polled after completion") };
         if this.deadline.is_none() {
             let runtime = &this.to.erased().header().runtime;
-            this.deadline = this.timeout.map(|t| Deadline::new(Instant::now() + t, runtime.clone()));
+            this.deadline = this.timeout.map(|t| Deadline::new(Instant::now() + t, (**runtime).clone()));
         }
         match try_or_wait(&this.to, msg, cx) {
             Ok(()) => Poll::Ready(Ok(())),

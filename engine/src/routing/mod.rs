@@ -248,7 +248,7 @@ impl<M: Send + 'static> Router<M> {
         if crate::shard::on_shard_thread() {
             return Err(AskError::WouldBlock);
         }
-        let rt = self.routees.first().ok_or(AskError::Closed)?.erased().header().runtime.clone();
+        let rt = (*self.routees.first().ok_or(AskError::Closed)?.erased().header().runtime).clone();
         let deadline = Instant::now() + timeout;
         let (first, slot) = ReplyTo::blocking(rt.clone());
         let sent = self.routees.iter().filter(|r| r.try_tell(make(first.shared_copy())).is_ok()).count();

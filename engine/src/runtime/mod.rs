@@ -11,6 +11,7 @@
 pub(crate) mod blocking;
 pub(crate) mod builder;
 pub(crate) mod cores;
+pub(crate) mod live;
 pub(crate) mod sleepers;
 pub(crate) mod names;
 pub(crate) mod resolve;
@@ -229,9 +230,9 @@ pub(crate) struct RuntimeShared {
     /// Lane `from → to`: written by shard `from`, read by shard `to`; allocated by `from`
     /// on its first send to `to`.
     lanes: LaneTable<Notification>,
-    /// Actors spawned and not yet released (including ones still on their way to a shard).
-    live: AtomicU64,
-    accepting: AtomicBool,
+    /// Whether spawns are taken, and the actors spawned and not yet released per shard
+    /// (including ones still on their way to their shard): the spawn/exit handshake.
+    admission: live::Admission,
     shutdown: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) events: Arc<crate::event_stream::EventStream>,
@@ -302,13 +303,17 @@ impl RuntimeShared {
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
-        // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
+        // ORDERING: SeqCst: part of the spawn/exit handshake (see `live.rs`).
         self.shutdown.load(Ordering::SeqCst)
     }
 
     pub(crate) fn live_actors(&self) -> u64 {
-        // ORDERING: SeqCst: part of the spawn/exit handshake (see `begin_spawn`).
-        self.live.load(Ordering::SeqCst)
+        self.admission.total()
+    }
+
+    /// Whether no actor is live (a shard that saw `shutdown` exits then; see `live.rs`).
+    pub(crate) fn no_live_actors(&self) -> bool {
+        self.admission.is_zero()
     }
 
     pub(crate) fn names(&self) -> &names::Names {
@@ -376,31 +381,21 @@ impl RuntimeShared {
         Ok((shard, capacity))
     }
 
-    /// Counts a new actor as live, unless the runtime is shutting down.
-    ///
-    /// Handshake with shard exit: a shard exits only after it saw `shutdown` and then
-    /// `live == 0`. Spawners increment `live` and *then* re-check `accepting`; with all four
-    /// accesses SeqCst, either the shard sees our increment (and stays to run the actor),
-    /// or we see `accepting == false` (and undo). So no actor is sent to an exited shard.
-    pub(crate) fn begin_spawn(&self) -> Result<(), SpawnError> {
-        // ORDERING: SeqCst: see the handshake above.
-        if !self.accepting.load(Ordering::SeqCst) {
-            return Err(SpawnError::ShuttingDown);
+    /// Counts a new actor for `shard` as live, unless the runtime is shutting down (see
+    /// `live.rs` for the handshake with shard exit: no actor is sent to an exited shard).
+    #[inline]
+    pub(crate) fn begin_spawn(&self, shard: usize) -> Result<(), SpawnError> {
+        if self.admission.begin(shard) {
+            Ok(())
+        } else {
+            Err(SpawnError::ShuttingDown)
         }
-        // ORDERING: SeqCst: see the handshake above.
-        self.live.fetch_add(1, Ordering::SeqCst);
-        // ORDERING: SeqCst: see the handshake above.
-        if !self.accepting.load(Ordering::SeqCst) {
-            self.actor_released();
-            return Err(SpawnError::ShuttingDown);
-        }
-        Ok(())
     }
 
-    /// One actor fewer. The last one during shutdown wakes every shard so they can exit.
-    pub(crate) fn actor_released(&self) {
-        // ORDERING: SeqCst: see `begin_spawn`.
-        if self.live.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_shutting_down() {
+    /// One actor of `shard` fewer. When that shard's count reaches 0 during shutdown, the
+    /// runtime's may have too: wake every shard so they can exit.
+    pub(crate) fn actor_released(&self, shard: usize) {
+        if self.admission.release(shard) && self.is_shutting_down() {
             self.wake_all();
         }
     }
@@ -485,9 +480,10 @@ impl RuntimeHandle {
             None => rt.round_robin.fetch_add(1, Ordering::Relaxed) % rt.num_shards(),
         };
         let (shard, capacity) = rt.validate_spawn(shard, opts.capacity_or(rt.default_capacity))?;
-        rt.begin_spawn()?;
+        rt.begin_spawn(shard)?;
         let id = rt.foreign_id();
-        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory, name.map(Into::into));
+        let on_shard = shard::current_shard_of(rt);
+        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory, name.map(Into::into), on_shard);
         // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
         // other travels with the Scheduled token.
         let r = unsafe { ActorRef::from_raw(h) };
@@ -741,9 +737,9 @@ impl Runtime {
         let rt = &self.handle.shared;
         // Queued spawn_blocking jobs are dropped (and counted) from now on.
         rt.blocking.close();
-        // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
-        rt.accepting.store(false, Ordering::SeqCst);
-        // ORDERING: SeqCst: see `RuntimeShared::begin_spawn`.
+        rt.admission.close();
+        // ORDERING: SeqCst: the handshake of `live.rs` (after `close`, before the shards'
+        // look at the live counts).
         rt.shutdown.store(true, Ordering::SeqCst);
         rt.wake_all();
         let me = crate::sync::thread::current().id();

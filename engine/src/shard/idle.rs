@@ -121,9 +121,25 @@ impl FeederWatch {
     }
 }
 
+/// The mask an idle spin count is tested against to poll the shard's driver (`spins & mask
+/// == 0`): the driver's stride rounded up to a power of two (1 to 65,536), minus one.
+pub(crate) fn driver_poll_mask(stride: u32) -> u32 {
+    stride.clamp(1, 1 << 16).next_power_of_two() - 1
+}
+
 #[cfg(all(test, not(percore_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_driver_poll_mask_rounds_the_stride_up_to_a_power_of_two() {
+        assert_eq!(driver_poll_mask(0), 0, "at least every spin");
+        assert_eq!(driver_poll_mask(1), 0, "every spin (io_uring)");
+        assert_eq!(driver_poll_mask(4), 3, "every 4th (mio)");
+        assert_eq!(driver_poll_mask(5), 7);
+        assert_eq!(driver_poll_mask(32), 31, "the default");
+        assert_eq!(driver_poll_mask(u32::MAX), (1 << 16) - 1, "capped");
+    }
 
     const US: Duration = Duration::from_micros(1);
 

@@ -20,6 +20,7 @@
 mod idle;
 pub mod parker;
 mod run_queue;
+pub(crate) mod slab;
 pub(crate) mod timers;
 pub(crate) mod watchdog;
 
@@ -57,6 +58,8 @@ pub(crate) struct ShardShared {
     pub(crate) stall: watchdog::StallWord,
     /// Stalls the watchdog reported on this shard (read by the shard's metrics).
     pub(crate) stalls: crate::sync::atomic::AtomicU64,
+    /// The memory of the cells this shard spawns (see `slab`).
+    pub(crate) slab: slab::Slab,
 }
 
 /// A cell pointer travelling through a lane to the owner shard (carries the token).
@@ -101,7 +104,8 @@ impl Entry {
     }
 }
 
-/// While a shard spins idle, it polls its driver on every this-many-th spin.
+/// While a shard spins idle, it polls its driver on every this-many-th spin, unless the
+/// driver asks for another stride (`ShardDriver::idle_poll_stride`).
 const DRIVER_IDLE_STRIDE: u32 = 32;
 
 /// While a shard spins idle, it reads the clock on every this-many-th spin (to bound the
@@ -142,6 +146,12 @@ pub(crate) fn with_current_shard<R>(rt: &Arc<RuntimeShared>, f: impl FnOnce(&Sha
     Arc::ptr_eq(&s.rt, rt).then(|| f(s))
 }
 
+/// The index of the shard of runtime `rt` that runs on this thread, if there is one.
+#[inline]
+pub(crate) fn current_shard_of(rt: &Arc<RuntimeShared>) -> Option<usize> {
+    with_current_shard(rt, |s| s.index)
+}
+
 /// Whether the calling thread is a shard thread (of any runtime).
 pub(crate) fn on_shard_thread() -> bool {
     !CURRENT.with(|c| c.get()).is_null()
@@ -170,6 +180,9 @@ pub(crate) struct ShardLocal {
     shutdown_seen: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
+    /// The driver's idle poll stride minus one (a power of two minus one): an idle spin
+    /// polls the driver when `idle & mask == 0`.
+    driver_idle_mask: StdCell<u32>,
     /// This shard's half of the stall watchdog.
     stall: watchdog::ShardStall,
     /// Shard-owned metric counters (empty without the `metrics` feature).
@@ -191,6 +204,7 @@ impl ShardLocal {
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
+            driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
@@ -508,7 +522,7 @@ impl ShardLocal {
     fn release(&self, h: NonNull<Header>) {
         // SAFETY: the shard owned one count of `h` since spawn; we give it back exactly once.
         drop(unsafe { ErasedRef::from_raw(h) });
-        self.rt.actor_released();
+        self.rt.actor_released(self.index);
     }
 
     /// Polls the shard's driver, if any (a driver busy elsewhere on the stack is skipped).
@@ -596,8 +610,9 @@ impl ShardLocal {
             let injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
             let mut work = self.poll_inbound();
             // While busy the driver is polled every turn; while spinning idle, every
-            // `DRIVER_IDLE_STRIDE`th spin (an epoll driver's poll is a syscall).
-            if idle % DRIVER_IDLE_STRIDE == 0 {
+            // stride-th spin (`DRIVER_IDLE_STRIDE` unless the driver says otherwise: an epoll
+            // driver's poll is a syscall, an io_uring driver's a few loads).
+            if idle & self.driver_idle_mask.get() == 0 {
                 work += self.poll_driver();
             }
             self.flush_outboxes();
@@ -623,7 +638,7 @@ impl ShardLocal {
                 self.metrics.flush_if_due(&self.rt, self.run_queue_len());
                 continue;
             }
-            if self.shutdown_seen.get() && self.rt.live_actors() == 0 && !self.outbox_pending.get() {
+            if self.shutdown_seen.get() && self.rt.no_live_actors() && !self.outbox_pending.get() {
                 break;
             }
             idle += 1;
@@ -671,7 +686,7 @@ impl ShardLocal {
                 continue;
             }
             me.parker.announce_sleep();
-            let exit_ready = self.shutdown_seen.get() && self.rt.live_actors() == 0;
+            let exit_ready = self.shutdown_seen.get() && self.rt.no_live_actors();
             let shutdown_news = !self.shutdown_seen.get() && self.rt.is_shutting_down();
             if self.has_inbound() || exit_ready || shutdown_news {
                 me.parker.cancel_sleep();
@@ -738,6 +753,7 @@ pub fn install_driver(
     if slot.is_some() || !s.rt.shard(s.index).parker.set_driver_waker(waker) {
         return Err(crate::error::DriverError::AlreadyInstalled(s.index));
     }
+    s.driver_idle_mask.set(idle::driver_poll_mask(driver.idle_poll_stride()));
     *slot = Some(driver);
     Ok(())
 }

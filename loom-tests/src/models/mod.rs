@@ -3,6 +3,7 @@
 mod balancing;
 mod close;
 mod lanes;
+mod live;
 mod park;
 mod reply;
 mod ring;

@@ -616,7 +616,7 @@ impl Peer for Actix {
         let pool = Threads::new(threads)?;
         let spawners: Vec<_> =
             (0..threads).map(|i| Spawner::start_in_arbiter(&pool.arbiter(i), |_| Spawner::default())).collect();
-        let rss_before = proc_status::resident_bytes();
+        let rss_before = proc_status::fresh_baseline();
         let t0 = Instant::now();
         let waits: Vec<_> = spawners
             .iter()

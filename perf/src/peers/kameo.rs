@@ -625,7 +625,7 @@ impl Peer for Kameo {
     fn spawn(&self, n: u64, threads: usize) -> Result<Outcome> {
         let rt = runtime(threads)?;
         let spawners: Vec<_> = (0..threads).map(|_| spawn(&rt, Spawner::default())).collect();
-        let rss_before = proc_status::resident_bytes();
+        let rss_before = proc_status::fresh_baseline();
         let t0 = Instant::now();
         let reported = rt.block_on(async {
             let asks =

@@ -677,7 +677,7 @@ impl Peer for Ractor {
     fn spawn(&self, n: u64, threads: usize) -> Result<Outcome> {
         let rt = runtime(threads)?;
         let spawners = (0..threads).map(|_| spawn(&rt, Spawner, ())).collect::<Result<Vec<_>>>()?;
-        let rss_before = proc_status::resident_bytes();
+        let rss_before = proc_status::fresh_baseline();
         let t0 = Instant::now();
         let reported = rt.block_on(async {
             let calls = spawners

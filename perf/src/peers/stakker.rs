@@ -350,7 +350,7 @@ impl SameThreadPeer for StakkerPeer {
     fn spawn(&self, n: u64) -> Result<Outcome> {
         on_stakker_thread(move || {
             let mut s = runtime();
-            let rss_before = proc_status::resident_bytes();
+            let rss_before = proc_status::fresh_baseline();
             let t0 = Instant::now();
             let spawner = actor!(s, Spawner::init(n), ret_nop!());
             call!([spawner], wave());

@@ -31,7 +31,7 @@ impl Actor for Echo {
 }
 
 /// User plus system CPU time of this process so far, in microseconds.
-fn cpu_us() -> Result<u64> {
+pub(super) fn cpu_us() -> Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").map_err(|e| BenchError::system(PERCORE, "reading /proc/self/stat", e))?;
     parse_cpu_us(&stat).ok_or_else(|| BenchError::system(PERCORE, "parsing /proc/self/stat", "unexpected format"))
 }

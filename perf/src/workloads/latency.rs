@@ -20,7 +20,7 @@ use percore::{Actor, ActorError, Context, ReplyTo};
 use super::engine::{self, fail, ASK_TIMEOUT};
 use super::{each_peer, Params};
 use crate::error::{BenchError, Result};
-use crate::report::{Record, Results, PERCORE};
+use crate::report::{Record, Results, PERCORE, RAW_SYSTEM};
 
 const NAME: &str = "latency";
 const UNIT: &str = "requests";
@@ -145,7 +145,8 @@ enum Generator {
 fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun, String)>> {
     let rt = engine::runtime(1, pin)?;
     let shard_core = rt.cores().and_then(|c| c.first().copied());
-    let generator_core = shard_core.and_then(|shard| core_affinity::get_core_ids()?.into_iter().find(|c| c.id != shard));
+    let generator_core =
+        shard_core.and_then(|shard| core_affinity::get_core_ids()?.into_iter().find(|c| c.id != shard));
     if generator == Generator::Pinned && generator_core.is_none() {
         engine::finish(rt, NAME)?;
         return Ok(None);
@@ -157,7 +158,9 @@ fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun
             if let Some(core) = generator_core {
                 core_affinity::set_for_current(core);
             }
-            open_loop(PERCORE, n, &mut |i| echo.blocking_ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking")))
+            open_loop(PERCORE, n, &mut |i| {
+                echo.blocking_ask(|reply| Echo(i, reply), ASK_TIMEOUT).map_err(fail("asking"))
+            })
         })
         .join()
         .unwrap_or_else(|_| Err(BenchError::system(PERCORE, "the load generator", "panicked")))
@@ -168,6 +171,33 @@ fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun
         _ => PERCORE.to_string(),
     };
     Ok(Some((run, row)))
+}
+
+/// The platform's own tail: the same open loop through a bare SPSC echo (no runtime),
+/// the echo pinned where the shard runs and the generator on the pinned generator's core.
+/// A stall this row shows is the machine's (hypervisor, kernel), not percore's.
+fn raw_echo(n: u64) -> Result<(LatencyRun, String)> {
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (echo_core, generator_core) = (0, 1);
+    let run = thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(c) = cores.get(generator_core % cores.len().max(1)) {
+                core_affinity::set_for_current(*c);
+            }
+            crate::raw_spsc::with_echo(true, echo_core, |request| open_loop(RAW_SYSTEM, n, request))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(BenchError::system(RAW_SYSTEM, "the load generator", "panicked")))
+    })?;
+    let id = |i: usize| cores.get(i % cores.len().max(1)).map_or_else(|| "?".to_string(), |c| c.id.to_string());
+    let note = format!(
+        "latency: the raw-spsc row is the platform's own tail: the same open loop (half of its own maximum rate) \
+         through a bare SPSC echo with no runtime, echo on core {}, generator on core {}; percore's tail beyond it is \
+         percore's",
+        id(echo_core),
+        id(generator_core)
+    );
+    Ok((run, note))
 }
 
 /// The `latency` workload: the echo actor on one shard (peers: one worker thread), the
@@ -183,8 +213,19 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
     if params.pin {
         match percore(n, params.pin, Generator::Pinned) {
             Ok(Some((run, row))) => results.add(Ok(record(&row, 1, &run))),
-            Ok(None) => eprintln!("latency: no core apart from the shard's (or the shard is unpinned): no pinned-generator row"),
+            Ok(None) => {
+                eprintln!("latency: no core apart from the shard's (or the shard is unpinned): no pinned-generator row")
+            }
             Err(e) => results.add(Err(e)),
+        }
+        if core_affinity::get_core_ids().is_some_and(|c| c.len() > 1) {
+            match raw_echo(n) {
+                Ok((run, note)) => {
+                    results.add(Ok(record(RAW_SYSTEM, 1, &run)));
+                    results.notes.push(note);
+                }
+                Err(e) => results.add(Err(e)),
+            }
         }
     }
     each_peer(params, results, |peer| {

@@ -262,6 +262,13 @@ pub static TABLE: &[Workload] = &[
         run: remote::run_pingpong,
     },
     Workload {
+        name: "remote-idle-cpu",
+        summary: "two nodes after 10,000 remote round trips, idle for n seconds, per backend: process CPU time per second (10,000 cpu_us/s = 1% of a core)",
+        default_n: 10,
+        in_all: false,
+        run: remote::run_idle_cpu,
+    },
+    Workload {
         name: "remote-stream",
         summary: "a sender actor streams n 64-byte messages to an actor on another node over loopback TCP, with back-pressure, per backend",
         default_n: 8_000_000,
@@ -395,7 +402,7 @@ mod tests {
             // Shards (threads), not messages.
             "wide" => 64,
             // Seconds of idling.
-            "idle-cpu" => 1,
+            "idle-cpu" | "remote-idle-cpu" => 1,
             // Entities (a child process is killed; the failover time is timings, not n).
             "failover" => 60,
             _ => 5_000,
@@ -416,7 +423,7 @@ mod tests {
             assert!(!results.records.is_empty(), "{}: no records", workload.name);
             for record in &results.records {
                 // An idle runtime may well use no CPU tick at all: 0 is a result there.
-                let positive = record.per_sec > 0.0 || (workload.name == "idle-cpu" && record.per_sec == 0.0);
+                let positive = record.per_sec > 0.0 || (workload.name.ends_with("idle-cpu") && record.per_sec == 0.0);
                 assert!(positive && record.secs >= 0.0, "{record:?}");
             }
         }

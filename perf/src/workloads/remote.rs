@@ -17,6 +17,10 @@
 //!   `Full`, and the sender keeps the message and yields (a `Continue` to itself) so the
 //!   shard can write. The rate is `n` over the time from the start signal until the
 //!   receiver has the `n`-th message.
+//! * `remote-idle-cpu`: the pinger and ponger play 10,000 round trips, then both nodes sit
+//!   idle (connected, heartbeating) for `n` seconds while the process's CPU time is read
+//!   from `/proc/self/stat`, per backend, plaintext only: what the transport's idle
+//!   spinning and polling cost once traffic stops.
 //!
 //! Each workload runs four times: plaintext and mutual TLS (`NodeConfig::tls`, rustls with
 //! the ring provider, certificates made at run time by rcgen), on each backend. The TLS rows
@@ -362,53 +366,112 @@ impl Actor for Ponger {
     }
 }
 
-fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
-    const NAME: &str = "remote-pingpong";
-    let pair = Pair::start(system, backend, tls, pin)?;
-    let ponger_local = pair
-        .b
-        .spawn(Props::from(Ponger::default()).shard(0).name("remote-pong"))
-        .map_err(fail("spawning the ponger"))?;
-    let ponger = pair.remote::<PongMsg>(system, "remote-pong")?;
-    let (tx, rx) = mpsc::channel();
-    let pinger = Pinger {
-        ponger: ponger.clone(),
-        target: 0,
-        next: 0,
-        started: Instant::now(),
-        sent_at: Instant::now(),
-        hist: histogram(system)?,
-        out: tx,
-    };
-    let pinger = pair.a.spawn(Props::from(pinger).shard(0)).map_err(fail("spawning the pinger"))?;
-    ponger.blocking_send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
-    // The pinger's pings come from another sender (the pinger's shard) than this link (this
-    // thread), so nothing orders them: wait until the ponger has the link. The count comes
-    // back through the same proxy and connection as the link, after it (one sender's FIFO).
-    engine::ask(&ponger, "linking", PongMsg::Count)?;
+/// A pinger on node A linked to a ponger on node B, ready to play games.
+struct Table {
+    pair: Pair,
+    ponger: ActorRef<PongMsg>,
+    ponger_local: ActorRef<PongMsg>,
+    pinger: ActorRef<PingMsg>,
+    results: mpsc::Receiver<Result<Game, String>>,
+}
 
-    let play = |rounds: u64| -> Result<Game> {
-        pinger.blocking_send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
-        match rx.recv_timeout(WAIT) {
+impl Table {
+    /// Starts both nodes, spawns the players and links them.
+    fn set(system: &str, backend: Backend, tls: bool, pin: bool) -> Result<Table, Setup> {
+        let pair = Pair::start(system, backend, tls, pin)?;
+        let ponger_local = pair
+            .b
+            .spawn(Props::from(Ponger::default()).shard(0).name("remote-pong"))
+            .map_err(fail("spawning the ponger"))?;
+        let ponger = pair.remote::<PongMsg>(system, "remote-pong")?;
+        let (tx, rx) = mpsc::channel();
+        let pinger = Pinger {
+            ponger: ponger.clone(),
+            target: 0,
+            next: 0,
+            started: Instant::now(),
+            sent_at: Instant::now(),
+            hist: histogram(system)?,
+            out: tx,
+        };
+        let pinger = pair.a.spawn(Props::from(pinger).shard(0)).map_err(fail("spawning the pinger"))?;
+        ponger.blocking_send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+        // The pinger's pings come from another sender (the pinger's shard) than this link (this
+        // thread), so nothing orders them: wait until the ponger has the link. The count comes
+        // back through the same proxy and connection as the link, after it (one sender's FIFO).
+        engine::ask(&ponger, "linking", PongMsg::Count)?;
+        Ok(Table { pair, ponger, ponger_local, pinger, results: rx })
+    }
+
+    /// Plays one game of `rounds` round trips.
+    fn play(&self, workload: &str, system: &str, rounds: u64) -> Result<Game> {
+        self.pinger.blocking_send(PingMsg::Go(rounds), SEND_TIMEOUT).map_err(fail("starting the game"))?;
+        match self.results.recv_timeout(WAIT) {
             Ok(Ok(game)) => Ok(game),
-            Ok(Err(wrong)) => Err(BenchError::wrong(NAME, system, wrong)),
+            Ok(Err(wrong)) => Err(BenchError::wrong(workload, system, wrong)),
             Err(_) => Err(BenchError::system(system, "waiting for the game", "no result in time")),
         }
-    };
-    play(PINGPONG_WARM_UP)?;
-    let game = play(n)?;
+    }
+
+    /// Checks that the ponger saw exactly `pings` pings, then stops both nodes.
+    fn clear(self, workload: &str, system: &str, pings: u64) -> Result<()> {
+        let seen = engine::ask(&self.ponger_local, "counting pings", PongMsg::Count)?;
+        BenchError::check_eq(workload, system, "pings", seen, pings)?;
+        let Table { pair, ponger, ponger_local, pinger, .. } = self;
+        drop((ponger, pinger, ponger_local));
+        pair.finish(system, workload)
+    }
+}
+
+fn pingpong(system: &str, backend: Backend, tls: bool, pin: bool, n: u64) -> Result<Record, Setup> {
+    const NAME: &str = "remote-pingpong";
+    let table = Table::set(system, backend, tls, pin)?;
+    table.play(NAME, system, PINGPONG_WARM_UP)?;
+    let game = table.play(NAME, system, n)?;
     BenchError::check_eq(NAME, system, "pongs", game.pongs, n)?;
-    let pings = engine::ask(&ponger_local, "counting pings", PongMsg::Count)?;
-    BenchError::check_eq(NAME, system, "pings", pings, PINGPONG_WARM_UP + n)?;
     BenchError::check_eq(NAME, system, "round trips timed", game.hist.len(), n)?;
-    drop((ponger, pinger, ponger_local));
-    pair.finish(system, NAME)?;
+    table.clear(NAME, system, PINGPONG_WARM_UP + n)?;
 
     let mut record = Record::throughput(system, NAME, SHARDS, n, n, game.secs, "round_trips");
     record.p50_ns = Some(game.hist.value_at_quantile(0.50));
     record.p99_ns = Some(game.hist.value_at_quantile(0.99));
     record.p999_ns = Some(game.hist.value_at_quantile(0.999));
     Ok(record)
+}
+
+/// Round trips played before `remote-idle-cpu` idles (the shards' adaptive spin has then
+/// seen a busy ping-pong, the case where it spins longest).
+const IDLE_WARM_UP: u64 = 10_000;
+
+/// Two connected nodes after a ping-pong game, idle for `secs` seconds: the process's CPU
+/// time per second of wall time (heartbeats included).
+fn idle_cpu(system: &str, backend: Backend, pin: bool, secs: u64) -> Result<Record, Setup> {
+    const NAME: &str = "remote-idle-cpu";
+    let table = Table::set(system, backend, false, pin)?;
+    let game = table.play(NAME, system, IDLE_WARM_UP)?;
+    BenchError::check_eq(NAME, system, "pongs", game.pongs, IDLE_WARM_UP)?;
+    // Let both shards finish their idle spin and park (a measurement, not a test).
+    std::thread::sleep(Duration::from_millis(100));
+    let (t0, c0) = (Instant::now(), super::idle::cpu_us()?);
+    std::thread::sleep(Duration::from_secs(secs));
+    let (wall, cpu) = (t0.elapsed().as_secs_f64(), super::idle::cpu_us()?.saturating_sub(c0));
+    table.clear(NAME, system, IDLE_WARM_UP)?;
+    eprintln!("{NAME}: {system}: {:.3}% of one core over {wall:.1} s (2 nodes, idle)", cpu as f64 / wall / 10_000.0);
+    Ok(Record::throughput(system, NAME, SHARDS, secs, cpu, wall, "cpu_us"))
+}
+
+/// The `remote-idle-cpu` workload: plaintext, per backend.
+pub fn run_idle_cpu(params: &Params, n: u64, results: &mut Results) {
+    for (backend, tls, system) in RUNS {
+        if tls {
+            continue;
+        }
+        match idle_cpu(system, backend, params.pin, n) {
+            Ok(record) => results.records.push(record),
+            Err(Setup::Unavailable(why)) => results.notes.push(format!("io_uring backend unavailable: {why}")),
+            Err(Setup::Failed(e)) => results.failures.push(e),
+        }
+    }
 }
 
 /// The `remote-pingpong` workload.

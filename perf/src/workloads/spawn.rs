@@ -123,7 +123,8 @@ fn percore(n: u64, shards: usize, pin: bool) -> Result<Outcome> {
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let rss_before = proc_status::resident_bytes();
+    // Free memory back to the OS first: the growth counts fresh pages only (proc_status).
+    let rss_before = proc_status::fresh_baseline();
     let t0 = Instant::now();
     let asks: Vec<_> = spawners
         .iter()

@@ -43,7 +43,13 @@ pub(super) struct Conn {
     pub(super) answers_blocked: bool,
     /// An outbound connection's TCP connect has completed (inbound: always).
     pub(super) connected: bool,
+    /// When the peer was last heard from, as of the last tick (see `heard`).
     pub(super) last_heard: Instant,
+    /// Bytes arrived since the last tick, which then sets `last_heard` to its own clock
+    /// reading: no clock read per received batch on the message path (the failure detector
+    /// works in heartbeat intervals; this makes it see a silence at most one interval late,
+    /// never early).
+    pub(super) heard: bool,
     /// When it was accepted (or dialled): the handshake's deadline counts from here.
     pub(super) born: Instant,
     /// A message the target's full mailbox refused; reading is paused until it goes in.
@@ -68,6 +74,7 @@ impl Conn {
             answers_blocked: false,
             connected,
             last_heard: Instant::now(),
+            heard: false,
             born: Instant::now(),
             stalled: None,
         }

@@ -47,7 +47,11 @@ pub(super) struct Peer {
     pub(super) aliases: HashMap<u32, AliasEntry>,
     pub(super) next_alias: u32,
     pub(super) paused: Vec<u32>,
+    /// When the peer was last heard from, as of the last tick (see `heard`).
     pub(super) last_heard: Instant,
+    /// The peer's kernel took our bytes since the last tick (a sign of life, noted without
+    /// a clock read per send; the tick turns it into `last_heard`, as `Conn::heard`).
+    pub(super) heard: bool,
     pub(super) down_since: Option<Instant>,
     pub(super) backoff: Duration,
     pub(super) hb_seq: u64,
@@ -74,6 +78,7 @@ impl EndpointState {
             next_alias: 1,
             paused: Vec::new(),
             last_heard: Instant::now(),
+            heard: false,
             down_since: None,
             backoff: self.node.cfg.reconnect_min,
             hb_seq: 0,
@@ -322,6 +327,14 @@ impl EndpointState {
         self.expire_handshakes(now);
         for conn in self.conns.values_mut() {
             conn.heartbeats = 0;
+            if std::mem::take(&mut conn.heard) {
+                conn.last_heard = now;
+            }
+        }
+        for peer in &mut self.peers {
+            if std::mem::take(&mut peer.heard) {
+                peer.last_heard = now;
+            }
         }
         let timeout = self.node.cfg.failure_timeout;
         for p in 0..self.peers.len() {

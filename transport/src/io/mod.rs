@@ -123,6 +123,11 @@ pub(crate) trait Io: 'static {
     fn close(&mut self, conn: ConnId);
     /// The waker that makes `wait` return (registered with the shard's parker).
     fn waker(&self) -> Arc<dyn DriverWaker>;
+    /// How many idle spins of the shard between two polls of this backend
+    /// (`ShardDriver::idle_poll_stride`): small where an empty `poll` is cheap.
+    fn idle_poll_stride(&self) -> u32 {
+        32
+    }
 }
 
 /// An eventfd used as a shard's waker: a write makes the backend's pending read (io_uring)

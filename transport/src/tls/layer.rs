@@ -367,6 +367,10 @@ impl Io for TlsLayer {
     fn waker(&self) -> Arc<dyn DriverWaker> {
         self.inner.waker()
     }
+
+    fn idle_poll_stride(&self) -> u32 {
+        self.inner.idle_poll_stride()
+    }
 }
 
 #[cfg(test)]

@@ -59,6 +59,9 @@ struct Waiters {
     wakers: Vec<Waker>,
 }
 
+/// How many of the latest registrations a task looks through before it adds itself.
+const RECENT: usize = 16;
+
 /// A task's registration with a [`Gauge`]: the round and the waker it registered.
 #[derive(Default)]
 pub(crate) struct Registration(Option<(u64, Waker)>);
@@ -116,9 +119,12 @@ impl Gauge {
         {
             let mut w = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
             let current = matches!(&reg.0, Some((round, waker)) if *round == w.round && waker.will_wake(cx.waker()));
-            // A task that registered again (a new future after a dropped one, a changed
-            // waker) replaces nothing and adds nothing: the list holds each task once.
-            if !current && !w.wakers.iter().any(|k| k.will_wake(cx.waker())) {
+            // A task that registers again (a new future after a dropped one, in a select
+            // loop) adds nothing if it is among the last few registered: a constant-time
+            // look, so that a burst of many tasks does not cost a scan each (the list is
+            // emptied at every wake-up round either way).
+            let recent = w.wakers.len().saturating_sub(RECENT);
+            if !current && !w.wakers[recent..].iter().any(|k| k.will_wake(cx.waker())) {
                 w.wakers.push(cx.waker().clone());
             }
             if !current {

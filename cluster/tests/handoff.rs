@@ -1,0 +1,215 @@
+//! Hand-off edge cases found in review: what an entity still has in its mailbox when its
+//! shard moves.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use percore::{Actor, ActorError, ActorRef, Context};
+use percore_cluster::{ClusterSharding, ShardingSettings};
+
+use crate::common::*;
+
+/// Shared between the test and the gated entities: pause the next entity that answers a
+/// `Get`, and that entity's ref (so the test can resume it).
+#[derive(Default)]
+struct Gate {
+    pause_next: AtomicBool,
+    paused: Mutex<Option<ActorRef<CounterMsg>>>,
+}
+
+/// A counter that, when the gate says so, stops taking messages after answering a `Get`
+/// (its mailbox then fills like a slow entity's) until the test resumes it.
+struct GatedCounter {
+    id: String,
+    node: std::net::SocketAddr,
+    count: u64,
+    log: Arc<ActivationLog>,
+    gate: Arc<Gate>,
+}
+
+impl Actor for GatedCounter {
+    type Msg = CounterMsg;
+    fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+        self.log.record(self.node, &self.id, true);
+        Ok(())
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.log.record(self.node, &self.id, false);
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: CounterMsg) -> Result<(), ActorError> {
+        match msg {
+            CounterMsg::Hit => {
+                self.count += 1;
+                self.log.handled.fetch_add(1, Ordering::SeqCst);
+            }
+            CounterMsg::Get(r) => {
+                if self.gate.pause_next.swap(false, Ordering::SeqCst) {
+                    ctx.pause_messages();
+                    *self.gate.paused.lock().unwrap() = Some(ctx.myself().clone());
+                }
+                r.reply((self.count, self.node.to_string()));
+            }
+            CounterMsg::Stop => ctx.stop_self(),
+        }
+        Ok(())
+    }
+}
+
+/// A member leaves while one of its entities has a full mailbox (a slow entity: paused
+/// here, with exactly a mailbox of hits queued behind it). The hand-off stop message must
+/// queue behind those hits (`ShardingSettings::stop_message`: "nothing is lost"); before,
+/// the region `tell`ed it, and on `Full` stopped the entity directly, so every hit in its
+/// mailbox went to dead letters after `blocking_send` had returned `Ok`.
+#[test]
+fn hand_off_of_an_entity_with_a_full_mailbox_loses_nothing() {
+    const CAPACITY: usize = 8;
+    let log = Arc::new(ActivationLog::default());
+    let gate = Arc::new(Gate::default());
+    // Stop messages made by the leaving member's region (its stop attempts).
+    let stops_on_first = Arc::new(AtomicU64::new(0));
+    let mut index = 0;
+    let nodes = cluster_of(2, config(), |c| {
+        let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
+        let counted = (index == 0).then(|| stops_on_first.clone());
+        index += 1;
+        let settings = ShardingSettings::new().shards(10).passivate_after(None).entity_capacity(CAPACITY).stop_message(
+            move || {
+                if let Some(n) = &counted {
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+                CounterMsg::Stop
+            },
+        );
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
+        ClusterSharding::new(c).start("gated", factory, settings).unwrap();
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let s0 = ClusterSharding::new(&nodes[0].cluster);
+    let (a, b) = (nodes[0].addr().to_string(), nodes[1].addr().to_string());
+    // One entity on the leaver (the only one there) and one on the other member.
+    let (mut here, mut there) = (None, None);
+    for i in 0.. {
+        let r = s0.entity_ref::<CounterMsg>("gated", &format!("g{i}")).unwrap();
+        let host = r.blocking_ask(CounterMsg::Get, LONG).unwrap().1;
+        if host == a && here.is_none() {
+            here = Some(r);
+        } else if host == b && there.is_none() {
+            there = Some(r);
+        } else if host == a {
+            // A second entity on the leaver: stop it (it restarts on its next message).
+            r.blocking_send(CounterMsg::Stop, LONG).unwrap();
+        }
+        if here.is_some() && there.is_some() {
+            break;
+        }
+    }
+    let (here, there) = (here.unwrap(), there.unwrap());
+    eventually("one entity left on the leaver", || {
+        let ev = log.events.lock().unwrap();
+        let a_addr = nodes[0].addr();
+        ev.iter().filter(|e| e.node == a_addr && e.started).count()
+            == ev.iter().filter(|e| e.node == a_addr && !e.started).count() + 1
+    });
+    // Pause the leaver's entity, then fill its mailbox with hits.
+    gate.pause_next.store(true, Ordering::SeqCst);
+    here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    let paused = gate.paused.lock().unwrap().clone().expect("paused");
+    for _ in 0..CAPACITY {
+        here.blocking_send(CounterMsg::Hit, LONG).unwrap();
+    }
+    // The region handled the hits before this ask (same sender, same region, in order):
+    // they fill the entity's mailbox (its path from the region's shard) exactly.
+    there.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(log.handled.load(Ordering::SeqCst), 0);
+    nodes[0].cluster.leave().unwrap();
+    // The leaver's region has tried to stop the entity: let it go on.
+    eventually("the leaver stops its entity", || stops_on_first.load(Ordering::SeqCst) >= 1);
+    paused.resume_messages();
+    eventually("the leaver is gone", || nodes[0].cluster.is_terminated());
+    all_up(&[&nodes[1]], 1);
+    let s1 = ClusterSharding::new(&nodes[1].cluster);
+    let r = s1.entity_ref::<CounterMsg>("gated", here.entity_id()).unwrap();
+    let (n, host) = r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(host, b, "the entity moved");
+    assert_eq!(n, 0, "a fresh activation (not persistent)");
+    assert_eq!(log.handled.load(Ordering::SeqCst), CAPACITY as u64, "every hit sent before the leave was handled");
+    log.assert_single_activation();
+}
+
+/// A membership view must reach the region even while the region's mailbox is full. Here
+/// the region waits on its one entity (paused, its mailbox full: the region parks the next
+/// envelope and takes nothing more) while an actor on its shard fills the region's mailbox
+/// (the path from its own shard, where the daemon's views come too); then the member downs
+/// itself. Its region must apply the terminated view and stop its entity once it goes on.
+/// Before, the daemon `tell`ed each view to the region and a full mailbox dropped it: the
+/// region never learnt that its membership had ended, and its entity kept running on a
+/// downed member (which the survivors remove, to start its entities themselves).
+#[test]
+fn a_view_sent_while_the_region_mailbox_is_full_is_not_lost() {
+    const CAPACITY: usize = 8;
+    let log = Arc::new(ActivationLog::default());
+    let gate = Arc::new(Gate::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .entity_capacity(CAPACITY)
+            .region_capacity(16)
+            .buffer_limit(100_000);
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
+        refs_by_node.push(ClusterSharding::new(c).start("gated", factory, settings).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let a = nodes[0].addr().to_string();
+    let here = (0..)
+        .map(|i| refs_by_node[0].entity(&format!("v{i}")))
+        .find(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == a)
+        .unwrap();
+    gate.pause_next.store(true, Ordering::SeqCst);
+    here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    let paused = gate.paused.lock().unwrap().clone().expect("paused");
+    // On the region's shard (a one-shard runtime), so through the same mailbox path as the
+    // daemon's views: a full entity mailbox, one envelope parked in the region, which then
+    // takes nothing more, and its mailbox fills. Full for good once three rounds (each a
+    // message to the filler, with the region's turn between them) took nothing.
+    let filler = nodes[0].rt.as_ref().unwrap().handle().spawn(percore::Props::from(Filler)).unwrap();
+    let mut idle_rounds = 0;
+    while idle_rounds < 3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        filler.tell((here.clone(), tx)).unwrap();
+        let taken = rx.recv_timeout(LONG).unwrap();
+        idle_rounds = if taken == 0 { idle_rounds + 1 } else { 0 };
+    }
+    // Cut off from the other member, so that no later view comes to make up for a lost one.
+    nodes[0].cluster.faults().blackhole(nodes[1].addr());
+    nodes[1].cluster.faults().blackhole(nodes[0].addr());
+    nodes[0].cluster.down(nodes[0].addr()).unwrap();
+    eventually("the member knows", || nodes[0].cluster.is_terminated());
+    // The daemon answers a subscriber after the handler that published the terminated view.
+    let (_sink, events) = subscribe(&nodes[0]);
+    events.recv_timeout(LONG).expect("the current state");
+    paused.resume_messages();
+    eventually("the downed member's region stops its entity", || {
+        log.events.lock().unwrap().iter().any(|e| !e.started && e.entity == here.entity_id())
+    });
+}
+
+/// Tells an entity hits until its region's mailbox refuses one; answers how many it took.
+struct Filler;
+
+impl Actor for Filler {
+    type Msg = (percore_cluster::EntityRef<CounterMsg>, std::sync::mpsc::Sender<usize>);
+    fn handle(&mut self, _: &mut Context<Self>, (r, done): Self::Msg) -> Result<(), ActorError> {
+        let mut taken = 0;
+        while r.tell(CounterMsg::Hit).is_ok() {
+            taken += 1;
+            assert!(taken < 100_000, "the region's mailbox never filled");
+        }
+        let _ = done.send(taken);
+        Ok(())
+    }
+}
