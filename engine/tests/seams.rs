@@ -209,6 +209,46 @@ fn panic_outside_a_handler_never_kills_the_shard() {
     rt.shutdown();
 }
 
+/// An actor whose own `Drop` panics (user code that runs when its cell is released).
+struct DropBomb;
+impl Drop for DropBomb {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("DropBomb dropped");
+        }
+    }
+}
+impl Actor for DropBomb {
+    type Msg = ();
+    fn handle(&mut self, ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        ctx.stop_self();
+        Ok(())
+    }
+}
+
+/// A panic in an actor's `Drop` (run as it stops) is caught: the shard goes on, and the
+/// actor no longer counts as live, so shutdown does not wait for it.
+#[test]
+fn a_panic_in_an_actors_drop_still_releases_it() {
+    let rt = runtime(1);
+    let bomb = rt.spawn(DropBomb).unwrap();
+    let n = rt.spawn(Neighbour(0)).unwrap();
+    let live = rt.handle().live_actors();
+    bomb.tell(()).unwrap();
+    drop(bomb);
+    // The shard goes on, and the bomb no longer counts as live.
+    assert_eq!(n.blocking_ask(NMsg::Get, DEADLINE), Ok(0));
+    let h = rt.handle();
+    assert!(
+        eventually(|| h.live_actors() == live - 1),
+        "live {} of {live}, escaped {}, failures {}",
+        h.live_actors(),
+        h.escaped_panics(),
+        h.failures()
+    );
+    rt.shutdown();
+}
+
 /// Re-asks an echo actor on every outcome; counts outcomes of either kind.
 enum AskerMsg {
     Outcome(Result<u64, AskError>),

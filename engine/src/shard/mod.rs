@@ -520,9 +520,17 @@ impl ShardLocal {
 
     /// Drops the shard's ownership reference of a dead actor.
     fn release(&self, h: NonNull<Header>) {
+        /// Gives the live count back also when the cell's drop panics (the batch's backstop
+        /// catches that panic; a count kept would make shutdown wait for the actor forever).
+        struct Released<'a>(&'a ShardLocal);
+        impl Drop for Released<'_> {
+            fn drop(&mut self) {
+                self.0.rt.actor_released(self.0.index);
+            }
+        }
+        let _released = Released(self);
         // SAFETY: the shard owned one count of `h` since spawn; we give it back exactly once.
         drop(unsafe { ErasedRef::from_raw(h) });
-        self.rt.actor_released(self.index);
     }
 
     /// Polls the shard's driver, if any (a driver busy elsewhere on the stack is skipped).
