@@ -50,13 +50,7 @@ pub struct LatencyRun {
 
 /// Calibrates, then runs up to `n` requests open-loop through `request`.
 pub fn open_loop(system: &str, n: u64, request: &mut Request<'_>) -> Result<LatencyRun> {
-    let check = |i: u64, echoed: u64| -> Result<()> {
-        if echoed == i {
-            Ok(())
-        } else {
-            Err(BenchError::wrong(NAME, system, format!("request {i} echoed {echoed}")))
-        }
-    };
+    let check = |i: u64, echoed: u64| check_echo(system, i, echoed);
 
     // Closed loop: as fast as replies come back. Also warms up both sides.
     let t0 = Instant::now();
@@ -66,7 +60,14 @@ pub fn open_loop(system: &str, n: u64, request: &mut Request<'_>) -> Result<Late
         calibrated += 1;
     }
     let max_rate = calibrated as f64 / t0.elapsed().as_secs_f64();
-    let interval = Duration::from_secs_f64(1.0 / (max_rate * LOAD));
+    open_loop_at(system, n, max_rate * LOAD, request)
+}
+
+/// Up to `n` requests through `request` on a fixed schedule of `rate` per second (the open
+/// loop of [`open_loop`], without its calibration).
+fn open_loop_at(system: &str, n: u64, rate: f64, request: &mut Request<'_>) -> Result<LatencyRun> {
+    let check = |i: u64, echoed: u64| check_echo(system, i, echoed);
+    let interval = Duration::from_secs_f64(1.0 / rate);
     let requests = n.min((MAX_OPEN_LOOP.as_secs_f64() / interval.as_secs_f64()).ceil() as u64).max(1);
 
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
@@ -80,6 +81,15 @@ pub fn open_loop(system: &str, n: u64, request: &mut Request<'_>) -> Result<Late
         histogram.saturating_record(latency.max(1));
     }
     Ok(LatencyRun { requests, secs: start.elapsed().as_secs_f64(), histogram })
+}
+
+/// Whether request `i` came back as itself.
+fn check_echo(system: &str, i: u64, echoed: u64) -> Result<()> {
+    if echoed == i {
+        Ok(())
+    } else {
+        Err(BenchError::wrong(NAME, system, format!("request {i} echoed {echoed}")))
+    }
 }
 
 /// Sleeps most of the way to `deadline`, then spins for precision.
@@ -173,27 +183,28 @@ fn percore(n: u64, pin: bool, generator: Generator) -> Result<Option<(LatencyRun
     Ok(Some((run, row)))
 }
 
-/// The platform's own tail: the same open loop through a bare SPSC echo (no runtime),
-/// the echo pinned where the shard runs and the generator on the pinned generator's core.
-/// A stall this row shows is the machine's (hypervisor, kernel), not percore's.
-fn raw_echo(n: u64) -> Result<(LatencyRun, String)> {
+/// The platform's own tail: the same open loop, at the rate offered to percore's pinned
+/// row, through a bare SPSC echo (no runtime), the echo pinned where the shard runs and the
+/// generator on the pinned generator's core. A stall this row shows is the machine's
+/// (hypervisor, kernel), not percore's.
+fn raw_echo(n: u64, rate: f64) -> Result<(LatencyRun, String)> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (echo_core, generator_core) = (0, 1);
+    // Off the main thread, which must stay unpinned (the foreign thread of later workloads).
     let run = thread::scope(|s| {
         s.spawn(|| {
-            if let Some(c) = cores.get(generator_core % cores.len().max(1)) {
-                core_affinity::set_for_current(*c);
-            }
-            crate::raw_spsc::with_echo(true, echo_core, |request| open_loop(RAW_SYSTEM, n, request))
+            let pins = Some((echo_core, generator_core));
+            crate::raw_spsc::with_echo(pins, |request| open_loop_at(RAW_SYSTEM, n, rate, request))
         })
         .join()
         .unwrap_or_else(|_| Err(BenchError::system(RAW_SYSTEM, "the load generator", "panicked")))
     })?;
     let id = |i: usize| cores.get(i % cores.len().max(1)).map_or_else(|| "?".to_string(), |c| c.id.to_string());
     let note = format!(
-        "latency: the raw-spsc row is the platform's own tail: the same open loop (half of its own maximum rate) \
-         through a bare SPSC echo with no runtime, echo on core {}, generator on core {}; percore's tail beyond it is \
-         percore's",
+        "latency: the raw-spsc row is the platform's own tail: the same open loop at the pinned row's rate ({:.0} \
+         requests/s) through a bare SPSC echo with no runtime, echo on core {}, generator on core {}; percore's tail \
+         beyond it is percore's",
+        rate,
         id(echo_core),
         id(generator_core)
     );
@@ -212,20 +223,20 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
     }));
     if params.pin {
         match percore(n, params.pin, Generator::Pinned) {
-            Ok(Some((run, row))) => results.add(Ok(record(&row, 1, &run))),
+            Ok(Some((run, row))) => {
+                results.add(Ok(record(&row, 1, &run)));
+                match raw_echo(n, run.requests as f64 / run.secs) {
+                    Ok((raw, note)) => {
+                        results.add(Ok(record(RAW_SYSTEM, 1, &raw)));
+                        results.notes.push(note);
+                    }
+                    Err(e) => results.add(Err(e)),
+                }
+            }
             Ok(None) => {
                 eprintln!("latency: no core apart from the shard's (or the shard is unpinned): no pinned-generator row")
             }
             Err(e) => results.add(Err(e)),
-        }
-        if core_affinity::get_core_ids().is_some_and(|c| c.len() > 1) {
-            match raw_echo(n) {
-                Ok((run, note)) => {
-                    results.add(Ok(record(RAW_SYSTEM, 1, &run)));
-                    results.notes.push(note);
-                }
-                Err(e) => results.add(Err(e)),
-            }
         }
     }
     each_peer(params, results, |peer| {
