@@ -385,10 +385,17 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
         }
     }
+    message_outcome(cell.header().id, result)
+}
+
+/// What a handler's run under `catch_unwind` means for its actor: a returned error or a
+/// panic is a failure in the message phase.
+#[inline(always)]
+fn message_outcome(id: super::ActorId, result: std::thread::Result<Result<(), crate::ActorError>>) -> Result<(), Failure> {
     match result {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure::from_error(cell.header().id, FailurePhase::Message, e)),
-        Err(p) => Err(Failure::from_panic(cell.header().id, FailurePhase::Message, p)),
+        Ok(Err(e)) => Err(Failure::from_error(id, FailurePhase::Message, e)),
+        Err(p) => Err(Failure::from_panic(id, FailurePhase::Message, p)),
     }
 }
 
@@ -428,11 +435,7 @@ unsafe fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>
     if let Some(sup) = ctx.meta.sup.as_deref_mut() {
         super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
-    match result {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Failure::from_error(cell.header().id, FailurePhase::Message, e)),
-        Err(p) => Err(Failure::from_panic(cell.header().id, FailurePhase::Message, p)),
-    }
+    message_outcome(cell.header().id, result)
 }
 
 /// The message loop of [`process_user_messages`]: up to `budget` messages, counted in
