@@ -180,6 +180,23 @@ fn crash_of_the_oldest_moves_its_shards_and_restarts_the_singleton() {
     log.assert_single_activation();
 }
 
+/// Which of the entities `{prefix}0..{prefix}{count}` live on `node`, as seen through `refs`
+/// (at least one must).
+fn entities_on(
+    node: &TestNode,
+    refs: &EntityRefs<CounterMsg>,
+    prefix: &str,
+    count: usize,
+) -> Vec<percore_cluster::EntityRef<CounterMsg>> {
+    let there = node.addr().to_string();
+    let found: Vec<_> = (0..count)
+        .map(|e| refs.entity(&format!("{prefix}{e}")))
+        .filter(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == there)
+        .collect();
+    assert!(!found.is_empty(), "some of {count} entities live on {there}");
+    found
+}
+
 /// Two members whose transport proxies hold 16 messages each, with the counter type started
 /// on both with `settings`, up and converged.
 fn two_nodes_with_tiny_proxies(
@@ -240,12 +257,7 @@ fn senders_faster_than_the_connection_wait_instead_of_losing_envelopes() {
     let settings = ShardingSettings::new().shards(20).passivate_after(None).buffer_limit(65_536 + 4_000);
     let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("g", &log, settings);
     let from = &refs_by_node[0];
-    let far = nodes[1].addr().to_string();
-    let remote: Vec<_> = (0..ENTITIES)
-        .map(|e| from.entity(&format!("g{e}")))
-        .filter(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == far)
-        .collect();
-    assert!(!remote.is_empty(), "some of {ENTITIES} entities live on the other node");
+    let remote = entities_on(&nodes[1], from, "g", ENTITIES);
     let mut congested = false;
     for i in 0..SENT {
         remote[i as usize % remote.len()].blocking_send(CounterMsg::Hit, LONG).unwrap();
@@ -288,12 +300,7 @@ fn async_asks_and_sends_wait_out_congestion_instead_of_losing_envelopes() {
         ShardingSettings::new().shards(20).passivate_after(None).region_capacity(1_024).buffer_limit(1_024 + 1_000);
     let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("a", &log, settings);
     let from = &refs_by_node[0];
-    let far = nodes[1].addr().to_string();
-    let remote: Vec<_> = (0..ENTITIES)
-        .map(|e| from.entity(&format!("a{e}")))
-        .filter(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == far)
-        .collect();
-    assert!(!remote.is_empty(), "some of {ENTITIES} entities live on the other node");
+    let remote = entities_on(&nodes[1], from, "a", ENTITIES);
     // Whether any poll found the region congested (the case under test).
     let seen = std::cell::Cell::new(false);
     let asks = (0..BURST).map(|i| {
