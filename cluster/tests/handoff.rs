@@ -1,11 +1,15 @@
 //! Hand-off edge cases found in review: what an entity still has in its mailbox when its
-//! shard moves.
+//! shard moves, and the protocol messages that must not be lost to a full mailbox (a view,
+//! a drained report, a failed remember-entities update).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use percore::{Actor, ActorError, ActorRef, Context};
-use percore_cluster::{ClusterSharding, ShardingSettings};
+use percore_cluster::sharding::remember::{LoadDone, UpdateDone};
+use percore_cluster::{
+    ClusterSharding, RememberChange, RememberError, RememberStore, RememberedShard, ShardingSettings,
+};
 
 use crate::common::*;
 
@@ -196,6 +200,195 @@ fn a_view_sent_while_the_region_mailbox_is_full_is_not_lost() {
     eventually("the downed member's region stops its entity", || {
         log.events.lock().unwrap().iter().any(|e| !e.started && e.entity == here.entity_id())
     });
+}
+
+/// A leaving member's region reports that it has handed everything over when its last
+/// entity stops; here the member's daemon has a full mailbox at that moment (paused by the
+/// test hook and filled, as a daemon's under a burst of gossip). The report must still
+/// reach the daemon, or the member stays leaving for good. Before, the region `tell`ed
+/// `RegionDrained` once: dropped on the full mailbox, and nothing sent it again (no view
+/// changes while the member waits to be moved to exiting), so the leave never completed
+/// (this test timed out at "the leaver is gone"). Now the region sets a flag that the
+/// daemon reads on its gossip tick.
+#[test]
+fn a_drained_report_made_while_the_daemon_mailbox_is_full_is_not_lost() {
+    let log = Arc::new(ActivationLog::default());
+    let gate = Arc::new(Gate::default());
+    let stops_on_first = Arc::new(AtomicU64::new(0));
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
+        let counted = refs_by_node.is_empty().then(|| stops_on_first.clone());
+        let settings = ShardingSettings::new().shards(10).passivate_after(None).stop_message(move || {
+            if let Some(n) = &counted {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+            CounterMsg::Stop
+        });
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
+        refs_by_node.push(ClusterSharding::new(c).start("gated", factory, settings).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    // The leaver's only entity (the others asked live on the other member).
+    let a = nodes[0].addr().to_string();
+    let here = (0..)
+        .map(|i| refs_by_node[0].entity(&format!("d{i}")))
+        .find(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == a)
+        .unwrap();
+    gate.pause_next.store(true, Ordering::SeqCst);
+    here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    let paused = gate.paused.lock().unwrap().clone().expect("paused");
+    nodes[0].cluster.leave().unwrap();
+    // The leaver's region has the leaving view and has told its entity to stop.
+    eventually("the leaver stops its entity", || stops_on_first.load(Ordering::SeqCst) >= 1);
+    let leaver = &nodes[0].cluster;
+    assert!(leaver.__pause_daemon(LONG), "the daemon pauses");
+    // Full on both of its paths: from this thread, and from the shard that the daemon
+    // and the region share (a one-shard runtime), the path the region's report takes.
+    // (`join` on a member is a no-op message.)
+    let mut filled = 0;
+    while leaver.join([nodes[1].addr()]).is_ok() {
+        filled += 1;
+        assert!(filled < 1_000_000, "the daemon's mailbox never filled");
+    }
+    let filler = nodes[0].rt.as_ref().unwrap().handle().spawn(percore::Props::from(DaemonFiller)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    filler.tell((leaver.clone(), tx)).unwrap();
+    assert!(rx.recv_timeout(LONG).unwrap() > 0, "the shard's path to the daemon filled");
+    paused.resume_messages();
+    // The region has handled its entity's termination (the drained report) after this.
+    eventually("the leaver's region is empty", || {
+        refs_by_node[0].__probe(LONG).expect("the region answers").entities == 0
+    });
+    assert!(refs_by_node[0].__probe(LONG).unwrap().drained, "the region has handed everything over");
+    assert!(leaver.__resume_daemon());
+    eventually("the leaver is gone", || leaver.is_terminated());
+    all_up(&[&nodes[1]], 1);
+    let (n, host) = refs_by_node[1].entity(here.entity_id()).blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!((n, host), (0, nodes[1].addr().to_string()), "the entity moved (a fresh activation)");
+    log.assert_single_activation();
+}
+
+/// A remember-entities store that holds update completions while `hold` is set, so that
+/// the test decides when (and how) they complete. Per shard, what it has stored.
+#[derive(Default)]
+struct HeldStore {
+    shards: Mutex<std::collections::HashMap<u32, RememberedShard>>,
+    hold: AtomicBool,
+    held: Mutex<Vec<UpdateDone>>,
+}
+
+impl HeldStore {
+    fn lists(&self, shard: u32, id: &str) -> bool {
+        self.shards.lock().unwrap().get(&shard).is_some_and(|s| s.entities.contains(id))
+    }
+}
+
+impl RememberStore for HeldStore {
+    fn load(&self, _: &str, shard: u32, done: LoadDone) {
+        let r = self.shards.lock().unwrap().get(&shard).cloned().unwrap_or_default();
+        done(Ok(r));
+    }
+    fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone) {
+        if self.hold.load(Ordering::SeqCst) {
+            self.held.lock().unwrap().push(done);
+            return;
+        }
+        let mut shards = self.shards.lock().unwrap();
+        let s = shards.entry(shard).or_default();
+        if s.version != version {
+            drop(shards);
+            let stream = percore_cluster::sharding::remember::stream_name(type_name, shard);
+            return done(Err(RememberError::Conflict { stream, version }));
+        }
+        s.apply(&changes);
+        drop(shards);
+        done(Ok(()));
+    }
+}
+
+/// A remember-entities update fails while the region's mailbox is full (the region waits
+/// on its paused entity, as in the view test above). The region must still load the shard
+/// again and record what it runs: else the store lacks the entity for good, and a crash of
+/// this member forgets it. Before, the store's callback `tell`ed `RememberFailed`, dropped
+/// on the full mailbox (this test timed out at "the store lists the entity").
+#[test]
+fn a_failed_remember_update_reported_while_the_region_mailbox_is_full_is_not_lost() {
+    const CAPACITY: usize = 8;
+    let log = Arc::new(ActivationLog::default());
+    let gate = Arc::new(Gate::default());
+    let store = Arc::new(HeldStore::default());
+    let mut refs = None;
+    let nodes = cluster_of(1, config(), |c| {
+        let (node, log, gate) = (c.node().addr(), log.clone(), gate.clone());
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .entity_capacity(CAPACITY)
+            .region_capacity(16)
+            .buffer_limit(100_000)
+            .retry_interval(std::time::Duration::from_millis(50))
+            .remember_entities_in(store.clone());
+        let factory =
+            move |id: &str| GatedCounter { id: id.to_string(), node, count: 0, log: log.clone(), gate: gate.clone() };
+        refs = Some(ClusterSharding::new(c).start("gated", factory, settings).unwrap());
+    });
+    all_up(&[&nodes[0]], 1);
+    let refs = refs.unwrap();
+    // The entity's start record is held in the store; the entity pauses after its first
+    // answer.
+    store.hold.store(true, Ordering::SeqCst);
+    gate.pause_next.store(true, Ordering::SeqCst);
+    let here = refs.entity("r0");
+    here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    let paused = gate.paused.lock().unwrap().clone().expect("paused");
+    let shard = percore_cluster::sharding::shard_of("r0", 10);
+    // Fill the region's mailbox (see the view test above).
+    let filler = nodes[0].rt.as_ref().unwrap().handle().spawn(percore::Props::from(Filler)).unwrap();
+    let mut idle_rounds = 0;
+    while idle_rounds < 3 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        filler.tell((here.clone(), tx)).unwrap();
+        let taken = rx.recv_timeout(LONG).unwrap();
+        idle_rounds = if taken == 0 { idle_rounds + 1 } else { 0 };
+    }
+    // And from this thread (the path the store's callback takes: its own thread).
+    let mut from_here = 0;
+    while here.tell(CounterMsg::Hit).is_ok() {
+        from_here += 1;
+        assert!(from_here < 1_000_000, "the region's mailbox never filled");
+    }
+    // The start record fails now, with the region's mailbox full.
+    let held: Vec<UpdateDone> = std::mem::take(&mut *store.held.lock().unwrap());
+    assert_eq!(held.len(), 1, "one update in flight: the entity's start");
+    store.hold.store(false, Ordering::SeqCst);
+    for done in held {
+        done(Err(RememberError::Store("failure injected by the test".to_string())));
+    }
+    paused.resume_messages();
+    eventually("the store lists the entity", || store.lists(shard, "r0"));
+    let (n, _) = here.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert!(n > 0, "the entity ran the hits");
+    log.assert_single_activation();
+}
+
+/// Sends a member's daemon no-op messages (`join` on a member) until its mailbox refuses
+/// one; answers how many it took.
+struct DaemonFiller;
+
+impl Actor for DaemonFiller {
+    type Msg = (percore_cluster::Cluster, std::sync::mpsc::Sender<usize>);
+    fn handle(&mut self, _: &mut Context<Self>, (c, done): Self::Msg) -> Result<(), ActorError> {
+        let me = c.self_address().addr;
+        let mut taken = 0;
+        while c.join([me]).is_ok() {
+            taken += 1;
+            assert!(taken < 1_000_000, "the daemon's mailbox never filled");
+        }
+        let _ = done.send(taken);
+        Ok(())
+    }
 }
 
 /// Tells an entity hits until its region's mailbox refuses one; answers how many it took.

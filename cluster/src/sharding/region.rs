@@ -30,6 +30,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,75 @@ impl MissedView {
     }
 }
 
+/// What passes between a region and the rest of its node without the region's mailbox, or
+/// without the daemon's: either may be full (a region waiting for room in an entity's
+/// mailbox takes nothing while its peers' envelopes fill its own; a daemon's fills under a
+/// burst of gossip), and a protocol message that a full mailbox drops is lost for good
+/// when nothing sends it again. Each slot is keyed (a later offer replaces or joins an
+/// earlier one) and taken on a tick: the region's retry tick, the daemon's gossip tick
+/// (timers: the system path, never refused). Touched only on those rare events and on
+/// ticks, never on the message path.
+#[derive(Default)]
+pub(crate) struct Slots {
+    /// A membership view the daemon could not put into the region's mailbox.
+    pub(crate) missed_view: MissedView,
+    /// Shards whose remember-entities update failed while the region's mailbox was full
+    /// (`RegionLocal::RememberFailed` that could not be told): reloaded on the next tick.
+    failed_updates: std::sync::Mutex<BTreeSet<u32>>,
+    /// Leaving: the region has stopped its entities and passed on everything it held. The
+    /// daemon reads it on its gossip tick (`Daemon::mark_handed_off`). Before, the region
+    /// told the daemon `RegionDrained` once, and a full daemon mailbox dropped it: the
+    /// member stayed leaving for good.
+    pub(crate) drained: Arc<AtomicBool>,
+}
+
+impl Slots {
+    /// A failed remember-entities update of `shard`: told to the region, else kept here.
+    pub(crate) fn update_failed<M: Send + 'static>(&self, region: &ActorRef<RegionMsg<M>>, shard: u32) {
+        // Closed: a stopped region records nothing more (a restarted one loads again).
+        if let Err(percore::TellError::Full(_)) =
+            region.try_tell(RegionMsg::Local(RegionLocal::RememberFailed { shard }))
+        {
+            self.failed_updates.lock().unwrap_or_else(|p| p.into_inner()).insert(shard);
+        }
+    }
+
+    fn take_failed_updates(&self) -> BTreeSet<u32> {
+        std::mem::take(&mut *self.failed_updates.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_drained(&self) {
+        // ORDERING: Release pairs with the Acquire load in `Daemon::mark_handed_off`; the
+        // flag is the only thing the daemon reads (it hands nothing else over).
+        self.drained.store(true, Ordering::Release);
+    }
+
+    fn is_drained(&self) -> bool {
+        // ORDERING: Relaxed: only this region stores it (`set_drained`); a probe for tests.
+        self.drained.load(Ordering::Relaxed)
+    }
+}
+
+/// A look into a region, for tests (`EntityRefs::__probe`): taken by the region in its
+/// own turn, so it also tells that the region has handled what was sent to it before.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionProbe {
+    /// Entities alive (or stopping) in the region.
+    pub entities: usize,
+    /// Envelopes (and protocol messages) waiting in the per-peer queues for a connection
+    /// with room.
+    pub outbound: usize,
+    /// Envelopes held in all the region's buffers (what counts against the buffer limit).
+    pub buffered: usize,
+    /// Hand-off requests from other regions not answered yet.
+    pub pending_requests: usize,
+    /// The region's view says this member is leaving.
+    pub leaving: bool,
+    /// The region has told the daemon that it has handed everything over.
+    pub drained: bool,
+}
+
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
 pub(crate) enum RegionMsg<M> {
     /// An envelope for an entity.
@@ -146,6 +216,8 @@ pub(crate) enum RegionLocal {
     RememberFailed {
         shard: u32,
     },
+    /// Test hook (`EntityRefs::__probe`): answer what the region holds.
+    Probe(std::sync::mpsc::Sender<RegionProbe>),
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -310,8 +382,8 @@ where
     reloading: BTreeSet<u32>,
     /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
     fencing: fencing::Fencing<A::Msg>,
-    /// A view that found the mailbox full (see [`MissedView`]).
-    missed_view: Arc<MissedView>,
+    /// What reaches this region, or leaves it, without a mailbox (see [`Slots`]).
+    slots: Arc<Slots>,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -338,7 +410,7 @@ where
         factory: Factory<A>,
         settings: ShardingSettings<A::Msg>,
         gauge: Arc<Gauge>,
-        missed_view: Arc<MissedView>,
+        slots: Arc<Slots>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
         Region {
@@ -364,7 +436,7 @@ where
             memory: HashMap::new(),
             reloading: BTreeSet::new(),
             fencing: fencing::Fencing::default(),
-            missed_view,
+            slots,
         }
     }
 
@@ -753,7 +825,19 @@ where
     fn report_drained(&self) {
         let leaving = self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)));
         if leaving && self.entities.is_empty() {
-            self.cluster.region_drained(self.name.clone());
+            self.slots.set_drained();
+        }
+    }
+
+    /// The test hook `EntityRefs::__probe`.
+    fn probe(&self) -> RegionProbe {
+        RegionProbe {
+            entities: self.entities.len(),
+            outbound: self.outbound.values().map(|q| q.len()).sum(),
+            buffered: self.buffered,
+            pending_requests: self.pending_requests.len(),
+            leaving: self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving))),
+            drained: self.slots.is_drained(),
         }
     }
 
@@ -952,20 +1036,25 @@ where
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(ctx),
             RegionMsg::Local(RegionLocal::RetryTick) => {
-                if let Some(v) = self.missed_view.take() {
+                if let Some(v) = self.slots.missed_view.take() {
                     self.view_arrived(ctx, v);
                 }
+                for shard in self.slots.take_failed_updates() {
+                    self.remember_failed(ctx, shard);
+                }
                 self.retry(ctx);
+                // Again on every tick: a view or a termination may have emptied the region
+                // while it was not leaving yet, or the other way round.
+                self.report_drained();
             }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
                 let (shard, result) = *b;
                 self.on_remember_loaded(ctx, shard, result);
             }
-            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => {
-                if matches!(self.shards.get(&shard), Some(ShardState::Active)) && self.reloading.insert(shard) {
-                    self.load_remembered(ctx, shard);
-                }
+            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => self.remember_failed(ctx, shard),
+            RegionMsg::Local(RegionLocal::Probe(to)) => {
+                let _ = to.send(self.probe());
             }
         }
         // What may have emptied a shard's buffers here (an activation, a stopped entity, a
