@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use percore::{Actor, ActorError, ActorRef, Context};
 use percore_cluster::sharding::remember::{LoadDone, UpdateDone};
 use percore_cluster::{
-    ClusterSharding, RememberChange, RememberError, RememberStore, RememberedShard, ShardingSettings,
+    ClusterSharding, EntityRef, EntityRefs, Placement, RememberChange, RememberError, RememberStore, RememberedShard,
+    ShardingSettings,
 };
 
 use crate::common::*;
@@ -268,6 +269,85 @@ fn a_drained_report_made_while_the_daemon_mailbox_is_full_is_not_lost() {
     let (n, host) = refs_by_node[1].entity(here.entity_id()).blocking_ask(CounterMsg::Get, LONG).unwrap();
     assert_eq!((n, host), (0, nodes[1].addr().to_string()), "the entity moved (a fresh activation)");
     log.assert_single_activation();
+}
+
+/// Two members; a counter type whose entities all live on the oldest member (node 0), so
+/// that node 1 (the leaver) never runs one: its region only sends. Its region traffic to
+/// node 0 is held in its per-peer queue (`Faults::hold_region_traffic`: a paused
+/// connection for sharding traffic only, while gossip goes on) and `QUEUED` hits are
+/// queued there; then node 1 leaves. Returns the nodes, each one's refs, the entity and
+/// the log.
+fn leaver_with_queued_hits(
+    retry: std::time::Duration,
+) -> (Vec<TestNode>, Vec<EntityRefs<CounterMsg>>, EntityRef<CounterMsg>, Arc<ActivationLog>) {
+    let log = Arc::new(ActivationLog::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .placement(Placement::Oldest)
+            .stop_message(|| CounterMsg::Stop)
+            .retry_interval(retry);
+        refs_by_node.push(ClusterSharding::new(c).start("counter", counters(c, &log), settings).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let e = refs_by_node[1].entity("e");
+    assert_eq!(e.blocking_ask(CounterMsg::Get, LONG).unwrap(), (0, nodes[0].addr().to_string()));
+    nodes[1].cluster.faults().hold_region_traffic(nodes[0].addr());
+    for _ in 0..QUEUED {
+        e.tell(CounterMsg::Hit).unwrap();
+    }
+    let p = refs_by_node[1].__probe(LONG).unwrap();
+    assert_eq!(p.outbound, QUEUED, "the hits wait in the per-peer queue");
+    nodes[1].cluster.leave().unwrap();
+    (nodes, refs_by_node, e, log)
+}
+
+const QUEUED: usize = 100;
+
+/// A leaving member whose region still has envelopes queued for a paused connection must
+/// not report drained (after which it exits, and they are lost although their senders were
+/// told `Ok`) until they have gone on. Before, the region reported drained as soon as its
+/// entities had stopped: with its view saying leaving, the probe saw `drained` with 100
+/// hits still queued (this test failed there).
+#[test]
+fn a_leaving_member_reports_drained_only_after_its_queued_envelopes_went_on() {
+    let (mut nodes, refs_by_node, e, log) = leaver_with_queued_hits(std::time::Duration::from_secs(1));
+    // (Or further on: before the fix the member went on to exiting at once.)
+    eventually("the leaver's view says leaving", || {
+        let s = nodes[1].cluster.state();
+        s.self_status == Some(percore_cluster::MemberStatus::Leaving) && s.converged || nodes[1].cluster.is_terminated()
+    });
+    // The region had that view queued before the state was published: the probe comes
+    // after it.
+    let p = refs_by_node[1].__probe(LONG).unwrap();
+    assert!(!p.drained, "reported drained with hits queued: {p:?}");
+    assert!(p.leaving, "the region has the leaving view: {p:?}");
+    assert_eq!((p.entities, p.outbound), (0, QUEUED), "{p:?}");
+    nodes[1].cluster.faults().release_region_traffic(nodes[0].addr());
+    eventually("the leaver is gone", || nodes[1].cluster.is_terminated());
+    // The process would exit now.
+    nodes[1].kill();
+    eventually("every hit handled", || log.handled.load(Ordering::SeqCst) >= QUEUED as u64);
+    let (n, host) = refs_by_node[0].entity(e.entity_id()).blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!((n, host), (QUEUED as u64, nodes[0].addr().to_string()), "each queued hit arrived once");
+    assert_eq!(refs_by_node[1].undelivered(), 0);
+}
+
+/// The same, with the connection paused for good: the leave must still end. After the
+/// deadline (`DRAIN_DEADLINE_TICKS` retry ticks, here 40 × 20 ms) the region drops what it
+/// holds, counting each envelope in `undelivered`, and reports drained. Before, it
+/// reported drained at once and the member exited with the 100 hits queued, uncounted
+/// (`undelivered` 0).
+#[test]
+fn a_leaving_member_whose_connection_stays_paused_counts_what_it_could_not_pass_on() {
+    let (nodes, refs_by_node, e, log) = leaver_with_queued_hits(std::time::Duration::from_millis(20));
+    eventually("the leaver is gone", || nodes[1].cluster.is_terminated());
+    assert_eq!(refs_by_node[1].undelivered(), QUEUED as u64, "each queued hit counted as undelivered");
+    let (n, _) = refs_by_node[0].entity(e.entity_id()).blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(n, 0, "none arrived");
+    assert_eq!(log.handled.load(Ordering::SeqCst), 0);
 }
 
 /// A remember-entities store that holds update completions while `hold` is set, so that

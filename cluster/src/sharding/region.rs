@@ -58,6 +58,13 @@ pub(crate) use outbound::{Congested, Gauge, Registration, CAPACITY};
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
 
+/// Retry ticks a leaving region that has stopped its entities waits for what it still holds
+/// for other nodes (a per-peer queue behind a paused connection) to go on before it gives
+/// up, counts each remaining envelope in `undelivered`, and reports drained anyway (a leave
+/// must end). More than [`fencing::FENCE_HOLD_TICKS`]: a held stream goes on at that
+/// deadline and then has its chance to leave.
+const DRAIN_DEADLINE_TICKS: u32 = fencing::FENCE_HOLD_TICKS + 10;
+
 /// Retry ticks a remember-entities load may take before it is issued again (a result lost
 /// because the region's mailbox was full, or a store that failed).
 const RELOAD_AFTER_TICKS: u32 = 10;
@@ -384,6 +391,9 @@ where
     fencing: fencing::Fencing<A::Msg>,
     /// What reaches this region, or leaves it, without a mailbox (see [`Slots`]).
     slots: Arc<Slots>,
+    /// Retry ticks this region has waited, leaving and without entities, for what it
+    /// holds to go on (see [`DRAIN_DEADLINE_TICKS`]).
+    drain_ticks: u32,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -437,6 +447,7 @@ where
             reloading: BTreeSet::new(),
             fencing: fencing::Fencing::default(),
             slots,
+            drain_ticks: 0,
         }
     }
 
@@ -822,11 +833,58 @@ where
         }
     }
 
+    fn leaving(&self) -> bool {
+        self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)))
+    }
+
+    /// A leaving region has handed everything over once its entities have stopped **and**
+    /// it holds no envelope (`buffered`: its per-peer queues, unrouted envelopes, held
+    /// streams). Before, it reported drained with envelopes still queued for a paused
+    /// connection: the member then exited and lost them, after their senders were told
+    /// `Ok`. Called on a view, an entity's termination, a flush and every retry tick.
     fn report_drained(&self) {
-        let leaving = self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)));
-        if leaving && self.entities.is_empty() {
+        if self.leaving() && self.entities.is_empty() && self.buffered == 0 {
             self.slots.set_drained();
         }
+    }
+
+    /// A retry tick while leaving: report drained, or, past [`DRAIN_DEADLINE_TICKS`] with
+    /// envelopes still held, drop them (each counted in `undelivered`) and report anyway.
+    fn drain_tick(&mut self, ctx: &mut Context<Self>) {
+        if !self.leaving() || !self.entities.is_empty() || self.slots.is_drained() {
+            self.drain_ticks = 0;
+            return;
+        }
+        if self.buffered == 0 {
+            self.slots.set_drained();
+            return;
+        }
+        self.drain_ticks += 1;
+        if self.drain_ticks <= DRAIN_DEADLINE_TICKS {
+            return;
+        }
+        let mut dropped = 0usize;
+        for (_, q) in std::mem::take(&mut self.outbound) {
+            for m in q {
+                self.buffered = self.buffered.saturating_sub(1);
+                if matches!(m, RegionMsg::Deliver { .. }) {
+                    self.gauge.count_undelivered();
+                    dropped += 1;
+                }
+            }
+        }
+        for (_, m, _, _) in std::mem::take(&mut self.unrouted) {
+            self.buffered = self.buffered.saturating_sub(1);
+            self.gauge.count_undelivered();
+            dropped += 1;
+            ctx.dead_letter(m);
+        }
+        tracing::warn!(
+            "region {}: leaving, and {dropped} envelopes could not be passed on within {DRAIN_DEADLINE_TICKS} retry ticks: counted as undelivered; {} still held",
+            self.name,
+            self.buffered
+        );
+        self.slots.set_drained();
     }
 
     /// The test hook `EntityRefs::__probe`.
@@ -836,7 +894,7 @@ where
             outbound: self.outbound.values().map(|q| q.len()).sum(),
             buffered: self.buffered,
             pending_requests: self.pending_requests.len(),
-            leaving: self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving))),
+            leaving: self.leaving(),
             drained: self.slots.is_drained(),
         }
     }
@@ -1043,9 +1101,7 @@ where
                     self.remember_failed(ctx, shard);
                 }
                 self.retry(ctx);
-                // Again on every tick: a view or a termination may have emptied the region
-                // while it was not leaving yet, or the other way round.
-                self.report_drained();
+                self.drain_tick(ctx);
             }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {

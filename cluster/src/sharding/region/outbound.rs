@@ -288,6 +288,10 @@ where
             self.flush_to(to);
         }
         self.outbound.retain(|_, q| !q.is_empty());
+        if self.outbound.is_empty() {
+            // A leaving region reports drained once its queues are empty.
+            self.report_drained();
+        }
     }
 
     /// Passes what waits for `to` to its proxy, in order, while it takes it.
