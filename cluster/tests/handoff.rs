@@ -350,6 +350,50 @@ fn a_leaving_member_whose_connection_stays_paused_counts_what_it_could_not_pass_
     assert_eq!(log.handled.load(Ordering::SeqCst), 0);
 }
 
+/// A hand-off request from a member that then leaves the view must not stay in the
+/// answering region for good. Node 0 runs ten entities whose hand-off stop message they
+/// ignore (`Hit`: they never stop, so node 0 cannot answer); node 1 joins and asks for the
+/// shards it now owns (a tell to each entity), then leaves and is removed. Node 0 owns
+/// those shards again, and before, kept every request of node 1 for good (the probe saw
+/// them after node 1's removal: one entry per shard and requester incarnation, growing
+/// with every member that ever asked). Now a view prunes requesters gone from it.
+#[test]
+fn hand_off_requests_of_a_member_that_left_are_forgotten() {
+    let log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(10).passivate_after(None).stop_message(|| CounterMsg::Hit);
+    let mut nodes = cluster_of(1, config(), |_| {});
+    let refs0 =
+        ClusterSharding::new(&nodes[0].cluster).start("stubborn", counters(&nodes[0].cluster, &log), settings());
+    let refs0 = refs0.unwrap();
+    all_up(&[&nodes[0]], 1);
+    let ids: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    for id in &ids {
+        refs0.entity(id).blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    let (rt, node) = start_node("n1");
+    let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
+    let refs1 = ClusterSharding::new(&cluster).start("stubborn", counters(&cluster, &log), settings()).unwrap();
+    cluster.join([nodes[0].addr()]).unwrap();
+    nodes.push(TestNode { rt: Some(rt), node, cluster });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    // Node 1 asks for the shards it owns now (acquiring: the tells wait there).
+    for id in &ids {
+        refs1.entity(id).tell(CounterMsg::Hit).unwrap();
+    }
+    eventually("node 0 holds node 1's hand-off requests", || {
+        refs0.__probe(LONG).expect("the region answers").pending_requests > 0
+    });
+    nodes[1].cluster.leave().unwrap();
+    eventually("the leaver is gone", || nodes[1].cluster.is_terminated());
+    eventually("node 0's view without node 1", || {
+        let s = nodes[0].cluster.state();
+        s.members.len() == 1 && s.converged
+    });
+    // The region had that view queued before the state was published.
+    let p = refs0.__probe(LONG).unwrap();
+    assert_eq!(p.pending_requests, 0, "requests of a member gone from the view: {p:?}");
+}
+
 /// A remember-entities store that holds update completions while `hold` is set, so that
 /// the test decides when (and how) they complete. Per shard, what it has stored.
 #[derive(Default)]

@@ -793,6 +793,12 @@ where
             }
             self.check_acquired(ctx, s);
         }
+        // Hand-off requests from members gone from the view: nobody waits for the answer
+        // (a requester that still needs one is a member, and asks again every retry
+        // interval). Kept, they stayed for good while this node owned the shard or one of
+        // its entities did not stop, one per (shard, requester incarnation): memory that
+        // grew with every member that ever asked (churn, rolling restarts).
+        self.pending_requests.retain(|(_, from)| live.contains(from));
         self.answer_requests(ctx);
         for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
