@@ -248,13 +248,20 @@ fn a_flood_through_a_full_proxy_is_not_lost() {
 /// mailbox could hold, parked what the (tiny, 16-message) proxy could not take, and
 /// dropped every envelope beyond the limit after `blocking_send` had returned `Ok`
 /// (`percore-perf sharding` lost 9,587 of 4M messages that way on a loaded machine).
+///
+/// The region's mailbox is 1,024 slots (not the default 65,536), so that 20,000 envelopes
+/// are enough to outrun the connection: with the default mailbox the test sent 120,000
+/// through a 16-message proxy, about 2 minutes under load (~1,000 envelopes/s with the
+/// machine's cores busy), and the final asks, behind ~60,000 envelopes still queued, ran
+/// past their 60 s timeout (it failed 5 runs of 5 beside six busy-looping processes).
 #[test]
 fn senders_faster_than_the_connection_wait_instead_of_losing_envelopes() {
-    const SENT: u64 = 120_000;
+    const SENT: u64 = 20_000;
     const ENTITIES: usize = 20;
     let log = Arc::new(ActivationLog::default());
-    // Congested at 4,000 held: a full region mailbox (65,536) still fits the limit.
-    let settings = ShardingSettings::new().shards(20).passivate_after(None).buffer_limit(65_536 + 4_000);
+    // Congested at 4,000 held: a full region mailbox (1,024) still fits the limit.
+    let settings =
+        ShardingSettings::new().shards(20).passivate_after(None).region_capacity(1_024).buffer_limit(1_024 + 4_000);
     let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("g", &log, settings);
     let from = &refs_by_node[0];
     let remote = entities_on(&nodes[1], from, "g", ENTITIES);
