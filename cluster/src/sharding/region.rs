@@ -24,6 +24,14 @@
 //! envelopes for the shard until it arrives. Envelopes from a peer whose view is newer
 //! wait for this region's view (membership numbers) instead of bouncing back.
 //!
+//! **Leaving.** A leaving member's region stops its entities (hand-off) and reports drained
+//! (a flag its daemon reads, [`Slots`]) once none is left **and** it holds no envelope, its
+//! per-peer queues included, so that the member exits only after passing everything on
+//! (bounded: after `DRAIN_DEADLINE_TICKS` retry ticks what is left is counted undelivered).
+//!
+//! **Nothing lost to a full mailbox** ([`Slots`]): views, drained reports and failed
+//! remember-entities updates wait in keyed slots taken on ticks when a mailbox refuses them.
+//!
 //! With durable remember-entities (`remember.rs`) an acquired shard goes through `Loading`
 //! (its remembered set is read from the store, messages still wait) before `Active`, where
 //! its listed entities start first; entity starts and passivations are then recorded.
