@@ -3,12 +3,27 @@
 //! The runtime keeps one lane per ordered pair of shards that talk (allocated on first use,
 //! see `lanes.rs`); lane `i → j` is
 //! written only by shard `i` and read only by shard `j`, so neither side ever executes a
-//! read-modify-write. In the style of `rtrb`:
-//! * `head` and `tail` sit on their own cache lines, and each side keeps a private copy of
-//!   the other side's index, re-reading the shared one only when the copy says full/empty;
+//! read-modify-write. In the style of `rtrb`, with one change:
+//! * **each slot carries a stamp** (`pos + 1` once the value written at position `pos` is in
+//!   it), and the consumer finds values by the stamps, never by reading the producer's
+//!   index: `tail` is producer-private. A value then moves in **one cache line** (its
+//!   slot), where a shared `tail` made it two (the slot and `tail`, each written by the
+//!   producer and read by the consumer): in `pingpong-xshard` every hop carries one
+//!   notification, so that was a line transfer each way per hop. Stamps of earlier laps
+//!   differ from `pos + 1` (they are `pos + 1 - k·cap`), so a slot is never mistaken for
+//!   full; the consumer never writes a slot.
+//! * `head` sits on its own cache line; the producer keeps a private copy of it, re-reading
+//!   the shared one only when the copy says full;
 //! * the consumer takes everything available and publishes its index **once per batch**;
 //! * a full lane gives the value back. [`Outbox`] turns that into "never block, never lose":
 //!   values that do not fit wait in a local overflow list and go first on the next flush.
+//!
+//! ```text
+//!   slot i: [ stamp | value ]    stamp == pos + 1: holds the value of position pos
+//!   producer: write value; stamp = tail + 1 (Release); tail += 1 (private)
+//!   consumer: while slot[head].stamp == head + 1 (Acquire): take it; head += 1
+//!             then publish head (Release) once
+//! ```
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -19,24 +34,36 @@ use super::ring::Full;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::UnsafeCell;
 
+/// One slot: the value and the stamp that publishes it.
+struct Slot<T> {
+    /// `pos + 1` once the value of position `pos` is written; anything else: not (yet) full
+    /// for the consumer's position.
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// The producer's private indices (on their own line: the consumer never reads them).
+struct ProducerSide {
+    /// Next position to write.
+    tail: usize,
+    /// The producer's copy of `head`.
+    cached_head: usize,
+}
+
 /// A bounded SPSC ring. Positions grow without bound (wrapping); `pos & mask` is the slot.
 pub struct Lane<T> {
-    /// Next position to read; written by the consumer only.
+    /// Next position to read; written by the consumer only, once per batch.
     head: CachePadded<AtomicUsize>,
-    /// Next position to write; written by the producer only.
-    tail: CachePadded<AtomicUsize>,
-    /// Producer-private: its copy of `head`.
-    cached_head: CachePadded<UnsafeCell<usize>>,
-    /// Consumer-private: its copy of `tail`.
-    cached_tail: CachePadded<UnsafeCell<usize>>,
-    buf: Box<[UnsafeCell<MaybeUninit<T>>]>,
+    /// Producer-private.
+    producer: CachePadded<UnsafeCell<ProducerSide>>,
+    buf: Box<[Slot<T>]>,
     mask: usize,
 }
 
 // SAFETY: values move from the producer thread to the consumer thread: `T: Send` suffices.
 unsafe impl<T: Send> Send for Lane<T> {}
 // SAFETY: shared access is split by the single-producer / single-consumer contracts of the
-// `unsafe` methods; indices are atomic.
+// `unsafe` methods; indices and stamps are atomic.
 unsafe impl<T: Send> Sync for Lane<T> {}
 
 impl<T> Lane<T> {
@@ -45,10 +72,12 @@ impl<T> Lane<T> {
         let cap = cap.max(1).next_power_of_two();
         Lane {
             head: CachePadded::new(AtomicUsize::new(0)),
-            tail: CachePadded::new(AtomicUsize::new(0)),
-            cached_head: CachePadded::new(UnsafeCell::new(0)),
-            cached_tail: CachePadded::new(UnsafeCell::new(0)),
-            buf: (0..cap).map(|_| UnsafeCell::new(MaybeUninit::uninit())).collect(),
+            producer: CachePadded::new(UnsafeCell::new(ProducerSide { tail: 0, cached_head: 0 })),
+            // Stamp 0: position 0 waits for stamp 1, and no later position p (stamp p + 1)
+            // has stamp 0 before the positions wrap around usize.
+            buf: (0..cap)
+                .map(|_| Slot { stamp: AtomicUsize::new(0), value: UnsafeCell::new(MaybeUninit::uninit()) })
+                .collect(),
             mask: cap - 1,
         }
     }
@@ -64,26 +93,29 @@ impl<T> Lane<T> {
     /// Only one thread, the producer, may call `push` at a time.
     #[inline]
     pub unsafe fn push(&self, value: T) -> Result<(), Full<T>> {
-        // ORDERING: Relaxed: only this (producer) thread writes `tail`.
-        let tail = self.tail.load(Ordering::Relaxed);
-        // SAFETY: `cached_head` is producer-private by the contract above.
-        let mut head = self.cached_head.with(|h| unsafe { *h });
-        if tail.wrapping_sub(head) == self.capacity() {
-            // ORDERING: Acquire pairs with the Release store of `head` in `pop_batch`: the
-            // consumer's reads of the slots it freed happen-before our overwrite.
-            head = self.head.load(Ordering::Acquire);
-            // SAFETY: producer-private, as above.
-            self.cached_head.with_mut(|h| unsafe { *h = head });
-            if tail.wrapping_sub(head) == self.capacity() {
-                return Err(Full(value));
+        // SAFETY: `producer` is producer-private by the contract above; the borrow ends
+        // with the closure.
+        self.producer.with_mut(|p| unsafe {
+            let p = &mut *p;
+            let tail = p.tail;
+            if tail.wrapping_sub(p.cached_head) == self.capacity() {
+                // ORDERING: Acquire pairs with the Release store of `head` in `pop_batch`:
+                // the consumer's reads of the slots it freed happen-before our overwrite.
+                p.cached_head = self.head.load(Ordering::Acquire);
+                if tail.wrapping_sub(p.cached_head) == self.capacity() {
+                    return Err(Full(value));
+                }
             }
-        }
-        // SAFETY: slot `tail` is free (tail - head < cap) and only the producer writes slots.
-        self.buf[tail & self.mask].with_mut(|p| unsafe { (*p).write(value) });
-        // ORDERING: Release pairs with the Acquire load of `tail` in `pop_batch`/`is_empty`:
-        // the value written above is visible to the consumer that sees the new tail.
-        self.tail.store(tail.wrapping_add(1), Ordering::Release);
-        Ok(())
+            let slot = &self.buf[tail & self.mask];
+            // SAFETY: position `tail` is free (tail - head < cap: the consumer is done with
+            // the slot's previous value) and only the producer writes slots.
+            slot.value.with_mut(|v| (*v).write(value));
+            // ORDERING: Release pairs with the Acquire load of the stamp in `pop_batch`:
+            // the value written above is visible to the consumer that sees the stamp.
+            slot.stamp.store(tail.wrapping_add(1), Ordering::Release);
+            p.tail = tail.wrapping_add(1);
+            Ok(())
+        })
     }
 
     /// Takes every value available now, oldest first, handing each to `f`; publishes the
@@ -95,29 +127,28 @@ impl<T> Lane<T> {
     pub unsafe fn pop_batch(&self, mut f: impl FnMut(T)) -> usize {
         // ORDERING: Relaxed: only this (consumer) thread writes `head`.
         let head = self.head.load(Ordering::Relaxed);
-        // SAFETY: `cached_tail` is consumer-private by the contract above.
-        let mut tail = self.cached_tail.with(|t| unsafe { *t });
-        if tail == head {
-            // ORDERING: Acquire pairs with the Release store of `tail` in `push`.
-            tail = self.tail.load(Ordering::Acquire);
-            // SAFETY: consumer-private, as above.
-            self.cached_tail.with_mut(|t| unsafe { *t = tail });
-            if tail == head {
-                return 0;
-            }
-        }
         let mut pos = head;
-        while pos != tail {
-            // SAFETY: positions in [head, tail) are published (Acquire above or in an earlier
-            // call) and not yet consumed; the consumer is the only reader.
-            let value = self.buf[pos & self.mask].with(|p| unsafe { (*p).assume_init_read() });
+        loop {
+            let slot = &self.buf[pos & self.mask];
+            // ORDERING: Acquire pairs with the Release store of the stamp in `push`. At most
+            // `cap` positions past `head` can carry their stamp (the producer needs our
+            // published `head` to reuse a slot), so the loop ends.
+            if slot.stamp.load(Ordering::Acquire) != pos.wrapping_add(1) {
+                break;
+            }
+            // SAFETY: the stamp says position `pos` is written and published; the consumer
+            // is the only reader, and the producer does not overwrite it before we publish
+            // a `head` past it.
+            let value = slot.value.with(|p| unsafe { (*p).assume_init_read() });
             pos = pos.wrapping_add(1);
             f(value);
         }
-        // ORDERING: Release pairs with the Acquire load of `head` in `push`: our reads of the
-        // slots happen-before the producer reuses them.
-        self.head.store(pos, Ordering::Release);
-        tail.wrapping_sub(head)
+        if pos != head {
+            // ORDERING: Release pairs with the Acquire load of `head` in `push`: our reads
+            // of the slots happen-before the producer reuses them.
+            self.head.store(pos, Ordering::Release);
+        }
+        pos.wrapping_sub(head)
     }
 
     /// Whether nothing is published for the consumer. Used by the park protocol after its
@@ -129,10 +160,10 @@ impl<T> Lane<T> {
     pub unsafe fn is_empty(&self) -> bool {
         // ORDERING: Relaxed: only this (consumer) thread writes `head`.
         let head = self.head.load(Ordering::Relaxed);
-        // ORDERING: Relaxed: the caller orders it with a SeqCst fence (the park protocol,
-        // partnered by the fence in `Parker::wake`); the values themselves are then read
-        // after the Acquire load in `pop_batch`.
-        self.tail.load(Ordering::Relaxed) == head
+        // ORDERING: Relaxed: the caller orders it with the park protocol's fence (partnered
+        // by the one in `Parker::wake`); the value itself is then read after the Acquire
+        // load in `pop_batch`.
+        self.buf[head & self.mask].stamp.load(Ordering::Relaxed) != head.wrapping_add(1)
     }
 }
 
@@ -232,6 +263,24 @@ mod tests {
             assert!(lane.is_empty());
             assert_eq!(lane.pop_batch(|_| unreachable!()), 0);
         }
+    }
+
+    #[test]
+    fn stamps_of_earlier_laps_never_pass_for_values() {
+        let lane = Lane::new(2);
+        let mut got = vec![];
+        // SAFETY: single thread acts as producer and consumer, never concurrently.
+        unsafe {
+            for lap in 0..5u32 {
+                lane.push(lap * 10).unwrap();
+                assert!(!lane.is_empty());
+                assert_eq!(lane.pop_batch(|v| got.push(v)), 1);
+                // The next slot still holds the stamp of an earlier lap (or none).
+                assert!(lane.is_empty(), "lap {lap}");
+                assert_eq!(lane.pop_batch(|_| unreachable!()), 0);
+            }
+        }
+        assert_eq!(got, [0, 10, 20, 30, 40]);
     }
 
     #[test]
