@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::tests::{bind, frame, msg, Harness, Num, SECRET};
-use super::{Role, MAX_ANSWERS_BUFFERED, MAX_ANSWER, PER_CONNECTION_BOUND};
+use super::{MAX_ANSWERS_BUFFERED, MAX_ANSWER, PER_CONNECTION_BOUND};
 use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::handshake;
 use crate::io::ConnId;
@@ -59,9 +59,7 @@ fn check(h: &Harness, c: ConnId, chunk: usize, rejected_before: u64) -> Result<(
         prop_assert!(k.inbuf.len() <= max_frame + 4 + chunk, "input held: {}", k.inbuf.len());
         prop_assert!(k.out.len() <= MAX_ANSWERS_BUFFERED + MAX_ANSWER, "answers held: {}", k.out.len());
         prop_assert!(k.out.len() <= PER_CONNECTION_BOUND);
-        if let Role::Inbound { bindings, deployed, .. } = &k.role {
-            prop_assert!(bindings.len() <= MAX_ALIASES && deployed.len() <= MAX_ALIASES);
-        }
+        prop_assert!(k.bindings.len() <= MAX_ALIASES && k.deployed.len() <= MAX_ALIASES);
     }
     Ok(())
 }

@@ -180,6 +180,10 @@ pub(crate) struct EndpointState {
     conns: HashMap<ConnId, Conn>,
     peers: Vec<Peer>,
     peer_index: HashMap<SocketAddr, usize>,
+    /// Authenticated inbound connections on this shard whose peer (by the address it
+    /// announced) takes our requests on them, for the peers this shard sends to: the route
+    /// to such a peer when this shard has no connection of its own to it.
+    both_ways_from: HashMap<SocketAddr, ConnId>,
     /// What this shard lends the codec for refs and reply handles (ref cache, reply table).
     wire: ShardCtx,
     to_connect: Vec<usize>,
@@ -225,6 +229,7 @@ impl EndpointState {
             conns: HashMap::new(),
             peers: Vec::new(),
             peer_index: HashMap::new(),
+            both_ways_from: HashMap::new(),
             wire: ShardCtx {
                 node: node.clone(),
                 refs: RefCache::default(),
@@ -300,12 +305,12 @@ impl EndpointState {
     /// shard must start watching it (first watcher).
     fn watch_for_peer(&mut self, c: ConnId, alias: u32, target: ActorId) -> bool {
         // The binding learns its actor, so that closing the connection unwatches it.
-        match self.conns.get_mut(&c).map(|conn| &mut conn.role) {
-            Some(Role::Inbound { bindings, .. }) => match bindings.get_mut(&alias) {
+        match self.conns.get_mut(&c).map(|conn| &mut conn.bindings) {
+            Some(bindings) => match bindings.get_mut(&alias) {
                 Some(b) if b.target.is_none() => b.target = Some(target),
                 _ => return false, // unbound (or re-bound) meanwhile
             },
-            _ => return false, // the connection is gone
+            None => return false, // the connection is gone
         }
         let w = self.watched.entry(target).or_default();
         w.push((c, alias));
@@ -315,10 +320,8 @@ impl EndpointState {
     /// A pending binding will never have an actor: drop it and tell the peer.
     fn binding_failed(&mut self, c: ConnId, alias: u32) {
         if let Some(conn) = self.conns.get_mut(&c) {
-            if let Role::Inbound { bindings, .. } = &mut conn.role {
-                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
-                    unwatch(&mut self.watched, id, c, alias);
-                }
+            if let Some(id) = conn.bindings.remove(&alias).and_then(|b| b.target) {
+                unwatch(&mut self.watched, id, c, alias);
             }
             Self::terminated_frame(&mut conn.out, alias);
             self.dirty.push(c);
@@ -329,11 +332,9 @@ impl EndpointState {
     fn local_terminated(&mut self, id: ActorId) {
         for (c, alias) in self.watched.remove(&id).unwrap_or_default() {
             if let Some(conn) = self.conns.get_mut(&c) {
-                if let Role::Inbound { bindings, .. } = &mut conn.role {
-                    // Only if the alias still means this actor (it may have been re-bound).
-                    if bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
-                        bindings.remove(&alias);
-                    }
+                // Only if the alias still means this actor (it may have been re-bound).
+                if conn.bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
+                    conn.bindings.remove(&alias);
                 }
                 Self::terminated_frame(&mut conn.out, alias);
                 self.dirty.push(c);
@@ -402,6 +403,9 @@ impl EndpointState {
             if self.peers[p].state != PeerState::Idle {
                 continue;
             }
+            if self.attach_inbound(p) {
+                continue;
+            }
             let c = io.connect(self.peers[p].addr);
             self.node.stats.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let cn = handshake::random_bytes::<16>();
@@ -451,7 +455,7 @@ impl EndpointState {
 
     fn try_send(&mut self, io: &mut dyn Io, c: ConnId) {
         let Some(conn) = self.conns.get_mut(&c) else { return };
-        if let Role::Outbound { peer: p, .. } = conn.role {
+        if let Some(p) = conn.carries {
             self.peers[p].dirty = false;
         }
         if conn.sending || conn.closing || !conn.connected {
@@ -470,7 +474,7 @@ impl EndpointState {
             }
             return;
         }
-        if let Role::Outbound { peer: p, open: true, .. } = conn.role {
+        if let Some(p) = conn.carries {
             let peer = &mut self.peers[p];
             if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
                 let n = peer.pending.len() as u64;
@@ -498,7 +502,7 @@ impl EndpointState {
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!("node {}: accepted {peer}", self.node.addr);
-        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello }));
         // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
         let ip = peer.ip();
         self.unauthenticated.push_back((conn, ip));
@@ -590,8 +594,8 @@ impl IoSink for EndpointState {
             // The peer's kernel took our bytes, so its side is reading: that is a sign of
             // life too. Heartbeat replies queue behind the data a slow (backpressuring)
             // receiver has not read yet, so they alone would call a busy peer dead.
-            if let Role::Outbound { peer, open: true, .. } = conn.role {
-                self.peers[peer].heard = true;
+            if let Some(p) = conn.carries.filter(|&p| self.peers[p].state == PeerState::Open(c)) {
+                self.peers[p].heard = true;
             }
         }
     }
@@ -599,16 +603,20 @@ impl IoSink for EndpointState {
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
         self.forget_unauthenticated(c);
-        if let Role::Inbound { bindings, .. } = &conn.role {
-            for (&alias, b) in bindings {
-                if let Some(id) = b.target {
-                    unwatch(&mut self.watched, id, c, alias);
-                }
+        for (&alias, b) in &conn.bindings {
+            if let Some(id) = b.target {
+                unwatch(&mut self.watched, id, c, alias);
             }
         }
-        if let Role::Inbound { deployed, .. } = &conn.role {
-            for g in deployed.values() {
-                let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
+        for g in conn.deployed.values() {
+            let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
+        }
+        if let Role::Inbound { state: InState::Open { peer } } = &conn.role {
+            if self.both_ways_from.get(&peer.addr) == Some(&c) {
+                self.both_ways_from.remove(&peer.addr);
+            }
+            if let Some(p) = conn.carries {
+                self.inbound_route_closed(c, p, &why);
             }
         }
         if let Role::Outbound { peer: p, .. } = conn.role {

@@ -171,10 +171,7 @@ impl Harness {
     /// Bytes the endpoint holds for `c` (input, answers, and its alias table's slots).
     pub(super) fn held(&self, c: ConnId) -> (usize, usize, usize) {
         let Some(k) = self.st.conns.get(&c) else { return (0, 0, 0) };
-        let aliases = match &k.role {
-            Role::Inbound { bindings, .. } => bindings.capacity(),
-            Role::Outbound { .. } => 0,
-        };
+        let aliases = k.bindings.capacity();
         (k.inbuf.capacity(), k.out.capacity(), aliases)
     }
 }
