@@ -11,7 +11,8 @@ use std::time::Duration;
 use percore::driver::DriverWaker;
 use percore::{Actor, ActorError, Context, Runtime, Props};
 
-use super::{EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
+use super::{EndpointState, InState, PeerState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
+use crate::frame::FrameError;
 use crate::frame::{begin_frame, end_frame, kind, next_frame};
 use crate::handshake::{self, Identity};
 use crate::io::{ConnId, Io, IoSink};
@@ -165,7 +166,28 @@ impl Harness {
     }
 
     pub(super) fn is_open(&self, c: ConnId) -> bool {
-        self.st.conns.get(&c).is_some_and(|k| !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. }, .. }))
+        self.st.conns.get(&c).is_some_and(|k| {
+            !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. } } | Role::Outbound { open: true, .. })
+        })
+    }
+
+    /// This node dials a peer at `to`, which answers the HELLO with a CHALLENGE proving
+    /// `key` and naming `to`: the connection, open if the key was right. Its answers (the
+    /// RESPONSE, the announcement) stay on the fake wire.
+    pub(super) fn dial(&mut self, to: SocketAddr, key: &[u8]) -> ConnId {
+        let p = self.st.peer_for(to);
+        self.st.ensure_connecting(p);
+        self.st.flush(&mut self.io);
+        let PeerState::Connecting(c) = self.st.peers[p].state else { panic!("dialling: {:?}", self.st.peers[p].state) };
+        self.st.on_connected(c);
+        self.st.flush(&mut self.io);
+        let sent = self.io.wire.remove(&c).unwrap_or_default();
+        let Ok(Some((kind::HELLO, body, _))) = next_frame(&sent, 4096) else { panic!("no hello") };
+        let (_, cn) = handshake::read_hello(body).expect("our hello");
+        self.drained(c);
+        let server = Identity { system: "peer".into(), addr: to, incarnation: 6 };
+        self.feed(c, &frame(kind::CHALLENGE, |w| handshake::challenge(w, key, &server, &cn, &[4; 16])));
+        c
     }
 
     /// Bytes the endpoint holds for `c` (input, answers, and its alias table's slots).
@@ -373,4 +395,104 @@ fn handshake_deadline_is_not_reset_by_traffic() {
     assert!(h.handshake(c2, SECRET));
     h.st.expire_handshakes(start + Duration::from_secs(60));
     assert!(h.is_open(c2));
+}
+
+/// The frames after a handshake that `sent` holds, by kind and body.
+fn frames_in(sent: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut rest = sent;
+    let mut out = Vec::new();
+    while let Ok(Some((k, body, n))) = next_frame(rest, 1 << 20) {
+        out.push((k, body.to_vec()));
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// One connection per node pair: a dialler announces both ways on a heartbeat right after
+/// its RESPONSE (sequence 0, then the capability byte), and from then on its outbound
+/// connection takes the acceptor's requests like an inbound one: bindings, messages,
+/// heartbeats (acked on it), within the same limits (max_aliases per connection).
+#[test]
+fn an_outbound_connection_serves_the_acceptor_within_the_same_limits() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(4));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent[0].0, kind::RESPONSE);
+    let mut announce = 0u64.to_le_bytes().to_vec();
+    announce.push(crate::frame::caps::BOTH_WAYS);
+    assert_eq!(sent[1], (kind::HEARTBEAT, announce), "the announcement follows the RESPONSE");
+    h.drained(c);
+    h.feed(c, &bind(1, Num::TYPE_ID, "sum"));
+    for i in 0..10 {
+        h.feed(c, &msg(1, i));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.hits.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+        assert!(std::time::Instant::now() < deadline, "messages delivered");
+        std::thread::yield_now();
+    }
+    h.feed(c, &frame(kind::HEARTBEAT, |w| w.put_u64(41)));
+    h.drained(c);
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent, vec![(kind::HEARTBEAT_ACK, 41u64.to_le_bytes().to_vec())], "a heartbeat of the acceptor is acked on the dialled connection");
+    // The connection's answers to our requests still arrive in between.
+    h.feed(c, &frame(kind::HEARTBEAT_ACK, |w| w.put_u64(1)));
+    assert!(h.is_open(c));
+    for a in 2..5 {
+        h.feed(c, &bind(a, Num::TYPE_ID, "sum"));
+    }
+    assert!(h.is_open(c));
+    assert_eq!(h.st.input(c, &bind(5, Num::TYPE_ID, "sum")), Err(FrameError::Limit { what: "aliases bound on one connection", max: 4 }));
+}
+
+/// An old-protocol layout: a node with `both_ways(false)` announces nothing, and a request
+/// (BIND, MSG, HEARTBEAT) on its outbound connection is a typed error that closes it.
+#[test]
+fn requests_on_an_outbound_connection_need_the_announcement() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(false));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent.iter().map(|f| f.0).collect::<Vec<_>>(), vec![kind::RESPONSE], "nothing announced");
+    for request in [bind(1, Num::TYPE_ID, "sum"), msg(1, 0), frame(kind::HEARTBEAT, |w| w.put_u64(1))] {
+        assert!(matches!(h.st.input(c, &request), Err(FrameError::UnexpectedKind { .. })), "{request:?}");
+    }
+    h.feed(c, &msg(1, 0));
+    assert!(!h.is_open(c));
+    assert_eq!(h.rejected(), 1);
+    assert_eq!(h.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// The reverse direction's answers (TERMINATED, HEARTBEAT_ACK, CHILD_FAILED) on an inbound
+/// connection that carries none of our requests are typed errors that close it; one that
+/// announced both ways is not chosen to carry ours unless this shard sends to that peer.
+#[test]
+fn answers_on_an_inbound_connection_that_carries_nothing_are_refused() {
+    let mut h = Harness::default();
+    for (i, answer) in [
+        frame(kind::TERMINATED, |w| w.put_u32(1)),
+        frame(kind::HEARTBEAT_ACK, |w| w.put_u64(1)),
+        frame(kind::CHILD_FAILED, |w| {
+            w.put_u32(1);
+            w.put_str("x");
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = h.accept(10 + i as u32, from());
+        assert!(h.handshake(c, SECRET));
+        // The announcement alone is a heartbeat like any other.
+        h.feed(c, &frame(kind::HEARTBEAT, |w| {
+            w.put_u64(0);
+            w.put_u8(crate::frame::caps::BOTH_WAYS);
+        }));
+        assert!(h.is_open(c));
+        assert!(h.st.conns[&c].both_ways);
+        assert!(matches!(h.st.input(c, &answer), Err(FrameError::UnexpectedKind { .. })));
+        h.feed(c, &answer);
+        assert!(!h.is_open(c));
+        assert_eq!(h.rejected(), i as u64 + 1);
+    }
 }
