@@ -87,7 +87,8 @@ impl NodeConfig {
             max_aliases: 1 << 16,
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: (default_unauthenticated_cap(), 32),
-            both_ways: true,
+            // For measurements: `PERCORE_BOTH_WAYS=off` gives the earlier layout.
+            both_ways: !matches!(std::env::var("PERCORE_BOTH_WAYS").as_deref(), Ok("off") | Ok("0")),
         }
     }
     /// The address peers know this node by (its identity in handshakes, refs and reply
@@ -184,7 +185,8 @@ impl NodeConfig {
     /// talks over one connection and a reply carries the TCP acknowledgement of the
     /// request. Off: today's layout of one connection per direction, as a peer of an
     /// earlier version (which never announces it) also gets. See the endpoint's design
-    /// notes in the crate docs ("One connection per node pair").
+    /// notes in the [crate docs](crate#one-connection-per-node-pair). The default can be turned
+    /// off with the environment variable `PERCORE_BOTH_WAYS=off` (for measurements).
     pub fn both_ways(mut self, on: bool) -> Self {
         self.both_ways = on;
         self

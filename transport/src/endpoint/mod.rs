@@ -9,13 +9,44 @@
 //!   Io backend ◄───────────────────────────┘ one send per connection in flight
 //!   Io backend ──on_data──► frames ──► inbound bindings ──tell──► local actors
 //! ```
-//! Outbound connections (to peers whose address hashes to this shard) carry this node's
-//! messages; inbound connections (accepted here through the shard's `SO_REUSEPORT`
-//! listener) carry the peer's, and answer on the same socket with handshake, heartbeat and
-//! Terminated frames. A peer's pending buffer, and its aliases (which actor each number
-//! means), outlive connections: after a reconnect every alias is bound again before the
-//! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
-//! handed to the kernel.
+//! A connection has two halves. Its *client* half carries one peer's pending buffer (our
+//! requests: BIND, MSG, HEARTBEAT, REPLY, SPAWN, ...) and takes that peer's answers
+//! (HEARTBEAT_ACK, TERMINATED, CHILD_FAILED); its *serving* half takes the peer's requests
+//! and answers them on the same socket. The kinds tell the directions apart. A peer's pending
+//! buffer, and its aliases (which actor each number means), outlive connections: after a
+//! reconnect every alias is bound again before the buffered frames, so per-sender FIFO order
+//! holds across reconnects for frames not yet handed to the kernel.
+//!
+//! ## One connection per node pair
+//! ```text
+//!   A (dials B)                                              B (accepts)
+//!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS) ──►
+//!   A's requests ═════════════════ one TCP connection ═════════════════► B serves them
+//!   A serves them ◄═══════════════ B's requests (when B has no connection of its own to A)
+//! ```
+//! * **Outbound** connections (to peers whose address hashes to this shard) carry this
+//!   node's requests. Once its handshake has verified the acceptor (its CHALLENGE proves the
+//!   shared secret, with TLS its certificate names the dialled address, and `peer_opened`
+//!   checks it announced that address), a dialler with `NodeConfig::both_ways` announces
+//!   it (the capability byte after a heartbeat's sequence number, which an acceptor of an
+//!   earlier version never reads) and its serving half opens: the acceptor may send its
+//!   requests here.
+//! * **Inbound** connections (accepted here through the shard's `SO_REUSEPORT` listener)
+//!   serve the peer once it proved the secret (and with TLS its certificate named the
+//!   address its HELLO announces). If that peer announced both ways and this is the shard
+//!   that sends to it, the connection is noted in `both_ways_from`, and the peer's client half
+//!   moves onto it (`attach_inbound`) whenever the peer would otherwise be dialled: when this
+//!   node first sends to it, or a dial backs off. `PeerState::Open(c)` names whichever
+//!   connection carries the buffer; heartbeats and the failure detector follow it.
+//! * The choice, per peer: our own connection if we have one or are dialling; else one the
+//!   peer dialled and announced both ways on; else a dial. Two connections exist when both
+//!   nodes dial at once: each keeps sending over its own, and no tie-break is needed, since a
+//!   direction's order depends only on the connection that carries it.
+//! * When the connection carrying a peer's buffer closes, what was handed to the kernel is
+//!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
+//!   the peer dialled since, or our dial) re-binds every alias before them.
+//! * Several shards: a connection lands on the shard the kernel picks; if that is not the
+//!   shard that sends to its peer, it only serves, and that shard dials as before.
 //!
 //! Files: `conn.rs` (one connection: its role, the handshake state machine, the limits on
 //! unauthenticated connections), `frames.rs` (what an authenticated connection carries, the
@@ -36,6 +67,10 @@
 //! * its alias table: at most `NodeConfig::max_aliases` bindings, in a hash map keyed by
 //!   the peer's alias numbers (never a table indexed by them); a refused BIND or SPAWN
 //!   stores nothing.
+//!
+//! These hold per direction: a connection serves at most one peer's requests (one alias
+//! table, one answer buffer, one input buffer), whether it was accepted or dialled, and our
+//! own requests to a peer wait in its pending buffer, bounded by the high-water mark.
 //!
 //! ## Unauthenticated connections
 //! A connection that has not completed its handshake holds a file descriptor and nothing

@@ -496,3 +496,26 @@ fn answers_on_an_inbound_connection_that_carries_nothing_are_refused() {
         assert_eq!(h.rejected(), i as u64 + 1);
     }
 }
+
+/// A dialled connection whose reading is paused for the acceptor's requests (a message
+/// waits for a full mailbox) does not read the acks of our heartbeats either: that silence
+/// is ours, so the failure detector must not call the peer unreachable for it (before the
+/// fix: unreachable after the timeout). Without the stall the same silence is a failure.
+#[test]
+fn a_stalled_dialled_connection_does_not_make_its_peer_unreachable() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let p = h.st.peer_index[&from()];
+    h.drained(c); // no send in flight (that silence is excused too)
+    h.st.tick(); // takes the sign of life the drained send gave
+    h.st.conns.get_mut(&c).unwrap().stalled = Some(Box::new(|| false));
+    h.st.peers[p].last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    assert_eq!(h.st.peers[p].state, PeerState::Open(c), "a stalled connection's silence is ours");
+    assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 0);
+    h.st.conns.get_mut(&c).unwrap().stalled = None;
+    h.st.peers[p].last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 1, "silence without a stall");
+}
