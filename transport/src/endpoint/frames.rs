@@ -127,149 +127,145 @@ impl EndpointState {
             return Err(FrameError::UnexpectedKind { kind: k, state: "a request on a connection that takes none (this node did not announce both ways)" });
         }
         let Conn { bindings, deployed, out, ack, heartbeats, .. } = conn;
-        {
-            {
-                match k {
-                    // MSG frames never get here: `input` delivers them on its hot path.
-                    kind::BIND => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()?;
-                        let type_id = d.get_u32()?;
-                        let target = match d.get_u8()? {
-                            0 => Target::Name(d.get_str()?.to_owned()),
-                            1 => Target::Uid(d.get_u64()?),
-                            tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
-                        };
-                        d.finish()?;
-                        let binder = match node.binder(type_id) {
-                            Ok(b) => b,
-                            Err(_) => {
-                                // A registration mistake, not a hostile peer: refuse this
-                                // binding (the peer's proxy stops, its watchers learn of it)
-                                // and keep the connection for the types that are registered.
-                                tracing::error!(
-                                    "node {}: a peer sends messages of type id {type_id:#x} to {target:?}, but no type with that id is registered here: call Node::register::<T>() on this node for the message type (a remote_message! type's id is type_id_of(its name))",
-                                    node.addr
-                                );
-                                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
-                                    unwatch(&mut self.watched, id, c, alias);
-                                }
-                                Self::terminated_frame(out, alias);
-                                self.dirty.push(c);
-                                return Ok(());
-                            }
-                        };
-                        // Re-binding an alias replaces its binding (and its watch).
+        match k {
+            // MSG frames never get here: `input` delivers them on its hot path.
+            kind::BIND => {
+                let mut d = Decoder::plain(body);
+                let alias = d.get_u32()?;
+                let type_id = d.get_u32()?;
+                let target = match d.get_u8()? {
+                    0 => Target::Name(d.get_str()?.to_owned()),
+                    1 => Target::Uid(d.get_u64()?),
+                    tag => return Err(WireError::BadTag { what: "bind target", tag }.into()),
+                };
+                d.finish()?;
+                let binder = match node.binder(type_id) {
+                    Ok(b) => b,
+                    Err(_) => {
+                        // A registration mistake, not a hostile peer: refuse this
+                        // binding (the peer's proxy stops, its watchers learn of it)
+                        // and keep the connection for the types that are registered.
+                        tracing::error!(
+                            "node {}: a peer sends messages of type id {type_id:#x} to {target:?}, but no type with that id is registered here: call Node::register::<T>() on this node for the message type (a remote_message! type's id is type_id_of(its name))",
+                            node.addr
+                        );
                         if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
                             unwatch(&mut self.watched, id, c, alias);
                         }
-                        if bindings.len() >= node.cfg.max_aliases {
-                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
-                        }
-                        match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
-                            Ok(mut b) => {
-                                let job = b.watch.take();
-                                if let Some(id) = b.target {
-                                    let w = self.watched.entry(id).or_default();
-                                    w.push((c, alias));
-                                    if w.len() == 1 {
-                                        if let Some(job) = job {
-                                            self.watch_jobs.push(job);
-                                        }
-                                    }
-                                }
-                                bindings.insert(alias, b);
-                            }
-                            Err(e) => {
-                                tracing::info!(
-                                    "node {}: binding {:?} as {} failed: {e}",
-                                    node.addr,
-                                    target,
-                                    node.type_name(type_id)
-                                );
-                                Self::terminated_frame(out, alias);
-                                self.dirty.push(c);
-                            }
-                        }
-                    }
-                    kind::UNBIND => {
-                        let mut d = Decoder::plain(body);
-                        let alias = d.get_u32()?;
-                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
-                            unwatch(&mut self.watched, id, c, alias);
-                        }
-                    }
-                    kind::HEARTBEAT => {
-                        // Coalesced: only the latest sequence number is acknowledged, once
-                        // per send (see `try_send`).
-                        let mut seq = [0u8; 8];
-                        if let Some(b) = body.get(..8) {
-                            seq.copy_from_slice(b);
-                        }
-                        let announced = body.get(8).is_some_and(|caps| caps & crate::frame::caps::BOTH_WAYS != 0);
-                        *ack = Some(seq);
-                        *heartbeats += 1;
-                        // A peer's heartbeat interval is at least 1 ms: twice that rate over
-                        // our interval, or MAX_HEARTBEATS_PER_TICK, whichever is more.
-                        let max = MAX_HEARTBEATS_PER_TICK.max(u32::try_from(node.cfg.heartbeat_interval.as_millis() * 2).unwrap_or(u32::MAX));
-                        if *heartbeats > max {
-                            // Not a heartbeat any more but a flood, which costs this shard's time.
-                            return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: max as usize });
-                        }
+                        Self::terminated_frame(out, alias);
                         self.dirty.push(c);
-                        if announced {
-                            self.both_ways_announced(c);
-                        }
+                        return Ok(());
                     }
-                    kind::REPLY => {
-                        let mut d = Decoder::plain(body);
-                        let shard = d.get_u16()? as usize;
-                        let seq = d.get_u64()?;
-                        let ok = d.get_u8()? == 0;
-                        if shard == self.shard {
-                            let mut ctx = NodeCtx(node.clone());
-                            let mut d = Decoder::with_ctx(&body[11..], &mut ctx);
-                            self.wire.replies.complete(seq, if ok { Some(&mut d) } else { None });
-                        } else if let Some(e) = node.endpoint(shard) {
-                            let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
-                        }
-                    }
-                    kind::SPAWN => {
-                        let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
-                        if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
-                            unwatch(&mut self.watched, id, c, alias);
-                        }
-                        if bindings.len() >= node.cfg.max_aliases || deployed.len() >= node.cfg.max_aliases {
-                            return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
-                        }
-                        let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
-                        let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
-                            None => Err(format!("no factory {factory:?} registered")),
-                            Some(f) if f.type_id != type_id => Err(format!("factory {factory:?} makes another message type")),
-                            Some(f) => (f.spawn)(&node, req),
-                        };
-                        match outcome {
-                            Ok(dep) => {
-                                bindings.insert(alias, dep.binding);
-                                deployed.insert(alias, dep.guard);
-                            }
-                            Err(why) => {
-                                tracing::warn!("node {}: deployment refused: {why}", node.addr);
-                                Self::terminated_frame(out, alias);
-                                self.dirty.push(c);
+                };
+                // Re-binding an alias replaces its binding (and its watch).
+                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                    unwatch(&mut self.watched, id, c, alias);
+                }
+                if bindings.len() >= node.cfg.max_aliases {
+                    return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
+                }
+                match binder(&node, &target, BindAt { conn: c, alias, shard: self.shard }) {
+                    Ok(mut b) => {
+                        let job = b.watch.take();
+                        if let Some(id) = b.target {
+                            let w = self.watched.entry(id).or_default();
+                            w.push((c, alias));
+                            if w.len() == 1 {
+                                if let Some(job) = job {
+                                    self.watch_jobs.push(job);
+                                }
                             }
                         }
+                        bindings.insert(alias, b);
                     }
-                    kind::SUPERVISE => {
-                        let mut d = Decoder::plain(body);
-                        let (alias, code) = (d.get_u32()?, d.get_u8()?);
-                        if let Some(g) = deployed.get(&alias) {
-                            let _ = g.tell(crate::deploy::GuardMsg::Decide(code));
-                        }
+                    Err(e) => {
+                        tracing::info!(
+                            "node {}: binding {:?} as {} failed: {e}",
+                            node.addr,
+                            target,
+                            node.type_name(type_id)
+                        );
+                        Self::terminated_frame(out, alias);
+                        self.dirty.push(c);
                     }
-                    other => return Err(FrameError::UnexpectedKind { kind: other, state: "authenticated connection" }),
                 }
             }
+            kind::UNBIND => {
+                let mut d = Decoder::plain(body);
+                let alias = d.get_u32()?;
+                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                    unwatch(&mut self.watched, id, c, alias);
+                }
+            }
+            kind::HEARTBEAT => {
+                // Coalesced: only the latest sequence number is acknowledged, once
+                // per send (see `try_send`).
+                let mut seq = [0u8; 8];
+                if let Some(b) = body.get(..8) {
+                    seq.copy_from_slice(b);
+                }
+                let announced = body.get(8).is_some_and(|caps| caps & crate::frame::caps::BOTH_WAYS != 0);
+                *ack = Some(seq);
+                *heartbeats += 1;
+                // A peer's heartbeat interval is at least 1 ms: twice that rate over
+                // our interval, or MAX_HEARTBEATS_PER_TICK, whichever is more.
+                let max = MAX_HEARTBEATS_PER_TICK.max(u32::try_from(node.cfg.heartbeat_interval.as_millis() * 2).unwrap_or(u32::MAX));
+                if *heartbeats > max {
+                    // Not a heartbeat any more but a flood, which costs this shard's time.
+                    return Err(FrameError::Limit { what: "heartbeats per heartbeat interval", max: max as usize });
+                }
+                self.dirty.push(c);
+                if announced {
+                    self.both_ways_announced(c);
+                }
+            }
+            kind::REPLY => {
+                let mut d = Decoder::plain(body);
+                let shard = d.get_u16()? as usize;
+                let seq = d.get_u64()?;
+                let ok = d.get_u8()? == 0;
+                if shard == self.shard {
+                    let mut ctx = NodeCtx(node.clone());
+                    let mut d = Decoder::with_ctx(&body[11..], &mut ctx);
+                    self.wire.replies.complete(seq, if ok { Some(&mut d) } else { None });
+                } else if let Some(e) = node.endpoint(shard) {
+                    let _ = e.tell(EndpointMsg::ReplyBytes { seq, ok, body: body[11..].to_vec() });
+                }
+            }
+            kind::SPAWN => {
+                let (alias, type_id, factory, name) = crate::deploy::read_spawn(body)?;
+                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
+                    unwatch(&mut self.watched, id, c, alias);
+                }
+                if bindings.len() >= node.cfg.max_aliases || deployed.len() >= node.cfg.max_aliases {
+                    return Err(FrameError::Limit { what: "aliases bound on one connection", max: node.cfg.max_aliases });
+                }
+                let req = crate::deploy::SpawnRequest { conn: c, shard: self.shard, alias, name };
+                let outcome = match node.factories.lock().expect("factories lock").get(&factory) {
+                    None => Err(format!("no factory {factory:?} registered")),
+                    Some(f) if f.type_id != type_id => Err(format!("factory {factory:?} makes another message type")),
+                    Some(f) => (f.spawn)(&node, req),
+                };
+                match outcome {
+                    Ok(dep) => {
+                        bindings.insert(alias, dep.binding);
+                        deployed.insert(alias, dep.guard);
+                    }
+                    Err(why) => {
+                        tracing::warn!("node {}: deployment refused: {why}", node.addr);
+                        Self::terminated_frame(out, alias);
+                        self.dirty.push(c);
+                    }
+                }
+            }
+            kind::SUPERVISE => {
+                let mut d = Decoder::plain(body);
+                let (alias, code) = (d.get_u32()?, d.get_u8()?);
+                if let Some(g) = deployed.get(&alias) {
+                    let _ = g.tell(crate::deploy::GuardMsg::Decide(code));
+                }
+            }
+            other => return Err(FrameError::UnexpectedKind { kind: other, state: "authenticated connection" }),
         }
         Ok(())
     }
