@@ -663,6 +663,12 @@ impl IoSink for EndpointState {
                 node.stats.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 peer.backoff = (peer.backoff * 2).min(node.cfg.reconnect_max);
                 peer.down_since.get_or_insert_with(Instant::now);
+                if self.both_ways_from.contains_key(&peer.addr) {
+                    // The peer's own connection (announced both ways while ours was open)
+                    // takes over now, without a backoff or a dial (`attach_inbound`).
+                    peer.state = PeerState::Idle;
+                    self.to_connect.push(p);
+                }
             }
         }
     }

@@ -458,7 +458,8 @@ impl EndpointState {
                     if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
                         self.unreachable(p, "cannot connect");
                     } else if let PeerState::Backoff(at) = peer.state {
-                        if now >= at {
+                        // Due, or a connection the peer dialled (announced both ways) waits.
+                        if now >= at || self.both_ways_from.contains_key(&peer.addr) {
                             peer.state = PeerState::Idle;
                             self.to_connect.push(p);
                         }

@@ -185,7 +185,8 @@ impl Harness {
         let Ok(Some((kind::HELLO, body, _))) = next_frame(&sent, 4096) else { panic!("no hello") };
         let (_, cn) = handshake::read_hello(body).expect("our hello");
         self.drained(c);
-        let server = Identity { system: "peer".into(), addr: to, incarnation: 6 };
+        // The incarnation `handshake` announces for 127.0.0.1:9: the same node both ways.
+        let server = Identity { system: "peer".into(), addr: to, incarnation: 5 };
         self.feed(c, &frame(kind::CHALLENGE, |w| handshake::challenge(w, key, &server, &cn, &[4; 16])));
         c
     }
@@ -518,4 +519,32 @@ fn a_stalled_dialled_connection_does_not_make_its_peer_unreachable() {
     h.st.peers[p].last_heard = std::time::Instant::now() - Duration::from_secs(10);
     h.st.tick();
     assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 1, "silence without a stall");
+}
+
+/// Our dialled connection to a peer closes while the peer's own connection (announced both
+/// ways) is open: this node sends over the peer's at once. Before the fix it backed off and
+/// re-dialled (with a long backoff, its messages waited, and after `failure_timeout` the peer
+/// was called unreachable although a working connection to it was open): the peer's
+/// announcement had come while our own connection was still open, and nothing looked at it
+/// again.
+#[test]
+fn a_closed_dialled_connection_gives_way_to_the_peers_announced_one() {
+    let mut h = Harness::default();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap(); // the identity `handshake` announces
+    let ours = h.dial(peer, SECRET);
+    assert!(h.is_open(ours));
+    let p = h.st.peer_index[&peer];
+    let theirs = h.accept(2, from());
+    assert!(h.handshake(theirs, SECRET));
+    h.feed(theirs, &frame(kind::HEARTBEAT, |w| {
+        w.put_u64(0);
+        w.put_u8(crate::frame::caps::BOTH_WAYS);
+    }));
+    assert_eq!(h.st.peers[p].state, PeerState::Open(ours), "our own connection first");
+    let dials = h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed);
+    h.st.on_closed(ours, crate::io::CloseReason::Eof);
+    h.st.flush(&mut h.io);
+    assert_eq!(h.st.peers[p].state, PeerState::Open(theirs), "the peer's connection carries our messages now");
+    assert_eq!(h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed), dials, "no new dial");
+    assert_eq!(h.st.conns[&theirs].carries, Some(p));
 }
