@@ -197,8 +197,9 @@
 //! * **Same guarantees.** Per-sender order, re-binding after a reconnect, the failure
 //!   detector (heartbeats on whichever connection carries a peer's messages) and every
 //!   per-connection limit hold as before. When the connection a peer dialled closes, the
-//!   node takes another one the peer dialled, or dials; when both nodes dial at once each
-//!   keeps sending over its own.
+//!   node takes another one the peer dialled, or dials; when its own closes while the
+//!   peer's is open, it moves to the peer's; when both nodes dial at once each keeps sending
+//!   over its own.
 //! * **Several shards.** Inbound connections land on a shard chosen by the kernel
 //!   (`SO_REUSEPORT`); a peer's messages leave from the shard its address hashes to. A
 //!   connection that landed elsewhere is not used for sending, and that shard dials as

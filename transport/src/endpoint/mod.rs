@@ -44,7 +44,9 @@
 //!   direction's order depends only on the connection that carries it.
 //! * When the connection carrying a peer's buffer closes, what was handed to the kernel is
 //!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
-//!   the peer dialled since, or our dial) re-binds every alias before them.
+//!   the peer dialled since, or our dial) re-binds every alias before them. When our own
+//!   connection closes while one the peer dialled (announced both ways) is open, that one
+//!   takes over at once, without a backoff or a dial.
 //! * Several shards: a connection lands on the shard the kernel picks; if that is not the
 //!   shard that sends to its peer, it only serves, and that shard dials as before.
 //!
