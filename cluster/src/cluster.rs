@@ -36,6 +36,8 @@ pub struct Faults {
     held: PeerSet,
     /// Peers whose gossip is dropped (`drop_gossip_from`).
     deaf_to: PeerSet,
+    /// Peers that this node's regions send nothing to for now (`hold_region_traffic`).
+    regions_held: PeerSet,
 }
 
 /// A set of peers that is almost always empty: a flag says whether it holds any, so a
@@ -157,6 +159,30 @@ impl Faults {
     /// Whether gossip from `peer` is dropped (see `drop_gossip_from`).
     pub(crate) fn drops_gossip_from(&self, peer: SocketAddr) -> bool {
         self.deaf_to.contains(peer)
+    }
+
+    /// Makes this node's regions keep what they send to `peer`'s regions in their per-peer
+    /// queues, as if the connection to `peer` were paused (full), while everything else
+    /// (gossip, heartbeats, replies) goes on: a slow link for sharding traffic only (a
+    /// really paused connection would stall gossip too). Tests only; undo with
+    /// [`Faults::release_region_traffic`].
+    #[doc(hidden)]
+    pub fn hold_region_traffic(&self, peer: SocketAddr) {
+        self.regions_held.insert(peer);
+    }
+
+    /// Lets this node's regions send to `peer` again (what waits goes on at the next
+    /// envelope or flush).
+    #[doc(hidden)]
+    pub fn release_region_traffic(&self, peer: SocketAddr) {
+        self.regions_held.remove(peer);
+    }
+
+    /// Whether region traffic to `peer` is held (see `hold_region_traffic`; one load while
+    /// nothing is held).
+    #[inline]
+    pub(crate) fn region_traffic_held(&self, peer: SocketAddr) -> bool {
+        self.regions_held.contains(peer)
     }
 
     /// Whether traffic with `peer` is dropped (one load per envelope while no fault is set).
@@ -337,6 +363,22 @@ impl Cluster {
         self.daemon.fail("failure injected by a test")
     }
 
+    /// Makes the membership daemon stop taking messages (its mailbox then fills, as a
+    /// daemon's under a burst); returns once it has paused (`false`: it did not within
+    /// `timeout`). Tests of what a full daemon mailbox must not lose only; undo with
+    /// [`Cluster::__resume_daemon`].
+    #[doc(hidden)]
+    pub fn __pause_daemon(&self, timeout: Duration) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.local(LocalMsg::PauseForTest(tx)).is_ok() && rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Lets a daemon paused by [`Cluster::__pause_daemon`] take messages again.
+    #[doc(hidden)]
+    pub fn __resume_daemon(&self) -> bool {
+        self.daemon.resume_messages()
+    }
+
     /// The tombstones of this node's gossip, its membership number, and the gossip it
     /// refused (tests of tombstone pruning only).
     #[doc(hidden)]
@@ -344,8 +386,15 @@ impl Cluster {
         self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn register_region(&self, name: String, hook: ViewHook) -> Result<(), ClusterError> {
-        self.local(LocalMsg::RegisterRegion { name, hook })
+    /// Registers a region: `hook` takes each new view; `drained` is set by the region
+    /// once it has handed everything over while this member leaves.
+    pub(crate) fn register_region(
+        &self,
+        name: String,
+        hook: ViewHook,
+        drained: Arc<AtomicBool>,
+    ) -> Result<(), ClusterError> {
+        self.local(LocalMsg::RegisterRegion { name, hook, drained })
     }
 
     /// Calls `hook` with the published membership now and after every change.
@@ -355,10 +404,6 @@ impl Cluster {
 
     pub(crate) fn request_view(&self, name: String) {
         let _ = self.daemon.tell(DaemonMsg::Local(LocalMsg::ResendView(name)));
-    }
-
-    pub(crate) fn region_drained(&self, name: String) {
-        let _ = self.daemon.tell(DaemonMsg::Local(LocalMsg::RegionDrained(name)));
     }
 
     fn local(&self, m: LocalMsg) -> Result<(), ClusterError> {

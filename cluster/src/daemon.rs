@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -78,14 +79,17 @@ pub(crate) enum LocalMsg {
     RegisterRegion {
         name: String,
         hook: ViewHook,
+        /// Set by the region once it has handed everything over (see `Slots::drained`).
+        drained: Arc<AtomicBool>,
     },
-    RegionDrained(String),
     /// A watcher of the published membership (the receptionist).
     WatchMembers(StateHook),
     /// A (restarted) region asks for the current view again.
     ResendView(String),
     HeartbeatTick,
     GossipTick,
+    /// Test hook (`Cluster::__pause_daemon`): stop taking messages, then say so.
+    PauseForTest(std::sync::mpsc::Sender<()>),
 }
 
 impl Wire for DaemonMsg {
@@ -136,7 +140,8 @@ pub(crate) struct Daemon {
     detectors: HashMap<UniqueAddress, PhiAccrual>,
     peers: HashMap<SocketAddr, ActorRef<DaemonMsg>>,
     published: CurrentClusterState,
-    regions: Vec<(String, ViewHook, bool)>,
+    /// Registered regions: name, view hook, and whether it has handed everything over.
+    regions: Vec<(String, ViewHook, Arc<AtomicBool>)>,
     watchers: Vec<StateHook>,
     last_view: Option<MembershipView>,
     resolver: Resolver,
@@ -457,7 +462,9 @@ impl Daemon {
     /// A leaving node whose regions have all handed over says so in the gossip.
     fn mark_handed_off(&mut self) {
         let me = self.me;
-        if self.my_status() != Some(MemberStatus::Leaving) || !self.regions.iter().all(|r| r.2) {
+        // ORDERING: Acquire pairs with the Release store in `Slots::set_drained`.
+        if self.my_status() != Some(MemberStatus::Leaving) || !self.regions.iter().all(|r| r.2.load(Ordering::Acquire))
+        {
             return;
         }
         if let Some(g) = self.gossip.as_mut() {
@@ -662,11 +669,11 @@ impl Actor for Daemon {
                     let _ = who.tell(ClusterEvent::CurrentClusterState(self.published.clone()));
                     ctx.runtime().event_stream().subscribe(&who);
                 }
-                LocalMsg::RegisterRegion { name, hook } => {
+                LocalMsg::RegisterRegion { name, hook, drained } => {
                     if let Some(v) = &self.last_view {
                         hook(v.clone());
                     }
-                    self.regions.push((name, hook, false));
+                    self.regions.push((name, hook, drained));
                 }
                 LocalMsg::WatchMembers(hook) => {
                     if hook(&self.published) {
@@ -680,11 +687,9 @@ impl Actor for Daemon {
                         }
                     }
                 }
-                LocalMsg::RegionDrained(name) => {
-                    for r in self.regions.iter_mut().filter(|r| r.0 == name) {
-                        r.2 = true;
-                    }
-                    self.mark_handed_off();
+                LocalMsg::PauseForTest(done) => {
+                    ctx.pause_messages();
+                    let _ = done.send(());
                 }
                 LocalMsg::HeartbeatTick => self.on_heartbeat_tick(),
                 LocalMsg::GossipTick => self.on_gossip_tick(),

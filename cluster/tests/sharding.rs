@@ -44,6 +44,12 @@ fn a_thousand_messages_to_a_hundred_entities_land_exactly_once() {
 }
 
 /// An idle entity is passivated (stopped) and starts again on its next message.
+///
+/// Shown with one message per activation and the activation log: a test that sent a hit
+/// and then an ask (to see the count start over) assumed that its thread sends the ask
+/// within the 100 ms idle time, and a stalled test thread (a loaded machine) found the
+/// entity passivated in between (a fresh activation answered 0, not 1; forced with a
+/// 300 ms pause between the two, it failed every time).
 #[test]
 fn idle_entities_are_passivated_and_restart_on_demand() {
     let log = Arc::new(ActivationLog::default());
@@ -54,11 +60,12 @@ fn idle_entities_are_passivated_and_restart_on_demand() {
     });
     all_up(&[&nodes[0]], 1);
     let r = ClusterSharding::new(&nodes[0].cluster).entity_ref::<CounterMsg>("counter", "idle").unwrap();
-    r.tell(CounterMsg::Hit).unwrap();
-    assert_eq!(r.blocking_ask(CounterMsg::Get, LONG).unwrap().0, 1);
+    r.blocking_ask(CounterMsg::Get, LONG).unwrap();
     eventually("passivated", || log.events.lock().unwrap().iter().any(|a| !a.started));
-    // A fresh activation: the count starts over (not persistent).
+    // The next message starts it again: a fresh activation (not persistent: count 0).
     assert_eq!(r.blocking_ask(CounterMsg::Get, LONG).unwrap().0, 0);
+    let ev = log.events.lock().unwrap().clone();
+    assert!(ev.len() >= 3 && ev[0].started && !ev[1].started && ev[2].started, "start, stop, start: {ev:?}");
     assert_eq!(log.assert_single_activation(), 2);
 }
 
@@ -248,13 +255,20 @@ fn a_flood_through_a_full_proxy_is_not_lost() {
 /// mailbox could hold, parked what the (tiny, 16-message) proxy could not take, and
 /// dropped every envelope beyond the limit after `blocking_send` had returned `Ok`
 /// (`percore-perf sharding` lost 9,587 of 4M messages that way on a loaded machine).
+///
+/// The region's mailbox is 1,024 slots (not the default 65,536), so that 20,000 envelopes
+/// are enough to outrun the connection: with the default mailbox the test sent 120,000
+/// through a 16-message proxy, about 2 minutes under load (~1,000 envelopes/s with the
+/// machine's cores busy), and the final asks, behind ~60,000 envelopes still queued, ran
+/// past their 60 s timeout (it failed 5 runs of 5 beside six busy-looping processes).
 #[test]
 fn senders_faster_than_the_connection_wait_instead_of_losing_envelopes() {
-    const SENT: u64 = 120_000;
+    const SENT: u64 = 20_000;
     const ENTITIES: usize = 20;
     let log = Arc::new(ActivationLog::default());
-    // Congested at 4,000 held: a full region mailbox (65,536) still fits the limit.
-    let settings = ShardingSettings::new().shards(20).passivate_after(None).buffer_limit(65_536 + 4_000);
+    // Congested at 4,000 held: a full region mailbox (1,024) still fits the limit.
+    let settings =
+        ShardingSettings::new().shards(20).passivate_after(None).region_capacity(1_024).buffer_limit(1_024 + 4_000);
     let (nodes, refs_by_node) = two_nodes_with_tiny_proxies("g", &log, settings);
     let from = &refs_by_node[0];
     let remote = entities_on(&nodes[1], from, "g", ENTITIES);

@@ -36,6 +36,8 @@ use percore_transport::RemoteMessage;
 
 use key::EntityKey;
 pub use placement::{shard_of, Placement};
+#[doc(hidden)]
+pub use region::RegionProbe;
 use region::{Region, RegionMsg};
 pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
@@ -244,16 +246,18 @@ impl ClusterSharding {
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
         let (n, c, f, g) = (name.clone(), self.cluster.clone(), Arc::new(factory) as region::Factory<A>, gauge.clone());
-        let missed = Arc::new(region::MissedView::default());
-        let m = missed.clone();
-        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone(), m.clone());
+        let slots = Arc::new(region::Slots::default());
+        let s = slots.clone();
+        let make = move || Region::<A>::new(n.clone(), c.clone(), f.clone(), settings.clone(), g.clone(), s.clone());
         let r = rt.spawn(Props::new(make).name(name.clone()).capacity(capacity)).map_err(ClusterError::Spawn)?;
         self.cluster.shared.gauges.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), gauge.clone());
         let hook_ref = r.clone();
+        let drained = slots.drained.clone();
         self.cluster.register_region(
             name,
-            // Never dropped on a full mailbox (see `MissedView`).
-            Box::new(move |v| missed.offer(&hook_ref, v)),
+            // Never dropped on a full mailbox (see `Slots`).
+            Box::new(move |v| slots.missed_view.offer(&hook_ref, v)),
+            drained,
         )?;
         Ok(EntityRefs { region: r, cluster: self.cluster.clone(), gauge })
     }
@@ -332,6 +336,15 @@ impl<M: RemoteMessage> EntityRefs<M> {
     #[doc(hidden)]
     pub fn __fail_region(&self) -> bool {
         self.region.fail("failure injected by a test")
+    }
+
+    /// What this node's region holds, taken in the region's turn (after everything sent
+    /// to it before); `None` if it did not answer within `timeout` (tests only).
+    #[doc(hidden)]
+    pub fn __probe(&self, timeout: Duration) -> Option<region::RegionProbe> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.region.tell(RegionMsg::Local(region::RegionLocal::Probe(tx))).ok()?;
+        rx.recv_timeout(timeout).ok()
     }
 
     /// Envelopes this node's region could not pass on (its buffers were at

@@ -24,12 +24,21 @@
 //! envelopes for the shard until it arrives. Envelopes from a peer whose view is newer
 //! wait for this region's view (membership numbers) instead of bouncing back.
 //!
+//! **Leaving.** A leaving member's region stops its entities (hand-off) and reports drained
+//! (a flag its daemon reads, [`Slots`]) once none is left **and** it holds no envelope, its
+//! per-peer queues included, so that the member exits only after passing everything on
+//! (bounded: after `DRAIN_DEADLINE_TICKS` retry ticks what is left is counted undelivered).
+//!
+//! **Nothing lost to a full mailbox** ([`Slots`]): views, drained reports and failed
+//! remember-entities updates wait in keyed slots taken on ticks when a mailbox refuses them.
+//!
 //! With durable remember-entities (`remember.rs`) an acquired shard goes through `Loading`
 //! (its remembered set is read from the store, messages still wait) before `Active`, where
 //! its listed entities start first; entity starts and passivations are then recorded.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +65,13 @@ pub(crate) use outbound::{Congested, Gauge, Registration, CAPACITY};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
+
+/// Retry ticks a leaving region that has stopped its entities waits for what it still holds
+/// for other nodes (a per-peer queue behind a paused connection) to go on before it gives
+/// up, counts each remaining envelope in `undelivered`, and reports drained anyway (a leave
+/// must end). More than [`fencing::FENCE_HOLD_TICKS`]: a held stream goes on at that
+/// deadline and then has its chance to leave.
+const DRAIN_DEADLINE_TICKS: u32 = fencing::FENCE_HOLD_TICKS + 10;
 
 /// Retry ticks a remember-entities load may take before it is issued again (a result lost
 /// because the region's mailbox was full, or a store that failed).
@@ -90,6 +106,75 @@ impl MissedView {
     fn take(&self) -> Option<MembershipView> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+}
+
+/// What passes between a region and the rest of its node without the region's mailbox, or
+/// without the daemon's: either may be full (a region waiting for room in an entity's
+/// mailbox takes nothing while its peers' envelopes fill its own; a daemon's fills under a
+/// burst of gossip), and a protocol message that a full mailbox drops is lost for good
+/// when nothing sends it again. Each slot is keyed (a later offer replaces or joins an
+/// earlier one) and taken on a tick: the region's retry tick, the daemon's gossip tick
+/// (timers: the system path, never refused). Touched only on those rare events and on
+/// ticks, never on the message path.
+#[derive(Default)]
+pub(crate) struct Slots {
+    /// A membership view the daemon could not put into the region's mailbox.
+    pub(crate) missed_view: MissedView,
+    /// Shards whose remember-entities update failed while the region's mailbox was full
+    /// (`RegionLocal::RememberFailed` that could not be told): reloaded on the next tick.
+    failed_updates: std::sync::Mutex<BTreeSet<u32>>,
+    /// Leaving: the region has stopped its entities and passed on everything it held. The
+    /// daemon reads it on its gossip tick (`Daemon::mark_handed_off`). Before, the region
+    /// told the daemon `RegionDrained` once, and a full daemon mailbox dropped it: the
+    /// member stayed leaving for good.
+    pub(crate) drained: Arc<AtomicBool>,
+}
+
+impl Slots {
+    /// A failed remember-entities update of `shard`: told to the region, else kept here.
+    pub(crate) fn update_failed<M: Send + 'static>(&self, region: &ActorRef<RegionMsg<M>>, shard: u32) {
+        // Closed: a stopped region records nothing more (a restarted one loads again).
+        if let Err(percore::TellError::Full(_)) =
+            region.try_tell(RegionMsg::Local(RegionLocal::RememberFailed { shard }))
+        {
+            self.failed_updates.lock().unwrap_or_else(|p| p.into_inner()).insert(shard);
+        }
+    }
+
+    fn take_failed_updates(&self) -> BTreeSet<u32> {
+        std::mem::take(&mut *self.failed_updates.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_drained(&self) {
+        // ORDERING: Release pairs with the Acquire load in `Daemon::mark_handed_off`; the
+        // flag is the only thing the daemon reads (it hands nothing else over).
+        self.drained.store(true, Ordering::Release);
+    }
+
+    fn is_drained(&self) -> bool {
+        // ORDERING: Relaxed: only this region stores it (`set_drained`); a probe for tests.
+        self.drained.load(Ordering::Relaxed)
+    }
+}
+
+/// A look into a region, for tests (`EntityRefs::__probe`): taken by the region in its
+/// own turn, so it also tells that the region has handled what was sent to it before.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegionProbe {
+    /// Entities alive (or stopping) in the region.
+    pub entities: usize,
+    /// Envelopes (and protocol messages) waiting in the per-peer queues for a connection
+    /// with room.
+    pub outbound: usize,
+    /// Envelopes held in all the region's buffers (what counts against the buffer limit).
+    pub buffered: usize,
+    /// Hand-off requests from other regions not answered yet.
+    pub pending_requests: usize,
+    /// The region's view says this member is leaving.
+    pub leaving: bool,
+    /// The region has told the daemon that it has handed everything over.
+    pub drained: bool,
 }
 
 /// A region's messages; `Deliver`, `HandOffRequest` and `HandOffDone` cross the wire.
@@ -146,6 +231,8 @@ pub(crate) enum RegionLocal {
     RememberFailed {
         shard: u32,
     },
+    /// Test hook (`EntityRefs::__probe`): answer what the region holds.
+    Probe(std::sync::mpsc::Sender<RegionProbe>),
 }
 
 impl<M: RemoteMessage> Wire for RegionMsg<M> {
@@ -310,8 +397,11 @@ where
     reloading: BTreeSet<u32>,
     /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
     fencing: fencing::Fencing<A::Msg>,
-    /// A view that found the mailbox full (see [`MissedView`]).
-    missed_view: Arc<MissedView>,
+    /// What reaches this region, or leaves it, without a mailbox (see [`Slots`]).
+    slots: Arc<Slots>,
+    /// Retry ticks this region has waited, leaving and without entities, for what it
+    /// holds to go on (see [`DRAIN_DEADLINE_TICKS`]).
+    drain_ticks: u32,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -338,7 +428,7 @@ where
         factory: Factory<A>,
         settings: ShardingSettings<A::Msg>,
         gauge: Arc<Gauge>,
-        missed_view: Arc<MissedView>,
+        slots: Arc<Slots>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
         Region {
@@ -364,7 +454,8 @@ where
             memory: HashMap::new(),
             reloading: BTreeSet::new(),
             fencing: fencing::Fencing::default(),
-            missed_view,
+            slots,
+            drain_ticks: 0,
         }
     }
 
@@ -710,6 +801,12 @@ where
             }
             self.check_acquired(ctx, s);
         }
+        // Hand-off requests from members gone from the view: nobody waits for the answer
+        // (a requester that still needs one is a member, and asks again every retry
+        // interval). Kept, they stayed for good while this node owned the shard or one of
+        // its entities did not stop, one per (shard, requester incarnation): memory that
+        // grew with every member that ever asked (churn, rolling restarts).
+        self.pending_requests.retain(|(_, from)| live.contains(from));
         self.answer_requests(ctx);
         for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
@@ -750,10 +847,69 @@ where
         }
     }
 
+    fn leaving(&self) -> bool {
+        self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)))
+    }
+
+    /// A leaving region has handed everything over once its entities have stopped **and**
+    /// it holds no envelope (`buffered`: its per-peer queues, unrouted envelopes, held
+    /// streams). Before, it reported drained with envelopes still queued for a paused
+    /// connection: the member then exited and lost them, after their senders were told
+    /// `Ok`. Called on a view, an entity's termination, a flush and every retry tick.
     fn report_drained(&self) {
-        let leaving = self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)));
-        if leaving && self.entities.is_empty() {
-            self.cluster.region_drained(self.name.clone());
+        if self.leaving() && self.entities.is_empty() && self.buffered == 0 {
+            self.slots.set_drained();
+        }
+    }
+
+    /// A retry tick while leaving: report drained, or, past [`DRAIN_DEADLINE_TICKS`] with
+    /// envelopes still held, drop them (each counted in `undelivered`) and report anyway.
+    fn drain_tick(&mut self, ctx: &mut Context<Self>) {
+        if !self.leaving() || !self.entities.is_empty() || self.slots.is_drained() {
+            self.drain_ticks = 0;
+            return;
+        }
+        if self.buffered == 0 {
+            self.slots.set_drained();
+            return;
+        }
+        self.drain_ticks += 1;
+        if self.drain_ticks <= DRAIN_DEADLINE_TICKS {
+            return;
+        }
+        let mut dropped = 0usize;
+        for (_, q) in std::mem::take(&mut self.outbound) {
+            for m in q {
+                self.buffered = self.buffered.saturating_sub(1);
+                if matches!(m, RegionMsg::Deliver { .. }) {
+                    self.gauge.count_undelivered();
+                    dropped += 1;
+                }
+            }
+        }
+        for (_, m, _, _) in std::mem::take(&mut self.unrouted) {
+            self.buffered = self.buffered.saturating_sub(1);
+            self.gauge.count_undelivered();
+            dropped += 1;
+            ctx.dead_letter(m);
+        }
+        tracing::warn!(
+            "region {}: leaving, and {dropped} envelopes could not be passed on within {DRAIN_DEADLINE_TICKS} retry ticks: counted as undelivered; {} still held",
+            self.name,
+            self.buffered
+        );
+        self.slots.set_drained();
+    }
+
+    /// The test hook `EntityRefs::__probe`.
+    fn probe(&self) -> RegionProbe {
+        RegionProbe {
+            entities: self.entities.len(),
+            outbound: self.outbound.values().map(|q| q.len()).sum(),
+            buffered: self.buffered,
+            pending_requests: self.pending_requests.len(),
+            leaving: self.leaving(),
+            drained: self.slots.is_drained(),
         }
     }
 
@@ -952,20 +1108,23 @@ where
             RegionMsg::Local(RegionLocal::EntityTerminated { key, id }) => self.on_entity_terminated(ctx, key, id),
             RegionMsg::Local(RegionLocal::PassivationTick) => self.passivate(ctx),
             RegionMsg::Local(RegionLocal::RetryTick) => {
-                if let Some(v) = self.missed_view.take() {
+                if let Some(v) = self.slots.missed_view.take() {
                     self.view_arrived(ctx, v);
                 }
+                for shard in self.slots.take_failed_updates() {
+                    self.remember_failed(ctx, shard);
+                }
                 self.retry(ctx);
+                self.drain_tick(ctx);
             }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
             RegionMsg::Local(RegionLocal::RememberLoaded(b)) => {
                 let (shard, result) = *b;
                 self.on_remember_loaded(ctx, shard, result);
             }
-            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => {
-                if matches!(self.shards.get(&shard), Some(ShardState::Active)) && self.reloading.insert(shard) {
-                    self.load_remembered(ctx, shard);
-                }
+            RegionMsg::Local(RegionLocal::RememberFailed { shard }) => self.remember_failed(ctx, shard),
+            RegionMsg::Local(RegionLocal::Probe(to)) => {
+                let _ = to.send(self.probe());
             }
         }
         // What may have emptied a shard's buffers here (an activation, a stopped entity, a

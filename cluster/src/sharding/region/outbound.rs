@@ -230,7 +230,13 @@ where
                 None => return self.drop_envelope(msg),
             },
         };
-        match r.try_tell(msg) {
+        // (The test hook `Faults::hold_region_traffic`: as a full proxy.)
+        let sent = if self.cluster.shared.faults.region_traffic_held(to) {
+            Err(percore::TellError::Full(msg))
+        } else {
+            r.try_tell(msg)
+        };
+        match sent {
             Ok(()) => {}
             Err(percore::TellError::Full(m)) => {
                 self.buffered += 1;
@@ -282,10 +288,17 @@ where
             self.flush_to(to);
         }
         self.outbound.retain(|_, q| !q.is_empty());
+        if self.outbound.is_empty() {
+            // A leaving region reports drained once its queues are empty.
+            self.report_drained();
+        }
     }
 
     /// Passes what waits for `to` to its proxy, in order, while it takes it.
     fn flush_to(&mut self, to: SocketAddr) {
+        if self.cluster.shared.faults.region_traffic_held(to) {
+            return;
+        }
         let Some(r) = self.peer(to) else { return };
         let Some(q) = self.outbound.get_mut(&to) else { return };
         while let Some(m) = q.pop_front() {

@@ -88,6 +88,13 @@ where
         }
     }
 
+    /// An update of `shard` failed: load it again and reconcile (once at a time).
+    pub(super) fn remember_failed(&mut self, ctx: &mut Context<Self>, shard: u32) {
+        if matches!(self.shards.get(&shard), Some(ShardState::Active)) && self.reloading.insert(shard) {
+            self.load_remembered(ctx, shard);
+        }
+    }
+
     /// Durable remember-entities: stores one change of the shard's set (pipelined: the
     /// version is advanced at submission; a failure reloads the shard).
     pub(super) fn record(&mut self, ctx: &mut Context<Self>, shard: u32, change: RememberChange) {
@@ -105,7 +112,7 @@ where
         }
         let version = m.version;
         m.version += 1;
-        let (me, name) = (ctx.myself().clone(), self.name.clone());
+        let (me, name, slots) = (ctx.myself().clone(), self.name.clone(), self.slots.clone());
         let store: Arc<dyn RememberStore> = store;
         store.update(
             &self.type_name,
@@ -115,7 +122,9 @@ where
             Box::new(move |r| {
                 if let Err(e) = r {
                     tracing::warn!("region {name}: remember-entities update of shard {shard}: {e}");
-                    let _ = me.tell(RegionMsg::Local(RegionLocal::RememberFailed { shard }));
+                    // Never lost on a full mailbox (see `Slots`): the shard must be loaded
+                    // again, or the store lacks this change for good.
+                    slots.update_failed(&me, shard);
                 }
             }),
         );
