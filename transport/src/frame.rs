@@ -21,7 +21,11 @@ pub(crate) const MAX_HANDSHAKE_FRAME: usize = 1024;
 /// Bytes before the body: the length and the kind.
 pub(crate) const HEADER: usize = 5;
 
-/// Frame kinds.
+/// Frame kinds. After the handshake (HELLO, CHALLENGE, RESPONSE: client → server) a frame is
+/// a *request* (sent by the node whose messages they are: HEARTBEAT, BIND, UNBIND, MSG,
+/// MSG_TRACED, REPLY, SPAWN, SUPERVISE) or an *answer* (HEARTBEAT_ACK, TERMINATED,
+/// CHILD_FAILED), so a connection that carries messages both ways tells the directions
+/// apart by kind alone.
 pub(crate) mod kind {
     /// Client → server: magic, version, identity, client nonce.
     pub(crate) const HELLO: u8 = 1;
@@ -29,30 +33,43 @@ pub(crate) mod kind {
     pub(crate) const CHALLENGE: u8 = 2;
     /// Client → server: proof the client knows the secret.
     pub(crate) const RESPONSE: u8 = 3;
-    /// Client → server: are you there? (sequence number)
+    /// Are you there? (sequence number, u64; then optionally a capability byte, see
+    /// [`caps`](super::caps)). Client → server, and server → client on a connection that
+    /// carries messages both ways.
     pub(crate) const HEARTBEAT: u8 = 4;
-    /// Server → client: yes (echoes the sequence number).
+    /// Yes (echoes the sequence number): the answer, on the same connection.
     pub(crate) const HEARTBEAT_ACK: u8 = 5;
-    /// Client → server: alias N means this actor (type id, target); watch it.
+    /// Request: alias N means this actor (type id, target); watch it.
     pub(crate) const BIND: u8 = 10;
-    /// Client → server: alias N is no longer used.
+    /// Request: alias N is no longer used.
     pub(crate) const UNBIND: u8 = 11;
-    /// Client → server: a message for alias N.
+    /// Request: a message for alias N.
     pub(crate) const MSG: u8 = 12;
-    /// Client → server: a message for alias N with the sender's trace context (24 bytes:
+    /// Request: a message for alias N with the sender's trace context (24 bytes:
     /// trace id, span id) before the payload. Sent only when a trace context is current,
     /// i.e. by a runtime with handler spans on (see `percore::telemetry::TraceContext`).
     pub(crate) const MSG_TRACED: u8 = 13;
-    /// Server → client: the actor behind alias N is gone (or never existed).
+    /// Answer: the actor behind alias N is gone (or never existed).
     pub(crate) const TERMINATED: u8 = 14;
-    /// Client → server: the answer to an ask (shard, sequence, outcome).
+    /// Request: the answer to an ask (shard, sequence, outcome).
     pub(crate) const REPLY: u8 = 15;
-    /// Client → server: deploy an actor from a registered factory under alias N.
+    /// Request: deploy an actor from a registered factory under alias N.
     pub(crate) const SPAWN: u8 = 16;
-    /// Server → client: the deployed actor behind alias N failed (reason).
+    /// Answer: the deployed actor behind alias N failed (reason).
     pub(crate) const CHILD_FAILED: u8 = 18;
-    /// Client → server: the spawner's decision for alias N (resume, restart, stop).
+    /// Request: the spawner's decision for alias N (resume, restart, stop).
     pub(crate) const SUPERVISE: u8 = 19;
+}
+
+/// Capability bits, announced by a connection's dialler in the byte after the sequence
+/// number of its first HEARTBEAT (sent right after the handshake's RESPONSE). An acceptor of
+/// an earlier version reads only a heartbeat's first 8 bytes, so it never sees them; unknown
+/// bits are ignored.
+pub(crate) mod caps {
+    /// The dialler takes requests (BIND, MSG, HEARTBEAT, REPLY, SPAWN, SUPERVISE, ...) on
+    /// this connection and answers them on it: the acceptor may send its messages to the
+    /// dialler here instead of dialling a connection of its own.
+    pub(crate) const BOTH_WAYS: u8 = 1;
 }
 
 /// Why a connection's input was rejected. The connection is closed and the reason logged;

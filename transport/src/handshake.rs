@@ -6,7 +6,13 @@
 //!            ◄── CHALLENGE  version, system, addr, inc, Ns, HMAC(k, "srv"|Nc|Ns|inc_s)
 //!  verify server proof
 //!  RESPONSE  HMAC(k, "cli"|Ns|Nc|inc_c)           ──►  verify; only then decode frames
+//!  HEARTBEAT seq 0, capability byte BOTH_WAYS      ──►  (if the client takes requests too)
 //! ```
+//! The last line is not part of the handshake: it is the client's first heartbeat, which
+//! announces (`frame::caps`) that the server may send its own messages on this connection.
+//! The client sends it only after verifying the server's proof, and a server of an earlier
+//! version reads only its sequence number (see the crate docs, "One connection per node
+//! pair").
 //! The secret `k` (Erlang's cookie) never crosses the wire; both nonces are fresh random
 //! 16-byte values, so a recorded handshake replayed on a new connection meets a new `Ns` and
 //! fails. Without a configured secret both sides use the empty key (allowed on loopback only).

@@ -172,6 +172,39 @@
 //!   without one it proves nothing and the certificate alone authenticates. So a node with TLS
 //!   may listen beyond loopback without a secret; without TLS it needs one.
 //!
+//! # One connection per node pair
+//!
+//! A node sends to a peer over its own connection to it if it has one (or is dialling);
+//! otherwise over a connection that peer dialled, if the peer announced that it takes
+//! messages there; otherwise it dials. So two nodes that talk usually share one TCP
+//! connection, and an answer carries the TCP acknowledgement of the request it answers (a
+//! remote round trip on loopback: about 4 µs less than over two one-way connections, see
+//! `docs/PERFORMANCE.md`).
+//! * **Negotiated, compatible.** The dialler announces it with a capability byte after the
+//!   sequence number of the heartbeat it sends right after the handshake; a node of an
+//!   earlier version reads only the sequence number and never announces, so with it each
+//!   node keeps dialling its own connection. [`NodeConfig::both_ways`] turns it off.
+//! * **Authenticated both ways.** The dialler takes the acceptor's messages only after the
+//!   acceptor proved the secret in its CHALLENGE (and, with TLS, presented a certificate
+//!   naming the dialled address) and announced the dialled address; the acceptor sends its
+//!   messages only on a connection whose client proved the secret (with TLS, whose
+//!   certificate names the address its HELLO announces), to the node at that address. So a
+//!   holder of the secret (with TLS: of a certificate for that IP; ports are not checked)
+//!   that announces another node's address can receive what this node sends to that node
+//!   while it has no connection of its own to it: the same trust the secret already grants
+//!   (such a peer can send as any node), stated here because it now covers receiving too.
+//!   Where that matters, turn [`NodeConfig::both_ways`] off.
+//! * **Same guarantees.** Per-sender order, re-binding after a reconnect, the failure
+//!   detector (heartbeats on whichever connection carries a peer's messages) and every
+//!   per-connection limit hold as before. When the connection a peer dialled closes, the
+//!   node takes another one the peer dialled, or dials; when its own closes while the
+//!   peer's is open, it moves to the peer's; when both nodes dial at once each keeps sending
+//!   over its own.
+//! * **Several shards.** Inbound connections land on a shard chosen by the kernel
+//!   (`SO_REUSEPORT`); a peer's messages leave from the shard its address hashes to. A
+//!   connection that landed elsewhere is not used for sending, and that shard dials as
+//!   before (two connections for the pair).
+//!
 //! # Events and metrics
 //! Connection events (closed for bad input, peer unreachable, quarantined, TLS refusals) are
 //! `tracing` events (or `log` records without a subscriber). [`Node::stats`] counts

@@ -41,6 +41,7 @@ pub struct NodeConfig {
     pub(crate) max_aliases: usize,
     pub(crate) handshake_timeout: Duration,
     pub(crate) max_unauthenticated: (usize, usize),
+    pub(crate) both_ways: bool,
 }
 
 impl fmt::Debug for NodeConfig {
@@ -86,6 +87,8 @@ impl NodeConfig {
             max_aliases: 1 << 16,
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: (default_unauthenticated_cap(), 32),
+            // For measurements: `PERCORE_BOTH_WAYS=off` gives the earlier layout.
+            both_ways: !matches!(std::env::var("PERCORE_BOTH_WAYS").as_deref(), Ok("off") | Ok("0")),
         }
     }
     /// The address peers know this node by (its identity in handshakes, refs and reply
@@ -173,6 +176,19 @@ impl NodeConfig {
     /// spreads connections over the shards' listeners.
     pub fn max_unauthenticated(mut self, per_node: usize, per_source: usize) -> Self {
         self.max_unauthenticated = (per_node.max(1), per_source.max(1));
+        self
+    }
+    /// Whether a connection may carry messages both ways (default on): this node announces
+    /// that it accepts a peer's messages on the connections it dials, and sends its own
+    /// messages to a peer over the connection that peer dialled (when that peer announced
+    /// the same and this node has no connection of its own to it), so a pair of nodes
+    /// talks over one connection and a reply carries the TCP acknowledgement of the
+    /// request. Off: today's layout of one connection per direction, as a peer of an
+    /// earlier version (which never announces it) also gets. See the endpoint's design
+    /// notes in the [crate docs](crate#one-connection-per-node-pair). The default can be turned
+    /// off with the environment variable `PERCORE_BOTH_WAYS=off` (for measurements).
+    pub fn both_ways(mut self, on: bool) -> Self {
+        self.both_ways = on;
         self
     }
     /// Mailbox capacity of each remote ref's proxy.

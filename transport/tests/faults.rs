@@ -30,6 +30,7 @@ both_backends! {
     slowloris_handshake_is_closed => slowloris_handshake_is_closed;
     genuine_peer_served_during_slowloris_with_low_fd_limit => genuine_peer_served_during_slowloris_with_low_fd_limit;
     accept_survives_descriptor_exhaustion => accept_survives_descriptor_exhaustion;
+    a_dialled_connection_serves_the_acceptor_and_rejects_its_garbage => a_dialled_connection_serves_the_acceptor_and_rejects_its_garbage;
 }
 
 const SECRET: &[u8] = b"test-cookie";
@@ -830,4 +831,98 @@ fn accept_survives_descriptor_exhaustion(backend: Backend) {
     assert!(made >= 200);
     assert_eq!(answered, 5, "the genuine peer is served while descriptors run out");
     drop(child);
+}
+
+/// A hand-driven acceptor: node A dials it, it answers the handshake with a proof of the
+/// secret, reads A's announcement (the heartbeat right after the RESPONSE, its capability
+/// byte set), then plays the acceptor's side of a connection used both ways.
+struct RawAcceptor {
+    s: TcpStream,
+}
+
+impl RawAcceptor {
+    /// Accepts A's dial on `listener` and completes the handshake as the node at `me`.
+    fn accept(listener: &std::net::TcpListener, me: SocketAddr) -> RawAcceptor {
+        let (s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(LONG)).unwrap();
+        let mut r = RawAcceptor { s };
+        let (k, hello) = r.read_frame().expect("hello");
+        assert_eq!(k, 1);
+        // magic, version, system, addr, incarnation, nonce
+        let mut p = 6;
+        for _ in 0..2 {
+            p += 4 + u32::from_le_bytes(hello[p..p + 4].try_into().unwrap()) as usize;
+        }
+        let cn = hello[p + 8..p + 24].to_vec();
+        let (inc, sn) = (0x5eed_u64, [9u8; 16]);
+        let mut ch = 1u16.to_le_bytes().to_vec();
+        put_str(&mut ch, "percore");
+        put_str(&mut ch, &me.to_string());
+        ch.extend_from_slice(&inc.to_le_bytes());
+        ch.extend_from_slice(&sn);
+        ch.extend_from_slice(&mac(SECRET, b"percore-server", &cn, &sn, inc));
+        r.send(&frame(2, &ch));
+        assert_eq!(r.read_frame().map(|f| f.0), Some(3), "the RESPONSE");
+        r
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        let _ = self.s.write_all(bytes);
+    }
+
+    fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        self.s.read_exact(&mut len).ok()?;
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        self.s.read_exact(&mut body).ok()?;
+        Some((body[0], body[1..].to_vec()))
+    }
+
+    /// The next frame of `kind`, skipping others (A's heartbeats, BINDs, messages).
+    fn next_of(&mut self, kind: u8) -> Option<Vec<u8>> {
+        loop {
+            let (k, body) = self.read_frame()?;
+            if k == kind {
+                return Some(body);
+            }
+        }
+    }
+}
+
+/// One connection per node pair, on real sockets: the connection node A dials takes the
+/// acceptor's requests (a BIND and a message reach A's actor, a heartbeat is acked on it)
+/// once A has announced both ways, and garbage from the acceptor on it is a typed
+/// rejection that closes it, counted, like garbage on an accepted connection.
+fn a_dialled_connection_serves_the_acceptor_and_rejects_its_garbage(backend: Backend) {
+    let ra = runtime("a", 1);
+    let na = node(&ra, config(backend));
+    let counter = spawn_counter(&ra, "counter");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = listener.local_addr().unwrap();
+    // A dials when a proxy to an actor there starts.
+    let far = na.remote_ref::<Counter>(&format!("percore://percore@{me}/user/far")).unwrap();
+    far.tell(Counter::Stop).unwrap();
+    let mut acc = RawAcceptor::accept(&listener, me);
+    let announce = acc.next_of(4).expect("A's first heartbeat");
+    assert_eq!(announce, [&0u64.to_le_bytes()[..], &[1]].concat(), "sequence 0, then the BOTH_WAYS bit");
+    let mut bind = 1u32.to_le_bytes().to_vec();
+    bind.extend_from_slice(&0x7e57_0001u32.to_le_bytes());
+    bind.push(0);
+    put_str(&mut bind, "counter");
+    acc.send(&frame(10, &bind));
+    for seq in 0..3 {
+        let mut m = 1u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&Node::encode_plain(Counter::Hit { from: 0, seq }));
+        acc.send(&frame(12, &m));
+    }
+    eventually("the acceptor's hits delivered on A's connection", || {
+        counter.blocking_ask(Counter::Get, LONG).unwrap() == Reply { total: 3, in_order: true }
+    });
+    acc.send(&frame(4, &77u64.to_le_bytes()));
+    assert_eq!(acc.next_of(5), Some(77u64.to_le_bytes().to_vec()), "the acceptor's heartbeat acked on the dialled connection");
+    assert_eq!(na.stats().rejected, 0);
+    acc.send(&frame(99, b"?"));
+    assert!(acc.next_of(0).is_none(), "garbage from the acceptor closes the connection");
+    eventually("the rejection counted", || na.stats().rejected == 1);
+    assert_eq!(counter.blocking_ask(Counter::Get, LONG).unwrap().total, 3);
 }

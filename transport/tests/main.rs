@@ -5,6 +5,7 @@
 
 mod common;
 mod remote;
+mod both_ways;
 mod faults;
 mod deploy;
 mod tls;

@@ -20,14 +20,33 @@ pub(super) enum InState {
 }
 
 pub(super) enum Role {
-    /// Accepted here: the peer's messages come in; we answer control frames.
-    Inbound { state: InState, bindings: AliasTable, deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>> },
-    /// Ours, to `peer`: our messages go out.
+    /// Accepted here: the peer's messages come in; we answer control frames (and, once the
+    /// peer announced both ways and this shard sends to it, our messages may go out too).
+    Inbound { state: InState },
+    /// Ours, to `peer`: our messages go out (and, once open and announced both ways, the
+    /// peer's may come in).
     Outbound { peer: usize, cn: Nonce, open: bool },
 }
 
 pub(super) struct Conn {
     pub(super) role: Role,
+    /// The serving half: takes the peer's requests (BIND, MSG, HEARTBEAT, ...) and answers
+    /// them. An authenticated inbound connection, or an outbound one whose handshake
+    /// verified the acceptor's proof and on which this node announced both ways.
+    pub(super) serves: bool,
+    /// The client half: the peer (index in `peers`) whose pending buffer this connection
+    /// may carry, and whose answers (HEARTBEAT_ACK, TERMINATED, CHILD_FAILED) it may bring.
+    /// Outbound: its peer, from the dial. Inbound: set when this shard chose it to send to
+    /// that peer (`attach_inbound`). It carries the buffer while `peers[p].state` is
+    /// `Open(this connection)`.
+    pub(super) carries: Option<usize>,
+    /// Inbound: the peer announced that it takes our requests on this connection.
+    pub(super) both_ways: bool,
+    /// The serving half's aliases: the peer's numbers to local bindings (at most
+    /// `max_aliases`; one table per direction, and a connection serves one direction).
+    pub(super) bindings: AliasTable,
+    /// The serving half's deployments (SPAWN), by alias.
+    pub(super) deployed: HashMap<u32, percore::ActorRef<crate::deploy::GuardMsg>>,
     pub(super) inbuf: Vec<u8>,
     /// Control frames on this socket (handshake, heartbeat, acks, Terminated); sent before
     /// the peer's pending buffer.
@@ -62,9 +81,18 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) fn new(role: Role) -> Self {
         let connected = matches!(role, Role::Inbound { .. });
+        let carries = match role {
+            Role::Outbound { peer, .. } => Some(peer),
+            Role::Inbound { .. } => None,
+        };
         Conn {
             undecodable: 0,
             role,
+            serves: false,
+            carries,
+            both_ways: false,
+            bindings: AliasTable::default(),
+            deployed: HashMap::new(),
             inbuf: Vec::new(),
             out: Vec::new(),
             sending: false,
@@ -161,6 +189,7 @@ impl EndpointState {
                     tracing::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
                     node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     *state = InState::Open { peer: client.clone() };
+                    conn.serves = true;
                     self.forget_unauthenticated(c);
                     Ok(())
                 }
@@ -178,6 +207,22 @@ impl EndpointState {
                     let s = begin_frame(&mut conn.out, kind::RESPONSE);
                     handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
                     let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    if node.cfg.both_ways {
+                        // Both ways: from here on this connection also takes the acceptor's
+                        // requests. That is safe only because the acceptor has authenticated:
+                        // `read_challenge` above verified its proof of the shared secret
+                        // (and with TLS its certificate names the address dialled), and
+                        // `peer_opened` checks that it is the node we meant to dial. The
+                        // announcement rides on a heartbeat (sequence 0, then the
+                        // capability byte) right after the RESPONSE: an acceptor of an
+                        // earlier version reads a heartbeat's first 8 bytes only, acks it,
+                        // and never sends requests here, so it keeps today's layout.
+                        conn.serves = true;
+                        let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
+                        conn.out.extend_from_slice(&0u64.to_le_bytes());
+                        conn.out.push(crate::frame::caps::BOTH_WAYS);
+                        let _ = end_frame(&mut conn.out, s, usize::MAX);
+                    }
                     return self.peer_opened(c, p, server);
                 }
                 Err(FrameError::UnexpectedKind { kind: k, state: "handshake already complete" })

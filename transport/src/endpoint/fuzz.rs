@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 use super::tests::{bind, frame, msg, Harness, Num, SECRET};
-use super::{Role, MAX_ANSWERS_BUFFERED, MAX_ANSWER, PER_CONNECTION_BOUND};
+use super::{MAX_ANSWERS_BUFFERED, MAX_ANSWER, PER_CONNECTION_BOUND};
 use crate::frame::{kind, next_frame, FrameError, MAX_HANDSHAKE_FRAME};
 use crate::handshake;
 use crate::io::ConnId;
@@ -59,9 +59,7 @@ fn check(h: &Harness, c: ConnId, chunk: usize, rejected_before: u64) -> Result<(
         prop_assert!(k.inbuf.len() <= max_frame + 4 + chunk, "input held: {}", k.inbuf.len());
         prop_assert!(k.out.len() <= MAX_ANSWERS_BUFFERED + MAX_ANSWER, "answers held: {}", k.out.len());
         prop_assert!(k.out.len() <= PER_CONNECTION_BOUND);
-        if let Role::Inbound { bindings, deployed, .. } = &k.role {
-            prop_assert!(bindings.len() <= MAX_ALIASES && deployed.len() <= MAX_ALIASES);
-        }
+        prop_assert!(k.bindings.len() <= MAX_ALIASES && k.deployed.len() <= MAX_ALIASES);
     }
     Ok(())
 }
@@ -165,9 +163,9 @@ enum Step {
     Drain,
 }
 
-fn step() -> impl Strategy<Value = Step> {
+fn step(kinds: u8) -> impl Strategy<Value = Step> {
     prop_oneof![
-        8 => (0u8..10, prop_oneof![0u32..8, any::<u32>()], any::<u64>(), proptest::option::weighted(0.2, (any::<u16>(), 1u8..=255)))
+        8 => (0u8..kinds, prop_oneof![0u32..8, any::<u32>()], any::<u64>(), proptest::option::weighted(0.2, (any::<u16>(), 1u8..=255)))
             .prop_map(|(which, alias, n, flip)| Step::Frame { which, alias, n, flip }),
         1 => proptest::collection::vec(any::<u8>(), 0..64).prop_map(Step::Junk),
         1 => (any::<bool>(), 0u16..12_000).prop_map(|(binds, count)| Step::Flood { binds, count }),
@@ -188,26 +186,58 @@ fn valid_frame(which: u8, alias: u32, n: u64) -> Vec<u8> {
             w.put_str("no-factory");
             w.put_str("x");
         }),
-        _ => frame(kind::REPLY, |w| {
+        9 => frame(kind::REPLY, |w| {
             w.put_u16((n % 3) as u16);
             w.put_u64(n);
             w.put_u8(1);
         }),
+        // Answers to this node's requests (on a connection that carries them).
+        10 => frame(kind::HEARTBEAT_ACK, |w| w.put_u64(n)),
+        11 => frame(kind::TERMINATED, |w| w.put_u32(alias)),
+        _ => frame(kind::CHILD_FAILED, |w| {
+            w.put_u32(alias);
+            w.put_str("boom");
+        }),
     }
 }
+
+/// Frame kinds of `valid_frame` a peer sends on an inbound connection (requests), and on
+/// a connection this node dialled and announced both ways on (requests and answers).
+const REQUEST_KINDS: u8 = 10;
+const ALL_KINDS: u8 = 13;
 
 /// An authenticated peer sends valid and mutated frames in random pieces and sometimes
 /// reads: nothing panics, the connection stays within its bound, and it is closed exactly
 /// when a (typed, counted) rejection happened.
 #[test]
 fn authenticated_endpoint_under_valid_and_mutated_frames() {
-    let input = (proptest::collection::vec(step(), 1..120), proptest::collection::vec(1usize..3000, 1..6));
+    authenticated_peer_under_valid_and_mutated_frames(REQUEST_KINDS, |h| {
+        let c = h.accept(1, "127.0.0.1:40000".parse().unwrap());
+        assert!(h.handshake(c, SECRET));
+        c
+    });
+}
+
+/// The same for the reverse direction: the acceptor of a connection this node dialled
+/// (announced both ways) sends requests and answers, valid and mutated, in random pieces.
+/// The dialled connection keeps the same bound, and every rejection is typed and counted.
+#[test]
+fn dialled_connection_under_the_acceptors_valid_and_mutated_frames() {
+    authenticated_peer_under_valid_and_mutated_frames(ALL_KINDS, |h| {
+        let c = h.dial("127.0.0.1:40001".parse().unwrap(), SECRET);
+        assert!(h.is_open(c));
+        h.io.wire.remove(&c);
+        c
+    });
+}
+
+fn authenticated_peer_under_valid_and_mutated_frames(kinds: u8, open: impl Fn(&mut Harness) -> ConnId) {
+    let input = (proptest::collection::vec(step(kinds), 1..120), proptest::collection::vec(1usize..3000, 1..6));
     runner(64)
         .run(&input, |(steps, cuts)| {
             with_harness(|h| {
                 let before = h.rejected();
-                let c = h.accept(1, "127.0.0.1:40000".parse().unwrap());
-                prop_assert!(h.handshake(c, SECRET));
+                let c = open(h);
                 let mut pending = Vec::new();
                 let mut cut = cuts.iter().cycle();
                 let mut push = |h: &mut Harness, pending: &mut Vec<u8>| -> Result<(), TestCaseError> {

@@ -9,13 +9,46 @@
 //!   Io backend ◄───────────────────────────┘ one send per connection in flight
 //!   Io backend ──on_data──► frames ──► inbound bindings ──tell──► local actors
 //! ```
-//! Outbound connections (to peers whose address hashes to this shard) carry this node's
-//! messages; inbound connections (accepted here through the shard's `SO_REUSEPORT`
-//! listener) carry the peer's, and answer on the same socket with handshake, heartbeat and
-//! Terminated frames. A peer's pending buffer, and its aliases (which actor each number
-//! means), outlive connections: after a reconnect every alias is bound again before the
-//! buffered frames, so per-sender FIFO order holds across reconnects for frames not yet
-//! handed to the kernel.
+//! A connection has two halves. Its *client* half carries one peer's pending buffer (our
+//! requests: BIND, MSG, HEARTBEAT, REPLY, SPAWN, ...) and takes that peer's answers
+//! (HEARTBEAT_ACK, TERMINATED, CHILD_FAILED); its *serving* half takes the peer's requests
+//! and answers them on the same socket. The kinds tell the directions apart. A peer's pending
+//! buffer, and its aliases (which actor each number means), outlive connections: after a
+//! reconnect every alias is bound again before the buffered frames, so per-sender FIFO order
+//! holds across reconnects for frames not yet handed to the kernel.
+//!
+//! ## One connection per node pair
+//! ```text
+//!   A (dials B)                                              B (accepts)
+//!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS) ──►
+//!   A's requests ═════════════════ one TCP connection ═════════════════► B serves them
+//!   A serves them ◄═══════════════ B's requests (when B has no connection of its own to A)
+//! ```
+//! * **Outbound** connections (to peers whose address hashes to this shard) carry this
+//!   node's requests. Once its handshake has verified the acceptor (its CHALLENGE proves the
+//!   shared secret, with TLS its certificate names the dialled address, and `peer_opened`
+//!   checks it announced that address), a dialler with `NodeConfig::both_ways` announces
+//!   it (the capability byte after a heartbeat's sequence number, which an acceptor of an
+//!   earlier version never reads) and its serving half opens: the acceptor may send its
+//!   requests here.
+//! * **Inbound** connections (accepted here through the shard's `SO_REUSEPORT` listener)
+//!   serve the peer once it proved the secret (and with TLS its certificate named the
+//!   address its HELLO announces). If that peer announced both ways and this is the shard
+//!   that sends to it, the connection is noted in `both_ways_from`, and the peer's client half
+//!   moves onto it (`attach_inbound`) whenever the peer would otherwise be dialled: when this
+//!   node first sends to it, or a dial backs off. `PeerState::Open(c)` names whichever
+//!   connection carries the buffer; heartbeats and the failure detector follow it.
+//! * The choice, per peer: our own connection if we have one or are dialling; else one the
+//!   peer dialled and announced both ways on; else a dial. Two connections exist when both
+//!   nodes dial at once: each keeps sending over its own, and no tie-break is needed, since a
+//!   direction's order depends only on the connection that carries it.
+//! * When the connection carrying a peer's buffer closes, what was handed to the kernel is
+//!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
+//!   the peer dialled since, or our dial) re-binds every alias before them. When our own
+//!   connection closes while one the peer dialled (announced both ways) is open, that one
+//!   takes over at once, without a backoff or a dial.
+//! * Several shards: a connection lands on the shard the kernel picks; if that is not the
+//!   shard that sends to its peer, it only serves, and that shard dials as before.
 //!
 //! Files: `conn.rs` (one connection: its role, the handshake state machine, the limits on
 //! unauthenticated connections), `frames.rs` (what an authenticated connection carries, the
@@ -36,6 +69,10 @@
 //! * its alias table: at most `NodeConfig::max_aliases` bindings, in a hash map keyed by
 //!   the peer's alias numbers (never a table indexed by them); a refused BIND or SPAWN
 //!   stores nothing.
+//!
+//! These hold per direction: a connection serves at most one peer's requests (one alias
+//! table, one answer buffer, one input buffer), whether it was accepted or dialled, and our
+//! own requests to a peer wait in its pending buffer, bounded by the high-water mark.
 //!
 //! ## Unauthenticated connections
 //! A connection that has not completed its handshake holds a file descriptor and nothing
@@ -180,6 +217,10 @@ pub(crate) struct EndpointState {
     conns: HashMap<ConnId, Conn>,
     peers: Vec<Peer>,
     peer_index: HashMap<SocketAddr, usize>,
+    /// Authenticated inbound connections on this shard whose peer (by the address it
+    /// announced) takes our requests on them, for the peers this shard sends to: the route
+    /// to such a peer when this shard has no connection of its own to it.
+    both_ways_from: HashMap<SocketAddr, ConnId>,
     /// What this shard lends the codec for refs and reply handles (ref cache, reply table).
     wire: ShardCtx,
     to_connect: Vec<usize>,
@@ -225,6 +266,7 @@ impl EndpointState {
             conns: HashMap::new(),
             peers: Vec::new(),
             peer_index: HashMap::new(),
+            both_ways_from: HashMap::new(),
             wire: ShardCtx {
                 node: node.clone(),
                 refs: RefCache::default(),
@@ -300,12 +342,12 @@ impl EndpointState {
     /// shard must start watching it (first watcher).
     fn watch_for_peer(&mut self, c: ConnId, alias: u32, target: ActorId) -> bool {
         // The binding learns its actor, so that closing the connection unwatches it.
-        match self.conns.get_mut(&c).map(|conn| &mut conn.role) {
-            Some(Role::Inbound { bindings, .. }) => match bindings.get_mut(&alias) {
+        match self.conns.get_mut(&c).map(|conn| &mut conn.bindings) {
+            Some(bindings) => match bindings.get_mut(&alias) {
                 Some(b) if b.target.is_none() => b.target = Some(target),
                 _ => return false, // unbound (or re-bound) meanwhile
             },
-            _ => return false, // the connection is gone
+            None => return false, // the connection is gone
         }
         let w = self.watched.entry(target).or_default();
         w.push((c, alias));
@@ -315,10 +357,8 @@ impl EndpointState {
     /// A pending binding will never have an actor: drop it and tell the peer.
     fn binding_failed(&mut self, c: ConnId, alias: u32) {
         if let Some(conn) = self.conns.get_mut(&c) {
-            if let Role::Inbound { bindings, .. } = &mut conn.role {
-                if let Some(id) = bindings.remove(&alias).and_then(|b| b.target) {
-                    unwatch(&mut self.watched, id, c, alias);
-                }
+            if let Some(id) = conn.bindings.remove(&alias).and_then(|b| b.target) {
+                unwatch(&mut self.watched, id, c, alias);
             }
             Self::terminated_frame(&mut conn.out, alias);
             self.dirty.push(c);
@@ -329,11 +369,9 @@ impl EndpointState {
     fn local_terminated(&mut self, id: ActorId) {
         for (c, alias) in self.watched.remove(&id).unwrap_or_default() {
             if let Some(conn) = self.conns.get_mut(&c) {
-                if let Role::Inbound { bindings, .. } = &mut conn.role {
-                    // Only if the alias still means this actor (it may have been re-bound).
-                    if bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
-                        bindings.remove(&alias);
-                    }
+                // Only if the alias still means this actor (it may have been re-bound).
+                if conn.bindings.get(&alias).is_some_and(|b| b.target == Some(id)) {
+                    conn.bindings.remove(&alias);
                 }
                 Self::terminated_frame(&mut conn.out, alias);
                 self.dirty.push(c);
@@ -402,6 +440,9 @@ impl EndpointState {
             if self.peers[p].state != PeerState::Idle {
                 continue;
             }
+            if self.attach_inbound(p) {
+                continue;
+            }
             let c = io.connect(self.peers[p].addr);
             self.node.stats.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let cn = handshake::random_bytes::<16>();
@@ -451,7 +492,7 @@ impl EndpointState {
 
     fn try_send(&mut self, io: &mut dyn Io, c: ConnId) {
         let Some(conn) = self.conns.get_mut(&c) else { return };
-        if let Role::Outbound { peer: p, .. } = conn.role {
+        if let Some(p) = conn.carries {
             self.peers[p].dirty = false;
         }
         if conn.sending || conn.closing || !conn.connected {
@@ -470,7 +511,7 @@ impl EndpointState {
             }
             return;
         }
-        if let Role::Outbound { peer: p, open: true, .. } = conn.role {
+        if let Some(p) = conn.carries {
             let peer = &mut self.peers[p];
             if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
                 let n = peer.pending.len() as u64;
@@ -498,7 +539,7 @@ impl EndpointState {
 impl IoSink for EndpointState {
     fn on_accepted(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!("node {}: accepted {peer}", self.node.addr);
-        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello, bindings: AliasTable::default(), deployed: HashMap::new() }));
+        self.conns.insert(conn, Conn::new(Role::Inbound { state: InState::AwaitHello }));
         // At a cap, the oldest unauthenticated connection (of this source, then of any) goes.
         let ip = peer.ip();
         self.unauthenticated.push_back((conn, ip));
@@ -590,8 +631,8 @@ impl IoSink for EndpointState {
             // The peer's kernel took our bytes, so its side is reading: that is a sign of
             // life too. Heartbeat replies queue behind the data a slow (backpressuring)
             // receiver has not read yet, so they alone would call a busy peer dead.
-            if let Role::Outbound { peer, open: true, .. } = conn.role {
-                self.peers[peer].heard = true;
+            if let Some(p) = conn.carries.filter(|&p| self.peers[p].state == PeerState::Open(c)) {
+                self.peers[p].heard = true;
             }
         }
     }
@@ -599,16 +640,20 @@ impl IoSink for EndpointState {
     fn on_closed(&mut self, c: ConnId, why: CloseReason) {
         let Some(conn) = self.conns.remove(&c) else { return };
         self.forget_unauthenticated(c);
-        if let Role::Inbound { bindings, .. } = &conn.role {
-            for (&alias, b) in bindings {
-                if let Some(id) = b.target {
-                    unwatch(&mut self.watched, id, c, alias);
-                }
+        for (&alias, b) in &conn.bindings {
+            if let Some(id) = b.target {
+                unwatch(&mut self.watched, id, c, alias);
             }
         }
-        if let Role::Inbound { deployed, .. } = &conn.role {
-            for g in deployed.values() {
-                let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
+        for g in conn.deployed.values() {
+            let _ = g.tell(crate::deploy::GuardMsg::ConnectionClosed);
+        }
+        if let Role::Inbound { state: InState::Open { peer } } = &conn.role {
+            if self.both_ways_from.get(&peer.addr) == Some(&c) {
+                self.both_ways_from.remove(&peer.addr);
+            }
+            if let Some(p) = conn.carries {
+                self.inbound_route_closed(c, p, &why);
             }
         }
         if let Role::Outbound { peer: p, .. } = conn.role {
@@ -620,6 +665,12 @@ impl IoSink for EndpointState {
                 node.stats.reconnects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 peer.backoff = (peer.backoff * 2).min(node.cfg.reconnect_max);
                 peer.down_since.get_or_insert_with(Instant::now);
+                if self.both_ways_from.contains_key(&peer.addr) {
+                    // The peer's own connection (announced both ways while ours was open)
+                    // takes over now, without a backoff or a dial (`attach_inbound`).
+                    peer.state = PeerState::Idle;
+                    self.to_connect.push(p);
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{EndpointState, ProxyCtl, Role, Sent};
+use super::{EndpointState, InState, ProxyCtl, Role, Sent};
 use crate::frame::{begin_frame, end_frame, kind, FrameError};
 use crate::handshake::Identity;
 use crate::io::ConnId;
@@ -252,10 +252,22 @@ impl EndpointState {
         if server.addr != peer.addr && !wildcard {
             return Err(FrameError::Auth("peer announced a different address than the one dialled"));
         }
-        if node.is_quarantined(peer.addr, server.incarnation) {
-            return Err(FrameError::Quarantined(server.incarnation));
+        self.peer_up(c, p, server.incarnation)?;
+        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, self.peers[p].addr, server.incarnation);
+        Ok(())
+    }
+
+    /// Connection `c` (ours, just opened, or the peer's, announced both ways) now carries
+    /// peer `p`'s buffer: check the peer's incarnation, then bind every alias again before
+    /// the buffered frames.
+    fn peer_up(&mut self, c: ConnId, p: usize, incarnation: u64) -> Result<(), FrameError> {
+        let node = self.node.clone();
+        let peer = &mut self.peers[p];
+        if node.is_quarantined(peer.addr, incarnation) {
+            return Err(FrameError::Quarantined(incarnation));
         }
-        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != server.incarnation) {
+        if let Some(old) = peer.incarnation.or(peer.last_incarnation).filter(|&i| i != incarnation) {
             // The peer restarted: its actors are gone. The old incarnation is quarantined;
             // proxies made for it stop (Terminated to their watchers), and what is buffered
             // for it is undeliverable. Proxies made since it was given up address whichever
@@ -275,15 +287,13 @@ impl EndpointState {
             peer.paused.retain(|k| peer.aliases.contains_key(k));
         }
         for a in peer.aliases.values_mut() {
-            a.incarnation.get_or_insert(server.incarnation);
+            a.incarnation.get_or_insert(incarnation);
         }
-        peer.incarnation = Some(server.incarnation);
+        peer.incarnation = Some(incarnation);
         peer.state = PeerState::Open(c);
         peer.last_heard = Instant::now();
         peer.down_since = None;
         peer.backoff = node.cfg.reconnect_min;
-        node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::debug!("node {}: connected to {} (incarnation {:#x})", node.addr, peer.addr, server.incarnation);
         // Bind every alias again before the buffered frames (the peer's bindings died with
         // the old connection); bindings are idempotent, so a BIND also still buffered is fine.
         let conn = self.conns.get_mut(&c).expect("open conn");
@@ -294,6 +304,84 @@ impl EndpointState {
         }
         self.dirty.push(c);
         Ok(())
+    }
+
+    /// The dialler of inbound connection `c` announced (on its first heartbeat) that it takes
+    /// our requests on it. If this shard sends to that peer (the shard its address hashes
+    /// to) the connection becomes a route to it; a peer waiting for a connection (idle or
+    /// backing off after a failed dial) takes it at once.
+    pub(super) fn both_ways_announced(&mut self, c: ConnId) {
+        let Some(conn) = self.conns.get_mut(&c) else { return };
+        let Role::Inbound { state: InState::Open { peer } } = &conn.role else { return };
+        if conn.both_ways || !self.node.cfg.both_ways {
+            return;
+        }
+        conn.both_ways = true;
+        let addr = peer.addr;
+        if self.node.owner_shard(addr) != self.shard {
+            // The kernel placed the connection on another shard than the one whose proxies
+            // send to this peer: that shard dials as before (two connections for the pair).
+            return;
+        }
+        self.both_ways_from.insert(addr, c);
+        if let Some(&p) = self.peer_index.get(&addr) {
+            let peer = &mut self.peers[p];
+            if matches!(peer.state, PeerState::Idle | PeerState::Backoff(_)) && (!peer.aliases.is_empty() || !peer.pending.is_empty()) {
+                peer.state = PeerState::Idle;
+                self.ensure_connecting(p);
+            }
+        }
+    }
+
+    /// Instead of dialling peer `p`: an authenticated inbound connection from it that
+    /// announced both ways, if there is one, now carries its buffer (true). The choice, per
+    /// peer: our own connection if we have one or are dialling (the caller only asks for an
+    /// idle peer); else the peer's, announced both ways; else a dial. When both nodes dial
+    /// at once each keeps its own connection, as before: no tie-break is needed, since each
+    /// direction's order depends only on the connection that carries it.
+    pub(super) fn attach_inbound(&mut self, p: usize) -> bool {
+        let addr = self.peers[p].addr;
+        let Some(&c) = self.both_ways_from.get(&addr) else { return false };
+        let usable = self.node.cfg.both_ways
+            && self.conns.get(&c).is_some_and(|k| k.both_ways && !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. } }));
+        if !usable {
+            self.both_ways_from.remove(&addr);
+            return false;
+        }
+        let conn = self.conns.get_mut(&c).expect("checked");
+        let Role::Inbound { state: InState::Open { peer: id } } = &conn.role else { return false };
+        let incarnation = id.incarnation;
+        conn.carries = Some(p);
+        match self.peer_up(c, p, incarnation) {
+            Ok(()) => {
+                tracing::debug!("node {}: sending to {addr} over the connection it dialled", self.node.addr);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("node {}: not sending to {addr} over its connection: {e}; dialling", self.node.addr);
+                if let Some(conn) = self.conns.get_mut(&c) {
+                    conn.carries = None;
+                }
+                self.both_ways_from.remove(&addr);
+                false
+            }
+        }
+    }
+
+    /// Inbound connection `c`, which carried peer `p`'s buffer, closed: what was handed to
+    /// the kernel on it is lost (as on any connection); what is still buffered, and every
+    /// alias, goes on the next route (another connection from the peer, announced both
+    /// ways, or a dial), aliases bound again first, so per-sender order holds.
+    pub(super) fn inbound_route_closed(&mut self, c: ConnId, p: usize, why: &crate::io::CloseReason) {
+        let peer = &mut self.peers[p];
+        if peer.state != PeerState::Open(c) {
+            return;
+        }
+        tracing::debug!("node {}: the connection {} dialled closed: {why}", self.node.addr, peer.addr);
+        peer.state = PeerState::Idle;
+        if !peer.aliases.is_empty() || !peer.pending.is_empty() {
+            self.ensure_connecting(p);
+        }
     }
 
     /// The peer is unreachable: give up on what is buffered and stop its proxies.
@@ -341,10 +429,12 @@ impl EndpointState {
             let peer = &mut self.peers[p];
             match peer.state {
                 PeerState::Open(c) => {
-                    let sending = self.conns.get(&c).is_some_and(|conn| conn.sending);
-                    if sending {
-                        // A send is in flight: the kernel's TCP_USER_TIMEOUT watches it
-                        // (heartbeat replies wait behind what a busy receiver has not read).
+                    // A send in flight (the kernel's TCP_USER_TIMEOUT watches it: heartbeat
+                    // replies wait behind what a busy receiver has not read), or reading
+                    // paused here (a both-ways connection whose requests wait for a full
+                    // mailbox, or for the peer to read our answers): the silence is ours.
+                    let busy = self.conns.get(&c).is_some_and(|conn| conn.sending || conn.stalled.is_some() || conn.answers_blocked);
+                    if busy {
                         peer.last_heard = peer.last_heard.max(now - timeout / 2);
                     } else if now.duration_since(peer.last_heard) > timeout {
                         self.unreachable(p, "no heartbeat reply");
@@ -368,7 +458,8 @@ impl EndpointState {
                     if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
                         self.unreachable(p, "cannot connect");
                     } else if let PeerState::Backoff(at) = peer.state {
-                        if now >= at {
+                        // Due, or a connection the peer dialled (announced both ways) waits.
+                        if now >= at || self.both_ways_from.contains_key(&peer.addr) {
                             peer.state = PeerState::Idle;
                             self.to_connect.push(p);
                         }

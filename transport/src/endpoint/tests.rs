@@ -11,7 +11,8 @@ use std::time::Duration;
 use percore::driver::DriverWaker;
 use percore::{Actor, ActorError, Context, Runtime, Props};
 
-use super::{EndpointState, InState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
+use super::{EndpointState, InState, PeerState, Role, MAX_ANSWERS_BUFFERED, PER_CONNECTION_BOUND};
+use crate::frame::FrameError;
 use crate::frame::{begin_frame, end_frame, kind, next_frame};
 use crate::handshake::{self, Identity};
 use crate::io::{ConnId, Io, IoSink};
@@ -165,16 +166,35 @@ impl Harness {
     }
 
     pub(super) fn is_open(&self, c: ConnId) -> bool {
-        self.st.conns.get(&c).is_some_and(|k| !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. }, .. }))
+        self.st.conns.get(&c).is_some_and(|k| {
+            !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. } } | Role::Outbound { open: true, .. })
+        })
+    }
+
+    /// This node dials a peer at `to`, which answers the HELLO with a CHALLENGE proving
+    /// `key` and naming `to`: the connection, open if the key was right. Its answers (the
+    /// RESPONSE, the announcement) stay on the fake wire.
+    pub(super) fn dial(&mut self, to: SocketAddr, key: &[u8]) -> ConnId {
+        let p = self.st.peer_for(to);
+        self.st.ensure_connecting(p);
+        self.st.flush(&mut self.io);
+        let PeerState::Connecting(c) = self.st.peers[p].state else { panic!("dialling: {:?}", self.st.peers[p].state) };
+        self.st.on_connected(c);
+        self.st.flush(&mut self.io);
+        let sent = self.io.wire.remove(&c).unwrap_or_default();
+        let Ok(Some((kind::HELLO, body, _))) = next_frame(&sent, 4096) else { panic!("no hello") };
+        let (_, cn) = handshake::read_hello(body).expect("our hello");
+        self.drained(c);
+        // The incarnation `handshake` announces for 127.0.0.1:9: the same node both ways.
+        let server = Identity { system: "peer".into(), addr: to, incarnation: 5 };
+        self.feed(c, &frame(kind::CHALLENGE, |w| handshake::challenge(w, key, &server, &cn, &[4; 16])));
+        c
     }
 
     /// Bytes the endpoint holds for `c` (input, answers, and its alias table's slots).
     pub(super) fn held(&self, c: ConnId) -> (usize, usize, usize) {
         let Some(k) = self.st.conns.get(&c) else { return (0, 0, 0) };
-        let aliases = match &k.role {
-            Role::Inbound { bindings, .. } => bindings.capacity(),
-            Role::Outbound { .. } => 0,
-        };
+        let aliases = k.bindings.capacity();
         (k.inbuf.capacity(), k.out.capacity(), aliases)
     }
 }
@@ -376,4 +396,155 @@ fn handshake_deadline_is_not_reset_by_traffic() {
     assert!(h.handshake(c2, SECRET));
     h.st.expire_handshakes(start + Duration::from_secs(60));
     assert!(h.is_open(c2));
+}
+
+/// The frames after a handshake that `sent` holds, by kind and body.
+fn frames_in(sent: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut rest = sent;
+    let mut out = Vec::new();
+    while let Ok(Some((k, body, n))) = next_frame(rest, 1 << 20) {
+        out.push((k, body.to_vec()));
+        rest = &rest[n..];
+    }
+    out
+}
+
+/// One connection per node pair: a dialler announces both ways on a heartbeat right after
+/// its RESPONSE (sequence 0, then the capability byte), and from then on its outbound
+/// connection takes the acceptor's requests like an inbound one: bindings, messages,
+/// heartbeats (acked on it), within the same limits (max_aliases per connection).
+#[test]
+fn an_outbound_connection_serves_the_acceptor_within_the_same_limits() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(4));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent[0].0, kind::RESPONSE);
+    let mut announce = 0u64.to_le_bytes().to_vec();
+    announce.push(crate::frame::caps::BOTH_WAYS);
+    assert_eq!(sent[1], (kind::HEARTBEAT, announce), "the announcement follows the RESPONSE");
+    h.drained(c);
+    h.feed(c, &bind(1, Num::TYPE_ID, "sum"));
+    for i in 0..10 {
+        h.feed(c, &msg(1, i));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while h.hits.load(std::sync::atomic::Ordering::Relaxed) < 10 {
+        assert!(std::time::Instant::now() < deadline, "messages delivered");
+        std::thread::yield_now();
+    }
+    h.feed(c, &frame(kind::HEARTBEAT, |w| w.put_u64(41)));
+    h.drained(c);
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent, vec![(kind::HEARTBEAT_ACK, 41u64.to_le_bytes().to_vec())], "a heartbeat of the acceptor is acked on the dialled connection");
+    // The connection's answers to our requests still arrive in between.
+    h.feed(c, &frame(kind::HEARTBEAT_ACK, |w| w.put_u64(1)));
+    assert!(h.is_open(c));
+    for a in 2..5 {
+        h.feed(c, &bind(a, Num::TYPE_ID, "sum"));
+    }
+    assert!(h.is_open(c));
+    assert_eq!(h.st.input(c, &bind(5, Num::TYPE_ID, "sum")), Err(FrameError::Limit { what: "aliases bound on one connection", max: 4 }));
+}
+
+/// An old-protocol layout: a node with `both_ways(false)` announces nothing, and a request
+/// (BIND, MSG, HEARTBEAT) on its outbound connection is a typed error that closes it.
+#[test]
+fn requests_on_an_outbound_connection_need_the_announcement() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(false));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
+    assert_eq!(sent.iter().map(|f| f.0).collect::<Vec<_>>(), vec![kind::RESPONSE], "nothing announced");
+    for request in [bind(1, Num::TYPE_ID, "sum"), msg(1, 0), frame(kind::HEARTBEAT, |w| w.put_u64(1))] {
+        assert!(matches!(h.st.input(c, &request), Err(FrameError::UnexpectedKind { .. })), "{request:?}");
+    }
+    h.feed(c, &msg(1, 0));
+    assert!(!h.is_open(c));
+    assert_eq!(h.rejected(), 1);
+    assert_eq!(h.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// The reverse direction's answers (TERMINATED, HEARTBEAT_ACK, CHILD_FAILED) on an inbound
+/// connection that carries none of our requests are typed errors that close it; one that
+/// announced both ways is not chosen to carry ours unless this shard sends to that peer.
+#[test]
+fn answers_on_an_inbound_connection_that_carries_nothing_are_refused() {
+    let mut h = Harness::default();
+    for (i, answer) in [
+        frame(kind::TERMINATED, |w| w.put_u32(1)),
+        frame(kind::HEARTBEAT_ACK, |w| w.put_u64(1)),
+        frame(kind::CHILD_FAILED, |w| {
+            w.put_u32(1);
+            w.put_str("x");
+        }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = h.accept(10 + i as u32, from());
+        assert!(h.handshake(c, SECRET));
+        // The announcement alone is a heartbeat like any other.
+        h.feed(c, &frame(kind::HEARTBEAT, |w| {
+            w.put_u64(0);
+            w.put_u8(crate::frame::caps::BOTH_WAYS);
+        }));
+        assert!(h.is_open(c));
+        assert!(h.st.conns[&c].both_ways);
+        assert!(matches!(h.st.input(c, &answer), Err(FrameError::UnexpectedKind { .. })));
+        h.feed(c, &answer);
+        assert!(!h.is_open(c));
+        assert_eq!(h.rejected(), i as u64 + 1);
+    }
+}
+
+/// A dialled connection whose reading is paused for the acceptor's requests (a message
+/// waits for a full mailbox) does not read the acks of our heartbeats either: that silence
+/// is ours, so the failure detector must not call the peer unreachable for it (before the
+/// fix: unreachable after the timeout). Without the stall the same silence is a failure.
+#[test]
+fn a_stalled_dialled_connection_does_not_make_its_peer_unreachable() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
+    let c = h.dial(from(), SECRET);
+    assert!(h.is_open(c));
+    let p = h.st.peer_index[&from()];
+    h.drained(c); // no send in flight (that silence is excused too)
+    h.st.tick(); // takes the sign of life the drained send gave
+    h.st.conns.get_mut(&c).unwrap().stalled = Some(Box::new(|| false));
+    h.st.peers[p].last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    assert_eq!(h.st.peers[p].state, PeerState::Open(c), "a stalled connection's silence is ours");
+    assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 0);
+    h.st.conns.get_mut(&c).unwrap().stalled = None;
+    h.st.peers[p].last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 1, "silence without a stall");
+}
+
+/// Our dialled connection to a peer closes while the peer's own connection (announced both
+/// ways) is open: this node sends over the peer's at once. Before the fix it backed off and
+/// re-dialled (with a long backoff, its messages waited, and after `failure_timeout` the peer
+/// was called unreachable although a working connection to it was open): the peer's
+/// announcement had come while our own connection was still open, and nothing looked at it
+/// again.
+#[test]
+fn a_closed_dialled_connection_gives_way_to_the_peers_announced_one() {
+    let mut h = Harness::default();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap(); // the identity `handshake` announces
+    let ours = h.dial(peer, SECRET);
+    assert!(h.is_open(ours));
+    let p = h.st.peer_index[&peer];
+    let theirs = h.accept(2, from());
+    assert!(h.handshake(theirs, SECRET));
+    h.feed(theirs, &frame(kind::HEARTBEAT, |w| {
+        w.put_u64(0);
+        w.put_u8(crate::frame::caps::BOTH_WAYS);
+    }));
+    assert_eq!(h.st.peers[p].state, PeerState::Open(ours), "our own connection first");
+    let dials = h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed);
+    h.st.on_closed(ours, crate::io::CloseReason::Eof);
+    h.st.flush(&mut h.io);
+    assert_eq!(h.st.peers[p].state, PeerState::Open(theirs), "the peer's connection carries our messages now");
+    assert_eq!(h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed), dials, "no new dial");
+    assert_eq!(h.st.conns[&theirs].carries, Some(p));
 }
