@@ -62,9 +62,10 @@ pub(crate) mod kind {
 }
 
 /// Capability bits, announced by a connection's dialler in the byte after the sequence
-/// number of its first HEARTBEAT (sent right after the handshake's RESPONSE). An acceptor of
-/// an earlier version reads only a heartbeat's first 8 bytes, so it never sees them; unknown
-/// bits are ignored.
+/// number of its first HEARTBEAT (sent right after the handshake's RESPONSE), followed by
+/// the dialler's proof (`handshake::announcement`, 32 bytes), which binds the announcement
+/// to the connection's nonces and both identities. An acceptor of an earlier version reads
+/// only a heartbeat's first 8 bytes, so it never sees them; unknown bits are ignored.
 pub(crate) mod caps {
     /// The dialler takes requests (BIND, MSG, HEARTBEAT, REPLY, SPAWN, SUPERVISE, ...) on
     /// this connection and answers them on it: the acceptor may send its messages to the

@@ -6,13 +6,19 @@
 //!            ◄── CHALLENGE  version, system, addr, inc, Ns, HMAC(k, "srv"|Nc|Ns|inc_s)
 //!  verify server proof
 //!  RESPONSE  HMAC(k, "cli"|Ns|Nc|inc_c)           ──►  verify; only then decode frames
-//!  HEARTBEAT seq 0, capability byte BOTH_WAYS      ──►  (if the client takes requests too)
+//!  HEARTBEAT seq 0, BOTH_WAYS, HMAC(k, "both-ways"|Nc|Ns|ids) ──►  (if the client takes requests too)
 //! ```
 //! The last line is not part of the handshake: it is the client's first heartbeat, which
 //! announces (`frame::caps`) that the server may send its own messages on this connection.
 //! The client sends it only after verifying the server's proof, and a server of an earlier
 //! version reads only its sequence number (see the crate docs, "One connection per node
-//! pair").
+//! pair"). After the capability byte comes the client's proof that the handshake the server
+//! saw is the one it ran: `HMAC(k, "both-ways"|Nc|Ns|client identity|server identity)`
+//! ([`announcement`]). The two proofs above cover the nonces and incarnations but not the
+//! announced addresses, so a relay that knows no secret could otherwise pass one node's
+//! handshake to another under an address of its choosing and have the acceptor send its
+//! messages for that address over the relay; the server checks the proof against the
+//! identities it saw ([`check_announcement`]) before it sends anything on the connection.
 //! The secret `k` (Erlang's cookie) never crosses the wire; both nonces are fresh random
 //! 16-byte values, so a recorded handshake replayed on a new connection meets a new `Ns` and
 //! fails. Without a configured secret both sides use the empty key (allowed on loopback only).
@@ -153,6 +159,36 @@ pub(crate) fn check_response(body: &[u8], key: &[u8], client: &Identity, client_
     Ok(())
 }
 
+fn announcement_tag(key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Hmac<Sha256> {
+    let mut ids = Vec::with_capacity(128);
+    let mut w = Encoder::plain(&mut ids);
+    put_identity(&mut w, client);
+    put_identity(&mut w, server);
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(b"percore-both-ways");
+    mac.update(client_nonce);
+    mac.update(server_nonce);
+    mac.update(&ids);
+    mac
+}
+
+/// The proof after a both-ways announcement's capability byte: binds the announcement to
+/// this connection's nonces and to both identities as the client saw them.
+pub(crate) fn announcement(key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Tag {
+    announcement_tag(key, client, server, client_nonce, server_nonce).finalize().into_bytes().into()
+}
+
+/// Verifies a both-ways announcement's proof (`proof`: what follows the capability byte)
+/// against the identities and nonces this server saw in the handshake.
+pub(crate) fn check_announcement(proof: &[u8], key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Result<(), FrameError> {
+    let mut r = Decoder::plain(proof);
+    let tag = r.get_raw(32).map_err(|_| FrameError::Auth("both-ways announcement without its proof"))?;
+    r.finish()?;
+    announcement_tag(key, client, server, client_nonce, server_nonce)
+        .verify_slice(tag) // constant time
+        .map_err(|_| FrameError::Auth("both-ways announcement does not match this connection's handshake (identities rewritten by a relay?)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +217,21 @@ mod tests {
         // Replay on a new connection: the server picked a fresh nonce.
         let sn2 = random_bytes::<16>();
         assert!(check_response(&r, b"k", &cid, &cn, &sn2).is_err());
+    }
+
+    /// The announcement's proof holds only for the identities and nonces both ends saw.
+    #[test]
+    fn announcement_binds_identities_and_nonces() {
+        let (cn, sn) = (random_bytes::<16>(), random_bytes::<16>());
+        let (client, server) = (id(1), id(2));
+        let tag = announcement(b"k", &client, &server, &cn, &sn);
+        assert!(check_announcement(&tag, b"k", &client, &server, &cn, &sn).is_ok());
+        let elsewhere = Identity { addr: "127.0.0.1:2".parse().unwrap(), ..id(1) };
+        for (c, s, k, n) in [(&elsewhere, &server, &b"k"[..], sn), (&client, &elsewhere, b"k", sn), (&client, &server, b"x", sn), (&client, &server, b"k", [0; 16])] {
+            assert!(matches!(check_announcement(&tag, k, c, s, &cn, &n), Err(FrameError::Auth(_))));
+        }
+        assert!(matches!(check_announcement(&tag[..31], b"k", &client, &server, &cn, &sn), Err(FrameError::Auth(_))));
+        assert!(check_announcement(&[&tag[..], &[0]].concat(), b"k", &client, &server, &cn, &sn).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ both_backends! {
     an_old_protocol_peer_keeps_one_connection_per_direction => old_protocol_peer;
     both_directions_keep_order_when_the_dialled_connection_closes => dialled_connection_closes;
     both_nodes_dialling_at_once_keep_their_own_connections => both_nodes_dial_at_once;
+    a_relay_that_rewrites_the_handshake_cannot_take_a_nodes_traffic => relay_rewrites_the_handshake;
 }
 
 /// A TCP relay to `target`: each accepted connection is forwarded (once the gate is open)
@@ -191,4 +192,99 @@ fn both_nodes_dial_at_once(backend: Backend) {
     }
     assert_eq!((na.stats().connects, nb.stats().connects), (1, 1), "each dialled once and kept its own");
     assert_eq!(na.stats().undelivered + nb.stats().undelivered, 0);
+}
+
+/// Reads one frame (kind, body) from `s`.
+fn read_frame(s: &mut TcpStream) -> std::io::Result<(u8, Vec<u8>)> {
+    use std::io::Read;
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)?;
+    let len = u32::from_le_bytes(head[..4].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 1];
+    s.read_exact(&mut body)?;
+    Ok((head[4], body))
+}
+
+/// `body` with the identity's address (the string after the system name at `at`) replaced.
+fn with_addr(body: &[u8], at: usize, addr: SocketAddr) -> Vec<u8> {
+    let str_end = |i: usize| i + 4 + u32::from_le_bytes(body[i..i + 4].try_into().unwrap()) as usize;
+    let (addr_at, addr_end) = (str_end(at), str_end(str_end(at)));
+    let addr = addr.to_string();
+    let mut out = body[..addr_at].to_vec();
+    out.extend_from_slice(&(addr.len() as u32).to_le_bytes());
+    out.extend_from_slice(addr.as_bytes());
+    out.extend_from_slice(&body[addr_end..]);
+    out
+}
+
+fn write_frame(s: &mut TcpStream, k: u8, body: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = ((body.len() + 1) as u32).to_le_bytes().to_vec();
+    f.push(k);
+    f.extend_from_slice(body);
+    s.write_all(&f)
+}
+
+/// An attacker without the secret at `127.0.0.1:<its port>`, in front of `target`: it
+/// relays each connection, rewriting the address in the dialler's HELLO to `claim` and the
+/// one in the acceptor's CHALLENGE to its own (neither is covered by the handshake's proofs,
+/// which bind the nonces and incarnations), then copies bytes both ways.
+fn rewriting_relay(target: SocketAddr, claim: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let me = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for inc in listener.incoming() {
+            let Ok(mut inc) = inc else { continue };
+            let Ok(mut out) = TcpStream::connect(target) else { continue };
+            std::thread::spawn(move || {
+                let mut relay = || -> std::io::Result<()> {
+                    let (k, hello) = read_frame(&mut inc)?;
+                    write_frame(&mut out, k, &with_addr(&hello, 6, claim))?; // magic, version
+                    let (k, challenge) = read_frame(&mut out)?;
+                    write_frame(&mut inc, k, &with_addr(&challenge, 2, me))?; // version
+                    let (mut from, mut to) = (inc.try_clone()?, out.try_clone()?);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                    std::io::copy(&mut out, &mut inc)?;
+                    Ok(())
+                };
+                let _ = relay();
+                let _ = inc.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    me
+}
+
+/// A both-ways announcement binds the identities both ends saw. Node A dials an address
+/// an attacker (who does not know the secret) listens on; the attacker relays A's handshake
+/// to node B, telling B that the dialler is some address X and A that the acceptor is the
+/// attacker. Both proofs pass (they cover nonces and incarnations only). Before the fix B
+/// took A's announcement as X's and sent its messages for X over the attacker's connection
+/// (read there in clear; here they reach A's actor of the same name) instead of dialling X.
+/// Now B refuses the announcement (it does not match the handshake B saw) and dials X.
+fn relay_rewrites_the_handshake(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let na = node(&ra, config(backend));
+    let nb = node(&rb, config(backend));
+    let a_counter = spawn_counter(&ra, "counter");
+    let b_counter = spawn_counter(&rb, "counter");
+    let x: SocketAddr = ([127, 0, 0, 1], free_port()).into(); // nobody listens there
+    let attacker = rewriting_relay(nb.addr(), x);
+    let to_attacker = na.remote_ref::<Counter>(&format!("percore://percore@{attacker}/user/counter")).unwrap();
+    to_attacker.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    // B authenticated the relayed connection and read A's announcement: B refused it, or
+    // (before the fix) took it and went on to deliver A's hit behind it.
+    eventually("B read A's announcement", || {
+        nb.stats().rejected >= 1 || b_counter.blocking_ask(Counter::Get, LONG).unwrap().total == 1
+    });
+    let to_x = nb.remote_ref::<Counter>(&format!("percore://percore@{x}/user/counter")).unwrap();
+    to_x.tell(Counter::Hit { from: 7, seq: 0 }).unwrap();
+    eventually("B dials X, or sends over the attacker's connection", || {
+        nb.stats().connects >= 1 || a_counter.blocking_ask(Counter::Get, LONG).unwrap().total >= 1
+    });
+    assert_eq!(a_counter.blocking_ask(Counter::Get, LONG).unwrap().total, 0, "B's message for X went over the attacker's connection");
+    assert!(nb.stats().connects >= 1, "B dials X");
 }

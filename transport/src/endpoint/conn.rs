@@ -42,6 +42,9 @@ pub(super) struct Conn {
     pub(super) carries: Option<usize>,
     /// Inbound: the peer announced that it takes our requests on this connection.
     pub(super) both_ways: bool,
+    /// Inbound, once authenticated: its handshake's (client, server) nonces, which the
+    /// peer's both-ways announcement must be bound to (zero until then).
+    pub(super) handshake_nonces: (Nonce, Nonce),
     /// The serving half's aliases: the peer's numbers to local bindings (at most
     /// `max_aliases`; one table per direction, and a connection serves one direction).
     pub(super) bindings: AliasTable,
@@ -91,6 +94,7 @@ impl Conn {
             serves: false,
             carries,
             both_ways: false,
+            handshake_nonces: ([0; 16], [0; 16]),
             bindings: AliasTable::default(),
             deployed: HashMap::new(),
             inbuf: Vec::new(),
@@ -188,6 +192,7 @@ impl EndpointState {
                     handshake::check_response(body, &self.key, client, cn, sn)?;
                     tracing::debug!("node {}: inbound from {} authenticated", node.addr, client.addr);
                     node.stats.handshakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    conn.handshake_nonces = (*cn, *sn);
                     *state = InState::Open { peer: client.clone() };
                     conn.serves = true;
                     self.forget_unauthenticated(c);
@@ -221,6 +226,10 @@ impl EndpointState {
                         let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
                         conn.out.extend_from_slice(&0u64.to_le_bytes());
                         conn.out.push(crate::frame::caps::BOTH_WAYS);
+                        // Bound to this connection's nonces and to both identities as we
+                        // saw them: a relay that rewrote an address fails the acceptor's
+                        // check (`handshake::check_announcement`).
+                        conn.out.extend_from_slice(&handshake::announcement(&self.key, &self.me, &server, &cn, &sn));
                         let _ = end_frame(&mut conn.out, s, usize::MAX);
                     }
                     return self.peer_opened(c, p, server);

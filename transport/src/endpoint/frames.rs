@@ -216,7 +216,7 @@ impl EndpointState {
                 }
                 self.dirty.push(c);
                 if announced {
-                    self.both_ways_announced(c);
+                    self.both_ways_announced(c, &body[9..])?;
                 }
             }
             kind::REPLY => {

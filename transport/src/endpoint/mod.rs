@@ -20,7 +20,7 @@
 //! ## One connection per node pair
 //! ```text
 //!   A (dials B)                                              B (accepts)
-//!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS) ──►
+//!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS, proof) ──►
 //!   A's requests ═════════════════ one TCP connection ═════════════════► B serves them
 //!   A serves them ◄═══════════════ B's requests (when B has no connection of its own to A)
 //! ```
@@ -29,11 +29,14 @@
 //!   shared secret, with TLS its certificate names the dialled address, and `peer_opened`
 //!   checks it announced that address), a dialler with `NodeConfig::both_ways` announces
 //!   it (the capability byte after a heartbeat's sequence number, which an acceptor of an
-//!   earlier version never reads) and its serving half opens: the acceptor may send its
-//!   requests here.
+//!   earlier version never reads, then an HMAC over the connection's nonces and both
+//!   identities, `handshake::announcement`) and its serving half opens: the acceptor may
+//!   send its requests here.
 //! * **Inbound** connections (accepted here through the shard's `SO_REUSEPORT` listener)
 //!   serve the peer once it proved the secret (and with TLS its certificate named the
-//!   address its HELLO announces). If that peer announced both ways and this is the shard
+//!   address its HELLO announces). If that peer announced both ways, with a proof that
+//!   matches the identities and nonces this node saw (else the connection is refused: a
+//!   relay rewrote the handshake), and this is the shard
 //!   that sends to it, the connection is noted in `both_ways_from`, and the peer's client half
 //!   moves onto it (`attach_inbound`) whenever the peer would otherwise be dialled: when this
 //!   node first sends to it, or a dial backs off. `PeerState::Open(c)` names whichever

@@ -307,21 +307,25 @@ impl EndpointState {
     }
 
     /// The dialler of inbound connection `c` announced (on its first heartbeat) that it takes
-    /// our requests on it. If this shard sends to that peer (the shard its address hashes
-    /// to) the connection becomes a route to it; a peer waiting for a connection (idle or
-    /// backing off after a failed dial) takes it at once.
-    pub(super) fn both_ways_announced(&mut self, c: ConnId) {
-        let Some(conn) = self.conns.get_mut(&c) else { return };
-        let Role::Inbound { state: InState::Open { peer } } = &conn.role else { return };
+    /// our requests on it; `proof` follows the capability byte. If the proof matches the
+    /// handshake this node saw (else a typed error: the connection is closed) and this
+    /// shard sends to that peer (the shard its address hashes to), the connection becomes a
+    /// route to it; a peer waiting for a connection (idle or backing off after a failed
+    /// dial) takes it at once.
+    pub(super) fn both_ways_announced(&mut self, c: ConnId, proof: &[u8]) -> Result<(), FrameError> {
+        let Some(conn) = self.conns.get_mut(&c) else { return Ok(()) };
+        let Role::Inbound { state: InState::Open { peer } } = &conn.role else { return Ok(()) };
         if conn.both_ways || !self.node.cfg.both_ways {
-            return;
+            return Ok(());
         }
+        let (cn, sn) = conn.handshake_nonces;
+        crate::handshake::check_announcement(proof, &self.key, peer, &self.me, &cn, &sn)?;
         conn.both_ways = true;
         let addr = peer.addr;
         if self.node.owner_shard(addr) != self.shard {
             // The kernel placed the connection on another shard than the one whose proxies
             // send to this peer: that shard dials as before (two connections for the pair).
-            return;
+            return Ok(());
         }
         self.both_ways_from.insert(addr, c);
         if let Some(&p) = self.peer_index.get(&addr) {
@@ -331,6 +335,7 @@ impl EndpointState {
                 self.ensure_connecting(p);
             }
         }
+        Ok(())
     }
 
     /// Instead of dialling peer `p`: an authenticated inbound connection from it that

@@ -165,6 +165,19 @@ impl Harness {
         self.is_open(c)
     }
 
+    /// The both-ways announcement (heartbeat 0, capability byte, proof) that the client of
+    /// `handshake` sends on inbound `c`, with the proof it would compute.
+    pub(super) fn announcement(&self, c: ConnId) -> Vec<u8> {
+        let me = Identity { system: "peer".into(), addr: "127.0.0.1:9".parse().unwrap(), incarnation: 5 };
+        let (cn, sn) = self.st.conns[&c].handshake_nonces;
+        let tag = handshake::announcement(SECRET, &me, &self.st.me, &cn, &sn);
+        frame(kind::HEARTBEAT, |w| {
+            w.put_u64(0);
+            w.put_u8(crate::frame::caps::BOTH_WAYS);
+            w.put_raw(&tag);
+        })
+    }
+
     pub(super) fn is_open(&self, c: ConnId) -> bool {
         self.st.conns.get(&c).is_some_and(|k| {
             !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. } } | Role::Outbound { open: true, .. })
@@ -420,9 +433,12 @@ fn an_outbound_connection_serves_the_acceptor_within_the_same_limits() {
     assert!(h.is_open(c));
     let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
     assert_eq!(sent[0].0, kind::RESPONSE);
+    let Role::Outbound { cn, .. } = h.st.conns[&c].role else { panic!("outbound") };
+    let server = Identity { system: "peer".into(), addr: from(), incarnation: 5 };
     let mut announce = 0u64.to_le_bytes().to_vec();
     announce.push(crate::frame::caps::BOTH_WAYS);
-    assert_eq!(sent[1], (kind::HEARTBEAT, announce), "the announcement follows the RESPONSE");
+    announce.extend_from_slice(&handshake::announcement(SECRET, &h.st.me, &server, &cn, &[4; 16]));
+    assert_eq!(sent[1], (kind::HEARTBEAT, announce), "the announcement (with its proof) follows the RESPONSE");
     h.drained(c);
     h.feed(c, &bind(1, Num::TYPE_ID, "sum"));
     for i in 0..10 {
@@ -485,10 +501,7 @@ fn answers_on_an_inbound_connection_that_carries_nothing_are_refused() {
         let c = h.accept(10 + i as u32, from());
         assert!(h.handshake(c, SECRET));
         // The announcement alone is a heartbeat like any other.
-        h.feed(c, &frame(kind::HEARTBEAT, |w| {
-            w.put_u64(0);
-            w.put_u8(crate::frame::caps::BOTH_WAYS);
-        }));
+        h.feed(c, &h.announcement(c));
         assert!(h.is_open(c));
         assert!(h.st.conns[&c].both_ways);
         assert!(matches!(h.st.input(c, &answer), Err(FrameError::UnexpectedKind { .. })));
@@ -536,10 +549,7 @@ fn a_closed_dialled_connection_gives_way_to_the_peers_announced_one() {
     let p = h.st.peer_index[&peer];
     let theirs = h.accept(2, from());
     assert!(h.handshake(theirs, SECRET));
-    h.feed(theirs, &frame(kind::HEARTBEAT, |w| {
-        w.put_u64(0);
-        w.put_u8(crate::frame::caps::BOTH_WAYS);
-    }));
+    h.feed(theirs, &h.announcement(theirs));
     assert_eq!(h.st.peers[p].state, PeerState::Open(ours), "our own connection first");
     let dials = h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed);
     h.st.on_closed(ours, crate::io::CloseReason::Eof);
@@ -547,4 +557,37 @@ fn a_closed_dialled_connection_gives_way_to_the_peers_announced_one() {
     assert_eq!(h.st.peers[p].state, PeerState::Open(theirs), "the peer's connection carries our messages now");
     assert_eq!(h.node.stats.connects.load(std::sync::atomic::Ordering::Relaxed), dials, "no new dial");
     assert_eq!(h.st.conns[&theirs].carries, Some(p));
+}
+
+/// A both-ways announcement must carry the dialler's proof over this connection's nonces
+/// and both identities: missing, forged, or replayed from another connection, it is a typed
+/// error that closes the connection, and this node never sends on it (before the fix the
+/// capability byte alone made the connection a route to whatever address the HELLO named).
+#[test]
+fn an_announcement_without_a_matching_proof_is_refused() {
+    let mut h = Harness::default();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap(); // the identity `handshake` announces
+    let other = h.accept(1, from());
+    assert!(h.handshake(other, SECRET));
+    let replayed = h.announcement(other); // another connection's (fresh server nonce)
+    let bare = frame(kind::HEARTBEAT, |w| {
+        w.put_u64(0);
+        w.put_u8(crate::frame::caps::BOTH_WAYS);
+    });
+    let mut forged = replayed.clone();
+    *forged.last_mut().unwrap() ^= 1;
+    for (i, bad) in [bare, forged, replayed].into_iter().enumerate() {
+        let c = h.accept(10 + i as u32, from());
+        assert!(h.handshake(c, SECRET));
+        assert!(matches!(h.st.input(c, &bad), Err(FrameError::Auth(_))), "case {i}");
+        h.feed(c, &bad);
+        assert!(!h.is_open(c), "case {i}");
+        assert!(!h.st.conns.get(&c).is_some_and(|k| k.both_ways));
+        assert!(!h.st.both_ways_from.contains_key(&peer), "case {i}: not a route to {peer}");
+    }
+    assert_eq!(h.rejected(), 3);
+    // The genuine one still works.
+    h.feed(other, &h.announcement(other));
+    assert!(h.is_open(other));
+    assert_eq!(h.st.both_ways_from.get(&peer), Some(&other));
 }
