@@ -591,3 +591,27 @@ fn an_announcement_without_a_matching_proof_is_refused() {
     assert!(h.is_open(other));
     assert_eq!(h.st.both_ways_from.get(&peer), Some(&other));
 }
+
+/// An inbound connection whose reading this node paused (a message waits for a full
+/// mailbox) is silent because of us, not because its dialler vanished: the sweep of silent
+/// inbound connections must leave it open (before the fix it closed it after twice the
+/// failure timeout, losing what the peer had handed to the kernel and, both ways, this
+/// node's own requests carried on it). Without the stall the same silence closes it.
+#[test]
+fn a_stalled_inbound_connection_is_not_closed_as_silent() {
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
+    let c = h.accept(1, from());
+    assert!(h.handshake(c, SECRET));
+    h.feed(c, &h.announcement(c));
+    h.st.tick(); // takes the handshake's sign of life
+    h.st.conns.get_mut(&c).unwrap().stalled = Some(Box::new(|| false));
+    h.st.conns.get_mut(&c).unwrap().last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    h.st.flush(&mut h.io);
+    assert!(h.is_open(c), "a stalled connection's silence is ours");
+    h.st.conns.get_mut(&c).unwrap().stalled = None;
+    h.st.conns.get_mut(&c).unwrap().last_heard = std::time::Instant::now() - Duration::from_secs(10);
+    h.st.tick();
+    h.st.flush(&mut h.io);
+    assert!(!h.is_open(c), "silence without a stall");
+}
