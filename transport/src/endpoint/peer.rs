@@ -356,6 +356,17 @@ impl EndpointState {
         let conn = self.conns.get_mut(&c).expect("checked");
         let Role::Inbound { state: InState::Open { peer: id } } = &conn.role else { return false };
         let incarnation = id.incarnation;
+        // Which incarnation is current only the peer's own listener tells: while this shard
+        // knows none (never connected, or gave the peer up), a connection from another
+        // incarnation than one a ref names (an old one's, half-open since its host
+        // restarted, say) is no route for that ref's messages. A dial reaches whoever
+        // listens (and `peer_up` quarantines whichever is older then).
+        let peer = &self.peers[p];
+        if peer.incarnation.is_none() && peer.aliases.values().any(|a| a.incarnation.is_some_and(|i| i != incarnation)) {
+            tracing::debug!("node {}: not sending to {addr} over the connection of its incarnation {incarnation:#x}: a ref names another; dialling", self.node.addr);
+            self.both_ways_from.remove(&addr);
+            return false;
+        }
         conn.carries = Some(p);
         match self.peer_up(c, p, incarnation) {
             Ok(()) => {

@@ -615,3 +615,32 @@ fn a_stalled_inbound_connection_is_not_closed_as_silent() {
     h.st.flush(&mut h.io);
     assert!(!h.is_open(c), "silence without a stall");
 }
+
+/// A proxy's controls that do nothing (the endpoint's side of a proxy, without one).
+struct NoProxy;
+impl super::ProxyCtl for NoProxy {
+    fn stop(&self) {}
+    fn resume(&self) {}
+    fn fail(&self, _: String) {}
+}
+
+/// Quarantine and both ways: a ref names incarnation 6 of a peer this node has not talked
+/// to yet, while a connection from incarnation 5 at that address (announced both ways; say
+/// half-open since its host restarted) is still open. The messages for 6 must not go to 5
+/// over it (before the fix they did: the connection was taken without a look at the
+/// incarnation the ref names); the node dials, and whoever listens there answers.
+#[test]
+fn a_ref_to_another_incarnation_does_not_take_an_announced_connection() {
+    let mut h = Harness::default();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap(); // incarnation 5 (`handshake`)
+    let old = h.accept(1, from());
+    assert!(h.handshake(old, SECRET));
+    h.feed(old, &h.announcement(old));
+    assert_eq!(h.st.both_ways_from.get(&peer), Some(&old));
+    let wr = crate::wire::WireRef { node: peer, incarnation: 6, target: crate::node::Target::Name("sum".into()) };
+    let (p, _) = h.st.bind_proxy(&wr, Num::TYPE_ID, Box::new(NoProxy), None).expect("bound");
+    h.st.flush(&mut h.io);
+    assert!(matches!(h.st.peers[p].state, PeerState::Connecting(_)), "dials: {:?}", h.st.peers[p].state);
+    assert_eq!(h.st.conns[&old].carries, None, "incarnation 5's connection carries nothing");
+    assert!(!h.node.is_quarantined(peer, 5) && !h.node.is_quarantined(peer, 6));
+}
