@@ -37,7 +37,9 @@ pub(crate) mod kind {
     /// [`caps`](super::caps)). Client → server, and server → client on a connection that
     /// carries messages both ways.
     pub(crate) const HEARTBEAT: u8 = 4;
-    /// Yes (echoes the sequence number): the answer, on the same connection.
+    /// Yes (echoes the sequence number): the answer, on the same connection. The answer to
+    /// a both-ways announcement is followed by the acceptor's confirmation (32 bytes, see
+    /// `handshake::confirmation`).
     pub(crate) const HEARTBEAT_ACK: u8 = 5;
     /// Request: alias N means this actor (type id, target); watch it.
     pub(crate) const BIND: u8 = 10;
@@ -64,7 +66,9 @@ pub(crate) mod kind {
 /// Capability bits, announced by a connection's dialler in the byte after the sequence
 /// number of its first HEARTBEAT (sent right after the handshake's RESPONSE), followed by
 /// the dialler's proof (`handshake::announcement`, 32 bytes), which binds the announcement
-/// to the connection's nonces and both identities. An acceptor of an earlier version reads
+/// to the connection's nonces and both identities; the acceptor confirms with a tag of its
+/// own after the sequence number 0 of a HEARTBEAT_ACK, and only then does the dialler take
+/// its requests. An acceptor of an earlier version reads
 /// only a heartbeat's first 8 bytes, so it never sees them; unknown bits are ignored.
 pub(crate) mod caps {
     /// The dialler takes requests (BIND, MSG, HEARTBEAT, REPLY, SPAWN, SUPERVISE, ...) on

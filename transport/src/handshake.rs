@@ -7,6 +7,7 @@
 //!  verify server proof
 //!  RESPONSE  HMAC(k, "cli"|Ns|Nc|inc_c)           ──►  verify; only then decode frames
 //!  HEARTBEAT seq 0, BOTH_WAYS, HMAC(k, "both-ways"|Nc|Ns|ids) ──►  (if the client takes requests too)
+//!            ◄── HEARTBEAT_ACK seq 0, HMAC(k, "both-ways-confirmed"|Nc|Ns|ids)  (server checked it)
 //! ```
 //! The last line is not part of the handshake: it is the client's first heartbeat, which
 //! announces (`frame::caps`) that the server may send its own messages on this connection.
@@ -18,7 +19,10 @@
 //! announced addresses, so a relay that knows no secret could otherwise pass one node's
 //! handshake to another under an address of its choosing and have the acceptor send its
 //! messages for that address over the relay; the server checks the proof against the
-//! identities it saw ([`check_announcement`]) before it sends anything on the connection.
+//! identities it saw ([`check_announcement`]) before it sends anything on the connection,
+//! and answers with its own ([`confirmation`], after sequence 0 of a HEARTBEAT_ACK), which
+//! the client needs before it takes any request there (else the same relay, renaming the
+//! server to the address the client dialled, could send the client requests of its own).
 //! The secret `k` (Erlang's cookie) never crosses the wire; both nonces are fresh random
 //! 16-byte values, so a recorded handshake replayed on a new connection meets a new `Ns` and
 //! fails. Without a configured secret both sides use the empty key (allowed on loopback only).
@@ -159,13 +163,13 @@ pub(crate) fn check_response(body: &[u8], key: &[u8], client: &Identity, client_
     Ok(())
 }
 
-fn announcement_tag(key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Hmac<Sha256> {
+fn announcement_tag(label: &[u8], key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Hmac<Sha256> {
     let mut ids = Vec::with_capacity(128);
     let mut w = Encoder::plain(&mut ids);
     put_identity(&mut w, client);
     put_identity(&mut w, server);
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(b"percore-both-ways");
+    mac.update(label);
     mac.update(client_nonce);
     mac.update(server_nonce);
     mac.update(&ids);
@@ -175,7 +179,21 @@ fn announcement_tag(key: &[u8], client: &Identity, server: &Identity, client_non
 /// The proof after a both-ways announcement's capability byte: binds the announcement to
 /// this connection's nonces and to both identities as the client saw them.
 pub(crate) fn announcement(key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Tag {
-    announcement_tag(key, client, server, client_nonce, server_nonce).finalize().into_bytes().into()
+    announcement_tag(b"percore-both-ways", key, client, server, client_nonce, server_nonce).finalize().into_bytes().into()
+}
+
+/// The acceptor's answer to a both-ways announcement whose proof it checked (after the
+/// sequence number 0 of a HEARTBEAT_ACK, before any request of its own): the same binding
+/// under another label, so the dialler learns that the acceptor saw the same handshake
+/// (a relay that renamed the acceptor to pass the dialler's address check cannot make it)
+/// before it takes requests on the connection.
+pub(crate) fn confirmation(key: &[u8], client: &Identity, server: &Identity, client_nonce: &Nonce, server_nonce: &Nonce) -> Tag {
+    announcement_tag(b"percore-both-ways-confirmed", key, client, server, client_nonce, server_nonce).finalize().into_bytes().into()
+}
+
+/// Whether `got` is `want`, in time independent of where they differ.
+pub(crate) fn same_tag(got: &[u8], want: &Tag) -> bool {
+    got.len() == want.len() && got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Verifies a both-ways announcement's proof (`proof`: what follows the capability byte)
@@ -184,7 +202,7 @@ pub(crate) fn check_announcement(proof: &[u8], key: &[u8], client: &Identity, se
     let mut r = Decoder::plain(proof);
     let tag = r.get_raw(32).map_err(|_| FrameError::Auth("both-ways announcement without its proof"))?;
     r.finish()?;
-    announcement_tag(key, client, server, client_nonce, server_nonce)
+    announcement_tag(b"percore-both-ways", key, client, server, client_nonce, server_nonce)
         .verify_slice(tag) // constant time
         .map_err(|_| FrameError::Auth("both-ways announcement does not match this connection's handshake (identities rewritten by a relay?)"))
 }
@@ -232,6 +250,11 @@ mod tests {
         }
         assert!(matches!(check_announcement(&tag[..31], b"k", &client, &server, &cn, &sn), Err(FrameError::Auth(_))));
         assert!(check_announcement(&[&tag[..], &[0]].concat(), b"k", &client, &server, &cn, &sn).is_err());
+        // The acceptor's confirmation is another tag (an announcement echoed back is none).
+        let ok = confirmation(b"k", &client, &server, &cn, &sn);
+        assert!(same_tag(&ok, &confirmation(b"k", &client, &server, &cn, &sn)));
+        assert!(!same_tag(&tag, &ok) && !same_tag(&ok[..31], &ok));
+        assert!(!same_tag(&confirmation(b"k", &elsewhere, &server, &cn, &sn), &ok));
     }
 
     #[test]

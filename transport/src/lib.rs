@@ -181,20 +181,20 @@
 //! remote round trip on loopback: about 4 µs less than over two one-way connections, see
 //! `docs/PERFORMANCE.md`).
 //! * **Negotiated, compatible.** The dialler announces it with a capability byte (and its
-//!   proof) after the sequence number of the heartbeat it sends right after the handshake; a node of an
-//!   earlier version reads only the sequence number and never announces, so with it each
+//!   proof) after the sequence number of the heartbeat it sends right after the handshake;
+//!   a node of an earlier version reads only the sequence number and never announces, so with it each
 //!   node keeps dialling its own connection. [`NodeConfig::both_ways`] turns it off.
 //! * **Authenticated both ways.** The dialler takes the acceptor's messages only after the
 //!   acceptor proved the secret in its CHALLENGE (and, with TLS, presented a certificate
-//!   naming the dialled address) and announced the dialled address; the acceptor sends its
+//!   naming the dialled address), announced the dialled address, and confirmed the
+//!   announcement with an HMAC over the same nonces and identities; the acceptor sends its
 //!   messages only on a connection whose client proved the secret (with TLS, whose
 //!   certificate names the address its HELLO announces), to the node at that address, and
 //!   only once the announcement's proof (an HMAC over the connection's nonces and both
 //!   identities as the dialler saw them) matches the handshake it saw: the handshake's own
 //!   proofs do not cover the announced addresses, so without it a relay that knows no
 //!   secret could pass a node's handshake on under another address and receive what the
-//!   acceptor sends to that address. So a
-//!   holder of the secret (with TLS: of a certificate for that IP; ports are not checked)
+//!   acceptor sends to that address. So a holder of the secret (with TLS: of a certificate for that IP; ports are not checked)
 //!   that announces another node's address can receive what this node sends to that node
 //!   while it has no connection of its own to it: the same trust the secret already grants
 //!   (such a peer can send as any node), stated here because it now covers receiving too.

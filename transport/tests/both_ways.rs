@@ -22,6 +22,7 @@ both_backends! {
     both_directions_keep_order_when_the_dialled_connection_closes => dialled_connection_closes;
     both_nodes_dialling_at_once_keep_their_own_connections => both_nodes_dial_at_once;
     a_relay_that_rewrites_the_handshake_cannot_take_a_nodes_traffic => relay_rewrites_the_handshake;
+    a_relay_that_rewrites_the_handshake_cannot_send_requests_to_the_dialler => relay_injects_requests;
 }
 
 /// A TCP relay to `target`: each accepted connection is forwarded (once the gate is open)
@@ -230,18 +231,39 @@ fn write_frame(s: &mut TcpStream, k: u8, body: &[u8]) -> std::io::Result<()> {
 /// one in the acceptor's CHALLENGE to its own (neither is covered by the handshake's proofs,
 /// which bind the nonces and incarnations), then copies bytes both ways.
 fn rewriting_relay(target: SocketAddr, claim: SocketAddr) -> SocketAddr {
+    injecting_relay(target, Some(claim), Vec::new())
+}
+
+/// `rewriting_relay` (the dialler's address rewritten to `claim`, if given) that also sends
+/// `inject` to the dialler right after the CHALLENGE, and strips the capability byte and
+/// what follows from the dialler's announcement, so that the acceptor takes it for a plain
+/// heartbeat.
+fn injecting_relay(target: SocketAddr, claim: Option<SocketAddr>, inject: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let me = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for inc in listener.incoming() {
             let Ok(mut inc) = inc else { continue };
             let Ok(mut out) = TcpStream::connect(target) else { continue };
+            let inject = inject.clone();
             std::thread::spawn(move || {
                 let mut relay = || -> std::io::Result<()> {
+                    use std::io::Write;
                     let (k, hello) = read_frame(&mut inc)?;
-                    write_frame(&mut out, k, &with_addr(&hello, 6, claim))?; // magic, version
+                    let hello = match claim {
+                        Some(claim) => with_addr(&hello, 6, claim), // after magic, version
+                        None => hello,
+                    };
+                    write_frame(&mut out, k, &hello)?;
                     let (k, challenge) = read_frame(&mut out)?;
-                    write_frame(&mut inc, k, &with_addr(&challenge, 2, me))?; // version
+                    write_frame(&mut inc, k, &with_addr(&challenge, 2, me))?; // after version
+                    if !inject.is_empty() {
+                        inc.write_all(&inject)?;
+                        let (k, response) = read_frame(&mut inc)?;
+                        write_frame(&mut out, k, &response)?;
+                        let (k, announcement) = read_frame(&mut inc)?;
+                        write_frame(&mut out, k, &announcement[..8])?;
+                    }
                     let (mut from, mut to) = (inc.try_clone()?, out.try_clone()?);
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
@@ -287,4 +309,39 @@ fn relay_rewrites_the_handshake(backend: Backend) {
     });
     assert_eq!(a_counter.blocking_ask(Counter::Get, LONG).unwrap().total, 0, "B's message for X went over the attacker's connection");
     assert!(nb.stats().connects >= 1, "B dials X");
+}
+
+/// The dialler's side of the same attack. Node A dials an address the attacker listens on;
+/// the attacker relays A's handshake to node B, renaming B in B's CHALLENGE (so that A's
+/// check of the address it dialled passes), strips A's announcement to a plain heartbeat,
+/// and sends A requests of its own (a BIND of A's `counter`, a hit) as if B sent them.
+/// Before the fix A took requests on its connection as soon as the CHALLENGE's proof was
+/// checked, so the hit reached A's counter; now A takes them only after the acceptor's
+/// confirmation, which only a node that saw the same handshake (and knows the secret) can
+/// make, and a request before it is a typed error that closes the connection.
+fn relay_injects_requests(backend: Backend) {
+    let (ra, rb) = (runtime("a", 1), runtime("b", 1));
+    let na = node(&ra, config(backend));
+    let nb = node(&rb, config(backend));
+    let a_counter = spawn_counter(&ra, "counter");
+    let mut inject = Vec::new();
+    let mut bind = 1u32.to_le_bytes().to_vec();
+    bind.extend_from_slice(&<Counter as percore_transport::RemoteMessage>::TYPE_ID.to_le_bytes());
+    bind.push(0);
+    bind.extend_from_slice(&(b"counter".len() as u32).to_le_bytes());
+    bind.extend_from_slice(b"counter");
+    let mut hit = 1u32.to_le_bytes().to_vec();
+    hit.extend_from_slice(&percore_transport::Node::encode_plain(Counter::Hit { from: 9, seq: 0 }));
+    for (k, body) in [(10u8, bind), (12, hit)] {
+        inject.extend_from_slice(&((body.len() + 1) as u32).to_le_bytes());
+        inject.push(k);
+        inject.extend_from_slice(&body);
+    }
+    let attacker = injecting_relay(nb.addr(), None, inject);
+    let to_attacker = na.remote_ref::<Counter>(&format!("percore://percore@{attacker}/user/counter")).unwrap();
+    to_attacker.tell(Counter::Hit { from: 0, seq: 0 }).unwrap();
+    eventually("A refused the requests, or took them", || {
+        na.stats().rejected >= 1 || a_counter.blocking_ask(Counter::Get, LONG).unwrap().total >= 1
+    });
+    assert_eq!(a_counter.blocking_ask(Counter::Get, LONG).unwrap().total, 0, "the attacker's hit reached A's counter");
 }

@@ -838,6 +838,8 @@ fn accept_survives_descriptor_exhaustion(backend: Backend) {
 /// byte set), then plays the acceptor's side of a connection used both ways.
 struct RawAcceptor {
     s: TcpStream,
+    /// The nonces and identities of its handshake (see `tag`).
+    bound: Vec<u8>,
 }
 
 impl RawAcceptor {
@@ -845,7 +847,7 @@ impl RawAcceptor {
     fn accept(listener: &std::net::TcpListener, me: SocketAddr) -> RawAcceptor {
         let (s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(LONG)).unwrap();
-        let mut r = RawAcceptor { s };
+        let mut r = RawAcceptor { s, bound: Vec::new() };
         let (k, hello) = r.read_frame().expect("hello");
         assert_eq!(k, 1);
         // magic, version, system, addr, incarnation, nonce
@@ -863,7 +865,19 @@ impl RawAcceptor {
         ch.extend_from_slice(&mac(SECRET, b"percore-server", &cn, &sn, inc));
         r.send(&frame(2, &ch));
         assert_eq!(r.read_frame().map(|f| f.0), Some(3), "the RESPONSE");
+        // What the announcement's proof and the confirmation bind: both nonces, then the
+        // client's identity (system, address, incarnation, as in its HELLO), then ours.
+        r.bound = [&cn[..], &sn[..], &hello[6..p + 8], &ch[2..ch.len() - 16 - 32]].concat();
         r
+    }
+
+    /// The tag over what the handshake bound, under `label`.
+    fn tag(&self, label: &[u8]) -> Vec<u8> {
+        use hmac::Mac;
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET).unwrap();
+        m.update(label);
+        m.update(&self.bound);
+        m.finalize().into_bytes().to_vec()
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -904,8 +918,8 @@ fn a_dialled_connection_serves_the_acceptor_and_rejects_its_garbage(backend: Bac
     far.tell(Counter::Stop).unwrap();
     let mut acc = RawAcceptor::accept(&listener, me);
     let announce = acc.next_of(4).expect("A's first heartbeat");
-    assert_eq!(announce[..9], [&0u64.to_le_bytes()[..], &[1]].concat(), "sequence 0, then the BOTH_WAYS bit");
-    assert_eq!(announce.len(), 9 + 32, "then the proof (HMAC-SHA256)");
+    assert_eq!(announce, [&0u64.to_le_bytes()[..], &[1], &acc.tag(b"percore-both-ways")].concat(), "sequence 0, the BOTH_WAYS bit, the proof");
+    acc.send(&frame(5, &[&0u64.to_le_bytes()[..], &acc.tag(b"percore-both-ways-confirmed")].concat()));
     let mut bind = 1u32.to_le_bytes().to_vec();
     bind.extend_from_slice(&0x7e57_0001u32.to_le_bytes());
     bind.push(0);

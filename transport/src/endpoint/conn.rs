@@ -32,8 +32,12 @@ pub(super) struct Conn {
     pub(super) role: Role,
     /// The serving half: takes the peer's requests (BIND, MSG, HEARTBEAT, ...) and answers
     /// them. An authenticated inbound connection, or an outbound one whose handshake
-    /// verified the acceptor's proof and on which this node announced both ways.
+    /// verified the acceptor's proof, on which this node announced both ways and the
+    /// acceptor confirmed it (`confirm`).
     pub(super) serves: bool,
+    /// Outbound, announced both ways: the confirmation the acceptor must send (after the
+    /// sequence number 0 of a HEARTBEAT_ACK) before `serves` opens.
+    pub(super) confirm: Option<handshake::Tag>,
     /// The client half: the peer (index in `peers`) whose pending buffer this connection
     /// may carry, and whose answers (HEARTBEAT_ACK, TERMINATED, CHILD_FAILED) it may bring.
     /// Outbound: its peer, from the dial. Inbound: set when this shard chose it to send to
@@ -92,6 +96,7 @@ impl Conn {
             undecodable: 0,
             role,
             serves: false,
+            confirm: None,
             carries,
             both_ways: false,
             handshake_nonces: ([0; 16], [0; 16]),
@@ -213,16 +218,19 @@ impl EndpointState {
                     handshake::response(&mut Encoder::plain(&mut conn.out), &self.key, &self.me, &cn, &sn);
                     let _ = end_frame(&mut conn.out, s, usize::MAX);
                     if node.cfg.both_ways {
-                        // Both ways: from here on this connection also takes the acceptor's
-                        // requests. That is safe only because the acceptor has authenticated:
-                        // `read_challenge` above verified its proof of the shared secret
-                        // (and with TLS its certificate names the address dialled), and
-                        // `peer_opened` checks that it is the node we meant to dial. The
+                        // Both ways: once the acceptor confirms, this connection also takes
+                        // its requests. That is safe only because the acceptor has
+                        // authenticated: `read_challenge` above verified its proof of the
+                        // shared secret (and with TLS its certificate names the address
+                        // dialled), `peer_opened` checks that it is the node we meant to
+                        // dial, and its confirmation that it saw the same identities. The
                         // announcement rides on a heartbeat (sequence 0, then the
                         // capability byte) right after the RESPONSE: an acceptor of an
                         // earlier version reads a heartbeat's first 8 bytes only, acks it,
                         // and never sends requests here, so it keeps today's layout.
-                        conn.serves = true;
+                        // The serving half opens when the acceptor confirms (`frame`): only a
+                        // node that saw the same identities (and knows the secret) can.
+                        conn.confirm = Some(handshake::confirmation(&self.key, &self.me, &server, &cn, &sn));
                         let s = begin_frame(&mut conn.out, kind::HEARTBEAT);
                         conn.out.extend_from_slice(&0u64.to_le_bytes());
                         conn.out.push(crate::frame::caps::BOTH_WAYS);

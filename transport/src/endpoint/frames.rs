@@ -120,6 +120,15 @@ impl EndpointState {
             let Some(p) = conn.carries else {
                 return Err(FrameError::UnexpectedKind { kind: k, state: "an answer on a connection that carries no requests of this node" });
             };
+            if let (kind::HEARTBEAT_ACK, Some(want), Some(got)) = (k, conn.confirm, body.get(8..).filter(|b| !b.is_empty())) {
+                // The acceptor's confirmation of our announcement: it saw the identities we
+                // saw, so its requests may come here from now on.
+                if !crate::handshake::same_tag(got, &want) {
+                    return Err(FrameError::Auth("both-ways confirmation does not match this connection's handshake (identities rewritten by a relay?)"));
+                }
+                conn.confirm = None;
+                conn.serves = true;
+            }
             return self.answer_frame(p, k, body);
         }
         if !conn.serves {

@@ -21,6 +21,7 @@
 //! ```text
 //!   A (dials B)                                              B (accepts)
 //!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS, proof) ──►
+//!                  ◄── HEARTBEAT_ACK(0, confirmation): B saw the same identities
 //!   A's requests ═════════════════ one TCP connection ═════════════════► B serves them
 //!   A serves them ◄═══════════════ B's requests (when B has no connection of its own to A)
 //! ```
@@ -30,8 +31,9 @@
 //!   checks it announced that address), a dialler with `NodeConfig::both_ways` announces
 //!   it (the capability byte after a heartbeat's sequence number, which an acceptor of an
 //!   earlier version never reads, then an HMAC over the connection's nonces and both
-//!   identities, `handshake::announcement`) and its serving half opens: the acceptor may
-//!   send its requests here.
+//!   identities, `handshake::announcement`); its serving half opens when the acceptor
+//!   confirms (`handshake::confirmation`, after sequence 0 of a HEARTBEAT_ACK, before any
+//!   request of its own): from then on the acceptor may send its requests here.
 //! * **Inbound** connections (accepted here through the shard's `SO_REUSEPORT` listener)
 //!   serve the peer once it proved the secret (and with TLS its certificate named the
 //!   address its HELLO announces). If that peer announced both ways, with a proof that

@@ -320,6 +320,14 @@ impl EndpointState {
         }
         let (cn, sn) = conn.handshake_nonces;
         crate::handshake::check_announcement(proof, &self.key, peer, &self.me, &cn, &sn)?;
+        // Confirmed before any request of ours can follow on this connection (the dialler
+        // takes none before it): rebinds and buffered frames come after this in `out`.
+        let confirmation = crate::handshake::confirmation(&self.key, peer, &self.me, &cn, &sn);
+        let s = begin_frame(&mut conn.out, kind::HEARTBEAT_ACK);
+        conn.out.extend_from_slice(&0u64.to_le_bytes());
+        conn.out.extend_from_slice(&confirmation);
+        let _ = end_frame(&mut conn.out, s, usize::MAX);
+        self.dirty.push(c);
         conn.both_ways = true;
         let addr = peer.addr;
         if self.node.owner_shard(addr) != self.shard {

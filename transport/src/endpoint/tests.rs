@@ -178,6 +178,18 @@ impl Harness {
         })
     }
 
+    /// The acceptor's confirmation of our announcement on `c`, dialled by `dial` to `to`
+    /// (a HEARTBEAT_ACK of sequence 0 with the tag that opens the serving half).
+    pub(super) fn confirmation(&self, c: ConnId, to: SocketAddr) -> Vec<u8> {
+        let Role::Outbound { cn, .. } = self.st.conns[&c].role else { panic!("outbound") };
+        let server = Identity { system: "peer".into(), addr: to, incarnation: 5 };
+        let tag = handshake::confirmation(SECRET, &self.st.me, &server, &cn, &[4; 16]);
+        frame(kind::HEARTBEAT_ACK, |w| {
+            w.put_u64(0);
+            w.put_raw(&tag);
+        })
+    }
+
     pub(super) fn is_open(&self, c: ConnId) -> bool {
         self.st.conns.get(&c).is_some_and(|k| {
             !k.closing && matches!(k.role, Role::Inbound { state: InState::Open { .. } } | Role::Outbound { open: true, .. })
@@ -440,6 +452,10 @@ fn an_outbound_connection_serves_the_acceptor_within_the_same_limits() {
     announce.extend_from_slice(&handshake::announcement(SECRET, &h.st.me, &server, &cn, &[4; 16]));
     assert_eq!(sent[1], (kind::HEARTBEAT, announce), "the announcement (with its proof) follows the RESPONSE");
     h.drained(c);
+    // Requests wait for the acceptor's confirmation (see the next test).
+    assert!(!h.st.conns[&c].serves);
+    h.feed(c, &h.confirmation(c, from()));
+    assert!(h.st.conns[&c].serves);
     h.feed(c, &bind(1, Num::TYPE_ID, "sum"));
     for i in 0..10 {
         h.feed(c, &msg(1, i));
@@ -643,4 +659,25 @@ fn a_ref_to_another_incarnation_does_not_take_an_announced_connection() {
     assert!(matches!(h.st.peers[p].state, PeerState::Connecting(_)), "dials: {:?}", h.st.peers[p].state);
     assert_eq!(h.st.conns[&old].carries, None, "incarnation 5's connection carries nothing");
     assert!(!h.node.is_quarantined(peer, 5) && !h.node.is_quarantined(peer, 6));
+}
+
+/// The dialler takes the acceptor's requests only after the acceptor's confirmation, which
+/// binds the identities both saw: a request before it, or a confirmation that does not
+/// match (a relay renamed one of them), is a typed error that closes the connection. A
+/// plain heartbeat ack (an acceptor of an earlier version) leaves the connection one way.
+#[test]
+fn a_dialled_connection_takes_requests_only_after_the_acceptors_confirmation() {
+    let mut h = Harness::default();
+    let c = h.dial(from(), SECRET);
+    h.feed(c, &frame(kind::HEARTBEAT_ACK, |w| w.put_u64(0)));
+    assert!(h.is_open(c) && !h.st.conns[&c].serves, "a plain ack confirms nothing");
+    assert!(matches!(h.st.input(c, &bind(1, Num::TYPE_ID, "sum")), Err(FrameError::UnexpectedKind { .. })));
+    let mut wrong = h.confirmation(c, "127.0.0.1:1".parse().unwrap()); // another name for the acceptor
+    assert!(matches!(h.st.input(c, &wrong), Err(FrameError::Auth(_))));
+    *wrong.last_mut().unwrap() ^= 1;
+    assert!(matches!(h.st.input(c, &wrong), Err(FrameError::Auth(_))));
+    h.feed(c, &wrong);
+    assert!(!h.is_open(c));
+    assert_eq!(h.rejected(), 1);
+    assert_eq!(h.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
