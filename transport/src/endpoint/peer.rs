@@ -439,11 +439,10 @@ impl EndpointState {
         self.expire_handshakes(now);
         for conn in self.conns.values_mut() {
             conn.heartbeats = 0;
-            // Reading paused here (a message waits for a full mailbox, or the peer has not
-            // read our answers yet): the silence is ours, so the sweep of silent inbound
-            // connections below must not count it (the kernel's TCP_USER_TIMEOUT still
-            // watches answers that do not drain).
-            if std::mem::take(&mut conn.heard) || conn.stalled.is_some() || conn.answers_blocked {
+            // Reading paused here because a message waits for a full mailbox: the silence is
+            // ours, so the sweep of silent inbound connections below must not count it. (A
+            // peer that does not read our answers is another matter: its silence counts.)
+            if std::mem::take(&mut conn.heard) || conn.stalled.is_some() {
                 conn.last_heard = now;
             }
         }
