@@ -51,7 +51,8 @@
 //!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
 //!   the peer dialled since, or our dial) re-binds every alias before them. When our own
 //!   connection closes while one the peer dialled (announced both ways) is open, that one
-//!   takes over at once, without a backoff or a dial.
+//!   takes over at once, without a backoff or a dial; so it does when our dial has not
+//!   opened within the failure timeout (the peer is not called unreachable then).
 //! * Several shards: a connection lands on the shard the kernel picks; if that is not the
 //!   shard that sends to its peer, it only serves, and that shard dials as before.
 //!

@@ -482,7 +482,20 @@ impl EndpointState {
                     }
                 }
                 PeerState::Connecting(_) | PeerState::Backoff(_) => {
-                    if peer.down_since.is_some_and(|d| now.duration_since(d) > timeout) {
+                    let given_up = peer.down_since.is_some_and(|d| now.duration_since(d) > timeout);
+                    if given_up && self.both_ways_from.contains_key(&peer.addr) {
+                        // Our dial has not opened in all that time, but the peer dialled us
+                        // (announced both ways): that connection takes over (`attach_inbound`)
+                        // rather than the peer being called unreachable.
+                        if let PeerState::Connecting(d) = peer.state {
+                            if let Some(conn) = self.conns.get_mut(&d) {
+                                conn.closing = true;
+                            }
+                            self.to_close.push(d);
+                        }
+                        peer.state = PeerState::Idle;
+                        self.to_connect.push(p);
+                    } else if given_up {
                         self.unreachable(p, "cannot connect");
                     } else if let PeerState::Backoff(at) = peer.state {
                         // Due, or a connection the peer dialled (announced both ways) waits.

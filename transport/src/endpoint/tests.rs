@@ -681,3 +681,29 @@ fn a_dialled_connection_takes_requests_only_after_the_acceptors_confirmation() {
     assert_eq!(h.rejected(), 1);
     assert_eq!(h.hits.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// Our dial to a peer never opens (its SYNs are dropped: the peer can dial us but we cannot
+/// reach it), while the connection the peer dialled, announced both ways, is open: when
+/// the dial has taken longer than the failure timeout, that connection takes over. Before
+/// the fix the peer was called unreachable (its buffered messages undeliverable, its
+/// proxies stopped) although a working connection to it was open.
+#[test]
+fn a_dial_that_never_opens_gives_way_to_the_peers_announced_connection() {
+    let mut h = Harness::default();
+    let peer: SocketAddr = "127.0.0.1:9".parse().unwrap(); // incarnation 5 (`handshake`)
+    let wr = crate::wire::WireRef { node: peer, incarnation: 0, target: crate::node::Target::Name("sum".into()) };
+    let (p, _) = h.st.bind_proxy(&wr, Num::TYPE_ID, Box::new(NoProxy), None).expect("bound");
+    h.st.flush(&mut h.io);
+    let PeerState::Connecting(dial) = h.st.peers[p].state else { panic!("dialling: {:?}", h.st.peers[p].state) };
+    let theirs = h.accept(2, from());
+    assert!(h.handshake(theirs, SECRET));
+    h.feed(theirs, &h.announcement(theirs));
+    assert_eq!(h.st.peers[p].state, PeerState::Connecting(dial), "our own dial first");
+    h.st.peers[p].down_since = Some(std::time::Instant::now() - Duration::from_secs(60));
+    h.st.tick();
+    h.st.flush(&mut h.io);
+    assert_eq!(h.node.stats.unreachable.load(std::sync::atomic::Ordering::Relaxed), 0, "not unreachable");
+    assert_eq!(h.st.peers[p].state, PeerState::Open(theirs), "the peer's connection carries our messages");
+    assert!(h.io.closed.contains(&dial), "the dial is given up");
+    assert_eq!(h.st.peers[p].aliases.len(), 1, "the proxy lives on");
+}
