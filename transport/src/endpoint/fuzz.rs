@@ -219,13 +219,16 @@ fn authenticated_endpoint_under_valid_and_mutated_frames() {
 }
 
 /// The same for the reverse direction: the acceptor of a connection this node dialled
-/// (announced both ways) sends requests and answers, valid and mutated, in random pieces.
+/// (announced both ways, confirmed by the acceptor) sends requests and answers, valid and mutated, in random pieces.
 /// The dialled connection keeps the same bound, and every rejection is typed and counted.
 #[test]
 fn dialled_connection_under_the_acceptors_valid_and_mutated_frames() {
     authenticated_peer_under_valid_and_mutated_frames(ALL_KINDS, |h| {
-        let c = h.dial("127.0.0.1:40001".parse().unwrap(), SECRET);
+        let to = "127.0.0.1:40001".parse().unwrap();
+        let c = h.dial(to, SECRET);
         assert!(h.is_open(c));
+        h.feed(c, &h.confirmation(c, to)); // the acceptor confirms: its requests are taken
+        assert!(h.st.conns[&c].serves);
         h.io.wire.remove(&c);
         c
     });
