@@ -91,6 +91,7 @@ fn config_behind(backend: Backend, port: u16, relay: &Relay) -> NodeConfig {
     NodeConfig::new(([127, 0, 0, 1], port))
         .backend(backend)
         .secret("test-cookie")
+        .both_ways(true)
         .failure_detector(Duration::from_millis(100), Duration::from_secs(3))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .advertise(relay.addr)

@@ -32,6 +32,7 @@ pub fn config(backend: Backend) -> NodeConfig {
     NodeConfig::new(([127, 0, 0, 1], 0))
         .backend(backend)
         .secret("test-cookie")
+        .both_ways(true)
         .failure_detector(Duration::from_millis(100), Duration::from_secs(3))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }

@@ -26,6 +26,7 @@ fn wildcard_config(backend: Backend) -> percore_transport::NodeConfig {
     percore_transport::NodeConfig::new(([0, 0, 0, 0], 0))
         .backend(backend)
         .secret("test-cookie")
+        .both_ways(true)
         .failure_detector(Duration::from_millis(100), Duration::from_secs(3))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }

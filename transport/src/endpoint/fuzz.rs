@@ -42,7 +42,7 @@ thread_local! {
 fn with_harness<R>(f: impl FnOnce(&mut Harness) -> R) -> R {
     HARNESS.with(|h| {
         let mut h = h.borrow_mut();
-        let h = h.get_or_insert_with(|| Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(MAX_ALIASES)));
+        let h = h.get_or_insert_with(|| Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).max_aliases(MAX_ALIASES)));
         h.reset();
         f(h)
     })

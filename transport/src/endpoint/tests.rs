@@ -127,7 +127,7 @@ impl Harness {
     }
 
     pub(super) fn default() -> Harness {
-        Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)))
+        Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true))
     }
 
     /// Bytes arrive on `c`; then the shard's end-of-turn flush, as the driver does.
@@ -362,7 +362,7 @@ fn unread_answers_pause_reading_until_they_drain() {
 /// Issue 14, defect 2: a bounded number of aliases per connection.
 #[test]
 fn too_many_aliases_close_the_connection() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(4));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).max_aliases(4));
     let c = h.accept(1, from());
     assert!(h.handshake(c, SECRET));
     for a in 0..4 {
@@ -380,7 +380,7 @@ fn too_many_aliases_close_the_connection() {
 /// oldest goes first, and an authenticated connection no longer counts.
 #[test]
 fn unauthenticated_caps_close_the_oldest_first() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_unauthenticated(4, 3));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).max_unauthenticated(4, 3));
     let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.2:1".parse().unwrap(), "127.0.0.3:1".parse().unwrap());
     let c: Vec<ConnId> = (1..=3).map(|i| h.accept(i, a)).collect();
     assert!(h.handshake(c[1], SECRET), "an authenticated connection leaves the count");
@@ -401,7 +401,7 @@ fn unauthenticated_caps_close_the_oldest_first() {
 /// trickling a hello) does not extend it.
 #[test]
 fn handshake_deadline_is_not_reset_by_traffic() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).handshake_timeout(Duration::from_secs(2)));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).handshake_timeout(Duration::from_secs(2)));
     let c = h.accept(1, from());
     let hello = frame(kind::HELLO, |w| {
         let me = Identity { system: "slow".into(), addr: "127.0.0.1:9".parse().unwrap(), incarnation: 5 };
@@ -440,7 +440,7 @@ fn frames_in(sent: &[u8]) -> Vec<(u8, Vec<u8>)> {
 /// heartbeats (acked on it), within the same limits (max_aliases per connection).
 #[test]
 fn an_outbound_connection_serves_the_acceptor_within_the_same_limits() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).max_aliases(4));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).max_aliases(4));
     let c = h.dial(from(), SECRET);
     assert!(h.is_open(c));
     let sent = frames_in(&h.io.wire.remove(&c).unwrap_or_default());
@@ -533,7 +533,7 @@ fn answers_on_an_inbound_connection_that_carries_nothing_are_refused() {
 /// fix: unreachable after the timeout). Without the stall the same silence is a failure.
 #[test]
 fn a_stalled_dialled_connection_does_not_make_its_peer_unreachable() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
     let c = h.dial(from(), SECRET);
     assert!(h.is_open(c));
     let p = h.st.peer_index[&from()];
@@ -615,7 +615,7 @@ fn an_announcement_without_a_matching_proof_is_refused() {
 /// node's own requests carried on it). Without the stall the same silence closes it.
 #[test]
 fn a_stalled_inbound_connection_is_not_closed_as_silent() {
-    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
+    let mut h = Harness::new(NodeConfig::new(([127, 0, 0, 1], 0)).both_ways(true).failure_detector(Duration::from_millis(100), Duration::from_secs(1)));
     let c = h.accept(1, from());
     assert!(h.handshake(c, SECRET));
     h.feed(c, &h.announcement(c));
