@@ -23,6 +23,30 @@ use crate::sync::Arc;
 /// The timeout of an [`Ask`] that was not given one with [`Ask::timeout`].
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an [`Ask`] polled off its runtime's shards watches its reply slot right after
+/// sending, before it registers its waker and returns `Pending`. An echo-like actor on an
+/// awake shard answers within a few microseconds: caught here, the reply costs no wake-up
+/// of the polling task (on tokio, a parked worker is woken with an eventfd write) and the
+/// shard, not left idle long, is not parked when the next request comes (a futex wake).
+/// Short enough to stay well inside tokio's guidance for time between `.await`s.
+const REPLY_SPIN: Duration = Duration::from_micros(10);
+
+/// Spins on `slot` for up to [`REPLY_SPIN`]; the reply if it came.
+fn spin_for_reply<R>(slot: &Slot<R>) -> Option<Result<R, AskError>> {
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if let Some(outcome) = slot.try_take() {
+                return Some(outcome);
+            }
+            crate::sync::spin_loop();
+        }
+        if start.elapsed() >= REPLY_SPIN {
+            return None;
+        }
+    }
+}
+
 /// One attempt to enqueue `msg`. When the mailbox is full, the polling task is registered
 /// with `to` to be woken when it has room (or stops), and the message is given back.
 pub(crate) fn try_or_wait<M: Send + 'static>(
@@ -99,6 +123,14 @@ impl<M: Send + 'static, R: Send + 'static> Future for Ask<M, R> {
             let Some(m) = msg.take() else { panic!("Ask polled after completion") };
             match try_or_wait(to, m, cx) {
                 Ok(()) => {
+                    // On a shard thread (an async actor's handler) the reply may need this very
+                    // thread, and its other actors wait: never spin there.
+                    if !crate::shard::on_shard_thread() {
+                        if let Some(outcome) = spin_for_reply(slot) {
+                            this.state = AskState::Done;
+                            return Poll::Ready(outcome);
+                        }
+                    }
                     let (slot, dl) = (slot.clone(), deadline.take().expect("set above"));
                     this.state = AskState::Waiting { slot, deadline: dl };
                 }
