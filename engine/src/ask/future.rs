@@ -31,17 +31,37 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Short enough to stay well inside tokio's guidance for time between `.await`s.
 const REPLY_SPIN: Duration = Duration::from_micros(10);
 
-/// Spins on `slot` for up to [`REPLY_SPIN`]; the reply if it came.
+/// The most asks a thread skips spinning for after spins that caught no reply.
+const MAX_SPIN_SKIP: u32 = 64;
+
+thread_local! {
+    /// Asks this thread will still send without spinning: after a spin that caught nothing
+    /// (a slow actor, or a shard without a core on an oversubscribed machine, where the spin
+    /// would only take the core from it) the next 1, 3, 7, … up to [`MAX_SPIN_SKIP`] asks do
+    /// not spin; a caught reply resets it.
+    static SPIN_SKIP: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Spins on `slot` for up to [`REPLY_SPIN`] (unless recent spins on this thread caught
+/// nothing); the reply if it came.
 fn spin_for_reply<R>(slot: &Slot<R>) -> Option<Result<R, AskError>> {
+    let Ok((skip, streak)) = SPIN_SKIP.try_with(|s| s.get()) else { return None };
+    if skip > 0 {
+        let _ = SPIN_SKIP.try_with(|s| s.set((skip - 1, streak)));
+        return None;
+    }
     let start = Instant::now();
     loop {
         for _ in 0..32 {
             if let Some(outcome) = slot.try_take() {
+                let _ = SPIN_SKIP.try_with(|s| s.set((0, 0)));
                 return Some(outcome);
             }
             crate::sync::spin_loop();
         }
         if start.elapsed() >= REPLY_SPIN {
+            let streak = (streak * 2 + 1).min(MAX_SPIN_SKIP);
+            let _ = SPIN_SKIP.try_with(|s| s.set((streak, streak)));
             return None;
         }
     }
