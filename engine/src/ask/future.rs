@@ -91,6 +91,10 @@ pub(crate) fn try_or_wait<M: Send + 'static>(
 /// `NoReply` if it dropped the request unanswered. A full mailbox is waited out (`Full`
 /// only if it stayed full until the deadline). Dropping the future abandons the ask; a
 /// reply that arrives afterwards is counted as a dead letter.
+///
+/// Polled off the runtime's shards (a tokio task, a plain executor), the poll that sends the
+/// request watches for the reply for up to 10 µs before returning `Pending`, so a quick
+/// answer costs no wake-up; a thread whose recent watches caught nothing skips it for a while.
 #[must_use = "futures do nothing unless awaited: the request is sent on the first poll"]
 pub struct Ask<M: Send + 'static, R: Send + 'static> {
     state: AskState<M, R>,
