@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use percore::{Actor, ActorError, AsyncActor, AsyncContext, Context, ReplyTo};
 
@@ -124,5 +125,66 @@ fn an_axum_service_asks_actors_end_to_end_over_http() {
     assert_eq!(http(addr, "GET", "/count"), (200, "600\n".to_string()));
     assert_eq!(http(addr, "GET", "/nowhere").0, 404);
     server.abort();
+    rt.shutdown();
+}
+
+fn tokio_current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Keeps every request's `ReplyTo` without answering (its asks can only time out).
+struct Silent(Vec<ReplyTo<u64>>);
+
+impl Actor for Silent {
+    type Msg = (u64, ReplyTo<u64>);
+    fn handle(&mut self, _: &mut Context<Self>, (_, r): Self::Msg) -> Result<(), ActorError> {
+        self.0.push(r);
+        Ok(())
+    }
+}
+
+/// 2026-12-01 (ask-from-tokio): every ask awaited by a foreign task handed its deadline to the
+/// runtime's timekeeper (a lock and a waker clone per ask), where it stayed until the timeout
+/// passed: 1000 answered asks left 1000 entries. A task's successive deadlines now share one.
+#[test]
+fn a_tokio_task_asking_in_sequence_leaves_one_deadline_behind() {
+    let rt = runtime(1);
+    let square = rt.spawn(Square).unwrap();
+    let sum: u64 = tokio_current_thread().block_on(async {
+        let mut sum = 0;
+        for n in 0..1000u64 {
+            sum += square.ask(|r| (n, r)).timeout(DEADLINE).await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, (0..1000u64).map(|n| n * n).sum::<u64>());
+    assert_eq!(percore::__private::timekeeper_entries(&rt.handle()), 1, "answered asks left deadlines with the timekeeper");
+    rt.shutdown();
+}
+
+/// A deadline that an earlier entry covers still fires at its own time: after an answered ask
+/// with a short timeout, an unanswered one with a longer timeout is woken first at the short
+/// one's deadline and must re-arm (not wait forever); an unanswered one with a shorter
+/// timeout than the remembered entry registers its own.
+#[test]
+fn covered_deadlines_of_a_tokio_task_still_time_out() {
+    let rt = runtime(1);
+    let square = rt.spawn(Square).unwrap();
+    let silent = rt.spawn(Silent(Vec::new())).unwrap();
+    tokio_current_thread().block_on(async {
+        let guard = async {
+            // Covered by the 100 ms entry of the answered ask, due after it.
+            assert_eq!(square.ask(|r| (3, r)).timeout(Duration::from_millis(100)).await, Ok(9));
+            let t0 = Instant::now();
+            assert_eq!(silent.ask(|r| (0, r)).timeout(Duration::from_millis(400)).await, Err(percore::AskError::Timeout));
+            assert!(t0.elapsed() >= Duration::from_millis(400), "timed out early: {:?}", t0.elapsed());
+            // Shorter than the remembered entry (60 s): registers its own.
+            assert_eq!(square.ask(|r| (4, r)).timeout(Duration::from_secs(60)).await, Ok(16));
+            let t0 = Instant::now();
+            assert_eq!(silent.ask(|r| (1, r)).timeout(Duration::from_millis(100)).await, Err(percore::AskError::Timeout));
+            assert!(t0.elapsed() >= Duration::from_millis(100), "timed out early: {:?}", t0.elapsed());
+        };
+        tokio::time::timeout(DEADLINE, guard).await.expect("a covered deadline never fired");
+    });
     rt.shutdown();
 }

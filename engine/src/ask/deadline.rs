@@ -1,6 +1,7 @@
 //! A deadline that wakes a future: on the shard's own timer wheel when the future is polled
 //! on a shard of its runtime (an async actor's handler; cancelled when the future is done,
-//! so an answered ask leaves nothing behind), else on the runtime's timekeeper thread.
+//! so an answered ask leaves nothing behind), else on the runtime's timekeeper thread, where
+//! a task's successive deadlines share one entry (see `timekeeper.rs`).
 
 use std::fmt;
 use std::task::{Context as TaskContext, Waker};
@@ -21,8 +22,10 @@ enum Armed {
     No,
     /// A shard timer for this waker.
     Shard { shard: usize, id: TimerId, waker: Waker },
-    /// Handed to the timekeeper (which cannot take it back; it wakes once, for nothing).
-    Keeper,
+    /// Handed to the timekeeper (which cannot take it back; it wakes once, for nothing), or
+    /// covered by an earlier entry for the same waker, due at `until` (see `timekeeper.rs`):
+    /// once `until` has passed without our deadline passing, arm again.
+    Keeper { until: Instant },
 }
 
 impl Deadline {
@@ -38,21 +41,21 @@ impl Deadline {
     /// Makes sure the polling task is woken at the deadline.
     pub(crate) fn arm(&mut self, cx: &TaskContext<'_>) {
         match &self.armed {
-            Armed::Keeper => return,
+            Armed::Keeper { until } if *until >= self.at || *until > Instant::now() => return,
             Armed::Shard { waker, .. } if waker.will_wake(cx.waker()) => return,
             _ => {}
         }
         self.cancel();
-        let (at, waker) = (self.at, cx.waker().clone());
+        let at = self.at;
         let on_shard = crate::shard::with_current_shard(&self.runtime, |s| {
-            let w = waker.clone();
+            let w = cx.waker().clone();
             (s.index(), s.schedule(at, Box::new(move || w.wake())))
         });
         self.armed = match on_shard {
-            Some((shard, id)) => Armed::Shard { shard, id, waker },
+            Some((shard, id)) => Armed::Shard { shard, id, waker: cx.waker().clone() },
             None => {
-                self.runtime.timekeeper().wake_at(at, waker);
-                Armed::Keeper
+                let covered = self.runtime.timekeeper().wake_by(at, cx.waker(), Instant::now());
+                Armed::Keeper { until: covered.until }
             }
         };
     }

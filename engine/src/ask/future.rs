@@ -23,6 +23,50 @@ use crate::sync::Arc;
 /// The timeout of an [`Ask`] that was not given one with [`Ask::timeout`].
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an [`Ask`] polled off its runtime's shards watches its reply slot right after
+/// sending, before it registers its waker and returns `Pending`. An echo-like actor on an
+/// awake shard answers within a few microseconds: caught here, the reply costs no wake-up
+/// of the polling task (on tokio, a parked worker is woken with an eventfd write) and the
+/// shard, not left idle long, is not parked when the next request comes (a futex wake).
+/// Short enough to stay well inside tokio's guidance for time between `.await`s.
+const REPLY_SPIN: Duration = Duration::from_micros(10);
+
+/// The most asks a thread skips spinning for after spins that caught no reply.
+const MAX_SPIN_SKIP: u32 = 64;
+
+thread_local! {
+    /// Asks this thread will still send without spinning: after a spin that caught nothing
+    /// (a slow actor, or a shard without a core on an oversubscribed machine, where the spin
+    /// would only take the core from it) the next 1, 3, 7, … up to [`MAX_SPIN_SKIP`] asks do
+    /// not spin; a caught reply resets it.
+    static SPIN_SKIP: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Spins on `slot` for up to [`REPLY_SPIN`] (unless recent spins on this thread caught
+/// nothing); the reply if it came.
+fn spin_for_reply<R>(slot: &Slot<R>) -> Option<Result<R, AskError>> {
+    let Ok((skip, streak)) = SPIN_SKIP.try_with(|s| s.get()) else { return None };
+    if skip > 0 {
+        let _ = SPIN_SKIP.try_with(|s| s.set((skip - 1, streak)));
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..32 {
+            if let Some(outcome) = slot.try_take() {
+                let _ = SPIN_SKIP.try_with(|s| s.set((0, 0)));
+                return Some(outcome);
+            }
+            crate::sync::spin_loop();
+        }
+        if start.elapsed() >= REPLY_SPIN {
+            let streak = (streak * 2 + 1).min(MAX_SPIN_SKIP);
+            let _ = SPIN_SKIP.try_with(|s| s.set((streak, streak)));
+            return None;
+        }
+    }
+}
+
 /// One attempt to enqueue `msg`. When the mailbox is full, the polling task is registered
 /// with `to` to be woken when it has room (or stops), and the message is given back.
 pub(crate) fn try_or_wait<M: Send + 'static>(
@@ -47,6 +91,10 @@ pub(crate) fn try_or_wait<M: Send + 'static>(
 /// `NoReply` if it dropped the request unanswered. A full mailbox is waited out (`Full`
 /// only if it stayed full until the deadline). Dropping the future abandons the ask; a
 /// reply that arrives afterwards is counted as a dead letter.
+///
+/// Polled off the runtime's shards (a tokio task, a plain executor), the poll that sends the
+/// request watches for the reply for up to 10 µs before returning `Pending`, so a quick
+/// answer costs no wake-up; a thread whose recent watches caught nothing skips it for a while.
 #[must_use = "futures do nothing unless awaited: the request is sent on the first poll"]
 pub struct Ask<M: Send + 'static, R: Send + 'static> {
     state: AskState<M, R>,
@@ -99,6 +147,14 @@ impl<M: Send + 'static, R: Send + 'static> Future for Ask<M, R> {
             let Some(m) = msg.take() else { panic!("Ask polled after completion") };
             match try_or_wait(to, m, cx) {
                 Ok(()) => {
+                    // On a shard thread (an async actor's handler) the reply may need this very
+                    // thread, and its other actors wait: never spin there.
+                    if !crate::shard::on_shard_thread() {
+                        if let Some(outcome) = spin_for_reply(slot) {
+                            this.state = AskState::Done;
+                            return Poll::Ready(outcome);
+                        }
+                    }
                     let (slot, dl) = (slot.clone(), deadline.take().expect("set above"));
                     this.state = AskState::Waiting { slot, deadline: dl };
                 }
