@@ -203,13 +203,28 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         // went through an `Option` on the stack, copied twice more on its way in).
         // SAFETY: owner-shard thread (contract).
         let one = !holds_token && T & SPANS == 0 && !inner.meta.is(Flags::UNSTASHED) && unsafe { shared.local_only_first() };
-        let result = if one {
+        if one {
             // SAFETY: owner-shard thread (contract), and the local queue holds exactly one
             // message, in its inline slot (just tested; nothing ran since).
-            unsafe { handle_one::<A, T>(cell, inner, shard) }
-        } else {
-            process_user_messages::<A, T, true>(cell, inner, shard, holds_token)
-        };
+            let handled = unsafe { handle_one::<A, T>(cell, inner, shard) };
+            if !matches!(handled, Ok(Ok(()))) {
+                // A failure: mapped and handled out of line, so that this path carries no
+                // `Failure` (and no drop flag for it) to its end (callgrind, same-shard
+                // `pingpong`: the result was built on the stack and tested twice).
+                // SAFETY: forwarded contract.
+                return unsafe { one_failed::<A, T>(h, cell, inner, shard, handled) };
+            }
+            // Its own tail, so that it does not merge with the loop path's `Result`.
+            if quiet(&inner.meta) {
+                // SAFETY: owner-shard thread (contract).
+                unsafe { requeue(h, shared, inner, shard, false) };
+                return Outcome::Done;
+            }
+            let act = Activation { h, cell, shard, holds_token };
+            // SAFETY: forwarded contract.
+            return unsafe { finish_general::<A, T>(&act, inner) };
+        }
+        let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
             unsafe { requeue(h, shared, inner, shard, holds_token) };
@@ -224,6 +239,29 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     }
     // SAFETY: forwarded contract.
     unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) }
+}
+
+/// The end of [`run`]'s single-message path after its handler failed (returned an error
+/// or panicked): the failure goes to the actor's supervisor, then the general end of an
+/// activation. Out of line and cold: the common path then carries no `Failure`.
+///
+/// # Safety
+/// As [`run`] for a local entry; `cell` and `inner` are `h`'s.
+#[cold]
+#[inline(never)]
+unsafe fn one_failed<A: Actor, const T: u8>(
+    h: NonNull<Header>,
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+    handled: std::thread::Result<Result<(), crate::ActorError>>,
+) -> Outcome {
+    let act = Activation { h, cell, shard, holds_token: false };
+    if let Err(failure) = message_outcome(cell.header().id, handled) {
+        act.fail(inner, failure);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { finish_general::<A, T>(&act, inner) }
 }
 
 /// [`run`] for an actor that is not simply running: every step with every test.
@@ -401,7 +439,8 @@ fn message_outcome(id: super::ActorId, result: std::thread::Result<Result<(), cr
 
 /// [`run`]'s single-message path: the only message of the local queue, handled under
 /// `catch_unwind` as [`process_user_messages`] would (the same counts and activity note),
-/// without its loop. (Always inlined: [`run`]'s common path is this.) A message the
+/// without its loop; the handler's result is returned as caught ([`run`] maps a failure
+/// out of line, in [`one_failed`]). (Always inlined: [`run`]'s common path is this.) A message the
 /// handler sends its own actor waits for the next activation, behind the entries queued
 /// before it, where the loop would have taken it in this one: one message is within any
 /// throughput budget (at least 1), and per-sender order is the queue's.
@@ -410,7 +449,11 @@ fn message_outcome(id: super::ActorId, result: std::thread::Result<Result<(), cr
 /// Owner-shard thread of `cell`, whose local queue holds exactly one message, in its
 /// inline slot ([`Shared::local_only_first`]).
 #[inline(always)]
-unsafe fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) -> Result<(), Failure> {
+unsafe fn handle_one<A: Actor, const T: u8>(
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+) -> std::thread::Result<Result<(), crate::ActorError>> {
     let Inner { actor, meta, .. } = inner;
     let actor = actor.as_mut().expect("a running actor has its value");
     let mut ctx = Context::new(cell, meta, shard);
@@ -435,7 +478,7 @@ unsafe fn handle_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>
     if let Some(sup) = ctx.meta.sup.as_deref_mut() {
         super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
-    message_outcome(cell.header().id, result)
+    result
 }
 
 /// The message loop of [`process_user_messages`]: up to `budget` messages, counted in
