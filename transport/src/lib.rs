@@ -171,6 +171,12 @@
 //!   still runs inside TLS. With a secret set, peers must know it as well (both factors);
 //!   without one it proves nothing and the certificate alone authenticates. So a node with TLS
 //!   may listen beyond loopback without a secret; without TLS it needs one.
+//! * **What the secret alone does not protect.** Without TLS, the HMAC handshake proves
+//!   who opened a connection, but the frames after it carry no encryption and no per-frame
+//!   MAC: an attacker on the network path between two nodes (one who can read and rewrite
+//!   their TCP stream, not merely connect) can read every message and inject frames into an
+//!   authenticated connection. Use TLS wherever that path is not trusted (anything beyond
+//!   one host or a private, trusted network segment).
 //!
 //! # One connection per node pair
 //!
