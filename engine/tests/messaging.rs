@@ -449,6 +449,60 @@ impl Actor for Recorder {
     }
 }
 
+/// Records each number, answers the next one to its sender, and returns an error
+/// (no panic) on `ERROR_AT`.
+struct ErrRecorder {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    pinger: Option<ActorRef<u64>>,
+}
+const ERROR_AT: u64 = 300;
+impl Actor for ErrRecorder {
+    type Msg = (ActorRef<u64>, u64);
+    fn handle(&mut self, _ctx: &mut Context<Self>, (pinger, n): (ActorRef<u64>, u64)) -> Result<(), ActorError> {
+        if n == ERROR_AT {
+            return Err(ActorError::from(format!("recorder told to fail at {n}")));
+        }
+        self.seen.lock().unwrap().push(n);
+        let p = self.pinger.get_or_insert(pinger);
+        let _ = p.try_tell(n + 1);
+        Ok(())
+    }
+}
+
+/// As the test below, with a returned error instead of a panic: the single-message path
+/// hands a handler's error to its actor's supervisor out of line (`activation::one_failed`);
+/// it is still exactly one failure of that actor (a top-level actor stops), the numbers
+/// before it were each handled once and in order, and the shard runs on.
+#[test]
+fn same_shard_single_messages_and_a_returned_error_fails_only_that_actor() {
+    let rt = runtime(1);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorder = rt.spawn(Props::from(ErrRecorder { seen: seen.clone(), pinger: None }).shard(0)).unwrap();
+    struct Bridge(ActorRef<(ActorRef<u64>, u64)>, Option<ActorRef<u64>>);
+    impl Actor for Bridge {
+        type Msg = u64;
+        fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+            self.1 = Some(ctx.myself().clone());
+            Ok(())
+        }
+        fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+            let me = self.1.clone().expect("set when started");
+            let _ = self.0.try_tell((me, n));
+            Ok(())
+        }
+    }
+    let bridge = rt.spawn(Props::from(Bridge(recorder.clone(), None)).shard(0)).unwrap();
+    bridge.tell(0).unwrap();
+    assert!(eventually(|| recorder.is_closed()), "the recorder failed at {ERROR_AT} and stopped");
+    assert_eq!(*seen.lock().unwrap(), (0..ERROR_AT).collect::<Vec<_>>());
+    assert_eq!(rt.failures(), 1);
+    let bystander_count = Count::default();
+    let bystander = rt.spawn(Props::from(Counter(bystander_count.clone())).shard(0)).unwrap();
+    bystander.blocking_send(7, DEADLINE).unwrap();
+    assert!(eventually(|| bystander_count.get() == 7), "the shard survived");
+    rt.shutdown();
+}
+
 /// A same-shard ping-pong holds one message at a time in each mailbox's inline slot, so
 /// every activation takes the single-message path (`actor::activation::run`): each number
 /// is handled exactly once and in order, and a handler panic there is still that actor's
