@@ -478,29 +478,7 @@ fn same_shard_single_messages_and_a_returned_error_fails_only_that_actor() {
     let rt = runtime(1);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorder = rt.spawn(Props::from(ErrRecorder { seen: seen.clone(), pinger: None }).shard(0)).unwrap();
-    struct Bridge(ActorRef<(ActorRef<u64>, u64)>, Option<ActorRef<u64>>);
-    impl Actor for Bridge {
-        type Msg = u64;
-        fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
-            self.1 = Some(ctx.myself().clone());
-            Ok(())
-        }
-        fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
-            let me = self.1.clone().expect("set when started");
-            let _ = self.0.try_tell((me, n));
-            Ok(())
-        }
-    }
-    let bridge = rt.spawn(Props::from(Bridge(recorder.clone(), None)).shard(0)).unwrap();
-    bridge.tell(0).unwrap();
-    assert!(eventually(|| recorder.is_closed()), "the recorder failed at {ERROR_AT} and stopped");
-    assert_eq!(*seen.lock().unwrap(), (0..ERROR_AT).collect::<Vec<_>>());
-    assert_eq!(rt.failures(), 1);
-    let bystander_count = Count::default();
-    let bystander = rt.spawn(Props::from(Counter(bystander_count.clone())).shard(0)).unwrap();
-    bystander.blocking_send(7, DEADLINE).unwrap();
-    assert!(eventually(|| bystander_count.get() == 7), "the shard survived");
-    rt.shutdown();
+    single_messages_until_a_failure(rt, recorder, &seen, ERROR_AT);
 }
 
 /// A same-shard ping-pong holds one message at a time in each mailbox's inline slot, so
@@ -512,6 +490,19 @@ fn same_shard_single_messages_in_order_and_a_panic_fails_only_that_actor() {
     let rt = runtime(1);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let recorder = rt.spawn(Props::from(Recorder { seen: seen.clone(), pinger: None }).shard(0)).unwrap();
+    single_messages_until_a_failure(rt, recorder, &seen, PANIC_AT);
+}
+
+/// Plays a same-shard ping-pong between a bridge and `recorder` (which fails at
+/// `fail_at`, recording each number in `seen` before), then checks: the recorder stopped
+/// after exactly the numbers below `fail_at`, in order, one failure in all, and the shard
+/// still runs a bystander. Shuts `rt` down.
+fn single_messages_until_a_failure(
+    rt: Runtime,
+    recorder: ActorRef<(ActorRef<u64>, u64)>,
+    seen: &std::sync::Mutex<Vec<u64>>,
+    fail_at: u64,
+) {
     struct Bridge(ActorRef<(ActorRef<u64>, u64)>, Option<ActorRef<u64>>);
     impl Actor for Bridge {
         type Msg = u64;
@@ -527,8 +518,8 @@ fn same_shard_single_messages_in_order_and_a_panic_fails_only_that_actor() {
     }
     let bridge = rt.spawn(Props::from(Bridge(recorder.clone(), None)).shard(0)).unwrap();
     bridge.tell(0).unwrap();
-    assert!(eventually(|| recorder.is_closed()), "the recorder failed at {PANIC_AT} and stopped");
-    assert_eq!(*seen.lock().unwrap(), (0..PANIC_AT).collect::<Vec<_>>());
+    assert!(eventually(|| recorder.is_closed()), "the recorder failed at {fail_at} and stopped");
+    assert_eq!(*seen.lock().unwrap(), (0..fail_at).collect::<Vec<_>>());
     assert_eq!(rt.failures(), 1);
     let bystander_count = Count::default();
     let bystander = rt.spawn(Props::from(Counter(bystander_count.clone())).shard(0)).unwrap();
