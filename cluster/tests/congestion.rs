@@ -86,7 +86,6 @@ impl Actor for Blocker {
         self.running.send(()).unwrap();
         if let Some(go) = self.go.take() {
             go.recv().unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(300));
         }
         Ok(())
     }
