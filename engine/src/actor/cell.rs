@@ -13,13 +13,12 @@
 
 use std::alloc::Layout;
 use std::any::Any;
-use std::mem::ManuallyDrop;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::activation;
-use super::header::{ErasedRef, Header, VTable};
+use super::header::{ErasedRef, Header, RuntimePtr, VTable};
 use super::lineage::Lineage;
 use super::meta::{Meta, SupState};
 use super::state::SchedState;
@@ -568,7 +567,7 @@ impl<A: Actor> Cell<A> {
     /// the cell comes from the global allocator.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn allocate(
-        runtime: Arc<RuntimeShared>,
+        runtime: &Arc<RuntimeShared>,
         shard: usize,
         id: ActorId,
         capacity: usize,
@@ -608,7 +607,7 @@ impl<A: Actor> Cell<A> {
                     registered: AtomicBool::new(false),
                     slab: slab.map_or(NO_SLAB, |(_, owner)| owner as u16),
                     vtable: Self::vtable(runtime.telemetry_bits()),
-                    runtime: ManuallyDrop::new(runtime),
+                    runtime: RuntimePtr::acquire(runtime, shard),
                     id,
                     lineage: Lineage::new(parent, name),
                     sys: BatchStack::new(),
@@ -655,28 +654,30 @@ impl<A: Actor> Drop for Cell<A> {
 unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
     let cell = h.cast::<Cell<A>>().as_ptr();
     // SAFETY: the last reference is gone (contract): nothing else reads the cell. Every
-    // field is dropped once, but the runtime (a `ManuallyDrop`), which the cell's own `Drop`
-    // still uses (dead letters).
+    // field is dropped once, but the runtime pointer (no `Drop`: given back below), which
+    // the cell's own `Drop` still uses (dead letters).
     unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the header's `runtime` and `slab` were not dropped (`ManuallyDrop`, `u16`) and
-    // the memory is still allocated; read through raw places, without a reference to the
-    // dropped rest. The runtime is moved out once, here.
-    let (runtime, slab) = unsafe {
+    // SAFETY: the header's `runtime`, `shard` and `slab` have no drop glue and the memory is
+    // still allocated; read through raw places, without a reference to the dropped rest. The
+    // runtime pointer is moved out once, here.
+    let (runtime, owner, slab) = unsafe {
         (
-            ManuallyDrop::into_inner(ptr::addr_of!((*cell).shared.header.runtime).read()),
+            ptr::addr_of!((*cell).shared.header.runtime).read(),
+            ptr::addr_of!((*cell).shared.header.shard).read() as usize,
             ptr::addr_of!((*cell).shared.header.slab).read(),
         )
     };
     let cell = h.cast::<Cell<A>>();
     match Cell::<A>::SLAB_CLASS {
         Some(class) if slab != NO_SLAB => {
-            let owner = usize::from(slab);
+            let home_shard = usize::from(slab);
             let memory = cell.cast::<u8>();
-            let home = &runtime.shard(owner).slab;
-            // SAFETY: the block came from `alloc(class)` of shard `owner`'s slab (`allocate`
-            // recorded `owner`) and is dead now. `free_local` only on that shard's thread.
+            let home = &runtime.shard(home_shard).slab;
+            // SAFETY: the block came from `alloc(class)` of shard `home_shard`'s slab
+            // (`allocate` recorded it) and is dead now. `free_local` only on that shard's
+            // thread.
             unsafe {
-                if crate::shard::current_shard_of(&runtime) == Some(owner) {
+                if crate::shard::current_shard_of(&runtime) == Some(home_shard) {
                     home.free_local(memory, class);
                 } else {
                     home.free_remote(memory, class);
@@ -686,7 +687,9 @@ unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
         // SAFETY: from `std::alloc::alloc` with this very layout in `allocate`.
         _ => unsafe { std::alloc::dealloc(cell.as_ptr().cast(), Layout::new::<Cell<A>>()) },
     }
-    drop(runtime);
+    // SAFETY: `allocate` took this count on the owner shard's cell count; the cell is gone,
+    // and nothing reads the runtime through it after this.
+    unsafe { runtime.release(owner) };
 }
 
 /// Size of a cell for actor type `A` (see `__private::cell_size`).

@@ -110,7 +110,7 @@ impl<'a, A: Actor> Context<'a, A> {
         runtime.begin_spawn(shard)?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate((**runtime).clone(), shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()));
+        let h = Cell::<B>::allocate(runtime, shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()));
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
         // other travels with the Scheduled token through `notify`.
         let child = unsafe { ActorRef::from_raw(h) };
@@ -118,7 +118,14 @@ impl<'a, A: Actor> Context<'a, A> {
         if let Some(n) = name {
             self.meta.sup().names.insert(n.into_boxed_str(), child.erased().clone());
         }
-        crate::shard::notify(h);
+        if shard == self.shard.index() {
+            // The common case, a child on this shard: its Scheduled token goes straight onto
+            // this shard's run queue (what `notify` does, without finding the shard through
+            // the thread-local first).
+            self.shard.push_run(crate::shard::Entry::remote(h));
+        } else {
+            crate::shard::notify(h);
+        }
         Ok(child)
     }
 

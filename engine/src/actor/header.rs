@@ -6,7 +6,7 @@
 //! owner shard from spawn until the actor is **released** (see `cell.rs`).
 
 use std::mem::ManuallyDrop;
-use std::ptr::{self, NonNull};
+use std::ptr::NonNull;
 
 use super::lineage::Lineage;
 use super::state::SchedState;
@@ -60,9 +60,11 @@ pub(crate) struct Header {
     /// cell from the global allocator. Immutable; in the header's padding.
     pub(crate) slab: u16,
     pub(crate) vtable: &'static VTable,
-    /// Dropped by hand, last, by the cell's `drop_cell`: the cell's memory may belong to a
-    /// slab of this runtime, which must outlive the cell's return to it.
-    pub(crate) runtime: ManuallyDrop<Arc<RuntimeShared>>,
+    /// The runtime, kept alive by the cell's count on its owner shard's cell count (not by
+    /// a strong count of the `Arc`: see `runtime/cells.rs`). Given back by hand, last, by
+    /// the cell's `drop_cell`: the cell's memory may belong to a slab of this runtime,
+    /// which must outlive the cell's return to it.
+    pub(crate) runtime: RuntimePtr,
     pub(crate) id: ActorId,
     /// The parent and the name given at spawn, if any, in one word (immutable; the path).
     pub(crate) lineage: Lineage,
@@ -90,6 +92,55 @@ impl Header {
 unsafe impl Linked for Header {
     fn link(&self) -> &AtomicPtr<Header> {
         &self.link
+    }
+}
+
+/// A cell's pointer to its runtime. It holds no strong count of the runtime's `Arc`: the
+/// cell's count on the runtime's per-shard cell counts keeps the runtime alive instead
+/// (`runtime/cells.rs`), taken by [`RuntimePtr::acquire`] and given back by
+/// [`RuntimePtr::release`]. It derefs to the `Arc` (cloning that takes a real count), so
+/// the rest of the engine reads it as it read the `Arc` it replaces, with no extra load.
+pub(crate) struct RuntimePtr {
+    /// An `Arc` that owns no count: never dropped (`ManuallyDrop`), never moved out.
+    rt: ManuallyDrop<Arc<RuntimeShared>>,
+}
+
+impl RuntimePtr {
+    /// Counts a new cell of `shard` on `rt` (see `CellCounts::acquire`).
+    #[inline]
+    pub(crate) fn acquire(rt: &Arc<RuntimeShared>, shard: usize) -> Self {
+        rt.cells.acquire(shard);
+        // SAFETY: `Arc::from_raw` of the pointer of a live `Arc` makes a second `Arc` value
+        // that shares its allocation; wrapped in `ManuallyDrop` and never dropped or moved
+        // out, it never gives back a count it does not own. The count taken above keeps the
+        // allocation alive until `release`.
+        RuntimePtr { rt: ManuallyDrop::new(unsafe { Arc::from_raw(Arc::as_ptr(rt)) }) }
+    }
+
+    /// Gives back the cell's count of `shard`, taken by [`RuntimePtr::acquire`]; the last
+    /// count of that shard drops the shard's strong count of the runtime, which may free it.
+    ///
+    /// # Safety
+    /// `self` came from `acquire(_, shard)` and is released once; nothing reads the runtime
+    /// through it (or through the cell) afterwards.
+    #[inline]
+    pub(crate) unsafe fn release(self, shard: usize) {
+        let ptr = Arc::as_ptr(&self.rt);
+        if self.rt.cells.release(shard) {
+            // SAFETY: the shard's counts held one strong count of the runtime (taken at
+            // build, `RuntimeShared::hold_cells`) and this was their last count; `ptr` is
+            // not used afterwards.
+            unsafe { Arc::decrement_strong_count(ptr) };
+        }
+    }
+}
+
+impl std::ops::Deref for RuntimePtr {
+    type Target = Arc<RuntimeShared>;
+
+    #[inline(always)]
+    fn deref(&self) -> &Arc<RuntimeShared> {
+        &self.rt
     }
 }
 
@@ -137,9 +188,8 @@ impl ErasedRef {
 
     /// Posts a system message, or gives it back if the actor is already dead.
     pub(crate) fn try_send_sys(&self, msg: SysMsg) -> Result<(), SysMsg> {
-        let node = Box::new(SysNode { link: AtomicPtr::new(ptr::null_mut()), msg });
-        let node = NonNull::from(Box::leak(node));
         let h = self.header();
+        let node = SysNode::alloc(&h.runtime, msg);
         // SAFETY: the node is fresh and stays valid until the owner takes it (or we free it).
         match unsafe { h.sys.push(node) } {
             Ok(()) => {
@@ -149,8 +199,9 @@ impl ErasedRef {
                 Ok(())
             }
             Err(node) => {
-                // SAFETY: the push failed, so the node is still ours; it came from Box::leak.
-                Err(unsafe { Box::from_raw(node.as_ptr()) }.msg)
+                // SAFETY: the push failed, so the node is still ours, from `alloc` for this
+                // actor's runtime (alive: we hold a reference to the actor).
+                Err(unsafe { SysNode::take(node, &h.runtime, shard::current_shard_of(&h.runtime)) })
             }
         }
     }

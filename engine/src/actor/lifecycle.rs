@@ -18,7 +18,7 @@ use super::cell::Inner;
 use super::header::{ErasedRef, Header};
 use super::cell::Factory;
 use super::meta::{AskMap, Lifecycle, RepeatMake, TimerMake, WatchMap};
-use super::sys::{sys_to_dead, SysMsg};
+use super::sys::{sys_to_dead, SysMsg, SysNode};
 use super::state::SCHEDULED;
 use super::Actor;
 use crate::event_stream::LifecycleEvent;
@@ -51,14 +51,16 @@ impl<A: Actor> Activation<'_, A> {
         let mut injected: Option<String> = None;
         let mut resumed = false;
         let mut woken = false;
+        let (rt, here) = (&self.header().runtime, Some(self.shard.index()));
         for node in self.header().sys.take_all() {
-            // SAFETY: nodes come from `send_sys` (Box::leak) and the batch hands each out once.
-            let node = unsafe { Box::from_raw(node.as_ptr()) };
-            if inner.meta.is(Flags::AWAITING) && node.msg.waits_for_handler() {
-                inner.meta.sup().held.push(node.msg);
+            // SAFETY: nodes come from `SysNode::alloc` for this actor (of `rt`, which runs on
+            // this shard) and the batch hands each out once.
+            let msg = unsafe { SysNode::take(node, rt, here) };
+            if inner.meta.is(Flags::AWAITING) && msg.waits_for_handler() {
+                inner.meta.sup().held.push(msg);
                 continue;
             }
-            match node.msg {
+            match msg {
                 SysMsg::Stop(reason) => inner.meta.request_stop(reason),
                 SysMsg::ChildTerminated(child) => {
                     if let (Some(name), Some(sup)) = (child.header().name(), inner.meta.sup.as_mut()) {
@@ -479,9 +481,10 @@ impl<A: Actor> Activation<'_, A> {
             header.runtime.events.publish(LifecycleEvent::Stopped { id: header.id, reason: reason.clone() });
         }
         for node in header.sys.close() {
-            // SAFETY: nodes come from `send_sys` (Box::leak); the batch hands each out once.
-            let node = unsafe { Box::from_raw(node.as_ptr()) };
-            match node.msg {
+            // SAFETY: nodes come from `SysNode::alloc` for this actor (of its runtime, which
+            // runs on this shard); the batch hands each out once.
+            let msg = unsafe { SysNode::take(node, &header.runtime, Some(self.shard.index())) };
+            match msg {
                 // Still on the shard: run it (a scheduled message then meets a closed
                 // mailbox and is counted as a dead letter, rather than vanishing).
                 SysMsg::OnShard(job) => {

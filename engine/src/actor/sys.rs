@@ -6,7 +6,9 @@
 //! the closures that turn them into messages stay with the actor that supplied them
 //! (`meta::SupState`) and run in its activation.
 
+use std::alloc::Layout;
 use std::any::Any;
+use std::ptr::{self, NonNull};
 
 use super::header::{ErasedRef, Header};
 use crate::id::ActorId;
@@ -14,7 +16,10 @@ use crate::queue::stack::Linked;
 use crate::runtime::dead_letters::DeadLetterReason;
 use crate::shard::ShardLocal;
 use crate::supervision::{Failure, StopReason, Terminated};
+use crate::runtime::RuntimeShared;
+use crate::shard::slab::{Slab, NO_SLAB};
 use crate::sync::atomic::AtomicPtr;
+use crate::sync::Arc;
 use std::time::Duration;
 
 /// A system message: travels on the system inbox, which a full mailbox cannot block.
@@ -88,9 +93,80 @@ impl WatchEntry {
     }
 }
 
+/// A system message in an actor's system inbox (an intrusive node of its `BatchStack`).
+///
+/// **Memory: the sending shard's slab.** Sent from one of the target's runtime's shards (the
+/// common case: a parent stopping its children, a child telling its parent it terminated),
+/// a node is a block of that shard's slab (`shard/slab.rs`), given back to it by whoever
+/// takes the message: a list push on the same shard, one CAS from another. Two such nodes
+/// per actor at every stop were `malloc` + `free`, ~460 instructions per actor under
+/// callgrind, and the page-by-page growth of the shard threads' glibc arenas at shutdown
+/// (docs/PERFORMANCE.md, "Spawn, round 2"). From any other thread, or for a node too large
+/// for a slab, the global allocator ([`NO_SLAB`]).
 pub(crate) struct SysNode {
     pub(super) link: AtomicPtr<SysNode>,
+    /// The shard whose slab holds this node, or [`NO_SLAB`] (global allocator).
+    slab: u16,
     pub(crate) msg: SysMsg,
+}
+
+impl SysNode {
+    /// The slab class of a node, if a slab serves it.
+    const SLAB_CLASS: Option<usize> = Slab::class_of(Layout::new::<SysNode>());
+
+    /// A node holding `msg`, for an actor of runtime `rt`.
+    pub(crate) fn alloc(rt: &Arc<RuntimeShared>, msg: SysMsg) -> NonNull<SysNode> {
+        let slab = match Self::SLAB_CLASS {
+            Some(class) => crate::shard::current_shard_of(rt).map(|here| (class, here)),
+            None => None,
+        };
+        let memory = match slab {
+            // SAFETY: shard `here` of `rt` runs on this thread (`current_shard_of`), the
+            // slab's owner; `class` came from `class_of`.
+            Some((class, here)) => unsafe { rt.shard(here).slab.alloc(class) }.cast::<SysNode>(),
+            None => {
+                let layout = Layout::new::<SysNode>();
+                // SAFETY: a node is not zero-sized (it has a link).
+                NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<SysNode>())
+                    .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
+            }
+        };
+        let node = SysNode { link: AtomicPtr::new(ptr::null_mut()), slab: slab.map_or(NO_SLAB, |(_, here)| here as u16), msg };
+        // SAFETY: `memory` is fresh, sized and aligned for a node (a slab block of its class
+        // is at least as large and `GRAIN`-aligned; `class_of` refuses larger alignments).
+        unsafe { memory.as_ptr().write(node) };
+        memory
+    }
+
+    /// Takes the message out of `node` and frees the node. `here`: the shard of `rt` that
+    /// runs on the calling thread, if any (`current_shard_of(rt)`).
+    ///
+    /// # Safety
+    /// `node` came from [`SysNode::alloc`] for an actor of `rt` (so `rt`, which owns the
+    /// slabs, is alive), is taken once and not used afterwards.
+    pub(crate) unsafe fn take(node: NonNull<SysNode>, rt: &Arc<RuntimeShared>, here: Option<usize>) -> SysMsg {
+        // SAFETY: a live node (contract); its message is moved out once, and the node's
+        // other fields have no drop glue.
+        let (msg, slab) = unsafe { (ptr::addr_of!((*node.as_ptr()).msg).read(), (*node.as_ptr()).slab) };
+        let memory = node.cast::<u8>();
+        match Self::SLAB_CLASS {
+            Some(class) if slab != NO_SLAB => {
+                let home = &rt.shard(usize::from(slab)).slab;
+                // SAFETY: the block came from `alloc(class)` of shard `slab`'s slab of `rt`
+                // and is dead now; `free_local` only on that shard's thread (`here`).
+                unsafe {
+                    if here == Some(usize::from(slab)) {
+                        home.free_local(memory, class);
+                    } else {
+                        home.free_remote(memory, class);
+                    }
+                }
+            }
+            // SAFETY: from `std::alloc::alloc` with this layout in `alloc`.
+            _ => unsafe { std::alloc::dealloc(memory.as_ptr(), Layout::new::<SysNode>()) },
+        }
+        msg
+    }
 }
 
 // SAFETY: `link` is dedicated; `SysNode` is 8-aligned.

@@ -236,6 +236,7 @@ impl RuntimeBuilder {
             shards: (0..n).map(|_| ShardShared::default()).collect(),
             lanes: LaneTable::new(n, lane_cap),
             admission: super::live::Admission::new(n),
+            cells: super::cells::CellCounts::new(n),
             shutdown: AtomicBool::new(false),
             dead_letters: DeadLetters { count: AtomicU64::new(0), hook: self.hook, events: events.clone(), metrics: runtime_metrics },
             names: Default::default(),
@@ -255,6 +256,7 @@ impl RuntimeBuilder {
             metrics: self.metrics && cfg!(feature = "metrics"),
             handler_spans: self.handler_spans,
         });
+        RuntimeShared::hold_cells(&shared);
 
         let mask: Option<Vec<usize>> = if self.pin {
             core_affinity::get_core_ids().filter(|c| !c.is_empty()).map(|c| c.iter().map(|c| c.id).collect())
@@ -298,6 +300,11 @@ impl RuntimeBuilder {
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
+                    // Shards that never started give their cell holds back here (each
+                    // started one does as its thread exits).
+                    for j in i..n {
+                        RuntimeShared::release_shard_hold(&shared, j);
+                    }
                     // Stop the shards already started before reporting.
                     let mut partial = Runtime {
                         handle: RuntimeHandle::from_shared(shared),

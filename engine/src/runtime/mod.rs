@@ -10,6 +10,7 @@
 
 pub(crate) mod blocking;
 pub(crate) mod builder;
+pub(crate) mod cells;
 pub(crate) mod cores;
 pub(crate) mod live;
 pub(crate) mod sleepers;
@@ -233,6 +234,9 @@ pub(crate) struct RuntimeShared {
     /// Whether spawns are taken, and the actors spawned and not yet released per shard
     /// (including ones still on their way to their shard): the spawn/exit handshake.
     admission: live::Admission,
+    /// Per shard: its cells not yet freed, plus one while its thread runs; these counts
+    /// hold one strong count of this `Arc` per shard (`cells.rs`).
+    pub(crate) cells: cells::CellCounts,
     shutdown: AtomicBool,
     pub(crate) dead_letters: DeadLetters,
     pub(crate) events: Arc<crate::event_stream::EventStream>,
@@ -259,6 +263,25 @@ pub(crate) struct RuntimeShared {
 }
 
 impl RuntimeShared {
+    /// Takes the strong counts that the per-shard cell counts hold (one per shard), right
+    /// after the `Arc` is made (see `cells.rs`).
+    pub(crate) fn hold_cells(this: &Arc<RuntimeShared>) {
+        for _ in 0..this.num_shards() {
+            std::mem::forget(Arc::clone(this));
+        }
+    }
+
+    /// Gives back shard `shard`'s own hold on its cell count: when its thread exits (no
+    /// cell of it can be made any more, see `cells.rs`), or at build for a shard whose
+    /// thread never started. Once per shard.
+    pub(crate) fn release_shard_hold(this: &Arc<RuntimeShared>, shard: usize) {
+        if this.cells.release(shard) {
+            // SAFETY: the counts of `shard` held one strong count (`hold_cells`) and this
+            // was their last; `this` is a further strong count, so nothing is freed here.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(this)) };
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -431,9 +454,11 @@ impl RuntimeHandle {
         crate::Sleep::new(deadline, self.shared.clone())
     }
 
-    /// See `__private::runtime_refs`.
+    /// See `__private::runtime_refs`: the strong count plus the cells' counts (a cell
+    /// holds its runtime through its shard's cell count, not a strong count).
     pub(crate) fn shared_strong_count(&self) -> usize {
-        Arc::strong_count(&self.shared)
+        let cells: usize = (0..self.shared.num_shards()).map(|s| self.shared.cells.get(s)).sum();
+        Arc::strong_count(&self.shared) + cells
     }
 
     /// Spawns a top-level actor: a value (`spawn(Counter(0))`) or [`Props`] (a factory for
@@ -483,7 +508,7 @@ impl RuntimeHandle {
         rt.begin_spawn(shard)?;
         let id = rt.foreign_id();
         let on_shard = shard::current_shard_of(rt);
-        let h = Cell::<A>::allocate(rt.clone(), shard, id, capacity, None, actor, factory, name.map(Into::into), on_shard);
+        let h = Cell::<A>::allocate(rt, shard, id, capacity, None, actor, factory, name.map(Into::into), on_shard);
         // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
         // other travels with the Scheduled token.
         let r = unsafe { ActorRef::from_raw(h) };

@@ -778,6 +778,10 @@ pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize
     }
     let _reset = Reset;
     shard.run_loop();
+    // Every actor of this shard was released and admission is closed: no cell of this
+    // shard is made any more, so its own hold on the cell count goes (`runtime/cells.rs`).
+    // (Not on a panic out of the loop: a leaked runtime rather than an early free.)
+    RuntimeShared::release_shard_hold(&shard.rt, index);
 }
 
 /// Delivers the SCHEDULED token of `h` to its owner shard, from wherever we are:
