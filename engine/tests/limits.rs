@@ -161,3 +161,60 @@ fn a_small_unnamed_actors_cell_fits_a_144_byte_block() {
     let size = percore::__private::cell_size::<Small>();
     assert!(size <= 136, "cell of a one-reference actor with a one-byte message: {size} bytes");
 }
+
+/// Sets its flag when dropped: owned by a runtime's dead-letter hook, it says when the
+/// runtime's shared state is freed.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Spawns a counter on the shard it is told and replies with its ref.
+struct Maker;
+
+impl Actor for Maker {
+    type Msg = (usize, percore::ReplyTo<percore::ActorRef<u64>>);
+    fn handle(&mut self, ctx: &mut Context<Self>, (shard, reply): Self::Msg) -> Result<(), ActorError> {
+        reply.reply(ctx.spawn(Props::from(Counter(Count::default())).shard(shard))?);
+        Ok(())
+    }
+}
+
+/// A cell keeps its runtime's shared state alive through its shard's cell count
+/// (`runtime/cells.rs`), not through a strong count of its own: cells spawned by a shard on
+/// itself and on another shard, and one spawned from this thread, outlive the runtime's
+/// shutdown, still reach it (a tell to a stopped actor is a counted dead letter), and the
+/// last one freed frees it, neither earlier nor never.
+#[test]
+fn a_runtime_lives_until_its_last_cell_is_freed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let gone = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(gone.clone());
+    let rt = Runtime::builder()
+        .shards(2)
+        .pin_to_cores(false)
+        .on_dead_letter(move |_| {
+            let _ = &flag;
+        })
+        .build()
+        .unwrap();
+    let maker = rt.spawn(Props::from(Maker).shard(0)).unwrap();
+    let mut children: Vec<_> = [0, 1, 0, 1].iter().map(|&s| maker.blocking_ask(|r| (s, r), DEADLINE).unwrap()).collect();
+    let handle = rt.handle();
+    rt.shutdown();
+    let before = handle.dead_letters();
+    for c in &children {
+        assert!(c.tell(1).is_err(), "a stopped actor takes no message");
+    }
+    assert_eq!(handle.dead_letters(), before + 4, "each refused tell is counted by the runtime the cell keeps");
+    drop(handle);
+    drop(maker);
+    while let Some(child) = children.pop() {
+        assert!(!gone.load(Ordering::SeqCst), "freed while {} cells were left", children.len() + 1);
+        drop(child);
+    }
+    assert!(gone.load(Ordering::SeqCst), "the last cell freed the runtime");
+}

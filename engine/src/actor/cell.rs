@@ -558,8 +558,18 @@ impl<A: Actor> Cell<A> {
     /// The slab class of this cell's memory, if a slab serves it (`shard::slab`).
     const SLAB_CLASS: Option<usize> = Slab::class_of(Layout::new::<Cell<A>>());
 
-    /// Allocates a cell for `actor`, Scheduled, with two references: one returned, one (the
-    /// ownership reference) travelling with the Scheduled token to the owner shard.
+    /// Allocates a cell for `actor` with two references: one returned, one (the ownership
+    /// reference) for the owner shard. The cell starts in one of two ways:
+    /// * **Scheduled** (`start_local` false): the ownership reference travels with the
+    ///   Scheduled token to the owner shard (`shard::notify`), whose activation starts it.
+    /// * **Idle, with a local entry** (`start_local`: the caller runs the owner shard, which
+    ///   holds the ownership reference at once, and pushes `Entry::local` for the cell): the
+    ///   queued flag is set, so the spawner's first tells to the child join that entry, and
+    ///   one activation starts the child and handles them. A child spawned by its own shard
+    ///   (the common case) thereby costs one activation, not two (the Scheduled token's,
+    ///   which only started it and then gave the token back with a locked swap, and the
+    ///   local entry's), and the run queue one entry. Senders from other threads find the
+    ///   actor idle and notify the shard as for any idle actor (`SchedState::after_push`).
     ///
     /// `on_shard`: the index of the shard of `runtime` that runs on the calling thread, if
     /// any; its slab then holds the cell (a shard spawning on itself, the common case, takes
@@ -576,7 +586,9 @@ impl<A: Actor> Cell<A> {
         factory: Option<Box<dyn Fn() -> A + Send>>,
         name: Option<Box<str>>,
         on_shard: Option<usize>,
+        start_local: bool,
     ) -> NonNull<Header> {
+        debug_assert!(!start_local || on_shard == Some(shard), "a local start on another shard");
         let sup = factory.map(|f| {
             Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
         });
@@ -600,10 +612,10 @@ impl<A: Actor> Cell<A> {
             shared: Shared {
                 header: Header {
                     refs: AtomicUsize::new(2),
-                    state: SchedState::new_scheduled(),
+                    state: if start_local { SchedState::new_idle() } else { SchedState::new_scheduled() },
                     shard: shard as u32,
                     sibling_idx: AtomicU32::new(0),
-                    queued: UnsafeCell::new(false),
+                    queued: UnsafeCell::new(start_local),
                     registered: AtomicBool::new(false),
                     slab: slab.map_or(NO_SLAB, |(_, owner)| owner as u16),
                     vtable: Self::vtable(runtime.telemetry_bits()),

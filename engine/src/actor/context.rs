@@ -110,19 +110,22 @@ impl<'a, A: Actor> Context<'a, A> {
         runtime.begin_spawn(shard)?;
         let id = self.shard.next_actor_id();
         let parent = Some(self.myself.erased().clone());
-        let h = Cell::<B>::allocate(runtime, shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()));
+        // A child on this shard starts from a local entry (see `Cell::allocate`).
+        let here = shard == self.shard.index();
+        let h = Cell::<B>::allocate(runtime, shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()), here);
         // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
-        // other travels with the Scheduled token through `notify`.
+        // other is the owner shard's (with the Scheduled token through `notify`, or at once
+        // for a local start).
         let child = unsafe { ActorRef::from_raw(h) };
         self.meta.children.link(child.erased().clone());
         if let Some(n) = name {
             self.meta.sup().names.insert(n.into_boxed_str(), child.erased().clone());
         }
-        if shard == self.shard.index() {
-            // The common case, a child on this shard: its Scheduled token goes straight onto
-            // this shard's run queue (what `notify` does, without finding the shard through
-            // the thread-local first).
-            self.shard.push_run(crate::shard::Entry::remote(h));
+        if here {
+            // The common case, a child on this shard: no Scheduled token to deliver, this
+            // shard owns the child at once; its local entry (queued flag set at allocation)
+            // starts it.
+            self.shard.push_run(crate::shard::Entry::local(h));
         } else {
             crate::shard::notify(h);
         }

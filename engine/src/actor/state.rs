@@ -37,6 +37,13 @@ impl SchedState {
         SchedState(AtomicU32::new(SCHEDULED))
     }
 
+    /// A new actor spawned by its own shard starts IDLE: the shard queues a local entry that
+    /// starts it (`Cell::allocate`), and any sender from elsewhere wins IDLE→SCHEDULED as
+    /// for any idle actor.
+    pub fn new_idle() -> Self {
+        SchedState(AtomicU32::new(0))
+    }
+
     /// A state word with the given bits (tests, models).
     pub fn with_bits(bits: u32) -> Self {
         SchedState(AtomicU32::new(bits))

@@ -1,6 +1,7 @@
 //! The models. Each runs `loom::model` over the engine's real code.
 
 mod balancing;
+mod cells;
 mod close;
 mod lanes;
 mod live;
