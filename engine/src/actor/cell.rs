@@ -558,8 +558,10 @@ impl<A: Actor> Cell<A> {
     /// The slab class of this cell's memory, if a slab serves it (`shard::slab`).
     const SLAB_CLASS: Option<usize> = Slab::class_of(Layout::new::<Cell<A>>());
 
-    /// Allocates a cell for `actor` with two references: one returned, one (the ownership
-    /// reference) for the owner shard. The cell starts in one of two ways:
+    /// Allocates a cell for `actor` with `refs` references (2 or 3): one returned, one (the
+    /// ownership reference) for the owner shard, and with 3 one more for the caller (a
+    /// parent's children list: set here, it costs no locked add of its own). The cell
+    /// starts in one of two ways:
     /// * **Scheduled** (`start_local` false): the ownership reference travels with the
     ///   Scheduled token to the owner shard (`shard::notify`), whose activation starts it.
     /// * **Idle, with a local entry** (`start_local`: the caller runs the owner shard, which
@@ -587,8 +589,10 @@ impl<A: Actor> Cell<A> {
         name: Option<Box<str>>,
         on_shard: Option<usize>,
         start_local: bool,
+        refs: usize,
     ) -> NonNull<Header> {
         debug_assert!(!start_local || on_shard == Some(shard), "a local start on another shard");
+        debug_assert!(matches!(refs, 2 | 3), "a cell starts with 2 or 3 references");
         let sup = factory.map(|f| {
             Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
         });
@@ -611,7 +615,7 @@ impl<A: Actor> Cell<A> {
         let cell = Cell {
             shared: Shared {
                 header: Header {
-                    refs: AtomicUsize::new(2),
+                    refs: AtomicUsize::new(refs),
                     state: if start_local { SchedState::new_idle() } else { SchedState::new_scheduled() },
                     shard: shard as u32,
                     sibling_idx: AtomicU32::new(0),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::meta::Flags;
 use super::cell::Cell;
-use super::header::Header;
+use super::header::{ErasedRef, Header};
 use super::meta::{Lifecycle, Meta, PendingAsk, ReceiveTimeout};
 use super::sys::{SysMsg, WatchEntry};
 use super::{Actor, ActorRef};
@@ -112,12 +112,12 @@ impl<'a, A: Actor> Context<'a, A> {
         let parent = Some(self.myself.erased().clone());
         // A child on this shard starts from a local entry (see `Cell::allocate`).
         let here = shard == self.shard.index();
-        let h = Cell::<B>::allocate(runtime, shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()), here);
-        // SAFETY: `allocate` gave us two counts for a cell of `B`; this ref adopts one, the
-        // other is the owner shard's (with the Scheduled token through `notify`, or at once
-        // for a local start).
-        let child = unsafe { ActorRef::from_raw(h) };
-        self.meta.children.link(child.erased().clone());
+        let h = Cell::<B>::allocate(runtime, shard, id, capacity, parent, actor, factory, name.clone().or_else(|| opts.take_remote_path()).as_deref().map(Into::into), Some(self.shard.index()), here, 3);
+        // SAFETY: `allocate` gave us three counts for a cell of `B`: this ref adopts one, the
+        // children list another, the third is the owner shard's (with the Scheduled token
+        // through `notify`, or at once for a local start).
+        let (child, listed) = unsafe { (ActorRef::from_raw(h), ErasedRef::from_raw(h)) };
+        self.meta.children.link(listed);
         if let Some(n) = name {
             self.meta.sup().names.insert(n.into_boxed_str(), child.erased().clone());
         }

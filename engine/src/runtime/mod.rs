@@ -508,7 +508,7 @@ impl RuntimeHandle {
         rt.begin_spawn(shard)?;
         let id = rt.foreign_id();
         let on_shard = shard::current_shard_of(rt);
-        let h = Cell::<A>::allocate(rt, shard, id, capacity, None, actor, factory, name.map(Into::into), on_shard, false);
+        let h = Cell::<A>::allocate(rt, shard, id, capacity, None, actor, factory, name.map(Into::into), on_shard, false, 2);
         // SAFETY: `allocate` returned two counts for a cell of `A`: the ref adopts one, the
         // other travels with the Scheduled token.
         let r = unsafe { ActorRef::from_raw(h) };
