@@ -203,8 +203,10 @@ pub mod __private {
         crate::actor::cell::cell_size::<A>()
     }
 
-    /// Strong references to the runtime's shared state: its handles, its shard threads and
-    /// one per actor cell still allocated. Tests use it to show that cells are freed.
+    /// References to the runtime's shared state: its handles and shard threads (strong
+    /// counts of its `Arc`), plus one per actor cell still allocated and one per running
+    /// shard (its per-shard cell counts, `runtime/cells.rs`). Tests use it to show that
+    /// cells are freed.
     pub fn runtime_refs(rt: &crate::RuntimeHandle) -> usize {
         rt.shared_strong_count()
     }

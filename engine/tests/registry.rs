@@ -22,8 +22,8 @@ impl Actor for Dropper {
 }
 
 /// 10,000 registered actors stop: every registration goes with its actor, without anyone
-/// calling `whereis` or `unregister`, and every cell is freed (each cell holds one strong
-/// reference to the runtime, so the runtime's count returns to its baseline).
+/// calling `whereis` or `unregister`, and every cell is freed (each cell holds one count of
+/// the runtime, so `runtime_refs` returns to its baseline).
 #[test]
 fn stopped_registered_actors_leave_the_registry_and_free_their_cells() {
     const N: u64 = 10_000;

@@ -23,7 +23,9 @@
 //! Blocks come in classes of 16-byte steps up to [`MAX_BLOCK`]; a cell that is larger, or
 //! aligned to more than 16, and every cell spawned from outside a shard, uses the global
 //! allocator (`Header::slab` says which). Chunks go back to the allocator when the runtime's
-//! shared state is dropped, which is after the last cell (each cell holds the runtime).
+//! shared state is dropped, which is after the last cell (each cell holds the runtime, through
+//! its shard's cell count: `runtime/cells.rs`). System-message nodes sent from a shard come
+//! from its slab too (`actor/sys.rs`).
 //! A slab never shrinks before that: a burst of actors that all stop leaves its blocks for
 //! the shard's next actors (the price of spawning without the allocator; glibc kept most of
 //! such memory too, in its arenas).
