@@ -24,6 +24,7 @@ impl Runtime {
     fn free(&self) {
         // A free reads and rewrites everything, as `drop` does.
         for slot in &self.used {
+            // SAFETY: a plain write; loom reports it if it is not ordered after every use.
             slot.with_mut(|p| unsafe { *p = usize::MAX });
         }
         self.frees.fetch_add(1, Ordering::Relaxed);
@@ -48,6 +49,7 @@ fn the_last_count_frees_once_after_every_use() {
             .map(|i| {
                 let rt = rt.clone();
                 thread::spawn(move || {
+                    // SAFETY: this thread's own slot; loom checks it against the free.
                     rt.used[i].with_mut(|p| unsafe { *p = i + 1 });
                     if rt.counts.release(0) {
                         rt.free();
