@@ -10,6 +10,9 @@
 //! owner shard from spawn until the actor is **released**. Run-queue entries are raw
 //! pointers covered by that ownership reference: a Dead actor is released only when no
 //! entry for it is left anywhere (`Meta::pending`), so an entry never outlives its cell.
+//!
+//! A cell keeps its runtime alive (the runtime owns the slabs) with a count on its owner
+//! shard's cell count, not a strong count of the runtime's `Arc` (`runtime/cells.rs`).
 
 use std::alloc::Layout;
 use std::any::Any;

@@ -32,7 +32,9 @@ pub const CLOSED: u32 = 2;
 pub struct SchedState(AtomicU32);
 
 impl SchedState {
-    /// A new actor starts SCHEDULED: its spawner delivers it to the shard, which starts it.
+    /// A new actor spawned from another thread or shard starts SCHEDULED: its spawner
+    /// delivers it to the shard, which starts it (one spawned by its own shard starts idle:
+    /// [`SchedState::new_idle`]).
     pub fn new_scheduled() -> Self {
         SchedState(AtomicU32::new(SCHEDULED))
     }
