@@ -147,6 +147,18 @@ impl Slab {
             local.free[class] = unsafe { block.as_ref() }.link.load(Ordering::Relaxed);
             return block.cast();
         }
+        // A burst of fresh blocks (a spawn wave): the bump in the current chunk, inline, when
+        // no block freed by another thread waits (those go first, as in `alloc_slow`). Out of
+        // line, the call cost ~20 instructions per spawned actor (callgrind, `spawn`).
+        let size = Self::block_size(class);
+        if (local.end as usize) - (local.bump as usize) >= size && self.remote[class].is_empty() {
+            let block = local.bump;
+            // SAFETY: `size` bytes fit before `end` (just tested), so the result is within
+            // the current chunk or one past its end.
+            local.bump = unsafe { block.add(size) };
+            // SAFETY: within a live chunk, so not null.
+            return unsafe { NonNull::new_unchecked(block) };
+        }
         self.alloc_slow(local, class)
     }
 
