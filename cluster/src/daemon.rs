@@ -40,6 +40,12 @@ pub(crate) struct MembershipView {
     pub(crate) up: Vec<Member>,
     /// Every member still in the gossip (any status): hand-offs wait for each of them.
     pub(crate) live: Vec<UniqueAddress>,
+    /// Members whose regions route envelopes (joining, up, leaving): a leaving region waits
+    /// until each of them has seen it leave (`RegionMsg::LeaveSeen`) before it reports
+    /// drained.
+    pub(crate) active: Vec<UniqueAddress>,
+    /// Members that are leaving: this node's regions tell theirs that they have seen it.
+    pub(crate) leaving: Vec<UniqueAddress>,
     /// This node.
     pub(crate) me: UniqueAddress,
     /// This node's status.
@@ -548,6 +554,8 @@ impl Daemon {
             Some(g) if self.terminated || g.converged() => Some(MembershipView {
                 up: g.members.values().filter(|m| m.status == MemberStatus::Up).copied().collect(),
                 live: g.members.keys().copied().collect(),
+                active: g.members.values().filter(|m| m.status.is_active()).map(|m| m.node).collect(),
+                leaving: g.members.values().filter(|m| m.status == MemberStatus::Leaving).map(|m| m.node).collect(),
                 me: self.me,
                 my_status: g.members.get(&self.me).map(|m| m.status),
                 terminated: self.terminated,
@@ -609,6 +617,8 @@ impl Actor for Daemon {
         let view = MembershipView {
             up: Vec::new(),
             live: self.gossip.as_ref().map(|g| g.members.keys().copied().collect()).unwrap_or_default(),
+            active: Vec::new(),
+            leaving: Vec::new(),
             me: self.me,
             my_status: self.my_status(),
             terminated: true,
