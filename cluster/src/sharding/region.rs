@@ -1142,7 +1142,9 @@ where
             RegionMsg::LeaveSeen { from, leaver } => {
                 // Everything `from` routed here before this has been handled (mailbox order):
                 // forwarded, delivered, or counted in `buffered`.
-                if leaver == self.me() && !self.cluster.shared.faults.is_blocked(from.addr) && self.leave_seen.insert(from)
+                if leaver == self.me()
+                    && !self.cluster.shared.faults.is_blocked(from.addr)
+                    && self.leave_seen.insert(from)
                 {
                     self.report_drained();
                 }
