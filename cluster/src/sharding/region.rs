@@ -208,11 +208,20 @@ pub(crate) enum RegionMsg<M> {
     #[doc(hidden)]
     AfterFence(Box<AfterFence>),
     /// The region on `from` has applied a view in which `leaver` (the receiving member)
-    /// leaves: it routes nothing more there, and what it routed before is ahead of this.
+    /// leaves: it routes nothing more there, and what it routed before is ahead of this
+    /// (boxed: rare, and every mailbox slot is as large as the largest message).
     #[doc(hidden)]
-    LeaveSeen { from: UniqueAddress, leaver: UniqueAddress },
+    LeaveSeen(Box<LeaveSeen>),
     #[doc(hidden)]
     Local(RegionLocal),
+}
+
+/// "The region on `from` has applied a view in which `leaver` leaves" (`RegionMsg::LeaveSeen`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaveSeen {
+    pub(crate) from: UniqueAddress,
+    pub(crate) leaver: UniqueAddress,
 }
 
 /// Local-only region messages.
@@ -280,10 +289,10 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 crate::member::put_addr(w, a.from);
                 w.put_u32(a.view);
             }
-            RegionMsg::LeaveSeen { from, leaver } => {
+            RegionMsg::LeaveSeen(l) => {
                 w.put_u8(5);
-                w.put(from);
-                w.put(leaver);
+                w.put(l.from);
+                w.put(l.leaver);
             }
             // Never sent to a peer; a peer receiving this tag refuses it.
             RegionMsg::Local(_) => w.put_u8(0xff),
@@ -316,7 +325,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 from: crate::member::get_addr(r)?,
                 view: r.get_u32()?,
             })),
-            5 => RegionMsg::LeaveSeen { from: r.get()?, leaver: r.get()? },
+            5 => RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: r.get()?, leaver: r.get()? })),
             tag => return Err(WireError::BadTag { what: "shard region message", tag }),
         })
     }
@@ -903,7 +912,7 @@ where
             _ => return,
         };
         for leaver in leaving {
-            self.send(leaver.addr, RegionMsg::LeaveSeen { from: me, leaver });
+            self.send(leaver.addr, RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: me, leaver })));
         }
     }
 
@@ -1139,7 +1148,8 @@ where
                     self.on_after_fence(ctx, *a);
                 }
             }
-            RegionMsg::LeaveSeen { from, leaver } => {
+            RegionMsg::LeaveSeen(l) => {
+                let LeaveSeen { from, leaver } = *l;
                 // Everything `from` routed here before this has been handled (mailbox order):
                 // forwarded, delivered, or counted in `buffered`.
                 if leaver == self.me()
