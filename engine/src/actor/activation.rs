@@ -252,14 +252,17 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    let handled = unsafe { handle_one::<A, T>(cell, inner, shard) };
+    let handled = unsafe { call_one::<A>(cell, inner, shard) };
     if !matches!(handled, Ok(Ok(()))) {
         // A failure: mapped and handled out of line, so that this path carries no
         // `Failure` (and no drop flag for it) to its end (callgrind, same-shard
-        // `pingpong`: the result was built on the stack and tested twice).
+        // `pingpong`: the result was built on the stack and tested twice). Tested before
+        // `after_one`, so that the result is not kept across that call (it was stored to
+        // the stack and copied there once more for this test).
         // SAFETY: forwarded contract.
         return unsafe { one_failed::<A, T>(h, cell, inner, shard, handled) };
     }
+    after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
@@ -323,6 +326,8 @@ unsafe fn one_failed<A: Actor, const T: u8>(
     shard: &ShardLocal,
     handled: std::thread::Result<Result<(), crate::ActorError>>,
 ) -> Outcome {
+    // First what `handle_one` does after the handler, as on the paths that did not fail.
+    after_one::<A, T>(cell, inner, shard);
     let act = Activation { h, cell, shard, holds_token: false };
     if let Err(failure) = message_outcome(cell.header().id, handled) {
         act.fail(inner, failure);
@@ -521,17 +526,13 @@ unsafe fn handle_one<A: Actor, const T: u8>(
     inner: &mut Inner<A>,
     shard: &ShardLocal,
 ) -> std::thread::Result<Result<(), crate::ActorError>> {
-    let Inner { actor, meta, .. } = inner;
-    let actor = actor.as_mut().expect("a running actor has its value");
-    let mut ctx = Context::new(cell, meta, shard);
     let result = if T & METRICS == 0 {
-        catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: owner-shard thread, and the slot holds the queue's one message
-            // (contract).
-            let msg = unsafe { cell.shared().take_first_unchecked() };
-            actor.handle(&mut ctx, msg)
-        }))
+        // SAFETY: forwarded contract.
+        unsafe { call_one::<A>(cell, inner, shard) }
     } else {
+        let Inner { actor, meta, .. } = inner;
+        let actor = actor.as_mut().expect("a running actor has its value");
+        let mut ctx = Context::new(cell, meta, shard);
         // With metrics the message is read before: read inside, the compiler kept this
         // closure out of line in that copy of `run` (a call per message; callgrind,
         // same-shard `pingpong --metrics`: 452.4 per round trip against 435.6).
@@ -539,13 +540,43 @@ unsafe fn handle_one<A: Actor, const T: u8>(
         let msg = unsafe { cell.shared().take_first_unchecked() };
         catch_unwind(AssertUnwindSafe(|| actor.handle(&mut ctx, msg)))
     };
+    after_one::<A, T>(cell, inner, shard);
+    result
+}
+
+/// [`handle_one`]'s handler call without metrics: the message read where the handler takes
+/// it, the handler under `catch_unwind`; the result as caught. [`after_one`] follows.
+///
+/// # Safety
+/// As [`handle_one`].
+#[inline(always)]
+unsafe fn call_one<A: Actor>(
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+) -> std::thread::Result<Result<(), crate::ActorError>> {
+    let Inner { actor, meta, .. } = inner;
+    let actor = actor.as_mut().expect("a running actor has its value");
+    let mut ctx = Context::new(cell, meta, shard);
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: owner-shard thread, and the slot holds the queue's one message
+        // (contract).
+        let msg = unsafe { cell.shared().take_first_unchecked() };
+        actor.handle(&mut ctx, msg)
+    }))
+}
+
+/// What follows the handler on the single-message path, whatever it returned: the handled
+/// count (metrics) and the activity note (receive timeout), as [`process_user_messages`]
+/// does after its loop.
+#[inline(always)]
+fn after_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) {
     if T & METRICS != 0 {
         shard.metrics().handled(1);
     }
-    if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+    if let Some(sup) = inner.meta.sup.as_deref_mut() {
         super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
-    result
 }
 
 /// The message loop of [`process_user_messages`]: up to `budget` messages, counted in
