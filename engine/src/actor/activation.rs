@@ -226,7 +226,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         };
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
-            unsafe { requeue(h, shared, inner, shard, holds_token) };
+            unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
             return Outcome::Done;
         }
         let act = Activation { h, cell, shard, holds_token };
@@ -266,7 +266,7 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
-        unsafe { requeue(h, cell.shared(), inner, shard, false) };
+        unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
         return Outcome::Done;
     }
     let act = Activation { h, cell, shard, holds_token: false };
@@ -300,7 +300,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     };
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
-        unsafe { requeue(h, shared, inner, shard, holds_token) };
+        unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
         return Outcome::Done;
     }
     let act = Activation { h, cell, shard, holds_token };
@@ -406,7 +406,7 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
         _ => {}
     }
     // SAFETY: forwarded contract.
-    unsafe { requeue(h, shared, inner, shard, holds_token) };
+    unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
     Outcome::Done
 }
 
@@ -416,12 +416,13 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
 ///
 /// # Safety
 /// Owner-shard thread of the live cell `h`, whose `shared` and `inner` these are;
-/// `holds_token`: whether the activation holds the SCHEDULED token.
+/// `holds_token`: whether the activation holds the SCHEDULED token; `T`: telemetry bits,
+/// as in [`run`] (without handler spans the local queue is plain).
 #[inline(always)]
-unsafe fn requeue<A: Actor>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: &Inner<A>, shard: &ShardLocal, holds_token: bool) {
+unsafe fn requeue<A: Actor, const T: u8>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: &Inner<A>, shard: &ShardLocal, holds_token: bool) {
     let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING);
     // SAFETY: owner-shard thread (contract).
-    let (local_left, queued) = unsafe { shared.local_state() };
+    let (local_left, queued) = unsafe { shared.local_state(T & SPANS == 0) };
     if local_left && !queued && !suspended {
         // SAFETY: owner-shard thread (contract).
         unsafe { shared.set_queued(true) };
