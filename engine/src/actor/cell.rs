@@ -332,19 +332,17 @@ impl<M: Send + 'static> Shared<M> {
                 unsafe { self.mark_queued(shard) };
                 return Ok(());
             }
-        } else if local.is_empty() {
-            if self.ring.observe() & OBSERVE_TRACE == 0 {
-                // Metrics alone (no side data): the same, and the shard's wait probe may
-                // time this message (`ShardMetrics::local_queued`, as in
-                // `push_local_observed`). Tested only when the plain test failed, so a
-                // runtime without metrics does not pay for it.
-                // SAFETY: the queue is empty (just tested).
-                unsafe { local.put_first(msg) };
-                shard.metrics().local_queued(&self.header, 0);
-                // SAFETY: owner-shard thread only (contract).
-                unsafe { self.mark_queued(shard) };
-                return Ok(());
-            }
+        } else if local.is_empty() && self.ring.observe() & OBSERVE_TRACE == 0 {
+            // Metrics alone (no side data): the same, and the shard's wait probe may time
+            // this message (`ShardMetrics::local_queued`, as in
+            // `push_local_observed`). Tested only when the plain test failed, so a runtime
+            // without metrics does not pay for it.
+            // SAFETY: the queue is empty (just tested).
+            unsafe { local.put_first(msg) };
+            shard.metrics().local_queued(&self.header, 0);
+            // SAFETY: owner-shard thread only (contract).
+            unsafe { self.mark_queued(shard) };
+            return Ok(());
         }
         // SAFETY: forwarded contract.
         unsafe { self.push_local_slow(msg, shard) }
