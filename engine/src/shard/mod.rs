@@ -464,11 +464,10 @@ impl ShardLocal {
         let mut current = Entry::NONE;
         let ran = catch_unwind(AssertUnwindSafe(|| {
             let mut stall = self.stall.batch(word);
-            // The batch's activations are the watchdog's count since `start` (one counter
-            // for both: callgrind, same-shard `pingpong`).
-            let start = stall.count();
-            while stall.count().wrapping_sub(start) < ACTIVATIONS_PER_TURN as u64 {
+            let mut n = 0;
+            while n < ACTIVATIONS_PER_TURN {
                 let Some(e) = self.pop_run() else { break };
+                n += 1;
                 current = e;
                 let h = e.header();
                 // SAFETY: entries point to live cells owned by this shard (a cell is released
@@ -488,7 +487,6 @@ impl ShardLocal {
                     self.release(h);
                 }
             }
-            let n = stall.count().wrapping_sub(start) as usize;
             if n > 0 {
                 self.stall.finish(stall);
             }

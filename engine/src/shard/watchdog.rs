@@ -120,8 +120,7 @@ pub(crate) struct ShardStall {
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
     word: &'a Words,
-    /// Activations so far: this shard's count when the watchdog is on, this batch's
-    /// when it is off (then nothing publishes it).
+    /// Activations so far (0 when the watchdog is off).
     k: u64,
     on: bool,
 }
@@ -177,21 +176,13 @@ impl Batch<'_> {
     }
 
 
-    /// Activations counted so far (see `k`): the shard loop bounds its batch with it
-    /// instead of a counter of its own, which kept one register fewer for the loop.
-    #[inline]
-    pub(crate) fn count(&self) -> u64 {
-        self.k
-    }
-
-    /// Publishes the start of an activation of `h` (and counts it, watched or not);
-    /// returns its epoch (0: not watched).
+    /// Publishes the start of an activation of `h`; returns its epoch (0: not watched).
     #[inline]
     pub(crate) fn begin(&mut self, h: &Header) -> u64 {
-        self.k += 1;
         if !self.on {
             return 0;
         }
+        self.k += 1;
         let epoch = 2 * self.k + 1;
         // ORDERING: Relaxed: published by the Release store of the epoch just below (see
         // the module doc for what the watchdog may read when the two race).
