@@ -152,7 +152,7 @@ mod tests {
     /// The slot takes an entry only while nothing else is queued, so `pop_next` gives the
     /// entries in the order `push_next` and `push` queued them; `len` counts the slot.
     #[test]
-    fn lifo_slot_only_when_nothing_else_waits() {
+    fn the_slot_takes_an_entry_only_when_nothing_else_waits() {
         let mut q = RunQueue::with_capacity(2);
         let e = |k: usize| Entry(k * 8);
         assert_eq!(q.pop_next(), None);
