@@ -248,6 +248,9 @@ pub struct GossipProbe {
     pub number: u32,
     /// Gossip received from nodes that are not members of this node's view, and refused.
     pub refused: u64,
+    /// The senders of gossip dropped by [`Faults::drop_gossip_from`] that named this node
+    /// removed (a tombstone): whatever such a sender sent this node before was dropped too.
+    pub dropped_naming_me_removed: Vec<SocketAddr>,
 }
 
 /// This node as a member of a cluster. Cheap to clone.

@@ -40,6 +40,12 @@ pub(crate) struct MembershipView {
     pub(crate) up: Vec<Member>,
     /// Every member still in the gossip (any status): hand-offs wait for each of them.
     pub(crate) live: Vec<UniqueAddress>,
+    /// Members whose regions route envelopes (joining, up, leaving): a leaving region waits
+    /// until each of them has seen it leave (`RegionMsg::LeaveSeen`) before it reports
+    /// drained.
+    pub(crate) active: Vec<UniqueAddress>,
+    /// Members that are leaving: this node's regions tell theirs that they have seen it.
+    pub(crate) leaving: Vec<UniqueAddress>,
     /// This node.
     pub(crate) me: UniqueAddress,
     /// This node's status.
@@ -240,10 +246,17 @@ impl Daemon {
     }
 
     fn on_gossip(&mut self, from: UniqueAddress, remote: Gossip) {
-        if self.terminated
-            || self.shared.faults.is_blocked(from.addr)
-            || self.shared.faults.drops_gossip_from(from.addr)
-        {
+        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+            return;
+        }
+        if self.shared.faults.drops_gossip_from(from.addr) {
+            if remote.tombstones.contains_key(&self.me) {
+                // Test hook: everything `from` sent before this has been dropped too.
+                let mut probe = self.shared.gossip_probe.lock().unwrap_or_else(|p| p.into_inner());
+                if !probe.dropped_naming_me_removed.contains(&from.addr) {
+                    probe.dropped_naming_me_removed.push(from.addr);
+                }
+            }
             return;
         }
         let me = self.me;
@@ -488,13 +501,28 @@ impl Daemon {
             }
         }
         let payload = g.clone();
+        // Downed members that nobody (still a member) sees unreachable learn it from every
+        // push, not only from the one at their removal: they must stop their entities within
+        // the removal margin, after which their shards start elsewhere. Members downed for
+        // being indirectly connected (each unreachable only to the other, both reachable from
+        // here) decide nothing themselves; before, they learned it only from the leader's
+        // last push at their removal, the moment their shards started here (test
+        // `partition::indirectly_connected_members_learn_they_are_down_before_their_removal`).
+        // Members downed for being unreachable are left out: they cannot be reached.
+        let downed: Vec<SocketAddr> = payload
+            .members
+            .values()
+            .filter(|m| m.node != me && m.status == MemberStatus::Down && !payload.is_unreachable(&m.node))
+            .map(|m| m.addr())
+            .collect();
         for list in [&mut unseen, &mut seen] {
             for i in (1..list.len()).rev() {
                 let j = (self.random() % (i as u64 + 1)) as usize;
                 list.swap(i, j);
             }
         }
-        let targets: Vec<SocketAddr> = unseen.into_iter().chain(seen).take(fanout).collect();
+        let mut targets: Vec<SocketAddr> = unseen.into_iter().chain(seen).take(fanout).collect();
+        targets.extend(downed);
         for t in targets {
             self.send(t, DaemonMsg::Gossip { from: me, gossip: payload.clone() });
         }
@@ -548,6 +576,8 @@ impl Daemon {
             Some(g) if self.terminated || g.converged() => Some(MembershipView {
                 up: g.members.values().filter(|m| m.status == MemberStatus::Up).copied().collect(),
                 live: g.members.keys().copied().collect(),
+                active: g.members.values().filter(|m| m.status.is_active()).map(|m| m.node).collect(),
+                leaving: g.members.values().filter(|m| m.status == MemberStatus::Leaving).map(|m| m.node).collect(),
                 me: self.me,
                 my_status: g.members.get(&self.me).map(|m| m.status),
                 terminated: self.terminated,
@@ -609,6 +639,8 @@ impl Actor for Daemon {
         let view = MembershipView {
             up: Vec::new(),
             live: self.gossip.as_ref().map(|g| g.members.keys().copied().collect()).unwrap_or_default(),
+            active: Vec::new(),
+            leaving: Vec::new(),
             me: self.me,
             my_status: self.my_status(),
             terminated: true,

@@ -352,6 +352,55 @@ fn a_leaving_member_whose_connection_stays_paused_counts_what_it_could_not_pass_
     assert_eq!(log.handled.load(Ordering::SeqCst), 0);
 }
 
+/// A leaving member must not report drained while another member's region may still
+/// route envelopes to it: that region's view (unlike its daemon's, which the leave's
+/// convergence waits for) may not show the leave yet, or what it routed there may still be
+/// on its way or unread in the leaver's mailbox. Three members, every shard on the oldest
+/// (node 0), which leaves; node 2's region traffic to node 0 is held in its per-peer queue
+/// (`Faults::hold_region_traffic`) with `QUEUED` hits in it, as a late region's would be.
+/// Before the fix node 0 reported drained as soon as its entity had stopped (the probe saw
+/// `drained`; it then exited and the hits were lost; under load, with both-ways
+/// connections, the same race lost envelopes and reordered streams in
+/// `order::per_sender_order_holds_while_shards_move_on_a_join_and_a_leave`). Now it waits
+/// for node 2's `LeaveSeen`, which queues behind the hits: every hit reaches the entity on
+/// its new node.
+#[test]
+fn a_leaving_member_waits_until_every_region_has_seen_it_leave() {
+    let log = Arc::new(ActivationLog::default());
+    let mut refs_by_node = Vec::new();
+    let nodes = cluster_of(3, config(), |c| {
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .placement(Placement::Oldest)
+            .stop_message(|| CounterMsg::Stop);
+        refs_by_node.push(ClusterSharding::new(c).start("counter", counters(c, &log), settings).unwrap());
+    });
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let e = refs_by_node[2].entity("e");
+    assert_eq!(e.blocking_ask(CounterMsg::Get, LONG).unwrap(), (0, nodes[0].addr().to_string()));
+    nodes[2].cluster.faults().hold_region_traffic(nodes[0].addr());
+    for _ in 0..QUEUED {
+        e.tell(CounterMsg::Hit).unwrap();
+    }
+    assert_eq!(refs_by_node[2].__probe(LONG).unwrap().outbound, QUEUED, "the hits wait in node 2's queue");
+    nodes[0].cluster.leave().unwrap();
+    eventually("the leaver's entity has stopped (handed off)", || {
+        let p = refs_by_node[0].__probe(LONG).expect("the region answers");
+        p.leaving && p.entities == 0
+    });
+    let p = refs_by_node[0].__probe(LONG).unwrap();
+    assert!(!p.drained, "reported drained while node 2's region still routes to it: {p:?}");
+    assert!(!nodes[0].cluster.is_terminated());
+    nodes[2].cluster.faults().release_region_traffic(nodes[0].addr());
+    eventually("the leaver is gone", || nodes[0].cluster.is_terminated());
+    all_up(&[&nodes[1], &nodes[2]], 2);
+    let (n, host) = e.blocking_ask(CounterMsg::Get, LONG).unwrap();
+    assert_eq!(n, QUEUED as u64, "each queued hit arrived once");
+    assert_ne!(host, nodes[0].addr().to_string(), "on the entity's new node");
+    assert_eq!(refs_by_node.iter().map(|r| r.undelivered()).sum::<u64>(), 0);
+}
+
 /// A hand-off request from a member that then leaves the view must not stay in the
 /// answering region for good. Node 0 runs one entity per shard (30), each ignoring the
 /// hand-off stop message (`Hit`: they never stop, so node 0 cannot answer); node 1 joins

@@ -215,6 +215,32 @@ fn members_that_only_lost_the_link_between_them_are_downed_and_the_third_keeps_t
     assert!(activations > ENTITIES, "A's and B's entities restarted on C ({activations} activations)");
 }
 
+/// Indirectly connected members learn that they are down before the leader removes them:
+/// they decide nothing themselves (each sees only the other unreachable, and C leads), so
+/// what tells them to stop their entities within the removal margin is C's gossip. Removal
+/// margin 30 s here, so that the removal cannot come within the test: A and B must end
+/// their membership (seeing themselves down) while C still lists them as down. Before the
+/// fix, gossip went to no downed member: they learned it only from the leader's last push
+/// at their removal, the moment C started their shards (the test above saw an entity alive
+/// on B and C at once, 1 run in 10 of the whole suite under load); here A and B ended
+/// their membership only at the removal, 30 s later, and the status check failed.
+#[test]
+fn indirectly_connected_members_learn_they_are_down_before_their_removal() {
+    let cfg = failure_config().down_removal_margin(Duration::from_secs(30));
+    let nodes = cluster_of(3, cfg, |_| {});
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    blackhole(&[a], &[b]);
+    eventually("A and B end their membership, or C does", || {
+        (a.cluster.is_terminated() && b.cluster.is_terminated()) || c.cluster.is_terminated()
+    });
+    assert!(!c.cluster.is_terminated(), "C, the healthy member, keeps the cluster");
+    for x in [a, b] {
+        assert_eq!(c.status_of(x.addr()), Some(MemberStatus::Down), "downed, not removed yet (margin 30 s)");
+        assert_eq!(x.cluster.state().self_status, Some(MemberStatus::Down), "it learned it was downed");
+    }
+}
+
 /// One hit and one ask to each of counters `e0..e{n}` through `sharding` (every one starts,
 /// wherever its shard is, and has answered).
 fn hit_and_ask_each(sharding: &ClusterSharding, n: usize) {

@@ -25,8 +25,10 @@
 //! wait for this region's view (membership numbers) instead of bouncing back.
 //!
 //! **Leaving.** A leaving member's region stops its entities (hand-off) and reports drained
-//! (a flag its daemon reads, [`Slots`]) once none is left **and** it holds no envelope, its
-//! per-peer queues included, so that the member exits only after passing everything on
+//! (a flag its daemon reads, [`Slots`]) once none is left, it holds no envelope, its
+//! per-peer queues included, **and** every other active member's region has told it that
+//! it applied a view where this member leaves (`LeaveSeen`, sent behind everything that
+//! region routed here before), so that the member exits only after passing everything on
 //! (bounded: after `DRAIN_DEADLINE_TICKS` retry ticks what is left is counted undelivered).
 //!
 //! **Nothing lost to a full mailbox** ([`Slots`]): views, drained reports and failed
@@ -205,8 +207,21 @@ pub(crate) enum RegionMsg<M> {
     /// Hold the sender's next envelopes for a shard until its fence arrives (boxed: rare).
     #[doc(hidden)]
     AfterFence(Box<AfterFence>),
+    /// The region on `from` has applied a view in which `leaver` (the receiving member)
+    /// leaves: it routes nothing more there, and what it routed before is ahead of this
+    /// (boxed: rare, and every mailbox slot is as large as the largest message).
+    #[doc(hidden)]
+    LeaveSeen(Box<LeaveSeen>),
     #[doc(hidden)]
     Local(RegionLocal),
+}
+
+/// "The region on `from` has applied a view in which `leaver` leaves" (`RegionMsg::LeaveSeen`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LeaveSeen {
+    pub(crate) from: UniqueAddress,
+    pub(crate) leaver: UniqueAddress,
 }
 
 /// Local-only region messages.
@@ -274,6 +289,11 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 crate::member::put_addr(w, a.from);
                 w.put_u32(a.view);
             }
+            RegionMsg::LeaveSeen(l) => {
+                w.put_u8(5);
+                w.put(l.from);
+                w.put(l.leaver);
+            }
             // Never sent to a peer; a peer receiving this tag refuses it.
             RegionMsg::Local(_) => w.put_u8(0xff),
         }
@@ -305,6 +325,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 from: crate::member::get_addr(r)?,
                 view: r.get_u32()?,
             })),
+            5 => RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: r.get()?, leaver: r.get()? })),
             tag => return Err(WireError::BadTag { what: "shard region message", tag }),
         })
     }
@@ -402,6 +423,9 @@ where
     /// Retry ticks this region has waited, leaving and without entities, for what it
     /// holds to go on (see [`DRAIN_DEADLINE_TICKS`]).
     drain_ticks: u32,
+    /// Leaving: the members whose regions have told this one that they applied a view in
+    /// which this member leaves (`RegionMsg::LeaveSeen`), so route nothing more here.
+    leave_seen: BTreeSet<UniqueAddress>,
     /// Per shard (by number): entities here, and those of them not yet told to stop for a
     /// hand-off. Hand-off requests are answered again after every entity that stops; with a
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
@@ -456,6 +480,7 @@ where
             fencing: fencing::Fencing::default(),
             slots,
             drain_ticks: 0,
+            leave_seen: BTreeSet::new(),
         }
     }
 
@@ -827,7 +852,10 @@ where
                 self.begin_acquire(ctx, s);
             }
         }
+        // Leaving members: this region routes nothing more to them (behind what it did).
+        self.announce_leave_seen();
         if leaving {
+            self.leave_seen.retain(|m| live.contains(m));
             self.report_drained();
         }
     }
@@ -851,25 +879,53 @@ where
         self.view.as_ref().is_some_and(|v| matches!(v.my_status, Some(MemberStatus::Leaving)))
     }
 
-    /// A leaving region has handed everything over once its entities have stopped **and**
-    /// it holds no envelope (`buffered`: its per-peer queues, unrouted envelopes, held
-    /// streams). Before, it reported drained with envelopes still queued for a paused
-    /// connection: the member then exited and lost them, after their senders were told
-    /// `Ok`. Called on a view, an entity's termination, a flush and every retry tick.
+    /// A leaving region has handed everything over once its entities have stopped, it holds
+    /// no envelope (`buffered`: its per-peer queues, unrouted envelopes, held streams)
+    /// **and** every other active member's region has seen it leave ([`Self::routed_here_no_more`]).
+    /// Before the first rule it reported drained with envelopes still queued for a paused
+    /// connection; before the last, as soon as its entities had stopped, while regions
+    /// whose view still had it up (their daemon had seen the leave, their region not yet)
+    /// kept routing envelopes here, or while those waited unread in its mailbox: the member
+    /// then exited and lost them (and a fence among them: the new owner let the sender's
+    /// later envelopes pass them). Called on a view, an entity's termination, a flush, a
+    /// `LeaveSeen` and every retry tick.
     fn report_drained(&self) {
-        if self.leaving() && self.entities.is_empty() && self.buffered == 0 {
+        if self.leaving() && self.entities.is_empty() && self.buffered == 0 && self.routed_here_no_more() {
             self.slots.set_drained();
         }
     }
 
+    /// Every other member whose region routes (joining, up, leaving) has told this one that
+    /// it applied a view in which this member leaves.
+    fn routed_here_no_more(&self) -> bool {
+        let me = self.me();
+        self.view.as_ref().is_none_or(|v| v.active.iter().all(|m| *m == me || self.leave_seen.contains(m)))
+    }
+
+    /// Tells each leaving member's region that this one has applied a view in which it
+    /// leaves (behind everything routed there before). On every view and retry tick while
+    /// the member is leaving: a message lost with a connection is sent again.
+    fn announce_leave_seen(&mut self) {
+        let me = self.me();
+        let leaving: Vec<UniqueAddress> = match &self.view {
+            Some(v) if !v.terminated => v.leaving.iter().copied().filter(|m| *m != me).collect(),
+            _ => return,
+        };
+        for leaver in leaving {
+            self.send(leaver.addr, RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: me, leaver })));
+        }
+    }
+
     /// A retry tick while leaving: report drained, or, past [`DRAIN_DEADLINE_TICKS`] with
-    /// envelopes still held, drop them (each counted in `undelivered`) and report anyway.
+    /// envelopes still held (or regions that have not said they see this member leave),
+    /// drop them (each counted in `undelivered`) and report anyway.
     fn drain_tick(&mut self, ctx: &mut Context<Self>) {
         if !self.leaving() || !self.entities.is_empty() || self.slots.is_drained() {
             self.drain_ticks = 0;
             return;
         }
-        if self.buffered == 0 {
+        let seen = self.routed_here_no_more();
+        if self.buffered == 0 && seen {
             self.slots.set_drained();
             return;
         }
@@ -892,6 +948,18 @@ where
             self.gauge.count_undelivered();
             dropped += 1;
             ctx.dead_letter(m);
+        }
+        if !seen {
+            let me = self.me();
+            let missing: Vec<UniqueAddress> = self
+                .view
+                .as_ref()
+                .map(|v| v.active.iter().copied().filter(|m| *m != me && !self.leave_seen.contains(m)).collect())
+                .unwrap_or_default();
+            tracing::warn!(
+                "region {}: leaving, and the regions of {missing:?} did not say within {DRAIN_DEADLINE_TICKS} retry ticks that they see this member leave: reporting drained anyway",
+                self.name
+            );
         }
         tracing::warn!(
             "region {}: leaving, and {dropped} envelopes could not be passed on within {DRAIN_DEADLINE_TICKS} retry ticks: counted as undelivered; {} still held",
@@ -1080,6 +1148,17 @@ where
                     self.on_after_fence(ctx, *a);
                 }
             }
+            RegionMsg::LeaveSeen(l) => {
+                let LeaveSeen { from, leaver } = *l;
+                // Everything `from` routed here before this has been handled (mailbox order):
+                // forwarded, delivered, or counted in `buffered`.
+                if leaver == self.me()
+                    && !self.cluster.shared.faults.is_blocked(from.addr)
+                    && self.leave_seen.insert(from)
+                {
+                    self.report_drained();
+                }
+            }
             RegionMsg::HandOffRequest { shard, from } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
                     // Requests are retried: keep one per (shard, requester).
@@ -1115,6 +1194,7 @@ where
                     self.remember_failed(ctx, shard);
                 }
                 self.retry(ctx);
+                self.announce_leave_seen();
                 self.drain_tick(ctx);
             }
             RegionMsg::Local(RegionLocal::Flush) => self.flush(),
