@@ -652,6 +652,11 @@ fn bouncing_pair_does_not_starve(from: MarkFrom) {
     let b = rt.spawn(Props::from(bouncer(None)).shard(0)).unwrap();
     a.blocking_send(Fair::Link(b.clone()), DEADLINE).unwrap();
     b.blocking_send(Fair::Link(a.clone()), DEADLINE).unwrap();
+    // Both links handled before the kick: each ask answers after its actor's link (one
+    // sender, FIFO); without them, A's ball (a same-shard tell) could reach B before B's
+    // link (from this thread) did.
+    assert_eq!(a.blocking_ask(Fair::Count, DEADLINE).unwrap(), 0);
+    assert_eq!(b.blocking_ask(Fair::Count, DEADLINE).unwrap(), 0);
     a.blocking_send(Fair::Ball, DEADLINE).unwrap();
     if from == MarkFrom::Foreign {
         assert!(eventually(|| balls.get() >= 1000), "the pair bounces");
