@@ -527,3 +527,170 @@ fn single_messages_until_a_failure(
     assert!(eventually(|| bystander_count.get() == 7), "the shard survived");
     rt.shutdown();
 }
+
+/// The ball of [`Bouncer`]s, the pair's link, a marker for [`Marker`], and the follow-up
+/// that reads a count.
+enum Fair {
+    Link(ActorRef<Fair>),
+    Ball,
+    Mark,
+    Count(percore::ReplyTo<u64>),
+}
+
+/// One of a pair that tells each other `Ball` forever, until `stop` is set; counts the
+/// balls it handled in `balls` (shared by the pair) and `mine`. On its first `Ball` (the
+/// kick, from the test thread) it tells `then`, if set, a `Mark` after its partner the
+/// ball.
+struct Bouncer {
+    partner: Option<ActorRef<Fair>>,
+    then: Option<ActorRef<Fair>>,
+    balls: Count,
+    mine: u64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Actor for Bouncer {
+    type Msg = Fair;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: Fair) -> Result<(), ActorError> {
+        match msg {
+            Fair::Link(p) => self.partner = Some(p),
+            Fair::Ball => {
+                self.balls.add(1);
+                self.mine += 1;
+                // (A tell that fails, after the runtime shut down on a failed check, is
+                // not this actor's failure; the counts below tell a lost ball.)
+                if !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = self.partner.as_ref().expect("linked").tell(Fair::Ball);
+                }
+                if let Some(then) = self.then.take() {
+                    let _ = then.tell(Fair::Mark);
+                }
+            }
+            Fair::Mark => {}
+            Fair::Count(r) => r.reply(self.mine),
+        }
+        Ok(())
+    }
+}
+
+/// Counts its marks; on the first one it records the pair's balls so far and stops the
+/// pair. `timer`: in `started`, it schedules its mark to itself after that long.
+struct Marker {
+    marks: u64,
+    balls: Count,
+    seen_balls: Count,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    timer: Option<Duration>,
+}
+
+impl Actor for Marker {
+    type Msg = Fair;
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        if let Some(after) = self.timer {
+            ctx.schedule_once(after, Fair::Mark);
+        }
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: Fair) -> Result<(), ActorError> {
+        match msg {
+            Fair::Mark => {
+                self.marks += 1;
+                if self.marks == 1 {
+                    self.seen_balls.add(self.balls.get());
+                    self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Fair::Link(_) | Fair::Ball => {}
+            Fair::Count(r) => r.reply(self.marks),
+        }
+        Ok(())
+    }
+}
+
+/// Where the marker's message comes from while the pair bounces.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum MarkFrom {
+    /// A same-shard tell from the pair's first handler, just after its first ball (the
+    /// partner then takes the run queue's slot, and the marker waits in the ring).
+    Pair,
+    /// The test thread (a foreign sender), once the pair has bounced a while.
+    Foreign,
+    /// The marker's own timer.
+    Timer,
+}
+
+/// A same-shard pair that tells each other forever (each tell turns an idle actor
+/// scheduled: the run queue's slot, `shard/run_queue.rs`) must not starve a third actor on
+/// that shard, whatever brought its message: the marker runs, exactly once, and stops the
+/// pair, which then handles exactly the one ball that was in flight. From the pair, the
+/// marker runs right after the partner ahead of it (the kick and one ball). (The slot
+/// keeps the run queue's FIFO order, so these pass with and without it; a slot filled
+/// whenever it is empty, ignoring the ring, starved the marker: all three failed at their
+/// deadline.)
+fn bouncing_pair_does_not_starve(from: MarkFrom) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let rt = runtime(1);
+    let (balls, seen_balls) = (Count::default(), Count::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let marker = rt
+        .spawn(
+            Props::from(Marker {
+                marks: 0,
+                balls: balls.clone(),
+                seen_balls: seen_balls.clone(),
+                stop: stop.clone(),
+                // (Should the timer fire before the kick on a slow machine, the pair
+                // handles the kick only: the counts below hold all the same.)
+                timer: (from == MarkFrom::Timer).then_some(Duration::from_millis(20)),
+            })
+            .shard(0),
+        )
+        .unwrap();
+    let bouncer = |then: Option<ActorRef<Fair>>| Bouncer { partner: None, then, balls: balls.clone(), mine: 0, stop: stop.clone() };
+    let a = rt.spawn(Props::from(bouncer((from == MarkFrom::Pair).then(|| marker.clone()))).shard(0)).unwrap();
+    let b = rt.spawn(Props::from(bouncer(None)).shard(0)).unwrap();
+    a.blocking_send(Fair::Link(b.clone()), DEADLINE).unwrap();
+    b.blocking_send(Fair::Link(a.clone()), DEADLINE).unwrap();
+    // Both links handled before the kick: each ask answers after its actor's link (one
+    // sender, FIFO); without them, A's ball (a same-shard tell) could reach B before B's
+    // link (from this thread) did.
+    assert_eq!(a.blocking_ask(Fair::Count, DEADLINE).unwrap(), 0);
+    assert_eq!(b.blocking_ask(Fair::Count, DEADLINE).unwrap(), 0);
+    a.blocking_send(Fair::Ball, DEADLINE).unwrap();
+    if from == MarkFrom::Foreign {
+        assert!(eventually(|| balls.get() >= 1000), "the pair bounces");
+        marker.blocking_send(Fair::Mark, DEADLINE).unwrap();
+    }
+    assert!(eventually(|| stop.load(std::sync::atomic::Ordering::Relaxed)), "the marker ran while the pair bounced ({from:?})");
+    // Follow-ups: each answers after what its actor had queued before it.
+    let marks = marker.blocking_ask(Fair::Count, DEADLINE).unwrap();
+    assert_eq!(marks, 1, "the marker handled its one mark exactly once");
+    let seen = seen_balls.get();
+    if from == MarkFrom::Pair {
+        assert!(seen <= 2, "the marker waited for {seen} balls: more than the kick and the one ahead of it");
+    }
+    // The pair stops after the one ball in flight when the marker ran: A's and B's
+    // counts, read behind it, add up to exactly one more than the marker saw.
+    assert!(eventually(|| balls.get() == seen + 1), "one ball in flight: {} after {seen}", balls.get());
+    let in_a = a.blocking_ask(Fair::Count, DEADLINE).unwrap();
+    let in_b = b.blocking_ask(Fair::Count, DEADLINE).unwrap();
+    assert_eq!(in_a + in_b, seen + 1);
+    assert_eq!(balls.get(), seen + 1, "the pair stayed stopped");
+    rt.shutdown();
+}
+
+#[test]
+fn bouncing_pair_does_not_starve_a_same_shard_actor() {
+    bouncing_pair_does_not_starve(MarkFrom::Pair);
+}
+
+#[test]
+fn bouncing_pair_does_not_starve_a_foreign_sender() {
+    bouncing_pair_does_not_starve(MarkFrom::Foreign);
+}
+
+#[test]
+fn bouncing_pair_does_not_starve_a_timer() {
+    bouncing_pair_does_not_starve(MarkFrom::Timer);
+}

@@ -152,8 +152,8 @@ impl<A: Actor> Activation<'_, A> {
 /// One activation of the actor behind `h`, on its owner shard.
 ///
 /// Two paths. The **common** one (inlined here): a running actor with no system message
-/// waiting and none of the flags that hold its messages back or need a decision after
-/// them ([`Flags::HOLD`], `WAITED_ON`): it handles its messages, and if nothing unusual
+/// waiting, no unstashed messages ahead, and none of the flags that hold its messages
+/// back or need a decision after them ([`Flags::HOLD`], `WAITED_ON`): it handles its messages, and if nothing unusual
 /// happened meanwhile, only the re-queue decision follows. Within it, a local entry whose
 /// queue holds one message in its inline slot (a same-shard tell to an idle actor) takes
 /// the **single-message** path ([`handle_one`]): the handler is called once under
@@ -183,10 +183,13 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     // SAFETY: owner-shard thread (contract): nothing else borrows `inner` during this
     // activation (tells to this actor touch only `shared`).
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
-    // `|` on the flags: one branch for all of them.
+    // `|` on the flags: one branch for all of them. An actor with unstashed messages
+    // waiting takes the general path too (its loop takes them first): tested here with the
+    // rest, the single-message test below needs no test of its own (callgrind, same-shard
+    // `pingpong`).
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
-    if quiet(&inner.meta) && shared.header.sys.is_empty() {
+    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL | Flags::UNSTASHED) && shared.header.sys.is_empty() {
         // Metrics: the common path only counts (the activation here, its messages at the
         // end). A sampled activation, or one of the actor whose same-shard message is the
         // shard's wait probe, takes the general path, which has every hook: kept here, the
@@ -202,7 +205,8 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         // Only tested here: the message is read where the handler takes it (read here, it
         // went through an `Option` on the stack, copied twice more on its way in).
         // SAFETY: owner-shard thread (contract).
-        let one = !holds_token && T & SPANS == 0 && !inner.meta.is(Flags::UNSTASHED) && unsafe { shared.local_only_first() };
+        // (No unstashed messages wait: tested above.)
+        let one = !holds_token && T & SPANS == 0 && unsafe { shared.local_only_first() };
         // The paths below are separate functions, tail-called, so that this dispatcher
         // saves no registers and each path keeps only its own state across the handler.
         // (Without metrics only: the metrics copy split so measured 446.4 against 418.4
@@ -226,7 +230,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         };
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
-            unsafe { requeue(h, shared, inner, shard, holds_token) };
+            unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
             return Outcome::Done;
         }
         let act = Activation { h, cell, shard, holds_token };
@@ -252,18 +256,21 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    let handled = unsafe { handle_one::<A, T>(cell, inner, shard) };
+    let handled = unsafe { call_one::<A>(cell, inner, shard) };
     if !matches!(handled, Ok(Ok(()))) {
         // A failure: mapped and handled out of line, so that this path carries no
         // `Failure` (and no drop flag for it) to its end (callgrind, same-shard
-        // `pingpong`: the result was built on the stack and tested twice).
+        // `pingpong`: the result was built on the stack and tested twice). Tested before
+        // `after_one`, so that the result is not kept across that call (it was stored to
+        // the stack and copied there once more for this test).
         // SAFETY: forwarded contract.
         return unsafe { one_failed::<A, T>(h, cell, inner, shard, handled) };
     }
+    after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
-        unsafe { requeue(h, cell.shared(), inner, shard, false) };
+        unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
         return Outcome::Done;
     }
     let act = Activation { h, cell, shard, holds_token: false };
@@ -297,7 +304,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     };
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
-        unsafe { requeue(h, shared, inner, shard, holds_token) };
+        unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
         return Outcome::Done;
     }
     let act = Activation { h, cell, shard, holds_token };
@@ -323,6 +330,8 @@ unsafe fn one_failed<A: Actor, const T: u8>(
     shard: &ShardLocal,
     handled: std::thread::Result<Result<(), crate::ActorError>>,
 ) -> Outcome {
+    // First what `handle_one` does after the handler, as on the paths that did not fail.
+    after_one::<A, T>(cell, inner, shard);
     let act = Activation { h, cell, shard, holds_token: false };
     if let Err(failure) = message_outcome(cell.header().id, handled) {
         act.fail(inner, failure);
@@ -401,7 +410,7 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
         _ => {}
     }
     // SAFETY: forwarded contract.
-    unsafe { requeue(h, shared, inner, shard, holds_token) };
+    unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
     Outcome::Done
 }
 
@@ -411,12 +420,13 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
 ///
 /// # Safety
 /// Owner-shard thread of the live cell `h`, whose `shared` and `inner` these are;
-/// `holds_token`: whether the activation holds the SCHEDULED token.
+/// `holds_token`: whether the activation holds the SCHEDULED token; `T`: telemetry bits,
+/// as in [`run`] (without handler spans the local queue is plain).
 #[inline(always)]
-unsafe fn requeue<A: Actor>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: &Inner<A>, shard: &ShardLocal, holds_token: bool) {
+unsafe fn requeue<A: Actor, const T: u8>(h: NonNull<Header>, shared: &Shared<A::Msg>, inner: &Inner<A>, shard: &ShardLocal, holds_token: bool) {
     let suspended = inner.meta.is(Flags::SUSPENDED | Flags::PAUSED | Flags::MUTED | Flags::AWAITING);
     // SAFETY: owner-shard thread (contract).
-    let (local_left, queued) = unsafe { shared.local_state() };
+    let (local_left, queued) = unsafe { shared.local_state(T & SPANS == 0) };
     if local_left && !queued && !suspended {
         // SAFETY: owner-shard thread (contract).
         unsafe { shared.set_queued(true) };
@@ -521,17 +531,13 @@ unsafe fn handle_one<A: Actor, const T: u8>(
     inner: &mut Inner<A>,
     shard: &ShardLocal,
 ) -> std::thread::Result<Result<(), crate::ActorError>> {
-    let Inner { actor, meta, .. } = inner;
-    let actor = actor.as_mut().expect("a running actor has its value");
-    let mut ctx = Context::new(cell, meta, shard);
     let result = if T & METRICS == 0 {
-        catch_unwind(AssertUnwindSafe(|| {
-            // SAFETY: owner-shard thread, and the slot holds the queue's one message
-            // (contract).
-            let msg = unsafe { cell.shared().take_first_unchecked() };
-            actor.handle(&mut ctx, msg)
-        }))
+        // SAFETY: forwarded contract.
+        unsafe { call_one::<A>(cell, inner, shard) }
     } else {
+        let Inner { actor, meta, .. } = inner;
+        let actor = actor.as_mut().expect("a running actor has its value");
+        let mut ctx = Context::new(cell, meta, shard);
         // With metrics the message is read before: read inside, the compiler kept this
         // closure out of line in that copy of `run` (a call per message; callgrind,
         // same-shard `pingpong --metrics`: 452.4 per round trip against 435.6).
@@ -539,13 +545,43 @@ unsafe fn handle_one<A: Actor, const T: u8>(
         let msg = unsafe { cell.shared().take_first_unchecked() };
         catch_unwind(AssertUnwindSafe(|| actor.handle(&mut ctx, msg)))
     };
+    after_one::<A, T>(cell, inner, shard);
+    result
+}
+
+/// [`handle_one`]'s handler call without metrics: the message read where the handler takes
+/// it, the handler under `catch_unwind`; the result as caught. [`after_one`] follows.
+///
+/// # Safety
+/// As [`handle_one`].
+#[inline(always)]
+unsafe fn call_one<A: Actor>(
+    cell: &Cell<A>,
+    inner: &mut Inner<A>,
+    shard: &ShardLocal,
+) -> std::thread::Result<Result<(), crate::ActorError>> {
+    let Inner { actor, meta, .. } = inner;
+    let actor = actor.as_mut().expect("a running actor has its value");
+    let mut ctx = Context::new(cell, meta, shard);
+    catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: owner-shard thread, and the slot holds the queue's one message
+        // (contract).
+        let msg = unsafe { cell.shared().take_first_unchecked() };
+        actor.handle(&mut ctx, msg)
+    }))
+}
+
+/// What follows the handler on the single-message path, whatever it returned: the handled
+/// count (metrics) and the activity note (receive timeout), as [`process_user_messages`]
+/// does after its loop.
+#[inline(always)]
+fn after_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard: &ShardLocal) {
     if T & METRICS != 0 {
         shard.metrics().handled(1);
     }
-    if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+    if let Some(sup) = inner.meta.sup.as_deref_mut() {
         super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
-    result
 }
 
 /// The message loop of [`process_user_messages`]: up to `budget` messages, counted in

@@ -99,7 +99,13 @@ pub(crate) struct Shared<M> {
 /// In a runtime with handler spans (`Ring::observe` has `OBSERVE_TRACE`) every message
 /// also has side data (`telemetry::context::Side`): then the inline slot stays empty and
 /// messages and their sides queue side by side in the backlog. Invariant: `sides` is empty
-/// (plain) or exactly as long as `msgs` (traced), for the cell's whole life. (With metrics
+/// (plain) or exactly as long as `msgs` (traced), for the cell's whole life.
+///
+/// Invariant of a **plain** queue: the inline slot holds the oldest message whenever the
+/// queue holds any (taking it moves the backlog's oldest in), so an empty slot means an
+/// empty queue ([`LocalQueue::is_empty_plain`]): the same-shard send and the re-queue
+/// decision test one word instead of the slot and the backlog (callgrind, same-shard
+/// `pingpong`). (With metrics
 /// alone the queue stays plain: the shard samples the wait with a probe instead.)
 struct LocalQueue<M> {
     first: Option<M>,
@@ -128,6 +134,14 @@ impl<M> LocalQueue<M> {
     #[inline(always)]
     fn is_empty(&self) -> bool {
         self.first.is_none() && self.rest.as_ref().is_none_or(|r| r.msgs.is_empty())
+    }
+
+    /// [`LocalQueue::is_empty`] of a plain queue (no side data): its slot is empty only
+    /// when the queue is (see the type's doc).
+    #[inline(always)]
+    fn is_empty_plain(&self) -> bool {
+        debug_assert!(self.first.is_some() || self.is_empty(), "a plain queue with an empty slot and a backlog");
+        self.first.is_none()
     }
 
     /// Puts `msg` in the inline slot of an empty queue. (A plain `first = Some(msg)` made
@@ -190,12 +204,30 @@ impl<M> LocalQueue<M> {
     #[inline(always)]
     fn pop(&mut self) -> Option<M> {
         match self.take_first() {
-            Some(m) => Some(m),
+            Some(m) => {
+                self.refill_first();
+                Some(m)
+            }
             None => self.rest.as_mut().and_then(|r| {
                 let m = r.msgs.pop_front();
                 r.sides.pop_front();
                 m
             }),
+        }
+    }
+
+    /// After the slot's message was taken: the backlog's oldest moves into the slot, so
+    /// that a plain queue keeps its invariant (see the type's doc). (A queue with side
+    /// data never fills its slot, so this never runs for one.)
+    #[inline(always)]
+    fn refill_first(&mut self) {
+        if let Some(r) = self.rest.as_mut() {
+            if let Some(next) = r.msgs.pop_front() {
+                debug_assert!(r.sides.is_empty(), "a queue with side data had a message in its slot");
+                // SAFETY: the slot was just emptied (`take_first` wrote `None` there):
+                // nothing is overwritten that needs a drop.
+                unsafe { ptr::write(&mut self.first, Some(next)) };
+            }
         }
     }
 
@@ -229,16 +261,27 @@ impl<M> LocalQueue<M> {
     #[inline(always)]
     unsafe fn take_first_unchecked(&mut self) -> M {
         debug_assert!(self.first.is_some(), "take_first_unchecked on an empty slot");
-        // SAFETY: the slot holds a message (contract); `unwrap_unchecked` only skips the
-        // tag test that `take_first` makes.
-        unsafe { self.take_first().unwrap_unchecked() }
+        // SAFETY: the slot holds a message (contract). The pointer is taken without a tag
+        // test (through `take_first`, the compiler kept its test before the volatile reads
+        // and a branch around them: callgrind, same-shard `pingpong`).
+        let m: *const M = unsafe { self.first.as_ref().unwrap_unchecked() };
+        // SAFETY: as in `take_first`: the message is read once and `None` takes its place
+        // without a drop.
+        unsafe {
+            let m = read_words(m);
+            ptr::write(&mut self.first, None);
+            m
+        }
     }
 
     /// [`LocalQueue::pop`] with the message's side data (empty when it has none).
     #[inline]
     fn pop_side(&mut self) -> Option<(M, Side)> {
         match self.take_first() {
-            Some(m) => Some((m, Side::default())),
+            Some(m) => {
+                self.refill_first();
+                Some((m, Side::default()))
+            }
             None => self.rest.as_mut().and_then(|r| {
                 let m = r.msgs.pop_front()?;
                 Some((m, r.sides.pop_front().unwrap_or_default()))
@@ -281,26 +324,27 @@ impl<M: Send + 'static> Shared<M> {
     pub(crate) unsafe fn push_local(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
-        if local.is_empty() {
-            if self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY {
+        // A plain ring means a plain queue (no side data), whose empty slot means an empty
+        // queue (`LocalQueue::is_empty_plain`).
+        if self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY {
+            if local.is_empty_plain() {
                 // SAFETY: the queue is empty (just tested).
                 unsafe { local.put_first(msg) };
                 // SAFETY: owner-shard thread only (contract).
                 unsafe { self.mark_queued(shard) };
                 return Ok(());
             }
-            if self.ring.observe() & OBSERVE_TRACE == 0 {
-                // Metrics alone (no side data): the same, and the shard's wait probe may
-                // time this message (`ShardMetrics::local_queued`, as in
-                // `push_local_observed`). Tested only when the plain test failed, so a
-                // runtime without metrics does not pay for it.
-                // SAFETY: the queue is empty (just tested).
-                unsafe { local.put_first(msg) };
-                shard.metrics().local_queued(&self.header, 0);
-                // SAFETY: owner-shard thread only (contract).
-                unsafe { self.mark_queued(shard) };
-                return Ok(());
-            }
+        } else if local.is_empty() && self.ring.observe() & OBSERVE_TRACE == 0 {
+            // Metrics alone (no side data): the same, and the shard's wait probe may time
+            // this message (`ShardMetrics::local_queued`, as in
+            // `push_local_observed`). Tested only when the plain test failed, so a runtime
+            // without metrics does not pay for it.
+            // SAFETY: the queue is empty (just tested).
+            unsafe { local.put_first(msg) };
+            shard.metrics().local_queued(&self.header, 0);
+            // SAFETY: owner-shard thread only (contract).
+            unsafe { self.mark_queued(shard) };
+            return Ok(());
         }
         // SAFETY: forwarded contract.
         unsafe { self.push_local_slow(msg, shard) }
@@ -334,7 +378,8 @@ impl<M: Send + 'static> Shared<M> {
         Ok(())
     }
 
-    /// Puts a local entry for this actor on `shard`'s run queue unless one is there.
+    /// Puts a local entry for this actor on `shard`'s run queue unless one is there (in the
+    /// queue's slot if nothing else is queued; see `shard/run_queue.rs`).
     ///
     /// # Safety
     /// Owner-shard thread only.
@@ -344,7 +389,7 @@ impl<M: Send + 'static> Shared<M> {
         let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
         if !*queued {
             *queued = true;
-            shard.push_run(Entry::local(NonNull::from(&self.header)));
+            shard.push_next(Entry::local(NonNull::from(&self.header)));
         }
     }
 
@@ -441,12 +486,16 @@ impl<M: Send + 'static> Shared<M> {
         self.local.with_mut(|p| unsafe { (*p).pop_side() })
     }
 
+    /// Whether the local queue holds messages, and whether this actor has a local entry
+    /// queued. `plain`: the runtime keeps no side data with messages (no handler spans), so
+    /// the test is the slot's alone ([`LocalQueue::is_empty_plain`]).
+    ///
     /// # Safety
     /// Owner-shard thread only.
-    #[inline]
-    pub(crate) unsafe fn local_state(&self) -> (bool, bool) {
+    #[inline(always)]
+    pub(crate) unsafe fn local_state(&self, plain: bool) -> (bool, bool) {
         // SAFETY: owner-shard thread only (contract).
-        let left = self.local.with(|p| unsafe { !(*p).is_empty() });
+        let left = self.local.with(|p| unsafe { if plain { !(*p).is_empty_plain() } else { !(*p).is_empty() } });
         // SAFETY: owner-shard thread only (contract).
         (left, self.header.queued.with(|q| unsafe { *q }))
     }
@@ -742,8 +791,13 @@ mod tests {
             q.push(make(i));
         }
         assert_eq!(q.len(), 3);
-        for i in 0..3 {
+        // A plain queue's slot is refilled from its backlog: empty only when the queue is.
+        assert_eq!(q.pop(), Some(make(0)));
+        assert!(q.first.is_some() && !q.is_empty_plain());
+        q.push(make(0));
+        for i in (1..3).chain(0..1) {
             assert_eq!(q.pop_side().map(|(m, _)| m), Some(make(i)));
+            assert_eq!(q.is_empty_plain(), q.is_empty());
         }
         assert_eq!(q.pop(), None);
         // Empty again with its backlog allocated: the inline slot takes the next message.

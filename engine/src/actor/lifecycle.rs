@@ -533,7 +533,7 @@ impl<A: Actor> Activation<'_, A> {
             }
         }
         // SAFETY: owner-shard thread (activation contract).
-        let (_, local_queued) = unsafe { shared.local_state() };
+        let (_, local_queued) = unsafe { shared.local_state(false) };
         let remote_pending = prev & SCHEDULED != 0 && !self.holds_token;
         inner.meta.pending = remote_pending as u8 + local_queued as u8;
     }

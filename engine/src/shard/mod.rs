@@ -260,10 +260,19 @@ impl ShardLocal {
         self.run_queue.with_mut(|q| unsafe { (*q).push(e) });
     }
 
+    /// Queues `e` at the back of the run queue, in its slot for a queue of one (see
+    /// `run_queue`): for a same-shard tell that turns an idle actor scheduled.
+    #[inline(always)]
+    pub(crate) fn push_next(&self, e: Entry) {
+        // SAFETY: as `push_run`.
+        self.run_queue.with_mut(|q| unsafe { (*q).push_next(e) });
+    }
+
+    /// The oldest entry of the run queue (its slot's, else its ring's).
     #[inline(always)]
     fn pop_run(&self) -> Option<Entry> {
         // SAFETY: as `push_run`.
-        self.run_queue.with_mut(|q| unsafe { (*q).pop() })
+        self.run_queue.with_mut(|q| unsafe { (*q).pop_next() })
     }
 
     #[inline]

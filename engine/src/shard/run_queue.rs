@@ -9,12 +9,28 @@
 //! the two `VecDeque` operations of a message cost 28 instructions
 //! (docs/PERFORMANCE.md, "The same-shard path, step by step").
 //!
+//! **The slot** (tokio's `lifo_slot`, restricted to an idle shard). An entry queued while
+//! nothing else is ([`RunQueue::push_next`]: a same-shard tell that turns an idle actor
+//! scheduled, the common case of a message bounced between actors) goes to a one-entry
+//! slot instead of the ring, and [`RunQueue::pop_next`] takes the slot before the ring.
+//! Since the slot is filled only while the ring and the slot are empty, its entry is
+//! always the oldest queued: the order is the ring's FIFO exactly, so no entry can wait
+//! longer than before (a pair of actors telling each other forever cannot starve a third,
+//! a foreign sender or a timer), and the slot only saves the ring's index arithmetic for a
+//! queue of one. (Tokio's slot takes every wake-up and displaces its occupant to the back,
+//! which reorders, so it caps the slot's runs in a row; measured here with such a cap of 3,
+//! the loop's extra counter spilled its registers and the round trip cost more, 361.1
+//! against 352.0 instructions: docs/PERFORMANCE.md, "Same-shard path, round 4".)
+//!
 //! Plain data, no atomics: only the shard's thread reaches it (through `ShardLocal`).
 
 use super::Entry;
 
-/// A FIFO of run-queue entries with a power-of-two capacity that doubles when full.
+/// A FIFO of run-queue entries with a power-of-two capacity that doubles when full, and
+/// the slot ahead of it for a queue of one (see the module doc).
 pub(crate) struct RunQueue {
+    /// The slot: [`Entry::NONE`] when empty; when full, the oldest entry queued.
+    next: Entry,
     /// `buf.len()` is a power of two; slots `head..tail` (modulo the length) are queued.
     buf: Box<[Entry]>,
     /// `buf.len() - 1`.
@@ -28,7 +44,7 @@ impl RunQueue {
     /// An empty queue with room for `capacity` entries (rounded up to a power of two).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let cap = capacity.max(2).next_power_of_two();
-        RunQueue { buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
+        RunQueue { next: Entry::NONE, buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
     }
 
     /// Appends `e`.
@@ -56,10 +72,32 @@ impl RunQueue {
         Some(e)
     }
 
-    /// How many entries are queued.
+    /// Appends `e`: in the slot if nothing else is queued (the slot and the ring are
+    /// empty), otherwise to the ring, behind what waits there.
+    #[inline(always)]
+    pub(crate) fn push_next(&mut self, e: Entry) {
+        if self.head == self.tail && self.next == Entry::NONE {
+            self.next = e;
+        } else {
+            self.push(e);
+        }
+    }
+
+    /// Takes the oldest entry: the slot's, else the ring's.
+    #[inline(always)]
+    pub(crate) fn pop_next(&mut self) -> Option<Entry> {
+        let e = self.next;
+        if e != Entry::NONE {
+            self.next = Entry::NONE;
+            return Some(e);
+        }
+        self.pop()
+    }
+
+    /// How many entries are queued, the slot's included.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.tail.wrapping_sub(self.head)
+        self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE)
     }
 
     /// Doubles the capacity, keeping the order (the queue is full).
@@ -109,5 +147,29 @@ mod tests {
         assert_eq!(next_out, next_in);
         assert_eq!(q.len(), 0);
         assert!(q.buf.len() >= 64, "the backlog made it grow: {}", q.buf.len());
+    }
+
+    /// The slot takes an entry only while nothing else is queued, so `pop_next` gives the
+    /// entries in the order `push_next` and `push` queued them; `len` counts the slot.
+    #[test]
+    fn the_slot_takes_an_entry_only_when_nothing_else_waits() {
+        let mut q = RunQueue::with_capacity(2);
+        let e = |k: usize| Entry(k * 8);
+        assert_eq!(q.pop_next(), None);
+        q.push_next(e(1)); // empty: the slot
+        q.push_next(e(2)); // the slot is taken: the ring
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_next(), Some(e(1)));
+        q.push_next(e(3)); // the ring holds 2: behind it
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.pop_next(), Some(e(2)));
+        assert_eq!(q.pop_next(), Some(e(3)));
+        assert_eq!(q.pop_next(), None);
+        q.push(e(4));
+        q.push_next(e(5)); // the ring is not empty: behind it
+        assert_eq!(q.pop_next(), Some(e(4)));
+        assert_eq!(q.pop_next(), Some(e(5)));
+        assert_eq!(q.len(), 0);
+        assert_eq!(q.pop(), None);
     }
 }
