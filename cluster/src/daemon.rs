@@ -501,18 +501,25 @@ impl Daemon {
             }
         }
         let payload = g.clone();
-        // Downed members that nobody (still a member) sees unreachable learn it from every
+        // Downed members that this node does not see unreachable learn it from every
         // push, not only from the one at their removal: they must stop their entities within
         // the removal margin, after which their shards start elsewhere. Members downed for
         // being indirectly connected (each unreachable only to the other, both reachable from
         // here) decide nothing themselves; before, they learned it only from the leader's
         // last push at their removal, the moment their shards started here (test
         // `partition::indirectly_connected_members_learn_they_are_down_before_their_removal`).
-        // Members downed for being unreachable are left out: they cannot be reached.
+        // Members that this node itself saw unreachable (its last observation before the
+        // downing) are left out: they cannot be reached from here. Whether *another* member
+        // sees them unreachable does not matter: a member downed for a one-way break (Y
+        // cannot hear X, everyone else can) decides nothing itself either, and with nobody
+        // pushing to it (the normal fan-out skips downed members) it learned it only at its
+        // removal; meanwhile nobody heartbeated it any more, its detector flagged the
+        // others, and its resolver downed a healthy member (test
+        // `partition::a_member_downed_by_a_one_way_break_learns_it_from_those_that_reach_it`).
         let downed: Vec<SocketAddr> = payload
             .members
             .values()
-            .filter(|m| m.node != me && m.status == MemberStatus::Down && !payload.is_unreachable(&m.node))
+            .filter(|m| m.node != me && m.status == MemberStatus::Down && !payload.observes_unreachable(me, m.node))
             .map(|m| m.addr())
             .collect();
         for list in [&mut unseen, &mut seen] {

@@ -241,6 +241,36 @@ fn indirectly_connected_members_learn_they_are_down_before_their_removal() {
     }
 }
 
+/// A member downed for being unreachable to one member only (a one-way break: Y cannot hear
+/// X, X still hears everyone, and Z talks with both) decides nothing itself: its own
+/// detector flags nobody, and it is never the leader (unreachable): only Z can tell it.
+/// Before, a downed member that any member still saw unreachable got no push at all (the
+/// normal fan-out skips downed members, the downed push skipped all that some member saw
+/// unreachable); nobody heartbeated it any more, so its detector flagged Y and Z and its
+/// resolver downed Y, a healthy member (and had it not, it would have learned of its
+/// downing only at its removal, as its shards started elsewhere).
+#[test]
+fn a_member_downed_by_a_one_way_break_learns_it_from_those_that_reach_it() {
+    let cfg = failure_config().down_removal_margin(Duration::from_secs(30));
+    let nodes = cluster_of(3, cfg, |_| {});
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (x, y, z) = (&nodes[0], &nodes[1], &nodes[2]);
+    // Y drops everything to and from X; X's detector keeps Y reachable (it hears no
+    // heartbeat from Y, as in a link that fails one way only).
+    y.cluster.faults().blackhole(x.addr());
+    x.cluster.faults().hold_detection(y.addr());
+    eventually("Z sees X downed", || z.status_of(x.addr()) == Some(MemberStatus::Down));
+    eventually("X ends its membership, or is removed", || {
+        x.cluster.is_terminated() || z.status_of(x.addr()).is_none()
+    });
+    // Before: X, not told, heard no heartbeat any more, flagged Y and Z, and its resolver
+    // downed Y (a healthy member) about 3 s after its own downing.
+    assert!(!y.cluster.is_terminated() && !z.cluster.is_terminated(), "Y and Z keep the cluster");
+    assert_eq!(z.status_of(y.addr()), Some(MemberStatus::Up), "Y, healthy, stays up");
+    assert_eq!(z.status_of(x.addr()), Some(MemberStatus::Down), "downed, not removed yet (margin 30 s)");
+    assert_eq!(x.cluster.state().self_status, Some(MemberStatus::Down), "it learned it was downed");
+}
+
 /// One hit and one ask to each of counters `e0..e{n}` through `sharding` (every one starts,
 /// wherever its shard is, and has answered).
 fn hit_and_ask_each(sharding: &ClusterSharding, n: usize) {
