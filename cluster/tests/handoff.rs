@@ -401,6 +401,46 @@ fn a_leaving_member_waits_until_every_region_has_seen_it_leave() {
     assert_eq!(refs_by_node.iter().map(|r| r.undelivered()).sum::<u64>(), 0);
 }
 
+/// A member's region tells a leaving member that it sees it leave (`LeaveSeen`) on every
+/// retry tick, so that one lost with a connection goes again; one still waiting in the
+/// per-peer queue is not lost and must not be queued again. Node 0 holds its sharding
+/// traffic to node 1 (a paused connection) while node 1, with nothing to hand over, leaves:
+/// node 1 waits for node 0's `LeaveSeen` until its drain deadline (40 retry ticks, 10 ms
+/// each here), exits, and is removed. Before, node 0 queued one `LeaveSeen` per retry tick
+/// (the probe saw 55 to 58 waiting, each taking a place under the buffer limit that
+/// envelopes share), and when node 1 was removed it counted each of them, and each fence,
+/// as an undelivered envelope (59, none was sent).
+#[test]
+fn a_leave_seen_waiting_in_a_paused_queue_is_not_queued_again() {
+    let log = Arc::new(ActivationLog::default());
+    let mut refs = Vec::new();
+    let nodes = cluster_of(2, config(), |c| {
+        let settings = ShardingSettings::new()
+            .shards(10)
+            .passivate_after(None)
+            .retry_interval(std::time::Duration::from_millis(10))
+            .stop_message(|| CounterMsg::Stop);
+        refs.push(ClusterSharding::new(c).start("counter", counters(c, &log), settings).unwrap());
+    });
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    nodes[0].cluster.faults().hold_region_traffic(nodes[1].addr());
+    nodes[1].cluster.leave().unwrap();
+    let (mut most, deadline) = (0, std::time::Instant::now() + LONG);
+    while !nodes[1].cluster.is_terminated() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for node 1 to leave");
+        most = most.max(refs[0].__probe(LONG).expect("the region answers").outbound);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    eventually("node 1 is removed", || nodes[0].status_of(nodes[1].addr()).is_none());
+    let p = refs[0].__probe(LONG).unwrap();
+    assert_eq!(p.outbound, 0, "the queue to the removed member is dropped");
+    let lost = refs[0].undelivered();
+    // What may wait there: a fence per shard that moved from node 1 (at most 10) and one
+    // `LeaveSeen`.
+    assert!(most <= 11, "node 0's queue to node 1 grew with the retry ticks: saw {most} ({lost} undelivered)");
+    assert_eq!(lost, 0, "no envelope was sent, so none was lost");
+}
+
 /// A hand-off request from a member that then leaves the view must not stay in the
 /// answering region for good. Node 0 runs one entity per shard (30), each ignoring the
 /// hand-off stop message (`Hit`: they never stop, so node 0 cannot answer); node 1 joins

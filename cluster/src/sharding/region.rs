@@ -912,7 +912,16 @@ where
             _ => return,
         };
         for leaver in leaving {
-            self.send(leaver.addr, RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: me, leaver })));
+            // One still waiting in the per-peer queue (a paused connection) is not lost and
+            // goes in order: queued again every tick, they piled up (one per tick, each
+            // counted against the buffer limit). Only on views and ticks, and only when a
+            // queue exists: the scan is off the message path.
+            let queued = self.outbound.get(&leaver.addr).is_some_and(|q| {
+                q.iter().any(|m| matches!(m, RegionMsg::LeaveSeen(l) if l.leaver == leaver && l.from == me))
+            });
+            if !queued {
+                self.send(leaver.addr, RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: me, leaver })));
+            }
         }
     }
 

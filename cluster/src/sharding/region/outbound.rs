@@ -257,9 +257,15 @@ where
         }
     }
 
+    /// Drops `msg` (outbound buffer full, or the peer gone); an envelope is counted in
+    /// `undelivered`, a protocol message is not (it is no user message, and the protocol
+    /// sends what it still needs again: counted, a removed member's queue of `LeaveSeen`s
+    /// showed as lost envelopes although none was sent).
     pub(super) fn drop_envelope(&self, msg: RegionMsg<A::Msg>) {
         tracing::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
-        self.gauge.count_undelivered();
+        if matches!(msg, RegionMsg::Deliver { .. }) {
+            self.gauge.count_undelivered();
+        }
         drop(msg);
     }
 
