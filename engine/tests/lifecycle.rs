@@ -262,3 +262,132 @@ fn a_child_spawned_on_its_own_shard_starts_and_stops_in_order() {
     assert!(stopped.tell(5).is_err());
     rt.shutdown();
 }
+
+/// What the [`Prober`] does to the child it spawns on its own shard, before the child's
+/// first activation (all in the one handler that spawns it).
+#[derive(Clone, Copy, Debug)]
+enum Before {
+    /// Local tells 1, 2; a tell 100 from another thread (ring, Scheduled token); local 3.
+    ForeignTell,
+    /// Local tells 1, 2, 3; the child's first `started` panics, its supervisor restarts it.
+    StartPanics,
+    /// Local tells 1, 2, 3; then the parent's own handler fails (it is restarted, which stops
+    /// its children).
+    ParentFails,
+}
+
+/// A child that logs its hooks and messages; its first `started` panics if `panic_once`.
+struct Probed {
+    log: Log,
+    panic_once: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Actor for Probed {
+    type Msg = u64;
+    fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push("started".into());
+        if self.panic_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("first start fails");
+        }
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push(n.to_string());
+        Ok(())
+    }
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.log.lock().unwrap().push("stopped".into());
+    }
+}
+
+/// Spawns a [`Probed`] child on its own shard and does `Before` to it in the same handler.
+struct Prober {
+    log: Log,
+    before: Before,
+    spawned: Count,
+}
+
+impl Actor for Prober {
+    type Msg = percore::ReplyTo<ActorRef<u64>>;
+    fn handle(&mut self, ctx: &mut Context<Self>, reply: Self::Msg) -> Result<(), ActorError> {
+        let panic_once = Arc::new(std::sync::atomic::AtomicBool::new(matches!(self.before, Before::StartPanics)));
+        let (log, p) = (self.log.clone(), panic_once.clone());
+        let child = ctx.spawn(Props::new(move || Probed { log: log.clone(), panic_once: p.clone() }))?;
+        self.spawned.add(1);
+        child.tell(1).map_err(|e| e.to_string())?;
+        child.tell(2).map_err(|e| e.to_string())?;
+        if let Before::ForeignTell = self.before {
+            let c = child.clone();
+            // Another thread's tell: the ring, and the idle child's Scheduled token.
+            std::thread::spawn(move || c.tell(100).map_err(|_| ()).unwrap()).join().unwrap();
+        }
+        child.tell(3).map_err(|e| e.to_string())?;
+        reply.reply(child);
+        if let Before::ParentFails = self.before {
+            return Err("the parent fails before its child ran".into());
+        }
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> percore::SupervisorStrategy {
+        percore::SupervisorStrategy::one_for_one(|_| percore::Directive::Restart)
+    }
+}
+
+fn probe_first_activation(before: Before) -> (Vec<String>, u64) {
+    let rt = runtime(2);
+    let log = Log::default();
+    let spawned = Count::default();
+    let (l, s) = (log.clone(), spawned.clone());
+    let prober = rt.spawn(Props::new(move || Prober { log: l.clone(), before, spawned: s.clone() }).shard(0)).unwrap();
+    let before_dead = rt.dead_letters();
+    let child = prober.blocking_ask(|r| r, DEADLINE).unwrap();
+    match before {
+        Before::ParentFails => {
+            assert!(eventually(|| child.is_closed()), "{before:?}: the child never stopped");
+        }
+        _ => {
+            // A follow-up marker: everything before it was handled once it is.
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "3")), "{before:?}: {:?}", log.lock().unwrap());
+            child.tell(9).unwrap();
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "9")), "{before:?}: {:?}", log.lock().unwrap());
+            assert!(child.stop());
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "stopped")), "{before:?}: {:?}", log.lock().unwrap());
+        }
+    }
+    assert!(eventually(|| rt.handle().live_actors() == 1), "{before:?}: live {}", rt.handle().live_actors());
+    let dead = rt.dead_letters() - before_dead;
+    rt.shutdown();
+    let log = log.lock().unwrap().clone();
+    (log, dead)
+}
+
+/// A child spawned on its own shard (it starts from a local entry, idle) and told from
+/// another thread before its first activation: every message once, the local ones in order.
+#[test]
+fn a_local_child_told_from_another_thread_before_it_ran_takes_every_message_once() {
+    let (log, dead) = probe_first_activation(Before::ForeignTell);
+    let local: Vec<&str> = log.iter().map(String::as_str).filter(|e| *e != "100").collect();
+    assert_eq!(local, ["started", "1", "2", "3", "9", "stopped"], "{log:?}");
+    assert_eq!(log.iter().filter(|e| *e == "100").count(), 1, "{log:?}");
+    assert_eq!(dead, 0);
+}
+
+/// The first `started` of a child spawned on its own shard panics, its supervisor restarts
+/// it: the messages its parent told it meanwhile are kept (restart keeps the mailbox) and
+/// handled once each, in order, by the new instance.
+#[test]
+fn a_local_child_whose_start_panics_keeps_its_parents_messages() {
+    let (log, dead) = probe_first_activation(Before::StartPanics);
+    assert_eq!(log, ["started", "started", "1", "2", "3", "9", "stopped"]);
+    assert_eq!(dead, 0);
+}
+
+/// The parent fails (and is restarted, stopping its children) in the handler that spawned a
+/// child on its own shard and told it three messages: the child starts and stops once, the
+/// three messages are dead letters, counted once.
+#[test]
+fn a_local_child_whose_parent_fails_before_it_ran_stops_once() {
+    let (log, dead) = probe_first_activation(Before::ParentFails);
+    assert_eq!(log, ["started", "stopped"]);
+    assert_eq!(dead, 3);
+}
