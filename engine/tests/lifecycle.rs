@@ -391,3 +391,125 @@ fn a_local_child_whose_parent_fails_before_it_ran_stops_once() {
     assert_eq!(log, ["started", "stopped"]);
     assert_eq!(dead, 3);
 }
+
+/// A same-shard script for a [`Scripted`] child: what it does at which message.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Stashes `Item`s until `Open`, then unstashes them ahead of what its parent queued since.
+    Stash,
+    /// Its handler fails at item 2; its supervisor restarts it (the mailbox is kept).
+    FailAt2,
+    /// Stops itself at item 2: what its parent queued behind is dead letters, once.
+    StopAt2,
+}
+
+enum SMsg {
+    Item(u64),
+    Open,
+}
+
+/// Logs the items it handles (and its starts); see [`Script`].
+struct Scripted {
+    script: Script,
+    log: Log,
+    open: bool,
+    stash: percore::Stash<SMsg>,
+}
+
+impl Actor for Scripted {
+    type Msg = SMsg;
+    fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push("started".into());
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: SMsg) -> Result<(), ActorError> {
+        match (self.script, msg) {
+            (Script::Stash, m @ SMsg::Item(_)) if !self.open => {
+                self.stash.stash(m).map_err(|_| "stash full")?;
+            }
+            (Script::Stash, SMsg::Open) => {
+                self.open = true;
+                ctx.unstash_all(&mut self.stash);
+            }
+            (_, SMsg::Open) => {}
+            (script, SMsg::Item(n)) => {
+                self.log.lock().unwrap().push(n.to_string());
+                match (script, n) {
+                    (Script::FailAt2, 2) => return Err("fails at 2".into()),
+                    (Script::StopAt2, 2) => ctx.stop_self(),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spawns a [`Scripted`] child on its own shard with a mailbox of 4 and tells it, in one
+/// handler, items 1..=6 with `Open` after item 2 (seven tells): the last three find the
+/// mailbox full. Replies with the items refused.
+struct ScriptDriver {
+    script: Script,
+    log: Log,
+}
+
+impl Actor for ScriptDriver {
+    type Msg = percore::ReplyTo<Vec<u64>>;
+    fn handle(&mut self, ctx: &mut Context<Self>, reply: Self::Msg) -> Result<(), ActorError> {
+        let (script, log) = (self.script, self.log.clone());
+        let child = ctx.spawn(
+            Props::new(move || Scripted { script, log: log.clone(), open: false, stash: percore::Stash::new(8) }).capacity(4),
+        )?;
+        let mut refused = vec![];
+        for n in 1..=6 {
+            if child.tell(SMsg::Item(n)).is_err() {
+                refused.push(n);
+            }
+            if n == 2 && child.tell(SMsg::Open).is_err() {
+                refused.push(0);
+            }
+        }
+        reply.reply(refused);
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> percore::SupervisorStrategy {
+        percore::SupervisorStrategy::one_for_one(|_| percore::Directive::Restart)
+    }
+}
+
+fn run_script(script: Script, expect: &[&str]) -> u64 {
+    let rt = runtime(2);
+    let log = Log::default();
+    let driver = rt.spawn(Props::from(ScriptDriver { script, log: log.clone() }).shard(0)).unwrap();
+    let before = rt.dead_letters();
+    let refused = driver.blocking_ask(|r| r, DEADLINE).unwrap();
+    assert_eq!(refused, [4, 5, 6], "{script:?}: a local mailbox of 4 takes 1, 2, Open, 3");
+    assert!(eventually(|| log.lock().unwrap().len() >= expect.len()), "{script:?}: {:?}", log.lock().unwrap());
+    let handle = rt.handle().clone();
+    rt.shutdown();
+    assert_eq!(*log.lock().unwrap(), expect, "{script:?}");
+    handle.dead_letters() - before
+}
+
+/// Same-shard order through the inline slot and its backlog: stashed messages come back
+/// ahead of the one queued behind them; a full local mailbox refuses exactly the overflow.
+#[test]
+fn a_same_shard_stash_comes_back_in_order_and_a_full_local_mailbox_refuses_the_rest() {
+    // The three refused tells, each counted once (`tell` records a refused message).
+    assert_eq!(run_script(Script::Stash, &["started", "1", "2", "3"]), 3, "dead letters");
+}
+
+/// A failure mid-batch of same-shard messages, then a restart: the mailbox is kept, the rest
+/// is handled once each, in order.
+#[test]
+fn a_same_shard_failure_mid_batch_keeps_the_rest_in_order_across_the_restart() {
+    assert_eq!(run_script(Script::FailAt2, &["started", "1", "2", "started", "3"]), 3, "dead letters");
+}
+
+/// A stop mid-batch of same-shard messages: what is queued behind is counted as dead
+/// letters exactly once (at the stop, not again when the cell is freed).
+#[test]
+fn a_same_shard_stop_mid_batch_counts_the_rest_once() {
+    // The three refused tells, and `Open` and 3, queued behind 2.
+    assert_eq!(run_script(Script::StopAt2, &["started", "1", "2"]), 3 + 2, "dead letters");
+}
