@@ -262,3 +262,254 @@ fn a_child_spawned_on_its_own_shard_starts_and_stops_in_order() {
     assert!(stopped.tell(5).is_err());
     rt.shutdown();
 }
+
+/// What the [`Prober`] does to the child it spawns on its own shard, before the child's
+/// first activation (all in the one handler that spawns it).
+#[derive(Clone, Copy, Debug)]
+enum Before {
+    /// Local tells 1, 2; a tell 100 from another thread (ring, Scheduled token); local 3.
+    ForeignTell,
+    /// Local tells 1, 2, 3; the child's first `started` panics, its supervisor restarts it.
+    StartPanics,
+    /// Local tells 1, 2, 3; then the parent's own handler fails (it is restarted, which stops
+    /// its children).
+    ParentFails,
+}
+
+/// A child that logs its hooks and messages; its first `started` panics if `panic_once`.
+struct Probed {
+    log: Log,
+    panic_once: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Actor for Probed {
+    type Msg = u64;
+    fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push("started".into());
+        if self.panic_once.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            panic!("first start fails");
+        }
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push(n.to_string());
+        Ok(())
+    }
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.log.lock().unwrap().push("stopped".into());
+    }
+}
+
+/// Spawns a [`Probed`] child on its own shard and does `Before` to it in the same handler.
+struct Prober {
+    log: Log,
+    before: Before,
+    spawned: Count,
+}
+
+impl Actor for Prober {
+    type Msg = percore::ReplyTo<ActorRef<u64>>;
+    fn handle(&mut self, ctx: &mut Context<Self>, reply: Self::Msg) -> Result<(), ActorError> {
+        let panic_once = Arc::new(std::sync::atomic::AtomicBool::new(matches!(self.before, Before::StartPanics)));
+        let (log, p) = (self.log.clone(), panic_once.clone());
+        let child = ctx.spawn(Props::new(move || Probed { log: log.clone(), panic_once: p.clone() }))?;
+        self.spawned.add(1);
+        child.tell(1).map_err(|e| e.to_string())?;
+        child.tell(2).map_err(|e| e.to_string())?;
+        if let Before::ForeignTell = self.before {
+            let c = child.clone();
+            // Another thread's tell: the ring, and the idle child's Scheduled token.
+            std::thread::spawn(move || c.tell(100).map_err(|_| ()).unwrap()).join().unwrap();
+        }
+        child.tell(3).map_err(|e| e.to_string())?;
+        reply.reply(child);
+        if let Before::ParentFails = self.before {
+            return Err("the parent fails before its child ran".into());
+        }
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> percore::SupervisorStrategy {
+        percore::SupervisorStrategy::one_for_one(|_| percore::Directive::Restart)
+    }
+}
+
+fn probe_first_activation(before: Before) -> (Vec<String>, u64) {
+    let rt = runtime(2);
+    let log = Log::default();
+    let spawned = Count::default();
+    let (l, s) = (log.clone(), spawned.clone());
+    let prober = rt.spawn(Props::new(move || Prober { log: l.clone(), before, spawned: s.clone() }).shard(0)).unwrap();
+    let before_dead = rt.dead_letters();
+    let child = prober.blocking_ask(|r| r, DEADLINE).unwrap();
+    match before {
+        Before::ParentFails => {
+            assert!(eventually(|| child.is_closed()), "{before:?}: the child never stopped");
+        }
+        _ => {
+            // A follow-up marker: everything before it was handled once it is.
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "3")), "{before:?}: {:?}", log.lock().unwrap());
+            child.tell(9).unwrap();
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "9")), "{before:?}: {:?}", log.lock().unwrap());
+            assert!(child.stop());
+            assert!(eventually(|| log.lock().unwrap().iter().any(|e| e == "stopped")), "{before:?}: {:?}", log.lock().unwrap());
+        }
+    }
+    assert!(eventually(|| rt.handle().live_actors() == 1), "{before:?}: live {}", rt.handle().live_actors());
+    let dead = rt.dead_letters() - before_dead;
+    rt.shutdown();
+    let log = log.lock().unwrap().clone();
+    (log, dead)
+}
+
+/// A child spawned on its own shard (it starts from a local entry, idle) and told from
+/// another thread before its first activation: every message once, the local ones in order.
+#[test]
+fn a_local_child_told_from_another_thread_before_it_ran_takes_every_message_once() {
+    let (log, dead) = probe_first_activation(Before::ForeignTell);
+    let local: Vec<&str> = log.iter().map(String::as_str).filter(|e| *e != "100").collect();
+    assert_eq!(local, ["started", "1", "2", "3", "9", "stopped"], "{log:?}");
+    assert_eq!(log.iter().filter(|e| *e == "100").count(), 1, "{log:?}");
+    assert_eq!(dead, 0);
+}
+
+/// The first `started` of a child spawned on its own shard panics, its supervisor restarts
+/// it: the messages its parent told it meanwhile are kept (restart keeps the mailbox) and
+/// handled once each, in order, by the new instance.
+#[test]
+fn a_local_child_whose_start_panics_keeps_its_parents_messages() {
+    let (log, dead) = probe_first_activation(Before::StartPanics);
+    assert_eq!(log, ["started", "started", "1", "2", "3", "9", "stopped"]);
+    assert_eq!(dead, 0);
+}
+
+/// The parent fails (and is restarted, stopping its children) in the handler that spawned a
+/// child on its own shard and told it three messages: the child starts and stops once, the
+/// three messages are dead letters, counted once.
+#[test]
+fn a_local_child_whose_parent_fails_before_it_ran_stops_once() {
+    let (log, dead) = probe_first_activation(Before::ParentFails);
+    assert_eq!(log, ["started", "stopped"]);
+    assert_eq!(dead, 3);
+}
+
+/// A same-shard script for a [`Scripted`] child: what it does at which message.
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Stashes `Item`s until `Open`, then unstashes them ahead of what its parent queued since.
+    Stash,
+    /// Its handler fails at item 2; its supervisor restarts it (the mailbox is kept).
+    FailAt2,
+    /// Stops itself at item 2: what its parent queued behind is dead letters, once.
+    StopAt2,
+}
+
+enum SMsg {
+    Item(u64),
+    Open,
+}
+
+/// Logs the items it handles (and its starts); see [`Script`].
+struct Scripted {
+    script: Script,
+    log: Log,
+    open: bool,
+    stash: percore::Stash<SMsg>,
+}
+
+impl Actor for Scripted {
+    type Msg = SMsg;
+    fn started(&mut self, _ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        self.log.lock().unwrap().push("started".into());
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: SMsg) -> Result<(), ActorError> {
+        match (self.script, msg) {
+            (Script::Stash, m @ SMsg::Item(_)) if !self.open => {
+                self.stash.stash(m).map_err(|_| "stash full")?;
+            }
+            (Script::Stash, SMsg::Open) => {
+                self.open = true;
+                ctx.unstash_all(&mut self.stash);
+            }
+            (_, SMsg::Open) => {}
+            (script, SMsg::Item(n)) => {
+                self.log.lock().unwrap().push(n.to_string());
+                match (script, n) {
+                    (Script::FailAt2, 2) => return Err("fails at 2".into()),
+                    (Script::StopAt2, 2) => ctx.stop_self(),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Spawns a [`Scripted`] child on its own shard with a mailbox of 4 and tells it, in one
+/// handler, items 1..=6 with `Open` after item 2 (seven tells): the last three find the
+/// mailbox full. Replies with the items refused.
+struct ScriptDriver {
+    script: Script,
+    log: Log,
+}
+
+impl Actor for ScriptDriver {
+    type Msg = percore::ReplyTo<Vec<u64>>;
+    fn handle(&mut self, ctx: &mut Context<Self>, reply: Self::Msg) -> Result<(), ActorError> {
+        let (script, log) = (self.script, self.log.clone());
+        let child = ctx.spawn(
+            Props::new(move || Scripted { script, log: log.clone(), open: false, stash: percore::Stash::new(8) }).capacity(4),
+        )?;
+        let mut refused = vec![];
+        for n in 1..=6 {
+            if child.tell(SMsg::Item(n)).is_err() {
+                refused.push(n);
+            }
+            if n == 2 && child.tell(SMsg::Open).is_err() {
+                refused.push(0);
+            }
+        }
+        reply.reply(refused);
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> percore::SupervisorStrategy {
+        percore::SupervisorStrategy::one_for_one(|_| percore::Directive::Restart)
+    }
+}
+
+fn run_script(script: Script, expect: &[&str]) -> u64 {
+    let rt = runtime(2);
+    let log = Log::default();
+    let driver = rt.spawn(Props::from(ScriptDriver { script, log: log.clone() }).shard(0)).unwrap();
+    let before = rt.dead_letters();
+    let refused = driver.blocking_ask(|r| r, DEADLINE).unwrap();
+    assert_eq!(refused, [4, 5, 6], "{script:?}: a local mailbox of 4 takes 1, 2, Open, 3");
+    assert!(eventually(|| log.lock().unwrap().len() >= expect.len()), "{script:?}: {:?}", log.lock().unwrap());
+    let handle = rt.handle().clone();
+    rt.shutdown();
+    assert_eq!(*log.lock().unwrap(), expect, "{script:?}");
+    handle.dead_letters() - before
+}
+
+/// Same-shard order through the inline slot and its backlog: stashed messages come back
+/// ahead of the one queued behind them; a full local mailbox refuses exactly the overflow.
+#[test]
+fn a_same_shard_stash_comes_back_in_order_and_a_full_local_mailbox_refuses_the_rest() {
+    // The three refused tells, each counted once (`tell` records a refused message).
+    assert_eq!(run_script(Script::Stash, &["started", "1", "2", "3"]), 3, "dead letters");
+}
+
+/// A failure mid-batch of same-shard messages, then a restart: the mailbox is kept, the rest
+/// is handled once each, in order.
+#[test]
+fn a_same_shard_failure_mid_batch_keeps_the_rest_in_order_across_the_restart() {
+    assert_eq!(run_script(Script::FailAt2, &["started", "1", "2", "started", "3"]), 3, "dead letters");
+}
+
+/// A stop mid-batch of same-shard messages: what is queued behind is counted as dead
+/// letters exactly once (at the stop, not again when the cell is freed).
+#[test]
+fn a_same_shard_stop_mid_batch_counts_the_rest_once() {
+    // The three refused tells, and `Open` and 3, queued behind 2.
+    assert_eq!(run_script(Script::StopAt2, &["started", "1", "2"]), 3 + 2, "dead letters");
+}

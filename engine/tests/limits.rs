@@ -218,3 +218,85 @@ fn a_runtime_lives_until_its_last_cell_is_freed() {
     }
     assert!(gone.load(Ordering::SeqCst), "the last cell freed the runtime");
 }
+
+/// Spawns from foreign threads and from a shard race the runtime's shutdown (the shards'
+/// holds on their cell counts given back as they exit): every spawn either succeeds or
+/// says `ShuttingDown`, and the runtime's shared state is freed exactly when the last of
+/// the cells made meanwhile goes, neither earlier (a count taken from zero, or a hold given
+/// back twice) nor never.
+#[test]
+fn spawns_racing_shutdown_keep_the_runtime_until_their_last_cell() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let gone = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(gone.clone());
+    let rt = Runtime::builder()
+        .shards(2)
+        .pin_to_cores(false)
+        .idle_spins(16)
+        .on_dead_letter(move |_| {
+            let _ = &flag;
+        })
+        .build()
+        .unwrap();
+    let made = Count::default();
+    let refs = Arc::new(Mutex::new(Vec::new()));
+    let handle = rt.handle().clone();
+    let spawners: Vec<_> = (0..2)
+        .map(|t| {
+            let (handle, made, refs) = (handle.clone(), made.clone(), refs.clone());
+            std::thread::spawn(move || loop {
+                match handle.spawn(Props::from(Counter(Count::default())).shard(t)) {
+                    Ok(r) => {
+                        made.add(1);
+                        refs.lock().unwrap().push(r);
+                    }
+                    Err(SpawnError::ShuttingDown) => return,
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    // A shard spawning too (children on itself and on the other shard), one per message it
+    // tells itself, until it stops or is refused.
+    let on_shard = Count::default();
+    let spinner = rt.spawn(Props::from(SpawnSpinner { made: on_shard.clone(), refs: refs.clone() }).shard(0)).unwrap();
+    spinner.tell(0).unwrap();
+    assert!(eventually(|| made.get() >= 50 && on_shard.get() >= 50), "made {} and {}", made.get(), on_shard.get());
+    rt.shutdown();
+    for s in spawners {
+        s.join().unwrap();
+    }
+    drop(handle);
+    drop(spinner);
+    let mut refs = std::mem::take(&mut *refs.lock().unwrap());
+    assert!(refs.len() >= 100);
+    while let Some(r) = refs.pop() {
+        assert!(!gone.load(Ordering::SeqCst), "freed while {} cells were left", refs.len() + 1);
+        drop(r);
+    }
+    assert!(gone.load(Ordering::SeqCst), "the last cell freed the runtime");
+}
+
+/// Spawns a counter per message (alternating shards), keeps its ref in `refs`, and tells
+/// itself the next message, until a spawn is refused.
+struct SpawnSpinner {
+    made: Count,
+    refs: std::sync::Arc<std::sync::Mutex<Vec<percore::ActorRef<u64>>>>,
+}
+
+impl Actor for SpawnSpinner {
+    type Msg = u64;
+    fn handle(&mut self, ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        match ctx.spawn(Props::from(Counter(Count::default())).shard(n as usize % 2)) {
+            Ok(r) => {
+                self.made.add(1);
+                self.refs.lock().unwrap().push(r);
+                let _ = ctx.myself().tell(n + 1);
+            }
+            Err(SpawnError::ShuttingDown | SpawnError::ParentStopping) => {}
+            Err(e) => return Err(e.to_string().into()),
+        }
+        Ok(())
+    }
+}
