@@ -218,7 +218,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
                 return unsafe { run_one::<A, T>(h, shard) };
             }
             // SAFETY: forwarded contract.
-            return unsafe { run_common::<A, T>(h, shard, holds_token, false) };
+            return unsafe { run_common::<A, T>(h, shard, holds_token) };
         }
         // With metrics the single-message path keeps the shared tail: split as in
         // `run_one`, that copy of `run` grew (418.5 -> 442.4).
@@ -278,15 +278,13 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     unsafe { finish_general::<A, T>(&act, inner) }
 }
 
-/// [`run`]'s common path other than [`run_one`], without metrics: the message loop. (`one`
-/// is `false` from `run` today; `true` would handle the single message with the shared
-/// tail, as `run`'s metrics copy does inline.)
+/// [`run`]'s common path other than [`run_one`], without metrics: the message loop.
 ///
 /// # Safety
 /// As [`run`], for a quiet actor with no system message whose queued flag is cleared for
-/// a local entry; `one`: as tested in [`run`].
+/// a local entry.
 #[inline(never)]
-unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool, one: bool) -> Outcome {
+unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -294,14 +292,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
-    // With metrics the single-message path keeps the shared tail: split as in `run_one`,
-    // that copy of `run` grew (callgrind, same-shard `pingpong --metrics`: 418.5 -> 442.4).
-    let result = if one {
-        // SAFETY: as `run_one`'s contract (`one`).
-        message_outcome(cell.header().id, unsafe { handle_one::<A, T>(cell, inner, shard) })
-    } else {
-        process_user_messages::<A, T, true>(cell, inner, shard, holds_token)
-    };
+    let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
