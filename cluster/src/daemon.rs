@@ -160,7 +160,7 @@ pub(crate) struct Daemon {
 impl Daemon {
     pub(crate) fn new(shared: Arc<ClusterShared>) -> Self {
         let me = shared.me;
-        let resolver = Resolver::new(shared.cfg.sbr, Instant::now());
+        let resolver = Resolver::new(me, shared.cfg.sbr, Instant::now());
         Daemon {
             shared,
             me,

@@ -311,6 +311,8 @@ impl Resolution {
 /// instant, applies what it returns, and calls [`Resolver::acted`] when that downed anyone.
 #[derive(Debug)]
 pub(crate) struct Resolver {
+    /// This node: always on its own side (observations of it are left out, see [`Resolver::tick`]).
+    me: UniqueAddress,
     settings: SbrSettings,
     signature: BTreeSet<UniqueAddress>,
     stable_since: Instant,
@@ -318,19 +320,32 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(settings: SbrSettings, now: Instant) -> Self {
-        Resolver { settings, signature: BTreeSet::new(), stable_since: now, unstable_since: None }
+    pub(crate) fn new(me: UniqueAddress, settings: SbrSettings, now: Instant) -> Self {
+        Resolver { me, settings, signature: BTreeSet::new(), stable_since: now, unstable_since: None }
     }
 
     /// One tick: `members` the whole view (downed members included), `records` the
     /// (observer, subject) unreachable observations of non-downed observers on active
     /// members. Returns a resolution when there is one to apply now.
+    ///
+    /// **This node is always on its own side** (as in Akka, whose resolver never counts
+    /// itself unreachable): observations *of* this node are left out of its decision, its
+    /// stability clock and its indirectly-connected check. A side is the set of members
+    /// that reach one another; whoever cannot reach this node is, for this node, on the
+    /// other side, and decides there. Counted as unreachable by its own resolver, a node
+    /// that some member flagged (a one-way break, or a flag that reached it just before a
+    /// partition closed) split the view wrongly: it was in "theirs" of its own
+    /// computation, so on a losing decision it downed the members nobody flagged, which
+    /// could be healthy members of the other side, and not itself (tests
+    /// `a_member_flagged_by_the_far_side_downs_itself_not_the_far_side`,
+    /// `a_member_flagged_by_its_own_side_still_downs_itself_on_a_lost_partition`).
     pub(crate) fn tick(
         &mut self,
         now: Instant,
         members: &[Member],
         records: &[(UniqueAddress, UniqueAddress)],
     ) -> Option<Resolution> {
+        let records: Vec<(UniqueAddress, UniqueAddress)> = records.iter().filter(|r| r.1 != self.me).copied().collect();
         let unreachable: BTreeSet<UniqueAddress> = records.iter().map(|r| r.1).collect();
         if unreachable != self.signature {
             self.signature = unreachable.clone();
@@ -347,7 +362,7 @@ impl Resolver {
         let stable_after = self.settings.stable_after;
         let strategy = self.settings.strategy;
         if now.duration_since(self.stable_since) >= stable_after {
-            let ic = if strategy == SbrStrategy::DownAll { BTreeSet::new() } else { indirectly_connected(records) };
+            let ic = if strategy == SbrStrategy::DownAll { BTreeSet::new() } else { indirectly_connected(&records) };
             // The decision leaves out observations between indirectly connected members
             // (they still talk through others): they count where they are.
             let clean: BTreeSet<UniqueAddress> =
@@ -504,7 +519,7 @@ mod tests {
 
     impl View {
         fn new(me: &Member, members: &[Member], settings: SbrSettings, now: Instant) -> View {
-            View { me: me.node, members: members.to_vec(), resolver: Resolver::new(settings, now) }
+            View { me: me.node, members: members.to_vec(), resolver: Resolver::new(me.node, settings, now) }
         }
         /// A tick at `now` with this node's detector flagging `flagged` (and no other
         /// observations); returns the decision taken, if any.
@@ -691,6 +706,66 @@ mod tests {
 
         // A clean partition has no cycle: {A} | {B, C} seen from B.
         assert!(indirectly_connected(&[(b.node, a.node), (c.node, a.node)]).is_empty());
+    }
+
+    /// A member cut off from the rest after one of them had flagged it (a one-way break
+    /// first, or a flag that reached it just before the cut). D's view holds A's flag of D
+    /// beside D's own flags of A, B, C and E. Before the fix D counted itself unreachable:
+    /// A and D formed a cycle ("indirectly connected"), the decision over B, C and E put A
+    /// on D's side, and D, a minority of two, downed the members nobody flagged: A, a
+    /// healthy member of the far side, and itself. Now D is on its own side alone and downs
+    /// only itself; the far side (which never sees D's flags) downs D.
+    #[test]
+    fn a_member_flagged_by_the_far_side_downs_itself_not_the_far_side() {
+        let (a, b, c, d, e) = (up(1, 1), up(2, 2), up(3, 3), up(4, 4), up(5, 5));
+        let all = [a, b, c, d, e];
+        let t0 = Instant::now();
+        let in_d = [(&d, &a), (&d, &b), (&d, &c), (&d, &e), (&a, &d)];
+        let far = [(&a, &d), (&b, &d), (&c, &d), (&e, &d)];
+        let mut vd = View::new(&d, &all, settings(500), t0);
+        let mut others: Vec<View> = [a, b, c, e].iter().map(|m| View::new(m, &all, settings(500), t0)).collect();
+        for t in [t0, t0 + ms(500)] {
+            vd.tick_records(t, &in_d);
+            for v in others.iter_mut() {
+                v.tick_records(t, &far);
+            }
+        }
+        assert!(!vd.alive(), "D, alone on its side, downs itself");
+        for m in [a, b, c, e] {
+            assert_eq!(vd.status(&m), Some(MemberStatus::Up), "D downs nobody of the far side ({:?})", m.node);
+        }
+        assert_eq!(others[0].status(&d), Some(MemberStatus::Down), "A, the leader, downs D");
+        assert!(others.iter().all(View::alive));
+    }
+
+    /// A clean partition {A, B, C} | {D, E}, and on the losing side E also flags D (a
+    /// one-way break between them). Before the fix D counted itself unreachable, so its
+    /// side was {E} alone against {A, B, C, D}: it downed E and not itself. Now each of D
+    /// and E downs the side {D, E}, itself included, and the majority downs both.
+    #[test]
+    fn a_member_flagged_by_its_own_side_still_downs_itself_on_a_lost_partition() {
+        let (a, b, c, d, e) = (up(1, 1), up(2, 2), up(3, 3), up(4, 4), up(5, 5));
+        let all = [a, b, c, d, e];
+        let t0 = Instant::now();
+        let minority = [(&d, &a), (&d, &b), (&d, &c), (&e, &a), (&e, &b), (&e, &c), (&e, &d)];
+        let majority = [(&a, &d), (&a, &e), (&b, &d), (&b, &e), (&c, &d), (&c, &e)];
+        let mut vd = View::new(&d, &all, settings(500), t0);
+        let mut ve = View::new(&e, &all, settings(500), t0);
+        let mut va = View::new(&a, &all, settings(500), t0);
+        for t in [t0, t0 + ms(500)] {
+            vd.tick_records(t, &minority);
+            ve.tick_records(t, &minority);
+            va.tick_records(t, &majority);
+        }
+        assert!(!vd.alive(), "D downs itself");
+        assert!(!ve.alive(), "E downs itself");
+        for v in [&vd, &ve] {
+            for m in [a, b, c] {
+                assert_eq!(v.status(&m), Some(MemberStatus::Up), "the minority downs nobody of the majority");
+            }
+        }
+        assert!(va.alive());
+        assert_eq!((va.status(&d), va.status(&e)), (Some(MemberStatus::Down), Some(MemberStatus::Down)));
     }
 
     #[test]
