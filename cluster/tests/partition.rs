@@ -241,6 +241,40 @@ fn indirectly_connected_members_learn_they_are_down_before_their_removal() {
     }
 }
 
+/// A member X loses its links to the two lowest members P and Q but keeps the one to M (the
+/// highest), which talks to everyone. X flags P and Q, they flag X, and gossip through M
+/// carries all four records everywhere. X, which leaves the observations of itself out of
+/// its own decision, sees "{X, M} against {P, Q}" and loses the tie (P holds the lowest
+/// address); its own set is stable before M's (M waits for the flags to reach it). Before
+/// the fix X downed its side, M included: M, healthy and reachable from everyone, ended its
+/// membership, and every member went down. Now X, itself indirectly connected, downs only
+/// itself; once it is down its observations no longer count and P, Q and M keep the
+/// cluster (had M decided first, it would have downed X, P and Q as indirectly connected,
+/// and kept the cluster alone: either way M stays). Unit test:
+/// `sbr::tests::a_member_that_lost_most_links_does_not_down_the_bridge_it_still_reaches`.
+#[test]
+fn a_member_that_lost_most_links_does_not_down_the_member_it_still_reaches() {
+    let cfg = failure_config().down_removal_margin(Duration::from_secs(30));
+    let mut nodes = cluster_of(4, cfg, |_| {});
+    all_up(&nodes.iter().collect::<Vec<_>>(), 4);
+    nodes.sort_by_key(|n| n.addr());
+    let (p, q, x, m) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3]);
+    blackhole(&[x], &[p, q]);
+    eventually("X ends its membership and M sees it down, or M ends its own", || {
+        (x.cluster.is_terminated() && m.status_of(x.addr()) == Some(MemberStatus::Down)) || m.cluster.is_terminated()
+    });
+    assert!(!m.cluster.is_terminated(), "M, reachable from everyone, keeps the cluster");
+    // P and Q: kept (X downed itself first) or downed by M (M decided first), never alive
+    // while M downed them.
+    for n in [p, q] {
+        eventually("P and Q settle", || {
+            let st = m.status_of(n.addr());
+            st == Some(MemberStatus::Up) && !n.cluster.is_terminated()
+                || st == Some(MemberStatus::Down) && n.cluster.is_terminated()
+        });
+    }
+}
+
 /// A member downed for being unreachable to one member only (a one-way break: Y cannot hear
 /// X, X still hears everyone, and Z talks with both) decides nothing itself: its own
 /// detector flags nobody, and it is never the leader (unreachable): only Z can tell it.
