@@ -204,7 +204,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
             return unsafe { run_common::<A, T>(h, shard, false) };
         }
         // SAFETY: forwarded contract.
-        return unsafe { run_general::<A, T>(h, cell, inner, shard, false) };
+        return unsafe { run_general::<A, T>(h, shard, false) };
     }
     if inner.meta.running_without(UNUSUAL | Flags::UNSTASHED) && shared.header.sys.is_empty() {
         // Metrics: the common path only counts (the activation here, its messages at the
@@ -214,7 +214,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         // spilled them (callgrind, same-shard `pingpong --metrics`).
         if T & METRICS != 0 && !shard.metrics().plain_activation(&shared.header) {
             // SAFETY: forwarded contract.
-            return unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) };
+            return unsafe { run_general::<A, T>(h, shard, holds_token) };
         }
         // The single-message path: a local entry whose queue holds one message, in its
         // inline slot (the same-shard common case), without side data or unstashed
@@ -258,7 +258,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         return unsafe { finish_general::<A, T>(&act, inner) };
     }
     // SAFETY: forwarded contract.
-    unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) }
+    unsafe { run_general::<A, T>(h, shard, holds_token) }
 }
 
 /// [`run`]'s single-message path without metrics (see there).
@@ -385,17 +385,20 @@ unsafe fn one_failed<A: Actor, const T: u8>(
 
 /// [`run`] for an actor that is not simply running: every step with every test.
 ///
+/// Its arguments begin as `run`'s, `h` and `shard`, as [`run_one`]'s and [`run_common`]'s
+/// do, so that `run`'s tail calls leave them in their registers (with the cell and its
+/// `inner` passed here too, the compiler moved `shard` to another register on entry to
+/// `run` and back before every tail call: callgrind, same-shard `pingpong`, 2
+/// instructions per message).
+///
 /// # Safety
-/// As [`run`]; `cell` and `inner` are `h`'s, and its queued flag is already cleared for a
-/// local entry.
+/// As [`run`]; `h`'s queued flag is already cleared for a local entry.
 #[inline(never)]
-unsafe fn run_general<A: Actor, const T: u8>(
-    h: NonNull<Header>,
-    cell: &Cell<A>,
-    inner: &mut Inner<A>,
-    shard: &ShardLocal,
-    holds_token: bool,
-) -> Outcome {
+unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     let shared = cell.shared();
     if inner.meta.lifecycle == Lifecycle::Dead {
         // A stale entry for a dead actor: account for it and release with the last one.
