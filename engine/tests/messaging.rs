@@ -694,3 +694,71 @@ fn bouncing_pair_does_not_starve_a_foreign_sender() {
 fn bouncing_pair_does_not_starve_a_timer() {
     bouncing_pair_does_not_starve(MarkFrom::Timer);
 }
+
+/// Messages of [`CrossBouncer`].
+enum CrossBounce {
+    Link(ActorRef<CrossBounce>),
+    N(u64),
+}
+
+/// Bounces a number to its partner until `CROSS_LAST`, checking that the numbers it gets
+/// arrive in order (every second one); counts what it saw.
+struct CrossBouncer {
+    other: Option<ActorRef<CrossBounce>>,
+    expect: u64,
+    seen: Count,
+    out_of_order: Count,
+}
+const CROSS_LAST: u64 = 2_000;
+impl Actor for CrossBouncer {
+    type Msg = CrossBounce;
+    fn handle(&mut self, _ctx: &mut Context<Self>, msg: CrossBounce) -> Result<(), ActorError> {
+        match msg {
+            CrossBounce::Link(other) => self.other = Some(other),
+            CrossBounce::N(n) => {
+                if n != self.expect {
+                    self.out_of_order.add(1);
+                }
+                self.expect = n + 2;
+                self.seen.add(1);
+                if n < CROSS_LAST {
+                    let other = self.other.as_ref().ok_or("no partner")?;
+                    other.try_tell(CrossBounce::N(n + 1)).map_err(|_| "partner full or closed")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A tell from a shard of one runtime to an actor on the shard with the same index of
+/// another runtime is a cross-thread tell (the same-shard test names the shard by its
+/// runtime and its index together: `shard::owner_key`), in both directions and beside a
+/// same-shard pair on one of them: every number arrives exactly once, in order, and no
+/// actor fails.
+#[test]
+fn same_shard_index_of_another_runtime_is_not_this_shard() {
+    let (ra, rb) = (runtime(2), runtime(2));
+    let counts: Vec<(Count, Count)> = (0..4).map(|_| (Count::default(), Count::default())).collect();
+    let bouncer = |i: usize| CrossBouncer { other: None, expect: (i % 2) as u64, seen: counts[i].0.clone(), out_of_order: counts[i].1.clone() };
+    // Pair 0-1 across the runtimes, both on shard 1; pair 2-3 within `ra`'s shard 1.
+    let a0 = ra.spawn(Props::from(bouncer(0)).shard(1)).unwrap();
+    let b1 = rb.spawn(Props::from(bouncer(1)).shard(1)).unwrap();
+    let a2 = ra.spawn(Props::from(bouncer(2)).shard(1)).unwrap();
+    let a3 = ra.spawn(Props::from(bouncer(3)).shard(1)).unwrap();
+    for (x, y) in [(&a0, &b1), (&b1, &a0), (&a2, &a3), (&a3, &a2)] {
+        x.blocking_send(CrossBounce::Link(y.clone()), DEADLINE).unwrap();
+    }
+    a0.blocking_send(CrossBounce::N(0), DEADLINE).unwrap();
+    a2.blocking_send(CrossBounce::N(0), DEADLINE).unwrap();
+    // The even side sees 0, 2, ..., CROSS_LAST; the odd side 1, 3, ..., CROSS_LAST - 1.
+    let expected = |i: usize| if i % 2 == 0 { CROSS_LAST / 2 + 1 } else { CROSS_LAST / 2 };
+    assert!(eventually(|| counts.iter().enumerate().all(|(i, (seen, _))| seen.get() >= expected(i))), "the games did not finish");
+    assert_eq!(ra.failures() + rb.failures(), 0);
+    ra.shutdown();
+    rb.shutdown();
+    for (i, (seen, out_of_order)) in counts.iter().enumerate() {
+        assert_eq!(seen.get(), expected(i), "bouncer {i}");
+        assert_eq!(out_of_order.get(), 0, "bouncer {i}");
+    }
+}

@@ -188,8 +188,25 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
     // rest, the single-message test below needs no test of its own (callgrind, same-shard
     // `pingpong`).
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
-    let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
-    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL | Flags::UNSTASHED) && shared.header.sys.is_empty() {
+    let quiet = |m: &super::meta::Meta| m.running_without(UNUSUAL);
+    if T & METRICS == 0 && !holds_token {
+        // A local entry without metrics, the same-shard case: its own copy of the tests
+        // below, so that the entry's kind is tested once (merged with the token's path,
+        // the compiler tested it twice; callgrind, same-shard `pingpong`).
+        if inner.meta.running_without(UNUSUAL | Flags::UNSTASHED) && shared.header.sys.is_empty() {
+            // SAFETY: owner-shard thread (contract).
+            if T & SPANS == 0 && unsafe { shared.local_only_first() } {
+                // SAFETY: forwarded contract; the local queue holds exactly one message, in
+                // its inline slot (just tested; nothing ran since).
+                return unsafe { run_one::<A, T>(h, shard) };
+            }
+            // SAFETY: forwarded contract.
+            return unsafe { run_common::<A, T>(h, shard, false) };
+        }
+        // SAFETY: forwarded contract.
+        return unsafe { run_general::<A, T>(h, shard, false) };
+    }
+    if inner.meta.running_without(UNUSUAL | Flags::UNSTASHED) && shared.header.sys.is_empty() {
         // Metrics: the common path only counts (the activation here, its messages at the
         // end). A sampled activation, or one of the actor whose same-shard message is the
         // shard's wait probe, takes the general path, which has every hook: kept here, the
@@ -197,7 +214,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         // spilled them (callgrind, same-shard `pingpong --metrics`).
         if T & METRICS != 0 && !shard.metrics().plain_activation(&shared.header) {
             // SAFETY: forwarded contract.
-            return unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) };
+            return unsafe { run_general::<A, T>(h, shard, holds_token) };
         }
         // The single-message path: a local entry whose queue holds one message, in its
         // inline slot (the same-shard common case), without side data or unstashed
@@ -241,7 +258,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         return unsafe { finish_general::<A, T>(&act, inner) };
     }
     // SAFETY: forwarded contract.
-    unsafe { run_general::<A, T>(h, cell, inner, shard, holds_token) }
+    unsafe { run_general::<A, T>(h, shard, holds_token) }
 }
 
 /// [`run`]'s single-message path without metrics (see there).
@@ -257,18 +274,24 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
     let handled = unsafe { call_one::<A>(cell, inner, shard) };
-    if !matches!(handled, Ok(Ok(()))) {
-        // A failure: mapped and handled out of line, so that this path carries no
-        // `Failure` (and no drop flag for it) to its end (callgrind, same-shard
-        // `pingpong`: the result was built on the stack and tested twice). Tested before
-        // `after_one`, so that the result is not kept across that call (it was stored to
-        // the stack and copied there once more for this test).
+    // A failure: mapped and handled out of line, so that this path carries no `Failure`
+    // (and no drop flag for it) to its end (callgrind, same-shard `pingpong`: the result
+    // was built on the stack and tested twice). Tested before `after_one`, so that the
+    // result is not kept across that call (it was stored to the stack and copied there
+    // once more for this test). The error and the panic go to two functions, each by
+    // value (two registers): with one function taking the caught result, the result was
+    // written to the stack after every handler, before its test (callgrind: 3 stores per
+    // message; docs/PERFORMANCE.md, "Same-shard path, round 5").
+    match handled {
+        Ok(Ok(())) => {}
         // SAFETY: forwarded contract.
-        return unsafe { one_failed::<A, T>(h, cell, inner, shard, handled) };
+        Ok(Err(e)) => return unsafe { one_returned_error::<A, T>(h, shard, e) },
+        // SAFETY: forwarded contract.
+        Err(p) => return unsafe { one_panicked::<A, T>(h, shard, p) },
     }
     after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
-    if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(UNUSUAL) {
+    if inner.meta.running_without(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
         return Outcome::Done;
@@ -291,7 +314,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
-    let quiet = |m: &super::meta::Meta| m.lifecycle == Lifecycle::Running && !m.is(UNUSUAL);
+    let quiet = |m: &super::meta::Meta| m.running_without(UNUSUAL);
     let result = process_user_messages::<A, T, true>(cell, inner, shard, holds_token);
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
@@ -306,14 +329,43 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     unsafe { finish_general::<A, T>(&act, inner) }
 }
 
+/// [`run_one`]'s handler returned an error: [`one_failed`].
+///
+/// # Safety
+/// As [`run_one`].
+#[cold]
+#[inline(never)]
+unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, e: crate::ActorError) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: forwarded contract.
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Ok(Err(e))) }
+}
+
+/// [`run_one`]'s handler panicked: [`one_failed`].
+///
+/// # Safety
+/// As [`run_one`].
+#[cold]
+#[inline(never)]
+unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, p: Box<dyn std::any::Any + Send>) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: forwarded contract.
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Err(p)) }
+}
+
 /// The end of [`run`]'s single-message path after its handler failed (returned an error
 /// or panicked): the failure goes to the actor's supervisor, then the general end of an
 /// activation. Out of line and cold: the common path then carries no `Failure`.
 ///
 /// # Safety
 /// As [`run`] for a local entry; `cell` and `inner` are `h`'s.
-#[cold]
-#[inline(never)]
+#[inline(always)]
 unsafe fn one_failed<A: Actor, const T: u8>(
     h: NonNull<Header>,
     cell: &Cell<A>,
@@ -333,17 +385,20 @@ unsafe fn one_failed<A: Actor, const T: u8>(
 
 /// [`run`] for an actor that is not simply running: every step with every test.
 ///
+/// Its arguments begin as `run`'s, `h` and `shard`, as [`run_one`]'s and [`run_common`]'s
+/// do, so that `run`'s tail calls leave them in their registers (with the cell and its
+/// `inner` passed here too, the compiler moved `shard` to another register on entry to
+/// `run` and back before every tail call: callgrind, same-shard `pingpong`, 2
+/// instructions per message).
+///
 /// # Safety
-/// As [`run`]; `cell` and `inner` are `h`'s, and its queued flag is already cleared for a
-/// local entry.
+/// As [`run`]; `h`'s queued flag is already cleared for a local entry.
 #[inline(never)]
-unsafe fn run_general<A: Actor, const T: u8>(
-    h: NonNull<Header>,
-    cell: &Cell<A>,
-    inner: &mut Inner<A>,
-    shard: &ShardLocal,
-    holds_token: bool,
-) -> Outcome {
+unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     let shared = cell.shared();
     if inner.meta.lifecycle == Lifecycle::Dead {
         // A stale entry for a dead actor: account for it and release with the last one.
@@ -363,7 +418,7 @@ unsafe fn run_general<A: Actor, const T: u8>(
     }
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
-    if meta.lifecycle == Lifecycle::Running && !meta.is(Flags::HOLD) {
+    if meta.running_without(Flags::HOLD) {
         if let Err(failure) = process_user_messages::<A, T, false>(cell, inner, shard, holds_token) {
             act.fail(inner, failure);
         }

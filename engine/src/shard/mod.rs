@@ -125,7 +125,40 @@ const ACTIVATIONS_PER_TURN: usize = 256;
 thread_local! {
     /// The shard running on this thread, if any (null on foreign threads).
     static CURRENT: StdCell<*const ShardLocal> = const { StdCell::new(ptr::null()) };
+    /// [`owner_key`] of the shard running on this thread, 0 on foreign threads: the
+    /// same-shard send's owner test is one compare with this (see
+    /// [`ShardLocal::current_owner_of`]).
+    static CURRENT_KEY: StdCell<usize> = const { StdCell::new(0) };
 }
+
+/// A number that names shard `index` of runtime `rt` among all the shards of the live
+/// runtimes: four times the runtime's address plus the index. Two live runtimes are two
+/// allocations at least `size_of::<RuntimeShared>()` bytes apart, so their addresses times
+/// four are more than [`crate::MAX_SHARDS`] apart (asserted below), and an index is below
+/// that: two shards never share a key. (User-space addresses are below 2^62, so the
+/// product does not wrap.) No key is 0 (a foreign thread's).
+///
+/// Callgrind, same-shard `pingpong`: the owner test was a null test of `CURRENT`, then the
+/// shard index and the runtime compared (nine instructions per message); with the key it
+/// is one `lea` and one compare (docs/PERFORMANCE.md, "Same-shard path, round 5").
+///
+/// The address used is the `Arc`'s own (its allocation's: two counts, then the runtime at
+/// [`ARC_DATA_OFFSET`]), which the sender loads as it is; from the runtime's address the
+/// compiler added the offset, one instruction more. Any constant offset keeps the keys
+/// unique, so a wrong guess of std's layout would cost only that instruction.
+#[inline(always)]
+fn owner_key(rt: &Arc<RuntimeShared>, index: usize) -> usize {
+    (Arc::as_ptr(rt) as usize).wrapping_sub(ARC_DATA_OFFSET).wrapping_mul(4).wrapping_add(index)
+}
+
+/// Where an `Arc<RuntimeShared>`'s value sits in its allocation: after the strong and weak
+/// counts, aligned (see [`owner_key`]).
+const ARC_DATA_OFFSET: usize = {
+    let (counts, align) = (2 * std::mem::size_of::<usize>(), std::mem::align_of::<RuntimeShared>());
+    counts.div_ceil(align) * align
+};
+
+const _: () = assert!(4 * std::mem::size_of::<RuntimeShared>() > crate::MAX_SHARDS, "owner keys could collide");
 
 /// The index of the shard running on this thread, if any.
 pub(crate) fn current_shard_index() -> Option<usize> {
@@ -212,17 +245,25 @@ impl ShardLocal {
     }
 
     /// The shard on this thread, if it owns `h`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn current_owner_of(h: &Header) -> Option<&ShardLocal> {
-        let p = CURRENT.with(|c| c.get());
-        if p.is_null() {
+        if CURRENT_KEY.with(|k| k.get()) != owner_key(&h.runtime, h.shard as usize) {
             return None;
         }
-        // SAFETY: CURRENT is non-null only while this thread runs the shard loop, whose
-        // `ShardLocal` outlives every call made from inside it (and callers use the result
-        // immediately, within that call).
+        let p = CURRENT.with(|c| c.get());
+        debug_assert!(!p.is_null(), "an owner key without a current shard");
+        // SAFETY: a matching key is set only while CURRENT is non-null (`run_shard`).
+        // Told to the compiler, the caller's `Some` test goes (callgrind, same-shard
+        // `pingpong`: a `test` and a branch per message).
+        unsafe { std::hint::assert_unchecked(!p.is_null()) };
+        // SAFETY: the key matches only while this thread runs shard `h.shard` of `h`'s
+        // runtime (`run_shard` sets it with CURRENT and clears both at the end; keys are
+        // unique, see `owner_key`), so CURRENT is that shard, whose `ShardLocal` outlives
+        // every call made from inside its loop (and callers use the result immediately,
+        // within that call).
         let s = unsafe { &*p };
-        (s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime)).then_some(s)
+        debug_assert!(s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime));
+        Some(s)
     }
 
     #[inline]
@@ -779,9 +820,11 @@ pub fn install_driver(
 pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize>) {
     let shard = ShardLocal::new(index, rt, core);
     CURRENT.with(|c| c.set(&shard));
+    CURRENT_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
+            CURRENT_KEY.with(|k| k.set(0));
             CURRENT.with(|c| c.set(ptr::null()));
         }
     }

@@ -76,7 +76,10 @@ impl RunQueue {
     /// empty), otherwise to the ring, behind what waits there.
     #[inline(always)]
     pub(crate) fn push_next(&mut self, e: Entry) {
-        if self.head == self.tail && self.next == Entry::NONE {
+        // The slot first, then the ring's two indices compared for equality (tested the
+        // other way, the compiler computed the ring's length, shared with `push`'s capacity
+        // test, one instruction more on the slot's path).
+        if self.next == Entry::NONE && self.head == self.tail {
             self.next = e;
         } else {
             self.push(e);
