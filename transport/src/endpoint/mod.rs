@@ -509,33 +509,60 @@ impl EndpointState {
             conn.out.extend_from_slice(&seq);
             let _ = end_frame(&mut conn.out, s, usize::MAX);
         }
+        // The peer's buffer, if this connection carries it now and it holds frames.
+        let carried =
+            conn.carries.filter(|&p| self.peers[p].state == PeerState::Open(c) && !self.peers[p].pending.is_empty());
         if !conn.out.is_empty() {
+            // Control frames go first (rebinds and the both-ways confirmation must precede
+            // the buffer), and the buffer goes with them in the same send. Sent alone, they
+            // could starve it: on a connection used both ways the peer's heartbeats come with
+            // nearly every read batch of a node that lags behind reading, each owing an ack,
+            // and on a busy shard our heartbeat ticks can come as often as sends complete;
+            // then every send was control frames only, the peer saw a live connection, and
+            // our requests waited for ever. The copy happens only when control frames wait
+            // (once per heartbeat interval on a steady connection), never per message.
+            let control = conn.out.len();
+            if let Some(p) = carried {
+                conn.out.extend_from_slice(&self.peers[p].pending);
+            }
             let n = conn.out.len() as u64;
             conn.sending = io.send(c, &mut conn.out);
             if conn.sending {
                 self.bytes_out += n;
+                if let Some(p) = carried {
+                    self.peers[p].pending.clear();
+                    self.pending_handed_over(p);
+                }
+            } else {
+                // Not taken (the backend's buffer is untouched then): the peer's frames stay
+                // in its buffer, for this connection's next send or the next connection.
+                conn.out.truncate(control);
             }
             return;
         }
-        if let Some(p) = conn.carries {
-            let peer = &mut self.peers[p];
-            if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
-                let n = peer.pending.len() as u64;
-                conn.sending = io.send(c, &mut peer.pending);
-                if conn.sending {
-                    self.bytes_out += n;
-                    peer.pending_msgs = 0;
-                    for alias in peer.unannounced.drain(..) {
-                        if let Some(a) = peer.aliases.get_mut(&alias) {
-                            a.announced = true;
-                        }
-                    }
-                    for alias in peer.paused.drain(..) {
-                        if let Some(a) = peer.aliases.get(&alias) {
-                            a.ctl.resume();
-                        }
-                    }
-                }
+        if let Some(p) = carried {
+            let n = self.peers[p].pending.len() as u64;
+            conn.sending = io.send(c, &mut self.peers[p].pending);
+            if conn.sending {
+                self.bytes_out += n;
+                self.pending_handed_over(p);
+            }
+        }
+    }
+
+    /// Peer `p`'s buffered frames were handed to a connection: its aliases are announced
+    /// there, and proxies paused at the high-water mark may send again.
+    fn pending_handed_over(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.pending_msgs = 0;
+        for alias in peer.unannounced.drain(..) {
+            if let Some(a) = peer.aliases.get_mut(&alias) {
+                a.announced = true;
+            }
+        }
+        for alias in peer.paused.drain(..) {
+            if let Some(a) = peer.aliases.get(&alias) {
+                a.ctl.resume();
             }
         }
     }
