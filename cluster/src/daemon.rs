@@ -773,8 +773,8 @@ mod tests {
     #[test]
     fn a_member_seen_terminated_reads_its_final_status() {
         let rt = percore::Runtime::builder().name("ended").shards(1).pin_to_cores(false).build().unwrap();
-        let node = percore_transport::Node::start(&rt.handle(), percore_transport::NodeConfig::new(([127, 0, 0, 1], 0)))
-            .unwrap();
+        let cfg = percore_transport::NodeConfig::new(([127, 0, 0, 1], 0));
+        let node = percore_transport::Node::start(&rt.handle(), cfg).unwrap();
         let cluster = Cluster::start(&node, ClusterConfig::new()).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (shared, record) = (cluster.shared.clone(), seen.clone());
@@ -790,7 +790,8 @@ mod tests {
         cluster.leave().unwrap();
         eventually("the membership ends", || cluster.is_terminated());
         let last = cluster.state().self_status;
-        assert!(matches!(last, Some(MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed)), "final {last:?}");
+        let ended = matches!(last, Some(MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed));
+        assert!(ended, "final {last:?}");
         let seen = seen.lock().unwrap().clone();
         assert!(seen.iter().all(|s| *s == last), "seen terminated with status {seen:?}, final {last:?}");
         rt.shutdown();

@@ -431,8 +431,13 @@ fn a_leave_seen_waiting_in_a_paused_queue_is_not_queued_again() {
         nodes[1].cluster.is_terminated()
     });
     eventually("node 1 is removed", || nodes[0].status_of(nodes[1].addr()).is_none());
-    let p = refs[0].__probe(LONG).unwrap();
-    assert_eq!(p.outbound, 0, "the queue to the removed member is dropped");
+    // The daemon publishes the removal before its region has applied a view without node 1
+    // (views go to regions only once the gossip converges, through their mailboxes), and
+    // the region drops the queue when it does: the check waits for that (before, it raced
+    // it: 7 still queued, once in seven loaded runs of the suite).
+    eventually("the queue to the removed member is dropped", || {
+        refs[0].__probe(LONG).expect("the region answers").outbound == 0
+    });
     let lost = refs[0].undelivered();
     // What may wait there: a fence per shard that moved from node 1 (at most 10) and one
     // `LeaveSeen`.
