@@ -47,6 +47,11 @@
 //!   peer dialled and announced both ways on; else a dial. Two connections exist when both
 //!   nodes dial at once: each keeps sending over its own, and no tie-break is needed, since a
 //!   direction's order depends only on the connection that carries it.
+//! * A connection sends one buffer at a time: its control frames (handshake, heartbeats,
+//!   acks, Terminated, rebinds) and, in the same send, the peer's pending buffer behind
+//!   them. Never the control frames alone while the buffer waits: on a connection used both
+//!   ways the peer's heartbeats owe an ack at nearly every read of a node that lags behind,
+//!   and such acks went alone at every send, forever, while the buffer grew (`try_send`).
 //! * When the connection carrying a peer's buffer closes, what was handed to the kernel is
 //!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
 //!   the peer dialled since, or our dial) re-binds every alias before them. When our own
