@@ -17,7 +17,7 @@
 //! reconnect every alias is bound again before the buffered frames, so per-sender FIFO order
 //! holds across reconnects for frames not yet handed to the kernel.
 //!
-//! ## One connection per node pair (opt-in: `NodeConfig::both_ways`, off by default)
+//! ## One connection per node pair (`NodeConfig::both_ways`, on by default)
 //! ```text
 //!   A (dials B)                                              B (accepts)
 //!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS, proof) ──►
