@@ -573,8 +573,8 @@ impl Daemon {
                     );
                     self.terminated = true;
                     crate::cluster::note_ended(self.me);
-                    // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`.
-                    self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
+                    // `shared.terminated` is set below, once the state that says why is
+                    // published.
                 }
             }
         }
@@ -621,6 +621,14 @@ impl Daemon {
             *self.shared.state.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
             self.watchers.retain(|w| w(&state));
             self.published = state;
+        }
+        if self.terminated && !self.shared.terminated.load(std::sync::atomic::Ordering::Relaxed) {
+            // After the state: whoever sees the membership ended reads its final status
+            // (before, a reader could see `is_terminated()` and still read this node Up,
+            // for as long as the region hooks and events above took on a stalled shard).
+            // ORDERING: Release pairs with the Acquire load in `Cluster::is_terminated`
+            // (the state itself is published under its lock above).
+            self.shared.terminated.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 }
@@ -736,5 +744,56 @@ impl Actor for Daemon {
         }
         self.after_change(&ctx.runtime());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use super::MembershipView;
+    use crate::{Cluster, ClusterConfig, MemberStatus};
+
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// `Cluster::is_terminated` turned true before the state naming this node's final status
+    /// was published: a caller that saw the membership end could still read itself Up (the
+    /// indirectly-connected partition test, once in five loaded runs of the suite, while
+    /// the daemon's activation stalled for a second). The regions' view hooks run inside
+    /// that window; this one records what a reader sees there. Before the fix it recorded
+    /// `Some(Leaving)` with `is_terminated()` already true.
+    #[test]
+    fn a_member_seen_terminated_reads_its_final_status() {
+        let rt = percore::Runtime::builder().name("ended").shards(1).pin_to_cores(false).build().unwrap();
+        let cfg = percore_transport::NodeConfig::new(([127, 0, 0, 1], 0));
+        let node = percore_transport::Node::start(&rt.handle(), cfg).unwrap();
+        let cluster = Cluster::start(&node, ClusterConfig::new()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (shared, record) = (cluster.shared.clone(), seen.clone());
+        let hook = Box::new(move |_: MembershipView| {
+            if shared.terminated.load(Ordering::Acquire) {
+                let status = shared.state.lock().unwrap().self_status;
+                record.lock().unwrap().push(status);
+            }
+        });
+        cluster.register_region("probe".into(), hook, Arc::new(AtomicBool::new(true))).unwrap();
+        cluster.join([node.addr()]).unwrap();
+        eventually("this node up", || cluster.state().self_status == Some(MemberStatus::Up));
+        cluster.leave().unwrap();
+        eventually("the membership ends", || cluster.is_terminated());
+        let last = cluster.state().self_status;
+        let ended = matches!(last, Some(MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed));
+        assert!(ended, "final {last:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|s| *s == last), "seen terminated with status {seen:?}, final {last:?}");
+        rt.shutdown();
     }
 }

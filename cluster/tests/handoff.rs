@@ -170,10 +170,14 @@ fn a_view_sent_while_the_region_mailbox_is_full_is_not_lost() {
     });
     all_up(&[&nodes[0], &nodes[1]], 2);
     let a = nodes[0].addr().to_string();
+    // Bounded: a run of the whole suite under load once hung here, every entity asked
+    // living on node 1 (not analysed); it now fails with its log instead.
+    let deadline = std::time::Instant::now() + LONG;
     let here = (0..)
         .map(|i| refs_by_node[0].entity(&format!("v{i}")))
+        .take_while(|_| std::time::Instant::now() < deadline)
         .find(|r| r.blocking_ask(CounterMsg::Get, LONG).unwrap().1 == a)
-        .unwrap();
+        .expect("an entity placed on node 0");
     gate.pause_next.store(true, Ordering::SeqCst);
     here.blocking_ask(CounterMsg::Get, LONG).unwrap();
     let paused = gate.paused.lock().unwrap().clone().expect("paused");
@@ -431,8 +435,13 @@ fn a_leave_seen_waiting_in_a_paused_queue_is_not_queued_again() {
         nodes[1].cluster.is_terminated()
     });
     eventually("node 1 is removed", || nodes[0].status_of(nodes[1].addr()).is_none());
-    let p = refs[0].__probe(LONG).unwrap();
-    assert_eq!(p.outbound, 0, "the queue to the removed member is dropped");
+    // The daemon publishes the removal before its region has applied a view without node 1
+    // (views go to regions only once the gossip converges, through their mailboxes), and
+    // the region drops the queue when it does: the check waits for that (before, it raced
+    // it: 7 still queued, once in seven loaded runs of the suite).
+    eventually("the queue to the removed member is dropped", || {
+        refs[0].__probe(LONG).expect("the region answers").outbound == 0
+    });
     let lost = refs[0].undelivered();
     // What may wait there: a fence per shard that moved from node 1 (at most 10) and one
     // `LeaveSeen`.

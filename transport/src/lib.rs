@@ -189,8 +189,8 @@
 //! * **Negotiated, compatible.** The dialler announces it with a capability byte (and its
 //!   proof) after the sequence number of the heartbeat it sends right after the handshake;
 //!   a node of an earlier version reads only the sequence number and never announces, so with it each
-//!   node keeps dialling its own connection. Opt in with [`NodeConfig::both_ways`]`(true)` (off by
-//!   default for now: see there).
+//!   node keeps dialling its own connection. On by default; [`NodeConfig::both_ways`]`(false)` (or
+//!   `PERCORE_BOTH_WAYS=off`) keeps one connection per direction.
 //! * **Authenticated both ways.** The dialler takes the acceptor's messages only after the
 //!   acceptor proved the secret in its CHALLENGE (and, with TLS, presented a certificate
 //!   naming the dialled address), announced the dialled address, and confirmed the

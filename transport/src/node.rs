@@ -87,9 +87,9 @@ impl NodeConfig {
             max_aliases: 1 << 16,
             handshake_timeout: Duration::from_secs(5),
             max_unauthenticated: (default_unauthenticated_cap(), 32),
-            // Off by default until the cluster suite is clean with it (see `both_ways`);
-            // `PERCORE_BOTH_WAYS=on` turns it on (for measurements).
-            both_ways: matches!(std::env::var("PERCORE_BOTH_WAYS").as_deref(), Ok("on") | Ok("1")),
+            // On by default (see `both_ways`); `PERCORE_BOTH_WAYS=off` turns it off (one
+            // connection per direction, for measurements and comparisons).
+            both_ways: !matches!(std::env::var("PERCORE_BOTH_WAYS").as_deref(), Ok("off") | Ok("0")),
         }
     }
     /// The address peers know this node by (its identity in handshakes, refs and reply
@@ -179,21 +179,20 @@ impl NodeConfig {
         self.max_unauthenticated = (per_node.max(1), per_source.max(1));
         self
     }
-    /// Whether a connection may carry messages both ways (default **off**, opt in): this node announces
+    /// Whether a connection may carry messages both ways (default **on**): this node announces
     /// that it accepts a peer's messages on the connections it dials, and sends its own
     /// messages to a peer over the connection that peer dialled (when that peer announced
     /// the same and this node has no connection of its own to it), so a pair of nodes
     /// talks over one connection and a reply carries the TCP acknowledgement of the
-    /// request. Off: today's layout of one connection per direction, as a peer of an
-    /// earlier version (which never announces it) also gets. See the endpoint's design
-    /// notes in the [crate docs](crate#one-connection-per-node-pair). Off by default for now:
-    /// the cluster's test suite, run under load with it on, failed about 4 runs in 10; the
-    /// three causes found (all in the cluster, none in the transport: docs/PERFORMANCE.md,
-    /// "Under the cluster") are fixed, after which 13 of 15 runs passed with it on; the two
-    /// failures left (a member unreachable for a minute while its both-ways connections
-    /// timed out under the per-sender order test's load, and one placement assertion) are
-    /// not understood yet. The environment variable `PERCORE_BOTH_WAYS=on` turns the
-    /// default on (for measurements).
+    /// request. Off: one connection per direction, as a peer of an earlier version (which
+    /// never announces it) also gets. See the endpoint's design notes in the
+    /// [crate docs](crate#one-connection-per-node-pair). It was opt-in while the cluster's
+    /// test suite, run under load with it on, failed now and then; the last cause (a
+    /// connection whose control frames starved the messages buffered for its peer,
+    /// docs/PERFORMANCE.md "Both ways under load: the cause found") is fixed. Turn it off
+    /// where a holder of the secret must not receive what this node sends to another node's
+    /// address (see the crate docs), or to compare; `PERCORE_BOTH_WAYS=off` turns the
+    /// default off.
     pub fn both_ways(mut self, on: bool) -> Self {
         self.both_ways = on;
         self

@@ -17,7 +17,7 @@
 //! reconnect every alias is bound again before the buffered frames, so per-sender FIFO order
 //! holds across reconnects for frames not yet handed to the kernel.
 //!
-//! ## One connection per node pair (opt-in: `NodeConfig::both_ways`, off by default)
+//! ## One connection per node pair (`NodeConfig::both_ways`, on by default)
 //! ```text
 //!   A (dials B)                                              B (accepts)
 //!   HELLO ──►  ◄── CHALLENGE (B proves the secret)  RESPONSE + HEARTBEAT(0, BOTH_WAYS, proof) ──►
@@ -47,6 +47,11 @@
 //!   peer dialled and announced both ways on; else a dial. Two connections exist when both
 //!   nodes dial at once: each keeps sending over its own, and no tie-break is needed, since a
 //!   direction's order depends only on the connection that carries it.
+//! * A connection sends one buffer at a time: its control frames (handshake, heartbeats,
+//!   acks, Terminated, rebinds) and, in the same send, the peer's pending buffer behind
+//!   them. Never the control frames alone while the buffer waits: on a connection used both
+//!   ways the peer's heartbeats owe an ack at nearly every read of a node that lags behind,
+//!   and such acks went alone at every send, forever, while the buffer grew (`try_send`).
 //! * When the connection carrying a peer's buffer closes, what was handed to the kernel is
 //!   lost (as on any connection); the buffer and aliases wait, and the next connection (one
 //!   the peer dialled since, or our dial) re-binds every alias before them. When our own
@@ -509,33 +514,60 @@ impl EndpointState {
             conn.out.extend_from_slice(&seq);
             let _ = end_frame(&mut conn.out, s, usize::MAX);
         }
+        // The peer's buffer, if this connection carries it now and it holds frames.
+        let carried =
+            conn.carries.filter(|&p| self.peers[p].state == PeerState::Open(c) && !self.peers[p].pending.is_empty());
         if !conn.out.is_empty() {
+            // Control frames go first (rebinds and the both-ways confirmation must precede
+            // the buffer), and the buffer goes with them in the same send. Sent alone, they
+            // could starve it: on a connection used both ways the peer's heartbeats come with
+            // nearly every read batch of a node that lags behind reading, each owing an ack,
+            // and on a busy shard our heartbeat ticks can come as often as sends complete;
+            // then every send was control frames only, the peer saw a live connection, and
+            // our requests waited for ever. The copy happens only when control frames wait
+            // (once per heartbeat interval on a steady connection), never per message.
+            let control = conn.out.len();
+            if let Some(p) = carried {
+                conn.out.extend_from_slice(&self.peers[p].pending);
+            }
             let n = conn.out.len() as u64;
             conn.sending = io.send(c, &mut conn.out);
             if conn.sending {
                 self.bytes_out += n;
+                if let Some(p) = carried {
+                    self.peers[p].pending.clear();
+                    self.pending_handed_over(p);
+                }
+            } else {
+                // Not taken (the backend's buffer is untouched then): the peer's frames stay
+                // in its buffer, for this connection's next send or the next connection.
+                conn.out.truncate(control);
             }
             return;
         }
-        if let Some(p) = conn.carries {
-            let peer = &mut self.peers[p];
-            if !peer.pending.is_empty() && peer.state == PeerState::Open(c) {
-                let n = peer.pending.len() as u64;
-                conn.sending = io.send(c, &mut peer.pending);
-                if conn.sending {
-                    self.bytes_out += n;
-                    peer.pending_msgs = 0;
-                    for alias in peer.unannounced.drain(..) {
-                        if let Some(a) = peer.aliases.get_mut(&alias) {
-                            a.announced = true;
-                        }
-                    }
-                    for alias in peer.paused.drain(..) {
-                        if let Some(a) = peer.aliases.get(&alias) {
-                            a.ctl.resume();
-                        }
-                    }
-                }
+        if let Some(p) = carried {
+            let n = self.peers[p].pending.len() as u64;
+            conn.sending = io.send(c, &mut self.peers[p].pending);
+            if conn.sending {
+                self.bytes_out += n;
+                self.pending_handed_over(p);
+            }
+        }
+    }
+
+    /// Peer `p`'s buffered frames were handed to a connection: its aliases are announced
+    /// there, and proxies paused at the high-water mark may send again.
+    fn pending_handed_over(&mut self, p: usize) {
+        let peer = &mut self.peers[p];
+        peer.pending_msgs = 0;
+        for alias in peer.unannounced.drain(..) {
+            if let Some(a) = peer.aliases.get_mut(&alias) {
+                a.announced = true;
+            }
+        }
+        for alias in peer.paused.drain(..) {
+            if let Some(a) = peer.aliases.get(&alias) {
+                a.ctl.resume();
             }
         }
     }
