@@ -36,6 +36,8 @@ pub struct Faults {
     held: PeerSet,
     /// Peers whose gossip is dropped (`drop_gossip_from`).
     deaf_to: PeerSet,
+    /// Peers whose heartbeats are dropped (`drop_heartbeats_from`).
+    heartbeats_dropped: PeerSet,
     /// Peers that this node's regions send nothing to for now (`hold_region_traffic`).
     regions_held: PeerSet,
 }
@@ -154,6 +156,27 @@ impl Faults {
     #[doc(hidden)]
     pub fn allow_gossip_from(&self, peer: SocketAddr) {
         self.deaf_to.remove(peer);
+    }
+
+    /// Makes this node's membership daemon drop the heartbeats it receives from `peer`,
+    /// while everything else (gossip both ways included) goes on: a link that carries
+    /// this node's view to `peer` but whose heartbeats stop, so this node flags `peer` and
+    /// `peer` learns it. Split-brain resolver tests only; undo with
+    /// [`Faults::allow_heartbeats_from`].
+    #[doc(hidden)]
+    pub fn drop_heartbeats_from(&self, peer: SocketAddr) {
+        self.heartbeats_dropped.insert(peer);
+    }
+
+    /// Lets heartbeats from `peer` reach this node's failure detector again.
+    #[doc(hidden)]
+    pub fn allow_heartbeats_from(&self, peer: SocketAddr) {
+        self.heartbeats_dropped.remove(peer);
+    }
+
+    /// Whether heartbeats from `peer` are dropped (see `drop_heartbeats_from`).
+    pub(crate) fn drops_heartbeats_from(&self, peer: SocketAddr) -> bool {
+        self.heartbeats_dropped.contains(peer)
     }
 
     /// Whether gossip from `peer` is dropped (see `drop_gossip_from`).

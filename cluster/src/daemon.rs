@@ -329,7 +329,8 @@ impl Daemon {
     }
 
     fn on_heartbeat(&mut self, from: UniqueAddress) {
-        if self.terminated || self.shared.faults.is_blocked(from.addr) {
+        let faults = &self.shared.faults;
+        if self.terminated || faults.is_blocked(from.addr) || faults.drops_heartbeats_from(from.addr) {
             return;
         }
         if let Some(d) = self.detectors.get_mut(&from) {
@@ -450,7 +451,7 @@ impl Daemon {
         // Downed members stay in the view until removed: the resolver counts them.
         let members: Vec<Member> = g.members.values().copied().collect();
         let Some(r) = self.resolver.tick(now, &members, &records) else { return };
-        let targets = r.to_down(&members, g.leader() == Some(me));
+        let targets = r.to_down(&members, r.leads(g.leader(), me));
         let mut changed = false;
         for t in &targets {
             changed |= g.set_status(t, MemberStatus::Down);

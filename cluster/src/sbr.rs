@@ -45,9 +45,12 @@
 //! lowest member nobody sees unreachable), and the strategy decides about the remaining
 //! unreachable members without the observations among them, counting them where they are
 //! (not for down-all: any unreachable member downs everybody). A node leaves the
-//! observations of itself out of its own decision (it is always on its own side); when
-//! counting them it is itself indirectly connected, a losing decision downs it alone, not
-//! the members it still reaches ([`Resolver::tick`]).
+//! observations of itself out of its own decision (it is always on its own side), and the
+//! observations *by* the members it flags itself (reports from the far side); when
+//! counting the observations of it, it is itself indirectly connected, a losing decision
+//! downs it alone, not the members it still reaches ([`Resolver::tick`]). When every member
+//! of the view is flagged by someone (the view has no leader), the lowest member of this
+//! node's side by those observations leads it ([`Resolution::leads`]).
 //!
 //! **Down all when unstable** (Akka's `down-all-when-unstable`). If the set of unreachable
 //! members keeps changing, no decision is ever stable. If a non-empty unreachable set has
@@ -283,13 +286,39 @@ pub(crate) struct Resolution {
     /// The unreachable members the decision is about (observations between indirectly
     /// connected members left out).
     pub(crate) unreachable: BTreeSet<UniqueAddress>,
+    /// The leader of this node's side as this node's resolver sees it (observations of
+    /// this node and by members it flags left out): the leader when the view has none
+    /// ([`Resolution::leads`]).
+    pub(crate) leader: Option<UniqueAddress>,
     /// This node, when it is itself indirectly connected counting the observations *of* it
     /// (it flags some member and some member flags it): on a losing decision it downs only
     /// itself, not the members it still reaches (see [`Resolver::tick`]).
     pub(crate) alone: Option<UniqueAddress>,
 }
 
+/// The lowest up/leaving member outside `unreachable` (before any is up, the lowest
+/// joining one): `Gossip::leader`'s rule over the resolver's own observations.
+fn side_leader(members: &[Member], unreachable: &BTreeSet<UniqueAddress>) -> Option<UniqueAddress> {
+    let mut sorted: Vec<&Member> = members.iter().filter(|m| !unreachable.contains(&m.node)).collect();
+    sorted.sort_by_key(|m| m.node);
+    let lowest = |f: &dyn Fn(&Member) -> bool| sorted.iter().find(|m| f(m)).map(|m| m.node);
+    lowest(&|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving))
+        .or_else(|| lowest(&|m| m.status == MemberStatus::Joining))
+}
+
 impl Resolution {
+    /// Whether `me` leads its side: it is the view's leader (`view_leader`, the lowest
+    /// member nobody flags), or the view has none and `me` is the lowest member of its
+    /// side by its own observations. A view has no leader when every member is flagged by
+    /// someone: after a one-way break and then a cut, the far side's flags of every member
+    /// of this side stay in the gossip until the far side is downed, which needs a leader
+    /// (test `a_winning_side_flagged_by_stale_flags_of_the_far_side_downs_it`). The view's
+    /// leader comes first whenever there is one: by its own observations each member of
+    /// an indirectly connected pair would lead a side of its own.
+    pub(crate) fn leads(&self, view_leader: Option<UniqueAddress>, me: UniqueAddress) -> bool {
+        view_leader.or(self.leader) == Some(me)
+    }
+
     /// The members this node downs; `leader`: whether it leads its side (only the leader
     /// downs others; every node of a losing side downs that side, itself included).
     pub(crate) fn to_down(&self, members: &[Member], leader: bool) -> Vec<UniqueAddress> {
@@ -353,6 +382,15 @@ impl Resolver {
     /// `a_member_flagged_by_the_far_side_downs_itself_not_the_far_side`,
     /// `a_member_flagged_by_its_own_side_still_downs_itself_on_a_lost_partition`).
     ///
+    /// **Reports by the members this node flags are left out too.** Its own detector
+    /// cannot hear them, so their flags (in the gossip from before the link went) describe
+    /// the far side as it was. Counted, the flags of a far side that stopped hearing this
+    /// side before a cut put every member of the winning side in the unreachable set: no
+    /// leader, so the far side was never downed; or they put a healthy member of this
+    /// side in a cycle with the far side, and the leader downed it (tests
+    /// `a_winning_side_flagged_by_stale_flags_of_the_far_side_downs_it`,
+    /// `a_stale_flag_across_a_partition_does_not_down_the_flagged_member_of_the_winning_side`).
+    ///
     /// **A node that is itself indirectly connected downs only itself when it loses.**
     /// Left out of its own cycle check, a node X that lost its links to most peers (each
     /// flags X, X flags each) but still reaches a member M that reaches everybody sees a
@@ -371,7 +409,12 @@ impl Resolver {
         records: &[(UniqueAddress, UniqueAddress)],
     ) -> Option<Resolution> {
         let all_records = records;
-        let records: Vec<(UniqueAddress, UniqueAddress)> = records.iter().filter(|r| r.1 != self.me).copied().collect();
+        let me = self.me;
+        // Observations of this node, and observations by members this node itself flags
+        // (reports from the far side, stale once the link is gone).
+        let flagged_by_me: BTreeSet<UniqueAddress> = records.iter().filter(|r| r.0 == me).map(|r| r.1).collect();
+        let records: Vec<(UniqueAddress, UniqueAddress)> =
+            records.iter().filter(|r| r.1 != me && !flagged_by_me.contains(&r.0)).copied().collect();
         let unreachable: BTreeSet<UniqueAddress> = records.iter().map(|r| r.1).collect();
         if unreachable != self.signature {
             self.signature = unreachable.clone();
@@ -403,6 +446,7 @@ impl Resolver {
                 trigger: Trigger::Stable,
                 decision,
                 indirectly_connected: ic,
+                leader: side_leader(members, &unreachable),
                 unreachable: clean,
                 alone,
             });
@@ -412,6 +456,7 @@ impl Resolver {
                 trigger: Trigger::Unstable,
                 decision: Some(Decision::DownAll),
                 indirectly_connected: BTreeSet::new(),
+                leader: side_leader(members, &unreachable),
                 unreachable,
                 alone: None,
             }),

@@ -1,6 +1,7 @@
 //! A simulated partition (the fault hook): the minority downs itself, the majority goes
 //! on, and no entity is ever alive on both sides.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,44 @@ fn a_member_downed_by_a_one_way_break_learns_it_from_those_that_reach_it() {
     assert_eq!(z.status_of(y.addr()), Some(MemberStatus::Up), "Y, healthy, stays up");
     assert_eq!(z.status_of(x.addr()), Some(MemberStatus::Down), "downed, not removed yet (margin 30 s)");
     assert_eq!(x.cluster.state().self_status, Some(MemberStatus::Down), "it learned it was downed");
+}
+
+/// A partition {A, B} | {C} after C's flags of A and B reached them (C stopped hearing
+/// their heartbeats first, while its gossip still went through). C loses and downs itself;
+/// in A's and B's view every member is flagged by someone (C's stale flags of A and B, their
+/// flags of C), so the view has no leader. Before, nobody downed C: it stayed in the view
+/// for good, flagged, and the view never converged again. Now A and B leave out the flags
+/// of the member they flag, A leads its side and downs C, and C is removed.
+#[test]
+fn a_winning_side_flagged_by_stale_flags_of_the_far_side_downs_it() {
+    // Stable-after 5 s: time to cut the links after C's flags arrive and before C's own
+    // decision (downing itself) could reach A and B.
+    let cfg = failure_config()
+        .split_brain_resolver(SbrStrategy::KeepMajority, Duration::from_secs(5))
+        .down_removal_margin(Duration::from_secs(1));
+    let nodes = cluster_of(3, cfg, |_| {});
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    c.cluster.faults().drop_heartbeats_from(a.addr());
+    c.cluster.faults().drop_heartbeats_from(b.addr());
+    // A sees B unreachable and B sees A unreachable only through C's flags.
+    eventually("C's flags of A and B reach A and B", || {
+        let flagged = |t: &TestNode, who: SocketAddr| t.cluster.state().unreachable.iter().any(|m| m.addr() == who);
+        flagged(a, b.addr()) && flagged(b, a.addr())
+    });
+    blackhole(&[a, b], &[c]);
+    eventually("C ends its membership", || c.cluster.is_terminated());
+    eventually("A and B remove C and converge again", || {
+        [a, b].iter().all(|t| {
+            let s = t.cluster.state();
+            t.status_of(c.addr()).is_none() && s.unreachable.is_empty() && s.converged
+        })
+    });
+    for t in [a, b] {
+        let s = t.cluster.state();
+        assert!(!t.cluster.is_terminated(), "A and B keep the cluster");
+        assert_eq!((s.members.len(), s.count(MemberStatus::Up)), (2, 2), "A and B stay up: {s:?}");
+    }
 }
 
 /// One hit and one ask to each of counters `e0..e{n}` through `sharding` (every one starts,
