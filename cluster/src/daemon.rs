@@ -548,11 +548,14 @@ impl Daemon {
             converged: g.converged(),
         };
         if self.terminated {
+            // The final status: a graceful leaver (it ends at exiting, the leader removes
+            // it) reads removed, as Akka's; a member downed reads down; one whose daemon
+            // stopped while up reads down too (the survivors will down it).
             state.leader = None;
-            state.self_status = Some(state.self_status.map_or(MemberStatus::Removed, |s| s.max(MemberStatus::Down)));
-            if state.self_status == Some(MemberStatus::Removed) || !g.members.contains_key(&self.me) {
-                state.self_status = Some(MemberStatus::Removed);
-            }
+            state.self_status = Some(match state.self_status {
+                None | Some(MemberStatus::Exiting | MemberStatus::Removed) => MemberStatus::Removed,
+                Some(_) => MemberStatus::Down,
+            });
         }
         state
     }
@@ -791,8 +794,8 @@ mod tests {
         cluster.leave().unwrap();
         eventually("the membership ends", || cluster.is_terminated());
         let last = cluster.state().self_status;
-        let ended = matches!(last, Some(MemberStatus::Down | MemberStatus::Exiting | MemberStatus::Removed));
-        assert!(ended, "final {last:?}");
+        // A graceful leave ends removed (before: `Down`, as a failed member).
+        assert_eq!(last, Some(MemberStatus::Removed), "final status");
         let seen = seen.lock().unwrap().clone();
         assert!(seen.iter().all(|s| *s == last), "seen terminated with status {seen:?}, final {last:?}");
         rt.shutdown();

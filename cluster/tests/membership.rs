@@ -107,6 +107,8 @@ fn graceful_leave_removes_the_member() {
     let leaver = nodes[l].cluster.self_address();
     nodes[l].cluster.leave().unwrap();
     eventually("the leaver ends its membership", || nodes[l].cluster.is_terminated());
+    // A graceful leaver reads itself removed, not downed (Akka's final status of a leaver).
+    assert_eq!(nodes[l].cluster.state().self_status, Some(MemberStatus::Removed));
     let rest = [&nodes[next], &nodes[observer]];
     all_up(&rest, 2);
     let mut seen = Vec::new();
