@@ -502,27 +502,26 @@ impl Daemon {
             }
         }
         let payload = g.clone();
-        // Downed members that this node does not see unreachable learn it from every
-        // push, not only from the one at their removal: they must stop their entities within
-        // the removal margin, after which their shards start elsewhere. Members downed for
-        // being indirectly connected (each unreachable only to the other, both reachable from
-        // here) decide nothing themselves; before, they learned it only from the leader's
-        // last push at their removal, the moment their shards started here (test
+        // Downed members learn it from every push until their removal, not only from the
+        // one at their removal: they must stop their entities within the removal margin,
+        // after which their shards start elsewhere. Members downed for being indirectly
+        // connected (each unreachable only to the other, both reachable from here) decide
+        // nothing themselves; before, they learned it only from the leader's last push at
+        // their removal, the moment their shards started here (test
         // `partition::indirectly_connected_members_learn_they_are_down_before_their_removal`).
-        // Members that this node itself saw unreachable (its last observation before the
-        // downing) are left out: they cannot be reached from here. Whether *another* member
-        // sees them unreachable does not matter: a member downed for a one-way break (Y
-        // cannot hear X, everyone else can) decides nothing itself either, and with nobody
-        // pushing to it (the normal fan-out skips downed members) it learned it only at its
-        // removal; meanwhile nobody heartbeated it any more, its detector flagged the
-        // others, and its resolver downed a healthy member (test
+        // A member downed for a one-way break (Y cannot hear X, everyone else can) decides
+        // nothing itself either (test
         // `partition::a_member_downed_by_a_one_way_break_learns_it_from_those_that_reach_it`).
-        let downed: Vec<SocketAddr> = payload
-            .members
-            .values()
-            .filter(|m| m.node != me && m.status == MemberStatus::Down && !payload.observes_unreachable(me, m.node))
-            .map(|m| m.addr())
-            .collect();
+        // Members that this node itself sees unreachable get the push too: a member whose
+        // outgoing links all broke is unreachable to everybody but hears everybody, and
+        // left out by all, it learned its down only at its removal; nobody heartbeats a
+        // downed member, so its own resolver downs it after the acceptable pause plus
+        // stable-after, past the default margin: both ran its entities for seconds (test
+        // `partition::a_member_nobody_hears_learns_its_down_before_its_removal`). A push to
+        // a member that is really gone costs what the heartbeats to it cost until it was
+        // downed: one message per gossip tick until the removal margin ends.
+        let downed: Vec<SocketAddr> =
+            payload.members.values().filter(|m| m.node != me && m.status == MemberStatus::Down).map(|m| m.addr()).collect();
         for list in [&mut unseen, &mut seen] {
             for i in (1..list.len()).rev() {
                 let j = (self.random() % (i as u64 + 1)) as usize;

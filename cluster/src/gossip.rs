@@ -213,11 +213,6 @@ impl Gossip {
         })
     }
 
-    /// Whether `observer`'s own last verdict on `subject` is unreachable.
-    pub(crate) fn observes_unreachable(&self, observer: UniqueAddress, subject: UniqueAddress) -> bool {
-        self.reachability.get(&(observer, subject)).is_some_and(|o| o.unreachable)
-    }
-
     /// Members that still take part (joining, up, leaving) and are unreachable.
     pub(crate) fn unreachable_active(&self) -> BTreeSet<UniqueAddress> {
         self.members.values().filter(|m| m.status.is_active() && self.is_unreachable(&m.node)).map(|m| m.node).collect()

@@ -306,6 +306,37 @@ fn a_member_downed_by_a_one_way_break_learns_it_from_those_that_reach_it() {
     assert_eq!(x.cluster.state().self_status, Some(MemberStatus::Down), "it learned it was downed");
 }
 
+/// X's outgoing links all break (nobody hears X, X hears everybody): every member flags
+/// X and the leader downs it. Nobody heartbeats a downed member, so X's own detector would
+/// flag the others after the acceptable pause, and its resolver down X after stable-after
+/// more: with the defaults (3 s + 20 s) that is after the survivors remove X (20 s margin)
+/// and start its shards, so both ran them for about 3 s. X had to learn its down from
+/// gossip, and nobody pushed to it: the pushes to downed members skipped those that the
+/// pusher saw unreachable (here every member). X's detection is held here, so before the
+/// fix it learned only from the leader's last push at its removal.
+#[test]
+fn a_member_nobody_hears_learns_its_down_before_its_removal() {
+    let cfg = failure_config().down_removal_margin(Duration::from_secs(30));
+    let nodes = cluster_of(3, cfg, |_| {});
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (x, y, z) = (&nodes[0], &nodes[1], &nodes[2]);
+    for t in [y, z] {
+        t.cluster.faults().drop_heartbeats_from(x.addr());
+        t.cluster.faults().drop_gossip_from(x.addr());
+        x.cluster.faults().hold_detection(t.addr());
+    }
+    eventually("Y and Z see X downed", || {
+        [y, z].iter().all(|t| t.status_of(x.addr()) == Some(MemberStatus::Down))
+    });
+    eventually("X ends its membership, or is removed", || {
+        x.cluster.is_terminated() || y.status_of(x.addr()).is_none()
+    });
+    assert!(x.cluster.is_terminated(), "X learned its down");
+    assert_eq!(y.status_of(x.addr()), Some(MemberStatus::Down), "before its removal (margin 30 s)");
+    assert_eq!(x.cluster.state().self_status, Some(MemberStatus::Down));
+    assert!(!y.cluster.is_terminated() && !z.cluster.is_terminated(), "Y and Z keep the cluster");
+}
+
 /// A partition {A, B} | {C} after C's flags of A and B reached them (C stopped hearing
 /// their heartbeats first, while its gossip still went through). C loses and downs itself;
 /// in A's and B's view every member is flagged by someone (C's stale flags of A and B, their
