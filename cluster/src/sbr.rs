@@ -390,6 +390,10 @@ impl Resolver {
     /// side in a cycle with the far side, and the leader downed it (tests
     /// `a_winning_side_flagged_by_stale_flags_of_the_far_side_downs_it`,
     /// `a_stale_flag_across_a_partition_does_not_down_the_flagged_member_of_the_winning_side`).
+    /// The stability clock still counts them (the members flagged by anyone but this node,
+    /// as Akka's clock): the filter changes with this node's own flags, and a flapping flag
+    /// would keep the clock from settling
+    /// (`a_flapping_flag_of_a_member_that_reports_others_does_not_hold_the_decision`).
     ///
     /// **A node that is itself indirectly connected downs only itself when it loses.**
     /// Left out of its own cycle check, a node X that lost its links to most peers (each
@@ -416,8 +420,15 @@ impl Resolver {
         let records: Vec<(UniqueAddress, UniqueAddress)> =
             records.iter().filter(|r| r.1 != me && !flagged_by_me.contains(&r.0)).copied().collect();
         let unreachable: BTreeSet<UniqueAddress> = records.iter().map(|r| r.1).collect();
-        if unreachable != self.signature {
-            self.signature = unreachable.clone();
+        // The stability clock counts the members anyone but this node flags (observations
+        // of this node left out, as Akka's clock): not `unreachable`, which changes with
+        // this node's own flags (their observers' reports are left out or not); a flag of
+        // a member that others flag steadily and that reports others would flap it and
+        // down everybody for instability (test
+        // `a_flapping_flag_of_a_member_that_reports_others_does_not_hold_the_decision`).
+        let signature: BTreeSet<UniqueAddress> = all_records.iter().filter(|r| r.1 != me).map(|r| r.1).collect();
+        if signature != self.signature {
+            self.signature = signature;
             self.stable_since = now;
             if self.unstable_since.is_none() {
                 self.unstable_since = Some(now);

@@ -689,3 +689,49 @@ fn an_unreachable_set_that_never_settles_downs_all_after_the_limit() {
     let later = t0 + ms(1500);
     assert_eq!(flap(&mut v, later, 10_000, [&[&e], &[&b, &e]]).map(|x| x.0), Some(ms(1500)));
 }
+
+/// Review of ae52ba4 (session 30): X's network degrades: B and C stop hearing X, X and
+/// Y lose each other (both ways), and A, the leader, hears X on and off (its flag of X
+/// flaps every 400 ms; stable-after 0.5 s, down all when unstable after 1 s more). Every
+/// other observation is steady. Before ae52ba4 A's set was {X, Y} throughout (X's report
+/// of Y counted whether or not A flagged X): at 0.5 s A downed X and Y (indirectly
+/// connected: X flags Y, Y flags X), and A, B and C kept the cluster, as Akka, whose
+/// stability clock also counts the unreachable members only. With the reports of the
+/// members A flags left out of its clock too, A's set flapped with its own flag of X,
+/// between {X} (X's report of Y left out) and {X, Y}: it never settled, and at 1.5 s A
+/// downed every member. Now the clock counts the members flagged by anyone (observations
+/// of A left out, as before ae52ba4); the decision still leaves out X's report while A
+/// flags X. Checked to fail before the fix (every member down at 1.5 s).
+#[test]
+fn a_flapping_flag_of_a_member_that_reports_others_does_not_hold_the_decision() {
+    let (a, b, c, x, y) = (up(1, 1), up(2, 2), up(3, 3), up(4, 4), up(5, 5));
+    let all = [a, b, c, x, y];
+    let s = SbrSettings { down_all_when_unstable: DownAllWhenUnstable::After(ms(1000)), ..settings(500) };
+    let t0 = Instant::now();
+    let mut views: Vec<View> = all.iter().map(|m| View::new(m, &all, s, t0)).collect();
+    let mut t = t0;
+    while t < t0 + ms(5000) {
+        let mut records = vec![(&b, &x), (&c, &x), (&x, &y), (&y, &x)];
+        if (t.duration_since(t0).as_millis() / 400) % 2 == 0 {
+            records.push((&a, &x));
+        }
+        for v in views.iter_mut().filter(|v| v.alive()) {
+            if let Some(r) = v.tick_records(t, &records) {
+                let at = t.duration_since(t0);
+                assert_eq!(r.trigger, Trigger::Stable, "{:?}'s set never settled: down all at {at:?}", v.me.addr);
+            }
+        }
+        // Gossip: every down reaches every view (no partition here).
+        let downed: Vec<UniqueAddress> =
+            views.iter().flat_map(|v| v.members.iter().filter(|m| m.status == MemberStatus::Down)).map(|m| m.node).collect();
+        for v in views.iter_mut() {
+            v.members.iter_mut().filter(|m| downed.contains(&m.node)).for_each(|m| m.status = MemberStatus::Down);
+        }
+        t += ms(50);
+    }
+    for v in &views[..3] {
+        assert!(v.alive(), "A, B and C keep the cluster (before the fix: all down at 1.5 s)");
+        assert!([a, b, c].iter().all(|m| v.status(m) == Some(MemberStatus::Up)));
+        assert_eq!(v.status(&x), Some(MemberStatus::Down), "A downs X");
+    }
+}
