@@ -451,7 +451,7 @@ impl Daemon {
         // Downed members stay in the view until removed: the resolver counts them.
         let members: Vec<Member> = g.members.values().copied().collect();
         let Some(r) = self.resolver.tick(now, &members, &records) else { return };
-        let targets = r.to_down(&members, r.leads(g.leader(), me));
+        let targets = r.to_down(&members, g.leader(), me);
         let mut changed = false;
         for t in &targets {
             changed |= g.set_status(t, MemberStatus::Down);

@@ -50,7 +50,9 @@
 //! counting the observations of it, it is itself indirectly connected, a losing decision
 //! downs it alone, not the members it still reaches ([`Resolver::tick`]). When every member
 //! of the view is flagged by someone (the view has no leader), the lowest member of this
-//! node's side by those observations leads it ([`Resolution::leads`]).
+//! node's side by those observations leads it ([`Resolution::leads`]): it downs the far
+//! side, and leaves indirectly connected members to the view's leader
+//! ([`Resolution::to_down`]).
 //!
 //! **Down all when unstable** (Akka's `down-all-when-unstable`). If the set of unreachable
 //! members keeps changing, no decision is ever stable. If a non-empty unreachable set has
@@ -319,10 +321,27 @@ impl Resolution {
         view_leader.or(self.leader) == Some(me)
     }
 
-    /// The members this node downs; `leader`: whether it leads its side (only the leader
-    /// downs others; every node of a losing side downs that side, itself included).
-    pub(crate) fn to_down(&self, members: &[Member], leader: bool) -> Vec<UniqueAddress> {
-        let mut out: Vec<UniqueAddress> = if leader {
+    /// The members this node, `me`, downs; `view_leader`: the view's leader (only the
+    /// leader of a side downs others, see [`Resolution::leads`]; every node of a losing
+    /// side downs that side, itself included).
+    ///
+    /// Indirectly connected members are downed by the view's leader only, never by a
+    /// member that leads by its own count: in a view with no leader each member counts
+    /// its own side, and one whose detector has not yet flagged a member cut off from it
+    /// still counts that member's reports, sees it in a cycle with a member of its own
+    /// side, and downed both while the far side downed it: two live sides, when detection
+    /// times spread more than stable-after (test
+    /// `a_member_leading_only_by_its_own_count_leaves_indirectly_connected_members_to_the_leader`).
+    /// The fallback exists to down the far side of a partition; once it is down, its
+    /// flags no longer count and the view has a leader again for the rest.
+    pub(crate) fn to_down(
+        &self,
+        members: &[Member],
+        view_leader: Option<UniqueAddress>,
+        me: UniqueAddress,
+    ) -> Vec<UniqueAddress> {
+        let leader = self.leads(view_leader, me);
+        let mut out: Vec<UniqueAddress> = if view_leader == Some(me) {
             members
                 .iter()
                 .filter(|m| m.status.is_active() && self.indirectly_connected.contains(&m.node))

@@ -152,7 +152,7 @@ impl View {
             .filter(|m| matches!(m.status, MemberStatus::Up | MemberStatus::Leaving))
             .find(|m| !records.iter().any(|r| r.1 == m.node))
             .map(|m| m.node);
-        let downs = r.to_down(&self.members, r.leads(view_leader, self.me));
+        let downs = r.to_down(&self.members, view_leader, self.me);
         for m in self.members.iter_mut().filter(|m| downs.contains(&m.node)) {
             m.status = MemberStatus::Down;
         }
@@ -722,8 +722,11 @@ fn a_flapping_flag_of_a_member_that_reports_others_does_not_hold_the_decision() 
             }
         }
         // Gossip: every down reaches every view (no partition here).
-        let downed: Vec<UniqueAddress> =
-            views.iter().flat_map(|v| v.members.iter().filter(|m| m.status == MemberStatus::Down)).map(|m| m.node).collect();
+        let downed: Vec<UniqueAddress> = views
+            .iter()
+            .flat_map(|v| v.members.iter().filter(|m| m.status == MemberStatus::Down))
+            .map(|m| m.node)
+            .collect();
         for v in views.iter_mut() {
             v.members.iter_mut().filter(|m| downed.contains(&m.node)).for_each(|m| m.status = MemberStatus::Down);
         }
@@ -734,4 +737,55 @@ fn a_flapping_flag_of_a_member_that_reports_others_does_not_hold_the_decision() 
         assert!([a, b, c].iter().all(|m| v.status(m) == Some(MemberStatus::Up)));
         assert_eq!(v.status(&x), Some(MemberStatus::Down), "A downs X");
     }
+}
+
+/// Review of ae52ba4 (session 30): two live sides when detection times spread more than
+/// stable-after (issue 19's condition). A and B lose each other both ways and B stops
+/// hearing C; those flags reach C. Then C is cut off, and the A–B link heals at once:
+/// A and B flag C, while C's view keeps A's and B's flags of each other and B's of C.
+/// C's detector flags A and B only 0.7 s after the cut (stable-after 0.5 s). At 0.5 s C
+/// counts A and B as indirectly connected (each flags the other; it flags neither yet)
+/// with nothing else to decide. Its view has no leader (A, B and C are each flagged).
+/// With ae52ba4 C led its side by its own count and downed A and B, while A, the leader
+/// of its view, downed C: two live sides. Before ae52ba4 nobody led C's view: C did
+/// nothing until it flagged A and B, then downed itself. Now a member that leads only
+/// by its own count (the view has no leader) applies the decision but leaves the
+/// indirectly connected members to the view's leader, as before. Checked to fail
+/// before the fix (C downed A and B at 0.5 s).
+#[test]
+fn a_member_leading_only_by_its_own_count_leaves_indirectly_connected_members_to_the_leader() {
+    let (a, b, c) = (up(1, 1), up(2, 2), up(3, 3));
+    let all = [a, b, c];
+    let t0 = Instant::now();
+    let mut views: Vec<View> = all.iter().map(|m| View::new(m, &all, settings(500), t0)).collect();
+    let ab = vec![(&a, &c), (&b, &c)];
+    let mut t = t0;
+    while t <= t0 + ms(3000) {
+        let mut in_c = vec![(&a, &b), (&b, &a), (&b, &c)];
+        if t >= t0 + ms(700) {
+            in_c.extend([(&c, &a), (&c, &b)]);
+        }
+        for (v, r) in views.iter_mut().zip([&ab, &ab, &in_c]) {
+            if v.alive() {
+                v.tick_records(t, r);
+            }
+        }
+        // Gossip between A and B only.
+        let downed: Vec<UniqueAddress> = views[..2]
+            .iter()
+            .flat_map(|v| v.members.iter().filter(|m| m.status == MemberStatus::Down))
+            .map(|m| m.node)
+            .collect();
+        for v in views[..2].iter_mut() {
+            v.members.iter_mut().filter(|m| downed.contains(&m.node)).for_each(|m| m.status = MemberStatus::Down);
+        }
+        t += ms(100);
+    }
+    assert_eq!(views[2].status(&a), Some(MemberStatus::Up), "C does not down A (before the fix: at 0.5 s)");
+    assert_eq!(views[2].status(&b), Some(MemberStatus::Up), "C does not down B (before the fix: at 0.5 s)");
+    assert!(!views[2].alive(), "C downs itself once it flags A and B");
+    assert!(views[0].alive() && views[1].alive());
+    assert_eq!(views[0].status(&c), Some(MemberStatus::Down), "A, the leader, downs C");
+    let live_sides = [views[0].alive() || views[1].alive(), views[2].alive()].iter().filter(|x| **x).count();
+    assert_eq!(live_sides, 1);
 }
