@@ -505,3 +505,7 @@ impl Resolver {
 // The strategies and the scenario tests (per-node views driven by explicit instants).
 #[cfg(test)]
 mod tests;
+
+// A randomized explorer of partitions over the same per-node views (a property test).
+#[cfg(test)]
+mod explore;
