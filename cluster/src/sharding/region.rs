@@ -44,12 +44,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use percore::{Actor, ActorError, ActorId, ActorRef, Context, Props};
+use percore::{Actor, ActorError, ActorId, ActorRef, Context};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use super::key::{EntityKey, KeyBuild};
 use super::placement::{owners, shard_of};
-use super::remember::{RememberChange, RememberError, RememberedShard};
+use super::remember::{RememberError, RememberedShard};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
 use crate::daemon::MembershipView;
@@ -63,6 +63,8 @@ mod remembering;
 mod outbound;
 // Graceful leave: when a leaving region has handed everything over (`LeaveSeen`, the drain deadline).
 mod leaving;
+// Starting, spawning, delivering to, stopping and passivating entities.
+mod entities;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
 pub(crate) use leaving::LeaveSeen;
@@ -583,131 +585,6 @@ where
         self.start_shard(ctx, shard, remembered, buffer);
     }
 
-    fn start_shard(
-        &mut self,
-        ctx: &mut Context<Self>,
-        shard: u32,
-        remembered: impl IntoIterator<Item = String>,
-        buffer: Vec<(EntityKey, A::Msg)>,
-    ) {
-        // Remembered entities first: they ran before the move and start again now.
-        for id in remembered {
-            let key = EntityKey::new(&id);
-            if !self.entities.contains_key(&key) {
-                if let Err(e) = self.spawn_entity(ctx, shard, key) {
-                    tracing::warn!("region {}: could not restart remembered entity {id}: {e}", self.name);
-                }
-            }
-        }
-        self.buffered = self.buffered.saturating_sub(buffer.len());
-        for (id, m) in buffer {
-            self.deliver_to_entity(ctx, shard, id, m);
-        }
-        self.start_eager(ctx, shard);
-    }
-
-    fn start_eager(&mut self, ctx: &mut Context<Self>, shard: u32) {
-        let eager: Vec<EntityKey> = self
-            .settings
-            .eager_entities
-            .iter()
-            .map(|id| EntityKey::new(id))
-            .filter(|k| k.shard(self.settings.num_shards) == shard && !self.entities.contains_key(k))
-            .collect();
-        for id in eager {
-            if let Err(e) = self.spawn_entity(ctx, shard, id.clone()) {
-                tracing::warn!("region {}: could not start {id}: {e}", self.name);
-            }
-        }
-    }
-
-    fn spawn_entity(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey) -> Result<(), percore::SpawnError> {
-        // From the factory, so that the region (its supervisor) can restart a failed entity.
-        let (factory, id) = (self.factory.clone(), key.clone());
-        let r = ctx.spawn(Props::new(move || factory(id.as_str())).capacity(self.settings.entity_capacity))?;
-        let (k, id) = (key.clone(), r.id());
-        ctx.watch(&r, move |_| RegionMsg::Local(RegionLocal::EntityTerminated { key: k, id }));
-        if self.settings.remember_store.is_some() {
-            // Recorded before the entity's first message is delivered (see `remember.rs`).
-            self.record(ctx, shard, RememberChange::Started(key.as_str().to_string()));
-        }
-        if let Some(t) = self.tally.get_mut(shard as usize) {
-            t.live += 1;
-            t.not_handed_off += 1;
-        }
-        self.entities.insert(
-            key,
-            Entity {
-                r,
-                shard,
-                last: self.tick,
-                stopping: false,
-                handed_off: false,
-                passivating: false,
-                buffer: Vec::new(),
-            },
-        );
-        Ok(())
-    }
-
-    fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg) {
-        // One lookup on the common path (the entity runs); a spawn and a second one otherwise.
-        let e = match self.entities.get_mut(&key) {
-            Some(e) => e,
-            None => {
-                if let Err(e) = self.spawn_entity(ctx, shard, key.clone()) {
-                    tracing::warn!("region {}: could not start entity {key}: {e}", self.name);
-                    ctx.dead_letter(msg);
-                    return;
-                }
-                let Some(e) = self.entities.get_mut(&key) else { return };
-                e
-            }
-        };
-        if e.stopping {
-            // Passivating: hold until it has stopped, then start it again.
-            self.buffered += 1;
-            e.buffer.push(msg);
-            *self.fencing.backlog.entry(shard).or_default() += 1;
-            return;
-        }
-        e.last = self.tick;
-        // Back-pressure, never loss: a full entity mailbox parks the message with the region.
-        ctx.send(&e.r, msg);
-    }
-
-    fn stop_entity(&mut self, ctx: &mut Context<Self>, key: &EntityKey, hand_off: bool) {
-        let stop_msg = self.settings.stop_message.clone();
-        if let Some(e) = self.entities.get_mut(key) {
-            if hand_off && !e.handed_off {
-                if let Some(t) = self.tally.get_mut(e.shard as usize) {
-                    t.not_handed_off -= 1;
-                }
-            }
-            e.handed_off |= hand_off;
-            e.passivating |= !hand_off;
-            if e.stopping {
-                return;
-            }
-            e.stopping = true;
-            match stop_msg {
-                // In order: the entity handles what it already has, then stops. Sent as
-                // its envelopes are (`deliver_to_entity`): a full mailbox parks the stop
-                // message with the region instead of failing. (It was `tell`, and on `Full`
-                // the entity was stopped directly: everything in its mailbox went to dead
-                // letters, although the senders had been told it was accepted.)
-                Some(f) => ctx.send(&e.r, f()),
-                None => {
-                    e.r.stop();
-                }
-            }
-        }
-    }
-
-    fn shard_has_entities(&self, shard: u32) -> bool {
-        self.tally.get(shard as usize).is_some_and(|t| t.live > 0)
-    }
-
     /// Answers the hand-off requests that can be answered now; starts stopping the
     /// entities of those that wait for it.
     fn answer_requests(&mut self, ctx: &mut Context<Self>) {
@@ -875,40 +752,6 @@ where
         }
     }
 
-    fn on_entity_terminated(&mut self, ctx: &mut Context<Self>, key: EntityKey, id: ActorId) {
-        let Some(e) = self.entities.get(&key) else { return };
-        if e.r.id() != id {
-            return;
-        }
-        let Some(e) = self.entities.remove(&key) else { return };
-        if let Some(t) = self.tally.get_mut(e.shard as usize) {
-            t.live -= 1;
-            t.not_handed_off -= u32::from(!e.handed_off);
-        }
-        if e.handed_off && self.settings.remember_entities {
-            self.handed.entry(e.shard).or_default().push(key.as_str().to_string());
-        }
-        if e.passivating && !e.handed_off && self.settings.remember_store.is_some() {
-            // Idle: forgotten, so that it does not start again after a move or a crash.
-            self.record(ctx, e.shard, RememberChange::Stopped(key.as_str().to_string()));
-        }
-        self.buffered = self.buffered.saturating_sub(e.buffer.len());
-        if !e.buffer.is_empty() {
-            if let Some(n) = self.fencing.backlog.get_mut(&e.shard) {
-                *n = n.saturating_sub(e.buffer.len());
-                if *n == 0 {
-                    self.fencing.backlog.remove(&e.shard);
-                }
-            }
-        }
-        // Re-deliveries go as `hops: 1`: not this region's own stream (`fencing.rs`).
-        for m in e.buffer {
-            self.deliver(ctx, key.clone(), m, self.me().addr, 1);
-        }
-        self.answer_requests(ctx);
-        self.report_drained();
-    }
-
     /// Hand-off requests and answers may be lost (a connection dropped, a peer restarted):
     /// acquiring shards ask again, and held messages try their route again.
     fn retry(&mut self, ctx: &mut Context<Self>) {
@@ -968,29 +811,6 @@ where
         }
     }
 
-    /// The tick runs every `passivate_every(after)`; an entity last touched at tick `t` has
-    /// been idle for at least `(now - t - 1)` intervals, so it is stopped once that reaches
-    /// `after` (and at most one interval later).
-    fn passivate(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.settings.passivate_after else { return };
-        self.tick += 1;
-        let every = passivate_every(after);
-        let ticks = after.as_nanos().div_ceil(every.as_nanos().max(1)) as u64 + 1;
-        let now = self.tick;
-        let idle: Vec<EntityKey> = self
-            .entities
-            .iter()
-            .filter(|(k, e)| {
-                !e.stopping
-                    && now.saturating_sub(e.last) >= ticks
-                    && !self.settings.eager_entities.iter().any(|id| id == k.as_str())
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in idle {
-            self.stop_entity(ctx, &id, false);
-        }
-    }
 }
 
 impl<A: Actor> Actor for Region<A>
