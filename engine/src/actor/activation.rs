@@ -289,6 +289,32 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
         // SAFETY: forwarded contract.
         Err(p) => return unsafe { one_panicked::<A, T>(h, shard, p) },
     }
+    // The activity note (`after_one`) only matters with a receive timeout, which sets
+    // `TIMED`: tested with the other flags in one word test, not by a load and a test of
+    // `sup` after every handler (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md,
+    // "Same-shard path, round 6").
+    const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
+    if inner.meta.running_without(UNUSUAL | Flags::TIMED) {
+        // SAFETY: owner-shard thread (contract).
+        unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
+        return Outcome::Done;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { one_unusual::<A, T>(h, shard) }
+}
+
+/// The end of [`run_one`] after a handler that returned `Ok` when the actor is not simply
+/// running without a receive timeout: the activity note, then the re-queue decision or
+/// the general end of an activation.
+///
+/// # Safety
+/// As [`run_one`], after its handler ran.
+#[inline(never)]
+unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) -> Outcome {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.running_without(UNUSUAL) {
@@ -569,8 +595,9 @@ fn message_outcome(id: super::ActorId, result: std::thread::Result<Result<(), cr
 /// throughput budget (at least 1), and per-sender order is the queue's.
 ///
 /// # Safety
-/// Owner-shard thread of `cell`, whose local queue holds exactly one message, in its
-/// inline slot ([`Shared::local_only_first`]).
+/// Owner-shard thread of `cell`, whose actor is running and not suspended
+/// ([`Flags::SUSPENDED`]) and whose local queue holds exactly one message, in its inline
+/// slot ([`Shared::local_only_first`]).
 #[inline(always)]
 unsafe fn handle_one<A: Actor, const T: u8>(
     cell: &Cell<A>,
@@ -607,7 +634,14 @@ unsafe fn call_one<A: Actor>(
     shard: &ShardLocal,
 ) -> std::thread::Result<Result<(), crate::ActorError>> {
     let Inner { actor, meta, .. } = inner;
-    let actor = actor.as_mut().expect("a running actor has its value");
+    debug_assert!(actor.is_some(), "a running actor that is not suspended has its value");
+    // SAFETY: the caller found the actor running without `SUSPENDED` (`run`'s word test,
+    // `Flags::HOLD`), and such an actor has its value: the value is taken only by a
+    // restart, which either puts a fresh one back or fails the actor (`fail` sets
+    // `SUSPENDED`; a `Resume` clears it only with a value there), and by the final stop
+    // (`Dead`). Unchecked: the `expect` cost a test and a branch per message (callgrind,
+    // same-shard `pingpong`; docs/PERFORMANCE.md, "Same-shard path, round 6").
+    let actor = unsafe { actor.as_mut().unwrap_unchecked() };
     let mut ctx = Context::new(cell, meta, shard);
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: owner-shard thread, and the slot holds the queue's one message
