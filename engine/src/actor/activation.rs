@@ -272,8 +272,17 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run` runs inside the shard loop of `shard` on its thread (contract).
+    debug_assert!(std::ptr::eq(shard, unsafe { ShardLocal::current_unchecked() }), "run_one off its shard's loop");
     // SAFETY: forwarded contract.
     let handled = unsafe { call_one::<A>(cell, inner, shard) };
+    // After the handler the shard is read back from the thread-local, where a rare branch
+    // needs it (a re-queue, a failure, a receive timeout): kept from the argument, it took
+    // a callee-saved register across the handler (a save, a restore and a move per
+    // message; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path,
+    // round 6").
+    // SAFETY: `run` runs inside the shard loop of `shard` on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // A failure: mapped and handled out of line, so that this path carries no `Failure`
     // (and no drop flag for it) to its end (callgrind, same-shard `pingpong`: the result
     // was built on the stack and tested twice). Tested before `after_one`, so that the

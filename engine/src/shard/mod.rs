@@ -129,6 +129,10 @@ thread_local! {
     /// same-shard send's owner test is one compare with this (see
     /// [`ShardLocal::current_owner_of`]).
     static CURRENT_KEY: StdCell<usize> = const { StdCell::new(0) };
+    /// [`CURRENT_KEY`] on a shard of a plain runtime (no handler spans, no metrics: its
+    /// rings keep no side data), 0 elsewhere: a match is the owner test and the "plain
+    /// queue" test of the same-shard send at once (see [`ShardLocal::current_plain_owner_of`]).
+    static PLAIN_KEY: StdCell<usize> = const { StdCell::new(0) };
 }
 
 /// A number that names shard `index` of runtime `rt` among all the shards of the live
@@ -242,6 +246,47 @@ impl ShardLocal {
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
         }
+    }
+
+    /// The shard running on this thread, read back from its thread-local. For a path that
+    /// has the shard as an argument but needs it again after user code only on its rare
+    /// branches: read here, it is not kept in a callee-saved register across the handler
+    /// (`activation::run_one`: a save, a restore and a move per message; callgrind,
+    /// same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 6").
+    ///
+    /// # Safety
+    /// On a shard's thread, inside its loop (`run_shard` set `CURRENT`, as for every
+    /// activation); the reference is used only within the current activation.
+    #[inline(always)]
+    pub(crate) unsafe fn current_unchecked<'a>() -> &'a ShardLocal {
+        let p = CURRENT.with(|c| c.get());
+        debug_assert!(!p.is_null(), "current_unchecked outside a shard");
+        // SAFETY: contract: `CURRENT` is this thread's live shard, which outlives the
+        // activation the reference is used in.
+        unsafe { &*p }
+    }
+
+    /// [`ShardLocal::current_owner_of`] for a plain runtime only: the shard on this thread,
+    /// if it owns `h` and its runtime keeps no side data beside messages (every ring of
+    /// it is plain: `Ring::observed` with the runtime's `observe_bits`, 0). `None` on a
+    /// shard of an observed runtime, which then takes [`ShardLocal::current_owner_of`].
+    /// The same-shard send tests it first: one compare for the owner and for the ring's
+    /// kind, where the owner test was followed by a load and a compare of the ring's raw
+    /// capacity (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md, "Same-shard path,
+    /// round 6").
+    #[inline(always)]
+    pub(crate) fn current_plain_owner_of(h: &Header) -> Option<&ShardLocal> {
+        if PLAIN_KEY.with(|k| k.get()) != owner_key(&h.runtime, h.shard as usize) {
+            return None;
+        }
+        let p = CURRENT.with(|c| c.get());
+        debug_assert!(!p.is_null(), "a plain key without a current shard");
+        // SAFETY: a matching key is set only while CURRENT is non-null (`run_shard`).
+        unsafe { std::hint::assert_unchecked(!p.is_null()) };
+        // SAFETY: as in `current_owner_of`: `PLAIN_KEY` is `CURRENT_KEY` or 0 (no key).
+        let s = unsafe { &*p };
+        debug_assert!(s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime) && h.runtime.observe_bits() == 0);
+        Some(s)
     }
 
     /// The shard on this thread, if it owns `h`.
@@ -821,9 +866,13 @@ pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize
     let shard = ShardLocal::new(index, rt, core);
     CURRENT.with(|c| c.set(&shard));
     CURRENT_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+    if shard.rt.observe_bits() == 0 {
+        PLAIN_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+    }
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
+            PLAIN_KEY.with(|k| k.set(0));
             CURRENT_KEY.with(|k| k.set(0));
             CURRENT.with(|c| c.set(ptr::null()));
         }
