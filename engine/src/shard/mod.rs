@@ -564,13 +564,20 @@ impl ShardLocal {
                 // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
                 // we are on this shard's thread consuming entry `e`.
                 let outcome = unsafe { run(h, self, e) };
-                // The cell is still alive here: only `release` below may free it.
-                stall.end(epoch, header);
+                // The outcome is tested first, and the watchdog's end has an out-of-line
+                // copy for a release: with one `stall.end` before the test, the outcome
+                // was kept in a callee-saved register across it (a move per activation,
+                // and one register fewer for the loop; callgrind, same-shard `pingpong`,
+                // docs/PERFORMANCE.md, "Same-shard path, round 6").
                 if let Outcome::Release = outcome {
+                    // The cell is still alive here: only `release` below may free it.
+                    stall.end_before_release(epoch, header);
                     // Dropping the cell runs user code (the actor's and its messages'
                     // `Drop`): a panic there has no entry to put back.
                     current = Entry::NONE;
                     self.release(h);
+                } else {
+                    stall.end(epoch, header);
                 }
             }
             if n > 0 {
