@@ -276,13 +276,12 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     debug_assert!(std::ptr::eq(shard, unsafe { ShardLocal::current_unchecked() }), "run_one off its shard's loop");
     // SAFETY: forwarded contract.
     let handled = unsafe { call_one::<A>(cell, inner, shard) };
-    // After the handler the shard is read back from the thread-local, where a rare branch
-    // needs it (a re-queue, a failure, a receive timeout): kept from the argument, it took
-    // a callee-saved register across the handler (a save, a restore and a move per
-    // message; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path,
-    // round 6").
-    // SAFETY: `run` runs inside the shard loop of `shard` on its thread (contract).
-    let shard = unsafe { ShardLocal::current_unchecked() };
+    // After the handler the shard is needed only on rare branches (a re-queue, a failure,
+    // a receive timeout), each out of line, which read it back from the thread-local
+    // (`ShardLocal::current_unchecked`): kept from the argument, it took a callee-saved
+    // register across the handler (a save, a restore and a move per message), and read
+    // here, a load per message (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+    // "Same-shard path, round 6").
     // A failure: mapped and handled out of line, so that this path carries no `Failure`
     // (and no drop flag for it) to its end (callgrind, same-shard `pingpong`: the result
     // was built on the stack and tested twice). Tested before `after_one`, so that the
@@ -294,9 +293,9 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     match handled {
         Ok(Ok(())) => {}
         // SAFETY: forwarded contract.
-        Ok(Err(e)) => return unsafe { one_returned_error::<A, T>(h, shard, e) },
+        Ok(Err(e)) => return unsafe { one_returned_error::<A, T>(h, e) },
         // SAFETY: forwarded contract.
-        Err(p) => return unsafe { one_panicked::<A, T>(h, shard, p) },
+        Err(p) => return unsafe { one_panicked::<A, T>(h, p) },
     }
     // The activity note (`after_one`) only matters with a receive timeout, which sets
     // `TIMED`: tested with the other flags in one word test, not by a load and a test of
@@ -304,12 +303,39 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // "Same-shard path, round 6").
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.running_without(UNUSUAL | Flags::TIMED) {
-        // SAFETY: owner-shard thread (contract).
-        unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
+        // The re-queue decision (`requeue`) of a quiet actor: only messages told to it
+        // while its handler ran (it ran the queue's one message) need its entry again.
+        // Tested here; the rest is out of line, so that this path keeps no register for
+        // the run-queue push across the handler (callgrind, same-shard `pingpong`: a save
+        // and a restore per message).
+        // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans, so
+        // the queue is plain.
+        if unsafe { cell.shared().local_state(T & SPANS == 0).0 } {
+            // SAFETY: forwarded contract.
+            unsafe { one_requeue::<A, T>(h) };
+        }
         return Outcome::Done;
     }
     // SAFETY: forwarded contract.
-    unsafe { one_unusual::<A, T>(h, shard) }
+    unsafe { one_unusual::<A, T>(h) }
+}
+
+/// [`run_one`]'s re-queue decision when its queue holds messages again: [`requeue`].
+///
+/// # Safety
+/// As [`run_one`], after its handler ran, for a quiet actor (running, none of
+/// `Flags::HOLD`).
+#[cold]
+#[inline(never)]
+unsafe fn one_requeue<A: Actor, const T: u8>(h: NonNull<Header>) {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
+    // SAFETY: owner-shard thread (contract).
+    unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
 }
 
 /// The end of [`run_one`] after a handler that returned `Ok` when the actor is not simply
@@ -319,11 +345,13 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
 /// # Safety
 /// As [`run_one`], after its handler ran.
 #[inline(never)]
-unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) -> Outcome {
+unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) -> Outcome {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.running_without(UNUSUAL) {
@@ -370,7 +398,9 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, e: crate::ActorError) -> Outcome {
+unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate::ActorError) -> Outcome {
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -385,7 +415,9 @@ unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, shard: &
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, p: Box<dyn std::any::Any + Send>) -> Outcome {
+unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std::any::Any + Send>) -> Outcome {
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
