@@ -15,7 +15,7 @@ use super::meta::Flags;
 use super::actor_ref::Path;
 use super::cell::{Cell, Inner, Shared};
 use super::context::Context;
-use super::header::{ErasedRef, Header, Outcome};
+use super::header::{ErasedRef, Header};
 use super::meta::{Lifecycle, UserJob};
 use super::sys::SysMsg;
 use super::Actor;
@@ -171,7 +171,7 @@ impl<A: Actor> Activation<'_, A> {
 ///
 /// `T`: the runtime's telemetry, `telemetry::SPANS | telemetry::METRICS` bits (the cell's
 /// vtable holds the right copy; see `Cell::vtable`).
-pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -248,7 +248,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
             unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-            return Outcome::Done;
+            return;
         }
         let act = Activation { h, cell, shard, holds_token };
         if let Err(failure) = result {
@@ -267,7 +267,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
 /// As [`run`] for a local entry whose queued flag is cleared, of a quiet actor with no
 /// system message, whose local queue holds exactly one message, in its inline slot.
 #[inline(never)]
-unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) -> Outcome {
+unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -314,7 +314,7 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
             // SAFETY: forwarded contract.
             unsafe { one_requeue::<A, T>(h) };
         }
-        return Outcome::Done;
+        return;
     }
     // SAFETY: forwarded contract.
     unsafe { one_unusual::<A, T>(h) }
@@ -345,7 +345,7 @@ unsafe fn one_requeue<A: Actor, const T: u8>(h: NonNull<Header>) {
 /// # Safety
 /// As [`run_one`], after its handler ran.
 #[inline(never)]
-unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) -> Outcome {
+unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -357,7 +357,7 @@ unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) -> Outcome {
     if inner.meta.running_without(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
-        return Outcome::Done;
+        return;
     }
     let act = Activation { h, cell, shard, holds_token: false };
     // SAFETY: forwarded contract.
@@ -370,7 +370,7 @@ unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) -> Outcome {
 /// As [`run`], for a quiet actor with no system message whose queued flag is cleared for
 /// a local entry.
 #[inline(never)]
-unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -382,7 +382,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-        return Outcome::Done;
+        return;
     }
     let act = Activation { h, cell, shard, holds_token };
     if let Err(failure) = result {
@@ -398,7 +398,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate::ActorError) -> Outcome {
+unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate::ActorError) {
     // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
     let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
@@ -415,7 +415,7 @@ unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std::any::Any + Send>) -> Outcome {
+unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std::any::Any + Send>) {
     // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
     let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
@@ -439,7 +439,7 @@ unsafe fn one_failed<A: Actor, const T: u8>(
     inner: &mut Inner<A>,
     shard: &ShardLocal,
     handled: std::thread::Result<Result<(), crate::ActorError>>,
-) -> Outcome {
+) {
     // First what `handle_one` does after the handler, as on the paths that did not fail.
     after_one::<A, T>(cell, inner, shard);
     let act = Activation { h, cell, shard, holds_token: false };
@@ -461,7 +461,7 @@ unsafe fn one_failed<A: Actor, const T: u8>(
 /// # Safety
 /// As [`run`]; `h`'s queued flag is already cleared for a local entry.
 #[inline(never)]
-unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -471,7 +471,10 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         // A stale entry for a dead actor: account for it and release with the last one.
         debug_assert!(inner.meta.pending > 0, "entry for a released actor");
         inner.meta.pending = inner.meta.pending.saturating_sub(1);
-        return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+        if inner.meta.pending == 0 {
+            shard.release_after_activation();
+        }
+        return;
     }
     if T & METRICS != 0 {
         shard.metrics().activation();
@@ -500,7 +503,7 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
 /// # Safety
 /// As [`run_general`], for `act`'s actor.
 #[inline(never)]
-unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: &mut Inner<A>) -> Outcome {
+unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: &mut Inner<A>) {
     let (h, cell, shard, holds_token) = (act.h, act.cell, act.shard, act.holds_token);
     let shared = cell.shared();
     if inner.meta.is(Flags::WAITED_ON) {
@@ -511,7 +514,10 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
     }
     match inner.meta.lifecycle {
         Lifecycle::Dead => {
-            return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+            if inner.meta.pending == 0 {
+                shard.release_after_activation();
+            }
+            return;
         }
         Lifecycle::Stopping => {
             if T & METRICS != 0 {
@@ -524,7 +530,6 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
     }
     // SAFETY: forwarded contract.
     unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-    Outcome::Done
 }
 
 /// Re-queue decisions for a live actor at the end of an activation. A suspended actor

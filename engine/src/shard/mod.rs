@@ -29,7 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
-use crate::actor::header::{ErasedRef, Header, Outcome};
+use crate::actor::header::{ErasedRef, Header};
 use crate::actor::meta::Children;
 use crate::actor::sys::SysMsg;
 use crate::id::ActorId;
@@ -215,6 +215,10 @@ pub(crate) struct ShardLocal {
     timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
+    /// Set by an activation that ended its actor's life (Dead, no entry of it left): the
+    /// loop releases the cell after the activation returns and clears it
+    /// ([`ShardLocal::release_after_activation`]).
+    release_requested: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
     /// The driver's idle poll stride minus one (a power of two minus one): an idle spin
@@ -240,12 +244,23 @@ impl ShardLocal {
             timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
+            release_requested: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
             driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
         }
+    }
+
+    /// Asks the shard loop to release the actor whose activation runs now, once it
+    /// returns (its actor is Dead and no run-queue entry of it remains). A flag rather
+    /// than a returned outcome: every activation returned one, a register set on every
+    /// path for a test the loop can make of this flag as cheaply (callgrind, same-shard
+    /// `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 6").
+    #[inline]
+    pub(crate) fn release_after_activation(&self) {
+        self.release_requested.set(true);
     }
 
     /// The shard running on this thread, read back from its thread-local. For a path that
@@ -563,13 +578,14 @@ impl ShardLocal {
                 let epoch = stall.begin(header);
                 // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
                 // we are on this shard's thread consuming entry `e`.
-                let outcome = unsafe { run(h, self, e) };
-                // The outcome is tested first, and the watchdog's end has an out-of-line
-                // copy for a release: with one `stall.end` before the test, the outcome
-                // was kept in a callee-saved register across it (a move per activation,
-                // and one register fewer for the loop; callgrind, same-shard `pingpong`,
+                unsafe { run(h, self, e) };
+                // A release is tested first, and the watchdog's end has an out-of-line
+                // copy for it: with one `stall.end` before the test, the outcome was kept
+                // in a callee-saved register across it (a move per activation, and one
+                // register fewer for the loop; callgrind, same-shard `pingpong`,
                 // docs/PERFORMANCE.md, "Same-shard path, round 6").
-                if let Outcome::Release = outcome {
+                if self.release_requested.get() {
+                    self.release_requested.set(false);
                     // The cell is still alive here: only `release` below may free it.
                     stall.end_before_release(epoch, header);
                     // Dropping the cell runs user code (the actor's and its messages'
