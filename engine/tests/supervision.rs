@@ -574,3 +574,78 @@ fn watching_and_watched_by_twenty_thousand_is_exact() {
     assert!(got == want, "exactly the watched workers");
     rt.shutdown();
 }
+
+/// Counts the messages it handles; panics on 0.
+struct Counted {
+    handled: Count,
+}
+
+impl Actor for Counted {
+    type Msg = u64;
+    fn handle(&mut self, _ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        assert!(n != 0, "told to panic");
+        self.handled.add(1);
+        Ok(())
+    }
+}
+
+/// A parent whose child's factory panics from its second call on. It restarts a child
+/// that failed in a message and resumes one that failed in its start (the failed
+/// restart), which leaves the child running, suspended, without a value.
+struct LostParent {
+    kid: Option<ActorRef<u64>>,
+    created: Count,
+    handled: Count,
+}
+
+impl Actor for LostParent {
+    type Msg = (u64, ReplyTo<ActorRef<u64>>);
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        let (created, handled) = (self.created.clone(), self.handled.clone());
+        self.kid = Some(ctx.spawn(Props::new(move || {
+            created.add(1);
+            assert!(created.get() == 1, "the factory fails from its second call on");
+            Counted { handled: handled.clone() }
+        }))?);
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Context<Self>, (n, reply): Self::Msg) -> Result<(), ActorError> {
+        // Same shard: each tell finds the child's queue empty or not, and an idle child
+        // takes the single-message path when it may run.
+        let kid = self.kid.clone().expect("spawned in started");
+        kid.try_tell(n).map_err(|_| ActorError::from("child refused"))?;
+        reply.reply(kid);
+        Ok(())
+    }
+    fn supervisor_strategy(&self) -> SupervisorStrategy {
+        SupervisorStrategy::one_for_one(|f| if f.during_start() { Directive::Resume } else { Directive::Restart })
+    }
+}
+
+/// A restart whose factory panics leaves the actor without a value; it must then stay
+/// suspended, so no activation reaches for the value (the single-message path takes it
+/// unchecked for an actor running without `SUSPENDED`). Messages told to it from its own
+/// shard wait, unhandled, and go to dead letters when it stops.
+#[test]
+fn a_restart_whose_factory_panics_leaves_the_actor_suspended_and_its_messages_unhandled() {
+    let rt = runtime(1);
+    let (created, handled) = (Count::default(), Count::default());
+    let parent = rt.spawn(LostParent { kid: None, created: created.clone(), handled: handled.clone() }).unwrap();
+    let tell = |n: u64| parent.blocking_ask(|r| (n, r), DEADLINE).unwrap();
+    let kid = tell(1);
+    assert!(eventually(|| handled.get() == 1), "the first message is handled");
+    tell(0);
+    assert!(eventually(|| rt.failures() == 2 && created.get() == 2), "failed in the message, then in the restart");
+    // Each is in the child's queue before its ask is answered.
+    for _ in 0..10 {
+        tell(1);
+    }
+    assert_eq!(handled.get(), 1, "no message handled without a value");
+    assert_eq!(created.get(), 2);
+    assert!(!kid.is_closed(), "suspended, not stopped");
+    assert!(kid.stop());
+    assert!(eventually(|| kid.is_closed()));
+    assert!(eventually(|| rt.dead_letters() == 10), "dead letters {}", rt.dead_letters());
+    assert_eq!(rt.failures(), 2);
+    rt.shutdown();
+}

@@ -190,6 +190,43 @@ fn receive_timeout_fires_once_per_idle_period_and_is_reset_by_messages() {
     rt.shutdown();
 }
 
+/// Tells its watcher `Idle::Work` from the watcher's own shard.
+struct Poker {
+    watcher: percore::ActorRef<Idle>,
+}
+
+impl Actor for Poker {
+    type Msg = ReplyTo<()>;
+    fn handle(&mut self, _ctx: &mut Context<Self>, done: ReplyTo<()>) -> Result<(), ActorError> {
+        self.watcher.try_tell(Idle::Work).map_err(|_| ActorError::from("watcher refused the work"))?;
+        done.reply(());
+        Ok(())
+    }
+}
+
+/// A same-shard message to an idle actor takes the single-message path, which notes the
+/// activity only when the actor's `TIMED` flag says a receive timeout is set: after the
+/// timeout fired (and stays disarmed until the next message), such a message must arm it
+/// again. Without the note the second timeout never comes.
+#[test]
+fn receive_timeout_is_rearmed_by_a_same_shard_message() {
+    let rt = runtime(1);
+    let last_work = Arc::new(Mutex::new(None));
+    let fired = Arc::new(Mutex::new(vec![]));
+    let a = rt.spawn(IdleWatcher { last_work: last_work.clone(), fired: fired.clone() }).unwrap();
+    let poker = rt.spawn(Poker { watcher: a.clone() }).unwrap();
+    assert!(eventually(|| fired.lock().unwrap().len() == 1), "fires after the first idle period");
+    for round in 2..=3 {
+        poker.blocking_ask(|r| r, DEADLINE).unwrap();
+        assert!(eventually(|| fired.lock().unwrap().len() == round), "re-armed by the same-shard message (round {round})");
+        let work = last_work.lock().unwrap().expect("work handled");
+        let fire = *fired.lock().unwrap().last().unwrap();
+        assert!(fire >= work + Duration::from_millis(20), "reset by the message: {:?}", fire - work);
+    }
+    assert_eq!(rt.failures(), 0);
+    rt.shutdown();
+}
+
 #[test]
 fn schedule_once_from_a_foreign_thread_and_cancel() {
     let rt = runtime(2);

@@ -15,7 +15,7 @@ use super::meta::Flags;
 use super::actor_ref::Path;
 use super::cell::{Cell, Inner, Shared};
 use super::context::Context;
-use super::header::{ErasedRef, Header, Outcome};
+use super::header::{ErasedRef, Header};
 use super::meta::{Lifecycle, UserJob};
 use super::sys::SysMsg;
 use super::Actor;
@@ -171,7 +171,7 @@ impl<A: Actor> Activation<'_, A> {
 ///
 /// `T`: the runtime's telemetry, `telemetry::SPANS | telemetry::METRICS` bits (the cell's
 /// vtable holds the right copy; see `Cell::vtable`).
-pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) -> Outcome {
+pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -248,7 +248,7 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
         if result.is_ok() && quiet(&inner.meta) {
             // SAFETY: owner-shard thread (contract).
             unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-            return Outcome::Done;
+            return;
         }
         let act = Activation { h, cell, shard, holds_token };
         if let Err(failure) = result {
@@ -267,13 +267,21 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
 /// As [`run`] for a local entry whose queued flag is cleared, of a quiet actor with no
 /// system message, whose local queue holds exactly one message, in its inline slot.
 #[inline(never)]
-unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) -> Outcome {
+unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run` runs inside the shard loop of `shard` on its thread (contract).
+    debug_assert!(std::ptr::eq(shard, unsafe { ShardLocal::current_unchecked() }), "run_one off its shard's loop");
     // SAFETY: forwarded contract.
     let handled = unsafe { call_one::<A>(cell, inner, shard) };
+    // After the handler the shard is needed only on rare branches (a re-queue, a failure,
+    // a receive timeout), each out of line, which read it back from the thread-local
+    // (`ShardLocal::current_unchecked`): kept from the argument, it took a callee-saved
+    // register across the handler (a save, a restore and a move per message), and read
+    // here, a load per message (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+    // "Same-shard path, round 6").
     // A failure: mapped and handled out of line, so that this path carries no `Failure`
     // (and no drop flag for it) to its end (callgrind, same-shard `pingpong`: the result
     // was built on the stack and tested twice). Tested before `after_one`, so that the
@@ -285,16 +293,71 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     match handled {
         Ok(Ok(())) => {}
         // SAFETY: forwarded contract.
-        Ok(Err(e)) => return unsafe { one_returned_error::<A, T>(h, shard, e) },
+        Ok(Err(e)) => return unsafe { one_returned_error::<A, T>(h, e) },
         // SAFETY: forwarded contract.
-        Err(p) => return unsafe { one_panicked::<A, T>(h, shard, p) },
+        Err(p) => return unsafe { one_panicked::<A, T>(h, p) },
     }
+    // The activity note (`after_one`) only matters with a receive timeout, which sets
+    // `TIMED`: tested with the other flags in one word test, not by a load and a test of
+    // `sup` after every handler (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md,
+    // "Same-shard path, round 6").
+    const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
+    if inner.meta.running_without(UNUSUAL | Flags::TIMED) {
+        // The re-queue decision (`requeue`) of a quiet actor: only messages told to it
+        // while its handler ran (it ran the queue's one message) need its entry again.
+        // Tested here; the rest is out of line, so that this path keeps no register for
+        // the run-queue push across the handler (callgrind, same-shard `pingpong`: a save
+        // and a restore per message).
+        // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans, so
+        // the queue is plain.
+        if unsafe { cell.shared().local_state(T & SPANS == 0).0 } {
+            // SAFETY: forwarded contract.
+            unsafe { one_requeue::<A, T>(h) };
+        }
+        return;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { one_unusual::<A, T>(h) }
+}
+
+/// [`run_one`]'s re-queue decision when its queue holds messages again: [`requeue`].
+///
+/// # Safety
+/// As [`run_one`], after its handler ran, for a quiet actor (running, none of
+/// `Flags::HOLD`).
+#[cold]
+#[inline(never)]
+unsafe fn one_requeue<A: Actor, const T: u8>(h: NonNull<Header>) {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
+    // SAFETY: owner-shard thread (contract).
+    unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
+}
+
+/// The end of [`run_one`] after a handler that returned `Ok` when the actor is not simply
+/// running without a receive timeout: the activity note, then the re-queue decision or
+/// the general end of an activation.
+///
+/// # Safety
+/// As [`run_one`], after its handler ran.
+#[inline(never)]
+unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) {
+    // SAFETY: contract: live cell of type `A`.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    // SAFETY: owner-shard thread (contract), as in `run`.
+    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     after_one::<A, T>(cell, inner, shard);
     const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
     if inner.meta.running_without(UNUSUAL) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
-        return Outcome::Done;
+        return;
     }
     let act = Activation { h, cell, shard, holds_token: false };
     // SAFETY: forwarded contract.
@@ -307,7 +370,7 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
 /// As [`run`], for a quiet actor with no system message whose queued flag is cleared for
 /// a local entry.
 #[inline(never)]
-unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
@@ -319,7 +382,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
     if result.is_ok() && quiet(&inner.meta) {
         // SAFETY: owner-shard thread (contract).
         unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-        return Outcome::Done;
+        return;
     }
     let act = Activation { h, cell, shard, holds_token };
     if let Err(failure) = result {
@@ -335,7 +398,9 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, e: crate::ActorError) -> Outcome {
+unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate::ActorError) {
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -350,7 +415,9 @@ unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, shard: &
 /// As [`run_one`].
 #[cold]
 #[inline(never)]
-unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, p: Box<dyn std::any::Any + Send>) -> Outcome {
+unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std::any::Any + Send>) {
+    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -372,7 +439,7 @@ unsafe fn one_failed<A: Actor, const T: u8>(
     inner: &mut Inner<A>,
     shard: &ShardLocal,
     handled: std::thread::Result<Result<(), crate::ActorError>>,
-) -> Outcome {
+) {
     // First what `handle_one` does after the handler, as on the paths that did not fail.
     after_one::<A, T>(cell, inner, shard);
     let act = Activation { h, cell, shard, holds_token: false };
@@ -394,7 +461,7 @@ unsafe fn one_failed<A: Actor, const T: u8>(
 /// # Safety
 /// As [`run`]; `h`'s queued flag is already cleared for a local entry.
 #[inline(never)]
-unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) -> Outcome {
+unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
@@ -404,7 +471,10 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         // A stale entry for a dead actor: account for it and release with the last one.
         debug_assert!(inner.meta.pending > 0, "entry for a released actor");
         inner.meta.pending = inner.meta.pending.saturating_sub(1);
-        return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+        if inner.meta.pending == 0 {
+            shard.release_after_activation();
+        }
+        return;
     }
     if T & METRICS != 0 {
         shard.metrics().activation();
@@ -433,7 +503,7 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
 /// # Safety
 /// As [`run_general`], for `act`'s actor.
 #[inline(never)]
-unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: &mut Inner<A>) -> Outcome {
+unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: &mut Inner<A>) {
     let (h, cell, shard, holds_token) = (act.h, act.cell, act.shard, act.holds_token);
     let shared = cell.shared();
     if inner.meta.is(Flags::WAITED_ON) {
@@ -444,7 +514,10 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
     }
     match inner.meta.lifecycle {
         Lifecycle::Dead => {
-            return if inner.meta.pending == 0 { Outcome::Release } else { Outcome::Done };
+            if inner.meta.pending == 0 {
+                shard.release_after_activation();
+            }
+            return;
         }
         Lifecycle::Stopping => {
             if T & METRICS != 0 {
@@ -457,7 +530,6 @@ unsafe fn finish_general<A: Actor, const T: u8>(act: &Activation<'_, A>, inner: 
     }
     // SAFETY: forwarded contract.
     unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
-    Outcome::Done
 }
 
 /// Re-queue decisions for a live actor at the end of an activation. A suspended actor
@@ -569,8 +641,9 @@ fn message_outcome(id: super::ActorId, result: std::thread::Result<Result<(), cr
 /// throughput budget (at least 1), and per-sender order is the queue's.
 ///
 /// # Safety
-/// Owner-shard thread of `cell`, whose local queue holds exactly one message, in its
-/// inline slot ([`Shared::local_only_first`]).
+/// Owner-shard thread of `cell`, whose actor is running and not suspended
+/// ([`Flags::SUSPENDED`]) and whose local queue holds exactly one message, in its inline
+/// slot ([`Shared::local_only_first`]).
 #[inline(always)]
 unsafe fn handle_one<A: Actor, const T: u8>(
     cell: &Cell<A>,
@@ -607,7 +680,14 @@ unsafe fn call_one<A: Actor>(
     shard: &ShardLocal,
 ) -> std::thread::Result<Result<(), crate::ActorError>> {
     let Inner { actor, meta, .. } = inner;
-    let actor = actor.as_mut().expect("a running actor has its value");
+    debug_assert!(actor.is_some(), "a running actor that is not suspended has its value");
+    // SAFETY: the caller found the actor running without `SUSPENDED` (`run`'s word test,
+    // `Flags::HOLD`), and such an actor has its value: the value is taken only by a
+    // restart, which either puts a fresh one back or fails the actor (`fail` sets
+    // `SUSPENDED`; a `Resume` clears it only with a value there), and by the final stop
+    // (`Dead`). Unchecked: the `expect` cost a test and a branch per message (callgrind,
+    // same-shard `pingpong`; docs/PERFORMANCE.md, "Same-shard path, round 6").
+    let actor = unsafe { actor.as_mut().unwrap_unchecked() };
     let mut ctx = Context::new(cell, meta, shard);
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: owner-shard thread, and the slot holds the queue's one message

@@ -129,6 +129,11 @@ impl<M: Send + 'static> ActorRef<M> {
         if header.state.is_closed() {
             return Err(TellError::Closed(msg));
         }
+        if let Some(shard) = ShardLocal::current_plain_owner_of(header) {
+            // SAFETY: `current_plain_owner_of` returned the shard running on this thread,
+            // which owns the actor, of a runtime whose rings are plain.
+            return unsafe { shared.push_local_plain(msg, shard) }.map_err(TellError::Full);
+        }
         if let Some(shard) = ShardLocal::current_owner_of(header) {
             // SAFETY: `current_owner_of` returned the shard running on this thread, and it
             // owns the actor.

@@ -350,6 +350,29 @@ impl<M: Send + 'static> Shared<M> {
         unsafe { self.push_local_slow(msg, shard) }
     }
 
+    /// [`Shared::push_local`] for an actor whose ring is plain (known to the caller, from
+    /// [`ShardLocal::current_plain_owner_of`]): the ring's kind is not tested again.
+    ///
+    /// # Safety
+    /// As [`Shared::push_local`], and the ring is plain (`Ring::observe` is 0).
+    #[inline(always)]
+    pub(crate) unsafe fn push_local_plain(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
+        debug_assert!(self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY, "push_local_plain on an observed ring");
+        // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
+        let local = self.local.with_mut(|p| unsafe { &mut *p });
+        // A plain ring means a plain queue (no side data), whose empty slot means an empty
+        // queue (`LocalQueue::is_empty_plain`).
+        if local.is_empty_plain() {
+            // SAFETY: the queue is empty (just tested).
+            unsafe { local.put_first(msg) };
+            // SAFETY: owner-shard thread only (contract).
+            unsafe { self.mark_queued(shard) };
+            return Ok(());
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_local_slow(msg, shard) }
+    }
+
     /// The rest of [`Shared::push_local`]: a backlog, the capacity test, observed runtimes.
     ///
     /// # Safety

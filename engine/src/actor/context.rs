@@ -342,10 +342,12 @@ impl<'a, A: Actor> Context<'a, A> {
         let timer = crate::actor::lifecycle::arm_receive_timeout(self.shard, self.myself.erased().clone(), now + after);
         self.meta.sup().receive_timeout =
             Some(ReceiveTimeout { after, last_activity: now, timer: Some(timer), make: Some(Box::new(make)) });
+        self.meta.set(Flags::TIMED, true);
     }
 
     /// Turns the receive timeout off.
     pub fn cancel_receive_timeout(&mut self) {
+        self.meta.set(Flags::TIMED, false);
         if let Some(id) = self.meta.sup.as_mut().and_then(|s| s.receive_timeout.take()).and_then(|rt| rt.timer) {
             self.shard.cancel_timer(id);
         }

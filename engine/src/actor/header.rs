@@ -20,23 +20,15 @@ use crate::sync::{Arc, UnsafeCell};
 
 /// Per-actor-type functions, reached from a type-erased header.
 pub(crate) struct VTable {
-    /// Runs one activation. See [`activation::run`].
-    pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry) -> Outcome,
+    /// Runs one activation. See [`activation::run`]. An activation that ends its actor's
+    /// life asks the shard to release it ([`ShardLocal::release_after_activation`]).
+    pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
     /// Frees the cell (last reference gone).
     pub(crate) drop_cell: unsafe fn(NonNull<Header>),
     /// `TypeId` of the actor's message type (typed lookup checks it).
     pub(crate) msg_type: fn() -> std::any::TypeId,
     /// `type_name` of the message type (for errors).
     pub(crate) msg_type_name: fn() -> &'static str,
-}
-
-/// What the shard must do after an activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Nothing: the actor is idle, re-queued, or waits for a pending entry.
-    Done,
-    /// The actor is Dead and no entry for it remains: drop the ownership reference.
-    Release,
 }
 
 /// The type-erased prefix of every cell.

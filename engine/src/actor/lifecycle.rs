@@ -37,7 +37,7 @@ impl<A: Actor> Activation<'_, A> {
             inner.meta.set(Flags::STOP_REQUESTED, true);
             return;
         }
-        inner.meta.set(Flags::STARTED, true);
+        inner.meta.started = true;
         if let Err(f) = self.call(inner, FailurePhase::Start, |a, ctx| a.started(ctx)) {
             self.fail(inner, f);
         }
@@ -450,7 +450,7 @@ impl<A: Actor> Activation<'_, A> {
         debug_assert_eq!(inner.meta.lifecycle, Lifecycle::Stopping);
         let shared = self.cell.shared();
         let header = &shared.header;
-        if inner.meta.is(Flags::STARTED) {
+        if inner.meta.started {
             if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| {
                 a.stopped(ctx);
                 Ok(())

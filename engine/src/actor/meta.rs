@@ -78,8 +78,14 @@ impl Ord for Lifecycle {
 pub(crate) struct Flags;
 
 impl Flags {
-    /// `started` ran (so `stopped` will).
-    pub(crate) const STARTED: u8 = 1 << 0;
+    /// A receive timeout is set (`Context::set_receive_timeout`): an activation that
+    /// handled messages notes the activity (`lifecycle::note_activity`). Set whenever
+    /// `SupState::receive_timeout` is `Some`; it may stay set after the timeout is gone
+    /// (then the note finds none). In this byte, so that the single-message path tests it
+    /// with the others in one word test (`Meta::running_without`) instead of loading and
+    /// testing `sup` after every handler (callgrind, same-shard `pingpong`;
+    /// docs/PERFORMANCE.md, "Same-shard path, round 6").
+    pub(crate) const TIMED: u8 = 1 << 0;
     /// Stop after the current message.
     pub(crate) const STOP_REQUESTED: u8 = 1 << 1;
     /// Failed and waiting for the supervisor: no user messages are processed.
@@ -110,6 +116,9 @@ pub(crate) struct Meta {
     pub(crate) lifecycle: Lifecycle,
     /// Run-queue entries still to come for a Dead actor.
     pub(crate) pending: u8,
+    /// `started` ran (so `stopped` will). Not a [`Flags`] bit: that byte is full, and this
+    /// is tested only at a start and a stop.
+    pub(crate) started: bool,
     pub(crate) children: Children,
     /// Supervision and death-watch state, allocated by the first actor that needs it.
     pub(crate) sup: Option<Box<SupState>>,
@@ -198,7 +207,7 @@ pub(crate) struct ReceiveTimeout {
 
 impl Meta {
     pub(crate) fn new(sup: Option<Box<SupState>>) -> Self {
-        Meta { lifecycle: Lifecycle::New, flags: 0, pending: 0, children: Children::default(), sup, _owner_thread: PhantomData }
+        Meta { lifecycle: Lifecycle::New, flags: 0, pending: 0, started: false, children: Children::default(), sup, _owner_thread: PhantomData }
     }
 
     /// Whether any of the `flags` bits is set.
@@ -321,7 +330,7 @@ mod tests {
             for flags in 0..=u8::MAX {
                 meta.set(u8::MAX, false);
                 meta.set(flags, true);
-                for mask in [0, Flags::HOLD, Flags::HOLD | Flags::WAITED_ON, Flags::HOLD | Flags::WAITED_ON | Flags::UNSTASHED, u8::MAX] {
+                for mask in [0, Flags::HOLD, Flags::HOLD | Flags::WAITED_ON, Flags::HOLD | Flags::WAITED_ON | Flags::TIMED, Flags::HOLD | Flags::WAITED_ON | Flags::UNSTASHED, u8::MAX] {
                     let expected = lifecycle == Lifecycle::Running && flags & mask == 0;
                     assert_eq!(meta.running_without(mask), expected, "{lifecycle:?}, flags {flags:#x}, mask {mask:#x}");
                 }

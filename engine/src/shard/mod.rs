@@ -29,7 +29,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::{Duration, Instant};
 
-use crate::actor::header::{ErasedRef, Header, Outcome};
+use crate::actor::header::{ErasedRef, Header};
 use crate::actor::meta::Children;
 use crate::actor::sys::SysMsg;
 use crate::id::ActorId;
@@ -129,6 +129,10 @@ thread_local! {
     /// same-shard send's owner test is one compare with this (see
     /// [`ShardLocal::current_owner_of`]).
     static CURRENT_KEY: StdCell<usize> = const { StdCell::new(0) };
+    /// [`CURRENT_KEY`] on a shard of a plain runtime (no handler spans, no metrics: its
+    /// rings keep no side data), 0 elsewhere: a match is the owner test and the "plain
+    /// queue" test of the same-shard send at once (see [`ShardLocal::current_plain_owner_of`]).
+    static PLAIN_KEY: StdCell<usize> = const { StdCell::new(0) };
 }
 
 /// A number that names shard `index` of runtime `rt` among all the shards of the live
@@ -211,6 +215,10 @@ pub(crate) struct ShardLocal {
     timers: UnsafeCell<TimerWheel>,
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
+    /// Set by an activation that ended its actor's life (Dead, no entry of it left): the
+    /// loop releases the cell after the activation returns and clears it
+    /// ([`ShardLocal::release_after_activation`]).
+    release_requested: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
     /// The driver's idle poll stride minus one (a power of two minus one): an idle spin
@@ -236,12 +244,64 @@ impl ShardLocal {
             timers: UnsafeCell::new(TimerWheel::new(Instant::now())),
             next_id: StdCell::new(0),
             shutdown_seen: StdCell::new(false),
+            release_requested: StdCell::new(false),
             driver: std::cell::RefCell::new(None),
             driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
             rt,
         }
+    }
+
+    /// Asks the shard loop to release the actor whose activation runs now, once it
+    /// returns (its actor is Dead and no run-queue entry of it remains). A flag rather
+    /// than a returned outcome: every activation returned one, a register set on every
+    /// path for a test the loop can make of this flag as cheaply (callgrind, same-shard
+    /// `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 6").
+    #[inline]
+    pub(crate) fn release_after_activation(&self) {
+        self.release_requested.set(true);
+    }
+
+    /// The shard running on this thread, read back from its thread-local. For a path that
+    /// has the shard as an argument but needs it again after user code only on its rare
+    /// branches: read here, it is not kept in a callee-saved register across the handler
+    /// (`activation::run_one`: a save, a restore and a move per message; callgrind,
+    /// same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 6").
+    ///
+    /// # Safety
+    /// On a shard's thread, inside its loop (`run_shard` set `CURRENT`, as for every
+    /// activation); the reference is used only within the current activation.
+    #[inline(always)]
+    pub(crate) unsafe fn current_unchecked<'a>() -> &'a ShardLocal {
+        let p = CURRENT.with(|c| c.get());
+        debug_assert!(!p.is_null(), "current_unchecked outside a shard");
+        // SAFETY: contract: `CURRENT` is this thread's live shard, which outlives the
+        // activation the reference is used in.
+        unsafe { &*p }
+    }
+
+    /// [`ShardLocal::current_owner_of`] for a plain runtime only: the shard on this thread,
+    /// if it owns `h` and its runtime keeps no side data beside messages (every ring of
+    /// it is plain: `Ring::observed` with the runtime's `observe_bits`, 0). `None` on a
+    /// shard of an observed runtime, which then takes [`ShardLocal::current_owner_of`].
+    /// The same-shard send tests it first: one compare for the owner and for the ring's
+    /// kind, where the owner test was followed by a load and a compare of the ring's raw
+    /// capacity (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md, "Same-shard path,
+    /// round 6").
+    #[inline(always)]
+    pub(crate) fn current_plain_owner_of(h: &Header) -> Option<&ShardLocal> {
+        if PLAIN_KEY.with(|k| k.get()) != owner_key(&h.runtime, h.shard as usize) {
+            return None;
+        }
+        let p = CURRENT.with(|c| c.get());
+        debug_assert!(!p.is_null(), "a plain key without a current shard");
+        // SAFETY: a matching key is set only while CURRENT is non-null (`run_shard`).
+        unsafe { std::hint::assert_unchecked(!p.is_null()) };
+        // SAFETY: as in `current_owner_of`: `PLAIN_KEY` is `CURRENT_KEY` or 0 (no key).
+        let s = unsafe { &*p };
+        debug_assert!(s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime) && h.runtime.observe_bits() == 0);
+        Some(s)
     }
 
     /// The shard on this thread, if it owns `h`.
@@ -518,14 +578,22 @@ impl ShardLocal {
                 let epoch = stall.begin(header);
                 // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
                 // we are on this shard's thread consuming entry `e`.
-                let outcome = unsafe { run(h, self, e) };
-                // The cell is still alive here: only `release` below may free it.
-                stall.end(epoch, header);
-                if let Outcome::Release = outcome {
+                unsafe { run(h, self, e) };
+                // A release is tested first, and the watchdog's end has an out-of-line
+                // copy for it: with one `stall.end` before the test, the outcome was kept
+                // in a callee-saved register across it (a move per activation, and one
+                // register fewer for the loop; callgrind, same-shard `pingpong`,
+                // docs/PERFORMANCE.md, "Same-shard path, round 6").
+                if self.release_requested.get() {
+                    self.release_requested.set(false);
+                    // The cell is still alive here: only `release` below may free it.
+                    stall.end_before_release(epoch, header);
                     // Dropping the cell runs user code (the actor's and its messages'
                     // `Drop`): a panic there has no entry to put back.
                     current = Entry::NONE;
                     self.release(h);
+                } else {
+                    stall.end(epoch, header);
                 }
             }
             if n > 0 {
@@ -821,9 +889,13 @@ pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize
     let shard = ShardLocal::new(index, rt, core);
     CURRENT.with(|c| c.set(&shard));
     CURRENT_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+    if shard.rt.observe_bits() == 0 {
+        PLAIN_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+    }
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
+            PLAIN_KEY.with(|k| k.set(0));
             CURRENT_KEY.with(|k| k.set(0));
             CURRENT.with(|c| c.set(ptr::null()));
         }

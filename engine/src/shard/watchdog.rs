@@ -204,6 +204,25 @@ impl Batch<'_> {
     }
 }
 
+impl Batch<'_> {
+    /// [`Batch::end`] for an activation whose actor is then released: the same test, out
+    /// of line (see `ShardLocal::run_ready`).
+    #[inline(always)]
+    pub(crate) fn end_before_release(&self, epoch: u64, h: &Header) {
+        end_cold(self.word, epoch, h);
+    }
+}
+
+/// [`Batch::end`]'s test and report, out of line.
+#[cold]
+#[inline(never)]
+fn end_cold(word: &Words, epoch: u64, h: &Header) {
+    // ORDERING: Acquire pairs with the Release store in `run_watchdog`, as in `Batch::end`.
+    if epoch != 0 && word.reported.load(Ordering::Acquire) == epoch {
+        stall_ended(word, h);
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn stall_ended(word: &Words, h: &Header) {
