@@ -8,16 +8,26 @@
 //!
 //! * The FNV-1a hash gives the shard (`hash % shards`, the same as `shard_of`): it must be
 //!   the same on every node and in every build.
-//! * The table hash is SipHash with this process's random key (std's `RandomState`), the
-//!   key's hash in the region's entity table: [`KeyHasher`] passes it through instead of
-//!   hashing the id again at every table operation. Entity ids often come from outside
-//!   (user names, order numbers), and FNV collisions are easy to make, so the table keeps
-//!   a keyed hash (HashDoS resistance), paid once per envelope rather than per lookup.
+//! * The table hash is foldhash keyed with this process's secret seed (128 bits drawn from
+//!   the OS through std's `RandomState`, once per process), the key's hash in the region's
+//!   entity table: [`KeyHasher`] passes it through instead of hashing the id again at every
+//!   table operation. Entity ids often come from outside (user names, order numbers), and
+//!   FNV collisions are easy to make, so the table keeps a keyed hash (HashDoS
+//!   resistance), paid once per envelope rather than per lookup. It was SipHash-1-3
+//!   (std's), ~170 instructions per decoded envelope for a 5-byte id; foldhash, the
+//!   hash hashbrown itself defaults to, takes ~25 (PERFORMANCE.md, "Sharding, round 2").
+//!   Its seed never leaves the process and no hash value is ever sent or shown (the
+//!   `Debug` form of a key is its id), so a peer learns nothing to aim collisions with
+//!   but timing; foldhash is meant to be "minimally DoS-resistant" under exactly those
+//!   terms (a random seed the attacker does not see).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
+
+use foldhash::fast::SeedableRandomState;
+use foldhash::SharedSeed;
 
 use super::placement::fnv1a;
 
@@ -36,22 +46,40 @@ enum Repr {
 pub(crate) struct EntityKey {
     /// FNV-1a of the id: the shard.
     hash: u64,
-    /// Keyed SipHash of the id: the entity table's hash.
+    /// Keyed hash of the id (foldhash, this process's secret seed): the entity table's hash.
     table: u64,
     repr: Repr,
 }
 
-/// This process's key for table hashes (one `RandomState`: each `new()` would be another).
-fn table_key() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
+/// This process's key for table hashes: foldhash's shared seed and per-hasher seed, both
+/// drawn once from std's `RandomState` (OS randomness), never from foldhash's own global
+/// seed (address-space layout and the clock).
+fn table_key() -> &'static SeedableRandomState {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    static KEY: OnceLock<SeedableRandomState> = OnceLock::new();
+    KEY.get_or_init(|| {
+        // Two 64-bit draws: SipHash (a keyed PRF) of a constant under two of std's random
+        // keys (each `RandomState::new()` takes the thread's OS-drawn key plus a count).
+        let draw = || RandomState::new().hash_one(0x7065_7263_6f72_6521_u64);
+        let shared = SHARED.get_or_init(|| SharedSeed::from_u64(draw()));
+        SeedableRandomState::with_seed(draw(), shared)
+    })
+}
+
+/// The table hash of `id` under this process's key.
+fn table_hash(id: &str) -> u64 {
+    // The bytes only (not `str`'s `Hash`, which adds a terminator byte): the hasher folds
+    // the length in itself, and only ids are ever hashed with this key.
+    let mut h = table_key().build_hasher();
+    h.write(id.as_bytes());
+    h.finish()
 }
 
 impl EntityKey {
     /// The key of `id`.
     pub(crate) fn new(id: &str) -> Self {
         let hash = fnv1a(id.as_bytes());
-        let table = table_key().hash_one(id);
+        let table = table_hash(id);
         let repr = if id.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..id.len()].copy_from_slice(id.as_bytes());
