@@ -28,6 +28,7 @@ use std::sync::{Arc, OnceLock};
 
 use foldhash::fast::SeedableRandomState;
 use foldhash::SharedSeed;
+use percore_transport::{Decoder, WireError};
 
 use super::placement::fnv1a;
 
@@ -103,6 +104,23 @@ impl EntityKey {
         }
     }
 
+    /// Reads an id that [`Encoder::put_str`](percore_transport::Encoder::put_str) wrote
+    /// (what `Decoder::get_str` reads) and makes its key: the hashes are computed here, never
+    /// taken from the peer.
+    pub(crate) fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let b = r.get_bytes()?;
+        // An ASCII id (the common case) is valid UTF-8: an inlined test of a few bytes
+        // instead of a call to the general validator (~70 instructions per envelope for a
+        // 5-byte id); anything else goes through the validator.
+        let id = if b.is_ascii() {
+            // SAFETY: every byte is below 0x80 (just tested), so `b` is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(b) }
+        } else {
+            std::str::from_utf8(b).map_err(|_| WireError::BadUtf8)?
+        };
+        Ok(Self::new(id))
+    }
+
     /// The shard of this entity among `shards` (equal to `shard_of(id, shards)`).
     pub(crate) fn shard(&self, shards: u32) -> u32 {
         (self.hash % u64::from(shards.max(1))) as u32
@@ -111,7 +129,16 @@ impl EntityKey {
 
 impl PartialEq for EntityKey {
     fn eq(&self, other: &Self) -> bool {
-        self.table == other.table && self.as_str() == other.as_str()
+        if self.table != other.table {
+            return false;
+        }
+        match (&self.repr, &other.repr) {
+            // Fixed-size compares (a few loads, no `memcmp` call): `new` zeroes the bytes
+            // past `len`, so equal ids have equal arrays. (An id of at most `INLINE` bytes
+            // is always inline, a longer one never: mixed forms differ in length.)
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -153,8 +180,17 @@ impl Hasher for KeyHasher {
         x ^ (x >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.write_u64(u64::from(*b));
+        // Eight bytes per mix step (a member address's octets were one step per byte: the
+        // peer table is looked up for every envelope to another node).
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(last));
         }
     }
     fn write_u8(&mut self, n: u8) {
@@ -195,7 +231,27 @@ mod tests {
         assert!(matches!(EntityKey::new(&long).repr, Repr::Heap(_)));
         assert!(matches!(EntityKey::new("entity-42").repr, Repr::Inline { .. }));
         assert_ne!(EntityKey::new("a"), EntityKey::new("b"));
+        assert_ne!(EntityKey::new("ab"), EntityKey::new("a"));
+        assert_ne!(EntityKey::new(&"y".repeat(INLINE)), EntityKey::new(&long));
         assert_eq!(std::mem::size_of::<EntityKey>(), 40);
+    }
+
+    /// `decode` reads what `put_str` wrote, ASCII or not, and refuses bytes that are not
+    /// UTF-8 as `get_str` does.
+    #[test]
+    fn decoded_keys_equal_made_ones_and_bad_utf8_is_refused() {
+        let long = "z".repeat(INLINE + 5);
+        for id in ["", "e42", "ünïcødé-id", &long] {
+            let mut buf = Vec::new();
+            percore_transport::Encoder::plain(&mut buf).put_str(id);
+            let k = EntityKey::decode(&mut Decoder::plain(&buf)).expect("decodes");
+            assert_eq!(k, EntityKey::new(id));
+            assert_eq!(k.as_str(), id);
+            assert_eq!(k.shard(100), shard_of(id, 100));
+        }
+        let mut buf = Vec::new();
+        percore_transport::Encoder::plain(&mut buf).put_bytes(&[b'e', 0xff, 0xfe]);
+        assert!(matches!(EntityKey::decode(&mut Decoder::plain(&buf)), Err(WireError::BadUtf8)));
     }
 
     #[test]
