@@ -15,7 +15,7 @@
 //!   FNV collisions are easy to make, so the table keeps a keyed hash (HashDoS
 //!   resistance), paid once per envelope rather than per lookup. It was SipHash-1-3
 //!   (std's), ~170 instructions per decoded envelope for a 5-byte id; foldhash, the
-//!   hash hashbrown itself defaults to, takes ~25 (PERFORMANCE.md, "Sharding, round 2").
+//!   hash hashbrown itself defaults to, takes ~20 (PERFORMANCE.md, "Sharding, round 2").
 //!   Its seed never leaves the process and no hash value is ever sent or shown (the
 //!   `Debug` form of a key is its id), so a peer learns nothing to aim collisions with
 //!   but timing; foldhash is meant to be "minimally DoS-resistant" under exactly those
@@ -180,17 +180,8 @@ impl Hasher for KeyHasher {
         x ^ (x >> 31)
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Eight bytes per mix step (a member address's octets were one step per byte: the
-        // peer table is looked up for every envelope to another node).
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.write_u64(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(last));
+        for b in bytes {
+            self.write_u64(u64::from(*b));
         }
     }
     fn write_u8(&mut self, n: u8) {
