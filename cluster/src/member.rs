@@ -47,7 +47,13 @@ pub(crate) fn put_addr(w: &mut Encoder<'_>, addr: SocketAddr) {
 
 /// Reads what [`put_addr`] wrote.
 pub(crate) fn get_addr(r: &mut Decoder<'_>) -> Result<SocketAddr, WireError> {
-    let ip = match r.get_u8()? {
+    let tag = r.get_u8()?;
+    get_addr_after(tag, r)
+}
+
+/// The rest of [`get_addr`] once its IP version `tag` has been read.
+pub(crate) fn get_addr_after(tag: u8, r: &mut Decoder<'_>) -> Result<SocketAddr, WireError> {
+    let ip = match tag {
         4 => IpAddr::from(r.get::<[u8; 4]>()?),
         6 => IpAddr::from(r.get::<[u8; 16]>()?),
         tag => return Err(WireError::BadTag { what: "IP version", tag }),

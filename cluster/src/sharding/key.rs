@@ -8,16 +8,27 @@
 //!
 //! * The FNV-1a hash gives the shard (`hash % shards`, the same as `shard_of`): it must be
 //!   the same on every node and in every build.
-//! * The table hash is SipHash with this process's random key (std's `RandomState`), the
-//!   key's hash in the region's entity table: [`KeyHasher`] passes it through instead of
-//!   hashing the id again at every table operation. Entity ids often come from outside
-//!   (user names, order numbers), and FNV collisions are easy to make, so the table keeps
-//!   a keyed hash (HashDoS resistance), paid once per envelope rather than per lookup.
+//! * The table hash is foldhash keyed with this process's secret seed (128 bits drawn from
+//!   the OS through std's `RandomState`, once per process), the key's hash in the region's
+//!   entity table: [`KeyHasher`] passes it through instead of hashing the id again at every
+//!   table operation. Entity ids often come from outside (user names, order numbers), and
+//!   FNV collisions are easy to make, so the table keeps a keyed hash (HashDoS
+//!   resistance), paid once per envelope rather than per lookup. It was SipHash-1-3
+//!   (std's), ~170 instructions per decoded envelope for a 5-byte id; foldhash, the
+//!   hash hashbrown itself defaults to, takes ~20 (PERFORMANCE.md, "Sharding, round 2").
+//!   Its seed never leaves the process and no hash value is ever sent or shown (the
+//!   `Debug` form of a key is its id), so a peer learns nothing to aim collisions with
+//!   but timing; foldhash is meant to be "minimally DoS-resistant" under exactly those
+//!   terms (a random seed the attacker does not see).
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
+
+use foldhash::fast::SeedableRandomState;
+use foldhash::SharedSeed;
+use percore_transport::{Decoder, WireError};
 
 use super::placement::fnv1a;
 
@@ -36,22 +47,40 @@ enum Repr {
 pub(crate) struct EntityKey {
     /// FNV-1a of the id: the shard.
     hash: u64,
-    /// Keyed SipHash of the id: the entity table's hash.
+    /// Keyed hash of the id (foldhash, this process's secret seed): the entity table's hash.
     table: u64,
     repr: Repr,
 }
 
-/// This process's key for table hashes (one `RandomState`: each `new()` would be another).
-fn table_key() -> &'static RandomState {
-    static KEY: OnceLock<RandomState> = OnceLock::new();
-    KEY.get_or_init(RandomState::new)
+/// This process's key for table hashes: foldhash's shared seed and per-hasher seed, both
+/// drawn once from std's `RandomState` (OS randomness), never from foldhash's own global
+/// seed (address-space layout and the clock).
+fn table_key() -> &'static SeedableRandomState {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    static KEY: OnceLock<SeedableRandomState> = OnceLock::new();
+    KEY.get_or_init(|| {
+        // Two 64-bit draws: SipHash (a keyed PRF) of a constant under two of std's random
+        // keys (each `RandomState::new()` takes the thread's OS-drawn key plus a count).
+        let draw = || RandomState::new().hash_one(0x7065_7263_6f72_6521_u64);
+        let shared = SHARED.get_or_init(|| SharedSeed::from_u64(draw()));
+        SeedableRandomState::with_seed(draw(), shared)
+    })
+}
+
+/// The table hash of `id` under this process's key.
+fn table_hash(id: &str) -> u64 {
+    // The bytes only (not `str`'s `Hash`, which adds a terminator byte): the hasher folds
+    // the length in itself, and only ids are ever hashed with this key.
+    let mut h = table_key().build_hasher();
+    h.write(id.as_bytes());
+    h.finish()
 }
 
 impl EntityKey {
     /// The key of `id`.
     pub(crate) fn new(id: &str) -> Self {
         let hash = fnv1a(id.as_bytes());
-        let table = table_key().hash_one(id);
+        let table = table_hash(id);
         let repr = if id.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..id.len()].copy_from_slice(id.as_bytes());
@@ -75,6 +104,23 @@ impl EntityKey {
         }
     }
 
+    /// Reads an id that [`Encoder::put_str`](percore_transport::Encoder::put_str) wrote
+    /// (what `Decoder::get_str` reads) and makes its key: the hashes are computed here, never
+    /// taken from the peer.
+    pub(crate) fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
+        let b = r.get_bytes()?;
+        // An ASCII id (the common case) is valid UTF-8: an inlined test of a few bytes
+        // instead of a call to the general validator (~70 instructions per envelope for a
+        // 5-byte id); anything else goes through the validator.
+        let id = if b.is_ascii() {
+            // SAFETY: every byte is below 0x80 (just tested), so `b` is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(b) }
+        } else {
+            std::str::from_utf8(b).map_err(|_| WireError::BadUtf8)?
+        };
+        Ok(Self::new(id))
+    }
+
     /// The shard of this entity among `shards` (equal to `shard_of(id, shards)`).
     pub(crate) fn shard(&self, shards: u32) -> u32 {
         (self.hash % u64::from(shards.max(1))) as u32
@@ -83,7 +129,16 @@ impl EntityKey {
 
 impl PartialEq for EntityKey {
     fn eq(&self, other: &Self) -> bool {
-        self.table == other.table && self.as_str() == other.as_str()
+        if self.table != other.table {
+            return false;
+        }
+        match (&self.repr, &other.repr) {
+            // Fixed-size compares (a few loads, no `memcmp` call): `new` zeroes the bytes
+            // past `len`, so equal ids have equal arrays. (An id of at most `INLINE` bytes
+            // is always inline, a longer one never: mixed forms differ in length.)
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -167,7 +222,27 @@ mod tests {
         assert!(matches!(EntityKey::new(&long).repr, Repr::Heap(_)));
         assert!(matches!(EntityKey::new("entity-42").repr, Repr::Inline { .. }));
         assert_ne!(EntityKey::new("a"), EntityKey::new("b"));
+        assert_ne!(EntityKey::new("ab"), EntityKey::new("a"));
+        assert_ne!(EntityKey::new(&"y".repeat(INLINE)), EntityKey::new(&long));
         assert_eq!(std::mem::size_of::<EntityKey>(), 40);
+    }
+
+    /// `decode` reads what `put_str` wrote, ASCII or not, and refuses bytes that are not
+    /// UTF-8 as `get_str` does.
+    #[test]
+    fn decoded_keys_equal_made_ones_and_bad_utf8_is_refused() {
+        let long = "z".repeat(INLINE + 5);
+        for id in ["", "e42", "ünïcødé-id", &long] {
+            let mut buf = Vec::new();
+            percore_transport::Encoder::plain(&mut buf).put_str(id);
+            let k = EntityKey::decode(&mut Decoder::plain(&buf)).expect("decodes");
+            assert_eq!(k, EntityKey::new(id));
+            assert_eq!(k.as_str(), id);
+            assert_eq!(k.shard(100), shard_of(id, 100));
+        }
+        let mut buf = Vec::new();
+        percore_transport::Encoder::plain(&mut buf).put_bytes(&[b'e', 0xff, 0xfe]);
+        assert!(matches!(EntityKey::decode(&mut Decoder::plain(&buf)), Err(WireError::BadUtf8)));
     }
 
     #[test]
