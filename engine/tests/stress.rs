@@ -37,7 +37,12 @@ fn stress_foreign_threads_and_relays_on_all_shards_exact_total() {
     let shards = 3;
     let rt = runtime(shards);
     let total = Count::default();
-    let sink = rt.spawn(Props::from(Counter(total.clone())).capacity(1 << 15)).unwrap();
+    // Room for every value: a relay whose `tell` to the sink finds it full fails, and a
+    // relay spawned from a value is not restartable, so it stops and the producers' next
+    // `blocking_send` to it returns `Closed`. With 1 << 15 slots, a sink whose shard thread
+    // the OS held off for ~10 ms while the two other shards' relays kept sending filled up
+    // (seen once in a clean-clone CI run, at load, after the same-shard path got faster).
+    let sink = rt.spawn(Props::from(Counter(total.clone())).capacity(1 << 17)).unwrap();
     let peers: Peers = Default::default();
     let relays: Vec<_> = (0..24)
         .map(|i| {
@@ -48,6 +53,7 @@ fn stress_foreign_threads_and_relays_on_all_shards_exact_total() {
     peers.set(relays.clone()).ok();
     let threads = 4u64;
     let per_thread = 25_000u64;
+    assert!(threads * per_thread <= 1 << 17, "the sink holds every value");
     std::thread::scope(|s| {
         for t in 0..threads {
             let relays = relays.clone();
