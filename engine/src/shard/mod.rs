@@ -291,23 +291,23 @@ impl ShardLocal {
     /// round 6").
     #[inline(always)]
     pub(crate) fn current_plain_owner_of(h: &Header) -> Option<&ShardLocal> {
-        if PLAIN_KEY.with(|k| k.get()) != owner_key(&h.runtime, h.shard as usize) {
-            return None;
-        }
-        let p = CURRENT.with(|c| c.get());
-        debug_assert!(!p.is_null(), "a plain key without a current shard");
-        // SAFETY: a matching key is set only while CURRENT is non-null (`run_shard`).
-        unsafe { std::hint::assert_unchecked(!p.is_null()) };
-        // SAFETY: as in `current_owner_of`: `PLAIN_KEY` is `CURRENT_KEY` or 0 (no key).
-        let s = unsafe { &*p };
-        debug_assert!(s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime) && h.runtime.observe_bits() == 0);
+        // `PLAIN_KEY` is `CURRENT_KEY` or 0 (no key).
+        let s = Self::current_if_key(PLAIN_KEY.with(|k| k.get()), h)?;
+        debug_assert!(h.runtime.observe_bits() == 0);
         Some(s)
     }
 
     /// The shard on this thread, if it owns `h`.
     #[inline(always)]
     pub(crate) fn current_owner_of(h: &Header) -> Option<&ShardLocal> {
-        if CURRENT_KEY.with(|k| k.get()) != owner_key(&h.runtime, h.shard as usize) {
+        Self::current_if_key(CURRENT_KEY.with(|k| k.get()), h)
+    }
+
+    /// The shard on this thread if `thread_key` (this thread's `CURRENT_KEY` or
+    /// `PLAIN_KEY`) is `h`'s owner key.
+    #[inline(always)]
+    fn current_if_key(thread_key: usize, h: &Header) -> Option<&ShardLocal> {
+        if thread_key != owner_key(&h.runtime, h.shard as usize) {
             return None;
         }
         let p = CURRENT.with(|c| c.get());
