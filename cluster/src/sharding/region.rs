@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percore::{Actor, ActorError, ActorId, ActorRef, Context};
-use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
+use percore_transport::RemoteMessage;
 
 use super::key::{EntityKey, KeyBuild};
 use super::placement::{owners, shard_of};
@@ -65,6 +65,8 @@ mod outbound;
 mod leaving;
 // Starting, spawning, delivering to, stopping and passivating entities.
 mod entities;
+// A region message on the wire (encode, decode, the envelope's layout).
+mod wire;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
 pub(crate) use leaving::LeaveSeen;
@@ -72,10 +74,6 @@ pub(crate) use outbound::{Congested, Gauge, Registration, CAPACITY};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
 const MAX_HOPS: u8 = 8;
-
-/// An envelope's bytes after the IP version tag of an IPv4 sender: address (4), port (2),
-/// hops (1), view (4).
-const DELIVER_V4_TAIL: usize = 11;
 
 /// Retry ticks a remember-entities load may take before it is issued again (a result lost
 /// because the region's mailbox was full, or a store that failed).
@@ -242,119 +240,6 @@ pub(crate) enum RegionLocal {
     },
     /// Test hook (`EntityRefs::__probe`): answer what the region holds.
     Probe(std::sync::mpsc::Sender<RegionProbe>),
-}
-
-impl<M: RemoteMessage> Wire for RegionMsg<M> {
-    fn encode(self, w: &mut Encoder<'_>) {
-        match self {
-            RegionMsg::Deliver { key, msg, from, hops, view } => {
-                // The bytes of `put_u8(0)`, `put_str(id)`, `put_addr(from)`, `put_u8(hops)`,
-                // `put_u32(view)`, in three appends instead of eight (each append is a
-                // capacity test): the envelope's header costs about half as much.
-                let id = key.as_str().as_bytes();
-                let mut head = [0u8; 5];
-                head[1..].copy_from_slice(&(id.len() as u32).to_le_bytes());
-                w.put_raw(&head);
-                w.put_raw(id);
-                match from {
-                    SocketAddr::V4(a) => {
-                        let mut tail = [0u8; DELIVER_V4_TAIL + 1];
-                        tail[0] = 4;
-                        tail[1..5].copy_from_slice(&a.ip().octets());
-                        tail[5..7].copy_from_slice(&a.port().to_le_bytes());
-                        tail[7] = hops;
-                        tail[8..].copy_from_slice(&view.to_le_bytes());
-                        w.put_raw(&tail);
-                    }
-                    SocketAddr::V6(_) => {
-                        crate::member::put_addr(w, from);
-                        w.put_u8(hops);
-                        w.put_u32(view);
-                    }
-                }
-                w.put(msg);
-            }
-            RegionMsg::HandOffRequest { shard, from } => {
-                w.put_u8(1);
-                w.put_u32(shard);
-                w.put(from);
-            }
-            RegionMsg::HandOffDone { shard, from, entities } => {
-                w.put_u8(2);
-                w.put_u32(shard);
-                w.put(from);
-                w.put(entities);
-            }
-            RegionMsg::Fence(f) => {
-                w.put_u8(3);
-                w.put_u32(f.shard);
-                crate::member::put_addr(w, f.origin);
-                w.put_u64(f.epoch);
-                crate::member::put_addr(w, f.target);
-                crate::member::put_addr(w, f.from);
-                w.put_u8(f.hops);
-            }
-            RegionMsg::AfterFence(a) => {
-                w.put_u8(4);
-                w.put_u32(a.shard);
-                w.put_u64(a.epoch);
-                crate::member::put_addr(w, a.fenced);
-                crate::member::put_addr(w, a.from);
-                w.put_u32(a.view);
-            }
-            RegionMsg::LeaveSeen(l) => {
-                w.put_u8(5);
-                w.put(l.from);
-                w.put(l.leaver);
-            }
-            // Never sent to a peer; a peer receiving this tag refuses it.
-            RegionMsg::Local(_) => w.put_u8(0xff),
-        }
-    }
-    fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-        Ok(match r.get_u8()? {
-            0 => {
-                // The hash is recomputed here, not taken from the peer.
-                let key = EntityKey::decode(r)?;
-                // What `get_addr`, `get_u8` and `get_u32` read, with one bounds check for an
-                // IPv4 sender (the encoder's fast path above).
-                let (from, hops, view) = match r.get_u8()? {
-                    4 => {
-                        let t = r.get_raw(DELIVER_V4_TAIL)?;
-                        let ip = std::net::Ipv4Addr::new(t[0], t[1], t[2], t[3]);
-                        let port = u16::from_le_bytes([t[4], t[5]]);
-                        (SocketAddr::from((ip, port)), t[6], u32::from_le_bytes([t[7], t[8], t[9], t[10]]))
-                    }
-                    tag => (crate::member::get_addr_after(tag, r)?, r.get_u8()?, r.get_u32()?),
-                };
-                RegionMsg::Deliver { key, from, hops, view, msg: r.get()? }
-            }
-            1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
-            2 => RegionMsg::HandOffDone { shard: r.get_u32()?, from: r.get()?, entities: r.get()? },
-            3 => RegionMsg::Fence(Box::new(FenceMarker {
-                shard: r.get_u32()?,
-                origin: crate::member::get_addr(r)?,
-                epoch: r.get_u64()?,
-                target: crate::member::get_addr(r)?,
-                from: crate::member::get_addr(r)?,
-                hops: r.get_u8()?,
-            })),
-            4 => RegionMsg::AfterFence(Box::new(AfterFence {
-                shard: r.get_u32()?,
-                epoch: r.get_u64()?,
-                fenced: crate::member::get_addr(r)?,
-                from: crate::member::get_addr(r)?,
-                view: r.get_u32()?,
-            })),
-            5 => RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: r.get()?, leaver: r.get()? })),
-            tag => return Err(WireError::BadTag { what: "shard region message", tag }),
-        })
-    }
-}
-
-impl<M: RemoteMessage> RemoteMessage for RegionMsg<M> {
-    // Derived from the entity message's id, so each entity type has its own envelope type.
-    const TYPE_ID: u32 = M::TYPE_ID.rotate_left(16) ^ 0x5AA5_C1C1;
 }
 
 enum ShardState<M> {
@@ -962,83 +847,5 @@ where
         }
         self.after_buffering(ctx);
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A test message: one `u32`.
-    #[derive(Debug, PartialEq)]
-    struct Num(u32);
-    impl Wire for Num {
-        fn encode(self, w: &mut Encoder<'_>) {
-            w.put_u32(self.0);
-        }
-        fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
-            Ok(Num(r.get_u32()?))
-        }
-    }
-    impl RemoteMessage for Num {
-        const TYPE_ID: u32 = 0x7e57_5301;
-    }
-
-    /// The envelope's fast encoding writes the bytes the field-by-field puts wrote (the wire
-    /// format is unchanged), for IPv4 and IPv6 senders; both decode back; a cut-off or bad
-    /// envelope is an error, never a panic.
-    #[test]
-    fn an_envelope_encodes_as_before_and_decodes_back() {
-        let long = "l".repeat(40);
-        for (id, from) in [("e42", "127.0.0.1:2552"), ("", "10.1.2.3:1"), (long.as_str(), "[::1]:2552")] {
-            let from: SocketAddr = from.parse().expect("an address");
-            let mut fast = Vec::new();
-            let env = RegionMsg::Deliver { key: EntityKey::new(id), msg: Num(7), from, hops: 3, view: 0x0102_0304 };
-            env.encode(&mut Encoder::plain(&mut fast));
-            let mut generic = Vec::new();
-            {
-                let mut w = Encoder::plain(&mut generic);
-                w.put_u8(0);
-                w.put_str(id);
-                crate::member::put_addr(&mut w, from);
-                w.put_u8(3);
-                w.put_u32(0x0102_0304);
-                w.put(Num(7));
-            }
-            assert_eq!(fast, generic, "{id} from {from}");
-            match RegionMsg::<Num>::decode(&mut Decoder::plain(&fast)) {
-                Ok(RegionMsg::Deliver { key, msg, from: f, hops, view }) => {
-                    assert_eq!((key.as_str(), msg, f, hops, view), (id, Num(7), from, 3, 0x0102_0304));
-                    assert_eq!(key, EntityKey::new(id));
-                }
-                _ => panic!("not an envelope"),
-            }
-            for cut in 0..fast.len() {
-                assert!(RegionMsg::<Num>::decode(&mut Decoder::plain(&fast[..cut])).is_err(), "{cut} bytes");
-            }
-        }
-        let mut bad = Vec::new();
-        let env = RegionMsg::Deliver {
-            key: EntityKey::new("e"),
-            msg: Num(1),
-            from: "127.0.0.1:1".parse().expect("an address"),
-            hops: 0,
-            view: 0,
-        };
-        env.encode(&mut Encoder::plain(&mut bad));
-        bad[6] = 5; // the IP version
-        assert!(matches!(
-            RegionMsg::<Num>::decode(&mut Decoder::plain(&bad)),
-            Err(WireError::BadTag { what: "IP version", tag: 5 })
-        ));
-    }
-
-    /// Every slot of a region's mailbox (65,536 of them) is as large as the largest region
-    /// message: the envelope, not a membership view, must set that size.
-    #[test]
-    fn the_envelope_sets_the_size_of_a_region_message() {
-        let envelope = std::mem::size_of::<EntityKey>() + std::mem::size_of::<SocketAddr>() + 8;
-        assert!(std::mem::size_of::<RegionMsg<()>>() <= envelope, "{}", std::mem::size_of::<RegionMsg<()>>());
-        assert!(std::mem::size_of::<RegionLocal>() < std::mem::size_of::<RegionMsg<()>>());
     }
 }
