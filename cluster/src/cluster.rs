@@ -413,14 +413,16 @@ impl Cluster {
     }
 
     /// Registers a region: `hook` takes each new view; `drained` is set by the region
-    /// once it has handed everything over while this member leaves.
+    /// once it has handed everything over while this member leaves; `table`: its shard
+    /// count when it routes by an allocation table (least-shards).
     pub(crate) fn register_region(
         &self,
         name: String,
         hook: ViewHook,
         drained: Arc<AtomicBool>,
+        table: Option<u32>,
     ) -> Result<(), ClusterError> {
-        self.local(LocalMsg::RegisterRegion { name, hook, drained })
+        self.local(LocalMsg::RegisterRegion { name, hook, drained, table })
     }
 
     /// Calls `hook` with the published membership now and after every change.

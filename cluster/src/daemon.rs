@@ -14,7 +14,7 @@
 //! leaving → exiting once the member has handed over, exiting → removed, down → removed
 //! after the removal margin. Regions get a [`MembershipView`] only from converged views.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use crate::cluster::ClusterShared;
 use crate::event::{diff, ClusterEvent, CurrentClusterState};
-use crate::gossip::{wall_clock_ms, Gossip};
+use crate::gossip::{wall_clock_ms, Allocation, Gossip};
 use crate::member::{Member, MemberStatus, UniqueAddress};
 use crate::phi::PhiAccrual;
 use crate::sbr::{Resolver, Trigger};
@@ -55,6 +55,8 @@ pub(crate) struct MembershipView {
     /// Grows with every membership change (`Gossip::membership_number`): regions compare
     /// views by it (`sharding/region/fencing.rs`).
     pub(crate) number: u32,
+    /// The shard allocation tables (least-shards placement), by region name.
+    pub(crate) allocations: BTreeMap<String, Allocation>,
 }
 
 /// A region's hook: called with every new view.
@@ -87,6 +89,8 @@ pub(crate) enum LocalMsg {
         hook: ViewHook,
         /// Set by the region once it has handed everything over (see `Slots::drained`).
         drained: Arc<AtomicBool>,
+        /// Its shard count, for a least-shards region (an allocation table in the gossip).
+        table: Option<u32>,
     },
     /// A watcher of the published membership (the receptionist).
     WatchMembers(StateHook),
@@ -148,6 +152,9 @@ pub(crate) struct Daemon {
     published: CurrentClusterState,
     /// Registered regions: name, view hook, and whether it has handed everything over.
     regions: Vec<(String, ViewHook, Arc<AtomicBool>)>,
+    /// Allocation tables this node's regions route by (name, shard count): created in the
+    /// gossip when missing (`ensure_allocations`).
+    tables: Vec<(String, u32)>,
     watchers: Vec<StateHook>,
     last_view: Option<MembershipView>,
     resolver: Resolver,
@@ -171,6 +178,7 @@ impl Daemon {
             peers: HashMap::new(),
             published: CurrentClusterState::default(),
             regions: Vec::new(),
+            tables: Vec::new(),
             watchers: Vec::new(),
             last_view: None,
             resolver,
@@ -417,6 +425,9 @@ impl Daemon {
             changed = true;
             tracing::info!("cluster {me}: leader removed {r}");
         }
+        // In the same step: the shards of members no longer up (and a joiner's share) move
+        // with the status changes above, so regions see one view, not two moves.
+        changed |= g.allocate();
         if changed {
             g.changed_by(me);
         }
@@ -470,6 +481,31 @@ impl Daemon {
             }
             g.changed_by(me);
             self.resolver.acted(now);
+        }
+    }
+
+    /// Creates the allocation tables of this node's least-shards regions that the gossip
+    /// lacks (nothing allocated: the leader allocates them); and, on the leader of a
+    /// converged view, allocates what needs it at once rather than at the next tick (a
+    /// new type's table, a member downed since the tick).
+    fn ensure_allocations(&mut self) {
+        let me = self.me;
+        let Some(g) = self.gossip.as_mut() else { return };
+        if self.terminated || !g.members.contains_key(&me) {
+            return;
+        }
+        let mut changed = false;
+        for (name, shards) in &self.tables {
+            if !g.allocations.contains_key(name) {
+                g.allocations.insert(name.clone(), Allocation::empty(*shards));
+                changed = true;
+            }
+        }
+        if g.leader() == Some(me) && g.converged() && g.allocate() {
+            changed = true;
+        }
+        if changed {
+            g.changed_by(me);
         }
     }
 
@@ -562,6 +598,7 @@ impl Daemon {
     /// After every message: terminate if this node was downed or removed, publish the
     /// events since the last publication, hand regions a new converged view.
     fn after_change(&mut self, rt: &percore::RuntimeHandle) {
+        self.ensure_allocations();
         if !self.terminated {
             if let Some(g) = &self.gossip {
                 let gone = match g.members.get(&self.me) {
@@ -592,6 +629,7 @@ impl Daemon {
                 my_status: g.members.get(&self.me).map(|m| m.status),
                 terminated: self.terminated,
                 number: g.membership_number(),
+                allocations: g.allocations.clone(),
             }),
             _ => None,
         };
@@ -663,6 +701,7 @@ impl Actor for Daemon {
             my_status: self.my_status(),
             terminated: true,
             number: self.gossip.as_ref().map(|g| g.membership_number()).unwrap_or(0),
+            allocations: BTreeMap::new(),
         };
         for (_, hook, _) in &self.regions {
             hook(view.clone());
@@ -719,9 +758,12 @@ impl Actor for Daemon {
                     let _ = who.tell(ClusterEvent::CurrentClusterState(self.published.clone()));
                     ctx.runtime().event_stream().subscribe(&who);
                 }
-                LocalMsg::RegisterRegion { name, hook, drained } => {
+                LocalMsg::RegisterRegion { name, hook, drained, table } => {
                     if let Some(v) = &self.last_view {
                         hook(v.clone());
+                    }
+                    if let Some(shards) = table {
+                        self.tables.push((name.clone(), shards));
                     }
                     self.regions.push((name, hook, drained));
                 }
@@ -787,7 +829,7 @@ mod tests {
                 record.lock().unwrap().push(status);
             }
         });
-        cluster.register_region("probe".into(), hook, Arc::new(AtomicBool::new(true))).unwrap();
+        cluster.register_region("probe".into(), hook, Arc::new(AtomicBool::new(true)), None).unwrap();
         cluster.join([node.addr()]).unwrap();
         eventually("this node up", || cluster.state().self_status == Some(MemberStatus::Up));
         cluster.leave().unwrap();

@@ -10,7 +10,12 @@
 //!   default 24 h), by every node on its own clock, so the set does not grow without bound;
 //! * `removals`: how many members were removed; it only grows, and is what the membership
 //!   number counts removals by (a pruned tombstone must not lower the number);
-//! * `handed_off`: leaving members that have handed over their shards (only grows).
+//! * `handed_off`: leaving members that have handed over their shards (only grows);
+//! * `allocations`: per sharded entity type, which member owns each shard (least-shards:
+//!   written by the leader, `sharding/placement.rs`, `allocate`); the higher
+//!   `(version, owners)` wins, so two leaders that wrote the same version on the two sides
+//!   of a partition still merge to one table everywhere. A table is created (version 0,
+//!   no owners) by the first node whose region of that type starts, and never removed.
 //!
 //! **Down is final after pruning.** A removed incarnation is kept out
 //! * by the survivors' tombstones for the prune age: they refuse its `Join` (with their
@@ -35,6 +40,7 @@
 //! **seen set** (Akka's convergence): who has seen exactly this content.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use percore_transport::{Decoder, Encoder, Wire, WireError};
 
@@ -55,6 +61,24 @@ pub(crate) struct Observation {
     pub(crate) version: u64,
 }
 
+/// One sharded entity type's shard → member table (least-shards placement), written by
+/// the leader. A member that is not up owns nothing, whatever the table says
+/// (`Region::set_view`): the leader moves its shards at its next step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Allocation {
+    /// Raised by one on every change the leader makes.
+    pub(crate) version: u64,
+    /// The owner of each shard (`None`: not allocated yet).
+    pub(crate) owners: Arc<[Option<UniqueAddress>]>,
+}
+
+impl Allocation {
+    /// A new type's table: nothing allocated.
+    pub(crate) fn empty(shards: u32) -> Allocation {
+        Allocation { version: 0, owners: vec![None; shards as usize].into() }
+    }
+}
+
 /// The gossiped content and who has seen it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Gossip {
@@ -66,6 +90,8 @@ pub(crate) struct Gossip {
     pub(crate) removals: u64,
     pub(crate) reachability: BTreeMap<(UniqueAddress, UniqueAddress), Observation>,
     pub(crate) handed_off: BTreeSet<UniqueAddress>,
+    /// Sharded entity type → its shard allocation (least-shards placement).
+    pub(crate) allocations: BTreeMap<String, Allocation>,
     pub(crate) seen: BTreeSet<UniqueAddress>,
 }
 
@@ -104,6 +130,7 @@ impl Gossip {
             && self.removals == other.removals
             && self.reachability == other.reachability
             && self.handed_off == other.handed_off
+            && self.allocations == other.allocations
     }
 
     /// Drops what tombstones name and records that refer to non-members.
@@ -164,6 +191,15 @@ impl Gossip {
                 .or_insert(*o);
         }
         self.handed_off.extend(other.handed_off.iter().copied());
+        for (name, a) in &other.allocations {
+            match self.allocations.get_mut(name) {
+                Some(mine) if *mine >= *a => {}
+                Some(mine) => *mine = a.clone(),
+                None => {
+                    self.allocations.insert(name.clone(), a.clone());
+                }
+            }
+        }
         self.prune();
         self.prune_tombstones(expire_before);
     }
@@ -219,13 +255,34 @@ impl Gossip {
     }
 
     /// A number that grows with every change of membership (a member added, a status
-    /// moved forward, a member removed), so that of two views of the same cluster the
-    /// later one has the larger number. Statuses only move forward and the removal counter
+    /// moved forward, a member removed) and of shard allocation, so that of two views of
+    /// the same cluster the later one has the larger number (regions compare views by it:
+    /// `sharding/region/fencing.rs`). Statuses only move forward and the removal counter
     /// only grows (it is not the tombstone set's size: tombstones are pruned); a removal
     /// drops at most 6 (`Removed` + 1) and adds 8. Pruning a tombstone leaves it unchanged.
+    /// Allocation versions only grow and tables are never dropped, so their sum only grows.
     pub(crate) fn membership_number(&self) -> u32 {
         let statuses: u64 = self.members.values().map(|m| m.status as u64 + 1).sum();
-        statuses.saturating_add(self.removals.saturating_mul(8)).min(u32::MAX as u64) as u32
+        let allocations: u64 = self.allocations.values().fold(0u64, |n, a| n.saturating_add(a.version));
+        statuses.saturating_add(self.removals.saturating_mul(8)).saturating_add(allocations).min(u32::MAX as u64) as u32
+    }
+
+    /// The leader's least-shards step over every allocation table: the shards of members
+    /// that are not up go to up members, and the tables are balanced to within one shard
+    /// per member, moving as few shards as that takes (`placement::allocate`). Returns
+    /// whether a table changed.
+    pub(crate) fn allocate(&mut self) -> bool {
+        let up: Vec<UniqueAddress> =
+            self.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.node).collect();
+        let mut changed = false;
+        for a in self.allocations.values_mut() {
+            if let Some(next) = crate::sharding::allocate(&a.owners, &up) {
+                a.owners = next.into();
+                a.version = a.version.saturating_add(1);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Akka's convergence: no active member is unreachable, and every active member has
@@ -313,6 +370,46 @@ impl Gossip {
 /// removal time (8 + 8).
 const MIN_TOMBSTONE_BYTES: usize = 23;
 
+/// The smallest encoded allocation table: an empty name (4), a version (8), two counts (4 + 4).
+const MIN_ALLOCATION_BYTES: usize = 20;
+
+/// An allocation table on the wire: its distinct owners once, then one `u16` per shard
+/// (0: none, `i`: the `i`-th owner), so 1,000 shards cost 2 kB whatever the addresses.
+fn put_allocation(w: &mut Encoder<'_>, a: &Allocation) {
+    let mut owners: Vec<UniqueAddress> = a.owners.iter().flatten().copied().collect();
+    owners.sort_unstable();
+    owners.dedup();
+    w.put_u64(a.version);
+    w.put_u32(a.owners.len() as u32);
+    w.put(owners.clone());
+    for o in a.owners.iter() {
+        let i = o.map_or(0, |o| owners.binary_search(&o).map_or(0, |i| i + 1));
+        w.put_u16(i as u16);
+    }
+}
+
+fn get_allocation(r: &mut Decoder<'_>) -> Result<Allocation, WireError> {
+    let version = r.get_u64()?;
+    let shards = r.get_u32()? as usize;
+    // Checked before anything is allocated: two bytes per shard must still be there.
+    if shards > r.remaining() / 2 {
+        return Err(WireError::BadLength(shards));
+    }
+    let owners: Vec<UniqueAddress> = r.get()?;
+    if owners.len() >= usize::from(u16::MAX) || shards > r.remaining() / 2 {
+        return Err(WireError::BadLength(owners.len()));
+    }
+    let mut table = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let i = usize::from(r.get_u16()?);
+        table.push(match i {
+            0 => None,
+            i => Some(*owners.get(i - 1).ok_or(WireError::BadLength(i))?),
+        });
+    }
+    Ok(Allocation { version, owners: table.into() })
+}
+
 /// A tombstone set is bounded by the members removed within the prune age; the encoder
 /// sends it whole (clusters of tens of nodes: a few kilobytes). The decoder checks every
 /// count against the bytes left before it reads on.
@@ -333,6 +430,11 @@ impl Wire for Gossip {
             w.put_u64(obs.version);
         }
         w.put(self.handed_off.into_iter().collect::<Vec<_>>());
+        w.put_u32(self.allocations.len() as u32);
+        for (name, a) in &self.allocations {
+            w.put_str(name);
+            put_allocation(w, a);
+        }
         w.put(self.seen.into_iter().collect::<Vec<_>>());
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
@@ -359,6 +461,15 @@ impl Wire for Gossip {
             reachability.insert((o, s), Observation { unreachable, version: r.get_u64()? });
         }
         let handed_off: Vec<UniqueAddress> = r.get()?;
+        let n = r.get_u32()? as usize;
+        if n > r.remaining() / MIN_ALLOCATION_BYTES {
+            return Err(WireError::BadLength(n));
+        }
+        let mut allocations = BTreeMap::new();
+        for _ in 0..n {
+            let name = r.get_str()?.to_owned();
+            allocations.insert(name, get_allocation(r)?);
+        }
         let seen: Vec<UniqueAddress> = r.get()?;
         let mut g = Gossip {
             members: members.into_iter().map(|m| (m.node, m)).collect(),
@@ -366,6 +477,7 @@ impl Wire for Gossip {
             removals,
             reachability,
             handed_off: handed_off.into_iter().collect(),
+            allocations,
             seen: seen.into_iter().collect(),
         };
         g.prune();
@@ -486,6 +598,11 @@ mod tests {
         g.add_joining(ua(3));
         g.remove(&ua(3), 1_234_567);
         assert_eq!(g.removals, 1);
+        g.allocations.insert(
+            "sharding-counter".into(),
+            Allocation { version: 3, owners: vec![Some(a), None, Some(b), Some(a), Some(ua(3))].into() },
+        );
+        g.allocations.insert("sharding-empty".into(), Allocation::empty(0));
         let bytes =
             percore_transport::Node::encode_plain(crate::daemon::DaemonMsg::Gossip { from: a, gossip: g.clone() });
         match percore_transport::Node::decode_plain::<crate::daemon::DaemonMsg>(&bytes).unwrap() {
@@ -624,6 +741,82 @@ mod tests {
         let at = buf.len() - d.remaining();
         buf[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Gossip::decode(&mut Decoder::plain(&buf)), Err(WireError::BadLength(u32::MAX as usize)));
+    }
+
+    /// Allocation tables merge by `(version, owners)`: the later version wins whichever way
+    /// the merge goes, and two tables of the same version (two leaders on the two sides of
+    /// a partition) settle on one; a new table counts in the number, and a merge never
+    /// lowers it.
+    #[test]
+    fn allocation_tables_merge_to_the_later_and_count_in_the_number() {
+        let (a, b) = (ua(1), ua(2));
+        let mut x = up_cluster(a, &[b]);
+        let mut y = x.clone();
+        let n0 = x.membership_number();
+        x.allocations.insert("t".into(), Allocation::empty(3));
+        assert_eq!(x.membership_number(), n0, "an empty table is version 0");
+        assert!(x.allocate());
+        let v1 = x.allocations["t"].clone();
+        assert_eq!(v1.version, 1);
+        assert!(v1.owners.iter().all(|o| o.is_some()));
+        assert_eq!(x.membership_number(), n0 + 1);
+        assert!(!x.allocate(), "balanced: the leader leaves it");
+        assert_eq!(y.receive(&x, b, 0), Merged::Newer);
+        assert_eq!(y.allocations["t"], v1);
+        assert_eq!(x.receive(&Gossip { allocations: BTreeMap::new(), ..y.clone() }, a, 0), Merged::Older);
+        // Two leaders write version 2 concurrently: both sides settle on the larger table.
+        let mut p = x.clone();
+        let mut q = x.clone();
+        p.allocations.get_mut("t").unwrap().version = 2;
+        p.allocations.get_mut("t").unwrap().owners = vec![Some(a); 3].into();
+        q.allocations.get_mut("t").unwrap().version = 2;
+        q.allocations.get_mut("t").unwrap().owners = vec![Some(b); 3].into();
+        let (mut p2, mut q2) = (p.clone(), q.clone());
+        assert_eq!(p2.receive(&q, a, 0), Merged::Newer);
+        assert_eq!(q2.receive(&p, b, 0), Merged::Older);
+        assert_eq!(p2.allocations, q2.allocations);
+        assert_eq!(p2.allocations["t"].owners[0], Some(b));
+        assert!(p2.membership_number() >= p.membership_number());
+        // A leader that sees b gone moves b's shards only.
+        p2.set_status(&b, MemberStatus::Down);
+        assert!(p2.allocate());
+        assert_eq!(&p2.allocations["t"].owners[..], &[Some(a); 3]);
+        assert_eq!(p2.allocations["t"].version, 3);
+    }
+
+    /// Hostile allocation tables: a shard count, an owner count or an owner index beyond
+    /// the input is refused before anything is allocated for it.
+    #[test]
+    fn a_bad_allocation_table_is_refused() {
+        let a = ua(1);
+        let mut g = Gossip::founding(a, false);
+        g.allocations.insert("t".into(), Allocation { version: 1, owners: vec![Some(a), None].into() });
+        let mut buf = Vec::new();
+        g.clone().encode(&mut Encoder::plain(&mut buf));
+        assert_eq!(Gossip::decode(&mut Decoder::plain(&buf)).unwrap(), g);
+        // The table sits before the seen set (count + one address, 4 + 15 bytes) and ends
+        // with its two shard indexes; before them the owner list (count + one address),
+        // the shard count and the version.
+        let seen_len = 4 + 15;
+        let end = buf.len() - seen_len;
+        let idx = end - 4;
+        let owners_at = idx - (4 + 15);
+        let shards_at = owners_at - 4;
+        let mut bad = buf.clone();
+        bad[idx..idx + 2].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(Gossip::decode(&mut Decoder::plain(&bad)), Err(WireError::BadLength(2)), "owner index 2 of 1");
+        let mut bad = buf.clone();
+        bad[shards_at..shards_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Gossip::decode(&mut Decoder::plain(&bad)), Err(WireError::BadLength(u32::MAX as usize)));
+        let mut bad = buf.clone();
+        bad[owners_at..owners_at + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        assert!(Gossip::decode(&mut Decoder::plain(&bad)).is_err());
+        // The table count.
+        let count_at = shards_at - 8 - (4 + 1) - 4;
+        let mut bad = buf.clone();
+        assert_eq!(&bad[count_at..count_at + 4], &1u32.to_le_bytes());
+        bad[count_at..count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Gossip::decode(&mut Decoder::plain(&bad)), Err(WireError::BadLength(u32::MAX as usize)));
     }
 
     /// Random concurrent histories (fixed seeds): five replicas change members, remove

@@ -12,7 +12,7 @@
 //!                   downed-not-removed members count on the far side; down-all-when-unstable
 //!    events      ── ClusterEvent on the event stream (snapshot first for subscribers)
 //!  ClusterSharding::new(&cluster).start("counter", factory, settings)
-//!    entity id ─► shard (hash) ─► node (rendezvous over up members of the converged view)
+//!    entity id ─► shard (hash) ─► node (least-shards table in the gossip, kept by the leader)
 //!    hand-off: a shard starts on its new owner only after every other member stopped it
 //!  Receptionist::new(&cluster).register(&ServiceKey::<M>::new("workers"), &worker)
 //!    per-node register (key → refs), versioned ─► pushed to every member; digest repairs

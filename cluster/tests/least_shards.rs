@@ -1,5 +1,7 @@
-//! Least-shards placement in a running cluster: exact balance before and after a join, the
-//! newcomer takes its quota through the hand-off, and no entity ever runs twice.
+//! Least-shards placement (the default: a leader-kept allocation table in the gossip) in a
+//! running cluster: exact balance before and after a join and a crash; a join moves only the
+//! newcomer's share and a crash only the crashed member's shards, through the hand-off; no
+//! entity ever runs twice.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -51,7 +53,7 @@ fn per_host(read: &[(u64, String)]) -> Vec<usize> {
 }
 
 #[test]
-fn least_shards_balances_exactly_and_a_join_moves_a_third_through_the_hand_off() {
+fn least_shards_balances_exactly_and_a_join_moves_only_the_newcomers_share() {
     let log = Arc::new(ActivationLog::default());
     let settings = || {
         ShardingSettings::new()
@@ -91,8 +93,44 @@ fn least_shards_balances_exactly_and_a_join_moves_a_third_through_the_hand_off()
     }
     let to_newcomer = after.iter().filter(|(_, h)| *h == newcomer).count();
     assert_eq!(to_newcomer, 10);
-    assert!(moved >= 10, "{moved}");
+    assert_eq!(moved, 10, "only the newcomer's share moves (view-computed least-shards moved 11 here)");
     eprintln!("least-shards join 2 -> 3 over {SHARDS} shards: {moved} moved ({to_newcomer} to the newcomer)");
     assert_eq!(log.handled.load(Ordering::SeqCst), 300, "every hit handled once");
     assert_eq!(log.assert_single_activation(), SHARDS as usize + moved, "never two live copies");
+}
+
+/// A crash moves exactly the crashed member's shards, to the survivors (5 each), and no
+/// healthy entity restarts: every entity on a survivor keeps its count. With least-shards
+/// computed from the view alone (before the allocation table) the survivors' quotas
+/// changed with the member set and healthy shards moved between them (1 of 30 on average
+/// for 3 members), restarting their entities; with rendezvous the survivors are not
+/// balanced (any split of the crashed member's shards).
+#[test]
+fn a_crash_moves_only_the_crashed_members_shards_and_keeps_the_survivors_balanced() {
+    let log = Arc::new(ActivationLog::default());
+    let settings = || ShardingSettings::new().shards(SHARDS).passivate_after(None).stop_message(|| CounterMsg::Stop);
+    let mut nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap();
+    });
+    all_up(&[&nodes[0], &nodes[1], &nodes[2]], 3);
+    let ids = one_per_shard();
+    let before = hit_and_read(&nodes[1], &ids, 5);
+    assert!(before.iter().all(|(n, _)| *n == 5), "{before:?}");
+    assert_eq!(per_host(&before), [10, 10, 10], "the default placement balances exactly");
+
+    let victim = nodes[2].addr().to_string();
+    nodes[2].kill();
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let after = hit_and_read(&nodes[0], &ids, 5);
+    assert_eq!(per_host(&after), [15, 15], "the survivors take five each");
+    for ((b, a), id) in before.iter().zip(&after).zip(&ids) {
+        assert_ne!(a.1, victim);
+        if b.1 == victim {
+            assert_eq!(a.0, 5, "{id} moved from the crashed member: it starts from zero");
+        } else {
+            assert_eq!(a, &(10, b.1.clone()), "{id} stayed on its survivor, never restarted");
+        }
+    }
+    assert_eq!(log.handled.load(Ordering::SeqCst), 300, "every hit handled once");
+    assert_eq!(log.assert_single_activation(), SHARDS as usize + 10, "30 first starts and the 10 moved");
 }

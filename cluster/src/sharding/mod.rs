@@ -7,16 +7,17 @@
 //! `placement.rs` for entity → shard → node, and `key.rs` for the compact entity key that
 //! envelopes carry (no allocation per message for ids up to 22 bytes).
 //!
-//! **Why hashing over the membership view, not a coordinator.** A coordinator (Akka) must
-//! itself be a persisted singleton, and every region asks it where a shard lives; its
-//! hand-over is a window in which no shard can be allocated. Rendezvous hashing over the up
-//! members of the last *converged* view (Proto.Actor's partition lookup) needs no extra
-//! round trip and no persisted allocation state: every region with the same view computes
-//! the same owner. What a coordinator gives for free, that one owner starts a shard only
-//! after the previous one stopped it, the hand-off protocol provides instead: the new owner
-//! asks every other member in the view and starts the shard only when all of them have
-//! answered that they neither own it nor run any of its entities. The persistent journal's
-//! single-writer check stays the last line of defence, not the mechanism.
+//! **Why a gossiped allocation table, not a coordinator.** A coordinator (Akka) must itself
+//! be a persisted singleton, and every region asks it where a shard lives; its hand-over is
+//! a window in which no shard can be allocated. Here the allocation (least-shards, the
+//! default) is a table in the membership gossip that the leader keeps (`placement.rs`):
+//! every region routes by the table of its last *converged* view, with no extra round trip
+//! and no persisted state, and any member that becomes leader carries on with it. What a
+//! coordinator gives for free, that one owner starts a shard only after the previous one
+//! stopped it, the hand-off protocol provides instead: the new owner asks every other
+//! member in the view and starts the shard only when all of them have answered that they
+//! neither own it nor run any of its entities. The persistent journal's single-writer check
+//! stays the last line of defence, not the mechanism.
 
 mod key;
 mod placement;
@@ -35,6 +36,7 @@ use percore::{Actor, ActorRef, AskError, Props, ReplyTo, SendError, Undelivered}
 use percore_transport::RemoteMessage;
 
 use key::EntityKey;
+pub(crate) use placement::allocate;
 pub use placement::{shard_of, Placement};
 #[doc(hidden)]
 pub use region::RegionProbe;
@@ -97,7 +99,7 @@ impl<M> Default for ShardingSettings<M> {
             num_shards: 100,
             passivate_after: Some(Duration::from_secs(120)),
             stop_message: None,
-            placement: Placement::Rendezvous,
+            placement: Placement::LeastShards,
             eager_entities: Vec::new(),
             entity_capacity: percore::DEFAULT_MAILBOX_CAPACITY,
             buffer_limit: 100_000,
@@ -111,7 +113,7 @@ impl<M> Default for ShardingSettings<M> {
 
 impl<M> ShardingSettings<M> {
     /// Defaults: 100 shards, passivation after 120 s idle (Akka's default), no stop
-    /// message (entities are stopped directly), rendezvous placement.
+    /// message (entities are stopped directly), least-shards placement.
     pub fn new() -> Self {
         Self::default()
     }
@@ -134,8 +136,8 @@ impl<M> ShardingSettings<M> {
         self.stop_message = Some(Arc::new(f));
         self
     }
-    /// Where shards go (default: rendezvous hashing; [`Placement::LeastShards`] balances
-    /// exactly).
+    /// Where shards go (default: [`Placement::LeastShards`], a leader-kept table balanced
+    /// to within one shard per member; [`Placement::Rendezvous`] hashes over the view).
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
         self
@@ -242,6 +244,7 @@ impl ClusterSharding {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
         let capacity = settings.region_capacity;
+        let table = (settings.placement == Placement::LeastShards).then_some(settings.num_shards);
         let gauge = Arc::new(region::Gauge::new(settings.buffer_limit, capacity));
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).
@@ -258,6 +261,7 @@ impl ClusterSharding {
             // Never dropped on a full mailbox (see `Slots`).
             Box::new(move |v| slots.missed_view.offer(&hook_ref, v)),
             drained,
+            table,
         )?;
         Ok(EntityRefs { region: r, cluster: self.cluster.clone(), gauge })
     }

@@ -48,7 +48,7 @@ use percore::{Actor, ActorError, ActorId, ActorRef, Context};
 use percore_transport::RemoteMessage;
 
 use super::key::{EntityKey, KeyBuild};
-use super::placement::{owners, shard_of};
+use super::placement::{owners, shard_of, table_owners, Placement};
 use super::remember::{RememberError, RememberedShard};
 use super::ShardingSettings;
 use crate::cluster::Cluster;
@@ -400,8 +400,23 @@ where
     }
 
     fn set_view(&mut self, v: MembershipView) {
-        self.owners =
-            if v.terminated { Vec::new() } else { owners(self.settings.num_shards, &v.up, self.settings.placement) };
+        let shards = self.settings.num_shards;
+        self.owners = match self.settings.placement {
+            _ if v.terminated => Vec::new(),
+            Placement::LeastShards => {
+                let table = v.allocations.get(&self.name).map(|a| &a.owners[..]);
+                if table.is_some_and(|t| t.len() != shards as usize) {
+                    tracing::error!(
+                        "region {}: the cluster's allocation table has {} shards, this node's settings {shards}: \
+                         every node must use the same shard count; this region routes nothing until they agree",
+                        self.name,
+                        table.map_or(0, <[_]>::len)
+                    );
+                }
+                table_owners(table, shards, &v.up)
+            }
+            p => owners(shards, &v.up, p),
+        };
         self.view = Some(v);
     }
 
