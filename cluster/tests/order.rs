@@ -154,6 +154,45 @@ fn flow(record: &Record, rounds: u32) {
 /// region stalls 0.3 ms before each envelope it forwards.
 #[test]
 fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
+    order_while_shards_move(Moves {
+        join_delays: [VIEW_DELAY, VIEW_DELAY],
+        leave_delays: [Duration::ZERO, Duration::ZERO],
+        rounds_between: 20,
+    });
+}
+
+/// The same moves with the leave right behind the join, and the senders' regions applying
+/// the views of both late (sender 2's 250 ms, sender 0's 100 ms): a shard moves twice
+/// (A → B → A, or A → B → C) in the views of the regions a sender routes through while the
+/// sender's own region still routes by the view before both. A region that forwarded a
+/// sender's envelopes to B under the first move and keeps (or sends on) its later ones under
+/// the second splits that sender's stream, and only its own senders' envelopes are fenced:
+/// the earlier ones come back, or reach C, behind the later ones (issue 19, docs/CLUSTER.md,
+/// "Limits": e.g. `sender 2 → e5: 251 after 267`, all entities of the shard, e5 started on
+/// node 0 twice). Fails about 1 run in 10 on this 2-core VM (6 of 65 before the fix of a
+/// stuck fence, 9 of 94 after it); ignored until the protocol fences what a region forwards.
+#[test]
+#[ignore = "issue 19: a region's forwarded envelopes are not fenced; fails about 1 run in 10"]
+fn per_sender_order_holds_while_a_shard_moves_away_and_back_under_lagging_views() {
+    order_while_shards_move(Moves {
+        join_delays: [Duration::from_millis(100), Duration::from_millis(250)],
+        leave_delays: [Duration::from_millis(100), Duration::from_millis(250)],
+        rounds_between: 0,
+    });
+}
+
+/// How the shards move in [`order_while_shards_move`].
+struct Moves {
+    /// How late the regions of the senders' nodes (0 and 2) apply the views of the join.
+    join_delays: [Duration; 2],
+    /// ... and those of the leave.
+    leave_delays: [Duration; 2],
+    /// Rounds every stream flows between the join and the leave (0: the leave starts as
+    /// soon as every node sees the newcomer up).
+    rounds_between: u32,
+}
+
+fn order_while_shards_move(moves: Moves) {
     let record = Arc::new(Record::default());
     let mut nodes = cluster_of(3, config(), |c| start_region(c, &record));
     all_up(&nodes.iter().collect::<Vec<_>>(), 3);
@@ -183,8 +222,8 @@ fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
     // A join: shards move from the three to the newcomer. The senders' nodes learn of it
     // last: they keep sending to the old owners a while after those gave the shards up
     // and forward.
-    for i in [0, 2] {
-        nodes[i].cluster.faults().delay_views(VIEW_DELAY);
+    for (i, d) in [0, 2].into_iter().zip(moves.join_delays) {
+        nodes[i].cluster.faults().delay_views(d);
     }
     let (rt, node) = start_node("n3");
     let cluster = Cluster::start(&node, config()).unwrap();
@@ -193,13 +232,14 @@ fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
     nodes.push(TestNode { rt: Some(rt), node, cluster });
     slow_forwarders(&nodes[3..]);
     all_up(&nodes.iter().collect::<Vec<_>>(), 4);
-    flow(&record, 20);
+    if moves.rounds_between > 0 {
+        flow(&record, moves.rounds_between);
+    }
 
-    // A leave: the shards of node 1 move to the other three. Views on time (a leaver
-    // exits once everyone's daemon has seen it leave; a region still sending to it 100 ms
-    // later would lose what it sends, as delivery between nodes is at most once).
-    for i in [0, 2] {
-        nodes[i].cluster.faults().delay_views(Duration::ZERO);
+    // A leave: the shards of node 1 move to the other three. (A leaver exits only once
+    // every region has applied its leave, `LeaveSeen`, so late views lose nothing.)
+    for (i, d) in [0, 2].into_iter().zip(moves.leave_delays) {
+        nodes[i].cluster.faults().delay_views(d);
     }
     nodes[1].cluster.leave().unwrap();
     eventually("the leaver is gone", || nodes[1].cluster.is_terminated());
@@ -234,7 +274,12 @@ fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
                 let und: Vec<u64> = record.regions.lock().unwrap().iter().map(|r| r.undelivered()).collect();
                 eprintln!("dead letters per node {dl:?}, undelivered {und:?}");
                 eprintln!("nodes {:?}", nodes.iter().map(|n| n.addr().port()).collect::<Vec<_>>());
-                eprintln!("sender {i} → e{e}: {}", runs(&record, *i as u8, &format!("e{e}")));
+                // Both senders' streams to the entity, and the nodes it ran on (a shard that
+                // moved away and back runs on the same node twice).
+                for j in [0u8, 2] {
+                    eprintln!("sender {j} → e{e}: {}", runs(&record, j, &format!("e{e}")));
+                }
+                eprintln!("e{e} started on {:?}", record.hosts.lock().unwrap().get(&format!("e{e}")));
             }
         }
     }

@@ -29,7 +29,9 @@
 //!   (first hop) after the `AfterFence`, in order, until the fence arrives and its view
 //!   is at least the one the sender moved the shard by (or it owns the shard); then they
 //!   go on as usual (delivered, or forwarded to the current owner). A fence that arrives
-//!   first is remembered (per sender and shard, a few epochs). A hold also ends when `A`
+//!   first is remembered (per sender and shard, a few epochs). The awaited fence never
+//!   queues in the hold, even when it comes from the sender itself (its way can lead back
+//!   through the sender); the sender's later fences do, in their turn. A hold also ends when `A`
 //!   or `R` leaves the view (what was lost in `A` is lost: delivery between nodes is at
 //!   most once), or after [`FENCE_HOLD_TICKS`] retry ticks (a fence lost with a dropped
 //!   connection). Held envelopes count against the region's `buffer_limit`; beyond it
@@ -42,8 +44,10 @@
 //!   to the old owner and return behind what follows it.
 //!
 //! Envelopes that a region forwards for others (second hop onwards) and its re-deliveries
-//! are never held: only a region's own stream is fenced. The protocol and why order holds:
-//! docs/CLUSTER.md, "Per-sender order across a move".
+//! are never held: only a region's own stream is fenced. That leaves a known gap (issue
+//! 19): a forwarding region whose view moves a shard twice while a sender still routes
+//! through it can split that sender's stream (docs/CLUSTER.md, "Limits"). The protocol and
+//! why order holds otherwise: docs/CLUSTER.md, "Per-sender order across a move".
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -311,8 +315,14 @@ where
     }
 
     fn on_fence_ungated(&mut self, ctx: &mut Context<Self>, f: FenceMarker) {
-        if f.origin == f.from && self.fencing.holds.contains_key(&(f.origin, f.shard)) {
-            // Part of the origin's own stream, which is held here: it waits its turn.
+        // Part of the origin's own stream, which is held here: it waits its turn (the
+        // origin's next fence). Never the fence that hold waits for: its way can lead back
+        // through its origin (the old owner's view sends the shard's envelopes to the
+        // origin, whose own view then sends them here), and queued in the hold it ends it
+        // stayed there until the old owner or the origin left the view, or the hold timed
+        // out, while the streams it held back fell behind others (issue 19).
+        let next = self.fencing.holds.get(&(f.origin, f.shard)).is_some_and(|h| h.epoch != f.epoch);
+        if f.origin == f.from && next {
             self.push_held(ctx, f.origin, f.shard, Held::Fence(Box::new(f)));
             return;
         }
