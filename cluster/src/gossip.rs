@@ -906,4 +906,176 @@ mod tests {
             }
         }
     }
+
+    /// The leader's least-shards steps under random delayed gossip (an explorer, fixed
+    /// seeds): five replicas, one table of 12 shards; gossip is a snapshot delivered later,
+    /// in any order (messages overtake each other, as after a partition heals); any replica
+    /// may down a member or leave (while two stay up); a replica that is leader of a
+    /// converged view moves joiners up and allocates (`leader_actions` and
+    /// `ensure_allocations`); a replica that reads itself down or gone stops. Checked: the
+    /// number never goes down on a replica (a merge included); once the faults stop and
+    /// everyone has merged everyone, the leader's steps leave every shard on an up member,
+    /// balanced to within one (no shard left without an owner). Counted, not asserted (not
+    /// guaranteed: two leaders can write one version, a leader downed while its last table
+    /// is on its way and its successor): merges of two tables of the same version, and
+    /// converged views (what regions route by) with the same number and members but another
+    /// table. With these seeds: 300 histories (222 end with up members), 0 such merges;
+    /// 1,000 histories: 5 such merges, 0 such views.
+    #[test]
+    fn random_leader_steps_keep_the_number_monotone_and_allocate_everything() {
+        const SEEDS: u64 = 300;
+        let mut same_number_other_table = Vec::new();
+        let mut checked = 0;
+        let mut ties = 0;
+        for seed in 1..=SEEDS {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: usize| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng % n as u64) as usize
+            };
+            let ids: Vec<UniqueAddress> = (1..=5).map(ua).collect();
+            let mut base = up_cluster(ids[0], &ids[1..]);
+            base.allocations.insert("t".into(), Allocation::empty(12));
+            assert!(base.allocate());
+            let mut reps: Vec<Gossip> = vec![base.clone(); ids.len()];
+            let mut stopped = vec![false; ids.len()];
+            let mut flight: Vec<(usize, Gossip)> = Vec::new();
+            // (number, members) -> table.
+            type ViewKey = (u32, Vec<(UniqueAddress, MemberStatus, u32)>);
+            let mut views: BTreeMap<ViewKey, Allocation> = BTreeMap::new();
+            let leader_step = |g: &mut Gossip, me: UniqueAddress| {
+                if g.leader() != Some(me) || !g.converged() {
+                    return;
+                }
+                let mut changed = false;
+                let mut next_up = g.members.values().map(|m| m.up_number).max().unwrap_or(0);
+                let joining: Vec<UniqueAddress> =
+                    g.members.values().filter(|m| m.status == MemberStatus::Joining).map(|m| m.node).collect();
+                for j in joining {
+                    next_up += 1;
+                    let m = g.members.get_mut(&j).unwrap();
+                    m.status = MemberStatus::Up;
+                    m.up_number = next_up;
+                    changed = true;
+                }
+                changed |= g.allocate();
+                if changed {
+                    g.changed_by(me);
+                }
+            };
+            for step in 1..=400u64 {
+                let i = next(reps.len());
+                if stopped[i] {
+                    continue;
+                }
+                let before = reps[i].membership_number();
+                let up: Vec<UniqueAddress> =
+                    reps[i].members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.node).collect();
+                match next(10) {
+                    0 if up.len() > 2 => {
+                        // The leader half the time: a leader downed while its last table
+                        // is still on its way.
+                        let m = match reps[i].leader() {
+                            Some(l) if next(2) == 0 => l,
+                            _ => up[next(up.len())],
+                        };
+                        let s = if next(2) == 0 { MemberStatus::Down } else { MemberStatus::Leaving };
+                        if reps[i].set_status(&m, s) {
+                            reps[i].changed_by(ids[i]);
+                        }
+                    }
+                    1..=3 => {
+                        let j = next(reps.len());
+                        flight.push((j, reps[i].clone()));
+                    }
+                    4..=6 if !flight.is_empty() => {
+                        let (j, g) = flight.swap_remove(next(flight.len()));
+                        if !stopped[j] {
+                            let (x, y) = (&reps[j].allocations["t"], &g.allocations["t"]);
+                            if x.version == y.version && x != y {
+                                ties += 1;
+                            }
+                            let b = reps[j].membership_number();
+                            reps[j].receive(&g, ids[j], 0);
+                            assert!(reps[j].membership_number() >= b, "seed {seed} step {step}: merge lowered the number");
+                        }
+                    }
+                    _ => leader_step(&mut reps[i], ids[i]),
+                }
+                assert!(reps[i].membership_number() >= before, "seed {seed} step {step}: replica {i}");
+                for (k, g) in reps.iter().enumerate() {
+                    let mine = g.members.get(&ids[k]).map(|m| m.status);
+                    if !matches!(mine, Some(MemberStatus::Joining | MemberStatus::Up | MemberStatus::Leaving)) {
+                        stopped[k] = true;
+                    }
+                    if stopped[k] || !g.converged() {
+                        continue;
+                    }
+                    let key = (
+                        g.membership_number(),
+                        g.members.values().map(|m| (m.node, m.status, m.up_number)).collect::<Vec<_>>(),
+                    );
+                    let t = g.allocations["t"].clone();
+                    match views.get(&key) {
+                        Some(other) if *other != t => {
+                            same_number_other_table.push(format!("seed {seed} step {step}: number {}", key.0))
+                        }
+                        Some(_) => {}
+                        None => {
+                            views.insert(key, t);
+                        }
+                    }
+                }
+            }
+            // The faults stop: everything in flight arrives, everyone merges everyone, and
+            // the leader steps, until nothing changes.
+            for (j, g) in std::mem::take(&mut flight) {
+                if !stopped[j] {
+                    reps[j].receive(&g, ids[j], 0);
+                }
+            }
+            let live: Vec<usize> = (0..reps.len()).filter(|k| !stopped[*k]).collect();
+            for _ in 0..20 {
+                for &i in &live {
+                    // A stopped replica's last view still reaches the others (it was sent
+                    // before it stopped); one that still reads active there is downed (the
+                    // failure detector and the resolver).
+                    for j in 0..reps.len() {
+                        let other = reps[j].clone();
+                        reps[i].receive(&other, ids[i], 0);
+                    }
+                    for k in (0..reps.len()).filter(|k| stopped[*k]) {
+                        if reps[i].set_status(&ids[k], MemberStatus::Down) {
+                            reps[i].changed_by(ids[i]);
+                        }
+                    }
+                }
+                for &i in &live {
+                    leader_step(&mut reps[i], ids[i]);
+                }
+            }
+            let Some(&first) = live.first() else { continue };
+            let g = &reps[first];
+            assert!(g.converged(), "seed {seed}: no convergence at the end: {:?}", g.members);
+            let up: Vec<UniqueAddress> =
+                g.members.values().filter(|m| m.status == MemberStatus::Up).map(|m| m.node).collect();
+            if up.is_empty() {
+                // Concurrent downs took every member (as two resolvers that each down the
+                // other side): nobody to allocate to.
+                continue;
+            }
+            checked += 1;
+            let t = &g.allocations["t"].owners;
+            assert!(t.iter().all(|o| o.is_some_and(|o| up.contains(&o))), "seed {seed}: {t:?} over up {up:?}");
+            let load: Vec<usize> = up.iter().map(|m| t.iter().filter(|o| **o == Some(*m)).count()).collect();
+            assert!(load.iter().max().unwrap() - load.iter().min().unwrap() <= 1, "seed {seed}: {load:?}");
+        }
+        eprintln!(
+            "{checked} of {SEEDS} histories ended with up members; {ties} merges of two tables of one version; converged views with the same number and members but another table: {} ({:?})",
+            same_number_other_table.len(),
+            same_number_other_table.iter().take(5).collect::<Vec<_>>()
+        );
+    }
 }

@@ -107,6 +107,20 @@ pub enum ClusterError {
     /// The entity type was already started on this node.
     #[error("entity type {0:?} is already started on this node")]
     AlreadyStarted(String),
+    /// A least-shards entity type with more shards than
+    /// [`sharding::MAX_LEAST_SHARDS`](crate::sharding::MAX_LEAST_SHARDS): its allocation
+    /// table would make the gossip too large to send.
+    #[error(
+        "entity type {type_name:?}: {shards} shards is more than least-shards placement allows ({max}: its allocation table rides in every gossip message); use fewer shards or Placement::Rendezvous"
+    )]
+    TooManyShards {
+        /// The entity type.
+        type_name: String,
+        /// Its configured shard count.
+        shards: u32,
+        /// The most least-shards allows.
+        max: u32,
+    },
     /// The entity type was not started on this node (call `ClusterSharding::start` first).
     #[error("entity type {0:?} is not started on this node; call ClusterSharding::start first")]
     NotStarted(String),

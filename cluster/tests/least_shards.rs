@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use percore_cluster::sharding::shard_of;
-use percore_cluster::{Cluster, ClusterSharding, Placement, ShardingSettings};
+use percore_cluster::sharding::{shard_of, MAX_LEAST_SHARDS};
+use percore_cluster::{Cluster, ClusterError, ClusterSharding, Placement, ShardingSettings};
 
 use crate::common::*;
 
@@ -133,4 +133,31 @@ fn a_crash_moves_only_the_crashed_members_shards_and_keeps_the_survivors_balance
     }
     assert_eq!(log.handled.load(Ordering::SeqCst), 300, "every hit handled once");
     assert_eq!(log.assert_single_activation(), SHARDS as usize + 10, "30 first starts and the 10 moved");
+}
+
+/// A least-shards type's allocation table rides in every gossip message (two bytes per
+/// shard), and the transport drops a message larger than its frame (1 MiB): with a type of
+/// 600,000 shards started on the seed, the seed's gossip never reached a joiner (still no
+/// view after 20 s, and every gossip message of the seed dropped). Such a type is refused
+/// at start now, with the limit in the error; a type at the limit lets a member join, and
+/// routes.
+#[test]
+fn a_least_shards_type_too_large_for_the_gossip_is_refused() {
+    let log = Arc::new(ActivationLog::default());
+    let nodes = cluster_of(2, config(), |c| {
+        let too_many = ShardingSettings::new().shards(MAX_LEAST_SHARDS + 1);
+        let refused = ClusterSharding::new(c).start("big", counters(c, &log), too_many).map(|_| ());
+        assert!(
+            matches!(&refused, Err(ClusterError::TooManyShards { shards, max, .. }) if *shards == MAX_LEAST_SHARDS + 1 && *max == MAX_LEAST_SHARDS),
+            "{refused:?}"
+        );
+        let at_limit = ShardingSettings::new().shards(MAX_LEAST_SHARDS).passivate_after(None);
+        ClusterSharding::new(c).start("counter", counters(c, &log), at_limit).unwrap();
+        // Rendezvous keeps no table: any count.
+        let rendezvous = ShardingSettings::new().shards(100_000).placement(Placement::Rendezvous);
+        ClusterSharding::new(c).start("wide", counters(c, &log), rendezvous).unwrap();
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let read = hit_and_read(&nodes[1], &["e1".to_string(), "e2".to_string()], 3);
+    assert!(read.iter().all(|(n, _)| *n == 3), "{read:?}");
 }

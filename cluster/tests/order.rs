@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use percore::{Actor, ActorError, Context, ReplyTo};
-use percore_cluster::{Cluster, ClusterSharding, EntityRef, Placement, ShardingSettings};
+use percore_cluster::{Cluster, ClusterSharding, EntityRef, MemberStatus, Placement, ShardingSettings};
 use percore_transport::{Decoder, Encoder, RemoteMessage, Wire, WireError};
 
 use crate::common::*;
@@ -321,4 +321,85 @@ fn runs(record: &Record, sender: u8, entity: &str) -> String {
         out.push(format!("{a}..={b}@{p}"));
     }
     out.join(" ")
+}
+
+/// With least-shards placement a leaver's shards have no owner in the views where it is
+/// leaving until the leader's next table: a region holds its senders' envelopes for them
+/// meanwhile (`unrouted`). What it sent the leaver before must still come first. Three
+/// members: L (the leader), R (the sender), X (leaves). R's region traffic to X waits in
+/// R's per-peer queue (`Faults::hold_region_traffic`), with hit 2 for X's entities in it;
+/// L and X drop R's gossip, so that R's daemon alone sees the leave converge and L cannot
+/// allocate: R's region applies the view in which X's shards have no owner and holds hit
+/// 3. Then L hears R again and moves X's shards; R's region applies that table, and its
+/// queue to X is let go: hit 2 reaches the new owner through X. Before the fix R sent its
+/// held hit 3 to the new owner (or took it itself) ahead of the fence and the
+/// `AfterFence`, so nothing held it behind hit 2: every entity of X got 1, 3, 2.
+#[test]
+fn envelopes_held_while_a_leavers_shards_have_no_owner_stay_behind_what_went_to_it() {
+    let record = Arc::new(Record::default());
+    let nodes = cluster_of(3, config(), |c| start_region(c, &record));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let leader = nodes[0].cluster.state().leader.expect("a leader");
+    let l = nodes.iter().position(|t| t.addr() == leader.addr).unwrap();
+    let (r, x) = ((l + 1) % 3, (l + 2) % 3);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let refs = refs(&nodes[r].cluster);
+    let hit = |seq: u32| {
+        for e in &refs {
+            e.blocking_send(SeqMsg::Hit { sender: 9, seq }, LONG).unwrap();
+        }
+    };
+    hit(1);
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let on_x: Vec<String> = record
+        .hosts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, h)| h.first() == Some(&nodes[x].addr()))
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!on_x.is_empty(), "X hosts some of the {ENTITIES} entities");
+
+    // Hit 2 for X's entities waits in R's queue to X.
+    nodes[r].cluster.faults().hold_region_traffic(nodes[x].addr());
+    hit(2);
+    // Only R learns that everyone has seen the leave: L cannot converge, so it does not
+    // allocate, and R's view has X leaving with the old table.
+    nodes[l].cluster.faults().drop_gossip_from(nodes[r].addr());
+    nodes[x].cluster.faults().drop_gossip_from(nodes[r].addr());
+    nodes[x].cluster.leave().unwrap();
+    eventually("R's converged view has X leaving", || {
+        let s = nodes[r].cluster.state();
+        s.converged && s.members.iter().any(|m| m.addr() == nodes[x].addr() && m.status == MemberStatus::Leaving)
+    });
+    let leaving_number = nodes[r].cluster.__gossip_probe().number;
+    // The region has that view (the probe comes after it); hit 3 waits in it for an owner.
+    probe(r);
+    hit(3);
+    let p = probe(r);
+    assert!(p.buffered >= 2 * on_x.len(), "hits 2 (queued) and 3 (no owner) held in R: {p:?}");
+
+    // L hears R again: it moves X's shards; R's region applies the new table.
+    nodes[l].cluster.faults().allow_gossip_from(nodes[r].addr());
+    nodes[x].cluster.faults().allow_gossip_from(nodes[r].addr());
+    eventually("R's converged view has the leader's new table", || {
+        nodes[r].cluster.__gossip_probe().number > leaving_number && nodes[r].cluster.state().converged
+    });
+    probe(r);
+    // Now hit 2 goes to X, which passes it on to the new owner.
+    nodes[r].cluster.faults().release_region_traffic(nodes[x].addr());
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    eventually("every hit of X's entities arrived", || {
+        let s = record.seqs.lock().unwrap();
+        on_x.iter().all(|id| s.get(&(9, id.clone())).is_some_and(|v| v.len() >= 3))
+    });
+    let seqs = record.seqs.lock().unwrap().clone();
+    let got: Vec<(String, Vec<u32>)> = on_x.iter().map(|id| (id.clone(), seqs[&(9, id.clone())].clone())).collect();
+    assert!(got.iter().all(|(_, v)| v == &[1, 2, 3]), "per-sender order on X's entities: {got:?}");
+    eventually("the leaver is gone", || nodes[x].cluster.is_terminated());
 }

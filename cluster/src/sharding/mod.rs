@@ -37,7 +37,7 @@ use percore_transport::RemoteMessage;
 
 use key::EntityKey;
 pub(crate) use placement::allocate;
-pub use placement::{shard_of, Placement};
+pub use placement::{shard_of, Placement, MAX_LEAST_SHARDS};
 #[doc(hidden)]
 pub use region::RegionProbe;
 use region::{Region, RegionMsg};
@@ -243,8 +243,15 @@ impl ClusterSharding {
         if rt.top_level::<RegionMsg<A::Msg>>(&name).is_ok() {
             return Err(ClusterError::AlreadyStarted(type_name.to_string()));
         }
-        let capacity = settings.region_capacity;
         let table = (settings.placement == Placement::LeastShards).then_some(settings.num_shards);
+        if table.is_some_and(|n| n > MAX_LEAST_SHARDS) {
+            return Err(ClusterError::TooManyShards {
+                type_name: type_name.to_string(),
+                shards: settings.num_shards,
+                max: MAX_LEAST_SHARDS,
+            });
+        }
+        let capacity = settings.region_capacity;
         let gauge = Arc::new(region::Gauge::new(settings.buffer_limit, capacity));
         // From a factory: a region that fails is restarted by its supervisor (its entities,
         // its children, stop with the failed instance and start again on demand).

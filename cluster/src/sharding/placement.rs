@@ -44,6 +44,15 @@ pub enum Placement {
     Oldest,
 }
 
+/// The most shards a least-shards entity type may have: its allocation table rides in every
+/// gossip message (two bytes per shard), and a gossip message larger than the transport's
+/// frame (`NodeConfig::max_frame`, 1 MiB by default) is dropped, so a type of ~500,000
+/// shards stopped all gossip (a joiner never got a view). 16,384 shards are 32 KiB per
+/// table, room for about 30 such types in the default frame, and ten shards per member
+/// (Akka's rule of thumb) for a cluster of 1,600. More shards: [`Placement::Rendezvous`],
+/// which keeps no table.
+pub const MAX_LEAST_SHARDS: u32 = 16_384;
+
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {

@@ -632,11 +632,8 @@ where
         // grew with every member that ever asked (churn, rolling restarts).
         self.pending_requests.retain(|(_, from)| live.contains(from));
         self.answer_requests(ctx);
-        for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
-            self.buffered = self.buffered.saturating_sub(1);
-            self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
-        }
-        // Per-sender order: fences for the shards that moved (`fencing.rs`).
+        // Per-sender order: fences for the shards that moved (`fencing.rs`), then what
+        // waited for an owner (`unrouted`), behind them.
         self.fence_moves(ctx);
         // Eager entities (singletons) start as soon as their shard is here; with
         // remember-entities every shard this node owns is acquired at once, so that the

@@ -493,7 +493,8 @@ where
     }
 
     /// After a view change: fences for the shards whose owner moved (see the module docs),
-    /// and the end of holds whose fenced member or sender left the view.
+    /// then what waited for an owner (behind them), and the end of holds whose fenced
+    /// member or sender left the view.
     pub(super) fn fence_moves(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
         let live: std::collections::BTreeSet<SocketAddr> =
@@ -541,6 +542,21 @@ where
                     new.addr,
                     RegionMsg::AfterFence(Box::new(AfterFence { shard, epoch, fenced: old.addr, from: me.addr, view })),
                 );
+            }
+        }
+        // What waited for an owner goes on, behind the fences and `AfterFence`s above: a
+        // shard with no owner in the last view (least-shards: a leaver's, until the
+        // leader's next table) whose new owner is not the one this region last routed it
+        // to has been fenced, so this region's own envelopes are held at the new owner
+        // (or here, in its own hold) until the fence has passed what it sent the old one.
+        // Before, they went first and overtook it. Envelopes of other regions keep their
+        // place: they came before anything held from those regions.
+        for (key, msg, from, hops) in std::mem::take(&mut self.unrouted) {
+            self.buffered = self.buffered.saturating_sub(1);
+            if hops == 0 {
+                self.hold_or_deliver(ctx, key, msg, from, 0);
+            } else {
+                self.deliver(ctx, key, msg, from, hops.min(MAX_HOPS - 1));
             }
         }
         // What waited for this view goes on; holds waiting for it end.
