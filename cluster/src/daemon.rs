@@ -134,10 +134,11 @@ impl Wire for DaemonMsg {
 }
 
 impl RemoteMessage for DaemonMsg {
-    /// `…02`: gossip carries dated tombstones and the removal counter (tombstone pruning); a
-    /// member built before it (`…01`) cannot decode it, so the two refuse each other's
+    /// `…03`: gossip carries the shard allocation tables (least-shards placement).
+    /// `…02`: dated tombstones and the removal counter (tombstone pruning). A member built
+    /// before a change cannot decode the new gossip, so the two refuse each other's
     /// messages as an unknown type (dropped and counted) instead of misreading them.
-    const TYPE_ID: u32 = 0xC105_7E02;
+    const TYPE_ID: u32 = 0xC105_7E03;
 }
 
 /// The daemon.
@@ -155,6 +156,8 @@ pub(crate) struct Daemon {
     /// Allocation tables this node's regions route by (name, shard count): created in the
     /// gossip when missing (`ensure_allocations`).
     tables: Vec<(String, u32)>,
+    /// The (membership number, table count) at which the last allocation found nothing to do.
+    allocated_at: Option<(u32, usize)>,
     watchers: Vec<StateHook>,
     last_view: Option<MembershipView>,
     resolver: Resolver,
@@ -179,6 +182,7 @@ impl Daemon {
             published: CurrentClusterState::default(),
             regions: Vec::new(),
             tables: Vec::new(),
+            allocated_at: None,
             watchers: Vec::new(),
             last_view: None,
             resolver,
@@ -501,8 +505,17 @@ impl Daemon {
                 changed = true;
             }
         }
-        if g.leader() == Some(me) && g.converged() && g.allocate() {
-            changed = true;
+        // `allocate` walks every table; after a step that changed nothing it runs again only
+        // once the number (every status, removal and table version) or the table count has
+        // moved. (A tie of two same-version tables merged in leaves the number as it was:
+        // the next tick's leader step allocates it.)
+        let at = (g.membership_number(), g.allocations.len());
+        if g.leader() == Some(me) && g.converged() && self.allocated_at != Some(at) {
+            if g.allocate() {
+                changed = true;
+            } else {
+                self.allocated_at = Some(at);
+            }
         }
         if changed {
             g.changed_by(me);

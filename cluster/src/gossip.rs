@@ -391,8 +391,9 @@ fn put_allocation(w: &mut Encoder<'_>, a: &Allocation) {
 fn get_allocation(r: &mut Decoder<'_>) -> Result<Allocation, WireError> {
     let version = r.get_u64()?;
     let shards = r.get_u32()? as usize;
-    // Checked before anything is allocated: two bytes per shard must still be there.
-    if shards > r.remaining() / 2 {
+    // Checked before anything is allocated: no table is larger than a region may start
+    // (each shard decodes to a 40-byte owner), and two bytes per shard must still be there.
+    if shards > crate::sharding::MAX_LEAST_SHARDS as usize || shards > r.remaining() / 2 {
         return Err(WireError::BadLength(shards));
     }
     let owners: Vec<UniqueAddress> = r.get()?;
@@ -811,6 +812,15 @@ mod tests {
         let mut bad = buf.clone();
         bad[owners_at..owners_at + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
         assert!(Gossip::decode(&mut Decoder::plain(&bad)).is_err());
+        // A table larger than any region may start: refused, though the bytes are there.
+        let mut big = Gossip::founding(a, false);
+        big.allocations.insert("t".into(), Allocation::empty(crate::sharding::MAX_LEAST_SHARDS + 1));
+        let mut bytes = Vec::new();
+        big.encode(&mut Encoder::plain(&mut bytes));
+        assert_eq!(
+            Gossip::decode(&mut Decoder::plain(&bytes)),
+            Err(WireError::BadLength(crate::sharding::MAX_LEAST_SHARDS as usize + 1))
+        );
         // The table count.
         let count_at = shards_at - 8 - (4 + 1) - 4;
         let mut bad = buf.clone();
