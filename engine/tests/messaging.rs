@@ -762,3 +762,103 @@ fn same_shard_index_of_another_runtime_is_not_this_shard() {
         assert_eq!(out_of_order.get(), 0, "bouncer {i}");
     }
 }
+
+/// What a [`SameShardProber`] saw of its same-shard `try_tell`s, in order.
+#[derive(Clone, Default)]
+struct Outcomes(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Outcomes {
+    fn record<M>(&self, r: Result<(), TellError<M>>) {
+        let o = match r {
+            Ok(()) => "ok",
+            Err(TellError::Full(_)) => "full",
+            Err(TellError::Closed(_)) => "closed",
+        };
+        self.0.lock().unwrap().push(o);
+    }
+    fn get(&self) -> Vec<&'static str> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+enum ProbeMsg {
+    /// `try_tell` 7 to this actor, from this shard.
+    Probe(ActorRef<u64>),
+    /// Spawn a counter on this shard and `try_tell` it 1, 2 and 3 at once (the child is
+    /// queued, with an empty mailbox, for its start).
+    Fresh(Count),
+}
+
+struct SameShardProber(Outcomes);
+
+impl Actor for SameShardProber {
+    type Msg = ProbeMsg;
+    fn handle(&mut self, ctx: &mut Context<Self>, msg: ProbeMsg) -> Result<(), ActorError> {
+        match msg {
+            ProbeMsg::Probe(to) => self.0.record(to.try_tell(7)),
+            ProbeMsg::Fresh(count) => {
+                let child = ctx.spawn(Counter(count)).map_err(|e| e.to_string())?;
+                for n in 1..=3 {
+                    self.0.record(child.try_tell(n));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parent that stops only once its child on another shard has stopped.
+struct ParentOfBlocked {
+    gate: Gate,
+    pings: Count,
+}
+
+impl Actor for ParentOfBlocked {
+    type Msg = u64;
+    fn handle(&mut self, ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        if n == 0 {
+            // Spawn a child on shard 1 and hold it (and so its stop) in a handler.
+            let child = ctx.spawn(Props::from(Blocker(self.gate.clone())).shard(1)).map_err(|e| e.to_string())?;
+            child.try_tell(()).map_err(|_| "child refused")?;
+        } else {
+            self.pings.add(n);
+        }
+        Ok(())
+    }
+}
+
+/// The same-shard `try_tell` tests "not queued, not closed" in the owner's byte of the
+/// actor (`owner_bits`), not in the scheduling word: a stopping actor (closed, waiting for
+/// its child) and a dead one refuse the message with `Closed` (given back, no dead letter),
+/// and a child spawned by the sender's own shard, queued with an empty mailbox for its
+/// start, takes three tells at once, each handled exactly once.
+#[test]
+fn same_shard_try_tell_to_a_stopping_a_dead_and_a_fresh_actor() {
+    let rt = runtime(2);
+    let outcomes = Outcomes::default();
+    let prober = rt.spawn(Props::from(SameShardProber(outcomes.clone())).shard(0)).unwrap();
+    let (gate, pings) = (Gate::default(), Count::default());
+    let parent = rt.spawn(Props::from(ParentOfBlocked { gate: gate.clone(), pings: pings.clone() }).shard(0)).unwrap();
+    parent.tell(0).unwrap();
+    gate.wait_entered();
+    assert!(parent.stop());
+    assert!(eventually(|| parent.is_closed()), "the parent never began to stop");
+    prober.tell(ProbeMsg::Probe(parent.clone())).unwrap();
+    assert!(eventually(|| outcomes.get().len() == 1));
+    assert_eq!(outcomes.get(), ["closed"], "a stopping actor (its child still running) takes no same-shard tell");
+    gate.release();
+    // The child stops, then the parent; only the prober is left.
+    assert!(eventually(|| rt.live_actors() == 1), "the parent never stopped");
+    prober.tell(ProbeMsg::Probe(parent.clone())).unwrap();
+    assert!(eventually(|| outcomes.get().len() == 2));
+    assert_eq!(outcomes.get(), ["closed", "closed"], "a dead actor takes no same-shard tell");
+    let sum = Count::default();
+    prober.tell(ProbeMsg::Fresh(sum.clone())).unwrap();
+    assert!(eventually(|| sum.get() == 6), "the fresh child did not handle 1 + 2 + 3");
+    assert_eq!(outcomes.get(), ["closed", "closed", "ok", "ok", "ok"]);
+    assert_eq!(pings.get(), 0);
+    assert_eq!(rt.dead_letters(), 0);
+    assert_eq!(rt.failures(), 0);
+    rt.shutdown();
+    assert_eq!(sum.get(), 6, "each message handled exactly once");
+}

@@ -172,10 +172,31 @@ impl<A: Actor> Activation<'_, A> {
 /// `T`: the runtime's telemetry, `telemetry::SPANS | telemetry::METRICS` bits (the cell's
 /// vtable holds the right copy; see `Cell::vtable`).
 pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
+    // SAFETY: forwarded contract.
+    unsafe { run_entry::<A, T>(h, shard, !entry.is_local()) }
+}
+
+/// [`run`] for an entry known to be local (the shard loop took it from its run queue's
+/// slot, which holds local entries only): the entry's kind is not tested again
+/// (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 7").
+///
+/// # Safety
+/// As [`run`], and `entry` is a local entry.
+pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
+    debug_assert!(entry.is_local(), "run_local for an entry that holds the token");
+    // SAFETY: forwarded contract.
+    unsafe { run_entry::<A, T>(h, shard, false) }
+}
+
+/// [`run`]'s body; `holds_token`: the entry is the actor's SCHEDULED token (not local).
+///
+/// # Safety
+/// As [`run`].
+#[inline(always)]
+unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, holds_token: bool) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     let shared = cell.shared();
-    let holds_token = !entry.is_local();
     if !holds_token {
         // SAFETY: owner-shard thread (contract).
         unsafe { shared.set_queued(false) };
@@ -775,7 +796,7 @@ pub(crate) unsafe fn recover_from_escaped_panic(h: NonNull<Header>, shard: &Shar
     tracing::error!("actor {}: a panic escaped its activation; the actor is failed", super::actor_ref::Path(header));
     if e.is_local() {
         // SAFETY: owner-shard thread (contract).
-        header.queued.with_mut(|q| unsafe { *q = true });
+        header.owner.with_mut(|q| unsafe { *q |= super::header::owner_bits::QUEUED });
     }
     shard.push_run(e);
     let me = ManuallyDrop::new(

@@ -126,13 +126,14 @@ impl<M: Send + 'static> ActorRef<M> {
     pub fn try_tell(&self, msg: M) -> Result<(), TellError<M>> {
         let shared = self.shared();
         let header = &shared.header;
-        if header.state.is_closed() {
-            return Err(TellError::Closed(msg));
-        }
         if let Some(shard) = ShardLocal::current_plain_owner_of(header) {
             // SAFETY: `current_plain_owner_of` returned the shard running on this thread,
-            // which owns the actor, of a runtime whose rings are plain.
-            return unsafe { shared.push_local_plain(msg, shard) }.map_err(TellError::Full);
+            // which owns the actor, of a runtime whose rings are plain. (It tests the
+            // closed mailbox itself, in the owner's byte.)
+            return unsafe { shared.push_local_plain(msg, shard) };
+        }
+        if header.state.is_closed() {
+            return Err(TellError::Closed(msg));
         }
         if let Some(shard) = ShardLocal::current_owner_of(header) {
             // SAFETY: `current_owner_of` returned the shard running on this thread, and it

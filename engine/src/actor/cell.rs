@@ -21,11 +21,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 
 use super::activation;
-use super::header::{ErasedRef, Header, RuntimePtr, VTable};
+use super::header::{owner_bits, ErasedRef, Header, RuntimePtr, VTable};
 use super::lineage::Lineage;
 use super::meta::{Meta, SupState};
 use super::state::SchedState;
 use super::Actor;
+use crate::error::TellError;
 use crate::id::ActorId;
 use crate::queue::ring::Ring;
 use crate::queue::stack::BatchStack;
@@ -350,27 +351,51 @@ impl<M: Send + 'static> Shared<M> {
         unsafe { self.push_local_slow(msg, shard) }
     }
 
-    /// [`Shared::push_local`] for an actor whose ring is plain (known to the caller, from
-    /// [`ShardLocal::current_plain_owner_of`]): the ring's kind is not tested again.
+    /// The whole same-shard tell for an actor whose ring is plain (known to the caller,
+    /// from [`ShardLocal::current_plain_owner_of`]): the ring's kind is not tested again,
+    /// and the mailbox's closed test is the owner's byte ([`owner_bits::CLOSED`]), tested
+    /// with `QUEUED` in one compare: an empty queue of an actor neither queued nor closed
+    /// takes the message in its inline slot and queues the actor. Anything else is
+    /// [`Shared::push_local_plain_slow`]. (The closed test was a load and a test of the
+    /// scheduling word before the owner test, and "queued" a second byte test: callgrind,
+    /// same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 7".)
     ///
     /// # Safety
     /// As [`Shared::push_local`], and the ring is plain (`Ring::observe` is 0).
     #[inline(always)]
-    pub(crate) unsafe fn push_local_plain(&self, msg: M, shard: &ShardLocal) -> Result<(), M> {
+    pub(crate) unsafe fn push_local_plain(&self, msg: M, shard: &ShardLocal) -> Result<(), TellError<M>> {
         debug_assert!(self.ring.raw_capacity() <= crate::queue::ring::MAX_CAPACITY, "push_local_plain on an observed ring");
         // SAFETY: owner-shard thread only (contract); the borrow ends before any call out.
         let local = self.local.with_mut(|p| unsafe { &mut *p });
+        // SAFETY: owner-shard thread only (contract).
+        let bits = self.header.owner.with_mut(|q| unsafe { &mut *q });
+        debug_assert_eq!(*bits & owner_bits::CLOSED != 0, self.header.state.is_closed(), "owner byte and scheduling word disagree on CLOSED");
         // A plain ring means a plain queue (no side data), whose empty slot means an empty
         // queue (`LocalQueue::is_empty_plain`).
-        if local.is_empty_plain() {
+        if local.is_empty_plain() && *bits == 0 {
             // SAFETY: the queue is empty (just tested).
             unsafe { local.put_first(msg) };
-            // SAFETY: owner-shard thread only (contract).
-            unsafe { self.mark_queued(shard) };
+            *bits = owner_bits::QUEUED;
+            shard.push_next(Entry::local(NonNull::from(&self.header)));
             return Ok(());
         }
         // SAFETY: forwarded contract.
-        unsafe { self.push_local_slow(msg, shard) }
+        unsafe { self.push_local_plain_slow(msg, shard) }
+    }
+
+    /// The rest of [`Shared::push_local_plain`]: a closed mailbox, a backlog, an actor
+    /// already queued.
+    ///
+    /// # Safety
+    /// As [`Shared::push_local_plain`].
+    #[inline(never)]
+    unsafe fn push_local_plain_slow(&self, msg: M, shard: &ShardLocal) -> Result<(), TellError<M>> {
+        // SAFETY: owner-shard thread only (contract).
+        if self.header.owner.with(|q| unsafe { *q }) & owner_bits::CLOSED != 0 {
+            return Err(TellError::Closed(msg));
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.push_local_slow(msg, shard) }.map_err(TellError::Full)
     }
 
     /// The rest of [`Shared::push_local`]: a backlog, the capacity test, observed runtimes.
@@ -409,9 +434,9 @@ impl<M: Send + 'static> Shared<M> {
     #[inline(always)]
     unsafe fn mark_queued(&self, shard: &ShardLocal) {
         // SAFETY: owner-shard thread only (contract).
-        let queued = self.header.queued.with_mut(|q| unsafe { &mut *q });
-        if !*queued {
-            *queued = true;
+        let bits = self.header.owner.with_mut(|q| unsafe { &mut *q });
+        if *bits & owner_bits::QUEUED == 0 {
+            *bits |= owner_bits::QUEUED;
             shard.push_next(Entry::local(NonNull::from(&self.header)));
         }
     }
@@ -520,7 +545,7 @@ impl<M: Send + 'static> Shared<M> {
         // SAFETY: owner-shard thread only (contract).
         let left = self.local.with(|p| unsafe { if plain { !(*p).is_empty_plain() } else { !(*p).is_empty() } });
         // SAFETY: owner-shard thread only (contract).
-        (left, self.header.queued.with(|q| unsafe { *q }))
+        (left, self.header.owner.with(|q| unsafe { *q }) & owner_bits::QUEUED != 0)
     }
 
     /// Messages waiting in the shard-local queue (`local`) or the MPSC ring.
@@ -542,7 +567,24 @@ impl<M: Send + 'static> Shared<M> {
     #[inline]
     pub(super) unsafe fn set_queued(&self, queued: bool) {
         // SAFETY: owner-shard thread only (contract).
-        self.header.queued.with_mut(|q| unsafe { *q = queued });
+        self.header.owner.with_mut(|q| unsafe {
+            if queued {
+                *q |= owner_bits::QUEUED;
+            } else {
+                *q &= !owner_bits::QUEUED;
+            }
+        });
+    }
+
+    /// Marks the mailbox closed in the owner's byte ([`owner_bits::CLOSED`]), next to the
+    /// scheduling word's `CLOSED`.
+    ///
+    /// # Safety
+    /// Owner-shard thread only.
+    #[inline]
+    pub(super) unsafe fn set_owner_closed(&self) {
+        // SAFETY: owner-shard thread only (contract).
+        self.header.owner.with_mut(|q| unsafe { *q |= owner_bits::CLOSED });
     }
 
     /// (Always inlined: the same-shard round trip pays a call otherwise, as callgrind showed
@@ -608,6 +650,7 @@ impl<M: Send + 'static> Shared<M> {
 impl<A: Actor> Cell<A> {
     const VTABLE: VTable = VTable {
         run: activation::run::<A, 0>,
+        run_local: activation::run_local::<A, 0>,
         drop_cell: drop_cell::<A>,
         msg_type: std::any::TypeId::of::<A::Msg>,
         msg_type_name: std::any::type_name::<A::Msg>,
@@ -615,10 +658,22 @@ impl<A: Actor> Cell<A> {
     /// For runtimes with handler spans and/or metrics on: activations with those telemetry
     /// hooks compiled in (see `crate::telemetry`). Chosen at spawn, so a runtime without
     /// them pays nothing, and one with them pays no flag test per activation.
-    const SPANS_VTABLE: VTable = VTable { run: activation::run::<A, { crate::telemetry::SPANS }>, ..Self::VTABLE };
-    const METRICS_VTABLE: VTable = VTable { run: activation::run::<A, { crate::telemetry::METRICS }>, ..Self::VTABLE };
+    const SPANS_VTABLE: VTable = VTable {
+        run: activation::run::<A, { crate::telemetry::SPANS }>,
+        run_local: activation::run_local::<A, { crate::telemetry::SPANS }>,
+        ..Self::VTABLE
+    };
+    const METRICS_VTABLE: VTable = VTable {
+        run: activation::run::<A, { crate::telemetry::METRICS }>,
+        run_local: activation::run_local::<A, { crate::telemetry::METRICS }>,
+        ..Self::VTABLE
+    };
     const BOTH_VTABLE: VTable =
-        VTable { run: activation::run::<A, { crate::telemetry::SPANS | crate::telemetry::METRICS }>, ..Self::VTABLE };
+        VTable {
+            run: activation::run::<A, { crate::telemetry::SPANS | crate::telemetry::METRICS }>,
+            run_local: activation::run_local::<A, { crate::telemetry::SPANS | crate::telemetry::METRICS }>,
+            ..Self::VTABLE
+        };
 
     /// The vtable for a runtime with telemetry bits `t`.
     fn vtable(t: u8) -> &'static VTable {
@@ -694,7 +749,7 @@ impl<A: Actor> Cell<A> {
                     state: if start_local { SchedState::new_idle() } else { SchedState::new_scheduled() },
                     shard: shard as u32,
                     sibling_idx: AtomicU32::new(0),
-                    queued: UnsafeCell::new(start_local),
+                    owner: UnsafeCell::new(if start_local { owner_bits::QUEUED } else { 0 }),
                     registered: AtomicBool::new(false),
                     slab: slab.map_or(NO_SLAB, |(_, owner)| owner as u16),
                     vtable: Self::vtable(runtime.telemetry_bits()),

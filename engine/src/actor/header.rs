@@ -18,8 +18,15 @@ use crate::shard::{self, Entry, ShardLocal};
 use crate::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use crate::sync::{Arc, UnsafeCell};
 
-/// Per-actor-type functions, reached from a type-erased header.
+/// Per-actor-type functions, reached from a type-erased header. `repr(C)`: `run_local`
+/// first, at offset 0, so that the shard loop's path for the run queue's slot (the
+/// same-shard common case) loads it without an offset to add where the two paths join.
+#[repr(C)]
 pub(crate) struct VTable {
+    /// [`VTable::run`] for a local entry, known to be one by the caller (the run queue's
+    /// slot holds only local entries): no test of the entry's kind. Same signature as
+    /// `run`, so that the shard loop has one call for both. See `activation::run_local`.
+    pub(crate) run_local: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
     /// Runs one activation. See [`activation::run`]. An activation that ends its actor's
     /// life asks the shard to release it ([`ShardLocal::release_after_activation`]).
     pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
@@ -29,6 +36,17 @@ pub(crate) struct VTable {
     pub(crate) msg_type: fn() -> std::any::TypeId,
     /// `type_name` of the message type (for errors).
     pub(crate) msg_type_name: fn() -> &'static str,
+}
+
+/// Bits of [`Header::owner`], the owner shard's byte of an actor.
+pub(crate) mod owner_bits {
+    /// An `Entry::Local` for the actor sits in the owner's run queue.
+    pub(crate) const QUEUED: u8 = 1;
+    /// The mailbox refuses new user messages: set, never cleared, by the owner together
+    /// with `state::CLOSED` (`Activation::begin_stop`, `finish_stop`), so that on the owner's
+    /// thread it says exactly what `SchedState::is_closed` says, without an atomic load
+    /// and in the same byte as `QUEUED` (docs/PERFORMANCE.md, "Same-shard path, round 7").
+    pub(crate) const CLOSED: u8 = 2;
 }
 
 /// The type-erased prefix of every cell.
@@ -41,9 +59,12 @@ pub(crate) struct Header {
     /// Position in the parent's children list (or the shard's top-level list). Written and
     /// read only by the thread of the shard that owns that list.
     pub(crate) sibling_idx: AtomicU32,
-    /// An `Entry::Local` for this actor sits in the owner's run queue. Owner-shard thread
-    /// only (it lives here, in the header's padding, to keep the cell small).
-    pub(crate) queued: UnsafeCell<bool>,
+    /// The owner shard's own view of the actor, [`owner_bits`]: `QUEUED` (an
+    /// `Entry::Local` for this actor sits in the owner's run queue) and `CLOSED` (set with
+    /// the scheduling word's `CLOSED`, which only the owner sets). Owner-shard thread only
+    /// (it lives here, in the header's padding, to keep the cell small). One byte, so that
+    /// the same-shard send tests "not queued and not closed" with one compare.
+    pub(crate) owner: UnsafeCell<u8>,
     /// Set (never cleared) once the actor is `register`ed under a well-known name, so its
     /// stop removes the registration (see `runtime::names::release_on_stop`). Sits in the
     /// header's padding: no size cost.

@@ -435,6 +435,8 @@ impl<A: Actor> Activation<'_, A> {
         let shared = self.cell.shared();
         shared.header.state.close();
         // SAFETY: owner-shard thread (activation contract).
+        unsafe { shared.set_owner_closed() };
+        // SAFETY: owner-shard thread (activation contract).
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         for child in inner.meta.children.iter() {
             child.send_sys(SysMsg::Stop(StopReason::Normal));
@@ -474,6 +476,8 @@ impl<A: Actor> Activation<'_, A> {
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
         inner.meta.lifecycle = Lifecycle::Dead;
         let prev = header.state.terminate();
+        // SAFETY: owner-shard thread (activation contract). (Already set by `begin_stop`.)
+        unsafe { shared.set_owner_closed() };
         // A registered actor lets its well-known names go as it dies (issue 13, item 9).
         crate::runtime::names::release_on_stop(header);
         let reason = inner.meta.stop_reason();

@@ -369,11 +369,18 @@ impl ShardLocal {
         self.run_queue.with_mut(|q| unsafe { (*q).push_next(e) });
     }
 
-    /// The oldest entry of the run queue (its slot's, else its ring's).
+    /// The run queue's slot entry, if any: the oldest queued, a local one.
     #[inline(always)]
-    fn pop_run(&self) -> Option<Entry> {
+    fn take_next_run(&self) -> Option<Entry> {
         // SAFETY: as `push_run`.
-        self.run_queue.with_mut(|q| unsafe { (*q).pop_next() })
+        self.run_queue.with_mut(|q| unsafe { (*q).take_next() })
+    }
+
+    /// The oldest entry of the run queue's ring (after its slot's: `take_next_run`).
+    #[inline(always)]
+    fn pop_ring_run(&self) -> Option<Entry> {
+        // SAFETY: as `push_run`.
+        self.run_queue.with_mut(|q| unsafe { (*q).pop() })
     }
 
     #[inline]
@@ -566,15 +573,30 @@ impl ShardLocal {
         let ran = catch_unwind(AssertUnwindSafe(|| {
             let mut stall = self.stall.batch(word);
             let mut n = 0;
+            // (The count `n` and the watchdog's epoch are two counters, each updated per
+            // activation. Written as one, the budget a bound on the epoch, the compiler made
+            // a second induction variable of it again: the same four instructions per
+            // activation; docs/PERFORMANCE.md, "Same-shard path, round 7".)
             while n < ACTIVATIONS_PER_TURN {
-                let Some(e) = self.pop_run() else { break };
+                // The slot's entry first (the oldest queued), then the ring's. The slot holds
+                // local entries only, whose activation is the vtable's `run_local`: it does
+                // not test the entry's kind (callgrind, same-shard `pingpong`,
+                // docs/PERFORMANCE.md, "Same-shard path, round 7").
+                let (e, run) = if let Some(e) = self.take_next_run() {
+                    // SAFETY: as for `header` below.
+                    (e, unsafe { e.header().as_ref() }.vtable.run_local)
+                } else if let Some(e) = self.pop_ring_run() {
+                    // SAFETY: as for `header` below.
+                    (e, unsafe { e.header().as_ref() }.vtable.run)
+                } else {
+                    break;
+                };
                 n += 1;
                 current = e;
                 let h = e.header();
                 // SAFETY: entries point to live cells owned by this shard (a cell is released
                 // only when no entry for it remains, below).
                 let header = unsafe { h.as_ref() };
-                let run = header.vtable.run;
                 let epoch = stall.begin(header);
                 // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
                 // we are on this shard's thread consuming entry `e`.

@@ -72,29 +72,42 @@ impl RunQueue {
         Some(e)
     }
 
-    /// Appends `e`: in the slot if nothing else is queued (the slot and the ring are
-    /// empty), otherwise to the ring, behind what waits there.
+    /// Appends the local entry `e`: in the slot if nothing else is queued (the slot and the
+    /// ring are empty), otherwise to the ring, behind what waits there. (The slot holds
+    /// local entries only, so the shard loop calls its activation without testing its
+    /// kind: `VTable::run_local`.)
     #[inline(always)]
     pub(crate) fn push_next(&mut self, e: Entry) {
-        // The slot first, then the ring's two indices compared for equality (tested the
-        // other way, the compiler computed the ring's length, shared with `push`'s capacity
-        // test, one instruction more on the slot's path).
-        if self.next == Entry::NONE && self.head == self.tail {
+        debug_assert!(e.is_local(), "only local entries go to the slot");
+        // "The slot and the ring are empty" as one test: the ring's length (shared with
+        // `push`'s capacity test) or'ed with the slot's word, zero only when both are
+        // (`Entry::NONE` is 0). Two tests, slot then ring indices, cost a compare, a
+        // branch and two loads more per push (callgrind, same-shard `pingpong`,
+        // docs/PERFORMANCE.md, "Same-shard path, round 7").
+        if (self.tail.wrapping_sub(self.head) | self.next.0) == 0 {
             self.next = e;
         } else {
             self.push(e);
         }
     }
 
-    /// Takes the oldest entry: the slot's, else the ring's.
+    /// Takes the slot's entry, if any: then the oldest queued, and a local one (see
+    /// [`RunQueue::push_next`]). The shard loop takes it first, then the ring's
+    /// ([`RunQueue::pop`]).
     #[inline(always)]
-    pub(crate) fn pop_next(&mut self) -> Option<Entry> {
+    pub(crate) fn take_next(&mut self) -> Option<Entry> {
+        // The slot is cleared whether or not it held an entry: with the store inside the
+        // test, the compiler ended the slot's path with a jump over the ring's pop (one
+        // instruction per slot pop; an empty slot's store costs the ring's path one).
         let e = self.next;
-        if e != Entry::NONE {
-            self.next = Entry::NONE;
-            return Some(e);
-        }
-        self.pop()
+        self.next = Entry::NONE;
+        (e != Entry::NONE).then_some(e)
+    }
+
+    /// Takes the oldest entry: the slot's, else the ring's (the shard loop's order).
+    #[cfg(test)]
+    fn pop_next(&mut self) -> Option<Entry> {
+        self.take_next().or_else(|| self.pop())
     }
 
     /// How many entries are queued, the slot's included.
@@ -157,7 +170,8 @@ mod tests {
     #[test]
     fn the_slot_takes_an_entry_only_when_nothing_else_waits() {
         let mut q = RunQueue::with_capacity(2);
-        let e = |k: usize| Entry(k * 8);
+        // Local entries (tag bit set): `push_next` takes no other.
+        let e = |k: usize| Entry(k * 8 + 1);
         assert_eq!(q.pop_next(), None);
         q.push_next(e(1)); // empty: the slot
         q.push_next(e(2)); // the slot is taken: the ring
