@@ -697,7 +697,8 @@ fn bouncing_pair_does_not_starve_a_timer() {
 
 /// Messages of [`CrossBouncer`].
 enum CrossBounce {
-    Link(ActorRef<CrossBounce>),
+    /// The partner, and a count the actor bumps once it has it.
+    Link(ActorRef<CrossBounce>, Count),
     N(u64),
 }
 
@@ -714,7 +715,10 @@ impl Actor for CrossBouncer {
     type Msg = CrossBounce;
     fn handle(&mut self, _ctx: &mut Context<Self>, msg: CrossBounce) -> Result<(), ActorError> {
         match msg {
-            CrossBounce::Link(other) => self.other = Some(other),
+            CrossBounce::Link(other, linked) => {
+                self.other = Some(other);
+                linked.add(1);
+            }
             CrossBounce::N(n) => {
                 if n != self.expect {
                     self.out_of_order.add(1);
@@ -746,9 +750,15 @@ fn same_shard_index_of_another_runtime_is_not_this_shard() {
     let b1 = rb.spawn(Props::from(bouncer(1)).shard(1)).unwrap();
     let a2 = ra.spawn(Props::from(bouncer(2)).shard(1)).unwrap();
     let a3 = ra.spawn(Props::from(bouncer(3)).shard(1)).unwrap();
+    let linked = Count::default();
     for (x, y) in [(&a0, &b1), (&b1, &a0), (&a2, &a3), (&a3, &a2)] {
-        x.blocking_send(CrossBounce::Link(y.clone()), DEADLINE).unwrap();
+        x.blocking_send(CrossBounce::Link(y.clone(), linked.clone()), DEADLINE).unwrap();
     }
+    // Every link handled before the kicks: a same-shard tell (the local queue) can reach an
+    // actor before a message this thread sent it earlier (its ring): without this wait, a3
+    // could get a2's first number before its link, fail with "no partner", and the game
+    // stopped (seen once in a full engine suite under load: "the games did not finish").
+    assert!(eventually(|| linked.get() == 4), "the links were not handled");
     a0.blocking_send(CrossBounce::N(0), DEADLINE).unwrap();
     a2.blocking_send(CrossBounce::N(0), DEADLINE).unwrap();
     // The even side sees 0, 2, ..., CROSS_LAST; the odd side 1, 3, ..., CROSS_LAST - 1.
