@@ -38,8 +38,12 @@ pub struct Faults {
     deaf_to: PeerSet,
     /// Peers whose heartbeats are dropped (`drop_heartbeats_from`).
     heartbeats_dropped: PeerSet,
-    /// Peers that this node's regions send nothing to for now (`hold_region_traffic`).
+    /// Peers that this node's regions send nothing to for now (`hold_region_traffic`,
+    /// `hold_region_envelopes`).
     regions_held: PeerSet,
+    /// Of those, the peers that get the regions' protocol messages, not their envelopes
+    /// (`hold_region_envelopes`).
+    envelopes_held: PeerSet,
 }
 
 /// A set of peers that is almost always empty: a flag says whether it holds any, so a
@@ -199,6 +203,30 @@ impl Faults {
     #[doc(hidden)]
     pub fn release_region_traffic(&self, peer: SocketAddr) {
         self.regions_held.remove(peer);
+    }
+
+    /// Makes this node's regions keep their *envelopes* for `peer`'s regions in their
+    /// per-peer queues while their protocol messages (hand-off requests and answers,
+    /// fences, `LeaveSeen`) go on, passing them: an envelope that takes a slow way (a
+    /// forwarding stall, a gated queue, a bounce) while the shard's hand-offs go on.
+    /// Tests only; undo with [`Faults::release_region_envelopes`].
+    #[doc(hidden)]
+    pub fn hold_region_envelopes(&self, peer: SocketAddr) {
+        self.envelopes_held.insert(peer);
+        self.regions_held.insert(peer);
+    }
+
+    /// Lets this node's regions send envelopes to `peer` again.
+    #[doc(hidden)]
+    pub fn release_region_envelopes(&self, peer: SocketAddr) {
+        self.regions_held.remove(peer);
+        self.envelopes_held.remove(peer);
+    }
+
+    /// Of the peers whose region traffic is held, whether `peer` gets protocol messages
+    /// (see `hold_region_envelopes`).
+    pub(crate) fn only_envelopes_held(&self, peer: SocketAddr) -> bool {
+        self.envelopes_held.contains(peer)
     }
 
     /// Whether region traffic to `peer` is held (see `hold_region_traffic`; one load while

@@ -108,6 +108,10 @@ fn slow_forwarders(nodes: &[TestNode]) {
 }
 
 fn start_region(c: &Cluster, record: &Arc<Record>) {
+    start_region_with(c, record, Placement::LeastShards, 12);
+}
+
+fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32) {
     c.node().register::<SeqMsg>().unwrap();
     let (node, keep) = (c.node().addr(), record.clone());
     let record = record.clone();
@@ -119,8 +123,8 @@ fn start_region(c: &Cluster, record: &Arc<Record>) {
     // do not slow down): beyond the limit envelopes are dropped (counted), and the exact
     // counts below would fail for a reason that is not order.
     let settings = ShardingSettings::new()
-            .shards(12)
-            .placement(Placement::LeastShards)
+            .shards(shards)
+            .placement(placement)
             .passivate_after(None)
             .stop_message(|| SeqMsg::Stop)
             .buffer_limit(2_000_000);
@@ -171,10 +175,11 @@ fn per_sender_order_holds_while_shards_move_on_a_join_and_a_leave() {
 /// "Limits": e.g. `sender 2 → e5: 251 after 267`, all entities of the shard, e5 started on
 /// node 0 twice). Failed about 1 run in 10 on this 2-core VM with the view-computed
 /// least-shards placement (6 of 65 before the fix of a stuck fence, 9 of 94 after it); with
-/// the leader-kept allocation table (the moves differ) it passed 30 of 30, but the gap is
-/// the same; ignored until the protocol orders what a region forwards.
+/// the leader-kept allocation table (the moves differ) it passed 30 of 30, but the gap was
+/// the same. The owner now delivers each origin's numbered stream in order
+/// (`ordering.rs`); the deterministic test of the gap is
+/// [`a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first`].
 #[test]
-#[ignore = "issue 19: a region's forwarded envelopes are not fenced; fails about 1 run in 10"]
 fn per_sender_order_holds_while_a_shard_moves_away_and_back_under_lagging_views() {
     order_while_shards_move(Moves {
         join_delays: [Duration::from_millis(100), Duration::from_millis(250)],
@@ -404,4 +409,95 @@ fn envelopes_held_while_a_leavers_shards_have_no_owner_stay_behind_what_went_to_
     let got: Vec<(String, Vec<u32>)> = on_x.iter().map(|id| (id.clone(), seqs[&(9, id.clone())].clone())).collect();
     assert!(got.iter().all(|(_, v)| v == &[1, 2, 3]), "per-sender order on X's entities: {got:?}");
     eventually("the leaver is gone", || nodes[x].cluster.is_terminated());
+}
+
+/// The gap fences cannot see (issue 19): a region that *forwards* a sender's envelopes
+/// while its view moves their shard away and back. Two members, R (the sender) and A, and
+/// rendezvous placement (a newcomer's shards go back to their old owners when it leaves).
+/// R's region applies no view after the start (`Faults::delay_views`), so it sends every
+/// hit for A's shards to A. N joins: A's view moves some of A's shards to N, and A forwards
+/// R's hit 2 for them to N, where it waits in A's per-peer queue
+/// (`Faults::hold_region_envelopes`: a slow way for envelopes only, the hand-off messages
+/// go on). N leaves: A's view gives those shards back to A, which
+/// takes them again and gets hit 3 straight from R. Then A's queue to N is let go: hit 2
+/// reaches N, which passes it back to A. Before the numbered streams (`ordering.rs`) A
+/// delivered hit 3 first: every moved entity got 1, 3, 2. Now A knows from its own table
+/// that R's stream for the shard goes on with hit 2 and waits for it.
+#[test]
+fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
+    const MANY: usize = 60;
+    let record = Arc::new(Record::default());
+    let mut nodes = cluster_of(2, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    let hit = |seq: u32| {
+        for e in &refs {
+            e.blocking_send(SeqMsg::Hit { sender: 7, seq }, LONG).unwrap();
+        }
+    };
+    hit(1);
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let a_addr = nodes[a].addr();
+    let host_of = |id: &str| record.hosts.lock().unwrap().get(id).cloned().unwrap_or_default();
+    let on_a: Vec<usize> = (0..MANY).filter(|e| host_of(&format!("e{e}")) == [a_addr]).collect();
+    assert!(!on_a.is_empty(), "A hosts some of the {MANY} entities");
+    // From now on R's region routes by the two-member view.
+    nodes[r].cluster.faults().delay_views(Duration::from_secs(3600));
+
+    // N joins; A's envelopes to N wait in A's queue to it (its hand-off messages go on).
+    let (rt, node) = start_node("n2");
+    nodes[a].cluster.faults().hold_region_envelopes(node.addr());
+    let cluster = Cluster::start(&node, config()).unwrap();
+    start_region_with(&cluster, &record, Placement::Rendezvous, 48);
+    cluster.join([nodes[a].addr()]).unwrap();
+    nodes.push(TestNode { rt: Some(rt), node, cluster });
+    let n = 2;
+    all_up(&[&nodes[a], &nodes[n]], 3);
+    eventually("A's view is converged with N up", || nodes[a].cluster.state().converged);
+    // What A queued for N on the join (its own stream's `AfterFence`s).
+    let queued = probe(a).outbound;
+    // Hit 2: A forwards it to N for the shards N took (queued at A: nothing else goes to
+    // N now, which acquires nothing, as nobody routes to it) and delivers it itself for
+    // the others.
+    hit(2);
+    let got = |e: usize, seq: u32| record.seqs.lock().unwrap()[&(7, format!("e{e}"))].contains(&seq);
+    eventually("A delivered or queued every hit 2 of its entities", || {
+        on_a.iter().filter(|e| got(**e, 2)).count() + probe(a).outbound - queued == on_a.len()
+    });
+    let moved: Vec<usize> = on_a.iter().copied().filter(|e| !got(*e, 2)).collect();
+    let stayed: Vec<usize> = on_a.iter().copied().filter(|e| got(*e, 2)).collect();
+    assert!(!moved.is_empty() && !stayed.is_empty(), "A's entities that moved to N {moved:?}, stayed {stayed:?}");
+
+    // N leaves: A's view gives N's shards back to A.
+    nodes[n].cluster.leave().unwrap();
+    eventually("A's converged view has N leaving", || {
+        let s = nodes[a].cluster.state();
+        s.converged && s.members.iter().any(|m| m.addr() == nodes[n].addr() && m.status == MemberStatus::Leaving)
+    });
+    probe(a);
+    // Hit 3 goes straight to A, which takes the shards back (N and R answer it). A marker
+    // to an entity that stayed, on R's connection to A: A has handled every hit 3 first.
+    hit(3);
+    refs[stayed[0]].blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    eventually("A has taken its shards back", || probe(a).acquiring == 0);
+
+    // A's queue to N goes on: N passes hit 2 back to A.
+    nodes[a].cluster.faults().release_region_envelopes(nodes[n].addr());
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    eventually("every hit arrived", || {
+        let s = record.seqs.lock().unwrap();
+        (0..MANY).all(|e| s.get(&(7, format!("e{e}"))).is_some_and(|v| v.len() >= 3))
+    });
+    let seqs = record.seqs.lock().unwrap().clone();
+    let wrong: Vec<(usize, Vec<u32>)> =
+        (0..MANY).map(|e| (e, seqs[&(7, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2, 3]).collect();
+    assert!(wrong.is_empty(), "per-sender order ({} of A's entities moved): {wrong:?}", moved.len());
 }

@@ -40,7 +40,7 @@ pub(crate) use placement::allocate;
 pub use placement::{shard_of, Placement, MAX_LEAST_SHARDS};
 #[doc(hidden)]
 pub use region::RegionProbe;
-use region::{Region, RegionMsg};
+use region::{Region, RegionMsg, Stamp};
 pub use remember::{RememberChange, RememberError, RememberStore, RememberedShard};
 
 use crate::cluster::Cluster;
@@ -423,7 +423,7 @@ impl<M: RemoteMessage> EntityRef<M> {
     }
 
     fn envelope(&self, msg: M) -> RegionMsg<M> {
-        RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0, view: 0 }
+        RegionMsg::Deliver { key: self.key.clone(), msg, from: self.from, hops: 0, view: 0, stamp: Stamp::default() }
     }
 
     /// Fire-and-forget. `Err` if this node's region is full, congested
@@ -485,7 +485,7 @@ impl<M: RemoteMessage> EntityRef<M> {
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let (key, from) = (self.key.clone(), self.from);
-        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 }, left)
+        self.region.blocking_ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0, stamp: Stamp::default() }, left)
     }
 
     /// Sends `msg`, waiting without a thread while this node's region is congested or its
@@ -501,7 +501,7 @@ impl<M: RemoteMessage> EntityRef<M> {
     /// [`percore::DEFAULT_ASK_TIMEOUT`], covering the whole wait; `.timeout(d)` to change it.
     pub fn ask<R: Send + 'static>(&self, make: impl FnOnce(ReplyTo<R>) -> M) -> EntityAsk<M, R> {
         let (key, from) = (self.key.clone(), self.from);
-        let inner = self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0 });
+        let inner = self.region.ask(move |r| RegionMsg::Deliver { key, msg: make(r), from, hops: 0, view: 0, stamp: Stamp::default() });
         EntityAsk::new(self.region.clone(), self.gauge.clone(), inner)
     }
 }

@@ -22,7 +22,11 @@
 //! from A to B, it sends A a fence behind what it sent there and B an `AfterFence`; A
 //! relays the fence once it holds nothing of the shard, and B holds this region's later
 //! envelopes for the shard until it arrives. Envelopes from a peer whose view is newer
-//! wait for this region's view (membership numbers) instead of bouncing back.
+//! wait for this region's view (membership numbers) instead of bouncing back. Every
+//! envelope is also stamped where it enters (origin region, number per shard), and the
+//! owner delivers each origin's stream in number order (`ordering.rs`): what fences cannot
+//! see (a forwarding region whose view moves the shard twice) is put back in order there;
+//! each shard's next numbers go to the next owner with `HandOffDone`.
 //!
 //! **Leaving.** A leaving member's region stops its entities (hand-off) and reports drained
 //! (a flag its daemon reads, [`Slots`]) once none is left, it holds no envelope, its
@@ -67,9 +71,12 @@ mod leaving;
 mod entities;
 // A region message on the wire (encode, decode, the envelope's layout).
 mod wire;
+// Per-sender order at the owner: numbered streams, their tables handed over with shards.
+mod ordering;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
 pub(crate) use leaving::LeaveSeen;
+pub(crate) use ordering::{OrderTable, Stamp};
 pub(crate) use outbound::{Congested, Gauge, Registration, CAPACITY};
 
 /// Forwarding bound: views converge, so a message bounces only while they differ.
@@ -130,6 +137,9 @@ pub(crate) struct Slots {
     /// told the daemon `RegionDrained` once, and a full daemon mailbox dropped it: the
     /// member stayed leaving for good.
     pub(crate) drained: Arc<AtomicBool>,
+    /// Region instances started on this node for the type: each is a new origin of
+    /// numbered streams (`ordering.rs`), and one after the first has lost its tables.
+    generation: std::sync::atomic::AtomicU32,
 }
 
 impl Slots {
@@ -153,6 +163,13 @@ impl Slots {
         self.drained.store(true, Ordering::Release);
     }
 
+    /// The generation of a region instance that starts.
+    fn next_generation(&self) -> u32 {
+        // ORDERING: Relaxed: a counter only region instances of this slot read, one after
+        // another (a restart follows the failed instance's stop).
+        self.generation.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn is_drained(&self) -> bool {
         // ORDERING: Relaxed: only this region stores it (`set_drained`); a probe for tests.
         self.drained.load(Ordering::Relaxed)
@@ -173,6 +190,8 @@ pub struct RegionProbe {
     pub buffered: usize,
     /// Hand-off requests from other regions not answered yet.
     pub pending_requests: usize,
+    /// Shards this region is acquiring (or loading): their envelopes wait.
+    pub acquiring: usize,
     /// The region's view says this member is leaving.
     pub leaving: bool,
     /// The region has told the daemon that it has handed everything over.
@@ -196,11 +215,15 @@ pub(crate) enum RegionMsg<M> {
         /// sender on this node): a region with an older view waits for its own to catch up
         /// before it routes the envelope (`fencing.rs`).
         view: u32,
+        /// Its origin and number in the origin's stream for its shard (`ordering.rs`);
+        /// stamped by the region of the sender's node.
+        stamp: Stamp,
     },
     #[doc(hidden)]
     HandOffRequest { shard: u32, from: UniqueAddress },
     #[doc(hidden)]
-    HandOffDone { shard: u32, from: UniqueAddress, entities: Vec<String> },
+    /// Boxed: rare, and every mailbox slot is as large as the largest message.
+    HandOffDone { shard: u32, from: UniqueAddress, done: Box<HandOff> },
     /// A fence marker for a shard that moved (`fencing.rs`; boxed: rare).
     #[doc(hidden)]
     Fence(Box<FenceMarker>),
@@ -214,6 +237,15 @@ pub(crate) enum RegionMsg<M> {
     LeaveSeen(Box<LeaveSeen>),
     #[doc(hidden)]
     Local(RegionLocal),
+}
+
+/// What a `HandOffDone` hands over.
+#[derive(Debug, Default)]
+pub(crate) struct HandOff {
+    /// Remember-entities: the entities that ran on the old owner.
+    pub(crate) entities: Vec<String>,
+    /// The shard's streams: the next number per origin (`ordering.rs`).
+    pub(crate) order: OrderTable,
 }
 
 /// Local-only region messages.
@@ -244,15 +276,17 @@ pub(crate) enum RegionLocal {
 
 enum ShardState<M> {
     /// `remembered`: entities the previous owners ran (remember-entities).
+    /// `unanswered`: a member left the view before it answered (its stream table is lost).
     Acquiring {
         waiting: BTreeSet<UniqueAddress>,
-        buffer: Vec<(EntityKey, M)>,
+        buffer: Vec<(EntityKey, M, Stamp)>,
         remembered: Vec<String>,
+        unanswered: bool,
     },
     /// Acquired; reading the remembered entities from the store (durable remember-entities
     /// only). Messages wait as while acquiring.
     Loading {
-        buffer: Vec<(EntityKey, M)>,
+        buffer: Vec<(EntityKey, M, Stamp)>,
         remembered: Vec<String>,
         /// Retry ticks since the load was issued.
         ticks: u32,
@@ -278,7 +312,7 @@ struct Entity<M> {
     handed_off: bool,
     /// Stopped because it was idle: forgotten by remember-entities.
     passivating: bool,
-    buffer: Vec<M>,
+    buffer: Vec<(M, Stamp)>,
 }
 
 /// How often a region checks for idle entities when they passivate after `after`.
@@ -302,7 +336,7 @@ where
     owners: Vec<Option<UniqueAddress>>,
     entities: HashMap<EntityKey, Entity<A::Msg>, KeyBuild>,
     shards: HashMap<u32, ShardState<A::Msg>, KeyBuild>,
-    unrouted: Vec<(EntityKey, A::Msg, SocketAddr, u8)>,
+    unrouted: Vec<(EntityKey, A::Msg, SocketAddr, u8, Stamp)>,
     pending_requests: Vec<(u32, UniqueAddress)>,
     peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>, KeyBuild>,
     outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>, KeyBuild>,
@@ -324,6 +358,8 @@ where
     reloading: BTreeSet<u32>,
     /// Per-sender order across moves: held streams, fences to relay (`fencing.rs`).
     fencing: fencing::Fencing<A::Msg>,
+    /// Per-sender order at the owner: numbered streams (`ordering.rs`).
+    order: ordering::Order<A::Msg>,
     /// What reaches this region, or leaves it, without a mailbox (see [`Slots`]).
     slots: Arc<Slots>,
     /// Retry ticks this region has waited, leaving and without entities, for what it
@@ -361,7 +397,9 @@ where
         slots: Arc<Slots>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
+        let order = ordering::Order::new(cluster.shared.me.incarnation, slots.next_generation(), settings.num_shards);
         Region {
+            order,
             tally,
             type_name: name.strip_prefix("sharding-").unwrap_or(&name).to_string(),
             name,
@@ -421,7 +459,7 @@ where
     }
 
     /// Holds a message that has nowhere to go yet (no view, no up member, hop limit).
-    fn hold(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
+    fn hold(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8, stamp: Stamp) {
         if self.buffered >= self.settings.buffer_limit {
             // Counted as undelivered (`EntityRefs::undelivered`), as every envelope the
             // buffer limit turns away; it was only a dead letter.
@@ -430,31 +468,39 @@ where
             return;
         }
         self.buffered += 1;
-        self.unrouted.push((key, msg, from, hops));
+        self.unrouted.push((key, msg, from, hops, stamp));
     }
 
-    fn deliver(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
+    fn deliver(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: EntityKey,
+        msg: A::Msg,
+        from: SocketAddr,
+        hops: u8,
+        stamp: Stamp,
+    ) {
         if self.view.as_ref().is_some_and(|v| v.terminated) {
             ctx.dead_letter(msg);
             return;
         }
         let shard = key.shard(self.settings.num_shards);
         match self.owner(shard) {
-            None => self.hold(ctx, key, msg, from, hops),
-            Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg),
-            Some(_) if hops >= MAX_HOPS => self.hold(ctx, key, msg, from, hops),
+            None => self.hold(ctx, key, msg, from, hops, stamp),
+            Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg, stamp),
+            Some(_) if hops >= MAX_HOPS => self.hold(ctx, key, msg, from, hops, stamp),
             Some(o) => {
                 if hops > 0 {
                     // Test-only: a slow old owner (see `Faults::delay_forwards`).
                     self.cluster.shared.faults.forward_pause();
                 }
                 let (me, view) = (self.me().addr, self.view_number());
-                self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1, view })
+                self.send(o.addr, RegionMsg::Deliver { key, msg, from: me, hops: hops + 1, view, stamp })
             }
         }
     }
 
-    fn deliver_local(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg) {
+    fn deliver_local(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg, stamp: Stamp) {
         // One table lookup on the common path (the shard is active); a second one only
         // after a shard's first message began its acquisition.
         let mut state = self.shards.get_mut(&shard);
@@ -469,26 +515,30 @@ where
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;
-                    buffer.push((key, msg));
+                    buffer.push((key, msg, stamp));
                 }
             }
-            Some(ShardState::Active) | None => self.deliver_to_entity(ctx, shard, key, msg),
+            Some(ShardState::Active) | None => self.deliver_in_order(ctx, shard, key, msg, stamp),
         }
     }
 
     fn begin_acquire(&mut self, ctx: &mut Context<Self>, shard: u32) {
         let me = self.me();
         self.handed.remove(&shard);
+        self.order.begin_acquire(shard);
         let waiting: BTreeSet<UniqueAddress> =
             self.view.as_ref().map(|v| v.live.iter().copied().filter(|n| *n != me).collect()).unwrap_or_default();
         if waiting.is_empty() {
-            self.activate(ctx, shard, Vec::new(), Vec::new());
+            self.activate(ctx, shard, Vec::new(), Vec::new(), false);
             return;
         }
         for n in &waiting {
             self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
         }
-        self.shards.insert(shard, ShardState::Acquiring { waiting, buffer: Vec::new(), remembered: Vec::new() });
+        self.shards.insert(
+            shard,
+            ShardState::Acquiring { waiting, buffer: Vec::new(), remembered: Vec::new(), unanswered: false },
+        );
     }
 
     fn check_acquired(&mut self, ctx: &mut Context<Self>, shard: u32) {
@@ -496,8 +546,8 @@ where
         if !done {
             return;
         }
-        if let Some(ShardState::Acquiring { buffer, remembered, .. }) = self.shards.remove(&shard) {
-            self.activate(ctx, shard, buffer, remembered);
+        if let Some(ShardState::Acquiring { buffer, remembered, unanswered, .. }) = self.shards.remove(&shard) {
+            self.activate(ctx, shard, buffer, remembered, unanswered);
         }
     }
 
@@ -507,9 +557,12 @@ where
         &mut self,
         ctx: &mut Context<Self>,
         shard: u32,
-        buffer: Vec<(EntityKey, A::Msg)>,
+        buffer: Vec<(EntityKey, A::Msg, Stamp)>,
         remembered: Vec<String>,
+        unanswered: bool,
     ) {
+        // The streams' next numbers: the tables merged from every answer (`ordering.rs`).
+        self.order.activated(shard, unanswered);
         if self.settings.remember_store.is_some() {
             self.shards.insert(shard, ShardState::Loading { buffer, remembered, ticks: 0 });
             self.load_remembered(ctx, shard);
@@ -549,7 +602,8 @@ where
             } else {
                 self.handed.get(&shard).cloned().unwrap_or_default()
             };
-            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, entities });
+            let order = self.order.table(shard);
+            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, done: Box::new(HandOff { entities, order }) });
         }
     }
 
@@ -571,12 +625,16 @@ where
             for (_, st) in self.shards.drain() {
                 if let ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. } = st {
                     self.buffered = self.buffered.saturating_sub(buffer.len());
-                    for (_, m) in buffer {
+                    for (_, m, _) in buffer {
                         ctx.dead_letter(m);
                     }
                 }
             }
-            for (_, m, _, _) in std::mem::take(&mut self.unrouted) {
+            for (_, m, _, _, _) in std::mem::take(&mut self.unrouted) {
+                self.buffered = self.buffered.saturating_sub(1);
+                ctx.dead_letter(m);
+            }
+            for m in self.order.take_all() {
                 self.buffered = self.buffered.saturating_sub(1);
                 ctx.dead_letter(m);
             }
@@ -604,9 +662,26 @@ where
                 self.shards.remove(&s)
             {
                 self.buffered = self.buffered.saturating_sub(buffer.len());
-                for (id, m) in buffer {
-                    self.deliver(ctx, id, m, me.addr, 1);
+                for (id, m, stamp) in buffer {
+                    self.deliver(ctx, id, m, me.addr, 1, stamp);
                 }
+            }
+            // What waited in the shard's streams goes to the new owner, which orders it.
+            let waiting = self.order.take_pending(s);
+            self.buffered = self.buffered.saturating_sub(waiting.len());
+            for (id, m, stamp) in waiting {
+                self.deliver(ctx, id, m, me.addr, 1, stamp);
+            }
+        }
+        // Streams of origins gone from the view end; what waited in them goes on as it is.
+        let incarnations: Vec<u64> =
+            self.view.as_ref().map(|v| v.live.iter().map(|n| n.incarnation).collect()).unwrap_or_default();
+        for (shard, id, m) in self.order.view(incarnations) {
+            self.buffered = self.buffered.saturating_sub(1);
+            if self.owner(shard) == Some(me) && matches!(self.shards.get(&shard), Some(ShardState::Active)) {
+                self.deliver_to_entity(ctx, shard, id, m, Stamp::default());
+            } else {
+                self.deliver(ctx, id, m, me.addr, 1, Stamp::default());
             }
         }
         let orphans: Vec<EntityKey> =
@@ -620,8 +695,10 @@ where
         let acquiring: Vec<u32> =
             self.shards.iter().filter(|(_, s)| matches!(s, ShardState::Acquiring { .. })).map(|(k, _)| *k).collect();
         for s in acquiring {
-            if let Some(ShardState::Acquiring { waiting, .. }) = self.shards.get_mut(&s) {
+            if let Some(ShardState::Acquiring { waiting, unanswered, .. }) = self.shards.get_mut(&s) {
+                let before = waiting.len();
                 waiting.retain(|n| live.contains(n));
+                *unanswered |= waiting.len() < before;
             }
             self.check_acquired(ctx, s);
         }
@@ -678,6 +755,7 @@ where
             outbound: self.outbound.values().map(|q| q.len()).sum(),
             buffered: self.buffered,
             pending_requests: self.pending_requests.len(),
+            acquiring: self.shards.values().filter(|s| !matches!(s, ShardState::Active)).count(),
             leaving: self.leaving(),
             drained: self.slots.is_drained(),
         }
@@ -734,10 +812,11 @@ where
             self.load_remembered(ctx, s);
         }
         self.fence_tick(ctx);
+        self.order_tick(ctx);
         if self.view.is_some() {
-            for (id, m, from, hops) in std::mem::take(&mut self.unrouted) {
+            for (id, m, from, hops, stamp) in std::mem::take(&mut self.unrouted) {
                 self.buffered = self.buffered.saturating_sub(1);
-                self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1));
+                self.deliver(ctx, id, m, from, hops.min(MAX_HOPS - 1), stamp);
             }
         }
     }
@@ -773,11 +852,15 @@ where
 
     fn handle(&mut self, ctx: &mut Context<Self>, msg: Self::Msg) -> Result<(), ActorError> {
         match msg {
-            RegionMsg::Deliver { key, msg, from, hops, view } => {
+            RegionMsg::Deliver { key, msg, from, hops, view, mut stamp } => {
                 if self.cluster.shared.faults.is_blocked(from) {
                     return Ok(());
                 }
-                self.on_deliver(ctx, key, msg, from, hops, view);
+                if hops == 0 {
+                    // A sender on this node: the envelope enters its stream here.
+                    stamp = self.order.stamp(key.shard(self.settings.num_shards));
+                }
+                self.on_deliver(ctx, key, msg, from, hops, view, stamp);
                 if self.buffered > 0 || self.congested {
                     self.after_buffering(ctx);
                 }
@@ -813,11 +896,15 @@ where
                     self.answer_requests(ctx);
                 }
             }
-            RegionMsg::HandOffDone { shard, from, entities } => {
+            RegionMsg::HandOffDone { shard, from, done } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
+                    let HandOff { entities, order } = *done;
                     if let Some(ShardState::Acquiring { waiting, remembered, .. }) = self.shards.get_mut(&shard) {
-                        if waiting.remove(&from) && self.settings.remember_entities {
-                            remembered.extend(entities);
+                        if waiting.remove(&from) {
+                            if self.settings.remember_entities {
+                                remembered.extend(entities);
+                            }
+                            self.order.merge(shard, order);
                         }
                     }
                     self.check_acquired(ctx, shard);

@@ -5,7 +5,7 @@
 use percore::{Actor, ActorId, Context, Props};
 use percore_transport::RemoteMessage;
 
-use super::{passivate_every, Entity, Region, RegionLocal, RegionMsg};
+use super::{passivate_every, Entity, Region, RegionLocal, RegionMsg, Stamp};
 use crate::sharding::key::EntityKey;
 use crate::sharding::remember::RememberChange;
 
@@ -18,7 +18,7 @@ where
         ctx: &mut Context<Self>,
         shard: u32,
         remembered: impl IntoIterator<Item = String>,
-        buffer: Vec<(EntityKey, A::Msg)>,
+        buffer: Vec<(EntityKey, A::Msg, Stamp)>,
     ) {
         // Remembered entities first: they ran before the move and start again now.
         for id in remembered {
@@ -30,8 +30,8 @@ where
             }
         }
         self.buffered = self.buffered.saturating_sub(buffer.len());
-        for (id, m) in buffer {
-            self.deliver_to_entity(ctx, shard, id, m);
+        for (id, m, stamp) in buffer {
+            self.deliver_in_order(ctx, shard, id, m, stamp);
         }
         self.start_eager(ctx, shard);
     }
@@ -80,7 +80,14 @@ where
         Ok(())
     }
 
-    pub(super) fn deliver_to_entity(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg) {
+    pub(super) fn deliver_to_entity(
+        &mut self,
+        ctx: &mut Context<Self>,
+        shard: u32,
+        key: EntityKey,
+        msg: A::Msg,
+        stamp: Stamp,
+    ) {
         // One lookup on the common path (the entity runs); a spawn and a second one otherwise.
         let e = match self.entities.get_mut(&key) {
             Some(e) => e,
@@ -97,7 +104,7 @@ where
         if e.stopping {
             // Passivating: hold until it has stopped, then start it again.
             self.buffered += 1;
-            e.buffer.push(msg);
+            e.buffer.push((msg, stamp));
             *self.fencing.backlog.entry(shard).or_default() += 1;
             return;
         }
@@ -165,8 +172,9 @@ where
             }
         }
         // Re-deliveries go as `hops: 1`: not this region's own stream (`fencing.rs`).
-        for m in e.buffer {
-            self.deliver(ctx, key.clone(), m, self.me().addr, 1);
+        // They keep their stamps: an owner that has delivered past them takes them as late.
+        for (m, stamp) in e.buffer {
+            self.deliver(ctx, key.clone(), m, self.me().addr, 1, stamp);
         }
         self.answer_requests(ctx);
         self.report_drained();

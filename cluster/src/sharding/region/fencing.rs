@@ -44,10 +44,11 @@
 //!   to the old owner and return behind what follows it.
 //!
 //! Envelopes that a region forwards for others (second hop onwards) and its re-deliveries
-//! are never held: only a region's own stream is fenced. That leaves a known gap (issue
-//! 19): a forwarding region whose view moves a shard twice while a sender still routes
-//! through it can split that sender's stream (docs/CLUSTER.md, "Limits"). The protocol and
-//! why order holds otherwise: docs/CLUSTER.md, "Per-sender order across a move".
+//! are never held: only a region's own stream is fenced. A forwarding region whose view
+//! moves a shard twice while a sender still routes through it can split that sender's
+//! stream on the way; the owner puts it back in order by the envelopes' stamps
+//! (`ordering.rs`). The protocol and why order holds: docs/CLUSTER.md, "Per-sender order
+//! across a move" and "Numbered streams".
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ use std::net::SocketAddr;
 use percore::{Actor, Context};
 use percore_transport::RemoteMessage;
 
-use super::{EntityKey, Region, RegionMsg, ShardState, MAX_HOPS};
+use super::{EntityKey, Region, RegionMsg, ShardState, Stamp, MAX_HOPS};
 use crate::member::UniqueAddress;
 
 /// Retry ticks a hold waits for its fence before it lets the envelopes go (a fence lost
@@ -96,7 +97,7 @@ pub(crate) struct AfterFence {
 
 /// One held item of a sender's stream.
 enum Held<M> {
-    Deliver { key: EntityKey, msg: M, from: SocketAddr, hops: u8 },
+    Deliver { key: EntityKey, msg: M, from: SocketAddr, hops: u8, stamp: Stamp },
     Fence(Box<FenceMarker>),
     After(Box<AfterFence>),
 }
@@ -246,9 +247,9 @@ where
         }
         for item in go {
             match item {
-                Held::Deliver { key, msg, from, hops } => {
+                Held::Deliver { key, msg, from, hops, stamp } => {
                     self.buffered = self.buffered.saturating_sub(1);
-                    self.hold_or_deliver(ctx, key, msg, from, hops);
+                    self.hold_or_deliver(ctx, key, msg, from, hops, stamp);
                 }
                 Held::Fence(f) => self.on_fence_ungated(ctx, *f),
                 Held::After(a) => self.after_fence_ungated(ctx, *a),
@@ -258,6 +259,8 @@ where
 
     /// An envelope arrives (from a sender here or a peer region): it waits if the peer's
     /// view is newer, and is held if its stream is.
+    // The envelope's fields as they come out of the message (no struct to build per envelope).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_deliver(
         &mut self,
         ctx: &mut Context<Self>,
@@ -266,25 +269,34 @@ where
         from: SocketAddr,
         hops: u8,
         view: u32,
+        stamp: Stamp,
     ) {
         if hops > 0 && self.must_gate(from, view) {
-            self.gate(view, Held::Deliver { key, msg, from, hops });
+            self.gate(view, Held::Deliver { key, msg, from, hops, stamp });
             return;
         }
-        self.hold_or_deliver(ctx, key, msg, from, hops);
+        self.hold_or_deliver(ctx, key, msg, from, hops, stamp);
     }
 
-    fn hold_or_deliver(&mut self, ctx: &mut Context<Self>, key: EntityKey, msg: A::Msg, from: SocketAddr, hops: u8) {
+    fn hold_or_deliver(
+        &mut self,
+        ctx: &mut Context<Self>,
+        key: EntityKey,
+        msg: A::Msg,
+        from: SocketAddr,
+        hops: u8,
+        stamp: Stamp,
+    ) {
         if self.fencing.holding() {
             if let Some(o) = self.stream_of(from, hops) {
                 let shard = key.shard(self.settings.num_shards);
                 if self.fencing.holds.contains_key(&(o, shard)) {
-                    self.push_held(ctx, o, shard, Held::Deliver { key, msg, from, hops });
+                    self.push_held(ctx, o, shard, Held::Deliver { key, msg, from, hops, stamp });
                     return;
                 }
             }
         }
-        self.deliver(ctx, key, msg, from, hops);
+        self.deliver(ctx, key, msg, from, hops, stamp);
     }
 
     fn push_held(&mut self, ctx: &mut Context<Self>, origin: SocketAddr, shard: u32, item: Held<A::Msg>) {
@@ -427,9 +439,9 @@ where
                 continue;
             }
             match item {
-                Held::Deliver { key, msg, from, hops } => {
+                Held::Deliver { key, msg, from, hops, stamp } => {
                     self.buffered = self.buffered.saturating_sub(1);
-                    self.deliver(ctx, key, msg, from, hops);
+                    self.deliver(ctx, key, msg, from, hops, stamp);
                 }
                 Held::Fence(f) => self.fencing.relays.push(*f),
                 Held::After(a) => self.begin_hold(ctx, a.from, a.shard, a.epoch, a.fenced, a.view),
@@ -551,12 +563,12 @@ where
         // (or here, in its own hold) until the fence has passed what it sent the old one.
         // Before, they went first and overtook it. Envelopes of other regions keep their
         // place: they came before anything held from those regions.
-        for (key, msg, from, hops) in std::mem::take(&mut self.unrouted) {
+        for (key, msg, from, hops, stamp) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
             if hops == 0 {
-                self.hold_or_deliver(ctx, key, msg, from, 0);
+                self.hold_or_deliver(ctx, key, msg, from, 0, stamp);
             } else {
-                self.deliver(ctx, key, msg, from, hops.min(MAX_HOPS - 1));
+                self.deliver(ctx, key, msg, from, hops.min(MAX_HOPS - 1), stamp);
             }
         }
         // What waited for this view goes on; holds waiting for it end.

@@ -112,7 +112,7 @@ where
                 }
             }
         }
-        for (_, m, _, _) in std::mem::take(&mut self.unrouted) {
+        for (_, m, _, _, _) in std::mem::take(&mut self.unrouted) {
             self.buffered = self.buffered.saturating_sub(1);
             self.gauge.count_undelivered();
             dropped += 1;

@@ -206,8 +206,13 @@ where
         if self.cluster.shared.faults.is_blocked(to) {
             return;
         }
+        // (The test hooks `Faults::hold_region_traffic` and `hold_region_envelopes`: as a
+        // full proxy; with the latter, protocol messages pass the envelopes that wait.)
+        let held = self.cluster.shared.faults.region_traffic_held(to);
+        let passes =
+            held && !matches!(msg, RegionMsg::Deliver { .. }) && self.cluster.shared.faults.only_envelopes_held(to);
         // (No lookup while nothing waits: the common case.)
-        if !self.outbound.is_empty() && self.outbound.contains_key(&to) {
+        if !passes && !self.outbound.is_empty() && self.outbound.contains_key(&to) {
             // What waits goes first (order), as far as the proxy takes it now: the backlog
             // drains at the pace of the connection, not only on the flush timer.
             self.flush_to(to);
@@ -230,8 +235,7 @@ where
                 None => return self.drop_envelope(msg),
             },
         };
-        // (The test hook `Faults::hold_region_traffic`: as a full proxy.)
-        let sent = if self.cluster.shared.faults.region_traffic_held(to) {
+        let sent = if held && !passes {
             Err(percore::TellError::Full(msg))
         } else {
             r.try_tell(msg)
