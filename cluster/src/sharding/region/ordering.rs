@@ -224,12 +224,17 @@ impl<M> Order<M> {
 
     /// An envelope for `shard`, which this region owns and has activated, arrives.
     pub(super) fn admit(&mut self, shard: u32, stamp: Stamp) -> Admit {
-        if stamp.seq == 0 || self.departed.contains(&stamp.incarnation) {
+        if stamp.seq == 0 {
             return Admit::Unordered;
         }
-        let Some(so) = self.shard(shard) else { return Admit::Unordered };
+        let departed = &self.departed;
+        let Some(so) = self.shards.get_mut(shard as usize).map(|s| &mut **s.get_or_insert_with(Box::default)) else {
+            return Admit::Unordered;
+        };
         let i = match so.streams.iter().position(|s| (s.incarnation, s.generation) == stamp.origin()) {
             Some(i) => i,
+            // An origin that left: its stream is gone, and its late envelopes go on.
+            None if departed.contains(&stamp.incarnation) => return Admit::Unordered,
             None => {
                 // An origin's older generation (a region that failed and restarted) sends
                 // nothing more: its stream goes, unless envelopes of it still wait.
