@@ -501,3 +501,67 @@ fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
         (0..MANY).map(|e| (e, seqs[&(7, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2, 3]).collect();
     assert!(wrong.is_empty(), "per-sender order ({} of A's entities moved): {wrong:?}", moved.len());
 }
+
+/// A shard's table is lost with an owner that leaves the view before anyone asks for it
+/// (review of the numbered streams, session 32). Three members R (the sender), A and B,
+/// rendezvous placement. R's hit 1 reaches B's entities; B leaves (gracefully: nothing is
+/// lost) and is gone from every view before the next message for its shards, so their new
+/// owners (A, or R itself) acquire them without asking B and without B's table. R's hit 2
+/// is the next number of R's stream for the shard: before the fix the new owner's table had
+/// no entry (or a stale one) for R, expected number 1, and made hit 2 wait for numbers it
+/// will never get, `GAP_TICKS` retry ticks (10 s), although nothing was lost. Now a member
+/// that owned a shard in this region's view and leaves it marks the shard's table lost: the
+/// acquisition rebases each stream at its first envelope.
+#[test]
+fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it_had() {
+    const MANY: usize = 60;
+    let record = Arc::new(Record::default());
+    let nodes = cluster_of(3, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (r, a, b) = (0, 1, 2);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    let hit = |seq: u32| {
+        for e in &refs {
+            e.blocking_send(SeqMsg::Hit { sender: 5, seq }, LONG).unwrap();
+        }
+    };
+    hit(1);
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let b_addr = nodes[b].addr();
+    let host_of = |id: &str| record.hosts.lock().unwrap().get(id).cloned().unwrap_or_default();
+    let on_b: Vec<usize> = (0..MANY).filter(|e| host_of(&format!("e{e}")) == [b_addr]).collect();
+    assert!(!on_b.is_empty(), "B hosts some of the {MANY} entities");
+
+    // B leaves; nobody sends to its shards until every view has it gone.
+    nodes[b].cluster.leave().unwrap();
+    eventually("B is gone", || nodes[b].cluster.is_terminated());
+    for i in [r, a] {
+        eventually("the view has B gone", || {
+            let s = nodes[i].cluster.state();
+            s.converged && s.members.iter().all(|m| m.addr() != b_addr)
+        });
+        // The region has that view (the probe comes after it).
+        probe(i);
+    }
+
+    // Hit 2 goes to the new owners, which acquire B's shards now (asking only R and A).
+    hit(2);
+    let got = |e: usize| record.seqs.lock().unwrap()[&(5, format!("e{e}"))].len() >= 2;
+    eventually("every hit 2 of B's entities delivered, or one waits out of turn", || {
+        on_b.iter().all(|e| got(*e)) || probe(r).out_of_turn + probe(a).out_of_turn > 0
+    });
+    let (pr, pa) = (probe(r), probe(a));
+    assert_eq!(pr.out_of_turn + pa.out_of_turn, 0, "nothing was lost, nothing waits: R {pr:?}, A {pa:?}");
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let seqs = record.seqs.lock().unwrap().clone();
+    let wrong: Vec<(usize, Vec<u32>)> =
+        (0..MANY).map(|e| (e, seqs[&(5, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2]).collect();
+    assert!(wrong.is_empty(), "per-sender order: {wrong:?}");
+}
