@@ -112,6 +112,10 @@ fn start_region(c: &Cluster, record: &Arc<Record>) {
 }
 
 fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32) {
+    start_region_limited(c, record, placement, shards, 2_000_000);
+}
+
+fn start_region_limited(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32, limit: usize) {
     c.node().register::<SeqMsg>().unwrap();
     let (node, keep) = (c.node().addr(), record.clone());
     let record = record.clone();
@@ -127,7 +131,7 @@ fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, sh
             .placement(placement)
             .passivate_after(None)
             .stop_message(|| SeqMsg::Stop)
-            .buffer_limit(2_000_000);
+            .buffer_limit(limit);
     let refs = ClusterSharding::new(c)
         .start(
             "seq",
@@ -564,4 +568,53 @@ fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it
     let wrong: Vec<(usize, Vec<u32>)> =
         (0..MANY).map(|e| (e, seqs[&(5, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2]).collect();
     assert!(wrong.is_empty(), "per-sender order: {wrong:?}");
+}
+
+/// A gap in a stream (an envelope lost on the way) while the owner has no room left to
+/// keep what arrives after it (review of the numbered streams, session 32). Two members,
+/// R (the sender) and A, a buffer limit of 200. R's hit 2 to an entity of A is lost (R's
+/// region drops what it sends A while A is blackholed; it was stamped first); then R sends
+/// hits 3 to 402. Before the fix A kept 3..202 waiting for 2 and dropped every later one
+/// at the limit (each a new gap, made by A itself, to wait 10 s for again): 200 counted
+/// undelivered although one envelope was lost. Now the stream gives its gap up when there
+/// is no room to wait: 3..=402 arrive, in order, and nothing else is lost.
+#[test]
+fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_follows() {
+    const LIMIT: u32 = 200;
+    let record = Arc::new(Record::default());
+    let nodes =
+        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let undelivered = || record.regions.lock().unwrap().iter().map(|r| r.undelivered()).sum::<u64>();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    for e in &refs {
+        e.blocking_send(SeqMsg::Hit { sender: 3, seq: 1 }, LONG).unwrap();
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let a_addr = nodes[a].addr();
+    let on_a = (0..24)
+        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
+        .expect("A hosts one of the 24 entities");
+    let id = format!("e{on_a}");
+
+    // Hit 2 is lost on the way (stamped by R's region, then dropped as it is sent).
+    nodes[r].cluster.faults().blackhole(a_addr);
+    refs[on_a].blocking_send(SeqMsg::Hit { sender: 3, seq: 2 }, LONG).unwrap();
+    probe(r);
+    nodes[r].cluster.faults().heal(a_addr);
+    let last = 2 * LIMIT + 2;
+    for seq in 3..=last {
+        refs[on_a].blocking_send(SeqMsg::Hit { sender: 3, seq }, LONG).unwrap();
+    }
+    let got = || record.seqs.lock().unwrap()[&(3, id.clone())].clone();
+    eventually("every hit after the gap delivered, or one dropped", || {
+        got().len() == 1 + 2 * LIMIT as usize || undelivered() > 0
+    });
+    assert_eq!(undelivered(), 0, "one envelope lost on the way, none dropped: {:?}", probe(a));
+    let want: Vec<u32> = std::iter::once(1).chain(3..=last).collect();
+    assert_eq!(got(), want);
 }

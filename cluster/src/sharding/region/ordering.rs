@@ -8,8 +8,10 @@
 //! envelopes to the shard's entities in stream order: one that arrives ahead of the next
 //! number waits (counted against the region's `buffer_limit`) until the numbers before it
 //! have arrived, or, a gap that stays open (an envelope lost: delivery between nodes is at
-//! most once), until [`GAP_TICKS`] retry ticks have passed; one that arrives after its
-//! number was passed (it came after its gap was given up) is delivered at once.
+//! most once), until [`GAP_TICKS`] retry ticks have passed, or until the region has no
+//! room for one more (the gap is given up then, rather than drop what follows it: each
+//! drop would be a new gap); one that arrives after its number was passed (it came after
+//! its gap was given up) is delivered at once.
 //!
 //! Fences (`fencing.rs`) keep a sender's stream in order along its usual paths, so that gaps
 //! are rare; the numbers close what fences cannot see: envelopes that a region *forwards*
@@ -376,6 +378,27 @@ impl<M> Order<M> {
         given_up
     }
 
+    /// `origin`'s stream for `shard` gives its gap up now (the region has no room for an
+    /// envelope that arrived ahead, number `n`): its next number becomes the first that
+    /// waits, or `n`.
+    pub(super) fn give_up(&mut self, shard: u32, origin: Stamp, n: u64) {
+        let Some(so) = self.shards.get_mut(shard as usize).and_then(|s| s.as_deref_mut()) else { return };
+        let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == origin.origin()) else {
+            return;
+        };
+        let first = s.pending.first_key_value().map_or(n, |(k, _)| n.min(*k));
+        if first > s.next {
+            tracing::warn!(
+                "shard {shard}: envelopes {}..{first} of origin {:x}/{} had not arrived when the region's buffers were full: the stream goes on without them",
+                s.next,
+                s.incarnation,
+                s.generation
+            );
+            s.next = first;
+        }
+        s.ticks = 0;
+    }
+
     /// The shard left this region: what waits in its streams goes on to the new owner (the
     /// table stays, for a later `HandOffDone`).
     pub(super) fn take_pending(&mut self, shard: u32) -> Vec<(EntityKey, M, Stamp)> {
@@ -569,11 +592,36 @@ where
                 }
             }
             Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
+            Admit::Ahead(n) if self.buffered >= self.settings.buffer_limit => {
+                // No room to wait: the stream gives its gap up now, instead of dropping
+                // what comes after it (each drop a new gap, that this region made itself,
+                // to wait `GAP_TICKS` for again: under a sender's steady load one lost
+                // envelope became a stall and a run of drops every `GAP_TICKS`).
+                self.order.give_up(shard, stamp, n);
+                self.deliver_ready(ctx, shard, stamp);
+                match self.order.admit(shard, stamp) {
+                    Admit::Next { more } => {
+                        self.deliver_to_entity(ctx, shard, key, msg, stamp);
+                        if more {
+                            self.deliver_ready(ctx, shard, stamp);
+                        }
+                    }
+                    Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
+                    Admit::Ahead(n) => {
+                        if self.buffered >= self.settings.buffer_limit {
+                            // (What was delivered went to a stopping entity's buffer.)
+                            self.gauge.count_undelivered();
+                            ctx.dead_letter(msg);
+                        } else if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
+                            self.deliver_to_entity(ctx, shard, key, msg, stamp);
+                        } else {
+                            self.buffered += 1;
+                        }
+                    }
+                }
+            }
             Admit::Ahead(n) => {
-                if self.buffered >= self.settings.buffer_limit {
-                    self.gauge.count_undelivered();
-                    ctx.dead_letter(msg);
-                } else if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
+                if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
                     // Its number waits already (a duplicate stamp): as it comes.
                     self.deliver_to_entity(ctx, shard, key, msg, stamp);
                 } else {
