@@ -618,3 +618,79 @@ fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_foll
     let want: Vec<u32> = std::iter::once(1).chain(3..=last).collect();
     assert_eq!(got(), want);
 }
+
+/// Blocks its shard thread (the node's only one: the region's too) in `started` until `go`.
+struct ThreadBlocker {
+    running: std::sync::mpsc::Sender<()>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Actor for ThreadBlocker {
+    type Msg = ();
+    fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+        self.running.send(()).unwrap();
+        if let Some(go) = self.go.take() {
+            go.recv().unwrap();
+        }
+        Ok(())
+    }
+    fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+/// What a sender's region stamps and then drops itself (its buffers at the limit) leaves
+/// no gap in its stream (review of the numbered streams, session 32). Two members, R (the
+/// sender) and A, a buffer limit of 50. R's envelopes to A wait in R's queue to A
+/// (`Faults::hold_region_traffic`), and R's shard thread is blocked while the test tells
+/// 100 hits to an entity of A: R's region takes them in (stamping each) only after, queues
+/// 50 and drops the other 50 (counted undelivered: at-most-once). Before the fix their
+/// numbers stayed taken: A delivered the 50, then held R's next hit out of turn for 10 s,
+/// waiting for numbers R had dropped itself. Now a dropped envelope that is the last one
+/// its region stamped for the shard gives its number back (`Order::unstamp`).
+#[test]
+fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
+    const LIMIT: u32 = 50;
+    let record = Arc::new(Record::default());
+    let nodes =
+        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    for e in &refs {
+        e.blocking_send(SeqMsg::Hit { sender: 4, seq: 1 }, LONG).unwrap();
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let a_addr = nodes[a].addr();
+    let on_a = (0..24)
+        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
+        .expect("A hosts one of the 24 entities");
+    let id = format!("e{on_a}");
+
+    nodes[r].cluster.faults().hold_region_traffic(a_addr);
+    let (running, is_running) = std::sync::mpsc::channel();
+    let (go, gate) = std::sync::mpsc::channel();
+    let rt = nodes[r].rt.as_ref().unwrap().handle();
+    rt.spawn(percore::Props::from(ThreadBlocker { running, go: Some(gate) })).unwrap();
+    is_running.recv().unwrap();
+    for seq in 2..2 + 2 * LIMIT {
+        refs[on_a].tell(SeqMsg::Hit { sender: 4, seq }).unwrap();
+    }
+    go.send(()).unwrap();
+    eventually("R dropped what it had no room for", || undelivered(r) == u64::from(LIMIT));
+    nodes[r].cluster.faults().release_region_traffic(a_addr);
+    // R's next hit, behind what it queued.
+    refs[on_a].blocking_send(SeqMsg::Hit { sender: 4, seq: 1000 }, LONG).unwrap();
+    let got = || record.seqs.lock().unwrap()[&(4, id.clone())].clone();
+    eventually("the next hit delivered, or one waits out of turn", || {
+        got().contains(&1000) || probe(a).out_of_turn > 0
+    });
+    assert_eq!(probe(a).out_of_turn, 0, "R's next hit waits for numbers R dropped itself: {:?}", probe(a));
+    let want: Vec<u32> = std::iter::once(1).chain(2..2 + LIMIT).chain([1000]).collect();
+    assert_eq!(got(), want);
+    assert_eq!(undelivered(a), 0);
+}

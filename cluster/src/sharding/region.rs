@@ -467,6 +467,7 @@ where
             // Counted as undelivered (`EntityRefs::undelivered`), as every envelope the
             // buffer limit turns away; it was only a dead letter.
             self.gauge.count_undelivered();
+            self.order.unstamp(key.shard(self.settings.num_shards), stamp);
             ctx.dead_letter(msg);
             return;
         }
@@ -515,6 +516,7 @@ where
             Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     self.gauge.count_undelivered();
+                    self.order.unstamp(shard, stamp);
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;

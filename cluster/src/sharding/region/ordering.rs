@@ -11,7 +11,9 @@
 //! most once), until [`GAP_TICKS`] retry ticks have passed, or until the region has no
 //! room for one more (the gap is given up then, rather than drop what follows it: each
 //! drop would be a new gap); one that arrives after its number was passed (it came after
-//! its gap was given up) is delivered at once.
+//! its gap was given up) is delivered at once. An envelope that its origin region drops
+//! itself (a buffer at its limit, a peer gone) gives its number back if it was the last
+//! stamped for its shard ([`Order::unstamp`]).
 //!
 //! Fences (`fencing.rs`) keep a sender's stream in order along its usual paths, so that gaps
 //! are rare; the numbers close what fences cannot see: envelopes that a region *forwards*
@@ -253,6 +255,20 @@ impl<M> Order<M> {
         // 0 means "not stamped": skipped when the counter wraps.
         *n = n.wrapping_add(1).max(1);
         Stamp { incarnation: self.origin.0, generation: self.origin.1, seq: *n }
+    }
+
+    /// This region dropped an envelope (a buffer at its limit, a peer gone): if it is the
+    /// last one this region stamped for its shard, the number is taken back, and the next
+    /// envelope gets it. The number went nowhere: left taken, it was a gap that the owner
+    /// waited [`GAP_TICKS`] for, for every later envelope of this region to the shard
+    /// (what a region drops at its limit is what it stamped last, one after another).
+    pub(super) fn unstamp(&mut self, shard: u32, stamp: Stamp) {
+        if stamp.seq == 0 || stamp.origin() != self.origin {
+            return;
+        }
+        if let Some(n) = self.stamped.get_mut(shard as usize).filter(|n| **n == stamp.seq) {
+            *n = n.wrapping_sub(1);
+        }
     }
 
     fn shard(&mut self, shard: u32) -> Option<&mut ShardOrder<M>> {
@@ -611,6 +627,7 @@ where
                         if self.buffered >= self.settings.buffer_limit {
                             // (What was delivered went to a stopping entity's buffer.)
                             self.gauge.count_undelivered();
+                            self.order.unstamp(shard, stamp);
                             ctx.dead_letter(msg);
                         } else if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
                             self.deliver_to_entity(ctx, shard, key, msg, stamp);
