@@ -31,7 +31,7 @@
 //! downed takes its table with it, and a restarted region instance has lost its own. An
 //! acquisition that did not hear from every member it asked (one left the view first), or
 //! made by a restarted region, marks the shard's table partial: each origin's first
-//! envelope after the activation sets where its stream starts if it is ahead of the table,
+//! envelope after the activation that is not behind the table sets where its stream starts,
 //! and an origin the table does not name starts at its first envelope. Order is then kept
 //! from that envelope on; what was in flight to the lost owner is at most once, in any
 //! order. A table stays partial through later hand-offs (an origin it does not name may
@@ -313,9 +313,13 @@ impl<M> Order<M> {
         };
         let s = &mut so.streams[i];
         let n = widen(s.next, stamp.seq);
-        if s.rebase {
+        // (Only an envelope at or ahead of the table's number sets the start: one behind it
+        // is late for sure, e.g. re-routed from an entity's buffer here or at the previous
+        // owner, and consuming the rebase it left the stream expecting the table's number:
+        // the origin's next envelope waited `GAP_TICKS` for numbers the lost owner had.)
+        if s.rebase && n >= s.next {
             s.rebase = false;
-            s.next = s.next.max(n);
+            s.next = n;
         }
         if n == s.next {
             s.next += 1;
@@ -932,5 +936,21 @@ mod tests {
             out.extend(run(&mut o, 0, s.incarnation, &[m]).into_iter().map(|m| (s.incarnation, m)));
         }
         assert_eq!(out, [(7, 4), (7, 5), (7, 6), (8, 1), (8, 2)]);
+    }
+
+    /// After a partial activation each stream starts at its first envelope that is at or
+    /// ahead of the table; a late one (behind the table: re-routed from a stopping entity's
+    /// buffer) is delivered as it comes and leaves the rebase for the next. Before the fix
+    /// the late one took the rebase without moving the number, and the origin's next
+    /// envelope (21) waited for 6..20, which the lost owner had delivered.
+    #[test]
+    fn a_late_envelope_does_not_take_a_partial_streams_rebase() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: 1, streams: vec![(7, 0, 6)], ..OrderTable::default() });
+        o.activated(0, true);
+        assert_eq!(run(&mut o, 0, 7, &[5]), [5]);
+        assert_eq!(o.admit(0, stamp(7, 21)), Admit::Next { more: false });
+        assert_eq!(run(&mut o, 0, 7, &[23, 22]), [22, 23]);
     }
 }
