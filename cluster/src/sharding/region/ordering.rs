@@ -157,10 +157,9 @@ struct Stream<M> {
     next: u64,
     /// The table was partial: the first envelope sets `next` if it is ahead.
     rebase: bool,
-    /// Envelopes that arrived ahead of `next`, by number.
-    pending: BTreeMap<u64, (EntityKey, M)>,
-    /// Retry ticks the current gap has waited.
-    ticks: u32,
+    /// Envelopes that arrived ahead of `next`, by number, with the retry tick
+    /// (`Order::now`) they arrived at: the gap before them has been open since the earliest.
+    pending: BTreeMap<u64, (EntityKey, M, u32)>,
 }
 
 /// What this region knows of one shard's streams.
@@ -231,6 +230,8 @@ pub(super) struct Order<M> {
     departed: VecDeque<u64>,
     /// Envelopes waiting in all streams.
     pub(super) pending: usize,
+    /// Retry ticks so far (wrapping): when an envelope began to wait.
+    now: u32,
 }
 
 impl<M> Order<M> {
@@ -246,6 +247,7 @@ impl<M> Order<M> {
             live: Vec::new(),
             departed: VecDeque::new(),
             pending: 0,
+            now: 0,
         }
     }
 
@@ -306,7 +308,6 @@ impl<M> Order<M> {
                     next: 1,
                     rebase: so.partial,
                     pending: BTreeMap::new(),
-                    ticks: 0,
                 });
                 so.streams.len() - 1
             }
@@ -336,6 +337,7 @@ impl<M> Order<M> {
     /// stamp (a hostile or broken peer) must neither replace the one that waits, lost
     /// without a count, nor count twice against `pending` (and the region's `buffered`).
     pub(super) fn wait(&mut self, shard: u32, stamp: Stamp, n: u64, key: EntityKey, msg: M) -> Option<(EntityKey, M)> {
+        let now = self.now;
         let Some(so) = self.shard(shard) else { return Some((key, msg)) };
         let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == stamp.origin()) else {
             return Some((key, msg));
@@ -343,7 +345,7 @@ impl<M> Order<M> {
         match s.pending.entry(n) {
             std::collections::btree_map::Entry::Occupied(_) => Some((key, msg)),
             std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert((key, msg));
+                v.insert((key, msg, now));
                 self.pending += 1;
                 None
             }
@@ -359,35 +361,40 @@ impl<M> Order<M> {
         if n != s.next {
             return None;
         }
-        let (key, msg) = first.remove();
+        let (key, msg, _) = first.remove();
         s.next += 1;
-        s.ticks = 0;
         self.pending -= 1;
         Some((key, msg, Stamp { seq: n as u32, ..origin }))
     }
 
-    /// A retry tick: streams whose gap has waited [`GAP_TICKS`] give it up (their next
-    /// number becomes the first that arrived). Returns those streams, to deliver from.
+    /// A retry tick: streams whose gap has been open for [`GAP_TICKS`] give it up (their
+    /// next number becomes the first that arrived). Returns those streams, to deliver from.
+    /// A gap is open since the first envelope behind it arrived (the earliest of those that
+    /// wait): a second gap in a stream,
+    /// whose later envelopes arrived while the first was waited for, is given up on the
+    /// next tick after the first, not `GAP_TICKS` later again (before, a stream with k
+    /// gaps waited k times `GAP_TICKS`).
     pub(super) fn tick(&mut self) -> Vec<(u32, Stamp)> {
+        self.now = self.now.wrapping_add(1);
+        let now = self.now;
         let mut given_up = Vec::new();
         if self.pending == 0 {
             return given_up;
         }
         for (shard, so) in self.shards.iter_mut().enumerate() {
             let Some(so) = so else { continue };
-            for s in so.streams.iter_mut().filter(|s| !s.pending.is_empty()) {
-                s.ticks += 1;
-                if s.ticks > GAP_TICKS {
-                    if let Some((&first, _)) = s.pending.first_key_value() {
-                        tracing::warn!(
-                            "shard {shard}: envelopes {}..{first} of origin {:x}/{} did not arrive within {GAP_TICKS} retry ticks: the stream goes on without them",
-                            s.next,
-                            s.incarnation,
-                            s.generation
-                        );
-                        s.next = first;
-                    }
-                    s.ticks = 0;
+            for s in so.streams.iter_mut() {
+                let Some(&first) = s.pending.keys().next() else { continue };
+                // (A look at every waiting envelope, once a tick: off the message path.)
+                let open = s.pending.values().map(|(_, _, t)| now.wrapping_sub(*t)).max().unwrap_or(0);
+                if open > GAP_TICKS {
+                    tracing::warn!(
+                        "shard {shard}: envelopes {}..{first} of origin {:x}/{} did not arrive within {GAP_TICKS} retry ticks: the stream goes on without them",
+                        s.next,
+                        s.incarnation,
+                        s.generation
+                    );
+                    s.next = first;
                     given_up.push((
                         shard as u32,
                         Stamp { incarnation: s.incarnation, generation: s.generation, seq: 0 },
@@ -416,7 +423,6 @@ impl<M> Order<M> {
             );
             s.next = first;
         }
-        s.ticks = 0;
     }
 
     /// The shard left this region: what waits in its streams goes on to the new owner (the
@@ -426,10 +432,9 @@ impl<M> Order<M> {
         let Some(Some(so)) = self.shards.get_mut(shard as usize) else { return out };
         for s in &mut so.streams {
             let origin = Stamp { incarnation: s.incarnation, generation: s.generation, seq: 0 };
-            for (n, (key, msg)) in std::mem::take(&mut s.pending) {
+            for (n, (key, msg, _)) in std::mem::take(&mut s.pending) {
                 out.push((key, msg, Stamp { seq: n as u32, ..origin }));
             }
-            s.ticks = 0;
         }
         self.pending -= out.len();
         out
@@ -521,7 +526,6 @@ impl<M> Order<M> {
                     next: u64::from(next),
                     rebase: false,
                     pending: BTreeMap::new(),
-                    ticks: 0,
                 }),
                 None => {}
             }
@@ -580,7 +584,7 @@ impl<M> Order<M> {
                 if !gone.contains(&s.incarnation) {
                     return true;
                 }
-                for (_, (key, msg)) in std::mem::take(&mut s.pending) {
+                for (_, (key, msg, _)) in std::mem::take(&mut s.pending) {
                     out.push((shard as u32, key, msg));
                 }
                 false
@@ -952,5 +956,30 @@ mod tests {
         assert_eq!(run(&mut o, 0, 7, &[5]), [5]);
         assert_eq!(o.admit(0, stamp(7, 21)), Admit::Next { more: false });
         assert_eq!(run(&mut o, 0, 7, &[23, 22]), [22, 23]);
+    }
+
+    /// Two gaps in a stream, every envelope behind them arrived at once: the second gap has
+    /// been open as long as the first and is given up on the tick after it, not
+    /// `GAP_TICKS` later again. Before the fix (the wait counted again from the first
+    /// gap's end) the stream needed 2 × (GAP_TICKS + 1) ticks.
+    #[test]
+    fn a_second_gap_open_as_long_as_the_first_is_given_up_with_it() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.activated(0, false);
+        // 3 and 5 are lost.
+        assert_eq!(run(&mut o, 0, 7, &[1, 2, 4, 6, 7]), [1, 2]);
+        let mut out = Vec::new();
+        let mut ticks = 0;
+        while out.len() < 3 && ticks < 3 * GAP_TICKS {
+            ticks += 1;
+            for (shard, origin) in o.tick() {
+                while let Some((_, m, _)) = o.next_ready(shard, origin) {
+                    out.push(m);
+                }
+            }
+        }
+        assert_eq!(out, [4, 6, 7]);
+        assert_eq!(ticks, GAP_TICKS + 2, "the second gap given up one tick after the first");
+        assert_eq!(o.pending, 0);
     }
 }
