@@ -285,6 +285,15 @@ impl<M> Order<M> {
         let Some(so) = self.shard(shard) else { return Admit::Unordered };
         let i = match so.streams.iter().position(|s| (s.incarnation, s.generation) == stamp.origin()) {
             Some(i) => i,
+            None if so.streams.iter().any(|s| {
+                s.incarnation == stamp.incarnation && (stamp.generation.wrapping_sub(s.generation) as i32) < 0
+            }) =>
+            {
+                // A straggler of an origin's older generation (held or forwarded somewhere
+                // while its region restarted): its stream is over. Before, it started one
+                // again at number 1 and waited `GAP_TICKS` for numbers that never come.
+                return Admit::Unordered;
+            }
             None => {
                 // An origin's older generation (a region that failed and restarted) sends
                 // nothing more: its stream goes, unless envelopes of it still wait.
@@ -543,7 +552,9 @@ impl<M> Order<M> {
         }
         let Some(so) = self.shard(shard) else { return };
         let lost = lost || so.merged_lost;
-        so.epoch = so.merged.0 + 1;
+        // (Saturating: the epoch comes from the wire; `+ 1` on a hostile `u64::MAX`
+        // panicked the region in a debug build.)
+        so.epoch = so.merged.0.saturating_add(1);
         so.partial = so.merged.1 || lost;
         for s in &mut so.streams {
             s.rebase = lost;
@@ -981,5 +992,24 @@ mod tests {
         assert_eq!(out, [4, 6, 7]);
         assert_eq!(ticks, GAP_TICKS + 2, "the second gap given up one tick after the first");
         assert_eq!(o.pending, 0);
+    }
+
+    /// An envelope of an origin's older generation (a region that restarted) that arrives
+    /// after the new generation's stream began goes on as it comes: before, it started a
+    /// stream for the old generation at number 1 and waited `GAP_TICKS` (`Ahead(500)`).
+    /// An epoch from the wire at its largest does not overflow (before: a panic in a debug
+    /// build, the region failed).
+    #[test]
+    fn an_old_generations_straggler_goes_on_and_a_hostile_epoch_does_not_overflow() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.activated(0, false);
+        let new_gen = Stamp { incarnation: 5, generation: 1, seq: 1 };
+        assert_eq!(o.admit(0, new_gen), Admit::Next { more: false });
+        assert_eq!(o.admit(0, Stamp { incarnation: 5, generation: 0, seq: 500 }), Admit::Unordered);
+        assert_eq!(o.table(0).streams, [(5, 1, 2)]);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: u64::MAX, ..OrderTable::default() });
+        o.activated(0, false);
+        assert_eq!(o.table(0).epoch, u64::MAX);
     }
 }
