@@ -607,7 +607,8 @@ where
             } else {
                 self.handed.get(&shard).cloned().unwrap_or_default()
             };
-            let order = self.order.table(shard);
+            let order =
+                if self.owner(shard) == Some(from) { self.order.hand_on(shard) } else { self.order.table(shard) };
             self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, done: Box::new(HandOff { entities, order }) });
         }
     }

@@ -43,7 +43,8 @@
 //! in its views since it last activated the shard (`owned_by`); when that member leaves,
 //! the shard's table here is `lost` (a restarted instance starts with every shard lost).
 //! The next activation here rebases every stream, and a lost table handed on carries the
-//! mark (`OrderTable::lost`), so that the region acquiring the shard rebases too.
+//! mark (`OrderTable::lost`), so that the region acquiring the shard rebases too; handed to
+//! the shard's owner in this region's view ([`Order::hand_on`]), the mark goes with it.
 //!
 //! What waited for an activation is delivered in each origin's number order
 //! ([`Order::sort_waiting`]): the previous owner's re-routed envelopes (taken in turn
@@ -170,8 +171,6 @@ struct ShardOrder<M> {
     partial: bool,
     /// While acquiring: the largest epoch among the tables merged, and whether it was partial.
     merged: (u64, bool),
-    /// While acquiring: a table merged may be behind a lost one (`OrderTable::lost`).
-    merged_lost: bool,
     /// A warning was logged for this shard's table being full.
     warned: bool,
 }
@@ -183,7 +182,6 @@ impl<M> Default for ShardOrder<M> {
             epoch: 0,
             partial: false,
             merged: (0, false),
-            merged_lost: false,
             warned: false,
         }
     }
@@ -499,11 +497,22 @@ impl<M> Order<M> {
         });
     }
 
+    /// The table to hand on to the region that takes the shard over (its owner in this
+    /// region's view): that region now carries the `lost` mark (it rebases, and its
+    /// activation makes a fresh table), so this one drops it. Kept, every later
+    /// acquisition of the shard, from anyone, rebased every stream again.
+    pub(super) fn hand_on(&mut self, shard: u32) -> OrderTable {
+        let t = self.table(shard);
+        if let Some(l) = self.lost.get_mut(shard as usize) {
+            *l = false;
+        }
+        t
+    }
+
     /// This region begins to acquire `shard`: its own table is the first merged.
     pub(super) fn begin_acquire(&mut self, shard: u32) {
         if let Some(so) = self.shard(shard) {
             so.merged = (so.epoch, so.partial);
-            so.merged_lost = false;
         }
     }
 
@@ -513,6 +522,12 @@ impl<M> Order<M> {
     /// whose view has not dropped them yet): their streams are over, and kept they would
     /// stay for good, filling the table (`MAX_STREAMS`) with churn.
     pub(super) fn merge(&mut self, shard: u32, t: OrderTable) {
+        // The answering region's table may be behind a lost one: this one is now (the
+        // activation rebases, as for an answer missing; if the acquisition ends without
+        // one, this region hands the mark on).
+        if let Some(l) = self.lost.get_mut(shard as usize) {
+            *l |= t.lost;
+        }
         let departed = &self.departed;
         let Some(so) = self.shards.get_mut(shard as usize).map(|s| &mut **s.get_or_insert_with(Box::default)) else {
             return;
@@ -520,9 +535,6 @@ impl<M> Order<M> {
         if t.epoch > so.merged.0 {
             so.merged = (t.epoch, t.partial);
         }
-        // The answering region's table may be behind a lost one: rebase, as for an answer
-        // missing.
-        so.merged_lost |= t.lost;
         for (incarnation, generation, next) in t.streams.into_iter().filter(|s| !departed.contains(&s.0)) {
             match so.streams.iter().position(|s| (s.incarnation, s.generation) == (incarnation, generation)) {
                 Some(i) => {
@@ -551,7 +563,6 @@ impl<M> Order<M> {
             *o = 0;
         }
         let Some(so) = self.shard(shard) else { return };
-        let lost = lost || so.merged_lost;
         // (Saturating: the epoch comes from the wire; `+ 1` on a hostile `u64::MAX`
         // panicked the region in a debug build.)
         so.epoch = so.merged.0.saturating_add(1);
@@ -907,9 +918,19 @@ mod tests {
         three.view(vec![3, 2], &[0]);
         three.begin_acquire(0);
         three.merge(0, OrderTable { epoch: 4, streams: vec![(7, 0, 3)], ..OrderTable::default() });
-        three.merge(0, two.table(0));
+        three.merge(0, two.hand_on(0));
         three.activated(0, false);
         assert_eq!(run(&mut three, 0, 7, &[21]), [21]);
+        // 2 handed the mark on to 3, the owner that took the shard over: a later
+        // acquisition (by 4, from 3 and 2) keeps the numbers. Kept at 2 (the first version
+        // of this fix), every later acquisition rebased again.
+        assert!(!two.table(0).lost && !three.table(0).lost);
+        let mut four = Order::<u32>::new(4, 0, 1);
+        four.begin_acquire(0);
+        four.merge(0, three.hand_on(0));
+        four.merge(0, two.table(0));
+        four.activated(0, false);
+        assert_eq!(run(&mut four, 0, 7, &[23, 22]), [22, 23]);
         // A member that left after the shard was activated here, its table taken over: no
         // loss, the next activation keeps the numbers.
         o.view(vec![1, 9], &[9]);
