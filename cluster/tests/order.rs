@@ -112,6 +112,10 @@ fn start_region(c: &Cluster, record: &Arc<Record>) {
 }
 
 fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32) {
+    start_region_limited(c, record, placement, shards, 2_000_000);
+}
+
+fn start_region_limited(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32, limit: usize) {
     c.node().register::<SeqMsg>().unwrap();
     let (node, keep) = (c.node().addr(), record.clone());
     let record = record.clone();
@@ -127,7 +131,7 @@ fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, sh
             .placement(placement)
             .passivate_after(None)
             .stop_message(|| SeqMsg::Stop)
-            .buffer_limit(2_000_000);
+            .buffer_limit(limit);
     let refs = ClusterSharding::new(c)
         .start(
             "seq",
@@ -500,4 +504,193 @@ fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
     let wrong: Vec<(usize, Vec<u32>)> =
         (0..MANY).map(|e| (e, seqs[&(7, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2, 3]).collect();
     assert!(wrong.is_empty(), "per-sender order ({} of A's entities moved): {wrong:?}", moved.len());
+}
+
+/// A shard's table is lost with an owner that leaves the view before anyone asks for it
+/// (review of the numbered streams, session 32). Three members R (the sender), A and B,
+/// rendezvous placement. R's hit 1 reaches B's entities; B leaves (gracefully: nothing is
+/// lost) and is gone from every view before the next message for its shards, so their new
+/// owners (A, or R itself) acquire them without asking B and without B's table. R's hit 2
+/// is the next number of R's stream for the shard: before the fix the new owner's table had
+/// no entry (or a stale one) for R, expected number 1, and made hit 2 wait for numbers it
+/// will never get, `GAP_TICKS` retry ticks (10 s), although nothing was lost. Now a member
+/// that owned a shard in this region's view and leaves it marks the shard's table lost: the
+/// acquisition rebases each stream at its first envelope.
+#[test]
+fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it_had() {
+    const MANY: usize = 60;
+    let record = Arc::new(Record::default());
+    let nodes = cluster_of(3, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (r, a, b) = (0, 1, 2);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    let hit = |seq: u32| {
+        for e in &refs {
+            e.blocking_send(SeqMsg::Hit { sender: 5, seq }, LONG).unwrap();
+        }
+    };
+    hit(1);
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let b_addr = nodes[b].addr();
+    let host_of = |id: &str| record.hosts.lock().unwrap().get(id).cloned().unwrap_or_default();
+    let on_b: Vec<usize> = (0..MANY).filter(|e| host_of(&format!("e{e}")) == [b_addr]).collect();
+    assert!(!on_b.is_empty(), "B hosts some of the {MANY} entities");
+
+    // B leaves; nobody sends to its shards until every view has it gone.
+    nodes[b].cluster.leave().unwrap();
+    eventually("B is gone", || nodes[b].cluster.is_terminated());
+    for i in [r, a] {
+        eventually("the view has B gone", || {
+            let s = nodes[i].cluster.state();
+            s.converged && s.members.iter().all(|m| m.addr() != b_addr)
+        });
+        // The region has that view (the probe comes after it).
+        probe(i);
+    }
+
+    // Hit 2 goes to the new owners, which acquire B's shards now (asking only R and A).
+    hit(2);
+    let got = |e: usize| record.seqs.lock().unwrap()[&(5, format!("e{e}"))].len() >= 2;
+    eventually("every hit 2 of B's entities delivered, or one waits out of turn", || {
+        on_b.iter().all(|e| got(*e)) || probe(r).out_of_turn + probe(a).out_of_turn > 0
+    });
+    let (pr, pa) = (probe(r), probe(a));
+    assert_eq!(pr.out_of_turn + pa.out_of_turn, 0, "nothing was lost, nothing waits: R {pr:?}, A {pa:?}");
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let seqs = record.seqs.lock().unwrap().clone();
+    let wrong: Vec<(usize, Vec<u32>)> =
+        (0..MANY).map(|e| (e, seqs[&(5, format!("e{e}"))].clone())).filter(|(_, v)| v != &[1, 2]).collect();
+    assert!(wrong.is_empty(), "per-sender order: {wrong:?}");
+}
+
+/// A gap in a stream (an envelope lost on the way) while the owner has no room left to
+/// keep what arrives after it (review of the numbered streams, session 32). Two members,
+/// R (the sender) and A, a buffer limit of 200. R's hit 2 to an entity of A is lost (R's
+/// region drops what it sends A while A is blackholed; it was stamped first); then R sends
+/// hits 3 to 402. Before the fix A kept 3..202 waiting for 2 and dropped every later one
+/// at the limit (each a new gap, made by A itself, to wait 10 s for again): 200 counted
+/// undelivered although one envelope was lost. Now the stream gives its gap up when there
+/// is no room to wait: 3..=402 arrive, in order, and nothing else is lost.
+#[test]
+fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_follows() {
+    const LIMIT: u32 = 200;
+    let record = Arc::new(Record::default());
+    let nodes =
+        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let undelivered = || record.regions.lock().unwrap().iter().map(|r| r.undelivered()).sum::<u64>();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    for e in &refs {
+        e.blocking_send(SeqMsg::Hit { sender: 3, seq: 1 }, LONG).unwrap();
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let a_addr = nodes[a].addr();
+    let on_a = (0..24)
+        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
+        .expect("A hosts one of the 24 entities");
+    let id = format!("e{on_a}");
+
+    // Hit 2 is lost on the way (stamped by R's region, then dropped as it is sent).
+    nodes[r].cluster.faults().blackhole(a_addr);
+    refs[on_a].blocking_send(SeqMsg::Hit { sender: 3, seq: 2 }, LONG).unwrap();
+    probe(r);
+    nodes[r].cluster.faults().heal(a_addr);
+    let last = 2 * LIMIT + 2;
+    for seq in 3..=last {
+        refs[on_a].blocking_send(SeqMsg::Hit { sender: 3, seq }, LONG).unwrap();
+    }
+    let got = || record.seqs.lock().unwrap()[&(3, id.clone())].clone();
+    eventually("every hit after the gap delivered, or one dropped", || {
+        got().len() == 1 + 2 * LIMIT as usize || undelivered() > 0
+    });
+    assert_eq!(undelivered(), 0, "one envelope lost on the way, none dropped: {:?}", probe(a));
+    let want: Vec<u32> = std::iter::once(1).chain(3..=last).collect();
+    assert_eq!(got(), want);
+}
+
+/// Blocks its shard thread (the node's only one: the region's too) in `started` until `go`.
+struct ThreadBlocker {
+    running: std::sync::mpsc::Sender<()>,
+    go: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Actor for ThreadBlocker {
+    type Msg = ();
+    fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+        self.running.send(()).unwrap();
+        if let Some(go) = self.go.take() {
+            go.recv().unwrap();
+        }
+        Ok(())
+    }
+    fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+/// What a sender's region stamps and then drops itself (its buffers at the limit) leaves
+/// no gap in its stream (review of the numbered streams, session 32). Two members, R (the
+/// sender) and A, a buffer limit of 50. R's envelopes to A wait in R's queue to A
+/// (`Faults::hold_region_traffic`), and R's shard thread is blocked while the test tells
+/// 100 hits to an entity of A: R's region takes them in (stamping each) only after, queues
+/// 50 and drops the other 50 (counted undelivered: at-most-once). Before the fix their
+/// numbers stayed taken: A delivered the 50, then held R's next hit out of turn for 10 s,
+/// waiting for numbers R had dropped itself. Now a dropped envelope that is the last one
+/// its region stamped for the shard gives its number back (`Order::unstamp`).
+#[test]
+fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
+    const LIMIT: u32 = 50;
+    let record = Arc::new(Record::default());
+    let nodes =
+        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
+    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
+        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    for e in &refs {
+        e.blocking_send(SeqMsg::Hit { sender: 4, seq: 1 }, LONG).unwrap();
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    let a_addr = nodes[a].addr();
+    let on_a = (0..24)
+        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
+        .expect("A hosts one of the 24 entities");
+    let id = format!("e{on_a}");
+
+    nodes[r].cluster.faults().hold_region_traffic(a_addr);
+    let (running, is_running) = std::sync::mpsc::channel();
+    let (go, gate) = std::sync::mpsc::channel();
+    let rt = nodes[r].rt.as_ref().unwrap().handle();
+    rt.spawn(percore::Props::from(ThreadBlocker { running, go: Some(gate) })).unwrap();
+    is_running.recv().unwrap();
+    for seq in 2..2 + 2 * LIMIT {
+        refs[on_a].tell(SeqMsg::Hit { sender: 4, seq }).unwrap();
+    }
+    go.send(()).unwrap();
+    eventually("R dropped what it had no room for", || undelivered(r) == u64::from(LIMIT));
+    nodes[r].cluster.faults().release_region_traffic(a_addr);
+    // R's next hit, behind what it queued.
+    refs[on_a].blocking_send(SeqMsg::Hit { sender: 4, seq: 1000 }, LONG).unwrap();
+    let got = || record.seqs.lock().unwrap()[&(4, id.clone())].clone();
+    eventually("the next hit delivered, or one waits out of turn", || {
+        got().contains(&1000) || probe(a).out_of_turn > 0
+    });
+    assert_eq!(probe(a).out_of_turn, 0, "R's next hit waits for numbers R dropped itself: {:?}", probe(a));
+    let want: Vec<u32> = std::iter::once(1).chain(2..2 + LIMIT).chain([1000]).collect();
+    assert_eq!(got(), want);
+    assert_eq!(undelivered(a), 0);
 }

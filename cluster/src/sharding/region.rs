@@ -192,6 +192,9 @@ pub struct RegionProbe {
     pub pending_requests: usize,
     /// Shards this region is acquiring (or loading): their envelopes wait.
     pub acquiring: usize,
+    /// Envelopes waiting in the numbered streams of its shards for an earlier number
+    /// (`ordering.rs`).
+    pub out_of_turn: usize,
     /// The region's view says this member is leaving.
     pub leaving: bool,
     /// The region has told the daemon that it has handed everything over.
@@ -464,6 +467,7 @@ where
             // Counted as undelivered (`EntityRefs::undelivered`), as every envelope the
             // buffer limit turns away; it was only a dead letter.
             self.gauge.count_undelivered();
+            self.order.unstamp(key.shard(self.settings.num_shards), stamp);
             ctx.dead_letter(msg);
             return;
         }
@@ -512,6 +516,7 @@ where
             Some(ShardState::Acquiring { buffer, .. } | ShardState::Loading { buffer, .. }) => {
                 if self.buffered >= self.settings.buffer_limit {
                     self.gauge.count_undelivered();
+                    self.order.unstamp(shard, stamp);
                     ctx.dead_letter(msg);
                 } else {
                     self.buffered += 1;
@@ -602,7 +607,8 @@ where
             } else {
                 self.handed.get(&shard).cloned().unwrap_or_default()
             };
-            let order = self.order.table(shard);
+            let order =
+                if self.owner(shard) == Some(from) { self.order.hand_on(shard) } else { self.order.table(shard) };
             self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, done: Box::new(HandOff { entities, order }) });
         }
     }
@@ -676,7 +682,10 @@ where
         // Streams of origins gone from the view end; what waited in them goes on as it is.
         let incarnations: Vec<u64> =
             self.view.as_ref().map(|v| v.live.iter().map(|n| n.incarnation).collect()).unwrap_or_default();
-        for (shard, id, m) in self.order.view(incarnations) {
+        // (Each shard's other owner: a table lost with it is noticed when it leaves.)
+        let others: Vec<u64> =
+            self.owners.iter().map(|o| o.filter(|o| *o != me).map_or(0, |o| o.incarnation)).collect();
+        for (shard, id, m) in self.order.view(incarnations, &others) {
             self.buffered = self.buffered.saturating_sub(1);
             if self.owner(shard) == Some(me) && matches!(self.shards.get(&shard), Some(ShardState::Active)) {
                 self.deliver_to_entity(ctx, shard, id, m, Stamp::default());
@@ -756,6 +765,7 @@ where
             buffered: self.buffered,
             pending_requests: self.pending_requests.len(),
             acquiring: self.shards.values().filter(|s| !matches!(s, ShardState::Active)).count(),
+            out_of_turn: self.order.pending,
             leaving: self.leaving(),
             drained: self.slots.is_drained(),
         }

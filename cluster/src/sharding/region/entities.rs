@@ -18,7 +18,7 @@ where
         ctx: &mut Context<Self>,
         shard: u32,
         remembered: impl IntoIterator<Item = String>,
-        buffer: Vec<(EntityKey, A::Msg, Stamp)>,
+        mut buffer: Vec<(EntityKey, A::Msg, Stamp)>,
     ) {
         // Remembered entities first: they ran before the move and start again now.
         for id in remembered {
@@ -30,6 +30,9 @@ where
             }
         }
         self.buffered = self.buffered.saturating_sub(buffer.len());
+        // Each origin's envelopes in number order: late ones (re-routed from an entity's
+        // buffer at the previous owner) go before later ones that came straight.
+        self.order.sort_waiting(shard, &mut buffer);
         for (id, m, stamp) in buffer {
             self.deliver_in_order(ctx, shard, id, m, stamp);
         }

@@ -305,6 +305,9 @@ where
         if is_envelope && self.buffered >= self.settings.buffer_limit {
             // Counted as undelivered, as an envelope that finds the outbound buffer full.
             self.gauge.count_undelivered();
+            if let Held::Deliver { key, stamp, .. } = &item {
+                self.order.unstamp(key.shard(self.settings.num_shards), *stamp);
+            }
             return;
         }
         let Some(h) = self.fencing.holds.get_mut(&(origin, shard)) else { return };

@@ -8,8 +8,12 @@
 //! envelopes to the shard's entities in stream order: one that arrives ahead of the next
 //! number waits (counted against the region's `buffer_limit`) until the numbers before it
 //! have arrived, or, a gap that stays open (an envelope lost: delivery between nodes is at
-//! most once), until [`GAP_TICKS`] retry ticks have passed; one that arrives after its
-//! number was passed (it came after its gap was given up) is delivered at once.
+//! most once), until [`GAP_TICKS`] retry ticks have passed, or until the region has no
+//! room for one more (the gap is given up then, rather than drop what follows it: each
+//! drop would be a new gap); one that arrives after its number was passed (it came after
+//! its gap was given up) is delivered at once. An envelope that its origin region drops
+//! itself (a buffer at its limit, a peer gone) gives its number back if it was the last
+//! stamped for its shard ([`Order::unstamp`]).
 //!
 //! Fences (`fencing.rs`) keep a sender's stream in order along its usual paths, so that gaps
 //! are rare; the numbers close what fences cannot see: envelopes that a region *forwards*
@@ -27,11 +31,25 @@
 //! downed takes its table with it, and a restarted region instance has lost its own. An
 //! acquisition that did not hear from every member it asked (one left the view first), or
 //! made by a restarted region, marks the shard's table partial: each origin's first
-//! envelope after the activation sets where its stream starts if it is ahead of the table,
+//! envelope after the activation that is not behind the table sets where its stream starts,
 //! and an origin the table does not name starts at its first envelope. Order is then kept
 //! from that envelope on; what was in flight to the lost owner is at most once, in any
 //! order. A table stays partial through later hand-offs (an origin it does not name may
 //! have sent to the lost owner).
+//!
+//! An owner may also leave the view before anyone asked it for its table (a graceful leave
+//! while the shard was quiet, a crash): the acquisition asks only who is left and hears
+//! from all of them. So a region remembers, per shard, the last other member that owned it
+//! in its views since it last activated the shard (`owned_by`); when that member leaves,
+//! the shard's table here is `lost` (a restarted instance starts with every shard lost).
+//! The next activation here rebases every stream, and a lost table handed on carries the
+//! mark (`OrderTable::lost`), so that the region acquiring the shard rebases too; handed to
+//! the shard's owner in this region's view ([`Order::hand_on`]), the mark goes with it.
+//!
+//! What waited for an activation is delivered in each origin's number order
+//! ([`Order::sort_waiting`]): the previous owner's re-routed envelopes (taken in turn
+//! there, but still in a stopping entity's buffer) are late here and must go before later
+//! ones of the same origin that came straight.
 //!
 //! **Bounds.** At most [`MAX_STREAMS`] origins per shard (beyond that, envelopes are
 //! delivered as they come, with a warning); streams of origins that left the view are
@@ -95,6 +113,10 @@ impl Stamp {
 pub(crate) struct OrderTable {
     pub(crate) epoch: u64,
     pub(crate) partial: bool,
+    /// The answering region's table may be behind one that was lost (`Order::lost`): the
+    /// acquisition rebases every stream, as when an answer is missing. On the wire: bit 1
+    /// of the `partial` byte.
+    pub(crate) lost: bool,
     /// (incarnation, generation, next number).
     pub(crate) streams: Vec<(u64, u32, u32)>,
 }
@@ -102,7 +124,7 @@ pub(crate) struct OrderTable {
 impl Wire for OrderTable {
     fn encode(self, w: &mut Encoder<'_>) {
         w.put_u64(self.epoch);
-        w.put_u8(u8::from(self.partial));
+        w.put_u8(u8::from(self.partial) | (u8::from(self.lost) << 1));
         w.put_u32(self.streams.len() as u32);
         for (incarnation, generation, next) in self.streams {
             w.put_u64(incarnation);
@@ -112,7 +134,8 @@ impl Wire for OrderTable {
     }
     fn decode(r: &mut Decoder<'_>) -> Result<Self, WireError> {
         let epoch = r.get_u64()?;
-        let partial = r.get_u8()? != 0;
+        let flags = r.get_u8()?;
+        let (partial, lost) = (flags & 1 != 0, flags & 2 != 0);
         let n = r.get_u32()? as usize;
         // Untrusted: the count never sizes an allocation beyond what the bytes hold, nor
         // beyond what a table may hold.
@@ -123,7 +146,7 @@ impl Wire for OrderTable {
         for _ in 0..n {
             streams.push((r.get_u64()?, r.get_u32()?, r.get_u32()?));
         }
-        Ok(OrderTable { epoch, partial, streams })
+        Ok(OrderTable { epoch, partial, lost, streams })
     }
 }
 
@@ -135,10 +158,9 @@ struct Stream<M> {
     next: u64,
     /// The table was partial: the first envelope sets `next` if it is ahead.
     rebase: bool,
-    /// Envelopes that arrived ahead of `next`, by number.
-    pending: BTreeMap<u64, (EntityKey, M)>,
-    /// Retry ticks the current gap has waited.
-    ticks: u32,
+    /// Envelopes that arrived ahead of `next`, by number, with the retry tick
+    /// (`Order::now`) they arrived at: the gap before them has been open since the earliest.
+    pending: BTreeMap<u64, (EntityKey, M, u32)>,
 }
 
 /// What this region knows of one shard's streams.
@@ -155,7 +177,13 @@ struct ShardOrder<M> {
 
 impl<M> Default for ShardOrder<M> {
     fn default() -> Self {
-        ShardOrder { streams: Vec::new(), epoch: 0, partial: false, merged: (0, false), warned: false }
+        ShardOrder {
+            streams: Vec::new(),
+            epoch: 0,
+            partial: false,
+            merged: (0, false),
+            warned: false,
+        }
     }
 }
 
@@ -185,14 +213,23 @@ pub(super) struct Order<M> {
     origin: (u64, u32),
     /// Per shard, the number of this region's last stamped envelope.
     stamped: Vec<u32>,
-    /// This instance follows a failed one: the tables it held are lost.
-    restarted: bool,
+    /// Per shard, the incarnation of the last member other than this one that owned it in
+    /// this region's views since this region last activated it (0: none).
+    owned_by: Vec<u64>,
+    /// Per shard, its table here may be behind a lost one: since this region last
+    /// activated it, a member that owned it in this region's views left the view (its
+    /// table went with it, and nobody may have asked for it), or this instance follows a
+    /// failed one (whose tables are lost). Reported in the tables handed on, and makes the
+    /// next activation here partial.
+    lost: Vec<bool>,
     /// Incarnations in the last view.
     live: Vec<u64>,
     /// Incarnations that left the view lately (oldest first).
     departed: VecDeque<u64>,
     /// Envelopes waiting in all streams.
     pub(super) pending: usize,
+    /// Retry ticks so far (wrapping): when an envelope began to wait.
+    now: u32,
 }
 
 impl<M> Order<M> {
@@ -203,10 +240,12 @@ impl<M> Order<M> {
             shards: shards_v,
             origin: (incarnation, generation),
             stamped: vec![0; shards as usize],
-            restarted: generation > 0,
+            owned_by: vec![0; shards as usize],
+            lost: vec![generation > 0; shards as usize],
             live: Vec::new(),
             departed: VecDeque::new(),
             pending: 0,
+            now: 0,
         }
     }
 
@@ -216,6 +255,20 @@ impl<M> Order<M> {
         // 0 means "not stamped": skipped when the counter wraps.
         *n = n.wrapping_add(1).max(1);
         Stamp { incarnation: self.origin.0, generation: self.origin.1, seq: *n }
+    }
+
+    /// This region dropped an envelope (a buffer at its limit, a peer gone): if it is the
+    /// last one this region stamped for its shard, the number is taken back, and the next
+    /// envelope gets it. The number went nowhere: left taken, it was a gap that the owner
+    /// waited [`GAP_TICKS`] for, for every later envelope of this region to the shard
+    /// (what a region drops at its limit is what it stamped last, one after another).
+    pub(super) fn unstamp(&mut self, shard: u32, stamp: Stamp) {
+        if stamp.seq == 0 || stamp.origin() != self.origin {
+            return;
+        }
+        if let Some(n) = self.stamped.get_mut(shard as usize).filter(|n| **n == stamp.seq) {
+            *n = n.wrapping_sub(1);
+        }
     }
 
     fn shard(&mut self, shard: u32) -> Option<&mut ShardOrder<M>> {
@@ -235,6 +288,15 @@ impl<M> Order<M> {
             Some(i) => i,
             // An origin that left: its stream is gone, and its late envelopes go on.
             None if departed.contains(&stamp.incarnation) => return Admit::Unordered,
+            None if so.streams.iter().any(|s| {
+                s.incarnation == stamp.incarnation && (stamp.generation.wrapping_sub(s.generation) as i32) < 0
+            }) =>
+            {
+                // A straggler of an origin's older generation (held or forwarded somewhere
+                // while its region restarted): its stream is over. Before, it started one
+                // again at number 1 and waited `GAP_TICKS` for numbers that never come.
+                return Admit::Unordered;
+            }
             None => {
                 // An origin's older generation (a region that failed and restarted) sends
                 // nothing more: its stream goes, unless envelopes of it still wait.
@@ -258,16 +320,19 @@ impl<M> Order<M> {
                     next: 1,
                     rebase: so.partial,
                     pending: BTreeMap::new(),
-                    ticks: 0,
                 });
                 so.streams.len() - 1
             }
         };
         let s = &mut so.streams[i];
         let n = widen(s.next, stamp.seq);
-        if s.rebase {
+        // (Only an envelope at or ahead of the table's number sets the start: one behind it
+        // is late for sure, e.g. re-routed from an entity's buffer here or at the previous
+        // owner, and consuming the rebase it left the stream expecting the table's number:
+        // the origin's next envelope waited `GAP_TICKS` for numbers the lost owner had.)
+        if s.rebase && n >= s.next {
             s.rebase = false;
-            s.next = s.next.max(n);
+            s.next = n;
         }
         if n == s.next {
             s.next += 1;
@@ -280,11 +345,22 @@ impl<M> Order<M> {
     }
 
     /// Keeps an envelope that arrived ahead of its turn (after [`Order::admit`] said so).
-    pub(super) fn wait(&mut self, shard: u32, stamp: Stamp, n: u64, key: EntityKey, msg: M) {
-        let Some(so) = self.shard(shard) else { return };
-        if let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == stamp.origin()) {
-            s.pending.insert(n, (key, msg));
-            self.pending += 1;
+    /// Gives it back (to deliver as it comes) if its number already waits: a duplicate
+    /// stamp (a hostile or broken peer) must neither replace the one that waits, lost
+    /// without a count, nor count twice against `pending` (and the region's `buffered`).
+    pub(super) fn wait(&mut self, shard: u32, stamp: Stamp, n: u64, key: EntityKey, msg: M) -> Option<(EntityKey, M)> {
+        let now = self.now;
+        let Some(so) = self.shard(shard) else { return Some((key, msg)) };
+        let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == stamp.origin()) else {
+            return Some((key, msg));
+        };
+        match s.pending.entry(n) {
+            std::collections::btree_map::Entry::Occupied(_) => Some((key, msg)),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert((key, msg, now));
+                self.pending += 1;
+                None
+            }
         }
     }
 
@@ -297,35 +373,40 @@ impl<M> Order<M> {
         if n != s.next {
             return None;
         }
-        let (key, msg) = first.remove();
+        let (key, msg, _) = first.remove();
         s.next += 1;
-        s.ticks = 0;
         self.pending -= 1;
         Some((key, msg, Stamp { seq: n as u32, ..origin }))
     }
 
-    /// A retry tick: streams whose gap has waited [`GAP_TICKS`] give it up (their next
-    /// number becomes the first that arrived). Returns those streams, to deliver from.
+    /// A retry tick: streams whose gap has been open for [`GAP_TICKS`] give it up (their
+    /// next number becomes the first that arrived). Returns those streams, to deliver from.
+    /// A gap is open since the first envelope behind it arrived (the earliest of those that
+    /// wait): a second gap in a stream,
+    /// whose later envelopes arrived while the first was waited for, is given up on the
+    /// next tick after the first, not `GAP_TICKS` later again (before, a stream with k
+    /// gaps waited k times `GAP_TICKS`).
     pub(super) fn tick(&mut self) -> Vec<(u32, Stamp)> {
+        self.now = self.now.wrapping_add(1);
+        let now = self.now;
         let mut given_up = Vec::new();
         if self.pending == 0 {
             return given_up;
         }
         for (shard, so) in self.shards.iter_mut().enumerate() {
             let Some(so) = so else { continue };
-            for s in so.streams.iter_mut().filter(|s| !s.pending.is_empty()) {
-                s.ticks += 1;
-                if s.ticks > GAP_TICKS {
-                    if let Some((&first, _)) = s.pending.first_key_value() {
-                        tracing::warn!(
-                            "shard {shard}: envelopes {}..{first} of origin {:x}/{} did not arrive within {GAP_TICKS} retry ticks: the stream goes on without them",
-                            s.next,
-                            s.incarnation,
-                            s.generation
-                        );
-                        s.next = first;
-                    }
-                    s.ticks = 0;
+            for s in so.streams.iter_mut() {
+                let Some(&first) = s.pending.keys().next() else { continue };
+                // (A look at every waiting envelope, once a tick: off the message path.)
+                let open = s.pending.values().map(|(_, _, t)| now.wrapping_sub(*t)).max().unwrap_or(0);
+                if open > GAP_TICKS {
+                    tracing::warn!(
+                        "shard {shard}: envelopes {}..{first} of origin {:x}/{} did not arrive within {GAP_TICKS} retry ticks: the stream goes on without them",
+                        s.next,
+                        s.incarnation,
+                        s.generation
+                    );
+                    s.next = first;
                     given_up.push((
                         shard as u32,
                         Stamp { incarnation: s.incarnation, generation: s.generation, seq: 0 },
@@ -336,6 +417,26 @@ impl<M> Order<M> {
         given_up
     }
 
+    /// `origin`'s stream for `shard` gives its gap up now (the region has no room for an
+    /// envelope that arrived ahead, number `n`): its next number becomes the first that
+    /// waits, or `n`.
+    pub(super) fn give_up(&mut self, shard: u32, origin: Stamp, n: u64) {
+        let Some(so) = self.shards.get_mut(shard as usize).and_then(|s| s.as_deref_mut()) else { return };
+        let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == origin.origin()) else {
+            return;
+        };
+        let first = s.pending.first_key_value().map_or(n, |(k, _)| n.min(*k));
+        if first > s.next {
+            tracing::warn!(
+                "shard {shard}: envelopes {}..{first} of origin {:x}/{} had not arrived when the region's buffers were full: the stream goes on without them",
+                s.next,
+                s.incarnation,
+                s.generation
+            );
+            s.next = first;
+        }
+    }
+
     /// The shard left this region: what waits in its streams goes on to the new owner (the
     /// table stays, for a later `HandOffDone`).
     pub(super) fn take_pending(&mut self, shard: u32) -> Vec<(EntityKey, M, Stamp)> {
@@ -343,10 +444,9 @@ impl<M> Order<M> {
         let Some(Some(so)) = self.shards.get_mut(shard as usize) else { return out };
         for s in &mut so.streams {
             let origin = Stamp { incarnation: s.incarnation, generation: s.generation, seq: 0 };
-            for (n, (key, msg)) in std::mem::take(&mut s.pending) {
+            for (n, (key, msg, _)) in std::mem::take(&mut s.pending) {
                 out.push((key, msg, Stamp { seq: n as u32, ..origin }));
             }
-            s.ticks = 0;
         }
         self.pending -= out.len();
         out
@@ -361,16 +461,57 @@ impl<M> Order<M> {
         out
     }
 
-    /// The table to hand on with `HandOffDone`.
+    /// The table to hand on with `HandOffDone`: partial if it is, or if this region's may
+    /// be behind a lost one (`lost`).
     pub(super) fn table(&self, shard: u32) -> OrderTable {
+        let lost = self.lost.get(shard as usize).copied().unwrap_or(false);
         match self.shards.get(shard as usize).and_then(|s| s.as_deref()) {
-            None => OrderTable::default(),
+            None => OrderTable { partial: lost, lost, ..OrderTable::default() },
             Some(so) => OrderTable {
                 epoch: so.epoch,
-                partial: so.partial,
+                partial: so.partial || lost,
+                lost,
                 streams: so.streams.iter().map(|s| (s.incarnation, s.generation, s.next as u32)).collect(),
             },
         }
+    }
+
+    /// Sorts what waited for `shard`'s activation (`start_shard`) into each origin's
+    /// number order (stable; origins' envelopes keep their places relative to others').
+    /// What waited may hold envelopes that the previous owner had taken in their turn but
+    /// not delivered (an entity's buffer while it stopped, re-routed with their stamps: late
+    /// here) behind later ones of the same origin that came straight: delivered as they
+    /// came, the late ones would go after them.
+    pub(super) fn sort_waiting<K, X>(&self, shard: u32, waiting: &mut [(K, X, Stamp)]) {
+        let Some(so) = self.shards.get(shard as usize).and_then(|s| s.as_deref()) else { return };
+        if waiting.len() < 2 {
+            return;
+        }
+        let next =
+            |s: &Stamp| so.streams.iter().find(|t| (t.incarnation, t.generation) == s.origin()).map_or(1, |t| t.next);
+        // Origins grouped in the order of their first envelope, each in number order.
+        let mut firsts: Vec<(u64, u32)> = Vec::new();
+        for (_, _, s) in waiting.iter() {
+            if !firsts.contains(&s.origin()) {
+                firsts.push(s.origin());
+            }
+        }
+        waiting.sort_by_cached_key(|(_, _, s)| {
+            let group = firsts.iter().position(|o| *o == s.origin()).unwrap_or(0);
+            (group, if s.seq == 0 { 0 } else { widen(next(s), s.seq) })
+        });
+    }
+
+    /// The table to hand on to the region that takes the shard over (its owner in this
+    /// region's view): that region now carries the `lost` mark (it rebases, and its
+    /// activation makes a fresh table), so this one drops it. Kept, every later
+    /// acquisition of the shard, from anyone, rebased every stream again.
+    pub(super) fn hand_on(&mut self, shard: u32) -> OrderTable {
+        let t = self.table(shard);
+        if let Some(l) = self.lost.get_mut(shard as usize) {
+            *l = false;
+        }
+        t
     }
 
     /// This region begins to acquire `shard`: its own table is the first merged.
@@ -382,12 +523,24 @@ impl<M> Order<M> {
 
     /// A member's `HandOffDone` for a shard this region acquires: the largest next number
     /// per origin wins.
+    /// Origins that left the view are not taken in (the answer may come from a member
+    /// whose view has not dropped them yet): their streams are over, and kept they would
+    /// stay for good, filling the table (`MAX_STREAMS`) with churn.
     pub(super) fn merge(&mut self, shard: u32, t: OrderTable) {
-        let Some(so) = self.shard(shard) else { return };
+        // The answering region's table may be behind a lost one: this one is now (the
+        // activation rebases, as for an answer missing; if the acquisition ends without
+        // one, this region hands the mark on).
+        if let Some(l) = self.lost.get_mut(shard as usize) {
+            *l |= t.lost;
+        }
+        let departed = &self.departed;
+        let Some(so) = self.shards.get_mut(shard as usize).map(|s| &mut **s.get_or_insert_with(Box::default)) else {
+            return;
+        };
         if t.epoch > so.merged.0 {
             so.merged = (t.epoch, t.partial);
         }
-        for (incarnation, generation, next) in t.streams {
+        for (incarnation, generation, next) in t.streams.into_iter().filter(|s| !departed.contains(&s.0)) {
             match so.streams.iter().position(|s| (s.incarnation, s.generation) == (incarnation, generation)) {
                 Some(i) => {
                     let s = &mut so.streams[i];
@@ -399,7 +552,6 @@ impl<M> Order<M> {
                     next: u64::from(next),
                     rebase: false,
                     pending: BTreeMap::new(),
-                    ticks: 0,
                 }),
                 None => {}
             }
@@ -409,24 +561,41 @@ impl<M> Order<M> {
     /// `shard` becomes active here; `unanswered`: a member left the view before it answered
     /// the hand-off request (it may have owned the shard, and its table is lost).
     pub(super) fn activated(&mut self, shard: u32, unanswered: bool) {
-        let restarted = self.restarted;
+        let lost = unanswered || self.lost.get(shard as usize).copied().unwrap_or(false);
+        if let (Some(l), Some(o)) = (self.lost.get_mut(shard as usize), self.owned_by.get_mut(shard as usize)) {
+            // This activation's table supersedes what earlier owners had.
+            *l = false;
+            *o = 0;
+        }
         let Some(so) = self.shard(shard) else { return };
-        let lost = unanswered || restarted;
-        so.epoch = so.merged.0 + 1;
+        // (Saturating: the epoch comes from the wire; `+ 1` on a hostile `u64::MAX`
+        // panicked the region in a debug build.)
+        so.epoch = so.merged.0.saturating_add(1);
         so.partial = so.merged.1 || lost;
         for s in &mut so.streams {
             s.rebase = lost;
         }
     }
 
-    /// A new view: streams of origins that left it are dropped (what still waits in them
-    /// is returned, to deliver as it is), and their late envelopes will go straight on.
-    pub(super) fn view(&mut self, live: Vec<u64>) -> Vec<(u32, EntityKey, M)> {
+    /// A new view: `live`, its members' incarnations; `owners`, per shard, the incarnation
+    /// of its owner in it if that is another member (0 otherwise). A shard whose last other
+    /// owner left the view is marked `lost` (that owner's table went with it). Streams of
+    /// origins that left it are dropped (what still waits in them is returned, to deliver as
+    /// it is), and their late envelopes will go straight on.
+    pub(super) fn view(&mut self, live: Vec<u64>, owners: &[u64]) -> Vec<(u32, EntityKey, M)> {
+        for (last, &now) in self.owned_by.iter_mut().zip(owners) {
+            if now != 0 {
+                *last = now;
+            }
+        }
         let gone: Vec<u64> = self.live.iter().copied().filter(|i| !live.contains(i)).collect();
         self.live = live;
         let mut out = Vec::new();
         if gone.is_empty() {
             return out;
+        }
+        for (lost, last) in self.lost.iter_mut().zip(&self.owned_by) {
+            *lost |= *last != 0 && gone.contains(last);
         }
         for i in &gone {
             if !self.departed.contains(i) {
@@ -442,7 +611,7 @@ impl<M> Order<M> {
                 if !gone.contains(&s.incarnation) {
                     return true;
                 }
-                for (_, (key, msg)) in std::mem::take(&mut s.pending) {
+                for (_, (key, msg, _)) in std::mem::take(&mut s.pending) {
                     out.push((shard as u32, key, msg));
                 }
                 false
@@ -474,13 +643,41 @@ where
                 }
             }
             Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
+            Admit::Ahead(n) if self.buffered >= self.settings.buffer_limit => {
+                // No room to wait: the stream gives its gap up now, instead of dropping
+                // what comes after it (each drop a new gap, that this region made itself,
+                // to wait `GAP_TICKS` for again: under a sender's steady load one lost
+                // envelope became a stall and a run of drops every `GAP_TICKS`).
+                self.order.give_up(shard, stamp, n);
+                self.deliver_ready(ctx, shard, stamp);
+                match self.order.admit(shard, stamp) {
+                    Admit::Next { more } => {
+                        self.deliver_to_entity(ctx, shard, key, msg, stamp);
+                        if more {
+                            self.deliver_ready(ctx, shard, stamp);
+                        }
+                    }
+                    Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
+                    Admit::Ahead(n) => {
+                        if self.buffered >= self.settings.buffer_limit {
+                            // (What was delivered went to a stopping entity's buffer.)
+                            self.gauge.count_undelivered();
+                            self.order.unstamp(shard, stamp);
+                            ctx.dead_letter(msg);
+                        } else if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
+                            self.deliver_to_entity(ctx, shard, key, msg, stamp);
+                        } else {
+                            self.buffered += 1;
+                        }
+                    }
+                }
+            }
             Admit::Ahead(n) => {
-                if self.buffered >= self.settings.buffer_limit {
-                    self.gauge.count_undelivered();
-                    ctx.dead_letter(msg);
+                if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
+                    // Its number waits already (a duplicate stamp): as it comes.
+                    self.deliver_to_entity(ctx, shard, key, msg, stamp);
                 } else {
                     self.buffered += 1;
-                    self.order.wait(shard, stamp, n, key, msg);
                 }
             }
         }
@@ -529,7 +726,11 @@ mod tests {
                     }
                 }
                 Admit::Unordered => out.push(q),
-                Admit::Ahead(n) => o.wait(shard, stamp(origin, q), n, key(q), q),
+                Admit::Ahead(n) => {
+                    if let Some((_, m)) = o.wait(shard, stamp(origin, q), n, key(q), q) {
+                        out.push(m);
+                    }
+                }
             }
         }
         out
@@ -593,7 +794,7 @@ mod tests {
 
         let mut new = Order::<u32>::new(2, 0, 1);
         new.begin_acquire(0);
-        new.merge(0, OrderTable { epoch: 0, partial: false, streams: vec![(7, 0, 2)] }); // a stale copy
+        new.merge(0, OrderTable { epoch: 0, partial: false, lost: false, streams: vec![(7, 0, 2)] }); // a stale copy
         new.merge(0, table.clone());
         new.activated(0, false);
         assert_eq!(new.table(0).epoch, 2);
@@ -604,7 +805,7 @@ mod tests {
 
         let mut crash = Order::<u32>::new(3, 0, 1);
         crash.begin_acquire(0);
-        crash.merge(0, OrderTable { epoch: 0, partial: false, streams: vec![(7, 0, 2)] });
+        crash.merge(0, OrderTable { epoch: 0, partial: false, lost: false, streams: vec![(7, 0, 2)] });
         crash.activated(0, true);
         assert!(crash.table(0).partial);
         // The lost owner had delivered up to 40: the stream starts at its first envelope.
@@ -638,9 +839,9 @@ mod tests {
         assert_eq!(o.pending, 0);
         assert_eq!(o.table(1).streams, [(7, 0, 1)]);
 
-        o.view(vec![7, 8]);
+        o.view(vec![7, 8], &[]);
         assert_eq!(run(&mut o, 1, 8, &[2]), Vec::<u32>::new());
-        let out: Vec<u32> = o.view(vec![7]).into_iter().map(|(s, _, m)| s * 100 + m).collect();
+        let out: Vec<u32> = o.view(vec![7], &[]).into_iter().map(|(s, _, m)| s * 100 + m).collect();
         assert_eq!(out, [102]);
         assert_eq!(o.pending, 0);
         assert_eq!(run(&mut o, 1, 8, &[5, 4]), [5, 4], "late envelopes of a departed origin go on");
@@ -661,5 +862,180 @@ mod tests {
         assert_eq!(o.admit(0, next_gen), Admit::Next { more: false });
         assert_eq!(o.table(0).streams.len(), MAX_STREAMS);
         assert!(o.table(0).streams.contains(&(5, 1, 2)) && !o.table(0).streams.contains(&(5, 0, 2)));
+    }
+
+    /// A duplicate stamp (a hostile or broken peer) of an envelope that waits is given
+    /// back, to deliver as it comes: it neither replaces the one that waits (lost without a
+    /// count) nor counts twice. Before the fix `pending` stayed at 1 after both went (the
+    /// region's `buffered` with it: a leaving member never drained), one message lost.
+    #[test]
+    fn a_duplicate_stamp_neither_replaces_nor_counts_twice() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.activated(0, false);
+        assert_eq!(run(&mut o, 0, 7, &[3]), Vec::<u32>::new());
+        assert_eq!(o.admit(0, stamp(7, 3)), Admit::Ahead(3));
+        assert_eq!(o.wait(0, stamp(7, 3), 3, key(33), 33).map(|(_, m)| m), Some(33));
+        assert_eq!(o.pending, 1);
+        assert_eq!(run(&mut o, 0, 7, &[1, 2]), [1, 2, 3]);
+        assert_eq!(o.pending, 0);
+    }
+
+    /// A table merged from a member whose view has not dropped an origin that left yet does
+    /// not bring its stream back: before the fix it stayed for good (`view` drops only the
+    /// origins it sees leave), and with churn (rolling restarts) such streams filled the
+    /// shard's table, after which every new origin's envelopes went unordered.
+    #[test]
+    fn a_merged_table_does_not_bring_back_an_origin_that_left() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.view(vec![1, 7, 8], &[]);
+        o.view(vec![1, 8], &[]);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: 1, streams: vec![(7, 0, 5), (8, 0, 3)], ..OrderTable::default() });
+        o.activated(0, false);
+        assert_eq!(o.table(0).streams, [(8, 0, 3)]);
+    }
+
+    /// The owner of a shard leaves the view before anyone asked for its table (a graceful
+    /// leave of a member whose shard was quiet, a crash): the table is lost. The member that
+    /// takes the shard rebases each stream at its first envelope instead of waiting
+    /// `GAP_TICKS` for numbers the lost owner had; a member that merely saw the owner leave
+    /// reports its table as `lost` to whoever acquires the shard later, which rebases too.
+    /// Before the fix both expected the old numbers (the stream waited). A restarted
+    /// instance's tables are lost (reported so) until it activates the shard; after that its
+    /// activations keep the table's numbers (before, every one of them rebased).
+    #[test]
+    fn a_table_lost_with_an_owner_that_left_rebases_the_next_activation() {
+        // Member 1 (this region) sees member 9 own shard 0, then leave: the shard is 1's.
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.view(vec![1, 9], &[9]);
+        o.view(vec![1], &[0]);
+        assert!(o.table(0).lost);
+        o.begin_acquire(0);
+        o.activated(0, false);
+        assert!(o.table(0).partial && !o.table(0).lost);
+        assert_eq!(run(&mut o, 0, 7, &[21, 22]), [21, 22], "the stream starts at its first envelope");
+        // Member 2 saw 9 own the shard and leave, while 1 took it and never asked: 2 reports
+        // its table lost when member 3 acquires the shard.
+        let mut two = Order::<u32>::new(2, 0, 1);
+        two.view(vec![2, 9], &[9]);
+        two.view(vec![2], &[0]);
+        let mut three = Order::<u32>::new(3, 0, 1);
+        three.view(vec![3, 2], &[0]);
+        three.begin_acquire(0);
+        three.merge(0, OrderTable { epoch: 4, streams: vec![(7, 0, 3)], ..OrderTable::default() });
+        three.merge(0, two.hand_on(0));
+        three.activated(0, false);
+        assert_eq!(run(&mut three, 0, 7, &[21]), [21]);
+        // 2 handed the mark on to 3, the owner that took the shard over: a later
+        // acquisition (by 4, from 3 and 2) keeps the numbers. Kept at 2 (the first version
+        // of this fix), every later acquisition rebased again.
+        assert!(!two.table(0).lost && !three.table(0).lost);
+        let mut four = Order::<u32>::new(4, 0, 1);
+        four.begin_acquire(0);
+        four.merge(0, three.hand_on(0));
+        four.merge(0, two.table(0));
+        four.activated(0, false);
+        assert_eq!(run(&mut four, 0, 7, &[23, 22]), [22, 23]);
+        // A member that left after the shard was activated here, its table taken over: no
+        // loss, the next activation keeps the numbers.
+        o.view(vec![1, 9], &[9]);
+        o.view(vec![1, 9], &[0]);
+        o.begin_acquire(0);
+        o.activated(0, false);
+        o.view(vec![1], &[0]);
+        assert!(!o.table(0).lost);
+        assert_eq!(run(&mut o, 0, 7, &[24, 23]), [23, 24]);
+        // A restarted instance: lost until its first activation of the shard, then not.
+        let mut r = Order::<u32>::new(5, 1, 1);
+        assert!(r.table(0).lost);
+        r.begin_acquire(0);
+        r.activated(0, false);
+        assert_eq!(run(&mut r, 0, 7, &[30]), [30]);
+        assert!(!r.table(0).lost);
+        r.begin_acquire(0);
+        r.merge(0, OrderTable { epoch: 9, streams: vec![(7, 0, 32)], ..OrderTable::default() });
+        r.activated(0, false);
+        assert_eq!(run(&mut r, 0, 7, &[33, 32]), [32, 33], "the later activation keeps the numbers");
+    }
+
+    /// What waited for a shard's activation goes in each origin's number order: the
+    /// previous owner's re-routed envelopes (taken in turn there, late here) before the
+    /// later ones that came straight. Before the fix, as they came: [6, 4, 5].
+    #[test]
+    fn what_waited_for_the_activation_goes_in_number_order() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: 1, streams: vec![(7, 0, 6)], ..OrderTable::default() });
+        o.activated(0, false);
+        let mut waiting: Vec<(EntityKey, u32, Stamp)> =
+            [(7, 6), (8, 2), (7, 4), (8, 1), (7, 5)].iter().map(|&(i, q)| (key(q), q, stamp(i, q))).collect();
+        o.sort_waiting(0, &mut waiting);
+        let order: Vec<(u64, u32)> = waiting.iter().map(|(_, _, s)| (s.incarnation, s.seq)).collect();
+        assert_eq!(order, [(7, 4), (7, 5), (7, 6), (8, 1), (8, 2)]);
+        let mut out = Vec::new();
+        for (_, m, s) in waiting {
+            out.extend(run(&mut o, 0, s.incarnation, &[m]).into_iter().map(|m| (s.incarnation, m)));
+        }
+        assert_eq!(out, [(7, 4), (7, 5), (7, 6), (8, 1), (8, 2)]);
+    }
+
+    /// After a partial activation each stream starts at its first envelope that is at or
+    /// ahead of the table; a late one (behind the table: re-routed from a stopping entity's
+    /// buffer) is delivered as it comes and leaves the rebase for the next. Before the fix
+    /// the late one took the rebase without moving the number, and the origin's next
+    /// envelope (21) waited for 6..20, which the lost owner had delivered.
+    #[test]
+    fn a_late_envelope_does_not_take_a_partial_streams_rebase() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: 1, streams: vec![(7, 0, 6)], ..OrderTable::default() });
+        o.activated(0, true);
+        assert_eq!(run(&mut o, 0, 7, &[5]), [5]);
+        assert_eq!(o.admit(0, stamp(7, 21)), Admit::Next { more: false });
+        assert_eq!(run(&mut o, 0, 7, &[23, 22]), [22, 23]);
+    }
+
+    /// Two gaps in a stream, every envelope behind them arrived at once: the second gap has
+    /// been open as long as the first and is given up on the tick after it, not
+    /// `GAP_TICKS` later again. Before the fix (the wait counted again from the first
+    /// gap's end) the stream needed 2 × (GAP_TICKS + 1) ticks.
+    #[test]
+    fn a_second_gap_open_as_long_as_the_first_is_given_up_with_it() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.activated(0, false);
+        // 3 and 5 are lost.
+        assert_eq!(run(&mut o, 0, 7, &[1, 2, 4, 6, 7]), [1, 2]);
+        let mut out = Vec::new();
+        let mut ticks = 0;
+        while out.len() < 3 && ticks < 3 * GAP_TICKS {
+            ticks += 1;
+            for (shard, origin) in o.tick() {
+                while let Some((_, m, _)) = o.next_ready(shard, origin) {
+                    out.push(m);
+                }
+            }
+        }
+        assert_eq!(out, [4, 6, 7]);
+        assert_eq!(ticks, GAP_TICKS + 2, "the second gap given up one tick after the first");
+        assert_eq!(o.pending, 0);
+    }
+
+    /// An envelope of an origin's older generation (a region that restarted) that arrives
+    /// after the new generation's stream began goes on as it comes: before, it started a
+    /// stream for the old generation at number 1 and waited `GAP_TICKS` (`Ahead(500)`).
+    /// An epoch from the wire at its largest does not overflow (before: a panic in a debug
+    /// build, the region failed).
+    #[test]
+    fn an_old_generations_straggler_goes_on_and_a_hostile_epoch_does_not_overflow() {
+        let mut o = Order::<u32>::new(1, 0, 1);
+        o.activated(0, false);
+        let new_gen = Stamp { incarnation: 5, generation: 1, seq: 1 };
+        assert_eq!(o.admit(0, new_gen), Admit::Next { more: false });
+        assert_eq!(o.admit(0, Stamp { incarnation: 5, generation: 0, seq: 500 }), Admit::Unordered);
+        assert_eq!(o.table(0).streams, [(5, 1, 2)]);
+        o.begin_acquire(0);
+        o.merge(0, OrderTable { epoch: u64::MAX, ..OrderTable::default() });
+        o.activated(0, false);
+        assert_eq!(o.table(0).epoch, u64::MAX);
     }
 }

@@ -265,10 +265,12 @@ where
     /// `undelivered`, a protocol message is not (it is no user message, and the protocol
     /// sends what it still needs again: counted, a removed member's queue of `LeaveSeen`s
     /// showed as lost envelopes although none was sent).
-    pub(super) fn drop_envelope(&self, msg: RegionMsg<A::Msg>) {
+    pub(super) fn drop_envelope(&mut self, msg: RegionMsg<A::Msg>) {
         tracing::debug!("region {}: envelope dropped (outbound buffer full or peer gone)", self.name);
-        if matches!(msg, RegionMsg::Deliver { .. }) {
+        if let RegionMsg::Deliver { key, stamp, .. } = &msg {
             self.gauge.count_undelivered();
+            // Its number is taken back if it was this region's last (`Order::unstamp`).
+            self.order.unstamp(key.shard(self.settings.num_shards), *stamp);
         }
         drop(msg);
     }

@@ -217,7 +217,8 @@ mod tests {
     #[test]
     fn a_hand_off_answer_carries_its_stream_table_and_a_hostile_count_is_refused() {
         let from = UniqueAddress { addr: "127.0.0.1:7".parse().expect("an address"), incarnation: 5 };
-        let order = OrderTable { epoch: 3, partial: true, streams: vec![(1, 2, 3), (u64::MAX, 0, u32::MAX)] };
+        let order =
+            OrderTable { epoch: 3, partial: true, lost: true, streams: vec![(1, 2, 3), (u64::MAX, 0, u32::MAX)] };
         let done = HandOff { entities: vec!["e1".to_string()], order: order.clone() };
         let mut bytes = Vec::new();
         RegionMsg::<Num>::HandOffDone { shard: 4, from, done: Box::new(done) }.encode(&mut Encoder::plain(&mut bytes));
