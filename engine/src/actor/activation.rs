@@ -177,13 +177,13 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
 }
 
 /// [`run`] for an entry known to be local (the shard loop took it from its run queue's
-/// slot, which holds local entries only): the entry's kind is not tested again
-/// (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 7").
+/// slot, which holds local entries only): the entry's kind is not tested again, and the
+/// entry is not passed (a local entry is `h` itself; callgrind, same-shard `pingpong`,
+/// docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8").
 ///
 /// # Safety
-/// As [`run`], and `entry` is a local entry.
-pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
-    debug_assert!(entry.is_local(), "run_local for an entry that holds the token");
+/// As [`run`], for a local entry of `h`.
+pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
     // SAFETY: forwarded contract.
     unsafe { run_entry::<A, T>(h, shard, false) }
 }
@@ -276,7 +276,9 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
             act.fail(inner, failure);
         }
         // SAFETY: forwarded contract.
-        return unsafe { finish_general::<A, T>(&act, inner) };
+        unsafe { finish_general::<A, T>(&act, inner) };
+        // SAFETY: the activation is done with the cell (its last use was just above).
+        return unsafe { shard.release_if_requested(h) };
     }
     // SAFETY: forwarded contract.
     unsafe { run_general::<A, T>(h, shard, holds_token) }
@@ -321,9 +323,14 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // The activity note (`after_one`) only matters with a receive timeout, which sets
     // `TIMED`: tested with the other flags in one word test, not by a load and a test of
     // `sup` after every handler (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md,
-    // "Same-shard path, round 6").
-    const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
-    if inner.meta.running_without(UNUSUAL | Flags::TIMED) {
+    // "Same-shard path, round 6"). Every flag is tested, `UNSTASHED` too (the handler may
+    // have unstashed, `Context::unstash_all`): such an actor takes `one_unusual`, which
+    // makes the same re-queue decision (`requeue`) after an activity note that finds no
+    // receive timeout (`TIMED` is clear). "Running, no flag" is the word compared with 0,
+    // one `cmpw` with an 8-bit immediate; a mask needed a 16-bit one, which the compiler
+    // avoids (`movzwl`, `test`: one instruction more per message; callgrind, same-shard
+    // `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 8").
+    if inner.meta.running_without(u8::MAX) {
         // The re-queue decision (`requeue`) of a quiet actor: only messages told to it
         // while its handler ran (it ran the queue's one message) need its entry again.
         // Tested here; the rest is out of line, so that this path keeps no register for
@@ -382,7 +389,9 @@ unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) {
     }
     let act = Activation { h, cell, shard, holds_token: false };
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run`]'s common path other than [`run_one`], without metrics: the message loop.
@@ -410,7 +419,9 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
         act.fail(inner, failure);
     }
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run_one`]'s handler returned an error: [`one_failed`].
@@ -427,7 +438,9 @@ unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    unsafe { one_failed::<A, T>(h, cell, inner, shard, Ok(Err(e))) }
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Ok(Err(e))) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run_one`]'s handler panicked: [`one_failed`].
@@ -444,7 +457,9 @@ unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    unsafe { one_failed::<A, T>(h, cell, inner, shard, Err(p)) }
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Err(p)) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// The end of [`run`]'s single-message path after its handler failed (returned an error
@@ -495,7 +510,8 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         if inner.meta.pending == 0 {
             shard.release_after_activation();
         }
-        return;
+        // SAFETY: the activation is done with the cell (its last use was just above).
+        return unsafe { shard.release_if_requested(h) };
     }
     if T & METRICS != 0 {
         shard.metrics().activation();
@@ -515,7 +531,9 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// The end of an activation that was not simply running (see [`run`]): back-pressure, a
