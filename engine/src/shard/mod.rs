@@ -603,9 +603,9 @@ impl ShardLocal {
                 // The slot's entry first (the oldest queued), then the ring's. The slot holds
                 // local entries only, which are their cell's address (`Entry::local`), and
                 // whose activation is the vtable's `run_local`: it does not test the entry's
-                // kind. Each path has its own call, so that the slot's needs neither the
-                // entry beside the address nor a jump to where the paths join (callgrind,
-                // same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 8").
+                // kind. Each path has its own call, so that the slot's passes no entry beside
+                // the address (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+                // "Same-shard path, round 8"; the ring's path written first, the same code).
                 if let Some(e) = self.take_next_run() {
                     current = e;
                     let h = e.local_header();
