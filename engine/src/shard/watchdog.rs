@@ -171,9 +171,9 @@ impl ShardStall {
 
     /// For an activation that is about to release its actor (the cell is still alive):
     /// [`Batch::end`]'s test and report, then an even epoch published, so that the shard
-    /// loop's own end test ([`Batch::end`], which compares `reported` with the published
-    /// epoch) can never match this activation once the cell is gone, even if the
-    /// watchdog reports it late. Cold: a release is the end of an actor's life.
+    /// loop's own end test ([`Batch::ended_reported`], which compares `reported` with the
+    /// published epoch) can never match this activation once the cell is gone, even if
+    /// the watchdog reports it late. Cold: a release is the end of an actor's life.
     #[cold]
     pub(crate) fn end_before_release(&self, word: &StallWord, h: &Header) {
         if !self.on {
@@ -196,9 +196,9 @@ impl ShardStall {
 impl ShardStall {
     /// The batch whose activation panicked (the shard's backstop caught it and the batch's
     /// own state unwound): its activation count is read back from the word, which only
-    /// this shard writes; [`Batch::running`] is the epoch of that activation. With the
-    /// watchdog off, the count of the last finished batch is taken (it only places the
-    /// turns' ends).
+    /// this shard writes (the panicked activation's epoch is still published there, for
+    /// [`Batch::end`]). With the watchdog off, the count of the last finished batch is
+    /// taken (it only places the turns' ends).
     #[cold]
     pub(crate) fn after_panic<'a>(&self, word: &'a StallWord) -> Batch<'a> {
         let word = &word.0;
