@@ -331,39 +331,24 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // avoids (`movzwl`, `test`: one instruction more per message; callgrind, same-shard
     // `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 8").
     if inner.meta.running_without(u8::MAX) {
-        // The re-queue decision (`requeue`) of a quiet actor: only messages told to it
-        // while its handler ran (it ran the queue's one message) need its entry again.
-        // Tested here; the rest is out of line, so that this path keeps no register for
-        // the run-queue push across the handler (callgrind, same-shard `pingpong`: a save
-        // and a restore per message).
-        // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans, so
-        // the queue is plain.
-        if unsafe { cell.shared().local_state(T & SPANS == 0).0 } {
-            // SAFETY: forwarded contract.
-            unsafe { one_requeue::<A, T>(h) };
+        // No re-queue decision: the handler ran the queue's one message, and a message
+        // told to the actor while it ran has queued the actor's entry already (every push
+        // into the local queue marks the queued flag, which the dispatcher cleared before
+        // the handler: `Shared::mark_queued`, `push_local_plain`); only unstashed messages
+        // come back without it, and they set `UNSTASHED`, tested above. The slot's test
+        // and its branch to `requeue` went (callgrind, same-shard `pingpong`,
+        // docs/PERFORMANCE.md, "Same-shard path, round 8").
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans,
+            // so the queue is plain.
+            let state = unsafe { cell.shared().local_state(T & SPANS == 0) };
+            debug_assert!(state != (true, false), "messages in the local queue of an actor that is not queued");
         }
         return;
     }
     // SAFETY: forwarded contract.
     unsafe { one_unusual::<A, T>(h) }
-}
-
-/// [`run_one`]'s re-queue decision when its queue holds messages again: [`requeue`].
-///
-/// # Safety
-/// As [`run_one`], after its handler ran, for a quiet actor (running, none of
-/// `Flags::HOLD`).
-#[cold]
-#[inline(never)]
-unsafe fn one_requeue<A: Actor, const T: u8>(h: NonNull<Header>) {
-    // SAFETY: contract: live cell of type `A`.
-    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
-    // SAFETY: owner-shard thread (contract), as in `run`.
-    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
-    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
-    let shard = unsafe { ShardLocal::current_unchecked() };
-    // SAFETY: owner-shard thread (contract).
-    unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
 }
 
 /// The end of [`run_one`] after a handler that returned `Ok` when the actor is not simply
