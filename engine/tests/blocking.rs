@@ -56,6 +56,48 @@ fn a_long_activation_is_counted_once_while_it_runs() {
     rt.shutdown();
 }
 
+/// [`Blocker`] that then stops itself in the same activation.
+struct StoppingBlocker(Gate);
+
+impl Actor for StoppingBlocker {
+    type Msg = ();
+    fn handle(&mut self, ctx: &mut Context<Self>, m: ()) -> Result<(), ActorError> {
+        Blocker(self.0.clone()).handle_blocking(m);
+        ctx.stop_self();
+        Ok(())
+    }
+}
+
+/// A long activation that ends its actor's life is reported while it runs and counted
+/// once, and the actor is still released with nothing else referring to it: the
+/// activation that releases its cell ends the watchdog's activation itself, before the
+/// cell is freed, so the shard loop's own end test never looks at the freed cell
+/// (docs/PERFORMANCE.md, "Same-shard path, round 8").
+#[test]
+fn a_long_activation_that_stops_its_actor_is_counted_once_and_the_actor_released() {
+    let rt = builder(1).stall_threshold(Duration::from_millis(250)).build().unwrap();
+    let counted = Count::default();
+    let neighbour = rt.spawn(Counter(counted.clone())).unwrap();
+    let live = rt.handle().live_actors();
+    let gate = Gate::default();
+    let blocker = rt.spawn(StoppingBlocker(gate.clone())).unwrap();
+    blocker.tell(()).unwrap();
+    gate.wait_entered();
+    assert!(eventually(|| rt.stalls() >= 1), "the watchdog did not report the stuck activation");
+    assert_eq!(rt.stalls(), 1);
+    // The shard's ownership reference is then the cell's last: its release frees it.
+    drop(blocker);
+    gate.release();
+    let h = rt.handle();
+    assert!(eventually(|| h.live_actors() == live), "live {} of {live}", h.live_actors());
+    // Marker: the shard goes on after the release.
+    neighbour.tell(7).unwrap();
+    assert!(eventually(|| counted.get() == 7));
+    assert_eq!(rt.stalls(), 1, "one long activation, one stall");
+    assert_eq!((h.failures(), h.escaped_panics()), (0, 0));
+    rt.shutdown();
+}
+
 enum JobMsg {
     Start(u64),
     Result(u64),

@@ -177,13 +177,13 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
 }
 
 /// [`run`] for an entry known to be local (the shard loop took it from its run queue's
-/// slot, which holds local entries only): the entry's kind is not tested again
-/// (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 7").
+/// slot, which holds local entries only): the entry's kind is not tested again, and the
+/// entry is not passed (a local entry is `h` itself; callgrind, same-shard `pingpong`,
+/// docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8").
 ///
 /// # Safety
-/// As [`run`], and `entry` is a local entry.
-pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal, entry: Entry) {
-    debug_assert!(entry.is_local(), "run_local for an entry that holds the token");
+/// As [`run`], for a local entry of `h`.
+pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
     // SAFETY: forwarded contract.
     unsafe { run_entry::<A, T>(h, shard, false) }
 }
@@ -276,7 +276,9 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
             act.fail(inner, failure);
         }
         // SAFETY: forwarded contract.
-        return unsafe { finish_general::<A, T>(&act, inner) };
+        unsafe { finish_general::<A, T>(&act, inner) };
+        // SAFETY: the activation is done with the cell (its last use was just above).
+        return unsafe { shard.release_if_requested(h) };
     }
     // SAFETY: forwarded contract.
     unsafe { run_general::<A, T>(h, shard, holds_token) }
@@ -321,42 +323,32 @@ unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal)
     // The activity note (`after_one`) only matters with a receive timeout, which sets
     // `TIMED`: tested with the other flags in one word test, not by a load and a test of
     // `sup` after every handler (callgrind, same-shard `pingpong`; docs/PERFORMANCE.md,
-    // "Same-shard path, round 6").
-    const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON;
-    if inner.meta.running_without(UNUSUAL | Flags::TIMED) {
-        // The re-queue decision (`requeue`) of a quiet actor: only messages told to it
-        // while its handler ran (it ran the queue's one message) need its entry again.
-        // Tested here; the rest is out of line, so that this path keeps no register for
-        // the run-queue push across the handler (callgrind, same-shard `pingpong`: a save
-        // and a restore per message).
-        // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans, so
-        // the queue is plain.
-        if unsafe { cell.shared().local_state(T & SPANS == 0).0 } {
-            // SAFETY: forwarded contract.
-            unsafe { one_requeue::<A, T>(h) };
+    // "Same-shard path, round 6"). Every flag is tested, `UNSTASHED` too (the handler may
+    // have unstashed, `Context::unstash_all`): such an actor takes `one_unusual`, which
+    // makes the same re-queue decision (`requeue`) after an activity note that finds no
+    // receive timeout (`TIMED` is clear). "Running, no flag" is the word compared with 0,
+    // one `cmpw` with an 8-bit immediate; a mask needed a 16-bit one, which the compiler
+    // avoids (`movzwl`, `test`: one instruction more per message; callgrind, same-shard
+    // `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 8").
+    if inner.meta.running_without(u8::MAX) {
+        // No re-queue decision: the handler ran the queue's one message, and a message
+        // told to the actor while it ran has queued the actor's entry already (every push
+        // into the local queue marks the queued flag, which the dispatcher cleared before
+        // the handler: `Shared::mark_queued`, `push_local_plain`); only unstashed messages
+        // come back without it, and they set `UNSTASHED`, tested above. The slot's test
+        // and its branch to `requeue` went (callgrind, same-shard `pingpong`,
+        // docs/PERFORMANCE.md, "Same-shard path, round 8").
+        #[cfg(debug_assertions)]
+        {
+            // SAFETY: owner-shard thread (contract); `run_one` runs without handler spans,
+            // so the queue is plain.
+            let state = unsafe { cell.shared().local_state(T & SPANS == 0) };
+            debug_assert!(state != (true, false), "messages in the local queue of an actor that is not queued");
         }
         return;
     }
     // SAFETY: forwarded contract.
     unsafe { one_unusual::<A, T>(h) }
-}
-
-/// [`run_one`]'s re-queue decision when its queue holds messages again: [`requeue`].
-///
-/// # Safety
-/// As [`run_one`], after its handler ran, for a quiet actor (running, none of
-/// `Flags::HOLD`).
-#[cold]
-#[inline(never)]
-unsafe fn one_requeue<A: Actor, const T: u8>(h: NonNull<Header>) {
-    // SAFETY: contract: live cell of type `A`.
-    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
-    // SAFETY: owner-shard thread (contract), as in `run`.
-    let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
-    // SAFETY: `run_one` runs inside its shard's loop on its thread (contract).
-    let shard = unsafe { ShardLocal::current_unchecked() };
-    // SAFETY: owner-shard thread (contract).
-    unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
 }
 
 /// The end of [`run_one`] after a handler that returned `Ok` when the actor is not simply
@@ -382,7 +374,9 @@ unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) {
     }
     let act = Activation { h, cell, shard, holds_token: false };
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run`]'s common path other than [`run_one`], without metrics: the message loop.
@@ -410,7 +404,9 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
         act.fail(inner, failure);
     }
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run_one`]'s handler returned an error: [`one_failed`].
@@ -427,7 +423,9 @@ unsafe fn one_returned_error<A: Actor, const T: u8>(h: NonNull<Header>, e: crate
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    unsafe { one_failed::<A, T>(h, cell, inner, shard, Ok(Err(e))) }
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Ok(Err(e))) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// [`run_one`]'s handler panicked: [`one_failed`].
@@ -444,7 +442,9 @@ unsafe fn one_panicked<A: Actor, const T: u8>(h: NonNull<Header>, p: Box<dyn std
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
     // SAFETY: forwarded contract.
-    unsafe { one_failed::<A, T>(h, cell, inner, shard, Err(p)) }
+    unsafe { one_failed::<A, T>(h, cell, inner, shard, Err(p)) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// The end of [`run`]'s single-message path after its handler failed (returned an error
@@ -495,7 +495,8 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         if inner.meta.pending == 0 {
             shard.release_after_activation();
         }
-        return;
+        // SAFETY: the activation is done with the cell (its last use was just above).
+        return unsafe { shard.release_if_requested(h) };
     }
     if T & METRICS != 0 {
         shard.metrics().activation();
@@ -515,7 +516,9 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
         }
     }
     // SAFETY: forwarded contract.
-    unsafe { finish_general::<A, T>(&act, inner) }
+    unsafe { finish_general::<A, T>(&act, inner) };
+    // SAFETY: the activation is done with the cell (its last use was just above).
+    unsafe { shard.release_if_requested(h) }
 }
 
 /// The end of an activation that was not simply running (see [`run`]): back-pressure, a

@@ -24,9 +24,9 @@ use crate::sync::{Arc, UnsafeCell};
 #[repr(C)]
 pub(crate) struct VTable {
     /// [`VTable::run`] for a local entry, known to be one by the caller (the run queue's
-    /// slot holds only local entries): no test of the entry's kind. Same signature as
-    /// `run`, so that the shard loop has one call for both. See `activation::run_local`.
-    pub(crate) run_local: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
+    /// slot holds only local entries): no test of the entry's kind, and no entry passed
+    /// (a local entry is the cell's address). See `activation::run_local`.
+    pub(crate) run_local: unsafe fn(NonNull<Header>, &ShardLocal),
     /// Runs one activation. See [`activation::run`]. An activation that ends its actor's
     /// life asks the shard to release it ([`ShardLocal::release_after_activation`]).
     pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry),

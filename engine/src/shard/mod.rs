@@ -71,11 +71,19 @@ pub(crate) struct Notification(pub(crate) NonNull<Header>);
 unsafe impl Send for Notification {}
 
 /// A run-queue entry: a cell pointer, tagged in bit 0 with its kind.
+///
+/// A local entry (the "queued" flag's, the same-shard case) is the bare pointer and an
+/// entry that holds the SCHEDULED token carries the tag: the run queue's slot holds local
+/// entries only, so the shard loop calls a slot entry's activation with the entry itself
+/// as the cell's address (no mask, and one register for both), and a same-shard send
+/// pushes its receiver's address as it is (no `or`). Callgrind, same-shard `pingpong`:
+/// docs/PERFORMANCE.md, "Same-shard path, round 8".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Entry(usize);
 
 impl Entry {
-    const LOCAL: usize = 1;
+    /// The tag of an entry that holds the actor's SCHEDULED token.
+    const TOKEN: usize = 1;
 
     /// No entry (the shard's backstop outside an activation); never queued.
     const NONE: Entry = Entry(0);
@@ -83,24 +91,32 @@ impl Entry {
     /// An entry that holds the actor's SCHEDULED token.
     #[inline]
     pub(crate) fn remote(h: NonNull<Header>) -> Self {
-        Entry(h.as_ptr() as usize)
+        Entry(h.as_ptr() as usize | Self::TOKEN)
     }
 
     /// An entry for the shard-local queue (the "queued" flag).
     #[inline]
     pub(crate) fn local(h: NonNull<Header>) -> Self {
-        Entry(h.as_ptr() as usize | Self::LOCAL)
+        Entry(h.as_ptr() as usize)
     }
 
     #[inline]
     pub(crate) fn is_local(self) -> bool {
-        self.0 & Self::LOCAL != 0
+        self.0 & Self::TOKEN == 0
     }
 
     #[inline]
     fn header(self) -> NonNull<Header> {
         // SAFETY: built from a non-null, 8-aligned pointer with only bit 0 possibly set.
-        unsafe { NonNull::new_unchecked((self.0 & !Self::LOCAL) as *mut Header) }
+        unsafe { NonNull::new_unchecked((self.0 & !Self::TOKEN) as *mut Header) }
+    }
+
+    /// [`Entry::header`] of a local entry: the entry is the pointer.
+    #[inline(always)]
+    fn local_header(self) -> NonNull<Header> {
+        debug_assert!(self.is_local() && self != Entry::NONE, "local_header of a token's entry or of none");
+        // SAFETY: a local entry is its cell's non-null pointer, untagged (`Entry::local`).
+        unsafe { NonNull::new_unchecked(self.0 as *mut Header) }
     }
 }
 
@@ -120,7 +136,10 @@ fn yield_core() -> Duration {
 }
 
 /// Activations between two polls of the inbound lanes, injector and timers.
+/// A power of two: a turn ends where the shard's activation count is a multiple of it
+/// (`watchdog::Batch::advance`), so a turn runs at most this many.
 const ACTIVATIONS_PER_TURN: usize = 256;
+const _: () = assert!(ACTIVATIONS_PER_TURN.is_power_of_two(), "a turn ends on the count's low bits");
 
 thread_local! {
     /// The shard running on this thread, if any (null on foreign threads).
@@ -216,8 +235,8 @@ pub(crate) struct ShardLocal {
     next_id: StdCell<u64>,
     shutdown_seen: StdCell<bool>,
     /// Set by an activation that ended its actor's life (Dead, no entry of it left): the
-    /// loop releases the cell after the activation returns and clears it
-    /// ([`ShardLocal::release_after_activation`]).
+    /// same activation releases the cell at its end and clears it
+    /// ([`ShardLocal::release_after_activation`], [`ShardLocal::release_if_requested`]).
     release_requested: StdCell<bool>,
     /// I/O polled every turn and parked on when idle (see `crate::driver_api`).
     driver: std::cell::RefCell<Option<Box<dyn crate::driver_api::ShardDriver>>>,
@@ -253,11 +272,12 @@ impl ShardLocal {
         }
     }
 
-    /// Asks the shard loop to release the actor whose activation runs now, once it
-    /// returns (its actor is Dead and no run-queue entry of it remains). A flag rather
-    /// than a returned outcome: every activation returned one, a register set on every
-    /// path for a test the loop can make of this flag as cheaply (callgrind, same-shard
-    /// `pingpong`, docs/PERFORMANCE.md, "Same-shard path, round 6").
+    /// Asks for the release of the actor whose activation runs now, once the activation is
+    /// done with its cell (its actor is Dead and no run-queue entry of it remains): the
+    /// activation's outermost function calls [`ShardLocal::release_if_requested`] last. A
+    /// flag rather than a returned outcome: every activation returned one, a register set
+    /// on every path (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard
+    /// path, round 6").
     #[inline]
     pub(crate) fn release_after_activation(&self) {
         self.release_requested.set(true);
@@ -568,56 +588,62 @@ impl ShardLocal {
     #[inline(never)]
     fn run_ready(&self) -> usize {
         let word = &self.rt.shard(self.index).stall;
-        // The entry whose activation runs (`Entry::NONE` outside one), for the backstop.
+        // The entry whose activation runs (`Entry::NONE` before the first), for the backstop.
         let mut current = Entry::NONE;
         let ran = catch_unwind(AssertUnwindSafe(|| {
             let mut stall = self.stall.batch(word);
-            let mut n = 0;
-            // (The count `n` and the watchdog's epoch are two counters, each updated per
-            // activation. Written as one, the budget a bound on the epoch, the compiler made
-            // a second induction variable of it again: the same four instructions per
-            // activation; docs/PERFORMANCE.md, "Same-shard path, round 7".)
-            while n < ACTIVATIONS_PER_TURN {
+            let start = stall.count();
+            // One counter: the watchdog's epoch, on which the turn also ends (at most
+            // `ACTIVATIONS_PER_TURN` activations, up to the next multiple of it in the
+            // shard's count; `Batch::advance`). With the budget a count of its own, or a
+            // bound on the epoch, the compiler kept two induction variables (`inc`, `add`,
+            // `cmp`, `jne` per activation; docs/PERFORMANCE.md, "Same-shard path, rounds 7
+            // and 8").
+            loop {
                 // The slot's entry first (the oldest queued), then the ring's. The slot holds
-                // local entries only, whose activation is the vtable's `run_local`: it does
-                // not test the entry's kind (callgrind, same-shard `pingpong`,
-                // docs/PERFORMANCE.md, "Same-shard path, round 7").
-                let (e, run) = if let Some(e) = self.take_next_run() {
-                    // SAFETY: as for `header` below.
-                    (e, unsafe { e.header().as_ref() }.vtable.run_local)
+                // local entries only, which are their cell's address (`Entry::local`), and
+                // whose activation is the vtable's `run_local`: it does not test the entry's
+                // kind. Each path has its own call, so that the slot's passes no entry beside
+                // the address (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+                // "Same-shard path, round 8"; the ring's path written first, the same code).
+                if let Some(e) = self.take_next_run() {
+                    current = e;
+                    let h = e.local_header();
+                    // SAFETY: as for the ring's entry below.
+                    let header = unsafe { h.as_ref() };
+                    stall.begin(header);
+                    // SAFETY: as below; `e` is a local entry (the slot's).
+                    unsafe { (header.vtable.run_local)(h, self) };
                 } else if let Some(e) = self.pop_ring_run() {
-                    // SAFETY: as for `header` below.
-                    (e, unsafe { e.header().as_ref() }.vtable.run)
+                    current = e;
+                    let h = e.header();
+                    // SAFETY: entries point to live cells owned by this shard (a cell is
+                    // released only when no entry for it remains, by its last activation:
+                    // `ShardLocal::release_if_requested`).
+                    let header = unsafe { h.as_ref() };
+                    stall.begin(header);
+                    // SAFETY: `h` is a live cell of the vtable's type, owned by this shard,
+                    // and we are on this shard's thread consuming entry `e`.
+                    unsafe { (header.vtable.run)(h, self, e) };
                 } else {
                     break;
-                };
-                n += 1;
-                current = e;
-                let h = e.header();
-                // SAFETY: entries point to live cells owned by this shard (a cell is released
-                // only when no entry for it remains, below).
-                let header = unsafe { h.as_ref() };
-                let epoch = stall.begin(header);
-                // SAFETY: `h` is a live cell of the vtable's type, owned by this shard, and
-                // we are on this shard's thread consuming entry `e`.
-                unsafe { run(h, self, e) };
-                // A release is tested first, and the watchdog's end has an out-of-line
-                // copy for it: with one `stall.end` before the test, the outcome was kept
-                // in a callee-saved register across it (a move per activation, and one
-                // register fewer for the loop; callgrind, same-shard `pingpong`,
-                // docs/PERFORMANCE.md, "Same-shard path, round 6").
-                if self.release_requested.get() {
-                    self.release_requested.set(false);
-                    // The cell is still alive here: only `release` below may free it.
-                    stall.end_before_release(epoch, header);
-                    // Dropping the cell runs user code (the actor's and its messages'
-                    // `Drop`): a panic there has no entry to put back.
-                    current = Entry::NONE;
-                    self.release(h);
-                } else {
-                    stall.end(epoch, header);
+                }
+                debug_assert!(!self.release_requested.get(), "an activation asked for a release nobody made");
+                // The watchdog's end: the cell is alive unless its activation released it,
+                // which then published an even epoch that no report matches
+                // (`Batch::ended_reported`). The test before a release, which every
+                // activation paid (a byte compare and a branch), is in the few paths that
+                // release (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+                // "Same-shard path, round 8").
+                if stall.ended_reported() {
+                    // SAFETY: `current` is the entry just run, whose cell is alive (above).
+                    stall.end_reported(unsafe { current.header().as_ref() });
+                }
+                if stall.advance(ACTIVATIONS_PER_TURN as u64) {
+                    break;
                 }
             }
+            let n = (stall.count() - start) as usize;
             if n > 0 {
                 self.stall.finish(stall);
             }
@@ -627,7 +653,8 @@ impl ShardLocal {
             Ok(n) => n,
             Err(_) => {
                 // SAFETY: `current` is the entry whose activation (of a live cell owned by
-                // this shard) panicked, or `Entry::NONE`.
+                // this shard) panicked: a panic escapes only an activation, and one that
+                // released its cell caught its drop's panic (`release_if_requested`).
                 unsafe { self.escaped_panic(current, word) };
                 1
             }
@@ -647,21 +674,60 @@ impl ShardLocal {
         let stall = self.stall.after_panic(word);
         if e == Entry::NONE {
             self.rt.record_escaped_panic();
-            tracing::error!("shard {}: a panic escaped while a released actor was dropped", self.index);
+            tracing::error!("shard {}: a panic escaped the shard loop outside an activation", self.index);
         } else {
             let h = e.header();
             // SAFETY: contract: a live cell owned by this shard.
-            stall.end(stall.running(), unsafe { h.as_ref() });
+            stall.end(unsafe { h.as_ref() });
             // SAFETY: as above: `e`'s activation of the live cell `h` just panicked.
             unsafe { crate::actor::activation::recover_from_escaped_panic(h, self, e) };
         }
         self.stall.finish(stall);
     }
 
+    /// At the very end of an activation of `h` that may have ended its actor's life
+    /// ([`ShardLocal::release_after_activation`]): releases the cell if it asked. Called
+    /// by the activation's paths that can ask, after their last use of the cell (none of
+    /// them is the single-message path's common end), so that the shard loop tests
+    /// nothing for a release after every activation (callgrind, same-shard `pingpong`,
+    /// docs/PERFORMANCE.md, "Same-shard path, round 8"; a `debug_assert` in the loop
+    /// checks that no request is left).
+    ///
+    /// # Safety
+    /// On the shard's thread, inside the activation of `h`, a live cell owned by this
+    /// shard; nothing uses the cell after this call.
+    #[inline(always)]
+    pub(crate) unsafe fn release_if_requested(&self, h: NonNull<Header>) {
+        if self.release_requested.get() {
+            // SAFETY: forwarded contract.
+            unsafe { self.release_now(h) };
+        }
+    }
+
+    /// [`ShardLocal::release_if_requested`]'s release: the watchdog's end of this
+    /// activation (the cell is still alive), then the cell's drop, whose panic is caught
+    /// here (the activation's entry must not reach the shard's backstop once its cell is
+    /// gone) and counted as an escaped panic, as the backstop did.
+    ///
+    /// # Safety
+    /// As [`ShardLocal::release_if_requested`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_now(&self, h: NonNull<Header>) {
+        self.release_requested.set(false);
+        // SAFETY: contract: a live cell (only `release` below may free it).
+        self.stall.end_before_release(&self.rt.shard(self.index).stall, unsafe { h.as_ref() });
+        if catch_unwind(AssertUnwindSafe(|| self.release(h))).is_err() {
+            self.rt.record_escaped_panic();
+            tracing::error!("shard {}: a panic escaped while a released actor was dropped", self.index);
+        }
+    }
+
     /// Drops the shard's ownership reference of a dead actor.
     fn release(&self, h: NonNull<Header>) {
-        /// Gives the live count back also when the cell's drop panics (the batch's backstop
-        /// catches that panic; a count kept would make shutdown wait for the actor forever).
+        /// Gives the live count back also when the cell's drop panics (its caller,
+        /// `release_now`, catches that panic; a count kept would make shutdown wait for
+        /// the actor forever).
         struct Released<'a>(&'a ShardLocal);
         impl Drop for Released<'_> {
             fn drop(&mut self) {

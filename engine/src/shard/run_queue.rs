@@ -31,6 +31,11 @@ use super::Entry;
 pub(crate) struct RunQueue {
     /// The slot: [`Entry::NONE`] when empty; when full, the oldest entry queued.
     next: Entry,
+    /// Entries queued, the slot's included: `push_next`'s "nothing queued" is one compare
+    /// with 0 (from the ring's indices and the slot it was two loads, a subtraction, an
+    /// `or` and a register copy; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+    /// "Same-shard path, round 8").
+    queued: usize,
     /// `buf.len()` is a power of two; slots `head..tail` (modulo the length) are queued.
     buf: Box<[Entry]>,
     /// `buf.len() - 1`.
@@ -44,7 +49,7 @@ impl RunQueue {
     /// An empty queue with room for `capacity` entries (rounded up to a power of two).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let cap = capacity.max(2).next_power_of_two();
-        RunQueue { next: Entry::NONE, buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
+        RunQueue { next: Entry::NONE, queued: 0, buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
     }
 
     /// Appends `e`.
@@ -57,6 +62,7 @@ impl RunQueue {
         // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         unsafe { *self.buf.get_unchecked_mut(i) = e };
         self.tail = self.tail.wrapping_add(1);
+        self.queued += 1;
     }
 
     /// Takes the oldest entry.
@@ -69,6 +75,7 @@ impl RunQueue {
         // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         let e = unsafe { *self.buf.get_unchecked(i) };
         self.head = self.head.wrapping_add(1);
+        self.queued -= 1;
         Some(e)
     }
 
@@ -79,13 +86,13 @@ impl RunQueue {
     #[inline(always)]
     pub(crate) fn push_next(&mut self, e: Entry) {
         debug_assert!(e.is_local(), "only local entries go to the slot");
-        // "The slot and the ring are empty" as one test: the ring's length (shared with
-        // `push`'s capacity test) or'ed with the slot's word, zero only when both are
-        // (`Entry::NONE` is 0). Two tests, slot then ring indices, cost a compare, a
-        // branch and two loads more per push (callgrind, same-shard `pingpong`,
-        // docs/PERFORMANCE.md, "Same-shard path, round 7").
-        if (self.tail.wrapping_sub(self.head) | self.next.0) == 0 {
+        debug_assert_eq!(self.queued, self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
+        // "The slot and the ring are empty" as one test of the count (round 7 had the
+        // ring's length or'ed with the slot's word; two tests before that: callgrind,
+        // same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8").
+        if self.queued == 0 {
             self.next = e;
+            self.queued = 1;
         } else {
             self.push(e);
         }
@@ -101,7 +108,11 @@ impl RunQueue {
         // instruction per slot pop; an empty slot's store costs the ring's path one).
         let e = self.next;
         self.next = Entry::NONE;
-        (e != Entry::NONE).then_some(e)
+        if e == Entry::NONE {
+            return None;
+        }
+        self.queued -= 1;
+        Some(e)
     }
 
     /// Takes the oldest entry: the slot's, else the ring's (the shard loop's order).
@@ -113,7 +124,8 @@ impl RunQueue {
     /// How many entries are queued, the slot's included.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE)
+        debug_assert_eq!(self.queued, self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
+        self.queued
     }
 
     /// Doubles the capacity, keeping the order (the queue is full).
@@ -170,8 +182,8 @@ mod tests {
     #[test]
     fn the_slot_takes_an_entry_only_when_nothing_else_waits() {
         let mut q = RunQueue::with_capacity(2);
-        // Local entries (tag bit set): `push_next` takes no other.
-        let e = |k: usize| Entry(k * 8 + 1);
+        // Local entries (the bare pointer, no tag): `push_next` takes no other.
+        let e = |k: usize| Entry(k * 8);
         assert_eq!(q.pop_next(), None);
         q.push_next(e(1)); // empty: the slot
         q.push_next(e(2)); // the slot is taken: the ring

@@ -10,7 +10,7 @@
 //!  epoch = 2k+1         (Release store)        same odd e as at the last sample(s) for
 //!  run the activation                          ≥ threshold?  → count it, log it (actor id,
 //!  if reported == epoch: log path + duration     shard, time so far), reported = e
-//!  (per batch) epoch = 2k+2: between activations
+//!  (per batch, and before a release) epoch = 2k+2: between activations
 //! ```
 //! Why this shape, rather than reading a clock per activation or per batch:
 //! * **Nothing measurable on the hot path.** The shard pays two plain stores to a cache line
@@ -75,6 +75,20 @@ struct Words {
     since_ns: AtomicU64,
 }
 
+impl Words {
+    /// The epoch this shard published last, read by the shard itself: a plain read, which
+    /// the compiler folds into the compare of [`Batch::ended_reported`] (an atomic load
+    /// is an instruction of its own; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+    /// "Same-shard path, round 8").
+    #[inline(always)]
+    fn own_epoch(&self) -> u64 {
+        // SAFETY: only the shard's own thread, the caller's, writes `epoch`; the watchdog
+        // only reads it, atomically. A plain read that races only with atomic reads is no
+        // data race, and the shard's own stores are ordered before it by program order.
+        unsafe { *self.epoch.as_ptr() }
+    }
+}
+
 /// The runtime-wide part: configuration and the counter.
 #[derive(Debug)]
 pub(crate) struct Watchdog {
@@ -110,6 +124,8 @@ impl Watchdog {
 ///
 /// The shard loop takes the counter into a local for a batch of activations
 /// ([`ShardStall::batch`]), so an activation costs two plain stores and one load (x86: `mov`s).
+/// The counter runs whether or not the watchdog is on: the loop ends its turn on it (see
+/// [`Batch::advance`]).
 #[derive(Debug)]
 pub(crate) struct ShardStall {
     on: bool,
@@ -120,8 +136,14 @@ pub(crate) struct ShardStall {
 #[derive(Debug)]
 pub(crate) struct Batch<'a> {
     word: &'a Words,
-    /// Activations so far (0 when the watchdog is off).
-    k: u64,
+    /// The epoch of the next activation: `2k + 3`, `k` the shard's activations so far
+    /// (the k-th runs as epoch `2k + 1`). The batch's only counter: the loop's turn ends
+    /// on it too ([`Batch::advance`]), so the loop keeps one induction variable per
+    /// activation, not a count beside the epoch; and it is the value `begin` stores as it
+    /// is (counted as the latest epoch, the compiler added 2 twice: a `lea` for the store
+    /// and an `add` for the loop; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+    /// "Same-shard path, round 8").
+    next: u64,
     on: bool,
 }
 
@@ -133,93 +155,121 @@ impl ShardStall {
     /// Starts a batch of activations, published through `word`.
     #[inline]
     pub(crate) fn batch<'a>(&self, word: &'a StallWord) -> Batch<'a> {
-        Batch { word: &word.0, k: self.count.get(), on: self.on }
+        Batch { word: &word.0, next: 2 * self.count.get() + 3, on: self.on }
     }
 
     /// Ends a batch: nothing of an actor runs now.
     #[inline]
     pub(crate) fn finish(&self, batch: Batch<'_>) {
+        let k = batch.count();
+        self.count.set(k);
         if batch.on {
-            self.count.set(batch.k);
             // ORDERING: Release: as in `begin` (the watchdog only compares values).
-            batch.word.epoch.store(2 * batch.k + 2, Ordering::Release);
+            batch.word.epoch.store(2 * k + 2, Ordering::Release);
         }
+    }
+
+    /// For an activation that is about to release its actor (the cell is still alive):
+    /// [`Batch::end`]'s test and report, then an even epoch published, so that the shard
+    /// loop's own end test ([`Batch::ended_reported`], which compares `reported` with the
+    /// published epoch) can never match this activation once the cell is gone, even if
+    /// the watchdog reports it late. Cold: a release is the end of an actor's life.
+    #[cold]
+    pub(crate) fn end_before_release(&self, word: &StallWord, h: &Header) {
+        if !self.on {
+            return;
+        }
+        let word = &word.0;
+        // ORDERING: Relaxed: this thread's own last store (the only writer of `epoch`).
+        let epoch = word.epoch.load(Ordering::Relaxed);
+        // ORDERING: Acquire pairs with the Release store in `run_watchdog`, as in `Batch::end`.
+        if epoch & 1 == 1 && word.reported.load(Ordering::Acquire) == epoch {
+            stall_ended(word, h);
+        }
+        // ORDERING: Release: as in `begin` (the watchdog only compares values). `reported`
+        // is always odd, so from here on it never equals the published epoch until the
+        // next activation publishes its own.
+        word.epoch.store((epoch | 1).wrapping_add(1), Ordering::Release);
     }
 }
 
 impl ShardStall {
     /// The batch whose activation panicked (the shard's backstop caught it and the batch's
     /// own state unwound): its activation count is read back from the word, which only
-    /// this shard writes; [`Batch::running`] is the epoch of that activation.
+    /// this shard writes (the panicked activation's epoch is still published there, for
+    /// [`Batch::end`]). With the watchdog off, the count of the last finished batch is
+    /// taken (it only places the turns' ends).
     #[cold]
     pub(crate) fn after_panic<'a>(&self, word: &'a StallWord) -> Batch<'a> {
         let word = &word.0;
         if !self.on {
-            return Batch { word, k: 0, on: false };
+            return Batch { word, next: 2 * self.count.get() + 3, on: false };
         }
         // ORDERING: Relaxed: this thread's own last store (the only writer of `epoch`).
         let e = word.epoch.load(Ordering::Relaxed);
-        // Odd `2k + 1` inside the k-th activation; even `2k + 2` between batches.
-        Batch { word, k: e.saturating_sub(1) / 2, on: true }
+        // Odd `2k + 1` inside the k-th activation; even `2k + 2` between activations (0
+        // before the first): either way the next one is `2k + 3`.
+        Batch { word, next: ((e + 1) | 1).max(3), on: true }
     }
 }
 
 impl Batch<'_> {
-    /// The epoch of the batch's latest activation (0: not watched).
-    #[cold]
-    pub(crate) fn running(&self) -> u64 {
-        if self.on {
-            2 * self.k + 1
-        } else {
-            0
-        }
+    /// Activations of the shard so far, this batch's included.
+    #[inline(always)]
+    pub(crate) fn count(&self) -> u64 {
+        self.next / 2 - 1
     }
 
+    /// After an activation: counts it, and says whether the loop's turn is over, which is
+    /// where the count of activations plus one is a multiple of `turn` (a power of two),
+    /// so that a turn runs at most `turn` activations. Tested on the epoch itself (`2k +
+    /// 3`: the low bits of `k + 1` are its bits above bit 0), with no count of its own.
+    #[inline(always)]
+    pub(crate) fn advance(&mut self, turn: u64) -> bool {
+        debug_assert!(turn.is_power_of_two(), "a turn of {turn} activations");
+        self.next += 2;
+        self.next & (2 * turn - 2) == 0
+    }
 
-    /// Publishes the start of an activation of `h`; returns its epoch (0: not watched).
-    #[inline]
-    pub(crate) fn begin(&mut self, h: &Header) -> u64 {
+    /// Publishes the start of an activation of `h` (when the watchdog is on).
+    #[inline(always)]
+    pub(crate) fn begin(&self, h: &Header) {
         if !self.on {
-            return 0;
+            return;
         }
-        self.k += 1;
-        let epoch = 2 * self.k + 1;
         // ORDERING: Relaxed: published by the Release store of the epoch just below (see
         // the module doc for what the watchdog may read when the two race).
         self.word.actor.store(h.id.as_u64(), Ordering::Relaxed);
         // ORDERING: Release pairs with the Acquire load in `run_watchdog`.
-        self.word.epoch.store(epoch, Ordering::Release);
-        epoch
+        self.word.epoch.store(self.next, Ordering::Release);
     }
 
-    /// After the activation of `epoch` returned (the cell `h` is still alive): if the
-    /// watchdog reported it, log its end with the actor's path and the total duration.
-    #[inline]
-    pub(crate) fn end(&self, epoch: u64, h: &Header) {
+    /// Whether the watchdog reported the activation that just returned: then
+    /// [`Batch::end_reported`] logs its end. The reported epoch is compared with the one
+    /// published, not with the batch's: an activation that released its actor published
+    /// an even epoch ([`ShardStall::end_before_release`]), which no report matches, so the
+    /// freed cell is never looked at.
+    #[inline(always)]
+    pub(crate) fn ended_reported(&self) -> bool {
         // ORDERING: Acquire pairs with the Release store in `run_watchdog`, so `since_ns`
         // written before it is visible.
-        if epoch != 0 && self.word.reported.load(Ordering::Acquire) == epoch {
-            stall_ended(self.word, h);
+        self.on && self.word.reported.load(Ordering::Acquire) == self.word.own_epoch()
+    }
+
+    /// After the reported activation of `h` returned (`h` still alive): logs its end with
+    /// the actor's path and the total duration.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn end_reported(&self, h: &Header) {
+        stall_ended(self.word, h);
+    }
+
+    /// [`Batch::ended_reported`] and [`Batch::end_reported`] together (the backstop's path).
+    #[cold]
+    pub(crate) fn end(&self, h: &Header) {
+        if self.ended_reported() {
+            self.end_reported(h);
         }
-    }
-}
-
-impl Batch<'_> {
-    /// [`Batch::end`] for an activation whose actor is then released: the same test, out
-    /// of line (see `ShardLocal::run_ready`).
-    #[inline(always)]
-    pub(crate) fn end_before_release(&self, epoch: u64, h: &Header) {
-        end_cold(self.word, epoch, h);
-    }
-}
-
-/// [`Batch::end`]'s test and report, out of line.
-#[cold]
-#[inline(never)]
-fn end_cold(word: &Words, epoch: u64, h: &Header) {
-    // ORDERING: Acquire pairs with the Release store in `run_watchdog`, as in `Batch::end`.
-    if epoch != 0 && word.reported.load(Ordering::Acquire) == epoch {
-        stall_ended(word, h);
     }
 }
 
@@ -227,7 +277,8 @@ fn end_cold(word: &Words, epoch: u64, h: &Header) {
 #[inline(never)]
 fn stall_ended(word: &Words, h: &Header) {
     let wd = h.runtime.watchdog();
-    // ORDERING: Relaxed: ordered by the Acquire load of `reported` in `Batch::end`.
+    // ORDERING: Relaxed: ordered by the Acquire load of `reported` in `Batch::ended_reported`
+    // or `ShardStall::end_before_release`.
     let since = wd.started + Duration::from_nanos(word.since_ns.load(Ordering::Relaxed));
     tracing::warn!(
         target: "percore::stall",
@@ -279,7 +330,8 @@ pub(crate) fn run_watchdog(rt: Arc<RuntimeShared>, threshold: Duration) {
             let since_ns = s.since.duration_since(wd.started).as_nanos().min(u64::MAX as u128) as u64;
             // ORDERING: Relaxed: published by the Release store of `reported` below.
             w.since_ns.store(since_ns, Ordering::Relaxed);
-            // ORDERING: Release pairs with the Acquire load in `ShardStall::end`.
+            // ORDERING: Release pairs with the Acquire loads in `Batch::ended_reported` and
+            // `ShardStall::end_before_release`.
             w.reported.store(epoch, Ordering::Release);
             tracing::warn!(
                 target: "percore::stall",

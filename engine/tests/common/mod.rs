@@ -68,14 +68,21 @@ impl Gate {
 /// real actors never block).
 pub struct Blocker(pub Gate);
 
-impl Actor for Blocker {
-    type Msg = ();
-    fn handle(&mut self, _ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+impl Blocker {
+    /// Enters the gate and waits until it opens (bounded by the test deadline).
+    pub fn handle_blocking(&self, _: ()) {
         self.0.entered.store(true, Ordering::SeqCst);
         let end = Instant::now() + DEADLINE;
         while !self.0.open.load(Ordering::SeqCst) && Instant::now() < end {
             std::thread::yield_now();
         }
+    }
+}
+
+impl Actor for Blocker {
+    type Msg = ();
+    fn handle(&mut self, _ctx: &mut Context<Self>, m: ()) -> Result<(), ActorError> {
+        self.handle_blocking(m);
         Ok(())
     }
 }
