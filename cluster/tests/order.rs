@@ -415,6 +415,40 @@ fn envelopes_held_while_a_leavers_shards_have_no_owner_stay_behind_what_went_to_
     eventually("the leaver is gone", || nodes[x].cluster.is_terminated());
 }
 
+/// Entities of the numbered-stream tests (`MANY` of them over 48 shards).
+const MANY: usize = 60;
+
+/// `n` members with a rendezvous-placed region of 48 shards each, and refs from member 0
+/// to `MANY` entities, each of which has taken hit 1 of `sender` (a marker asked after it).
+fn seeded(n: usize, sender: u8) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<SeqMsg>>) {
+    let record = Arc::new(Record::default());
+    let nodes = cluster_of(n, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
+    all_up(&nodes.iter().collect::<Vec<_>>(), n);
+    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
+        .map(|e| ClusterSharding::new(&nodes[0].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
+        .collect();
+    hit_all(&refs, sender, 1);
+    for e in &refs {
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    (record, nodes, refs)
+}
+
+/// Hit `seq` of `sender` to every entity of `refs`.
+fn hit_all(refs: &[EntityRef<SeqMsg>], sender: u8, seq: u32) {
+    for e in refs {
+        e.blocking_send(SeqMsg::Hit { sender, seq }, LONG).unwrap();
+    }
+}
+
+/// The entities (of `MANY`) that have run on `node` only.
+fn hosted_by(record: &Record, node: SocketAddr) -> Vec<usize> {
+    let hosts = record.hosts.lock().unwrap();
+    let on: Vec<usize> = (0..MANY).filter(|e| hosts.get(&format!("e{e}")).is_some_and(|h| h == &[node])).collect();
+    assert!(!on.is_empty(), "{node} hosts some of the {MANY} entities");
+    on
+}
+
 /// The gap fences cannot see (issue 19): a region that *forwards* a sender's envelopes
 /// while its view moves their shard away and back. Two members, R (the sender) and A, and
 /// rendezvous placement (a newcomer's shards go back to their old owners when it leaves).
@@ -429,28 +463,11 @@ fn envelopes_held_while_a_leavers_shards_have_no_owner_stay_behind_what_went_to_
 /// that R's stream for the shard goes on with hit 2 and waits for it.
 #[test]
 fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
-    const MANY: usize = 60;
-    let record = Arc::new(Record::default());
-    let mut nodes = cluster_of(2, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
-    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (record, mut nodes, refs) = seeded(2, 7);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
-    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
-        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
-        .collect();
-    let hit = |seq: u32| {
-        for e in &refs {
-            e.blocking_send(SeqMsg::Hit { sender: 7, seq }, LONG).unwrap();
-        }
-    };
-    hit(1);
-    for e in &refs {
-        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
-    }
-    let a_addr = nodes[a].addr();
-    let host_of = |id: &str| record.hosts.lock().unwrap().get(id).cloned().unwrap_or_default();
-    let on_a: Vec<usize> = (0..MANY).filter(|e| host_of(&format!("e{e}")) == [a_addr]).collect();
-    assert!(!on_a.is_empty(), "A hosts some of the {MANY} entities");
+    let hit = |seq: u32| hit_all(&refs, 7, seq);
+    let on_a = hosted_by(&record, nodes[a].addr());
     // From now on R's region routes by the two-member view.
     nodes[r].cluster.faults().delay_views(Duration::from_secs(3600));
 
@@ -518,28 +535,12 @@ fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
 /// acquisition rebases each stream at its first envelope.
 #[test]
 fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it_had() {
-    const MANY: usize = 60;
-    let record = Arc::new(Record::default());
-    let nodes = cluster_of(3, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
-    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let (record, nodes, refs) = seeded(3, 5);
     let (r, a, b) = (0, 1, 2);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
-    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
-        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
-        .collect();
-    let hit = |seq: u32| {
-        for e in &refs {
-            e.blocking_send(SeqMsg::Hit { sender: 5, seq }, LONG).unwrap();
-        }
-    };
-    hit(1);
-    for e in &refs {
-        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
-    }
+    let hit = |seq: u32| hit_all(&refs, 5, seq);
     let b_addr = nodes[b].addr();
-    let host_of = |id: &str| record.hosts.lock().unwrap().get(id).cloned().unwrap_or_default();
-    let on_b: Vec<usize> = (0..MANY).filter(|e| host_of(&format!("e{e}")) == [b_addr]).collect();
-    assert!(!on_b.is_empty(), "B hosts some of the {MANY} entities");
+    let on_b = hosted_by(&record, b_addr);
 
     // B leaves; nobody sends to its shards until every view has it gone.
     nodes[b].cluster.leave().unwrap();

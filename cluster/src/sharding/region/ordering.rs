@@ -635,7 +635,26 @@ where
         msg: A::Msg,
         stamp: Stamp,
     ) {
-        match self.order.admit(shard, stamp) {
+        let mut admit = self.order.admit(shard, stamp);
+        if let Admit::Ahead(n) = admit {
+            if self.buffered >= self.settings.buffer_limit {
+                // No room to wait: the stream gives its gap up now, instead of dropping
+                // what comes after it (each drop a new gap, that this region made itself,
+                // to wait `GAP_TICKS` for again: under a sender's steady load one lost
+                // envelope became a stall and a run of drops every `GAP_TICKS`).
+                self.order.give_up(shard, stamp, n);
+                self.deliver_ready(ctx, shard, stamp);
+                admit = self.order.admit(shard, stamp);
+                if matches!(admit, Admit::Ahead(_)) && self.buffered >= self.settings.buffer_limit {
+                    // (What was delivered went to a stopping entity's buffer.)
+                    self.gauge.count_undelivered();
+                    self.order.unstamp(shard, stamp);
+                    ctx.dead_letter(msg);
+                    return;
+                }
+            }
+        }
+        match admit {
             Admit::Next { more } => {
                 self.deliver_to_entity(ctx, shard, key, msg, stamp);
                 if more {
@@ -643,35 +662,6 @@ where
                 }
             }
             Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
-            Admit::Ahead(n) if self.buffered >= self.settings.buffer_limit => {
-                // No room to wait: the stream gives its gap up now, instead of dropping
-                // what comes after it (each drop a new gap, that this region made itself,
-                // to wait `GAP_TICKS` for again: under a sender's steady load one lost
-                // envelope became a stall and a run of drops every `GAP_TICKS`).
-                self.order.give_up(shard, stamp, n);
-                self.deliver_ready(ctx, shard, stamp);
-                match self.order.admit(shard, stamp) {
-                    Admit::Next { more } => {
-                        self.deliver_to_entity(ctx, shard, key, msg, stamp);
-                        if more {
-                            self.deliver_ready(ctx, shard, stamp);
-                        }
-                    }
-                    Admit::Unordered => self.deliver_to_entity(ctx, shard, key, msg, stamp),
-                    Admit::Ahead(n) => {
-                        if self.buffered >= self.settings.buffer_limit {
-                            // (What was delivered went to a stopping entity's buffer.)
-                            self.gauge.count_undelivered();
-                            self.order.unstamp(shard, stamp);
-                            ctx.dead_letter(msg);
-                        } else if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
-                            self.deliver_to_entity(ctx, shard, key, msg, stamp);
-                        } else {
-                            self.buffered += 1;
-                        }
-                    }
-                }
-            }
             Admit::Ahead(n) => {
                 if let Some((key, msg)) = self.order.wait(shard, stamp, n, key, msg) {
                     // Its number waits already (a duplicate stamp): as it comes.
