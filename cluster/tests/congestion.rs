@@ -75,9 +75,9 @@ fn an_ask_that_waited_out_congestion_times_out_after_its_timeout_in_all() {
 
 /// Holds its runtime's only shard thread until told to go on (so that a test can fill a
 /// mailbox on that shard before its actor handles any of it).
-struct Blocker {
-    running: std::sync::mpsc::Sender<()>,
-    go: Option<std::sync::mpsc::Receiver<()>>,
+pub(crate) struct Blocker {
+    pub(crate) running: std::sync::mpsc::Sender<()>,
+    pub(crate) go: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Actor for Blocker {

@@ -424,14 +424,27 @@ fn seeded(n: usize, sender: u8) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<Se
     let record = Arc::new(Record::default());
     let nodes = cluster_of(n, config(), |c| start_region_with(c, &record, Placement::Rendezvous, 48));
     all_up(&nodes.iter().collect::<Vec<_>>(), n);
-    let refs: Vec<EntityRef<SeqMsg>> = (0..MANY)
-        .map(|e| ClusterSharding::new(&nodes[0].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
-        .collect();
+    let refs = refs_from(&nodes[0].cluster, MANY);
     hit_all(&refs, sender, 1);
     for e in &refs {
         e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
     }
     (record, nodes, refs)
+}
+
+/// Refs from `c` to entities e0.. e`n-1`.
+fn refs_from(c: &Cluster, n: usize) -> Vec<EntityRef<SeqMsg>> {
+    (0..n).map(|e| ClusterSharding::new(c).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap()).collect()
+}
+
+/// Refs from `c` to 24 entities, each of which has taken hit 1 of `sender`, one by one.
+fn hit_one(c: &Cluster, sender: u8) -> Vec<EntityRef<SeqMsg>> {
+    let refs = refs_from(c, 24);
+    for e in &refs {
+        e.blocking_send(SeqMsg::Hit { sender, seq: 1 }, LONG).unwrap();
+        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
+    }
+    refs
 }
 
 /// Hit `seq` of `sender` to every entity of `refs`.
@@ -441,11 +454,11 @@ fn hit_all(refs: &[EntityRef<SeqMsg>], sender: u8, seq: u32) {
     }
 }
 
-/// The entities (of `MANY`) that have run on `node` only.
-fn hosted_by(record: &Record, node: SocketAddr) -> Vec<usize> {
+/// The entities (of the first `n`) that have run on `node` only.
+fn hosted_by(record: &Record, node: SocketAddr, n: usize) -> Vec<usize> {
     let hosts = record.hosts.lock().unwrap();
-    let on: Vec<usize> = (0..MANY).filter(|e| hosts.get(&format!("e{e}")).is_some_and(|h| h == &[node])).collect();
-    assert!(!on.is_empty(), "{node} hosts some of the {MANY} entities");
+    let on: Vec<usize> = (0..n).filter(|e| hosts.get(&format!("e{e}")).is_some_and(|h| h == &[node])).collect();
+    assert!(!on.is_empty(), "{node} hosts some of the {n} entities");
     on
 }
 
@@ -467,7 +480,7 @@ fn a_forwarded_envelope_that_comes_back_behind_later_ones_is_delivered_first() {
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let hit = |seq: u32| hit_all(&refs, 7, seq);
-    let on_a = hosted_by(&record, nodes[a].addr());
+    let on_a = hosted_by(&record, nodes[a].addr(), MANY);
     // From now on R's region routes by the two-member view.
     nodes[r].cluster.faults().delay_views(Duration::from_secs(3600));
 
@@ -540,7 +553,7 @@ fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let hit = |seq: u32| hit_all(&refs, 5, seq);
     let b_addr = nodes[b].addr();
-    let on_b = hosted_by(&record, b_addr);
+    let on_b = hosted_by(&record, b_addr, MANY);
 
     // B leaves; nobody sends to its shards until every view has it gone.
     nodes[b].cluster.leave().unwrap();
@@ -589,17 +602,9 @@ fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_foll
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = || record.regions.lock().unwrap().iter().map(|r| r.undelivered()).sum::<u64>();
-    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
-        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
-        .collect();
-    for e in &refs {
-        e.blocking_send(SeqMsg::Hit { sender: 3, seq: 1 }, LONG).unwrap();
-        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
-    }
+    let refs = hit_one(&nodes[r].cluster, 3);
     let a_addr = nodes[a].addr();
-    let on_a = (0..24)
-        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
-        .expect("A hosts one of the 24 entities");
+    let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
 
     // Hit 2 is lost on the way (stamped by R's region, then dropped as it is sent).
@@ -618,26 +623,6 @@ fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_foll
     assert_eq!(undelivered(), 0, "one envelope lost on the way, none dropped: {:?}", probe(a));
     let want: Vec<u32> = std::iter::once(1).chain(3..=last).collect();
     assert_eq!(got(), want);
-}
-
-/// Blocks its shard thread (the node's only one: the region's too) in `started` until `go`.
-struct ThreadBlocker {
-    running: std::sync::mpsc::Sender<()>,
-    go: Option<std::sync::mpsc::Receiver<()>>,
-}
-
-impl Actor for ThreadBlocker {
-    type Msg = ();
-    fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
-        self.running.send(()).unwrap();
-        if let Some(go) = self.go.take() {
-            go.recv().unwrap();
-        }
-        Ok(())
-    }
-    fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
-        Ok(())
-    }
 }
 
 /// What a sender's region stamps and then drops itself (its buffers at the limit) leaves
@@ -659,24 +644,17 @@ fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
-    let refs: Vec<EntityRef<SeqMsg>> = (0..24)
-        .map(|e| ClusterSharding::new(&nodes[r].cluster).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap())
-        .collect();
-    for e in &refs {
-        e.blocking_send(SeqMsg::Hit { sender: 4, seq: 1 }, LONG).unwrap();
-        e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
-    }
+    let refs = hit_one(&nodes[r].cluster, 4);
     let a_addr = nodes[a].addr();
-    let on_a = (0..24)
-        .find(|e| record.hosts.lock().unwrap().get(&format!("e{e}")).is_some_and(|h| h == &[a_addr]))
-        .expect("A hosts one of the 24 entities");
+    let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
 
     nodes[r].cluster.faults().hold_region_traffic(a_addr);
     let (running, is_running) = std::sync::mpsc::channel();
     let (go, gate) = std::sync::mpsc::channel();
     let rt = nodes[r].rt.as_ref().unwrap().handle();
-    rt.spawn(percore::Props::from(ThreadBlocker { running, go: Some(gate) })).unwrap();
+    // (It blocks R's only shard thread, the region's too, in `started` until `go`.)
+    rt.spawn(percore::Props::from(crate::congestion::Blocker { running, go: Some(gate) })).unwrap();
     is_running.recv().unwrap();
     for seq in 2..2 + 2 * LIMIT {
         refs[on_a].tell(SeqMsg::Hit { sender: 4, seq }).unwrap();
