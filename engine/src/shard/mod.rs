@@ -17,6 +17,8 @@
 //! A run-queue [`Entry`] is a tagged cell pointer: *remote* entries carry the actor's
 //! SCHEDULED token (see `actor/state.rs`), *local* entries its shard-local "queued" flag.
 
+// The run queue's entries (a cell pointer, tagged with its kind).
+mod entry;
 mod idle;
 pub mod parker;
 mod run_queue;
@@ -40,6 +42,7 @@ use crate::runtime::builder::{IDLE_SPIN_PER_SHARD, MAX_IDLE_SPIN, MAX_IDLE_SPIN_
 use crate::runtime::RuntimeShared;
 use crate::sync::atomic::Ordering;
 use crate::sync::{spin_loop, thread, Arc, UnsafeCell};
+pub(crate) use entry::Entry;
 use idle::{FeederWatch, IdleSpin};
 use parker::Parker;
 use run_queue::RunQueue;
@@ -69,56 +72,6 @@ pub(crate) struct Notification(pub(crate) NonNull<Header>);
 // SAFETY: a notification moves the SCHEDULED token (and the cell it covers) to the owner
 // shard's thread; cells are Send + Sync where it matters (see `ErasedRef`).
 unsafe impl Send for Notification {}
-
-/// A run-queue entry: a cell pointer, tagged in bit 0 with its kind.
-///
-/// A local entry (the "queued" flag's, the same-shard case) is the bare pointer and an
-/// entry that holds the SCHEDULED token carries the tag: the run queue's slot holds local
-/// entries only, so the shard loop calls a slot entry's activation with the entry itself
-/// as the cell's address (no mask, and one register for both), and a same-shard send
-/// pushes its receiver's address as it is (no `or`). Callgrind, same-shard `pingpong`:
-/// docs/PERFORMANCE.md, "Same-shard path, round 8".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry(usize);
-
-impl Entry {
-    /// The tag of an entry that holds the actor's SCHEDULED token.
-    const TOKEN: usize = 1;
-
-    /// No entry (the shard's backstop outside an activation); never queued.
-    const NONE: Entry = Entry(0);
-
-    /// An entry that holds the actor's SCHEDULED token.
-    #[inline]
-    pub(crate) fn remote(h: NonNull<Header>) -> Self {
-        Entry(h.as_ptr() as usize | Self::TOKEN)
-    }
-
-    /// An entry for the shard-local queue (the "queued" flag).
-    #[inline]
-    pub(crate) fn local(h: NonNull<Header>) -> Self {
-        Entry(h.as_ptr() as usize)
-    }
-
-    #[inline]
-    pub(crate) fn is_local(self) -> bool {
-        self.0 & Self::TOKEN == 0
-    }
-
-    #[inline]
-    fn header(self) -> NonNull<Header> {
-        // SAFETY: built from a non-null, 8-aligned pointer with only bit 0 possibly set.
-        unsafe { NonNull::new_unchecked((self.0 & !Self::TOKEN) as *mut Header) }
-    }
-
-    /// [`Entry::header`] of a local entry: the entry is the pointer.
-    #[inline(always)]
-    fn local_header(self) -> NonNull<Header> {
-        debug_assert!(self.is_local() && self != Entry::NONE, "local_header of a token's entry or of none");
-        // SAFETY: a local entry is its cell's non-null pointer, untagged (`Entry::local`).
-        unsafe { NonNull::new_unchecked(self.0 as *mut Header) }
-    }
-}
 
 /// While a shard spins idle, it polls its driver on every this-many-th spin, unless the
 /// driver asks for another stride (`ShardDriver::idle_poll_stride`).
