@@ -437,14 +437,19 @@ fn refs_from(c: &Cluster, n: usize) -> Vec<EntityRef<SeqMsg>> {
     (0..n).map(|e| ClusterSharding::new(c).entity_ref::<SeqMsg>("seq", &format!("e{e}")).unwrap()).collect()
 }
 
-/// Refs from `c` to 24 entities, each of which has taken hit 1 of `sender`, one by one.
-fn hit_one(c: &Cluster, sender: u8) -> Vec<EntityRef<SeqMsg>> {
-    let refs = refs_from(c, 24);
+/// Two members (R, then A) whose regions hold at most `limit` envelopes, and refs from R
+/// to 24 entities, each of which has taken hit 1 of `sender`.
+fn limited_pair(limit: usize, sender: u8) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<SeqMsg>>) {
+    let record = Arc::new(Record::default());
+    let nodes = cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, limit));
+    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    // One by one: each entity's hit 1 is handled before the next is sent.
+    let refs = refs_from(&nodes[0].cluster, 24);
     for e in &refs {
         e.blocking_send(SeqMsg::Hit { sender, seq: 1 }, LONG).unwrap();
         e.blocking_ask(SeqMsg::Mark, LONG).unwrap();
     }
-    refs
+    (record, nodes, refs)
 }
 
 /// Hit `seq` of `sender` to every entity of `refs`.
@@ -595,14 +600,10 @@ fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it
 #[test]
 fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_follows() {
     const LIMIT: u32 = 200;
-    let record = Arc::new(Record::default());
-    let nodes =
-        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
-    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (record, nodes, refs) = limited_pair(LIMIT as usize, 3);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = || record.regions.lock().unwrap().iter().map(|r| r.undelivered()).sum::<u64>();
-    let refs = hit_one(&nodes[r].cluster, 3);
     let a_addr = nodes[a].addr();
     let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
@@ -637,14 +638,10 @@ fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_foll
 #[test]
 fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
     const LIMIT: u32 = 50;
-    let record = Arc::new(Record::default());
-    let nodes =
-        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, LIMIT as usize));
-    all_up(&nodes.iter().collect::<Vec<_>>(), 2);
+    let (record, nodes, refs) = limited_pair(LIMIT as usize, 4);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
-    let refs = hit_one(&nodes[r].cluster, 4);
     let a_addr = nodes[a].addr();
     let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
