@@ -245,6 +245,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Bytes not read yet.
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
@@ -277,6 +278,12 @@ impl<'a> Decoder<'a> {
         let s = &self.data[self.pos..self.pos + n];
         self.pos += n;
         Ok(s)
+    }
+    /// Reads `N` bytes as an array: a codec that reads a fixed-size group of fields takes
+    /// one bounds check for all of them, and indexes the array without any.
+    #[inline]
+    pub fn get_array<const N: usize>(&mut self) -> Result<&'a [u8; N], WireError> {
+        Ok(self.get_raw(N)?.try_into().expect("get_raw gave N bytes"))
     }
     /// Reads one byte.
     #[inline]

@@ -29,7 +29,7 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                         tail[5..7].copy_from_slice(&a.port().to_le_bytes());
                         tail[7] = hops;
                         tail[8..12].copy_from_slice(&view.to_le_bytes());
-                        stamp.put(&mut tail[12..]);
+                        stamp.put((&mut tail[12..]).try_into().expect("the tail ends with a stamp"));
                         w.put_raw(&tail);
                     }
                     SocketAddr::V6(_) => {
@@ -91,15 +91,16 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 // IPv4 sender (the encoder's fast path above).
                 let (from, hops, view, stamp) = match r.get_u8()? {
                     4 => {
-                        let t = r.get_raw(DELIVER_V4_TAIL)?;
+                        let t: &[u8; DELIVER_V4_TAIL] = r.get_array()?;
                         let ip = std::net::Ipv4Addr::new(t[0], t[1], t[2], t[3]);
                         let port = u16::from_le_bytes([t[4], t[5]]);
                         let view = u32::from_le_bytes([t[7], t[8], t[9], t[10]]);
-                        (SocketAddr::from((ip, port)), t[6], view, Stamp::get(&t[11..]))
+                        let stamp = Stamp::get(t[11..].try_into().expect("the tail ends with a stamp"));
+                        (SocketAddr::from((ip, port)), t[6], view, stamp)
                     }
                     tag => {
                         let (from, hops, view) = (crate::member::get_addr_after(tag, r)?, r.get_u8()?, r.get_u32()?);
-                        (from, hops, view, Stamp::get(r.get_raw(Stamp::WIRE)?))
+                        (from, hops, view, Stamp::get(r.get_array()?))
                     }
                 };
                 RegionMsg::Deliver { key, from, hops, view, stamp, msg: r.get()? }
