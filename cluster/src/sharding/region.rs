@@ -333,10 +333,17 @@ where
 {
     name: String,
     cluster: Cluster,
+    /// This node (`cluster.shared.me`, which never changes), kept here: read for every
+    /// envelope.
+    me: UniqueAddress,
     factory: Factory<A>,
     settings: ShardingSettings<A::Msg>,
     view: Option<MembershipView>,
     owners: Vec<Option<UniqueAddress>>,
+    /// Per shard: owned by this node in the current view (`owners[s] == Some(me)`, kept
+    /// beside it so that routing an envelope tests one byte instead of copying and comparing
+    /// an address).
+    mine: Vec<bool>,
     entities: HashMap<EntityKey, Entity<A::Msg>, KeyBuild>,
     shards: HashMap<u32, ShardState<A::Msg>, KeyBuild>,
     unrouted: Vec<(EntityKey, A::Msg, SocketAddr, u8, Stamp)>,
@@ -406,11 +413,13 @@ where
             tally,
             type_name: name.strip_prefix("sharding-").unwrap_or(&name).to_string(),
             name,
+            me: cluster.shared.me,
             cluster,
             factory,
             settings,
             view: None,
             owners: Vec::new(),
+            mine: Vec::new(),
             entities: HashMap::default(),
             shards: HashMap::default(),
             unrouted: Vec::new(),
@@ -432,7 +441,7 @@ where
     }
 
     fn me(&self) -> UniqueAddress {
-        self.cluster.shared.me
+        self.me
     }
 
     /// The owner of `shard` in the current view (computed once per view, not per message).
@@ -458,6 +467,8 @@ where
             }
             p => owners(shards, &v.up, p),
         };
+        let me = Some(self.me());
+        self.mine = self.owners.iter().map(|o| *o == me).collect();
         self.view = Some(v);
     }
 
@@ -475,6 +486,7 @@ where
         self.unrouted.push((key, msg, from, hops, stamp));
     }
 
+    #[inline(always)]
     fn deliver(
         &mut self,
         ctx: &mut Context<Self>,
@@ -489,6 +501,9 @@ where
             return;
         }
         let shard = key.shard(self.settings.num_shards);
+        if self.mine.get(shard as usize).is_some_and(|m| *m) {
+            return self.deliver_local(ctx, shard, key, msg, stamp);
+        }
         match self.owner(shard) {
             None => self.hold(ctx, key, msg, from, hops, stamp),
             Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg, stamp),
@@ -504,6 +519,7 @@ where
         }
     }
 
+    #[inline(always)]
     fn deliver_local(&mut self, ctx: &mut Context<Self>, shard: u32, key: EntityKey, msg: A::Msg, stamp: Stamp) {
         // One table lookup on the common path (the shard is active); a second one only
         // after a shard's first message began its acquisition.

@@ -83,6 +83,7 @@ where
         Ok(())
     }
 
+    #[inline(always)]
     pub(super) fn deliver_to_entity(
         &mut self,
         ctx: &mut Context<Self>,

@@ -278,6 +278,7 @@ where
         self.hold_or_deliver(ctx, key, msg, from, hops, stamp);
     }
 
+    #[inline(always)]
     fn hold_or_deliver(
         &mut self,
         ctx: &mut Context<Self>,

@@ -306,7 +306,24 @@ impl<M> Order<M> {
     }
 
     /// An envelope for `shard`, which this region owns and has activated, arrives.
+    ///
+    /// The common case inline (the origin's stream exists, is not rebasing, and this is its
+    /// next number); everything else in [`Order::admit_slow`].
+    #[inline(always)]
     pub(super) fn admit(&mut self, shard: u32, stamp: Stamp) -> Admit {
+        if let Some(Some(so)) = self.shards.get_mut(shard as usize) {
+            if let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == stamp.origin()) {
+                if stamp.seq != 0 && !s.rebase && stamp.seq == s.next as u32 {
+                    s.next += 1;
+                    return Admit::Next { more: !s.pending.is_empty() };
+                }
+            }
+        }
+        self.admit_slow(shard, stamp)
+    }
+
+    #[inline(never)]
+    fn admit_slow(&mut self, shard: u32, stamp: Stamp) -> Admit {
         if stamp.seq == 0 {
             return Admit::Unordered;
         }
@@ -648,6 +665,7 @@ where
     A::Msg: RemoteMessage,
 {
     /// Delivers an envelope of an active shard of this region in its origin's stream order.
+    #[inline(always)]
     pub(super) fn deliver_in_order(
         &mut self,
         ctx: &mut Context<Self>,
