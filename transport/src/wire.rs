@@ -583,4 +583,16 @@ mod tests {
         // A length beyond the input is refused before allocating.
         assert_eq!(Decoder::plain(&[255, 255, 255, 255]).get_bytes(), Err(WireError::BadLength(u32::MAX as usize)));
     }
+
+    /// `get_array` reads exactly `N` bytes, and on short input fails without consuming any.
+    #[test]
+    fn arrays_read_exactly_their_length_or_nothing() {
+        let mut d = Decoder::plain(&[1, 2, 3, 4, 5]);
+        assert_eq!(d.get_array::<2>(), Ok(&[1, 2]));
+        assert_eq!(d.get_array::<4>(), Err(WireError::Truncated { needed: 1 }));
+        assert_eq!(d.remaining(), 3, "a failed read consumes nothing");
+        assert_eq!(d.get_array::<3>(), Ok(&[3, 4, 5]));
+        assert_eq!(d.get_array::<0>(), Ok(&[]));
+        d.finish().unwrap();
+    }
 }

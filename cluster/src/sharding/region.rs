@@ -501,6 +501,11 @@ where
             return;
         }
         let shard = key.shard(self.settings.num_shards);
+        debug_assert_eq!(
+            self.mine.get(shard as usize).is_some_and(|m| *m),
+            self.owner(shard) == Some(self.me()),
+            "the mine flags follow the owners"
+        );
         if self.mine.get(shard as usize).is_some_and(|m| *m) {
             return self.deliver_local(ctx, shard, key, msg, stamp);
         }
