@@ -501,17 +501,13 @@ where
             return;
         }
         let shard = key.shard(self.settings.num_shards);
-        debug_assert_eq!(
-            self.mine.get(shard as usize).is_some_and(|m| *m),
-            self.owner(shard) == Some(self.me()),
-            "the mine flags follow the owners"
-        );
-        if self.mine.get(shard as usize).is_some_and(|m| *m) {
+        let mine = self.mine.get(shard as usize).is_some_and(|m| *m);
+        debug_assert_eq!(mine, self.owner(shard) == Some(self.me()), "the mine flags follow the owners");
+        if mine {
             return self.deliver_local(ctx, shard, key, msg, stamp);
         }
         match self.owner(shard) {
             None => self.hold(ctx, key, msg, from, hops, stamp),
-            Some(o) if o == self.me() => self.deliver_local(ctx, shard, key, msg, stamp),
             Some(_) if hops >= MAX_HOPS => self.hold(ctx, key, msg, from, hops, stamp),
             Some(o) => {
                 if hops > 0 {
