@@ -163,7 +163,7 @@ pub mod telemetry;
 pub mod timer;
 
 pub use actor::{Actor, ActorId, ActorRef, Async, AsyncActor, AsyncContext, Context, Interval, Sleep, Stash, StashFull};
-pub use ask::{Ask, Backoff, ReplyTo, Sending, DEFAULT_ASK_TIMEOUT};
+pub use ask::{Ask, Backoff, ReplyTo, Sending, WakeOnUnpark, DEFAULT_ASK_TIMEOUT};
 pub use error::{ActorError, AskError, BuildError, DriverError, LookupError, SendError, SpawnError, TellError, Undelivered};
 pub use runtime::builder::{DEFAULT_MAILBOX_CAPACITY, DEFAULT_THROUGHPUT};
 pub use shard::watchdog::DEFAULT_STALL_THRESHOLD;

@@ -202,3 +202,74 @@ fn parked_messages_to_a_stopped_target_are_counted() {
     assert_eq!(pusher.blocking_ask(|r| r, DEADLINE), Ok(false));
     rt.shutdown();
 }
+
+/// An actor whose first message holds its handler until the test lets it go.
+struct Held {
+    got: Vec<u64>,
+}
+enum HeldMsg {
+    /// Says it holds (first channel), then holds until the second one is signalled.
+    Hold(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>),
+    Item(u64),
+    Got(ReplyTo<Vec<u64>>),
+}
+impl Actor for Held {
+    type Msg = HeldMsg;
+    fn handle(&mut self, _: &mut Context<Self>, m: HeldMsg) -> Result<(), ActorError> {
+        match m {
+            HeldMsg::Hold(holding, go) => {
+                let _ = holding.send(());
+                let _ = go.recv();
+            }
+            HeldMsg::Item(i) => self.got.push(i),
+            HeldMsg::Got(r) => r.reply(std::mem::take(&mut self.got)),
+        }
+        Ok(())
+    }
+}
+
+/// This thread's voluntary context switches so far (Linux: each time it slept).
+fn voluntary_switches() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").expect("/proc/thread-self/status");
+    let line = status.lines().find(|l| l.starts_with("voluntary_ctxt_switches:")).expect("the counter");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
+}
+
+/// A plain thread blocked in `blocking_send` on a full mailbox sleeps until the actor has
+/// room: the actor wakes it, as it wakes an async `send`. Before, the thread napped and
+/// looked again, for up to 1.28 ms at a time (~780 naps a second, each a voluntary context
+/// switch, and each a delay of up to 1.28 ms after the room appeared); now it parks, at most
+/// `WakeOnUnpark::MAX_PARK` (50 ms) at a time as a safety net. The actor is held for a
+/// second with a full mailbox (the scenario, not a synchronisation: a sender that blocks
+/// later only sleeps less); then every message arrives, in order.
+#[test]
+fn a_blocked_plain_sender_sleeps_until_the_actor_has_room() {
+    let rt = runtime(1);
+    let held = rt.spawn(Props::from(Held { got: Vec::new() }).capacity(4)).unwrap();
+    let (go, hold) = std::sync::mpsc::channel();
+    let (holding, is_holding) = std::sync::mpsc::channel();
+    held.blocking_send(HeldMsg::Hold(holding, hold), DEADLINE).unwrap();
+    is_holding.recv_timeout(DEADLINE).expect("the handler holds");
+    // Fill the mailbox behind the held handler.
+    let mut next = 0;
+    while held.try_tell(HeldMsg::Item(next)).is_ok() {
+        next += 1;
+        assert!(next < 1 << 20, "the mailbox never filled");
+    }
+    let sender = {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            let before = voluntary_switches();
+            let sent = held.blocking_send(HeldMsg::Item(next), DEADLINE).is_ok();
+            (sent, voluntary_switches() - before)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    go.send(()).unwrap();
+    let (sent, slept) = sender.join().unwrap();
+    assert!(sent, "the blocked send went through once there was room");
+    assert!(slept < 100, "the blocked sender woke {slept} times in about a second: it polled instead of waiting to be woken");
+    let got = held.blocking_ask(HeldMsg::Got, DEADLINE).unwrap();
+    assert_eq!(got, (0..=next).collect::<Vec<_>>(), "every message, in order");
+    rt.shutdown();
+}

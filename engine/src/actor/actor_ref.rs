@@ -216,7 +216,9 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Blocking send for plain (non-shard, non-async) threads: waits for room until
-    /// `timeout` (spinning, then backing off, then parking briefly), honouring back-pressure.
+    /// `timeout`, honouring back-pressure: a few microseconds of spinning and yielding,
+    /// then parked until the actor has drained to half its capacity (or stopped), as an
+    /// async [`ActorRef::send`] waits.
     ///
     /// On a shard thread it never blocks: it tries once and returns `WouldBlock` if full.
     #[inline]
@@ -239,8 +241,10 @@ impl<M: Send + 'static> ActorRef<M> {
             return Err(SendError::WouldBlock(msg));
         }
         let deadline = Instant::now() + timeout;
+        // A few microseconds of spinning and yielding first: a running actor often drains
+        // its mailbox within them.
         let mut backoff = crate::ask::Backoff::new();
-        loop {
+        while backoff.is_short() {
             if !backoff.wait_until(deadline) {
                 return Err(SendError::Timeout(msg));
             }
@@ -249,6 +253,21 @@ impl<M: Send + 'static> ActorRef<M> {
                 Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
                 Err(TellError::Full(m)) => m,
             };
+        }
+        // Then sleep until the actor has room, woken as an async `send` is: registered as a
+        // room waiter, the thread is unparked once the actor has drained to half its
+        // capacity (or has stopped). Before, it napped for up to 1.28 ms at a time, and the
+        // actor could drain and sit idle for most of each nap.
+        let wake = crate::ask::WakeOnUnpark::new();
+        loop {
+            msg = match crate::ask::try_or_wait(self, msg, &mut wake.context()) {
+                Ok(()) => return Ok(()),
+                Err(TellError::Closed(m)) => return Err(SendError::Closed(m)),
+                Err(TellError::Full(m)) => m,
+            };
+            if !wake.park_until(deadline) {
+                return Err(SendError::Timeout(msg));
+            }
         }
     }
 

@@ -265,6 +265,62 @@ pub(crate) fn wait_blocking<R>(slot: &Arc<Slot<R>>, deadline: Instant) -> Result
     }
 }
 
+/// A [`Waker`](std::task::Waker) that unparks the thread that made it: how a plain
+/// thread waits for something a shard signals through a waker (room in a mailbox, a
+/// sharding region's congestion clearing) without polling. The thread registers the waker,
+/// tests its condition again, and parks ([`WakeOnUnpark::park_until`]); a wake that comes
+/// before the park is not lost (the thread's park token).
+#[derive(Debug)]
+pub struct WakeOnUnpark {
+    waker: std::task::Waker,
+}
+
+/// The waker's target: one thread.
+struct Unparker(thread::Thread);
+
+impl std::task::Wake for Unparker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl WakeOnUnpark {
+    /// The longest single park: a wake-up that never comes (a signal missed by a bug, or
+    /// a condition that changed without one) costs at most this before the caller looks
+    /// again, never the whole deadline.
+    pub const MAX_PARK: Duration = Duration::from_millis(50);
+
+    /// A waker for the calling thread.
+    pub fn new() -> Self {
+        WakeOnUnpark { waker: std::task::Waker::from(std::sync::Arc::new(Unparker(thread::current()))) }
+    }
+
+    /// The context to poll with (its waker unparks this thread).
+    pub fn context(&self) -> std::task::Context<'_> {
+        std::task::Context::from_waker(&self.waker)
+    }
+
+    /// Parks the calling thread until woken, [`WakeOnUnpark::MAX_PARK`] or `deadline`,
+    /// whichever comes first. `false` once `deadline` has passed (nothing was waited).
+    pub fn park_until(&self, deadline: Instant) -> bool {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        thread::park_timeout((deadline - now).min(Self::MAX_PARK));
+        true
+    }
+}
+
+impl Default for WakeOnUnpark {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Spin, then yield, then park with growing timeouts: the waiting strategy of foreign
 /// threads (blocking `send` and `ask`), public for crates built on the engine that wait
 /// on a plain thread for something a shard will change (a sharding region's congestion).
@@ -281,6 +337,13 @@ impl Backoff {
     /// A fresh wait (it starts by spinning).
     pub fn new() -> Self {
         Backoff { step: 0 }
+    }
+
+    /// Whether the next [`Backoff::wait_until`] still spins or yields (a few microseconds
+    /// in all). After that it naps: a waiter that can be woken (see [`WakeOnUnpark`])
+    /// should register and park instead.
+    pub fn is_short(&self) -> bool {
+        self.step < Self::YIELD_STEPS
     }
 
     /// Waits a little (longer each call). Returns `false` once `deadline` has passed.

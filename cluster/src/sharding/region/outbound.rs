@@ -149,9 +149,10 @@ impl Gauge {
         self.undelivered.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Waits (the engine's foreign-thread [`percore::Backoff`]: spin, yield, then growing
-    /// naps) until the region is not congested. Never on a shard thread (it would hold up
-    /// the shard, perhaps the region's own).
+    /// Waits until the region is not congested: a few microseconds of spinning and
+    /// yielding ([`percore::Backoff`]), then parked until the region wakes its waiters
+    /// ([`percore::WakeOnUnpark`]). Never on a shard thread (it would hold up the shard,
+    /// perhaps the region's own).
     pub(crate) fn wait_uncongested(&self, deadline: Instant) -> Result<(), Congested> {
         if !self.congested() {
             return Ok(());
@@ -159,9 +160,21 @@ impl Gauge {
         if percore::on_shard_thread() {
             return Err(Congested::OnShardThread);
         }
+        // A few microseconds of spinning and yielding, then parked until the region clears
+        // the flag (registered as the async senders are) or the deadline.
         let mut backoff = percore::Backoff::new();
-        while self.congested() {
+        while backoff.is_short() {
             if !backoff.wait_until(deadline) {
+                return Err(Congested::AtDeadline);
+            }
+            if !self.congested() {
+                return Ok(());
+            }
+        }
+        let wake = percore::WakeOnUnpark::new();
+        let mut reg = Registration::default();
+        while self.poll_uncongested(&mut wake.context(), &mut reg).is_pending() {
+            if !wake.park_until(deadline) {
                 return Err(Congested::AtDeadline);
             }
         }
