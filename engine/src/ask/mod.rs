@@ -293,9 +293,15 @@ impl WakeOnUnpark {
     /// again, never the whole deadline.
     pub const MAX_PARK: Duration = Duration::from_millis(50);
 
-    /// A waker for the calling thread.
+    /// A waker for the calling thread: one per thread, made on first use, so that the
+    /// registrations of a thread's successive waits are one waiter (`Waker::will_wake`)
+    /// wherever they are kept, never a list that grows with each wait.
     pub fn new() -> Self {
-        WakeOnUnpark { waker: std::task::Waker::from(std::sync::Arc::new(Unparker(thread::current()))) }
+        thread_local! {
+            static WAKER: std::task::Waker =
+                std::task::Waker::from(std::sync::Arc::new(Unparker(thread::current())));
+        }
+        WakeOnUnpark { waker: WAKER.with(std::task::Waker::clone) }
     }
 
     /// The context to poll with (its waker unparks this thread).
