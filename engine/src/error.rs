@@ -224,6 +224,13 @@ pub enum BuildError {
     /// turn the watchdog off.
     #[error("stall threshold must be above zero (use None to turn the stall watchdog off)")]
     ZeroStallThreshold,
+    /// As many runtimes as the engine can tell apart are alive in this process (each takes
+    /// a tag, given back when it is shut down and its last actor is freed).
+    #[error("at most {max} runtimes can be alive at once in one process; shut some down first")]
+    TooManyRuntimes {
+        /// The most that can be alive at once.
+        max: usize,
+    },
     /// `blocking_threads(0)`: `spawn_blocking` work would never run.
     #[error("the blocking pool needs at least one thread")]
     ZeroBlockingThreads,

@@ -773,6 +773,33 @@ fn same_shard_index_of_another_runtime_is_not_this_shard() {
     }
 }
 
+/// A same-shard send's owner test compares the receiver's shard key (its runtime's tag and
+/// its shard index) with the thread's. A reference into a runtime that was shut down keeps
+/// that runtime's memory, and so its tag, until the reference goes: a runtime built after
+/// the shutdown gets another tag, and a send from its shard 0 to the old runtime's shard-0
+/// actor is not taken for a same-shard send (in debug builds a `debug_assert` in the owner
+/// test checks the runtime too): it is refused, `Closed`, with nothing handled.
+#[test]
+fn a_ref_into_a_shut_down_runtime_is_not_a_same_shard_receiver_of_a_new_one() {
+    let old = runtime(1);
+    let count = Count::default();
+    let stale = old.spawn(Props::from(Counter(count.clone())).shard(0)).unwrap();
+    stale.blocking_send(1, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 1));
+    old.shutdown();
+    for _ in 0..3 {
+        let rt = runtime(1);
+        let outcomes = Outcomes::default();
+        let prober = rt.spawn(Props::from(SameShardProber(outcomes.clone())).shard(0)).unwrap();
+        prober.tell(ProbeMsg::Probe(stale.clone())).unwrap();
+        assert!(eventually(|| outcomes.get().len() == 1), "the probe was not handled");
+        assert_eq!(outcomes.get(), ["closed"]);
+        assert_eq!(rt.failures(), 0);
+        rt.shutdown();
+    }
+    assert_eq!(count.get(), 1, "nothing more reached the old runtime's actor");
+}
+
 /// What a [`SameShardProber`] saw of its same-shard `try_tell`s, in order.
 #[derive(Clone, Default)]
 struct Outcomes(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);

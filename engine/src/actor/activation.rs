@@ -179,13 +179,41 @@ pub(super) unsafe fn run<A: Actor, const T: u8>(h: NonNull<Header>, shard: &Shar
 /// [`run`] for an entry known to be local (the shard loop took it from its run queue's
 /// slot, which holds local entries only): the entry's kind is not tested again, and the
 /// entry is not passed (a local entry is `h` itself; callgrind, same-shard `pingpong`,
-/// docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8").
+/// docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8"). Nor is the shard: the
+/// single-message path does not need it, and the other paths read it from the
+/// thread-local (`ShardLocal::current_unchecked`), so that the loop does not move it into
+/// an argument register for every activation (docs/PERFORMANCE.md, "Same-shard path,
+/// round 9").
 ///
 /// # Safety
-/// As [`run`], for a local entry of `h`.
-pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
-    // SAFETY: forwarded contract.
-    unsafe { run_entry::<A, T>(h, shard, false) }
+/// As [`run`], for a local entry of `h`, inside the loop of `h`'s owner shard.
+pub(super) unsafe fn run_local<A: Actor, const T: u8>(h: NonNull<Header>) {
+    // SAFETY: contract: live cell of type `A`, on its owner shard's thread.
+    let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
+    if T & METRICS == 0 && T & SPANS == 0 {
+        let shared = cell.shared();
+        // SAFETY: owner-shard thread (contract).
+        unsafe { shared.set_queued(false) };
+        // SAFETY: owner-shard thread (contract), as in `run_entry`.
+        let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
+        const UNUSUAL: u8 = Flags::HOLD | Flags::WAITED_ON | Flags::UNSTASHED;
+        // As `run_entry`'s local path without metrics (see there), the shard read back only
+        // where a path needs it.
+        if inner.meta.running_without(UNUSUAL) && shared.header.sys.is_empty() {
+            // SAFETY: owner-shard thread (contract).
+            if unsafe { shared.local_only_first() } {
+                // SAFETY: forwarded contract; the local queue holds exactly one message, in
+                // its inline slot (just tested; nothing ran since).
+                return unsafe { run_one::<A, T>(h) };
+            }
+            // SAFETY: forwarded contract; `run_local` runs inside its shard's loop.
+            return unsafe { run_common::<A, T>(h, ShardLocal::current_unchecked(), false) };
+        }
+        // SAFETY: forwarded contract; `run_local` runs inside its shard's loop.
+        return unsafe { run_general::<A, T>(h, ShardLocal::current_unchecked(), false) };
+    }
+    // SAFETY: forwarded contract; `run_local` runs inside its shard's loop.
+    unsafe { run_entry::<A, T>(h, ShardLocal::current_unchecked(), false) }
 }
 
 /// [`run`]'s body; `holds_token`: the entry is the actor's SCHEDULED token (not local).
@@ -219,7 +247,7 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
             if T & SPANS == 0 && unsafe { shared.local_only_first() } {
                 // SAFETY: forwarded contract; the local queue holds exactly one message, in
                 // its inline slot (just tested; nothing ran since).
-                return unsafe { run_one::<A, T>(h, shard) };
+                return unsafe { run_one::<A, T>(h) };
             }
             // SAFETY: forwarded contract.
             return unsafe { run_common::<A, T>(h, shard, false) };
@@ -253,7 +281,7 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
             if one {
                 // SAFETY: forwarded contract; the local queue holds exactly one message, in
                 // its inline slot (just tested; nothing ran since).
-                return unsafe { run_one::<A, T>(h, shard) };
+                return unsafe { run_one::<A, T>(h) };
             }
             // SAFETY: forwarded contract.
             return unsafe { run_common::<A, T>(h, shard, holds_token) };
@@ -290,13 +318,15 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
 /// As [`run`] for a local entry whose queued flag is cleared, of a quiet actor with no
 /// system message, whose local queue holds exactly one message, in its inline slot.
 #[inline(never)]
-unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLocal) {
+unsafe fn run_one<A: Actor, const T: u8>(h: NonNull<Header>) {
     // SAFETY: contract: live cell of type `A`.
     let cell = unsafe { h.cast::<Cell<A>>().as_ref() };
     // SAFETY: owner-shard thread (contract), as in `run`.
     let inner = cell.inner.with_mut(|p| unsafe { &mut *p });
-    // SAFETY: `run` runs inside the shard loop of `shard` on its thread (contract).
-    debug_assert!(std::ptr::eq(shard, unsafe { ShardLocal::current_unchecked() }), "run_one off its shard's loop");
+    // The shard is not an argument (the loop's `run_local` call passes none): it is read
+    // from the thread-local where the context is built, inside the handler's call.
+    // SAFETY: `run` runs inside its shard's loop on its thread (contract).
+    let shard = unsafe { ShardLocal::current_unchecked() };
     // SAFETY: forwarded contract.
     let handled = unsafe { call_one::<A>(cell, inner, shard) };
     // After the handler the shard is needed only on rare branches (a re-queue, a failure,

@@ -80,7 +80,7 @@ impl<M> ActorRef<M> {
 
     /// The shard that owns the actor.
     pub fn shard(&self) -> usize {
-        self.header().shard as usize
+        self.header().shard()
     }
 
     /// The runtime the actor runs in (for a remote ref, this node's runtime, whose shard

@@ -234,12 +234,12 @@ pub(crate) fn on_waiter(meta: &mut Meta, waiter: RoomWaiter) {
 /// this actor is at or below the low-water mark (half its capacity).
 pub(crate) fn give_room<A: Actor>(inner: &mut Inner<A>, cell: &super::cell::Cell<A>) {
     let me = cell.header();
-    let (cap, my_shard) = (cell.shared().ring.capacity(), me.shard);
+    let (cap, my_shard) = (cell.shared().ring.capacity(), me.shard());
     let Some(sup) = inner.meta.sup.as_mut() else { return };
     let mut i = 0;
     while i < sup.waiters.len() {
         let same_shard = match &sup.waiters[i] {
-            RoomWaiter::Actor(w) => w.header().shard == my_shard,
+            RoomWaiter::Actor(w) => w.header().shard() == my_shard,
             RoomWaiter::Task { same_shard, .. } => *same_shard,
         };
         // SAFETY: called on the owner shard, inside an activation.

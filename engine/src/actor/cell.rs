@@ -747,7 +747,7 @@ impl<A: Actor> Cell<A> {
                 header: Header {
                     refs: AtomicUsize::new(refs),
                     state: if start_local { SchedState::new_idle() } else { SchedState::new_scheduled() },
-                    shard: shard as u32,
+                    shard_key: runtime.shard_key(shard),
                     sibling_idx: AtomicU32::new(0),
                     owner: UnsafeCell::new(if start_local { owner_bits::QUEUED } else { 0 }),
                     registered: AtomicBool::new(false),
@@ -803,13 +803,13 @@ unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
     // field is dropped once, but the runtime pointer (no `Drop`: given back below), which
     // the cell's own `Drop` still uses (dead letters).
     unsafe { ptr::drop_in_place(cell) };
-    // SAFETY: the header's `runtime`, `shard` and `slab` have no drop glue and the memory is
+    // SAFETY: the header's `runtime`, `shard_key` and `slab` have no drop glue and the memory is
     // still allocated; read through raw places, without a reference to the dropped rest. The
     // runtime pointer is moved out once, here.
     let (runtime, owner, slab) = unsafe {
         (
             ptr::addr_of!((*cell).shared.header.runtime).read(),
-            ptr::addr_of!((*cell).shared.header.shard).read() as usize,
+            usize::from(ptr::addr_of!((*cell).shared.header.shard_key).read() as u16),
             ptr::addr_of!((*cell).shared.header.slab).read(),
         )
     };

@@ -25,8 +25,9 @@ use crate::sync::{Arc, UnsafeCell};
 pub(crate) struct VTable {
     /// [`VTable::run`] for a local entry, known to be one by the caller (the run queue's
     /// slot holds only local entries): no test of the entry's kind, and no entry passed
-    /// (a local entry is the cell's address). See `activation::run_local`.
-    pub(crate) run_local: unsafe fn(NonNull<Header>, &ShardLocal),
+    /// (a local entry is the cell's address), and no shard (it reads the thread's own
+    /// where it needs it). See `activation::run_local`.
+    pub(crate) run_local: unsafe fn(NonNull<Header>),
     /// Runs one activation. See [`activation::run`]. An activation that ends its actor's
     /// life asks the shard to release it ([`ShardLocal::release_after_activation`]).
     pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
@@ -54,8 +55,11 @@ pub(crate) mod owner_bits {
 pub(crate) struct Header {
     pub(super) refs: AtomicUsize,
     pub(crate) state: SchedState,
-    /// Owner shard index.
-    pub(crate) shard: u32,
+    /// The owner shard's key (`runtime::tags::shard_key`): its index in the low 16 bits,
+    /// the runtime's tag in the high 16, so that the same-shard send's owner test is one
+    /// load and one compare with the thread's key (`ShardLocal::current_owner_of`).
+    /// [`Header::shard`] is the index.
+    pub(crate) shard_key: u32,
     /// Position in the parent's children list (or the shard's top-level list). Written and
     /// read only by the thread of the shard that owns that list.
     pub(crate) sibling_idx: AtomicU32,
@@ -88,6 +92,12 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// The owner shard's index.
+    #[inline(always)]
+    pub(crate) fn shard(&self) -> usize {
+        usize::from(self.shard_key as u16)
+    }
+
     /// The parent, if the actor has one (top-level actors do not).
     #[inline]
     pub(crate) fn parent(&self) -> Option<&ErasedRef> {

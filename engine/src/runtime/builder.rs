@@ -227,6 +227,8 @@ impl RuntimeBuilder {
             Some(t) => t,
             None => thread::available_parallelism().map_or(2, |n| n.get().max(2)),
         };
+        let tag = super::tags::RuntimeTag::acquire()
+            .ok_or(BuildError::TooManyRuntimes { max: super::tags::MAX_LIVE_RUNTIMES })?;
         // Lanes are allocated per pair that talks; with many shards each carries less.
         let lane_cap = if n > 64 { LANE_CAPACITY / 4 } else { LANE_CAPACITY };
         let events = Arc::new(crate::event_stream::EventStream::default());
@@ -255,6 +257,7 @@ impl RuntimeBuilder {
             blocking: BlockingPool::new(blocking_threads),
             metrics: self.metrics && cfg!(feature = "metrics"),
             handler_spans: self.handler_spans,
+            tag,
         });
         RuntimeShared::hold_cells(&shared);
 

@@ -14,6 +14,7 @@ pub(crate) mod cells;
 pub(crate) mod cores;
 pub(crate) mod live;
 pub(crate) mod sleepers;
+pub(crate) mod tags;
 pub(crate) mod names;
 pub(crate) mod resolve;
 
@@ -260,9 +261,19 @@ pub(crate) struct RuntimeShared {
     metrics: bool,
     /// A `tracing` span per handler invocation (`RuntimeBuilder::handler_spans`).
     handler_spans: bool,
+    /// This runtime's tag among the live runtimes: the high half of its shards' keys
+    /// (`tags::shard_key`), given back when this is freed.
+    tag: tags::RuntimeTag,
 }
 
 impl RuntimeShared {
+    /// The key of this runtime's shard `index` among all the shards of the process's live
+    /// runtimes (`tags::shard_key`): a cell's `Header::shard_key`, a shard thread's key.
+    #[inline]
+    pub(crate) fn shard_key(&self, index: usize) -> u32 {
+        tags::shard_key(self.tag.get(), index)
+    }
+
     /// Takes the strong counts that the per-shard cell counts hold (one per shard), right
     /// after the `Arc` is made (see `cells.rs`).
     pub(crate) fn hold_cells(this: &Arc<RuntimeShared>) {

@@ -97,44 +97,24 @@ const _: () = assert!(ACTIVATIONS_PER_TURN.is_power_of_two(), "a turn ends on th
 thread_local! {
     /// The shard running on this thread, if any (null on foreign threads).
     static CURRENT: StdCell<*const ShardLocal> = const { StdCell::new(ptr::null()) };
-    /// [`owner_key`] of the shard running on this thread, 0 on foreign threads: the
-    /// same-shard send's owner test is one compare with this (see
+    /// The key of the shard running on this thread (`RuntimeShared::shard_key`: its index
+    /// and its runtime's tag), 0 on foreign threads: the same-shard send's owner test is
+    /// one compare of this with the receiver's `Header::shard_key` (see
     /// [`ShardLocal::current_owner_of`]).
-    static CURRENT_KEY: StdCell<usize> = const { StdCell::new(0) };
+    static CURRENT_KEY: StdCell<u32> = const { StdCell::new(0) };
     /// [`CURRENT_KEY`] on a shard of a plain runtime (no handler spans, no metrics: its
     /// rings keep no side data), 0 elsewhere: a match is the owner test and the "plain
     /// queue" test of the same-shard send at once (see [`ShardLocal::current_plain_owner_of`]).
-    static PLAIN_KEY: StdCell<usize> = const { StdCell::new(0) };
+    static PLAIN_KEY: StdCell<u32> = const { StdCell::new(0) };
 }
 
-/// A number that names shard `index` of runtime `rt` among all the shards of the live
-/// runtimes: four times the runtime's address plus the index. Two live runtimes are two
-/// allocations at least `size_of::<RuntimeShared>()` bytes apart, so their addresses times
-/// four are more than [`crate::MAX_SHARDS`] apart (asserted below), and an index is below
-/// that: two shards never share a key. (User-space addresses are below 2^62, so the
-/// product does not wrap.) No key is 0 (a foreign thread's).
-///
-/// Callgrind, same-shard `pingpong`: the owner test was a null test of `CURRENT`, then the
-/// shard index and the runtime compared (nine instructions per message); with the key it
-/// is one `lea` and one compare (docs/PERFORMANCE.md, "Same-shard path, round 5").
-///
-/// The address used is the `Arc`'s own (its allocation's: two counts, then the runtime at
-/// [`ARC_DATA_OFFSET`]), which the sender loads as it is; from the runtime's address the
-/// compiler added the offset, one instruction more. Any constant offset keeps the keys
-/// unique, so a wrong guess of std's layout would cost only that instruction.
-#[inline(always)]
-fn owner_key(rt: &Arc<RuntimeShared>, index: usize) -> usize {
-    (Arc::as_ptr(rt) as usize).wrapping_sub(ARC_DATA_OFFSET).wrapping_mul(4).wrapping_add(index)
-}
-
-/// Where an `Arc<RuntimeShared>`'s value sits in its allocation: after the strong and weak
-/// counts, aligned (see [`owner_key`]).
-const ARC_DATA_OFFSET: usize = {
-    let (counts, align) = (2 * std::mem::size_of::<usize>(), std::mem::align_of::<RuntimeShared>());
-    counts.div_ceil(align) * align
-};
-
-const _: () = assert!(4 * std::mem::size_of::<RuntimeShared>() > crate::MAX_SHARDS, "owner keys could collide");
+// The owner test, history (callgrind, same-shard `pingpong`): a null test of `CURRENT`,
+// then the shard index and the runtime compared, nine instructions per message; then
+// (round 5) a 64-bit key, 4 × the runtime `Arc`'s address + the index, computed per send
+// from two loads of the header and a `lea`, and compared (five); now (round 9) the
+// header's 32-bit key, tag and index (`runtime::tags`), loaded and compared with the
+// thread's (three: a load, a compare with the thread-local, a branch).
+// docs/PERFORMANCE.md, "Same-shard path, rounds 5 and 9".
 
 /// The index of the shard running on this thread, if any.
 pub(crate) fn current_shard_index() -> Option<usize> {
@@ -279,8 +259,8 @@ impl ShardLocal {
     /// The shard on this thread if `thread_key` (this thread's `CURRENT_KEY` or
     /// `PLAIN_KEY`) is `h`'s owner key.
     #[inline(always)]
-    fn current_if_key(thread_key: usize, h: &Header) -> Option<&ShardLocal> {
-        if thread_key != owner_key(&h.runtime, h.shard as usize) {
+    fn current_if_key(thread_key: u32, h: &Header) -> Option<&ShardLocal> {
+        if thread_key != h.shard_key {
             return None;
         }
         let p = CURRENT.with(|c| c.get());
@@ -289,13 +269,13 @@ impl ShardLocal {
         // Told to the compiler, the caller's `Some` test goes (callgrind, same-shard
         // `pingpong`: a `test` and a branch per message).
         unsafe { std::hint::assert_unchecked(!p.is_null()) };
-        // SAFETY: the key matches only while this thread runs shard `h.shard` of `h`'s
+        // SAFETY: the key matches only while this thread runs shard `h.shard()` of `h`'s
         // runtime (`run_shard` sets it with CURRENT and clears both at the end; keys are
-        // unique, see `owner_key`), so CURRENT is that shard, whose `ShardLocal` outlives
+        // unique among live runtimes, see `runtime::tags`), so CURRENT is that shard, whose `ShardLocal` outlives
         // every call made from inside its loop (and callers use the result immediately,
         // within that call).
         let s = unsafe { &*p };
-        debug_assert!(s.index == h.shard as usize && Arc::ptr_eq(&s.rt, &h.runtime));
+        debug_assert!(s.index == h.shard() && Arc::ptr_eq(&s.rt, &h.runtime));
         Some(s)
     }
 
@@ -556,17 +536,21 @@ impl ShardLocal {
                 // The slot's entry first (the oldest queued), then the ring's. The slot holds
                 // local entries only, which are their cell's address (`Entry::local`), and
                 // whose activation is the vtable's `run_local`: it does not test the entry's
-                // kind. Each path has its own call, so that the slot's passes no entry beside
-                // the address (callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
-                // "Same-shard path, round 8"; the ring's path written first, the same code).
+                // kind, and takes no shard. Each path has its own call, so that the slot's
+                // passes nothing beside the address (callgrind, same-shard `pingpong`,
+                // docs/PERFORMANCE.md, "Same-shard path, rounds 8 and 9"; the ring's path
+                // written first, the same code; the slot's path as a loop of its own, with
+                // its own copy of the tail, made the compiler merge the tails and test the
+                // watchdog's `on` per activation: round 9).
                 if let Some(e) = self.take_next_run() {
                     current = e;
                     let h = e.local_header();
                     // SAFETY: as for the ring's entry below.
                     let header = unsafe { h.as_ref() };
                     stall.begin(header);
-                    // SAFETY: as below; `e` is a local entry (the slot's).
-                    unsafe { (header.vtable.run_local)(h, self) };
+                    // SAFETY: as below; `e` is a local entry (the slot's), and this is the
+                    // loop of `h`'s owner shard (`run_shard` set `CURRENT`).
+                    unsafe { (header.vtable.run_local)(h) };
                 } else if let Some(e) = self.pop_ring_run() {
                     current = e;
                     let h = e.header();
@@ -929,9 +913,10 @@ pub fn install_driver(
 pub(crate) fn run_shard(index: usize, rt: Arc<RuntimeShared>, core: Option<usize>) {
     let shard = ShardLocal::new(index, rt, core);
     CURRENT.with(|c| c.set(&shard));
-    CURRENT_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+    let key = shard.rt.shard_key(index);
+    CURRENT_KEY.with(|k| k.set(key));
     if shard.rt.observe_bits() == 0 {
-        PLAIN_KEY.with(|k| k.set(owner_key(&shard.rt, index)));
+        PLAIN_KEY.with(|k| k.set(key));
     }
     struct Reset;
     impl Drop for Reset {
@@ -956,7 +941,7 @@ pub(crate) fn notify(h: NonNull<Header>) {
     // SAFETY: the caller holds the token, which keeps the cell alive.
     let header = unsafe { h.as_ref() };
     let rt = &header.runtime;
-    let target = header.shard as usize;
+    let target = header.shard();
     let cur = CURRENT.with(|c| c.get());
     if !cur.is_null() {
         // SAFETY: non-null CURRENT is the live shard of this thread (see `current_owner_of`).

@@ -31,11 +31,14 @@ use super::Entry;
 pub(crate) struct RunQueue {
     /// The slot: [`Entry::NONE`] when empty; when full, the oldest entry queued.
     next: Entry,
-    /// Entries queued, the slot's included: `push_next`'s "nothing queued" is one compare
-    /// with 0 (from the ring's indices and the slot it was two loads, a subtraction, an
-    /// `or` and a register copy; callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
-    /// "Same-shard path, round 8").
-    queued: usize,
+    /// Entries queued, the slot's included, less one (wrapping: `usize::MAX` when nothing
+    /// is queued), so that `push_next` counts its entry and learns whether nothing was
+    /// queued in one instruction: the increment that makes it 0 (`incq` and a branch on
+    /// its flags). As a plain count, the test was a compare with 0 and the count's store a
+    /// register move and a store after it; from the ring's indices and the slot (round 7),
+    /// two loads, a subtraction, an `or` and a register copy (callgrind, same-shard
+    /// `pingpong`, docs/PERFORMANCE.md, "Same-shard path, rounds 8 and 9").
+    queued_less_one: usize,
     /// `buf.len()` is a power of two; slots `head..tail` (modulo the length) are queued.
     buf: Box<[Entry]>,
     /// `buf.len() - 1`.
@@ -49,12 +52,19 @@ impl RunQueue {
     /// An empty queue with room for `capacity` entries (rounded up to a power of two).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let cap = capacity.max(2).next_power_of_two();
-        RunQueue { next: Entry::NONE, queued: 0, buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
+        RunQueue { next: Entry::NONE, queued_less_one: usize::MAX, buf: vec![Entry(0); cap].into_boxed_slice(), mask: cap - 1, head: 0, tail: 0 }
     }
 
     /// Appends `e`.
     #[inline(always)]
     pub(crate) fn push(&mut self, e: Entry) {
+        self.queued_less_one = self.queued_less_one.wrapping_add(1);
+        self.push_counted(e);
+    }
+
+    /// [`RunQueue::push`] of an entry already counted.
+    #[inline(always)]
+    fn push_counted(&mut self, e: Entry) {
         if self.tail.wrapping_sub(self.head) > self.mask {
             self.grow();
         }
@@ -62,7 +72,6 @@ impl RunQueue {
         // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         unsafe { *self.buf.get_unchecked_mut(i) = e };
         self.tail = self.tail.wrapping_add(1);
-        self.queued += 1;
     }
 
     /// Takes the oldest entry.
@@ -75,7 +84,7 @@ impl RunQueue {
         // SAFETY: `mask` is `buf.len() - 1` with `buf.len()` a power of two: `i < buf.len()`.
         let e = unsafe { *self.buf.get_unchecked(i) };
         self.head = self.head.wrapping_add(1);
-        self.queued -= 1;
+        self.queued_less_one = self.queued_less_one.wrapping_sub(1);
         Some(e)
     }
 
@@ -86,15 +95,16 @@ impl RunQueue {
     #[inline(always)]
     pub(crate) fn push_next(&mut self, e: Entry) {
         debug_assert!(e.is_local(), "only local entries go to the slot");
-        debug_assert_eq!(self.queued, self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
-        // "The slot and the ring are empty" as one test of the count (round 7 had the
-        // ring's length or'ed with the slot's word; two tests before that: callgrind,
-        // same-shard `pingpong`, docs/PERFORMANCE.md, "Same-shard path, rounds 7 and 8").
-        if self.queued == 0 {
+        debug_assert_eq!(self.len(), self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
+        // "The slot and the ring are empty" as the count's increment reaching 0 (see
+        // `queued_less_one`; round 7 had the ring's length or'ed with the slot's word, two
+        // tests before that: callgrind, same-shard `pingpong`, docs/PERFORMANCE.md,
+        // "Same-shard path, rounds 7 to 9").
+        self.queued_less_one = self.queued_less_one.wrapping_add(1);
+        if self.queued_less_one == 0 {
             self.next = e;
-            self.queued = 1;
         } else {
-            self.push(e);
+            self.push_counted(e);
         }
     }
 
@@ -111,7 +121,7 @@ impl RunQueue {
         if e == Entry::NONE {
             return None;
         }
-        self.queued -= 1;
+        self.queued_less_one = self.queued_less_one.wrapping_sub(1);
         Some(e)
     }
 
@@ -124,8 +134,9 @@ impl RunQueue {
     /// How many entries are queued, the slot's included.
     #[inline]
     pub(crate) fn len(&self) -> usize {
-        debug_assert_eq!(self.queued, self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
-        self.queued
+        let n = self.queued_less_one.wrapping_add(1);
+        debug_assert_eq!(n, self.tail.wrapping_sub(self.head) + usize::from(self.next != Entry::NONE));
+        n
     }
 
     /// Doubles the capacity, keeping the order (the queue is full).

@@ -283,10 +283,10 @@ fn stall_ended(word: &Words, h: &Header) {
     tracing::warn!(
         target: "percore::stall",
         actor = %Path(h),
-        shard = h.shard,
+        shard = h.shard(),
         "actor {} held shard {} for {:?} in one activation (stall threshold {:?})",
         Path(h),
-        h.shard,
+        h.shard(),
         since.elapsed(),
         wd.threshold.unwrap_or_default()
     );

@@ -315,9 +315,20 @@ pub fn each_peer(params: &Params, results: &mut Results, mut each: impl FnMut(&d
     if !params.peers {
         return;
     }
-    for &peer in peers::all() {
+    for &peer in peers::all().iter().filter(|p| peer_selected(p.name())) {
         results.add(each(peer));
     }
+}
+
+/// Environment variable naming the only Rust peers to run (comma-separated, as the results
+/// name them: `actix`, `ractor`, `kameo`, `stakker`), for profiling one peer: under
+/// `valgrind --separate-threads=yes` a thread that starts after another one ended may take
+/// its number and so its file, which then adds the two up (perf/README.md).
+const ONLY_PEERS_VAR: &str = "PERCORE_PERF_PEERS";
+
+/// Whether `PERCORE_PERF_PEERS` (unset: every peer) lets peer `name` run.
+fn peer_selected(name: &str) -> bool {
+    std::env::var(ONLY_PEERS_VAR).ok().is_none_or(|only| only.split(',').any(|p| p.trim() == name))
 }
 
 /// Runs `each` for every single-threaded peer (stakker) when peers are enabled, adding
@@ -330,7 +341,7 @@ pub fn each_same_thread_peer(
     if !params.peers {
         return;
     }
-    for &peer in peers::same_thread() {
+    for &peer in peers::same_thread().iter().filter(|p| peer_selected(p.name())) {
         results.add(each(peer));
     }
 }
