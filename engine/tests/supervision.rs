@@ -303,7 +303,9 @@ fn thousands_of_failures_no_leak_no_lost_supervision_message() {
         ws[i % 4].blocking_send(Work::Panic, DEADLINE).unwrap();
     }
     assert!(eventually(|| rt.restarts() == n as u64), "restarts {}", rt.restarts());
-    assert_eq!(created.get(), 4 + n as u64);
+    // A restart is counted before the factory builds the fresh instance (on the shard
+    // thread): the last one may still be in the factory when the count reaches `n`.
+    assert!(eventually(|| created.get() == 4 + n as u64), "created {}", created.get());
     for w in &ws {
         assert_eq!(sum(w), 0);
     }
