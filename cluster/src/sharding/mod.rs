@@ -445,7 +445,8 @@ impl<M: RemoteMessage> EntityRef<M> {
         if self.gauge.congested() {
             return self.blocking_send_congested(msg, timeout);
         }
-        // The engine's wait (spin, yield, then park with growing naps), as for any actor.
+        // The engine's wait (spin and yield briefly, then park until the region has room),
+        // as for any actor.
         self.region.blocking_send(self.envelope(msg), timeout).map_err(unwrap_send)
     }
 
