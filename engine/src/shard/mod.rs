@@ -271,9 +271,9 @@ impl ShardLocal {
         unsafe { std::hint::assert_unchecked(!p.is_null()) };
         // SAFETY: the key matches only while this thread runs shard `h.shard()` of `h`'s
         // runtime (`run_shard` sets it with CURRENT and clears both at the end; keys are
-        // unique among live runtimes, see `runtime::tags`), so CURRENT is that shard, whose `ShardLocal` outlives
-        // every call made from inside its loop (and callers use the result immediately,
-        // within that call).
+        // unique among live runtimes, see `runtime::tags`), so CURRENT is that shard,
+        // whose `ShardLocal` outlives every call made from inside its loop (and callers use
+        // the result immediately, within that call).
         let s = unsafe { &*p };
         debug_assert!(s.index == h.shard() && Arc::ptr_eq(&s.rt, &h.runtime));
         Some(s)

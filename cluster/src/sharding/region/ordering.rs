@@ -200,6 +200,7 @@ fn table_of<M>(shards: &mut [Option<Box<ShardOrder<M>>>], shard: u32) -> Option<
 
 impl<M> ShardOrder<M> {
     /// The stream of `origin` (its incarnation and generation), if the table has one.
+    #[inline]
     fn stream(&mut self, origin: Stamp) -> Option<&mut Stream<M>> {
         self.streams.iter_mut().find(|s| (s.incarnation, s.generation) == origin.origin())
     }
@@ -301,6 +302,7 @@ impl<M> Order<M> {
     }
 
     /// The table of `shard`, if this region has one.
+    #[inline]
     fn existing(&mut self, shard: u32) -> Option<&mut ShardOrder<M>> {
         self.shards.get_mut(shard as usize).and_then(|s| s.as_deref_mut())
     }
@@ -311,12 +313,10 @@ impl<M> Order<M> {
     /// next number); everything else in [`Order::admit_slow`].
     #[inline(always)]
     pub(super) fn admit(&mut self, shard: u32, stamp: Stamp) -> Admit {
-        if let Some(Some(so)) = self.shards.get_mut(shard as usize) {
-            if let Some(s) = so.streams.iter_mut().find(|s| (s.incarnation, s.generation) == stamp.origin()) {
-                if stamp.seq != 0 && !s.rebase && stamp.seq == s.next as u32 {
-                    s.next += 1;
-                    return Admit::Next { more: !s.pending.is_empty() };
-                }
+        if let Some(s) = self.existing(shard).and_then(|so| so.stream(stamp)) {
+            if stamp.seq != 0 && !s.rebase && stamp.seq == s.next as u32 {
+                s.next += 1;
+                return Admit::Next { more: !s.pending.is_empty() };
             }
         }
         self.admit_slow(shard, stamp)
