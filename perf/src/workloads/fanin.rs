@@ -1,9 +1,13 @@
 //! `fanin`: one producer actor per shard, `n / S` messages each, into one counter actor.
 //!
-//! Producers run on shards, so they must never block: on `Full` a producer keeps the
-//! message count where it is, sends itself a `Continue` and returns, letting the shard run
-//! the counter (or anything else) before it retries. The counter replies once the total
-//! reaches `n`, which is then checked exactly.
+//! Producers run on shards, so they must never block: on `Full` a producer hands the
+//! refused message to [`Context::send`], which parks it and mutes the producer until the
+//! counter has drained to half its capacity (the engine's back-pressure between actors),
+//! then sends itself a `Continue` that waits behind the mute. A producer that waits for
+//! room therefore leaves its shard idle (it parks) instead of retrying: on a machine with
+//! other load the waiting producer's core goes to that load rather than the load crowding
+//! the counter's core. The counter replies once the total reaches `n`, which is then
+//! checked exactly.
 
 use std::time::Instant;
 
@@ -24,7 +28,7 @@ const BATCH: u64 = 256;
 #[derive(Debug)]
 struct Continue;
 
-/// Sends `left` messages to the counter, a batch per turn, backing off on `Full`.
+/// Sends `left` messages to the counter, a batch per turn, waiting for room on `Full`.
 #[derive(Debug)]
 struct Producer {
     counter: ActorRef<CountMsg>,
@@ -42,7 +46,13 @@ impl Actor for Producer {
                     self.left -= 1;
                     budget -= 1;
                 }
-                Err(TellError::Full(_)) => break,
+                Err(TellError::Full(msg)) => {
+                    // Parked with us until the counter has room, and sent before anything
+                    // else we send it; we are muted meanwhile, so `Continue` waits too.
+                    ctx.send(&self.counter, msg);
+                    self.left -= 1;
+                    break;
+                }
                 Err(TellError::Closed(_)) => return Err(engine::actor_error("counter closed")),
             }
         }

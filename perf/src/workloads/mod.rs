@@ -165,7 +165,7 @@ pub static TABLE: &[Workload] = &[
     },
     Workload {
         name: "fanin",
-        summary: "one producer per shard, n messages in all to one counter, producers honour Full",
+        summary: "one producer per shard, n messages in all to one counter, producers wait for room (Context::send) on Full",
         default_n: 4_000_000,
         in_all: true,
         run: fanin::run,
