@@ -1,5 +1,5 @@
 //! The command line: `percore-perf [WORKLOAD|all] [--n N] [--shards S] [--pin|--no-pin]
-//! [--peers|--no-peers] [--peers-extra] [--metrics] [--json] [--out DIR]`.
+//! [--peers|--no-peers] [--peers-extra] [--rounds K] [--metrics] [--json] [--out DIR]`.
 
 use std::path::PathBuf;
 
@@ -7,6 +7,9 @@ use clap::Parser;
 
 use crate::error::{BenchError, Result};
 use crate::workloads::{self, Params, Workload};
+
+/// `--rounds` unless given: the median of three.
+pub const DEFAULT_ROUNDS: usize = 3;
 
 /// Measures percore against actix, ractor and kameo, side by side, on the same machine and
 /// in the same run. Without arguments it runs every workload on its default size.
@@ -47,6 +50,13 @@ pub struct Cli {
     /// when built and installed (`perf/peers-extra.sh`); otherwise a note says why not.
     #[arg(long)]
     pub peers_extra: bool,
+
+    /// Runs of each short, noisy workload (`--list` marks them `[rounds]`: raw-spsc,
+    /// pingpong, pingpong-xshard, counting, fanin, ring, spawn). percore and the peers
+    /// alternate round by round, so that a swing of the machine's speed hits every system,
+    /// and each system's median round is reported (a note gives every round).
+    #[arg(long, value_name = "K", default_value_t = DEFAULT_ROUNDS)]
+    pub rounds: usize,
 
     /// Print one JSON object per result on stdout, and nothing else.
     #[arg(long)]
@@ -100,12 +110,16 @@ impl Cli {
         if self.n == Some(0) {
             return Err(BenchError::Usage("--n must be at least 1".into()));
         }
+        if self.rounds == 0 {
+            return Err(BenchError::Usage("--rounds must be at least 1".into()));
+        }
         Ok(Params {
             n: self.n,
             shards,
             pin: !self.no_pin,
             peers: !self.no_peers && cfg!(feature = "peers"),
             peers_extra: self.peers_extra,
+            rounds: self.rounds,
         })
     }
 }
@@ -134,6 +148,8 @@ mod tests {
         assert!(!parse(&["--no-peers"]).params().expect("valid").peers);
         assert!(!parse(&[]).params().expect("valid").peers_extra, "CAF and Erlang only when asked");
         assert!(parse(&["--peers-extra"]).params().expect("valid").peers_extra);
+        assert_eq!(parse(&[]).params().expect("valid").rounds, DEFAULT_ROUNDS);
+        assert_eq!(parse(&["--rounds", "5"]).params().expect("valid").rounds, 5);
     }
 
     #[test]
@@ -141,6 +157,7 @@ mod tests {
         assert!(parse(&["nosuch"]).selected().is_err());
         assert!(parse(&["--n", "0"]).params().is_err());
         assert!(parse(&["--shards", "0"]).params().is_err());
+        assert!(parse(&["--rounds", "0"]).params().is_err());
         assert!(Cli::try_parse_from(["percore-perf", "--n", "-3"]).is_err());
         let two = parse(&["ring,pingpong,ring"]).selected().expect("known names");
         assert_eq!(two.iter().map(|w| w.name).collect::<Vec<_>>(), ["ring", "pingpong"]);

@@ -4,7 +4,8 @@
 //! peer actor systems (actix, ractor, kameo; stakker on the one-thread workloads), each
 //! in a fresh runtime. Every run checks
 //! its result (counts, sums) before its time is reported; a wrong result makes the
-//! program exit non-zero.
+//! program exit non-zero. The short, noisy workloads run `--rounds` times (default 3),
+//! percore and the peers alternating round by round, and report each system's median.
 //!
 //! ```text
 //! main ─ cli (what to run) ─ workloads::TABLE (name → fn) ─┬─ percore implementation
@@ -41,7 +42,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.list {
         for w in workloads::TABLE {
-            println!("{:<16} default n = {:<10} {}", w.name, w.default_n, w.summary);
+            let rounds = if w.repeat { " [rounds]" } else { "" };
+            println!("{:<16} default n = {:<10} {}{rounds}", w.name, w.default_n, w.summary);
         }
         return ExitCode::SUCCESS;
     }
@@ -65,13 +67,14 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     for (i, workload) in selected.iter().enumerate() {
         let n = params.n.unwrap_or(workload.default_n);
-        eprint!("[{}/{}] {} (n = {n}) ...", i + 1, selected.len(), workload.name);
+        let rounds = if workload.repeat && params.rounds > 1 { format!(", {} rounds", params.rounds) } else { String::new() };
+        eprint!("[{}/{}] {} (n = {n}{rounds}) ...", i + 1, selected.len(), workload.name);
         let _ = std::io::stderr().flush();
         let t0 = Instant::now();
         let first_record = results.records.len();
         let first_failure = results.failures.len();
         let first_note = results.notes.len();
-        (workload.run)(&params, n, &mut results);
+        run_rounds(workload, &params, n, &mut results);
         let new = &results.records[first_record..];
         eprintln!(" {:.1}s: {}", t0.elapsed().as_secs_f64(), progress_summary(new));
         for note in &results.notes[first_note..] {
@@ -112,6 +115,26 @@ fn main() -> ExitCode {
         eprintln!("  {failure}");
     }
     ExitCode::FAILURE
+}
+
+/// Runs `workload` once, or `--rounds` times if it is a repeated one, adding each system's
+/// median round to `results` with a note of every round (failures of every round count).
+fn run_rounds(workload: &workloads::Workload, params: &workloads::Params, n: u64, results: &mut Results) {
+    let rounds = if workload.repeat { params.rounds } else { 1 };
+    if rounds == 1 {
+        return (workload.run)(params, n, results);
+    }
+    let mut records = Vec::with_capacity(rounds);
+    for round in 1..=rounds {
+        let mut this = Results::default();
+        (workload.run)(params, n, &mut this);
+        results.notes.extend(this.notes.into_iter().map(|note| format!("round {round}: {note}")));
+        results.failures.extend(this.failures);
+        records.push(this.records);
+    }
+    let (medians, lines) = report::median_of_rounds(&records);
+    results.records.extend(medians);
+    results.notes.extend(lines.into_iter().map(|line| format!("rounds: {line}")));
 }
 
 /// `percore 12.3M/s, actix 1.20M/s` for the progress line.

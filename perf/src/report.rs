@@ -108,6 +108,32 @@ impl Results {
     }
 }
 
+/// Each system's median round of a workload run several times (`--rounds`): the rounds'
+/// records grouped by system, workload, shards and unit, in the order first measured, and
+/// of each group the record whose throughput is the median (the upper one of an even
+/// count: a system that failed in some rounds has fewer). Also one line per group with
+/// every round's throughput, for the notes.
+pub fn median_of_rounds(rounds: &[Vec<Record>]) -> (Vec<Record>, Vec<String>) {
+    let key = |r: &Record| (r.system.clone(), r.workload.clone(), r.shards, r.unit);
+    let mut groups: Vec<(_, Vec<&Record>)> = Vec::new();
+    for record in rounds.iter().flatten() {
+        let k = key(record);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, members)) => members.push(record),
+            None => groups.push((k, vec![record])),
+        }
+    }
+    let mut medians = Vec::with_capacity(groups.len());
+    let mut lines = Vec::with_capacity(groups.len());
+    for ((system, ..), mut members) in groups {
+        let each = members.iter().map(|r| format!("{}/s", si(r.per_sec))).collect::<Vec<_>>().join(", ");
+        lines.push(format!("{system}: {each} (median of {})", members.len()));
+        members.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        medians.push(members[members.len() / 2].clone());
+    }
+    (medians, lines)
+}
+
 /// Formats `v` with an SI suffix: `12.3M`.
 pub fn si(v: f64) -> String {
     let (scaled, suffix) = match v.abs() {
@@ -294,6 +320,28 @@ mod tests {
 
     fn rec(system: &str, workload: &str, per_sec: f64) -> Record {
         Record::throughput(system, workload, 1, 10, 10, 10.0 / per_sec, "msgs")
+    }
+
+    #[test]
+    fn the_median_round_of_each_system_in_first_seen_order() {
+        let rounds = vec![
+            vec![rec("percore", "ring", 30.0), rec("stakker", "ring", 50.0)],
+            vec![rec("percore", "ring", 10.0), rec("stakker", "ring", 40.0)],
+            // stakker failed in the third round: the upper median of its two.
+            vec![rec("percore", "ring", 20.0)],
+        ];
+        let (medians, lines) = median_of_rounds(&rounds);
+        let got: Vec<(&str, f64)> = medians.iter().map(|r| (r.system.as_str(), r.per_sec.round())).collect();
+        assert_eq!(got, [("percore", 20.0), ("stakker", 50.0)]);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("percore: 30.0/s, 10.0/s, 20.0/s (median of 3)"), "{}", lines[0]);
+        // Two records of one system that differ in unit (raw-spsc's two rows) stay apart.
+        let two = vec![vec![rec("raw-spsc", "raw-spsc", 5.0), {
+            let mut r = rec("raw-spsc", "raw-spsc", 1.0);
+            r.unit = "round_trips";
+            r
+        }]];
+        assert_eq!(median_of_rounds(&two).0.len(), 2);
     }
 
     #[test]

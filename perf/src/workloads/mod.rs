@@ -46,6 +46,8 @@ pub struct Params {
     pub peers: bool,
     /// `--peers-extra`: also run the CAF and Erlang programs where they are built.
     pub peers_extra: bool,
+    /// `--rounds`: runs of each repeated workload ([`Workload::repeat`]).
+    pub rounds: usize,
 }
 
 impl Params {
@@ -79,6 +81,10 @@ pub struct Workload {
     pub default_n: u64,
     /// Whether `all` runs it.
     pub in_all: bool,
+    /// Whether it runs `--rounds` times (short, noisy workloads whose ratios the targets
+    /// compare): percore and the peers alternate round by round and each system's median
+    /// round is reported.
+    pub repeat: bool,
     /// Runs the workload with size `n`, adding records and failures to the results.
     pub run: fn(&Params, u64, &mut Results),
 }
@@ -91,6 +97,7 @@ pub static TABLE: &[Workload] = &[
         summary: "bare SPSC ring between two pinned threads: streamed items and busy-spin round trips",
         default_n: 50_000_000,
         in_all: true,
+        repeat: true,
         run: crate::raw_spsc::run,
     },
     Workload {
@@ -98,6 +105,7 @@ pub static TABLE: &[Workload] = &[
         summary: "two actors on one shard, n round trips",
         default_n: 2_000_000,
         in_all: true,
+        repeat: true,
         run: pingpong::run_local,
     },
     Workload {
@@ -105,6 +113,7 @@ pub static TABLE: &[Workload] = &[
         summary: "two actors on two shards, n round trips",
         default_n: 200_000,
         in_all: true,
+        repeat: true,
         run: pingpong::run_cross,
     },
     Workload {
@@ -112,6 +121,7 @@ pub static TABLE: &[Workload] = &[
         summary: "an async actor's handler awaits n asks to an async actor on its shard, one after the other",
         default_n: 200_000,
         in_all: true,
+        repeat: false,
         run: async_ask::run_local,
     },
     Workload {
@@ -119,6 +129,7 @@ pub static TABLE: &[Workload] = &[
         summary: "as pingpong-async, the two actors on two shards",
         default_n: 100_000,
         in_all: true,
+        repeat: false,
         run: async_ask::run_cross,
     },
     Workload {
@@ -126,6 +137,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a task on a multi-threaded tokio runtime awaits n asks to an echo actor, in sequence",
         default_n: 50_000,
         in_all: true,
+        repeat: false,
         run: async_ask::run_one_task,
     },
     Workload {
@@ -133,6 +145,7 @@ pub static TABLE: &[Workload] = &[
         summary: "16 concurrent tokio tasks await n asks in all to one echo actor, each in sequence",
         default_n: 200_000,
         in_all: true,
+        repeat: false,
         run: async_ask::run_many_tasks,
     },
     Workload {
@@ -140,6 +153,7 @@ pub static TABLE: &[Workload] = &[
         summary: "two one-shard runtimes in one process, n round trips between them: default placement vs first_core",
         default_n: 200_000,
         in_all: false,
+        repeat: false,
         run: pingpong::run_two_runtimes,
     },
     Workload {
@@ -147,6 +161,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a two-shard runtime after 10,000 cross-shard round trips, idle for n seconds: process CPU time per second (10,000 cpu_us/s = 1% of a core)",
         default_n: 10,
         in_all: true,
+        repeat: false,
         run: idle::run,
     },
     Workload {
@@ -154,6 +169,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a runtime of n shards (unpinned), each shard messages the next: build time and RSS per shard",
         default_n: 256,
         in_all: false,
+        repeat: false,
         run: wide::run,
     },
     Workload {
@@ -161,6 +177,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a foreign thread sends n messages (blocking, with back-pressure) to one counter",
         default_n: 4_000_000,
         in_all: true,
+        repeat: true,
         run: counting::run,
     },
     Workload {
@@ -168,6 +185,7 @@ pub static TABLE: &[Workload] = &[
         summary: "one producer per shard, n messages in all to one counter, producers wait for room (Context::send) on Full",
         default_n: 4_000_000,
         in_all: true,
+        repeat: true,
         run: fanin::run,
     },
     Workload {
@@ -175,6 +193,7 @@ pub static TABLE: &[Workload] = &[
         summary: "an actor floods an actor (capacity 64) on its shard with Context::send, which waits for room; n msgs, 0 dead letters",
         default_n: 4_000_000,
         in_all: true,
+        repeat: false,
         run: flood::run_local,
     },
     Workload {
@@ -182,6 +201,7 @@ pub static TABLE: &[Workload] = &[
         summary: "as flood, producer and consumer on two shards",
         default_n: 4_000_000,
         in_all: true,
+        repeat: false,
         run: flood::run_cross,
     },
     Workload {
@@ -189,6 +209,7 @@ pub static TABLE: &[Workload] = &[
         summary: "1000 actors on one shard pass a token n hops",
         default_n: 2_000_000,
         in_all: true,
+        repeat: true,
         run: ring::run_local,
     },
     Workload {
@@ -196,6 +217,7 @@ pub static TABLE: &[Workload] = &[
         summary: "1000 actors spread round-robin over all shards pass a token n hops",
         default_n: 400_000,
         in_all: true,
+        repeat: false,
         run: ring::run_cross,
     },
     Workload {
@@ -203,6 +225,7 @@ pub static TABLE: &[Workload] = &[
         summary: "spawn n actors over the shards, one message each; actors/s and bytes per actor",
         default_n: 200_000,
         in_all: true,
+        repeat: true,
         run: spawn::run,
     },
     Workload {
@@ -210,6 +233,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a tree of actors, 10 children each, n leaves (a power of 10); sums flow back up",
         default_n: 100_000,
         in_all: true,
+        repeat: false,
         run: skynet::run,
     },
     Workload {
@@ -217,6 +241,7 @@ pub static TABLE: &[Workload] = &[
         summary: "open-loop requests at half the measured maximum rate; p50/p99/p999",
         default_n: 500_000,
         in_all: true,
+        repeat: false,
         run: latency::run,
     },
     Workload {
@@ -224,6 +249,7 @@ pub static TABLE: &[Workload] = &[
         summary: "one actor schedules n one-shot timers on its shard's wheel; insert and fire rates, bytes per timer",
         default_n: 1_000_000,
         in_all: true,
+        repeat: false,
         run: timers::run,
     },
     Workload {
@@ -231,6 +257,7 @@ pub static TABLE: &[Workload] = &[
         summary: "1000 persistent actors over all shards persist n small events, fdatasync per group commit; events/s, persist p50/p99/p999, raw fdatasync beside",
         default_n: 400_000,
         in_all: true,
+        repeat: false,
         run: persist::run,
     },
     Workload {
@@ -238,6 +265,7 @@ pub static TABLE: &[Workload] = &[
         summary: "100 persistent actors write n events (untimed), then a fresh runtime replays them all; events/s",
         default_n: 1_000_000,
         in_all: true,
+        repeat: false,
         run: recover::run,
     },
     Workload {
@@ -245,6 +273,7 @@ pub static TABLE: &[Workload] = &[
         summary: "persist on the PostgreSQL journal at PERCORE_PG_URL (skipped if unset): events/s, persist p50/p99/p999, the server's commit rate beside",
         default_n: 400_000,
         in_all: true,
+        repeat: false,
         run: pg::run_persist,
     },
     Workload {
@@ -252,6 +281,7 @@ pub static TABLE: &[Workload] = &[
         summary: "recover on the PostgreSQL journal at PERCORE_PG_URL (skipped if unset): 100 streams, n events in all, replayed by a fresh runtime; events/s",
         default_n: 1_000_000,
         in_all: true,
+        repeat: false,
         run: pg::run_recover,
     },
     Workload {
@@ -259,6 +289,7 @@ pub static TABLE: &[Workload] = &[
         summary: "two nodes (one-shard runtimes) over loopback TCP, n round trips, per backend (io_uring, mio); p50/p99/p999 per round trip",
         default_n: 40_000,
         in_all: true,
+        repeat: false,
         run: remote::run_pingpong,
     },
     Workload {
@@ -266,6 +297,7 @@ pub static TABLE: &[Workload] = &[
         summary: "two nodes after 10,000 remote round trips, idle for n seconds, per backend: process CPU time per second (10,000 cpu_us/s = 1% of a core)",
         default_n: 10,
         in_all: false,
+        repeat: false,
         run: remote::run_idle_cpu,
     },
     Workload {
@@ -273,6 +305,7 @@ pub static TABLE: &[Workload] = &[
         summary: "a sender actor streams n 64-byte messages to an actor on another node over loopback TCP, with back-pressure, per backend",
         default_n: 8_000_000,
         in_all: true,
+        repeat: false,
         run: remote::run_stream,
     },
     Workload {
@@ -280,6 +313,7 @@ pub static TABLE: &[Workload] = &[
         summary: "remote-stream with the hand-written Wire message and its serde twin (remote_message!, postcard), per backend; notes serde as % of Wire",
         default_n: 4_000_000,
         in_all: true,
+        repeat: false,
         run: remote::run_stream_serde,
     },
     Workload {
@@ -287,6 +321,7 @@ pub static TABLE: &[Workload] = &[
         summary: "2 nodes, 10,000 sharded entities, threads on both nodes send n messages to random entities; beside direct remote tell (one actor, one connection) and plain local actors, alternating rounds",
         default_n: 1_000_000,
         in_all: true,
+        repeat: false,
         run: cluster::run_sharding,
     },
     Workload {
@@ -294,6 +329,7 @@ pub static TABLE: &[Workload] = &[
         summary: "3 members, one a child process killed with SIGKILL; time until every one of its entities (of n) answers again from a survivor",
         default_n: 1_000,
         in_all: true,
+        repeat: false,
         run: cluster::run_failover,
     },
     Workload {
@@ -301,6 +337,7 @@ pub static TABLE: &[Workload] = &[
         summary: "fanin and ring-xshard on 1..=S shards (percore)",
         default_n: 4_000_000,
         in_all: true,
+        repeat: false,
         run: scaling::run,
     },
 ];
@@ -421,7 +458,7 @@ mod tests {
     }
 
     fn run_small(peers: bool) {
-        let params = Params { n: None, shards: 2, pin: false, peers, peers_extra: false };
+        let params = Params { n: None, shards: 2, pin: false, peers, peers_extra: false, rounds: 1 };
         for workload in TABLE {
             let mut results = Results::default();
             (workload.run)(&params, small_n(workload.name), &mut results);
@@ -449,7 +486,7 @@ mod tests {
     /// else exactly one note per program saying why they were skipped.
     #[test]
     fn extra_peers_validate_or_say_why_they_were_skipped() {
-        let params = Params { n: None, shards: 2, pin: false, peers: false, peers_extra: true };
+        let params = Params { n: None, shards: 2, pin: false, peers: false, peers_extra: true, rounds: 1 };
         let mut results = Results::default();
         for name in ["pingpong", "counting", "ring", "spawn"] {
             let workload = find(name).expect("known");
