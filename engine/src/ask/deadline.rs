@@ -47,10 +47,8 @@ impl Deadline {
         }
         self.cancel();
         let at = self.at;
-        let on_shard = crate::shard::with_current_shard(&self.runtime, |s| {
-            let w = cx.waker().clone();
-            (s.index(), s.schedule(at, Box::new(move || w.wake())))
-        });
+        let on_shard =
+            crate::shard::with_current_shard(&self.runtime, |s| (s.index(), s.schedule_wake(at, cx.waker().clone())));
         self.armed = match on_shard {
             Some((shard, id)) => Armed::Shard { shard, id, waker: cx.waker().clone() },
             None => {

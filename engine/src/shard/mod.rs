@@ -356,22 +356,21 @@ impl ShardLocal {
 
     /// Runs `action` once on this shard at `at`.
     pub(crate) fn schedule(&self, at: Instant, action: Box<dyn FnOnce()>) -> TimerId {
-        let mut action = Some(action);
-        self.schedule_timer(
-            at,
-            Duration::ZERO,
-            Box::new(move || {
-                if let Some(a) = action.take() {
-                    a();
-                }
-                false
-            }),
-        )
+        self.insert_timer(at, Duration::ZERO, TimerAction::Once(Some(action)))
+    }
+
+    /// Wakes `waker` on this shard at `at` (an awaited deadline), allocating nothing.
+    pub(crate) fn schedule_wake(&self, at: Instant, waker: std::task::Waker) -> TimerId {
+        self.insert_timer(at, Duration::ZERO, TimerAction::Wake(waker))
     }
 
     /// Runs `action` on this shard at `at`, then every `period` (if non-zero) for as long
     /// as it returns `true`.
-    pub(crate) fn schedule_timer(&self, at: Instant, period: Duration, action: TimerAction) -> TimerId {
+    pub(crate) fn schedule_timer(&self, at: Instant, period: Duration, action: Box<dyn FnMut() -> bool>) -> TimerId {
+        self.insert_timer(at, period, TimerAction::Run(action))
+    }
+
+    fn insert_timer(&self, at: Instant, period: Duration, action: TimerAction) -> TimerId {
         // SAFETY: as `push_run`; the borrow ends before anything else runs.
         let (id, len) = self.timers.with_mut(|t| unsafe {
             let id = (*t).insert(at, period, action);
@@ -704,7 +703,7 @@ impl ShardLocal {
             // The wheel is not borrowed here: an action may schedule or cancel timers.
             // Actions are the engine's (user factories run in their actor's activation), but
             // a panic here must not take the shard down either.
-            let again = catch_unwind(AssertUnwindSafe(&mut action)).unwrap_or_else(|_| {
+            let again = catch_unwind(AssertUnwindSafe(|| action.fire())).unwrap_or_else(|_| {
                 self.rt.record_escaped_panic();
                 tracing::error!("shard {}: a timer action panicked; the timer is dropped", self.index);
                 false

@@ -22,8 +22,41 @@ const NONE: u32 = u32::MAX;
 /// Latest representable deadline, in ticks after the wheel's start.
 const MAX_TICK: u64 = (1 << (BITS as u64 * LEVELS as u64)) - 1;
 
-/// What a timer does when it fires; returns whether a repeating timer should go on.
-pub(crate) type TimerAction = Box<dyn FnMut() -> bool>;
+/// What a timer does when it fires.
+pub(crate) enum TimerAction {
+    /// Runs the closure, which returns whether a repeating timer should go on.
+    Run(Box<dyn FnMut() -> bool>),
+    /// Runs the closure once (a one-shot engine action: an actor's ask deadline).
+    Once(Option<Box<dyn FnOnce()>>),
+    /// Wakes a task (an awaited deadline, `ask::deadline`): one-shot, and no allocation,
+    /// where a boxed closure around the waker cost two per ask (docs/PERFORMANCE.md,
+    /// "Async asks: the deadline's allocations").
+    Wake(std::task::Waker),
+}
+
+impl TimerAction {
+    /// Fires the action; returns whether a repeating timer should go on.
+    pub(crate) fn fire(&mut self) -> bool {
+        match self {
+            TimerAction::Run(f) => f(),
+            TimerAction::Once(f) => {
+                if let Some(f) = f.take() {
+                    f();
+                }
+                false
+            }
+            TimerAction::Wake(w) => {
+                w.wake_by_ref();
+                false
+            }
+        }
+    }
+}
+
+/// Slab entries an empty wheel keeps (about 4 KB): a shard whose timers come and go one
+/// at a time (an async actor's asks, each with its deadline) would otherwise free the slab
+/// when the last one is cancelled and allocate it again for the next.
+const KEEP: usize = 64;
 
 /// Identifies a scheduled timer (slab index + generation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -138,9 +171,9 @@ impl TimerWheel {
         self.free = index;
         self.len -= 1;
         if self.len == 0 {
-            // Everything cancelled or fired: give the memory back.
+            // Everything cancelled or fired: give back the memory beyond a small slab.
             self.slab.clear();
-            self.slab.shrink_to_fit();
+            self.slab.shrink_to(KEEP);
             self.free = NONE;
         }
     }
@@ -282,15 +315,15 @@ mod tests {
 
     fn recorder(log: &Rc<RefCell<Vec<u32>>>, v: u32) -> TimerAction {
         let log = log.clone();
-        Box::new(move || {
+        TimerAction::Run(Box::new(move || {
             log.borrow_mut().push(v);
             false
-        })
+        }))
     }
 
     fn run_until(w: &mut TimerWheel, at: Instant) {
         for (id, mut action, period) in w.expire(at) {
-            let again = action();
+            let again = action.fire();
             w.finish(id, action, period, again);
         }
     }
@@ -343,10 +376,10 @@ mod tests {
         let rep = w.insert(
             t0 + Duration::from_millis(10),
             Duration::from_millis(10),
-            Box::new(move || {
+            TimerAction::Run(Box::new(move || {
                 *n2.borrow_mut() += 1;
                 true
-            }),
+            })),
         );
         assert!(w.cancel(a));
         assert!(!w.cancel(a), "second cancel is a no-op");
@@ -360,7 +393,50 @@ mod tests {
         run_until(&mut w, t0 + Duration::from_millis(500));
         assert_eq!(*n.borrow(), 5);
         assert_eq!(w.len(), 0);
-        assert_eq!(w.slab_bytes(), 0, "an empty wheel holds no memory");
+        assert!(w.slab_bytes() <= KEEP * std::mem::size_of::<Entry>(), "an empty wheel holds a small slab at most");
+    }
+
+    /// A wheel whose one timer at a time is scheduled and cancelled (an async actor's asks,
+    /// each with its deadline) keeps its slab: it freed it at every cancel and allocated it
+    /// again at the next insert (two allocator calls per ask).
+    #[test]
+    fn a_wheel_that_empties_keeps_a_small_slab() {
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0);
+        let log = Rc::new(RefCell::new(vec![]));
+        for i in 0..100 {
+            let id = w.insert(t0 + Duration::from_secs(5), Duration::ZERO, recorder(&log, i));
+            assert!(w.cancel(id));
+            assert_eq!(w.len(), 0);
+            assert!(w.slab_bytes() > 0, "the slab was freed when the wheel emptied (round {i})");
+        }
+        assert!(log.borrow().is_empty());
+    }
+
+    /// A waker timer wakes its task once when due, and not at all once cancelled.
+    #[test]
+    fn a_wake_timer_wakes_once_and_not_after_cancel() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0);
+        let fired = std::sync::Arc::new(Count(0.into()));
+        let cancelled = std::sync::Arc::new(Count(0.into()));
+        w.insert(t0 + Duration::from_millis(3), Duration::ZERO, TimerAction::Wake(fired.clone().into()));
+        let c = w.insert(t0 + Duration::from_millis(3), Duration::ZERO, TimerAction::Wake(cancelled.clone().into()));
+        assert!(w.cancel(c));
+        run_until(&mut w, t0 + Duration::from_millis(2));
+        assert_eq!(fired.0.load(std::sync::atomic::Ordering::Relaxed), 0, "not before its deadline");
+        for t in 3..20 {
+            run_until(&mut w, t0 + Duration::from_millis(t));
+        }
+        assert_eq!(fired.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(cancelled.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(w.len(), 0);
     }
 
     #[test]
@@ -368,7 +444,7 @@ mod tests {
         let t0 = Instant::now();
         let mut w = TimerWheel::new(t0);
         let ids: Vec<_> = (0..1_000_000u64)
-            .map(|i| w.insert(t0 + Duration::from_millis(1 + i % 100_000), Duration::ZERO, Box::new(|| false)))
+            .map(|i| w.insert(t0 + Duration::from_millis(1 + i % 100_000), Duration::ZERO, TimerAction::Run(Box::new(|| false))))
             .collect();
         assert_eq!(w.len(), 1_000_000);
         for id in ids {
@@ -376,6 +452,6 @@ mod tests {
         }
         assert_eq!(w.len(), 0);
         assert_eq!(w.next_deadline(), None);
-        assert_eq!(w.slab_bytes(), 0);
+        assert!(w.slab_bytes() <= KEEP * std::mem::size_of::<Entry>(), "the million's slab was given back");
     }
 }
