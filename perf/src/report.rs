@@ -125,9 +125,9 @@ pub fn median_of_rounds(rounds: &[Vec<Record>]) -> (Vec<Record>, Vec<String>) {
     }
     let mut medians = Vec::with_capacity(groups.len());
     let mut lines = Vec::with_capacity(groups.len());
-    for ((system, ..), mut members) in groups {
+    for ((system, _, _, unit), mut members) in groups {
         let each = members.iter().map(|r| format!("{}/s", si(r.per_sec))).collect::<Vec<_>>().join(", ");
-        lines.push(format!("{system}: {each} (median of {})", members.len()));
+        lines.push(format!("{system}, {unit}: {each} (median of {})", members.len()));
         members.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         medians.push(members[members.len() / 2].clone());
     }
@@ -334,7 +334,7 @@ mod tests {
         let got: Vec<(&str, f64)> = medians.iter().map(|r| (r.system.as_str(), r.per_sec.round())).collect();
         assert_eq!(got, [("percore", 20.0), ("stakker", 50.0)]);
         assert_eq!(lines.len(), 2);
-        assert!(lines[0].starts_with("percore: 30.0/s, 10.0/s, 20.0/s (median of 3)"), "{}", lines[0]);
+        assert_eq!(lines[0], "percore, msgs: 30.0/s, 10.0/s, 20.0/s (median of 3)");
         // Two records of one system that differ in unit (raw-spsc's two rows) stay apart.
         let two = vec![vec![rec("raw-spsc", "raw-spsc", 5.0), {
             let mut r = rec("raw-spsc", "raw-spsc", 1.0);
