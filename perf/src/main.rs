@@ -67,7 +67,10 @@ fn main() -> ExitCode {
     let stdout = std::io::stdout();
     for (i, workload) in selected.iter().enumerate() {
         let n = params.n.unwrap_or(workload.default_n);
-        let rounds = if workload.repeat && params.rounds > 1 { format!(", {} rounds", params.rounds) } else { String::new() };
+        let rounds = match params.rounds_of(workload) {
+            1 => String::new(),
+            k => format!(", {k} rounds"),
+        };
         eprint!("[{}/{}] {} (n = {n}{rounds}) ...", i + 1, selected.len(), workload.name);
         let _ = std::io::stderr().flush();
         let t0 = Instant::now();
@@ -120,7 +123,7 @@ fn main() -> ExitCode {
 /// Runs `workload` once, or `--rounds` times if it is a repeated one, adding each system's
 /// median round to `results` with a note of every round (failures of every round count).
 fn run_rounds(workload: &workloads::Workload, params: &workloads::Params, n: u64, results: &mut Results) {
-    let rounds = if workload.repeat { params.rounds } else { 1 };
+    let rounds = params.rounds_of(workload);
     if rounds == 1 {
         return (workload.run)(params, n, results);
     }

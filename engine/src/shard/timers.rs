@@ -416,10 +416,12 @@ mod tests {
     /// A waker timer wakes its task once when due, and not at all once cancelled.
     #[test]
     fn a_wake_timer_wakes_once_and_not_after_cancel() {
-        struct Count(std::sync::atomic::AtomicUsize);
+        use crate::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
         impl std::task::Wake for Count {
             fn wake(self: std::sync::Arc<Self>) {
-                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // ORDERING: Relaxed: a counter read by this test's thread only.
+                self.0.fetch_add(1, Ordering::Relaxed);
             }
         }
         let t0 = Instant::now();
@@ -430,12 +432,12 @@ mod tests {
         let c = w.insert(t0 + Duration::from_millis(3), Duration::ZERO, TimerAction::Wake(cancelled.clone().into()));
         assert!(w.cancel(c));
         run_until(&mut w, t0 + Duration::from_millis(2));
-        assert_eq!(fired.0.load(std::sync::atomic::Ordering::Relaxed), 0, "not before its deadline");
+        assert_eq!(fired.0.load(Ordering::Relaxed), 0, "not before its deadline");
         for t in 3..20 {
             run_until(&mut w, t0 + Duration::from_millis(t));
         }
-        assert_eq!(fired.0.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(cancelled.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(fired.0.load(Ordering::Relaxed), 1);
+        assert_eq!(cancelled.0.load(Ordering::Relaxed), 0);
         assert_eq!(w.len(), 0);
     }
 

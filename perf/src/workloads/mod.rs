@@ -51,6 +51,15 @@ pub struct Params {
 }
 
 impl Params {
+    /// How many times `workload` runs: `--rounds` for a repeated one, else once.
+    pub fn rounds_of(&self, workload: &Workload) -> usize {
+        if workload.repeat {
+            self.rounds
+        } else {
+            1
+        }
+    }
+
     /// Shards for the cross-shard workloads: at least two, or they would not cross.
     pub fn cross_shards(&self) -> usize {
         self.shards.max(2)
