@@ -211,6 +211,13 @@ pub mod __private {
         rt.shared_strong_count()
     }
 
+    /// Whether the actor behind `r` has its SCHEDULED bit: queued, running, or lingering
+    /// (its shard keeps the token after an activation that emptied its mailbox). Tests use
+    /// it to see the linger.
+    pub fn is_scheduled<M>(r: &crate::ActorRef<M>) -> bool {
+        r.erased().header().state.bits() & crate::actor::state::SCHEDULED != 0
+    }
+
     /// Deadlines held by the runtime's timekeeper thread (async asks and sleeps polled
     /// off-shard). Tests use it to show that on-shard futures leave nothing there.
     pub fn timekeeper_entries(rt: &crate::RuntimeHandle) -> usize {

@@ -899,3 +899,84 @@ fn same_shard_try_tell_to_a_stopping_a_dead_and_a_fresh_actor() {
     rt.shutdown();
     assert_eq!(sum.get(), 6, "each message handled exactly once");
 }
+
+/// Re-tells itself `Spin` until `stop` is set, so that its shard never runs out of work;
+/// on `Check` it records whether the actor named there has its SCHEDULED bit, as the
+/// shard sees it between two activations (1: idle, 2: scheduled).
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+enum BusyMsg {
+    Spin,
+    Check(ActorRef<u64>),
+}
+impl Actor for Busy {
+    type Msg = BusyMsg;
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        ctx.myself().tell(BusyMsg::Spin).map_err(|_| "busy: self full")?;
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Context<Self>, m: BusyMsg) -> Result<(), ActorError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match m {
+            BusyMsg::Spin if !self.stop.load(SeqCst) => ctx.myself().tell(BusyMsg::Spin).map_err(|_| "busy: self full")?,
+            BusyMsg::Spin => {}
+            BusyMsg::Check(t) => self.seen.store(if percore::__private::is_scheduled(&t) { 2 } else { 1 }, SeqCst),
+        }
+        Ok(())
+    }
+}
+
+/// Counts its messages; on message 0 it asks `busy` (same shard) to look at its
+/// scheduling bit once its activation is over.
+struct Lingerer {
+    count: Count,
+    busy: ActorRef<BusyMsg>,
+}
+impl Actor for Lingerer {
+    type Msg = u64;
+    fn handle(&mut self, ctx: &mut Context<Self>, n: u64) -> Result<(), ActorError> {
+        self.count.add(1);
+        if n == 0 {
+            self.busy.tell(BusyMsg::Check(ctx.myself().clone())).map_err(|_| "busy full")?;
+        }
+        Ok(())
+    }
+}
+
+/// The linger (`ShardLocal::linger`): after an activation that emptied its mailbox, an
+/// actor told from another thread keeps its SCHEDULED token on its shard while the shard
+/// has work, so the next tell from another thread is a ring push with no notification.
+/// Shown from the shard itself (the bit as the next activation sees it: without the
+/// linger the actor was idle again), then: every message told meanwhile is handled, a
+/// lingering actor stops when told to, and once its shard runs out of work the token goes
+/// back (the bit clears) and a later tell still wakes the shard.
+#[test]
+fn a_mailbox_emptied_from_another_thread_lingers_while_its_shard_is_busy() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let rt = runtime(1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let busy = rt.spawn(Props::from(Busy { stop: stop.clone(), seen: seen.clone() }).shard(0)).unwrap();
+    let count = Count::default();
+    let spawn = || rt.spawn(Props::from(Lingerer { count: count.clone(), busy: busy.clone() }).shard(0)).unwrap();
+    let first = spawn();
+    first.blocking_send(0, DEADLINE).unwrap();
+    assert!(eventually(|| seen.load(SeqCst) != 0));
+    assert_eq!(seen.load(SeqCst), 2, "the shard kept the token of the actor whose mailbox it emptied");
+    for i in 1..=1000 {
+        first.blocking_send(i, DEADLINE).unwrap();
+    }
+    assert!(eventually(|| count.get() == 1001), "every message told to a lingering actor is handled");
+    first.stop();
+    assert!(eventually(|| first.is_closed() && rt.live_actors() == 1), "a lingering actor stops when told to");
+    let second = spawn();
+    second.blocking_send(1, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 1002));
+    stop.store(true, SeqCst);
+    assert!(eventually(|| !percore::__private::is_scheduled(&second)), "an idle shard gives the token back");
+    second.blocking_send(2, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 1003), "a tell after the release wakes the shard");
+    rt.shutdown();
+}

@@ -299,7 +299,7 @@ unsafe fn run_entry<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoca
             unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
             return;
         }
-        let act = Activation { h, cell, shard, holds_token };
+        let act = Activation { h, cell, shard, holds_token: holds_token || shard.take_linger(h) };
         if let Err(failure) = result {
             act.fail(inner, failure);
         }
@@ -402,7 +402,7 @@ unsafe fn one_unusual<A: Actor, const T: u8>(h: NonNull<Header>) {
         unsafe { requeue::<A, T>(h, cell.shared(), inner, shard, false) };
         return;
     }
-    let act = Activation { h, cell, shard, holds_token: false };
+    let act = Activation { h, cell, shard, holds_token: shard.take_linger(h) };
     // SAFETY: forwarded contract.
     unsafe { finish_general::<A, T>(&act, inner) };
     // SAFETY: the activation is done with the cell (its last use was just above).
@@ -429,7 +429,7 @@ unsafe fn run_common<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLoc
         unsafe { requeue::<A, T>(h, shared, inner, shard, holds_token) };
         return;
     }
-    let act = Activation { h, cell, shard, holds_token };
+    let act = Activation { h, cell, shard, holds_token: holds_token || shard.take_linger(h) };
     if let Err(failure) = result {
         act.fail(inner, failure);
     }
@@ -493,7 +493,7 @@ unsafe fn one_failed<A: Actor, const T: u8>(
 ) {
     // First what `handle_one` does after the handler, as on the paths that did not fail.
     after_one::<A, T>(cell, inner, shard);
-    let act = Activation { h, cell, shard, holds_token: false };
+    let act = Activation { h, cell, shard, holds_token: shard.take_linger(h) };
     if let Err(failure) = message_outcome(cell.header().id, handled) {
         act.fail(inner, failure);
     }
@@ -531,6 +531,13 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
     if T & METRICS != 0 {
         shard.metrics().activation();
     }
+    // The queue this activation takes messages from: the entry's (a local entry's is the
+    // local queue, a token's the ring).
+    let from_ring = holds_token;
+    // A local entry of an actor whose token the shard keeps takes the token: this
+    // activation may end the actor's life or change what it waits for, which only an
+    // activation holding the token may then act on (`ShardLocal::take_linger`).
+    let holds_token = holds_token || shard.take_linger(h);
     let act = Activation { h, cell, shard, holds_token };
     if inner.meta.lifecycle == Lifecycle::New {
         act.start(inner);
@@ -541,7 +548,7 @@ unsafe fn run_general<A: Actor, const T: u8>(h: NonNull<Header>, shard: &ShardLo
     // `|` on the flags: one branch instead of three on this per-activation path.
     let meta = &inner.meta;
     if meta.running_without(Flags::HOLD) {
-        if let Err(failure) = process_user_messages::<A, T, false>(cell, inner, shard, holds_token) {
+        if let Err(failure) = process_user_messages::<A, T, false>(cell, inner, shard, from_ring) {
             act.fail(inner, failure);
         }
     }
@@ -610,13 +617,56 @@ unsafe fn requeue<A: Actor, const T: u8>(h: NonNull<Header>, shared: &Shared<A::
             // SAFETY: owner-shard thread (contract): the ring's single consumer.
             (!suspended && unsafe { shared.ring.has_pending() }) || !header.sys.is_empty()
         };
-        if pending() {
+        if !suspended && !local_left && inner.meta.lifecycle == Lifecycle::Running && shard.can_linger() {
+            // A running actor out of mail: its shard keeps the token for a while
+            // (`ShardLocal::linger`), so that the next message from another thread is a
+            // ring push only, with no notification. The test reads the slot the next pop
+            // reads, not the ring's `tail`, the line every push writes. (An actor with
+            // local mail left runs again from its local entry: kept, its token would only
+            // hold the one place while the shard is busy.)
+            // SAFETY: owner-shard thread (contract): the ring's single consumer.
+            if unsafe { shared.ring.ready() } || !header.sys.is_empty() {
+                shard.push_run(Entry::remote(h));
+            } else {
+                shard.linger(h);
+            }
+        } else if pending() {
             // More work already visible: keep the token, skip the fence.
             shard.push_run(Entry::remote(h));
         } else if header.state.finish_activation(inner.meta.lifecycle == Lifecycle::Stopping, pending) {
             shard.push_run(Entry::remote(h));
         }
     }
+}
+
+/// The vtable's `linger_ready` for actors of type `A`: whether the actor, whose token its
+/// shard keeps (`ShardLocal::linger`), has work: a published message at its ring's head
+/// or a system message.
+///
+/// # Safety
+/// Owner-shard thread of the live cell `h` of type `A`, which keeps `h`'s token.
+pub(super) unsafe fn linger_ready<A: Actor>(h: NonNull<Header>) -> bool {
+    // SAFETY: contract: live cell of type `A` (the kept token keeps it alive).
+    let shared = unsafe { h.cast::<Cell<A>>().as_ref() }.shared();
+    // SAFETY: owner-shard thread (contract): the ring's single consumer.
+    (unsafe { shared.ring.ready() }) || !shared.header.sys.is_empty()
+}
+
+/// The vtable's `linger_release` for actors of type `A`: ends the activation whose token
+/// the shard kept as [`requeue`] ends one that found no work (the actor was running and
+/// not suspended when it lingered, and nothing but its own activation changes that).
+/// Returns `true` if the shard keeps the token after all and must queue the actor.
+///
+/// # Safety
+/// As [`linger_ready`]; afterwards the caller no longer holds the token unless it gets
+/// `true`.
+pub(super) unsafe fn linger_release<A: Actor>(h: NonNull<Header>) -> bool {
+    // SAFETY: contract: live cell of type `A` (the kept token keeps it alive).
+    let shared = unsafe { h.cast::<Cell<A>>().as_ref() }.shared();
+    let header = &shared.header;
+    // SAFETY: owner-shard thread (contract): the ring's single consumer.
+    let pending = || (unsafe { shared.ring.has_pending() }) || !header.sys.is_empty();
+    pending() || header.state.finish_activation(false, pending)
 }
 
 /// Runs `handle` for up to the throughput budget of messages, under `catch_unwind`;

@@ -652,6 +652,8 @@ impl<A: Actor> Cell<A> {
         run: activation::run::<A, 0>,
         run_local: activation::run_local::<A, 0>,
         drop_cell: drop_cell::<A>,
+        linger_ready: activation::linger_ready::<A>,
+        linger_release: activation::linger_release::<A>,
         msg_type: std::any::TypeId::of::<A::Msg>,
         msg_type_name: std::any::type_name::<A::Msg>,
     };

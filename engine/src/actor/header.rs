@@ -33,6 +33,14 @@ pub(crate) struct VTable {
     pub(crate) run: unsafe fn(NonNull<Header>, &ShardLocal, Entry),
     /// Frees the cell (last reference gone).
     pub(crate) drop_cell: unsafe fn(NonNull<Header>),
+    /// Whether an actor whose SCHEDULED token its shard keeps after an activation that
+    /// emptied its mailbox (`ShardLocal::linger`) has work now: a published message at the
+    /// ring's head, or a system message. See `activation::linger_ready`.
+    pub(crate) linger_ready: unsafe fn(NonNull<Header>) -> bool,
+    /// Ends such an actor's activation as an activation that found no more work ends it
+    /// (`SchedState::finish_activation`): `true` if the shard kept the token after all
+    /// and must queue the actor. See `activation::linger_release`.
+    pub(crate) linger_release: unsafe fn(NonNull<Header>) -> bool,
     /// `TypeId` of the actor's message type (typed lookup checks it).
     pub(crate) msg_type: fn() -> std::any::TypeId,
     /// `type_name` of the message type (for errors).

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   bits: SCHEDULED (1) — the actor is in (or on its way to) its shard's run queue,
-//!                         or running; whoever sets it owes the shard a notification.
+//!                         running, or lingering (below); whoever sets it owes the
+//!                         shard a notification.
 //!         CLOSED    (2) — the mailbox refuses new user messages.
 //!
 //!  sender (other thread)                       owner shard, end of an activation
@@ -15,6 +16,13 @@
 //! run queue and runs on one thread at a time; and a message pushed before the shard went
 //! idle is seen either by the shard's re-check or by the sender's load, so it is never left
 //! behind in the mailbox of an idle actor. Loom checks this (`loom-tests`, model "sched").
+//!
+//! **The linger.** The shard may end an activation later than when it emptied the mailbox:
+//! it keeps the token of the last such actor while it has nothing better to do, polls the
+//! ring's head, runs the actor again when a message is there, and gives the token back (the
+//! right-hand column above, unchanged) before it yields or parks (`ShardLocal::linger`).
+//! Senders meanwhile find SCHEDULED and only push. Loom checks it too (model "sched",
+//! `a_lingering_shard_polls_then_releases_and_strands_nothing`).
 //!
 //! When an actor terminates, the shard sets `CLOSED | SCHEDULED` for good: no sender can win
 //! the transition again, so no notification can outlive the actor.

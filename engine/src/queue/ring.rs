@@ -74,8 +74,8 @@ struct Padded<T>(T);
 struct Ends {
     /// Next position producers claim (index in the low bits, lap in the high bits).
     tail: Padded<AtomicUsize>,
-    /// Next position the consumer reads. Consumer-private: only `pop`, `len` and
-    /// `has_pending` (all consumer-only) touch it.
+    /// Next position the consumer reads. Consumer-private: only `pop`, `len`,
+    /// `has_pending` and `ready` (all consumer-only) touch it.
     head: Padded<UnsafeCell<usize>>,
 }
 
@@ -436,6 +436,27 @@ impl<T> Ring<T> {
         // ORDERING: Relaxed: a snapshot; nothing is read through it.
         let tail = ends.tail.0.load(Ordering::Relaxed);
         linear(tail).wrapping_sub(linear(head)).min(self.capacity())
+    }
+
+    /// Whether the oldest position is published, so that [`Ring::pop`] would return it: the
+    /// shard's poll of an actor whose token it keeps while the actor is out of mail
+    /// (`ShardLocal::poll_linger`). Reads the one slot the next `pop` reads, not `tail`,
+    /// which every push writes. A claimed but unpublished position reads `false` (the
+    /// caller polls again, and releases the token with [`Ring::has_pending`]'s check).
+    ///
+    /// # Safety
+    /// Consumer only, as `pop`.
+    #[inline]
+    pub(crate) unsafe fn ready(&self) -> bool {
+        let Some(ends) = self.ends() else { return false };
+        let block = (ends as *const Ends).cast_mut();
+        // SAFETY: the consumer contract makes `head` ours.
+        let head = ends.head.0.with(|h| unsafe { *h });
+        // SAFETY: `index < cap` by construction of positions, as in `pop_raw`.
+        let slot = unsafe { self.slot(block, head & (self.one_lap as usize - 1)) };
+        // ORDERING: Acquire pairs with the Release stamp store in `push`, as `pop_raw`'s
+        // load (which reads the stamp again before it takes the value).
+        slot.stamp.load(Ordering::Acquire) == head.wrapping_add(1)
     }
 
     /// Whether a producer has claimed a position the consumer has not taken yet (published

@@ -180,6 +180,9 @@ pub(crate) struct ShardLocal {
     stall: watchdog::ShardStall,
     /// Shard-owned metric counters (empty without the `metrics` feature).
     metrics: crate::telemetry::metrics::ShardMetrics,
+    /// The actor whose SCHEDULED token this shard keeps after an activation that emptied
+    /// its ring ([`ShardLocal::linger`]), if any.
+    linger: StdCell<Option<NonNull<Header>>>,
 }
 
 impl ShardLocal {
@@ -201,6 +204,7 @@ impl ShardLocal {
             driver_idle_mask: StdCell::new(idle::driver_poll_mask(DRIVER_IDLE_STRIDE)),
             stall: watchdog::ShardStall::new(rt.watchdog().threshold().is_some()),
             metrics: crate::telemetry::metrics::ShardMetrics::new(&rt, index),
+            linger: StdCell::new(None),
             rt,
         }
     }
@@ -488,6 +492,84 @@ impl ShardLocal {
         n
     }
 
+    /// Keeps the SCHEDULED token of `h`, a running actor whose activation (holding the
+    /// token) emptied its ring, instead of giving it back: **the linger**. While the shard
+    /// keeps it, a sender on another thread finds the actor scheduled and only pushes to
+    /// its ring: no notification (lane or injector), no wake check, no write to the
+    /// scheduling word on either side. The shard polls the ring's head every turn
+    /// ([`ShardLocal::poll_linger`]) and queues the actor when a message is there; it
+    /// gives the token back ([`ShardLocal::release_linger`]) before it yields or parks, so
+    /// an idle shard's CPU is what it was. One actor at a time: the first keeps the place
+    /// until then (see [`ShardLocal::can_linger`]). A policy, not a protocol: the token is
+    /// given back through the same `SchedState::finish_activation` and re-check an
+    /// activation uses, only later.
+    ///
+    /// This is what a producer on another core and a consumer that is faster than it
+    /// needed: the consumer emptied the ring after a message or two and went idle, and
+    /// the producer's next push paid the whole notification (docs/PERFORMANCE.md, "The
+    /// linger").
+    ///
+    /// Only when [`ShardLocal::can_linger`] said so.
+    #[inline]
+    pub(crate) fn linger(&self, h: NonNull<Header>) {
+        debug_assert!(self.can_linger(), "one lingering actor at a time");
+        self.linger.set(Some(h));
+    }
+
+    /// Whether no actor lingers here, so that one may. The first keeps its place while the
+    /// shard is busy: handing it over would give its token back in the middle of a turn,
+    /// where its re-check could queue it ahead of what the turn's end looks at (a
+    /// shutdown that began meanwhile, whose stop it would then meet only after its mail).
+    #[inline]
+    pub(crate) fn can_linger(&self) -> bool {
+        self.linger.get().is_none()
+    }
+
+    /// Takes the token of `h` back from the linger, if `h` lingers: for an activation of
+    /// `h` from a local entry that does more than handle its messages and re-queue (a
+    /// failure, a stop, a suspension, any path through `Activation`). Such an activation
+    /// can end the actor's life or change what it waits for, and the linger's release
+    /// assumes neither happened; holding the token, the activation ends as a token's
+    /// activation does (the lifecycle's `terminate` then knows no notification is in
+    /// flight). The quiet ends of local activations leave the linger as it is.
+    #[inline]
+    pub(crate) fn take_linger(&self, h: NonNull<Header>) -> bool {
+        let mine = self.linger.get() == Some(h);
+        if mine {
+            self.linger.set(None);
+        }
+        mine
+    }
+
+    /// Queues the lingering actor if it has work now. Returns the number of actors queued.
+    #[inline]
+    fn poll_linger(&self) -> usize {
+        let Some(h) = self.linger.get() else { return 0 };
+        // SAFETY: `h` lingers here: live (its token, kept, holds it), owned by this shard.
+        if !unsafe { (h.as_ref().vtable.linger_ready)(h) } {
+            return 0;
+        }
+        self.linger.set(None);
+        self.push_run(Entry::remote(h));
+        1
+    }
+
+    /// Gives the lingering actor's token back, if an actor lingers. Returns `true` if its
+    /// re-check found work and it was queued instead.
+    #[inline]
+    fn release_linger(&self) -> bool {
+        self.linger.take().is_some_and(|h| self.release_one(h))
+    }
+
+    fn release_one(&self, h: NonNull<Header>) -> bool {
+        // SAFETY: `h` lingered here: live (its kept token holds it), owned by this shard.
+        let keep = unsafe { (h.as_ref().vtable.linger_release)(h) };
+        if keep {
+            self.push_run(Entry::remote(h));
+        }
+        keep
+    }
+
     /// After announcing sleep: is anything visible that we would miss by parking?
     fn has_inbound(&self) -> bool {
         let me = self.rt.shard(self.index);
@@ -757,8 +839,13 @@ impl ShardLocal {
         let mut next_timer = None;
         loop {
             // Whether a foreign thread handed us work (checked only when it matters).
-            let injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
+            let mut injected = idle > 0 && feeder.yielded_away() && !me.injector.is_empty();
             let mut work = self.poll_inbound();
+            // A lingering actor's mail is what the injector would have brought (a foreign
+            // feeder included: the feeder rule below needs to see it).
+            let lingered = self.poll_linger();
+            injected |= lingered > 0 && idle > 0 && feeder.yielded_away();
+            work += lingered;
             // While busy the driver is polled every turn; while spinning idle, every
             // stride-th spin (`DRIVER_IDLE_STRIDE` unless the driver says otherwise: an epoll
             // driver's poll is a syscall, an io_uring driver's a few loads).
@@ -829,6 +916,13 @@ impl ShardLocal {
                 }
                 // Spun long enough: go on to the few yields before parking.
                 idle = spins.max(1);
+                continue;
+            }
+            // Done spinning: give back a kept token before yielding the core or parking
+            // (a sender must notify a shard that will not poll). Nothing lingers again
+            // before the next activation, which resets `idle`.
+            if self.release_linger() {
+                idle = 0;
                 continue;
             }
             if idle <= spins + 4 {
