@@ -654,7 +654,9 @@ pub(super) unsafe fn linger_ready<A: Actor>(h: NonNull<Header>) -> bool {
 
 /// The vtable's `linger_release` for actors of type `A`: ends the activation whose token
 /// the shard kept as [`requeue`] ends one that found no work (the actor was running and
-/// not suspended when it lingered, and nothing but its own activation changes that).
+/// not suspended when it lingered, and only its own activations change that: one from the
+/// token runs only after `poll_linger` took the token out of the linger, and one from a
+/// local entry that may change it takes the token first, `ShardLocal::take_linger`).
 /// Returns `true` if the shard keeps the token after all and must queue the actor.
 ///
 /// # Safety

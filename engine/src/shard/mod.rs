@@ -963,6 +963,8 @@ impl ShardLocal {
             feeder.woke_from_park();
             idle = 0;
         }
+        // A lingering actor is live, and the loop ends when none is.
+        debug_assert!(self.linger.get().is_none(), "a shard exits keeping an actor's token");
         if self.metrics.is_on() {
             self.metrics.flush(&self.rt, 0);
         }
