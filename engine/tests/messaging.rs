@@ -980,3 +980,30 @@ fn a_mailbox_emptied_from_another_thread_lingers_while_its_shard_is_busy() {
     assert!(eventually(|| count.get() == 1003), "a tell after the release wakes the shard");
     rt.shutdown();
 }
+
+/// The linger's edge: a plain thread tells an actor, waits until it is handled, then
+/// pauses for anything from nothing to past the shard's longest idle spin (500 µs) before
+/// the next tell, 400 times, so that tells land while the shard still keeps the actor's
+/// token, just as it gives the token back, while it yields, and after it parked. Each one
+/// is handled: a token kept past the spin would strand a tell (its sender found the actor
+/// scheduled and woke nobody), and this waits for every one with the usual deadline. The
+/// pauses shape the timing; nothing waits on them.
+#[test]
+fn tells_across_the_end_of_the_linger_are_never_stranded() {
+    let rt = runtime(2);
+    let count = Count::default();
+    let counter = rt.spawn(Props::from(Counter(count.clone())).shard(1)).unwrap();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 1..=400u64 {
+        counter.blocking_send(1, DEADLINE).unwrap();
+        assert!(eventually(|| count.get() == i), "tell {i} was stranded");
+        // xorshift: pauses of 0 to 639 µs, a fifth of them none at all.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 5 != 0 {
+            std::thread::sleep(Duration::from_micros(x % 640));
+        }
+    }
+    rt.shutdown();
+}
