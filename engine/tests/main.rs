@@ -8,6 +8,7 @@ mod backpressure;
 mod lifecycle;
 mod limits;
 mod messaging;
+mod linger;
 mod registry;
 mod stress;
 mod supervision;

@@ -20,6 +20,7 @@
 // The run queue's entries (a cell pointer, tagged with its kind).
 mod entry;
 mod idle;
+mod linger;
 pub mod parker;
 mod run_queue;
 pub(crate) mod slab;
@@ -490,84 +491,6 @@ impl ShardLocal {
             n += 1;
         }
         n
-    }
-
-    /// Keeps the SCHEDULED token of `h`, a running actor whose activation (holding the
-    /// token) emptied its ring, instead of giving it back: **the linger**. While the shard
-    /// keeps it, a sender on another thread finds the actor scheduled and only pushes to
-    /// its ring: no notification (lane or injector), no wake check, no write to the
-    /// scheduling word on either side. The shard polls the ring's head every turn
-    /// ([`ShardLocal::poll_linger`]) and queues the actor when a message is there; it
-    /// gives the token back ([`ShardLocal::release_linger`]) before it yields or parks, so
-    /// an idle shard's CPU is what it was. One actor at a time: the first keeps the place
-    /// until then (see [`ShardLocal::can_linger`]). A policy, not a protocol: the token is
-    /// given back through the same `SchedState::finish_activation` and re-check an
-    /// activation uses, only later.
-    ///
-    /// This is what a producer on another core and a consumer that is faster than it
-    /// needed: the consumer emptied the ring after a message or two and went idle, and
-    /// the producer's next push paid the whole notification (docs/PERFORMANCE.md, "The
-    /// linger").
-    ///
-    /// Only when [`ShardLocal::can_linger`] said so.
-    #[inline]
-    pub(crate) fn linger(&self, h: NonNull<Header>) {
-        debug_assert!(self.can_linger(), "one lingering actor at a time");
-        self.linger.set(Some(h));
-    }
-
-    /// Whether no actor lingers here, so that one may. The first keeps its place while the
-    /// shard is busy: handing it over would give its token back in the middle of a turn,
-    /// where its re-check could queue it ahead of what the turn's end looks at (a
-    /// shutdown that began meanwhile, whose stop it would then meet only after its mail).
-    #[inline]
-    pub(crate) fn can_linger(&self) -> bool {
-        self.linger.get().is_none()
-    }
-
-    /// Takes the token of `h` back from the linger, if `h` lingers: for an activation of
-    /// `h` from a local entry that does more than handle its messages and re-queue (a
-    /// failure, a stop, a suspension, any path through `Activation`). Such an activation
-    /// can end the actor's life or change what it waits for, and the linger's release
-    /// assumes neither happened; holding the token, the activation ends as a token's
-    /// activation does (the lifecycle's `terminate` then knows no notification is in
-    /// flight). The quiet ends of local activations leave the linger as it is.
-    #[inline]
-    pub(crate) fn take_linger(&self, h: NonNull<Header>) -> bool {
-        let mine = self.linger.get() == Some(h);
-        if mine {
-            self.linger.set(None);
-        }
-        mine
-    }
-
-    /// Queues the lingering actor if it has work now. Returns the number of actors queued.
-    #[inline]
-    fn poll_linger(&self) -> usize {
-        let Some(h) = self.linger.get() else { return 0 };
-        // SAFETY: `h` lingers here: live (its token, kept, holds it), owned by this shard.
-        if !unsafe { (h.as_ref().vtable.linger_ready)(h) } {
-            return 0;
-        }
-        self.linger.set(None);
-        self.push_run(Entry::remote(h));
-        1
-    }
-
-    /// Gives the lingering actor's token back, if an actor lingers. Returns `true` if its
-    /// re-check found work and it was queued instead.
-    #[inline]
-    fn release_linger(&self) -> bool {
-        self.linger.take().is_some_and(|h| self.release_one(h))
-    }
-
-    fn release_one(&self, h: NonNull<Header>) -> bool {
-        // SAFETY: `h` lingered here: live (its kept token holds it), owned by this shard.
-        let keep = unsafe { (h.as_ref().vtable.linger_release)(h) };
-        if keep {
-            self.push_run(Entry::remote(h));
-        }
-        keep
     }
 
     /// After announcing sleep: is anything visible that we would miss by parking?
