@@ -6,6 +6,9 @@
 //! cargo run --release -p percore --example xthread -- counting 4000000 5 same   # on the shard's core 0
 //! cargo run --release -p percore --example xthread -- counting 4000000 5 free   # unpinned
 //! cargo run --release -p percore --example xthread -- xshard 1000000 5           # pingpong-xshard
+//! cargo run --release -p percore --example xthread -- handover 4000000 5        # the linger's place taken
+//! cargo run --release -p percore --example xthread -- many 4000000 5 10000      # 10,000 actors
+//! cargo run --release -p percore --example xthread -- many2 4000000 5 10000     # 2 producers, 2 shards
 //! ```
 //! Prints one rate per round. The (first) shard is pinned to core 0. `xshard` bounces a
 //! message between actors on shards 0 and 1 of a two-shard runtime, as `percore-perf
@@ -140,6 +143,134 @@ fn xshard(n: u64) -> f64 {
     n as f64 / secs
 }
 
+/// Re-tells itself until `stop` is set: other work on the shard, so that it never idles.
+struct Spinner(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Actor for Spinner {
+    type Msg = ();
+
+    fn started(&mut self, ctx: &mut Context<Self>) -> Result<(), ActorError> {
+        ctx.myself().tell(()).map_err(|_| "spinner: self full")?;
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        if !self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            ctx.myself().tell(()).map_err(|_| "spinner: self full")?;
+        }
+        Ok(())
+    }
+}
+
+/// `handover`: as `counting` with the producer on core 1, on a shard that also runs an
+/// actor re-telling itself (so it never idles), and whose linger place
+/// (`ShardLocal::linger`) is taken first: one message to a second counter, which then
+/// lingers out of mail; right after it, the `n` messages to the counter measured.
+fn handover(n: u64) -> f64 {
+    let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("handover").build().expect("runtime");
+    let quiet = rt.spawn(Props::from(Counter::default()).shard(0)).expect("spawn");
+    let counter = rt.spawn(Props::from(Counter::default()).shard(0).capacity(1024)).expect("spawn");
+    let timeout = Duration::from_secs(30);
+    // Both started; then the shard idles long enough to park, which gives any kept token
+    // back, so that the quiet counter's message below finds the place free.
+    counter.blocking_ask(CountMsg::Get, timeout).expect("counter alive");
+    quiet.blocking_ask(CountMsg::Get, timeout).expect("counter alive");
+    std::thread::sleep(Duration::from_millis(50));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let core = core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != 0);
+    let secs = std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+            quiet.blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
+            rt.spawn(Props::from(Spinner(stop.clone())).shard(0)).expect("spawn");
+            let t0 = Instant::now();
+            for _ in 0..n {
+                counter.blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
+            }
+            let total = counter.blocking_ask(CountMsg::Get, timeout).expect("total");
+            assert_eq!(total, n, "every message counted once");
+            t0.elapsed().as_secs_f64()
+        })
+        .join()
+        .expect("producer")
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    rt.shutdown();
+    n as f64 / secs
+}
+
+/// `many`: one producer on core 1 sends `n` messages to `k` counters on a shard pinned to
+/// core 0, each to one chosen at random: the traffic of many mostly idle actors (a session per
+/// connection, issue 19's entities), where each message finds its mailbox's lines cold.
+fn many(n: u64, k: usize) -> f64 {
+    let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("many").build().expect("runtime");
+    let counters: Vec<_> =
+        (0..k).map(|_| rt.spawn(Props::from(Counter::default()).shard(0)).expect("spawn")).collect();
+    let timeout = Duration::from_secs(30);
+    // Warm-up: every mailbox allocated.
+    for c in &counters {
+        c.blocking_send(CountMsg::Add(0), timeout).expect("counter alive");
+    }
+    let core = core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != 0);
+    let secs = std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(core) = core {
+                core_affinity::set_for_current(core);
+            }
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let t0 = Instant::now();
+            for _ in 0..n {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
+            }
+            let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, timeout).expect("total")).sum();
+            assert_eq!(total, n, "every message counted once");
+            t0.elapsed().as_secs_f64()
+        })
+        .join()
+        .expect("producer")
+    });
+    rt.shutdown();
+    n as f64 / secs
+}
+
+/// `many2`: issue 19's `plain actors` row without the cluster: two unpinned producers send
+/// `n / 2` messages each to `k` counters spread over a two-shard runtime, each to one chosen
+/// at random.
+fn many2(n: u64, k: usize) -> f64 {
+    let rt = Runtime::builder().shards(2).pin_to_cores(true).first_core(0).name("many2").build().expect("runtime");
+    let counters: Vec<_> =
+        (0..k).map(|i| rt.spawn(Props::from(Counter::default()).shard(i % 2)).expect("spawn")).collect();
+    let timeout = Duration::from_secs(30);
+    for c in &counters {
+        c.blocking_send(CountMsg::Add(0), timeout).expect("counter alive");
+    }
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for p in 0..2u64 {
+            let counters = &counters;
+            s.spawn(move || {
+                let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (p + 1);
+                for _ in 0..n / 2 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), timeout).expect("alive");
+                }
+            });
+        }
+    });
+    let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, timeout).expect("total")).sum();
+    let secs = t0.elapsed().as_secs_f64();
+    assert_eq!(total, n / 2 * 2, "every message counted once");
+    rt.shutdown();
+    n as f64 / secs
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let workload = args.get(1).map_or("counting", String::as_str);
@@ -150,6 +281,9 @@ fn main() {
         let rate = match workload {
             "counting" => counting(n, place),
             "xshard" => xshard(n),
+            "handover" => handover(n),
+            "many" => many(n, place.parse().expect("many: the number of actors")),
+            "many2" => many2(n, place.parse().expect("many2: the number of actors")),
             other => panic!("unknown workload {other}"),
         };
         println!("{workload} ({place}) {:.2}M/s", rate / 1e6);

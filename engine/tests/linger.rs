@@ -115,3 +115,46 @@ fn tells_across_the_end_of_the_linger_are_never_stranded() {
     }
     rt.shutdown();
 }
+
+/// The place changes hands: an actor lingers (its mailbox emptied by an activation from
+/// another thread's tell) and then has no mail, and another actor's activation empties
+/// that one's mailbox: the second keeps its token now, and the first is idle again (its
+/// token given back through the usual release), so a tell to it notifies its shard as
+/// before. Without the hand-over the first kept the place for as long as its shard was
+/// busy, and every tell to the second from another thread paid a notification.
+#[test]
+fn the_place_goes_to_the_last_mailbox_emptied_while_the_lingering_one_has_no_mail() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let rt = runtime(1);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let busy = rt.spawn(Props::from(Busy { stop: stop.clone(), seen: seen.clone() }).shard(0)).unwrap();
+    let count = Count::default();
+    let spawn = || rt.spawn(Props::from(Lingerer { count: count.clone(), busy: busy.clone() }).shard(0)).unwrap();
+    let (first, second) = (spawn(), spawn());
+    // Both started (in spawn order) and out of mail before the first one lingers.
+    second.blocking_send(1, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 1));
+    first.blocking_send(0, DEADLINE).unwrap();
+    assert!(eventually(|| seen.load(SeqCst) != 0));
+    assert_eq!(seen.load(SeqCst), 2, "the first actor lingers");
+    seen.store(0, SeqCst);
+    second.blocking_send(0, DEADLINE).unwrap();
+    assert!(eventually(|| seen.load(SeqCst) != 0));
+    assert_eq!(seen.load(SeqCst), 2, "the second actor took the place from the first, which had no mail");
+    seen.store(0, SeqCst);
+    busy.blocking_send(BusyMsg::Check(first.clone()), DEADLINE).unwrap();
+    assert!(eventually(|| seen.load(SeqCst) != 0));
+    assert_eq!(seen.load(SeqCst), 1, "the first actor gave its token back");
+    for i in 1..=100 {
+        first.blocking_send(i, DEADLINE).unwrap();
+        second.blocking_send(i, DEADLINE).unwrap();
+    }
+    assert!(eventually(|| count.get() == 203), "every message told to either is handled");
+    stop.store(true, SeqCst);
+    assert!(eventually(|| !percore::__private::is_scheduled(&first) && !percore::__private::is_scheduled(&second)));
+    first.blocking_send(1000, DEADLINE).unwrap();
+    second.blocking_send(1000, DEADLINE).unwrap();
+    assert!(eventually(|| count.get() == 205), "tells after the releases wake the shard");
+    rt.shutdown();
+}

@@ -617,19 +617,19 @@ unsafe fn requeue<A: Actor, const T: u8>(h: NonNull<Header>, shared: &Shared<A::
             // SAFETY: owner-shard thread (contract): the ring's single consumer.
             (!suspended && unsafe { shared.ring.has_pending() }) || !header.sys.is_empty()
         };
-        if !suspended && !local_left && inner.meta.lifecycle == Lifecycle::Running && shard.can_linger() {
-            // A running actor out of mail: its shard keeps the token for a while
-            // (`ShardLocal::linger`), so that the next message from another thread is a
-            // ring push only, with no notification. The test reads the slot the next pop
-            // reads, not the ring's `tail`, the line every push writes. (An actor with
-            // local mail left runs again from its local entry: kept, its token would only
-            // hold the one place while the shard is busy.)
-            // SAFETY: owner-shard thread (contract): the ring's single consumer.
-            if unsafe { shared.ring.ready() } || !header.sys.is_empty() {
-                shard.push_run(Entry::remote(h));
-            } else {
-                shard.linger(h);
-            }
+        // A running actor out of mail: its shard keeps the token for a while
+        // (`ShardLocal::linger`), so that the next message from another thread is a ring
+        // push only, with no notification. The test reads the slot the next pop reads, not
+        // the ring's `tail`, the line every push writes; it comes before the place is asked
+        // for, which may take it from an actor that lingers out of mail. (An actor with
+        // local mail left runs again from its local entry: kept, its token would only hold
+        // the one place while the shard is busy.)
+        let linger = !suspended && !local_left && inner.meta.lifecycle == Lifecycle::Running;
+        // SAFETY: owner-shard thread (contract): the ring's single consumer.
+        if linger && (unsafe { shared.ring.ready() } || !header.sys.is_empty()) {
+            shard.push_run(Entry::remote(h));
+        } else if linger && shard.can_linger() {
+            shard.linger(h);
         } else if pending() {
             // More work already visible: keep the token, skip the fence.
             shard.push_run(Entry::remote(h));

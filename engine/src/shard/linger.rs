@@ -16,7 +16,9 @@ impl ShardLocal {
     /// ([`ShardLocal::poll_linger`]) and queues the actor when a message is there; it
     /// gives the token back ([`ShardLocal::release_linger`]) before it yields or parks, so
     /// an idle shard's CPU is what it was. One actor at a time: the first keeps the place
-    /// until then (see [`ShardLocal::can_linger`]). A policy, not a protocol: the token is
+    /// until then, or until an activation of another actor empties its mailbox while the
+    /// one lingering has no mail (see [`ShardLocal::can_linger`]). A policy, not a
+    /// protocol: the token is
     /// given back through the same `SchedState::finish_activation` and re-check an
     /// activation uses, only later.
     ///
@@ -28,17 +30,35 @@ impl ShardLocal {
     /// Only when [`ShardLocal::can_linger`] said so.
     #[inline]
     pub(crate) fn linger(&self, h: NonNull<Header>) {
-        debug_assert!(self.can_linger(), "one lingering actor at a time");
+        debug_assert!(self.linger.get().is_none(), "one lingering actor at a time");
         self.linger.set(Some(h));
     }
 
-    /// Whether no actor lingers here, so that one may. The first keeps its place while the
-    /// shard is busy: handing it over would give its token back in the middle of a turn,
-    /// where its re-check could queue it ahead of what the turn's end looks at (a
-    /// shutdown that began meanwhile, whose stop it would then meet only after its mail).
+    /// Whether an actor may linger here now: the place is free, or the actor that lingers
+    /// is out of mail and gives its token back (the same release as before a yield,
+    /// [`ShardLocal::release_linger`]). So the place goes to the actor whose mailbox was
+    /// emptied last, as long as the one keeping it has nothing to do: an actor that
+    /// lingered once, and whose sender has since gone quiet, no longer keeps a busy one
+    /// fed from another thread paying a notification per message until the shard next
+    /// runs out of work.
+    ///
+    /// An actor that lingers **with mail** keeps the place, and so does one whose release
+    /// finds mail after all (its re-check keeps the token): it stays where it is, and the
+    /// next turn's poll queues it. Either way nothing is queued in the middle of a turn
+    /// ahead of what the turn's end looks at (a shutdown that began meanwhile, whose stop
+    /// the actor would then meet only after its mail: test
+    /// `lifecycle::shutdown_counts_pending_messages_as_dead_letters`).
     #[inline]
     pub(crate) fn can_linger(&self) -> bool {
-        self.linger.get().is_none()
+        let Some(held) = self.linger.get() else { return true };
+        // SAFETY: `held` lingers here: live (its token, kept, holds it), owned by this shard.
+        let vtable = unsafe { held.as_ref() }.vtable;
+        // SAFETY: as above; this is the owner shard's thread.
+        if unsafe { (vtable.linger_ready)(held) } || unsafe { (vtable.linger_release)(held) } {
+            return false;
+        }
+        self.linger.set(None);
+        true
     }
 
     /// Takes the token of `h` back from the linger, if `h` lingers: for an activation of
