@@ -15,12 +15,11 @@ impl ShardLocal {
     /// scheduling word on either side. The shard polls the ring's head every turn
     /// ([`ShardLocal::poll_linger`]) and queues the actor when a message is there; it
     /// gives the token back ([`ShardLocal::release_linger`]) before it yields or parks, so
-    /// an idle shard's CPU is what it was. One actor at a time: the first keeps the place
-    /// until then, or until an activation of another actor empties its mailbox while the
+    /// an idle shard's CPU is what it was. One actor at a time: it keeps the place until
+    /// then, or until an activation of another actor empties that one's mailbox while the
     /// one lingering has no mail (see [`ShardLocal::can_linger`]). A policy, not a
-    /// protocol: the token is
-    /// given back through the same `SchedState::finish_activation` and re-check an
-    /// activation uses, only later.
+    /// protocol: the token is given back through the same `SchedState::finish_activation`
+    /// and re-check an activation uses, only later.
     ///
     /// This is what a producer on another core and a consumer that is faster than it
     /// needed: the consumer emptied the ring after a message or two and went idle, and
