@@ -1,8 +1,8 @@
 //! # percore: a thread-per-core, lock-free actor engine
 //!
 //! Each core runs one **shard**: a pinned thread that owns a set of actors and runs them
-//! one message at a time. Actors are small (a small one is a 144-byte block of its shard's
-//! slab, ~160 bytes when idle with its parent's link to it), cost no thread and no syscall
+//! one message at a time. Actors are small (a small one is a 128-byte block of its shard's
+//! slab, ~140 bytes when idle with its parent's link to it), cost no thread and no syscall
 //! to spawn, and talk only through asynchronous messages to an [`ActorRef`].
 //!
 //! ```

@@ -89,7 +89,7 @@ impl<A: Actor> Activation<'_, A> {
     /// suspended again.
     pub(super) fn run_deferred(&self, inner: &mut Inner<A>) {
         while inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED | Flags::AWAITING) && inner.actor.is_some() {
-            let Some(job) = inner.meta.sup.as_mut().and_then(|s| s.deferred.pop_front()) else { break };
+            let Some(job) = inner.meta.sup_mut().and_then(|s| s.deferred.pop_front()) else { break };
             let Ok(job) = job.downcast::<UserJob<A>>() else { continue };
             self.run_user(inner, *job);
         }
@@ -720,7 +720,7 @@ fn process_user_messages<A: Actor, const T: u8, const COMMON: bool>(
         shard.metrics().probe_after(cell.header(), std::any::type_name::<A>(), handled);
     }
     if handled > 0 {
-        if let Some(sup) = ctx.meta.sup.as_deref_mut() {
+        if let Some(sup) = ctx.meta.sup_mut() {
             super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
         }
     }
@@ -811,7 +811,7 @@ fn after_one<A: Actor, const T: u8>(cell: &Cell<A>, inner: &mut Inner<A>, shard:
     if T & METRICS != 0 {
         shard.metrics().handled(1);
     }
-    if let Some(sup) = inner.meta.sup.as_deref_mut() {
+    if let Some(sup) = inner.meta.sup_mut() {
         super::lifecycle::note_activity(shard, NonNull::from(cell.header()), sup);
     }
 }

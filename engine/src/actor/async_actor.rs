@@ -290,7 +290,7 @@ pub(crate) fn poll<A: Actor>(ctx: &mut Context<'_, A>, pending: &mut Pending) ->
 /// The actor's waker (one allocation per actor, made on its first poll). It is
 /// re-armed before each poll: any wake from then on posts one `Wake`.
 fn actor_waker<A: Actor>(ctx: &mut Context<'_, A>) -> Waker {
-    let sup = ctx.meta.sup.get_or_insert_with(Default::default);
+    let sup = ctx.meta.sup();
     let waker = match &sup.waker {
         Some(w) => w,
         None => {

@@ -126,7 +126,7 @@ pub(crate) fn send<M: Send + 'static>(meta: &mut Meta, me: &ErasedRef, to: &Acto
     // Something is parked only if this actor is muted or waited on (`update_muted`): the
     // common case pays one flag test.
     if meta.is(Flags::MUTED | Flags::WAITED_ON) {
-        let queue = meta.sup.as_mut().and_then(|s| s.parked.iter_mut().find(|q| q.target == target));
+        let queue = meta.sup_mut().and_then(|s| s.parked.iter_mut().find(|q| q.target == target));
         if let Some(typed) = queue.and_then(|q| q.msgs.as_any().downcast_mut::<Typed<M>>()) {
             // Behind earlier parked messages (FIFO); already registered as a waiter.
             typed.msgs.push_back(msg);
@@ -158,7 +158,7 @@ fn register(meta: &mut Meta, me: &ErasedRef, target: &ErasedRef, target_id: Acto
 
 /// Counts and drops everything parked for `target`.
 fn drop_queue(meta: &mut Meta, target: ActorId) {
-    let Some(sup) = meta.sup.as_mut() else { return };
+    let Some(sup) = meta.sup_mut() else { return };
     if let Some(pos) = sup.parked.iter().position(|q| q.target == target) {
         sup.parked.swap_remove(pos).msgs.dead_letter_all(DeadLetterReason::Stopped);
     }
@@ -166,14 +166,14 @@ fn drop_queue(meta: &mut Meta, target: ActorId) {
 
 /// Muted: something is parked and nobody waits on this actor (see the module doc on cycles).
 fn update_muted(meta: &mut Meta) {
-    let (parked, waited_on) = meta.sup.as_ref().map_or((false, false), |s| (!s.parked.is_empty(), !s.waiters.is_empty()));
+    let (parked, waited_on) = meta.sup_ref().map_or((false, false), |s| (!s.parked.is_empty(), !s.waiters.is_empty()));
     meta.set(Flags::MUTED, parked && !waited_on);
     meta.set(Flags::WAITED_ON, waited_on);
 }
 
 /// `Room(target)` arrived: re-send what is parked for it, in order, until it is full again.
 pub(crate) fn on_room(meta: &mut Meta, me: &ErasedRef, target: ActorId) {
-    let Some(sup) = meta.sup.as_mut() else { return };
+    let Some(sup) = meta.sup_mut() else { return };
     let Some(pos) = sup.parked.iter().position(|q| q.target == target) else { return };
     if sup.parked[pos].msgs.flush() == Flush::Empty {
         sup.parked.swap_remove(pos);
@@ -235,7 +235,7 @@ pub(crate) fn on_waiter(meta: &mut Meta, waiter: RoomWaiter) {
 pub(crate) fn give_room<A: Actor>(inner: &mut Inner<A>, cell: &super::cell::Cell<A>) {
     let me = cell.header();
     let (cap, my_shard) = (cell.shared().ring.capacity(), me.shard());
-    let Some(sup) = inner.meta.sup.as_mut() else { return };
+    let Some(sup) = inner.meta.sup_mut() else { return };
     let mut i = 0;
     while i < sup.waiters.len() {
         let same_shard = match &sup.waiters[i] {
@@ -256,7 +256,7 @@ pub(crate) fn give_room<A: Actor>(inner: &mut Inner<A>, cell: &super::cell::Cell
 /// The actor stops: its waiters get `Room` (their re-send meets `Closed`), and what it had
 /// parked itself is counted.
 pub(crate) fn on_stop(meta: &mut Meta, me: ActorId) {
-    let Some(sup) = meta.sup.as_mut() else { return };
+    let Some(sup) = meta.sup_mut() else { return };
     for w in sup.waiters.drain(..) {
         w.room(me);
     }

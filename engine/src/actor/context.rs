@@ -76,7 +76,7 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// How many children are alive (not yet terminated).
     pub fn children(&self) -> usize {
-        self.meta.children.len()
+        self.meta.children().len()
     }
 
     /// Spawns a child: a value (`ctx.spawn(Worker::default())`) or [`Props`] (a factory
@@ -97,7 +97,7 @@ impl<'a, A: Actor> Context<'a, A> {
         let name = opts.take_name();
         if let Some(n) = &name {
             crate::runtime::names::validate_name(n)?;
-            if self.meta.sup.as_ref().is_some_and(|s| s.names.contains_key(n.as_str())) {
+            if self.meta.sup_ref().is_some_and(|s| s.names.contains_key(n.as_str())) {
                 return Err(SpawnError::DuplicateName(n.clone()));
             }
         }
@@ -117,7 +117,7 @@ impl<'a, A: Actor> Context<'a, A> {
         // children list another, the third is the owner shard's (with the Scheduled token
         // through `notify`, or at once for a local start).
         let (child, listed) = unsafe { (ActorRef::from_raw(h), ErasedRef::from_raw(h)) };
-        self.meta.children.link(listed);
+        self.meta.link_child(listed);
         if let Some(n) = name {
             self.meta.sup().names.insert(n.into_boxed_str(), child.erased().clone());
         }
@@ -193,7 +193,7 @@ impl<'a, A: Actor> Context<'a, A> {
 
     /// Stops every child (asynchronously; each stops its own children first).
     pub fn stop_children(&mut self) {
-        for child in self.meta.children.iter() {
+        for child in self.meta.children().iter() {
             child.send_sys(SysMsg::Stop(StopReason::Normal));
         }
     }
@@ -206,7 +206,7 @@ impl<'a, A: Actor> Context<'a, A> {
         F: FnOnce(Terminated) -> A::Msg + Send + 'static,
     {
         let id = target.id();
-        if id == self.id() || self.meta.sup.as_ref().is_some_and(|s| s.watching.contains_key(&id)) {
+        if id == self.id() || self.meta.sup_ref().is_some_and(|s| s.watching.contains_key(&id)) {
             return;
         }
         let map: crate::actor::meta::WatchMap<A> = Box::new(map);
@@ -219,14 +219,14 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Resumes a child left suspended by [`crate::Directive::Defer`] (keeps its state; the
     /// failing message is dropped). Returns `false` if `child` is not a child of this actor.
     pub fn resume_child<M>(&mut self, child: &ActorRef<M>) -> bool {
-        self.meta.children.contains(child.erased()) && child.erased().send_sys(SysMsg::Resume)
+        self.meta.has_child(child.erased()) && child.erased().send_sys(SysMsg::Resume)
     }
 
     /// Restarts a child left suspended by [`crate::Directive::Defer`] (a fresh instance from
     /// its factory; mailbox and ref stay). Returns `false` if `child` is not a child of this
     /// actor. No restart limit applies: the deciding supervisor counts.
     pub fn restart_child<M>(&mut self, child: &ActorRef<M>) -> bool {
-        if !self.meta.children.contains(child.erased()) {
+        if !self.meta.has_child(child.erased()) {
             return false;
         }
         let failure = crate::Failure::from_error(child.id(), crate::supervision::FailurePhase::Message, "restart requested by the supervisor".into());
@@ -236,7 +236,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Cancels a [`Context::watch`]: no Terminated for `target` is delivered after this.
     pub fn unwatch<M>(&mut self, target: &ActorRef<M>) {
         let id = target.id();
-        if let Some(sup) = self.meta.sup.as_mut() {
+        if let Some(sup) = self.meta.sup_mut() {
             sup.watching.remove(&id);
         }
         target.erased().send_sys(SysMsg::Unwatch(self.id()));
@@ -279,7 +279,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Cancels a timer from `schedule_once`/`schedule_repeated`; returns whether it was
     /// pending. A cancelled timer never delivers.
     pub fn cancel(&mut self, timer: TimerHandle) -> bool {
-        if let Some(sup) = self.meta.sup.as_mut() {
+        if let Some(sup) = self.meta.sup_mut() {
             sup.ticks.remove(&timer.0);
         }
         self.shard.cancel_timer(timer.0)
@@ -321,7 +321,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Cancels the timer under `key`; returns whether one was pending.
     pub fn cancel_timer(&mut self, key: impl Into<TimerKey>) -> bool {
         let key = key.into();
-        match self.meta.sup.as_mut().and_then(|s| s.timers.remove(&key)) {
+        match self.meta.sup_mut().and_then(|s| s.timers.remove(&key)) {
             Some((id, _)) => self.shard.cancel_timer(id),
             None => false,
         }
@@ -330,7 +330,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Whether a timer under `key` is pending.
     pub fn is_timer_active(&self, key: impl Into<TimerKey>) -> bool {
         let key = key.into();
-        self.meta.sup.as_ref().and_then(|s| s.timers.get(&key)).is_some_and(|(id, _)| self.shard.timer_pending(*id))
+        self.meta.sup_ref().and_then(|s| s.timers.get(&key)).is_some_and(|(id, _)| self.shard.timer_pending(*id))
     }
 
     /// Delivers `make()` when no message has arrived for `after`; once per idle period (the
@@ -348,7 +348,7 @@ impl<'a, A: Actor> Context<'a, A> {
     /// Turns the receive timeout off.
     pub fn cancel_receive_timeout(&mut self) {
         self.meta.set(Flags::TIMED, false);
-        if let Some(id) = self.meta.sup.as_mut().and_then(|s| s.receive_timeout.take()).and_then(|rt| rt.timer) {
+        if let Some(id) = self.meta.sup_mut().and_then(|s| s.receive_timeout.take()).and_then(|rt| rt.timer) {
             self.shard.cancel_timer(id);
         }
     }

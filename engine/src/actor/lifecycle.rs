@@ -63,10 +63,10 @@ impl<A: Actor> Activation<'_, A> {
             match msg {
                 SysMsg::Stop(reason) => inner.meta.request_stop(reason),
                 SysMsg::ChildTerminated(child) => {
-                    if let (Some(name), Some(sup)) = (child.header().name(), inner.meta.sup.as_mut()) {
+                    if let (Some(name), Some(sup)) = (child.header().name(), inner.meta.sup_mut()) {
                         sup.names.remove(name);
                     }
-                    inner.meta.children.unlink(&child);
+                    inner.meta.unlink_child(&child);
                 }
                 SysMsg::ResolveChild { pattern, reply } => reply(self.resolve_child(inner, &pattern)),
                 SysMsg::Failed { child, failure } => self.supervise(inner, child, failure),
@@ -83,7 +83,7 @@ impl<A: Actor> Activation<'_, A> {
                     inner.meta.sup().watchers.insert(entry.watcher.header().id, entry);
                 }
                 SysMsg::Unwatch(id) => {
-                    if let Some(sup) = inner.meta.sup.as_mut() {
+                    if let Some(sup) = inner.meta.sup_mut() {
                         sup.watchers.remove(&id);
                     }
                 }
@@ -116,7 +116,7 @@ impl<A: Actor> Activation<'_, A> {
                 self.fail(inner, f);
             }
         }
-        if inner.meta.sup.as_ref().is_some_and(|s| !s.deferred.is_empty()) {
+        if inner.meta.sup_ref().is_some_and(|s| !s.deferred.is_empty()) {
             self.run_deferred(inner);
         }
         if let Some(reason) = injected {
@@ -127,7 +127,7 @@ impl<A: Actor> Activation<'_, A> {
         }
         if inner.meta.is(Flags::STOP_REQUESTED) && inner.meta.lifecycle < Lifecycle::Stopping {
             self.begin_stop(inner);
-        } else if inner.meta.lifecycle == Lifecycle::Stopping && inner.meta.children.is_empty() {
+        } else if inner.meta.lifecycle == Lifecycle::Stopping && inner.meta.children().is_empty() {
             self.finish_stop(inner);
         }
     }
@@ -170,7 +170,7 @@ impl<A: Actor> Activation<'_, A> {
     /// activation. On completion, what waited for it runs: held system messages are
     /// re-posted and deferred user jobs run (before anything newer).
     fn poll_pending(&self, inner: &mut Inner<A>) {
-        let Some(mut pending) = inner.meta.sup.as_mut().and_then(|s| s.pending.take()) else { return };
+        let Some(mut pending) = inner.meta.sup_mut().and_then(|s| s.pending.take()) else { return };
         let id = self.header().id;
         let mut ctx = super::context::Context::new(self.cell, &mut inner.meta, self.shard);
         let polled = catch_unwind(AssertUnwindSafe(|| super::async_actor::poll(&mut ctx, &mut pending)));
@@ -199,7 +199,7 @@ impl<A: Actor> Activation<'_, A> {
             return;
         }
         inner.meta.set(Flags::AWAITING, false);
-        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        let Some(sup) = inner.meta.sup_mut() else { return };
         let pending = sup.pending.take();
         let held = std::mem::take(&mut sup.held);
         // The future's memory is kept for the actor's next handler.
@@ -219,7 +219,7 @@ impl<A: Actor> Activation<'_, A> {
 
     /// A child failed: apply this actor's strategy.
     fn supervise(&self, inner: &mut Inner<A>, child: ErasedRef, failure: Failure) {
-        if !inner.meta.children.contains(&child) {
+        if !inner.meta.has_child(&child) {
             return; // already gone (stopped meanwhile)
         }
         if inner.meta.lifecycle >= Lifecycle::Stopping || inner.actor.is_none() {
@@ -234,7 +234,7 @@ impl<A: Actor> Activation<'_, A> {
         tracing::debug!(target: "percore::supervision", actor = %Path(self.header()), ?directive, "actor {} decides {directive:?} for {failure:?}", Path(self.header()));
         let targets: Vec<ErasedRef> = match strategy.kind() {
             StrategyKind::OneForOne => vec![child.clone()],
-            StrategyKind::AllForOne => inner.meta.children.iter().cloned().collect(),
+            StrategyKind::AllForOne => inner.meta.children().iter().cloned().collect(),
         };
         match directive {
             Directive::Resume => drop(child.send_sys(SysMsg::Resume)),
@@ -272,7 +272,7 @@ impl<A: Actor> Activation<'_, A> {
             }
             restarts.push_back(now);
         }
-        if inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).is_none() {
+        if inner.meta.sup_ref().and_then(|s| s.factory.as_ref()).is_none() {
             tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} cannot be restarted: it was spawned from a value (spawn it from Props); stopping it", Path(header));
             inner.meta.request_stop(StopReason::Failed(failure));
             return;
@@ -287,7 +287,7 @@ impl<A: Actor> Activation<'_, A> {
             tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} panicked in pre_restart: {f}", Path(header));
         }
         let old = inner.actor.take();
-        let factory = inner.meta.sup.as_ref().and_then(|s| s.factory.as_ref()).and_then(|f| f.downcast_ref::<Factory<A>>());
+        let factory = inner.meta.sup_ref().and_then(|s| s.factory.as_ref()).and_then(|f| f.downcast_ref::<Factory<A>>());
         let Some(factory) = factory else {
             inner.meta.request_stop(StopReason::Failed(failure));
             return;
@@ -314,7 +314,7 @@ impl<A: Actor> Activation<'_, A> {
     /// A watched actor terminated: map it with the watcher's closure and handle it, unless
     /// we unwatched it meanwhile.
     fn deliver_terminated(&self, inner: &mut Inner<A>, t: Terminated) {
-        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        let Some(sup) = inner.meta.sup_mut() else { return };
         let Some(map) = sup.watching.remove(&t.id) else { return };
         let Ok(map) = map.downcast::<WatchMap<A>>() else { return };
         self.run_user(inner, Box::new(move |a, ctx| a.handle(ctx, map(t))));
@@ -323,7 +323,7 @@ impl<A: Actor> Activation<'_, A> {
     /// An in-actor ask's outcome (exactly one per ask): cancel its timer, map it with the
     /// asker's closure, and handle it (or, for `pipe_ask`, the closure delivers it).
     fn ask_outcome(&self, inner: &mut Inner<A>, ask: u64, outcome: Box<dyn Any + Send>) {
-        let Some(pending) = inner.meta.sup.as_mut().and_then(|s| s.asks.remove(&ask)) else { return };
+        let Some(pending) = inner.meta.sup_mut().and_then(|s| s.asks.remove(&ask)) else { return };
         if let Some(timer) = pending.timer {
             self.shard.cancel_timer(timer);
         }
@@ -343,18 +343,18 @@ impl<A: Actor> Activation<'_, A> {
             return vec![];
         }
         if pattern == "*" {
-            return inner.meta.children.iter().cloned().collect();
+            return inner.meta.children().iter().cloned().collect();
         }
         if pattern.starts_with('$') {
-            return inner.meta.children.iter().filter(|c| c.header().id.to_string() == pattern).cloned().collect();
+            return inner.meta.children().iter().filter(|c| c.header().id.to_string() == pattern).cloned().collect();
         }
-        inner.meta.sup.as_ref().and_then(|s| s.names.get(pattern)).cloned().into_iter().collect()
+        inner.meta.sup_ref().and_then(|s| s.names.get(pattern)).cloned().into_iter().collect()
     }
 
     /// A keyed timer fired: make its message and handle it, unless the key was cancelled or
     /// replaced since (Akka's guarantee: no message from a cancelled timer is received).
     fn keyed_timer_fired(&self, inner: &mut Inner<A>, key: crate::timer::TimerKey, id: crate::shard::timers::TimerId) {
-        let Some(sup) = inner.meta.sup.as_mut() else { return };
+        let Some(sup) = inner.meta.sup_mut() else { return };
         let Some((_, slot)) = sup.timers.get_mut(&key).filter(|(t, _)| *t == id) else { return };
         let Some(make) = slot.take() else { return };
         if !self.shard.timer_pending(id) {
@@ -371,14 +371,14 @@ impl<A: Actor> Activation<'_, A> {
             }
         }
         // A repeating timer gets its factory back, unless the handler cancelled or replaced it.
-        if let Some((_, slot @ None)) = inner.meta.sup.as_mut().and_then(|s| s.timers.get_mut(&key)).filter(|(t, _)| *t == id) {
+        if let Some((_, slot @ None)) = inner.meta.sup_mut().and_then(|s| s.timers.get_mut(&key)).filter(|(t, _)| *t == id) {
             *slot = Some(make);
         }
     }
 
     /// A `schedule_repeated` timer ticked: make the message and handle it.
     fn tick(&self, inner: &mut Inner<A>, id: crate::shard::timers::TimerId) {
-        let Some(make) = inner.meta.sup.as_mut().and_then(|s| s.ticks.get_mut(&id)).and_then(Option::take) else { return };
+        let Some(make) = inner.meta.sup_mut().and_then(|s| s.ticks.get_mut(&id)).and_then(Option::take) else { return };
         let Ok(mut make) = make.downcast::<RepeatMake<A>>() else { return };
         if inner.meta.lifecycle == Lifecycle::Running && !inner.meta.is(Flags::SUSPENDED) {
             if let Err(f) = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, make())) {
@@ -386,7 +386,7 @@ impl<A: Actor> Activation<'_, A> {
             }
         }
         // Unless the handler cancelled it, the factory stays for the next tick.
-        if let Some(slot @ None) = inner.meta.sup.as_mut().and_then(|s| s.ticks.get_mut(&id)) {
+        if let Some(slot @ None) = inner.meta.sup_mut().and_then(|s| s.ticks.get_mut(&id)) {
             *slot = Some(make);
         }
     }
@@ -395,7 +395,7 @@ impl<A: Actor> Activation<'_, A> {
     /// been idle for the whole period, else re-arm for the rest of it.
     fn receive_timeout_fired(&self, inner: &mut Inner<A>) {
         let held = inner.meta.lifecycle != Lifecycle::Running || inner.meta.is(Flags::SUSPENDED | Flags::AWAITING);
-        let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) else { return };
+        let Some(rt) = inner.meta.sup_mut().and_then(|s| s.receive_timeout.as_mut()) else { return };
         rt.timer = None;
         let idle = rt.last_activity.elapsed();
         if idle < rt.after {
@@ -411,7 +411,7 @@ impl<A: Actor> Activation<'_, A> {
         // Not an activity: the timeout stays disarmed until the next real message.
         let result = self.call(inner, FailurePhase::Message, |a, ctx| a.handle(ctx, make()));
         // Put the factory back unless the handler set a new timeout or cancelled it.
-        if let Some(rt) = inner.meta.sup.as_mut().and_then(|s| s.receive_timeout.as_mut()) {
+        if let Some(rt) = inner.meta.sup_mut().and_then(|s| s.receive_timeout.as_mut()) {
             if rt.make.is_none() {
                 rt.make = Some(make);
             }
@@ -427,7 +427,7 @@ impl<A: Actor> Activation<'_, A> {
         if inner.meta.lifecycle >= Lifecycle::Stopping {
             return;
         }
-        if inner.meta.sup.as_ref().and_then(|s| s.pending.as_ref()).is_some_and(|p| p.stop_waits) {
+        if inner.meta.sup_ref().and_then(|s| s.pending.as_ref()).is_some_and(|p| p.stop_waits) {
             return; // STOP_WAITS_FOR_HANDLER: stop once the handler's future completes
         }
         self.end_pending(inner);
@@ -438,10 +438,10 @@ impl<A: Actor> Activation<'_, A> {
         unsafe { shared.set_owner_closed() };
         // SAFETY: owner-shard thread (activation contract).
         unsafe { shared.drain_to_dead_letters(DeadLetterReason::Undelivered) };
-        for child in inner.meta.children.iter() {
+        for child in inner.meta.children().iter() {
             child.send_sys(SysMsg::Stop(StopReason::Normal));
         }
-        if inner.meta.children.is_empty() {
+        if inner.meta.children().is_empty() {
             self.finish_stop(inner);
         }
     }
@@ -466,7 +466,7 @@ impl<A: Actor> Activation<'_, A> {
                 tracing::error!(target: "percore::supervision", actor = %Path(header), "actor {} panicked in Drop", Path(header));
             }
         }
-        if let Some(sup) = inner.meta.sup.as_mut() {
+        if let Some(sup) = inner.meta.sup_mut() {
             sup.factory = None;
             sup.names.clear();
             // Breaks the cycle actor → waker → actor.
@@ -516,7 +516,7 @@ impl<A: Actor> Activation<'_, A> {
             }
         }
         super::backpressure::on_stop(&mut inner.meta, header.id);
-        if let Some(sup) = inner.meta.sup.as_mut() {
+        if let Some(sup) = inner.meta.sup_mut() {
             for (_, entry) in sup.watchers.drain() {
                 entry.fire(header.id, reason.clone());
             }

@@ -10,8 +10,9 @@
 //! only a named actor pays a box, of the same size class (32 bytes with glibc) as the
 //! `Box<Name>` it used to keep beside the parent. Why one word: the header had two (parent,
 //! name), and that eighth byte of padding decided the allocator's size class of a small
-//! cell: the `spawn` workload's child was a 144-byte cell, a 160-byte block; it is now 136
-//! bytes, a 144-byte block (see docs/PERFORMANCE.md, "Spawn: what it costs").
+//! cell: the `spawn` workload's child was a 144-byte cell, a 160-byte block; it became 136
+//! bytes, a 144-byte block (see docs/PERFORMANCE.md, "Spawn: what it costs"), and is 128
+//! since the children and the supervision state share one word ("Spawn, round 3").
 //!
 //! Immutable after the cell is made, so any thread may read it (an actor's path is printed
 //! from anywhere).

@@ -119,12 +119,23 @@ pub(crate) struct Meta {
     /// `started` ran (so `stopped` will). Not a [`Flags`] bit: that byte is full, and this
     /// is tested only at a start and a stop.
     pub(crate) started: bool,
-    pub(crate) children: Children,
-    /// Supervision and death-watch state, allocated by the first actor that needs it.
-    pub(crate) sup: Option<Box<SupState>>,
+    /// The children and the supervision state, allocated by the first actor that needs
+    /// either: one word in every cell. (A word each made `Meta` 24 bytes and the cell 136,
+    /// a 144-byte slab block; with one, the cell is 128 bytes, two cache lines:
+    /// docs/PERFORMANCE.md, "Spawn, round 3".)
+    ext: Option<Box<Ext>>,
     /// Only the owner shard's thread touches `Meta` (its closures need not be `Send`), so it
     /// is `!Send` on purpose, not by accident of a field.
     _owner_thread: PhantomData<*const ()>,
+}
+
+/// An actor's children and supervision state, out of line (see [`Meta`]'s `ext`).
+#[derive(Default)]
+struct Ext {
+    children: Children,
+    /// Supervision and death-watch state, allocated by the first actor that needs it (a
+    /// parent need not: most only keep their children).
+    sup: Option<Box<SupState>>,
 }
 
 /// Rarely needed per-actor state, kept out of line so an idle actor stays small.
@@ -207,7 +218,45 @@ pub(crate) struct ReceiveTimeout {
 
 impl Meta {
     pub(crate) fn new(sup: Option<Box<SupState>>) -> Self {
-        Meta { lifecycle: Lifecycle::New, flags: 0, pending: 0, started: false, children: Children::default(), sup, _owner_thread: PhantomData }
+        let ext = sup.map(|sup| Box::new(Ext { children: Children::default(), sup: Some(sup) }));
+        Meta { lifecycle: Lifecycle::New, flags: 0, pending: 0, started: false, ext, _owner_thread: PhantomData }
+    }
+
+    /// The children, oldest first (but for removals: `Children::unlink`).
+    pub(crate) fn children(&self) -> &[ErasedRef] {
+        self.ext.as_ref().map_or(&[], |e| e.children.as_slice())
+    }
+
+    /// Whether `child` is one of this actor's children (O(1): [`Children::contains`]).
+    pub(crate) fn has_child(&self, child: &ErasedRef) -> bool {
+        self.ext.as_ref().is_some_and(|e| e.children.contains(child))
+    }
+
+    /// Lists `child` ([`Children::link`]).
+    pub(crate) fn link_child(&mut self, child: ErasedRef) {
+        self.ext.get_or_insert_with(Default::default).children.link(child);
+    }
+
+    /// Removes `child` from the list ([`Children::unlink`]); the out-of-line part goes
+    /// when nothing is left in it.
+    pub(crate) fn unlink_child(&mut self, child: &ErasedRef) {
+        let Some(ext) = self.ext.as_mut() else { return };
+        ext.children.unlink(child);
+        if ext.children.is_empty() && ext.sup.is_none() {
+            self.ext = None;
+        }
+    }
+
+    /// The supervision state, if it was ever needed.
+    #[inline]
+    pub(crate) fn sup_ref(&self) -> Option<&SupState> {
+        self.ext.as_ref().and_then(|e| e.sup.as_deref())
+    }
+
+    /// As [`Meta::sup_ref`], to change it.
+    #[inline]
+    pub(crate) fn sup_mut(&mut self) -> Option<&mut SupState> {
+        self.ext.as_mut().and_then(|e| e.sup.as_deref_mut())
     }
 
     /// Whether any of the `flags` bits is set.
@@ -241,61 +290,62 @@ impl Meta {
         }
     }
 
+    /// The supervision state, allocated now if it was not.
     pub(crate) fn sup(&mut self) -> &mut SupState {
-        self.sup.get_or_insert_with(Default::default)
+        self.ext.get_or_insert_with(Default::default).sup.get_or_insert_with(Default::default)
     }
 
     pub(crate) fn stop_reason(&self) -> StopReason {
-        self.sup.as_ref().and_then(|s| s.stop_reason.clone()).unwrap_or(StopReason::Normal)
+        self.sup_ref().and_then(|s| s.stop_reason.clone()).unwrap_or(StopReason::Normal)
     }
 
     /// Requests a stop for `reason`, keeping the first non-normal reason given.
     pub(crate) fn request_stop(&mut self, reason: StopReason) {
         self.set(Flags::STOP_REQUESTED, true);
-        if !matches!(reason, StopReason::Normal) && self.sup.as_ref().is_none_or(|s| s.stop_reason.is_none()) {
+        if !matches!(reason, StopReason::Normal) && self.sup_ref().is_none_or(|s| s.stop_reason.is_none()) {
             self.sup().stop_reason = Some(reason);
         }
     }
 }
 
-/// An actor's children. Most actors have none, so the list is allocated on first use.
+/// A list of actors (an actor's children, in [`Meta`]'s out-of-line part, or a shard's
+/// top-level actors) with O(1) membership and removal through each one's sibling index.
 #[derive(Default)]
-// A thin box on purpose: 8 bytes in every cell instead of a 24-byte `Vec`.
-#[allow(clippy::box_collection)]
-pub(crate) struct Children(Option<Box<Vec<ErasedRef>>>);
+pub(crate) struct Children(Vec<ErasedRef>);
 
 impl Children {
-    pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |v| v.len())
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub(crate) fn as_slice(&self) -> &[ErasedRef] {
+        &self.0
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &ErasedRef> {
-        self.0.iter().flat_map(|v| v.iter())
+        self.0.iter()
     }
 
     /// Whether `child` is in this list (O(1), through its sibling index).
     pub(crate) fn contains(&self, child: &ErasedRef) -> bool {
         // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
         let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
-        self.0.as_ref().is_some_and(|v| v.get(idx).is_some_and(|c| c.as_ptr() == child.as_ptr()))
+        self.0.get(idx).is_some_and(|c| c.as_ptr() == child.as_ptr())
     }
 
     /// Appends `child`, recording its index in its header (only this shard's thread uses
     /// that field for this list).
     pub(crate) fn link(&mut self, child: ErasedRef) {
-        let list = self.0.get_or_insert_with(Default::default);
+        let list = &mut self.0;
         // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
         child.header().sibling_idx.store(list.len() as u32, Ordering::Relaxed);
         list.push(child);
     }
 
-    /// Removes `child` in O(1), using and maintaining the children's `sibling_idx`.
+    /// Removes `child` in O(1), using and maintaining the children's `sibling_idx`; an
+    /// emptied list gives its memory back.
     pub(crate) fn unlink(&mut self, child: &ErasedRef) {
-        let Some(list) = self.0.as_mut() else { return };
+        let list = &mut self.0;
         // ORDERING: Relaxed: only the list owner's thread reads/writes `sibling_idx`.
         let idx = child.header().sibling_idx.load(Ordering::Relaxed) as usize;
         debug_assert!(idx < list.len() && list[idx].as_ptr() == child.as_ptr(), "sibling index out of sync");
@@ -308,7 +358,7 @@ impl Children {
             moved.header().sibling_idx.store(idx as u32, Ordering::Relaxed);
         }
         if list.is_empty() {
-            self.0 = None;
+            *list = Vec::new();
         }
     }
 }

@@ -17,8 +17,8 @@
 //! `spawn` figure vary between 7.8M and 16.2M actors/s (docs/PERFORMANCE.md, "Spawn: what
 //! it costs and why it varied"). A slab takes memory in 256 KiB chunks, one allocation
 //! (an `mmap`) per chunk, and keeps it for the next actors of its shard; a block carries
-//! no allocator header (a 136-byte cell takes 144 bytes, not `malloc`'s 144 + 8 rounded
-//! to 160).
+//! no allocator header (a small actor's 128-byte cell takes 128 bytes, not `malloc`'s 128 +
+//! 8 rounded to 144).
 //!
 //! Blocks come in classes of 16-byte steps up to [`MAX_BLOCK`]; a cell that is larger, or
 //! aligned to more than 16, and every cell spawned from outside a shard, uses the global
