@@ -43,32 +43,49 @@ impl Actor for Counter {
     }
 }
 
-fn counting(n: u64, place: &str) -> f64 {
-    let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("xthread").build().expect("runtime");
-    let counter = rt.spawn(Props::from(Counter::default()).shard(0).capacity(1024)).expect("spawn");
-    let timeout = Duration::from_secs(30);
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The core a producer is put on: the shard's core 0 (`same`), another (`other`), or none
+/// (unpinned).
+fn core_for(place: &str) -> Option<core_affinity::CoreId> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let core = match place {
-        "same" => cores.iter().copied().find(|c| c.id == 0),
-        "other" => cores.iter().copied().find(|c| c.id != 0),
+    match place {
+        "same" => cores.into_iter().find(|c| c.id == 0),
+        "other" => cores.into_iter().find(|c| c.id != 0),
         _ => None,
-    };
-    let secs = std::thread::scope(|s| {
+    }
+}
+
+/// Runs `f` on a thread of its own, pinned to `core` if there is one.
+fn on_core<R: Send>(core: Option<core_affinity::CoreId>, f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
         s.spawn(|| {
             if let Some(core) = core {
                 core_affinity::set_for_current(core);
             }
-            let t0 = Instant::now();
-            for _ in 0..n {
-                counter.blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
-            }
-            let total = counter.blocking_ask(CountMsg::Get, timeout).expect("total");
-            assert_eq!(total, n, "every message counted once");
-            t0.elapsed().as_secs_f64()
+            f()
         })
         .join()
         .expect("producer")
-    });
+    })
+}
+
+/// Sends `n` adds to `counter`, one blocking send each, then asks for its total (which
+/// must be `n`): the seconds it took.
+fn feed(counter: &percore::ActorRef<CountMsg>, n: u64) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..n {
+        counter.blocking_send(CountMsg::Add(1), TIMEOUT).expect("counter alive");
+    }
+    let total = counter.blocking_ask(CountMsg::Get, TIMEOUT).expect("total");
+    assert_eq!(total, n, "every message counted once");
+    t0.elapsed().as_secs_f64()
+}
+
+fn counting(n: u64, place: &str) -> f64 {
+    let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("xthread").build().expect("runtime");
+    let counter = rt.spawn(Props::from(Counter::default()).shard(0).capacity(1024)).expect("spawn");
+    let secs = on_core(core_for(place), || feed(&counter, n));
     rt.shutdown();
     n as f64 / secs
 }
@@ -170,31 +187,16 @@ fn handover(n: u64) -> f64 {
     let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("handover").build().expect("runtime");
     let quiet = rt.spawn(Props::from(Counter::default()).shard(0)).expect("spawn");
     let counter = rt.spawn(Props::from(Counter::default()).shard(0).capacity(1024)).expect("spawn");
-    let timeout = Duration::from_secs(30);
     // Both started; then the shard idles long enough to park, which gives any kept token
     // back, so that the quiet counter's message below finds the place free.
-    counter.blocking_ask(CountMsg::Get, timeout).expect("counter alive");
-    quiet.blocking_ask(CountMsg::Get, timeout).expect("counter alive");
+    counter.blocking_ask(CountMsg::Get, TIMEOUT).expect("counter alive");
+    quiet.blocking_ask(CountMsg::Get, TIMEOUT).expect("counter alive");
     std::thread::sleep(Duration::from_millis(50));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let core = core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != 0);
-    let secs = std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(core) = core {
-                core_affinity::set_for_current(core);
-            }
-            quiet.blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
-            rt.spawn(Props::from(Spinner(stop.clone())).shard(0)).expect("spawn");
-            let t0 = Instant::now();
-            for _ in 0..n {
-                counter.blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
-            }
-            let total = counter.blocking_ask(CountMsg::Get, timeout).expect("total");
-            assert_eq!(total, n, "every message counted once");
-            t0.elapsed().as_secs_f64()
-        })
-        .join()
-        .expect("producer")
+    let secs = on_core(core_for("other"), || {
+        quiet.blocking_send(CountMsg::Add(1), TIMEOUT).expect("counter alive");
+        rt.spawn(Props::from(Spinner(stop.clone())).shard(0)).expect("spawn");
+        feed(&counter, n)
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     rt.shutdown();
@@ -208,31 +210,22 @@ fn many(n: u64, k: usize) -> f64 {
     let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("many").build().expect("runtime");
     let counters: Vec<_> =
         (0..k).map(|_| rt.spawn(Props::from(Counter::default()).shard(0)).expect("spawn")).collect();
-    let timeout = Duration::from_secs(30);
     // Warm-up: every mailbox allocated.
     for c in &counters {
-        c.blocking_send(CountMsg::Add(0), timeout).expect("counter alive");
+        c.blocking_send(CountMsg::Add(0), TIMEOUT).expect("counter alive");
     }
-    let core = core_affinity::get_core_ids().unwrap_or_default().into_iter().find(|c| c.id != 0);
-    let secs = std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(core) = core {
-                core_affinity::set_for_current(core);
-            }
-            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-            let t0 = Instant::now();
-            for _ in 0..n {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), timeout).expect("counter alive");
-            }
-            let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, timeout).expect("total")).sum();
-            assert_eq!(total, n, "every message counted once");
-            t0.elapsed().as_secs_f64()
-        })
-        .join()
-        .expect("producer")
+    let secs = on_core(core_for("other"), || {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), TIMEOUT).expect("counter alive");
+        }
+        let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, TIMEOUT).expect("total")).sum();
+        assert_eq!(total, n, "every message counted once");
+        t0.elapsed().as_secs_f64()
     });
     rt.shutdown();
     n as f64 / secs
@@ -245,9 +238,8 @@ fn many2(n: u64, k: usize) -> f64 {
     let rt = Runtime::builder().shards(2).pin_to_cores(true).first_core(0).name("many2").build().expect("runtime");
     let counters: Vec<_> =
         (0..k).map(|i| rt.spawn(Props::from(Counter::default()).shard(i % 2)).expect("spawn")).collect();
-    let timeout = Duration::from_secs(30);
     for c in &counters {
-        c.blocking_send(CountMsg::Add(0), timeout).expect("counter alive");
+        c.blocking_send(CountMsg::Add(0), TIMEOUT).expect("counter alive");
     }
     let t0 = Instant::now();
     std::thread::scope(|s| {
@@ -259,12 +251,12 @@ fn many2(n: u64, k: usize) -> f64 {
                     x ^= x << 13;
                     x ^= x >> 7;
                     x ^= x << 17;
-                    counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), timeout).expect("alive");
+                    counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), TIMEOUT).expect("alive");
                 }
             });
         }
     });
-    let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, timeout).expect("total")).sum();
+    let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, TIMEOUT).expect("total")).sum();
     let secs = t0.elapsed().as_secs_f64();
     assert_eq!(total, n / 2 * 2, "every message counted once");
     rt.shutdown();

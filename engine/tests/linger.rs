@@ -53,6 +53,43 @@ impl Actor for Lingerer {
     }
 }
 
+/// A one-shard runtime kept busy by a [`Busy`] actor, and the [`Lingerer`]s on it.
+struct BusyShard {
+    rt: percore::Runtime,
+    busy: ActorRef<BusyMsg>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    count: Count,
+}
+
+impl BusyShard {
+    fn new() -> Self {
+        let rt = runtime(1);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let busy = rt.spawn(Props::from(Busy { stop: stop.clone(), seen: seen.clone() }).shard(0)).unwrap();
+        BusyShard { rt, busy, stop, seen, count: Count::default() }
+    }
+
+    /// A [`Lingerer`] on the shard, counting into the shared count.
+    fn lingerer(&self) -> ActorRef<u64> {
+        self.rt.spawn(Props::from(Lingerer { count: self.count.clone(), busy: self.busy.clone() }).shard(0)).unwrap()
+    }
+
+    /// What the busy actor saw at its next check (1: idle, 2: scheduled), waited for and
+    /// then cleared for the next one.
+    fn next_seen(&self) -> u8 {
+        use std::sync::atomic::Ordering::SeqCst;
+        assert!(eventually(|| self.seen.load(SeqCst) != 0));
+        self.seen.swap(0, SeqCst)
+    }
+
+    /// Lets the shard run out of work.
+    fn idle(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// The linger (`ShardLocal::linger`): after an activation that emptied its mailbox, an
 /// actor told from another thread keeps its SCHEDULED token on its shard while the shard
 /// has work, so the next tell from another thread is a ring push with no notification.
@@ -62,31 +99,25 @@ impl Actor for Lingerer {
 /// back (the bit clears) and a later tell still wakes the shard.
 #[test]
 fn a_mailbox_emptied_from_another_thread_lingers_while_its_shard_is_busy() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let rt = runtime(1);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let busy = rt.spawn(Props::from(Busy { stop: stop.clone(), seen: seen.clone() }).shard(0)).unwrap();
-    let count = Count::default();
-    let spawn = || rt.spawn(Props::from(Lingerer { count: count.clone(), busy: busy.clone() }).shard(0)).unwrap();
-    let first = spawn();
+    let shard = BusyShard::new();
+    let (rt, count) = (&shard.rt, &shard.count);
+    let first = shard.lingerer();
     first.blocking_send(0, DEADLINE).unwrap();
-    assert!(eventually(|| seen.load(SeqCst) != 0));
-    assert_eq!(seen.load(SeqCst), 2, "the shard kept the token of the actor whose mailbox it emptied");
+    assert_eq!(shard.next_seen(), 2, "the shard kept the token of the actor whose mailbox it emptied");
     for i in 1..=1000 {
         first.blocking_send(i, DEADLINE).unwrap();
     }
     assert!(eventually(|| count.get() == 1001), "every message told to a lingering actor is handled");
     first.stop();
     assert!(eventually(|| first.is_closed() && rt.live_actors() == 1), "a lingering actor stops when told to");
-    let second = spawn();
+    let second = shard.lingerer();
     second.blocking_send(1, DEADLINE).unwrap();
     assert!(eventually(|| count.get() == 1002));
-    stop.store(true, SeqCst);
+    shard.idle();
     assert!(eventually(|| !percore::__private::is_scheduled(&second)), "an idle shard gives the token back");
     second.blocking_send(2, DEADLINE).unwrap();
     assert!(eventually(|| count.get() == 1003), "a tell after the release wakes the shard");
-    rt.shutdown();
+    shard.rt.shutdown();
 }
 
 /// The linger's edge: a plain thread tells an actor, waits until it is handled, then
@@ -124,37 +155,27 @@ fn tells_across_the_end_of_the_linger_are_never_stranded() {
 /// busy, and every tell to the second from another thread paid a notification.
 #[test]
 fn the_place_goes_to_the_last_mailbox_emptied_while_the_lingering_one_has_no_mail() {
-    use std::sync::atomic::Ordering::SeqCst;
-    let rt = runtime(1);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU8::new(0));
-    let busy = rt.spawn(Props::from(Busy { stop: stop.clone(), seen: seen.clone() }).shard(0)).unwrap();
-    let count = Count::default();
-    let spawn = || rt.spawn(Props::from(Lingerer { count: count.clone(), busy: busy.clone() }).shard(0)).unwrap();
-    let (first, second) = (spawn(), spawn());
+    let shard = BusyShard::new();
+    let count = &shard.count;
+    let (first, second) = (shard.lingerer(), shard.lingerer());
     // Both started (in spawn order) and out of mail before the first one lingers.
     second.blocking_send(1, DEADLINE).unwrap();
     assert!(eventually(|| count.get() == 1));
     first.blocking_send(0, DEADLINE).unwrap();
-    assert!(eventually(|| seen.load(SeqCst) != 0));
-    assert_eq!(seen.load(SeqCst), 2, "the first actor lingers");
-    seen.store(0, SeqCst);
+    assert_eq!(shard.next_seen(), 2, "the first actor lingers");
     second.blocking_send(0, DEADLINE).unwrap();
-    assert!(eventually(|| seen.load(SeqCst) != 0));
-    assert_eq!(seen.load(SeqCst), 2, "the second actor took the place from the first, which had no mail");
-    seen.store(0, SeqCst);
-    busy.blocking_send(BusyMsg::Check(first.clone()), DEADLINE).unwrap();
-    assert!(eventually(|| seen.load(SeqCst) != 0));
-    assert_eq!(seen.load(SeqCst), 1, "the first actor gave its token back");
+    assert_eq!(shard.next_seen(), 2, "the second actor took the place from the first, which had no mail");
+    shard.busy.blocking_send(BusyMsg::Check(first.clone()), DEADLINE).unwrap();
+    assert_eq!(shard.next_seen(), 1, "the first actor gave its token back");
     for i in 1..=100 {
         first.blocking_send(i, DEADLINE).unwrap();
         second.blocking_send(i, DEADLINE).unwrap();
     }
     assert!(eventually(|| count.get() == 203), "every message told to either is handled");
-    stop.store(true, SeqCst);
+    shard.idle();
     assert!(eventually(|| !percore::__private::is_scheduled(&first) && !percore::__private::is_scheduled(&second)));
     first.blocking_send(1000, DEADLINE).unwrap();
     second.blocking_send(1000, DEADLINE).unwrap();
     assert!(eventually(|| count.get() == 205), "tells after the releases wake the shard");
-    rt.shutdown();
+    shard.rt.shutdown();
 }
