@@ -20,7 +20,9 @@
 //! **The linger.** The shard may end an activation later than when it emptied the mailbox:
 //! it keeps the token of the last such actor while it has nothing better to do, polls the
 //! ring's head, runs the actor again when a message is there, and gives the token back (the
-//! right-hand column above, unchanged) before it yields or parks (`ShardLocal::linger`).
+//! right-hand column above, unchanged) before it yields or parks, or earlier, between two
+//! activations, when another actor takes the place while this one has no mail
+//! (`ShardLocal::linger`, `ShardLocal::can_linger`).
 //! Senders meanwhile find SCHEDULED and only push. Loom checks it too (model "sched",
 //! `a_lingering_shard_polls_then_releases_and_strands_nothing`).
 //!
