@@ -152,7 +152,8 @@ impl Actor for Small {
     }
 }
 
-/// An unnamed small actor's cell is 128 bytes: a 128-byte slab block, two cache lines. It
+/// An unnamed small actor's cell is 128 bytes (a 128-byte slab block), the size of two
+/// cache lines (not aligned to them: docs/PERFORMANCE.md, "Spawn, round 3"). It
 /// was 144 bytes (a 160-byte block) while the header kept the parent and the name in two
 /// words (`actor/lineage.rs`; docs/PERFORMANCE.md, "Spawn: what it costs"), and 136 (a
 /// 144-byte block) while the bookkeeping kept the children and the supervision state in a

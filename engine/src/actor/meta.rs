@@ -121,7 +121,7 @@ pub(crate) struct Meta {
     pub(crate) started: bool,
     /// The children and the supervision state, allocated by the first actor that needs
     /// either: one word in every cell. (A word each made `Meta` 24 bytes and the cell 136,
-    /// a 144-byte slab block; with one, the cell is 128 bytes, two cache lines:
+    /// a 144-byte slab block; with one, the cell is 128 bytes, a 128-byte block:
     /// docs/PERFORMANCE.md, "Spawn, round 3".)
     ext: Option<Box<Ext>>,
     /// Only the owner shard's thread touches `Meta` (its closures need not be `Send`), so it
