@@ -203,28 +203,44 @@ fn handover(n: u64) -> f64 {
     n as f64 / secs
 }
 
+/// `k` counters on `shards` shards (counter `i` on shard `i % shards`), each told once so
+/// that every mailbox is allocated before the clock starts.
+fn counters(rt: &Runtime, k: usize, shards: usize) -> Vec<percore::ActorRef<CountMsg>> {
+    let counters: Vec<_> =
+        (0..k).map(|i| rt.spawn(Props::from(Counter::default()).shard(i % shards)).expect("spawn")).collect();
+    for c in &counters {
+        c.blocking_send(CountMsg::Add(0), TIMEOUT).expect("counter alive");
+    }
+    counters
+}
+
+/// Sends `n` adds, each to one of `counters` chosen by an xorshift seeded with `seed`.
+fn spray(counters: &[percore::ActorRef<CountMsg>], n: u64, seed: u64) {
+    let mut x = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    for _ in 0..n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        counters[(x % counters.len() as u64) as usize].blocking_send(CountMsg::Add(1), TIMEOUT).expect("counter alive");
+    }
+}
+
+/// Asks every counter for its total and checks that they add up to `n`.
+fn check_total(counters: &[percore::ActorRef<CountMsg>], n: u64) {
+    let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, TIMEOUT).expect("total")).sum();
+    assert_eq!(total, n, "every message counted once");
+}
+
 /// `many`: one producer on core 1 sends `n` messages to `k` counters on a shard pinned to
 /// core 0, each to one chosen at random: the traffic of many mostly idle actors (a session per
 /// connection, issue 19's entities), where each message finds its mailbox's lines cold.
 fn many(n: u64, k: usize) -> f64 {
     let rt = Runtime::builder().shards(1).pin_to_cores(true).first_core(0).name("many").build().expect("runtime");
-    let counters: Vec<_> =
-        (0..k).map(|_| rt.spawn(Props::from(Counter::default()).shard(0)).expect("spawn")).collect();
-    // Warm-up: every mailbox allocated.
-    for c in &counters {
-        c.blocking_send(CountMsg::Add(0), TIMEOUT).expect("counter alive");
-    }
+    let counters = counters(&rt, k, 1);
     let secs = on_core(core_for("other"), || {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let t0 = Instant::now();
-        for _ in 0..n {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), TIMEOUT).expect("counter alive");
-        }
-        let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, TIMEOUT).expect("total")).sum();
-        assert_eq!(total, n, "every message counted once");
+        spray(&counters, n, 0);
+        check_total(&counters, n);
         t0.elapsed().as_secs_f64()
     });
     rt.shutdown();
@@ -236,29 +252,16 @@ fn many(n: u64, k: usize) -> f64 {
 /// at random.
 fn many2(n: u64, k: usize) -> f64 {
     let rt = Runtime::builder().shards(2).pin_to_cores(true).first_core(0).name("many2").build().expect("runtime");
-    let counters: Vec<_> =
-        (0..k).map(|i| rt.spawn(Props::from(Counter::default()).shard(i % 2)).expect("spawn")).collect();
-    for c in &counters {
-        c.blocking_send(CountMsg::Add(0), TIMEOUT).expect("counter alive");
-    }
+    let counters = counters(&rt, k, 2);
     let t0 = Instant::now();
     std::thread::scope(|s| {
-        for p in 0..2u64 {
+        for p in 1..=2u64 {
             let counters = &counters;
-            s.spawn(move || {
-                let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ (p + 1);
-                for _ in 0..n / 2 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    counters[(x % k as u64) as usize].blocking_send(CountMsg::Add(1), TIMEOUT).expect("alive");
-                }
-            });
+            s.spawn(move || spray(counters, n / 2, p));
         }
     });
-    let total: u64 = counters.iter().map(|c| c.blocking_ask(CountMsg::Get, TIMEOUT).expect("total")).sum();
+    check_total(&counters, n / 2 * 2);
     let secs = t0.elapsed().as_secs_f64();
-    assert_eq!(total, n / 2 * 2, "every message counted once");
     rt.shutdown();
     n as f64 / secs
 }
