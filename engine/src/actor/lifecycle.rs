@@ -234,7 +234,7 @@ impl<A: Actor> Activation<'_, A> {
         tracing::debug!(target: "percore::supervision", actor = %Path(self.header()), ?directive, "actor {} decides {directive:?} for {failure:?}", Path(self.header()));
         let targets: Vec<ErasedRef> = match strategy.kind() {
             StrategyKind::OneForOne => vec![child.clone()],
-            StrategyKind::AllForOne => inner.meta.children().iter().cloned().collect(),
+            StrategyKind::AllForOne => inner.meta.children().to_vec(),
         };
         match directive {
             Directive::Resume => drop(child.send_sys(SysMsg::Resume)),
@@ -343,7 +343,7 @@ impl<A: Actor> Activation<'_, A> {
             return vec![];
         }
         if pattern == "*" {
-            return inner.meta.children().iter().cloned().collect();
+            return inner.meta.children().to_vec();
         }
         if pattern.starts_with('$') {
             return inner.meta.children().iter().filter(|c| c.header().id.to_string() == pattern).cloned().collect();
