@@ -1,7 +1,7 @@
 //! `sharding` and `failover` (percore only): cluster sharding from `percore-cluster`.
 //!
 //! * `sharding`: two nodes (one-shard runtimes) in this process over loopback TCP, 10,000
-//!   entities. Three rows, measured in alternating rounds (default 3) so that load from
+//!   entities. Five rows, measured in alternating rounds (default 3) so that load from
 //!   elsewhere on the machine hits all of them, medians reported:
 //!   - `percore (direct remote tell)`: a foreign thread on node A sends `n` messages to one
 //!     actor on node B through its remote ref (one connection);
@@ -14,13 +14,18 @@
 //!     same 10,000 actors, each thread through local refs to its own node's actors and
 //!     remote refs to the other node's (the sharded traffic pattern with every ref resolved
 //!     up front: location transparency without sharding).
+//!   - `percore (direct, both nodes)`: the two threads at once, each sending `n / 2`
+//!     messages to one actor on the other node through its remote ref: direct remote tells
+//!     in the sharded row's layout (two senders and two shards on the machine, both
+//!     directions of the connection busy).
 //!
-//!   A note gives sharded / direct (the target: at least 0.5), sharded / plain,
+//!   A note gives sharded / direct (the target: at least 0.5), sharded / direct
+//!   from both nodes, sharded / plain,
 //!   sharded / local and remote refs, and plain / direct (the engine's own bound on the
 //!   first ratio: sharded messages do everything plain ones do, and more).
 //!
 //!   For profiling, `PERCORE_PERF_SHARDING=<rows>` runs only those rows (`direct`,
-//!   `sharded`, `plain`, `refs`, comma-separated; callgrind's per-thread files would add
+//!   `sharded`, `plain`, `refs`, `both`, comma-separated; callgrind's per-thread files would add
 //!   the rows up).
 //!   Every message is counted (one counter per node, so that counting does not make the
 //!   two shard threads fight over one cache line), and the run fails on a wrong count.
@@ -58,6 +63,8 @@ const ENTITIES: u64 = 10_000;
 const SHARDS_PER_TYPE: u32 = 100;
 /// Alternating rounds of `sharding`.
 const ROUNDS: usize = 3;
+/// The row of direct remote tells from both nodes at once.
+const BOTH_ROW: &str = "percore (direct, both nodes)";
 /// Cluster secret of every node.
 const SECRET: &str = "percore-perf-cluster";
 /// Environment variable that makes this program a `failover` child member: the seed address.
@@ -256,6 +263,18 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
         .remote_ref::<Probe>(&format!("{}/user/direct", nodes[1].address()))
         .map_err(fail("resolving the direct actor"))?;
 
+    // Direct from both nodes: an actor on node A too, and each node's sender thread tells
+    // the other node's (the sharded row's layout: two senders, both directions of the
+    // connection).
+    let back_total = Arc::new(AtomicU64::new(0));
+    let counter = Counter { total: back_total.clone(), node: String::new() };
+    runtimes[0].handle().spawn(Props::from(counter).name("direct").capacity(1 << 16)).map_err(fail("spawning"))?;
+    let back = nodes[1]
+        .remote_ref::<Probe>(&format!("{}/user/direct", nodes[0].address()))
+        .map_err(fail("resolving the direct actor"))?;
+    let both = [Arc::new(direct.clone()), Arc::new(back)];
+    let both_totals = [direct_total.clone(), back_total.clone()];
+
     // Plain actors, half on each runtime.
     let plain_totals: Vec<Arc<AtomicU64>> = (0..NODES).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let mut plain = Vec::new();
@@ -319,7 +338,7 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     let mut actors_sent = 2 * entities;
     wait_count(&plain_totals, actors_sent)?;
     let (mut direct_rates, mut sharded_rates, mut plain_rates) = (Vec::new(), Vec::new(), Vec::new());
-    let mut refs_rates = Vec::new();
+    let (mut refs_rates, mut both_rates, mut back_sent) = (Vec::new(), Vec::new(), 0);
     let (mut direct_sent, mut sharded_sent) = (1000, entities);
     // For profiling: only the rows named in `PERCORE_PERF_SHARDING` (module docs).
     let only = std::env::var(ONLY_VAR).ok();
@@ -335,6 +354,14 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
             direct_sent += total_msgs;
             wait_count(std::slice::from_ref(&direct_total), direct_sent)?;
             direct_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
+        }
+        if runs("both") {
+            let t = Instant::now();
+            two_senders(&both, per_thread, round, |d, _| d.blocking_send(Probe::Hit, SEND_TIMEOUT).is_ok())?;
+            direct_sent += per_thread;
+            back_sent += per_thread;
+            wait_count(&both_totals, direct_sent + back_sent)?;
+            both_rates.push(total_msgs as f64 / t.elapsed().as_secs_f64());
         }
         if runs("sharded") {
             let t = Instant::now();
@@ -375,6 +402,7 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
         direct_total.load(Ordering::Relaxed),
         direct_sent,
     )?;
+    BenchError::check_eq(NAME, BOTH_ROW, "messages", back_total.load(Ordering::Relaxed), back_sent)?;
     BenchError::check_eq(NAME, "percore (sharded)", "messages", sum(&totals), sharded_sent)?;
     BenchError::check_eq(NAME, "percore (plain actors)", "messages", sum(&plain_totals), actors_sent)?;
     let undelivered: u64 = regions.iter().map(EntityRefs::undelivered).sum();
@@ -392,14 +420,15 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
 
     let secs = |rate: f64| total_msgs as f64 / rate;
     let mut records = Vec::new();
-    let mut medians = [None; 4];
+    let mut medians = [None; 5];
     let rows = [
         "percore (direct remote tell)",
         "percore (sharded)",
         "percore (plain actors)",
         "percore (local and remote refs)",
+        BOTH_ROW,
     ];
-    let all = [&mut direct_rates, &mut sharded_rates, &mut plain_rates, &mut refs_rates];
+    let all = [&mut direct_rates, &mut sharded_rates, &mut plain_rates, &mut refs_rates, &mut both_rates];
     for (i, rates) in all.into_iter().enumerate() {
         if !rates.is_empty() {
             let m = median(rates);
@@ -408,9 +437,10 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
         }
     }
     let note = match medians {
-        [Some(d), Some(s), Some(p), Some(r)] => format!(
-            "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / plain actors = {:.2}, sharded / local and remote refs to the same targets = {:.2}, plain actors / direct remote tell = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
+        [Some(d), Some(s), Some(p), Some(r), Some(b)] => format!(
+            "sharding: sharded / direct remote tell = {:.2} (target 0.5), sharded / direct from both nodes = {:.2}, sharded / plain actors = {:.2}, sharded / local and remote refs to the same targets = {:.2}, plain actors / direct remote tell = {:.2}; medians of {ROUNDS} alternating rounds, {entities} entities, {SHARDS_PER_TYPE} shards, 2 nodes",
             s / d,
+            s / b,
             s / p,
             s / r,
             p / d

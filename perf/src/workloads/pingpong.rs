@@ -114,6 +114,12 @@ fn play(n: u64, rt: &percore::Runtime, ponger: ActorRef<PongMsg>, workload: &str
         .spawn(Props::from(Pinger { ponger: ponger.clone(), target: 0, pongs: 0, reply: None }).shard(0))
         .map_err(fail("spawning the pinger"))?;
     ponger.blocking_send(PongMsg::Link(pinger.clone()), SEND_TIMEOUT).map_err(fail("linking"))?;
+    // The link is handled before the game starts. percore orders messages per sender, not
+    // causally across senders: the pinger's first ping (a same-shard tell, the ponger's
+    // local queue) may otherwise be handled before this thread's link (its ring), and the
+    // ponger fails with `ping before link` (the game then never ends). The count comes back
+    // after the link: one sender's messages in order.
+    engine::ask(&ponger, "linking", PongMsg::Count)?;
 
     let t0 = Instant::now();
     let pongs = engine::ask(&pinger, "the game", |reply| PingMsg::Start { n, reply })?;

@@ -102,6 +102,13 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
         let link = RingMsg::Link { next: members[(i + 1) % RING_SIZE].clone(), leader: leader.clone() };
         member.blocking_send(link, SEND_TIMEOUT).map_err(fail("linking the ring"))?;
     }
+    // Every link is handled before the token starts: messages are ordered per sender, not
+    // causally across senders, so a member's first token (a same-shard tell, its local
+    // queue) could otherwise be handled before this thread's link (its ring), and the run
+    // would fail with `token before link`. Each count comes back after its member's link.
+    for member in &members {
+        engine::ask(member, "linking the ring", RingMsg::Count)?;
+    }
 
     let t0 = Instant::now();
     let done = engine::ask(leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
