@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use percore::{Actor, ActorError, Context, Props, ReplyTo, Runtime};
+use percore::{Actor, ActorError, ActorRef, Context, Props, ReplyTo, Runtime};
 use percore_cluster::{
     Cluster, ClusterConfig, ClusterSharding, EntityRefs, MemberStatus, SbrStrategy, ShardingSettings,
 };
@@ -197,6 +197,15 @@ fn wait_count(totals: &[Arc<AtomicU64>], n: u64) -> Result<()> {
     Ok(())
 }
 
+/// The counter `direct` on `owner` (node `at`), its count and its remote ref from node `from`.
+fn direct_actor(owner: &Runtime, at: &Node, from: &Node) -> Result<(Arc<AtomicU64>, ActorRef<Probe>)> {
+    let total = Arc::new(AtomicU64::new(0));
+    let counter = Counter { total: total.clone(), node: String::new() };
+    owner.handle().spawn(Props::from(counter).name("direct").capacity(1 << 16)).map_err(fail("spawning"))?;
+    let r = from.remote_ref::<Probe>(&format!("{}/user/direct", at.address())).map_err(fail("resolving the direct actor"))?;
+    Ok((total, r))
+}
+
 /// Two sender threads, `per_thread` messages each, to targets chosen at random by `send`.
 fn two_senders<T: Send + Sync + 'static>(
     targets: &[Arc<T>],
@@ -255,23 +264,11 @@ fn sharding(params: &Params, n: u64) -> Result<(Vec<Record>, String)> {
     let runtimes = [engine::runtime(1, params.pin)?, engine::runtime_from(1, params.pin, 1)?];
     let nodes = [start_node(&runtimes[0])?, start_node(&runtimes[1])?];
 
-    // Direct: one actor on node B, its remote ref on node A.
-    let direct_total = Arc::new(AtomicU64::new(0));
-    let counter = Counter { total: direct_total.clone(), node: String::new() };
-    runtimes[1].handle().spawn(Props::from(counter).name("direct").capacity(1 << 16)).map_err(fail("spawning"))?;
-    let direct = nodes[0]
-        .remote_ref::<Probe>(&format!("{}/user/direct", nodes[1].address()))
-        .map_err(fail("resolving the direct actor"))?;
-
-    // Direct from both nodes: an actor on node A too, and each node's sender thread tells
-    // the other node's (the sharded row's layout: two senders, both directions of the
-    // connection).
-    let back_total = Arc::new(AtomicU64::new(0));
-    let counter = Counter { total: back_total.clone(), node: String::new() };
-    runtimes[0].handle().spawn(Props::from(counter).name("direct").capacity(1 << 16)).map_err(fail("spawning"))?;
-    let back = nodes[1]
-        .remote_ref::<Probe>(&format!("{}/user/direct", nodes[0].address()))
-        .map_err(fail("resolving the direct actor"))?;
+    // Direct: one actor on node B, its remote ref on node A. Direct from both nodes: an
+    // actor on node A too, and each node's sender thread tells the other node's (the sharded
+    // row's layout: two senders, both directions of the connection).
+    let (direct_total, direct) = direct_actor(&runtimes[1], &nodes[1], &nodes[0])?;
+    let (back_total, back) = direct_actor(&runtimes[0], &nodes[0], &nodes[1])?;
     let both = [Arc::new(direct.clone()), Arc::new(back)];
     let both_totals = [direct_total.clone(), back_total.clone()];
 
