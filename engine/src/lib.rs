@@ -212,6 +212,11 @@ pub mod __private {
         crate::actor::cell::cell_size::<A>()
     }
 
+    /// The address of the cell behind `r`. Tests use it to show where cells lie.
+    pub fn cell_address<M>(r: &crate::ActorRef<M>) -> usize {
+        r.erased().as_ptr().as_ptr() as usize
+    }
+
     /// References to the runtime's shared state: its handles and shard threads (strong
     /// counts of its `Arc`), plus one per actor cell still allocated and one per running
     /// shard (its per-shard cell counts, `runtime/cells.rs`). Tests use it to show that

@@ -165,6 +165,29 @@ fn a_small_unnamed_actors_cell_fits_two_cache_lines() {
     assert!(size <= 128, "cell of a one-reference actor with a one-byte message: {size} bytes");
 }
 
+/// Actors spawned one after another from a plain thread onto different shards share no
+/// cache line: their cells come from the global allocator in whole, aligned pairs of lines.
+/// Before, they lay side by side in the thread's `malloc` arena, and each shard's messages
+/// wrote lines the other shard's actors were on (64 independent rings on two shards ran
+/// at 56–62M hops/s, 84–96M after: docs/PERFORMANCE.md, session 37).
+#[test]
+fn cells_spawned_from_a_plain_thread_share_no_cache_line() {
+    let rt = Runtime::builder().shards(2).pin_to_cores(false).build().unwrap();
+    let size = percore::__private::cell_size::<Counter>();
+    let cells: Vec<_> = (0..64).map(|i| rt.spawn(Props::from(Counter(Count::default())).shard(i % 2)).unwrap()).collect();
+    let mut lines = std::collections::HashMap::new();
+    for (i, c) in cells.iter().enumerate() {
+        let at = percore::__private::cell_address(c);
+        assert_eq!(at % 128, 0, "cell {i} at {at:#x} starts inside a pair of cache lines");
+        for line in (at / 64)..(at + size).div_ceil(64) {
+            if let Some(other) = lines.insert(line, i) {
+                panic!("cells {other} and {i} share the cache line at {:#x}", line * 64);
+            }
+        }
+    }
+    rt.shutdown();
+}
+
 /// Sets its flag when dropped: owned by a runtime's dead-letter hook, it says when the
 /// runtime's shared state is freed.
 struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);

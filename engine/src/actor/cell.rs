@@ -690,6 +690,17 @@ impl<A: Actor> Cell<A> {
     /// The slab class of this cell's memory, if a slab serves it (`shard::slab`).
     const SLAB_CLASS: Option<usize> = Slab::class_of(Layout::new::<Cell<A>>());
 
+    /// The layout of a cell from the global allocator (spawned from a thread that is not
+    /// one of the runtime's shards, or too large for a slab): whole pairs of cache lines,
+    /// so that no two such cells share a line. Without it, actors spawned one after another
+    /// from one thread onto different shards lay side by side in that thread's `malloc`
+    /// arena, and every message each shard handled wrote a line the other shard's actor was
+    /// on: 64 independent rings on two shards of one runtime ran at 56–62M hops/s, and at
+    /// 84–96M with this layout (docs/PERFORMANCE.md, session 37). A slab's blocks need no padding: a slab holds one shard's cells only.
+    fn heap_layout() -> Layout {
+        Layout::new::<Cell<A>>().align_to(128).expect("a valid cell layout").pad_to_align()
+    }
+
     /// Allocates a cell for `actor` with `refs` references (2 or 3): one returned, one (the
     /// ownership reference) for the owner shard, and with 3 one more for the caller (a
     /// parent's children list: set here, it costs no locked add of its own). The cell
@@ -738,7 +749,7 @@ impl<A: Actor> Cell<A> {
             // `on_shard`), the slab's owner; `class` came from `class_of`.
             Some((class, owner)) => unsafe { runtime.shard(owner).slab.alloc(class) }.cast::<Cell<A>>(),
             None => {
-                let layout = Layout::new::<Cell<A>>();
+                let layout = Self::heap_layout();
                 // SAFETY: a cell is never zero-sized (its header has pointers).
                 NonNull::new(unsafe { std::alloc::alloc(layout) }.cast::<Cell<A>>())
                     .unwrap_or_else(|| std::alloc::handle_alloc_error(layout))
@@ -833,7 +844,7 @@ unsafe fn drop_cell<A: Actor>(h: NonNull<Header>) {
             }
         }
         // SAFETY: from `std::alloc::alloc` with this very layout in `allocate`.
-        _ => unsafe { std::alloc::dealloc(cell.as_ptr().cast(), Layout::new::<Cell<A>>()) },
+        _ => unsafe { std::alloc::dealloc(cell.as_ptr().cast(), Cell::<A>::heap_layout()) },
     }
     // SAFETY: `allocate` took this count on the owner shard's cell count; the cell is gone,
     // and nothing reads the runtime through it after this.

@@ -343,7 +343,7 @@ pub static TABLE: &[Workload] = &[
     },
     Workload {
         name: "scaling",
-        summary: "fanin and ring-xshard on 1..=S shards (percore)",
+        summary: "fanin, ring-xshard and 64 independent rings on 1..=S shards (percore)",
         default_n: 4_000_000,
         in_all: true,
         repeat: false,

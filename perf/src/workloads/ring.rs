@@ -30,6 +30,9 @@ enum RingMsg {
     Link { next: ActorRef<RingMsg>, leader: ActorRef<RingMsg> },
     /// Leader only: send the token round for `hops` hops, reply when done.
     Start { hops: u64, reply: ReplyTo<u64> },
+    /// Leader only: send a token of `h` hops to each `(member, h)` of `starts` at once, reply
+    /// with their sum when every one of them is done (the independent rings of `scaling`).
+    StartMany { starts: Vec<(ActorRef<RingMsg>, u64)>, reply: ReplyTo<u64> },
     /// The token, with the hops left including this one.
     Token(u64),
     /// Leader only: the last hop happened.
@@ -43,7 +46,8 @@ struct Member {
     next: Option<ActorRef<RingMsg>>,
     leader: Option<ActorRef<RingMsg>>,
     received: u64,
-    waiter: Option<(u64, ReplyTo<u64>)>,
+    /// Leader only: the hops to report, the tokens still out, and whom to tell.
+    waiter: Option<(u64, usize, ReplyTo<u64>)>,
 }
 
 impl Member {
@@ -65,8 +69,20 @@ impl Actor for Member {
                 if hops == 0 {
                     reply.reply(0);
                 } else {
-                    self.waiter = Some((hops, reply));
+                    self.waiter = Some((hops, 1, reply));
                     tell_sized(Self::link(&self.next, "start")?, RingMsg::Token(hops), "token")?;
+                }
+            }
+            RingMsg::StartMany { starts, reply } => {
+                let hops = starts.iter().map(|(_, h)| h).sum();
+                let tokens = starts.iter().filter(|(_, h)| *h > 0).count();
+                if tokens == 0 {
+                    reply.reply(0);
+                    return Ok(());
+                }
+                self.waiter = Some((hops, tokens, reply));
+                for (to, h) in starts.into_iter().filter(|(_, h)| *h > 0) {
+                    tell_sized(&to, RingMsg::Token(h), "token")?;
                 }
             }
             RingMsg::Token(left) => {
@@ -77,11 +93,11 @@ impl Actor for Member {
                     tell_sized(Self::link(&self.next, "token")?, RingMsg::Token(left - 1), "token")?;
                 }
             }
-            RingMsg::Done => {
-                if let Some((hops, reply)) = self.waiter.take() {
-                    reply.reply(hops);
-                }
-            }
+            RingMsg::Done => match self.waiter.take() {
+                Some((hops, 1, reply)) => reply.reply(hops),
+                Some((hops, out, reply)) => self.waiter = Some((hops, out - 1, reply)),
+                None => {}
+            },
             RingMsg::Count(reply) => {
                 reply.reply(self.received);
             }
@@ -94,12 +110,55 @@ impl Actor for Member {
 /// the outcome's count is the sum of the hops every member received.
 pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
-    let members = (0..RING_SIZE)
-        .map(|i| rt.spawn(Props::from(Member::default()).shard(i % shards)).map_err(fail("spawning a ring member")))
+    let members = spawn_members(&rt, RING_SIZE, |i| i % shards, |i| (i + 1) % RING_SIZE)?;
+    let leader = &members[0];
+    let t0 = Instant::now();
+    let done = engine::ask(leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
+    let secs = t0.elapsed().as_secs_f64();
+    finish(rt, members, secs, done, hops, workload)
+}
+
+/// `rings` independent rings of `RING_SIZE / rings` members, one token each (`hops` in
+/// all, split evenly), ring `r` wholly on shard `r % shards`: no message crosses a shard
+/// but the last hop's `Done` to the leader (member 0). The same work at every shard count,
+/// and nothing shared between the shards' work but the runtime itself: a curve of how well
+/// shards keep out of each other's way (`scaling`). (One ring with many tokens does not
+/// show that: its tokens catch up with each other and travel in convoys, which leave
+/// shards idle in turn; docs/PERFORMANCE.md, session 37.)
+pub fn percore_rings(hops: u64, rings: usize, shards: usize, pin: bool, workload: &str) -> Result<Outcome> {
+    let rings = rings.clamp(1, RING_SIZE);
+    let per_ring = RING_SIZE / rings;
+    let rt = engine::runtime(shards, pin)?;
+    let members = spawn_members(&rt, rings * per_ring, |i| (i / per_ring) % shards, |i| {
+        let ring = i / per_ring;
+        ring * per_ring + (i + 1) % per_ring
+    })?;
+    let starts: Vec<_> = (0..rings)
+        .map(|r| {
+            let share = hops / rings as u64 + u64::from((r as u64) < hops % rings as u64);
+            (members[r * per_ring].clone(), share)
+        })
+        .collect();
+    let t0 = Instant::now();
+    let done = engine::ask(&members[0], "running the rings", |reply| RingMsg::StartMany { starts: starts.clone(), reply })?;
+    let secs = t0.elapsed().as_secs_f64();
+    finish(rt, members, secs, done, hops, workload)
+}
+
+/// `count` members on `rt`, member `i` on shard `shard_of(i)` and linked to member
+/// `next_of(i)`, all led by member 0.
+fn spawn_members(
+    rt: &percore::Runtime,
+    count: usize,
+    shard_of: impl Fn(usize) -> usize,
+    next_of: impl Fn(usize) -> usize,
+) -> Result<Vec<ActorRef<RingMsg>>> {
+    let members = (0..count)
+        .map(|i| rt.spawn(Props::from(Member::default()).shard(shard_of(i))).map_err(fail("spawning a ring member")))
         .collect::<Result<Vec<_>>>()?;
     let leader = &members[0];
     for (i, member) in members.iter().enumerate() {
-        let link = RingMsg::Link { next: members[(i + 1) % RING_SIZE].clone(), leader: leader.clone() };
+        let link = RingMsg::Link { next: members[next_of(i)].clone(), leader: leader.clone() };
         member.blocking_send(link, SEND_TIMEOUT).map_err(fail("linking the ring"))?;
     }
     // Every link is handled before the token starts: messages are ordered per sender, not
@@ -109,11 +168,18 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
     for member in &members {
         engine::ask(member, "linking the ring", RingMsg::Count)?;
     }
+    Ok(members)
+}
 
-    let t0 = Instant::now();
-    let done = engine::ask(leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
-    let secs = t0.elapsed().as_secs_f64();
-
+/// Checks the leader's report and every member's count against `hops`, then stops `rt`.
+fn finish(
+    rt: percore::Runtime,
+    members: Vec<ActorRef<RingMsg>>,
+    secs: f64,
+    done: u64,
+    hops: u64,
+    workload: &str,
+) -> Result<Outcome> {
     BenchError::check_eq(workload, PERCORE, "hops reported by the leader", done, hops)?;
     let mut received = 0;
     for member in &members {
@@ -146,4 +212,19 @@ pub fn run_cross(params: &Params, n: u64, results: &mut Results) {
     each_peer(params, results, |peer| {
         checked_record(peer.name(), NAME, shards, peer.ring(RING_SIZE, n, shards)?, n, n, UNIT)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The independent rings count every hop exactly once, whatever the split: fewer hops
+    /// than rings (tokens of no hops are not sent), an uneven split, one shard and two.
+    #[test]
+    fn independent_rings_count_every_hop_once() {
+        for (hops, rings, shards) in [(10, 64, 2), (1001, 7, 2), (5000, 64, 1), (3, 1, 1)] {
+            let outcome = percore_rings(hops, rings, shards, false, "rings").expect("the rings run");
+            assert_eq!(outcome.count, hops, "{hops} hops, {rings} rings, {shards} shards");
+        }
+    }
 }

@@ -1,7 +1,18 @@
-//! `scaling`: `fanin` and `ring-xshard` on percore with 1, 2, … S shards, to show how
-//! throughput follows the shard count. Records are named `scaling:fanin` and
-//! `scaling:ring-xshard`; their `shards` field is the x axis of the scaling chart.
-//! (With one shard, "ring-xshard" is the plain ring: the curve's starting point.)
+//! `scaling`: `fanin`, `ring-xshard` and independent rings on percore with 1, 2, … S
+//! shards, to show how throughput follows the shard count. Records are named
+//! `scaling:fanin`, `scaling:ring-xshard` and `scaling:rings`; their `shards` field is the
+//! x axis of the scaling chart. (With one shard, "ring-xshard" is the plain ring: the
+//! curve's starting point.)
+//!
+//! The first two have no parallelism to spread: `fanin` ends in one counter (one shard
+//! handles every message however many produce them), and `ring-xshard` passes one token
+//! (one actor runs at a time, and from two shards on every hop crosses to another core).
+//! Their curves show what more shards cost those shapes, not how work spreads. The third,
+//! `rings`, is [`RINGS`] independent rings of 15 members with a token each, every ring
+//! wholly on one shard ([`ring::percore_rings`]): the same work at every shard count, with
+//! as much for every shard to do, and no message between shards but the end of each ring's
+//! run. It shows whether shards keep out of each other's way (no shared line written on
+//! the message path).
 
 use super::{checked_record, fanin, ring, Params};
 use crate::report::{Results, PERCORE};
@@ -9,11 +20,18 @@ use crate::report::{Results, PERCORE};
 /// Prefix of the scaling records' workload names.
 pub const PREFIX: &str = "scaling:";
 
-/// The `scaling` workload: `n` messages of fan-in and `n / 4` ring hops per shard count.
+/// Rings of the `rings` curve: four per shard at 16 shards.
+pub const RINGS: usize = 64;
+
+/// The `scaling` workload: `n` messages of fan-in, `n / 4` ring hops and `n` hops of the
+/// independent rings per shard count.
 pub fn run(params: &Params, n: u64, results: &mut Results) {
+    // For profiling: only the curves named in `PERCORE_PERF_SCALING` (comma-separated).
+    let only = std::env::var("PERCORE_PERF_SCALING").ok();
+    let runs = |curve: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == curve));
     // One workload at a time over all shard counts, so each curve's records are adjacent.
     let fanin = format!("{PREFIX}fanin");
-    for shards in 1..=params.shards {
+    for shards in (1..=params.shards).filter(|_| runs("fanin")) {
         results.add(
             fanin::percore(n, shards, params.pin)
                 .and_then(|o| checked_record(PERCORE, &fanin, shards, o, n, n, "msgs")),
@@ -21,10 +39,17 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
     }
     let ring = format!("{PREFIX}ring-xshard");
     let hops = (n / 4).max(1);
-    for shards in 1..=params.shards {
+    for shards in (1..=params.shards).filter(|_| runs("ring-xshard")) {
         results.add(
             ring::percore(hops, shards, params.pin, &ring)
                 .and_then(|o| checked_record(PERCORE, &ring, shards, o, hops, hops, "hops")),
+        );
+    }
+    let rings = format!("{PREFIX}rings");
+    for shards in (1..=params.shards).filter(|_| runs("rings")) {
+        results.add(
+            ring::percore_rings(n, RINGS, shards, params.pin, &rings)
+                .and_then(|o| checked_record(PERCORE, &rings, shards, o, n, n, "hops")),
         );
     }
 }
