@@ -53,7 +53,9 @@
 //!   Actors that wait on each other in a cycle keep draining (an actor others wait on is
 //!   never muted), so back-pressure never deadlocks silently.
 //! * **Order**: one sender's messages to one actor are handled in the order sent (per
-//!   sender–receiver FIFO), as Akka and Erlang guarantee, and nothing more: there is no
+//!   sender–receiver FIFO), as Akka and Erlang guarantee (among [`Context::send`]s: a
+//!   later `tell` does not wait behind a message `send` parked for a full target), and
+//!   nothing more: there is no
 //!   causal order across senders. The ring and the local queue are two streams, each in
 //!   order, and the shard's run queue decides which one an actor drains next. So when a
 //!   plain thread tells actor X (X's ring) and then starts actor Y on X's shard, Y's first

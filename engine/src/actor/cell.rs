@@ -696,7 +696,9 @@ impl<A: Actor> Cell<A> {
     /// from one thread onto different shards lay side by side in that thread's `malloc`
     /// arena, and every message each shard handled wrote a line the other shard's actor was
     /// on: 64 independent rings on two shards of one runtime ran at 56–62M hops/s, and at
-    /// 84–96M with this layout (docs/PERFORMANCE.md, session 37). A slab's blocks need no padding: a slab holds one shard's cells only.
+    /// 84–96M with this layout (docs/PERFORMANCE.md, session 37). Slab blocks are not
+    /// padded: a slab holds the cells its shard spawned, which mostly run there; children a
+    /// shard spawns onto other shards still lie beside its own (not measured, not changed).
     fn heap_layout() -> Layout {
         Layout::new::<Cell<A>>().align_to(128).expect("a valid cell layout").pad_to_align()
     }

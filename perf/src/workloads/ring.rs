@@ -120,8 +120,9 @@ pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Ou
 
 /// `rings` independent rings of `RING_SIZE / rings` members, one token each (`hops` in
 /// all, split evenly), ring `r` wholly on shard `r % shards`: no message crosses a shard
-/// but the last hop's `Done` to the leader (member 0). The same work at every shard count,
-/// and nothing shared between the shards' work but the runtime itself: a curve of how well
+/// but the leader's (member 0's) first token to each ring and each ring's last `Done` back.
+/// The same work at every shard count (evenly spread where the shard count divides
+/// `rings`), and nothing shared between the shards' work but the runtime: a curve of how well
 /// shards keep out of each other's way (`scaling`). (One ring with many tokens does not
 /// show that: its tokens catch up with each other and travel in convoys, which leave
 /// shards idle in turn; docs/PERFORMANCE.md, session 37.)

@@ -10,8 +10,8 @@
 //! Their curves show what more shards cost those shapes, not how work spreads. The third,
 //! `rings`, is [`RINGS`] independent rings of 15 members with a token each, every ring
 //! wholly on one shard ([`ring::percore_rings`]): the same work at every shard count, with
-//! as much for every shard to do, and no message between shards but the end of each ring's
-//! run. It shows whether shards keep out of each other's way (no shared line written on
+//! as much for every shard to do (where the shard count divides 64), and no message between
+//! shards but each ring's start and end. It shows whether shards keep out of each other's way (no shared line written on
 //! the message path).
 
 use super::{checked_record, fanin, ring, Params};
