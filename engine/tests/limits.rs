@@ -188,6 +188,28 @@ fn cells_spawned_from_a_plain_thread_share_no_cache_line() {
     rt.shutdown();
 }
 
+/// Children an actor spawns onto other shards (a pool's routees) share no cache line with
+/// its children on its own shard, nor with each other: only a shard's own children come
+/// from its slab, whose blocks lie side by side.
+#[test]
+fn children_spawned_onto_other_shards_share_no_cache_line_with_the_spawners_others() {
+    let rt = Runtime::builder().shards(2).pin_to_cores(false).build().unwrap();
+    let size = percore::__private::cell_size::<Counter>();
+    let maker = rt.spawn(Props::from(Maker).shard(0)).unwrap();
+    let cells: Vec<_> =
+        (0..64).map(|i| (i % 2, maker.blocking_ask(|r| (i % 2, r), DEADLINE).unwrap())).collect();
+    let mut lines: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for (i, (shard, c)) in cells.iter().enumerate() {
+        let at = percore::__private::cell_address(c);
+        for line in (at / 64)..(at + size).div_ceil(64) {
+            if let Some(other) = lines.insert(line, i) {
+                assert_eq!(cells[other].0, *shard, "cells {other} and {i}, on different shards, share the line at {:#x}", line * 64);
+            }
+        }
+    }
+    rt.shutdown();
+}
+
 /// Sets its flag when dropped: owned by a runtime's dead-letter hook, it says when the
 /// runtime's shared state is freed.
 struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);

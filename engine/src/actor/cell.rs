@@ -697,8 +697,7 @@ impl<A: Actor> Cell<A> {
     /// arena, and every message each shard handled wrote a line the other shard's actor was
     /// on: 64 independent rings on two shards of one runtime ran at 56–62M hops/s, and at
     /// 84–96M with this layout (docs/PERFORMANCE.md, session 37). Slab blocks are not
-    /// padded: a slab holds the cells its shard spawned, which mostly run there; children a
-    /// shard spawns onto other shards still lie beside its own (not measured, not changed).
+    /// padded: a slab holds only cells of actors that its own shard spawned and runs.
     fn heap_layout() -> Layout {
         Layout::new::<Cell<A>>().align_to(128).expect("a valid cell layout").pad_to_align()
     }
@@ -719,9 +718,10 @@ impl<A: Actor> Cell<A> {
     ///   actor idle and notify the shard as for any idle actor (`SchedState::after_push`).
     ///
     /// `on_shard`: the index of the shard of `runtime` that runs on the calling thread, if
-    /// any; its slab then holds the cell (a shard spawning on itself, the common case, takes
-    /// a block off its own free list: no `malloc`, no lock, no atomic). From other threads
-    /// the cell comes from the global allocator.
+    /// any; if that is `shard`, its slab holds the cell (a shard spawning on itself, the
+    /// common case, takes a block off its own free list: no `malloc`, no lock, no atomic).
+    /// From other threads, and for a child placed on another shard, the cell comes from the
+    /// global allocator.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn allocate(
         runtime: &Arc<RuntimeShared>,
@@ -742,8 +742,13 @@ impl<A: Actor> Cell<A> {
             Box::new(SupState { factory: Some(Box::new(Factory(f)) as Box<dyn Any + Send>), ..Default::default() })
         });
         let runtime_observe = runtime.observe_bits();
+        // The spawning shard's slab holds the cell only if that shard also runs the actor: a
+        // slab's blocks lie side by side, and a child placed on another shard (a pool's
+        // routees, spread over the shards) would share lines with its spawner's other
+        // children there. It comes from the global allocator instead, in whole line pairs
+        // (`heap_layout`).
         let slab = match (Self::SLAB_CLASS, on_shard) {
-            (Some(class), Some(owner)) => Some((class, owner)),
+            (Some(class), Some(spawner)) if spawner == shard => Some((class, spawner)),
             _ => None,
         };
         let memory = match slab {

@@ -21,8 +21,9 @@
 //! 8 rounded to 144).
 //!
 //! Blocks come in classes of 16-byte steps up to [`MAX_BLOCK`]; a cell that is larger, or
-//! aligned to more than 16, and every cell spawned from outside a shard, uses the global
-//! allocator (`Header::slab` says which). Chunks go back to the allocator when the runtime's
+//! aligned to more than 16, every cell spawned from outside a shard, and every cell a shard
+//! spawns onto another shard, uses the global allocator (`Header::slab` says which): a
+//! slab's blocks lie side by side, so it holds only cells that its own shard runs. Chunks go back to the allocator when the runtime's
 //! shared state is dropped, which is after the last cell (each cell holds the runtime, through
 //! its shard's cell count: `runtime/cells.rs`). System-message nodes sent from a shard come
 //! from its slab too (`actor/sys.rs`).
