@@ -55,14 +55,13 @@
 //! * **Order**: one sender's messages to one actor are handled in the order sent (per
 //!   sender–receiver FIFO), as Akka and Erlang guarantee (among [`Context::send`]s: a
 //!   later `tell` does not wait behind a message `send` parked for a full target), and
-//!   nothing more: there is no
-//!   causal order across senders. The ring and the local queue are two streams, each in
-//!   order, and the shard's run queue decides which one an actor drains next. So when a
-//!   plain thread tells actor X (X's ring) and then starts actor Y on X's shard, Y's first
-//!   tell to X (X's local queue) can be handled before the thread's; where that matters,
-//!   wait for X first (an `ask` after the setup message). `percore-perf`'s same-shard
-//!   `pingpong` and `ring` lost a game to exactly this about once in 40–200 rounds before
-//!   they did.
+//!   nothing more: there is no causal order across senders. The ring and the local queue
+//!   are two streams, each in order, and the shard's run queue decides which one an actor
+//!   drains next. So when a plain thread tells actor X (X's ring) and then starts actor Y
+//!   on X's shard, Y's first tell to X (X's local queue) can be handled before the
+//!   thread's; where that matters, wait for X first (an `ask` after the setup message).
+//!   `percore-perf`'s same-shard `pingpong` and `ring` lost a game to exactly this about
+//!   once in 40–200 rounds before they did.
 //! * **Scheduling**: each activation handles at most `throughput` messages, so a flood to
 //!   one actor cannot starve its neighbours.
 //! * **Cross-core**: one SPSC lane per ordered pair of shards that talk, allocated by the

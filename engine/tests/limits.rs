@@ -175,15 +175,13 @@ fn cells_spawned_from_a_plain_thread_share_no_cache_line() {
     let rt = Runtime::builder().shards(2).pin_to_cores(false).build().unwrap();
     let size = percore::__private::cell_size::<Counter>();
     let cells: Vec<_> = (0..64).map(|i| rt.spawn(Props::from(Counter(Count::default())).shard(i % 2)).unwrap()).collect();
-    let mut lines = std::collections::HashMap::new();
-    for (i, c) in cells.iter().enumerate() {
-        let at = percore::__private::cell_address(c);
+    let addresses: Vec<_> = cells.iter().map(percore::__private::cell_address).collect();
+    for (i, at) in addresses.iter().enumerate() {
         assert_eq!(at % 128, 0, "cell {i} at {at:#x} starts inside a pair of cache lines");
-        for line in (at / 64)..(at + size).div_ceil(64) {
-            if let Some(other) = lines.insert(line, i) {
-                panic!("cells {other} and {i} share the cache line at {:#x}", line * 64);
-            }
-        }
+    }
+    // Each cell its own group: no two share a line.
+    if let Some((a, b, line)) = shared_line(&addresses.into_iter().enumerate().collect::<Vec<_>>(), size) {
+        panic!("cells {a} and {b} share the cache line at {:#x}", line * 64);
     }
     rt.shutdown();
 }
@@ -198,16 +196,26 @@ fn children_spawned_onto_other_shards_share_no_cache_line_with_the_spawners_othe
     let maker = rt.spawn(Props::from(Maker).shard(0)).unwrap();
     let cells: Vec<_> =
         (0..64).map(|i| (i % 2, maker.blocking_ask(|r| (i % 2, r), DEADLINE).unwrap())).collect();
-    let mut lines: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    for (i, (shard, c)) in cells.iter().enumerate() {
-        let at = percore::__private::cell_address(c);
+    let by_shard: Vec<_> = cells.iter().map(|(shard, c)| (*shard, percore::__private::cell_address(c))).collect();
+    if let Some((a, b, line)) = shared_line(&by_shard, size) {
+        panic!("cells on shards {a} and {b} share the cache line at {:#x}", line * 64);
+    }
+    rt.shutdown();
+}
+
+/// The first 64-byte line that cells of two different groups share, as `(group, group,
+/// line)`: `cells` are `(group, address)` pairs of cells of `size` bytes.
+fn shared_line(cells: &[(usize, usize)], size: usize) -> Option<(usize, usize, usize)> {
+    let mut lines = std::collections::HashMap::new();
+    for &(group, at) in cells {
         for line in (at / 64)..(at + size).div_ceil(64) {
-            if let Some(other) = lines.insert(line, i) {
-                assert_eq!(cells[other].0, *shard, "cells {other} and {i}, on different shards, share the line at {:#x}", line * 64);
+            match lines.insert(line, group) {
+                Some(other) if other != group => return Some((other, group, line)),
+                _ => {}
             }
         }
     }
-    rt.shutdown();
+    None
 }
 
 /// Sets its flag when dropped: owned by a runtime's dead-letter hook, it says when the

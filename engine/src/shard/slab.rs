@@ -23,9 +23,9 @@
 //! Blocks come in classes of 16-byte steps up to [`MAX_BLOCK`]; a cell that is larger, or
 //! aligned to more than 16, every cell spawned from outside a shard, and every cell a shard
 //! spawns onto another shard, uses the global allocator (`Header::slab` says which): a
-//! slab's blocks lie side by side, so it holds only cells that its own shard runs. Chunks go back to the allocator when the runtime's
-//! shared state is dropped, which is after the last cell (each cell holds the runtime, through
-//! its shard's cell count: `runtime/cells.rs`). System-message nodes sent from a shard come
+//! slab's blocks lie side by side, so it holds only cells that its own shard runs. Chunks go
+//! back to the allocator when the runtime's shared state is dropped, which is after the last
+//! cell (each cell holds the runtime, through its shard's cell count: `runtime/cells.rs`). System-message nodes sent from a shard come
 //! from its slab too (`actor/sys.rs`).
 //! A slab never shrinks before that: a burst of actors that all stop leaves its blocks for
 //! the shard's next actors (the price of spawning without the allocator; glibc kept most of

@@ -20,13 +20,13 @@
 //!     directions of the connection busy).
 //!
 //!   A note gives sharded / direct (the target: at least 0.5), sharded / direct
-//!   from both nodes, sharded / plain,
-//!   sharded / local and remote refs, and plain / direct (the engine's own bound on the
-//!   first ratio: sharded messages do everything plain ones do, and more).
+//!   from both nodes, sharded / plain, sharded / local and remote refs, and plain / direct
+//!   (the engine's own bound on the first ratio: sharded messages do everything plain ones
+//!   do, and more).
 //!
 //!   For profiling, `PERCORE_PERF_SHARDING=<rows>` runs only those rows (`direct`,
-//!   `sharded`, `plain`, `refs`, `both`, comma-separated; callgrind's per-thread files would add
-//!   the rows up).
+//!   `sharded`, `plain`, `refs`, `both`, comma-separated; callgrind's per-thread files
+//!   would add the rows up).
 //!   Every message is counted (one counter per node, so that counting does not make the
 //!   two shard threads fight over one cache line), and the run fails on a wrong count.
 //! * `failover`: three members, two in this process and one a child process (this program

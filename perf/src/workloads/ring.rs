@@ -28,11 +28,10 @@ const UNIT: &str = "hops";
 enum RingMsg {
     /// Set the next member and the leader (once, before the run).
     Link { next: ActorRef<RingMsg>, leader: ActorRef<RingMsg> },
-    /// Leader only: send the token round for `hops` hops, reply when done.
-    Start { hops: u64, reply: ReplyTo<u64> },
-    /// Leader only: send a token of `h` hops to each `(member, h)` of `starts` at once, reply
-    /// with their sum when every one of them is done (the independent rings of `scaling`).
-    StartMany { starts: Vec<(ActorRef<RingMsg>, u64)>, reply: ReplyTo<u64> },
+    /// Leader only: send a token of `h` hops to each `(member, h)` of `starts` at once (one
+    /// for the ring; one per ring for the independent rings of `scaling`), reply with their
+    /// sum when every one of them is done.
+    Start { starts: Vec<(ActorRef<RingMsg>, u64)>, reply: ReplyTo<u64> },
     /// The token, with the hops left including this one.
     Token(u64),
     /// Leader only: the last hop happened.
@@ -65,15 +64,7 @@ impl Actor for Member {
                 self.next = Some(next);
                 self.leader = Some(leader);
             }
-            RingMsg::Start { hops, reply } => {
-                if hops == 0 {
-                    reply.reply(0);
-                } else {
-                    self.waiter = Some((hops, 1, reply));
-                    tell_sized(Self::link(&self.next, "start")?, RingMsg::Token(hops), "token")?;
-                }
-            }
-            RingMsg::StartMany { starts, reply } => {
+            RingMsg::Start { starts, reply } => {
                 let hops = starts.iter().map(|(_, h)| h).sum();
                 let tokens = starts.iter().filter(|(_, h)| *h > 0).count();
                 if tokens == 0 {
@@ -111,11 +102,8 @@ impl Actor for Member {
 pub fn percore(hops: u64, shards: usize, pin: bool, workload: &str) -> Result<Outcome> {
     let rt = engine::runtime(shards, pin)?;
     let members = spawn_members(&rt, RING_SIZE, |i| i % shards, |i| (i + 1) % RING_SIZE)?;
-    let leader = &members[0];
-    let t0 = Instant::now();
-    let done = engine::ask(leader, "running the ring", |reply| RingMsg::Start { hops, reply })?;
-    let secs = t0.elapsed().as_secs_f64();
-    finish(rt, members, secs, done, hops, workload)
+    // The leader sends the token to the member after it.
+    run(rt, members, vec![(1, hops)], workload)
 }
 
 /// `rings` independent rings of `RING_SIZE / rings` members, one token each (`hops` in
@@ -130,20 +118,18 @@ pub fn percore_rings(hops: u64, rings: usize, shards: usize, pin: bool, workload
     let rings = rings.clamp(1, RING_SIZE);
     let per_ring = RING_SIZE / rings;
     let rt = engine::runtime(shards, pin)?;
-    let members = spawn_members(&rt, rings * per_ring, |i| (i / per_ring) % shards, |i| {
-        let ring = i / per_ring;
-        ring * per_ring + (i + 1) % per_ring
-    })?;
-    let starts: Vec<_> = (0..rings)
-        .map(|r| {
-            let share = hops / rings as u64 + u64::from((r as u64) < hops % rings as u64);
-            (members[r * per_ring].clone(), share)
-        })
-        .collect();
-    let t0 = Instant::now();
-    let done = engine::ask(&members[0], "running the rings", |reply| RingMsg::StartMany { starts: starts.clone(), reply })?;
-    let secs = t0.elapsed().as_secs_f64();
-    finish(rt, members, secs, done, hops, workload)
+    let members = spawn_members(
+        &rt,
+        rings * per_ring,
+        |i| (i / per_ring) % shards,
+        |i| {
+            let ring = i / per_ring;
+            ring * per_ring + (i + 1) % per_ring
+        },
+    )?;
+    let starts =
+        (0..rings).map(|r| (r * per_ring, hops / rings as u64 + u64::from((r as u64) < hops % rings as u64))).collect();
+    run(rt, members, starts, workload)
 }
 
 /// `count` members on `rt`, member `i` on shard `shard_of(i)` and linked to member
@@ -172,15 +158,20 @@ fn spawn_members(
     Ok(members)
 }
 
-/// Checks the leader's report and every member's count against `hops`, then stops `rt`.
-fn finish(
+/// Times the leader's run of a token of `h` hops from each `(member index, h)` of
+/// `starts`, checks its report and every member's count against the hops in all, then
+/// stops `rt`.
+fn run(
     rt: percore::Runtime,
     members: Vec<ActorRef<RingMsg>>,
-    secs: f64,
-    done: u64,
-    hops: u64,
+    starts: Vec<(usize, u64)>,
     workload: &str,
 ) -> Result<Outcome> {
+    let hops = starts.iter().map(|(_, h)| h).sum();
+    let starts: Vec<_> = starts.into_iter().map(|(i, h)| (members[i].clone(), h)).collect();
+    let t0 = Instant::now();
+    let done = engine::ask(&members[0], "running the ring", |reply| RingMsg::Start { starts: starts.clone(), reply })?;
+    let secs = t0.elapsed().as_secs_f64();
     BenchError::check_eq(workload, PERCORE, "hops reported by the leader", done, hops)?;
     let mut received = 0;
     for member in &members {

@@ -11,10 +11,11 @@
 //! `rings`, is [`RINGS`] independent rings of 15 members with a token each, every ring
 //! wholly on one shard ([`ring::percore_rings`]): the same work at every shard count, with
 //! as much for every shard to do (where the shard count divides 64), and no message between
-//! shards but each ring's start and end. It shows whether shards keep out of each other's way (no shared line written on
-//! the message path).
+//! shards but each ring's start and end. It shows whether shards keep out of each other's
+//! way (no shared line written on the message path).
 
-use super::{checked_record, fanin, ring, Params};
+use super::{checked_record, fanin, ring, Outcome, Params};
+use crate::error::Result;
 use crate::report::{Results, PERCORE};
 
 /// Prefix of the scaling records' workload names.
@@ -28,28 +29,20 @@ pub const RINGS: usize = 64;
 pub fn run(params: &Params, n: u64, results: &mut Results) {
     // For profiling: only the curves named in `PERCORE_PERF_SCALING` (comma-separated).
     let only = std::env::var("PERCORE_PERF_SCALING").ok();
-    let runs = |curve: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == curve));
-    // One workload at a time over all shard counts, so each curve's records are adjacent.
-    let fanin = format!("{PREFIX}fanin");
-    for shards in (1..=params.shards).filter(|_| runs("fanin")) {
-        results.add(
-            fanin::percore(n, shards, params.pin)
-                .and_then(|o| checked_record(PERCORE, &fanin, shards, o, n, n, "msgs")),
-        );
-    }
-    let ring = format!("{PREFIX}ring-xshard");
+    // One curve at a time over all shard counts, so each curve's records are adjacent.
+    let mut curve = |name: &str, unit: &'static str, units: u64, run: &dyn Fn(usize, &str) -> Result<Outcome>| {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|x| x == name)) {
+            return;
+        }
+        let workload = format!("{PREFIX}{name}");
+        for shards in 1..=params.shards {
+            results.add(
+                run(shards, &workload).and_then(|o| checked_record(PERCORE, &workload, shards, o, units, units, unit)),
+            );
+        }
+    };
+    curve("fanin", "msgs", n, &|shards, _| fanin::percore(n, shards, params.pin));
     let hops = (n / 4).max(1);
-    for shards in (1..=params.shards).filter(|_| runs("ring-xshard")) {
-        results.add(
-            ring::percore(hops, shards, params.pin, &ring)
-                .and_then(|o| checked_record(PERCORE, &ring, shards, o, hops, hops, "hops")),
-        );
-    }
-    let rings = format!("{PREFIX}rings");
-    for shards in (1..=params.shards).filter(|_| runs("rings")) {
-        results.add(
-            ring::percore_rings(n, RINGS, shards, params.pin, &rings)
-                .and_then(|o| checked_record(PERCORE, &rings, shards, o, n, n, "hops")),
-        );
-    }
+    curve("ring-xshard", "hops", hops, &|shards, w| ring::percore(hops, shards, params.pin, w));
+    curve("rings", "hops", n, &|shards, w| ring::percore_rings(n, RINGS, shards, params.pin, w));
 }
