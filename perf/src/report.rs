@@ -123,11 +123,20 @@ pub fn median_of_rounds(rounds: &[Vec<Record>]) -> (Vec<Record>, Vec<String>) {
             None => groups.push((k, vec![record])),
         }
     }
+    // A system with several points of one unit (a scaling curve: one workload per curve,
+    // one record per shard count) has each line name its point.
+    let points = |system: &str, unit: &str| groups.iter().filter(|((s, _, _, u), _)| s == system && *u == unit).count();
+    let named: Vec<bool> = groups.iter().map(|((s, _, _, u), _)| points(s, u) > 1).collect();
     let mut medians = Vec::with_capacity(groups.len());
     let mut lines = Vec::with_capacity(groups.len());
-    for ((system, _, _, unit), mut members) in groups {
+    for (((system, workload, shards, unit), mut members), named) in groups.into_iter().zip(named) {
         let each = members.iter().map(|r| format!("{}/s", si(r.per_sec))).collect::<Vec<_>>().join(", ");
-        lines.push(format!("{system}, {unit}: {each} (median of {})", members.len()));
+        let label = if named {
+            format!("{system}, {workload} on {shards} shard{}, {unit}", if shards == 1 { "" } else { "s" })
+        } else {
+            format!("{system}, {unit}")
+        };
+        lines.push(format!("{label}: {each} (median of {})", members.len()));
         members.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         medians.push(members[members.len() / 2].clone());
     }
@@ -342,6 +351,25 @@ mod tests {
             r
         }]];
         assert_eq!(median_of_rounds(&two).0.len(), 2);
+    }
+
+    /// A scaling curve's points (one workload, one record per shard count) each get their
+    /// own median, and their lines say which point they are.
+    #[test]
+    fn each_point_of_a_curve_has_its_median_and_a_line_that_names_it() {
+        let point = |shards: usize, per_sec: f64| {
+            Record::throughput("percore", "scaling:rings", shards, 10, 10, 10.0 / per_sec, "hops")
+        };
+        let rounds = vec![
+            vec![point(1, 60.0), point(2, 50.0)],
+            vec![point(1, 70.0), point(2, 90.0)],
+            vec![point(1, 40.0), point(2, 80.0)],
+        ];
+        let (medians, lines) = median_of_rounds(&rounds);
+        let got: Vec<(usize, f64)> = medians.iter().map(|r| (r.shards, r.per_sec.round())).collect();
+        assert_eq!(got, [(1, 60.0), (2, 80.0)]);
+        assert_eq!(lines[0], "percore, scaling:rings on 1 shard, hops: 60.0/s, 70.0/s, 40.0/s (median of 3)");
+        assert_eq!(lines[1], "percore, scaling:rings on 2 shards, hops: 50.0/s, 90.0/s, 80.0/s (median of 3)");
     }
 
     #[test]

@@ -343,10 +343,10 @@ pub static TABLE: &[Workload] = &[
     },
     Workload {
         name: "scaling",
-        summary: "fanin, ring-xshard and 64 independent rings on 1..=S shards (percore)",
-        default_n: 4_000_000,
+        summary: "fanin, ring-xshard and 64 independent rings on 1..=S shards (percore), alternating rounds",
+        default_n: 16_000_000,
         in_all: true,
-        repeat: false,
+        repeat: true,
         run: scaling::run,
     },
 ];

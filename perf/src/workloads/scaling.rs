@@ -24,8 +24,19 @@ pub const PREFIX: &str = "scaling:";
 /// Rings of the `rings` curve: four per shard at 16 shards.
 pub const RINGS: usize = 64;
 
-/// The `scaling` workload: `n` messages of fan-in, `n / 4` ring hops and `n` hops of the
-/// independent rings per shard count.
+/// Hops of `ring-xshard` per message of the other curves: from two shards on every hop
+/// crosses cores (~3M hops/s on the 2-core VM against ~40M fan-in messages/s), so `n / 16`
+/// keeps its points about as long as theirs.
+pub const XSHARD_SHARE: u64 = 16;
+
+/// The `scaling` workload: `n` messages of fan-in, `n / XSHARD_SHARE` ring hops and `n`
+/// hops of the independent rings per shard count.
+///
+/// Each point is timed over a fraction of a second at least (at the default `n`, on two
+/// cores: fan-in ~0.4 s, ring-xshard ~0.3 s, the rings ~0.2 s); `--rounds` whole curves
+/// alternate and each point reports its median round. (A curve of single runs of 4M took
+/// 50–100 ms per point here, a few milliseconds at 16 shards: wake-ups and one scheduler
+/// tick moved a point by a third.)
 pub fn run(params: &Params, n: u64, results: &mut Results) {
     // For profiling: only the curves named in `PERCORE_PERF_SCALING` (comma-separated).
     let only = std::env::var("PERCORE_PERF_SCALING").ok();
@@ -42,7 +53,7 @@ pub fn run(params: &Params, n: u64, results: &mut Results) {
         }
     };
     curve("fanin", "msgs", n, &|shards, _| fanin::percore(n, shards, params.pin));
-    let hops = (n / 4).max(1);
+    let hops = (n / XSHARD_SHARE).max(1);
     curve("ring-xshard", "hops", hops, &|shards, w| ring::percore(hops, shards, params.pin, w));
     curve("rings", "hops", n, &|shards, w| ring::percore_rings(n, RINGS, shards, params.pin, w));
 }
