@@ -34,9 +34,9 @@ pub const XSHARD_SHARE: u64 = 16;
 ///
 /// Each point is timed over a fraction of a second at least (at the default `n`, on two
 /// cores: fan-in ~0.4 s, ring-xshard ~0.3 s, the rings ~0.2 s); `--rounds` whole curves
-/// alternate and each point reports its median round. (A curve of single runs of 4M took
-/// 50–100 ms per point here, a few milliseconds at 16 shards: wake-ups and one scheduler
-/// tick moved a point by a third.)
+/// alternate and each point reports its median round. (Single runs of 4M took 50–100 ms
+/// per point here, and would take a few milliseconds at 16 shards; the same point moved by
+/// up to 40% from one run to the next: docs/PERFORMANCE.md, session 38.)
 pub fn run(params: &Params, n: u64, results: &mut Results) {
     // For profiling: only the curves named in `PERCORE_PERF_SCALING` (comma-separated).
     let only = std::env::var("PERCORE_PERF_SCALING").ok();
