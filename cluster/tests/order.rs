@@ -670,3 +670,60 @@ fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
     assert_eq!(got(), want);
     assert_eq!(undelivered(a), 0);
 }
+
+/// A fence is sent once per view change: a region must not drop it with the envelopes its
+/// full buffers turn away (review, session 38). Two members, R and A, a buffer limit of 50;
+/// R's envelopes to A wait in R's queue to A, and R's blocked shard takes in 100 hits for
+/// an entity of A at once: 50 queued, 50 dropped (counted). Then A leaves: its shards move
+/// to R, whose region sends A a fence per shard, behind the queued hits. Before the fix
+/// `send` dropped each fence as it dropped the envelopes beyond the limit (uncounted: no
+/// envelope), the queue kept its 50 hits only, and R held its own next hits to those
+/// shards until `FENCE_HOLD_TICKS` (30 s) had passed. Now the fences wait in the queue;
+/// once it goes on, A passes the 50 hits and then the fence to R, and R's next hit follows
+/// them.
+#[test]
+fn a_fence_behind_a_queue_at_the_buffer_limit_waits_instead_of_being_dropped() {
+    const LIMIT: u32 = 50;
+    let (record, nodes, refs) = limited_pair(LIMIT as usize, 5);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
+    let a_addr = nodes[a].addr();
+    let on_a = hosted_by(&record, a_addr, refs.len())[0];
+    let id = format!("e{on_a}");
+
+    nodes[r].cluster.faults().hold_region_traffic(a_addr);
+    let (running, is_running) = std::sync::mpsc::channel();
+    let (go, gate) = std::sync::mpsc::channel();
+    let rt = nodes[r].rt.as_ref().unwrap().handle();
+    // (It blocks R's only shard thread, the region's too, in `started` until `go`.)
+    rt.spawn(percore::Props::from(crate::congestion::Blocker { running, go: Some(gate) })).unwrap();
+    is_running.recv().unwrap();
+    for seq in 2..2 + 2 * LIMIT {
+        refs[on_a].tell(SeqMsg::Hit { sender: 5, seq }).unwrap();
+    }
+    go.send(()).unwrap();
+    eventually("R dropped what it had no room for", || undelivered(r) == u64::from(LIMIT));
+    assert_eq!(probe(r).outbound, LIMIT as usize, "the hits R kept wait in its queue to A");
+
+    nodes[a].cluster.leave().unwrap();
+    eventually("R's converged view has A leaving", || {
+        let s = nodes[r].cluster.state();
+        s.converged && s.members.iter().any(|m| m.addr() == a_addr && m.status == MemberStatus::Leaving)
+    });
+    // The region had that view queued before the state was published: the probe comes
+    // after it.
+    let p = probe(r);
+    assert!(p.outbound > LIMIT as usize, "the fences to A wait behind the hits (none dropped): {p:?}");
+    assert_eq!(undelivered(r), u64::from(LIMIT), "a fence is no envelope: {p:?}");
+
+    nodes[r].cluster.faults().release_region_traffic(a_addr);
+    eventually("A is gone", || nodes[a].cluster.is_terminated());
+    // R's next hit, to the entity now on R: behind the 50 that went through A.
+    refs[on_a].blocking_send(SeqMsg::Hit { sender: 5, seq: 1000 }, LONG).unwrap();
+    let got = || record.seqs.lock().unwrap()[&(5, id.clone())].clone();
+    eventually("the next hit delivered", || got().contains(&1000));
+    let want: Vec<u32> = std::iter::once(1).chain(2..2 + LIMIT).chain([1000]).collect();
+    assert_eq!(got(), want, "per-sender order across the move");
+    assert_eq!(undelivered(r), u64::from(LIMIT), "only the hits beyond the limit were lost");
+}

@@ -230,7 +230,13 @@ where
             // drains at the pace of the connection, not only on the flush timer.
             self.flush_to(to);
             if let Some(q) = self.outbound.get_mut(&to) {
-                if self.buffered >= self.settings.buffer_limit {
+                // A fence and its `AfterFence` are sent once per view change (never again,
+                // unlike hand-off requests and `LeaveSeen`, which the retry tick repeats),
+                // at most one per shard that moved: they wait whatever the buffer limit,
+                // which bounds envelopes. Dropped here, the new owner held this region's
+                // stream for the shard until `FENCE_HOLD_TICKS`, or gave up the order.
+                let once = matches!(msg, RegionMsg::Fence(_) | RegionMsg::AfterFence(_));
+                if self.buffered >= self.settings.buffer_limit && !once {
                     self.drop_envelope(msg);
                 } else {
                     self.buffered += 1;
@@ -333,11 +339,15 @@ where
                     q.push_front(m);
                     return;
                 }
-                Err(e) => {
-                    self.buffered = self.buffered.saturating_sub(1);
-                    tracing::debug!("region {}: envelope dropped (peer gone)", self.name);
-                    drop(e.into_inner());
-                    self.gauge.count_undelivered();
+                Err(percore::TellError::Closed(m)) => {
+                    // The proxy stopped while the queue went out (the peer was unreachable):
+                    // what is left waits for the next flush, which makes a fresh one
+                    // (`peer`), as `send` does. (Before, every message left was dropped and
+                    // counted as an undelivered envelope, protocol messages too.) A member
+                    // that is gone has its queue dropped with the view that removes it.
+                    q.push_front(m);
+                    self.peers.remove(&to);
+                    return;
                 }
             }
         }
