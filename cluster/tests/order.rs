@@ -112,10 +112,17 @@ fn start_region(c: &Cluster, record: &Arc<Record>) {
 }
 
 fn start_region_with(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32) {
-    start_region_limited(c, record, placement, shards, 2_000_000);
+    start_region_limited(c, record, placement, shards, 2_000_000, false);
 }
 
-fn start_region_limited(c: &Cluster, record: &Arc<Record>, placement: Placement, shards: u32, limit: usize) {
+fn start_region_limited(
+    c: &Cluster,
+    record: &Arc<Record>,
+    placement: Placement,
+    shards: u32,
+    limit: usize,
+    remember: bool,
+) {
     c.node().register::<SeqMsg>().unwrap();
     let (node, keep) = (c.node().addr(), record.clone());
     let record = record.clone();
@@ -127,11 +134,12 @@ fn start_region_limited(c: &Cluster, record: &Arc<Record>, placement: Placement,
     // do not slow down): beyond the limit envelopes are dropped (counted), and the exact
     // counts below would fail for a reason that is not order.
     let settings = ShardingSettings::new()
-            .shards(shards)
-            .placement(placement)
-            .passivate_after(None)
-            .stop_message(|| SeqMsg::Stop)
-            .buffer_limit(limit);
+        .shards(shards)
+        .placement(placement)
+        .passivate_after(None)
+        .stop_message(|| SeqMsg::Stop)
+        .buffer_limit(limit)
+        .remember_entities(remember);
     let refs = ClusterSharding::new(c)
         .start(
             "seq",
@@ -439,9 +447,10 @@ fn refs_from(c: &Cluster, n: usize) -> Vec<EntityRef<SeqMsg>> {
 
 /// Two members (R, then A) whose regions hold at most `limit` envelopes, and refs from R
 /// to 24 entities, each of which has taken hit 1 of `sender`.
-fn limited_pair(limit: usize, sender: u8) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<SeqMsg>>) {
+fn limited_pair(limit: usize, sender: u8, remember: bool) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<SeqMsg>>) {
     let record = Arc::new(Record::default());
-    let nodes = cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, limit));
+    let nodes =
+        cluster_of(2, config(), |c| start_region_limited(c, &record, Placement::Rendezvous, 48, limit, remember));
     all_up(&nodes.iter().collect::<Vec<_>>(), 2);
     // One by one: each entity's hit 1 is handled before the next is sent.
     let refs = refs_from(&nodes[0].cluster, 24);
@@ -600,7 +609,7 @@ fn a_shard_whose_owner_left_before_it_was_asked_for_does_not_wait_for_numbers_it
 #[test]
 fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_follows() {
     const LIMIT: u32 = 200;
-    let (record, nodes, refs) = limited_pair(LIMIT as usize, 3);
+    let (record, nodes, refs) = limited_pair(LIMIT as usize, 3, false);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = || record.regions.lock().unwrap().iter().map(|r| r.undelivered()).sum::<u64>();
@@ -626,38 +635,51 @@ fn a_stream_with_a_gap_and_no_room_to_wait_goes_on_instead_of_dropping_what_foll
     assert_eq!(got(), want);
 }
 
-/// What a sender's region stamps and then drops itself (its buffers at the limit) leaves
-/// no gap in its stream (review of the numbered streams, session 32). Two members, R (the
-/// sender) and A, a buffer limit of 50. R's envelopes to A wait in R's queue to A
+/// The buffer limit of [`queue_at_the_limit`]'s regions.
+const QUEUE_LIMIT: u32 = 50;
+
+/// Two members, R (node 0) and A (node 1), whose regions hold at most [`QUEUE_LIMIT`]
+/// envelopes, with R's queue to A at the limit: R's envelopes to A wait in that queue
 /// (`Faults::hold_region_traffic`), and R's shard thread is blocked while the test tells
-/// 100 hits to an entity of A: R's region takes them in (stamping each) only after, queues
-/// 50 and drops the other 50 (counted undelivered: at-most-once). Before the fix their
+/// `2 × QUEUE_LIMIT` hits (2, 3, …) of `sender` to an entity of A, after its hit 1: R's
+/// region takes them in (stamping each) only after, queues `QUEUE_LIMIT` and drops the
+/// others (counted undelivered: at-most-once). With `remember`, the regions remember their
+/// entities (no store). Returns the record, the nodes, R's refs and that entity's index.
+fn queue_at_the_limit(sender: u8, remember: bool) -> (Arc<Record>, Vec<TestNode>, Vec<EntityRef<SeqMsg>>, usize) {
+    let (record, nodes, refs) = limited_pair(QUEUE_LIMIT as usize, sender, remember);
+    let a_addr = nodes[1].addr();
+    let on_a = hosted_by(&record, a_addr, refs.len())[0];
+    nodes[0].cluster.faults().hold_region_traffic(a_addr);
+    let (running, is_running) = std::sync::mpsc::channel();
+    let (go, gate) = std::sync::mpsc::channel();
+    let rt = nodes[0].rt.as_ref().unwrap().handle();
+    // (It blocks R's only shard thread, the region's too, in `started` until `go`.)
+    rt.spawn(percore::Props::from(crate::congestion::Blocker { running, go: Some(gate) })).unwrap();
+    is_running.recv().unwrap();
+    for seq in 2..2 + 2 * QUEUE_LIMIT {
+        refs[on_a].tell(SeqMsg::Hit { sender, seq }).unwrap();
+    }
+    go.send(()).unwrap();
+    let undelivered = || record.regions.lock().unwrap()[0].undelivered();
+    eventually("R dropped what it had no room for", || undelivered() == u64::from(QUEUE_LIMIT));
+    (record, nodes, refs, on_a)
+}
+
+/// What a sender's region stamps and then drops itself (its buffers at the limit) leaves
+/// no gap in its stream (review of the numbered streams, session 32). R's queue to A at the
+/// limit of 50 ([`queue_at_the_limit`]): 50 of R's 100 hits for an entity of A queued, 50
+/// dropped (counted undelivered: at-most-once). Before the fix their
 /// numbers stayed taken: A delivered the 50, then held R's next hit out of turn for 10 s,
 /// waiting for numbers R had dropped itself. Now a dropped envelope that is the last one
 /// its region stamped for the shard gives its number back (`Order::unstamp`).
 #[test]
 fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
-    const LIMIT: u32 = 50;
-    let (record, nodes, refs) = limited_pair(LIMIT as usize, 4);
+    let (record, nodes, refs, on_a) = queue_at_the_limit(4, false);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
     let a_addr = nodes[a].addr();
-    let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
-
-    nodes[r].cluster.faults().hold_region_traffic(a_addr);
-    let (running, is_running) = std::sync::mpsc::channel();
-    let (go, gate) = std::sync::mpsc::channel();
-    let rt = nodes[r].rt.as_ref().unwrap().handle();
-    // (It blocks R's only shard thread, the region's too, in `started` until `go`.)
-    rt.spawn(percore::Props::from(crate::congestion::Blocker { running, go: Some(gate) })).unwrap();
-    is_running.recv().unwrap();
-    for seq in 2..2 + 2 * LIMIT {
-        refs[on_a].tell(SeqMsg::Hit { sender: 4, seq }).unwrap();
-    }
-    go.send(()).unwrap();
-    eventually("R dropped what it had no room for", || undelivered(r) == u64::from(LIMIT));
     nodes[r].cluster.faults().release_region_traffic(a_addr);
     // R's next hit, behind what it queued.
     refs[on_a].blocking_send(SeqMsg::Hit { sender: 4, seq: 1000 }, LONG).unwrap();
@@ -666,15 +688,15 @@ fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
         got().contains(&1000) || probe(a).out_of_turn > 0
     });
     assert_eq!(probe(a).out_of_turn, 0, "R's next hit waits for numbers R dropped itself: {:?}", probe(a));
-    let want: Vec<u32> = std::iter::once(1).chain(2..2 + LIMIT).chain([1000]).collect();
+    let want: Vec<u32> = std::iter::once(1).chain(2..2 + QUEUE_LIMIT).chain([1000]).collect();
     assert_eq!(got(), want);
     assert_eq!(undelivered(a), 0);
 }
 
 /// A fence is sent once per view change: a region must not drop it with the envelopes its
-/// full buffers turn away (review, session 38). Two members, R and A, a buffer limit of 50;
-/// R's envelopes to A wait in R's queue to A, and R's blocked shard takes in 100 hits for
-/// an entity of A at once: 50 queued, 50 dropped (counted). Then A leaves: its shards move
+/// full buffers turn away (review, session 38). R's queue to A at the limit of 50
+/// ([`queue_at_the_limit`]): 50 of R's 100 hits for an entity of A queued, 50 dropped
+/// (counted). Then A leaves: its shards move
 /// to R, whose region sends A a fence per shard, behind the queued hits. Before the fix
 /// `send` dropped each fence as it dropped the envelopes beyond the limit (uncounted: no
 /// envelope), the queue kept its 50 hits only, and R held its own next hits to those
@@ -683,28 +705,13 @@ fn what_a_sender_region_drops_at_its_limit_leaves_no_gap_in_its_stream() {
 /// them.
 #[test]
 fn a_fence_behind_a_queue_at_the_buffer_limit_waits_instead_of_being_dropped() {
-    const LIMIT: u32 = 50;
-    let (record, nodes, refs) = limited_pair(LIMIT as usize, 5);
+    let (record, nodes, refs, on_a) = queue_at_the_limit(5, false);
     let (r, a) = (0, 1);
     let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
     let undelivered = |i: usize| record.regions.lock().unwrap()[i].undelivered();
     let a_addr = nodes[a].addr();
-    let on_a = hosted_by(&record, a_addr, refs.len())[0];
     let id = format!("e{on_a}");
-
-    nodes[r].cluster.faults().hold_region_traffic(a_addr);
-    let (running, is_running) = std::sync::mpsc::channel();
-    let (go, gate) = std::sync::mpsc::channel();
-    let rt = nodes[r].rt.as_ref().unwrap().handle();
-    // (It blocks R's only shard thread, the region's too, in `started` until `go`.)
-    rt.spawn(percore::Props::from(crate::congestion::Blocker { running, go: Some(gate) })).unwrap();
-    is_running.recv().unwrap();
-    for seq in 2..2 + 2 * LIMIT {
-        refs[on_a].tell(SeqMsg::Hit { sender: 5, seq }).unwrap();
-    }
-    go.send(()).unwrap();
-    eventually("R dropped what it had no room for", || undelivered(r) == u64::from(LIMIT));
-    assert_eq!(probe(r).outbound, LIMIT as usize, "the hits R kept wait in its queue to A");
+    assert_eq!(probe(r).outbound, QUEUE_LIMIT as usize, "the hits R kept wait in its queue to A");
 
     nodes[a].cluster.leave().unwrap();
     eventually("R's converged view has A leaving", || {
@@ -714,8 +721,8 @@ fn a_fence_behind_a_queue_at_the_buffer_limit_waits_instead_of_being_dropped() {
     // The region had that view queued before the state was published: the probe comes
     // after it.
     let p = probe(r);
-    assert!(p.outbound > LIMIT as usize, "the fences to A wait behind the hits (none dropped): {p:?}");
-    assert_eq!(undelivered(r), u64::from(LIMIT), "a fence is no envelope: {p:?}");
+    assert!(p.outbound > QUEUE_LIMIT as usize, "the fences to A wait behind the hits (none dropped): {p:?}");
+    assert_eq!(undelivered(r), u64::from(QUEUE_LIMIT), "a fence is no envelope: {p:?}");
 
     nodes[r].cluster.faults().release_region_traffic(a_addr);
     eventually("A is gone", || nodes[a].cluster.is_terminated());
@@ -723,7 +730,37 @@ fn a_fence_behind_a_queue_at_the_buffer_limit_waits_instead_of_being_dropped() {
     refs[on_a].blocking_send(SeqMsg::Hit { sender: 5, seq: 1000 }, LONG).unwrap();
     let got = || record.seqs.lock().unwrap()[&(5, id.clone())].clone();
     eventually("the next hit delivered", || got().contains(&1000));
-    let want: Vec<u32> = std::iter::once(1).chain(2..2 + LIMIT).chain([1000]).collect();
+    let want: Vec<u32> = std::iter::once(1).chain(2..2 + QUEUE_LIMIT).chain([1000]).collect();
     assert_eq!(got(), want, "per-sender order across the move");
-    assert_eq!(undelivered(r), u64::from(LIMIT), "only the hits beyond the limit were lost");
+    assert_eq!(undelivered(r), u64::from(QUEUE_LIMIT), "only the hits beyond the limit were lost");
+}
+
+/// A hand-off answer hands the shard's remembered entities over, once: a region must not
+/// drop it with the envelopes its full buffers turn away (review, session 38).
+/// Remember-entities without a store; R's queue to A at the limit ([`queue_at_the_limit`]).
+/// R leaves: A asks for R's shards, R stops its entities and answers with their ids. Before
+/// the fix the answer was dropped at the limit (uncounted: no envelope); A asked again
+/// once the queue went on, but R had handed the ids out with the first answer (and R, with
+/// nothing left to pass on, could exit before the repeated request came): A activated the
+/// shards without restarting R's entities, which stayed down until their next message.
+/// Now the answer waits in the queue, and A restarts each of them without a message.
+#[test]
+fn a_hand_off_answer_behind_a_queue_at_the_buffer_limit_waits_and_the_entities_restart() {
+    let (record, nodes, refs, _) = queue_at_the_limit(6, true);
+    let (r, a) = (0, 1);
+    let probe = |i: usize| record.regions.lock().unwrap()[i].__probe(LONG).unwrap();
+    let (r_addr, a_addr) = (nodes[r].addr(), nodes[a].addr());
+    let on_r = hosted_by(&record, r_addr, refs.len());
+
+    nodes[r].cluster.leave().unwrap();
+    eventually("R's entities have stopped for the hand-off", || {
+        let p = probe(r);
+        p.leaving && p.entities == 0
+    });
+    nodes[r].cluster.faults().release_region_traffic(a_addr);
+    eventually("A restarts every entity R remembered, without a message", || {
+        let hosts = record.hosts.lock().unwrap();
+        on_r.iter().all(|e| hosts[&format!("e{e}")].contains(&a_addr))
+    });
+    eventually("R is gone", || nodes[r].cluster.is_terminated());
 }

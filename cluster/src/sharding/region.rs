@@ -616,6 +616,16 @@ where
                 self.pending_requests.push((shard, from));
                 continue;
             }
+            // An answer to `from` for this shard still waiting in the queue to it (a paused
+            // connection) goes when the queue does: a repeated request adds none (answers
+            // wait whatever the buffer limit, `Region::send`, so they must not pile up).
+            // Only while a queue exists: the scan is off the message path.
+            let queued = self.outbound.get(&from.addr).is_some_and(|q| {
+                q.iter().any(|m| matches!(m, RegionMsg::HandOffDone { shard: s, from: f, .. } if *s == shard && *f == me))
+            });
+            if queued {
+                continue;
+            }
             // Every requester gets the remembered ids: only the new owner starts them (the
             // others are not acquiring the shard and ignore the answer's list).
             let entities = if self.owner(shard) == Some(from) {

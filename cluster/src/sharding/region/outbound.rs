@@ -232,10 +232,15 @@ where
             if let Some(q) = self.outbound.get_mut(&to) {
                 // A fence and its `AfterFence` are sent once per view change (never again,
                 // unlike hand-off requests and `LeaveSeen`, which the retry tick repeats),
-                // at most one per shard that moved: they wait whatever the buffer limit,
-                // which bounds envelopes. Dropped here, the new owner held this region's
-                // stream for the shard until `FENCE_HOLD_TICKS`, or gave up the order.
-                let once = matches!(msg, RegionMsg::Fence(_) | RegionMsg::AfterFence(_));
+                // at most one per shard that moved; a hand-off answer hands the shard's
+                // remembered ids and lost mark over with the first one sent, at most one
+                // waiting per shard and requester (`Region::answer_requests`). They wait
+                // whatever the buffer limit, which bounds envelopes. Dropped here, the new
+                // owner held this region's stream for the shard until `FENCE_HOLD_TICKS`
+                // (or gave up the order), or activated the shard without the entities to
+                // restart (a leaving member could exit before the repeated request came).
+                let once =
+                    matches!(msg, RegionMsg::Fence(_) | RegionMsg::AfterFence(_) | RegionMsg::HandOffDone { .. });
                 if self.buffered >= self.settings.buffer_limit && !once {
                     self.drop_envelope(msg);
                 } else {
