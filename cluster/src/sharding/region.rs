@@ -620,10 +620,10 @@ where
             // connection) goes when the queue does: a repeated request adds none (answers
             // wait whatever the buffer limit, `Region::send`, so they must not pile up).
             // Only while a queue exists: the scan is off the message path.
-            let queued = self.outbound.get(&from.addr).is_some_and(|q| {
-                q.iter().any(|m| matches!(m, RegionMsg::HandOffDone { shard: s, from: f, .. } if *s == shard && *f == me))
-            });
-            if queued {
+            let answer = |m: &RegionMsg<A::Msg>| {
+                matches!(m, RegionMsg::HandOffDone { shard: s, from: f, .. } if *s == shard && *f == me)
+            };
+            if self.queued_to(from.addr, answer) {
                 continue;
             }
             // Every requester gets the remembered ids: only the new owner starts them (the

@@ -76,10 +76,9 @@ where
             // goes in order: queued again every tick, they piled up (one per tick, each
             // counted against the buffer limit). Only on views and ticks, and only when a
             // queue exists: the scan is off the message path.
-            let queued = self.outbound.get(&leaver.addr).is_some_and(|q| {
-                q.iter().any(|m| matches!(m, RegionMsg::LeaveSeen(l) if l.leaver == leaver && l.from == me))
-            });
-            if !queued {
+            let seen =
+                |m: &RegionMsg<A::Msg>| matches!(m, RegionMsg::LeaveSeen(l) if l.leaver == leaver && l.from == me);
+            if !self.queued_to(leaver.addr, seen) {
                 self.send(leaver.addr, RegionMsg::LeaveSeen(Box::new(LeaveSeen { from: me, leaver })));
             }
         }

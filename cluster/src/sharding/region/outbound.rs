@@ -285,6 +285,12 @@ where
         }
     }
 
+    /// Whether a message `is` waits in the per-peer queue to `to` (a paused connection): a
+    /// scan, so only for protocol messages, off the message path.
+    pub(super) fn queued_to(&self, to: SocketAddr, is: impl Fn(&RegionMsg<A::Msg>) -> bool) -> bool {
+        self.outbound.get(&to).is_some_and(|q| q.iter().any(is))
+    }
+
     /// Drops `msg` (outbound buffer full, or the peer gone); an envelope is counted in
     /// `undelivered`, a protocol message is not (it is no user message, and the protocol
     /// sends what it still needs again: counted, a removed member's queue of `LeaveSeen`s
@@ -346,12 +352,12 @@ where
                 }
                 Err(percore::TellError::Closed(m)) => {
                     // The proxy stopped while the queue went out (the peer was unreachable):
-                    // what is left waits for the next flush, which makes a fresh one
-                    // (`peer`), as `send` does. (Before, every message left was dropped and
-                    // counted as an undelivered envelope, protocol messages too.) A member
-                    // that is gone has its queue dropped with the view that removes it.
+                    // what is left waits for the next flush, whose `peer` replaces the
+                    // closed ref with a fresh one, as `send` does. (Before, every message
+                    // left was dropped and counted as an undelivered envelope, protocol
+                    // messages too.) A member that is gone has its queue dropped with the
+                    // view that removes it.
                     q.push_front(m);
-                    self.peers.remove(&to);
                     return;
                 }
             }
