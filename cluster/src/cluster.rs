@@ -44,6 +44,10 @@ pub struct Faults {
     /// Of those, the peers that get the regions' protocol messages, not their envelopes
     /// (`hold_region_envelopes`).
     envelopes_held: PeerSet,
+    /// Of those, the peers whose region traffic is lost instead (`lose_region_traffic`),
+    /// and how many region messages were lost so.
+    regions_lost: PeerSet,
+    region_messages_lost: AtomicU64,
 }
 
 /// A set of peers that is almost always empty: a flag says whether it holds any, so a
@@ -221,6 +225,41 @@ impl Faults {
     pub fn release_region_envelopes(&self, peer: SocketAddr) {
         self.regions_held.remove(peer);
         self.envelopes_held.remove(peer);
+    }
+
+    /// Makes this node's regions lose what they send to `peer`'s regions, envelopes and
+    /// protocol messages alike (hand-off requests and answers, fences, `LeaveSeen`), as a
+    /// connection that drops with messages in flight would, while everything else (gossip,
+    /// heartbeats) goes on. Tests only; undo with [`Faults::keep_region_traffic`].
+    #[doc(hidden)]
+    pub fn lose_region_traffic(&self, peer: SocketAddr) {
+        self.regions_lost.insert(peer);
+        self.regions_held.insert(peer);
+    }
+
+    /// Lets this node's regions' messages reach `peer` again.
+    #[doc(hidden)]
+    pub fn keep_region_traffic(&self, peer: SocketAddr) {
+        self.regions_held.remove(peer);
+        self.regions_lost.remove(peer);
+    }
+
+    /// Region messages lost so far by [`Faults::lose_region_traffic`].
+    #[doc(hidden)]
+    pub fn region_messages_lost(&self) -> u64 {
+        // ORDERING: Relaxed: a test's counter; the test waits for it to grow.
+        self.region_messages_lost.load(Ordering::Relaxed)
+    }
+
+    /// Of the peers whose region traffic is held, whether what goes to `peer` is lost
+    /// (see `lose_region_traffic`); counts it if so.
+    pub(crate) fn loses_region_traffic(&self, peer: SocketAddr) -> bool {
+        let lost = self.regions_lost.contains(peer);
+        if lost {
+            // ORDERING: Relaxed: see `region_messages_lost`.
+            self.region_messages_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        lost
     }
 
     /// Of the peers whose region traffic is held, whether `peer` gets protocol messages

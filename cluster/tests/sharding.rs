@@ -424,6 +424,69 @@ fn remembered_entities_restart_after_a_move_without_a_message() {
     assert_eq!(log.assert_single_activation(), ENTITIES + moving);
 }
 
+/// A hand-off answer lost on its way (a connection that drops with it in flight) is asked
+/// for again, and the repeat hands the remembered entities over as the first would have
+/// (review of session 38). Two members run 60 remembered counters; a third joins while the
+/// first two lose every region message to it (`Faults::lose_region_traffic`), so their
+/// answers to its hand-off requests, which carry the ids of the entities they stopped for
+/// the move, are lost, round after round. Then the loss ends and the repeats go through.
+/// Before, a repeat carried no ids (the first answer had handed them over): the moved
+/// entities stayed stopped until their next message. Now they start again on the newcomer
+/// without a message, each exactly once.
+#[test]
+fn a_hand_off_answer_lost_on_its_way_is_repeated_with_the_remembered_entities() {
+    const ENTITIES: usize = 60;
+    let log = Arc::new(ActivationLog::default());
+    let settings = || {
+        ShardingSettings::new()
+            .shards(30)
+            .passivate_after(None)
+            .stop_message(|| CounterMsg::Stop)
+            .remember_entities(true)
+            .retry_interval(Duration::from_millis(100))
+    };
+    let mut regions: Vec<EntityRefs<CounterMsg>> = Vec::new();
+    let mut nodes = cluster_of(2, config(), |c| {
+        regions.push(ClusterSharding::new(c).start("counter", counters(c, &log), settings()).unwrap());
+    });
+    all_up(&[&nodes[0], &nodes[1]], 2);
+    let s0 = ClusterSharding::new(&nodes[0].cluster);
+    for e in 0..ENTITIES {
+        s0.entity_ref::<CounterMsg>("counter", &format!("e{e}")).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+    }
+    let handled = log.handled.load(Ordering::SeqCst);
+    let (rt, node) = start_node("n2");
+    let newcomer = node.addr();
+    for t in &nodes {
+        t.cluster.faults().lose_region_traffic(newcomer);
+    }
+    let cluster = percore_cluster::Cluster::start(&node, config()).unwrap();
+    ClusterSharding::new(&cluster).start("counter", counters(&cluster, &log), settings()).unwrap();
+    cluster.join([nodes[0].addr()]).unwrap();
+    nodes.push(TestNode { rt: Some(rt), node, cluster });
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    // The newcomer acquires its 10 shards and asks both members for each, every 100 ms.
+    // Once the members have stopped the entities of the moved shards and answered every
+    // request (none pending), two more rounds of lost answers make sure that the first
+    // answers, which carried the ids, were lost too.
+    let stops = || log.events.lock().unwrap().iter().filter(|a| !a.started).count();
+    let lost = |t: &TestNode| t.cluster.faults().region_messages_lost();
+    eventually("the members stopped the moved entities and answered every request", || {
+        stops() > 0 && regions[..2].iter().all(|r| r.__probe(LONG).unwrap().pending_requests == 0)
+    });
+    let before: Vec<u64> = nodes[..2].iter().map(lost).collect();
+    eventually("two more rounds of answers lost", || nodes[..2].iter().zip(&before).all(|(t, b)| lost(t) >= b + 20));
+    assert_eq!(log.starts_on(newcomer), 0, "nothing starts on the newcomer before an answer reaches it");
+    for t in &nodes[..2] {
+        t.cluster.faults().keep_region_traffic(newcomer);
+    }
+    eventually("every moved entity runs again on the newcomer, without a message", || {
+        log.starts_on(newcomer) == stops()
+    });
+    assert_eq!(log.handled.load(Ordering::SeqCst), handled, "no message reached them");
+    assert_eq!(log.assert_single_activation(), ENTITIES + stops());
+}
+
 /// A region that fails is restarted by its supervisor, gets its view again, and its
 /// entities answer again (restarted from zero: they are not persistent).
 #[test]

@@ -73,6 +73,9 @@ mod entities;
 mod wire;
 // Per-sender order at the owner: numbered streams, their tables handed over with shards.
 mod ordering;
+// The hand-off protocol driven from inside (messages handed to a region as a peer's).
+#[cfg(test)]
+mod tests;
 
 pub(crate) use fencing::{AfterFence, FenceMarker};
 pub(crate) use leaving::LeaveSeen;
@@ -192,6 +195,9 @@ pub struct RegionProbe {
     pub pending_requests: usize,
     /// Shards this region is acquiring (or loading): their envelopes wait.
     pub acquiring: usize,
+    /// Of those, the ones waiting for hand-off answers: (shard, acquisition generation,
+    /// acquisition number), by shard.
+    pub acquisitions: Vec<(u32, u32, u32)>,
     /// Envelopes waiting in the numbered streams of its shards for an earlier number
     /// (`ordering.rs`).
     pub out_of_turn: usize,
@@ -222,10 +228,13 @@ pub(crate) enum RegionMsg<M> {
         /// stamped by the region of the sender's node.
         stamp: Stamp,
     },
+    /// `from` asks for `shard`'s hand-off, for its acquisition `acquisition`.
     #[doc(hidden)]
-    HandOffRequest { shard: u32, from: UniqueAddress },
+    HandOffRequest { shard: u32, from: UniqueAddress, acquisition: Acquisition },
+    /// `from` holds nothing of `shard` (its answer to `done.to`'s acquisition
+    /// `done.acquisition`). Boxed: rare, and every mailbox slot is as large as the largest
+    /// message.
     #[doc(hidden)]
-    /// Boxed: rare, and every mailbox slot is as large as the largest message.
     HandOffDone { shard: u32, from: UniqueAddress, done: Box<HandOff> },
     /// A fence marker for a shard that moved (`fencing.rs`; boxed: rare).
     #[doc(hidden)]
@@ -242,9 +251,26 @@ pub(crate) enum RegionMsg<M> {
     Local(RegionLocal),
 }
 
+/// Which acquisition of a shard a hand-off request asks for and an answer answers: the
+/// requesting region instance's generation on its node and its count of acquisitions (the
+/// node's incarnation is in the requester's [`UniqueAddress`]). An answer counts only for
+/// the acquisition it names. Before, any answer from a member the acquisition waited for
+/// counted: one that waited in a paused per-peer queue through a move of the shard away and
+/// back, or that was meant for an earlier incarnation at the same address (a restart) or an
+/// earlier region instance (a region failure), could complete a later acquisition, made
+/// when the answering member may have run the shard's entities since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Acquisition {
+    pub(crate) generation: u32,
+    pub(crate) number: u32,
+}
+
 /// What a `HandOffDone` hands over.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct HandOff {
+    /// The requester, and the acquisition this answers.
+    pub(crate) to: UniqueAddress,
+    pub(crate) acquisition: Acquisition,
     /// Remember-entities: the entities that ran on the old owner.
     pub(crate) entities: Vec<String>,
     /// The shard's streams: the next number per origin (`ordering.rs`).
@@ -280,7 +306,9 @@ pub(crate) enum RegionLocal {
 enum ShardState<M> {
     /// `remembered`: entities the previous owners ran (remember-entities).
     /// `unanswered`: a member left the view before it answered (its stream table is lost).
+    /// `acquisition`: the answers that count name it (see [`Acquisition`]).
     Acquiring {
+        acquisition: Acquisition,
         waiting: BTreeSet<UniqueAddress>,
         buffer: Vec<(EntityKey, M, Stamp)>,
         remembered: Vec<String>,
@@ -347,7 +375,19 @@ where
     entities: HashMap<EntityKey, Entity<A::Msg>, KeyBuild>,
     shards: HashMap<u32, ShardState<A::Msg>, KeyBuild>,
     unrouted: Vec<(EntityKey, A::Msg, SocketAddr, u8, Stamp)>,
-    pending_requests: Vec<(u32, UniqueAddress)>,
+    /// Hand-off requests not answered yet: one per shard and requester, its latest
+    /// acquisition.
+    pending_requests: Vec<(u32, UniqueAddress, Acquisition)>,
+    /// This region instance's generation on its node, and its count of acquisitions
+    /// ([`Acquisition`]).
+    generation: u32,
+    acquisitions: u32,
+    /// Per shard, the hand-over this region last made to the shard's owner in its view (the
+    /// remembered ids and the lost mark go with the first answer only): the same answer
+    /// again if that acquisition asks again, because the first was lost on its way (a
+    /// dropped connection). Kept until this region acquires the shard, or the requester
+    /// leaves the view.
+    answered: HashMap<u32, Answered>,
     peers: HashMap<SocketAddr, ActorRef<RegionMsg<A::Msg>>, KeyBuild>,
     outbound: HashMap<SocketAddr, std::collections::VecDeque<RegionMsg<A::Msg>>, KeyBuild>,
     /// Passivation ticks so far (see `passivate`).
@@ -385,6 +425,14 @@ where
     tally: Vec<ShardTally>,
 }
 
+/// A hand-over to a shard's owner (see `Region::answered`).
+struct Answered {
+    to: UniqueAddress,
+    acquisition: Acquisition,
+    entities: Vec<String>,
+    lost: bool,
+}
+
 /// Entities of one shard in a region (see `Region::tally`).
 #[derive(Debug, Clone, Copy, Default)]
 struct ShardTally {
@@ -407,9 +455,13 @@ where
         slots: Arc<Slots>,
     ) -> Self {
         let tally = vec![ShardTally::default(); settings.num_shards as usize];
-        let order = ordering::Order::new(cluster.shared.me.incarnation, slots.next_generation(), settings.num_shards);
+        let generation = slots.next_generation();
+        let order = ordering::Order::new(cluster.shared.me.incarnation, generation, settings.num_shards);
         Region {
             order,
+            generation,
+            acquisitions: 0,
+            answered: HashMap::new(),
             tally,
             type_name: name.strip_prefix("sharding-").unwrap_or(&name).to_string(),
             name,
@@ -547,6 +599,7 @@ where
     fn begin_acquire(&mut self, ctx: &mut Context<Self>, shard: u32) {
         let me = self.me();
         self.handed.remove(&shard);
+        self.answered.remove(&shard);
         self.order.begin_acquire(shard);
         let waiting: BTreeSet<UniqueAddress> =
             self.view.as_ref().map(|v| v.live.iter().copied().filter(|n| *n != me).collect()).unwrap_or_default();
@@ -554,12 +607,20 @@ where
             self.activate(ctx, shard, Vec::new(), Vec::new(), false);
             return;
         }
+        self.acquisitions = self.acquisitions.wrapping_add(1);
+        let acquisition = Acquisition { generation: self.generation, number: self.acquisitions };
         for n in &waiting {
-            self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
+            self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me, acquisition });
         }
         self.shards.insert(
             shard,
-            ShardState::Acquiring { waiting, buffer: Vec::new(), remembered: Vec::new(), unanswered: false },
+            ShardState::Acquiring {
+                acquisition,
+                waiting,
+                buffer: Vec::new(),
+                remembered: Vec::new(),
+                unanswered: false,
+            },
         );
     }
 
@@ -599,9 +660,9 @@ where
     fn answer_requests(&mut self, ctx: &mut Context<Self>) {
         let me = self.me();
         let pending = std::mem::take(&mut self.pending_requests);
-        for (shard, from) in pending {
+        for (shard, from, acquisition) in pending {
             if self.owner(shard) == Some(me) {
-                self.pending_requests.push((shard, from));
+                self.pending_requests.push((shard, from, acquisition));
                 continue;
             }
             if self.shard_has_entities(shard) {
@@ -613,31 +674,62 @@ where
                         self.stop_entity(ctx, &id, true);
                     }
                 }
-                self.pending_requests.push((shard, from));
+                self.pending_requests.push((shard, from, acquisition));
                 continue;
             }
-            // An answer to `from` for this shard still waiting in the queue to it (a paused
+            // An answer to this acquisition still waiting in the queue to `from` (a paused
             // connection) goes when the queue does: a repeated request adds none (answers
-            // wait whatever the buffer limit, `Region::send`, so they must not pile up).
-            // Only while a queue exists: the scan is off the message path.
-            let answer = |m: &RegionMsg<A::Msg>| {
-                matches!(m, RegionMsg::HandOffDone { shard: s, from: f, .. } if *s == shard && *f == me)
-            };
-            if self.queued_to(from.addr, answer) {
-                continue;
+            // wait whatever the buffer limit, `Region::send`, so they must not pile up). One
+            // to an earlier acquisition there would be ignored: it is taken out, and what it
+            // carried goes into this one. Only while a queue exists: the scans are off the
+            // message path.
+            if self.outbound.contains_key(&from.addr) {
+                self.unqueue_stale_answers(shard, from, acquisition);
+                let answer = |m: &RegionMsg<A::Msg>| {
+                    matches!(m, RegionMsg::HandOffDone { shard: s, from: f, done }
+                        if *s == shard && *f == me && done.to == from && done.acquisition == acquisition)
+                };
+                if self.queued_to(from.addr, answer) {
+                    continue;
+                }
             }
-            // Every requester gets the remembered ids: only the new owner starts them (the
-            // others are not acquiring the shard and ignore the answer's list).
-            let entities = if self.owner(shard) == Some(from) {
-                // The owner in our view: it takes the list over.
-                self.handed.remove(&shard).unwrap_or_default()
-            } else {
-                self.handed.get(&shard).cloned().unwrap_or_default()
-            };
-            let order =
-                if self.owner(shard) == Some(from) { self.order.hand_on(shard) } else { self.order.table(shard) };
-            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, done: Box::new(HandOff { entities, order }) });
+            let done = Box::new(self.hand_off(shard, from, acquisition));
+            self.send(from.addr, RegionMsg::HandOffDone { shard, from: me, done });
         }
+    }
+
+    /// The answer to `to`'s acquisition of `shard`, which this region neither owns nor
+    /// runs entities of. Every requester gets the remembered ids: only the new owner starts
+    /// them (the others are not acquiring the shard, or not in the acquisition named, and
+    /// ignore the answer). The owner in this region's view takes the ids and the lost mark
+    /// over; asked again by the same acquisition (its answer was lost on the way), it gets
+    /// them again (`Region::answered`). Before, the second answer carried neither: the
+    /// remembered entities did not restart until their next message.
+    fn hand_off(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) -> HandOff {
+        if self.owner(shard) != Some(to) {
+            let entities = self.handed.get(&shard).cloned().unwrap_or_default();
+            return HandOff { to, acquisition, entities, order: self.order.table(shard) };
+        }
+        let mut entities = self.handed.remove(&shard).unwrap_or_default();
+        let mut order = self.order.hand_on(shard);
+        match self.answered.get_mut(&shard) {
+            Some(a) if (a.to, a.acquisition) == (to, acquisition) => {
+                for id in std::mem::take(&mut entities) {
+                    if !a.entities.contains(&id) {
+                        a.entities.push(id);
+                    }
+                }
+                a.lost |= order.lost;
+                entities = a.entities.clone();
+                order.lost = a.lost;
+                order.partial |= a.lost;
+            }
+            _ => {
+                let a = Answered { to, acquisition, entities: entities.clone(), lost: order.lost };
+                self.answered.insert(shard, a);
+            }
+        }
+        HandOff { to, acquisition, entities, order }
     }
 
     fn on_view(&mut self, ctx: &mut Context<Self>, v: MembershipView) {
@@ -743,7 +835,8 @@ where
         // interval). Kept, they stayed for good while this node owned the shard or one of
         // its entities did not stop, one per (shard, requester incarnation): memory that
         // grew with every member that ever asked (churn, rolling restarts).
-        self.pending_requests.retain(|(_, from)| live.contains(from));
+        self.pending_requests.retain(|(_, from, _)| live.contains(from));
+        self.answered.retain(|_, a| live.contains(&a.to));
         self.answer_requests(ctx);
         // Per-sender order: fences for the shards that moved (`fencing.rs`), then what
         // waited for an owner (`unrouted`), behind them.
@@ -792,6 +885,16 @@ where
             buffered: self.buffered,
             pending_requests: self.pending_requests.len(),
             acquiring: self.shards.values().filter(|s| !matches!(s, ShardState::Active)).count(),
+            acquisitions: {
+                let mut a: Vec<(u32, u32, u32)> = (self.shards.iter())
+                    .filter_map(|(s, st)| match st {
+                        ShardState::Acquiring { acquisition: a, .. } => Some((*s, a.generation, a.number)),
+                        _ => None,
+                    })
+                    .collect();
+                a.sort_unstable();
+                a
+            },
             out_of_turn: self.order.pending,
             leaving: self.leaving(),
             drained: self.slots.is_drained(),
@@ -821,17 +924,19 @@ where
                 self.pending_requests
             );
         }
-        let asks: Vec<(u32, Vec<UniqueAddress>)> = self
+        let asks: Vec<(u32, Acquisition, Vec<UniqueAddress>)> = self
             .shards
             .iter()
             .filter_map(|(s, st)| match st {
-                ShardState::Acquiring { waiting, .. } => Some((*s, waiting.iter().copied().collect())),
+                ShardState::Acquiring { acquisition, waiting, .. } => {
+                    Some((*s, *acquisition, waiting.iter().copied().collect()))
+                }
                 ShardState::Loading { .. } | ShardState::Active => None,
             })
             .collect();
-        for (shard, waiting) in asks {
+        for (shard, acquisition, waiting) in asks {
             for n in waiting {
-                self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me });
+                self.send(n.addr, RegionMsg::HandOffRequest { shard, from: me, acquisition });
             }
         }
         // Remember-entities loads that failed or whose answer was lost: issue them again.
@@ -924,20 +1029,26 @@ where
                     self.report_drained();
                 }
             }
-            RegionMsg::HandOffRequest { shard, from } => {
+            RegionMsg::HandOffRequest { shard, from, acquisition } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
-                    // Requests are retried: keep one per (shard, requester).
-                    if !self.pending_requests.contains(&(shard, from)) {
-                        self.pending_requests.push((shard, from));
+                    // Requests are retried: keep one per (shard, requester), for its latest
+                    // acquisition.
+                    match self.pending_requests.iter_mut().find(|(s, f, _)| (*s, *f) == (shard, from)) {
+                        Some((_, _, a)) => *a = (*a).max(acquisition),
+                        None => self.pending_requests.push((shard, from, acquisition)),
                     }
                     self.answer_requests(ctx);
                 }
             }
             RegionMsg::HandOffDone { shard, from, done } => {
                 if !self.cluster.shared.faults.is_blocked(from.addr) {
-                    let HandOff { entities, order } = *done;
-                    if let Some(ShardState::Acquiring { waiting, remembered, .. }) = self.shards.get_mut(&shard) {
-                        if waiting.remove(&from) {
+                    let HandOff { to, acquisition: answered, entities, order } = *done;
+                    let me = self.me();
+                    if let Some(ShardState::Acquiring { acquisition, waiting, remembered, .. }) =
+                        self.shards.get_mut(&shard)
+                    {
+                        // Only an answer to this acquisition counts (see [`Acquisition`]).
+                        if to == me && answered == *acquisition && waiting.remove(&from) {
                             if self.settings.remember_entities {
                                 remembered.extend(entities);
                             }

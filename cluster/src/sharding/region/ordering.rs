@@ -552,6 +552,14 @@ impl<M> Order<M> {
         t
     }
 
+    /// An answer that carried `shard`'s lost mark was taken back unsent (it named an
+    /// acquisition that had ended): the mark is this region's again.
+    pub(super) fn mark_lost(&mut self, shard: u32) {
+        if let Some(l) = self.lost.get_mut(shard as usize) {
+            *l = true;
+        }
+    }
+
     /// This region begins to acquire `shard`: its own table is the first merged.
     pub(super) fn begin_acquire(&mut self, shard: u32) {
         if let Some(so) = self.shard(shard) {

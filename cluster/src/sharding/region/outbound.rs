@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use percore::{Actor, ActorRef, Context};
 use percore_transport::RemoteMessage;
 
-use super::{Region, RegionLocal, RegionMsg};
+use std::collections::VecDeque;
+
+use super::{Acquisition, HandOff, Region, RegionLocal, RegionMsg};
+use crate::member::UniqueAddress;
 
 /// Mailbox capacity of a region unless [`crate::ShardingSettings::region_capacity`] says otherwise.
 pub(crate) const CAPACITY: usize = 1 << 16;
@@ -222,6 +225,10 @@ where
         // (The test hooks `Faults::hold_region_traffic` and `hold_region_envelopes`: as a
         // full proxy; with the latter, protocol messages pass the envelopes that wait.)
         let held = self.cluster.shared.faults.region_traffic_held(to);
+        // (And `Faults::lose_region_traffic`: as a connection that dropped it.)
+        if held && self.cluster.shared.faults.loses_region_traffic(to) {
+            return self.drop_envelope(msg);
+        }
         let passes =
             held && !matches!(msg, RegionMsg::Deliver { .. }) && self.cluster.shared.faults.only_envelopes_held(to);
         // (No lookup while nothing waits: the common case.)
@@ -289,6 +296,37 @@ where
     /// scan, so only for protocol messages, off the message path.
     pub(super) fn queued_to(&self, to: SocketAddr, is: impl Fn(&RegionMsg<A::Msg>) -> bool) -> bool {
         self.outbound.get(&to).is_some_and(|q| q.iter().any(is))
+    }
+
+    /// Takes this region's answers for `shard` that name another acquisition than
+    /// `acquisition` of `to` (or another incarnation at its address) out of the queue to
+    /// it: their requester would ignore them. What they carried (remembered ids, the lost
+    /// mark) comes back here, for the answer that replaces them (sent behind what waits).
+    pub(super) fn unqueue_stale_answers(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) {
+        let me = self.me();
+        let Some(q) = self.outbound.get_mut(&to.addr) else { return };
+        let stale = |m: &RegionMsg<A::Msg>| {
+            matches!(m, RegionMsg::HandOffDone { shard: s, from: f, done }
+                if *s == shard && *f == me && (done.to, done.acquisition) != (to, acquisition))
+        };
+        if !q.iter().any(stale) {
+            return;
+        }
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(q).into_iter().partition(stale);
+        *q = kept;
+        self.buffered = self.buffered.saturating_sub(taken.len());
+        for m in taken {
+            let RegionMsg::HandOffDone { done, .. } = m else { continue };
+            let HandOff { entities, order, .. } = *done;
+            if order.lost {
+                self.order.mark_lost(shard);
+            }
+            if !entities.is_empty() {
+                let handed = self.handed.entry(shard).or_default();
+                let known: std::collections::HashSet<String> = handed.iter().cloned().collect();
+                handed.extend(entities.into_iter().filter(|id| !known.contains(id)));
+            }
+        }
     }
 
     /// Drops `msg` (outbound buffer full, or the peer gone); an envelope is counted in

@@ -43,16 +43,19 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 }
                 w.put(msg);
             }
-            RegionMsg::HandOffRequest { shard, from } => {
+            RegionMsg::HandOffRequest { shard, from, acquisition } => {
                 w.put_u8(1);
                 w.put_u32(shard);
                 w.put(from);
+                put_acquisition(w, acquisition);
             }
             RegionMsg::HandOffDone { shard, from, done } => {
                 w.put_u8(2);
                 w.put_u32(shard);
                 w.put(from);
-                let HandOff { entities, order } = *done;
+                let HandOff { to, acquisition, entities, order } = *done;
+                w.put(to);
+                put_acquisition(w, acquisition);
                 w.put(entities);
                 w.put(order);
             }
@@ -105,10 +108,11 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
                 };
                 RegionMsg::Deliver { key, from, hops, view, stamp, msg: r.get()? }
             }
-            1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()? },
+            1 => RegionMsg::HandOffRequest { shard: r.get_u32()?, from: r.get()?, acquisition: get_acquisition(r)? },
             2 => {
                 let (shard, from) = (r.get_u32()?, r.get()?);
-                let done = HandOff { entities: r.get()?, order: r.get()? };
+                let (to, acquisition) = (r.get()?, get_acquisition(r)?);
+                let done = HandOff { to, acquisition, entities: r.get()?, order: r.get()? };
                 RegionMsg::HandOffDone { shard, from, done: Box::new(done) }
             }
             3 => RegionMsg::Fence(Box::new(FenceMarker {
@@ -132,12 +136,21 @@ impl<M: RemoteMessage> Wire for RegionMsg<M> {
     }
 }
 
+fn put_acquisition(w: &mut Encoder<'_>, a: Acquisition) {
+    w.put_u32(a.generation);
+    w.put_u32(a.number);
+}
+
+fn get_acquisition(r: &mut Decoder<'_>) -> Result<Acquisition, WireError> {
+    Ok(Acquisition { generation: r.get_u32()?, number: r.get_u32()? })
+}
+
 impl<M: RemoteMessage> RemoteMessage for RegionMsg<M> {
     // Derived from the entity message's id, so each entity type has its own envelope type.
-    // The constant changes with the layout (0x5AA5_C1C1 until the stamps of session 32), so
-    // that regions of two layouts refuse each other's messages by type instead of misreading
-    // them.
-    const TYPE_ID: u32 = M::TYPE_ID.rotate_left(16) ^ 0x5AA5_C1C2;
+    // The constant changes with the layout (0x5AA5_C1C1 until the stamps of session 32,
+    // 0x5AA5_C1C2 until the acquisition numbers of session 39), so that regions of two
+    // layouts refuse each other's messages by type instead of misreading them.
+    const TYPE_ID: u32 = M::TYPE_ID.rotate_left(16) ^ 0x5AA5_C1C3;
 }
 
 #[cfg(test)]
@@ -213,19 +226,34 @@ mod tests {
         ));
     }
 
-    /// A hand-off answer carries the shard's stream table (`ordering.rs`); a hostile count
-    /// is refused before anything is allocated for it.
+    /// A hand-off request and its answer name the acquisition; the answer carries the
+    /// shard's stream table (`ordering.rs`); a hostile count is refused before anything is
+    /// allocated for it.
     #[test]
-    fn a_hand_off_answer_carries_its_stream_table_and_a_hostile_count_is_refused() {
+    fn a_hand_off_answer_carries_its_acquisition_and_stream_table_and_a_hostile_count_is_refused() {
         let from = UniqueAddress { addr: "127.0.0.1:7".parse().expect("an address"), incarnation: 5 };
+        let to = UniqueAddress { addr: "[::1]:9".parse().expect("an address"), incarnation: u64::MAX };
+        let acquisition = Acquisition { generation: 2, number: 0xfeed_beef };
+        let mut request = Vec::new();
+        RegionMsg::<Num>::HandOffRequest { shard: 4, from: to, acquisition }.encode(&mut Encoder::plain(&mut request));
+        match RegionMsg::<Num>::decode(&mut Decoder::plain(&request)) {
+            Ok(RegionMsg::HandOffRequest { shard, from: f, acquisition: a }) => {
+                assert_eq!((shard, f, a), (4, to, acquisition));
+            }
+            _ => panic!("not a hand-off request"),
+        }
+        for cut in 0..request.len() {
+            assert!(RegionMsg::<Num>::decode(&mut Decoder::plain(&request[..cut])).is_err(), "{cut} bytes");
+        }
         let order =
             OrderTable { epoch: 3, partial: true, lost: true, streams: vec![(1, 2, 3), (u64::MAX, 0, u32::MAX)] };
-        let done = HandOff { entities: vec!["e1".to_string()], order: order.clone() };
+        let done = HandOff { to, acquisition, entities: vec!["e1".to_string()], order: order.clone() };
         let mut bytes = Vec::new();
         RegionMsg::<Num>::HandOffDone { shard: 4, from, done: Box::new(done) }.encode(&mut Encoder::plain(&mut bytes));
         match RegionMsg::<Num>::decode(&mut Decoder::plain(&bytes)) {
             Ok(RegionMsg::HandOffDone { shard, from: f, done }) => {
-                assert_eq!((shard, f, done.entities.as_slice(), &done.order), (4, from, &["e1".to_string()][..], &order));
+                assert_eq!((shard, f, done.to, done.acquisition), (4, from, to, acquisition));
+                assert_eq!((done.entities.as_slice(), &done.order), (&["e1".to_string()][..], &order));
             }
             _ => panic!("not a hand-off answer"),
         }
