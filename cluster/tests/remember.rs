@@ -138,6 +138,81 @@ fn remembered_entities_of_a_crashed_node_restart_on_the_survivors_without_a_mess
     assert_eq!(updates, ENTITIES);
 }
 
+/// A shard's history is compacted: once `MIN_UPDATES_BEFORE_WHOLE` updates (and at least as
+/// many as the set has entities) followed the last whole set, the owner writes the whole set
+/// in place of the change, so that a load folds a bounded tail. After the owner crashes, the
+/// survivors restore every entity from the whole set and the changes after it, each exactly
+/// once, and write nothing.
+#[test]
+fn a_shard_s_set_is_written_whole_after_enough_updates_and_restored_from_it_after_a_crash() {
+    use percore_cluster::sharding::remember::MIN_UPDATES_BEFORE_WHOLE;
+    const ENTITIES: usize = 150;
+    let whole_at = MIN_UPDATES_BEFORE_WHOLE as usize;
+    let (store, log) = (Arc::new(MemoryStore::default()), Arc::new(ActivationLog::default()));
+    // One shard: every entity on one owner, every update in one stream.
+    let settings = ShardingSettings::new()
+        .shards(1)
+        .passivate_after(None)
+        .stop_message(|| CounterMsg::Stop)
+        .retry_interval(Duration::from_millis(100))
+        .remember_entities_in(store.clone());
+    let mut nodes = cluster_of(3, failure_config(), |c| {
+        ClusterSharding::new(c).start("counter", counters(c, &log), settings.clone()).unwrap();
+    });
+    all_up(&nodes.iter().collect::<Vec<_>>(), 3);
+    let ids: Vec<String> = (0..ENTITIES).map(|e| format!("e{e}")).collect();
+    let mut owner = None;
+    {
+        let sharding = ClusterSharding::new(&nodes[0].cluster);
+        for id in &ids {
+            let r = sharding.entity_ref::<CounterMsg>("counter", id).unwrap();
+            r.tell(CounterMsg::Hit).unwrap();
+            let (n, host) = r.blocking_ask(CounterMsg::Get, LONG).unwrap();
+            assert_eq!(n, 1);
+            assert!(owner.as_ref().is_none_or(|o: &String| *o == host), "one shard, one owner");
+            owner = Some(host);
+        }
+    }
+    let owner = nodes.iter().position(|n| Some(n.addr().to_string()) == owner).expect("the owner is a member");
+    let victim = nodes[owner].addr();
+    // Updates 1..=99 are single starts; the 100th is the whole set of the first 100; the
+    // rest are single starts again.
+    let updates = store.updates("counter", 0);
+    assert_eq!(updates.len(), ENTITIES, "one update per start");
+    let mut first: Vec<String> = ids[..whole_at].to_vec();
+    first.sort();
+    for (i, u) in updates.iter().enumerate() {
+        if i + 1 == whole_at {
+            assert_eq!(u, &[RememberChange::Whole(first.clone())], "update {} is the whole set", i + 1);
+        } else {
+            assert_eq!(u, &[RememberChange::Started(ids[i].clone())], "update {}", i + 1);
+        }
+    }
+    let mut folded = RememberedShard::default();
+    for u in &updates {
+        folded.apply(u);
+    }
+    assert_eq!(folded.entities, ids.iter().cloned().collect::<BTreeSet<_>>());
+    assert_eq!((folded.version, folded.tail), (ENTITIES as u64, (ENTITIES - whole_at) as u64));
+
+    nodes[owner].kill();
+    let survivors: Vec<&TestNode> = nodes.iter().filter(|n| n.addr() != victim).collect();
+    all_up(&survivors, 2);
+    eventually("every entity runs again on a survivor", || {
+        log.events.lock().unwrap().iter().filter(|a| a.started && a.node != victim).count() == ENTITIES
+    });
+    assert_eq!(log.handled.load(Ordering::SeqCst), ENTITIES as u64, "no message started them");
+    assert_eq!(log.assert_single_activation(), 2 * ENTITIES, "each restarted exactly once");
+    let sharding = ClusterSharding::new(&survivors[0].cluster);
+    for id in &ids {
+        let (n, host) =
+            sharding.entity_ref::<CounterMsg>("counter", id).unwrap().blocking_ask(CounterMsg::Get, LONG).unwrap();
+        assert_eq!(n, 0);
+        assert_ne!(host, victim.to_string());
+    }
+    assert_eq!(store.updates("counter", 0).len(), ENTITIES, "the new owner found them all listed");
+}
+
 /// A passivated entity is forgotten (it does not start again by itself); one that gets a
 /// message again is remembered again.
 #[test]

@@ -330,6 +330,15 @@ struct ShardMemory {
     /// The version after every update submitted so far.
     version: u64,
     ids: std::collections::HashSet<String>,
+    /// Updates submitted after the last whole set (as the store counts them: what the next
+    /// load would fold beyond one).
+    tail: u64,
+}
+
+impl ShardMemory {
+    fn loaded(shard: RememberedShard) -> ShardMemory {
+        ShardMemory { version: shard.version, ids: shard.entities.into_iter().collect(), tail: shard.tail }
+    }
 }
 
 struct Entity<M> {

@@ -29,6 +29,13 @@
 //!   names the version it follows, so a second writer is refused (the journal's sequence
 //!   check); the region then loads the shard again and reconciles (starts what the store
 //!   lists and it does not run; records what it runs and the store does not list).
+//! * **Compaction.** A shard's owner writes its **whole set** as one update (instead of the
+//!   one change) once the updates after the last whole set reach
+//!   [`whole_set_due`]'s bound (at least [`MIN_UPDATES_BEFORE_WHOLE`], and at least as many as
+//!   the set has entities): a load folds only what follows the newest whole set, so its cost
+//!   stays proportional to the set, not to the shard's history. Writing whole sets costs at
+//!   most about one id per change on average. The journal store then deletes the updates the
+//!   whole set replaces (on its own thread, after the whole set is durable).
 //! * **Loading never blocks a shard.** [`RememberStore::load`] and
 //!   [`RememberStore::update`] return at once and complete through their callbacks (on the
 //!   store's thread); the region gets the result as a message.
@@ -43,6 +50,28 @@ pub enum RememberChange {
     Started(String),
     /// The entity was passivated: do not start it again until its next message.
     Stopped(String),
+    /// The shard's whole set: replaces everything before it (written now and then by the
+    /// owner, so that a load folds a bounded tail; see [`whole_set_due`]).
+    Whole(Vec<String>),
+}
+
+/// The fewest updates after the last whole set before an owner writes a new one.
+pub const MIN_UPDATES_BEFORE_WHOLE: u64 = 100;
+
+/// The largest whole set an owner writes, encoded (a quarter of the file journal's default
+/// record limit): a larger shard keeps writing single changes, as if compaction were off.
+pub const MAX_WHOLE_SET_BYTES: usize = 4 << 20;
+
+/// Whether an owner whose shard holds `entities` ids, after `tail` updates since the last
+/// whole set (this one included), writes the whole set instead of the change: once `tail`
+/// reaches both [`MIN_UPDATES_BEFORE_WHOLE`] and `entities`.
+pub fn whole_set_due(tail: u64, entities: usize) -> bool {
+    tail >= MIN_UPDATES_BEFORE_WHOLE.max(entities as u64)
+}
+
+/// The encoded size of a whole set of `ids` as one update ([`encode_update`]).
+pub fn whole_set_bytes<'a>(ids: impl Iterator<Item = &'a String>) -> usize {
+    ids.fold(10, |n, id| n + 2 + id.len())
 }
 
 /// What a store holds for one shard: the remembered entities, and the version (the number of
@@ -53,11 +82,15 @@ pub struct RememberedShard {
     pub entities: BTreeSet<String>,
     /// Updates stored so far; the next update names it.
     pub version: u64,
+    /// Updates after the last whole set (all of them if there is none): what a load folded
+    /// beyond a whole set.
+    pub tail: u64,
 }
 
 impl RememberedShard {
     /// Applies one stored update.
     pub fn apply(&mut self, changes: &[RememberChange]) {
+        let mut whole = false;
         for c in changes {
             match c {
                 RememberChange::Started(id) => {
@@ -66,9 +99,14 @@ impl RememberedShard {
                 RememberChange::Stopped(id) => {
                     self.entities.remove(id);
                 }
+                RememberChange::Whole(ids) => {
+                    self.entities = ids.iter().cloned().collect();
+                    whole = true;
+                }
             }
         }
         self.version += 1;
+        self.tail = if whole { 0 } else { self.tail + 1 };
     }
 }
 
@@ -135,21 +173,33 @@ pub fn stream_name(type_name: &str, shard: u32) -> String {
     format!("percore-remember-{type_name}-{shard}")
 }
 
-/// Encodes one update: `version u8 = 1 │ count u32 │ count × (kind u8 │ len u16 │ id)`,
-/// little endian; kind 1 = started, 2 = stopped. Ids longer than `u16::MAX` bytes are
+/// Encodes one update: `version u8 = 1 │ count u32 │ count × change`, little endian, where a
+/// change is `kind u8 │ len u16 │ id` with kind 1 = started, 2 = stopped, or
+/// `3 │ n u32 │ n × (len u16 │ id)` for a whole set. Ids longer than `u16::MAX` bytes are
 /// refused (`None`).
 pub fn encode_update(changes: &[RememberChange]) -> Option<Vec<u8>> {
+    fn put_id(out: &mut Vec<u8>, id: &str) -> Option<()> {
+        out.extend_from_slice(&u16::try_from(id.len()).ok()?.to_le_bytes());
+        out.extend_from_slice(id.as_bytes());
+        Some(())
+    }
     let mut out = Vec::with_capacity(5 + changes.len() * 16);
     out.push(1u8);
     out.extend_from_slice(&u32::try_from(changes.len()).ok()?.to_le_bytes());
     for c in changes {
-        let (kind, id) = match c {
-            RememberChange::Started(id) => (1u8, id),
-            RememberChange::Stopped(id) => (2u8, id),
-        };
-        out.push(kind);
-        out.extend_from_slice(&u16::try_from(id.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(id.as_bytes());
+        match c {
+            RememberChange::Started(id) | RememberChange::Stopped(id) => {
+                out.push(if matches!(c, RememberChange::Started(_)) { 1 } else { 2 });
+                put_id(&mut out, id)?;
+            }
+            RememberChange::Whole(ids) => {
+                out.push(3);
+                out.extend_from_slice(&u32::try_from(ids.len()).ok()?.to_le_bytes());
+                for id in ids {
+                    put_id(&mut out, id)?;
+                }
+            }
+        }
     }
     Some(out)
 }
@@ -175,14 +225,27 @@ pub fn decode_update(bytes: &[u8]) -> Result<Vec<RememberChange>, String> {
     if count > b.len() / 3 {
         return Err(format!("{count} changes cannot fit in {} bytes", b.len()));
     }
+    fn id(b: &mut &[u8]) -> Result<String, String> {
+        let len = u16::from_le_bytes(take(b, 2)?.try_into().unwrap_or_default()) as usize;
+        Ok(std::str::from_utf8(take(b, len)?).map_err(|e| format!("id not UTF-8: {e}"))?.to_string())
+    }
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
-        let kind = take(&mut b, 1)?[0];
-        let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().unwrap_or_default()) as usize;
-        let id = std::str::from_utf8(take(&mut b, len)?).map_err(|e| format!("id not UTF-8: {e}"))?.to_string();
-        out.push(match kind {
-            1 => RememberChange::Started(id),
-            2 => RememberChange::Stopped(id),
+        out.push(match take(&mut b, 1)?[0] {
+            1 => RememberChange::Started(id(&mut b)?),
+            2 => RememberChange::Stopped(id(&mut b)?),
+            3 => {
+                let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().unwrap_or_default()) as usize;
+                // Each id takes at least 2 bytes.
+                if n > b.len() / 2 {
+                    return Err(format!("a whole set of {n} ids cannot fit in {} bytes", b.len()));
+                }
+                let mut ids = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ids.push(id(&mut b)?);
+                }
+                RememberChange::Whole(ids)
+            }
             k => return Err(format!("unknown change kind {k}")),
         });
     }
@@ -211,11 +274,23 @@ mod journal_store {
     /// reaches (`pg::PgJournal`); the file journal is one process's.
     ///
     /// Loads replay the stream on the store's own loader thread (a replay may block);
-    /// updates go straight to [`Journal::append`], which never blocks.
+    /// updates go straight to [`Journal::append`], which never blocks. Once a whole set is
+    /// durable, the loader thread deletes the updates before it ([`Journal::delete_to`]) and
+    /// waits for that before its next job, so a later load replays from the whole set.
     pub struct JournalRememberStore {
         journal: Arc<dyn Journal>,
-        /// Loads for the loader thread (`Sender` is `Sync`: no lock).
-        loads: mpsc::Sender<(PersistenceId, String, LoadDone)>,
+        /// Jobs for the loader thread (`Sender` is `Sync`: no lock).
+        jobs: mpsc::Sender<Job>,
+    }
+
+    /// The loader thread's work.
+    enum Job {
+        /// Replay a stream (its id and name) and fold it.
+        Load(PersistenceId, String, LoadDone),
+        /// Delete a stream's updates up to this version: a whole set after it is durable.
+        /// Sent from the append's completion, which must not hold the journal (its last
+        /// reference could then drop on the journal's own thread).
+        Delete(PersistenceId, u64),
     }
 
     impl fmt::Debug for JournalRememberStore {
@@ -227,17 +302,32 @@ mod journal_store {
     impl JournalRememberStore {
         /// A store in `journal`; starts its loader thread (it ends with the store).
         pub fn new(journal: Arc<dyn Journal>) -> Result<JournalRememberStore, RememberError> {
-            let (tx, rx) = mpsc::channel::<(PersistenceId, String, LoadDone)>();
+            let (tx, rx) = mpsc::channel::<Job>();
             let j = journal.clone();
             std::thread::Builder::new()
                 .name("percore-remember-load".into())
                 .spawn(move || {
-                    for (id, stream, done) in rx {
-                        done(load_stream(&*j, &id, &stream));
+                    for job in rx {
+                        match job {
+                            Job::Load(id, stream, done) => done(load_stream(&*j, &id, &stream)),
+                            Job::Delete(id, to) => delete_to(&*j, &id, to),
+                        }
                     }
                 })
                 .map_err(|e| RememberError::Store(format!("cannot start the loader thread: {e}")))?;
-            Ok(JournalRememberStore { journal, loads: tx })
+            Ok(JournalRememberStore { journal, jobs: tx })
+        }
+    }
+
+    /// Deletes what a durable whole set replaced, and waits for it (the loader's own thread;
+    /// a failure only leaves the updates to be folded by the next load).
+    fn delete_to(j: &dyn Journal, id: &PersistenceId, to: u64) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        j.delete_to(id, to, Box::new(move |r| drop(tx.send(r))));
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("remember-entities store: deleting {id} up to {to}: {e}"),
+            Err(_) => tracing::warn!("remember-entities store: deleting {id} up to {to}: no answer"),
         }
     }
 
@@ -272,7 +362,7 @@ mod journal_store {
                 Ok(id) => id,
                 Err(e) => return done(Err(RememberError::Store(format!("stream name {stream:?}: {e}")))),
             };
-            if let Err(mpsc::SendError((_, _, done))) = self.loads.send((id, stream, done)) {
+            if let Err(mpsc::SendError(Job::Load(_, _, done))) = self.jobs.send(Job::Load(id, stream, done)) {
                 done(Err(RememberError::Store("the loader thread has stopped".into())));
             }
         }
@@ -288,10 +378,17 @@ mod journal_store {
             };
             let mut events = EventBatch::new();
             events.push(&bytes);
+            let whole = changes.iter().any(|c| matches!(c, RememberChange::Whole(_)));
+            let jobs = whole.then(|| (self.jobs.clone(), id.clone()));
             let write = AtomicWrite::new(id, version + 1, events);
             self.journal.append(
                 write,
                 Box::new(move |r| {
+                    // Queued before `done`: a load asked for after this update completed
+                    // runs after the deletion.
+                    if let (Ok(()), Some((jobs, id))) = (&r, jobs) {
+                        drop(jobs.send(Job::Delete(id, version)));
+                    }
                     done(r.map_err(|e| match e {
                         JournalError::SequenceConflict { .. } | JournalError::Fenced { .. } => {
                             RememberError::Conflict { stream, version }
@@ -313,6 +410,7 @@ mod tests {
         let changes = vec![
             RememberChange::Started("alice".into()),
             RememberChange::Stopped("bob".into()),
+            RememberChange::Whole(vec!["carol".into(), String::new()]),
             RememberChange::Started(String::new()),
         ];
         let bytes = encode_update(&changes).unwrap();
@@ -323,12 +421,40 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode_update(&longer).is_err());
-        // A huge count in a few bytes sizes nothing.
+        // A huge count in a few bytes sizes nothing, nor does a whole set's.
         assert!(decode_update(&[1, 0xff, 0xff, 0xff, 0xff, 1, 0, 0]).unwrap_err().contains("cannot fit"));
+        assert!(decode_update(&[1, 1, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0x7f, 1, 0]).unwrap_err().contains("cannot fit"));
+        assert_eq!(whole_set_bytes(["carol".to_string(), String::new()].iter()), {
+            encode_update(&[RememberChange::Whole(vec!["carol".into(), String::new()])]).unwrap().len()
+        });
+        // The whole set replaces what came before it within the update, too.
         let mut s = RememberedShard::default();
         s.apply(&changes);
-        assert_eq!(s.entities.iter().cloned().collect::<Vec<_>>(), ["", "alice"]);
-        assert_eq!(s.version, 1);
+        assert_eq!(s.entities.iter().cloned().collect::<Vec<_>>(), ["", "carol"]);
+        assert_eq!((s.version, s.tail), (1, 0));
+    }
+
+    /// A whole set replaces the set and restarts the tail a load reports; single changes
+    /// lengthen it; the owner's rule writes a whole set once the tail reaches both the
+    /// minimum and the set's size.
+    #[test]
+    fn a_whole_set_restarts_the_tail_and_is_due_after_enough_updates() {
+        let mut s = RememberedShard::default();
+        s.apply(&[RememberChange::Started("a".into())]);
+        s.apply(&[RememberChange::Started("b".into())]);
+        assert_eq!((s.version, s.tail), (2, 2));
+        s.apply(&[RememberChange::Whole(vec!["b".into(), "c".into()])]);
+        assert_eq!(s.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!((s.version, s.tail), (3, 0));
+        s.apply(&[RememberChange::Stopped("b".into())]);
+        assert_eq!(s.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["c"]);
+        assert_eq!((s.version, s.tail), (4, 1));
+        let min = MIN_UPDATES_BEFORE_WHOLE;
+        assert!(!whole_set_due(min - 1, 0));
+        assert!(whole_set_due(min, 0));
+        assert!(whole_set_due(min, min as usize));
+        assert!(!whole_set_due(min, min as usize + 1), "a large set waits for as many updates");
+        assert!(whole_set_due(5 * min, 5 * min as usize));
     }
 
     /// The journal store on the file journal: loads fold the updates, versions follow the
@@ -338,6 +464,8 @@ mod tests {
     fn the_journal_store_keeps_each_shard_s_set_and_refuses_a_stale_version() {
         use std::sync::{mpsc, Arc};
         use std::time::Duration;
+
+        use percore_persistence::Journal;
 
         let dir = std::env::temp_dir().join(format!(
             "percore-remember-unit-{}-{}",
@@ -372,8 +500,25 @@ mod tests {
             assert_eq!(load(&store, 4).unwrap(), RememberedShard::default(), "shards are separate streams");
         }
         let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
-        let store = JournalRememberStore::new(journal).unwrap();
+        let store = JournalRememberStore::new(journal.clone()).unwrap();
         assert_eq!(load(&store, 3).unwrap().version, 3, "durable across a reopen");
+        // A whole set deletes the updates it replaces (before a later load runs): the next
+        // load folds it alone, and numbering goes on.
+        update(&store, 3, vec![RememberChange::Whole(vec!["c".into(), "d".into()])]).unwrap();
+        let loaded = load(&store, 3).unwrap();
+        assert_eq!(loaded.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["c", "d"]);
+        assert_eq!((loaded.version, loaded.tail), (4, 0));
+        let id = percore_persistence::PersistenceId::new(&stream_name("t", 3)).unwrap();
+        let mut stored = Vec::new();
+        let highest = journal.replay(&id, 1, u64::MAX, &mut |seq, _| {
+            stored.push(seq);
+            true
+        });
+        assert_eq!((highest.unwrap(), stored), (4, vec![4]), "updates 1..=3 deleted");
+        update(&store, 4, vec![RememberChange::Started("e".into())]).unwrap();
+        let loaded = load(&store, 3).unwrap();
+        assert_eq!(loaded.entities.len(), 3);
+        assert_eq!((loaded.version, loaded.tail), (5, 1));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

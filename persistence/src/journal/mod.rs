@@ -137,6 +137,7 @@ impl Fenced {
 
     /// Lifts the fence of `writer` for `id` (the PostgreSQL journal's anonymous fence, at a
     /// replay).
+    #[cfg(feature = "postgres")]
     pub(crate) fn remove(&mut self, id: &str, writer: WriterId) {
         if self.contains(id, writer) {
             self.order.retain(|(w, i)| !(*w == writer && &**i == id));

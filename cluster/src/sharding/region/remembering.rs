@@ -9,7 +9,9 @@ use percore::{Actor, Context};
 use percore_transport::RemoteMessage;
 
 use super::{Region, RegionLocal, RegionMsg, ShardMemory, ShardState, RELOAD_AFTER_TICKS};
-use crate::sharding::remember::{RememberChange, RememberError, RememberStore, RememberedShard};
+use crate::sharding::remember::{
+    whole_set_bytes, whole_set_due, RememberChange, RememberError, RememberStore, RememberedShard, MAX_WHOLE_SET_BYTES,
+};
 
 impl<A: Actor> Region<A>
 where
@@ -53,8 +55,7 @@ where
         match self.shards.remove(&shard) {
             Some(ShardState::Loading { buffer, remembered, .. }) => {
                 let ids: BTreeSet<String> = loaded.entities.iter().cloned().chain(remembered).collect();
-                self.memory
-                    .insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                self.memory.insert(shard, ShardMemory::loaded(loaded));
                 self.shards.insert(shard, ShardState::Active);
                 // Entities the store does not list yet (handed over with the hand-off
                 // answer) are recorded as they start.
@@ -68,8 +69,7 @@ where
                     return;
                 }
                 let listed = loaded.entities.clone();
-                self.memory
-                    .insert(shard, ShardMemory { version: loaded.version, ids: loaded.entities.into_iter().collect() });
+                self.memory.insert(shard, ShardMemory::loaded(loaded));
                 let running: Vec<String> = self
                     .entities
                     .iter()
@@ -96,7 +96,9 @@ where
     }
 
     /// Durable remember-entities: stores one change of the shard's set (pipelined: the
-    /// version is advanced at submission; a failure reloads the shard).
+    /// version is advanced at submission; a failure reloads the shard), or the whole set in
+    /// its place once enough updates followed the last one (`whole_set_due`), so that a load
+    /// folds a bounded tail.
     pub(super) fn record(&mut self, ctx: &mut Context<Self>, shard: u32, change: RememberChange) {
         let Some(store) = self.settings.remember_store.clone() else { return };
         if self.view.as_ref().is_none_or(|v| v.terminated) {
@@ -106,12 +108,22 @@ where
         let new = match &change {
             RememberChange::Started(id) => m.ids.insert(id.clone()),
             RememberChange::Stopped(id) => m.ids.remove(id),
+            RememberChange::Whole(_) => false,
         };
         if !new {
             return;
         }
         let version = m.version;
         m.version += 1;
+        m.tail += 1;
+        let change = if whole_set_due(m.tail, m.ids.len()) && whole_set_bytes(m.ids.iter()) <= MAX_WHOLE_SET_BYTES {
+            m.tail = 0;
+            let mut ids: Vec<String> = m.ids.iter().cloned().collect();
+            ids.sort_unstable();
+            RememberChange::Whole(ids)
+        } else {
+            change
+        };
         let (me, name, slots) = (ctx.myself().clone(), self.name.clone(), self.slots.clone());
         let store: Arc<dyn RememberStore> = store;
         store.update(
