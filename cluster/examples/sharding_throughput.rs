@@ -17,8 +17,10 @@
 //! hits all of them, and the medians are reported. Each counts handled messages, one
 //! counter per node (a counter shared by the two nodes' threads would make every message a
 //! contended cache-line transfer between cores, a cost of the example rather than of
-//! sharding). The figure to read is the ratio (the target: sharding at least 50%
-//! of direct).
+//! sharding). The figures to read are the ratios: sharding ÷ direct (to one actor) beside
+//! plain actors ÷ direct, the engine's bound on it. `percore-perf sharding` adds direct
+//! tells of the same traffic (refs resolved up front), the other reading of the issue's
+//! target (sharding at least 50% of direct; `docs/CLUSTER.md`, "Speed").
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

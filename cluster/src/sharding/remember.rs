@@ -319,15 +319,19 @@ mod journal_store {
         }
     }
 
+    /// How long the loader thread waits for a deletion before it goes on with its next job
+    /// (the deletion may still complete; a load meanwhile folds the whole set anyway).
+    const DELETE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
     /// Deletes what a durable whole set replaced, and waits for it (the loader's own thread;
     /// a failure only leaves the updates to be folded by the next load).
     fn delete_to(j: &dyn Journal, id: &PersistenceId, to: u64) {
         let (tx, rx) = mpsc::sync_channel(1);
         j.delete_to(id, to, Box::new(move |r| drop(tx.send(r))));
-        match rx.recv() {
+        match rx.recv_timeout(DELETE_WAIT) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("remember-entities store: deleting {id} up to {to}: {e}"),
-            Err(_) => tracing::warn!("remember-entities store: deleting {id} up to {to}: no answer"),
+            Err(e) => tracing::warn!("remember-entities store: deleting {id} up to {to}: {e}"),
         }
     }
 
