@@ -335,12 +335,54 @@ mod journal_store {
         }
     }
 
+    /// How many times a load replays a stream whose replay was not a whole history before it
+    /// takes what it read.
+    const LOAD_ATTEMPTS: u32 = 4;
+
+    /// Replays and folds a shard's stream. A replay is one history only if it reads gap-free
+    /// numbers from 1, or from a whole set, up to the highest: another node's store can
+    /// delete what a new whole set replaced while this replay runs (the PostgreSQL journal
+    /// reads in pages, each its own statement), and a replay that saw the old updates' first
+    /// page, but neither the rest nor the whole set, would fold an old, partial set. Such a
+    /// replay is done again; after [`LOAD_ATTEMPTS`] its fold is taken as it is (a stream
+    /// whose updates were deleted without a whole set, by something other than this store).
     fn load_stream(j: &dyn Journal, id: &PersistenceId, stream: &str) -> Result<RememberedShard, RememberError> {
+        let mut attempt = 1;
+        loop {
+            let (shard, whole) = replay_stream(j, id, stream)?;
+            if whole || attempt == LOAD_ATTEMPTS {
+                if !whole {
+                    tracing::warn!(
+                        "remember-entities store: {stream} has gaps that no whole set covers; loaded what it holds"
+                    );
+                }
+                return Ok(shard);
+            }
+            attempt += 1;
+        }
+    }
+
+    /// One replay of a stream, folded, and whether it was one whole history (see
+    /// [`load_stream`]).
+    fn replay_stream(
+        j: &dyn Journal,
+        id: &PersistenceId,
+        stream: &str,
+    ) -> Result<(RememberedShard, bool), RememberError> {
         let mut shard = RememberedShard::default();
         let mut bad = None;
+        // The number the next update must have for the fold so far to be one history, and
+        // whether it is one.
+        let (mut next, mut whole) = (1, true);
         let highest = j
             .replay(id, 1, u64::MAX, &mut |seq, bytes| match decode_update(bytes) {
                 Ok(changes) => {
+                    if changes.iter().any(|c| matches!(c, RememberChange::Whole(_))) {
+                        whole = true;
+                    } else if seq != next {
+                        whole = false;
+                    }
+                    next = seq + 1;
                     shard.apply(&changes);
                     shard.version = seq;
                     true
@@ -354,9 +396,12 @@ mod journal_store {
         if let Some(e) = bad {
             return Err(e);
         }
+        // The last update read must be the highest (a whole set is never deleted, nor what
+        // follows it).
+        whole &= next == highest + 1;
         // Deleted updates still count: numbering continues after the highest.
         shard.version = highest.max(shard.version);
-        Ok(shard)
+        Ok((shard, whole))
     }
 
     impl RememberStore for JournalRememberStore {
@@ -459,6 +504,84 @@ mod tests {
         assert!(whole_set_due(min, min as usize));
         assert!(!whole_set_due(min, min as usize + 1), "a large set waits for as many updates");
         assert!(whole_set_due(5 * min, 5 * min as usize));
+    }
+
+    /// A load whose replay ran while another node deleted what a new whole set replaced
+    /// (it read the old updates' first page, then nothing: the rest was deleted and the
+    /// whole set lay beyond the highest it had read) replays again and folds the whole set;
+    /// a stream with gaps no whole set covers is taken as it is after a few replays.
+    #[cfg(feature = "persistence")]
+    #[test]
+    fn a_load_that_raced_a_deletion_replays_again() {
+        use std::collections::VecDeque;
+        use std::sync::{mpsc, Arc, Mutex};
+
+        use percore_persistence::{AtomicWrite, Completion, Journal, JournalError, PersistenceId};
+
+        /// Answers each replay with the next scripted (highest, updates).
+        struct Scripted(Mutex<VecDeque<(u64, Vec<(u64, Vec<RememberChange>)>)>>);
+        impl Journal for Scripted {
+            fn append(&self, _: AtomicWrite, done: Completion) {
+                done(Err(JournalError::Closed));
+            }
+            fn delete_to(&self, _: &PersistenceId, _: u64, done: Completion) {
+                done(Err(JournalError::Closed));
+            }
+            fn barrier(&self, done: Completion) {
+                done(Ok(()));
+            }
+            fn highest_sequence_nr(&self, _: &PersistenceId) -> Result<u64, JournalError> {
+                Err(JournalError::Closed)
+            }
+            fn replay(
+                &self,
+                _: &PersistenceId,
+                _: u64,
+                _: u64,
+                visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+            ) -> Result<u64, JournalError> {
+                let (highest, updates) = self.0.lock().unwrap().pop_front().expect("a scripted replay");
+                for (seq, changes) in updates {
+                    if !visit(seq, &encode_update(&changes).unwrap()) {
+                        break;
+                    }
+                }
+                Ok(highest)
+            }
+        }
+        let started = |id: &str| vec![RememberChange::Started(id.into())];
+        let whole = vec![RememberChange::Whole(vec!["a".into(), "b".into(), "c".into()])];
+        let load = |script: Vec<(u64, Vec<(u64, Vec<RememberChange>)>)>| {
+            let journal = Arc::new(Scripted(Mutex::new(script.into())));
+            let store = JournalRememberStore::new(journal.clone()).unwrap();
+            let (tx, rx) = mpsc::channel();
+            store.load("t", 0, Box::new(move |r| tx.send(r).unwrap()));
+            let r = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap();
+            let left = journal.0.lock().unwrap().len();
+            (r, left)
+        };
+        let names = |r: &RememberedShard| r.entities.iter().cloned().collect::<Vec<_>>();
+        // Updates 1..=4 and the whole set at 5: the first replay read 1 and 2 before 1..=4
+        // were deleted, with 4 as the highest it had read; the second reads the whole set.
+        let (r, left) = load(vec![
+            (4, vec![(1, started("a")), (2, started("x"))]),
+            (5, vec![(5, whole.clone())]),
+            (5, vec![(5, whole.clone())]),
+        ]);
+        assert_eq!((names(&r), r.version, r.tail, left), (vec!["a".into(), "b".into(), "c".into()], 5, 0, 1));
+        // A gap inside the old updates is the same race.
+        let (r, left) = load(vec![
+            (3, vec![(1, started("a")), (3, started("x"))]),
+            (5, vec![(4, whole.clone()), (5, started("d"))]),
+        ]);
+        assert_eq!(
+            (names(&r), r.version, r.tail, left),
+            (vec!["a".into(), "b".into(), "c".into(), "d".into()], 5, 1, 0)
+        );
+        // Gaps that no whole set covers, every time: taken after the attempts.
+        let gappy = (3, vec![(2, started("a")), (3, started("b"))]);
+        let (r, left) = load(vec![gappy.clone(), gappy.clone(), gappy.clone(), gappy.clone(), gappy]);
+        assert_eq!((names(&r), r.version, left), (vec!["a".into(), "b".into()], 3, 1));
     }
 
     /// The journal store on the file journal: loads fold the updates, versions follow the
