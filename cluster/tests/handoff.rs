@@ -528,7 +528,15 @@ impl RememberStore for HeldStore {
         let r = self.shards.lock().unwrap().get(&shard).cloned().unwrap_or_default();
         done(Ok(r));
     }
-    fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone) {
+    fn update(
+        &self,
+        type_name: &str,
+        shard: u32,
+        version: u64,
+        _: u64,
+        changes: Vec<RememberChange>,
+        done: UpdateDone,
+    ) {
         if self.hold.load(Ordering::SeqCst) {
             self.held.lock().unwrap().push(done);
             return;

@@ -46,7 +46,15 @@ impl RememberStore for MemoryStore {
         }
         done(Ok(r));
     }
-    fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone) {
+    fn update(
+        &self,
+        type_name: &str,
+        shard: u32,
+        version: u64,
+        _: u64,
+        changes: Vec<RememberChange>,
+        done: UpdateDone,
+    ) {
         let stream = stream_name(type_name, shard);
         let mut streams = self.streams.lock().unwrap();
         let updates = streams.entry(stream.clone()).or_default();
@@ -301,6 +309,7 @@ fn a_refused_update_reloads_the_shard_and_reconciles() {
         "counter",
         shard,
         1,
+        0,
         vec![RememberChange::Started(ghost.clone())],
         Box::new(move |r| tx.send(r).unwrap()),
     );

@@ -333,11 +333,14 @@ struct ShardMemory {
     /// Updates submitted after the last whole set (as the store counts them: what the next
     /// load would fold beyond one).
     tail: u64,
+    /// The writer the load named, passed with each update.
+    writer: u64,
 }
 
 impl ShardMemory {
     fn loaded(shard: RememberedShard) -> ShardMemory {
-        ShardMemory { version: shard.version, ids: shard.entities.into_iter().collect(), tail: shard.tail }
+        let ids = shard.entities.into_iter().collect();
+        ShardMemory { version: shard.version, ids, tail: shard.tail, writer: shard.writer }
     }
 }
 

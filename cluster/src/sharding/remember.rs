@@ -85,6 +85,12 @@ pub struct RememberedShard {
     /// Updates after the last whole set (all of them if there is none): what a load folded
     /// beyond a whole set.
     pub tail: u64,
+    /// Who writes the updates that follow this load: the caller passes it with each update
+    /// ([`RememberStore::update`]). A store that fences writers gives every load a new one,
+    /// so that the updates a former owner numbered before its reload are refused after a
+    /// conflict instead of continuing another owner's stream by number alone. 0 names no
+    /// writer.
+    pub writer: u64,
 }
 
 impl RememberedShard {
@@ -157,9 +163,19 @@ pub trait RememberStore: Send + Sync + 'static {
     /// Reads what is remembered for `shard` of entity type `type_name`.
     fn load(&self, type_name: &str, shard: u32, done: LoadDone);
     /// Stores `changes` atomically as the update after `version` (so, version `version + 1`)
-    /// and calls `done` once it is durable; [`RememberError::Conflict`] if `version` is not
-    /// the latest stored one.
-    fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone);
+    /// by `writer` (the [`RememberedShard::writer`] of the load `version` follows from) and
+    /// calls `done` once it is durable; [`RememberError::Conflict`] if `version` is not the
+    /// latest stored one, or if `writer` collided with another writer before (a store that
+    /// fences writers).
+    fn update(
+        &self,
+        type_name: &str,
+        shard: u32,
+        version: u64,
+        writer: u64,
+        changes: Vec<RememberChange>,
+        done: UpdateDone,
+    );
 }
 
 impl fmt::Debug for dyn RememberStore {
@@ -263,7 +279,7 @@ mod journal_store {
     use std::fmt;
     use std::sync::{mpsc, Arc};
 
-    use percore_persistence::{AtomicWrite, EventBatch, Journal, JournalError, PersistenceId};
+    use percore_persistence::{AtomicWrite, EventBatch, Journal, JournalError, PersistenceId, WriterId};
 
     use super::*;
 
@@ -272,6 +288,12 @@ mod journal_store {
     /// update ([`encode_update`]); the version is the stream's sequence number, so the
     /// journal's single-writer check refuses a second writer. Use a journal every node
     /// reaches (`pg::PgJournal`); the file journal is one process's.
+    ///
+    /// Each load names a new writer ([`WriterId`]) for the updates that follow it: after a
+    /// conflict the journal fences that writer for the stream for good, so the updates a
+    /// former owner pipelined on a stale version are refused until its reload's answer
+    /// (without a name, the PostgreSQL journal lifted its fence at the reload's replay and
+    /// the file journal never fenced).
     ///
     /// Loads replay the stream on the store's own loader thread (a replay may block);
     /// updates go straight to [`Journal::append`], which never blocks. Once a whole set is
@@ -349,7 +371,8 @@ mod journal_store {
     fn load_stream(j: &dyn Journal, id: &PersistenceId, stream: &str) -> Result<RememberedShard, RememberError> {
         let mut attempt = 1;
         loop {
-            let (shard, whole) = replay_stream(j, id, stream)?;
+            let (mut shard, whole) = replay_stream(j, id, stream)?;
+            shard.writer = WriterId::new().raw();
             if whole || attempt == LOAD_ATTEMPTS {
                 if !whole {
                     tracing::warn!(
@@ -416,7 +439,15 @@ mod journal_store {
             }
         }
 
-        fn update(&self, type_name: &str, shard: u32, version: u64, changes: Vec<RememberChange>, done: UpdateDone) {
+        fn update(
+            &self,
+            type_name: &str,
+            shard: u32,
+            version: u64,
+            writer: u64,
+            changes: Vec<RememberChange>,
+            done: UpdateDone,
+        ) {
             let stream = stream_name(type_name, shard);
             let id = match PersistenceId::new(&stream) {
                 Ok(id) => id,
@@ -429,7 +460,7 @@ mod journal_store {
             events.push(&bytes);
             let whole = changes.iter().any(|c| matches!(c, RememberChange::Whole(_)));
             let jobs = whole.then(|| (self.jobs.clone(), id.clone()));
-            let write = AtomicWrite::new(id, version + 1, events);
+            let write = AtomicWrite::new(id, version + 1, events).by(WriterId::from_raw(writer));
             self.journal.append(
                 write,
                 Box::new(move |r| {
@@ -584,56 +615,77 @@ mod tests {
         assert_eq!((names(&r), r.version, left), (vec!["a".into(), "b".into()], 3, 1));
     }
 
+    /// A temporary directory for a file journal.
+    #[cfg(feature = "persistence")]
+    fn journal_dir(what: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "percore-remember-{what}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ))
+    }
+
+    /// `load` and `update` of a journal store, waited for.
+    #[cfg(feature = "persistence")]
+    fn load(store: &JournalRememberStore, shard: u32) -> Result<RememberedShard, RememberError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.load("t", shard, Box::new(move |r| tx.send(r).unwrap()));
+        rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
+    }
+
+    #[cfg(feature = "persistence")]
+    fn update(
+        store: &JournalRememberStore,
+        shard: u32,
+        (version, writer): (u64, u64),
+        changes: Vec<RememberChange>,
+    ) -> Result<(), RememberError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.update("t", shard, version, writer, changes, Box::new(move |r| tx.send(r).unwrap()));
+        rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap()
+    }
+
     /// The journal store on the file journal: loads fold the updates, versions follow the
     /// stream, a stale version is a conflict, and a reopened journal loads the same set.
     #[cfg(feature = "persistence")]
     #[test]
     fn the_journal_store_keeps_each_shard_s_set_and_refuses_a_stale_version() {
-        use std::sync::{mpsc, Arc};
-        use std::time::Duration;
+        use std::sync::Arc;
 
         use percore_persistence::Journal;
 
-        let dir = std::env::temp_dir().join(format!(
-            "percore-remember-unit-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        let wait = Duration::from_secs(30);
-        let load = |store: &JournalRememberStore, shard| {
-            let (tx, rx) = mpsc::channel();
-            store.load("t", shard, Box::new(move |r| tx.send(r).unwrap()));
-            rx.recv_timeout(wait).unwrap()
-        };
-        let update = |store: &JournalRememberStore, version, changes| {
-            let (tx, rx) = mpsc::channel();
-            store.update("t", 3, version, changes, Box::new(move |r| tx.send(r).unwrap()));
-            rx.recv_timeout(wait).unwrap()
-        };
+        let dir = journal_dir("unit");
+        let names = |r: &RememberedShard| r.entities.iter().cloned().collect::<Vec<_>>();
         {
             let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
             let store = JournalRememberStore::new(journal).unwrap();
-            assert_eq!(load(&store, 3).unwrap(), RememberedShard::default());
-            update(&store, 0, vec![RememberChange::Started("a".into())]).unwrap();
-            update(&store, 1, vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())]).unwrap();
-            update(&store, 2, vec![RememberChange::Stopped("a".into())]).unwrap();
-            match update(&store, 1, vec![RememberChange::Started("x".into())]) {
+            let empty = load(&store, 3).unwrap();
+            assert!(empty.entities.is_empty() && (empty.version, empty.tail) == (0, 0));
+            assert_ne!(empty.writer, 0, "a load names a writer");
+            let w = empty.writer;
+            update(&store, 3, (0, w), vec![RememberChange::Started("a".into())]).unwrap();
+            let b_and_c = vec![RememberChange::Started("b".into()), RememberChange::Started("c".into())];
+            update(&store, 3, (1, w), b_and_c).unwrap();
+            update(&store, 3, (2, w), vec![RememberChange::Stopped("a".into())]).unwrap();
+            match update(&store, 3, (1, w), vec![RememberChange::Started("x".into())]) {
                 Err(RememberError::Conflict { stream, version: 1 }) => assert_eq!(stream, "percore-remember-t-3"),
                 other => panic!("a stale version must conflict: {other:?}"),
             }
             let loaded = load(&store, 3).unwrap();
-            assert_eq!(loaded.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["b", "c"]);
+            assert_eq!(names(&loaded), ["b", "c"]);
             assert_eq!(loaded.version, 3);
-            assert_eq!(load(&store, 4).unwrap(), RememberedShard::default(), "shards are separate streams");
+            assert!(load(&store, 4).unwrap().entities.is_empty(), "shards are separate streams");
         }
         let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
         let store = JournalRememberStore::new(journal.clone()).unwrap();
-        assert_eq!(load(&store, 3).unwrap().version, 3, "durable across a reopen");
+        let loaded = load(&store, 3).unwrap();
+        assert_eq!(loaded.version, 3, "durable across a reopen");
         // A whole set deletes the updates it replaces (before a later load runs): the next
         // load folds it alone, and numbering goes on.
-        update(&store, 3, vec![RememberChange::Whole(vec!["c".into(), "d".into()])]).unwrap();
+        let whole = vec![RememberChange::Whole(vec!["c".into(), "d".into()])];
+        update(&store, 3, (3, loaded.writer), whole).unwrap();
         let loaded = load(&store, 3).unwrap();
-        assert_eq!(loaded.entities.iter().map(String::as_str).collect::<Vec<_>>(), ["c", "d"]);
+        assert_eq!(names(&loaded), ["c", "d"]);
         assert_eq!((loaded.version, loaded.tail), (4, 0));
         let id = percore_persistence::PersistenceId::new(&stream_name("t", 3)).unwrap();
         let mut stored = Vec::new();
@@ -642,11 +694,45 @@ mod tests {
             true
         });
         assert_eq!((highest.unwrap(), stored), (4, vec![4]), "updates 1..=3 deleted");
-        update(&store, 4, vec![RememberChange::Started("e".into())]).unwrap();
+        update(&store, 3, (4, loaded.writer), vec![RememberChange::Started("e".into())]).unwrap();
         let loaded = load(&store, 3).unwrap();
         assert_eq!(loaded.entities.len(), 3);
         assert_eq!((loaded.version, loaded.tail), (5, 1));
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two owners of a shard at once (an unsettled cluster), here two stores on one journal:
+    /// once the former owner's update conflicts, the update it pipelined behind it on its
+    /// stale version (here a whole set, which would replace the new owner's updates) is
+    /// refused, not stored after the new owner's by number alone; after its reload it writes
+    /// again.
+    #[cfg(feature = "persistence")]
+    #[test]
+    fn a_former_owner_s_pipelined_update_after_a_conflict_is_refused_until_it_reloads() {
+        use std::sync::Arc;
+
+        let dir = journal_dir("fence");
+        let journal = Arc::new(percore_persistence::FileJournal::open(&dir).unwrap());
+        let (former, new) =
+            (JournalRememberStore::new(journal.clone()).unwrap(), JournalRememberStore::new(journal).unwrap());
+        let f = load(&former, 0).unwrap();
+        let n = load(&new, 0).unwrap();
+        assert_ne!(f.writer, n.writer);
+        update(&new, 0, (0, n.writer), vec![RememberChange::Started("n".into())]).unwrap();
+        assert!(matches!(
+            update(&former, 0, (0, f.writer), vec![RememberChange::Started("f".into())]),
+            Err(RememberError::Conflict { version: 0, .. })
+        ));
+        let stale = update(&former, 0, (1, f.writer), vec![RememberChange::Whole(vec!["f".into()])]);
+        assert!(matches!(stale, Err(RememberError::Conflict { version: 1, .. })), "stored: {stale:?}");
+        let names = |r: &RememberedShard| r.entities.iter().cloned().collect::<Vec<_>>();
+        let reloaded = load(&former, 0).unwrap();
+        assert_eq!((names(&reloaded), reloaded.version), (vec!["n".to_string()], 1));
+        update(&former, 0, (1, reloaded.writer), vec![RememberChange::Started("f".into())]).unwrap();
+        let last = load(&new, 0).unwrap();
+        assert_eq!((names(&last), last.version), (vec!["f".to_string(), "n".to_string()], 2));
+        drop((former, new));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

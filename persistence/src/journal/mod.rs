@@ -94,6 +94,18 @@ impl WriterId {
     pub fn is_anonymous(self) -> bool {
         self.0 == 0
     }
+
+    /// The number behind this writer, for a layer that carries it without depending on this
+    /// crate (a remember-entities store hands it to its region and takes it back with each
+    /// update); [`WriterId::from_raw`] turns it back.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The writer whose [`WriterId::raw`] is `raw` (0 is [`WriterId::ANONYMOUS`]).
+    pub fn from_raw(raw: u64) -> WriterId {
+        WriterId(raw)
+    }
 }
 
 impl Default for WriterId {

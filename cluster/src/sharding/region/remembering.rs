@@ -113,7 +113,7 @@ where
         if !new {
             return;
         }
-        let version = m.version;
+        let (version, writer) = (m.version, m.writer);
         m.version += 1;
         m.tail += 1;
         let change = if whole_set_due(m.tail, m.ids.len()) && whole_set_bytes(m.ids.iter()) <= MAX_WHOLE_SET_BYTES {
@@ -130,6 +130,7 @@ where
             &self.type_name,
             shard,
             version,
+            writer,
             vec![change],
             Box::new(move |r| {
                 if let Err(e) = r {
