@@ -108,7 +108,7 @@ pub enum ClusterError {
     #[error("entity type {0:?} is already started on this node")]
     AlreadyStarted(String),
     /// A least-shards entity type with more shards than
-    /// [`sharding::MAX_LEAST_SHARDS`](crate::sharding::MAX_LEAST_SHARDS): its allocation
+    /// [`sharding::MAX_LEAST_SHARDS`]: its allocation
     /// table would make the gossip too large to send.
     #[error(
         "entity type {type_name:?}: {shards} shards is more than least-shards placement allows ({max}: its allocation table rides in every gossip message); use fewer shards or Placement::Rendezvous"

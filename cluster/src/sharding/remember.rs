@@ -6,10 +6,12 @@
 //! ```text
 //!  region (owner of shard s)                       RememberStore (shared)
 //!    shard s acquired ──────── load(type, s) ────►  stream "percore-remember-<type>-<s>"
-//!    Loading: messages wait ◄── {ids}, version v ──  (updates 1..=v, folded into a set)
+//!    Loading: messages wait ◄─ {ids}, v, writer w ─  (updates 1..=v, folded from the
+//!                                                     newest whole set; w new per load)
 //!    Active: start every id; then on each entity
-//!      start        ──── update(v, [Started id]) ─►  update v+1 (an atomic journal write)
-//!      passivation  ──── update(v, [Stopped id]) ─►
+//!      start        ─ update(v, w, [Started id]) ─►  update v+1 (an atomic journal write)
+//!      passivation  ─ update(v, w, [Stopped id]) ─►
+//!      now and then ─ update(v, w, [Whole ids])  ─►  (then deletes updates 1..=v)
 //! ```
 //!
 //! * **What is recorded.** An entity is recorded as started when its region spawns it (on
@@ -28,7 +30,9 @@
 //!   only after every other member stopped it (the hand-off) or was removed. Each update
 //!   names the version it follows, so a second writer is refused (the journal's sequence
 //!   check); the region then loads the shard again and reconciles (starts what the store
-//!   lists and it does not run; records what it runs and the store does not list).
+//!   lists and it does not run; records what it runs and the store does not list). Each
+//!   load names a new writer, and the journal fences a writer after its conflict, so what
+//!   the region pipelined on its stale version before the reload is refused too.
 //! * **Compaction.** A shard's owner writes its **whole set** as one update (instead of the
 //!   one change) once the updates after the last whole set reach
 //!   [`whole_set_due`]'s bound (at least [`MIN_UPDATES_BEFORE_WHOLE`], and at least as many as
