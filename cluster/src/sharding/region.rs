@@ -716,9 +716,13 @@ where
     /// ignore the answer). The owner in this region's view takes the ids and the lost mark
     /// over; asked again by the same acquisition (its answer was lost on the way), it gets
     /// them again (`Region::answered`). Before, the second answer carried neither: the
-    /// remembered entities did not restart until their next message.
+    /// remembered entities did not restart until their next message. The repeat goes out
+    /// whole also when this region's view has moved the shard on since its first answer:
+    /// the acquisition it names still counts it (a copy without the ids it took over lost
+    /// them, session 40), and its requester hands them on when the shard moves again.
     fn hand_off(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) -> HandOff {
-        if self.owner(shard) != Some(to) {
+        let repeat = self.answered.get(&shard).is_some_and(|a| (a.to, a.acquisition) == (to, acquisition));
+        if !repeat && self.owner(shard) != Some(to) {
             let entities = self.handed.get(&shard).cloned().unwrap_or_default();
             return HandOff { to, acquisition, entities, order: self.order.table(shard) };
         }
@@ -742,6 +746,23 @@ where
             }
         }
         HandOff { to, acquisition, entities, order }
+    }
+
+    /// Forgets the hand-overs to requesters gone from the view (`live`), except one whose
+    /// answer still waits in the queue to its address (a new incarnation there): taken out
+    /// as stale when that incarnation asks, it gives its ids back (`unqueue_stale_answers`,
+    /// which gives back only what `answered` names).
+    fn forget_answers_to_the_gone(&mut self, live: &BTreeSet<UniqueAddress>) {
+        let (me, outbound) = (self.me(), &self.outbound);
+        self.answered.retain(|&shard, a| {
+            live.contains(&a.to)
+                || outbound.get(&a.to.addr).is_some_and(|q| {
+                    q.iter().any(|m| {
+                        matches!(m, RegionMsg::HandOffDone { shard: s, from, done }
+                            if *s == shard && *from == me && (done.to, done.acquisition) == (a.to, a.acquisition))
+                    })
+                })
+        });
     }
 
     fn on_view(&mut self, ctx: &mut Context<Self>, v: MembershipView) {
@@ -848,7 +869,7 @@ where
         // its entities did not stop, one per (shard, requester incarnation): memory that
         // grew with every member that ever asked (churn, rolling restarts).
         self.pending_requests.retain(|(_, from, _)| live.contains(from));
-        self.answered.retain(|_, a| live.contains(&a.to));
+        self.forget_answers_to_the_gone(&live);
         self.answer_requests(ctx);
         // Per-sender order: fences for the shards that moved (`fencing.rs`), then what
         // waited for an owner (`unrouted`), behind them.

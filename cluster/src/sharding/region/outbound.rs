@@ -300,8 +300,12 @@ where
 
     /// Takes this region's answers for `shard` that name another acquisition than
     /// `acquisition` of `to` (or another incarnation at its address) out of the queue to
-    /// it: their requester would ignore them. What they carried (remembered ids, the lost
-    /// mark) comes back here, for the answer that replaces them (sent behind what waits).
+    /// it: their requester would ignore them. What the hand-over to the owner among them
+    /// carried (remembered ids, the lost mark: the one `Region::answered` names) comes back
+    /// here, for the answer that replaces them (sent behind what waits). Another answer
+    /// carried a copy of what stayed here, which may have been handed on since: it gives
+    /// nothing back (before session 40 it did, and a later owner restarted entities handed
+    /// on and passivated meanwhile, and rebased its streams once more).
     pub(super) fn unqueue_stale_answers(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) {
         let me = self.me();
         let Some(q) = self.outbound.get_mut(&to.addr) else { return };
@@ -317,7 +321,11 @@ where
         self.buffered = self.buffered.saturating_sub(taken.len());
         for m in taken {
             let RegionMsg::HandOffDone { done, .. } = m else { continue };
-            let HandOff { entities, order, .. } = *done;
+            let HandOff { to, acquisition, entities, order } = *done;
+            if !self.answered.get(&shard).is_some_and(|a| (a.to, a.acquisition) == (to, acquisition)) {
+                continue;
+            }
+            self.answered.remove(&shard);
             if order.lost {
                 self.order.mark_lost(shard);
             }

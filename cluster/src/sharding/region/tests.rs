@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use percore::{Actor, ActorError, Context};
 use percore_transport::{Decoder, Encoder, Node, NodeConfig, RemoteMessage, Wire, WireError};
 
-use super::{Acquisition, HandOff, OrderTable, RegionMsg};
+use super::{Acquisition, Factory, Gauge, HandOff, OrderTable, Region, RegionMsg, Slots};
 use crate::member::UniqueAddress;
 use crate::sharding::{ClusterSharding, EntityRefs, ShardingSettings};
 use crate::{Cluster, ClusterConfig, MemberStatus, SbrStrategy};
@@ -102,4 +102,98 @@ fn a_hand_off_answer_counts_only_for_the_acquisition_it_names() {
     drop((node_a, node_r));
     rt_r.shutdown();
     rt_a.shutdown();
+}
+
+/// A lost answer is repeated whole also after this region's view moved the shard on (review
+/// of session 40). A region that handed a shard's remembered ids to its owner R, whose
+/// answer was lost, answers R's retry of the same acquisition with the same ids even once
+/// its view names another owner S: R counts the answer (it names R's acquisition) and
+/// activates the shard; before, the retry got a copy of what the region held then
+/// (nothing), and the ids were gone. Other requesters still get a copy, and S's own
+/// acquisition gets what the region holds.
+#[test]
+fn a_lost_answer_is_repeated_whole_after_the_view_moved_the_shard_on() {
+    let (rt, node, cluster, _refs) = member("o");
+    let settings = ShardingSettings::<Nop>::new().shards(8).passivate_after(None).remember_entities(true);
+    let gauge = std::sync::Arc::new(Gauge::new(settings.buffer_limit, settings.region_capacity));
+    let factory: Factory<Idle> = std::sync::Arc::new(|_: &str| Idle);
+    let slots = std::sync::Arc::new(Slots::default());
+    let mut o = Region::<Idle>::new("idle-unit".into(), cluster.clone(), factory, settings, gauge, slots);
+    let at = |port: u16, incarnation| UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation };
+    let (r, s, p) = (at(1, 1), at(2, 2), at(3, 3));
+    let acquisition = Acquisition { generation: 0, number: 1 };
+    o.owners = vec![Some(r); 8];
+    o.handed.insert(3, vec!["e1".to_string()]);
+    assert_eq!(o.hand_off(3, r, acquisition).entities, ["e1"], "the owner takes the ids over");
+    // The answer is lost; the view moves shard 3 on to S before R asks again.
+    o.owners[3] = Some(s);
+    assert_eq!(o.hand_off(3, r, acquisition).entities, ["e1"], "R's retry gets them again");
+    assert!(o.hand_off(3, p, acquisition).entities.is_empty(), "another requester gets a copy of what is here");
+    let theirs = Acquisition { generation: 5, number: 9 };
+    assert!(o.hand_off(3, r, theirs).entities.is_empty(), "another acquisition of R is no repeat");
+    drop((cluster, node));
+    rt.shutdown();
+}
+
+/// A stale answer taken out of a paused queue gives back only what a hand-over to the owner
+/// carried (review of session 40). A copy sent to a requester that was not the owner in
+/// this region's view, still queued after the ids were handed on to the owner, gives
+/// nothing back when its requester asks again; before, its ids came back here and a later
+/// owner restarted them (passivated meanwhile). The hand-over to the owner, when it is the
+/// one taken out, gives its ids back.
+#[test]
+fn a_stale_queued_copy_gives_nothing_back() {
+    let (rt, node, cluster, _refs) = member("q");
+    let settings = ShardingSettings::<Nop>::new().shards(8).passivate_after(None).remember_entities(true);
+    let gauge = std::sync::Arc::new(Gauge::new(settings.buffer_limit, settings.region_capacity));
+    let factory: Factory<Idle> = std::sync::Arc::new(|_: &str| Idle);
+    let slots = std::sync::Arc::new(Slots::default());
+    let mut o = Region::<Idle>::new("idle-unit".into(), cluster.clone(), factory, settings, gauge, slots);
+    let me = cluster.self_address();
+    let at = |port: u16, incarnation| UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation };
+    let (r, p) = (at(1, 1), at(3, 3));
+    let (first, second) = (Acquisition { generation: 0, number: 1 }, Acquisition { generation: 0, number: 2 });
+    let queue = |o: &mut Region<Idle>, done: HandOff| {
+        o.outbound.entry(done.to.addr).or_default().push_back(RegionMsg::HandOffDone {
+            shard: 3,
+            from: me,
+            done: Box::new(done),
+        });
+        o.buffered += 1;
+    };
+    o.owners = vec![Some(r); 8];
+    o.handed.insert(3, vec!["e1".to_string()]);
+    // P's copy waits in the paused queue to P; the owner R takes the ids over.
+    let copy = o.hand_off(3, p, first);
+    assert_eq!(copy.entities, ["e1"]);
+    queue(&mut o, copy);
+    assert_eq!(o.hand_off(3, r, first).entities, ["e1"]);
+    assert!(o.handed.get(&3).is_none_or(|h| h.is_empty()));
+    // P asks again with a new acquisition: its stale copy is taken out, nothing comes back.
+    o.unqueue_stale_answers(3, p, second);
+    assert_eq!((o.outbound[&p.addr].len(), o.buffered), (0, 0));
+    assert!(o.handed.get(&3).is_none_or(|h| h.is_empty()), "a copy gave back {:?}", o.handed.get(&3));
+    // The hand-over to the owner, queued and then stale, gives its ids back.
+    o.owners = vec![Some(p); 8];
+    o.handed.insert(3, vec!["e2".to_string()]);
+    let handover = o.hand_off(3, p, second);
+    assert_eq!(handover.entities, ["e2"]);
+    queue(&mut o, handover);
+    o.unqueue_stale_answers(3, p, Acquisition { generation: 0, number: 3 });
+    assert_eq!(o.handed.get(&3).map(Vec::as_slice), Some(&["e2".to_string()][..]));
+    // The same when its requester restarted at its address: the view without the old
+    // incarnation keeps the hand-over while its answer is queued, and the new incarnation's
+    // request gives the ids back.
+    let handover = o.hand_off(3, p, second);
+    queue(&mut o, handover);
+    let reborn = UniqueAddress { incarnation: p.incarnation + 1, ..p };
+    o.forget_answers_to_the_gone(&[me, reborn].into_iter().collect());
+    o.unqueue_stale_answers(3, reborn, first);
+    assert_eq!(o.handed.get(&3).map(Vec::as_slice), Some(&["e2".to_string()][..]));
+    // Not queued any more (sent): forgotten with its requester.
+    o.hand_off(3, p, second);
+    o.forget_answers_to_the_gone(&[me, reborn].into_iter().collect());
+    assert!(o.answered.is_empty());
+    drop((cluster, node));
+    rt.shutdown();
 }
