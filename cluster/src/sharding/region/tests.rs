@@ -104,6 +104,21 @@ fn a_hand_off_answer_counts_only_for_the_acquisition_it_names() {
     rt_a.shutdown();
 }
 
+/// A region of 8 shards on `cluster`'s node, not spawned: a unit test sets its view
+/// (`owners`) and calls its methods directly.
+fn unit_region(cluster: &Cluster) -> Region<Idle> {
+    let settings = ShardingSettings::<Nop>::new().shards(8).passivate_after(None).remember_entities(true);
+    let gauge = std::sync::Arc::new(Gauge::new(settings.buffer_limit, settings.region_capacity));
+    let factory: Factory<Idle> = std::sync::Arc::new(|_: &str| Idle);
+    let slots = std::sync::Arc::new(Slots::default());
+    Region::<Idle>::new("idle-unit".into(), cluster.clone(), factory, settings, gauge, slots)
+}
+
+/// A member's address on 127.0.0.1 (nothing listens there: the unit tests send nothing).
+fn at(port: u16, incarnation: u64) -> UniqueAddress {
+    UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation }
+}
+
 /// A lost answer is repeated whole also after this region's view moved the shard on (review
 /// of session 40). A region that handed a shard's remembered ids to its owner R, whose
 /// answer was lost, answers R's retry of the same acquisition with the same ids even once
@@ -114,12 +129,7 @@ fn a_hand_off_answer_counts_only_for_the_acquisition_it_names() {
 #[test]
 fn a_lost_answer_is_repeated_whole_after_the_view_moved_the_shard_on() {
     let (rt, node, cluster, _refs) = member("o");
-    let settings = ShardingSettings::<Nop>::new().shards(8).passivate_after(None).remember_entities(true);
-    let gauge = std::sync::Arc::new(Gauge::new(settings.buffer_limit, settings.region_capacity));
-    let factory: Factory<Idle> = std::sync::Arc::new(|_: &str| Idle);
-    let slots = std::sync::Arc::new(Slots::default());
-    let mut o = Region::<Idle>::new("idle-unit".into(), cluster.clone(), factory, settings, gauge, slots);
-    let at = |port: u16, incarnation| UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation };
+    let mut o = unit_region(&cluster);
     let (r, s, p) = (at(1, 1), at(2, 2), at(3, 3));
     let acquisition = Acquisition { generation: 0, number: 1 };
     o.owners = vec![Some(r); 8];
@@ -144,13 +154,8 @@ fn a_lost_answer_is_repeated_whole_after_the_view_moved_the_shard_on() {
 #[test]
 fn a_stale_queued_copy_gives_nothing_back() {
     let (rt, node, cluster, _refs) = member("q");
-    let settings = ShardingSettings::<Nop>::new().shards(8).passivate_after(None).remember_entities(true);
-    let gauge = std::sync::Arc::new(Gauge::new(settings.buffer_limit, settings.region_capacity));
-    let factory: Factory<Idle> = std::sync::Arc::new(|_: &str| Idle);
-    let slots = std::sync::Arc::new(Slots::default());
-    let mut o = Region::<Idle>::new("idle-unit".into(), cluster.clone(), factory, settings, gauge, slots);
+    let mut o = unit_region(&cluster);
     let me = cluster.self_address();
-    let at = |port: u16, incarnation| UniqueAddress { addr: ([127, 0, 0, 1], port).into(), incarnation };
     let (r, p) = (at(1, 1), at(3, 3));
     let (first, second) = (Acquisition { generation: 0, number: 1 }, Acquisition { generation: 0, number: 2 });
     let queue = |o: &mut Region<Idle>, done: HandOff| {
