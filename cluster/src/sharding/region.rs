@@ -330,8 +330,8 @@ struct ShardMemory {
     /// The version after every update submitted so far.
     version: u64,
     ids: std::collections::HashSet<String>,
-    /// Updates submitted after the last whole set (as the store counts them: what the next
-    /// load would fold beyond one).
+    /// Updates submitted since a whole set was last due (written, or too large to write): as
+    /// the store counts them after a whole set, what the next load would fold beyond it.
     tail: u64,
     /// The writer the load named, passed with each update.
     writer: u64,
@@ -435,6 +435,17 @@ where
     /// scan of all entities each time, a member leaving with 6,000 entities spent seconds
     /// in the scans (quadratic).
     tally: Vec<ShardTally>,
+}
+
+/// The requester and acquisition `m` answers, if it is a hand-off answer of `from`'s region
+/// for `shard` (one waiting in a per-peer queue).
+fn answer_of<M>(m: &RegionMsg<M>, shard: u32, from: UniqueAddress) -> Option<(UniqueAddress, Acquisition)> {
+    match m {
+        RegionMsg::HandOffDone { shard: s, from: f, done } if *s == shard && *f == from => {
+            Some((done.to, done.acquisition))
+        }
+        _ => None,
+    }
 }
 
 /// A hand-over to a shard's owner (see `Region::answered`).
@@ -697,11 +708,7 @@ where
             // message path.
             if self.outbound.contains_key(&from.addr) {
                 self.unqueue_stale_answers(shard, from, acquisition);
-                let answer = |m: &RegionMsg<A::Msg>| {
-                    matches!(m, RegionMsg::HandOffDone { shard: s, from: f, done }
-                        if *s == shard && *f == me && done.to == from && done.acquisition == acquisition)
-                };
-                if self.queued_to(from.addr, answer) {
+                if self.queued_to(from.addr, |m| answer_of(m, shard, me) == Some((from, acquisition))) {
                     continue;
                 }
             }
@@ -721,8 +728,7 @@ where
     /// the acquisition it names still counts it (a copy without the ids it took over lost
     /// them, session 40), and its requester hands them on when the shard moves again.
     fn hand_off(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) -> HandOff {
-        let repeat = self.answered.get(&shard).is_some_and(|a| (a.to, a.acquisition) == (to, acquisition));
-        if !repeat && self.owner(shard) != Some(to) {
+        if !self.answered_names(shard, to, acquisition) && self.owner(shard) != Some(to) {
             let entities = self.handed.get(&shard).cloned().unwrap_or_default();
             return HandOff { to, acquisition, entities, order: self.order.table(shard) };
         }
@@ -748,21 +754,10 @@ where
         HandOff { to, acquisition, entities, order }
     }
 
-    /// Forgets the hand-overs to requesters gone from the view (`live`), except one whose
-    /// answer still waits in the queue to its address (a new incarnation there): taken out
-    /// as stale when that incarnation asks, it gives its ids back (`unqueue_stale_answers`,
-    /// which gives back only what `answered` names).
-    fn forget_answers_to_the_gone(&mut self, live: &BTreeSet<UniqueAddress>) {
-        let (me, outbound) = (self.me(), &self.outbound);
-        self.answered.retain(|&shard, a| {
-            live.contains(&a.to)
-                || outbound.get(&a.to.addr).is_some_and(|q| {
-                    q.iter().any(|m| {
-                        matches!(m, RegionMsg::HandOffDone { shard: s, from, done }
-                            if *s == shard && *from == me && (done.to, done.acquisition) == (a.to, a.acquisition))
-                    })
-                })
-        });
+    /// Whether this region's last hand-over of `shard` to its owner (`answered`) went to
+    /// `to`'s `acquisition`.
+    fn answered_names(&self, shard: u32, to: UniqueAddress, acquisition: Acquisition) -> bool {
+        self.answered.get(&shard).is_some_and(|a| (a.to, a.acquisition) == (to, acquisition))
     }
 
     fn on_view(&mut self, ctx: &mut Context<Self>, v: MembershipView) {

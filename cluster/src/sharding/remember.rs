@@ -208,8 +208,12 @@ pub fn encode_update(changes: &[RememberChange]) -> Option<Vec<u8>> {
     out.extend_from_slice(&u32::try_from(changes.len()).ok()?.to_le_bytes());
     for c in changes {
         match c {
-            RememberChange::Started(id) | RememberChange::Stopped(id) => {
-                out.push(if matches!(c, RememberChange::Started(_)) { 1 } else { 2 });
+            RememberChange::Started(id) => {
+                out.push(1);
+                put_id(&mut out, id)?;
+            }
+            RememberChange::Stopped(id) => {
+                out.push(2);
                 put_id(&mut out, id)?;
             }
             RememberChange::Whole(ids) => {
@@ -374,19 +378,20 @@ mod journal_store {
     /// whose updates were deleted without a whole set, by something other than this store).
     fn load_stream(j: &dyn Journal, id: &PersistenceId, stream: &str) -> Result<RememberedShard, RememberError> {
         let mut attempt = 1;
-        loop {
-            let (mut shard, whole) = replay_stream(j, id, stream)?;
-            shard.writer = WriterId::new().raw();
+        let mut shard = loop {
+            let (shard, whole) = replay_stream(j, id, stream)?;
             if whole || attempt == LOAD_ATTEMPTS {
                 if !whole {
                     tracing::warn!(
                         "remember-entities store: {stream} has gaps that no whole set covers; loaded what it holds"
                     );
                 }
-                return Ok(shard);
+                break shard;
             }
             attempt += 1;
-        }
+        };
+        shard.writer = WriterId::new().raw();
+        Ok(shard)
     }
 
     /// One replay of a stream, folded, and whether it was one whole history (see
@@ -404,13 +409,14 @@ mod journal_store {
         let highest = j
             .replay(id, 1, u64::MAX, &mut |seq, bytes| match decode_update(bytes) {
                 Ok(changes) => {
-                    if changes.iter().any(|c| matches!(c, RememberChange::Whole(_))) {
+                    shard.apply(&changes);
+                    // A whole set (the tail restarts) begins one history, whatever came before.
+                    if shard.tail == 0 {
                         whole = true;
                     } else if seq != next {
                         whole = false;
                     }
                     next = seq + 1;
-                    shard.apply(&changes);
                     shard.version = seq;
                     true
                 }
@@ -549,12 +555,14 @@ mod tests {
     #[test]
     fn a_load_that_raced_a_deletion_replays_again() {
         use std::collections::VecDeque;
-        use std::sync::{mpsc, Arc, Mutex};
+        use std::sync::{Arc, Mutex};
 
         use percore_persistence::{AtomicWrite, Completion, Journal, JournalError, PersistenceId};
 
-        /// Answers each replay with the next scripted (highest, updates).
-        struct Scripted(Mutex<VecDeque<(u64, Vec<(u64, Vec<RememberChange>)>)>>);
+        /// One scripted replay: the highest it reports, and the updates it reads.
+        type Replay = (u64, Vec<(u64, Vec<RememberChange>)>);
+        /// Answers each replay with the next scripted one.
+        struct Scripted(Mutex<VecDeque<Replay>>);
         impl Journal for Scripted {
             fn append(&self, _: AtomicWrite, done: Completion) {
                 done(Err(JournalError::Closed));
@@ -586,26 +594,23 @@ mod tests {
         }
         let started = |id: &str| vec![RememberChange::Started(id.into())];
         let whole = vec![RememberChange::Whole(vec!["a".into(), "b".into(), "c".into()])];
-        let load = |script: Vec<(u64, Vec<(u64, Vec<RememberChange>)>)>| {
+        let load_scripted = |script: Vec<Replay>| {
             let journal = Arc::new(Scripted(Mutex::new(script.into())));
-            let store = JournalRememberStore::new(journal.clone()).unwrap();
-            let (tx, rx) = mpsc::channel();
-            store.load("t", 0, Box::new(move |r| tx.send(r).unwrap()));
-            let r = rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap();
+            let r = load(&JournalRememberStore::new(journal.clone()).unwrap(), 0).unwrap();
             let left = journal.0.lock().unwrap().len();
             (r, left)
         };
         let names = |r: &RememberedShard| r.entities.iter().cloned().collect::<Vec<_>>();
         // Updates 1..=4 and the whole set at 5: the first replay read 1 and 2 before 1..=4
         // were deleted, with 4 as the highest it had read; the second reads the whole set.
-        let (r, left) = load(vec![
+        let (r, left) = load_scripted(vec![
             (4, vec![(1, started("a")), (2, started("x"))]),
             (5, vec![(5, whole.clone())]),
             (5, vec![(5, whole.clone())]),
         ]);
         assert_eq!((names(&r), r.version, r.tail, left), (vec!["a".into(), "b".into(), "c".into()], 5, 0, 1));
         // A gap inside the old updates is the same race.
-        let (r, left) = load(vec![
+        let (r, left) = load_scripted(vec![
             (3, vec![(1, started("a")), (3, started("x"))]),
             (5, vec![(4, whole.clone()), (5, started("d"))]),
         ]);
@@ -615,7 +620,7 @@ mod tests {
         );
         // Gaps that no whole set covers, every time: taken after the attempts.
         let gappy = (3, vec![(2, started("a")), (3, started("b"))]);
-        let (r, left) = load(vec![gappy.clone(), gappy.clone(), gappy.clone(), gappy.clone(), gappy]);
+        let (r, left) = load_scripted(vec![gappy.clone(), gappy.clone(), gappy.clone(), gappy.clone(), gappy]);
         assert_eq!((names(&r), r.version, left), (vec!["a".into(), "b".into()], 3, 1));
     }
 
@@ -691,7 +696,7 @@ mod tests {
         let loaded = load(&store, 3).unwrap();
         assert_eq!(names(&loaded), ["c", "d"]);
         assert_eq!((loaded.version, loaded.tail), (4, 0));
-        let id = percore_persistence::PersistenceId::new(&stream_name("t", 3)).unwrap();
+        let id = percore_persistence::PersistenceId::new(stream_name("t", 3)).unwrap();
         let mut stored = Vec::new();
         let highest = journal.replay(&id, 1, u64::MAX, &mut |seq, _| {
             stored.push(seq);

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use percore::{Actor, ActorRef, Context};
 use percore_transport::RemoteMessage;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
-use super::{Acquisition, HandOff, Region, RegionLocal, RegionMsg};
+use super::{answer_of, Acquisition, HandOff, Region, RegionLocal, RegionMsg};
 use crate::member::UniqueAddress;
 
 /// Mailbox capacity of a region unless [`crate::ShardingSettings::region_capacity`] says otherwise.
@@ -309,10 +309,7 @@ where
     pub(super) fn unqueue_stale_answers(&mut self, shard: u32, to: UniqueAddress, acquisition: Acquisition) {
         let me = self.me();
         let Some(q) = self.outbound.get_mut(&to.addr) else { return };
-        let stale = |m: &RegionMsg<A::Msg>| {
-            matches!(m, RegionMsg::HandOffDone { shard: s, from: f, done }
-                if *s == shard && *f == me && (done.to, done.acquisition) != (to, acquisition))
-        };
+        let stale = |m: &RegionMsg<A::Msg>| answer_of(m, shard, me).is_some_and(|named| named != (to, acquisition));
         if !q.iter().any(stale) {
             return;
         }
@@ -322,7 +319,7 @@ where
         for m in taken {
             let RegionMsg::HandOffDone { done, .. } = m else { continue };
             let HandOff { to, acquisition, entities, order } = *done;
-            if !self.answered.get(&shard).is_some_and(|a| (a.to, a.acquisition) == (to, acquisition)) {
+            if !self.answered_names(shard, to, acquisition) {
                 continue;
             }
             self.answered.remove(&shard);
@@ -335,6 +332,20 @@ where
                 handed.extend(entities.into_iter().filter(|id| !known.contains(id)));
             }
         }
+    }
+
+    /// Forgets the hand-overs to requesters gone from the view (`live`), except one whose
+    /// answer still waits in the queue to its address (a new incarnation there): taken out
+    /// as stale when that incarnation asks, it gives its ids back (`unqueue_stale_answers`,
+    /// which gives back only what `answered` names).
+    pub(super) fn forget_answers_to_the_gone(&mut self, live: &BTreeSet<UniqueAddress>) {
+        let (me, outbound) = (self.me(), &self.outbound);
+        self.answered.retain(|&shard, a| {
+            live.contains(&a.to)
+                || outbound
+                    .get(&a.to.addr)
+                    .is_some_and(|q| q.iter().any(|m| answer_of(m, shard, me) == Some((a.to, a.acquisition))))
+        });
     }
 
     /// Drops `msg` (outbound buffer full, or the peer gone); an envelope is counted in

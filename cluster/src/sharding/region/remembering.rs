@@ -116,8 +116,14 @@ where
         let (version, writer) = (m.version, m.writer);
         m.version += 1;
         m.tail += 1;
-        let change = if whole_set_due(m.tail, m.ids.len()) && whole_set_bytes(m.ids.iter()) <= MAX_WHOLE_SET_BYTES {
+        // When due, the tail restarts whether the set is written whole or is too large to be:
+        // the size (a pass over the set) is then taken once per that many updates, not on
+        // every update after.
+        let due = whole_set_due(m.tail, m.ids.len());
+        if due {
             m.tail = 0;
+        }
+        let change = if due && whole_set_bytes(m.ids.iter()) <= MAX_WHOLE_SET_BYTES {
             let mut ids: Vec<String> = m.ids.iter().cloned().collect();
             ids.sort_unstable();
             RememberChange::Whole(ids)
